@@ -82,6 +82,7 @@ class JaggedBatch:
     offsets: torch.Tensor
     values: dict[str, torch.Tensor]
     lengths: torch.Tensor = field(default=None)  # derived from offsets when not given
+    nbytes_read: int = 0  # bytes read from storage to build this batch (0 when not read from a tier)
 
     def __post_init__(self):
         if self.lengths is None:

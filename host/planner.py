@@ -1,0 +1,153 @@
+"""The planner: projection pushdown on columns and length, data affinity, and the staged batch.
+
+For one batch of examples and one tenant (columns C, max_len L), example e with pointer
+(u, v, n) and a tail of m events materializes (SPEC §2)
+
+    t_e = min(m, L)           its last t_e tail events
+    h_e = min(n, L - t_e)     history positions [n - h_e, n)
+
+The planner finds the 128-event blocks that overlap any example's history window, reads each of
+them once per batch however many of the user's examples need it (data affinity), and only for
+the staged columns (the tenant's, plus ``ts`` for the leakage check). Everything is vectorized:
+no Python loop per example, per block or per event; the only loop is over staged columns.
+
+The result is a ``StagedBatch`` (docs/DESIGN.md §4): compressed block headers and packed words
+plus tile descriptors; a tile is the intersection of one example's window with one staged block.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpumat.batch import Tenant
+from gpumat.host.examples import Examples
+from gpumat.kernels.staged import StagedBatch, StagedColumn
+
+
+def expand_ranges(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For ranges ``[starts[i], starts[i] + counts[i])``: (owner index, value) of every element, in order.
+
+    >>> expand_ranges(np.array([5, 0, 9]), np.array([2, 0, 3]))
+    (array([0, 0, 2, 2, 2]), array([ 5,  6,  9, 10, 11]))
+    """
+    counts = counts.astype(np.int64, copy=False)
+    owner = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    first = np.cumsum(counts) - counts  # exclusive cumsum: where each range begins in the output
+    within = np.arange(owner.size, dtype=np.int64) - first[owner]
+    return owner, starts[owner] + within
+
+
+def staged_columns(tenant: Tenant, check_leakage: bool) -> list[tuple[str, bool]]:
+    """(column, projected) pairs to stage: the tenant's columns, plus ``ts`` (not projected) for the check."""
+    cols = [(c, True) for c in tenant.columns]
+    if check_leakage and "ts" not in tenant.columns:
+        cols.append(("ts", False))
+    return cols
+
+
+def window_sizes(ex: Examples, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(h, t): events each example takes from its history and from its tail (SPEC §2)."""
+    m = ex.tail_len
+    t = np.minimum(m, max_len)
+    h = np.minimum(ex.length, max_len - t)
+    return h, t
+
+
+def _geometry(d):
+    """(users, user_base, g_start) of a directory, cached on it.
+
+    Global history coordinate: users laid end to end in directory order, so that a stripe is the
+    interval [g_start, g_start + count) and a user's history window is one contiguous interval.
+    """
+    geom = getattr(d, "_gpumat_geometry", None)
+    if geom is None:
+        users, uidx = np.unique(d.user_id, return_inverse=True)
+        user_end = np.zeros(users.size, dtype=np.int64)
+        np.maximum.at(user_end, uidx, d.start + d.count)
+        user_base = np.cumsum(user_end) - user_end
+        geom = (users, user_base, user_base[uidx] + d.start)
+        object.__setattr__(d, "_gpumat_geometry", geom)
+    return geom
+
+
+def plan(tier, ex: Examples, tenant: Tenant, check_leakage: bool = True) -> StagedBatch:
+    """Build the staged batch of ``ex`` for ``tenant`` from ``tier`` (pointers must already be checked)."""
+    bs = tier.block_size
+    B = ex.size
+    h, t = window_sizes(ex, tenant.max_len)
+    lengths = h + t
+    offsets = np.zeros(B + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    cols = staged_columns(tenant, check_leakage)
+
+    need = np.flatnonzero(h > 0)
+    if need.size:
+        d = tier.directory()
+        users, user_base, g_start = _geometry(d)
+
+        e_user = np.searchsorted(users, ex.user_id[need])
+        win_lo = ex.length[need] - h[need]  # first history position of the window
+        g_lo = user_base[e_user] + win_lo
+        g_hi = user_base[e_user] + ex.length[need] - 1  # last position (inclusive)
+        s_lo = np.searchsorted(g_start, g_lo, side="right") - 1
+        s_hi = np.searchsorted(g_start, g_hi, side="right") - 1
+        gb_lo = d.block0[s_lo] + (g_lo - g_start[s_lo]) // bs  # global block ids, contiguous per window
+        gb_hi = d.block0[s_hi] + (g_hi - g_start[s_hi]) // bs
+        nblk = gb_hi - gb_lo + 1
+
+        # Data affinity: every block that any window needs, once.
+        _, all_blocks = expand_ranges(gb_lo, nblk)
+        blocks = np.unique(all_blocks)
+        blk_stripe = np.searchsorted(d.block0, blocks, side="right") - 1
+        blk_local = blocks - d.block0[blk_stripe]
+        blk_g0 = g_start[blk_stripe] + blk_local * bs  # global coordinate of each staged block's first event
+        blk_cnt = np.minimum(bs, d.count[blk_stripe] - blk_local * bs)  # a stripe's last block may be short
+
+        # Runs of consecutive blocks within one stripe: one contiguous read each.
+        brk = np.ones(blocks.size, dtype=bool)
+        brk[1:] = (np.diff(blocks) != 1) | (np.diff(blk_stripe) != 0)
+        run_first = np.flatnonzero(brk)
+        run_len = np.diff(np.append(run_first, blocks.size))
+        run_stripe = blk_stripe[run_first]
+        run_lo = blk_local[run_first]
+        run_hi = run_lo + run_len
+
+        # Tiles: window e x staged block k.
+        tile_e, tile_gb = expand_ranges(gb_lo, nblk)
+        tile_k = np.searchsorted(blocks, tile_gb)
+        ex_of_tile = need[tile_e]
+        first = np.maximum(g_lo[tile_e], blk_g0[tile_k])
+        last = np.minimum(g_hi[tile_e], blk_g0[tile_k] + blk_cnt[tile_k] - 1)
+        tile_lo = first - blk_g0[tile_k]
+        tile_cnt = last - first + 1
+        tile_out = offsets[ex_of_tile] + (first - g_lo[tile_e])
+    else:
+        run_stripe = run_lo = run_hi = np.zeros(0, dtype=np.int64)
+        tile_k = tile_lo = tile_cnt = tile_out = ex_of_tile = np.zeros(0, dtype=np.int64)
+
+    staged: dict[str, StagedColumn] = {}
+    nbytes = 0
+    for col, project in cols:
+        if run_stripe.size:
+            hdr, words, nb = tier.read_blocks(col, run_stripe, run_lo, run_hi)
+        else:
+            hdr, words, nb = np.zeros((0, 3), dtype=np.int64), np.zeros(1, dtype=np.int64), 0
+        nbytes += nb
+        staged[col] = StagedColumn(col, tier.schema[col], hdr, words, ex.tail_values[col], project)
+
+    return StagedBatch(
+        block_size=bs,
+        columns=staged,
+        offsets=offsets,
+        hist_len=h.astype(np.int64),
+        tail_src=ex.tail_offsets[:-1] + (ex.tail_len - t),
+        tail_len=t.astype(np.int64),
+        request_ts=ex.request_ts,
+        tile_block=tile_k.astype(np.int64),
+        tile_lo=tile_lo.astype(np.int64),
+        tile_cnt=tile_cnt.astype(np.int64),
+        tile_out=tile_out.astype(np.int64),
+        tile_ex=ex_of_tile.astype(np.int64),
+        check_leakage=check_leakage,
+        nbytes_read=nbytes,
+    )

@@ -1,0 +1,132 @@
+"""The staged batch: what the host hands to the device for one batch and one tenant.
+
+See docs/DESIGN.md §4. Everything is int64 and packed into ONE flat buffer, so a batch crosses
+the bus in a single host-to-device copy (from pinned memory, ``non_blocking``), and the device
+side takes views into it. Only compressed bytes travel: block headers and packed words, never
+decoded values (the tails are the only plain values, and they are what the example carried).
+
+Shapes (B examples, K staged blocks, T tiles):
+
+- per column ``c``: ``hdr[c]`` ``[K, 3]`` (base, slope, meta), ``words[c]`` ``[W_c + 1]``,
+  ``tail_values[c]`` ``[sum of the batch's tail lengths]`` (int64, int32 columns sign-extended)
+- tiles: ``tile_block``, ``tile_lo``, ``tile_cnt``, ``tile_out``, ``tile_ex`` ``[T]``
+- examples: ``offsets`` ``[B + 1]``, ``hist_len``, ``tail_src``, ``tail_len``, ``request_ts`` ``[B]``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+EXAMPLE_FIELDS = ("offsets", "hist_len", "tail_src", "tail_len", "request_ts")
+TILE_FIELDS = ("tile_block", "tile_lo", "tile_cnt", "tile_out", "tile_ex")
+
+
+@dataclass
+class StagedColumn:
+    """One column of a staged batch. ``project`` is False for ``ts`` staged only for the leakage check."""
+
+    name: str
+    dtype: str  # "int64" | "int32": the dtype of the materialized output
+    hdr: object  # [K, 3] int64 (np.ndarray on the host, torch.Tensor on the device)
+    words: object  # [W + 1] int64
+    tail_values: object  # [sum tails] int64
+    project: bool = True
+
+
+@dataclass
+class StagedBatch:
+    """The descriptor arrays and compressed blocks of one (batch, tenant), host or device resident."""
+
+    block_size: int
+    columns: dict[str, StagedColumn]
+    offsets: object
+    hist_len: object
+    tail_src: object
+    tail_len: object
+    request_ts: object
+    tile_block: object
+    tile_lo: object
+    tile_cnt: object
+    tile_out: object
+    tile_ex: object
+    check_leakage: bool = True
+    nbytes_read: int = 0  # bytes read from storage to build this batch (projection pushdown metric)
+    _flat: object = field(default=None, repr=False)  # the packed buffer the arrays are views of, if any
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def total(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def num_tiles(self) -> int:
+        return len(self.tile_block)
+
+    def _arrays(self):
+        for f in EXAMPLE_FIELDS + TILE_FIELDS:
+            yield f, getattr(self, f)
+        for name, col in self.columns.items():
+            yield f"{name}.hdr", col.hdr
+            yield f"{name}.words", col.words
+            yield f"{name}.tail_values", col.tail_values
+
+    def staged_bytes(self) -> int:
+        """Bytes that cross the bus for this batch (all descriptors, headers, packed words, tails)."""
+        return sum(int(np.asarray(a).size if not torch.is_tensor(a) else a.numel()) * 8 for _, a in self._arrays())
+
+    def pack(self, out: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, tuple[int, tuple[int, ...]]]]:
+        """Pack every array into one flat int64 CPU tensor (``out`` if given and large enough, e.g. a
+        reusable pinned buffer). Returns the buffer and the layout ``name -> (offset, shape)``."""
+        layout: dict[str, tuple[int, tuple[int, ...]]] = {}
+        total = 0
+        parts = []
+        for name, a in self._arrays():
+            a = np.ascontiguousarray(a, dtype=np.int64)
+            layout[name] = (total, a.shape)
+            parts.append(a)
+            total += a.size
+        if out is None or out.numel() < total:
+            out = torch.empty(total, dtype=torch.int64)
+        flat = out[:total].numpy()
+        pos = 0
+        for a in parts:
+            flat[pos : pos + a.size] = a.ravel()
+            pos += a.size
+        return out[:total], layout
+
+    def to(self, device, non_blocking: bool = False, buffer: torch.Tensor | None = None) -> "StagedBatch":
+        """A copy whose arrays are torch tensors on ``device``: one packed copy, views on the device.
+
+        ``buffer``: an optional reusable (pinned) host buffer to pack into.
+        """
+        flat, layout = self.pack(buffer)
+        dev_flat = flat.to(device, non_blocking=non_blocking)
+        return self.from_flat(dev_flat, layout)
+
+    def from_flat(self, flat: torch.Tensor, layout) -> "StagedBatch":
+        """Rebuild this batch's structure over a packed buffer (on any device) laid out by ``pack``."""
+
+        def view(name):
+            off, shape = layout[name]
+            n = int(np.prod(shape)) if shape else 1
+            return flat[off : off + n].view(shape)
+
+        cols = {
+            name: StagedColumn(name, c.dtype, view(f"{name}.hdr"), view(f"{name}.words"), view(f"{name}.tail_values"), c.project)
+            for name, c in self.columns.items()
+        }
+        return StagedBatch(
+            self.block_size,
+            cols,
+            *(view(f) for f in EXAMPLE_FIELDS),
+            *(view(f) for f in TILE_FIELDS),
+            check_leakage=self.check_leakage,
+            nbytes_read=self.nbytes_read,
+            _flat=flat,
+        )
