@@ -1,0 +1,340 @@
+"""``gpumat.Materializer``: the drop-in module for the training step.
+
+One batch: ``mat(examples) -> MaterializedBatch`` (one ``JaggedBatch`` per tenant).
+A stream: ``for batch in mat.iterate(examples, batch_size=...)`` overlaps every stage with the
+training step:
+
+    host threads   read rows -> parse -> plan (pushdown, dedup) -> pack into a pinned slot
+    copy stream    one host-to-device copy of the packed slot
+    side stream    decode-gather kernels (per tenant), leakage flags copied back asynchronously
+    compute stream waits on an event; tensors are ``record_stream``-ed so nothing is reused early
+
+``depth`` batches are staged ahead on the host and ``inflight`` batches ahead on the device; the
+leakage flags of a batch are read only when it is handed out, ``inflight`` batches later, so the
+steady state has no host synchronization. On a CPU device the whole materialization runs in the
+host threads (NumPy releases the GIL), which overlaps it with the step as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from gpumat.api import raise_on_leakage, resolve_backend, resolve_device
+from gpumat.batch import JaggedBatch, Tenant
+from gpumat.errors import PointerError, SchemaError
+from gpumat.host.examples import Examples, check_pointers, parse_examples, read_examples_table
+from gpumat.host.schema import int_column
+from gpumat.host.planner import plan
+from gpumat.host.prefetch import AffinitySampler, Prefetcher
+
+
+@contextlib.contextmanager
+def stage_range(name: str, cuda: bool):
+    """An NVTX range (on CUDA) and a profiler range (everywhere) around a pipeline stage."""
+    if cuda:
+        torch.cuda.nvtx.range_push(name)
+    try:
+        with torch.autograd.profiler.record_function(name):
+            yield
+    finally:
+        if cuda:
+            torch.cuda.nvtx.range_pop()
+
+
+@dataclass
+class MaterializedBatch:
+    """One batch for every tenant, plus the examples' passthrough columns (labels, candidates).
+
+    ``tenants[name]`` is a ``JaggedBatch``; ``passthrough[col]`` is a tensor for numeric columns
+    (a pyarrow array otherwise); ``rows`` are the examples' row indices in the source.
+    Implements torchrec's ``Pipelineable`` methods (``to``, ``record_stream``, ``pin_memory``).
+    """
+
+    tenants: dict[str, JaggedBatch]
+    passthrough: dict = field(default_factory=dict)
+    rows: np.ndarray | None = None
+    nbytes_read: int = 0
+
+    def __getitem__(self, tenant: str) -> JaggedBatch:
+        return self.tenants[tenant]
+
+    def _map(self, fn_batch, fn_tensor):
+        return MaterializedBatch(
+            {k: fn_batch(b) for k, b in self.tenants.items()},
+            {k: fn_tensor(v) if torch.is_tensor(v) else v for k, v in self.passthrough.items()},
+            self.rows,
+            self.nbytes_read,
+        )
+
+    def to(self, device, non_blocking: bool = False) -> "MaterializedBatch":
+        return self._map(lambda b: b.to(device, non_blocking), lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "MaterializedBatch":
+        return self._map(lambda b: b.pin_memory(), lambda t: t.pin_memory())
+
+    def record_stream(self, stream) -> None:
+        for b in self.tenants.values():
+            b.record_stream(stream)
+        for v in self.passthrough.values():
+            if torch.is_tensor(v):
+                v.record_stream(stream)
+
+
+def _passthrough(ex: Examples) -> dict:
+    out = {}
+    for name in ex.passthrough:
+        col = ex.table.column(name)
+        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+            out[name] = torch.from_numpy(col.to_numpy(zero_copy_only=False).copy())
+        else:
+            out[name] = col
+    return out
+
+
+@dataclass
+class _Staged:
+    """A batch after the host stages: parsed examples and one staged plan per tenant."""
+
+    ex: Examples
+    rows: np.ndarray | None
+    staged: dict
+    packed: dict | None = None  # per tenant: (flat int64 host buffer, layout), packed for one copy
+    values: dict | None = None  # host-computed values (CPU device) per tenant
+    violations: np.ndarray | None = None
+
+
+class Materializer:
+    """Late materialization for several tenants at once.
+
+    ``tenants``: list of ``Tenant``. ``device``, ``backend``, ``check_leakage``: as in
+    ``gpumat.materialize``. ``streaming``: when examples point to a version newer than the tier
+    handle, refresh the handle, waiting up to ``refresh_timeout`` seconds for it to land.
+
+    >>> import pyarrow as pa, tempfile, gpumat
+    >>> tier = gpumat.Tier.create(tempfile.mkdtemp() + "/t", {"ts": "int64", "item_id": "int64"})
+    >>> _ = tier.append(pa.table({"user_id": [1, 1, 2], "ts": [1, 2, 1], "item_id": [5, 6, 7]}))
+    >>> mat = gpumat.Materializer(tier, [gpumat.Tenant("a", ["item_id"], 1), gpumat.Tenant("b", ["ts"], 8)])
+    >>> out = mat(pa.table({"user_id": [1, 2], "version": [1, 1], "length": [2, 1], "request_ts": [9, 9]}))
+    >>> out["a"].values["item_id"].tolist(), out["b"].values["ts"].tolist()
+    ([6, 7], [1, 2, 1])
+    """
+
+    def __init__(self, tier, tenants, device="cpu", backend: str = "auto", check_leakage: bool = True,
+                 streaming: bool = False, refresh_timeout: float = 60.0):
+        tenants = list(tenants)
+        if not tenants or not all(isinstance(t, Tenant) for t in tenants):
+            raise SchemaError("tenants must be a non-empty list of gpumat.Tenant")
+        names = [t.name for t in tenants]
+        if len(set(names)) != len(names):
+            raise SchemaError(f"tenant names must be unique, got {names}")
+        for t in tenants:
+            t.check(tier.schema)
+        self.tier = tier
+        self.tenants = tenants
+        self.device = resolve_device(device)
+        self.backend = resolve_backend(backend, self.device)
+        self.check_leakage = check_leakage
+        self.streaming = streaming
+        self.refresh_timeout = float(refresh_timeout)
+        self._refresh_lock = threading.Lock()
+
+    # ---- host stages -------------------------------------------------------------------------
+    def _ensure_version(self, ex: Examples) -> None:
+        need = int(ex.version.max()) if ex.size else 0
+        if need <= self.tier.version or not self.streaming:
+            return
+        deadline = time.monotonic() + self.refresh_timeout
+        with self._refresh_lock:
+            while True:
+                self.tier.refresh()
+                if self.tier.version >= need:
+                    return
+                if time.monotonic() >= deadline:
+                    raise PointerError(
+                        f"examples point to version {need}, but the tier is at {self.tier.version} "
+                        f"after waiting {self.refresh_timeout:g} s for it"
+                    )
+                time.sleep(0.05)
+
+    def stage(self, examples, rows=None) -> _Staged:
+        """Host half of one batch: parse, check, plan every tenant (and, on a CPU device, compute)."""
+        cuda = self.device.type == "cuda"
+        with stage_range("gpumat.plan", cuda):
+            ex = parse_examples(examples, self.tier.schema)
+            self._ensure_version(ex)
+            check_pointers(ex, self.tier)
+            staged = {t.name: plan(self.tier, ex, t, self.check_leakage) for t in self.tenants}
+        out = _Staged(ex, rows, staged)
+        if self.backend == "triton":
+            with stage_range("gpumat.pack", cuda):
+                # Pinned slots come from torch's caching host allocator: a slot returns to the pool
+                # only after the copy that reads it has completed, so reuse is never early.
+                out.packed = {
+                    name: s.pack(torch.empty(s.staged_bytes() // 8, dtype=torch.int64, pin_memory=True) if cuda else None)
+                    for name, s in staged.items()
+                }
+        elif self.backend == "reference":
+            from gpumat.reference import materialize_staged_reference
+
+            with stage_range("gpumat.decode", cuda):
+                out.values, viol = {}, np.zeros(ex.size, dtype=bool)
+                for name, s in staged.items():
+                    vals, v = materialize_staged_reference(s)
+                    out.values[name] = vals
+                    viol |= v
+                out.violations = viol
+        return out
+
+    # ---- device stage ------------------------------------------------------------------------
+    def _finish_host(self, st: _Staged) -> MaterializedBatch:
+        if self.check_leakage:
+            raise_on_leakage(st.violations, st.ex)
+        tenants = {}
+        for t in self.tenants:
+            s = st.staged[t.name]
+            offsets = torch.from_numpy(np.asarray(s.offsets))
+            vals = {c: torch.from_numpy(st.values[t.name][c]) for c in t.columns}
+            b = JaggedBatch(offsets, vals, nbytes_read=s.nbytes_read)
+            tenants[t.name] = b.to(self.device) if self.device.type != "cpu" else b
+        return MaterializedBatch(tenants, _passthrough(st.ex), st.rows, sum(s.nbytes_read for s in st.staged.values()))
+
+    def _launch(self, st: _Staged, streams=None):
+        """Issue copies and kernels for one batch; returns a handle to finish later."""
+        from gpumat.kernels.triton_decode_gather import materialize_staged_triton
+
+        cuda = self.device.type == "cuda"
+        copy_stream, side_stream = streams if streams else (None, None)
+        outs, viol = {}, None
+        for t in self.tenants:
+            s = st.staged[t.name]
+            ctx = torch.cuda.stream(copy_stream) if copy_stream is not None else contextlib.nullcontext()
+            with stage_range("gpumat.h2d", cuda), ctx:
+                flat, layout = st.packed[t.name]
+                dev = s.from_flat(flat.to(self.device, non_blocking=True), layout)
+                copied = torch.cuda.Event() if cuda else None
+                if copied is not None:
+                    copied.record(copy_stream)
+            ctx = torch.cuda.stream(side_stream) if side_stream is not None else contextlib.nullcontext()
+            with stage_range("gpumat.decode", cuda), ctx:
+                if copied is not None:
+                    side_stream.wait_event(copied)
+                    dev._flat.record_stream(side_stream)
+                values, v = materialize_staged_triton(dev)
+                outs[t.name] = (dev.offsets, values, s.nbytes_read)
+                viol = v if viol is None else torch.maximum(viol, v)
+        flags = None
+        done = None
+        if viol is not None:
+            if cuda:
+                with torch.cuda.stream(side_stream):
+                    flags = torch.empty(viol.shape, dtype=viol.dtype, pin_memory=True)
+                    flags.copy_(viol, non_blocking=True)
+                    done = torch.cuda.Event()
+                    done.record(side_stream)
+            else:
+                flags = viol
+        return st, outs, flags, done
+
+    def _finish_device(self, handle) -> MaterializedBatch:
+        st, outs, flags, done = handle
+        cuda = self.device.type == "cuda"
+        with stage_range("gpumat.handoff", cuda):
+            if done is not None:
+                torch.cuda.current_stream(self.device).wait_event(done)
+            tenants = {}
+            for t in self.tenants:
+                offsets, values, nbytes = outs[t.name]
+                b = JaggedBatch(offsets, {c: values[c] for c in t.columns}, nbytes_read=nbytes)
+                if cuda:
+                    b.record_stream(torch.cuda.current_stream(self.device))
+                tenants[t.name] = b
+            if self.check_leakage and flags is not None:
+                if done is not None:
+                    done.synchronize()  # recorded `inflight` batches ago: complete in the steady state
+                raise_on_leakage(flags.cpu().numpy().astype(bool), st.ex)
+        batch = MaterializedBatch(tenants, _passthrough(st.ex), st.rows, sum(o[2] for o in outs.values()))
+        return batch.to(self.device, non_blocking=True) if cuda else batch
+
+    # ---- public ------------------------------------------------------------------------------
+    def __call__(self, examples) -> MaterializedBatch:
+        """Materialize one batch of examples for every tenant (synchronously)."""
+        st = self.stage(examples)
+        if st.values is not None:
+            return self._finish_host(st)
+        return self._finish_device(self._launch(st))
+
+    def iterate(self, examples, batch_size: int = 256, shuffle: bool = True, window: int = 65536, seed: int = 0,
+                depth: int = 2, inflight: int = 2, workers: int = 1, drop_last: bool = False,
+                rank: int | None = None, world_size: int | None = None) -> "MaterializedLoader":
+        """An overlapped, resumable stream of ``MaterializedBatch`` over an examples table or Parquet file."""
+        return MaterializedLoader(self, examples, batch_size, shuffle, window, seed, depth, inflight, workers,
+                                  drop_last, rank, world_size)
+
+
+class MaterializedLoader:
+    """The stream behind ``Materializer.iterate``: sampler -> host stages -> device stage.
+
+    ``state_dict()`` counts the batches handed to the caller (not those prefetched), so
+    ``load_state_dict`` on a new loader over the same examples resumes exactly there.
+    """
+
+    def __init__(self, mat: Materializer, examples, batch_size, shuffle, window, seed, depth, inflight, workers,
+                 drop_last, rank, world_size):
+        self.mat = mat
+        self.table = read_examples_table(examples)
+        if "user_id" not in self.table.column_names:
+            raise SchemaError("examples: missing column 'user_id'")
+        users = int_column(self.table.column("user_id"), "int64", "examples column 'user_id'")
+        self.sampler = AffinitySampler(users, batch_size, window, shuffle, seed, drop_last, rank, world_size)
+        self.depth, self.inflight, self.workers = depth, max(1, inflight), workers
+        self._consumed = 0  # batches of the current epoch handed to the caller
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def state_dict(self) -> dict:
+        state = self.sampler.state_dict()
+        state["served"] = self._consumed
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+        self._consumed = int(state["served"])
+
+    def __iter__(self):
+        mat = self.mat
+        epoch = self.sampler.epoch
+        batches = self.sampler.epoch_batches(epoch)[self._consumed :]
+        stage = Prefetcher(lambda rows: mat.stage(self.table.take(pa.array(rows)), rows), batches,
+                           depth=self.depth, workers=self.workers, name="gpumat host stage")
+        cuda = mat.device.type == "cuda"
+        streams = (torch.cuda.Stream(mat.device), torch.cuda.Stream(mat.device)) if cuda and mat.backend == "triton" else None
+        pending: deque = deque()
+        try:
+            for st in stage:
+                if st.values is not None:
+                    out = mat._finish_host(st)
+                    self._consumed += 1
+                    yield out
+                    continue
+                pending.append(mat._launch(st, streams))
+                if len(pending) >= self.inflight:
+                    out = mat._finish_device(pending.popleft())
+                    self._consumed += 1
+                    yield out
+            while pending:
+                out = mat._finish_device(pending.popleft())
+                self._consumed += 1
+                yield out
+        finally:
+            stage.close()
+        self.sampler.set_epoch(epoch + 1)
+        self._consumed = 0
