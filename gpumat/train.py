@@ -1,0 +1,266 @@
+"""Training and evaluation utilities for next-item models over jagged batches.
+
+Everything here works with any iterator that yields ``(JaggedBatch, labels)`` pairs, ``labels``
+an integer tensor ``[B]`` (the item that follows each row), and any model that offers
+``loss(batch, labels) -> scalar`` and ``score(batch) -> [B, num_items]`` (such as
+:class:`gpumat.hstu.HSTU`).
+
+Ranking metrics are computed over the **full catalog, excluding nothing**: items the user already
+interacted with stay rankable (in next-item data repeats are legitimate targets, and filtering
+them would need the full history, which the truncated batch does not hold). Ties are broken
+uniformly at random *in expectation*: with ``g`` items scored strictly above the target and ``e``
+items tied with it (the target included), the target's rank is uniform on ``[g, g + e)`` and the
+metrics are exact expectations over that. This matters for the popularity baseline, whose scores
+tie a lot, and changes nothing for a model with distinct scores.
+
+>>> import torch
+>>> scores = torch.tensor([[0.9, 0.1, 0.5], [0.0, 0.0, 0.0]])
+>>> rank_metrics(scores, torch.tensor([2, 0]), k=2)   # row 0: rank 1; row 1: 3-way tie
+{'hr@2': 0.8333333333333333, 'ndcg@2': 0.5872865023809717, 'n': 2}
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterable, Iterator
+
+import torch
+
+from gpumat.batch import JaggedBatch
+from gpumat.errors import SchemaError
+
+__all__ = ["Throughput", "train_steps", "evaluate", "popularity_eval", "rank_metrics"]
+
+
+class Throughput:
+    """Examples (and events) per second since the end of the first ``warmup`` updates.
+
+    Time is host wall-clock; on a GPU call :meth:`update` after something that synchronizes
+    (``loss.item()``) or the rate measures kernel launches rather than kernels.
+
+    >>> meter = Throughput(warmup=0)
+    >>> meter.update(128, events=25600)
+    >>> meter.examples >= 128 and meter.rate >= 0.0
+    True
+    """
+
+    def __init__(self, warmup: int = 1):
+        self.warmup = warmup
+        self.reset()
+
+    def reset(self) -> None:
+        self._updates = 0
+        self._t0 = time.perf_counter() if self.warmup == 0 else None
+        self.examples = 0
+        self.events = 0
+
+    def update(self, examples: int, events: int = 0) -> None:
+        self._updates += 1
+        if self._updates <= self.warmup:
+            # The warm-up steps (allocator, kernel compilation, caches) are not counted.
+            if self._updates == self.warmup:
+                self._t0 = time.perf_counter()
+            return
+        self.examples += int(examples)
+        self.events += int(events)
+
+    @property
+    def elapsed(self) -> float:
+        return 0.0 if self._t0 is None else time.perf_counter() - self._t0
+
+    @property
+    def rate(self) -> float:
+        """Examples per second (0.0 before anything was counted)."""
+        t = self.elapsed
+        return self.examples / t if t > 0 and self.examples else 0.0
+
+    @property
+    def event_rate(self) -> float:
+        """Events (sequence positions) per second."""
+        t = self.elapsed
+        return self.events / t if t > 0 and self.events else 0.0
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _check_pair(item, where: str):
+    if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], JaggedBatch)):
+        raise SchemaError(f"{where}: the iterator must yield (JaggedBatch, labels) pairs, got {type(item).__name__}")
+    batch, labels = item
+    labels = torch.as_tensor(labels)
+    if labels.shape != (batch.batch_size,):
+        raise SchemaError(f"{where}: labels must have shape [B={batch.batch_size}], got {tuple(labels.shape)}")
+    return batch, labels
+
+
+def train_steps(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches_iter: Iterable,
+    steps: int,
+    log_every: int = 50,
+    progress: bool = True,
+) -> dict:
+    """Run ``steps`` optimizer steps of ``model.loss(batch, labels)``.
+
+    ``batches_iter`` yields ``(JaggedBatch, labels [B])``; batches are moved to the model's device.
+    Stops early if the iterator runs out. The loss is read back (a device sync) only every
+    ``log_every`` steps and on the last one, so a GPU pipeline is not stalled every step.
+
+    Returns ``{"steps": int, "losses": [(step, loss)], "examples_per_s": float,
+    "events_per_s": float, "step_time_s": float}`` (rates exclude the first step).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise SchemaError(f"steps must be an integer >= 0, got {steps!r}")
+    if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
+        raise SchemaError(f"log_every must be an integer >= 1, got {log_every!r}")
+    from tqdm.auto import tqdm
+
+    dev = _model_device(model)
+    it: Iterator = iter(batches_iter)
+    meter = Throughput(warmup=1)
+    losses: list[tuple[int, float]] = []
+    done = 0
+    events = torch.zeros((), dtype=torch.int64, device=dev)
+    model.train()
+    bar = tqdm(total=steps, disable=not progress, desc="train", leave=False)
+    try:
+        for step in range(1, steps + 1):
+            try:
+                item = next(it)
+            except StopIteration:
+                break
+            batch, labels = _check_pair(item, "train_steps")
+            if batch.device != dev:
+                batch = batch.to(dev, non_blocking=True)
+            labels = labels.to(dev, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss = model.loss(batch, labels)
+            loss.backward()
+            optimizer.step()
+            done = step
+            if step % log_every == 0 or step == steps or step == 1:
+                value = float(loss.detach())
+                losses.append((step, value))
+                bar.set_postfix(loss=f"{value:.4f}", ex_s=f"{meter.rate:.0f}")
+            meter.update(batch.batch_size)
+            if step > 1 and batch.batch_size > 0:
+                # Summed on the device and read once at the end: int() here would sync every step.
+                events = batch.offsets[-1] + events
+            bar.update(1)
+    finally:
+        bar.close()
+    if done and (not losses or losses[-1][0] != done):
+        losses.append((done, float(loss.detach())))
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    counted = max(done - 1, 0)
+    elapsed = meter.elapsed
+    return {
+        "steps": done,
+        "losses": losses,
+        "examples_per_s": meter.examples / elapsed if counted and elapsed > 0 else 0.0,
+        "events_per_s": int(events) / elapsed if counted and elapsed > 0 else 0.0,
+        "step_time_s": elapsed / counted if counted else float("nan"),
+    }
+
+
+def _tie_aware_metrics(greater: torch.Tensor, ties: torch.Tensor, k: int):
+    """Expected HR@k and NDCG@k per example for a rank uniform on ``[greater, greater + ties)``.
+
+    ``greater``, ``ties``: int64 ``[n]`` (``ties >= 1``, it counts the target). -> two float64 ``[n]``.
+    """
+    disc = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0)  # DCG of a hit at rank r
+    cum = torch.cat([torch.zeros(1, dtype=torch.float64), disc.cumsum(0)])  # cum[r] = sum of disc[:r]
+    g = greater.cpu().clamp(max=k)
+    end = (greater.cpu() + ties.cpu()).clamp(max=k)
+    e = ties.cpu().to(torch.float64)
+    hr = (end - g).to(torch.float64) / e
+    ndcg = (cum[end] - cum[g]) / e
+    return hr, ndcg
+
+
+def rank_metrics(scores: torch.Tensor, targets: torch.Tensor, k: int = 10) -> dict:
+    """HR@k and NDCG@k of ``targets [n]`` under ``scores [n, num_items]``, full catalog, ties expected.
+
+    Returns ``{"hr@k": float, "ndcg@k": float, "n": int}`` (means over the ``n`` rows; NaN if 0).
+    """
+    if scores.dim() != 2 or targets.shape != (scores.shape[0],):
+        raise SchemaError(f"rank_metrics: need scores [n, items] and targets [n], got {tuple(scores.shape)} and {tuple(targets.shape)}")
+    hr, ndcg = _rank_sums(scores, targets, k)
+    n = int(targets.numel())
+    return {f"hr@{k}": hr / n if n else float("nan"), f"ndcg@{k}": ndcg / n if n else float("nan"), "n": n}
+
+
+def _rank_sums(scores, targets, k):
+    t = targets.to(scores.device, torch.int64)
+    s_t = scores.gather(1, t.unsqueeze(1))
+    greater = (scores > s_t).sum(1)
+    ties = (scores == s_t).sum(1)
+    hr, ndcg = _tie_aware_metrics(greater, ties, k)
+    return float(hr.sum()), float(ndcg.sum())
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: Iterable, k: int = 10) -> dict:
+    """Full-catalog ranking quality of ``model.score(batch)`` for the next item ``labels``.
+
+    ``batches`` yields ``(JaggedBatch, labels [B])``. No item is excluded from the ranking (not
+    even the history's); ties count in expectation (module docstring). The model is put in eval
+    mode and restored afterwards.
+
+    Returns ``{"hr@{k}": float, "ndcg@{k}": float, "n": int}``.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise SchemaError(f"k must be an integer >= 1, got {k!r}")
+    dev = _model_device(model)
+    was_training = model.training
+    model.eval()
+    hr = ndcg = 0.0
+    n = 0
+    try:
+        for item in batches:
+            batch, labels = _check_pair(item, "evaluate")
+            if batch.batch_size == 0:
+                continue
+            scores = model.score(batch.to(dev) if batch.device != dev else batch)
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= scores.shape[1]):
+                raise SchemaError(f"evaluate: labels must lie in [0, {scores.shape[1]})")
+            h, g = _rank_sums(scores, labels, k)
+            hr, ndcg, n = hr + h, ndcg + g, n + batch.batch_size
+    finally:
+        model.train(was_training)
+    return {f"hr@{k}": hr / n if n else float("nan"), f"ndcg@{k}": ndcg / n if n else float("nan"), "n": n}
+
+
+def popularity_eval(train_labels, eval_labels, k: int = 10, num_items: int | None = None) -> dict:
+    """The most-popular baseline: rank every item by its count in ``train_labels``.
+
+    ``train_labels``, ``eval_labels``: integer ``[n]`` item ids (tensors or arrays);
+    ``num_items``: catalog size (default ``max id + 1``). Same full-catalog, tie-aware metrics as
+    :func:`evaluate`, so the two are comparable; unseen items tie at count 0.
+
+    >>> popularity_eval(torch.tensor([3, 3, 1]), torch.tensor([3, 1, 0]), k=1, num_items=4)
+    {'hr@1': 0.3333333333333333, 'ndcg@1': 0.3333333333333333, 'n': 3}
+    """
+    train = torch.as_tensor(train_labels).reshape(-1).to("cpu", torch.int64)
+    ev = torch.as_tensor(eval_labels).reshape(-1).to("cpu", torch.int64)
+    top = max(int(train.max()) if train.numel() else -1, int(ev.max()) if ev.numel() else -1) + 1
+    n_items = top if num_items is None else int(num_items)
+    if (train.numel() and int(train.min()) < 0) or (ev.numel() and int(ev.min()) < 0) or top > n_items:
+        raise SchemaError(f"popularity_eval: labels must lie in [0, num_items={n_items})")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise SchemaError(f"k must be an integer >= 1, got {k!r}")
+    counts = torch.bincount(train, minlength=n_items)
+    srt = counts.sort().values  # ascending
+    c_t = counts[ev]
+    # Items strictly more popular than the target, and items with exactly its count.
+    greater = n_items - torch.searchsorted(srt, c_t, right=True)
+    ties = torch.searchsorted(srt, c_t, right=True) - torch.searchsorted(srt, c_t, right=False)
+    hr, ndcg = _tie_aware_metrics(greater, ties, k)
+    n = int(ev.numel())
+    return {f"hr@{k}": float(hr.sum()) / n if n else float("nan"), f"ndcg@{k}": float(ndcg.sum()) / n if n else float("nan"), "n": n}

@@ -1,0 +1,271 @@
+"""HSTU model and training utilities: shapes, causality, padding invariance, empty rows, learning."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gpumat.hstu
+import gpumat.train
+from gpumat.batch import JaggedBatch
+from gpumat.errors import SchemaError
+from gpumat.hstu import HSTU, HSTUConfig, _BucketBias
+from gpumat.train import Throughput, evaluate, popularity_eval, rank_metrics, train_steps
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The CI box has 2 cores shared with other jobs; these models are tiny anyway.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def assert_close(actual, expected, atol=1e-5, rtol=1e-5, what=""):
+    """allclose that names the first mismatching index instead of just failing."""
+    actual, expected = actual.detach(), expected.detach()
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    bad = ~torch.isclose(actual, expected, atol=atol, rtol=rtol)
+    if bad.any():
+        idx = tuple(int(i) for i in bad.nonzero()[0])
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} mismatches, first at {idx}: {actual[idx].item()} vs {expected[idx].item()}"
+        )
+
+
+def make_batch(rows, with_rating=False):
+    """rows: list of lists of item ids -> JaggedBatch with ts = 100 * 3**position-ish, rating = item % 5."""
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    items = torch.tensor([i for r in rows for i in r], dtype=torch.int64)
+    ts = torch.tensor([1000 + 7 * p * p for r in rows for p in range(len(r))], dtype=torch.int64)
+    vals = {"item_id": items, "ts": ts}
+    if with_rating:
+        vals["rating"] = (items % 5).to(torch.int32)
+    return JaggedBatch(offsets, vals)
+
+
+def small_model(seed=0, **kw):
+    torch.manual_seed(seed)
+    args = dict(num_items=30, dim=16, num_layers=2, num_heads=2, max_len=12, num_negatives=8)
+    args.update(kw)
+    return HSTU(HSTUConfig(**args)).eval()
+
+
+def test_doc_examples_run():
+    for mod in (gpumat.hstu, gpumat.train):
+        res = doctest.testmod(mod)
+        assert res.failed == 0 and res.attempted > 0, mod.__name__
+
+
+def test_shapes():
+    model = small_model(side_features={"rating": 5})
+    batch = make_batch([[1, 2, 3, 4], [], [5, 6]], with_rating=True)
+    h, mask = model.encode(batch)
+    assert h.shape == (3, 4, 16) and mask.shape == (3, 4) and mask.dtype == torch.bool
+    assert mask.sum(1).tolist() == [4, 0, 2]
+    assert torch.all(h[~mask] == 0)
+    assert_close(h[mask].norm(dim=-1), torch.ones(6), what="unit-norm outputs")
+    assert model(batch).shape == (3, 16)
+    assert model.score(batch).shape == (3, 30)
+    loss = model.loss(batch, torch.tensor([5, 1, 7]))
+    assert loss.dim() == 0 and torch.isfinite(loss)
+
+
+def test_causal_future_change_leaves_past_unchanged():
+    model = small_model(side_features={"rating": 5})
+    base = [[3, 9, 4, 11, 2, 8, 1], [5, 6, 7]]
+    ref, _ = model.encode(make_batch(base, with_rating=True))
+    for p in range(1, 7):
+        rows = [list(base[0]), list(base[1])]
+        rows[0][p] = (rows[0][p] + 13) % 30  # changes item_id and rating
+        b = make_batch(rows, with_rating=True)
+        b.values["ts"][p] += 10**6  # and the event's time
+        out, _ = model.encode(b)
+        assert_close(out[0, :p], ref[0, :p], atol=1e-6, what=f"positions before {p}")
+        assert not torch.allclose(out[0, p], ref[0, p]), f"position {p} should see its own event"
+        assert_close(out[1], ref[1], atol=1e-6, what="other row")
+
+
+@pytest.mark.parametrize("width_rows", [[[1] * 9], [[2, 3] * 6, [4]]])
+def test_padding_invariance(width_rows):
+    model = small_model()
+    row = [7, 3, 21, 3, 8]
+    alone_h, _ = model.encode(make_batch([row]))
+    alone = model(make_batch([row]))
+    padded_h, mask = model.encode(make_batch(width_rows + [row] + [[]]))
+    i = len(width_rows)
+    assert padded_h.shape[1] > len(row)
+    assert_close(padded_h[i, : len(row)], alone_h[0], atol=1e-5, what="per-position outputs")
+    assert_close(model(make_batch(width_rows + [row] + [[]]))[i], alone[0], atol=1e-5, what="last position")
+
+
+def test_rows_longer_than_max_len_keep_newest_events():
+    model = small_model(max_len=5)
+    row = list(range(1, 12))
+    b = make_batch([row])
+    b_tail = JaggedBatch(torch.tensor([0, 5]), {c: v[-5:] for c, v in b.values.items()})
+    assert_close(model(b), model(b_tail), what="truncated row")
+    assert model.encode(b)[0].shape[1] == 5
+
+
+def test_empty_rows_use_learned_empty_vector():
+    model = small_model()
+    empty = F.normalize(model.empty.detach(), dim=-1)
+    for rows in ([[], []], [[], [4, 5], []]):
+        out = model(make_batch(rows))
+        assert torch.isfinite(out).all()
+        for b, r in enumerate(rows):
+            if not r:
+                assert_close(out[b], empty, what="empty row")
+    # All rows empty, and a batch of no rows at all: finite loss, finite gradients.
+    model.train()
+    for rows, labels in (([[], []], [3, 4]), ([], [])):
+        model.zero_grad()
+        loss = model.loss(make_batch(rows), torch.tensor(labels, dtype=torch.int64))
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    assert model(make_batch([])).shape == (0, 16)
+    assert model.score(make_batch([[], []])).shape == (2, 30)
+
+
+def test_bucket_bias_backward_matches_embedding():
+    torch.manual_seed(1)
+    table = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(7, (2, 5, 5))
+    g = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    (ours,) = torch.autograd.grad(_BucketBias.apply(table, idx), table, g)
+    (ref,) = torch.autograd.grad(F.embedding(idx, table).permute(0, 3, 1, 2), table, g)
+    assert_close(ours, ref, atol=1e-12, what="time-bias gradient")
+
+
+def test_time_buckets_extremes_do_not_overflow():
+    ts = torch.tensor([[torch.iinfo(torch.int64).min, 0, torch.iinfo(torch.int64).max]])
+    tb = gpumat.hstu.time_buckets(ts, 128)
+    assert tb.min() >= 0 and tb.max() <= 127 and tb[0, 2, 0] == 127 and tb[0, 1, 1] == 0
+
+
+def test_input_errors_are_schema_errors():
+    model = small_model(side_features={"rating": 5})
+    good = make_batch([[1, 2]], with_rating=True)
+    with pytest.raises(SchemaError, match="rating"):
+        model(make_batch([[1, 2]]))
+    with pytest.raises(SchemaError, match="item_id"):
+        model(make_batch([[1, 30]], with_rating=True))
+    with pytest.raises(SchemaError, match="labels"):
+        model.loss(good, torch.tensor([1, 2]))
+    with pytest.raises(SchemaError, match="labels"):
+        model.loss(good, torch.tensor([-1]))
+    with pytest.raises(SchemaError):
+        HSTUConfig(num_items=10, dim=10, num_heads=3)
+    with pytest.raises(SchemaError):
+        HSTUConfig(num_items=0)
+    with pytest.raises(SchemaError):
+        HSTUConfig(num_items=10, sampler="zipf")
+    with pytest.raises(SchemaError, match="set_item_counts"):
+        small_model(sampler="popularity").loss(good, torch.tensor([1]))
+
+
+def test_sampler_and_logq_variants_give_finite_losses():
+    counts = torch.arange(30)
+    batch = make_batch([[1, 2, 3], [], [4, 5]])
+    labels = torch.tensor([4, 1, 6])
+    for kw in ({"logq_correction": True}, {"sampler": "popularity", "logq_correction": True},
+               {"train_all_positions": False}, {"num_negatives": 0}, {"num_time_buckets": 0}):
+        model = small_model(**kw).train()
+        if kw.get("sampler") == "popularity":
+            model.set_item_counts(counts)
+        loss = model.loss(batch, labels)
+        loss.backward()
+        assert torch.isfinite(loss), kw
+    assert torch.isfinite(small_model().loss(batch, None))
+
+
+# ---------------------------------------------------------------- learning
+
+
+N_ITEMS = 40
+
+
+def successor_batches(seed, batch_size=64, max_len=12, count=None):
+    """Rows are runs i, i+1, i+2, ... (mod N) of length 0..max_len; the label is the next one."""
+    g = torch.Generator().manual_seed(seed)
+    n = 0
+    while count is None or n < count:
+        n += 1
+        lengths = torch.randint(0, max_len + 1, (batch_size,), generator=g)
+        starts = torch.randint(0, N_ITEMS, (batch_size,), generator=g)
+        rows = [[(int(s) + p) % N_ITEMS for p in range(int(L))] for s, L in zip(starts, lengths)]
+        labels = torch.tensor([(int(s) + int(L)) % N_ITEMS for s, L in zip(starts, lengths)])
+        yield make_batch(rows), labels
+
+
+def train_small(seed, steps):
+    torch.manual_seed(seed)
+    cfg = HSTUConfig(num_items=N_ITEMS, dim=32, num_layers=1, num_heads=2, max_len=12, num_negatives=16)
+    model = HSTU(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    log = train_steps(model, opt, successor_batches(seed), steps=steps, log_every=10, progress=False)
+    return model, log
+
+
+def test_loss_decreases_and_beats_popularity():
+    model, log = train_small(seed=0, steps=120)
+    losses = [v for _, v in log["losses"]]
+    assert log["steps"] == 120 and log["examples_per_s"] > 0
+    assert losses[-1] < 0.5 * losses[0], losses
+    eval_batches = list(successor_batches(seed=123, count=4))
+    metrics = evaluate(model, eval_batches, k=10)
+    train_labels = torch.cat([lab for _, lab in successor_batches(seed=7, count=4)])
+    pop = popularity_eval(train_labels, torch.cat([lab for _, lab in eval_batches]), k=10, num_items=N_ITEMS)
+    assert metrics["n"] == pop["n"] == 256
+    # Rows of length 0 (1 in 13) have an unpredictable label; every other row is deterministic.
+    assert metrics["hr@10"] > 0.85 and metrics["hr@10"] > pop["hr@10"] + 0.4, (metrics, pop)
+    assert metrics["ndcg@10"] > pop["ndcg@10"]
+
+
+def test_training_is_deterministic_with_a_seed():
+    m1, log1 = train_small(seed=3, steps=8)
+    m2, log2 = train_small(seed=3, steps=8)
+    assert log1["losses"] == log2["losses"]
+    for (n, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), n
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_rank_metrics_and_popularity_agree_on_ties():
+    # Popularity scores as a model would produce them must give the same metrics.
+    train = torch.tensor([0, 0, 1, 2, 2, 2])
+    ev = torch.tensor([2, 0, 1, 3, 4])
+    counts = torch.bincount(train, minlength=5).to(torch.float32)
+    for k in (1, 2, 3, 10):
+        ref = rank_metrics(counts.expand(len(ev), -1), ev, k=k)
+        assert popularity_eval(train, ev, k=k, num_items=5) == pytest.approx(ref)
+    # A 2-way tie for the last slot of the top 2 counts as half a hit.
+    assert rank_metrics(torch.tensor([[3.0, 1.0, 1.0]]), torch.tensor([1]), k=2)["hr@2"] == pytest.approx(0.5)
+    with pytest.raises(SchemaError):
+        popularity_eval(train, torch.tensor([5]), num_items=5)
+
+
+def test_throughput_meter_skips_warmup():
+    meter = Throughput(warmup=1)
+    meter.update(100)
+    assert meter.examples == 0 and meter.rate == 0.0
+    meter.update(50, events=500)
+    assert meter.examples == 50 and meter.events == 500 and meter.rate > 0
+
+
+def test_train_steps_rejects_bad_items_and_stops_when_exhausted():
+    model = small_model(num_items=N_ITEMS).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    log = train_steps(model, opt, successor_batches(0, count=3, max_len=12, batch_size=8), steps=10, progress=False)
+    assert log["steps"] == 3 and log["losses"][-1][0] == 3
+    with pytest.raises(SchemaError):
+        train_steps(model, opt, iter([(make_batch([[1]]), torch.tensor([1, 2]))]), steps=1, progress=False)
