@@ -1,0 +1,402 @@
+"""The blocked, random-access frame-of-reference codec of docs/DESIGN.md §1 (NumPy, vectorized).
+
+A column of ``n`` int64 values is cut into blocks of ``BS`` values (the last one may be short).
+Block ``b`` stores ``x[k] = base + slope * k + r[k]`` (wrapping int64 arithmetic) with ``r[k]`` an
+unsigned ``w``-bit integer bit-packed into 64-bit words. The blob of one (stripe, column) is
+
+    header  nb x 4 words [base, slope, meta = (word_off << 8) | w, hash]
+    packed  ceil(cnt_b * w_b / 64) words per block, at word_off (from the blob start)
+
+Every function here works on many blocks (of many stripes) at once: the loops are over the 65
+possible bit widths or over the 6 steps of a bit-length computation, never over blocks or values.
+All arithmetic is done on ``uint64`` views, so it wraps exactly like the two's-complement formula
+that the kernels evaluate, and any slope decodes correctly; the encoder only prefers a slope when
+it needs fewer bits than plain frame of reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpumat.errors import CorruptionError
+
+HDR_WORDS = 4  # base, slope, meta, hash
+ENC_FOR = 0  # every block has slope 0
+ENC_LFOR = 1  # at least one block has a fitted slope
+ENC_NAMES = {ENC_FOR: "FOR", ENC_LFOR: "LFOR"}
+
+_U64 = np.uint64
+_GOLDEN = _U64(0x9E3779B97F4A7C15)
+_M1 = _U64(0xBF58476D1CE4E5B9)
+_M2 = _U64(0x94D049BB133111EB)
+_ONE = _U64(1)
+
+
+def _u(a) -> np.ndarray:
+    """A uint64 view (no copy) of an int64/uint64 array."""
+    a = np.asarray(a)
+    return a.view(np.uint64) if a.dtype == np.int64 else a.astype(np.uint64, copy=False)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 output function for state ``x`` (uint64 in, uint64 out, elementwise).
+
+    ``z = x + 0x9E3779B97F4A7C15; z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9;
+    z = (z ^ z >> 27) * 0x94D049BB133111EB; return z ^ z >> 31`` -- a bijection of 64-bit words.
+    """
+    with np.errstate(over="ignore"):
+        z = x + _GOLDEN
+        z ^= z >> _U64(30)
+        z *= _M1
+        z ^= z >> _U64(27)
+        z *= _M2
+        z ^= z >> _U64(31)
+    return z
+
+
+def _mix_at(words: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """``splitmix64(word XOR (pos * golden))``: the per-word term of the mix64 block checksum."""
+    with np.errstate(over="ignore"):
+        return splitmix64(_u(words) ^ (_u(pos) * _GOLDEN))
+
+
+def bit_length(v: np.ndarray) -> np.ndarray:
+    """Exact bit length of uint64 values (0 for 0, 64 for values >= 2**63), as int64."""
+    v = _u(v).copy()
+    w = np.zeros(v.shape, dtype=np.int64)
+    for s in (32, 16, 8, 4, 2, 1):
+        big = v >= (_ONE << _U64(s))
+        v[big] >>= _U64(s)
+        w += big * s
+    return w + (v > 0)
+
+
+def words_for(cnt, w) -> np.ndarray:
+    """Packed words of a block of ``cnt`` values of ``w`` bits: ``ceil(cnt * w / 64)``."""
+    return (np.asarray(cnt, dtype=np.int64) * np.asarray(w, dtype=np.int64) + 63) >> 6
+
+
+def block_counts(stripe_counts: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-stripe block numbers and per-block value counts for stripes of ``stripe_counts`` values.
+
+    Returns ``(nblocks [S], cnt [sum nblocks])``; blocks never straddle stripes.
+    """
+    sc = np.asarray(stripe_counts, dtype=np.int64)
+    nb = (sc + block_size - 1) // block_size
+    total = int(nb.sum())
+    cnt = np.full(total, block_size, dtype=np.int64)
+    last = np.cumsum(nb) - 1
+    has = nb > 0
+    cnt[last[has]] = sc[has] - (nb[has] - 1) * block_size
+    return nb, cnt
+
+
+def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(starts[i], starts[i] + lens[i])`` for all i, without a Python loop."""
+    lens = np.asarray(lens, dtype=np.int64)
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    keep = lens > 0
+    s, ln = np.asarray(starts, dtype=np.int64)[keep], lens[keep]
+    step = np.ones(total, dtype=np.int64)
+    first = np.zeros(len(ln), dtype=np.int64)
+    first[1:] = np.cumsum(ln)[:-1]
+    step[0] = s[0]
+    # at the first element of range i jump from the last element of range i-1 to s[i]
+    step[first[1:]] = s[1:] - (s[:-1] + ln[:-1] - 1)
+    return np.cumsum(step)
+
+
+def _segment_sums(terms: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Wrapping uint64 sums of consecutive segments of ``terms`` (segment i has ``lens[i]`` >= 0 terms)."""
+    cs = np.zeros(len(terms) + 1, dtype=np.uint64)
+    np.cumsum(terms, out=cs[1:])
+    ends = np.cumsum(np.asarray(lens, dtype=np.int64))
+    with np.errstate(over="ignore"):
+        return cs[ends] - cs[ends - lens]
+
+
+def block_hash(base, slope, meta, packed, nwords) -> np.ndarray:
+    """mix64 checksums of K blocks: ``sum_i splitmix64(word_i ^ (i * golden))`` over base, slope, meta,
+    packed words (i from 0 within the block). ``packed`` holds the K blocks' words back to back,
+    block k owning ``nwords[k]`` of them. Returns uint64 ``[K]``."""
+    nwords = np.asarray(nwords, dtype=np.int64)
+    k = len(nwords)
+    h = _mix_at(base, np.zeros(k, np.int64))
+    with np.errstate(over="ignore"):
+        h += _mix_at(slope, np.ones(k, np.int64))
+        h += _mix_at(meta, np.full(k, 2, np.int64))
+        if len(packed):
+            first = np.cumsum(nwords) - nwords
+            pos = np.arange(len(packed), dtype=np.int64) - np.repeat(first, nwords) + 3
+            h += _segment_sums(_mix_at(packed, pos), nwords)
+    return h
+
+
+# --------------------------------------------------------------------------------------- encoding
+
+
+def _pack_table(w: int, bs: int):
+    """For width ``w``: the (value, word, shift) contributions of a full block's bit stream, sorted by word.
+
+    Returns ``(k, left, right, starts, nwords)``: value ``k[t]`` contributes ``r << left[t]`` (low part) or
+    ``r >> right[t]`` (the high part that spills into the next word) to word ``word[t]``;
+    ``starts`` are the first entries of each word (for ``np.add.reduceat``)."""
+    k = np.arange(bs, dtype=np.int64)
+    bit = k * w
+    word, sh = bit >> 6, bit & 63
+    spill = sh + w > 64
+    ks = np.concatenate([k, k[spill]])
+    wd = np.concatenate([word, word[spill] + 1])
+    left = np.concatenate([sh, np.zeros(int(spill.sum()), np.int64)])
+    right = np.concatenate([np.zeros(bs, np.int64), 64 - sh[spill]])
+    order = np.argsort(wd, kind="stable")
+    ks, wd, left, right = ks[order], wd[order], left[order], right[order]
+    starts = np.flatnonzero(np.concatenate(([True], wd[1:] != wd[:-1])))
+    return ks, left.astype(np.uint64), right.astype(np.uint64), starts, int(wd[-1]) + 1
+
+
+_ENC_CHUNK = 8192  # blocks per encoder pass: bounds the encoder's temporaries to a few [8192, BS] arrays
+_CHUNK = 1024  # blocks per vectorized step: keeps the [chunk, BS] temporaries in cache
+
+
+def _pack(r2: np.ndarray, w: np.ndarray, nw: np.ndarray, dst: np.ndarray, out: np.ndarray) -> None:
+    """Bit-pack the residuals ``r2 [NB, BS]`` (uint64, zero past each block's count) of widths ``w [NB]``
+    into ``out``: block b's ``nw[b]`` words go to ``out[dst[b]:dst[b] + nw[b]]``. One table per width,
+    so a word is the ``np.add.reduceat`` of its (disjoint-bit) contributions: no per-value scatter."""
+    bs = r2.shape[1]
+    for wv in np.unique(w):
+        wv = int(wv)
+        if wv == 0:
+            continue
+        sel_all = np.flatnonzero(w == wv)
+        ks, left, right, starts, nwf = _pack_table(wv, bs)
+        for c0 in range(0, len(sel_all), _CHUNK):
+            sel = sel_all[c0 : c0 + _CHUNK]
+            rk = r2[sel][:, ks]
+            contrib = (rk << left[None, :]) >> right[None, :] if right.any() else rk << left[None, :]
+            words = np.add.reduceat(contrib, starts, axis=1)  # [c, nwf]
+            n = nw[sel]
+            if (n == nwf).all():
+                out[(dst[sel][:, None] + np.arange(nwf)[None, :]).ravel()] = words.ravel()
+            else:
+                m = np.arange(nwf)[None, :] < n[:, None]
+                out[_ranges(dst[sel], n)] = words[m]
+
+
+def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: int):
+    """Encode many stripes of one column at once.
+
+    ``values``: int64 ``[sum stripe_counts]``, the stripes' values back to back.
+    Returns ``(region, blob_off, blob_words, enc)``: ``region`` int64, the blobs back to back (each
+    a whole number of words, no gaps); ``blob_off[S]`` / ``blob_words[S]`` the word offset and length
+    of stripe s's blob in ``region``; ``enc[S]`` ``ENC_FOR`` or ``ENC_LFOR``.
+
+    >>> region, off, nw, enc = encode_stripes(np.arange(10, 20), np.array([4, 6]), 4)
+    >>> decode_blob(region[off[1]:off[1] + nw[1]], 6, 4).tolist()
+    [14, 15, 16, 17, 18, 19]
+    """
+    bs = int(block_size)
+    x = _u(np.ascontiguousarray(values, dtype=np.int64))
+    sc = np.asarray(stripe_counts, dtype=np.int64)
+    S = len(sc)
+    nb_s, cnt = block_counts(sc, bs)
+    NB = len(cnt)
+    if NB == 0:
+        z = np.zeros(S, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), z, z.copy(), z.copy()
+    # block b starts at value vstart[b]; gather into [NB, BS], padding short blocks with their first value
+    stripe_of_block = np.repeat(np.arange(S), nb_s)
+    sstart = np.cumsum(sc) - sc
+    bfirst = np.cumsum(nb_s) - nb_s
+    vstart = sstart[stripe_of_block] + (np.arange(NB) - bfirst[stripe_of_block]) * bs
+    # lanes per block row: many short stripes (small appends) must not pay for full BS-wide rows
+    j = np.arange(int(cnt.max()), dtype=np.int64)
+    ju = j.astype(np.uint64)
+    base = np.empty(NB, dtype=np.int64)
+    slope = np.empty(NB, dtype=np.int64)
+    w = np.empty(NB, dtype=np.int64)
+
+    def residuals(c0, c1, base_c, slope_c):
+        """[c, BS] uint64 residuals of blocks c0..c1 (zero past each block's count), and the validity mask."""
+        valid = j[None, :] < cnt[c0:c1, None]
+        x2 = x[vstart[c0:c1, None] + np.where(valid, j[None, :], 0)]
+        with np.errstate(over="ignore"):
+            x2 -= slope_c.view(np.uint64)[:, None] * ju[None, :]
+            x2 -= base_c.view(np.uint64)[:, None]
+        x2[~valid] = 0
+        return x2
+
+    # pass 1, a chunk of blocks at a time (bounded memory): choose (base, slope, w) per block
+    for c0 in range(0, NB, _ENC_CHUNK):
+        c1 = min(c0 + _ENC_CHUNK, NB)
+        cc = cnt[c0:c1]
+        valid = j[None, :] < cc[:, None]
+        x2 = x[vstart[c0:c1, None] + np.where(valid, j[None, :], 0)]  # short blocks padded with their first value
+        s2 = x2.view(np.int64)
+        with np.errstate(over="ignore"):
+            # plain frame of reference: base = min (signed); max - min is exact in uint64 (range < 2**64)
+            base_for = s2.min(axis=1)
+            w_for = bit_length(s2.max(axis=1).view(np.uint64) - base_for.view(np.uint64))
+            # linear frame of reference: slope from the end points, rounded toward -inf, computed in
+            # float (no overflow) and clipped; any slope decodes exactly (wrapping), so this only
+            # affects the width, and the slope is kept only when it saves bits.
+            first = s2[:, 0].astype(np.float64)
+            last = s2[np.arange(c1 - c0), cc - 1].astype(np.float64)
+            sl = np.floor((last - first) / np.maximum(cc - 1, 1))
+            sl = np.where(cc > 1, np.clip(sl, -(2.0**62), 2.0**62), 0).astype(np.int64)
+            e2 = (x2 - sl.view(np.uint64)[:, None] * ju[None, :]).view(np.int64)
+            e2 = np.where(valid, e2, e2[:, :1])
+            base_lin = e2.min(axis=1)
+            w_lin = bit_length(e2.max(axis=1).view(np.uint64) - base_lin.view(np.uint64))
+        use_lin = (w_lin < w_for) & (sl != 0)
+        w[c0:c1] = np.where(use_lin, w_lin, w_for)
+        base[c0:c1] = np.where(use_lin, base_lin, base_for)
+        slope[c0:c1] = np.where(use_lin, sl, 0)
+
+    # layout: blob of stripe s = header (4 * nb_s words) + its blocks' packed words
+    nw = words_for(cnt, w)
+    packed_in_stripe = _segment_sums(nw.view(np.uint64), nb_s).view(np.int64)
+    blob_words = HDR_WORDS * nb_s + packed_in_stripe
+    blob_off = np.cumsum(blob_words) - blob_words
+    # word_off of block b (relative to its blob): header, then the packed words of earlier blocks of the stripe
+    cum_nw = np.cumsum(nw) - nw
+    word_off = HDR_WORDS * nb_s[stripe_of_block] + cum_nw - cum_nw[bfirst[stripe_of_block]]
+    region = np.zeros(int(blob_words.sum()), dtype=np.uint64)
+    dst = blob_off[stripe_of_block] + word_off
+    for c0 in range(0, NB, _ENC_CHUNK):  # pass 2: pack, a chunk of blocks at a time
+        c1 = min(c0 + _ENC_CHUNK, NB)
+        _pack(residuals(c0, c1, base[c0:c1], slope[c0:c1]), w[c0:c1], nw[c0:c1], dst[c0:c1], region)
+
+    meta = (word_off << 8) | w
+    hpos = blob_off[stripe_of_block] + HDR_WORDS * (np.arange(NB) - bfirst[stripe_of_block])
+    packed = region[_ranges(blob_off[stripe_of_block] + word_off, nw)]
+    h = block_hash(base, slope, meta, packed, nw)
+    region[hpos] = base.view(np.uint64)
+    region[hpos + 1] = slope.view(np.uint64)
+    region[hpos + 2] = meta.view(np.uint64)
+    region[hpos + 3] = h
+    enc = (_segment_sums((slope != 0).astype(np.uint64), nb_s) > 0).astype(np.int64)
+    return region.view(np.int64), blob_off, blob_words, enc
+
+
+def encode_column(values: np.ndarray, block_size: int) -> tuple[np.ndarray, int]:
+    """Encode one column of one stripe: ``(blob int64 [4 * nb + packed], enc)`` (``enc``: 0 FOR, 1 LFOR).
+
+    >>> blob, enc = encode_column(np.array([100, 101, 103, 104], dtype=np.int64), 128)
+    >>> decode_blob(blob, 4, 128).tolist(), enc
+    ([100, 101, 103, 104], 1)
+    """
+    values = np.asarray(values, dtype=np.int64)
+    region, _, _, enc = encode_stripes(values, np.array([len(values)]), block_size)
+    return region, int(enc[0])
+
+
+# --------------------------------------------------------------------------------------- decoding
+
+
+def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np.ndarray | None = None) -> np.ndarray:
+    """Decode K blocks into one dense int64 array: block k contributes values ``[lo[k], lo[k] + counts[k])``
+    of its block (``lo`` defaults to 0), in block order.
+
+    ``hdr``: int64 ``[K, 3]`` (base, slope, meta) with ``word_off`` indexing ``words``; ``words``: int64.
+    The caller guarantees (by verified hashes) that each block's packed words lie inside ``words``.
+    Vectorized per bit width: for every block of width ``w`` the word index and shift of value ``j``
+    are the same row of a small table, so the inner work is two gathers and a few shifts.
+
+    >>> blob, _ = encode_column(np.array([5, -7, 9, 11, 13], dtype=np.int64), 4)
+    >>> h = blob[: 2 * 4].reshape(2, 4)[:, :3]
+    >>> decode_blocks(h, blob, np.array([4, 1])).tolist()
+    [5, -7, 9, 11, 13]
+    >>> decode_blocks(h, blob, np.array([2, 1]), lo=np.array([1, 0])).tolist()
+    [-7, 9, 13]
+    """
+    hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
+    counts = np.asarray(counts, dtype=np.int64)
+    K = len(counts)
+    if lo is not None:
+        lo = np.asarray(lo, dtype=np.int64)
+        full = decode_blocks(hdr, words, lo + counts)
+        start = np.cumsum(lo + counts) - (lo + counts)
+        return full[_ranges(start + lo, counts)]
+    total = int(counts.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    bs = int(counts.max())
+    # zero padding: a short block's unused lanes (masked out below) may read past the last packed word
+    wds = np.concatenate([_u(np.asarray(words, dtype=np.int64)), np.zeros(bs + 2, np.uint64)])
+    meta = hdr[:, 2]
+    w_all = meta & 255
+    off_all = meta >> 8
+    j = np.arange(bs, dtype=np.int64)
+    ju = j.astype(np.uint64)
+    pad = np.empty((K, bs), dtype=np.uint64)
+    widths = np.unique(w_all)
+    with np.errstate(over="ignore"):
+        for wv in widths:
+            wv = int(wv)
+            sel_all = np.flatnonzero(w_all == wv) if len(widths) > 1 else None
+            bit = j * wv
+            wrel, sh = bit >> 6, (bit & 63).astype(np.uint64)
+            shl = _U64(64) - sh  # numpy: a shift by 64 gives 0, so sh == 0 adds nothing
+            mask = (_ONE << _U64(wv)) - _ONE  # all ones for w == 64 (the shift gives 0)
+            for c0 in range(0, K if sel_all is None else len(sel_all), _CHUNK):
+                # one width: contiguous slices (views), else the chunk's rows
+                sel = slice(c0, min(c0 + _CHUNK, K)) if sel_all is None else sel_all[c0 : c0 + _CHUNK]
+                slope = _u(hdr[sel, 1])
+                val = np.empty((len(slope), bs), dtype=np.uint64)
+                if slope.any():
+                    np.multiply(slope[:, None], ju[None, :], out=val)
+                    val += _u(hdr[sel, 0])[:, None]
+                else:
+                    val[:] = _u(hdr[sel, 0])[:, None]
+                if wv:
+                    wi = off_all[sel][:, None] + wrel[None, :]
+                    r = wds[wi]
+                    r >>= sh[None, :]
+                    if 64 % wv:  # some values straddle two words
+                        wi += 1
+                        hi = wds[wi]
+                        hi <<= shl[None, :]
+                        r |= hi
+                    if wv < 64:
+                        r &= mask
+                    val += r
+                pad[sel] = val
+    if (counts == bs).all():
+        return pad.view(np.int64).reshape(-1)
+    return pad.view(np.int64)[j[None, :] < counts[:, None]]
+
+
+def decode_blob(blob: np.ndarray, count: int, block_size: int) -> np.ndarray:
+    """Decode a whole blob of ``count`` values (hashes verified: ``CorruptionError`` on a mismatch)."""
+    blob = np.asarray(blob, dtype=np.int64)
+    _, cnt = block_counts(np.array([count]), block_size)
+    hdr4 = blob[: HDR_WORDS * len(cnt)].reshape(-1, HDR_WORDS) if len(cnt) else np.zeros((0, 4), np.int64)
+    if len(hdr4) != len(cnt):
+        raise CorruptionError(f"blob of {len(blob)} words too short for {len(cnt)} block headers")
+    check_blocks(hdr4, blob, cnt, np.zeros(len(cnt), np.int64), np.full(len(cnt), len(blob), np.int64))
+    return decode_blocks(hdr4[:, :3], blob, cnt)
+
+
+def check_blocks(hdr4: np.ndarray, words: np.ndarray, cnt: np.ndarray, blob_start: np.ndarray, blob_len: np.ndarray, where: str = "blob"):
+    """Verify K blocks whose blobs start at word ``blob_start[k]`` of ``words`` (``blob_len[k]`` words long):
+    header sanity (width, packed range inside the blob) and the mix64 hash. ``CorruptionError`` naming
+    ``where`` on the first failure; returns the blocks' packed word counts."""
+    hdr4 = np.asarray(hdr4, dtype=np.int64)
+    meta = hdr4[:, 2]
+    w = meta & 255
+    off = meta >> 8
+    nw = words_for(cnt, np.minimum(w, 64))
+    bad = (w > 64) | (off < 0) | (off + nw > blob_len) | (meta < 0)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise CorruptionError(f"{where}: block {k} has an invalid header (meta {int(meta[k])})")
+    packed = _u(words)[_ranges(blob_start + off, nw)]
+    h = block_hash(hdr4[:, 0], hdr4[:, 1], meta, packed, nw)
+    bad = h != _u(hdr4[:, 3])
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise CorruptionError(f"{where}: block {k} fails its checksum ({int(bad.sum())} bad block(s))")
+    return nw, packed

@@ -1,0 +1,143 @@
+"""The blocked frame-of-reference codec (host/codec.py): round trips, encoding choice, checksums."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpumat.errors import CorruptionError
+from gpumat.host import codec
+
+I64 = np.iinfo(np.int64)
+
+
+def assert_same(got, want):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, f"first mismatches at {bad[:8].tolist()}: got {got[bad[:8]].tolist()} want {want[bad[:8]].tolist()}"
+
+
+def headers(region, blob_off, stripe_counts, bs):
+    """(hdr [K, 3] with word_off rebased onto ``region``, counts [K]) of every block of every stripe."""
+    nb, cnt = codec.block_counts(stripe_counts, bs)
+    sob = np.repeat(np.arange(len(nb)), nb)
+    j = np.arange(len(cnt)) - (np.cumsum(nb) - nb)[sob]
+    pos = blob_off[sob] + 4 * j
+    hdr = np.stack([region[pos], region[pos + 1], region[pos + 2]], 1)
+    hdr[:, 2] = (((hdr[:, 2] >> 8) + blob_off[sob]) << 8) | (hdr[:, 2] & 255)
+    return hdr, cnt
+
+
+def roundtrip(x, bs):
+    x = np.asarray(x, dtype=np.int64)
+    blob, enc = codec.encode_column(x, bs)
+    assert_same(codec.decode_blob(blob, len(x), bs), x)
+    return blob, enc
+
+
+@pytest.mark.parametrize("bs", [1, 4, 128])
+def test_extremes_in_one_block(bs):
+    x = np.array([I64.min, I64.max, 0, -1, 1, I64.min + 1, I64.max - 1] * 3, dtype=np.int64)
+    blob, _ = roundtrip(x, bs)
+    if bs == 128:
+        assert blob[2] & 255 == 64  # raw bits
+
+
+def test_constant_and_empty():
+    blob, enc = roundtrip(np.full(300, -5), 128)
+    assert enc == codec.ENC_FOR
+    assert len(blob) == 3 * 4  # headers only: w = 0 stores no packed words
+    blob, _ = roundtrip(np.zeros(0, np.int64), 128)
+    assert len(blob) == 0
+
+
+def test_sorted_ts_uses_a_slope_and_fewer_bits():
+    rng = np.random.default_rng(1)
+    ts = 1_700_000_000_000 + np.cumsum(rng.integers(900, 1100, 1000))
+    blob, enc = roundtrip(ts, 128)
+    assert enc == codec.ENC_LFOR
+    w = blob[2 : 8 * 4 : 4] & 255
+    assert (w <= 12).all(), w  # a random walk around the line; plain FOR needs 17 bits
+    blob, enc = roundtrip(rng.permutation(ts), 128)
+    assert enc == codec.ENC_FOR  # no line helps a shuffled column
+
+
+def test_linear_with_overflowing_slope_and_descending():
+    roundtrip(np.array([I64.min, I64.max, I64.min, I64.max]), 4)
+    roundtrip(np.arange(1000, 0, -7), 128)
+    roundtrip(I64.max - np.arange(0, 1000) * 3, 128)
+    roundtrip(I64.min + np.arange(0, 1000) * (2**53), 128)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(I64.min, I64.max), max_size=300),
+    st.sampled_from([1, 2, 8, 32, 128]),
+)
+def test_roundtrip_random(values, bs):
+    roundtrip(values, bs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(0, 400), max_size=12),
+    st.integers(0, 63),
+    st.sampled_from([4, 16, 128]),
+    st.integers(0, 2**32),
+)
+def test_encode_stripes_and_decode_blocks(counts, bits, bs, seed):
+    rng = np.random.default_rng(seed)
+    counts = np.array(counts, dtype=np.int64)
+    x = rng.integers(-(2**bits), 2**bits, int(counts.sum()), dtype=np.int64)
+    x[::7] = np.cumsum(x[::7]) // 3
+    region, off, nw, enc = codec.encode_stripes(x, counts, bs)
+    assert len(region) == nw.sum() and (off == np.cumsum(nw) - nw).all()
+    hdr, cnt = headers(region, off, counts, bs)
+    assert_same(codec.decode_blocks(hdr, region, cnt), x)
+    # selected windows: value lo..lo+n of each block
+    if len(cnt):
+        lo = rng.integers(0, cnt)
+        n = rng.integers(0, cnt - lo + 1)
+        start = np.repeat(np.cumsum(cnt) - cnt + lo, n) + codec._ranges(np.zeros(len(n), np.int64), n)
+        assert_same(codec.decode_blocks(hdr, region, n, lo=lo), x[start])
+        # a subset of blocks in any order
+        pick = rng.permutation(len(cnt))[: max(1, len(cnt) // 2)]
+        want = np.concatenate([x[s : s + c] for s, c in zip((np.cumsum(cnt) - cnt)[pick], cnt[pick])])
+        assert_same(codec.decode_blocks(hdr[pick], region, cnt[pick]), want)
+
+
+def test_every_width():
+    bs = 128
+    for w in range(65):
+        lo = 0
+        hi = (1 << w) - 1
+        x = np.array([lo + (hi - lo) * k // (bs - 1) for k in range(bs)], dtype=np.uint64).view(np.int64)
+        x = np.random.default_rng(w).permutation(x)
+        blob, enc = roundtrip(x, bs)
+        assert blob[2] & 255 == w, (w, blob[2] & 255)
+
+
+def test_hash_detects_every_single_bit_flip():
+    rng = np.random.default_rng(3)
+    x = rng.integers(-1000, 1000, 300)
+    blob, _ = codec.encode_column(x, 128)
+    raw = blob.view(np.uint64)
+    for i in range(len(raw)):
+        for b in range(64):
+            bad = raw.copy()
+            bad[i] ^= np.uint64(1) << np.uint64(b)
+            with pytest.raises(CorruptionError):
+                codec.decode_blob(bad.view(np.int64), len(x), 128)
+
+
+def test_decode_speed_is_vectorized():
+    # a sanity bound, not a benchmark: a per-value Python loop would take seconds
+    import time
+
+    x = np.random.default_rng(0).integers(0, 1 << 20, 1 << 20)
+    region, off, nw, _ = codec.encode_stripes(x, np.full(1 << 10, 1 << 10), 128)
+    hdr, cnt = headers(region, off, np.full(1 << 10, 1 << 10), 128)
+    t = time.perf_counter()
+    assert_same(codec.decode_blocks(hdr, region, cnt), x)
+    assert time.perf_counter() - t < 1.0

@@ -1,0 +1,332 @@
+"""The versioned tier (host/tier.py, host/segment.py): versions, lengths, compaction, errors, crashes, corruption."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gpumat.errors import CorruptionError, GpumatError, SchemaError, TierError
+from gpumat.host import codec
+from gpumat.host.tier import Tier
+
+SCHEMA = {"ts": "int64", "item_id": "int64", "action": "int32"}
+I64 = np.iinfo(np.int64)
+
+
+def events(seed, n, users=20):
+    rng = np.random.default_rng(seed)
+    return pa.table(
+        {
+            "user_id": rng.integers(0, users, n),
+            "ts": np.sort(rng.integers(0, 10**12, n)),
+            "item_id": rng.integers(I64.min, I64.max, n, endpoint=True) if seed % 2 else rng.integers(0, 1000, n),
+            "action": rng.integers(-(2**31), 2**31, n).astype(np.int32),
+        }
+    )
+
+
+class Model:
+    """The obviously-right twin: per version, each user's history as Python lists."""
+
+    def __init__(self):
+        self.versions = [{}]
+
+    def append(self, table):
+        h = {u: {c: list(v) for c, v in cols.items()} for u, cols in self.versions[-1].items()}
+        d = table.to_pydict()
+        for i, u in enumerate(d["user_id"]):
+            row = h.setdefault(u, {c: [] for c in SCHEMA})
+            for c in SCHEMA:
+                row[c].append(d[c][i])
+        self.versions.append(h)
+
+    def compact(self):
+        self.versions.append(self.versions[-1])
+
+
+def check_version(tier, model, v, users=range(-1, 25)):
+    want = model.versions[v]
+    lens = tier.lengths(np.array(list(users)), version=v)
+    for u, n in zip(users, lens):
+        assert n == len(want.get(u, {"ts": []})["ts"]), (u, v)
+        h = tier.read_history(u, version=v)
+        for c in SCHEMA:
+            assert h[c].dtype == np.dtype(SCHEMA[c])
+            assert h[c].tolist() == want.get(u, {c: []})[c], (u, v, c)
+
+
+@pytest.fixture
+def tier_model(tmp_path):
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)
+    m = Model()
+    for i in range(3):
+        tab = events(i, 150)
+        t.append(tab)
+        m.append(tab)
+    return t, m
+
+
+def test_versions_lengths_and_pins(tier_model):
+    t, m = tier_model
+    assert t.version == 3 and t.schema == {"ts": "int64", "action": "int32", "item_id": "int64"}
+    for v in range(4):
+        check_version(t, m, v)
+        p = Tier.open(t.uri, version=v)
+        assert p.version == v
+        check_version(p, m, v)
+        with pytest.raises(TierError):
+            p.append(events(9, 5))
+        with pytest.raises(TierError):
+            p.compact()
+        with pytest.raises(TierError):
+            p.lengths([1], version=v + 1)
+    assert t.lengths([1, 2], version=0).tolist() == [0, 0]
+    assert t.lengths([]).shape == (0,) and t.lengths(np.array([[1]])).shape == (1, 1)
+    assert t.lengths(pa.array([1], pa.int32())).tolist() == [len(m.versions[3][1]["ts"])]
+    with pytest.raises(SchemaError):
+        t.lengths([1.5])
+    us = np.array([0, 1, 2, 3, 99])
+    vs = np.array([0, 1, 2, 3, 3])
+    assert t.length_at(us, vs).tolist() == [len(m.versions[v].get(u, {"ts": []})["ts"]) for u, v in zip(us, vs)]
+    # an empty table commits a version with no new events
+    assert t.append(events(5, 0)) == 4
+    m.append(events(5, 0))
+    check_version(t, m, 4)
+
+
+def test_compaction_is_invisible(tier_model):
+    t, m = tier_model
+    d0 = t.directory()
+    before = {u: t.read_history(u) for u in range(20)}
+    assert t.compact() == 4
+    m.compact()
+    d1 = t.directory()
+    assert len(d1) < len(d0) and len(d1) == len(np.unique(d1.user_id))
+    for v in range(5):
+        check_version(t, m, v)
+        check_version(Tier.open(t.uri, version=v), m, v)
+    for u in range(20):
+        for c in SCHEMA:
+            assert np.array_equal(before[u][c], t.read_history(u)[c])
+    # read_blocks: the same decoded windows before and after (block-aligned ranges of each user)
+    old = Tier.open(t.uri, version=3)
+    for u in range(0, 20, 3):
+        n = int(t.lengths([u])[0])
+        got = {}
+        for tt in (old, t):
+            d = tt.directory()
+            a, b = np.searchsorted(d.user_id, u), np.searchsorted(d.user_id, u, "right")
+            si = np.arange(a, b)
+            hdr, words, nbytes = tt.read_blocks("item_id", si, np.zeros(len(si), np.int64), d.nblocks[si])
+            cnt = np.minimum(8, np.repeat(d.count[si], d.nblocks[si]) - codec._ranges(np.zeros(len(si), np.int64), d.nblocks[si]) * 8)
+            got[tt] = codec.decode_blocks(hdr, words, cnt)
+            assert words[-1] == 0 and nbytes >= 32 * len(hdr)
+        assert got[old].tolist() == got[t].tolist() == m.versions[3].get(u, {"item_id": []})["item_id"][:n]
+    # appends after compaction
+    tab = events(7, 100)
+    t.append(tab)
+    m.append(tab)
+    t.compact()
+    m.compact()
+    for v in (3, 4, 5, 6):
+        check_version(Tier.open(t.uri, version=v), m, v)
+
+
+def test_large_user_splits_into_capped_stripes(tmp_path, monkeypatch):
+    import gpumat.host.tier as tiermod
+
+    monkeypatch.setattr(tiermod, "MAX_STRIPE", 64)
+    monkeypatch.setattr(tiermod, "SEGMENT_EVENTS", 100)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=16)
+    m = Model()
+    for i in range(3):
+        tab = events(i, 300, users=3)
+        t.append(tab)
+        m.append(tab)
+    t.compact()
+    m.compact()
+    d = t.directory()
+    assert d.count.max() <= 64 and len(t._manifest["segments"]) > 1
+    for v in range(5):
+        check_version(Tier.open(t.uri, version=v), m, v, users=range(3))
+
+
+def test_stale_handles_append_on_top(tmp_path):
+    a = Tier.create(tmp_path / "t", SCHEMA)
+    b = Tier.open(tmp_path / "t")
+    m = Model()
+    for i in range(4):
+        h = (a, b)[i % 2]
+        tab = events(i, 50)
+        assert h.append(tab) == i + 1 and h.version == i + 1
+        m.append(tab)
+    assert a.version == 3 and a.refresh() == 4
+    check_version(a, m, 4)
+    p = Tier.open(tmp_path / "t", version=2)
+    assert p.refresh() == 2
+
+
+def test_tier_errors(tmp_path):
+    with pytest.raises(TierError):
+        Tier.open(tmp_path / "none")
+    t = Tier.create(tmp_path / "t", SCHEMA)
+    with pytest.raises(TierError):
+        Tier.create(tmp_path / "t", SCHEMA)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(TierError):
+        Tier.create(tmp_path / "f", SCHEMA)
+    for v in (-1, 1, 5):
+        with pytest.raises(TierError):
+            Tier.open(tmp_path / "t", version=v)
+        with pytest.raises(TierError):
+            t.lengths([1], version=v)
+    for bad in ({}, {"item": "int64"}, {"ts": "int32"}, {"ts": "int64", "x": "float"}, {"ts": "int64", "user_id": "int64"}):
+        with pytest.raises(SchemaError):
+            Tier.create(tmp_path / "s", bad)
+    assert issubclass(TierError, GpumatError)
+
+
+def test_events_validation(tmp_path):
+    t = Tier.create(tmp_path / "t", SCHEMA)
+    ok = {"user_id": [1, 2], "ts": [1, 2], "item_id": [3, 4], "action": [5, 6]}
+    bad_tables = [
+        {k: v for k, v in ok.items() if k != "action"},  # missing
+        {**ok, "extra": [1, 2]},  # extra
+        {**ok, "item_id": pa.array([1.0, 2.0])},  # not integer
+        {**ok, "ts": pa.array([1, None], pa.int64())},  # null
+        {**ok, "action": pa.array([0, 2**31], pa.int64())},  # does not fit int32
+        {**ok, "item_id": pa.array([0, 2**63], pa.uint64())},  # uint64 beyond int64
+        {**ok, "user_id": pa.array(["a", "b"])},
+    ]
+    for d in bad_tables:
+        with pytest.raises(SchemaError):
+            t.append(pa.table(d))
+    with pytest.raises(SchemaError):
+        t.append({"user_id": [1]})
+    with pytest.raises(SchemaError):
+        t.append(str(tmp_path / "missing.parquet"))
+    assert t.version == 0 and Tier.open(tmp_path / "t").version == 0
+    # other integer widths that fit are accepted; Parquet paths too
+    good = pa.table({**ok, "item_id": pa.array([0, 2**63 - 1], pa.uint64()), "action": pa.array([-1, 7], pa.int8())})
+    pq.write_table(good, tmp_path / "e.parquet")
+    assert t.append(tmp_path / "e.parquet") == 1
+    assert t.read_history(2)["item_id"].tolist() == [2**63 - 1]
+    assert t.read_history(1)["action"].tolist() == [-1]
+
+
+def _flip(path, byte, bit):
+    with open(path, "r+b") as f:
+        f.seek(byte)
+        b = f.read(1)[0]
+        f.seek(byte)
+        f.write(bytes([b ^ (1 << bit)]))
+
+
+def _read_everything(uri, model):
+    """Open fresh handles and read every version; return True if all data is correct."""
+    t = Tier.open(uri)
+    for v in range(t.version + 1):
+        check_version(Tier.open(uri, version=v), model, v, users=range(0, 20))
+    return True
+
+
+def test_bit_flips_are_detected(tmp_path):
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)
+    m = Model()
+    for i in range(2):
+        tab = events(i, 80, users=6)
+        t.append(tab)
+        m.append(tab)
+    t.compact()
+    m.compact()
+    root = t.uri
+    files = []
+    for sub in ("_manifests", "_segments", "_lengths"):
+        for name in sorted(os.listdir(os.path.join(root, sub))):
+            files.append(os.path.join(root, sub, name))
+    rng = np.random.default_rng(0)
+    detected = 0
+    for path in files:
+        size = os.path.getsize(path)
+        # every byte of the trailer region, and random bytes elsewhere
+        positions = set(range(max(0, size - 40), size)) | set(rng.integers(0, size, 15).tolist())
+        for byte in sorted(positions):
+            bit = int(rng.integers(0, 8))
+            _flip(path, byte, bit)
+            try:
+                _read_everything(root, m)
+            except CorruptionError:
+                detected += 1
+            finally:
+                _flip(path, byte, bit)
+    assert detected > 0
+    _read_everything(root, m)
+    # a missing segment is corruption too
+    seg = os.path.join(root, Tier.open(root)._manifest["segments"][0]["path"])
+    os.rename(seg, seg + ".x")
+    with pytest.raises(CorruptionError):
+        Tier.open(root).read_history(1)
+    os.rename(seg + ".x", seg)
+    # a corrupt latest manifest fails open()
+    latest = [f for f in files if "_manifests" in f][-1]
+    _flip(latest, 10, 1)
+    with pytest.raises(CorruptionError):
+        Tier.open(root)
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_tier import events
+    from gpumat.host.tier import Tier
+    t = Tier.open({uri!r})
+    print("ready", flush=True)
+    while t.version < 40:
+        v = t.version
+        t.compact() if v % 3 == 2 else t.append(events(100 + v, 20000))
+    """
+)
+
+
+def model_for(v_max):
+    m = Model()
+    for v in range(v_max):
+        if v % 3 == 2:
+            m.compact()
+        else:
+            m.append(events(100 + v, 20000))
+    return m
+
+
+def test_sigkill_mid_write_leaves_a_readable_tier(tmp_path):
+    uri = str(tmp_path / "t")
+    Tier.create(uri, SCHEMA)
+    code = CHILD.format(tests=os.path.dirname(__file__), uri=uri)
+    rng = np.random.default_rng(0)
+    seen = []
+    # kill at different moments: the child commits an append every ~10 ms and a compaction every third version
+    for delay in (0.01, 0.05, 0.12, 0.25, 0.4):
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+        assert p.stdout.readline().strip() == b"ready"
+        time.sleep(delay * float(rng.uniform(0.7, 1.3)))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        p.stdout.close()
+        t = Tier.open(uri)
+        seen.append(t.version)
+        m = model_for(t.version)
+        users = range(0, 20, 7)
+        for v in {t.version, max(0, t.version - 1)}:
+            check_version(Tier.open(uri, version=v), m, v, users=users)
+    assert seen == sorted(seen) and seen[-1] > 0, seen
+    # the killed writers' lock is gone: a new write goes through
+    t = Tier.open(uri)
+    t.append(events(1, 10))
