@@ -168,7 +168,8 @@ def _lazy(module: str):
     def run(args):
         import importlib
 
-        return importlib.import_module(f"gpumat.{module}").run(args) or 0
+        importlib.import_module(f"gpumat.{module}").run(args)  # returns its results for programmatic use
+        return 0
 
     return run
 

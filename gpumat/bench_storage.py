@@ -1,0 +1,200 @@
+"""``gpumat bench storage``: late materialization's tier against Fat Row, on the synthetic multi-tenant workload.
+
+Both layouts hold the same logged examples. For each we measure bytes written, bytes stored,
+the bytes every tenant reads for one epoch (examples in user-clustered batches) and the host CPU
+seconds that epoch takes; for the tier also the stored bytes per event per column against raw
+int64. Late materialization's epoch = parse + check pointers + plan (pushdown reads with checksum
+verification); "+ decode" adds the CPU reference's decode into jagged tensors, which is what the
+Fat Row reader's figure includes (Parquet decode + truncation).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from gpumat.benchutil import environment, human_bytes, write_json
+
+TARGETS = {"stored_ratio_max": 0.10, "short_read_ratio_max": 1 / 20, "long_read_ratio_max": 1 / 5}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--scale", type=float, default=1.0, help="workload size (users = 400 x scale)")
+    parser.add_argument("--days", type=int, default=4, help="daily versions of requests")
+    parser.add_argument("--batch-size", type=int, default=256, help="examples per batch")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default=None, help="where to build (default: a temporary directory, removed)")
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="write results as JSON (stdout if no PATH)")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="bar chart of stored and read bytes")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _dir_bytes(path: str) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def _late_epoch(tier, batches, tenant, decode: bool) -> tuple[int, float]:
+    """(bytes read, CPU seconds) for one epoch of ``tenant`` over ``batches`` (the host side only)."""
+    from gpumat.host.examples import check_pointers, parse_examples
+    from gpumat.host.planner import plan
+    from gpumat.reference import materialize_staged_reference
+
+    nbytes = 0
+    t0 = time.process_time()
+    for table in batches:
+        ex = parse_examples(table, tier.schema)
+        check_pointers(ex, tier)
+        staged = plan(tier, ex, tenant, check_leakage=True)
+        nbytes += staged.nbytes_read
+        if decode:
+            materialize_staged_reference(staged)
+    return nbytes, time.process_time() - t0
+
+
+def _fat_epoch(reader, tenant, batch_size) -> tuple[int, float]:
+    nbytes = 0
+    t0 = time.process_time()
+    for _, nb in reader.iter_epoch(tenant, batch_size):
+        nbytes += nb
+    return nbytes, time.process_time() - t0
+
+
+def run(args) -> dict:
+    from gpumat.host.fatrow import FatRowReader, write_fat_rows
+    from gpumat.host.workloads import synthetic_workload, user_clustered_batches
+
+    progress = not args.quiet and args.json != "-"
+    say = print if args.json != "-" else (lambda *a, **k: None)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="gpumat-bench-storage-")
+    os.makedirs(workdir, exist_ok=True)
+    try:
+        t0 = time.perf_counter()
+        say(f"building the synthetic workload (scale {args.scale}) in {workdir} ...")
+        w = synthetic_workload(os.path.join(workdir, "tier"), scale=args.scale, seed=args.seed, days=args.days, progress=progress)
+        tier, tenants, examples = w.tier, w.tenants, w.examples
+        ex_path = os.path.join(workdir, "examples.parquet")
+        pq.write_table(examples, ex_path, compression="zstd")
+        fat_path = os.path.join(workdir, "fatrow.parquet")
+        say("writing Fat Row ...")
+        fat_written = write_fat_rows(examples, tier, tenants, fat_path)
+        reader = FatRowReader(fat_path)
+        md = pq.ParquetFile(fat_path).metadata
+        seq_bytes = {c: 0 for c in reader.columns}
+        for rg in range(md.num_row_groups):
+            for j in range(md.num_columns):
+                name = md.schema.column(j).path.split(".")[0]
+                if name.startswith("seq_"):
+                    seq_bytes[name[4:]] += md.row_group(rg).column(j).total_compressed_size
+        fat_events = int(pc.sum(pc.list_value_length(pq.read_table(fat_path, columns=[f"seq_{reader.columns[0]}"]).column(0))).as_py() or 0)
+
+        stats = tier.stats()
+        tier_live = stats["stored_bytes"] + stats["length_bytes"]
+        tier_written = _dir_bytes(os.path.join(workdir, "tier"))
+        ex_bytes = os.path.getsize(ex_path)
+        fat_uih = sum(seq_bytes.values())
+
+        batches = user_clustered_batches(examples, args.batch_size, seed=args.seed)
+        per_tenant = {}
+        for t in tqdm(tenants, desc="epochs per tenant", disable=not progress):
+            late_b, late_s = _late_epoch(tier, batches, t, decode=False)
+            _, late_ds = _late_epoch(tier, batches, t, decode=True)
+            fat_b, fat_s = _fat_epoch(reader, t, args.batch_size)
+            per_tenant[t.name] = {
+                "columns": list(t.columns), "max_len": t.max_len,
+                "late_bytes_read": late_b, "fatrow_bytes_read": fat_b, "read_ratio": late_b / fat_b if fat_b else None,
+                "late_cpu_s": late_s, "late_with_decode_cpu_s": late_ds, "fatrow_cpu_s": fat_s,
+            }
+        per_col = {
+            c: {"late_bytes_per_event": col["bytes_per_event"], "raw_int64_bytes_per_event": 8.0,
+                "fatrow_bytes_per_stored_event": seq_bytes.get(c, 0) / fat_events if fat_events and c in seq_bytes else None,
+                "fatrow_bytes_per_uih_event": seq_bytes.get(c, 0) / stats["events"] if c in seq_bytes else None,
+                "encodings": col["encodings"]}
+            for c, col in stats["columns"].items()
+        }
+        result = {
+            "benchmark": "storage",
+            "environment": environment(),
+            "workload": {**w.stats, "scale": args.scale, "seed": args.seed, "batch_size": args.batch_size,
+                          "batches": len(batches), "tenants": [t.to_json() for t in tenants]},
+            "late": {"bytes_written": tier_written + ex_bytes, "tier_files_written": tier_written,
+                     "uih_bytes_stored": tier_live, "examples_bytes": ex_bytes, "bytes_stored": tier_live + ex_bytes},
+            "fatrow": {"bytes_written": fat_written, "bytes_stored": fat_written, "uih_bytes_stored": fat_uih,
+                       "sequence_events_stored": fat_events},
+            "stored_uih_ratio": tier_live / fat_uih,
+            "tenants": per_tenant,
+            "columns": per_col,
+            "elapsed_s": time.perf_counter() - t0,
+        }
+        short, long_ = per_tenant.get("short"), per_tenant.get("long")
+        result["targets"] = {
+            "stored_uih_ratio <= 1/10": result["stored_uih_ratio"] <= TARGETS["stored_ratio_max"],
+            **({"short read ratio <= 1/20": short["read_ratio"] <= TARGETS["short_read_ratio_max"]} if short else {}),
+            **({"long read ratio <= 1/5": long_["read_ratio"] <= TARGETS["long_read_ratio_max"]} if long_ else {}),
+        }
+        if args.json is not None:
+            write_json(result, args.json)
+        if args.json != "-":
+            _print_table(result)
+        if args.plot:
+            _plot(result, args.plot)
+            say(f"plot: {args.plot}")
+        return result
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _print_table(r: dict) -> None:
+    w = r["workload"]
+    print(f"\nworkload: {w['users']} users, {w['events']:,} events (longest {w['max_history']:,}), "
+          f"{w['requests']:,} examples, {w['versions']} versions, batches of {w['batch_size']} (user-clustered)")
+    late, fat = r["late"], r["fatrow"]
+    print(f"{'':28}{'late materialization':>22}{'Fat Row':>14}{'ratio':>9}")
+    for label, a, b in (("bytes written", late["bytes_written"], fat["bytes_written"]),
+                        ("bytes stored (total)", late["bytes_stored"], fat["bytes_stored"]),
+                        ("UIH bytes stored", late["uih_bytes_stored"], fat["uih_bytes_stored"])):
+        print(f"{label:<28}{human_bytes(a):>22}{human_bytes(b):>14}{a / b:>9.4f}")
+    print(f"\n{'tenant (epoch)':<28}{'late read':>12}{'Fat Row read':>14}{'ratio':>9}{'late CPU s':>12}{'+decode s':>11}{'Fat Row s':>11}")
+    for name, t in r["tenants"].items():
+        print(f"{name + ' (' + str(t['max_len']) + ')':<28}{human_bytes(t['late_bytes_read']):>12}{human_bytes(t['fatrow_bytes_read']):>14}"
+              f"{t['read_ratio']:>9.4f}{t['late_cpu_s']:>12.2f}{t['late_with_decode_cpu_s']:>11.2f}{t['fatrow_cpu_s']:>11.2f}")
+    print(f"\n{'column':<16}{'tier B/event':>14}{'raw int64':>11}{'Fat Row B/stored event':>24}")
+    for c, col in r["columns"].items():
+        fr = col["fatrow_bytes_per_stored_event"]
+        print(f"{c:<16}{col['late_bytes_per_event']:>14.3f}{8.0:>11.1f}{(f'{fr:.3f}' if fr is not None else '-'):>24}")
+    print("\ntargets: " + ", ".join(f"{k}: {'PASS' if v else 'FAIL'}" for k, v in r["targets"].items()))
+
+
+def _plot(r: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = ["UIH stored"] + [f"{n} read/epoch" for n in r["tenants"]]
+    late = [r["late"]["uih_bytes_stored"]] + [t["late_bytes_read"] for t in r["tenants"].values()]
+    fat = [r["fatrow"]["uih_bytes_stored"]] + [t["fatrow_bytes_read"] for t in r["tenants"].values()]
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.bar(x - 0.2, np.array(fat) / 1e6, 0.4, label="Fat Row", color="#c44e52")
+    ax.bar(x + 0.2, np.array(late) / 1e6, 0.4, label="gpumat late materialization", color="#4c72b0")
+    for i, (a, b) in enumerate(zip(late, fat)):
+        ax.annotate(f"1/{b / a:.0f}" if a else "", (x[i] + 0.2, a / 1e6), ha="center", va="bottom", fontsize=9)
+    ax.set_yscale("log")
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("MB (log scale)")
+    w = r["workload"]
+    ax.set_title(f"Storage and bytes read per epoch: {w['users']} users, {w['events']:,} events, {w['requests']:,} examples")
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

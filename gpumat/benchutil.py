@@ -1,0 +1,62 @@
+"""What every benchmark report carries: the machine, library versions and the git commit."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+
+def environment(device_name: str | None = None) -> dict:
+    """Machine, versions and commit for a benchmark JSON (no CUDA query unless ``device_name`` is None
+    and CUDA is already initialized by the caller)."""
+    import numpy
+    import pyarrow
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                                capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).resolve().parent,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if dirty:
+            commit += "+dirty"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {
+        "device": device_name or "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "numpy": numpy.__version__,
+        "pyarrow": pyarrow.__version__,
+        "git_commit": commit,
+    }
+
+
+def write_json(obj: dict, path: str | None) -> None:
+    """Write ``obj`` to ``path`` ('-' for stdout)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=float)
+    if path in (None, "-"):
+        print(text)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
