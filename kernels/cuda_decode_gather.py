@@ -1,0 +1,153 @@
+"""CUDA C twin of the fused decode-gather (``kernels/triton_decode_gather.py``), via ``cupy.RawKernel``.
+
+Same inputs, outputs and semantics as ``materialize_staged_triton``; it exists as a second,
+independently written GPU implementation (a hand-written peer for the benchmark and a cross-check
+of the Triton code), not as a backend. One CUDA block of 128 threads per tile: thread ``r``
+decodes values ``tile_lo + r, tile_lo + r + 128, ...`` of the tile's block; one block per example for
+the tail. Only importable where ``cupy`` is installed (the ``cuda`` extra); nothing here touches
+CUDA at import time: the module is compiled on first use.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gpumat.errors import GpumatError
+
+try:
+    import cupy as cp
+except ImportError as e:  # pragma: no cover - depends on the optional extra
+    raise ImportError("kernels.cuda_decode_gather needs cupy: pip install 'gpumat[cuda]'") from e
+
+_SOURCE = r"""
+typedef long long i64;
+typedef unsigned long long u64;
+
+template <typename T>
+__device__ void decode_gather(const i64* hdr, const i64* words, const i64* tile_block, const i64* tile_lo,
+                              const i64* tile_cnt, const i64* tile_out, const i64* tile_ex, const i64* offsets,
+                              const i64* request_ts, T* out, int* viol, i64 n_tiles, i64 n_words, i64 n_out,
+                              i64 width, int store, int check, int padded) {
+    const i64 t = (i64)blockIdx.x;
+    if (t >= n_tiles) return;
+    const i64 cnt = tile_cnt[t];
+    const i64 blk = tile_block[t], ex = tile_ex[t];
+    for (i64 r = threadIdx.x; r < cnt; r += blockDim.x) {
+    const u64 base = (u64)hdr[blk * 3], slope = (u64)hdr[blk * 3 + 1];
+    const i64 meta = hdr[blk * 3 + 2];
+    const i64 w = meta & 0xFF, word_off = meta >> 8;
+    const i64 k = tile_lo[t] + r;
+    const i64 bit = k * w;
+    const i64 q = word_off + (bit >> 6);
+    const unsigned s = (unsigned)(bit & 63);
+    u64 bits = 0;
+    if (w > 0) {
+        u64 lo = q < n_words ? (u64)words[q] : 0ull;
+        bits = lo >> s;
+        if (s != 0 && s + w > 64 && q + 1 < n_words) bits |= (u64)words[q + 1] << (64 - s);
+        if (w < 64) bits &= (1ull << w) - 1ull;
+    }
+    const i64 v = (i64)(base + slope * (u64)k + bits);
+    if (store) {
+        if (padded) {
+            const i64 col = tile_out[t] - offsets[ex] + r;
+            if (col < width) out[ex * width + col] = (T)v;
+        } else {
+            const i64 pos = tile_out[t] + r;
+            if (pos < n_out) out[pos] = (T)v;
+        }
+    }
+    if (check && v >= request_ts[ex]) viol[ex] = 1;
+    }
+}
+
+template <typename T>
+__device__ void gather_tail(const i64* tail, const i64* tail_src, const i64* tail_len, const i64* hist_len,
+                            const i64* offsets, const i64* request_ts, T* out, int* viol, i64 n_ex, i64 n_tail,
+                            i64 n_out, i64 width, int store, int check, int padded) {
+    const i64 e = (i64)blockIdx.x;
+    if (e >= n_ex) return;
+    const i64 m = tail_len[e], src = tail_src[e], h = hist_len[e];
+    const i64 dst = padded ? e * width + h : offsets[e] + h;
+    for (i64 r = threadIdx.x; r < m; r += blockDim.x) {
+        if (src + r >= n_tail) break;
+        const i64 v = tail[src + r];
+        if (store && (padded ? h + r < width : dst + r < n_out)) out[dst + r] = (T)v;
+        if (check && v >= request_ts[e]) viol[e] = 1;
+    }
+}
+
+#define DG_ARGS const i64* hdr, const i64* words, const i64* tile_block, const i64* tile_lo, const i64* tile_cnt, \
+    const i64* tile_out, const i64* tile_ex, const i64* offsets, const i64* request_ts
+#define DG_PASS hdr, words, tile_block, tile_lo, tile_cnt, tile_out, tile_ex, offsets, request_ts
+#define DG_SIZES int* viol, i64 n_tiles, i64 n_words, i64 n_out, i64 width, int store, int check, int padded
+#define DG_SIZES_PASS viol, n_tiles, n_words, n_out, width, store, check, padded
+extern "C" __global__ void decode_gather_i64(DG_ARGS, i64* out, DG_SIZES) { decode_gather<i64>(DG_PASS, out, DG_SIZES_PASS); }
+extern "C" __global__ void decode_gather_i32(DG_ARGS, int* out, DG_SIZES) { decode_gather<int>(DG_PASS, out, DG_SIZES_PASS); }
+
+#define GT_ARGS const i64* tail, const i64* tail_src, const i64* tail_len, const i64* hist_len, const i64* offsets, \
+    const i64* request_ts
+#define GT_PASS tail, tail_src, tail_len, hist_len, offsets, request_ts
+#define GT_SIZES int* viol, i64 n_ex, i64 n_tail, i64 n_out, i64 width, int store, int check, int padded
+#define GT_SIZES_PASS viol, n_ex, n_tail, n_out, width, store, check, padded
+extern "C" __global__ void gather_tail_i64(GT_ARGS, i64* out, GT_SIZES) { gather_tail<i64>(GT_PASS, out, GT_SIZES_PASS); }
+extern "C" __global__ void gather_tail_i32(GT_ARGS, int* out, GT_SIZES) { gather_tail<int>(GT_PASS, out, GT_SIZES_PASS); }
+"""
+
+_MODULE = None
+_TORCH_DTYPES = {"int64": torch.int64, "int32": torch.int32}
+_SUFFIX = {"int64": "i64", "int32": "i32"}
+TAIL_THREADS = 128
+TILE_THREADS = 128  # threads per tile; tier blocks larger than this loop
+
+
+def _module():
+    global _MODULE
+    if _MODULE is None:  # compiled on first use, never at import
+        _MODULE = cp.RawModule(code=_SOURCE, options=("--std=c++14",))
+    return _MODULE
+
+
+def _cp(t: torch.Tensor):
+    return cp.asarray(t)  # zero-copy through __cuda_array_interface__
+
+
+def materialize_staged_cuda(staged, padded_width=None, pad_value=0, total=None):
+    """Same contract as ``materialize_staged_triton`` (device ``StagedBatch`` -> ``(values, violations)``)."""
+    dev = staged.offsets.device
+    if dev.type != "cuda":
+        raise GpumatError(f"the CUDA twin needs a staged batch on a CUDA device, got {dev}")
+    B = staged.offsets.numel() - 1
+    shape = (int(staged.offsets[-1]) if total is None else int(total),) if padded_width is None else (B, int(padded_width))
+    width = 0 if padded_width is None else int(padded_width)
+    viol = torch.zeros(B, dtype=torch.int32, device=dev)
+    values = {}
+    mod = _module()
+    stream = cp.cuda.ExternalStream(torch.cuda.current_stream(dev).cuda_stream)
+    i64 = cp.int64
+    with stream:
+        for name, col in staged.columns.items():
+            check = bool(staged.check_leakage) and name == "ts"
+            if not col.project and not check:
+                continue
+            dt = _TORCH_DTYPES[col.dtype]
+            buf = torch.full(shape, pad_value, dtype=dt, device=dev) if col.project else torch.empty(1, dtype=dt, device=dev)
+            if col.project:
+                values[name] = buf
+            flags = (cp.int32(col.project), cp.int32(check), cp.int32(padded_width is not None))
+            T = staged.tile_block.numel()
+            if T and (buf.numel() or check):
+                mod.get_function("decode_gather_" + _SUFFIX[col.dtype])(
+                    (T,), (min(int(staged.block_size), TILE_THREADS),),
+                    (_cp(col.hdr), _cp(col.words), *(_cp(getattr(staged, f)) for f in
+                     ("tile_block", "tile_lo", "tile_cnt", "tile_out", "tile_ex", "offsets", "request_ts")),
+                     _cp(buf), _cp(viol), i64(T), i64(col.words.numel()), i64(buf.numel()), i64(width), *flags),
+                )
+            if B and col.tail_values.numel() and (buf.numel() or check):
+                mod.get_function("gather_tail_" + _SUFFIX[col.dtype])(
+                    (B,), (TAIL_THREADS,),
+                    (_cp(col.tail_values), *(_cp(getattr(staged, f)) for f in
+                     ("tail_src", "tail_len", "hist_len", "offsets", "request_ts")),
+                     _cp(buf), _cp(viol), i64(B), i64(col.tail_values.numel()), i64(buf.numel()), i64(width), *flags),
+                )
+    return values, viol

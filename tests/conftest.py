@@ -1,0 +1,12 @@
+"""Test-session setup shared by every test module.
+
+Triton decides at ``@triton.jit`` time whether a kernel is compiled or interpreted, so the choice
+must be made before any module defining kernels is imported, and without asking CUDA (collection
+must work on machines without a GPU). Default: the CPU interpreter. ``GPUMAT_TEST_NATIVE=1`` runs
+the kernel tests natively on a GPU instead.
+"""
+
+import os
+
+if os.environ.get("GPUMAT_TEST_NATIVE") != "1":
+    os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -1,0 +1,486 @@
+"""decode_gather + gather_tail: Triton kernels vs their NumPy twin vs a plain-Python oracle of SPEC §2.
+
+The staged batches are built here, by a tiny encoder written with Python integers (exact, no
+wrapping surprises), from explicit user histories, so the expected output comes straight from
+the contract (``S = history[:n] ++ tail``, keep the newest ``L``), independent of the tiling.
+
+Runs under ``TRITON_INTERPRET=1`` on CPU (tests/conftest.py), natively on a GPU with
+``GPUMAT_TEST_NATIVE=1``.
+"""
+
+import os
+
+if os.environ.get("GPUMAT_TEST_NATIVE") != "1":  # before any kernel module is imported
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gpumat.errors import GpumatError
+from gpumat.kernels.np_decode_gather import decode_values_np, materialize_staged_np
+from gpumat.kernels.staged import StagedBatch, StagedColumn
+from gpumat.kernels.triton_decode_gather import materialize_staged_triton, triton_available
+
+DEVICE = "cuda" if os.environ.get("GPUMAT_TEST_NATIVE") == "1" else "cpu"
+BS = 128
+M64 = 1 << 64
+I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
+I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+SENTINEL = -0x5A5A5A5A5A5A5A5B  # poison: no test value equals it
+SCHEMA = {"ts": "int64", "item": "int64", "act": "int32"}
+
+
+# ----------------------------------------------------------------------------- a tiny encoder
+
+
+def signed(u: int) -> int:
+    u %= M64
+    return u - M64 if u >= 1 << 63 else u
+
+
+def pack_bits(residuals, w: int) -> list[int]:
+    """Little-endian bit stream: value k occupies bits [k*w, (k+1)*w) (DESIGN §1)."""
+    stream = 0
+    for k, r in enumerate(residuals):
+        assert 0 <= r < (1 << w) or (w == 0 and r == 0)
+        stream |= r << (k * w)
+    nwords = -(-len(residuals) * w // 64)
+    return [(stream >> (64 * i)) & (M64 - 1) for i in range(nwords)]
+
+
+def encode_block(x: list[int]):
+    """(base, slope, w, residuals) with x[k] == base + slope*k + r[k]: FOR or LFOR, fewer bits wins."""
+    best = None
+    slopes = [0]
+    if len(x) > 1:
+        s = (x[-1] - x[0]) // (len(x) - 1)
+        if I64_MIN <= s <= I64_MAX:
+            slopes.append(s)
+    for slope in slopes:
+        base = min(v - slope * k for k, v in enumerate(x))
+        r = [v - slope * k - base for k, v in enumerate(x)]
+        w = max(r).bit_length()
+        if w <= 64 and (best is None or w < best[2]):
+            best = (signed(base), slope, w, r)
+    return best
+
+
+def raw_block(rng, cnt: int, w: int):
+    """A block from random parameters: exercises any width with any base/slope (values wrap)."""
+    base = int(rng.integers(I64_MIN, I64_MAX, endpoint=True))
+    slope = int(rng.choice([0, 1, -1, I64_MAX, I64_MIN, int(rng.integers(-(1 << 40), 1 << 40))]))
+    r = [int(v) for v in rng.integers(0, 1 << w, size=cnt, dtype=np.uint64, endpoint=False)] if 0 < w < 64 else (
+        [int(v) for v in rng.integers(0, M64 - 1, size=cnt, dtype=np.uint64, endpoint=True)] if w == 64 else [0] * cnt
+    )
+    vals = [signed(base + slope * k + rr) for k, rr in enumerate(r)]
+    return (base, slope, w, r), vals
+
+
+def make_history(rng, n: int, dtype: str, is_ts: bool, bs: int = BS):
+    """(values, blocks) of one user's column: blocks of BS, the last one partial."""
+    vals, blocks = [], []
+    t0 = int(rng.integers(0, 1 << 40))
+    for start in range(0, n, bs):
+        cnt = min(bs, n - start)
+        if is_ts:
+            gaps = rng.integers(0, 1000, size=cnt)
+            if rng.random() < 0.2:
+                gaps[rng.integers(cnt)] = 1 << 33  # a large jump: a wide residual
+            x = [t0 + int(g) for g in np.cumsum(gaps)]
+            t0 = x[-1]
+            blocks.append(encode_block(x))
+        elif dtype == "int32":
+            kind = rng.integers(3)
+            if kind == 0:
+                x = [int(rng.integers(I32_MIN, I32_MAX, endpoint=True))] * cnt
+            elif kind == 1:
+                x = [int(v) for v in rng.integers(I32_MIN, I32_MAX, size=cnt, endpoint=True)]
+                x[0], x[-1] = I32_MIN, I32_MAX
+            else:
+                x = [int(v) for v in rng.integers(0, 7, size=cnt)]
+            blocks.append(encode_block(x))
+        else:
+            kind = rng.integers(4)
+            if kind == 0:
+                blk, x = raw_block(rng, cnt, int(rng.integers(0, 65)))
+                blocks.append(blk)
+            elif kind == 1:  # int64 min and max in one block: w = 64
+                x = [int(v) for v in rng.integers(I64_MIN, I64_MAX, size=cnt, endpoint=True)]
+                x[0] = I64_MIN
+                x[-1] = I64_MAX
+                blocks.append(encode_block(x))
+            elif kind == 2:  # constant block: w = 0
+                x = [int(rng.choice([I64_MIN, I64_MAX, int(rng.integers(-1000, 1000))]))] * cnt
+                blocks.append(encode_block(x))
+            else:
+                x = [int(v) for v in rng.integers(-(1 << 20), 1 << 20, size=cnt)]
+                blocks.append(encode_block(x))
+        vals.extend(x)
+    return vals, blocks
+
+
+def stage(histories, examples, columns, L, check_leakage, rng, bs=BS):
+    """Build a host StagedBatch (DESIGN §4) for a tenant (columns, L).
+
+    histories: {user: {col: (values, blocks)}}; examples: list of (user, n, tail {col: list}, request_ts).
+    Returns (staged, expected {col: np array}, expected violations).
+    """
+    staged_cols = list(columns) + (["ts"] if check_leakage and "ts" not in columns else [])
+    B = len(examples)
+    hist_len, tail_len, tail_src = [], [], []
+    windows, needed = [], set()
+    tail_cat = {c: [] for c in staged_cols}
+    expected = {c: [] for c in columns}
+    tail_pos = 0
+    exp_viol = np.zeros(B, dtype=np.int32)
+    for e, (u, n, tail, rts) in enumerate(examples):
+        m = len(tail["ts"])
+        t = min(m, L)
+        h = min(n, L - t)
+        hist_len.append(h)
+        tail_len.append(t)
+        tail_src.append(tail_pos + (m - t))  # the used tail is the newest t of the m carried
+        tail_pos += m
+        for c in staged_cols:
+            tail_cat[c].extend(tail[c])
+        windows.append((u, n - h, n))
+        needed.update((u, j) for j in range((n - h) // bs, -(-n // bs)) if h > 0)
+        # the contract, directly: S = history[:n] ++ tail, newest L events
+        for c in set(columns) | {"ts"}:
+            S = histories[u][c][0][:n] + tail[c]
+            out = S[max(0, len(S) - L) :]
+            if c in columns:
+                expected[c].extend(out)
+            if c == "ts" and check_leakage and any(v >= rts for v in out):
+                exp_viol[e] = 1
+    offsets = np.concatenate([[0], np.cumsum(np.array(hist_len, dtype=np.int64) + np.array(tail_len, dtype=np.int64))]).astype(np.int64)
+    order = sorted(needed)
+    kidx = {key: i for i, key in enumerate(order)}
+    cols = {}
+    for c in staged_cols:
+        hdr, words = [], []
+        for u, j in order:
+            base, slope, w, r = histories[u][c][1][j]
+            hdr.append([signed(base), signed(slope), (len(words) << 8) | w])
+            words.extend(pack_bits(r, w))
+        words.append(0)  # the +1 zero word of DESIGN §4
+        cols[c] = StagedColumn(
+            c,
+            SCHEMA[c],
+            np.array(hdr, dtype=np.int64).reshape(-1, 3),
+            np.array([signed(x) for x in words], dtype=np.int64),
+            np.array(tail_cat[c], dtype=np.int64),
+            project=c in columns,
+        )
+    tiles = []
+    for e, (u, a, b) in enumerate(windows):
+        for j in range(a // bs, -(-b // bs)) if b > a else ():
+            lo, hi = max(a, j * bs), min(b, (j + 1) * bs)
+            tiles.append((kidx[(u, j)], lo - j * bs, hi - lo, offsets[e] + lo - a, e))
+    rng.shuffle(tiles)  # the kernels must not depend on the tile order
+    tiles = np.array(tiles, dtype=np.int64).reshape(-1, 5)
+    staged = StagedBatch(
+        bs,
+        cols,
+        offsets,
+        np.array(hist_len, dtype=np.int64),
+        np.array(tail_src, dtype=np.int64),
+        np.array(tail_len, dtype=np.int64),
+        np.array([ex[3] for ex in examples], dtype=np.int64),
+        *(np.ascontiguousarray(tiles[:, i]) for i in range(5)),
+        check_leakage=check_leakage,
+    )
+    np_dt = {"int64": np.int64, "int32": np.int32}
+    expected = {c: np.array(v, dtype=np_dt[SCHEMA[c]]) for c, v in expected.items()}
+    return staged, expected, exp_viol
+
+
+def random_batch(seed, B, L, max_hist, max_tail, columns, check_leakage, n_users=None, bs=BS):
+    rng = np.random.default_rng(seed)
+    n_users = n_users or max(1, B // 2)
+    hist_sizes = [int(rng.choice([0, 1, bs - 1, bs, bs + 1, int(rng.integers(0, max_hist + 1))])) for _ in range(n_users)]
+    histories = {
+        u: {c: make_history(rng, hist_sizes[u], SCHEMA[c], c == "ts", bs) for c in SCHEMA} for u in range(n_users)
+    }
+    examples = []
+    for _ in range(B):
+        u = int(rng.integers(n_users))
+        N = hist_sizes[u]
+        n = int(rng.choice([0, N, int(rng.integers(0, N + 1))]))
+        m = int(rng.choice([0, int(rng.integers(0, max_tail + 1))]))
+        last = histories[u]["ts"][0][n - 1] if n else 0
+        tail = {"ts": [last + int(g) for g in np.cumsum(rng.integers(1, 100, size=m))]}
+        tail["item"] = [int(v) for v in rng.integers(I64_MIN, I64_MAX, size=m, endpoint=True)]
+        tail["act"] = [int(v) for v in rng.integers(I32_MIN, I32_MAX, size=m, endpoint=True)]
+        S = histories[u]["ts"][0][:n] + tail["ts"]
+        used = S[max(0, len(S) - L) :]
+        if used and rng.random() < 0.4:  # a leak: request_ts at or below a materialized ts
+            rts = int(rng.choice(used))
+        else:
+            rts = (max(used) + 1) if used else int(rng.integers(-5, 5))
+        examples.append((u, n, tail, rts))
+    return stage(histories, examples, columns, L, check_leakage, rng, bs)
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+
+def assert_equal_verbose(got, want, what):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != {want.dtype}"
+    bad = np.argwhere(got != want)
+    if bad.size:
+        first = [tuple(int(i) for i in idx) for idx in bad[:5]]
+        detail = ", ".join(f"{i}: got {got[i]} want {want[i]}" for i in first)
+        raise AssertionError(f"{what}: {len(bad)} of {got.size} differ; first at {detail}")
+
+
+def run_triton(staged, padded_width=None, pad_value=0, poison=True, launch=None):
+    dev = staged.to(DEVICE)
+    out = None
+    if poison and padded_width is None:
+        out = {
+            c: torch.full((staged.total,), SENTINEL if col.dtype == "int64" else -0x5A5A5A5B, dtype=getattr(torch, col.dtype), device=DEVICE)
+            for c, col in staged.columns.items()
+            if col.project
+        }
+    values, viol = materialize_staged_triton(dev, padded_width=padded_width, pad_value=pad_value, out=out, **(launch or {}))
+    return {c: v.cpu().numpy() for c, v in values.items()}, viol.cpu().numpy()
+
+
+def check_all(staged, expected, exp_viol, padded_width=None, pad_value=0, launch=None):
+    got, viol = run_triton(staged, padded_width, pad_value, launch=launch)
+    twin, tviol = materialize_staged_np(staged, padded_width=padded_width, pad_value=pad_value)
+    assert set(got) == set(expected) == set(twin)
+    offsets = staged.offsets
+    for c, want in expected.items():
+        if padded_width is not None:
+            B = len(offsets) - 1
+            dense = np.full((B, padded_width), pad_value, dtype=want.dtype)
+            for b in range(B):
+                dense[b, : offsets[b + 1] - offsets[b]] = want[offsets[b] : offsets[b + 1]]
+            want = dense
+        assert_equal_verbose(twin[c], want, f"twin {c}")
+        assert_equal_verbose(got[c], want, f"triton {c}")
+    assert_equal_verbose(tviol, exp_viol, "twin violations")
+    assert_equal_verbose(viol, exp_viol, "triton violations")
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_decode_values_every_width():
+    """decode_values_np against the Python encoder for every width 0..64 and extreme base/slope."""
+    rng = np.random.default_rng(0)
+    for w in range(65):
+        for cnt in (1, 7, BS):
+            (base, slope, ww, r), vals = raw_block(rng, cnt, w)
+            words = pack_bits(r, ww) + [0]
+            hdr = np.array([[signed(base), signed(slope), ww]], dtype=np.int64)
+            got = decode_values_np(hdr, np.array([signed(x) for x in words], dtype=np.int64), np.zeros(cnt, np.int64), np.arange(cnt))
+            assert_equal_verbose(got, np.array(vals, dtype=np.int64), f"w={w} cnt={cnt}")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    B=st.sampled_from([1, 2, 5, 13, 31]),
+    L=st.sampled_from([0, 1, 3, 100, 129, 300, 1000]),
+    max_tail=st.sampled_from([0, 3, 150]),
+    columns=st.sampled_from([("item",), ("act",), ("ts",), ("item", "act", "ts"), ("act", "item")]),
+    check=st.booleans(),
+    launch=st.sampled_from([{}, {"tiles_per_prog": 1, "ex_per_prog": 1}, {"tiles_per_prog": 4, "ex_per_prog": 4}]),
+)
+def test_random_batches_jagged(seed, B, L, max_tail, columns, check, launch):
+    """Many programs (small launch shapes, as on a GPU) or one big one: same result."""
+    staged, expected, exp_viol = random_batch(seed, B, L, 700, max_tail, columns, check)
+    check_all(staged, expected, exp_viol, launch=launch)
+
+
+@pytest.mark.parametrize("bs,lanes", [(8, None), (256, 32), (4096, None)])
+def test_other_block_sizes(bs, lanes, monkeypatch):
+    """Tiers may use any power-of-two block size; blocks wider than the lanes loop in the kernel."""
+    import gpumat.kernels.triton_decode_gather as tdg
+
+    if lanes:
+        monkeypatch.setattr(tdg, "MAX_LANES", lanes)
+    for seed, pw in ((bs, None), (bs + 1, 3 * bs)):
+        staged, expected, exp_viol = random_batch(seed, 7, 2 * bs + 3, 3 * bs, 9, ("item", "act", "ts"), True, bs=bs)
+        pw = None if pw is None else max(pw, int(np.diff(staged.offsets).max()))
+        check_all(staged, expected, exp_viol, padded_width=pw, launch={"tiles_per_prog": 2})
+
+
+@pytest.mark.parametrize("pad_value", [0, -7])
+def test_padded_wider_than_longest(pad_value):
+    staged, expected, exp_viol = random_batch(11, 9, 260, 600, 40, ("item", "act", "ts"), True)
+    lengths = np.diff(staged.offsets)
+    check_all(staged, expected, exp_viol, padded_width=int(lengths.max()) + 5, pad_value=pad_value)
+
+
+def test_padded_exact_width_and_ts_only_for_check():
+    staged, expected, exp_viol = random_batch(12, 7, 200, 500, 20, ("act",), True)
+    assert not staged.columns["ts"].project
+    check_all(staged, expected, exp_viol, padded_width=int(np.diff(staged.offsets).max()))
+
+
+def test_leakage_flags_exact_boundary():
+    """ts == request_ts is a leak, ts == request_ts - 1 is not; in the history and in the tail."""
+    rng = np.random.default_rng(5)
+    hist = {0: {c: make_history(rng, 300, SCHEMA[c], c == "ts") for c in SCHEMA}}
+    ts = hist[0]["ts"][0]
+    tail_ts = [ts[-1] + 10, ts[-1] + 20]
+    tail = {"ts": tail_ts, "item": [1, 2], "act": [3, 4]}
+    no_tail = {"ts": [], "item": [], "act": []}
+    examples = [
+        (0, 300, no_tail, ts[-1]),  # newest history ts == request_ts: leak
+        (0, 300, no_tail, ts[-1] + 1),  # strictly before: fine
+        (0, 300, tail, tail_ts[-1]),  # in the tail: leak
+        (0, 300, tail, tail_ts[-1] + 1),
+        (0, 250, no_tail, ts[40]),  # the window ts[150:250] is past request_ts: leak
+        (0, 100, no_tail, ts[99] + 1),  # positions >= n (later, leaking events) are never read
+        (0, 0, no_tail, -(1 << 62)),  # an empty example never leaks
+    ]
+    staged, expected, exp_viol = stage(hist, examples, ("item",), 100, True, rng)
+    assert exp_viol.tolist() == [1, 0, 1, 0, 1, 0, 0]
+    check_all(staged, expected, exp_viol)
+    check_all(staged, expected, exp_viol, padded_width=101)
+
+
+def test_empty_and_degenerate_batches():
+    # B = 0
+    staged, expected, exp_viol = stage({}, [], ("item", "act"), 10, True, np.random.default_rng(0))
+    got, viol = run_triton(staged)
+    assert viol.shape == (0,) and all(v.shape == (0,) for v in got.values())
+    got, viol = run_triton(staged, padded_width=3)
+    assert all(v.shape == (0, 3) for v in got.values())
+    # max_len 0: zero tiles, zero output, nothing to flag
+    staged, expected, exp_viol = random_batch(3, 6, 0, 300, 5, ("item", "ts"), True)
+    assert staged.num_tiles == 0 and staged.total == 0
+    check_all(staged, expected, exp_viol)
+    check_all(staged, expected, exp_viol, padded_width=4, pad_value=9)
+    # only tails (n = 0 everywhere) and only histories (no tails)
+    rng = np.random.default_rng(4)
+    hist = {0: {c: make_history(rng, 200, SCHEMA[c], c == "ts") for c in SCHEMA}}
+    tail = {"ts": [10**15, 10**15 + 1, 10**15 + 2], "item": [I64_MIN, 0, I64_MAX], "act": [I32_MIN, 0, I32_MAX]}
+    no_tail = {"ts": [], "item": [], "act": []}
+    for exs in ([(0, 0, tail, 10**16), (0, 0, no_tail, 0)], [(0, 200, no_tail, 10**16), (0, 77, no_tail, 10**16)]):
+        staged, expected, exp_viol = stage(hist, exs, ("item", "act"), 128, True, rng)
+        check_all(staged, expected, exp_viol)
+
+
+def _bulk_blocks(n, rng):
+    """A large batch built vectorized: every block has w = 8 (the residuals are the packed bytes),
+    so value k of block b is ``base_b + slope_b * k + byte``; the expected output is a formula."""
+    K = -(-n // BS)
+    base = rng.integers(I64_MIN, I64_MAX, size=K, endpoint=True)
+    slope = rng.integers(-(1 << 30), 1 << 30, size=K)
+    resid = rng.integers(0, 256, size=(K, BS), dtype=np.uint8)
+    words = np.concatenate([resid.reshape(-1).view(np.int64), [0]])
+    hdr = np.stack([base, slope, ((np.arange(K) * (BS // 8)) << 8) | 8], axis=1).astype(np.int64)
+    with np.errstate(over="ignore"):
+        hist_vals = (base.astype(np.uint64)[:, None] + slope.astype(np.uint64)[:, None] * np.arange(BS, dtype=np.uint64)
+                     + resid.astype(np.uint64)).view(np.int64).reshape(-1)[:n]
+    return hdr, words, hist_vals
+
+
+def test_long_history_million_events():
+    """One example whose window is a 10^6-event history (7813 tiles), plus a short neighbour."""
+    rng = np.random.default_rng(8)
+    n = 10**6
+    hdr, words, hv = _bulk_blocks(n, rng)
+    # example 0: the whole history; example 1: the newest 1000 of a 5000-prefix with L = n
+    wins = [(0, n), (0, 5000)]
+    offsets = np.array([0, n, n + 5000], dtype=np.int64)
+    tiles = []
+    for e, (a, b) in enumerate(wins):
+        j = np.arange(a // BS, -(-b // BS))
+        lo = np.maximum(a, j * BS)
+        hi = np.minimum(b, (j + 1) * BS)
+        tiles.append(np.stack([j, lo - j * BS, hi - lo, offsets[e] + lo - a, np.full_like(j, e)], axis=1))
+    tiles = np.concatenate(tiles)
+    col = StagedColumn("item", "int64", hdr, words, np.zeros(0, np.int64))
+    z = np.zeros(2, np.int64)
+    staged = StagedBatch(BS, {"item": col}, offsets, np.array([n, 5000]), z, z, z, *(tiles[:, i].copy() for i in range(5)),
+                         check_leakage=False)
+    want = np.concatenate([hv, hv[:5000]])
+    got, viol = run_triton(staged)
+    assert_equal_verbose(got["item"], want, "10^6-event history")
+    assert viol.tolist() == [0, 0]
+
+
+def test_hundred_thousand_examples():
+    """10^5 examples sharing one user's blocks (deduplicated staging), short windows and tails."""
+    rng = np.random.default_rng(9)
+    B, L, N = 100_000, 40, 300
+    hist = {0: {c: make_history(rng, N, SCHEMA[c], c == "ts") for c in SCHEMA}}
+    tails = [{c: [] for c in SCHEMA}] + [
+        {"ts": [10**15 + i for i in range(k)], "item": list(range(k)), "act": list(range(-k, 0))} for k in (1, 2, 45)
+    ]
+    ns = rng.integers(0, N + 1, size=B)
+    ks = rng.integers(0, len(tails), size=B)
+    rts = np.where(rng.random(B) < 0.01, 0, 10**16)
+    examples = [(0, int(ns[i]), tails[ks[i]], int(rts[i])) for i in range(B)]
+    staged, expected, exp_viol = stage(hist, examples, ("act",), L, True, rng)
+    check_all(staged, expected, exp_viol)
+
+
+def test_triton_available_messages(monkeypatch):
+    ok, why = triton_available("cuda")
+    assert ok, why
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    ok, why = triton_available("cpu")
+    assert not ok and "backend='reference'" in why and "TRITON_INTERPRET=1" in why
+    ok, why = triton_available("not a device")
+    assert not ok
+
+
+def test_rejects_host_arrays_and_check_without_ts():
+    staged, _, _ = random_batch(1, 2, 10, 100, 2, ("item",), False)
+    with pytest.raises(GpumatError, match="StagedBatch.to"):
+        materialize_staged_triton(staged)
+    staged.check_leakage = True  # but no ts staged: must not silently pass every example
+    with pytest.raises(GpumatError, match="'ts'"):
+        materialize_staged_triton(staged.to(DEVICE))
+    with pytest.raises(GpumatError, match="'ts'"):
+        materialize_staged_np(staged)
+
+
+def test_torch_peer_matches_twin():
+    """The bench's plain-PyTorch peer must compute the same thing, or its timings mean nothing."""
+    from gpumat.bench_kernels import materialize_staged_torch, synthetic_staged
+
+    staged, expected, exp_viol = random_batch(21, 9, 260, 600, 40, ("item", "act", "ts"), True)
+    values, viol = materialize_staged_torch(staged.to("cpu"), total=staged.total)
+    for c, want in expected.items():
+        assert_equal_verbose(values[c].numpy(), want, f"torch peer {c}")
+    assert_equal_verbose(viol.numpy(), exp_viol, "torch peer violations")
+    syn = synthetic_staged(B=6, L=300, seed=0)
+    twin, tviol = materialize_staged_np(syn)
+    values, viol = materialize_staged_torch(syn.to("cpu"), total=syn.total)
+    got, gviol = run_triton(syn)
+    for c in twin:
+        assert_equal_verbose(values[c].numpy(), twin[c], f"torch peer synthetic {c}")
+        assert_equal_verbose(got[c], twin[c], f"triton synthetic {c}")
+    assert_equal_verbose(gviol, tviol, "triton synthetic violations")
+
+
+def test_cuda_twin_matches():
+    cp = pytest.importorskip("cupy")
+    try:
+        if cp.cuda.runtime.getDeviceCount() == 0:
+            pytest.skip("no CUDA GPU")
+    except cp.cuda.runtime.CUDARuntimeError:
+        pytest.skip("no CUDA GPU")
+    from gpumat.kernels.cuda_decode_gather import materialize_staged_cuda
+
+    for pw in (None, 400):
+        staged, expected, exp_viol = random_batch(31, 13, 300, 900, 60, ("item", "act", "ts"), True)
+        twin, tviol = materialize_staged_np(staged, padded_width=pw, pad_value=-3)
+        values, viol = materialize_staged_cuda(staged.to("cuda"), padded_width=pw, pad_value=-3)
+        for c in twin:
+            assert_equal_verbose(values[c].cpu().numpy(), twin[c], f"cuda twin {c}")
+        assert_equal_verbose(viol.cpu().numpy(), tviol, "cuda twin violations")
