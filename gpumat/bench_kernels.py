@@ -1,0 +1,381 @@
+"""``gpumat bench kernels``: the fused decode-gather against its peers and the machine's ceilings.
+
+In one run, on the same staged batches (short / mid / long tenants: max_len 256, 4096, 65536):
+
+- ``triton``: ``materialize_staged_triton`` (decode straight from compressed blocks into the windows)
+- ``torch``: the strongest plain-PyTorch GPU peer, as a user without gpumat would write it: unpack
+  every staged block with vectorized torch bit ops, then index-gather the windows and tails
+- ``cpu_ref+h2d``: the NumPy reference on the host plus the pinned host-to-device copy of its dense
+  result (what the training step would otherwise wait for)
+- ceilings: measured device-to-device copy bandwidth and pinned host-to-device bandwidth
+
+Reported per tenant: events/s, bytes moved (compressed staged input + materialized output),
+achieved GB/s and its fraction of the D2D copy bandwidth, speedup over each peer. Timings are
+``triton.testing.do_bench`` medians with 20/80% quantiles; every batch is larger than L2.
+
+The staged batches are synthetic (random encoded blocks, one user per example) so the bench
+depends on no other module; ``bench_staged(name, staged)`` takes any host ``StagedBatch``, so
+batches planned from a real tier plug in unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gpumat.errors import GpumatError
+from gpumat.kernels.staged import StagedBatch, StagedColumn
+
+BS = 128
+# (name, max_len, batch size): realistic per-GPU batch sizes, each ~2^23 events (~100 MB of
+# output over the two projected columns), well past the 50 MB L2 of an H100.
+TENANTS = (("short", 256, 32768), ("mid", 4096, 2048), ("long", 65536, 128))
+# Synthetic columns: (name, dtype, bit width, slope, projected). item ids need ~24 bits under
+# frame of reference, actions 3 bits; ts is staged only for the leakage check, as linear frame of
+# reference (slope = mean gap) with 12-bit residuals.
+COLUMNS = (("item_id", "int64", 24, 0, True), ("action", "int32", 3, 0, True), ("ts", "int64", 12, 1000, False))
+
+
+def reference_materialize(staged):
+    """The CPU reference peer: one function to swap for ``gpumat.reference.materialize_staged_reference``."""
+    from gpumat.kernels.np_decode_gather import materialize_staged_np
+
+    return materialize_staged_np(staged)
+
+
+# ----------------------------------------------------------------------------- synthetic data
+
+
+def synthetic_staged(B: int, L: int, seed: int = 0, max_tail: int = 16, columns=COLUMNS) -> StagedBatch:
+    """A host ``StagedBatch`` of ``B`` examples for a tenant of ``max_len`` L, built vectorized.
+
+    Each example is its own user with a history of ``n ~ U[L/2, 2L]`` events (so most windows
+    are full and start mid-block) and a tail of ``U[0, max_tail]`` events; every staged block is
+    full (128 values) with random packed bits of the column's width.
+    """
+    rng = np.random.default_rng(seed)
+    n = rng.integers(max(L // 2, 0), 2 * L + 1, size=B)
+    m = rng.integers(0, max_tail + 1, size=B)
+    t = np.minimum(m, L)
+    h = np.minimum(n, L - t)
+    offsets = np.concatenate([[0], np.cumsum(h + t)]).astype(np.int64)
+    a = n - h
+    first = a // BS
+    nb = np.where(h > 0, -(-n // BS) - first, 0)
+    K = int(nb.sum())
+    ex = np.repeat(np.arange(B), nb)
+    j = first[ex] + (np.arange(K) - np.repeat(np.cumsum(nb) - nb, nb))
+    lo_abs = np.maximum(a[ex], j * BS)
+    hi_abs = np.minimum(n[ex], (j + 1) * BS)
+    tiles = dict(
+        tile_block=np.arange(K, dtype=np.int64),  # one user per example: no block is shared
+        tile_lo=lo_abs - j * BS,
+        tile_cnt=hi_abs - lo_abs,
+        tile_out=offsets[ex] + lo_abs - a[ex],
+        tile_ex=ex,
+    )
+    tail_total = int(m.sum())
+    tail_src = (np.cumsum(m) - m) + (m - t)
+    cols = {}
+    for name, dtype, w, slope, project in columns:
+        nwords = BS * w // 64
+        words = np.concatenate([rng.integers(-(2**63), 2**63 - 1, size=K * nwords, dtype=np.int64), [0]])
+        base = rng.integers(0, 1 << 20, size=K) if dtype == "int32" else rng.integers(0, 1 << 40, size=K)
+        hdr = np.stack([base, np.full(K, slope), (np.arange(K) * nwords << 8) | w], axis=1).astype(np.int64)
+        hi = (1 << 20) if dtype == "int32" else (1 << 40)
+        tails = rng.integers(0, hi, size=tail_total, dtype=np.int64)
+        cols[name] = StagedColumn(name, dtype, hdr, words, tails, project)
+    return StagedBatch(
+        BS, cols, offsets, h.astype(np.int64), tail_src.astype(np.int64), t.astype(np.int64),
+        np.full(B, 2**62, dtype=np.int64),  # every ts is far below: the check runs, nothing leaks
+        *(np.ascontiguousarray(tiles[f], dtype=np.int64) for f in
+          ("tile_block", "tile_lo", "tile_cnt", "tile_out", "tile_ex")),
+        check_leakage=True,
+    )
+
+
+# ----------------------------------------------------------------------------- the PyTorch peer
+
+
+def _lshr(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Logical right shift of int64 by s in [0, 63] (torch's >> on int64 is arithmetic)."""
+    keep = torch.where(s == 0, torch.full_like(s, -1), (torch.ones_like(s) << (64 - s).clamp(max=63)) - 1)
+    return (x >> s) & keep
+
+
+def materialize_staged_torch(staged: StagedBatch, total: int | None = None, n_hist: int | None = None):
+    """The plain-PyTorch peer: decode all ``K x block_size`` values of every staged block, then gather.
+
+    Same contract as ``materialize_staged_triton`` (jagged only). Pass the host-known ``total``
+    and ``n_hist`` (history events) to keep it free of host syncs, as the fused path is.
+    """
+    dev = staged.offsets.device
+    B = staged.offsets.numel() - 1
+    total = int(staged.offsets[-1]) if total is None else int(total)
+    n_hist = int(staged.tile_cnt.sum()) if n_hist is None else int(n_hist)
+    n_tail = total - n_hist
+    T = staged.tile_block.numel()
+    # Index plan, shared by the columns: (source, destination, example) of every output event.
+    tile_of = torch.repeat_interleave(torch.arange(T, device=dev), staged.tile_cnt, output_size=n_hist)
+    r = torch.arange(n_hist, device=dev) - (torch.cumsum(staged.tile_cnt, 0) - staged.tile_cnt)[tile_of]
+    h_src = staged.tile_block[tile_of] * int(staged.block_size) + staged.tile_lo[tile_of] + r
+    h_dst = staged.tile_out[tile_of] + r
+    h_ex = staged.tile_ex[tile_of]
+    t_ex = torch.repeat_interleave(torch.arange(B, device=dev), staged.tail_len, output_size=n_tail)
+    tr = torch.arange(n_tail, device=dev) - (torch.cumsum(staged.tail_len, 0) - staged.tail_len)[t_ex]
+    t_src = staged.tail_src[t_ex] + tr
+    t_dst = staged.offsets[t_ex] + staged.hist_len[t_ex] + tr
+    bs = int(staged.block_size)
+    k = torch.arange(bs, device=dev)
+    viol = torch.zeros(B, dtype=torch.int32, device=dev)
+    values = {}
+    for name, col in staged.columns.items():
+        check = bool(staged.check_leakage) and name == "ts"
+        if not col.project and not check:
+            continue
+        base, slope, meta = col.hdr[:, 0:1], col.hdr[:, 1:2], col.hdr[:, 2:3]
+        w, word_off = meta & 0xFF, meta >> 8
+        bit = k * w  # [K, BS]
+        last = col.words.numel() - 1
+        q = word_off + (bit >> 6)
+        s = bit & 63
+        lo = col.words[q.clamp(max=last)]
+        hi = col.words[(q + 1).clamp(max=last)]
+        bits = _lshr(lo, s) | torch.where(s == 0, torch.zeros_like(hi), hi << (64 - s).clamp(max=63))
+        wmask = torch.where(w >= 64, torch.full_like(w, -1), (torch.ones_like(w) << w.clamp(max=63)) - 1)
+        dense = (base + slope * k + (bits & wmask)).reshape(-1)
+        hv = dense[h_src]
+        tv = col.tail_values[t_src]
+        if col.project:
+            out = torch.empty(total, dtype=getattr(torch, col.dtype), device=dev)
+            out[h_dst] = hv.to(out.dtype)
+            out[t_dst] = tv.to(out.dtype)
+            values[name] = out
+        if check:
+            viol.scatter_reduce_(0, h_ex, (hv >= staged.request_ts[h_ex]).to(torch.int32), "amax")
+            viol.scatter_reduce_(0, t_ex, (tv >= staged.request_ts[t_ex]).to(torch.int32), "amax")
+    return values, viol
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def _bench(fn, quantiles=(0.5, 0.2, 0.8)):
+    from triton.testing import do_bench
+
+    med, q20, q80 = do_bench(fn, warmup=25, rep=200, quantiles=list(quantiles))
+    return {"median_ms": med, "p20_ms": q20, "p80_ms": q80}
+
+
+def measure_ceilings(device, nbytes: int = 1 << 30) -> dict:
+    """D2D copy bandwidth (read + write bytes / time) and pinned H2D bandwidth, in GB/s."""
+    n = nbytes // 8
+    src = torch.empty(n, dtype=torch.int64, device=device)
+    dst = torch.empty_like(src)
+    d2d = _bench(lambda: dst.copy_(src))
+    host = torch.empty(n // 2, dtype=torch.int64).pin_memory()
+    dev = torch.empty(n // 2, dtype=torch.int64, device=device)
+    h2d = _bench(lambda: dev.copy_(host, non_blocking=True))
+    return {
+        "d2d_copy_GBps": 2 * nbytes / (d2d["median_ms"] * 1e-3) / 1e9,
+        "h2d_pinned_GBps": (nbytes // 2) / (h2d["median_ms"] * 1e-3) / 1e9,
+        "d2d": d2d,
+        "h2d": h2d,
+    }
+
+
+def _cpu_time(fn, reps: int = 3) -> dict:
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": float(np.median(times)), "p20_ms": float(np.quantile(times, 0.2)), "p80_ms": float(np.quantile(times, 0.8))}
+
+
+def bench_staged(name: str, staged: StagedBatch, device, ceilings: dict, cpu_reps: int = 3) -> dict:
+    """Time every path on one host ``StagedBatch`` (synthetic or planned from a real tier)."""
+    from gpumat.kernels.triton_decode_gather import materialize_staged_triton
+
+    total = staged.total
+    n_hist = int(np.asarray(staged.tile_cnt).sum())
+    dev_staged = staged.to(device)
+    out_bytes = sum(total * (8 if c.dtype == "int64" else 4) for c in staged.columns.values() if c.project)
+    in_bytes = staged.staged_bytes()
+    moved = in_bytes + out_bytes
+
+    # Correctness first: a fast wrong answer is not a result.
+    tv, tviol = materialize_staged_triton(dev_staged, total=total)
+    pv, pviol = materialize_staged_torch(dev_staged, total=total, n_hist=n_hist)
+    for c in tv:
+        if not torch.equal(tv[c], pv[c]):
+            raise GpumatError(f"bench {name}: triton and torch peer disagree on column {c!r}")
+    if not torch.equal(tviol, pviol):
+        raise GpumatError(f"bench {name}: triton and torch peer disagree on the leakage flags")
+    del tv, pv
+
+    res = {"tenant": name, "batch_size": staged.batch_size, "events": total, "tiles": staged.num_tiles,
+           "bytes_in": in_bytes, "bytes_out": out_bytes, "bytes_moved": moved}
+    res["triton"] = _bench(lambda: materialize_staged_triton(dev_staged, total=total))
+    res["torch"] = _bench(lambda: materialize_staged_torch(dev_staged, total=total, n_hist=n_hist))
+    ref_values, _ = reference_materialize(staged)
+    res["cpu_ref"] = _cpu_time(lambda: reference_materialize(staged), cpu_reps)
+    pinned = {c: torch.from_numpy(v).pin_memory() for c, v in ref_values.items()}
+    dev_bufs = {c: torch.empty_like(v, device=device) for c, v in pinned.items()}
+
+    def h2d():
+        for c in pinned:
+            dev_bufs[c].copy_(pinned[c], non_blocking=True)
+
+    res["h2d_result"] = _bench(h2d)
+    res["cpu_ref+h2d"] = {"median_ms": res["cpu_ref"]["median_ms"] + res["h2d_result"]["median_ms"]}
+    t_ms = res["triton"]["median_ms"]
+    res["events_per_s"] = {k: total / (res[k]["median_ms"] * 1e-3) for k in ("triton", "torch", "cpu_ref+h2d")}
+    res["triton_GBps"] = moved / (t_ms * 1e-3) / 1e9
+    res["fraction_of_d2d"] = res["triton_GBps"] / ceilings["d2d_copy_GBps"]
+    res["speedup_over"] = {k: res[k]["median_ms"] / t_ms for k in ("torch", "cpu_ref+h2d")}
+    # What the bus alone would cost to ship the dense result: the floor of any host-side path.
+    res["h2d_floor_ms_for_output"] = out_bytes / (ceilings["h2d_pinned_GBps"] * 1e9) * 1e3
+    return res
+
+
+def _environment() -> dict:
+    import triton
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "git_commit": commit,
+    }
+
+
+def _plot(results: list[dict], env: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["tenant"] for r in results]
+    paths = ("triton", "torch", "cpu_ref+h2d")
+    x = np.arange(len(names))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, p in enumerate(paths):
+        ax.bar(x + (i - 1) * 0.27, [r["events_per_s"][p] for r in results], 0.27, label=p)
+    ax.set_yscale("log")
+    ax.set_xticks(x, [f"{r['tenant']}\nL={r.get('max_len', '?')} B={r['batch_size']}" for r in results])
+    ax.set_ylabel("events / s (higher is better)")
+    ax.legend()
+    ax.set_title("materialize one staged batch")
+    ax2.bar(x, [r["fraction_of_d2d"] for r in results], 0.5, color="tab:blue")
+    ax2.axhline(1.0, color="gray", linestyle="--", label="D2D copy bandwidth")
+    ax2.set_xticks(x, names)
+    ax2.set_ylabel("fraction of measured D2D copy bandwidth")
+    ax2.set_ylim(0, 1.1)
+    ax2.legend()
+    ax2.set_title("fused kernel: bytes moved / time")
+    fig.suptitle(f"gpumat decode-gather on {env['gpu']} (commit {env['git_commit'][:10]})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def add_arguments(parser) -> None:
+    """Options of ``gpumat bench kernels``."""
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="write a PNG plot (needs matplotlib)")
+    parser.add_argument("--tenants", default=",".join(t[0] for t in TENANTS),
+                        help="comma-separated subset of short,mid,long (default: all)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every batch size (default 1.0)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="only run the fused kernel N times per tenant, no timing (for ncu / profilers)")
+
+
+def _device():
+    if not torch.cuda.is_available():
+        raise GpumatError("this benchmark needs a CUDA GPU, and torch.cuda.is_available() is False on this machine")
+    return torch.device("cuda")
+
+
+def run(args) -> dict | None:
+    """``gpumat bench kernels``: print a table, optionally write ``--json`` and ``--plot``."""
+    device = _device()
+    from gpumat.kernels.triton_decode_gather import materialize_staged_triton, triton_available
+
+    ok, why = triton_available(device)
+    if not ok:
+        raise GpumatError(why)
+    wanted = [t.strip() for t in args.tenants.split(",") if t.strip()]
+    unknown = [t for t in wanted if t not in {n for n, _, _ in TENANTS}]
+    if unknown:
+        raise GpumatError(f"unknown tenant(s) {unknown}; choose from {[n for n, _, _ in TENANTS]}")
+    cases = [(n, L, max(1, int(B * args.scale))) for n, L, B in TENANTS if n in wanted]
+
+    if args.profile:
+        for name, L, B in cases:
+            staged = synthetic_staged(B, L, seed=args.seed)
+            dev_staged = staged.to(device)
+            for _ in range(args.profile):
+                materialize_staged_triton(dev_staged, total=staged.total)
+            torch.cuda.synchronize()
+            print(f"{name}: ran the fused kernel {args.profile} times on {staged.total} events")
+        return None
+
+    env = _environment()
+    ceilings = measure_ceilings(device)
+    torch.cuda.empty_cache()
+    print(f"{env['gpu']}: D2D copy {ceilings['d2d_copy_GBps']:.0f} GB/s, pinned H2D {ceilings['h2d_pinned_GBps']:.1f} GB/s")
+    results = []
+    header = f"{'tenant':>6} {'B':>6} {'events':>10} {'triton ms':>10} {'GB/s':>7} {'%D2D':>6} {'Mev/s':>8} {'x torch':>8} {'x cpu+h2d':>10}"
+    print(header)
+    for name, L, B in cases:
+        staged = synthetic_staged(B, L, seed=args.seed)
+        r = bench_staged(name, staged, device, ceilings)
+        torch.cuda.empty_cache()  # the previous tenant's buffers must not crowd the next one
+        r["max_len"] = L
+        results.append(r)
+        print(f"{name:>6} {B:>6} {r['events']:>10} {r['triton']['median_ms']:>10.3f} {r['triton_GBps']:>7.0f} "
+              f"{100 * r['fraction_of_d2d']:>5.0f}% {r['events_per_s']['triton'] / 1e6:>8.0f} "
+              f"{r['speedup_over']['torch']:>8.1f} {r['speedup_over']['cpu_ref+h2d']:>10.1f}")
+    report = {"environment": env, "ceilings": ceilings, "results": results}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True))
+        print(f"wrote {args.json}")
+    if args.plot:
+        _plot(results, env, args.plot)
+        print(f"wrote {args.plot}")
+    return report
+
+
+def main(argv=None) -> int:
+    """``python -m gpumat.bench_kernels``: the same as ``gpumat bench kernels``."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="gpumat bench kernels", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except GpumatError as e:
+        print(f"gpumat bench kernels: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
