@@ -27,13 +27,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from gpumat.api import raise_on_leakage, resolve_backend, resolve_device
+from gpumat.api import resolve_backend, resolve_device
 from gpumat.batch import JaggedBatch, Tenant
-from gpumat.errors import PointerError, SchemaError
+from gpumat.errors import LeakageError, PointerError, SchemaError, describe_indices
 from gpumat.host.examples import Examples, check_pointers, parse_examples, read_examples_table
 from gpumat.host.schema import int_column
 from gpumat.host.planner import plan
 from gpumat.host.prefetch import AffinitySampler, Prefetcher
+from gpumat.host.tier import Tier
 
 
 @contextlib.contextmanager
@@ -68,7 +69,7 @@ class MaterializedBatch:
 
     def _map(self, fn_batch, fn_tensor):
         return MaterializedBatch(
-            {k: fn_batch(b) for k, b in self.tenants.items()},
+            {k: _keep_nbytes(fn_batch(b), b) for k, b in self.tenants.items()},
             {k: fn_tensor(v) if torch.is_tensor(v) else v for k, v in self.passthrough.items()},
             self.rows,
             self.nbytes_read,
@@ -86,6 +87,12 @@ class MaterializedBatch:
         for v in self.passthrough.values():
             if torch.is_tensor(v):
                 v.record_stream(stream)
+
+
+def _keep_nbytes(moved: JaggedBatch, src: JaggedBatch) -> JaggedBatch:
+    # JaggedBatch.to / pin_memory build a new batch without the storage metric; carry it over.
+    moved.nbytes_read = src.nbytes_read
+    return moved
 
 
 def _passthrough(ex: Examples) -> dict:
@@ -109,6 +116,24 @@ class _Staged:
     packed: dict | None = None  # per tenant: (flat int64 host buffer, layout), packed for one copy
     values: dict | None = None  # host-computed values (CPU device) per tenant
     violations: np.ndarray | None = None
+    where: str = ""  # which batch this is ("batch 3 of epoch 0"), for errors raised when it is handed out
+
+
+def _raise_on_leakage(violations: np.ndarray, st: _Staged) -> None:
+    """``LeakageError`` naming the leaking examples by their row in the source examples table.
+
+    Inside ``iterate`` a batch is a shuffled subset of the source, so batch-local indices would
+    point at the wrong rows; ``st.rows`` maps them back (``__call__``'s rows are the identity).
+    """
+    bad = np.flatnonzero(violations)
+    if bad.size:
+        rows = bad if st.rows is None else np.asarray(st.rows, dtype=np.int64)[bad]
+        prefix = f"{st.where}: " if st.where else ""
+        raise LeakageError(
+            f"{prefix}examples {describe_indices(rows)} materialize events with ts >= request_ts "
+            f"(first: user {int(st.ex.user_id[bad[0]])}, request_ts {int(st.ex.request_ts[bad[0]])})",
+            rows,
+        )
 
 
 class Materializer:
@@ -116,7 +141,8 @@ class Materializer:
 
     ``tenants``: list of ``Tenant``. ``device``, ``backend``, ``check_leakage``: as in
     ``gpumat.materialize``. ``streaming``: when examples point to a version newer than the tier
-    handle, refresh the handle, waiting up to ``refresh_timeout`` seconds for it to land.
+    handle, move to the latest version, waiting up to ``refresh_timeout`` seconds for it to land
+    (``self.tier`` then becomes a new handle on that version; a pinned handle never moves).
 
     >>> import pyarrow as pa, tempfile, gpumat
     >>> tier = gpumat.Tier.create(tempfile.mkdtemp() + "/t", {"ts": "int64", "item_id": "int64"})
@@ -147,31 +173,47 @@ class Materializer:
         self._refresh_lock = threading.Lock()
 
     # ---- host stages -------------------------------------------------------------------------
-    def _ensure_version(self, ex: Examples) -> None:
+    def _reader(self, ex: Examples, cancel: threading.Event | None = None):
+        """The tier handle that this batch is planned against, new enough for ``ex`` when streaming.
+
+        Host workers plan batches concurrently on ``self.tier``. ``Tier.refresh()`` would swap the
+        manifest and drop the directory cache of a handle that another worker is in the middle of
+        planning with (stripe indices of one version, blocks of another: wrong values). So a
+        refresh never mutates a handle in use: it opens a fresh handle and publishes it, and each
+        batch uses the one handle it read at its start.
+        """
+        tier = self.tier
         need = int(ex.version.max()) if ex.size else 0
-        if need <= self.tier.version or not self.streaming:
-            return
+        if need <= tier.version or not self.streaming or tier.pinned:
+            return tier
         deadline = time.monotonic() + self.refresh_timeout
+        stop = cancel if cancel is not None else threading.Event()
         with self._refresh_lock:
             while True:
-                self.tier.refresh()
-                if self.tier.version >= need:
-                    return
+                tier = self.tier  # another worker may have published a newer handle meanwhile
+                if tier.version >= need:
+                    return tier
+                latest = Tier.open(tier.uri)
+                if latest.version > tier.version:
+                    self.tier = tier = latest
+                    continue
                 if time.monotonic() >= deadline:
                     raise PointerError(
-                        f"examples point to version {need}, but the tier is at {self.tier.version} "
+                        f"examples point to version {need}, but the tier is at {tier.version} "
                         f"after waiting {self.refresh_timeout:g} s for it"
                     )
-                time.sleep(0.05)
+                # the loader sets ``cancel`` on shutdown: stop waiting instead of holding close() up
+                if stop.wait(0.05):
+                    raise PointerError(f"stopped waiting for version {need}: the loader was closed")
 
-    def stage(self, examples, rows=None) -> _Staged:
+    def stage(self, examples, rows=None, cancel: threading.Event | None = None) -> _Staged:
         """Host half of one batch: parse, check, plan every tenant (and, on a CPU device, compute)."""
         cuda = self.device.type == "cuda"
         with stage_range("gpumat.plan", cuda):
             ex = parse_examples(examples, self.tier.schema)
-            self._ensure_version(ex)
-            check_pointers(ex, self.tier)
-            staged = {t.name: plan(self.tier, ex, t, self.check_leakage) for t in self.tenants}
+            tier = self._reader(ex, cancel)
+            check_pointers(ex, tier)
+            staged = {t.name: plan(tier, ex, t, self.check_leakage) for t in self.tenants}
         out = _Staged(ex, rows, staged)
         if self.backend == "triton":
             with stage_range("gpumat.pack", cuda):
@@ -196,14 +238,14 @@ class Materializer:
     # ---- device stage ------------------------------------------------------------------------
     def _finish_host(self, st: _Staged) -> MaterializedBatch:
         if self.check_leakage:
-            raise_on_leakage(st.violations, st.ex)
+            _raise_on_leakage(st.violations, st)
         tenants = {}
         for t in self.tenants:
             s = st.staged[t.name]
             offsets = torch.from_numpy(np.asarray(s.offsets))
             vals = {c: torch.from_numpy(st.values[t.name][c]) for c in t.columns}
             b = JaggedBatch(offsets, vals, nbytes_read=s.nbytes_read)
-            tenants[t.name] = b.to(self.device) if self.device.type != "cpu" else b
+            tenants[t.name] = _keep_nbytes(b.to(self.device), b) if self.device.type != "cpu" else b
         return MaterializedBatch(tenants, _passthrough(st.ex), st.rows, sum(s.nbytes_read for s in st.staged.values()))
 
     def _launch(self, st: _Staged, streams=None):
@@ -219,7 +261,9 @@ class Materializer:
             with stage_range("gpumat.h2d", cuda), ctx:
                 flat, layout = st.packed[t.name]
                 dev = s.from_flat(flat.to(self.device, non_blocking=True), layout)
-                copied = torch.cuda.Event() if cuda else None
+                # Without side streams (``__call__``) copy and kernels share the current stream,
+                # which orders them; only the two-stream pipeline needs the event.
+                copied = torch.cuda.Event() if cuda and streams else None
                 if copied is not None:
                     copied.record(copy_stream)
             ctx = torch.cuda.stream(side_stream) if side_stream is not None else contextlib.nullcontext()
@@ -227,7 +271,8 @@ class Materializer:
                 if copied is not None:
                     side_stream.wait_event(copied)
                     dev._flat.record_stream(side_stream)
-                values, v = materialize_staged_triton(dev)
+                # total from the host plan: reading offsets[-1] from the device would sync
+                values, v = materialize_staged_triton(dev, total=s.total)
                 outs[t.name] = (dev.offsets, values, s.nbytes_read)
                 viol = v if viol is None else torch.maximum(viol, v)
         flags = None
@@ -259,14 +304,15 @@ class Materializer:
             if self.check_leakage and flags is not None:
                 if done is not None:
                     done.synchronize()  # recorded `inflight` batches ago: complete in the steady state
-                raise_on_leakage(flags.cpu().numpy().astype(bool), st.ex)
+                _raise_on_leakage(flags.cpu().numpy().astype(bool), st)
         batch = MaterializedBatch(tenants, _passthrough(st.ex), st.rows, sum(o[2] for o in outs.values()))
         return batch.to(self.device, non_blocking=True) if cuda else batch
 
     # ---- public ------------------------------------------------------------------------------
     def __call__(self, examples) -> MaterializedBatch:
-        """Materialize one batch of examples for every tenant (synchronously)."""
+        """Materialize one batch of examples for every tenant (synchronously); ``rows`` is ``arange(B)``."""
         st = self.stage(examples)
+        st.rows = np.arange(st.ex.size, dtype=np.int64)
         if st.values is not None:
             return self._finish_host(st)
         return self._finish_device(self._launch(st))
@@ -312,9 +358,24 @@ class MaterializedLoader:
     def __iter__(self):
         mat = self.mat
         epoch = self.sampler.epoch
-        batches = self.sampler.epoch_batches(epoch)[self._consumed :]
-        stage = Prefetcher(lambda rows: mat.stage(self.table.take(pa.array(rows)), rows), batches,
-                           depth=self.depth, workers=self.workers, name="gpumat host stage")
+        first = self._consumed
+        batches = self.sampler.epoch_batches(epoch)[first:]
+        cancel = threading.Event()
+
+        def where(k: int) -> str:
+            return f"batch {k} of epoch {epoch}"
+
+        def run(item):
+            k, rows = item
+            st = mat.stage(self.table.take(pa.array(rows)), rows, cancel)
+            st.where = where(k)
+            return st
+
+        # Items carry their index in the epoch, so an error names the batch of the epoch (and its
+        # source rows), not a position relative to where a resumed loader started.
+        stage = Prefetcher(run, list(enumerate(batches, first)), depth=self.depth, workers=self.workers,
+                           name="gpumat host stage",
+                           describe=lambda i, item: f"{where(item[0])} (example rows {describe_indices(item[1])})")
         cuda = mat.device.type == "cuda"
         streams = (torch.cuda.Stream(mat.device), torch.cuda.Stream(mat.device)) if cuda and mat.backend == "triton" else None
         pending: deque = deque()
@@ -335,6 +396,7 @@ class MaterializedLoader:
                 self._consumed += 1
                 yield out
         finally:
+            cancel.set()
             stage.close()
         self.sampler.set_epoch(epoch + 1)
         self._consumed = 0

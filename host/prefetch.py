@@ -138,10 +138,13 @@ class Prefetcher:
     Iterating yields ``fn(item)`` for each item in order. A worker's exception is re-raised in the
     consumer as ``StageError`` (chained to the original; a ``GpumatError`` is re-raised as itself
     with the stage and item added to its message) once the items before it were consumed.
+    ``describe(i, item)`` names item ``i`` in that message (default ``"item i"``): a caller that
+    knows more (the batch of an epoch, its rows) says so.
     """
 
-    def __init__(self, fn, items, depth: int = 2, workers: int = 1, name: str = "stage"):
+    def __init__(self, fn, items, depth: int = 2, workers: int = 1, name: str = "stage", describe=None):
         self.fn, self.name = fn, name
+        self._describe = describe or (lambda i, item: f"item {i}")
         self._items = iter(items)
         self._depth = max(1, int(depth))
         self._lock = threading.Lock()
@@ -191,7 +194,11 @@ class Prefetcher:
                 try:
                     result = self.fn(item)
                 except BaseException as e:
-                    result = _Failure(f"{self.name} failed on item {i}", e)
+                    try:
+                        where = self._describe(i, item)
+                    except Exception:  # a broken describe must not hide the stage's own error
+                        where = f"item {i}"
+                    result = _Failure(f"{self.name} failed on {where}", e)
             with self._cond:
                 self._results[i] = result
                 self._cond.notify_all()
@@ -203,10 +210,14 @@ class Prefetcher:
         with self._cond:
             while self._consumed not in self._results:
                 if self._finished_at is not None and self._consumed >= self._finished_at:
-                    self.close()
-                    raise StopIteration
+                    break
                 self._cond.wait(timeout=0.1)
-            result = self._results.pop(self._consumed)
+            result = self._results.pop(self._consumed, _DONE)
+        if result is _DONE:
+            # close() outside the lock: it joins the workers, and a worker that is leaving takes
+            # the lock to record where the items ended (joining under it waited out the timeout).
+            self.close()
+            raise StopIteration
         self._consumed += 1
         self._slots.release()
         if isinstance(result, _Failure):
