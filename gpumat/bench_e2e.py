@@ -1,0 +1,731 @@
+"""``gpumat bench e2e``: HSTU training step time with late materialization in the loop.
+
+For each tenant of the synthetic workload (short / mid / long: max_len 256, 4096, 65536) the same
+HSTU model trains on the same batches, fed three ways:
+
+- ``ideal``: every batch materialized first and kept on the device; the timed loop only trains.
+  This is the floor: what the step costs when data is free.
+- ``overlapped``: ``Materializer.iterate`` (``depth`` batches staged ahead in host threads,
+  ``inflight`` batches ahead on the device: H2D on a copy stream, decode on a side stream, both
+  running under the previous step's compute).
+- ``sync``: overlap off; ``mat(examples)`` for the batch, then the step.
+
+Reported per tenant: ms/step of each mode, the overhead of ``overlapped`` and ``sync`` over
+``ideal`` in %, examples/s, the time the loop waited for its batch, and the per-stage breakdown
+(``gpumat.plan``, ``pack``, ``h2d``, ``decode``, ``handoff``: the ``record_function`` ranges of
+``gpumat.materializer.stage_range``) from ``torch.profiler``, CPU and CUDA time per range. On CUDA,
+the steady state of ``overlapped`` is checked for host syncs with
+``torch.cuda.set_sync_debug_mode("error")`` around the loader's ``next()`` (the materializer's
+work on the training thread, while its host threads run); the HSTU step itself syncs by design
+(the padded width ``int(lengths.max())``, boolean masks, embedding backward) and stays outside.
+
+Sizing. On a GPU the model is compute-bound (dim 256, 4 layers, 4 heads, fp32) and the dense
+``[B, H, W, W]`` attention must fit: the long tenant's model reads the newest 8192 events
+(``model_max_len``), while materialization still builds the tenant's full 65536-event windows;
+batch sizes shrink if the estimate exceeds 60% of the device's memory (both said in the output).
+Examples are kept only when their sequence fills at least ``--min-fill`` of the model's window,
+so every step runs at about the same width (``--min-fill 0`` for the raw mix). On a CPU the
+config is tiny (the bench takes about a minute); its figures measure the host pipeline, not a GPU.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gpumat.benchutil import environment, write_json
+from gpumat.errors import GpumatError, SchemaError
+
+STAGES = ("gpumat.plan", "gpumat.pack", "gpumat.h2d", "gpumat.decode", "gpumat.handoff")
+MODES = ("ideal", "overlapped", "sync")
+TARGET = {"tenant_max_len": 4096, "max_overhead_pct": 3.0}
+
+# Per device kind: model size and, per tenant, (batch size, cap on the model's max_len).
+# GPU: ~16-64k tokens per step. Attention memory ~ layers * B * H * W^2 * 4 bytes * a few saved
+# tensors: mid (B=8, W=4096) and long (B=2, W=8192) each need ~35 GB at their widest.
+PLANS = {
+    "cuda": {"model": dict(dim=256, num_layers=4, num_heads=4, num_items=131072, num_negatives=512),
+             "tenants": {"short": (256, 256), "mid": (8, 4096), "long": (2, 8192)},
+             "steps": 40, "warmup": 5, "profile_steps": 5, "scale": 1.0},
+    "cpu": {"model": dict(dim=32, num_layers=1, num_heads=2, num_items=4096, num_negatives=64),
+            "tenants": {"short": (16, 128), "mid": (8, 128), "long": (8, 128)},
+            "steps": 12, "warmup": 2, "profile_steps": 3, "scale": 0.25},
+}
+# Unknown tenants (a custom workload) fall back to this (batch size, model max_len cap).
+DEFAULT_TENANT_PLAN = {"cuda": (8, 4096), "cpu": (8, 128)}
+
+
+def add_arguments(parser) -> None:
+    """Options of ``gpumat bench e2e`` (defaults depend on the device: see ``PLANS``)."""
+    parser.add_argument("--tenants", default="short,mid,long", help="comma-separated tenants (default: short,mid,long)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per mode (default: 40 on cuda, 12 on cpu)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps before each mode (default: 5 cuda, 2 cpu)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available")
+    parser.add_argument("--backend", default="auto", choices=["auto", "reference", "triton"],
+                        help="materialization backend (auto: triton on cuda, the CPU reference elsewhere)")
+    parser.add_argument("--batch-size", type=int, default=None, help="examples per batch for every tenant (default: per tenant)")
+    parser.add_argument("--model-max-len", type=int, default=None,
+                        help="cap on the model's max_len for every tenant (default: per tenant; materialization keeps the tenant's)")
+    parser.add_argument("--dim", type=int, default=None, help="model width (default: 256 cuda, 32 cpu)")
+    parser.add_argument("--layers", type=int, default=None, help="HSTU layers (default: 4 cuda, 1 cpu)")
+    parser.add_argument("--heads", type=int, default=None, help="attention heads (default: 4 cuda, 2 cpu)")
+    parser.add_argument("--num-items", type=int, default=None, help="model vocabulary; item ids are folded into it")
+    parser.add_argument("--min-fill", type=float, default=0.5,
+                        help="keep examples whose sequence fills at least this fraction of the model's window (default 0.5)")
+    parser.add_argument("--depth", type=int, default=3, help="batches staged ahead in host threads (overlapped mode)")
+    parser.add_argument("--inflight", type=int, default=2, help="batches ahead on the device (overlapped mode, >= 2)")
+    parser.add_argument("--workers", type=int, default=1, help="host stage threads (overlapped mode)")
+    parser.add_argument("--profile-steps", type=int, default=None,
+                        help="overlapped steps under torch.profiler for the stage breakdown (0: skip)")
+    parser.add_argument("--no-sync-check", action="store_true", help="skip the CUDA sync-debug check")
+    parser.add_argument("--cuda-profiler-range", action="store_true",
+                        help="cudaProfilerStart/Stop around the timed overlapped steps (nsys --capture-range=cudaProfilerApi)")
+    parser.add_argument("--scale", type=float, default=None, help="workload size (users = 400 x scale; default 1.0 cuda, 0.25 cpu)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default=None, help="where to build the tier (default: a temporary directory, removed)")
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="write results as JSON (stdout if no PATH)")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="bar chart of ms/step per mode and the stage breakdown")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def resolve_device(name: str):
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a ``GpumatError``."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GpumatError("--device cuda: torch.cuda.is_available() is False on this machine (use --device cpu)")
+    if name not in ("cpu", "cuda"):
+        raise SchemaError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def _pos_int(value, name: str, lo: int = 1) -> int:
+    if value is None or isinstance(value, bool) or int(value) != value or value < lo:
+        raise SchemaError(f"--{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+@dataclass
+class TenantPlan:
+    """What one tenant's run uses: batch size, the model's window, and why it was capped/shrunk."""
+
+    batch_size: int
+    model_max_len: int
+    notes: list
+
+
+def attention_bytes(batch_size: int, width: int, heads: int, layers: int) -> int:
+    """Rough peak bytes of the dense HSTU attention of one training step at padded width ``width``.
+
+    Per layer autograd keeps ~3 fp32 ``[B, H, W, W]`` tensors (silu input and output, masked
+    weights) and the backward adds ~3 more transiently; the time buckets are ``[B, W, W]`` int64
+    plus a float64 temporary.
+    """
+    scores = batch_size * heads * width * width * 4
+    return (3 * layers + 3) * scores + batch_size * width * width * 16
+
+
+def plan_tenant(tenant, kind: str, model: dict, batch_size=None, model_max_len=None, memory_bytes=None) -> TenantPlan:
+    """Batch size and model window for ``tenant`` on device ``kind``, shrunk to fit ``memory_bytes``."""
+    b0, cap = PLANS[kind]["tenants"].get(tenant.name, DEFAULT_TENANT_PLAN[kind])
+    B = batch_size if batch_size is not None else b0
+    W = min(tenant.max_len, model_max_len if model_max_len is not None else cap)
+    W = max(W, 1)
+    notes = []
+    if W < tenant.max_len:
+        notes.append(f"model max_len capped at {W} (tenant max_len {tenant.max_len}): dense [B, H, W, W] attention "
+                     f"must fit in memory; materialization still builds the tenant's full {tenant.max_len}-event windows")
+    if memory_bytes:
+        budget = 0.6 * memory_bytes
+        heads, layers = model["num_heads"], model["num_layers"]
+        b_first, w_first = B, W
+        while attention_bytes(B, W, heads, layers) > budget and B > 1:
+            B //= 2
+        while attention_bytes(B, W, heads, layers) > budget and W > 1:
+            W //= 2
+        if (B, W) != (b_first, w_first):
+            notes.append(f"batch size {b_first} -> {B}, model max_len {w_first} -> {W} so the attention "
+                         f"(~{attention_bytes(B, W, heads, layers) / 1e9:.0f} GB) fits 60% of device memory")
+    return TenantPlan(B, W, notes)
+
+
+def select_examples(examples, min_len: int, needed_rows: int):
+    """Rows of ``examples`` whose sequence (pointer length + tail length) is at least ``min_len``,
+    repeated until there are ``needed_rows`` of them (so every mode gets enough full batches)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    seq = examples.column("length").to_numpy()
+    tail_cols = [c for c in examples.column_names if c.startswith("tail_")]
+    if tail_cols:
+        seq = seq + pc.list_value_length(examples.column(tail_cols[0])).to_numpy(zero_copy_only=False)
+    keep = np.flatnonzero(seq >= min_len)
+    if keep.size == 0:  # nothing that long: the longest examples are the best stand-in
+        keep = np.argsort(-seq, kind="stable")[: max(1, min(needed_rows, seq.size))]
+    table = examples.take(pa.array(keep))
+    reps = -(-needed_rows // table.num_rows)
+    if reps > 1:
+        table = pa.concat_tables([table] * reps)
+    return table, int(keep.size)
+
+
+def make_model(tenant, model: dict, max_len: int, device, seed: int):
+    """A fresh HSTU (and AdamW) sized for ``tenant``: side features and the time bias follow its columns."""
+    import torch
+
+    from gpumat.hstu import HSTU, HSTUConfig
+
+    side = {c: n for c, n in (("action", 5), ("category", 1000)) if c in tenant.columns}
+    cfg = HSTUConfig(num_items=model["num_items"], dim=model["dim"], num_layers=model["num_layers"],
+                     num_heads=model["num_heads"], max_len=max_len, num_negatives=model["num_negatives"],
+                     side_features=side, num_time_buckets=128 if "ts" in tenant.columns else 0,
+                     check_ids=False)  # check_ids would sync every step
+    torch.manual_seed(seed)
+    net = HSTU(cfg).to(device)
+    return net, torch.optim.AdamW(net.parameters(), lr=1e-3)
+
+
+def make_step(model, opt, num_items: int, cuda: bool):
+    """One training step on ``(JaggedBatch, labels)``; item ids (10^7 in the workload) are folded into
+    the model's vocabulary on the device, the same in every mode."""
+    from gpumat.batch import JaggedBatch
+    from gpumat.materializer import stage_range
+
+    def step(batch, labels):
+        with stage_range("e2e.step", cuda):
+            vals = dict(batch.values)
+            vals["item_id"] = vals["item_id"] % num_items
+            b = JaggedBatch(batch.offsets, vals, batch.lengths)
+            opt.zero_grad(set_to_none=True)
+            loss = model.loss(b, labels % num_items)
+            loss.backward()
+            opt.step()
+        return loss
+
+    return step
+
+
+# ----------------------------------------------------------------------------- the three feeds
+
+
+def _pairs(loader, name: str, expect=None):
+    """``(JaggedBatch, labels)`` from a loader; with ``expect`` (row batches), check that the loader
+    yields exactly those rows, so every mode trains on the same batches."""
+    for i, mb in enumerate(loader):
+        if expect is not None and i < len(expect) and not np.array_equal(mb.rows, expect[i]):
+            raise GpumatError(f"bench e2e: the loader's batch {i} differs from the sampler's; the modes would not compare")
+        yield mb[name], mb.passthrough["label_item"]
+
+
+def _sync_feed(mat, table, batches, name: str):
+    import pyarrow as pa
+
+    for rows in batches:
+        mb = mat(table.take(pa.array(rows)))
+        yield mb[name], mb.passthrough["label_item"]
+
+
+def _time_steps(feed, step, warmup: int, steps: int, device, profiler_range: bool = False) -> dict:
+    """Run ``warmup`` untimed then ``steps`` timed steps from ``feed``; wall time with a device sync
+    at both ends (never inside: the loop must run as it would in training)."""
+    import torch
+
+    from gpumat.materializer import stage_range
+
+    cuda = device.type == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    def one():
+        t = time.perf_counter()
+        with stage_range("e2e.wait_batch", cuda):
+            batch, labels = next(feed)
+        waited = time.perf_counter() - t
+        step(batch, labels)
+        return batch.batch_size, waited, time.perf_counter() - t
+
+    for _ in range(warmup):
+        one()
+    sync()
+    if profiler_range and cuda:
+        torch.cuda.profiler.start()
+    t0 = time.perf_counter()
+    examples, waited, host = 0, 0.0, []
+    try:
+        for _ in range(steps):
+            n, w, dt = one()
+            examples += n
+            waited += w
+            host.append(dt)
+        sync()
+    finally:
+        if profiler_range and cuda:
+            torch.cuda.profiler.stop()
+    elapsed = time.perf_counter() - t0
+    mean, median = 1e3 * elapsed / steps, 1e3 * float(np.median(host))
+    # On a GPU the mean between two device syncs is exact (per-step host times are skewed by async
+    # launches); a shared CPU's stalls from other processes hit single steps, so there the median is fairer.
+    return {"steps": steps, "elapsed_s": elapsed, "ms_per_step": mean if cuda else median,
+            "statistic": "mean (device-synced window)" if cuda else "median of per-step wall times",
+            "mean_ms_per_step": mean,
+            "median_ms_per_step": median,
+            "host_ms_per_step": [1e3 * h for h in host],
+            "examples_per_s": examples / elapsed if elapsed > 0 else 0.0,
+            "wait_ms_per_step": 1e3 * waited / steps}
+
+
+# ----------------------------------------------------------------------------- profiler breakdown
+
+
+def _profiler(activities, **kwargs):
+    """A ``torch.profiler.profile`` that also records ranges of threads it did not start in.
+
+    The materializer's host stages run in their own threads; without ``profile_all_threads``
+    their ``gpumat.plan`` / ``gpumat.pack`` ranges are not recorded (torch's callbacks are
+    thread-local). ``kwargs`` go to ``profile`` (e.g. ``schedule``). Returns ``(profile, all_threads)``.
+    """
+    import torch
+    from torch.profiler import profile
+
+    try:
+        cfg = torch._C._profiler._ExperimentalConfig(profile_all_threads=True)
+        return profile(activities=activities, experimental_config=cfg, **kwargs), True
+    except (AttributeError, TypeError, RuntimeError):
+        return profile(activities=activities, **kwargs), False
+
+
+def aggregate_stages(events, steps: int) -> dict:
+    """CPU and device time per ``gpumat.*`` range over profiler ``events`` (``prof.events()``).
+
+    Only the CPU-side record of each range is counted: its ``cpu_time_total`` (wall time of the
+    range in its thread) and ``device_time_total`` (kernels and copies it launched). The GPU
+    annotation mirrors of the ranges are skipped, so nothing is counted twice.
+    """
+    from torch.autograd import DeviceType
+
+    out = {s: {"calls": 0, "cpu_ms_total": 0.0, "device_ms_total": 0.0} for s in STAGES}
+    for e in events:
+        rec = out.get(e.name)
+        if rec is None or e.device_type != DeviceType.CPU:
+            continue
+        rec["calls"] += 1
+        rec["cpu_ms_total"] += e.cpu_time_total / 1e3
+        rec["device_ms_total"] += getattr(e, "device_time_total", 0.0) / 1e3
+    for rec in out.values():
+        n = rec["calls"]
+        rec["cpu_ms_per_call"] = rec["cpu_ms_total"] / n if n else 0.0
+        rec["device_ms_per_call"] = rec["device_ms_total"] / n if n else 0.0
+        rec["cpu_ms_per_step"] = rec["cpu_ms_total"] / steps if steps else 0.0
+        rec["device_ms_per_step"] = rec["device_ms_total"] / steps if steps else 0.0
+    return out
+
+
+def profile_overlapped(make_loader, name: str, step, steps: int, warmup: int, device) -> dict:
+    """The stage breakdown: ``steps`` overlapped steps (after ``warmup``) under ``torch.profiler``.
+
+    The pipeline fills during ``warmup`` before the profiler starts; its host threads are recorded
+    through ``profile_all_threads`` (see ``_profiler``). Per stage: calls, total and per-call CPU ms, device ms (CUDA only).
+    """
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    prof, all_threads = _profiler(acts)
+    feed = _pairs(make_loader(), name)
+    try:
+        for _ in range(warmup):  # not profiled: fills the pipeline, compiles
+            step(*next(feed))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        with prof:
+            for _ in range(steps):
+                step(*next(feed))
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+    finally:
+        feed.close()
+    stages = aggregate_stages(prof.events(), steps)
+    return {"steps": steps, "host_threads_recorded": all_threads, "stages": stages}
+
+
+# ----------------------------------------------------------------------------- sync check
+
+
+def _frames(exc: BaseException, limit: int = 8) -> list[str]:
+    """``file:line in function: code`` of the innermost ``limit`` frames where ``exc`` started.
+
+    A host-stage failure is re-raised in the training loop with the worker's error as its cause:
+    the cause's traceback is where the sync happened, so the innermost exception of the chain wins.
+    """
+    seen = set()
+    e = exc
+    while id(e) not in seen and (e.__cause__ or e.__context__) is not None:
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    frames = []
+    for f in traceback.extract_tb(e.__traceback__):
+        path = f.filename.replace(os.sep, "/")
+        for marker in ("/site-packages/", "/gpumat/", "/host/", "/kernels/"):
+            if marker in path:
+                tail = path.split(marker, 1)[1]
+                path = tail if marker == "/site-packages/" else marker.strip("/") + "/" + tail
+                break
+        frames.append(f"{path}:{f.lineno} in {f.name}: {(f.line or '').strip()}")
+    return frames[-limit:]
+
+
+def sync_check(feed, step, warmup: int, steps: int, guard) -> dict:
+    """Check that the materializer's steady state never makes the host wait on the device.
+
+    ``guard(on: bool)`` switches the sync-debug mode (``torch.cuda.set_sync_debug_mode("error")``
+    on CUDA). It is on around ``next(feed)`` of each of ``steps`` steady-state steps (after
+    ``warmup``): the launch of the next batch, the handoff of this one, and whatever the host
+    threads do meanwhile. It is off during the model step, which syncs by design.
+    Returns ``{"sync_free": bool, "checked_steps": int, ...}`` with the error and its frames.
+    """
+    for _ in range(warmup):
+        step(*next(feed))
+    checked = 0
+    try:
+        for _ in range(steps):
+            guard(True)
+            try:
+                batch, labels = next(feed)
+            finally:
+                guard(False)
+            step(batch, labels)
+            checked += 1
+    except StopIteration:
+        pass
+    except Exception as e:  # the sync-debug error (RuntimeError) or a host stage re-raising it
+        frames = _frames(e)
+        ours = [f for f in frames if f.startswith(("gpumat/", "host/", "kernels/"))]
+        # op: the innermost frame (the line that synced); site: the innermost line of gpumat itself
+        return {"sync_free": False, "checked_steps": checked, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                "op": (frames or ["?"])[-1], "site": (ours or frames or ["?"])[-1], "frames": frames,
+                "scope": "loader next() in the overlapped steady state (launch + handoff, host threads meanwhile)"}
+    finally:
+        guard(False)
+    return {"sync_free": True, "checked_steps": checked,
+            "scope": "loader next() in the overlapped steady state (launch + handoff, host threads meanwhile)"}
+
+
+def _cuda_guard(on: bool) -> None:
+    import torch
+
+    torch.cuda.set_sync_debug_mode("error" if on else "default")
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _say(args):
+    quiet = getattr(args, "quiet", False) or args.json == "-"
+    return (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
+
+
+def bench_tenant(tier, examples, tenant, plan: TenantPlan, kind: str, model: dict, device, backend: str,
+                 args, steps: int, warmup: int, profile_steps: int, say) -> dict:
+    """All three modes, the stage breakdown and (CUDA) the sync check for one tenant."""
+    import torch
+
+    from gpumat.host.prefetch import AffinitySampler
+    from gpumat.materializer import Materializer
+
+    cuda = device.type == "cuda"
+    B = plan.batch_size
+    needed = max(warmup + steps, warmup + profile_steps, warmup + min(steps, 10)) + args.depth + args.inflight + 1
+    table, distinct = select_examples(examples, int(np.ceil(args.min_fill * plan.model_max_len)), needed * B)
+    mat = Materializer(tier, [tenant], device=device, backend=backend)
+    loader_kw = dict(batch_size=B, shuffle=True, window=65536, seed=args.seed, depth=args.depth,
+                     inflight=args.inflight, workers=args.workers, drop_last=True, rank=0, world_size=1)
+
+    def make_loader():
+        return mat.iterate(table, **loader_kw)
+
+    # The exact batches the loader yields in its first epoch: the ideal and sync modes use them too.
+    sampler = AffinitySampler(table.column("user_id").to_numpy(), B, 65536, True, args.seed, True, 0, 1)
+    batches = sampler.epoch_batches(0)[: warmup + steps]
+    if len(batches) < warmup + steps:
+        raise GpumatError(f"tenant {tenant.name}: only {len(batches)} batches of {B}; need {warmup + steps}")
+    net, opt = make_model(tenant, model, plan.model_max_len, device, args.seed)
+    step = make_step(net, opt, model["num_items"], cuda)
+    res = {"tenant": tenant.to_json(), "batch_size": B, "model_max_len": plan.model_max_len,
+           "capped": plan.model_max_len < tenant.max_len, "notes": list(plan.notes),
+           "examples_selected": distinct, "min_sequence_len": int(np.ceil(args.min_fill * plan.model_max_len)),
+           "backend": mat.backend, "modes": {}}
+
+    # ideal: materialize everything first, keep it on the device, then time the steps alone.
+    say(f"  [{tenant.name}] ideal: materializing {len(batches)} batches up front ...")
+    staged = list(_sync_feed(mat, table, batches, tenant.name))
+    if cuda:
+        torch.cuda.synchronize(device)
+    events = [int(b.lengths.clamp(max=plan.model_max_len).sum()) for b, _ in staged]
+    res["events_per_step"] = float(np.mean(events[warmup:]))
+    res["materialized_events_per_step"] = float(np.mean([int(b.offsets[-1]) for b, _ in staged[warmup:]]))
+    res["modes"]["ideal"] = _time_steps(iter(staged), step, warmup, steps, device)
+    del staged
+    say(f"  [{tenant.name}] ideal      {res['modes']['ideal']['ms_per_step']:9.2f} ms/step")
+
+    feed = _pairs(make_loader(), tenant.name, batches)
+    try:
+        res["modes"]["overlapped"] = _time_steps(feed, step, warmup, steps, device, args.cuda_profiler_range)
+    finally:
+        feed.close()
+    say(f"  [{tenant.name}] overlapped {res['modes']['overlapped']['ms_per_step']:9.2f} ms/step")
+
+    res["modes"]["sync"] = _time_steps(_sync_feed(mat, table, batches, tenant.name), step, warmup, steps, device)
+    say(f"  [{tenant.name}] sync       {res['modes']['sync']['ms_per_step']:9.2f} ms/step")
+
+    ideal = res["modes"]["ideal"]["ms_per_step"]
+    res["overhead_vs_ideal_pct"] = {m: 100.0 * (res["modes"][m]["ms_per_step"] / ideal - 1.0) for m in ("overlapped", "sync")}
+
+    if profile_steps > 0:
+        say(f"  [{tenant.name}] torch.profiler: {profile_steps} overlapped steps ...")
+        try:
+            res["profile"] = profile_overlapped(make_loader, tenant.name, step, profile_steps, warmup, device)
+        except RuntimeError as e:  # e.g. CUPTI unavailable: keep the timings, say why there is no breakdown
+            res["profile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+    if cuda and not args.no_sync_check:
+        say(f"  [{tenant.name}] sync-debug check of the overlapped steady state ...")
+        feed = _pairs(make_loader(), tenant.name)
+        try:
+            res["sync_check"] = sync_check(feed, step, warmup, min(steps, 10), _cuda_guard)
+        finally:
+            feed.close()
+    else:
+        res["sync_check"] = {"skipped": "no CUDA device" if not cuda else "--no-sync-check"}
+    del net, opt, step
+    if cuda:
+        torch.cuda.empty_cache()
+    return res
+
+
+def run(args) -> dict:
+    """``gpumat bench e2e``: print a table, optionally write ``--json`` and ``--plot``; returns the results."""
+    import torch
+
+    from gpumat.host.workloads import synthetic_workload
+
+    say = _say(args)
+    device = resolve_device(args.device)
+    kind = device.type
+    p = PLANS[kind]
+    steps = _pos_int(args.steps if args.steps is not None else p["steps"], "steps")
+    warmup = _pos_int(args.warmup if args.warmup is not None else p["warmup"], "warmup", 0)
+    profile_steps = _pos_int(args.profile_steps if args.profile_steps is not None else p["profile_steps"], "profile-steps", 0)
+    scale = float(args.scale if args.scale is not None else p["scale"])
+    for name in ("depth", "workers"):
+        _pos_int(getattr(args, name), name)
+    if _pos_int(args.inflight, "inflight") < 2:
+        raise SchemaError(f"--inflight must be >= 2 for the overlapped mode to overlap, got {args.inflight}")
+    if not 0.0 <= args.min_fill <= 1.0:
+        raise SchemaError(f"--min-fill must be in [0, 1], got {args.min_fill}")
+    if args.batch_size is not None:
+        _pos_int(args.batch_size, "batch-size")
+    if args.model_max_len is not None:
+        _pos_int(args.model_max_len, "model-max-len")
+    model = dict(p["model"])
+    for key, arg in (("dim", "dim"), ("num_layers", "layers"), ("num_heads", "heads"), ("num_items", "num_items")):
+        if getattr(args, arg) is not None:
+            model[key] = _pos_int(getattr(args, arg), arg.replace("_", "-"))
+    if model["dim"] % model["num_heads"]:
+        raise SchemaError(f"--dim ({model['dim']}) must be divisible by --heads ({model['num_heads']})")
+
+    memory = None
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        memory = props.total_memory
+        env = environment(props.name)
+        env["cuda"] = torch.version.cuda
+    else:
+        env = environment()
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix="gpumat-bench-e2e-")
+    os.makedirs(workdir, exist_ok=True)
+    t_start = time.perf_counter()
+    try:
+        say(f"building the synthetic workload (scale {scale}) in {workdir} ...")
+        w = synthetic_workload(os.path.join(workdir, "tier"), scale=scale, seed=args.seed,
+                               progress=not args.quiet and args.json != "-")
+        by_name = {t.name: t for t in w.tenants}
+        wanted = [t.strip() for t in args.tenants.split(",") if t.strip()]
+        unknown = [t for t in wanted if t not in by_name]
+        if unknown or not wanted:
+            raise SchemaError(f"--tenants: unknown {unknown or wanted}; the workload's tenants are {sorted(by_name)}")
+        results = {}
+        for name in wanted:
+            tenant = by_name[name]
+            plan = plan_tenant(tenant, kind, model, args.batch_size, args.model_max_len, memory)
+            say(f"tenant {name} (max_len {tenant.max_len}): batch {plan.batch_size}, model max_len {plan.model_max_len}"
+                + "".join(f"\n  note: {n}" for n in plan.notes))
+            try:
+                results[name] = bench_tenant(w.tier, w.examples, tenant, plan, kind, model, device, args.backend,
+                                             args, steps, warmup, profile_steps, say)
+            except torch.cuda.OutOfMemoryError as e:
+                # One tenant too large for this GPU must not lose the others' results.
+                results[name] = {"tenant": tenant.to_json(), "error": f"CUDA out of memory: {str(e).splitlines()[0]}",
+                                 "batch_size": plan.batch_size, "model_max_len": plan.model_max_len}
+                say(f"  [{name}] out of memory; try --batch-size / --model-max-len smaller")
+            if device.type == "cuda":
+                gc.collect()  # the failed tenant's frames (model, batches) must go before the next one
+                torch.cuda.empty_cache()
+        result = {
+            "benchmark": "e2e",
+            "environment": env,
+            "config": {"device": str(device), "backend": args.backend, "model": model, "steps": steps, "warmup": warmup,
+                       "profile_steps": profile_steps, "depth": args.depth, "inflight": args.inflight,
+                       "workers": args.workers, "min_fill": args.min_fill, "seed": args.seed, "scale": scale},
+            "workload": {**w.stats, "tenants": [t.to_json() for t in w.tenants]},
+            "results": results,
+        }
+        result["target"] = _target(results, device)
+        result["elapsed_s"] = time.perf_counter() - t_start
+        if args.json is not None:
+            write_json(result, args.json)
+            if args.json != "-":
+                say(f"json: {args.json}")
+        if args.json != "-":
+            print_table(result)
+        if args.plot:
+            plot(result, args.plot)
+            say(f"plot: {args.plot}")
+        return result
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _target(results: dict, device) -> dict:
+    """The issue's target: overlapped within 3% of ideal for the L=4096 tenant, on a GPU."""
+    hit = next((r for r in results.values() if r.get("tenant", {}).get("max_len") == TARGET["tenant_max_len"]
+                and "overhead_vs_ideal_pct" in r), None)
+    out = {"tenant_max_len": TARGET["tenant_max_len"], "max_overhead_pct": TARGET["max_overhead_pct"],
+           "applies": device.type == "cuda"}
+    if hit is not None:
+        pct = hit["overhead_vs_ideal_pct"]["overlapped"]
+        out["tenant"] = hit["tenant"]["name"]
+        out["overlapped_overhead_pct"] = pct
+        out["met"] = bool(pct <= TARGET["max_overhead_pct"]) if device.type == "cuda" else None
+    return out
+
+
+def print_table(r: dict) -> None:
+    cfg, m = r["config"], r["config"]["model"]
+    print(f"\nHSTU dim {m['dim']}, {m['num_layers']} layers, {m['num_heads']} heads on {cfg['device']} "
+          f"({r['environment']['device']}); overlapped: depth {cfg['depth']}, inflight {cfg['inflight']}; "
+          f"{cfg['steps']} timed steps per mode")
+    print(f"{'tenant':<8}{'B':>5}{'W':>7}{'ideal ms':>10}{'overl. ms':>11}{'sync ms':>10}{'overl. %':>10}{'sync %':>9}"
+          f"{'ex/s overl.':>13}{'wait ms':>9}  sync-free")
+    for name, t in r["results"].items():
+        if "error" in t:
+            print(f"{name:<8}{t['batch_size']:>5}{t['model_max_len']:>7}  {t['error']}")
+            continue
+        md, ov = t["modes"], t["overhead_vs_ideal_pct"]
+        sc = t.get("sync_check", {})
+        verdict = "skipped" if "skipped" in sc else ("yes" if sc.get("sync_free") else f"NO: {sc.get('site', '?')}")
+        print(f"{name:<8}{t['batch_size']:>5}{t['model_max_len']:>7}{md['ideal']['ms_per_step']:>10.2f}"
+              f"{md['overlapped']['ms_per_step']:>11.2f}{md['sync']['ms_per_step']:>10.2f}{ov['overlapped']:>+9.1f}%"
+              f"{ov['sync']:>+8.1f}%{md['overlapped']['examples_per_s']:>13.1f}{md['overlapped']['wait_ms_per_step']:>9.2f}  {verdict}")
+    for name, t in r["results"].items():
+        for n in t.get("notes", []):
+            print(f"  {name}: {n}")
+    for name, t in r["results"].items():
+        sc = t.get("sync_check", {})
+        if sc.get("sync_free") is False:
+            print(f"  {name}: host sync in the overlapped steady state after {sc['checked_steps']} clean steps: {sc['error']}")
+            for f in sc["frames"]:
+                print(f"      {f}")
+    for name, t in r["results"].items():
+        st = t.get("profile", {}).get("stages")
+        if not st:
+            continue
+        parts = [f"{s.split('.', 1)[1]} {v['cpu_ms_per_call']:.2f}" + (f"/{v['device_ms_per_call']:.2f}" if v["device_ms_total"] else "")
+                 + f" x{v['calls']}" for s, v in st.items() if v["calls"]]
+        print(f"  stages {name} (ms per call, cpu[/device] x calls in {t['profile']['steps']} steps): " + ", ".join(parts))
+    tg = r["target"]
+    if "overlapped_overhead_pct" in tg:
+        verdict = ("PASS" if tg["met"] else "FAIL") if tg["applies"] else "n/a on CPU (the target is for a GPU)"
+        print(f"target: overlapped within {tg['max_overhead_pct']:g}% of ideal at L={tg['tenant_max_len']} "
+              f"({tg['tenant']}): {tg['overlapped_overhead_pct']:+.1f}% -> {verdict}")
+    lt = r["results"].get("long")
+    if lt and "overhead_vs_ideal_pct" in lt:
+        print(f"long tenant: overlapped {lt['overhead_vs_ideal_pct']['overlapped']:+.1f}%, sync "
+              f"{lt['overhead_vs_ideal_pct']['sync']:+.1f}% vs ideal (model max_len {lt['model_max_len']}, batch {lt['batch_size']})")
+
+
+def plot(r: dict, path: str) -> None:
+    """Left: ms/step per mode per tenant (overhead vs ideal annotated). Right: stage CPU ms per step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = {n: t for n, t in r["results"].items() if "modes" in t}
+    names = list(res)
+    x = np.arange(len(names))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = {"ideal": "#55a868", "overlapped": "#4c72b0", "sync": "#c44e52"}
+    for i, mode in enumerate(MODES):
+        vals = [res[n]["modes"][mode]["ms_per_step"] for n in names]
+        ax.bar(x + (i - 1) * 0.27, vals, 0.27, label=mode, color=colors[mode])
+        if mode != "ideal":
+            for j, n in enumerate(names):
+                ax.annotate(f"{res[n]['overhead_vs_ideal_pct'][mode]:+.1f}%", (x[j] + (i - 1) * 0.27, vals[j]),
+                            ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, [f"{n}\nB={res[n]['batch_size']} W={res[n]['model_max_len']}" for n in names])
+    ax.set_ylabel("ms per training step (lower is better)")
+    ax.set_title("HSTU step with materialization in the loop")
+    ax.legend()
+    bottom = np.zeros(len(names))
+    for s in STAGES:
+        vals = np.array([res[n].get("profile", {}).get("stages", {}).get(s, {}).get("cpu_ms_per_step", 0.0) for n in names])
+        if vals.any():
+            ax2.bar(x, vals, 0.5, bottom=bottom, label=s)
+            bottom += vals
+    ax2.set_xticks(x, names)
+    ax2.set_ylabel("host ms per step (torch.profiler, all threads)")
+    ax2.set_title("materializer stages (overlapped mode)")
+    if bottom.any():
+        ax2.legend(fontsize=8)
+    env = r["environment"]
+    fig.suptitle(f"gpumat bench e2e on {env['device']} (commit {str(env['git_commit'])[:10]})")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    """``python -m gpumat.bench_e2e``: the same as ``gpumat bench e2e``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="gpumat bench e2e", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except GpumatError as e:
+        print(f"gpumat bench e2e: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""``gpumat bench e2e`` and ``profiling/e2e_trace.py`` end to end on the CPU path, at a tiny size.
+
+The CUDA-only parts (sync-debug check, device times) cannot run here; their pure pieces (the
+stage aggregation, the sync check's report of where a sync happened) are tested with stand-ins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpumat import bench_e2e
+from gpumat.errors import GpumatError, SchemaError
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--device", "cpu", "--scale", "0.05", "--steps", "2", "--warmup", "1", "--profile-steps", "2",
+        "--batch-size", "4", "--model-max-len", "32", "--dim", "16", "--layers", "1", "--heads", "2",
+        "--num-items", "256", "--quiet"]
+
+
+def _args(argv):
+    parser = argparse.ArgumentParser()
+    bench_e2e.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_bench_e2e_cpu_end_to_end(tmp_path):
+    out, png = tmp_path / "e2e.json", tmp_path / "e2e.png"
+    result = bench_e2e.run(_args(TINY + ["--json", str(out), "--plot", str(png)]))
+    on_disk = json.loads(out.read_text())
+    assert on_disk["benchmark"] == "e2e" and set(on_disk["results"]) == {"short", "mid", "long"}
+    assert {"git_commit", "torch", "device"} <= set(on_disk["environment"])
+    assert on_disk["config"]["device"] == "cpu" and on_disk["config"]["inflight"] >= 2
+    for name, r in result["results"].items():
+        assert set(r["modes"]) == {"ideal", "overlapped", "sync"}, name
+        for mode, m in r["modes"].items():
+            assert m["ms_per_step"] > 0 and m["examples_per_s"] > 0 and m["steps"] == 2, (name, mode)
+            assert len(m["host_ms_per_step"]) == 2
+        assert set(r["overhead_vs_ideal_pct"]) == {"overlapped", "sync"}
+        assert r["model_max_len"] == 32 and r["capped"] and r["notes"]
+        stages = r["profile"]["stages"]
+        assert set(stages) == set(bench_e2e.STAGES)
+        # CPU device: the reference backend plans and decodes in the host threads
+        assert stages["gpumat.plan"]["calls"] >= 2 and stages["gpumat.decode"]["calls"] >= 2, stages
+        assert stages["gpumat.plan"]["cpu_ms_total"] > 0
+        assert r["sync_check"] == {"skipped": "no CUDA device"}
+    assert on_disk["target"]["tenant"] == "mid" and on_disk["target"]["met"] is None  # a GPU target
+    assert png.stat().st_size > 0
+
+
+def test_cli_dispatches_e2e(tmp_path, capsys):
+    from gpumat.cli import main
+
+    out = tmp_path / "e2e.json"
+    assert main(["bench", "e2e", *TINY, "--tenants", "short", "--profile-steps", "0", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())["results"]
+    assert set(r) == {"short"} and "profile" not in r["short"]
+
+
+def test_bad_arguments_are_typed_errors():
+    with pytest.raises(SchemaError, match="inflight"):
+        bench_e2e.run(_args(TINY + ["--inflight", "1"]))
+    with pytest.raises(SchemaError, match="tenants"):
+        bench_e2e.run(_args(TINY + ["--tenants", "huge"]))
+    with pytest.raises(SchemaError, match="steps"):
+        bench_e2e.run(_args(TINY + ["--steps", "0"]))
+
+
+def test_plan_caps_long_tenant_and_fits_memory():
+    from gpumat.batch import Tenant
+
+    model = bench_e2e.PLANS["cuda"]["model"]
+    long_ = bench_e2e.plan_tenant(Tenant("long", ["item_id", "ts"], 65536), "cuda", model, memory_bytes=80e9)
+    assert long_.model_max_len == 8192 and any("capped" in n for n in long_.notes)
+    assert bench_e2e.attention_bytes(long_.batch_size, long_.model_max_len, 4, 4) <= 0.6 * 80e9
+    small = bench_e2e.plan_tenant(Tenant("mid", ["item_id"], 4096), "cuda", model, memory_bytes=16e9)
+    assert bench_e2e.attention_bytes(small.batch_size, small.model_max_len, 4, 4) <= 0.6 * 16e9
+    assert any("fits 60%" in n for n in small.notes)
+
+
+def _fake_sync_site(x):
+    raise RuntimeError("called a synchronizing CUDA operation")
+
+
+def test_sync_check_reports_where_it_synced():
+    """A stand-in guard: the 'sync' happens in the feed's third batch, while the guard is on."""
+    state = {"on": False, "steps": 0}
+
+    def guard(on):
+        state["on"] = on
+
+    def feed():
+        for i in range(10):
+            if state["on"] and i == 3:
+                _fake_sync_site(i)
+            yield i, i
+
+    def step(batch, labels):
+        assert not state["on"], "the model step must run outside the guard"
+        state["steps"] += 1
+
+    r = bench_e2e.sync_check(feed(), step, warmup=1, steps=5, guard=guard)
+    assert r["sync_free"] is False and r["checked_steps"] == 2
+    assert "synchronizing" in r["error"] and "_fake_sync_site" in r["op"]
+    assert not state["on"]
+    ok = bench_e2e.sync_check(iter([(i, i) for i in range(6)]), step, warmup=1, steps=5, guard=guard)
+    assert ok["sync_free"] is True and ok["checked_steps"] == 5
+
+
+def test_sync_check_follows_host_stage_errors_to_their_cause():
+    from gpumat.host.prefetch import Prefetcher
+
+    def stage(i):
+        if i == 2:
+            _fake_sync_site(i)
+        return i
+
+    state = {"on": False}
+    pf = Prefetcher(stage, iter(range(5)), depth=2, workers=1, name="test stage")
+    feed = ((i, i) for i in pf)
+    r = bench_e2e.sync_check(feed, lambda b, l: None, warmup=0, steps=5, guard=lambda on: state.update(on=on))
+    pf.close()
+    assert r["sync_free"] is False and "_fake_sync_site" in r["op"], r
+
+
+def test_aggregate_stages_counts_cpu_ranges_once():
+    from torch.autograd import DeviceType
+
+    class Ev:
+        def __init__(self, name, dev, cpu_us, dev_us):
+            self.name, self.device_type, self.cpu_time_total, self.device_time_total = name, dev, cpu_us, dev_us
+
+    evs = [Ev("gpumat.h2d", DeviceType.CPU, 100.0, 40.0), Ev("gpumat.h2d", DeviceType.CUDA, 0.0, 40.0),
+           Ev("gpumat.decode", DeviceType.CPU, 300.0, 0.0), Ev("aten::mm", DeviceType.CPU, 5.0, 0.0)]
+    st = bench_e2e.aggregate_stages(evs, steps=2)
+    assert st["gpumat.h2d"]["calls"] == 1 and st["gpumat.h2d"]["device_ms_total"] == pytest.approx(0.04)
+    assert st["gpumat.decode"]["cpu_ms_per_step"] == pytest.approx(0.15)
+    assert st["gpumat.plan"]["calls"] == 0
+
+
+def test_cuda_device_without_gpu_is_a_typed_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(GpumatError, match="cuda"):
+        bench_e2e.resolve_device("cuda")
+
+
+def test_e2e_trace_script_cpu(tmp_path):
+    out = tmp_path / "trace.json"
+    cmd = [sys.executable, str(ROOT / "profiling" / "e2e_trace.py"), "--device", "cpu", "--tenant", "mid",
+           "--steps", "2", "--warmup", "1", "--scale", "0.05", "--batch-size", "4", "--model-max-len", "32",
+           "--dim", "16", "--layers", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert str(out) in proc.stdout
+    names = {e.get("name") for e in json.loads(out.read_text())["traceEvents"]}
+    assert {"gpumat.plan", "gpumat.decode", "e2e.step", "e2e.wait_batch"} <= names, sorted(n for n in names if n and "." in n)[:20]
