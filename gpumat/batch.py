@@ -10,6 +10,7 @@ import torch
 from gpumat.errors import SchemaError
 
 _TORCH_DTYPES = {"int64": torch.int64, "int32": torch.int32}
+_I64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,12 @@ class Tenant:
     def __init__(self, name: str, columns, max_len: int):
         if not isinstance(name, str) or not name:
             raise SchemaError(f"tenant name must be a non-empty string, got {name!r}")
-        if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+        try:
+            cols = None if isinstance(columns, str) else tuple(columns)  # once: columns may be an iterator
+        except TypeError:
+            cols = None
+        if cols is None or not all(isinstance(c, str) for c in cols):
             raise SchemaError(f"tenant {name!r}: columns must be a list of column names, got {columns!r}")
-        cols = tuple(columns)
         if len(set(cols)) != len(cols):
             raise SchemaError(f"tenant {name!r}: duplicate columns in {list(cols)}")
         if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)):
@@ -38,7 +42,9 @@ class Tenant:
             raise SchemaError(f"tenant {name!r}: max_len must be >= 0, got {max_len}")
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "columns", cols)
-        object.__setattr__(self, "max_len", int(max_len))
+        # No sequence can hold more than 2**63 - 1 events, so a larger max_len means the same (and keeps the
+        # planner's int64 arithmetic from overflowing).
+        object.__setattr__(self, "max_len", min(int(max_len), _I64_MAX))
 
     def check(self, schema: dict[str, str]) -> None:
         """Raise ``SchemaError`` if a column is not in ``schema``."""
@@ -112,9 +118,17 @@ class JaggedBatch:
         if width is None:
             W = longest
         else:
-            if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < longest:
+            if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
+                raise SchemaError(f"padding width must be an integer or None, got {width!r}")
+            if width < longest:
                 raise SchemaError(f"padding width {width!r} is below the longest row ({longest})")
             W = int(width)
+        if isinstance(pad_value, bool) or not isinstance(pad_value, (int, np.integer)):
+            raise SchemaError(f"pad_value must be an integer, got {pad_value!r}")
+        for col, v in self.values.items():
+            info = torch.iinfo(v.dtype)
+            if not info.min <= int(pad_value) <= info.max:
+                raise SchemaError(f"pad_value {int(pad_value)} does not fit column {col!r} ({str(v.dtype).replace('torch.', '')})")
         dev = self.offsets.device
         pos = torch.arange(W, device=dev, dtype=torch.int64)
         mask = pos.unsqueeze(0) < self.lengths.unsqueeze(1)  # [B, W]
@@ -132,6 +146,7 @@ class JaggedBatch:
             self.offsets.to(device, non_blocking=non_blocking),
             {c: v.to(device, non_blocking=non_blocking) for c, v in self.values.items()},
             self.lengths.to(device, non_blocking=non_blocking),
+            self.nbytes_read,
         )
 
     def record_stream(self, stream) -> None:
@@ -142,7 +157,8 @@ class JaggedBatch:
     def pin_memory(self) -> "JaggedBatch":
         """Page-locked copy of a CPU batch (the torchrec ``Pipelineable`` method)."""
         return JaggedBatch(
-            self.offsets.pin_memory(), {c: v.pin_memory() for c, v in self.values.items()}, self.lengths.pin_memory()
+            self.offsets.pin_memory(), {c: v.pin_memory() for c, v in self.values.items()}, self.lengths.pin_memory(),
+            self.nbytes_read,
         )
 
     def to_kjt(self, keys=None):

@@ -24,10 +24,12 @@ def _schema_arg(text: str) -> dict[str, str]:
 
 
 def cmd_ingest(args) -> int:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from gpumat.errors import SchemaError, TierError
-    from gpumat.host.tier import Tier
+    from gpumat.host.schema import check_schema
+    from gpumat.host.tier import Tier, _read_events
 
     try:
         events = pq.read_table(args.events)
@@ -41,9 +43,12 @@ def cmd_ingest(args) -> int:
         if Tier.exists(args.tier):
             raise
         if args.schema is None:
-            schema = {c: "int64" for c in events.column_names if c != "user_id"}
+            # no --schema: int32 columns stay int32, every other integer column is int64
+            schema = {f.name: "int32" if f.type == pa.int32() else "int64" for f in events.schema if f.name != "user_id"}
         else:
             schema = _schema_arg(args.schema)
+        # check the events before creating anything: a failed ingest leaves no empty tier behind
+        _read_events(events, check_schema(schema))
         tier = Tier.create(args.tier, schema)
     v = tier.append(events)
     print(f"{args.tier}: appended {events.num_rows} events as version {v}")
@@ -86,7 +91,7 @@ def cmd_materialize(args) -> int:
 
     from gpumat.api import materialize
     from gpumat.batch import Tenant
-    from gpumat.errors import SchemaError
+    from gpumat.errors import GpumatError, SchemaError
     from gpumat.host.examples import POINTER_COLUMNS, TAIL_PREFIX, read_examples_table
     from gpumat.host.tier import Tier
 
@@ -102,11 +107,18 @@ def cmd_materialize(args) -> int:
     cols = {"user_id": table.column("user_id").cast(pa.int64())}
     for c in tenant.columns:
         v = batch.values[c].cpu().numpy()
-        cols[c] = pa.ListArray.from_arrays(pa.array(offsets.astype("int32") if offsets[-1] < 2**31 else offsets), pa.array(v))
+        list_type = pa.ListArray if offsets[-1] < 2**31 else pa.LargeListArray  # list<dtype>, unless it overflows int32 offsets
+        cols[c] = list_type.from_arrays(pa.array(offsets.astype("int32") if offsets[-1] < 2**31 else offsets), pa.array(v))
     for name in table.column_names:
-        if name not in POINTER_COLUMNS and not name.startswith(TAIL_PREFIX) and name not in cols:
+        if name not in POINTER_COLUMNS and not name.startswith(TAIL_PREFIX):
+            if name in cols:
+                raise SchemaError(f"examples column {name!r} would pass through under the name of the output column "
+                                  f"{name!r} of tenant {tenant.name!r}; rename it")
             cols[name] = table.column(name)
-    pq.write_table(pa.table(cols), args.out)
+    try:
+        pq.write_table(pa.table(cols), args.out)
+    except (OSError, pa.ArrowException) as e:
+        raise GpumatError(f"cannot write {args.out!r}: {e}") from None
     print(f"{args.out}: {batch.batch_size} examples, {int(offsets[-1])} events for tenant {tenant.name!r}")
     return 0
 
@@ -115,24 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gpumat", description="Versioned late materialization of user histories.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
+    # --debug is accepted after the command too; SUPPRESS keeps a top-level --debug from being reset
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
-    s = sub.add_parser("ingest", help="append an events Parquet file to a tier (creating it if absent)")
+    s = sub.add_parser("ingest", parents=[common], help="append an events Parquet file to a tier (creating it if absent)")
     s.add_argument("tier")
     s.add_argument("events")
     s.add_argument("--schema", help="feature columns as name:dtype,... (ts:int64 is implied)")
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("compact", help="rewrite the tier's histories into long stripes (new version)")
+    s = sub.add_parser("compact", parents=[common], help="rewrite the tier's histories into long stripes (new version)")
     s.add_argument("tier")
     s.set_defaults(func=cmd_compact)
 
-    s = sub.add_parser("inspect", help="versions, sizes and encodings of a tier")
+    s = sub.add_parser("inspect", parents=[common], help="versions, sizes and encodings of a tier")
     s.add_argument("tier")
     s.add_argument("--version", type=int, default=None)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_inspect)
 
-    s = sub.add_parser("materialize", help="rebuild examples' sequences for a tenant into Parquet")
+    s = sub.add_parser("materialize", parents=[common], help="rebuild examples' sequences for a tenant into Parquet")
     s.add_argument("tier")
     s.add_argument("examples")
     s.add_argument("--tenant", required=True)
@@ -184,7 +199,8 @@ def main(argv=None) -> int:
     except GpumatError as e:
         if args.debug:
             raise
-        print(f"gpumat {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
+        msg = " ".join(str(e).split())  # one line, whatever the message (pyarrow's can span several)
+        print(f"gpumat {args.command}: {type(e).__name__}: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gpumat: interrupted", file=sys.stderr)

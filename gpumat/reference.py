@@ -22,6 +22,8 @@ from gpumat.kernels.staged import StagedBatch
 def materialize_staged_reference(staged: StagedBatch) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """(values per projected column in its schema dtype, violations bool [B]) for a host-resident batch."""
     B = staged.batch_size
+    if not staged.columns:  # a tenant with no columns and no leakage check: offsets only, nothing to decode
+        return {}, np.zeros(B, dtype=bool)
     total = staged.total
     offsets = np.asarray(staged.offsets)
     hist_len = np.asarray(staged.hist_len)
