@@ -21,14 +21,13 @@ batches planned from a real tier plug in unchanged.
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from gpumat.benchutil import environment
 from gpumat.errors import GpumatError
 from gpumat.kernels.staged import StagedBatch, StagedColumn
 
@@ -43,10 +42,10 @@ COLUMNS = (("item_id", "int64", 24, 0, True), ("action", "int32", 3, 0, True), (
 
 
 def reference_materialize(staged):
-    """The CPU reference peer: one function to swap for ``gpumat.reference.materialize_staged_reference``."""
-    from gpumat.kernels.np_decode_gather import materialize_staged_np
+    """The CPU peer: gpumat's own CPU reference backend (the fastest CPU path it has)."""
+    from gpumat.reference import materialize_staged_reference
 
-    return materialize_staged_np(staged)
+    return materialize_staged_reference(staged)
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -246,21 +245,9 @@ def bench_staged(name: str, staged: StagedBatch, device, ceilings: dict, cpu_rep
 
 
 def _environment() -> dict:
-    import triton
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    return {
-        "gpu": torch.cuda.get_device_name(),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "git_commit": commit,
-    }
+    env = environment(torch.cuda.get_device_name())
+    env.update(gpu=env["device"], cuda=torch.version.cuda)
+    return env
 
 
 def _plot(results: list[dict], env: dict, path: str) -> None:
