@@ -33,7 +33,6 @@ from __future__ import annotations
 import gc
 import os
 import shutil
-import sys
 import tempfile
 import time
 import traceback
@@ -710,22 +709,3 @@ def plot(r: dict, path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def main(argv=None) -> int:
-    """``python -m gpumat.bench_e2e``: the same as ``gpumat bench e2e``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="gpumat bench e2e", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except GpumatError as e:
-        print(f"gpumat bench e2e: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

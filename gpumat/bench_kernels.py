@@ -346,23 +346,3 @@ def run(args) -> dict | None:
         _plot(results, env, args.plot)
         print(f"wrote {args.plot}")
     return report
-
-
-def main(argv=None) -> int:
-    """``python -m gpumat.bench_kernels``: the same as ``gpumat bench kernels``."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="gpumat bench kernels", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except GpumatError as e:
-        print(f"gpumat bench kernels: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

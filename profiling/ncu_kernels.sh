@@ -30,7 +30,7 @@ ncu \
   --section LaunchStats \
   --metrics dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,dram__bytes_write.sum,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__sass_average_data_bytes_per_sector_mem_global_op_ld.pct,smsp__sass_average_data_bytes_per_sector_mem_global_op_st.pct,launch__registers_per_thread \
   --export "$OUT" --force-overwrite \
-  python -m gpumat.bench_kernels --profile 3 --tenants "$TENANT"
+  gpumat bench kernels --profile 3 --tenants "$TENANT"
 
 ncu --import "$OUT.ncu-rep" --page raw --csv \
   --metrics dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__sass_average_data_bytes_per_sector_mem_global_op_ld.pct,smsp__sass_average_data_bytes_per_sector_mem_global_op_st.pct,launch__registers_per_thread,gpu__time_duration.sum

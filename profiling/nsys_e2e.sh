@@ -32,7 +32,7 @@ nsys profile \
   --capture-range=cudaProfilerApi --capture-range-end=stop \
   --force-overwrite=true \
   --output="$OUT" \
-  python -m gpumat.bench_e2e --device cuda --tenants "$TENANT" --steps 20 --profile-steps 0 --no-sync-check \
+  gpumat bench e2e --device cuda --tenants "$TENANT" --steps 20 --profile-steps 0 --no-sync-check \
     --cuda-profiler-range --json "${OUT}.json" "$@"
 
 REP="${OUT}.nsys-rep"
