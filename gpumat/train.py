@@ -25,6 +25,7 @@ import math
 import time
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 
 from gpumat.batch import JaggedBatch
@@ -237,6 +238,13 @@ def evaluate(model: torch.nn.Module, batches: Iterable, k: int = 10) -> dict:
     return {f"hr@{k}": hr / n if n else float("nan"), f"ndcg@{k}": ndcg / n if n else float("nan"), "n": n}
 
 
+def _label_tensor(x) -> torch.Tensor:
+    """Labels as a CPU int64 tensor; arrays are copied (those straight from Arrow are read-only views)."""
+    if torch.is_tensor(x):
+        return x.reshape(-1).to("cpu", torch.int64)
+    return torch.from_numpy(np.array(x, dtype=np.int64).reshape(-1))
+
+
 def popularity_eval(train_labels, eval_labels, k: int = 10, num_items: int | None = None) -> dict:
     """The most-popular baseline: rank every item by its count in ``train_labels``.
 
@@ -247,9 +255,7 @@ def popularity_eval(train_labels, eval_labels, k: int = 10, num_items: int | Non
     >>> popularity_eval(torch.tensor([3, 3, 1]), torch.tensor([3, 1, 0]), k=1, num_items=4)
     {'hr@1': 0.3333333333333333, 'ndcg@1': 0.3333333333333333, 'n': 3}
     """
-    # torch.tensor copies: label arrays straight from Arrow are read-only views
-    train = torch.tensor(train_labels).reshape(-1).to("cpu", torch.int64)
-    ev = torch.tensor(eval_labels).reshape(-1).to("cpu", torch.int64)
+    train, ev = _label_tensor(train_labels), _label_tensor(eval_labels)
     top = max(int(train.max()) if train.numel() else -1, int(ev.max()) if ev.numel() else -1) + 1
     n_items = top if num_items is None else int(num_items)
     if (train.numel() and int(train.min()) < 0) or (ev.numel() and int(ev.min()) < 0) or top > n_items:
