@@ -220,7 +220,7 @@ class Materializer:
                 # Pinned slots come from torch's caching host allocator: a slot returns to the pool
                 # only after the copy that reads it has completed, so reuse is never early.
                 out.packed = {
-                    name: s.pack(torch.empty(s.staged_bytes() // 8, dtype=torch.int64, pin_memory=True) if cuda else None)
+                    name: s.pack(torch.empty(s.packed_numel(), dtype=torch.int64, pin_memory=True) if cuda else None)
                     for name, s in staged.items()
                 }
         elif self.backend == "reference":

@@ -443,8 +443,9 @@ class Tier:
             raise CorruptionError(f"{where}: segments disagree with the length history")
         nblocks = (cnt + self.block_size - 1) // self.block_size
         block0 = np.cumsum(nblocks) - nblocks
-        self._dir = Directory(uid, st, cnt, seg, nblocks, block0)
+        # Columns first: another planner thread that finds ``_dir`` set goes straight to ``_dir_cols``.
         self._dir_cols = cols
+        self._dir = Directory(uid, st, cnt, seg, nblocks, block0)
         return self._dir
 
     def read_blocks(self, column: str, stripe_idx, block_lo, block_hi):

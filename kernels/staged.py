@@ -22,6 +22,10 @@ import torch
 
 EXAMPLE_FIELDS = ("offsets", "hist_len", "tail_src", "tail_len", "request_ts")
 TILE_FIELDS = ("tile_block", "tile_lo", "tile_cnt", "tile_out", "tile_ex")
+# Every array starts at a multiple of PACK_ALIGN int64 words (128 bytes) of the packed buffer.
+# Triton specializes each pointer argument on 16-byte alignment: views at arbitrary word offsets
+# would give each batch a new alignment pattern, hence a new compilation of the kernels.
+PACK_ALIGN = 16
 
 
 @dataclass
@@ -80,24 +84,32 @@ class StagedBatch:
         """Bytes that cross the bus for this batch (all descriptors, headers, packed words, tails)."""
         return sum(int(np.asarray(a).size if not torch.is_tensor(a) else a.numel()) * 8 for _, a in self._arrays())
 
-    def pack(self, out: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, tuple[int, tuple[int, ...]]]]:
-        """Pack every array into one flat int64 CPU tensor (``out`` if given and large enough, e.g. a
-        reusable pinned buffer). Returns the buffer and the layout ``name -> (offset, shape)``."""
+    def _layout(self) -> tuple[dict[str, tuple[int, tuple[int, ...]]], int]:
+        """``name -> (offset, shape)`` of every array in the packed buffer, and the buffer's length."""
         layout: dict[str, tuple[int, tuple[int, ...]]] = {}
         total = 0
-        parts = []
         for name, a in self._arrays():
-            a = np.ascontiguousarray(a, dtype=np.int64)
-            layout[name] = (total, a.shape)
-            parts.append(a)
-            total += a.size
+            shape = tuple(a.shape)
+            layout[name] = (total, shape)
+            total += -(-int(np.prod(shape, dtype=np.int64)) // PACK_ALIGN) * PACK_ALIGN
+        return layout, total
+
+    def packed_numel(self) -> int:
+        """int64 words of the buffer ``pack`` fills (arrays plus alignment padding)."""
+        return self._layout()[1]
+
+    def pack(self, out: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, tuple[int, tuple[int, ...]]]]:
+        """Pack every array into one flat int64 CPU tensor (``out`` if given and large enough, e.g. a
+        reusable pinned buffer; size it with ``packed_numel()``). Returns the buffer and the layout
+        ``name -> (offset, shape)``; every offset is a multiple of ``PACK_ALIGN`` words."""
+        layout, total = self._layout()
         if out is None or out.numel() < total:
             out = torch.empty(total, dtype=torch.int64)
         flat = out[:total].numpy()
-        pos = 0
-        for a in parts:
-            flat[pos : pos + a.size] = a.ravel()
-            pos += a.size
+        for name, a in self._arrays():
+            off, shape = layout[name]
+            n = int(np.prod(shape, dtype=np.int64))
+            flat[off : off + n] = np.asarray(a, dtype=np.int64).reshape(-1)
         return out[:total], layout
 
     def to(self, device, non_blocking: bool = False, buffer: torch.Tensor | None = None) -> "StagedBatch":

@@ -330,3 +330,27 @@ def test_sigkill_mid_write_leaves_a_readable_tier(tmp_path):
     # the killed writers' lock is gone: a new write goes through
     t = Tier.open(uri)
     t.append(events(1, 10))
+
+
+def test_directory_publishes_columns_before_the_directory(tmp_path):
+    # Planner threads share one handle: a thread that finds ``_dir`` already set reads ``_dir_cols``
+    # right away, so ``directory()`` must publish ``_dir_cols`` first. Simulate a thread arriving
+    # at the moment ``_dir`` is published.
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)
+    t.append(events(0, 100))
+    seen = []
+
+    class Watched(Tier):
+        @property
+        def _dir(self):
+            return self.__dict__.get("_watched_dir")
+
+        @_dir.setter
+        def _dir(self, value):
+            self.__dict__["_watched_dir"] = value
+            if value is not None:
+                seen.append(self.read_blocks("item_id", [0], [0], [1])[0].shape)
+
+    w = Watched.open(t.uri)
+    w.directory()
+    assert seen == [(1, 3)]
