@@ -27,17 +27,17 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         raise SchemaError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
     if backend == "reference":
         return backend
-    from gpumat.kernels.triton_decode_gather import triton_available
+    from gpumat.kernels.triton_decode_gather import INTERPRETED, triton_available
 
     ok, reason = triton_available(device)
     if backend == "triton":
         if not ok:
             raise GpumatError(f"backend='triton' cannot run on device {device}: {reason}")
         return "triton"
-    return "triton" if ok and device.type == "cuda" else "reference"
+    return "triton" if ok and device.type == "cuda" and not INTERPRETED else "reference"
 
 
-def run_staged(staged: StagedBatch, backend: str, device: torch.device, buffer=None) -> tuple[dict, np.ndarray]:
+def run_staged(staged: StagedBatch, backend: str, device: torch.device) -> tuple[dict, np.ndarray]:
     """Run one staged batch; returns (values on ``device``, violations bool [B] on the host).
 
     The only host synchronization is reading the violation flags (one small copy per batch).
@@ -49,7 +49,7 @@ def run_staged(staged: StagedBatch, backend: str, device: torch.device, buffer=N
         return {c: torch.from_numpy(v).to(device) for c, v in values.items()}, viol
     from gpumat.kernels.triton_decode_gather import materialize_staged_triton
 
-    dev = staged.to(device, non_blocking=True, buffer=buffer)
+    dev = staged.to(device, non_blocking=True)
     values, viol = materialize_staged_triton(dev, total=staged.total)  # the host knows the size: no device read
     return values, viol.cpu().numpy().astype(bool)
 

@@ -33,7 +33,7 @@ def materialize_staged_reference(staged: StagedBatch) -> tuple[dict[str, np.ndar
     tile_cnt = np.asarray(staged.tile_cnt)
     tile_out = np.asarray(staged.tile_out)
 
-    K = next(iter(staged.columns.values())).hdr.shape[0] if staged.columns else 0
+    K = next(iter(staged.columns.values())).hdr.shape[0]
     used = np.zeros(K, dtype=np.int64)  # values of each block that some tile uses: decode that prefix
     np.maximum.at(used, tile_block, tile_lo + tile_cnt)
     dense_start = np.cumsum(used) - used

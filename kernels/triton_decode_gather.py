@@ -42,6 +42,7 @@ different things on different backends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -61,6 +62,7 @@ except ImportError as e:  # pragma: no cover - depends on the platform
 # Whether the kernels below were defined under Triton's CPU interpreter: triton.jit decides this
 # once, when the decorator runs, so setting TRITON_INTERPRET later changes nothing.
 _DEFINED_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+INTERPRETED = _DEFINED_INTERPRETED  # public: backend="auto" must never pick the interpreter
 
 # Launch shapes. On a GPU a program holds TILES_PER_PROG x 128 lanes (512 = 4 values per thread
 # with 4 warps: enough loads in flight per thread to hide HBM latency without spilling the
@@ -373,6 +375,15 @@ def materialize_staged_triton(
         shape = (B, int(padded_width))
     viol = torch.zeros(max(B, 0), dtype=torch.int32, device=dev)
     values = {}
+    # Triton launches on the current CUDA device: make it the batch's (cuda:1 without a stream
+    # context would otherwise launch on cuda:0 against another device's pointers).
+    with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
+        _launch_columns(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog)
+    return values, viol
+
+
+def _launch_columns(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog):
+    """Allocate each column's output (or take the caller's) and launch its two kernels."""
     for name, col in staged.columns.items():
         check = bool(staged.check_leakage) and name == "ts"
         if not col.project and not check:
@@ -400,4 +411,3 @@ def materialize_staged_triton(
         kw = dict(store=store, check=check, padded_width=padded_width)
         decode_gather(staged, col, buf, viol, tiles_per_prog=tiles_per_prog, **kw)
         gather_tail(staged, col, buf, viol, ex_per_prog=ex_per_prog, **kw)
-    return values, viol
