@@ -95,12 +95,14 @@ def _keep_nbytes(moved: JaggedBatch, src: JaggedBatch) -> JaggedBatch:
     return moved
 
 
-def _passthrough(ex: Examples) -> dict:
+def _passthrough(ex: Examples, pin: bool = False) -> dict:
+    """Numeric passthrough columns as tensors (pinned for an asynchronous copy when ``pin``), others as Arrow."""
     out = {}
     for name in ex.passthrough:
         col = ex.table.column(name)
         if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-            out[name] = torch.from_numpy(col.to_numpy(zero_copy_only=False).copy())
+            t = torch.from_numpy(col.to_numpy(zero_copy_only=False).copy())
+            out[name] = t.pin_memory() if pin else t
         else:
             out[name] = col
     return out
@@ -113,6 +115,7 @@ class _Staged:
     ex: Examples
     rows: np.ndarray | None
     staged: dict
+    passthrough: dict = field(default_factory=dict)  # labels etc., built (and pinned on CUDA) off the training thread
     packed: dict | None = None  # per tenant: (flat int64 host buffer, layout), packed for one copy
     values: dict | None = None  # host-computed values (CPU device) per tenant
     violations: np.ndarray | None = None
@@ -214,7 +217,7 @@ class Materializer:
             tier = self._reader(ex, cancel)
             check_pointers(ex, tier)
             staged = {t.name: plan(tier, ex, t, self.check_leakage) for t in self.tenants}
-        out = _Staged(ex, rows, staged)
+        out = _Staged(ex, rows, staged, passthrough=_passthrough(ex, pin=cuda))
         if self.backend == "triton":
             with stage_range("gpumat.pack", cuda):
                 # Pinned slots come from torch's caching host allocator: a slot returns to the pool
@@ -246,7 +249,8 @@ class Materializer:
             vals = {c: torch.from_numpy(st.values[t.name][c]) for c in t.columns}
             b = JaggedBatch(offsets, vals, nbytes_read=s.nbytes_read)
             tenants[t.name] = _keep_nbytes(b.to(self.device), b) if self.device.type != "cpu" else b
-        return MaterializedBatch(tenants, _passthrough(st.ex), st.rows, sum(s.nbytes_read for s in st.staged.values()))
+        passthrough = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in st.passthrough.items()}
+        return MaterializedBatch(tenants, passthrough, st.rows, sum(s.nbytes_read for s in st.staged.values()))
 
     def _launch(self, st: _Staged, streams=None):
         """Issue copies and kernels for one batch; returns a handle to finish later."""
@@ -255,6 +259,10 @@ class Materializer:
         cuda = self.device.type == "cuda"
         copy_stream, side_stream = streams if streams else (None, None)
         outs, viol = {}, None
+        ctx = torch.cuda.stream(copy_stream) if copy_stream is not None else contextlib.nullcontext()
+        with ctx:  # labels travel on the copy stream too, from the pinned tensors the host stage made
+            passthrough = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                           for k, v in st.passthrough.items()}
         for t in self.tenants:
             s = st.staged[t.name]
             ctx = torch.cuda.stream(copy_stream) if copy_stream is not None else contextlib.nullcontext()
@@ -273,40 +281,42 @@ class Materializer:
                     dev._flat.record_stream(side_stream)
                 # total from the host plan: reading offsets[-1] from the device would sync
                 values, v = materialize_staged_triton(dev, total=s.total)
-                outs[t.name] = (dev.offsets, values, s.nbytes_read)
+                # a copy of the offsets, so a batch the caller keeps does not pin the packed buffer
+                outs[t.name] = (dev.offsets.clone(), values, s.nbytes_read)
                 viol = v if viol is None else torch.maximum(viol, v)
         flags = None
         done = None
-        if viol is not None:
-            if cuda:
-                with torch.cuda.stream(side_stream):
+        if cuda:
+            with torch.cuda.stream(side_stream) if side_stream is not None else contextlib.nullcontext():
+                if copy_stream is not None:
+                    torch.cuda.current_stream(self.device).wait_stream(copy_stream)  # the labels' copy
+                if viol is not None:
                     flags = torch.empty(viol.shape, dtype=viol.dtype, pin_memory=True)
                     flags.copy_(viol, non_blocking=True)
-                    done = torch.cuda.Event()
-                    done.record(side_stream)
-            else:
-                flags = viol
-        return st, outs, flags, done
+                done = torch.cuda.Event()
+                done.record()
+        else:
+            flags = viol
+        return st, outs, passthrough, flags, done
 
     def _finish_device(self, handle) -> MaterializedBatch:
-        st, outs, flags, done = handle
+        st, outs, passthrough, flags, done = handle
         cuda = self.device.type == "cuda"
         with stage_range("gpumat.handoff", cuda):
-            if done is not None:
-                torch.cuda.current_stream(self.device).wait_event(done)
             tenants = {}
             for t in self.tenants:
                 offsets, values, nbytes = outs[t.name]
-                b = JaggedBatch(offsets, {c: values[c] for c in t.columns}, nbytes_read=nbytes)
-                if cuda:
-                    b.record_stream(torch.cuda.current_stream(self.device))
-                tenants[t.name] = b
+                tenants[t.name] = JaggedBatch(offsets, {c: values[c] for c in t.columns}, nbytes_read=nbytes)
+            batch = MaterializedBatch(tenants, passthrough, st.rows, sum(o[2] for o in outs.values()))
+            if done is not None:
+                compute = torch.cuda.current_stream(self.device)
+                compute.wait_event(done)
+                batch.record_stream(compute)  # made on the copy/side streams, used on this one
             if self.check_leakage and flags is not None:
                 if done is not None:
-                    done.synchronize()  # recorded `inflight` batches ago: complete in the steady state
+                    done.synchronize()  # recorded `inflight - 1` batches ago: complete in the steady state
                 _raise_on_leakage(flags.cpu().numpy().astype(bool), st)
-        batch = MaterializedBatch(tenants, _passthrough(st.ex), st.rows, sum(o[2] for o in outs.values()))
-        return batch.to(self.device, non_blocking=True) if cuda else batch
+        return batch
 
     # ---- public ------------------------------------------------------------------------------
     def __call__(self, examples) -> MaterializedBatch:
