@@ -227,10 +227,9 @@ class DaliMaterializer:
             # Already on the device (DALI's copy): run the kernels that run_staged would run after its own copy.
             from gpumat.kernels.triton_decode_gather import materialize_staged_triton
 
-            with torch.cuda.device(self.device):
-                values, v = materialize_staged_triton(staged)
-            viol = v.cpu().numpy().astype(bool)
-        if self.check_leakage:
+            values, v = materialize_staged_triton(staged, total=header["total"])
+            viol = v.cpu().numpy().astype(bool)  # the one read back of the batch
+        if self.check_leakage and viol.any():
             try:
                 raise_on_leakage(viol, SimpleNamespace(user_id=self._users[rows], request_ts=staged.request_ts.cpu().numpy()))
             except LeakageError as e:

@@ -15,7 +15,7 @@ worker: nothing heavy is pickled when DALI spawns its workers, only paths and th
 
 **Layout encoding** (all int64). A header of ``LAYOUT_HEADER`` words
 
-    [LAYOUT_MAGIC, epoch, batch index, B (examples), nbytes_read, A (arrays)]
+    [LAYOUT_MAGIC, epoch, batch index, B (examples), nbytes_read, A (arrays), total events]
 
 then one row of four words per array, ``[offset into flat, ndim, dim0, dim1]`` (``dim1 = 0`` for a
 1-D array), in the fixed order of ``StagedBatch._arrays()``:
@@ -34,7 +34,7 @@ the consumer verify that DALI handed the samples over in order.
 because DALI runs its input callbacks ``prefetch_queue_depth`` iterations ahead, the error
 surfaces up to that many batches early, before batches that were planned fine. So the source never
 lets an error escape: it returns an *error sample*, a layout whose header starts with
-``ERROR_MAGIC`` (``[ERROR_MAGIC, epoch, batch, message bytes, 0, 0]``) and a flat buffer holding
+``ERROR_MAGIC`` (``[ERROR_MAGIC, epoch, batch, message bytes, 0, 0, 0]``) and a flat buffer holding
 ``"<TypeName>\\n<message>"`` in UTF-8 (zero-padded to whole words), where the message says where it
 happened (worker pid, tenant, epoch, batch and the batch's source rows). The consumer raises it
 with ``raise_packed_error`` when it reaches that batch, in order, as the original gpumat type
@@ -60,7 +60,7 @@ from gpumat.kernels.staged import EXAMPLE_FIELDS, TILE_FIELDS, StagedBatch, Stag
 
 LAYOUT_MAGIC = 0x474D41545F4C4159  # "GMAT_LAY": a packed layout, not some other int64 array
 ERROR_MAGIC = 0x474D41545F455252  # "GMAT_ERR": an error sample (see the module docstring)
-LAYOUT_HEADER = 6
+LAYOUT_HEADER = 7
 _ROW = 4  # words per array in the layout: offset, ndim, dim0, dim1
 _COLUMN_PARTS = ("hdr", "words", "tail_values")
 
@@ -80,7 +80,8 @@ def layout_names(tenant: Tenant, check_leakage: bool) -> list[str]:
 def encode_layout(staged: StagedBatch, layout: dict, epoch: int, batch: int) -> np.ndarray:
     """The int64 layout array (module docstring) of a batch packed by ``StagedBatch.pack``."""
     out = np.zeros(LAYOUT_HEADER + _ROW * len(layout), dtype=np.int64)
-    out[:LAYOUT_HEADER] = (LAYOUT_MAGIC, epoch, batch, staged.batch_size, staged.nbytes_read, len(layout))
+    # total = offsets[-1], known on the host: the device side sizes its outputs without reading it back
+    out[:LAYOUT_HEADER] = (LAYOUT_MAGIC, epoch, batch, staged.batch_size, staged.nbytes_read, len(layout), staged.total)
     rows = out[LAYOUT_HEADER:].reshape(-1, _ROW)
     for i, (offset, shape) in enumerate(layout.values()):
         if len(shape) > 2:
@@ -95,7 +96,7 @@ def decode_layout(layout: np.ndarray, names: list[str]) -> tuple[dict, dict]:
     layout = np.asarray(layout, dtype=np.int64).ravel()
     if layout.size < LAYOUT_HEADER or int(layout[0]) != LAYOUT_MAGIC:
         raise GpumatError("not a packed staged-batch layout (bad magic word)")
-    magic, epoch, batch, size, nbytes, count = (int(x) for x in layout[:LAYOUT_HEADER])
+    magic, epoch, batch, size, nbytes, count, total = (int(x) for x in layout[:LAYOUT_HEADER])
     if count != len(names) or layout.size != LAYOUT_HEADER + _ROW * count:
         raise GpumatError(
             f"packed layout holds {count} arrays, expected {len(names)} for the staged columns "
@@ -103,7 +104,7 @@ def decode_layout(layout: np.ndarray, names: list[str]) -> tuple[dict, dict]:
         )
     rows = layout[LAYOUT_HEADER:].reshape(count, _ROW)
     decoded = {name: (int(r[0]), tuple(int(d) for d in r[2 : 2 + int(r[1])])) for name, r in zip(names, rows)}
-    return decoded, {"epoch": epoch, "batch": batch, "batch_size": size, "nbytes_read": nbytes}
+    return decoded, {"epoch": epoch, "batch": batch, "batch_size": size, "nbytes_read": nbytes, "total": total}
 
 
 def unpack_staged(flat, layout, tenant: Tenant, schema: dict[str, str], block_size: int,
@@ -228,7 +229,7 @@ def encode_error(exc: BaseException, where: str, epoch: int, batch: int) -> tupl
     data = f"{type(exc).__name__}\n{text}".encode("utf-8", "replace")
     flat = np.zeros(-(-len(data) // 8) or 1, dtype=np.int64)
     flat.view(np.uint8)[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-    layout = np.array([ERROR_MAGIC, epoch, batch, len(data), 0, 0], dtype=np.int64)
+    layout = np.array([ERROR_MAGIC, epoch, batch, len(data), 0, 0, 0], dtype=np.int64)  # LAYOUT_HEADER words
     return flat, layout
 
 
