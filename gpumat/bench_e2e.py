@@ -526,6 +526,10 @@ def run(args) -> dict:
     device = resolve_device(args.device)
     kind = device.type
     p = PLANS[kind]
+    if kind == "cpu":
+        # The host pipeline thread runs beside the step: leave it a core (as the demo does), or
+        # spinning OpenMP threads fight it and the modes compare contention, not overlap.
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     steps = _pos_int(args.steps if args.steps is not None else p["steps"], "steps")
     warmup = _pos_int(args.warmup if args.warmup is not None else p["warmup"], "warmup", 0)
     profile_steps = _pos_int(args.profile_steps if args.profile_steps is not None else p["profile_steps"], "profile-steps", 0)
@@ -588,7 +592,7 @@ def run(args) -> dict:
         result = {
             "benchmark": "e2e",
             "environment": env,
-            "config": {"device": str(device), "backend": args.backend, "model": model, "steps": steps, "warmup": warmup,
+            "config": {"device": str(device), "backend": args.backend, "torch_threads": torch.get_num_threads(), "model": model, "steps": steps, "warmup": warmup,
                        "profile_steps": profile_steps, "depth": args.depth, "inflight": args.inflight,
                        "workers": args.workers, "min_fill": args.min_fill, "seed": args.seed, "scale": scale},
             "workload": {**w.stats, "tenants": [t.to_json() for t in w.tenants]},

@@ -81,7 +81,8 @@ class StagedBatch:
             yield f"{name}.tail_values", col.tail_values
 
     def staged_bytes(self) -> int:
-        """Bytes that cross the bus for this batch (all descriptors, headers, packed words, tails)."""
+        """Bytes that cross the bus for this batch (all descriptors, headers, packed words, tails),
+        not counting the alignment padding of ``pack`` (at most 15 words per array)."""
         return sum(int(np.asarray(a).size if not torch.is_tensor(a) else a.numel()) * 8 for _, a in self._arrays())
 
     def _layout(self) -> tuple[dict[str, tuple[int, tuple[int, ...]]], int]:
