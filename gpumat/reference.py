@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpumat.host.codec import decode_blocks
-from gpumat.host.planner import expand_ranges
+from gpumat.host.ranges import expand_ranges
 from gpumat.kernels.staged import StagedBatch
 
 

@@ -21,7 +21,6 @@ tie a lot, and changes nothing for a model with distinct scores.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Iterable, Iterator
 

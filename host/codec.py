@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpumat.errors import CorruptionError
+from gpumat.host.ranges import ranges
 
 HDR_WORDS = 4  # base, slope, meta, hash
 ENC_FOR = 0  # every block has slope 0
@@ -89,23 +90,6 @@ def block_counts(stripe_counts: np.ndarray, block_size: int) -> tuple[np.ndarray
     has = nb > 0
     cnt[last[has]] = sc[has] - (nb[has] - 1) * block_size
     return nb, cnt
-
-
-def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(starts[i], starts[i] + lens[i])`` for all i, without a Python loop."""
-    lens = np.asarray(lens, dtype=np.int64)
-    total = int(lens.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    keep = lens > 0
-    s, ln = np.asarray(starts, dtype=np.int64)[keep], lens[keep]
-    step = np.ones(total, dtype=np.int64)
-    first = np.zeros(len(ln), dtype=np.int64)
-    first[1:] = np.cumsum(ln)[:-1]
-    step[0] = s[0]
-    # at the first element of range i jump from the last element of range i-1 to s[i]
-    step[first[1:]] = s[1:] - (s[:-1] + ln[:-1] - 1)
-    return np.cumsum(step)
 
 
 def _segment_sums(terms: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -182,7 +166,7 @@ def _pack(r2: np.ndarray, w: np.ndarray, nw: np.ndarray, dst: np.ndarray, out: n
                 out[(dst[sel][:, None] + np.arange(nwf)[None, :]).ravel()] = words.ravel()
             else:
                 m = np.arange(nwf)[None, :] < n[:, None]
-                out[_ranges(dst[sel], n)] = words[m]
+                out[ranges(dst[sel], n)] = words[m]
 
 
 def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: int):
@@ -271,7 +255,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
 
     meta = (word_off << 8) | w
     hpos = blob_off[stripe_of_block] + HDR_WORDS * (np.arange(NB) - bfirst[stripe_of_block])
-    packed = region[_ranges(blob_off[stripe_of_block] + word_off, nw)]
+    packed = region[ranges(blob_off[stripe_of_block] + word_off, nw)]
     h = block_hash(base, slope, meta, packed, nw)
     region[hpos] = base.view(np.uint64)
     region[hpos + 1] = slope.view(np.uint64)
@@ -319,7 +303,7 @@ def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np
         lo = np.asarray(lo, dtype=np.int64)
         full = decode_blocks(hdr, words, lo + counts)
         start = np.cumsum(lo + counts) - (lo + counts)
-        return full[_ranges(start + lo, counts)]
+        return full[ranges(start + lo, counts)]
     total = int(counts.sum())
     if total == 0:
         return np.empty(0, dtype=np.int64)
@@ -393,7 +377,7 @@ def check_blocks(hdr4: np.ndarray, words: np.ndarray, cnt: np.ndarray, blob_star
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         raise CorruptionError(f"{where}: block {k} has an invalid header (meta {int(meta[k])})")
-    packed = _u(words)[_ranges(blob_start + off, nw)]
+    packed = _u(words)[ranges(blob_start + off, nw)]
     h = block_hash(hdr4[:, 0], hdr4[:, 1], meta, packed, nw)
     bad = h != _u(hdr4[:, 3])
     if bad.any():

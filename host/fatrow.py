@@ -36,7 +36,9 @@ import torch
 from gpumat.batch import JaggedBatch, Tenant
 from gpumat.errors import PointerError, SchemaError, describe_indices
 from gpumat.host.examples import parse_examples
-from gpumat.host.logger import expand_ranges, list_array
+from gpumat.host.logger import list_array
+from gpumat.host.planner import window_sizes
+from gpumat.host.ranges import ranges
 
 SEQ_PREFIX = "seq_"
 _PA_TYPES = {"int64": pa.int64(), "int32": pa.int32()}
@@ -99,10 +101,9 @@ def write_fat_rows(examples, tier, tenants, path, compression: str = "zstd", row
     if bad.size:
         raise PointerError(f"examples {describe_indices(bad)}: length exceeds the user's history")
 
-    # SPEC §2 windows (docs/DESIGN.md §4): the last t of the tail, then history [n - h, n)
+    # SPEC §2 windows, as the planner cuts them: the last t of the tail, then history [n - h, n)
     m = ex.tail_len
-    t = np.minimum(m, L)
-    h = np.minimum(ex.length, L - t)
+    h, t = window_sizes(ex, L)
     seq_len = h + t
     event_bytes = sum(np.dtype(schema[c]).itemsize for c in columns)
     cum = np.concatenate([[0], np.cumsum(seq_len * max(event_bytes, 1))])
@@ -126,10 +127,10 @@ def write_fat_rows(examples, tier, tenants, path, compression: str = "zstd", row
             b = min(max(b, a + 1), a + max_row_group_rows, B)
             sl = slice(a, b)
             offs = np.concatenate([[0], np.cumsum(seq_len[sl])])
-            hist_src = expand_ranges(hist_base[inv[sl]] + ex.length[sl] - h[sl], h[sl])
-            hist_pos = expand_ranges(offs[:-1], h[sl])
-            tail_src = expand_ranges(ex.tail_offsets[a:b] + m[sl] - t[sl], t[sl])
-            tail_pos = expand_ranges(offs[:-1] + h[sl], t[sl])
+            hist_src = ranges(hist_base[inv[sl]] + ex.length[sl] - h[sl], h[sl])
+            hist_pos = ranges(offs[:-1], h[sl])
+            tail_src = ranges(ex.tail_offsets[a:b] + m[sl] - t[sl], t[sl])
+            tail_pos = ranges(offs[:-1] + h[sl], t[sl])
             cols = {
                 "user_id": pa.array(ex.user_id[sl]),
                 "request_ts": pa.array(ex.request_ts[sl]),
@@ -217,7 +218,7 @@ class FatRowReader:
             base += int(offs[-1])
         starts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
         keep = np.concatenate(keeps) if keeps else np.zeros(0, dtype=np.int64)
-        src = expand_ranges(starts, keep)
+        src = ranges(starts, keep)
         offsets = np.zeros(keep.size + 1, dtype=np.int64)
         np.cumsum(keep, out=offsets[1:])
         vals = {}

@@ -35,33 +35,13 @@ import pyarrow as pa
 
 from gpumat.errors import SchemaError
 from gpumat.host.schema import check_schema, int_column
+from gpumat.host.ranges import ranges
 
 POINTER_COLUMNS = ("user_id", "version", "length", "request_ts")
 TAIL_PREFIX = "tail_"
 _PA_TYPES = {"int64": pa.int64(), "int32": pa.int32()}
 # pyarrow's list<> has int32 offsets: a list column longer than this is split into chunks.
 _MAX_LIST_VALUES = 2**31 - 1
-
-
-def expand_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(starts[i], starts[i] + counts[i])`` over i, without a Python loop.
-
-    >>> expand_ranges(np.array([5, 0, 10]), np.array([2, 0, 3])).tolist()
-    [5, 6, 10, 11, 12]
-    """
-    starts = np.asarray(starts, dtype=np.int64)
-    counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    nz = counts > 0
-    s, c = starts[nz], counts[nz]
-    first = np.cumsum(c) - c  # output position of each range's first value
-    step = np.ones(total, dtype=np.int64)
-    step[0] = s[0]
-    # at each range start, jump from the previous range's last value to this range's start
-    step[first[1:]] = s[1:] - (s[:-1] + c[:-1] - 1)
-    return np.cumsum(step)
 
 
 def list_array(offsets: np.ndarray, values: np.ndarray, pa_type: pa.DataType) -> pa.ChunkedArray:
@@ -187,7 +167,7 @@ class ExampleLogger:
         hi = np.searchsorted(s_user, users, side="right")
         cut = _search_runs(s_ts, lo, hi, rts)
         counts = cut - lo
-        pos = order[expand_ranges(lo, counts)]  # arrival positions, grouped by request
+        pos = order[ranges(lo, counts)]  # arrival positions, grouped by request
         req = np.repeat(np.arange(R, dtype=np.int64), counts)
         pos = pos[np.lexsort((pos, req))]
         offsets = np.zeros(R + 1, dtype=np.int64)

@@ -21,20 +21,8 @@ import numpy as np
 
 from gpumat.batch import Tenant
 from gpumat.host.examples import Examples
+from gpumat.host.ranges import expand_ranges
 from gpumat.kernels.staged import StagedBatch, StagedColumn
-
-
-def expand_ranges(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For ranges ``[starts[i], starts[i] + counts[i])``: (owner index, value) of every element, in order.
-
-    >>> expand_ranges(np.array([5, 0, 9]), np.array([2, 0, 3]))
-    (array([0, 0, 2, 2, 2]), array([ 5,  6,  9, 10, 11]))
-    """
-    counts = counts.astype(np.int64, copy=False)
-    owner = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
-    first = np.cumsum(counts) - counts  # exclusive cumsum: where each range begins in the output
-    within = np.arange(owner.size, dtype=np.int64) - first[owner]
-    return owner, starts[owner] + within
 
 
 def staged_columns(tenant: Tenant, check_leakage: bool) -> list[tuple[str, bool]]:

@@ -12,7 +12,6 @@ consumer stops early.
 
 from __future__ import annotations
 
-import queue
 import threading
 from dataclasses import dataclass
 

@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from gpumat.errors import CorruptionError, SchemaError, TierError
 from gpumat.host import codec
 from gpumat.host.schema import DTYPES, check_schema, int_column
+from gpumat.host.ranges import ranges
 from gpumat.host.segment import Segment, open_segment, write_segment
 
 FORMAT = "gpumat-tier"
@@ -469,7 +470,7 @@ class Tier:
         nblk = hi - lo
         K = int(nblk.sum())
         bstripe = np.repeat(si, nblk)
-        j = codec._ranges(lo, nblk)
+        j = ranges(lo, nblk)
         cnt = np.minimum(bs, d.count[bstripe] - j * bs)
         bseg = d.seg[bstripe]
         blob_w = off_c[bstripe]
@@ -492,7 +493,7 @@ class Tier:
         total = int(nw.sum())
         words = np.zeros(total + 1, dtype=np.int64)
         for s, g in groups:
-            words[codec._ranges(out_off[g], nw[g])] = self._segment(s).words[codec._ranges(blob_w[g] + woff[g], nw[g])]
+            words[ranges(out_off[g], nw[g])] = self._segment(s).words[ranges(blob_w[g] + woff[g], nw[g])]
         h = codec.block_hash(hdr4[:, 0], hdr4[:, 1], meta, words[:total], nw)
         bad = h != hdr4[:, 3].view(np.uint64)
         if bad.any():
@@ -511,7 +512,7 @@ class Tier:
         si = np.asarray(stripe_idx, dtype=np.int64)
         hdr, words, _ = self.read_blocks(column, si, np.zeros(len(si), np.int64), d.nblocks[si])
         nblk = d.nblocks[si]
-        j = codec._ranges(np.zeros(len(si), np.int64), nblk)
+        j = ranges(np.zeros(len(si), np.int64), nblk)
         cnt = np.minimum(self.block_size, np.repeat(d.count[si], nblk) - j * self.block_size)
         return codec.decode_blocks(hdr, words, cnt)
 
@@ -620,7 +621,7 @@ class Tier:
                 per_user = np.diff(np.append(first, len(us)))
                 old = self._lengths_hist().at(users, np.full(len(users), self.version))
                 nstr, cnt = codec.block_counts(per_user, MAX_STRIPE)
-                j = codec._ranges(np.zeros(len(users), np.int64), nstr)
+                j = ranges(np.zeros(len(users), np.int64), nstr)
                 s_user = np.repeat(users, nstr)
                 s_start = np.repeat(old, nstr) + j * MAX_STRIPE
                 values = {c: ev[c][order] for c in self._schema}
@@ -655,7 +656,7 @@ class Tier:
                     us = np.flatnonzero(grp == g)
                     si = np.arange(first[us[0]], ends[us[-1]], dtype=np.int64)
                     nstr, cnt = codec.block_counts(totals[us], MAX_STRIPE)
-                    j = codec._ranges(np.zeros(len(us), np.int64), nstr)
+                    j = ranges(np.zeros(len(us), np.int64), nstr)
                     values = {c: self._decode_stripes(c, si) for c in self._schema}
                     segments.append(self._write_stripes(np.repeat(d.user_id[first[us]], nstr), j * MAX_STRIPE, cnt, values))
                 _fsync_dir(os.path.join(self._root, "_segments"))

@@ -8,7 +8,8 @@ import pytest
 
 from gpumat.errors import SchemaError
 from gpumat.host.examples import parse_examples
-from gpumat.host.logger import ExampleLogger, expand_ranges, list_array
+from gpumat.host.logger import ExampleLogger, list_array
+from gpumat.host.ranges import ranges
 from gpumat.host.tier import Tier
 
 SCHEMA = {"ts": "int64", "item_id": "int64", "action": "int32"}
@@ -131,8 +132,8 @@ def test_bad_input_is_a_schema_error(tier):
 def test_expand_ranges_and_list_array():
     starts = np.array([4, 0, 9, 2])
     counts = np.array([3, 0, 1, 2])
-    assert expand_ranges(starts, counts).tolist() == [4, 5, 6, 9, 2, 3]
-    assert expand_ranges(starts, np.zeros(4)).tolist() == []
+    assert ranges(starts, counts).tolist() == [4, 5, 6, 9, 2, 3]
+    assert ranges(starts, np.zeros(4)).tolist() == []
     col = list_array(np.array([0, 2, 2, 3]), np.array([7, 8, 9]), pa.int32())
     assert col.type == pa.list_(pa.int32()) and col.to_pylist() == [[7, 8], [], [9]]
     assert list_array(np.array([0]), np.array([], dtype=np.int64), pa.int64()).to_pylist() == []

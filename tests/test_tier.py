@@ -14,6 +14,7 @@ import pytest
 
 from gpumat.errors import CorruptionError, GpumatError, SchemaError, TierError
 from gpumat.host import codec
+from gpumat.host.ranges import ranges
 from gpumat.host.tier import Tier
 
 SCHEMA = {"ts": "int64", "item_id": "int64", "action": "int32"}
@@ -125,7 +126,7 @@ def test_compaction_is_invisible(tier_model):
             a, b = np.searchsorted(d.user_id, u), np.searchsorted(d.user_id, u, "right")
             si = np.arange(a, b)
             hdr, words, nbytes = tt.read_blocks("item_id", si, np.zeros(len(si), np.int64), d.nblocks[si])
-            cnt = np.minimum(8, np.repeat(d.count[si], d.nblocks[si]) - codec._ranges(np.zeros(len(si), np.int64), d.nblocks[si]) * 8)
+            cnt = np.minimum(8, np.repeat(d.count[si], d.nblocks[si]) - ranges(np.zeros(len(si), np.int64), d.nblocks[si]) * 8)
             got[tt] = codec.decode_blocks(hdr, words, cnt)
             assert words[-1] == 0 and nbytes >= 32 * len(hdr)
         assert got[old].tolist() == got[t].tolist() == m.versions[3].get(u, {"item_id": []})["item_id"][:n]

@@ -1,0 +1,40 @@
+"""Concatenated integer ranges, the one vectorized primitive behind every gather on the host.
+
+``ranges(starts, counts)`` is ``concat(arange(s, s + c))`` without a Python loop;
+``expand_ranges`` also says which range each element came from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def ranges(starts, counts) -> np.ndarray:
+    """Concatenation of ``arange(starts[i], starts[i] + counts[i])`` over i (int64).
+
+    >>> ranges(np.array([5, 0, 10]), np.array([2, 0, 3])).tolist()
+    [5, 6, 10, 11, 12]
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    keep = counts > 0
+    s, c = np.asarray(starts, dtype=np.int64)[keep], counts[keep]
+    first = np.cumsum(c) - c  # output position of each range's first value
+    step = np.ones(total, dtype=np.int64)
+    step[0] = s[0]
+    # at each range start, jump from the previous range's last value to this range's start
+    step[first[1:]] = s[1:] - (s[:-1] + c[:-1] - 1)
+    return np.cumsum(step)
+
+
+def expand_ranges(starts, counts) -> tuple[np.ndarray, np.ndarray]:
+    """(owner index, value) of every element of the ranges ``[starts[i], starts[i] + counts[i])``.
+
+    >>> expand_ranges(np.array([5, 0, 9]), np.array([2, 0, 3]))
+    (array([0, 0, 2, 2, 2]), array([ 5,  6,  9, 10, 11]))
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    owner = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    return owner, ranges(starts, counts)
