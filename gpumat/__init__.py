@@ -5,25 +5,45 @@
     tier.append(events)                                   # pyarrow Table or Parquet path
     batch = gpumat.materialize(tier, examples, gpumat.Tenant("short", ["item_id"], 256))
 
-See SPEC.md for the contract and docs/DESIGN.md for the formats.
+docs/SPEC.md is the contract; docs/DESIGN.md describes the formats and the kernels.
+
+The public names are resolved lazily (PEP 562): ``import gpumat`` and the storage layer
+(``gpumat.Tier``) never import torch; ``gpumat.materialize`` and ``gpumat.Materializer`` do.
 """
 
-from gpumat.errors import (  # noqa: F401  (errors first: host/ and kernels/ import them)
-    CorruptionError,
-    GpumatError,
-    LeakageError,
-    PointerError,
-    SchemaError,
-    TierError,
-)
-from gpumat.batch import JaggedBatch, Tenant  # noqa: F401
-from gpumat.host.tier import Tier  # noqa: F401
-from gpumat.host.logger import ExampleLogger  # noqa: F401
-from gpumat.api import materialize  # noqa: F401
-from gpumat.materializer import Materializer, MaterializedBatch  # noqa: F401
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = [
-    "CorruptionError", "GpumatError", "LeakageError", "PointerError", "SchemaError", "TierError",
-    "JaggedBatch", "Tenant", "Tier", "ExampleLogger", "materialize", "Materializer", "MaterializedBatch",
-]
+
+# public name -> module that defines it
+_EXPORTS = {
+    "GpumatError": "gpumat.core.errors",
+    "TierError": "gpumat.core.errors",
+    "SchemaError": "gpumat.core.errors",
+    "PointerError": "gpumat.core.errors",
+    "LeakageError": "gpumat.core.errors",
+    "CorruptionError": "gpumat.core.errors",
+    "Tenant": "gpumat.core.tenant",
+    "JaggedBatch": "gpumat.core.batch",
+    "Tier": "gpumat.host.tier",
+    "ExampleLogger": "gpumat.host.logger",
+    "materialize": "gpumat.api",
+    "Materializer": "gpumat.materializer",
+    "MaterializedBatch": "gpumat.materializer",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gpumat' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # resolved once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

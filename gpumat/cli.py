@@ -12,7 +12,7 @@ import sys
 
 
 def _schema_arg(text: str) -> dict[str, str]:
-    from gpumat.errors import SchemaError
+    from gpumat.core.errors import SchemaError
 
     schema = {"ts": "int64"}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -25,16 +25,13 @@ def _schema_arg(text: str) -> dict[str, str]:
 
 def cmd_ingest(args) -> int:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from gpumat.errors import SchemaError, TierError
+    from gpumat.core.errors import SchemaError, TierError
+    from gpumat.host.events import read_events, read_events_table
     from gpumat.host.schema import check_schema
-    from gpumat.host.tier import Tier, _read_events
+    from gpumat.host.tier import Tier
 
-    try:
-        events = pq.read_table(args.events)
-    except (OSError, ValueError) as e:
-        raise SchemaError(f"cannot read events {args.events!r}: {e}") from None
+    events = read_events_table(args.events)  # a missing or unreadable file fails before the tier is touched
     try:
         tier = Tier.open(args.tier)
         if args.schema is not None and _schema_arg(args.schema) != tier.schema:
@@ -48,7 +45,7 @@ def cmd_ingest(args) -> int:
         else:
             schema = _schema_arg(args.schema)
         # check the events before creating anything: a failed ingest leaves no empty tier behind
-        _read_events(events, check_schema(schema))
+        read_events(events, check_schema(schema))
         tier = Tier.create(args.tier, schema)
     v = tier.append(events)
     print(f"{args.tier}: appended {events.num_rows} events as version {v}")
@@ -59,29 +56,56 @@ def cmd_compact(args) -> int:
     from gpumat.host.tier import Tier
 
     tier = Tier.open(args.tier)
-    before = tier.stats()
+    before, v0 = tier.stats(), tier.version
     v = tier.compact()
+    if v == v0:
+        print(f"{args.tier}: nothing to compact ({before['stripes']} stripes for {before['users']} users); "
+              f"no version committed, still at version {v}")
+        return 0
     after = tier.stats()
     print(f"{args.tier}: compacted into version {v}: {before['stripes']} -> {after['stripes']} stripes")
     return 0
 
 
+def _when(t: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def cmd_inspect(args) -> int:
     from gpumat.host.tier import Tier
 
-    tier = Tier.open(args.tier, version=args.version)
+    tier = Tier.open(args.tier, version=args.at)
     stats = tier.stats()
+    versions = tier.versions()
+    user = None if args.user is None else [{"version": v, "length": n} for v, n in tier.user_lengths(args.user)]
     if args.json:
-        print(json.dumps(stats, indent=2, sort_keys=True))
+        out = dict(stats, versions=versions)
+        if user is not None:
+            out["user"] = {"user_id": args.user, "lengths": user}
+        print(json.dumps(out, indent=2, sort_keys=True))
         return 0
     print(f"tier {args.tier}  version {stats['version']}  block size {stats['block_size']}")
     print(f"  schema: {', '.join(f'{c}:{t}' for c, t in stats['schema'].items())}")
     print(f"  users {stats['users']:,}  events {stats['events']:,}  segments {stats['segments']:,}  stripes {stats['stripes']:,}")
     print(f"  stored {stats['stored_bytes']:,} bytes")
-    print(f"  {'column':<16}{'bytes':>14}{'bytes/event':>13}  encodings")
+    print(f"  {'column':<16}{'bytes':>14}{'bytes/event':>13}  encodings (blocks)")
     for c, col in stats["columns"].items():
         enc = ", ".join(f"{k} {v}" for k, v in sorted(col["encodings"].items()))
         print(f"  {c:<16}{col['bytes']:>14,}{col['bytes_per_event']:>13.3f}  {enc}")
+    print("  encodings: FOR = frame of reference (value = block minimum + bit-packed offset);")
+    print("             LFOR = linear FOR (value = base + slope * position + bit-packed residual), for trending columns like ts")
+    shown = versions if args.versions == 0 else versions[-args.versions:]
+    print(f"  versions ({len(versions)}{'' if len(shown) == len(versions) else f', the newest {len(shown)}; --versions 0 lists all'}):")
+    print(f"  {'version':>9}  {'operation':<10}{'events':>12}{'total':>14}  committed")
+    for r in shown:
+        print(f"  {r['version']:>9}  {r['operation']:<10}{r['events']:>12,}{r['total_events']:>14,}  {_when(r['committed_at'])}")
+    if user is not None:
+        print(f"  user {args.user}: length at each version where it changed"
+              + ("" if user else f" (no events up to version {stats['version']})"))
+        for r in user:
+            print(f"  {r['version']:>9}  {r['length']:>12,}")
     return 0
 
 
@@ -90,19 +114,24 @@ def cmd_materialize(args) -> int:
     import pyarrow.parquet as pq
 
     from gpumat.api import materialize
-    from gpumat.batch import Tenant
-    from gpumat.errors import GpumatError, SchemaError
-    from gpumat.host.examples import POINTER_COLUMNS, TAIL_PREFIX, read_examples_table
+    from gpumat.core.errors import GpumatError, SchemaError
+    from gpumat.core.names import POINTER_COLUMNS, TAIL_PREFIX
+    from gpumat.core.tenant import Tenant
+    from gpumat.host.examples import read_examples_table
     from gpumat.host.tier import Tier
+    from gpumat.ops import pick_device
 
+    device = pick_device(args.device)  # before reading anything: a device that cannot work here fails now
     try:
         with open(args.tenant) as f:
             tenant = Tenant.from_json(json.load(f))
+    except FileNotFoundError:
+        raise SchemaError(f"tenant file {args.tenant!r} not found") from None
     except (OSError, json.JSONDecodeError) as e:
         raise SchemaError(f"cannot read tenant {args.tenant!r}: {e}") from None
     tier = Tier.open(args.tier)
     table = read_examples_table(args.examples)
-    batch = materialize(tier, table, tenant, device=args.device, backend=args.backend)
+    batch = materialize(tier, table, tenant, device=device, backend=args.backend)
     offsets = batch.offsets.cpu().numpy()
     cols = {"user_id": table.column("user_id").cast(pa.int64())}
     for c in tenant.columns:
@@ -123,10 +152,35 @@ def cmd_materialize(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+# (command, module under gpumat, help): commands whose options live in a heavy module, imported
+# only when that command is the one being parsed, so `gpumat inspect` never imports torch.
+HEAVY = {
+    "storage": ("bench.storage", "tier vs Fat Row and store-once Parquet: bytes stored and read, CPU time"),
+    "kernels": ("bench.kernels", "decode-gather backends on a GPU against the copy ceilings (needs CUDA)"),
+    "e2e": ("bench.e2e", "training steps fed by the pipeline: ideal, overlapped and synchronous"),
+    "demo": ("demo.ml1m", "the main job: MovieLens-1M as a versioned tier, three tenants, HSTU training"),
+}
+
+
+def _requested(argv: list[str]) -> set[str]:
+    """The heavy commands named on the command line (their modules' options are needed)."""
+    words = [a for a in argv if not a.startswith("-")]
+    if words[:1] == ["demo"]:
+        return {"demo"}
+    if words[:1] == ["bench"] and len(words) > 1:
+        return {words[1]}
+    return set()
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; the options of a benchmark or the demo are added only when ``argv`` names it."""
+    from gpumat import __version__
+
+    wanted = _requested(sys.argv[1:] if argv is None else list(argv))
     p = argparse.ArgumentParser(prog="gpumat", description="Versioned late materialization of user histories.")
+    p.add_argument("--version", action="version", version=f"gpumat {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # --debug is accepted after the command too; SUPPRESS keeps a top-level --debug from being reset
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -137,70 +191,79 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--schema", help="feature columns as name:dtype,... (ts:int64 is implied)")
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("compact", parents=[common], help="rewrite the tier's histories into long stripes (new version)")
+    s = sub.add_parser("compact", parents=[common],
+                       help="rewrite the tier's histories into long stripes (a new version; nothing if already compact)")
     s.add_argument("tier")
     s.set_defaults(func=cmd_compact)
 
     s = sub.add_parser("inspect", parents=[common], help="versions, sizes and encodings of a tier")
     s.add_argument("tier")
-    s.add_argument("--version", type=int, default=None)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--at", type=int, default=None, metavar="VERSION",
+                   help="inspect the tier as it was at VERSION (default: the latest)")
+    s.add_argument("--user", type=int, default=None, metavar="ID", help="also show this user's length at every version")
+    s.add_argument("--versions", type=int, default=20, metavar="N",
+                   help="list the newest N versions (default 20; 0 lists all)")
+    s.add_argument("--json", action="store_true", help="everything as JSON (all versions)")
     s.set_defaults(func=cmd_inspect)
 
     s = sub.add_parser("materialize", parents=[common], help="rebuild examples' sequences for a tenant into Parquet")
     s.add_argument("tier")
-    s.add_argument("examples")
-    s.add_argument("--tenant", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--backend", default="auto", choices=["auto", "reference", "triton"])
+    s.add_argument("examples", nargs="+",
+                   help="examples: Parquet file(s), directories or glob patterns (files without tail columns have empty tails)")
+    s.add_argument("--tenant", required=True, help="tenant JSON: {\"name\": ..., \"columns\": [...], \"max_len\": N}")
+    s.add_argument("--out", required=True, help="output Parquet file")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto")
+    s.add_argument("--backend", default="auto", choices=["auto", "reference", "triton", "torch", "numpy", "cupy"])
     s.set_defaults(func=cmd_materialize)
 
     s = sub.add_parser("bench", help="benchmarks: storage, kernels, e2e")
-    bsub = s.add_subparsers(dest="bench", required=True)
-    for name, module in (("storage", "bench_storage"), ("kernels", "bench_kernels"), ("e2e", "bench_e2e")):
-        b = bsub.add_parser(name)
-        b.set_defaults(func=_lazy(module))
-        _add_bench_args(module, b)
+    bsub = s.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    for name in ("storage", "kernels", "e2e"):
+        b = bsub.add_parser(name, parents=[common], help=HEAVY[name][1], description=HEAVY[name][1])
+        _heavy(name, b, name in wanted)
 
-    s = sub.add_parser("demo", help="the main job: real data, late materialization, training")
-    _add_bench_args("demo", s)
-    s.set_defaults(func=_lazy("demo"))
+    s = sub.add_parser("demo", parents=[common], help=HEAVY["demo"][1], description=HEAVY["demo"][1])
+    _heavy("demo", s, "demo" in wanted)
     return p
 
 
-def _add_bench_args(module: str, parser) -> None:
+def _heavy(name: str, parser, load: bool) -> None:
+    """Wire a benchmark or the demo: its ``run``, and its options when it is the command being parsed."""
     import importlib
 
-    try:
-        mod = importlib.import_module(f"gpumat.{module}")
-    except ImportError:
-        return
-    mod.add_arguments(parser)
+    module = f"gpumat.{HEAVY[name][0]}"
+    if load:
+        importlib.import_module(module).add_arguments(parser)
 
-
-def _lazy(module: str):
     def run(args):
-        import importlib
-
-        importlib.import_module(f"gpumat.{module}").run(args)  # returns its results for programmatic use
+        importlib.import_module(module).run(args)  # returns its results for programmatic use
         return 0
 
-    return run
+    parser.set_defaults(func=run)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())  # one line, whatever the message (pyarrow's can span several)
 
 
 def main(argv=None) -> int:
-    from gpumat.errors import GpumatError
+    from gpumat.core.errors import GpumatError
 
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except GpumatError as e:
         if args.debug:
             raise
-        msg = " ".join(str(e).split())  # one line, whatever the message (pyarrow's can span several)
-        print(f"gpumat {args.command}: {type(e).__name__}: {msg}", file=sys.stderr)
+        print(f"gpumat {args.command}: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`gpumat inspect --json | head -1`): stop writing, say so once.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        print(f"gpumat {args.command}: output closed early (broken pipe)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gpumat: interrupted", file=sys.stderr)

@@ -24,15 +24,14 @@ is built, the CUDA device is queried when its pipeline is first built (the first
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from gpumat.api import raise_on_leakage, resolve_backend, resolve_device, run_staged
-from gpumat.batch import JaggedBatch, Tenant
-from gpumat.errors import GpumatError, LeakageError, SchemaError
+from gpumat.core.batch import JaggedBatch
+from gpumat.core.tenant import Tenant
+from gpumat.core.errors import GpumatError, LeakageError, SchemaError
 from gpumat.host.dali_source import (
     StagedBatchSource,
     decode_layout,
@@ -45,6 +44,7 @@ from gpumat.host.dali_source import (
 from gpumat.host.prefetch import AffinitySampler
 from gpumat.host.schema import int_column
 from gpumat.host.tier import Tier
+from gpumat.ops import check_device, decode_gather, resolve_backend, resolve_device
 
 
 def _import_dali():
@@ -86,6 +86,7 @@ class DaliMaterializer:
         if not isinstance(tenant, Tenant):
             raise SchemaError(f"tenant must be a gpumat.Tenant, got {type(tenant).__name__}")
         self.device = resolve_device(device)
+        check_device(self.device)
         if self.device.type not in ("cpu", "cuda"):
             raise SchemaError(f"DaliMaterializer runs on 'cpu' or a CUDA device, got {self.device}")
         for name, value in (("py_num_workers", py_num_workers), ("prefetch_queue_depth", prefetch_queue_depth)):
@@ -221,17 +222,10 @@ class DaliMaterializer:
                 f"where epoch {epoch} batch {batch} ({rows.size} examples) was due"
             )
         staged = unpack_staged(flat, layout, self.tenant, self.schema, self.block_size, self.check_leakage)
-        if backend == "reference":
-            values, viol = run_staged(staged, backend, self.device)
-        else:
-            # Already on the device (DALI's copy): run the kernels that run_staged would run after its own copy.
-            from gpumat.kernels.triton_decode_gather import materialize_staged_triton
-
-            values, v = materialize_staged_triton(staged, total=header["total"])
-            viol = v.cpu().numpy().astype(bool)  # the one read back of the batch
+        # Already where the backend runs (DALI made the copy): the host backends read the CPU views.
+        values, v = decode_gather(staged, backend)
+        viol = v.cpu().numpy()  # the one read back of the batch
         if self.check_leakage and viol.any():
-            try:
-                raise_on_leakage(viol, SimpleNamespace(user_id=self._users[rows], request_ts=staged.request_ts.cpu().numpy()))
-            except LeakageError as e:
-                raise LeakageError(f"tenant {self.tenant.name!r}, epoch {epoch}, batch {batch}: {e}", e.indices) from None
+            LeakageError.check(viol, self._users[rows], staged.request_ts.cpu().numpy(),
+                               where=f"tenant {self.tenant.name!r}, epoch {epoch}, batch {batch}")
         return JaggedBatch(staged.offsets.clone(), {c: values[c] for c in self.tenant.columns}, nbytes_read=staged.nbytes_read)

@@ -27,14 +27,15 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from gpumat.api import resolve_backend, resolve_device
-from gpumat.batch import JaggedBatch, Tenant
-from gpumat.errors import LeakageError, PointerError, SchemaError, describe_indices
+from gpumat.core.batch import JaggedBatch
+from gpumat.core.errors import LeakageError, PointerError, SchemaError, describe_indices
+from gpumat.core.tenant import Tenant
 from gpumat.host.examples import Examples, check_pointers, parse_examples, read_examples_table
 from gpumat.host.schema import int_column
 from gpumat.host.planner import plan
 from gpumat.host.prefetch import AffinitySampler, Prefetcher
 from gpumat.host.tier import Tier
+from gpumat.ops import check_device, decode_gather, resolve_backend, resolve_device, runs_on_host
 
 
 @contextlib.contextmanager
@@ -108,6 +109,11 @@ def _passthrough(ex: Examples, pin: bool = False) -> dict:
     return out
 
 
+def _check_leakage(violations: np.ndarray, st) -> None:
+    """``LeakageError`` naming the leaking examples by their row in the source, and the batch."""
+    LeakageError.check(violations, st.ex.user_id, st.ex.request_ts, rows=st.rows, where=st.where)
+
+
 @dataclass
 class _Staged:
     """A batch after the host stages: parsed examples and one staged plan per tenant."""
@@ -120,23 +126,6 @@ class _Staged:
     values: dict | None = None  # host-computed values (CPU device) per tenant
     violations: np.ndarray | None = None
     where: str = ""  # which batch this is ("batch 3 of epoch 0"), for errors raised when it is handed out
-
-
-def _raise_on_leakage(violations: np.ndarray, st: _Staged) -> None:
-    """``LeakageError`` naming the leaking examples by their row in the source examples table.
-
-    Inside ``iterate`` a batch is a shuffled subset of the source, so batch-local indices would
-    point at the wrong rows; ``st.rows`` maps them back (``__call__``'s rows are the identity).
-    """
-    bad = np.flatnonzero(violations)
-    if bad.size:
-        rows = bad if st.rows is None else np.asarray(st.rows, dtype=np.int64)[bad]
-        prefix = f"{st.where}: " if st.where else ""
-        raise LeakageError(
-            f"{prefix}examples {describe_indices(rows)} materialize events with ts >= request_ts "
-            f"(first: user {int(st.ex.user_id[bad[0]])}, request_ts {int(st.ex.request_ts[bad[0]])})",
-            rows,
-        )
 
 
 class Materializer:
@@ -158,6 +147,8 @@ class Materializer:
 
     def __init__(self, tier, tenants, device="cpu", backend: str = "auto", check_leakage: bool = True,
                  streaming: bool = False, refresh_timeout: float = 60.0):
+        self.device = resolve_device(device)
+        check_device(self.device)  # before anything else: a device that cannot work here fails first
         tenants = list(tenants)
         if not tenants or not all(isinstance(t, Tenant) for t in tenants):
             raise SchemaError("tenants must be a non-empty list of gpumat.Tenant")
@@ -168,7 +159,6 @@ class Materializer:
             t.check(tier.schema)
         self.tier = tier
         self.tenants = tenants
-        self.device = resolve_device(device)
         self.backend = resolve_backend(backend, self.device)
         self.check_leakage = check_leakage
         self.streaming = streaming
@@ -218,7 +208,7 @@ class Materializer:
             check_pointers(ex, tier)
             staged = {t.name: plan(tier, ex, t, self.check_leakage) for t in self.tenants}
         out = _Staged(ex, rows, staged, passthrough=_passthrough(ex, pin=cuda))
-        if self.backend == "triton":
+        if not runs_on_host(self.backend):
             with stage_range("gpumat.pack", cuda):
                 # Pinned slots come from torch's caching host allocator: a slot returns to the pool
                 # only after the copy that reads it has completed, so reuse is never early.
@@ -226,27 +216,24 @@ class Materializer:
                     name: s.pack(torch.empty(s.packed_numel(), dtype=torch.int64, pin_memory=True) if cuda else None)
                     for name, s in staged.items()
                 }
-        elif self.backend == "reference":
-            from gpumat.reference import materialize_staged_reference
-
+        else:
             with stage_range("gpumat.decode", cuda):
-                out.values, viol = {}, np.zeros(ex.size, dtype=bool)
+                out.values, viol = {}, torch.zeros(ex.size, dtype=torch.bool)
                 for name, s in staged.items():
-                    vals, v = materialize_staged_reference(s)
-                    out.values[name] = vals
+                    out.values[name], v = decode_gather(s, self.backend)
                     viol |= v
-                out.violations = viol
+                out.violations = viol.numpy()
         return out
 
     # ---- device stage ------------------------------------------------------------------------
     def _finish_host(self, st: _Staged) -> MaterializedBatch:
         if self.check_leakage:
-            _raise_on_leakage(st.violations, st)
+            _check_leakage(st.violations, st)
         tenants = {}
         for t in self.tenants:
             s = st.staged[t.name]
             offsets = torch.from_numpy(np.asarray(s.offsets))
-            vals = {c: torch.from_numpy(st.values[t.name][c]) for c in t.columns}
+            vals = {c: st.values[t.name][c] for c in t.columns}
             b = JaggedBatch(offsets, vals, nbytes_read=s.nbytes_read)
             tenants[t.name] = _keep_nbytes(b.to(self.device), b) if self.device.type != "cpu" else b
         passthrough = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in st.passthrough.items()}
@@ -254,8 +241,6 @@ class Materializer:
 
     def _launch(self, st: _Staged, streams=None):
         """Issue copies and kernels for one batch; returns a handle to finish later."""
-        from gpumat.kernels.triton_decode_gather import materialize_staged_triton
-
         cuda = self.device.type == "cuda"
         copy_stream, side_stream = streams if streams else (None, None)
         outs, viol = {}, None
@@ -279,11 +264,10 @@ class Materializer:
                 if copied is not None:
                     side_stream.wait_event(copied)
                     dev._flat.record_stream(side_stream)
-                # total from the host plan: reading offsets[-1] from the device would sync
-                values, v = materialize_staged_triton(dev, total=s.total)
+                values, v = decode_gather(dev, self.backend)  # sizes travel from the host plan: no sync
                 # a copy of the offsets, so a batch the caller keeps does not pin the packed buffer
                 outs[t.name] = (dev.offsets.clone(), values, s.nbytes_read)
-                viol = v if viol is None else torch.maximum(viol, v)
+                viol = v if viol is None else viol | v
         flags = None
         done = None
         if cuda:
@@ -315,7 +299,7 @@ class Materializer:
             if self.check_leakage and flags is not None:
                 if done is not None:
                     done.synchronize()  # recorded `inflight - 1` batches ago: complete in the steady state
-                _raise_on_leakage(flags.cpu().numpy().astype(bool), st)
+                _check_leakage(flags.cpu().numpy(), st)
         return batch
 
     # ---- public ------------------------------------------------------------------------------
@@ -387,7 +371,7 @@ class MaterializedLoader:
                            name="gpumat host stage",
                            describe=lambda i, item: f"{where(item[0])} (example rows {describe_indices(item[1])})")
         cuda = mat.device.type == "cuda"
-        streams = (torch.cuda.Stream(mat.device), torch.cuda.Stream(mat.device)) if cuda and mat.backend == "triton" else None
+        streams = (torch.cuda.Stream(mat.device), torch.cuda.Stream(mat.device)) if cuda and not runs_on_host(mat.backend) else None
         pending: deque = deque()
         try:
             for st in stage:

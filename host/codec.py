@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpumat.errors import CorruptionError
+from gpumat.core.errors import CorruptionError
 from gpumat.host.ranges import ranges
 
 HDR_WORDS = 4  # base, slope, meta, hash

@@ -18,7 +18,7 @@ worker: nothing heavy is pickled when DALI spawns its workers, only paths and th
     [LAYOUT_MAGIC, epoch, batch index, B (examples), nbytes_read, A (arrays), total events]
 
 then one row of four words per array, ``[offset into flat, ndim, dim0, dim1]`` (``dim1 = 0`` for a
-1-D array), in the fixed order of ``StagedBatch._arrays()``:
+1-D array), in the fixed order of ``StagedBatch.arrays()``:
 
     offsets, hist_len, tail_src, tail_len, request_ts,             (EXAMPLE_FIELDS, [B + 1], [B] ...)
     tile_block, tile_lo, tile_cnt, tile_out, tile_ex,              (TILE_FIELDS, [T])
@@ -50,13 +50,13 @@ import traceback
 import numpy as np
 import torch
 
-import gpumat.errors as _errors
-from gpumat.batch import Tenant
-from gpumat.errors import GpumatError, describe_indices
+import gpumat.core.errors as _errors
+from gpumat.core.tenant import Tenant
+from gpumat.core.errors import GpumatError, describe_indices
 from gpumat.host.examples import check_pointers, parse_examples, read_examples_table
 from gpumat.host.planner import plan, staged_columns
 from gpumat.host.prefetch import AffinitySampler, StageError
-from gpumat.kernels.staged import EXAMPLE_FIELDS, TILE_FIELDS, StagedBatch, StagedColumn
+from gpumat.core.staged import EXAMPLE_FIELDS, TILE_FIELDS, StagedBatch, StagedColumn
 
 LAYOUT_MAGIC = 0x474D41545F4C4159  # "GMAT_LAY": a packed layout, not some other int64 array
 ERROR_MAGIC = 0x474D41545F455252  # "GMAT_ERR": an error sample (see the module docstring)
@@ -127,6 +127,7 @@ def unpack_staged(flat, layout, tenant: Tenant, schema: dict[str, str], block_si
         *(empty for _ in EXAMPLE_FIELDS + TILE_FIELDS),
         check_leakage=check_leakage,
         nbytes_read=header["nbytes_read"],
+        known_total=header["total"],  # so the kernels never read offsets[-1] back from the device
     )
     return template.from_flat(flat, decoded)
 

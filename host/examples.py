@@ -7,17 +7,18 @@ column passes through untouched.
 
 from __future__ import annotations
 
+import glob
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gpumat.errors import PointerError, SchemaError, describe_indices
+from gpumat.core.errors import PointerError, SchemaError, describe_indices
+from gpumat.core.names import POINTER_COLUMNS, TAIL_PREFIX
 from gpumat.host.schema import int_column, list_column
 
-POINTER_COLUMNS = ("user_id", "version", "length", "request_ts")
-TAIL_PREFIX = "tail_"
 
 
 @dataclass
@@ -42,18 +43,76 @@ class Examples:
         return np.diff(self.tail_offsets)
 
 
+def example_files(examples) -> list[str]:
+    """The Parquet files named by a path, a directory (its ``*.parquet`` files), a glob pattern, or a
+    list of those, in the order given (a directory's and a pattern's files sorted by name).
+
+    A name that matches nothing is a ``SchemaError`` that says so.
+    """
+    items = [examples] if isinstance(examples, (str, bytes)) or hasattr(examples, "__fspath__") else list(examples)
+    files: list[str] = []
+    for item in items:
+        if not (isinstance(item, (str, bytes)) or hasattr(item, "__fspath__")):
+            raise SchemaError(f"examples: expected a path or glob pattern, got {type(item).__name__}")
+        path = os.fsdecode(item)
+        if os.path.isdir(path):
+            found = sorted(glob.glob(os.path.join(glob.escape(path), "*.parquet")))
+            if not found:
+                raise SchemaError(f"examples directory {path!r} holds no *.parquet file")
+        elif glob.has_magic(path):
+            found = sorted(f for f in glob.glob(path) if os.path.isfile(f))
+            if not found:
+                raise SchemaError(f"examples pattern {path!r} matches no file")
+        elif os.path.exists(path):
+            found = [path]
+        else:
+            raise SchemaError(f"examples file {path!r} not found")
+        files += found
+    if not files:
+        raise SchemaError("examples: an empty list of files")
+    return files
+
+
+def _with_empty_tails(table: pa.Table, tail_fields: dict[str, pa.Field]) -> pa.Table:
+    """``table`` with an empty list for every tail column it lacks (a file without tails: empty tails)."""
+    for name, f in tail_fields.items():
+        if name not in table.column_names:
+            empty = pa.ListArray.from_arrays(pa.array(np.zeros(table.num_rows + 1, dtype=np.int32)), pa.array([], f.type.value_type))
+            table = table.append_column(pa.field(name, f.type), empty)
+    return table
+
+
 def read_examples_table(examples) -> pa.Table:
-    """A pyarrow Table from a Table, a RecordBatch or a Parquet path."""
+    """A pyarrow Table from a Table, a RecordBatch, or Parquet files (see ``example_files``).
+
+    Files may differ in their tail columns: a file with none has empty tails (its rows get empty
+    ``tail_<c>`` lists). Every file must have the same other columns with the same types.
+    """
     if isinstance(examples, pa.Table):
         return examples
     if isinstance(examples, pa.RecordBatch):
         return pa.Table.from_batches([examples])
-    if isinstance(examples, (str, bytes)) or hasattr(examples, "__fspath__"):
+    if not (isinstance(examples, (str, bytes, list, tuple)) or hasattr(examples, "__fspath__")):
+        raise SchemaError(f"examples must be a pyarrow Table, Parquet path(s) or glob pattern(s), got {type(examples).__name__}")
+    files = example_files(examples)
+    tables = []
+    for path in files:
         try:
-            return pq.read_table(examples)
+            tables.append(pq.read_table(path))
         except (OSError, pa.ArrowException) as e:
-            raise SchemaError(f"cannot read examples from {examples!r}: {e}") from None
-    raise SchemaError(f"examples must be a pyarrow Table or a Parquet path, got {type(examples).__name__}")
+            raise SchemaError(f"cannot read examples from {path!r}: {' '.join(str(e).split())}") from None
+    if len(tables) == 1:
+        return tables[0]
+    tail_fields = {f.name: f for t in tables for f in t.schema if f.name.startswith(TAIL_PREFIX)}
+    tables = [_with_empty_tails(t, tail_fields) for t in tables]
+    order = tables[0].column_names
+    for path, t in zip(files, tables):
+        if set(t.column_names) != set(order):
+            raise SchemaError(f"examples file {path!r} has columns {sorted(t.column_names)}, the first file {sorted(order)}")
+    try:
+        return pa.concat_tables([t.select(order) for t in tables], promote_options="permissive")
+    except pa.ArrowException as e:
+        raise SchemaError(f"examples files disagree on column types: {' '.join(str(e).split())}") from None
 
 
 def parse_examples(examples, schema: dict[str, str]) -> Examples:

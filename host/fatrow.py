@@ -33,8 +33,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from gpumat.batch import JaggedBatch, Tenant
-from gpumat.errors import PointerError, SchemaError, describe_indices
+from gpumat.core.batch import JaggedBatch
+from gpumat.core.tenant import Tenant
+from gpumat.core.errors import PointerError, SchemaError, describe_indices
 from gpumat.host.examples import parse_examples
 from gpumat.host.logger import list_array
 from gpumat.host.planner import window_sizes

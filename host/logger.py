@@ -33,12 +33,12 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from gpumat.errors import SchemaError
+from gpumat.core.errors import SchemaError
+from gpumat.core.names import POINTER_COLUMNS, TAIL_PREFIX
+from gpumat.host.events import read_events
 from gpumat.host.schema import check_schema, int_column
 from gpumat.host.ranges import ranges
 
-POINTER_COLUMNS = ("user_id", "version", "length", "request_ts")
-TAIL_PREFIX = "tail_"
 _PA_TYPES = {"int64": pa.int64(), "int32": pa.int32()}
 # pyarrow's list<> has int32 offsets: a list column longer than this is split into chunks.
 _MAX_LIST_VALUES = 2**31 - 1
@@ -83,21 +83,10 @@ class ExampleLogger:
 
     # ---------------------------------------------------------------- buffering
     def _check_events(self, events) -> dict[str, np.ndarray]:
-        if isinstance(events, pa.RecordBatch):
-            events = pa.Table.from_batches([events])
-        if not isinstance(events, pa.Table):
+        """SPEC §3's event validation (host/events.py); unlike ``Tier.append``, no Parquet paths."""
+        if not isinstance(events, (pa.Table, pa.RecordBatch)):
             raise SchemaError(f"events must be a pyarrow Table, got {type(events).__name__}")
-        want = ["user_id", *self.schema]
-        names = events.column_names
-        missing = [c for c in want if c not in names]
-        extra = [c for c in names if c not in want]
-        if missing or extra or len(set(names)) != len(names):
-            raise SchemaError(f"events: columns {names} do not match user_id + schema {list(self.schema)}"
-                              f" (missing {missing}, extra {extra})")
-        cols = {"user_id": int_column(events.column("user_id"), "int64", "events column 'user_id'")}
-        for c, dtype in self.schema.items():
-            cols[c] = int_column(events.column(c), dtype, f"events column {c!r}")
-        return cols
+        return read_events(events, self.schema)
 
     def observe(self, events: pa.Table) -> None:
         """Buffer unsealed ``events`` (``user_id`` + every schema column; SPEC §3's integer rule)."""

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpumat.batch import Tenant
+from gpumat.core.tenant import Tenant
 from gpumat.host.examples import Examples
 from gpumat.host.ranges import expand_ranges
-from gpumat.kernels.staged import StagedBatch, StagedColumn
+from gpumat.core.staged import StagedBatch, StagedColumn
 
 
 def staged_columns(tenant: Tenant, check_leakage: bool) -> list[tuple[str, bool]]:

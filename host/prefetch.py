@@ -17,15 +17,45 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpumat.errors import GpumatError, SchemaError
+from gpumat.core.errors import GpumatError, SchemaError
+from gpumat.host.codec import splitmix64
 
 
-def _mix_hash(x: np.ndarray) -> np.ndarray:
-    """splitmix64 of int64 keys: a stable hash for sharding users across ranks (same on every host)."""
-    z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+def user_clustered_order(user_ids, window: int | None = None, rng: np.random.Generator | None = None,
+                         shuffle_windows: bool = False) -> np.ndarray:
+    """A permutation of rows that makes each user's rows contiguous inside every window (data affinity).
+
+    Rows are cut into consecutive windows of ``window`` rows (None: one window). Inside a window
+    each user's rows keep their input order; the users come in a random order drawn from ``rng``
+    (ascending user id when ``rng`` is None). The windows keep their order (a time-ordered stream
+    stays roughly time-ordered: a shuffle buffer), or, with ``shuffle_windows``, come in a random
+    order drawn from ``rng``.
+
+    >>> user_clustered_order(np.array([5, 7, 5, 9, 7, 5])).tolist()  # users ascending, input order inside
+    [0, 2, 5, 1, 4, 3]
+    >>> order = user_clustered_order(np.array([5, 7, 5, 9, 7, 5]), rng=np.random.default_rng(0))
+    >>> np.array([5, 7, 5, 9, 7, 5])[order].tolist()
+    [7, 7, 9, 5, 5, 5]
+    """
+    if window is not None and (isinstance(window, bool) or int(window) < 1):
+        raise SchemaError(f"user_clustered_order: window must be >= 1 or None, got {window!r}")
+    user = np.asarray(user_ids, dtype=np.int64)
+    n = user.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    rows = np.arange(n, dtype=np.int64)
+    win = rows // int(window) if window else np.zeros(n, dtype=np.int64)
+    _, group = np.unique(np.stack([win, user]), axis=1, return_inverse=True)  # (window, user), sorted
+    group = group.reshape(-1)
+    n_groups = int(group.max()) + 1
+    user_rank = rng.permutation(n_groups) if rng is not None else np.arange(n_groups)
+    win_rank = rng.permutation(int(win[-1]) + 1)[win] if shuffle_windows and rng is not None else win
+    return np.lexsort((rows, user_rank[group], win_rank))
+
+
+def shard_of(user_ids, world_size: int) -> np.ndarray:
+    """The rank that owns each user: ``splitmix64(user) % world_size``, the same on every host."""
+    return (splitmix64(np.asarray(user_ids, dtype=np.int64).view(np.uint64)) % np.uint64(world_size)).astype(np.int64)
 
 
 def dist_rank_world() -> tuple[int, int]:
@@ -76,19 +106,9 @@ class AffinitySampler:
     def epoch_batches(self, epoch: int | None = None) -> list[np.ndarray]:
         """Every batch of ``epoch`` (default: the current one) for this rank, in order."""
         epoch = self.epoch if epoch is None else epoch
-        rows = np.flatnonzero(_mix_hash(self.user_ids) % np.uint64(self.world_size) == np.uint64(self.rank))
-        rng = np.random.default_rng([self.seed, epoch])
-        starts = np.arange(0, rows.size, self.window)
-        if self.shuffle:
-            starts = rng.permutation(starts)
-        order = []
-        for s in starts:
-            win = rows[s : s + self.window]
-            users = self.user_ids[win]
-            uniq, inv = np.unique(users, return_inverse=True)
-            rank_of_user = rng.permutation(uniq.size) if self.shuffle else np.arange(uniq.size)
-            order.append(win[np.lexsort((np.arange(win.size), rank_of_user[inv]))])
-        flat = np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
+        rows = np.flatnonzero(shard_of(self.user_ids, self.world_size) == self.rank)
+        rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
+        flat = rows[user_clustered_order(self.user_ids[rows], self.window, rng, shuffle_windows=True)]
         cut = np.arange(self.batch_size, flat.size, self.batch_size)
         batches = np.split(flat, cut) if flat.size else []
         if self.drop_last and batches and batches[-1].size < self.batch_size:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from gpumat.errors import SchemaError
+from gpumat.core.errors import SchemaError
 
 DTYPES = {"int64": np.int64, "int32": np.int32}
 

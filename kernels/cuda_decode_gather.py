@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from gpumat.errors import GpumatError
+from gpumat.core.errors import GpumatError
 
 try:
     import cupy as cp
@@ -118,7 +118,7 @@ def materialize_staged_cuda(staged, padded_width=None, pad_value=0, total=None):
     if dev.type != "cuda":
         raise GpumatError(f"the CUDA twin needs a staged batch on a CUDA device, got {dev}")
     B = staged.offsets.numel() - 1
-    shape = (int(staged.offsets[-1]) if total is None else int(total),) if padded_width is None else (B, int(padded_width))
+    shape = (staged.total if total is None else int(total),) if padded_width is None else (B, int(padded_width))
     width = 0 if padded_width is None else int(padded_width)
     viol = torch.zeros(B, dtype=torch.int32, device=dev)
     values = {}
@@ -126,10 +126,7 @@ def materialize_staged_cuda(staged, padded_width=None, pad_value=0, total=None):
     stream = cp.cuda.ExternalStream(torch.cuda.current_stream(dev).cuda_stream)
     i64 = cp.int64
     with stream:
-        for name, col in staged.columns.items():
-            check = bool(staged.check_leakage) and name == "ts"
-            if not col.project and not check:
-                continue
+        for name, col, check in staged.passes():
             dt = _TORCH_DTYPES[col.dtype]
             buf = torch.full(shape, pad_value, dtype=dt, device=dev) if col.project else torch.empty(1, dtype=dt, device=dev)
             if col.project:

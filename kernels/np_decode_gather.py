@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpumat.errors import GpumatError
+from gpumat.core.errors import GpumatError
 
 _U64 = np.uint64
 _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -153,10 +153,7 @@ def materialize_staged_np(staged, padded_width: int | None = None, pad_value: in
     viol = np.zeros(B, dtype=np.int32)
     values = {}
     common = dict(offsets=offsets, request_ts=staged.request_ts)
-    for name, col in staged.columns.items():
-        check = bool(staged.check_leakage) and name == "ts"
-        if not col.project and not check:
-            continue
+    for name, col, check in staged.passes():
         dt = _NP_DTYPES[col.dtype]
         if padded_width is None:
             out = np.zeros(total, dtype=dt)

@@ -7,7 +7,7 @@ and T tiles, per staged column ``c``
     out_c[e, j]            = the same, ``pad_value`` for j >= len_e  (padded, ``[B, W]``)
     violations[e]          = 1 if a materialized ``ts`` of e is >= request_ts[e]   (int32 ``[B]``)
 
-Inputs (all int64 device tensors, views of the one packed buffer of ``kernels/staged.py``):
+Inputs (all int64 device tensors, views of the one packed buffer of ``gpumat/core/staged.py``):
 ``hdr_c [K, 3]`` (base, slope, meta), ``words_c [W_c + 1]``, the tiles ``tile_block/lo/cnt/out/ex
 [T]``, the examples ``offsets [B + 1]``, ``hist_len/tail_src/tail_len/request_ts [B]`` and the
 inline tails ``tail_values_c``.
@@ -47,7 +47,7 @@ import os
 
 import torch
 
-from gpumat.errors import GpumatError
+from gpumat.core.errors import GpumatError
 
 try:  # triton is a Linux-only dependency; without it the backend is simply unavailable
     import triton
@@ -326,7 +326,7 @@ def gather_tail(
 
 
 def _check_staged(staged) -> torch.device:
-    arrays = list(staged._arrays())
+    arrays = list(staged.arrays())
     dev = staged.offsets.device if torch.is_tensor(staged.offsets) else "one device"
     for name, a in arrays:
         if not torch.is_tensor(a) or a.dtype != torch.int64 or a.device != dev or not a.is_contiguous():
@@ -358,8 +358,8 @@ def materialize_staged_triton(
     not written); ``violations``: int32 ``[B]``, 1 where example e materialized a ``ts >=
     request_ts[e]`` (checked when ``staged.check_leakage`` and a ``ts`` column is staged).
 
-    ``total``: ``offsets[-1]`` if the caller knows it on the host (the planner does); otherwise it
-    is read from the device, the one sync of the jagged path. ``out``: optional preallocated
+    ``total``: overrides ``staged.total`` (``offsets[-1]``: known on the host for a batch the
+    planner built and moved with ``StagedBatch.to``/``from_flat``, so the launch never syncs). ``out``: optional preallocated
     outputs per column (reused buffers; filled with ``pad_value`` first when padded).
     ``tiles_per_prog`` / ``ex_per_prog``: launch-shape overrides (tuning, tests).
     """
@@ -369,7 +369,7 @@ def materialize_staged_triton(
         raise GpumatError(why)
     B = staged.offsets.numel() - 1
     if padded_width is None:
-        n = int(staged.offsets[-1]) if total is None else int(total)
+        n = staged.total if total is None else int(total)
         shape = (n,)
     else:
         shape = (B, int(padded_width))
@@ -384,10 +384,7 @@ def materialize_staged_triton(
 
 def _launch_columns(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog):
     """Allocate each column's output (or take the caller's) and launch its two kernels."""
-    for name, col in staged.columns.items():
-        check = bool(staged.check_leakage) and name == "ts"
-        if not col.project and not check:
-            continue
+    for name, col, check in staged.passes():
         dt = _TORCH_DTYPES[col.dtype]
         buf = None
         if col.project:

@@ -50,13 +50,16 @@ def main(argv=None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, schedule
 
-    from gpumat.bench_e2e import PLANS, STAGES, _pairs, _profiler, make_model, make_step, plan_tenant, resolve_device, select_examples
-    from gpumat.errors import GpumatError
+    from gpumat.bench.e2e import PLANS, make_model, make_step, plan_tenant, select_examples
+    from gpumat.bench.trace import STAGES, thread_profiler
+    from gpumat.models.train import labeled_batches
+    from gpumat.ops import pick_device
+    from gpumat.core.errors import GpumatError
     from gpumat.host.workloads import synthetic_workload
     from gpumat.materializer import Materializer, stage_range
 
     try:
-        device = resolve_device(args.device)
+        device = pick_device(args.device)
     except GpumatError as e:
         print(f"e2e_trace.py: {e}", file=sys.stderr)
         return 2
@@ -90,12 +93,12 @@ def main(argv=None) -> int:
             seen.update(e.name for e in p.events() if e.name in STAGES)
 
         # warmup: the pipeline fills and kernels compile before the recorded steps; repeat=1: one trace
-        prof, all_threads = _profiler(acts, schedule=schedule(wait=0, warmup=args.warmup, active=args.steps, repeat=1),
+        prof, all_threads = thread_profiler(acts, schedule=schedule(wait=0, warmup=args.warmup, active=args.steps, repeat=1),
                                       on_trace_ready=ready)
         with prof:
             loader = mat.iterate(table, batch_size=plan.batch_size, seed=args.seed, depth=args.depth,
                                  inflight=args.inflight, drop_last=True, rank=0, world_size=1)
-            feed = _pairs(loader, tenant.name)
+            feed = labeled_batches(loader, tenant.name)
             try:
                 for i in range(args.warmup + args.steps):
                     with stage_range("e2e.wait_batch", kind == "cuda"):

@@ -15,8 +15,8 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function, schedule
 
-from gpumat.bench_kernels import TENANTS, synthetic_staged
-from gpumat.kernels.triton_decode_gather import materialize_staged_triton
+from gpumat.bench.kernels import TENANTS, synthetic_staged
+from gpumat.ops import decode_gather
 
 
 def main(argv=None) -> int:
@@ -32,15 +32,15 @@ def main(argv=None) -> int:
     staged = synthetic_staged(B, L, seed=0)
     pinned = staged.pack()[0].pin_memory()  # a reusable pinned staging buffer, as the loader keeps one
     dev_staged = staged.to("cuda", buffer=pinned)
-    materialize_staged_triton(dev_staged, total=staged.total)  # compile outside the trace
+    decode_gather(dev_staged, "triton")  # compile outside the trace
     torch.cuda.synchronize()
     sched = schedule(wait=1, warmup=1, active=args.steps)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], schedule=sched, record_shapes=True) as prof:
         for _ in range(args.steps + 2):
             with record_function("stage_h2d"):
                 dev_staged = staged.to("cuda", non_blocking=True, buffer=pinned)
-            with record_function("materialize_staged_triton"):
-                values, viol = materialize_staged_triton(dev_staged, total=staged.total)
+            with record_function("decode_gather"):
+                values, viol = decode_gather(dev_staged, "triton")
             with record_function("read_leakage_flags"):
                 int(viol.max()) if viol.numel() else 0
             prof.step()

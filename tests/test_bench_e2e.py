@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from gpumat import bench_e2e
-from gpumat.errors import GpumatError, SchemaError
+from gpumat.bench import e2e as bench_e2e
+from gpumat.bench import trace
+from gpumat.core.errors import GpumatError, SchemaError
+from gpumat.ops import pick_device
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--device", "cpu", "--scale", "0.05", "--steps", "2", "--warmup", "1", "--profile-steps", "2",
@@ -44,7 +46,7 @@ def test_bench_e2e_cpu_end_to_end(tmp_path):
         assert set(r["overhead_vs_ideal_pct"]) == {"overlapped", "sync"}
         assert r["model_max_len"] == 32 and r["capped"] and r["notes"]
         stages = r["profile"]["stages"]
-        assert set(stages) == set(bench_e2e.STAGES)
+        assert set(stages) == set(trace.STAGES)
         # CPU device: the reference backend plans and decodes in the host threads
         assert stages["gpumat.plan"]["calls"] >= 2 and stages["gpumat.decode"]["calls"] >= 2, stages
         assert stages["gpumat.plan"]["cpu_ms_total"] > 0
@@ -72,7 +74,7 @@ def test_bad_arguments_are_typed_errors():
 
 
 def test_plan_caps_long_tenant_and_fits_memory():
-    from gpumat.batch import Tenant
+    from gpumat.core.tenant import Tenant
 
     model = bench_e2e.PLANS["cuda"]["model"]
     long_ = bench_e2e.plan_tenant(Tenant("long", ["item_id", "ts"], 65536), "cuda", model, memory_bytes=80e9)
@@ -104,11 +106,11 @@ def test_sync_check_reports_where_it_synced():
         assert not state["on"], "the model step must run outside the guard"
         state["steps"] += 1
 
-    r = bench_e2e.sync_check(feed(), step, warmup=1, steps=5, guard=guard)
+    r = trace.sync_check(feed(), step, warmup=1, steps=5, guard=guard)
     assert r["sync_free"] is False and r["checked_steps"] == 2
     assert "synchronizing" in r["error"] and "_fake_sync_site" in r["op"]
     assert not state["on"]
-    ok = bench_e2e.sync_check(iter([(i, i) for i in range(6)]), step, warmup=1, steps=5, guard=guard)
+    ok = trace.sync_check(iter([(i, i) for i in range(6)]), step, warmup=1, steps=5, guard=guard)
     assert ok["sync_free"] is True and ok["checked_steps"] == 5
 
 
@@ -123,7 +125,7 @@ def test_sync_check_follows_host_stage_errors_to_their_cause():
     state = {"on": False}
     pf = Prefetcher(stage, iter(range(5)), depth=2, workers=1, name="test stage")
     feed = ((i, i) for i in pf)
-    r = bench_e2e.sync_check(feed, lambda b, l: None, warmup=0, steps=5, guard=lambda on: state.update(on=on))
+    r = trace.sync_check(feed, lambda b, l: None, warmup=0, steps=5, guard=lambda on: state.update(on=on))
     pf.close()
     assert r["sync_free"] is False and "_fake_sync_site" in r["op"], r
 
@@ -137,7 +139,7 @@ def test_aggregate_stages_counts_cpu_ranges_once():
 
     evs = [Ev("gpumat.h2d", DeviceType.CPU, 100.0, 40.0), Ev("gpumat.h2d", DeviceType.CUDA, 0.0, 40.0),
            Ev("gpumat.decode", DeviceType.CPU, 300.0, 0.0), Ev("aten::mm", DeviceType.CPU, 5.0, 0.0)]
-    st = bench_e2e.aggregate_stages(evs, steps=2)
+    st = trace.aggregate_stages(evs, steps=2)
     assert st["gpumat.h2d"]["calls"] == 1 and st["gpumat.h2d"]["device_ms_total"] == pytest.approx(0.04)
     assert st["gpumat.decode"]["cpu_ms_per_step"] == pytest.approx(0.15)
     assert st["gpumat.plan"]["calls"] == 0
@@ -149,7 +151,7 @@ def test_cuda_device_without_gpu_is_a_typed_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(GpumatError, match="cuda"):
-        bench_e2e.resolve_device("cuda")
+        pick_device("cuda")
 
 
 def test_e2e_trace_script_cpu(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpumat.errors import CorruptionError
+from gpumat.core.errors import CorruptionError
 from gpumat.host import codec
 from gpumat.host.ranges import ranges
 

@@ -17,9 +17,9 @@ import torch
 pytest.importorskip("nvidia.dali")
 
 from gpumat.api import materialize  # noqa: E402
-from gpumat.batch import Tenant  # noqa: E402
+from gpumat.core.tenant import Tenant  # noqa: E402
 from gpumat.dali import DaliMaterializer  # noqa: E402
-from gpumat.errors import GpumatError, LeakageError, PointerError, SchemaError, describe_indices  # noqa: E402
+from gpumat.core.errors import GpumatError, LeakageError, PointerError, SchemaError, describe_indices  # noqa: E402
 from gpumat.host.dali_source import (  # noqa: E402
     StagedBatchSource,
     encode_error,
@@ -117,8 +117,8 @@ def test_source_roundtrip(data, tenant, check):
         assert list(got.columns) == list(want.columns)
         assert [c.project for c in got.columns.values()] == [c.project for c in want.columns.values()]
         names = layout_names(tenant, check)
-        assert [n for n, _ in got._arrays()] == names == [n for n, _ in want._arrays()]
-        for (name, g), (_, w) in zip(got._arrays(), want._arrays()):
+        assert [n for n, _ in got.arrays()] == names == [n for n, _ in want.arrays()]
+        for (name, g), (_, w) in zip(got.arrays(), want.arrays()):
             assert np.array_equal(np.asarray(g), np.asarray(w)) and np.asarray(g).shape == np.asarray(w).shape, name
         assert got.nbytes_read == want.nbytes_read and got.check_leakage == check
     with pytest.raises(StopIteration):

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gpumat.batch import Tenant
-from gpumat.errors import PointerError, SchemaError
+from gpumat.core.tenant import Tenant
+from gpumat.core.errors import PointerError, SchemaError
 from gpumat.host.fatrow import FatRowReader, write_fat_rows
 from gpumat.host.logger import ExampleLogger
 from gpumat.host.tier import Tier

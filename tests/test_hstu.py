@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import gpumat.hstu
-import gpumat.train
-from gpumat.batch import JaggedBatch
-from gpumat.errors import SchemaError
-from gpumat.hstu import HSTU, HSTUConfig, _BucketBias
-from gpumat.train import Throughput, evaluate, popularity_eval, rank_metrics, train_steps
+import gpumat.models.hstu
+import gpumat.models.train
+from gpumat.core.batch import JaggedBatch
+from gpumat.core.errors import SchemaError
+from gpumat.models.hstu import HSTU, HSTUConfig, _BucketBias
+from gpumat.models.train import Throughput, evaluate, popularity_eval, rank_metrics, train_steps
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +57,7 @@ def small_model(seed=0, **kw):
 
 
 def test_doc_examples_run():
-    for mod in (gpumat.hstu, gpumat.train):
+    for mod in (gpumat.models.hstu, gpumat.models.train):
         res = doctest.testmod(mod)
         assert res.failed == 0 and res.attempted > 0, mod.__name__
 
@@ -146,7 +146,7 @@ def test_bucket_bias_backward_matches_embedding():
 
 def test_time_buckets_extremes_do_not_overflow():
     ts = torch.tensor([[torch.iinfo(torch.int64).min, 0, torch.iinfo(torch.int64).max]])
-    tb = gpumat.hstu.time_buckets(ts, 128)
+    tb = gpumat.models.hstu.time_buckets(ts, 128)
     assert tb.min() >= 0 and tb.max() <= 127 and tb[0, 2, 0] == 127 and tb[0, 1, 1] == 0
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from gpumat.errors import SchemaError
+from gpumat.core.errors import SchemaError
 from gpumat.host.examples import parse_examples
 from gpumat.host.logger import ExampleLogger, list_array
 from gpumat.host.ranges import ranges

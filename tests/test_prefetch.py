@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from gpumat.errors import PointerError
-from gpumat.host.prefetch import AffinitySampler, Prefetcher, StageError
+from gpumat.core.errors import PointerError, SchemaError
+from gpumat.host.prefetch import AffinitySampler, Prefetcher, StageError, user_clustered_order
 
 
 def _users(n=1000, nusers=37, seed=0):
@@ -119,3 +119,30 @@ def test_prefetcher_close_stops_workers():
     p.close()
     for t in p._threads:
         assert not t.is_alive()
+
+
+def test_user_clustered_order():
+    rng = np.random.default_rng(0)
+    user = rng.integers(0, 30, 1000)
+    for window in (None, 100, 7):
+        order = user_clustered_order(user, window=window, rng=np.random.default_rng(5))
+        assert np.array_equal(np.sort(order), np.arange(1000))
+        assert np.array_equal(order, user_clustered_order(user, window=window, rng=np.random.default_rng(5)))
+        w = 1000 if window is None else window
+        for lo in range(0, 1000, w):
+            part = order[lo:lo + w]
+            assert np.array_equal(np.sort(part), np.arange(lo, min(lo + w, 1000)))  # windows stay in place
+            u = user[part]
+            starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+            assert np.unique(u).size == starts.size  # each user contiguous
+            for s, e in zip(starts, np.r_[starts[1:], u.size]):
+                assert np.all(np.diff(part[s:e]) > 0)  # a user's rows keep their order
+    a, b = (user_clustered_order(user, rng=np.random.default_rng(k)) for k in (1, 2))
+    assert not np.array_equal(a, b)
+    shuffled = user_clustered_order(user, 100, np.random.default_rng(3), shuffle_windows=True)
+    assert np.array_equal(np.sort(shuffled), np.arange(1000))
+    assert not np.array_equal(shuffled // 100, np.arange(1000) // 100)  # windows moved, each still whole
+    assert all(np.unique(shuffled[i:i + 100] // 100).size == 1 for i in range(0, 1000, 100))
+    assert user_clustered_order(user[:0]).size == 0
+    with pytest.raises(SchemaError):
+        user_clustered_order(user, window=0)

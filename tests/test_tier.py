@@ -1,4 +1,6 @@
-"""The versioned tier (host/tier.py, host/segment.py): versions, lengths, compaction, errors, crashes, corruption."""
+"""The tier facade (host/tier.py) end to end: versions, lengths, compaction, inspection, errors, crashes,
+corruption. Each job's own module has its own tests (test_manifest, test_lengths, test_events, test_reader,
+test_writer); the helpers here (``events``, ``Model``, ``check_version``) are shared with them."""
 
 import os
 import signal
@@ -12,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gpumat.errors import CorruptionError, GpumatError, SchemaError, TierError
+from gpumat.core.errors import CorruptionError, GpumatError, SchemaError, TierError
 from gpumat.host import codec
 from gpumat.host.ranges import ranges
 from gpumat.host.tier import Tier
@@ -134,29 +136,10 @@ def test_compaction_is_invisible(tier_model):
     tab = events(7, 100)
     t.append(tab)
     m.append(tab)
-    t.compact()
+    assert t.compact() == 6
     m.compact()
     for v in (3, 4, 5, 6):
         check_version(Tier.open(t.uri, version=v), m, v)
-
-
-def test_large_user_splits_into_capped_stripes(tmp_path, monkeypatch):
-    import gpumat.host.tier as tiermod
-
-    monkeypatch.setattr(tiermod, "MAX_STRIPE", 64)
-    monkeypatch.setattr(tiermod, "SEGMENT_EVENTS", 100)
-    t = Tier.create(tmp_path / "t", SCHEMA, block_size=16)
-    m = Model()
-    for i in range(3):
-        tab = events(i, 300, users=3)
-        t.append(tab)
-        m.append(tab)
-    t.compact()
-    m.compact()
-    d = t.directory()
-    assert d.count.max() <= 64 and len(t._manifest["segments"]) > 1
-    for v in range(5):
-        check_version(Tier.open(t.uri, version=v), m, v, users=range(3))
 
 
 def test_stale_handles_append_on_top(tmp_path):
@@ -194,32 +177,149 @@ def test_tier_errors(tmp_path):
     assert issubclass(TierError, GpumatError)
 
 
-def test_events_validation(tmp_path):
+def test_bad_events_commit_nothing(tmp_path):
+    """The validation itself is test_events.py's; here: a rejected append commits and writes nothing."""
     t = Tier.create(tmp_path / "t", SCHEMA)
     ok = {"user_id": [1, 2], "ts": [1, 2], "item_id": [3, 4], "action": [5, 6]}
-    bad_tables = [
-        {k: v for k, v in ok.items() if k != "action"},  # missing
-        {**ok, "extra": [1, 2]},  # extra
-        {**ok, "item_id": pa.array([1.0, 2.0])},  # not integer
-        {**ok, "ts": pa.array([1, None], pa.int64())},  # null
-        {**ok, "action": pa.array([0, 2**31], pa.int64())},  # does not fit int32
-        {**ok, "item_id": pa.array([0, 2**63], pa.uint64())},  # uint64 beyond int64
-        {**ok, "user_id": pa.array(["a", "b"])},
-    ]
-    for d in bad_tables:
+    for bad in ({k: v for k, v in ok.items() if k != "action"}, {**ok, "action": pa.array([0, 2**31], pa.int64())}):
         with pytest.raises(SchemaError):
-            t.append(pa.table(d))
+            t.append(pa.table(bad))
     with pytest.raises(SchemaError):
         t.append({"user_id": [1]})
-    with pytest.raises(SchemaError):
+    with pytest.raises(SchemaError, match=r"events file '.*missing\.parquet' not found"):
         t.append(str(tmp_path / "missing.parquet"))
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(SchemaError, match="cannot read events file"):
+        t.append(tmp_path / "junk.parquet")
     assert t.version == 0 and Tier.open(tmp_path / "t").version == 0
+    assert os.listdir(tmp_path / "t" / "_segments") == [] and os.listdir(tmp_path / "t" / "_lengths") == []
     # other integer widths that fit are accepted; Parquet paths too
     good = pa.table({**ok, "item_id": pa.array([0, 2**63 - 1], pa.uint64()), "action": pa.array([-1, 7], pa.int8())})
     pq.write_table(good, tmp_path / "e.parquet")
     assert t.append(tmp_path / "e.parquet") == 1
     assert t.read_history(2)["item_id"].tolist() == [2**63 - 1]
     assert t.read_history(1)["action"].tolist() == [-1]
+
+
+def _files(root):
+    """Every file under a tier directory (relative paths), for "nothing was written" checks."""
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+
+
+def test_create_refuses_a_non_empty_directory_that_is_not_a_tier(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "notes.txt").write_text("x")
+    with pytest.raises(TierError, match="not empty and holds no gpumat tier"):
+        Tier.create(d, SCHEMA)
+    assert os.listdir(d) == ["notes.txt"]  # nothing was created
+    with pytest.raises(TierError):
+        Tier.open(d)
+    # a foreign subdirectory, or a tier's subdirectory with foreign content: refused as well
+    (tmp_path / "d2" / "sub").mkdir(parents=True)
+    (tmp_path / "d3" / "_segments").mkdir(parents=True)
+    (tmp_path / "d3" / "_segments" / "x.gseg").write_bytes(b"")
+    for p in (tmp_path / "d2", tmp_path / "d3"):
+        with pytest.raises(TierError, match="not empty"):
+            Tier.create(p, SCHEMA)
+    # an empty existing directory is fine; so is a missing one, parents included
+    (tmp_path / "empty").mkdir()
+    assert Tier.create(tmp_path / "empty", SCHEMA).version == 0
+    assert Tier.create(tmp_path / "a" / "b" / "c", SCHEMA).version == 0
+    # the skeleton an interrupted create leaves behind (empty subdirectories, the lock, a temp manifest)
+    sk = tmp_path / "skeleton"
+    for sub in ("_manifests", "_segments", "_lengths"):
+        (sk / sub).mkdir(parents=True)
+    (sk / "_lock").write_bytes(b"")
+    (sk / "_manifests" / ".tmp-0123").write_bytes(b"{")
+    assert Tier.create(sk, SCHEMA).version == 0 and Tier.open(sk).version == 0
+    # an existing tier is still "a tier already exists"
+    with pytest.raises(TierError, match="already exists"):
+        Tier.create(tmp_path / "empty", SCHEMA)
+
+
+def test_compact_with_nothing_to_compact_commits_nothing(tmp_path):
+    uri = tmp_path / "t"
+    t = Tier.create(uri, SCHEMA, block_size=8)
+    m = Model()
+    before = _files(uri)
+    assert t.compact() == 0 and t.version == 0  # empty tier
+    assert _files(uri) == before and Tier.open(uri).version == 0
+    tab = events(0, 100)
+    t.append(tab)
+    m.append(tab)
+    assert t.append(events(1, 0)) == 2  # an empty append adds no stripe
+    m.append(events(1, 0))
+    before = _files(uri)
+    assert t.compact() == 2  # one append: every user's history is one stripe already
+    assert _files(uri) == before and Tier.open(uri).version == 2
+    tab = events(2, 100)
+    t.append(tab)
+    m.append(tab)
+    stale = Tier.open(uri)
+    assert t.compact() == 4
+    m.compact()
+    before = _files(uri)
+    assert t.compact() == 4 and _files(uri) == before
+    # a handle behind the latest version catches up to it: nothing to compact there, so it stays
+    assert stale.version == 3 and stale.compact() == 4 == stale.version and _files(uri) == before
+    t.append(events(3, 10))
+    m.append(events(3, 10))
+    assert stale.compact() == 6 and t.refresh() == 6  # catches up to 5, where the new events are second stripes
+    m.compact()
+    for v in range(7):
+        check_version(Tier.open(uri, version=v), m, v, users=range(0, 20, 3))
+    assert [r["operation"] for r in t.versions()] == ["create", "append", "append", "append", "compact", "append", "compact"]
+
+
+def test_versions_lists_every_committed_version(tmp_path):
+    t0 = time.time()
+    t = Tier.create(tmp_path / "t", SCHEMA)
+    sizes = [30, 0, 12]
+    for i, n in enumerate(sizes):
+        t.append(events(i, n))
+    t.compact()
+    t.append(events(9, 5))
+    rows = t.versions()
+    assert [r["version"] for r in rows] == list(range(6))
+    assert [r["operation"] for r in rows] == ["create", "append", "append", "append", "compact", "append"]
+    assert [r["events"] for r in rows] == [0, 30, 0, 12, 0, 5]
+    assert [r["total_events"] for r in rows] == [0, 30, 30, 42, 42, 47]
+    assert all(set(r) == {"version", "operation", "events", "total_events", "committed_at"} for r in rows)
+    at = [r["committed_at"] for r in rows]
+    assert all(isinstance(x, float) for x in at) and at == sorted(at) and t0 - 1 <= at[0] and at[-1] <= time.time() + 1
+    assert rows[-1]["total_events"] == t.stats()["events"] == int(t.lengths(np.arange(20)).sum())
+    # a pinned handle sees the versions up to its own; the latest handle moves on with refresh
+    assert Tier.open(tmp_path / "t", version=3).versions() == rows[:4]
+    assert Tier.open(tmp_path / "t").versions() == rows
+    # a damaged old manifest is corruption, not a silent gap
+    _flip(os.path.join(t.uri, "_manifests", f"{2:020d}.json"), 5, 0)
+    with pytest.raises(CorruptionError):
+        t.versions()
+
+
+def test_user_lengths_over_versions(tmp_path):
+    t = Tier.create(tmp_path / "t", SCHEMA)
+    m = Model()
+    for i in range(4):
+        tab = events(i, 25, users=6)
+        t.append(tab)
+        m.append(tab)
+    t.compact()
+    m.compact()
+    tab = events(4, 3, users=2)
+    t.append(tab)
+    m.append(tab)
+    for u in range(8):
+        lens = [len(m.versions[v].get(u, {"ts": []})["ts"]) for v in range(len(m.versions))]
+        want = [(v, n) for v, n in enumerate(lens) if v and n != lens[v - 1]]
+        assert t.user_lengths(u) == want, u
+        assert all(isinstance(v, int) and isinstance(n, int) for v, n in t.user_lengths(u))
+        assert Tier.open(t.uri, version=2).user_lengths(np.int64(u)) == [(v, n) for v, n in want if v <= 2]
+    assert t.user_lengths(-(2**63)) == [] and t.user_lengths(99) == []
+    for bad in (1.5, "1", None, 2**63, True):
+        with pytest.raises(SchemaError):
+            t.user_lengths(bad)
 
 
 def _flip(path, byte, bit):
@@ -331,27 +431,3 @@ def test_sigkill_mid_write_leaves_a_readable_tier(tmp_path):
     # the killed writers' lock is gone: a new write goes through
     t = Tier.open(uri)
     t.append(events(1, 10))
-
-
-def test_directory_publishes_columns_before_the_directory(tmp_path):
-    # Planner threads share one handle: a thread that finds ``_dir`` already set reads ``_dir_cols``
-    # right away, so ``directory()`` must publish ``_dir_cols`` first. Simulate a thread arriving
-    # at the moment ``_dir`` is published.
-    t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)
-    t.append(events(0, 100))
-    seen = []
-
-    class Watched(Tier):
-        @property
-        def _dir(self):
-            return self.__dict__.get("_watched_dir")
-
-        @_dir.setter
-        def _dir(self, value):
-            self.__dict__["_watched_dir"] = value
-            if value is not None:
-                seen.append(self.read_blocks("item_id", [0], [0], [1])[0].shape)
-
-    w = Watched.open(t.uri)
-    w.directory()
-    assert seen == [(1, 3)]

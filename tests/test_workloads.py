@@ -10,9 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from gpumat.errors import SchemaError
+from gpumat.core.errors import SchemaError
 from gpumat.host import workloads
 from gpumat.host.examples import parse_examples
+from gpumat.host.prefetch import user_clustered_order
 from gpumat.host.workloads import (
     ML1M_MEMBER,
     PIP_COMMAND,
@@ -23,7 +24,6 @@ from gpumat.host.workloads import (
     movielens_workload,
     synthetic_workload,
     user_clustered_batches,
-    user_clustered_order,
 )
 
 DAY = 86_400
@@ -183,27 +183,13 @@ def test_movielens_real_file():
 
 
 # ------------------------------------------------------------------------------ batching
-def test_user_clustered_order():
+def test_user_clustered_batches():
     rng = np.random.default_rng(0)
     user = rng.integers(0, 30, 1000)
     t = pa.table({"user_id": user, "row": np.arange(1000)})
-    for window in (None, 100, 7):
-        order = user_clustered_order(t, window=window, seed=5)
-        assert np.array_equal(np.sort(order), np.arange(1000))
-        assert np.array_equal(order, user_clustered_order(t, window=window, seed=5))
-        w = 1000 if window is None else window
-        for lo in range(0, 1000, w):
-            part = order[lo:lo + w]
-            assert np.array_equal(np.sort(part), np.arange(lo, min(lo + w, 1000)))  # windows stay in place
-            u = user[part]
-            starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-            assert np.unique(u).size == starts.size  # each user contiguous
-            for s, e in zip(starts, np.r_[starts[1:], u.size]):
-                assert np.all(np.diff(part[s:e]) > 0)  # a user's rows keep their order
-    assert not np.array_equal(user_clustered_order(t, seed=1), user_clustered_order(t, seed=2))
     batches = user_clustered_batches(t, 64, window=200, seed=5)
     assert [b.num_rows for b in batches] == [64] * 15 + [40]
-    assert pa.concat_tables(batches).column("row").to_numpy().tolist() == user_clustered_order(t, 200, 5).tolist()
+    expect = user_clustered_order(user, 200, np.random.default_rng(5))
+    assert pa.concat_tables(batches).column("row").to_numpy().tolist() == expect.tolist()
     with pytest.raises(SchemaError):
         user_clustered_batches(t, 0)
-    assert user_clustered_order(t.slice(0, 0)).size == 0

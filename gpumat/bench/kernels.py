@@ -2,9 +2,12 @@
 
 In one run, on the same staged batches (short / mid / long tenants: max_len 256, 4096, 65536):
 
-- ``triton``: ``materialize_staged_triton`` (decode straight from compressed blocks into the windows)
+Every path runs through the one dispatcher, ``gpumat.ops.decode_gather``:
+
+- ``triton``: the fused kernels (decode straight from compressed blocks into the windows)
 - ``torch``: the strongest plain-PyTorch GPU peer, as a user without gpumat would write it: unpack
   every staged block with vectorized torch bit ops, then index-gather the windows and tails
+- ``cupy``: the hand-written CUDA C twin, when cupy is installed (the ``cuda`` extra)
 - ``cpu_ref+h2d``: the NumPy reference on the host plus the pinned host-to-device copy of its dense
   result (what the training step would otherwise wait for)
 - ceilings: measured device-to-device copy bandwidth and pinned host-to-device bandwidth
@@ -27,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpumat.benchutil import environment
-from gpumat.errors import GpumatError
-from gpumat.kernels.staged import StagedBatch, StagedColumn
+from gpumat.bench.util import environment, require_matplotlib
+from gpumat.core.errors import GpumatError
+from gpumat.core.staged import StagedBatch, StagedColumn
+from gpumat.ops import available, check_device, decode_gather, resolve_device
 
 BS = 128
 # (name, max_len, batch size): realistic per-GPU batch sizes, each ~2^23 events (~100 MB of
@@ -39,13 +43,6 @@ TENANTS = (("short", 256, 32768), ("mid", 4096, 2048), ("long", 65536, 128))
 # frame of reference, actions 3 bits; ts is staged only for the leakage check, as linear frame of
 # reference (slope = mean gap) with 12-bit residuals.
 COLUMNS = (("item_id", "int64", 24, 0, True), ("action", "int32", 3, 0, True), ("ts", "int64", 12, 1000, False))
-
-
-def reference_materialize(staged):
-    """The CPU peer: gpumat's own CPU reference backend (the fastest CPU path it has)."""
-    from gpumat.reference import materialize_staged_reference
-
-    return materialize_staged_reference(staged)
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -99,69 +96,6 @@ def synthetic_staged(B: int, L: int, seed: int = 0, max_tail: int = 16, columns=
     )
 
 
-# ----------------------------------------------------------------------------- the PyTorch peer
-
-
-def _lshr(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Logical right shift of int64 by s in [0, 63] (torch's >> on int64 is arithmetic)."""
-    keep = torch.where(s == 0, torch.full_like(s, -1), (torch.ones_like(s) << (64 - s).clamp(max=63)) - 1)
-    return (x >> s) & keep
-
-
-def materialize_staged_torch(staged: StagedBatch, total: int | None = None, n_hist: int | None = None):
-    """The plain-PyTorch peer: decode all ``K x block_size`` values of every staged block, then gather.
-
-    Same contract as ``materialize_staged_triton`` (jagged only). Pass the host-known ``total``
-    and ``n_hist`` (history events) to keep it free of host syncs, as the fused path is.
-    """
-    dev = staged.offsets.device
-    B = staged.offsets.numel() - 1
-    total = int(staged.offsets[-1]) if total is None else int(total)
-    n_hist = int(staged.tile_cnt.sum()) if n_hist is None else int(n_hist)
-    n_tail = total - n_hist
-    T = staged.tile_block.numel()
-    # Index plan, shared by the columns: (source, destination, example) of every output event.
-    tile_of = torch.repeat_interleave(torch.arange(T, device=dev), staged.tile_cnt, output_size=n_hist)
-    r = torch.arange(n_hist, device=dev) - (torch.cumsum(staged.tile_cnt, 0) - staged.tile_cnt)[tile_of]
-    h_src = staged.tile_block[tile_of] * int(staged.block_size) + staged.tile_lo[tile_of] + r
-    h_dst = staged.tile_out[tile_of] + r
-    h_ex = staged.tile_ex[tile_of]
-    t_ex = torch.repeat_interleave(torch.arange(B, device=dev), staged.tail_len, output_size=n_tail)
-    tr = torch.arange(n_tail, device=dev) - (torch.cumsum(staged.tail_len, 0) - staged.tail_len)[t_ex]
-    t_src = staged.tail_src[t_ex] + tr
-    t_dst = staged.offsets[t_ex] + staged.hist_len[t_ex] + tr
-    bs = int(staged.block_size)
-    k = torch.arange(bs, device=dev)
-    viol = torch.zeros(B, dtype=torch.int32, device=dev)
-    values = {}
-    for name, col in staged.columns.items():
-        check = bool(staged.check_leakage) and name == "ts"
-        if not col.project and not check:
-            continue
-        base, slope, meta = col.hdr[:, 0:1], col.hdr[:, 1:2], col.hdr[:, 2:3]
-        w, word_off = meta & 0xFF, meta >> 8
-        bit = k * w  # [K, BS]
-        last = col.words.numel() - 1
-        q = word_off + (bit >> 6)
-        s = bit & 63
-        lo = col.words[q.clamp(max=last)]
-        hi = col.words[(q + 1).clamp(max=last)]
-        bits = _lshr(lo, s) | torch.where(s == 0, torch.zeros_like(hi), hi << (64 - s).clamp(max=63))
-        wmask = torch.where(w >= 64, torch.full_like(w, -1), (torch.ones_like(w) << w.clamp(max=63)) - 1)
-        dense = (base + slope * k + (bits & wmask)).reshape(-1)
-        hv = dense[h_src]
-        tv = col.tail_values[t_src]
-        if col.project:
-            out = torch.empty(total, dtype=getattr(torch, col.dtype), device=dev)
-            out[h_dst] = hv.to(out.dtype)
-            out[t_dst] = tv.to(out.dtype)
-            values[name] = out
-        if check:
-            viol.scatter_reduce_(0, h_ex, (hv >= staged.request_ts[h_ex]).to(torch.int32), "amax")
-            viol.scatter_reduce_(0, t_ex, (tv >= staged.request_ts[t_ex]).to(torch.int32), "amax")
-    return values, viol
-
-
 # ----------------------------------------------------------------------------- measuring
 
 
@@ -197,35 +131,40 @@ def _cpu_time(fn, reps: int = 3) -> dict:
         times.append((time.perf_counter() - t0) * 1e3)
     return {"median_ms": float(np.median(times)), "p20_ms": float(np.quantile(times, 0.2)), "p80_ms": float(np.quantile(times, 0.8))}
 
+def device_peers(device) -> list[str]:
+    """The device backends measured beside Triton: the torch peer always, the cupy twin when it can run."""
+
+    return ["torch"] + (["cupy"] if available("cupy", device)[0] else [])
+
 
 def bench_staged(name: str, staged: StagedBatch, device, ceilings: dict, cpu_reps: int = 3) -> dict:
-    """Time every path on one host ``StagedBatch`` (synthetic or planned from a real tier)."""
-    from gpumat.kernels.triton_decode_gather import materialize_staged_triton
-
+    """Time every backend on one host ``StagedBatch`` (synthetic or planned from a real tier)."""
     total = staged.total
-    n_hist = int(np.asarray(staged.tile_cnt).sum())
     dev_staged = staged.to(device)
     out_bytes = sum(total * (8 if c.dtype == "int64" else 4) for c in staged.columns.values() if c.project)
     in_bytes = staged.staged_bytes()
     moved = in_bytes + out_bytes
+    peers = device_peers(device)
 
     # Correctness first: a fast wrong answer is not a result.
-    tv, tviol = materialize_staged_triton(dev_staged, total=total)
-    pv, pviol = materialize_staged_torch(dev_staged, total=total, n_hist=n_hist)
-    for c in tv:
-        if not torch.equal(tv[c], pv[c]):
-            raise GpumatError(f"bench {name}: triton and torch peer disagree on column {c!r}")
-    if not torch.equal(tviol, pviol):
-        raise GpumatError(f"bench {name}: triton and torch peer disagree on the leakage flags")
-    del tv, pv
+    tv, tviol = decode_gather(dev_staged, "triton")
+    for peer in peers:
+        pv, pviol = decode_gather(dev_staged, peer)
+        for c in tv:
+            if not torch.equal(tv[c], pv[c]):
+                raise GpumatError(f"bench {name}: triton and the {peer} peer disagree on column {c!r}")
+        if not torch.equal(tviol, pviol):
+            raise GpumatError(f"bench {name}: triton and the {peer} peer disagree on the leakage flags")
+        del pv
+    del tv
 
     res = {"tenant": name, "batch_size": staged.batch_size, "events": total, "tiles": staged.num_tiles,
-           "bytes_in": in_bytes, "bytes_out": out_bytes, "bytes_moved": moved}
-    res["triton"] = _bench(lambda: materialize_staged_triton(dev_staged, total=total))
-    res["torch"] = _bench(lambda: materialize_staged_torch(dev_staged, total=total, n_hist=n_hist))
-    ref_values, _ = reference_materialize(staged)
-    res["cpu_ref"] = _cpu_time(lambda: reference_materialize(staged), cpu_reps)
-    pinned = {c: torch.from_numpy(v).pin_memory() for c, v in ref_values.items()}
+           "bytes_in": in_bytes, "bytes_out": out_bytes, "bytes_moved": moved, "peers": peers}
+    for backend in ("triton", *peers):
+        res[backend] = _bench(lambda: decode_gather(dev_staged, backend))
+    ref_values, _ = decode_gather(staged, "reference")
+    res["cpu_ref"] = _cpu_time(lambda: decode_gather(staged, "reference"), cpu_reps)
+    pinned = {c: v.pin_memory() for c, v in ref_values.items()}
     dev_bufs = {c: torch.empty_like(v, device=device) for c, v in pinned.items()}
 
     def h2d():
@@ -235,10 +174,10 @@ def bench_staged(name: str, staged: StagedBatch, device, ceilings: dict, cpu_rep
     res["h2d_result"] = _bench(h2d)
     res["cpu_ref+h2d"] = {"median_ms": res["cpu_ref"]["median_ms"] + res["h2d_result"]["median_ms"]}
     t_ms = res["triton"]["median_ms"]
-    res["events_per_s"] = {k: total / (res[k]["median_ms"] * 1e-3) for k in ("triton", "torch", "cpu_ref+h2d")}
+    res["events_per_s"] = {k: total / (res[k]["median_ms"] * 1e-3) for k in ("triton", *peers, "cpu_ref+h2d")}
     res["triton_GBps"] = moved / (t_ms * 1e-3) / 1e9
     res["fraction_of_d2d"] = res["triton_GBps"] / ceilings["d2d_copy_GBps"]
-    res["speedup_over"] = {k: res[k]["median_ms"] / t_ms for k in ("torch", "cpu_ref+h2d")}
+    res["speedup_over"] = {k: res[k]["median_ms"] / t_ms for k in (*peers, "cpu_ref+h2d")}
     # What the bus alone would cost to ship the dense result: the floor of any host-side path.
     res["h2d_floor_ms_for_output"] = out_bytes / (ceilings["h2d_pinned_GBps"] * 1e9) * 1e3
     return res
@@ -257,11 +196,12 @@ def _plot(results: list[dict], env: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     names = [r["tenant"] for r in results]
-    paths = ("triton", "torch", "cpu_ref+h2d")
+    paths = ("triton", *results[0]["peers"], "cpu_ref+h2d")
     x = np.arange(len(names))
+    w = 0.8 / len(paths)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, p in enumerate(paths):
-        ax.bar(x + (i - 1) * 0.27, [r["events_per_s"][p] for r in results], 0.27, label=p)
+        ax.bar(x + (i - (len(paths) - 1) / 2) * w, [r["events_per_s"][p] for r in results], w, label=p)
     ax.set_yscale("log")
     ax.set_xticks(x, [f"{r['tenant']}\nL={r.get('max_len', '?')} B={r['batch_size']}" for r in results])
     ax.set_ylabel("events / s (higher is better)")
@@ -292,20 +232,15 @@ def add_arguments(parser) -> None:
                         help="only run the fused kernel N times per tenant, no timing (for ncu / profilers)")
 
 
-def _device():
-    if not torch.cuda.is_available():
-        raise GpumatError("this benchmark needs a CUDA GPU, and torch.cuda.is_available() is False on this machine")
-    return torch.device("cuda")
-
-
 def run(args) -> dict | None:
     """``gpumat bench kernels``: print a table, optionally write ``--json`` and ``--plot``."""
-    device = _device()
-    from gpumat.kernels.triton_decode_gather import materialize_staged_triton, triton_available
-
-    ok, why = triton_available(device)
+    device = resolve_device("cuda")
+    check_device(device)  # before any work: this benchmark needs a GPU
+    ok, why = available("triton", device)
     if not ok:
         raise GpumatError(why)
+    if args.plot:
+        require_matplotlib("--plot")
     wanted = [t.strip() for t in args.tenants.split(",") if t.strip()]
     unknown = [t for t in wanted if t not in {n for n, _, _ in TENANTS}]
     if unknown:
@@ -317,7 +252,7 @@ def run(args) -> dict | None:
             staged = synthetic_staged(B, L, seed=args.seed)
             dev_staged = staged.to(device)
             for _ in range(args.profile):
-                materialize_staged_triton(dev_staged, total=staged.total)
+                decode_gather(dev_staged, "triton")
             torch.cuda.synchronize()
             print(f"{name}: ran the fused kernel {args.profile} times on {staged.total} events")
         return None

@@ -1,4 +1,7 @@
-"""The typed errors of SPEC §5. Every error the library raises on purpose derives from GpumatError."""
+"""The typed errors of SPEC §5. Every error the library raises on purpose derives from GpumatError.
+
+The bottom layer: imports nothing of the project, and no torch.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +30,27 @@ class LeakageError(GpumatError):
     def __init__(self, message: str, indices=None):
         super().__init__(message)
         self.indices = np.asarray([] if indices is None else indices, dtype=np.int64)
+
+    @classmethod
+    def check(cls, violations, user_id, request_ts, rows=None, where: str = "") -> None:
+        """Raise for the examples flagged in ``violations`` (bool ``[B]``), if any.
+
+        ``user_id``/``request_ts``: the batch's ``[B]`` arrays, for the message. ``rows``: each
+        example's row in the caller's source (a shuffled loader's batch is a subset of its
+        source, so batch-local indices would point at the wrong rows); the identity when None.
+        ``where``: which batch, prefixed to the message.
+        """
+        bad = np.flatnonzero(np.asarray(violations))
+        if not bad.size:
+            return
+        named = bad if rows is None else np.asarray(rows, dtype=np.int64)[bad]
+        prefix = f"{where}: " if where else ""
+        first = bad[0]
+        raise cls(
+            f"{prefix}examples {describe_indices(named)} materialize events with ts >= request_ts "
+            f"(first: user {int(np.asarray(user_id)[first])}, request_ts {int(np.asarray(request_ts)[first])})",
+            named,
+        )
 
 
 class CorruptionError(GpumatError):

@@ -1,5 +1,8 @@
 """The staged batch: what the host hands to the device for one batch and one tenant.
 
+This is the contract between ``gpumat.host`` (the planner fills it with NumPy arrays) and
+``gpumat.kernels`` (which read it, host or device resident); neither imports the other.
+
 See docs/DESIGN.md §4. Everything is int64 and packed into ONE flat buffer, so a batch crosses
 the bus in a single host-to-device copy (from pinned memory, ``non_blocking``), and the device
 side takes views into it. Only compressed bytes travel: block headers and packed words, never
@@ -16,9 +19,12 @@ Shapes (B examples, K staged blocks, T tiles):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported only where a batch is packed or moved
+    import torch
 
 EXAMPLE_FIELDS = ("offsets", "hist_len", "tail_src", "tail_len", "request_ts")
 TILE_FIELDS = ("tile_block", "tile_lo", "tile_cnt", "tile_out", "tile_ex")
@@ -59,6 +65,10 @@ class StagedBatch:
     check_leakage: bool = True
     nbytes_read: int = 0  # bytes read from storage to build this batch (projection pushdown metric)
     _flat: object = field(default=None, repr=False)  # the packed buffer the arrays are views of, if any
+    # Sizes the host knows when it builds a batch, carried to its device copy so that no backend
+    # reads them back from the device (a host sync per batch): ``offsets[-1]`` and ``sum(tile_cnt)``.
+    known_total: int | None = field(default=None, repr=False)
+    known_history: int | None = field(default=None, repr=False)
 
     @property
     def batch_size(self) -> int:
@@ -66,13 +76,33 @@ class StagedBatch:
 
     @property
     def total(self) -> int:
-        return int(self.offsets[-1])
+        """Events in the batch, ``offsets[-1]`` (never read from a device when the host built the batch)."""
+        return self.known_total if self.known_total is not None else int(self.offsets[-1])
+
+    @property
+    def history_events(self) -> int:
+        """Events taken from the tier, ``sum(tile_cnt)``; the rest of ``total`` comes from tails."""
+        if self.known_history is not None:
+            return self.known_history
+        return int(self.tile_cnt.sum()) if self.num_tiles else 0
 
     @property
     def num_tiles(self) -> int:
         return len(self.tile_block)
 
-    def _arrays(self):
+    def passes(self):
+        """``(name, column, check)`` for every column a backend must run over, in staged order.
+
+        ``check``: this pass also flags ``ts >= request_ts`` (the leakage check rides on the ``ts``
+        column). A column that is neither projected nor checked needs no pass.
+        """
+        for name, col in self.columns.items():
+            check = bool(self.check_leakage) and name == "ts"
+            if col.project or check:
+                yield name, col, check
+
+    def arrays(self):
+        """``(name, array)`` for every array of the batch, in packing order."""
         for f in EXAMPLE_FIELDS + TILE_FIELDS:
             yield f, getattr(self, f)
         for name, col in self.columns.items():
@@ -83,13 +113,13 @@ class StagedBatch:
     def staged_bytes(self) -> int:
         """Bytes that cross the bus for this batch (all descriptors, headers, packed words, tails),
         not counting the alignment padding of ``pack`` (at most 15 words per array)."""
-        return sum(int(np.asarray(a).size if not torch.is_tensor(a) else a.numel()) * 8 for _, a in self._arrays())
+        return sum(int(a.numel() if hasattr(a, "numel") else np.asarray(a).size) * 8 for _, a in self.arrays())
 
     def _layout(self) -> tuple[dict[str, tuple[int, tuple[int, ...]]], int]:
         """``name -> (offset, shape)`` of every array in the packed buffer, and the buffer's length."""
         layout: dict[str, tuple[int, tuple[int, ...]]] = {}
         total = 0
-        for name, a in self._arrays():
+        for name, a in self.arrays():
             shape = tuple(a.shape)
             layout[name] = (total, shape)
             total += -(-int(np.prod(shape, dtype=np.int64)) // PACK_ALIGN) * PACK_ALIGN
@@ -103,11 +133,13 @@ class StagedBatch:
         """Pack every array into one flat int64 CPU tensor (``out`` if given and large enough, e.g. a
         reusable pinned buffer; size it with ``packed_numel()``). Returns the buffer and the layout
         ``name -> (offset, shape)``; every offset is a multiple of ``PACK_ALIGN`` words."""
+        import torch  # only here: the planner builds staged batches without torch
+
         layout, total = self._layout()
         if out is None or out.numel() < total:
             out = torch.empty(total, dtype=torch.int64)
         flat = out[:total].numpy()
-        for name, a in self._arrays():
+        for name, a in self.arrays():
             off, shape = layout[name]
             n = int(np.prod(shape, dtype=np.int64))
             flat[off : off + n] = np.asarray(a, dtype=np.int64).reshape(-1)
@@ -130,6 +162,11 @@ class StagedBatch:
             n = int(np.prod(shape)) if shape else 1
             return flat[off : off + n].view(shape)
 
+        # A batch the host built (NumPy arrays) knows its sizes for free; a template or a device
+        # batch carries only what it was told.
+        host_built = isinstance(self.offsets, np.ndarray) and self.offsets.size > 0
+        known_total = self.known_total if self.known_total is not None or not host_built else self.total
+        known_history = self.known_history if self.known_history is not None or not host_built else self.history_events
         cols = {
             name: StagedColumn(name, c.dtype, view(f"{name}.hdr"), view(f"{name}.words"), view(f"{name}.tail_values"), c.project)
             for name, c in self.columns.items()
@@ -142,4 +179,6 @@ class StagedBatch:
             check_leakage=self.check_leakage,
             nbytes_read=self.nbytes_read,
             _flat=flat,
+            known_total=known_total,
+            known_history=known_history,
         )

@@ -60,3 +60,26 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n} B"
+
+
+def require_matplotlib(option: str) -> None:
+    """``GpumatError`` before a long run when ``option`` (a plot) needs matplotlib and it is missing."""
+    from gpumat.core.errors import GpumatError
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise GpumatError(f"{option} needs matplotlib: pip install 'gpumat[plot]' (or drop {option})") from None
+
+
+def report(result: dict, args, print_table, plot, say) -> None:
+    """A benchmark's outputs: ``--json`` (``-``: stdout, and then no table), the table, ``--plot``."""
+    if args.json is not None:
+        write_json(result, args.json)
+        if args.json != "-":
+            say(f"json: {args.json}")
+    if args.json != "-":
+        print_table(result)
+    if args.plot:
+        plot(result, args.plot)
+        say(f"plot: {args.plot}")

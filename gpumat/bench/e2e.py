@@ -35,16 +35,16 @@ import os
 import shutil
 import tempfile
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gpumat.benchutil import environment, write_json
-from gpumat.errors import GpumatError, SchemaError
+from gpumat.bench.util import environment, report, require_matplotlib
+from gpumat.core.errors import GpumatError, SchemaError
+from gpumat.bench.trace import STAGES, cuda_sync_guard, profile_overlapped, sync_check
+from gpumat.models.train import labeled_batches
 
-STAGES = ("gpumat.plan", "gpumat.pack", "gpumat.h2d", "gpumat.decode", "gpumat.handoff")
 MODES = ("ideal", "overlapped", "sync")
 TARGET = {"tenant_max_len": 4096, "max_overhead_pct": 3.0}
 
@@ -97,19 +97,6 @@ def add_arguments(parser) -> None:
 
 
 # ----------------------------------------------------------------------------- setup
-
-
-def resolve_device(name: str):
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a ``GpumatError``."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GpumatError("--device cuda: torch.cuda.is_available() is False on this machine (use --device cpu)")
-    if name not in ("cpu", "cuda"):
-        raise SchemaError(f"--device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
 
 
 def _pos_int(value, name: str, lo: int = 1) -> int:
@@ -186,7 +173,7 @@ def make_model(tenant, model: dict, max_len: int, device, seed: int):
     """A fresh HSTU (and AdamW) sized for ``tenant``: side features and the time bias follow its columns."""
     import torch
 
-    from gpumat.hstu import HSTU, HSTUConfig
+    from gpumat.models.hstu import HSTU, HSTUConfig
 
     side = {c: n for c, n in (("action", 5), ("category", 1000)) if c in tenant.columns}
     cfg = HSTUConfig(num_items=model["num_items"], dim=model["dim"], num_layers=model["num_layers"],
@@ -201,7 +188,7 @@ def make_model(tenant, model: dict, max_len: int, device, seed: int):
 def make_step(model, opt, num_items: int, cuda: bool):
     """One training step on ``(JaggedBatch, labels)``; item ids (10^7 in the workload) are folded into
     the model's vocabulary on the device, the same in every mode."""
-    from gpumat.batch import JaggedBatch
+    from gpumat.core.batch import JaggedBatch
     from gpumat.materializer import stage_range
 
     def step(batch, labels):
@@ -219,15 +206,6 @@ def make_step(model, opt, num_items: int, cuda: bool):
 
 
 # ----------------------------------------------------------------------------- the three feeds
-
-
-def _pairs(loader, name: str, expect=None):
-    """``(JaggedBatch, labels)`` from a loader; with ``expect`` (row batches), check that the loader
-    yields exactly those rows, so every mode trains on the same batches."""
-    for i, mb in enumerate(loader):
-        if expect is not None and i < len(expect) and not np.array_equal(mb.rows, expect[i]):
-            raise GpumatError(f"bench e2e: the loader's batch {i} differs from the sampler's; the modes would not compare")
-        yield mb[name], mb.passthrough["label_item"]
 
 
 def _sync_feed(mat, table, batches, name: str):
@@ -289,148 +267,6 @@ def _time_steps(feed, step, warmup: int, steps: int, device, profiler_range: boo
             "wait_ms_per_step": 1e3 * waited / steps}
 
 
-# ----------------------------------------------------------------------------- profiler breakdown
-
-
-def _profiler(activities, **kwargs):
-    """A ``torch.profiler.profile`` that also records ranges of threads it did not start in.
-
-    The materializer's host stages run in their own threads; without ``profile_all_threads``
-    their ``gpumat.plan`` / ``gpumat.pack`` ranges are not recorded (torch's callbacks are
-    thread-local). ``kwargs`` go to ``profile`` (e.g. ``schedule``). Returns ``(profile, all_threads)``.
-    """
-    import torch
-    from torch.profiler import profile
-
-    try:
-        cfg = torch._C._profiler._ExperimentalConfig(profile_all_threads=True)
-        return profile(activities=activities, experimental_config=cfg, **kwargs), True
-    except (AttributeError, TypeError, RuntimeError):
-        return profile(activities=activities, **kwargs), False
-
-
-def aggregate_stages(events, steps: int) -> dict:
-    """CPU and device time per ``gpumat.*`` range over profiler ``events`` (``prof.events()``).
-
-    Only the CPU-side record of each range is counted: its ``cpu_time_total`` (wall time of the
-    range in its thread) and ``device_time_total`` (kernels and copies it launched). The GPU
-    annotation mirrors of the ranges are skipped, so nothing is counted twice.
-    """
-    from torch.autograd import DeviceType
-
-    out = {s: {"calls": 0, "cpu_ms_total": 0.0, "device_ms_total": 0.0} for s in STAGES}
-    for e in events:
-        rec = out.get(e.name)
-        if rec is None or e.device_type != DeviceType.CPU:
-            continue
-        rec["calls"] += 1
-        rec["cpu_ms_total"] += e.cpu_time_total / 1e3
-        rec["device_ms_total"] += getattr(e, "device_time_total", 0.0) / 1e3
-    for rec in out.values():
-        n = rec["calls"]
-        rec["cpu_ms_per_call"] = rec["cpu_ms_total"] / n if n else 0.0
-        rec["device_ms_per_call"] = rec["device_ms_total"] / n if n else 0.0
-        rec["cpu_ms_per_step"] = rec["cpu_ms_total"] / steps if steps else 0.0
-        rec["device_ms_per_step"] = rec["device_ms_total"] / steps if steps else 0.0
-    return out
-
-
-def profile_overlapped(make_loader, name: str, step, steps: int, warmup: int, device) -> dict:
-    """The stage breakdown: ``steps`` overlapped steps (after ``warmup``) under ``torch.profiler``.
-
-    The pipeline fills during ``warmup`` before the profiler starts; its host threads are recorded
-    through ``profile_all_threads`` (see ``_profiler``). Per stage: calls, total and per-call CPU ms, device ms (CUDA only).
-    """
-    import torch
-    from torch.profiler import ProfilerActivity
-
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    prof, all_threads = _profiler(acts)
-    feed = _pairs(make_loader(), name)
-    try:
-        for _ in range(warmup):  # not profiled: fills the pipeline, compiles
-            step(*next(feed))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        with prof:
-            for _ in range(steps):
-                step(*next(feed))
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-    finally:
-        feed.close()
-    stages = aggregate_stages(prof.events(), steps)
-    return {"steps": steps, "host_threads_recorded": all_threads, "stages": stages}
-
-
-# ----------------------------------------------------------------------------- sync check
-
-
-def _frames(exc: BaseException, limit: int = 8) -> list[str]:
-    """``file:line in function: code`` of the innermost ``limit`` frames where ``exc`` started.
-
-    A host-stage failure is re-raised in the training loop with the worker's error as its cause:
-    the cause's traceback is where the sync happened, so the innermost exception of the chain wins.
-    """
-    seen = set()
-    e = exc
-    while id(e) not in seen and (e.__cause__ or e.__context__) is not None:
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    frames = []
-    for f in traceback.extract_tb(e.__traceback__):
-        path = f.filename.replace(os.sep, "/")
-        for marker in ("/site-packages/", "/gpumat/", "/host/", "/kernels/"):
-            if marker in path:
-                tail = path.split(marker, 1)[1]
-                path = tail if marker == "/site-packages/" else marker.strip("/") + "/" + tail
-                break
-        frames.append(f"{path}:{f.lineno} in {f.name}: {(f.line or '').strip()}")
-    return frames[-limit:]
-
-
-def sync_check(feed, step, warmup: int, steps: int, guard) -> dict:
-    """Check that the materializer's steady state never makes the host wait on the device.
-
-    ``guard(on: bool)`` switches the sync-debug mode (``torch.cuda.set_sync_debug_mode("error")``
-    on CUDA). It is on around ``next(feed)`` of each of ``steps`` steady-state steps (after
-    ``warmup``): the launch of the next batch, the handoff of this one, and whatever the host
-    threads do meanwhile. It is off during the model step, which syncs by design.
-    Returns ``{"sync_free": bool, "checked_steps": int, ...}`` with the error and its frames.
-    """
-    for _ in range(warmup):
-        step(*next(feed))
-    checked = 0
-    try:
-        for _ in range(steps):
-            guard(True)
-            try:
-                batch, labels = next(feed)
-            finally:
-                guard(False)
-            step(batch, labels)
-            checked += 1
-    except StopIteration:
-        pass
-    except Exception as e:  # the sync-debug error (RuntimeError) or a host stage re-raising it
-        frames = _frames(e)
-        ours = [f for f in frames if f.startswith(("gpumat/", "host/", "kernels/"))]
-        # op: the innermost frame (the line that synced); site: the innermost line of gpumat itself
-        return {"sync_free": False, "checked_steps": checked, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                "op": (frames or ["?"])[-1], "site": (ours or frames or ["?"])[-1], "frames": frames,
-                "scope": "loader next() in the overlapped steady state (launch + handoff, host threads meanwhile)"}
-    finally:
-        guard(False)
-    return {"sync_free": True, "checked_steps": checked,
-            "scope": "loader next() in the overlapped steady state (launch + handoff, host threads meanwhile)"}
-
-
-def _cuda_guard(on: bool) -> None:
-    import torch
-
-    torch.cuda.set_sync_debug_mode("error" if on else "default")
-
-
 # ----------------------------------------------------------------------------- run
 
 
@@ -482,7 +318,7 @@ def bench_tenant(tier, examples, tenant, plan: TenantPlan, kind: str, model: dic
     del staged
     say(f"  [{tenant.name}] ideal      {res['modes']['ideal']['ms_per_step']:9.2f} ms/step")
 
-    feed = _pairs(make_loader(), tenant.name, batches)
+    feed = labeled_batches(make_loader(), tenant.name, expect=batches)
     try:
         res["modes"]["overlapped"] = _time_steps(feed, step, warmup, steps, device, args.cuda_profiler_range)
     finally:
@@ -503,9 +339,9 @@ def bench_tenant(tier, examples, tenant, plan: TenantPlan, kind: str, model: dic
             res["profile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
     if cuda and not args.no_sync_check:
         say(f"  [{tenant.name}] sync-debug check of the overlapped steady state ...")
-        feed = _pairs(make_loader(), tenant.name)
+        feed = labeled_batches(make_loader(), tenant.name)
         try:
-            res["sync_check"] = sync_check(feed, step, warmup, min(steps, 10), _cuda_guard)
+            res["sync_check"] = sync_check(feed, step, warmup, min(steps, 10), cuda_sync_guard)
         finally:
             feed.close()
     else:
@@ -521,9 +357,12 @@ def run(args) -> dict:
     import torch
 
     from gpumat.host.workloads import synthetic_workload
+    from gpumat.ops import pick_device
 
     say = _say(args)
-    device = resolve_device(args.device)
+    device = pick_device(args.device)
+    if args.plot:
+        require_matplotlib("--plot")
     kind = device.type
     p = PLANS[kind]
     if kind == "cpu":
@@ -600,15 +439,7 @@ def run(args) -> dict:
         }
         result["target"] = _target(results, device)
         result["elapsed_s"] = time.perf_counter() - t_start
-        if args.json is not None:
-            write_json(result, args.json)
-            if args.json != "-":
-                say(f"json: {args.json}")
-        if args.json != "-":
-            print_table(result)
-        if args.plot:
-            plot(result, args.plot)
-            say(f"plot: {args.plot}")
+        report(result, args, print_table, plot, say)
         return result
     finally:
         if args.workdir is None:

@@ -198,7 +198,7 @@ def test_schema_errors(tmp_path):
 
 
 def test_auto_never_picks_the_interpreter(tmp_path):
-    from gpumat.api import resolve_backend
+    from gpumat.ops import resolve_backend
     import torch
 
     assert resolve_backend("auto", torch.device("cpu")) == "reference"

@@ -1,6 +1,6 @@
 """A compact HSTU (Hierarchical Sequential Transduction Units, Zhai et al. 2024) over jagged batches.
 
-The model reads a :class:`~gpumat.batch.JaggedBatch` as :func:`gpumat.materialize` returns it
+The model reads a :class:`~gpumat.JaggedBatch` as :func:`gpumat.materialize` returns it
 (columns ``item_id``, ``ts`` and optional side features such as ``rating``), pads it per batch to
 ``W = min(max(lengths), max_len)`` and runs a stack of HSTU layers. Each layer is
 
@@ -28,7 +28,7 @@ Design choices that matter:
 Example (a 3-row jagged batch with an empty row):
 
 >>> import torch
->>> from gpumat.batch import JaggedBatch
+>>> from gpumat.core.batch import JaggedBatch
 >>> _ = torch.manual_seed(0)
 >>> cfg = HSTUConfig(num_items=10, dim=16, num_layers=1, num_heads=2, max_len=8, num_negatives=4)
 >>> model = HSTU(cfg)
@@ -54,8 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gpumat.batch import JaggedBatch
-from gpumat.errors import SchemaError
+from gpumat.core.batch import JaggedBatch
+from gpumat.core.errors import SchemaError
 
 __all__ = ["HSTUConfig", "HSTU", "HSTULayer", "time_buckets"]
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
-from gpumat.benchutil import environment, human_bytes, write_json
+from gpumat.core.progress import progress as progress_bar
+from gpumat.bench.util import environment, human_bytes, report, require_matplotlib
 
 TARGETS = {"stored_ratio_max": 0.10, "short_read_ratio_max": 1 / 20, "long_read_ratio_max": 1 / 5}
 
@@ -41,11 +41,12 @@ def _dir_bytes(path: str) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def _late_epoch(tier, batches, tenant, decode: bool) -> tuple[int, float]:
-    """(bytes read, CPU seconds) for one epoch of ``tenant`` over ``batches`` (the host side only)."""
+def late_epoch(tier, batches, tenant, decode: bool) -> tuple[int, float]:
+    """(bytes read, CPU seconds) for one epoch of ``tenant`` over ``batches`` (the host side only):
+    parse, plan and read the tier's blocks, and with ``decode`` also materialize on the host."""
     from gpumat.host.examples import check_pointers, parse_examples
     from gpumat.host.planner import plan
-    from gpumat.reference import materialize_staged_reference
+    from gpumat.ops import decode_gather
 
     nbytes = 0
     t0 = time.process_time()
@@ -55,7 +56,7 @@ def _late_epoch(tier, batches, tenant, decode: bool) -> tuple[int, float]:
         staged = plan(tier, ex, tenant, check_leakage=True)
         nbytes += staged.nbytes_read
         if decode:
-            materialize_staged_reference(staged)
+            decode_gather(staged, "reference")
     return nbytes, time.process_time() - t0
 
 
@@ -71,6 +72,8 @@ def run(args) -> dict:
     from gpumat.host.fatrow import FatRowReader, write_fat_rows
     from gpumat.host.workloads import synthetic_workload, user_clustered_batches
 
+    if args.plot:
+        require_matplotlib("--plot")
     progress = not args.quiet and args.json != "-"
     say = print if args.json != "-" else (lambda *a, **k: None)
     workdir = args.workdir or tempfile.mkdtemp(prefix="gpumat-bench-storage-")
@@ -103,9 +106,9 @@ def run(args) -> dict:
 
         batches = user_clustered_batches(examples, args.batch_size, seed=args.seed)
         per_tenant = {}
-        for t in tqdm(tenants, desc="epochs per tenant", disable=not progress):
-            late_b, late_s = _late_epoch(tier, batches, t, decode=False)
-            _, late_ds = _late_epoch(tier, batches, t, decode=True)
+        for t in progress_bar(tenants, "epochs per tenant", "tenant", enabled=progress):
+            late_b, late_s = late_epoch(tier, batches, t, decode=False)
+            _, late_ds = late_epoch(tier, batches, t, decode=True)
             fat_b, fat_s = _fat_epoch(reader, t, args.batch_size)
             per_tenant[t.name] = {
                 "columns": list(t.columns), "max_len": t.max_len,
@@ -139,13 +142,7 @@ def run(args) -> dict:
             **({"short read ratio <= 1/20": short["read_ratio"] <= TARGETS["short_read_ratio_max"]} if short else {}),
             **({"long read ratio <= 1/5": long_["read_ratio"] <= TARGETS["long_read_ratio_max"]} if long_ else {}),
         }
-        if args.json is not None:
-            write_json(result, args.json)
-        if args.json != "-":
-            _print_table(result)
-        if args.plot:
-            _plot(result, args.plot)
-            say(f"plot: {args.plot}")
+        report(result, args, _print_table, _plot, say)
         return result
     finally:
         if args.workdir is None:

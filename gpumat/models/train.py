@@ -3,7 +3,7 @@
 Everything here works with any iterator that yields ``(JaggedBatch, labels)`` pairs, ``labels``
 an integer tensor ``[B]`` (the item that follows each row), and any model that offers
 ``loss(batch, labels) -> scalar`` and ``score(batch) -> [B, num_items]`` (such as
-:class:`gpumat.hstu.HSTU`).
+:class:`gpumat.models.hstu.HSTU`).
 
 Ranking metrics are computed over the **full catalog, excluding nothing**: items the user already
 interacted with stay rankable (in next-item data repeats are legitimate targets, and filtering
@@ -27,8 +27,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from gpumat.batch import JaggedBatch
-from gpumat.errors import SchemaError
+from gpumat.core.batch import JaggedBatch
+from gpumat.core.errors import GpumatError, SchemaError
 
 __all__ = ["Throughput", "train_steps", "evaluate", "popularity_eval", "rank_metrics"]
 
@@ -82,6 +82,18 @@ class Throughput:
         return self.events / t if t > 0 and self.events else 0.0
 
 
+def labeled_batches(loader, tenant: str, label: str = "label_item", expect=None):
+    """``(JaggedBatch, labels)`` pairs from a ``Materializer.iterate`` loader, for ``train_steps``.
+
+    ``expect``: the row batches the loader must yield, in order (a check that two feeds being
+    compared train on the same batches); a different batch is a ``GpumatError``.
+    """
+    for i, mb in enumerate(loader):
+        if expect is not None and i < len(expect) and not np.array_equal(mb.rows, expect[i]):
+            raise GpumatError(f"the loader's batch {i} differs from the expected rows; the feeds would not compare")
+        yield mb[tenant], mb.passthrough[label]
+
+
 def _model_device(model: torch.nn.Module) -> torch.device:
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else torch.device("cpu")
@@ -118,7 +130,7 @@ def train_steps(
         raise SchemaError(f"steps must be an integer >= 0, got {steps!r}")
     if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
         raise SchemaError(f"log_every must be an integer >= 1, got {log_every!r}")
-    from tqdm.auto import tqdm
+    from gpumat.core.progress import progress as progress_bar
 
     dev = _model_device(model)
     it: Iterator = iter(batches_iter)
@@ -127,7 +139,7 @@ def train_steps(
     done = 0
     events = torch.zeros((), dtype=torch.int64, device=dev)
     model.train()
-    bar = tqdm(total=steps, disable=not progress, desc="train", leave=False)
+    bar = progress_bar(desc="train", unit="step", total=steps, enabled=progress)
     try:
         for step in range(1, steps + 1):
             try:
@@ -146,7 +158,7 @@ def train_steps(
             if step % log_every == 0 or step == steps or step == 1:
                 value = float(loss.detach())
                 losses.append((step, value))
-                bar.set_postfix(loss=f"{value:.4f}", ex_s=f"{meter.rate:.0f}")
+                bar.set_postfix_str(f"loss {value:.4f}, {meter.rate:.0f} examples/s")
             meter.update(batch.batch_size)
             if step > 1 and batch.batch_size > 0:
                 # Summed on the device and read once at the end: int() here would sync every step.
