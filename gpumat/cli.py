@@ -67,6 +67,49 @@ def cmd_compact(args) -> int:
     return 0
 
 
+def cmd_vacuum(args) -> int:
+    from gpumat.host.tier import Tier
+
+    tier = Tier.open(args.tier)
+    r = tier.vacuum(keep_last=args.keep_last, min_age_s=args.min_age)
+    if args.json:
+        print(json.dumps(r, indent=2, sort_keys=True))
+    else:
+        print(f"{args.tier}: removed {r['files_removed']} files ({r['bytes_freed']:,} bytes); "
+              f"versions {r['expired_before']}..{tier.version} retained ({r['versions_retained']})")
+    return 0
+
+
+def cmd_repair(args) -> int:
+    from gpumat.core.errors import CorruptionError
+    from gpumat.host.tier import Tier
+
+    r = Tier.repair(args.tier, roll_back=args.roll_back)
+    if args.json:
+        print(json.dumps(r, indent=2, sort_keys=True))
+    if r["ok"]:
+        if not args.json:
+            print(f"{args.tier}: version {r['latest']} opens; nothing to repair")
+        return 0
+    if args.roll_back:
+        if not args.json:
+            print(f"{args.tier}: {r['action']}")
+        return 0
+    raise CorruptionError(f"{r['problem']}; newest intact version: {r['intact']}. "
+                          f"`gpumat repair {args.tier} --roll-back` would {r['action']}")
+
+
+def cmd_upgrade(args) -> int:
+    from gpumat.host.maintenance import upgrade
+    from gpumat.host.store import LocalStore
+    from gpumat.host.tier import tier_root
+
+    r = upgrade(LocalStore(tier_root(args.tier)))
+    print(f"{args.tier}: converted to format 2 at version {r['version']} "
+          f"({r['segments']} data files, {r['length_rows']} length rows; versions before {r['version']} expired)")
+    return 0
+
+
 def _when(t: float) -> str:
     import datetime
 
@@ -78,7 +121,7 @@ def cmd_inspect(args) -> int:
 
     tier = Tier.open(args.tier, version=args.at)
     stats = tier.stats()
-    versions = tier.versions()
+    versions = tier.versions(newest=None if args.json or args.versions == 0 else args.versions)
     user = None if args.user is None else [{"version": v, "length": n} for v, n in tier.user_lengths(args.user)]
     if args.json:
         out = dict(stats, versions=versions)
@@ -96,8 +139,9 @@ def cmd_inspect(args) -> int:
         print(f"  {c:<16}{col['bytes']:>14,}{col['bytes_per_event']:>13.3f}  {enc}")
     print("  encodings: FOR = frame of reference (value = block minimum + bit-packed offset);")
     print("             LFOR = linear FOR (value = base + slope * position + bit-packed residual), for trending columns like ts")
-    shown = versions if args.versions == 0 else versions[-args.versions:]
-    print(f"  versions ({len(versions)}{'' if len(shown) == len(versions) else f', the newest {len(shown)}; --versions 0 lists all'}):")
+    shown = versions
+    more = args.versions and len(shown) == args.versions and shown and shown[0]["version"] > 0
+    print(f"  versions ({f'the newest {len(shown)}; --versions 0 lists all' if more else len(shown)}):")
     print(f"  {'version':>9}  {'operation':<10}{'events':>12}{'total':>14}  committed")
     for r in shown:
         print(f"  {r['version']:>9}  {r['operation']:<10}{r['events']:>12,}{r['total_events']:>14,}  {_when(r['committed_at'])}")
@@ -205,6 +249,28 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="list the newest N versions (default 20; 0 lists all)")
     s.add_argument("--json", action="store_true", help="everything as JSON (all versions)")
     s.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("vacuum", parents=[common],
+                       help="delete files no retained version needs (superseded, debris, expired versions)")
+    s.add_argument("tier")
+    s.add_argument("--keep-last", type=int, default=None, metavar="N",
+                   help="also expire every version older than the newest N (pointers into them stay valid)")
+    s.add_argument("--min-age", type=float, default=3600.0, metavar="SECONDS",
+                   help="never touch what versions committed in the last SECONDS need (default 3600)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_vacuum)
+
+    s = sub.add_parser("repair", parents=[common],
+                       help="check the newest versions' metadata; --roll-back recovers from a lost or damaged one")
+    s.add_argument("tier")
+    s.add_argument("--roll-back", action="store_true",
+                   help="commit a new version equal to the newest intact one (lost numbers are never reused)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_repair)
+
+    s = sub.add_parser("upgrade", parents=[common], help="convert a format-1 tier (one manifest per version) in place")
+    s.add_argument("tier")
+    s.set_defaults(func=cmd_upgrade)
 
     s = sub.add_parser("materialize", parents=[common], help="rebuild examples' sequences for a tenant into Parquet")
     s.add_argument("tier")

@@ -1,9 +1,13 @@
-"""The length history of a tier (docs/DESIGN.md §2): ``(user_id, version, length)`` rows stored in
-immutable, checksummed Arrow IPC files, and the questions asked of them (``length_v(u)``, a user's
-lengths over versions, the events each version added).
+"""The length history of a tier (docs/DESIGN.md §2): ``(user_id, version, length)`` rows, and the
+questions asked of them (``length_v(u)``, a user's lengths over versions, the events each version
+added).
 
-Each append writes the new lengths of the users it touched; a compaction writes one consolidated file.
-``length_v(u)`` is the length of the last row of ``u`` with ``version <= v`` (0 without one).
+Each append's commit record carries the new lengths of the users it touched (host/log.py); a
+checkpoint refers to the rows of every earlier version in a few immutable *runs*. A handle keeps the
+history in memory across commits: ``extend`` adds one version's rows without re-sorting the rest
+(a small sorted delta on top of a sorted base, merged when it grows), so an append's cost does not
+grow with the number of versions. ``length_v(u)`` is the length of the last row of ``u`` with
+``version <= v`` (0 without one).
 
 >>> L = LengthHistory(np.array([7, 3, 7]), np.array([1, 1, 2]), np.array([2, 1, 5]), where="doc")
 >>> L.at(np.array([7, 7, 7, 3, 99]), np.array([0, 1, 2, 2, 2])).tolist()
@@ -12,19 +16,16 @@ Each append writes the new lengths of the users it touched; a compaction writes 
 [(1, 2), (2, 5)]
 >>> L.events_per_version(3).tolist()
 [0, 3, 3, 0]
+>>> L2 = L.extend(np.array([3]), 4, np.array([4]), where="doc")
+>>> L2.at(np.array([3, 3, 7]), np.array([3, 4, 4])).tolist(), len(L2)
+([1, 4, 5], 4)
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-import zlib
-
 import numpy as np
-import pyarrow as pa
 
 from gpumat.core.errors import CorruptionError
-from gpumat.host.manifest import LENGTH_DIR
 
 COLUMNS = ("user_id", "version", "length")
 
@@ -33,8 +34,11 @@ class LengthHistory:
     """Length history rows sorted by (user_id, version): ``length_v(u)`` = last row of u with version <= v."""
 
     def __init__(self, user, version, length, where: str):
-        order = np.lexsort((version, user))
-        self.user, self.version, self.length = user[order], version[order], length[order]
+        user, version, length = (np.asarray(a, dtype=np.int64) for a in (user, version, length))
+        if len(user) > 1 and not ((user[1:] > user[:-1]) | ((user[1:] == user[:-1]) & (version[1:] > version[:-1]))).all():
+            order = np.lexsort((version, user))  # stored runs are sorted already: no sort when opening
+            user, version, length = user[order], version[order], length[order]
+        self.user, self.version, self.length = user, version, length
         same = self.user[1:] == self.user[:-1]
         if (self.length < 0).any() or (self.version < 0).any() or (same & (self.length[1:] < self.length[:-1])).any():
             raise CorruptionError(f"{where}: length history is inconsistent (negative or shrinking lengths)")
@@ -44,19 +48,38 @@ class LengthHistory:
         self.span = int(self.version.max()) + 2 if len(self.version) else 1
         self.keys = self.rank * self.span + self.version
 
-    def at(self, users: np.ndarray, versions: np.ndarray) -> np.ndarray:
-        """``length_{versions[i]}(users[i])``, int64, vectorized (versions broadcast against users)."""
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @property
+    def max_version(self) -> int:
+        return int(self.version.max()) if len(self.version) else -1
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every row, sorted by ``(user_id, version)``."""
+        return self.user, self.version, self.length
+
+    def found_at(self, users: np.ndarray, versions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(found, length)``: whether some row of ``users[i]`` has version ``<= versions[i]``, and the last one's length."""
         users = np.asarray(users, dtype=np.int64)
         versions = np.broadcast_to(np.asarray(versions, dtype=np.int64), users.shape)
         if len(self.users) == 0 or users.size == 0:
-            return np.zeros(users.shape, dtype=np.int64)
+            return np.zeros(users.shape, dtype=bool), np.zeros(users.shape, dtype=np.int64)
         r = np.minimum(np.searchsorted(self.users, users), len(self.users) - 1)
         found = self.users[r] == users
-        pos = np.searchsorted(self.keys, r * self.span + np.minimum(versions, self.span - 1), side="right") - 1
+        pos = np.searchsorted(self.keys, r * self.span + np.clip(versions, -1, self.span - 1), side="right") - 1
         ok = found & (pos >= 0)
         pos = np.maximum(pos, 0)
         ok &= self.rank[pos] == r
-        return np.where(ok, self.length[pos], 0)
+        return ok, np.where(ok, self.length[pos], 0)
+
+    def at(self, users: np.ndarray, versions: np.ndarray) -> np.ndarray:
+        """``length_{versions[i]}(users[i])``, int64, vectorized (versions broadcast against users)."""
+        return self.found_at(users, versions)[1]
+
+    def extend(self, user, version: int, length, where: str) -> "LengthHistory":
+        """This history plus the rows of one new ``version`` (later than every row here)."""
+        return LayeredLengths(self, [], where).extend(user, version, length, where)
 
     def live_users(self, version: int) -> np.ndarray:
         """The users (ascending) with at least one event at ``version``."""
@@ -83,43 +106,98 @@ class LengthHistory:
         return out
 
 
-def read_lengths_file(root: str, entry: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``(user_id, version, length)`` int64 arrays of a manifest's length-file ``entry``, verified."""
-    path = os.path.join(root, entry["path"])
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        if len(data) != entry["size"] or (zlib.crc32(data) & 0xFFFFFFFF) != entry["crc"]:
-            raise CorruptionError(f"length file {path}: size or checksum mismatch")
-        t = pa.ipc.open_file(pa.BufferReader(data)).read_all()
-        if t.column_names != list(COLUMNS) or any(c.type != pa.int64() or c.null_count for c in t.columns):
-            raise CorruptionError(f"length file {path}: unexpected columns")
-        return tuple(np.asarray(c.to_numpy(), dtype=np.int64) for c in t.columns)
-    except CorruptionError:
-        raise
-    except (OSError, pa.ArrowException, ValueError) as e:
-        raise CorruptionError(f"length file {path}: cannot be read ({type(e).__name__}: {e})") from e
+class LayeredLengths(LengthHistory):
+    """A sorted base plus up to ``MAX_PARTS`` small sorted parts of newer versions (newest last).
+
+    ``extend`` adds a part; the parts are merged into one when there are too many, and into the
+    base when they hold more than a quarter of the rows, so an append costs O(its rows) amortized
+    (plus a logarithmic factor), whatever the number of versions.
+    """
+
+    MAX_PARTS = 16
+    MERGE_MIN = 4096
+
+    def __init__(self, base: LengthHistory, parts: list, where: str):  # noqa: D107 - merged lazily, no super()
+        self.base, self.parts, self.where = base, parts, where
+        self._merged = None
+
+    def __len__(self) -> int:
+        return len(self.base) + sum(len(p) for p in self.parts)
+
+    @property
+    def max_version(self) -> int:
+        return max([self.base.max_version] + [p.max_version for p in self.parts])
+
+    def _full(self) -> LengthHistory:
+        if self._merged is None:
+            self._merged = _merge([self.base, *self.parts], self.where)
+        return self._merged
+
+    def __getattr__(self, name):  # user, version, length, users, ...: the merged arrays, built once
+        if name in ("base", "parts", "where", "_merged"):
+            raise AttributeError(name)
+        return getattr(self._full(), name)
+
+    def rows(self):
+        return self._full().rows()
+
+    def found_at(self, users, versions):
+        found, out = self.base.found_at(users, versions)
+        for part in self.parts:  # oldest to newest: a newer part's row wins
+            f, n = part.found_at(users, versions)
+            found |= f
+            out = np.where(f, n, out)
+        return found, out
+
+    def at(self, users, versions):
+        return self.found_at(users, versions)[1]
+
+    def live_users(self, version):
+        return self._full().live_users(version)
+
+    def of_user(self, user):
+        return self._full().of_user(user)
+
+    def events_per_version(self, version):
+        return self._full().events_per_version(version)
+
+    def extend(self, user, version, length, where):
+        if not len(user):
+            return self
+        part = LengthHistory(user, np.full(len(user), version, np.int64), length, where)
+        if part.version.min() <= self.max_version:
+            raise CorruptionError(f"{where}: length rows of version {version} arrive after version {self.max_version}")
+        parts = [*self.parts, part]
+        in_parts = sum(len(p) for p in parts)
+        if in_parts > max(self.MERGE_MIN, len(self.base) // 4):
+            return _merge([self.base, *parts], where)
+        if len(parts) > self.MAX_PARTS:
+            parts = [_merge(parts, where)]
+        return LayeredLengths(self.base, parts, where)
 
 
-def load_length_history(root: str, entries: list[dict], version: int, where: str) -> LengthHistory:
-    """The length history of a version from its manifest's length-file ``entries``."""
-    parts = [read_lengths_file(root, e) for e in entries]
-    cat = [np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, np.int64) for i in range(3)]
-    if len(cat[1]) and cat[1].max() > version:
-        raise CorruptionError(f"{where}: length history of version {version} has later versions")
-    return LengthHistory(*cat, where=where)
+def _merge(histories: list, where: str) -> LengthHistory:
+    rows = [h.rows() for h in histories]
+    return LengthHistory(*(np.concatenate([r[i] for r in rows]) for i in range(3)), where=where)
 
 
-def write_lengths_file(root: str, user, version, length) -> dict:
-    """Write a new length file (fsynced, fresh uuid name); return its manifest entry ``{path, size, crc}``."""
-    t = pa.table({c: pa.array(a, pa.int64()) for c, a in zip(COLUMNS, (user, version, length))})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, t.schema) as w:
-        w.write_table(t)
-    data = sink.getvalue().to_pybytes()
-    rel = f"{LENGTH_DIR}/{uuid.uuid4().hex}.arrow"
-    with open(os.path.join(root, rel), "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return {"path": rel, "size": len(data), "crc": zlib.crc32(data) & 0xFFFFFFFF}
+def encode_rows(user, version, length) -> bytes:
+    """``(user_id, version, length)`` rows, compact (delta-coded, zstd): how records and runs store them."""
+    from gpumat.host.segment import pack_int_table
+
+    return pack_int_table({"user_id": user, "version": version, "length": length}, list(COLUMNS))
+
+
+def decode_rows(data, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of ``encode_rows``; anything else is a ``CorruptionError`` naming ``where``."""
+    from gpumat.host.segment import unpack_int_table
+
+    t = unpack_int_table(data, list(COLUMNS), f"{where}: length rows")
+    return t["user_id"], t["version"], t["length"]
+
+
+def layered(histories: list, where: str) -> LengthHistory:
+    """Histories of consecutive version ranges (oldest first) as one, without merging them."""
+    if len(histories) == 1:
+        return histories[0]
+    return LayeredLengths(histories[0], list(histories[1:]), where)

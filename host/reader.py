@@ -1,22 +1,22 @@
 """Reading one committed version of a tier (docs/DESIGN.md §3): its length history, its directory of
 live stripes (verified against the lengths), verified blocks for the planner, decoded histories.
 
-A ``VersionReader`` is immutable in what it reads (one manifest) and caches lazily, so planner
-threads can share it; a handle that moves to another version gets a new reader.
+A ``VersionReader`` is immutable in what it reads (one ``host.log.State``) and caches lazily, so
+planner threads can share it; a handle that moves to another version gets a new reader.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from gpumat.core.errors import CorruptionError, SchemaError
 from gpumat.host import codec
-from gpumat.host.lengths import LengthHistory, load_length_history
+from gpumat.host.lengths import LengthHistory
+from gpumat.host.log import State
 from gpumat.host.ranges import ranges
-from gpumat.host.segment import Segment, open_segment
+from gpumat.host.segment import Segment, known_segment, open_segment
 
 
 @dataclass
@@ -44,42 +44,41 @@ class Directory:
 
 
 class VersionReader:
-    """Reads the version described by ``manifest`` of the tier at ``root``.
+    """Reads the version described by ``state`` from the tier's ``store``.
 
-    ``segcache``: ``{path: Segment}`` shared by the readers of one handle (segment files are
+    ``segcache``: ``{file key: Segment}`` shared by the readers of one handle (data files are
     immutable, so a segment opened for one version serves every later one that lists it).
     """
 
-    def __init__(self, root: str, manifest: dict, segcache: dict[str, Segment] | None = None):
-        self.root = root
-        self.manifest = manifest
-        self.schema: dict[str, str] = manifest["schema"]
-        self.version: int = manifest["version"]
-        self.block_size: int = manifest["block_size"]
-        self.where = f"tier {root} version {self.version}"
+    def __init__(self, store, state: State, segcache: dict[str, Segment] | None = None):
+        self.store = store
+        self.state = state
+        self.schema: dict[str, str] = state.schema
+        self.version: int = state.version
+        self.block_size: int = state.block_size
+        self.where = f"tier {store.root} version {self.version}"
         self._segcache = {} if segcache is None else segcache
-        self._segs: list[Segment | None] = [None] * len(manifest["segments"])
-        self._len: LengthHistory | None = None
+        self._files = list(state.files.items())
+        self._segs: list[Segment | None] = [None] * len(self._files)
         self._dir: Directory | None = None
         self._dir_cols: dict | None = None
+        self._pool: tuple | None = None
 
     # ------------------------------------------------------------------ lengths
     def length_history(self) -> LengthHistory:
-        """The version's length history (read and verified once)."""
-        if self._len is None:
-            self._len = load_length_history(self.root, self.manifest["lengths"], self.version, self.where)
-        return self._len
+        """The version's length history (every version's rows up to this one)."""
+        return self.state.lengths
 
     # ------------------------------------------------------------------ segments and directory
     def segment(self, i: int) -> Segment:
-        """Segment ``i`` of the manifest, opened (and its index verified) once."""
+        """Data file ``i`` of the version, its index read and verified once."""
         s = self._segs[i]
         if s is None:
-            e = self.manifest["segments"][i]
-            s = self._segcache.get(e["path"])
+            key, e = self._files[i]
+            s = self._segcache.get(key)
             if s is None or s.size != e["size"]:
-                s = open_segment(os.path.join(self.root, e["path"]), list(self.schema), e["size"], e["index_crc"], self.block_size)
-                self._segcache[e["path"]] = s
+                s = open_segment(self.store, e["path"], e["offset"], e["size"], e["index_crc"], list(self.schema), self.block_size)
+                self._segcache[key] = s
             self._segs[i] = s
         return s
 
@@ -90,13 +89,19 @@ class VersionReader:
         """
         if self._dir is not None:
             return self._dir
-        segs = [self.segment(i) for i in range(len(self._segs))]
-        cat = lambda f: np.concatenate([f(s) for s in segs]) if segs else np.zeros(0, np.int64)  # noqa: E731
-        uid, st, cnt = cat(lambda s: s.user_id), cat(lambda s: s.start), cat(lambda s: s.count)
-        seg = np.repeat(np.arange(len(segs), dtype=np.int32), [s.num_stripes for s in segs]) if segs else np.zeros(0, np.int32)
+        parts = []  # (seg index per stripe, user, start, count, {c: (off, nwords, enc)})
+        from_snapshot = self._from_snapshot(parts)
+        for i in range(len(self._segs)):
+            if i in from_snapshot:
+                continue
+            s = self.segment(i)
+            parts.append((np.full(s.num_stripes, i, np.int32), s.user_id, s.start, s.count,
+                          {c: (s.off[c], s.nwords[c], s.enc[c]) for c in self.schema}))
+        cat = lambda f: np.concatenate([f(p) for p in parts]) if parts else np.zeros(0, np.int64)  # noqa: E731
+        seg, uid, st, cnt = (cat(lambda p, k=k: p[k]) for k in range(4))
         order = np.lexsort((st, uid))
-        uid, st, cnt, seg = uid[order], st[order], cnt[order], seg[order]
-        cols = {c: (cat(lambda s: s.off[c])[order], cat(lambda s: s.nwords[c])[order], cat(lambda s: s.enc[c])[order]) for c in self.schema}
+        uid, st, cnt, seg = uid[order], st[order], cnt[order], seg[order].astype(np.int32)
+        cols = {c: tuple(cat(lambda p, c=c, j=j: p[4][c][j])[order] for j in range(3)) for c in self.schema}
         # each user's stripes must tile [0, length_v(u)): contiguous, from 0, summing to the length
         S = len(uid)
         first = np.ones(S, bool)
@@ -120,6 +125,41 @@ class VersionReader:
         self._dir_cols = cols
         self._dir = Directory(uid, st, cnt, seg, nblocks, block0)
         return self._dir
+
+    def _from_snapshot(self, parts: list) -> set:
+        """Add the stripes of files the last checkpoint's directory snapshot lists (and are still
+        live) to ``parts`` without reading those files' indexes; returns their segment indices."""
+        snap = self.state.directory
+        if snap is None:
+            return set()
+        keys, region, t = snap
+        pos = {k: i for i, (k, _) in enumerate(self._files)}
+        now = np.array([pos.get(k, -1) for k in keys], np.int64)
+        for j, k in enumerate(keys):
+            i = int(now[j])
+            if i >= 0 and self._segs[i] is None:
+                e = self._files[i][1]
+                s = self._segcache.get(k)
+                if s is None or s.size != e["size"]:
+                    s = known_segment(self.store, e["path"], e["offset"], e["size"], int(region[j]))
+                    self._segcache[k] = s
+                self._segs[i] = s
+        seg = now[t["file"]]
+        keep = seg >= 0
+        parts.append((seg[keep], t["user_id"][keep], t["start"][keep], t["count"][keep],
+                      {c: tuple(t[f"{c}.{f}"][keep] for f in ("off", "nwords", "enc")) for c in self.schema}))
+        return {int(i) for i in now if i >= 0}
+
+    def snapshot(self) -> tuple:
+        """``(file keys, region words, stripe columns)`` of this version, for a checkpoint (host/log.py)."""
+        d = self.directory()
+        keys = [k for k, _ in self._files]
+        region = np.array([self.segment(i).region_words for i in range(len(keys))], np.int64)
+        table = {"user_id": d.user_id, "start": d.start, "count": d.count, "file": d.seg.astype(np.int64)}
+        for c in self.schema:
+            off, nw, enc = self._dir_cols[c]
+            table.update({f"{c}.off": off, f"{c}.nwords": nw, f"{c}.enc": enc})
+        return keys, region, table
 
     def blobs(self, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per directory stripe, the blob of ``column``: ``(word offset in its segment, words, encoding)``."""
@@ -157,8 +197,25 @@ class VersionReader:
         order = np.argsort(bseg, kind="stable")
         bounds = np.flatnonzero(np.diff(bseg[order])) + 1
         groups = [(int(bseg[g[0]]), g) for g in np.split(order, bounds) if len(g)]
+        req_first = np.cumsum(nblk) - nblk
+        # headers: the requested blocks of one stripe are adjacent (HDR_WORDS words each): one range per
+        # request. Small segments are gathered in one pass over their regions held in memory; a large one
+        # is read by coalesced ranges (Segment.read_words), one segment at a time.
+        pool, pool_base = self._small_pool()
+        req_seg = d.seg[si]
+        small_req = pool_base[req_seg] >= 0 if len(si) else np.zeros(0, bool)
+        reqs = np.flatnonzero(small_req & (nblk > 0))
+        if len(reqs):
+            idx = ranges(pool_base[req_seg[reqs]] + off_c[si[reqs]] + codec.HDR_WORDS * lo[reqs], codec.HDR_WORDS * nblk[reqs])
+            hdr4[ranges(req_first[reqs], nblk[reqs])] = pool[idx].reshape(-1, codec.HDR_WORDS)
         for s, g in groups:
-            hdr4[g] = self.segment(s).words[blob_w[g, None] + codec.HDR_WORDS * j[g, None] + np.arange(codec.HDR_WORDS)[None, :]]
+            if pool_base[s] >= 0:
+                continue
+            reqs = np.unique(np.searchsorted(req_first, g, side="right") - 1)
+            reqs = reqs[nblk[reqs] > 0]
+            got = self.segment(s).read_words(off_c[si[reqs]] + codec.HDR_WORDS * lo[reqs], codec.HDR_WORDS * nblk[reqs])
+            blocks = ranges(req_first[reqs], nblk[reqs])
+            hdr4[blocks] = got.reshape(-1, codec.HDR_WORDS)
         meta = hdr4[:, 2]
         w = meta & 255
         woff = meta >> 8
@@ -166,23 +223,43 @@ class VersionReader:
         bad = (meta < 0) | (w > 64) | (woff < codec.HDR_WORDS * ((d.count[bstripe] + bs - 1) // bs)) | (woff + nw > blob_len)
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
-            raise CorruptionError(f"segment {self.segment(int(bseg[k])).path}: column {column!r} block {int(j[k])} of a stripe of user {int(d.user_id[bstripe[k]])} has an invalid header")
+            raise CorruptionError(f"segment {self.segment(int(bseg[k])).name}: column {column!r} block {int(j[k])} of a stripe of user {int(d.user_id[bstripe[k]])} has an invalid header")
         out_off = np.cumsum(nw) - nw
         total = int(nw.sum())
         words = np.zeros(total + 1, dtype=np.int64)
+        small_blk = pool_base[bseg] >= 0
+        b = np.flatnonzero(small_blk)
+        if len(b):
+            words[ranges(out_off[b], nw[b])] = pool[ranges(pool_base[bseg[b]] + blob_w[b] + woff[b], nw[b])]
         for s, g in groups:
-            words[ranges(out_off[g], nw[g])] = self.segment(s).words[ranges(blob_w[g] + woff[g], nw[g])]
+            if pool_base[s] < 0:
+                words[ranges(out_off[g], nw[g])] = self.segment(s).read_words(blob_w[g] + woff[g], nw[g])
         h = codec.block_hash(hdr4[:, 0], hdr4[:, 1], meta, words[:total], nw)
         bad = h != hdr4[:, 3].view(np.uint64)
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             raise CorruptionError(
-                f"segment {self.segment(int(bseg[k])).path}: column {column!r} block {int(j[k])} of a stripe of user "
+                f"segment {self.segment(int(bseg[k])).name}: column {column!r} block {int(j[k])} of a stripe of user "
                 f"{int(d.user_id[bstripe[k]])} fails its checksum ({int(bad.sum())} bad block(s))"
             )
         hdr = hdr4[:, :3].copy()
         hdr[:, 2] = (out_off << 8) | w
         return hdr, words, 8 * (codec.HDR_WORDS * K + total)
+
+    def _small_pool(self) -> tuple[np.ndarray, np.ndarray]:
+        """The blob regions of every small segment back to back (read once per version), and each
+        segment's word offset in it (-1 for a large segment, read by ranges instead)."""
+        if self._pool is None:
+            base = np.full(len(self._segs), -1, np.int64)
+            regions, at = [], 0
+            for i in range(len(self._segs)):
+                s = self.segment(i)
+                if s.small:
+                    regions.append(s.region())
+                    base[i] = at
+                    at += s.region_words
+            self._pool = (np.concatenate(regions) if regions else np.zeros(0, np.int64), base)
+        return self._pool
 
     def decode_stripes(self, column: str, stripe_idx) -> np.ndarray:
         """All values of ``column`` of the given directory stripes, concatenated in the given order (int64)."""

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from gpumat.core.errors import SchemaError
+from gpumat.core.names import TAIL_PREFIX
 
 DTYPES = {"int64": np.int64, "int32": np.int32}
 
@@ -24,8 +25,8 @@ def check_schema(schema) -> dict[str, str]:
             raise SchemaError(f"schema column names must be non-empty strings, got {name!r}")
         if name == "user_id":
             raise SchemaError("'user_id' is the key, not a schema column")
-        if name.startswith("tail_"):
-            raise SchemaError(f"schema column {name!r}: names starting with 'tail_' are reserved")
+        if name.startswith(TAIL_PREFIX):
+            raise SchemaError(f"schema column {name!r}: names starting with {TAIL_PREFIX!r} are reserved")
         if dtype not in DTYPES:
             raise SchemaError(f"schema column {name!r}: dtype must be 'int64' or 'int32', got {dtype!r}")
     if "ts" not in schema:

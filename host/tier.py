@@ -1,18 +1,17 @@
-"""The versioned tier (SPEC §4, docs/DESIGN.md §2-§3): append-only user histories in immutable files.
+"""The versioned tier (SPEC §4, §7; docs/DESIGN.md §2-§3): append-only user histories in immutable files.
 
 ``Tier`` is the public handle; the work is done by one module per job:
 
-- host/manifest.py: the directory layout, one checksummed manifest per version, atomic commits;
-- host/lengths.py: the length history (``length_v(u)``) and its files;
+- host/store.py: the tier's files (create once, read by ranges, bounded open files, OS errors said plainly);
+- host/log.py: the metadata: a commit record per version, checkpoints, the witness, a version's state;
+- host/lengths.py: the length history (``length_v(u)``), kept in memory across commits;
 - host/events.py: reading and validating event tables;
 - host/reader.py: reading one version (directory of live stripes, verified blocks, histories);
-- host/writer.py: writing a new version's data files (append, compact) and the writers' lock.
+- host/writer.py: writing new versions (append, compact, merging small segments) and the writers' lock;
+- host/maintenance.py: vacuum (retention), repair of lost metadata, upgrading format-1 tiers.
 
-A tier directory holds immutable segment files (``_segments/*.gseg``, the encoded events), immutable
-length-history files (``_lengths/*.arrow``) and one manifest per committed version
-(``_manifests/<version:020d>.json``) that lists the live files with their sizes and checksums. A
-version is committed by atomically linking its manifest into place, so readers never lock and never
-see a half-written version; writers serialize on ``fcntl.flock(_lock)``.
+Readers never lock and never see a half-written version; writers serialize on a lock, waiting at
+most ``lock_timeout`` seconds. A version number is never used twice, whatever file is lost.
 
 Example (a temporary directory; histories keep table order per user):
 
@@ -25,7 +24,7 @@ Example (a temporary directory; histories keep table order per user):
 [2, 1, 0]
 >>> t.read_history(7)["item_id"].tolist()
 [10, 12]
->>> t.compact()  # every history is in one stripe already: nothing to do, no new version
+>>> t.compact()  # every history is in one stripe of one file already: nothing to do, no new version
 1
 >>> t.append(pa.table({"user_id": [7], "ts": [4], "item_id": [13]}))
 2
@@ -44,27 +43,36 @@ import os
 import numpy as np
 import pyarrow as pa
 
-from gpumat.core.errors import SchemaError, TierError
-from gpumat.host import codec
+from gpumat.core.errors import CorruptionError, SchemaError, TierError
+from gpumat.host import codec, log, maintenance
 from gpumat.host.events import read_events
-from gpumat.host.manifest import (
-    SUBDIRS,
-    commit_manifest,
-    foreign_entries,
-    is_int,
-    list_versions,
-    new_manifest,
-    read_manifest,
-    tier_root,
-    valid_block_size,
-)
 from gpumat.host.reader import Directory, VersionReader
 from gpumat.host.schema import DTYPES, check_schema, int_column
-from gpumat.host.writer import append_files, compact_files, compactable, writer_lock
+from gpumat.host.store import LocalStore
+from gpumat.host import writer
+from gpumat.host.writer import DEFAULT_POLICY, CompactionPolicy, writer_lock
 
-__all__ = ["BLOCK_SIZE", "Directory", "Tier"]
+__all__ = ["BLOCK_SIZE", "CompactionPolicy", "Directory", "Tier"]
 
 BLOCK_SIZE = 128  # the default events per encoded block
+LOCK_TIMEOUT = 600.0
+
+
+def _is_int(x) -> bool:
+    return (isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, np.integer)
+
+
+def tier_root(uri) -> str:
+    """The absolute local directory of a tier URI (a path, a ``PathLike`` or ``file://...``)."""
+    if isinstance(uri, os.PathLike):
+        uri = os.fspath(uri)
+    if not isinstance(uri, str) or not uri:
+        raise TierError(f"tier URI must be a local path, got {uri!r}")
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    if "://" in uri:
+        raise TierError(f"tier URI {uri!r}: only local paths and file:// URIs are supported in this release")
+    return os.path.abspath(uri)
 
 
 class Tier:
@@ -74,66 +82,76 @@ class Tier:
     it to the version it commits); one opened with ``version=`` is pinned and read-only.
     """
 
-    def __init__(self, root: str, manifest: dict, pinned: bool):
-        self._root = root
+    def __init__(self, store: LocalStore, state: log.State, pinned: bool, lock_timeout: float = LOCK_TIMEOUT,
+                 policy: CompactionPolicy | None = DEFAULT_POLICY):
+        self._store = store
         self._pinned = pinned
-        self._segcache: dict = {}  # path -> open Segment, shared by the readers of every version this handle reads
-        self._set_manifest(manifest)
+        self._lock_timeout = float(lock_timeout)
+        self._policy = policy
+        self._segcache: dict = {}  # file key -> open Segment, shared by the readers of every version this handle reads
+        self._set_state(state)
 
     # ----------------------------------------------------------------------------- construction
 
     @classmethod
-    def create(cls, uri, schema, block_size: int = BLOCK_SIZE) -> "Tier":
+    def create(cls, uri, schema, block_size: int = BLOCK_SIZE, lock_timeout: float = LOCK_TIMEOUT) -> "Tier":
         """Create an empty tier (version 0) at ``uri``; ``TierError`` if one is already there, or if ``uri``
         is a file or a non-empty directory that holds no tier (a missing or empty directory is fine)."""
         schema = check_schema(schema)
-        if not valid_block_size(block_size):
+        if not (_is_int(block_size) and 0 < block_size <= 1 << 16 and not block_size & (block_size - 1)):
             raise SchemaError(f"block_size must be a power of two in [1, 65536], got {block_size!r}")
         root = tier_root(uri)
         if os.path.exists(root) and not os.path.isdir(root):
             raise TierError(f"cannot create a tier at {root}: a file is there")
-        if list_versions(root):
+        store = LocalStore(root)
+        if maintenance.has_tier(store):
             raise TierError(f"a tier already exists at {root}")
-        try:
-            foreign = foreign_entries(root)
-        except OSError as e:
-            raise TierError(f"cannot create a tier at {root}: {e}") from e
+        foreign = maintenance.foreign_entries(store)
         if foreign:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise TierError(f"cannot create a tier at {root}: the directory is not empty and holds no gpumat tier ({shown})")
         try:
-            for d in ("", *SUBDIRS):
-                os.makedirs(os.path.join(root, d), exist_ok=True)
+            os.makedirs(root, exist_ok=True)
         except OSError as e:
-            raise TierError(f"cannot create a tier at {root}: {e}") from e
-        m = new_manifest(None, "create", schema, block_size, [], [])
-        with writer_lock(root):
-            if list_versions(root):
+            raise store.write_error(e, "", "create directory") from e
+        store.makedirs(*log.DIRS)
+        with writer_lock(store, lock_timeout) as fd:
+            if log.latest_version(store) is not None:
                 raise TierError(f"a tier already exists at {root}")
-            commit_manifest(root, m)
-        return cls(root, m, pinned=False)
+            state, _ = log.commit(store, log.State.genesis(schema, int(block_size)), "create", lock_fd=fd)
+        return cls(store, state, pinned=False, lock_timeout=lock_timeout)
 
     @staticmethod
     def exists(uri) -> bool:
-        """Whether a tier (at least one committed manifest) is at ``uri``."""
-        return bool(list_versions(tier_root(uri)))
+        """Whether a tier is at ``uri``."""
+        return maintenance.has_tier(LocalStore(tier_root(uri)))
 
     @classmethod
-    def open(cls, uri, version=None) -> "Tier":
-        """Open the latest version, or pin ``version`` (read-only). ``TierError`` if there is no tier or no such version."""
-        root = tier_root(uri)
-        versions = list_versions(root)
-        if not versions:
-            raise TierError(f"no tier at {root}")
-        latest = versions[-1]
-        if version is not None:
-            if not is_int(version) and not isinstance(version, np.integer):
-                raise TierError(f"version must be an integer, got {version!r}")
-            version = int(version)
-            if version < 0 or version > latest:
-                raise TierError(f"tier {root} has no version {version} (latest is {latest})")
-            return cls(root, read_manifest(root, version), pinned=True)
-        return cls(root, read_manifest(root, latest), pinned=False)
+    def open(cls, uri, version=None, lock_timeout: float = LOCK_TIMEOUT, auto_compact=True) -> "Tier":
+        """Open the latest version, or pin ``version`` (read-only).
+
+        ``TierError`` if there is no tier, no such version, or the version expired (vacuum) or was
+        rolled back (repair); ``CorruptionError`` if metadata it needs is lost or damaged.
+        ``lock_timeout``: how long a write through this handle waits for the writer lock.
+        ``auto_compact``: True (the default ``CompactionPolicy``), a ``CompactionPolicy``, or False:
+        whether appends through this handle also merge small segments (never changes a result).
+        """
+        store = LocalStore(tier_root(uri))
+        latest = log.latest_version(store)
+        if latest is None:
+            maintenance.check_old_format(store)
+            raise TierError(f"no tier at {store.root}")
+        policy = DEFAULT_POLICY if auto_compact is True else (auto_compact or None)
+        if policy is not None and not isinstance(policy, CompactionPolicy):
+            raise SchemaError(f"auto_compact must be True, False or a CompactionPolicy, got {auto_compact!r}")
+        if version is None:
+            return cls(store, log.load_state(store, latest), False, lock_timeout, policy)
+        if not _is_int(version):
+            raise TierError(f"version must be an integer, got {version!r}")
+        version = int(version)
+        if version < 0 or version > latest:
+            raise TierError(f"tier {store.root} has no version {version} (latest is {latest})")
+        return cls(store, maintenance.load_pinned(store, version), True, lock_timeout, policy)
 
     # ----------------------------------------------------------------------------- properties
 
@@ -154,41 +172,40 @@ class Tier:
 
     @property
     def uri(self) -> str:
-        return self._root
+        return self._store.root
 
     @property
     def pinned(self) -> bool:
         return self._pinned
 
-    @property
-    def _manifest(self) -> dict:
-        return self._reader.manifest
-
     def __repr__(self) -> str:
-        return f"Tier({self._root!r}, version={self.version}{', pinned' if self._pinned else ''})"
+        return f"Tier({self.uri!r}, version={self.version}{', pinned' if self._pinned else ''})"
 
     def refresh(self) -> int:
         """Move an unpinned handle to the latest committed version; returns the handle's version."""
         if not self._pinned:
-            versions = list_versions(self._root)
-            if versions and versions[-1] > self.version:
-                self._set_manifest(read_manifest(self._root, versions[-1]))
+            self._catch_up()
         return self.version
 
-    def _set_manifest(self, m: dict) -> None:
+    def _catch_up(self) -> None:
+        latest = log.latest_version(self._store)
+        if latest is not None and latest > self.version:
+            self._set_state(log.advance(self._store, self._reader.state, latest))
+
+    def _set_state(self, state: log.State) -> None:
         # one attribute swap: a reader in use by another thread keeps reading its own version
-        self._reader = VersionReader(self._root, m, self._segcache)
+        self._reader = VersionReader(self._store, state, self._segcache)
 
     # ----------------------------------------------------------------------------- lengths
 
     def _check_version(self, version, what: str) -> int:
         if version is None:
             return self.version
-        if not (is_int(version) or isinstance(version, np.integer)):
+        if not _is_int(version):
             raise TierError(f"{what}: version must be an integer, got {version!r}")
         version = int(version)
         if version < 0 or version > self.version:
-            raise TierError(f"{what}: no version {version} in this handle of {self._root} (version {self.version})")
+            raise TierError(f"{what}: no version {version} in this handle of {self.uri} (version {self.version})")
         return version
 
     def lengths(self, user_ids, version=None) -> np.ndarray:
@@ -221,7 +238,7 @@ class Tier:
     def user_lengths(self, user_id) -> list[tuple[int, int]]:
         """``(version, length)`` at every version up to the handle's where ``user_id``'s length changed,
         oldest first (``[]`` for a user without events). ``SchemaError`` for a non-int64 user id."""
-        if not (is_int(user_id) or isinstance(user_id, np.integer)) or not -(2**63) <= int(user_id) < 2**63:
+        if not _is_int(user_id) or not -(2**63) <= int(user_id) < 2**63:
             raise SchemaError(f"user_lengths: user_id must be an int64 integer, got {user_id!r}")
         return self._reader.length_history().of_user(int(user_id))
 
@@ -263,19 +280,26 @@ class Tier:
 
     def _begin_write(self, op: str) -> None:
         if self._pinned:
-            raise TierError(f"{op}: the handle of {self._root} is pinned to version {self.version} (read-only)")
+            raise TierError(f"{op}: the handle of {self.uri} is pinned to version {self.version} (read-only)")
 
-    def _catch_up(self) -> None:
-        """Under the lock: move the handle to the latest version, so a write lands on top of it."""
-        versions = list_versions(self._root)
-        if versions and versions[-1] != self.version:
-            self._set_manifest(read_manifest(self._root, versions[-1]))
+    def _committed(self, state: log.State) -> None:
+        """Adopt a committed state; checkpoint it when enough versions have passed (best effort:
+        the version is committed either way, and a later commit checkpoints instead)."""
+        self._set_state(state)
+        if state.version - state.checkpoint_version >= log.CHECKPOINT_EVERY:
+            try:
+                self._set_state(log.write_checkpoint(self._store, state, self._reader.snapshot()))
+            except TierError:
+                pass
 
-    def _commit(self, op: str, segments: list, lengths: list) -> None:
-        r = self._reader
-        m = new_manifest(r.manifest, op, r.schema, r.block_size, segments, lengths)
-        commit_manifest(self._root, m)
-        self._set_manifest(m)
+    def _writable(self) -> None:
+        """Under the lock: move to the latest version and check that its metadata is still there (a
+        lost newest record must be repaired, not written over)."""
+        self._catch_up()
+        v = self.version
+        if not (self._store.exists(log.record_name(v)) or self._store.exists(log.checkpoint_name(v))):
+            raise CorruptionError(f"tier {self.uri}: the metadata of version {v} is missing; "
+                                  f"run `gpumat repair {self.uri}`")
 
     def append(self, events) -> int:
         """Append each user's events in table order; commit and return the new version.
@@ -285,25 +309,47 @@ class Tier:
         """
         self._begin_write("append")
         ev = read_events(events, self._reader.schema)
-        with writer_lock(self._root):
-            self._catch_up()
-            self._commit("append", *append_files(self._reader, ev))
+        with writer_lock(self._store, self._lock_timeout) as fd:
+            self._writable()
+            self._committed(writer.append(self._store, self._reader.state, ev, self._segcache, fd, self._policy))
         return self.version
 
     def compact(self) -> int:
-        """Rewrite every history into as few stripes as possible (same events, same positions); commit and
-        return the new version. Old segment files stay for handles pinned to older versions.
+        """Rewrite every history into as few stripes and files as possible (same events, same positions);
+        commit and return the new version. Old files stay for handles of older versions until vacuum.
 
-        With nothing to compact (the tier is empty, or no history is in more stripes than compaction
-        would write), nothing is written or committed and the latest version is returned: callers tell
-        by comparing it with the version before the call.
+        With nothing to compact, nothing is written or committed and the latest version is returned:
+        callers tell by comparing it with the version before the call.
         """
         self._begin_write("compact")
-        with writer_lock(self._root):
-            self._catch_up()
-            if compactable(self._reader):
-                self._commit("compact", *compact_files(self._reader))
+        with writer_lock(self._store, self._lock_timeout) as fd:
+            self._writable()
+            state = writer.compact(self._store, self._reader.state, self._segcache, fd)
+            if state is not self._reader.state:
+                self._committed(state)
         return self.version
+
+    def vacuum(self, keep_last: int | None = None, min_age_s: float = 3600.0) -> dict:
+        """Delete what no retained version needs (SPEC §7): files superseded by compaction, debris of
+        failed or killed writers and, with ``keep_last=N``, the metadata of versions older than the
+        newest N (they expire: ``open(version=)`` says so; pointers into them stay valid). Nothing a
+        version committed in the last ``min_age_s`` seconds needs is deleted.
+
+        Returns ``{"files_removed", "bytes_freed", "expired_before", "versions_retained"}``.
+        """
+        self._begin_write("vacuum")
+        out = maintenance.vacuum(self._store, keep_last, min_age_s, self._lock_timeout)
+        self._catch_up()
+        return out
+
+    @staticmethod
+    def repair(uri, roll_back: bool = False, lock_timeout: float = LOCK_TIMEOUT) -> dict:
+        """Check a tier's metadata and, with ``roll_back=True``, recover from lost or damaged newest
+        versions by committing a new version equal to the newest intact one (the lost numbers are
+        never reused; pointers into them fail). Without ``roll_back`` nothing changes: the returned
+        report says what is wrong and what rolling back would do. See ``host.maintenance.repair``.
+        """
+        return maintenance.repair(LocalStore(tier_root(uri)), roll_back, lock_timeout)
 
     # ----------------------------------------------------------------------------- inspection
 
@@ -322,39 +368,44 @@ class Tier:
                 "bytes_per_event": nbytes / events if events else 0.0,
                 "encodings": {codec.ENC_NAMES[k]: int((enc == k).sum()) for k in codec.ENC_NAMES},
             }
-        m = r.manifest
+        files = r.state.files.values()
         return {
-            "uri": self._root,
+            "uri": self.uri,
             "version": r.version,
-            "op": m["op"],
+            "op": r.state.op,
             "schema": dict(r.schema),
             "block_size": r.block_size,
-            "segments": len(m["segments"]),
+            "segments": len(r.state.files),
+            "inline_segments": sum(1 for e in files if e["path"].startswith(log.LOG_DIR + "/")),
             "stripes": len(d),
             "blocks": int(d.nblocks.sum()),
             "users": len(r.length_history().live_users(r.version)),
             "events": events,
-            "stored_bytes": int(sum(s["size"] for s in m["segments"])),
-            "length_bytes": int(sum(s["size"] for s in m["lengths"])),
+            "stored_bytes": int(sum(e["size"] for e in files)),
+            "metadata_bytes": maintenance.metadata_bytes(self._store, r.state),
             "columns": per_col,
         }
 
-    def versions(self) -> list[dict]:
-        """One dict per committed version up to the handle's, oldest first (for ``gpumat inspect``):
-        ``{"version", "operation" ("create" | "append" | "compact"), "events" (added by that version),
-        "total_events", "committed_at" (unix time)}``.
+    def versions(self, newest: int | None = None) -> list[dict]:
+        """One dict per retained version up to the handle's, oldest first (``newest=N``: only the
+        newest N): ``{"version", "operation" ("create" | "append" | "compact" | "repair"), "events"
+        (added by that version), "total_events", "committed_at" (unix time)}``.
 
-        Operations and times come from the manifests (each one read and verified), event counts from
-        the handle's length history, which holds every earlier version's lengths.
+        Operations and times come from the commit records (each read and verified); expired versions
+        and versions lost to a repair are not listed. Event counts come from the length history.
         """
         r = self._reader
         added = r.length_history().events_per_version(r.version)
         total = np.cumsum(added)
+        first = max(log.read_expired(self._store), 0)
+        logged = set(log.logged_versions(self._store))
+        have = sorted((logged | set(log.checkpoint_versions(self._store))) & set(range(first, r.version + 1)))
+        have = [v for v in have if not r.state.lost_at(v)]
+        if newest is not None:
+            have = have[-int(newest):] if newest > 0 else []
         out = []
-        for v in list_versions(self._root):
-            if v > r.version:
-                break
-            m = r.manifest if v == r.version else read_manifest(self._root, v)
-            out.append({"version": v, "operation": m["op"], "events": int(added[v]), "total_events": int(total[v]),
-                        "committed_at": float(m["created_unix"])})
+        for v in have:  # a version without a record (an upgraded tier's first) is described by its checkpoint
+            h = log.read_record(self._store, v)[0] if v in logged else log.read_checkpoint_header(self._store, v)
+            out.append({"version": v, "operation": h["op"], "events": int(added[v]), "total_events": int(total[v]),
+                        "committed_at": float(h["created_unix"])})
         return out

@@ -1,115 +1,268 @@
-"""Writing the data files of a new version (docs/DESIGN.md §2): for ``append``, each user's new events
-as stripes of one new segment file plus a length file of the touched users; for ``compact``, every
-history rewritten into as few stripes as possible plus one consolidated length file. Also the
-writers' lock. Nothing here commits: the caller links the manifest (host/manifest.py), so files of
-a writer that dies before it are never visible.
+"""Writing new versions (docs/DESIGN.md §2): ``append`` (each user's new events as stripes of one
+segment, inline in the commit record when small), ``compact`` (every history rewritten into long
+stripes), automatic merging of small segments, and the writers' lock with a timeout.
+
+The commit itself is host/log.py's: a record created once. Data files are written and synced
+before it, so a writer that dies or fails leaves the previous version intact; on a failure the
+files it wrote are removed (what a killed writer leaves is swept by vacuum).
+
+An append's cost depends on its own size, not on the tier's history: it reads nothing but the
+in-memory length history, writes one segment (or none, inline) and one record. Every
+``CompactionPolicy.max_small_files`` appends or so, it also merges the small segments into one
+(the same histories, fewer files), so reads never degrade with small appends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import fcntl
 import os
+import time
 import uuid
 
 import numpy as np
 
 from gpumat.core.errors import TierError
 from gpumat.host import codec
-from gpumat.host.lengths import write_lengths_file
-from gpumat.host.manifest import LENGTH_DIR, LOCK_FILE, SEGMENT_DIR, fsync_dir
+from gpumat.host.log import DATA_DIR, INLINE_BYTES, LOCK_FILE, State, commit
 from gpumat.host.ranges import ranges
 from gpumat.host.reader import VersionReader
-from gpumat.host.segment import write_segment
+from gpumat.host.segment import encode_segment
+from gpumat.host.store import describe_os_error
 
 MAX_STRIPE = 1 << 20  # events per stripe: bounds one blob, keeps compaction's output pieces large
-SEGMENT_EVENTS = 1 << 22  # compaction starts a new segment file after this many events (bounds memory)
+SEGMENT_EVENTS = 1 << 22  # compaction starts a new data file after this many events (bounds memory)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompactionPolicy:
+    """When an append also merges small segments (size-tiered; never changes a result).
+
+    Every append writes a level-0 segment. Once more than ``max_small_files`` level-0 segments
+    exist, the next append merges them (and its own events) into one level-1 segment; once more
+    than ``fan_in`` level-L segments exist, it merges those into one level L+1 segment. So a tier
+    of N small appends has O(fan_in * log N) live segments, and each event is rewritten O(log N)
+    times. Segments of ``small_file_bytes`` or more are left to ``compact``. ``max_small_files=None``
+    (or ``Tier.open(..., auto_compact=False)``) turns merging off.
+    """
+
+    max_small_files: int | None = 32
+    fan_in: int = 8
+    small_file_bytes: int = 8 << 20
+
+
+DEFAULT_POLICY = CompactionPolicy()
 
 
 @contextlib.contextmanager
-def writer_lock(root: str):
-    """Hold the tier's writer lock (``fcntl.flock`` on ``_lock``; readers never take it)."""
+def writer_lock(store, timeout: float):
+    """Hold the tier's writer lock (``flock`` on ``_lock``; readers never take it), waiting at most
+    ``timeout`` seconds; yields the lock file's descriptor (the witness is written through it)."""
+    path = store.full(LOCK_FILE)
     try:
-        fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as e:
-        raise TierError(f"cannot lock tier {root}: {e}") from e
+        raise TierError(f"tier {store.root}: cannot open the writer lock {LOCK_FILE}: {describe_os_error(e)}") from e
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise TierError(f"tier {store.root}: cannot lock {LOCK_FILE}: {describe_os_error(e)}") from e
+            if time.monotonic() >= deadline:
+                raise TierError(f"tier {store.root}: another writer has held the lock for more than {timeout:g} s "
+                                f"(lock_timeout); is a writer hung? (lock file {path})")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        yield fd
     finally:
         os.close(fd)  # closing releases the flock (and a killed writer's lock dies with it)
 
 
-def write_stripes(root: str, schema: dict, block_size: int, user, start, count, values: dict) -> dict:
-    """Encode stripes (sorted by (user, start); ``values[c]`` back to back) into a new segment file.
-
-    Returns the manifest entry ``{path, size, index_crc}``; the caller fsyncs the directory.
-    """
-    blobs = {c: codec.encode_stripes(values[c], count, block_size) for c in schema}
-    rel = f"{SEGMENT_DIR}/{uuid.uuid4().hex}.gseg"
-    size, crc = write_segment(os.path.join(root, rel), list(schema), user, start, count, blobs)
-    return {"path": rel, "size": size, "index_crc": crc}
+# ----------------------------------------------------------------------------- data files
 
 
-def append_files(reader: VersionReader, events: dict[str, np.ndarray]) -> tuple[list[dict], list[dict]]:
-    """Write the data files that append validated ``events`` (host/events.py) on top of ``reader``'s
-    version; return the next version's ``(segments, lengths)`` manifest lists (no files for no events)."""
-    m = reader.manifest
-    segments, lengths = list(m["segments"]), list(m["lengths"])
+def _segment_of(state: State, user, start, count, values: dict):
+    blobs = {c: codec.encode_stripes(values[c], count, state.block_size) for c in state.schema}
+    return encode_segment(list(state.schema), user, start, count, blobs)
+
+
+class _Written:
+    """Data files written for one commit: synced together, removed together if the commit fails."""
+
+    def __init__(self, store):
+        self.store, self.paths = store, []
+
+    def data_file(self, buffers, size: int, crc: int, events: int) -> dict:
+        path = f"{DATA_DIR}/{uuid.uuid4().hex}.gseg"
+        self.paths.append(path)
+        self.store.write_new(path, buffers)
+        return {"path": path, "offset": 0, "size": size, "index_crc": crc, "events": int(events)}
+
+    def sync(self) -> None:
+        if self.paths:
+            self.store.sync_dir(DATA_DIR)
+
+    def discard(self) -> None:
+        for p in self.paths:
+            with contextlib.suppress(Exception):
+                self.store.delete(p)
+
+
+def _stripes(users, per_user, start):
+    """Stripes of at most ``MAX_STRIPE`` events for runs of ``per_user`` events starting at ``start``."""
+    nstr, cnt = codec.block_counts(per_user, MAX_STRIPE)
+    j = ranges(np.zeros(len(users), np.int64), nstr)
+    return np.repeat(users, nstr), np.repeat(start, nstr) + j * MAX_STRIPE, cnt
+
+
+COMPACTED_LEVEL = 1 << 20  # the level of compaction's (and upgraded tiers') files: never merged
+
+
+def _due(state: State, policy: CompactionPolicy | None) -> tuple[int, list[str]]:
+    """``(level, keys)``: the lowest level with too many small segments, and those segments (``[]``: none)."""
+    if policy is None or policy.max_small_files is None:
+        return 0, []
+    by_level: dict[int, list[str]] = {}
+    for k, e in state.files.items():
+        if e["size"] < policy.small_file_bytes and e["level"] < COMPACTED_LEVEL:
+            by_level.setdefault(e["level"], []).append(k)
+    for level in sorted(by_level):
+        if len(by_level[level]) > (policy.max_small_files if level == 0 else max(2, policy.fan_in)):
+            return level, by_level[level]
+    return 0, []
+
+
+def append(store, state: State, events: dict[str, np.ndarray], segcache: dict, lock_fd: int,
+           policy: CompactionPolicy | None = DEFAULT_POLICY) -> State:
+    """Commit ``events`` (validated, host/events.py) on top of ``state``; return the new state."""
     uid = events["user_id"]
     if not len(uid):
-        return segments, lengths
+        return commit(store, state, "append", lock_fd=lock_fd)[0]
     order = np.argsort(uid, kind="stable")  # stable: table order inside each user
     us = uid[order]
     first = np.flatnonzero(np.concatenate(([True], us[1:] != us[:-1])))
     users = us[first]
     per_user = np.diff(np.append(first, len(us)))
-    old = reader.length_history().at(users, np.full(len(users), reader.version))
-    nstr, cnt = codec.block_counts(per_user, MAX_STRIPE)
-    j = ranges(np.zeros(len(users), np.int64), nstr)
-    values = {c: events[c][order] for c in reader.schema}
-    segments.append(write_stripes(reader.root, reader.schema, reader.block_size, np.repeat(users, nstr), np.repeat(old, nstr) + j * MAX_STRIPE, cnt, values))
-    lengths.append(write_lengths_file(reader.root, users, np.full(len(users), reader.version + 1), old + per_user))
-    fsync_dir(os.path.join(reader.root, SEGMENT_DIR))
-    fsync_dir(os.path.join(reader.root, LENGTH_DIR))
-    return segments, lengths
+    old = state.lengths.at(users, np.full(len(users), state.version))
+    values = {c: events[c][order] for c in state.schema}
+    level, merge = _due(state, policy)
+    segments = []  # (users, starts, counts, values, level) of each segment this commit writes
+    if merge and level == 0:  # the level-0 segments and the new events: one level-1 segment
+        segments.append((*_merged(store, state, segcache, merge, users, per_user, old, values), 1))
+    else:
+        if merge:  # the level-L segments into one of level L + 1; the new events on their own
+            z = np.zeros(0, np.int64)
+            none = {c: z for c in state.schema}
+            segments.append((*_merged(store, state, segcache, merge, z, z, z, none), level + 1))
+        segments.append((*_stripes(users, per_user, old), values, 0))
+    rows = (users, np.full(len(users), state.version + 1, np.int64), old + per_user)
+    written = _Written(store)
+    try:
+        add, payload, inline = [], [], 0
+        for seg_users, seg_start, seg_cnt, seg_values, seg_level in segments:
+            buffers, size, crc = _segment_of(state, seg_users, seg_start, seg_cnt, seg_values)
+            if inline + size <= INLINE_BYTES:
+                add.append({"path": None, "offset": inline, "size": size, "index_crc": crc,
+                            "events": int(seg_cnt.sum()), "level": seg_level})
+                payload += buffers
+                inline += size
+            else:
+                add.append(dict(written.data_file(buffers, size, crc, int(seg_cnt.sum())), level=seg_level))
+        written.sync()
+        return commit(store, state, "append", add=add, remove=merge, rows=rows, payload=payload, lock_fd=lock_fd)[0]
+    except BaseException:
+        written.discard()
+        raise
 
 
-def compactable(reader: VersionReader) -> bool:
-    """Whether compaction would reduce the number of stripes: some user's history is in more stripes
-    than the ``ceil(length / MAX_STRIPE)`` that compaction writes."""
+def _merged(store, state: State, segcache: dict, merge: list, users, per_user, old, values):
+    """The stripes of one segment holding the small segments ``merge`` and the new events.
+
+    Per user, the stripes of the merged files that are adjacent in position become one run (a
+    large file may hold positions between two small ones, so a user can have several runs); the
+    new events extend the run that ends at the user's current length, or start a run there.
+    Returns ``(users, starts, counts, values)`` of the output stripes, sorted by (user, start).
+    """
+    reader = VersionReader(store, state, segcache)
     d = reader.directory()
-    if not len(d):
-        return False
-    first = np.flatnonzero(np.concatenate(([True], d.user_id[1:] != d.user_id[:-1])))
-    stripes = np.diff(np.append(first, len(d)))
-    totals = np.add.reduceat(d.count, first)
-    return bool((stripes > (totals + MAX_STRIPE - 1) // MAX_STRIPE).any())
+    keys = list(state.files)
+    sel = np.flatnonzero(np.isin(d.seg, [keys.index(k) for k in merge]))  # sorted by (user, start)
+    run0 = np.ones(len(sel), bool)
+    if len(sel):
+        run0[1:] = (d.user_id[sel[1:]] != d.user_id[sel[:-1]]) | (sel[1:] != sel[:-1] + 1)
+    starts_at = np.flatnonzero(run0)
+    run_user, run_start = d.user_id[sel[run0]], d.start[sel[run0]]
+    run_cnt = np.add.reduceat(d.count[sel], starts_at) if len(sel) else np.zeros(0, np.int64)
+    old_vals = {c: reader.decode_stripes(c, sel) for c in state.schema}
+    # the new events of a user extend the run that ends at the user's current length, if any
+    ev_off = np.cumsum(per_user) - per_user  # each user's first event in ``values`` (sorted by user)
+    if len(users):
+        idx = np.minimum(np.searchsorted(users, run_user), len(users) - 1)
+        extends = (users[idx] == run_user) & (run_start + run_cnt == old[idx])
+        run_new, run_new_src = np.where(extends, per_user[idx], 0), np.where(extends, ev_off[idx], 0)
+    else:  # a merge of older levels: no new events
+        idx, extends = np.zeros(len(run_user), np.int64), np.zeros(len(run_user), bool)
+        run_new = run_new_src = np.zeros(len(run_user), np.int64)
+    attached = np.zeros(len(users), bool)
+    attached[idx[extends]] = True
+    r_user = np.concatenate((run_user, users[~attached]))
+    r_start = np.concatenate((run_start, old[~attached]))
+    r_old = np.concatenate((run_cnt, np.zeros(int((~attached).sum()), np.int64)))
+    r_new = np.concatenate((run_new, per_user[~attached]))
+    r_old_src = np.concatenate((np.cumsum(run_cnt) - run_cnt, np.zeros(int((~attached).sum()), np.int64)))
+    r_new_src = np.concatenate((run_new_src, ev_off[~attached]))
+    o = np.lexsort((r_start, r_user))
+    r_user, r_start, r_old, r_new, r_old_src, r_new_src = (a[o] for a in (r_user, r_start, r_old, r_new, r_old_src, r_new_src))
+    r_tot = r_old + r_new
+    out_off = np.cumsum(r_tot) - r_tot
+    dst_old, src_old = ranges(out_off, r_old), ranges(r_old_src, r_old)
+    dst_new, src_new = ranges(out_off + r_old, r_new), ranges(r_new_src, r_new)
+    merged = {}
+    for c in state.schema:
+        out = np.empty(int(r_tot.sum()), np.int64)
+        out[dst_old] = old_vals[c][src_old]
+        out[dst_new] = values[c][src_new]
+        merged[c] = out
+    return (*_stripes(r_user, r_tot, r_start), merged)
 
 
-def compact_files(reader: VersionReader) -> tuple[list[dict], list[dict]]:
-    """Write every history of ``reader``'s version as few stripes (same events, same positions) in new
-    segment files of about ``SEGMENT_EVENTS`` events, and one consolidated length file (every row, so
-    every older version's lengths stay answerable); return the ``(segments, lengths)`` lists."""
+def compact(store, state: State, segcache: dict, lock_fd: int) -> State:
+    """Rewrite every history of ``state`` into as few stripes as possible (same events, same
+    positions) in data files of about ``SEGMENT_EVENTS`` events; commit. Returns ``state`` itself
+    (nothing written, nothing committed) when that would change nothing."""
+    reader = VersionReader(store, state, segcache)
     d = reader.directory()
-    L = reader.length_history()
-    segments = []
     S = len(d)
-    if S:
-        first = np.flatnonzero(np.concatenate(([True], d.user_id[1:] != d.user_id[:-1])))
-        ends = np.append(first[1:], S)
-        totals = np.add.reduceat(d.count, first)
-        # cut at user boundaries into segments of about SEGMENT_EVENTS events
-        cum = np.cumsum(totals)
-        grp = (cum - totals) // SEGMENT_EVENTS
+    if not S:
+        return state
+    first = np.flatnonzero(np.concatenate(([True], d.user_id[1:] != d.user_id[:-1])))
+    ends = np.append(first[1:], S)
+    totals = np.add.reduceat(d.count, first)
+    cum = np.cumsum(totals)
+    grp = (cum - totals) // SEGMENT_EVENTS  # cut at user boundaries into files of about SEGMENT_EVENTS events
+    stripes_now = np.diff(np.append(first, S))
+    files_after = int(grp.max()) + 1
+    if not (stripes_now > (totals + MAX_STRIPE - 1) // MAX_STRIPE).any() and len(state.files) <= files_after:
+        return state
+    written = _Written(store)
+    try:
+        add = []
         for g in np.unique(grp):
             us = np.flatnonzero(grp == g)
             si = np.arange(first[us[0]], ends[us[-1]], dtype=np.int64)
-            nstr, cnt = codec.block_counts(totals[us], MAX_STRIPE)
-            j = ranges(np.zeros(len(us), np.int64), nstr)
-            values = {c: reader.decode_stripes(c, si) for c in reader.schema}
-            segments.append(write_stripes(reader.root, reader.schema, reader.block_size, np.repeat(d.user_id[first[us]], nstr), j * MAX_STRIPE, cnt, values))
-        fsync_dir(os.path.join(reader.root, SEGMENT_DIR))
-    lengths = [write_lengths_file(reader.root, L.user, L.version, L.length)]
-    fsync_dir(os.path.join(reader.root, LENGTH_DIR))
-    return segments, lengths
+            users, start, cnt = _stripes(d.user_id[first[us]], totals[us], np.zeros(len(us), np.int64))
+            values = {c: reader.decode_stripes(c, si) for c in state.schema}
+            buffers, size, crc = _segment_of(state, users, start, cnt, values)
+            add.append(dict(written.data_file(buffers, size, crc, int(cnt.sum())), level=COMPACTED_LEVEL))
+        written.sync()
+        return commit(store, state, "compact", add=add, remove=list(state.files), lock_fd=lock_fd)[0]
+    except BaseException:
+        written.discard()
+        raise

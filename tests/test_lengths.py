@@ -1,12 +1,11 @@
-"""The length history (host/lengths.py) against a plain dict per version, and its files."""
-
-import os
+"""The length history (host/lengths.py) against a plain dict per version, extended version by
+version as a handle does it, and its stored rows."""
 
 import numpy as np
 import pytest
 
 from gpumat.core.errors import CorruptionError
-from gpumat.host.lengths import LengthHistory, load_length_history, read_lengths_file, write_lengths_file
+from gpumat.host.lengths import LayeredLengths, LengthHistory, decode_rows, encode_rows
 
 
 def _random_history(seed, versions=12, users=30):
@@ -54,18 +53,35 @@ def test_empty_and_inconsistent():
             LengthHistory(np.array(u), np.array(v), np.array(n), where="w")
 
 
-def test_files_round_trip_and_damage(tmp_path):
-    root = str(tmp_path)
-    os.makedirs(tmp_path / "_lengths")
-    e1 = write_lengths_file(root, [3, 1], [1, 1], [2, 5])
-    e2 = write_lengths_file(root, [3], [2], [9])
-    assert e1["path"].startswith("_lengths/") and e1["path"] != e2["path"]
-    assert [a.tolist() for a in read_lengths_file(root, e1)] == [[3, 1], [1, 1], [2, 5]]
-    L = load_length_history(root, [e1, e2], 2, where="t")
-    assert L.at(np.array([3, 3, 1]), np.array([1, 2, 2])).tolist() == [2, 9, 5]
-    with pytest.raises(CorruptionError, match="later versions"):
-        load_length_history(root, [e1, e2], 1, where="t")
-    with pytest.raises(CorruptionError, match="size or checksum"):
-        read_lengths_file(root, dict(e1, crc=e1["crc"] ^ 1))
-    with pytest.raises(CorruptionError, match="cannot be read"):
-        read_lengths_file(root, dict(e1, path="_lengths/missing.arrow"))
+def test_rows_round_trip_and_damage():
+    data = encode_rows([3, 1], [1, 1], [2, 5])
+    assert [a.tolist() for a in decode_rows(data, "t")] == [[3, 1], [1, 1], [2, 5]]
+    with pytest.raises(CorruptionError, match="t: length rows"):
+        decode_rows(data[:-9], "t")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_extend_version_by_version_equals_one_history(seed, monkeypatch):
+    """A handle's history grows by ``extend`` across commits (a sorted base plus small parts, merged
+    as they grow): at every step it answers exactly like a history built from all rows at once."""
+    monkeypatch.setattr(LayeredLengths, "MERGE_MIN", 16)
+    monkeypatch.setattr(LayeredLengths, "MAX_PARTS", 3)
+    rng = np.random.default_rng(seed)
+    z = np.zeros(0, np.int64)
+    L = LengthHistory(z, z, z, where="t")
+    rows, cur = [], {}
+    users = np.arange(-4, 40)
+    for v in range(1, 80):
+        touched = rng.choice(users, int(rng.integers(0, 9)), replace=False)
+        new = np.array([cur.get(int(u), 0) + int(rng.integers(1, 5)) for u in touched], np.int64)
+        for u, n in zip(touched.tolist(), new.tolist()):
+            cur[u] = n
+            rows.append((u, v, n))
+        L = L.extend(touched, v, new, where="t")
+        ref = LengthHistory(*(np.array([r[i] for r in rows], np.int64) for i in range(3)), where="t") if rows else L
+        q = rng.integers(0, v + 2, users.size)
+        assert L.at(users, q).tolist() == ref.at(users, q).tolist(), v
+        assert len(L) == len(rows)
+    assert L.of_user(3) == ref.of_user(3) and L.events_per_version(79).tolist() == ref.events_per_version(79).tolist()
+    with pytest.raises(CorruptionError, match="arrive after"):
+        L.extend(np.array([1]), 5, np.array([99]), where="t")

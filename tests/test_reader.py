@@ -5,10 +5,19 @@ import pytest
 
 from gpumat.core.errors import CorruptionError, SchemaError
 from gpumat.host import codec
-from gpumat.host.manifest import read_manifest
+import dataclasses
+
+from gpumat.host.log import load_state
 from gpumat.host.reader import VersionReader
+from gpumat.host.store import LocalStore
 from gpumat.host.tier import Tier
 from test_tier import SCHEMA, events
+
+
+def reader(tier, v, cache=None, **change):
+    store = LocalStore(tier.uri)
+    state = load_state(store, v)
+    return VersionReader(store, dataclasses.replace(state, **change) if change else state, cache)
 
 
 @pytest.fixture
@@ -20,7 +29,7 @@ def tier(tmp_path):
 
 
 def test_directory_tiles_each_history(tier):
-    r = VersionReader(tier.uri, read_manifest(tier.uri, 3))
+    r = reader(tier, 3)
     d = r.directory()
     assert d is r.directory()  # cached
     assert np.all(np.diff(d.user_id) >= 0)
@@ -38,7 +47,7 @@ def test_directory_tiles_each_history(tier):
 
 
 def test_read_blocks_bounds_and_columns(tier):
-    r = VersionReader(tier.uri, read_manifest(tier.uri, 3))
+    r = reader(tier, 3)
     d = r.directory()
     with pytest.raises(SchemaError, match="unknown column"):
         r.read_blocks("nope", [0], [0], [1])
@@ -58,17 +67,19 @@ def test_read_blocks_bounds_and_columns(tier):
 
 
 def test_directory_disagreeing_with_lengths_is_corruption(tier):
-    m = read_manifest(tier.uri, 3)
-    for bad in (dict(m, segments=m["segments"][:-1]), dict(m, lengths=m["lengths"][:-1])):
+    good = load_state(LocalStore(tier.uri), 3)
+    older = load_state(LocalStore(tier.uri), 2)
+    files = dict(list(good.files.items())[:-1])
+    for change in (dict(files=files), dict(lengths=older.lengths)):
         with pytest.raises(CorruptionError):
-            VersionReader(tier.uri, bad).directory()
+            reader(tier, 3, **change).directory()
 
 
 def test_segments_are_shared_through_the_cache(tier):
     cache = {}
-    a = VersionReader(tier.uri, read_manifest(tier.uri, 2), cache)
+    a = reader(tier, 2, cache)
     a.directory()
-    b = VersionReader(tier.uri, read_manifest(tier.uri, 3), cache)
+    b = reader(tier, 3, cache)
     b.directory()
     assert b.segment(0) is a.segment(0) and len(cache) == 3
 
@@ -90,6 +101,52 @@ def test_directory_publishes_columns_before_the_directory(tier):
             if value is not None:
                 seen.append(self.read_blocks("item_id", [0], [0], [1])[0].shape)
 
-    w = Watched(tier.uri, read_manifest(tier.uri, 3))
+    store = LocalStore(tier.uri)
+    w = Watched(store, load_state(store, 3))
     w.directory()
     assert seen == [(1, 3)]
+
+
+def test_large_segments_are_read_by_coalesced_ranges(tmp_path, monkeypatch):
+    """Above FULL_READ_BYTES a segment is not read whole: the ranges a batch needs are read, merged
+    when close, and give the same blocks as a whole read."""
+    import gpumat.host.segment as segment
+
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)
+    for i in range(2):
+        t.append(events(i, 3000, users=40))
+    t.compact()
+    whole = {u: t.read_history(u) for u in range(40)}
+    monkeypatch.setattr(segment, "FULL_READ_BYTES", 0)
+    monkeypatch.setattr(segment, "COALESCE_GAP_WORDS", 3)
+    fresh = Tier.open(t.uri)
+    for u in range(40):
+        got = fresh.read_history(u)
+        assert all(got[c].tolist() == whole[u][c].tolist() for c in SCHEMA), u
+    d = fresh.directory()
+    rng = np.random.default_rng(1)
+    si = rng.choice(len(d), 25)
+    lo = (rng.random(25) * d.nblocks[si]).astype(np.int64)
+    hi = lo + ((d.nblocks[si] - lo) * rng.random(25)).astype(np.int64)
+    a = fresh.read_blocks("item_id", si, lo, hi)
+    monkeypatch.setattr(segment, "FULL_READ_BYTES", 1 << 30)
+    b = Tier.open(t.uri).read_blocks("item_id", si, lo, hi)
+    assert all(np.array_equal(x, y) for x, y in zip(a[:2], b[:2])) and a[2] == b[2]
+
+
+def test_a_file_truncated_under_a_reader_is_corruption_not_a_crash(tmp_path, monkeypatch):
+    import gpumat.host.segment as segment
+
+    monkeypatch.setattr(segment, "FULL_READ_BYTES", 0)  # read by ranges, after the truncation
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)
+    t.append(events(0, 3000, users=4))
+    t.append(events(1, 3000, users=4))
+    t.compact()
+    h = Tier.open(t.uri)
+    h.directory()  # indexes read; blocks not yet
+    data = [f for f in (tmp_path / "t" / "_data").iterdir()]
+    with open(data[0], "r+b") as f:
+        f.truncate(64)
+    with pytest.raises(CorruptionError, match="shorter|truncated|checksum"):
+        for u in range(4):
+            h.read_history(u)

@@ -76,15 +76,19 @@ def rand_ts(rng: random.Random) -> int:
 
 
 MAX_STRIPE = 1 << 20  # docs/DESIGN.md §2: a stripe holds at most 2**20 events
+MERGE_ABOVE, FAN_IN = 32, 8  # host/writer.py CompactionPolicy: when an append merges small data files
 
 
 class Oracle:
     """SPEC §1-§2, literally: histories as lists of event dicts, a snapshot of lengths per version.
 
     Plus the one rule of a later issue that SPEC §1 does not have: ``compact`` commits a version only
-    when it would store some history in fewer pieces (stripes: an append stores each user's new events
-    as ``ceil(k / MAX_STRIPE)`` pieces, a compaction each history as ``ceil(length / MAX_STRIPE)``);
-    otherwise it commits nothing and returns the current version.
+    when it would store the histories in fewer pieces (stripes: an append stores each user's new events
+    as ``ceil(k / MAX_STRIPE)`` pieces, a compaction each history as ``ceil(length / MAX_STRIPE)``) or
+    fewer data files (each non-empty append writes one at level 0; once more than ``MERGE_ABOVE`` are at
+    level 0, the next append merges them and its events into one at level 1, and once more than
+    ``FAN_IN`` are at a level L >= 1, into one at level L+1; a compaction of these small tiers writes
+    one); otherwise it commits nothing and returns the current version.
     """
 
     def __init__(self, schema: dict[str, str]):
@@ -92,6 +96,11 @@ class Oracle:
         self.hist: dict[int, list[dict]] = {}
         self.snap: list[dict[int, int]] = [{}]
         self.pieces: dict[int, int] = {}
+        self.levels: dict[int, int] = {}  # data files per merge level
+
+    @property
+    def files(self) -> int:
+        return sum(self.levels.values())
 
     @property
     def version(self) -> int:
@@ -104,13 +113,23 @@ class Oracle:
             new[u] = new.get(u, 0) + 1
         for u, k in new.items():
             self.pieces[u] = self.pieces.get(u, 0) + -(-k // MAX_STRIPE)
+        if new:
+            lv = self.levels
+            due = [L for L in sorted(lv) if L >= 0 and lv[L] > (MERGE_ABOVE if L == 0 else FAN_IN)]
+            if due and due[0] == 0:
+                lv[0], lv[1] = 0, lv.get(1, 0) + 1
+            else:
+                if due:
+                    lv[due[0]], lv[due[0] + 1] = 0, lv.get(due[0] + 1, 0) + 1
+                lv[0] = lv.get(0, 0) + 1
         self.snap.append({u: len(h) for u, h in self.hist.items()})
         return self.version
 
     def compact(self) -> int:
         fewest = {u: -(-len(h) // MAX_STRIPE) for u, h in self.hist.items()}
-        if any(self.pieces[u] > n for u, n in fewest.items()):
+        if any(self.pieces[u] > n for u, n in fewest.items()) or self.files > 1:
             self.pieces = fewest
+            self.levels = {-1: 1}  # compaction's file: never merged
             self.snap.append(dict(self.snap[-1]))
         return self.version
 
@@ -872,7 +891,7 @@ def test_bit_flips(tmp_path):
     files = sorted(os.path.relpath(os.path.join(d, f), src) for d, _, fs in os.walk(src) for f in fs
                    if os.path.getsize(os.path.join(d, f)) > 0)
     kinds = {f.split("/")[0] for f in files}
-    assert {"_manifests", "_segments", "_lengths"} <= kinds, kinds
+    assert {"_log", "_data"} <= kinds, kinds
     n = 0
     wrong = []
     for f in files:

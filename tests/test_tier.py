@@ -1,6 +1,6 @@
 """The tier facade (host/tier.py) end to end: versions, lengths, compaction, inspection, errors, crashes,
-corruption. Each job's own module has its own tests (test_manifest, test_lengths, test_events, test_reader,
-test_writer); the helpers here (``events``, ``Model``, ``check_version``) are shared with them."""
+corruption. Each job's own module has its own tests (test_log, test_lengths, test_events, test_reader,
+test_writer, test_store, test_maintenance); the helpers here (``events``, ``Model``, ``check_version``) are shared with them."""
 
 import os
 import signal
@@ -52,6 +52,12 @@ class Model:
 
     def compact(self):
         self.versions.append(self.versions[-1])
+
+    def history(self, u, v, column):
+        return self.versions[v].get(u, {column: []})[column]
+
+    def length(self, u, v):
+        return len(self.history(u, v, "ts"))
 
 
 def check_version(tier, model, v, users=range(-1, 25)):
@@ -192,7 +198,7 @@ def test_bad_events_commit_nothing(tmp_path):
     with pytest.raises(SchemaError, match="cannot read events file"):
         t.append(tmp_path / "junk.parquet")
     assert t.version == 0 and Tier.open(tmp_path / "t").version == 0
-    assert os.listdir(tmp_path / "t" / "_segments") == [] and os.listdir(tmp_path / "t" / "_lengths") == []
+    assert os.listdir(tmp_path / "t" / "_data") == [] and os.listdir(tmp_path / "t" / "_log") == [f"{0:020d}.rec"]
     # other integer widths that fit are accepted; Parquet paths too
     good = pa.table({**ok, "item_id": pa.array([0, 2**63 - 1], pa.uint64()), "action": pa.array([-1, 7], pa.int8())})
     pq.write_table(good, tmp_path / "e.parquet")
@@ -217,8 +223,8 @@ def test_create_refuses_a_non_empty_directory_that_is_not_a_tier(tmp_path):
         Tier.open(d)
     # a foreign subdirectory, or a tier's subdirectory with foreign content: refused as well
     (tmp_path / "d2" / "sub").mkdir(parents=True)
-    (tmp_path / "d3" / "_segments").mkdir(parents=True)
-    (tmp_path / "d3" / "_segments" / "x.gseg").write_bytes(b"")
+    (tmp_path / "d3" / "_data").mkdir(parents=True)
+    (tmp_path / "d3" / "_data" / "x.gseg").write_bytes(b"")
     for p in (tmp_path / "d2", tmp_path / "d3"):
         with pytest.raises(TierError, match="not empty"):
             Tier.create(p, SCHEMA)
@@ -226,12 +232,12 @@ def test_create_refuses_a_non_empty_directory_that_is_not_a_tier(tmp_path):
     (tmp_path / "empty").mkdir()
     assert Tier.create(tmp_path / "empty", SCHEMA).version == 0
     assert Tier.create(tmp_path / "a" / "b" / "c", SCHEMA).version == 0
-    # the skeleton an interrupted create leaves behind (empty subdirectories, the lock, a temp manifest)
+    # the skeleton an interrupted create leaves behind (empty subdirectories, the lock, a temp file)
     sk = tmp_path / "skeleton"
-    for sub in ("_manifests", "_segments", "_lengths"):
+    for sub in ("_log", "_checkpoints", "_data", "_runs", "_tmp"):
         (sk / sub).mkdir(parents=True)
     (sk / "_lock").write_bytes(b"")
-    (sk / "_manifests" / ".tmp-0123").write_bytes(b"{")
+    (sk / "_tmp" / "0123.tmp").write_bytes(b"{")
     assert Tier.create(sk, SCHEMA).version == 0 and Tier.open(sk).version == 0
     # an existing tier is still "a tier already exists"
     with pytest.raises(TierError, match="already exists"):
@@ -292,8 +298,8 @@ def test_versions_lists_every_committed_version(tmp_path):
     # a pinned handle sees the versions up to its own; the latest handle moves on with refresh
     assert Tier.open(tmp_path / "t", version=3).versions() == rows[:4]
     assert Tier.open(tmp_path / "t").versions() == rows
-    # a damaged old manifest is corruption, not a silent gap
-    _flip(os.path.join(t.uri, "_manifests", f"{2:020d}.json"), 5, 0)
+    # a damaged old record is corruption, not a silent gap
+    _flip(os.path.join(t.uri, "_log", f"{2:020d}.rec"), 5, 0)
     with pytest.raises(CorruptionError):
         t.versions()
 
@@ -349,9 +355,10 @@ def test_bit_flips_are_detected(tmp_path):
     m.compact()
     root = t.uri
     files = []
-    for sub in ("_manifests", "_segments", "_lengths"):
+    for sub in ("_log", "_data", "_checkpoints", "_runs"):
         for name in sorted(os.listdir(os.path.join(root, sub))):
             files.append(os.path.join(root, sub, name))
+    assert any("_log" in f for f in files) and any("_data" in f for f in files)
     rng = np.random.default_rng(0)
     detected = 0
     for path in files:
@@ -369,14 +376,14 @@ def test_bit_flips_are_detected(tmp_path):
                 _flip(path, byte, bit)
     assert detected > 0
     _read_everything(root, m)
-    # a missing segment is corruption too
-    seg = os.path.join(root, Tier.open(root)._manifest["segments"][0]["path"])
+    # a missing data file is corruption too
+    seg = [f for f in files if "_data" in f][0]
     os.rename(seg, seg + ".x")
     with pytest.raises(CorruptionError):
         Tier.open(root).read_history(1)
     os.rename(seg + ".x", seg)
-    # a corrupt latest manifest fails open()
-    latest = [f for f in files if "_manifests" in f][-1]
+    # a corrupt latest record fails open()
+    latest = [f for f in files if "_log" in f][-1]
     _flip(latest, 10, 1)
     with pytest.raises(CorruptionError):
         Tier.open(root)
