@@ -11,6 +11,13 @@ import json
 import sys
 
 
+def _count(text: str) -> int:
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
 def _schema_arg(text: str) -> dict[str, str]:
     from gpumat.core.errors import SchemaError
 
@@ -171,7 +178,7 @@ def cmd_materialize(args) -> int:
             tenant = Tenant.from_json(json.load(f))
     except FileNotFoundError:
         raise SchemaError(f"tenant file {args.tenant!r} not found") from None
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: JSON syntax, or bytes that are not UTF-8
         raise SchemaError(f"cannot read tenant {args.tenant!r}: {e}") from None
     tier = Tier.open(args.tier)
     table = read_examples_table(args.examples)
@@ -202,6 +209,7 @@ HEAVY = {
     "storage": ("bench.storage", "tier vs Fat Row and store-once Parquet: bytes stored and read, CPU time"),
     "kernels": ("bench.kernels", "decode-gather backends on a GPU against the copy ceilings (needs CUDA)"),
     "e2e": ("bench.e2e", "training steps fed by the pipeline: ideal, overlapped and synchronous"),
+    "versions": ("bench.versions", "a tier at streaming scale: append, open, materialize and size against versions"),
     "demo": ("demo.ml1m", "the main job: MovieLens-1M as a versioned tier, three tenants, HSTU training"),
 }
 
@@ -216,15 +224,22 @@ def _requested(argv: list[str]) -> set[str]:
     return set()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line (exit 2), like every other failure of the CLI."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The CLI's parser; the options of a benchmark or the demo are added only when ``argv`` names it."""
     from gpumat import __version__
 
     wanted = _requested(sys.argv[1:] if argv is None else list(argv))
-    p = argparse.ArgumentParser(prog="gpumat", description="Versioned late materialization of user histories.")
+    p = _Parser(prog="gpumat", description="Versioned late materialization of user histories.")
     p.add_argument("--version", action="version", version=f"gpumat {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     # --debug is accepted after the command too; SUPPRESS keeps a top-level --debug from being reset
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -245,7 +260,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     s.add_argument("--at", type=int, default=None, metavar="VERSION",
                    help="inspect the tier as it was at VERSION (default: the latest)")
     s.add_argument("--user", type=int, default=None, metavar="ID", help="also show this user's length at every version")
-    s.add_argument("--versions", type=int, default=20, metavar="N",
+    s.add_argument("--versions", type=_count, default=20, metavar="N",
                    help="list the newest N versions (default 20; 0 lists all)")
     s.add_argument("--json", action="store_true", help="everything as JSON (all versions)")
     s.set_defaults(func=cmd_inspect)
@@ -282,9 +297,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     s.add_argument("--backend", default="auto", choices=["auto", "reference", "triton", "torch", "numpy", "cupy"])
     s.set_defaults(func=cmd_materialize)
 
-    s = sub.add_parser("bench", help="benchmarks: storage, kernels, e2e")
-    bsub = s.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    for name in ("storage", "kernels", "e2e"):
+    s = sub.add_parser("bench", parents=[common], help="benchmarks: storage, kernels, e2e, versions")
+    bsub = s.add_subparsers(dest="bench", required=True, metavar="BENCHMARK", parser_class=_Parser)
+    for name in ("storage", "kernels", "e2e", "versions"):
         b = bsub.add_parser(name, parents=[common], help=HEAVY[name][1], description=HEAVY[name][1])
         _heavy(name, b, name in wanted)
 
@@ -308,6 +323,11 @@ def _heavy(name: str, parser, load: bool) -> None:
     parser.set_defaults(func=run)
 
 
+def _label(args) -> str:
+    """``gpumat bench kernels``: the command as typed, for the one line of an error."""
+    return " ".join(["gpumat", args.command] + ([args.bench] if getattr(args, "bench", None) else []))
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())  # one line, whatever the message (pyarrow's can span several)
 
@@ -322,14 +342,14 @@ def main(argv=None) -> int:
     except GpumatError as e:
         if args.debug:
             raise
-        print(f"gpumat {args.command}: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        print(f"{_label(args)}: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader went away (`gpumat inspect --json | head -1`): stop writing, say so once.
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
-        print(f"gpumat {args.command}: output closed early (broken pipe)", file=sys.stderr)
+        print(f"{_label(args)}: output closed early (broken pipe)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gpumat: interrupted", file=sys.stderr)

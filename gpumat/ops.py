@@ -57,18 +57,27 @@ def resolve_device(device) -> torch.device:
 
 
 def check_device(device: torch.device) -> None:
-    """``GpumatError`` before any work when ``device`` cannot be used on this machine.
+    """``GpumatError`` before any work when ``device`` cannot hold a batch on this machine.
 
-    Only a CUDA device is checked (it is the one a user can name on a machine without it); the
-    check queries the driver, so it runs at the public boundary, never at import.
+    CUDA is checked through the driver (a missing build, no visible device, an index past the
+    count); ``meta`` holds no data; any other type must accept a one-element tensor. The check runs
+    at the public boundary, never at import.
     """
-    if device.type != "cuda":
+    if device.type == "cpu":
         return
-    if not torch.cuda.is_available():
-        build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
-        raise GpumatError(f"device {device} is not available: {build}; use device='cpu'")
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise GpumatError(f"device {device} is not available: {torch.cuda.device_count()} CUDA device(s) visible")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise GpumatError(f"device {device} is not available: {build}; use the cpu device")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise GpumatError(f"device {device} is not available: {torch.cuda.device_count()} CUDA device(s) visible")
+        return
+    if device.type == "meta":
+        raise GpumatError("device meta holds no data: materialized batches need a real device (cpu or cuda)")
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, NotImplementedError, AssertionError) as e:
+        raise GpumatError(f"device {device} is not available: {' '.join(str(e).split())}; use the cpu device") from None
 
 
 def pick_device(name) -> torch.device:

@@ -40,6 +40,8 @@ def read_events_table(events) -> pa.Table:
     if not isinstance(events, (str, os.PathLike)):
         raise SchemaError(f"events must be a Parquet path or a pyarrow Table, got {type(events).__name__}")
     path = os.fspath(events)
+    if os.path.isdir(path):
+        raise SchemaError(f"events {path!r} is a directory; give one Parquet file")
     try:
         return pq.read_table(path)
     except (OSError, ValueError, pa.ArrowException) as e:

@@ -55,7 +55,9 @@ def example_files(examples) -> list[str]:
         if not (isinstance(item, (str, bytes)) or hasattr(item, "__fspath__")):
             raise SchemaError(f"examples: expected a path or glob pattern, got {type(item).__name__}")
         path = os.fsdecode(item)
-        if os.path.isdir(path):
+        if os.path.isfile(path):  # a file whose name looks like a pattern (``ex[1].parquet``) is that file
+            found = [path]
+        elif os.path.isdir(path):
             found = sorted(glob.glob(os.path.join(glob.escape(path), "*.parquet")))
             if not found:
                 raise SchemaError(f"examples directory {path!r} holds no *.parquet file")
@@ -63,8 +65,6 @@ def example_files(examples) -> list[str]:
             found = sorted(f for f in glob.glob(path) if os.path.isfile(f))
             if not found:
                 raise SchemaError(f"examples pattern {path!r} matches no file")
-        elif os.path.exists(path):
-            found = [path]
         else:
             raise SchemaError(f"examples file {path!r} not found")
         files += found

@@ -81,6 +81,10 @@ class LengthHistory:
         """This history plus the rows of one new ``version`` (later than every row here)."""
         return LayeredLengths(self, [], where).extend(user, version, length, where)
 
+    def num_users(self) -> int:
+        """Users with at least one row (every row has a positive length: the users with events)."""
+        return len(self.users)
+
     def live_users(self, version: int) -> np.ndarray:
         """The users (ascending) with at least one event at ``version``."""
         return self.users[self.at(self.users, np.full(len(self.users), version, np.int64)) > 0]
@@ -151,6 +155,11 @@ class LayeredLengths(LengthHistory):
 
     def at(self, users, versions):
         return self.found_at(users, versions)[1]
+
+    def num_users(self):
+        if self._merged is not None:
+            return len(self._merged.users)
+        return len(np.unique(np.concatenate([self.base.users, *(p.users for p in self.parts)])))
 
     def live_users(self, version):
         return self._full().live_users(version)

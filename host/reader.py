@@ -117,7 +117,7 @@ class VersionReader:
         ends = np.concatenate((np.flatnonzero(first)[1:], [S])) - 1 if S else np.zeros(0, np.int64)
         totals = st[ends] + cnt[ends] if S else np.zeros(0, np.int64)
         L = self.length_history()
-        if not np.array_equal(totals, L.at(users, np.full(len(users), self.version))) or len(L.live_users(self.version)) != len(users):
+        if not np.array_equal(totals, L.at(users, np.full(len(users), self.version))) or L.num_users() != len(users):
             raise CorruptionError(f"{self.where}: segments disagree with the length history")
         nblocks = (cnt + self.block_size - 1) // self.block_size
         block0 = np.cumsum(nblocks) - nblocks

@@ -48,8 +48,8 @@ class CompactionPolicy:
     (or ``Tier.open(..., auto_compact=False)``) turns merging off.
     """
 
-    max_small_files: int | None = 32
-    fan_in: int = 8
+    max_small_files: int | None = 8
+    fan_in: int = 4
     small_file_bytes: int = 8 << 20
 
 

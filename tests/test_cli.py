@@ -93,6 +93,15 @@ def test_missing_files_are_said_missing(tmp_path, tier):
     assert_one_line_error(proc, "nope.parquet", "not found")
     proc = cli("materialize", tier.uri, tmp_path / "nope.parquet", "--tenant", tmp_path / "no.json", "--out", "o")
     assert_one_line_error(proc, "no.json", "not found")
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe")
+    ex = tmp_path / "ex.parquet"
+    pq.write_table(pa.table({"user_id": [1], "version": [1], "length": [1], "request_ts": [9]}), ex)
+    proc = cli("materialize", tier.uri, ex, "--tenant", tmp_path / "bin.json", "--out", tmp_path / "o.parquet")
+    assert_one_line_error(proc, "cannot read tenant")
+    for argv in (["inspect"], ["bench"], ["inspect", tier.uri, "--versions", "-1"], ["frobnicate"]):
+        assert_one_line_error(cli(*argv), "error:", "--help")  # usage errors: one line too
+    proc = cli("materialize", tier.uri, ex, "--tenant", tn, "--out", tmp_path / "o.parquet", "--device", "meta")
+    assert_one_line_error(proc, "gpumat materialize", "device meta")
     assert_one_line_error(cli("inspect", tmp_path / "nothing"), "no tier")
 
 

@@ -73,3 +73,10 @@ def test_materialize_with_the_torch_backend_on_cpu(tmp_path):
     assert a.equals(b) and a.values["item_id"].dtype == torch.int32
     with pytest.raises(gpumat.LeakageError):
         gpumat.materialize(tier, ex.set_column(3, "request_ts", pa.array([3, 10])), tenant, backend="torch")
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an MPS device")
+def test_devices_without_data_or_support_fail_before_any_work():
+    for name in ("meta", "mps"):
+        with pytest.raises(GpumatError, match=f"device {name}"):
+            pick_device(name)

@@ -76,7 +76,7 @@ def rand_ts(rng: random.Random) -> int:
 
 
 MAX_STRIPE = 1 << 20  # docs/DESIGN.md §2: a stripe holds at most 2**20 events
-MERGE_ABOVE, FAN_IN = 32, 8  # host/writer.py CompactionPolicy: when an append merges small data files
+MERGE_ABOVE, FAN_IN = 8, 4  # host/writer.py CompactionPolicy: when an append merges small data files
 
 
 class Oracle:

@@ -26,11 +26,13 @@ class _Lines:
         self.iterable, self.desc, self.unit, self.stream, self.every_s = iterable, desc, unit, stream, every_s
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.n = 0
+        self.said = -1  # the count last written: the closing line is not written twice
         self.t0 = self.last = time.monotonic()
 
     def _say(self) -> None:
         of = f"/{self.total}" if self.total is not None else ""
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        self.said = self.n
         plural = "" if self.unit.endswith("s") else "s"
         print(f"{self.desc}: {self.n}{of} {self.unit}{plural}{pct} in {time.monotonic() - self.t0:.1f} s",
               file=self.stream, flush=True)
@@ -46,7 +48,8 @@ class _Lines:
         self.desc = self.desc.split(" [")[0] + f" [{text}]"
 
     def close(self) -> None:
-        self._say()
+        if self.said != self.n:
+            self._say()
 
     def __iter__(self):
         for x in self.iterable:
