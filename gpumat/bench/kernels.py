@@ -23,14 +23,12 @@ batches planned from a real tier plug in unchanged.
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from gpumat.bench.util import environment, require_matplotlib
+from gpumat.bench.util import check_outputs, environment, report, require_matplotlib
 from gpumat.core.errors import GpumatError
 from gpumat.core.staged import StagedBatch, StagedColumn
 from gpumat.ops import available, check_device, decode_gather, resolve_device
@@ -241,6 +239,7 @@ def run(args) -> dict | None:
         raise GpumatError(why)
     if args.plot:
         require_matplotlib("--plot")
+    check_outputs(args)
     wanted = [t.strip() for t in args.tenants.split(",") if t.strip()]
     unknown = [t for t in wanted if t not in {n for n, _, _ in TENANTS}]
     if unknown:
@@ -262,22 +261,19 @@ def run(args) -> dict | None:
     torch.cuda.empty_cache()
     print(f"{env['gpu']}: D2D copy {ceilings['d2d_copy_GBps']:.0f} GB/s, pinned H2D {ceilings['h2d_pinned_GBps']:.1f} GB/s")
     results = []
-    header = f"{'tenant':>6} {'B':>6} {'events':>10} {'triton ms':>10} {'GB/s':>7} {'%D2D':>6} {'Mev/s':>8} {'x torch':>8} {'x cpu+h2d':>10}"
-    print(header)
+    peers = device_peers(device)
+    cols = "".join(f"{'x ' + p:>9}" for p in peers)
+    print(f"{'tenant':>6} {'B':>6} {'events':>10} {'triton ms':>10} {'GB/s':>7} {'%D2D':>6} {'Mev/s':>8}{cols} {'x cpu+h2d':>10}")
     for name, L, B in cases:
         staged = synthetic_staged(B, L, seed=args.seed)
         r = bench_staged(name, staged, device, ceilings)
         torch.cuda.empty_cache()  # the previous tenant's buffers must not crowd the next one
         r["max_len"] = L
         results.append(r)
+        speedups = "".join(f"{r['speedup_over'][p]:>9.1f}" for p in peers)
         print(f"{name:>6} {B:>6} {r['events']:>10} {r['triton']['median_ms']:>10.3f} {r['triton_GBps']:>7.0f} "
-              f"{100 * r['fraction_of_d2d']:>5.0f}% {r['events_per_s']['triton'] / 1e6:>8.0f} "
-              f"{r['speedup_over']['torch']:>8.1f} {r['speedup_over']['cpu_ref+h2d']:>10.1f}")
-    report = {"environment": env, "ceilings": ceilings, "results": results}
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True))
-        print(f"wrote {args.json}")
-    if args.plot:
-        _plot(results, env, args.plot)
-        print(f"wrote {args.plot}")
-    return report
+              f"{100 * r['fraction_of_d2d']:>5.0f}% {r['events_per_s']['triton'] / 1e6:>8.0f}{speedups} "
+              f"{r['speedup_over']['cpu_ref+h2d']:>10.1f}")
+    result = {"environment": env, "ceilings": ceilings, "results": results}
+    report(result, args, lambda r: None, lambda r, path: _plot(r["results"], r["environment"], path), print)
+    return result

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gpumat.core.progress import progress as progress_bar
-from gpumat.bench.util import environment, human_bytes, report, require_matplotlib
+from gpumat.bench.util import check_outputs, environment, human_bytes, report, require_matplotlib
 
 TARGETS = {"stored_ratio_max": 0.10, "short_read_ratio_max": 1 / 20, "long_read_ratio_max": 1 / 5}
 
@@ -74,6 +74,7 @@ def run(args) -> dict:
 
     if args.plot:
         require_matplotlib("--plot")
+    check_outputs(args)
     progress = not args.quiet and args.json != "-"
     say = print if args.json != "-" else (lambda *a, **k: None)
     workdir = args.workdir or tempfile.mkdtemp(prefix="gpumat-bench-storage-")
@@ -99,7 +100,7 @@ def run(args) -> dict:
         fat_events = int(pc.sum(pc.list_value_length(pq.read_table(fat_path, columns=[f"seq_{reader.columns[0]}"]).column(0))).as_py() or 0)
 
         stats = tier.stats()
-        tier_live = stats["stored_bytes"] + stats["length_bytes"]
+        tier_live = stats["stored_bytes"] + stats["metadata_bytes"]
         tier_written = _dir_bytes(os.path.join(workdir, "tier"))
         ex_bytes = os.path.getsize(ex_path)
         fat_uih = sum(seq_bytes.values())

@@ -83,3 +83,29 @@ def report(result: dict, args, print_table, plot, say) -> None:
     if args.plot:
         plot(result, args.plot)
         say(f"plot: {args.plot}")
+
+
+def check_output(path, option: str) -> None:
+    """``GpumatError`` before a long run when ``path`` (``--json``, ``--plot``, ``--workdir``) cannot be
+    written: a directory where a file goes, a file where a directory would be, or no permission.
+    Missing parent directories are fine (they are created)."""
+    from gpumat.core.errors import GpumatError
+
+    if path in (None, "-"):
+        return
+    p = Path(path).absolute()
+    if p.is_dir() and option != "--workdir":
+        raise GpumatError(f"{option} {path}: is a directory")
+    parent = p if option == "--workdir" else p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise GpumatError(f"{option} {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GpumatError(f"{option} {path}: {parent} is not writable")
+
+
+def check_outputs(args) -> None:
+    """``check_output`` for each of ``--json``, ``--plot``, ``--workdir`` a command has."""
+    for option in ("json", "plot", "workdir"):
+        check_output(getattr(args, option, None), f"--{option}")

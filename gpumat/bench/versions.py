@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from gpumat.bench.util import environment, report, require_matplotlib
+from gpumat.bench.util import check_outputs, environment, report, require_matplotlib
 
 SCHEMA = {"ts": "int64", "item_id": "int64", "action": "int32"}
 
@@ -150,6 +150,7 @@ def run(args) -> dict:
 
     if args.plot:
         require_matplotlib("--plot")
+    check_outputs(args)
     if args.versions < 1 or args.per_append < 1 or args.per_append > args.users or args.events < 1:
         raise SchemaError("--versions, --per-append and --events must be >= 1, and --per-append <= --users")
     if args.nofile:
