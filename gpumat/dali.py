@@ -32,6 +32,7 @@ import torch
 from gpumat.core.batch import JaggedBatch
 from gpumat.core.tenant import Tenant
 from gpumat.core.errors import GpumatError, LeakageError, SchemaError
+from gpumat.core.staged import leakage_mode
 from gpumat.host.dali_source import (
     StagedBatchSource,
     decode_layout,
@@ -81,7 +82,7 @@ class DaliMaterializer:
 
     def __init__(self, tier_uri, examples_path, tenant: Tenant, batch_size: int, device="cpu", version=None,
                  py_num_workers: int = 2, prefetch_queue_depth: int = 2, seed: int = 0, shuffle: bool = True,
-                 check_leakage: bool = True, window: int = 65536):
+                 check_leakage=True, window: int = 65536):
         _import_dali()
         if not isinstance(tenant, Tenant):
             raise SchemaError(f"tenant must be a gpumat.Tenant, got {type(tenant).__name__}")
@@ -104,7 +105,7 @@ class DaliMaterializer:
         self.block_size = tier.block_size
         tenant.check(self.schema)
         self.tenant = tenant
-        self.check_leakage = bool(check_leakage)
+        self.check_leakage = leakage_mode(check_leakage)  # "strict", "inclusive" or None
         self.py_num_workers = int(py_num_workers)
         self.prefetch_queue_depth = int(prefetch_queue_depth)
         try:
@@ -227,5 +228,6 @@ class DaliMaterializer:
         viol = v.cpu().numpy()  # the one read back of the batch
         if self.check_leakage and viol.any():
             LeakageError.check(viol, self._users[rows], staged.request_ts.cpu().numpy(),
-                               where=f"tenant {self.tenant.name!r}, epoch {epoch}, batch {batch}")
+                               where=f"tenant {self.tenant.name!r}, epoch {epoch}, batch {batch}",
+                               inclusive=self.check_leakage == "inclusive")
         return JaggedBatch(staged.offsets.clone(), {c: values[c] for c in self.tenant.columns}, nbytes_read=staged.nbytes_read)

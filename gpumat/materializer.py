@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -27,8 +28,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from gpumat.core.batch import JaggedBatch
+from gpumat.core.batch import JaggedBatch, build_kjt, kjt_parts
 from gpumat.core.errors import LeakageError, PointerError, SchemaError, describe_indices
+from gpumat.core.pipelineable import keyed_jagged_tensor_class, pipelineable, torchrec_installed
+from gpumat.core.staged import leakage_mode
 from gpumat.core.tenant import Tenant
 from gpumat.host.examples import Examples, check_pointers, parse_examples, read_examples_table
 from gpumat.host.schema import int_column
@@ -51,36 +54,81 @@ def stage_range(name: str, cuda: bool):
             torch.cuda.nvtx.range_pop()
 
 
+@pipelineable
 @dataclass
 class MaterializedBatch:
     """One batch for every tenant, plus the examples' passthrough columns (labels, candidates).
 
-    ``tenants[name]`` is a ``JaggedBatch``; ``passthrough[col]`` is a tensor for numeric columns
-    (a pyarrow array otherwise); ``rows`` are the examples' row indices in the source.
-    Implements torchrec's ``Pipelineable`` methods (``to``, ``record_stream``, ``pin_memory``).
+    - ``tenants[name]``: a ``JaggedBatch`` (also ``batch[name]``)
+    - ``passthrough[col]``: a tensor for numeric columns (a pyarrow array otherwise)
+    - ``request_ts``: int64 ``[B]``, each example's request time, on the batch's device
+    - ``sparse_features``: a torchrec ``KeyedJaggedTensor`` over every tenant column, keys
+      ``"{tenant}.{column}"`` (``to_kjt()``), built by the loader beside the values when
+      torchrec is installed (``Materializer(sparse_features=...)``), else None
+    - ``rows``: the examples' row indices in the source
+
+    torchrec's ``Pipelineable`` (``to``, ``record_stream``, ``pin_memory``; registered as one when
+    torchrec is imported), so ``TrainPipelineBase`` and ``TrainPipelineSparseDist`` take it as
+    their batch; a sharded embedding that reads ``batch.sparse_features`` is pipelined.
     """
 
     tenants: dict[str, JaggedBatch]
     passthrough: dict = field(default_factory=dict)
     rows: np.ndarray | None = None
     nbytes_read: int = 0
+    request_ts: torch.Tensor | None = None
+    sparse_features: object = None
 
     def __getitem__(self, tenant: str) -> JaggedBatch:
         return self.tenants[tenant]
 
-    def _map(self, fn_batch, fn_tensor):
+    @property
+    def batch_size(self) -> int:
+        return next(iter(self.tenants.values())).batch_size if self.tenants else 0
+
+    def to_kjt(self, keys=None, rename=None, weights=None):
+        """A torchrec ``KeyedJaggedTensor`` over the tenants' columns, keys ``"{tenant}.{column}"``.
+
+        - ``keys``: the keys to include, in order (default: every column of every tenant, in
+          tenant then column order), as ``"{tenant}.{column}"`` names.
+        - ``rename``: ``None``, a dict ``{"{tenant}.{column}": key}`` or a callable on those names
+          (e.g. ``lambda k: k.split(".")[1]`` for one tenant); keys must stay unique.
+        - ``weights``: ``None``; a column name (every tenant with a selected key must read it: its
+          values, as float32, weight that tenant's keys); or a dict ``{tenant: column}``, the
+          tenants it omits weighted 1.0.
+
+        Values int64, lengths int64, ``stride`` = B; on the batch's device. Needs torchrec.
+        """
+        names = {f"{t}.{c}": (t, c) for t, b in self.tenants.items() for c in b.values}
+        wanted = list(names) if keys is None else list(keys)
+        unknown = [k for k in wanted if k not in names]
+        if unknown:
+            raise SchemaError(f"to_kjt: unknown key(s) {unknown}; keys are '{{tenant}}.{{column}}': {list(names)}")
+        if weights is not None and not isinstance(weights, (str, dict)):
+            raise SchemaError(f"to_kjt: weights must be None, a column name or a dict {{tenant: column}}, got {weights!r}")
+        parts = []
+        for k in wanted:
+            t, c = names[k]
+            w = weights.get(t) if isinstance(weights, dict) else weights
+            parts += kjt_parts(self.tenants[t], [c], rename, w, prefix=f"{t}.")
+        return build_kjt(parts, self.batch_size, weighted=weights is not None)
+
+    def _map(self, fn_batch, fn_tensor, fn_kjt):
         return MaterializedBatch(
             {k: _keep_nbytes(fn_batch(b), b) for k, b in self.tenants.items()},
             {k: fn_tensor(v) if torch.is_tensor(v) else v for k, v in self.passthrough.items()},
             self.rows,
             self.nbytes_read,
+            None if self.request_ts is None else fn_tensor(self.request_ts),
+            None if self.sparse_features is None else fn_kjt(self.sparse_features),
         )
 
     def to(self, device, non_blocking: bool = False) -> "MaterializedBatch":
-        return self._map(lambda b: b.to(device, non_blocking), lambda t: t.to(device, non_blocking=non_blocking))
+        return self._map(lambda b: b.to(device, non_blocking), lambda t: t.to(device, non_blocking=non_blocking),
+                         lambda k: k.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> "MaterializedBatch":
-        return self._map(lambda b: b.pin_memory(), lambda t: t.pin_memory())
+        return self._map(lambda b: b.pin_memory(), lambda t: t.pin_memory(), lambda k: k.pin_memory())
 
     def record_stream(self, stream) -> None:
         for b in self.tenants.values():
@@ -88,12 +136,27 @@ class MaterializedBatch:
         for v in self.passthrough.values():
             if torch.is_tensor(v):
                 v.record_stream(stream)
+        if self.request_ts is not None:
+            self.request_ts.record_stream(stream)
+        if self.sparse_features is not None:
+            self.sparse_features.record_stream(stream)
 
 
 def _keep_nbytes(moved: JaggedBatch, src: JaggedBatch) -> JaggedBatch:
     # JaggedBatch.to / pin_memory build a new batch without the storage metric; carry it over.
     moved.nbytes_read = src.nbytes_read
     return moved
+
+
+def _host_offsets(s) -> torch.Tensor:
+    """A host-built staged batch's offsets as a tensor (no copy)."""
+    return torch.from_numpy(np.asarray(s.offsets))
+
+
+def _longest(s) -> int:
+    """The longest row of a host-built staged batch (its offsets are NumPy)."""
+    offsets = np.asarray(s.offsets)
+    return int(np.diff(offsets).max()) if offsets.size > 1 else 0
 
 
 def _passthrough(ex: Examples, pin: bool = False) -> dict:
@@ -109,9 +172,10 @@ def _passthrough(ex: Examples, pin: bool = False) -> dict:
     return out
 
 
-def _check_leakage(violations: np.ndarray, st) -> None:
+def _check_leakage(violations: np.ndarray, st, mode: str) -> None:
     """``LeakageError`` naming the leaking examples by their row in the source, and the batch."""
-    LeakageError.check(violations, st.ex.user_id, st.ex.request_ts, rows=st.rows, where=st.where)
+    LeakageError.check(violations, st.ex.user_id, st.ex.request_ts, rows=st.rows, where=st.where,
+                       inclusive=mode == "inclusive")
 
 
 @dataclass
@@ -122,19 +186,52 @@ class _Staged:
     rows: np.ndarray | None
     staged: dict
     passthrough: dict = field(default_factory=dict)  # labels etc., built (and pinned on CUDA) off the training thread
+    request_ts: torch.Tensor | None = None  # int64 [B], like the labels
     packed: dict | None = None  # per tenant: (flat int64 host buffer, layout), packed for one copy
-    values: dict | None = None  # host-computed values (CPU device) per tenant
+    batch: MaterializedBatch | None = None  # host backends: the whole batch, built off the training thread
     violations: np.ndarray | None = None
     where: str = ""  # which batch this is ("batch 3 of epoch 0"), for errors raised when it is handed out
+
+
+def _sparse_builder(sparse_features):
+    """The function that builds ``MaterializedBatch.sparse_features`` (None: no KJT)."""
+    if sparse_features is False:
+        return None
+    if sparse_features is None or sparse_features is True:
+        if sparse_features is None and not torchrec_installed():
+            return None
+        try:
+            keyed_jagged_tensor_class()  # imported now (seconds, once), not in the first batch
+        except ImportError as e:
+            if sparse_features is True:
+                raise
+            warnings.warn(f"Materializer: batches carry no sparse_features: {e}", RuntimeWarning, stacklevel=3)
+            return None
+        return MaterializedBatch.to_kjt
+    if callable(sparse_features):
+        return sparse_features
+    raise SchemaError(f"sparse_features must be None, True, False or a callable(batch) -> KeyedJaggedTensor, "
+                      f"got {sparse_features!r}")
 
 
 class Materializer:
     """Late materialization for several tenants at once.
 
-    ``tenants``: list of ``Tenant``. ``device``, ``backend``, ``check_leakage``: as in
-    ``gpumat.materialize``. ``streaming``: when examples point to a version newer than the tier
-    handle, move to the latest version, waiting up to ``refresh_timeout`` seconds for it to land
-    (``self.tier`` then becomes a new handle on that version; a pinned handle never moves).
+    ``tenants``: list of ``Tenant``. ``device``, ``backend``, ``check_leakage`` (``True`` /
+    ``"strict"``, ``"inclusive"``, ``False``): as in ``gpumat.materialize``. ``streaming``: when
+    examples point to a version newer than the tier handle, move to the latest version, waiting up
+    to ``refresh_timeout`` seconds for it to land (``self.tier`` then becomes a new handle on that
+    version; a pinned handle never moves).
+
+    ``sparse_features``: what every batch's ``MaterializedBatch.sparse_features`` holds, built
+    where the values are made (the host stage for host backends, the side stream on a GPU), never
+    on access:
+
+    - ``None`` (default): ``batch.to_kjt()`` when torchrec is installed and loads, else None
+    - ``True``: the same, and an ``ImportError`` here when torchrec is missing
+    - ``False``: None (saves the copy of every value the KeyedJaggedTensor is)
+    - a callable ``fn(batch) -> KeyedJaggedTensor``, e.g.
+      ``lambda b: b.to_kjt(keys=["long.item_id"], weights="rating")``
 
     >>> import pyarrow as pa, tempfile, gpumat
     >>> tier = gpumat.Tier.create(tempfile.mkdtemp() + "/t", {"ts": "int64", "item_id": "int64"})
@@ -145,8 +242,8 @@ class Materializer:
     ([6, 7], [1, 2, 1])
     """
 
-    def __init__(self, tier, tenants, device="cpu", backend: str = "auto", check_leakage: bool = True,
-                 streaming: bool = False, refresh_timeout: float = 60.0):
+    def __init__(self, tier, tenants, device="cpu", backend: str = "auto", check_leakage=True,
+                 streaming: bool = False, refresh_timeout: float = 60.0, sparse_features=None):
         self.device = resolve_device(device)
         check_device(self.device)  # before anything else: a device that cannot work here fails first
         tenants = list(tenants)
@@ -160,7 +257,8 @@ class Materializer:
         self.tier = tier
         self.tenants = tenants
         self.backend = resolve_backend(backend, self.device)
-        self.check_leakage = check_leakage
+        self.check_leakage = leakage_mode(check_leakage)  # "strict", "inclusive" or None
+        self.sparse_features = _sparse_builder(sparse_features)
         self.streaming = streaming
         self.refresh_timeout = float(refresh_timeout)
         self._refresh_lock = threading.Lock()
@@ -200,14 +298,17 @@ class Materializer:
                     raise PointerError(f"stopped waiting for version {need}: the loader was closed")
 
     def stage(self, examples, rows=None, cancel: threading.Event | None = None) -> _Staged:
-        """Host half of one batch: parse, check, plan every tenant (and, on a CPU device, compute)."""
+        """Host half of one batch: parse, check, plan every tenant (and, for a host backend, decode
+        and build the whole batch, its ``sparse_features`` included)."""
         cuda = self.device.type == "cuda"
         with stage_range("gpumat.plan", cuda):
             ex = parse_examples(examples, self.tier.schema)
             tier = self._reader(ex, cancel)
             check_pointers(ex, tier)
             staged = {t.name: plan(tier, ex, t, self.check_leakage) for t in self.tenants}
-        out = _Staged(ex, rows, staged, passthrough=_passthrough(ex, pin=cuda))
+        request_ts = torch.from_numpy(ex.request_ts.copy())
+        out = _Staged(ex, rows, staged, passthrough=_passthrough(ex, pin=cuda),
+                      request_ts=request_ts.pin_memory() if cuda else request_ts)
         if not runs_on_host(self.backend):
             with stage_range("gpumat.pack", cuda):
                 # Pinned slots come from torch's caching host allocator: a slot returns to the pool
@@ -218,36 +319,47 @@ class Materializer:
                 }
         else:
             with stage_range("gpumat.decode", cuda):
-                out.values, viol = {}, torch.zeros(ex.size, dtype=torch.bool)
+                values, viol = {}, torch.zeros(ex.size, dtype=torch.bool)
                 for name, s in staged.items():
-                    out.values[name], v = decode_gather(s, self.backend)
+                    values[name], v = decode_gather(s, self.backend)
                     viol |= v
                 out.violations = viol.numpy()
+            tenants = {t.name: self._jagged(t, _host_offsets(staged[t.name]), values[t.name], staged[t.name])
+                       for t in self.tenants}
+            out.batch = self._batch(tenants, out.passthrough, out.request_ts, staged)
         return out
+
+    def _jagged(self, t: Tenant, offsets: torch.Tensor, values: dict, s) -> JaggedBatch:
+        """One tenant's batch; its longest row is known from the host plan (no device read later)."""
+        return JaggedBatch(offsets, {c: values[c] for c in t.columns}, nbytes_read=s.nbytes_read,
+                           known_max_len=_longest(s))
+
+    def _batch(self, tenants, passthrough, request_ts, staged) -> MaterializedBatch:
+        """The ``MaterializedBatch`` of one batch, with its ``sparse_features`` built here, beside the values."""
+        batch = MaterializedBatch(tenants, passthrough, None, sum(s.nbytes_read for s in staged.values()), request_ts)
+        if self.sparse_features is not None:
+            with stage_range("gpumat.sparse_features", self.device.type == "cuda"):
+                batch.sparse_features = self.sparse_features(batch)
+        return batch
 
     # ---- device stage ------------------------------------------------------------------------
     def _finish_host(self, st: _Staged) -> MaterializedBatch:
         if self.check_leakage:
-            _check_leakage(st.violations, st)
-        tenants = {}
-        for t in self.tenants:
-            s = st.staged[t.name]
-            offsets = torch.from_numpy(np.asarray(s.offsets))
-            vals = {c: st.values[t.name][c] for c in t.columns}
-            b = JaggedBatch(offsets, vals, nbytes_read=s.nbytes_read)
-            tenants[t.name] = _keep_nbytes(b.to(self.device), b) if self.device.type != "cpu" else b
-        passthrough = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in st.passthrough.items()}
-        return MaterializedBatch(tenants, passthrough, st.rows, sum(s.nbytes_read for s in st.staged.values()))
+            _check_leakage(st.violations, st, self.check_leakage)
+        batch = st.batch
+        batch.rows = st.rows
+        return batch.to(self.device) if self.device.type != "cpu" else batch
 
     def _launch(self, st: _Staged, streams=None):
-        """Issue copies and kernels for one batch; returns a handle to finish later."""
+        """Issue copies and kernels for one batch, and build it on the side stream; returns a handle to finish later."""
         cuda = self.device.type == "cuda"
         copy_stream, side_stream = streams if streams else (None, None)
-        outs, viol = {}, None
+        tenants, viol = {}, None
         ctx = torch.cuda.stream(copy_stream) if copy_stream is not None else contextlib.nullcontext()
-        with ctx:  # labels travel on the copy stream too, from the pinned tensors the host stage made
+        with ctx:  # labels and request times travel on the copy stream too, from the pinned tensors the host stage made
             passthrough = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
                            for k, v in st.passthrough.items()}
+            request_ts = st.request_ts.to(self.device, non_blocking=True)
         for t in self.tenants:
             s = st.staged[t.name]
             ctx = torch.cuda.stream(copy_stream) if copy_stream is not None else contextlib.nullcontext()
@@ -266,32 +378,31 @@ class Materializer:
                     dev._flat.record_stream(side_stream)
                 values, v = decode_gather(dev, self.backend)  # sizes travel from the host plan: no sync
                 # a copy of the offsets, so a batch the caller keeps does not pin the packed buffer
-                outs[t.name] = (dev.offsets.clone(), values, s.nbytes_read)
+                tenants[t.name] = self._jagged(t, dev.offsets.clone(), values, s)
                 viol = v if viol is None else viol | v
         flags = None
         done = None
-        if cuda:
-            with torch.cuda.stream(side_stream) if side_stream is not None else contextlib.nullcontext():
-                if copy_stream is not None:
-                    torch.cuda.current_stream(self.device).wait_stream(copy_stream)  # the labels' copy
+        ctx = torch.cuda.stream(side_stream) if side_stream is not None else contextlib.nullcontext()
+        with ctx:
+            if copy_stream is not None:
+                torch.cuda.current_stream(self.device).wait_stream(copy_stream)  # the labels' copy
+            # On the side stream, after the kernels: the KeyedJaggedTensor is ready with the values.
+            batch = self._batch(tenants, passthrough, request_ts, st.staged)
+            if cuda:
                 if viol is not None:
                     flags = torch.empty(viol.shape, dtype=viol.dtype, pin_memory=True)
                     flags.copy_(viol, non_blocking=True)
                 done = torch.cuda.Event()
                 done.record()
-        else:
-            flags = viol
-        return st, outs, passthrough, flags, done
+            else:
+                flags = viol
+        return st, batch, flags, done
 
     def _finish_device(self, handle) -> MaterializedBatch:
-        st, outs, passthrough, flags, done = handle
+        st, batch, flags, done = handle
         cuda = self.device.type == "cuda"
         with stage_range("gpumat.handoff", cuda):
-            tenants = {}
-            for t in self.tenants:
-                offsets, values, nbytes = outs[t.name]
-                tenants[t.name] = JaggedBatch(offsets, {c: values[c] for c in t.columns}, nbytes_read=nbytes)
-            batch = MaterializedBatch(tenants, passthrough, st.rows, sum(o[2] for o in outs.values()))
+            batch.rows = st.rows
             if done is not None:
                 compute = torch.cuda.current_stream(self.device)
                 compute.wait_event(done)
@@ -299,7 +410,7 @@ class Materializer:
             if self.check_leakage and flags is not None:
                 if done is not None:
                     done.synchronize()  # recorded `inflight - 1` batches ago: complete in the steady state
-                _check_leakage(flags.cpu().numpy(), st)
+                _check_leakage(flags.cpu().numpy(), st, self.check_leakage)
         return batch
 
     # ---- public ------------------------------------------------------------------------------
@@ -307,7 +418,7 @@ class Materializer:
         """Materialize one batch of examples for every tenant (synchronously); ``rows`` is ``arange(B)``."""
         st = self.stage(examples)
         st.rows = np.arange(st.ex.size, dtype=np.int64)
-        if st.values is not None:
+        if st.batch is not None:
             return self._finish_host(st)
         return self._finish_device(self._launch(st))
 
@@ -319,11 +430,16 @@ class Materializer:
                                   drop_last, rank, world_size)
 
 
-class MaterializedLoader:
+class MaterializedLoader(torch.utils.data.IterableDataset):
     """The stream behind ``Materializer.iterate``: sampler -> host stages -> device stage.
 
     ``state_dict()`` counts the batches handed to the caller (not those prefetched), so
     ``load_state_dict`` on a new loader over the same examples resumes exactly there.
+
+    Also a ``torch.utils.data.IterableDataset`` of whole batches: ``DataLoader(loader,
+    batch_size=None)`` (``num_workers=0``; ``pin_memory=True`` works too) yields the same batches
+    as iterating the loader. It keeps its own host workers (``workers=``): DataLoader worker
+    processes would each replay the whole stream, so ``num_workers > 0`` is a ``SchemaError``.
     """
 
     def __init__(self, mat: Materializer, examples, batch_size, shuffle, window, seed, depth, inflight, workers,
@@ -350,6 +466,14 @@ class MaterializedLoader:
         self._consumed = int(state["served"])
 
     def __iter__(self):
+        if torch.utils.data.get_worker_info() is not None:
+            raise SchemaError(
+                "a MaterializedLoader runs its own host workers (Materializer.iterate(workers=N)); "
+                "wrap it in DataLoader(loader, batch_size=None) with num_workers=0"
+            )
+        return self._batches()
+
+    def _batches(self):
         mat = self.mat
         epoch = self.sampler.epoch
         first = self._consumed
@@ -375,7 +499,7 @@ class MaterializedLoader:
         pending: deque = deque()
         try:
             for st in stage:
-                if st.values is not None:
+                if st.batch is not None:
                     out = mat._finish_host(st)
                     self._consumed += 1
                     yield out

@@ -56,7 +56,7 @@ from gpumat.core.errors import GpumatError, describe_indices
 from gpumat.host.examples import check_pointers, parse_examples, read_examples_table
 from gpumat.host.planner import plan, staged_columns
 from gpumat.host.prefetch import AffinitySampler, StageError
-from gpumat.core.staged import EXAMPLE_FIELDS, TILE_FIELDS, StagedBatch, StagedColumn
+from gpumat.core.staged import EXAMPLE_FIELDS, TILE_FIELDS, StagedBatch, StagedColumn, leakage_mode
 
 LAYOUT_MAGIC = 0x474D41545F4C4159  # "GMAT_LAY": a packed layout, not some other int64 array
 ERROR_MAGIC = 0x474D41545F455252  # "GMAT_ERR": an error sample (see the module docstring)
@@ -156,14 +156,14 @@ class StagedBatchSource:
     """
 
     def __init__(self, tier_uri, version: int, examples_path, tenant: Tenant, sampler: AffinitySampler,
-                 first_epoch: int, check_leakage: bool = True):
+                 first_epoch: int, check_leakage=True):
         self.tier_uri = os.fspath(tier_uri)
         self.version = int(version)
         self.examples_path = os.fspath(examples_path)
         self.tenant = tenant
         self.sampler = sampler
         self.first_epoch = int(first_epoch)
-        self.check_leakage = bool(check_leakage)
+        self.check_leakage = leakage_mode(check_leakage)  # "strict", "inclusive" or None
         self._epochs = {self.first_epoch: epoch_arrays(sampler, self.first_epoch)}
         self._tier = None  # opened lazily, once per worker process
         self._table = None

@@ -22,13 +22,13 @@ import numpy as np
 from gpumat.core.tenant import Tenant
 from gpumat.host.examples import Examples
 from gpumat.host.ranges import expand_ranges
-from gpumat.core.staged import StagedBatch, StagedColumn
+from gpumat.core.staged import StagedBatch, StagedColumn, leakage_mode
 
 
-def staged_columns(tenant: Tenant, check_leakage: bool) -> list[tuple[str, bool]]:
+def staged_columns(tenant: Tenant, check_leakage) -> list[tuple[str, bool]]:
     """(column, projected) pairs to stage: the tenant's columns, plus ``ts`` (not projected) for the check."""
     cols = [(c, True) for c in tenant.columns]
-    if check_leakage and "ts" not in tenant.columns:
+    if leakage_mode(check_leakage) and "ts" not in tenant.columns:
         cols.append(("ts", False))
     return cols
 
@@ -58,15 +58,21 @@ def _geometry(d):
     return geom
 
 
-def plan(tier, ex: Examples, tenant: Tenant, check_leakage: bool = True) -> StagedBatch:
-    """Build the staged batch of ``ex`` for ``tenant`` from ``tier`` (pointers must already be checked)."""
+def plan(tier, ex: Examples, tenant: Tenant, check_leakage=True) -> StagedBatch:
+    """Build the staged batch of ``ex`` for ``tenant`` from ``tier`` (pointers must already be checked).
+
+    ``check_leakage``: ``True``/``"strict"``, ``"inclusive"`` or ``False`` (SPEC §2); the staged
+    batch carries the mode to the backend, which flags ``ts >= request_ts`` (strict) or
+    ``ts > request_ts`` (inclusive).
+    """
+    mode = leakage_mode(check_leakage)
     bs = tier.block_size
     B = ex.size
     h, t = window_sizes(ex, tenant.max_len)
     lengths = h + t
     offsets = np.zeros(B + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    cols = staged_columns(tenant, check_leakage)
+    cols = staged_columns(tenant, mode)
 
     need = np.flatnonzero(h > 0)
     if need.size:
@@ -136,6 +142,6 @@ def plan(tier, ex: Examples, tenant: Tenant, check_leakage: bool = True) -> Stag
         tile_cnt=tile_cnt.astype(np.int64),
         tile_out=tile_out.astype(np.int64),
         tile_ex=ex_of_tile.astype(np.int64),
-        check_leakage=check_leakage,
+        check_leakage=mode,
         nbytes_read=nbytes,
     )

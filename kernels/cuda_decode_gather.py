@@ -27,7 +27,7 @@ template <typename T>
 __device__ void decode_gather(const i64* hdr, const i64* words, const i64* tile_block, const i64* tile_lo,
                               const i64* tile_cnt, const i64* tile_out, const i64* tile_ex, const i64* offsets,
                               const i64* request_ts, T* out, int* viol, i64 n_tiles, i64 n_words, i64 n_out,
-                              i64 width, int store, int check, int padded) {
+                              i64 width, int store, int check, int inclusive, int padded) {
     const i64 t = (i64)blockIdx.x;
     if (t >= n_tiles) return;
     const i64 cnt = tile_cnt[t];
@@ -57,14 +57,14 @@ __device__ void decode_gather(const i64* hdr, const i64* words, const i64* tile_
             if (pos < n_out) out[pos] = (T)v;
         }
     }
-    if (check && v >= request_ts[ex]) viol[ex] = 1;
+    if (check && (inclusive ? v > request_ts[ex] : v >= request_ts[ex])) viol[ex] = 1;
     }
 }
 
 template <typename T>
 __device__ void gather_tail(const i64* tail, const i64* tail_src, const i64* tail_len, const i64* hist_len,
                             const i64* offsets, const i64* request_ts, T* out, int* viol, i64 n_ex, i64 n_tail,
-                            i64 n_out, i64 width, int store, int check, int padded) {
+                            i64 n_out, i64 width, int store, int check, int inclusive, int padded) {
     const i64 e = (i64)blockIdx.x;
     if (e >= n_ex) return;
     const i64 m = tail_len[e], src = tail_src[e], h = hist_len[e];
@@ -73,23 +73,23 @@ __device__ void gather_tail(const i64* tail, const i64* tail_src, const i64* tai
         if (src + r >= n_tail) break;
         const i64 v = tail[src + r];
         if (store && (padded ? h + r < width : dst + r < n_out)) out[dst + r] = (T)v;
-        if (check && v >= request_ts[e]) viol[e] = 1;
+        if (check && (inclusive ? v > request_ts[e] : v >= request_ts[e])) viol[e] = 1;
     }
 }
 
 #define DG_ARGS const i64* hdr, const i64* words, const i64* tile_block, const i64* tile_lo, const i64* tile_cnt, \
     const i64* tile_out, const i64* tile_ex, const i64* offsets, const i64* request_ts
 #define DG_PASS hdr, words, tile_block, tile_lo, tile_cnt, tile_out, tile_ex, offsets, request_ts
-#define DG_SIZES int* viol, i64 n_tiles, i64 n_words, i64 n_out, i64 width, int store, int check, int padded
-#define DG_SIZES_PASS viol, n_tiles, n_words, n_out, width, store, check, padded
+#define DG_SIZES int* viol, i64 n_tiles, i64 n_words, i64 n_out, i64 width, int store, int check, int inclusive, int padded
+#define DG_SIZES_PASS viol, n_tiles, n_words, n_out, width, store, check, inclusive, padded
 extern "C" __global__ void decode_gather_i64(DG_ARGS, i64* out, DG_SIZES) { decode_gather<i64>(DG_PASS, out, DG_SIZES_PASS); }
 extern "C" __global__ void decode_gather_i32(DG_ARGS, int* out, DG_SIZES) { decode_gather<int>(DG_PASS, out, DG_SIZES_PASS); }
 
 #define GT_ARGS const i64* tail, const i64* tail_src, const i64* tail_len, const i64* hist_len, const i64* offsets, \
     const i64* request_ts
 #define GT_PASS tail, tail_src, tail_len, hist_len, offsets, request_ts
-#define GT_SIZES int* viol, i64 n_ex, i64 n_tail, i64 n_out, i64 width, int store, int check, int padded
-#define GT_SIZES_PASS viol, n_ex, n_tail, n_out, width, store, check, padded
+#define GT_SIZES int* viol, i64 n_ex, i64 n_tail, i64 n_out, i64 width, int store, int check, int inclusive, int padded
+#define GT_SIZES_PASS viol, n_ex, n_tail, n_out, width, store, check, inclusive, padded
 extern "C" __global__ void gather_tail_i64(GT_ARGS, i64* out, GT_SIZES) { gather_tail<i64>(GT_PASS, out, GT_SIZES_PASS); }
 extern "C" __global__ void gather_tail_i32(GT_ARGS, int* out, GT_SIZES) { gather_tail<int>(GT_PASS, out, GT_SIZES_PASS); }
 """
@@ -131,7 +131,8 @@ def materialize_staged_cuda(staged, padded_width=None, pad_value=0, total=None):
             buf = torch.full(shape, pad_value, dtype=dt, device=dev) if col.project else torch.empty(1, dtype=dt, device=dev)
             if col.project:
                 values[name] = buf
-            flags = (cp.int32(col.project), cp.int32(check), cp.int32(padded_width is not None))
+            flags = (cp.int32(col.project), cp.int32(check), cp.int32(check and staged.inclusive),
+                     cp.int32(padded_width is not None))
             T = staged.tile_block.numel()
             if T and (buf.numel() or check):
                 mod.get_function("decode_gather_" + _SUFFIX[col.dtype])(

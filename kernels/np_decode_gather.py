@@ -74,6 +74,7 @@ def decode_gather_np(
     *,
     store: bool = True,
     check: bool = False,
+    inclusive: bool = False,
     padded_width: int | None = None,
 ) -> None:
     """Twin of ``_decode_gather_kernel``: decode every tile into ``out`` and flag leakage in ``viol``.
@@ -81,7 +82,8 @@ def decode_gather_np(
     Tile ``t`` decodes values ``tile_lo[t] .. tile_lo[t] + tile_cnt[t] - 1`` of block
     ``tile_block[t]`` and writes value ``r`` to ``out[tile_out[t] + r]`` (jagged, ``out`` 1-D) or to
     ``out[tile_ex[t], tile_out[t] - offsets[tile_ex[t]] + r]`` (padded, ``out`` ``[B, W]``).
-    With ``check``, ``viol[tile_ex[t]] = 1`` when a decoded value is ``>= request_ts[tile_ex[t]]``.
+    With ``check``, ``viol[tile_ex[t]] = 1`` when a decoded value is ``>= request_ts[tile_ex[t]]``
+    (``> request_ts[tile_ex[t]]`` when ``inclusive``: the kernel's ``INCLUSIVE``).
     """
     tile_cnt = np.asarray(tile_cnt, dtype=np.int64)
     if tile_cnt.size == 0:
@@ -99,7 +101,8 @@ def decode_gather_np(
         else:
             out[ex, pos - np.asarray(offsets, dtype=np.int64)[ex]] = vals.astype(out.dtype)
     if check:
-        bad = vals >= np.asarray(request_ts, dtype=np.int64)[ex]
+        rts = np.asarray(request_ts, dtype=np.int64)[ex]
+        bad = vals > rts if inclusive else vals >= rts
         viol[ex[bad]] = 1
 
 
@@ -115,6 +118,7 @@ def gather_tail_np(
     *,
     store: bool = True,
     check: bool = False,
+    inclusive: bool = False,
     padded_width: int | None = None,
 ) -> None:
     """Twin of ``_gather_tail_kernel``: copy ``tail_len[e]`` values from ``tail_values[tail_src[e]:]``
@@ -132,7 +136,8 @@ def gather_tail_np(
         else:
             out[ex, dst] = vals.astype(out.dtype)
     if check:
-        bad = vals >= np.asarray(request_ts, dtype=np.int64)[ex]
+        rts = np.asarray(request_ts, dtype=np.int64)[ex]
+        bad = vals > rts if inclusive else vals >= rts
         viol[ex[bad]] = 1
 
 
@@ -142,7 +147,8 @@ def materialize_staged_np(staged, padded_width: int | None = None, pad_value: in
     Returns ``(values, violations)``: ``values[col]`` of the column's dtype, ``[offsets[-1]]``
     (jagged) or ``[B, padded_width]`` filled with ``pad_value`` past each row's length; only the
     columns with ``project=True``. ``violations``: ``np.int32 [B]``, 1 where an example has a
-    materialized ``ts >= request_ts`` (all 0 when ``staged.check_leakage`` is off).
+    materialized ``ts >= request_ts`` (``ts > request_ts`` when ``staged.inclusive``; all 0 when
+    ``staged.check_leakage`` is off).
     """
     if staged.check_leakage and "ts" not in staged.columns:
         # Checking without the ts column would report "no leak" for every example.
@@ -152,7 +158,7 @@ def materialize_staged_np(staged, padded_width: int | None = None, pad_value: in
     total = int(offsets[-1]) if offsets.size else 0
     viol = np.zeros(B, dtype=np.int32)
     values = {}
-    common = dict(offsets=offsets, request_ts=staged.request_ts)
+    common = dict(offsets=offsets, request_ts=staged.request_ts, inclusive=staged.inclusive)
     for name, col, check in staged.passes():
         dt = _NP_DTYPES[col.dtype]
         if padded_width is None:

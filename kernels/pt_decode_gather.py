@@ -42,6 +42,7 @@ def materialize_staged_torch(staged, total: int | None = None, n_hist: int | Non
     bs = int(staged.block_size)
     k = torch.arange(bs, device=dev)
     viol = torch.zeros(B, dtype=torch.int32, device=dev)
+    leaks = torch.gt if staged.inclusive else torch.ge  # inclusive: ts == request_ts is allowed
     values = {}
     for name, col, check in staged.passes():
         base, slope, meta = col.hdr[:, 0:1], col.hdr[:, 1:2], col.hdr[:, 2:3]
@@ -63,6 +64,6 @@ def materialize_staged_torch(staged, total: int | None = None, n_hist: int | Non
             out[t_dst] = tv.to(out.dtype)
             values[name] = out
         if check:
-            viol.scatter_reduce_(0, h_ex, (hv >= staged.request_ts[h_ex]).to(torch.int32), "amax")
-            viol.scatter_reduce_(0, t_ex, (tv >= staged.request_ts[t_ex]).to(torch.int32), "amax")
+            viol.scatter_reduce_(0, h_ex, leaks(hv, staged.request_ts[h_ex]).to(torch.int32), "amax")
+            viol.scatter_reduce_(0, t_ex, leaks(tv, staged.request_ts[t_ex]).to(torch.int32), "amax")
     return values, viol

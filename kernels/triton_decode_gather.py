@@ -5,7 +5,8 @@ and T tiles, per staged column ``c``
 
     out_c[offsets[e] + j]  = event j of example e's window         (jagged, ``[offsets[-1]]``)
     out_c[e, j]            = the same, ``pad_value`` for j >= len_e  (padded, ``[B, W]``)
-    violations[e]          = 1 if a materialized ``ts`` of e is >= request_ts[e]   (int32 ``[B]``)
+    violations[e]          = 1 if a materialized ``ts`` of e is >= request_ts[e]   (int32 ``[B]``;
+                             > request_ts[e] with check_leakage="inclusive", the INCLUSIVE constexpr)
 
 Inputs (all int64 device tensors, views of the one packed buffer of ``gpumat/core/staged.py``):
 ``hdr_c [K, 3]`` (base, slope, meta), ``words_c [W_c + 1]``, the tiles ``tile_block/lo/cnt/out/ex
@@ -84,7 +85,8 @@ if triton is not None:
     @triton.jit
     def _decode_chunk(
         c0, words_ptr, out_ptr, tmask, lo, cnt, dst, base, slope, w, wu, wmask, word_off, rts, room, bad,
-        n_words, n_out, BLOCK_SIZE: tl.constexpr, STORE: tl.constexpr, CHECK: tl.constexpr, PADDED: tl.constexpr,
+        n_words, n_out, BLOCK_SIZE: tl.constexpr, STORE: tl.constexpr, CHECK: tl.constexpr, INCLUSIVE: tl.constexpr,
+        PADDED: tl.constexpr,
     ):
         """Decode lanes ``c0 .. c0 + BLOCK_SIZE`` of every tile of the program; returns the updated
         per-tile leakage flags."""
@@ -112,7 +114,11 @@ if triton is not None:
                 smask = live & (addr < n_out)
             tl.store(out_ptr + addr, val.to(out_ptr.dtype.element_ty), mask=smask)
         if CHECK:
-            bad = tl.maximum(bad, tl.max((live & (val >= rts[:, None])).to(tl.int32), axis=1))
+            if INCLUSIVE:
+                leak = val > rts[:, None]
+            else:
+                leak = val >= rts[:, None]
+            bad = tl.maximum(bad, tl.max((live & leak).to(tl.int32), axis=1))
         return bad
 
     @triton.jit(do_not_specialize=["n_tiles", "n_words", "n_out", "width"])
@@ -136,6 +142,7 @@ if triton is not None:
         TILES_PER_PROG: tl.constexpr,
         STORE: tl.constexpr,
         CHECK: tl.constexpr,
+        INCLUSIVE: tl.constexpr,  # the check flags ts > request_ts (check_leakage="inclusive"), else ts >= request_ts
         PADDED: tl.constexpr,
         LOOP: tl.constexpr,
     ):
@@ -176,12 +183,12 @@ if triton is not None:
             for c0 in range(0, longest, BLOCK_SIZE):
                 bad = _decode_chunk(
                     c0, words_ptr, out_ptr, tmask, lo, cnt, dst, base, slope, w, wu, wmask, word_off, rts, room, bad,
-                    n_words, n_out, BLOCK_SIZE, STORE, CHECK, PADDED,
+                    n_words, n_out, BLOCK_SIZE, STORE, CHECK, INCLUSIVE, PADDED,
                 )
         else:
             bad = _decode_chunk(
                 0, words_ptr, out_ptr, tmask, lo, cnt, dst, base, slope, w, wu, wmask, word_off, rts, room, bad,
-                n_words, n_out, BLOCK_SIZE, STORE, CHECK, PADDED,
+                n_words, n_out, BLOCK_SIZE, STORE, CHECK, INCLUSIVE, PADDED,
             )
         if CHECK:
             tl.store(viol_ptr + ex, tl.full([TILES_PER_PROG], 1, tl.int32), mask=tmask & (bad > 0))
@@ -204,6 +211,7 @@ if triton is not None:
         TAIL_BLOCK: tl.constexpr,
         STORE: tl.constexpr,
         CHECK: tl.constexpr,
+        INCLUSIVE: tl.constexpr,
         PADDED: tl.constexpr,
     ):
         pid = tl.program_id(0).to(tl.int64)
@@ -233,7 +241,11 @@ if triton is not None:
                     smask = live & (addr < n_out)
                 tl.store(out_ptr + addr, v.to(out_ptr.dtype.element_ty), mask=smask)
             if CHECK:
-                bad = tl.maximum(bad, tl.max((live & (v >= rts[:, None])).to(tl.int32), axis=1))
+                if INCLUSIVE:
+                    leak = v > rts[:, None]
+                else:
+                    leak = v >= rts[:, None]
+                bad = tl.maximum(bad, tl.max((live & leak).to(tl.int32), axis=1))
         if CHECK:
             tl.store(viol_ptr + e, tl.full([EX_PER_PROG], 1, tl.int32), mask=emask & (bad > 0))
 
@@ -300,7 +312,8 @@ def decode_gather(
         staged.tile_block, staged.tile_lo, staged.tile_cnt, staged.tile_out, staged.tile_ex,
         staged.offsets, staged.request_ts, out, viol,
         n_tiles, column.words.numel(), out.numel(), 0 if padded_width is None else int(padded_width),
-        BLOCK_SIZE=block, TILES_PER_PROG=tp, STORE=store, CHECK=check, PADDED=padded_width is not None,
+        BLOCK_SIZE=block, TILES_PER_PROG=tp, STORE=store, CHECK=check, INCLUSIVE=check and staged.inclusive,
+        PADDED=padded_width is not None,
         LOOP=int(staged.block_size) > block,
         num_warps=NUM_WARPS,
     )
@@ -320,7 +333,8 @@ def gather_tail(
         column.tail_values, staged.tail_src, staged.tail_len, staged.hist_len, staged.offsets, staged.request_ts,
         out, viol,
         B, column.tail_values.numel(), out.numel(), 0 if padded_width is None else int(padded_width),
-        EX_PER_PROG=epp, TAIL_BLOCK=tb, STORE=store, CHECK=check, PADDED=padded_width is not None,
+        EX_PER_PROG=epp, TAIL_BLOCK=tb, STORE=store, CHECK=check, INCLUSIVE=check and staged.inclusive,
+        PADDED=padded_width is not None,
         num_warps=NUM_WARPS,
     )
 
@@ -356,7 +370,8 @@ def materialize_staged_triton(
     ``[offsets[-1]]`` (jagged) or ``[B, padded_width]`` (padded, ``pad_value`` past each row's
     length; the caller guarantees ``padded_width >= max(lengths)``, positions past the width are
     not written); ``violations``: int32 ``[B]``, 1 where example e materialized a ``ts >=
-    request_ts[e]`` (checked when ``staged.check_leakage`` and a ``ts`` column is staged).
+    request_ts[e]`` (``ts > request_ts[e]`` when ``staged.inclusive``; checked when
+    ``staged.check_leakage`` and a ``ts`` column is staged).
 
     ``total``: overrides ``staged.total`` (``offsets[-1]``: known on the host for a batch the
     planner built and moved with ``StagedBatch.to``/``from_flat``, so the launch never syncs). ``out``: optional preallocated

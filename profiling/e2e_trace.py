@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         plan = plan_tenant(tenant, kind, model, args.batch_size, args.model_max_len, memory)
         n = args.warmup + args.steps + args.depth + args.inflight + 1
         table, _ = select_examples(w.examples, int(args.min_fill * plan.model_max_len), n * plan.batch_size)
-        mat = Materializer(w.tier, [tenant], device=device)
+        mat = Materializer(w.tier, [tenant], device=device, sparse_features=False)
         net, opt = make_model(tenant, model, plan.model_max_len, device, args.seed)
         step = make_step(net, opt, model["num_items"], kind == "cuda")
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if kind == "cuda" else [])

@@ -240,6 +240,29 @@ def test_dali_leakage_is_reported(data):
     assert ei.value.indices.tolist() == np.flatnonzero(lengths > 0).tolist()
 
 
+def test_dali_inclusive_accepts_same_second_events(data):
+    """check_leakage="inclusive" reaches the consumer's backend: request_ts equal to each example's
+    newest materialized ts passes, where the strict default rejects every non-empty example."""
+    sub = data.table.slice(0, 10)
+    newest = materialize(data.tier, sub, Tenant("probe", ["ts"], TENANT.max_len), check_leakage=False)
+    lengths = newest.lengths.numpy()
+    table = sub.to_pydict()
+    table["request_ts"] = [int(newest.row(b)["ts"].max()) if lengths[b] else 0 for b in range(sub.num_rows)]
+    path = str(data.dir / "same_second.parquet")
+    same_second = pa.table(table, schema=data.table.schema)
+    pq.write_table(same_second, path)
+    strict = DaliMaterializer(data.tier.uri, path, TENANT, batch_size=10, py_num_workers=1, shuffle=False)
+    with strict, pytest.raises(LeakageError, match="ts >= request_ts") as ei:
+        next(iter(strict))
+    assert ei.value.indices.tolist() == np.flatnonzero(lengths > 0).tolist()
+    inclusive = DaliMaterializer(data.tier.uri, path, TENANT, batch_size=10, py_num_workers=1, shuffle=False,
+                                 check_leakage="inclusive")
+    with inclusive:
+        got = next(iter(inclusive))
+    rows = inclusive.epoch_batches(0)[0]
+    assert got.equals(materialize(data.tier, same_second.take(pa.array(rows)), TENANT, check_leakage="inclusive"))
+
+
 def test_unpacked_batch_runs_the_kernels(data):
     """The CUDA path's consumer half: the views unpack_staged builds feed the Triton kernels (here under
     TRITON_INTERPRET=1, set by conftest) and give the reference's values."""

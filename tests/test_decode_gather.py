@@ -126,8 +126,10 @@ def stage(histories, examples, columns, L, check_leakage, rng, bs=BS):
     """Build a host StagedBatch (DESIGN §4) for a tenant (columns, L).
 
     histories: {user: {col: (values, blocks)}}; examples: list of (user, n, tail {col: list}, request_ts).
+    check_leakage: True / "strict" (ts >= request_ts leaks), "inclusive" (ts > request_ts leaks) or False.
     Returns (staged, expected {col: np array}, expected violations).
     """
+    inclusive = check_leakage == "inclusive"
     staged_cols = list(columns) + (["ts"] if check_leakage and "ts" not in columns else [])
     B = len(examples)
     hist_len, tail_len, tail_src = [], [], []
@@ -154,7 +156,7 @@ def stage(histories, examples, columns, L, check_leakage, rng, bs=BS):
             out = S[max(0, len(S) - L) :]
             if c in columns:
                 expected[c].extend(out)
-            if c == "ts" and check_leakage and any(v >= rts for v in out):
+            if c == "ts" and check_leakage and any(v > rts if inclusive else v >= rts for v in out):
                 exp_viol[e] = 1
     offsets = np.concatenate([[0], np.cumsum(np.array(hist_len, dtype=np.int64) + np.array(tail_len, dtype=np.int64))]).astype(np.int64)
     order = sorted(needed)
@@ -292,7 +294,7 @@ def test_decode_values_every_width():
     L=st.sampled_from([0, 1, 3, 100, 129, 300, 1000]),
     max_tail=st.sampled_from([0, 3, 150]),
     columns=st.sampled_from([("item",), ("act",), ("ts",), ("item", "act", "ts"), ("act", "item")]),
-    check=st.booleans(),
+    check=st.sampled_from([False, True, "inclusive"]),
     launch=st.sampled_from([{}, {"tiles_per_prog": 1, "ex_per_prog": 1}, {"tiles_per_prog": 4, "ex_per_prog": 4}]),
 )
 def test_random_batches_jagged(seed, B, L, max_tail, columns, check, launch):
@@ -327,8 +329,8 @@ def test_padded_exact_width_and_ts_only_for_check():
     check_all(staged, expected, exp_viol, padded_width=int(np.diff(staged.offsets).max()))
 
 
-def test_leakage_flags_exact_boundary():
-    """ts == request_ts is a leak, ts == request_ts - 1 is not; in the history and in the tail."""
+def _boundary_batch(mode):
+    """Examples whose newest materialized ts sits exactly at, just under or past request_ts."""
     rng = np.random.default_rng(5)
     hist = {0: {c: make_history(rng, 300, SCHEMA[c], c == "ts") for c in SCHEMA}}
     ts = hist[0]["ts"][0]
@@ -336,18 +338,45 @@ def test_leakage_flags_exact_boundary():
     tail = {"ts": tail_ts, "item": [1, 2], "act": [3, 4]}
     no_tail = {"ts": [], "item": [], "act": []}
     examples = [
-        (0, 300, no_tail, ts[-1]),  # newest history ts == request_ts: leak
+        (0, 300, no_tail, ts[-1]),  # newest history ts == request_ts: strict leak, inclusive fine
         (0, 300, no_tail, ts[-1] + 1),  # strictly before: fine
-        (0, 300, tail, tail_ts[-1]),  # in the tail: leak
+        (0, 300, tail, tail_ts[-1]),  # in the tail, ts == request_ts
         (0, 300, tail, tail_ts[-1] + 1),
-        (0, 250, no_tail, ts[40]),  # the window ts[150:250] is past request_ts: leak
+        (0, 250, no_tail, ts[40]),  # the window ts[150:250] is past request_ts: a leak in both modes
+        (0, 300, tail, tail_ts[-1] - 1),  # the newest tail event is past request_ts: both modes
         (0, 100, no_tail, ts[99] + 1),  # positions >= n (later, leaking events) are never read
         (0, 0, no_tail, -(1 << 62)),  # an empty example never leaks
     ]
-    staged, expected, exp_viol = stage(hist, examples, ("item",), 100, True, rng)
-    assert exp_viol.tolist() == [1, 0, 1, 0, 1, 0, 0]
+    return stage(hist, examples, ("item",), 100, mode, rng)
+
+
+@pytest.mark.parametrize("mode, want", [
+    (True, [1, 0, 1, 0, 1, 1, 0, 0]),
+    ("strict", [1, 0, 1, 0, 1, 1, 0, 0]),
+    ("inclusive", [0, 0, 0, 0, 1, 1, 0, 0]),
+    (False, [0] * 8),
+])
+def test_leakage_flags_exact_boundary(mode, want):
+    """strict: ts == request_ts is a leak, ts == request_ts - 1 is not; inclusive: only ts > request_ts
+    is; in the history and in the tail, on every backend of the op (reference, NumPy twin, Triton,
+    the PyTorch peer), jagged and padded."""
+    from gpumat.ops import decode_gather
+
+    staged, expected, exp_viol = _boundary_batch(mode)
+    assert exp_viol.tolist() == want
     check_all(staged, expected, exp_viol)
     check_all(staged, expected, exp_viol, padded_width=101)
+    for backend in ("reference", "numpy", "torch"):
+        values, viol = decode_gather(staged if backend != "torch" else staged.to("cpu"), backend)
+        assert_equal_verbose(viol.numpy().astype(np.int32), exp_viol, f"{backend} violations ({mode})")
+        assert_equal_verbose(values["item"].numpy(), expected["item"], f"{backend} values ({mode})")
+
+
+def test_leakage_mode_survives_the_device_copy():
+    staged, _, _ = _boundary_batch("inclusive")
+    assert staged.inclusive and staged.to("cpu").inclusive and staged.to("cpu").check_leakage == "inclusive"
+    with pytest.raises(GpumatError, match="check_leakage"):
+        _boundary_batch("sometimes")[0].passes().__next__()
 
 
 def test_empty_and_degenerate_batches():
@@ -478,8 +507,8 @@ def test_cuda_twin_matches():
         pytest.skip("no CUDA GPU")
     from gpumat.kernels.cuda_decode_gather import materialize_staged_cuda
 
-    for pw in (None, 400):
-        staged, expected, exp_viol = random_batch(31, 13, 300, 900, 60, ("item", "act", "ts"), True)
+    for pw, mode in ((None, True), (400, True), (None, "inclusive")):
+        staged, expected, exp_viol = random_batch(31, 13, 300, 900, 60, ("item", "act", "ts"), mode)
         twin, tviol = materialize_staged_np(staged, padded_width=pw, pad_value=-3)
         values, viol = materialize_staged_cuda(staged.to("cuda"), padded_width=pw, pad_value=-3)
         for c in twin:

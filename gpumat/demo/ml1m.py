@@ -65,7 +65,7 @@ def _check_layouts(tier, examples, tenants, reader, batch_size: int) -> dict:
     """Late-materialized vs Fat Row, batch for batch in file order, for every tenant."""
     from gpumat.materializer import Materializer
 
-    mat = Materializer(tier, tenants, backend="reference")
+    mat = Materializer(tier, tenants, backend="reference", sparse_features=False)
     mismatches = {t.name: 0 for t in tenants}
     fat_iters = {t.name: reader.iter_epoch(t, batch_size) for t in tenants}
     n = 0
@@ -78,8 +78,19 @@ def _check_layouts(tier, examples, tenants, reader, batch_size: int) -> dict:
     return {"batches": n, "mismatched_batches": mismatches}
 
 
+def hstu_config(data, tenant):
+    """The demo's HSTU for ``tenant`` over MovieLens ``data``: ``max_item_id + 1`` item embeddings,
+    since ML-1M's item ids run from 1 (row 0 is padding: never an input event nor a label)."""
+    from gpumat.models.hstu import HSTUConfig
+
+    return HSTUConfig(num_items=data.max_item_id + 1, dim=64, num_layers=2, num_heads=2, max_len=tenant.max_len,
+                      num_negatives=512, temperature=0.1,
+                      side_features={"rating": 6} if "rating" in tenant.columns else {},
+                      num_time_buckets=64 if "ts" in tenant.columns else 0, check_ids=False)
+
+
 def run(args) -> dict:
-    from gpumat.models.hstu import HSTU, HSTUConfig
+    from gpumat.models.hstu import HSTU
     from gpumat.host.fatrow import FatRowReader, write_fat_rows
     from gpumat.host.prefetch import AffinitySampler
     from gpumat.host.workloads import load_movielens_1m, movielens_workload, user_clustered_batches
@@ -146,12 +157,9 @@ def run(args) -> dict:
             from gpumat.core.errors import SchemaError
 
             raise SchemaError(f"--tenant {args.tenant!r}: the demo's tenants are {[t.name for t in tenants]}")
-        num_items = len(data.titles)
-        cfg = HSTUConfig(num_items=num_items, dim=64, num_layers=2, num_heads=2, max_len=tenant.max_len,
-                         num_negatives=512, temperature=0.1,
-                         side_features={"rating": 6} if "rating" in tenant.columns else {},
-                         num_time_buckets=64 if "ts" in tenant.columns else 0, check_ids=False)
-        mat = Materializer(tier, [tenant], device=device, backend="auto")
+        cfg = hstu_config(data, tenant)
+        num_items = cfg.num_items
+        mat = Materializer(tier, [tenant], device=device, backend="auto", sparse_features=False)  # no torchrec model here
         print(f"materialization backend: {mat.backend}; model: {sum(p.numel() for p in HSTU(cfg).parameters()):,} parameters")
 
         def fresh_model():
