@@ -226,12 +226,25 @@ def add_arguments(parser) -> None:
                         help="comma-separated subset of short,mid,long (default: all)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every batch size (default 1.0)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--static", action="store_true",
+                        help="no GPU: compile every kernel configuration for sm_90/sm_80 and report registers, "
+                             "spills, SASS instructions per event and the issue and DRAM floors")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="only run the fused kernel N times per tenant, no timing (for ncu / profilers)")
 
 
 def run(args) -> dict | None:
     """``gpumat bench kernels``: print a table, optionally write ``--json`` and ``--plot``."""
+    if args.static:  # the compiler's view: no GPU needed
+        from gpumat.bench.static import print_static, static_report
+
+        check_outputs(args)
+        wanted = [t.strip() for t in args.tenants.split(",") if t.strip()]
+        result = static_report([(n, L, max(1, int(B * args.scale))) for n, L, B in TENANTS if n in wanted])
+        report(result, args, print_static, lambda r, path: None, print)
+        if result["static"]["spilling_configurations"]:
+            raise GpumatError(f"{result['static']['spilling_configurations']} kernel configuration(s) spill registers")
+        return result
     device = resolve_device("cuda")
     check_device(device)  # before any work: this benchmark needs a GPU
     ok, why = available("triton", device)
