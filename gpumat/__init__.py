@@ -9,13 +9,13 @@ docs/SPEC.md is the contract; docs/DESIGN.md describes the formats and the kerne
 
 The public names are resolved lazily (PEP 562): ``import gpumat`` and the storage layer
 (``gpumat.Tier``) never import torch; ``gpumat.materialize`` and ``gpumat.Materializer`` do.
+``__version__`` is the installed package's (pyproject.toml is its one source).
 """
 
 from __future__ import annotations
 
 import importlib
-
-__version__ = "0.1.0"
+from pathlib import Path
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -36,7 +36,30 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
+def _version() -> str:
+    """The installed distribution's version; in a source tree that is not installed, pyproject.toml's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gpumat")
+    except PackageNotFoundError:
+        return _source_version(Path(__file__).resolve().parent.parent / "pyproject.toml")
+
+
+def _source_version(pyproject: Path) -> str:
+    """``[project] version`` of ``pyproject``; ``0+unknown`` when it cannot be read."""
+    try:
+        import tomllib  # Python 3.11+
+
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    except (ImportError, OSError, ValueError, KeyError, TypeError):
+        return "0+unknown"
+
+
 def __getattr__(name: str):
+    if name == "__version__":
+        globals()[name] = value = _version()  # resolved once
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'gpumat' has no attribute {name!r}")
@@ -46,4 +69,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(__all__))

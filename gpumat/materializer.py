@@ -375,7 +375,7 @@ class Materializer:
             with stage_range("gpumat.decode", cuda), ctx:
                 if copied is not None:
                     side_stream.wait_event(copied)
-                    dev._flat.record_stream(side_stream)
+                    dev.packed.record_stream(side_stream)
                 values, v = decode_gather(dev, self.backend)  # sizes travel from the host plan: no sync
                 # a copy of the offsets, so a batch the caller keeps does not pin the packed buffer
                 tenants[t.name] = self._jagged(t, dev.offsets.clone(), values, s)

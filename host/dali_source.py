@@ -56,13 +56,12 @@ from gpumat.core.errors import GpumatError, describe_indices
 from gpumat.host.examples import check_pointers, parse_examples, read_examples_table
 from gpumat.host.planner import plan, staged_columns
 from gpumat.host.prefetch import AffinitySampler, StageError
-from gpumat.core.staged import EXAMPLE_FIELDS, TILE_FIELDS, StagedBatch, StagedColumn, leakage_mode
+from gpumat.core.staged import EXAMPLE_FIELDS, TILE_FIELDS, StagedBatch, StagedColumn, column_array_names, leakage_mode
 
 LAYOUT_MAGIC = 0x474D41545F4C4159  # "GMAT_LAY": a packed layout, not some other int64 array
 ERROR_MAGIC = 0x474D41545F455252  # "GMAT_ERR": an error sample (see the module docstring)
 LAYOUT_HEADER = 7
 _ROW = 4  # words per array in the layout: offset, ndim, dim0, dim1
-_COLUMN_PARTS = ("hdr", "words", "tail_values")
 
 
 def layout_names(tenant: Tenant, check_leakage: bool) -> list[str]:
@@ -73,7 +72,7 @@ def layout_names(tenant: Tenant, check_leakage: bool) -> list[str]:
     """
     names = list(EXAMPLE_FIELDS + TILE_FIELDS)
     for col, _ in staged_columns(tenant, check_leakage):
-        names += [f"{col}.{part}" for part in _COLUMN_PARTS]
+        names += column_array_names(col)
     return names
 
 
@@ -172,10 +171,6 @@ class StagedBatchSource:
         state = dict(self.__dict__)
         state["_tier"] = state["_table"] = None  # per-process handles: each worker opens its own
         return state
-
-    def num_batches(self, epoch: int | None = None) -> int:
-        """Batches in sampler epoch ``epoch`` (default ``first_epoch``)."""
-        return len(self._batches(self.first_epoch if epoch is None else epoch)[1]) - 1
 
     def _batches(self, epoch: int):
         if epoch not in self._epochs:

@@ -40,9 +40,9 @@ from gpumat.host.examples import parse_examples
 from gpumat.host.logger import list_array
 from gpumat.host.planner import window_sizes
 from gpumat.host.ranges import ranges
+from gpumat.host.schema import PA_TYPES
 
 SEQ_PREFIX = "seq_"
-_PA_TYPES = {"int64": pa.int64(), "int32": pa.int32()}
 _META_KEY = b"gpumat.fatrow"
 
 
@@ -114,7 +114,7 @@ def write_fat_rows(examples, tier, tenants, path, compression: str = "zstd", row
         raise SchemaError(f"write_fat_rows: passthrough column names starting with {SEQ_PREFIX!r} are reserved")
     fields = [pa.field("user_id", pa.int64()), pa.field("request_ts", pa.int64())]
     fields += [ex.table.schema.field(n) for n in passthrough]
-    fields += [pa.field(SEQ_PREFIX + c, pa.list_(_PA_TYPES[schema[c]])) for c in columns]
+    fields += [pa.field(SEQ_PREFIX + c, pa.list_(PA_TYPES[schema[c]])) for c in columns]
     meta = {"columns": columns, "max_len": L, "tenants": [tt.to_json() for tt in tenants], "compression": compression}
     out_schema = pa.schema(fields, metadata={_META_KEY: json.dumps(meta).encode()})
 
@@ -142,7 +142,7 @@ def write_fat_rows(examples, tier, tenants, path, compression: str = "zstd", row
                 seq = np.empty(int(offs[-1]), dtype=schema[c])
                 seq[hist_pos] = hist[c][hist_src]
                 seq[tail_pos] = ex.tail_values[c][tail_src]  # int64 tails fit the schema dtype (checked)
-                cols[SEQ_PREFIX + c] = list_array(offs, seq, _PA_TYPES[schema[c]])
+                cols[SEQ_PREFIX + c] = list_array(offs, seq, PA_TYPES[schema[c]])
             writer.write_table(pa.table(cols, schema=out_schema), row_group_size=b - a)
             a = b
     return os.path.getsize(path)

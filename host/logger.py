@@ -36,10 +36,9 @@ import pyarrow as pa
 from gpumat.core.errors import SchemaError
 from gpumat.core.names import POINTER_COLUMNS, TAIL_PREFIX
 from gpumat.host.events import read_events
-from gpumat.host.schema import check_schema, int_column
+from gpumat.host.schema import PA_TYPES, check_schema, int_column
 from gpumat.host.ranges import ranges
 
-_PA_TYPES = {"int64": pa.int64(), "int32": pa.int32()}
 # pyarrow's list<> has int32 offsets: a list column longer than this is split into chunks.
 _MAX_LIST_VALUES = 2**31 - 1
 
@@ -170,7 +169,7 @@ class ExampleLogger:
             "request_ts": pa.array(rts, pa.int64()),
         }
         for c, dtype in self.schema.items():
-            cols[TAIL_PREFIX + c] = list_array(offsets, buf[c][pos], _PA_TYPES[dtype])
+            cols[TAIL_PREFIX + c] = list_array(offsets, buf[c][pos], PA_TYPES[dtype])
         for name, col in passthrough.items():
             cols[name] = col if isinstance(col, (pa.Array, pa.ChunkedArray)) else pa.array(np.asarray(col))
         return pa.table(cols)

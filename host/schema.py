@@ -10,9 +10,10 @@ import numpy as np
 import pyarrow as pa
 
 from gpumat.core.errors import SchemaError
-from gpumat.core.names import TAIL_PREFIX
+from gpumat.core.names import NUMPY_DTYPES, TAIL_PREFIX
 
-DTYPES = {"int64": np.int64, "int32": np.int32}
+DTYPES = NUMPY_DTYPES  # the name host/tier.py imports
+PA_TYPES = {name: pa.from_numpy_dtype(dt) for name, dt in NUMPY_DTYPES.items()}  # the Arrow type of each dtype
 
 
 def check_schema(schema) -> dict[str, str]:
@@ -27,7 +28,7 @@ def check_schema(schema) -> dict[str, str]:
             raise SchemaError("'user_id' is the key, not a schema column")
         if name.startswith(TAIL_PREFIX):
             raise SchemaError(f"schema column {name!r}: names starting with {TAIL_PREFIX!r} are reserved")
-        if dtype not in DTYPES:
+        if dtype not in NUMPY_DTYPES:
             raise SchemaError(f"schema column {name!r}: dtype must be 'int64' or 'int32', got {dtype!r}")
     if "ts" not in schema:
         raise SchemaError("schema must contain 'ts' with dtype 'int64'")
@@ -45,7 +46,7 @@ def int_column(col, dtype: str, what: str) -> np.ndarray:
 
     ``what`` names the column in the error message ("events column 'item_id'").
     """
-    target = DTYPES[dtype]
+    target = NUMPY_DTYPES[dtype]
     if isinstance(col, np.ndarray):
         if col.dtype.kind not in "iu":
             raise SchemaError(f"{what}: expected integers, got dtype {col.dtype}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from gpumat.core.batch import TORCH_DTYPES
 from gpumat.core.errors import GpumatError
 
 try:
@@ -95,7 +96,6 @@ extern "C" __global__ void gather_tail_i32(GT_ARGS, int* out, GT_SIZES) { gather
 """
 
 _MODULE = None
-_TORCH_DTYPES = {"int64": torch.int64, "int32": torch.int32}
 _SUFFIX = {"int64": "i64", "int32": "i32"}
 TAIL_THREADS = 128
 TILE_THREADS = 128  # threads per tile; tier blocks larger than this loop
@@ -127,7 +127,7 @@ def materialize_staged_cuda(staged, padded_width=None, pad_value=0, total=None):
     i64 = cp.int64
     with stream:
         for name, col, check in staged.passes():
-            dt = _TORCH_DTYPES[col.dtype]
+            dt = TORCH_DTYPES[col.dtype]
             buf = torch.full(shape, pad_value, dtype=dt, device=dev) if col.project else torch.empty(1, dtype=dt, device=dev)
             if col.project:
                 values[name] = buf

@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from gpumat.core.errors import GpumatError
+from gpumat.core.names import NUMPY_DTYPES
 
 _U64 = np.uint64
 _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
-_NP_DTYPES = {"int64": np.int64, "int32": np.int32}
 
 
 def _as_u64(a) -> np.ndarray:
@@ -160,7 +160,7 @@ def materialize_staged_np(staged, padded_width: int | None = None, pad_value: in
     values = {}
     common = dict(offsets=offsets, request_ts=staged.request_ts, inclusive=staged.inclusive)
     for name, col, check in staged.passes():
-        dt = _NP_DTYPES[col.dtype]
+        dt = NUMPY_DTYPES[col.dtype]
         if padded_width is None:
             out = np.zeros(total, dtype=dt)
         else:

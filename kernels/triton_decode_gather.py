@@ -48,6 +48,7 @@ import os
 
 import torch
 
+from gpumat.core.batch import TORCH_DTYPES
 from gpumat.core.errors import GpumatError
 
 try:  # triton is a Linux-only dependency; without it the backend is simply unavailable
@@ -77,7 +78,6 @@ INTERP_TAIL_BLOCK = 64
 NUM_WARPS = 4
 MAX_LANES = 1024 if _DEFINED_INTERPRETED else 128
 
-_TORCH_DTYPES = {"int64": torch.int64, "int32": torch.int32}
 
 
 if triton is not None:
@@ -353,9 +353,9 @@ def _check_staged(staged) -> torch.device:
         # Checking without the ts column would report "no leak" for every example.
         raise GpumatError("staged batch asks for the leakage check but stages no 'ts' column")
     for name, col in staged.columns.items():
-        if col.dtype not in _TORCH_DTYPES:
+        if col.dtype not in TORCH_DTYPES:
             raise GpumatError(
-                f"staged column {name!r} has dtype {col.dtype!r}; expected one of {sorted(_TORCH_DTYPES)}"
+                f"staged column {name!r} has dtype {col.dtype!r}; expected one of {sorted(TORCH_DTYPES)}"
             )
     return dev
 
@@ -400,7 +400,7 @@ def materialize_staged_triton(
 def _launch_columns(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog):
     """Allocate each column's output (or take the caller's) and launch its two kernels."""
     for name, col, check in staged.passes():
-        dt = _TORCH_DTYPES[col.dtype]
+        dt = TORCH_DTYPES[col.dtype]
         buf = None
         if col.project:
             buf = None if out is None else out.get(name)

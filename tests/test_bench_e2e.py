@@ -64,13 +64,43 @@ def test_cli_dispatches_e2e(tmp_path, capsys):
     assert set(r) == {"short"} and "profile" not in r["short"]
 
 
-def test_bad_arguments_are_typed_errors():
+@pytest.fixture
+def no_build(monkeypatch):
+    """Fails the test if the workload is built (seconds of work) before the arguments are checked."""
+    import gpumat.host.workloads as workloads
+
+    def built(*args, **kwargs):
+        raise AssertionError("the workload was built before the arguments were checked")
+
+    monkeypatch.setattr(workloads, "synthetic_workload", built)
+
+
+def test_bad_arguments_are_typed_errors(no_build):
     with pytest.raises(SchemaError, match="inflight"):
         bench_e2e.run(_args(TINY + ["--inflight", "1"]))
-    with pytest.raises(SchemaError, match="tenants"):
-        bench_e2e.run(_args(TINY + ["--tenants", "huge"]))
+    with pytest.raises(SchemaError, match=r"--tenants: unknown \['huge'\]; the workload's tenants are \['short', 'mid', 'long'\]"):
+        bench_e2e.run(_args(TINY + ["--tenants", "short,huge"]))
+    with pytest.raises(SchemaError, match="--tenants: no tenant in ' , '"):
+        bench_e2e.run(_args(TINY + ["--tenants", " , "]))
     with pytest.raises(SchemaError, match="steps"):
         bench_e2e.run(_args(TINY + ["--steps", "0"]))
+
+
+def test_outputs_and_backend_fail_before_the_build(tmp_path, no_build, monkeypatch):
+    busy = tmp_path / "busy"
+    (busy / "tier").mkdir(parents=True)
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    for argv, words in ((["--workdir", busy], "is not empty: pass an empty or new directory"),
+                        (["--json", tmp_path], "is a directory"),
+                        (["--plot", afile / "p.png"], "is a file"),
+                        (["--workdir", afile], "is a file")):
+        with pytest.raises(GpumatError, match=words):
+            bench_e2e.run(_args(TINY + list(map(str, argv))))
+    # Without the interpreter (tests/conftest.py switches it on), Triton cannot run on a CPU.
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(GpumatError, match="backend='triton' cannot run on device cpu"):
+        bench_e2e.run(_args(TINY + ["--backend", "triton"]))
 
 
 def test_plan_caps_long_tenant_and_fits_memory():

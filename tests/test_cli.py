@@ -59,6 +59,25 @@ def test_version_and_module_entry_point():
     assert "decode-gather" in proc.stdout  # each benchmark says what it measures
 
 
+def test_version_is_the_installed_packages(monkeypatch, tmp_path):
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    assert gpumat.__version__ == importlib.metadata.version("gpumat")
+    source = tomllib.loads((Path(gpumat.__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    assert gpumat.__version__ == source  # pyproject.toml is the one place it is written
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert gpumat._version() == source  # a source tree that is not installed reads pyproject.toml
+    assert gpumat._source_version(tmp_path / "pyproject.toml") == "0+unknown"  # no file
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    assert gpumat._source_version(tmp_path / "pyproject.toml") == "0+unknown"  # no version in it
+
+
 @NO_CUDA
 def test_cuda_device_without_cuda_is_one_line(tmp_path, tier):
     ex = tmp_path / "ex.parquet"

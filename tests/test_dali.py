@@ -108,7 +108,7 @@ def test_source_roundtrip(data, tenant, check):
     """Packing in the source and unpacking by layout rebuilds exactly the planner's StagedBatch."""
     src, sampler = _source(data, tenant, check)
     batches = sampler.epoch_batches(0)
-    assert src.num_batches() == len(batches)
+    assert [src.rows(0, i).tolist() for i in range(len(batches))] == [b.tolist() for b in batches]
     for i, rows in enumerate(batches):
         flat, layout = src(SimpleNamespace(epoch_idx=0, idx_in_epoch=i))
         assert flat.dtype == np.int64 and layout.dtype == np.int64 and flat.ndim == layout.ndim == 1
@@ -124,7 +124,10 @@ def test_source_roundtrip(data, tenant, check):
     with pytest.raises(StopIteration):
         src(SimpleNamespace(epoch_idx=0, idx_in_epoch=len(batches)))
     # DALI epoch 1 is sampler epoch 1: a new shuffle, computed lazily in the worker
-    assert src.num_batches(1) == len(sampler.epoch_batches(1))
+    epoch1 = sampler.epoch_batches(1)
+    assert [src.rows(1, i).tolist() for i in range(len(epoch1))] == [b.tolist() for b in epoch1]
+    with pytest.raises(StopIteration):
+        src.rows(1, len(epoch1))
 
 
 def test_layout_mismatch_is_an_error(data):

@@ -515,17 +515,3 @@ def test_cuda_twin_matches():
             assert_equal_verbose(values[c].cpu().numpy(), twin[c], f"cuda twin {c}")
         assert_equal_verbose(viol.cpu().numpy(), tviol, "cuda twin violations")
 
-
-def test_pack_aligns_every_array():
-    # Triton specializes pointer arguments on 16-byte alignment: a view at an odd word offset of the
-    # packed buffer would make each new batch layout a new compilation on the GPU.
-    from gpumat.core.staged import PACK_ALIGN
-
-    staged, _, _ = random_batch(3, 7, 50, 300, 5, ("ts", "item", "act"), True)
-    flat, layout = staged.pack()
-    assert flat.numel() == staged.packed_numel()
-    assert all(off % PACK_ALIGN == 0 for off, _ in layout.values()), layout
-    assert all((flat[off:].data_ptr() % 16) == 0 for off, _ in layout.values())  # 16-byte aligned views
-    back = staged.from_flat(flat, layout)
-    for (name, a), (_, b) in zip(staged.arrays(), back.arrays()):
-        assert np.array_equal(np.asarray(a), b.numpy()), name

@@ -1,4 +1,5 @@
-"""HSTU model and training utilities: shapes, causality, padding invariance, empty rows, learning."""
+"""The HSTU model: shapes, causality, padding invariance, empty rows, and learning (trained with
+gpumat/models/train.py, whose own tests are in tests/test_train.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import gpumat.models.train
 from gpumat.core.batch import JaggedBatch
 from gpumat.core.errors import SchemaError
 from gpumat.models.hstu import HSTU, HSTUConfig, _BucketBias
-from gpumat.models.train import Throughput, evaluate, popularity_eval, rank_metrics, train_steps
+from gpumat.models.train import evaluate, popularity_eval, train_steps
 
 
 @pytest.fixture(autouse=True)
@@ -235,37 +236,3 @@ def test_training_is_deterministic_with_a_seed():
     assert log1["losses"] == log2["losses"]
     for (n, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
         assert torch.equal(a, b), n
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def test_rank_metrics_and_popularity_agree_on_ties():
-    # Popularity scores as a model would produce them must give the same metrics.
-    train = torch.tensor([0, 0, 1, 2, 2, 2])
-    ev = torch.tensor([2, 0, 1, 3, 4])
-    counts = torch.bincount(train, minlength=5).to(torch.float32)
-    for k in (1, 2, 3, 10):
-        ref = rank_metrics(counts.expand(len(ev), -1), ev, k=k)
-        assert popularity_eval(train, ev, k=k, num_items=5) == pytest.approx(ref)
-    # A 2-way tie for the last slot of the top 2 counts as half a hit.
-    assert rank_metrics(torch.tensor([[3.0, 1.0, 1.0]]), torch.tensor([1]), k=2)["hr@2"] == pytest.approx(0.5)
-    with pytest.raises(SchemaError):
-        popularity_eval(train, torch.tensor([5]), num_items=5)
-
-
-def test_throughput_meter_skips_warmup():
-    meter = Throughput(warmup=1)
-    meter.update(100)
-    assert meter.examples == 0 and meter.rate == 0.0
-    meter.update(50, events=500)
-    assert meter.examples == 50 and meter.events == 500 and meter.rate > 0
-
-
-def test_train_steps_rejects_bad_items_and_stops_when_exhausted():
-    model = small_model(num_items=N_ITEMS).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    log = train_steps(model, opt, successor_batches(0, count=3, max_len=12, batch_size=8), steps=10, progress=False)
-    assert log["steps"] == 3 and log["losses"][-1][0] == 3
-    with pytest.raises(SchemaError):
-        train_steps(model, opt, iter([(make_batch([[1]]), torch.tensor([1, 2]))]), steps=1, progress=False)

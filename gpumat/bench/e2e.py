@@ -40,8 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gpumat.bench.util import environment, report, require_matplotlib
+from gpumat.bench.util import check_empty_dir, check_outputs, environment, report, require_matplotlib
 from gpumat.core.errors import GpumatError, SchemaError
+from gpumat.core.names import TAIL_PREFIX
 from gpumat.bench.trace import STAGES, cuda_sync_guard, profile_overlapped, sync_check
 from gpumat.models.train import labeled_batches
 
@@ -156,7 +157,7 @@ def select_examples(examples, min_len: int, needed_rows: int):
     import pyarrow.compute as pc
 
     seq = examples.column("length").to_numpy()
-    tail_cols = [c for c in examples.column_names if c.startswith("tail_")]
+    tail_cols = [c for c in examples.column_names if c.startswith(TAIL_PREFIX)]
     if tail_cols:
         seq = seq + pc.list_value_length(examples.column(tail_cols[0])).to_numpy(zero_copy_only=False)
     keep = np.flatnonzero(seq >= min_len)
@@ -356,11 +357,21 @@ def run(args) -> dict:
     """``gpumat bench e2e``: print a table, optionally write ``--json`` and ``--plot``; returns the results."""
     import torch
 
-    from gpumat.host.workloads import synthetic_workload
-    from gpumat.ops import pick_device
+    from gpumat.host.workloads import SYNTH_TENANTS, synthetic_workload
+    from gpumat.ops import pick_device, resolve_backend
 
     say = _say(args)
+    # Everything about the arguments is checked before the workload is built.
+    check_outputs(args)
+    check_empty_dir(args.workdir, "--workdir")
+    known = [t.name for t in SYNTH_TENANTS]
+    wanted = [t.strip() for t in args.tenants.split(",") if t.strip()]
+    unknown = [t for t in wanted if t not in known]
+    if unknown or not wanted:
+        what = f"unknown {unknown}" if unknown else f"no tenant in {args.tenants!r}"
+        raise SchemaError(f"--tenants: {what}; the workload's tenants are {known}")
     device = pick_device(args.device)
+    resolve_backend(args.backend, device)  # e.g. triton on a CPU: fails here, not after the build
     if args.plot:
         require_matplotlib("--plot")
     kind = device.type
@@ -407,10 +418,6 @@ def run(args) -> dict:
         w = synthetic_workload(os.path.join(workdir, "tier"), scale=scale, seed=args.seed,
                                progress=not args.quiet and args.json != "-")
         by_name = {t.name: t for t in w.tenants}
-        wanted = [t.strip() for t in args.tenants.split(",") if t.strip()]
-        unknown = [t for t in wanted if t not in by_name]
-        if unknown or not wanted:
-            raise SchemaError(f"--tenants: unknown {unknown or wanted}; the workload's tenants are {sorted(by_name)}")
         results = {}
         for name in wanted:
             tenant = by_name[name]

@@ -109,3 +109,17 @@ def check_outputs(args) -> None:
     """``check_output`` for each of ``--json``, ``--plot``, ``--workdir`` a command has."""
     for option in ("json", "plot", "workdir"):
         check_output(getattr(args, option, None), f"--{option}")
+
+
+def check_empty_dir(path, option: str) -> None:
+    """``GpumatError`` before a long run when ``path`` (a ``--workdir``) exists and is not an empty
+    directory: the run builds a tier there, and what an earlier run left would be in the way."""
+    from gpumat.core.errors import GpumatError
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir() and any(p.iterdir()):
+        raise GpumatError(f"{option} {path} is not empty: pass an empty or new directory")
+    if p.exists() and not p.is_dir():
+        raise GpumatError(f"{option} {path} is a file: pass an empty or new directory")

@@ -12,7 +12,7 @@ import torch
 from gpumat.core.errors import SchemaError
 from gpumat.core.pipelineable import keyed_jagged_tensor_class, pipelineable
 
-_TORCH_DTYPES = {"int64": torch.int64, "int32": torch.int32}
+TORCH_DTYPES = {"int64": torch.int64, "int32": torch.int32}  # schema dtype name -> torch dtype
 
 
 @pipelineable
@@ -220,6 +220,3 @@ def build_kjt(parts, stride: int, weighted: bool = False):
         w = torch.empty(0, dtype=torch.float32) if weighted else None
     return KeyedJaggedTensor(keys=keys, values=values, lengths=lengths, weights=w, stride=int(stride))
 
-
-def torch_dtype(dtype: str) -> torch.dtype:
-    return _TORCH_DTYPES[dtype]

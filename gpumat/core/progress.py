@@ -19,6 +19,13 @@ import sys
 import time
 
 
+def _plural(unit: str) -> str:
+    """``step`` -> ``steps``, ``batch`` -> ``batches``; a unit already plural (``days``) stays."""
+    if unit.endswith("s"):
+        return unit
+    return unit + ("es" if unit.endswith(("ch", "sh", "x", "z")) else "s")
+
+
 class _Lines:
     """The non-terminal form of a bar: ``desc: n/total units (pct%) in s``, at most every ``every_s``."""
 
@@ -33,8 +40,7 @@ class _Lines:
         of = f"/{self.total}" if self.total is not None else ""
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         self.said = self.n
-        plural = "" if self.unit.endswith("s") else "s"
-        print(f"{self.desc}: {self.n}{of} {self.unit}{plural}{pct} in {time.monotonic() - self.t0:.1f} s",
+        print(f"{self.desc}: {self.n}{of} {_plural(self.unit)}{pct} in {time.monotonic() - self.t0:.1f} s",
               file=self.stream, flush=True)
 
     def update(self, n: int = 1) -> None:

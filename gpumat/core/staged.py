@@ -30,10 +30,20 @@ if TYPE_CHECKING:  # torch is imported only where a batch is packed or moved
 
 EXAMPLE_FIELDS = ("offsets", "hist_len", "tail_src", "tail_len", "request_ts")
 TILE_FIELDS = ("tile_block", "tile_lo", "tile_cnt", "tile_out", "tile_ex")
+COLUMN_PARTS = ("hdr", "words", "tail_values")  # the arrays of a staged column, in packing order
 # Every array starts at a multiple of PACK_ALIGN int64 words (128 bytes) of the packed buffer.
 # Triton specializes each pointer argument on 16-byte alignment: views at arbitrary word offsets
 # would give each batch a new alignment pattern, hence a new compilation of the kernels.
 PACK_ALIGN = 16
+
+
+def column_array_names(column: str) -> tuple[str, ...]:
+    """The names of ``column``'s arrays in a packed batch's layout, in packing order.
+
+    >>> column_array_names("item_id")
+    ('item_id.hdr', 'item_id.words', 'item_id.tail_values')
+    """
+    return tuple(f"{column}.{part}" for part in COLUMN_PARTS)
 
 
 def leakage_mode(check_leakage) -> str | None:
@@ -84,7 +94,9 @@ class StagedBatch:
     # True / "strict": flag ts >= request_ts; "inclusive": flag ts > request_ts; False / None: no check
     check_leakage: bool | str | None = True
     nbytes_read: int = 0  # bytes read from storage to build this batch (projection pushdown metric)
-    _flat: object = field(default=None, repr=False)  # the packed buffer the arrays are views of, if any
+    # The packed buffer the arrays are views of (``from_flat``), if any: a stream that reads the
+    # batch must keep it alive (``packed.record_stream``).
+    packed: object = field(default=None, repr=False)
     # Sizes the host knows when it builds a batch, carried to its device copy so that no backend
     # reads them back from the device (a host sync per batch): ``offsets[-1]`` and ``sum(tile_cnt)``.
     known_total: int | None = field(default=None, repr=False)
@@ -133,9 +145,7 @@ class StagedBatch:
         for f in EXAMPLE_FIELDS + TILE_FIELDS:
             yield f, getattr(self, f)
         for name, col in self.columns.items():
-            yield f"{name}.hdr", col.hdr
-            yield f"{name}.words", col.words
-            yield f"{name}.tail_values", col.tail_values
+            yield from zip(column_array_names(name), (col.hdr, col.words, col.tail_values))
 
     def staged_bytes(self) -> int:
         """Bytes that cross the bus for this batch (all descriptors, headers, packed words, tails),
@@ -195,7 +205,7 @@ class StagedBatch:
         known_total = self.known_total if self.known_total is not None or not host_built else self.total
         known_history = self.known_history if self.known_history is not None or not host_built else self.history_events
         cols = {
-            name: StagedColumn(name, c.dtype, view(f"{name}.hdr"), view(f"{name}.words"), view(f"{name}.tail_values"), c.project)
+            name: StagedColumn(name, c.dtype, *(view(a) for a in column_array_names(name)), c.project)
             for name, c in self.columns.items()
         }
         return StagedBatch(
@@ -205,7 +215,7 @@ class StagedBatch:
             *(view(f) for f in TILE_FIELDS),
             check_leakage=self.check_leakage,
             nbytes_read=self.nbytes_read,
-            _flat=flat,
+            packed=flat,
             known_total=known_total,
             known_history=known_history,
         )

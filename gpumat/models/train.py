@@ -34,7 +34,8 @@ __all__ = ["Throughput", "train_steps", "evaluate", "popularity_eval", "rank_met
 
 
 class Throughput:
-    """Examples (and events) per second since the end of the first ``warmup`` updates.
+    """Examples per second since the end of the first ``warmup`` updates (``examples`` and
+    ``events`` count what came after them).
 
     Time is host wall-clock; on a GPU call :meth:`update` after something that synchronizes
     (``loss.item()``) or the rate measures kernel launches rather than kernels.
@@ -74,12 +75,6 @@ class Throughput:
         """Examples per second (0.0 before anything was counted)."""
         t = self.elapsed
         return self.examples / t if t > 0 and self.examples else 0.0
-
-    @property
-    def event_rate(self) -> float:
-        """Events (sequence positions) per second."""
-        t = self.elapsed
-        return self.events / t if t > 0 and self.events else 0.0
 
 
 def labeled_batches(loader, tenant: str, label: str = "label_item", expect=None):
@@ -158,7 +153,8 @@ def train_steps(
             if step % log_every == 0 or step == steps or step == 1:
                 value = float(loss.detach())
                 losses.append((step, value))
-                bar.set_postfix_str(f"loss {value:.4f}, {meter.rate:.0f} examples/s")
+                # No rate before one exists: the warm-up step is not counted.
+                bar.set_postfix_str(f"loss {value:.4f}" + (f", {meter.rate:.0f} examples/s" if meter.examples else ""))
             meter.update(batch.batch_size)
             if step > 1 and batch.batch_size > 0:
                 # Summed on the device and read once at the end: int() here would sync every step.
@@ -218,24 +214,29 @@ def _rank_sums(scores, targets, k):
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: Iterable, k: int = 10) -> dict:
+def evaluate(model: torch.nn.Module, batches: Iterable, k: int = 10, progress: bool = False,
+             total: int | None = None) -> dict:
     """Full-catalog ranking quality of ``model.score(batch)`` for the next item ``labels``.
 
     ``batches`` yields ``(JaggedBatch, labels [B])``. No item is excluded from the ranking (not
     even the history's); ties count in expectation (module docstring). The model is put in eval
-    mode and restored afterwards.
+    mode and restored afterwards. ``progress``: report batches done (``gpumat.core.progress``: a
+    bar on a terminal, a plain line every 5 s elsewhere) out of ``total`` (default ``len(batches)``
+    when it has one).
 
     Returns ``{"hr@{k}": float, "ndcg@{k}": float, "n": int}``.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise SchemaError(f"k must be an integer >= 1, got {k!r}")
+    from gpumat.core.progress import progress as progress_bar
+
     dev = _model_device(model)
     was_training = model.training
     model.eval()
     hr = ndcg = 0.0
     n = 0
     try:
-        for item in batches:
+        for item in progress_bar(batches, "evaluate", "batch", total=total, enabled=progress):
             batch, labels = _check_pair(item, "evaluate")
             if batch.batch_size == 0:
                 continue
