@@ -9,7 +9,10 @@ the state of a version rebuilt from them.
   few immutable *runs* in ``_runs/``, which versions are expired or were lost). Written every
   ``CHECKPOINT_EVERY`` versions; opening reads the newest checkpoint and the records after it.
 - ``_lock``: the writers' lock; its content is the *witness*, the newest committed version, so
-  a lost newest record is noticed (``CorruptionError``), never silently rolled back.
+  a lost newest record is noticed (``CorruptionError``), never silently rolled back. On an object
+  store (host/objstore.py) there is no lock: ``_lock`` is a small object each committer overwrites
+  with the witness, and ``put_if_absent`` is a conditional write; a writer that loses the race for a
+  number gets ``CommitConflict`` and retries on top of the winner (host/tier.py).
 
 Every file ends with a sha256 of its bytes (runs with a crc32 recorded in the checkpoint), so a
 damaged byte anywhere is a ``CorruptionError``. Metadata grows linearly with versions and what one
@@ -28,6 +31,7 @@ commit writes does not depend on how many came before.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -39,7 +43,7 @@ import zlib
 
 import numpy as np
 
-from gpumat.core.errors import CorruptionError, SchemaError, TierError
+from gpumat.core.errors import CorruptionError, GpumatError, SchemaError, TierError
 from gpumat.host.lengths import LengthHistory, decode_rows, encode_rows, layered
 from gpumat.host.schema import check_schema
 from gpumat.host.store import TMP_DIR
@@ -79,9 +83,24 @@ def logged_versions(store) -> list[int]:
     return _versions_in(store.list(LOG_DIR), ".rec")
 
 
-def checkpoint_versions(store) -> list[int]:
-    """Versions that have a checkpoint, ascending."""
-    return _versions_in(store.list(CKPT_DIR), ".ckpt")
+def checkpoint_versions(store, after: int | None = None) -> list[int]:
+    """Versions that have a checkpoint, ascending (with ``after``: only those above it)."""
+    start = None if after is None or after < 0 else checkpoint_name(after).split("/")[1]
+    return _versions_in(store.list(CKPT_DIR, start_after=start), ".ckpt")
+
+
+def newest_checkpoint_at_or_below(store, v: int) -> int | None:
+    """The newest checkpoint version ``<= v`` (listing only the names near ``v`` first: on an object
+    store a full listing costs a request per thousand names)."""
+    near = [c for c in checkpoint_versions(store, after=v - 64 * CHECKPOINT_EVERY) if c <= v]
+    if not near and v - 64 * CHECKPOINT_EVERY >= 0:
+        near = [c for c in checkpoint_versions(store) if c <= v]
+    return near[-1] if near else None
+
+
+class CommitConflict(TierError):
+    """Another writer created the record of this version first (object stores' optimistic
+    concurrency: catch up and rebuild; under the local lock it never happens)."""
 
 
 # ----------------------------------------------------------------------------- framing
@@ -377,6 +396,7 @@ def _read_directory(store, h: dict, where: str) -> tuple | None:
 def _state_from_checkpoint(store, v: int) -> State:
     where = f"tier {store.root}: checkpoint of version {v}"
     h = read_checkpoint_header(store, v)
+    store.prefetch([r["path"] for r in h["runs"]] + ([h["directory"]["path"]] if h["directory"] else []))
     parts, last = [], -1
     for r in h["runs"]:  # consecutive version ranges, oldest first
         rows = _read_run(store, r, where)
@@ -403,10 +423,15 @@ def witness_bytes(v: int) -> bytes:
 
 
 def read_witness(store) -> int | None:
-    """The newest committed version as the last writer left it in ``_lock`` (None: absent or unreadable)."""
+    """The newest committed version as the last writer left it in ``_lock`` (None: absent or unreadable;
+    on an object store a failure to reach it is raised: the listing that would follow fails too)."""
     try:
         data = store.read(LOCK_FILE)[: _WITNESS.size]
-    except (CorruptionError, TierError):
+    except CorruptionError:
+        return None
+    except TierError:
+        if getattr(store, "remote", False):
+            raise
         return None
     if len(data) != _WITNESS.size:
         return None
@@ -457,11 +482,11 @@ def latest_version(store) -> int | None:
     (opening it then fails with ``CorruptionError``): a lost record never lets a number be reused.
     """
     w = read_witness(store)
-    if w is not None and store.exists(record_name(w)) and not store.exists(record_name(w + 1)) \
-            and not store.exists(record_name(w + 2)):
+    if w is not None and store.exists_many([record_name(w), record_name(w + 1), record_name(w + 2)]) == [True, False, False]:
         return w
-    logged = logged_versions(store)
-    ckpts = checkpoint_versions(store)
+    # names above the witness are enough (it is a candidate itself); an object store lists from there
+    logged = _versions_in(store.list(LOG_DIR, start_after=None if w is None else record_name(w).split("/")[1]), ".rec")
+    ckpts = checkpoint_versions(store, after=w)
     cands = [x for x in (logged[-1] if logged else None, ckpts[-1] if ckpts else None, w) if x is not None]
     return max(cands) if cands else None
 
@@ -472,10 +497,10 @@ def load_state(store, v: int, newest: State | None = None) -> State:
     ``TierError`` for a version that expired or was rolled back by ``repair``; ``CorruptionError``
     for a missing or damaged record or checkpoint.
     """
-    ckpts = [c for c in checkpoint_versions(store) if c <= v]
+    c = newest_checkpoint_at_or_below(store, v)
     state = None
-    if ckpts:
-        state = _state_from_checkpoint(store, ckpts[-1])
+    if c is not None:
+        state = _state_from_checkpoint(store, c)
         if state.version == v:
             return state
     start = state.version + 1 if state is not None else 0
@@ -485,6 +510,7 @@ def load_state(store, v: int, newest: State | None = None) -> State:
         lost = state.lost_at(v)
         if lost:
             raise_unavailable(store, v, state)
+    store.prefetch([record_name(k) for k in range(start, v + 1) if state is None or not state.lost_at(k)])
     for k in range(start, v + 1):
         if state is not None and state.lost_at(k):
             continue
@@ -523,6 +549,10 @@ def advance(store, state: State, v: int) -> State:
     A repair since ``state`` (a record rolling back, records of lost versions moved aside) sends it
     to a full load of ``v`` from its checkpoint instead.
     """
+    if getattr(store, "remote", False) and v - state.version > 4 * CHECKPOINT_EVERY:
+        # far behind on an object store: a checkpoint and a few records cost fewer requests
+        return load_state(store, v)
+    store.prefetch([record_name(k) for k in range(state.version + 1, v + 1)])
     for k in range(state.version + 1, v + 1):
         try:
             h, rows, at = read_record(store, k)
@@ -538,12 +568,16 @@ def commit(store, state: State, op: str, add=(), remove=(), rows=None, payload=N
            created_unix: float | None = None, lock_fd: int | None = None) -> tuple[State, dict]:
     """Commit version ``state.version + 1`` (its data files already written and synced): create its
     record (``put_if_absent``), update the witness; return the new state and the record header.
-    ``TierError`` if the number is taken (a writer that did not hold the lock)."""
+    ``CommitConflict`` (a ``TierError``) if the number is taken: by a writer that did not hold the
+    lock, or on an object store (no lock) by the writer that won the race for it."""
     header, buffers, payload_at = encode_record(state, op, list(add), list(remove), rows, payload, lost, created_unix)
     v = header["version"]
     if not store.put_if_absent(record_name(v), buffers):
-        raise TierError(f"tier {store.root}: version {v} was committed by another writer")
+        raise CommitConflict(f"tier {store.root}: version {v} was committed by another writer")
     if lock_fd is not None:
         write_witness(lock_fd, v)
+    elif getattr(store, "remote", False):
+        with contextlib.suppress(GpumatError):  # a hint, never trusted alone: the commit stands without it
+            store.replace(LOCK_FILE, witness_bytes(v))
     new = _apply(state, header, rows, record_name(v), payload_at, f"tier {store.root}: record of version {v}")
     return new, header

@@ -4,13 +4,14 @@ newest metadata (``repair``), pinned opens that say why a version is gone, and t
 
 Vacuum holds the writer lock, so no writer on this machine is mid-commit; files nobody refers to
 (debris of killed writers) are removed only once older than ``min_age_s``, and nothing a version
-committed within ``min_age_s`` needs is ever removed.
+committed within ``min_age_s`` needs is ever removed. On an object store there is no lock: the same
+rules hold because they rest on ages (``LastModified`` against the store's clock) and on what
+committed versions refer to, never on the lock; run one vacuum (or repair) of a tier at a time there.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
 from gpumat.core.errors import CorruptionError, SchemaError, TierError
@@ -42,11 +43,10 @@ def foreign_entries(store) -> list[str]:
     """Entries of the tier directory that are not the skeleton an interrupted ``create`` leaves
     (the empty subdirectories, temporary files, the lock). ``[]`` for a missing or empty directory."""
     out = []
-    for name in sorted(store.list("")):
-        full = store.full(name)
-        if name == log.LOCK_FILE and os.path.isfile(full):
+    for name, is_dir in sorted(store.list_entries("")):
+        if name == log.LOCK_FILE and not is_dir:
             continue
-        if name in log.DIRS and os.path.isdir(full) and (name == TMP_DIR or not store.list(name)):
+        if name in log.DIRS and is_dir and (name == TMP_DIR or not store.list(name)):
             continue
         out.append(name)
     return out
@@ -96,8 +96,7 @@ def vacuum(store, keep_last: int | None, min_age_s: float, lock_timeout: float) 
         raise SchemaError(f"keep_last must be None or an integer >= 1, got {keep_last!r}")
     if isinstance(min_age_s, bool) or not isinstance(min_age_s, (int, float)) or not min_age_s >= 0:
         raise SchemaError(f"min_age_s must be a number >= 0, got {min_age_s!r}")
-    now = time.time()
-    cutoff = now - float(min_age_s)
+    cutoff = time.time() - float(min_age_s)  # for commit times (the writers' clocks)
     removed, freed = 0, 0
 
     def rm(path: str) -> None:
@@ -113,6 +112,7 @@ def vacuum(store, keep_last: int | None, min_age_s: float, lock_timeout: float) 
         state = log.load_state(store, latest)
         expired = max(log.read_expired(store), state.expired_before)
         logged = [v for v in log.logged_versions(store) if v >= expired]
+        store.prefetch([log.record_name(v) for v in logged])
         headers = {v: log.read_record(store, v)[0] for v in logged}
         recent = [v for v in logged if headers[v]["created_unix"] >= cutoff]
         P = recent[0] if recent else latest
@@ -142,16 +142,17 @@ def vacuum(store, keep_last: int | None, min_age_s: float, lock_timeout: float) 
         for c in log.checkpoint_versions(store):
             h = log.read_checkpoint_header(store, c)
             keep_runs |= {r["path"] for r in h["runs"]} | ({h["directory"]["path"]} if h["directory"] else set())
+        file_cutoff = store.now() - float(min_age_s)  # for file times (the store's clock: LastModified)
         for d, keep in ((log.RUNS_DIR, keep_runs), (log.DATA_DIR, needed_paths), (log.LEGACY_DATA_DIR, needed_paths)):
             for name in store.list(d):
                 path = f"{d}/{name}"
                 if path in keep:
                     continue
                 superseded = d != log.RUNS_DIR and any(k.split("@")[0] == path for k in removed_at)
-                if superseded or store.stat(path)[1] < cutoff:
+                if superseded or store.stat(path)[1] < file_cutoff:
                     rm(path)
         for name in store.list(TMP_DIR):
-            if store.stat(f"{TMP_DIR}/{name}")[1] < cutoff:
+            if store.stat(f"{TMP_DIR}/{name}")[1] < file_cutoff:
                 rm(f"{TMP_DIR}/{name}")
     return {"files_removed": removed, "bytes_freed": freed, "expired_before": E,
             "versions_retained": latest - E + 1 - sum(min(hi, latest) - max(lo, E) + 1

@@ -123,7 +123,7 @@ def encode_segment(columns: list[str], user_id, start, count, blobs: dict) -> tu
 
 
 FULL_READ_BYTES = 4 << 20  # a blob region up to this size is read whole, once, and kept
-COALESCE_GAP_WORDS = 4096  # ranges closer than 32 KiB are read as one
+COALESCE_GAP_WORDS = 4096  # ranges closer than 32 KiB are read as one (a store may say otherwise)
 
 
 @dataclass
@@ -172,21 +172,32 @@ class Segment:
         Ranges must lie inside the region (the caller checked them against the index). Small
         segments are served from memory; large ones by coalesced reads of the ranges' union.
         """
+        reqs, finish = self.words_request(starts, lens)
+        self.store.fetch(reqs)
+        return finish()
+
+    def words_request(self, starts, lens):
+        """``read_words`` in two steps, so that a caller can fetch the ranges of several segments at
+        once: ``(reqs, finish)``: the ``(path, offset, byte view)`` reads to ``store.fetch``, and the
+        function that returns the words once they are filled. Ranges closer than the store's
+        ``coalesce_gap_bytes`` are read as one (32 KiB locally; more on an object store, where a
+        request costs more than the bytes of a small hole)."""
         starts = np.asarray(starts, dtype=np.int64)
         lens = np.asarray(lens, dtype=np.int64)
         total = int(lens.sum())
         if total == 0:
-            return np.zeros(0, np.int64)
+            return [], lambda: np.zeros(0, np.int64)
         if self.small:
-            return self.region()[ranges(starts, lens)]
+            return [], lambda: self.region()[ranges(starts, lens)]
         keep = lens > 0
         st, ln = starts[keep], lens[keep]
         order = np.argsort(st, kind="stable")
         s_sorted, e_sorted = st[order], (st + ln)[order]
         # runs: a new run starts where a range begins past everything before it plus the gap
+        gap = int(getattr(self.store, "coalesce_gap_bytes", 8 * COALESCE_GAP_WORDS)) // 8
         reach = np.maximum.accumulate(e_sorted)
         new = np.ones(len(s_sorted), bool)
-        new[1:] = s_sorted[1:] > reach[:-1] + COALESCE_GAP_WORDS
+        new[1:] = s_sorted[1:] > reach[:-1] + gap
         run_id = np.cumsum(new) - 1
         run_lo = s_sorted[new]
         run_hi = np.maximum.reduceat(e_sorted, np.flatnonzero(new))
@@ -194,11 +205,15 @@ class Segment:
         buf = np.empty(int(run_len.sum()), np.int64)
         run_at = np.cumsum(run_len) - run_len
         view = memoryview(buf).cast("B")
-        for lo, n, at in zip(run_lo.tolist(), run_len.tolist(), run_at.tolist()):
-            self.store.read_into(self.path, self.base + 8 * lo, view[8 * at : 8 * (at + n)])
-        where = np.empty(len(st), np.int64)  # each kept range's start inside ``buf``
-        where[order] = run_at[run_id] + (s_sorted - run_lo[run_id])
-        return buf[ranges(where, ln)]
+        reqs = [(self.path, self.base + 8 * lo, view[8 * at : 8 * (at + n)])
+                for lo, n, at in zip(run_lo.tolist(), run_len.tolist(), run_at.tolist())]
+
+        def finish():
+            where = np.empty(len(st), np.int64)  # each kept range's start inside ``buf``
+            where[order] = run_at[run_id] + (s_sorted - run_lo[run_id])
+            return buf[ranges(where, ln)]
+
+        return reqs, finish
 
 
 def known_segment(store, path: str, base: int, size: int, region_words: int) -> Segment:

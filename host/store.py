@@ -22,6 +22,7 @@ import contextlib
 import errno
 import os
 import threading
+import time
 import uuid
 from collections import OrderedDict
 
@@ -102,11 +103,72 @@ class FilePool:
 POOL = FilePool(int(os.environ.get("GPUMAT_OPEN_FILES", "64")))
 
 
+class IOStats:
+    """Counters of what a store asked of its storage, cumulative and thread-safe.
+
+    ``requests`` counts every request sent (each retry too; locally: each read, write, stat, list,
+    delete call), split by kind in ``get``/``put``/``head``/``list``/``delete``/``copy``; ``retries``
+    those that were retries; ``bytes_read``/``bytes_written`` the payload bytes moved; ``cache_hits``
+    and ``cache_hit_bytes`` the pages an object store served from its local cache instead;
+    ``request_s`` the seconds spent in requests (summed over concurrent ones); ``blocks_read`` and
+    ``block_runs`` the encoded blocks the readers asked for and the runs of consecutive blocks they
+    came in (so ``get / block_runs`` is the GETs per coalesced run). ``snapshot()`` returns a dict;
+    ``IOStats.delta(after, before)`` the difference of two (per batch, per epoch).
+    """
+
+    FIELDS = ("requests", "get", "put", "head", "list", "delete", "copy", "retries", "bytes_read",
+              "bytes_written", "cache_hits", "cache_hit_bytes", "request_s", "blocks_read", "block_runs")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._c = dict.fromkeys(self.FIELDS, 0)
+
+    def add(self, **counts) -> None:
+        with self._lock:
+            for k, v in counts.items():
+                self._c[k] += v
+
+    def request(self, kind: str, seconds: float = 0.0, nread: int = 0, nwritten: int = 0, retry: bool = False) -> None:
+        with self._lock:
+            c = self._c
+            c["requests"] += 1
+            c[kind] += 1
+            c["request_s"] += seconds
+            c["bytes_read"] += nread
+            c["bytes_written"] += nwritten
+            c["retries"] += bool(retry)
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return dict(self._c)
+
+    @staticmethod
+    def delta(after: dict, before: dict) -> dict:
+        return {k: after[k] - before.get(k, 0) for k in after}
+
+
+def _nbytes(data) -> int:
+    return sum(memoryview(b).nbytes for b in data) if isinstance(data, (list, tuple)) else memoryview(data).nbytes
+
+
 class LocalStore:
     """A tier's files in a local directory ``root`` (paths are relative, ``/``-separated)."""
 
+    remote = False  # flock, fsync and atomic rename exist here; object stores have none of them
+    coalesce_gap_bytes = 32 << 10  # Segment.read_words reads ranges closer than this as one
+    max_request_bytes = None  # no cap on one read
+
     def __init__(self, root: str):
         self.root = root
+        self.io = IOStats()
+
+    def stats(self) -> dict:
+        """What this store has read and written so far (``IOStats``; a local "request" is one call)."""
+        return self.io.snapshot()
+
+    def now(self) -> float:
+        """The clock file times are compared with (vacuum's ``min_age_s``)."""
+        return time.time()
 
     def __repr__(self) -> str:
         return f"LocalStore({self.root!r})"
@@ -128,9 +190,11 @@ class LocalStore:
         """The whole file."""
         try:
             with open(self.full(path), "rb") as f:
-                return f.read()
+                data = f.read()
         except OSError as e:
             raise self.read_error(e, path) from e
+        self.io.request("get", nread=len(data))
+        return data
 
     def read_at(self, path: str, offset: int, n: int, fresh: bool = False) -> bytes:
         """``n`` bytes at ``offset``; fewer (the file is shorter than its metadata says) is corruption.
@@ -141,6 +205,7 @@ class LocalStore:
                 data = os.pread(fd, n, offset)
         except OSError as e:
             raise self.read_error(e, path) from e
+        self.io.request("get", nread=len(data))
         if len(data) != n:
             raise CorruptionError(f"tier {self.root}: file {path} is shorter than recorded "
                                   f"({len(data)} of {n} bytes at offset {offset}): truncated?")
@@ -154,11 +219,25 @@ class LocalStore:
                 got = os.preadv(fd, [buf], offset)
         except OSError as e:
             raise self.read_error(e, path) from e
+        self.io.request("get", nread=got)
         if got != len(buf):
             raise CorruptionError(f"tier {self.root}: file {path} is shorter than recorded "
                                   f"({got} of {len(buf)} bytes at offset {offset}): truncated?")
 
+    def fetch(self, reqs) -> None:
+        """Fill each ``(path, offset, writable byte view)`` of ``reqs`` (one ``preadv`` each, in order)."""
+        for path, offset, view in reqs:
+            if len(view):
+                self.read_into(path, offset, view)
+
+    def prefetch(self, paths) -> None:
+        """Object stores read these whole files ahead, concurrently; the page cache does it here."""
+
+    def warm(self, ranges) -> None:
+        """Object stores read these ``(path, offset, n)`` ranges into their cache ahead; nothing here."""
+
     def exists(self, path: str) -> bool:
+        self.io.request("head")
         try:
             os.stat(self.full(path))
             return True
@@ -167,17 +246,28 @@ class LocalStore:
         except OSError as e:
             raise self.read_error(e, path) from e
 
-    def list(self, directory: str) -> list[str]:
-        """Names in ``directory`` (``[]`` when it does not exist)."""
+    def exists_many(self, paths) -> list[bool]:
+        return [self.exists(p) for p in paths]
+
+    def list(self, directory: str, start_after: str | None = None) -> list[str]:
+        """Names in ``directory`` (``[]`` when it does not exist); with ``start_after``, only the names
+        that sort after it (object stores list from there, saving requests)."""
+        self.io.request("list")
         try:
-            return os.listdir(self.full(directory))
+            names = os.listdir(self.full(directory))
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as e:
             raise TierError(f"tier {self.root}: cannot list {directory}: {describe_os_error(e)}") from e
+        return names if start_after is None else [n for n in names if n > start_after]
+
+    def list_entries(self, directory: str) -> list[tuple[str, bool]]:
+        """``(name, is_directory)`` of the entries of ``directory``."""
+        return [(n, os.path.isdir(os.path.join(self.full(directory), n))) for n in self.list(directory)]
 
     def stat(self, path: str) -> tuple[int, float]:
         """``(size, mtime)``."""
+        self.io.request("head")
         try:
             st = os.stat(self.full(path))
         except OSError as e:
@@ -210,6 +300,7 @@ class LocalStore:
         removed (best effort: what a killed process leaves is swept by vacuum). Returns the size.
         """
         full = self.full(path)
+        self.io.request("put", nwritten=_nbytes(data))
         try:
             self._write(full, data)
             return os.path.getsize(full)
@@ -227,6 +318,7 @@ class LocalStore:
         """
         tmp = f"{TMP_DIR}/{uuid.uuid4().hex}.tmp"
         tmp_full, full = self.full(tmp), self.full(path)
+        self.io.request("put", nwritten=_nbytes(data))
         try:
             try:
                 self._write(tmp_full, data)
@@ -248,6 +340,7 @@ class LocalStore:
     def replace(self, path: str, data, durable: bool = False) -> None:
         """Overwrite ``path`` atomically (temp file + rename); fsynced (file and directory) if ``durable``."""
         tmp = self.full(f"{TMP_DIR}/{uuid.uuid4().hex}.tmp")
+        self.io.request("put", nwritten=_nbytes(data))
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -285,6 +378,7 @@ class LocalStore:
     def delete(self, path: str) -> int:
         """Remove ``path``; returns the bytes freed (0 if it was already gone)."""
         full = self.full(path)
+        self.io.request("delete")
         try:
             size = os.stat(full).st_size
             os.unlink(full)

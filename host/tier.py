@@ -3,6 +3,8 @@
 ``Tier`` is the public handle; the work is done by one module per job:
 
 - host/store.py: the tier's files (create once, read by ranges, bounded open files, OS errors said plainly);
+- host/objstore.py: the same on object stores (S3, GCS, HDFS, any pyarrow filesystem): conditional-write
+  commits, concurrent coalesced ranged GETs with retries, a page cache, request counters;
 - host/log.py: the metadata: a commit record per version, checkpoints, the witness, a version's state;
 - host/lengths.py: the length history (``length_v(u)``), kept in memory across commits;
 - host/events.py: reading and validating event tables;
@@ -11,7 +13,9 @@
 - host/maintenance.py: vacuum (retention), repair of lost metadata, upgrading format-1 tiers.
 
 Readers never lock and never see a half-written version; writers serialize on a lock, waiting at
-most ``lock_timeout`` seconds. A version number is never used twice, whatever file is lost.
+most ``lock_timeout`` seconds (on an object store, where there is no lock, a writer that loses the
+race for a version number catches up and rebuilds its commit on top of the winner's, for at most
+``lock_timeout`` seconds). A version number is never used twice, whatever file is lost.
 
 Example (a temporary directory; histories keep table order per user):
 
@@ -39,6 +43,8 @@ Example (a temporary directory; histories keep table order per user):
 from __future__ import annotations
 
 import os
+import random
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +52,7 @@ import pyarrow as pa
 from gpumat.core.errors import CorruptionError, SchemaError, TierError
 from gpumat.host import codec, log, maintenance
 from gpumat.host.events import read_events
+from gpumat.host.objstore import resolve_store
 from gpumat.host.reader import Directory, VersionReader
 from gpumat.host.schema import DTYPES, check_schema, int_column
 from gpumat.host.store import LocalStore
@@ -63,7 +70,8 @@ def _is_int(x) -> bool:
 
 
 def tier_root(uri) -> str:
-    """The absolute local directory of a tier URI (a path, a ``PathLike`` or ``file://...``)."""
+    """The absolute local directory of a local tier URI (a path, a ``PathLike`` or ``file://...``);
+    for the commands that work on local tiers only (``gpumat upgrade``)."""
     if isinstance(uri, os.PathLike):
         uri = os.fspath(uri)
     if not isinstance(uri, str) or not uri:
@@ -71,7 +79,7 @@ def tier_root(uri) -> str:
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     if "://" in uri:
-        raise TierError(f"tier URI {uri!r}: only local paths and file:// URIs are supported in this release")
+        raise TierError(f"tier URI {uri!r}: this command works on local tiers only (a path or file://)")
     return os.path.abspath(uri)
 
 
@@ -94,40 +102,51 @@ class Tier:
     # ----------------------------------------------------------------------------- construction
 
     @classmethod
-    def create(cls, uri, schema, block_size: int = BLOCK_SIZE, lock_timeout: float = LOCK_TIMEOUT) -> "Tier":
+    def create(cls, uri, schema, block_size: int = BLOCK_SIZE, lock_timeout: float = LOCK_TIMEOUT,
+               filesystem=None) -> "Tier":
         """Create an empty tier (version 0) at ``uri``; ``TierError`` if one is already there, or if ``uri``
-        is a file or a non-empty directory that holds no tier (a missing or empty directory is fine)."""
+        is a file or a non-empty directory that holds no tier (a missing or empty directory is fine).
+
+        ``uri``: a local path, ``file://``, or any URI ``pyarrow.fs.FileSystem.from_uri`` resolves
+        (``s3://bucket/prefix``, ``gs://``, ``hdfs://``); with ``filesystem`` (a
+        ``pyarrow.fs.FileSystem``) a path inside it. See docs/OBJECT_STORES.md."""
         schema = check_schema(schema)
         if not (_is_int(block_size) and 0 < block_size <= 1 << 16 and not block_size & (block_size - 1)):
             raise SchemaError(f"block_size must be a power of two in [1, 65536], got {block_size!r}")
-        root = tier_root(uri)
-        if os.path.exists(root) and not os.path.isdir(root):
+        store = resolve_store(uri, filesystem)
+        root = store.root
+        if store.remote:
+            store.check_access()
+        elif os.path.exists(root) and not os.path.isdir(root):
             raise TierError(f"cannot create a tier at {root}: a file is there")
-        store = LocalStore(root)
         if maintenance.has_tier(store):
             raise TierError(f"a tier already exists at {root}")
         foreign = maintenance.foreign_entries(store)
         if foreign:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise TierError(f"cannot create a tier at {root}: the directory is not empty and holds no gpumat tier ({shown})")
-        try:
-            os.makedirs(root, exist_ok=True)
-        except OSError as e:
-            raise store.write_error(e, "", "create directory") from e
+        if not store.remote:
+            try:
+                os.makedirs(root, exist_ok=True)
+            except OSError as e:
+                raise store.write_error(e, "", "create directory") from e
         store.makedirs(*log.DIRS)
         with writer_lock(store, lock_timeout) as fd:
             if log.latest_version(store) is not None:
                 raise TierError(f"a tier already exists at {root}")
-            state, _ = log.commit(store, log.State.genesis(schema, int(block_size)), "create", lock_fd=fd)
+            try:
+                state, _ = log.commit(store, log.State.genesis(schema, int(block_size)), "create", lock_fd=fd)
+            except log.CommitConflict:
+                raise TierError(f"a tier already exists at {root} (created meanwhile by another writer)") from None
         return cls(store, state, pinned=False, lock_timeout=lock_timeout)
 
     @staticmethod
-    def exists(uri) -> bool:
+    def exists(uri, filesystem=None) -> bool:
         """Whether a tier is at ``uri``."""
-        return maintenance.has_tier(LocalStore(tier_root(uri)))
+        return maintenance.has_tier(resolve_store(uri, filesystem))
 
     @classmethod
-    def open(cls, uri, version=None, lock_timeout: float = LOCK_TIMEOUT, auto_compact=True) -> "Tier":
+    def open(cls, uri, version=None, lock_timeout: float = LOCK_TIMEOUT, auto_compact=True, filesystem=None) -> "Tier":
         """Open the latest version, or pin ``version`` (read-only).
 
         ``TierError`` if there is no tier, no such version, or the version expired (vacuum) or was
@@ -135,8 +154,10 @@ class Tier:
         ``lock_timeout``: how long a write through this handle waits for the writer lock.
         ``auto_compact``: True (the default ``CompactionPolicy``), a ``CompactionPolicy``, or False:
         whether appends through this handle also merge small segments (never changes a result).
+        ``filesystem``: a ``pyarrow.fs.FileSystem`` that ``uri`` is a path in (default: resolved from
+        ``uri``, see ``create``).
         """
-        store = LocalStore(tier_root(uri))
+        store = resolve_store(uri, filesystem)
         latest = log.latest_version(store)
         if latest is None:
             maintenance.check_old_format(store)
@@ -177,6 +198,21 @@ class Tier:
     @property
     def pinned(self) -> bool:
         return self._pinned
+
+    def io_stats(self) -> dict:
+        """What this handle has asked of its storage so far (cumulative; subtract two snapshots for a
+        batch or an epoch): ``requests`` (by kind: ``get``, ``put``, ``head``, ``list``, ``delete``,
+        ``copy``; ``retries`` of them), ``bytes_read``, ``bytes_written``, ``cache_hits`` /
+        ``cache_hit_bytes`` (object stores' page cache), ``request_s``, and ``blocks_read`` /
+        ``block_runs`` (blocks the planner asked for, in runs of consecutive blocks). On a local
+        tier a request is one read, write, stat or listing call."""
+        return self._store.stats()
+
+    @property
+    def store(self):
+        """The storage under this handle (host/store.py ``LocalStore`` or host/objstore.py
+        ``ObjectStore``): for tools and benchmarks, e.g. ``tier.store.inject_latency_s``."""
+        return self._store
 
     def __repr__(self) -> str:
         return f"Tier({self.uri!r}, version={self.version}{', pinned' if self._pinned else ''})"
@@ -261,6 +297,12 @@ class Tier:
         """
         return self._reader.read_blocks(column, stripe_idx, block_lo, block_hi)
 
+    def read_blocks_many(self, columns, stripe_idx, block_lo, block_hi) -> dict:
+        """``{column: read_blocks(column, stripe_idx, block_lo, block_hi)}`` for several columns at once:
+        the same results, read together (on an object store, two waves of concurrent requests for
+        all the columns instead of two per column)."""
+        return self._reader.read_blocks_many(columns, stripe_idx, block_lo, block_hi)
+
     def read_history(self, user_id, version=None, columns=None) -> dict[str, np.ndarray]:
         """The full history of one user at ``version`` (default: the handle's), decoded: ``{col: array}``
         in the schema dtypes, oldest first. For tests, tools and naive references."""
@@ -309,10 +351,30 @@ class Tier:
         """
         self._begin_write("append")
         ev = read_events(events, self._reader.schema)
-        with writer_lock(self._store, self._lock_timeout) as fd:
-            self._writable()
+
+        def attempt(fd):
             self._committed(writer.append(self._store, self._reader.state, ev, self._segcache, fd, self._policy))
+
+        self._write(attempt)
         return self.version
+
+    def _write(self, attempt) -> None:
+        """Run ``attempt(lock_fd)`` under the writer lock, on the latest version. On an object store (no
+        lock) a commit can lose the race for its number (``CommitConflict``): catch up and run it again,
+        rebuilt on the new state, until ``lock_timeout`` has passed."""
+        deadline = time.monotonic() + self._lock_timeout
+        pause = 0.005
+        with writer_lock(self._store, self._lock_timeout) as fd:
+            while True:
+                self._writable()
+                try:
+                    return attempt(fd)
+                except log.CommitConflict as e:
+                    if time.monotonic() >= deadline:
+                        raise TierError(f"tier {self.uri}: other writers kept committing first for more than "
+                                        f"{self._lock_timeout:g} s (lock_timeout); nothing was committed") from e
+                time.sleep(random.uniform(0, pause))
+                pause = min(2 * pause, 0.5)
 
     def compact(self) -> int:
         """Rewrite every history into as few stripes and files as possible (same events, same positions);
@@ -322,11 +384,13 @@ class Tier:
         callers tell by comparing it with the version before the call.
         """
         self._begin_write("compact")
-        with writer_lock(self._store, self._lock_timeout) as fd:
-            self._writable()
+
+        def attempt(fd):
             state = writer.compact(self._store, self._reader.state, self._segcache, fd)
             if state is not self._reader.state:
                 self._committed(state)
+
+        self._write(attempt)
         return self.version
 
     def vacuum(self, keep_last: int | None = None, min_age_s: float = 3600.0) -> dict:
@@ -343,13 +407,13 @@ class Tier:
         return out
 
     @staticmethod
-    def repair(uri, roll_back: bool = False, lock_timeout: float = LOCK_TIMEOUT) -> dict:
+    def repair(uri, roll_back: bool = False, lock_timeout: float = LOCK_TIMEOUT, filesystem=None) -> dict:
         """Check a tier's metadata and, with ``roll_back=True``, recover from lost or damaged newest
         versions by committing a new version equal to the newest intact one (the lost numbers are
         never reused; pointers into them fail). Without ``roll_back`` nothing changes: the returned
         report says what is wrong and what rolling back would do. See ``host.maintenance.repair``.
         """
-        return maintenance.repair(LocalStore(tier_root(uri)), roll_back, lock_timeout)
+        return maintenance.repair(resolve_store(uri, filesystem), roll_back, lock_timeout)
 
     # ----------------------------------------------------------------------------- inspection
 
@@ -403,6 +467,7 @@ class Tier:
         have = [v for v in have if not r.state.lost_at(v)]
         if newest is not None:
             have = have[-int(newest):] if newest > 0 else []
+        self._store.prefetch([log.record_name(v) for v in have if v in logged])
         out = []
         for v in have:  # a version without a record (an upgraded tier's first) is described by its checkpoint
             h = log.read_record(self._store, v)[0] if v in logged else log.read_checkpoint_header(self._store, v)

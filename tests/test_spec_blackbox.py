@@ -6,6 +6,9 @@ reopened and pinned handles, examples with tails, tenants, leakage) run against 
 ``backend="reference"`` and ``backend="triton"`` (Triton's interpreter on CPU) and must agree with
 the oracle bit for bit, dtypes included; every error must be the type SPEC §5 names. Then: killed
 writers, concurrent writers, bit flips in every kind of stored file, and the CLI of SPEC §6.
+
+Tests that take ``where`` run twice: on a local directory and on an ``s3://`` tier of a real S3 API
+(moto's server on loopback, tests/s3server.py; SPEC §8). Bit flips on S3 are in test_objstore.py.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +34,16 @@ from hypothesis import strategies as st
 
 import gpumat
 from gpumat import CorruptionError, GpumatError, LeakageError, PointerError, SchemaError, TierError
+from s3server import BUCKET, s3  # noqa: F401 - the fixture
+
+
+@pytest.fixture(params=["local", "s3"])
+def where(request, tmp_path):
+    """Where a test's tiers live: a local directory, or a fresh prefix of a bucket on a loopback S3."""
+    if request.param == "local":
+        return str(tmp_path)
+    request.getfixturevalue("s3")
+    return f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}"
 
 I64MIN, I64MAX = -(2**63), 2**63 - 1
 I32MIN, I32MAX = -(2**31), 2**31 - 1
@@ -390,10 +404,11 @@ def bad_append(rng: random.Random, tier, uri, schema, oracle: Oracle):
     assert gpumat.Tier.open(uri).version == v0, f"{kind}: a failed append committed a version"
 
 
-def random_program(seed: int, root: str, n_ops: int = 7, n_checks: int = 3):
+def random_program(seed: int, root: str, n_ops: int = 7, n_checks: int = 3, files: str | None = None):
     rng = random.Random(seed)
     schema = rand_schema(rng)
     uri = os.path.join(root, f"tier{seed}")
+    root = files or root  # where the Parquet inputs go (a local directory for an s3:// tier)
     tier = gpumat.Tier.create(uri, schema)
     assert tier.version == 0 and tier.schema == schema, (tier.schema, schema)
     oracle = Oracle(schema)
@@ -460,17 +475,23 @@ def test_random_programs(seed, tmp_path_factory):
     random_program(seed, str(tmp_path_factory.mktemp("prog")))
 
 
-def test_pointer_errors_random(tmp_path):
+@settings(max_examples=6, **SETTINGS)
+@given(seed=st.integers(0, 2**31))
+def test_random_programs_s3(seed, s3, tmp_path_factory):
+    random_program(seed, f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}", files=str(tmp_path_factory.mktemp("prog")))
+
+
+def test_pointer_errors_random(where):
     """Pointers outside §1's bounds: PointerError on both backends, for the handle's version."""
     rng = random.Random(5)
     schema = {"ts": "int64", "item_id": "int32"}
-    tier = gpumat.Tier.create(tmp_path / "t", schema)
+    tier = gpumat.Tier.create(f"{where}/t", schema)
     oracle = Oracle(schema)
     for k in range(3):
         rows = [(u, {"ts": k, "item_id": u % 1000}) for u in (1, 2, 2, I64MAX)]
         tier.append(events_table(rng, schema, rows))
         oracle.append(rows)
-    pinned = gpumat.Tier.open(tmp_path / "t", version=1)
+    pinned = gpumat.Tier.open(f"{where}/t", version=1)
     tenant = gpumat.Tenant("t", ["item_id"], 10)
     good = {"user_id": 2, "version": 1, "length": 2, "request_ts": 100, "tail": []}
     bads = [
@@ -506,12 +527,12 @@ def test_pointer_errors_random(tmp_path):
         assert issubclass(cls, GpumatError), cls
 
 
-def test_stale_handles_alternate(tmp_path):
+def test_stale_handles_alternate(where):
     """Two handles append alternately: a stale handle appends on top of the latest; no event is lost."""
     rng = random.Random(11)
     schema = {"ts": "int64", "v": "int64"}
-    a = gpumat.Tier.create(tmp_path / "t", schema)
-    b = gpumat.Tier.open(tmp_path / "t")
+    a = gpumat.Tier.create(f"{where}/t", schema)
+    b = gpumat.Tier.open(f"{where}/t")
     oracle = Oracle(schema)
     for k in range(8):
         h = a if k % 2 == 0 else b
@@ -533,8 +554,8 @@ def test_stale_handles_alternate(tmp_path):
 
 
 @pytest.fixture()
-def small_uri(tmp_path):
-    return str(tmp_path / "t")
+def small_uri(where):
+    return f"{where}/t"
 
 
 @pytest.fixture()
@@ -545,12 +566,12 @@ def small_tier(small_uri):
     return tier
 
 
-def test_tier_errors(tmp_path, small_tier, small_uri):
+def test_tier_errors(where, tmp_path, small_tier, small_uri):
     uri = small_uri
     with pytest.raises(TierError):
         gpumat.Tier.create(uri, {"ts": "int64"})
     with pytest.raises(TierError):
-        gpumat.Tier.open(tmp_path / "missing")
+        gpumat.Tier.open(f"{where}/missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(TierError):
         gpumat.Tier.open(tmp_path / "empty")
@@ -807,10 +828,10 @@ def full_check(uri, oracle: Oracle, rng, backends=("reference",)):
                         gpumat.Tenant("all", list(oracle.schema), 10**9), oracle, rng, f"v{v}")
 
 
-def test_killed_writer(tmp_path):
+def test_killed_writer(where):
     rng = random.Random(3)
     schema = {"ts": "int64", "v": "int64"}
-    uri = str(tmp_path / "t")
+    uri = f"{where}/t"
     gpumat.Tier.create(uri, schema)
     oracle = Oracle(schema)
     op = 0
@@ -850,8 +871,8 @@ CONCURRENT = textwrap.dedent(
 )
 
 
-def test_concurrent_writers_lose_nothing(tmp_path):
-    uri = str(tmp_path / "t")
+def test_concurrent_writers_lose_nothing(where):
+    uri = f"{where}/t"
     gpumat.Tier.create(uri, {"ts": "int64", "v": "int64"})
     procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, uri, str(me)]) for me in (1, 2, 3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
@@ -955,10 +976,10 @@ def cli_main(capsys, *args):
     return rc, out.out, out.err
 
 
-def test_cli_end_to_end(tmp_path, capsys):
+def test_cli_end_to_end(where, tmp_path, capsys):
     rng = random.Random(23)
     schema = {"ts": "int64", "item_id": "int64", "action": "int32"}
-    tier = str(tmp_path / "tier")
+    tier = f"{where}/tier"
     oracle = Oracle(schema)
     rows1 = [(rng.choice([1, 2, I64MAX]), {"ts": rng.randint(0, 50), "item_id": rand_value(rng, "int64"),
                                           "action": rand_value(rng, "int32")}) for _ in range(30)]
@@ -1130,10 +1151,10 @@ def test_long_history_crosses_stripes(tmp_path):
                 assert b.row(i)["ts"].tolist() == mine_ts[lo:m].tolist() + [1], (be, h.version, m)
 
 
-def test_many_examples(tmp_path):
+def test_many_examples(where):
     rng = random.Random(99)
     schema = {"ts": "int64", "a": "int32", "b": "int64"}
-    tier = gpumat.Tier.create(tmp_path / "t", schema)
+    tier = gpumat.Tier.create(f"{where}/t", schema)
     oracle = Oracle(schema)
     for _ in range(3):
         rows = rand_rows(rng, schema, oracle.users(), 400)

@@ -6,6 +6,13 @@ seconds that epoch takes; for the tier also the stored bytes per event per colum
 int64. Late materialization's epoch = parse + check pointers + plan (pushdown reads with checksum
 verification); "+ decode" adds the CPU reference's decode into jagged tensors, which is what the
 Fat Row reader's figure includes (Parquet decode + truncation).
+
+With ``--uri`` (e.g. ``s3://bucket/prefix``, endpoint and credentials from ``AWS_*``) the tier is built
+there, and for each tenant the report adds what an object store will cost: requests and bytes per
+batch of a cold epoch (every GET against the blocks and runs of blocks the planner asked for, and
+the bytes fetched against the planned ones), the same for a warm epoch (the page cache), and, with
+``--latency-ms`` injected per request, the wall time per batch and how long a training loop fed by
+``Materializer.iterate`` waits for each batch while a CPU step of ``--step-ms`` runs.
 """
 
 from __future__ import annotations
@@ -35,6 +42,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="write results as JSON (stdout if no PATH)")
     parser.add_argument("--plot", default=None, metavar="PNG", help="bar chart of stored and read bytes")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--uri", default=None, metavar="URI",
+                        help="build the tier at URI (s3://bucket/prefix, gs://, hdfs://, a path) and report requests "
+                             "and bytes per batch (S3 endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="with --uri: latency injected into every storage request (object stores), e.g. 20")
+    parser.add_argument("--step-ms", type=float, default=100.0,
+                        help="with --uri: CPU training step (ms, one core) that the prefetching loader must keep fed")
+    parser.add_argument("--workers", type=int, default=2, help="with --uri: host workers of the loader")
+    parser.add_argument("--loader-batches", type=int, default=30, help="with --uri: batches of the loader run per tenant")
 
 
 def _dir_bytes(path: str) -> int:
@@ -60,6 +76,112 @@ def late_epoch(tier, batches, tenant, decode: bool) -> tuple[int, float]:
     return nbytes, time.process_time() - t0
 
 
+def _tier_bytes(tier) -> int:
+    """Bytes of every file of the tier (any store: a listing)."""
+    st, total = tier.store, 0
+    for name, is_dir in st.list_entries(""):
+        if is_dir:
+            total += sum(st.stat(f"{name}/{n}")[0] for n in st.list(name))
+        else:
+            total += st.stat(name)[0]
+    return total
+
+
+def _cpu_step(ms: float) -> None:
+    """A training step's worth of CPU: matrix products on one core for ``ms`` milliseconds."""
+    import torch
+
+    a = torch.randn(128, 128)
+    end = time.perf_counter() + ms / 1e3
+    while time.perf_counter() < end:
+        a = torch.tanh(a @ a) * 0.5
+
+
+def io_epoch(uri, tenant, batches, latency_s: float) -> dict:
+    """Requests and bytes per batch of one epoch of ``tenant`` on a fresh handle of ``uri`` (cold:
+    the page cache emptied), then a second, warm epoch on the same handle, then one with the page
+    cache off (every batch fetches its own blocks: GETs against its runs of blocks, bytes against
+    the planned ones); wall times with ``latency_s`` injected per request."""
+    from gpumat.host.examples import check_pointers, parse_examples
+    from gpumat.host.objstore import CACHE, clear_cache
+    from gpumat.host.planner import plan
+    from gpumat.host.store import IOStats
+    from gpumat.host.tier import Tier
+
+    clear_cache()
+    t0 = time.perf_counter()
+    tier = Tier.open(uri)
+    if hasattr(tier.store, "inject_latency_s"):
+        tier.store.inject_latency_s = latency_s
+    tier.directory()
+    out = {"open": dict(IOStats.delta(tier.io_stats(), {}), wall_s=time.perf_counter() - t0)}
+    for name in ("cold", "warm", "uncached"):
+        capacity = CACHE.capacity
+        if name == "uncached":
+            clear_cache()
+            CACHE.capacity = 0
+        rows = []
+        for table in batches:
+            s0, t1 = tier.io_stats(), time.perf_counter()
+            ex = parse_examples(table, tier.schema)
+            check_pointers(ex, tier)
+            staged = plan(tier, ex, tenant, check_leakage=True)
+            d = IOStats.delta(tier.io_stats(), s0)
+            rows.append((d["get"], d["requests"], d["bytes_read"], staged.nbytes_read, d["blocks_read"], d["block_runs"],
+                         d["retries"], time.perf_counter() - t1))
+        CACHE.capacity = capacity
+        a = np.array(rows, dtype=np.float64).reshape(-1, 8)
+        tot = a.sum(axis=0)
+        out[name] = {
+            "batches": len(rows), "gets": int(tot[0]), "requests": int(tot[1]), "bytes_fetched": int(tot[2]),
+            "bytes_planned": int(tot[3]), "blocks": int(tot[4]), "block_runs": int(tot[5]), "retries": int(tot[6]),
+            "gets_per_batch_mean": float(a[:, 0].mean()) if len(a) else 0.0,
+            "gets_per_batch_max": int(a[:, 0].max()) if len(a) else 0,
+            "bytes_fetched_per_batch_mean": float(a[:, 2].mean()) if len(a) else 0.0,
+            "gets_per_block": tot[0] / tot[4] if tot[4] else None,
+            "gets_per_block_run": tot[0] / tot[5] if tot[5] else None,
+            "max_gets_over_runs_in_a_batch": float(np.max(a[:, 0] / np.maximum(a[:, 5], 1))) if len(a) else 0.0,
+            "fetched_over_planned": tot[2] / tot[3] if tot[3] else None,
+            "wall_s": float(tot[7]), "wall_ms_per_batch": 1e3 * float(a[:, 7].mean()) if len(a) else 0.0,
+        }
+    return out
+
+
+def loader_epoch(uri, tenant, examples, args) -> dict:
+    """A training loop fed by ``Materializer.iterate`` (reference backend, ``args.workers`` host
+    workers, cold cache, ``args.latency_ms`` per request) around a CPU step of ``args.step_ms``:
+    how long each ``next(batch)`` waits."""
+    import torch
+
+    from gpumat.host.objstore import clear_cache
+    from gpumat.host.tier import Tier
+    from gpumat.materializer import Materializer
+
+    torch.set_num_threads(1)  # one core for the step, the others for the loader (README, *Profiling*)
+    clear_cache()
+    tier = Tier.open(uri)
+    if hasattr(tier.store, "inject_latency_s"):
+        tier.store.inject_latency_s = args.latency_ms / 1e3
+    mat = Materializer(tier, [tenant], device="cpu", backend="reference", sparse_features=False)
+    it = iter(mat.iterate(examples, batch_size=args.batch_size, seed=args.seed, workers=args.workers))
+    waits = []
+    t0 = time.perf_counter()
+    for _ in range(args.loader_batches):
+        t1 = time.perf_counter()
+        try:
+            next(it)
+        except StopIteration:
+            break
+        waits.append(time.perf_counter() - t1)
+        _cpu_step(args.step_ms)
+    wall = time.perf_counter() - t0
+    w = np.array(waits[1:] or [0.0]) * 1e3  # the first batch has no step to hide behind
+    return {"batches": len(waits), "step_ms": args.step_ms, "workers": args.workers, "latency_ms": args.latency_ms,
+            "first_wait_ms": 1e3 * waits[0] if waits else None, "wait_ms_mean": float(w.mean()),
+            "wait_ms_p50": float(np.percentile(w, 50)), "wait_ms_p95": float(np.percentile(w, 95)),
+            "wall_ms_per_batch": 1e3 * wall / max(1, len(waits)), "requests": tier.io_stats()["requests"]}
+
+
 def _fat_epoch(reader, tenant, batch_size) -> tuple[int, float]:
     nbytes = 0
     t0 = time.process_time()
@@ -81,8 +203,9 @@ def run(args) -> dict:
     os.makedirs(workdir, exist_ok=True)
     try:
         t0 = time.perf_counter()
-        say(f"building the synthetic workload (scale {args.scale}) in {workdir} ...")
-        w = synthetic_workload(os.path.join(workdir, "tier"), scale=args.scale, seed=args.seed, days=args.days, progress=progress)
+        tier_uri = args.uri or os.path.join(workdir, "tier")
+        say(f"building the synthetic workload (scale {args.scale}) in {tier_uri} ...")
+        w = synthetic_workload(tier_uri, scale=args.scale, seed=args.seed, days=args.days, progress=progress)
         tier, tenants, examples = w.tier, w.tenants, w.examples
         ex_path = os.path.join(workdir, "examples.parquet")
         pq.write_table(examples, ex_path, compression="zstd")
@@ -101,7 +224,7 @@ def run(args) -> dict:
 
         stats = tier.stats()
         tier_live = stats["stored_bytes"] + stats["metadata_bytes"]
-        tier_written = _dir_bytes(os.path.join(workdir, "tier"))
+        tier_written = _tier_bytes(tier) if args.uri else _dir_bytes(os.path.join(workdir, "tier"))
         ex_bytes = os.path.getsize(ex_path)
         fat_uih = sum(seq_bytes.values())
 
@@ -138,6 +261,14 @@ def run(args) -> dict:
             "elapsed_s": time.perf_counter() - t0,
         }
         short, long_ = per_tenant.get("short"), per_tenant.get("long")
+        if args.uri:
+            result["object_store"] = {"uri": tier.uri, "store": repr(tier.store), "latency_ms": args.latency_ms,
+                                      "page_bytes": _page_bytes(), "coalesce_gap_bytes": getattr(tier.store, "coalesce_gap_bytes", None),
+                                      "tenants": {}}
+            for t in progress_bar(tenants, "object store epochs", "tenant", enabled=progress):
+                r = io_epoch(tier.uri, t, batches, args.latency_ms / 1e3)
+                r["loader"] = loader_epoch(tier.uri, t, examples, args)
+                result["object_store"]["tenants"][t.name] = r
         result["targets"] = {
             "stored_uih_ratio <= 1/10": result["stored_uih_ratio"] <= TARGETS["stored_ratio_max"],
             **({"short read ratio <= 1/20": short["read_ratio"] <= TARGETS["short_read_ratio_max"]} if short else {}),
@@ -168,7 +299,28 @@ def _print_table(r: dict) -> None:
     for c, col in r["columns"].items():
         fr = col["fatrow_bytes_per_stored_event"]
         print(f"{c:<16}{col['late_bytes_per_event']:>14.3f}{8.0:>11.1f}{(f'{fr:.3f}' if fr is not None else '-'):>24}")
+    os_ = r.get("object_store")
+    if os_:
+        print(f"\nobject store {os_['uri']} ({os_['store']}), {os_['latency_ms']:g} ms injected per request")
+        print(f"{'tenant':<8}{'epoch':<6}{'GETs':>7}{'/batch':>8}{'max':>5}{'blocks':>8}{'runs':>7}{'GET/run':>9}"
+              f"{'fetched':>10}{'planned':>10}{'ms/batch':>10}")
+        for name, t in os_["tenants"].items():
+            for ep in ("cold", "warm", "uncached"):
+                e = t[ep]
+                print(f"{name:<8}{ep:<6}{e['gets']:>7}{e['gets_per_batch_mean']:>8.1f}{e['gets_per_batch_max']:>5}"
+                      f"{e['blocks']:>8}{e['block_runs']:>7}{(e['gets_per_block_run'] or 0):>9.3f}"
+                      f"{human_bytes(e['bytes_fetched']):>10}{human_bytes(e['bytes_planned']):>10}{e['wall_ms_per_batch']:>10.1f}")
+            L = t["loader"]
+            print(f"{'':<8}loader: {L['workers']} workers, CPU step {L['step_ms']:g} ms: wait per batch mean "
+                  f"{L['wait_ms_mean']:.1f} ms, p95 {L['wait_ms_p95']:.1f} ms (first {L['first_wait_ms']:.0f} ms), "
+                  f"{L['wall_ms_per_batch']:.1f} ms/batch; open: {t['open']['requests']} requests")
     print("\ntargets: " + ", ".join(f"{k}: {'PASS' if v else 'FAIL'}" for k, v in r["targets"].items()))
+
+
+def _page_bytes():
+    from gpumat.host.objstore import CACHE
+
+    return CACHE.page
 
 
 def _plot(r: dict, path: str) -> None:
