@@ -121,9 +121,11 @@ def plan(tier, ex: Examples, tenant: Tenant, check_leakage=True) -> StagedBatch:
 
     staged: dict[str, StagedColumn] = {}
     nbytes = 0
+    # every column's blocks in one call: on an object store, one wave of concurrent requests for all
+    read = tier.read_blocks_many([c for c, _ in cols], run_stripe, run_lo, run_hi) if run_stripe.size else {}
     for col, project in cols:
         if run_stripe.size:
-            hdr, words, nb = tier.read_blocks(col, run_stripe, run_lo, run_hi)
+            hdr, words, nb = read[col]
         else:
             hdr, words, nb = np.zeros((0, 3), dtype=np.int64), np.zeros(1, dtype=np.int64), 0
         nbytes += nb
