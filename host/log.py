@@ -491,7 +491,7 @@ def latest_version(store) -> int | None:
     return max(cands) if cands else None
 
 
-def load_state(store, v: int, newest: State | None = None) -> State:
+def load_state(store, v: int) -> State:
     """The state of version ``v``: the newest checkpoint at or below it, then the records after it.
 
     ``TierError`` for a version that expired or was rolled back by ``repair``; ``CorruptionError``
@@ -504,12 +504,10 @@ def load_state(store, v: int, newest: State | None = None) -> State:
         if state.version == v:
             return state
     start = state.version + 1 if state is not None else 0
-    if newest is not None and (newest.lost_at(v) or v < newest.expired_before):
-        raise_unavailable(store, v, newest)
     if state is not None:
         lost = state.lost_at(v)
         if lost:
-            raise_unavailable(store, v, state)
+            raise_unavailable(store, v, state.expired_before, state.lost)
     store.prefetch([record_name(k) for k in range(start, v + 1) if state is None or not state.lost_at(k)])
     for k in range(start, v + 1):
         if state is not None and state.lost_at(k):
@@ -518,7 +516,7 @@ def load_state(store, v: int, newest: State | None = None) -> State:
             h, rows, at = read_record(store, k)
         except CorruptionError:
             if state is not None and k < state.expired_before:
-                raise_unavailable(store, v, state)
+                raise_unavailable(store, v, state.expired_before, state.lost)
             raise
         if k == 0:
             try:
@@ -534,13 +532,15 @@ def load_state(store, v: int, newest: State | None = None) -> State:
     return state
 
 
-def raise_unavailable(store, v: int, state: State):
-    lost = state.lost_at(v)
-    if lost:
-        raise TierError(f"tier {store.root}: version {v} was lost and rolled back by repair at version {lost[2]} "
-                        f"(versions {lost[0]}..{lost[1]}); pointers into it fail")
-    raise TierError(f"tier {store.root}: version {v} has expired (vacuum keeps versions >= {state.expired_before}); "
-                    "pointers into it stay valid against newer versions")
+def raise_unavailable(store, v: int, expired_before: int, lost: list):
+    """``TierError`` for version ``v`` when it expired or was lost to a repair (else nothing)."""
+    r = next((x for x in lost if x[0] <= v <= x[1]), None)
+    if r:
+        raise TierError(f"tier {store.root}: version {v} was lost and rolled back by repair at version {r[2]} "
+                        f"(versions {r[0]}..{r[1]}); pointers into it fail")
+    if v < expired_before:
+        raise TierError(f"tier {store.root}: version {v} has expired (vacuum keeps versions >= {expired_before}); "
+                        "pointers into it stay valid against newer versions")
 
 
 def advance(store, state: State, v: int) -> State:

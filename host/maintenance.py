@@ -59,12 +59,8 @@ def _newest_checkpoint_header(store) -> dict | None:
 
 def load_pinned(store, v: int) -> log.State:
     """The state of version ``v`` for a pinned handle; ``TierError`` if it expired or was lost."""
-    expired = log.read_expired(store)
     newest = _newest_checkpoint_header(store)
-    info = log.State.genesis({}, 1)
-    info = dataclasses.replace(info, expired_before=expired, lost=[list(x) for x in (newest or {}).get("lost", [])])
-    if v < expired or info.lost_at(v):
-        log.raise_unavailable(store, v, info)
+    log.raise_unavailable(store, v, log.read_expired(store), [list(x) for x in (newest or {}).get("lost", [])])
     return log.load_state(store, v)
 
 

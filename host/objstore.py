@@ -235,7 +235,7 @@ def _s3_outcome(e: BaseException) -> Exception:
         status = int((e.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode", 0) or 0)
         text = f"{code or status}: {err.get('Message', '') or _first_line(e)}"
         if code == "NoSuchBucket":
-            return Denied(f"NoSuchBucket: the bucket does not exist")
+            return Denied("NoSuchBucket: the bucket does not exist")
         if code in ("NoSuchKey", "NotFound", "404") or status == 404:
             return NotFound(text)
         if code == "PreconditionFailed" or status == 412:

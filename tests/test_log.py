@@ -3,7 +3,6 @@ state; metadata that grows linearly with versions and opens that do not replay t
 
 import os
 
-import numpy as np
 import pytest
 
 from gpumat.core.errors import CorruptionError

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from gpumat.core.errors import CorruptionError, GpumatError, TierError
-from gpumat.host.store import POOL, FilePool, LocalStore
+from gpumat.core.errors import CorruptionError, TierError
+from gpumat.host.store import FilePool, LocalStore
 from gpumat.host.tier import Tier
 from test_tier import SCHEMA, Model, check_version, events
 

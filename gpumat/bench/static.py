@@ -24,7 +24,6 @@ import re
 import subprocess
 import tempfile
 
-import numpy as np
 
 SMS, IPC, CLOCK_HZ, DRAM_BPS = 132, 4, 1.98e9, 3.35e12
 ARCHS = (90, 80)
