@@ -9,15 +9,8 @@ from gpumat.core.errors import CorruptionError
 from gpumat.host import log
 from gpumat.host.store import LocalStore
 from gpumat.host.tier import Tier
-from test_tier import SCHEMA, Model, check_version, events
+from test_tier import SCHEMA, Model, _flip, check_version, events
 
-
-def _flip(path, byte, bit=0):
-    with open(path, "r+b") as f:
-        f.seek(byte)
-        b = f.read(1)[0]
-        f.seek(byte)
-        f.write(bytes([b ^ (1 << bit)]))
 
 
 def test_checkpoints_bound_the_replay(tmp_path, monkeypatch):

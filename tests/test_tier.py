@@ -328,7 +328,7 @@ def test_user_lengths_over_versions(tmp_path):
             t.user_lengths(bad)
 
 
-def _flip(path, byte, bit):
+def _flip(path, byte, bit=0):
     with open(path, "r+b") as f:
         f.seek(byte)
         b = f.read(1)[0]

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gpumat.core.progress import progress as progress_bar
-from gpumat.bench.util import check_outputs, environment, human_bytes, report, require_matplotlib
+from gpumat.bench.util import check_outputs, dir_bytes, environment, human_bytes, report, require_matplotlib
 
 TARGETS = {"stored_ratio_max": 0.10, "short_read_ratio_max": 1 / 20, "long_read_ratio_max": 1 / 5}
 
@@ -52,9 +52,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="with --uri: host workers of the loader")
     parser.add_argument("--loader-batches", type=int, default=30, help="with --uri: batches of the loader run per tenant")
 
-
-def _dir_bytes(path: str) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 def late_epoch(tier, batches, tenant, decode: bool) -> tuple[int, float]:
@@ -224,7 +221,7 @@ def run(args) -> dict:
 
         stats = tier.stats()
         tier_live = stats["stored_bytes"] + stats["metadata_bytes"]
-        tier_written = _tier_bytes(tier) if args.uri else _dir_bytes(os.path.join(workdir, "tier"))
+        tier_written = _tier_bytes(tier) if args.uri else dir_bytes(os.path.join(workdir, "tier"))
         ex_bytes = os.path.getsize(ex_path)
         fat_uih = sum(seq_bytes.values())
 

@@ -123,3 +123,8 @@ def check_empty_dir(path, option: str) -> None:
         raise GpumatError(f"{option} {path} is not empty: pass an empty or new directory")
     if p.exists() and not p.is_dir():
         raise GpumatError(f"{option} {path} is a file: pass an empty or new directory")
+
+
+def dir_bytes(path) -> int:
+    """Bytes of every file under ``path``."""
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)

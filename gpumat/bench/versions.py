@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from gpumat.bench.util import check_outputs, environment, report, require_matplotlib
+from gpumat.bench.util import check_outputs, dir_bytes, environment, report, require_matplotlib
 
 SCHEMA = {"ts": "int64", "item_id": "int64", "action": "int32"}
 
@@ -52,9 +52,6 @@ def _checkpoints(n: int) -> list[int]:
     out = [c for c in (10, 100, 300, 1000, 2000, 3000, 5000, 10000, 20000, 50000) if c < n]
     return out + [n]
 
-
-def _dir_bytes(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
 def _append_table(rng, v: int, users: int, per: int, events: int):
@@ -122,10 +119,10 @@ def killed_writers(workdir: str, n: int, seed: int) -> dict:
         p.wait()
         p.stdout.close()
     t = Tier.open(uri)
-    debris = _dir_bytes(uri)
+    debris = dir_bytes(uri)
     t.compact()
     t.vacuum(min_age_s=0)
-    after = _dir_bytes(uri)
+    after = dir_bytes(uri)
     clean_uri = os.path.join(workdir, "clean")
     clean = Tier.create(clean_uri, SCHEMA)
     users = np.arange(50)
@@ -137,8 +134,8 @@ def killed_writers(workdir: str, n: int, seed: int) -> dict:
     clean.compact()
     same = all(np.array_equal(clean.read_history(int(u))[c], hist[int(u)][c]) for u in users for c in SCHEMA)
     return {"writers": n, "version": t.version, "events": int(sum(len(h["ts"]) for h in hist.values())),
-            "bytes_before": debris, "bytes_after_compact_vacuum": after, "clean_bytes": _dir_bytes(clean_uri),
-            "ratio_to_clean": after / max(1, _dir_bytes(clean_uri)), "histories_equal": same}
+            "bytes_before": debris, "bytes_after_compact_vacuum": after, "clean_bytes": dir_bytes(clean_uri),
+            "ratio_to_clean": after / max(1, dir_bytes(clean_uri)), "histories_equal": same}
 
 
 def run(args) -> dict:
@@ -187,7 +184,7 @@ def run(args) -> dict:
                 row = {"versions": v, "append_ms": float(np.median(appends[last:v]) * 1e3),
                        "open_ms": _median_ms(lambda: Tier.open(uri), 5),
                        "open_materialize_ms": _median_ms(lambda: gpumat.materialize(Tier.open(uri), ex, tenant, backend="reference"), 3),
-                       "data_files": h.stats()["segments"], "bytes": _dir_bytes(uri)}
+                       "data_files": h.stats()["segments"], "bytes": dir_bytes(uri)}
                 rows.append(row)
                 last = v
                 say(f"  {v:>6} versions: append {row['append_ms']:.2f} ms, open {row['open_ms']:.2f} ms, "
@@ -221,11 +218,11 @@ def run(args) -> dict:
             "open_materialize_ms": rows[-1]["open_materialize_ms"],
             "one_append_open_materialize_ms": _median_ms(lambda: gpumat.materialize(Tier.open(one_uri), ex_one, tenant, backend="reference"), 3),
             "results_identical": bool(many_b.equals(one_b)) and oracle_ok,
-            "bytes_one_append": _dir_bytes(one_uri),
-            "bytes_before_vacuum": _dir_bytes(uri),
+            "bytes_one_append": dir_bytes(one_uri),
+            "bytes_before_vacuum": dir_bytes(uri),
         }
         result["vacuum"] = Tier.open(uri).vacuum(keep_last=1, min_age_s=0)
-        result["bytes_after_vacuum"] = _dir_bytes(uri)
+        result["bytes_after_vacuum"] = dir_bytes(uri)
         result["ratio_before_vacuum"] = result["bytes_before_vacuum"] / result["bytes_one_append"]
         result["ratio_after_vacuum"] = result["bytes_after_vacuum"] / result["bytes_one_append"]
         h = Tier.open(uri)
