@@ -10,3 +10,17 @@ import os
 
 if os.environ.get("GPUMAT_TEST_NATIVE") != "1":
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tiny models: the CI box has 2 cores shared with other jobs."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

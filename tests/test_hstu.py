@@ -17,13 +17,7 @@ from gpumat.models.hstu import HSTU, HSTUConfig, _BucketBias
 from gpumat.models.train import evaluate, popularity_eval, train_steps
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The CI box has 2 cores shared with other jobs; these models are tiny anyway.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def assert_close(actual, expected, atol=1e-5, rtol=1e-5, what=""):

@@ -219,6 +219,18 @@ class _Model(torch.nn.Module):
 
 
 @needs_torchrec
+def _plain_losses(model, opt, batches) -> list[float]:
+    """The unpipelined loop a pipeline must match, loss for loss."""
+    losses = []
+    for batch in batches:
+        opt.zero_grad()
+        loss, _ = model(batch)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def test_train_pipeline_base_runs_over_iterate(small):
     from torchrec.distributed.train_pipeline import TrainPipelineBase
 
@@ -230,14 +242,7 @@ def test_train_pipeline_base_runs_over_iterate(small):
         model = _Model()
         return model, torch.optim.SGD(model.parameters(), lr=0.05)
 
-    model, opt = fresh()
-    plain = []
-    for batch in mat.iterate(examples, batch_size=16, seed=1):
-        opt.zero_grad()
-        loss, _ = model(batch)
-        loss.backward()
-        opt.step()
-        plain.append(loss.item())
+    plain = _plain_losses(*fresh(), mat.iterate(examples, batch_size=16, seed=1))
     model, opt = fresh()
     pipe = TrainPipelineBase(model, opt, torch.device("cpu"))
     it = iter(mat.iterate(examples, batch_size=16, seed=1))
@@ -306,14 +311,7 @@ def _rank_main(rank: int, world_size: int, port: int, tier_uri: str, examples_pa
         def batches():
             return itertools.islice(iter(mat.iterate(examples_path, batch_size=8, seed=2)), steps)
 
-        dmp, opt = build()
-        plain = []
-        for batch in batches():
-            opt.zero_grad()
-            loss, _ = dmp(batch)
-            loss.backward()
-            opt.step()
-            plain.append(loss.item())
+        plain = _plain_losses(*build(), batches())
         dmp, opt = build()
         pipe = TrainPipelineSparseDist(dmp, opt, torch.device("cpu"))
         it = batches()

@@ -13,12 +13,7 @@ from gpumat.models.train import Throughput, evaluate, popularity_eval, rank_metr
 from test_hstu import N_ITEMS, make_batch, small_model, successor_batches
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_rank_metrics_and_popularity_agree_on_ties():
