@@ -13,32 +13,49 @@ Inputs (all int64 device tensors, views of the one packed buffer of ``gpumat/cor
 [T]``, the examples ``offsets [B + 1]``, ``hist_len/tail_src/tail_len/request_ts [B]`` and the
 inline tails ``tail_values_c``.
 
-Two kernels per column:
+Two launches per tenant, each over all of its columns (the column arrays are passed as tuples,
+the per-column choices as constexpr bit masks, so one compiled kernel serves a tenant's schema):
 
-- ``_decode_gather_kernel``: the history part. A tile is the intersection of one example's window
-  with one staged block (<= block_size values, 128 by default), so one program takes TILES_PER_PROG
-  tiles as a ``[TILES_PER_PROG, BLOCK_SIZE]`` register block (BLOCK_SIZE = the block size, capped
-  at 128 lanes on a GPU; larger tier blocks loop): every lane decodes exactly the value it writes
-  (one multiply-add and a two-word bit extract), with no scan and no branch on the encoding. The
-  grid is ``cdiv(T, TILES_PER_PROG)``: it depends only on shapes, so launching needs no host sync,
-  and a 10^6-event history is simply ~8k tiles spread over many programs instead of one long row.
-  Tiles of one example write disjoint output ranges, so programs never coordinate.
-- ``_gather_tail_kernel``: the inline tail part (plain int64 values): one program per group of
-  EX_PER_PROG examples, looping over TAIL_BLOCK-wide chunks of the group's longest used tail.
+- ``_history_kernel``: a tile is the intersection of one example's window with one staged block
+  (<= block_size values, 128 by default). On a GPU one program is one tile and one warp: lane
+  ``l`` of the warp holds positions ``l, l + 32, l + 64, l + 96`` of the tile. Position ``k + 32 i``
+  of a block of width ``w`` starts at bit ``(k + 32 i) * w``, i.e. at 32-bit word ``(k * w >> 5) + i
+  * w`` with the same shift ``k * w & 31`` for every ``i``: a lane computes its word, shift and
+  ``base + slope * k`` once per tile and column, and each value then costs one address add, two
+  32-bit loads, one funnel shift (``_bits32``), one mask, one add and one store. The tile
+  descriptors are loaded once (scalars of the program) and shared by every column; the leakage
+  check rides on the ``ts`` column's pass. A column whose blocks are all <= 32 bits wide (known
+  on the host, ``StagedBatch.max_width``) never touches a third word; an int32 output never
+  needs more than the low 32 bits, so its arithmetic is 32-bit throughout. The grid is the
+  number of tiles: it depends only on shapes, so launching needs no host sync, and a 10^6-event
+  history is ~8k independent programs. Tiles of one example write disjoint output ranges, so
+  programs never coordinate. Tier blocks wider than 128 lanes loop (the LOOP constexpr).
+- ``_tail_kernel``: the inline tails (plain int64 values): EX_PER_PROG examples per program in rows
+  of TAIL_BLOCK lanes, the power of two at or above the batch's longest tail (known on the host;
+  unknown tails loop over 32-lane chunks).
+
+The launch shapes were chosen from the SASS (``gpumat bench kernels --static``): 2.6-2.7
+warp-instructions per event for the long bench tenant, 3.8-4.0 for the short one (triton 3.9 /
+3.6), against 7.8-9.7 and 14-16.5 for the previous one-launch-per-column, 64-bit design.
 
 Why this encoding (blocked linear frame of reference, DESIGN §1): only compressed words cross the
 bus and are read from HBM, and random access inside a block is O(1), so a window that starts in
-the middle of a block decodes only what it keeps.
+the middle of a block decodes only what it keeps. The bit stream is little-endian, so the 64-bit
+words of the format are read as pairs of 32-bit words with no change to the format.
 
 Leakage: when the column is ``ts`` and checking is on, a tile whose values reach ``request_ts`` of
 its example sets ``violations[tile_ex] = 1`` with a plain masked store; concurrent programs only
 ever store the same value 1, so no atomics are needed. A ``ts`` column staged only for the check
 (``project=False``) is decoded and checked but never stored.
 
-int64 is used for every index (histories of 10^6 events, batches of 10^5 rows, ``[B, W]`` padded
-addresses beyond 2^31) and all decode arithmetic runs in uint64, so wrapping is two's complement
-and right shifts are logical; shift counts are kept in ``[0, 63]`` because a shift by 64 means
-different things on different backends.
+Arithmetic: positions within a block, bit offsets and word indices are 32-bit (the launcher
+refuses a batch whose arrays exceed 2^31 elements); output addresses are 64-bit (``[B, W]``
+padded addresses beyond 2^31). Values are computed with wrapping unsigned arithmetic (64-bit for
+int64 outputs, 32-bit for int32 ones), so overflow is two's complement and right shifts are
+logical; every shift count stays in ``[0, 31]`` because a shift by the full width means different
+things on different backends. Memory safety does not rest on the checksums alone: a tile whose
+header points outside its column's words, or whose output range is out of bounds, reads inside
+the words and stores nothing out of range.
 """
 
 from __future__ import annotations
@@ -66,16 +83,16 @@ except ImportError as e:  # pragma: no cover - depends on the platform
 _DEFINED_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 INTERPRETED = _DEFINED_INTERPRETED  # public: backend="auto" must never pick the interpreter
 
-# Launch shapes. On a GPU a program holds TILES_PER_PROG x 128 lanes (512 = 4 values per thread
-# with 4 warps: enough loads in flight per thread to hide HBM latency without spilling the
-# int64 registers). The interpreter pays per program, so it takes far larger groups.
-GPU_TILES_PER_PROG = 4
-GPU_EX_PER_PROG = 4
-GPU_TAIL_BLOCK = 128
+# Launch shapes. On a GPU a program holds TILES_PER_PROG rows of 128 lanes, one row (tile) per
+# warp with 4 values per thread, and the tail programs as many lanes (rows as wide as the batch's
+# longest tail, up to MAX_TAIL_BLOCK). The interpreter pays per program, so it takes far larger groups.
+GPU_TILES_PER_PROG = 1
+GPU_TAIL_LANES = 512
 INTERP_TILES_PER_PROG = 512
-INTERP_EX_PER_PROG = 1024
-INTERP_TAIL_BLOCK = 64
-NUM_WARPS = 4
+INTERP_TAIL_LANES = 65536
+MAX_TAIL_BLOCK = 128
+HISTORY_WARPS = 1  # one tile per one-warp program: per-tile values live once per thread, never replicated
+TAIL_WARPS = 4
 MAX_LANES = 1024 if _DEFINED_INTERPRETED else 128
 
 
@@ -83,171 +100,237 @@ MAX_LANES = 1024 if _DEFINED_INTERPRETED else 128
 if triton is not None:
 
     @triton.jit
-    def _decode_chunk(
-        c0, words_ptr, out_ptr, tmask, lo, cnt, dst, base, slope, w, wu, wmask, word_off, rts, room, bad,
-        n_words, n_out, BLOCK_SIZE: tl.constexpr, STORE: tl.constexpr, CHECK: tl.constexpr, INCLUSIVE: tl.constexpr,
-        PADDED: tl.constexpr,
+    def _bits32(a, b, s):
+        """Bits ``[s, s + 32)`` of the 64-bit pair ``b:a`` (uint32 words, ``s`` in ``[0, 31]``).
+
+        ``(b << 1) << (31 - s)`` is ``b << (32 - s)`` without the shift by 32 (s = 0) that
+        backends disagree on: every shift count stays in ``[0, 31]``."""
+        return (a >> s) | ((b << 1) << (31 - s))
+
+    @triton.jit
+    def _history_chunk(
+        hdrs, words, outs, nwords, c0, lane, step, blk3, lo, cnt, row, room, rts, bad,
+        NCOL: tl.constexpr, STORE_MASK: tl.constexpr, OUT64_MASK: tl.constexpr, WIDE_MASK: tl.constexpr,
+        CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, LANES: tl.constexpr, STEPS: tl.constexpr,
     ):
-        """Decode lanes ``c0 .. c0 + BLOCK_SIZE`` of every tile of the program; returns the updated
-        per-tile leakage flags."""
-        r = c0 + tl.arange(0, BLOCK_SIZE).to(tl.int64)  # [BS]
-        live = tmask[:, None] & (r[None, :] < cnt[:, None])  # [TP, BS]
-        k = lo[:, None] + r[None, :]
-        bit = k * w[:, None]
-        q = word_off[:, None] + (bit >> 6)
-        s = (bit & 63).to(tl.uint64)
-        has_bits = live & (w[:, None] > 0)
-        # The second word is needed only when the value straddles a word boundary; masking it
-        # also keeps a read at the last word (+1 zero word) inside the buffer.
-        lo_w = tl.load(words_ptr + q, mask=has_bits & (q < n_words), other=0).to(tl.uint64, bitcast=True)
-        hi_w = tl.load(
-            words_ptr + q + 1, mask=has_bits & (s + wu[:, None] > 64) & (q + 1 < n_words), other=0
-        ).to(tl.uint64, bitcast=True)
-        bits = (lo_w >> s) | tl.where(s == 0, 0, hi_w << ((64 - s) & 63))
-        val_u = base[:, None] + slope[:, None] * k.to(tl.uint64) + (bits & wmask[:, None])
-        val = val_u.to(tl.int64, bitcast=True)
-        if STORE:
-            addr = dst[:, None] + r[None, :]
-            if PADDED:
-                smask = live & (r[None, :] < room[:, None])
+        """Positions ``c0 .. c0 + STEPS * LANES`` of the program's tiles, every column; returns the
+        leakage flags. Shapes: per lane ``[LANES, 1, 1]``, per step ``[1, STEPS, 1]``, per tile ``[1, 1, TP]``
+        (lanes first: the dimension Triton's coalescing pass makes fastest when no dimension of a
+        gathered address is contiguous, so a warp's 32 threads are the 32 lanes on every version);
+        lane ``l`` of step ``i`` holds position ``c0 + l + LANES * i``.
+
+        With 32 lanes, position ``k + 32 i`` of a block of width ``w`` starts at bit ``(k + 32 i) * w``:
+        word ``(k * w >> 5) + i * w``, shift ``k * w & 31``. So a lane finds its word, shift and
+        ``base + slope * k`` once per tile and column, and each of its STEPS values costs one address
+        add, two loads, one funnel shift, one mask, one add and one store."""
+        r = c0 + lane + step * LANES  # [LANES, STEPS, 1]: the position within the tile
+        live = r < cnt  # [LANES, STEPS, TP] (a dead tile has cnt 0)
+        smask = live & (r < room)
+        kl = lo + c0 + lane  # [LANES, 1, TP]: the lane's position within its block at step 0
+        klu = kl.to(tl.uint32)
+        sk = (step * LANES).to(tl.uint32)  # [1, STEPS, 1]: what a step adds to the position
+        one = tl.full(kl.shape, 1, tl.uint32)
+        ones = ~(one - one)
+        for c in tl.static_range(NCOL):
+            # Per tile: the block header, three loads every lane shares.
+            hp = hdrs[c] + blk3  # a dead tile reads block 0 (the launcher checks there is one)
+            base = tl.load(hp)
+            slope = tl.load(hp + 1)
+            meta = tl.load(hp + 2)
+            w = (meta & 0xFF).to(tl.int32)
+            off = (meta >> 8).to(tl.int32) * 2  # the block's first 32-bit word
+            # Memory safety only (the host verified every block's checksum): a tile whose header
+            # points outside the staged words reads the column's first two words instead.
+            ok = (off >= 0) & (w <= 64) & (off + (((lo + cnt) * w) >> 5) + 1 < nwords[c] * 2)
+            w = tl.where(ok, w, 0)
+            off = tl.where(ok, off, 0)
+            wu = w.to(tl.uint32)
+            # Per lane: the word of step 0 and the shift every step shares.
+            p0 = kl * w
+            s = (p0 & 31).to(tl.uint32)
+            pa = (words[c] + (off + (p0 >> 5))) + step * w  # [LANES, STEPS, TP]
+            a = tl.load(pa, mask=live).to(tl.uint32, bitcast=True)
+            b = tl.load(pa + 1, mask=live).to(tl.uint32, bitcast=True)
+            m_lo = tl.where(wu >= 32, ones, (one << (wu & 31)) - one)
+            lo32 = _bits32(a, b, s) & m_lo
+            if (OUT64_MASK >> c) & 1:
+                bits = lo32.to(tl.uint64)
+                if (WIDE_MASK >> c) & 1:  # some block is wider than 32 bits: a third word, the high half
+                    w3 = tl.load(pa + 2, mask=live & (s + wu > 64)).to(tl.uint32, bitcast=True)
+                    m_hi = tl.where(wu >= 64, ones, tl.where(wu > 32, (one << ((wu - 32) & 31)) - one, 0))
+                    bits = bits | ((_bits32(b, w3, s) & m_hi).to(tl.uint64) << 32)
+                slope_u = slope.to(tl.uint64, bitcast=True)
+                lane_v = base.to(tl.uint64, bitcast=True) + slope_u * klu.to(tl.uint64)  # [LANES, 1, TP]
+                val = (lane_v + slope_u * sk.to(tl.uint64) + bits).to(tl.int64, bitcast=True)
             else:
-                smask = live & (addr < n_out)
-            tl.store(out_ptr + addr, val.to(out_ptr.dtype.element_ty), mask=smask)
-        if CHECK:
-            if INCLUSIVE:
-                leak = val > rts[:, None]
-            else:
-                leak = val >= rts[:, None]
-            bad = tl.maximum(bad, tl.max((live & leak).to(tl.int32), axis=1))
+                # An int32 output needs only the low 32 bits of base + slope * k + r: wrapping 32-bit math.
+                slope32 = slope.to(tl.uint32)
+                lane_v = base.to(tl.uint32) + slope32 * klu
+                val = (lane_v + slope32 * sk + lo32).to(tl.int32, bitcast=True)
+            if (STORE_MASK >> c) & 1:
+                dst = (outs[c] + (row + c0 + lane)) + step * LANES
+                tl.store(dst, val.to(outs[c].dtype.element_ty), mask=smask)
+            if c == CHECK_COL:
+                if INCLUSIVE:
+                    bad = bad | (live & (val > rts))
+                else:
+                    bad = bad | (live & (val >= rts))
         return bad
 
-    @triton.jit(do_not_specialize=["n_tiles", "n_words", "n_out", "width"])
-    def _decode_gather_kernel(
-        hdr_ptr,  # int64 [K, 3]
-        words_ptr,  # int64 [n_words]
-        tile_block_ptr,
-        tile_lo_ptr,
-        tile_cnt_ptr,
-        tile_out_ptr,
-        tile_ex_ptr,  # int64 [n_tiles] each
+    @triton.jit
+    def _tail_chunk(
+        tails, outs, c0, src, m, row, room, eok, rts, bad,
+        NCOL: tl.constexpr, STORE_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr,
+        TAIL_BLOCK: tl.constexpr,
+    ):
+        """Tail lanes ``c0 .. c0 + TAIL_BLOCK`` of the program's examples, every column (plain int64 values)."""
+        r = c0 + tl.arange(0, TAIL_BLOCK)
+        live = eok[None, :] & (r[:, None] < m[None, :])
+        smask = live & (r[:, None] < room[None, :])
+        for c in tl.static_range(NCOL):
+            v = tl.load((tails[c] + src)[None, :] + r[:, None], mask=live, other=0)
+            if (STORE_MASK >> c) & 1:
+                tl.store((outs[c] + row)[None, :] + r[:, None], v.to(outs[c].dtype.element_ty), mask=smask)
+            if c == CHECK_COL:
+                if INCLUSIVE:
+                    bad = bad | (live & (v > rts[None, :]))
+                else:
+                    bad = bad | (live & (v >= rts[None, :]))
+        return bad
+
+    @triton.jit(do_not_specialize=["nwords", "n_tiles", "n_ex", "n_out", "width"])
+    def _history_kernel(
+        hdrs,  # tuple: per column, int64 [K, 3] (base, slope, meta)
+        words,  # tuple: per column, the packed words as int32 [2 * (W + 1)]
+        outs,  # tuple: per column, [n_out] jagged or [B, width] padded, the column's dtype
+        nwords,  # tuple: per column, W + 1 (64-bit words)
+        tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,  # int64 [n_tiles]
         offsets_ptr,  # int64 [B + 1] (padded only)
         request_ts_ptr,  # int64 [B] (check only)
-        out_ptr,  # [n_out] jagged or [B, width] padded, the column's dtype
         viol_ptr,  # int32 [B]
-        n_tiles,
-        n_words,
-        n_out,
-        width,
-        BLOCK_SIZE: tl.constexpr,
-        TILES_PER_PROG: tl.constexpr,
-        STORE: tl.constexpr,
-        CHECK: tl.constexpr,
-        INCLUSIVE: tl.constexpr,  # the check flags ts > request_ts (check_leakage="inclusive"), else ts >= request_ts
+        n_tiles, n_ex, n_out, width,
+        NCOL: tl.constexpr,
+        STORE_MASK: tl.constexpr,  # bit c: column c is stored
+        OUT64_MASK: tl.constexpr,  # bit c: column c is decoded to 64 bits (int64 output, or the checked ts)
+        WIDE_MASK: tl.constexpr,  # bit c: some block of column c is wider than 32 bits
+        CHECK_COL: tl.constexpr,  # the column the leakage check reads (ts), -1 for none
+        INCLUSIVE: tl.constexpr,  # flag ts > request_ts (check_leakage="inclusive"), else ts >= request_ts
         PADDED: tl.constexpr,
+        LANES: tl.constexpr,  # 32 (a warp), or the block size when smaller
+        STEPS: tl.constexpr,  # values per lane: LANES * STEPS positions per tile per pass
+        TILES_PER_PROG: tl.constexpr,
         LOOP: tl.constexpr,
     ):
-        pid = tl.program_id(0).to(tl.int64)
-        t = pid * TILES_PER_PROG + tl.arange(0, TILES_PER_PROG).to(tl.int64)  # [TP]
+        """The history: TILES_PER_PROG tiles per program (one on a GPU: a one-warp program), all columns."""
+        t = tl.program_id(0) * TILES_PER_PROG + tl.arange(0, TILES_PER_PROG)
         tmask = t < n_tiles
-        blk = tl.load(tile_block_ptr + t, mask=tmask, other=0)
-        lo = tl.load(tile_lo_ptr + t, mask=tmask, other=0)
-        cnt = tl.load(tile_cnt_ptr + t, mask=tmask, other=0)  # 0 for masked tiles: no lane live
-        dst = tl.load(tile_out_ptr + t, mask=tmask, other=0)
+        blk = tl.load(tile_block_ptr + t, mask=tmask, other=0).to(tl.int32)
+        lo = tl.load(tile_lo_ptr + t, mask=tmask, other=0).to(tl.int32)
+        cnt = tl.load(tile_cnt_ptr + t, mask=tmask, other=0).to(tl.int32)  # 0 for masked tiles
+        row = tl.load(tile_out_ptr + t, mask=tmask, other=0)  # int64: the tile's first output
         ex = tl.load(tile_ex_ptr + t, mask=tmask, other=0)
-
-        base = tl.load(hdr_ptr + blk * 3, mask=tmask, other=0).to(tl.uint64, bitcast=True)
-        slope = tl.load(hdr_ptr + blk * 3 + 1, mask=tmask, other=0).to(tl.uint64, bitcast=True)
-        meta = tl.load(hdr_ptr + blk * 3 + 2, mask=tmask, other=0)
-        w = meta & 0xFF
-        word_off = meta >> 8
-
-        wu = w.to(tl.uint64)
-        one = tl.full([TILES_PER_PROG], 1, tl.uint64)
-        wmask = tl.where(wu >= 64, ~(one - one), (one << (wu & 63)) - one)
-        room = cnt
+        tok = tmask & (ex >= 0) & (ex < n_ex)
         if PADDED:
-            row0 = tl.load(offsets_ptr + ex, mask=tmask, other=0)
-            dst = ex * width + (dst - row0)  # the tile's first position in its padded row
-            room = width - (dst - ex * width)  # lanes past the row's width are never stored
-        rts = cnt
-        if CHECK:
-            rts = tl.load(request_ts_ptr + ex, mask=tmask, other=0)
-        bad = tl.zeros([TILES_PER_PROG], dtype=tl.int32)
-
+            rel = row - tl.load(offsets_ptr + ex, mask=tok, other=0)  # position in the example's row
+            row = ex * width + rel
+            room = tl.minimum(tl.maximum(width - rel, 0), 1 << 30).to(tl.int32)  # lanes past the width: not stored
+            tok = tok & (rel >= 0)
+        else:
+            room = cnt
+            tok = tok & (row >= 0) & (row + cnt <= n_out)
+        rts = row
+        if CHECK_COL >= 0:
+            rts = tl.load(request_ts_ptr + ex, mask=tok, other=0)
+        cnt = tl.where(tok, cnt, 0)  # a dead tile has no live lane
+        if TILES_PER_PROG == 1:
+            # One tile per program (the GPU shape): tile values are scalars and a lane's STEPS
+            # values are a 1-D block (thread t holds positions t, t + 32, ...), the layout every
+            # Triton version gives a 1-D tensor.
+            j = tl.arange(0, LANES * STEPS)
+            lane, step = j % LANES, j // LANES
+            blk3 = tl.sum(tl.where(tok, blk * 3, 0))
+            lo3, cnt3, row3, room3 = tl.sum(lo), tl.sum(cnt), tl.sum(row), tl.sum(room)
+            rts3 = tl.sum(rts)
+            bad = tl.zeros([LANES * STEPS], dtype=tl.int1)
+        else:
+            # Many tiles per program (the interpreter): per-tile values as [1, 1, TP] against
+            # [LANES, STEPS, 1] positions.
+            lane = tl.arange(0, LANES)[:, None, None]
+            step = tl.arange(0, STEPS)[None, :, None]
+            blk3 = tl.where(tok, blk * 3, 0)[None, None, :]
+            lo3, cnt3, row3, room3 = lo[None, None, :], cnt[None, None, :], row[None, None, :], room[None, None, :]
+            rts3 = rts[None, None, :]
+            bad = tl.zeros([LANES, STEPS, TILES_PER_PROG], dtype=tl.int1)
         if LOOP:
-            # Tiers created with blocks wider than BLOCK_SIZE lanes walk their tiles in chunks.
-            # A separate constexpr path, because the loop-carried state nearly doubles the
-            # registers (about 126 vs 74 per thread on sm_90 at TILES_PER_PROG=4) and the
-            # default 128-event blocks never need it.
+            # Tiers created with blocks wider than LANES * STEPS walk their tiles in chunks
+            # (a separate constexpr path: the loop-carried state costs registers).
             longest = tl.max(cnt, axis=0)
-            for c0 in range(0, longest, BLOCK_SIZE):
-                bad = _decode_chunk(
-                    c0, words_ptr, out_ptr, tmask, lo, cnt, dst, base, slope, w, wu, wmask, word_off, rts, room, bad,
-                    n_words, n_out, BLOCK_SIZE, STORE, CHECK, INCLUSIVE, PADDED,
+            for c0 in range(0, longest, LANES * STEPS):
+                bad = _history_chunk(
+                    hdrs, words, outs, nwords, c0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, bad,
+                    NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS,
                 )
         else:
-            bad = _decode_chunk(
-                0, words_ptr, out_ptr, tmask, lo, cnt, dst, base, slope, w, wu, wmask, word_off, rts, room, bad,
-                n_words, n_out, BLOCK_SIZE, STORE, CHECK, INCLUSIVE, PADDED,
+            bad = _history_chunk(
+                hdrs, words, outs, nwords, 0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, bad,
+                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS,
             )
-        if CHECK:
-            tl.store(viol_ptr + ex, tl.full([TILES_PER_PROG], 1, tl.int32), mask=tmask & (bad > 0))
+        if CHECK_COL >= 0:
+            if TILES_PER_PROG == 1:
+                flag = tl.zeros([1], tl.int32) + tl.max(bad.to(tl.int32), axis=0)  # [1], as ex and tok
+                tl.store(viol_ptr + ex, flag, mask=tok & (flag > 0))
+            else:
+                flag = tl.max(tl.max(bad.to(tl.int32), axis=0), axis=0)  # [TP]
+                tl.store(viol_ptr + ex, flag, mask=tok & (flag > 0))
 
     @triton.jit(do_not_specialize=["n_ex", "n_tail", "n_out", "width"])
-    def _gather_tail_kernel(
-        tail_ptr,  # int64 [n_tail]
-        tail_src_ptr,
-        tail_len_ptr,
-        hist_len_ptr,  # int64 [B] each
+    def _tail_kernel(
+        tails,  # tuple: per column, int64 [n_tail]
+        outs,  # tuple: per column, as for the history
         offsets_ptr,  # int64 [B + 1]
-        request_ts_ptr,  # int64 [B]
-        out_ptr,
+        hist_len_ptr, tail_src_ptr, tail_len_ptr, request_ts_ptr,  # int64 [B]
         viol_ptr,  # int32 [B]
-        n_ex,
-        n_tail,
-        n_out,
-        width,
-        EX_PER_PROG: tl.constexpr,
-        TAIL_BLOCK: tl.constexpr,
-        STORE: tl.constexpr,
-        CHECK: tl.constexpr,
+        n_ex, n_tail, n_out, width,
+        NCOL: tl.constexpr,
+        STORE_MASK: tl.constexpr,
+        CHECK_COL: tl.constexpr,
         INCLUSIVE: tl.constexpr,
         PADDED: tl.constexpr,
+        EX_PER_PROG: tl.constexpr,
+        TAIL_BLOCK: tl.constexpr,
+        TAIL_LOOP: tl.constexpr,
     ):
-        pid = tl.program_id(0).to(tl.int64)
-        e = pid * EX_PER_PROG + tl.arange(0, EX_PER_PROG).to(tl.int64)
+        """The inline tails: EX_PER_PROG examples per program, rows of TAIL_BLOCK lanes (sized to the
+        batch's longest tail), all columns."""
+        e = tl.program_id(0) * EX_PER_PROG + tl.arange(0, EX_PER_PROG)
         emask = e < n_ex
         src = tl.load(tail_src_ptr + e, mask=emask, other=0)
         m = tl.load(tail_len_ptr + e, mask=emask, other=0)
         h = tl.load(hist_len_ptr + e, mask=emask, other=0)
+        eok = emask & (src >= 0) & (m >= 0) & (src + m <= n_tail) & (h >= 0)
         if PADDED:
-            dst = e * width + h
+            row = e.to(tl.int64) * width + h
+            room = tl.minimum(tl.maximum(width - h, 0), 1 << 30).to(tl.int32)
         else:
-            dst = tl.load(offsets_ptr + e, mask=emask, other=0) + h
-        if CHECK:
+            row = tl.load(offsets_ptr + e, mask=emask, other=0) + h
+            room = m.to(tl.int32)
+            eok = eok & (row >= 0) & (row + m <= n_out)
+        m = m.to(tl.int32)
+        rts = row
+        if CHECK_COL >= 0:
             rts = tl.load(request_ts_ptr + e, mask=emask, other=0)
-        bad = tl.zeros([EX_PER_PROG], dtype=tl.int32)
-        longest = tl.max(m, axis=0)
-        for start in range(0, longest, TAIL_BLOCK):
-            r = start + tl.arange(0, TAIL_BLOCK).to(tl.int64)
-            live = emask[:, None] & (r[None, :] < m[:, None])
-            sidx = src[:, None] + r[None, :]
-            v = tl.load(tail_ptr + sidx, mask=live & (sidx < n_tail), other=0)
-            if STORE:
-                addr = dst[:, None] + r[None, :]
-                if PADDED:
-                    smask = live & ((h[:, None] + r[None, :]) < width)
-                else:
-                    smask = live & (addr < n_out)
-                tl.store(out_ptr + addr, v.to(out_ptr.dtype.element_ty), mask=smask)
-            if CHECK:
-                if INCLUSIVE:
-                    leak = v > rts[:, None]
-                else:
-                    leak = v >= rts[:, None]
-                bad = tl.maximum(bad, tl.max((live & leak).to(tl.int32), axis=1))
-        if CHECK:
-            tl.store(viol_ptr + e, tl.full([EX_PER_PROG], 1, tl.int32), mask=emask & (bad > 0))
+        bad = tl.zeros([TAIL_BLOCK, EX_PER_PROG], dtype=tl.int1)
+        if TAIL_LOOP:
+            longest = tl.max(tl.where(eok, m, 0), axis=0)
+            for c0 in range(0, longest, TAIL_BLOCK):
+                bad = _tail_chunk(tails, outs, c0, src, m, row, room, eok, rts, bad,
+                                  NCOL, STORE_MASK, CHECK_COL, INCLUSIVE, TAIL_BLOCK)
+        else:
+            bad = _tail_chunk(tails, outs, 0, src, m, row, room, eok, rts, bad,
+                              NCOL, STORE_MASK, CHECK_COL, INCLUSIVE, TAIL_BLOCK)
+        if CHECK_COL >= 0:
+            flag = tl.max(bad.to(tl.int32), axis=0)
+            tl.store(viol_ptr + e, flag, mask=eok & (flag > 0))
 
 
 def triton_available(device) -> tuple[bool, str]:
@@ -287,56 +370,33 @@ def triton_available(device) -> tuple[bool, str]:
     )
 
 
-def _launch_shapes() -> tuple[int, int, int]:
-    """(tiles per program, examples per program, tail lanes) for how the kernels were defined."""
+def _launch_shapes() -> tuple[int, int]:
+    """(tiles per program, tail lanes per program) for how the kernels were defined."""
     if _DEFINED_INTERPRETED:
-        return INTERP_TILES_PER_PROG, INTERP_EX_PER_PROG, INTERP_TAIL_BLOCK
-    return GPU_TILES_PER_PROG, GPU_EX_PER_PROG, GPU_TAIL_BLOCK
+        return INTERP_TILES_PER_PROG, INTERP_TAIL_LANES
+    return GPU_TILES_PER_PROG, GPU_TAIL_LANES
 
 
-def decode_gather(
-    staged, column, out, viol, *, store=True, check=False, padded_width=None, tiles_per_prog=None
-) -> None:
-    """Launch ``_decode_gather_kernel`` for one staged column into ``out`` (jagged ``[N]`` or
-    padded ``[B, padded_width]``), flagging ``viol`` (int32 ``[B]``) when ``check``. No host sync."""
-    n_tiles = staged.tile_block.numel()
-    if n_tiles == 0 or not (store or check):
-        return
-    tp = tiles_per_prog or _launch_shapes()[0]
-    # Lanes per tile row: the block size (a power of two, DESIGN §2) up to a cap that keeps the
-    # [TILES_PER_PROG, lanes] block in registers; larger blocks loop in the kernel.
-    block = min(triton.next_power_of_2(int(staged.block_size)), MAX_LANES)
-    grid = (triton.cdiv(n_tiles, tp),)
-    _decode_gather_kernel[grid](
-        column.hdr, column.words,
-        staged.tile_block, staged.tile_lo, staged.tile_cnt, staged.tile_out, staged.tile_ex,
-        staged.offsets, staged.request_ts, out, viol,
-        n_tiles, column.words.numel(), out.numel(), 0 if padded_width is None else int(padded_width),
-        BLOCK_SIZE=block, TILES_PER_PROG=tp, STORE=store, CHECK=check, INCLUSIVE=check and staged.inclusive,
-        PADDED=padded_width is not None,
-        LOOP=int(staged.block_size) > block,
-        num_warps=NUM_WARPS,
-    )
+def tail_shape(max_tail: int | None, lanes: int, ex_per_prog: int | None = None) -> tuple[int, int, bool]:
+    """``(EX_PER_PROG, TAIL_BLOCK, TAIL_LOOP)`` for a batch whose longest tail is ``max_tail``
+    (``None``: unknown, as for a batch built on the device): a row of lanes as wide as the longest
+    tail (a power of two, at most ``MAX_TAIL_BLOCK``), and as many examples as fill ``lanes``.
+
+    >>> tail_shape(16, 512), tail_shape(1000, 512), tail_shape(None, 512)
+    ((32, 16, False), (4, 128, True), (16, 32, True))
+    """
+    if max_tail is None:
+        tb, loop = 32, True
+    else:
+        tb = min(triton.next_power_of_2(max(int(max_tail), 1)), MAX_TAIL_BLOCK)
+        loop = int(max_tail) > tb
+    return (ex_per_prog or max(1, lanes // tb)), tb, loop
 
 
-def gather_tail(
-    staged, column, out, viol, *, store=True, check=False, padded_width=None, ex_per_prog=None, tail_block=None
-) -> None:
-    """Launch ``_gather_tail_kernel`` for one staged column (same ``out``/``viol`` as ``decode_gather``)."""
-    B = staged.tail_len.numel()
-    if B == 0 or column.tail_values.numel() == 0 or not (store or check):
-        return
-    _, epp, tb = _launch_shapes()
-    epp = ex_per_prog or epp
-    tb = tail_block or tb
-    _gather_tail_kernel[(triton.cdiv(B, epp),)](
-        column.tail_values, staged.tail_src, staged.tail_len, staged.hist_len, staged.offsets, staged.request_ts,
-        out, viol,
-        B, column.tail_values.numel(), out.numel(), 0 if padded_width is None else int(padded_width),
-        EX_PER_PROG=epp, TAIL_BLOCK=tb, STORE=store, CHECK=check, INCLUSIVE=check and staged.inclusive,
-        PADDED=padded_width is not None,
-        num_warps=NUM_WARPS,
-    )
+def _limit(what: str, n: int) -> None:
+    """The kernels index within one staged array in 32 bits: refuse (never wrap) a batch beyond that."""
+    if n >= 2**31 - 2**16:
+        raise GpumatError(f"staged batch too large for one launch: {what} is {n} (limit 2^31); use smaller batches")
 
 
 def _check_staged(staged) -> torch.device:
@@ -363,7 +423,7 @@ def _check_staged(staged) -> torch.device:
 def materialize_staged_triton(
     staged, padded_width=None, pad_value=0, total=None, out=None, tiles_per_prog=None, ex_per_prog=None
 ):
-    """Materialize a device-resident ``StagedBatch`` with the Triton kernels.
+    """Materialize a device-resident ``StagedBatch`` with one launch of ``_materialize_kernel``.
 
     Returns ``(values, violations)`` as device tensors, without waiting for the device:
     ``values[col]`` (the columns with ``project=True``) of the column's dtype, shape
@@ -384,8 +444,7 @@ def materialize_staged_triton(
         raise GpumatError(why)
     B = staged.offsets.numel() - 1
     if padded_width is None:
-        n = staged.total if total is None else int(total)
-        shape = (n,)
+        shape = (staged.total if total is None else int(total),)
     else:
         shape = (B, int(padded_width))
     viol = torch.zeros(max(B, 0), dtype=torch.int32, device=dev)
@@ -393,33 +452,82 @@ def materialize_staged_triton(
     # Triton launches on the current CUDA device: make it the batch's (cuda:1 without a stream
     # context would otherwise launch on cuda:0 against another device's pointers).
     with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
-        _launch_columns(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog)
+        _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog)
     return values, viol
 
 
-def _launch_columns(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog):
-    """Allocate each column's output (or take the caller's) and launch its two kernels."""
-    for name, col, check in staged.passes():
-        dt = TORCH_DTYPES[col.dtype]
-        buf = None
-        if col.project:
-            buf = None if out is None else out.get(name)
-            if buf is None:
-                buf = torch.empty(shape, dtype=dt, device=dev)
-            elif tuple(buf.shape) != shape or buf.dtype != dt or buf.device != dev:
-                raise GpumatError(
-                    f"output buffer for {name!r} must be {dt} {list(shape)} on {dev}, "
-                    f"got {buf.dtype} {list(buf.shape)} on {buf.device}"
-                )
-            if padded_width is not None:
-                buf.fill_(pad_value)
+def _output(name, col, out, shape, dev, padded_width, pad_value):
+    """The column's output buffer: the caller's (checked) or a new one, filled with the pad when padded."""
+    dt = TORCH_DTYPES[col.dtype]
+    buf = None if out is None else out.get(name)
+    if buf is None:
+        buf = torch.empty(shape, dtype=dt, device=dev)
+    elif tuple(buf.shape) != shape or buf.dtype != dt or buf.device != dev:
+        raise GpumatError(
+            f"output buffer for {name!r} must be {dt} {list(shape)} on {dev}, "
+            f"got {buf.dtype} {list(buf.shape)} on {buf.device}"
+        )
+    if padded_width is not None:
+        buf.fill_(pad_value)
+    return buf
+
+
+def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog):
+    """Take every column's output and launch the one kernel over all of them (history tiles and tails)."""
+    hdrs, words, tails, outs, nwords = [], [], [], [], []
+    store_mask = out64_mask = wide_mask = 0
+    check_col = -1
+    for c, (name, col, check) in enumerate(staged.passes()):
+        buf = _output(name, col, out, shape, dev, padded_width, pad_value) if col.project else None
+        if buf is not None:
             values[name] = buf
-        store = buf is not None and buf.numel() > 0
-        if not (store or check):
-            continue
-        if not store:
-            # Never stored to (STORE=False), but the kernel still takes a real pointer of the dtype.
-            buf = torch.empty(1, dtype=dt, device=dev)
-        kw = dict(store=store, check=check, padded_width=padded_width)
-        decode_gather(staged, col, buf, viol, tiles_per_prog=tiles_per_prog, **kw)
-        gather_tail(staged, col, buf, viol, ex_per_prog=ex_per_prog, **kw)
+        if buf is not None and buf.numel() > 0:
+            store_mask |= 1 << c
+        else:  # never stored to, but the kernel takes a real pointer of the column's dtype
+            buf = torch.empty(1, dtype=TORCH_DTYPES[col.dtype], device=dev)
+        if check:
+            check_col = c
+        if col.dtype == "int64" or check:
+            out64_mask |= 1 << c
+        if staged.max_width(name) > 32:  # 64, i.e. the path right for every width, when unknown
+            wide_mask |= 1 << c
+        hdrs.append(col.hdr)
+        words.append(col.words.view(torch.int32))
+        tails.append(col.tail_values)
+        outs.append(buf)
+        nwords.append(col.words.numel())
+    if not store_mask and check_col < 0:
+        return
+    T = staged.tile_block.numel()
+    B = staged.offsets.numel() - 1
+    n_tail = tails[0].numel()
+    for what, n in [("a column's words (32-bit)", 2 * max(nwords)), ("the staged blocks", 3 * hdrs[0].shape[0]),
+                    ("the tiles", T), ("the examples", B)]:
+        _limit(what, n)
+    if T and not hdrs[0].shape[0]:
+        raise GpumatError(f"staged batch has {T} tiles but no staged blocks")
+    tp, lanes = _launch_shapes()
+    tp = tiles_per_prog or tp
+    epp, tb, tail_loop = tail_shape(staged.known_max_tail, lanes, ex_per_prog)
+    # Lanes per tile row: the block size (a power of two, DESIGN §2) up to a cap that keeps the
+    # [TILES_PER_PROG, lanes] block in registers; larger blocks loop in the kernel.
+    block = min(triton.next_power_of_2(int(staged.block_size)), MAX_LANES)
+    lanes_h = min(block, 32)
+    width = 0 if padded_width is None else int(padded_width)
+    n_out = shape[0] if padded_width is None else 0
+    common = dict(NCOL=len(hdrs), STORE_MASK=store_mask, CHECK_COL=check_col,
+                  INCLUSIVE=check_col >= 0 and staged.inclusive, PADDED=padded_width is not None)
+    if T:
+        _history_kernel[(triton.cdiv(T, tp),)](
+            tuple(hdrs), tuple(words), tuple(outs), tuple(nwords),
+            staged.tile_block, staged.tile_lo, staged.tile_cnt, staged.tile_out, staged.tile_ex,
+            staged.offsets, staged.request_ts, viol, T, B, n_out, width,
+            OUT64_MASK=out64_mask, WIDE_MASK=wide_mask, LANES=lanes_h, STEPS=block // lanes_h, TILES_PER_PROG=tp,
+            LOOP=int(staged.block_size) > block, num_warps=HISTORY_WARPS, **common,
+        )
+    if n_tail and B > 0:
+        _tail_kernel[(triton.cdiv(B, epp),)](
+            tuple(tails), tuple(outs), staged.offsets, staged.hist_len, staged.tail_src, staged.tail_len,
+            staged.request_ts, viol, B, n_tail, n_out, width,
+            EX_PER_PROG=epp, TAIL_BLOCK=tb, TAIL_LOOP=tail_loop, num_warps=TAIL_WARPS, **common,
+        )

@@ -10,7 +10,7 @@ mode (same model sizing per device). Open the JSON in https://ui.perfetto.dev or
 - the training thread shows ``e2e.wait_batch`` (how long the loop waited for data; short when
   the overlap works) with ``gpumat.h2d`` / ``gpumat.decode`` / ``gpumat.handoff`` inside, then
   ``e2e.step`` (forward, backward, optimizer);
-- on CUDA, the H2D copy and the ``_decode_gather_kernel`` / ``_gather_tail_kernel`` launches sit
+- on CUDA, the H2D copy and the ``_history_kernel`` / ``_tail_kernel`` launches sit
   on their own streams (not the compute stream) and run under the previous step's kernels.
 
 On a CPU device the reference backend runs plan and decode in the host threads, so there the

@@ -3,8 +3,8 @@
     python profiling/torch_trace.py [--tenant mid] [--steps 5] [--out profiling/trace_decode_gather.json]
 
 Open the JSON in chrome://tracing or https://ui.perfetto.dev: per step you should see one packed
-H2D copy of the staged batch, then per column one ``_decode_gather_kernel`` and one
-``_gather_tail_kernel``, and no host sync between them (the single sync is the read of the
+H2D copy of the staged batch, then per tenant one ``_history_kernel`` and one
+``_tail_kernel`` over all its columns, and no host sync between them (the single sync is the read of the
 leakage flags at the end of each step).
 """
 

@@ -457,6 +457,67 @@ def test_hundred_thousand_examples():
     check_all(staged, expected, exp_viol)
 
 
+def _device_batch_without_host_sizes(staged):
+    """The batch moved to the device, then stripped of what the host knew (sizes, widths, longest
+    tail), as for a batch built on the device: the kernels must take their always-right paths."""
+    dev = staged.to(DEVICE)
+    dev.known_total = dev.known_history = dev.known_max_tail = dev.known_max_width = None
+    return dev
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_specializations_agree(seed):
+    """The launch specializes on what the host knows (32-bit path for columns whose blocks are all
+    <= 32 bits wide, tail rows as wide as the longest tail); without that knowledge (a device-built
+    batch) it takes the 3-word path and looped tails. Same results either way, narrow and wide data."""
+    staged, expected, exp_viol = random_batch(seed, 9, 300, 900, 150, ("item", "act", "ts"), True)
+    dev = staged.to(DEVICE)
+    assert dev.known_max_tail == int(staged.tail_len.max()) and set(dev.known_max_width) == set(staged.columns)
+    bare = _device_batch_without_host_sizes(staged)
+    assert bare.max_width("item") == 64
+    for d in (dev, bare):
+        values, viol = materialize_staged_triton(d, total=staged.total)
+        for c, want in expected.items():
+            assert_equal_verbose(values[c].cpu().numpy(), want, f"{c} (known sizes: {d is dev})")
+        assert_equal_verbose(viol.cpu().numpy(), exp_viol, "violations")
+
+
+def test_narrow_columns_take_the_32_bit_path():
+    """Blocks of at most 32 bits decode the same with the 2-word path as with the 3-word one."""
+    rng = np.random.default_rng(23)
+    hist = {u: {c: make_history(rng, 400, SCHEMA[c], c == "ts") for c in SCHEMA} for u in range(3)}
+    examples = [(u, n, {"ts": [], "item": [], "act": []}, 2**62) for u in range(3) for n in (1, 129, 400)]
+    staged, expected, exp_viol = stage(hist, examples, ("item", "act"), 300, True, rng)
+    dev = staged.to(DEVICE)
+    for name in staged.columns:
+        w = staged.max_width(name)
+        assert dev.known_max_width[name] == w
+    narrow = [c for c in staged.columns if staged.max_width(c) <= 32]
+    assert narrow, "the histories should have some columns of narrow blocks"
+    wide = _device_batch_without_host_sizes(staged)
+    for d in (dev, wide):
+        values, viol = materialize_staged_triton(d, total=staged.total)
+        for c, want in expected.items():
+            assert_equal_verbose(values[c].cpu().numpy(), want, c)
+
+
+def test_corrupt_headers_never_read_outside_the_words():
+    """A header whose word offset or width points past the staged words (which the host's checksums
+    rule out) must not fault: the tile reads inside the column's words instead. The values of such
+    a tile are unspecified; every other tile is still right."""
+    staged, expected, _ = random_batch(24, 5, 300, 900, 0, ("item",), False)
+    hdr = staged.columns["item"].hdr.copy()
+    bad_block = int(staged.tile_block[0])
+    hdr[bad_block, 2] = (10**9 << 8) | 7  # word offset far past the end
+    staged.columns["item"].hdr = hdr
+    values, _ = materialize_staged_triton(staged.to(DEVICE), total=staged.total)
+    got = values["item"].cpu().numpy()
+    untouched = np.ones(staged.total, dtype=bool)
+    for t in np.flatnonzero(staged.tile_block == bad_block):
+        untouched[staged.tile_out[t] : staged.tile_out[t] + staged.tile_cnt[t]] = False
+    assert_equal_verbose(got[untouched], expected["item"][untouched], "tiles with good headers")
+
+
 def test_triton_available_messages(monkeypatch):
     ok, why = triton_available("cuda")
     assert ok, why

@@ -1,19 +1,21 @@
 """``gpumat bench kernels --static``: what the decode-gather kernels cost, read from the compiler, no GPU.
 
-Every kernel configuration the launcher uses (``kernels/triton_decode_gather.py``: decode and tail
-kernels, int64 and int32 outputs, store / check / both, strict and inclusive) is compiled ahead of
-time with ``triton.compile`` for a ``GPUTarget`` (sm_90 and sm_80); the wheel's ``cuobjdump`` and
-``nvdisasm`` give registers, local memory (spills) and the SASS. Per bench tenant (the batches of
-``gpumat bench kernels``) it then counts the warp-instructions a launch issues:
+Every kernel configuration the launcher uses (``kernels/triton_decode_gather.py``: the history
+kernel and the tail kernel, each one launch for all of a tenant's columns; the bench tenants'
+column set in every mode: strict / inclusive, jagged / padded, narrow / wide blocks, looped tiles or
+tails; and every single-column case) is compiled ahead of time with ``triton.compile`` for a
+``GPUTarget`` (sm_90 and sm_80); the wheel's ``cuobjdump`` and ``nvdisasm`` give registers, local
+memory (spills) and the SASS. Per bench tenant (the batches of ``gpumat bench kernels``) it then
+counts the warp-instructions the two launches issue:
 
     warp-instructions = sum over launches of programs x warps per program x instructions per program
 
 with every SASS instruction of a kernel counted once per warp (both kernels are straight-line code
-for the bench batches: 128-event blocks need no chunk loop, and tails of at most 16 events take one
-pass of the tail loop), and compares the issue time that implies (at 4 warp-instructions per clock
-per SM, 132 SMs, 1.98 GHz: an H100/H200 SXM) with the DRAM time of the bytes the batch must move
-(staged input plus materialized output, at 3.35 TB/s). The issue floor above the DRAM floor means
-the kernel is limited by instructions, not by memory.
+for the bench batches: 128-event blocks need no chunk loop, and tails of at most 16 events fit one
+row), and compares the issue time that implies (at 4 warp-instructions per clock per SM, 132 SMs,
+1.98 GHz: an H100/H200 SXM) with the DRAM time of the bytes the batch must move (staged input plus
+materialized output, at 3.35 TB/s). The issue floor above the DRAM floor means the kernel is
+limited by instructions, not by memory. Configurations compile in parallel, one process per core.
 """
 
 from __future__ import annotations
@@ -35,21 +37,17 @@ def _tools():
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
 
-def _compile(fn, arch: int, pointers: dict, scalars: list, consts: dict, num_warps: int) -> dict:
-    """Compile one configuration; ``{"regs", "local_bytes", "stack_bytes", "sass": [opcodes]}``."""
+def _compile(fn, arch: int, sig: dict, consts: dict, num_warps: int) -> dict:
+    """Compile one configuration; ``{"regs", "local_bytes", "stack_bytes", "sass_instructions", ...}``.
+
+    ``sig``: the type of every non-constexpr argument (``"*i64"``, ``"i64"``, or a tuple of them for a
+    tuple argument); ``consts``: the constexpr values."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    sig = {}
-    for name in fn.arg_names:
-        if name in pointers:
-            sig[name] = pointers[name]
-        elif name in scalars:
-            sig[name] = "i64"
-        else:
-            sig[name] = "constexpr"
-    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(n),): v for n, v in consts.items()})
+    full = {name: sig.get(name, "constexpr") for name in fn.arg_names}
+    src = ASTSource(fn=fn, signature=full, constexprs={(fn.arg_names.index(n),): v for n, v in consts.items()})
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
     bin_dir = _tools()
     with tempfile.TemporaryDirectory() as d:
@@ -68,7 +66,8 @@ def _compile(fn, arch: int, pointers: dict, scalars: list, consts: dict, num_war
     last_exit = max(i for i, o in enumerate(ops) if o == "EXIT")
     issued = [o for o in ops[: last_exit + 1] if o != "NOP"]
     return {"regs": int(m.group(1)), "stack_bytes": int(m.group(2)), "local_bytes": int(m.group(4)),
-            "sass_instructions": len(issued), "sass_by_kind": _kinds(issued)}
+            "sass_instructions": len(issued), "sass_by_kind": _kinds(issued),
+            "branches": sum(o.split(".")[0] == "BRA" for o in issued)}
 
 
 def _kinds(ops: list[str]) -> dict:
@@ -86,58 +85,99 @@ def _kinds(ops: list[str]) -> dict:
     return out
 
 
+# The bench tenants' columns (gpumat/bench/kernels.py COLUMNS): item_id int64 stored, action int32
+# stored, ts int64 staged only for the leakage check.
+BENCH_COLUMNS = (("int64", True, False), ("int32", True, False), ("int64", False, True))
+
+
 def kernel_configs():
-    """Every configuration the launcher compiles: ``(kernel name, dtype, store, check, inclusive)``."""
-    for kernel, dtype, (store, check), inclusive in itertools.product(
-            ("decode_gather", "gather_tail"), ("int64", "int32"), ((True, False), (False, True), (True, True)), (False, True)):
-        if inclusive and not check:
-            continue
-        yield kernel, dtype, store, check, inclusive
+    """Every configuration counted or checked: ``(kernel, columns, inclusive, padded, wide, loop)``.
+
+    ``columns``: ``(dtype, store, check)`` per staged column. The bench tenants' column set in every
+    mode the launcher has (strict / inclusive, jagged / padded, narrow / wide blocks, looped tiles
+    and tails), and every single-column case (each dtype stored, checked, or both)."""
+    single = [((dtype, store, check),) for dtype in ("int64", "int32")
+              for store, check in ((True, False), (False, True), (True, True))]
+    for kernel in ("history", "tail"):
+        for inclusive, padded, wide, loop in itertools.product((False, True), repeat=4):
+            if kernel == "tail" and wide:
+                continue
+            yield kernel, BENCH_COLUMNS, inclusive, padded, wide, loop
+        for cols in single:
+            yield kernel, cols, False, False, False, False
+
+
+def _masks(cols, wide: bool) -> dict:
+    store = sum(1 << c for c, (_, st, _) in enumerate(cols) if st)
+    check = next((c for c, (_, _, ch) in enumerate(cols) if ch), -1)
+    out64 = sum(1 << c for c, (dt, _, ch) in enumerate(cols) if dt == "int64" or ch)
+    return {"NCOL": len(cols), "STORE_MASK": store, "CHECK_COL": check, "OUT64_MASK": out64,
+            "WIDE_MASK": out64 if wide else 0}
+
+
+def _compile_config(job) -> dict:
+    """Compile one ``(arch, kernel, columns, inclusive, padded, wide, loop)`` configuration."""
+    import gpumat.kernels.triton_decode_gather as k
+
+    arch, kernel, cols, inclusive, padded, wide, loop = job
+    n = len(cols)
+    outs = tuple({"int64": "*i64", "int32": "*i32"}[dt] for dt, _, _ in cols)
+    masks = _masks(cols, wide)
+    consts = {"NCOL": n, "STORE_MASK": masks["STORE_MASK"], "CHECK_COL": masks["CHECK_COL"],
+              "INCLUSIVE": inclusive and masks["CHECK_COL"] >= 0, "PADDED": padded}
+    if kernel == "history":
+        fn = k._history_kernel
+        sig = {"hdrs": ("*i64",) * n, "words": ("*i32",) * n, "outs": outs, "nwords": ("i32",) * n}
+        consts.update(OUT64_MASK=masks["OUT64_MASK"], WIDE_MASK=masks["WIDE_MASK"],
+                      LANES=32, STEPS=4, TILES_PER_PROG=k.GPU_TILES_PER_PROG, LOOP=loop)
+        per_program, warps = k.GPU_TILES_PER_PROG, k.HISTORY_WARPS
+    else:
+        fn = k._tail_kernel
+        sig = {"tails": ("*i64",) * n, "outs": outs}
+        epp, tb, tail_loop = k.tail_shape(128 if loop else 16, k.GPU_TAIL_LANES)
+        consts.update(EX_PER_PROG=epp, TAIL_BLOCK=tb, TAIL_LOOP=tail_loop)
+        per_program, warps = epp, k.TAIL_WARPS
+    sig.update({a: "*i64" for a in fn.arg_names if a.endswith("_ptr")}, viol_ptr="*i32")
+    # sizes below 2^31 reach the kernel as i32 (Triton types a Python int by its value)
+    sig.update({a: "i32" for a in fn.arg_names if a.startswith("n_") or a == "width"})
+    info = _compile(fn, arch, sig, consts, warps)
+    info.update(kernel=kernel, arch=f"sm_{arch}", columns=[list(c) for c in cols], inclusive=inclusive,
+                padded=padded, wide=wide, loop=loop, num_warps=warps, per_program=per_program)
+    return info
 
 
 def compile_all(archs=ARCHS) -> list[dict]:
-    """Compile every configuration for every arch; raise if one fails to compile."""
+    """Compile every configuration for every arch, one process per core; raise if one fails to compile."""
+    import multiprocessing
+
     import gpumat.kernels.triton_decode_gather as k
 
     if k.INTERPRETED:
         raise RuntimeError("the kernels were defined under TRITON_INTERPRET=1: run the static check without it")
-    tp, epp, tail_block = k.GPU_TILES_PER_PROG, k.GPU_EX_PER_PROG, k.GPU_TAIL_BLOCK
-    out = []
-    for arch in archs:
-        for kernel, dtype, store, check, inclusive in kernel_configs():
-            ptr = {"int64": "*i64", "int32": "*i32"}[dtype]
-            if kernel == "decode_gather":
-                fn = k._decode_gather_kernel
-                pointers = {n: "*i64" for n in fn.arg_names if n.endswith("_ptr")}
-                consts = {"BLOCK_SIZE": 128, "TILES_PER_PROG": tp, "LOOP": False}
-            else:
-                fn = k._gather_tail_kernel
-                pointers = {n: "*i64" for n in fn.arg_names if n.endswith("_ptr")}
-                consts = {"EX_PER_PROG": epp, "TAIL_BLOCK": tail_block}
-            pointers.update(out_ptr=ptr, viol_ptr="*i32")
-            scalars = [n for n in fn.arg_names if n.startswith("n_") or n == "width"]
-            consts.update(STORE=store, CHECK=check, INCLUSIVE=inclusive, PADDED=False)
-            info = _compile(fn, arch, pointers, scalars, consts, k.NUM_WARPS)
-            info.update(kernel=kernel, arch=f"sm_{arch}", dtype=dtype, store=store, check=check, inclusive=inclusive,
-                        num_warps=k.NUM_WARPS, per_program=tp if kernel == "decode_gather" else epp)
-            out.append(info)
-    return out
+    jobs = [(arch, *cfg) for arch in archs for cfg in kernel_configs()]
+    procs = min(len(jobs), os.cpu_count() or 1)
+    if procs <= 1:
+        return [_compile_config(j) for j in jobs]
+    with multiprocessing.get_context("fork").Pool(procs) as pool:
+        return pool.map(_compile_config, jobs)
 
 
 def tenant_costs(configs: list[dict], arch: str, tenants) -> dict:
-    """Warp-instructions per event, issue floor and DRAM floor of each bench tenant's batch."""
+    """Warp-instructions per event, issue floor and DRAM floor of each bench tenant's batch: one
+    history launch and one tail launch over all its columns, jagged, strict check, narrow blocks."""
     from gpumat.bench.kernels import synthetic_staged
 
-    table = {(c["kernel"], c["dtype"], c["store"], c["check"], c["inclusive"]): c for c in configs if c["arch"] == arch}
+    table = {(c["kernel"], tuple(map(tuple, c["columns"])), c["inclusive"], c["padded"], c["wide"], c["loop"]): c
+             for c in configs if c["arch"] == arch}
     out = {}
     for name, L, B in tenants:
         staged = synthetic_staged(B, L)
         T = staged.num_tiles
-        wi = 0
-        for _, col, check in staged.passes():
-            for kernel, items in (("decode_gather", T), ("gather_tail", B)):
-                c = table[(kernel, col.dtype, col.project, check, False)]
-                wi += -(-items // c["per_program"]) * c["num_warps"] * c["sass_instructions"]
+        wide = any(staged.max_width(n) > 32 for n in staged.columns)
+        hist = table[("history", BENCH_COLUMNS, False, False, wide, False)]
+        tail = table[("tail", BENCH_COLUMNS, False, False, False, staged.max_tail > 16)]
+        wi = (-(-T // hist["per_program"]) * hist["num_warps"] * hist["sass_instructions"]
+              + -(-B // tail["per_program"]) * tail["num_warps"] * tail["sass_instructions"])
         events = staged.total
         out_bytes = sum(events * (8 if c.dtype == "int64" else 4) for c in staged.columns.values() if c.project)
         moved = staged.staged_bytes() + out_bytes

@@ -101,6 +101,10 @@ class StagedBatch:
     # reads them back from the device (a host sync per batch): ``offsets[-1]`` and ``sum(tile_cnt)``.
     known_total: int | None = field(default=None, repr=False)
     known_history: int | None = field(default=None, repr=False)
+    # What the kernels specialize their launch on, again known on the host for free: the longest
+    # tail and each column's widest block (``max(meta & 255)``; > 32 bits needs the 3-word path).
+    known_max_tail: int | None = field(default=None, repr=False)
+    known_max_width: dict[str, int] | None = field(default=None, repr=False)
 
     @property
     def batch_size(self) -> int:
@@ -117,6 +121,23 @@ class StagedBatch:
         if self.known_history is not None:
             return self.known_history
         return int(self.tile_cnt.sum()) if self.num_tiles else 0
+
+    @property
+    def max_tail(self) -> int:
+        """The longest tail of the batch (never read from a device when the host built the batch)."""
+        if self.known_max_tail is not None:
+            return self.known_max_tail
+        return int(self.tail_len.max()) if self.batch_size > 0 else 0
+
+    def max_width(self, column: str) -> int:
+        """The widest staged block of ``column``, in bits (64 when unknown on a device batch:
+        the kernels then take the path that is right for every width)."""
+        if self.known_max_width is not None and column in self.known_max_width:
+            return self.known_max_width[column]
+        hdr = self.columns[column].hdr
+        if isinstance(hdr, np.ndarray):
+            return int((hdr[:, 2] & 0xFF).max()) if len(hdr) else 0
+        return 64
 
     @property
     def inclusive(self) -> bool:
@@ -204,6 +225,10 @@ class StagedBatch:
         host_built = isinstance(self.offsets, np.ndarray) and self.offsets.size > 0
         known_total = self.known_total if self.known_total is not None or not host_built else self.total
         known_history = self.known_history if self.known_history is not None or not host_built else self.history_events
+        known_max_tail = self.known_max_tail if self.known_max_tail is not None or not host_built else self.max_tail
+        known_max_width = self.known_max_width
+        if known_max_width is None and host_built:
+            known_max_width = {name: self.max_width(name) for name in self.columns}
         cols = {
             name: StagedColumn(name, c.dtype, *(view(a) for a in column_array_names(name)), c.project)
             for name, c in self.columns.items()
@@ -218,4 +243,6 @@ class StagedBatch:
             packed=flat,
             known_total=known_total,
             known_history=known_history,
+            known_max_tail=known_max_tail,
+            known_max_width=known_max_width,
         )
