@@ -280,14 +280,159 @@ def encode_column(values: np.ndarray, block_size: int) -> tuple[np.ndarray, int]
 # --------------------------------------------------------------------------------------- decoding
 
 
+_DEC_CHUNK = 1024  # blocks per bulk decode step: a few [chunk, lanes] temporaries stay in cache
+_FEW_VALUES = 1 << 14  # up to this many lanes in all, ``_decode_few`` (every width at once) is cheaper
+_VIEW_DTYPES = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}
+
+
+def _unpack_rows(rows: np.ndarray, w: int, out: np.ndarray, tmp: np.ndarray) -> None:
+    """Residuals of ``n`` blocks of width ``w`` into ``out`` (uint64 ``[n, lanes]``, ``lanes`` a multiple
+    of 8), from their packed words, the rows of ``rows`` (uint64 ``[n, ceil(lanes * w / 64) + 1]``,
+    C-contiguous, the last word a spare one so that no load runs past a row). ``tmp``: uint64 scratch
+    of at least ``n * lanes`` values.
+
+    No per-value index arrays: the layout of a width is fixed, so each case is a handful of bulk
+    operations over whole blocks. Widths 8, 16, 32, 64 are plain views of the words (value ``k`` is
+    element ``k``: little-endian). Widths up to 56: 8 values take exactly ``w`` bytes, so value
+    ``8g + i`` starts at byte ``g * w + (i * w) // 8``, bit ``(i * w) % 8``: for each of the 8 phases
+    ``i``, one strided (unaligned) 8-byte load of every group and a shift into a contiguous plane,
+    then one pass interleaves the planes and masks. Widths 57..63: the two words each value spans,
+    by column (the same columns for every block)."""
+    n, lanes = out.shape
+    if w in _VIEW_DTYPES:
+        np.copyto(out, rows.view(_VIEW_DTYPES[w])[:, :lanes], casting="unsafe")
+        return
+    mask = (_ONE << _U64(w)) - _ONE
+    if w <= 56:  # the 8-byte load at byte (i * w) // 8 holds the whole value: shift <= 7, 7 + 56 <= 64
+        g = lanes // 8
+        planes = tmp.reshape(-1)[: n * lanes].reshape(8, n, g)
+        rb = rows.strides[0]
+        for i in range(8):
+            src = np.ndarray((n, g), dtype=np.uint64, buffer=rows, offset=(i * w) >> 3, strides=(rb, w))
+            np.right_shift(src, _U64((i * w) & 7), out=planes[i])
+        np.bitwise_and(planes.transpose(1, 2, 0), mask, out=out.reshape(n, g, 8))
+        return
+    k = np.arange(lanes, dtype=np.int64)
+    q, sh = (k * w) >> 6, ((k * w) & 63).astype(np.uint64)
+    np.right_shift(np.take(rows, q, axis=1), sh, out=out)
+    hi = np.take(rows, q + 1, axis=1)
+    hi <<= (_U64(64) - sh) & _U64(63)
+    hi[:, sh == 0] = 0  # a value that starts a word takes nothing from the next one
+    out |= hi
+    out &= mask
+
+
+def _decode_chunks(hdr: np.ndarray, words, lanes: int):
+    """Decode K blocks at ``lanes`` lanes (a multiple of 8), a chunk of blocks of one width at a time:
+    yields ``(idx, vals)``, ``vals`` uint64 ``[len(idx), lanes]`` (a reused buffer: consume it before
+    the next step) holding blocks ``idx`` (an index array or a slice). Lanes at or past a block's
+    count hold unspecified values (the bits after its own). ``words`` must hold every block's packed
+    words (verified hashes guarantee it)."""
+    K = hdr.shape[0]
+    w_all = hdr[:, 2] & 255
+    off_all = hdr[:, 2] >> 8
+    order = np.argsort(w_all, kind="stable")
+    ws = w_all[order]
+    cut = np.flatnonzero(np.diff(ws)) + 1
+    first = np.concatenate([[0], cut]).tolist()
+    last = np.concatenate([cut, [K]]).tolist()
+    in_order = len(first) == 1 or not (order != np.arange(K)).any()
+    base_all, slope_all = _u(hdr[:, 0]), _u(hdr[:, 1])
+    if not in_order:
+        base_all, slope_all, off_all = base_all[order], slope_all[order], off_all[order]
+    # spare words: a row of a short block (or of the last block) may run past the words it owns;
+    # what it reads there only reaches lanes past the block's count
+    spare = (lanes * int(ws[-1]) + 63) // 64 + 1
+    wds = np.concatenate([_u(np.asarray(words, dtype=np.int64)).reshape(-1), np.zeros(spare, np.uint64)])
+    ku = np.arange(lanes, dtype=np.uint64)
+    # chunk buffers, reused across chunks: they stay in cache
+    step = max(1, (_DEC_CHUNK * 128) // lanes)  # about 128k values a step, whatever the block size
+    ch = min(K, step)
+    buf = np.empty((ch, lanes), dtype=np.uint64)
+    tmp = np.empty((ch, lanes), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for a, b in zip(first, last):
+            wv = int(ws[a])
+            col = np.arange((lanes * wv + 63) // 64 + 1, dtype=np.int64)
+            for c0 in range(a, b, step):
+                c1 = min(c0 + step, b)
+                o = buf[: c1 - c0]
+                if wv:
+                    _unpack_rows(wds[off_all[c0:c1, None] + col[None, :]], wv, o, tmp)
+                    o += base_all[c0:c1, None]
+                else:
+                    o[:] = base_all[c0:c1, None]
+                slope = slope_all[c0:c1]
+                if slope.any():
+                    t = tmp[: c1 - c0]
+                    np.multiply(slope[:, None], ku[None, :], out=t)
+                    o += t
+                yield (slice(c0, c1) if in_order else order[c0:c1]), o
+
+
+_MASKS = np.array([(1 << w) - 1 for w in range(65)], dtype=np.uint64)  # 2**64 - 1 fits: w = 64 is all ones
+
+
+def _decode_few(hdr: np.ndarray, words, lanes: int) -> np.ndarray:
+    """``decode_blocks_padded`` for a few blocks of many widths (uint64 ``[K, lanes]``): every width in
+    the same few operations, where the bulk path pays its fixed cost once per width for a handful
+    of blocks. Value ``k`` of a block of width ``w <= 56`` is one unaligned 8-byte load at byte
+    ``8 * word_off + (k * w) // 8`` (a view whose element ``j`` starts at byte ``j``), shifted by
+    ``(k * w) % 8`` and masked; wider blocks take the two words each value spans."""
+    K = hdr.shape[0]
+    w = hdr[:, 2] & 255
+    off = hdr[:, 2] >> 8
+    k = np.arange(lanes, dtype=np.int64)
+    kw = w[:, None] * k[None, :]
+    wds = np.concatenate([_u(np.asarray(words, dtype=np.int64)).reshape(-1), np.zeros(lanes + 2, np.uint64)])
+    win = np.ndarray((wds.size * 8 - 7,), dtype=np.uint64, buffer=wds, strides=(1,))  # element j: bytes j..j+7
+    with np.errstate(over="ignore"):
+        r = win[(kw >> 3) + (off * 8)[:, None]]
+        r >>= (kw & 7).astype(np.uint64)
+        wide = np.flatnonzero(w > 56)
+        if wide.size:  # a value may span 9 bytes: the two words it touches
+            bit = off[wide, None] * 64 + kw[wide]
+            q, sh = bit >> 6, (bit & 63).astype(np.uint64)
+            hi = wds[q + 1] << ((_U64(64) - sh) & _U64(63))
+            hi[sh == 0] = 0
+            r[wide] = (wds[q] >> sh) | hi
+        r &= _MASKS[w][:, None]
+        r += _u(hdr[:, 0])[:, None]
+        slope = _u(hdr[:, 1])
+        if slope.any():
+            r += slope[:, None] * k.astype(np.uint64)[None, :]
+    return r.reshape(K, lanes)
+
+
+def decode_blocks_padded(hdr: np.ndarray, words: np.ndarray, lanes: int) -> np.ndarray:
+    """Values ``0 .. lanes - 1`` of K blocks as int64 ``[K, lanes]`` (``lanes`` a multiple of 8): row
+    ``k`` is block ``k``; lanes at or past a block's count hold unspecified values (the bits after its
+    own, or zeros). ``words`` must hold every block's packed words (verified hashes guarantee it).
+
+    Bulk, per bit width: the blocks are taken in width order; the blocks of one width have their
+    packed words copied into the rows of a small matrix (one gather of words, not of values), the
+    residuals come out of it by views, strided loads and shifts (``_unpack_rows``), and
+    ``base + slope * k`` is added per row."""
+    hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
+    K = hdr.shape[0]
+    if K and lanes and K * lanes <= _FEW_VALUES:
+        return _decode_few(hdr, words, lanes).view(np.int64)
+    pad = np.empty((K, lanes), dtype=np.uint64)
+    if K and lanes:
+        for idx, vals in _decode_chunks(hdr, words, lanes):
+            pad[idx] = vals
+    return pad.view(np.int64)
+
+
 def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np.ndarray | None = None) -> np.ndarray:
     """Decode K blocks into one dense int64 array: block k contributes values ``[lo[k], lo[k] + counts[k])``
     of its block (``lo`` defaults to 0), in block order.
 
     ``hdr``: int64 ``[K, 3]`` (base, slope, meta) with ``word_off`` indexing ``words``; ``words``: int64.
     The caller guarantees (by verified hashes) that each block's packed words lie inside ``words``.
-    Vectorized per bit width: for every block of width ``w`` the word index and shift of value ``j``
-    are the same row of a small table, so the inner work is two gathers and a few shifts.
+    Decoded in bulk as ``decode_blocks_padded`` does; a block of ``lanes`` values is copied whole to
+    its place in the output (a row of a view whose row ``s`` starts at output position ``s``), the
+    values of the other blocks one by one.
 
     >>> blob, _ = encode_column(np.array([5, -7, 9, 11, 13], dtype=np.int64), 4)
     >>> h = blob[: 2 * 4].reshape(2, 4)[:, :3]
@@ -298,59 +443,42 @@ def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np
     """
     hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
     counts = np.asarray(counts, dtype=np.int64)
-    K = len(counts)
     if lo is not None:
         lo = np.asarray(lo, dtype=np.int64)
         full = decode_blocks(hdr, words, lo + counts)
         start = np.cumsum(lo + counts) - (lo + counts)
         return full[ranges(start + lo, counts)]
     total = int(counts.sum())
+    out = np.empty(total, dtype=np.uint64)
     if total == 0:
-        return np.empty(0, dtype=np.int64)
-    bs = int(counts.max())
-    # zero padding: a short block's unused lanes (masked out below) may read past the last packed word
-    wds = np.concatenate([_u(np.asarray(words, dtype=np.int64)), np.zeros(bs + 2, np.uint64)])
-    meta = hdr[:, 2]
-    w_all = meta & 255
-    off_all = meta >> 8
-    j = np.arange(bs, dtype=np.int64)
-    ju = j.astype(np.uint64)
-    pad = np.empty((K, bs), dtype=np.uint64)
-    widths = np.unique(w_all)
-    with np.errstate(over="ignore"):
-        for wv in widths:
-            wv = int(wv)
-            sel_all = np.flatnonzero(w_all == wv) if len(widths) > 1 else None
-            bit = j * wv
-            wrel, sh = bit >> 6, (bit & 63).astype(np.uint64)
-            shl = _U64(64) - sh  # numpy: a shift by 64 gives 0, so sh == 0 adds nothing
-            mask = (_ONE << _U64(wv)) - _ONE  # all ones for w == 64 (the shift gives 0)
-            for c0 in range(0, K if sel_all is None else len(sel_all), _CHUNK):
-                # one width: contiguous slices (views), else the chunk's rows
-                sel = slice(c0, min(c0 + _CHUNK, K)) if sel_all is None else sel_all[c0 : c0 + _CHUNK]
-                slope = _u(hdr[sel, 1])
-                val = np.empty((len(slope), bs), dtype=np.uint64)
-                if slope.any():
-                    np.multiply(slope[:, None], ju[None, :], out=val)
-                    val += _u(hdr[sel, 0])[:, None]
-                else:
-                    val[:] = _u(hdr[sel, 0])[:, None]
-                if wv:
-                    wi = off_all[sel][:, None] + wrel[None, :]
-                    r = wds[wi]
-                    r >>= sh[None, :]
-                    if 64 % wv:  # some values straddle two words
-                        wi += 1
-                        hi = wds[wi]
-                        hi <<= shl[None, :]
-                        r |= hi
-                    if wv < 64:
-                        r &= mask
-                    val += r
-                pad[sel] = val
-    if (counts == bs).all():
-        return pad.view(np.int64).reshape(-1)
-    return pad.view(np.int64)[j[None, :] < counts[:, None]]
+        return out.view(np.int64)
+    lanes = -(-int(counts.max()) // 8) * 8  # a multiple of 8: whole groups of 8 values
+    if len(counts) * lanes <= _FEW_VALUES:
+        pad = _decode_few(hdr, words, lanes).view(np.int64)
+        return pad.reshape(-1) if (counts == lanes).all() else pad[np.arange(lanes)[None, :] < counts[:, None]]
+    start = np.cumsum(counts) - counts
+    rows = np.lib.stride_tricks.as_strided(out, shape=(max(total - lanes + 1, 0), lanes), strides=(8, 8))
+    full = counts == lanes
+    short = np.flatnonzero(~full)
+    # the blocks of fewer values (a stripe's last) are kept aside, then placed value by value at once
+    short_at = np.full(len(counts), -1, np.int64)
+    short_at[short] = np.arange(len(short))
+    side = np.empty((len(short), lanes), dtype=np.uint64)
+    for idx, vals in _decode_chunks(hdr, words, lanes):
+        if not len(short):
+            rows[start[idx]] = vals
+            continue
+        f = full[idx]
+        if f.all():
+            rows[start[idx]] = vals
+            continue
+        if f.any():
+            rows[start[idx][f]] = vals[f]
+        side[short_at[idx][~f]] = vals[~f]
+    if len(short):
+        c = counts[short]
+        out[ranges(start[short], c)] = side[np.arange(lanes)[None, :] < c[:, None]]
+    return out.view(np.int64)
 
 
 def decode_blob(blob: np.ndarray, count: int, block_size: int) -> np.ndarray:

@@ -1,9 +1,10 @@
 """NumPy twin of ``kernels/triton_decode_gather.py``: the same decode-gather, obviously right.
 
-Every function mirrors a kernel or launcher of the Triton module by name
-(``_decode_gather_kernel`` -> ``decode_gather_np``, ``_gather_tail_kernel`` -> ``gather_tail_np``,
-``materialize_staged_triton`` -> ``materialize_staged_np``) and computes exactly what the kernel
-computes per tile, vectorized over all tiles at once: value ``k`` of staged block ``b`` is
+Every function mirrors a part of the Triton module (the history kernel's per-column work ->
+``decode_gather_np``, the tail kernel's -> ``gather_tail_np``, ``materialize_staged_triton`` ->
+``materialize_staged_np``) and computes exactly what the kernels compute per tile, vectorized over
+all tiles at once (one column at a time: the kernels' fusion of columns changes no value): value
+``k`` of staged block ``b`` is
 
     base[b] + slope[b] * k + bits(words, word_off[b] * 64 + k * w[b], w[b])   (uint64 wrapping)
 
@@ -59,6 +60,61 @@ def decode_values_np(hdr, words, block, k) -> np.ndarray:
     return v.view(np.int64)
 
 
+# Mean segment length (values) from which segments are copied as slices rather than gathered
+# with one index (the same rule as the reference backend's).
+SLICE_MIN_MEAN = 256
+
+
+def _ranges(starts, counts) -> np.ndarray:
+    """Concatenation of ``arange(starts[i], starts[i] + counts[i])`` (counts >= 1), without a Python loop."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.asarray(starts, dtype=np.int64)
+    step = np.ones(total, dtype=np.int64)
+    first = np.cumsum(counts) - counts
+    step[0] = starts[0]
+    step[first[1:]] = starts[1:] - (starts[:-1] + counts[:-1] - 1)
+    return np.cumsum(step)
+
+
+def _copy_segments(src, src_start, n, dst_flat, dst_start) -> np.ndarray:
+    """Copy ``src[src_start[i]:+n[i]]`` to ``dst_flat[dst_start[i]:+n[i]]`` for every segment (slices
+    when segments are long, else one gather and one scatter); returns the copied values back to
+    back (the segments' values in order, for the leakage check)."""
+    if n.size == 0:
+        return np.zeros(0, dtype=src.dtype)
+    if int(n.sum()) >= SLICE_MIN_MEAN * n.size:
+        parts = [src[s : s + k] for s, k in zip(src_start.tolist(), n.tolist())]
+        if dst_flat is not None:
+            for d, part in zip(dst_start.tolist(), parts):
+                dst_flat[d : d + part.size] = part
+        return np.concatenate(parts)
+    vals = src[_ranges(src_start, n)]
+    if dst_flat is not None:
+        dst_flat[_ranges(dst_start, n)] = vals
+    return vals
+
+
+def _flag(vals, n, ex, request_ts, viol, inclusive: bool) -> None:
+    """``viol[ex[i]] = 1`` where segment ``i`` (``n[i]`` values of ``vals``, back to back) holds a
+    value ``>= request_ts[ex[i]]`` (``>`` when ``inclusive``): one ``maximum.reduceat``."""
+    if n.size == 0:
+        return
+    top = np.maximum.reduceat(vals, np.cumsum(n) - n)
+    rts = np.asarray(request_ts, dtype=np.int64)[ex]
+    bad = top > rts if inclusive else top >= rts
+    viol[ex[bad]] = 1
+
+
+def _dst(offsets, ex, pos, padded_width):
+    """Flat output positions: ``pos`` itself (jagged), or row ``ex``, column ``pos - offsets[ex]``."""
+    if padded_width is None:
+        return pos
+    return ex * int(padded_width) + (pos - np.asarray(offsets, dtype=np.int64)[ex])
+
+
 def decode_gather_np(
     hdr,
     words,
@@ -77,33 +133,46 @@ def decode_gather_np(
     inclusive: bool = False,
     padded_width: int | None = None,
 ) -> None:
-    """Twin of ``_decode_gather_kernel``: decode every tile into ``out`` and flag leakage in ``viol``.
+    """Twin of ``_history_kernel`` for one column: decode every tile into ``out`` and flag leakage in ``viol``.
 
     Tile ``t`` decodes values ``tile_lo[t] .. tile_lo[t] + tile_cnt[t] - 1`` of block
     ``tile_block[t]`` and writes value ``r`` to ``out[tile_out[t] + r]`` (jagged, ``out`` 1-D) or to
     ``out[tile_ex[t], tile_out[t] - offsets[tile_ex[t]] + r]`` (padded, ``out`` ``[B, W]``).
     With ``check``, ``viol[tile_ex[t]] = 1`` when a decoded value is ``>= request_ts[tile_ex[t]]``
     (``> request_ts[tile_ex[t]]`` when ``inclusive``: the kernel's ``INCLUSIVE``).
+
+    Each staged block is decoded once, the prefix its tiles use (``decode_values_np``: the kernel's
+    formula); tiles that continue each other in the decoded values, in the output and in their
+    example merge into runs, which are copied as segments; the check is one maximum per run.
     """
     tile_cnt = np.asarray(tile_cnt, dtype=np.int64)
-    if tile_cnt.size == 0:
+    keep = tile_cnt > 0
+    if not keep.any():
         return
-    tile_of = np.repeat(np.arange(tile_cnt.size), tile_cnt)  # tile of every decoded value
-    r = np.arange(tile_of.size, dtype=np.int64) - np.repeat(np.cumsum(tile_cnt) - tile_cnt, tile_cnt)
-    blk = np.asarray(tile_block, dtype=np.int64)[tile_of]
-    k = np.asarray(tile_lo, dtype=np.int64)[tile_of] + r
-    vals = decode_values_np(hdr, words, blk, k)
-    ex = np.asarray(tile_ex, dtype=np.int64)[tile_of]
-    pos = np.asarray(tile_out, dtype=np.int64)[tile_of] + r
-    if store:
-        if padded_width is None:
-            out[pos] = vals.astype(out.dtype)
-        else:
-            out[ex, pos - np.asarray(offsets, dtype=np.int64)[ex]] = vals.astype(out.dtype)
+    tb = np.asarray(tile_block, dtype=np.int64)[keep]
+    lo = np.asarray(tile_lo, dtype=np.int64)[keep]
+    cnt = tile_cnt[keep]
+    pos = np.asarray(tile_out, dtype=np.int64)[keep]
+    ex = np.asarray(tile_ex, dtype=np.int64)[keep]
+    K = np.asarray(hdr).reshape(-1, 3).shape[0]
+    used = np.zeros(K, dtype=np.int64)
+    np.maximum.at(used, tb, lo + cnt)
+    blocks = np.flatnonzero(used)
+    dense = decode_values_np(hdr, words, np.repeat(blocks, used[blocks]), _ranges(np.zeros(blocks.size, np.int64), used[blocks]))
+    dense_start = np.cumsum(used) - used
+    src = dense_start[tb] + lo
+    o = np.argsort(pos, kind="stable")
+    src, pos, cnt, ex = src[o], pos[o], cnt[o], ex[o]
+    new = np.ones(src.size, dtype=bool)
+    new[1:] = (src[1:] != src[:-1] + cnt[:-1]) | (pos[1:] != pos[:-1] + cnt[:-1]) | (ex[1:] != ex[:-1])
+    first = np.flatnonzero(new)
+    run_n = np.add.reduceat(cnt, first)
+    run_ex = ex[first]
+    flat = out.reshape(-1) if store else None
+    vals = _copy_segments(dense.astype(out.dtype) if store else dense, src[first], run_n, flat,
+                          _dst(offsets, run_ex, pos[first], padded_width))
     if check:
-        rts = np.asarray(request_ts, dtype=np.int64)[ex]
-        bad = vals > rts if inclusive else vals >= rts
-        viol[ex[bad]] = 1
+        _flag(vals, run_n, run_ex, request_ts, viol, inclusive)
 
 
 def gather_tail_np(
@@ -121,24 +190,21 @@ def gather_tail_np(
     inclusive: bool = False,
     padded_width: int | None = None,
 ) -> None:
-    """Twin of ``_gather_tail_kernel``: copy ``tail_len[e]`` values from ``tail_values[tail_src[e]:]``
-    to ``out[offsets[e] + hist_len[e] + r]`` (or ``out[e, hist_len[e] + r]`` padded), flagging leakage."""
+    """Twin of ``_tail_kernel`` for one column: copy ``tail_len[e]`` values from ``tail_values[tail_src[e]:]``
+    to ``out[offsets[e] + hist_len[e] + r]`` (or ``out[e, hist_len[e] + r]`` padded), flagging leakage:
+    one segment per example."""
     tail_len = np.asarray(tail_len, dtype=np.int64)
-    if tail_len.size == 0 or tail_len.sum() == 0:
+    ex = np.flatnonzero(tail_len > 0)
+    if ex.size == 0:
         return
-    ex = np.repeat(np.arange(tail_len.size), tail_len)
-    r = np.arange(ex.size, dtype=np.int64) - np.repeat(np.cumsum(tail_len) - tail_len, tail_len)
-    vals = np.asarray(tail_values, dtype=np.int64)[np.asarray(tail_src, dtype=np.int64)[ex] + r]
-    dst = np.asarray(hist_len, dtype=np.int64)[ex] + r
-    if store:
-        if padded_width is None:
-            out[np.asarray(offsets, dtype=np.int64)[ex] + dst] = vals.astype(out.dtype)
-        else:
-            out[ex, dst] = vals.astype(out.dtype)
+    n = tail_len[ex]
+    pos = np.asarray(offsets, dtype=np.int64)[ex] + np.asarray(hist_len, dtype=np.int64)[ex]
+    tv = np.asarray(tail_values, dtype=np.int64)
+    flat = out.reshape(-1) if store else None
+    vals = _copy_segments(tv.astype(out.dtype) if store else tv, np.asarray(tail_src, dtype=np.int64)[ex], n, flat,
+                          _dst(offsets, ex, pos, padded_width))
     if check:
-        rts = np.asarray(request_ts, dtype=np.int64)[ex]
-        bad = vals > rts if inclusive else vals >= rts
-        viol[ex[bad]] = 1
+        _flag(vals, n, ex, request_ts, viol, inclusive)
 
 
 def materialize_staged_np(staged, padded_width: int | None = None, pad_value: int = 0):

@@ -142,3 +142,32 @@ def test_decode_speed_is_vectorized():
     t = time.perf_counter()
     assert_same(codec.decode_blocks(hdr, region, cnt), x)
     assert time.perf_counter() - t < 1.0
+
+
+@pytest.mark.parametrize("few", [0, 1 << 40], ids=["bulk", "few"])
+def test_bulk_and_few_paths_every_width_short_blocks(few, monkeypatch):
+    """Both decoders (bulk per width; every width at once for a few blocks) on blocks of every width
+    0..64, mixed in one call, full and short, with windows (``lo``) and padded rows."""
+    monkeypatch.setattr(codec, "_FEW_VALUES", few)
+    rng = np.random.default_rng(11)
+    parts, counts = [], []
+    for w in range(65):
+        for cnt in (128, 37, 1):
+            hi = (1 << w) - 1
+            r = rng.integers(0, 2**63, cnt, dtype=np.int64).view(np.uint64) % np.uint64(hi + 1) if w < 64 else \
+                rng.integers(I64.min, I64.max, cnt, dtype=np.int64, endpoint=True).view(np.uint64)
+            r[0], r[-1] = np.uint64(0), np.uint64(hi)  # force the width (FOR: base = min)
+            parts.append((r + np.uint64(rng.integers(0, 2**40) if w < 56 else 0)).view(np.int64))
+            counts.append(cnt)
+    x = np.concatenate(parts)
+    counts = np.array(counts)
+    region, off, nw, _ = codec.encode_stripes(x, counts, 128)
+    hdr, cnt = headers(region, off, counts, 128)
+    assert set((hdr[:, 2] & 255).tolist()) >= set(range(1, 65))
+    assert_same(codec.decode_blocks(hdr, region, cnt), x)
+    lo = rng.integers(0, cnt)
+    n = rng.integers(0, cnt - lo + 1)
+    want = x[ranges(np.cumsum(cnt) - cnt + lo, n)]
+    assert_same(codec.decode_blocks(hdr, region, n, lo=lo), want)
+    pad = codec.decode_blocks_padded(hdr, region, 128)
+    assert_same(pad[np.arange(128)[None, :] < cnt[:, None]], x)

@@ -1,0 +1,242 @@
+"""CPU decode and assembly against their floors (issue 10, item 4), on `gpumat bench storage`'s workload.
+
+Two measurements, each repeated ``--repeat`` times (the range is printed: the machine may be shared):
+
+``decode``  Mvalues/s of ``host.codec.decode_blocks`` over every block of each column of the tier
+            (verified read excluded; ``+verify`` adds the block-hash check the read path does),
+            against pyarrow decoding the same column from a tuned store-once Parquet file held in
+            memory (events sorted by user, zstd 3, ts DELTA_BINARY_PACKED, dictionary on the
+            low-cardinality columns, 16k-row groups; one thread), and against ``memcpy`` of the
+            same values as int64 (``np.copyto``).
+``epoch``   per tenant, one epoch of the reference backend over batches planned beforehand
+            (``ops.decode_gather(staged, "reference")``: decode, assemble, leakage check), against
+            an in-memory NumPy gather of the same windows from the histories already decoded
+            (same columns, same tails, no check): the floor the reference path approaches.
+
+    python profiling/cpu_decode.py [--scale 1.0] [--workdir /tmp/gpumat-cpu-decode] [--repeat 3]
+                                   [--part decode|epoch|all] [--json out.json]
+
+The workload (the same as ``gpumat bench storage --scale S --seed 0``) is built once in
+``--workdir`` and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def load(workdir: str, scale: float):
+    from gpumat.host.tier import Tier
+    from gpumat.host.workloads import SYNTH_TENANTS, synthetic_workload
+
+    tier_dir = os.path.join(workdir, f"tier-{scale:g}")
+    ex_path = os.path.join(workdir, f"examples-{scale:g}.parquet")
+    if not os.path.exists(ex_path):
+        os.makedirs(workdir, exist_ok=True)
+        w = synthetic_workload(tier_dir, scale=scale, seed=0, progress=False)
+        pq.write_table(w.examples, ex_path + ".tmp")
+        os.replace(ex_path + ".tmp", ex_path)
+    return Tier.open(tier_dir), SYNTH_TENANTS, pq.read_table(ex_path)
+
+
+def timed(fn, repeat: int) -> list[float]:
+    """CPU seconds (``process_time``: time-slicing on a shared machine does not count) of ``repeat`` calls
+    after one warm-up call."""
+    fn()
+    out = []
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        out.append(time.process_time() - t0)
+    return out
+
+
+def interleaved(fns: dict, repeat: int) -> dict:
+    """``timed`` for several functions, their calls interleaved (each sees the same machine load)."""
+    for f in fns.values():
+        f()
+    out = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, f in fns.items():
+            t0 = time.process_time()
+            f()
+            out[k].append(time.process_time() - t0)
+    return out
+
+
+def _rng(xs, fmt="{:.0f}"):
+    lo, hi = min(xs), max(xs)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+
+def all_blocks(tier, column):
+    """(hdr, words, counts) of every block of ``column`` in directory order (a verified read)."""
+    from gpumat.host.codec import block_counts
+
+    d = tier.directory()
+    si = np.arange(len(d), dtype=np.int64)
+    hdr, words, _ = tier.read_blocks(column, si, np.zeros_like(si), d.nblocks)
+    _, cnt = block_counts(d.count, tier.block_size)
+    return hdr, words, cnt
+
+
+def events_table(tier) -> pa.Table:
+    """Every event of the tier's newest version, sorted by (user, position): the store-once table."""
+    from gpumat.host.codec import decode_blocks
+
+    d = tier.directory()
+    cols = {"user_id": np.repeat(d.user_id, d.count)}
+    for c, dt in tier.schema.items():
+        hdr, words, cnt = all_blocks(tier, c)
+        cols[c] = decode_blocks(hdr, words, cnt).astype(dt)
+    return pa.table(cols)
+
+
+def tuned_parquet(table: pa.Table, row_group_size: int = 16384) -> bytes:
+    """The tuned store-once Parquet of ``gpumat bench storage`` (host.fatrow.write_store_once), in memory."""
+    from gpumat.host.fatrow import write_store_once
+
+    buf = io.BytesIO()
+    write_store_once(table, buf, row_group_size=row_group_size)
+    return buf.getvalue()
+
+
+def part_decode(tier, repeat: int) -> dict:
+    from gpumat.host import codec
+
+    table = events_table(tier)
+    blob = tuned_parquet(table)
+    md = pq.ParquetFile(pa.BufferReader(blob)).metadata
+    n = table.num_rows
+    out = {"events": n, "columns": {}}
+    src = np.arange(n, dtype=np.int64)
+    dst = np.empty_like(src)
+    memcpy = timed(lambda: np.copyto(dst, src), max(repeat, 5))  # warmed up: dst's pages touched
+    out["memcpy_GBps"] = [8 * n / t / 1e9 for t in memcpy]
+    print(f"{n:,} events; memcpy (np.copyto int64): {_rng(out['memcpy_GBps'], '{:.1f}')} GB/s = "
+          f"{_rng([n / t / 1e6 for t in memcpy])} Mvalues/s")
+    print(f"{'column':<13}{'tier decode':>14}{'+verify':>10}{'parquet':>10}{'tier/pq':>10}{'tier/memcpy':>13}"
+          f"{'tier B/ev':>11}{'pq B/ev':>9}   (Mvalues/s, ranges over {repeat} runs)")
+    for c in tier.schema:
+        hdr, words, cnt = all_blocks(tier, c)
+        want = table.column(c).to_numpy().astype(np.int64)
+        got = codec.decode_blocks(hdr, words, cnt)
+        assert np.array_equal(got, want), c
+        nw = codec.words_for(cnt, hdr[:, 2] & 255)
+        hdr4 = np.concatenate([hdr, np.zeros((len(hdr), 1), np.int64)], axis=1)
+
+        def verify_decode():
+            codec.block_hash(hdr4[:, 0], hdr4[:, 1], hdr4[:, 2], words[:-1], nw)
+            codec.decode_blocks(hdr, words, cnt)
+
+        t = interleaved({"tier": lambda: codec.decode_blocks(hdr, words, cnt), "verify": verify_decode,
+                         "pq": lambda: pq.read_table(pa.BufferReader(blob), columns=[c], use_threads=False),
+                         "memcpy": lambda: np.copyto(dst, src)}, repeat)
+        t_tier, t_ver, t_pq, t_mem = t["tier"], t["verify"], t["pq"], t["memcpy"]
+        j = [md.schema.column(i).name for i in range(md.num_columns)].index(c)
+        pq_bytes = sum(md.row_group(g).column(j).total_compressed_size for g in range(md.num_row_groups))
+        tier_bytes = 8 * (4 * len(cnt) + int(nw.sum()))
+        r = {
+            "tier_Mvps": [n / t / 1e6 for t in t_tier], "tier_verify_Mvps": [n / t / 1e6 for t in t_ver],
+            "parquet_Mvps": [n / t / 1e6 for t in t_pq],
+            "tier_over_parquet": [a / b for a, b in zip(t_pq, t_tier)],  # per interleaved round
+            "tier_over_memcpy": [m / a for a, m in zip(t_tier, t_mem)],
+            "tier_bytes_per_event": tier_bytes / n, "parquet_bytes_per_event": pq_bytes / n,
+        }
+        out["columns"][c] = r
+        print(f"{c:<13}{_rng(r['tier_Mvps']):>14}{_rng(r['tier_verify_Mvps']):>10}{_rng(r['parquet_Mvps']):>10}"
+              f"{_rng(r['tier_over_parquet'], '{:.2f}'):>10}{_rng(r['tier_over_memcpy'], '{:.2f}'):>13}"
+              f"{r['tier_bytes_per_event']:>11.2f}{r['parquet_bytes_per_event']:>9.2f}")
+    return out
+
+
+def part_epoch(tier, tenants, examples, repeat: int, batch_size: int = 256) -> dict:
+    from gpumat.host.codec import decode_blocks
+    from gpumat.host.examples import check_pointers, parse_examples
+    from gpumat.host.planner import plan, window_sizes
+    from gpumat.host.ranges import ranges
+    from gpumat.host.workloads import user_clustered_batches
+    from gpumat.ops import decode_gather
+
+    d = tier.directory()
+    users, first = np.unique(d.user_id, return_index=True)
+    # the newest version's histories, flat per column, user-major (directory order is (user, start))
+    user_len = np.zeros(users.size, np.int64)
+    np.add.at(user_len, np.searchsorted(users, d.user_id), d.count)
+    user_base = np.cumsum(user_len) - user_len
+    hist = {}
+    for c in tier.schema:
+        hdr, words, cnt = all_blocks(tier, c)
+        hist[c] = decode_blocks(hdr, words, cnt)
+    batches = user_clustered_batches(examples, batch_size, seed=0)
+    out = {}
+    print(f"{'tenant':<8}{'events':>12}{'reference s':>14}{'numpy gather s':>16}{'ratio':>12}   "
+          f"(epoch over {len(batches)} planned batches, ranges over {repeat} runs)")
+    for t in tenants:
+        staged, plans = [], []
+        for tb in batches:
+            ex = parse_examples(tb, tier.schema)
+            check_pointers(ex, tier)
+            s = plan(tier, ex, t, check_leakage=True)
+            staged.append(s)
+            h, tl = window_sizes(ex, t.max_len)
+            u = np.searchsorted(users, ex.user_id)
+            cols = [name for name, _, _ in s.passes()]
+            plans.append((cols, s.offsets, user_base[u] + ex.length - h, h, s.tail_src, tl, s.hist_len,
+                          {c: np.asarray(s.columns[c].tail_values) for c in cols}))
+        events = int(sum(s.total for s in staged))
+
+        def reference():
+            for s in staged:
+                decode_gather(s, "reference")
+
+        def numpy_gather():
+            # the floor: the same windows of the same columns from histories already in memory
+            for cols, offsets, hstart, h, tsrc, tl, hl, tails in plans:
+                hidx = ranges(hstart, h)
+                hpos = ranges(offsets[:-1], h)
+                tidx = ranges(tsrc, tl)
+                tpos = ranges(offsets[:-1] + hl, tl)
+                for c in cols:
+                    o = np.empty(int(offsets[-1]), np.int64)
+                    o[hpos] = hist[c][hidx]
+                    o[tpos] = tails[c][tidx]
+
+        t_ref = timed(reference, repeat)
+        t_np = timed(numpy_gather, repeat)
+        ratio = [a / b for a, b in zip(sorted(t_ref), sorted(t_np))]
+        out[t.name] = {"events": events, "reference_s": t_ref, "numpy_gather_s": t_np, "ratio": ratio}
+        print(f"{t.name:<8}{events:>12,}{_rng(t_ref, '{:.3f}'):>14}{_rng(t_np, '{:.3f}'):>16}"
+              f"{_rng(ratio, '{:.2f}'):>12}")
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--workdir", default="/tmp/gpumat-cpu-decode")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--part", choices=["decode", "epoch", "all"], default="all")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    tier, tenants, examples = load(args.workdir, args.scale)
+    res = {"scale": args.scale, "repeat": args.repeat}
+    if args.part in ("decode", "all"):
+        res["decode"] = part_decode(tier, args.repeat)
+    if args.part in ("epoch", "all"):
+        res["epoch"] = part_epoch(tier, tenants, examples, args.repeat)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
