@@ -20,6 +20,17 @@ scan-oriented Parquet.
 
 Bytes read (``FatRowReader``) are the compressed column-chunk sizes from the Parquet footer of
 the row groups a read touches, for the projected ``seq_`` columns only.
+
+Two stronger peers, for honest comparisons (``gpumat bench storage``):
+
+- ``write_fat_rows(..., tuned=True)``: the strongest Fat Row a user would write: rows sorted by
+  ``(user_id, request_ts)`` (a user's consecutive examples repeat almost the same sequence, which
+  zstd then finds), per-column encodings chosen by ``choose_encodings`` (``ts``
+  DELTA_BINARY_PACKED, dictionary on low-cardinality columns), zstd level 3, 64 MiB data pages
+  (one zstd frame sees many rows) and 64 MiB row groups. Read with the same ``FatRowReader``.
+- ``write_store_once`` / ``StoreOnceReader``: each event stored once in plain Parquet, sorted by
+  user, with the same tuned encodings and 16k-row groups; an epoch reads the row groups its
+  windows overlap (projected columns) and gathers each example's window and tail in memory.
 """
 
 from __future__ import annotations
@@ -44,6 +55,50 @@ from gpumat.host.schema import PA_TYPES
 
 SEQ_PREFIX = "seq_"
 _META_KEY = b"gpumat.fatrow"
+_STORE_ONCE_KEY = b"gpumat.store_once"
+TUNED_PAGE_BYTES = 64 << 20  # tuned layouts: one data page (one zstd frame) per 64 MiB of a column chunk
+STORE_ONCE_ROW_GROUP = 16384  # rows per row group of the store-once file
+# Candidates ``choose_encodings`` tries for an integer column: Parquet's dictionary (RLE-bit-packed
+# indices), its delta coding, byte-stream split and plain, each under the file's compression.
+ENCODING_CANDIDATES = ("DICTIONARY", "DELTA_BINARY_PACKED", "BYTE_STREAM_SPLIT", "PLAIN")
+
+
+def with_encodings(options: dict, encodings: dict) -> dict:
+    """ParquetWriter ``options`` with ``encodings`` (``{leaf path: candidate}``) applied: dictionary
+    columns join ``use_dictionary``, the others get a ``column_encoding`` (PLAIN included, so that
+    pyarrow does not try a dictionary first)."""
+    out = dict(options)
+    dict_cols = [c for c in out.get("use_dictionary") or [] if c not in encodings]
+    dict_cols += [c for c, e in encodings.items() if e == "DICTIONARY"]
+    out["use_dictionary"] = dict_cols
+    col_enc = dict(out.get("column_encoding") or {})
+    col_enc.update({c: e for c, e in encodings.items() if e != "DICTIONARY"})
+    if col_enc:
+        out["column_encoding"] = col_enc
+    return out
+
+
+def choose_encodings(table: pa.Table, leaves: dict, options: dict, candidates=ENCODING_CANDIDATES) -> dict:
+    """``{column: candidate}``: for each column of ``table`` (``leaves`` maps it to its Parquet leaf
+    path), the encoding of ``candidates`` under which the column, written alone with ``options``,
+    is smallest (ties: the earlier candidate). What a user tuning a layout would do on a sample."""
+    import io
+
+    out = {}
+    for name, leaf in leaves.items():
+        sizes = {}
+        one = table.select([name])
+        for cand in candidates:
+            buf = io.BytesIO()
+            try:
+                pq.write_table(one, buf, **with_encodings({k: v for k, v in options.items() if k != "use_dictionary"},
+                                                          {leaf: cand}))
+            except (pa.ArrowException, ValueError):  # an encoding this type does not support
+                continue
+            md = pq.ParquetFile(pa.BufferReader(buf.getvalue())).metadata
+            sizes[cand] = sum(md.row_group(g).column(0).total_compressed_size for g in range(md.num_row_groups))
+        out[name] = min(sizes, key=lambda c: (sizes[c], candidates.index(c))) if one.num_rows and sizes else "PLAIN"
+    return out
 
 
 def _union_columns(tenants, schema: dict[str, str]) -> tuple[list[str], int]:
@@ -81,19 +136,26 @@ def _read_histories(tier, users: np.ndarray, versions: np.ndarray, columns: list
 
 
 def write_fat_rows(examples, tier, tenants, path, compression: str = "zstd", row_group_bytes: int = 64 << 20,
-                   max_row_group_rows: int = 65536) -> int:
+                   max_row_group_rows: int = 65536, tuned: bool = False, encodings: dict | None = None) -> int:
     """Write the Fat Row Parquet file of ``examples`` for the union of ``tenants``; return its size in bytes.
 
     ``examples``: an examples table or Parquet path (SPEC §3) whose pointers ``tier`` holds.
     Output rows follow the input order: ``user_id``, ``request_ts``, the passthrough columns, then
     ``seq_<c>`` (``list<dtype of c>``) for every column some tenant reads, in schema order, each
     holding the newest ``max(tenant.max_len)`` events of ``history[u][0:n] ++ tail``.
+
+    ``tuned``: the strongest Fat Row (module docstring): rows sorted by ``(user_id, request_ts)``
+    (stable), each ``seq_`` column in the encoding ``encodings`` names (default: the smallest on
+    the first row group, ``choose_encodings``), zstd level 3, 64 MiB data pages.
     Raises ``SchemaError`` (bad examples or tenants) and ``PointerError`` (a length beyond the
     user's history).
     """
     schema = dict(tier.schema)
     columns, L = _union_columns(tenants, schema)
     ex = parse_examples(examples, schema)
+    if tuned:
+        order = np.lexsort((ex.request_ts, ex.user_id))  # stable: ties keep the input order
+        ex = parse_examples(ex.table.take(pa.array(order)), schema)
     bad = np.flatnonzero((ex.version < 0) | (ex.length < 0) | (ex.version > tier.version))
     if bad.size:
         raise PointerError(f"examples {describe_indices(bad)}: version or length out of range")
@@ -119,10 +181,13 @@ def write_fat_rows(examples, tier, tenants, path, compression: str = "zstd", row
     out_schema = pa.schema(fields, metadata={_META_KEY: json.dumps(meta).encode()})
 
     B = ex.size
-    with pq.ParquetWriter(os.fspath(path), out_schema, compression=compression,
-                          use_dictionary=["user_id", "request_ts", *passthrough]) as writer:
+    options = dict(compression=compression, use_dictionary=["user_id", "request_ts", *passthrough])
+    if tuned:
+        options.update(compression_level=3, data_page_size=TUNED_PAGE_BYTES)
+    writer = None
+    try:
         a = 0
-        while a < B:
+        while a < B or writer is None:
             # the largest row group whose sequences stay within row_group_bytes (at least one row)
             b = int(np.searchsorted(cum, cum[a] + row_group_bytes, side="right")) - 1
             b = min(max(b, a + 1), a + max_row_group_rows, B)
@@ -143,8 +208,28 @@ def write_fat_rows(examples, tier, tenants, path, compression: str = "zstd", row
                 seq[hist_pos] = hist[c][hist_src]
                 seq[tail_pos] = ex.tail_values[c][tail_src]  # int64 tails fit the schema dtype (checked)
                 cols[SEQ_PREFIX + c] = list_array(offs, seq, PA_TYPES[schema[c]])
-            writer.write_table(pa.table(cols, schema=out_schema), row_group_size=b - a)
+            table = pa.table(cols, schema=out_schema)
+            if writer is None:
+                if tuned:  # the encodings that make the first row group smallest, then the whole file
+                    leaves = {SEQ_PREFIX + c: f"{SEQ_PREFIX}{c}.list.element" for c in columns}
+                    if encodings is None:
+                        encodings = choose_encodings(table.select(list(leaves)), leaves, options)
+                    else:
+                        encodings = {SEQ_PREFIX + c: e for c, e in encodings.items()}
+                    options = with_encodings(options, {leaves[k]: v for k, v in encodings.items()})
+                    meta["encodings"] = {k[len(SEQ_PREFIX):]: v for k, v in encodings.items()}
+                    meta["sorted_by"] = ["user_id", "request_ts"]
+                    out_schema = out_schema.with_metadata({_META_KEY: json.dumps(meta).encode()})
+                    table = table.replace_schema_metadata(out_schema.metadata)
+                writer = pq.ParquetWriter(os.fspath(path), out_schema, **options)
+            if B:
+                writer.write_table(table, row_group_size=b - a)
             a = b
+            if B == 0:
+                break
+    finally:
+        if writer is not None:
+            writer.close()
     return os.path.getsize(path)
 
 
@@ -309,3 +394,139 @@ class FatRowReader:
         self._check(tenant)
         return int(sum(int(self._chunk_bytes[c].sum()) for c in tenant.columns))
 
+
+
+# ------------------------------------------------------------------------ store-once Parquet peer
+
+
+def store_once_table(tier) -> pa.Table:
+    """Every event of ``tier`` (at its handle's version) once: ``user_id`` then the schema columns,
+    sorted by ``(user_id, position)`` (the directory's stripe order), in the schema's dtypes."""
+    from gpumat.host.codec import block_counts, decode_blocks
+
+    d = tier.directory()
+    si = np.arange(len(d), dtype=np.int64)
+    cols = {"user_id": pa.array(np.repeat(np.asarray(d.user_id, np.int64), d.count))}
+    if len(si):
+        read = tier.read_blocks_many(list(tier.schema), si, np.zeros_like(si), d.nblocks)
+        _, cnt = block_counts(d.count, tier.block_size)
+    for c, dt in tier.schema.items():
+        vals = decode_blocks(read[c][0], read[c][1], cnt) if len(si) else np.zeros(0, np.int64)
+        cols[c] = pa.array(vals.astype(dt, copy=False), type=PA_TYPES[dt])
+    return pa.table(cols)
+
+
+def write_store_once(table: pa.Table, where, row_group_size: int = STORE_ONCE_ROW_GROUP, encodings: dict | None = None,
+                     compression: str = "zstd", compression_level: int = 3, sample_rows: int = 16 * STORE_ONCE_ROW_GROUP) -> int:
+    """Write the events of ``table`` (``user_id`` plus integer columns, sorted by user: see
+    ``store_once_table``) as the tuned store-once Parquet file at ``where`` (a path or a writable
+    file object); return its size in bytes.
+
+    ``encodings``: ``{column: candidate}``; default: ``choose_encodings`` on the first
+    ``sample_rows`` rows (``ts`` comes out DELTA_BINARY_PACKED, low-cardinality columns
+    DICTIONARY). zstd at ``compression_level``, ``row_group_size`` rows per row group.
+    """
+    if "user_id" not in table.column_names:
+        raise SchemaError("write_store_once: the table needs a user_id column")
+    uid = np.asarray(table.column("user_id").to_numpy(), dtype=np.int64)
+    if uid.size > 1 and (np.diff(uid) < 0).any():
+        raise SchemaError("write_store_once: rows must be sorted by user_id")
+    options = dict(compression=compression, compression_level=compression_level)
+    leaves = {c: c for c in table.column_names}
+    if encodings is None:
+        encodings = choose_encodings(table.slice(0, sample_rows), leaves, options)
+    options = with_encodings(options, {leaves[c]: e for c, e in encodings.items()})
+    schema = {c: str(np.dtype(table.schema.field(c).type.to_pandas_dtype())) for c in table.column_names if c != "user_id"}
+    meta = {"schema": schema, "encodings": encodings, "row_group_size": int(row_group_size), "sorted_by": ["user_id"]}
+    table = table.replace_schema_metadata({_STORE_ONCE_KEY: json.dumps(meta).encode()})
+    sink = os.fspath(where) if isinstance(where, (str, os.PathLike)) else where
+    pq.write_table(table, sink, row_group_size=int(row_group_size), **options)
+    if isinstance(sink, str):
+        return os.path.getsize(sink)
+    return int(sink.tell())
+
+
+class StoreOnceReader:
+    """Reads examples' sequences from a store-once Parquet file (``write_store_once``): the peer that
+    stores each event once in Parquet instead of in a versioned tier.
+
+    An example ``(u, v, n, tail)`` takes history positions ``[n - h, n)`` of user ``u`` (histories
+    only grow, so the newest file holds every older pointer's prefix) and its tail, as SPEC §2 and
+    the planner cut them. ``iter_epoch(tenant, batches)`` yields ``(JaggedBatch, nbytes)`` per
+    examples table: it reads the projected columns of the row groups the batch's windows overlap
+    (no leakage check), keeping the previous batch's row groups (a user's examples are clustered)
+    and counting the compressed bytes of what it reads.
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
+        try:
+            self._pf = pq.ParquetFile(self.path)
+        except (OSError, pa.ArrowException) as e:
+            raise SchemaError(f"{self.path}: not a readable Parquet file ({e})") from None
+        raw = (self._pf.schema_arrow.metadata or {}).get(_STORE_ONCE_KEY)
+        if raw is None:
+            raise SchemaError(f"{self.path}: not a store-once file (no {_STORE_ONCE_KEY.decode()} metadata)")
+        meta = json.loads(raw)
+        self.schema: dict[str, str] = meta["schema"]
+        self.encodings: dict = meta.get("encodings", {})
+        md = self._pf.metadata
+        uid = np.asarray(self._pf.read(columns=["user_id"]).column(0).to_numpy(), dtype=np.int64)
+        self.users, self._first, self._len = np.unique(uid, return_index=True, return_counts=True)
+        sizes = np.array([md.row_group(i).num_rows for i in range(md.num_row_groups)], dtype=np.int64)
+        self._rg_start = np.concatenate([[0], np.cumsum(sizes)])
+        leaf = {md.schema.column(j).path: j for j in range(md.num_columns)}
+        self._chunk_bytes = {c: np.array([md.row_group(i).column(leaf[c]).total_compressed_size
+                                          for i in range(md.num_row_groups)], dtype=np.int64) for c in self.schema}
+
+    def column_bytes(self, column: str) -> int:
+        """Compressed bytes of ``column`` in the whole file."""
+        return int(self._chunk_bytes[column].sum())
+
+    def iter_epoch(self, tenant: Tenant, batches) -> Iterator[tuple[JaggedBatch, int]]:
+        """``(batch, nbytes)`` for each examples table of ``batches`` (SPEC §2 sequences of ``tenant``)."""
+        missing = [c for c in tenant.columns if c not in self.schema]
+        if missing:
+            raise SchemaError(f"{self.path}: tenant {tenant.name!r} reads {missing}, not stored (has {list(self.schema)})")
+        cache: dict[int, dict] = {}
+        for table in batches:
+            ex = parse_examples(table, self.schema)
+            h, t = window_sizes(ex, tenant.max_len)
+            ui = np.minimum(np.searchsorted(self.users, ex.user_id), max(self.users.size - 1, 0))
+            known = (self.users.size > 0) & (self.users[ui] == ex.user_id) if self.users.size else np.zeros(ex.size, bool)
+            hist_len = np.where(known, self._len[ui] if self.users.size else 0, 0)
+            bad = np.flatnonzero((ex.length < 0) | (ex.length > hist_len))
+            if bad.size:
+                raise PointerError(f"examples {describe_indices(bad)}: length exceeds the user's history")
+            need = np.flatnonzero(h > 0)
+            lo = self._first[ui[need]] + ex.length[need] - h[need]  # first row of each window
+            rg_lo = np.searchsorted(self._rg_start, lo, side="right") - 1
+            rg_hi = np.searchsorted(self._rg_start, lo + h[need] - 1, side="right") - 1
+            touched = np.unique(ranges(rg_lo, rg_hi - rg_lo + 1)).tolist()
+            nbytes = 0
+            loaded = {}
+            for rg in touched:
+                if rg in cache:
+                    loaded[rg] = cache[rg]
+                else:
+                    tb = self._pf.read_row_group(rg, columns=list(tenant.columns), use_threads=False)
+                    loaded[rg] = {c: tb.column(c).to_numpy() for c in tenant.columns}
+                    nbytes += int(sum(self._chunk_bytes[c][rg] for c in tenant.columns))
+            cache = loaded
+            sizes = np.diff(self._rg_start)[touched] if touched else np.zeros(0, np.int64)
+            cat_base = np.cumsum(sizes) - sizes
+            start = cat_base[np.searchsorted(np.asarray(touched, np.int64), rg_lo)] + lo - self._rg_start[rg_lo]
+            offsets = np.zeros(ex.size + 1, dtype=np.int64)
+            np.cumsum(h + t, out=offsets[1:])
+            hidx, hpos = ranges(start, h[need]), ranges(offsets[need], h[need])
+            tidx = ranges(ex.tail_offsets[:-1] + ex.tail_len - t, t)
+            tpos = ranges(offsets[:-1] + h, t)
+            vals = {}
+            for c in tenant.columns:
+                dt = np.dtype(self.schema[c])
+                cat = np.concatenate([loaded[rg][c] for rg in touched]) if touched else np.zeros(0, dt)
+                out = np.empty(int(offsets[-1]), dtype=dt)
+                out[hpos] = cat[hidx]
+                out[tpos] = ex.tail_values[c][tidx]
+                vals[c] = torch.from_numpy(out)
+            yield JaggedBatch(torch.from_numpy(offsets), vals), nbytes

@@ -16,7 +16,16 @@ def test_bench_storage_tiny(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert r["late"]["uih_bytes_stored"] > 0 and r["fatrow"]["uih_bytes_stored"] > r["late"]["uih_bytes_stored"]
     assert set(r["tenants"]) == {"short", "mid", "long"}
-    assert "tenant (epoch)" in capsys.readouterr().out
+    # the honest peers beside today's Fat Row, read + decode for every layout
+    for peer in ("fatrow_tuned", "store_once_parquet"):
+        assert r[peer]["uih_bytes_stored"] > 0
+    for t in r["tenants"].values():
+        for k in ("late_with_decode_cpu_s", "fatrow_cpu_s", "fatrow_tuned_cpu_s", "store_once_cpu_s",
+                  "fatrow_tuned_bytes_read", "store_once_bytes_read"):
+            assert t[k] >= 0, k
+    assert all(c["store_once_bytes_per_event"] > 0 for c in r["columns"].values())
+    out = capsys.readouterr().out
+    assert "tenant (epoch)" in out and "store-once" in out
 
 
 def test_outputs_are_checked_before_the_run(tmp_path):

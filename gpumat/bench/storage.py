@@ -7,6 +7,14 @@ int64. Late materialization's epoch = parse + check pointers + plan (pushdown re
 verification); "+ decode" adds the CPU reference's decode into jagged tensors, which is what the
 Fat Row reader's figure includes (Parquet decode + truncation).
 
+Beside today's Fat Row (rows in request order, no dictionary, default pages: what a naive writer
+produces) two honest peers (host/fatrow.py): the strongest Fat Row a user would write (rows
+sorted by (user, request_ts), per-column encodings chosen as the smallest, zstd 3, 64 MiB pages
+and row groups) and a tuned store-once Parquet (each event once, sorted by user, zstd 3, ts
+DELTA_BINARY_PACKED and dictionary where they are smallest, 16k-row groups), read by gathering
+each example's window from the row groups it overlaps. Every peer's CPU figure is read + decode
+into jagged tensors, compared with late materialization's read + decode.
+
 With ``--uri`` (e.g. ``s3://bucket/prefix``, endpoint and credentials from ``AWS_*``) the tier is built
 there, and for each tenant the report adds what an object store will cost: requests and bytes per
 batch of a cold epoch (every GET against the blocks and runs of blocks the planner asked for, and
@@ -180,6 +188,7 @@ def loader_epoch(uri, tenant, examples, args) -> dict:
 
 
 def _fat_epoch(reader, tenant, batch_size) -> tuple[int, float]:
+    """(bytes read, CPU seconds) of one Fat Row epoch: read + decode into jagged tensors."""
     nbytes = 0
     t0 = time.process_time()
     for _, nb in reader.iter_epoch(tenant, batch_size):
@@ -187,8 +196,38 @@ def _fat_epoch(reader, tenant, batch_size) -> tuple[int, float]:
     return nbytes, time.process_time() - t0
 
 
+def _store_once_epoch(reader, tenant, batches) -> tuple[int, float]:
+    """(bytes read, CPU seconds) of one store-once Parquet epoch over the late epoch's batches:
+    parse, read the row groups the windows overlap, decode, gather into jagged tensors."""
+    nbytes = 0
+    t0 = time.process_time()
+    for _, nb in reader.iter_epoch(tenant, batches):
+        nbytes += nb
+    return nbytes, time.process_time() - t0
+
+
+def tuned_reader_encodings(path) -> dict | None:
+    """The per-column encodings a tuned Fat Row file was written with (its gpumat metadata)."""
+    import json
+
+    raw = (pq.ParquetFile(path).schema_arrow.metadata or {}).get(b"gpumat.fatrow")
+    return json.loads(raw).get("encodings") if raw else None
+
+
+def _seq_bytes(path, columns) -> dict:
+    """Compressed bytes of each ``seq_`` column of a Fat Row file, from its footer."""
+    md = pq.ParquetFile(path).metadata
+    out = {c: 0 for c in columns}
+    for rg in range(md.num_row_groups):
+        for j in range(md.num_columns):
+            name = md.schema.column(j).path.split(".")[0]
+            if name.startswith("seq_") and name[4:] in out:
+                out[name[4:]] += md.row_group(rg).column(j).total_compressed_size
+    return out
+
+
 def run(args) -> dict:
-    from gpumat.host.fatrow import FatRowReader, write_fat_rows
+    from gpumat.host.fatrow import FatRowReader, StoreOnceReader, store_once_table, write_fat_rows, write_store_once
     from gpumat.host.workloads import synthetic_workload, user_clustered_batches
 
     if args.plot:
@@ -210,13 +249,18 @@ def run(args) -> dict:
         say("writing Fat Row ...")
         fat_written = write_fat_rows(examples, tier, tenants, fat_path)
         reader = FatRowReader(fat_path)
-        md = pq.ParquetFile(fat_path).metadata
-        seq_bytes = {c: 0 for c in reader.columns}
-        for rg in range(md.num_row_groups):
-            for j in range(md.num_columns):
-                name = md.schema.column(j).path.split(".")[0]
-                if name.startswith("seq_"):
-                    seq_bytes[name[4:]] += md.row_group(rg).column(j).total_compressed_size
+        seq_bytes = _seq_bytes(fat_path, reader.columns)
+        # the honest peers: the strongest Fat Row a user would write, and each event stored once in Parquet
+        say("writing the tuned Fat Row (sorted by user, tuned encodings, 64 MiB pages) ...")
+        tuned_path = os.path.join(workdir, "fatrow_tuned.parquet")
+        tuned_written = write_fat_rows(examples, tier, tenants, tuned_path, tuned=True)
+        tuned_reader = FatRowReader(tuned_path)
+        tuned_seq_bytes = _seq_bytes(tuned_path, tuned_reader.columns)
+        say("writing the store-once Parquet (sorted by user, tuned encodings, 16k-row groups) ...")
+        once_path = os.path.join(workdir, "store_once.parquet")
+        once_written = write_store_once(store_once_table(tier), once_path)
+        once_reader = StoreOnceReader(once_path)
+        once_uih = sum(once_reader.column_bytes(c) for c in tier.schema)
         fat_events = int(pc.sum(pc.list_value_length(pq.read_table(fat_path, columns=[f"seq_{reader.columns[0]}"]).column(0))).as_py() or 0)
 
         stats = tier.stats()
@@ -231,15 +275,25 @@ def run(args) -> dict:
             late_b, late_s = late_epoch(tier, batches, t, decode=False)
             _, late_ds = late_epoch(tier, batches, t, decode=True)
             fat_b, fat_s = _fat_epoch(reader, t, args.batch_size)
+            tuned_b, tuned_s = _fat_epoch(tuned_reader, t, args.batch_size)
+            once_b, once_s = _store_once_epoch(once_reader, t, batches)
             per_tenant[t.name] = {
                 "columns": list(t.columns), "max_len": t.max_len,
                 "late_bytes_read": late_b, "fatrow_bytes_read": fat_b, "read_ratio": late_b / fat_b if fat_b else None,
                 "late_cpu_s": late_s, "late_with_decode_cpu_s": late_ds, "fatrow_cpu_s": fat_s,
+                # every *_cpu_s of a peer is read + decode into jagged tensors, like late_with_decode_cpu_s
+                "fatrow_tuned_bytes_read": tuned_b, "fatrow_tuned_cpu_s": tuned_s,
+                "read_ratio_vs_fatrow_tuned": late_b / tuned_b if tuned_b else None,
+                "store_once_bytes_read": once_b, "store_once_cpu_s": once_s,
+                "read_ratio_vs_store_once": late_b / once_b if once_b else None,
             }
         per_col = {
             c: {"late_bytes_per_event": col["bytes_per_event"], "raw_int64_bytes_per_event": 8.0,
                 "fatrow_bytes_per_stored_event": seq_bytes.get(c, 0) / fat_events if fat_events and c in seq_bytes else None,
                 "fatrow_bytes_per_uih_event": seq_bytes.get(c, 0) / stats["events"] if c in seq_bytes else None,
+                "fatrow_tuned_bytes_per_uih_event": tuned_seq_bytes[c] / stats["events"] if c in tuned_seq_bytes else None,
+                "store_once_bytes_per_event": once_reader.column_bytes(c) / stats["events"] if stats["events"] else None,
+                "store_once_encoding": once_reader.encodings.get(c),
                 "encodings": col["encodings"]}
             for c, col in stats["columns"].items()
         }
@@ -252,7 +306,16 @@ def run(args) -> dict:
                      "uih_bytes_stored": tier_live, "examples_bytes": ex_bytes, "bytes_stored": tier_live + ex_bytes},
             "fatrow": {"bytes_written": fat_written, "bytes_stored": fat_written, "uih_bytes_stored": fat_uih,
                        "sequence_events_stored": fat_events},
+            "fatrow_tuned": {"bytes_written": tuned_written, "bytes_stored": tuned_written,
+                             "uih_bytes_stored": sum(tuned_seq_bytes.values()),
+                             "encodings": tuned_reader_encodings(tuned_path),
+                             "layout": "rows sorted by (user_id, request_ts), zstd 3, 64 MiB pages and row groups"},
+            "store_once_parquet": {"bytes_written": once_written, "bytes_stored": once_written + ex_bytes,
+                                   "uih_bytes_stored": once_uih, "encodings": once_reader.encodings,
+                                   "layout": "events sorted by user, zstd 3, 16384-row groups"},
             "stored_uih_ratio": tier_live / fat_uih,
+            "stored_uih_ratio_vs_fatrow_tuned": tier_live / max(1, sum(tuned_seq_bytes.values())),
+            "stored_uih_ratio_vs_store_once": tier_live / max(1, once_uih),
             "tenants": per_tenant,
             "columns": per_col,
             "elapsed_s": time.perf_counter() - t0,
@@ -283,19 +346,40 @@ def _print_table(r: dict) -> None:
     print(f"\nworkload: {w['users']} users, {w['events']:,} events (longest {w['max_history']:,}), "
           f"{w['requests']:,} examples, {w['versions']} versions, batches of {w['batch_size']} (user-clustered)")
     late, fat = r["late"], r["fatrow"]
+    tuned, once = r.get("fatrow_tuned"), r.get("store_once_parquet")
     print(f"{'':28}{'late materialization':>22}{'Fat Row':>14}{'ratio':>9}")
     for label, a, b in (("bytes written", late["bytes_written"], fat["bytes_written"]),
                         ("bytes stored (total)", late["bytes_stored"], fat["bytes_stored"]),
                         ("UIH bytes stored", late["uih_bytes_stored"], fat["uih_bytes_stored"])):
         print(f"{label:<28}{human_bytes(a):>22}{human_bytes(b):>14}{a / b:>9.4f}")
+    if tuned and once:
+        print(f"UIH bytes stored by the stronger peers: Fat Row tuned (sorted by user, tuned encodings, 64 MiB pages) "
+              f"{human_bytes(tuned['uih_bytes_stored'])} (late/that {late['uih_bytes_stored'] / tuned['uih_bytes_stored']:.3f}), "
+              f"store-once Parquet {human_bytes(once['uih_bytes_stored'])} "
+              f"(late/that {late['uih_bytes_stored'] / once['uih_bytes_stored']:.3f})")
     print(f"\n{'tenant (epoch)':<28}{'late read':>12}{'Fat Row read':>14}{'ratio':>9}{'late CPU s':>12}{'+decode s':>11}{'Fat Row s':>11}")
     for name, t in r["tenants"].items():
         print(f"{name + ' (' + str(t['max_len']) + ')':<28}{human_bytes(t['late_bytes_read']):>12}{human_bytes(t['fatrow_bytes_read']):>14}"
               f"{t['read_ratio']:>9.4f}{t['late_cpu_s']:>12.2f}{t['late_with_decode_cpu_s']:>11.2f}{t['fatrow_cpu_s']:>11.2f}")
-    print(f"\n{'column':<16}{'tier B/event':>14}{'raw int64':>11}{'Fat Row B/stored event':>24}")
+    if tuned and once:
+        print(f"\n{'bytes read per epoch':<28}{'late':>10}{'Fat Row':>11}{'FR tuned':>11}{'store-once':>12}"
+              f"{'late/tuned':>12}{'late/once':>11}")
+        for name, t in r["tenants"].items():
+            print(f"{name:<28}{human_bytes(t['late_bytes_read']):>10}{human_bytes(t['fatrow_bytes_read']):>11}"
+                  f"{human_bytes(t['fatrow_tuned_bytes_read']):>11}{human_bytes(t['store_once_bytes_read']):>12}"
+                  f"{t['read_ratio_vs_fatrow_tuned']:>12.3f}{t['read_ratio_vs_store_once']:>11.3f}")
+        print(f"\n{'host CPU s per epoch':<28}{'late read':>10}{'read + decode into jagged tensors':>36}")
+        print(f"{'':<28}{'only':>10}{'late':>9}{'Fat Row':>9}{'FR tuned':>10}{'store-once':>12}")
+        for name, t in r["tenants"].items():
+            print(f"{name:<28}{t['late_cpu_s']:>10.2f}{t['late_with_decode_cpu_s']:>9.2f}{t['fatrow_cpu_s']:>9.2f}"
+                  f"{t['fatrow_tuned_cpu_s']:>10.2f}{t['store_once_cpu_s']:>12.2f}")
+    print(f"\n{'column':<16}{'tier B/event':>14}{'raw int64':>11}{'Fat Row B/stored event':>24}"
+          f"{'store-once B/event':>20}{'(encoding)':>22}")
     for c, col in r["columns"].items():
         fr = col["fatrow_bytes_per_stored_event"]
-        print(f"{c:<16}{col['late_bytes_per_event']:>14.3f}{8.0:>11.1f}{(f'{fr:.3f}' if fr is not None else '-'):>24}")
+        so = col.get("store_once_bytes_per_event")
+        print(f"{c:<16}{col['late_bytes_per_event']:>14.3f}{8.0:>11.1f}{(f'{fr:.3f}' if fr is not None else '-'):>24}"
+              f"{(f'{so:.3f}' if so is not None else '-'):>20}{str(col.get('store_once_encoding') or ''):>22}")
     os_ = r.get("object_store")
     if os_:
         print(f"\nobject store {os_['uri']} ({os_['store']}), {os_['latency_ms']:g} ms injected per request")
