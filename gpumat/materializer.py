@@ -13,6 +13,12 @@ training step:
 leakage flags of a batch are read only when it is handed out, ``inflight`` batches later, so the
 steady state has no host synchronization. On a CPU device the whole materialization runs in the
 host threads (NumPy releases the GIL), which overlaps it with the step as well.
+
+Examples are streamed (``gpumat.host.stream``: a row group at a time, in an epoch order every
+engine shares). ``engine=`` moves the host stages out of this process: ``"process"`` (worker
+processes, batches handed over in shared memory: ``gpumat.host.workers``) or ``"ray"`` (a Ray
+Data pipeline: ``gpumat.host.ray_engine``); this process then only maps each packed batch, copies
+it to the device and runs the kernels (on a CPU device the workers decode too).
 """
 
 from __future__ import annotations
@@ -33,10 +39,11 @@ from gpumat.core.errors import LeakageError, PointerError, SchemaError, describe
 from gpumat.core.pipelineable import keyed_jagged_tensor_class, pipelineable, torchrec_installed
 from gpumat.core.staged import leakage_mode
 from gpumat.core.tenant import Tenant
-from gpumat.host.examples import Examples, check_pointers, parse_examples, read_examples_table
-from gpumat.host.schema import int_column
+from gpumat.host.examples import Examples, check_pointers, parse_examples
 from gpumat.host.planner import plan
-from gpumat.host.prefetch import AffinitySampler, Prefetcher
+from gpumat.host.prefetch import Prefetcher, dist_rank_world
+from gpumat.host.stream import ExampleSource, ExampleStream
+from gpumat.host.workers import ProcessPool, ProducerSpec, staged_from_skeleton
 from gpumat.host.tier import Tier
 from gpumat.ops import check_device, decode_gather, resolve_backend, resolve_device, runs_on_host
 
@@ -424,17 +431,102 @@ class Materializer:
 
     def iterate(self, examples, batch_size: int = 256, shuffle: bool = True, window: int = 65536, seed: int = 0,
                 depth: int = 2, inflight: int = 2, workers: int = 1, drop_last: bool = False,
-                rank: int | None = None, world_size: int | None = None) -> "MaterializedLoader":
-        """An overlapped, resumable stream of ``MaterializedBatch`` over an examples table or Parquet file."""
+                rank: int | None = None, world_size: int | None = None, engine: str = "thread",
+                ray_options: dict | None = None) -> "MaterializedLoader":
+        """An overlapped, resumable stream of ``MaterializedBatch`` over streamed examples (SPEC §9).
+
+        ``examples``: a pyarrow Table, a Parquet file, a directory of them, a list of files or glob
+        patterns, or (``engine="ray"``) a ``ray.data.Dataset``; read a unit (row group) at a time.
+        ``engine``: where the host work runs. ``"thread"``: ``workers`` threads of this process.
+        ``"process"``: ``workers`` spawned processes that read, plan, read the tier and pack each
+        batch into shared memory (and, on a CPU device with the reference backend, decode it too);
+        this process maps it and only copies it to the device and runs the kernels. ``"ray"``: the
+        same stages as a Ray Data pipeline (``ray_options``: see ``gpumat.host.ray_engine``). Every
+        engine yields the same batches in the same order, and ``state_dict`` resumes on any of them.
+        """
         return MaterializedLoader(self, examples, batch_size, shuffle, window, seed, depth, inflight, workers,
-                                  drop_last, rank, world_size)
+                                  drop_last, rank, world_size, engine, ray_options)
+
+    # ---- engines outside this process -------------------------------------------------------------
+    def _producer_spec(self, loader: "MaterializedLoader", counts=None) -> ProducerSpec:
+        """What a worker (process or Ray task) needs to build any batch of ``loader``'s stream."""
+        tier = self.tier
+        store = tier.store
+        fs = getattr(store, "fs", None) if getattr(store, "remote", False) else None
+        st = loader.stream
+        return ProducerSpec(tier.uri, fs, tier.version, self.streaming and not tier.pinned, self.refresh_timeout,
+                            list(self.tenants), self.check_leakage,
+                            self.device.type == "cpu" and self.backend == "reference",
+                            st.source, st.batch_size, st.window, st.shuffle, st.seed, st.drop_last, st.rank,
+                            st.world_size, counts)
+
+    def _from_message(self, k: int, header: dict, arrays: dict, where: str) -> _Staged:
+        """A batch built outside this process, as the device stage takes it: views, no copies."""
+        t = {name: torch.from_numpy(a) for name, a in arrays.items()}
+        ex = _ExampleView(arrays["user_id"], arrays["request_ts"])
+        passthrough = {}
+        for name in header["passthrough"]:
+            passthrough[name] = t[f"pt.{name}"] if name in header["numeric"] else header["other"][name]
+        rows = arrays["rows"]
+        st = _Staged(ex, rows, {}, passthrough=passthrough, request_ts=t["request_ts"], where=where)
+        modes = {h["mode"] for h in header["tenants"].values()}
+        if modes == {"jagged"}:
+            tenants = {}
+            for tn in self.tenants:
+                h = header["tenants"][tn.name]
+                tenants[tn.name] = JaggedBatch(t[f"t.{tn.name}.offsets"], {c: t[f"t.{tn.name}.v.{c}"] for c in h["columns"]},
+                                               t[f"t.{tn.name}.lengths"], nbytes_read=h["nbytes_read"],
+                                               known_max_len=h["max_len"])
+            st.violations = arrays["violations"]
+            st.batch = MaterializedBatch(tenants, passthrough, None, sum(h["nbytes_read"] for h in header["tenants"].values()),
+                                         st.request_ts)
+            if self.sparse_features is not None:
+                st.batch.sparse_features = self.sparse_features(st.batch)
+            return st
+        host = runs_on_host(self.backend)
+        for tn in self.tenants:
+            h = header["tenants"][tn.name]
+            if host:
+                st.staged[tn.name] = staged_from_skeleton(h["skeleton"], arrays[f"t.{tn.name}.packed"], h["layout"])
+            else:
+                flat = t[f"t.{tn.name}.packed"]
+                st.staged[tn.name] = staged_from_skeleton(h["skeleton"], flat, h["layout"])
+        if host:  # a host backend other than the reference (its workers only run the reference): decode here
+            values, viol = {}, torch.zeros(ex.size, dtype=torch.bool)
+            for name, s in st.staged.items():
+                values[name], v = decode_gather(s, self.backend)
+                viol |= v
+            st.violations = viol.numpy()
+            tenants = {tn.name: self._jagged(tn, _host_offsets(st.staged[tn.name]), values[tn.name], st.staged[tn.name])
+                       for tn in self.tenants}
+            st.batch = self._batch(tenants, passthrough, st.request_ts, st.staged)
+            return st
+        st.packed = {tn.name: (t[f"t.{tn.name}.packed"], header["tenants"][tn.name]["layout"]) for tn in self.tenants}
+        return st
+
+
+@dataclass
+class _ExampleView:
+    """The parts of a batch's examples that errors name (the rest stayed with the worker)."""
+
+    user_id: np.ndarray
+    request_ts: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.user_id.size)
+
+
+ENGINES = ("thread", "process", "ray")
 
 
 class MaterializedLoader(torch.utils.data.IterableDataset):
-    """The stream behind ``Materializer.iterate``: sampler -> host stages -> device stage.
+    """The stream behind ``Materializer.iterate``: streamed examples -> host stages (an engine) -> device stage.
 
-    ``state_dict()`` counts the batches handed to the caller (not those prefetched), so
-    ``load_state_dict`` on a new loader over the same examples resumes exactly there.
+    Examples are read a unit (row group) at a time in the order of ``gpumat.host.stream``; the
+    epoch's batches are the same on every engine. ``state_dict()`` is the position in the stream:
+    the epoch and the batches handed to the caller (not those prefetched), so ``load_state_dict``
+    on a new loader over the same examples, with any engine, resumes exactly there.
 
     Also a ``torch.utils.data.IterableDataset`` of whole batches: ``DataLoader(loader,
     batch_size=None)`` (``num_workers=0``; ``pin_memory=True`` works too) yields the same batches
@@ -443,27 +535,52 @@ class MaterializedLoader(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, mat: Materializer, examples, batch_size, shuffle, window, seed, depth, inflight, workers,
-                 drop_last, rank, world_size):
+                 drop_last, rank, world_size, engine="thread", ray_options=None):
+        if engine not in ENGINES:
+            raise SchemaError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
+        if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+            raise SchemaError(f"workers must be an integer >= 1, got {workers!r}")
+        if rank is None or world_size is None:
+            rank, world_size = dist_rank_world()
         self.mat = mat
-        self.table = read_examples_table(examples)
-        if "user_id" not in self.table.column_names:
-            raise SchemaError("examples: missing column 'user_id'")
-        users = int_column(self.table.column("user_id"), "int64", "examples column 'user_id'")
-        self.sampler = AffinitySampler(users, batch_size, window, shuffle, seed, drop_last, rank, world_size)
-        self.depth, self.inflight, self.workers = depth, max(1, inflight), workers
+        self.engine = engine
+        self.depth, self.inflight, self.workers = depth, max(1, inflight), int(workers)
+        self.ray_options = dict(ray_options or {})
+        if engine == "ray":
+            from gpumat.host import ray_engine
+
+            ray_engine.require_ray()
+            self.stream = ray_engine.RayStream(examples, batch_size, window, shuffle, seed, drop_last, rank, world_size,
+                                               self.ray_options)
+        else:
+            self.stream = ExampleStream(ExampleSource(examples, unit_rows=window), batch_size, window, shuffle, seed,
+                                        drop_last, rank, world_size)
+        self.epoch = 0
         self._consumed = 0  # batches of the current epoch handed to the caller
+        self._window = int(window)
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return self.stream.num_batches()
+
+    def epoch_batches(self, epoch: int | None = None) -> list[np.ndarray]:
+        """The source rows of every batch of ``epoch`` (default: the current one), in order."""
+        return self.stream.epoch_rows(self.epoch if epoch is None else int(epoch))
 
     def state_dict(self) -> dict:
-        state = self.sampler.state_dict()
-        state["served"] = self._consumed
-        return state
+        st = self.stream
+        k = self._consumed
+        return {"epoch": self.epoch, "served": k, "seed": st.seed, "rank": st.rank, "world_size": st.world_size,
+                "batch_size": st.batch_size, "window": self._window, "shuffle": st.shuffle,
+                "stream_window": k * st.batch_size // st.window, "batch_in_window": k % (st.window // st.batch_size)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(state)
-        self._consumed = int(state["served"])
+        st = self.stream
+        mine = {"seed": st.seed, "world_size": st.world_size, "batch_size": st.batch_size, "window": self._window,
+                "rank": st.rank}
+        for key, value in mine.items():
+            if key in state and state[key] != value:
+                raise SchemaError(f"loader state has {key}={state[key]}, this loader {value}")
+        self.epoch, self._consumed = int(state["epoch"]), int(state["served"])
 
     def __iter__(self):
         if torch.utils.data.get_worker_info() is not None:
@@ -473,32 +590,47 @@ class MaterializedLoader(torch.utils.data.IterableDataset):
             )
         return self._batches()
 
-    def _batches(self):
+    def _thread_stage(self, epoch: int, first: int, cancel: threading.Event):
         mat = self.mat
-        epoch = self.sampler.epoch
-        first = self._consumed
-        batches = self.sampler.epoch_batches(epoch)[first:]
-        cancel = threading.Event()
 
         def where(k: int) -> str:
             return f"batch {k} of epoch {epoch}"
 
         def run(item):
-            k, rows = item
-            st = mat.stage(self.table.take(pa.array(rows)), rows, cancel)
+            k, rows, table = item
+            st = mat.stage(table, rows, cancel)
             st.where = where(k)
             return st
 
         # Items carry their index in the epoch, so an error names the batch of the epoch (and its
         # source rows), not a position relative to where a resumed loader started.
-        stage = Prefetcher(run, list(enumerate(batches, first)), depth=self.depth, workers=self.workers,
-                           name="gpumat host stage",
-                           describe=lambda i, item: f"{where(item[0])} (example rows {describe_indices(item[1])})")
+        return Prefetcher(run, self.stream.batches(epoch, first), depth=self.depth, workers=self.workers,
+                          name="gpumat host stage",
+                          describe=lambda i, item: f"{where(item[0])} (example rows {describe_indices(item[1])})")
+
+    def _remote_stage(self, feed, epoch: int):
+        for k, header, arrays in feed:
+            yield self.mat._from_message(k, header, arrays, f"batch {k} of epoch {epoch}")
+
+    def _batches(self):
+        mat = self.mat
+        epoch = self.epoch
+        first = self._consumed
+        cancel = threading.Event()
+        if self.engine == "thread":
+            stage = self._thread_stage(epoch, first, cancel)
+            source = stage
+        else:
+            if self.engine == "process":
+                stage = ProcessPool(mat._producer_spec(self), epoch, first, self.workers, self.depth)
+            else:
+                stage = self.stream.feed(mat._producer_spec(self, counts=False), epoch, first, self.workers, self.depth)
+            source = self._remote_stage(stage, epoch)
         cuda = mat.device.type == "cuda"
         streams = (torch.cuda.Stream(mat.device), torch.cuda.Stream(mat.device)) if cuda and not runs_on_host(mat.backend) else None
         pending: deque = deque()
         try:
-            for st in stage:
+            for st in source:
                 if st.batch is not None:
                     out = mat._finish_host(st)
                     self._consumed += 1
@@ -516,5 +648,5 @@ class MaterializedLoader(torch.utils.data.IterableDataset):
         finally:
             cancel.set()
             stage.close()
-        self.sampler.set_epoch(epoch + 1)
+        self.epoch = epoch + 1
         self._consumed = 0

@@ -2,7 +2,8 @@
 
 ``AffinitySampler`` orders an epoch of examples into batches in which a user's examples sit
 together (within a shuffle window), so the planner reads each of the user's blocks once per batch,
-and shards examples across ranks by user hash, so a user's examples never straddle ranks.
+and shards examples across ranks by user hash, so a user's examples never straddle ranks: the
+order ``Materializer.iterate`` streams (``host.stream``), computed in memory from the user ids.
 
 ``Prefetcher`` runs a stage function over a stream of work items in background threads with a
 bounded queue (``depth`` items in flight), yields results in order, re-raises a worker's exception
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpumat.core.errors import GpumatError, SchemaError
-from gpumat.host.codec import splitmix64
+from gpumat.host.stream import shard_of  # noqa: F401  (re-exported: the rank of a user)
 
 
 def user_clustered_order(user_ids, window: int | None = None, rng: np.random.Generator | None = None,
@@ -53,11 +54,6 @@ def user_clustered_order(user_ids, window: int | None = None, rng: np.random.Gen
     return np.lexsort((rows, user_rank[group], win_rank))
 
 
-def shard_of(user_ids, world_size: int) -> np.ndarray:
-    """The rank that owns each user: ``splitmix64(user) % world_size``, the same on every host."""
-    return (splitmix64(np.asarray(user_ids, dtype=np.int64).view(np.uint64)) % np.uint64(world_size)).astype(np.int64)
-
-
 def dist_rank_world() -> tuple[int, int]:
     """(rank, world size) of ``torch.distributed`` when initialized, else (0, 1)."""
     import torch.distributed as dist
@@ -68,12 +64,13 @@ def dist_rank_world() -> tuple[int, int]:
 
 
 class AffinitySampler:
-    """Batches of example row indices, user-clustered, sharded by user hash, resumable.
+    """Batches of example row indices in the streamed epoch order (``host.stream``), from user ids in memory.
 
-    Each epoch: this rank's rows (``hash(user) % world == rank``) are cut into shuffle windows of
-    ``window`` rows (in a seeded random order of windows when ``shuffle``); inside a window the
-    rows are grouped by user (users in a seeded random order, a user's rows in their original
-    order), then cut into batches of ``batch_size``. ``state_dict()`` records the epoch and the
+    The order of ``Materializer.iterate`` over a Table with these user ids, computed in one go:
+    units of ``window`` rows (in a seeded random order when ``shuffle``), this rank's rows
+    (``hash(user) % world == rank``) cut into windows of ``window`` rows rounded up to a multiple
+    of ``batch_size``, each window grouped by user (users in a seeded random order, a user's rows
+    in their original order) and cut into batches. ``state_dict()`` records the epoch and the
     number of batches already handed out, so a resumed loader neither skips nor repeats rows.
 
     >>> s = AffinitySampler(np.array([5, 1, 5, 2, 1, 5]), batch_size=4, window=6, shuffle=False)
@@ -98,6 +95,19 @@ class AffinitySampler:
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self._served = 0  # batches of the current epoch already handed out
+        self._stream = None
+
+    @property
+    def stream(self):
+        if self._stream is None:
+            import pyarrow as pa
+
+            from gpumat.host.stream import ExampleSource, ExampleStream
+
+            source = ExampleSource(pa.table({"user_id": self.user_ids}), unit_rows=self.window)
+            self._stream = ExampleStream(source, self.batch_size, self.window, self.shuffle, self.seed,
+                                         self.drop_last, self.rank, self.world_size)
+        return self._stream
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -105,18 +115,10 @@ class AffinitySampler:
 
     def epoch_batches(self, epoch: int | None = None) -> list[np.ndarray]:
         """Every batch of ``epoch`` (default: the current one) for this rank, in order."""
-        epoch = self.epoch if epoch is None else epoch
-        rows = np.flatnonzero(shard_of(self.user_ids, self.world_size) == self.rank)
-        rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
-        flat = rows[user_clustered_order(self.user_ids[rows], self.window, rng, shuffle_windows=True)]
-        cut = np.arange(self.batch_size, flat.size, self.batch_size)
-        batches = np.split(flat, cut) if flat.size else []
-        if self.drop_last and batches and batches[-1].size < self.batch_size:
-            batches = batches[:-1]
-        return batches
+        return self.stream.epoch_rows(self.epoch if epoch is None else int(epoch))
 
     def __len__(self) -> int:
-        return len(self.epoch_batches())
+        return self.stream.num_batches()
 
     def __iter__(self):
         batches = self.epoch_batches()

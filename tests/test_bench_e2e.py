@@ -194,3 +194,16 @@ def test_e2e_trace_script_cpu(tmp_path):
     assert str(out) in proc.stdout
     names = {e.get("name") for e in json.loads(out.read_text())["traceEvents"]}
     assert {"gpumat.plan", "gpumat.decode", "e2e.step", "e2e.wait_batch"} <= names, sorted(n for n in names if n and "." in n)[:20]
+
+
+def test_bench_e2e_process_engine(tmp_path):
+    out = tmp_path / "e2e.json"
+    result = bench_e2e.run(_args(TINY + ["--tenants", "short", "--profile-steps", "0", "--engine", "process",
+                                         "--workers", "1", "--json", str(out)]))
+    r = result["results"]["short"]
+    assert result["config"]["engine"] == "process" and r["engine"] == "process"
+    for m in r["modes"].values():
+        assert m["trainer_cpu_ms_per_step"] >= 0
+    sh = r["shipping"]
+    assert sh["staged_bytes_per_batch"] > 0 and sh["materialized_bytes_per_batch"] > 0
+    assert json.loads(out.read_text())["results"]["short"]["shipping"] == sh

@@ -169,7 +169,7 @@ def _with(table, row, **cols):
 
 def _row_in_batch(loader, k):
     """A row of batch ``k`` of epoch 0 with a non-empty history prefix, and the epoch's batches."""
-    batches = loader.sampler.epoch_batches(0)
+    batches = loader.epoch_batches(0)
     assert len(batches) > k + 1
     return int(batches[k][len(batches[k]) // 2]), batches
 

@@ -20,18 +20,29 @@ def test_sampler_covers_every_row_once_and_clusters_users():
     batches = list(s)
     rows = np.concatenate(batches)
     assert np.array_equal(np.sort(rows), np.arange(users.size))
-    # inside a shuffle window a user's rows are contiguous in the epoch order
+    # a shuffle window is 256 rows of the epoch order (4 batches): inside it a user's rows are
+    # contiguous and keep their original order
     for w0 in range(0, users.size, 256):
-        in_win = rows[(rows >= w0) & (rows < w0 + 256)]
-        seq = users[in_win]
+        part = rows[w0:w0 + 256]
+        seq = users[part]
         changes = np.flatnonzero(seq[1:] != seq[:-1])
         assert len(changes) + 1 == len(np.unique(seq))
-    # a user's rows keep their original order
-    for u in np.unique(users):
-        mine = rows[users[rows] == u]
-        for w0 in range(0, users.size, 256):
-            part = mine[(mine >= w0) & (mine < w0 + 256)]
-            assert np.all(np.diff(part) > 0)
+        for u in np.unique(seq):
+            assert np.all(np.diff(part[seq == u]) > 0)
+    # units of 256 input rows in a shuffled order: a window holds rows of at most two units
+    for w0 in range(0, users.size, 256):
+        assert np.unique(rows[w0:w0 + 256] // 256).size <= 2
+
+
+def test_sampler_window_is_a_whole_number_of_batches():
+    users = _users(500, 11)
+    s = AffinitySampler(users, batch_size=30, window=100, shuffle=False)  # window: 100 rows -> 120 (4 batches)
+    rows = np.concatenate(list(s))
+    for w0 in range(0, users.size, 120):
+        seq = users[rows[w0:w0 + 120]]
+        assert np.count_nonzero(seq[1:] != seq[:-1]) + 1 == np.unique(seq).size
+        assert np.array_equal(np.unique(seq), np.sort(np.unique(seq)))
+        assert np.all(np.diff(seq) >= 0)  # no shuffle: users ascending inside a window
 
 
 def test_sampler_epochs_differ_and_are_seeded():

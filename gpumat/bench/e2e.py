@@ -10,6 +10,13 @@ HSTU model trains on the same batches, fed three ways:
   running under the previous step's compute).
 - ``sync``: overlap off; ``mat(examples)`` for the batch, then the step.
 
+``--engine`` chooses where the overlapped mode's host work runs (``Materializer.iterate(engine=)``):
+``thread`` (threads of the training process), ``process`` (worker processes; on a CPU device
+they also decode, so the training process only trains) or ``ray`` (a Ray Data pipeline). Every
+mode also reports the training process's own CPU time per step (``getrusage``, workers
+excluded), and every tenant the bytes a preprocessing tier ships per batch (the staged batch)
+against the jagged bytes it expands to.
+
 Reported per tenant: ms/step of each mode, the overhead of ``overlapped`` and ``sync`` over
 ``ideal`` in %, examples/s, the time the loop waited for its batch, and the per-stage breakdown
 (``gpumat.plan``, ``pack``, ``h2d``, ``decode``, ``handoff``: the ``record_function`` ranges of
@@ -83,7 +90,11 @@ def add_arguments(parser) -> None:
                         help="keep examples whose sequence fills at least this fraction of the model's window (default 0.5)")
     parser.add_argument("--depth", type=int, default=3, help="batches staged ahead in host threads (overlapped mode)")
     parser.add_argument("--inflight", type=int, default=2, help="batches ahead on the device (overlapped mode, >= 2)")
-    parser.add_argument("--workers", type=int, default=1, help="host stage threads (overlapped mode)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="host stage threads or processes (overlapped mode; default 1, or cores - 1 for --engine process)")
+    parser.add_argument("--engine", default="thread", choices=["thread", "process", "ray"],
+                        help="where the overlapped mode's host work runs: threads of the training process, worker "
+                             "processes (shared memory), or a Ray Data pipeline (default: thread)")
     parser.add_argument("--profile-steps", type=int, default=None,
                         help="overlapped steps under torch.profiler for the stage breakdown (0: skip)")
     parser.add_argument("--no-sync-check", action="store_true", help="skip the CUDA sync-debug check")
@@ -243,6 +254,7 @@ def _time_steps(feed, step, warmup: int, steps: int, device, profiler_range: boo
     sync()
     if profiler_range and cuda:
         torch.cuda.profiler.start()
+    cpu0 = _own_cpu_s()
     t0 = time.perf_counter()
     examples, waited, host = 0, 0.0, []
     try:
@@ -256,6 +268,7 @@ def _time_steps(feed, step, warmup: int, steps: int, device, profiler_range: boo
         if profiler_range and cuda:
             torch.cuda.profiler.stop()
     elapsed = time.perf_counter() - t0
+    cpu = _own_cpu_s() - cpu0
     mean, median = 1e3 * elapsed / steps, 1e3 * float(np.median(host))
     # On a GPU the mean between two device syncs is exact (per-step host times are skewed by async
     # launches); a shared CPU's stalls from other processes hit single steps, so there the median is fairer.
@@ -265,7 +278,37 @@ def _time_steps(feed, step, warmup: int, steps: int, device, profiler_range: boo
             "median_ms_per_step": median,
             "host_ms_per_step": [1e3 * h for h in host],
             "examples_per_s": examples / elapsed if elapsed > 0 else 0.0,
-            "wait_ms_per_step": 1e3 * waited / steps}
+            "wait_ms_per_step": 1e3 * waited / steps,
+            "trainer_cpu_ms_per_step": 1e3 * cpu / steps}
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process (every thread; worker processes excluded): ``getrusage(RUSAGE_SELF)``."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def shipping_bytes(tier, table, batches, tenant, check_leakage=True) -> dict:
+    """Per batch: bytes a preprocessing tier ships to the trainer for ``tenant`` (the staged batch:
+    compressed blocks + descriptors + tails, ``StagedBatch.staged_bytes``) against the bytes of the
+    jagged batch it expands to on the device (offsets + values): the disaggregation saving."""
+    import pyarrow as pa
+
+    from gpumat.host.examples import parse_examples
+    from gpumat.host.planner import plan
+
+    staged, materialized = [], []
+    for rows in batches:
+        ex = parse_examples(table.take(pa.array(rows)), tier.schema)
+        s = plan(tier, ex, tenant, check_leakage)
+        staged.append(s.staged_bytes())
+        width = sum(4 if tier.schema[c] == "int32" else 8 for c in tenant.columns)
+        materialized.append(8 * (s.batch_size + 1) + s.total * width)
+    st, mt = float(np.mean(staged)), float(np.mean(materialized))
+    return {"staged_bytes_per_batch": st, "materialized_bytes_per_batch": mt,
+            "materialized_over_staged": mt / st if st else float("nan"), "batches": len(batches)}
 
 
 # ----------------------------------------------------------------------------- run
@@ -290,7 +333,8 @@ def bench_tenant(tier, examples, tenant, plan: TenantPlan, kind: str, model: dic
     table, distinct = select_examples(examples, int(np.ceil(args.min_fill * plan.model_max_len)), needed * B)
     mat = Materializer(tier, [tenant], device=device, backend=backend, sparse_features=False)  # the step reads no KJT
     loader_kw = dict(batch_size=B, shuffle=True, window=65536, seed=args.seed, depth=args.depth,
-                     inflight=args.inflight, workers=args.workers, drop_last=True, rank=0, world_size=1)
+                     inflight=args.inflight, workers=args.workers, drop_last=True, rank=0, world_size=1,
+                     engine=args.engine)
 
     def make_loader():
         return mat.iterate(table, **loader_kw)
@@ -305,7 +349,8 @@ def bench_tenant(tier, examples, tenant, plan: TenantPlan, kind: str, model: dic
     res = {"tenant": tenant.to_json(), "batch_size": B, "model_max_len": plan.model_max_len,
            "capped": plan.model_max_len < tenant.max_len, "notes": list(plan.notes),
            "examples_selected": distinct, "min_sequence_len": int(np.ceil(args.min_fill * plan.model_max_len)),
-           "backend": mat.backend, "modes": {}}
+           "backend": mat.backend, "engine": args.engine, "modes": {}}
+    res["shipping"] = shipping_bytes(tier, table, batches, tenant)
 
     # ideal: materialize everything first, keep it on the device, then time the steps alone.
     say(f"  [{tenant.name}] ideal: materializing {len(batches)} batches up front ...")
@@ -384,8 +429,14 @@ def run(args) -> dict:
     warmup = _pos_int(args.warmup if args.warmup is not None else p["warmup"], "warmup", 0)
     profile_steps = _pos_int(args.profile_steps if args.profile_steps is not None else p["profile_steps"], "profile-steps", 0)
     scale = float(args.scale if args.scale is not None else p["scale"])
+    if args.workers is None:
+        args.workers = max(1, (os.cpu_count() or 2) - 1) if args.engine == "process" else 1
     for name in ("depth", "workers"):
         _pos_int(getattr(args, name), name)
+    if args.engine == "ray":
+        from gpumat.host.ray_engine import require_ray
+
+        require_ray()
     if _pos_int(args.inflight, "inflight") < 2:
         raise SchemaError(f"--inflight must be >= 2 for the overlapped mode to overlap, got {args.inflight}")
     if not 0.0 <= args.min_fill <= 1.0:
@@ -440,7 +491,8 @@ def run(args) -> dict:
             "environment": env,
             "config": {"device": str(device), "backend": args.backend, "torch_threads": torch.get_num_threads(), "model": model, "steps": steps, "warmup": warmup,
                        "profile_steps": profile_steps, "depth": args.depth, "inflight": args.inflight,
-                       "workers": args.workers, "min_fill": args.min_fill, "seed": args.seed, "scale": scale},
+                       "workers": args.workers, "engine": args.engine, "min_fill": args.min_fill, "seed": args.seed,
+                       "scale": scale},
             "workload": {**w.stats, "tenants": [t.to_json() for t in w.tenants]},
             "results": results,
         }
@@ -472,8 +524,9 @@ def print_table(r: dict) -> None:
     print(f"\nHSTU dim {m['dim']}, {m['num_layers']} layers, {m['num_heads']} heads on {cfg['device']} "
           f"({r['environment']['device']}); overlapped: depth {cfg['depth']}, inflight {cfg['inflight']}; "
           f"{cfg['steps']} timed steps per mode")
+    print(f"engine {cfg.get('engine', 'thread')}, {cfg['workers']} worker(s)")
     print(f"{'tenant':<8}{'B':>5}{'W':>7}{'ideal ms':>10}{'overl. ms':>11}{'sync ms':>10}{'overl. %':>10}{'sync %':>9}"
-          f"{'ex/s overl.':>13}{'wait ms':>9}  sync-free")
+          f"{'ex/s overl.':>13}{'wait ms':>9}{'cpu ms':>8}  sync-free")
     for name, t in r["results"].items():
         if "error" in t:
             print(f"{name:<8}{t['batch_size']:>5}{t['model_max_len']:>7}  {t['error']}")
@@ -483,7 +536,13 @@ def print_table(r: dict) -> None:
         verdict = "skipped" if "skipped" in sc else ("yes" if sc.get("sync_free") else f"NO: {sc.get('site', '?')}")
         print(f"{name:<8}{t['batch_size']:>5}{t['model_max_len']:>7}{md['ideal']['ms_per_step']:>10.2f}"
               f"{md['overlapped']['ms_per_step']:>11.2f}{md['sync']['ms_per_step']:>10.2f}{ov['overlapped']:>+9.1f}%"
-              f"{ov['sync']:>+8.1f}%{md['overlapped']['examples_per_s']:>13.1f}{md['overlapped']['wait_ms_per_step']:>9.2f}  {verdict}")
+              f"{ov['sync']:>+8.1f}%{md['overlapped']['examples_per_s']:>13.1f}{md['overlapped']['wait_ms_per_step']:>9.2f}"
+              f"{md['overlapped'].get('trainer_cpu_ms_per_step', float('nan')):>8.2f}  {verdict}")
+    for name, t in r["results"].items():
+        sh = t.get("shipping")
+        if sh:
+            print(f"  shipped {name}: {sh['staged_bytes_per_batch'] / 1e3:.1f} kB staged per batch, expands to "
+                  f"{sh['materialized_bytes_per_batch'] / 1e3:.1f} kB materialized ({sh['materialized_over_staged']:.1f}x)")
     for name, t in r["results"].items():
         for n in t.get("notes", []):
             print(f"  {name}: {n}")

@@ -218,7 +218,10 @@ def run(args) -> dict:
             model = HSTU(cfg).to(device)
             return model, torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
 
-        loader_args = dict(batch_size=args.batch_size, shuffle=True, window=8192, seed=args.seed, depth=3)
+        # On a CPU the host work runs in a worker process (it decodes too), so the step keeps its core;
+        # on a GPU the threads' pinned staging buffers feed the copy engine.
+        loader_args = dict(batch_size=args.batch_size, shuffle=True, window=8192, seed=args.seed, depth=3,
+                           engine="process" if device == "cpu" else "thread")
         model, opt = fresh_model()
         late_batches: list = []
         late = train_steps(model, opt, _kept(labeled_batches(mat.iterate(w.train, **loader_args), tenant.name), late_batches),

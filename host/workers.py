@@ -1,0 +1,561 @@
+"""Host work outside the training process: batches built by worker processes, handed over in shared memory.
+
+``BatchProducer`` is everything the host does for one batch, with no torch: read the batch's
+examples from the stream (``host.stream``), parse and check them, plan every tenant against the
+tier, and either pack each tenant's staged batch (compressed blocks + descriptors, the layout of
+``StagedBatch.pack``) or, when the training device is the CPU, also decode it with the reference
+backend into finished jagged arrays. It returns one flat byte buffer and a small header
+(``Packed``); the ``process`` engine puts the buffer in a POSIX shared-memory segment, the
+``ray`` engine in Ray's object store. The training process maps it and wraps views (no copy).
+
+``ProcessPool`` runs ``workers`` spawned processes over one epoch: worker ``i`` builds batches
+``start + i, start + i + workers, ...``, each into a fresh segment, and puts its header on its own
+bounded queue (``depth`` batches in flight in all); the consumer reads the queues round-robin, so
+batches come in epoch order. A worker's exception travels as a message in the place of its batch
+and is re-raised there with the worker, the batch and its rows named; a worker that dies without
+a word is reported too. ``close()`` (also on break, exception or KeyboardInterrupt in the loop)
+stops the workers, unlinks every segment not handed over, and joins (then kills) the processes.
+Segments are unlinked as soon as the consumer maps them, so a batch's memory lives exactly as
+long as the tensors that view it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import pickle
+import queue
+import secrets
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from gpumat.core.errors import GpumatError, PointerError, describe_indices
+from gpumat.core.staged import EXAMPLE_FIELDS, PACK_ALIGN, TILE_FIELDS, StagedBatch, StagedColumn
+from gpumat.host.examples import check_pointers, parse_examples
+from gpumat.host.planner import plan
+from gpumat.host.prefetch import StageError
+from gpumat.host.reference import materialize_staged_reference
+from gpumat.host.stream import ExampleSource, ExampleStream
+from gpumat.host.tier import Tier
+
+ALIGN_BYTES = 8 * PACK_ALIGN  # every array of a message starts at a multiple of 128 bytes
+SHM_DIR = "/dev/shm"
+
+
+# ------------------------------------------------------------------------------------ shared memory
+
+try:  # CPython's POSIX shared-memory calls (what multiprocessing.shared_memory uses), without its tracker
+    import _posixshmem
+except ImportError:  # pragma: no cover - not POSIX
+    _posixshmem = None
+
+
+def shm_create(name: str, nbytes: int) -> mmap.mmap:
+    """A new shared-memory segment ``name`` of ``nbytes`` bytes, mapped read-write."""
+    if _posixshmem is None:  # pragma: no cover
+        raise GpumatError("engine='process' needs POSIX shared memory")
+    fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, nbytes)
+        return mmap.mmap(fd, nbytes)
+    except BaseException:
+        shm_unlink(name)
+        raise
+    finally:
+        os.close(fd)
+
+
+def shm_attach(name: str, nbytes: int) -> mmap.mmap:
+    """Map segment ``name`` and unlink its name: the memory lives as long as the mapping."""
+    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, 0o600)
+    try:
+        return mmap.mmap(fd, nbytes)
+    finally:
+        os.close(fd)
+        shm_unlink(name)
+
+
+def shm_unlink(name: str) -> None:
+    try:
+        _posixshmem.shm_unlink("/" + name)
+    except FileNotFoundError:
+        pass
+
+
+def shm_segments(prefix: str) -> list[str]:
+    """Names of the segments that start with ``prefix`` (Linux lists them in /dev/shm)."""
+    try:
+        return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(prefix))
+    except OSError:  # pragma: no cover - no /dev/shm to list
+        return []
+
+
+# ------------------------------------------------------------------------------------------ messages
+
+
+@dataclass
+class Packed:
+    """One batch as built outside the training process: ``header`` (small, picklable) and the
+    layout of ``nbytes`` bytes that hold every array: ``arrays[name] = (byte offset, dtype, shape)``."""
+
+    header: dict
+    arrays: dict
+    nbytes: int
+    fills: list = field(default_factory=list, repr=False)  # (name, fill(view)) writers, dropped once written
+
+    def write(self, buf) -> None:
+        """Fill ``buf`` (any writable buffer of ``nbytes`` bytes) with the arrays."""
+        for name, fill in self.fills:
+            fill(view(buf, self.arrays[name]))
+        self.fills = []
+
+
+def view(buf, spec) -> np.ndarray:
+    off, dtype, shape = spec
+    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    return np.frombuffer(buf, dtype=np.dtype(dtype), count=n, offset=off).reshape(shape)
+
+
+def views(buf, arrays: dict) -> dict[str, np.ndarray]:
+    """Every array of a message as a NumPy view of ``buf``."""
+    return {name: view(buf, spec) for name, spec in arrays.items()}
+
+
+class _Layout:
+    def __init__(self):
+        self.arrays: dict = {}
+        self.fills: list = []
+        self.nbytes = 0
+
+    def add(self, name: str, dtype, shape, fill) -> None:
+        dtype = np.dtype(dtype)
+        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        self.arrays[name] = (self.nbytes, dtype.str, tuple(int(s) for s in shape))
+        self.fills.append((name, fill))
+        self.nbytes += -(-n * dtype.itemsize // ALIGN_BYTES) * ALIGN_BYTES
+
+    def array(self, name: str, a) -> None:
+        a = np.asarray(a)
+
+        def fill(v, a=a):
+            v[...] = a
+
+        self.add(name, a.dtype, a.shape, fill)
+
+
+def staged_layout(s: StagedBatch) -> tuple[dict, int]:
+    """The layout ``StagedBatch.pack`` gives ``s`` (``name -> (word offset, shape)``) and its words."""
+    layout, total = {}, 0
+    for name, a in s.arrays():
+        shape = tuple(np.shape(a))
+        layout[name] = (total, shape)
+        total += -(-int(np.prod(shape, dtype=np.int64)) // PACK_ALIGN) * PACK_ALIGN
+    return layout, total
+
+
+def pack_staged(s: StagedBatch, flat: np.ndarray, layout: dict) -> None:
+    """``StagedBatch.pack`` into ``flat`` (int64, NumPy): the same words, without torch."""
+    for name, a in s.arrays():
+        off, shape = layout[name]
+        n = int(np.prod(shape, dtype=np.int64))
+        flat[off: off + n] = np.asarray(a, dtype=np.int64).reshape(-1)
+
+
+def staged_skeleton(s: StagedBatch) -> dict:
+    """What a consumer needs, beside the packed words, to rebuild ``s`` (``staged_from_skeleton``)."""
+    sk = {"block_size": s.block_size, "columns": [(c.name, c.dtype, c.project) for c in s.columns.values()],
+          "check_leakage": s.check_leakage, "nbytes_read": s.nbytes_read, "known_total": s.total,
+          "known_history": s.history_events}
+    # sizes the kernels specialize on, where this StagedBatch knows them (carried so no device reads them back)
+    if "known_max_tail" in _STAGED_FIELDS:
+        sk["known_max_tail"] = s.max_tail
+    if "known_max_width" in _STAGED_FIELDS:
+        sk["known_max_width"] = {name: s.max_width(name) for name in s.columns}
+    return sk
+
+
+_STAGED_FIELDS = set(StagedBatch.__dataclass_fields__)
+
+
+def _known(sk: dict) -> dict:
+    return {k: v for k, v in sk.items() if k.startswith("known_") and k in _STAGED_FIELDS}
+
+
+def staged_from_skeleton(sk: dict, flat, layout: dict) -> StagedBatch:
+    """The staged batch ``staged_skeleton`` described, its arrays views of ``flat`` (NumPy or torch)."""
+    empty = StagedBatch(sk["block_size"], {n: StagedColumn(n, d, None, None, None, p) for n, d, p in sk["columns"]},
+                        *([None] * 10), check_leakage=sk["check_leakage"], nbytes_read=sk["nbytes_read"], **_known(sk))
+    if isinstance(flat, np.ndarray):
+        def take(name):
+            off, shape = layout[name]
+            n = int(np.prod(shape)) if shape else 1
+            return flat[off: off + n].reshape(shape)
+
+        cols = {n: StagedColumn(n, c.dtype, take(f"{n}.hdr"), take(f"{n}.words"), take(f"{n}.tail_values"), c.project)
+                for n, c in empty.columns.items()}
+        return StagedBatch(sk["block_size"], cols, *(take(f) for f in EXAMPLE_FIELDS), *(take(f) for f in TILE_FIELDS),
+                           check_leakage=sk["check_leakage"], nbytes_read=sk["nbytes_read"], packed=flat, **_known(sk))
+    return empty.from_flat(flat, layout)
+
+
+# ------------------------------------------------------------------------------------------ producer
+
+
+@dataclass
+class ProducerSpec:
+    """Everything a worker needs to build any batch of the stream (picklable: paths and plain values)."""
+
+    tier_uri: str
+    tier_filesystem: object
+    tier_version: int
+    streaming: bool
+    refresh_timeout: float
+    tenants: list
+    check_leakage: object
+    decode: bool  # CPU training device and the reference backend: deliver finished jagged arrays
+    source: ExampleSource
+    batch_size: int
+    window: int
+    shuffle: bool
+    seed: int
+    drop_last: bool
+    rank: int
+    world_size: int
+    counts: object = None  # this rank's rows per unit, when already counted
+
+
+class BatchProducer:
+    """Builds batch ``k`` of an epoch as a ``Packed`` message (module docstring)."""
+
+    def __init__(self, spec: ProducerSpec):
+        self.spec = spec
+        fs = spec.tier_filesystem
+        if spec.streaming:
+            self.tier = Tier.open(spec.tier_uri, filesystem=fs)
+        else:
+            self.tier = Tier.open(spec.tier_uri, version=spec.tier_version, filesystem=fs)
+        self.stream = ExampleStream(spec.source, spec.batch_size, spec.window, spec.shuffle, spec.seed, spec.drop_last,
+                                    spec.rank, spec.world_size, counts=spec.counts)
+        self.cancel = threading.Event()
+
+    def num_batches(self) -> int:
+        return self.stream.num_batches()
+
+    def _reader(self, ex):
+        """A tier handle new enough for ``ex`` (streaming: wait for the version, as ``Materializer`` does)."""
+        need = int(ex.version.max()) if ex.size else 0
+        tier = self.tier
+        if need <= tier.version or not self.spec.streaming:
+            return tier
+        deadline = time.monotonic() + self.spec.refresh_timeout
+        while True:
+            latest = Tier.open(tier.uri, filesystem=self.spec.tier_filesystem)
+            if latest.version >= need:
+                self.tier = latest
+                return latest
+            if time.monotonic() >= deadline:
+                raise PointerError(f"examples point to version {need}, but the tier is at {latest.version} "
+                                   f"after waiting {self.spec.refresh_timeout:g} s for it")
+            if self.cancel.wait(0.05):
+                raise PointerError(f"stopped waiting for version {need}: the loader was closed")
+
+    def produce(self, epoch: int, k: int, rows_seen: list | None = None) -> Packed:
+        rows, table = self.stream.batch(epoch, k)
+        if rows_seen is not None:
+            rows_seen.append(rows)
+        spec = self.spec
+        ex = parse_examples(table, self.tier.schema)
+        tier = self._reader(ex)
+        check_pointers(ex, tier)
+        staged = {t.name: plan(tier, ex, t, spec.check_leakage) for t in spec.tenants}
+        lay = _Layout()
+        lay.array("rows", rows.astype(np.int64, copy=False))
+        lay.array("user_id", ex.user_id)
+        lay.array("request_ts", ex.request_ts)
+        numeric, other = [], {}
+        for name in ex.passthrough:
+            col = ex.table.column(name)
+            if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+                lay.array(f"pt.{name}", col.to_numpy())
+                numeric.append(name)
+            else:
+                other[name] = col
+        tenants = {}
+        if spec.decode:
+            violations = np.zeros(ex.size, dtype=bool)
+            for name, s in staged.items():
+                values, viol = materialize_staged_reference(s)
+                violations |= np.asarray(viol, dtype=bool)
+                offsets = np.asarray(s.offsets)
+                lay.array(f"t.{name}.offsets", offsets)
+                lay.array(f"t.{name}.lengths", np.diff(offsets))
+                t = next(t for t in spec.tenants if t.name == name)
+                for c in t.columns:
+                    lay.array(f"t.{name}.v.{c}", values[c])
+                tenants[name] = {"mode": "jagged", "columns": list(t.columns), "nbytes_read": s.nbytes_read,
+                                 "max_len": int(np.diff(offsets).max()) if offsets.size > 1 else 0}
+            lay.array("violations", violations)
+        else:
+            for name, s in staged.items():
+                layout, words = staged_layout(s)
+                lay.add(f"t.{name}.packed", np.int64, (words,), lambda v, s=s, layout=layout: pack_staged(s, v, layout))
+                tenants[name] = {"mode": "staged", "skeleton": staged_skeleton(s), "layout": layout,
+                                 "staged_bytes": s.staged_bytes()}
+        header = {"k": k, "epoch": epoch, "tenants": tenants, "passthrough": list(ex.passthrough),
+                  "numeric": numeric, "other": other, "tier_version": tier.version,
+                  "materialized_bytes": _materialized_bytes(staged, spec.tenants)}
+        return Packed(header, lay.arrays, max(lay.nbytes, ALIGN_BYTES), lay.fills)
+
+
+def _materialized_bytes(staged: dict, tenants) -> int:
+    """Bytes of the jagged batches a message expands to (offsets + values of every tenant column)."""
+    total = 0
+    for t in tenants:
+        s = staged[t.name]
+        total += 8 * (s.batch_size + 1) + s.total * sum(4 if s.columns[c].dtype == "int32" else 8 for c in t.columns)
+    return total
+
+
+# ------------------------------------------------------------------------------------ process pool
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker process (the ``__cause__`` of what the loop raises)."""
+
+    def __init__(self, tb: str):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return self.tb
+
+
+_END = "end"
+
+
+def _failure(k, exc: BaseException, rows=None) -> dict:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        blob = pickle.dumps(exc)
+        pickle.loads(blob)
+    except Exception:  # an exception that does not survive pickling travels as text
+        blob = None
+    return {"failed": True, "k": k, "exc": blob, "type": type(exc).__name__, "text": str(exc), "tb": tb,
+            "rows": None if rows is None else np.asarray(rows)}
+
+
+def _worker_main(spec: ProducerSpec, index: int, workers: int, epoch: int, start: int, out, stop, prefix: str):
+    """A worker process: batches ``start + index``, ``+ workers``, ... of ``epoch``, each into a segment."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training loop's to handle; it stops us
+    parent = os.getppid()
+
+    def alive() -> bool:
+        return not stop.is_set() and os.getppid() == parent
+
+    def put(msg) -> bool:
+        while alive():
+            try:
+                out.put(msg, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    k = start + index
+    try:
+        producer = BatchProducer(spec)
+        total = producer.num_batches()
+    except BaseException as e:  # noqa: BLE001 - reported to the loop in the place of the first batch
+        put(_failure(k, e))
+        out.cancel_join_thread()
+        return
+    while k < total and alive():
+        seen: list = []
+        try:
+            packed = producer.produce(epoch, k, seen)
+        except BaseException as e:  # noqa: BLE001
+            put(_failure(k, e, seen[0] if seen else None))
+            break
+        name = f"{prefix}-{k}"
+        mm = shm_create(name, packed.nbytes)
+        try:
+            packed.write(mm)
+        finally:
+            mm.close()
+        if not put({"k": k, "shm": name, "nbytes": packed.nbytes, "header": packed.header, "arrays": packed.arrays}):
+            shm_unlink(name)
+            break
+        k += workers
+    else:
+        put(_END)
+    producer.cancel.set()
+    if not alive():
+        out.cancel_join_thread()  # nobody will read what is left in the queue: do not wait on it at exit
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start spawned workers without re-running the caller's ``__main__`` in them.
+
+    A spawned child imports the parent's main module before it runs the target: in a training
+    script that re-executes the script's top level (its imports: seconds and memory per worker) and,
+    without an ``if __name__ == "__main__":`` guard, fails. The workers need nothing from it (their
+    target and arguments live in gpumat), so the main module's path is hidden while they start.
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    try:
+        for k in saved:
+            if k == "__file__":
+                del main.__dict__[k]
+            else:
+                main.__dict__[k] = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+
+
+class ProcessPool:
+    """``workers`` processes building an epoch's batches from ``start`` on; iterate for ``(k, header, arrays)``."""
+
+    def __init__(self, spec: ProducerSpec, epoch: int, start: int, workers: int = 1, depth: int = 2,
+                 name: str = "gpumat worker"):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # never fork a process that runs torch (its threads, CUDA)
+        self.name, self.epoch, self.start = name, int(epoch), int(start)
+        self.workers = max(1, int(workers))
+        self.prefix = f"gpumat-{os.getpid()}-{secrets.token_hex(4)}"
+        per = max(1, -(-max(1, int(depth)) // self.workers))
+        self._stop = ctx.Event()
+        self._queues = [ctx.Queue(maxsize=per) for _ in range(self.workers)]
+        self._procs = [ctx.Process(target=_worker_main, name=f"{name}-{i}",
+                                   args=(spec, i, self.workers, self.epoch, self.start, self._queues[i], self._stop,
+                                         f"{self.prefix}-{i}"), daemon=True)
+                       for i in range(self.workers)]
+        self._next = self.start
+        self._closed = False
+        try:
+            with _main_module_hidden():
+                for p in self._procs:
+                    p.start()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs if p.pid is not None]
+
+    def where(self, k: int) -> str:
+        return f"batch {k} of epoch {self.epoch}"
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._closed:
+            raise StopIteration
+        k = self._next
+        i = (k - self.start) % self.workers
+        msg = self._get(i, k)
+        if msg == _END:
+            self.close()
+            raise StopIteration
+        if msg.get("failed"):
+            self.close()
+            raise self._reraise(i, msg)
+        self._next += 1
+        mm = shm_attach(msg["shm"], msg["nbytes"])
+        return k, msg["header"], views(mm, msg["arrays"])
+
+    def _get(self, i: int, k: int):
+        q, proc = self._queues[i], self._procs[i]
+        while True:
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                if not proc.is_alive():
+                    try:  # it may have put its last message just before leaving
+                        return q.get(timeout=0.5)
+                    except queue.Empty:
+                        pass
+                    code = proc.exitcode
+                    self.close()
+                    raise StageError(f"{self.name} {i} (pid {proc.pid}) exited with code {code} before "
+                                     f"{self.where(k)} was delivered")
+
+    def _reraise(self, i: int, msg: dict) -> BaseException:
+        where = f"{self.name} {i} (pid {self._procs[i].pid}) failed on {self.where(msg['k'])}"
+        if msg.get("rows") is not None:
+            where += f" (example rows {describe_indices(msg['rows'])})"
+        exc = pickle.loads(msg["exc"]) if msg["exc"] is not None else None
+        if isinstance(exc, GpumatError):
+            exc.args = (f"{where}: {exc.args[0] if exc.args else ''}",) + tuple(exc.args[1:])
+            exc.__cause__ = RemoteTraceback(msg["tb"])
+            return exc
+        err = StageError(f"{where}: {msg['type']}: {msg['text']}")
+        err.__cause__ = exc if exc is not None else RemoteTraceback(msg["tb"])
+        if exc is not None:
+            exc.__cause__ = RemoteTraceback(msg["tb"])
+        return err
+
+    def close(self) -> None:
+        """Stop the workers, unlink every segment not handed over, and join (then terminate) them."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        deadline = time.monotonic() + 5.0
+        while any(p.pid is not None and p.is_alive() for p in self._procs) and time.monotonic() < deadline:
+            self._drain()
+            time.sleep(0.02)
+        for p in self._procs:
+            if p.pid is None:  # never started
+                continue
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=2)
+            if p.is_alive():  # pragma: no cover - a worker stuck in a system call
+                p.kill()
+                p.join(timeout=2)
+            else:
+                p.join()
+        self._drain()
+        for q in self._queues:
+            q.close()
+            q.join_thread()
+        for name in shm_segments(self.prefix):  # a worker stopped between creating and sending a segment
+            shm_unlink(name)
+
+    def _drain(self) -> None:
+        for q in self._queues:
+            while True:
+                try:
+                    msg = q.get_nowait()
+                except (queue.Empty, OSError, ValueError, EOFError):
+                    break
+                if isinstance(msg, dict) and "shm" in msg:
+                    shm_unlink(msg["shm"])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
