@@ -1,8 +1,10 @@
 """A compact HSTU (Hierarchical Sequential Transduction Units, Zhai et al. 2024) over jagged batches.
 
 The model reads a :class:`~gpumat.JaggedBatch` as :func:`gpumat.materialize` returns it
-(columns ``item_id``, ``ts`` and optional side features such as ``rating``), pads it per batch to
-``W = min(max(lengths), max_len)`` and runs a stack of HSTU layers. Each layer is
+(columns ``item_id``, ``ts`` and optional side features such as ``rating``) and keeps it jagged:
+every pointwise step runs on the ``[N, dim]`` values of the batch (``N`` = its events, after each
+row keeps its newest ``max_len``), and the attention reads values and offsets, never padding a row
+to the batch's longest. Each layer is
 
     U, V, Q, K = split(silu(Linear(layernorm(X))))                     # pointwise projections
     A[b, h, i, j] = silu(Q_i . K_j + rab_h(i - j, bucket(ts_i - ts_j))) / max_len   for j <= i
@@ -10,9 +12,13 @@ The model reads a :class:`~gpumat.JaggedBatch` as :func:`gpumat.materialize` ret
 
 Design choices that matter:
 
-- **Right padding + causal mask = padding invariance.** Row ``b`` sits in ``[0, n_b)``; a valid
-  query ``i < n_b`` only attends to ``j <= i < n_b``, so padded keys are never seen and the
-  relative position ``i - j`` does not depend on the padded width.
+- **Jagged attention, never ``[B, H, W, W]``** (``HSTUConfig.attention``): on a GPU the Triton
+  kernels of ``gpumat.kernels.jagged_hstu`` (tiles over query and key blocks, biases computed in the
+  tile, causal tiles skipped); on a CPU their PyTorch twin ``gpumat.kernels.pt_jagged_hstu``
+  (query blocks of rows grouped by length, ``O(W x block)`` memory, checkpointed). ``"dense"``
+  keeps the original padded formulation as the reference.
+- **Causal rows = padding invariance.** A query ``i`` only attends to ``j <= i`` of its own row, so
+  the relative position ``i - j`` and every output are independent of the other rows of the batch.
 - **Divide by the constant ``max_len``**, not by the padded width (GR divides by the padded ``N``,
   which makes outputs depend on the other rows of the batch) nor by the row length (which would
   let the number of future events change earlier outputs). The constant keeps the pointwise
@@ -22,8 +28,6 @@ Design choices that matter:
   still has a well-defined (popularity-like, once trained) query vector, never NaN.
 - **Tied, L2-normalized embeddings** score items as ``cos(user, item) / temperature``, as in the
   public HSTU retrieval setup; the input uses the same table scaled by ``sqrt(dim)``.
-- The dense attention is ``O(W^2)`` memory per row (``[B, H, W, W]``); this is the reference
-  formulation, sized for ``max_len`` in the hundreds to low thousands.
 
 Example (a 3-row jagged batch with an empty row):
 
@@ -36,7 +40,10 @@ Example (a 3-row jagged batch with an empty row):
 ...                     {"item_id": torch.tensor([1, 2, 3, 7, 8]), "ts": torch.tensor([10, 20, 30, 5, 9])})
 >>> model(batch).shape                      # user representation at the last position
 torch.Size([3, 16])
->>> h, mask = model.encode(batch)           # per-position outputs, padded
+>>> h, offsets = model.encode_jagged(batch)  # per-event outputs, jagged
+>>> h.shape, offsets.tolist()
+(torch.Size([5, 16]), [0, 3, 3, 5])
+>>> h, mask = model.encode(batch)           # the same, padded
 >>> h.shape, mask.tolist()
 (torch.Size([3, 3, 16]), [[True, True, True], [False, False, False], [True, True, False]])
 >>> model.score(batch).shape                # full-catalog scores
@@ -56,13 +63,15 @@ from torch import nn
 
 from gpumat.core.batch import JaggedBatch
 from gpumat.core.errors import SchemaError
+from gpumat.kernels.pt_jagged_hstu import dense_hstu_attention, pt_jagged_hstu_attention, time_bucket_index
 
 __all__ = ["HSTUConfig", "HSTU", "HSTULayer", "time_buckets"]
 
-# Width of one log bucket of |ts_i - ts_j| (natural log units, as in generative-recommenders):
-# one bucket per factor e^0.301 ~ 1.35, so 128 buckets cover deltas up to e^38 in any time unit.
-_LOG_BUCKET_WIDTH = 0.301
 _SAMPLERS = ("uniform", "popularity")
+_ATTENTION = ("auto", "triton", "pytorch", "dense")
+# Query positions per block of the PyTorch twin: [G, H, 256, W] fp32 per block, and large enough
+# that rows up to 256 events (most of a short tenant) run as one block, as fast as the dense layer.
+TWIN_BLOCK = 256
 
 
 @dataclass
@@ -83,6 +92,9 @@ class HSTUConfig:
     - ``train_all_positions``: supervise every position (autoregressive), not only the last.
     - ``check_ids``: range-check ids at the boundary (one device sync per call; turn off in a
       GPU training loop once the data is known to be clean).
+    - ``attention``: ``"auto"`` (the Triton kernels on CUDA, the PyTorch twin elsewhere),
+      ``"triton"``, ``"pytorch"`` (jagged, blocked, checkpointed) or ``"dense"`` (the original padded
+      ``[B, H, W, W]`` layer: the reference, ``O(W^2)`` memory per row).
 
     The defaults train in seconds per hundred steps on a small CPU; scale ``dim``, ``num_layers``,
     ``num_heads``, ``max_len`` and the batch size up to make a GPU compute-bound.
@@ -102,6 +114,7 @@ class HSTUConfig:
     logq_correction: bool = False
     train_all_positions: bool = True
     check_ids: bool = True
+    attention: str = "auto"
 
     def __post_init__(self):
         def _pos_int(name, lo):
@@ -118,6 +131,8 @@ class HSTUConfig:
         _pos_int("num_time_buckets", 0)
         if self.dim % self.num_heads:
             raise SchemaError(f"HSTUConfig.dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+        if self.attention not in _ATTENTION:
+            raise SchemaError(f"HSTUConfig.attention must be one of {_ATTENTION}, got {self.attention!r}")
         if self.sampler not in _SAMPLERS:
             raise SchemaError(f"HSTUConfig.sampler must be one of {_SAMPLERS}, got {self.sampler!r}")
         if not (0.0 <= self.dropout < 1.0):
@@ -136,56 +151,46 @@ def time_buckets(ts: torch.Tensor, num_buckets: int) -> torch.Tensor:
 
     ``ts``: ``[B, W]`` int64 -> ``[B, W, W]`` int64 in ``[0, num_buckets)``. Deltas of 0 and 1
     share bucket 0. The difference is taken in float64 so that extreme int64 timestamps cannot
-    wrap around.
+    wrap around. (The model never builds this ``[W, W]`` tensor: the attention computes each
+    bucket inside its tile; this is the definition, for inspection and tests.)
 
     >>> time_buckets(torch.tensor([[0, 1, 10, 10**6]]), 128)[0, 3].tolist()
     [45, 45, 45, 0]
     """
-    t = ts.to(torch.float64)
-    dt = (t.unsqueeze(2) - t.unsqueeze(1)).abs().clamp_(min=1.0)
-    return (dt.log_() / _LOG_BUCKET_WIDTH).clamp_(max=num_buckets - 1).to(torch.int64)
+    return time_bucket_index(ts, ts, num_buckets)
 
 
-class _BucketBias(torch.autograd.Function):
-    """``table [nb, H]`` gathered at ``idx [B, W, W]`` -> ``[B, H, W, W]``.
+class _Rows:
+    """The jagged layout every layer of one forward shares: ``offsets [B + 1]``, ``ts [N]`` (None
+    without time bias) and the attention implementation to use."""
 
-    Only for CPU: there the default embedding backward sorts all ``B * W * W`` indices and
-    dominates the step; a ``scatter_add_`` into ``H * nb`` bins is ~20x faster (measured on a
-    2-core CPU at B=128, W=200). On CUDA we keep the built-in sort-based backward, which avoids
-    atomics contending on so few bins.
-    """
+    __slots__ = ("offsets", "ts", "attention")
 
-    @staticmethod
-    def forward(ctx, table, idx):
-        ctx.save_for_backward(idx)
-        ctx.num_buckets = table.shape[0]
-        return F.embedding(idx, table).permute(0, 3, 1, 2)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (idx,) = ctx.saved_tensors
-        H = grad.shape[1]
-        g = grad.transpose(0, 1).reshape(H, -1)  # [H, B*W*W], same element order as idx
-        out = grad.new_zeros(H, ctx.num_buckets).scatter_add_(1, idx.reshape(1, -1).expand(H, -1), g)
-        return out.T, None
+    def __init__(self, offsets, ts, attention):
+        self.offsets, self.ts, self.attention = offsets, ts, attention
 
 
-def _bucket_bias(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    if table.device.type == "cpu" and torch.is_grad_enabled() and table.requires_grad:
-        return _BucketBias.apply(table, idx)
-    return F.embedding(idx, table).permute(0, 3, 1, 2)
+def _resolve_attention(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        from gpumat.kernels.jagged_hstu import triton_available
+
+        if triton_available(device)[0]:
+            return "triton"
+    return "pytorch"
 
 
 class HSTULayer(nn.Module):
     """One HSTU layer with its own relative attention bias (positions and time buckets).
 
-    ``forward(x [B, W, D], rel_pos [W, W], tbuckets [B, W, W] or None, causal [W, W]) -> [B, W, D]``,
-    where ``causal`` is the lower-triangular mask times ``1 / max_len``.
+    ``forward(x [N, D], rows) -> [N, D]`` on the jagged values of a batch (``rows``: the batch's
+    offsets, timestamps and attention implementation, shared by the layers).
     """
 
     def __init__(self, cfg: HSTUConfig):
         super().__init__()
-        self.dim, self.heads = cfg.dim, cfg.num_heads
+        self.dim, self.heads, self.max_len = cfg.dim, cfg.num_heads, cfg.max_len
         self.uvqk = nn.Linear(cfg.dim, 4 * cfg.dim)
         self.out = nn.Linear(cfg.dim, cfg.dim)
         # rab = position term (indexed by i - j >= 0 under the causal mask) + time term, per head.
@@ -196,22 +201,24 @@ class HSTULayer(nn.Module):
             nn.init.zeros_(self.time_bias.weight)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, rel_pos, tbuckets, causal):
-        B, W, D = x.shape
+    def forward(self, x: torch.Tensor, rows: _Rows) -> torch.Tensor:
+        N, D = x.shape
         H, dh = self.heads, D // self.heads
         u, v, q, k = F.silu(self.uvqk(F.layer_norm(x, (D,)))).split(D, dim=-1)
-        q = q.view(B, W, H, dh).transpose(1, 2)  # [B, H, W, dh]
-        k = k.view(B, W, H, dh).transpose(1, 2)
-        v = v.view(B, W, H, dh).transpose(1, 2)
-        rab = self.pos_bias(rel_pos).permute(2, 0, 1)  # [H, W, W], shared by the batch
-        qk = q @ k.transpose(-1, -2) + rab
-        if tbuckets is not None:
-            qk = qk + _bucket_bias(self.time_bias.weight, tbuckets)  # [B, H, W, W]
-        # Multiplying by the mask (instead of -inf before silu) keeps masked weights exactly 0;
-        # ``causal`` already holds the 1 / max_len scale, which saves one pass over [B, H, W, W].
-        a = F.silu(qk) * causal
-        o = (a @ v).transpose(1, 2).reshape(B, W, D)
-        o = F.layer_norm(o, (D,)) * u
+        # [N, H, dh] views of the fused projection: the kernels read them in place.
+        q, k, v = (t.view(N, H, dh) for t in (q, k, v))
+        tw = self.time_bias.weight if self.time_bias is not None else None
+        ts = rows.ts if tw is not None else None
+        args = (q, k, v, ts, rows.offsets, self.pos_bias.weight, tw, self.max_len)
+        if rows.attention == "triton":
+            from gpumat.kernels.jagged_hstu import triton_jagged_hstu_attention
+
+            o = triton_jagged_hstu_attention(*args)
+        elif rows.attention == "dense":
+            o = dense_hstu_attention(*args)
+        else:
+            o = pt_jagged_hstu_attention(*args, block=TWIN_BLOCK)
+        o = F.layer_norm(o.reshape(N, D), (D,)) * u
         return x + self.dropout(self.out(o))
 
 
@@ -256,8 +263,13 @@ class HSTU(nn.Module):
             if lo < 0 or hi >= bound:
                 raise SchemaError(f"HSTU: {name} values must lie in [0, {bound}), got min {lo}, max {hi}")
 
-    def _pad(self, batch: JaggedBatch):
-        """Pad the newest ``max_len`` events of every row. -> ``(cols {c: [B, W] int64}, lengths [B], mask [B, W])``."""
+    def _jagged(self, batch: JaggedBatch):
+        """The newest ``max_len`` events of every row, jagged, on the model's device.
+
+        -> ``(cols {c: [N] int64}, offsets [B + 1], lengths [B], width)``, ``width`` the longest
+        kept row. Truncation gathers (one host sync for the kept count) only when a row is longer
+        than ``max_len``; ``batch.max_seq_len`` is free for a batch gpumat built.
+        """
         if not isinstance(batch, JaggedBatch):
             raise SchemaError(f"HSTU expects a JaggedBatch, got {type(batch).__name__}")
         missing = [c for c in self._columns if c not in batch.values]
@@ -267,68 +279,80 @@ class HSTU(nn.Module):
             if batch.values[c].dtype not in (torch.int64, torch.int32):
                 raise SchemaError(f"HSTU: column {c!r} must be int64 or int32, got {batch.values[c].dtype}")
         dev = self.empty.device
+        L = self.cfg.max_len
         offsets = batch.offsets.to(dev, torch.int64)
-        lengths = (offsets[1:] - offsets[:-1]).clamp(max=self.cfg.max_len)
         B = offsets.numel() - 1
-        W = int(lengths.max()) if B > 0 else 0
-        pos = torch.arange(W, device=dev)
-        mask = pos < lengths.unsqueeze(1)  # [B, W]
-        # Keep the newest events: row b starts at offsets[b+1] - lengths[b] after truncation.
-        src = (offsets[1:] - lengths).unsqueeze(1) + pos
-        src = torch.where(mask, src, torch.zeros_like(src))  # padded slots read element 0, then masked
+        longest = batch.max_seq_len
+        src = None
+        if longest > L:
+            full = offsets[1:] - offsets[:-1]
+            lengths = full.clamp(max=L)
+            new_offsets = torch.cat([offsets[:1] * 0, lengths.cumsum(0)])
+            n = int(new_offsets[-1])
+            row = torch.repeat_interleave(torch.arange(B, device=dev), lengths, output_size=n)
+            # Keep the newest events: row b starts at offsets[b+1] - lengths[b] after truncation.
+            src = (offsets[1:] - lengths)[row] + torch.arange(n, device=dev) - new_offsets[row]
+            offsets = new_offsets
+        else:
+            lengths = offsets[1:] - offsets[:-1]
         cols = {}
         for c in self._columns:
             v = batch.values[c].to(dev)
-            if v.numel() == 0:
-                cols[c] = torch.zeros((B, W), dtype=torch.int64, device=dev)
-            else:
-                cols[c] = v[src].to(torch.int64).masked_fill_(~mask, 0)
+            cols[c] = (v if src is None else v[src]).to(torch.int64)
         if self.cfg.check_ids:
-            self._check_ids("item_id", cols["item_id"][mask], self.cfg.num_items)
-            for c, n in self.cfg.side_features.items():
-                self._check_ids(c, cols[c][mask], n)
-        return cols, lengths, mask
+            self._check_ids("item_id", cols["item_id"], self.cfg.num_items)
+            for c, nc in self.cfg.side_features.items():
+                self._check_ids(c, cols[c], nc)
+        return cols, offsets, lengths, min(longest, L) if B > 0 else 0
 
     # ---------------------------------------------------------------- model
 
-    def encode(self, batch: JaggedBatch):
-        """Per-position outputs. -> ``(h [B, W, dim] L2-normalized, zero on padding; mask [B, W] bool)``.
+    def encode_jagged(self, batch: JaggedBatch):
+        """Per-event outputs, jagged. -> ``(h [N, dim] L2-normalized, offsets [B + 1])``.
 
-        ``W = min(max(lengths), max_len)``; ``h[b, i]`` summarizes the events ``0..i`` of row ``b``
-        (causal) and is the query for the event after position ``i``.
+        Row ``b`` keeps its newest ``min(n_b, max_len)`` events; ``h[offsets[b] + i]`` summarizes
+        the events ``0..i`` of the row (causal) and is the query for the event after position ``i``.
         """
-        cols, _, mask = self._pad(batch)
-        return self._encode(cols, mask), mask
+        cols, offsets, _, _ = self._jagged(batch)
+        return self._encode(cols, offsets), offsets
 
-    def _encode(self, cols, mask):
+    def encode(self, batch: JaggedBatch):
+        """Per-position outputs, padded. -> ``(h [B, W, dim] L2-normalized, zero on padding; mask [B, W] bool)``.
+
+        ``W = min(max(lengths), max_len)``; ``h[mask]`` is :meth:`encode_jagged`'s ``h``. Only the
+        output is padded: the layers run jagged.
+        """
+        cols, offsets, lengths, width = self._jagged(batch)
+        h = self._encode(cols, offsets)
+        mask = torch.arange(width, device=h.device) < lengths.unsqueeze(1)
+        padded = h.new_zeros(mask.numel(), h.shape[1]).index_copy(0, mask.reshape(-1).nonzero().squeeze(1), h)
+        return padded.view(*mask.shape, h.shape[1]), mask
+
+    def _encode(self, cols, offsets):
         cfg = self.cfg
-        B, W = mask.shape
         x = self.item_emb(cols["item_id"])
         for c, emb in self.side_emb.items():
             x = x + emb(cols[c])
         x = self.input_dropout(x * math.sqrt(cfg.dim))
-        if W > 0:
-            pos = torch.arange(W, device=x.device)
-            rel = (pos.unsqueeze(1) - pos.unsqueeze(0)).clamp_(min=0)  # i - j; j > i is masked anyway
-            causal = torch.ones(W, W, dtype=x.dtype, device=x.device).tril_() / cfg.max_len
-            tb = time_buckets(cols["ts"], cfg.num_time_buckets) if cfg.num_time_buckets else None
+        if x.shape[0] > 0:
+            rows = _Rows(offsets, cols["ts"] if cfg.num_time_buckets else None, _resolve_attention(cfg.attention, x.device))
             for layer in self.layers:
-                x = layer(x, rel, tb, causal)
-        return F.normalize(x, dim=-1) * mask.unsqueeze(-1).to(x.dtype)
+                x = layer(x, rows)
+        return F.normalize(x, dim=-1)
 
-    def _last(self, h, lengths):
-        """Gather ``h[b, lengths[b] - 1]``; the learned ``empty`` vector for empty rows. -> ``[B, dim]``."""
+    def _last(self, h, offsets, lengths):
+        """``h`` at the last event of each row; the learned ``empty`` vector for empty rows. -> ``[B, dim]``."""
         B = lengths.numel()
-        if h.shape[1] == 0:
-            return F.normalize(self.empty, dim=-1).expand(B, -1)
-        idx = (lengths - 1).clamp(min=0)
-        last = h[torch.arange(B, device=h.device), idx]
-        return torch.where((lengths > 0).unsqueeze(1), last, F.normalize(self.empty, dim=-1).expand(B, -1))
+        empty = F.normalize(self.empty, dim=-1).expand(B, -1)
+        if h.shape[0] == 0:
+            return empty
+        last = h[(offsets[1:] - 1).clamp(min=0)]
+        return torch.where((lengths > 0).unsqueeze(1), last, empty)
 
     def forward(self, batch: JaggedBatch) -> torch.Tensor:
         """User representation after each row's last event. -> ``[B, dim]`` (L2-normalized)."""
-        cols, lengths, mask = self._pad(batch)
-        return self._last(self._encode(cols, mask), lengths)
+        cols, offsets, lengths, _ = self._jagged(batch)
+        return self._last(self._encode(cols, offsets), offsets, lengths)
 
     def item_embeddings(self) -> torch.Tensor:
         """The L2-normalized output embedding of every item. -> ``[num_items, dim]``."""
@@ -371,33 +395,36 @@ class HSTU(nn.Module):
         (``K * q(j) + B * p(j)``; ``p`` from :meth:`set_item_counts`, uniform if never set).
         """
         cfg = self.cfg
-        cols, lengths, mask = self._pad(batch)
-        B, W = mask.shape
-        dev = mask.device
+        cols, offsets, lengths, width = self._jagged(batch)
+        B = lengths.numel()
+        dev = offsets.device
         if labels is not None:
             labels = torch.as_tensor(labels)
             if labels.shape != (B,) or labels.dtype not in (torch.int64, torch.int32):
                 raise SchemaError(f"labels must be an int64/int32 tensor of shape [B={B}], got {labels.dtype} {tuple(labels.shape)}")
             labels = labels.to(dev, torch.int64)
             self._check_ids("labels", labels, cfg.num_items)
-        h = self._encode(cols, mask)
+        h = self._encode(cols, offsets)  # [N, dim], jagged
         items = cols["item_id"]
+        N = items.numel()
 
         queries, targets = [], []
-        if cfg.train_all_positions and W > 1:
-            inside = mask[:, 1:]  # position i has a next event inside the row
-            queries.append(h[:, :-1][inside])
-            targets.append(items[:, 1:][inside])
+        if cfg.train_all_positions and width > 1:
+            # Event p is the last of its row iff p + 1 is a row end (empty rows repeat an end).
+            ends = torch.zeros(N + 1, dtype=torch.bool, device=dev)
+            ends[offsets[1:]] = True
+            inside = ~ends[1:]
+            queries.append(h[inside])
+            targets.append(items.roll(-1)[inside])
         if labels is not None:
-            queries.append(self._last(h, lengths))
+            queries.append(self._last(h, offsets, lengths))
             targets.append(labels)
-        elif not cfg.train_all_positions and W > 1:
+        elif not cfg.train_all_positions and width > 1:
             # No labels: the last supervised position of a row predicts the row's last event.
             keep = lengths > 1
-            idx = (lengths - 2).clamp(min=0)
-            ar = torch.arange(B, device=dev)
-            queries.append(h[ar, idx][keep])
-            targets.append(items[ar, (lengths - 1).clamp(min=0)][keep])
+            end = offsets[1:][keep]
+            queries.append(h[end - 2])
+            targets.append(items[end - 1])
         if not queries or sum(q.shape[0] for q in queries) == 0:
             # Nothing to predict; a zero that still reaches the parameters keeps backward() valid.
             return self.empty.sum() * 0.0
