@@ -17,8 +17,9 @@ Two launches per tenant, each over all of its columns (the column arrays are pas
 the per-column choices as constexpr bit masks, so one compiled kernel serves a tenant's schema):
 
 - ``_history_kernel``: a tile is the intersection of one example's window with one staged block
-  (<= block_size values, 128 by default). On a GPU one program is one tile and one warp: lane
-  ``l`` of the warp holds positions ``l, l + 32, l + 64, l + 96`` of the tile. Position ``k + 32 i``
+  (<= block_size values, 128 by default). On a GPU a program is one warp that walks SEQ tiles in
+  turn (unrolled; SEQ by length bucket, ``SEQ_BY_BUCKET``, autotuned by ``gpumat bench kernels``);
+  lane ``l`` of the warp holds positions ``l, l + 32, l + 64, l + 96`` of a tile. Position ``k + 32 i``
   of a block of width ``w`` starts at bit ``(k + 32 i) * w``, i.e. at 32-bit word ``(k * w >> 5) + i
   * w`` with the same shift ``k * w & 31`` for every ``i``: a lane computes its word, shift and
   ``base + slope * k`` once per tile and column, and each value then costs one address add, two
@@ -27,16 +28,16 @@ the per-column choices as constexpr bit masks, so one compiled kernel serves a t
   check rides on the ``ts`` column's pass. A column whose blocks are all <= 32 bits wide (known
   on the host, ``StagedBatch.max_width``) never touches a third word; an int32 output never
   needs more than the low 32 bits, so its arithmetic is 32-bit throughout. The grid is the
-  number of tiles: it depends only on shapes, so launching needs no host sync, and a 10^6-event
-  history is ~8k independent programs. Tiles of one example write disjoint output ranges, so
+  number of tiles over SEQ: it depends only on shapes and host-known sizes, so launching needs no
+  host sync, and a 10^6-event history is ~2k independent programs. Tiles of one example write disjoint output ranges, so
   programs never coordinate. Tier blocks wider than 128 lanes loop (the LOOP constexpr).
 - ``_tail_kernel``: the inline tails (plain int64 values): EX_PER_PROG examples per program in rows
   of TAIL_BLOCK lanes, the power of two at or above the batch's longest tail (known on the host;
   unknown tails loop over 32-lane chunks).
 
-The launch shapes were chosen from the SASS (``gpumat bench kernels --static``): 2.6-2.7
-warp-instructions per event for the long bench tenant, 3.8-4.0 for the short one (triton 3.9 /
-3.6), against 7.8-9.7 and 14-16.5 for the previous one-launch-per-column, 64-bit design.
+The launch shapes were chosen from the SASS (``gpumat bench kernels --static``): 2.33 / 2.46
+warp-instructions per event for the long bench tenant, 3.46 / 3.66 for the short one (triton 3.9 /
+3.6), against 9.7 / 7.8 and 16.6 / 14.0 for the previous one-launch-per-column, 64-bit design.
 
 Why this encoding (blocked linear frame of reference, DESIGN §1): only compressed words cross the
 bus and are read from HBM, and random access inside a block is O(1), so a window that starts in
@@ -87,6 +88,7 @@ INTERPRETED = _DEFINED_INTERPRETED  # public: backend="auto" must never pick the
 # warp with 4 values per thread, and the tail programs as many lanes (rows as wide as the batch's
 # longest tail, up to MAX_TAIL_BLOCK). The interpreter pays per program, so it takes far larger groups.
 GPU_TILES_PER_PROG = 1
+GPU_TILES_SEQ = 4  # tiles one warp walks in turn: a quarter of the programs to schedule
 GPU_TAIL_LANES = 512
 INTERP_TILES_PER_PROG = 512
 INTERP_TAIL_LANES = 65536
@@ -198,31 +200,15 @@ if triton is not None:
                     bad = bad | (live & (v >= rts[None, :]))
         return bad
 
-    @triton.jit(do_not_specialize=["nwords", "n_tiles", "n_ex", "n_out", "width"])
-    def _history_kernel(
-        hdrs,  # tuple: per column, int64 [K, 3] (base, slope, meta)
-        words,  # tuple: per column, the packed words as int32 [2 * (W + 1)]
-        outs,  # tuple: per column, [n_out] jagged or [B, width] padded, the column's dtype
-        nwords,  # tuple: per column, W + 1 (64-bit words)
-        tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,  # int64 [n_tiles]
-        offsets_ptr,  # int64 [B + 1] (padded only)
-        request_ts_ptr,  # int64 [B] (check only)
-        viol_ptr,  # int32 [B]
-        n_tiles, n_ex, n_out, width,
-        NCOL: tl.constexpr,
-        STORE_MASK: tl.constexpr,  # bit c: column c is stored
-        OUT64_MASK: tl.constexpr,  # bit c: column c is decoded to 64 bits (int64 output, or the checked ts)
-        WIDE_MASK: tl.constexpr,  # bit c: some block of column c is wider than 32 bits
-        CHECK_COL: tl.constexpr,  # the column the leakage check reads (ts), -1 for none
-        INCLUSIVE: tl.constexpr,  # flag ts > request_ts (check_leakage="inclusive"), else ts >= request_ts
-        PADDED: tl.constexpr,
-        LANES: tl.constexpr,  # 32 (a warp), or the block size when smaller
-        STEPS: tl.constexpr,  # values per lane: LANES * STEPS positions per tile per pass
-        TILES_PER_PROG: tl.constexpr,
-        LOOP: tl.constexpr,
+    @triton.jit
+    def _tiles(
+        t, hdrs, words, outs, nwords, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
+        offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
+        NCOL: tl.constexpr, STORE_MASK: tl.constexpr, OUT64_MASK: tl.constexpr, WIDE_MASK: tl.constexpr,
+        CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, PADDED: tl.constexpr, LANES: tl.constexpr,
+        STEPS: tl.constexpr, TILES_PER_PROG: tl.constexpr, LOOP: tl.constexpr,
     ):
-        """The history: TILES_PER_PROG tiles per program (one on a GPU: a one-warp program), all columns."""
-        t = tl.program_id(0) * TILES_PER_PROG + tl.arange(0, TILES_PER_PROG)
+        """Tiles ``t`` (int32 ``[TILES_PER_PROG]``), every column: descriptors, then the decode."""
         tmask = t < n_tiles
         blk = tl.load(tile_block_ptr + t, mask=tmask, other=0).to(tl.int32)
         lo = tl.load(tile_lo_ptr + t, mask=tmask, other=0).to(tl.int32)
@@ -282,6 +268,51 @@ if triton is not None:
             else:
                 flag = tl.max(tl.max(bad.to(tl.int32), axis=0), axis=0)  # [TP]
                 tl.store(viol_ptr + ex, flag, mask=tok & (flag > 0))
+
+
+    @triton.jit(do_not_specialize=["nwords", "n_tiles", "n_ex", "n_out", "width"])
+    def _history_kernel(
+        hdrs,  # tuple: per column, int64 [K, 3] (base, slope, meta)
+        words,  # tuple: per column, the packed words as int32 [2 * (W + 1)]
+        outs,  # tuple: per column, [n_out] jagged or [B, width] padded, the column's dtype
+        nwords,  # tuple: per column, W + 1 (64-bit words)
+        tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,  # int64 [n_tiles]
+        offsets_ptr,  # int64 [B + 1] (padded only)
+        request_ts_ptr,  # int64 [B] (check only)
+        viol_ptr,  # int32 [B]
+        n_tiles, n_ex, n_out, width,
+        NCOL: tl.constexpr,
+        STORE_MASK: tl.constexpr,  # bit c: column c is stored
+        OUT64_MASK: tl.constexpr,  # bit c: column c is decoded to 64 bits (int64 output, or the checked ts)
+        WIDE_MASK: tl.constexpr,  # bit c: some block of column c is wider than 32 bits
+        CHECK_COL: tl.constexpr,  # the column the leakage check reads (ts), -1 for none
+        INCLUSIVE: tl.constexpr,  # flag ts > request_ts (check_leakage="inclusive"), else ts >= request_ts
+        PADDED: tl.constexpr,
+        LANES: tl.constexpr,  # 32 (a warp), or the block size when smaller
+        STEPS: tl.constexpr,  # values per lane: LANES * STEPS positions per tile per pass
+        TILES_PER_PROG: tl.constexpr,  # tiles side by side in one program (the interpreter's shape)
+        SEQ: tl.constexpr,  # tiles one after another in one program (the GPU's shape: TILES_PER_PROG = 1)
+        LOOP: tl.constexpr,
+        len_bucket,  # the autotuner's key only: log2 of the batch's mean events per example
+    ):
+        """The history, all columns: SEQ x TILES_PER_PROG tiles per program. On a GPU a program is
+        one warp that walks SEQ tiles in turn (unrolled, so the loads of the next tile are in flight
+        while the current one is stored); under the interpreter it holds TILES_PER_PROG side by side."""
+        if TILES_PER_PROG == 1:
+            for i in tl.static_range(SEQ):
+                _tiles(
+                    (tl.program_id(0) * SEQ + i) + tl.arange(0, 1),
+                    hdrs, words, outs, nwords, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
+                    offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
+                    NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, CHECK_COL, INCLUSIVE, PADDED, LANES, STEPS, 1, LOOP,
+                )
+        else:
+            _tiles(
+                tl.program_id(0) * TILES_PER_PROG + tl.arange(0, TILES_PER_PROG),
+                hdrs, words, outs, nwords, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
+                offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
+                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, CHECK_COL, INCLUSIVE, PADDED, LANES, STEPS, TILES_PER_PROG, LOOP,
+            )
 
     @triton.jit(do_not_specialize=["n_ex", "n_tail", "n_out", "width"])
     def _tail_kernel(
@@ -391,6 +422,48 @@ def tail_shape(max_tail: int | None, lanes: int, ex_per_prog: int | None = None)
         tb = min(triton.next_power_of_2(max(int(max_tail), 1)), MAX_TAIL_BLOCK)
         loop = int(max_tail) > tb
     return (ex_per_prog or max(1, lanes // tb)), tb, loop
+
+
+# Tiles per one-warp program, by length bucket (``len_bucket``: log2 of the batch's mean events
+# per example). Chosen from the static counts (the instructions per tile do not depend on it) and
+# the programs the GPU must schedule: 4 everywhere until a GPU run of ``gpumat bench kernels``
+# (which autotunes and reports the best SEQ per tenant) measures otherwise.
+SEQ_BY_BUCKET: dict[int, int] = {}
+SEQ_CHOICES = (1, 2, 4, 8)
+
+
+def len_bucket(staged) -> int:
+    """The autotuning key of a batch: ``floor(log2(mean events per example))`` from sizes the host
+    knows (-1 when unknown, as for a batch built on the device). Never reads the device.
+
+    >>> from types import SimpleNamespace as NS
+    >>> len_bucket(NS(known_total=4096 * 8, offsets=NS(numel=lambda: 9))), len_bucket(NS(known_total=None))
+    (12, -1)
+    """
+    if staged.known_total is None:
+        return -1
+    B = max(staged.offsets.numel() - 1, 1)
+    return max(int(staged.known_total // B).bit_length() - 1, 0)
+
+
+def seq_for(bucket: int) -> int:
+    return SEQ_BY_BUCKET.get(bucket, GPU_TILES_SEQ)
+
+
+_AUTOTUNED = []
+
+
+def _autotuned():
+    """``_history_kernel`` under ``triton.autotune`` over ``SEQ_CHOICES``, keyed by the length bucket
+    and the column set, when ``GPUMAT_AUTOTUNE=1`` on a GPU (else None). Opt-in: the first batch of
+    each key is benchmarked, which synchronizes the device once."""
+    if _DEFINED_INTERPRETED or os.environ.get("GPUMAT_AUTOTUNE") != "1":
+        return None
+    if not _AUTOTUNED:
+        configs = [triton.Config({"SEQ": q}, num_warps=HISTORY_WARPS) for q in SEQ_CHOICES]
+        _AUTOTUNED.append(triton.autotune(configs=configs, key=["len_bucket", "NCOL", "STORE_MASK", "PADDED"])(
+            _history_kernel))
+    return _AUTOTUNED[0]
 
 
 def _limit(what: str, n: int) -> None:
@@ -518,13 +591,17 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
     common = dict(NCOL=len(hdrs), STORE_MASK=store_mask, CHECK_COL=check_col,
                   INCLUSIVE=check_col >= 0 and staged.inclusive, PADDED=padded_width is not None)
     if T:
-        _history_kernel[(triton.cdiv(T, tp),)](
-            tuple(hdrs), tuple(words), tuple(outs), tuple(nwords),
-            staged.tile_block, staged.tile_lo, staged.tile_cnt, staged.tile_out, staged.tile_ex,
-            staged.offsets, staged.request_ts, viol, T, B, n_out, width,
-            OUT64_MASK=out64_mask, WIDE_MASK=wide_mask, LANES=lanes_h, STEPS=block // lanes_h, TILES_PER_PROG=tp,
-            LOOP=int(staged.block_size) > block, num_warps=HISTORY_WARPS, **common,
-        )
+        args = (tuple(hdrs), tuple(words), tuple(outs), tuple(nwords),
+                staged.tile_block, staged.tile_lo, staged.tile_cnt, staged.tile_out, staged.tile_ex,
+                staged.offsets, staged.request_ts, viol, T, B, n_out, width)
+        kw = dict(OUT64_MASK=out64_mask, WIDE_MASK=wide_mask, LANES=lanes_h, STEPS=block // lanes_h,
+                  TILES_PER_PROG=tp, LOOP=int(staged.block_size) > block, **common)
+        bucket = len_bucket(staged)
+        if tp == 1 and _autotuned() is not None:
+            _autotuned()[lambda meta: (triton.cdiv(T, meta["SEQ"]),)](*args, len_bucket=bucket, **kw)
+        else:
+            seq = 1 if tp > 1 else seq_for(bucket)
+            _history_kernel[(triton.cdiv(T, tp * seq),)](*args, len_bucket=bucket, SEQ=seq, num_warps=HISTORY_WARPS, **kw)
     if n_tail and B > 0:
         _tail_kernel[(triton.cdiv(B, epp),)](
             tuple(tails), tuple(outs), staged.offsets, staged.hist_len, staged.tail_src, staged.tail_len,

@@ -482,6 +482,19 @@ def test_specializations_agree(seed):
         assert_equal_verbose(viol.cpu().numpy(), exp_viol, "violations")
 
 
+@pytest.mark.parametrize("seq", [2, 3])
+def test_one_warp_programs_walking_several_tiles(seq, monkeypatch):
+    """The GPU shape: one tile at a time, SEQ tiles per program (the last program partly empty)."""
+    import gpumat.kernels.triton_decode_gather as tdg
+
+    monkeypatch.setattr(tdg, "GPU_TILES_SEQ", seq)
+    for s_ in (25, 26):
+        staged, expected, exp_viol = random_batch(s_, 7, 300, 900, 20, ("item", "act", "ts"), True)
+        check_all(staged, expected, exp_viol, launch={"tiles_per_prog": 1})
+        pw = int(np.diff(staged.offsets).max()) + 3
+        check_all(staged, expected, exp_viol, padded_width=pw, launch={"tiles_per_prog": 1})
+
+
 def test_narrow_columns_take_the_32_bit_path():
     """Blocks of at most 32 bits decode the same with the 2-word path as with the 3-word one."""
     rng = np.random.default_rng(23)

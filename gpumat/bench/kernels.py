@@ -135,6 +135,23 @@ def device_peers(device) -> list[str]:
     return ["torch"] + (["cupy"] if available("cupy", device)[0] else [])
 
 
+def _tune_seq(dev_staged) -> dict:
+    """Autotune the history kernel's tiles per one-warp program (``SEQ``) for this batch's length
+    bucket: time every choice, keep the fastest in ``SEQ_BY_BUCKET`` for the rest of the run, and
+    report them all (the table to put in ``kernels/triton_decode_gather.py``)."""
+    from gpumat.kernels import triton_decode_gather as tdg
+
+    bucket = tdg.len_bucket(dev_staged)
+    before = tdg.SEQ_BY_BUCKET.get(bucket)
+    times = {}
+    for q in tdg.SEQ_CHOICES:
+        tdg.SEQ_BY_BUCKET[bucket] = q
+        times[q] = _bench(lambda: decode_gather(dev_staged, "triton"))["median_ms"]
+    best = min(times, key=times.get)
+    tdg.SEQ_BY_BUCKET[bucket] = best
+    return {"len_bucket": bucket, "median_ms_by_seq": times, "best": best, "default": before or tdg.GPU_TILES_SEQ}
+
+
 def bench_staged(name: str, staged: StagedBatch, device, ceilings: dict, cpu_reps: int = 3) -> dict:
     """Time every backend on one host ``StagedBatch`` (synthetic or planned from a real tier)."""
     total = staged.total
@@ -158,6 +175,7 @@ def bench_staged(name: str, staged: StagedBatch, device, ceilings: dict, cpu_rep
 
     res = {"tenant": name, "batch_size": staged.batch_size, "events": total, "tiles": staged.num_tiles,
            "bytes_in": in_bytes, "bytes_out": out_bytes, "bytes_moved": moved, "peers": peers}
+    res["tiles_per_program"] = _tune_seq(dev_staged)
     for backend in ("triton", *peers):
         res[backend] = _bench(lambda: decode_gather(dev_staged, backend))
     ref_values, _ = decode_gather(staged, "reference")

@@ -129,8 +129,8 @@ def _compile_config(job) -> dict:
         fn = k._history_kernel
         sig = {"hdrs": ("*i64",) * n, "words": ("*i32",) * n, "outs": outs, "nwords": ("i32",) * n}
         consts.update(OUT64_MASK=masks["OUT64_MASK"], WIDE_MASK=masks["WIDE_MASK"],
-                      LANES=32, STEPS=4, TILES_PER_PROG=k.GPU_TILES_PER_PROG, LOOP=loop)
-        per_program, warps = k.GPU_TILES_PER_PROG, k.HISTORY_WARPS
+                      LANES=32, STEPS=4, TILES_PER_PROG=k.GPU_TILES_PER_PROG, SEQ=k.GPU_TILES_SEQ, LOOP=loop)
+        per_program, warps = k.GPU_TILES_PER_PROG * k.GPU_TILES_SEQ, k.HISTORY_WARPS
     else:
         fn = k._tail_kernel
         sig = {"tails": ("*i64",) * n, "outs": outs}
@@ -139,7 +139,7 @@ def _compile_config(job) -> dict:
         per_program, warps = epp, k.TAIL_WARPS
     sig.update({a: "*i64" for a in fn.arg_names if a.endswith("_ptr")}, viol_ptr="*i32")
     # sizes below 2^31 reach the kernel as i32 (Triton types a Python int by its value)
-    sig.update({a: "i32" for a in fn.arg_names if a.startswith("n_") or a == "width"})
+    sig.update({a: "i32" for a in fn.arg_names if a.startswith("n_") or a in ("width", "len_bucket")})
     info = _compile(fn, arch, sig, consts, warps)
     info.update(kernel=kernel, arch=f"sm_{arch}", columns=[list(c) for c in cols], inclusive=inclusive,
                 padded=padded, wide=wide, loop=loop, num_warps=warps, per_program=per_program)
