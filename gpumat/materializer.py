@@ -520,6 +520,23 @@ class _ExampleView:
 ENGINES = ("thread", "process", "ray")
 
 
+def _shared_feed_token(world_size: int) -> str | None:
+    """A name every rank of this run shares for its Ray feed (``host.ray_engine``): rank 0's random
+    token, broadcast over ``torch.distributed`` when it is initialized (``iterate`` is then a
+    collective: every rank calls it), so a restarted job never meets a previous run's pipeline.
+    Without ``torch.distributed`` (ranks given by hand) ``None``: the ranks meet on a digest of the
+    settings instead (pass ``ray_options={"feed": name}`` to run two such jobs on one cluster)."""
+    import secrets
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() != world_size:
+        return None
+    token = [secrets.token_hex(8) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(token, src=0)
+    return token[0]
+
+
 class MaterializedLoader(torch.utils.data.IterableDataset):
     """The stream behind ``Materializer.iterate``: streamed examples -> host stages (an engine) -> device stage.
 
@@ -546,6 +563,8 @@ class MaterializedLoader(torch.utils.data.IterableDataset):
         self.engine = engine
         self.depth, self.inflight, self.workers = depth, max(1, inflight), int(workers)
         self.ray_options = dict(ray_options or {})
+        if engine == "ray" and world_size > 1 and "feed" not in self.ray_options:
+            self.ray_options["feed"] = _shared_feed_token(world_size)
         if engine == "ray":
             from gpumat.host import ray_engine
 

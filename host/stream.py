@@ -119,6 +119,24 @@ class ExampleSource:
         self.unit_start = np.concatenate([[0], np.cumsum(self.units[:, 2])])[:-1].astype(np.int64)
         self._open: OrderedDict = OrderedDict()  # path -> ParquetFile, a few kept open
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_open"] = OrderedDict()
+        if self.table is not None:
+            # A Table of many chunks that slice shared buffers pickles each chunk's buffers whole:
+            # ML-1M's 90k training examples (593 chunks, 83 MB) pickled to 7.2 GB. The Arrow IPC
+            # stream writes each chunk's own rows once.
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, self.table.schema) as writer:
+                writer.write_table(self.table)
+            state["table"] = sink.getvalue()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state.get("table"), pa.Buffer):
+            state["table"] = pa.ipc.open_stream(state["table"]).read_all()
+        self.__dict__.update(state)
+
     def _unify(self, schemas: list[pa.Schema]) -> pa.Schema:
         base = [f for f in schemas[0] if not f.name.startswith(TAIL_PREFIX)]
         names = sorted(f.name for f in base)
@@ -146,11 +164,6 @@ class ExampleSource:
             if name not in s.names:
                 s = s.append(f)
         return s
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_open"] = OrderedDict()
-        return state
 
     @property
     def num_rows(self) -> int:
@@ -269,6 +282,16 @@ def unit_counts(source: ExampleSource, rank: int, world_size: int) -> np.ndarray
         return source.units[:, 2].copy()
     return np.asarray([int(np.count_nonzero(shard_of(source.user_ids(u), world_size) == rank))
                        for u in range(source.num_units)], dtype=np.int64)
+
+
+def unit_counts_all(source: ExampleSource, world_size: int) -> np.ndarray:
+    """Every rank's rows in each unit, int64 ``[world_size, U]``: one pass over ``user_id`` (none with one rank)."""
+    if world_size == 1:
+        return source.units[:, 2].copy().reshape(1, -1)
+    out = np.zeros((world_size, source.num_units), dtype=np.int64)
+    for u in range(source.num_units):
+        out[:, u] = np.bincount(shard_of(source.user_ids(u), world_size), minlength=world_size)
+    return out
 
 
 def check_rank(rank: int, world_size: int) -> None:

@@ -22,6 +22,7 @@ long as the tensors that view it.
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import os
 import pickle
@@ -120,8 +121,9 @@ class Packed:
 
 def view(buf, spec) -> np.ndarray:
     off, dtype, shape = spec
-    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    return np.frombuffer(buf, dtype=np.dtype(dtype), count=n, offset=off).reshape(shape)
+    # math.prod, not np.prod: a dozen arrays per batch, and np.prod's dispatch was half the trainer's
+    # cost of receiving a batch (0.45 of 0.9 ms)
+    return np.frombuffer(buf, dtype=np.dtype(dtype), count=math.prod(shape), offset=off).reshape(shape)
 
 
 def views(buf, arrays: dict) -> dict[str, np.ndarray]:
@@ -137,7 +139,7 @@ class _Layout:
 
     def add(self, name: str, dtype, shape, fill) -> None:
         dtype = np.dtype(dtype)
-        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        n = math.prod(int(s) for s in shape)
         self.arrays[name] = (self.nbytes, dtype.str, tuple(int(s) for s in shape))
         self.fills.append((name, fill))
         self.nbytes += -(-n * dtype.itemsize // ALIGN_BYTES) * ALIGN_BYTES
@@ -235,10 +237,12 @@ class ProducerSpec:
 class BatchProducer:
     """Builds batch ``k`` of an epoch as a ``Packed`` message (module docstring)."""
 
-    def __init__(self, spec: ProducerSpec):
+    def __init__(self, spec: ProducerSpec, tier: Tier | None = None):
         self.spec = spec
         fs = spec.tier_filesystem
-        if spec.streaming:
+        if tier is not None:  # shared by the producers of several ranks in one worker
+            self.tier = tier
+        elif spec.streaming:
             self.tier = Tier.open(spec.tier_uri, filesystem=fs)
         else:
             self.tier = Tier.open(spec.tier_uri, version=spec.tier_version, filesystem=fs)

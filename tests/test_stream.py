@@ -149,3 +149,17 @@ def test_bad_sources_are_schema_errors(tmp_path, files):
         ExampleStream(ExampleSource(paths), 0)
     with pytest.raises(SchemaError, match="rank 3"):
         ExampleStream(ExampleSource(paths), 4, rank=3, world_size=3)
+
+
+def test_a_table_of_many_chunks_pickles_to_its_own_size():
+    """Workers receive the source pickled: a Table of chunks that slice shared buffers (what
+    ``concat_tables``/``take`` leave behind) must not pickle every chunk's parent buffers."""
+    import pickle
+
+    big = pa.table({"user_id": np.arange(20_000, dtype=np.int64), "x": np.arange(20_000, dtype=np.int64)})
+    sliced = pa.concat_tables([big.slice(i, 100) for i in range(0, 20_000, 100)])  # 200 chunks, one parent
+    src = ExampleSource(sliced, unit_rows=4096)
+    blob = pickle.dumps(src)
+    assert len(blob) < 2 * sliced.nbytes + 100_000
+    back = pickle.loads(blob)
+    assert back.table.equals(sliced) and np.array_equal(back.units, src.units)

@@ -17,6 +17,16 @@ mode also reports the training process's own CPU time per step (``getrusage``, w
 excluded), and every tenant the bytes a preprocessing tier ships per batch (the staged batch)
 against the jagged bytes it expands to.
 
+Measurement. Each mode runs ``--warmup`` untimed steps (a fresh loader's start-up falls there)
+then ``--steps`` timed ones; the modes run ``--repeats`` times, interleaved (ideal, overlapped,
+sync, ideal, ...) so that load from other processes hits them alike, and each is reported as the
+median over repeats with the range. On a CPU the trainer's torch intra-op threads are fixed for
+every mode, the ideal included (``--threads``; default: cores minus the worker processes for
+``process``/``ray``, cores minus one for ``thread``), so the host work never oversubscribes the
+cores the step uses, and the output says so. On a shared machine wall time also measures how
+much CPU the trainer got; its own CPU time per step (``getrusage``) does not, and is printed for
+ideal and overlapped side by side.
+
 Reported per tenant: ms/step of each mode, the overhead of ``overlapped`` and ``sync`` over
 ``ideal`` in %, examples/s, the time the loop waited for its batch, and the per-stage breakdown
 (``gpumat.plan``, ``pack``, ``h2d``, ``decode``, ``handoff``: the ``record_function`` ranges of
@@ -62,10 +72,10 @@ TARGET = {"tenant_max_len": 4096, "max_overhead_pct": 3.0}
 PLANS = {
     "cuda": {"model": dict(dim=256, num_layers=4, num_heads=4, num_items=131072, num_negatives=512),
              "tenants": {"short": (256, 256), "mid": (8, 4096), "long": (2, 8192)},
-             "steps": 40, "warmup": 5, "profile_steps": 5, "scale": 1.0},
+             "steps": 40, "warmup": 5, "profile_steps": 5, "scale": 1.0, "repeats": 1},
     "cpu": {"model": dict(dim=32, num_layers=1, num_heads=2, num_items=4096, num_negatives=64),
             "tenants": {"short": (16, 128), "mid": (8, 128), "long": (8, 128)},
-            "steps": 12, "warmup": 2, "profile_steps": 3, "scale": 0.25},
+            "steps": 40, "warmup": 5, "profile_steps": 3, "scale": 0.25, "repeats": 3},
 }
 # Unknown tenants (a custom workload) fall back to this (batch size, model max_len cap).
 DEFAULT_TENANT_PLAN = {"cuda": (8, 4096), "cpu": (8, 128)}
@@ -74,8 +84,15 @@ DEFAULT_TENANT_PLAN = {"cuda": (8, 4096), "cpu": (8, 128)}
 def add_arguments(parser) -> None:
     """Options of ``gpumat bench e2e`` (defaults depend on the device: see ``PLANS``)."""
     parser.add_argument("--tenants", default="short,mid,long", help="comma-separated tenants (default: short,mid,long)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per mode (default: 40 on cuda, 12 on cpu)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps before each mode (default: 5 cuda, 2 cpu)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per mode and repeat (default: 40)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed steps before each mode, loader start-up included (default: 5)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="times each mode runs, interleaved ideal/overlapped/sync, reported as the median and the "
+                             "range over repeats (default: 3 on cpu, 1 on cuda)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="the trainer's torch intra-op threads on cpu, the same in every mode (default: cores - "
+                             "workers for --engine process/ray, cores - 1 for thread)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available")
     parser.add_argument("--backend", default="auto", choices=["auto", "reference", "triton"],
                         help="materialization backend (auto: triton on cuda, the CPU reference elsewhere)")
@@ -319,8 +336,22 @@ def _say(args):
     return (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
 
 
+def combine_repeats(runs: list) -> dict:
+    """One mode's repeats as one result: ``ms_per_step`` the median of the repeats' statistics,
+    ``spread_ms`` their (min, max), ``host_ms_per_step`` each step's median over the repeats."""
+    ms = [r["ms_per_step"] for r in runs]
+    out = dict(runs[len(runs) // 2])
+    out.update({"ms_per_step": float(np.median(ms)), "repeats": len(runs), "repeats_ms": ms,
+                "spread_ms": [float(min(ms)), float(max(ms))],
+                "host_ms_per_step": [float(x) for x in np.median([r["host_ms_per_step"] for r in runs], axis=0)]})
+    for key in ("elapsed_s", "mean_ms_per_step", "median_ms_per_step", "examples_per_s", "wait_ms_per_step",
+                "trainer_cpu_ms_per_step"):
+        out[key] = float(np.median([r[key] for r in runs]))
+    return out
+
+
 def bench_tenant(tier, examples, tenant, plan: TenantPlan, kind: str, model: dict, device, backend: str,
-                 args, steps: int, warmup: int, profile_steps: int, say) -> dict:
+                 args, steps: int, warmup: int, profile_steps: int, say, repeats: int = 1) -> dict:
     """All three modes, the stage breakdown and (CUDA) the sync check for one tenant."""
     import torch
 
@@ -360,22 +391,27 @@ def bench_tenant(tier, examples, tenant, plan: TenantPlan, kind: str, model: dic
     events = [int(b.lengths.clamp(max=plan.model_max_len).sum()) for b, _ in staged]
     res["events_per_step"] = float(np.mean(events[warmup:]))
     res["materialized_events_per_step"] = float(np.mean([int(b.offsets[-1]) for b, _ in staged[warmup:]]))
-    res["modes"]["ideal"] = _time_steps(iter(staged), step, warmup, steps, device)
+
+    # The modes interleave (ideal, overlapped, sync, ideal, ...) so that load from other processes on
+    # a shared machine hits them alike; each repeat starts a fresh loader (its start-up is warm-up).
+    runs: dict = {m: [] for m in MODES}
+    for r in range(repeats):
+        runs["ideal"].append(_time_steps(iter(staged), step, warmup, steps, device))
+        feed = labeled_batches(make_loader(), tenant.name, expect=batches)
+        try:
+            runs["overlapped"].append(_time_steps(feed, step, warmup, steps, device, args.cuda_profiler_range))
+        finally:
+            feed.close()
+        runs["sync"].append(_time_steps(_sync_feed(mat, table, batches, tenant.name), step, warmup, steps, device))
+        say(f"  [{tenant.name}] repeat {r + 1}/{repeats}: " + ", ".join(
+            f"{m} {runs[m][-1]['ms_per_step']:.2f}" for m in MODES) + " ms/step")
     del staged
-    say(f"  [{tenant.name}] ideal      {res['modes']['ideal']['ms_per_step']:9.2f} ms/step")
-
-    feed = labeled_batches(make_loader(), tenant.name, expect=batches)
-    try:
-        res["modes"]["overlapped"] = _time_steps(feed, step, warmup, steps, device, args.cuda_profiler_range)
-    finally:
-        feed.close()
-    say(f"  [{tenant.name}] overlapped {res['modes']['overlapped']['ms_per_step']:9.2f} ms/step")
-
-    res["modes"]["sync"] = _time_steps(_sync_feed(mat, table, batches, tenant.name), step, warmup, steps, device)
-    say(f"  [{tenant.name}] sync       {res['modes']['sync']['ms_per_step']:9.2f} ms/step")
-
+    res["modes"] = {m: combine_repeats(runs[m]) for m in MODES}
     ideal = res["modes"]["ideal"]["ms_per_step"]
     res["overhead_vs_ideal_pct"] = {m: 100.0 * (res["modes"][m]["ms_per_step"] / ideal - 1.0) for m in ("overlapped", "sync")}
+    # the same, paired repeat by repeat (overlapped run i against ideal run i, taken seconds apart)
+    res["overhead_pct_repeats"] = {m: [100.0 * (x["ms_per_step"] / i["ms_per_step"] - 1.0)
+                                       for x, i in zip(runs[m], runs["ideal"])] for m in ("overlapped", "sync")}
 
     if profile_steps > 0:
         say(f"  [{tenant.name}] torch.profiler: {profile_steps} overlapped steps ...")
@@ -421,18 +457,19 @@ def run(args) -> dict:
         require_matplotlib("--plot")
     kind = device.type
     p = PLANS[kind]
-    if kind == "cpu":
-        # The host pipeline thread runs beside the step: leave it a core (as the demo does), or
-        # spinning OpenMP threads fight it and the modes compare contention, not overlap.
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     steps = _pos_int(args.steps if args.steps is not None else p["steps"], "steps")
+    repeats = _pos_int(args.repeats if args.repeats is not None else p["repeats"], "repeats")
     warmup = _pos_int(args.warmup if args.warmup is not None else p["warmup"], "warmup", 0)
     profile_steps = _pos_int(args.profile_steps if args.profile_steps is not None else p["profile_steps"], "profile-steps", 0)
     scale = float(args.scale if args.scale is not None else p["scale"])
+    cores = available_cores()
     if args.workers is None:
-        args.workers = max(1, (os.cpu_count() or 2) - 1) if args.engine == "process" else 1
+        args.workers = max(1, cores - 1) if args.engine in ("process", "ray") else 1
     for name in ("depth", "workers"):
         _pos_int(getattr(args, name), name)
+    threads, threads_why = trainer_threads(kind, args.engine, args.workers, cores, args.threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     if args.engine == "ray":
         from gpumat.host.ray_engine import require_ray
 
@@ -477,7 +514,7 @@ def run(args) -> dict:
                 + "".join(f"\n  note: {n}" for n in plan.notes))
             try:
                 results[name] = bench_tenant(w.tier, w.examples, tenant, plan, kind, model, device, args.backend,
-                                             args, steps, warmup, profile_steps, say)
+                                             args, steps, warmup, profile_steps, say, repeats)
             except torch.cuda.OutOfMemoryError as e:
                 # One tenant too large for this GPU must not lose the others' results.
                 results[name] = {"tenant": tenant.to_json(), "error": f"CUDA out of memory: {str(e).splitlines()[0]}",
@@ -489,7 +526,9 @@ def run(args) -> dict:
         result = {
             "benchmark": "e2e",
             "environment": env,
-            "config": {"device": str(device), "backend": args.backend, "torch_threads": torch.get_num_threads(), "model": model, "steps": steps, "warmup": warmup,
+            "config": {"device": str(device), "backend": args.backend, "torch_threads": torch.get_num_threads(),
+                       "threads_why": threads_why, "cores": cores, "repeats": repeats,
+                       "model": model, "steps": steps, "warmup": warmup,
                        "profile_steps": profile_steps, "depth": args.depth, "inflight": args.inflight,
                        "workers": args.workers, "engine": args.engine, "min_fill": args.min_fill, "seed": args.seed,
                        "scale": scale},
@@ -503,6 +542,31 @@ def run(args) -> dict:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def trainer_threads(kind: str, engine: str, workers: int, cores: int, threads=None) -> tuple:
+    """(the trainer's torch intra-op threads, why), the same for every mode; ``(None, why)`` on a GPU.
+
+    On a CPU the host work runs beside the step; oversubscribed cores make the modes compare
+    contention, not overlap (spinning OpenMP threads preempted by the loader). ``process``/``ray``:
+    ``workers`` processes take ``workers`` cores, the trainer the rest; ``thread``: the loader's
+    threads of this process share one core (as the demo does).
+    """
+    if kind != "cpu":
+        return None, "device run: torch's default intra-op threads"
+    if threads is not None:
+        return _pos_int(threads, "threads"), "--threads"
+    if engine in ("process", "ray"):
+        return max(1, cores - workers), f"{cores} cores - {workers} worker process(es)"
+    return max(1, cores - 1), f"{cores} cores - 1 for the loader's threads"
 
 
 def _target(results: dict, device) -> dict:
@@ -524,8 +588,13 @@ def print_table(r: dict) -> None:
     print(f"\nHSTU dim {m['dim']}, {m['num_layers']} layers, {m['num_heads']} heads on {cfg['device']} "
           f"({r['environment']['device']}); overlapped: depth {cfg['depth']}, inflight {cfg['inflight']}; "
           f"{cfg['steps']} timed steps per mode")
-    print(f"engine {cfg.get('engine', 'thread')}, {cfg['workers']} worker(s)")
-    print(f"{'tenant':<8}{'B':>5}{'W':>7}{'ideal ms':>10}{'overl. ms':>11}{'sync ms':>10}{'overl. %':>10}{'sync %':>9}"
+    print(f"engine {cfg.get('engine', 'thread')}, {cfg['workers']} worker(s); trainer: {cfg['torch_threads']} torch "
+          f"intra-op thread(s) in every mode, ideal included ({cfg.get('threads_why', '')})")
+    reps = cfg.get("repeats", 1)
+    print(f"ms/step: {'median of per-step wall times' if cfg['device'] == 'cpu' else 'mean per step'} over "
+          f"{cfg['steps']} steps after {cfg['warmup']} warm-up, then the median over {reps} interleaved repeat(s); "
+          f"[min-max] over repeats")
+    print(f"{'tenant':<8}{'B':>5}{'W':>7}{'ideal ms':>20}{'overl. ms':>20}{'sync ms':>10}{'overl. %':>22}{'sync %':>9}"
           f"{'ex/s overl.':>13}{'wait ms':>9}{'cpu ms':>8}  sync-free")
     for name, t in r["results"].items():
         if "error" in t:
@@ -534,10 +603,21 @@ def print_table(r: dict) -> None:
         md, ov = t["modes"], t["overhead_vs_ideal_pct"]
         sc = t.get("sync_check", {})
         verdict = "skipped" if "skipped" in sc else ("yes" if sc.get("sync_free") else f"NO: {sc.get('site', '?')}")
-        print(f"{name:<8}{t['batch_size']:>5}{t['model_max_len']:>7}{md['ideal']['ms_per_step']:>10.2f}"
-              f"{md['overlapped']['ms_per_step']:>11.2f}{md['sync']['ms_per_step']:>10.2f}{ov['overlapped']:>+9.1f}%"
+        pr = t.get("overhead_pct_repeats", {}).get("overlapped") or [ov["overlapped"]]
+
+        def ms(m):
+            lo, hi = md[m].get("spread_ms", [md[m]["ms_per_step"]] * 2)
+            return f"{md[m]['ms_per_step']:.2f} [{lo:.1f}-{hi:.1f}]"
+
+        print(f"{name:<8}{t['batch_size']:>5}{t['model_max_len']:>7}{ms('ideal'):>20}"
+              f"{ms('overlapped'):>20}{md['sync']['ms_per_step']:>10.2f}"
+              f"{ov['overlapped']:>+8.1f}% [{min(pr):+.0f},{max(pr):+.0f}]"
               f"{ov['sync']:>+8.1f}%{md['overlapped']['examples_per_s']:>13.1f}{md['overlapped']['wait_ms_per_step']:>9.2f}"
               f"{md['overlapped'].get('trainer_cpu_ms_per_step', float('nan')):>8.2f}  {verdict}")
+    print("trainer's own CPU ms/step (getrusage, workers excluded; robust to load from other processes, unlike wall "
+          "time): " + "; ".join(f"{n} ideal {t['modes']['ideal']['trainer_cpu_ms_per_step']:.1f}, overlapped "
+                                f"{t['modes']['overlapped']['trainer_cpu_ms_per_step']:.1f}"
+                                for n, t in r["results"].items() if "modes" in t))
     for name, t in r["results"].items():
         sh = t.get("shipping")
         if sh:
