@@ -34,12 +34,14 @@ Reported per tenant: ms/step of each mode, the overhead of ``overlapped`` and ``
 the steady state of ``overlapped`` is checked for host syncs with
 ``torch.cuda.set_sync_debug_mode("error")`` around the loader's ``next()`` (the materializer's
 work on the training thread, while its host threads run); the HSTU step itself syncs by design
-(the padded width ``int(lengths.max())``, boolean masks, embedding backward) and stays outside.
+(boolean masks, the embedding backward) and stays outside.
 
-Sizing. On a GPU the model is compute-bound (dim 256, 4 layers, 4 heads, fp32) and the dense
-``[B, H, W, W]`` attention must fit: the long tenant's model reads the newest 8192 events
+Sizing. On a GPU the model is compute-bound (dim 256, 4 layers, 4 heads, fp32) with jagged
+attention (the Triton kernels): the long tenant's model reads the newest 16384 events
 (``model_max_len``), while materialization still builds the tenant's full 65536-event windows;
-batch sizes shrink if the estimate exceeds 60% of the device's memory (both said in the output).
+batch sizes shrink if the step's estimate exceeds 60% of the device's memory (both said in the
+output). On a CPU the long tenant trains at 2048 events (the blocked PyTorch twin), so overlap is
+measured against a real long-sequence step.
 Examples are kept only when their sequence fills at least ``--min-fill`` of the model's window,
 so every step runs at about the same width (``--min-fill 0`` for the raw mix). On a CPU the
 config is tiny (the bench takes about a minute); its figures measure the host pipeline, not a GPU.
@@ -66,15 +68,16 @@ from gpumat.models.train import labeled_batches
 MODES = ("ideal", "overlapped", "sync")
 TARGET = {"tenant_max_len": 4096, "max_overhead_pct": 3.0}
 
-# Per device kind: model size and, per tenant, (batch size, cap on the model's max_len).
-# GPU: ~16-64k tokens per step. Attention memory ~ layers * B * H * W^2 * 4 bytes * a few saved
-# tensors: mid (B=8, W=4096) and long (B=2, W=8192) each need ~35 GB at their widest.
+# Per device kind: model size and, per tenant, (batch size, cap on the model's max_len). The model's
+# attention is jagged (gpumat.models.hstu: the Triton kernels on a GPU, the blocked PyTorch twin on
+# a CPU), so memory grows with the events of a batch, not with [B, H, W, W]: the long tenant trains
+# at real lengths (16384 on a GPU, 2048 on a CPU) and overlap is measured against a real step.
 PLANS = {
     "cuda": {"model": dict(dim=256, num_layers=4, num_heads=4, num_items=131072, num_negatives=512),
-             "tenants": {"short": (256, 256), "mid": (8, 4096), "long": (2, 8192)},
+             "tenants": {"short": (256, 256), "mid": (8, 4096), "long": (2, 16384)},
              "steps": 40, "warmup": 5, "profile_steps": 5, "scale": 1.0, "repeats": 1},
     "cpu": {"model": dict(dim=32, num_layers=1, num_heads=2, num_items=4096, num_negatives=64),
-            "tenants": {"short": (16, 128), "mid": (8, 128), "long": (8, 128)},
+            "tenants": {"short": (16, 128), "mid": (8, 128), "long": (2, 2048)},
             "steps": 40, "warmup": 5, "profile_steps": 3, "scale": 0.25, "repeats": 3},
 }
 # Unknown tenants (a custom workload) fall back to this (batch size, model max_len cap).
@@ -143,15 +146,19 @@ class TenantPlan:
     notes: list
 
 
-def attention_bytes(batch_size: int, width: int, heads: int, layers: int) -> int:
-    """Rough peak bytes of the dense HSTU attention of one training step at padded width ``width``.
+def attention_bytes(batch_size: int, width: int, heads: int, layers: int, dim: int = 256,
+                    block: int = 256) -> int:
+    """Rough peak bytes of one training step's HSTU layers at ``batch_size`` rows of ``width`` events.
 
-    Per layer autograd keeps ~3 fp32 ``[B, H, W, W]`` tensors (silu input and output, masked
-    weights) and the backward adds ~3 more transiently; the time buckets are ``[B, W, W]`` int64
-    plus a float64 temporary.
+    The attention is jagged (no ``[B, H, W, W]``): per layer autograd keeps ~12 ``[N, dim]`` fp32
+    activations (N = B x W events: the fused projection, its silu, the attention output, norms),
+    and the blocked PyTorch twin adds one checkpointed query block of scores, ``B x H x block x W``
+    fp32 (a few copies in its backward); the Triton kernels keep less.
     """
-    scores = batch_size * heads * width * width * 4
-    return (3 * layers + 3) * scores + batch_size * width * width * 16
+    tokens = batch_size * width
+    activations = layers * 12 * tokens * dim * 4
+    scores = 4 * batch_size * heads * min(block, width) * width * 4
+    return activations + scores
 
 
 def plan_tenant(tenant, kind: str, model: dict, batch_size=None, model_max_len=None, memory_bytes=None) -> TenantPlan:
@@ -162,19 +169,19 @@ def plan_tenant(tenant, kind: str, model: dict, batch_size=None, model_max_len=N
     W = max(W, 1)
     notes = []
     if W < tenant.max_len:
-        notes.append(f"model max_len capped at {W} (tenant max_len {tenant.max_len}): dense [B, H, W, W] attention "
-                     f"must fit in memory; materialization still builds the tenant's full {tenant.max_len}-event windows")
+        notes.append(f"model max_len capped at {W} (tenant max_len {tenant.max_len}) to keep the step's time in "
+                     f"proportion; materialization still builds the tenant's full {tenant.max_len}-event windows")
     if memory_bytes:
         budget = 0.6 * memory_bytes
-        heads, layers = model["num_heads"], model["num_layers"]
+        heads, layers, dim = model["num_heads"], model["num_layers"], model["dim"]
         b_first, w_first = B, W
-        while attention_bytes(B, W, heads, layers) > budget and B > 1:
+        while attention_bytes(B, W, heads, layers, dim) > budget and B > 1:
             B //= 2
-        while attention_bytes(B, W, heads, layers) > budget and W > 1:
+        while attention_bytes(B, W, heads, layers, dim) > budget and W > 1:
             W //= 2
         if (B, W) != (b_first, w_first):
-            notes.append(f"batch size {b_first} -> {B}, model max_len {w_first} -> {W} so the attention "
-                         f"(~{attention_bytes(B, W, heads, layers) / 1e9:.0f} GB) fits 60% of device memory")
+            notes.append(f"batch size {b_first} -> {B}, model max_len {w_first} -> {W} so the step "
+                         f"(~{attention_bytes(B, W, heads, layers, dim) / 1e9:.0f} GB) fits 60% of device memory")
     return TenantPlan(B, W, notes)
 
 
@@ -594,7 +601,7 @@ def print_table(r: dict) -> None:
     print(f"ms/step: {'median of per-step wall times' if cfg['device'] == 'cpu' else 'mean per step'} over "
           f"{cfg['steps']} steps after {cfg['warmup']} warm-up, then the median over {reps} interleaved repeat(s); "
           f"[min-max] over repeats")
-    print(f"{'tenant':<8}{'B':>5}{'W':>7}{'ideal ms':>20}{'overl. ms':>20}{'sync ms':>10}{'overl. %':>22}{'sync %':>9}"
+    print(f"{'tenant':<8}{'B':>5}{'W':>7}{'ideal ms':>24}{'overl. ms':>24}{'sync ms':>10}{'overl. %':>22}{'sync %':>9}"
           f"{'ex/s overl.':>13}{'wait ms':>9}{'cpu ms':>8}  sync-free")
     for name, t in r["results"].items():
         if "error" in t:
@@ -609,8 +616,8 @@ def print_table(r: dict) -> None:
             lo, hi = md[m].get("spread_ms", [md[m]["ms_per_step"]] * 2)
             return f"{md[m]['ms_per_step']:.2f} [{lo:.1f}-{hi:.1f}]"
 
-        print(f"{name:<8}{t['batch_size']:>5}{t['model_max_len']:>7}{ms('ideal'):>20}"
-              f"{ms('overlapped'):>20}{md['sync']['ms_per_step']:>10.2f}"
+        print(f"{name:<8}{t['batch_size']:>5}{t['model_max_len']:>7} {ms('ideal'):>23} "
+              f"{ms('overlapped'):>23}{md['sync']['ms_per_step']:>10.2f}"
               f"{ov['overlapped']:>+8.1f}% [{min(pr):+.0f},{max(pr):+.0f}]"
               f"{ov['sync']:>+8.1f}%{md['overlapped']['examples_per_s']:>13.1f}{md['overlapped']['wait_ms_per_step']:>9.2f}"
               f"{md['overlapped'].get('trainer_cpu_ms_per_step', float('nan')):>8.2f}  {verdict}")
