@@ -10,6 +10,10 @@ versioned pointer to the last sealed version plus the user's unsealed same-day e
 - ``movielens_workload(uri, ...)``: tier + train/held-out examples from ML-1M.
 - ``synthetic_workload(uri, scale=1.0, seed=0, ...)``: heavy-tailed ultra-long histories, three
   tenants (``short``, ``mid``, ``long``).
+- ``leave_one_out_workload(uri, ...)``: ML-1M under the published leave-one-out protocol (each
+  user's last item held out), as one tier version and pointer examples.
+- ``reconsumption_workload(uri, ...)``: synthetic histories whose labels are items consumed up to
+  ``max_distance`` events earlier, so that a model's context length decides what it can predict.
 """
 
 from __future__ import annotations
@@ -398,6 +402,194 @@ def synthetic_workload(uri, scale: float = 1.0, seed: int = 0, days: int = 4, re
         "tail_events": int(pc.sum(pc.list_value_length(examples.column("tail_ts"))).as_py() or 0),
     }
     return Workload(tier, tuple(tenants), train, heldout, stats)
+
+
+# ---------------------------------------------------------------------------------- leave-one-out
+LOO_COLUMNS = ("item_id", "ts")  # what the published HSTU reads (ratings are loaded but unused)
+
+
+def _positions(user: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position of every event inside its user's history (events in history order) and each
+    event's user length. ``user``: int64 ``[n]`` -> ``(pos [n], count [n])``."""
+    order = np.argsort(user, kind="stable")
+    su = user[order]
+    starts = np.flatnonzero(np.r_[True, su[1:] != su[:-1]])
+    counts = np.diff(np.r_[starts, su.size])
+    pos_sorted = np.arange(su.size) - np.repeat(starts, counts)
+    pos = np.empty_like(pos_sorted)
+    pos[order] = pos_sorted
+    cnt = np.empty_like(pos_sorted)
+    cnt[order] = np.repeat(counts, counts)
+    return pos, cnt
+
+
+def leave_one_out_workload(uri, data: MovieLens | None = None, source=None, max_len: int = 200,
+                           min_events: int = 3) -> Workload:
+    """ML-1M under the leave-one-out protocol of the published HSTU / SASRec results.
+
+    The protocol of generative-recommenders (``research/data/reco_dataset.py``, ``dataset.py``,
+    ``eval.py``): each user's ratings in time order (``load_movielens_1m``: ties keep file order);
+    the **last** item is the test target, the history before it the test input; training sees the
+    history without that last item, its own last item (the second-to-last) as the label and every
+    earlier position supervised on its next item (``HSTUConfig.train_all_positions``); both read
+    the newest ``max_len`` events. There is no separate validation split: the published numbers
+    are the test metrics.
+
+    Built through the tier: every user's whole history is one version (version 1, a bulk load);
+    examples are pointers into it, no tails:
+
+    - ``train``: one example per user, ``(user, 1, n_u - 2)``, ``label_item`` = the item at
+      position ``n_u - 2``;
+    - ``heldout``: one example per user, ``(user, 1, n_u - 1)``, ``label_item`` = the last item.
+
+    A pointer never includes its label: the label sits at position ``length`` of the history.
+    ``request_ts`` is the label's timestamp; ML-1M has many ratings in the same second, so
+    materialize with ``check_leakage="inclusive"`` (the history may hold events of that second).
+    Users with fewer than ``min_events`` ratings (none in ML-1M, where each has >= 20) are dropped.
+    The tenant is ``Tenant("loo", ["item_id", "ts"], max_len)``; passthrough ``label_item``
+    (int64), ``label_rating`` (int32). ``stats``: ``users``, ``events``, ``items``, ``build_s``,
+    ``median_length``, ``max_length``.
+    """
+    from gpumat.host.tier import Tier
+
+    if isinstance(min_events, bool) or not isinstance(min_events, int) or min_events < 2:
+        raise SchemaError(f"leave_one_out_workload: min_events must be an integer >= 2, got {min_events!r}")
+    t0 = time.perf_counter()
+    if data is None:
+        data = load_movielens_1m(source)
+    ev = data.events
+    user = ev.column("user_id").to_numpy()
+    pos, cnt = _positions(user)
+    keep = cnt >= min_events
+    if not keep.all():
+        ev = ev.filter(pa.array(keep))
+        user, pos, cnt = user[keep], pos[keep], cnt[keep]
+    tier = Tier.create(uri, ML1M_SCHEMA)
+    if ev.num_rows:
+        tier.append(ev)
+    version = int(tier.version)
+    item = ev.column("item_id").to_numpy()
+    rating = ev.column("rating").to_numpy()
+    ts = ev.column("ts").to_numpy()
+
+    def examples(at: np.ndarray) -> pa.Table:
+        # ``at``: the label events; one per user, in user order
+        at = at[np.argsort(user[at], kind="stable")]
+        return pa.table({
+            "user_id": pa.array(user[at], pa.int64()),
+            "version": pa.array(np.full(at.size, version, np.int64)),
+            "length": pa.array(pos[at].astype(np.int64)),
+            "request_ts": pa.array(ts[at], pa.int64()),
+            "label_item": pa.array(item[at], pa.int64()),
+            "label_rating": pa.array(rating[at], pa.int32()),
+        })
+
+    train = examples(np.flatnonzero(pos == cnt - 2))
+    heldout = examples(np.flatnonzero(pos == cnt - 1))
+    lengths = heldout.column("length").to_numpy() + 1
+    stats = {
+        "build_s": time.perf_counter() - t0, "users": heldout.num_rows, "events": ev.num_rows,
+        "items": int(np.unique(item).size), "max_item_id": data.max_item_id,
+        "median_length": float(np.median(lengths)) if lengths.size else 0.0,
+        "max_length": int(lengths.max()) if lengths.size else 0,
+    }
+    return Workload(tier, (Tenant("loo", list(LOO_COLUMNS), max_len),), train, heldout, stats)
+
+
+# ---------------------------------------------------------------------------------- re-consumption
+RECON_SCHEMA = {"ts": "int64", "item_id": "int64", "action": "int32"}
+RECON_COLUMNS = ("item_id", "action")
+SAVE_ACTION = 4  # the one "saved" event of a history; every other event has action 0..3
+
+
+def reconsumption_workload(uri, users: int = 128, requests_per_user: int = 16, max_distance: int = 65536,
+                           min_distance: int = 1, n_items: int = 100_000, heldout_fraction: float = 0.25,
+                           zipf_s: float = 0.8, seed: int = 0) -> Workload:
+    """Histories whose labels depend on events far back: a user re-consumes an item saved long ago.
+
+    Every user's history holds exactly one event with ``action == 4`` (*saved*), at a position
+    ``p_u`` drawn uniformly from ``[0, 256)``, its item drawn uniformly from the catalog; every other
+    event is a Zipf(``zipf_s``) item with an action in 0..3. Each request of the user is made after
+    ``D`` events past the saved one (``D`` log-uniform on ``[min_distance, max_distance]``): pointer
+    ``(user, 1, p_u + D)``, so the saved event is the ``D``-th newest of the request's history, and
+    the label is the saved item. A model reading the newest ``L`` events can find the label only when
+    ``D <= L``, which happens with probability ``log(L / min) / log(max / min)``: with the defaults,
+    0.56 at ``L = 512``, 0.81 at 8192 and 1 at 65536 (``expected_hit_ceiling``). A popularity model
+    learns nothing (labels are uniform over ``n_items``).
+
+    The tier holds every history as one version (``RECON_SCHEMA``; ``ts`` = position in ms, strictly
+    increasing); ``request_ts`` is one ms after the request's last event. ``heldout`` holds every
+    request of the last ``heldout_fraction`` of the users (the model must have learned the mechanism,
+    not the users), ``train`` the rest; both in user order. Passthrough: ``label_item`` (int64),
+    ``distance`` (int64, ``D``). ``stats``: ``users``, ``events``, ``build_s``, ``distance`` (the
+    parameters) and ``ceiling`` (``expected_hit_ceiling`` of the held-out distances at 64 .. 65536).
+    Deterministic for a given ``seed``.
+    """
+    from gpumat.host.tier import Tier
+
+    for name, v, lo in (("users", users, 2), ("requests_per_user", requests_per_user, 1),
+                        ("min_distance", min_distance, 1), ("n_items", n_items, 2)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise SchemaError(f"reconsumption_workload: {name} must be an integer >= {lo}, got {v!r}")
+    if isinstance(max_distance, bool) or not isinstance(max_distance, (int, np.integer)) or max_distance < min_distance:
+        raise SchemaError(f"reconsumption_workload: max_distance must be an integer >= min_distance ({min_distance}), "
+                          f"got {max_distance!r}")
+    if not 0.0 < heldout_fraction < 1.0:
+        raise SchemaError(f"reconsumption_workload: heldout_fraction must be in (0, 1), got {heldout_fraction!r}")
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    uid = 1_000 + np.arange(users, dtype=np.int64) * 3
+    saved_pos = rng.integers(0, 256, users)
+    saved_item = rng.integers(0, n_items, users)
+    log_d = rng.uniform(np.log(min_distance), np.log(max_distance + 1), (users, requests_per_user))
+    dist = np.clip(np.floor(np.exp(log_d)).astype(np.int64), min_distance, max_distance)
+    dist.sort(axis=1)  # a user's requests in time order
+    total = saved_pos + dist[:, -1]  # the history ends with the user's last request
+    owner = np.repeat(np.arange(users), total)
+    pos = np.arange(owner.size) - np.repeat(np.cumsum(total) - total, total)
+    item = _zipf_items(rng, owner.size, n_items, zipf_s)
+    action = rng.integers(0, SAVE_ACTION, owner.size).astype(np.int32)
+    is_saved = pos == saved_pos[owner]
+    item[is_saved] = saved_item[owner[is_saved]]
+    action[is_saved] = SAVE_ACTION
+    t_start = 1_700_000_000_000
+    tier = Tier.create(uri, RECON_SCHEMA)
+    tier.append(pa.table({"user_id": pa.array(uid[owner]), "ts": pa.array(t_start + pos),
+                          "item_id": pa.array(item), "action": pa.array(action)}))
+    length = saved_pos[:, None] + dist  # the saved event is the dist-th newest: position length - dist
+    n_held = max(1, int(round(heldout_fraction * users)))
+
+    def examples(rows: slice) -> pa.Table:
+        n = length[rows].size
+        return pa.table({
+            "user_id": pa.array(np.repeat(uid[rows], requests_per_user)),
+            "version": pa.array(np.full(n, int(tier.version), np.int64)),
+            "length": pa.array(length[rows].reshape(-1).astype(np.int64)),
+            "request_ts": pa.array(t_start + length[rows].reshape(-1).astype(np.int64)),
+            "label_item": pa.array(np.repeat(saved_item[rows], requests_per_user).astype(np.int64)),
+            "distance": pa.array(dist[rows].reshape(-1)),
+        })
+
+    train, heldout = examples(slice(0, users - n_held)), examples(slice(users - n_held, users))
+    held_d = heldout.column("distance").to_numpy()
+    stats = {
+        "build_s": time.perf_counter() - t0, "users": users, "events": int(owner.size),
+        "requests": train.num_rows + heldout.num_rows, "train": train.num_rows, "heldout": heldout.num_rows,
+        "distance": {"min": min_distance, "max": max_distance},
+        "ceiling": {str(L): expected_hit_ceiling(held_d, L) for L in (64, 512, 2048, 8192, 65536)},
+    }
+    return Workload(tier, (), train, heldout, stats)
+
+
+def expected_hit_ceiling(distance, max_len: int) -> float:
+    """The fraction of requests whose saved item lies among the newest ``max_len`` events: the best
+    hit rate a model reading ``max_len`` events can reach on ``reconsumption_workload``.
+
+    >>> expected_hit_ceiling([1, 10, 100, 1000], 100)
+    0.75
+    """
+    d = np.asarray(distance)
+    return float(np.mean(d <= max_len)) if d.size else float("nan")
 
 
 # ---------------------------------------------------------------------------------- batching

