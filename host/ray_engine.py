@@ -56,10 +56,10 @@ from dataclasses import replace
 import numpy as np
 import pyarrow as pa
 
-from gpumat.core.errors import GpumatError, describe_indices
+from gpumat.core.errors import GpumatError
 from gpumat.host.prefetch import StageError
 from gpumat.host.stream import ExampleSource, ExampleStream, _is_ray_dataset, unit_counts_all
-from gpumat.host.workers import ALIGN_BYTES, BatchProducer, RemoteTraceback, _failure, views
+from gpumat.host.workers import ALIGN_BYTES, BatchProducer, _failure, remote_error, views
 
 INSTALL = "engine='ray' needs Ray Data: pip install 'gpumat[ray]' (or pip install 'ray[data]')"
 NAMESPACE = "gpumat"
@@ -513,14 +513,4 @@ class SharedRayFeed:
 
 
 def _reraise(msg: dict, epoch: int) -> BaseException:
-    where = f"gpumat ray stage failed on batch {msg['k']} of epoch {epoch}"
-    if msg.get("rows") is not None:
-        where += f" (example rows {describe_indices(msg['rows'])})"
-    exc = pickle.loads(msg["exc"]) if msg["exc"] is not None else None
-    if isinstance(exc, GpumatError):
-        exc.args = (f"{where}: {exc.args[0] if exc.args else ''}",) + tuple(exc.args[1:])
-        exc.__cause__ = RemoteTraceback(msg["tb"])
-        return exc
-    err = StageError(f"{where}: {msg['type']}: {msg['text']}")
-    err.__cause__ = RemoteTraceback(msg["tb"])
-    return err
+    return remote_error(msg, f"gpumat ray stage failed on batch {msg['k']} of epoch {epoch}")

@@ -345,6 +345,24 @@ class RemoteTraceback(Exception):
 _END = "end"
 
 
+def remote_error(msg: dict, where: str) -> BaseException:
+    """The exception to raise in the training process for a failure message (``_failure``) from a
+    worker or a Ray actor: its own type for a ``GpumatError``, else ``StageError``; ``where`` (and the
+    example rows) prefixed to the message, the remote traceback as the cause."""
+    if msg.get("rows") is not None:
+        where += f" (example rows {describe_indices(msg['rows'])})"
+    exc = pickle.loads(msg["exc"]) if msg["exc"] is not None else None
+    if isinstance(exc, GpumatError):
+        exc.args = (f"{where}: {exc.args[0] if exc.args else ''}",) + tuple(exc.args[1:])
+        exc.__cause__ = RemoteTraceback(msg["tb"])
+        return exc
+    err = StageError(f"{where}: {msg['type']}: {msg['text']}")
+    err.__cause__ = exc if exc is not None else RemoteTraceback(msg["tb"])
+    if exc is not None:
+        exc.__cause__ = RemoteTraceback(msg["tb"])
+    return err
+
+
 def _failure(k, exc: BaseException, rows=None) -> dict:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
@@ -499,19 +517,7 @@ class ProcessPool:
                                      f"{self.where(k)} was delivered")
 
     def _reraise(self, i: int, msg: dict) -> BaseException:
-        where = f"{self.name} {i} (pid {self._procs[i].pid}) failed on {self.where(msg['k'])}"
-        if msg.get("rows") is not None:
-            where += f" (example rows {describe_indices(msg['rows'])})"
-        exc = pickle.loads(msg["exc"]) if msg["exc"] is not None else None
-        if isinstance(exc, GpumatError):
-            exc.args = (f"{where}: {exc.args[0] if exc.args else ''}",) + tuple(exc.args[1:])
-            exc.__cause__ = RemoteTraceback(msg["tb"])
-            return exc
-        err = StageError(f"{where}: {msg['type']}: {msg['text']}")
-        err.__cause__ = exc if exc is not None else RemoteTraceback(msg["tb"])
-        if exc is not None:
-            exc.__cause__ = RemoteTraceback(msg["tb"])
-        return err
+        return remote_error(msg, f"{self.name} {i} (pid {self._procs[i].pid}) failed on {self.where(msg['k'])}")
 
     def close(self) -> None:
         """Stop the workers, unlink every segment not handed over, and join (then terminate) them."""
