@@ -129,7 +129,8 @@ def part_decode(tier, repeat: int) -> dict:
         hdr, words, cnt = all_blocks(tier, c)
         want = table.column(c).to_numpy().astype(np.int64)
         got = codec.decode_blocks(hdr, words, cnt)
-        assert np.array_equal(got, want), c
+        if not (np.array_equal(got, want)):
+            raise RuntimeError(f"decode of column {c!r} differs from the reference")
         nw = codec.words_for(cnt, hdr[:, 2] & 255)
         hdr4 = np.concatenate([hdr, np.zeros((len(hdr), 1), np.int64)], axis=1)
 

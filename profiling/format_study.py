@@ -142,7 +142,8 @@ def pack_bits(vals, widths) -> tuple[np.ndarray, int]:
     v, p, w = vals[m], pos[m], widths[m]
     if not len(v):
         return out, total
-    assert (v <= MASK64[w]).all(), "field wider than its width"
+    if not ((v <= MASK64[w]).all()):
+        raise RuntimeError("field wider than its width")
     q = p >> 6
     s = (p & 63).astype(U64)
     lo = v << s
@@ -625,7 +626,8 @@ def parse_headers(B: Blocks, S: dict, nm: int):
         fp = np.array(fp_l, I64)
         n = np.diff(np.append(fp, pos))
     fp = np.cumsum(n) - n
-    assert int(n.sum()) == len(f), "field stream length mismatch"
+    if not (int(n.sum()) == len(f)):
+        raise RuntimeError("field stream length mismatch")
     fl = np.concatenate([f, np.zeros(4, U64)])
     dbase = unzigzag(fl[fp])
     slope = np.where(has_sl, unzigzag(fl[fp + 1]), 0)
@@ -679,9 +681,11 @@ def parse_headers(B: Blocks, S: dict, nm: int):
         mbits = mcnt * mw
         bits = np.where(me, mbits.sum(1), bits)
         H.update(mw=mw, mo=mo, mpre=np.cumsum(mbits, 1) - mbits)
-    assert (bits == S["dbits_blk"]).all(), "payload bits derived from the header disagree with the stream"
+    if not ((bits == S["dbits_blk"]).all()):
+        raise RuntimeError("payload bits derived from the header disagree with the stream")
     pad = _pad_bits(B, bits, S["pad_every"])
-    assert (pad == S["pad"]).all()
+    if not ((pad == S["pad"]).all()):
+        raise RuntimeError('check failed: (pad == S["pad"]).all()')
     H["start"] = np.cumsum(bits + pad) - bits - pad
     H["bits"] = bits
     return H
@@ -776,7 +780,8 @@ def encode_column(x, sc, scope, d: Design, verify=True, seg=None):
         Bd = Blocks(dvals, ndict, d.bs, np.arange(ng))  # the dictionaries: sorted values, stored as FOR/LFOR blocks
         Sd = serialize(Bd, choose(Bd, dd), dd)
         if verify:
-            assert (lane_decode(Bd, Sd) == dvals).all(), "dictionary round trip"
+            if not ((lane_decode(Bd, Sd) == dvals).all()):
+                raise RuntimeError("dictionary round trip")
         dict_bytes_g = Sd["stripe_bytes"]
     P = choose(B, d, codes_B)
     dict_b = 0
@@ -882,7 +887,8 @@ def group_frames(r: dict, G: int):
     last = np.flatnonzero(np.concatenate([key[1:] != key[:-1], [True]]))
     first = np.concatenate([[0], last[:-1] + 1])
     start_bit = end_bit[first] - bits[first]
-    assert (start_bit % 8 == 0).all() and (end_bit[last] % 8 == 0).all()
+    if not ((start_bit % 8 == 0).all() and (end_bit[last] % 8 == 0).all()):
+        raise RuntimeError('check failed: (start_bit % 8 == 0).all() and (end_bit[last] % 8 == 0).all()')
     return [words[a // 8: b // 8].tobytes() for a, b in zip(start_bit.tolist(), end_bit[last].tolist())]
 
 
@@ -922,7 +928,8 @@ def zstd_frames(frames, level: int, measure=True):
                 break
         mbps = out / (time.perf_counter() - t0) / 1e6
         for c, n in comp[:50]:  # round trip
-            assert len(codec_.decompress(c, decompressed_size=n, asbytes=True)) == n
+            if not (len(codec_.decompress(c, decompressed_size=n, asbytes=True)) == n):
+                raise RuntimeError('check failed: len(codec_.decompress(c, decompressed_size=n, asbytes=True)) == n')
     return stored, mbps, raw, bulk
 
 
@@ -958,7 +965,8 @@ def study(ds: dict, quick=False, log=print) -> dict:
             nb, _ = codec.block_counts(ds["sc"], bs)
             per[c] = {"bytes": int(nw.sum()) * 8, "header_bytes": int(nb.sum()) * 32}
             if bs == ds["block_size"]:
-                assert per[c]["bytes"] == ds["tier_col_bytes"][c], (c, per[c]["bytes"], ds["tier_col_bytes"][c])
+                if not (per[c]["bytes"] == ds["tier_col_bytes"][c]):
+                    raise RuntimeError(f"rung A0 of {c!r}: {per[c]['bytes']} bytes, the tier holds {ds['tier_col_bytes'][c]}")
         put("A0" if bs == 128 else f"A0@{bs}", f"today's format (host.codec.encode_stripes), block size {bs}", per)
     keep = {}
     for name, d, desc in LADDER:
