@@ -1,23 +1,39 @@
 #!/usr/bin/env bash
 # One device call for a session that is lent a GPU (see profiling/NOTES.md). Every step has its own
-# time limit and writes to $OUT (default ./gpu_out), so a step that fails or runs long still leaves
-# the others' results. Run from the repository root:  OUT=$OUT bash profiling/gpu_session.sh
+# time limit and its log, so a step that fails or runs long still leaves the others' results. The
+# device tool brings back at most 8 files: the JSON and PNG results, and logs.tgz with every log
+# (rebuilt after each step, so it comes back even if the call is cut short). Run from the
+# repository root:  OUT=$OUT bash profiling/gpu_session.sh   (about 9 minutes on an H200)
 set -u -o pipefail
 OUT=${OUT:-gpu_out}
-mkdir -p "$OUT"
+LOGS=${LOGS:-/tmp/gpumat_gpu_logs}
+mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1 GPUMAT_TEST_NATIVE=1
+PY=$(command -v python3 || command -v python)
+T0=$SECONDS
+pack() { tar czf "$OUT/logs.tgz" -C "$LOGS" . 2>/dev/null; }
 step() {  # step NAME SECONDS COMMAND...
     local name=$1 secs=$2; shift 2
-    echo "== $name (limit ${secs}s)" | tee -a "$OUT/steps.log"
+    echo "== $name (limit ${secs}s, at ${SECONDS}s)" | tee -a "$LOGS/steps.log"
     local t0=$SECONDS
-    timeout "$secs" "$@" > "$OUT/$name.log" 2>&1
-    echo "   rc=$? in $((SECONDS - t0))s" | tee -a "$OUT/steps.log"
-    tail -3 "$OUT/$name.log"
+    timeout -k 5 "$secs" "$@" > "$LOGS/$name.log" 2>&1
+    local rc=$?
+    echo "   $name rc=$rc in $((SECONDS - t0))s" | tee -a "$LOGS/steps.log"
+    tail -n 12 "$LOGS/$name.log" | cut -c1-300
+    pack
 }
-pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1
-nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-python -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())" > "$OUT/versions.txt" 2>&1
-step native_tests 200 python -m pytest -q -x tests/test_decode_gather.py tests/test_jagged_hstu.py tests/test_ops.py
-step sanitizer 120 compute-sanitizer --tool memcheck --error-exitcode 1 python -m pytest -q -x tests/test_decode_gather.py -k "random_batches_jagged or corrupt or specializations"
-step bench_kernels 120 gpumat bench kernels --json "$OUT/bench_kernels.json" --plot "$OUT/bench_kernels.png"
-step bench_e2e 150 gpumat bench e2e --device cuda --json "$OUT/bench_e2e.json" --plot "$OUT/bench_e2e.png"
+"$PY" -m pip install -q --no-deps --no-build-isolation -e . > "$LOGS/install.log" 2>&1
+nvidia-smi > "$LOGS/nvidia-smi.txt" 2>&1
+"$PY" -c "import torch, triton, gpumat.kernels, gpumat.host; print(torch.__version__, triton.__version__, torch.version.cuda, torch.cuda.get_device_name())" 2>&1 | tee "$LOGS/versions.txt"
+pip_ok=$?
+"$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|triton|numpy|pyarrow|cupy|pytest|matplotlib) " >> "$LOGS/versions.txt"
+command -v gpumat > /dev/null || echo "note: no gpumat script on PATH; using $PY -m gpumat" | tee -a "$LOGS/steps.log"
+pack
+step bench_kernels 110 "$PY" -m gpumat bench kernels --json "$OUT/bench_kernels.json" --plot "$OUT/bench_kernels.png"
+step native_tests 120 "$PY" -m pytest -q -n 6 -p no:cacheprovider tests/test_decode_gather.py tests/test_ops.py
+step hstu_gpu 110 "$PY" profiling/hstu_gpu.py --json "$OUT/hstu_gpu.json"
+step bench_e2e 150 "$PY" -m gpumat bench e2e --device cuda --json "$OUT/bench_e2e.json" --plot "$OUT/bench_e2e.png"
+step sanitizer 50 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -m pytest -q -p no:cacheprovider tests/test_decode_gather.py -k "random_batches_jagged or corrupt"
+echo "== done in $((SECONDS - T0))s" | tee -a "$LOGS/steps.log"
+pack
+cat "$LOGS/steps.log"
