@@ -18,7 +18,7 @@ the per-column choices as constexpr bit masks, so one compiled kernel serves a t
 
 - ``_history_kernel``: a tile is the intersection of one example's window with one staged block
   (<= block_size values, 128 by default). On a GPU a program is one warp that walks SEQ tiles in
-  turn (unrolled; SEQ by length bucket, ``SEQ_BY_BUCKET``, autotuned by ``gpumat bench kernels``);
+  turn (unrolled; SEQ and warps by length bucket, ``LAUNCH_BY_BUCKET``, tuned by ``gpumat bench kernels``);
   lane ``l`` of the warp holds positions ``l, l + 32, l + 64, l + 96`` of a tile. Position ``k + 32 i``
   of a block of width ``w`` starts at bit ``(k + 32 i) * w``, i.e. at 32-bit word ``(k * w >> 5) + i
   * w`` with the same shift ``k * w & 31`` for every ``i``: a lane computes its word, shift and
@@ -424,12 +424,15 @@ def tail_shape(max_tail: int | None, lanes: int, ex_per_prog: int | None = None)
     return (ex_per_prog or max(1, lanes // tb)), tb, loop
 
 
-# Tiles per one-warp program, by length bucket (``len_bucket``: log2 of the batch's mean events
-# per example). Chosen from the static counts (the instructions per tile do not depend on it) and
-# the programs the GPU must schedule: 4 everywhere until a GPU run of ``gpumat bench kernels``
-# (which autotunes and reports the best SEQ per tenant) measures otherwise.
-SEQ_BY_BUCKET: dict[int, int] = {}
+# The history kernel's launch per length bucket (``len_bucket``: log2 of the batch's mean events per
+# example): ``(SEQ, warps)``, the tiles a program walks in turn and its warps (a program of ``w``
+# warps holds one tile's 128 values as ``128 / (32 w)`` per thread). Both are constexpr (one compiled
+# kernel each). ``gpumat bench kernels`` on a GPU times every pair per tenant, graph-replayed, and
+# keeps the fastest for the rest of its run (printed, and in its JSON, to be put here); buckets not
+# listed take ``(GPU_TILES_SEQ, HISTORY_WARPS)``.
+LAUNCH_BY_BUCKET: dict[int, tuple[int, int]] = {}
 SEQ_CHOICES = (1, 2, 4, 8)
+WARPS_CHOICES = (1, 2, 4)
 
 
 def len_bucket(staged) -> int:
@@ -446,21 +449,22 @@ def len_bucket(staged) -> int:
     return max(int(staged.known_total // B).bit_length() - 1, 0)
 
 
-def seq_for(bucket: int) -> int:
-    return SEQ_BY_BUCKET.get(bucket, GPU_TILES_SEQ)
+def launch_for(bucket: int) -> tuple[int, int]:
+    """``(SEQ, warps)`` of the history kernel for a batch of length bucket ``bucket``."""
+    return LAUNCH_BY_BUCKET.get(bucket, (GPU_TILES_SEQ, HISTORY_WARPS))
 
 
 _AUTOTUNED = []
 
 
 def _autotuned():
-    """``_history_kernel`` under ``triton.autotune`` over ``SEQ_CHOICES``, keyed by the length bucket
+    """``_history_kernel`` under ``triton.autotune`` over ``SEQ_CHOICES x WARPS_CHOICES``, keyed by the length bucket
     and the column set, when ``GPUMAT_AUTOTUNE=1`` on a GPU (else None). Opt-in: the first batch of
     each key is benchmarked, which synchronizes the device once."""
     if _DEFINED_INTERPRETED or os.environ.get("GPUMAT_AUTOTUNE") != "1":
         return None
     if not _AUTOTUNED:
-        configs = [triton.Config({"SEQ": q}, num_warps=HISTORY_WARPS) for q in SEQ_CHOICES]
+        configs = [triton.Config({"SEQ": q}, num_warps=w) for q in SEQ_CHOICES for w in WARPS_CHOICES]
         _AUTOTUNED.append(triton.autotune(configs=configs, key=["len_bucket", "NCOL", "STORE_MASK", "PADDED"])(
             _history_kernel))
     return _AUTOTUNED[0]
@@ -600,8 +604,8 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
         if tp == 1 and _autotuned() is not None:
             _autotuned()[lambda meta: (triton.cdiv(T, meta["SEQ"]),)](*args, len_bucket=bucket, **kw)
         else:
-            seq = 1 if tp > 1 else seq_for(bucket)
-            _history_kernel[(triton.cdiv(T, tp * seq),)](*args, len_bucket=bucket, SEQ=seq, num_warps=HISTORY_WARPS, **kw)
+            seq, warps = (1, HISTORY_WARPS) if tp > 1 else launch_for(bucket)
+            _history_kernel[(triton.cdiv(T, tp * seq),)](*args, len_bucket=bucket, SEQ=seq, num_warps=warps, **kw)
     if n_tail and B > 0:
         _tail_kernel[(triton.cdiv(B, epp),)](
             tuple(tails), tuple(outs), staged.offsets, staged.hist_len, staged.tail_src, staged.tail_len,

@@ -29,11 +29,18 @@ pip_ok=$?
 "$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|triton|numpy|pyarrow|cupy|pytest|matplotlib) " >> "$LOGS/versions.txt"
 command -v gpumat > /dev/null || echo "note: no gpumat script on PATH; using $PY -m gpumat" | tee -a "$LOGS/steps.log"
 pack
-step bench_kernels 110 "$PY" -m gpumat bench kernels --json "$OUT/bench_kernels.json" --plot "$OUT/bench_kernels.png"
-step native_tests 120 "$PY" -m pytest -q -n 6 -p no:cacheprovider tests/test_decode_gather.py tests/test_ops.py
-step hstu_gpu 110 "$PY" profiling/hstu_gpu.py --json "$OUT/hstu_gpu.json"
-step bench_e2e 150 "$PY" -m gpumat bench e2e --device cuda --json "$OUT/bench_e2e.json" --plot "$OUT/bench_e2e.png"
-step sanitizer 50 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -m pytest -q -p no:cacheprovider tests/test_decode_gather.py -k "random_batches_jagged or corrupt"
+# Which steps, in order (default: all): GPU_STEPS="bench_kernels hstu_gpu" OUT=$OUT bash profiling/gpu_session.sh
+# E2E_ARGS / HSTU_ARGS add options to those steps (e.g. E2E_ARGS="--tenants long --steps 10").
+for s in ${GPU_STEPS:-bench_kernels native_tests hstu_gpu bench_e2e sanitizer}; do
+    case $s in
+    bench_kernels) step bench_kernels 110 "$PY" -m gpumat bench kernels --json "$OUT/bench_kernels.json" --plot "$OUT/bench_kernels.png" ;;
+    native_tests) step native_tests 120 "$PY" -m pytest -q -n 6 -p no:cacheprovider tests/test_decode_gather.py tests/test_ops.py ;;
+    hstu_gpu) step hstu_gpu "${HSTU_LIMIT:-150}" "$PY" profiling/hstu_gpu.py --json "$OUT/hstu_gpu.json" ${HSTU_ARGS:-} ;;
+    bench_e2e) step bench_e2e "${E2E_LIMIT:-150}" "$PY" -m gpumat bench e2e --device cuda --json "$OUT/bench_e2e.json" --plot "$OUT/bench_e2e.png" ${E2E_ARGS:-} ;;
+    sanitizer) step sanitizer 50 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -m pytest -q -p no:cacheprovider tests/test_decode_gather.py -k "random_batches_jagged or corrupt" ;;
+    *) echo "unknown step $s" ;;
+    esac
+done
 echo "== done in $((SECONDS - T0))s" | tee -a "$LOGS/steps.log"
 pack
 cat "$LOGS/steps.log"

@@ -83,8 +83,8 @@ def attention_case(B, W, H, dh, precision, device, dense_limit, twin_limit):
 
             both = do_bench(step, warmup=5, rep=60, return_mode="median")
             res[name] = {"fwd_ms": fwd, "fwd_bwd_ms": both,
-                         "fwd_tflops": res["useful_gflop_fwd"] / fwd / 1e3,
-                         "fwd_bwd_tflops": res["useful_gflop_fwd_bwd"] / both / 1e3,
+                         "fwd_tflops": res["useful_gflop_fwd"] / fwd,  # GFLOP / ms = TFLOP/s
+                         "fwd_bwd_tflops": res["useful_gflop_fwd_bwd"] / both,
                          "peak_gb": torch.cuda.max_memory_allocated() / 1e9}
         except torch.OutOfMemoryError as e:
             res[name] = {"skipped": f"out of memory: {str(e)[:120]}"}
@@ -172,7 +172,10 @@ def main(argv=None):
     p.add_argument("--widths", default="1024,4096,16384,65536")
     p.add_argument("--events", type=int, default=65536, help="events per attention batch (B = events / W)")
     p.add_argument("--precisions", default="ieee,tf32")
-    p.add_argument("--train-steps", type=int, default=6)
+    p.add_argument("--train-steps", type=int, default=4)
+    p.add_argument("--train-precision", default="tf32", choices=["ieee", "tf32"])
+    p.add_argument("--checks", default="1", help="0: skip the correctness checks (B)")
+    p.add_argument("--twin-limit", type=int, default=4096, help="longest W the PyTorch twin is timed at")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("hstu_gpu.py needs a CUDA device")
@@ -187,7 +190,7 @@ def main(argv=None):
             json.dump(out, f, indent=1)
 
     cases = [[0, 1, 17, 300, 0, 1000, 129, 4097], [64] * 40 + [0, 5], [100_000, 3, 0]]
-    for prec in args.precisions.split(","):
+    for prec in args.precisions.split(",") if args.checks != "0" else ():
         for i, lengths in enumerate(cases):
             try:
                 r = check_case(lengths, prec, dev, seed=i)
@@ -202,7 +205,7 @@ def main(argv=None):
             B = max(1, args.events // W)
             t0 = time.perf_counter()
             try:
-                r = attention_case(B, W, 4, 64, prec, dev, dense_limit=40e9, twin_limit=16384)
+                r = attention_case(B, W, 4, 64, prec, dev, dense_limit=40e9, twin_limit=args.twin_limit)
             except Exception as e:  # keep the other cases' results
                 r = {"B": B, "W": W, "precision": prec, "error": f"{type(e).__name__}: {e}"[:400]}
             r["wall_s"] = time.perf_counter() - t0
@@ -213,8 +216,9 @@ def main(argv=None):
                   f"fwd+bwd {tri.get('fwd_bwd_ms', float('nan')):8.3f} ms ({tri.get('fwd_bwd_tflops', float('nan')):.1f} TFLOP/s) "
                   f"x dense {r.get('speedup_over_dense', float('nan')):.2f} x twin {r.get('speedup_over_pytorch_twin', float('nan')):.2f} "
                   f"err {r.get('rel_err', r.get('error'))}", flush=True)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    for W, B, layers in ((65536, 2, 2), (4096, 16, 4)):
+    torch.backends.cuda.matmul.allow_tf32 = args.train_precision == "tf32"
+    out["train_precision"] = args.train_precision
+    for W, B, layers in ((65536, 1, 2), (4096, 16, 4)):
         t0 = time.perf_counter()
         try:
             r = train_case(W, B, args.train_steps, dev, layers=layers, dim=256, heads=4)

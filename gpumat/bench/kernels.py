@@ -13,8 +13,11 @@ Every path runs through the one dispatcher, ``gpumat.ops.decode_gather``:
 - ceilings: measured device-to-device copy bandwidth and pinned host-to-device bandwidth
 
 Reported per tenant: events/s, bytes moved (compressed staged input + materialized output),
-achieved GB/s and its fraction of the D2D copy bandwidth, speedup over each peer. Timings are
-``triton.testing.do_bench`` medians with 20/80% quantiles; every batch is larger than L2.
+achieved GB/s and its fraction of the D2D copy bandwidth, speedup over each peer, the host's time
+to issue one call, and the history kernel's launch tuned per length bucket. Device timings are
+graph replays (:func:`time_device`: the host's launch overhead excluded, as in a training step
+where the decode is queued ahead on a side stream), medians with 20/80% quantiles; every batch is
+larger than L2.
 
 The staged batches are synthetic (random encoded blocks, one user per example) so the bench
 depends on no other module; ``bench_staged(name, staged)`` takes any host ``StagedBatch``, so
@@ -135,21 +138,90 @@ def device_peers(device) -> list[str]:
     return ["torch"] + (["cupy"] if available("cupy", device)[0] else [])
 
 
-def _tune_seq(dev_staged) -> dict:
-    """Autotune the history kernel's tiles per one-warp program (``SEQ``) for this batch's length
-    bucket: time every choice, keep the fastest in ``SEQ_BY_BUCKET`` for the rest of the run, and
-    report them all (the table to put in ``kernels/triton_decode_gather.py``)."""
+def time_device(fn, per_call_bytes: int = 0, target_ms: float = 10.0, replays: int = 7) -> dict:
+    """Device time per call of ``fn``, without the host's launch overhead: ``n`` calls captured in
+    one CUDA graph, the graph replayed ``replays`` times between events; median (and 20/80%
+    quantiles) per call. ``n`` fills ``target_ms`` and keeps the calls' outputs (each call allocates
+    ``per_call_bytes`` from the graph's pool) under 8 GB. Every batch is larger than L2 and each
+    call writes fresh buffers, so replays do not run from cache. Falls back to ``do_bench`` (events
+    around each call, which include the host's launch time when it exceeds the kernel's) when ``fn``
+    cannot be captured; ``timing`` says which."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm up off the capture: compiles, allocator
+            fn()
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        for _ in range(5):
+            fn()
+        e1.record()
+        torch.cuda.synchronize()
+        est = max(e0.elapsed_time(e1) / 5, 1e-3)
+        n = int(min(max(target_ms / est, 3), 500, max(3, 8e9 // max(per_call_bytes, 1))))
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(n):
+                fn()
+        g.replay()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(replays):
+            e0.record()
+            g.replay()
+            e1.record()
+            torch.cuda.synchronize()
+            times.append(e0.elapsed_time(e1) / n)
+        del g
+        torch.cuda.empty_cache()
+        return {"median_ms": float(np.median(times)), "p20_ms": float(np.quantile(times, 0.2)),
+                "p80_ms": float(np.quantile(times, 0.8)), "timing": "cuda_graph", "calls_per_graph": n}
+    except Exception as e:  # noqa: BLE001 - a peer that cannot be captured is timed the plain way
+        torch.cuda.synchronize()
+        res = _bench(fn)
+        res["timing"] = f"events per call (graph capture failed: {type(e).__name__}: {str(e)[:160]})"
+        return res
+
+
+def host_ms_per_call(fn, calls: int = 20) -> float:
+    """The host's time to issue one call (Python, checks, launches), the device not waited for."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    return (t1 - t0) / calls * 1e3
+
+
+def tune_launch(dev_staged, per_call_bytes: int, expect, rounds: int = 2) -> dict:
+    """Tune the history kernel's launch for this batch's length bucket: time every ``(SEQ, warps)``
+    (graph-replayed, ``rounds`` interleaved rounds, best of them), keep the fastest in
+    ``LAUNCH_BY_BUCKET`` for the rest of the run, and report them all (the table to put in
+    ``kernels/triton_decode_gather.py``). Each launch's output is first compared with ``expect``
+    (the checked ``(values, violations)`` of the default launch)."""
     from gpumat.kernels import triton_decode_gather as tdg
 
     bucket = tdg.len_bucket(dev_staged)
-    before = tdg.SEQ_BY_BUCKET.get(bucket)
-    times = {}
-    for q in tdg.SEQ_CHOICES:
-        tdg.SEQ_BY_BUCKET[bucket] = q
-        times[q] = _bench(lambda: decode_gather(dev_staged, "triton"))["median_ms"]
+    default = tdg.launch_for(bucket)
+    pairs = [(q, w) for q in tdg.SEQ_CHOICES for w in tdg.WARPS_CHOICES]
+    times = {p: float("inf") for p in pairs}
+    for r in range(rounds):
+        for p in pairs:
+            tdg.LAUNCH_BY_BUCKET[bucket] = p
+            if r == 0:
+                values, viol = decode_gather(dev_staged, "triton")
+                if not (all(torch.equal(values[c], expect[0][c]) for c in expect[0]) and torch.equal(viol, expect[1])):
+                    raise GpumatError(f"launch SEQ={p[0]}, warps={p[1]} disagrees with the default launch")
+                del values, viol
+            t = time_device(lambda: decode_gather(dev_staged, "triton"), per_call_bytes, target_ms=5, replays=3)
+            times[p] = min(times[p], t["median_ms"])
     best = min(times, key=times.get)
-    tdg.SEQ_BY_BUCKET[bucket] = best
-    return {"len_bucket": bucket, "median_ms_by_seq": times, "best": best, "default": before or tdg.GPU_TILES_SEQ}
+    tdg.LAUNCH_BY_BUCKET[bucket] = best
+    return {"len_bucket": bucket, "median_ms_by_seq_warps": {f"{q},{w}": t for (q, w), t in times.items()},
+            "best": list(best), "default": list(default)}
 
 
 def bench_staged(name: str, staged: StagedBatch, device, ceilings: dict, cpu_reps: int = 3) -> dict:
@@ -163,7 +235,7 @@ def bench_staged(name: str, staged: StagedBatch, device, ceilings: dict, cpu_rep
 
     # Correctness first: a fast wrong answer is not a result.
     tv, tviol = decode_gather(dev_staged, "triton")
-    for peer in peers:
+    for peer in peers:  # (the default launch; tune_launch checks every other against it)
         pv, pviol = decode_gather(dev_staged, peer)
         for c in tv:
             if not torch.equal(tv[c], pv[c]):
@@ -171,13 +243,14 @@ def bench_staged(name: str, staged: StagedBatch, device, ceilings: dict, cpu_rep
         if not torch.equal(tviol, pviol):
             raise GpumatError(f"bench {name}: triton and the {peer} peer disagree on the leakage flags")
         del pv
-    del tv
 
     res = {"tenant": name, "batch_size": staged.batch_size, "events": total, "tiles": staged.num_tiles,
            "bytes_in": in_bytes, "bytes_out": out_bytes, "bytes_moved": moved, "peers": peers}
-    res["tiles_per_program"] = _tune_seq(dev_staged)
+    res["launch"] = tune_launch(dev_staged, out_bytes, (tv, tviol))
+    del tv, tviol
     for backend in ("triton", *peers):
-        res[backend] = _bench(lambda: decode_gather(dev_staged, backend))
+        res[backend] = time_device(lambda: decode_gather(dev_staged, backend), out_bytes)
+    res["triton_host_ms_per_call"] = host_ms_per_call(lambda: decode_gather(dev_staged, "triton"))
     ref_values, _ = decode_gather(staged, "reference")
     res["cpu_ref"] = _cpu_time(lambda: decode_gather(staged, "reference"), cpu_reps)
     pinned = {c: v.pin_memory() for c, v in ref_values.items()}
@@ -294,7 +367,8 @@ def run(args) -> dict | None:
     results = []
     peers = device_peers(device)
     cols = "".join(f"{'x ' + p:>9}" for p in peers)
-    print(f"{'tenant':>6} {'B':>6} {'events':>10} {'triton ms':>10} {'GB/s':>7} {'%D2D':>6} {'Mev/s':>8}{cols} {'x cpu+h2d':>10}")
+    print(f"{'tenant':>6} {'B':>6} {'events':>10} {'triton ms':>10} {'GB/s':>7} {'%D2D':>6} {'Mev/s':>8}{cols} "
+          f"{'x cpu+h2d':>10} {'host ms':>8} {'SEQ,warps':>10}")
     for name, L, B in cases:
         staged = synthetic_staged(B, L, seed=args.seed)
         r = bench_staged(name, staged, device, ceilings)
@@ -304,7 +378,10 @@ def run(args) -> dict | None:
         speedups = "".join(f"{r['speedup_over'][p]:>9.1f}" for p in peers)
         print(f"{name:>6} {B:>6} {r['events']:>10} {r['triton']['median_ms']:>10.3f} {r['triton_GBps']:>7.0f} "
               f"{100 * r['fraction_of_d2d']:>5.0f}% {r['events_per_s']['triton'] / 1e6:>8.0f}{speedups} "
-              f"{r['speedup_over']['cpu_ref+h2d']:>10.1f}")
+              f"{r['speedup_over']['cpu_ref+h2d']:>10.1f} {r['triton_host_ms_per_call']:>8.3f} "
+              f"{'%d,%d' % tuple(r['launch']['best']):>10}")
+    table = {r["launch"]["len_bucket"]: tuple(r["launch"]["best"]) for r in results}
+    print(f"device ms: CUDA-graph replays; launch tuned per length bucket: LAUNCH_BY_BUCKET = {table}")
     result = {"environment": env, "ceilings": ceilings, "results": results}
     report(result, args, lambda r: None, lambda r, path: _plot(r["results"], r["environment"], path), print)
     return result
