@@ -72,8 +72,9 @@ def test_shapes():
     assert loss.dim() == 0 and torch.isfinite(loss)
 
 
-def test_causal_future_change_leaves_past_unchanged():
-    model = small_model(side_features={"rating": 5})
+@pytest.mark.parametrize("absolute_positions", [False, True])
+def test_causal_future_change_leaves_past_unchanged(absolute_positions):
+    model = small_model(side_features={"rating": 5}, absolute_positions=absolute_positions)
     base = [[3, 9, 4, 11, 2, 8, 1], [5, 6, 7]]
     ref, _ = model.encode(make_batch(base, with_rating=True))
     for p in range(1, 7):
@@ -87,9 +88,10 @@ def test_causal_future_change_leaves_past_unchanged():
         assert_close(out[1], ref[1], atol=1e-6, what="other row")
 
 
+@pytest.mark.parametrize("absolute_positions", [False, True])
 @pytest.mark.parametrize("width_rows", [[[1] * 9], [[2, 3] * 6, [4]]])
-def test_padding_invariance(width_rows):
-    model = small_model()
+def test_padding_invariance(width_rows, absolute_positions):
+    model = small_model(absolute_positions=absolute_positions)
     row = [7, 3, 21, 3, 8]
     alone_h, _ = model.encode(make_batch([row]))
     alone = model(make_batch([row]))
@@ -100,8 +102,9 @@ def test_padding_invariance(width_rows):
     assert_close(model(make_batch(width_rows + [row] + [[]]))[i], alone[0], atol=1e-5, what="last position")
 
 
-def test_rows_longer_than_max_len_keep_newest_events():
-    model = small_model(max_len=5)
+@pytest.mark.parametrize("absolute_positions", [False, True])
+def test_rows_longer_than_max_len_keep_newest_events(absolute_positions):
+    model = small_model(max_len=5, absolute_positions=absolute_positions)
     row = list(range(1, 12))
     b = make_batch([row])
     b_tail = JaggedBatch(torch.tensor([0, 5]), {c: v[-5:] for c, v in b.values.items()})
@@ -172,7 +175,10 @@ def test_sampler_and_logq_variants_give_finite_losses():
     batch = make_batch([[1, 2, 3], [], [4, 5]])
     labels = torch.tensor([4, 1, 6])
     for kw in ({"logq_correction": True}, {"sampler": "popularity", "logq_correction": True},
-               {"train_all_positions": False}, {"num_negatives": 0}, {"num_time_buckets": 0}):
+               {"train_all_positions": False}, {"num_negatives": 0}, {"num_time_buckets": 0},
+               {"negative_sampling": "per_query"}, {"negative_sampling": "per_query", "in_batch_negatives": False},
+               {"negative_sampling": "per_query", "sampler": "popularity", "logq_correction": True},
+               {"negative_sampling": "per_query", "num_negatives": 0}, {"absolute_positions": True}):
         model = small_model(**kw).train()
         if kw.get("sampler") == "popularity":
             model.set_item_counts(counts)
@@ -180,6 +186,47 @@ def test_sampler_and_logq_variants_give_finite_losses():
         loss.backward()
         assert torch.isfinite(loss), kw
     assert torch.isfinite(small_model().loss(batch, None))
+
+
+def test_per_query_negatives_equal_shared_for_one_query():
+    """One supervised query: its K per-query negatives are the shared pool drawn from the same
+    generator state, so both samplings give the same loss; with many queries they differ."""
+    one, labels = make_batch([[3, 9]]), torch.tensor([4])
+    kw = dict(train_all_positions=False, in_batch_negatives=False, num_negatives=8)
+    losses = []
+    for mode in ("shared", "per_query"):
+        model = small_model(negative_sampling=mode, **kw)
+        torch.manual_seed(5)
+        losses.append(model.loss(one, labels))
+    assert_close(losses[0], losses[1], atol=1e-6, what="one query")
+    many = make_batch([[1, 2, 3, 4, 5, 6], [7, 8, 9, 10]])
+    out = []
+    for mode in ("shared", "per_query"):
+        model = small_model(negative_sampling=mode, num_negatives=8)
+        torch.manual_seed(5)
+        out.append(float(model.loss(many, torch.tensor([11, 12])).detach()))
+    assert out[0] != out[1]
+
+
+def test_per_query_logits_by_matmul_or_gather_agree(monkeypatch):
+    """A small catalog reads each query's negatives from one full-catalog matmul, a large one gathers
+    their embeddings: the same logits, so the same loss and gradients."""
+    batch, labels = make_batch([[1, 2, 3, 4, 5], [6, 7, 8]]), torch.tensor([9, 10])
+    results = []
+    for per_negative in (0, 10**6):
+        monkeypatch.setattr(gpumat.models.hstu, "FULL_LOGITS_PER_NEGATIVE", per_negative)
+        model = small_model(negative_sampling="per_query", num_negatives=6).train()
+        torch.manual_seed(2)
+        loss = model.loss(batch, labels)
+        loss.backward()
+        results.append((loss.detach(), model.item_emb.weight.grad.clone()))
+    assert_close(results[0][0], results[1][0], atol=1e-6, what="loss")
+    assert_close(results[0][1], results[1][1], atol=1e-6, what="item embedding gradient")
+
+
+def test_config_rejects_unknown_negative_sampling():
+    with pytest.raises(SchemaError, match="negative_sampling"):
+        HSTUConfig(num_items=5, negative_sampling="local")
 
 
 # ---------------------------------------------------------------- learning
@@ -201,17 +248,18 @@ def successor_batches(seed, batch_size=64, max_len=12, count=None):
         yield make_batch(rows), labels
 
 
-def train_small(seed, steps):
+def train_small(seed, steps, **kw):
     torch.manual_seed(seed)
-    cfg = HSTUConfig(num_items=N_ITEMS, dim=32, num_layers=1, num_heads=2, max_len=12, num_negatives=16)
+    cfg = HSTUConfig(num_items=N_ITEMS, dim=32, num_layers=1, num_heads=2, max_len=12, num_negatives=16, **kw)
     model = HSTU(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     log = train_steps(model, opt, successor_batches(seed), steps=steps, log_every=10, progress=False)
     return model, log
 
 
-def test_loss_decreases_and_beats_popularity():
-    model, log = train_small(seed=0, steps=120)
+@pytest.mark.parametrize("kw", [{}, {"negative_sampling": "per_query", "absolute_positions": True}])
+def test_loss_decreases_and_beats_popularity(kw):
+    model, log = train_small(seed=0, steps=120, **kw)
     losses = [v for _, v in log["losses"]]
     assert log["steps"] == 120 and log["examples_per_s"] > 0
     assert losses[-1] < 0.5 * losses[0], losses

@@ -15,8 +15,9 @@ Two datasets:
   (``host.workloads.leave_one_out_workload``: each user's last item held out, the full catalog
   ranked, seen items filtered), with the published HSTU settings of generative-recommenders'
   ``configs/ml-1m/hstu-sampled-softmax-n128-final.gin`` as defaults (50-dim embeddings, 2 layers,
-  1 head, dropout 0.2, 128 uniformly sampled negatives and no in-batch ones, temperature 0.05,
-  AdamW lr 1e-3 betas (0.9, 0.98), batch 128, 101 epochs). ``--max-lens 200`` alone is the published run (``S`` = 200: every
+  1 head, dropout 0.2, 128 uniformly sampled negatives drawn for every supervised position and no
+  in-batch ones, a learned absolute position embedding on the input, temperature 0.05, AdamW lr
+  1e-3 betas (0.9, 0.98), batch 128, 101 epochs). ``--max-lens 200`` alone is the published run (``S`` = 200: every
   position supervised). ML-1M histories are short (median 96): lengths up to 200 make sense.
 - ``synthetic``: ``host.workloads.reconsumption_workload``: every label is an item the user saved
   ``D`` events earlier, ``D`` log-uniform up to ``--distance`` (65536), so a model reading ``L``
@@ -27,6 +28,7 @@ Two datasets:
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -43,9 +45,11 @@ DATASETS = ("ml1m", "synthetic")
 # and a small one-layer model for the synthetic long-history sweep.
 DEFAULTS = {
     "ml1m": dict(max_lens="200", dim=50, layers=2, heads=1, dropout=0.2, negatives=128, temperature=0.05,
-                 lr=1e-3, batch_size=128, epochs=101, time_buckets=128),
+                 lr=1e-3, batch_size=128, epochs=101, time_buckets=128, negative_sampling="per_query",
+                 absolute_positions=True),
     "synthetic": dict(max_lens="64,512,2048,8192,65536", dim=32, layers=1, heads=1, dropout=0.0, negatives=128,
-                      temperature=0.05, lr=1e-2, batch_size=32, epochs=5, time_buckets=0),
+                      temperature=0.05, lr=1e-2, batch_size=32, epochs=5, time_buckets=0, negative_sampling="shared",
+                      absolute_positions=False),
 }
 
 
@@ -83,7 +87,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--layers", type=int, default=None, help="HSTU layers (default: 2 ml1m, 1 synthetic)")
     parser.add_argument("--heads", type=int, default=None, help="attention heads (default: 1)")
     parser.add_argument("--dropout", type=float, default=None, help="dropout (default: 0.2 ml1m, 0 synthetic)")
-    parser.add_argument("--negatives", type=int, default=None, help="sampled negatives per step (default: 128)")
+    parser.add_argument("--negatives", type=int, default=None,
+                        help="sampled negatives, per query or per step (default: 128)")
+    parser.add_argument("--negative-sampling", default=None, choices=["shared", "per_query"],
+                        help="per_query: --negatives drawn for every supervised position, as the published "
+                             "runs; shared: one pool per step (default: per_query ml1m, shared synthetic)")
+    parser.add_argument("--absolute-positions", default=None, action=argparse.BooleanOptionalAction,
+                        help="a learned embedding of each event's position in its window, as the published "
+                             "runs (default: on for ml1m, off for synthetic)")
     parser.add_argument("--filter-seen", default="window", choices=["window", "history", "none"],
                         help="ml1m: items removed from the ranking: the model's input window (as published), "
                              "the whole history, or none (default: %(default)s); synthetic never filters "
@@ -121,7 +132,8 @@ def _settings(args) -> dict:
         raise SchemaError(f"--dataset must be one of {DATASETS}, got {args.dataset!r}")
     d = DEFAULTS[args.dataset]
     pick = lambda name: d[name] if getattr(args, name, None) is None else getattr(args, name)  # noqa: E731
-    s = {name: pick(name) for name in ("dim", "layers", "heads", "dropout", "negatives", "lr", "batch_size", "epochs")}
+    s = {name: pick(name) for name in ("dim", "layers", "heads", "dropout", "negatives", "lr", "batch_size", "epochs",
+                                       "negative_sampling", "absolute_positions")}
     s["temperature"], s["time_buckets"] = d["temperature"], d["time_buckets"]
     s["max_lens"] = sorted(set(_int_list(pick("max_lens"))))
     for name, lo in (("dim", 1), ("layers", 1), ("heads", 1), ("negatives", 0), ("batch_size", 1), ("epochs", 1)):
@@ -238,6 +250,7 @@ def train_one(w, settings: dict, spec: dict, max_len: int, seed: int, device: st
                      # S >= max_len supervises every position: the plain path (the newest-S one is for S < W)
                      supervise_last=0 if settings["supervise_last"] >= max_len else settings["supervise_last"],
                      in_batch_negatives=spec["in_batch_negatives"], check_ids=False,
+                     negative_sampling=settings["negative_sampling"], absolute_positions=settings["absolute_positions"],
                      attention=_attention(settings["attention"], max_len, device))
     torch.manual_seed(seed)
     model = HSTU(cfg).to(device)
