@@ -294,24 +294,19 @@ if triton is not None:
         LANES: tl.constexpr,  # 32 (a warp), or the block size when smaller
         STEPS: tl.constexpr,  # values per lane: LANES * STEPS positions per tile per pass
         TILES_PER_PROG: tl.constexpr,  # tiles side by side in one program (the interpreter's shape)
-        SEQ: tl.constexpr,  # tiles one after another in one program (the GPU's shape: TILES_PER_PROG = 1)
+        SEQ: tl.constexpr,  # groups of TILES_PER_PROG tiles one after another in one program
         LOOP: tl.constexpr,
         len_bucket,  # the autotuner's key only: log2 of the batch's mean events per example
     ):
-        """The history, all columns: SEQ x TILES_PER_PROG tiles per program. On a GPU a program is
-        one warp that walks SEQ tiles in turn (unrolled, so the loads of the next tile are in flight
-        while the current one is stored); under the interpreter it holds TILES_PER_PROG side by side."""
-        if TILES_PER_PROG == 1:
-            for i in tl.static_range(SEQ):
-                _tiles(
-                    (tl.program_id(0) * SEQ + i) + tl.arange(0, 1),
-                    hdrs, words, outs, nwords, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
-                    offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
-                    NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, CHECK_COL, INCLUSIVE, PADDED, LANES, STEPS, 1, LOOP,
-                )
-        else:
+        """The history, all columns: SEQ x TILES_PER_PROG tiles per program. A program walks SEQ
+        groups in turn (unrolled, so a group's loads can be in flight while the previous one is
+        stored), each group TILES_PER_PROG tiles side by side (one tile: scalars of the program;
+        several: [LANES, STEPS, TP] blocks, the interpreter's shape and a GPU candidate whose loads
+        of every tile of the group are issued before any store)."""
+        for i in tl.static_range(SEQ):
+            g = tl.program_id(0) * SEQ + i
             _tiles(
-                tl.program_id(0) * TILES_PER_PROG + tl.arange(0, TILES_PER_PROG),
+                g * TILES_PER_PROG + tl.arange(0, TILES_PER_PROG),
                 hdrs, words, outs, nwords, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
                 offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
                 NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, CHECK_COL, INCLUSIVE, PADDED, LANES, STEPS, TILES_PER_PROG, LOOP,
@@ -428,14 +423,15 @@ def tail_shape(max_tail: int | None, lanes: int, ex_per_prog: int | None = None)
 
 
 # The history kernel's launch per length bucket (``len_bucket``: log2 of the batch's mean events per
-# example): ``(SEQ, warps)``, the tiles a program walks in turn and its warps (a program of ``w``
-# warps holds one tile's 128 values as ``128 / (32 w)`` per thread). Both are constexpr (one compiled
-# kernel each). ``gpumat bench kernels`` on a GPU times every pair per tenant, graph-replayed, and
-# keeps the fastest for the rest of its run (printed, and in its JSON, to be put here); buckets not
-# listed take ``(GPU_TILES_SEQ, HISTORY_WARPS)``.
-LAUNCH_BY_BUCKET: dict[int, tuple[int, int]] = {}
-SEQ_CHOICES = (1, 2, 4, 8)
-WARPS_CHOICES = (1, 2, 4)
+# example): ``(TP, SEQ, warps)``: TP tiles side by side, SEQ such groups walked in turn, and the
+# program's warps. All are constexpr (one compiled kernel each). ``gpumat bench kernels`` on a GPU
+# times every ``LAUNCH_CHOICES`` entry per tenant, graph-replayed, and keeps the fastest for the rest
+# of its run (printed and in its JSON, to be put here); ``gpumat bench kernels --static`` reports
+# each candidate's registers and instructions per event. Buckets not listed take
+# ``(GPU_TILES_PER_PROG, GPU_TILES_SEQ, HISTORY_WARPS)``.
+LAUNCH_BY_BUCKET: dict[int, tuple[int, int, int]] = {}
+LAUNCH_CHOICES = ((1, 1, 1), (1, 2, 1), (1, 4, 1), (1, 8, 1), (1, 2, 2), (2, 1, 1), (2, 2, 1), (2, 1, 2),
+                  (4, 1, 2), (4, 1, 4))
 
 
 def len_bucket(staged) -> int:
@@ -452,22 +448,22 @@ def len_bucket(staged) -> int:
     return max(int(staged.known_total // B).bit_length() - 1, 0)
 
 
-def launch_for(bucket: int) -> tuple[int, int]:
-    """``(SEQ, warps)`` of the history kernel for a batch of length bucket ``bucket``."""
-    return LAUNCH_BY_BUCKET.get(bucket, (GPU_TILES_SEQ, HISTORY_WARPS))
+def launch_for(bucket: int) -> tuple[int, int, int]:
+    """``(TP, SEQ, warps)`` of the history kernel for a batch of length bucket ``bucket``."""
+    return LAUNCH_BY_BUCKET.get(bucket, (GPU_TILES_PER_PROG, GPU_TILES_SEQ, HISTORY_WARPS))
 
 
 _AUTOTUNED = []
 
 
 def _autotuned():
-    """``_history_kernel`` under ``triton.autotune`` over ``SEQ_CHOICES x WARPS_CHOICES``, keyed by the length bucket
+    """``_history_kernel`` under ``triton.autotune`` over ``LAUNCH_CHOICES``, keyed by the length bucket
     and the column set, when ``GPUMAT_AUTOTUNE=1`` on a GPU (else None). Opt-in: the first batch of
     each key is benchmarked, which synchronizes the device once."""
     if _DEFINED_INTERPRETED or os.environ.get("GPUMAT_AUTOTUNE") != "1":
         return None
     if not _AUTOTUNED:
-        configs = [triton.Config({"SEQ": q}, num_warps=w) for q in SEQ_CHOICES for w in WARPS_CHOICES]
+        configs = [triton.Config({"TILES_PER_PROG": tp, "SEQ": q}, num_warps=w) for tp, q, w in LAUNCH_CHOICES]
         _AUTOTUNED.append(triton.autotune(configs=configs, key=["len_bucket", "NCOL", "STORE_MASK", "PADDED"])(
             _history_kernel))
     return _AUTOTUNED[0]
@@ -501,7 +497,7 @@ def _check_staged(staged) -> torch.device:
 
 
 def materialize_staged_triton(
-    staged, padded_width=None, pad_value=0, total=None, out=None, tiles_per_prog=None, ex_per_prog=None
+    staged, padded_width=None, pad_value=0, total=None, out=None, tiles_per_prog=None, ex_per_prog=None, launch=None
 ):
     """Materialize a device-resident ``StagedBatch`` with one launch of ``_materialize_kernel``.
 
@@ -516,7 +512,8 @@ def materialize_staged_triton(
     ``total``: overrides ``staged.total`` (``offsets[-1]``: known on the host for a batch the
     planner built and moved with ``StagedBatch.to``/``from_flat``, so the launch never syncs). ``out``: optional preallocated
     outputs per column (reused buffers; filled with ``pad_value`` first when padded).
-    ``tiles_per_prog`` / ``ex_per_prog``: launch-shape overrides (tuning, tests).
+    ``tiles_per_prog`` / ``ex_per_prog``: launch-shape overrides (tuning, tests); ``launch``: the
+    history kernel's whole ``(TP, SEQ, warps)``.
     """
     dev = _check_staged(staged)
     ok, why = triton_available(dev)
@@ -532,7 +529,7 @@ def materialize_staged_triton(
     # Triton launches on the current CUDA device: make it the batch's (cuda:1 without a stream
     # context would otherwise launch on cuda:0 against another device's pointers).
     with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
-        _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog)
+        _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog, launch)
     return values, viol
 
 
@@ -552,7 +549,7 @@ def _output(name, col, out, shape, dev, padded_width, pad_value):
     return buf
 
 
-def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog):
+def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog, launch=None):
     """Take every column's output and launch the one kernel over all of them (history tiles and tails)."""
     hdrs, words, tails, outs, nwords = [], [], [], [], []
     store_mask = out64_mask = wide_mask = 0
@@ -586,8 +583,20 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
         _limit(what, n)
     if T and not hdrs[0].shape[0]:
         raise GpumatError(f"staged batch has {T} tiles but no staged blocks")
-    tp, lanes = _launch_shapes()
-    tp = tiles_per_prog or tp
+    tp0, lanes = _launch_shapes()
+    bucket = len_bucket(staged)
+    tuned = False
+    if launch is not None:
+        tp, seq, warps = (int(x) for x in launch)
+        if min(tp, seq, warps) < 1 or warps & (warps - 1) or tp & (tp - 1):
+            raise GpumatError(f"launch (TP, SEQ, warps) = {tuple(launch)}: each >= 1, TP and warps powers of two")
+    elif tiles_per_prog is not None:
+        tp, seq, warps = tiles_per_prog, (GPU_TILES_SEQ if tiles_per_prog == 1 else 1), HISTORY_WARPS
+    elif _DEFINED_INTERPRETED:
+        tp, seq, warps = tp0, 1, HISTORY_WARPS
+    else:
+        tp, seq, warps = launch_for(bucket)
+        tuned = _autotuned() is not None
     epp, tb, tail_loop = tail_shape(staged.known_max_tail, lanes, ex_per_prog)
     # Lanes per tile row: the block size (a power of two, DESIGN §2) up to a cap that keeps the
     # [TILES_PER_PROG, lanes] block in registers; larger blocks loop in the kernel.
@@ -602,13 +611,13 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
                 staged.tile_block, staged.tile_lo, staged.tile_cnt, staged.tile_out, staged.tile_ex,
                 staged.offsets, staged.request_ts, viol, T, B, n_out, width)
         kw = dict(OUT64_MASK=out64_mask, WIDE_MASK=wide_mask, LANES=lanes_h, STEPS=block // lanes_h,
-                  TILES_PER_PROG=tp, LOOP=int(staged.block_size) > block, **common)
-        bucket = len_bucket(staged)
-        if tp == 1 and _autotuned() is not None:
-            _autotuned()[lambda meta: (triton.cdiv(T, meta["SEQ"]),)](*args, len_bucket=bucket, **kw)
+                  LOOP=int(staged.block_size) > block, **common)
+        if tuned:
+            _autotuned()[lambda meta: (triton.cdiv(T, meta["TILES_PER_PROG"] * meta["SEQ"]),)](
+                *args, len_bucket=bucket, **kw)
         else:
-            seq, warps = (1, HISTORY_WARPS) if tp > 1 else launch_for(bucket)
-            _history_kernel[(triton.cdiv(T, tp * seq),)](*args, len_bucket=bucket, SEQ=seq, num_warps=warps, **kw)
+            _history_kernel[(triton.cdiv(T, tp * seq),)](*args, len_bucket=bucket, TILES_PER_PROG=tp, SEQ=seq,
+                                                         num_warps=warps, **kw)
     if n_tail and B > 0:
         _tail_kernel[(triton.cdiv(B, epp),)](
             tuple(tails), tuple(outs), staged.offsets, staged.hist_len, staged.tail_src, staged.tail_len,

@@ -197,30 +197,30 @@ def host_ms_per_call(fn, calls: int = 20) -> float:
 
 
 def tune_launch(dev_staged, per_call_bytes: int, expect, rounds: int = 2) -> dict:
-    """Tune the history kernel's launch for this batch's length bucket: time every ``(SEQ, warps)``
-    (graph-replayed, ``rounds`` interleaved rounds, best of them), keep the fastest in
-    ``LAUNCH_BY_BUCKET`` for the rest of the run, and report them all (the table to put in
-    ``kernels/triton_decode_gather.py``). Each launch's output is first compared with ``expect``
-    (the checked ``(values, violations)`` of the default launch)."""
+    """Tune the history kernel's launch for this batch's length bucket: time every ``(TP, SEQ,
+    warps)`` of ``LAUNCH_CHOICES`` (graph-replayed, ``rounds`` interleaved rounds, best of them),
+    keep the fastest in ``LAUNCH_BY_BUCKET`` for the rest of the run, and report them all (the table
+    to put in ``kernels/triton_decode_gather.py``). Each launch's output is first compared with
+    ``expect`` (the checked ``(values, violations)`` of the default launch)."""
     from gpumat.kernels import triton_decode_gather as tdg
 
     bucket = tdg.len_bucket(dev_staged)
     default = tdg.launch_for(bucket)
-    pairs = [(q, w) for q in tdg.SEQ_CHOICES for w in tdg.WARPS_CHOICES]
-    times = {p: float("inf") for p in pairs}
+    choices = list(dict.fromkeys([tuple(default), *tdg.LAUNCH_CHOICES]))
+    times = {c: float("inf") for c in choices}
     for r in range(rounds):
-        for p in pairs:
-            tdg.LAUNCH_BY_BUCKET[bucket] = p
+        for c in choices:
+            tdg.LAUNCH_BY_BUCKET[bucket] = c
             if r == 0:
                 values, viol = decode_gather(dev_staged, "triton")
-                if not (all(torch.equal(values[c], expect[0][c]) for c in expect[0]) and torch.equal(viol, expect[1])):
-                    raise GpumatError(f"launch SEQ={p[0]}, warps={p[1]} disagrees with the default launch")
+                if not (all(torch.equal(values[k], expect[0][k]) for k in expect[0]) and torch.equal(viol, expect[1])):
+                    raise GpumatError(f"launch (TP, SEQ, warps) = {c} disagrees with the default launch")
                 del values, viol
             t = time_device(lambda: decode_gather(dev_staged, "triton"), per_call_bytes, target_ms=5, replays=3)
-            times[p] = min(times[p], t["median_ms"])
+            times[c] = min(times[c], t["median_ms"])
     best = min(times, key=times.get)
     tdg.LAUNCH_BY_BUCKET[bucket] = best
-    return {"len_bucket": bucket, "median_ms_by_seq_warps": {f"{q},{w}": t for (q, w), t in times.items()},
+    return {"len_bucket": bucket, "median_ms_by_tp_seq_warps": {",".join(map(str, c)): t for c, t in times.items()},
             "best": list(best), "default": list(default)}
 
 
@@ -368,7 +368,7 @@ def run(args) -> dict | None:
     peers = device_peers(device)
     cols = "".join(f"{'x ' + p:>9}" for p in peers)
     print(f"{'tenant':>6} {'B':>6} {'events':>10} {'triton ms':>10} {'GB/s':>7} {'%D2D':>6} {'Mev/s':>8}{cols} "
-          f"{'x cpu+h2d':>10} {'host ms':>8} {'SEQ,warps':>10}")
+          f"{'x cpu+h2d':>10} {'host ms':>8} {'TP,SEQ,warps':>13}")
     for name, L, B in cases:
         staged = synthetic_staged(B, L, seed=args.seed)
         r = bench_staged(name, staged, device, ceilings)
@@ -379,7 +379,7 @@ def run(args) -> dict | None:
         print(f"{name:>6} {B:>6} {r['events']:>10} {r['triton']['median_ms']:>10.3f} {r['triton_GBps']:>7.0f} "
               f"{100 * r['fraction_of_d2d']:>5.0f}% {r['events_per_s']['triton'] / 1e6:>8.0f}{speedups} "
               f"{r['speedup_over']['cpu_ref+h2d']:>10.1f} {r['triton_host_ms_per_call']:>8.3f} "
-              f"{'%d,%d' % tuple(r['launch']['best']):>10}")
+              f"{'%d,%d,%d' % tuple(r['launch']['best']):>13}")
     table = {r["launch"]["len_bucket"]: tuple(r["launch"]["best"]) for r in results}
     print(f"device ms: CUDA-graph replays; launch tuned per length bucket: LAUNCH_BY_BUCKET = {table}")
     result = {"environment": env, "ceilings": ceilings, "results": results}

@@ -119,7 +119,7 @@ def _compile_config(job) -> dict:
     """Compile one ``(arch, kernel, columns, inclusive, padded, wide, loop)`` configuration."""
     import gpumat.kernels.triton_decode_gather as k
 
-    arch, kernel, cols, inclusive, padded, wide, loop = job
+    arch, kernel, cols, inclusive, padded, wide, loop, *launch = job
     n = len(cols)
     outs = tuple({"int64": "*i64", "int32": "*i32"}[dt] for dt, _, _ in cols)
     masks = _masks(cols, wide)
@@ -128,9 +128,10 @@ def _compile_config(job) -> dict:
     if kernel == "history":
         fn = k._history_kernel
         sig = {"hdrs": ("*i64",) * n, "words": ("*i32",) * n, "outs": outs, "nwords": ("i32",) * n}
+        tp, seq, warps = launch[0] if launch else (k.GPU_TILES_PER_PROG, k.GPU_TILES_SEQ, k.HISTORY_WARPS)
         consts.update(OUT64_MASK=masks["OUT64_MASK"], WIDE_MASK=masks["WIDE_MASK"],
-                      LANES=32, STEPS=4, TILES_PER_PROG=k.GPU_TILES_PER_PROG, SEQ=k.GPU_TILES_SEQ, LOOP=loop)
-        per_program, warps = k.GPU_TILES_PER_PROG * k.GPU_TILES_SEQ, k.HISTORY_WARPS
+                      LANES=32, STEPS=4, TILES_PER_PROG=tp, SEQ=seq, LOOP=loop)
+        per_program = tp * seq
     else:
         fn = k._tail_kernel
         sig = {"tails": ("*i64",) * n, "outs": outs}
@@ -143,18 +144,30 @@ def _compile_config(job) -> dict:
     info = _compile(fn, arch, sig, consts, warps)
     info.update(kernel=kernel, arch=f"sm_{arch}", columns=[list(c) for c in cols], inclusive=inclusive,
                 padded=padded, wide=wide, loop=loop, num_warps=warps, per_program=per_program)
+    if kernel == "history":
+        info["launch"] = [tp, seq, warps]
     return info
 
 
-def compile_all(archs=ARCHS) -> list[dict]:
-    """Compile every configuration for every arch, one process per core; raise if one fails to compile."""
+def candidate_jobs() -> list[tuple]:
+    """The history kernel under every launch ``gpumat bench kernels`` may tune to (``LAUNCH_CHOICES``),
+    sm_90, the bench column set, narrow and wide blocks."""
+    import gpumat.kernels.triton_decode_gather as k
+
+    return [(90, "history", BENCH_COLUMNS, False, False, wide, False, tuple(c))
+            for c in k.LAUNCH_CHOICES for wide in (False, True)]
+
+
+def compile_all(archs=ARCHS, extra=()) -> list[dict]:
+    """Compile every configuration for every arch (and the ``extra`` jobs), one process per core;
+    raise if one fails to compile."""
     import multiprocessing
 
     import gpumat.kernels.triton_decode_gather as k
 
     if k.INTERPRETED:
         raise RuntimeError("the kernels were defined under TRITON_INTERPRET=1: run the static check without it")
-    jobs = [(arch, *cfg) for arch in archs for cfg in kernel_configs()]
+    jobs = [(arch, *cfg) for arch in archs for cfg in kernel_configs()] + list(extra)
     procs = min(len(jobs), os.cpu_count() or 1)
     if procs <= 1:
         return [_compile_config(j) for j in jobs]
@@ -192,9 +205,25 @@ def tenant_costs(configs: list[dict], arch: str, tenants) -> dict:
 def static_report(tenants) -> dict:
     import triton
 
-    configs = compile_all()
-    spills = [c for c in configs if c["local_bytes"] or c["stack_bytes"]]
+    import gpumat.kernels.triton_decode_gather as k
+
+    extra = candidate_jobs()
+    compiled = compile_all(extra=extra)
+    configs, cands = compiled[:len(compiled) - len(extra)], compiled[len(compiled) - len(extra):]
+    spills = [c for c in compiled if c["local_bytes"] or c["stack_bytes"]]
+    tails = [c for c in configs if c["kernel"] == "tail"]
+    candidates = []
+    for launch in k.LAUNCH_CHOICES:
+        hist = [c for c in cands if tuple(c["launch"]) == tuple(launch)]
+        costs = tenant_costs(hist + tails, "sm_90", tenants)
+        candidates.append({"launch": list(launch), "regs": max(c["regs"] for c in hist),
+                           "spills": any(c["local_bytes"] or c["stack_bytes"] for c in hist),
+                           "sass_instructions": max(c["sass_instructions"] for c in hist),
+                           "tenants": {n: {"warp_instructions_per_event": v["warp_instructions_per_event"],
+                                           "issue_over_dram": v["issue_over_dram"]} for n, v in costs.items()}})
     return {"static": {"arch": "sm_90", "triton": triton.__version__, "kernels": configs,
+                       "launch_candidates": candidates,
+                       "default_launch": [k.GPU_TILES_PER_PROG, k.GPU_TILES_SEQ, k.HISTORY_WARPS],
                        "spilling_configurations": len(spills),
                        "tenants": tenant_costs(configs, "sm_90", tenants),
                        "tenants_sm_80": tenant_costs(configs, "sm_80", tenants),
@@ -213,6 +242,11 @@ def print_static(r: dict) -> None:
     for (kname, arch), ns in sorted(by.items()):
         sass = [c["sass_instructions"] for c in s["kernels"] if c["kernel"] == kname and c["arch"] == arch]
         print(f"  {kname:<14}{arch}: {min(ns)}-{max(ns)} registers, {min(sass)}-{max(sass)} SASS instructions")
+    print("\nhistory launch candidates (TP, SEQ, warps), sm_90: registers; warp-instr/event and issue/DRAM per tenant")
+    for c in s.get("launch_candidates", []):
+        per = "  ".join(f"{n} {t['warp_instructions_per_event']:.2f} / {t['issue_over_dram']:.2f}" for n, t in c["tenants"].items())
+        mark = " (default)" if c["launch"] == s.get("default_launch") else ""
+        print(f"  {tuple(c['launch'])!s:<11}{c['regs']:>4} regs{' SPILLS' if c['spills'] else ''}  {per}{mark}")
     print(f"\n{'tenant':>7}{'events':>11}{'warp-instr/event':>18}{'issue floor us':>16}{'DRAM floor us':>15}{'issue/DRAM':>12}")
     for name, t in s["tenants"].items():
         print(f"{name:>7}{t['events']:>11}{t['warp_instructions_per_event']:>18.2f}{t['issue_floor_us']:>16.1f}"
