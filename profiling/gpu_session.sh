@@ -31,13 +31,17 @@ command -v gpumat > /dev/null || echo "note: no gpumat script on PATH; using $PY
 pack
 # Which steps, in order (default: all): GPU_STEPS="bench_kernels hstu_gpu" OUT=$OUT bash profiling/gpu_session.sh
 # E2E_ARGS / HSTU_ARGS add options to those steps (e.g. E2E_ARGS="--tenants long --steps 10").
-for s in ${GPU_STEPS:-bench_kernels native_tests hstu_gpu bench_e2e sanitizer}; do
+# Default limits sum to 575 s (the device tool allows 600 per call); the first session saw setup
+# ~15 s, bench_kernels 42 s, native_tests 24 s, sanitizer 16 s, hstu_gpu ~52 s TF32 + ~100 s IEEE
+# (now timed up to W 4096 only), bench_e2e ~150 s for short and mid plus ~110 s for long at 40 steps.
+for s in ${GPU_STEPS:-bench_kernels native_tests sanitizer hstu_gpu bench_e2e}; do
     case $s in
-    bench_kernels) step bench_kernels 110 "$PY" -m gpumat bench kernels --json "$OUT/bench_kernels.json" --plot "$OUT/bench_kernels.png" ;;
-    native_tests) step native_tests 120 "$PY" -m pytest -q -n 6 -p no:cacheprovider tests/test_decode_gather.py tests/test_ops.py ;;
+    bench_kernels) step bench_kernels 100 "$PY" -m gpumat bench kernels --json "$OUT/bench_kernels.json" --plot "$OUT/bench_kernels.png" ;;
+    native_tests) step native_tests 90 "$PY" -m pytest -q -n 6 -p no:cacheprovider tests/test_decode_gather.py tests/test_ops.py ;;
     hstu_gpu) step hstu_gpu "${HSTU_LIMIT:-150}" "$PY" profiling/hstu_gpu.py --json "$OUT/hstu_gpu.json" ${HSTU_ARGS:-} ;;
-    bench_e2e) step bench_e2e "${E2E_LIMIT:-150}" "$PY" -m gpumat bench e2e --device cuda --json "$OUT/bench_e2e.json" --plot "$OUT/bench_e2e.png" ${E2E_ARGS:-} ;;
-    sanitizer) step sanitizer 50 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -m pytest -q -p no:cacheprovider tests/test_decode_gather.py -k "random_batches_jagged or corrupt" ;;
+    hstu_sweep) step hstu_sweep "${SWEEP_LIMIT:-120}" "$PY" profiling/hstu_sweep.py --json "$OUT/hstu_sweep.json" ;;
+    bench_e2e) step bench_e2e "${E2E_LIMIT:-190}" "$PY" -m gpumat bench e2e --device cuda --json "$OUT/bench_e2e.json" --plot "$OUT/bench_e2e.png" ${E2E_ARGS:-} ;;
+    sanitizer) step sanitizer 45 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -m pytest -q -p no:cacheprovider tests/test_decode_gather.py -k "random_batches_jagged or corrupt" ;;
     *) echo "unknown step $s" ;;
     esac
 done

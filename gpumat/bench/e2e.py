@@ -75,7 +75,7 @@ TARGET = {"tenant_max_len": 4096, "max_overhead_pct": 3.0}
 PLANS = {
     "cuda": {"model": dict(dim=256, num_layers=4, num_heads=4, num_items=131072, num_negatives=512),
              "tenants": {"short": (256, 256), "mid": (8, 4096), "long": (2, 16384)},
-             "steps": 40, "warmup": 5, "profile_steps": 5, "scale": 1.0, "repeats": 1},
+             "steps": 20, "warmup": 5, "profile_steps": 5, "scale": 1.0, "repeats": 1},
     "cpu": {"model": dict(dim=32, num_layers=1, num_heads=2, num_items=4096, num_negatives=64),
             "tenants": {"short": (16, 128), "mid": (8, 128), "long": (2, 2048)},
             "steps": 40, "warmup": 5, "profile_steps": 3, "scale": 0.25, "repeats": 3},
@@ -87,7 +87,7 @@ DEFAULT_TENANT_PLAN = {"cuda": (8, 4096), "cpu": (8, 128)}
 def add_arguments(parser) -> None:
     """Options of ``gpumat bench e2e`` (defaults depend on the device: see ``PLANS``)."""
     parser.add_argument("--tenants", default="short,mid,long", help="comma-separated tenants (default: short,mid,long)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per mode and repeat (default: 40)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per mode and repeat (default: 20 cuda, 40 cpu)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed steps before each mode, loader start-up included (default: 5)")
     parser.add_argument("--repeats", type=int, default=None,
