@@ -333,11 +333,26 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())  # one line, whatever the message (pyarrow's can span several)
 
 
+class _Terminated(BaseException):
+    """SIGTERM (a scheduler stopping the job), raised in the main thread so that every ``finally``
+    runs: temporary tiers removed, worker processes and shared memory released."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv=None) -> int:
+    import signal
+    import threading
+
     from gpumat.core.errors import GpumatError
 
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
     except GpumatError as e:
@@ -355,6 +370,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("gpumat: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("gpumat: terminated (SIGTERM); cleaned up", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -88,9 +88,10 @@ INTERPRETED = _DEFINED_INTERPRETED  # public: backend="auto" must never pick the
 # warp with 4 values per thread, and the tail programs as many lanes (rows as wide as the batch's
 # longest tail, up to MAX_TAIL_BLOCK). The interpreter pays per program, so it takes far larger groups.
 GPU_TILES_PER_PROG = 1
-# Tiles one warp walks in turn. Measured on an H200 (2026-11-30, `gpumat bench kernels`, graph-timed):
-# (SEQ, warps) = (2, 1) was fastest for all three bench tenants (short/mid/long: 0.083/0.065/0.063 ms;
-# (4, 1) within 1-3%, (1, 1) 10-17% slower, 4-warp programs 40-50% slower).
+# Tiles one warp walks in turn. Measured on an H200 (2026-11-30, `gpumat bench kernels`, graph-timed,
+# one-tile groups): SEQ 2 with one warp was fastest for all three bench tenants (short/mid/long:
+# 0.083/0.065/0.063 ms), SEQ 4 within 0.3-1.9%, SEQ 8 within 2-8%, SEQ 1 10-17% slower; 2-warp
+# programs 1-4% slower at SEQ 1-4 but ~70% at SEQ 8, 4-warp programs 40-110% slower.
 GPU_TILES_SEQ = 2
 GPU_TAIL_LANES = 512
 INTERP_TILES_PER_PROG = 512

@@ -71,6 +71,7 @@ def attention_case(B, W, H, dh, precision, device, dense_limit, twin_limit):
             res[name] = {"skipped": f"W > {twin_limit}: too slow for this run"}
             continue
         args = (q, k, v, ts, offsets, pos_w, time_w, W)
+        torch.cuda.reset_peak_memory_stats()
         try:
             o = fn(*args)
             grads = torch.autograd.grad(o, (q, k, v, pos_w, time_w), do)

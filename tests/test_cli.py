@@ -179,3 +179,31 @@ def test_materialize_takes_several_files_globs_and_mixed_tails(tmp_path, tier, c
         assert main(["materialize", tier.uri, *examples, "--tenant", str(tn), "--out", str(out)]) == 0
         got = dict(zip(pq.read_table(out).column("user_id").to_pylist(), pq.read_table(out).column("item_id").to_pylist()))
         assert got == {1: [5, 7, 9], 2: [6], 3: [8]}
+
+
+def test_sigterm_stops_a_bench_cleanly(tmp_path):
+    """A scheduler's SIGTERM during a benchmark: exit 143 with one line, and its temporary tier is
+    removed (the ``finally`` blocks run), not left behind in TMPDIR."""
+    import os
+    import signal
+    import time
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "gpumat", "bench", "e2e", "--device", "cpu", "--tenants", "short",
+                             "--steps", "100000", "--scale", "0.05", "--repeats", "1", "--threads", "1", "--quiet"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("gpumat-bench-e2e-*/**/_log/*.rec")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        assert list(tmp_path.glob("gpumat-bench-e2e-*")), "the bench never built its tier"
+        time.sleep(3)  # into the materialization and training
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert "terminated" in err
+    assert not list(tmp_path.glob("gpumat-bench-e2e-*")), list(tmp_path.iterdir())

@@ -408,7 +408,8 @@ class HSTU(nn.Module):
         if self.pos_emb is not None and x.shape[0] > 0:
             N = x.shape[0]
             starts = torch.repeat_interleave(offsets[:-1], offsets[1:] - offsets[:-1], output_size=N)
-            x = x + self.pos_emb(torch.arange(N, device=x.device) - starts)
+            # (clamped: a batch whose known_max_len understates its rows keeps more than max_len)
+            x = x + self.pos_emb((torch.arange(N, device=x.device) - starts).clamp_(max=self.cfg.max_len - 1))
         return self.input_dropout(x)
 
     def _encode(self, cols, offsets):
