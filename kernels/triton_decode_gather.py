@@ -62,6 +62,7 @@ the words and stores nothing out of range.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import torch
@@ -407,6 +408,12 @@ def _launch_shapes() -> tuple[int, int]:
     return GPU_TILES_PER_PROG, GPU_TAIL_LANES
 
 
+def _pow2(n: int) -> int:
+    """The smallest power of two >= ``n`` (>= 1), in plain Python: ``triton.next_power_of_2`` is a
+    JIT-aware function whose call costs tens of microseconds on the launch path."""
+    return 1 << max(int(n) - 1, 0).bit_length()
+
+
 def tail_shape(max_tail: int | None, lanes: int, ex_per_prog: int | None = None) -> tuple[int, int, bool]:
     """``(EX_PER_PROG, TAIL_BLOCK, TAIL_LOOP)`` for a batch whose longest tail is ``max_tail``
     (``None``: unknown, as for a batch built on the device): a row of lanes as wide as the longest
@@ -418,7 +425,7 @@ def tail_shape(max_tail: int | None, lanes: int, ex_per_prog: int | None = None)
     if max_tail is None:
         tb, loop = 32, True
     else:
-        tb = min(triton.next_power_of_2(max(int(max_tail), 1)), MAX_TAIL_BLOCK)
+        tb = min(_pow2(max(int(max_tail), 1)), MAX_TAIL_BLOCK)
         loop = int(max_tail) > tb
     return (ex_per_prog or max(1, lanes // tb)), tb, loop
 
@@ -457,11 +464,17 @@ def launch_for(bucket: int) -> tuple[int, int, int]:
 _AUTOTUNED = []
 
 
+@functools.lru_cache(maxsize=1)
+def _autotune_requested() -> bool:
+    """``GPUMAT_AUTOTUNE=1``, read once (set it before the first batch)."""
+    return os.environ.get("GPUMAT_AUTOTUNE") == "1"
+
+
 def _autotuned():
     """``_history_kernel`` under ``triton.autotune`` over ``LAUNCH_CHOICES``, keyed by the length bucket
     and the column set, when ``GPUMAT_AUTOTUNE=1`` on a GPU (else None). Opt-in: the first batch of
     each key is benchmarked, which synchronizes the device once."""
-    if _DEFINED_INTERPRETED or os.environ.get("GPUMAT_AUTOTUNE") != "1":
+    if _DEFINED_INTERPRETED or not _autotune_requested():
         return None
     if not _AUTOTUNED:
         configs = [triton.Config({"TILES_PER_PROG": tp, "SEQ": q}, num_warps=w) for tp, q, w in LAUNCH_CHOICES]
@@ -601,7 +614,7 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
     epp, tb, tail_loop = tail_shape(staged.known_max_tail, lanes, ex_per_prog)
     # Lanes per tile row: the block size (a power of two, DESIGN §2) up to a cap that keeps the
     # [TILES_PER_PROG, lanes] block in registers; larger blocks loop in the kernel.
-    block = min(triton.next_power_of_2(int(staged.block_size)), MAX_LANES)
+    block = min(_pow2(int(staged.block_size)), MAX_LANES)
     lanes_h = min(block, 32)
     width = 0 if padded_width is None else int(padded_width)
     n_out = shape[0] if padded_width is None else 0
