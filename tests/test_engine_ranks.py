@@ -1,7 +1,7 @@
 """Two trainer processes (``torch.multiprocessing.spawn``, ``torch.distributed`` on gloo) fed by
 ``Materializer.iterate``: with ``engine="ray"`` both ranks read ONE Ray Data pipeline on a local
 Ray cluster (``host.ray_engine.SharedRayFeed``), with ``engine="process"`` each rank its own worker
-processes. Every rank gets exactly its user-hash shard, in the order every engine shares: each
+processes, with ``engine="thread"`` each rank its own host threads. Every rank gets exactly its user-hash shard, in the order every engine shares: each
 batch equals ``materialize`` of its rows, the ranks' row sets (``all_gather`` over gloo) are
 disjoint and cover the examples once per epoch, and a rank resumed mid-epoch from ``state_dict``
 continues exactly where it stopped."""
@@ -120,6 +120,10 @@ def _run_ranks(engine, work, tmp_path, ray_address=None):
         assert [sorted(x) for x in r["all"]] == [sorted(x["rows"]) for x in res]
         assert r["resumed_equal"] and r["state"]["epoch"] == 1 and r["state"]["served"] == 2
     return res
+
+
+def test_two_ranks_thread_engine(work, tmp_path):
+    _run_ranks("thread", work, tmp_path)
 
 
 def test_two_ranks_process_engine(work, tmp_path):
