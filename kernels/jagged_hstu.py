@@ -3,12 +3,13 @@
 What it computes (the contract of ``kernels/pt_jagged_hstu.py``, its twin), per row ``b`` of
 ``n_b`` events, head ``h``, positions ``0 <= j <= i < n_b``::
 
-    s[i, j] = q[i, h] . k[j, h] + pos_w[i - j, h] + time_w[bucket(|ts[i] - ts[j]|), h]
+    s[i, j] = q[i, h] . k[j, h] + pos_w[i - j, h] + time_w[bucket(|tq[i] - ts[j]|), h]
     o[i, h] = sum_j silu(s[i, j]) / max_len * v[j, h]
 
 Inputs: ``q, k, v`` ``[N, H, dh]`` (rows strided, heads and dims contiguous: the column slices of
 the layer's fused ``uvqk`` projection), ``ts`` int64 ``[N]`` or None, ``offsets`` int64 ``[B + 1]``,
-``pos_w [P, H]``, ``time_w [num_buckets, H]`` or None. Output ``o [N, H, dh]`` and, in backward,
+``pos_w [P, H]``, ``time_w [num_buckets, H]`` or None, and ``ts_query`` int64 ``[N]`` (the time
+each query is taken at; default ``ts``, so ``tq = ts``). Output ``o [N, H, dh]`` and, in backward,
 ``dq, dk, dv`` and the gradients of both bias tables.
 
 Design:
@@ -136,7 +137,7 @@ if triton is not None:
         return acc + tl.dot(a.to(v.dtype), v, input_precision=PRECISION)
 
     @triton.jit
-    def _hstu_fwd_kernel(Q, K, V, TS, OFFSETS, PLAN_ROW, PLAN_BLK, POS_W, TIME_W, THR, O,
+    def _hstu_fwd_kernel(Q, K, V, TS, TSQ, OFFSETS, PLAN_ROW, PLAN_BLK, POS_W, TIME_W, THR, O,
                          stride_q, stride_k, stride_v, stride_o, num_pos, inv_max_len,
                          H: tl.constexpr, DH: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, NUM_BUCKETS: tl.constexpr, PRECISION: tl.constexpr):
@@ -151,7 +152,7 @@ if triton is not None:
             offs_d = tl.arange(0, BLOCK_D)
             mmask = offs_m < n
             q = _load_rows(Q, start, offs_m, stride_q, h, offs_d, mmask, DH)
-            tq = _load_ts(TS, start, offs_m, mmask, NUM_BUCKETS)
+            tq = _load_ts(TSQ, start, offs_m, mmask, NUM_BUCKETS)
             acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
             # Key tiles wholly at or before the first query need no mask; the rest up to the last
             # query do; tiles past it are skipped (causal).
@@ -215,7 +216,7 @@ if triton is not None:
             tl.atomic_add(DTIME + nxt * H + h, -cs, mask=end & (~last) & (nxt >= 0))
 
     @triton.jit
-    def _hstu_bwd_dkdv_kernel(Q, K, V, TS, DO, OFFSETS, PLAN_ROW, PLAN_BLK, POS_W, TIME_W, THR,
+    def _hstu_bwd_dkdv_kernel(Q, K, V, TS, TSQ, DO, OFFSETS, PLAN_ROW, PLAN_BLK, POS_W, TIME_W, THR,
                               DK, DV,
                               stride_q, stride_k, stride_v, stride_do, stride_dk, stride_dv, num_pos, inv_max_len,
                               H: tl.constexpr, DH: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -241,7 +242,7 @@ if triton is not None:
                 mmask = offs_m < n
                 q = _load_rows(Q, start, offs_m, stride_q, h, offs_d, mmask, DH)
                 do = _load_rows(DO, start, offs_m, stride_do, h, offs_d, mmask, DH)
-                tq = _load_ts(TS, start, offs_m, mmask, NUM_BUCKETS)
+                tq = _load_ts(TSQ, start, offs_m, mmask, NUM_BUCKETS)
                 a, ds, _ = _ds_tile(q, k, v, do, tq, tk, (qs - ks).to(tl.int32), mmask, nmask, h, POS_W, TIME_W,
                                     THR, num_pos, inv_max_len, H, BLOCK_M, BLOCK_N, NUM_BUCKETS, PRECISION)
                 dv += tl.dot(tl.trans(a).to(do.dtype), do, input_precision=PRECISION)
@@ -251,7 +252,7 @@ if triton is not None:
             tl.store(DV + (start + offs_n)[:, None] * stride_dv + h * DH + offs_d[None, :], dv, mask=out)
 
     @triton.jit
-    def _hstu_bwd_dq_kernel(Q, K, V, TS, DO, OFFSETS, PLAN_ROW, PLAN_BLK, POS_W, TIME_W, THR, DQ, DPOS, DTIME,
+    def _hstu_bwd_dq_kernel(Q, K, V, TS, TSQ, DO, OFFSETS, PLAN_ROW, PLAN_BLK, POS_W, TIME_W, THR, DQ, DPOS, DTIME,
                             stride_q, stride_k, stride_v, stride_do, stride_dq, num_pos, inv_max_len,
                             H: tl.constexpr, DH: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
                             BLOCK_N: tl.constexpr, NUM_BUCKETS: tl.constexpr, PRECISION: tl.constexpr,
@@ -268,7 +269,7 @@ if triton is not None:
             mmask = offs_m < n
             q = _load_rows(Q, start, offs_m, stride_q, h, offs_d, mmask, DH)
             do = _load_rows(DO, start, offs_m, stride_do, h, offs_d, mmask, DH)
-            tq = _load_ts(TS, start, offs_m, mmask, NUM_BUCKETS)
+            tq = _load_ts(TSQ, start, offs_m, mmask, NUM_BUCKETS)
             dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
             for ks in range(0, tl.minimum(qs + BLOCK_M, n), BLOCK_N):
                 offs_n = ks + tl.arange(0, BLOCK_N)
@@ -360,7 +361,7 @@ def _precision(q: torch.Tensor) -> str:
 class _Launch:
     """Everything the three kernels share for one call: shapes, tables, plans (built lazily)."""
 
-    def __init__(self, q, ts, offsets, pos_w, time_w, max_len, block_m, block_n):
+    def __init__(self, q, ts, offsets, pos_w, time_w, max_len, block_m, block_n, ts_query=None):
         self.N, self.H, self.dh = q.shape
         self.block_d = max(16, triton.next_power_of_2(self.dh))
         self.bm, self.bn = block_m, block_n
@@ -370,6 +371,7 @@ class _Launch:
         self.nb = 0 if time_w is None else time_w.shape[0]
         self.time_w = self.pos_w if time_w is None else time_w.contiguous()
         self.ts = ts.contiguous() if ts is not None else self.offsets  # never read without time bias
+        self.tsq = ts_query.contiguous() if ts_query is not None else self.ts  # the queries' times
         self.thr = bucket_thresholds(self.nb, q.device) if self.nb else self.pos_w
         self.inv = 1.0 / max_len
         self.precision = _precision(q)
@@ -395,7 +397,7 @@ def _forward(L: _Launch, q, k, v, plan=None):
     if row.numel() == 0 or L.N == 0:
         return o
     _hstu_fwd_kernel[(row.numel(), L.H)](
-        q, k, v, L.ts, L.offsets, row, blk, L.pos_w, L.time_w, L.thr, o,
+        q, k, v, L.ts, L.tsq, L.offsets, row, blk, L.pos_w, L.time_w, L.thr, o,
         q.stride(0), k.stride(0), v.stride(0), o.stride(0), L.pos_w.shape[0], L.inv, **L.common())
     return o
 
@@ -409,13 +411,13 @@ def _backward(L: _Launch, q, k, v, do, need_pos: bool, need_time: bool, plans=(N
     row, blk = plans[0] if plans[0] is not None else L.plan(L.bn, False)
     if row.numel():
         _hstu_bwd_dkdv_kernel[(row.numel(), L.H)](
-            q, k, v, L.ts, do, L.offsets, row, blk, L.pos_w, L.time_w, L.thr, dk, dv,
+            q, k, v, L.ts, L.tsq, do, L.offsets, row, blk, L.pos_w, L.time_w, L.thr, dk, dv,
             q.stride(0), k.stride(0), v.stride(0), do.stride(0), dk.stride(0), dv.stride(0),
             L.pos_w.shape[0], L.inv, **L.common())
     row, blk = plans[1] if plans[1] is not None else L.plan(L.bm, True)
     if row.numel():
         _hstu_bwd_dq_kernel[(row.numel(), L.H)](
-            q, k, v, L.ts, do, L.offsets, row, blk, L.pos_w, L.time_w, L.thr, dq, dpos, dtime,
+            q, k, v, L.ts, L.tsq, do, L.offsets, row, blk, L.pos_w, L.time_w, L.thr, dq, dpos, dtime,
             q.stride(0), k.stride(0), v.stride(0), do.stride(0), dq.stride(0), L.pos_w.shape[0], L.inv,
             POS_GRAD=need_pos, TIME_GRAD=need_time and L.nb > 0, **L.common())
     return dq, dk, dv, dpos, dtime
@@ -423,9 +425,9 @@ def _backward(L: _Launch, q, k, v, do, need_pos: bool, need_time: bool, plans=(N
 
 class _JaggedHSTUAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, pos_w, time_w, ts, offsets, max_len, block_m, block_n):
+    def forward(ctx, q, k, v, pos_w, time_w, ts, offsets, max_len, block_m, block_n, ts_query):
         q, k, v = _heads_view(q), _heads_view(k), _heads_view(v)
-        L = _Launch(q, ts, offsets, pos_w, time_w, max_len, block_m, block_n)
+        L = _Launch(q, ts, offsets, pos_w, time_w, max_len, block_m, block_n, ts_query)
         o = _forward(L, q, k, v)
         ctx.save_for_backward(q, k, v)
         ctx.launch = L
@@ -439,7 +441,7 @@ class _JaggedHSTUAttention(torch.autograd.Function):
         need_pos, need_time = ctx.needs_input_grad[3], ctx.needs_input_grad[4]
         dq, dk, dv, dpos, dtime = _backward(L, q, k, v, _heads_view(do.contiguous()), need_pos, need_time)
         return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dpos.to(L.pos_w.dtype) if need_pos else None,
-                dtime.to(L.time_w.dtype) if need_time and ctx.has_time else None, None, None, None, None, None)
+                dtime.to(L.time_w.dtype) if need_time and ctx.has_time else None, None, None, None, None, None, None)
 
 
 def triton_available(device) -> tuple[bool, str]:
@@ -456,17 +458,18 @@ def triton_available(device) -> tuple[bool, str]:
 
 
 def triton_jagged_hstu_attention(q, k, v, ts, offsets, pos_w, time_w, max_len: int, *,
-                                 block_m: int | None = None, block_n: int | None = None):
+                                 block_m: int | None = None, block_n: int | None = None, ts_query=None):
     """Jagged HSTU attention with the Triton kernels (module docstring), differentiable in ``q, k, v,
     pos_w, time_w``. -> ``o [N, H, dh]``. No host sync: shapes come from the tensors.
 
-    ``block_m``/``block_n``: query/key tile sizes (powers of two >= 16; default 64 on a GPU).
+    ``block_m``/``block_n``: query/key tile sizes (powers of two >= 16; default 32 on a GPU).
+    ``ts_query``: int64 ``[N]``, the time each query is taken at for the time bias (default ``ts``).
     """
-    check_inputs(q, k, v, ts, offsets, pos_w, time_w, max_len)
+    check_inputs(q, k, v, ts, offsets, pos_w, time_w, max_len, ts_query)
     ok, why = triton_available(q.device)
     if not ok:
         raise GpumatError(why)
     if q.shape[2] > 256:
         raise SchemaError(f"triton jagged HSTU attention: head dim {q.shape[2]} > 256 is not supported")
     bm, bn = _blocks(block_m, block_n)
-    return _JaggedHSTUAttention.apply(q, k, v, pos_w, time_w, ts, offsets, max_len, bm, bn)
+    return _JaggedHSTUAttention.apply(q, k, v, pos_w, time_w, ts, offsets, max_len, bm, bn, ts_query)

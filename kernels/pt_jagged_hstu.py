@@ -3,12 +3,14 @@
 What it computes, per row ``b`` (events ``[offsets[b], offsets[b + 1])``, ``n_b`` of them), head
 ``h`` and positions ``0 <= j <= i < n_b`` (the layer of ``gpumat/models/hstu.py``)::
 
-    s[i, j] = q[i, h] . k[j, h] + pos_w[i - j, h] + time_w[bucket(|ts[i] - ts[j]|), h]
+    s[i, j] = q[i, h] . k[j, h] + pos_w[i - j, h] + time_w[bucket(|tq[i] - ts[j]|), h]
     o[i, h] = sum_j silu(s[i, j]) / max_len * v[j, h]
 
 Inputs: ``q, k, v`` ``[N, H, dh]`` jagged values (any strides), ``ts`` int64 ``[N]`` (or None: no
 time bias), ``offsets`` int64 ``[B + 1]``, ``pos_w`` ``[P >= max(n_b), H]``, ``time_w``
-``[num_buckets, H]`` (or None). Output ``o`` ``[N, H, dh]``. Time buckets are
+``[num_buckets, H]`` (or None), ``ts_query`` int64 ``[N]`` (the queries' times ``tq``; default
+``ts``: generative-recommenders times query ``i`` at the next event instead). Output ``o``
+``[N, H, dh]``. Time buckets are
 ``floor(log(max(|ts_i - ts_j|, 1)) / 0.301)`` clamped to ``num_buckets - 1``, the difference taken
 in float64 (:func:`time_bucket_index`).
 
@@ -79,7 +81,7 @@ def bucket_bias(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return F.embedding(idx, table).permute(0, 3, 1, 2)
 
 
-def check_inputs(q, k, v, ts, offsets, pos_w, time_w, max_len) -> None:
+def check_inputs(q, k, v, ts, offsets, pos_w, time_w, max_len, ts_query=None) -> None:
     """The contract of both implementations, checked at their boundary (``SchemaError``)."""
     if q.dim() != 3 or k.shape != q.shape or v.shape != q.shape:
         raise SchemaError(f"jagged HSTU attention: q, k, v must be [N, H, dh] of one shape, got "
@@ -97,6 +99,9 @@ def check_inputs(q, k, v, ts, offsets, pos_w, time_w, max_len) -> None:
         raise SchemaError(f"jagged HSTU attention: ts must be int64 [N={q.shape[0]}], got {ts.dtype} {tuple(ts.shape)}")
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
         raise SchemaError(f"jagged HSTU attention: max_len must be an integer >= 1, got {max_len!r}")
+    if ts_query is not None and (ts is None or ts_query.shape != ts.shape or ts_query.dtype != torch.int64):
+        raise SchemaError(f"jagged HSTU attention: ts_query needs ts and must be int64 [N={q.shape[0]}], got "
+                          f"{ts_query.dtype} {tuple(ts_query.shape)}")
 
 
 def _no_events(q, *inputs):
@@ -146,14 +151,14 @@ def _groups(lengths: list[int], block: int, group_elements: int, heads: int):
 
 
 def pt_jagged_hstu_attention(q, k, v, ts, offsets, pos_w, time_w, max_len: int, *, block: int = 256,
-                             use_checkpoint: bool | None = None, group_elements: int = GROUP_ELEMENTS):
+                             use_checkpoint: bool | None = None, group_elements: int = GROUP_ELEMENTS, ts_query=None):
     """Blocked jagged HSTU attention (module docstring). -> ``o [N, H, dh]``.
 
     ``block``: query positions per block (any integer >= 1). ``use_checkpoint``: recompute each
     block in backward instead of keeping its ``[G, H, block, W]`` intermediates (default: when
     autograd records). Reads ``offsets`` on the host once (a device sync off the CPU).
     """
-    check_inputs(q, k, v, ts, offsets, pos_w, time_w, max_len)
+    check_inputs(q, k, v, ts, offsets, pos_w, time_w, max_len, ts_query)
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise SchemaError(f"jagged HSTU attention: block must be an integer >= 1, got {block!r}")
     N, H, dh = q.shape
@@ -174,11 +179,12 @@ def pt_jagged_hstu_attention(q, k, v, ts, offsets, pos_w, time_w, max_len: int, 
         idx = torch.where(valid, starts[r].unsqueeze(1) + pos, torch.zeros_like(pos))  # padding reads event 0
         qp, kp, vp = (t[idx].permute(0, 2, 1, 3) for t in (q, k, v))  # [G, H, W, dh]
         tp = ts[idx] if ts is not None else None
+        tpq = ts_query[idx] if ts_query is not None else tp
         outs = []
         for q0 in range(0, W, block):
             q1 = min(q0 + block, W)
             args = (qp[:, :, q0:q1], kp[:, :, :q1], vp[:, :, :q1],
-                    tp[:, q0:q1] if tp is not None else None, tp[:, :q1] if tp is not None else None,
+                    tpq[:, q0:q1] if tp is not None else None, tp[:, :q1] if tp is not None else None,
                     q0, pos_w, time_w, inv)
             outs.append(checkpoint(attend_block, *args, use_reentrant=False) if use_checkpoint else attend_block(*args))
         o = torch.cat(outs, dim=2).permute(0, 2, 1, 3)  # [G, W, H, dh]
@@ -189,10 +195,10 @@ def pt_jagged_hstu_attention(q, k, v, ts, offsets, pos_w, time_w, max_len: int, 
     return q.new_empty(N, H, dh).index_copy(0, torch.cat(dst), torch.cat(pieces))
 
 
-def dense_hstu_attention(q, k, v, ts, offsets, pos_w, time_w, max_len: int):
+def dense_hstu_attention(q, k, v, ts, offsets, pos_w, time_w, max_len: int, *, ts_query=None):
     """The dense reference: rows padded to the longest, ``[B, H, W, W]`` scores and time buckets,
     exactly the arithmetic of the original dense layer. -> ``o [N, H, dh]``."""
-    check_inputs(q, k, v, ts, offsets, pos_w, time_w, max_len)
+    check_inputs(q, k, v, ts, offsets, pos_w, time_w, max_len, ts_query)
     N, H, dh = q.shape
     B = offsets.numel() - 1
     lengths = offsets[1:] - offsets[:-1]
@@ -209,6 +215,7 @@ def dense_hstu_attention(q, k, v, ts, offsets, pos_w, time_w, max_len: int):
     qk = qp @ kp.transpose(-1, -2) + F.embedding(rel, pos_w).permute(2, 0, 1)
     if time_w is not None:
         tp = ts[idx].masked_fill(~valid, 0)
-        qk = qk + bucket_bias(time_w, time_bucket_index(tp, tp, time_w.shape[0]))
+        tpq = ts_query[idx].masked_fill(~valid, 0) if ts_query is not None else tp
+        qk = qk + bucket_bias(time_w, time_bucket_index(tpq, tp, time_w.shape[0]))
     o = (F.silu(qk) * causal) @ vp  # [B, H, W, dh]
     return o.transpose(1, 2)[valid]

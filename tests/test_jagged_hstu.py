@@ -100,6 +100,26 @@ def test_twin_matches_the_dense_layer(block, buckets, group_elements):
     assert_all_close(got, ref, atol=1e-12, rtol=1e-10, what=f"twin block={block}")
 
 
+def test_query_times_differ_from_key_times():
+    """``ts_query`` (each query's time for the time bias; generative-recommenders takes the next
+    event's) through the dense layer, the twin and the kernels: the same function, and not the
+    function of ``tq = ts``."""
+    lengths = [0, 1, 37, 5, 0, 19]
+    q, k, v, ts, offsets, pos_w, time_w = jagged_inputs(lengths, buckets=64, positions=60, seed=4)
+    tsq = ts + torch.randint(0, 40_000, ts.shape, generator=torch.Generator().manual_seed(9))
+    inputs = (q, k, v, ts, offsets, pos_w, time_w)
+    ref = outputs_and_grads(dense_hstu_attention, inputs, max_len=60, ts_query=tsq)
+    twin = outputs_and_grads(pt_jagged_hstu_attention, inputs, max_len=60, block=7, ts_query=tsq)
+    assert_all_close(twin, ref, atol=1e-12, rtol=1e-10, what="twin with ts_query")
+    got = outputs_and_grads(jh.triton_jagged_hstu_attention, inputs, max_len=60, dtype=torch.float32,
+                            block_m=16, block_n=16, ts_query=tsq)
+    assert_all_close(got, ref, atol=2e-6, rtol=1e-4, what="kernel with ts_query")
+    own = outputs_and_grads(dense_hstu_attention, inputs, max_len=60)
+    assert not torch.allclose(own[0], ref[0])
+    with pytest.raises(SchemaError, match="ts_query"):
+        dense_hstu_attention(q, k, v, None, offsets, pos_w, None, 60, ts_query=tsq)
+
+
 def test_twin_handles_batches_with_no_events():
     for lengths in ([], [0, 0]):
         inputs = jagged_inputs(lengths)
@@ -267,7 +287,7 @@ def test_kernels_compile_for_sm90_without_spills():
                 sig = {}
                 for n in fn.arg_names:
                     sig[n] = ("constexpr" if n in consts else "i64" if n.startswith("stride") or n == "num_pos"
-                              else "fp32" if n == "inv_max_len" else "*i64" if n in ("TS", "OFFSETS", "PLAN_ROW", "PLAN_BLK")
+                              else "fp32" if n == "inv_max_len" else "*i64" if n in ("TS", "TSQ", "OFFSETS", "PLAN_ROW", "PLAN_BLK")
                               else "*fp64" if n == "THR" else "*fp32")
                 src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(n),): v for n, v in consts.items()})
                 ck = triton.compile(src, target=GPUTarget("cuda", 90, 32),
