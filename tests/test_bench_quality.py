@@ -77,35 +77,36 @@ def test_evaluate_ranking_filters_each_rows_history():
         evaluate_ranking(_Fixed(table), [(batch, labels)], ks=(0,))
 
 
-@pytest.mark.parametrize("layers", [0, 1, 2])
-def test_supervise_last_equals_the_full_model(layers):
+@pytest.mark.parametrize("layers,query", [(0, "own"), (1, "own"), (2, "own"), (2, "next")])
+def test_supervise_last_equals_the_full_model(layers, query):
     rows = [[1, 2, 3, 4, 5], [], [7], [8, 9, 10, 11, 12, 13, 14, 15, 16], [3, 4]]
     batch = _batch(rows)
     labels = torch.tensor([1, 2, 3, 4, 5])
+    qts = batch.values["ts"][(batch.offsets[1:] - 1).clamp(min=0)] + 10_000 if query == "next" else None
     cfg = HSTUConfig(num_items=20, dim=8, num_layers=layers, num_heads=2, max_len=12, num_negatives=4,
-                     num_time_buckets=16, side_features={"action": 5})
+                     num_time_buckets=16, side_features={"action": 5}, time_bias_query=query)
     torch.manual_seed(1)
     full = HSTU(cfg).eval()
-    h, mask = full.encode(batch)
+    cols, offsets, lengths, _ = full._jagged(batch)
+    h = full._encode(cols, offsets, qts)
     for S in (1, 3, 9):
         part = HSTU(HSTUConfig(**{**vars(cfg), "supervise_last": S})).eval()
         part.load_state_dict(full.state_dict())
-        cols, offsets, lengths, _ = part._jagged(batch)
-        hn, qpos = part._encode_newest(cols, offsets, lengths, S)
+        hn, qpos = part._encode_newest(cols, offsets, lengths, S, qts)
         for b in range(len(rows)):
             for s in range(S):
                 if qpos[b, s] >= 0:
-                    torch.testing.assert_close(hn[b, s], h[b, int(qpos[b, s])], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(part(batch), full(batch), atol=1e-5, rtol=1e-5)
-        part.loss(batch, labels).backward()
+                    torch.testing.assert_close(hn[b, s], h[int(offsets[b] + qpos[b, s])], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(part(batch, qts), full(batch, qts), atol=1e-5, rtol=1e-5)
+        part.loss(batch, labels, qts).backward()
     # S >= the longest row: the same targets, the same loss (same sampled negatives)
     part = HSTU(HSTUConfig(**{**vars(cfg), "supervise_last": 9})).eval()
     part.load_state_dict(full.state_dict())
     for lab in (labels, None):
         torch.manual_seed(5)
-        a = full.loss(batch, lab)
+        a = full.loss(batch, lab, qts)
         torch.manual_seed(5)
-        torch.testing.assert_close(part.loss(batch, lab), a)
+        torch.testing.assert_close(part.loss(batch, lab, qts), a)
 
 
 def test_bench_quality_end_to_end(tmp_path, capsys):

@@ -4,6 +4,7 @@ gpumat/models/train.py, whose own tests are in tests/test_train.py)."""
 from __future__ import annotations
 
 import doctest
+import math
 
 import pytest
 import torch
@@ -222,6 +223,53 @@ def test_per_query_logits_by_matmul_or_gather_agree(monkeypatch):
         results.append((loss.detach(), model.item_emb.weight.grad.clone()))
     assert_close(results[0][0], results[1][0], atol=1e-6, what="loss")
     assert_close(results[0][1], results[1][1], atol=1e-6, what="item embedding gradient")
+
+
+def test_next_event_query_times():
+    """time_bias_query="next": position i is timed at event i + 1 (the row's last at its query_ts).
+    Changing an event's item leaves earlier positions alone; changing its time moves the position
+    before it (which now reads that time), and query_ts moves only each row's last position."""
+    model = small_model(time_bias_query="next")
+    with torch.no_grad():  # the time bias starts at zero: give it something to say
+        for layer in model.layers:
+            layer.time_bias.weight.normal_(0, 1.0)
+    base = [[3, 9, 4, 11, 2, 8, 1], [5, 6, 7]]
+    b0 = make_batch(base)
+    qts = b0.values["ts"][b0.offsets[1:] - 1] + torch.tensor([500, 70_000])
+    cols, offsets, _, _ = model._jagged(b0)
+    ref = model._encode(cols, offsets, qts)
+    rows = [list(base[0]), list(base[1])]
+    rows[0][4] = 20
+    b1 = make_batch(rows)
+    cols1, _, _, _ = model._jagged(b1)
+    out = model._encode(cols1, offsets, qts)
+    assert_close(out[:4], ref[:4], atol=1e-6, what="before the changed item")
+    b2 = make_batch(base)
+    b2.values["ts"][4] += 10**6
+    cols2, _, _, _ = model._jagged(b2)
+    out = model._encode(cols2, offsets, qts)
+    assert_close(out[:3], ref[:3], atol=1e-6, what="before the retimed event's predecessor")
+    assert not torch.allclose(out[3], ref[3]), "position 3 reads event 4's time"
+    other = model._encode(cols, offsets, qts + torch.tensor([0, 10**7]))
+    assert_close(other[:9], ref[:9], atol=1e-6, what="all but the second row's last position")
+    assert not torch.allclose(other[9], ref[9])
+    with pytest.raises(SchemaError, match="query_ts"):
+        model.loss(b0, torch.tensor([1, 2]), torch.tensor([1, 2, 3]))
+    with pytest.raises(SchemaError, match="time_bias_query"):
+        HSTUConfig(num_items=5, time_bias_query="previous")
+
+
+def test_triples_carry_query_times_through_training_and_evaluation():
+    torch.manual_seed(0)
+    model = HSTU(HSTUConfig(num_items=N_ITEMS, dim=16, num_layers=1, num_heads=2, max_len=12, num_negatives=8,
+                            time_bias_query="next"))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    triples = [(b, lab, b.values["ts"][(b.offsets[1:] - 1).clamp(min=0)] + 7) for b, lab in successor_batches(1, count=3)]
+    log = train_steps(model, opt, iter(triples), steps=3, log_every=1, progress=False)
+    assert log["steps"] == 3 and all(math.isfinite(v) for _, v in log["losses"])
+    assert evaluate(model, triples, k=5)["n"] == 3 * 64
+    with pytest.raises(SchemaError, match="query_ts"):
+        train_steps(model, opt, iter([(triples[0][0], triples[0][1], torch.zeros(3))]), steps=1, progress=False)
 
 
 def test_config_rejects_unknown_negative_sampling():

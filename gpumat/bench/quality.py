@@ -46,10 +46,10 @@ DATASETS = ("ml1m", "synthetic")
 DEFAULTS = {
     "ml1m": dict(max_lens="200", dim=50, layers=2, heads=1, dropout=0.2, negatives=128, temperature=0.05,
                  lr=1e-3, batch_size=128, epochs=101, time_buckets=128, negative_sampling="per_query",
-                 absolute_positions=True),
+                 absolute_positions=True, time_bias_query="own"),
     "synthetic": dict(max_lens="64,512,2048,8192,65536", dim=32, layers=1, heads=1, dropout=0.0, negatives=128,
                       temperature=0.05, lr=1e-2, batch_size=32, epochs=5, time_buckets=0, negative_sampling="shared",
-                      absolute_positions=False),
+                      absolute_positions=False, time_bias_query="own"),
 }
 
 
@@ -92,6 +92,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--negative-sampling", default=None, choices=["shared", "per_query"],
                         help="per_query: --negatives drawn for every supervised position, as the published "
                              "runs; shared: one pool per step (default: per_query ml1m, shared synthetic)")
+    parser.add_argument("--time-bias-query", default=None, choices=["own", "next"],
+                        help="the time a position is taken at in the time bias: its own event's, or the next "
+                             "event's and the request's for the last (generative-recommenders) (default: own)")
     parser.add_argument("--absolute-positions", default=None, action=argparse.BooleanOptionalAction,
                         help="a learned embedding of each event's position in its window, as the published "
                              "runs (default: on for ml1m, off for synthetic)")
@@ -133,7 +136,7 @@ def _settings(args) -> dict:
     d = DEFAULTS[args.dataset]
     pick = lambda name: d[name] if getattr(args, name, None) is None else getattr(args, name)  # noqa: E731
     s = {name: pick(name) for name in ("dim", "layers", "heads", "dropout", "negatives", "lr", "batch_size", "epochs",
-                                       "negative_sampling", "absolute_positions")}
+                                       "negative_sampling", "absolute_positions", "time_bias_query")}
     s["temperature"], s["time_buckets"] = d["temperature"], d["time_buckets"]
     s["max_lens"] = sorted(set(_int_list(pick("max_lens"))))
     for name, lo in (("dim", 1), ("layers", 1), ("heads", 1), ("negatives", 0), ("batch_size", 1), ("epochs", 1)):
@@ -192,9 +195,9 @@ class PeakRSS:
         self.peak = max(self.peak, self._now())
 
 
-def _epochs(mat, examples, tenant: str, batch_size: int, seed: int, counter: dict):
-    """``(JaggedBatch, labels)`` over epoch after epoch (each shuffled by its own seed); counts
-    examples and events seen in ``counter``."""
+def _epochs(mat, examples, tenant: str, batch_size: int, seed: int, counter: dict, query_ts: bool = False):
+    """``(JaggedBatch, labels)`` (``+ request_ts`` with ``query_ts``) over epoch after epoch (each
+    shuffled by its own seed); counts examples and events seen in ``counter``."""
     epoch = 0
     while True:
         loader = mat.iterate(examples, batch_size=batch_size, shuffle=True, seed=seed * 100_003 + epoch,
@@ -203,18 +206,20 @@ def _epochs(mat, examples, tenant: str, batch_size: int, seed: int, counter: dic
             batch = mb[tenant]
             counter["examples"] += batch.batch_size
             counter["events"] += int(batch.offsets[-1])
-            yield batch, mb.passthrough["label_item"]
+            yield (batch, mb.passthrough["label_item"]) + ((mb.request_ts,) if query_ts else ())
         epoch += 1
         counter["epochs"] = epoch
 
 
-def _evaluate(model, mat, examples, tenant: str, eval_tenant: str, ks, filter_seen: bool, exclude):
-    """Held-out metrics; the model reads ``tenant``'s window of the ``eval_tenant`` batch."""
+def _evaluate(model, mat, examples, tenant: str, eval_tenant: str, ks, filter_seen: bool, exclude,
+              query_ts: bool = False):
+    """Held-out metrics; the model reads ``tenant``'s window of the ``eval_tenant`` batch (and the
+    request's time with ``query_ts``)."""
     from gpumat.models.train import evaluate_ranking
 
     def pairs():
         for mb in mat.iterate(examples, batch_size=256, shuffle=False):
-            yield mb[eval_tenant], mb.passthrough["label_item"]
+            yield (mb[eval_tenant], mb.passthrough["label_item"]) + ((mb.request_ts,) if query_ts else ())
 
     return evaluate_ranking(model, pairs(), ks=ks, filter_seen=filter_seen, exclude=exclude)
 
@@ -251,6 +256,7 @@ def train_one(w, settings: dict, spec: dict, max_len: int, seed: int, device: st
                      supervise_last=0 if settings["supervise_last"] >= max_len else settings["supervise_last"],
                      in_batch_negatives=spec["in_batch_negatives"], check_ids=False,
                      negative_sampling=settings["negative_sampling"], absolute_positions=settings["absolute_positions"],
+                     time_bias_query=settings["time_bias_query"],
                      attention=_attention(settings["attention"], max_len, device))
     torch.manual_seed(seed)
     model = HSTU(cfg).to(device)
@@ -260,7 +266,8 @@ def train_one(w, settings: dict, spec: dict, max_len: int, seed: int, device: st
     total = settings["steps"] or settings["epochs"] * per_epoch
     every = settings["eval_every"] or per_epoch
     counter = {"examples": 0, "events": 0, "epochs": 0}
-    batches = _epochs(mat, w.train, tenant.name, B, seed, counter)
+    nxt = settings["time_bias_query"] == "next" and settings["time_buckets"] > 0
+    batches = _epochs(mat, w.train, tenant.name, B, seed, counter, query_ts=nxt)
     curve, losses = [], []
     train_s, done = 0.0, 0
     with PeakRSS() as rss:
@@ -276,7 +283,7 @@ def train_one(w, settings: dict, spec: dict, max_len: int, seed: int, device: st
                 done += log["steps"]
                 losses.append(log["losses"][-1])
                 m = _evaluate(model, eval_mat, w.heldout, tenant.name, eval_name, spec["ks"], spec["filter_seen"],
-                              spec["exclude"])
+                              spec["exclude"], query_ts=nxt)
                 curve.append({"step": done, "epoch": done / per_epoch, "examples": counter["examples"],
                               "events": counter["events"], "train_s": train_s, "loss": losses[-1][1], **m})
                 if say is not None:

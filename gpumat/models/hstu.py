@@ -69,6 +69,7 @@ __all__ = ["HSTUConfig", "HSTU", "HSTULayer", "time_buckets"]
 
 _SAMPLERS = ("uniform", "popularity")
 _NEGATIVE_SAMPLING = ("shared", "per_query")
+_TIME_BIAS_QUERY = ("own", "next")
 # Per-query negatives read every item's logit (one [queries, num_items] matmul) instead of gathering
 # [queries, K, dim] embeddings while the catalog has at most this many items per negative.
 FULL_LOGITS_PER_NEGATIVE = 64
@@ -93,6 +94,11 @@ class HSTUConfig:
       position, as generative-recommenders' published runs do (its local negatives sampler): the
       same expected gradient, far less noise on the item embeddings, ``[queries, K, dim]`` more
       memory for the gathered negatives.
+    - ``time_bias_query``: the time a query position is taken at in the time bias
+      ``bucket(|t_query - ts_j|)``: ``"own"`` (default: its own event's ``ts``) or ``"next"`` (the
+      next event's, and for a row's last position the ``query_ts`` given to :meth:`HSTU.loss`,
+      :meth:`HSTU.forward`, :meth:`HSTU.score`, e.g. the request's time; its own ``ts`` when
+      none is given), as generative-recommenders' relative bias does.
     - ``absolute_positions``: add a learned embedding of each event's position in its kept window
       (0 = oldest) to the scaled item embedding, before the input dropout, as
       generative-recommenders' input preprocessor does; the layers' relative biases stay.
@@ -136,6 +142,7 @@ class HSTUConfig:
     temperature: float = 0.05
     sampler: str = "uniform"
     negative_sampling: str = "shared"
+    time_bias_query: str = "own"
     absolute_positions: bool = False
     logq_correction: bool = False
     in_batch_negatives: bool = True
@@ -162,6 +169,8 @@ class HSTUConfig:
             raise SchemaError(f"HSTUConfig.dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
         if self.attention not in _ATTENTION:
             raise SchemaError(f"HSTUConfig.attention must be one of {_ATTENTION}, got {self.attention!r}")
+        if self.time_bias_query not in _TIME_BIAS_QUERY:
+            raise SchemaError(f"HSTUConfig.time_bias_query must be one of {_TIME_BIAS_QUERY}, got {self.time_bias_query!r}")
         if self.negative_sampling not in _NEGATIVE_SAMPLING:
             raise SchemaError(f"HSTUConfig.negative_sampling must be one of {_NEGATIVE_SAMPLING}, got {self.negative_sampling!r}")
         if self.sampler not in _SAMPLERS:
@@ -193,12 +202,13 @@ def time_buckets(ts: torch.Tensor, num_buckets: int) -> torch.Tensor:
 
 class _Rows:
     """The jagged layout every layer of one forward shares: ``offsets [B + 1]``, ``ts [N]`` (None
-    without time bias) and the attention implementation to use."""
+    without time bias), ``ts_query [N]`` (the queries' times; None: ``ts``) and the attention
+    implementation to use."""
 
-    __slots__ = ("offsets", "ts", "attention")
+    __slots__ = ("offsets", "ts", "attention", "ts_query")
 
-    def __init__(self, offsets, ts, attention):
-        self.offsets, self.ts, self.attention = offsets, ts, attention
+    def __init__(self, offsets, ts, attention, ts_query=None):
+        self.offsets, self.ts, self.attention, self.ts_query = offsets, ts, attention, ts_query
 
 
 def _resolve_attention(name: str, device: torch.device) -> str:
@@ -241,14 +251,15 @@ class HSTULayer(nn.Module):
         tw = self.time_bias.weight if self.time_bias is not None else None
         ts = rows.ts if tw is not None else None
         args = (q, k, v, ts, rows.offsets, self.pos_bias.weight, tw, self.max_len)
+        kw = {"ts_query": rows.ts_query} if ts is not None and rows.ts_query is not None else {}
         if rows.attention == "triton":
             from gpumat.kernels.jagged_hstu import triton_jagged_hstu_attention
 
-            o = triton_jagged_hstu_attention(*args)
+            o = triton_jagged_hstu_attention(*args, **kw)
         elif rows.attention == "dense":
-            o = dense_hstu_attention(*args)
+            o = dense_hstu_attention(*args, **kw)
         else:
-            o = pt_jagged_hstu_attention(*args, block=TWIN_BLOCK)
+            o = pt_jagged_hstu_attention(*args, block=TWIN_BLOCK, **kw)
         o = F.layer_norm(o.reshape(N, D), (D,)) * u
         return x + self.dropout(self.out(o))
 
@@ -282,7 +293,8 @@ class HSTULayer(nn.Module):
         s = q @ k.transpose(-1, -2) + F.embedding(rel, self.pos_bias.weight).permute(0, 3, 1, 2)
         if self.time_bias is not None:
             s = s + bucket_bias(self.time_bias.weight,
-                                time_bucket_index(rows.ts[qidx], rows.ts[kidx], self.time_bias.weight.shape[0]))
+                                time_bucket_index((rows.ts if rows.ts_query is None else rows.ts_query)[qidx],
+                                                  rows.ts[kidx], self.time_bias.weight.shape[0]))
         causal = ((j <= qpos[:, :, None]) & (j < lengths[:, None, None])).to(s.dtype) / self.max_len  # [B, S, W]
         o = (F.silu(s) * causal.unsqueeze(1)) @ v  # [B, H, S, dh]
         o = F.layer_norm(o.transpose(1, 2).reshape(B, S, D), (D,)) * u
@@ -412,16 +424,38 @@ class HSTU(nn.Module):
             x = x + self.pos_emb((torch.arange(N, device=x.device) - starts).clamp_(max=self.cfg.max_len - 1))
         return self.input_dropout(x)
 
-    def _encode(self, cols, offsets):
+    def _rows(self, cols, offsets, device, query_ts=None) -> _Rows:
+        """The layers' shared layout; with ``time_bias_query="next"`` each position's query time is
+        the next event's ``ts`` and a row's last the row's ``query_ts`` (its own ``ts`` without)."""
         cfg = self.cfg
+        ts = cols["ts"] if cfg.num_time_buckets else None
+        tsq = None
+        if ts is not None and cfg.time_bias_query == "next" and ts.numel():
+            lengths = offsets[1:] - offsets[:-1]
+            last = (offsets[1:] - 1)[lengths > 0]  # the last event of every non-empty row
+            tsq = torch.empty_like(ts)
+            tsq[:-1] = ts[1:]  # row ends read the next row's first event here: overwritten below
+            tsq[last] = ts[last] if query_ts is None else query_ts[lengths > 0]
+        return _Rows(offsets, ts, _resolve_attention(cfg.attention, device), tsq)
+
+    def _query_ts(self, query_ts, B: int, dev):
+        if query_ts is None:
+            return None
+        query_ts = torch.as_tensor(query_ts)
+        if query_ts.shape != (B,) or query_ts.dtype not in (torch.int64, torch.int32):
+            raise SchemaError(f"query_ts must be an int64/int32 tensor of shape [B={B}], got {query_ts.dtype} "
+                              f"{tuple(query_ts.shape)}")
+        return query_ts.to(dev, torch.int64)
+
+    def _encode(self, cols, offsets, query_ts=None):
         x = self._inputs(cols, offsets)
         if x.shape[0] > 0:
-            rows = _Rows(offsets, cols["ts"] if cfg.num_time_buckets else None, _resolve_attention(cfg.attention, x.device))
+            rows = self._rows(cols, offsets, x.device, query_ts)
             for layer in self.layers:
                 x = layer(x, rows)
         return F.normalize(x, dim=-1)
 
-    def _encode_newest(self, cols, offsets, lengths, S: int):
+    def _encode_newest(self, cols, offsets, lengths, S: int, query_ts=None):
         """Outputs at the newest ``S`` positions of every row (the last layer computes only those).
 
         -> ``(h [B, S, dim]`` L2-normalized, ``qpos [B, S]``: the positions, negative where a row is
@@ -433,7 +467,7 @@ class HSTU(nn.Module):
         B = lengths.numel()
         if x.shape[0] == 0:
             return x.new_zeros(B, S, cfg.dim) + self.empty.sum() * 0.0, qpos
-        rows = _Rows(offsets, cols["ts"] if cfg.num_time_buckets else None, _resolve_attention(cfg.attention, x.device))
+        rows = self._rows(cols, offsets, x.device, query_ts)
         for layer in self.layers[:-1]:
             x = layer(x, rows)
         if len(self.layers):
@@ -451,22 +485,24 @@ class HSTU(nn.Module):
         last = h[(offsets[1:] - 1).clamp(min=0)]
         return torch.where((lengths > 0).unsqueeze(1), last, empty)
 
-    def forward(self, batch: JaggedBatch) -> torch.Tensor:
-        """User representation after each row's last event. -> ``[B, dim]`` (L2-normalized)."""
+    def forward(self, batch: JaggedBatch, query_ts=None) -> torch.Tensor:
+        """User representation after each row's last event. -> ``[B, dim]`` (L2-normalized).
+        ``query_ts [B]``: the time of the request (``time_bias_query="next"``)."""
         cols, offsets, lengths, _ = self._jagged(batch)
+        query_ts = self._query_ts(query_ts, lengths.numel(), offsets.device)
         if self.cfg.supervise_last:
-            h, _ = self._encode_newest(cols, offsets, lengths, 1)
+            h, _ = self._encode_newest(cols, offsets, lengths, 1, query_ts)
             empty = F.normalize(self.empty, dim=-1).expand(lengths.numel(), -1)
             return torch.where((lengths > 0).unsqueeze(1), h[:, 0], empty)
-        return self._last(self._encode(cols, offsets), offsets, lengths)
+        return self._last(self._encode(cols, offsets, query_ts), offsets, lengths)
 
     def item_embeddings(self) -> torch.Tensor:
         """The L2-normalized output embedding of every item. -> ``[num_items, dim]``."""
         return F.normalize(self.item_emb.weight, dim=-1)
 
-    def score(self, batch: JaggedBatch) -> torch.Tensor:
+    def score(self, batch: JaggedBatch, query_ts=None) -> torch.Tensor:
         """Scores of every catalog item as the next item. -> ``[B, num_items]`` (higher is better)."""
-        return self(batch) @ self.item_embeddings().T / self.cfg.temperature
+        return self(batch, query_ts) @ self.item_embeddings().T / self.cfg.temperature
 
     # ---------------------------------------------------------------- training
 
@@ -486,7 +522,7 @@ class HSTU(nn.Module):
             return self.item_log_prob.to(dev)
         return None
 
-    def loss(self, batch: JaggedBatch, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, batch: JaggedBatch, labels: torch.Tensor | None = None, query_ts=None) -> torch.Tensor:
         """Sampled-softmax next-item loss, averaged over the supervised positions. -> scalar.
 
         ``labels``: ``[B]`` integer, the item that follows each row (the target of its last
@@ -500,10 +536,12 @@ class HSTU(nn.Module):
         to the query's target is masked out (accidental hit). With ``logq_correction`` each
         candidate's logit is reduced by ``log`` of its expected count in the pool
         (``K * q(j) + B * p(j)``; ``p`` from :meth:`set_item_counts`, uniform if never set).
+        ``query_ts [B]``: the request times (``time_bias_query="next"``: the last position's query time).
         """
         cfg = self.cfg
         cols, offsets, lengths, width = self._jagged(batch)
         B = lengths.numel()
+        query_ts = self._query_ts(query_ts, B, offsets.device)
         dev = offsets.device
         if labels is not None:
             labels = torch.as_tensor(labels)
@@ -516,7 +554,7 @@ class HSTU(nn.Module):
         queries, targets = [], []
         if cfg.supervise_last and width > 0:
             S = min(cfg.supervise_last, width)
-            h, qpos = self._encode_newest(cols, offsets, lengths, S)  # [B, S, dim]
+            h, qpos = self._encode_newest(cols, offsets, lengths, S, query_ts)  # [B, S, dim]
             # position p < n_b - 1 predicts event p + 1; the row's last position predicts its label
             inside = (qpos >= 0) & (qpos < (lengths - 1)[:, None])
             nxt = (offsets[:-1, None] + qpos + 1).clamp(0, max(N - 1, 0))
@@ -527,7 +565,7 @@ class HSTU(nn.Module):
                 queries.append(torch.where((lengths > 0).unsqueeze(1), h[:, -1], empty))
                 targets.append(labels)
         else:
-            h = self._encode(cols, offsets)  # [N, dim], jagged
+            h = self._encode(cols, offsets, query_ts)  # [N, dim], jagged
             if cfg.train_all_positions and width > 1:
                 # Event p is the last of its row iff p + 1 is a row end (empty rows repeat an end).
                 ends = torch.zeros(N + 1, dtype=torch.bool, device=dev)

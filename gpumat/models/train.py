@@ -101,13 +101,21 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 def _check_pair(item, where: str):
-    if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], JaggedBatch)):
-        raise SchemaError(f"{where}: the iterator must yield (JaggedBatch, labels) pairs, got {type(item).__name__}")
-    batch, labels = item
-    labels = torch.as_tensor(labels)
+    """``(batch, labels, extra)``: ``extra`` holds the model's keyword arguments beyond the pair,
+    ``{"query_ts": ...}`` when the iterator yields ``(JaggedBatch, labels, query_ts [B])``."""
+    if not (isinstance(item, (tuple, list)) and len(item) in (2, 3) and isinstance(item[0], JaggedBatch)):
+        raise SchemaError(f"{where}: the iterator must yield (JaggedBatch, labels) pairs or (JaggedBatch, labels, "
+                          f"query_ts) triples, got {type(item).__name__}")
+    batch, labels = item[0], torch.as_tensor(item[1])
     if labels.shape != (batch.batch_size,):
         raise SchemaError(f"{where}: labels must have shape [B={batch.batch_size}], got {tuple(labels.shape)}")
-    return batch, labels
+    extra = {}
+    if len(item) == 3 and item[2] is not None:
+        qts = torch.as_tensor(item[2])
+        if qts.shape != (batch.batch_size,):
+            raise SchemaError(f"{where}: query_ts must have shape [B={batch.batch_size}], got {tuple(qts.shape)}")
+        extra["query_ts"] = qts
+    return batch, labels, extra
 
 
 def train_steps(
@@ -120,7 +128,8 @@ def train_steps(
 ) -> dict:
     """Run ``steps`` optimizer steps of ``model.loss(batch, labels)``.
 
-    ``batches_iter`` yields ``(JaggedBatch, labels [B])``; batches are moved to the model's device.
+    ``batches_iter`` yields ``(JaggedBatch, labels [B])`` or ``(JaggedBatch, labels, query_ts [B])``
+    (passed on as ``model.loss(..., query_ts=)``); batches are moved to the model's device.
     Stops early if the iterator runs out. The loss is read back (a device sync) only every
     ``log_every`` steps and on the last one, so a GPU pipeline is not stalled every step.
 
@@ -147,12 +156,13 @@ def train_steps(
                 item = next(it)
             except StopIteration:
                 break
-            batch, labels = _check_pair(item, "train_steps")
+            batch, labels, extra = _check_pair(item, "train_steps")
             if batch.device != dev:
                 batch = batch.to(dev, non_blocking=True)
             labels = labels.to(dev, non_blocking=True)
+            extra = {k: v.to(dev, non_blocking=True) for k, v in extra.items()}
             optimizer.zero_grad(set_to_none=True)
-            loss = model.loss(batch, labels)
+            loss = model.loss(batch, labels, **extra)
             loss.backward()
             optimizer.step()
             done = step
@@ -243,10 +253,11 @@ def evaluate(model: torch.nn.Module, batches: Iterable, k: int = 10, progress: b
     n = 0
     try:
         for item in progress_bar(batches, "evaluate", "batch", total=total, enabled=progress):
-            batch, labels = _check_pair(item, "evaluate")
+            batch, labels, extra = _check_pair(item, "evaluate")
             if batch.batch_size == 0:
                 continue
-            scores = model.score(batch.to(dev) if batch.device != dev else batch)
+            scores = model.score(batch.to(dev) if batch.device != dev else batch,
+                                 **{k: v.to(dev) for k, v in extra.items()})
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= scores.shape[1]):
                 raise SchemaError(f"evaluate: labels must lie in [0, {scores.shape[1]})")
             h, g = _rank_sums(scores, labels, k)
@@ -351,7 +362,8 @@ def evaluate_ranking(model: torch.nn.Module, batches: Iterable, ks=(10, 50, 200)
     the history is what the batch holds; a model that reads fewer events than the batch still has
     all of them filtered) and the ids in ``exclude`` always (e.g. ``[0]``, a padding id).
 
-    ``batches`` yields ``(JaggedBatch, labels [B])`` (the batch needs ``item_id`` for the filter).
+    ``batches`` yields ``(JaggedBatch, labels [B])`` or ``(JaggedBatch, labels, query_ts [B])`` (the
+    batch needs ``item_id`` for the filter).
     Returns means ``{"hr@k": ..., "ndcg@k": ..., "mrr": ..., "n": int}``.
     """
     ks = tuple(int(k) for k in ks)
@@ -365,11 +377,11 @@ def evaluate_ranking(model: torch.nn.Module, batches: Iterable, ks=(10, 50, 200)
     sums: dict = {}
     try:
         for item in progress_bar(batches, "evaluate", "batch", total=total, enabled=progress):
-            batch, labels = _check_pair(item, "evaluate_ranking")
+            batch, labels, extra = _check_pair(item, "evaluate_ranking")
             if batch.batch_size == 0:
                 continue
             batch = batch.to(dev) if batch.device != dev else batch
-            scores = model.score(batch)
+            scores = model.score(batch, **{k: v.to(dev) for k, v in extra.items()})
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= scores.shape[1]):
                 raise SchemaError(f"evaluate_ranking: labels must lie in [0, {scores.shape[1]})")
             if filter_seen or exclude:
