@@ -198,8 +198,15 @@ class VersionReader:
     def read_blocks_many(self, columns, stripe_idx, block_lo, block_hi) -> dict:
         """``{column: read_blocks(column, ...)}`` for the same blocks of several columns, read together:
         the headers of every column in one ``store.fetch``, then the words of every column in one more
-        (on an object store: two waves of concurrent GETs per batch, instead of two per column)."""
-        phases = {c: self._read_phases(c, stripe_idx, block_lo, block_hi) for c in dict.fromkeys(columns)}
+        (on an object store: two waves of concurrent GETs per batch, instead of two per column). What
+        does not depend on the column (which blocks, of which segments, where they go) is worked out
+        once for all of them (``_BlockPlan``)."""
+        columns = list(dict.fromkeys(columns))
+        for c in columns:
+            if c not in self.schema:
+                raise SchemaError(f"unknown column {c!r}; schema has {list(self.schema)}")
+        plan = self._block_plan(stripe_idx, block_lo, block_hi)
+        phases = {c: self._read_phases(c, plan) for c in columns}
         wanted = {c: next(g) for c, g in phases.items()}
         out = {}
         while wanted:
@@ -213,13 +220,10 @@ class VersionReader:
             wanted = nxt
         return out
 
-    def _read_phases(self, column: str, stripe_idx, block_lo, block_hi):
-        """``read_blocks`` as a generator: yields the reads it needs (``store.fetch`` requests), twice
-        (headers, then words), and returns ``(hdr, words, nbytes)``."""
-        if column not in self.schema:
-            raise SchemaError(f"unknown column {column!r}; schema has {list(self.schema)}")
+    def _block_plan(self, stripe_idx, block_lo, block_hi) -> "_BlockPlan":
+        """The column-independent half of a read: the requested blocks, their stripes, segments and
+        places, checked against the directory (``SchemaError`` when out of bounds)."""
         d = self.directory()
-        off_c, nw_c, _ = self._dir_cols[column]
         si = np.asarray(stripe_idx, dtype=np.int64).reshape(-1)
         lo = np.broadcast_to(np.asarray(block_lo, dtype=np.int64), si.shape)
         hi = np.broadcast_to(np.asarray(block_hi, dtype=np.int64), si.shape)
@@ -227,38 +231,50 @@ class VersionReader:
             raise SchemaError("read_blocks: stripe index or block range out of bounds")
         bs = self.block_size
         nblk = hi - lo
-        K = int(nblk.sum())
         bstripe = np.repeat(si, nblk)
         j = ranges(lo, nblk)
-        cnt = np.minimum(bs, d.count[bstripe] - j * bs)
         bseg = d.seg[bstripe]
-        blob_w = off_c[bstripe]
-        blob_len = nw_c[bstripe]
-        hdr4 = np.empty((K, codec.HDR_WORDS), dtype=np.int64)
         order = np.argsort(bseg, kind="stable")
         bounds = np.flatnonzero(np.diff(bseg[order])) + 1
         groups = [(int(bseg[g[0]]), g) for g in np.split(order, bounds) if len(g)]
         req_first = np.cumsum(nblk) - nblk
-        # headers: the requested blocks of one stripe are adjacent (HDR_WORDS words each): one range per
-        # request. Small segments are gathered in one pass over their regions held in memory; a large one
-        # is read by coalesced ranges (Segment.read_words), one segment at a time.
         pool, pool_base = self._small_pool()
         req_seg = d.seg[si]
         small_req = pool_base[req_seg] >= 0 if len(si) else np.zeros(0, bool)
-        reqs = np.flatnonzero(small_req & (nblk > 0))
+        # per large segment: the requests (stripe ranges) that have blocks in it
+        large = [(s, g, _nonempty(np.unique(np.searchsorted(req_first, g, side="right") - 1), nblk))
+                 for s, g in groups if pool_base[s] < 0]
+        return _BlockPlan(
+            si=si, lo=lo, nblk=nblk, K=int(nblk.sum()), bstripe=bstripe, j=j, bseg=bseg, groups=groups, large=large,
+            cnt=np.minimum(bs, d.count[bstripe] - j * bs), req_first=req_first, pool=pool, pool_base=pool_base,
+            small_reqs=np.flatnonzero(small_req & (nblk > 0)), small_blocks=np.flatnonzero(pool_base[bseg] >= 0),
+            stripe_hdr_words=codec.HDR_WORDS * ((d.count[bstripe] + bs - 1) // bs), pool_base_req=pool_base[req_seg],
+        )
+
+    def _read_phases(self, column: str, p: "_BlockPlan"):
+        """``read_blocks`` of one column as a generator over a ``_BlockPlan``: yields the reads it needs
+        (``store.fetch`` requests), twice (headers, then words), and returns ``(hdr, words, nbytes)``."""
+        d = self.directory()
+        off_c, nw_c, _ = self._dir_cols[column]
+        si, lo, nblk, K, req_first = p.si, p.lo, p.nblk, p.K, p.req_first
+        bstripe, j, bseg = p.bstripe, p.j, p.bseg
+        blob_w = off_c[bstripe]
+        blob_len = nw_c[bstripe]
+        hdr4 = np.empty((K, codec.HDR_WORDS), dtype=np.int64)
+        # headers: the requested blocks of one stripe are adjacent (HDR_WORDS words each): one range per
+        # request. Small segments are gathered in one pass over their regions held in memory; a large one
+        # is read by coalesced ranges (Segment.read_words), one segment at a time.
+        pool = p.pool
+        reqs = p.small_reqs
         if len(reqs):
-            idx = ranges(pool_base[req_seg[reqs]] + off_c[si[reqs]] + codec.HDR_WORDS * lo[reqs], codec.HDR_WORDS * nblk[reqs])
+            idx = ranges(p.pool_base_req[reqs] + off_c[si[reqs]] + codec.HDR_WORDS * lo[reqs], codec.HDR_WORDS * nblk[reqs])
             hdr4[ranges(req_first[reqs], nblk[reqs])] = pool[idx].reshape(-1, codec.HDR_WORDS)
         # one fetch for the headers of every large segment (concurrent requests on an object store); an
         # object store also reads whole the blobs under ``readahead_bytes`` in the same requests, so
         # that their words, asked for next, come from its cache: one request per run, not two
         ahead = int(getattr(self.store, "readahead_bytes", 0) or 0)
         pending, fetch = [], []
-        for s, g in groups:
-            if pool_base[s] >= 0:
-                continue
-            reqs = np.unique(np.searchsorted(req_first, g, side="right") - 1)
-            reqs = reqs[nblk[reqs] > 0]
+        for s, g, reqs in p.large:
             seg = self.segment(s)
             rq, finish = seg.words_request(off_c[si[reqs]] + codec.HDR_WORDS * lo[reqs], codec.HDR_WORDS * nblk[reqs])
             fetch += rq
@@ -273,24 +289,22 @@ class VersionReader:
         meta = hdr4[:, 2]
         w = meta & 255
         woff = meta >> 8
-        nw = codec.words_for(cnt, np.minimum(w, 64))
-        bad = (meta < 0) | (w > 64) | (woff < codec.HDR_WORDS * ((d.count[bstripe] + bs - 1) // bs)) | (woff + nw > blob_len)
+        nw = codec.words_for(p.cnt, np.minimum(w, 64))
+        bad = (meta < 0) | (w > 64) | (woff < p.stripe_hdr_words) | (woff + nw > blob_len)
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             raise CorruptionError(f"segment {self.segment(int(bseg[k])).name}: column {column!r} block {int(j[k])} of a stripe of user {int(d.user_id[bstripe[k]])} has an invalid header")
         out_off = np.cumsum(nw) - nw
         total = int(nw.sum())
         words = np.zeros(total + 1, dtype=np.int64)
-        small_blk = pool_base[bseg] >= 0
-        b = np.flatnonzero(small_blk)
+        b = p.small_blocks
         if len(b):
-            words[ranges(out_off[b], nw[b])] = pool[ranges(pool_base[bseg[b]] + blob_w[b] + woff[b], nw[b])]
+            words[ranges(out_off[b], nw[b])] = pool[ranges(p.pool_base[bseg[b]] + blob_w[b] + woff[b], nw[b])]
         pending, fetch = [], []
-        for s, g in groups:
-            if pool_base[s] < 0:
-                rq, finish = self.segment(s).words_request(blob_w[g] + woff[g], nw[g])
-                fetch += rq
-                pending.append((g, finish))
+        for s, g, _ in p.large:
+            rq, finish = self.segment(s).words_request(blob_w[g] + woff[g], nw[g])
+            fetch += rq
+            pending.append((g, finish))
         yield fetch
         for g, finish in pending:
             words[ranges(out_off[g], nw[g])] = finish()
@@ -339,3 +353,33 @@ class VersionReader:
         j = ranges(np.zeros(len(si), np.int64), nblk)
         cnt = np.minimum(self.block_size, np.repeat(d.count[si], nblk) - j * self.block_size)
         return codec.decode_blocks(hdr, words, cnt)
+
+
+@dataclass
+class _BlockPlan:
+    """What a read of blocks ``[lo[i], lo[i] + nblk[i])`` of stripes ``si`` needs, whatever the column:
+    per block its stripe, index in the stripe, value count and segment; the blocks grouped by segment
+    (``groups``; ``large``: the segments read by ranges, with the requests that touch each); where each
+    request's blocks go (``req_first``); the small segments' pooled regions."""
+
+    si: np.ndarray
+    lo: np.ndarray
+    nblk: np.ndarray
+    K: int
+    bstripe: np.ndarray
+    j: np.ndarray
+    bseg: np.ndarray
+    groups: list
+    large: list
+    cnt: np.ndarray
+    req_first: np.ndarray
+    pool: np.ndarray
+    pool_base: np.ndarray
+    small_reqs: np.ndarray
+    small_blocks: np.ndarray
+    stripe_hdr_words: np.ndarray
+    pool_base_req: np.ndarray
+
+
+def _nonempty(reqs: np.ndarray, nblk: np.ndarray) -> np.ndarray:
+    return reqs[nblk[reqs] > 0]
