@@ -410,6 +410,8 @@ def run(args) -> dict:
     workdir = args.workdir or tempfile.mkdtemp(prefix="gpumat-quality-")
     os.makedirs(workdir, exist_ok=True)
     t_start = time.perf_counter()
+    # the code and machine that run, read now: a long run outlives commits made meanwhile
+    env = environment(torch.cuda.get_device_name() if device.startswith("cuda") else "cpu")
     try:
         if args.dataset == "ml1m":
             w = leave_one_out_workload(os.path.join(workdir, "tier"), source=args.source, max_len=max(settings["max_lens"]))
@@ -444,7 +446,7 @@ def run(args) -> dict:
                     write_json({"dataset": args.dataset, "partial": True, "settings": settings,
                                 "summary": summarize(runs, metrics), "runs": runs}, args.json)
         result = {
-            "environment": environment(torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"),
+            "environment": env,
             "dataset": args.dataset, "device": device, "torch_threads": threads, "seeds": args.seeds,
             "settings": {k: v for k, v in settings.items()}, "workload": w.stats, "heldout": w.heldout.num_rows,
             "filter_seen": args.filter_seen if args.dataset == "ml1m" else "none",
