@@ -245,7 +245,7 @@ class VersionReader:
         large = [(s, g, _nonempty(np.unique(np.searchsorted(req_first, g, side="right") - 1), nblk))
                  for s, g in groups if pool_base[s] < 0]
         return _BlockPlan(
-            si=si, lo=lo, nblk=nblk, K=int(nblk.sum()), bstripe=bstripe, j=j, bseg=bseg, groups=groups, large=large,
+            si=si, lo=lo, nblk=nblk, K=int(nblk.sum()), bstripe=bstripe, j=j, bseg=bseg, large=large,
             cnt=np.minimum(bs, d.count[bstripe] - j * bs), req_first=req_first, pool=pool, pool_base=pool_base,
             small_reqs=np.flatnonzero(small_req & (nblk > 0)), small_blocks=np.flatnonzero(pool_base[bseg] >= 0),
             stripe_hdr_words=codec.HDR_WORDS * ((d.count[bstripe] + bs - 1) // bs), pool_base_req=pool_base[req_seg],
@@ -358,9 +358,9 @@ class VersionReader:
 @dataclass
 class _BlockPlan:
     """What a read of blocks ``[lo[i], lo[i] + nblk[i])`` of stripes ``si`` needs, whatever the column:
-    per block its stripe, index in the stripe, value count and segment; the blocks grouped by segment
-    (``groups``; ``large``: the segments read by ranges, with the requests that touch each); where each
-    request's blocks go (``req_first``); the small segments' pooled regions."""
+    per block its stripe, index in the stripe, value count and segment; the segments read by ranges
+    (``large``: each with its blocks and the requests that touch them); where each request's blocks
+    go (``req_first``); the small segments' pooled regions."""
 
     si: np.ndarray
     lo: np.ndarray
@@ -369,7 +369,6 @@ class _BlockPlan:
     bstripe: np.ndarray
     j: np.ndarray
     bseg: np.ndarray
-    groups: list
     large: list
     cnt: np.ndarray
     req_first: np.ndarray
