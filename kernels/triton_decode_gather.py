@@ -18,7 +18,7 @@ the per-column choices as constexpr bit masks, so one compiled kernel serves a t
 
 - ``_history_kernel``: a tile is the intersection of one example's window with one staged block
   (<= block_size values, 128 by default). On a GPU a program is one warp that walks SEQ tiles in
-  turn (unrolled; SEQ and warps by length bucket, ``LAUNCH_BY_BUCKET``, tuned by ``gpumat bench kernels``);
+  turn (unrolled; ``(TP, SEQ, warps)`` by length bucket, ``LAUNCH_BY_BUCKET``, tuned by ``gpumat bench kernels``);
   lane ``l`` of the warp holds positions ``l, l + 32, l + 64, l + 96`` of a tile. Position ``k + 32 i``
   of a block of width ``w`` starts at bit ``(k + 32 i) * w``, i.e. at 32-bit word ``(k * w >> 5) + i
   * w`` with the same shift ``k * w & 31`` for every ``i``: a lane computes its word, shift and
