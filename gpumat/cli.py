@@ -211,6 +211,7 @@ HEAVY = {
     "e2e": ("bench.e2e", "training steps fed by the pipeline: ideal, overlapped and synchronous"),
     "versions": ("bench.versions", "a tier at streaming scale: append, open, materialize and size against versions"),
     "quality": ("bench.quality", "HSTU quality against max_len (same examples, targets, steps; several seeds)"),
+    "engines": ("bench.engines", "what each engine's host work costs the training process, on streamed examples"),
     "demo": ("demo.ml1m", "the main job: MovieLens-1M as a versioned tier, three tenants, HSTU training"),
 }
 
@@ -298,9 +299,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     s.add_argument("--backend", default="auto", choices=["auto", "reference", "triton", "torch", "numpy", "cupy"])
     s.set_defaults(func=cmd_materialize)
 
-    s = sub.add_parser("bench", parents=[common], help="benchmarks: storage, kernels, e2e, versions, quality")
+    s = sub.add_parser("bench", parents=[common], help="benchmarks: storage, kernels, e2e, versions, quality, engines")
     bsub = s.add_subparsers(dest="bench", required=True, metavar="BENCHMARK", parser_class=_Parser)
-    for name in ("storage", "kernels", "e2e", "versions", "quality"):
+    for name in ("storage", "kernels", "e2e", "versions", "quality", "engines"):
         b = bsub.add_parser(name, parents=[common], help=HEAVY[name][1], description=HEAVY[name][1])
         _heavy(name, b, name in wanted)
 

@@ -458,7 +458,7 @@ class Materializer:
                             list(self.tenants), self.check_leakage,
                             self.device.type == "cpu" and self.backend == "reference",
                             st.source, st.batch_size, st.window, st.shuffle, st.seed, st.drop_last, st.rank,
-                            st.world_size, counts)
+                            st.world_size, counts, kjt=self.sparse_features is MaterializedBatch.to_kjt)
 
     def _from_message(self, k: int, header: dict, arrays: dict, where: str) -> _Staged:
         """A batch built outside this process, as the device stage takes it: views, no copies."""
@@ -480,7 +480,11 @@ class Materializer:
             st.violations = arrays["violations"]
             st.batch = MaterializedBatch(tenants, passthrough, None, sum(h["nbytes_read"] for h in header["tenants"].values()),
                                          st.request_ts)
-            if self.sparse_features is not None:
+            if "kjt.values" in t:  # the default KJT, laid out by the worker (host.workers.kjt_layout): wrapped
+                keys = [f"{tn.name}.{c}" for tn in self.tenants for c in header["tenants"][tn.name]["columns"]]
+                st.batch.sparse_features = keyed_jagged_tensor_class()(
+                    keys=keys, values=t["kjt.values"], lengths=t["kjt.lengths"], stride=ex.size)
+            elif self.sparse_features is not None:
                 st.batch.sparse_features = self.sparse_features(st.batch)
             return st
         host = runs_on_host(self.backend)

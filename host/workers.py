@@ -232,6 +232,7 @@ class ProducerSpec:
     rank: int
     world_size: int
     counts: object = None  # this rank's rows per unit, when already counted
+    kjt: bool = False  # with ``decode``: also the KeyedJaggedTensor of every tenant column (``kjt_layout``)
 
 
 class BatchProducer:
@@ -295,17 +296,23 @@ class BatchProducer:
         tenants = {}
         if spec.decode:
             violations = np.zeros(ex.size, dtype=bool)
-            for name, s in staged.items():
+            decoded = {}
+            for t in spec.tenants:
+                s = staged[t.name]
                 values, viol = materialize_staged_reference(s)
                 violations |= np.asarray(viol, dtype=bool)
                 offsets = np.asarray(s.offsets)
-                lay.array(f"t.{name}.offsets", offsets)
-                lay.array(f"t.{name}.lengths", np.diff(offsets))
-                t = next(t for t in spec.tenants if t.name == name)
-                for c in t.columns:
-                    lay.array(f"t.{name}.v.{c}", values[c])
-                tenants[name] = {"mode": "jagged", "columns": list(t.columns), "nbytes_read": s.nbytes_read,
-                                 "max_len": int(np.diff(offsets).max()) if offsets.size > 1 else 0}
+                decoded[t.name] = (offsets, values)
+                lay.array(f"t.{t.name}.offsets", offsets)
+                lay.array(f"t.{t.name}.lengths", np.diff(offsets))
+                tenants[t.name] = {"mode": "jagged", "columns": list(t.columns), "nbytes_read": s.nbytes_read,
+                                   "max_len": int(np.diff(offsets).max()) if offsets.size > 1 else 0}
+            if spec.kjt:
+                kjt_layout(lay, spec.tenants, decoded)
+            else:
+                for t in spec.tenants:
+                    for c in t.columns:
+                        lay.array(f"t.{t.name}.v.{c}", decoded[t.name][1][c])
             lay.array("violations", violations)
         else:
             for name, s in staged.items():
@@ -317,6 +324,31 @@ class BatchProducer:
                   "numeric": numeric, "other": other, "tier_version": tier.version,
                   "materialized_bytes": _materialized_bytes(staged, spec.tenants)}
         return Packed(header, lay.arrays, max(lay.nbytes, ALIGN_BYTES), lay.fills)
+
+
+def kjt_layout(lay: _Layout, tenants, decoded: dict) -> None:
+    """The jagged values of every tenant column, laid out as the ``KeyedJaggedTensor`` that
+    ``MaterializedBatch.to_kjt()`` builds (keys ``"{tenant}.{column}"`` in tenant then column order):
+    ``kjt.values`` (int64, the columns back to back) and ``kjt.lengths`` (each tenant's lengths,
+    once per column). An int64 column's ``t.{tenant}.v.{column}`` is a view of its slice of
+    ``kjt.values``, so the trainer wraps both with no copy and the message carries those values once."""
+    parts = [(t.name, c, decoded[t.name][1][c]) for t in tenants for c in t.columns]
+    total = sum(int(v.size) for _, _, v in parts)
+    starts = np.cumsum([0] + [int(v.size) for _, _, v in parts])
+
+    def fill_values(out):
+        for (_, _, v), a in zip(parts, starts[:-1].tolist()):
+            out[a : a + v.size] = v
+
+    lay.add("kjt.values", np.int64, (total,), fill_values)
+    base = lay.arrays["kjt.values"][0]
+    for (name, c, v), a in zip(parts, starts[:-1].tolist()):
+        if v.dtype == np.int64:  # a view of the KJT's values: no bytes of its own, nothing to fill
+            lay.arrays[f"t.{name}.v.{c}"] = (base + 8 * a, np.dtype(np.int64).str, (int(v.size),))
+        else:
+            lay.array(f"t.{name}.v.{c}", v)
+    lengths = [np.diff(decoded[t.name][0]) for t in tenants for _ in t.columns]
+    lay.array("kjt.lengths", np.concatenate(lengths) if lengths else np.zeros(0, np.int64))
 
 
 def _materialized_bytes(staged: dict, tenants) -> int:

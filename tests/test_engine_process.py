@@ -53,6 +53,12 @@ def same_batch(a, b, tenants=TENANTS):
         assert a[t.name].equals(b[t.name]), t.name
         assert a[t.name].nbytes_read == b[t.name].nbytes_read and a[t.name].max_seq_len == b[t.name].max_seq_len
     assert a.nbytes_read == b.nbytes_read and torch.equal(a.request_ts, b.request_ts)
+    assert (a.sparse_features is None) == (b.sparse_features is None)
+    if a.sparse_features is not None:  # the KJT the workers lay out equals the one built here
+        ka, kb = a.sparse_features, b.sparse_features
+        assert ka.keys() == kb.keys() and ka.stride() == kb.stride()
+        assert torch.equal(ka.values(), kb.values()) and ka.values().dtype == kb.values().dtype == torch.int64
+        assert torch.equal(ka.lengths(), kb.lengths()) and ka.lengths().dtype == kb.lengths().dtype
     assert set(a.passthrough) == set(b.passthrough)
     for c, v in a.passthrough.items():
         w = b.passthrough[c]
@@ -74,6 +80,18 @@ def test_process_engine_equals_thread_engine_and_materialize(work, backend):
         for t in TENANTS:
             assert got[1][t.name].equals(gpumat.materialize(tier, sub, t, backend="reference"))
         assert np.array_equal(np.sort(np.concatenate([b.rows for b in got])), np.arange(table.num_rows))
+    assert workers_alive() == [] and segments() == []
+
+
+def test_sparse_features_off_or_custom_on_the_process_engine(work):
+    """The workers lay out only the default KJT; ``False`` gives none, a callable runs in the trainer."""
+    tier, table = work
+    kw = dict(KW, workers=1)
+    off = next(iter(gpumat.Materializer(tier, TENANTS, sparse_features=False).iterate(table, engine="process", **kw)))
+    assert off.sparse_features is None
+    mine = next(iter(gpumat.Materializer(tier, TENANTS, sparse_features=lambda b: ("mine", b.batch_size))
+                     .iterate(table, engine="process", **kw)))
+    assert mine.sparse_features == ("mine", mine.batch_size)
     assert workers_alive() == [] and segments() == []
 
 

@@ -48,6 +48,10 @@ def test_ray_engine_equals_thread_engine_and_resumes(ray_cluster, work):
         for t in TENANTS:
             assert a[t.name].equals(b[t.name]) and a[t.name].nbytes_read == b[t.name].nbytes_read
         assert a.passthrough["label_item"].tolist() == b.passthrough["label_item"].tolist()
+        if b.sparse_features is not None:  # torchrec installed: the KJT the actors laid out equals this one
+            ka, kb = a.sparse_features, b.sparse_features
+            assert ka.keys() == kb.keys() and ka.values().tolist() == kb.values().tolist()
+            assert ka.lengths().tolist() == kb.lengths().tolist()
     # a Dataset's blocks are its units (a Table's are slices of `window` rows): every row once, each
     # batch what materialize gives for its rows
     ds = ray_cluster.data.from_arrow(table)

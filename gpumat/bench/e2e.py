@@ -67,6 +67,7 @@ from gpumat.models.train import labeled_batches
 
 MODES = ("ideal", "overlapped", "sync")
 TARGET = {"tenant_max_len": 4096, "max_overhead_pct": 3.0}
+CPU_TARGET_PCT = 10.0  # issue 11: on a CPU with --engine process/ray, overlapped within 10% of ideal (every tenant)
 
 # Per device kind: model size and, per tenant, (batch size, cap on the model's max_len). The model's
 # attention is jagged (gpumat.models.hstu: the Triton kernels on a GPU, the blocked PyTorch twin on
@@ -543,6 +544,7 @@ def run(args) -> dict:
             "results": results,
         }
         result["target"] = _target(results, device)
+        result["cpu_target"] = _cpu_target(results, device, args.engine)
         result["elapsed_s"] = time.perf_counter() - t_start
         report(result, args, print_table, plot, say)
         return result
@@ -588,6 +590,15 @@ def _target(results: dict, device) -> dict:
         out["overlapped_overhead_pct"] = pct
         out["met"] = bool(pct <= TARGET["max_overhead_pct"]) if device.type == "cuda" else None
     return out
+
+
+def _cpu_target(results: dict, device, engine: str) -> dict:
+    """The CPU target (issue 11): with the host work in worker processes (or Ray), the overlapped
+    step within 10% of the pre-staged ideal on every tenant measured."""
+    pcts = {n: r["overhead_vs_ideal_pct"]["overlapped"] for n, r in results.items() if "overhead_vs_ideal_pct" in r}
+    applies = device.type == "cpu" and engine in ("process", "ray")
+    return {"max_overhead_pct": CPU_TARGET_PCT, "applies": applies, "overlapped_overhead_pct": pcts,
+            "met": bool(pcts) and all(p <= CPU_TARGET_PCT for p in pcts.values()) if applies else None}
 
 
 def print_table(r: dict) -> None:
@@ -645,12 +656,18 @@ def print_table(r: dict) -> None:
             continue
         parts = [f"{s.split('.', 1)[1]} {v['cpu_ms_per_call']:.2f}" + (f"/{v['device_ms_per_call']:.2f}" if v["device_ms_total"] else "")
                  + f" x{v['calls']}" for s, v in st.items() if v["calls"]]
-        print(f"  stages {name} (ms per call, cpu[/device] x calls in {t['profile']['steps']} steps): " + ", ".join(parts))
+        print(f"  stages {name} (ms per call, cpu[/device] x calls in {t['profile']['steps']} steps): "
+              + (", ".join(parts) if parts else "none in the training process (they ran in the engine's workers)"))
     tg = r["target"]
     if "overlapped_overhead_pct" in tg:
         verdict = ("PASS" if tg["met"] else "FAIL") if tg["applies"] else "n/a on CPU (the target is for a GPU)"
         print(f"target: overlapped within {tg['max_overhead_pct']:g}% of ideal at L={tg['tenant_max_len']} "
               f"({tg['tenant']}): {tg['overlapped_overhead_pct']:+.1f}% -> {verdict}")
+    ct = r.get("cpu_target", {})
+    if ct.get("applies"):
+        pcts = ", ".join(f"{n} {p:+.1f}%" for n, p in ct["overlapped_overhead_pct"].items())
+        print(f"cpu target: overlapped within {ct['max_overhead_pct']:g}% of ideal on every tenant with "
+              f"--engine {r['config']['engine']}: {pcts} -> {'PASS' if ct['met'] else 'FAIL'}")
     lt = r["results"].get("long")
     if lt and "overhead_vs_ideal_pct" in lt:
         print(f"long tenant: overlapped {lt['overhead_vs_ideal_pct']['overlapped']:+.1f}%, sync "
