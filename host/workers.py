@@ -9,14 +9,16 @@ backend into finished jagged arrays. It returns one flat byte buffer and a small
 ``ray`` engine in Ray's object store. The training process maps it and wraps views (no copy).
 
 ``ProcessPool`` runs ``workers`` spawned processes over one epoch: worker ``i`` builds batches
-``start + i, start + i + workers, ...``, each into a fresh segment, and puts its header on its own
+``start + i, start + i + workers, ...``, each into a slot of its ring of reused segments
+(``ShmRing``; a segment of its own when the loop holds every slot), and puts its header on its own
 bounded queue (``depth`` batches in flight in all); the consumer reads the queues round-robin, so
 batches come in epoch order. A worker's exception travels as a message in the place of its batch
 and is re-raised there with the worker, the batch and its rows named; a worker that dies without
 a word is reported too. ``close()`` (also on break, exception or KeyboardInterrupt in the loop)
 stops the workers, unlinks every segment not handed over, and joins (then kills) the processes.
-Segments are unlinked as soon as the consumer maps them, so a batch's memory lives exactly as
-long as the tensors that view it.
+A batch's memory stays valid exactly as long as the tensors that view it: a one-off segment is
+unlinked as soon as the consumer maps it, and a ring slot goes back to its worker only when the
+last array viewing its mapping is gone.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,14 +77,68 @@ def shm_create(name: str, nbytes: int) -> mmap.mmap:
         os.close(fd)
 
 
-def shm_attach(name: str, nbytes: int) -> mmap.mmap:
-    """Map segment ``name`` and unlink its name: the memory lives as long as the mapping."""
+def shm_attach(name: str, nbytes: int, unlink: bool = True) -> mmap.mmap:
+    """Map segment ``name``; ``unlink``: also unlink its name, so the memory lives as long as the mapping."""
     fd = _posixshmem.shm_open("/" + name, os.O_RDWR, 0o600)
     try:
         return mmap.mmap(fd, nbytes)
     finally:
         os.close(fd)
-        shm_unlink(name)
+        if unlink:
+            shm_unlink(name)
+
+
+class ShmRing:
+    """A worker's ring of reused segments (``{prefix}-r{slot}``): writing a batch into a slot the
+    training process has let go of costs no new pages (a fresh segment is allocated, page-faulted
+    in by the worker, then freed page by page when the trainer drops the batch: at 10-20 MB a batch
+    that is most of the trainer's remaining CPU). A slot is free again when every array viewing it in
+    the trainer is gone (``ProcessPool`` returns it through ``free``); when none is free, because the
+    loop holds on to its batches, the worker uses a one-off segment instead, so holding batches never
+    stalls the pipeline. A slot grows (``ftruncate``) to the largest batch written into it."""
+
+    def __init__(self, prefix: str, slots: int, free):
+        self.prefix, self.free = prefix, free
+        self.unused = list(range(slots))[::-1]
+        self.maps: dict[int, mmap.mmap] = {}
+        self.size: dict[int, int] = {}
+
+    def name(self, slot: int) -> str:
+        return f"{self.prefix}-r{slot}"
+
+    def take(self) -> int | None:
+        """A free slot, or None (never waits)."""
+        if self.unused:
+            return self.unused.pop()
+        try:  # this worker is the queue's only reader: not empty means get() does not wait
+            return None if self.free.empty() else self.free.get()
+        except (OSError, ValueError, EOFError):
+            return None
+
+    def mapping(self, slot: int, nbytes: int) -> mmap.mmap:
+        """This worker's mapping of ``slot``, grown to at least ``nbytes``."""
+        if self.size.get(slot, 0) < nbytes:
+            old = self.maps.pop(slot, None)
+            if old is not None:
+                old.close()
+            fd = _posixshmem.shm_open("/" + self.name(slot), os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                os.ftruncate(fd, nbytes)
+                self.maps[slot] = mmap.mmap(fd, nbytes)
+            finally:
+                os.close(fd)
+            self.size[slot] = nbytes
+        return self.maps[slot]
+
+    def close(self, unlink: bool) -> None:
+        """Unmap every slot; ``unlink``: also remove their names (a batch the trainer maps stays valid).
+        A worker that ends its epoch leaves the names: batches still queued name them, and the
+        pool's ``close()`` removes them; one whose training process is gone removes them itself."""
+        for slot, mm in list(self.maps.items()):
+            mm.close()
+            if unlink:
+                shm_unlink(self.name(slot))
+        self.maps.clear()
 
 
 def shm_unlink(name: str) -> None:
@@ -406,8 +463,11 @@ def _failure(k, exc: BaseException, rows=None) -> dict:
             "rows": None if rows is None else np.asarray(rows)}
 
 
-def _worker_main(spec: ProducerSpec, index: int, workers: int, epoch: int, start: int, out, stop, prefix: str):
-    """A worker process: batches ``start + index``, ``+ workers``, ... of ``epoch``, each into a segment."""
+def _worker_main(spec: ProducerSpec, index: int, workers: int, epoch: int, start: int, out, stop, prefix: str,
+                 free=None, slots: int = 0):
+    """A worker process: batches ``start + index``, ``+ workers``, ... of ``epoch``, each into a slot of
+    its ring (``ShmRing``: ``slots`` segments, returned through ``free``) or, none being free, a
+    segment of its own."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training loop's to handle; it stops us
     parent = os.getppid()
 
@@ -431,25 +491,37 @@ def _worker_main(spec: ProducerSpec, index: int, workers: int, epoch: int, start
         put(_failure(k, e))
         out.cancel_join_thread()
         return
-    while k < total and alive():
-        seen: list = []
-        try:
-            packed = producer.produce(epoch, k, seen)
-        except BaseException as e:  # noqa: BLE001
-            put(_failure(k, e, seen[0] if seen else None))
-            break
-        name = f"{prefix}-{k}"
-        mm = shm_create(name, packed.nbytes)
-        try:
-            packed.write(mm)
-        finally:
-            mm.close()
-        if not put({"k": k, "shm": name, "nbytes": packed.nbytes, "header": packed.header, "arrays": packed.arrays}):
-            shm_unlink(name)
-            break
-        k += workers
-    else:
-        put(_END)
+    ring = ShmRing(prefix, slots, free)
+    try:
+        while k < total and alive():
+            seen: list = []
+            try:
+                packed = producer.produce(epoch, k, seen)
+            except BaseException as e:  # noqa: BLE001
+                put(_failure(k, e, seen[0] if seen else None))
+                break
+            slot = ring.take() if free is not None else None
+            if slot is not None:
+                name = ring.name(slot)
+                packed.write(ring.mapping(slot, packed.nbytes))
+            else:
+                name = f"{prefix}-{k}"
+                mm = shm_create(name, packed.nbytes)
+                try:
+                    packed.write(mm)
+                finally:
+                    mm.close()
+            msg = {"k": k, "shm": name, "slot": slot, "nbytes": packed.nbytes, "header": packed.header,
+                   "arrays": packed.arrays}
+            if not put(msg):
+                if slot is None:
+                    shm_unlink(name)
+                break
+            k += workers
+        else:
+            put(_END)
+    finally:
+        ring.close(unlink=os.getppid() != parent)
     producer.cancel.set()
     if not alive():
         out.cancel_join_thread()  # nobody will read what is left in the queue: do not wait on it at exit
@@ -478,6 +550,17 @@ def _main_module_hidden():
             main.__dict__.update(saved)
 
 
+RING_SPARE = 4  # ring slots per worker beyond its queued batches: those the training loop holds
+
+
+def _give_back(free, slot: int) -> None:
+    """Return a ring slot to its worker (a finalizer: the pool may be closed by then)."""
+    try:
+        free.put(slot)
+    except (OSError, ValueError, EOFError):
+        pass
+
+
 class ProcessPool:
     """``workers`` processes building an epoch's batches from ``start`` on; iterate for ``(k, header, arrays)``."""
 
@@ -492,12 +575,15 @@ class ProcessPool:
         per = max(1, -(-max(1, int(depth)) // self.workers))
         self._stop = ctx.Event()
         self._queues = [ctx.Queue(maxsize=per) for _ in range(self.workers)]
+        # each worker's ring: its queued batches, the one it writes, and RING_SPARE the loop holds
+        self._free = [ctx.SimpleQueue() for _ in range(self.workers)]
         self._procs = [ctx.Process(target=_worker_main, name=f"{name}-{i}",
                                    args=(spec, i, self.workers, self.epoch, self.start, self._queues[i], self._stop,
-                                         f"{self.prefix}-{i}"), daemon=True)
+                                         f"{self.prefix}-{i}", self._free[i], per + 1 + RING_SPARE), daemon=True)
                        for i in range(self.workers)]
         self._next = self.start
         self._closed = False
+        self.delivered = {"ring": 0, "own": 0}  # batches handed over in a ring slot / in a segment of their own
         try:
             with _main_module_hidden():
                 for p in self._procs:
@@ -529,7 +615,11 @@ class ProcessPool:
             self.close()
             raise self._reraise(i, msg)
         self._next += 1
-        mm = shm_attach(msg["shm"], msg["nbytes"])
+        slot = msg.get("slot")
+        mm = shm_attach(msg["shm"], msg["nbytes"], unlink=slot is None)
+        if slot is not None:  # the slot goes back to its worker once nothing views this mapping
+            weakref.finalize(mm, _give_back, self._free[i], slot)
+        self.delivered["own" if slot is None else "ring"] += 1
         return k, msg["header"], views(mm, msg["arrays"])
 
     def _get(self, i: int, k: int):
@@ -576,6 +666,8 @@ class ProcessPool:
         for q in self._queues:
             q.close()
             q.join_thread()
+        for f in self._free:  # a batch dropped later gives its slot back to nobody (_give_back)
+            f.close()
         for name in shm_segments(self.prefix):  # a worker stopped between creating and sending a segment
             shm_unlink(name)
 

@@ -83,6 +83,36 @@ def test_process_engine_equals_thread_engine_and_materialize(work, backend):
     assert workers_alive() == [] and segments() == []
 
 
+def test_ring_slots_are_reused_only_once_nothing_views_them(work):
+    """A batch the loop drops gives its slot back; one it keeps is never overwritten; a loop that
+    keeps every batch gets segments of their own (the pipeline never waits for a slot)."""
+    from gpumat.host.workers import ProcessPool
+
+    tier, table = work
+    mat = gpumat.Materializer(tier, TENANTS)
+    loader = mat.iterate(table, **dict(KW, workers=1, depth=2))
+    spec = mat._producer_spec(loader)
+    want = [mat(table.take(pa.array(r))) for r in loader.epoch_batches(0)]
+    kept = {}
+    with ProcessPool(spec, 0, 0, workers=1, depth=2) as pool:
+        for k, header, arrays in pool:
+            v = arrays["t.mid.v.ts"]
+            assert np.array_equal(v, want[k]["mid"].values["ts"].numpy())
+            if k in (1, 2):  # held across the next batches: its slot must not be written meanwhile
+                kept[k] = v
+            del arrays, v
+            for j, held in kept.items():
+                assert np.array_equal(held, want[j]["mid"].values["ts"].numpy()), (k, j)
+        assert pool.delivered["ring"] == len(want) and pool.delivered["own"] == 0
+    pool = ProcessPool(spec, 0, 0, workers=1, depth=2)
+    held_all = list(pool)
+    assert len(held_all) == len(want) > 8 and pool.delivered["own"] > 0
+    for k, _, arrays in held_all:
+        assert np.array_equal(arrays["t.short.v.item_id"], want[k]["short"].values["item_id"].numpy())
+    del kept, held_all
+    assert workers_alive() == [] and segments() == []
+
+
 def test_sparse_features_off_or_custom_on_the_process_engine(work):
     """The workers lay out only the default KJT; ``False`` gives none, a callable runs in the trainer."""
     tier, table = work
