@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpumat.core.errors import CorruptionError
+from gpumat.host import native
 from gpumat.host.ranges import ranges
 
 HDR_WORDS = 4  # base, slope, meta, hash
@@ -106,6 +107,9 @@ def block_hash(base, slope, meta, packed, nwords) -> np.ndarray:
     packed words (i from 0 within the block). ``packed`` holds the K blocks' words back to back,
     block k owning ``nwords[k]`` of them. Returns uint64 ``[K]``."""
     nwords = np.asarray(nwords, dtype=np.int64)
+    if native.available()[0]:
+        c = lambda a: np.ascontiguousarray(_u(a)).reshape(-1)  # noqa: E731
+        return native.block_hash(c(base), c(slope), c(meta), c(packed), np.ascontiguousarray(nwords))
     k = len(nwords)
     h = _mix_at(base, np.zeros(k, np.int64))
     with np.errstate(over="ignore"):
@@ -415,6 +419,11 @@ def decode_blocks_padded(hdr: np.ndarray, words: np.ndarray, lanes: int) -> np.n
     ``base + slope * k`` is added per row."""
     hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
     K = hdr.shape[0]
+    if K and lanes and native.available()[0]:
+        pad = np.empty((K, lanes), dtype=np.int64)
+        _native_decode(hdr, words, None, np.full(K, lanes, np.int64), np.arange(K, dtype=np.int64) * lanes, pad,
+                       clamp=True)
+        return pad
     if K and lanes and K * lanes <= _FEW_VALUES:
         return _decode_few(hdr, words, lanes).view(np.int64)
     pad = np.empty((K, lanes), dtype=np.uint64)
@@ -443,6 +452,12 @@ def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np
     """
     hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
     counts = np.asarray(counts, dtype=np.int64)
+    if lo is not None and native.available()[0]:  # only the wanted values: no decode-then-select
+        lo = np.ascontiguousarray(lo, dtype=np.int64)
+        out = np.empty(int(counts.sum()), dtype=np.int64)
+        if out.size:
+            _native_decode(hdr, words, lo, counts, np.cumsum(counts) - counts, out)
+        return out
     if lo is not None:
         lo = np.asarray(lo, dtype=np.int64)
         full = decode_blocks(hdr, words, lo + counts)
@@ -451,6 +466,9 @@ def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np
     total = int(counts.sum())
     out = np.empty(total, dtype=np.uint64)
     if total == 0:
+        return out.view(np.int64)
+    if native.available()[0]:
+        _native_decode(hdr, words, None, counts, np.cumsum(counts) - counts, out)
         return out.view(np.int64)
     lanes = -(-int(counts.max()) // 8) * 8  # a multiple of 8: whole groups of 8 values
     if len(counts) * lanes <= _FEW_VALUES:
@@ -479,6 +497,17 @@ def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np
         c = counts[short]
         out[ranges(start[short], c)] = side[np.arange(lanes)[None, :] < c[:, None]]
     return out.view(np.int64)
+
+
+def _native_decode(hdr, words, lo, counts, dst, out, clamp: bool = False) -> None:
+    """``native.decode`` on contiguous int64 views; a block outside ``words`` is a ``CorruptionError``."""
+    hdr = np.ascontiguousarray(hdr, dtype=np.int64)
+    words = np.ascontiguousarray(words, dtype=np.int64).reshape(-1)
+    bad = native.decode(hdr, words, lo, np.ascontiguousarray(counts, dtype=np.int64), dst, out, clamp)
+    if bad:
+        k = bad - 1
+        raise CorruptionError(f"block {k}: header (base, slope, meta) = {hdr[k].tolist()} points outside the "
+                              f"{words.size} packed words read")
 
 
 def decode_blob(blob: np.ndarray, count: int, block_size: int) -> np.ndarray:

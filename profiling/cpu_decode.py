@@ -116,14 +116,18 @@ def part_decode(tier, repeat: int) -> dict:
     blob = tuned_parquet(table)
     md = pq.ParquetFile(pa.BufferReader(blob)).metadata
     n = table.num_rows
-    out = {"events": n, "columns": {}}
+    from gpumat.host import native
+
+    use_c, where = native.available()
+    out = {"events": n, "columns": {}, "decoder": "C" if use_c else "NumPy", "decoder_where": where}
+    print(f"decoder: {out['decoder']} ({where}; GPUMAT_NATIVE=0 for the NumPy one)")
     src = np.arange(n, dtype=np.int64)
     dst = np.empty_like(src)
     memcpy = timed(lambda: np.copyto(dst, src), max(repeat, 5))  # warmed up: dst's pages touched
     out["memcpy_GBps"] = [8 * n / t / 1e9 for t in memcpy]
     print(f"{n:,} events; memcpy (np.copyto int64): {_rng(out['memcpy_GBps'], '{:.1f}')} GB/s = "
           f"{_rng([n / t / 1e6 for t in memcpy])} Mvalues/s")
-    print(f"{'column':<13}{'tier decode':>14}{'+verify':>10}{'parquet':>10}{'tier/pq':>10}{'tier/memcpy':>13}"
+    print(f"{'column':<13}{'tier decode':>14}{'+verify':>12}{'parquet':>10}{'tier/pq':>13}{'tier/memcpy':>13}"
           f"{'tier B/ev':>11}{'pq B/ev':>9}   (Mvalues/s, ranges over {repeat} runs)")
     for c in tier.schema:
         hdr, words, cnt = all_blocks(tier, c)
@@ -153,8 +157,8 @@ def part_decode(tier, repeat: int) -> dict:
             "tier_bytes_per_event": tier_bytes / n, "parquet_bytes_per_event": pq_bytes / n,
         }
         out["columns"][c] = r
-        print(f"{c:<13}{_rng(r['tier_Mvps']):>14}{_rng(r['tier_verify_Mvps']):>10}{_rng(r['parquet_Mvps']):>10}"
-              f"{_rng(r['tier_over_parquet'], '{:.2f}'):>10}{_rng(r['tier_over_memcpy'], '{:.2f}'):>13}"
+        print(f"{c:<13}{_rng(r['tier_Mvps']):>14}{_rng(r['tier_verify_Mvps']):>12}{_rng(r['parquet_Mvps']):>10}"
+              f"{_rng(r['tier_over_parquet'], '{:.2f}'):>13}{_rng(r['tier_over_memcpy'], '{:.2f}'):>13}"
               f"{r['tier_bytes_per_event']:>11.2f}{r['parquet_bytes_per_event']:>9.2f}")
     return out
 

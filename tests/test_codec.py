@@ -6,10 +6,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpumat.core.errors import CorruptionError
-from gpumat.host import codec
+from gpumat.host import codec, native
 from gpumat.host.ranges import ranges
 
 I64 = np.iinfo(np.int64)
+
+
+@pytest.fixture(autouse=True, params=["native", "numpy"])
+def decoder(request, monkeypatch):
+    """Every test runs on both decoders: the C one (host/_native.c) and NumPy's."""
+    if request.param == "native" and not native.available()[0]:
+        pytest.skip(f"C decoder: {native.available()[1]}")
+    if request.param == "numpy":
+        monkeypatch.setattr(native, "_decode", None)
+    return request.param
 
 
 def assert_same(got, want):
@@ -171,3 +181,75 @@ def test_bulk_and_few_paths_every_width_short_blocks(few, monkeypatch):
     assert_same(codec.decode_blocks(hdr, region, n, lo=lo), want)
     pad = codec.decode_blocks_padded(hdr, region, 128)
     assert_same(pad[np.arange(128)[None, :] < cnt[:, None]], x)
+
+
+def _bits_reference(words, bit, w):
+    """Python ints: bits [bit, bit + w) of the little-endian word stream (the codec's definition)."""
+    if w == 0:
+        return 0
+    q, sh = bit // 64, bit % 64
+    v = int(words[q]) >> sh
+    if sh + w > 64:
+        v |= int(words[q + 1]) << (64 - sh)
+    return v & ((1 << w) - 1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_decode_every_width_slope_and_range_against_python(seed, decoder):
+    """Random headers at every width 0..64 (word offsets anywhere, blocks up to the buffer's end),
+    random slopes and value ranges ``[lo, lo + cnt)``: each value is ``base + slope * j + bits``
+    (wrapping), computed here with Python integers."""
+    rng = np.random.default_rng(seed)
+    nwords = 400
+    words = rng.integers(0, 2**63, nwords, dtype=np.int64) * 2 + rng.integers(0, 2, nwords)
+    K = 300
+    w = np.concatenate([np.arange(65), rng.integers(0, 65, K - 65)])
+    hi = rng.integers(0, 140, K)
+    need = (hi * w + 63) // 64
+    off = np.array([rng.integers(0, nwords - n + 1) for n in need])
+    off[:65] = nwords - need[:65]  # the first 65 end exactly at the buffer's end
+    lo = np.minimum(rng.integers(0, 20, K), hi)
+    cnt = hi - lo
+    base = rng.integers(I64.min, I64.max, K, dtype=np.int64)
+    slope = np.where(rng.random(K) < 0.5, 0, rng.integers(I64.min, I64.max, K, dtype=np.int64))
+    hdr = np.stack([base, slope, (off << 8) | w], 1)
+    got = codec.decode_blocks(hdr, words, cnt, lo=lo)
+    want = []
+    for k in range(K):
+        for j in range(int(lo[k]), int(hi[k])):
+            v = (int(base[k]) + int(slope[k]) * j + _bits_reference(words.view(np.uint64), int(off[k]) * 64 + j * int(w[k]), int(w[k]))) % 2**64
+            want.append(v - 2**64 if v >= 2**63 else v)
+    assert_same(got, np.array(want, dtype=np.int64))
+    full = hi > 0
+    dense = codec.decode_blocks(hdr[full], words, hi[full])
+    assert_same(dense, np.concatenate([codec.decode_blocks(hdr[k : k + 1], words, hi[k : k + 1]) for k in np.flatnonzero(full)]))
+    pad = codec.decode_blocks_padded(hdr[full], words, 144)  # lanes past a block's count: anything
+    rows = pad[np.arange(144)[None, :] < hi[full][:, None]]
+    assert_same(rows, dense)
+
+
+def test_decode_rejects_a_header_outside_the_words(decoder):
+    """A header whose words lie outside the buffer: a ``CorruptionError`` from the C decoder (it checks
+    every block before reading); NumPy's path relies on verified hashes and is not asked."""
+    if decoder != "native":
+        pytest.skip("the NumPy decoder trusts verified headers")
+    words = np.arange(10, dtype=np.int64)
+    hdr = np.array([[0, 0, (8 << 8) | 64], [0, 0, (9 << 8) | 64]], dtype=np.int64)  # block 1 needs words 9..10
+    with pytest.raises(CorruptionError, match="block 1"):
+        codec.decode_blocks(hdr, words, np.array([1, 2]))
+    with pytest.raises(CorruptionError, match="block 0"):
+        codec.decode_blocks(np.array([[0, 0, (-1 << 8) | 3]]), words, np.array([4]))
+
+
+def test_block_hash_c_equals_numpy(monkeypatch):
+    """The C checksum and NumPy's agree (tiers written by either verify on the other)."""
+    if not native.available()[0]:
+        pytest.skip(f"C decoder: {native.available()[1]}")
+    rng = np.random.default_rng(3)
+    nw = rng.integers(0, 40, 200)
+    nw[:3] = 0
+    packed = rng.integers(I64.min, I64.max, int(nw.sum()) + 5, dtype=np.int64)
+    base, slope, meta = (rng.integers(I64.min, I64.max, 200, dtype=np.int64) for _ in range(3))
+    c = codec.block_hash(base, slope, meta, packed[: nw.sum()], nw)
+    monkeypatch.setattr(native, "_decode", None)
+    assert np.array_equal(c, codec.block_hash(base, slope, meta, packed[: nw.sum()], nw))

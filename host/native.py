@@ -1,0 +1,75 @@
+"""The host codec's C block decoder (``host/_native.c``), through ctypes, when the build made it.
+
+``decode`` is None where the shared object is absent (no C compiler at install time, or the
+source tree used without installing) or ``GPUMAT_NATIVE=0`` is set: ``host.codec`` then decodes
+with NumPy, bit-identical (the tests run both). ``available()`` says which one runs, and why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+import os
+
+import numpy as np
+
+ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
+
+
+def _load():
+    if os.environ.get(ENV, "1") == "0":
+        return None, f"{ENV}=0"
+    here = os.path.dirname(os.path.abspath(__file__))
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(here, "_native" + suffix)
+        if os.path.exists(path):
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError as e:  # pragma: no cover - a broken build
+                return None, f"{path}: {e}"
+            fn = lib.gm_decode
+            fn.restype = ctypes.c_int64
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                           ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+            h = lib.gm_block_hash
+            h.restype = None
+            h.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_void_p]
+            return (fn, h), path
+    return None, "not built (pip install -e . builds it; needs a C compiler)"
+
+
+_lib, _why = _load()
+_decode, _hash = _lib if _lib is not None else (None, None)
+
+
+def available() -> tuple[bool, str]:
+    """(whether the C decoder runs, its path or why not)."""
+    return _decode is not None and _hash is not None, _why
+
+
+def _ptr(a: np.ndarray):
+    return a.ctypes.data if a.size else None
+
+
+def decode(hdr: np.ndarray, words: np.ndarray, lo, cnt: np.ndarray, dst: np.ndarray, out: np.ndarray,
+           clamp: bool = False) -> int:
+    """Values ``[lo_k, lo_k + cnt_k)`` of block ``k`` to ``out[dst_k:]`` (``lo`` None: from 0).
+
+    All int64/uint64, C-contiguous; ``hdr`` ``[K, 3]``. Returns 0, or ``k + 1`` for the first block
+    whose header or words fall outside ``words`` (nothing is written for it or after it).
+    ``clamp``: a block's values past the end of ``words`` are taken as zero residuals instead (the
+    padded decode's lanes past a block's count)."""
+    return int(_decode(_ptr(hdr), _ptr(words), words.size, hdr.shape[0], None if lo is None else _ptr(lo),
+                       _ptr(cnt), _ptr(dst), _ptr(out), int(clamp)))
+
+
+def block_hash(base: np.ndarray, slope: np.ndarray, meta: np.ndarray, packed: np.ndarray, nwords: np.ndarray) -> np.ndarray:
+    """``host.codec.block_hash`` in C: uint64 ``[K]``. Every array contiguous 64-bit; ``packed``
+    holds at least ``nwords.sum()`` words (checked)."""
+    K = nwords.size
+    if int(nwords.sum()) > packed.size or (nwords < 0).any():
+        raise ValueError(f"block_hash: {packed.size} packed words for blocks of {int(nwords.sum())}")
+    out = np.empty(K, dtype=np.uint64)
+    if K:
+        _hash(_ptr(base), _ptr(slope), _ptr(meta), _ptr(packed), _ptr(nwords), K, _ptr(out))
+    return out
