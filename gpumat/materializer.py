@@ -480,7 +480,7 @@ class Materializer:
             st.violations = arrays["violations"]
             st.batch = MaterializedBatch(tenants, passthrough, None, sum(h["nbytes_read"] for h in header["tenants"].values()),
                                          st.request_ts)
-            if "kjt.values" in t:  # the default KJT, laid out by the worker (host.workers.kjt_layout): wrapped
+            if "kjt.values" in t:  # the default KJT, laid out by the worker (host.workers.jagged_layout): wrapped
                 keys = [f"{tn.name}.{c}" for tn in self.tenants for c in header["tenants"][tn.name]["columns"]]
                 st.batch.sparse_features = keyed_jagged_tensor_class()(
                     keys=keys, values=t["kjt.values"], lengths=t["kjt.lengths"], stride=ex.size)

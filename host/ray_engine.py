@@ -206,10 +206,13 @@ class _Builder:
         sizes = [0 if p is None else -(-p.nbytes // ALIGN_BYTES) * ALIGN_BYTES for p in packed]
         offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
-        data = np.zeros(int(offsets[-1]), dtype=np.uint8)
-        for p, lo in zip(packed, offsets[:-1]):
+        data = np.empty(int(offsets[-1]), dtype=np.uint8)
+        for i, (p, lo) in enumerate(zip(packed, offsets[:-1])):
             if p is not None:
-                p.write(data[lo: lo + p.nbytes])
+                try:
+                    p.write(data[lo: lo + p.nbytes])  # decodes here on a CPU training device
+                except Exception as e:  # noqa: BLE001 - as a failure of produce
+                    headers[i] = pickle.dumps(_failure(ks[i], e))
         n = len(ks)
         buf = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
         return pa.table({"r": pa.array(rs, pa.int64()), "k": pa.array(ks, pa.int64()),

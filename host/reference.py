@@ -71,8 +71,11 @@ def plan_segments(staged: StagedBatch, lanes: int):
     return src[o], dst[o], n[o], from_tail[o]
 
 
-def materialize_staged_reference(staged: StagedBatch) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(values per projected column in its schema dtype, violations bool [B]) for a host-resident batch."""
+def materialize_staged_reference(staged: StagedBatch, out: dict | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(values per projected column in its schema dtype, violations bool [B]) for a host-resident batch.
+
+    ``out``: optional ``{column: array}`` of ``staged.total`` values in the column's dtype to write
+    the projected columns into (a worker's shared-memory message); the others are allocated."""
     B = staged.batch_size
     if not staged.columns:  # a tenant with no columns and no leakage check: offsets only, nothing to decode
         return {}, np.zeros(B, dtype=bool)
@@ -96,18 +99,22 @@ def materialize_staged_reference(staged: StagedBatch) -> tuple[dict[str, np.ndar
         hdr = np.asarray(col.hdr)
         rows = decode_blocks_padded(hdr, np.asarray(col.words), lanes).reshape(-1) if hdr.shape[0] else np.zeros(0, np.int64)
         tails = np.asarray(col.tail_values)
+        dest = out.get(name) if out is not None and col.project else None
+        if dest is None:
+            dest = np.empty(total, dtype=dt)
+        elif dest.shape != (total,) or dest.dtype != dt:
+            raise ValueError(f"out[{name!r}]: expected {total} values of {dt}, got {dest.shape} {dest.dtype}")
         if by_slices:
-            out = np.empty(total, dtype=dt)
             for s, d, k, t in seg:
-                out[d : d + k] = (tails if t else rows)[s : s + k]
+                dest[d : d + k] = (tails if t else rows)[s : s + k]
         else:
-            out = np.concatenate([rows.astype(dt, copy=False), tails.astype(dt, copy=False)])[idx]
+            np.take(np.concatenate([rows.astype(dt, copy=False), tails.astype(dt, copy=False)]), idx, out=dest)
         if check and total:
             # strict: ts >= request_ts leaks; inclusive: only ts > request_ts does
             ne = np.flatnonzero(offsets[1:] > offsets[:-1])
-            top = np.maximum.reduceat(out, offsets[ne])
+            top = np.maximum.reduceat(dest, offsets[ne])
             rts = np.asarray(staged.request_ts, dtype=np.int64)[ne]
             violations[ne] = top > rts if staged.inclusive else top >= rts
         if col.project:
-            values[name] = out
+            values[name] = dest
     return values, violations

@@ -168,12 +168,17 @@ class Packed:
     arrays: dict
     nbytes: int
     fills: list = field(default_factory=list, repr=False)  # (name, fill(view)) writers, dropped once written
+    posts: list = field(default_factory=list, repr=False)  # fn(get) writers of several arrays, run after the fills
 
     def write(self, buf) -> None:
-        """Fill ``buf`` (any writable buffer of ``nbytes`` bytes) with the arrays."""
+        """Fill ``buf`` (any writable buffer of ``nbytes`` bytes) with the arrays. Decoding happens
+        here, straight into ``buf`` (``jagged_layout``), so it may raise what decoding raises."""
         for name, fill in self.fills:
-            fill(view(buf, self.arrays[name]))
-        self.fills = []
+            if fill is not None:
+                fill(view(buf, self.arrays[name]))
+        for fn in self.posts:
+            fn(lambda name: view(buf, self.arrays[name]))
+        self.fills, self.posts = [], []
 
 
 def view(buf, spec) -> np.ndarray:
@@ -192,9 +197,10 @@ class _Layout:
     def __init__(self):
         self.arrays: dict = {}
         self.fills: list = []
+        self.posts: list = []
         self.nbytes = 0
 
-    def add(self, name: str, dtype, shape, fill) -> None:
+    def add(self, name: str, dtype, shape, fill=None) -> None:
         dtype = np.dtype(dtype)
         n = math.prod(int(s) for s in shape)
         self.arrays[name] = (self.nbytes, dtype.str, tuple(int(s) for s in shape))
@@ -289,7 +295,7 @@ class ProducerSpec:
     rank: int
     world_size: int
     counts: object = None  # this rank's rows per unit, when already counted
-    kjt: bool = False  # with ``decode``: also the KeyedJaggedTensor of every tenant column (``kjt_layout``)
+    kjt: bool = False  # with ``decode``: also the KeyedJaggedTensor of every tenant column (``jagged_layout``)
 
 
 class BatchProducer:
@@ -352,25 +358,14 @@ class BatchProducer:
                 other[name] = col
         tenants = {}
         if spec.decode:
-            violations = np.zeros(ex.size, dtype=bool)
-            decoded = {}
             for t in spec.tenants:
                 s = staged[t.name]
-                values, viol = materialize_staged_reference(s)
-                violations |= np.asarray(viol, dtype=bool)
                 offsets = np.asarray(s.offsets)
-                decoded[t.name] = (offsets, values)
                 lay.array(f"t.{t.name}.offsets", offsets)
                 lay.array(f"t.{t.name}.lengths", np.diff(offsets))
                 tenants[t.name] = {"mode": "jagged", "columns": list(t.columns), "nbytes_read": s.nbytes_read,
                                    "max_len": int(np.diff(offsets).max()) if offsets.size > 1 else 0}
-            if spec.kjt:
-                kjt_layout(lay, spec.tenants, decoded)
-            else:
-                for t in spec.tenants:
-                    for c in t.columns:
-                        lay.array(f"t.{t.name}.v.{c}", decoded[t.name][1][c])
-            lay.array("violations", violations)
+            jagged_layout(lay, spec.tenants, staged, spec.kjt)
         else:
             for name, s in staged.items():
                 layout, words = staged_layout(s)
@@ -380,32 +375,48 @@ class BatchProducer:
         header = {"k": k, "epoch": epoch, "tenants": tenants, "passthrough": list(ex.passthrough),
                   "numeric": numeric, "other": other, "tier_version": tier.version,
                   "materialized_bytes": _materialized_bytes(staged, spec.tenants)}
-        return Packed(header, lay.arrays, max(lay.nbytes, ALIGN_BYTES), lay.fills)
+        return Packed(header, lay.arrays, max(lay.nbytes, ALIGN_BYTES), lay.fills, lay.posts)
 
 
-def kjt_layout(lay: _Layout, tenants, decoded: dict) -> None:
-    """The jagged values of every tenant column, laid out as the ``KeyedJaggedTensor`` that
-    ``MaterializedBatch.to_kjt()`` builds (keys ``"{tenant}.{column}"`` in tenant then column order):
-    ``kjt.values`` (int64, the columns back to back) and ``kjt.lengths`` (each tenant's lengths,
-    once per column). An int64 column's ``t.{tenant}.v.{column}`` is a view of its slice of
-    ``kjt.values``, so the trainer wraps both with no copy and the message carries those values once."""
-    parts = [(t.name, c, decoded[t.name][1][c]) for t in tenants for c in t.columns]
-    total = sum(int(v.size) for _, _, v in parts)
-    starts = np.cumsum([0] + [int(v.size) for _, _, v in parts])
+def jagged_layout(lay: _Layout, tenants, staged: dict, kjt: bool) -> None:
+    """The finished jagged values of every tenant column and the leakage flags, decoded by the
+    reference backend straight into the message when it is written (no intermediate arrays).
 
-    def fill_values(out):
-        for (_, _, v), a in zip(parts, starts[:-1].tolist()):
-            out[a : a + v.size] = v
-
-    lay.add("kjt.values", np.int64, (total,), fill_values)
-    base = lay.arrays["kjt.values"][0]
-    for (name, c, v), a in zip(parts, starts[:-1].tolist()):
-        if v.dtype == np.int64:  # a view of the KJT's values: no bytes of its own, nothing to fill
-            lay.arrays[f"t.{name}.v.{c}"] = (base + 8 * a, np.dtype(np.int64).str, (int(v.size),))
+    ``kjt``: laid out as the ``KeyedJaggedTensor`` that ``MaterializedBatch.to_kjt()`` builds (keys
+    ``"{tenant}.{column}"`` in tenant then column order): ``kjt.values`` (int64, the columns back to
+    back) and ``kjt.lengths`` (each tenant's lengths, once per column). An int64 column's
+    ``t.{tenant}.v.{column}`` is then a view of its slice of ``kjt.values``, so the trainer wraps both
+    with no copy and the message carries those values once; an int32 column has its own array, and
+    its slice of ``kjt.values`` is filled from it."""
+    parts = [(t.name, c, staged[t.name].total, np.dtype(staged[t.name].columns[c].dtype)) for t in tenants for c in t.columns]
+    starts = np.cumsum([0] + [n for _, _, n, _ in parts]).tolist()
+    if kjt:
+        lay.add("kjt.values", np.int64, (starts[-1],))
+        base = lay.arrays["kjt.values"][0]
+    for (name, c, n, dt), a in zip(parts, starts[:-1]):
+        if kjt and dt == np.int64:  # a view of the KJT's values: no bytes of its own
+            lay.arrays[f"t.{name}.v.{c}"] = (base + 8 * a, dt.str, (n,))
         else:
-            lay.array(f"t.{name}.v.{c}", v)
-    lengths = [np.diff(decoded[t.name][0]) for t in tenants for _ in t.columns]
-    lay.array("kjt.lengths", np.concatenate(lengths) if lengths else np.zeros(0, np.int64))
+            lay.add(f"t.{name}.v.{c}", dt, (n,))
+    if kjt:
+        lengths = [np.diff(np.asarray(staged[t.name].offsets)) for t in tenants for _ in t.columns]
+        lay.array("kjt.lengths", np.concatenate(lengths) if lengths else np.zeros(0, np.int64))
+    batch = next(iter(staged.values())).batch_size if staged else 0
+    lay.add("violations", np.bool_, (batch,))
+
+    def decode(get):
+        violations = get("violations")
+        violations[...] = False
+        for t in tenants:
+            _, viol = materialize_staged_reference(staged[t.name], {c: get(f"t.{t.name}.v.{c}") for c in t.columns})
+            violations |= np.asarray(viol, dtype=bool)
+        if kjt:
+            values = get("kjt.values")
+            for (name, c, n, dt), a in zip(parts, starts[:-1]):
+                if dt != np.int64:
+                    values[a : a + n] = get(f"t.{name}.v.{c}")
+
+    lay.posts.append(decode)
 
 
 def _materialized_bytes(staged: dict, tenants) -> int:
@@ -495,22 +506,27 @@ def _worker_main(spec: ProducerSpec, index: int, workers: int, epoch: int, start
     try:
         while k < total and alive():
             seen: list = []
+            slot = name = None
             try:
                 packed = producer.produce(epoch, k, seen)
+                slot = ring.take() if free is not None else None
+                if slot is not None:
+                    name = ring.name(slot)
+                    packed.write(ring.mapping(slot, packed.nbytes))  # decodes here (jagged_layout)
+                else:
+                    mm = shm_create(f"{prefix}-{k}", packed.nbytes)
+                    name = f"{prefix}-{k}"
+                    try:
+                        packed.write(mm)
+                    finally:
+                        mm.close()
             except BaseException as e:  # noqa: BLE001
+                if slot is not None:
+                    ring.unused.append(slot)  # nothing views it: free again
+                elif name is not None:
+                    shm_unlink(name)
                 put(_failure(k, e, seen[0] if seen else None))
                 break
-            slot = ring.take() if free is not None else None
-            if slot is not None:
-                name = ring.name(slot)
-                packed.write(ring.mapping(slot, packed.nbytes))
-            else:
-                name = f"{prefix}-{k}"
-                mm = shm_create(name, packed.nbytes)
-                try:
-                    packed.write(mm)
-                finally:
-                    mm.close()
             msg = {"k": k, "shm": name, "slot": slot, "nbytes": packed.nbytes, "header": packed.header,
                    "arrays": packed.arrays}
             if not put(msg):

@@ -602,3 +602,21 @@ def test_cuda_twin_matches():
             assert_equal_verbose(values[c].cpu().numpy(), twin[c], f"cuda twin {c}")
         assert_equal_verbose(viol.cpu().numpy(), tviol, "cuda twin violations")
 
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reference_writes_into_given_arrays(seed):
+    """``materialize_staged_reference(staged, out)`` (the process workers' decode straight into shared
+    memory) gives the same values and flags, in the arrays given; a wrong array is refused."""
+    from gpumat.host.reference import materialize_staged_reference
+
+    staged, _, _ = random_batch(seed, 13, 300, 700, 150, ("item", "act", "ts"), True)
+    want, want_viol = materialize_staged_reference(staged)
+    out = {c: np.full(staged.total, -7, dtype=np.dtype(staged.columns[c].dtype)) for c in want}
+    got, viol = materialize_staged_reference(staged, out)
+    assert np.array_equal(viol, want_viol)
+    for c in want:
+        assert got[c] is out[c] and np.array_equal(out[c], want[c]) and out[c].dtype == want[c].dtype
+    bad = dict(out, act=np.zeros(staged.total + 1, dtype=out["act"].dtype))
+    with pytest.raises(ValueError, match="act"):
+        materialize_staged_reference(staged, bad)
