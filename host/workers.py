@@ -36,6 +36,7 @@ import threading
 import time
 import traceback
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -569,14 +570,6 @@ def _main_module_hidden():
 RING_SPARE = 4  # ring slots per worker beyond its queued batches: those the training loop holds
 
 
-def _give_back(free, slot: int) -> None:
-    """Return a ring slot to its worker (a finalizer: the pool may be closed by then)."""
-    try:
-        free.put(slot)
-    except (OSError, ValueError, EOFError):
-        pass
-
-
 class ProcessPool:
     """``workers`` processes building an epoch's batches from ``start`` on; iterate for ``(k, header, arrays)``."""
 
@@ -593,6 +586,9 @@ class ProcessPool:
         self._queues = [ctx.Queue(maxsize=per) for _ in range(self.workers)]
         # each worker's ring: its queued batches, the one it writes, and RING_SPARE the loop holds
         self._free = [ctx.SimpleQueue() for _ in range(self.workers)]
+        # (worker, slot) of mappings nothing views any more: appended by finalizers (no lock taken there,
+        # they may run inside any allocation), sent back to the workers by the consuming thread
+        self._returned: deque = deque()
         self._procs = [ctx.Process(target=_worker_main, name=f"{name}-{i}",
                                    args=(spec, i, self.workers, self.epoch, self.start, self._queues[i], self._stop,
                                          f"{self.prefix}-{i}", self._free[i], per + 1 + RING_SPARE), daemon=True)
@@ -634,13 +630,20 @@ class ProcessPool:
         slot = msg.get("slot")
         mm = shm_attach(msg["shm"], msg["nbytes"], unlink=slot is None)
         if slot is not None:  # the slot goes back to its worker once nothing views this mapping
-            weakref.finalize(mm, _give_back, self._free[i], slot)
+            weakref.finalize(mm, self._returned.append, (i, slot))
         self.delivered["own" if slot is None else "ring"] += 1
         return k, msg["header"], views(mm, msg["arrays"])
+
+    def _give_back(self) -> None:
+        """Send the slots finalizers freed back to their workers."""
+        while self._returned:
+            i, slot = self._returned.popleft()
+            self._free[i].put(slot)
 
     def _get(self, i: int, k: int):
         q, proc = self._queues[i], self._procs[i]
         while True:
+            self._give_back()
             try:
                 return q.get(timeout=0.1)
             except queue.Empty:
@@ -682,7 +685,8 @@ class ProcessPool:
         for q in self._queues:
             q.close()
             q.join_thread()
-        for f in self._free:  # a batch dropped later gives its slot back to nobody (_give_back)
+        self._returned.clear()
+        for f in self._free:
             f.close()
         for name in shm_segments(self.prefix):  # a worker stopped between creating and sending a segment
             shm_unlink(name)
