@@ -51,15 +51,15 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gpumat.bench.util import check_empty_dir, check_outputs, environment, report, require_matplotlib
+from gpumat.bench.util import (
+    check_empty_dir, check_outputs, environment, report, require_matplotlib, scratch_dir,
+)
 from gpumat.core.errors import GpumatError, SchemaError
 from gpumat.core.names import TAIL_PREFIX
 from gpumat.bench.trace import STAGES, cuda_sync_guard, profile_overlapped, sync_check
@@ -506,10 +506,8 @@ def run(args) -> dict:
     else:
         env = environment()
 
-    workdir = args.workdir or tempfile.mkdtemp(prefix="gpumat-bench-e2e-")
-    os.makedirs(workdir, exist_ok=True)
     t_start = time.perf_counter()
-    try:
+    with scratch_dir(args.workdir, "gpumat-bench-e2e-") as workdir:
         say(f"building the synthetic workload (scale {scale}) in {workdir} ...")
         w = synthetic_workload(os.path.join(workdir, "tier"), scale=scale, seed=args.seed,
                                progress=not args.quiet and args.json != "-")
@@ -548,9 +546,6 @@ def run(args) -> dict:
         result["elapsed_s"] = time.perf_counter() - t_start
         report(result, args, print_table, plot, say)
         return result
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def available_cores() -> int:

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
-import tempfile
 import threading
 import time
 
 import numpy as np
 
-from gpumat.bench.util import check_empty_dir, check_outputs, environment, report, require_matplotlib
+from gpumat.bench.util import (
+    check_empty_dir, check_outputs, environment, report, require_matplotlib, scratch_dir,
+)
 from gpumat.core.errors import SchemaError
 
 ENGINES = ("thread", "process", "ray")
@@ -217,10 +217,8 @@ def run(args) -> dict:
     workers = _pos(args.workers, "workers") if args.workers is not None else max(1, cores - 1)
     torch.set_num_threads(1)  # the loop does no math; keep torch's pool from taking a core
 
-    workdir = args.workdir or tempfile.mkdtemp(prefix="gpumat-bench-engines-")
-    os.makedirs(workdir, exist_ok=True)
     t_start = time.perf_counter()
-    try:
+    with scratch_dir(args.workdir, "gpumat-bench-engines-") as workdir:
         say(f"building the synthetic workload (scale {args.scale}) in {workdir} ...")
         w = synthetic_workload(os.path.join(workdir, "tier"), scale=args.scale, seed=args.seed,
                                progress=not args.quiet and args.json != "-")
@@ -255,9 +253,6 @@ def run(args) -> dict:
         }
         report(result, args, print_table, plot, say)
         return result
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def print_table(r: dict) -> None:

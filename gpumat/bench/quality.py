@@ -30,14 +30,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import threading
 import time
 
 import numpy as np
 
-from gpumat.bench.util import check_empty_dir, check_outputs, environment, report, require_matplotlib, write_json
+from gpumat.bench.util import (
+    check_empty_dir, check_outputs, environment, report, require_matplotlib, scratch_dir,
+    write_json,
+)
 from gpumat.core.errors import SchemaError
 
 DATASETS = ("ml1m", "synthetic")
@@ -407,12 +408,10 @@ def run(args) -> dict:
     torch.set_num_threads(threads)
     progress = not args.quiet
     say = (lambda *a: None) if args.json == "-" else (lambda *a: print(*a, flush=True))
-    workdir = args.workdir or tempfile.mkdtemp(prefix="gpumat-quality-")
-    os.makedirs(workdir, exist_ok=True)
     t_start = time.perf_counter()
     # the code and machine that run, read now: a long run outlives commits made meanwhile
     env = environment(torch.cuda.get_device_name() if device.startswith("cuda") else "cpu")
-    try:
+    with scratch_dir(args.workdir, "gpumat-quality-") as workdir:
         if args.dataset == "ml1m":
             w = leave_one_out_workload(os.path.join(workdir, "tier"), source=args.source, max_len=max(settings["max_lens"]))
             eval_max_len = {"history": w.stats["max_length"], "window": None, "none": None}[args.filter_seen]
@@ -456,6 +455,3 @@ def run(args) -> dict:
         }
         report(result, args, print_table, plot, say)
         return result
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)

@@ -26,8 +26,6 @@ the bytes fetched against the planned ones), the same for a warm epoch (the page
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +34,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gpumat.core.progress import progress as progress_bar
-from gpumat.bench.util import check_outputs, dir_bytes, environment, human_bytes, report, require_matplotlib
+from gpumat.bench.util import (
+    check_outputs, dir_bytes, environment, human_bytes, report, require_matplotlib, scratch_dir,
+)
 
 TARGETS = {"stored_ratio_max": 0.10, "short_read_ratio_max": 1 / 20, "long_read_ratio_max": 1 / 5}
 
@@ -235,9 +235,7 @@ def run(args) -> dict:
     check_outputs(args)
     progress = not args.quiet and args.json != "-"
     say = print if args.json != "-" else (lambda *a, **k: None)
-    workdir = args.workdir or tempfile.mkdtemp(prefix="gpumat-bench-storage-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
+    with scratch_dir(args.workdir, "gpumat-bench-storage-") as workdir:
         t0 = time.perf_counter()
         tier_uri = args.uri or os.path.join(workdir, "tier")
         say(f"building the synthetic workload (scale {args.scale}) in {tier_uri} ...")
@@ -336,9 +334,6 @@ def run(args) -> dict:
         }
         report(result, args, _print_table, _plot, say)
         return result
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _print_table(r: dict) -> None:

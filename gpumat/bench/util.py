@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 
@@ -128,3 +131,16 @@ def check_empty_dir(path, option: str) -> None:
 def dir_bytes(path) -> int:
     """Bytes of every file under ``path``."""
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+@contextlib.contextmanager
+def scratch_dir(workdir, prefix: str):
+    """A benchmark's working directory: ``workdir`` (``--workdir``, created if missing, kept), or a
+    new temporary directory removed at the end, whatever happens."""
+    path = workdir or tempfile.mkdtemp(prefix=prefix)
+    os.makedirs(path, exist_ok=True)
+    try:
+        yield path
+    finally:
+        if workdir is None:
+            shutil.rmtree(path, ignore_errors=True)

@@ -19,17 +19,15 @@ a clean tier holding the same histories. JSON with ``--json``, a PNG with ``--pl
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 
 import numpy as np
 
-from gpumat.bench.util import check_outputs, dir_bytes, environment, report, require_matplotlib
+from gpumat.bench.util import check_outputs, dir_bytes, environment, report, require_matplotlib, scratch_dir
 
 SCHEMA = {"ts": "int64", "item_id": "int64", "action": "int32"}
 
@@ -156,11 +154,9 @@ def run(args) -> dict:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(args.nofile, hard), hard))
     say = print if args.json != "-" else (lambda *a, **k: None)
-    workdir = args.workdir or tempfile.mkdtemp(prefix="gpumat-bench-versions-")
-    os.makedirs(workdir, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     tenant = gpumat.Tenant("t", ["item_id", "ts"], 256)
-    try:
+    with scratch_dir(args.workdir, "gpumat-bench-versions-") as workdir:
         uri = os.path.join(workdir, "tier")
         t = Tier.create(uri, SCHEMA)
         tables, appends, rows = [], [], []
@@ -234,9 +230,6 @@ def run(args) -> dict:
             result["killed_writers"] = killed_writers(workdir, args.killed_writers, args.seed)
         report(result, args, print_table, plot, say)
         return result
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def print_table(r: dict) -> None:

@@ -108,10 +108,12 @@ def _fat_pairs(reader, tenant, labels: np.ndarray, batch_size: int, late_batches
         yield batch, torch.tensor(labels[i * batch_size : i * batch_size + batch.batch_size])
 
 
-def _kept(pairs, keep: list):
-    """Pass (batch, labels) pairs through, keeping the batches for the Fat Row comparison."""
+def _kept(pairs, keep: list, limit: int):
+    """Pass (batch, labels) pairs through, keeping the first ``limit`` batches for the Fat Row
+    comparison (only those are compared; keeping every batch held all of them in memory)."""
     for batch, labels in pairs:
-        keep.append(batch)
+        if len(keep) < limit:
+            keep.append(batch)
         yield batch, labels
 
 
@@ -224,8 +226,9 @@ def run(args) -> dict:
                            engine="process" if device == "cpu" else "thread")
         model, opt = fresh_model()
         late_batches: list = []
-        late = train_steps(model, opt, _kept(labeled_batches(mat.iterate(w.train, **loader_args), tenant.name), late_batches),
-                           args.steps, log_every=25, progress=progress)
+        kept = _kept(labeled_batches(mat.iterate(w.train, **loader_args), tenant.name), late_batches,
+                     min(args.fatrow_steps, args.steps))
+        late = train_steps(model, opt, kept, args.steps, log_every=25, progress=progress)
         with step(f"evaluating on {w.heldout.num_rows:,} held-out requests (full catalog ranked)"):
             heldout = mat.iterate(w.heldout, batch_size=1024, shuffle=False)
             quality = evaluate(model, labeled_batches(heldout, tenant.name), k=10, progress=progress, total=len(heldout))
