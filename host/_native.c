@@ -14,9 +14,10 @@
  * Head and tail values outside whole groups of 8, and blocks whose last group would load past the
  * end of `words`, take a bounds-checked path.
  *
- * Safety: every block's header is checked against `nwords` before anything is read; a block whose
- * words would lie outside the buffer is reported (return value k + 1) and nothing past the blocks
- * before it is written. No Python API is used inside; a trivial module init makes the shared
+ * Safety: each block's header (width, offset, value range) is checked against `nwords` before that
+ * block is read; a block whose words would lie outside the buffer is reported (return value k + 1),
+ * after the blocks before it were written. Sizes are bounded (GM_MAX_VALUES) so no index overflows.
+ * The caller (host/native.py) checks the output positions. No Python API is used inside; a trivial module init makes the shared
  * object importable as an extension module as well as loadable with ctypes.
  */
 #include <Python.h>
@@ -88,6 +89,10 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
     for (; j < hi; j++, acc += slope) *out++ = acc + bits_checked(words, nwords, bit0 + (uint64_t)j * w, w);
 }
 
+#define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
+
+int64_t gm_abi_version(void) { return 1; } /* host/native.py refuses a build of another version */
+
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
 /* hdr: int64 [K, 3] (base, slope, meta = word_off << 8 | w); lo, cnt, dst: int64 [K].
@@ -103,6 +108,8 @@ int64_t gm_decode(const int64_t *hdr, const uint64_t *words, int64_t nwords, int
         int64_t a = lo ? lo[k] : 0, n = cnt[k];
         if (w > 64 || off < 0 || a < 0 || n < 0) return k + 1;
         if (n == 0) continue;
+        /* no overflow below: hi * 64 and off * 64 (bit positions) stay inside int64 */
+        if (n > GM_MAX_VALUES - a || off > GM_MAX_VALUES) return k + 1;
         int64_t hi = a + n;
         uint64_t *o = out + dst[k];
         if (w && off + ((hi * w + 63) >> 6) > nwords) {

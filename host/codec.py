@@ -12,6 +12,9 @@ possible bit widths or over the 6 steps of a bit-length computation, never over 
 All arithmetic is done on ``uint64`` views, so it wraps exactly like the two's-complement formula
 that the kernels evaluate, and any slope decodes correctly; the encoder only prefers a slope when
 it needs fewer bits than plain frame of reference.
+
+Decoding and checksums run in C (``host/_native.c`` through ``gpumat.host.native``) when the
+install built it, else in NumPy as described here; both give the same bits (tests/test_codec.py).
 """
 
 from __future__ import annotations

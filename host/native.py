@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
+ABI = 1  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -27,6 +28,9 @@ def _load():
                 lib = ctypes.CDLL(path)
             except OSError as e:  # pragma: no cover - a broken build
                 return None, f"{path}: {e}"
+            lib.gm_abi_version.restype = ctypes.c_int64
+            if lib.gm_abi_version() != ABI:  # an old build of an older _native.c: rebuild with pip install
+                return None, f"{path}: built from another version of _native.c (pip install -e . rebuilds it)"
             fn = lib.gm_decode
             fn.restype = ctypes.c_int64
             fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
@@ -59,7 +63,18 @@ def decode(hdr: np.ndarray, words: np.ndarray, lo, cnt: np.ndarray, dst: np.ndar
     whose header or words fall outside ``words`` (nothing is written for it or after it).
     ``clamp``: a block's values past the end of ``words`` are taken as zero residuals instead (the
     padded decode's lanes past a block's count)."""
-    return int(_decode(_ptr(hdr), _ptr(words), words.size, hdr.shape[0], None if lo is None else _ptr(lo),
+    K = hdr.shape[0]
+    for name, a, dt in (("hdr", hdr, np.int64), ("words", words, None), ("cnt", cnt, np.int64), ("dst", dst, np.int64),
+                        ("lo", lo, np.int64), ("out", out, None)):
+        if a is None:
+            continue
+        if not a.flags.c_contiguous or a.dtype.itemsize != 8 or (dt is not None and a.dtype != dt):
+            raise ValueError(f"native.decode: {name} must be C-contiguous {np.dtype(dt or np.int64)}, got {a.dtype}")
+    if hdr.ndim != 2 or hdr.shape[1] != 3 or cnt.shape != (K,) or dst.shape != (K,) or (lo is not None and lo.shape != (K,)):
+        raise ValueError(f"native.decode: hdr [K, 3] with cnt, dst (and lo) of K = {K} entries")
+    if K and ((cnt < 0).any() or (dst < 0).any() or int((dst + cnt).max()) > out.size):
+        raise ValueError(f"native.decode: output positions outside the {out.size} values of out")
+    return int(_decode(_ptr(hdr), _ptr(words), words.size, K, None if lo is None else _ptr(lo),
                        _ptr(cnt), _ptr(dst), _ptr(out), int(clamp)))
 
 
@@ -67,6 +82,8 @@ def block_hash(base: np.ndarray, slope: np.ndarray, meta: np.ndarray, packed: np
     """``host.codec.block_hash`` in C: uint64 ``[K]``. Every array contiguous 64-bit; ``packed``
     holds at least ``nwords.sum()`` words (checked)."""
     K = nwords.size
+    if base.size != K or slope.size != K or meta.size != K:
+        raise ValueError(f"block_hash: base, slope, meta must have {K} entries")
     if int(nwords.sum()) > packed.size or (nwords < 0).any():
         raise ValueError(f"block_hash: {packed.size} packed words for blocks of {int(nwords.sum())}")
     out = np.empty(K, dtype=np.uint64)

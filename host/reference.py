@@ -109,7 +109,7 @@ def materialize_staged_reference(staged: StagedBatch, out: dict | None = None) -
                 dest[d : d + k] = (tails if t else rows)[s : s + k]
         else:
             src = np.concatenate([rows.astype(dt, copy=False), tails.astype(dt, copy=False)])
-            np.take(src, idx, out=dest, mode="clip")  # idx is valid; "clip" writes out unbuffered
+            np.take(src, idx, out=dest)
         if check and total:
             # strict: ts >= request_ts leaks; inclusive: only ts > request_ts does
             ne = np.flatnonzero(offsets[1:] > offsets[:-1])

@@ -120,6 +120,7 @@ class ShmRing:
         """This worker's mapping of ``slot``, grown to at least ``nbytes``."""
         if self.size.get(slot, 0) < nbytes:
             old = self.maps.pop(slot, None)
+            self.size.pop(slot, None)
             if old is not None:
                 old.close()
             fd = _posixshmem.shm_open("/" + self.name(slot), os.O_CREAT | os.O_RDWR, 0o600)
@@ -136,7 +137,10 @@ class ShmRing:
         A worker that ends its epoch leaves the names: batches still queued name them, and the
         pool's ``close()`` removes them; one whose training process is gone removes them itself."""
         for slot, mm in list(self.maps.items()):
-            mm.close()
+            try:
+                mm.close()
+            except BufferError:  # still viewed here (a failure's traceback): unmapped when that goes
+                pass
             if unlink:
                 shm_unlink(self.name(slot))
         self.maps.clear()
@@ -570,6 +574,11 @@ def _main_module_hidden():
 RING_SPARE = 4  # ring slots per worker beyond its queued batches: those the training loop holds
 
 
+def _unlink_all(prefix: str) -> None:
+    for name in shm_segments(prefix):
+        shm_unlink(name)
+
+
 class ProcessPool:
     """``workers`` processes building an epoch's batches from ``start`` on; iterate for ``(k, header, arrays)``."""
 
@@ -595,6 +604,9 @@ class ProcessPool:
                        for i in range(self.workers)]
         self._next = self.start
         self._closed = False
+        # at interpreter exit without close() (multiprocessing's own exit hook kills the workers
+        # first), the segments named after this pool are still removed
+        self._sweep = weakref.finalize(self, _unlink_all, self.prefix)
         self.delivered = {"ring": 0, "own": 0}  # batches handed over in a ring slot / in a segment of their own
         try:
             with _main_module_hidden():
@@ -688,8 +700,7 @@ class ProcessPool:
         self._returned.clear()
         for f in self._free:
             f.close()
-        for name in shm_segments(self.prefix):  # a worker stopped between creating and sending a segment
-            shm_unlink(name)
+        _unlink_all(self.prefix)  # ring slots, and a segment a worker made but never sent
 
     def _drain(self) -> None:
         for q in self._queues:

@@ -239,6 +239,20 @@ def test_decode_rejects_a_header_outside_the_words(decoder):
         codec.decode_blocks(hdr, words, np.array([1, 2]))
     with pytest.raises(CorruptionError, match="block 0"):
         codec.decode_blocks(np.array([[0, 0, (-1 << 8) | 3]]), words, np.array([4]))
+    for lo in (2**60, 2**63 - 1):  # a range whose bit positions would overflow int64: refused, not wrapped
+        with pytest.raises(CorruptionError, match="block 0"):
+            codec.decode_blocks(np.array([[0, 0, 64]]), words, np.array([1]), lo=np.array([lo]))
+    with pytest.raises(ValueError, match="output positions"):
+        native.decode(np.zeros((1, 3), np.int64), words, None, np.array([4]), np.array([-1]), np.zeros(4, np.int64))
+
+
+def test_a_build_of_another_version_is_not_used(monkeypatch):
+    """``_native`` built from an older ``_native.c`` (an editable install not rebuilt): NumPy decodes."""
+    if not native.available()[0]:
+        pytest.skip(f"C decoder: {native.available()[1]}")
+    monkeypatch.setattr(native, "ABI", native.ABI + 1)
+    fn, why = native._load()
+    assert fn is None and "another version" in why
 
 
 def test_block_hash_c_equals_numpy(monkeypatch):

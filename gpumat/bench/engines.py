@@ -11,7 +11,10 @@ training process spends is data work. Per engine:
   children and have exited when the epoch ends; Ray's workers are not, so not counted there);
 - **the training process's peak RSS growth** over the epoch: its high-water mark is reset
   (``/proc/self/clear_refs``) after the loader is built, and read after the epoch, minus the RSS
-  before. Where the reset is not allowed, RSS is sampled every 5 ms instead;
+  before. Where the reset is not allowed, RSS is sampled every 5 ms instead. It is the training
+  process's own memory only: the loop never touches the values, so a batch in shared memory (the
+  process engine's ring, Ray's object store) counts only as far as the trainer reads it, and the
+  workers' memory is not included;
 - the bytes shipped per batch (the staged batch: compressed blocks, descriptors, tails) against
   the jagged bytes they expand to, per tenant (``e2e.shipping_bytes``).
 
@@ -154,6 +157,11 @@ def run_engine(mat, source: str, engine: str, args, workers: int) -> dict:
     gc.collect()
     ray_options = {"init": {"num_cpus": max(2, workers + 1), "include_dashboard": False, "log_to_driver": False}} \
         if engine == "ray" else None
+    started_ray = False
+    if engine == "ray":
+        import ray
+
+        started_ray = not ray.is_initialized()
     cpu0, child0 = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     loader = mat.iterate(source, batch_size=args.batch_size, window=args.window, seed=args.seed, depth=args.depth,
@@ -172,6 +180,10 @@ def run_engine(mat, source: str, engine: str, args, workers: int) -> dict:
     gc.collect()
     cpu = _cpu(resource.RUSAGE_SELF) - cpu0
     children = _cpu(resource.RUSAGE_CHILDREN) - child0
+    if started_ray:  # its driver threads would count in the next engine's CPU
+        import ray
+
+        ray.shutdown()
     steady = wall - (t_first - t0) if t_first is not None else float("nan")
     return {"engine": engine, "workers": workers if engine != "thread" else 1, "batches": batches,
             "examples": examples, "wall_s": wall, "first_batch_s": (t_first - t0) if t_first else None,
@@ -275,7 +287,8 @@ def print_table(r: dict) -> None:
         print(f"  shipped {name}: {sh['staged_bytes_per_batch'] / 1e3:.1f} kB staged per batch, expands to "
               f"{sh['materialized_bytes_per_batch'] / 1e3:.1f} kB materialized ({sh['materialized_over_staged']:.1f}x)")
     rss = {e["rss_method"] for e in r["results"].values()}
-    print(f"  peak RSS: {', '.join(sorted(rss))}; Ray's workers are not this process's children (their CPU: n/a)")
+    print(f"  peak RSS: the training process's own ({', '.join(sorted(rss))}; shared-memory batch pages count only "
+          f"where it reads them, workers excluded); Ray's workers are not this process's children (their CPU: n/a)")
 
 
 def plot(r: dict, path: str) -> None:
