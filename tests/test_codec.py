@@ -232,7 +232,7 @@ def test_decode_rejects_a_header_outside_the_words(decoder):
     """A header whose words lie outside the buffer: a ``CorruptionError`` from the C decoder (it checks
     every block before reading); NumPy's path relies on verified hashes and is not asked."""
     if decoder != "native":
-        pytest.skip("the NumPy decoder trusts verified headers")
+        pytest.skip("the NumPy decoder trusts verified headers: runs with the C decoder")
     words = np.arange(10, dtype=np.int64)
     hdr = np.array([[0, 0, (8 << 8) | 64], [0, 0, (9 << 8) | 64]], dtype=np.int64)  # block 1 needs words 9..10
     with pytest.raises(CorruptionError, match="block 1"):
@@ -246,19 +246,19 @@ def test_decode_rejects_a_header_outside_the_words(decoder):
         native.decode(np.zeros((1, 3), np.int64), words, None, np.array([4]), np.array([-1]), np.zeros(4, np.int64))
 
 
-def test_a_build_of_another_version_is_not_used(monkeypatch):
+def test_a_build_of_another_version_is_not_used(monkeypatch, decoder):
     """``_native`` built from an older ``_native.c`` (an editable install not rebuilt): NumPy decodes."""
-    if not native.available()[0]:
-        pytest.skip(f"C decoder: {native.available()[1]}")
+    if decoder != "native":
+        pytest.skip("about the C decoder's build: runs once, with the C decoder")
     monkeypatch.setattr(native, "ABI", native.ABI + 1)
     fn, why = native._load()
     assert fn is None and "another version" in why
 
 
-def test_block_hash_c_equals_numpy(monkeypatch):
+def test_block_hash_c_equals_numpy(monkeypatch, decoder):
     """The C checksum and NumPy's agree (tiers written by either verify on the other)."""
-    if not native.available()[0]:
-        pytest.skip(f"C decoder: {native.available()[1]}")
+    if decoder != "native":
+        pytest.skip("compares the C checksum with NumPy's: runs once, with the C decoder")
     rng = np.random.default_rng(3)
     nw = rng.integers(0, 40, 200)
     nw[:3] = 0
