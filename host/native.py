@@ -1,8 +1,9 @@
 """The host codec's C block decoder (``host/_native.c``), through ctypes, when the build made it.
 
-``decode`` is None where the shared object is absent (no C compiler at install time, or the
-source tree used without installing) or ``GPUMAT_NATIVE=0`` is set: ``host.codec`` then decodes
-with NumPy, bit-identical (the tests run both). ``available()`` says which one runs, and why.
+Where the shared object is absent (no C compiler at install time, or the source tree used
+without installing), was built from another version of ``_native.c``, or ``GPUMAT_NATIVE=0`` is
+set, ``available()`` is False and ``host.codec`` decodes with NumPy, bit-identical (the tests run
+both). ``available()`` also says which one runs, and why.
 """
 
 from __future__ import annotations
