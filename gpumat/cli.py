@@ -107,13 +107,24 @@ def cmd_repair(args) -> int:
 
 
 def cmd_upgrade(args) -> int:
-    from gpumat.host.maintenance import upgrade
+    from gpumat.host.maintenance import has_old_format, upgrade
     from gpumat.host.store import LocalStore
-    from gpumat.host.tier import tier_root
+    from gpumat.host.tier import Tier, tier_root
 
-    r = upgrade(LocalStore(tier_root(args.tier)))
-    print(f"{args.tier}: converted to format 2 at version {r['version']} "
-          f"({r['segments']} data files, {r['length_rows']} length rows; versions before {r['version']} expired)")
+    root = tier_root(args.tier)
+    if has_old_format(LocalStore(root)):
+        r = upgrade(LocalStore(root))
+        print(f"{args.tier}: converted to format 2 at version {r['version']} "
+              f"({r['segments']} data files, {r['length_rows']} length rows; versions before {r['version']} expired)")
+    t = Tier.open(root)
+    old = [e for e in t._reader.state.files.values() if e.get("format", 2) < 3]
+    if not old:
+        print(f"{args.tier}: every data file of version {t.version} is format 3")
+        return 0
+    before = t.version
+    v = t.compact()  # compaction writes format 3 and rewrites every older file (host/writer.py)
+    print(f"{args.tier}: {len(old)} format-2 data file(s) of version {before} rewritten in format 3 at version {v} "
+          f"(older versions still read them until `gpumat vacuum`)")
     return 0
 
 
@@ -285,7 +296,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_repair)
 
-    s = sub.add_parser("upgrade", parents=[common], help="convert a format-1 tier (one manifest per version) in place")
+    s = sub.add_parser("upgrade", parents=[common], help="bring a tier to the current format: convert a format-1 tier (one manifest per "
+                                "version) in place, then rewrite format-2 data files as format 3 in a new version")
     s.add_argument("tier")
     s.set_defaults(func=cmd_upgrade)
 

@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 1; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 4; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -157,6 +157,104 @@ void gm_block_hash(const uint64_t *base, const uint64_t *slope, const uint64_t *
         packed += nwords[k];
         out[k] = h;
     }
+}
+
+/* host/pages.py realign: bits [src_bit[k], src_bit[k] + nbits[k]) of the byte stream buf (n bytes)
+ * to out[dst_word[k] ...] as whole little-endian words, zero past the block's bits: a format-3 block's
+ * payload in format 2's word-aligned form. Returns 0, or k + 1 for the first block whose bits fall
+ * outside buf (nothing written for it or after it). The caller checks the output positions. */
+int64_t gm_realign(const unsigned char *buf, int64_t n, const int64_t *src_bit, const int64_t *nbits,
+                   const int64_t *dst_word, int64_t K, uint64_t *out) {
+    for (int64_t k = 0; k < K; k++) {
+        int64_t b0 = src_bit[k], nb = nbits[k];
+        if (b0 < 0 || nb < 0 || nb > GM_MAX_VALUES || b0 > 8 * n - nb) return k + 1;
+        uint64_t *o = out + dst_word[k];
+        int64_t nw = (nb + 63) >> 6;
+        for (int64_t i = 0; i < nw; i++) {
+            int64_t bit = b0 + 64 * i, byte = bit >> 3;
+            unsigned sh = (unsigned)(bit & 7);
+            uint64_t v;
+            if (byte + 9 <= n) {
+                v = load64(buf + byte) >> sh;
+                if (sh) v |= (uint64_t)buf[byte + 8] << (64 - sh);
+            } else { /* the stream's last bytes: one at a time */
+                v = 0;
+                for (int64_t t = 0; t < 9 && byte + t < n; t++) {
+                    uint64_t c = buf[byte + t];
+                    int sft = 8 * (int)t - (int)sh;
+                    if (sft >= 64) break;
+                    v |= sft >= 0 ? c << sft : c >> (-sft);
+                }
+            }
+            int64_t rem = nb - 64 * i;
+            if (rem < 64) v &= (UINT64_C(1) << rem) - 1;
+            o[i] = v;
+        }
+    }
+    return 0;
+}
+
+/* host/segment.py chunk checksums: out[c] = low 32 bits of sum_t splitmix64(word_t ^ (i_t * golden))
+ * over the 8-byte little-endian words of chunk c (bytes [c * chunk, (c + 1) * chunk) of buf, zero past
+ * its n bytes), i_t the word's index in the blob region: ids[c] * chunk / 8 + t (ids: the chunks'
+ * numbers in the region, so the chunks of several runs can be checked in one call). */
+void gm_chunk_hash(const unsigned char *buf, int64_t n, int64_t chunk, const int64_t *ids, int64_t nchunks,
+                   uint32_t *out) {
+    const uint64_t g = UINT64_C(0x9E3779B97F4A7C15);
+    for (int64_t c = 0; c < nchunks; c++) {
+        uint64_t h = 0, w0 = (uint64_t)ids[c] * (uint64_t)(chunk / 8);
+        for (int64_t t = 0; t < chunk / 8; t++) {
+            int64_t at = c * chunk + 8 * t;
+            uint64_t v = 0;
+            if (at + 8 <= n) v = load64(buf + at);
+            else if (at < n) memcpy(&v, buf + at, (size_t)(n - at));
+            h += gm_mix(v ^ ((w0 + (uint64_t)t) * g));
+        }
+        out[c] = (uint32_t)h;
+    }
+}
+
+/* host/pages.py parse_fields: the bases and slopes of the blocks of whole pages. Page p's fields are
+ * bytes [fstart[p], fend[p]) of fbuf; its blocks are the run of blocks with page_of == p (sorted), of
+ * tags tag (width | 0x80 with a slope) and cnt values. Per block: LEB128 zigzag(base - prediction),
+ * then zigzag(slope) with a slope; the prediction is 0 for a page's first block, else the previous
+ * block's base + slope * cnt. Returns 0, or p + 1 for the first page whose fields are not exactly
+ * its blocks' varints (bases and slopes before it are written). */
+static inline int gm_varint(const unsigned char *b, int64_t *pos, int64_t end, uint64_t *v) {
+    uint64_t x = 0;
+    for (int i = 0; i < 10; i++) {
+        if (*pos >= end) return 1;
+        unsigned char c = b[(*pos)++];
+        if (i == 9 && c > 1) return 1;
+        x |= (uint64_t)(c & 0x7F) << (7 * i);
+        if (!(c & 0x80)) { *v = x; return 0; }
+    }
+    return 1;
+}
+
+static inline int64_t gm_unzigzag(uint64_t z) { return (int64_t)((z >> 1) ^ (UINT64_C(0) - (z & 1))); }
+
+int64_t gm_parse_fields(const unsigned char *fbuf, int64_t n, const int64_t *fstart, const int64_t *fend, int64_t P,
+                        const int64_t *tag, const int64_t *cnt, const int64_t *page_of, int64_t K, int64_t *base,
+                        int64_t *slope) {
+    int64_t k = 0;
+    for (int64_t p = 0; p < P; p++) {
+        int64_t pos = fstart[p], end = fend[p];
+        if (pos < 0 || end < pos || end > n) return p + 1;
+        uint64_t pred = 0;
+        for (; k < K && page_of[k] == p; k++) {
+            uint64_t d, z = 0;
+            if (gm_varint(fbuf, &pos, end, &d)) return p + 1;
+            if ((tag[k] & 0x80) && gm_varint(fbuf, &pos, end, &z)) return p + 1;
+            uint64_t b = pred + (uint64_t)gm_unzigzag(d);
+            int64_t sl = gm_unzigzag(z);
+            base[k] = (int64_t)b;
+            slope[k] = sl;
+            pred = b + (uint64_t)sl * (uint64_t)cnt[k];
+        }
+        if (pos != end) return p + 1;
+    }
+    return k == K ? 0 : P + 1;
 }
 
 static struct PyModuleDef gm_module = {PyModuleDef_HEAD_INIT, "_native", "gpumat C block decoder (loaded with ctypes)", -1, NULL, NULL, 0, 0, 0};

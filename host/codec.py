@@ -176,18 +176,32 @@ def _pack(r2: np.ndarray, w: np.ndarray, nw: np.ndarray, dst: np.ndarray, out: n
                 out[ranges(dst[sel], n)] = words[m]
 
 
-def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: int):
-    """Encode many stripes of one column at once.
+class _Fit:
+    """Per-block choice of one column's encoding (``fit_blocks``): ``nb_s [S]`` blocks per stripe,
+    per block ``cnt``, ``base``, ``slope``, ``w`` (int64 ``[NB]``), ``stripe_of_block``, ``bfirst [S]``
+    (each stripe's first block) and ``vstart`` (each block's first value)."""
 
-    ``values``: int64 ``[sum stripe_counts]``, the stripes' values back to back.
-    Returns ``(region, blob_off, blob_words, enc)``: ``region`` int64, the blobs back to back (each
-    a whole number of words, no gaps); ``blob_off[S]`` / ``blob_words[S]`` the word offset and length
-    of stripe s's blob in ``region``; ``enc[S]`` ``ENC_FOR`` or ``ENC_LFOR``.
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
 
-    >>> region, off, nw, enc = encode_stripes(np.arange(10, 20), np.array([4, 6]), 4)
-    >>> decode_blob(region[off[1]:off[1] + nw[1]], 6, 4).tolist()
-    [14, 15, 16, 17, 18, 19]
-    """
+    def residuals(self, c0: int, c1: int) -> np.ndarray:
+        """uint64 ``[c1 - c0, lanes]`` residuals ``x - base - slope * k`` of blocks ``c0 .. c1`` (zero
+        past each block's count): what is bit-packed."""
+        cnt, j, ju = self.cnt, self.j, self.j.astype(np.uint64)
+        valid = j[None, :] < cnt[c0:c1, None]
+        x2 = self.x[self.vstart[c0:c1, None] + np.where(valid, j[None, :], 0)]
+        with np.errstate(over="ignore"):
+            x2 -= self.slope[c0:c1].view(np.uint64)[:, None] * ju[None, :]
+            x2 -= self.base[c0:c1].view(np.uint64)[:, None]
+        x2[~valid] = 0
+        return x2
+
+
+def fit_blocks(values: np.ndarray, stripe_counts: np.ndarray, block_size: int) -> _Fit | None:
+    """Cut stripes of one column into blocks and choose each block's ``(base, slope, w)``: frame of
+    reference (``slope`` 0, ``base`` the minimum), or a linear fit when it needs fewer bits. The
+    choice every format shares (format 3 lays the same blocks out compactly, host/pages.py).
+    None when there are no values."""
     bs = int(block_size)
     x = _u(np.ascontiguousarray(values, dtype=np.int64))
     sc = np.asarray(stripe_counts, dtype=np.int64)
@@ -195,8 +209,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     nb_s, cnt = block_counts(sc, bs)
     NB = len(cnt)
     if NB == 0:
-        z = np.zeros(S, dtype=np.int64)
-        return np.zeros(0, dtype=np.int64), z, z.copy(), z.copy()
+        return None
     # block b starts at value vstart[b]; gather into [NB, BS], padding short blocks with their first value
     stripe_of_block = np.repeat(np.arange(S), nb_s)
     sstart = np.cumsum(sc) - sc
@@ -208,17 +221,6 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     base = np.empty(NB, dtype=np.int64)
     slope = np.empty(NB, dtype=np.int64)
     w = np.empty(NB, dtype=np.int64)
-
-    def residuals(c0, c1, base_c, slope_c):
-        """[c, BS] uint64 residuals of blocks c0..c1 (zero past each block's count), and the validity mask."""
-        valid = j[None, :] < cnt[c0:c1, None]
-        x2 = x[vstart[c0:c1, None] + np.where(valid, j[None, :], 0)]
-        with np.errstate(over="ignore"):
-            x2 -= slope_c.view(np.uint64)[:, None] * ju[None, :]
-            x2 -= base_c.view(np.uint64)[:, None]
-        x2[~valid] = 0
-        return x2
-
     # pass 1, a chunk of blocks at a time (bounded memory): choose (base, slope, w) per block
     for c0 in range(0, NB, _ENC_CHUNK):
         c1 = min(c0 + _ENC_CHUNK, NB)
@@ -245,6 +247,30 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
         w[c0:c1] = np.where(use_lin, w_lin, w_for)
         base[c0:c1] = np.where(use_lin, base_lin, base_for)
         slope[c0:c1] = np.where(use_lin, sl, 0)
+    return _Fit(x=x, j=j, nb_s=nb_s, cnt=cnt, base=base, slope=slope, w=w, stripe_of_block=stripe_of_block,
+                bfirst=bfirst, vstart=vstart)
+
+
+def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: int):
+    """Encode many stripes of one column at once.
+
+    ``values``: int64 ``[sum stripe_counts]``, the stripes' values back to back.
+    Returns ``(region, blob_off, blob_words, enc)``: ``region`` int64, the blobs back to back (each
+    a whole number of words, no gaps); ``blob_off[S]`` / ``blob_words[S]`` the word offset and length
+    of stripe s's blob in ``region``; ``enc[S]`` ``ENC_FOR`` or ``ENC_LFOR``.
+
+    >>> region, off, nw, enc = encode_stripes(np.arange(10, 20), np.array([4, 6]), 4)
+    >>> decode_blob(region[off[1]:off[1] + nw[1]], 6, 4).tolist()
+    [14, 15, 16, 17, 18, 19]
+    """
+    bs = int(block_size)
+    S = len(np.asarray(stripe_counts))
+    fit = fit_blocks(values, stripe_counts, bs)
+    if fit is None:
+        z = np.zeros(S, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), z, z.copy(), z.copy()
+    nb_s, cnt, base, slope, w = fit.nb_s, fit.cnt, fit.base, fit.slope, fit.w
+    stripe_of_block, bfirst, NB = fit.stripe_of_block, fit.bfirst, len(fit.cnt)
 
     # layout: blob of stripe s = header (4 * nb_s words) + its blocks' packed words
     nw = words_for(cnt, w)
@@ -258,7 +284,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     dst = blob_off[stripe_of_block] + word_off
     for c0 in range(0, NB, _ENC_CHUNK):  # pass 2: pack, a chunk of blocks at a time
         c1 = min(c0 + _ENC_CHUNK, NB)
-        _pack(residuals(c0, c1, base[c0:c1], slope[c0:c1]), w[c0:c1], nw[c0:c1], dst[c0:c1], region)
+        _pack(fit.residuals(c0, c1), w[c0:c1], nw[c0:c1], dst[c0:c1], region)
 
     meta = (word_off << 8) | w
     hpos = blob_off[stripe_of_block] + HDR_WORDS * (np.arange(NB) - bfirst[stripe_of_block])

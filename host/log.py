@@ -158,10 +158,12 @@ def _is_int(x) -> bool:
 
 
 def _check_entry(e, where: str) -> dict:
-    """A data-file entry: ``{path, offset, size, index_crc, events, level}`` (path None: the record's
-    inline payload; level: how many merges made it, host/writer.py)."""
+    """A data-file entry: ``{path, offset, size, index_crc, events, level[, format]}`` (path None: the
+    record's inline payload; level: how many merges made it, host/writer.py; format: the segment's
+    format, 3, absent for format 2)."""
     keys = {"path", "offset", "size", "index_crc", "events", "level"}
-    if not isinstance(e, dict) or set(e) != keys:
+    if not isinstance(e, dict) or set(e) - {"format"} != keys or e.get("format", 2) not in (2, 3) \
+            or not _is_int(e.get("format", 2)):
         raise CorruptionError(f"{where}: bad data file entry {e!r}")
     p = e["path"]
     if p is not None and (not isinstance(p, str) or not p.startswith((DATA_DIR + "/", LOG_DIR + "/", LEGACY_DATA_DIR + "/"))

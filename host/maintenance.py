@@ -28,6 +28,11 @@ def has_tier(store) -> bool:
     return log.latest_version(store) is not None or bool(_old_manifests(store))
 
 
+def has_old_format(store) -> bool:
+    """Whether ``store`` holds a format-1 tier (one manifest per version) that ``upgrade`` converts."""
+    return bool(_old_manifests(store))
+
+
 def _old_manifests(store) -> list[str]:
     return [n for n in store.list(OLD_MANIFEST_DIR) if n.endswith(".json")]
 

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 1  # gm_abi_version() of the _native.c this module calls
+ABI = 4  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -39,17 +39,27 @@ def _load():
             h = lib.gm_block_hash
             h.restype = None
             h.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_void_p]
-            return (fn, h), path
+            r = lib.gm_realign
+            r.restype = ctypes.c_int64
+            r.argtypes = [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p]
+            c = lib.gm_chunk_hash
+            c.restype = None
+            c.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+            f = lib.gm_parse_fields
+            f.restype = ctypes.c_int64
+            f.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64] \
+                + [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+            return (fn, h, r, c, f), path
     return None, "not built (pip install -e . builds it; needs a C compiler)"
 
 
 _lib, _why = _load()
-_decode, _hash = _lib if _lib is not None else (None, None)
+_decode, _hash, _realign, _chunk_hash, _parse_fields = _lib if _lib is not None else (None,) * 5
 
 
 def available() -> tuple[bool, str]:
     """(whether the C decoder runs, its path or why not)."""
-    return _decode is not None and _hash is not None, _why
+    return _decode is not None, _why
 
 
 def _ptr(a: np.ndarray):
@@ -91,3 +101,53 @@ def block_hash(base: np.ndarray, slope: np.ndarray, meta: np.ndarray, packed: np
     if K:
         _hash(_ptr(base), _ptr(slope), _ptr(meta), _ptr(packed), _ptr(nwords), K, _ptr(out))
     return out
+
+
+def realign(buf: np.ndarray, src_bit: np.ndarray, nbits: np.ndarray, dst_word: np.ndarray, out: np.ndarray) -> None:
+    """``host.pages.realign`` in C: bits ``[src_bit[k], + nbits[k])`` of ``buf`` (uint8) to ``out``
+    (64-bit) from word ``dst_word[k]``. Checks every position; a block outside ``buf`` is a
+    ``ValueError`` (the caller checked, so that means a bug)."""
+    K = nbits.size
+    if src_bit.size != K or dst_word.size != K or buf.dtype != np.uint8 or out.dtype.itemsize != 8 \
+            or any(a.dtype != np.int64 for a in (src_bit, nbits, dst_word)):
+        raise ValueError("realign: int64 src_bit, nbits, dst_word of one length; buf uint8; out 64-bit")
+    for a in (buf, src_bit, nbits, dst_word, out):
+        if not a.flags.c_contiguous:
+            raise ValueError("realign: arrays must be C-contiguous")
+    nw = (nbits + 63) >> 6
+    if K and ((dst_word < 0).any() or int((dst_word + nw).max()) > out.size):
+        raise ValueError(f"realign: output words outside the {out.size} of out")
+    if K:
+        bad = int(_realign(_ptr(buf), buf.size, _ptr(src_bit), _ptr(nbits), _ptr(dst_word), K, _ptr(out)))
+        if bad:
+            raise ValueError(f"realign: block {bad - 1} lies outside the {buf.size} bytes given")
+
+
+def chunk_hash(buf: np.ndarray, chunk: int, ids: np.ndarray) -> np.ndarray:
+    """``host.segment.chunk_hash`` in C: uint32 ``[ceil(len(buf) / chunk)]``, chunk ``c`` of ``buf``
+    being chunk ``ids[c]`` of the region."""
+    n = -(-buf.size // chunk) if chunk > 0 else 0
+    if buf.dtype != np.uint8 or not buf.flags.c_contiguous or chunk <= 0 or chunk % 8:
+        raise ValueError("chunk_hash: a contiguous uint8 buffer and a chunk size that is a multiple of 8")
+    if ids.dtype != np.int64 or not ids.flags.c_contiguous or ids.size != n:
+        raise ValueError(f"chunk_hash: {n} int64 chunk numbers")
+    out = np.empty(n, dtype=np.uint32)
+    if n:
+        _chunk_hash(_ptr(buf), buf.size, chunk, _ptr(ids), n, _ptr(out))
+    return out
+
+
+def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np.ndarray, cnt: np.ndarray,
+                 page_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """``host.pages.parse_fields``'s varints in C: ``(base, slope, bad)``, ``bad`` 0 or the first
+    malformed page + 1. Every array contiguous int64 (``fbuf`` uint8); ``page_of`` sorted."""
+    K, P = tag.size, fstart.size
+    arrs = (fstart, fend, tag, cnt, page_of)
+    if fbuf.dtype != np.uint8 or any(a.dtype != np.int64 or not a.flags.c_contiguous for a in arrs) \
+            or not fbuf.flags.c_contiguous or fend.size != P or cnt.size != K or page_of.size != K:
+        raise ValueError("parse_fields: contiguous uint8 fbuf, int64 fstart/fend [P] and tag/cnt/page_of [K]")
+    base = np.empty(K, np.int64)
+    slope = np.empty(K, np.int64)
+    bad = int(_parse_fields(_ptr(fbuf), fbuf.size, _ptr(fstart), _ptr(fend), P, _ptr(tag), _ptr(cnt),
+                            _ptr(page_of), K, _ptr(base), _ptr(slope))) if (K or P) else 0
+    return base, slope, bad

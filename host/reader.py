@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpumat.core.errors import CorruptionError, SchemaError
-from gpumat.host import codec
+from gpumat.host import codec, pages
 from gpumat.host.lengths import LengthHistory
 from gpumat.host.log import State
 from gpumat.host.ranges import ranges
@@ -63,6 +63,7 @@ class VersionReader:
         self._dir: Directory | None = None
         self._dir_cols: dict | None = None
         self._pool: tuple | None = None
+        self._pool3: tuple | None = None  # format 3's small regions (bytes, verified), as ``_pool``
 
     # ------------------------------------------------------------------ lengths
     def length_history(self) -> LengthHistory:
@@ -78,6 +79,9 @@ class VersionReader:
             s = self._segcache.get(key)
             if s is None or s.size != e["size"]:
                 s = open_segment(self.store, e["path"], e["offset"], e["size"], e["index_crc"], list(self.schema), self.block_size)
+                if s.fmt != e.get("format", 2):
+                    raise CorruptionError(f"{self.where}: data file {s.name} is format {s.fmt}, its entry says "
+                                          f"{e.get('format', 2)}")
                 self._segcache[key] = s
             self._segs[i] = s
         return s
@@ -159,7 +163,7 @@ class VersionReader:
                 e = self._files[i][1]
                 s = self._segcache.get(k)
                 if s is None or s.size != e["size"]:
-                    s = known_segment(self.store, e["path"], e["offset"], e["size"], int(region[j]))
+                    s = known_segment(self.store, e["path"], e["offset"], e["size"], int(region[j]), e.get("format", 2))
                     self._segcache[k] = s
                 self._segs[i] = s
         seg = now[t["file"]]
@@ -190,8 +194,10 @@ class VersionReader:
 
         Returns ``(hdr, words, nbytes)``: ``hdr`` int64 ``[K, 3]`` (base, slope, meta) in request order
         with ``word_off`` rewritten to index ``words`` (int64, every block's packed words back to back,
-        plus one zero word); ``nbytes``: bytes read from storage (headers + packed words). Every block's
-        hash is verified (``CorruptionError``). Vectorized: one pass per segment, none per block.
+        plus one zero word); ``nbytes``: the stored bytes the blocks need (format 2: their headers and
+        packed words; format 3: the pages holding them and their page-table entries). Everything read
+        is verified (format 2: each block's hash; format 3: the chunk checksums), else
+        ``CorruptionError``. Vectorized: one pass per segment, none per block.
         """
         return self.read_blocks_many([column], stripe_idx, block_lo, block_hi)[column]
 
@@ -206,29 +212,52 @@ class VersionReader:
             if c not in self.schema:
                 raise SchemaError(f"unknown column {c!r}; schema has {list(self.schema)}")
         plan = self._block_plan(stripe_idx, block_lo, block_hi)
-        phases = {c: self._read_phases(c, plan) for c in columns}
-        wanted = {c: next(g) for c, g in phases.items()}
+        if isinstance(plan, _BlockPlan) and plan.fmt == 3:  # every column in one pass
+            phases = {tuple(columns): self._read_phases3(columns, plan)}
+        else:
+            phases = {(c,): _one(c, self._read_phases(c, plan)) for c in columns}
+        wanted = {k: next(g) for k, g in phases.items()}
         out = {}
         while wanted:
             self.store.fetch([r for reqs in wanted.values() for r in reqs])
             nxt = {}
-            for c in wanted:
+            for k in wanted:
                 try:
-                    nxt[c] = next(phases[c])
+                    nxt[k] = next(phases[k])
                 except StopIteration as e:
-                    out[c] = e.value
+                    out.update(e.value)
             wanted = nxt
         return out
 
-    def _block_plan(self, stripe_idx, block_lo, block_hi) -> "_BlockPlan":
+    def seg_formats(self) -> np.ndarray:
+        """The format (2 or 3) of each data file of the version, from its entry (no read)."""
+        return np.array([e.get("format", 2) for _, e in self._files], np.int64)
+
+    def blob_bytes(self, column: str) -> np.ndarray:
+        """Per directory stripe, the stored bytes of its blob of ``column``."""
+        d = self.directory()
+        n = self._dir_cols[column][1]
+        return np.where(self.seg_formats()[d.seg] == 3, n, 8 * n) if len(n) else n
+
+    def _block_plan(self, stripe_idx, block_lo, block_hi):
         """The column-independent half of a read: the requested blocks, their stripes, segments and
-        places, checked against the directory (``SchemaError`` when out of bounds)."""
+        places, checked against the directory (``SchemaError`` when out of bounds). Requests in
+        format-2 and format-3 files get a plan each (``_MixedPlan``), merged after the reads."""
         d = self.directory()
         si = np.asarray(stripe_idx, dtype=np.int64).reshape(-1)
         lo = np.broadcast_to(np.asarray(block_lo, dtype=np.int64), si.shape)
         hi = np.broadcast_to(np.asarray(block_hi, dtype=np.int64), si.shape)
         if si.size and (si.min() < 0 or si.max() >= len(d) or (lo < 0).any() or (hi < lo).any() or (hi > d.nblocks[si]).any()):
             raise SchemaError("read_blocks: stripe index or block range out of bounds")
+        fmt = self.seg_formats()[d.seg[si]] if len(si) else np.zeros(0, np.int64)
+        if len(si) and (fmt == 3).any() and (fmt == 2).any():
+            parts = [(np.flatnonzero(fmt == f), None) for f in (2, 3)]
+            parts = [(r, self._plan_of(si[r], lo[r], hi[r], f)) for (r, _), f in zip(parts, (2, 3))]
+            return _MixedPlan(parts=parts, nblk=hi - lo)
+        return self._plan_of(si, lo, hi, int(fmt[0]) if len(fmt) else 3)
+
+    def _plan_of(self, si, lo, hi, fmt: int) -> "_BlockPlan":
+        d = self.directory()
         bs = self.block_size
         nblk = hi - lo
         bstripe = np.repeat(si, nblk)
@@ -249,11 +278,36 @@ class VersionReader:
             cnt=np.minimum(bs, d.count[bstripe] - j * bs), req_first=req_first, pool=pool, pool_base=pool_base,
             small_reqs=np.flatnonzero(small_req & (nblk > 0)), small_blocks=np.flatnonzero(pool_base[bseg] >= 0),
             stripe_hdr_words=codec.HDR_WORDS * ((d.count[bstripe] + bs - 1) // bs), pool_base_req=pool_base[req_seg],
+            fmt=fmt,
         )
 
-    def _read_phases(self, column: str, p: "_BlockPlan"):
-        """``read_blocks`` of one column as a generator over a ``_BlockPlan``: yields the reads it needs
-        (``store.fetch`` requests), twice (headers, then words), and returns ``(hdr, words, nbytes)``."""
+    def _read_phases(self, column: str, p):
+        """``read_blocks`` of one column as a generator over a plan: yields the reads it needs
+        (``store.fetch`` requests), twice (format 2: headers, then words; format 3: page tables,
+        then pages), and returns ``(hdr, words, nbytes)``."""
+        if not isinstance(p, _MixedPlan):
+            if p.fmt == 3:
+                return (yield from self._read_phases3([column], p))[column]
+            return (yield from self._read_phases2(column, p))
+        gens = [(r, _first_of_dict(self._read_phases3([column], q)) if q.fmt == 3 else self._read_phases2(column, q))
+                for r, q in p.parts]
+        results = [None] * len(gens)
+        live = list(range(len(gens)))
+        while live:
+            fetch, nxt = [], []
+            for i in live:
+                try:
+                    fetch += next(gens[i][1])
+                    nxt.append(i)
+                except StopIteration as e:
+                    results[i] = e.value
+            live = nxt
+            if live:
+                yield fetch
+        return _merge_parts([(r, res) for (r, _), res in zip(gens, results)], p.nblk)
+
+    def _read_phases2(self, column: str, p: "_BlockPlan"):
+        """``_read_phases`` for blocks in format-2 files."""
         d = self.directory()
         off_c, nw_c, _ = self._dir_cols[column]
         si, lo, nblk, K, req_first = p.si, p.lo, p.nblk, p.K, p.req_first
@@ -323,6 +377,134 @@ class VersionReader:
             io.add(blocks_read=K, block_runs=int((nblk > 0).sum()))
         return hdr, words, 8 * (codec.HDR_WORDS * K + total)
 
+    def _read_phases3(self, columns: list, p: "_BlockPlan"):
+        """``_read_phases`` for blocks in format-3 files (host/pages.py), every column of ``columns``
+        in one pass (a request per column and stripe range): returns ``{column: (hdr, words,
+        nbytes)}``. Phase 1 reads the tags of the pages holding the wanted blocks (and, for stripes
+        of several pages, their anchors); phase 2 the fields of those pages and exactly the payload
+        bits of the wanted blocks. Every byte is verified by its segment's chunk checksums (a large
+        segment's reads widened to whole chunks); the fields are parsed and the wanted blocks
+        realigned to format 2's staged form."""
+        d = self.directory()
+        self._small_pool()  # small segments: one concurrent read of every region, verified once
+        pool3, base3 = self._pool3
+        act = np.flatnonzero(p.nblk > 0)
+        C = len(columns)
+        si1, lo1, nblk1 = p.si[act], p.lo[act], p.nblk[act]
+        si, lo, nblk = np.tile(si1, C), np.tile(lo1, C), np.tile(nblk1, C)  # column-major requests
+        hi = lo + nblk
+        PB = pages.PAGE_BLOCKS
+        bo = np.concatenate([self._dir_cols[c][0][si1] for c in columns]) if C else si
+        blen = np.concatenate([self._dir_cols[c][1][si1] for c in columns]) if C else si
+        nb = d.nblocks[si]
+        npg = (nb + PB - 1) // PB
+        multi = npg > 1
+        p1, p2 = lo // PB, (hi + PB - 1) // PB
+        t0 = np.where(multi, PB * p1, 0)  # the tags read: whole pages (one page: all of them)
+        t1 = np.where(multi, np.minimum(nb, PB * p2), nb)
+        na = np.where(multi, np.minimum(p2 + 1, npg) - p1, 0)  # anchors read: pages p1 .. p2 (if any)
+        pay_at = nb + np.where(multi, 8 * npg, 0)
+        seg = d.seg[si]
+        in_pool = base3[seg] >= 0
+        groups = [(int(s), seg == s) for s in np.unique(seg[~in_pool])]
+        where = f"columns {columns} of segment(s) {sorted({self.segment(int(s)).name for s in np.unique(seg)})}"
+        region_of = np.array([self.segment(i).region_bytes for i in range(len(self._segs))], np.int64)
+
+        def request(owner, starts, lens):
+            """Byte ranges of the requests ``owner``: the small segments' from their pooled regions,
+            one ``bytes_request`` per large segment. ``(reads, finish)``, ``finish()`` their bytes
+            back to back, in order."""
+            sg = seg[owner]
+            if len(sg) and (starts + lens > region_of[sg]).any():  # only an index that disagrees with its file
+                raise CorruptionError(f"{where}: a blob reaches past its segment's blob region")
+            reads, parts = [], []
+            for s, _ in groups:
+                g = np.flatnonzero(sg == s)
+                rq, fin = self.segment(s).bytes_request(starts[g], lens[g])
+                reads += rq
+                parts.append((g, fin))
+
+            def finish():
+                at = np.cumsum(lens) - lens
+                out = np.empty(int(lens.sum()), np.uint8)
+                q = np.flatnonzero(in_pool[owner])
+                out[ranges(at[q], lens[q])] = pool3[ranges(base3[sg[q]] + starts[q], lens[q])]
+                for g, fin in parts:
+                    out[ranges(at[g], lens[g])] = fin()
+                return out
+            return reads, finish
+
+        R = np.arange(len(si))
+        reads, fin = request(np.concatenate([R, R]), np.concatenate([bo + t0, bo + nb + 8 * p1]),
+                             np.concatenate([t1 - t0, 8 * na]))
+        yield reads
+        got = fin()
+        ntag = t1 - t0
+        tags = got[: int(ntag.sum())].astype(np.int64)
+        pages.check_tags(tags, where)
+        anc = np.frombuffer(got[int(ntag.sum()) :].tobytes(), "<u4").reshape(-1, 2).astype(np.int64)
+        # per tag read: its request, block index, count, width
+        rq = np.repeat(R, ntag)
+        j = ranges(t0, ntag)
+        cnt = np.minimum(self.block_size, d.count[si][rq] - j * self.block_size)
+        wbits = cnt * (tags & 0x7F)
+        cb = np.cumsum(wbits) - wbits
+        first_tag = np.cumsum(ntag) - ntag
+        bits_before = lambda k: cb[first_tag + k - t0] - cb[first_tag]  # noqa: E731  bits of tags [t0, k)
+        # the pages read: one for a one-page stripe, else p1 .. p2 - 1 with fields bounded by anchors
+        npr = np.where(multi, p2 - p1, 1)
+        pr = np.repeat(R, npr)
+        a_first = np.cumsum(na) - na
+        k = ranges(np.zeros(len(si), np.int64), npr)  # page index within the request's pages
+        total_bits = np.add.reduceat(wbits, first_tag) if len(first_tag) else np.zeros(0, np.int64)
+        fs = np.where(multi[pr], anc[np.minimum(a_first[pr] + k, len(anc) - 1), 0] if len(anc) else 0,
+                      (pay_at + ((total_bits + 7) >> 3))[pr])
+        nxt = a_first[pr] + k + 1
+        has_next = multi[pr] & (k + 1 < na[pr])
+        fe = np.where(has_next, anc[np.minimum(nxt, len(anc) - 1), 0] if len(anc) else 0, blen[pr])
+        pbit = np.where(multi, anc[np.minimum(a_first, len(anc) - 1), 1] if len(anc) else 0, 0)  # payload bit of t0
+        b_lo = pbit + bits_before(lo)
+        b_hi = pbit + bits_before(hi - 1) + wbits[first_tag + hi - 1 - t0]
+        req_fs, req_fe = fs[np.cumsum(npr) - npr], fe[np.cumsum(npr) - 1]
+        bad = (fs < pay_at[pr]) | (fe < fs) | (fe > blen[pr])
+        bad_r = (pay_at + ((b_hi + 7) >> 3) > req_fs) | (b_lo < 0)
+        if bad.any() or bad_r.any():
+            raise CorruptionError(f"{where}: the anchors of a stripe disagree with its tags")
+        pb0 = pay_at + (b_lo >> 3)
+        pbn = pay_at + ((b_hi + 7) >> 3) - pb0
+        reads, fin = request(np.concatenate([R, R]), np.concatenate([bo + req_fs, bo + pb0]),
+                             np.concatenate([req_fe - req_fs, pbn]))
+        yield reads
+        got = fin()
+        nf = int((req_fe - req_fs).sum())
+        fbuf, pay = got[:nf], got[nf:]
+        f_at = np.cumsum(req_fe - req_fs) - (req_fe - req_fs)
+        page_of = np.repeat(np.arange(len(pr)), np.minimum(PB, np.where(multi[pr], nb[pr] - PB * (p1[pr] + k), nb[pr])))
+        w, base, slope = pages.parse_fields(fbuf, f_at[pr] + fs - req_fs[pr], f_at[pr] + fe - req_fs[pr], tags, cnt,
+                                            page_of, where)
+        want = ranges(first_tag + lo - t0, nblk)
+        p_at = np.cumsum(pbn) - pbn
+        src = 8 * np.repeat(p_at, nblk) + np.repeat(b_lo & 7, nblk) + cb[want] - np.repeat(cb[first_tag + lo - t0], nblk)
+        hdr, words = pages.stage_blocks(pay, src, cnt[want], w[want], base[want], slope[want])
+        io = getattr(self.store, "io", None)
+        if io is not None:
+            io.add(blocks_read=len(want), block_runs=len(si))
+        # what the blocks need (tags, anchors, fields of their pages; their payload), as format 2
+        # counts headers and words; the chunk rounding and coalescing are the store's ``io`` figures
+        need = ntag + 8 * na + (req_fe - req_fs) + pbn
+        n1, K1 = len(si1), int(nblk1.sum())
+        off = hdr[:, 2] >> 8
+        out = {}
+        for i, c in enumerate(columns):  # column c: requests [i n1, (i + 1) n1), blocks [i K1, (i + 1) K1)
+            h = hdr[i * K1 : (i + 1) * K1].copy()
+            w0 = int(off[i * K1]) if K1 else 0
+            w1 = int(off[(i + 1) * K1]) if i + 1 < C and K1 else len(words) - 1
+            h[:, 2] -= w0 << 8
+            wc = np.zeros(w1 - w0 + 1, np.int64)
+            wc[:-1] = words[w0:w1]
+            out[c] = (h, wc, int(need[i * n1 : (i + 1) * n1].sum()))
+        return out
+
     def _small_pool(self) -> tuple[np.ndarray, np.ndarray]:
         """The blob regions of every small segment back to back (read once per version), and each
         segment's word offset in it (-1 for a large segment, read by ranges instead)."""
@@ -331,16 +513,26 @@ class VersionReader:
             regions, at = [], 0
             todo = [s for s in (self.segment(i) for i in range(len(self._segs))) if s.small and s._region is None]
             if todo:  # one fetch (concurrent on an object store) for every small region not read yet
-                bufs = [np.empty(s.region_words, np.int64) for s in todo]
+                # format 3: the region and its chunk checksums after it, verified when kept
+                bufs = [np.empty(s.region_words, np.int64) if s.fmt == 2 else np.empty(sum(s.checks_span), np.uint8)
+                        for s in todo]
                 self.store.fetch([(s.path, s.base, memoryview(b).cast("B")) for s, b in zip(todo, bufs)])
                 for s, b in zip(todo, bufs):
-                    s._region = b
+                    s.set_region(b)
+            base3 = np.full(len(self._segs), -1, np.int64)
+            regions3, at3 = [], 0
             for i in range(len(self._segs)):
                 s = self.segment(i)
-                if s.small:
+                if s.small and s.fmt == 2:
                     regions.append(s.region())
                     base[i] = at
                     at += s.region_words
+                elif s.small:
+                    regions3.append(s.region())
+                    base3[i] = at3
+                    at3 += s.region_bytes
+            # _pool3 first: another planner thread that finds ``_pool`` set goes straight to ``_pool3``
+            self._pool3 = (np.concatenate(regions3) if regions3 else np.zeros(0, np.uint8), base3)
             self._pool = (np.concatenate(regions) if regions else np.zeros(0, np.int64), base)
         return self._pool
 
@@ -378,6 +570,50 @@ class _BlockPlan:
     small_blocks: np.ndarray
     stripe_hdr_words: np.ndarray
     pool_base_req: np.ndarray
+    fmt: int = 2
+
+
+@dataclass
+class _MixedPlan:
+    """A read over files of both formats: a ``_BlockPlan`` for the requests ``r`` of each (``parts``)."""
+
+    parts: list
+    nblk: np.ndarray
+
+
+def _one(column: str, gen):
+    """A one-column read generator as one that returns ``{column: result}``."""
+    return {column: (yield from gen)}
+
+
+def _first_of_dict(gen):
+    """A generator that returns ``{column: result}`` for one column, as one that returns the result."""
+    return next(iter((yield from gen).values()))
+
+
+def _merge_parts(parts: list, nblk: np.ndarray) -> tuple:
+    """One ``(hdr, words, nbytes)`` in request order from the results of requests ``r`` of each part."""
+    first = np.cumsum(nblk) - nblk
+    K = int(nblk.sum())
+    pos_all, nw_all, hdrs, words_l = [], [], [], []
+    for r, (hdr, words, _) in parts:
+        off = hdr[:, 2] >> 8
+        nw = np.diff(np.append(off, len(words) - 1))
+        pos_all.append(ranges(first[r], nblk[r]))
+        nw_all.append(nw)
+        hdrs.append(hdr)
+        words_l.append(words)
+    nw = np.zeros(K, np.int64)
+    for pos, n in zip(pos_all, nw_all):
+        nw[pos] = n
+    out_off = np.cumsum(nw) - nw
+    words = np.zeros(int(nw.sum()) + 1, np.int64)
+    hdr = np.empty((K, 3), np.int64)
+    for pos, n, h, w in zip(pos_all, nw_all, hdrs, words_l):
+        words[ranges(out_off[pos], n)] = w[: int(n.sum())]
+        hdr[pos] = h
+        hdr[pos, 2] = (out_off[pos] << 8) | (h[:, 2] & 255)
+    return hdr, words, sum(res[2] for _, res in parts)
 
 
 def _nonempty(reqs: np.ndarray, nblk: np.ndarray) -> np.ndarray:

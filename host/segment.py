@@ -30,12 +30,15 @@ import numpy as np
 import pyarrow as pa
 
 from gpumat.core.errors import CorruptionError
-from gpumat.host import codec
+from gpumat.host import codec, native
 from gpumat.host.ranges import ranges
 
 MAGIC = b"GPUMSEG2"
 MAGIC_V1 = b"GPUMSEG1"  # an Arrow IPC index (release 0.1)
+MAGIC_V3 = b"GPUMSEG3"  # format 3: the compact blob layout of host/pages.py, checksums per chunk
 TRAILER = struct.Struct("<QQQ8s")
+TRAILER_V3 = struct.Struct("<QQQQ8s")  # region bytes, index offset, index length, crc32, magic
+CHUNK_BYTES = 2048  # format 3: one u32 checksum per this many bytes of the blob region
 _INDEX_HEAD = struct.Struct("<QQQ")
 _ZSTD = pa.Codec("zstd")
 
@@ -97,12 +100,60 @@ def _index_crc(index_and_pad: bytes | memoryview, trailer_head: bytes | memoryvi
     return zlib.crc32(trailer_head, zlib.crc32(index_and_pad)) & 0xFFFFFFFF
 
 
+def chunk_hash(buf: np.ndarray, chunk: int = CHUNK_BYTES, ids=0) -> np.ndarray:
+    """Format 3's checksums of the bytes ``buf`` (uint8), cut into chunks of ``chunk`` bytes (the last
+    zero-padded): for each, the low 32 bits of ``sum splitmix64(word ^ (i * golden))`` over its
+    little-endian 8-byte words, ``i`` the word's index in the blob region, so a chunk read from the
+    wrong place fails. Chunk ``c`` of ``buf`` is chunk ``ids[c]`` of the region (``ids`` an int:
+    the first of consecutive ones). uint32 ``[ceil(len / chunk)]``."""
+    buf = np.ascontiguousarray(buf, dtype=np.uint8).reshape(-1)
+    n = -(-buf.size // chunk)
+    ids = np.arange(ids, ids + n, dtype=np.int64) if np.ndim(ids) == 0 else np.ascontiguousarray(ids, np.int64)
+    if native.available()[0]:
+        return native.chunk_hash(buf, chunk, ids)
+    padded = np.zeros(n * chunk, np.uint8)
+    padded[: buf.size] = buf
+    words = padded.view("<u8").reshape(n, chunk // 8)
+    pos = ids[:, None] * (chunk // 8) + np.arange(chunk // 8, dtype=np.int64)[None, :]
+    with np.errstate(over="ignore"):
+        h = codec._mix_at(words, pos).sum(axis=1, dtype=np.uint64)
+    return (h & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+def encode_segment3(columns: list[str], user_id, start, count, blobs: dict) -> tuple[list, int, int]:
+    """The bytes of a format-3 segment: ``(buffers, size, index_crc)``.
+
+    ``blobs[c]``: the ``(region, blob_off, blob_nbytes, enc)`` of ``host.pages.encode_stripes`` for
+    column ``c`` over the stripes ``user_id, start, count`` (sorted by ``(user_id, start)``).
+    The file is ``[blob region][chunk checksums, u32 each][pad][index][pad][trailer]``; the trailer's
+    crc32 covers everything after the region and the trailer's first 24 bytes."""
+    fields = {"user_id": user_id, "start": start, "count": count}
+    pos = 0
+    for c in columns:
+        region, blob_off, blob_nbytes, enc = blobs[c]
+        fields[f"{c}.off"] = pos + blob_off
+        fields[f"{c}.nbytes"] = blob_nbytes
+        fields[f"{c}.enc"] = enc
+        pos += region.nbytes
+    region = np.concatenate([np.asarray(blobs[c][0], dtype=np.uint8) for c in columns]) if columns else np.zeros(0, np.uint8)
+    checks = chunk_hash(region).astype("<u4").tobytes()
+    head = checks + b"\0" * (-(pos + len(checks)) % 8)
+    idx_off = pos + len(head)
+    index = _encode_index(fields, columns)
+    pad = b"\0" * (-len(index) % 8)
+    tr_head = struct.pack("<QQQ", pos, idx_off, len(index))
+    crc = zlib.crc32(tr_head, zlib.crc32(index + pad, zlib.crc32(head))) & 0xFFFFFFFF
+    buffers = [region, head, index, pad, TRAILER_V3.pack(pos, idx_off, len(index), crc, MAGIC_V3)]
+    size = sum(memoryview(b).nbytes for b in buffers)
+    return buffers, size, crc
+
+
 def encode_segment(columns: list[str], user_id, start, count, blobs: dict) -> tuple[list, int, int]:
-    """The bytes of a segment: ``(buffers, size, index_crc)``; the buffers concatenated are the file.
+    """The bytes of a format-2 segment: ``(buffers, size, index_crc)``; the buffers concatenated are the file.
 
     ``user_id, start, count``: int64 ``[S]`` sorted by ``(user_id, start)``; ``blobs[c]`` is the
     ``(region, blob_off, blob_words, enc)`` of ``codec.encode_stripes`` for column ``c`` over the
-    same stripes in the same order.
+    same stripes in the same order. (The writer writes format 3, ``encode_segment3``.)
     """
     fields = {"user_id": user_id, "start": start, "count": count}
     pos = 0  # byte offset of the current column's region
@@ -122,6 +173,22 @@ def encode_segment(columns: list[str], user_id, start, count, blobs: dict) -> tu
     return buffers, size, crc
 
 
+def _coalesce(lo: np.ndarray, hi: np.ndarray, gap: int):
+    """Runs of the ranges ``[lo[i], hi[i])`` (any order), ranges closer than ``gap`` merged into one:
+    ``(order, run_id, run_lo, run_len, run_at)``: the ranges sorted by start, each sorted range's
+    run, each run's start, length and place in a buffer holding the runs back to back."""
+    order = np.argsort(lo, kind="stable")
+    s_sorted, e_sorted = lo[order], hi[order]
+    # a new run starts where a range begins past everything before it plus the gap
+    reach = np.maximum.accumulate(e_sorted)
+    new = np.ones(len(s_sorted), bool)
+    new[1:] = s_sorted[1:] > reach[:-1] + gap
+    run_id = np.cumsum(new) - 1
+    run_lo = s_sorted[new]
+    run_len = np.maximum.reduceat(e_sorted, np.flatnonzero(new)) - run_lo
+    return order, run_id, run_lo, run_len, np.cumsum(run_len) - run_len
+
+
 FULL_READ_BYTES = 4 << 20  # a blob region up to this size is read whole, once, and kept
 COALESCE_GAP_WORDS = 4096  # ranges closer than 32 KiB are read as one (a store may say otherwise)
 
@@ -130,8 +197,10 @@ COALESCE_GAP_WORDS = 4096  # ranges closer than 32 KiB are read as one (a store 
 class Segment:
     """An open, verified segment: its index arrays, and its blob region read on demand.
 
-    ``off[c]`` / ``nwords[c]``: word offset and length of each stripe's blob of column ``c`` in the
-    blob region (``region_words`` words from byte ``base`` of ``path`` in ``store``).
+    ``off[c]`` / ``nwords[c]``: offset and length of each stripe's blob of column ``c`` in the
+    blob region (``region_words`` words from byte ``base`` of ``path`` in ``store``): in words for
+    format 2, in bytes for format 3 (``fmt``), whose region is ``region_words`` *bytes* long and
+    is followed by one u32 checksum per ``CHUNK_BYTES`` (``checks``, read with the index or on first use).
     """
 
     store: object
@@ -145,7 +214,9 @@ class Segment:
     nwords: dict
     enc: dict
     region_words: int
-    _region: np.ndarray | None = None  # the whole blob region, for a small segment once read
+    fmt: int = 2
+    checks: np.ndarray | None = None  # format 3: the chunk checksums (uint32)
+    _region: np.ndarray | None = None  # the whole blob region, for a small segment once read (verified)
 
     @property
     def num_stripes(self) -> int:
@@ -156,15 +227,97 @@ class Segment:
         return self.path if not self.base else f"{self.path}@{self.base}"
 
     @property
+    def region_bytes(self) -> int:
+        return self.region_words if self.fmt == 3 else 8 * self.region_words
+
+    @property
     def small(self) -> bool:
         """Read whole and kept in memory (else read by coalesced ranges)."""
-        return self.region_words * 8 <= FULL_READ_BYTES
+        return self.region_bytes <= FULL_READ_BYTES
+
+    @property
+    def checks_span(self) -> tuple[int, int]:
+        """Format 3: ``(offset, length)`` in bytes of the chunk checksums within the segment."""
+        return self.region_words, 4 * (-(-self.region_words // CHUNK_BYTES))
 
     def region(self) -> np.ndarray:
-        """The whole blob region as int64 words (read once, kept: for small segments)."""
+        """The whole blob region (read once, kept: for small segments): int64 words (format 2), or
+        verified uint8 bytes (format 3)."""
         if self._region is None:
-            self._region = np.frombuffer(self.store.read_at(self.path, self.base, self.region_words * 8), np.int64)
+            if self.fmt == 3:
+                o, n = self.checks_span
+                raw = np.frombuffer(self.store.read_at(self.path, self.base, o + n), np.uint8)
+                self.set_region(raw)
+            else:
+                self._region = np.frombuffer(self.store.read_at(self.path, self.base, self.region_words * 8), np.int64)
         return self._region
+
+    def set_region(self, raw: np.ndarray) -> None:
+        """Keep the whole region read by someone else: format 2, its words; format 3, its bytes followed
+        by its checksums, all verified here (``CorruptionError``)."""
+        if self.fmt != 3:
+            self._region = raw.view(np.int64)
+            return
+        o, n = self.checks_span
+        raw = raw.view(np.uint8)
+        if self.checks is None:
+            self.checks = np.frombuffer(raw[o : o + n].tobytes(), "<u4")
+        self._verify(raw[:o], 0)
+        self._region = raw[:o]
+
+    def _load_checks(self) -> np.ndarray:
+        if self.checks is None:
+            o, n = self.checks_span
+            self.checks = np.frombuffer(self.store.read_at(self.path, self.base + o, n), "<u4")
+        return self.checks
+
+    def _verify(self, data: np.ndarray, ids) -> None:
+        """Check the chunks of ``data`` (uint8, whole chunks but the region's last): chunk ``c`` of it
+        is chunk ``ids[c]`` of the region (``ids`` an int: the first of consecutive ones)."""
+        got = chunk_hash(data, CHUNK_BYTES, ids)
+        ids = np.arange(ids, ids + len(got)) if np.ndim(ids) == 0 else np.asarray(ids)
+        checks = self._load_checks()
+        if len(ids) and (ids.max() >= len(checks) or ids.min() < 0):
+            raise CorruptionError(f"segment {self.name}: a read past the end of its blob region")
+        bad = np.flatnonzero(got != checks[ids])
+        if len(bad):
+            raise CorruptionError(f"segment {self.name}: bytes {int(ids[bad[0]]) * CHUNK_BYTES}.. of the blob region "
+                                  f"fail their checksum ({len(bad)} bad chunk(s))")
+
+    def bytes_request(self, starts, lens):
+        """Format 3: ``(reqs, finish)``: bytes ``[starts[i], starts[i] + lens[i])`` of the blob region,
+        concatenated (``finish()``, uint8), every chunk they touch verified. A small segment's come
+        from its region in memory; a large one's from reads of whole chunks, ranges closer than the
+        store's coalescing gap read as one."""
+        starts = np.asarray(starts, dtype=np.int64)
+        lens = np.asarray(lens, dtype=np.int64)
+        if int(lens.sum()) == 0:
+            return [], lambda: np.zeros(0, np.uint8)
+        if self.small:
+            return [], lambda: self.region()[ranges(starts, lens)]
+        keep = lens > 0
+        st, ln = starts[keep], lens[keep]
+        if (st < 0).any() or (st + ln > self.region_words).any():
+            raise CorruptionError(f"segment {self.name}: a read past the end of its blob region")
+        C = CHUNK_BYTES  # whole chunks, to verify them
+        gap = int(getattr(self.store, "coalesce_gap_bytes", 8 * COALESCE_GAP_WORDS))
+        order, run_id, run_lo, run_len, run_at = _coalesce((st // C) * C, np.minimum(-(-(st + ln) // C) * C,
+                                                                                     self.region_words), gap)
+        buf = np.empty(int(run_len.sum()), np.uint8)
+        self._load_checks()
+        view = memoryview(buf)
+        reqs = [(self.path, self.base + lo_, view[at : at + n])
+                for lo_, n, at in zip(run_lo.tolist(), run_len.tolist(), run_at.tolist())]
+
+        def finish():
+            # the runs are whole chunks, but a run that ends the region: one check of all of them
+            per = -(-run_len // C)
+            self._verify(buf, ranges(run_lo // C, per))
+            where = np.empty(len(st), np.int64)
+            where[order] = run_at[run_id] + (st[order] - run_lo[run_id])
+            return buf[ranges(where, ln)]
+
+        return reqs, finish
 
     def read_words(self, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """Words ``[starts[i], starts[i] + lens[i])`` of the blob region, concatenated in order (int64).
@@ -191,19 +344,10 @@ class Segment:
             return [], lambda: self.region()[ranges(starts, lens)]
         keep = lens > 0
         st, ln = starts[keep], lens[keep]
-        order = np.argsort(st, kind="stable")
-        s_sorted, e_sorted = st[order], (st + ln)[order]
-        # runs: a new run starts where a range begins past everything before it plus the gap
         gap = int(getattr(self.store, "coalesce_gap_bytes", 8 * COALESCE_GAP_WORDS)) // 8
-        reach = np.maximum.accumulate(e_sorted)
-        new = np.ones(len(s_sorted), bool)
-        new[1:] = s_sorted[1:] > reach[:-1] + gap
-        run_id = np.cumsum(new) - 1
-        run_lo = s_sorted[new]
-        run_hi = np.maximum.reduceat(e_sorted, np.flatnonzero(new))
-        run_len = run_hi - run_lo
+        order, run_id, run_lo, run_len, run_at = _coalesce(st, st + ln, gap)
+        s_sorted = st[order]
         buf = np.empty(int(run_len.sum()), np.int64)
-        run_at = np.cumsum(run_len) - run_len
         view = memoryview(buf).cast("B")
         reqs = [(self.path, self.base + 8 * lo, view[8 * at : 8 * (at + n)])
                 for lo, n, at in zip(run_lo.tolist(), run_len.tolist(), run_at.tolist())]
@@ -216,11 +360,13 @@ class Segment:
         return reqs, finish
 
 
-def known_segment(store, path: str, base: int, size: int, region_words: int) -> Segment:
+def known_segment(store, path: str, base: int, size: int, region_words: int, fmt: int = 2) -> Segment:
     """A segment whose index a verified checkpoint already holds (host/log.py's directory snapshot):
-    its blocks can be read (and are verified by their hashes) without reading its index again."""
+    its blocks can be read (and are verified by their hashes, or its chunk checksums, read on first
+    use) without reading its index again. ``region_words``: the region's length, in words (format 2)
+    or bytes (format 3)."""
     z = np.zeros(0, np.int64)
-    return Segment(store, path, base, size, z, z, z, {}, {}, {}, region_words)
+    return Segment(store, path, base, size, z, z, z, {}, {}, {}, region_words, fmt)
 
 
 def open_segment(store, path: str, base: int, size: int, index_crc: int, columns: list[str], block_size: int) -> Segment:
@@ -230,22 +376,40 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
     is a ``CorruptionError`` naming the file; an OS failure that is not bad bytes is a ``TierError``.
     """
     where = path if not base else f"{path}@{base}"
+    checks, region_bytes = None, None
     try:
         if size < TRAILER.size or size % 8:
             raise CorruptionError(f"segment {where}: bad size {size}")
-        tail = store.read_at(path, base + size - TRAILER.size, TRAILER.size, fresh=True)
-        idx_off, idx_len, crc, magic = TRAILER.unpack(tail)
-        if magic not in (MAGIC, MAGIC_V1):
+        n_tail = min(size, TRAILER_V3.size)
+        tail = store.read_at(path, base + size - n_tail, n_tail, fresh=True)
+        magic = bytes(tail[-8:])
+        if magic == MAGIC_V3:
+            if size < TRAILER_V3.size:
+                raise CorruptionError(f"segment {where}: bad size {size}")
+            region_bytes, idx_off, idx_len, crc, _ = TRAILER_V3.unpack(tail)
+            tr_head, tr_size = tail[:24], TRAILER_V3.size
+            head_off = region_bytes
+            n_checks = 4 * (-(-region_bytes // CHUNK_BYTES))
+            if region_bytes + n_checks > idx_off:
+                raise CorruptionError(f"segment {where}: bad region length {region_bytes}")
+        elif magic in (MAGIC, MAGIC_V1):
+            idx_off, idx_len, crc, _ = TRAILER.unpack(tail[-TRAILER.size:])
+            tr_head, tr_size = tail[-TRAILER.size:][:16], TRAILER.size
+            head_off = idx_off
+        else:
             raise CorruptionError(f"segment {where}: bad magic {magic!r}")
         if crc != index_crc:
             raise CorruptionError(f"segment {where}: trailer crc {crc:#x} differs from the recorded {index_crc:#x}")
-        if idx_off % 8 or idx_off + idx_len > size - TRAILER.size or idx_len == 0:
+        if idx_off % 8 or idx_off + idx_len > size - tr_size or idx_len == 0:
             raise CorruptionError(f"segment {where}: bad index range ({idx_off}, {idx_len})")
-        index_and_pad = store.read_at(path, base + idx_off, size - TRAILER.size - idx_off)
-        if _index_crc(index_and_pad, tail[:16]) != crc:
+        tail_bytes = store.read_at(path, base + head_off, size - tr_size - head_off)
+        if _index_crc(tail_bytes, tr_head) != crc:
             raise CorruptionError(f"segment {where}: index checksum mismatch")
-        decode = _decode_index if magic == MAGIC else _decode_index_v1
-        cols = decode(index_and_pad[:idx_len], columns, where)
+        index_and_pad = memoryview(tail_bytes)[idx_off - head_off :]
+        if magic == MAGIC_V3:
+            checks = np.frombuffer(bytes(tail_bytes[:n_checks]), "<u4")
+        decode = _decode_index_v1 if magic == MAGIC_V1 else _decode_index
+        cols = decode(bytes(index_and_pad[:idx_len]), columns, where)
     except CorruptionError:
         raise
     except (pa.ArrowException, ValueError, struct.error, TypeError, IndexError) as e:
@@ -259,12 +423,22 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
     if bad.any():
         raise CorruptionError(f"segment {where}: index rows not sorted or inconsistent (row {int(np.flatnonzero(bad)[0])})")
     nb = (cnt + block_size - 1) // block_size
+    npages = (nb + 15) // 16
     off, nwords, enc = {}, {}, {}
     for c in columns:
         o, n, e = cols[f"{c}.off"], cols[f"{c}.nbytes"], cols[f"{c}.enc"]
-        if ((o % 8) | (n % 8)).any() or (o < 0).any() or (o + n > idx_off).any() or (n < 8 * codec.HDR_WORDS * nb).any():
+        if region_bytes is not None:  # format 3: byte ranges, at least the tags, the anchors and a field a block
+            bad = (o < 0).any() or (o + n > region_bytes).any() or (n < 2 * nb + np.where(npages > 1, 8 * npages, 0)).any()
+        else:
+            bad = ((o % 8) | (n % 8)).any() or (o < 0).any() or (o + n > idx_off).any() or (n < 8 * codec.HDR_WORDS * nb).any()
+        if bad:
             raise CorruptionError(f"segment {where}: blob ranges of column {c!r} out of bounds")
         if ((e != codec.ENC_FOR) & (e != codec.ENC_LFOR)).any():
             raise CorruptionError(f"segment {where}: unknown encoding in column {c!r}")
-        off[c], nwords[c], enc[c] = o // 8, n // 8, e
+        if region_bytes is not None:
+            off[c], nwords[c], enc[c] = o, n, e
+        else:
+            off[c], nwords[c], enc[c] = o // 8, n // 8, e
+    if region_bytes is not None:
+        return Segment(store, path, base, size, uid, st, cnt, off, nwords, enc, region_bytes, 3, checks)
     return Segment(store, path, base, size, uid, st, cnt, off, nwords, enc, idx_off // 8)

@@ -424,8 +424,8 @@ class Tier:
         events = int(d.count.sum())
         per_col = {}
         for c in r.schema:
-            _, nw, enc = r.blobs(c)
-            nbytes = int(nw.sum()) * 8
+            _, _, enc = r.blobs(c)
+            nbytes = int(r.blob_bytes(c).sum())
             per_col[c] = {
                 "dtype": r.schema[c],
                 "bytes": nbytes,

@@ -25,11 +25,11 @@ import uuid
 import numpy as np
 
 from gpumat.core.errors import TierError
-from gpumat.host import codec
+from gpumat.host import codec, pages
 from gpumat.host.log import DATA_DIR, INLINE_BYTES, LOCK_FILE, State, commit
 from gpumat.host.ranges import ranges
 from gpumat.host.reader import VersionReader
-from gpumat.host.segment import encode_segment
+from gpumat.host.segment import encode_segment, encode_segment3
 from gpumat.host.store import describe_os_error
 
 MAX_STRIPE = 1 << 20  # events per stripe: bounds one blob, keeps compaction's output pieces large
@@ -95,9 +95,20 @@ def writer_lock(store, timeout: float):
 # ----------------------------------------------------------------------------- data files
 
 
+SEGMENT_FORMAT = 3  # what the writer writes (host/pages.py); format-2 files are read, and rewritten by compact
+
+
 def _segment_of(state: State, user, start, count, values: dict):
-    blobs = {c: codec.encode_stripes(values[c], count, state.block_size) for c in state.schema}
-    return encode_segment(list(state.schema), user, start, count, blobs)
+    if SEGMENT_FORMAT == 2:  # for readers of releases before format 3 (and the tests of mixed tiers)
+        blobs = {c: codec.encode_stripes(values[c], count, state.block_size) for c in state.schema}
+        return encode_segment(list(state.schema), user, start, count, blobs)
+    blobs = {c: pages.encode_stripes(values[c], count, state.block_size) for c in state.schema}
+    return encode_segment3(list(state.schema), user, start, count, blobs)
+
+
+def _format_entry() -> dict:
+    """The ``format`` key of a new data file's entry (absent for format 2, as older releases wrote)."""
+    return {} if SEGMENT_FORMAT == 2 else {"format": SEGMENT_FORMAT}
 
 
 class _Written:
@@ -110,7 +121,7 @@ class _Written:
         path = f"{DATA_DIR}/{uuid.uuid4().hex}.gseg"
         self.paths.append(path)
         self.store.write_new(path, buffers)
-        return {"path": path, "offset": 0, "size": size, "index_crc": crc, "events": int(events)}
+        return {"path": path, "offset": 0, "size": size, "index_crc": crc, "events": int(events), **_format_entry()}
 
     def sync(self) -> None:
         if self.paths:
@@ -177,7 +188,7 @@ def append(store, state: State, events: dict[str, np.ndarray], segcache: dict, l
             buffers, size, crc = _segment_of(state, seg_users, seg_start, seg_cnt, seg_values)
             if inline + size <= INLINE_BYTES:
                 add.append({"path": None, "offset": inline, "size": size, "index_crc": crc,
-                            "events": int(seg_cnt.sum()), "level": seg_level})
+                            "events": int(seg_cnt.sum()), "level": seg_level, **_format_entry()})
                 payload += buffers
                 inline += size
             else:
@@ -256,7 +267,9 @@ def compact(store, state: State, segcache: dict, lock_fd: int) -> State:
     grp = (cum - totals) // SEGMENT_EVENTS  # cut at user boundaries into files of about SEGMENT_EVENTS events
     stripes_now = np.diff(np.append(first, S))
     files_after = int(grp.max()) + 1
-    if not (stripes_now > (totals + MAX_STRIPE - 1) // MAX_STRIPE).any() and len(state.files) <= files_after:
+    old_format = any(e.get("format", 2) < SEGMENT_FORMAT for e in state.files.values())
+    if not (stripes_now > (totals + MAX_STRIPE - 1) // MAX_STRIPE).any() and len(state.files) <= files_after \
+            and not old_format:
         return state
     written = _Written(store)
     try:

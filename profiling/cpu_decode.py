@@ -2,9 +2,12 @@
 
 Two measurements, each repeated ``--repeat`` times (the range is printed: the machine may be shared):
 
-``decode``  Mvalues/s of ``host.codec.decode_blocks`` over every block of each column of the tier
-            (verified read excluded; ``+verify`` adds the block-hash check the read path does),
-            against pyarrow decoding the same column from a tuned store-once Parquet file held in
+``decode``  Mvalues/s of decoding every block of each column of the tier from its stored bytes
+            held in memory: format 3's parse and realign (``Tier.read_blocks``, the segments'
+            regions in memory) and ``host.codec.decode_blocks``; ``+verify`` adds the chunk
+            checksums of the column's bytes that a read from storage checks; ``staged`` is the
+            decode alone, from the staged form. All against pyarrow decoding the same column
+            from a tuned store-once Parquet file held in
             memory (events sorted by user, zstd 3, ts DELTA_BINARY_PACKED, dictionary on the
             low-cardinality columns, 16k-row groups; one thread), and against ``memcpy`` of the
             same values as int64 (``np.copyto``).
@@ -127,39 +130,56 @@ def part_decode(tier, repeat: int) -> dict:
     out["memcpy_GBps"] = [8 * n / t / 1e9 for t in memcpy]
     print(f"{n:,} events; memcpy (np.copyto int64): {_rng(out['memcpy_GBps'], '{:.1f}')} GB/s = "
           f"{_rng([n / t / 1e6 for t in memcpy])} Mvalues/s")
-    print(f"{'column':<13}{'tier decode':>14}{'+verify':>12}{'parquet':>10}{'tier/pq':>13}{'tier/memcpy':>13}"
+    print(f"{'column':<13}{'tier decode':>14}{'+verify':>12}{'staged':>10}{'parquet':>10}{'tier/pq':>13}{'tier/memcpy':>13}"
           f"{'tier B/ev':>11}{'pq B/ev':>9}   (Mvalues/s, ranges over {repeat} runs)")
+    from gpumat.host.segment import CHUNK_BYTES, chunk_hash
+
+    d = tier.directory()
+    si = np.arange(len(d), dtype=np.int64)
+    r = tier._reader
     for c in tier.schema:
         hdr, words, cnt = all_blocks(tier, c)
         want = table.column(c).to_numpy().astype(np.int64)
         got = codec.decode_blocks(hdr, words, cnt)
         if not (np.array_equal(got, want)):
             raise RuntimeError(f"decode of column {c!r} differs from the reference")
-        nw = codec.words_for(cnt, hdr[:, 2] & 255)
-        hdr4 = np.concatenate([hdr, np.zeros((len(hdr), 1), np.int64)], axis=1)
+        # the column's stored bytes in each segment (format 3: its blobs are contiguous), chunk-aligned
+        off_c, nb_c, _ = r.blobs(c)
+        spans = []
+        for s in np.unique(d.seg):
+            m = d.seg == s
+            a, b = int(off_c[m].min()) // CHUNK_BYTES * CHUNK_BYTES, int((off_c[m] + nb_c[m]).max())
+            spans.append((r.segment(int(s)).region()[a:b], a // CHUNK_BYTES))
 
-        def verify_decode():
-            codec.block_hash(hdr4[:, 0], hdr4[:, 1], hdr4[:, 2], words[:-1], nw)
-            codec.decode_blocks(hdr, words, cnt)
+        def stored():
+            h, w, _ = tier.read_blocks(c, si, np.zeros_like(si), d.nblocks)
+            codec.decode_blocks(h, w, cnt)
 
-        t = interleaved({"tier": lambda: codec.decode_blocks(hdr, words, cnt), "verify": verify_decode,
+        def verify_stored():
+            for buf, first in spans:
+                chunk_hash(buf, CHUNK_BYTES, first)
+            stored()
+
+        t = interleaved({"tier": stored, "verify": verify_stored, "staged": lambda: codec.decode_blocks(hdr, words, cnt),
                          "pq": lambda: pq.read_table(pa.BufferReader(blob), columns=[c], use_threads=False),
                          "memcpy": lambda: np.copyto(dst, src)}, repeat)
         t_tier, t_ver, t_pq, t_mem = t["tier"], t["verify"], t["pq"], t["memcpy"]
         j = [md.schema.column(i).name for i in range(md.num_columns)].index(c)
         pq_bytes = sum(md.row_group(g).column(j).total_compressed_size for g in range(md.num_row_groups))
-        tier_bytes = 8 * (4 * len(cnt) + int(nw.sum()))
-        r = {
+        tier_bytes = int(r.blob_bytes(c).sum())
+        r_c = {
+            "staged_decode_Mvps": [n / t / 1e6 for t in t["staged"]],
             "tier_Mvps": [n / t / 1e6 for t in t_tier], "tier_verify_Mvps": [n / t / 1e6 for t in t_ver],
             "parquet_Mvps": [n / t / 1e6 for t in t_pq],
             "tier_over_parquet": [a / b for a, b in zip(t_pq, t_tier)],  # per interleaved round
             "tier_over_memcpy": [m / a for a, m in zip(t_tier, t_mem)],
             "tier_bytes_per_event": tier_bytes / n, "parquet_bytes_per_event": pq_bytes / n,
         }
-        out["columns"][c] = r
-        print(f"{c:<13}{_rng(r['tier_Mvps']):>14}{_rng(r['tier_verify_Mvps']):>12}{_rng(r['parquet_Mvps']):>10}"
-              f"{_rng(r['tier_over_parquet'], '{:.2f}'):>13}{_rng(r['tier_over_memcpy'], '{:.2f}'):>13}"
-              f"{r['tier_bytes_per_event']:>11.2f}{r['parquet_bytes_per_event']:>9.2f}")
+        out["columns"][c] = r_c
+        print(f"{c:<13}{_rng(r_c['tier_Mvps']):>14}{_rng(r_c['tier_verify_Mvps']):>12}{_rng(r_c['staged_decode_Mvps']):>10}"
+              f"{_rng(r_c['parquet_Mvps']):>10}{_rng(r_c['tier_over_parquet'], '{:.2f}'):>13}"
+              f"{_rng(r_c['tier_over_memcpy'], '{:.2f}'):>13}"
+              f"{r_c['tier_bytes_per_event']:>11.2f}{r_c['parquet_bytes_per_event']:>9.2f}")
     return out
 
 
@@ -232,6 +252,9 @@ def main(argv=None):
     p.add_argument("--part", choices=["decode", "epoch", "all"], default="all")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    from gpumat.host import segment
+
+    segment.FULL_READ_BYTES = 1 << 40  # every segment's region in memory: decode from memory, as Parquet's
     tier, tenants, examples = load(args.workdir, args.scale)
     res = {"scale": args.scale, "repeat": args.repeat}
     if args.part in ("decode", "all"):

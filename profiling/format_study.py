@@ -14,8 +14,10 @@ encodings by ``choose_encodings``) and reads its per-column bytes from the foote
 (``total_compressed_size`` per column chunk).  Then, per schema column, it *encodes* a ladder of
 candidate designs and counts their bytes exactly:
 
-  A0        today's format (``host.codec.encode_stripes``, 32-byte headers, word-aligned blocks);
-            asserted equal to the tier's own per-column bytes. A0@64 / A0@256: other block sizes.
+  A0        format 2 (``host.codec.encode_stripes``, 32-byte headers, word-aligned blocks).
+            A0@64 / A0@256: other block sizes.
+  F3        format 3 as the writer writes it (``host.pages``); asserted equal to the tier's own
+            per-column blob bytes. The study's rungs below were designed on format 2's blocks.
   B1..B3    compact headers on today's blocks (same base/slope/width choice as the codec): a 10-bit
             tag per block (encoding id 3 bits | width 7 bits, bit-packed per stripe), base as zigzag
             varint of its difference from a prediction (previous block's base + slope * count; the
@@ -964,10 +966,18 @@ def study(ds: dict, quick=False, log=print) -> dict:
             region, off, nw, enc = codec.encode_stripes(ds["values"][c], ds["sc"], bs)
             nb, _ = codec.block_counts(ds["sc"], bs)
             per[c] = {"bytes": int(nw.sum()) * 8, "header_bytes": int(nb.sum()) * 32}
-            if bs == ds["block_size"]:
-                if not (per[c]["bytes"] == ds["tier_col_bytes"][c]):
-                    raise RuntimeError(f"rung A0 of {c!r}: {per[c]['bytes']} bytes, the tier holds {ds['tier_col_bytes'][c]}")
-        put("A0" if bs == 128 else f"A0@{bs}", f"today's format (host.codec.encode_stripes), block size {bs}", per)
+        put("A0" if bs == 128 else f"A0@{bs}", f"format 2 (host.codec.encode_stripes), block size {bs}", per)
+    # F3: format 3 as the writer lays it out (host.pages), asserted equal to the tier's own blobs
+    from gpumat.host import pages
+
+    per = {}
+    for c in cols:
+        region, off, nbytes, enc = pages.encode_stripes(ds["values"][c], ds["sc"], ds["block_size"])
+        per[c] = {"bytes": int(nbytes.sum())}
+        if per[c]["bytes"] != ds["tier_col_bytes"][c]:
+            raise RuntimeError(f"rung F3 of {c!r}: {per[c]['bytes']} bytes, the tier holds {ds['tier_col_bytes'][c]}")
+    put("F3", "format 3 as written (host.pages: tags, anchors, bit-contiguous payload, varint fields; "
+              "chunk checksums not counted)", per)
     keep = {}
     for name, d, desc in LADDER:
         if quick and name not in ("B1", "B3", "C3", "E1", "D1"):

@@ -24,3 +24,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(params=["native", "numpy"])
+def decoder(request, monkeypatch):
+    """Run a test with the host's C codec (host/_native.c: decode, checksums, format 3's parse and
+    realign) and again with NumPy's; modules opt in with ``pytestmark = pytest.mark.usefixtures("decoder")``."""
+    from gpumat.host import native
+
+    if request.param == "native" and not native.available()[0]:
+        pytest.skip(f"C decoder: {native.available()[1]}")
+    if request.param == "numpy":
+        monkeypatch.setattr(native, "_decode", None)
+    return request.param

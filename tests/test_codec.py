@@ -12,14 +12,7 @@ from gpumat.host.ranges import ranges
 I64 = np.iinfo(np.int64)
 
 
-@pytest.fixture(autouse=True, params=["native", "numpy"])
-def decoder(request, monkeypatch):
-    """Every test runs on both decoders: the C one (host/_native.c) and NumPy's."""
-    if request.param == "native" and not native.available()[0]:
-        pytest.skip(f"C decoder: {native.available()[1]}")
-    if request.param == "numpy":
-        monkeypatch.setattr(native, "_decode", None)
-    return request.param
+pytestmark = pytest.mark.usefixtures("decoder")  # every test on the C codec and on NumPy's (conftest.py)
 
 
 def assert_same(got, want):

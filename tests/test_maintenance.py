@@ -215,15 +215,19 @@ def test_upgrade_a_format1_tier(tmp_path):
     m = Model()
     for tab in tabs:
         m.append(tab)
-    h = Tier.open(root)
-    check_version(h, m, 3, users=range(6))
+    check_version(Tier.open(root, version=3), m, 3, users=range(6))  # format 2, the old files
+    m.compact()
+    h = Tier.open(root)  # version 4: the same histories rewritten in format 3
+    check_version(h, m, 4, users=range(6))
+    assert all(e.get("format") == 3 for e in h._reader.state.files.values())
     assert h.lengths([0, 1, 2], version=1).tolist() == [m.length(u, 1) for u in range(3)]  # old pointers keep working
     with pytest.raises(TierError, match="expired"):
         Tier.open(root, version=2)
     assert not os.path.exists(os.path.join(root, "_manifests")) or not os.listdir(os.path.join(root, "_manifests"))
-    assert h.append(events(9, 10, users=5)) == 4 and h.compact() == 5
+    assert main(["upgrade", root]) == 0 and Tier.open(root).version == 4  # nothing left to rewrite
+    assert h.append(events(9, 10, users=5)) == 5 and h.compact() == 6
     m.append(events(9, 10, users=5))
     m.compact()
     h.vacuum(keep_last=1, min_age_s=0)
-    check_version(Tier.open(root), m, 5, users=range(6))
+    check_version(Tier.open(root), m, 6, users=range(6))
     assert os.listdir(os.path.join(root, "_segments")) == []

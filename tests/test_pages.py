@@ -1,0 +1,245 @@
+"""Format 3 (host/pages.py, host/segment.py): the compact layout round-trips to format 2's blocks,
+its C and NumPy paths agree, every malformed page or flipped byte is a CorruptionError, and tiers
+of both formats (and mixed ones) read the same."""
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpumat.core.errors import CorruptionError
+from gpumat.host import codec, native, pages, segment, writer
+from gpumat.host.ranges import ranges
+from gpumat.host.tier import Tier
+
+I64 = np.iinfo(np.int64)
+SCHEMA = {"ts": "int64", "item_id": "int64", "action": "int32"}
+
+
+pytestmark = pytest.mark.usefixtures("decoder")  # every test on the C codec and on NumPy's (conftest.py)
+
+
+def columns(rng, n):
+    """Columns shaped like real ones and adversarial ones: timestamps, ids, flags, full-range."""
+    return [
+        np.cumsum(rng.integers(0, 1000, n)) + 1_700_000_000,
+        rng.integers(I64.min, I64.max, n, endpoint=True),
+        rng.integers(0, 3, n),
+        (np.arange(n) * -7 + 11),
+        rng.integers(-5, 2 ** int(rng.integers(1, 63)), n),
+        np.zeros(n, np.int64),
+    ]
+
+
+def decode_all(region, off, nbytes, sc, bs):
+    return np.concatenate([pages.decode_blob(region[o : o + n], int(c), bs)
+                           for o, n, c in zip(off.tolist(), nbytes.tolist(), sc.tolist())])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 3000), min_size=1, max_size=6), st.sampled_from([1, 4, 8, 128, 256]), st.integers(0, 2**32))
+def test_round_trip_and_same_blocks_as_format2(counts, bs, seed):
+    rng = np.random.default_rng(seed)
+    sc = np.array(counts, np.int64)
+    for x in columns(rng, int(sc.sum())):
+        x = x.astype(np.int64)
+        region, off, nbytes, enc = pages.encode_stripes(x, sc, bs)
+        assert region.dtype == np.uint8 and int(nbytes.sum()) == region.size and (off == np.cumsum(nbytes) - nbytes).all()
+        assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
+        # the same block choice as format 2, so the staged blocks (and the kernels' work) are the same
+        r2, off2, nw2, enc2 = codec.encode_stripes(x, sc, bs)
+        assert enc.tolist() == enc2.tolist()
+        assert region.size < 8 * r2.size
+
+
+def test_any_block_window_reads_only_what_it_needs(tmp_path, monkeypatch):
+    """read_blocks of random windows of stripes of many pages = slices of the whole history, in
+    memory and by ranges; the bytes counted are the tags, anchors and fields of the windows' pages
+    and the windows' own payload, not whole pages."""
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)
+    rng = np.random.default_rng(4)
+    n = 3000
+    t.append(pa.table({"user_id": np.repeat([0, 1, 2], n), "ts": np.sort(rng.integers(0, 10**12, 3 * n)),
+                       "item_id": rng.integers(0, 2**40, 3 * n), "action": rng.integers(0, 3, 3 * n).astype(np.int32)}))
+    whole = {u: t.read_history(u) for u in range(3)}
+    for full in (1 << 30, 0):
+        monkeypatch.setattr(segment, "FULL_READ_BYTES", full)
+        h = Tier.open(t.uri)
+        d = h.directory()
+        si = rng.integers(0, len(d), 40)
+        lo = rng.integers(0, d.nblocks[si])
+        hi = lo + rng.integers(0, d.nblocks[si] - lo + 1)
+        hdr, words, nbytes = h.read_blocks("item_id", si, lo, hi)
+        cnt = np.minimum(8, np.repeat(d.count[si], hi - lo) - ranges(lo, hi - lo) * 8)
+        got = codec.decode_blocks(hdr, words, cnt)
+        want = np.concatenate([whole[int(d.user_id[s])]["item_id"][d.start[s] + 8 * a : d.start[s] + 8 * b]
+                               for s, a, b in zip(si, lo, hi)])
+        assert got.tolist() == want.tolist()
+        one = h.read_blocks("item_id", [0], [100], [101])[2]
+        assert one < 200  # its payload (8 40-bit values: 40 bytes), its page's 16 tags, 2 anchors and 16 bases
+        assert h.read_blocks("item_id", [0], [0], [d.nblocks[0]])[2] > 40 * one
+
+
+def test_realign_and_chunk_hash_c_equals_numpy(decoder, monkeypatch):
+    if not native.available()[0] and decoder == "native":
+        pytest.skip("no C decoder")
+    rng = np.random.default_rng(5)
+    buf = rng.integers(0, 256, 5003).astype(np.uint8)
+    K = 300
+    nbits = rng.integers(0, 2000, K)
+    src = rng.integers(0, 8 * buf.size - nbits)
+    src[:3] = 8 * buf.size - nbits[:3]  # ranges that end at the buffer's very end
+    nw = (nbits + 63) >> 6
+    dst = np.cumsum(nw) - nw
+    out = np.zeros(int(nw.sum()), np.uint64)
+    pages.realign(buf, src, nbits, out, dst)
+    bits = np.unpackbits(buf, bitorder="little")
+    for k in range(K):
+        want = np.zeros(64 * nw[k], np.uint8)
+        want[: nbits[k]] = bits[src[k] : src[k] + nbits[k]]
+        got = np.unpackbits(out[dst[k] : dst[k] + nw[k]].view(np.uint8), bitorder="little")
+        assert (got == want).all(), k
+    with pytest.raises(CorruptionError, match="outside"):
+        pages.realign(buf, np.array([8 * buf.size - 5]), np.array([6]), np.zeros(1, np.uint64), np.array([0]))
+    for n in (0, 1, 2047, 2048, 2049, 5003):
+        h = segment.chunk_hash(buf[:n], 2048, 7)
+        ids = np.arange(7, 7 + len(h)) * 3  # chunks of several runs, in one call
+        hi = segment.chunk_hash(buf[:n], 2048, ids)
+        monkeypatch.setattr(native, "_decode", None)
+        assert h.tolist() == segment.chunk_hash(buf[:n], 2048, 7).tolist()
+        assert hi.tolist() == segment.chunk_hash(buf[:n], 2048, ids).tolist()
+        monkeypatch.undo()
+        assert len(h) == -(-n // 2048) and (n < 2048 or h[0] != hi[0] or ids[0] == 7)
+
+
+def test_varints():
+    v = np.array([0, 1, 127, 128, 2**35, 2**63, 2**64 - 1], np.uint64)
+    b, n = pages.varint_bytes(v)
+    got, end = pages.varint_decode(b)
+    assert got.tolist() == v.tolist() and n.tolist() == [1, 1, 1, 2, 6, 10, 10]
+    d = np.array([0, -1, 1, I64.min, I64.max], np.int64)
+    assert pages.unzigzag(pages.zigzag(d)).tolist() == d.tolist()
+    with pytest.raises(CorruptionError, match="past the end"):
+        pages.varint_decode(np.array([0x80, 0x80], np.uint8))
+    with pytest.raises(CorruptionError, match="longer than 64"):
+        pages.varint_decode(np.array([0xFF] * 10 + [0x01], np.uint8))
+
+
+def test_malformed_pages_are_corruption():
+    x = np.arange(300, dtype=np.int64) * 3
+    region, off, nbytes, _ = pages.encode_stripes(x, np.array([300]), 128)
+    assert pages.decode_blob(region, 300, 128).tolist() == x.tolist()
+    bad_tag = region.copy()
+    bad_tag[0] = 65  # a width past 64: the encodings of later formats
+    with pytest.raises(CorruptionError, match="not an encoding"):
+        pages.decode_blob(bad_tag, 300, 128)
+    with pytest.raises(CorruptionError):
+        pages.decode_blob(region[:-1], 300, 128)  # a field cut short
+    with pytest.raises(CorruptionError):
+        pages.decode_blob(region[:2], 300, 128)
+    extra = np.concatenate([region, [0]]).astype(np.uint8)  # one varint too many
+    with pytest.raises(CorruptionError, match="fields"):
+        pages.decode_blob(extra, 300, 128)
+    long_x = np.arange(128 * 40, dtype=np.int64) ** 2
+    r2, _, _, _ = pages.encode_stripes(long_x, np.array([len(long_x)]), 128)
+    anchor1 = 40 + 8  # tags (40 blocks), then (u32 fields byte, u32 payload bit) per page
+    for field, value in ((0, r2.size + 5), (1, 3)):  # page 1's fields past the blob; its payload bit wrong
+        bad = r2.copy()
+        bad[anchor1 + 4 * field : anchor1 + 4 * field + 4] = np.frombuffer(np.uint32(value).tobytes(), np.uint8)
+        with pytest.raises(CorruptionError, match="anchors"):
+            pages.decode_blob(bad, len(long_x), 128)
+
+
+def events(seed, n, users=30):
+    rng = np.random.default_rng(seed)
+    return pa.table({"user_id": rng.integers(0, users, n), "ts": np.sort(rng.integers(0, 10**12, n)),
+                     "item_id": rng.integers(0, 1000, n), "action": rng.integers(0, 3, n).astype(np.int32)})
+
+
+def histories(t):
+    return {u: {c: v.tolist() for c, v in t.read_history(u).items()} for u in range(30)}
+
+
+def test_mixed_format_tier_reads_the_same_and_compact_upgrades(tmp_path, monkeypatch):
+    """Files written by a format-2 release, then appends in format 3: every read path agrees (small
+    segments in memory, large ones by ranges; block windows across both formats in one request);
+    a checkpoint's snapshot opens format-3 files without their indexes; compaction rewrites the
+    format-2 files."""
+    monkeypatch.setattr(writer, "SEGMENT_FORMAT", 2)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)
+    for i in range(3):
+        t.append(events(i, 2000))
+    t.compact()  # a large format-2 file
+    t.append(events(9, 50))
+    monkeypatch.setattr(writer, "SEGMENT_FORMAT", 3)
+    for i in range(20):  # past a checkpoint (every 16th version)
+        t.append(events(10 + i, 60))
+    fmts = [e.get("format", 2) for e in t._reader.state.files.values()]
+    assert 2 in fmts and 3 in fmts
+    want = histories(t)
+    for full in (1 << 30, 0):  # regions in memory; every segment read by ranges of chunks
+        monkeypatch.setattr(segment, "FULL_READ_BYTES", full)
+        fresh = Tier.open(t.uri)
+        assert histories(fresh) == want
+        d = fresh.directory()
+        si = np.arange(len(d))
+        hdr, words, nbytes = fresh.read_blocks("ts", si, np.zeros(len(si), np.int64), d.nblocks[si])
+        cnt = np.minimum(8, np.repeat(d.count, d.nblocks) - ranges(np.zeros(len(d), np.int64), d.nblocks) * 8)
+        vals = codec.decode_blocks(hdr, words, cnt)
+        assert vals.tolist() == np.concatenate([fresh.read_history(int(u))["ts"] for u in np.unique(d.user_id)]).tolist()
+        assert nbytes > 0 and words[-1] == 0
+    before = t.version
+    assert t.compact() == before + 1
+    assert all(e.get("format") == 3 for e in t._reader.state.files.values())
+    assert histories(Tier.open(t.uri)) == want
+    assert histories(Tier.open(t.uri, version=before)) == want
+
+
+def test_format3_is_smaller_and_every_flipped_region_byte_is_caught(tmp_path, monkeypatch):
+    sizes = {}
+    for fmt in (2, 3):
+        monkeypatch.setattr(writer, "SEGMENT_FORMAT", fmt)
+        t = Tier.create(tmp_path / f"t{fmt}", SCHEMA, block_size=128)
+        for i in range(3):
+            t.append(events(i, 4000))
+        t.compact()
+        sizes[fmt] = t.stats()["stored_bytes"]
+    assert sizes[3] < 0.95 * sizes[2]  # 0.89 here: the headers (32 bytes a block and column) are most of the gain
+    monkeypatch.setattr(segment, "FULL_READ_BYTES", 0)  # ranges: each read verifies its chunks
+    data = tmp_path / "t3" / "_data"
+    (path,) = [data / n for n in os.listdir(data)]
+    seg = Tier.open(tmp_path / "t3")._reader.segment(0)
+    R = seg.region_bytes
+    rng = np.random.default_rng(0)
+    for byte in rng.integers(0, R, 25).tolist():
+        with open(path, "r+b") as f:
+            f.seek(byte)
+            b = f.read(1)[0]
+            f.seek(byte)
+            f.write(bytes([b ^ 0x10]))
+        try:
+            with pytest.raises(CorruptionError, match="checksum"):
+                fresh = Tier.open(tmp_path / "t3")
+                for u in range(30):
+                    fresh.read_history(u)
+        finally:
+            with open(path, "r+b") as f:
+                f.seek(byte)
+                f.write(bytes([b]))
+    Tier.open(tmp_path / "t3").read_history(0)
+
+
+def test_an_entry_that_names_the_wrong_format_is_corruption(tmp_path):
+    from gpumat.core.errors import CorruptionError as CE
+    from gpumat.host.reader import VersionReader
+
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)
+    t.append(events(0, 100))
+    state = t._reader.state
+    for e in state.files.values():
+        e.pop("format")  # as if a format-2 file: the file's magic says 3
+    with pytest.raises(CE, match="format 3, its entry says 2"):
+        VersionReader(t._store, state).directory()
