@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 4; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 5; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -168,28 +168,27 @@ int64_t gm_realign(const unsigned char *buf, int64_t n, const int64_t *src_bit, 
     for (int64_t k = 0; k < K; k++) {
         int64_t b0 = src_bit[k], nb = nbits[k];
         if (b0 < 0 || nb < 0 || nb > GM_MAX_VALUES || b0 > 8 * n - nb) return k + 1;
+        if (nb == 0) continue;
         uint64_t *o = out + dst_word[k];
-        int64_t nw = (nb + 63) >> 6;
-        for (int64_t i = 0; i < nw; i++) {
-            int64_t bit = b0 + 64 * i, byte = bit >> 3;
-            unsigned sh = (unsigned)(bit & 7);
-            uint64_t v;
-            if (byte + 9 <= n) {
-                v = load64(buf + byte) >> sh;
-                if (sh) v |= (uint64_t)buf[byte + 8] << (64 - sh);
-            } else { /* the stream's last bytes: one at a time */
-                v = 0;
-                for (int64_t t = 0; t < 9 && byte + t < n; t++) {
-                    uint64_t c = buf[byte + t];
-                    int sft = 8 * (int)t - (int)sh;
-                    if (sft >= 64) break;
-                    v |= sft >= 0 ? c << sft : c >> (-sft);
-                }
-            }
-            int64_t rem = nb - 64 * i;
-            if (rem < 64) v &= (UINT64_C(1) << rem) - 1;
-            o[i] = v;
+        const unsigned char *p = buf + (b0 >> 3);
+        unsigned sh = (unsigned)(b0 & 7);
+        int64_t nw = (nb + 63) >> 6, full = nw - 1;
+        /* every word but the last: its 9 bytes lie inside the block's bits (plus one), so inside buf */
+        if (sh == 0) memcpy(o, p, (size_t)(8 * full));
+        else
+            for (int64_t i = 0; i < full; i++) o[i] = (load64(p + 8 * i) >> sh) | ((uint64_t)p[8 * i + 8] << (64 - sh));
+        /* the last word: the bytes that remain of the stream, one at a time */
+        int64_t byte = (b0 >> 3) + 8 * full;
+        uint64_t v = 0;
+        for (int64_t t = 0; t < 9 && byte + t < n; t++) {
+            int sft = 8 * (int)t - (int)sh;
+            if (sft >= 64) break;
+            uint64_t c = buf[byte + t];
+            v |= sft >= 0 ? c << sft : c >> (-sft);
         }
+        int64_t rem = nb - 64 * full;
+        if (rem < 64) v &= (UINT64_C(1) << rem) - 1;
+        o[full] = v;
     }
     return 0;
 }
@@ -255,6 +254,14 @@ int64_t gm_parse_fields(const unsigned char *fbuf, int64_t n, const int64_t *fst
         if (pos != end) return p + 1;
     }
     return k == K ? 0 : P + 1;
+}
+
+/* host/ranges.py copy_ranges: dst[dst_at[i] .. + lens[i]) = src[src_at[i] .. + lens[i]) for i < K,
+ * elements of `size` bytes; memcpy per range. The caller (host/native.py) checks every range. */
+void gm_copy_ranges(const unsigned char *src, const int64_t *src_at, unsigned char *dst, const int64_t *dst_at,
+                    const int64_t *lens, int64_t K, int64_t size) {
+    for (int64_t i = 0; i < K; i++)
+        if (lens[i] > 0) memcpy(dst + dst_at[i] * size, src + src_at[i] * size, (size_t)(lens[i] * size));
 }
 
 static struct PyModuleDef gm_module = {PyModuleDef_HEAD_INIT, "_native", "gpumat C block decoder (loaded with ctypes)", -1, NULL, NULL, 0, 0, 0};

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 4  # gm_abi_version() of the _native.c this module calls
+ABI = 5  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -49,12 +49,15 @@ def _load():
             f.restype = ctypes.c_int64
             f.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64] \
                 + [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
-            return (fn, h, r, c, f), path
+            g = lib.gm_copy_ranges
+            g.restype = None
+            g.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_int64]
+            return (fn, h, r, c, f, g), path
     return None, "not built (pip install -e . builds it; needs a C compiler)"
 
 
 _lib, _why = _load()
-_decode, _hash, _realign, _chunk_hash, _parse_fields = _lib if _lib is not None else (None,) * 5
+_decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges = _lib if _lib is not None else (None,) * 6
 
 
 def available() -> tuple[bool, str]:
@@ -151,3 +154,19 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
     bad = int(_parse_fields(_ptr(fbuf), fbuf.size, _ptr(fstart), _ptr(fend), P, _ptr(tag), _ptr(cnt),
                             _ptr(page_of), K, _ptr(base), _ptr(slope))) if (K or P) else 0
     return base, slope, bad
+
+
+def copy_ranges(src: np.ndarray, src_at: np.ndarray, dst: np.ndarray, dst_at: np.ndarray, lens: np.ndarray) -> None:
+    """``dst[dst_at[i]:][:lens[i]] = src[src_at[i]:][:lens[i]]`` for every i, a memcpy each (contiguous
+    1-D arrays of one dtype; int64 positions, every range checked)."""
+    K = lens.size
+    if src.dtype != dst.dtype or src.ndim != 1 or dst.ndim != 1 or not src.flags.c_contiguous \
+            or not dst.flags.c_contiguous or not dst.flags.writeable:
+        raise ValueError("copy_ranges: contiguous 1-D src and writeable dst of one dtype")
+    if any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != K for a in (src_at, dst_at, lens)):
+        raise ValueError("copy_ranges: int64 src_at, dst_at, lens of one length")
+    if K and ((lens < 0).any() or (src_at < 0).any() or (dst_at < 0).any()
+              or int((src_at + lens).max()) > src.size or int((dst_at + lens).max()) > dst.size):
+        raise ValueError("copy_ranges: a range outside src or dst")
+    if K:
+        _copy_ranges(_ptr(src), _ptr(src_at), _ptr(dst), _ptr(dst_at), _ptr(lens), K, src.itemsize)

@@ -299,7 +299,8 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, cnt: np.ndarray, w: np.nd
     one zero word at the end."""
     nw = codec.words_for(cnt, w)
     out_off = np.cumsum(nw) - nw
-    words = np.zeros(int(nw.sum()) + 1, dtype=_U64)
+    words = np.empty(int(nw.sum()) + 1, dtype=_U64)  # realign writes every word of every block
+    words[-1] = 0
     realign(pay, np.asarray(src_bit, dtype=np.int64), cnt * w, words, out_off)
     hdr = np.empty((len(cnt), 3), dtype=np.int64)
     hdr[:, 0] = base

@@ -38,3 +38,23 @@ def expand_ranges(starts, counts) -> tuple[np.ndarray, np.ndarray]:
     counts = np.asarray(counts, dtype=np.int64)
     owner = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
     return owner, ranges(starts, counts)
+
+
+def take_ranges(src: np.ndarray, starts, counts, out: np.ndarray | None = None, at=None) -> np.ndarray:
+    """``src[ranges(starts, counts)]`` (into ``out`` from positions ``at``, default back to back from 0),
+    a memcpy per range in C when built (``host.native``): no index array per element, which for a
+    byte gather costs 16 bytes of index per byte moved."""
+    from gpumat.host import native
+
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    if at is None:
+        at = np.cumsum(counts) - counts
+    at = np.ascontiguousarray(at, dtype=np.int64)
+    if out is None:
+        out = np.empty(int(counts.sum()), dtype=src.dtype)
+    if native.available()[0] and src.ndim == 1 and src.flags.c_contiguous and out.dtype == src.dtype:
+        native.copy_ranges(src, starts, out, at, counts)
+    else:
+        out[ranges(at, counts)] = src[ranges(starts, counts)]
+    return out

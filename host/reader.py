@@ -15,7 +15,7 @@ from gpumat.core.errors import CorruptionError, SchemaError
 from gpumat.host import codec, pages
 from gpumat.host.lengths import LengthHistory
 from gpumat.host.log import State
-from gpumat.host.ranges import ranges
+from gpumat.host.ranges import ranges, take_ranges
 from gpumat.host.segment import Segment, known_segment, open_segment
 
 
@@ -257,9 +257,11 @@ class VersionReader:
         return self._plan_of(si, lo, hi, int(fmt[0]) if len(fmt) else 3)
 
     def _plan_of(self, si, lo, hi, fmt: int) -> "_BlockPlan":
+        nblk = hi - lo
+        if fmt == 3:  # format 3 works from the requests alone (host/pages.py, ``_read_phases3``)
+            return _BlockPlan(si=si, lo=lo, nblk=nblk, K=int(nblk.sum()), fmt=3)
         d = self.directory()
         bs = self.block_size
-        nblk = hi - lo
         bstripe = np.repeat(si, nblk)
         j = ranges(lo, nblk)
         bseg = d.seg[bstripe]
@@ -406,9 +408,10 @@ class VersionReader:
         pay_at = nb + np.where(multi, 8 * npg, 0)
         seg = d.seg[si]
         in_pool = base3[seg] >= 0
-        groups = [(int(s), seg == s) for s in np.unique(seg[~in_pool])]
-        where = f"columns {columns} of segment(s) {sorted({self.segment(int(s)).name for s in np.unique(seg)})}"
+        groups = [(int(s), None) for s in np.unique(seg[~in_pool])] if not in_pool.all() else []
         region_of = np.array([self.segment(i).region_bytes for i in range(len(self._segs))], np.int64)
+        segs_read = lambda: sorted({self.segment(int(s)).name for s in np.unique(seg)})  # noqa: E731
+        where = _Where(lambda: f"columns {columns} of segment(s) {segs_read()}")
 
         def request(owner, starts, lens):
             """Byte ranges of the requests ``owner``: the small segments' from their pooled regions,
@@ -428,9 +431,10 @@ class VersionReader:
                 at = np.cumsum(lens) - lens
                 out = np.empty(int(lens.sum()), np.uint8)
                 q = np.flatnonzero(in_pool[owner])
-                out[ranges(at[q], lens[q])] = pool3[ranges(base3[sg[q]] + starts[q], lens[q])]
+                take_ranges(pool3, base3[sg[q]] + starts[q], lens[q], out, at[q])
                 for g, fin in parts:
-                    out[ranges(at[g], lens[g])] = fin()
+                    got = fin()
+                    take_ranges(got, np.cumsum(lens[g]) - lens[g], lens[g], out, at[g])
                 return out
             return reads, finish
 
@@ -558,18 +562,19 @@ class _BlockPlan:
     lo: np.ndarray
     nblk: np.ndarray
     K: int
-    bstripe: np.ndarray
-    j: np.ndarray
-    bseg: np.ndarray
-    large: list
-    cnt: np.ndarray
-    req_first: np.ndarray
-    pool: np.ndarray
-    pool_base: np.ndarray
-    small_reqs: np.ndarray
-    small_blocks: np.ndarray
-    stripe_hdr_words: np.ndarray
-    pool_base_req: np.ndarray
+    # format 2 only (a format-3 plan is the requests alone)
+    bstripe: np.ndarray | None = None
+    j: np.ndarray | None = None
+    bseg: np.ndarray | None = None
+    large: list | None = None
+    cnt: np.ndarray | None = None
+    req_first: np.ndarray | None = None
+    pool: np.ndarray | None = None
+    pool_base: np.ndarray | None = None
+    small_reqs: np.ndarray | None = None
+    small_blocks: np.ndarray | None = None
+    stripe_hdr_words: np.ndarray | None = None
+    pool_base_req: np.ndarray | None = None
     fmt: int = 2
 
 
@@ -579,6 +584,16 @@ class _MixedPlan:
 
     parts: list
     nblk: np.ndarray
+
+
+class _Where:
+    """An error message's place, worked out only if an error is raised (``str()``)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __str__(self) -> str:
+        return self.fn()
 
 
 def _one(column: str, gen):

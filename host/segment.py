@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from gpumat.core.errors import CorruptionError
 from gpumat.host import codec, native
-from gpumat.host.ranges import ranges
+from gpumat.host.ranges import ranges, take_ranges
 
 MAGIC = b"GPUMSEG2"
 MAGIC_V1 = b"GPUMSEG1"  # an Arrow IPC index (release 0.1)
@@ -294,7 +294,7 @@ class Segment:
         if int(lens.sum()) == 0:
             return [], lambda: np.zeros(0, np.uint8)
         if self.small:
-            return [], lambda: self.region()[ranges(starts, lens)]
+            return [], lambda: take_ranges(self.region(), starts, lens)
         keep = lens > 0
         st, ln = starts[keep], lens[keep]
         if (st < 0).any() or (st + ln > self.region_words).any():
@@ -315,7 +315,7 @@ class Segment:
             self._verify(buf, ranges(run_lo // C, per))
             where = np.empty(len(st), np.int64)
             where[order] = run_at[run_id] + (st[order] - run_lo[run_id])
-            return buf[ranges(where, ln)]
+            return take_ranges(buf, where, ln)
 
         return reqs, finish
 

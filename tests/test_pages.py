@@ -243,3 +243,18 @@ def test_an_entry_that_names_the_wrong_format_is_corruption(tmp_path):
         e.pop("format")  # as if a format-2 file: the file's magic says 3
     with pytest.raises(CE, match="format 3, its entry says 2"):
         VersionReader(t._store, state).directory()
+
+
+def test_take_ranges_is_the_gather_of_its_ranges():
+    from gpumat.host.ranges import take_ranges
+
+    rng = np.random.default_rng(2)
+    for dt in (np.uint8, np.int64):
+        src = rng.integers(0, 100, 1000).astype(dt)
+        starts = rng.integers(0, 900, 30)
+        lens = rng.integers(0, 100, 30)
+        assert take_ranges(src, starts, lens).tolist() == src[ranges(starts, lens)].tolist()
+        out = np.zeros(int(lens.sum()) + 7, dt)
+        at = np.cumsum(lens) - lens + 7  # after 7 untouched elements
+        take_ranges(src, starts, lens, out, at)
+        assert out[7:].tolist() == src[ranges(starts, lens)].tolist() and not out[:7].any()
