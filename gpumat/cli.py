@@ -149,7 +149,9 @@ def cmd_inspect(args) -> int:
         return 0
     print(f"tier {args.tier}  version {stats['version']}  block size {stats['block_size']}")
     print(f"  schema: {', '.join(f'{c}:{t}' for c, t in stats['schema'].items())}")
-    print(f"  users {stats['users']:,}  events {stats['events']:,}  segments {stats['segments']:,}  stripes {stats['stripes']:,}")
+    fmts = ", ".join(f"{n} format {f}" for f, n in sorted(stats["segment_formats"].items()))
+    print(f"  users {stats['users']:,}  events {stats['events']:,}  segments {stats['segments']:,}"
+          f"{f' ({fmts})' if fmts else ''}  stripes {stats['stripes']:,}")
     print(f"  stored {stats['stored_bytes']:,} bytes")
     print(f"  {'column':<16}{'bytes':>14}{'bytes/event':>13}  encodings (blocks)")
     for c, col in stats["columns"].items():

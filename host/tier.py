@@ -440,6 +440,7 @@ class Tier:
             "schema": dict(r.schema),
             "block_size": r.block_size,
             "segments": len(r.state.files),
+            "segment_formats": {str(f): int(n) for f, n in zip(*np.unique(r.seg_formats(), return_counts=True))},
             "inline_segments": sum(1 for e in files if e["path"].startswith(log.LOG_DIR + "/")),
             "stripes": len(d),
             "blocks": int(d.nblocks.sum()),
