@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 5; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 6; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -257,11 +257,12 @@ int64_t gm_parse_fields(const unsigned char *fbuf, int64_t n, const int64_t *fst
 }
 
 /* host/ranges.py copy_ranges: dst[dst_at[i] .. + lens[i]) = src[src_at[i] .. + lens[i]) for i < K,
- * elements of `size` bytes; memcpy per range. The caller (host/native.py) checks every range. */
+ * elements of `size` bytes; a memmove per range (src and dst may be one array). The caller
+ * (host/native.py) checks every range and refuses object arrays. */
 void gm_copy_ranges(const unsigned char *src, const int64_t *src_at, unsigned char *dst, const int64_t *dst_at,
                     const int64_t *lens, int64_t K, int64_t size) {
     for (int64_t i = 0; i < K; i++)
-        if (lens[i] > 0) memcpy(dst + dst_at[i] * size, src + src_at[i] * size, (size_t)(lens[i] * size));
+        if (lens[i] > 0) memmove(dst + dst_at[i] * size, src + src_at[i] * size, (size_t)(lens[i] * size));
 }
 
 static struct PyModuleDef gm_module = {PyModuleDef_HEAD_INIT, "_native", "gpumat C block decoder (loaded with ctypes)", -1, NULL, NULL, 0, 0, 0};

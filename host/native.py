@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 5  # gm_abi_version() of the _native.c this module calls
+ABI = 6  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -160,13 +160,14 @@ def copy_ranges(src: np.ndarray, src_at: np.ndarray, dst: np.ndarray, dst_at: np
     """``dst[dst_at[i]:][:lens[i]] = src[src_at[i]:][:lens[i]]`` for every i, a memcpy each (contiguous
     1-D arrays of one dtype; int64 positions, every range checked)."""
     K = lens.size
-    if src.dtype != dst.dtype or src.ndim != 1 or dst.ndim != 1 or not src.flags.c_contiguous \
-            or not dst.flags.c_contiguous or not dst.flags.writeable:
-        raise ValueError("copy_ranges: contiguous 1-D src and writeable dst of one dtype")
+    if src.dtype != dst.dtype or src.dtype.hasobject or src.ndim != 1 or dst.ndim != 1 \
+            or not src.flags.c_contiguous or not dst.flags.c_contiguous or not dst.flags.writeable:
+        raise ValueError("copy_ranges: contiguous 1-D src and writeable dst of one (non-object) dtype")
     if any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != K for a in (src_at, dst_at, lens)):
         raise ValueError("copy_ranges: int64 src_at, dst_at, lens of one length")
-    if K and ((lens < 0).any() or (src_at < 0).any() or (dst_at < 0).any()
-              or int((src_at + lens).max()) > src.size or int((dst_at + lens).max()) > dst.size):
+    live = lens > 0  # empty ranges copy nothing, wherever they start
+    if K and ((lens < 0).any() or (src_at[live] < 0).any() or (dst_at[live] < 0).any()
+              or (src_at[live] > src.size - lens[live]).any() or (dst_at[live] > dst.size - lens[live]).any()):
         raise ValueError("copy_ranges: a range outside src or dst")
     if K:
         _copy_ranges(_ptr(src), _ptr(src_at), _ptr(dst), _ptr(dst_at), _ptr(lens), K, src.itemsize)

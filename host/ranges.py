@@ -53,7 +53,8 @@ def take_ranges(src: np.ndarray, starts, counts, out: np.ndarray | None = None, 
     at = np.ascontiguousarray(at, dtype=np.int64)
     if out is None:
         out = np.empty(int(counts.sum()), dtype=src.dtype)
-    if native.available()[0] and src.ndim == 1 and src.flags.c_contiguous and out.dtype == src.dtype:
+    if native.available()[0] and src.ndim == 1 and out.ndim == 1 and src.flags.c_contiguous \
+            and out.flags.c_contiguous and out.flags.writeable and out.dtype == src.dtype and not src.dtype.hasobject:
         native.copy_ranges(src, starts, out, at, counts)
     else:
         out[ranges(at, counts)] = src[ranges(starts, counts)]

@@ -258,3 +258,17 @@ def test_take_ranges_is_the_gather_of_its_ranges():
         at = np.cumsum(lens) - lens + 7  # after 7 untouched elements
         take_ranges(src, starts, lens, out, at)
         assert out[7:].tolist() == src[ranges(starts, lens)].tolist() and not out[:7].any()
+    objs = np.array([object()] * 4, dtype=object)  # never copied as raw pointers
+    assert take_ranges(objs, [1], [2]).tolist() == objs[1:3].tolist()
+    assert take_ranges(np.arange(5), [9], [0]).tolist() == []  # an empty range anywhere
+
+
+def test_copy_ranges_refuses_ranges_outside_its_arrays(decoder):
+    if decoder != "native":
+        pytest.skip("about the C copy: runs once, with the C codec")
+    src, out = np.zeros(8, np.uint8), np.zeros(8, np.uint8)
+    for s_at, d_at, n in (([2**62], [0], [2**62]), ([0], [2**62], [2**62]), ([4], [0], [5]), ([-1], [0], [1])):
+        with pytest.raises(ValueError, match="outside"):
+            native.copy_ranges(src, np.array(s_at), out, np.array(d_at), np.array(n))
+    with pytest.raises(ValueError, match="non-object"):
+        native.copy_ranges(np.zeros(2, object), np.array([0]), np.zeros(2, object), np.array([0]), np.array([1]))
