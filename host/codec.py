@@ -19,6 +19,8 @@ install built it, else in NumPy as described here; both give the same bits (test
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from gpumat.core.errors import CorruptionError
@@ -128,12 +130,14 @@ def block_hash(base, slope, meta, packed, nwords) -> np.ndarray:
 # --------------------------------------------------------------------------------------- encoding
 
 
+@functools.lru_cache(maxsize=512)
 def _pack_table(w: int, bs: int):
     """For width ``w``: the (value, word, shift) contributions of a full block's bit stream, sorted by word.
 
     Returns ``(k, left, right, starts, nwords)``: value ``k[t]`` contributes ``r << left[t]`` (low part) or
     ``r >> right[t]`` (the high part that spills into the next word) to word ``word[t]``;
-    ``starts`` are the first entries of each word (for ``np.add.reduceat``)."""
+    ``starts`` are the first entries of each word (for ``np.add.reduceat``). Cached (read-only
+    arrays): a small append packs a few blocks of a few widths, and building the table was most of it."""
     k = np.arange(bs, dtype=np.int64)
     bit = k * w
     word, sh = bit >> 6, bit & 63
@@ -145,7 +149,10 @@ def _pack_table(w: int, bs: int):
     order = np.argsort(wd, kind="stable")
     ks, wd, left, right = ks[order], wd[order], left[order], right[order]
     starts = np.flatnonzero(np.concatenate(([True], wd[1:] != wd[:-1])))
-    return ks, left.astype(np.uint64), right.astype(np.uint64), starts, int(wd[-1]) + 1
+    out = ks, left.astype(np.uint64), right.astype(np.uint64), starts
+    for a in out:
+        a.flags.writeable = False
+    return (*out, int(wd[-1]) + 1)
 
 
 _ENC_CHUNK = 8192  # blocks per encoder pass: bounds the encoder's temporaries to a few [8192, BS] arrays
