@@ -93,15 +93,11 @@ def varint_decode(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out.astype(_U64, copy=False), end
 
 
-def page_layout(nb_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pages of stripes of ``nb_s`` blocks: ``(pages per stripe, each page's stripe, each page's
-    first block within its stripe)``."""
+def page_layout(nb_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pages of stripes of ``nb_s`` blocks: ``(pages per stripe, each page's stripe)``."""
     nb_s = np.asarray(nb_s, dtype=np.int64)
     np_s = (nb_s + PAGE_BLOCKS - 1) // PAGE_BLOCKS
-    page_stripe = np.repeat(np.arange(len(nb_s)), np_s)
-    first = np.cumsum(np_s) - np_s
-    page_j0 = (np.arange(int(np_s.sum()), dtype=np.int64) - first[page_stripe]) * PAGE_BLOCKS
-    return np_s, page_stripe, page_j0
+    return np_s, np.repeat(np.arange(len(nb_s)), np_s)
 
 
 def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: int):
@@ -126,12 +122,11 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     NB = len(cnt)
     sob = fit.stripe_of_block
     jin = np.arange(NB, dtype=np.int64) - fit.bfirst[sob]  # block index within its stripe
-    np_s, page_stripe, _ = page_layout(nb_s)
+    np_s, page_stripe = page_layout(nb_s)
     NP = len(page_stripe)
     page_first_abs = np.cumsum(np_s) - np_s  # each stripe's first page
     page_of = page_first_abs[sob] + jin // PAGE_BLOCKS
     starts_page = jin % PAGE_BLOCKS == 0
-    m = np.bincount(page_of, minlength=NP).astype(np.int64)
     lfor = slope != 0
     tag = (w | np.where(lfor, TAG_LFOR, 0)).astype(np.uint8)
     with np.errstate(over="ignore"):
