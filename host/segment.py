@@ -341,7 +341,7 @@ class Segment:
         if total == 0:
             return [], lambda: np.zeros(0, np.int64)
         if self.small:
-            return [], lambda: self.region()[ranges(starts, lens)]
+            return [], lambda: take_ranges(self.region(), starts, lens)
         keep = lens > 0
         st, ln = starts[keep], lens[keep]
         gap = int(getattr(self.store, "coalesce_gap_bytes", 8 * COALESCE_GAP_WORDS)) // 8
@@ -355,7 +355,7 @@ class Segment:
         def finish():
             where = np.empty(len(st), np.int64)  # each kept range's start inside ``buf``
             where[order] = run_at[run_id] + (s_sorted - run_lo[run_id])
-            return buf[ranges(where, ln)]
+            return take_ranges(buf, where, ln)
 
         return reqs, finish
 
