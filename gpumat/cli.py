@@ -153,12 +153,13 @@ def cmd_inspect(args) -> int:
     print(f"  users {stats['users']:,}  events {stats['events']:,}  segments {stats['segments']:,}"
           f"{f' ({fmts})' if fmts else ''}  stripes {stats['stripes']:,}")
     print(f"  stored {stats['stored_bytes']:,} bytes")
-    print(f"  {'column':<16}{'bytes':>14}{'bytes/event':>13}  encodings (blocks)")
+    print(f"  {'column':<16}{'bytes':>14}{'bytes/event':>13}  encodings (stripes with each)")
     for c, col in stats["columns"].items():
         enc = ", ".join(f"{k} {v}" for k, v in sorted(col["encodings"].items()))
         print(f"  {c:<16}{col['bytes']:>14,}{col['bytes_per_event']:>13.3f}  {enc}")
     print("  encodings: FOR = frame of reference (value = block minimum + bit-packed offset);")
-    print("             LFOR = linear FOR (value = base + slope * position + bit-packed residual), for trending columns like ts")
+    print("             LFOR = linear FOR (value = base + slope * position + bit-packed residual), for trending columns like ts;")
+    print("             PATCH = low bits + a bitmap of exceptions (sparse flags, heavy tails); RUN = run starts + run values")
     shown = versions
     more = args.versions and len(shown) == args.versions and shown and shown[0]["version"] > 0
     print(f"  versions ({f'the newest {len(shown)}; --versions 0 lists all' if more else len(shown)}):")

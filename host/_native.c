@@ -91,7 +91,43 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 6; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 7; } /* host/native.py refuses a build of another version */
+
+/* A PATCH or RUN block (meta bit 7, docs/DESIGN.md §4; gpumat/core/staged.py decode_values is the
+ * definition): its aux word at words[off - 1] holds the kind, w2, the bitmap's and exceptions' 32-bit
+ * word offsets from 2 * off (an exception: one 32-bit word, its high part) and the bitmap's rank prefix
+ * per 32 values. Values [lo, hi) by the lane
+ * formula, a popcount each. Every word read is bounds-checked: one past `words` is an error (return 1),
+ * or with clamp (the padded rows' lanes past a block's count) a zero residual. */
+static inline uint32_t gm_w32(const uint32_t *w32, int64_t n32, int64_t i) { return i >= 0 && i < n32 ? w32[i] : 0; }
+
+static int decode_aux(const uint64_t *words, int64_t nwords, int64_t off, int w, uint64_t base, uint64_t slope,
+                      int64_t lo, int64_t hi, uint64_t *out, int clamp) {
+    if (off < 1 || hi > 128) return 1;
+    const uint64_t aux = words[off - 1];
+    const int kind = (int)(aux & 3);
+    const int64_t bm = 2 * off + (int64_t)((aux >> 8) & 1023), ex = 2 * off + (int64_t)((aux >> 18) & 1023);
+    const uint32_t *w32 = (const uint32_t *)words;
+    const int64_t n32 = 2 * nwords;
+    for (int64_t k = lo; k < hi; k++) {
+        const uint32_t bw = gm_w32(w32, n32, bm + (k >> 5));
+        const unsigned s = (unsigned)(k & 31);
+        const int64_t rank = (int64_t)((aux >> (32 + 8 * (k >> 5))) & 255) + __builtin_popcount(bw & ((1u << s) - 1u));
+        const int hit = (int)((bw >> s) & 1u);
+        const int64_t idx = kind == 2 ? rank + hit - 1 : k;
+        const uint64_t bit = (uint64_t)(64 * off) + (uint64_t)(idx * w);
+        const int past = idx < 0 || (w && (int64_t)(bit >> 6) >= nwords);
+        if (past && !clamp) return 1;
+        uint64_t v = base + slope * (uint64_t)idx + (past ? 0 : bits_checked(words, nwords, bit, w));
+        if (kind == 1 && hit) { /* the exception's high part, one 32-bit word */
+            const int epast = ex + rank >= n32;
+            if (epast && !clamp) return 1;
+            if (w < 64) v += (uint64_t)gm_w32(w32, n32, ex + rank) << w; /* w <= 63 for PATCH */
+        }
+        *out++ = v;
+    }
+    return 0;
+}
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -103,11 +139,18 @@ int64_t gm_decode(const int64_t *hdr, const uint64_t *words, int64_t nwords, int
     for (int64_t k = 0; k < K; k++) {
         uint64_t base = (uint64_t)hdr[3 * k], slope = (uint64_t)hdr[3 * k + 1];
         int64_t meta = hdr[3 * k + 2];
-        int w = (int)(meta & 255);
+        int w = (int)(meta & 127);
         int64_t off = meta >> 8;
         int64_t a = lo ? lo[k] : 0, n = cnt[k];
         if (w > 64 || off < 0 || a < 0 || n < 0) return k + 1;
         if (n == 0) continue;
+        if (meta & 128) { /* PATCH / RUN: at most 128 values (AUX_MAX_BLOCK); with clamp, lanes past that read 0 */
+            int64_t h = a + n, top = h;
+            if (clamp && top > 128) top = a > 128 ? a : 128;
+            if (off > nwords || decode_aux(words, nwords, off, w, base, slope, a, top, out + dst[k], clamp)) return k + 1;
+            for (int64_t j = top; j < h; j++) out[dst[k] + j - a] = base;
+            continue;
+        }
         /* no overflow below: hi * 64 and off * 64 (bit positions) stay inside int64 */
         if (n > GM_MAX_VALUES - a || off > GM_MAX_VALUES) return k + 1;
         int64_t hi = a + n;
@@ -213,12 +256,13 @@ void gm_chunk_hash(const unsigned char *buf, int64_t n, int64_t chunk, const int
     }
 }
 
-/* host/pages.py parse_fields: the bases and slopes of the blocks of whole pages. Page p's fields are
- * bytes [fstart[p], fend[p]) of fbuf; its blocks are the run of blocks with page_of == p (sorted), of
- * tags tag (width | 0x80 with a slope) and cnt values. Per block: LEB128 zigzag(base - prediction),
- * then zigzag(slope) with a slope; the prediction is 0 for a page's first block, else the previous
- * block's base + slope * cnt. Returns 0, or p + 1 for the first page whose fields are not exactly
- * its blocks' varints (bases and slopes before it are written). */
+/* host/pages.py parse_fields: the blocks of whole pages. Page p's fields are bytes [fstart[p], fend[p])
+ * of fbuf; its blocks are the run of blocks with page_of == p (sorted), of tags tag and cnt values. Per
+ * block: LEB128 zigzag(base - prediction); zigzag(slope) when tag & 0x80; then for a PATCH block (tag &
+ * 0x7F == 65) w, w2, e, for a RUN block (66) w, runs. The prediction is 0 for a page's first block, else
+ * the previous block's base + slope * nv (nv: its runs for RUN, else cnt). Writes base, slope, w, nv, w2,
+ * e per block (large field values saturate at 2^40; host/pages.py checks their ranges). Returns 0, or
+ * p + 1 for the first page whose fields are not exactly its blocks' varints. */
 static inline int gm_varint(const unsigned char *b, int64_t *pos, int64_t end, uint64_t *v) {
     uint64_t x = 0;
     for (int i = 0; i < 10; i++) {
@@ -233,23 +277,34 @@ static inline int gm_varint(const unsigned char *b, int64_t *pos, int64_t end, u
 
 static inline int64_t gm_unzigzag(uint64_t z) { return (int64_t)((z >> 1) ^ (UINT64_C(0) - (z & 1))); }
 
+static inline int64_t gm_sat(uint64_t v) { return v > (UINT64_C(1) << 40) ? (INT64_C(1) << 40) : (int64_t)v; }
+
 int64_t gm_parse_fields(const unsigned char *fbuf, int64_t n, const int64_t *fstart, const int64_t *fend, int64_t P,
                         const int64_t *tag, const int64_t *cnt, const int64_t *page_of, int64_t K, int64_t *base,
-                        int64_t *slope) {
+                        int64_t *slope, int64_t *w, int64_t *nv, int64_t *w2, int64_t *e) {
     int64_t k = 0;
     for (int64_t p = 0; p < P; p++) {
         int64_t pos = fstart[p], end = fend[p];
         if (pos < 0 || end < pos || end > n) return p + 1;
         uint64_t pred = 0;
         for (; k < K && page_of[k] == p; k++) {
-            uint64_t d, z = 0;
+            uint64_t d, z = 0, x1 = 0, x2 = 0, x3 = 0;
+            const int64_t t = tag[k] & 0x7F;
             if (gm_varint(fbuf, &pos, end, &d)) return p + 1;
             if ((tag[k] & 0x80) && gm_varint(fbuf, &pos, end, &z)) return p + 1;
+            if (t == 65 || t == 66) {
+                if (gm_varint(fbuf, &pos, end, &x1) || gm_varint(fbuf, &pos, end, &x2)) return p + 1;
+                if (t == 65 && gm_varint(fbuf, &pos, end, &x3)) return p + 1;
+            }
             uint64_t b = pred + (uint64_t)gm_unzigzag(d);
             int64_t sl = gm_unzigzag(z);
             base[k] = (int64_t)b;
             slope[k] = sl;
-            pred = b + (uint64_t)sl * (uint64_t)cnt[k];
+            w[k] = t >= 65 ? (x1 > 64 ? 65 : (int64_t)x1) : t;
+            nv[k] = t == 66 ? gm_sat(x2) : cnt[k];
+            w2[k] = t == 65 ? gm_sat(x2) : 0;
+            e[k] = t == 65 ? gm_sat(x3) : 0;
+            pred = b + (uint64_t)sl * (uint64_t)nv[k];
         }
         if (pos != end) return p + 1;
     }

@@ -24,13 +24,22 @@ import functools
 import numpy as np
 
 from gpumat.core.errors import CorruptionError
+from gpumat.core.staged import AUX_FLAG, decode_values
 from gpumat.host import native
 from gpumat.host.ranges import ranges
 
 HDR_WORDS = 4  # base, slope, meta, hash
 ENC_FOR = 0  # every block has slope 0
 ENC_LFOR = 1  # at least one block has a fitted slope
-ENC_NAMES = {ENC_FOR: "FOR", ENC_LFOR: "LFOR"}
+ENC_PATCH, ENC_RUN = 2, 4  # format 3: some block is a PATCH / RUN block (flags, with ENC_LFOR)
+ENC_NAMES = {ENC_FOR: "FOR", ENC_LFOR: "LFOR", ENC_PATCH: "PATCH", ENC_RUN: "RUN"}
+
+
+def enc_counts(enc: np.ndarray) -> dict:
+    """Stripes per encoding from the index's ``enc`` flags: FOR (none), LFOR, PATCH, RUN (a stripe
+    may count under several)."""
+    enc = np.asarray(enc, np.int64)
+    return {name: int((enc == 0).sum() if k == ENC_FOR else ((enc & k) != 0).sum()) for k, name in ENC_NAMES.items()}
 
 _U64 = np.uint64
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
@@ -455,6 +464,13 @@ def decode_blocks_padded(hdr: np.ndarray, words: np.ndarray, lanes: int) -> np.n
     ``base + slope * k`` is added per row."""
     hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
     K = hdr.shape[0]
+    aux = (hdr[:, 2] & AUX_FLAG) != 0
+    if K and lanes and aux.any() and not native.available()[0]:  # PATCH / RUN blocks: the lane formula
+        pad = np.empty((K, lanes), dtype=np.int64)
+        p, a = np.flatnonzero(~aux), np.flatnonzero(aux)
+        pad[p] = decode_blocks_padded(hdr[p], words, lanes)
+        pad[a] = decode_values(hdr, words, np.repeat(a, lanes), np.tile(np.arange(lanes), len(a))).reshape(-1, lanes)
+        return pad
     if K and lanes and native.available()[0]:
         pad = np.empty((K, lanes), dtype=np.int64)
         _native_decode(hdr, words, None, np.full(K, lanes, np.int64), np.arange(K, dtype=np.int64) * lanes, pad,
@@ -488,6 +504,15 @@ def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np
     """
     hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
     counts = np.asarray(counts, dtype=np.int64)
+    aux = (hdr[:, 2] & AUX_FLAG) != 0
+    if aux.any() and not native.available()[0]:  # PATCH / RUN blocks: the lane formula, the rest in bulk
+        lo = np.zeros(len(counts), np.int64) if lo is None else np.asarray(lo, dtype=np.int64)
+        out = np.empty(int(counts.sum()), dtype=np.int64)
+        at = np.cumsum(counts) - counts
+        p, a = np.flatnonzero(~aux), np.flatnonzero(aux)
+        out[ranges(at[p], counts[p])] = decode_blocks(hdr[p], words, counts[p], lo[p])
+        out[ranges(at[a], counts[a])] = decode_values(hdr, words, np.repeat(a, counts[a]), ranges(lo[a], counts[a]))
+        return out
     if lo is not None and native.available()[0]:  # only the wanted values: no decode-then-select
         lo = np.ascontiguousarray(lo, dtype=np.int64)
         out = np.empty(int(counts.sum()), dtype=np.int64)

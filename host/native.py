@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 6  # gm_abi_version() of the _native.c this module calls
+ABI = 7  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -48,7 +48,7 @@ def _load():
             f = lib.gm_parse_fields
             f.restype = ctypes.c_int64
             f.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64] \
-                + [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+                + [ctypes.c_void_p] * 3 + [ctypes.c_int64] + [ctypes.c_void_p] * 6
             g = lib.gm_copy_ranges
             g.restype = None
             g.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_int64]
@@ -141,19 +141,19 @@ def chunk_hash(buf: np.ndarray, chunk: int, ids: np.ndarray) -> np.ndarray:
 
 
 def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np.ndarray, cnt: np.ndarray,
-                 page_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """``host.pages.parse_fields``'s varints in C: ``(base, slope, bad)``, ``bad`` 0 or the first
-    malformed page + 1. Every array contiguous int64 (``fbuf`` uint8); ``page_of`` sorted."""
+                 page_of: np.ndarray):
+    """``host.pages.parse_fields``'s varints in C: ``(base, slope, w, nv, w2, e)`` per block, or None
+    when a page's fields are not exactly its blocks' varints. Every array contiguous int64 (``fbuf``
+    uint8); ``page_of`` sorted."""
     K, P = tag.size, fstart.size
     arrs = (fstart, fend, tag, cnt, page_of)
     if fbuf.dtype != np.uint8 or any(a.dtype != np.int64 or not a.flags.c_contiguous for a in arrs) \
             or not fbuf.flags.c_contiguous or fend.size != P or cnt.size != K or page_of.size != K:
         raise ValueError("parse_fields: contiguous uint8 fbuf, int64 fstart/fend [P] and tag/cnt/page_of [K]")
-    base = np.empty(K, np.int64)
-    slope = np.empty(K, np.int64)
+    out = [np.empty(K, np.int64) for _ in range(6)]
     bad = int(_parse_fields(_ptr(fbuf), fbuf.size, _ptr(fstart), _ptr(fend), P, _ptr(tag), _ptr(cnt),
-                            _ptr(page_of), K, _ptr(base), _ptr(slope))) if (K or P) else 0
-    return base, slope, bad
+                            _ptr(page_of), K, *(_ptr(a) for a in out))) if (K or P) else 0
+    return None if bad else tuple(out)
 
 
 def copy_ranges(src: np.ndarray, src_at: np.ndarray, dst: np.ndarray, dst_at: np.ndarray, lens: np.ndarray) -> None:

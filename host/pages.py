@@ -1,34 +1,41 @@
-"""Format 3's compact blob layout (docs/DESIGN.md §1 "Format 3"): the same blocks as format 2
-(``host.codec.fit_blocks``: base, slope, width per block of ``block_size`` values), laid out in
-a fraction of the bytes, and turned back into format 2's staged form when read.
+"""Format 3's compact blob layout (docs/DESIGN.md §1 "Format 3"): format 2's blocks (``host.codec.
+fit_blocks``: base, slope, width per block of ``block_size`` values) laid out in a fraction of the
+bytes, plus PATCH and RUN blocks, and turned into the staged form (DESIGN.md §4) when read.
 
 A blob (one stripe, one column) of ``nb`` blocks, in pages of ``PAGE_BLOCKS`` blocks::
 
     [tags: u8 per block][anchors: (u32, u32) per page, only with more than one page]
-    [payload: every block's residual bits back to back][fields: LEB128 varints, page after page]
+    [payload: every block's bits back to back][fields: LEB128 varints, page after page]
 
-- tag: the block's width ``w`` (0..64), plus ``TAG_LFOR`` (128) when the block has a slope; other
-  values are reserved for the encodings of the next steps (``CorruptionError`` today).
-- payload: value ``k`` of block ``j`` is bits ``[P_j + k w_j, P_j + (k + 1) w_j)`` of the payload
-  (LSB first), ``P_j`` the bits of the blob's earlier blocks; zero bits to a whole byte.
-- fields, per block: ``zigzag(base - prediction)``, then ``zigzag(slope)`` for an LFOR block. The
-  prediction is 0 for a page's first block, else where the previous block's line ended
-  (``base + slope * count``), so each page's fields parse on their own.
+(a one-page blob with PATCH or RUN blocks: ``[tags][fields][payload]``, its payload sizes being in
+its fields).
+
+- tag: ``TAG_LFOR`` (128) when the block's line has a slope, plus its width ``w`` (0..64) for a
+  plain FOR/LFOR block, ``TAG_PATCH`` (65) or ``TAG_RUN`` (66); 67..127 are reserved for the
+  encodings of the next steps (``CorruptionError`` today).
+- fields, per block: ``zigzag(base - prediction)``, ``zigzag(slope)`` when it has one, then PATCH:
+  ``w, w2, e``; RUN: ``w, runs``. The prediction is 0 for a page's first block, else where the
+  previous block's line ended (``base + slope * n``, ``n`` its values or runs), so each page's
+  fields parse on their own.
+- payload of block ``j``, from bit ``P_j`` (the bits of the blob's earlier blocks; zero bits to a
+  whole byte at the end): ``n w`` bits of values (LSB first), then for PATCH / RUN a bitmap of
+  ``count`` bits (the exceptions; the run starts), then PATCH's ``e w2`` bits of exceptions (the
+  high parts ``r >> w``, minus one).
 - anchors of page ``p``: the byte offset (from the blob start) of its first field, and the payload
-  bit offset of its first block. With one page, the payload starts after the tags and the fields
-  after the payload.
+  bit offset of its first block.
 
 So a reader of blocks ``[lo, hi)`` reads, at known offsets, the tags of their pages and the
-anchors around them, then the fields of those pages and exactly the payload bits of ``[lo, hi)``:
-a window is still read at block granularity. Blobs sit back to back at byte granularity; a
-segment's checksums are per chunk of its blob region (host/segment.py), so what a read uses is
-verified. On the bench workload the 32 bytes of header per block and column of format 2 were 13%
-of the tier.
+anchors around them, then the fields of those pages and the payload: exactly the bits of
+``[lo, hi)`` when the pages hold plain blocks only, whole pages when they hold PATCH or RUN blocks
+(whose sizes are in the fields). A window is still read at block granularity. Blobs sit back to
+back at byte granularity; a segment's checksums are per chunk of its blob region
+(host/segment.py), so what a read uses is verified.
 
 Parsing (``parse_fields``) decodes the varints of all pages of a batch at once and rebuilds the
-bases by a segmented prefix sum; ``stage_blocks`` copies each block's bits to a word boundary
-(``realign``: in C when built). The result is format 2's ``hdr [K, 3]`` and ``words``: the staged
-contract and every kernel are unchanged.
+bases by a segmented prefix sum (in C when built); ``stage_blocks`` copies each block's bits to word
+boundaries (``realign``: in C when built) and writes a PATCH / RUN block's aux word. The encoder
+(``encode_stripes``) picks per block the kind that takes the fewest bits, and keeps PATCH / RUN in
+a stripe set (one segment's column) only where they save ``EXT_MIN_SAVING`` of its payload.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpumat.core.errors import CorruptionError
+from gpumat.core.staged import AUX_FLAG, AUX_MAX_BLOCK, AUX_MAX_W2, AUX_PATCH, AUX_RUN
 from gpumat.host import codec, native
 from gpumat.host.ranges import ranges
 
@@ -100,12 +108,123 @@ def page_layout(nb_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np_s, np.repeat(np.arange(len(nb_s)), np_s)
 
 
-def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: int):
+TAG_PATCH, TAG_RUN = 65, 66  # tag & 0x7F of the extended blocks (65..127 otherwise reserved)
+KIND_PLAIN, KIND_PATCH, KIND_RUN = 0, AUX_PATCH, AUX_RUN
+_EXTRA_FIELDS = np.array([0, 3, 2])  # varints after base (and slope) per kind: PATCH w, w2, e; RUN w, runs
+# A column of a segment uses PATCH / RUN blocks only where they save at least this fraction of its
+# payload: each costs the kernels about 25 more instructions per value of the column in a batch
+# (``gpumat bench kernels --static``), worth it for a sparse flag column (bench ``action``: -35%)
+# or bursts of equal timestamps (ML-1M ``ts``: -40%), not for a few percent.
+EXT_MIN_SAVING = 0.125
+
+
+class Blocks:
+    """Per block of a blob (or of many): ``kind`` (``KIND_*``), the line ``base + slope * i`` and
+    width ``w`` of its packed values, ``nv`` of them (``cnt``, or the runs of a RUN block), and a
+    PATCH block's ``w2``-bit exceptions, ``e`` of them; ``cnt`` the block's values. ``bits()``:
+    its payload, ``nv w`` bits of values, then ``cnt`` bits of bitmap (PATCH, RUN), then ``e w2``."""
+
+    def __init__(self, kind, w, base, slope, nv, w2, e, cnt):
+        self.kind, self.w, self.base, self.slope, self.nv, self.w2, self.e, self.cnt = kind, w, base, slope, nv, w2, e, cnt
+
+    def take(self, idx) -> "Blocks":
+        return Blocks(*(getattr(self, f)[idx] for f in ("kind", "w", "base", "slope", "nv", "w2", "e", "cnt")))
+
+    def bits(self) -> np.ndarray:
+        return self.nv * self.w + np.where(self.kind != KIND_PLAIN, self.cnt, 0) + self.e * self.w2
+
+    def tags(self) -> np.ndarray:
+        t = np.where(self.kind == KIND_PATCH, TAG_PATCH, np.where(self.kind == KIND_RUN, TAG_RUN, self.w))
+        return (t | np.where(self.slope != 0, TAG_LFOR, 0)).astype(np.uint8)
+
+
+def _patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray):
+    """For PATCH on the residuals ``r [n, lanes]`` (zero past each count) of blocks of width ``w``:
+    the best ``(bits, w1, w2, e)`` per block over every low width ``w1 < w`` (exceptions: the values
+    of ``r >> w1 != 0``, stored as ``(r >> w1) - 1`` in ``w2 <= AUX_MAX_W2`` bits), bits counting
+    the payload and the three extra field bytes. From a histogram of the residuals' bit lengths:
+    ``e(w1)`` is a suffix sum, and ``w2(w1)`` depends only on the largest residual."""
+    n = len(cnt)
+    bl = codec.bit_length(r)  # [n, lanes]
+    hist = np.bincount((np.arange(n)[:, None] * 66 + bl).reshape(-1), minlength=66 * n).reshape(n, 66)
+    e_of = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:]  # e_of[:, w1] = values longer than w1 bits
+    rmax = r.max(axis=1) if r.shape[1] else np.zeros(n, _U64)
+    w1 = np.arange(65)
+    with np.errstate(over="ignore"):
+        hi = rmax[:, None] >> np.minimum(w1, 63).astype(_U64)[None, :]
+        w2 = codec.bit_length(hi - _U64(1))
+    e = e_of[:, :65]
+    ok = (w1[None, :] < w[:, None]) & (w2 <= AUX_MAX_W2) & (e > 0)
+    cost = cnt[:, None] * (w1[None, :] + 1) + e * w2 + 8 * (2 + varint_len(e.astype(_U64)))
+    cost = np.where(ok, cost, 1 << 60)  # never chosen, and no overflow when added to
+    best = np.argmin(cost, axis=1)
+    rows = np.arange(n)
+    return cost[rows, best], best, w2[rows, best], e[rows, best]
+
+
+def _choose_chunk(fit, c0: int, c1: int, aux: bool):
+    """Per block of ``c0 .. c1``: FOR/LFOR (``fit``'s choice), PATCH or RUN, whichever takes fewer
+    bits (payload and fields). Returns ``(Blocks, pieces)``: ``pieces`` the rows to bit-pack (values,
+    bitmap, exceptions), each ``(rows uint64 [n, lanes], width [n], count [n])``."""
+    cnt = fit.cnt[c0:c1]
+    n = c1 - c0
+    w, base, slope = fit.w[c0:c1].copy(), fit.base[c0:c1].copy(), fit.slope[c0:c1].copy()
+    r = fit.residuals(c0, c1)
+    kind = np.zeros(n, np.int64)
+    nv, w2, e = cnt.copy(), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    vals, bmap, exc = r, np.zeros_like(r), np.zeros_like(r)
+    if aux and n:
+        cost = cnt * w + 8 * np.where(slope != 0, varint_len(zigzag(slope)), 0)
+        lanes = r.shape[1]
+        valid = np.arange(lanes)[None, :] < cnt[:, None]
+        # PATCH: the same line, low bits + an exception bitmap + the exceptions' high parts
+        pc, pw1, pw2, pe = _patch_costs(r, cnt, w)
+        pc = pc + 8 * np.where(slope != 0, varint_len(zigzag(slope)), 0)
+        # RUN: a run-start bitmap, then the runs' values as a FOR/LFOR line of their own
+        x2 = fit.x[fit.vstart[c0:c1, None] + np.where(valid, np.arange(lanes)[None, :], 0)]
+        st_ = valid.copy()
+        st_[:, 1:] &= x2[:, 1:] != x2[:, :-1]
+        nr = st_.sum(axis=1)
+        rfit = codec.fit_blocks(x2[st_].view(np.int64), nr, lanes)
+        rc = cnt + nr * rfit.w + 8 * (2 + np.where(rfit.slope != 0, varint_len(zigzag(rfit.slope)), 0))
+        use_p = pc < cost
+        use_r = (rc < np.minimum(cost, pc)) & (nr < cnt)
+        use_p &= ~use_r
+        p, q = np.flatnonzero(use_p), np.flatnonzero(use_r)
+        if len(p):
+            kind[p] = KIND_PATCH
+            w1 = pw1[p].astype(_U64)
+            rp = r[p]
+            hi_p = rp >> w1[:, None]
+            isx = hi_p != 0
+            vals[p] = rp & ((_U64(1) << w1) - _U64(1))[:, None]
+            bmap[p] = isx
+            # the exceptions, in position order, packed to the left of their rows
+            rank = np.cumsum(isx, axis=1) - 1
+            rr, cc = np.nonzero(isx)
+            exc[p[rr], rank[rr, cc]] = hi_p[rr, cc] - _U64(1)
+            w[p], w2[p], e[p] = pw1[p], pw2[p], pe[p]
+        if len(q):
+            kind[q] = KIND_RUN
+            vals[q] = 0
+            rr = rfit.residuals(0, n)[q]
+            vals[q, : rr.shape[1]] = rr
+            bmap[q] = st_[q]
+            w[q], base[q], slope[q], nv[q] = rfit.w[q], rfit.base[q], rfit.slope[q], nr[q]
+    b = Blocks(kind, w, base, slope, nv, w2, e, cnt)
+    one = np.where(kind != KIND_PLAIN, 1, 0)
+    pieces = [(vals, w, nv), (bmap, one, np.where(kind != KIND_PLAIN, cnt, 0)), (exc, w2, e)]
+    return b, pieces
+
+
+def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: int, extended: bool = True):
     """Encode many stripes of one column in the format-3 layout.
 
     Returns ``(region, blob_off, blob_nbytes, enc)``: ``region`` uint8, the blobs back to back;
-    ``blob_off[S]`` / ``blob_nbytes[S]`` each stripe's byte range in it; ``enc[S]`` ``ENC_LFOR``
-    where some block has a slope, else ``ENC_FOR``.
+    ``blob_off[S]`` / ``blob_nbytes[S]`` each stripe's byte range in it; ``enc[S]`` the flags
+    ``ENC_LFOR`` (some block has a slope), ``ENC_PATCH``, ``ENC_RUN`` (some block is one; 0: FOR). ``extended``: also consider PATCH and RUN
+    blocks (block sizes up to ``AUX_MAX_BLOCK``), kept where they save ``EXT_MIN_SAVING`` of the
+    column's payload.
 
     >>> region, off, n, enc = encode_stripes(np.arange(10, 20), np.array([4, 6]), 4)
     >>> decode_blob(region[off[1]:off[1] + n[1]], 6, 4).tolist()
@@ -118,9 +237,41 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     if fit is None:
         z = np.zeros(S, dtype=np.int64)
         return np.zeros(0, dtype=np.uint8), z, z.copy(), z.copy()
-    nb_s, cnt, base, slope, w = fit.nb_s, fit.cnt, fit.base, fit.slope, fit.w
-    NB = len(cnt)
+    NB = len(fit.cnt)
+    aux = extended and bs <= AUX_MAX_BLOCK
+    while True:
+        parts, packed, woffs, nws, at = [], [], [], [], 0
+        for c0 in range(0, NB, codec._ENC_CHUNK):  # choose and bit-pack, a chunk of blocks at a time
+            c1 = min(c0 + codec._ENC_CHUNK, NB)
+            b, pieces = _choose_chunk(fit, c0, c1, aux)
+            parts.append(b)
+            for rows, pw, pn in pieces:
+                nw = codec.words_for(pn, pw)
+                woff = np.cumsum(nw) - nw
+                buf = np.zeros(int(nw.sum()) + 1, dtype=_U64)
+                codec._pack(rows, np.where(pn > 0, pw, 0), nw, woff, buf)
+                packed.append(buf)
+                woffs.append(woff + at)
+                nws.append(nw)
+                at += len(buf)
+        if not aux:
+            break
+        # PATCH / RUN blocks send a batch's column down the kernels' slower aux path: only where
+        # they save at least EXT_MIN_SAVING of the column's payload (the fields' extra bytes counted)
+        plain = int((fit.cnt * fit.w).sum())
+        ext = sum(int(b.bits().sum()) + 24 * int((b.kind != KIND_PLAIN).sum()) for b in parts)
+        if plain - ext >= EXT_MIN_SAVING * plain:
+            break
+        aux = False
+    B = Blocks(*(np.concatenate([getattr(b, f) for b in parts]) for f in
+                 ("kind", "w", "base", "slope", "nv", "w2", "e", "cnt")))
+    packed = np.concatenate(packed)
+    # piece order within a block: values, bitmap, exceptions (nws/woffs are chunk-major, piece-minor)
+    woff3 = np.stack([np.concatenate(woffs[i::3]) for i in range(3)], 1)
+    nw3 = np.stack([np.concatenate(nws[i::3]) for i in range(3)], 1)
+    cnt, base, slope = B.cnt, B.base, B.slope
     sob = fit.stripe_of_block
+    nb_s = fit.nb_s
     jin = np.arange(NB, dtype=np.int64) - fit.bfirst[sob]  # block index within its stripe
     np_s, page_stripe = page_layout(nb_s)
     NP = len(page_stripe)
@@ -128,27 +279,36 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     page_of = page_first_abs[sob] + jin // PAGE_BLOCKS
     starts_page = jin % PAGE_BLOCKS == 0
     lfor = slope != 0
-    tag = (w | np.where(lfor, TAG_LFOR, 0)).astype(np.uint8)
+    tag = B.tags()
+    ext = np.bincount(sob, weights=B.kind != KIND_PLAIN, minlength=S) > 0  # blobs with PATCH / RUN blocks
     with np.errstate(over="ignore"):
         pred = np.zeros(NB, dtype=_U64)
-        prev_end = base.view(_U64) + slope.view(_U64) * cnt.astype(_U64)
+        prev_end = base.view(_U64) + slope.view(_U64) * B.nv.astype(_U64)
         pred[1:] = prev_end[:-1]
         pred[starts_page] = 0
         d = zigzag((base.view(_U64) - pred).view(np.int64))
-    nv = 1 + lfor.astype(np.int64)
+    nx = _EXTRA_FIELDS[B.kind]
+    nv = 1 + lfor.astype(np.int64) + nx
     vpos = np.cumsum(nv) - nv
     vals = np.empty(int(nv.sum()), dtype=_U64)
     vals[vpos] = d
     vals[vpos[lfor] + 1] = zigzag(slope[lfor])
+    xp = vpos + 1 + lfor
+    pt, rn = np.flatnonzero(B.kind == KIND_PATCH), np.flatnonzero(B.kind == KIND_RUN)
+    vals[xp[pt]], vals[xp[pt] + 1], vals[xp[pt] + 2] = B.w[pt], B.w2[pt], B.e[pt]
+    vals[xp[rn]], vals[xp[rn] + 1] = B.w[rn], B.nv[rn]
     fbytes, flen = varint_bytes(vals)
     fl_block = codec._segment_sums(flen.astype(_U64), nv).view(np.int64)
     fl_page = np.bincount(page_of, weights=fl_block, minlength=NP).astype(np.int64)
-    bits = cnt * w
+    fl_s = np.bincount(page_stripe, weights=fl_page, minlength=S).astype(np.int64)
+    bits = B.bits()
     bits_s = np.bincount(sob, weights=bits, minlength=S).astype(np.int64)
     anchors = np.where(np_s > 1, 8 * np_s, 0)
-    pay_at = nb_s + anchors  # the payload's first byte, from the blob start
-    fld_at = pay_at + ((bits_s + 7) >> 3)  # the fields' first byte
-    blob_nbytes = fld_at + np.bincount(page_stripe, weights=fl_page, minlength=S).astype(np.int64)
+    # one page with PATCH / RUN blocks: the fields come first (their payload sizes are in them)
+    first = ext & (np_s == 1)
+    pay_at = nb_s + anchors + np.where(first, fl_s, 0)  # the payload's first byte, from the blob start
+    fld_at = np.where(first, nb_s, pay_at + ((bits_s + 7) >> 3))  # the fields' first byte
+    blob_nbytes = pay_at + ((bits_s + 7) >> 3) + np.where(first, 0, fl_s)
     blob_off = np.cumsum(blob_nbytes) - blob_nbytes
     R = int(blob_nbytes.sum())
     region64 = np.zeros((R + 7) // 8 + 2, dtype=_U64)
@@ -156,13 +316,8 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     cb = np.cumsum(bits) - bits
     bit_in_stripe = cb - cb[fit.bfirst[sob]]
     dst_bit = (blob_off + pay_at)[sob] * 8 + bit_in_stripe
-    nw = codec.words_for(cnt, w)
-    packed = np.zeros(int(nw.sum()) + 1, dtype=_U64)
-    woff = np.cumsum(nw) - nw
-    for c0 in range(0, NB, codec._ENC_CHUNK):
-        c1 = min(c0 + codec._ENC_CHUNK, NB)
-        codec._pack(fit.residuals(c0, c1), w[c0:c1], nw[c0:c1], woff[c0:c1], packed)
-    _scatter_bits(packed, woff, nw, dst_bit, region64)
+    piece_at = np.stack([np.zeros(NB, np.int64), B.nv * B.w, B.nv * B.w + np.where(B.kind != KIND_PLAIN, cnt, 0)], 1)
+    _scatter_bits(packed, woff3.reshape(-1), nw3.reshape(-1), (dst_bit[:, None] + piece_at).reshape(-1), region64)
     region = region64.view(np.uint8)[:R].copy()
     region[blob_off[sob] + jin] = tag
     # anchors of stripes of several pages: (u32 first field byte, u32 first payload bit) per page
@@ -182,7 +337,8 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     fb_in_page -= fb_in_page[_first_of(page_of)]
     fdst = blob_off[sob] + f_rel[page_of] + fb_in_page
     region[ranges(fdst, fl_block)] = fbytes
-    enc = (np.bincount(sob, weights=lfor, minlength=S) > 0).astype(np.int64)
+    has = lambda m: (np.bincount(sob, weights=m, minlength=S) > 0).astype(np.int64)  # noqa: E731
+    enc = has(lfor) * codec.ENC_LFOR | has(B.kind == KIND_PATCH) * codec.ENC_PATCH | has(B.kind == KIND_RUN) * codec.ENC_RUN
     return region, blob_off, blob_nbytes, enc
 
 
@@ -233,96 +389,161 @@ def realign(buf: np.ndarray, src_bit: np.ndarray, nbits: np.ndarray, out: np.nda
     out[np.repeat(dst_word, nw) + i] = v
 
 
+def tag_kind(tags: np.ndarray) -> np.ndarray:
+    """``KIND_*`` of each tag (checked by ``check_tags``)."""
+    t = np.asarray(tags, np.int64) & 0x7F
+    return np.where(t == TAG_PATCH, KIND_PATCH, np.where(t == TAG_RUN, KIND_RUN, KIND_PLAIN))
+
+
 def check_tags(tags: np.ndarray, where: str = "pages") -> None:
-    """``CorruptionError`` for a tag that is not FOR/LFOR of width 0..64 (later formats' encodings)."""
-    bad = (np.asarray(tags, np.int64) & 0x7F) > 64
+    """``CorruptionError`` for a tag that is not FOR/LFOR of width 0..64, PATCH or RUN (later
+    formats' encodings)."""
+    bad = (np.asarray(tags, np.int64) & 0x7F) > TAG_RUN
     if bad.any():
         raise CorruptionError(f"{where}: block tag {int(np.asarray(tags)[np.flatnonzero(bad)[0]])} is not an "
                               f"encoding this release reads")
 
 
+def fields_per_block(tags: np.ndarray) -> np.ndarray:
+    """The varints of each block's fields: base, the slope (LFOR), then its kind's own."""
+    tags = np.asarray(tags, np.int64)
+    return 1 + ((tags & TAG_LFOR) != 0) + _EXTRA_FIELDS[tag_kind(tags)]
+
+
+def fields_end(buf: np.ndarray, start: np.ndarray, limit: np.ndarray, nvar: np.ndarray, where: str) -> np.ndarray:
+    """Where the ``nvar[i]`` varints from byte ``start[i]`` of ``buf`` end (at most ``limit[i]``):
+    the fields of a one-page blob with PATCH or RUN blocks, which come before its payload."""
+    end_at = np.flatnonzero(np.asarray(buf, np.uint8) < 0x80)
+    i = np.searchsorted(end_at, start) + nvar - 1
+    ok = (nvar > 0) & (i < len(end_at))
+    fe = np.where(ok, end_at[np.minimum(i, max(len(end_at) - 1, 0))] + 1 if len(end_at) else 0, start)
+    if ((nvar > 0) & ~ok).any() or (fe > limit).any():
+        raise CorruptionError(f"{where}: a blob's fields run past its end")
+    return fe
+
+
 def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np.ndarray, cnt: np.ndarray,
-                 page_of: np.ndarray, where: str = "pages"):
-    """Bases and slopes of the blocks of whole pages: page ``p``'s fields are bytes ``[fstart[p],
-    fend[p])`` of ``fbuf``; its blocks (``page_of``, sorted) have tags ``tag`` and ``cnt`` values.
-    Returns ``(w, base, slope)`` per block. An unknown tag, or fields that are not exactly the
-    page's varints, is a ``CorruptionError`` naming ``where``."""
+                 page_of: np.ndarray, where: str = "pages") -> Blocks:
+    """The blocks of whole pages: page ``p``'s fields are bytes ``[fstart[p], fend[p])`` of ``fbuf``;
+    its blocks (``page_of``, sorted) have tags ``tag`` and ``cnt`` values. An unknown tag, fields
+    that are not exactly the page's varints, or a PATCH / RUN block's fields out of range is a
+    ``CorruptionError`` naming ``where``."""
     tag = np.asarray(tag, dtype=np.int64)
     cnt = np.asarray(cnt, dtype=np.int64)
     check_tags(tag, where)
-    w = tag & 0x7F
+    kind = tag_kind(tag)
     lfor = (tag & TAG_LFOR) != 0
     fstart = np.ascontiguousarray(fstart, dtype=np.int64)
     fend = np.ascontiguousarray(fend, dtype=np.int64)
     flen = fend - fstart
     if (flen < 0).any() or (fstart < 0).any() or (fend > len(fbuf)).any():
         raise CorruptionError(f"{where}: a page's fields are out of order")
+    K = len(cnt)
     if native.available()[0]:
-        base, slope, bad = native.parse_fields(np.ascontiguousarray(fbuf, dtype=np.uint8), fstart, fend,
-                                               np.ascontiguousarray(tag), np.ascontiguousarray(cnt),
-                                               np.ascontiguousarray(page_of, dtype=np.int64))
-        if bad:
+        out = native.parse_fields(np.ascontiguousarray(fbuf, dtype=np.uint8), fstart, fend, np.ascontiguousarray(tag),
+                                  np.ascontiguousarray(cnt), np.ascontiguousarray(page_of, dtype=np.int64))
+        if out is None:
             raise CorruptionError(f"{where}: a page's fields do not match its tags")
-        return w, base, slope
-    vals, end = varint_decode(fbuf[ranges(fstart, flen)])
-    nv = 1 + lfor.astype(np.int64)
-    nv_page = np.bincount(page_of, weights=nv, minlength=len(flen)).astype(np.int64)
-    fcum = np.cumsum(flen)
-    got = np.diff(np.concatenate(([0], np.searchsorted(end, fcum - 1, side="right"))))
-    if len(vals) != int(nv.sum()) or (got != nv_page).any() or not np.isin(fcum[flen > 0] - 1, end).all():
-        raise CorruptionError(f"{where}: a page's fields do not match its tags")
-    vpos = np.cumsum(nv) - nv
-    d = unzigzag(vals[vpos])
-    slope = np.zeros(len(cnt), dtype=np.int64)
-    slope[lfor] = unzigzag(vals[vpos[lfor] + 1])
-    # base_j = d_j + (the previous block's base + slope * count) within a page: a segmented cumsum
-    with np.errstate(over="ignore"):
-        term = d.view(_U64).copy()
-        term[1:] += slope[:-1].view(_U64) * cnt[:-1].astype(_U64)
-        fb0 = _first_of(page_of)
-        starts = np.flatnonzero(fb0 == np.arange(len(cnt)))
-        term[starts] = d.view(_U64)[starts]
-        cs = np.cumsum(term, dtype=_U64)
-        base = (cs - (cs - term)[fb0]).view(np.int64)
-    return w, base, slope
+        base, slope, w, nv, w2, e = out
+    else:
+        vals, end = varint_decode(fbuf[ranges(fstart, flen)])
+        nvv = fields_per_block(tag)
+        nv_page = np.bincount(page_of, weights=nvv, minlength=len(flen)).astype(np.int64)
+        fcum = np.cumsum(flen)
+        got = np.diff(np.concatenate(([0], np.searchsorted(end, fcum - 1, side="right"))))
+        if len(vals) != int(nvv.sum()) or (got != nv_page).any() or not np.isin(fcum[flen > 0] - 1, end).all():
+            raise CorruptionError(f"{where}: a page's fields do not match its tags")
+        vpos = np.cumsum(nvv) - nvv
+        d = unzigzag(vals[vpos])
+        slope = np.zeros(K, dtype=np.int64)
+        slope[lfor] = unzigzag(vals[vpos[lfor] + 1])
+        xp = vpos + 1 + lfor
+        ext = kind != KIND_PLAIN
+        w = np.where(ext, vals[np.minimum(xp, len(vals) - 1)].astype(np.int64) if len(vals) else 0, tag & 0x7F)
+        w = np.where(ext & (w > 64), 65, w)  # out of range: caught below
+        x2 = np.where(ext, vals[np.minimum(xp + 1, len(vals) - 1)] if len(vals) else 0, 0).astype(_U64)
+        x3 = np.where(kind == KIND_PATCH, vals[np.minimum(xp + 2, len(vals) - 1)] if len(vals) else 0, 0).astype(_U64)
+        big = _U64(1 << 40)
+        x2, x3 = np.minimum(x2, big).astype(np.int64), np.minimum(x3, big).astype(np.int64)
+        nv = np.where(kind == KIND_RUN, x2, cnt)
+        w2 = np.where(kind == KIND_PATCH, x2, 0)
+        e = np.where(kind == KIND_PATCH, x3, 0)
+        # base_j = d_j + the previous block's line end (base + slope * nv) within a page: a segmented cumsum
+        with np.errstate(over="ignore"):
+            term = d.view(_U64).copy()
+            term[1:] += slope[:-1].view(_U64) * nv[:-1].astype(_U64)
+            fb0 = _first_of(page_of)
+            starts = np.flatnonzero(fb0 == np.arange(K))
+            term[starts] = d.view(_U64)[starts]
+            cs = np.cumsum(term, dtype=_U64)
+            base = (cs - (cs - term)[fb0]).view(np.int64)
+    b = Blocks(kind, w, base, slope, nv, w2, e, cnt)
+    pt, rn = kind == KIND_PATCH, kind == KIND_RUN
+    bad = (pt & ((w > 63) | (w2 > AUX_MAX_W2) | (w + w2 > 64) | (e < 1) | (e > cnt))) | \
+        (rn & ((w > 64) | (nv < 1) | (nv > cnt))) | ((pt | rn) & (cnt > AUX_MAX_BLOCK))
+    if bad.any():
+        raise CorruptionError(f"{where}: a PATCH or RUN block's fields are out of range")
+    return b
 
 
-def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, cnt: np.ndarray, w: np.ndarray, base: np.ndarray,
-                 slope: np.ndarray):
-    """Format 2's staged form of blocks whose residual bits start at bit ``src_bit`` of ``pay``
-    (uint8): ``(hdr int64 [K, 3], words int64)``, each block's bits realigned to a word boundary,
-    one zero word at the end."""
-    nw = codec.words_for(cnt, w)
-    out_off = np.cumsum(nw) - nw
-    words = np.empty(int(nw.sum()) + 1, dtype=_U64)  # realign writes every word of every block
-    words[-1] = 0
-    realign(pay, np.asarray(src_bit, dtype=np.int64), cnt * w, words, out_off)
-    hdr = np.empty((len(cnt), 3), dtype=np.int64)
-    hdr[:, 0] = base
-    hdr[:, 1] = slope
-    hdr[:, 2] = (out_off << 8) | w
+def read_bits(buf: np.ndarray, bit: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """uint64 values of ``w <= 56`` bits at bit positions ``bit`` of the byte stream ``buf``."""
+    padded = np.concatenate([np.asarray(buf, dtype=np.uint8), np.zeros(8, np.uint8)])
+    win = np.ndarray((len(padded) - 7,), dtype=_U64, buffer=padded, strides=(1,))  # element j: bytes j..j+7
+    v = win[bit >> 3] >> (bit & 7).astype(_U64)
+    return v & ((_U64(1) << np.asarray(w).astype(_U64)) - _U64(1))
+
+
+def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks):
+    """The staged form (docs/DESIGN.md §4) of blocks ``b`` whose payloads start at bit ``src_bit`` of
+    ``pay`` (uint8): ``(hdr int64 [K, 3], words int64)``, one zero word at the end. A plain block's
+    bits are realigned to a word boundary (format 2's words); a PATCH or RUN block gets its aux word,
+    then its values and its bitmap, each from a word boundary, then a PATCH block's exceptions as
+    32-bit words (their high parts, ``exception + 1``: one load each on the GPU)."""
+    src_bit = np.asarray(src_bit, dtype=np.int64)
+    aux = b.kind != KIND_PLAIN
+    vw = codec.words_for(b.nv, b.w)
+    bw = np.where(aux, (b.cnt + 63) >> 6, 0)
+    ew = (b.e + 1) >> 1
+    tot = aux + vw + bw + ew
+    off = np.cumsum(tot) - tot + aux  # each block's word_off: its values
+    words = np.zeros(int(tot.sum()) + 1, dtype=_U64)
+    vbits = b.nv * b.w
+    mbits = np.where(aux, b.cnt, 0)
+    K = len(off)
+    realign(pay, np.concatenate([src_bit, src_bit + vbits]), np.concatenate([vbits, mbits]), words,
+            np.concatenate([off, off + vw]))
+    hdr = np.empty((K, 3), dtype=np.int64)
+    hdr[:, 0] = b.base
+    hdr[:, 1] = b.slope
+    hdr[:, 2] = (off << 8) | np.where(aux, AUX_FLAG, 0) | b.w
+    a = np.flatnonzero(aux)
+    if len(a):
+        w32 = words.view(np.uint32)
+        p = np.flatnonzero(b.e > 0)
+        if len(p):  # the exceptions: w2-bit (high part - 1) stored, one 32-bit word (high part) staged
+            i = ranges(np.zeros(len(p), np.int64), b.e[p])
+            if int((src_bit + vbits + mbits + b.e * b.w2)[p].max()) > 8 * len(pay):
+                raise CorruptionError("payload: a block's exceptions lie outside its blob")
+            x = read_bits(pay, np.repeat((src_bit + vbits + mbits)[p], b.e[p]) + i * np.repeat(b.w2[p], b.e[p]),
+                          np.repeat(b.w2[p], b.e[p]))
+            w32[np.repeat(2 * (off + vw + bw)[p], b.e[p]) + i] = (x + _U64(1)).astype(np.uint32)
+        g = np.arange(4)
+        at = 2 * (off[a] + vw[a])[:, None] + g[None, :]
+        pc = np.where(g[None, :] < ((b.cnt[a] + 31) >> 5)[:, None], np.bitwise_count(w32[np.minimum(at, len(w32) - 1)]), 0)
+        pre = np.cumsum(pc, axis=1) - pc  # [n, 4]: set bits before each 32-lane group (<= 96)
+        pre_w = (pre.astype(_U64) << (_U64(32) + _U64(8) * g.astype(_U64))[None, :]).sum(axis=1, dtype=_U64)
+        lo = (b.kind[a] | ((2 * vw[a]) << 8) | ((2 * (vw[a] + bw[a])) << 18)).astype(_U64)
+        words[off[a] - 1] = lo | pre_w
     return hdr, words.view(np.int64)
 
 
-def blob_layout(nb: int, blob_len: int, tags: np.ndarray, anchors: np.ndarray | None, cnt: np.ndarray):
-    """Where a blob's pieces are: ``(payload start byte, fields start of each page, fields end of each
-    page)``, from its ``nb`` tags, its anchors (u32 ``[npages, 2]``, None for one page) and block counts.
-    ``CorruptionError`` when they disagree with each other or the blob length."""
-    check_tags(tags, "blob")
-    bits = cnt * (np.asarray(tags, np.int64) & 0x7F)
-    npg = -(-nb // PAGE_BLOCKS)
-    pay = nb + (8 * npg if npg > 1 else 0)
-    fld = pay + ((int(bits.sum()) + 7) >> 3)
-    if npg > 1:
-        f = anchors[:, 0].astype(np.int64)
-        pb = anchors[:, 1].astype(np.int64)
-        want_pb = np.concatenate(([0], np.cumsum(bits)))[::PAGE_BLOCKS][:npg]
-        if f[0] != fld or (np.diff(f) < 0).any() or f[-1] > blob_len or (pb != want_pb).any():
-            raise CorruptionError("blob: its anchors disagree with its tags")
-        return pay, f, np.append(f[1:], blob_len)
-    if fld > blob_len:
-        raise CorruptionError("blob: shorter than its payload")
-    return pay, np.array([fld]), np.array([blob_len])
+def check_payload(pay_bit: np.ndarray, bits: np.ndarray, first: np.ndarray, limit_bit: np.ndarray, where: str) -> None:
+    """``CorruptionError`` unless each page's (or blob's) payload, from bit ``pay_bit`` and ``bits``
+    per block (``first``: the first block of each group), ends by ``limit_bit``."""
+    end = pay_bit + np.add.reduceat(bits, first) if len(first) else pay_bit
+    if (end > limit_bit).any():
+        raise CorruptionError(f"{where}: a blob's payload runs into its fields")
 
 
 def decode_blob(blob: np.ndarray, count: int, block_size: int) -> np.ndarray:
@@ -333,11 +554,32 @@ def decode_blob(blob: np.ndarray, count: int, block_size: int) -> np.ndarray:
     npg = -(-nb // PAGE_BLOCKS)
     if len(blob) < nb + (8 * npg if npg > 1 else 0):
         raise CorruptionError("blob: shorter than its tags")
-    tags = blob[:nb]
-    anchors = np.frombuffer(blob[nb : nb + 8 * npg].tobytes(), "<u4").reshape(-1, 2) if npg > 1 else None
-    pay, fs, fe = blob_layout(nb, len(blob), tags, anchors, cnt)
+    tags = blob[:nb].astype(np.int64)
+    check_tags(tags, "blob")
+    ext = (tag_kind(tags) != KIND_PLAIN).any()
     page_of = np.arange(nb) // PAGE_BLOCKS
-    w, base, slope = parse_fields(blob, fs, fe, tags, cnt, page_of, "blob")
-    cb = np.cumsum(cnt * w) - cnt * w
-    hdr, words = stage_blocks(blob, 8 * pay + cb, cnt, w, base, slope)
+    if npg > 1:
+        anc = np.frombuffer(blob[nb : nb + 8 * npg].tobytes(), "<u4").reshape(-1, 2).astype(np.int64)
+        pay = nb + 8 * npg
+        fs, fe = anc[:, 0], np.append(anc[1:, 0], len(blob))
+        if fs[0] < pay or (fe < fs).any():
+            raise CorruptionError("blob: its anchors disagree with its tags")
+        limit = 8 * fs[0]
+    elif ext:  # one page with PATCH / RUN blocks: its fields, then its payload
+        fs = np.array([nb])
+        fe = fields_end(blob, fs, np.array([len(blob)]), np.array([int(fields_per_block(tags).sum())]), "blob")
+        pay, limit = int(fe[0]), 8 * len(blob)
+    else:
+        pay = nb
+        fs = np.array([pay + ((int((cnt * (tags & 0x7F)).sum()) + 7) >> 3)])
+        fe, limit = np.array([len(blob)]), 8 * int(fs[0])
+        if fs[0] > len(blob):
+            raise CorruptionError("blob: shorter than its payload")
+    b = parse_fields(blob, fs, fe, tags, cnt, page_of, "blob")
+    bits = b.bits()
+    cb = np.cumsum(bits) - bits
+    check_payload(np.array([8 * pay]), bits, np.array([0]), np.array([limit]), "blob")
+    if npg > 1 and (anc[:, 1] != cb[::PAGE_BLOCKS]).any():
+        raise CorruptionError("blob: its anchors disagree with its tags")
+    hdr, words = stage_blocks(blob, 8 * pay + cb, b)
     return codec.decode_blocks(hdr, words, cnt)

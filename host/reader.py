@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpumat.core.errors import CorruptionError, SchemaError
+from gpumat.core.staged import AUX_FLAG
 from gpumat.host import codec, pages
 from gpumat.host.lengths import LengthHistory
 from gpumat.host.log import State
@@ -439,8 +440,11 @@ class VersionReader:
             return reads, finish
 
         R = np.arange(len(si))
-        reads, fin = request(np.concatenate([R, R]), np.concatenate([bo + t0, bo + nb + 8 * p1]),
-                             np.concatenate([t1 - t0, 8 * na]))
+        # a stripe of several pages whose last page is read also reads anchor 0: where its payload
+        # ends (its first field), which PATCH / RUN pages need, their payload sizes being in their fields
+        n0 = np.where(multi & (p1 > 0) & (p2 >= npg), 8, 0)
+        reads, fin = request(np.concatenate([R, R, R]), np.concatenate([bo + t0, bo + nb + 8 * p1, bo + nb]),
+                             np.concatenate([t1 - t0, 8 * na, n0]))
         # an object store also reads whole (in whole chunks) the blobs under ``readahead_bytes`` of
         # large segments in this wave, so that the next one finds their fields and payload in its
         # cache: one round trip for them, as format 2's headers-and-words
@@ -457,12 +461,20 @@ class VersionReader:
         ntag = t1 - t0
         tags = got[: int(ntag.sum())].astype(np.int64)
         pages.check_tags(tags, where)
-        anc = np.frombuffer(got[int(ntag.sum()) :].tobytes(), "<u4").reshape(-1, 2).astype(np.int64)
+        nt, nanc = int(ntag.sum()), int(8 * na.sum())
+        anc = np.frombuffer(got[nt : nt + nanc].tobytes(), "<u4").reshape(-1, 2).astype(np.int64)
+        anc0 = np.zeros(len(si), np.int64)
+        anc0[n0 > 0] = np.frombuffer(got[nt + nanc :].tobytes(), "<u4").reshape(-1, 2)[:, 0]
         # per tag read: its request, block index, count, width
         rq = np.repeat(R, ntag)
         j = ranges(t0, ntag)
         cnt = np.minimum(self.block_size, d.count[si][rq] - j * self.block_size)
-        wbits = cnt * (tags & 0x7F)
+        ext_tag = pages.tag_kind(tags) != pages.KIND_PLAIN
+        wbits = np.where(ext_tag, 0, cnt * (tags & 0x7F))  # plain blocks' payload, known from their tags
+        # requests whose pages hold PATCH / RUN blocks read whole pages' payload (one page: the whole
+        # blob after its tags, fields first), located once their fields are parsed
+        ext = np.bincount(rq, weights=ext_tag, minlength=len(si)) > 0
+        one_x = ext & ~multi
         cb = np.cumsum(wbits) - wbits
         first_tag = np.cumsum(ntag) - ntag
         bits_before = lambda k: cb[first_tag + k - t0] - cb[first_tag]  # noqa: E731  bits of tags [t0, k)
@@ -473,16 +485,21 @@ class VersionReader:
         k = ranges(np.zeros(len(si), np.int64), npr)  # page index within the request's pages
         total_bits = np.add.reduceat(wbits, first_tag) if len(first_tag) else np.zeros(0, np.int64)
         fs = np.where(multi[pr], anc[np.minimum(a_first[pr] + k, len(anc) - 1), 0] if len(anc) else 0,
-                      (pay_at + ((total_bits + 7) >> 3))[pr])
+                      np.where(one_x, nb, pay_at + ((total_bits + 7) >> 3))[pr])
         nxt = a_first[pr] + k + 1
         has_next = multi[pr] & (k + 1 < na[pr])
         fe = np.where(has_next, anc[np.minimum(nxt, len(anc) - 1), 0] if len(anc) else 0, blen[pr])
         pbit = np.where(multi, anc[np.minimum(a_first, len(anc) - 1), 1] if len(anc) else 0, 0)  # payload bit of t0
-        b_lo = pbit + bits_before(lo)
+        b_lo = np.where(ext, pbit, pbit + bits_before(lo))
         b_hi = pbit + bits_before(hi - 1) + wbits[first_tag + hi - 1 - t0]
+        last = p2 >= npg
+        pend = 8 * np.where(n0 > 0, anc0, anc[np.minimum(a_first, len(anc) - 1), 0] if len(anc) else 0) - 8 * pay_at
+        nxt_pb = anc[np.minimum(a_first + na - 1, len(anc) - 1), 1] if len(anc) else np.zeros(len(si), np.int64)
+        b_hi = np.where(ext & multi, np.where(last, pend, nxt_pb), np.where(one_x, 0, b_hi))
+        b_lo = np.where(one_x, 0, b_lo)
         req_fs, req_fe = fs[np.cumsum(npr) - npr], fe[np.cumsum(npr) - 1]
         bad = (fs < pay_at[pr]) | (fe < fs) | (fe > blen[pr])
-        bad_r = (pay_at + ((b_hi + 7) >> 3) > req_fs) | (b_lo < 0)
+        bad_r = (pay_at + ((b_hi + 7) >> 3) > np.where(one_x, blen, req_fs)) | (b_lo < 0) | (b_hi < b_lo)
         if bad.any() or bad_r.any():
             raise CorruptionError(f"{where}: the anchors of a stripe disagree with its tags")
         pb0 = pay_at + (b_lo >> 3)
@@ -492,23 +509,37 @@ class VersionReader:
         yield reads
         got = fin()
         nf = int((req_fe - req_fs).sum())
-        fbuf, pay = got[:nf], got[nf:]
+        fbuf = got[:nf]
         f_at = np.cumsum(req_fe - req_fs) - (req_fe - req_fs)
         page_of = np.repeat(np.arange(len(pr)), np.minimum(PB, np.where(multi[pr], nb[pr] - PB * (p1[pr] + k), nb[pr])))
-        w, base, slope = pages.parse_fields(fbuf, f_at[pr] + fs - req_fs[pr], f_at[pr] + fe - req_fs[pr], tags, cnt,
-                                            page_of, where)
+        f0, f1 = f_at[pr] + fs - req_fs[pr], f_at[pr] + fe - req_fs[pr]
+        x1 = np.flatnonzero(one_x[pr])  # (their request's only page)
+        if len(x1):
+            nvar = np.bincount(rq, weights=pages.fields_per_block(tags), minlength=len(si)).astype(np.int64)
+            f1[x1] = pages.fields_end(fbuf, f0[x1], f1[x1], nvar[pr[x1]], str(where))
+        blk = pages.parse_fields(fbuf, f0, f1, tags, cnt, page_of, where)
+        bits = blk.bits()
+        cb = np.cumsum(bits) - bits
         want = ranges(first_tag + lo - t0, nblk)
-        p_at = np.cumsum(pbn) - pbn
-        src = 8 * np.repeat(p_at, nblk) + np.repeat(b_lo & 7, nblk) + cb[want] - np.repeat(cb[first_tag + lo - t0], nblk)
-        hdr, words = pages.stage_blocks(pay, src, cnt[want], w[want], base[want], slope[want])
+        # each request's payload in ``got``: after the fields read (exact or whole pages), or, for one
+        # page with PATCH / RUN blocks, right after its fields
+        p_at = 8 * (nf + np.cumsum(pbn) - pbn) + (b_lo & 7)
+        p_at[one_x] = 8 * f1[np.cumsum(npr) - 1][one_x]
+        sub = np.where(ext, cb[first_tag], cb[first_tag + lo - t0])
+        tot = np.add.reduceat(bits, first_tag) if len(first_tag) else np.zeros(0, np.int64)
+        room = np.where(one_x, 8 * (f_at + blen - nb) - p_at, np.where(ext, b_hi - b_lo, 1 << 62))
+        if (ext & (tot > room)).any() or (multi & ext & ~last & (tot != b_hi - b_lo)).any():
+            raise CorruptionError(f"{where}: the anchors of a stripe disagree with its fields")
+        src = np.repeat(p_at - sub, nblk) + cb[want]
+        hdr, words = pages.stage_blocks(got, src, blk.take(want))
         io = getattr(self.store, "io", None)
         if io is not None:
             io.add(blocks_read=len(want), block_runs=len(si))
         # what the blocks need (tags, anchors, fields of their pages; their payload), as format 2
         # counts headers and words; the chunk rounding and coalescing are the store's ``io`` figures
-        need = ntag + 8 * na + (req_fe - req_fs) + pbn
+        need = ntag + 8 * na + n0 + (req_fe - req_fs) + pbn
         n1, K1 = len(si1), int(nblk1.sum())
-        off = hdr[:, 2] >> 8
+        off = (hdr[:, 2] >> 8) - ((hdr[:, 2] & AUX_FLAG) != 0)  # where each block's words start (aux word first)
         out = {}
         for i, c in enumerate(columns):  # column c: requests [i n1, (i + 1) n1), blocks [i K1, (i + 1) K1)
             h = hdr[i * K1 : (i + 1) * K1].copy()
@@ -623,7 +654,7 @@ def _merge_parts(parts: list, nblk: np.ndarray) -> tuple:
     K = int(nblk.sum())
     pos_all, nw_all, hdrs, words_l = [], [], [], []
     for r, (hdr, words, _) in parts:
-        off = hdr[:, 2] >> 8
+        off = (hdr[:, 2] >> 8) - ((hdr[:, 2] & AUX_FLAG) != 0)  # a block's words, from its aux word if any
         nw = np.diff(np.append(off, len(words) - 1))
         pos_all.append(ranges(first[r], nblk[r]))
         nw_all.append(nw)
@@ -638,7 +669,7 @@ def _merge_parts(parts: list, nblk: np.ndarray) -> tuple:
     for pos, n, h, w in zip(pos_all, nw_all, hdrs, words_l):
         words[ranges(out_off[pos], n)] = w[: int(n.sum())]
         hdr[pos] = h
-        hdr[pos, 2] = (out_off[pos] << 8) | (h[:, 2] & 255)
+        hdr[pos, 2] = ((out_off[pos] + ((h[:, 2] & AUX_FLAG) != 0)) << 8) | (h[:, 2] & 255)
     return hdr, words, sum(res[2] for _, res in parts)
 
 

@@ -433,7 +433,8 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
             bad = ((o % 8) | (n % 8)).any() or (o < 0).any() or (o + n > idx_off).any() or (n < 8 * codec.HDR_WORDS * nb).any()
         if bad:
             raise CorruptionError(f"segment {where}: blob ranges of column {c!r} out of bounds")
-        if ((e != codec.ENC_FOR) & (e != codec.ENC_LFOR)).any():
+        known = codec.ENC_LFOR | (codec.ENC_PATCH | codec.ENC_RUN if region_bytes is not None else 0)  # flags
+        if ((e < 0) | (e & ~known) != 0).any():
             raise CorruptionError(f"segment {where}: unknown encoding in column {c!r}")
         if region_bytes is not None:
             off[c], nwords[c], enc[c] = o, n, e

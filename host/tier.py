@@ -430,7 +430,7 @@ class Tier:
                 "dtype": r.schema[c],
                 "bytes": nbytes,
                 "bytes_per_event": nbytes / events if events else 0.0,
-                "encodings": {codec.ENC_NAMES[k]: int((enc == k).sum()) for k in codec.ENC_NAMES},
+                "encodings": codec.enc_counts(enc),
             }
         files = r.state.files.values()
         return {

@@ -249,6 +249,8 @@ def staged_skeleton(s: StagedBatch) -> dict:
         sk["known_max_tail"] = s.max_tail
     if "known_max_width" in _STAGED_FIELDS:
         sk["known_max_width"] = {name: s.max_width(name) for name in s.columns}
+    if "known_aux" in _STAGED_FIELDS:
+        sk["known_aux"] = {name: s.aux(name) for name in s.columns}
     return sk
 
 

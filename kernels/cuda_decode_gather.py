@@ -6,6 +6,12 @@ of the Triton code), not as a backend. One CUDA block of 128 threads per tile: t
 decodes values ``tile_lo + r, tile_lo + r + 128, ...`` of the tile's block; one block per example for
 the tail. Only importable where ``cupy`` is installed (the ``cuda`` extra); nothing here touches
 CUDA at import time: the module is compiled on first use.
+
+PATCH and RUN blocks (``meta & 0x80``, docs/DESIGN.md §4, ``gpumat.core.staged.decode_values``)
+take a branch that is uniform across a CUDA block (all its threads share the tile's block): the
+aux word, then per value its bitmap word, a rank (prefix byte + ``__popc``) and the run's index
+(RUN) or an exception's 32-bit high part (PATCH). Every load is bounds-checked against
+``n_words``, as the plain path's are: a bad header reads zeros, never outside the words.
 """
 
 from __future__ import annotations
@@ -24,6 +30,23 @@ _SOURCE = r"""
 typedef long long i64;
 typedef unsigned long long u64;
 
+// Bits [bit, bit + w) of the stream from 64-bit word q0 (w in 0..64), 0 where they lie outside
+// words[0, n_words).
+__device__ __forceinline__ u64 read_bits(const i64* words, i64 n_words, i64 q0, i64 bit, i64 w) {
+    if (w <= 0) return 0ull;
+    const i64 q = q0 + (bit >> 6);
+    const unsigned s = (unsigned)(bit & 63);
+    u64 bits = (q >= 0 && q < n_words) ? (u64)words[q] >> s : 0ull;
+    if (s != 0 && s + w > 64 && q + 1 >= 0 && q + 1 < n_words) bits |= (u64)words[q + 1] << (64 - s);
+    if (w < 64) bits &= (1ull << w) - 1ull;
+    return bits;
+}
+
+// 32-bit word j of the stream (half j & 1, low first, of 64-bit word j >> 1), 0 outside words.
+__device__ __forceinline__ unsigned word32(const i64* words, i64 n_words, i64 j) {
+    return (j >= 0 && (j >> 1) < n_words) ? (unsigned)((u64)words[j >> 1] >> (32 * (j & 1))) : 0u;
+}
+
 template <typename T>
 __device__ void decode_gather(const i64* hdr, const i64* words, const i64* tile_block, const i64* tile_lo,
                               const i64* tile_cnt, const i64* tile_out, const i64* tile_ex, const i64* offsets,
@@ -36,19 +59,28 @@ __device__ void decode_gather(const i64* hdr, const i64* words, const i64* tile_
     for (i64 r = threadIdx.x; r < cnt; r += blockDim.x) {
     const u64 base = (u64)hdr[blk * 3], slope = (u64)hdr[blk * 3 + 1];
     const i64 meta = hdr[blk * 3 + 2];
-    const i64 w = meta & 0xFF, word_off = meta >> 8;
+    const i64 w = meta & 0x7F, word_off = meta >> 8;
     const i64 k = tile_lo[t] + r;
-    const i64 bit = k * w;
-    const i64 q = word_off + (bit >> 6);
-    const unsigned s = (unsigned)(bit & 63);
-    u64 bits = 0;
-    if (w > 0) {
-        u64 lo = q < n_words ? (u64)words[q] : 0ull;
-        bits = lo >> s;
-        if (s != 0 && s + w > 64 && q + 1 < n_words) bits |= (u64)words[q + 1] << (64 - s);
-        if (w < 64) bits &= (1ull << w) - 1ull;
+    i64 idx = k;  // where the value's line and bits are read: the run's index in a RUN block
+    u64 patch = 0ull;  // what a PATCH exception adds
+    if (meta & 0x80) {
+        // aux word: kind | bm << 8 | ex << 18, high 32 bits a rank prefix byte per 32 values; bitmap
+        // and exceptions (one 32-bit word each, x + 1) at 32-bit words 2 word_off + bm, 2 word_off + ex
+        const u64 a = (word_off >= 1 && word_off - 1 < n_words) ? (u64)words[word_off - 1] : 0ull;
+        const unsigned kind = (unsigned)(a & 3ull);
+        const i64 g = k >> 5;
+        const unsigned sk = (unsigned)(k & 31);
+        const unsigned bmw = word32(words, n_words, 2 * word_off + (i64)((a >> 8) & 1023ull) + g);
+        const i64 rank = (i64)((a >> (32 + 8 * (g & 3))) & 255ull) + __popc(bmw & ((1u << sk) - 1u));
+        const i64 hit = (bmw >> sk) & 1u;
+        if (kind == 2) {  // RUN
+            idx = rank + hit - 1;
+        } else if (kind == 1 && hit) {  // PATCH
+            patch = (u64)word32(words, n_words, 2 * word_off + (i64)((a >> 18) & 1023ull) + rank) << (w & 63);
+        }
     }
-    const i64 v = (i64)(base + slope * (u64)k + bits);
+    const u64 bits = read_bits(words, n_words, word_off, idx * w, w);
+    const i64 v = (i64)(base + slope * (u64)idx + bits + patch);
     if (store) {
         if (padded) {
             const i64 col = tile_out[t] - offsets[ex] + r;

@@ -19,45 +19,16 @@ import numpy as np
 
 from gpumat.core.errors import GpumatError
 from gpumat.core.names import NUMPY_DTYPES
-
-_U64 = np.uint64
-_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _as_u64(a) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.int64).view(np.uint64)
-
+from gpumat.core.staged import decode_values
 
 def decode_values_np(hdr, words, block, k) -> np.ndarray:
     """Decode value ``k[i]`` of staged block ``block[i]``; returns int64 with the shape of ``k``.
 
-    ``hdr``: int64 ``[K, 3]`` (base, slope, meta), ``words``: int64 ``[W + 1]``.
+    ``hdr``: int64 ``[K, 3]`` (base, slope, meta), ``words``: int64 ``[W + 1]``. The staged
+    contract's own lane formula (``gpumat.core.staged.decode_values``, PATCH and RUN blocks too),
+    which is what every kernel evaluates per value.
     """
-    hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
-    wu = _as_u64(words)
-    block = np.asarray(block, dtype=np.int64)
-    k = np.asarray(k, dtype=np.int64)
-    if block.size == 0:
-        return np.zeros(k.shape, dtype=np.int64)
-    base = hdr[block, 0].view(np.uint64)
-    slope = hdr[block, 1].view(np.uint64)
-    meta = hdr[block, 2]
-    w = meta & 0xFF
-    word_off = meta >> 8
-    bit = k * w
-    q = word_off + (bit >> 6)
-    s = (bit & 63).astype(np.uint64)
-    n = wu.size
-    # A w = 0 block may sit at the very end of ``words`` and a value whose bits end inside its
-    # first word never needs the second one: read 0 past the end instead of faulting (the kernel
-    # masks the same loads).
-    lo = np.where(q < n, wu[np.minimum(q, n - 1)], _U64(0))
-    hi = np.where(q + 1 < n, wu[np.minimum(q + 1, n - 1)], _U64(0))
-    r = (lo >> s) | np.where(s == 0, _U64(0), hi << ((_U64(64) - s) & _U64(63)))
-    mask = np.where(w >= 64, _ALL_ONES, (_U64(1) << (w & 63).astype(np.uint64)) - _U64(1))
-    r &= mask
-    v = base + slope * k.astype(np.uint64) + r
-    return v.view(np.int64)
+    return decode_values(hdr, words, block, k)
 
 
 # Mean segment length (values) from which segments are copied as slices rather than gathered

@@ -5,16 +5,76 @@ values of every staged block (bit ops on ``[K, block_size]``), then index-gather
 the tails. Same contract as ``materialize_staged_triton`` (jagged output only); it runs on any
 torch device, so it is also a CPU backend. It exists as the benchmark's strongest simple peer and
 as a third implementation the tests compare with the NumPy twin.
+
+PATCH and RUN blocks (docs/DESIGN.md §4, ``gpumat.core.staged.decode_values``) are decoded by the
+same lane formula, still over the whole ``[K, block_size]``: per value a bitmap word, a rank, and
+for RUN the run's index in place of the position, for PATCH an exception's high part. A column
+that stages none of a kind (``staged.aux``, known on the host) skips that kind's work.
 """
 
 from __future__ import annotations
 
 import torch
 
+from gpumat.core.staged import AUX_FLAG, AUX_PATCH, AUX_RUN, WIDTH_MASK
+
+
 def _lshr(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """Logical right shift of int64 by s in [0, 63] (torch's >> on int64 is arithmetic)."""
     keep = torch.where(s == 0, torch.full_like(s, -1), (torch.ones_like(s) << (64 - s).clamp(max=63)) - 1)
     return (x >> s) & keep
+
+
+def _bits(words: torch.Tensor, q0: torch.Tensor, bit: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Bits ``[bit, bit + w)`` of the stream from 64-bit word ``q0`` (``w`` in 0..64). A read past
+    the end lands on the column's last word, the +1 zero word of the contract, so it gives 0."""
+    last = words.numel() - 1
+    q = q0 + (bit >> 6)
+    s = bit & 63
+    lo = words[q.clamp(0, last)]
+    hi = words[(q + 1).clamp(0, last)]
+    bits = _lshr(lo, s) | torch.where(s == 0, torch.zeros_like(hi), hi << (64 - s).clamp(max=63))
+    return bits & torch.where(w >= 64, torch.full_like(w, -1), (torch.ones_like(w) << w.clamp(max=63)) - 1)
+
+
+def _popcount32(x: torch.Tensor) -> torch.Tensor:
+    """Set bits of int64 values in ``[0, 2**32)`` (torch has no popcount): the SWAR count, exact
+    in int64 because every intermediate stays below ``2**57``."""
+    x = x - ((x >> 1) & 0x55555555)
+    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F
+    return ((x * 0x01010101) >> 24) & 0xFF
+
+
+def _word32(words: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """32-bit word ``j`` of the column (half ``j & 1``, low first, of 64-bit word ``j >> 1``), as a
+    non-negative int64; past the end it is half of the +1 zero word, so 0."""
+    return (words[(j >> 1).clamp(0, words.numel() - 1)] >> (32 * (j & 1))) & 0xFFFFFFFF
+
+
+def _aux(words: torch.Tensor, meta: torch.Tensor, word_off: torch.Tensor, w: torch.Tensor, k: torch.Tensor,
+         kinds: int):
+    """``(idx, patch)`` ``[K, BS]`` of PATCH / RUN blocks: the position each value's line and bits
+    are read at (the run's index for RUN, ``k`` otherwise) and what a PATCH exception adds (0
+    elsewhere). Every block is computed and the rest masked by its meta: no sync to find them.
+    ``kinds`` (``staged.aux``: bit 0 PATCH, bit 1 RUN) skips the part of a kind the column lacks.
+
+    The aux word ``words[word_off - 1]``: low 32 bits ``kind | bm << 8 | ex << 18``, high 32 the
+    rank prefix byte of each 32-lane group; ``bm`` and ``ex`` are 32-bit word offsets from
+    ``2 word_off`` of the bitmap and of the exceptions (one 32-bit word each, the high part ``x + 1``).
+    """
+    a = words[(word_off - 1).clamp(0, words.numel() - 1)]  # [K, 1]
+    kind = torch.where((meta & AUX_FLAG) != 0, a & 3, torch.zeros_like(a))
+    g, s = k >> 5, k & 31  # [BS]
+    bmw = _word32(words, 2 * word_off + ((a >> 8) & 1023) + g)  # [K, BS]: each value's bitmap word
+    rank = ((a >> (32 + 8 * (g & 3))) & 0xFF) + _popcount32(bmw & ((1 << s) - 1))
+    hit = (bmw >> s) & 1
+    idx = torch.where(kind == AUX_RUN, rank + hit - 1, k) if kinds & AUX_RUN else k
+    patch = 0
+    if kinds & AUX_PATCH:
+        x = _word32(words, 2 * word_off + ((a >> 18) & 1023) + rank)
+        patch = torch.where((kind == AUX_PATCH) & (hit == 1), x << (w & 63), torch.zeros_like(x))
+    return idx, patch
 
 
 def materialize_staged_torch(staged, total: int | None = None, n_hist: int | None = None):
@@ -46,16 +106,14 @@ def materialize_staged_torch(staged, total: int | None = None, n_hist: int | Non
     values = {}
     for name, col, check in staged.passes():
         base, slope, meta = col.hdr[:, 0:1], col.hdr[:, 1:2], col.hdr[:, 2:3]
-        w, word_off = meta & 0xFF, meta >> 8
-        bit = k * w  # [K, BS]
-        last = col.words.numel() - 1
-        q = word_off + (bit >> 6)
-        s = bit & 63
-        lo = col.words[q.clamp(max=last)]
-        hi = col.words[(q + 1).clamp(max=last)]
-        bits = _lshr(lo, s) | torch.where(s == 0, torch.zeros_like(hi), hi << (64 - s).clamp(max=63))
-        wmask = torch.where(w >= 64, torch.full_like(w, -1), (torch.ones_like(w) << w.clamp(max=63)) - 1)
-        dense = (base + slope * k + (bits & wmask)).reshape(-1)
+        w, word_off = meta & WIDTH_MASK, meta >> 8
+        kinds = staged.aux(name)
+        if kinds:
+            idx, patch = _aux(col.words, meta, word_off, w, k, kinds)
+            dense = base + slope * idx + _bits(col.words, word_off, idx * w, w) + patch
+        else:
+            dense = base + slope * k + _bits(col.words, word_off, k * w, w)  # [K, BS]
+        dense = dense.reshape(-1)
         hv = dense[h_src]
         tv = col.tail_values[t_src]
         if col.project:

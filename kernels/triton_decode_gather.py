@@ -115,10 +115,19 @@ if triton is not None:
         return (a >> s) | ((b << 1) << (31 - s))
 
     @triton.jit
+    def _popc(x):
+        """Set bits of each uint32 (the SWAR count, which LLVM turns into one POPC on the GPU)."""
+        x = x - ((x >> 1) & 0x55555555)
+        x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
+        x = (x + (x >> 4)) & 0x0F0F0F0F
+        return (x * 0x01010101) >> 24
+
+    @triton.jit
     def _history_chunk(
         hdrs, words, outs, nwords, c0, lane, step, blk3, lo, cnt, row, room, rts, bad,
         NCOL: tl.constexpr, STORE_MASK: tl.constexpr, OUT64_MASK: tl.constexpr, WIDE_MASK: tl.constexpr,
-        CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, LANES: tl.constexpr, STEPS: tl.constexpr,
+        PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, LANES: tl.constexpr,
+        STEPS: tl.constexpr,
     ):
         """Positions ``c0 .. c0 + STEPS * LANES`` of the program's tiles, every column; returns the
         leakage flags. Shapes: per lane ``[LANES, 1, 1]``, per step ``[1, STEPS, 1]``, per tile ``[1, 1, TP]``
@@ -144,36 +153,84 @@ if triton is not None:
             base = tl.load(hp)
             slope = tl.load(hp + 1)
             meta = tl.load(hp + 2)
-            w = (meta & 0xFF).to(tl.int32)
+            w = (meta & 0x7F).to(tl.int32)
             off = (meta >> 8).to(tl.int32) * 2  # the block's first 32-bit word
             # Memory safety only (the host verified every block's checksum): a tile whose header
             # points outside the staged words reads the column's first two words instead.
             ok = (off >= 0) & (w <= 64) & (off + (((lo + cnt) * w) >> 5) + 1 < nwords[c] * 2)
+            if (RUN_MASK >> c) & 1:  # a RUN block's values are fewer than its positions: clamped below
+                ok = ok | ((off >= 2) & (w <= 64) & ((meta & 0x80) != 0) & (off < nwords[c] * 2))
             w = tl.where(ok, w, 0)
             off = tl.where(ok, off, 0)
             wu = w.to(tl.uint32)
-            # Per lane: the word of step 0 and the shift every step shares.
-            p0 = kl * w
-            s = (p0 & 31).to(tl.uint32)
-            pa = (words[c] + (off + (p0 >> 5))) + step * w  # [LANES, STEPS, TP]
-            a = tl.load(pa, mask=live).to(tl.uint32, bitcast=True)
-            b = tl.load(pa + 1, mask=live).to(tl.uint32, bitcast=True)
             m_lo = tl.where(wu >= 32, ones, (one << (wu & 31)) - one)
-            lo32 = _bits32(a, b, s) & m_lo
+            lim = nwords[c] * 2 - 3  # the last start of a 3-word read: aux-derived addresses are clamped to it
+            if ((PATCH_MASK | RUN_MASK) >> c) & 1:
+                # PATCH / RUN blocks (docs/DESIGN.md §4): the aux word before the block's values (a
+                # tile's two loads), then per value its bitmap word (the lane's group g0 plus the
+                # step: a constant offset) and rank (prefix byte + popcount below the lane's bit).
+                auxok = ok & ((meta & 0x80) != 0) & (off >= 2) & (nwords[c] * 2 >= 4) & (lo + cnt <= 128)
+                at = tl.where(auxok, off - 2, 0)
+                alo = tl.where(auxok, tl.load(words[c] + at).to(tl.uint32, bitcast=True), 0)
+                ahi = tl.load(words[c] + at + 1).to(tl.uint32, bitcast=True)
+                g0 = kl >> 5
+                bit = one << (kl.to(tl.uint32) & 31)  # the lane's bit in its bitmap word, every step
+                kind = (alo & 3) + (bit - bit)  # the tile's, as a per-lane block (masks of one shape)
+                # a live value's group is at most 3 (blocks of <= 128 values): so the bitmap's base,
+                # clamped once per tile, keeps every load inside the words
+                bmb = tl.minimum(off + ((alo >> 8) & 1023).to(tl.int32), nwords[c] * 2 - 4)
+                bmw = tl.load(words[c] + (bmb + g0) + step, mask=live & (kind != 0), other=0).to(tl.uint32, bitcast=True)
+                pre = ahi >> ((g0 & 3) * 8).to(tl.uint32)  # the prefix bytes from the lane's group on
+                rank = (((pre >> (step * 8).to(tl.uint32)) & 255) + _popc(bmw & (bit - one))).to(tl.int32)
+                hit = (bmw & bit) != 0
+            if (RUN_MASK >> c) & 1:
+                # RUN: the run's index replaces the position, so each value has its own word and shift
+                kb = kl + step * LANES  # [LANES, STEPS, TP]: each value's position in its block
+                idx = tl.where(kind == 2, rank + hit.to(tl.int32) - 1, kb)
+                p = idx * w
+                s = (p & 31).to(tl.uint32)
+                pa = words[c] + tl.minimum(off + (p >> 5), lim)
+            else:
+                # Per lane: the word of step 0 and the shift every step shares.
+                p0 = kl * w
+                s = (p0 & 31).to(tl.uint32)
+                pa = (words[c] + (off + (p0 >> 5))) + step * w  # [LANES, STEPS, TP]
+            if (NOBITS_MASK >> c) & 1:  # every staged block of the column is 0 bits wide (constants, or
+                lo32 = tl.zeros(live.shape, tl.uint32)  # PATCH blocks with no low bits: a sparse flag column)
+            else:
+                a = tl.load(pa, mask=live).to(tl.uint32, bitcast=True)
+                b = tl.load(pa + 1, mask=live).to(tl.uint32, bitcast=True)
+                lo32 = _bits32(a, b, s) & m_lo
+            if (PATCH_MASK >> c) & 1:
+                # PATCH: an exception's high part (0 elsewhere: the masked load's other), shifted past the low bits
+                # (hit: bmw is 0 for dead lanes and plain blocks; a RUN block's bits are no exceptions)
+                xmask = (hit & (kind == 1)) if (RUN_MASK >> c) & 1 else hit
+                xh = tl.load(words[c] + tl.minimum(off + ((alo >> 18) & 1023).to(tl.int32) + rank, lim),
+                             mask=xmask, other=0).to(tl.uint32, bitcast=True)
             if (OUT64_MASK >> c) & 1:
                 bits = lo32.to(tl.uint64)
                 if (WIDE_MASK >> c) & 1:  # some block is wider than 32 bits: a third word, the high half
                     w3 = tl.load(pa + 2, mask=live & (s + wu > 64)).to(tl.uint32, bitcast=True)
                     m_hi = tl.where(wu >= 64, ones, tl.where(wu > 32, (one << ((wu - 32) & 31)) - one, 0))
                     bits = bits | ((_bits32(b, w3, s) & m_hi).to(tl.uint64) << 32)
+                if (PATCH_MASK >> c) & 1:
+                    bits = bits + (xh.to(tl.uint64) << (wu & 63).to(tl.uint64))
                 slope_u = slope.to(tl.uint64, bitcast=True)
-                lane_v = base.to(tl.uint64, bitcast=True) + slope_u * klu.to(tl.uint64)  # [LANES, 1, TP]
-                val = (lane_v + slope_u * sk.to(tl.uint64) + bits).to(tl.int64, bitcast=True)
+                if (RUN_MASK >> c) & 1:
+                    val = (base.to(tl.uint64, bitcast=True) + slope_u * idx.to(tl.uint64) + bits).to(tl.int64, bitcast=True)
+                else:
+                    lane_v = base.to(tl.uint64, bitcast=True) + slope_u * klu.to(tl.uint64)  # [LANES, 1, TP]
+                    val = (lane_v + slope_u * sk.to(tl.uint64) + bits).to(tl.int64, bitcast=True)
             else:
                 # An int32 output needs only the low 32 bits of base + slope * k + r: wrapping 32-bit math.
+                if (PATCH_MASK >> c) & 1:  # an int32 column's blocks are <= 32 bits wide: w < 32 for PATCH
+                    lo32 = lo32 + (xh << (wu & 31))
                 slope32 = slope.to(tl.uint32)
-                lane_v = base.to(tl.uint32) + slope32 * klu
-                val = (lane_v + slope32 * sk + lo32).to(tl.int32, bitcast=True)
+                if (RUN_MASK >> c) & 1:
+                    val = (base.to(tl.uint32) + slope32 * idx.to(tl.uint32) + lo32).to(tl.int32, bitcast=True)
+                else:
+                    lane_v = base.to(tl.uint32) + slope32 * klu
+                    val = (lane_v + slope32 * sk + lo32).to(tl.int32, bitcast=True)
             if (STORE_MASK >> c) & 1:
                 dst = (outs[c] + (row + c0 + lane)) + step * LANES
                 tl.store(dst, val.to(outs[c].dtype.element_ty), mask=smask)
@@ -210,8 +267,8 @@ if triton is not None:
         t, hdrs, words, outs, nwords, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
         offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
         NCOL: tl.constexpr, STORE_MASK: tl.constexpr, OUT64_MASK: tl.constexpr, WIDE_MASK: tl.constexpr,
-        CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, PADDED: tl.constexpr, LANES: tl.constexpr,
-        STEPS: tl.constexpr, TILES_PER_PROG: tl.constexpr, LOOP: tl.constexpr,
+        PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, PADDED: tl.constexpr,
+        LANES: tl.constexpr, STEPS: tl.constexpr, TILES_PER_PROG: tl.constexpr, LOOP: tl.constexpr,
     ):
         """Tiles ``t`` (int32 ``[TILES_PER_PROG]``), every column: descriptors, then the decode."""
         tmask = t < n_tiles
@@ -259,12 +316,12 @@ if triton is not None:
             for c0 in range(0, longest, LANES * STEPS):
                 bad = _history_chunk(
                     hdrs, words, outs, nwords, c0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, bad,
-                    NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS,
+                    NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS,
                 )
         else:
             bad = _history_chunk(
                 hdrs, words, outs, nwords, 0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, bad,
-                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS,
+                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS,
             )
         if CHECK_COL >= 0:
             if TILES_PER_PROG == 1:
@@ -290,6 +347,9 @@ if triton is not None:
         STORE_MASK: tl.constexpr,  # bit c: column c is stored
         OUT64_MASK: tl.constexpr,  # bit c: column c is decoded to 64 bits (int64 output, or the checked ts)
         WIDE_MASK: tl.constexpr,  # bit c: some block of column c is wider than 32 bits
+        PATCH_MASK: tl.constexpr,  # bit c: column c stages PATCH blocks (the exception path)
+        RUN_MASK: tl.constexpr,  # bit c: column c stages RUN blocks (the per-value index path)
+        NOBITS_MASK: tl.constexpr,  # bit c: every staged block of column c is 0 bits wide (no value loads)
         CHECK_COL: tl.constexpr,  # the column the leakage check reads (ts), -1 for none
         INCLUSIVE: tl.constexpr,  # flag ts > request_ts (check_leakage="inclusive"), else ts >= request_ts
         PADDED: tl.constexpr,
@@ -311,7 +371,8 @@ if triton is not None:
                 g * TILES_PER_PROG + tl.arange(0, TILES_PER_PROG),
                 hdrs, words, outs, nwords, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
                 offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
-                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, CHECK_COL, INCLUSIVE, PADDED, LANES, STEPS, TILES_PER_PROG, LOOP,
+                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, CHECK_COL, INCLUSIVE, PADDED, LANES, STEPS,
+                TILES_PER_PROG, LOOP,
             )
 
     @triton.jit(do_not_specialize=["n_ex", "n_tail", "n_out", "width"])
@@ -566,7 +627,7 @@ def _output(name, col, out, shape, dev, padded_width, pad_value):
 def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog, launch=None):
     """Take every column's output and launch the one kernel over all of them (history tiles and tails)."""
     hdrs, words, tails, outs, nwords = [], [], [], [], []
-    store_mask = out64_mask = wide_mask = 0
+    store_mask = out64_mask = wide_mask = patch_mask = run_mask = nobits_mask = 0
     check_col = -1
     for c, (name, col, check) in enumerate(staged.passes()):
         buf = _output(name, col, out, shape, dev, padded_width, pad_value) if col.project else None
@@ -582,6 +643,11 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
             out64_mask |= 1 << c
         if staged.max_width(name) > 32:  # 64, i.e. the path right for every width, when unknown
             wide_mask |= 1 << c
+        if staged.max_width(name) == 0:
+            nobits_mask |= 1 << c
+        kinds = staged.aux(name)  # PATCH / RUN blocks (both, the paths right for every block, when unknown)
+        patch_mask |= (kinds & 1) << c
+        run_mask |= (kinds >> 1 & 1) << c
         hdrs.append(col.hdr)
         words.append(col.words.view(torch.int32))
         tails.append(col.tail_values)
@@ -624,7 +690,7 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
         args = (tuple(hdrs), tuple(words), tuple(outs), tuple(nwords),
                 staged.tile_block, staged.tile_lo, staged.tile_cnt, staged.tile_out, staged.tile_ex,
                 staged.offsets, staged.request_ts, viol, T, B, n_out, width)
-        kw = dict(OUT64_MASK=out64_mask, WIDE_MASK=wide_mask, LANES=lanes_h, STEPS=block // lanes_h,
+        kw = dict(OUT64_MASK=out64_mask, WIDE_MASK=wide_mask, PATCH_MASK=patch_mask, RUN_MASK=run_mask, NOBITS_MASK=nobits_mask, LANES=lanes_h, STEPS=block // lanes_h,
                   LOOP=int(staged.block_size) > block, **common)
         if tuned:
             _autotuned()[lambda meta: (triton.cdiv(T, meta["TILES_PER_PROG"] * meta["SEQ"]),)](

@@ -971,9 +971,15 @@ def study(ds: dict, quick=False, log=print) -> dict:
     from gpumat.host import pages
 
     per = {}
-    for c in cols:
-        region, off, nbytes, enc = pages.encode_stripes(ds["values"][c], ds["sc"], ds["block_size"])
-        per[c] = {"bytes": int(nbytes.sum())}
+    seg = np.asarray(ds["seg"])
+    vstart = np.cumsum(ds["sc"]) - ds["sc"]
+    for c in cols:  # segment by segment, as the writer (its choice of PATCH / RUN is per segment and column)
+        nbytes = 0
+        for s_ in np.unique(seg):
+            st = np.flatnonzero(seg == s_)
+            vals = ds["values"][c][ranges(vstart[st], ds["sc"][st])]
+            nbytes += int(pages.encode_stripes(vals, ds["sc"][st], ds["block_size"])[2].sum())
+        per[c] = {"bytes": nbytes}
         if per[c]["bytes"] != ds["tier_col_bytes"][c]:
             raise RuntimeError(f"rung F3 of {c!r}: {per[c]['bytes']} bytes, the tier holds {ds['tier_col_bytes'][c]}")
     put("F3", "format 3 as written (host.pages: tags, anchors, bit-contiguous payload, varint fields; "

@@ -68,6 +68,63 @@ def encode_block(x: list[int]):
     return best
 
 
+def encode_patch(x: list[int], rng, w1=None):
+    """A PATCH block of x (DESIGN §4), or None: the FOR/LFOR line, low w1 bits of every residual,
+    a bitmap of the residuals with more, and their (r >> w1) - 1 in w2 <= 31 bits."""
+    base, slope, w, r = encode_block(x)
+    if w == 0:
+        return None
+    w1 = int(rng.integers(0, w)) if w1 is None else w1
+    hit = [int(v >> w1 != 0) for v in r]
+    exc = [(v >> w1) - 1 for v in r if v >> w1]
+    w2 = max(exc).bit_length() if exc else 0
+    if not exc or w2 > 31:
+        return None
+    return ("patch", base, slope, w1, [v & ((1 << w1) - 1) for v in r], hit, w2, exc)
+
+
+def encode_run(x: list[int]):
+    """A RUN block of x: a bitmap of run starts, and the runs' values as a FOR/LFOR line."""
+    hit = [int(k == 0 or x[k] != x[k - 1]) for k in range(len(x))]
+    base, slope, w, r = encode_block([v for v, h in zip(x, hit) if h])
+    return ("run", base, slope, w, r, hit, 0, [])
+
+
+def stage_block(blk, words: list[int]) -> int:
+    """Append a block's staged words to ``words`` and return its meta (DESIGN §4): a plain block's
+    packed residuals; a PATCH / RUN block's aux word, values, bitmap and exceptions, each from a
+    64-bit word, the aux word's rank prefixes counted here."""
+    if blk[0] not in ("patch", "run"):
+        base, slope, w, r = blk
+        meta = (len(words) << 8) | w
+        words.extend(pack_bits(r, w))
+        return meta
+    kind, base, slope, w, vals, hit, w2, exc = blk
+    vw, bw = pack_bits(vals, w), pack_bits(hit, 1)
+    bits = sum(b << (64 * i) for i, b in enumerate(bw))
+    pre = [bin(bits & ((1 << (32 * g)) - 1)).count("1") for g in range(4)]
+    aux = (1 if kind == "patch" else 2) | (2 * len(vw) << 8) | (2 * (len(vw) + len(bw)) << 18)
+    aux |= sum(p << (32 + 8 * g) for g, p in enumerate(pre))
+    words.append(aux)
+    meta = (len(words) << 8) | 0x80 | w
+    words.extend(vw + bw + pack_bits([x + 1 for x in exc], 32))  # high parts, a 32-bit word each
+    return meta
+
+
+def block_values(blk, cnt: int) -> list[int]:
+    """The values a block (any kind) holds, from its own fields (Python integers)."""
+    if blk[0] == "patch":
+        _, base, slope, w1, low, hit, w2, exc = blk
+        rank = [sum(hit[:k]) for k in range(cnt)]
+        return [signed(base + slope * k + low[k] + ((exc[rank[k]] + 1) << w1 if hit[k] else 0)) for k in range(cnt)]
+    if blk[0] == "run":
+        _, base, slope, w, r, hit, _, _ = blk
+        idx = [sum(hit[: k + 1]) - 1 for k in range(cnt)]
+        return [signed(base + slope * i + r[i]) for i in idx]
+    base, slope, w, r = blk
+    return [signed(base + slope * k + r[k]) for k in range(cnt)]
+
+
 def raw_block(rng, cnt: int, w: int):
     """A block from random parameters: exercises any width with any base/slope (values wrap)."""
     base = int(rng.integers(I64_MIN, I64_MAX, endpoint=True))
@@ -79,8 +136,11 @@ def raw_block(rng, cnt: int, w: int):
     return (base, slope, w, r), vals
 
 
-def make_history(rng, n: int, dtype: str, is_ts: bool, bs: int = BS):
-    """(values, blocks) of one user's column: blocks of BS, the last one partial."""
+def make_history(rng, n: int, dtype: str, is_ts: bool, bs: int = BS, aux: bool = False):
+    """(values, blocks) of one user's column: blocks of BS, the last one partial. ``aux``: values
+    with runs and outliers, stored as PATCH or RUN blocks where they can be."""
+    if aux:
+        return make_aux_history(rng, n, dtype, is_ts, bs)
     vals, blocks = [], []
     t0 = int(rng.integers(0, 1 << 40))
     for start in range(0, n, bs):
@@ -118,6 +178,38 @@ def make_history(rng, n: int, dtype: str, is_ts: bool, bs: int = BS):
             else:
                 x = [int(v) for v in rng.integers(-(1 << 20), 1 << 20, size=cnt)]
                 blocks.append(encode_block(x))
+        vals.extend(x)
+    return vals, blocks
+
+
+def make_aux_history(rng, n: int, dtype: str, is_ts: bool, bs: int):
+    """Like make_history, with blocks of repeats (RUN) and of rare outliers (PATCH) at random."""
+    vals, blocks = [], []
+    t0 = int(rng.integers(0, 1 << 40))
+    lim = (I32_MIN, I32_MAX) if dtype == "int32" else (I64_MIN, I64_MAX)
+    for start in range(0, n, bs):
+        cnt = min(bs, n - start)
+        if is_ts:  # equal timestamps (a session), a few gaps
+            gaps = rng.integers(0, 1000, size=cnt) * (rng.random(cnt) < 0.4)
+            if rng.random() < 0.3:
+                gaps[rng.integers(cnt)] = 1 << int(rng.integers(20, 40))
+            x = [t0 + int(g) for g in np.cumsum(gaps)]
+            t0 = x[-1]
+        else:
+            kind = rng.integers(3)
+            if kind == 0:  # mostly small, rare huge outliers of any sign
+                x = [int(v) for v in rng.integers(0, 1 << int(rng.integers(0, 8)), size=cnt)]
+                for k in rng.integers(0, cnt, size=int(rng.integers(1, 4))):
+                    x[k] = int(rng.integers(*lim, endpoint=True))
+            elif kind == 1:  # runs of repeated values
+                x = [int(v) for v in np.repeat(rng.integers(*lim, size=cnt, endpoint=True), rng.integers(1, 9, size=cnt))[:cnt]]
+            else:
+                x = [int(v) for v in rng.integers(-50, 50, size=cnt)]
+        cands = [encode_patch(x, rng), encode_run(x)] if cnt <= 128 else []
+        cands = [c for c in cands if c is not None]
+        blk = cands[int(rng.integers(len(cands)))] if cands and rng.random() < 0.8 else encode_block(x)
+        assert block_values(blk, cnt) == [signed(v) for v in x]
+        blocks.append(blk)
         vals.extend(x)
     return vals, blocks
 
@@ -165,9 +257,9 @@ def stage(histories, examples, columns, L, check_leakage, rng, bs=BS):
     for c in staged_cols:
         hdr, words = [], []
         for u, j in order:
-            base, slope, w, r = histories[u][c][1][j]
-            hdr.append([signed(base), signed(slope), (len(words) << 8) | w])
-            words.extend(pack_bits(r, w))
+            blk = histories[u][c][1][j]
+            base, slope = blk[:2] if len(blk) == 4 else blk[1:3]
+            hdr.append([signed(base), signed(slope), stage_block(blk, words)])
         words.append(0)  # the +1 zero word of DESIGN §4
         cols[c] = StagedColumn(
             c,
@@ -200,12 +292,12 @@ def stage(histories, examples, columns, L, check_leakage, rng, bs=BS):
     return staged, expected, exp_viol
 
 
-def random_batch(seed, B, L, max_hist, max_tail, columns, check_leakage, n_users=None, bs=BS):
+def random_batch(seed, B, L, max_hist, max_tail, columns, check_leakage, n_users=None, bs=BS, aux=False):
     rng = np.random.default_rng(seed)
     n_users = n_users or max(1, B // 2)
     hist_sizes = [int(rng.choice([0, 1, bs - 1, bs, bs + 1, int(rng.integers(0, max_hist + 1))])) for _ in range(n_users)]
     histories = {
-        u: {c: make_history(rng, hist_sizes[u], SCHEMA[c], c == "ts", bs) for c in SCHEMA} for u in range(n_users)
+        u: {c: make_history(rng, hist_sizes[u], SCHEMA[c], c == "ts", bs, aux) for c in SCHEMA} for u in range(n_users)
     }
     examples = []
     for _ in range(B):
@@ -301,6 +393,65 @@ def test_random_batches_jagged(seed, B, L, max_tail, columns, check, launch):
     """Many programs (small launch shapes, as on a GPU) or one big one: same result."""
     staged, expected, exp_viol = random_batch(seed, B, L, 700, max_tail, columns, check)
     check_all(staged, expected, exp_viol, launch=launch)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    B=st.sampled_from([1, 5, 31]),
+    L=st.sampled_from([1, 100, 129, 1000]),
+    columns=st.sampled_from([("item",), ("act",), ("item", "act", "ts")]),
+    check=st.sampled_from([False, True]),
+    bs=st.sampled_from([32, 128]),
+    launch=st.sampled_from([{}, {"tiles_per_prog": 1, "ex_per_prog": 1}, {"launch": (2, 2, 1)}]),
+    padded=st.booleans(),
+)
+def test_patch_and_run_blocks(seed, B, L, columns, check, bs, launch, padded):
+    """PATCH and RUN blocks (their aux words, bitmaps, exceptions, built here with Python integers)
+    decode to the contract in the kernel, its twin and the contract's own lane formula."""
+    staged, expected, exp_viol = random_batch(seed, B, L, 600, 40, columns, check, bs=bs, aux=True)
+    check_all(staged, expected, exp_viol, padded_width=max(L, 1) if padded else None, launch=launch)
+
+
+def test_patch_blocks_without_low_bits():
+    """A flag column all of whose blocks are PATCH without low bits (the kernel's no-load path,
+    NOBITS_MASK) or constants, beside ordinary columns."""
+    rng = np.random.default_rng(7)
+    histories = {}
+    for u in range(6):
+        n = int(rng.integers(1, 700))
+        flags = [int(v) for v in np.where(rng.random(n) < 0.7, 0, rng.integers(1, 5, n))]
+        blocks = []
+        for start in range(0, n, BS):
+            x = flags[start : start + BS]
+            blocks.append(encode_patch(x, rng, 0) if any(x) else encode_block(x))
+        histories[u] = {"act": (flags, blocks), "ts": make_history(rng, n, "int64", True),
+                        "item": make_history(rng, n, "int64", False, aux=True)}
+    examples = []
+    for _ in range(12):
+        u = int(rng.integers(6))
+        n = len(histories[u]["act"][0])
+        examples.append((u, int(rng.integers(0, n + 1)), {"ts": [], "item": [], "act": []}, 1 << 62))
+    for check in (False, True):
+        staged, expected, exp_viol = stage(histories, examples, ("act", "item"), 300, check, rng)
+        assert staged.max_width("act") == 0 and staged.aux("act") == 1
+        check_all(staged, expected, exp_viol)
+
+
+def test_decode_values_patch_and_run():
+    """The contract's lane formula against the blocks' own values, every width and exception width."""
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        cnt = int(rng.integers(1, 129))
+        _, blocks = make_aux_history(rng, cnt, "int64", bool(trial % 3 == 0), 128)
+        words = []
+        meta = stage_block(blocks[0], words)
+        words.append(0)
+        blk = blocks[0]
+        base, slope = blk[:2] if len(blk) == 4 else blk[1:3]
+        hdr = np.array([[signed(base), signed(slope), meta]], np.int64)
+        got = decode_values_np(hdr, np.array([signed(x) for x in words], np.int64), np.zeros(cnt, np.int64), np.arange(cnt))
+        assert_equal_verbose(got, np.array(block_values(blk, cnt), np.int64), f"trial {trial}")
 
 
 @pytest.mark.parametrize("bs,lanes", [(8, None), (256, 32), (4096, None)])
@@ -570,11 +721,12 @@ def test_torch_peer_matches_twin():
     from gpumat.bench.kernels import synthetic_staged
     from gpumat.kernels.pt_decode_gather import materialize_staged_torch
 
-    staged, expected, exp_viol = random_batch(21, 9, 260, 600, 40, ("item", "act", "ts"), True)
-    values, viol = materialize_staged_torch(staged.to("cpu"), total=staged.total)
-    for c, want in expected.items():
-        assert_equal_verbose(values[c].numpy(), want, f"torch peer {c}")
-    assert_equal_verbose(viol.numpy(), exp_viol, "torch peer violations")
+    for aux in (False, True):  # plain blocks; PATCH and RUN blocks
+        staged, expected, exp_viol = random_batch(21, 9, 260, 600, 40, ("item", "act", "ts"), True, aux=aux)
+        values, viol = materialize_staged_torch(staged.to("cpu"), total=staged.total)
+        for c, want in expected.items():
+            assert_equal_verbose(values[c].numpy(), want, f"torch peer {c}")
+        assert_equal_verbose(viol.numpy(), exp_viol, "torch peer violations")
     syn = synthetic_staged(B=6, L=300, seed=0)
     twin, tviol = materialize_staged_np(syn)
     values, viol = materialize_staged_torch(syn.to("cpu"), total=syn.total)
@@ -594,8 +746,9 @@ def test_cuda_twin_matches():
         pytest.skip("no CUDA GPU")
     from gpumat.kernels.cuda_decode_gather import materialize_staged_cuda
 
-    for pw, mode in ((None, True), (400, True), (None, "inclusive")):
-        staged, expected, exp_viol = random_batch(31, 13, 300, 900, 60, ("item", "act", "ts"), mode)
+    for pw, mode, aux in ((None, True, False), (400, True, False), (None, "inclusive", False), (None, True, True),
+                          (400, "inclusive", True)):
+        staged, expected, exp_viol = random_batch(31, 13, 300, 900, 60, ("item", "act", "ts"), mode, aux=aux)
         twin, tviol = materialize_staged_np(staged, padded_width=pw, pad_value=-3)
         values, viol = materialize_staged_cuda(staged.to("cuda"), padded_width=pw, pad_value=-3)
         for c in twin:

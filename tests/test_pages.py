@@ -49,10 +49,24 @@ def test_round_trip_and_same_blocks_as_format2(counts, bs, seed):
         region, off, nbytes, enc = pages.encode_stripes(x, sc, bs)
         assert region.dtype == np.uint8 and int(nbytes.sum()) == region.size and (off == np.cumsum(nbytes) - nbytes).all()
         assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
-        # the same block choice as format 2, so the staged blocks (and the kernels' work) are the same
+        # where no PATCH / RUN block pays, the same block choice as format 2 (the same staged blocks)
         r2, off2, nw2, enc2 = codec.encode_stripes(x, sc, bs)
-        assert enc.tolist() == enc2.tolist()
+        plain = (enc & (codec.ENC_PATCH | codec.ENC_RUN)) == 0  # (PATCH / RUN blocks where they pay)
+        assert enc[plain].tolist() == enc2[plain].tolist()
         assert region.size < 8 * r2.size
+
+
+def windows(rng, d, k):
+    """``k`` random block windows ``(stripe, lo, hi)`` of the directory ``d`` (some empty)."""
+    si = rng.integers(0, len(d), k)
+    lo = rng.integers(0, d.nblocks[si])
+    return si, lo, lo + rng.integers(0, d.nblocks[si] - lo + 1)
+
+
+def window_values(whole, d, si, lo, hi, c, bs):
+    """What ``read_blocks`` of those windows holds: slices of the users' whole histories."""
+    return np.concatenate([whole[int(d.user_id[s])][c][d.start[s] + bs * a : d.start[s] + bs * b]
+                           for s, a, b in zip(si, lo, hi)])
 
 
 def test_any_block_window_reads_only_what_it_needs(tmp_path, monkeypatch):
@@ -69,18 +83,76 @@ def test_any_block_window_reads_only_what_it_needs(tmp_path, monkeypatch):
         monkeypatch.setattr(segment, "FULL_READ_BYTES", full)
         h = Tier.open(t.uri)
         d = h.directory()
-        si = rng.integers(0, len(d), 40)
-        lo = rng.integers(0, d.nblocks[si])
-        hi = lo + rng.integers(0, d.nblocks[si] - lo + 1)
+        si, lo, hi = windows(rng, d, 40)
         hdr, words, nbytes = h.read_blocks("item_id", si, lo, hi)
         cnt = np.minimum(8, np.repeat(d.count[si], hi - lo) - ranges(lo, hi - lo) * 8)
         got = codec.decode_blocks(hdr, words, cnt)
-        want = np.concatenate([whole[int(d.user_id[s])]["item_id"][d.start[s] + 8 * a : d.start[s] + 8 * b]
-                               for s, a, b in zip(si, lo, hi)])
+        want = window_values(whole, d, si, lo, hi, "item_id", 8)
         assert got.tolist() == want.tolist()
         one = h.read_blocks("item_id", [0], [100], [101])[2]
         assert one < 200  # its payload (8 40-bit values: 40 bytes), its page's 16 tags, 2 anchors and 16 bases
         assert h.read_blocks("item_id", [0], [0], [d.nblocks[0]])[2] > 40 * one
+
+
+def aux_columns(rng, n):
+    """Columns that take PATCH and RUN blocks: bursts of equal timestamps, a sparse flag, rare outliers."""
+    ts = np.cumsum(rng.integers(1, 1000, n) * (rng.random(n) < 0.4)) + 1_700_000_000
+    ts[rng.integers(0, n, n // 200)] += 1 << 30  # session gaps
+    flag = np.where(rng.random(n) < 0.85, 0, rng.integers(1, 8, n))
+    small = rng.integers(0, 16, n)
+    small[rng.integers(0, n, n // 50)] = rng.integers(2**20, 2**34, n // 50)  # high parts of <= 31 bits
+    return {"ts": np.sort(ts), "item_id": small, "action": flag.astype(np.int32)}
+
+
+@pytest.mark.parametrize("bs", [32, 128])
+def test_patch_and_run_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
+    """PATCH and RUN blocks (chosen where they pay) decode to the values, whole and by any block
+    window, one page (fields first) or many (whole pages read), in memory and by ranges; the staged
+    blocks carry the aux flag."""
+    rng = np.random.default_rng(bs)
+    n = 9000
+    users = np.repeat([0, 1, 2, 3], [n - 300, 100, 150, 50])
+    cols = aux_columns(rng, n)
+    for x in cols.values():
+        sc = np.array([n - 300, 100, 150, 50])
+        region, off, nbytes, _ = pages.encode_stripes(x.astype(np.int64), sc, bs)
+        plain, _, _, _ = pages.encode_stripes(x.astype(np.int64), sc, bs, extended=False)
+        assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
+        assert region.size < 0.875 * plain.size  # each of these columns pays for its PATCH / RUN blocks
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=bs)
+    t.append(pa.table({"user_id": users, **cols}))
+    whole = {u: t.read_history(u) for u in range(4)}
+    for c in SCHEMA:
+        assert np.concatenate([whole[u][c] for u in range(4)]).tolist() == cols[c].tolist()
+    for full in (1 << 30, 0):
+        monkeypatch.setattr(segment, "FULL_READ_BYTES", full)
+        h = Tier.open(t.uri)
+        d = h.directory()
+        si, lo, hi = windows(rng, d, 60)
+        lo[:4], hi[:4] = d.nblocks[si[:4]] - 1, d.nblocks[si[:4]]  # the newest block: the last page
+        for c in SCHEMA:
+            hdr, words, nbytes = h.read_blocks(c, si, lo, hi)
+            assert (hdr[:, 2] & 0x80).any()
+            cnt = np.minimum(bs, np.repeat(d.count[si], hi - lo) - ranges(lo, hi - lo) * bs)
+            got = codec.decode_blocks(hdr, words, cnt)
+            want = window_values(whole, d, si, lo, hi, c, bs)
+            assert got.tolist() == want.tolist()
+            assert codec.decode_blocks_padded(hdr, words, bs)[np.arange(bs)[None, :] < cnt[:, None]].tolist() == want.tolist()
+
+
+def test_patch_and_run_fields_out_of_range_are_corruption():
+    x = np.where(np.random.default_rng(0).random(300) < 0.9, 0, 5).astype(np.int64)
+    region, off, nbytes, _ = pages.encode_stripes(x, np.array([300]), 128)
+    assert (pages.tag_kind(region[:3]) == pages.KIND_PATCH).any()
+    assert pages.decode_blob(region, 300, 128).tolist() == x.tolist()
+    for at in range(3, 40):  # every field byte of the one-page blob (fields first), set to a big value
+        bad = region.copy()
+        bad[at] = 0x7F
+        try:
+            got = pages.decode_blob(bad, 300, 128)
+        except CorruptionError:
+            continue
+        assert len(got) == 300  # a changed base or slope still decodes, to other values
 
 
 def test_realign_and_chunk_hash_c_equals_numpy(monkeypatch):
@@ -131,9 +203,13 @@ def test_malformed_pages_are_corruption():
     region, off, nbytes, _ = pages.encode_stripes(x, np.array([300]), 128)
     assert pages.decode_blob(region, 300, 128).tolist() == x.tolist()
     bad_tag = region.copy()
-    bad_tag[0] = 65  # a width past 64: the encodings of later formats
+    bad_tag[0] = 67  # past RUN: the encodings of later formats
     with pytest.raises(CorruptionError, match="not an encoding"):
         pages.decode_blob(bad_tag, 300, 128)
+    for t in (65, 66):  # a plain block's tag read as PATCH / RUN: its fields no longer match
+        bad_tag[0] = t
+        with pytest.raises(CorruptionError):
+            pages.decode_blob(bad_tag, 300, 128)
     with pytest.raises(CorruptionError):
         pages.decode_blob(region[:-1], 300, 128)  # a field cut short
     with pytest.raises(CorruptionError):

@@ -41,10 +41,13 @@ BS = 128
 # (name, max_len, batch size): realistic per-GPU batch sizes, each ~2^23 events (~100 MB of
 # output over the two projected columns), well past the 50 MB L2 of an H100.
 TENANTS = (("short", 256, 32768), ("mid", 4096, 2048), ("long", 65536, 128))
-# Synthetic columns: (name, dtype, bit width, slope, projected). item ids need ~24 bits under
-# frame of reference, actions 3 bits; ts is staged only for the leakage check, as linear frame of
-# reference (slope = mean gap) with 12-bit residuals.
-COLUMNS = (("item_id", "int64", 24, 0, True), ("action", "int32", 3, 0, True), ("ts", "int64", 12, 1000, False))
+# Synthetic columns: (name, dtype, bit width, slope, projected, PATCH exceptions). item ids need ~24
+# bits under frame of reference; actions (0..4, 70% zeros) are PATCH blocks as the bench tier stores
+# them (host/pages.py: no low bits, a bitmap of the 30% non-zeros, their values as exceptions); ts is
+# staged only for the leakage check, as linear frame of reference (slope = mean gap) with 12-bit
+# residuals.
+COLUMNS = (("item_id", "int64", 24, 0, True, 0.0), ("action", "int32", 0, 0, True, 0.3),
+           ("ts", "int64", 12, 1000, False, 0.0))
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -81,11 +84,15 @@ def synthetic_staged(B: int, L: int, seed: int = 0, max_tail: int = 16, columns=
     tail_total = int(m.sum())
     tail_src = (np.cumsum(m) - m) + (m - t)
     cols = {}
-    for name, dtype, w, slope, project in columns:
-        nwords = BS * w // 64
-        words = np.concatenate([rng.integers(-(2**63), 2**63 - 1, size=K * nwords, dtype=np.int64), [0]])
+    for name, dtype, w, slope, project, exc in columns:
         base = rng.integers(0, 1 << 20, size=K) if dtype == "int32" else rng.integers(0, 1 << 40, size=K)
-        hdr = np.stack([base, np.full(K, slope), (np.arange(K) * nwords << 8) | w], axis=1).astype(np.int64)
+        if exc:
+            meta, words = _patch_blocks(rng, K, w, exc)
+        else:
+            nwords = BS * w // 64
+            words = np.concatenate([rng.integers(-(2**63), 2**63 - 1, size=K * nwords, dtype=np.int64), [0]])
+            meta = (np.arange(K) * nwords << 8) | w
+        hdr = np.stack([base, np.full(K, slope), meta], axis=1).astype(np.int64)
         hi = (1 << 20) if dtype == "int32" else (1 << 40)
         tails = rng.integers(0, hi, size=tail_total, dtype=np.int64)
         cols[name] = StagedColumn(name, dtype, hdr, words, tails, project)
@@ -96,6 +103,29 @@ def synthetic_staged(B: int, L: int, seed: int = 0, max_tail: int = 16, columns=
           ("tile_block", "tile_lo", "tile_cnt", "tile_out", "tile_ex")),
         check_leakage=True,
     )
+
+
+def _patch_blocks(rng, K: int, w: int, density: float) -> tuple[np.ndarray, np.ndarray]:
+    """``K`` full PATCH blocks in the staged form (docs/DESIGN.md §4): ``w`` random low bits per value,
+    a bitmap with ``density`` of its bits set, exceptions' high parts 1..4: ``(meta [K], words)``."""
+    hit = rng.random((K, BS)) < density
+    bm = np.packbits(hit, axis=1, bitorder="little").view(np.uint64)  # [K, BS / 64]
+    e = hit.sum(axis=1)
+    vw, bw, ew = BS * w // 64, BS // 64, (e + 1) // 2
+    tot = 1 + vw + bw + ew
+    start = np.cumsum(tot) - tot
+    words = np.zeros(int(tot.sum()) + 1, np.uint64)
+    col = np.arange(vw)
+    words[(start + 1)[:, None] + col[None, :]] = rng.integers(0, 2**63, size=(K, vw)).astype(np.uint64)
+    words[(start + 1 + vw)[:, None] + np.arange(bw)[None, :]] = bm
+    w32 = words.view(np.uint32)
+    slot = np.repeat(2 * (start + 1 + vw + bw), e) + (np.arange(int(e.sum())) - np.repeat(np.cumsum(e) - e, e))
+    w32[slot] = rng.integers(1, 5, size=slot.size)
+    pc = np.bitwise_count(bm.view(np.uint32)).astype(np.uint64)  # [K, 4]
+    pre = np.cumsum(pc, axis=1) - pc
+    aux = np.uint64(1) | np.uint64(2 * vw << 8) | np.uint64(2 * (vw + bw) << 18)
+    words[start] = aux | (pre << (np.uint64(32) + np.uint64(8) * np.arange(4, dtype=np.uint64))).sum(axis=1, dtype=np.uint64)
+    return ((start + 1) << 8) | 0x80 | w, words.view(np.int64)
 
 
 # ----------------------------------------------------------------------------- measuring

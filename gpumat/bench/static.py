@@ -86,25 +86,36 @@ def _kinds(ops: list[str]) -> dict:
 
 
 # The bench tenants' columns (gpumat/bench/kernels.py COLUMNS): item_id int64 stored, action int32
-# stored, ts int64 staged only for the leakage check.
+# stored (PATCH blocks, as the bench tier stores it), ts int64 staged only for the leakage check.
 BENCH_COLUMNS = (("int64", True, False), ("int32", True, False), ("int64", False, True))
+# PATCH_MASK / RUN_MASK / NOBITS_MASK of the bench batches: action's PATCH blocks have no low bits
+BENCH_PATCH, BENCH_RUN, BENCH_NOBITS = 0b010, 0b000, 0b010
+PLAIN_COLUMNS = (("item_id", "int64", 24, 0, True, 0.0), ("action", "int32", 3, 0, True, 0.0),
+                 ("ts", "int64", 12, 1000, False, 0.0))
 
 
 def kernel_configs():
-    """Every configuration counted or checked: ``(kernel, columns, inclusive, padded, wide, loop)``.
+    """Every configuration counted or checked: ``(kernel, columns, inclusive, padded, wide, loop, aux)``.
 
-    ``columns``: ``(dtype, store, check)`` per staged column. The bench tenants' column set in every
-    mode the launcher has (strict / inclusive, jagged / padded, narrow / wide blocks, looped tiles
-    and tails), and every single-column case (each dtype stored, checked, or both)."""
+    ``columns``: ``(dtype, store, check)`` per staged column; ``aux``: the ``(PATCH_MASK, RUN_MASK[,
+    NOBITS_MASK])`` of the history kernel. The bench tenants' column set in every mode the launcher has (strict /
+    inclusive, jagged / padded, narrow / wide blocks, looped tiles and tails), without PATCH blocks
+    and with the bench tier's (``action``); every single-column case (each dtype stored, checked,
+    or both; with PATCH, RUN or both blocks)."""
     single = [((dtype, store, check),) for dtype in ("int64", "int32")
               for store, check in ((True, False), (False, True), (True, True))]
     for kernel in ("history", "tail"):
         for inclusive, padded, wide, loop in itertools.product((False, True), repeat=4):
             if kernel == "tail" and wide:
                 continue
-            yield kernel, BENCH_COLUMNS, inclusive, padded, wide, loop
+            yield kernel, BENCH_COLUMNS, inclusive, padded, wide, loop, (0, 0)
+            if kernel == "history" and not loop:
+                yield kernel, BENCH_COLUMNS, inclusive, padded, wide, loop, (BENCH_PATCH, BENCH_RUN, BENCH_NOBITS)
         for cols in single:
-            yield kernel, cols, False, False, False, False
+            yield kernel, cols, False, False, False, False, (0, 0)
+            if kernel == "history":
+                for aux in ((1, 0), (0, 1), (1, 1), (1, 0, 1)):
+                    yield kernel, cols, False, False, False, False, aux
 
 
 def _masks(cols, wide: bool) -> dict:
@@ -116,10 +127,10 @@ def _masks(cols, wide: bool) -> dict:
 
 
 def _compile_config(job) -> dict:
-    """Compile one ``(arch, kernel, columns, inclusive, padded, wide, loop)`` configuration."""
+    """Compile one ``(arch, kernel, columns, inclusive, padded, wide, loop, aux)`` configuration."""
     import gpumat.kernels.triton_decode_gather as k
 
-    arch, kernel, cols, inclusive, padded, wide, loop, *launch = job
+    arch, kernel, cols, inclusive, padded, wide, loop, aux, *launch = job
     n = len(cols)
     outs = tuple({"int64": "*i64", "int32": "*i32"}[dt] for dt, _, _ in cols)
     masks = _masks(cols, wide)
@@ -129,8 +140,8 @@ def _compile_config(job) -> dict:
         fn = k._history_kernel
         sig = {"hdrs": ("*i64",) * n, "words": ("*i32",) * n, "outs": outs, "nwords": ("i32",) * n}
         tp, seq, warps = launch[0] if launch else (k.GPU_TILES_PER_PROG, k.GPU_TILES_SEQ, k.HISTORY_WARPS)
-        consts.update(OUT64_MASK=masks["OUT64_MASK"], WIDE_MASK=masks["WIDE_MASK"],
-                      LANES=32, STEPS=4, TILES_PER_PROG=tp, SEQ=seq, LOOP=loop)
+        consts.update(OUT64_MASK=masks["OUT64_MASK"], WIDE_MASK=masks["WIDE_MASK"], PATCH_MASK=aux[0],
+                      RUN_MASK=aux[1], NOBITS_MASK=aux[2] if len(aux) > 2 else 0, LANES=32, STEPS=4, TILES_PER_PROG=tp, SEQ=seq, LOOP=loop)
         per_program = tp * seq
     else:
         fn = k._tail_kernel
@@ -143,7 +154,7 @@ def _compile_config(job) -> dict:
     sig.update({a: "i32" for a in fn.arg_names if a.startswith("n_") or a in ("width", "len_bucket")})
     info = _compile(fn, arch, sig, consts, warps)
     info.update(kernel=kernel, arch=f"sm_{arch}", columns=[list(c) for c in cols], inclusive=inclusive,
-                padded=padded, wide=wide, loop=loop, num_warps=warps, per_program=per_program)
+                padded=padded, wide=wide, loop=loop, aux=list(aux), num_warps=warps, per_program=per_program)
     if kernel == "history":
         info["launch"] = [tp, seq, warps]
     return info
@@ -154,7 +165,7 @@ def candidate_jobs() -> list[tuple]:
     sm_90, the bench column set, narrow and wide blocks."""
     import gpumat.kernels.triton_decode_gather as k
 
-    return [(90, "history", BENCH_COLUMNS, False, False, wide, False, tuple(c))
+    return [(90, "history", BENCH_COLUMNS, False, False, wide, False, (BENCH_PATCH, BENCH_RUN, BENCH_NOBITS), tuple(c))
             for c in k.LAUNCH_CHOICES for wide in (False, True)]
 
 
@@ -175,20 +186,24 @@ def compile_all(archs=ARCHS, extra=()) -> list[dict]:
         return pool.map(_compile_config, jobs)
 
 
-def tenant_costs(configs: list[dict], arch: str, tenants) -> dict:
+def tenant_costs(configs: list[dict], arch: str, tenants, columns=None) -> dict:
     """Warp-instructions per event, issue floor and DRAM floor of each bench tenant's batch: one
     history launch and one tail launch over all its columns, jagged, strict check, narrow blocks."""
-    from gpumat.bench.kernels import synthetic_staged
+    from gpumat.bench.kernels import COLUMNS, synthetic_staged
 
-    table = {(c["kernel"], tuple(map(tuple, c["columns"])), c["inclusive"], c["padded"], c["wide"], c["loop"]): c
-             for c in configs if c["arch"] == arch}
+    table = {(c["kernel"], tuple(map(tuple, c["columns"])), c["inclusive"], c["padded"], c["wide"], c["loop"],
+              tuple(c["aux"])): c for c in configs if c["arch"] == arch}
     out = {}
     for name, L, B in tenants:
-        staged = synthetic_staged(B, L)
+        staged = synthetic_staged(B, L, columns=columns or COLUMNS)
         T = staged.num_tiles
         wide = any(staged.max_width(n) > 32 for n in staged.columns)
-        hist = table[("history", BENCH_COLUMNS, False, False, wide, False)]
-        tail = table[("tail", BENCH_COLUMNS, False, False, False, staged.max_tail > 16)]
+        kinds = [staged.aux(n) for n in staged.columns]
+        aux = (sum((k & 1) << c for c, k in enumerate(kinds)), sum((k >> 1 & 1) << c for c, k in enumerate(kinds)),
+               sum((staged.max_width(n) == 0) << c for c, n in enumerate(staged.columns)))
+        aux = aux if any(aux[:2]) else (0, 0)
+        hist = table[("history", BENCH_COLUMNS, False, False, wide, False, aux)]
+        tail = table[("tail", BENCH_COLUMNS, False, False, False, staged.max_tail > 16, (0, 0))]
         wi = (-(-T // hist["per_program"]) * hist["num_warps"] * hist["sass_instructions"]
               + -(-B // tail["per_program"]) * tail["num_warps"] * tail["sass_instructions"])
         events = staged.total
@@ -227,6 +242,8 @@ def static_report(tenants) -> dict:
                        "spilling_configurations": len(spills),
                        "tenants": tenant_costs(configs, "sm_90", tenants),
                        "tenants_sm_80": tenant_costs(configs, "sm_80", tenants),
+                       # the same batches with action as plain 3-bit frame of reference (no PATCH path)
+                       "tenants_without_patch": tenant_costs(configs, "sm_90", tenants, PLAIN_COLUMNS),
                        "model": {"sms": SMS, "warp_instructions_per_clock_per_sm": IPC, "clock_hz": CLOCK_HZ,
                                  "dram_bytes_per_s": DRAM_BPS}}}
 
@@ -251,3 +268,6 @@ def print_static(r: dict) -> None:
     for name, t in s["tenants"].items():
         print(f"{name:>7}{t['events']:>11}{t['warp_instructions_per_event']:>18.2f}{t['issue_floor_us']:>16.1f}"
               f"{t['dram_floor_us']:>15.1f}{t['issue_over_dram']:>12.2f}")
+    if "tenants_without_patch" in s:
+        print("  without PATCH blocks (action as 3-bit FOR): " + ", ".join(
+            f"{n} {t['warp_instructions_per_event']:.2f} ({t['issue_over_dram']:.2f})" for n, t in s["tenants_without_patch"].items()))

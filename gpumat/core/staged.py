@@ -36,6 +36,18 @@ COLUMN_PARTS = ("hdr", "words", "tail_values")  # the arrays of a staged column,
 # would give each batch a new alignment pattern, hence a new compilation of the kernels.
 PACK_ALIGN = 16
 
+# A staged block's ``meta`` (docs/DESIGN.md §4): ``word_off << 8 | AUX_FLAG? | w``. Widths are 0..64
+# (``WIDTH_MASK``); ``AUX_FLAG`` says the block is a PATCH or RUN block whose auxiliary word sits at
+# ``words[word_off - 1]``: low 32 bits ``kind | bm << 8 | ex << 18``, high 32 bits the bitmap's
+# rank prefix per 32-lane group (byte g: the set bits of bitmap words 0 .. g - 1), ``bm`` and ``ex``
+# the 32-bit word offsets of the bitmap and of a PATCH block's exceptions (one 32-bit word each,
+# the high part ``r >> w`` of the residual) from word ``2 * word_off``.
+WIDTH_MASK = 0x7F
+AUX_FLAG = 0x80
+AUX_PATCH, AUX_RUN = 1, 2
+AUX_MAX_BLOCK = 128  # the four prefix bytes cover blocks of up to 4 x 32 values
+AUX_MAX_W2 = 31  # the stored exceptions' width: their high parts (exception + 1) fit a 32-bit word
+
 
 def column_array_names(column: str) -> tuple[str, ...]:
     """The names of ``column``'s arrays in a packed batch's layout, in packing order.
@@ -102,9 +114,11 @@ class StagedBatch:
     known_total: int | None = field(default=None, repr=False)
     known_history: int | None = field(default=None, repr=False)
     # What the kernels specialize their launch on, again known on the host for free: the longest
-    # tail and each column's widest block (``max(meta & 255)``; > 32 bits needs the 3-word path).
+    # tail and each column's widest block (``max(meta & WIDTH_MASK)``; > 32 bits needs the 3-word path).
     known_max_tail: int | None = field(default=None, repr=False)
     known_max_width: dict[str, int] | None = field(default=None, repr=False)
+    # and the kinds of aux blocks a column stages (``aux``; the kernels' PATCH and RUN paths)
+    known_aux: dict[str, int] | None = field(default=None, repr=False)
 
     @property
     def batch_size(self) -> int:
@@ -136,8 +150,23 @@ class StagedBatch:
             return self.known_max_width[column]
         hdr = self.columns[column].hdr
         if isinstance(hdr, np.ndarray):
-            return int((hdr[:, 2] & 0xFF).max()) if len(hdr) else 0
+            return int((hdr[:, 2] & WIDTH_MASK).max()) if len(hdr) else 0
         return 64
+
+    def aux(self, column: str) -> int:
+        """The kinds of aux blocks ``column`` stages: bit 0 PATCH, bit 1 RUN (both when unknown on
+        a device batch: the kernels then take the path that is right for every block)."""
+        if self.known_aux is not None and column in self.known_aux:
+            return self.known_aux[column]
+        col = self.columns[column]
+        if isinstance(col.hdr, np.ndarray):
+            meta = col.hdr[:, 2] if len(col.hdr) else col.hdr[:0, 0]
+            words = np.asarray(col.words, np.int64)
+            a = (meta[(meta & AUX_FLAG) != 0] >> 8) - 1
+            a = a[(a >= 0) & (a < words.size)]  # (a corrupt word_off: decoded as plain by the kernels' masks)
+            kinds = words[a] & 3 if len(a) else a
+            return int((kinds == AUX_PATCH).any()) | (int((kinds == AUX_RUN).any()) << 1)
+        return AUX_PATCH | AUX_RUN
 
     @property
     def inclusive(self) -> bool:
@@ -229,6 +258,9 @@ class StagedBatch:
         known_max_width = self.known_max_width
         if known_max_width is None and host_built:
             known_max_width = {name: self.max_width(name) for name in self.columns}
+        known_aux = self.known_aux
+        if known_aux is None and host_built:
+            known_aux = {name: self.aux(name) for name in self.columns}
         cols = {
             name: StagedColumn(name, c.dtype, *(view(a) for a in column_array_names(name)), c.project)
             for name, c in self.columns.items()
@@ -245,4 +277,85 @@ class StagedBatch:
             known_history=known_history,
             known_max_tail=known_max_tail,
             known_max_width=known_max_width,
+            known_aux=known_aux,
         )
+
+
+_U64 = np.uint64
+
+
+def _bits_u64(wu: np.ndarray, bit: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Bits ``[bit, bit + w)`` of the little-endian uint64 stream ``wu`` (``w`` in 0..64), reading 0
+    past its end (a ``w = 0`` block may sit at the very end; the kernels mask the same loads)."""
+    n = wu.size
+    q = bit >> 6
+    s = (bit & 63).astype(_U64)
+    lo = np.where((q >= 0) & (q < n), wu[np.clip(q, 0, max(n - 1, 0))], _U64(0)) if n else np.zeros(q.shape, _U64)
+    hi = np.where((q + 1 >= 0) & (q + 1 < n), wu[np.clip(q + 1, 0, max(n - 1, 0))], _U64(0)) if n else lo
+    r = (lo >> s) | np.where(s == 0, _U64(0), hi << ((_U64(64) - s) & _U64(63)))
+    mask = np.where(w >= 64, ~_U64(0), (_U64(1) << (np.asarray(w) & 63).astype(_U64)) - _U64(1))
+    return r & mask
+
+
+def decode_values(hdr, words, block, k) -> np.ndarray:
+    """The staged contract's definition (docs/DESIGN.md §4): value ``k[i]`` of staged block
+    ``block[i]``, int64 with the shape of ``k``, by the lane formula every decoder implements.
+
+    A block of width ``w`` at ``word_off``: ``base + slope * k + bits(64 word_off + k w, w)``
+    (uint64, wrapping). With ``AUX_FLAG``, its aux word ``A = words[word_off - 1]`` and the bitmap
+    (32-bit words from ``2 word_off + bm``): ``rank(k)`` = ``prefix[k >> 5]`` + the set bits of
+    bitmap word ``k >> 5`` below bit ``k & 31``, ``set(k)`` = bit ``k``.
+
+    - RUN: the run-start bitmap: ``idx = rank(k) + set(k) - 1`` replaces ``k`` in the formula (the
+      block's line and bits are its runs' values).
+    - PATCH: ``+ X[rank k] << w`` where ``set(k)``, ``X`` the exceptions' high parts, 32-bit words
+      from ``2 word_off + ex``.
+
+    ``hdr``: int64 ``[K, 3]`` (base, slope, meta); ``words``: int64. Reads past ``words`` give 0.
+
+    >>> h = np.array([[10, 0, (1 << 8) | AUX_FLAG | 1]])  # RUN, run values 10 + (0, 1): bitmap 0b101
+    >>> aux = AUX_RUN | (2 << 8) | (4 << 18)  # bitmap at 32-bit word 2 (after the values' 64-bit word)
+    >>> w = np.array([aux | (0 << 32), 0b10, 0b101], dtype=np.int64)
+    >>> decode_values(h, w, np.zeros(4, np.int64), np.arange(4)).tolist()
+    [10, 10, 11, 11]
+    """
+    hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
+    wu = np.ascontiguousarray(words, dtype=np.int64).reshape(-1).view(_U64)
+    block = np.asarray(block, dtype=np.int64)
+    k = np.asarray(k, dtype=np.int64)
+    if block.size == 0:
+        return np.zeros(k.shape, dtype=np.int64)
+    base = hdr[block, 0].view(_U64)
+    slope = hdr[block, 1].view(_U64)
+    meta = hdr[block, 2]
+    w = meta & WIDTH_MASK
+    off = meta >> 8
+    idx = k.copy()
+    patch = np.zeros(k.shape, _U64)
+    a = np.flatnonzero((meta & AUX_FLAG).reshape(-1))
+    if a.size:
+        n32 = 2 * wu.size
+        w32 = wu.view(np.uint32)
+        kf, of = k.reshape(-1)[a], off.reshape(-1)[a]
+        aw = np.where((of >= 1) & (of <= wu.size), wu[np.clip(of - 1, 0, max(wu.size - 1, 0))], _U64(0)) \
+            if wu.size else np.zeros(a.size, _U64)
+        kind = (aw & _U64(3)).astype(np.int64)
+        bm = ((aw >> _U64(8)) & _U64(1023)).astype(np.int64)
+        ex = ((aw >> _U64(18)) & _U64(1023)).astype(np.int64)
+        g, s = kf >> 5, (kf & 31).astype(np.uint32)
+        at = 2 * of + bm + g
+        bmw = np.where((at >= 0) & (at < n32), w32[np.clip(at, 0, max(n32 - 1, 0))], np.uint32(0)) if n32 else s * 0
+        pre = ((aw >> (_U64(32) + (8 * (g & 3)).astype(_U64))) & _U64(255)).astype(np.int64)
+        rank = pre + np.bitwise_count(bmw & ((np.uint32(1) << s) - np.uint32(1))).astype(np.int64)
+        hit = ((bmw >> s) & np.uint32(1)).astype(np.int64)
+        run = kind == AUX_RUN
+        idx.reshape(-1)[a[run]] = (rank + hit - 1)[run]
+        pt = np.flatnonzero((kind == AUX_PATCH) & (hit == 1))
+        if pt.size:
+            at = 2 * of[pt] + ex[pt] + rank[pt]
+            x = np.where((at >= 0) & (at < n32), w32[np.clip(at, 0, n32 - 1)], np.uint32(0)).astype(_U64)
+            with np.errstate(over="ignore"):
+                patch.reshape(-1)[a[pt]] = x << (w.reshape(-1)[a[pt]] & 63).astype(_U64)
+    with np.errstate(over="ignore"):
+        v = base + slope * idx.astype(_U64) + _bits_u64(wu, 64 * off + idx * w, w) + patch
+    return v.view(np.int64)
