@@ -91,45 +91,96 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 7; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 8; } /* host/native.py refuses a build of another version */
+
+#define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
+
+/* Values [a, a + n) of a plain block of width w (the line base + slope * j, bits from word off) to o.
+ * Returns 1 when its words lie outside the buffer; with clamp, those values take residual 0 instead. */
+static int decode_plain(const uint64_t *words, int64_t nwords, int64_t off, int w, uint64_t base, uint64_t slope,
+                        int64_t a, int64_t n, uint64_t *o, int clamp) {
+    /* no overflow below: hi * 64 and off * 64 (bit positions) stay inside int64 */
+    if (n > GM_MAX_VALUES - a || off > GM_MAX_VALUES) return 1;
+    int64_t hi = a + n;
+    if (w && off + ((hi * w + 63) >> 6) > nwords) {
+        /* clamp (the padded rows' lanes past a block's count): residual 0 where no word is left */
+        if (!clamp || off > nwords) return 1;
+        int64_t fit = ((nwords - off) * 64) / w; /* values whose bits lie inside the buffer */
+        if (fit < a) fit = a;
+        if (fit > hi) fit = hi;
+        uint64_t acc = base + slope * (uint64_t)fit;
+        for (int64_t j = fit; j < hi; j++, acc += slope) o[j - a] = acc;
+        hi = fit;
+    }
+    switch (w) {
+        GM_CASE(0) GM_CASE(1) GM_CASE(2) GM_CASE(3) GM_CASE(4) GM_CASE(5) GM_CASE(6) GM_CASE(7) GM_CASE(8)
+        GM_CASE(9) GM_CASE(10) GM_CASE(11) GM_CASE(12) GM_CASE(13) GM_CASE(14) GM_CASE(15) GM_CASE(16)
+        GM_CASE(17) GM_CASE(18) GM_CASE(19) GM_CASE(20) GM_CASE(21) GM_CASE(22) GM_CASE(23) GM_CASE(24)
+        GM_CASE(25) GM_CASE(26) GM_CASE(27) GM_CASE(28) GM_CASE(29) GM_CASE(30) GM_CASE(31) GM_CASE(32)
+        GM_CASE(33) GM_CASE(34) GM_CASE(35) GM_CASE(36) GM_CASE(37) GM_CASE(38) GM_CASE(39) GM_CASE(40)
+        GM_CASE(41) GM_CASE(42) GM_CASE(43) GM_CASE(44) GM_CASE(45) GM_CASE(46) GM_CASE(47) GM_CASE(48)
+        GM_CASE(49) GM_CASE(50) GM_CASE(51) GM_CASE(52) GM_CASE(53) GM_CASE(54) GM_CASE(55) GM_CASE(56)
+        GM_CASE(57) GM_CASE(58) GM_CASE(59) GM_CASE(60) GM_CASE(61) GM_CASE(62) GM_CASE(63) GM_CASE(64)
+    }
+    return 0;
+}
 
 /* A PATCH or RUN block (meta bit 7, docs/DESIGN.md §4; gpumat/core/staged.py decode_values is the
- * definition): its aux word at words[off - 1] holds the kind, w2, the bitmap's and exceptions' 32-bit
- * word offsets from 2 * off (an exception: one 32-bit word, its high part) and the bitmap's rank prefix
- * per 32 values. Values [lo, hi) by the lane
- * formula, a popcount each. Every word read is bounds-checked: one past `words` is an error (return 1),
- * or with clamp (the padded rows' lanes past a block's count) a zero residual. */
+ * definition): its aux word at words[off - 1] holds the kind, the bitmap's and exceptions' 32-bit
+ * word offsets from 2 * off (an exception: one 32-bit word, its high part) and the bitmap's rank
+ * prefix per 32 values. On the host, block by block rather than by lanes: PATCH decodes its low bits
+ * as a plain block, then adds each exception at its bitmap bit (a count-trailing-zeros walk); RUN
+ * decodes the runs it needs as a plain block into a small buffer, then expands them along the
+ * bitmap. Reads outside `words` are errors (return 1), or with clamp (the padded rows' lanes past a
+ * block's count) zeros. */
 static inline uint32_t gm_w32(const uint32_t *w32, int64_t n32, int64_t i) { return i >= 0 && i < n32 ? w32[i] : 0; }
 
 static int decode_aux(const uint64_t *words, int64_t nwords, int64_t off, int w, uint64_t base, uint64_t slope,
                       int64_t lo, int64_t hi, uint64_t *out, int clamp) {
-    if (off < 1 || hi > 128) return 1;
+    if (off < 1 || lo >= hi || hi > 128) return lo < hi;
     const uint64_t aux = words[off - 1];
     const int kind = (int)(aux & 3);
     const int64_t bm = 2 * off + (int64_t)((aux >> 8) & 1023), ex = 2 * off + (int64_t)((aux >> 18) & 1023);
     const uint32_t *w32 = (const uint32_t *)words;
     const int64_t n32 = 2 * nwords;
-    for (int64_t k = lo; k < hi; k++) {
-        const uint32_t bw = gm_w32(w32, n32, bm + (k >> 5));
-        const unsigned s = (unsigned)(k & 31);
-        const int64_t rank = (int64_t)((aux >> (32 + 8 * (k >> 5))) & 255) + __builtin_popcount(bw & ((1u << s) - 1u));
-        const int hit = (int)((bw >> s) & 1u);
-        const int64_t idx = kind == 2 ? rank + hit - 1 : k;
-        const uint64_t bit = (uint64_t)(64 * off) + (uint64_t)(idx * w);
-        const int past = idx < 0 || (w && (int64_t)(bit >> 6) >= nwords);
-        if (past && !clamp) return 1;
-        uint64_t v = base + slope * (uint64_t)idx + (past ? 0 : bits_checked(words, nwords, bit, w));
-        if (kind == 1 && hit) { /* the exception's high part, one 32-bit word */
-            const int epast = ex + rank >= n32;
-            if (epast && !clamp) return 1;
-            if (w < 64) v += (uint64_t)gm_w32(w32, n32, ex + rank) << w; /* w <= 63 for PATCH */
+    uint32_t bw[4];
+    int64_t pre[4];
+    for (int g = 0; g < 4; g++) { /* the bitmap's words: up to the exceptions (the padded lanes past a block's count) */
+        bw[g] = g < ex - bm ? gm_w32(w32, n32, bm + g) : 0;
+        pre[g] = (int64_t)((aux >> (32 + 8 * g)) & 255);
+    }
+    if (kind == 2) { /* RUN: value k is run rank(k + 1) - 1 */
+        const int64_t g0 = lo >> 5, g1 = (hi - 1) >> 5;
+        const int64_t i0 = pre[g0] + __builtin_popcount(bw[g0] & (uint32_t)((UINT64_C(2) << (lo & 31)) - 1)) - 1;
+        const int64_t i1 = pre[g1] + __builtin_popcount(bw[g1] & (uint32_t)((UINT64_C(2) << ((hi - 1) & 31)) - 1)) - 1;
+        if (i0 < 0 || i1 < i0 || i1 >= 128) return 1; /* a bitmap that disagrees with its prefixes */
+        uint64_t runs[128];
+        if (decode_plain(words, nwords, off, w, base, slope, i0, i1 - i0 + 1, runs, clamp)) return 1;
+        int64_t i = i0;
+        for (int64_t k = lo; k < hi; k++) {
+            if (k > lo && ((bw[k >> 5] >> (k & 31)) & 1)) i++;
+            if (i > i1) return 1;
+            out[k - lo] = runs[i - i0];
         }
-        *out++ = v;
+        return 0;
+    }
+    if (decode_plain(words, nwords, off, w, base, slope, lo, hi - lo, out, clamp)) return 1;
+    if (kind != 1 || w >= 64) return 0; /* kind 0 (or a reserved 3): the line and bits only */
+    for (int64_t g = lo >> 5; g <= (hi - 1) >> 5; g++) { /* PATCH: each exception in [lo, hi), by its bit */
+        uint32_t m = bw[g];
+        if (g == lo >> 5) m &= ~(uint32_t)((UINT64_C(1) << (lo & 31)) - 1);
+        if (g == (hi - 1) >> 5) m &= (uint32_t)((UINT64_C(2) << ((hi - 1) & 31)) - 1);
+        if (!m) continue;
+        int64_t rank = ex + pre[g] + __builtin_popcount(bw[g] & ((1u << __builtin_ctz(m)) - 1u));
+        if (ex + pre[g] + __builtin_popcount(bw[g]) > n32) { /* (an exception word past the buffer) */
+            if (!clamp) return 1;
+            for (; m; m &= m - 1, rank++) out[32 * g + __builtin_ctz(m) - lo] += (uint64_t)gm_w32(w32, n32, rank) << w;
+            continue;
+        }
+        for (; m; m &= m - 1, rank++) out[32 * g + __builtin_ctz(m) - lo] += (uint64_t)w32[rank] << w;
     }
     return 0;
 }
-
-#define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
 /* hdr: int64 [K, 3] (base, slope, meta = word_off << 8 | w); lo, cnt, dst: int64 [K].
  * Returns 0, or k + 1 for the first block whose header or words are out of range; with clamp, the
@@ -151,30 +202,7 @@ int64_t gm_decode(const int64_t *hdr, const uint64_t *words, int64_t nwords, int
             for (int64_t j = top; j < h; j++) out[dst[k] + j - a] = base;
             continue;
         }
-        /* no overflow below: hi * 64 and off * 64 (bit positions) stay inside int64 */
-        if (n > GM_MAX_VALUES - a || off > GM_MAX_VALUES) return k + 1;
-        int64_t hi = a + n;
-        uint64_t *o = out + dst[k];
-        if (w && off + ((hi * w + 63) >> 6) > nwords) {
-            /* clamp (the padded rows' lanes past a block's count): residual 0 where no word is left */
-            if (!clamp || off > nwords) return k + 1;
-            int64_t fit = ((nwords - off) * 64) / w; /* values whose bits lie inside the buffer */
-            if (fit < a) fit = a;
-            if (fit > hi) fit = hi;
-            uint64_t acc = base + slope * (uint64_t)fit;
-            for (int64_t j = fit; j < hi; j++, acc += slope) o[j - a] = acc;
-            hi = fit;
-        }
-        switch (w) {
-            GM_CASE(0) GM_CASE(1) GM_CASE(2) GM_CASE(3) GM_CASE(4) GM_CASE(5) GM_CASE(6) GM_CASE(7) GM_CASE(8)
-            GM_CASE(9) GM_CASE(10) GM_CASE(11) GM_CASE(12) GM_CASE(13) GM_CASE(14) GM_CASE(15) GM_CASE(16)
-            GM_CASE(17) GM_CASE(18) GM_CASE(19) GM_CASE(20) GM_CASE(21) GM_CASE(22) GM_CASE(23) GM_CASE(24)
-            GM_CASE(25) GM_CASE(26) GM_CASE(27) GM_CASE(28) GM_CASE(29) GM_CASE(30) GM_CASE(31) GM_CASE(32)
-            GM_CASE(33) GM_CASE(34) GM_CASE(35) GM_CASE(36) GM_CASE(37) GM_CASE(38) GM_CASE(39) GM_CASE(40)
-            GM_CASE(41) GM_CASE(42) GM_CASE(43) GM_CASE(44) GM_CASE(45) GM_CASE(46) GM_CASE(47) GM_CASE(48)
-            GM_CASE(49) GM_CASE(50) GM_CASE(51) GM_CASE(52) GM_CASE(53) GM_CASE(54) GM_CASE(55) GM_CASE(56)
-            GM_CASE(57) GM_CASE(58) GM_CASE(59) GM_CASE(60) GM_CASE(61) GM_CASE(62) GM_CASE(63) GM_CASE(64)
-        }
+        if (decode_plain(words, nwords, off, w, base, slope, a, n, out + dst[k], clamp)) return k + 1;
     }
     return 0;
 }
@@ -232,6 +260,27 @@ int64_t gm_realign(const unsigned char *buf, int64_t n, const int64_t *src_bit, 
         int64_t rem = nb - 64 * full;
         if (rem < 64) v &= (UINT64_C(1) << rem) - 1;
         o[full] = v;
+    }
+    return 0;
+}
+
+/* host/pages.py stage_blocks: a PATCH block's exceptions, e[k] values of w2[k] <= 31 bits from bit
+ * src_bit[k] of buf (n bytes), staged as 32-bit words value + 1 (their high parts) from out32[dst[k]].
+ * Returns 0, or k + 1 for the first block whose bits fall outside buf (nothing written for it or
+ * after it). The caller checks the output positions. */
+int64_t gm_unpack_exceptions(const unsigned char *buf, int64_t n, const int64_t *src_bit, const int64_t *e,
+                             const int64_t *w2, const int64_t *dst, int64_t K, uint32_t *out32) {
+    for (int64_t k = 0; k < K; k++) {
+        const int64_t b0 = src_bit[k], m = e[k], w = w2[k];
+        if (b0 < 0 || m < 0 || w < 0 || w > 31 || m > GM_MAX_VALUES / 32 || b0 > 8 * n - m * w) return k + 1;
+        const uint64_t mask = (UINT64_C(1) << w) - 1;
+        for (int64_t i = 0; i < m; i++) {
+            const int64_t bit = b0 + i * w, byte = bit >> 3;
+            uint64_t v = 0;
+            if (byte + 8 <= n) v = load64(buf + byte);
+            else memcpy(&v, buf + byte, (size_t)(n - byte)); /* the stream's last bytes */
+            out32[dst[k] + i] = (uint32_t)(((v >> (bit & 7)) & mask) + 1);
+        }
     }
     return 0;
 }

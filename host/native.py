@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 7  # gm_abi_version() of the _native.c this module calls
+ABI = 8  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -52,12 +52,16 @@ def _load():
             g = lib.gm_copy_ranges
             g.restype = None
             g.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_int64]
-            return (fn, h, r, c, f, g), path
+            u = lib.gm_unpack_exceptions
+            u.restype = ctypes.c_int64
+            u.argtypes = [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_void_p]
+            return (fn, h, r, c, f, g, u), path
     return None, "not built (pip install -e . builds it; needs a C compiler)"
 
 
 _lib, _why = _load()
-_decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges = _lib if _lib is not None else (None,) * 6
+_decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions = \
+    _lib if _lib is not None else (None,) * 7
 
 
 def available() -> tuple[bool, str]:
@@ -171,3 +175,17 @@ def copy_ranges(src: np.ndarray, src_at: np.ndarray, dst: np.ndarray, dst_at: np
         raise ValueError("copy_ranges: a range outside src or dst")
     if K:
         _copy_ranges(_ptr(src), _ptr(src_at), _ptr(dst), _ptr(dst_at), _ptr(lens), K, src.itemsize)
+
+
+def unpack_exceptions(buf: np.ndarray, src_bit: np.ndarray, e: np.ndarray, w2: np.ndarray, dst: np.ndarray,
+                      out32: np.ndarray) -> int:
+    """``host.pages.stage_blocks``'s PATCH exceptions in C: block k's ``e[k]`` values of ``w2[k]``
+    bits from bit ``src_bit[k]`` of ``buf`` to ``out32[dst[k]:]`` as 32-bit ``value + 1``. Returns 0,
+    or the first block whose bits fall outside ``buf``, + 1."""
+    K = e.size
+    if buf.dtype != np.uint8 or out32.dtype != np.uint32 or not out32.flags.c_contiguous or not buf.flags.c_contiguous \
+            or any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != K for a in (src_bit, e, w2, dst)):
+        raise ValueError("unpack_exceptions: uint8 buf, int64 src_bit/e/w2/dst [K], contiguous uint32 out32")
+    if K and ((dst < 0).any() or (e < 0).any() or int((dst + e).max()) > out32.size):
+        raise ValueError("unpack_exceptions: output positions outside out32")
+    return int(_unpack_exceptions(_ptr(buf), buf.size, _ptr(src_bit), _ptr(e), _ptr(w2), _ptr(dst), K, _ptr(out32))) if K else 0

@@ -239,30 +239,33 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
         return np.zeros(0, dtype=np.uint8), z, z.copy(), z.copy()
     NB = len(fit.cnt)
     aux = extended and bs <= AUX_MAX_BLOCK
-    while True:
-        parts, packed, woffs, nws, at = [], [], [], [], 0
-        for c0 in range(0, NB, codec._ENC_CHUNK):  # choose and bit-pack, a chunk of blocks at a time
-            c1 = min(c0 + codec._ENC_CHUNK, NB)
-            b, pieces = _choose_chunk(fit, c0, c1, aux)
-            parts.append(b)
-            for rows, pw, pn in pieces:
-                nw = codec.words_for(pn, pw)
-                woff = np.cumsum(nw) - nw
-                buf = np.zeros(int(nw.sum()) + 1, dtype=_U64)
-                codec._pack(rows, np.where(pn > 0, pw, 0), nw, woff, buf)
-                packed.append(buf)
-                woffs.append(woff + at)
-                nws.append(nw)
-                at += len(buf)
-        if not aux:
-            break
+    chunks = [(c0, min(c0 + codec._ENC_CHUNK, NB)) for c0 in range(0, NB, codec._ENC_CHUNK)]
+    chosen = None
+    if aux:
         # PATCH / RUN blocks send a batch's column down the kernels' slower aux path: only where
-        # they save at least EXT_MIN_SAVING of the column's payload (the fields' extra bytes counted)
+        # they save at least EXT_MIN_SAVING of the column's payload (the fields' extra bytes counted).
+        # One chunk (a small append) keeps its rows; larger encodes choose again, in bounded memory.
+        first = _choose_chunk(fit, *chunks[0], True)
+        kinds = [first[0]] + [_choose_chunk(fit, c0, c1, True)[0] for c0, c1 in chunks[1:]]
         plain = int((fit.cnt * fit.w).sum())
-        ext = sum(int(b.bits().sum()) + 24 * int((b.kind != KIND_PLAIN).sum()) for b in parts)
-        if plain - ext >= EXT_MIN_SAVING * plain:
-            break
-        aux = False
+        ext = sum(int(b.bits().sum()) + 24 * int((b.kind != KIND_PLAIN).sum()) for b in kinds)
+        aux = plain - ext >= EXT_MIN_SAVING * plain
+        if aux and len(chunks) == 1:
+            chosen = [first]
+    if chosen is None:
+        chosen = (_choose_chunk(fit, c0, c1, aux) for c0, c1 in chunks)
+    parts, packed, woffs, nws, at = [], [], [], [], 0
+    for b, pieces in chosen:  # a chunk of blocks at a time: bit-pack its values, bitmaps and exceptions
+        parts.append(b)
+        for rows, pw, pn in pieces:
+            nw = codec.words_for(pn, pw)
+            woff = np.cumsum(nw) - nw
+            buf = np.zeros(int(nw.sum()) + 1, dtype=_U64)
+            codec._pack(rows, np.where(pn > 0, pw, 0), nw, woff, buf)
+            packed.append(buf)
+            woffs.append(woff + at)
+            nws.append(nw)
+            at += len(buf)
     B = Blocks(*(np.concatenate([getattr(b, f) for b in parts]) for f in
                  ("kind", "w", "base", "slope", "nv", "w2", "e", "cnt")))
     packed = np.concatenate(packed)
@@ -522,12 +525,15 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks):
         w32 = words.view(np.uint32)
         p = np.flatnonzero(b.e > 0)
         if len(p):  # the exceptions: w2-bit (high part - 1) stored, one 32-bit word (high part) staged
-            i = ranges(np.zeros(len(p), np.int64), b.e[p])
-            if int((src_bit + vbits + mbits + b.e * b.w2)[p].max()) > 8 * len(pay):
+            at, e, w2 = (src_bit + vbits + mbits)[p], b.e[p], b.w2[p]
+            if int((at + e * w2).max()) > 8 * len(pay) or (at < 0).any():
                 raise CorruptionError("payload: a block's exceptions lie outside its blob")
-            x = read_bits(pay, np.repeat((src_bit + vbits + mbits)[p], b.e[p]) + i * np.repeat(b.w2[p], b.e[p]),
-                          np.repeat(b.w2[p], b.e[p]))
-            w32[np.repeat(2 * (off + vw + bw)[p], b.e[p]) + i] = (x + _U64(1)).astype(np.uint32)
+            if native.available()[0]:
+                native.unpack_exceptions(np.ascontiguousarray(pay, dtype=np.uint8), at, e, w2, 2 * (off + vw + bw)[p], w32)
+            else:
+                i = ranges(np.zeros(len(p), np.int64), e)
+                x = read_bits(pay, np.repeat(at, e) + i * np.repeat(w2, e), np.repeat(w2, e))
+                w32[np.repeat(2 * (off + vw + bw)[p], e) + i] = (x + _U64(1)).astype(np.uint32)
         g = np.arange(4)
         at = 2 * (off[a] + vw[a])[:, None] + g[None, :]
         pc = np.where(g[None, :] < ((b.cnt[a] + 31) >> 5)[:, None], np.bitwise_count(w32[np.minimum(at, len(w32) - 1)]), 0)

@@ -138,6 +138,10 @@ def test_patch_and_run_blocks_round_trip_and_read_by_windows(tmp_path, monkeypat
             want = window_values(whole, d, si, lo, hi, c, bs)
             assert got.tolist() == want.tolist()
             assert codec.decode_blocks_padded(hdr, words, bs)[np.arange(bs)[None, :] < cnt[:, None]].tolist() == want.tolist()
+            a = rng.integers(0, cnt)  # a value range of each block: what the reference backend decodes
+            b = a + rng.integers(1, cnt - a + 1)
+            part = codec.decode_blocks(hdr, words, b - a, lo=a)
+            assert part.tolist() == want[ranges(np.cumsum(cnt) - cnt + a, b - a)].tolist()
 
 
 def test_patch_and_run_fields_out_of_range_are_corruption():
