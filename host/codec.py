@@ -77,14 +77,12 @@ def _mix_at(words: np.ndarray, pos: np.ndarray) -> np.ndarray:
 
 
 def bit_length(v: np.ndarray) -> np.ndarray:
-    """Exact bit length of uint64 values (0 for 0, 64 for values >= 2**63), as int64."""
-    v = _u(v).copy()
-    w = np.zeros(v.shape, dtype=np.int64)
-    for s in (32, 16, 8, 4, 2, 1):
-        big = v >= (_ONE << _U64(s))
-        v[big] >>= _U64(s)
-        w += big * s
-    return w + (v > 0)
+    """Exact bit length of uint64 values (0 for 0, 64 for values >= 2**63), as int64: the exponent of
+    each 32-bit half as a float64 (exact below 2**53)."""
+    v = _u(v)
+    hi = (v >> _U64(32)).astype(np.float64)
+    lo = (v & _U64(0xFFFFFFFF)).astype(np.float64)
+    return np.where(hi > 0, 32 + np.frexp(hi)[1], np.frexp(lo)[1]).astype(np.int64)
 
 
 def words_for(cnt, w) -> np.ndarray:

@@ -40,6 +40,8 @@ a stripe set (one segment's column) only where they save ``EXT_MIN_SAVING`` of i
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from gpumat.core.errors import CorruptionError
@@ -224,7 +226,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     ``blob_off[S]`` / ``blob_nbytes[S]`` each stripe's byte range in it; ``enc[S]`` the flags
     ``ENC_LFOR`` (some block has a slope), ``ENC_PATCH``, ``ENC_RUN`` (some block is one; 0: FOR). ``extended``: also consider PATCH and RUN
     blocks (block sizes up to ``AUX_MAX_BLOCK``), kept where they save ``EXT_MIN_SAVING`` of the
-    column's payload.
+    column's payload (of its first ``codec._ENC_CHUNK`` blocks).
 
     >>> region, off, n, enc = encode_stripes(np.arange(10, 20), np.array([4, 6]), 4)
     >>> decode_blob(region[off[1]:off[1] + n[1]], 6, 4).tolist()
@@ -240,20 +242,18 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     NB = len(fit.cnt)
     aux = extended and bs <= AUX_MAX_BLOCK
     chunks = [(c0, min(c0 + codec._ENC_CHUNK, NB)) for c0 in range(0, NB, codec._ENC_CHUNK)]
-    chosen = None
+    first = _choose_chunk(fit, *chunks[0], aux)
     if aux:
         # PATCH / RUN blocks send a batch's column down the kernels' slower aux path: only where
-        # they save at least EXT_MIN_SAVING of the column's payload (the fields' extra bytes counted).
-        # One chunk (a small append) keeps its rows; larger encodes choose again, in bounded memory.
-        first = _choose_chunk(fit, *chunks[0], True)
-        kinds = [first[0]] + [_choose_chunk(fit, c0, c1, True)[0] for c0, c1 in chunks[1:]]
-        plain = int((fit.cnt * fit.w).sum())
-        ext = sum(int(b.bits().sum()) + 24 * int((b.kind != KIND_PLAIN).sum()) for b in kinds)
+        # they save at least EXT_MIN_SAVING of the column's payload (the fields' extra bytes counted),
+        # judged on its first chunk of blocks (up to 2^20 values), so that each chunk is chosen once
+        c0, c1 = chunks[0]
+        plain = int((fit.cnt[c0:c1] * fit.w[c0:c1]).sum())
+        ext = int(first[0].bits().sum()) + 24 * int((first[0].kind != KIND_PLAIN).sum())
         aux = plain - ext >= EXT_MIN_SAVING * plain
-        if aux and len(chunks) == 1:
-            chosen = [first]
-    if chosen is None:
-        chosen = (_choose_chunk(fit, c0, c1, aux) for c0, c1 in chunks)
+        if not aux:
+            first = _choose_chunk(fit, c0, c1, False)
+    chosen = itertools.chain([first], (_choose_chunk(fit, c0, c1, aux) for c0, c1 in chunks[1:]))
     parts, packed, woffs, nws, at = [], [], [], [], 0
     for b, pieces in chosen:  # a chunk of blocks at a time: bit-pack its values, bitmaps and exceptions
         parts.append(b)
