@@ -32,30 +32,22 @@ def _load():
             lib.gm_abi_version.restype = ctypes.c_int64
             if lib.gm_abi_version() != ABI:  # an old build of an older _native.c: rebuild with pip install
                 return None, f"{path}: built from another version of _native.c (pip install -e . rebuilds it)"
-            fn = lib.gm_decode
-            fn.restype = ctypes.c_int64
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                           ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-            h = lib.gm_block_hash
-            h.restype = None
-            h.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_void_p]
-            r = lib.gm_realign
-            r.restype = ctypes.c_int64
-            r.argtypes = [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p]
-            c = lib.gm_chunk_hash
-            c.restype = None
-            c.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
-            f = lib.gm_parse_fields
-            f.restype = ctypes.c_int64
-            f.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64] \
-                + [ctypes.c_void_p] * 3 + [ctypes.c_int64] + [ctypes.c_void_p] * 6
-            g = lib.gm_copy_ranges
-            g.restype = None
-            g.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_int64]
-            u = lib.gm_unpack_exceptions
-            u.restype = ctypes.c_int64
-            u.argtypes = [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_void_p]
-            return (fn, h, r, c, f, g, u), path
+            P, I64 = ctypes.c_void_p, ctypes.c_int64
+            sigs = {  # name: (result, arguments) of every function _native.c exports
+                "gm_decode": (I64, [P, P, I64, I64, P, P, P, P, ctypes.c_int]),
+                "gm_block_hash": (None, [P] * 5 + [I64, P]),
+                "gm_realign": (I64, [P, I64, P, P, P, I64, P]),
+                "gm_chunk_hash": (None, [P, I64, I64, P, I64, P]),
+                "gm_parse_fields": (I64, [P, I64, P, P, I64, P, P, P, I64] + [P] * 6),
+                "gm_copy_ranges": (None, [P] * 5 + [I64, I64]),
+                "gm_unpack_exceptions": (I64, [P, I64, P, P, P, P, I64, P]),
+            }
+            fns = []
+            for name, (res, args) in sigs.items():
+                f = getattr(lib, name)
+                f.restype, f.argtypes = res, args
+                fns.append(f)
+            return tuple(fns), path
     return None, "not built (pip install -e . builds it; needs a C compiler)"
 
 

@@ -142,6 +142,13 @@ def test_patch_and_run_blocks_round_trip_and_read_by_windows(tmp_path, monkeypat
             b = a + rng.integers(1, cnt - a + 1)
             part = codec.decode_blocks(hdr, words, b - a, lo=a)
             assert part.tolist() == want[ranges(np.cumsum(cnt) - cnt + a, b - a)].tolist()
+    if bs == 128:  # a flipped bit in PATCH / RUN blobs is caught as in any other (one compacted data file)
+        f = Tier.create(tmp_path / "f", SCHEMA, block_size=bs)
+        table = pa.table({"user_id": users, **cols})
+        f.append(table.slice(0, n // 2))
+        f.append(table.slice(n // 2))
+        f.compact()
+        assert_flips_caught(tmp_path / "f", [0, 1, 2, 3], 15)
 
 
 def test_patch_and_run_fields_out_of_range_are_corruption():
@@ -287,12 +294,16 @@ def test_format3_is_smaller_and_every_flipped_region_byte_is_caught(tmp_path, mo
         sizes[fmt] = t.stats()["stored_bytes"]
     assert sizes[3] < 0.95 * sizes[2]  # 0.89 here: the headers (32 bytes a block and column) are most of the gain
     monkeypatch.setattr(segment, "FULL_READ_BYTES", 0)  # ranges: each read verifies its chunks
-    data = tmp_path / "t3" / "_data"
+    assert_flips_caught(tmp_path / "t3", range(30), 25)
+
+
+def assert_flips_caught(tier_dir, users, n):
+    """A bit flipped in any of ``n`` random bytes of the tier's one data file's blob region is a
+    ``CorruptionError`` (its chunk checksum) when the users' histories are read; restored, it reads."""
+    data = tier_dir / "_data"
     (path,) = [data / n for n in os.listdir(data)]
-    seg = Tier.open(tmp_path / "t3")._reader.segment(0)
-    R = seg.region_bytes
-    rng = np.random.default_rng(0)
-    for byte in rng.integers(0, R, 25).tolist():
+    R = Tier.open(tier_dir)._reader.segment(0).region_bytes
+    for byte in np.random.default_rng(0).integers(0, R, n).tolist():
         with open(path, "r+b") as f:
             f.seek(byte)
             b = f.read(1)[0]
@@ -300,14 +311,14 @@ def test_format3_is_smaller_and_every_flipped_region_byte_is_caught(tmp_path, mo
             f.write(bytes([b ^ 0x10]))
         try:
             with pytest.raises(CorruptionError, match="checksum"):
-                fresh = Tier.open(tmp_path / "t3")
-                for u in range(30):
+                fresh = Tier.open(tier_dir)
+                for u in users:
                     fresh.read_history(u)
         finally:
             with open(path, "r+b") as f:
                 f.seek(byte)
                 f.write(bytes([b]))
-    Tier.open(tmp_path / "t3").read_history(0)
+    Tier.open(tier_dir).read_history(users[0])
 
 
 def test_an_entry_that_names_the_wrong_format_is_corruption(tmp_path):
