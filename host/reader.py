@@ -384,10 +384,12 @@ class VersionReader:
         """``_read_phases`` for blocks in format-3 files (host/pages.py), every column of ``columns``
         in one pass (a request per column and stripe range): returns ``{column: (hdr, words,
         nbytes)}``. Phase 1 reads the tags of the pages holding the wanted blocks (and, for stripes
-        of several pages, their anchors); phase 2 the fields of those pages and exactly the payload
-        bits of the wanted blocks. Every byte is verified by its segment's chunk checksums (a large
-        segment's reads widened to whole chunks); the fields are parsed and the wanted blocks
-        realigned to format 2's staged form."""
+        of several pages, their anchors, and anchor 0 with the last page); phase 2 the fields of
+        those pages and the payload: exactly the bits of the wanted blocks when the pages hold plain
+        blocks only, whole pages when they hold PATCH / RUN blocks (whose sizes are in the fields;
+        one page: the blob after its tags). Every byte is verified by its segment's chunk checksums
+        (a large segment's reads widened to whole chunks); the fields are parsed and the wanted
+        blocks staged (``pages.stage_blocks``)."""
         d = self.directory()
         self._small_pool()  # small segments: one concurrent read of every region, verified once
         pool3, base3 = self._pool3

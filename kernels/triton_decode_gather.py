@@ -35,9 +35,18 @@ the per-column choices as constexpr bit masks, so one compiled kernel serves a t
   of TAIL_BLOCK lanes, the power of two at or above the batch's longest tail (known on the host;
   unknown tails loop over 32-lane chunks).
 
-The launch shapes were chosen from the SASS (``gpumat bench kernels --static``): 2.33 / 2.46
-warp-instructions per event for the long bench tenant, 3.46 / 3.66 for the short one (triton 3.9 /
-3.6), against 9.7 / 7.8 and 16.6 / 14.0 for the previous one-launch-per-column, 64-bit design.
+PATCH and RUN blocks (``meta`` bit 7, docs/DESIGN.md §4): a column whose batch stages them takes,
+by constexpr masks the host sets (``StagedBatch.aux``), a path that reads the block's aux word once
+per tile, then per value its bitmap word and a rank (prefix byte + popcount): RUN reads the run's
+index in place of the position (so each value has its own word and shift), PATCH adds one 32-bit
+exception word shifted past the low bits. A column whose blocks are all 0 bits wide (PATCH flags
+without low bits, constants) skips the value loads (``NOBITS_MASK``).
+
+The launch shapes were chosen from the SASS (``gpumat bench kernels --static``, 2026-12-01): 2.42 /
+2.56 warp-instructions per event for the long bench tenant with FOR blocks only, 2.86 / 2.96 with
+its ``action`` column as PATCH blocks (as the bench tier stores it), 3.59 / 3.79 and 4.21 / 4.36
+for the short one (triton 3.9 / 3.6), against 9.7 / 7.8 and 16.6 / 14.0 for the previous
+one-launch-per-column, 64-bit design.
 
 Why this encoding (blocked linear frame of reference, DESIGN §1): only compressed words cross the
 bus and are read from HBM, and random access inside a block is O(1), so a window that starts in
