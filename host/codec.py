@@ -504,12 +504,12 @@ def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np
     counts = np.asarray(counts, dtype=np.int64)
     aux = (hdr[:, 2] & AUX_FLAG) != 0
     if aux.any() and not native.available()[0]:  # PATCH / RUN blocks: the lane formula, the rest in bulk
-        lo = np.zeros(len(counts), np.int64) if lo is None else np.asarray(lo, dtype=np.int64)
         out = np.empty(int(counts.sum()), dtype=np.int64)
         at = np.cumsum(counts) - counts
         p, a = np.flatnonzero(~aux), np.flatnonzero(aux)
-        out[ranges(at[p], counts[p])] = decode_blocks(hdr[p], words, counts[p], lo[p])
-        out[ranges(at[a], counts[a])] = decode_values(hdr, words, np.repeat(a, counts[a]), ranges(lo[a], counts[a]))
+        out[ranges(at[p], counts[p])] = decode_blocks(hdr[p], words, counts[p], None if lo is None else np.asarray(lo)[p])
+        k = ranges(np.zeros(len(a), np.int64) if lo is None else np.asarray(lo, dtype=np.int64)[a], counts[a])
+        out[ranges(at[a], counts[a])] = decode_values(hdr, words, np.repeat(a, counts[a]), k)
         return out
     if lo is not None and native.available()[0]:  # only the wanted values: no decode-then-select
         lo = np.ascontiguousarray(lo, dtype=np.int64)

@@ -118,6 +118,9 @@ _EXTRA_FIELDS = np.array([0, 3, 2])  # varints after base (and slope) per kind: 
 # (``gpumat bench kernels --static``), worth it for a sparse flag column (bench ``action``: -35%)
 # or bursts of equal timestamps (ML-1M ``ts``: -40%), not for a few percent.
 EXT_MIN_SAVING = 0.125
+# ... and only in a column whose plain payload is at least this many bits (1 KiB): weighing them
+# costs a small append more than it could save (compaction weighs the merged segment again)
+EXT_MIN_BITS = 8192
 
 
 class Blocks:
@@ -225,8 +228,9 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     Returns ``(region, blob_off, blob_nbytes, enc)``: ``region`` uint8, the blobs back to back;
     ``blob_off[S]`` / ``blob_nbytes[S]`` each stripe's byte range in it; ``enc[S]`` the flags
     ``ENC_LFOR`` (some block has a slope), ``ENC_PATCH``, ``ENC_RUN`` (some block is one; 0: FOR). ``extended``: also consider PATCH and RUN
-    blocks (block sizes up to ``AUX_MAX_BLOCK``), kept where they save ``EXT_MIN_SAVING`` of the
-    column's payload (of its first ``codec._ENC_CHUNK`` blocks).
+    blocks (block sizes up to ``AUX_MAX_BLOCK``, columns of at least ``EXT_MIN_BITS`` of plain
+    payload), kept where they save ``EXT_MIN_SAVING`` of the column's payload (of its first
+    ``codec._ENC_CHUNK`` blocks).
 
     >>> region, off, n, enc = encode_stripes(np.arange(10, 20), np.array([4, 6]), 4)
     >>> decode_blob(region[off[1]:off[1] + n[1]], 6, 4).tolist()
@@ -240,7 +244,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
         z = np.zeros(S, dtype=np.int64)
         return np.zeros(0, dtype=np.uint8), z, z.copy(), z.copy()
     NB = len(fit.cnt)
-    aux = extended and bs <= AUX_MAX_BLOCK
+    aux = extended and bs <= AUX_MAX_BLOCK and int((fit.cnt * fit.w).sum()) >= EXT_MIN_BITS
     chunks = [(c0, min(c0 + codec._ENC_CHUNK, NB)) for c0 in range(0, NB, codec._ENC_CHUNK)]
     first = _choose_chunk(fit, *chunks[0], aux)
     if aux:
@@ -462,11 +466,11 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
         slope[lfor] = unzigzag(vals[vpos[lfor] + 1])
         xp = vpos + 1 + lfor
         ext = kind != KIND_PLAIN
-        w = np.where(ext, vals[np.minimum(xp, len(vals) - 1)].astype(np.int64) if len(vals) else 0, tag & 0x7F)
-        w = np.where(ext & (w > 64), 65, w)  # out of range: caught below
+        big = _U64(1 << 40)  # field values saturate here (as in C): out of range, caught below
+        w = np.where(ext, np.minimum(vals[np.minimum(xp, len(vals) - 1)], _U64(65)).astype(np.int64)
+                     if len(vals) else 0, tag & 0x7F)
         x2 = np.where(ext, vals[np.minimum(xp + 1, len(vals) - 1)] if len(vals) else 0, 0).astype(_U64)
         x3 = np.where(kind == KIND_PATCH, vals[np.minimum(xp + 2, len(vals) - 1)] if len(vals) else 0, 0).astype(_U64)
-        big = _U64(1 << 40)
         x2, x3 = np.minimum(x2, big).astype(np.int64), np.minimum(x3, big).astype(np.int64)
         nv = np.where(kind == KIND_RUN, x2, cnt)
         w2 = np.where(kind == KIND_PATCH, x2, 0)

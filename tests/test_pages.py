@@ -152,18 +152,19 @@ def test_patch_and_run_blocks_round_trip_and_read_by_windows(tmp_path, monkeypat
 
 
 def test_patch_and_run_fields_out_of_range_are_corruption():
-    x = np.where(np.random.default_rng(0).random(300) < 0.9, 0, 5).astype(np.int64)
-    region, off, nbytes, _ = pages.encode_stripes(x, np.array([300]), 128)
-    assert (pages.tag_kind(region[:3]) == pages.KIND_PATCH).any()
-    assert pages.decode_blob(region, 300, 128).tolist() == x.tolist()
-    for at in range(3, 40):  # every field byte of the one-page blob (fields first), set to a big value
+    n = 2000  # one page (16 blocks), more than EXT_MIN_BITS of plain payload
+    x = np.where(np.random.default_rng(0).random(n) < 0.9, 0, 1000).astype(np.int64)
+    region, off, nbytes, _ = pages.encode_stripes(x, np.array([n]), 128)
+    assert (pages.tag_kind(region[:16]) == pages.KIND_PATCH).all()
+    assert pages.decode_blob(region, n, 128).tolist() == x.tolist()
+    for at in range(16, 80):  # every field byte of the one-page blob (fields first), set to a big value
         bad = region.copy()
         bad[at] = 0x7F
         try:
-            got = pages.decode_blob(bad, 300, 128)
+            got = pages.decode_blob(bad, n, 128)
         except CorruptionError:
             continue
-        assert len(got) == 300  # a changed base or slope still decodes, to other values
+        assert len(got) == n  # a changed base or slope still decodes, to other values
 
 
 def test_realign_and_chunk_hash_c_equals_numpy(monkeypatch):
