@@ -24,7 +24,7 @@ import functools
 import numpy as np
 
 from gpumat.core.errors import CorruptionError
-from gpumat.core.staged import AUX_FLAG, decode_values
+from gpumat.core.staged import AUX_FLAG, decode_values, dict_blocks, dict_lookup
 from gpumat.host import native
 from gpumat.host.ranges import ranges
 
@@ -451,23 +451,34 @@ def _decode_few(hdr: np.ndarray, words, lanes: int) -> np.ndarray:
     return r.reshape(K, lanes)
 
 
-def decode_blocks_padded(hdr: np.ndarray, words: np.ndarray, lanes: int) -> np.ndarray:
+def decode_blocks_padded(hdr: np.ndarray, words: np.ndarray, lanes: int, dicts=None) -> np.ndarray:
     """Values ``0 .. lanes - 1`` of K blocks as int64 ``[K, lanes]`` (``lanes`` a multiple of 8): row
     ``k`` is block ``k``; lanes at or past a block's count hold unspecified values (the bits after its
-    own, or zeros). ``words`` must hold every block's packed words (verified hashes guarantee it).
+    own, or zeros). ``words`` must hold every block's packed words (verified hashes guarantee it);
+    ``dicts``: the column's dictionaries (docs/DESIGN.md §4), for its DICT blocks.
 
     Bulk, per bit width: the blocks are taken in width order; the blocks of one width have their
     packed words copied into the rows of a small matrix (one gather of words, not of values), the
     residuals come out of it by views, strided loads and shifts (``_unpack_rows``), and
     ``base + slope * k`` is added per row."""
     hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
+    pad = _decode_blocks_padded(hdr, words, lanes)
+    if lanes and (hdr[:, 2] & AUX_FLAG).any():  # DICT blocks: their codes, then one lookup each
+        b, start = dict_blocks(hdr, words)
+        if len(b):
+            pad[b] = dict_lookup(dicts, start[:, None], pad[b].view(np.uint64)).view(np.int64)
+    return pad
+
+
+def _decode_blocks_padded(hdr: np.ndarray, words: np.ndarray, lanes: int) -> np.ndarray:
+    hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
     K = hdr.shape[0]
     aux = (hdr[:, 2] & AUX_FLAG) != 0
     if K and lanes and aux.any() and not native.available()[0]:  # PATCH / RUN blocks: the lane formula
         pad = np.empty((K, lanes), dtype=np.int64)
         p, a = np.flatnonzero(~aux), np.flatnonzero(aux)
-        pad[p] = decode_blocks_padded(hdr[p], words, lanes)
-        pad[a] = decode_values(hdr, words, np.repeat(a, lanes), np.tile(np.arange(lanes), len(a))).reshape(-1, lanes)
+        pad[p] = _decode_blocks_padded(hdr[p], words, lanes)
+        pad[a] = decode_values(hdr, words, np.repeat(a, lanes), np.tile(np.arange(lanes), len(a)), lookup=False).reshape(-1, lanes)
         return pad
     if K and lanes and native.available()[0]:
         pad = np.empty((K, lanes), dtype=np.int64)
@@ -483,9 +494,11 @@ def decode_blocks_padded(hdr: np.ndarray, words: np.ndarray, lanes: int) -> np.n
     return pad.view(np.int64)
 
 
-def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np.ndarray | None = None) -> np.ndarray:
+def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np.ndarray | None = None,
+                  dicts=None) -> np.ndarray:
     """Decode K blocks into one dense int64 array: block k contributes values ``[lo[k], lo[k] + counts[k])``
-    of its block (``lo`` defaults to 0), in block order.
+    of its block (``lo`` defaults to 0), in block order. ``dicts``: the column's dictionaries, for its
+    DICT blocks (docs/DESIGN.md §4).
 
     ``hdr``: int64 ``[K, 3]`` (base, slope, meta) with ``word_off`` indexing ``words``; ``words``: int64.
     The caller guarantees (by verified hashes) that each block's packed words lie inside ``words``.
@@ -502,14 +515,26 @@ def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np
     """
     hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
     counts = np.asarray(counts, dtype=np.int64)
+    out = _decode_blocks(hdr, words, counts, lo)
+    if (hdr[:, 2] & AUX_FLAG).any():  # DICT blocks: their codes, then one lookup each
+        b, start = dict_blocks(hdr, words)
+        if len(b):
+            at = ranges((np.cumsum(counts) - counts)[b], counts[b])
+            out[at] = dict_lookup(dicts, np.repeat(start, counts[b]), out[at].view(np.uint64)).view(np.int64)
+    return out
+
+
+def _decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np.ndarray | None = None) -> np.ndarray:
+    hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
+    counts = np.asarray(counts, dtype=np.int64)
     aux = (hdr[:, 2] & AUX_FLAG) != 0
     if aux.any() and not native.available()[0]:  # PATCH / RUN blocks: the lane formula, the rest in bulk
         out = np.empty(int(counts.sum()), dtype=np.int64)
         at = np.cumsum(counts) - counts
         p, a = np.flatnonzero(~aux), np.flatnonzero(aux)
-        out[ranges(at[p], counts[p])] = decode_blocks(hdr[p], words, counts[p], None if lo is None else np.asarray(lo)[p])
+        out[ranges(at[p], counts[p])] = _decode_blocks(hdr[p], words, counts[p], None if lo is None else np.asarray(lo)[p])
         k = ranges(np.zeros(len(a), np.int64) if lo is None else np.asarray(lo, dtype=np.int64)[a], counts[a])
-        out[ranges(at[a], counts[a])] = decode_values(hdr, words, np.repeat(a, counts[a]), k)
+        out[ranges(at[a], counts[a])] = decode_values(hdr, words, np.repeat(a, counts[a]), k, lookup=False)
         return out
     if lo is not None and native.available()[0]:  # only the wanted values: no decode-then-select
         lo = np.ascontiguousarray(lo, dtype=np.int64)
@@ -519,7 +544,7 @@ def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np
         return out
     if lo is not None:
         lo = np.asarray(lo, dtype=np.int64)
-        full = decode_blocks(hdr, words, lo + counts)
+        full = _decode_blocks(hdr, words, lo + counts)
         start = np.cumsum(lo + counts) - (lo + counts)
         return full[ranges(start + lo, counts)]
     total = int(counts.sum())

@@ -23,7 +23,7 @@ then one row of four words per array, ``[offset into flat, ndim, dim0, dim1]`` (
     offsets, hist_len, tail_src, tail_len, request_ts,             (EXAMPLE_FIELDS, [B + 1], [B] ...)
     tile_block, tile_lo, tile_cnt, tile_out, tile_ex,              (TILE_FIELDS, [T])
     then per staged column, in the planner's order (the tenant's columns, then ``ts`` when it is
-    staged only for the leakage check): <c>.hdr [K, 3], <c>.words [W + 1], <c>.tail_values [M]
+    staged only for the leakage check): <c>.hdr [K, 3], <c>.words [W + 1], <c>.tail_values [M], <c>.dicts [D]
 
 Names are not shipped: both sides derive them from (tenant, check_leakage) with
 ``layout_names``, and ``unpack_staged`` checks the count. The header's epoch and batch index let
@@ -67,12 +67,12 @@ _ROW = 4  # words per array in the layout: offset, ndim, dim0, dim1
 def layout_names(tenant: Tenant, check_leakage: bool) -> list[str]:
     """The array names of a packed staged batch, in the fixed order of the layout encoding.
 
-    >>> layout_names(Tenant("t", ["item_id"], 4), True)[-6:]
-    ['item_id.hdr', 'item_id.words', 'item_id.tail_values', 'ts.hdr', 'ts.words', 'ts.tail_values']
+    >>> layout_names(Tenant("t", ["item_id"], 4), True)[-4:]
+    ['ts.hdr', 'ts.words', 'ts.tail_values', 'ts.dicts']
     """
     names = list(EXAMPLE_FIELDS + TILE_FIELDS)
     for col, _ in staged_columns(tenant, check_leakage):
-        names += column_array_names(col)
+        names += column_array_names(col, dicts=True)  # fixed names: every column has a (maybe empty) dictionary
     return names
 
 
@@ -122,7 +122,8 @@ def unpack_staged(flat, layout, tenant: Tenant, schema: dict[str, str], block_si
     empty = np.zeros(0, dtype=np.int64)
     template = StagedBatch(
         block_size,
-        {c: StagedColumn(c, schema[c], empty, empty, empty, project) for c, project in staged_columns(tenant, check_leakage)},
+        {c: StagedColumn(c, schema[c], empty, empty, empty, project, empty)
+         for c, project in staged_columns(tenant, check_leakage)},
         *(empty for _ in EXAMPLE_FIELDS + TILE_FIELDS),
         check_leakage=check_leakage,
         nbytes_read=header["nbytes_read"],
@@ -200,6 +201,9 @@ class StagedBatchSource:
         ex = parse_examples(table.take(pa.array(rows)), tier.schema)
         check_pointers(ex, tier)
         staged = plan(tier, ex, self.tenant, self.check_leakage)
+        for col in staged.columns.values():  # the fixed layout: an empty dictionary where the column has none
+            if col.dicts is None:
+                col.dicts = np.zeros(0, dtype=np.int64)
         flat, layout = staged.pack()
         return flat.numpy(), encode_layout(staged, layout, epoch, batch)
 

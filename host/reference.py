@@ -97,7 +97,7 @@ def materialize_staged_reference(staged: StagedBatch, out: dict | None = None) -
     for name, col, check in staged.passes():
         dt = np.dtype(col.dtype) if col.project else np.dtype(np.int64)
         hdr = np.asarray(col.hdr)
-        rows = decode_blocks_padded(hdr, np.asarray(col.words), lanes).reshape(-1) if hdr.shape[0] else np.zeros(0, np.int64)
+        rows = decode_blocks_padded(hdr, np.asarray(col.words), lanes, col.dicts).reshape(-1) if hdr.shape[0] else np.zeros(0, np.int64)
         tails = np.asarray(col.tail_values)
         dest = out.get(name) if out is not None and col.project else None
         if dest is None:

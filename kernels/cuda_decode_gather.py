@@ -11,7 +11,9 @@ PATCH and RUN blocks (``meta & 0x80``, docs/DESIGN.md §4, ``gpumat.core.staged.
 take a branch that is uniform across a CUDA block (all its threads share the tile's block): the
 aux word, then per value its bitmap word, a rank (prefix byte + ``__popc``) and the run's index
 (RUN) or an exception's 32-bit high part (PATCH). Every load is bounds-checked against
-``n_words``, as the plain path's are: a bad header reads zeros, never outside the words.
+``n_words``, as the plain path's are: a bad header reads zeros, never outside the words. A DICT
+block (aux kind 3) then looks its code up in the column's dictionaries, the index clamped to
+``n_dicts - 1`` (0 for a column without them), as the contract defines.
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ __device__ __forceinline__ unsigned word32(const i64* words, i64 n_words, i64 j)
 template <typename T>
 __device__ void decode_gather(const i64* hdr, const i64* words, const i64* tile_block, const i64* tile_lo,
                               const i64* tile_cnt, const i64* tile_out, const i64* tile_ex, const i64* offsets,
-                              const i64* request_ts, T* out, int* viol, i64 n_tiles, i64 n_words, i64 n_out,
-                              i64 width, int store, int check, int inclusive, int padded) {
+                              const i64* request_ts, const i64* dicts, i64 n_dicts, T* out, int* viol, i64 n_tiles,
+                              i64 n_words, i64 n_out, i64 width, int store, int check, int inclusive, int padded) {
     const i64 t = (i64)blockIdx.x;
     if (t >= n_tiles) return;
     const i64 cnt = tile_cnt[t];
@@ -63,11 +65,13 @@ __device__ void decode_gather(const i64* hdr, const i64* words, const i64* tile_
     const i64 k = tile_lo[t] + r;
     i64 idx = k;  // where the value's line and bits are read: the run's index in a RUN block
     u64 patch = 0ull;  // what a PATCH exception adds
+    u64 a = 0ull;
+    unsigned kind = 0u;
     if (meta & 0x80) {
         // aux word: kind | bm << 8 | ex << 18, high 32 bits a rank prefix byte per 32 values; bitmap
         // and exceptions (one 32-bit word each, x + 1) at 32-bit words 2 word_off + bm, 2 word_off + ex
-        const u64 a = (word_off >= 1 && word_off - 1 < n_words) ? (u64)words[word_off - 1] : 0ull;
-        const unsigned kind = (unsigned)(a & 3ull);
+        a = (word_off >= 1 && word_off - 1 < n_words) ? (u64)words[word_off - 1] : 0ull;
+        kind = (unsigned)(a & 3ull);
         const i64 g = k >> 5;
         const unsigned sk = (unsigned)(k & 31);
         const unsigned bmw = word32(words, n_words, 2 * word_off + (i64)((a >> 8) & 1023ull) + g);
@@ -80,7 +84,11 @@ __device__ void decode_gather(const i64* hdr, const i64* words, const i64* tile_
         }
     }
     const u64 bits = read_bits(words, n_words, word_off, idx * w, w);
-    const i64 v = (i64)(base + slope * (u64)idx + bits + patch);
+    i64 v = (i64)(base + slope * (u64)idx + bits + patch);
+    if (kind == 3) {  // DICT: the code (low 32 bits) indexes the block's dictionary, from a >> 32
+        const u64 di = (a >> 32) + ((u64)v & 0xFFFFFFFFull);
+        v = n_dicts > 0 ? dicts[di < (u64)(n_dicts - 1) ? di : (u64)(n_dicts - 1)] : 0;
+    }
     if (store) {
         if (padded) {
             const i64 col = tile_out[t] - offsets[ex] + r;
@@ -111,8 +119,8 @@ __device__ void gather_tail(const i64* tail, const i64* tail_src, const i64* tai
 }
 
 #define DG_ARGS const i64* hdr, const i64* words, const i64* tile_block, const i64* tile_lo, const i64* tile_cnt, \
-    const i64* tile_out, const i64* tile_ex, const i64* offsets, const i64* request_ts
-#define DG_PASS hdr, words, tile_block, tile_lo, tile_cnt, tile_out, tile_ex, offsets, request_ts
+    const i64* tile_out, const i64* tile_ex, const i64* offsets, const i64* request_ts, const i64* dicts, i64 n_dicts
+#define DG_PASS hdr, words, tile_block, tile_lo, tile_cnt, tile_out, tile_ex, offsets, request_ts, dicts, n_dicts
 #define DG_SIZES int* viol, i64 n_tiles, i64 n_words, i64 n_out, i64 width, int store, int check, int inclusive, int padded
 #define DG_SIZES_PASS viol, n_tiles, n_words, n_out, width, store, check, inclusive, padded
 extern "C" __global__ void decode_gather_i64(DG_ARGS, i64* out, DG_SIZES) { decode_gather<i64>(DG_PASS, out, DG_SIZES_PASS); }
@@ -171,7 +179,8 @@ def materialize_staged_cuda(staged, padded_width=None, pad_value=0, total=None):
                     (T,), (min(int(staged.block_size), TILE_THREADS),),
                     (_cp(col.hdr), _cp(col.words), *(_cp(getattr(staged, f)) for f in
                      ("tile_block", "tile_lo", "tile_cnt", "tile_out", "tile_ex", "offsets", "request_ts")),
-                     _cp(buf), _cp(viol), i64(T), i64(col.words.numel()), i64(buf.numel()), i64(width), *flags),
+                     *((_cp(col.dicts), i64(col.dicts.numel())) if col.dicts is not None and col.dicts.numel()
+                       else (_cp(col.words), i64(0))), _cp(buf), _cp(viol), i64(T), i64(col.words.numel()), i64(buf.numel()), i64(width), *flags),
                 )
             if B and col.tail_values.numel() and (buf.numel() or check):
                 mod.get_function("gather_tail_" + _SUFFIX[col.dtype])(

@@ -21,14 +21,15 @@ from gpumat.core.errors import GpumatError
 from gpumat.core.names import NUMPY_DTYPES
 from gpumat.core.staged import decode_values
 
-def decode_values_np(hdr, words, block, k) -> np.ndarray:
+def decode_values_np(hdr, words, block, k, dicts=None) -> np.ndarray:
     """Decode value ``k[i]`` of staged block ``block[i]``; returns int64 with the shape of ``k``.
 
-    ``hdr``: int64 ``[K, 3]`` (base, slope, meta), ``words``: int64 ``[W + 1]``. The staged
-    contract's own lane formula (``gpumat.core.staged.decode_values``, PATCH and RUN blocks too),
-    which is what every kernel evaluates per value.
+    ``hdr``: int64 ``[K, 3]`` (base, slope, meta), ``words``: int64 ``[W + 1]``, ``dicts``: the
+    column's dictionaries (DICT blocks). The staged contract's own lane formula
+    (``gpumat.core.staged.decode_values``, PATCH, RUN and DICT blocks too), which is what every
+    kernel evaluates per value.
     """
-    return decode_values(hdr, words, block, k)
+    return decode_values(hdr, words, block, k, dicts)
 
 
 # Mean segment length (values) from which segments are copied as slices rather than gathered
@@ -103,6 +104,7 @@ def decode_gather_np(
     check: bool = False,
     inclusive: bool = False,
     padded_width: int | None = None,
+    dicts=None,
 ) -> None:
     """Twin of ``_history_kernel`` for one column: decode every tile into ``out`` and flag leakage in ``viol``.
 
@@ -129,7 +131,8 @@ def decode_gather_np(
     used = np.zeros(K, dtype=np.int64)
     np.maximum.at(used, tb, lo + cnt)
     blocks = np.flatnonzero(used)
-    dense = decode_values_np(hdr, words, np.repeat(blocks, used[blocks]), _ranges(np.zeros(blocks.size, np.int64), used[blocks]))
+    dense = decode_values_np(hdr, words, np.repeat(blocks, used[blocks]), _ranges(np.zeros(blocks.size, np.int64), used[blocks]),
+                             dicts)
     dense_start = np.cumsum(used) - used
     src = dense_start[tb] + lo
     o = np.argsort(pos, kind="stable")
@@ -204,7 +207,7 @@ def materialize_staged_np(staged, padded_width: int | None = None, pad_value: in
             out = np.full((B, int(padded_width)), pad_value, dtype=dt)
         decode_gather_np(
             col.hdr, col.words, staged.tile_block, staged.tile_lo, staged.tile_cnt, staged.tile_out, staged.tile_ex,
-            out=out, viol=viol, store=col.project, check=check, padded_width=padded_width, **common,
+            out=out, viol=viol, store=col.project, check=check, padded_width=padded_width, dicts=col.dicts, **common,
         )
         gather_tail_np(
             col.tail_values, staged.tail_src, staged.tail_len, staged.hist_len,

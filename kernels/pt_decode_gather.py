@@ -9,14 +9,15 @@ as a third implementation the tests compare with the NumPy twin.
 PATCH and RUN blocks (docs/DESIGN.md §4, ``gpumat.core.staged.decode_values``) are decoded by the
 same lane formula, still over the whole ``[K, block_size]``: per value a bitmap word, a rank, and
 for RUN the run's index in place of the position, for PATCH an exception's high part. A column
-that stages none of a kind (``staged.aux``, known on the host) skips that kind's work.
+that stages none of a kind (``staged.aux``, known on the host) skips that kind's work. DICT
+blocks' codes are looked up in the column's dictionaries after the gather, for the gathered values.
 """
 
 from __future__ import annotations
 
 import torch
 
-from gpumat.core.staged import AUX_FLAG, AUX_PATCH, AUX_RUN, WIDTH_MASK
+from gpumat.core.staged import AUX_DICT, AUX_FLAG, AUX_PATCH, AUX_RUN, WIDTH_MASK
 
 
 def _lshr(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -77,6 +78,16 @@ def _aux(words: torch.Tensor, meta: torch.Tensor, word_off: torch.Tensor, w: tor
     return idx, patch
 
 
+def _dict_values(col, meta: torch.Tensor, word_off: torch.Tensor, blk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``v`` (values of blocks ``blk``) with each DICT block's codes replaced by their dictionary
+    values: ``dicts[min(start + (code mod 2^32), D - 1)]`` (0 for an empty ``dicts``)."""
+    a = col.words[(word_off - 1).clamp(0, col.words.numel() - 1)].reshape(-1)  # [K]
+    isd = ((meta.reshape(-1) & AUX_FLAG) != 0) & ((a & 3) == AUX_DICT)
+    d = col.dicts if col.dicts is not None and col.dicts.numel() else torch.zeros(1, dtype=torch.int64, device=v.device)
+    i = torch.clamp(((a >> 32) & 0xFFFFFFFF)[blk] + (v & 0xFFFFFFFF), max=d.numel() - 1)
+    return torch.where(isd[blk], d[i], v)
+
+
 def materialize_staged_torch(staged, total: int | None = None, n_hist: int | None = None):
     """The plain-PyTorch peer: decode all ``K x block_size`` values of every staged block, then gather.
 
@@ -115,6 +126,8 @@ def materialize_staged_torch(staged, total: int | None = None, n_hist: int | Non
             dense = base + slope * k + _bits(col.words, word_off, k * w, w)  # [K, BS]
         dense = dense.reshape(-1)
         hv = dense[h_src]
+        if kinds & 4:
+            hv = _dict_values(col, meta, word_off, h_src // bs, hv)
         tv = col.tail_values[t_src]
         if col.project:
             out = torch.empty(total, dtype=getattr(torch, col.dtype), device=dev)

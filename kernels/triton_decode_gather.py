@@ -10,8 +10,8 @@ and T tiles, per staged column ``c``
 
 Inputs (all int64 device tensors, views of the one packed buffer of ``gpumat/core/staged.py``):
 ``hdr_c [K, 3]`` (base, slope, meta), ``words_c [W_c + 1]``, the tiles ``tile_block/lo/cnt/out/ex
-[T]``, the examples ``offsets [B + 1]``, ``hist_len/tail_src/tail_len/request_ts [B]`` and the
-inline tails ``tail_values_c``.
+[T]``, the examples ``offsets [B + 1]``, ``hist_len/tail_src/tail_len/request_ts [B]``, the
+inline tails ``tail_values_c`` and, for a column with DICT blocks, its dictionaries ``dicts_c``.
 
 Two launches per tenant, each over all of its columns (the column arrays are passed as tuples,
 the per-column choices as constexpr bit masks, so one compiled kernel serves a tenant's schema):
@@ -40,7 +40,9 @@ by constexpr masks the host sets (``StagedBatch.aux``), a path that reads the bl
 per tile, then per value its bitmap word and a rank (prefix byte + popcount): RUN reads the run's
 index in place of the position (so each value has its own word and shift), PATCH adds one 32-bit
 exception word shifted past the low bits. A column whose blocks are all 0 bits wide (PATCH flags
-without low bits, constants) skips the value loads (``NOBITS_MASK``).
+without low bits, constants) skips the value loads (``NOBITS_MASK``). A column with DICT blocks
+(aux kind 3, ``DICT_MASK``) reads each block's aux word once per tile and gathers each value from
+its dictionary (``dicts_c``, int64, the code added to where the block's dictionary starts).
 
 The launch shapes were chosen from the SASS (``gpumat bench kernels --static``, 2026-12-01): 2.42 /
 2.56 warp-instructions per event for the long bench tenant with FOR blocks only, 2.86 / 2.96 with
@@ -133,10 +135,10 @@ if triton is not None:
 
     @triton.jit
     def _history_chunk(
-        hdrs, words, outs, nwords, c0, lane, step, blk3, lo, cnt, row, room, rts, bad,
+        hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo, cnt, row, room, rts, bad,
         NCOL: tl.constexpr, STORE_MASK: tl.constexpr, OUT64_MASK: tl.constexpr, WIDE_MASK: tl.constexpr,
-        PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, LANES: tl.constexpr,
-        STEPS: tl.constexpr,
+        PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, DICT_MASK: tl.constexpr,
+        CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, LANES: tl.constexpr, STEPS: tl.constexpr,
     ):
         """Positions ``c0 .. c0 + STEPS * LANES`` of the program's tiles, every column; returns the
         leakage flags. Shapes: per lane ``[LANES, 1, 1]``, per step ``[1, STEPS, 1]``, per tile ``[1, 1, TP]``
@@ -213,7 +215,7 @@ if triton is not None:
             if (PATCH_MASK >> c) & 1:
                 # PATCH: an exception's high part (0 elsewhere: the masked load's other), shifted past the low bits
                 # (hit: bmw is 0 for dead lanes and plain blocks; a RUN block's bits are no exceptions)
-                xmask = (hit & (kind == 1)) if (RUN_MASK >> c) & 1 else hit
+                xmask = (hit & (kind == 1)) if ((RUN_MASK | DICT_MASK) >> c) & 1 else hit
                 xh = tl.load(words[c] + tl.minimum(off + ((alo >> 18) & 1023).to(tl.int32) + rank, lim),
                              mask=xmask, other=0).to(tl.uint32, bitcast=True)
             if (OUT64_MASK >> c) & 1:
@@ -240,6 +242,22 @@ if triton is not None:
                 else:
                     lane_v = base.to(tl.uint32) + slope32 * klu
                     val = (lane_v + slope32 * sk + lo32).to(tl.int32, bitcast=True)
+            if (DICT_MASK >> c) & 1:
+                # DICT blocks (aux kind 3): the value is the code's entry in the block's dictionary,
+                # which starts at the aux word's high half; one gather per value, the index clamped
+                # to the column's dictionaries (the contract's definition, and memory safety)
+                dok = ok & ((meta & 0x80) != 0) & (off >= 2)
+                dat = tl.where(dok, off - 2, 0)
+                dlo = tl.where(dok, tl.load(words[c] + dat).to(tl.uint32, bitcast=True), 0)
+                dst0 = tl.load(words[c] + dat + 1).to(tl.uint32, bitcast=True).to(tl.int64)
+                isd = ((dlo & 3) + (klu - klu)) == 3  # per lane (masks of one shape), as ``kind`` above
+                # the code: the low 32 bits of the value line; its index clamped to the dictionaries
+                if (OUT64_MASK >> c) & 1:
+                    code = val & 0xFFFFFFFF
+                else:
+                    code = val.to(tl.uint32, bitcast=True).to(tl.int64)
+                dv = tl.load(dicts[c] + tl.minimum(dst0 + code, ndicts[c] - 1), mask=live & isd, other=0)
+                val = tl.where(isd, dv.to(val.dtype), val)
             if (STORE_MASK >> c) & 1:
                 dst = (outs[c] + (row + c0 + lane)) + step * LANES
                 tl.store(dst, val.to(outs[c].dtype.element_ty), mask=smask)
@@ -273,10 +291,11 @@ if triton is not None:
 
     @triton.jit
     def _tiles(
-        t, hdrs, words, outs, nwords, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
+        t, hdrs, words, outs, nwords, dicts, ndicts, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
         offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
         NCOL: tl.constexpr, STORE_MASK: tl.constexpr, OUT64_MASK: tl.constexpr, WIDE_MASK: tl.constexpr,
-        PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, PADDED: tl.constexpr,
+        PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, DICT_MASK: tl.constexpr,
+        CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, PADDED: tl.constexpr,
         LANES: tl.constexpr, STEPS: tl.constexpr, TILES_PER_PROG: tl.constexpr, LOOP: tl.constexpr,
     ):
         """Tiles ``t`` (int32 ``[TILES_PER_PROG]``), every column: descriptors, then the decode."""
@@ -324,13 +343,15 @@ if triton is not None:
             longest = tl.max(cnt, axis=0)
             for c0 in range(0, longest, LANES * STEPS):
                 bad = _history_chunk(
-                    hdrs, words, outs, nwords, c0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, bad,
-                    NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS,
+                    hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, bad,
+                    NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, CHECK_COL, INCLUSIVE,
+                    LANES, STEPS,
                 )
         else:
             bad = _history_chunk(
-                hdrs, words, outs, nwords, 0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, bad,
-                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS,
+                hdrs, words, outs, nwords, dicts, ndicts, 0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, bad,
+                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, CHECK_COL, INCLUSIVE,
+                LANES, STEPS,
             )
         if CHECK_COL >= 0:
             if TILES_PER_PROG == 1:
@@ -341,12 +362,14 @@ if triton is not None:
                 tl.store(viol_ptr + ex, flag, mask=tok & (flag > 0))
 
 
-    @triton.jit(do_not_specialize=["nwords", "n_tiles", "n_ex", "n_out", "width"])
+    @triton.jit(do_not_specialize=["nwords", "ndicts", "n_tiles", "n_ex", "n_out", "width"])
     def _history_kernel(
         hdrs,  # tuple: per column, int64 [K, 3] (base, slope, meta)
         words,  # tuple: per column, the packed words as int32 [2 * (W + 1)]
         outs,  # tuple: per column, [n_out] jagged or [B, width] padded, the column's dtype
         nwords,  # tuple: per column, W + 1 (64-bit words)
+        dicts,  # tuple: per column, int64 [D]: the dictionaries of its DICT blocks (any pointer without)
+        ndicts,  # tuple: per column, D (>= 1)
         tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,  # int64 [n_tiles]
         offsets_ptr,  # int64 [B + 1] (padded only)
         request_ts_ptr,  # int64 [B] (check only)
@@ -359,6 +382,7 @@ if triton is not None:
         PATCH_MASK: tl.constexpr,  # bit c: column c stages PATCH blocks (the exception path)
         RUN_MASK: tl.constexpr,  # bit c: column c stages RUN blocks (the per-value index path)
         NOBITS_MASK: tl.constexpr,  # bit c: every staged block of column c is 0 bits wide (no value loads)
+        DICT_MASK: tl.constexpr,  # bit c: column c stages DICT blocks (one dictionary gather per value)
         CHECK_COL: tl.constexpr,  # the column the leakage check reads (ts), -1 for none
         INCLUSIVE: tl.constexpr,  # flag ts > request_ts (check_leakage="inclusive"), else ts >= request_ts
         PADDED: tl.constexpr,
@@ -378,10 +402,10 @@ if triton is not None:
             g = tl.program_id(0) * SEQ + i
             _tiles(
                 g * TILES_PER_PROG + tl.arange(0, TILES_PER_PROG),
-                hdrs, words, outs, nwords, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
+                hdrs, words, outs, nwords, dicts, ndicts, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
                 offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
-                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, CHECK_COL, INCLUSIVE, PADDED, LANES, STEPS,
-                TILES_PER_PROG, LOOP,
+                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, CHECK_COL, INCLUSIVE,
+                PADDED, LANES, STEPS, TILES_PER_PROG, LOOP,
             )
 
     @triton.jit(do_not_specialize=["n_ex", "n_tail", "n_out", "width"])
@@ -635,8 +659,8 @@ def _output(name, col, out, shape, dev, padded_width, pad_value):
 
 def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog, launch=None):
     """Take every column's output and launch the one kernel over all of them (history tiles and tails)."""
-    hdrs, words, tails, outs, nwords = [], [], [], [], []
-    store_mask = out64_mask = wide_mask = patch_mask = run_mask = nobits_mask = 0
+    hdrs, words, tails, outs, nwords, dicts, ndicts = [], [], [], [], [], [], []
+    store_mask = out64_mask = wide_mask = patch_mask = run_mask = nobits_mask = dict_mask = 0
     check_col = -1
     for c, (name, col, check) in enumerate(staged.passes()):
         buf = _output(name, col, out, shape, dev, padded_width, pad_value) if col.project else None
@@ -657,6 +681,15 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
         kinds = staged.aux(name)  # PATCH / RUN blocks (both, the paths right for every block, when unknown)
         patch_mask |= (kinds & 1) << c
         run_mask |= (kinds >> 1 & 1) << c
+        dict_mask |= (kinds >> 2 & 1) << c
+        if kinds >> 2 & 1:  # DICT blocks: their dictionaries (an empty one reads as a single 0)
+            has = col.dicts is not None and col.dicts.numel() > 0
+            d = col.dicts if has else torch.zeros(1, dtype=torch.int64, device=dev)
+        else:  # never read
+            d = col.hdr
+        dicts.append(d)
+        ndicts.append(max(d.numel(), 1))
+        _limit("a column's dictionaries", d.numel())
         hdrs.append(col.hdr)
         words.append(col.words.view(torch.int32))
         tails.append(col.tail_values)
@@ -696,10 +729,11 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
     common = dict(NCOL=len(hdrs), STORE_MASK=store_mask, CHECK_COL=check_col,
                   INCLUSIVE=check_col >= 0 and staged.inclusive, PADDED=padded_width is not None)
     if T:
-        args = (tuple(hdrs), tuple(words), tuple(outs), tuple(nwords),
+        args = (tuple(hdrs), tuple(words), tuple(outs), tuple(nwords), tuple(dicts), tuple(ndicts),
                 staged.tile_block, staged.tile_lo, staged.tile_cnt, staged.tile_out, staged.tile_ex,
                 staged.offsets, staged.request_ts, viol, T, B, n_out, width)
-        kw = dict(OUT64_MASK=out64_mask, WIDE_MASK=wide_mask, PATCH_MASK=patch_mask, RUN_MASK=run_mask, NOBITS_MASK=nobits_mask, LANES=lanes_h, STEPS=block // lanes_h,
+        kw = dict(OUT64_MASK=out64_mask, WIDE_MASK=wide_mask, PATCH_MASK=patch_mask, RUN_MASK=run_mask, NOBITS_MASK=nobits_mask,
+                  DICT_MASK=dict_mask, LANES=lanes_h, STEPS=block // lanes_h,
                   LOOP=int(staged.block_size) > block, **common)
         if tuned:
             _autotuned()[lambda meta: (triton.cdiv(T, meta["TILES_PER_PROG"] * meta["SEQ"]),)](

@@ -90,10 +90,17 @@ def encode_run(x: list[int]):
     return ("run", base, slope, w, r, hit, 0, [])
 
 
-def stage_block(blk, words: list[int]) -> int:
+def stage_block(blk, words: list[int], dict_start: int = 0) -> int:
     """Append a block's staged words to ``words`` and return its meta (DESIGN §4): a plain block's
     packed residuals; a PATCH / RUN block's aux word, values, bitmap and exceptions, each from a
-    64-bit word, the aux word's rank prefixes counted here."""
+    64-bit word, the aux word's rank prefixes counted here; a DICT block's aux word (kind 3, its
+    dictionary at ``dict_start`` of the column's dictionaries) and packed codes."""
+    if blk[0] == "dict":
+        _, base, slope, w, r, _, _ = blk
+        words.append(3 | (dict_start << 32))
+        meta = (len(words) << 8) | 0x80 | w
+        words.extend(pack_bits(r, w))
+        return meta
     if blk[0] not in ("patch", "run"):
         base, slope, w, r = blk
         meta = (len(words) << 8) | w
@@ -121,6 +128,9 @@ def block_values(blk, cnt: int) -> list[int]:
         _, base, slope, w, r, hit, _, _ = blk
         idx = [sum(hit[: k + 1]) - 1 for k in range(cnt)]
         return [signed(base + slope * i + r[i]) for i in idx]
+    if blk[0] == "dict":
+        _, base, slope, w, r, _, d = blk
+        return [d[(base + slope * k + r[k]) % M64] for k in range(cnt)]
     base, slope, w, r = blk
     return [signed(base + slope * k + r[k]) for k in range(cnt)]
 
@@ -214,6 +224,30 @@ def make_aux_history(rng, n: int, dtype: str, is_ts: bool, bs: int):
     return vals, blocks
 
 
+def encode_dict(x: list[int], key, d: list[int]):
+    """A DICT block of x: its codes into dictionary ``d`` (which holds every value of x) as a
+    FOR / LFOR line; ``key`` names the dictionary."""
+    code = {v: i for i, v in enumerate(d)}
+    base, slope, w, r = encode_block([code[v] for v in x])
+    return ("dict", base, slope, w, r, key, d)
+
+
+def with_dicts(rng, histories: dict, bs: int = BS, share: float = 0.6) -> dict:
+    """Histories with about ``share`` of each (user, column)'s blocks turned into DICT blocks, codes
+    into a dictionary of that user's values (sorted, with unused values among them, so that codes
+    and starts are not trivial)."""
+    out = {}
+    for u, cols in histories.items():
+        out[u] = {}
+        for c, (vals, blocks) in cols.items():
+            lim = (I32_MIN, I32_MAX) if SCHEMA[c] == "int32" else (I64_MIN, I64_MAX)
+            extra = [int(v) for v in rng.integers(*lim, size=int(rng.integers(0, 20)), endpoint=True)]
+            d = sorted(set(vals) | set(extra))
+            out[u][c] = (vals, [encode_dict(vals[j * bs : (j + 1) * bs], (u, c), d) if rng.random() < share else blk
+                                for j, blk in enumerate(blocks)])
+    return out
+
+
 def stage(histories, examples, columns, L, check_leakage, rng, bs=BS):
     """Build a host StagedBatch (DESIGN §4) for a tenant (columns, L).
 
@@ -255,11 +289,15 @@ def stage(histories, examples, columns, L, check_leakage, rng, bs=BS):
     kidx = {key: i for i, key in enumerate(order)}
     cols = {}
     for c in staged_cols:
-        hdr, words = [], []
+        hdr, words, dicts, dict_at = [], [], [], {}
         for u, j in order:
             blk = histories[u][c][1][j]
             base, slope = blk[:2] if len(blk) == 4 else blk[1:3]
-            hdr.append([signed(base), signed(slope), stage_block(blk, words)])
+            if blk[0] == "dict" and blk[5] not in dict_at:  # each dictionary staged once, where first used
+                dict_at[blk[5]] = len(dicts)
+                dicts.extend(blk[6])
+            start = dict_at[blk[5]] if blk[0] == "dict" else 0
+            hdr.append([signed(base), signed(slope), stage_block(blk, words, start)])
         words.append(0)  # the +1 zero word of DESIGN §4
         cols[c] = StagedColumn(
             c,
@@ -268,6 +306,7 @@ def stage(histories, examples, columns, L, check_leakage, rng, bs=BS):
             np.array([signed(x) for x in words], dtype=np.int64),
             np.array(tail_cat[c], dtype=np.int64),
             project=c in columns,
+            dicts=np.array(dicts, dtype=np.int64) if dict_at else None,
         )
     tiles = []
     for e, (u, a, b) in enumerate(windows):
@@ -292,13 +331,15 @@ def stage(histories, examples, columns, L, check_leakage, rng, bs=BS):
     return staged, expected, exp_viol
 
 
-def random_batch(seed, B, L, max_hist, max_tail, columns, check_leakage, n_users=None, bs=BS, aux=False):
+def random_batch(seed, B, L, max_hist, max_tail, columns, check_leakage, n_users=None, bs=BS, aux=False, dicts=False):
     rng = np.random.default_rng(seed)
     n_users = n_users or max(1, B // 2)
     hist_sizes = [int(rng.choice([0, 1, bs - 1, bs, bs + 1, int(rng.integers(0, max_hist + 1))])) for _ in range(n_users)]
     histories = {
         u: {c: make_history(rng, hist_sizes[u], SCHEMA[c], c == "ts", bs, aux) for c in SCHEMA} for u in range(n_users)
     }
+    if dicts:
+        histories = with_dicts(rng, histories, bs)
     examples = []
     for _ in range(B):
         u = int(rng.integers(n_users))
@@ -452,6 +493,88 @@ def test_decode_values_patch_and_run():
         hdr = np.array([[signed(base), signed(slope), meta]], np.int64)
         got = decode_values_np(hdr, np.array([signed(x) for x in words], np.int64), np.zeros(cnt, np.int64), np.arange(cnt))
         assert_equal_verbose(got, np.array(block_values(blk, cnt), np.int64), f"trial {trial}")
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    B=st.sampled_from([1, 5, 31]),
+    L=st.sampled_from([1, 129, 1000]),
+    columns=st.sampled_from([("item",), ("act",), ("item", "act", "ts")]),
+    check=st.sampled_from([False, True]),
+    bs=st.sampled_from([32, 128]),
+    aux=st.booleans(),
+    launch=st.sampled_from([{}, {"tiles_per_prog": 1, "ex_per_prog": 1}, {"launch": (2, 2, 1)}]),
+    padded=st.booleans(),
+)
+def test_dict_blocks(seed, B, L, columns, check, bs, aux, launch, padded):
+    """DICT blocks (codes into the column's dictionaries, DESIGN §4), among plain blocks and, with
+    ``aux``, PATCH and RUN blocks of the same column: the kernel, its twin, the plain-PyTorch peer
+    and the reference backend against the contract (ts too: the leakage check reads looked-up values)."""
+    from gpumat.host.reference import materialize_staged_reference
+    from gpumat.kernels.pt_decode_gather import materialize_staged_torch
+
+    staged, expected, exp_viol = random_batch(seed, B, L, 600, 40, columns, check, bs=bs, aux=aux, dicts=True)
+    check_all(staged, expected, exp_viol, padded_width=max(L, 1) if padded else None, launch=launch)
+    ref, rviol = materialize_staged_reference(staged)
+    values, viol = materialize_staged_torch(staged.to("cpu"), total=staged.total)
+    for c, want in expected.items():
+        assert_equal_verbose(ref[c], want, f"reference {c}")
+        assert_equal_verbose(values[c].numpy(), want, f"torch peer {c}")
+    assert_equal_verbose(rviol.astype(np.int32), exp_viol, "reference violations")
+    assert_equal_verbose(viol.numpy(), exp_viol, "torch peer violations")
+
+
+def test_dict_codes_past_the_dictionary_are_clamped():
+    """A code past the column's dictionaries reads its last entry, and a column whose DICT blocks
+    come with an empty dictionary reads 0: the contract's definition, which every backend (and the
+    kernel's memory safety) follows."""
+    from gpumat.host.reference import materialize_staged_reference
+    from gpumat.kernels.pt_decode_gather import materialize_staged_torch
+
+    staged, _, _ = random_batch(5, 6, 300, 400, 10, ("item", "act"), False, dicts=True)
+    for c in ("item", "act"):
+        col = staged.columns[c]
+        if col.dicts is not None:
+            col.dicts = col.dicts[: max(1, len(col.dicts) // 3)] if c == "item" else col.dicts[:0]
+    twin, _ = materialize_staged_np(staged)
+    got, _ = run_triton(staged)
+    ref, _ = materialize_staged_reference(staged)
+    pt, _ = materialize_staged_torch(staged.to("cpu"), total=staged.total)
+    for c in twin:
+        assert_equal_verbose(got[c], twin[c], f"triton {c}")
+        assert_equal_verbose(ref[c], twin[c], f"reference {c}")
+        assert_equal_verbose(pt[c].numpy(), twin[c], f"torch peer {c}")
+    # the definition itself: one DICT block with codes 0..3 into a dictionary of 2 entries from 1
+    h = np.array([[0, 1, (1 << 8) | 0x80 | 0]])  # LFOR codes 0, 1, 2, 3 (0 bits)
+    w = np.array([3 | (1 << 32), 0], np.int64)
+    dv = decode_values_np(h, w, np.zeros(4, np.int64), np.arange(4), np.array([9, 8, 7], np.int64))
+    assert dv.tolist() == [8, 7, 7, 7]
+    assert decode_values_np(h, w, np.zeros(4, np.int64), np.arange(4), np.zeros(0, np.int64)).tolist() == [0] * 4
+
+
+def test_dict_survives_packing_and_workers():
+    """A batch with dictionaries crosses pack / from_flat and the workers' skeleton intact, and its
+    device copy still knows which columns take the DICT path."""
+    from gpumat.host.workers import pack_staged, staged_from_skeleton, staged_skeleton
+
+    staged, expected, exp_viol = random_batch(11, 7, 400, 500, 20, ("item", "act", "ts"), True, dicts=True)
+    assert any(col.dicts is not None for col in staged.columns.values())
+    kinds = {c: staged.aux(c) for c in staged.columns}
+    assert any(k & 4 for k in kinds.values())
+    moved = staged.to("cpu")
+    assert {c: moved.aux(c) for c in staged.columns} == kinds
+    flat = np.zeros(staged.packed_numel(), np.int64)
+    _, layout = staged.pack()
+    pack_staged(staged, flat, layout)
+    back = staged_from_skeleton(staged_skeleton(staged), flat, layout)
+    values, viol = materialize_staged_np(back)
+    for c, want in expected.items():
+        assert_equal_verbose(values[c], want, f"unpacked {c}")
+    assert_equal_verbose(viol, exp_viol, "unpacked violations")
+    got, gviol = materialize_staged_triton(moved)
+    for c, want in expected.items():
+        assert_equal_verbose(got[c].numpy(), want, f"device copy {c}")
 
 
 @pytest.mark.parametrize("bs,lanes", [(8, None), (256, 32), (4096, None)])
@@ -721,8 +844,8 @@ def test_torch_peer_matches_twin():
     from gpumat.bench.kernels import synthetic_staged
     from gpumat.kernels.pt_decode_gather import materialize_staged_torch
 
-    for aux in (False, True):  # plain blocks; PATCH and RUN blocks
-        staged, expected, exp_viol = random_batch(21, 9, 260, 600, 40, ("item", "act", "ts"), True, aux=aux)
+    for aux, dicts in ((False, False), (True, False), (True, True)):  # plain; PATCH and RUN; and DICT blocks
+        staged, expected, exp_viol = random_batch(21, 9, 260, 600, 40, ("item", "act", "ts"), True, aux=aux, dicts=dicts)
         values, viol = materialize_staged_torch(staged.to("cpu"), total=staged.total)
         for c, want in expected.items():
             assert_equal_verbose(values[c].numpy(), want, f"torch peer {c}")
@@ -746,9 +869,10 @@ def test_cuda_twin_matches():
         pytest.skip("no CUDA GPU")
     from gpumat.kernels.cuda_decode_gather import materialize_staged_cuda
 
-    for pw, mode, aux in ((None, True, False), (400, True, False), (None, "inclusive", False), (None, True, True),
-                          (400, "inclusive", True)):
-        staged, expected, exp_viol = random_batch(31, 13, 300, 900, 60, ("item", "act", "ts"), mode, aux=aux)
+    for pw, mode, aux, dicts in ((None, True, False, False), (400, True, False, False), (None, "inclusive", False, False),
+                                 (None, True, True, False), (400, "inclusive", True, False), (None, True, True, True),
+                                 (400, True, False, True)):
+        staged, expected, exp_viol = random_batch(31, 13, 300, 900, 60, ("item", "act", "ts"), mode, aux=aux, dicts=dicts)
         twin, tviol = materialize_staged_np(staged, padded_width=pw, pad_value=-3)
         values, viol = materialize_staged_cuda(staged.to("cuda"), padded_width=pw, pad_value=-3)
         for c in twin:

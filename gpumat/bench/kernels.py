@@ -48,6 +48,10 @@ TENANTS = (("short", 256, 32768), ("mid", 4096, 2048), ("long", 65536, 128))
 # residuals.
 COLUMNS = (("item_id", "int64", 24, 0, True, 0.0), ("action", "int32", 0, 0, True, 0.3),
            ("ts", "int64", 12, 1000, False, 0.0))
+# The same with item_id as DICT blocks (docs/DESIGN.md §4): 18-bit codes into one dictionary of
+# 2^18 ids (a column spec's optional 7th field: DICT code bits), as a segment dictionary of the
+# bench tier's item ids (212k distinct) would be.
+DICT_COLUMNS = (("item_id", "int64", 18, 0, True, 0.0, True),) + COLUMNS[1:]
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -84,9 +88,18 @@ def synthetic_staged(B: int, L: int, seed: int = 0, max_tail: int = 16, columns=
     tail_total = int(m.sum())
     tail_src = (np.cumsum(m) - m) + (m - t)
     cols = {}
-    for name, dtype, w, slope, project, exc in columns:
+    for name, dtype, w, slope, project, exc, *dict_blocks in columns:
         base = rng.integers(0, 1 << 20, size=K) if dtype == "int32" else rng.integers(0, 1 << 40, size=K)
-        if exc:
+        dicts = None
+        if dict_blocks and dict_blocks[0]:  # codes 0 .. 2^w - 1 into one dictionary, from 0
+            nwords = BS * w // 64
+            words = rng.integers(-(2**63), 2**63 - 1, size=K * (nwords + 1) + 1, dtype=np.int64)
+            start = np.arange(K) * (nwords + 1)
+            words[start], words[-1] = 3, 0  # aux word: kind DICT, the dictionary from entry 0
+            meta = ((start + 1) << 8) | 0x80 | w
+            base = np.zeros(K, np.int64)
+            dicts = rng.integers(0, 1 << 40, size=1 << w, dtype=np.int64)
+        elif exc:
             meta, words = _patch_blocks(rng, K, w, exc)
         else:
             nwords = BS * w // 64
@@ -95,7 +108,7 @@ def synthetic_staged(B: int, L: int, seed: int = 0, max_tail: int = 16, columns=
         hdr = np.stack([base, np.full(K, slope), meta], axis=1).astype(np.int64)
         hi = (1 << 20) if dtype == "int32" else (1 << 40)
         tails = rng.integers(0, hi, size=tail_total, dtype=np.int64)
-        cols[name] = StagedColumn(name, dtype, hdr, words, tails, project)
+        cols[name] = StagedColumn(name, dtype, hdr, words, tails, project, dicts)
     return StagedBatch(
         BS, cols, offsets, h.astype(np.int64), tail_src.astype(np.int64), t.astype(np.int64),
         np.full(B, 2**62, dtype=np.int64),  # every ts is far below: the check runs, nothing leaks

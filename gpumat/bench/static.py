@@ -92,13 +92,22 @@ BENCH_COLUMNS = (("int64", True, False), ("int32", True, False), ("int64", False
 BENCH_PATCH, BENCH_RUN, BENCH_NOBITS = 0b010, 0b000, 0b010
 PLAIN_COLUMNS = (("item_id", "int64", 24, 0, True, 0.0), ("action", "int32", 3, 0, True, 0.0),
                  ("ts", "int64", 12, 1000, False, 0.0))
+BENCH_DICT = 0b001  # DICT_MASK of the same batches with item_id as DICT blocks (bench.kernels.DICT_COLUMNS)
+
+
+def aux_key(aux) -> tuple:
+    """``(PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK)`` of a configuration's ``aux`` (shorter
+    tuples padded with 0); NOBITS only matters beside PATCH / RUN / DICT (the plain configuration
+    is compiled without it)."""
+    p, r, nb, d = (tuple(aux) + (0, 0, 0, 0))[:4]
+    return (p, r, nb, d) if p or r or d else (0, 0, 0, 0)
 
 
 def kernel_configs():
     """Every configuration counted or checked: ``(kernel, columns, inclusive, padded, wide, loop, aux)``.
 
     ``columns``: ``(dtype, store, check)`` per staged column; ``aux``: the ``(PATCH_MASK, RUN_MASK[,
-    NOBITS_MASK])`` of the history kernel. The bench tenants' column set in every mode the launcher has (strict /
+    NOBITS_MASK[, DICT_MASK]])`` of the history kernel (``aux_key``). The bench tenants' column set in every mode the launcher has (strict /
     inclusive, jagged / padded, narrow / wide blocks, looped tiles and tails), without PATCH blocks
     and with the bench tier's (``action``); every single-column case (each dtype stored, checked,
     or both; with PATCH, RUN or both blocks)."""
@@ -111,10 +120,11 @@ def kernel_configs():
             yield kernel, BENCH_COLUMNS, inclusive, padded, wide, loop, (0, 0)
             if kernel == "history" and not loop:
                 yield kernel, BENCH_COLUMNS, inclusive, padded, wide, loop, (BENCH_PATCH, BENCH_RUN, BENCH_NOBITS)
+                yield kernel, BENCH_COLUMNS, inclusive, padded, wide, loop, (BENCH_PATCH, BENCH_RUN, BENCH_NOBITS, BENCH_DICT)
         for cols in single:
             yield kernel, cols, False, False, False, False, (0, 0)
             if kernel == "history":
-                for aux in ((1, 0), (0, 1), (1, 1), (1, 0, 1)):
+                for aux in ((1, 0), (0, 1), (1, 1), (1, 0, 1), (0, 0, 0, 1), (1, 1, 0, 1)):
                     yield kernel, cols, False, False, False, False, aux
 
 
@@ -138,10 +148,12 @@ def _compile_config(job) -> dict:
               "INCLUSIVE": inclusive and masks["CHECK_COL"] >= 0, "PADDED": padded}
     if kernel == "history":
         fn = k._history_kernel
-        sig = {"hdrs": ("*i64",) * n, "words": ("*i32",) * n, "outs": outs, "nwords": ("i32",) * n}
+        sig = {"hdrs": ("*i64",) * n, "words": ("*i32",) * n, "outs": outs, "nwords": ("i32",) * n,
+               "dicts": ("*i64",) * n, "ndicts": ("i32",) * n}
+        patch, run, nobits, dict_mask = aux_key(aux)
         tp, seq, warps = launch[0] if launch else (k.GPU_TILES_PER_PROG, k.GPU_TILES_SEQ, k.HISTORY_WARPS)
-        consts.update(OUT64_MASK=masks["OUT64_MASK"], WIDE_MASK=masks["WIDE_MASK"], PATCH_MASK=aux[0],
-                      RUN_MASK=aux[1], NOBITS_MASK=aux[2] if len(aux) > 2 else 0, LANES=32, STEPS=4, TILES_PER_PROG=tp, SEQ=seq, LOOP=loop)
+        consts.update(OUT64_MASK=masks["OUT64_MASK"], WIDE_MASK=masks["WIDE_MASK"], PATCH_MASK=patch,
+                      RUN_MASK=run, NOBITS_MASK=nobits, DICT_MASK=dict_mask, LANES=32, STEPS=4, TILES_PER_PROG=tp, SEQ=seq, LOOP=loop)
         per_program = tp * seq
     else:
         fn = k._tail_kernel
@@ -192,18 +204,18 @@ def tenant_costs(configs: list[dict], arch: str, tenants, columns=None) -> dict:
     from gpumat.bench.kernels import COLUMNS, synthetic_staged
 
     table = {(c["kernel"], tuple(map(tuple, c["columns"])), c["inclusive"], c["padded"], c["wide"], c["loop"],
-              tuple(c["aux"])): c for c in configs if c["arch"] == arch}
+              aux_key(c["aux"])): c for c in configs if c["arch"] == arch}
     out = {}
     for name, L, B in tenants:
         staged = synthetic_staged(B, L, columns=columns or COLUMNS)
         T = staged.num_tiles
         wide = any(staged.max_width(n) > 32 for n in staged.columns)
         kinds = [staged.aux(n) for n in staged.columns]
-        aux = (sum((k & 1) << c for c, k in enumerate(kinds)), sum((k >> 1 & 1) << c for c, k in enumerate(kinds)),
-               sum((staged.max_width(n) == 0) << c for c, n in enumerate(staged.columns)))
-        aux = aux if any(aux[:2]) else (0, 0)
+        aux = aux_key((sum((k & 1) << c for c, k in enumerate(kinds)), sum((k >> 1 & 1) << c for c, k in enumerate(kinds)),
+                       sum((staged.max_width(n) == 0) << c for c, n in enumerate(staged.columns)),
+                       sum((k >> 2 & 1) << c for c, k in enumerate(kinds))))
         hist = table[("history", BENCH_COLUMNS, False, False, wide, False, aux)]
-        tail = table[("tail", BENCH_COLUMNS, False, False, False, staged.max_tail > 16, (0, 0))]
+        tail = table[("tail", BENCH_COLUMNS, False, False, False, staged.max_tail > 16, aux_key(()))]
         wi = (-(-T // hist["per_program"]) * hist["num_warps"] * hist["sass_instructions"]
               + -(-B // tail["per_program"]) * tail["num_warps"] * tail["sass_instructions"])
         events = staged.total
@@ -221,6 +233,8 @@ def static_report(tenants) -> dict:
     import triton
 
     import gpumat.kernels.triton_decode_gather as k
+
+    from gpumat.bench.kernels import DICT_COLUMNS as dict_columns
 
     extra = candidate_jobs()
     compiled = compile_all(extra=extra)
@@ -244,6 +258,8 @@ def static_report(tenants) -> dict:
                        "tenants_sm_80": tenant_costs(configs, "sm_80", tenants),
                        # the same batches with action as plain 3-bit frame of reference (no PATCH path)
                        "tenants_without_patch": tenant_costs(configs, "sm_90", tenants, PLAIN_COLUMNS),
+                       # and with item_id as DICT blocks (18-bit codes, one gather each)
+                       "tenants_item_dict": tenant_costs(configs, "sm_90", tenants, dict_columns),
                        "model": {"sms": SMS, "warp_instructions_per_clock_per_sm": IPC, "clock_hz": CLOCK_HZ,
                                  "dram_bytes_per_s": DRAM_BPS}}}
 
@@ -271,3 +287,6 @@ def print_static(r: dict) -> None:
     if "tenants_without_patch" in s:
         print("  without PATCH blocks (action as 3-bit FOR): " + ", ".join(
             f"{n} {t['warp_instructions_per_event']:.2f} ({t['issue_over_dram']:.2f})" for n, t in s["tenants_without_patch"].items()))
+    if "tenants_item_dict" in s:
+        print("  with item_id as DICT blocks (18-bit codes): " + ", ".join(
+            f"{n} {t['warp_instructions_per_event']:.2f} ({t['issue_over_dram']:.2f})" for n, t in s["tenants_item_dict"].items()))

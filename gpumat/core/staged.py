@@ -11,7 +11,8 @@ decoded values (the tails are the only plain values, and they are what the examp
 Shapes (B examples, K staged blocks, T tiles):
 
 - per column ``c``: ``hdr[c]`` ``[K, 3]`` (base, slope, meta), ``words[c]`` ``[W_c + 1]``,
-  ``tail_values[c]`` ``[sum of the batch's tail lengths]`` (int64, int32 columns sign-extended)
+  ``tail_values[c]`` ``[sum of the batch's tail lengths]`` (int64, int32 columns sign-extended),
+  and ``dicts[c]`` ``[D_c]`` only for a column with DICT blocks (their dictionaries, back to back)
 - tiles: ``tile_block``, ``tile_lo``, ``tile_cnt``, ``tile_out``, ``tile_ex`` ``[T]``
 - examples: ``offsets`` ``[B + 1]``, ``hist_len``, ``tail_src``, ``tail_len``, ``request_ts`` ``[B]``
 """
@@ -41,21 +42,28 @@ PACK_ALIGN = 16
 # ``words[word_off - 1]``: low 32 bits ``kind | bm << 8 | ex << 18``, high 32 bits the bitmap's
 # rank prefix per 32-lane group (byte g: the set bits of bitmap words 0 .. g - 1), ``bm`` and ``ex``
 # the 32-bit word offsets of the bitmap and of a PATCH block's exceptions (one 32-bit word each,
-# the high part ``r >> w`` of the residual) from word ``2 * word_off``.
+# the high part ``r >> w`` of the residual) from word ``2 * word_off``. A DICT block (kind 3) is a
+# plain block of codes into its column's ``dicts``: low 32 bits just the kind, high 32 bits where the
+# block's dictionary starts in ``dicts``; value = ``dicts[min(start + code, D - 1)]``, the code the
+# low 32 bits of the block's line plus bits (the kernels' clamp is the definition's).
 WIDTH_MASK = 0x7F
 AUX_FLAG = 0x80
-AUX_PATCH, AUX_RUN = 1, 2
+AUX_PATCH, AUX_RUN, AUX_DICT = 1, 2, 3
+AUX_KINDS_ALL = 7  # ``StagedBatch.aux``'s bits: 1 PATCH, 2 RUN, 4 DICT
 AUX_MAX_BLOCK = 128  # the four prefix bytes cover blocks of up to 4 x 32 values
 AUX_MAX_W2 = 31  # the stored exceptions' width: their high parts (exception + 1) fit a 32-bit word
 
 
-def column_array_names(column: str) -> tuple[str, ...]:
-    """The names of ``column``'s arrays in a packed batch's layout, in packing order.
+def column_array_names(column: str, dicts: bool = False) -> tuple[str, ...]:
+    """The names of ``column``'s arrays in a packed batch's layout, in packing order (``dicts``:
+    the column has DICT blocks, so a dictionary array too).
 
     >>> column_array_names("item_id")
     ('item_id.hdr', 'item_id.words', 'item_id.tail_values')
+    >>> column_array_names("item_id", dicts=True)[-1]
+    'item_id.dicts'
     """
-    return tuple(f"{column}.{part}" for part in COLUMN_PARTS)
+    return tuple(f"{column}.{part}" for part in COLUMN_PARTS + (("dicts",) if dicts else ()))
 
 
 def leakage_mode(check_leakage) -> str | None:
@@ -85,6 +93,13 @@ class StagedColumn:
     words: object  # [W + 1] int64
     tail_values: object  # [sum tails] int64
     project: bool = True
+    # int64 [D]: the dictionaries of the column's DICT blocks, back to back (each block's aux word
+    # says where its own starts); None when the column stages no DICT block
+    dicts: object = None
+
+    def parts(self) -> tuple:
+        """The column's arrays in packing order (``column_array_names``)."""
+        return (self.hdr, self.words, self.tail_values) + (() if self.dicts is None else (self.dicts,))
 
 
 @dataclass
@@ -154,19 +169,24 @@ class StagedBatch:
         return 64
 
     def aux(self, column: str) -> int:
-        """The kinds of aux blocks ``column`` stages: bit 0 PATCH, bit 1 RUN (both when unknown on
-        a device batch: the kernels then take the path that is right for every block)."""
+        """The kinds of aux blocks ``column`` stages: bit 0 PATCH, bit 1 RUN, bit 2 DICT (every kind
+        when unknown on a device batch: the kernels then take the path that is right for every
+        block; DICT only where the column has a non-empty dictionary array: a packed layout that
+        always carries one, as DALI's, stages an empty one for a column without DICT blocks)."""
         if self.known_aux is not None and column in self.known_aux:
             return self.known_aux[column]
         col = self.columns[column]
+        d = col.dicts
+        has_dicts = d is not None and int(d.numel() if hasattr(d, "numel") else np.asarray(d).size) > 0
         if isinstance(col.hdr, np.ndarray):
             meta = col.hdr[:, 2] if len(col.hdr) else col.hdr[:0, 0]
             words = np.asarray(col.words, np.int64)
             a = (meta[(meta & AUX_FLAG) != 0] >> 8) - 1
             a = a[(a >= 0) & (a < words.size)]  # (a corrupt word_off: decoded as plain by the kernels' masks)
             kinds = words[a] & 3 if len(a) else a
-            return int((kinds == AUX_PATCH).any()) | (int((kinds == AUX_RUN).any()) << 1)
-        return AUX_PATCH | AUX_RUN
+            return int((kinds == AUX_PATCH).any()) | (int((kinds == AUX_RUN).any()) << 1) | \
+                (int((kinds == AUX_DICT).any()) << 2)
+        return AUX_KINDS_ALL if has_dicts else AUX_PATCH | AUX_RUN
 
     @property
     def inclusive(self) -> bool:
@@ -195,7 +215,7 @@ class StagedBatch:
         for f in EXAMPLE_FIELDS + TILE_FIELDS:
             yield f, getattr(self, f)
         for name, col in self.columns.items():
-            yield from zip(column_array_names(name), (col.hdr, col.words, col.tail_values))
+            yield from zip(column_array_names(name, col.dicts is not None), col.parts())
 
     def staged_bytes(self) -> int:
         """Bytes that cross the bus for this batch (all descriptors, headers, packed words, tails),
@@ -262,7 +282,8 @@ class StagedBatch:
         if known_aux is None and host_built:
             known_aux = {name: self.aux(name) for name in self.columns}
         cols = {
-            name: StagedColumn(name, c.dtype, *(view(a) for a in column_array_names(name)), c.project)
+            name: StagedColumn(name, c.dtype, *(view(a) for a in column_array_names(name)), c.project,
+                               view(f"{name}.dicts") if c.dicts is not None else None)
             for name, c in self.columns.items()
         }
         return StagedBatch(
@@ -297,7 +318,7 @@ def _bits_u64(wu: np.ndarray, bit: np.ndarray, w: np.ndarray) -> np.ndarray:
     return r & mask
 
 
-def decode_values(hdr, words, block, k) -> np.ndarray:
+def decode_values(hdr, words, block, k, dicts=None, lookup: bool = True) -> np.ndarray:
     """The staged contract's definition (docs/DESIGN.md §4): value ``k[i]`` of staged block
     ``block[i]``, int64 with the shape of ``k``, by the lane formula every decoder implements.
 
@@ -311,13 +332,22 @@ def decode_values(hdr, words, block, k) -> np.ndarray:
     - PATCH: ``+ X[rank k] << w`` where ``set(k)``, ``X`` the exceptions' high parts, 32-bit words
       from ``2 word_off + ex``.
 
-    ``hdr``: int64 ``[K, 3]`` (base, slope, meta); ``words``: int64. Reads past ``words`` give 0.
+    - DICT: the code ``c`` = the low 32 bits of that value, and the value is ``dicts[min(s + c,
+      D - 1)]``, ``s`` the aux word's high 32 bits (0 for an empty ``dicts``).
+
+    ``hdr``: int64 ``[K, 3]`` (base, slope, meta); ``words``, ``dicts``: int64. Reads past
+    ``words`` give 0. ``lookup=False``: a DICT block's code, not its value (host decoders that
+    look the codes up afterwards).
 
     >>> h = np.array([[10, 0, (1 << 8) | AUX_FLAG | 1]])  # RUN, run values 10 + (0, 1): bitmap 0b101
     >>> aux = AUX_RUN | (2 << 8) | (4 << 18)  # bitmap at 32-bit word 2 (after the values' 64-bit word)
     >>> w = np.array([aux | (0 << 32), 0b10, 0b101], dtype=np.int64)
     >>> decode_values(h, w, np.zeros(4, np.int64), np.arange(4)).tolist()
     [10, 10, 11, 11]
+    >>> h = np.array([[1, 0, (1 << 8) | AUX_FLAG | 1]])  # DICT: codes 1 + (0, 1) into a dictionary from 2
+    >>> decode_values(h, np.array([AUX_DICT | (2 << 32), 0b10, 0]), np.zeros(2, np.int64), np.arange(2),
+    ...               dicts=np.array([7, 7, -5, 40, 900])).tolist()
+    [40, 900]
     """
     hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
     wu = np.ascontiguousarray(words, dtype=np.int64).reshape(-1).view(_U64)
@@ -358,4 +388,29 @@ def decode_values(hdr, words, block, k) -> np.ndarray:
                 patch.reshape(-1)[a[pt]] = x << (w.reshape(-1)[a[pt]] & 63).astype(_U64)
     with np.errstate(over="ignore"):
         v = base + slope * idx.astype(_U64) + _bits_u64(wu, 64 * off + idx * w, w) + patch
+    if a.size and lookup:
+        dk = np.flatnonzero(kind == AUX_DICT)
+        if dk.size:
+            v.reshape(-1)[a[dk]] = dict_lookup(dicts, aw[dk] >> _U64(32), v.reshape(-1)[a[dk]])
     return v.view(np.int64)
+
+
+def dict_blocks(hdr, words) -> tuple[np.ndarray, np.ndarray]:
+    """The DICT blocks of a staged column (host arrays): their indices into ``hdr`` and where each
+    one's dictionary starts (uint64, the aux word's high 32 bits)."""
+    meta = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)[:, 2]
+    wu = np.ascontiguousarray(words, dtype=np.int64).reshape(-1).view(_U64)
+    a = np.flatnonzero((meta & AUX_FLAG) != 0)
+    at = (meta[a] >> 8) - 1
+    a, at = a[(at >= 0) & (at < wu.size)], at[(at >= 0) & (at < wu.size)]
+    aw = wu[at]
+    d = (aw & _U64(3)) == AUX_DICT
+    return a[d], aw[d] >> _U64(32)
+
+
+def dict_lookup(dicts, start, code) -> np.ndarray:
+    """DICT values (``decode_values``): ``dicts[min(start + (code mod 2^32), D - 1)]`` as uint64,
+    0 for an empty ``dicts``; ``start``, ``code`` uint64."""
+    d = np.zeros(1, np.int64) if dicts is None or np.asarray(dicts).size == 0 else np.asarray(dicts, np.int64).reshape(-1)
+    i = np.minimum(np.asarray(start, _U64) + (np.asarray(code, _U64) & _U64(0xFFFFFFFF)), _U64(d.size - 1))
+    return d.view(_U64)[i]
