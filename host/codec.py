@@ -32,13 +32,15 @@ HDR_WORDS = 4  # base, slope, meta, hash
 ENC_FOR = 0  # every block has slope 0
 ENC_LFOR = 1  # at least one block has a fitted slope
 ENC_PATCH, ENC_RUN = 2, 4  # format 3: some block is a PATCH / RUN block (flags, with ENC_LFOR)
-ENC_NAMES = {ENC_FOR: "FOR", ENC_LFOR: "LFOR", ENC_PATCH: "PATCH", ENC_RUN: "RUN"}
+ENC_DICT = 8  # format 3: the blob holds codes into its segment's dictionary of the column
+ENC_FLAGS = 0xFF  # the flag bits of an ``enc`` field; with ENC_DICT, bits 8.. hold the dictionary's place
+ENC_NAMES = {ENC_FOR: "FOR", ENC_LFOR: "LFOR", ENC_PATCH: "PATCH", ENC_RUN: "RUN", ENC_DICT: "DICT"}
 
 
 def enc_counts(enc: np.ndarray) -> dict:
-    """Stripes per encoding from the index's ``enc`` flags: FOR (none), LFOR, PATCH, RUN (a stripe
-    may count under several)."""
-    enc = np.asarray(enc, np.int64)
+    """Stripes per encoding from the index's ``enc`` flags: FOR (none), LFOR, PATCH, RUN, DICT (a
+    stripe may count under several)."""
+    enc = np.asarray(enc, np.int64) & ENC_FLAGS
     return {name: int((enc == 0).sum() if k == ENC_FOR else ((enc & k) != 0).sum()) for k, name in ENC_NAMES.items()}
 
 _U64 = np.uint64
@@ -464,9 +466,9 @@ def decode_blocks_padded(hdr: np.ndarray, words: np.ndarray, lanes: int, dicts=N
     hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
     pad = _decode_blocks_padded(hdr, words, lanes)
     if lanes and (hdr[:, 2] & AUX_FLAG).any():  # DICT blocks: their codes, then one lookup each
-        b, start = dict_blocks(hdr, words)
+        b = dict_blocks(hdr, words)
         if len(b):
-            pad[b] = dict_lookup(dicts, start[:, None], pad[b].view(np.uint64)).view(np.int64)
+            pad[b] = dict_lookup(dicts, pad[b].view(np.uint64)).view(np.int64)
     return pad
 
 
@@ -517,10 +519,10 @@ def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np
     counts = np.asarray(counts, dtype=np.int64)
     out = _decode_blocks(hdr, words, counts, lo)
     if (hdr[:, 2] & AUX_FLAG).any():  # DICT blocks: their codes, then one lookup each
-        b, start = dict_blocks(hdr, words)
+        b = dict_blocks(hdr, words)
         if len(b):
             at = ranges((np.cumsum(counts) - counts)[b], counts[b])
-            out[at] = dict_lookup(dicts, np.repeat(start, counts[b]), out[at].view(np.uint64)).view(np.int64)
+            out[at] = dict_lookup(dicts, out[at].view(np.uint64)).view(np.int64)
     return out
 
 

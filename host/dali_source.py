@@ -23,7 +23,8 @@ then one row of four words per array, ``[offset into flat, ndim, dim0, dim1]`` (
     offsets, hist_len, tail_src, tail_len, request_ts,             (EXAMPLE_FIELDS, [B + 1], [B] ...)
     tile_block, tile_lo, tile_cnt, tile_out, tile_ex,              (TILE_FIELDS, [T])
     then per staged column, in the planner's order (the tenant's columns, then ``ts`` when it is
-    staged only for the leakage check): <c>.hdr [K, 3], <c>.words [W + 1], <c>.tail_values [M], <c>.dicts [D]
+    staged only for the leakage check): <c>.hdr [K, 3], <c>.words [W + 1], <c>.tail_values [M];
+    then per staged column, the same order: <c>.dicts [D] (empty for a column without DICT blocks)
 
 Names are not shipped: both sides derive them from (tenant, check_leakage) with
 ``layout_names``, and ``unpack_staged`` checks the count. The header's epoch and batch index let
@@ -67,13 +68,15 @@ _ROW = 4  # words per array in the layout: offset, ndim, dim0, dim1
 def layout_names(tenant: Tenant, check_leakage: bool) -> list[str]:
     """The array names of a packed staged batch, in the fixed order of the layout encoding.
 
-    >>> layout_names(Tenant("t", ["item_id"], 4), True)[-4:]
-    ['ts.hdr', 'ts.words', 'ts.tail_values', 'ts.dicts']
+    >>> layout_names(Tenant("t", ["item_id"], 4), True)[-5:]
+    ['ts.hdr', 'ts.words', 'ts.tail_values', 'item_id.dicts', 'ts.dicts']
     """
     names = list(EXAMPLE_FIELDS + TILE_FIELDS)
-    for col, _ in staged_columns(tenant, check_leakage):
-        names += column_array_names(col, dicts=True)  # fixed names: every column has a (maybe empty) dictionary
-    return names
+    cols = [col for col, _ in staged_columns(tenant, check_leakage)]
+    for col in cols:
+        names += column_array_names(col)
+    # fixed names: every column has a (maybe empty) dictionary, last as StagedBatch.arrays packs them
+    return names + [f"{col}.dicts" for col in cols]
 
 
 def encode_layout(staged: StagedBatch, layout: dict, epoch: int, batch: int) -> np.ndarray:

@@ -411,7 +411,7 @@ def store_once_table(tier) -> pa.Table:
         read = tier.read_blocks_many(list(tier.schema), si, np.zeros_like(si), d.nblocks)
         _, cnt = block_counts(d.count, tier.block_size)
     for c, dt in tier.schema.items():
-        vals = decode_blocks(read[c][0], read[c][1], cnt) if len(si) else np.zeros(0, np.int64)
+        vals = decode_blocks(read[c][0], read[c][1], cnt, dicts=read[c].dicts) if len(si) else np.zeros(0, np.int64)
         cols[c] = pa.array(vals.astype(dt, copy=False), type=PA_TYPES[dt])
     return pa.table(cols)
 

@@ -35,17 +35,20 @@ Parsing (``parse_fields``) decodes the varints of all pages of a batch at once a
 bases by a segmented prefix sum (in C when built); ``stage_blocks`` copies each block's bits to word
 boundaries (``realign``: in C when built) and writes a PATCH / RUN block's aux word. The encoder
 (``encode_stripes``) picks per block the kind that takes the fewest bits, and keeps PATCH / RUN in
-a stripe set (one segment's column) only where they save ``EXT_MIN_SAVING`` of its payload.
+a stripe set (one segment's column) only where they save ``EXT_MIN_SAVING`` of its payload;
+``encode_column`` stores a segment's column as codes into a dictionary of its distinct values (the
+segment DICT: the dictionary first, then blobs of codes) where that saves ``DICT_MIN_SAVING``.
 """
 
 from __future__ import annotations
 
 import itertools
+import struct
 
 import numpy as np
 
 from gpumat.core.errors import CorruptionError
-from gpumat.core.staged import AUX_FLAG, AUX_MAX_BLOCK, AUX_MAX_W2, AUX_PATCH, AUX_RUN
+from gpumat.core.staged import AUX_DICT, AUX_FLAG, AUX_MAX_BLOCK, AUX_MAX_W2, AUX_PATCH, AUX_RUN
 from gpumat.host import codec, native
 from gpumat.host.ranges import ranges
 
@@ -115,12 +118,21 @@ KIND_PLAIN, KIND_PATCH, KIND_RUN = 0, AUX_PATCH, AUX_RUN
 _EXTRA_FIELDS = np.array([0, 3, 2])  # varints after base (and slope) per kind: PATCH w, w2, e; RUN w, runs
 # A column of a segment uses PATCH / RUN blocks only where they save at least this fraction of its
 # payload: each costs the kernels about 25 more instructions per value of the column in a batch
-# (``gpumat bench kernels --static``), worth it for a sparse flag column (bench ``action``: -35%)
-# or bursts of equal timestamps (ML-1M ``ts``: -40%), not for a few percent.
-EXT_MIN_SAVING = 0.125
+# (13-15 without low bits; ``gpumat bench kernels --static``), worth it for a sparse flag column
+# (bench ``action``: -35%), bursts of equal timestamps (ML-1M ``ts``: -40%) or a heavy tail (bench
+# ``duration_ms``: -7%, what brings the bench tier under tuned Parquet; the kernels stay under the
+# DRAM floor), not for a percent or two (bench ``ts``: -1%).
+EXT_MIN_SAVING = 1 / 16
 # ... and only in a column whose plain payload is at least this many bits (1 KiB): weighing them
 # costs a small append more than it could save (compaction weighs the merged segment again)
 EXT_MIN_BITS = 8192
+# A column of a segment is stored as codes into a dictionary of its distinct values (the segment
+# DICT, ``encode_column``) only where codes and dictionary together save at least this fraction of
+# its bytes: each DICT block costs the kernels one gather per value (about 4 more instructions),
+# worth it for Zipf ids (bench ``item_id``: 212k distinct in 754k events), not for a few percent.
+DICT_MIN_SAVING = 1 / 16
+DICT_MAX_ENTRIES = 1 << 26  # a dictionary's entries (512 MiB decoded); the kernels index in 32 bits
+DICT_HEAD = struct.Struct("<QQ")  # a dictionary's entries, then its blob's bytes
 
 
 class Blocks:
@@ -349,6 +361,57 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     return region, blob_off, blob_nbytes, enc
 
 
+def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int, extended: bool = True,
+                  dictionary: bool = True):
+    """``encode_stripes``, or the same stripes as codes into a dictionary of the column's distinct
+    values (the segment DICT), whichever is smaller by at least ``DICT_MIN_SAVING`` (block sizes up
+    to ``AUX_MAX_BLOCK``, columns of at least ``EXT_MIN_BITS``).
+
+    With the dictionary, ``region`` starts with it: ``DICT_HEAD`` (its entries ``D``, its blob's
+    bytes), then a format-3 blob of the ``D`` sorted distinct values (decoded on the host, once per
+    segment); then the stripes' blobs of codes (``values = dict[code]``), FOR / LFOR blocks only so
+    that the kernels' DICT path is one gather per value; ``enc`` has ``ENC_DICT`` for every stripe
+    (and the dictionary's byte offset in ``region``, 0, in bits 8..).
+
+    >>> v = np.tile(np.array([10**12, 7, 3 * 10**15, -5]), 600)
+    >>> region, off, n, enc = encode_column(v, np.array([2000, 400]), 128)
+    >>> int(enc[0]) & codec.ENC_DICT, decode_dictionary(region, 128).tolist()
+    (8, [-5, 7, 1000000000000, 3000000000000000])
+    """
+    plain = encode_stripes(values, stripe_counts, block_size, extended)
+    values = np.asarray(values, dtype=np.int64)
+    nbytes = len(plain[0])
+    # (blocks of at most AUX_MAX_BLOCK values, as PATCH / RUN: the kernels' aux path tells a block's
+    # kind from its aux word only there)
+    if not dictionary or 8 * nbytes < EXT_MIN_BITS or not len(values) or block_size > AUX_MAX_BLOCK:
+        return plain
+    uniq, codes = np.unique(values, return_inverse=True)
+    if len(uniq) > min(DICT_MAX_ENTRIES, len(values) // 2):  # a dictionary of mostly distinct values never pays
+        return plain
+    # a first estimate, before encoding twice more: codes of log2(D) bits and a byte an entry
+    if len(values) * (len(uniq) - 1).bit_length() + 8 * len(uniq) >= (1 - DICT_MIN_SAVING) * 8 * nbytes:
+        return plain
+    dblob = encode_stripes(uniq, np.array([len(uniq)]), block_size, extended)[0]
+    region, blob_off, blob_nbytes, enc = encode_stripes(codes.astype(np.int64), stripe_counts, block_size, False)
+    head = DICT_HEAD.size + len(dblob)
+    if nbytes - (head + len(region)) < DICT_MIN_SAVING * nbytes:
+        return plain
+    out = np.concatenate([np.frombuffer(DICT_HEAD.pack(len(uniq), len(dblob)), np.uint8), dblob, region])
+    return out, blob_off + head, blob_nbytes, enc | codec.ENC_DICT
+
+
+def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary") -> np.ndarray:
+    """The values (int64, sorted) of the dictionary at the start of ``buf`` (uint8: its head and
+    blob, ``encode_column``); a bad head is a ``CorruptionError`` naming ``where``."""
+    buf = np.asarray(buf, dtype=np.uint8)
+    if len(buf) < DICT_HEAD.size:
+        raise CorruptionError(f"{where}: shorter than its head")
+    n, nb = DICT_HEAD.unpack(buf[: DICT_HEAD.size].tobytes())
+    if not 1 <= n <= DICT_MAX_ENTRIES or not 1 <= nb <= len(buf) - DICT_HEAD.size:
+        raise CorruptionError(f"{where}: bad head ({n} entries, {nb} bytes)")
+    return decode_blob(buf[DICT_HEAD.size : DICT_HEAD.size + nb], n, block_size)
+
+
 def _first_of(group: np.ndarray) -> np.ndarray:
     """For a sorted group id per element, the index of each element's group's first element."""
     new = np.ones(len(group), bool)
@@ -501,22 +564,25 @@ def read_bits(buf: np.ndarray, bit: np.ndarray, w: np.ndarray) -> np.ndarray:
     return v & ((_U64(1) << np.asarray(w).astype(_U64)) - _U64(1))
 
 
-def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks):
+def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=None):
     """The staged form (docs/DESIGN.md §4) of blocks ``b`` whose payloads start at bit ``src_bit`` of
     ``pay`` (uint8): ``(hdr int64 [K, 3], words int64)``, one zero word at the end. A plain block's
     bits are realigned to a word boundary (format 2's words); a PATCH or RUN block gets its aux word,
     then its values and its bitmap, each from a word boundary, then a PATCH block's exceptions as
-    32-bit words (their high parts, ``exception + 1``: one load each on the GPU)."""
+    32-bit words (their high parts, ``exception + 1``: one load each on the GPU). ``dict_blocks``
+    (bool per block, plain blocks only): blocks of codes, staged as DICT blocks (an aux word of kind
+    ``AUX_DICT`` before their values; the caller adds where their dictionary starts to the base)."""
     src_bit = np.asarray(src_bit, dtype=np.int64)
-    aux = b.kind != KIND_PLAIN
+    ext = b.kind != KIND_PLAIN
+    aux = ext if dict_blocks is None else ext | np.asarray(dict_blocks, bool)
     vw = codec.words_for(b.nv, b.w)
-    bw = np.where(aux, (b.cnt + 63) >> 6, 0)
+    bw = np.where(ext, (b.cnt + 63) >> 6, 0)
     ew = (b.e + 1) >> 1
     tot = aux + vw + bw + ew
     off = np.cumsum(tot) - tot + aux  # each block's word_off: its values
     words = np.zeros(int(tot.sum()) + 1, dtype=_U64)
     vbits = b.nv * b.w
-    mbits = np.where(aux, b.cnt, 0)
+    mbits = np.where(ext, b.cnt, 0)
     K = len(off)
     realign(pay, np.concatenate([src_bit, src_bit + vbits]), np.concatenate([vbits, mbits]), words,
             np.concatenate([off, off + vw]))
@@ -524,7 +590,8 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks):
     hdr[:, 0] = b.base
     hdr[:, 1] = b.slope
     hdr[:, 2] = (off << 8) | np.where(aux, AUX_FLAG, 0) | b.w
-    a = np.flatnonzero(aux)
+    words[off[aux & ~ext] - 1] = AUX_DICT
+    a = np.flatnonzero(ext)
     if len(a):
         w32 = words.view(np.uint32)
         p = np.flatnonzero(b.e > 0)

@@ -125,11 +125,11 @@ def plan(tier, ex: Examples, tenant: Tenant, check_leakage=True) -> StagedBatch:
     read = tier.read_blocks_many([c for c, _ in cols], run_stripe, run_lo, run_hi) if run_stripe.size else {}
     for col, project in cols:
         if run_stripe.size:
-            hdr, words, nb = read[col]
+            (hdr, words, nb), dicts, keys = read[col], read[col].dicts, read[col].dict_keys
         else:
-            hdr, words, nb = np.zeros((0, 3), dtype=np.int64), np.zeros(1, dtype=np.int64), 0
+            hdr, words, nb, dicts, keys = np.zeros((0, 3), dtype=np.int64), np.zeros(1, dtype=np.int64), 0, None, None
         nbytes += nb
-        staged[col] = StagedColumn(col, tier.schema[col], hdr, words, ex.tail_values[col], project)
+        staged[col] = StagedColumn(col, tier.schema[col], hdr, words, ex.tail_values[col], project, dicts, keys)
 
     return StagedBatch(
         block_size=bs,

@@ -7,17 +7,34 @@ planner threads can share it; a handle that moves to another version gets a new 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from gpumat.core.errors import CorruptionError, SchemaError
+from gpumat.core.errors import CorruptionError, GpumatError, SchemaError
 from gpumat.core.staged import AUX_FLAG
 from gpumat.host import codec, pages
 from gpumat.host.lengths import LengthHistory
 from gpumat.host.log import State
 from gpumat.host.ranges import ranges, take_ranges
 from gpumat.host.segment import CHUNK_BYTES, Segment, known_segment, open_segment
+
+
+class Blocks(tuple):
+    """What ``read_blocks`` returns: ``(hdr, words, nbytes)``, and ``dicts``: the dictionaries its
+    DICT blocks index (int64, the segment dictionaries of the stripes read, back to back; each
+    block's base already counts where its own starts), ``None`` when it has none; ``dict_keys``:
+    one int per dictionary, in order, naming it (its segment and place: equal keys, equal
+    ``dicts``)."""
+
+    dicts: np.ndarray | None
+    dict_keys: tuple | None
+
+    def __new__(cls, hdr, words, nbytes, dicts=None, dict_keys=None):
+        t = super().__new__(cls, (hdr, words, nbytes))
+        t.dicts, t.dict_keys = dicts, dict_keys
+        return t
 
 
 @dataclass
@@ -193,10 +210,12 @@ class VersionReader:
     def read_blocks(self, column: str, stripe_idx, block_lo, block_hi):
         """Blocks ``[block_lo[i], block_hi[i])`` of the blob of ``column`` of directory stripes ``stripe_idx[i]``.
 
-        Returns ``(hdr, words, nbytes)``: ``hdr`` int64 ``[K, 3]`` (base, slope, meta) in request order
-        with ``word_off`` rewritten to index ``words`` (int64, every block's packed words back to back,
-        plus one zero word); ``nbytes``: the stored bytes the blocks need (format 2: their headers and
-        packed words; format 3: the pages holding them and their page-table entries). Everything read
+        Returns ``Blocks(hdr, words, nbytes)``: ``hdr`` int64 ``[K, 3]`` (base, slope, meta) in request
+        order with ``word_off`` rewritten to index ``words`` (int64, every block's packed words back to
+        back, plus one zero word); ``nbytes``: the stored bytes the blocks need (format 2: their headers
+        and packed words; format 3: the pages holding them and their page-table entries); ``.dicts``:
+        the dictionaries of its DICT blocks (blocks of stripes stored as codes, DESIGN §1), or None:
+        decoders take it (``codec.decode_blocks(..., dicts=)``, ``StagedColumn.dicts``). Everything read
         is verified (format 2: each block's hash; format 3: the chunk checksums), else
         ``CorruptionError``. Vectorized: one pass per segment, none per block.
         """
@@ -239,6 +258,20 @@ class VersionReader:
         d = self.directory()
         n = self._dir_cols[column][1]
         return np.where(self.seg_formats()[d.seg] == 3, n, 8 * n) if len(n) else n
+
+    def dict_bytes(self, column: str) -> int:
+        """The stored bytes of the segment dictionaries of ``column`` (each sits right before the
+        column's first blob in its segment, host/pages.py ``encode_column``)."""
+        d = self.directory()
+        off, _, enc = self._dir_cols[column]
+        m = (enc & codec.ENC_DICT) != 0
+        if not m.any():
+            return 0
+        seg, o, at = d.seg[m], off[m], enc[m] >> 8
+        first = np.full(len(self._segs), np.iinfo(np.int64).max)
+        np.minimum.at(first, seg, o)
+        u, i = np.unique(seg, return_index=True)  # one dictionary per segment and column
+        return int((first[u] - at[i]).sum())
 
     def _block_plan(self, stripe_idx, block_lo, block_hi):
         """The column-independent half of a read: the requested blocks, their stripes, segments and
@@ -378,7 +411,7 @@ class VersionReader:
         io = getattr(self.store, "io", None)
         if io is not None:
             io.add(blocks_read=K, block_runs=int((nblk > 0).sum()))
-        return hdr, words, 8 * (codec.HDR_WORDS * K + total)
+        return Blocks(hdr, words, 8 * (codec.HDR_WORDS * K + total))
 
     def _read_phases3(self, columns: list, p: "_BlockPlan"):
         """``_read_phases`` for blocks in format-3 files (host/pages.py), every column of ``columns``
@@ -401,6 +434,8 @@ class VersionReader:
         PB = pages.PAGE_BLOCKS
         bo = np.concatenate([self._dir_cols[c][0][si1] for c in columns]) if C else si
         blen = np.concatenate([self._dir_cols[c][1][si1] for c in columns]) if C else si
+        enc = np.concatenate([self._dir_cols[c][2][si1] for c in columns]) if C else si
+        isd = (enc & codec.ENC_DICT) != 0  # requests of stripes stored as codes into a segment dictionary
         nb = d.nblocks[si]
         npg = (nb + PB - 1) // PB
         multi = npg > 1
@@ -533,7 +568,10 @@ class VersionReader:
         if (ext & (tot > room)).any() or (multi & ext & ~last & (tot != b_hi - b_lo)).any():
             raise CorruptionError(f"{where}: the anchors of a stripe disagree with its fields")
         src = np.repeat(p_at - sub, nblk) + cb[want]
-        hdr, words = pages.stage_blocks(got, src, blk.take(want))
+        dict_b = np.repeat(isd, nblk)
+        if dict_b.any() and (blk.kind[want][dict_b] != pages.KIND_PLAIN).any():
+            raise CorruptionError(f"{where}: a blob of codes (DICT) holds PATCH or RUN blocks")
+        hdr, words = pages.stage_blocks(got, src, blk.take(want), dict_b if dict_b.any() else None)
         io = getattr(self.store, "io", None)
         if io is not None:
             io.add(blocks_read=len(want), block_runs=len(si))
@@ -550,8 +588,27 @@ class VersionReader:
             h[:, 2] -= w0 << 8
             wc = np.zeros(w1 - w0 + 1, np.int64)
             wc[:-1] = words[w0:w1]
-            out[c] = (h, wc, int(need[i * n1 : (i + 1) * n1].sum()))
+            rq = slice(i * n1, (i + 1) * n1)
+            dicts, keys = self._dictionaries(seg[rq], enc[rq], isd[rq], nblk1, h) if isd[rq].any() else (None, None)
+            out[c] = Blocks(h, wc, int(need[rq].sum()), dicts, keys)
         return out
+
+    def _dictionaries(self, seg, enc, isd, nblk, hdr) -> tuple:
+        """The dictionaries of the DICT requests ``isd`` (their segments ``seg``, the dictionary's
+        place in ``enc``) back to back, each once, and their keys; adds where each one starts to the
+        base of its requests' blocks (``hdr``, ``nblk`` per request, in order), so that a block's
+        value line is its index into them (DESIGN §4)."""
+        r = np.flatnonzero(isd)
+        keys, inv = np.unique(np.stack([seg[r], enc[r] >> 8]), axis=1, return_inverse=True)
+        parts = [self.segment(int(s)).dictionary(int(o), self.block_size) for s, o in keys.T]
+        at = np.cumsum([len(d) for d in parts]) - np.array([len(d) for d in parts])
+        if len(parts) and int(at[-1]) + len(parts[-1]) >= 1 << 31:
+            raise GpumatError(f"{self.where}: a batch's segment dictionaries exceed 2^31 entries; use smaller batches")
+        start = np.zeros(len(seg), np.int64)
+        start[r] = at[np.asarray(inv).reshape(-1)]
+        hdr[:, 0] += np.repeat(start, nblk)
+        names = [self.segment(int(s)) for s in keys[0]]
+        return np.concatenate(parts), tuple(_dict_key(g.path, g.base, int(o)) for g, o in zip(names, keys[1]))
 
     def _small_pool(self) -> tuple[np.ndarray, np.ndarray]:
         """The blob regions of every small segment back to back (read once per version), and each
@@ -588,11 +645,11 @@ class VersionReader:
         """All values of ``column`` of the given directory stripes, concatenated in the given order (int64)."""
         d = self.directory()
         si = np.asarray(stripe_idx, dtype=np.int64)
-        hdr, words, _ = self.read_blocks(column, si, np.zeros(len(si), np.int64), d.nblocks[si])
+        got = self.read_blocks(column, si, np.zeros(len(si), np.int64), d.nblocks[si])
         nblk = d.nblocks[si]
         j = ranges(np.zeros(len(si), np.int64), nblk)
         cnt = np.minimum(self.block_size, np.repeat(d.count[si], nblk) - j * self.block_size)
-        return codec.decode_blocks(hdr, words, cnt)
+        return codec.decode_blocks(got[0], got[1], cnt, dicts=got.dicts)
 
 
 @dataclass
@@ -672,7 +729,13 @@ def _merge_parts(parts: list, nblk: np.ndarray) -> tuple:
         words[ranges(out_off[pos], n)] = w[: int(n.sum())]
         hdr[pos] = h
         hdr[pos, 2] = ((out_off[pos] + ((h[:, 2] & AUX_FLAG) != 0)) << 8) | (h[:, 2] & 255)
-    return hdr, words, sum(res[2] for _, res in parts)
+    dicts = [res for _, res in parts if getattr(res, "dicts", None) is not None]  # format 3's part only
+    return Blocks(hdr, words, sum(res[2] for _, res in parts), *((dicts[0].dicts, dicts[0].dict_keys) if dicts else ()))
+
+
+def _dict_key(path: str, base: int, off: int) -> int:
+    """A segment dictionary's key: a 63-bit hash of where it is (data files are never rewritten)."""
+    return int.from_bytes(hashlib.blake2b(f"{path}@{base}:{off}".encode(), digest_size=8).digest(), "little") >> 1
 
 
 def _nonempty(reqs: np.ndarray, nblk: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from gpumat.core.errors import CorruptionError
-from gpumat.host import codec, native
+from gpumat.host import codec, native, pages
 from gpumat.host.ranges import ranges, take_ranges
 
 MAGIC = b"GPUMSEG2"
@@ -123,8 +123,9 @@ def chunk_hash(buf: np.ndarray, chunk: int = CHUNK_BYTES, ids=0) -> np.ndarray:
 def encode_segment3(columns: list[str], user_id, start, count, blobs: dict) -> tuple[list, int, int]:
     """The bytes of a format-3 segment: ``(buffers, size, index_crc)``.
 
-    ``blobs[c]``: the ``(region, blob_off, blob_nbytes, enc)`` of ``host.pages.encode_stripes`` for
-    column ``c`` over the stripes ``user_id, start, count`` (sorted by ``(user_id, start)``).
+    ``blobs[c]``: the ``(region, blob_off, blob_nbytes, enc)`` of ``host.pages.encode_column`` for
+    column ``c`` over the stripes ``user_id, start, count`` (sorted by ``(user_id, start)``); a
+    column's dictionary, if any, is where its ``enc`` says in its ``region``.
     The file is ``[blob region][chunk checksums, u32 each][pad][index][pad][trailer]``; the trailer's
     crc32 covers everything after the region and the trailer's first 24 bytes."""
     fields = {"user_id": user_id, "start": start, "count": count}
@@ -133,7 +134,9 @@ def encode_segment3(columns: list[str], user_id, start, count, blobs: dict) -> t
         region, blob_off, blob_nbytes, enc = blobs[c]
         fields[f"{c}.off"] = pos + blob_off
         fields[f"{c}.nbytes"] = blob_nbytes
-        fields[f"{c}.enc"] = enc
+        # a DICT stripe's enc carries its dictionary's byte offset in the blob region (bits 8..)
+        enc = np.asarray(enc, np.int64)
+        fields[f"{c}.enc"] = np.where(enc & codec.ENC_DICT, enc + (pos << 8), enc)
         pos += region.nbytes
     region = np.concatenate([np.asarray(blobs[c][0], dtype=np.uint8) for c in columns]) if columns else np.zeros(0, np.uint8)
     checks = chunk_hash(region).astype("<u4").tobytes()
@@ -217,6 +220,7 @@ class Segment:
     fmt: int = 2
     checks: np.ndarray | None = None  # format 3: the chunk checksums (uint32)
     _region: np.ndarray | None = None  # the whole blob region, for a small segment once read (verified)
+    _dicts: dict | None = None  # format 3: the dictionaries read, by byte offset (decoded, verified)
 
     @property
     def num_stripes(self) -> int:
@@ -264,6 +268,27 @@ class Segment:
             self.checks = np.frombuffer(raw[o : o + n].tobytes(), "<u4")
         self._verify(raw[:o], 0)
         self._region = raw[:o]
+
+    def dictionary(self, off: int, block_size: int) -> np.ndarray:
+        """The segment dictionary (host/pages.py ``encode_column``) at byte ``off`` of the blob region:
+        its values, int64, sorted; read (two reads: its head, then its blob; every chunk verified),
+        decoded and kept on first use."""
+        if self._dicts is None:
+            self._dicts = {}
+        d = self._dicts.get(off)
+        if d is None:
+            where = f"segment {self.name}: dictionary at byte {off}"
+            if not 0 <= off <= self.region_bytes - pages.DICT_HEAD.size:
+                raise CorruptionError(f"{where}: outside the blob region")
+            reqs, fin = self.bytes_request([off], [pages.DICT_HEAD.size])
+            self.store.fetch(reqs)
+            _, nb = pages.DICT_HEAD.unpack(fin().tobytes())
+            n = min(nb, self.region_bytes - off - pages.DICT_HEAD.size)  # a bad size fails in decode_dictionary
+            reqs, fin = self.bytes_request([off], [pages.DICT_HEAD.size + n])
+            self.store.fetch(reqs)
+            d = pages.decode_dictionary(fin(), block_size, where)
+            self._dicts[off] = d
+        return d
 
     def _load_checks(self) -> np.ndarray:
         if self.checks is None:
@@ -433,9 +458,16 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
             bad = ((o % 8) | (n % 8)).any() or (o < 0).any() or (o + n > idx_off).any() or (n < 8 * codec.HDR_WORDS * nb).any()
         if bad:
             raise CorruptionError(f"segment {where}: blob ranges of column {c!r} out of bounds")
-        known = codec.ENC_LFOR | (codec.ENC_PATCH | codec.ENC_RUN if region_bytes is not None else 0)  # flags
-        if ((e < 0) | (e & ~known) != 0).any():
+        known = codec.ENC_LFOR | (codec.ENC_PATCH | codec.ENC_RUN | codec.ENC_DICT if region_bytes is not None else 0)
+        isd = (e & codec.ENC_DICT) != 0
+        if ((e < 0) | ((e & codec.ENC_FLAGS & ~known) != 0) | (~isd & (e > codec.ENC_FLAGS))).any():
             raise CorruptionError(f"segment {where}: unknown encoding in column {c!r}")
+        # DICT blobs: one dictionary per column, before its blobs, its head inside the region; codes
+        # in FOR / LFOR blocks only, of at most AUX_MAX_BLOCK values
+        if isd.any() and (((e[isd] >> 8) != (e[isd][0] >> 8)).any() or (e[isd] & (codec.ENC_PATCH | codec.ENC_RUN)).any()
+                          or (e[isd][0] >> 8) + pages.DICT_HEAD.size > o[isd].min()
+                          or block_size > pages.AUX_MAX_BLOCK):
+            raise CorruptionError(f"segment {where}: bad dictionary of column {c!r}")
         if region_bytes is not None:
             off[c], nwords[c], enc[c] = o, n, e
         else:

@@ -425,11 +425,13 @@ class Tier:
         per_col = {}
         for c in r.schema:
             _, _, enc = r.blobs(c)
-            nbytes = int(r.blob_bytes(c).sum())
+            dict_bytes = r.dict_bytes(c)
+            nbytes = int(r.blob_bytes(c).sum()) + dict_bytes
             per_col[c] = {
                 "dtype": r.schema[c],
-                "bytes": nbytes,
+                "bytes": nbytes,  # blobs and segment dictionaries
                 "bytes_per_event": nbytes / events if events else 0.0,
+                "dictionary_bytes": dict_bytes,
                 "encodings": codec.enc_counts(enc),
             }
         files = r.state.files.values()

@@ -241,7 +241,7 @@ def pack_staged(s: StagedBatch, flat: np.ndarray, layout: dict) -> None:
 
 def staged_skeleton(s: StagedBatch) -> dict:
     """What a consumer needs, beside the packed words, to rebuild ``s`` (``staged_from_skeleton``)."""
-    sk = {"block_size": s.block_size, "columns": [(c.name, c.dtype, c.project, c.dicts is not None)
+    sk = {"block_size": s.block_size, "columns": [(c.name, c.dtype, c.project, c.dicts is not None, c.dict_keys)
                                                   for c in s.columns.values()],
           "check_leakage": s.check_leakage, "nbytes_read": s.nbytes_read, "known_total": s.total,
           "known_history": s.history_events}
@@ -264,8 +264,8 @@ def _known(sk: dict) -> dict:
 
 def staged_from_skeleton(sk: dict, flat, layout: dict) -> StagedBatch:
     """The staged batch ``staged_skeleton`` described, its arrays views of ``flat`` (NumPy or torch)."""
-    empty = StagedBatch(sk["block_size"], {n: StagedColumn(n, d, None, None, None, p, True if x else None)
-                                           for n, d, p, x in sk["columns"]},
+    empty = StagedBatch(sk["block_size"], {n: StagedColumn(n, d, None, None, None, p, True if x else None, k)
+                                           for n, d, p, x, k in sk["columns"]},
                         *([None] * 10), check_leakage=sk["check_leakage"], nbytes_read=sk["nbytes_read"], **_known(sk))
     if isinstance(flat, np.ndarray):
         def take(name):

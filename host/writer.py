@@ -102,7 +102,7 @@ def _segment_of(state: State, user, start, count, values: dict):
     if SEGMENT_FORMAT == 2:  # for readers of releases before format 3 (and the tests of mixed tiers)
         blobs = {c: codec.encode_stripes(values[c], count, state.block_size) for c in state.schema}
         return encode_segment(list(state.schema), user, start, count, blobs)
-    blobs = {c: pages.encode_stripes(values[c], count, state.block_size) for c in state.schema}
+    blobs = {c: pages.encode_column(values[c], count, state.block_size) for c in state.schema}
     return encode_segment3(list(state.schema), user, start, count, blobs)
 
 

@@ -12,7 +12,7 @@ take a branch that is uniform across a CUDA block (all its threads share the til
 aux word, then per value its bitmap word, a rank (prefix byte + ``__popc``) and the run's index
 (RUN) or an exception's 32-bit high part (PATCH). Every load is bounds-checked against
 ``n_words``, as the plain path's are: a bad header reads zeros, never outside the words. A DICT
-block (aux kind 3) then looks its code up in the column's dictionaries, the index clamped to
+block (aux kind 3) then looks its value line up in the column's dictionaries, clamped to
 ``n_dicts - 1`` (0 for a column without them), as the contract defines.
 """
 
@@ -85,8 +85,8 @@ __device__ void decode_gather(const i64* hdr, const i64* words, const i64* tile_
     }
     const u64 bits = read_bits(words, n_words, word_off, idx * w, w);
     i64 v = (i64)(base + slope * (u64)idx + bits + patch);
-    if (kind == 3) {  // DICT: the code (low 32 bits) indexes the block's dictionary, from a >> 32
-        const u64 di = (a >> 32) + ((u64)v & 0xFFFFFFFFull);
+    if (kind == 3) {  // DICT: the value line's low 32 bits (code + dictionary start) index the dictionaries
+        const u64 di = (u64)v & 0xFFFFFFFFull;
         v = n_dicts > 0 ? dicts[di < (u64)(n_dicts - 1) ? di : (u64)(n_dicts - 1)] : 0;
     }
     if (store) {

@@ -41,8 +41,8 @@ per tile, then per value its bitmap word and a rank (prefix byte + popcount): RU
 index in place of the position (so each value has its own word and shift), PATCH adds one 32-bit
 exception word shifted past the low bits. A column whose blocks are all 0 bits wide (PATCH flags
 without low bits, constants) skips the value loads (``NOBITS_MASK``). A column with DICT blocks
-(aux kind 3, ``DICT_MASK``) reads each block's aux word once per tile and gathers each value from
-its dictionary (``dicts_c``, int64, the code added to where the block's dictionary starts).
+(aux kind 3, ``DICT_MASK``) gathers each value from its dictionary (``dicts_c``, int64) at the
+block's value line: its code plus where its dictionary starts, which the host folds into its base.
 
 The launch shapes were chosen from the SASS (``gpumat bench kernels --static``, 2026-12-01): 2.42 /
 2.56 warp-instructions per event for the long bench tenant with FOR blocks only, 2.86 / 2.96 with
@@ -243,21 +243,20 @@ if triton is not None:
                     lane_v = base.to(tl.uint32) + slope32 * klu
                     val = (lane_v + slope32 * sk + lo32).to(tl.int32, bitcast=True)
             if (DICT_MASK >> c) & 1:
-                # DICT blocks (aux kind 3): the value is the code's entry in the block's dictionary,
-                # which starts at the aux word's high half; one gather per value, the index clamped
-                # to the column's dictionaries (the contract's definition, and memory safety)
-                dok = ok & ((meta & 0x80) != 0) & (off >= 2)
-                dat = tl.where(dok, off - 2, 0)
-                dlo = tl.where(dok, tl.load(words[c] + dat).to(tl.uint32, bitcast=True), 0)
-                dst0 = tl.load(words[c] + dat + 1).to(tl.uint32, bitcast=True).to(tl.int64)
-                isd = ((dlo & 3) + (klu - klu)) == 3  # per lane (masks of one shape), as ``kind`` above
-                # the code: the low 32 bits of the value line; its index clamped to the dictionaries
-                if (OUT64_MASK >> c) & 1:
-                    code = val & 0xFFFFFFFF
+                # DICT blocks (aux kind 3): the value line is an index into the column's dictionaries
+                # (the block's code plus where its dictionary starts, folded into its base by the
+                # host), read mod 2^32 and clamped to them (the contract's definition, and memory
+                # safety); one gather per value. A column without PATCH / RUN blocks needs no aux
+                # word: its flagged blocks are its DICT blocks.
+                if ((PATCH_MASK | RUN_MASK) >> c) & 1:
+                    isd = kind == 3
                 else:
-                    code = val.to(tl.uint32, bitcast=True).to(tl.int64)
-                dv = tl.load(dicts[c] + tl.minimum(dst0 + code, ndicts[c] - 1), mask=live & isd, other=0)
-                val = tl.where(isd, dv.to(val.dtype), val)
+                    isd = (((meta >> 7) & 1).to(tl.uint32) + (klu - klu)) == 1  # per lane, as ``kind``
+                dmax = (ndicts[c] - 1).to(tl.uint32)
+                di = tl.minimum(val.to(tl.uint64, bitcast=True).to(tl.uint32) if (OUT64_MASK >> c) & 1
+                                else val.to(tl.uint32, bitcast=True), dmax)
+                # (dead lanes too: their index is clamped like any other, and nothing stores them)
+                val = tl.load(dicts[c] + di.to(tl.int32, bitcast=True), mask=isd, other=val.to(tl.int64)).to(val.dtype)
             if (STORE_MASK >> c) & 1:
                 dst = (outs[c] + (row + c0 + lane)) + step * LANES
                 tl.store(dst, val.to(outs[c].dtype.element_ty), mask=smask)

@@ -81,14 +81,15 @@ def _rng(xs, fmt="{:.0f}"):
 
 
 def all_blocks(tier, column):
-    """(hdr, words, counts) of every block of ``column`` in directory order (a verified read)."""
+    """(hdr, words, counts, dicts) of every block of ``column`` in directory order (a verified read;
+    ``dicts``: the segment dictionaries its DICT blocks index, or None)."""
     from gpumat.host.codec import block_counts
 
     d = tier.directory()
     si = np.arange(len(d), dtype=np.int64)
-    hdr, words, _ = tier.read_blocks(column, si, np.zeros_like(si), d.nblocks)
+    got = tier.read_blocks(column, si, np.zeros_like(si), d.nblocks)
     _, cnt = block_counts(d.count, tier.block_size)
-    return hdr, words, cnt
+    return got[0], got[1], cnt, got.dicts
 
 
 def events_table(tier) -> pa.Table:
@@ -98,8 +99,8 @@ def events_table(tier) -> pa.Table:
     d = tier.directory()
     cols = {"user_id": np.repeat(d.user_id, d.count)}
     for c, dt in tier.schema.items():
-        hdr, words, cnt = all_blocks(tier, c)
-        cols[c] = decode_blocks(hdr, words, cnt).astype(dt)
+        hdr, words, cnt, dicts = all_blocks(tier, c)
+        cols[c] = decode_blocks(hdr, words, cnt, dicts=dicts).astype(dt)
     return pa.table(cols)
 
 
@@ -138,9 +139,9 @@ def part_decode(tier, repeat: int) -> dict:
     si = np.arange(len(d), dtype=np.int64)
     r = tier._reader
     for c in tier.schema:
-        hdr, words, cnt = all_blocks(tier, c)
+        hdr, words, cnt, dicts = all_blocks(tier, c)
         want = table.column(c).to_numpy().astype(np.int64)
-        got = codec.decode_blocks(hdr, words, cnt)
+        got = codec.decode_blocks(hdr, words, cnt, dicts=dicts)
         if not (np.array_equal(got, want)):
             raise RuntimeError(f"decode of column {c!r} differs from the reference")
         # the column's stored bytes in each segment (format 3: its blobs are contiguous), chunk-aligned
@@ -152,15 +153,15 @@ def part_decode(tier, repeat: int) -> dict:
             spans.append((r.segment(int(s)).region()[a:b], a // CHUNK_BYTES))
 
         def stored():
-            h, w, _ = tier.read_blocks(c, si, np.zeros_like(si), d.nblocks)
-            codec.decode_blocks(h, w, cnt)
+            b = tier.read_blocks(c, si, np.zeros_like(si), d.nblocks)
+            codec.decode_blocks(b[0], b[1], cnt, dicts=b.dicts)
 
         def verify_stored():
             for buf, first in spans:
                 chunk_hash(buf, CHUNK_BYTES, first)
             stored()
 
-        t = interleaved({"tier": stored, "verify": verify_stored, "staged": lambda: codec.decode_blocks(hdr, words, cnt),
+        t = interleaved({"tier": stored, "verify": verify_stored, "staged": lambda: codec.decode_blocks(hdr, words, cnt, dicts=dicts),
                          "pq": lambda: pq.read_table(pa.BufferReader(blob), columns=[c], use_threads=False),
                          "memcpy": lambda: np.copyto(dst, src)}, repeat)
         t_tier, t_ver, t_pq, t_mem = t["tier"], t["verify"], t["pq"], t["memcpy"]
@@ -199,8 +200,8 @@ def part_epoch(tier, tenants, examples, repeat: int, batch_size: int = 256) -> d
     user_base = np.cumsum(user_len) - user_len
     hist = {}
     for c in tier.schema:
-        hdr, words, cnt = all_blocks(tier, c)
-        hist[c] = decode_blocks(hdr, words, cnt)
+        hdr, words, cnt, dicts = all_blocks(tier, c)
+        hist[c] = decode_blocks(hdr, words, cnt, dicts=dicts)
     batches = user_clustered_batches(examples, batch_size, seed=0)
     out = {}
     print(f"{'tenant':<8}{'events':>12}{'reference s':>14}{'numpy gather s':>16}{'ratio':>12}   "

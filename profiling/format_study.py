@@ -978,12 +978,12 @@ def study(ds: dict, quick=False, log=print) -> dict:
         for s_ in np.unique(seg):
             st = np.flatnonzero(seg == s_)
             vals = ds["values"][c][ranges(vstart[st], ds["sc"][st])]
-            nbytes += int(pages.encode_stripes(vals, ds["sc"][st], ds["block_size"])[2].sum())
+            nbytes += len(pages.encode_column(vals, ds["sc"][st], ds["block_size"])[0])
         per[c] = {"bytes": nbytes}
         if per[c]["bytes"] != ds["tier_col_bytes"][c]:
             raise RuntimeError(f"rung F3 of {c!r}: {per[c]['bytes']} bytes, the tier holds {ds['tier_col_bytes'][c]}")
-    put("F3", "format 3 as written (host.pages: tags, anchors, bit-contiguous payload, varint fields; "
-              "chunk checksums not counted)", per)
+    put("F3", "format 3 as written (host.pages: tags, anchors, bit-contiguous payload, varint fields, "
+              "segment dictionaries; chunk checksums not counted)", per)
     keep = {}
     for name, d, desc in LADDER:
         if quick and name not in ("B1", "B3", "C3", "E1", "D1"):

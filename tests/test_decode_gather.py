@@ -90,14 +90,14 @@ def encode_run(x: list[int]):
     return ("run", base, slope, w, r, hit, 0, [])
 
 
-def stage_block(blk, words: list[int], dict_start: int = 0) -> int:
+def stage_block(blk, words: list[int]) -> int:
     """Append a block's staged words to ``words`` and return its meta (DESIGN §4): a plain block's
     packed residuals; a PATCH / RUN block's aux word, values, bitmap and exceptions, each from a
-    64-bit word, the aux word's rank prefixes counted here; a DICT block's aux word (kind 3, its
-    dictionary at ``dict_start`` of the column's dictionaries) and packed codes."""
+    64-bit word, the aux word's rank prefixes counted here; a DICT block's aux word (kind 3) and
+    packed codes (where its dictionary starts goes into its base, ``stage``)."""
     if blk[0] == "dict":
         _, base, slope, w, r, _, _ = blk
-        words.append(3 | (dict_start << 32))
+        words.append(3)
         meta = (len(words) << 8) | 0x80 | w
         words.extend(pack_bits(r, w))
         return meta
@@ -296,8 +296,8 @@ def stage(histories, examples, columns, L, check_leakage, rng, bs=BS):
             if blk[0] == "dict" and blk[5] not in dict_at:  # each dictionary staged once, where first used
                 dict_at[blk[5]] = len(dicts)
                 dicts.extend(blk[6])
-            start = dict_at[blk[5]] if blk[0] == "dict" else 0
-            hdr.append([signed(base), signed(slope), stage_block(blk, words, start)])
+            start = dict_at[blk[5]] if blk[0] == "dict" else 0  # a DICT block's line: code + start
+            hdr.append([signed(base + start), signed(slope), stage_block(blk, words)])
         words.append(0)  # the +1 zero word of DESIGN §4
         cols[c] = StagedColumn(
             c,
@@ -546,8 +546,8 @@ def test_dict_codes_past_the_dictionary_are_clamped():
         assert_equal_verbose(ref[c], twin[c], f"reference {c}")
         assert_equal_verbose(pt[c].numpy(), twin[c], f"torch peer {c}")
     # the definition itself: one DICT block with codes 0..3 into a dictionary of 2 entries from 1
-    h = np.array([[0, 1, (1 << 8) | 0x80 | 0]])  # LFOR codes 0, 1, 2, 3 (0 bits)
-    w = np.array([3 | (1 << 32), 0], np.int64)
+    h = np.array([[0 + 1, 1, (1 << 8) | 0x80 | 0]])  # LFOR codes 0, 1, 2, 3 (0 bits), + start 1
+    w = np.array([3, 0], np.int64)
     dv = decode_values_np(h, w, np.zeros(4, np.int64), np.arange(4), np.array([9, 8, 7], np.int64))
     assert dv.tolist() == [8, 7, 7, 7]
     assert decode_values_np(h, w, np.zeros(4, np.int64), np.arange(4), np.zeros(0, np.int64)).tolist() == [0] * 4

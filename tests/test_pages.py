@@ -65,7 +65,7 @@ def windows(rng, d, k):
 
 def window_values(whole, d, si, lo, hi, c, bs):
     """What ``read_blocks`` of those windows holds: slices of the users' whole histories."""
-    return np.concatenate([whole[int(d.user_id[s])][c][d.start[s] + bs * a : d.start[s] + bs * b]
+    return np.concatenate([whole[int(d.user_id[s])][c][d.start[s] + bs * a : d.start[s] + min(bs * b, d.count[s])]
                            for s, a, b in zip(si, lo, hi)])
 
 
@@ -298,13 +298,14 @@ def test_format3_is_smaller_and_every_flipped_region_byte_is_caught(tmp_path, mo
     assert_flips_caught(tmp_path / "t3", range(30), 25)
 
 
-def assert_flips_caught(tier_dir, users, n):
-    """A bit flipped in any of ``n`` random bytes of the tier's one data file's blob region is a
-    ``CorruptionError`` (its chunk checksum) when the users' histories are read; restored, it reads."""
+def assert_flips_caught(tier_dir, users, n, span=None):
+    """A bit flipped in any of ``n`` random bytes of the tier's one data file's blob region (or of
+    bytes ``span = (lo, hi)`` of it) is a ``CorruptionError`` (its chunk checksum) when the users'
+    histories are read; restored, it reads."""
     data = tier_dir / "_data"
     (path,) = [data / n for n in os.listdir(data)]
-    R = Tier.open(tier_dir)._reader.segment(0).region_bytes
-    for byte in np.random.default_rng(0).integers(0, R, n).tolist():
+    lo, hi = span or (0, Tier.open(tier_dir)._reader.segment(0).region_bytes)
+    for byte in np.random.default_rng(0).integers(lo, hi, n).tolist():
         with open(path, "r+b") as f:
             f.seek(byte)
             b = f.read(1)[0]
@@ -362,3 +363,121 @@ def test_copy_ranges_refuses_ranges_outside_its_arrays(decoder):
             native.copy_ranges(src, np.array(s_at), out, np.array(d_at), np.array(n))
     with pytest.raises(ValueError, match="non-object"):
         native.copy_ranges(np.zeros(2, object), np.array([0]), np.zeros(2, object), np.array([0]), np.array([1]))
+
+
+def zipf_table(rng, users, n, ts0=0):
+    """Events whose item ids repeat as real ones do (Zipf, 40-bit ids): a segment dictionary pays."""
+    ids = rng.integers(0, 1 << 40, 5000)
+    return pa.table({"user_id": np.sort(rng.choice(users, n)), "ts": ts0 + np.arange(n),
+                     "item_id": ids[np.minimum(rng.zipf(1.2, n), len(ids)) - 1],
+                     "action": rng.integers(0, 3, n).astype(np.int32)})
+
+
+def test_segment_dictionary_is_kept_only_where_it_pays():
+    rng = np.random.default_rng(1)
+    sc = np.array([7000, 3000, 10])
+    zipf = zipf_table(rng, [0], int(sc.sum()))["item_id"].to_numpy()
+    region, off, nbytes, enc = pages.encode_column(zipf, sc, 128)
+    plain = pages.encode_stripes(zipf, sc, 128)[0]
+    assert (enc & codec.ENC_DICT).all() and (enc >> 8 == 0).all() and len(region) < (1 - pages.DICT_MIN_SAVING) * len(plain)
+    codes = decode_all(region, off, nbytes, sc, 128)
+    d = pages.decode_dictionary(region, 128)
+    assert (np.diff(d) > 0).all() and d[codes].tolist() == zipf.tolist()
+    for x, why in ((rng.integers(0, 1 << 40, 10000), "distinct ids"), (zipf[:100], "a small append"),
+                   (np.arange(10000) * 3, "a line: LFOR is smaller")):
+        r2, _, _, e2 = pages.encode_column(x, np.array([len(x)]), 128)
+        assert not (e2 & codec.ENC_DICT).any(), why
+        assert r2.tolist() == pages.encode_stripes(x, np.array([len(x)]), 128)[0].tolist(), why
+
+
+@pytest.mark.parametrize("backend", ["reference", "numpy", "triton", "torch"])
+def test_segment_dictionary_reads_and_materializes(tmp_path, monkeypatch, backend):
+    """A tier whose item ids are stored as codes into segment dictionaries (a bulk load, a
+    compacted merge, small appends without one; more than 16 versions, so a checkpoint's snapshot
+    opens the files without their indexes): block windows read in memory and by ranges decode to
+    the values, and planned batches of every backend equal the naive windows."""
+    import gpumat.ops
+    from gpumat.core.tenant import Tenant
+    from gpumat.host.examples import parse_examples
+    from gpumat.host.planner import plan
+
+    rng = np.random.default_rng(5)
+    users = np.array([1, 2, 3, 4, 5])
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=32)
+    t.append(zipf_table(rng, users, 20000))
+    t.append(zipf_table(rng, users[:3], 9000, 10**6))
+    for i in range(16):
+        t.append(zipf_table(rng, users, 40, 2 * 10**6 + 100 * i))
+    whole = {int(u): t.read_history(int(u)) for u in users}
+    seen = set()
+    for full in (1 << 30, 0):
+        monkeypatch.setattr(segment, "FULL_READ_BYTES", full)
+        h = Tier.open(t.uri)
+        assert h._reader.state.directory is not None  # opened from a checkpoint's snapshot
+        d = h.directory()
+        enc = h._reader.blobs("item_id")[2]
+        seen |= {bool(x) for x in enc & codec.ENC_DICT}
+        si, lo, hi = windows(rng, d, 50)
+        got = h.read_blocks("item_id", si, lo, hi)
+        cnt = np.minimum(32, np.repeat(d.count[si], hi - lo) - ranges(lo, hi - lo) * 32)
+        want = window_values(whole, d, si, lo, hi, "item_id", 32)
+        assert got.dicts is not None and codec.decode_blocks(got[0], got[1], cnt, dicts=got.dicts).tolist() == want.tolist()
+        pad = codec.decode_blocks_padded(got[0], got[1], 32, dicts=got.dicts)
+        assert pad[np.arange(32)[None, :] < cnt[:, None]].tolist() == want.tolist()
+        assert all(h.read_history(int(u))["item_id"].tolist() == whole[int(u)]["item_id"].tolist() for u in users)
+    assert seen == {True, False}  # the large segments have dictionaries, the small appends do not
+    if backend == "reference":  # compacted into one file with one dictionary: a flipped bit in it is caught
+        t.compact()
+        enc = Tier.open(t.uri)._reader.blobs("item_id")[2]
+        assert (enc & codec.ENC_DICT).all()
+        assert all(Tier.open(t.uri).read_history(int(u))["item_id"].tolist() == whole[int(u)]["item_id"].tolist()
+                   for u in users)
+        monkeypatch.setattr(segment, "FULL_READ_BYTES", 0)
+        at = int(enc[0]) >> 8
+        assert_flips_caught(tmp_path / "t", [int(x) for x in users], 8, (at, at + 200))
+    B = 24
+    u = rng.choice(users, B)
+    v = rng.integers(1, t.version + 1, B)
+    n = (rng.random(B) * (t.length_at(u, v) + 1)).astype(np.int64)
+    m = rng.integers(0, 3, B)
+    table = pa.table({"user_id": u, "version": v, "length": n, "request_ts": np.full(B, 10**9),
+                      **{f"tail_{c}": pa.array([[7] * int(k) for k in m], pa.list_(pa.int32() if dt == "int32" else pa.int64()))
+                         for c, dt in SCHEMA.items()}})
+    ex = parse_examples(table, SCHEMA)
+    tenant = Tenant("t", ["item_id", "action"], 3000)
+    staged = plan(Tier.open(t.uri), ex, tenant, check_leakage=True)
+    assert staged.columns["item_id"].dicts is not None and staged.aux("item_id") & 4
+    values, viol = gpumat.ops.decode_gather(staged if backend in ("reference", "numpy") else staged.to("cpu"), backend)
+    for c in tenant.columns:
+        want = []
+        for e in range(B):
+            hist = whole[int(u[e])][c][: int(n[e])].tolist() + [7] * int(ex.tail_len[e])
+            want += hist[max(0, len(hist) - tenant.max_len):]
+        assert values[c].tolist() == want, c
+    assert not viol.any()
+
+
+def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
+    """An index whose ``enc`` names a dictionary where there is none, several dictionaries for one
+    column, or codes in PATCH blocks is a ``CorruptionError`` when the segment is opened."""
+    from gpumat.host.store import LocalStore
+
+    rng = np.random.default_rng(2)
+    sc = np.array([6000, 4000])
+    x = zipf_table(rng, [0], int(sc.sum()))["item_id"].to_numpy()
+    good = pages.encode_column(x, sc, 128)
+    assert (good[3] & codec.ENC_DICT).all()
+    store = LocalStore(str(tmp_path))
+    for i, enc in enumerate([good[3], np.array([good[3][0], good[3][1] + (1 << 8)]),
+                             good[3] | codec.ENC_PATCH, np.full(2, 1 << 8)]):
+        bufs, size, crc = segment.encode_segment3(["item_id"], np.array([0, 0]), np.array([0, 6000]), sc,
+                                                  {"item_id": (*good[:3], enc)})
+        with open(tmp_path / f"s{i}", "wb") as f:
+            for b in bufs:
+                f.write(memoryview(b).cast("B"))
+        if i == 0:
+            s = segment.open_segment(store, f"s{i}", 0, size, crc, ["item_id"], 128)
+            assert s.dictionary(int(s.enc["item_id"][0]) >> 8, 128).tolist() == np.unique(x).tolist()
+            continue
+        with pytest.raises(CorruptionError, match="dictionary|unknown encoding"):
+            segment.open_segment(store, f"s{i}", 0, size, crc, ["item_id"], 128)

@@ -41,17 +41,16 @@ BS = 128
 # (name, max_len, batch size): realistic per-GPU batch sizes, each ~2^23 events (~100 MB of
 # output over the two projected columns), well past the 50 MB L2 of an H100.
 TENANTS = (("short", 256, 32768), ("mid", 4096, 2048), ("long", 65536, 128))
-# Synthetic columns: (name, dtype, bit width, slope, projected, PATCH exceptions). item ids need ~24
-# bits under frame of reference; actions (0..4, 70% zeros) are PATCH blocks as the bench tier stores
-# them (host/pages.py: no low bits, a bitmap of the 30% non-zeros, their values as exceptions); ts is
-# staged only for the leakage check, as linear frame of reference (slope = mean gap) with 12-bit
-# residuals.
-COLUMNS = (("item_id", "int64", 24, 0, True, 0.0), ("action", "int32", 0, 0, True, 0.3),
+# Synthetic columns: (name, dtype, bit width, slope, projected, PATCH exceptions[, DICT codes]), as
+# the bench tier stores them: item ids as DICT blocks, 18-bit codes into one dictionary of 2^18 ids
+# (its segment dictionary: 212k distinct ids; docs/DESIGN.md §1, §4); actions (0..4, 70% zeros) as
+# PATCH blocks (host/pages.py: no low bits, a bitmap of the 30% non-zeros, their values as
+# exceptions); ts staged only for the leakage check, as linear frame of reference (slope = mean
+# gap) with 12-bit residuals.
+COLUMNS = (("item_id", "int64", 18, 0, True, 0.0, True), ("action", "int32", 0, 0, True, 0.3),
            ("ts", "int64", 12, 1000, False, 0.0))
-# The same with item_id as DICT blocks (docs/DESIGN.md §4): 18-bit codes into one dictionary of
-# 2^18 ids (a column spec's optional 7th field: DICT code bits), as a segment dictionary of the
-# bench tier's item ids (212k distinct) would be.
-DICT_COLUMNS = (("item_id", "int64", 18, 0, True, 0.0, True),) + COLUMNS[1:]
+# The same with item ids as 24-bit frame of reference (no dictionary: a tier before segment DICT)
+FOR_ITEM_COLUMNS = (("item_id", "int64", 24, 0, True, 0.0),) + COLUMNS[1:]
 
 
 # ----------------------------------------------------------------------------- synthetic data

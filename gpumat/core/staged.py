@@ -42,10 +42,11 @@ PACK_ALIGN = 16
 # ``words[word_off - 1]``: low 32 bits ``kind | bm << 8 | ex << 18``, high 32 bits the bitmap's
 # rank prefix per 32-lane group (byte g: the set bits of bitmap words 0 .. g - 1), ``bm`` and ``ex``
 # the 32-bit word offsets of the bitmap and of a PATCH block's exceptions (one 32-bit word each,
-# the high part ``r >> w`` of the residual) from word ``2 * word_off``. A DICT block (kind 3) is a
-# plain block of codes into its column's ``dicts``: low 32 bits just the kind, high 32 bits where the
-# block's dictionary starts in ``dicts``; value = ``dicts[min(start + code, D - 1)]``, the code the
-# low 32 bits of the block's line plus bits (the kernels' clamp is the definition's).
+# the high part ``r >> w`` of the residual) from word ``2 * word_off``. A DICT block (kind 3; the
+# other bits of its aux word are 0) is a plain block whose value line indexes its column's ``dicts``:
+# ``i`` = the low 32 bits of ``base + slope * k + bits`` (its code plus where its dictionary starts
+# in ``dicts``, which the host adds to its base), value = ``dicts[min(i, D - 1)]`` (the kernels'
+# clamp is the definition's).
 WIDTH_MASK = 0x7F
 AUX_FLAG = 0x80
 AUX_PATCH, AUX_RUN, AUX_DICT = 1, 2, 3
@@ -93,9 +94,13 @@ class StagedColumn:
     words: object  # [W + 1] int64
     tail_values: object  # [sum tails] int64
     project: bool = True
-    # int64 [D]: the dictionaries of the column's DICT blocks, back to back (each block's aux word
-    # says where its own starts); None when the column stages no DICT block
+    # int64 [D]: the dictionaries of the column's DICT blocks, back to back (each block's base
+    # counts where its own starts); None when the column stages no DICT block
     dicts: object = None
+    # what ``dicts`` holds, when its maker knows (the tier's reader: one int per dictionary, naming
+    # the segment dictionary, in order): equal keys, equal ``dicts``; a consumer may keep a device
+    # copy and skip copying it again (``gpumat.Materializer``). None: unknown.
+    dict_keys: tuple | None = None
 
     def parts(self) -> tuple:
         """The column's arrays in packing order (``column_array_names``)."""
@@ -211,11 +216,23 @@ class StagedBatch:
                 yield name, col, check
 
     def arrays(self):
-        """``(name, array)`` for every array of the batch, in packing order."""
+        """``(name, array)`` for every array of the batch, in packing order: the dictionaries last,
+        so that a consumer that holds them already copies only the packed buffer's prefix
+        (``dicts_offset``)."""
         for f in EXAMPLE_FIELDS + TILE_FIELDS:
             yield f, getattr(self, f)
         for name, col in self.columns.items():
-            yield from zip(column_array_names(name, col.dicts is not None), col.parts())
+            yield from zip(column_array_names(name), col.parts()[:3])
+        for name, col in self.columns.items():
+            if col.dicts is not None:
+                yield f"{name}.dicts", col.dicts
+
+    @staticmethod
+    def dicts_offset(layout) -> int:
+        """Where the dictionaries start in a packed buffer laid out by ``pack`` (its length if none)."""
+        at = [off for name, (off, _) in layout.items() if name.endswith(".dicts")]
+        return min(at) if at else sum(-(-int(np.prod(s, dtype=np.int64)) // PACK_ALIGN) * PACK_ALIGN
+                                       for _, s in layout.values())
 
     def staged_bytes(self) -> int:
         """Bytes that cross the bus for this batch (all descriptors, headers, packed words, tails),
@@ -261,8 +278,10 @@ class StagedBatch:
         dev_flat = flat.to(device, non_blocking=non_blocking)
         return self.from_flat(dev_flat, layout)
 
-    def from_flat(self, flat: torch.Tensor, layout) -> "StagedBatch":
-        """Rebuild this batch's structure over a packed buffer (on any device) laid out by ``pack``."""
+    def from_flat(self, flat: torch.Tensor, layout, dicts: dict | None = None) -> "StagedBatch":
+        """Rebuild this batch's structure over a packed buffer (on any device) laid out by ``pack``.
+        ``dicts``: ``{column: array}`` dictionaries held elsewhere (the buffer need not hold them)."""
+        dicts = dicts or {}
 
         def view(name):
             off, shape = layout[name]
@@ -283,7 +302,8 @@ class StagedBatch:
             known_aux = {name: self.aux(name) for name in self.columns}
         cols = {
             name: StagedColumn(name, c.dtype, *(view(a) for a in column_array_names(name)), c.project,
-                               view(f"{name}.dicts") if c.dicts is not None else None)
+                               dicts[name] if name in dicts else view(f"{name}.dicts") if c.dicts is not None else None,
+                               c.dict_keys)
             for name, c in self.columns.items()
         }
         return StagedBatch(
@@ -332,20 +352,21 @@ def decode_values(hdr, words, block, k, dicts=None, lookup: bool = True) -> np.n
     - PATCH: ``+ X[rank k] << w`` where ``set(k)``, ``X`` the exceptions' high parts, 32-bit words
       from ``2 word_off + ex``.
 
-    - DICT: the code ``c`` = the low 32 bits of that value, and the value is ``dicts[min(s + c,
-      D - 1)]``, ``s`` the aux word's high 32 bits (0 for an empty ``dicts``).
+    - DICT: that value's low 32 bits ``i`` index the column's dictionaries (the block's code plus
+      where its dictionary starts: the stager adds that to the base): ``dicts[min(i, D - 1)]``
+      (0 for an empty ``dicts``).
 
     ``hdr``: int64 ``[K, 3]`` (base, slope, meta); ``words``, ``dicts``: int64. Reads past
-    ``words`` give 0. ``lookup=False``: a DICT block's code, not its value (host decoders that
-    look the codes up afterwards).
+    ``words`` give 0. ``lookup=False``: a DICT block's index, not its value (host decoders that
+    look the indices up afterwards).
 
     >>> h = np.array([[10, 0, (1 << 8) | AUX_FLAG | 1]])  # RUN, run values 10 + (0, 1): bitmap 0b101
     >>> aux = AUX_RUN | (2 << 8) | (4 << 18)  # bitmap at 32-bit word 2 (after the values' 64-bit word)
     >>> w = np.array([aux | (0 << 32), 0b10, 0b101], dtype=np.int64)
     >>> decode_values(h, w, np.zeros(4, np.int64), np.arange(4)).tolist()
     [10, 10, 11, 11]
-    >>> h = np.array([[1, 0, (1 << 8) | AUX_FLAG | 1]])  # DICT: codes 1 + (0, 1) into a dictionary from 2
-    >>> decode_values(h, np.array([AUX_DICT | (2 << 32), 0b10, 0]), np.zeros(2, np.int64), np.arange(2),
+    >>> h = np.array([[1 + 2, 0, (1 << 8) | AUX_FLAG | 1]])  # DICT: codes 1 + (0, 1), its dictionary from 2
+    >>> decode_values(h, np.array([AUX_DICT, 0b10, 0]), np.zeros(2, np.int64), np.arange(2),
     ...               dicts=np.array([7, 7, -5, 40, 900])).tolist()
     [40, 900]
     """
@@ -391,26 +412,23 @@ def decode_values(hdr, words, block, k, dicts=None, lookup: bool = True) -> np.n
     if a.size and lookup:
         dk = np.flatnonzero(kind == AUX_DICT)
         if dk.size:
-            v.reshape(-1)[a[dk]] = dict_lookup(dicts, aw[dk] >> _U64(32), v.reshape(-1)[a[dk]])
+            v.reshape(-1)[a[dk]] = dict_lookup(dicts, v.reshape(-1)[a[dk]])
     return v.view(np.int64)
 
 
-def dict_blocks(hdr, words) -> tuple[np.ndarray, np.ndarray]:
-    """The DICT blocks of a staged column (host arrays): their indices into ``hdr`` and where each
-    one's dictionary starts (uint64, the aux word's high 32 bits)."""
+def dict_blocks(hdr, words) -> np.ndarray:
+    """The DICT blocks of a staged column (host arrays): their indices into ``hdr``."""
     meta = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)[:, 2]
     wu = np.ascontiguousarray(words, dtype=np.int64).reshape(-1).view(_U64)
     a = np.flatnonzero((meta & AUX_FLAG) != 0)
     at = (meta[a] >> 8) - 1
     a, at = a[(at >= 0) & (at < wu.size)], at[(at >= 0) & (at < wu.size)]
-    aw = wu[at]
-    d = (aw & _U64(3)) == AUX_DICT
-    return a[d], aw[d] >> _U64(32)
+    return a[(wu[at] & _U64(3)) == AUX_DICT]
 
 
-def dict_lookup(dicts, start, code) -> np.ndarray:
-    """DICT values (``decode_values``): ``dicts[min(start + (code mod 2^32), D - 1)]`` as uint64,
-    0 for an empty ``dicts``; ``start``, ``code`` uint64."""
+def dict_lookup(dicts, index) -> np.ndarray:
+    """DICT values (``decode_values``): ``dicts[min(index mod 2^32, D - 1)]`` as uint64, 0 for an
+    empty ``dicts``; ``index`` uint64 (a DICT block's value line)."""
     d = np.zeros(1, np.int64) if dicts is None or np.asarray(dicts).size == 0 else np.asarray(dicts, np.int64).reshape(-1)
-    i = np.minimum(np.asarray(start, _U64) + (np.asarray(code, _U64) & _U64(0xFFFFFFFF)), _U64(d.size - 1))
+    i = np.minimum(np.asarray(index, _U64) & _U64(0xFFFFFFFF), _U64(d.size - 1))
     return d.view(_U64)[i]
