@@ -259,6 +259,12 @@ class VersionReader:
         n = self._dir_cols[column][1]
         return np.where(self.seg_formats()[d.seg] == 3, n, 8 * n) if len(n) else n
 
+    def forget_dictionaries(self) -> None:
+        """Drop the segment dictionaries read so far (the next reads read them again): for
+        benchmarks that count what an epoch reads from a cold start."""
+        for s in list(self._segcache.values()) + [s for s in self._segs if s is not None]:
+            s._dicts = None
+
     def dict_bytes(self, column: str) -> int:
         """The stored bytes of the segment dictionaries of ``column`` (each sits right before the
         column's first blob in its segment, host/pages.py ``encode_column``)."""
@@ -589,18 +595,20 @@ class VersionReader:
             wc = np.zeros(w1 - w0 + 1, np.int64)
             wc[:-1] = words[w0:w1]
             rq = slice(i * n1, (i + 1) * n1)
-            dicts, keys = self._dictionaries(seg[rq], enc[rq], isd[rq], nblk1, h) if isd[rq].any() else (None, None)
-            out[c] = Blocks(h, wc, int(need[rq].sum()), dicts, keys)
+            dicts, keys, nd = self._dictionaries(seg[rq], enc[rq], isd[rq], nblk1, h) if isd[rq].any() else (None, None, 0)
+            out[c] = Blocks(h, wc, int(need[rq].sum()) + nd, dicts, keys)
         return out
 
     def _dictionaries(self, seg, enc, isd, nblk, hdr) -> tuple:
         """The dictionaries of the DICT requests ``isd`` (their segments ``seg``, the dictionary's
-        place in ``enc``) back to back, each once, and their keys; adds where each one starts to the
-        base of its requests' blocks (``hdr``, ``nblk`` per request, in order), so that a block's
-        value line is its index into them (DESIGN §4)."""
+        place in ``enc``) back to back, each once, their keys, and the bytes read for them (only a
+        dictionary not read before: each is kept with its open segment); adds where each one starts
+        to the base of its requests' blocks (``hdr``, ``nblk`` per request, in order), so that a
+        block's value line is its index into them (DESIGN §4)."""
         r = np.flatnonzero(isd)
         keys, inv = np.unique(np.stack([seg[r], enc[r] >> 8]), axis=1, return_inverse=True)
-        parts = [self.segment(int(s)).dictionary(int(o), self.block_size) for s, o in keys.T]
+        got = [self.segment(int(s)).dictionary(int(o), self.block_size) for s, o in keys.T]
+        parts = [d for d, _ in got]
         at = np.cumsum([len(d) for d in parts]) - np.array([len(d) for d in parts])
         if len(parts) and int(at[-1]) + len(parts[-1]) >= 1 << 31:
             raise GpumatError(f"{self.where}: a batch's segment dictionaries exceed 2^31 entries; use smaller batches")
@@ -608,7 +616,8 @@ class VersionReader:
         start[r] = at[np.asarray(inv).reshape(-1)]
         hdr[:, 0] += np.repeat(start, nblk)
         names = [self.segment(int(s)) for s in keys[0]]
-        return np.concatenate(parts), tuple(_dict_key(g.path, g.base, int(o)) for g, o in zip(names, keys[1]))
+        return (np.concatenate(parts), tuple(_dict_key(g.path, g.base, int(o)) for g, o in zip(names, keys[1])),
+                sum(n for _, n in got))
 
     def _small_pool(self) -> tuple[np.ndarray, np.ndarray]:
         """The blob regions of every small segment back to back (read once per version), and each

@@ -220,7 +220,7 @@ class Segment:
     fmt: int = 2
     checks: np.ndarray | None = None  # format 3: the chunk checksums (uint32)
     _region: np.ndarray | None = None  # the whole blob region, for a small segment once read (verified)
-    _dicts: dict | None = None  # format 3: the dictionaries read, by byte offset (decoded, verified)
+    _dicts: dict | None = None  # format 3: the dictionaries read, by byte offset: (values, stored bytes)
 
     @property
     def num_stripes(self) -> int:
@@ -269,26 +269,27 @@ class Segment:
         self._verify(raw[:o], 0)
         self._region = raw[:o]
 
-    def dictionary(self, off: int, block_size: int) -> np.ndarray:
+    def dictionary(self, off: int, block_size: int) -> tuple[np.ndarray, int]:
         """The segment dictionary (host/pages.py ``encode_column``) at byte ``off`` of the blob region:
-        its values, int64, sorted; read (two reads: its head, then its blob; every chunk verified),
-        decoded and kept on first use."""
+        ``(values int64 sorted, bytes read)``: read (two reads: its head, then its blob; every chunk
+        verified), decoded and kept on first use; later calls read nothing (0 bytes)."""
         if self._dicts is None:
             self._dicts = {}
         d = self._dicts.get(off)
-        if d is None:
-            where = f"segment {self.name}: dictionary at byte {off}"
-            if not 0 <= off <= self.region_bytes - pages.DICT_HEAD.size:
-                raise CorruptionError(f"{where}: outside the blob region")
-            reqs, fin = self.bytes_request([off], [pages.DICT_HEAD.size])
-            self.store.fetch(reqs)
-            _, nb = pages.DICT_HEAD.unpack(fin().tobytes())
-            n = min(nb, self.region_bytes - off - pages.DICT_HEAD.size)  # a bad size fails in decode_dictionary
-            reqs, fin = self.bytes_request([off], [pages.DICT_HEAD.size + n])
-            self.store.fetch(reqs)
-            d = pages.decode_dictionary(fin(), block_size, where)
-            self._dicts[off] = d
-        return d
+        if d is not None:
+            return d, 0
+        where = f"segment {self.name}: dictionary at byte {off}"
+        if not 0 <= off <= self.region_bytes - pages.DICT_HEAD.size:
+            raise CorruptionError(f"{where}: outside the blob region")
+        reqs, fin = self.bytes_request([off], [pages.DICT_HEAD.size])
+        self.store.fetch(reqs)
+        _, nb = pages.DICT_HEAD.unpack(fin().tobytes())
+        n = min(nb, self.region_bytes - off - pages.DICT_HEAD.size)  # a bad size fails in decode_dictionary
+        reqs, fin = self.bytes_request([off], [pages.DICT_HEAD.size + n])
+        self.store.fetch(reqs)
+        d = pages.decode_dictionary(fin(), block_size, where)
+        self._dicts[off] = d
+        return d, pages.DICT_HEAD.size + n
 
     def _load_checks(self) -> np.ndarray:
         if self.checks is None:

@@ -477,7 +477,8 @@ def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
                 f.write(memoryview(b).cast("B"))
         if i == 0:
             s = segment.open_segment(store, f"s{i}", 0, size, crc, ["item_id"], 128)
-            assert s.dictionary(int(s.enc["item_id"][0]) >> 8, 128).tolist() == np.unique(x).tolist()
+            d, nb = s.dictionary(int(s.enc["item_id"][0]) >> 8, 128)
+            assert d.tolist() == np.unique(x).tolist() and nb > 16 and s.dictionary(int(s.enc["item_id"][0]) >> 8, 128)[1] == 0
             continue
         with pytest.raises(CorruptionError, match="dictionary|unknown encoding"):
             segment.open_segment(store, f"s{i}", 0, size, crc, ["item_id"], 128)

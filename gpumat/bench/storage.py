@@ -64,12 +64,14 @@ def add_arguments(parser) -> None:
 
 def late_epoch(tier, batches, tenant, decode: bool) -> tuple[int, float]:
     """(bytes read, CPU seconds) for one epoch of ``tenant`` over ``batches`` (the host side only):
-    parse, plan and read the tier's blocks, and with ``decode`` also materialize on the host."""
+    parse, plan and read the tier's blocks (and, once, the segment dictionaries they need), and
+    with ``decode`` also materialize on the host."""
     from gpumat.host.examples import check_pointers, parse_examples
     from gpumat.host.planner import plan
     from gpumat.ops import decode_gather
 
     nbytes = 0
+    tier._reader.forget_dictionaries()  # each epoch reads the segment dictionaries it needs once
     t0 = time.process_time()
     for table in batches:
         ex = parse_examples(table, tier.schema)
