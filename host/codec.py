@@ -468,7 +468,7 @@ def decode_blocks_padded(hdr: np.ndarray, words: np.ndarray, lanes: int, dicts=N
     if lanes and (hdr[:, 2] & AUX_FLAG).any():  # DICT blocks: their codes, then one lookup each
         b = dict_blocks(hdr, words)
         if len(b):
-            pad[b] = dict_lookup(dicts, pad[b].view(np.uint64)).view(np.int64)
+            pad[b] = dict_lookup(dicts, pad[b])
     return pad
 
 
@@ -522,7 +522,7 @@ def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np
         b = dict_blocks(hdr, words)
         if len(b):
             at = ranges((np.cumsum(counts) - counts)[b], counts[b])
-            out[at] = dict_lookup(dicts, out[at].view(np.uint64)).view(np.int64)
+            out[at] = dict_lookup(dicts, out[at])
     return out
 
 

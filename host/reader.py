@@ -82,6 +82,7 @@ class VersionReader:
         self._dir_cols: dict | None = None
         self._pool: tuple | None = None
         self._pool3: tuple | None = None  # format 3's small regions (bytes, verified), as ``_pool``
+        self.dict_bytes_read = 0  # stored bytes of the segment dictionaries this reader read
 
     # ------------------------------------------------------------------ lengths
     def length_history(self) -> LengthHistory:
@@ -595,29 +596,32 @@ class VersionReader:
             wc = np.zeros(w1 - w0 + 1, np.int64)
             wc[:-1] = words[w0:w1]
             rq = slice(i * n1, (i + 1) * n1)
-            dicts, keys, nd = self._dictionaries(seg[rq], enc[rq], isd[rq], nblk1, h) if isd[rq].any() else (None, None, 0)
-            out[c] = Blocks(h, wc, int(need[rq].sum()) + nd, dicts, keys)
+            dicts, keys = self._dictionaries(seg[rq], enc[rq], isd[rq], nblk1, h) if isd[rq].any() else (None, None)
+            out[c] = Blocks(h, wc, int(need[rq].sum()), dicts, keys)
         return out
 
     def _dictionaries(self, seg, enc, isd, nblk, hdr) -> tuple:
         """The dictionaries of the DICT requests ``isd`` (their segments ``seg``, the dictionary's
-        place in ``enc``) back to back, each once, their keys, and the bytes read for them (only a
-        dictionary not read before: each is kept with its open segment); adds where each one starts
-        to the base of its requests' blocks (``hdr``, ``nblk`` per request, in order), so that a
-        block's value line is its index into them (DESIGN §4)."""
+        place in ``enc``) back to back, each once, and their keys; adds where each one starts to the
+        base of its requests' blocks (``hdr``, ``nblk`` per request, in order), so that a block's
+        value line is its index into them (DESIGN §4). A dictionary is read once per open segment
+        (like its index, not counted in a read's ``nbytes``: ``dict_bytes_read`` counts them)."""
         r = np.flatnonzero(isd)
-        keys, inv = np.unique(np.stack([seg[r], enc[r] >> 8]), axis=1, return_inverse=True)
-        got = [self.segment(int(s)).dictionary(int(o), self.block_size) for s, o in keys.T]
+        pair = (seg[r].astype(np.int64) << 40) | (enc[r] >> 8)  # (segment, dictionary offset): offsets are < 2^40
+        keys, inv = np.unique(pair, return_inverse=True)
+        segs = [self.segment(int(k >> 40)) for k in keys]
+        got = [s.dictionary(int(k & ((1 << 40) - 1)), self.block_size) for s, k in zip(segs, keys)]
         parts = [d for d, _ in got]
         at = np.cumsum([len(d) for d in parts]) - np.array([len(d) for d in parts])
-        if len(parts) and int(at[-1]) + len(parts[-1]) >= 1 << 31:
+        if int(at[-1]) + len(parts[-1]) >= 1 << 31:
             raise GpumatError(f"{self.where}: a batch's segment dictionaries exceed 2^31 entries; use smaller batches")
-        start = np.zeros(len(seg), np.int64)
-        start[r] = at[np.asarray(inv).reshape(-1)]
-        hdr[:, 0] += np.repeat(start, nblk)
-        names = [self.segment(int(s)) for s in keys[0]]
-        return (np.concatenate(parts), tuple(_dict_key(g.path, g.base, int(o)) for g, o in zip(names, keys[1])),
-                sum(n for _, n in got))
+        if len(keys) > 1:  # (one dictionary, the common case: it starts at 0)
+            start = np.zeros(len(seg), np.int64)
+            start[r] = at[inv.reshape(-1)]
+            hdr[:, 0] += np.repeat(start, nblk)
+        key = tuple(_dict_key(s.path, s.base, int(k & ((1 << 40) - 1))) for s, k in zip(segs, keys))
+        self.dict_bytes_read += sum(n for _, n in got)
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), key
 
     def _small_pool(self) -> tuple[np.ndarray, np.ndarray]:
         """The blob regions of every small segment back to back (read once per version), and each

@@ -419,6 +419,7 @@ def test_segment_dictionary_reads_and_materializes(tmp_path, monkeypatch, backen
         seen |= {bool(x) for x in enc & codec.ENC_DICT}
         si, lo, hi = windows(rng, d, 50)
         got = h.read_blocks("item_id", si, lo, hi)
+        assert h._reader.dict_bytes_read > 0 and h.read_blocks("item_id", si, lo, hi)[2] == got[2]  # read once
         cnt = np.minimum(32, np.repeat(d.count[si], hi - lo) - ranges(lo, hi - lo) * 32)
         want = window_values(whole, d, si, lo, hi, "item_id", 32)
         assert got.dicts is not None and codec.decode_blocks(got[0], got[1], cnt, dicts=got.dicts).tolist() == want.tolist()

@@ -71,7 +71,9 @@ def late_epoch(tier, batches, tenant, decode: bool) -> tuple[int, float]:
     from gpumat.ops import decode_gather
 
     nbytes = 0
-    tier._reader.forget_dictionaries()  # each epoch reads the segment dictionaries it needs once
+    r = tier._reader
+    r.forget_dictionaries()  # each epoch reads the segment dictionaries it needs once, and counts them
+    d0 = r.dict_bytes_read
     t0 = time.process_time()
     for table in batches:
         ex = parse_examples(table, tier.schema)
@@ -80,7 +82,7 @@ def late_epoch(tier, batches, tenant, decode: bool) -> tuple[int, float]:
         nbytes += staged.nbytes_read
         if decode:
             decode_gather(staged, "reference")
-    return nbytes, time.process_time() - t0
+    return nbytes + r.dict_bytes_read - d0, time.process_time() - t0
 
 
 def _tier_bytes(tier) -> int:

@@ -412,7 +412,7 @@ def decode_values(hdr, words, block, k, dicts=None, lookup: bool = True) -> np.n
     if a.size and lookup:
         dk = np.flatnonzero(kind == AUX_DICT)
         if dk.size:
-            v.reshape(-1)[a[dk]] = dict_lookup(dicts, v.reshape(-1)[a[dk]])
+            v.reshape(-1)[a[dk]] = dict_lookup(dicts, v.reshape(-1)[a[dk]]).view(_U64)
     return v.view(np.int64)
 
 
@@ -427,8 +427,11 @@ def dict_blocks(hdr, words) -> np.ndarray:
 
 
 def dict_lookup(dicts, index) -> np.ndarray:
-    """DICT values (``decode_values``): ``dicts[min(index mod 2^32, D - 1)]`` as uint64, 0 for an
-    empty ``dicts``; ``index`` uint64 (a DICT block's value line)."""
+    """DICT values (``decode_values``): ``dicts[min(index mod 2^32, D - 1)]`` (int64), 0 for an
+    empty ``dicts``; ``index`` int64 or uint64 (a DICT block's value line; a fresh array: it is
+    overwritten)."""
     d = np.zeros(1, np.int64) if dicts is None or np.asarray(dicts).size == 0 else np.asarray(dicts, np.int64).reshape(-1)
-    i = np.minimum(np.asarray(index, _U64) & _U64(0xFFFFFFFF), _U64(d.size - 1))
-    return d.view(_U64)[i]
+    i = np.asarray(index)
+    i = i.view(np.int64) if i.dtype == _U64 else i.astype(np.int64, copy=False)
+    np.bitwise_and(i, 0xFFFFFFFF, out=i)
+    return np.take(d, i, mode="clip", out=i)  # i >= 0 here: the clip is the min(i, D - 1)
