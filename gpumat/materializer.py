@@ -269,9 +269,10 @@ class Materializer:
         self.streaming = streaming
         self.refresh_timeout = float(refresh_timeout)
         self._refresh_lock = threading.Lock()
-        # per column, the device copy of the segment dictionaries the last batch used and their keys
-        # (``StagedColumn.dict_keys``): a batch with the same keys copies only the rest of its buffer
-        self._dicts: dict[str, tuple[tuple, torch.Tensor]] = {}
+        # per column, the device copy of the segment dictionaries the last batch used, their keys
+        # (``StagedColumn.dict_keys``) and the event after its copy (CUDA): a batch with the same keys
+        # copies only the rest of its buffer
+        self._dicts: dict[str, tuple] = {}
         self.dict_bytes_not_copied = 0  # host-to-device bytes the cache saved (for the benchmarks)
 
     # ---- host stages -------------------------------------------------------------------------
@@ -415,20 +416,36 @@ class Materializer:
         every dictionary it carries is the one the last batch left on the device (same keys: the
         tier's segment dictionaries, DESIGN §4), only the buffer before them is copied (they are
         79-93% of a bench batch's bytes); else all of it, and its dictionaries are kept."""
+        cuda = self.device.type == "cuda"
         cols = [c for c, col in s.columns.items() if col.dicts is not None]
-        held = {c: self._dicts[c][1] for c in cols
-                if s.columns[c].dict_keys is not None and self._dicts.get(c, ((),))[0] == s.columns[c].dict_keys}
+        held = {}
+        for c in cols:
+            e = self._dicts.get(c)  # one read: another thread may replace the entry
+            if e is not None and s.columns[c].dict_keys is not None and e[0] == s.columns[c].dict_keys:
+                held[c] = e
         if cols and len(held) == len(cols):
+            if cuda:  # the copy may have run on another stream (another loader, epoch or a direct call)
+                cur = torch.cuda.current_stream(self.device)
+                for _, t, ready in held.values():
+                    cur.wait_event(ready)
+                    t.record_stream(cur)
             n = s.dicts_offset(layout)
             dev_flat = torch.empty(n, dtype=torch.int64, device=self.device)
             dev_flat.copy_(flat[:n], non_blocking=True)
             self.dict_bytes_not_copied += 8 * (flat.numel() - n)
-            return s.from_flat(dev_flat, {k: v for k, v in layout.items() if not k.endswith(".dicts")}, held), held.values()
+            tensors = {c: e[1] for c, e in held.items()}
+            return s.from_flat(dev_flat, {k: v for k, v in layout.items() if not k.endswith(".dicts")}, tensors), \
+                list(tensors.values())
         dev = s.from_flat(flat.to(self.device, non_blocking=True), layout)
         for c in cols:
             if s.columns[c].dict_keys is not None:  # a copy of its own: a kept batch must not pin this buffer
-                self._dicts[c] = (s.columns[c].dict_keys, dev.columns[c].dicts.clone())
-        return dev, ()
+                t = dev.columns[c].dicts.clone()
+                ready = None
+                if cuda:
+                    ready = torch.cuda.Event()
+                    ready.record(torch.cuda.current_stream(self.device))
+                self._dicts[c] = (s.columns[c].dict_keys, t, ready)
+        return dev, []
 
     def _finish_device(self, handle) -> MaterializedBatch:
         st, batch, flags, done = handle

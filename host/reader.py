@@ -36,6 +36,9 @@ class Blocks(tuple):
         t.dicts, t.dict_keys = dicts, dict_keys
         return t
 
+    def __getnewargs__(self):  # pickle, copy
+        return (*self, self.dicts, self.dict_keys)
+
 
 @dataclass
 class Directory:

@@ -220,7 +220,7 @@ class Segment:
     fmt: int = 2
     checks: np.ndarray | None = None  # format 3: the chunk checksums (uint32)
     _region: np.ndarray | None = None  # the whole blob region, for a small segment once read (verified)
-    _dicts: dict | None = None  # format 3: the dictionaries read, by byte offset: (values, stored bytes)
+    _dicts: dict | None = None  # format 3: the dictionaries read (values, read-only), by byte offset
 
     @property
     def num_stripes(self) -> int:
@@ -273,9 +273,10 @@ class Segment:
         """The segment dictionary (host/pages.py ``encode_column``) at byte ``off`` of the blob region:
         ``(values int64 sorted, bytes read)``: read (two reads: its head, then its blob; every chunk
         verified), decoded and kept on first use; later calls read nothing (0 bytes)."""
-        if self._dicts is None:
-            self._dicts = {}
-        d = self._dicts.get(off)
+        cache = self._dicts  # one read: ``VersionReader.forget_dictionaries`` may drop it meanwhile
+        if cache is None:
+            cache = self._dicts = {}
+        d = cache.get(off)
         if d is not None:
             return d, 0
         where = f"segment {self.name}: dictionary at byte {off}"
@@ -288,7 +289,8 @@ class Segment:
         reqs, fin = self.bytes_request([off], [pages.DICT_HEAD.size + n])
         self.store.fetch(reqs)
         d = pages.decode_dictionary(fin(), block_size, where)
-        self._dicts[off] = d
+        d.flags.writeable = False  # shared by every batch that reads this segment
+        cache[off] = d
         return d, pages.DICT_HEAD.size + n
 
     def _load_checks(self) -> np.ndarray:

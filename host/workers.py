@@ -274,7 +274,7 @@ def staged_from_skeleton(sk: dict, flat, layout: dict) -> StagedBatch:
             return flat[off: off + n].reshape(shape)
 
         cols = {n: StagedColumn(n, c.dtype, take(f"{n}.hdr"), take(f"{n}.words"), take(f"{n}.tail_values"), c.project,
-                                take(f"{n}.dicts") if c.dicts is not None else None)
+                                take(f"{n}.dicts") if c.dicts is not None else None, c.dict_keys)
                 for n, c in empty.columns.items()}
         return StagedBatch(sk["block_size"], cols, *(take(f) for f in EXAMPLE_FIELDS), *(take(f) for f in TILE_FIELDS),
                            check_leakage=sk["check_leakage"], nbytes_read=sk["nbytes_read"], packed=flat, **_known(sk))

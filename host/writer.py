@@ -99,16 +99,21 @@ SEGMENT_FORMAT = 3  # what the writer writes (host/pages.py); format-2 files are
 
 
 def _segment_of(state: State, user, start, count, values: dict):
+    """``(buffers, size, index_crc, entry keys)``: a segment of these stripes, and the keys its data
+    file's entry carries besides the common ones (``_format_entry``)."""
     if SEGMENT_FORMAT == 2:  # for readers of releases before format 3 (and the tests of mixed tiers)
         blobs = {c: codec.encode_stripes(values[c], count, state.block_size) for c in state.schema}
-        return encode_segment(list(state.schema), user, start, count, blobs)
+        return (*encode_segment(list(state.schema), user, start, count, blobs), _format_entry())
     blobs = {c: pages.encode_column(values[c], count, state.block_size) for c in state.schema}
-    return encode_segment3(list(state.schema), user, start, count, blobs)
+    dicts = any((np.asarray(b[3]) & codec.ENC_DICT).any() for b in blobs.values())
+    return (*encode_segment3(list(state.schema), user, start, count, blobs), _format_entry(dicts))
 
 
-def _format_entry() -> dict:
-    """The ``format`` key of a new data file's entry (absent for format 2, as older releases wrote)."""
-    return {} if SEGMENT_FORMAT == 2 else {"format": SEGMENT_FORMAT}
+def _format_entry(dicts: bool = False) -> dict:
+    """The ``format`` key of a new data file's entry (absent for format 2, as older releases wrote),
+    and ``"dicts": 1`` for a segment with dictionaries: a release that cannot read them rejects the
+    entry (an unknown key), even where a checkpoint's snapshot spares it the segment's index."""
+    return {} if SEGMENT_FORMAT == 2 else {"format": SEGMENT_FORMAT, **({"dicts": 1} if dicts else {})}
 
 
 class _Written:
@@ -117,11 +122,11 @@ class _Written:
     def __init__(self, store):
         self.store, self.paths = store, []
 
-    def data_file(self, buffers, size: int, crc: int, events: int) -> dict:
+    def data_file(self, buffers, size: int, crc: int, events: int, keys: dict) -> dict:
         path = f"{DATA_DIR}/{uuid.uuid4().hex}.gseg"
         self.paths.append(path)
         self.store.write_new(path, buffers)
-        return {"path": path, "offset": 0, "size": size, "index_crc": crc, "events": int(events), **_format_entry()}
+        return {"path": path, "offset": 0, "size": size, "index_crc": crc, "events": int(events), **keys}
 
     def sync(self) -> None:
         if self.paths:
@@ -185,14 +190,14 @@ def append(store, state: State, events: dict[str, np.ndarray], segcache: dict, l
     try:
         add, payload, inline = [], [], 0
         for seg_users, seg_start, seg_cnt, seg_values, seg_level in segments:
-            buffers, size, crc = _segment_of(state, seg_users, seg_start, seg_cnt, seg_values)
+            buffers, size, crc, keys = _segment_of(state, seg_users, seg_start, seg_cnt, seg_values)
             if inline + size <= INLINE_BYTES:
                 add.append({"path": None, "offset": inline, "size": size, "index_crc": crc,
-                            "events": int(seg_cnt.sum()), "level": seg_level, **_format_entry()})
+                            "events": int(seg_cnt.sum()), "level": seg_level, **keys})
                 payload += buffers
                 inline += size
             else:
-                add.append(dict(written.data_file(buffers, size, crc, int(seg_cnt.sum())), level=seg_level))
+                add.append(dict(written.data_file(buffers, size, crc, int(seg_cnt.sum()), keys), level=seg_level))
         written.sync()
         return commit(store, state, "append", add=add, remove=merge, rows=rows, payload=payload, lock_fd=lock_fd)[0]
     except BaseException:
@@ -279,8 +284,8 @@ def compact(store, state: State, segcache: dict, lock_fd: int) -> State:
             si = np.arange(first[us[0]], ends[us[-1]], dtype=np.int64)
             users, start, cnt = _stripes(d.user_id[first[us]], totals[us], np.zeros(len(us), np.int64))
             values = {c: reader.decode_stripes(c, si) for c in state.schema}
-            buffers, size, crc = _segment_of(state, users, start, cnt, values)
-            add.append(dict(written.data_file(buffers, size, crc, int(cnt.sum())), level=COMPACTED_LEVEL))
+            buffers, size, crc, keys = _segment_of(state, users, start, cnt, values)
+            add.append(dict(written.data_file(buffers, size, crc, int(cnt.sum()), keys), level=COMPACTED_LEVEL))
         written.sync()
         return commit(store, state, "compact", add=add, remove=list(state.files), lock_fd=lock_fd)[0]
     except BaseException:

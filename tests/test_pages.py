@@ -427,6 +427,27 @@ def test_segment_dictionary_reads_and_materializes(tmp_path, monkeypatch, backen
         assert pad[np.arange(32)[None, :] < cnt[:, None]].tolist() == want.tolist()
         assert all(h.read_history(int(u))["item_id"].tolist() == whole[int(u)]["item_id"].tolist() for u in users)
     assert seen == {True, False}  # the large segments have dictionaries, the small appends do not
+    # their entries say so: a release that cannot read dictionaries rejects the entry (unknown key)
+    # instead of reading codes as values through a checkpoint's snapshot
+    from gpumat.host import log
+
+    r = Tier.open(t.uri)._reader
+    seg_of = r.directory().seg
+    has = np.zeros(len(r._files), bool)
+    for c in SCHEMA:
+        has[np.unique(seg_of[(r.blobs(c)[2] & codec.ENC_DICT) != 0])] = True
+    assert [e.get("dicts") == 1 for _, e in r._files] == has.tolist() and 0 < has.sum() < len(has)
+    e = dict(next(e for _, e in r._files if e.get("dicts")))
+    assert log._check_entry(dict(e), "x") == e
+    for bad in ({**e, "dicts": 2}, {k: v for k, v in e.items() if k != "format"}):
+        with pytest.raises(CorruptionError, match="bad data file entry"):
+            log._check_entry(bad, "x")
+    import copy
+    import pickle
+
+    b = h.read_blocks("item_id", si, lo, hi)
+    for c2 in (pickle.loads(pickle.dumps(b)), copy.copy(b)):
+        assert c2.dict_keys == b.dict_keys and np.array_equal(c2.dicts, b.dicts) and np.array_equal(c2[1], b[1])
     if backend == "reference":  # compacted into one file with one dictionary: a flipped bit in it is caught
         t.compact()
         enc = Tier.open(t.uri)._reader.blobs("item_id")[2]

@@ -103,7 +103,8 @@ class StagedColumn:
     dict_keys: tuple | None = None
 
     def parts(self) -> tuple:
-        """The column's arrays in packing order (``column_array_names``)."""
+        """The column's arrays: ``column_array_names`` order, then its dictionaries (which
+        ``StagedBatch.arrays`` packs after every column's other arrays)."""
         return (self.hdr, self.words, self.tail_values) + (() if self.dicts is None else (self.dicts,))
 
 
