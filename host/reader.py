@@ -86,6 +86,7 @@ class VersionReader:
         self._pool: tuple | None = None
         self._pool3: tuple | None = None  # format 3's small regions (bytes, verified), as ``_pool``
         self.dict_bytes_read = 0  # stored bytes of the segment dictionaries this reader read
+        self._dsizes: dict = {}  # per column, its dictionaries' stored bytes (``_dict_sizes``)
 
     # ------------------------------------------------------------------ lengths
     def length_history(self) -> LengthHistory:
@@ -599,11 +600,26 @@ class VersionReader:
             wc = np.zeros(w1 - w0 + 1, np.int64)
             wc[:-1] = words[w0:w1]
             rq = slice(i * n1, (i + 1) * n1)
-            dicts, keys = self._dictionaries(seg[rq], enc[rq], isd[rq], nblk1, h) if isd[rq].any() else (None, None)
+            dicts, keys = self._dictionaries(c, seg[rq], enc[rq], isd[rq], nblk1, h) if isd[rq].any() else (None, None)
             out[c] = Blocks(h, wc, int(need[rq].sum()), dicts, keys)
         return out
 
-    def _dictionaries(self, seg, enc, isd, nblk, hdr) -> tuple:
+    def _dict_sizes(self, column: str) -> dict:
+        """``{(segment << 40) | dictionary offset: stored bytes}`` of ``column``'s segment dictionaries
+        (each ends where the column's first blob in its segment starts), from the directory (cached)."""
+        sizes = self._dsizes.get(column)
+        if sizes is None:
+            d = self.directory()
+            off, _, enc = self._dir_cols[column]
+            m = (enc & codec.ENC_DICT) != 0
+            k, o = (d.seg[m].astype(np.int64) << 40) | (enc[m] >> 8), off[m]
+            order = np.lexsort((o, k))
+            k, o = k[order], o[order]
+            first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else k
+            sizes = self._dsizes[column] = dict(zip(k[first].tolist(), (o[first] - (k[first] & ((1 << 40) - 1))).tolist()))
+        return sizes
+
+    def _dictionaries(self, column, seg, enc, isd, nblk, hdr) -> tuple:
         """The dictionaries of the DICT requests ``isd`` (their segments ``seg``, the dictionary's
         place in ``enc``) back to back, each once, and their keys; adds where each one starts to the
         base of its requests' blocks (``hdr``, ``nblk`` per request, in order), so that a block's
@@ -613,7 +629,8 @@ class VersionReader:
         pair = (seg[r].astype(np.int64) << 40) | (enc[r] >> 8)  # (segment, dictionary offset): offsets are < 2^40
         keys, inv = np.unique(pair, return_inverse=True)
         segs = [self.segment(int(k >> 40)) for k in keys]
-        got = [s.dictionary(int(k & ((1 << 40) - 1)), self.block_size) for s, k in zip(segs, keys)]
+        size = self._dict_sizes(column)
+        got = [s.dictionary(int(k & ((1 << 40) - 1)), self.block_size, size.get(int(k))) for s, k in zip(segs, keys)]
         parts = [d for d, _ in got]
         at = np.cumsum([len(d) for d in parts]) - np.array([len(d) for d in parts])
         if int(at[-1]) + len(parts[-1]) >= 1 << 31:

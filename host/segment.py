@@ -269,10 +269,11 @@ class Segment:
         self._verify(raw[:o], 0)
         self._region = raw[:o]
 
-    def dictionary(self, off: int, block_size: int) -> tuple[np.ndarray, int]:
+    def dictionary(self, off: int, block_size: int, size: int | None = None) -> tuple[np.ndarray, int]:
         """The segment dictionary (host/pages.py ``encode_column``) at byte ``off`` of the blob region:
-        ``(values int64 sorted, bytes read)``: read (two reads: its head, then its blob; every chunk
-        verified), decoded and kept on first use; later calls read nothing (0 bytes)."""
+        ``(values int64 sorted, bytes read)``: read (every chunk verified), decoded and kept on first
+        use; later calls read nothing (0 bytes). ``size``: its stored bytes when the caller knows them
+        (the column's first blob follows it): one read; else two (its head, then the rest)."""
         cache = self._dicts  # one read: ``VersionReader.forget_dictionaries`` may drop it meanwhile
         if cache is None:
             cache = self._dicts = {}
@@ -282,13 +283,19 @@ class Segment:
         where = f"segment {self.name}: dictionary at byte {off}"
         if not 0 <= off <= self.region_bytes - pages.DICT_HEAD.size:
             raise CorruptionError(f"{where}: outside the blob region")
-        reqs, fin = self.bytes_request([off], [pages.DICT_HEAD.size])
-        self.store.fetch(reqs)
-        _, nb = pages.DICT_HEAD.unpack(fin().tobytes())
-        n = min(nb, self.region_bytes - off - pages.DICT_HEAD.size)  # a bad size fails in decode_dictionary
+        if size is None:
+            reqs, fin = self.bytes_request([off], [pages.DICT_HEAD.size])
+            self.store.fetch(reqs)
+            size = pages.DICT_HEAD.size + pages.DICT_HEAD.unpack(fin().tobytes())[1]
+        n = min(size, self.region_bytes - off) - pages.DICT_HEAD.size  # a bad size fails in decode_dictionary
+        if n < 0:
+            raise CorruptionError(f"{where}: shorter than its head")
         reqs, fin = self.bytes_request([off], [pages.DICT_HEAD.size + n])
         self.store.fetch(reqs)
-        d = pages.decode_dictionary(fin(), block_size, where)
+        buf = fin()
+        if pages.DICT_HEAD.unpack(buf[: pages.DICT_HEAD.size].tobytes())[1] != n:
+            raise CorruptionError(f"{where}: its size disagrees with the index")
+        d = pages.decode_dictionary(buf, block_size, where)
         d.flags.writeable = False  # shared by every batch that reads this segment
         cache[off] = d
         return d, pages.DICT_HEAD.size + n

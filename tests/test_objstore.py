@@ -332,3 +332,37 @@ def test_bench_storage_on_s3(s3, s3_root, tmp_path):
         assert t["cold"]["blocks"] > 0 and t["warm"]["gets"] == 0 and t["loader"]["batches"] == 2
         assert t["uncached"]["max_gets_over_runs_in_a_batch"] <= 1.0
     assert any(k.startswith("_log/") for k in keys(s3, f"{s3_root}/bench"))
+
+
+def test_segment_dictionaries_on_s3(s3, s3_root, monkeypatch):
+    """A tier whose bulk segment (a data file of its own) stores item ids as codes into a segment
+    dictionary, on S3, read by ranges: planned batches equal the histories, and the dictionary is
+    read once per open segment (the second batch reads neither it nor the cached pages)."""
+    from gpumat.core.tenant import Tenant
+    from gpumat.host import codec, segment
+    from gpumat.host.examples import parse_examples
+    from gpumat.host.planner import plan
+    from gpumat.ops import decode_gather
+    from test_pages import zipf_table
+
+    monkeypatch.setattr(segment, "FULL_READ_BYTES", 0)  # every segment by ranges of chunks
+    uri = f"{s3_root}/t"
+    t = Tier.create(uri, SCHEMA)
+    rng = np.random.default_rng(3)
+    t.append(zipf_table(rng, np.arange(8), 300_000))
+    t.append(zipf_table(rng, np.arange(8), 50, 10**7))
+    objstore.clear_cache()
+    h = Tier.open(uri)
+    assert (h._reader.blobs("item_id")[2] & codec.ENC_DICT).any()
+    assert any(e["path"] and e.get("dicts") for e in h._reader.state.files.values())
+    ex = pa.table({"user_id": np.arange(8), "version": [h.version] * 8, "length": h.lengths(np.arange(8)),
+                   "request_ts": [2**62] * 8})
+    e = parse_examples(ex, h.schema)
+    tenant = Tenant("t", ["item_id", "ts"], 5000)
+    got, _ = decode_gather(plan(h, e, tenant, check_leakage=True), "reference")
+    assert h._reader.dict_bytes_read > 0 and h.io_stats()["get"] > 0
+    s1 = h.io_stats()
+    again, _ = decode_gather(plan(h, e, tenant, check_leakage=True), "reference")
+    assert objstore.IOStats.delta(h.io_stats(), s1)["get"] == 0
+    want = np.concatenate([h.read_history(u)["item_id"][-5000:] for u in range(8)])
+    assert got["item_id"].tolist() == want.tolist() == again["item_id"].tolist()
