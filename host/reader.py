@@ -87,6 +87,7 @@ class VersionReader:
         self._pool3: tuple | None = None  # format 3's small regions (bytes, verified), as ``_pool``
         self.dict_bytes_read = 0  # stored bytes of the segment dictionaries this reader read
         self._dsizes: dict = {}  # per column, its dictionaries' stored bytes (``_dict_sizes``)
+        self._dcat: tuple | None = None  # the last concatenation of several dictionaries, by keys
 
     # ------------------------------------------------------------------ lengths
     def length_history(self) -> LengthHistory:
@@ -641,7 +642,14 @@ class VersionReader:
             hdr[:, 0] += np.repeat(start, nblk)
         key = tuple(_dict_key(s.path, s.base, int(k & ((1 << 40) - 1))) for s, k in zip(segs, keys))
         self.dict_bytes_read += sum(n for _, n in got)
-        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), key
+        if len(parts) == 1:
+            return parts[0], key
+        last = self._dcat  # batch after batch needs the same few: concatenate them once
+        if last is None or last[0] != key:
+            cat = np.concatenate(parts)
+            cat.flags.writeable = False
+            self._dcat = last = (key, cat)
+        return last[1], key
 
     def _small_pool(self) -> tuple[np.ndarray, np.ndarray]:
         """The blob regions of every small segment back to back (read once per version), and each
