@@ -270,20 +270,12 @@ class VersionReader:
         benchmarks that count what an epoch reads from a cold start."""
         for s in list(self._segcache.values()) + [s for s in self._segs if s is not None]:
             s._dicts = None
+        self._dcat = None
 
     def dict_bytes(self, column: str) -> int:
         """The stored bytes of the segment dictionaries of ``column`` (each sits right before the
         column's first blob in its segment, host/pages.py ``encode_column``)."""
-        d = self.directory()
-        off, _, enc = self._dir_cols[column]
-        m = (enc & codec.ENC_DICT) != 0
-        if not m.any():
-            return 0
-        seg, o, at = d.seg[m], off[m], enc[m] >> 8
-        first = np.full(len(self._segs), np.iinfo(np.int64).max)
-        np.minimum.at(first, seg, o)
-        u, i = np.unique(seg, return_index=True)  # one dictionary per segment and column
-        return int((first[u] - at[i]).sum())
+        return int(sum(self._dict_sizes(column).values()))
 
     def _block_plan(self, stripe_idx, block_lo, block_hi):
         """The column-independent half of a read: the requested blocks, their stripes, segments and
