@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 8; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 9; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -182,11 +182,21 @@ static int decode_aux(const uint64_t *words, int64_t nwords, int64_t off, int w,
     return 0;
 }
 
-/* hdr: int64 [K, 3] (base, slope, meta = word_off << 8 | w); lo, cnt, dst: int64 [K].
+/* A DICT block's values (gpumat/core/staged.py dict_lookup): its value lines, in place, become
+ * dicts[min(line mod 2^32, D - 1)], or 0 with no dictionary. */
+static void gm_dict_lookup(uint64_t *o, int64_t n, const int64_t *dicts, int64_t D) {
+    for (int64_t j = 0; j < n; j++) {
+        uint64_t i = o[j] & UINT64_C(0xFFFFFFFF);
+        o[j] = D > 0 ? (uint64_t)dicts[i < (uint64_t)D ? i : (uint64_t)(D - 1)] : 0;
+    }
+}
+
+/* hdr: int64 [K, 3] (base, slope, meta = word_off << 8 | w); lo, cnt, dst: int64 [K]; dicts: the
+ * column's D dictionary values, which its DICT blocks (aux kind 3) index (gm_dict_lookup).
  * Returns 0, or k + 1 for the first block whose header or words are out of range; with clamp, the
  * values of a block whose bits run past the buffer's end take residual 0 instead. */
 int64_t gm_decode(const int64_t *hdr, const uint64_t *words, int64_t nwords, int64_t K, const int64_t *lo,
-                  const int64_t *cnt, const int64_t *dst, uint64_t *out, int clamp) {
+                  const int64_t *cnt, const int64_t *dst, uint64_t *out, int clamp, const int64_t *dicts, int64_t D) {
     for (int64_t k = 0; k < K; k++) {
         uint64_t base = (uint64_t)hdr[3 * k], slope = (uint64_t)hdr[3 * k + 1];
         int64_t meta = hdr[3 * k + 2];
@@ -200,6 +210,7 @@ int64_t gm_decode(const int64_t *hdr, const uint64_t *words, int64_t nwords, int
             if (clamp && top > 128) top = a > 128 ? a : 128;
             if (off > nwords || decode_aux(words, nwords, off, w, base, slope, a, top, out + dst[k], clamp)) return k + 1;
             for (int64_t j = top; j < h; j++) out[dst[k] + j - a] = base;
+            if (off >= 1 && (words[off - 1] & 3) == 3) gm_dict_lookup(out + dst[k], n, dicts, D);
             continue;
         }
         if (decode_plain(words, nwords, off, w, base, slope, a, n, out + dst[k], clamp)) return k + 1;
@@ -234,34 +245,46 @@ void gm_block_hash(const uint64_t *base, const uint64_t *slope, const uint64_t *
  * to out[dst_word[k] ...] as whole little-endian words, zero past the block's bits: a format-3 block's
  * payload in format 2's word-aligned form. Returns 0, or k + 1 for the first block whose bits fall
  * outside buf (nothing written for it or after it). The caller checks the output positions. */
+/* bits [b0, b0 + nb) of buf (n bytes; the caller checked they lie inside, nb > 0) to o as whole words */
+static void gm_realign_one(const unsigned char *buf, int64_t n, int64_t b0, int64_t nb, uint64_t *o) {
+    const unsigned char *p = buf + (b0 >> 3);
+    unsigned sh = (unsigned)(b0 & 7);
+    int64_t nw = (nb + 63) >> 6, full = nw - 1;
+    /* every word but the last: its 9 bytes lie inside the block's bits (plus one), so inside buf */
+    if (sh == 0) memcpy(o, p, (size_t)(8 * full));
+    else
+        for (int64_t i = 0; i < full; i++) o[i] = (load64(p + 8 * i) >> sh) | ((uint64_t)p[8 * i + 8] << (64 - sh));
+    /* the last word: the bytes that remain of the stream, one at a time */
+    int64_t byte = (b0 >> 3) + 8 * full;
+    uint64_t v = 0;
+    for (int64_t t = 0; t < 9 && byte + t < n; t++) {
+        int sft = 8 * (int)t - (int)sh;
+        if (sft >= 64) break;
+        uint64_t c = buf[byte + t];
+        v |= sft >= 0 ? c << sft : c >> (-sft);
+    }
+    int64_t rem = nb - 64 * full;
+    if (rem < 64) v &= (UINT64_C(1) << rem) - 1;
+    o[full] = v;
+}
+
 int64_t gm_realign(const unsigned char *buf, int64_t n, const int64_t *src_bit, const int64_t *nbits,
                    const int64_t *dst_word, int64_t K, uint64_t *out) {
     for (int64_t k = 0; k < K; k++) {
         int64_t b0 = src_bit[k], nb = nbits[k];
         if (b0 < 0 || nb < 0 || nb > GM_MAX_VALUES || b0 > 8 * n - nb) return k + 1;
-        if (nb == 0) continue;
-        uint64_t *o = out + dst_word[k];
-        const unsigned char *p = buf + (b0 >> 3);
-        unsigned sh = (unsigned)(b0 & 7);
-        int64_t nw = (nb + 63) >> 6, full = nw - 1;
-        /* every word but the last: its 9 bytes lie inside the block's bits (plus one), so inside buf */
-        if (sh == 0) memcpy(o, p, (size_t)(8 * full));
-        else
-            for (int64_t i = 0; i < full; i++) o[i] = (load64(p + 8 * i) >> sh) | ((uint64_t)p[8 * i + 8] << (64 - sh));
-        /* the last word: the bytes that remain of the stream, one at a time */
-        int64_t byte = (b0 >> 3) + 8 * full;
-        uint64_t v = 0;
-        for (int64_t t = 0; t < 9 && byte + t < n; t++) {
-            int sft = 8 * (int)t - (int)sh;
-            if (sft >= 64) break;
-            uint64_t c = buf[byte + t];
-            v |= sft >= 0 ? c << sft : c >> (-sft);
-        }
-        int64_t rem = nb - 64 * full;
-        if (rem < 64) v &= (UINT64_C(1) << rem) - 1;
-        o[full] = v;
+        if (nb) gm_realign_one(buf, n, b0, nb, out + dst_word[k]);
     }
     return 0;
+}
+
+/* bits [bit, bit + w) of the byte stream buf (n bytes; the caller checked they lie inside), w <= 56 */
+static inline uint64_t gm_bits_at(const unsigned char *buf, int64_t n, int64_t bit, int w) {
+    const int64_t byte = bit >> 3;
+    uint64_t v = 0;
+    if (byte + 8 <= n) v = load64(buf + byte);
+    else memcpy(&v, buf + byte, (size_t)(n - byte)); /* the stream's last bytes */
+    return (v >> (bit & 7)) & ((UINT64_C(1) << w) - 1);
 }
 
 /* host/pages.py stage_blocks: a PATCH block's exceptions, e[k] values of w2[k] <= 31 bits from bit
@@ -273,14 +296,7 @@ int64_t gm_unpack_exceptions(const unsigned char *buf, int64_t n, const int64_t 
     for (int64_t k = 0; k < K; k++) {
         const int64_t b0 = src_bit[k], m = e[k], w = w2[k];
         if (b0 < 0 || m < 0 || w < 0 || w > 31 || m > GM_MAX_VALUES / 32 || b0 > 8 * n - m * w) return k + 1;
-        const uint64_t mask = (UINT64_C(1) << w) - 1;
-        for (int64_t i = 0; i < m; i++) {
-            const int64_t bit = b0 + i * w, byte = bit >> 3;
-            uint64_t v = 0;
-            if (byte + 8 <= n) v = load64(buf + byte);
-            else memcpy(&v, buf + byte, (size_t)(n - byte)); /* the stream's last bytes */
-            out32[dst[k] + i] = (uint32_t)(((v >> (bit & 7)) & mask) + 1);
-        }
+        for (int64_t i = 0; i < m; i++) out32[dst[k] + i] = (uint32_t)(gm_bits_at(buf, n, b0 + i * w, (int)w) + 1);
     }
     return 0;
 }
@@ -328,6 +344,31 @@ static inline int64_t gm_unzigzag(uint64_t z) { return (int64_t)((z >> 1) ^ (UIN
 
 static inline int64_t gm_sat(uint64_t v) { return v > (UINT64_C(1) << 40) ? (INT64_C(1) << 40) : (int64_t)v; }
 
+/* one block's fields from fbuf[*pos, end) (tag t, cnt values, pred: where the page's previous block's
+ * line ended, updated); 1 when they run past end or a varint is bad */
+static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end, int64_t tag, int64_t cnt,
+                            uint64_t *pred, int64_t *base, int64_t *slope, int64_t *w, int64_t *nv, int64_t *w2,
+                            int64_t *e) {
+    uint64_t d, z = 0, x1 = 0, x2 = 0, x3 = 0;
+    const int64_t t = tag & 0x7F;
+    if (gm_varint(fbuf, pos, end, &d)) return 1;
+    if ((tag & 0x80) && gm_varint(fbuf, pos, end, &z)) return 1;
+    if (t == 65 || t == 66) {
+        if (gm_varint(fbuf, pos, end, &x1) || gm_varint(fbuf, pos, end, &x2)) return 1;
+        if (t == 65 && gm_varint(fbuf, pos, end, &x3)) return 1;
+    }
+    uint64_t b = *pred + (uint64_t)gm_unzigzag(d);
+    int64_t sl = gm_unzigzag(z);
+    *base = (int64_t)b;
+    *slope = sl;
+    *w = t >= 65 ? (x1 > 64 ? 65 : (int64_t)x1) : t;
+    *nv = t == 66 ? gm_sat(x2) : cnt;
+    *w2 = t == 65 ? gm_sat(x2) : 0;
+    *e = t == 65 ? gm_sat(x3) : 0;
+    *pred = b + (uint64_t)sl * (uint64_t)*nv;
+    return 0;
+}
+
 int64_t gm_parse_fields(const unsigned char *fbuf, int64_t n, const int64_t *fstart, const int64_t *fend, int64_t P,
                         const int64_t *tag, const int64_t *cnt, const int64_t *page_of, int64_t K, int64_t *base,
                         int64_t *slope, int64_t *w, int64_t *nv, int64_t *w2, int64_t *e) {
@@ -336,28 +377,149 @@ int64_t gm_parse_fields(const unsigned char *fbuf, int64_t n, const int64_t *fst
         int64_t pos = fstart[p], end = fend[p];
         if (pos < 0 || end < pos || end > n) return p + 1;
         uint64_t pred = 0;
-        for (; k < K && page_of[k] == p; k++) {
-            uint64_t d, z = 0, x1 = 0, x2 = 0, x3 = 0;
-            const int64_t t = tag[k] & 0x7F;
-            if (gm_varint(fbuf, &pos, end, &d)) return p + 1;
-            if ((tag[k] & 0x80) && gm_varint(fbuf, &pos, end, &z)) return p + 1;
-            if (t == 65 || t == 66) {
-                if (gm_varint(fbuf, &pos, end, &x1) || gm_varint(fbuf, &pos, end, &x2)) return p + 1;
-                if (t == 65 && gm_varint(fbuf, &pos, end, &x3)) return p + 1;
-            }
-            uint64_t b = pred + (uint64_t)gm_unzigzag(d);
-            int64_t sl = gm_unzigzag(z);
-            base[k] = (int64_t)b;
-            slope[k] = sl;
-            w[k] = t >= 65 ? (x1 > 64 ? 65 : (int64_t)x1) : t;
-            nv[k] = t == 66 ? gm_sat(x2) : cnt[k];
-            w2[k] = t == 65 ? gm_sat(x2) : 0;
-            e[k] = t == 65 ? gm_sat(x3) : 0;
-            pred = b + (uint64_t)sl * (uint64_t)nv[k];
-        }
+        for (; k < K && page_of[k] == p; k++)
+            if (gm_fields(fbuf, &pos, end, tag[k], cnt[k], &pred, base + k, slope + k, w + k, nv + k, w2 + k, e + k))
+                return p + 1;
         if (pos != end) return p + 1;
     }
     return k == K ? 0 : P + 1;
+}
+
+/* A plain run of n values of width w (the line base + slope * j) from bit `bit` of the byte stream b (L
+ * bytes; the caller checked the bits lie inside) to o: realigned to whole words in scratch, then
+ * decoded there (scratch: n * w / 64 + 3 words). */
+static void gm_plain_bits(const unsigned char *b, int64_t L, int64_t bit, int w, uint64_t base, uint64_t slope,
+                          int64_t n, uint64_t *scratch, uint64_t *o) {
+    int64_t nbits = n * w, nw = (nbits + 63) >> 6;
+    if (nbits) gm_realign_one(b, L, bit, nbits, scratch);
+    scratch[nw] = scratch[nw + 1] = 0; /* (the fast path's loads may reach past the last word) */
+    decode_plain(scratch, nw + 2, 0, w, base, slope, 0, n, o, 0);
+}
+
+static inline uint32_t gm_u32(const unsigned char *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* host/pages.py decode_blobs: whole format-3 blobs straight to values, one pass per blob, no staged
+ * form. gm_blob decodes one blob of L bytes and `count` values in blocks of bs to out; with D > 0 its
+ * values are codes into dict[0, D), replaced by the entries they index. It makes every check of
+ * host/pages.py decode_blob: tags, anchors, each page's fields exactly its blocks' varints, PATCH /
+ * RUN fields in range, the payload inside its bounds, a PATCH block's bitmap of e bits, a RUN block's
+ * of nv bits with bit 0 set; and a code below D. Returns 0 or a GM_BLOB_* reason. scratch: at least
+ * max(bs, 128) + 3 words. */
+enum { GM_BLOB_OK, GM_BLOB_SHORT, GM_BLOB_TAG, GM_BLOB_ANCHORS, GM_BLOB_FIELDS, GM_BLOB_RANGE, GM_BLOB_PAYLOAD,
+       GM_BLOB_BITMAP, GM_BLOB_CODE, GM_BLOB_DICT_EXT };
+
+static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs, const int64_t *dict, int64_t D,
+                   uint64_t *scratch, uint64_t *out) {
+    const int64_t nb = (count + bs - 1) / bs, npg = (nb + 15) / 16, head = nb + (npg > 1 ? 8 * npg : 0);
+    if (L < head) return GM_BLOB_SHORT;
+    if (!nb) return L ? GM_BLOB_FIELDS : GM_BLOB_OK; /* (no values: no bytes) */
+    int ext = 0;
+    int64_t plain_bits = 0;
+    for (int64_t j = 0; j < nb; j++) {
+        const int t = b[j] & 0x7F;
+        if (t > 66) return GM_BLOB_TAG;
+        if (t >= 65) ext = 1;
+        else plain_bits += (j + 1 < nb ? bs : count - j * bs) * t;
+    }
+    if (D && ext) return GM_BLOB_DICT_EXT;
+    /* pay: the payload's first byte (one page with PATCH / RUN blocks: after its fields); limit: the bit
+     * the payload must end by; [fpos, fend): the fields of the page at hand */
+    int64_t pay = nb, limit = 8 * L, fpos = nb, fend = L;
+    if (npg > 1) {
+        pay = head;
+        fpos = gm_u32(b + nb);
+        if (fpos < pay || fpos > L) return GM_BLOB_ANCHORS;
+        limit = 8 * fpos;
+    } else if (!ext) {
+        fpos = pay + ((plain_bits + 7) >> 3);
+        if (fpos > L) return GM_BLOB_SHORT;
+        limit = 8 * fpos;
+    }
+    int64_t P = 0; /* payload bits of the blocks before */
+    for (int64_t p = 0; p < npg; p++) {
+        const int64_t j0 = 16 * p, j1 = j0 + 16 < nb ? j0 + 16 : nb;
+        if (npg > 1) {
+            fpos = gm_u32(b + nb + 8 * p);
+            fend = p + 1 < npg ? gm_u32(b + nb + 8 * (p + 1)) : L;
+            if (fend < fpos || fend > L || gm_u32(b + nb + 8 * p + 4) != (uint64_t)P) return GM_BLOB_ANCHORS;
+        }
+        int64_t base[16], slope[16], w[16], nv[16], w2[16], e[16];
+        uint64_t pred = 0;
+        for (int64_t j = j0; j < j1; j++) {
+            const int64_t cnt = j + 1 < nb ? bs : count - j * bs, k = j - j0;
+            if (gm_fields(b, &fpos, fend, b[j], cnt, &pred, base + k, slope + k, w + k, nv + k, w2 + k, e + k))
+                return GM_BLOB_FIELDS;
+        }
+        if (npg == 1 && ext) pay = fpos; /* its payload follows its fields */
+        else if (fpos != fend) return GM_BLOB_FIELDS;
+        for (int64_t j = j0; j < j1; j++) {
+            const int64_t cnt = j + 1 < nb ? bs : count - j * bs, k = j - j0, t = b[j] & 0x7F;
+            const int64_t W = w[k], N = nv[k], E = e[k], W2 = w2[k];
+            if ((t == 65 && (W > 63 || W2 > 31 || W + W2 > 64 || E < 1 || E > cnt || cnt > 128)) ||
+                (t == 66 && (W > 64 || N < 1 || N > cnt || cnt > 128)))
+                return GM_BLOB_RANGE;
+            const int64_t at = 8 * pay + P, bits = N * W + (t >= 65 ? cnt : 0) + E * W2;
+            if (at + bits > limit) return GM_BLOB_PAYLOAD;
+            uint64_t *o = out + j * bs;
+            const uint64_t bv = (uint64_t)base[k], sl = (uint64_t)slope[k];
+            if (t < 65) {
+                gm_plain_bits(b, L, at, (int)W, bv, sl, cnt, scratch, o);
+            } else {
+                uint64_t bm[2] = {0, 0}; /* the bitmap: cnt <= 128 bits */
+                const int64_t bm_at = at + N * W;
+                gm_realign_one(b, L, bm_at, cnt, bm);
+                const int64_t ones = __builtin_popcountll(bm[0]) + __builtin_popcountll(bm[1]);
+                if (t == 65) { /* PATCH: low bits, then each exception at its bitmap bit */
+                    if (ones != E) return GM_BLOB_BITMAP;
+                    gm_plain_bits(b, L, at, (int)W, bv, sl, cnt, scratch, o);
+                    int64_t r = 0;
+                    for (int g = 0; g < 2; g++)
+                        for (uint64_t m = bm[g]; m; m &= m - 1, r++)
+                            o[64 * g + __builtin_ctzll(m)] += (gm_bits_at(b, L, bm_at + cnt + r * W2, (int)W2) + 1) << W;
+                } else { /* RUN: the runs, then value i is run rank(i + 1) - 1 */
+                    if (ones != N || !(bm[0] & 1)) return GM_BLOB_BITMAP;
+                    uint64_t runs[128];
+                    gm_plain_bits(b, L, at, (int)W, bv, sl, N, scratch, runs);
+                    int64_t r = -1;
+                    for (int64_t i = 0; i < cnt; i++) {
+                        r += (bm[i >> 6] >> (i & 63)) & 1;
+                        o[i] = runs[r];
+                    }
+                }
+            }
+            P += bits;
+            if (D)
+                for (int64_t i = 0; i < cnt; i++) {
+                    if (o[i] >= (uint64_t)D) return GM_BLOB_CODE;
+                    o[i] = (uint64_t)dict[o[i]];
+                }
+        }
+    }
+    return GM_BLOB_OK;
+}
+
+/* Blob s: bytes [boff[s], boff[s] + blen[s]) of buf (n bytes), count[s] values to out[dst[s] ...];
+ * dlen[s] > 0: codes into dicts[dstart[s] ...][0, dlen[s]) (dicts NULL: none). Returns 0, or s + 1 for
+ * the first bad blob (*why: its GM_BLOB_* reason; the blobs before it are written). The caller checks
+ * the output positions and the dictionaries' ranges. */
+int64_t gm_decode_blobs(const unsigned char *buf, int64_t n, const int64_t *boff, const int64_t *blen,
+                        const int64_t *count, const int64_t *dst, int64_t S, int64_t bs, const int64_t *dicts,
+                        const int64_t *dstart, const int64_t *dlen, uint64_t *scratch, uint64_t *out, int64_t *why) {
+    for (int64_t s = 0; s < S; s++) {
+        const int64_t D = dicts ? dlen[s] : 0;
+        int r = boff[s] < 0 || blen[s] < 0 || boff[s] > n - blen[s] || count[s] < 0 || bs < 1 || count[s] > GM_MAX_VALUES
+                    ? GM_BLOB_SHORT
+                    : gm_blob(buf + boff[s], blen[s], count[s], bs, D ? dicts + dstart[s] : NULL, D, scratch, out + dst[s]);
+        if (r) {
+            *why = r;
+            return s + 1;
+        }
+    }
+    return 0;
 }
 
 /* host/ranges.py copy_ranges: dst[dst_at[i] .. + lens[i]) = src[src_at[i] .. + lens[i]) for i < K,

@@ -464,15 +464,16 @@ def decode_blocks_padded(hdr: np.ndarray, words: np.ndarray, lanes: int, dicts=N
     residuals come out of it by views, strided loads and shifts (``_unpack_rows``), and
     ``base + slope * k`` is added per row."""
     hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
-    pad = _decode_blocks_padded(hdr, words, lanes)
-    if lanes and (hdr[:, 2] & AUX_FLAG).any():  # DICT blocks: their codes, then one lookup each
+    pad = _decode_blocks_padded(hdr, words, lanes, dicts)
+    if lanes and (hdr[:, 2] & AUX_FLAG).any() and not native.available()[0]:  # DICT blocks: codes, then a lookup each
         b = dict_blocks(hdr, words)
         if len(b):
             pad[b] = dict_lookup(dicts, pad[b])
     return pad
 
 
-def _decode_blocks_padded(hdr: np.ndarray, words: np.ndarray, lanes: int) -> np.ndarray:
+def _decode_blocks_padded(hdr: np.ndarray, words: np.ndarray, lanes: int, dicts=None) -> np.ndarray:
+    """``decode_blocks_padded``; the C decoder also looks up DICT blocks' values in ``dicts``."""
     hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
     K = hdr.shape[0]
     aux = (hdr[:, 2] & AUX_FLAG) != 0
@@ -485,7 +486,7 @@ def _decode_blocks_padded(hdr: np.ndarray, words: np.ndarray, lanes: int) -> np.
     if K and lanes and native.available()[0]:
         pad = np.empty((K, lanes), dtype=np.int64)
         _native_decode(hdr, words, None, np.full(K, lanes, np.int64), np.arange(K, dtype=np.int64) * lanes, pad,
-                       clamp=True)
+                       clamp=True, dicts=dicts)
         return pad
     if K and lanes and K * lanes <= _FEW_VALUES:
         return _decode_few(hdr, words, lanes).view(np.int64)
@@ -517,8 +518,8 @@ def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np
     """
     hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
     counts = np.asarray(counts, dtype=np.int64)
-    out = _decode_blocks(hdr, words, counts, lo)
-    if (hdr[:, 2] & AUX_FLAG).any():  # DICT blocks: their codes, then one lookup each
+    out = _decode_blocks(hdr, words, counts, lo, dicts)
+    if (hdr[:, 2] & AUX_FLAG).any() and not native.available()[0]:  # DICT blocks: codes, then a lookup each
         b = dict_blocks(hdr, words)
         if len(b):
             at = ranges((np.cumsum(counts) - counts)[b], counts[b])
@@ -526,7 +527,9 @@ def decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np
     return out
 
 
-def _decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np.ndarray | None = None) -> np.ndarray:
+def _decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: np.ndarray | None = None,
+                   dicts=None) -> np.ndarray:
+    """``decode_blocks``; the C decoder also looks up DICT blocks' values in ``dicts``."""
     hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
     counts = np.asarray(counts, dtype=np.int64)
     aux = (hdr[:, 2] & AUX_FLAG) != 0
@@ -542,7 +545,7 @@ def _decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: n
         lo = np.ascontiguousarray(lo, dtype=np.int64)
         out = np.empty(int(counts.sum()), dtype=np.int64)
         if out.size:
-            _native_decode(hdr, words, lo, counts, np.cumsum(counts) - counts, out)
+            _native_decode(hdr, words, lo, counts, np.cumsum(counts) - counts, out, dicts=dicts)
         return out
     if lo is not None:
         lo = np.asarray(lo, dtype=np.int64)
@@ -554,7 +557,7 @@ def _decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: n
     if total == 0:
         return out.view(np.int64)
     if native.available()[0]:
-        _native_decode(hdr, words, None, counts, np.cumsum(counts) - counts, out)
+        _native_decode(hdr, words, None, counts, np.cumsum(counts) - counts, out, dicts=dicts)
         return out.view(np.int64)
     lanes = -(-int(counts.max()) // 8) * 8  # a multiple of 8: whole groups of 8 values
     if len(counts) * lanes <= _FEW_VALUES:
@@ -585,11 +588,13 @@ def _decode_blocks(hdr: np.ndarray, words: np.ndarray, counts: np.ndarray, lo: n
     return out.view(np.int64)
 
 
-def _native_decode(hdr, words, lo, counts, dst, out, clamp: bool = False) -> None:
-    """``native.decode`` on contiguous int64 views; a block outside ``words`` is a ``CorruptionError``."""
+def _native_decode(hdr, words, lo, counts, dst, out, clamp: bool = False, dicts=None) -> None:
+    """``native.decode`` on contiguous int64 views (DICT blocks looked up in ``dicts``); a block outside
+    ``words`` is a ``CorruptionError``."""
     hdr = np.ascontiguousarray(hdr, dtype=np.int64)
     words = np.ascontiguousarray(words, dtype=np.int64).reshape(-1)
-    bad = native.decode(hdr, words, lo, np.ascontiguousarray(counts, dtype=np.int64), dst, out, clamp)
+    d = None if dicts is None else np.ascontiguousarray(dicts, dtype=np.int64).reshape(-1)
+    bad = native.decode(hdr, words, lo, np.ascontiguousarray(counts, dtype=np.int64), dst, out, clamp, d)
     if bad:
         k = bad - 1
         raise CorruptionError(f"block {k}: header (base, slope, meta) = {hdr[k].tolist()} points outside the "

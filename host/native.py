@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 8  # gm_abi_version() of the _native.c this module calls
+ABI = 9  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -34,13 +34,14 @@ def _load():
                 return None, f"{path}: built from another version of _native.c (pip install -e . rebuilds it)"
             P, I64 = ctypes.c_void_p, ctypes.c_int64
             sigs = {  # name: (result, arguments) of every function _native.c exports
-                "gm_decode": (I64, [P, P, I64, I64, P, P, P, P, ctypes.c_int]),
+                "gm_decode": (I64, [P, P, I64, I64, P, P, P, P, ctypes.c_int, P, I64]),
                 "gm_block_hash": (None, [P] * 5 + [I64, P]),
                 "gm_realign": (I64, [P, I64, P, P, P, I64, P]),
                 "gm_chunk_hash": (None, [P, I64, I64, P, I64, P]),
                 "gm_parse_fields": (I64, [P, I64, P, P, I64, P, P, P, I64] + [P] * 6),
                 "gm_copy_ranges": (None, [P] * 5 + [I64, I64]),
                 "gm_unpack_exceptions": (I64, [P, I64, P, P, P, P, I64, P]),
+                "gm_decode_blobs": (I64, [P, I64, P, P, P, P, I64, I64, P, P, P, P, P, P]),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -52,8 +53,8 @@ def _load():
 
 
 _lib, _why = _load()
-_decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions = \
-    _lib if _lib is not None else (None,) * 7
+_decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs = \
+    _lib if _lib is not None else (None,) * 8
 
 
 def available() -> tuple[bool, str]:
@@ -66,8 +67,9 @@ def _ptr(a: np.ndarray):
 
 
 def decode(hdr: np.ndarray, words: np.ndarray, lo, cnt: np.ndarray, dst: np.ndarray, out: np.ndarray,
-           clamp: bool = False) -> int:
-    """Values ``[lo_k, lo_k + cnt_k)`` of block ``k`` to ``out[dst_k:]`` (``lo`` None: from 0).
+           clamp: bool = False, dicts: np.ndarray | None = None) -> int:
+    """Values ``[lo_k, lo_k + cnt_k)`` of block ``k`` to ``out[dst_k:]`` (``lo`` None: from 0); a DICT
+    block's values are the entries of ``dicts`` (contiguous int64) they index (``staged.dict_lookup``).
 
     All int64/uint64, C-contiguous; ``hdr`` ``[K, 3]``. Returns 0, or ``k + 1`` for the first block
     whose header or words fall outside ``words`` (nothing is written for it or after it).
@@ -84,8 +86,11 @@ def decode(hdr: np.ndarray, words: np.ndarray, lo, cnt: np.ndarray, dst: np.ndar
         raise ValueError(f"native.decode: hdr [K, 3] with cnt, dst (and lo) of K = {K} entries")
     if K and ((cnt < 0).any() or (dst < 0).any() or int((dst + cnt).max()) > out.size):
         raise ValueError(f"native.decode: output positions outside the {out.size} values of out")
+    if dicts is not None and (dicts.dtype != np.int64 or not dicts.flags.c_contiguous):
+        raise ValueError("native.decode: dicts must be C-contiguous int64")
+    D = 0 if dicts is None else dicts.size
     return int(_decode(_ptr(hdr), _ptr(words), words.size, K, None if lo is None else _ptr(lo),
-                       _ptr(cnt), _ptr(dst), _ptr(out), int(clamp)))
+                       _ptr(cnt), _ptr(dst), _ptr(out), int(clamp), _ptr(dicts) if D else None, D))
 
 
 def block_hash(base: np.ndarray, slope: np.ndarray, meta: np.ndarray, packed: np.ndarray, nwords: np.ndarray) -> np.ndarray:
@@ -181,3 +186,40 @@ def unpack_exceptions(buf: np.ndarray, src_bit: np.ndarray, e: np.ndarray, w2: n
     if K and ((dst < 0).any() or (e < 0).any() or int((dst + e).max()) > out32.size):
         raise ValueError("unpack_exceptions: output positions outside out32")
     return int(_unpack_exceptions(_ptr(buf), buf.size, _ptr(src_bit), _ptr(e), _ptr(w2), _ptr(dst), K, _ptr(out32))) if K else 0
+
+
+BLOB_ERRORS = {  # gm_decode_blobs' reasons (GM_BLOB_*)
+    1: "shorter than its tags, anchors or payload", 2: "a block tag that is not an encoding this release reads",
+    3: "its anchors disagree with its tags", 4: "its fields do not match its tags",
+    5: "a PATCH or RUN block's fields are out of range", 6: "its payload runs past its bounds",
+    7: "a PATCH or RUN block's bitmap disagrees with its fields", 8: "a code outside its dictionary",
+    9: "a blob of codes (DICT) holds PATCH or RUN blocks",
+}
+
+
+def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.ndarray, dst: np.ndarray,
+                 block_size: int, out: np.ndarray, dicts: np.ndarray | None = None, dstart: np.ndarray | None = None,
+                 dlen: np.ndarray | None = None) -> tuple[int, int]:
+    """``host.pages.decode_blobs`` in C: blob ``s`` (bytes ``[boff[s], + blen[s])`` of ``buf``, uint8),
+    ``count[s]`` values to ``out[dst[s]:]`` (64-bit); where ``dlen[s] > 0`` they are codes into
+    ``dicts[dstart[s]:][:dlen[s]]`` (int64). Returns ``(0, 0)``, or ``(s + 1, reason)`` for the first
+    bad blob (``BLOB_ERRORS``). Checks every position given (``ValueError``: a bug of the caller's)."""
+    S = count.size
+    arrs = [boff, blen, count, dst] + ([] if dicts is None else [dstart, dlen, dicts])
+    if buf.dtype != np.uint8 or not buf.flags.c_contiguous or out.dtype.itemsize != 8 or not out.flags.c_contiguous \
+            or any(a.dtype != np.int64 or not a.flags.c_contiguous for a in arrs) \
+            or any(a.size != S for a in arrs[:4] + arrs[4:6]) or block_size < 1:
+        raise ValueError("decode_blobs: uint8 buf, int64 boff/blen/count/dst (dstart/dlen) [S], int64 dicts, 64-bit out")
+    if S and ((dst < 0).any() or (count < 0).any() or int((dst + count).max()) > out.size):
+        raise ValueError(f"decode_blobs: output positions outside the {out.size} values of out")
+    if dicts is not None and S and ((dlen < 0).any() or ((dlen > 0) & ((dstart < 0) | (dstart + dlen > dicts.size))).any()):
+        raise ValueError(f"decode_blobs: a dictionary outside the {dicts.size} values of dicts")
+    if not S:
+        return 0, 0
+    scratch = np.empty(max(block_size, 128) + 3, np.uint64)
+    why = np.zeros(1, np.int64)
+    d = dicts is not None and dicts.size > 0
+    bad = int(_decode_blobs(_ptr(buf), buf.size, _ptr(boff), _ptr(blen), _ptr(count), _ptr(dst), S, block_size,
+                            _ptr(dicts) if d else None, _ptr(dstart) if d else None, _ptr(dlen) if d else None,
+                            _ptr(scratch), _ptr(out), _ptr(why)))
+    return bad, int(why[0])

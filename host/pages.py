@@ -608,6 +608,9 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
         g = np.arange(4)
         at = 2 * (off[a] + vw[a])[:, None] + g[None, :]
         pc = np.where(g[None, :] < ((b.cnt[a] + 31) >> 5)[:, None], np.bitwise_count(w32[np.minimum(at, len(w32) - 1)]), 0)
+        ones = pc.sum(axis=1)
+        if (np.where(b.kind[a] == KIND_PATCH, ones != b.e[a], (ones != b.nv[a]) | (w32[at[:, 0]] & 1 == 0))).any():
+            raise CorruptionError("payload: a PATCH or RUN block's bitmap disagrees with its fields")
         pre = np.cumsum(pc, axis=1) - pc  # [n, 4]: set bits before each 32-lane group (<= 96)
         pre_w = (pre.astype(_U64) << (_U64(32) + _U64(8) * g.astype(_U64))[None, :]).sum(axis=1, dtype=_U64)
         lo = (b.kind[a] | ((2 * vw[a]) << 8) | ((2 * (vw[a] + bw[a])) << 18)).astype(_U64)
@@ -623,8 +626,55 @@ def check_payload(pay_bit: np.ndarray, bits: np.ndarray, first: np.ndarray, limi
         raise CorruptionError(f"{where}: a blob's payload runs into its fields")
 
 
+def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.ndarray, block_size: int,
+                 dicts: np.ndarray | None = None, dstart: np.ndarray | None = None, dlen: np.ndarray | None = None,
+                 where: str = "blobs") -> np.ndarray:
+    """All values (int64) of the blobs ``[boff[s], + blen[s])`` of ``buf`` (uint8) of ``count[s]``
+    values each, back to back. Where ``dlen[s] > 0`` blob ``s`` holds codes into ``dicts[dstart[s]:]
+    [:dlen[s]]`` (a segment dictionary) and gives the entries they index. No checksum (those are per
+    segment chunk); anything else that is not a blob of format 3 is a ``CorruptionError`` naming
+    ``where``, and so is a code outside its dictionary.
+
+    In C when built: one pass per blob from its bytes to its values (tags, fields, payload, PATCH /
+    RUN, lookup), no staged form; else ``decode_blob`` per blob (the same values and errors)."""
+    boff, blen, count = (np.ascontiguousarray(a, dtype=np.int64).reshape(-1) for a in (boff, blen, count))
+    out = np.empty(int(count.sum()), np.int64)
+    if dicts is not None:
+        dicts = np.ascontiguousarray(dicts, dtype=np.int64).reshape(-1)
+        dstart, dlen = (np.ascontiguousarray(a, dtype=np.int64).reshape(-1) for a in (dstart, dlen))
+    if native.available()[0]:
+        bad, why = native.decode_blobs(np.ascontiguousarray(buf, dtype=np.uint8), boff, blen, count,
+                                       np.cumsum(count) - count, block_size, out, dicts, dstart, dlen)
+        if bad:
+            raise CorruptionError(f"{where}: blob {bad - 1}: {native.BLOB_ERRORS.get(why, why)}")
+        return out
+    at = 0
+    for s in range(len(count)):
+        n = int(count[s])
+        if boff[s] < 0 or blen[s] < 0 or boff[s] + blen[s] > len(buf):
+            raise CorruptionError(f"{where}: blob {s}: {native.BLOB_ERRORS[1]}")
+        blob = np.asarray(buf[boff[s] : boff[s] + blen[s]], dtype=np.uint8)
+        codes = dicts is not None and dlen[s] > 0
+        try:
+            if codes and (tag_kind(blob[: -(-n // block_size)]) != KIND_PLAIN).any():
+                check_tags(blob[: -(-n // block_size)])
+                raise CorruptionError(native.BLOB_ERRORS[9])
+            v = decode_blob(blob, n, block_size)
+            if codes and len(v) and (v.view(_U64) >= _U64(dlen[s])).any():
+                raise CorruptionError(native.BLOB_ERRORS[8])
+        except CorruptionError as e:
+            raise CorruptionError(f"{where}: blob {s}: {e}") from None
+        if codes:
+            v = dicts[dstart[s] + v]
+        out[at : at + n] = v
+        at += n
+    return out
+
+
 def decode_blob(blob: np.ndarray, count: int, block_size: int) -> np.ndarray:
     """All values of one blob of ``count`` values (no checksum: those are per segment chunk)."""
+    if native.available()[0]:
+        return decode_blobs(blob, [0], [len(blob)], [count], block_size, where="blob")
     blob = np.asarray(blob, dtype=np.uint8)
     _, cnt = codec.block_counts(np.array([count]), block_size)
     nb = len(cnt)

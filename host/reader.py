@@ -14,7 +14,7 @@ import numpy as np
 
 from gpumat.core.errors import CorruptionError, GpumatError, SchemaError
 from gpumat.core.staged import AUX_FLAG
-from gpumat.host import codec, pages
+from gpumat.host import codec, native, pages
 from gpumat.host.lengths import LengthHistory
 from gpumat.host.log import State
 from gpumat.host.ranges import ranges, take_ranges
@@ -450,35 +450,9 @@ class VersionReader:
         pay_at = nb + np.where(multi, 8 * npg, 0)
         seg = d.seg[si]
         in_pool = base3[seg] >= 0
-        groups = [(int(s), None) for s in np.unique(seg[~in_pool])] if not in_pool.all() else []
-        region_of = np.array([self.segment(i).region_bytes for i in range(len(self._segs))], np.int64)
-        segs_read = lambda: sorted({self.segment(int(s)).name for s in np.unique(seg)})  # noqa: E731
-        where = _Where(lambda: f"columns {columns} of segment(s) {segs_read()}")
-
-        def request(owner, starts, lens):
-            """Byte ranges of the requests ``owner``: the small segments' from their pooled regions,
-            one ``bytes_request`` per large segment. ``(reads, finish)``, ``finish()`` their bytes
-            back to back, in order."""
-            sg = seg[owner]
-            if len(sg) and (starts + lens > region_of[sg]).any():  # only an index that disagrees with its file
-                raise CorruptionError(f"{where}: a blob reaches past its segment's blob region")
-            reads, parts = [], []
-            for s, _ in groups:
-                g = np.flatnonzero(sg == s)
-                rq, fin = self.segment(s).bytes_request(starts[g], lens[g])
-                reads += rq
-                parts.append((g, fin))
-
-            def finish():
-                at = np.cumsum(lens) - lens
-                out = np.empty(int(lens.sum()), np.uint8)
-                q = np.flatnonzero(in_pool[owner])
-                take_ranges(pool3, base3[sg[q]] + starts[q], lens[q], out, at[q])
-                for g, fin in parts:
-                    got = fin()
-                    take_ranges(got, np.cumsum(lens[g]) - lens[g], lens[g], out, at[g])
-                return out
-            return reads, finish
+        region_of = self._region_bytes()
+        where = self._where3(columns, seg)
+        request = lambda owner, starts, lens: self._bytes_request3(seg[owner], starts, lens, where)  # noqa: E731
 
         R = np.arange(len(si))
         # a stripe of several pages whose last page is read also reads anchor 0: where its payload
@@ -593,9 +567,49 @@ class VersionReader:
             wc = np.zeros(w1 - w0 + 1, np.int64)
             wc[:-1] = words[w0:w1]
             rq = slice(i * n1, (i + 1) * n1)
-            dicts, keys = self._dictionaries(c, seg[rq], enc[rq], isd[rq], nblk1, h) if isd[rq].any() else (None, None)
+            dicts = keys = None
+            if isd[rq].any():
+                dicts, keys, start, _ = self._dictionaries(c, seg[rq], enc[rq], isd[rq])
+                if start.any():  # (one dictionary, the common case: it starts at 0)
+                    h[:, 0] += np.repeat(start, nblk1)
             out[c] = Blocks(h, wc, int(need[rq].sum()), dicts, keys)
         return out
+
+    def _region_bytes(self) -> np.ndarray:
+        """Each segment's blob-region bytes."""
+        return np.array([self.segment(i).region_bytes for i in range(len(self._segs))], np.int64)
+
+    def _where3(self, columns, seg) -> "_Where":
+        """A read's place in an error message: its columns and segments (worked out when raised)."""
+        return _Where(lambda: f"columns {list(columns)} of segment(s) {sorted({self.segment(int(s)).name for s in np.unique(seg)})}")
+
+    def _bytes_request3(self, seg, starts, lens, where):
+        """Bytes ``[starts[i], + lens[i])`` of the blob region of format-3 segment ``seg[i]``: the small
+        segments' from their pooled regions (verified when read), one ``bytes_request`` per large
+        segment (its chunks verified). ``(reads, finish)``: ``store.fetch(reads)``, then ``finish()``
+        gives their bytes back to back, in order (uint8)."""
+        self._small_pool()
+        pool3, base3 = self._pool3
+        if len(seg) and (starts + lens > self._region_bytes()[seg]).any():  # only an index that disagrees with its file
+            raise CorruptionError(f"{where}: a blob reaches past its segment's blob region")
+        in_pool = base3[seg] >= 0
+        reads, parts = [], []
+        for s in np.unique(seg[~in_pool]).tolist():
+            g = np.flatnonzero(seg == s)
+            rq, fin = self.segment(s).bytes_request(starts[g], lens[g])
+            reads += rq
+            parts.append((g, fin))
+
+        def finish():
+            at = np.cumsum(lens) - lens
+            out = np.empty(int(lens.sum()), np.uint8)
+            q = np.flatnonzero(in_pool)
+            take_ranges(pool3, base3[seg[q]] + starts[q], lens[q], out, at[q])
+            for g, fin in parts:
+                got = fin()
+                take_ranges(got, np.cumsum(lens[g]) - lens[g], lens[g], out, at[g])
+            return out
+        return reads, finish
 
     def _dict_sizes(self, column: str) -> dict:
         """``{(segment << 40) | dictionary offset: stored bytes}`` of ``column``'s segment dictionaries
@@ -612,12 +626,13 @@ class VersionReader:
             sizes = self._dsizes[column] = dict(zip(k[first].tolist(), (o[first] - (k[first] & ((1 << 40) - 1))).tolist()))
         return sizes
 
-    def _dictionaries(self, column, seg, enc, isd, nblk, hdr) -> tuple:
+    def _dictionaries(self, column, seg, enc, isd) -> tuple:
         """The dictionaries of the DICT requests ``isd`` (their segments ``seg``, the dictionary's
-        place in ``enc``) back to back, each once, and their keys; adds where each one starts to the
-        base of its requests' blocks (``hdr``, ``nblk`` per request, in order), so that a block's
-        value line is its index into them (DESIGN §4). A dictionary is read once per open segment
-        (like its index, not counted in a read's ``nbytes``: ``dict_bytes_read`` counts them)."""
+        place in ``enc``) back to back, each once; their keys; and per request where its dictionary
+        starts in them and its entries (0 for a request not of codes). A read adds the start to the
+        base of the request's blocks, so that a block's value line is its index into them (DESIGN
+        §4). A dictionary is read once per open segment (like its index, not counted in a read's
+        ``nbytes``: ``dict_bytes_read`` counts them)."""
         r = np.flatnonzero(isd)
         pair = (seg[r].astype(np.int64) << 40) | (enc[r] >> 8)  # (segment, dictionary offset): offsets are < 2^40
         keys, inv = np.unique(pair, return_inverse=True)
@@ -628,20 +643,19 @@ class VersionReader:
         at = np.cumsum([len(d) for d in parts]) - np.array([len(d) for d in parts])
         if int(at[-1]) + len(parts[-1]) >= 1 << 31:
             raise GpumatError(f"{self.where}: a batch's segment dictionaries exceed 2^31 entries; use smaller batches")
-        if len(keys) > 1:  # (one dictionary, the common case: it starts at 0)
-            start = np.zeros(len(seg), np.int64)
-            start[r] = at[inv.reshape(-1)]
-            hdr[:, 0] += np.repeat(start, nblk)
+        start, length = np.zeros(len(seg), np.int64), np.zeros(len(seg), np.int64)
+        start[r] = at[inv.reshape(-1)]
+        length[r] = np.array([len(d) for d in parts])[inv.reshape(-1)]
         key = tuple(_dict_key(s.path, s.base, int(k & ((1 << 40) - 1))) for s, k in zip(segs, keys))
         self.dict_bytes_read += sum(n for _, n in got)
         if len(parts) == 1:
-            return parts[0], key
+            return parts[0], key, start, length
         last = self._dcat  # batch after batch needs the same few: concatenate them once
         if last is None or last[0] != key:
             cat = np.concatenate(parts)
             cat.flags.writeable = False
             self._dcat = last = (key, cat)
-        return last[1], key
+        return last[1], key, start, length
 
     def _small_pool(self) -> tuple[np.ndarray, np.ndarray]:
         """The blob regions of every small segment back to back (read once per version), and each
@@ -675,14 +689,44 @@ class VersionReader:
         return self._pool
 
     def decode_stripes(self, column: str, stripe_idx) -> np.ndarray:
-        """All values of ``column`` of the given directory stripes, concatenated in the given order (int64)."""
+        """All values of ``column`` of the given directory stripes, concatenated in the given order (int64).
+
+        Stripes all in format-3 files, with the C decoder built: their whole blobs are read (one
+        range each, verified) and decoded straight to values (``pages.decode_blobs``: parse,
+        PATCH / RUN, dictionary lookup in one pass per blob, no staged form). Otherwise through
+        ``read_blocks`` and ``codec.decode_blocks``; the values are the same."""
         d = self.directory()
-        si = np.asarray(stripe_idx, dtype=np.int64)
+        si = np.asarray(stripe_idx, dtype=np.int64).reshape(-1)
+        if column not in self.schema:
+            raise SchemaError(f"unknown column {column!r}; schema has {list(self.schema)}")
+        if len(si) and (si.min() < 0 or si.max() >= len(d)):
+            raise SchemaError("decode_stripes: stripe index out of bounds")
+        if len(si) and native.available()[0] and (self.seg_formats()[d.seg[si]] == 3).all():
+            return self._decode_stripes3(column, si)
         got = self.read_blocks(column, si, np.zeros(len(si), np.int64), d.nblocks[si])
         nblk = d.nblocks[si]
         j = ranges(np.zeros(len(si), np.int64), nblk)
         cnt = np.minimum(self.block_size, np.repeat(d.count[si], nblk) - j * self.block_size)
         return codec.decode_blocks(got[0], got[1], cnt, dicts=got.dicts)
+
+    def _decode_stripes3(self, column: str, si: np.ndarray) -> np.ndarray:
+        """``decode_stripes`` of stripes in format-3 files: their blobs, whole, one fetch, one C pass."""
+        d = self.directory()
+        off, blen, enc = (a[si] for a in self._dir_cols[column])
+        seg = d.seg[si]
+        where = self._where3([column], seg)
+        reads, fin = self._bytes_request3(seg, off, blen, where)
+        self.store.fetch(reads)
+        buf = fin()
+        io = getattr(self.store, "io", None)
+        if io is not None:
+            io.add(blocks_read=int(d.nblocks[si].sum()), block_runs=len(si))
+        isd = (enc & codec.ENC_DICT) != 0
+        dicts = dstart = dlen = None
+        if isd.any():
+            dicts, _, dstart, dlen = self._dictionaries(column, seg, enc, isd)
+        return pages.decode_blobs(buf, np.cumsum(blen) - blen, blen, d.count[si], self.block_size, dicts, dstart, dlen,
+                                  where)
 
 
 @dataclass

@@ -2,11 +2,15 @@
 
 Two measurements, each repeated ``--repeat`` times (the range is printed: the machine may be shared):
 
-``decode``  Mvalues/s of decoding every block of each column of the tier from its stored bytes
-            held in memory: format 3's parse and realign (``Tier.read_blocks``, the segments'
-            regions in memory) and ``host.codec.decode_blocks``; ``+verify`` adds the chunk
-            checksums of the column's bytes that a read from storage checks; ``staged`` is the
-            decode alone, from the staged form. All against pyarrow decoding the same column
+``decode``  Mvalues/s of decoding every stripe of each column of the tier from its stored bytes:
+            ``tier decode`` is the tier's own column decode (``decode_stripes``, which
+            ``read_history``, appends and compaction use: each whole blob read, its chunks
+            verified, and decoded straight to values in C; the small segments' regions are in
+            memory, the large one's bytes in the page cache); ``+verify`` adds the chunk checksums
+            of all the column's bytes again (the small segments' were checked once, when read);
+            ``batch path`` is what the planner does for a batch (``Tier.read_blocks``: format 3's
+            parse and realign into the staged form, then ``host.codec.decode_blocks``); ``staged`` is the decode alone, from the staged form. All
+            against pyarrow decoding the same column
             from a tuned store-once Parquet file held in
             memory (events sorted by user, zstd 3, ts DELTA_BINARY_PACKED, dictionary on the
             low-cardinality columns, 16k-row groups; one thread), and against ``memcpy`` of the
@@ -131,8 +135,9 @@ def part_decode(tier, repeat: int) -> dict:
     out["memcpy_GBps"] = [8 * n / t / 1e9 for t in memcpy]
     print(f"{n:,} events; memcpy (np.copyto int64): {_rng(out['memcpy_GBps'], '{:.1f}')} GB/s = "
           f"{_rng([n / t / 1e6 for t in memcpy])} Mvalues/s")
-    print(f"{'column':<13}{'tier decode':>14}{'+verify':>12}{'staged':>10}{'parquet':>10}{'tier/pq':>13}{'tier/memcpy':>13}"
-          f"{'tier B/ev':>11}{'pq B/ev':>9}   (Mvalues/s, ranges over {repeat} runs)")
+    print(f"{'column':<13}{'tier decode':>12}{'+verify':>10}{'batch path':>12}{'staged':>11}{'parquet':>10}"
+          f"{'tier/pq':>11}{'batch/pq':>11}{'tier/memcpy':>13}{'tier B/ev':>11}{'pq B/ev':>9}   (Mvalues/s, ranges over "
+          f"{repeat} runs)")
     from gpumat.host.segment import CHUNK_BYTES, chunk_hash
 
     d = tier.directory()
@@ -142,7 +147,7 @@ def part_decode(tier, repeat: int) -> dict:
         hdr, words, cnt, dicts = all_blocks(tier, c)
         want = table.column(c).to_numpy().astype(np.int64)
         got = codec.decode_blocks(hdr, words, cnt, dicts=dicts)
-        if not (np.array_equal(got, want)):
+        if not (np.array_equal(got, want) and np.array_equal(r.decode_stripes(c, si), want)):
             raise RuntimeError(f"decode of column {c!r} differs from the reference")
         # the column's stored bytes in each segment (format 3: its blobs are contiguous), chunk-aligned
         off_c, nb_c, _ = r.blobs(c)
@@ -159,27 +164,29 @@ def part_decode(tier, repeat: int) -> dict:
         def verify_stored():
             for buf, first in spans:
                 chunk_hash(buf, CHUNK_BYTES, first)
-            stored()
+            r.decode_stripes(c, si)
 
-        t = interleaved({"tier": stored, "verify": verify_stored, "staged": lambda: codec.decode_blocks(hdr, words, cnt, dicts=dicts),
+        t = interleaved({"tier": lambda: r.decode_stripes(c, si), "batch": stored, "verify": verify_stored,
+                         "staged": lambda: codec.decode_blocks(hdr, words, cnt, dicts=dicts),
                          "pq": lambda: pq.read_table(pa.BufferReader(blob), columns=[c], use_threads=False),
                          "memcpy": lambda: np.copyto(dst, src)}, repeat)
-        t_tier, t_ver, t_pq, t_mem = t["tier"], t["verify"], t["pq"], t["memcpy"]
+        t_tier, t_batch, t_ver, t_pq, t_mem = t["tier"], t["batch"], t["verify"], t["pq"], t["memcpy"]
         j = [md.schema.column(i).name for i in range(md.num_columns)].index(c)
         pq_bytes = sum(md.row_group(g).column(j).total_compressed_size for g in range(md.num_row_groups))
         tier_bytes = int(r.blob_bytes(c).sum()) + r.dict_bytes(c)  # blobs and segment dictionaries
         r_c = {
             "staged_decode_Mvps": [n / t / 1e6 for t in t["staged"]],
-            "tier_Mvps": [n / t / 1e6 for t in t_tier], "tier_verify_Mvps": [n / t / 1e6 for t in t_ver],
-            "parquet_Mvps": [n / t / 1e6 for t in t_pq],
+            "tier_Mvps": [n / t / 1e6 for t in t_tier], "batch_path_Mvps": [n / t / 1e6 for t in t_batch],
+            "tier_verify_Mvps": [n / t / 1e6 for t in t_ver], "parquet_Mvps": [n / t / 1e6 for t in t_pq],
             "tier_over_parquet": [a / b for a, b in zip(t_pq, t_tier)],  # per interleaved round
+            "batch_path_over_parquet": [a / b for a, b in zip(t_pq, t_batch)],
             "tier_over_memcpy": [m / a for a, m in zip(t_tier, t_mem)],
             "tier_bytes_per_event": tier_bytes / n, "parquet_bytes_per_event": pq_bytes / n,
         }
         out["columns"][c] = r_c
-        print(f"{c:<13}{_rng(r_c['tier_Mvps']):>14}{_rng(r_c['tier_verify_Mvps']):>12}{_rng(r_c['staged_decode_Mvps']):>10}"
-              f"{_rng(r_c['parquet_Mvps']):>10}{_rng(r_c['tier_over_parquet'], '{:.2f}'):>13}"
-              f"{_rng(r_c['tier_over_memcpy'], '{:.2f}'):>13}"
+        print(f"{c:<13}{_rng(r_c['tier_Mvps']):>12}{_rng(r_c['tier_verify_Mvps']):>10}{_rng(r_c['batch_path_Mvps']):>12}"
+              f"{_rng(r_c['staged_decode_Mvps']):>11}{_rng(r_c['parquet_Mvps']):>10}{_rng(r_c['tier_over_parquet'], '{:.2f}'):>11}"
+              f"{_rng(r_c['batch_path_over_parquet'], '{:.2f}'):>11}{_rng(r_c['tier_over_memcpy'], '{:.2f}'):>13}"
               f"{r_c['tier_bytes_per_event']:>11.2f}{r_c['parquet_bytes_per_event']:>9.2f}")
     return out
 

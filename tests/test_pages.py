@@ -504,3 +504,119 @@ def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
             continue
         with pytest.raises(CorruptionError, match="dictionary|unknown encoding"):
             segment.open_segment(store, f"s{i}", 0, size, crc, ["item_id"], 128)
+
+
+def blob_set(rng):
+    """Blobs of every kind back to back at odd byte offsets in one buffer: plain FOR / LFOR (one page
+    and many, blocks over 128 values), PATCH and RUN, and codes into segment dictionaries. Returns
+    ``(buf, boff, blen, count, bs, dicts, dstart, dlen, want)``."""
+    bs = int(rng.choice([8, 32, 128]))
+    parts, boff, blen, count, dstart, dlen, want, dicts = [], [], [], [], [], [], [], []
+    at = 0
+    for kind in rng.permutation(6):
+        n = int(rng.integers(1, 40 * bs))
+        if kind == 0:
+            x = np.sort(rng.integers(0, 10**12, n))
+        elif kind == 1:
+            x = rng.integers(I64.min, I64.max, n, endpoint=True)
+        elif kind in (2, 3):
+            x = aux_columns(rng, n)["item_id" if kind == 2 else "action"].astype(np.int64)
+        else:  # codes into a dictionary of distinct values
+            d = np.unique(rng.integers(-(10**15), 10**15, int(rng.integers(1, 300))))
+            x = rng.integers(0, len(d), n) if kind == 4 else np.minimum(rng.geometric(0.05, n) - 1, len(d) - 1)
+            dstart.append(sum(len(v) for v in dicts))
+            dlen.append(len(d))
+            dicts.append(d)
+            want.append(d[x])
+        region, off, nbytes, _ = pages.encode_stripes(x.astype(np.int64), np.array([n]), bs, extended=kind < 4)
+        pad = int(rng.integers(0, 5))
+        parts += [np.zeros(pad, np.uint8), region]
+        boff.append(at + pad)
+        blen.append(len(region))
+        at += pad + len(region)
+        count.append(n)
+        if kind < 4:
+            dstart.append(0)
+            dlen.append(0)
+            want.append(x)
+    dcat = np.concatenate(dicts).astype(np.int64) if dicts else np.zeros(0, np.int64)
+    return (np.concatenate(parts), np.array(boff), np.array(blen), np.array(count), bs, dcat, np.array(dstart),
+            np.array(dlen), np.concatenate(want))
+
+
+def both_decoders(monkeypatch, *args, **kw):
+    """``pages.decode_blobs`` with the C decoder and with NumPy's: (values or the error) of each."""
+    got = []
+    for use_c in (True, False):
+        if not use_c:
+            monkeypatch.setattr(native, "_decode", None)
+        try:
+            got.append(pages.decode_blobs(*args, **kw))
+        except CorruptionError as e:
+            got.append(e)
+        monkeypatch.undo()
+    return got
+
+
+def test_decode_blobs_c_equals_numpy_on_blobs_and_on_every_corruption(monkeypatch, decoder):
+    """``pages.decode_blobs`` (the tier's column decode, DESIGN §5: one pass from a blob's bytes to
+    its values) gives the values on blobs of every kind, with and without their dictionaries; and
+    on blobs with flipped bytes, cut short, or with codes past their dictionary, C and NumPy agree:
+    the same values, or both a ``CorruptionError``."""
+    if decoder != "native":
+        pytest.skip("compares the C decoder with NumPy's: runs once, with the C decoder")
+    for seed in range(4):
+        check_decode_blobs_agree(monkeypatch, np.random.default_rng(seed), 120)
+
+
+def check_decode_blobs_agree(monkeypatch, rng, tries: int) -> None:
+    buf, boff, blen, count, bs, dicts, dstart, dlen, want = blob_set(rng)
+    a, b = both_decoders(monkeypatch, buf, boff, blen, count, bs, dicts, dstart, dlen)
+    assert a.tolist() == want.tolist() and b.tolist() == want.tolist()
+    raised = 0
+    for t in range(tries):
+        bad, bl, dl = buf.copy(), blen.copy(), dlen.copy()
+        if t % 10 == 0:
+            bl[rng.integers(len(bl))] -= int(rng.integers(1, 9))  # a blob cut short
+        elif t % 10 == 1 and (dl > 0).any():
+            dl[np.flatnonzero(dl > 0)[0]] = 1  # a dictionary smaller than its codes
+        else:
+            for at in rng.integers(0, len(bad), int(rng.integers(1, 4))):
+                bad[at] ^= np.uint8(1 << int(rng.integers(8)))
+        a, b = both_decoders(monkeypatch, bad, boff, np.maximum(bl, 0), count, bs, dicts, dstart, dl, where="fuzz")
+        if isinstance(a, CorruptionError) or isinstance(b, CorruptionError):
+            assert isinstance(a, CorruptionError) and isinstance(b, CorruptionError), (t, a, b)
+            assert "fuzz: blob" in str(a) and "fuzz: blob" in str(b)
+            raised += 1
+        else:
+            assert a.tolist() == b.tolist(), t
+    assert raised > tries // 8  # damage to tags, anchors, fields, lengths; a flipped payload bit is a checksum's to catch
+
+
+def test_decode_stripes_decodes_whole_blobs_as_the_block_path_does(tmp_path, monkeypatch):
+    """``decode_stripes`` (whole blobs, one pass each with the C decoder) equals the block read path
+    (``read_blocks`` + ``decode_blocks``) on a tier with PATCH, RUN and DICT columns, in memory and
+    by ranges, in any stripe order; a flipped byte of a read blob is still caught."""
+    rng = np.random.default_rng(3)
+    n = 12000
+    cols = aux_columns(rng, n)
+    zipf = zipf_table(rng, [0], n)["item_id"].to_numpy()
+    cols["item_id"] = zipf
+    users = np.repeat(np.arange(6), [n - 500, 100, 100, 100, 100, 100])
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(pa.table({"user_id": users, **cols}))
+    t.append(pa.table({"user_id": users[:300], **{c: v[:300] for c, v in cols.items()}}))
+    for full in (1 << 30, 0):
+        monkeypatch.setattr(segment, "FULL_READ_BYTES", full)
+        h = Tier.open(t.uri)
+        r, d = h._reader, h.directory()
+        assert (r.seg_formats() == 3).all()
+        for c in SCHEMA:
+            si = rng.permutation(len(d))
+            got = r.decode_stripes(c, si)
+            b = h.read_blocks(c, si, np.zeros_like(si), d.nblocks[si])
+            cnt = np.minimum(128, np.repeat(d.count[si], d.nblocks[si]) - ranges(np.zeros_like(si), d.nblocks[si]) * 128)
+            assert got.tolist() == codec.decode_blocks(b[0], b[1], cnt, dicts=b.dicts).tolist(), c
+        assert (r._dir_cols["item_id"][2] & codec.ENC_DICT).any()
+    t.compact()  # (one data file)
+    assert_flips_caught(tmp_path / "t", list(range(6)), 12)
