@@ -135,14 +135,15 @@ if triton is not None:
 
     @triton.jit
     def _history_chunk(
-        hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo, cnt, row, room, rts, bad,
+        hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo, cnt, row, room, rts, vp,
         NCOL: tl.constexpr, STORE_MASK: tl.constexpr, OUT64_MASK: tl.constexpr, WIDE_MASK: tl.constexpr,
         PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, DICT_MASK: tl.constexpr,
         CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, LANES: tl.constexpr, STEPS: tl.constexpr,
     ):
-        """Positions ``c0 .. c0 + STEPS * LANES`` of the program's tiles, every column; returns the
-        leakage flags. Shapes: per lane ``[LANES, 1, 1]``, per step ``[1, STEPS, 1]``, per tile ``[1, 1, TP]``
-        (lanes first: the dimension Triton's coalescing pass makes fastest when no dimension of a
+        """Positions ``c0 .. c0 + STEPS * LANES`` of the program's tiles, every column; a live value of
+        the checked column past its request's timestamp stores 1 at ``vp`` (its tile's example's
+        flag: every such lane stores the same value, so no reduction is needed). Shapes: per lane
+        ``[LANES, 1, 1]``, per step ``[1, STEPS, 1]``, per tile ``[1, 1, TP]`` (lanes first: the dimension Triton's coalescing pass makes fastest when no dimension of a
         gathered address is contiguous, so a warp's 32 threads are the 32 lanes on every version);
         lane ``l`` of step ``i`` holds position ``c0 + l + LANES * i``.
 
@@ -261,19 +262,18 @@ if triton is not None:
                 dst = (outs[c] + (row + c0 + lane)) + step * LANES
                 tl.store(dst, val.to(outs[c].dtype.element_ty), mask=smask)
             if c == CHECK_COL:
-                if INCLUSIVE:
-                    bad = bad | (live & (val > rts))
-                else:
-                    bad = bad | (live & (val >= rts))
-        return bad
+                late = (val > rts) if INCLUSIVE else (val >= rts)
+                tl.store(vp + tl.zeros(live.shape, tl.int32), tl.full(live.shape, 1, tl.int32), mask=live & late)
 
     @triton.jit
     def _tail_chunk(
-        tails, outs, c0, src, m, row, room, eok, rts, bad,
+        tails, outs, c0, src, m, row, room, eok, rts, vp,
         NCOL: tl.constexpr, STORE_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr,
         TAIL_BLOCK: tl.constexpr,
     ):
-        """Tail lanes ``c0 .. c0 + TAIL_BLOCK`` of the program's examples, every column (plain int64 values)."""
+        """Tail lanes ``c0 .. c0 + TAIL_BLOCK`` of the program's examples, every column (plain int64
+        values); a live value of the checked column past its request's timestamp stores 1 at its
+        example's flag (``vp``), as in the history."""
         r = c0 + tl.arange(0, TAIL_BLOCK)
         live = eok[None, :] & (r[:, None] < m[None, :])
         smask = live & (r[:, None] < room[None, :])
@@ -282,11 +282,8 @@ if triton is not None:
             if (STORE_MASK >> c) & 1:
                 tl.store((outs[c] + row)[None, :] + r[:, None], v.to(outs[c].dtype.element_ty), mask=smask)
             if c == CHECK_COL:
-                if INCLUSIVE:
-                    bad = bad | (live & (v > rts[None, :]))
-                else:
-                    bad = bad | (live & (v >= rts[None, :]))
-        return bad
+                late = (v > rts[None, :]) if INCLUSIVE else (v >= rts[None, :])
+                tl.store(vp[None, :] + tl.zeros(live.shape, tl.int32), tl.full(live.shape, 1, tl.int32), mask=live & late)
 
     @triton.jit
     def _tiles(
@@ -326,7 +323,7 @@ if triton is not None:
             blk3 = tl.sum(tl.where(tok, blk * 3, 0))
             lo3, cnt3, row3, room3 = tl.sum(lo), tl.sum(cnt), tl.sum(row), tl.sum(room)
             rts3 = tl.sum(rts)
-            bad = tl.zeros([LANES * STEPS], dtype=tl.int1)
+            vp = viol_ptr + tl.sum(ex)  # (a dead tile has no live lane: it never stores)
         else:
             # Many tiles per program (the interpreter): per-tile values as [1, 1, TP] against
             # [LANES, STEPS, 1] positions.
@@ -335,30 +332,23 @@ if triton is not None:
             blk3 = tl.where(tok, blk * 3, 0)[None, None, :]
             lo3, cnt3, row3, room3 = lo[None, None, :], cnt[None, None, :], row[None, None, :], room[None, None, :]
             rts3 = rts[None, None, :]
-            bad = tl.zeros([LANES, STEPS, TILES_PER_PROG], dtype=tl.int1)
+            vp = (viol_ptr + ex)[None, None, :]
         if LOOP:
             # Tiers created with blocks wider than LANES * STEPS walk their tiles in chunks
             # (a separate constexpr path: the loop-carried state costs registers).
             longest = tl.max(cnt, axis=0)
             for c0 in range(0, longest, LANES * STEPS):
-                bad = _history_chunk(
-                    hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, bad,
+                _history_chunk(
+                    hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp,
                     NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, CHECK_COL, INCLUSIVE,
                     LANES, STEPS,
                 )
         else:
-            bad = _history_chunk(
-                hdrs, words, outs, nwords, dicts, ndicts, 0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, bad,
+            _history_chunk(
+                hdrs, words, outs, nwords, dicts, ndicts, 0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp,
                 NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, CHECK_COL, INCLUSIVE,
                 LANES, STEPS,
             )
-        if CHECK_COL >= 0:
-            if TILES_PER_PROG == 1:
-                flag = tl.zeros([1], tl.int32) + tl.max(bad.to(tl.int32), axis=0)  # [1], as ex and tok
-                tl.store(viol_ptr + ex, flag, mask=tok & (flag > 0))
-            else:
-                flag = tl.max(tl.max(bad.to(tl.int32), axis=0), axis=0)  # [TP]
-                tl.store(viol_ptr + ex, flag, mask=tok & (flag > 0))
 
 
     @triton.jit(do_not_specialize=["nwords", "ndicts", "n_tiles", "n_ex", "n_out", "width"])
@@ -443,18 +433,13 @@ if triton is not None:
         rts = row
         if CHECK_COL >= 0:
             rts = tl.load(request_ts_ptr + e, mask=emask, other=0)
-        bad = tl.zeros([TAIL_BLOCK, EX_PER_PROG], dtype=tl.int1)
+        vp = viol_ptr + e  # (an example that is not ok has no live lane: it never stores)
         if TAIL_LOOP:
             longest = tl.max(tl.where(eok, m, 0), axis=0)
             for c0 in range(0, longest, TAIL_BLOCK):
-                bad = _tail_chunk(tails, outs, c0, src, m, row, room, eok, rts, bad,
-                                  NCOL, STORE_MASK, CHECK_COL, INCLUSIVE, TAIL_BLOCK)
+                _tail_chunk(tails, outs, c0, src, m, row, room, eok, rts, vp, NCOL, STORE_MASK, CHECK_COL, INCLUSIVE, TAIL_BLOCK)
         else:
-            bad = _tail_chunk(tails, outs, 0, src, m, row, room, eok, rts, bad,
-                              NCOL, STORE_MASK, CHECK_COL, INCLUSIVE, TAIL_BLOCK)
-        if CHECK_COL >= 0:
-            flag = tl.max(bad.to(tl.int32), axis=0)
-            tl.store(viol_ptr + e, flag, mask=eok & (flag > 0))
+            _tail_chunk(tails, outs, 0, src, m, row, room, eok, rts, vp, NCOL, STORE_MASK, CHECK_COL, INCLUSIVE, TAIL_BLOCK)
 
 
 def triton_available(device) -> tuple[bool, str]:
