@@ -231,6 +231,13 @@ class Tier:
     def _set_state(self, state: log.State) -> None:
         # one attribute swap: a reader in use by another thread keeps reading its own version
         self._reader = VersionReader(self._store, state, self._segcache)
+        # data files that left the version (merged by an append or a compaction) leave the handle's
+        # cache with their indexes, regions and dictionaries: a handle that follows a tier through
+        # many versions holds the files of the current one only (an older reader still in use keeps
+        # its own references)
+        live = set(state.files)
+        for k in [k for k in self._segcache if k not in live]:
+            self._segcache.pop(k, None)
 
     # ----------------------------------------------------------------------------- lengths
 

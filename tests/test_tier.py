@@ -148,6 +148,31 @@ def test_compaction_is_invisible(tier_model):
         check_version(Tier.open(t.uri, version=v), m, v)
 
 
+def test_a_handle_keeps_the_open_files_of_its_current_version_only(tmp_path):
+    """A handle that follows a tier through appends and compactions drops the data files (with their
+    indexes, regions and dictionaries) that leave the version, whichever handle committed the
+    change; what it reads stays right."""
+    a = Tier.create(tmp_path / "t", SCHEMA)
+    b = Tier.open(tmp_path / "t")
+    m = Model()
+    for i in range(12):
+        tab = events(i, 300)
+        a.append(tab)
+        m.append(tab)
+        for u in range(0, 20, 7):
+            a.read_history(u)
+        if i % 4 == 3:
+            a.compact()
+            m.compact()
+        b.refresh()
+        for h in (a, b):
+            for u in range(20):
+                h.read_history(u)
+            assert set(h._segcache) <= set(h._reader.state.files), i
+    check_version(a, m, a.version)
+    assert len(a._segcache) == len(a._reader.state.files)
+
+
 def test_stale_handles_append_on_top(tmp_path):
     a = Tier.create(tmp_path / "t", SCHEMA)
     b = Tier.open(tmp_path / "t")
