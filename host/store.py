@@ -225,10 +225,27 @@ class LocalStore:
                                   f"({got} of {len(buf)} bytes at offset {offset}): truncated?")
 
     def fetch(self, reqs) -> None:
-        """Fill each ``(path, offset, writable byte view)`` of ``reqs`` (one ``preadv`` each, in order)."""
+        """Fill each ``(path, offset, writable byte view)`` of ``reqs``: one ``preadv`` each, a file's
+        ranges under one pooled descriptor (a batch reads tens of ranges of one segment); a short
+        read is corruption."""
+        by_path: dict = {}
         for path, offset, view in reqs:
             if len(view):
-                self.read_into(path, offset, view)
+                by_path.setdefault(path, []).append((offset, view))
+        for path, items in by_path.items():
+            reads = nbytes = 0
+            try:
+                with POOL.fd(self.full(path)) as fd:
+                    for offset, view in items:
+                        got = os.preadv(fd, [view], offset)
+                        reads, nbytes = reads + 1, nbytes + got
+                        if got != len(view):
+                            raise CorruptionError(f"tier {self.root}: file {path} is shorter than recorded "
+                                                  f"({got} of {len(view)} bytes at offset {offset}): truncated?")
+            except OSError as e:
+                raise self.read_error(e, path) from e
+            finally:  # every read made counts, a short one too
+                self.io.add(requests=reads, get=reads, bytes_read=nbytes)
 
     def prefetch(self, paths) -> None:
         """Object stores read these whole files ahead, concurrently; the page cache does it here."""
