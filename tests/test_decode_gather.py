@@ -880,6 +880,35 @@ def test_cuda_twin_matches():
         assert_equal_verbose(viol.cpu().numpy(), tviol, "cuda twin violations")
 
 
+def test_cuda_twin_compiles_for_hopper_and_ampere_without_spills(tmp_path):
+    """The CUDA C twin's source (which only cupy compiles at run time) compiles with nvcc for sm_90
+    and sm_80, every kernel without a stack or local memory: checked on any machine with nvcc,
+    GPU or not."""
+    import ast
+    import re
+    import shutil
+    import subprocess
+
+    import gpumat.kernels
+    from gpumat.bench.static import _tools
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("no nvcc on PATH")
+    path = os.path.join(os.path.dirname(gpumat.kernels.__file__), "cuda_decode_gather.py")
+    tree = ast.parse(open(path).read())
+    (src,) = [n.value.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "_SOURCE"]
+    (tmp_path / "twin.cu").write_text(src)
+    for arch in (90, 80):
+        out = tmp_path / f"twin{arch}.cubin"
+        subprocess.run([nvcc, "--std=c++14", f"-arch=sm_{arch}", "-cubin", "-o", str(out), str(tmp_path / "twin.cu")],
+                       check=True, capture_output=True, text=True)
+        usage = subprocess.run([os.path.join(_tools(), "cuobjdump"), "-res-usage", str(out)], check=True,
+                               capture_output=True, text=True).stdout
+        funcs = re.findall(r"Function (\w+):\s+REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", usage)
+        assert {f for f, *_ in funcs} == {"decode_gather_i64", "decode_gather_i32", "gather_tail_i64", "gather_tail_i32"}
+        assert all(stack == "0" and local == "0" for _, _, stack, local in funcs), usage
+
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_reference_writes_into_given_arrays(seed):
