@@ -210,9 +210,9 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
             or any(a.dtype != np.int64 or not a.flags.c_contiguous for a in arrs) \
             or any(a.size != S for a in arrs[:4] + arrs[4:6]) or block_size < 1:
         raise ValueError("decode_blobs: uint8 buf, int64 boff/blen/count/dst (dstart/dlen) [S], int64 dicts, 64-bit out")
-    if S and ((dst < 0).any() or (count < 0).any() or int((dst + count).max()) > out.size):
+    if S and ((dst < 0).any() or (count < 0).any() or (dst > out.size - count).any()):  # (no sum that can wrap)
         raise ValueError(f"decode_blobs: output positions outside the {out.size} values of out")
-    if dicts is not None and S and ((dlen < 0).any() or ((dlen > 0) & ((dstart < 0) | (dstart + dlen > dicts.size))).any()):
+    if dicts is not None and S and ((dlen < 0).any() or ((dlen > 0) & ((dstart < 0) | (dstart > dicts.size - dlen))).any()):
         raise ValueError(f"decode_blobs: a dictionary outside the {dicts.size} values of dicts")
     if not S:
         return 0, 0

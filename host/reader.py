@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpumat.core.errors import CorruptionError, GpumatError, SchemaError
-from gpumat.core.staged import AUX_FLAG
+from gpumat.core.staged import AUX_FLAG, dict_blocks
 from gpumat.host import codec, native, pages
 from gpumat.host.lengths import LengthHistory
 from gpumat.host.log import State
@@ -88,6 +88,7 @@ class VersionReader:
         self.dict_bytes_read = 0  # stored bytes of the segment dictionaries this reader read
         self._dsizes: dict = {}  # per column, its dictionaries' stored bytes (``_dict_sizes``)
         self._dcat: tuple | None = None  # the last concatenation of several dictionaries, by keys
+        self._regions: np.ndarray | None = None  # each segment's blob-region bytes (``_region_bytes``)
 
     # ------------------------------------------------------------------ lengths
     def length_history(self) -> LengthHistory:
@@ -576,8 +577,10 @@ class VersionReader:
         return out
 
     def _region_bytes(self) -> np.ndarray:
-        """Each segment's blob-region bytes."""
-        return np.array([self.segment(i).region_bytes for i in range(len(self._segs))], np.int64)
+        """Each segment's blob-region bytes (cached: the version's files are fixed)."""
+        if self._regions is None:
+            self._regions = np.array([self.segment(i).region_bytes for i in range(len(self._segs))], np.int64)
+        return self._regions
 
     def _where3(self, columns, seg) -> "_Where":
         """A read's place in an error message: its columns and segments (worked out when raised)."""
@@ -694,7 +697,10 @@ class VersionReader:
         Stripes all in format-3 files, with the C decoder built: their whole blobs are read (one
         range each, verified) and decoded straight to values (``pages.decode_blobs``: parse,
         PATCH / RUN, dictionary lookup in one pass per blob, no staged form). Otherwise through
-        ``read_blocks`` and ``codec.decode_blocks``; the values are the same."""
+        ``read_blocks`` and ``codec.decode_blocks``: the same values, and the same
+        ``CorruptionError`` for a code outside its segment's dictionary (which a batch's DICT
+        lookup clamps, by the staged contract). The whole-blob path also checks every page's
+        anchor against the bits before it, where the block path uses the anchors it starts from."""
         d = self.directory()
         si = np.asarray(stripe_idx, dtype=np.int64).reshape(-1)
         if column not in self.schema:
@@ -707,7 +713,22 @@ class VersionReader:
         nblk = d.nblocks[si]
         j = ranges(np.zeros(len(si), np.int64), nblk)
         cnt = np.minimum(self.block_size, np.repeat(d.count[si], nblk) - j * self.block_size)
-        return codec.decode_blocks(got[0], got[1], cnt, dicts=got.dicts)
+        if got.dicts is None:
+            return codec.decode_blocks(got[0], got[1], cnt)
+        # DICT blocks decoded as plain ones (their aux word is before their values): the value lines
+        # (where the dictionary starts + the code), each checked against its own dictionary, then looked up
+        hdr = got[0].copy()
+        hdr[dict_blocks(hdr, got[1]), 2] &= ~AUX_FLAG
+        vals = codec.decode_blocks(hdr, got[1], cnt)
+        enc = self._dir_cols[column][2][si]
+        isd = (enc & codec.ENC_DICT) != 0
+        _, _, start, length = self._dictionaries(column, d.seg[si], enc, isd)
+        at = ranges(np.cumsum(d.count[si])[isd] - d.count[si][isd], d.count[si][isd])
+        line = vals[at] - np.repeat(start[isd], d.count[si][isd])
+        if len(line) and ((line < 0) | (line >= np.repeat(length[isd], d.count[si][isd]))).any():
+            raise CorruptionError(f"{self.where}: column {column!r}: a code outside its segment's dictionary")
+        vals[at] = got.dicts[vals[at]]
+        return vals
 
     def _decode_stripes3(self, column: str, si: np.ndarray) -> np.ndarray:
         """``decode_stripes`` of stripes in format-3 files: their blobs, whole, one fetch, one C pass."""

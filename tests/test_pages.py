@@ -618,5 +618,13 @@ def test_decode_stripes_decodes_whole_blobs_as_the_block_path_does(tmp_path, mon
             cnt = np.minimum(128, np.repeat(d.count[si], d.nblocks[si]) - ranges(np.zeros_like(si), d.nblocks[si]) * 128)
             assert got.tolist() == codec.decode_blocks(b[0], b[1], cnt, dicts=b.dicts).tolist(), c
         assert (r._dir_cols["item_id"][2] & codec.ENC_DICT).any()
+    # a dictionary shorter than its codes (bytes that pass their checksums: a writer's bug) is
+    # corruption to decode_stripes on either decoder; a batch's lookup clamps, by contract
+    real = segment.Segment.dictionary
+    with monkeypatch.context() as m:
+        m.setattr(segment.Segment, "dictionary", lambda self, *a, **k: (real(self, *a, **k)[0][:10], 0))
+        h = Tier.open(t.uri)
+        with pytest.raises(CorruptionError, match="dictionary"):
+            h._reader.decode_stripes("item_id", np.arange(len(h.directory())))
     t.compact()  # (one data file)
     assert_flips_caught(tmp_path / "t", list(range(6)), 12)
