@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 9; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 10; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -520,6 +520,11 @@ int64_t gm_decode_blobs(const unsigned char *buf, int64_t n, const int64_t *boff
         }
     }
     return 0;
+}
+
+/* host/codec.py bit_length: out[i] = the bit length of v[i] (0 for 0, 64 for values >= 2^63) */
+void gm_bit_length(const uint64_t *v, int64_t n, int64_t *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = v[i] ? 64 - __builtin_clzll(v[i]) : 0;
 }
 
 /* host/ranges.py copy_ranges: dst[dst_at[i] .. + lens[i]) = src[src_at[i] .. + lens[i]) for i < K,

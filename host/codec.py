@@ -79,9 +79,11 @@ def _mix_at(words: np.ndarray, pos: np.ndarray) -> np.ndarray:
 
 
 def bit_length(v: np.ndarray) -> np.ndarray:
-    """Exact bit length of uint64 values (0 for 0, 64 for values >= 2**63), as int64: the exponent of
-    each 32-bit half as a float64 (exact below 2**53)."""
+    """Exact bit length of uint64 values (0 for 0, 64 for values >= 2**63), as int64: in C when built
+    (a count of leading zeros), else the exponent of each 32-bit half as a float64 (exact below 2**53)."""
     v = _u(v)
+    if native.available()[0]:
+        return native.bit_length(v)
     hi = (v >> _U64(32)).astype(np.float64)
     lo = (v & _U64(0xFFFFFFFF)).astype(np.float64)
     return np.where(hi > 0, 32 + np.frexp(hi)[1], np.frexp(lo)[1]).astype(np.int64)

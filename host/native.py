@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 9  # gm_abi_version() of the _native.c this module calls
+ABI = 10  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -42,6 +42,7 @@ def _load():
                 "gm_copy_ranges": (None, [P] * 5 + [I64, I64]),
                 "gm_unpack_exceptions": (I64, [P, I64, P, P, P, P, I64, P]),
                 "gm_decode_blobs": (I64, [P, I64, P, P, P, P, I64, I64, P, P, P, P, P, P]),
+                "gm_bit_length": (None, [P, I64, P]),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -53,8 +54,8 @@ def _load():
 
 
 _lib, _why = _load()
-_decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs = \
-    _lib if _lib is not None else (None,) * 8
+_decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length = \
+    _lib if _lib is not None else (None,) * 9
 
 
 def available() -> tuple[bool, str]:
@@ -223,3 +224,12 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
                             _ptr(dicts) if d else None, _ptr(dstart) if d else None, _ptr(dlen) if d else None,
                             _ptr(scratch), _ptr(out), _ptr(why)))
     return bad, int(why[0])
+
+
+def bit_length(v: np.ndarray) -> np.ndarray:
+    """``host.codec.bit_length`` in C: int64 of ``v``'s shape (``v`` uint64, any shape)."""
+    v = np.ascontiguousarray(v, dtype=np.uint64)
+    out = np.empty(v.shape, np.int64)
+    if v.size:
+        _bit_length(_ptr(v), v.size, _ptr(out))
+    return out

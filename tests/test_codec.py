@@ -248,6 +248,16 @@ def test_a_build_of_another_version_is_not_used(monkeypatch, decoder):
     assert fn is None and "another version" in why
 
 
+def test_bit_length_exact_on_either_codec():
+    """``bit_length`` (C: leading zeros; NumPy: float exponents) at every power of two and its
+    neighbours, any shape, as Python's ``int.bit_length``."""
+    p = np.array([0, 1] + [x for k in range(1, 64) for x in ((1 << k) - 1, 1 << k, (1 << k) + 1)] + [2**64 - 1], np.uint64)
+    want = [int(x).bit_length() for x in p.tolist()]
+    assert codec.bit_length(p).tolist() == want
+    assert codec.bit_length(p.view(np.int64)).tolist() == want  # int64 views are read as uint64
+    assert codec.bit_length(p[:190].reshape(-1, 2)).tolist() == np.reshape(want[:190], (-1, 2)).tolist()
+
+
 def test_block_hash_c_equals_numpy(monkeypatch, decoder):
     """The C checksum and NumPy's agree (tiers written by either verify on the other)."""
     if decoder != "native":
