@@ -584,7 +584,8 @@ class VersionReader:
 
     def _where3(self, columns, seg) -> "_Where":
         """A read's place in an error message: its columns and segments (worked out when raised)."""
-        return _Where(lambda: f"columns {list(columns)} of segment(s) {sorted({self.segment(int(s)).name for s in np.unique(seg)})}")
+        names = lambda: sorted({self.segment(int(s)).name for s in np.unique(seg)})  # noqa: E731
+        return _Where(lambda: f"columns {list(columns)} of segment(s) {names()}")
 
     def _bytes_request3(self, seg, starts, lens, where):
         """Bytes ``[starts[i], + lens[i])`` of the blob region of format-3 segment ``seg[i]``: the small
