@@ -212,17 +212,8 @@ class LocalStore:
         return data
 
     def read_into(self, path: str, offset: int, buf: memoryview) -> None:
-        """Fill ``buf`` from ``offset`` (one ``preadv``); a short read is corruption."""
-        full = self.full(path)
-        try:
-            with POOL.fd(full) as fd:
-                got = os.preadv(fd, [buf], offset)
-        except OSError as e:
-            raise self.read_error(e, path) from e
-        self.io.request("get", nread=got)
-        if got != len(buf):
-            raise CorruptionError(f"tier {self.root}: file {path} is shorter than recorded "
-                                  f"({got} of {len(buf)} bytes at offset {offset}): truncated?")
+        """Fill ``buf`` from ``offset`` (one ``preadv``, ``fetch``); a short read is corruption."""
+        self.fetch([(path, offset, buf)])
 
     def fetch(self, reqs) -> None:
         """Fill each ``(path, offset, writable byte view)`` of ``reqs``: one ``preadv`` each, a file's

@@ -9,8 +9,8 @@ Two measurements, each repeated ``--repeat`` times (the range is printed: the ma
             memory, the large one's bytes in the page cache); ``+verify`` adds the chunk checksums
             of all the column's bytes again (the small segments' were checked once, when read);
             ``batch path`` is what the planner does for a batch (``Tier.read_blocks``: format 3's
-            parse and realign into the staged form, then ``host.codec.decode_blocks``); ``staged`` is the decode alone, from the staged form. All
-            against pyarrow decoding the same column
+            parse and realign into the staged form, then ``host.codec.decode_blocks``); ``staged``
+            is the decode alone, from the staged form. All against pyarrow decoding the same column
             from a tuned store-once Parquet file held in
             memory (events sorted by user, zstd 3, ts DELTA_BINARY_PACKED, dictionary on the
             low-cardinality columns, 16k-row groups; one thread), and against ``memcpy`` of the
