@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 10; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 11; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -135,6 +135,25 @@ static int decode_plain(const uint64_t *words, int64_t nwords, int64_t off, int 
  * block's count) zeros. */
 static inline uint32_t gm_w32(const uint32_t *w32, int64_t n32, int64_t i) { return i >= 0 && i < n32 ? w32[i] : 0; }
 
+/* PATCH: add each exception of [lo, hi) at its bitmap bit (a count-trailing-zeros walk) to out[k - lo] */
+static int add_exceptions(const uint32_t *w32, int64_t n32, int64_t ex, const uint32_t *bw, const int64_t *pre, int w,
+                          int64_t lo, int64_t hi, uint64_t *out, int clamp) {
+    for (int64_t g = lo >> 5; g <= (hi - 1) >> 5; g++) {
+        uint32_t m = bw[g];
+        if (g == lo >> 5) m &= ~(uint32_t)((UINT64_C(1) << (lo & 31)) - 1);
+        if (g == (hi - 1) >> 5) m &= (uint32_t)((UINT64_C(2) << ((hi - 1) & 31)) - 1);
+        if (!m) continue;
+        int64_t rank = ex + pre[g] + __builtin_popcount(bw[g] & ((1u << __builtin_ctz(m)) - 1u));
+        if (ex + pre[g] + __builtin_popcount(bw[g]) > n32) { /* (an exception word past the buffer) */
+            if (!clamp) return 1;
+            for (; m; m &= m - 1, rank++) out[32 * g + __builtin_ctz(m) - lo] += (uint64_t)gm_w32(w32, n32, rank) << w;
+            continue;
+        }
+        for (; m; m &= m - 1, rank++) out[32 * g + __builtin_ctz(m) - lo] += (uint64_t)w32[rank] << w;
+    }
+    return 0;
+}
+
 static int decode_aux(const uint64_t *words, int64_t nwords, int64_t off, int w, uint64_t base, uint64_t slope,
                       int64_t lo, int64_t hi, uint64_t *out, int clamp) {
     if (off < 1 || lo >= hi || hi > 128) return lo < hi;
@@ -164,22 +183,20 @@ static int decode_aux(const uint64_t *words, int64_t nwords, int64_t off, int w,
         }
         return 0;
     }
+    if ((aux & 4) && kind <= 1) { /* DELTA: the offsets of 0 .. hi - 1 (line 0), prefix-summed onto the line */
+        uint64_t d[128];
+        if (decode_plain(words, nwords, off, w, 0, 0, 0, hi, d, clamp)) return 1;
+        if (kind == 1 && w < 64 && add_exceptions(w32, n32, ex, bw, pre, w, 0, hi, d, clamp)) return 1;
+        uint64_t acc = 0;
+        for (int64_t k = 0; k < hi; k++) {
+            acc += d[k];
+            if (k >= lo) out[k - lo] = base + slope * (uint64_t)k + acc;
+        }
+        return 0;
+    }
     if (decode_plain(words, nwords, off, w, base, slope, lo, hi - lo, out, clamp)) return 1;
     if (kind != 1 || w >= 64) return 0; /* kind 0 (or a reserved 3): the line and bits only */
-    for (int64_t g = lo >> 5; g <= (hi - 1) >> 5; g++) { /* PATCH: each exception in [lo, hi), by its bit */
-        uint32_t m = bw[g];
-        if (g == lo >> 5) m &= ~(uint32_t)((UINT64_C(1) << (lo & 31)) - 1);
-        if (g == (hi - 1) >> 5) m &= (uint32_t)((UINT64_C(2) << ((hi - 1) & 31)) - 1);
-        if (!m) continue;
-        int64_t rank = ex + pre[g] + __builtin_popcount(bw[g] & ((1u << __builtin_ctz(m)) - 1u));
-        if (ex + pre[g] + __builtin_popcount(bw[g]) > n32) { /* (an exception word past the buffer) */
-            if (!clamp) return 1;
-            for (; m; m &= m - 1, rank++) out[32 * g + __builtin_ctz(m) - lo] += (uint64_t)gm_w32(w32, n32, rank) << w;
-            continue;
-        }
-        for (; m; m &= m - 1, rank++) out[32 * g + __builtin_ctz(m) - lo] += (uint64_t)w32[rank] << w;
-    }
-    return 0;
+    return add_exceptions(w32, n32, ex, bw, pre, w, lo, hi, out, clamp);
 }
 
 /* A DICT block's values (gpumat/core/staged.py dict_lookup): its value lines, in place, become
@@ -353,18 +370,18 @@ static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end
     const int64_t t = tag & 0x7F;
     if (gm_varint(fbuf, pos, end, &d)) return 1;
     if ((tag & 0x80) && gm_varint(fbuf, pos, end, &z)) return 1;
-    if (t == 65 || t == 66) {
-        if (gm_varint(fbuf, pos, end, &x1) || gm_varint(fbuf, pos, end, &x2)) return 1;
-        if (t == 65 && gm_varint(fbuf, pos, end, &x3)) return 1;
-    }
+    const int patch = t == 65 || t == 68; /* PATCH, DELTA PATCH: w, w2, e; RUN: w, runs; DELTA: w */
+    if (t >= 65 && gm_varint(fbuf, pos, end, &x1)) return 1;
+    if ((patch || t == 66) && gm_varint(fbuf, pos, end, &x2)) return 1;
+    if (patch && gm_varint(fbuf, pos, end, &x3)) return 1;
     uint64_t b = *pred + (uint64_t)gm_unzigzag(d);
     int64_t sl = gm_unzigzag(z);
     *base = (int64_t)b;
     *slope = sl;
     *w = t >= 65 ? (x1 > 64 ? 65 : (int64_t)x1) : t;
     *nv = t == 66 ? gm_sat(x2) : cnt;
-    *w2 = t == 65 ? gm_sat(x2) : 0;
-    *e = t == 65 ? gm_sat(x3) : 0;
+    *w2 = patch ? gm_sat(x2) : 0;
+    *e = patch ? gm_sat(x3) : 0;
     *pred = b + (uint64_t)sl * (uint64_t)*nv;
     return 0;
 }
@@ -421,7 +438,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
     int64_t plain_bits = 0;
     for (int64_t j = 0; j < nb; j++) {
         const int t = b[j] & 0x7F;
-        if (t > 66) return GM_BLOB_TAG;
+        if (t > 68) return GM_BLOB_TAG;
         if (t >= 65) ext = 1;
         else plain_bits += (j + 1 < nb ? bs : count - j * bs) * t;
     }
@@ -459,21 +476,22 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
         for (int64_t j = j0; j < j1; j++) {
             const int64_t cnt = j + 1 < nb ? bs : count - j * bs, k = j - j0, t = b[j] & 0x7F;
             const int64_t W = w[k], N = nv[k], E = e[k], W2 = w2[k];
-            if ((t == 65 && (W > 63 || W2 > 31 || W + W2 > 64 || E < 1 || E > cnt || cnt > 128)) ||
-                (t == 66 && (W > 64 || N < 1 || N > cnt || cnt > 128)))
+            const int patch = t == 65 || t == 68, delta = t >= 67; /* DELTA, DELTA PATCH: prefix-summed offsets */
+            if ((patch && (W2 > 31 || W + W2 > 64 || E < 1 || E > cnt || W > 63)) || (t == 66 && (N < 1 || N > cnt)) ||
+                (t >= 65 && (W > 64 || cnt > 128)))
                 return GM_BLOB_RANGE;
-            const int64_t at = 8 * pay + P, bits = N * W + (t >= 65 ? cnt : 0) + E * W2;
+            const int64_t at = 8 * pay + P, bits = N * W + (t >= 65 && t != 67 ? cnt : 0) + E * W2;
             if (at + bits > limit) return GM_BLOB_PAYLOAD;
             uint64_t *o = out + j * bs;
-            const uint64_t bv = (uint64_t)base[k], sl = (uint64_t)slope[k];
-            if (t < 65) {
+            const uint64_t bv = delta ? 0 : (uint64_t)base[k], sl = delta ? 0 : (uint64_t)slope[k];
+            if (t < 65 || t == 67) {
                 gm_plain_bits(b, L, at, (int)W, bv, sl, cnt, scratch, o);
             } else {
                 uint64_t bm[2] = {0, 0}; /* the bitmap: cnt <= 128 bits */
                 const int64_t bm_at = at + N * W;
                 gm_realign_one(b, L, bm_at, cnt, bm);
                 const int64_t ones = __builtin_popcountll(bm[0]) + __builtin_popcountll(bm[1]);
-                if (t == 65) { /* PATCH: low bits, then each exception at its bitmap bit */
+                if (patch) { /* PATCH: low bits, then each exception at its bitmap bit */
                     if (ones != E) return GM_BLOB_BITMAP;
                     gm_plain_bits(b, L, at, (int)W, bv, sl, cnt, scratch, o);
                     int64_t r = 0;
@@ -489,6 +507,14 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
                         r += (bm[i >> 6] >> (i & 63)) & 1;
                         o[i] = runs[r];
                     }
+                }
+            }
+            if (delta) {
+                uint64_t acc = 0;
+                const uint64_t b0 = (uint64_t)base[k], s0 = (uint64_t)slope[k];
+                for (int64_t i = 0; i < cnt; i++) {
+                    acc += o[i];
+                    o[i] = b0 + s0 * (uint64_t)i + acc;
                 }
             }
             P += bits;

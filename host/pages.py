@@ -11,12 +11,15 @@ A blob (one stripe, one column) of ``nb`` blocks, in pages of ``PAGE_BLOCKS`` bl
 its fields).
 
 - tag: ``TAG_LFOR`` (128) when the block's line has a slope, plus its width ``w`` (0..64) for a
-  plain FOR/LFOR block, ``TAG_PATCH`` (65) or ``TAG_RUN`` (66); 67..127 are reserved for the
-  encodings of the next steps (``CorruptionError`` today).
-- fields, per block: ``zigzag(base - prediction)``, ``zigzag(slope)`` when it has one, then PATCH:
-  ``w, w2, e``; RUN: ``w, runs``. The prediction is 0 for a page's first block, else where the
-  previous block's line ended (``base + slope * n``, ``n`` its values or runs), so each page's
-  fields parse on their own.
+  plain FOR/LFOR block, ``TAG_PATCH`` (65), ``TAG_RUN`` (66), ``TAG_DELTA`` (67) or
+  ``TAG_DELTA_PATCH`` (68); 69..127 are reserved for the encodings of the next steps
+  (``CorruptionError`` today).
+- fields, per block: ``zigzag(base - prediction)``, ``zigzag(slope)`` when it has one, then PATCH
+  and DELTA PATCH: ``w, w2, e``; RUN: ``w, runs``; DELTA: ``w``. The prediction is 0 for a page's
+  first block, else where the previous block's line ended (``base + slope * n``, ``n`` its values
+  or runs), so each page's fields parse on their own.
+- DELTA / DELTA PATCH blocks are plain / PATCH blocks whose offsets from the line are steps: value k
+  is the line at k plus their sum over ``0 .. k`` (docs/DESIGN.md §1).
 - payload of block ``j``, from bit ``P_j`` (the bits of the blob's earlier blocks; zero bits to a
   whole byte at the end): ``n w`` bits of values (LSB first), then for PATCH / RUN a bitmap of
   ``count`` bits (the exceptions; the run starts), then PATCH's ``e w2`` bits of exceptions (the
@@ -26,16 +29,17 @@ its fields).
 
 So a reader of blocks ``[lo, hi)`` reads, at known offsets, the tags of their pages and the
 anchors around them, then the fields of those pages and the payload: exactly the bits of
-``[lo, hi)`` when the pages hold plain blocks only, whole pages when they hold PATCH or RUN blocks
+``[lo, hi)`` when the pages hold plain blocks only, whole pages when they hold PATCH, RUN or DELTA blocks
 (whose sizes are in the fields). A window is still read at block granularity. Blobs sit back to
 back at byte granularity; a segment's checksums are per chunk of its blob region
 (host/segment.py), so what a read uses is verified.
 
 Parsing (``parse_fields``) decodes the varints of all pages of a batch at once and rebuilds the
 bases by a segmented prefix sum (in C when built); ``stage_blocks`` copies each block's bits to word
-boundaries (``realign``: in C when built) and writes a PATCH / RUN block's aux word. The encoder
+boundaries (``realign``: in C when built) and writes a PATCH / RUN / DELTA block's aux word. The encoder
 (``encode_stripes``) picks per block the kind that takes the fewest bits, and keeps PATCH / RUN in
-a stripe set (one segment's column) only where they save ``EXT_MIN_SAVING`` of its payload;
+a stripe set (one segment's column) only where they save ``EXT_MIN_SAVING`` of its payload, DELTA
+only where it saves ``DELTA_MIN_SAVING`` more;
 ``encode_column`` stores a segment's column as codes into a dictionary of its distinct values (the
 segment DICT: the dictionary first, then blobs of codes) where that saves ``DICT_MIN_SAVING``.
 """
@@ -48,7 +52,7 @@ import struct
 import numpy as np
 
 from gpumat.core.errors import CorruptionError
-from gpumat.core.staged import AUX_DICT, AUX_FLAG, AUX_MAX_BLOCK, AUX_MAX_W2, AUX_PATCH, AUX_RUN
+from gpumat.core.staged import AUX_DELTA, AUX_DICT, AUX_FLAG, AUX_MAX_BLOCK, AUX_MAX_W2, AUX_PATCH, AUX_RUN
 from gpumat.host import codec, native
 from gpumat.host.ranges import ranges
 
@@ -113,9 +117,13 @@ def page_layout(nb_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np_s, np.repeat(np.arange(len(nb_s)), np_s)
 
 
-TAG_PATCH, TAG_RUN = 65, 66  # tag & 0x7F of the extended blocks (65..127 otherwise reserved)
+TAG_PATCH, TAG_RUN, TAG_DELTA, TAG_DELTA_PATCH = 65, 66, 67, 68  # tag & 0x7F of the extended blocks (69..127 reserved)
+TAG_LAST = TAG_DELTA_PATCH
 KIND_PLAIN, KIND_PATCH, KIND_RUN = 0, AUX_PATCH, AUX_RUN
-_EXTRA_FIELDS = np.array([0, 3, 2])  # varints after base (and slope) per kind: PATCH w, w2, e; RUN w, runs
+KIND_DELTA, KIND_DELTA_PATCH = AUX_DELTA, AUX_DELTA | AUX_PATCH  # the staged aux word's kinds
+_TAG_OF_KIND = np.array([0, TAG_PATCH, TAG_RUN, 0, TAG_DELTA, TAG_DELTA_PATCH])
+# varints after base (and slope) per kind: PATCH and DELTA PATCH w, w2, e; RUN w, runs; DELTA w
+_EXTRA_FIELDS = np.array([0, 3, 2, 0, 1, 3])
 # A column of a segment uses PATCH / RUN blocks only where they save at least this fraction of its
 # payload: each costs the kernels about 25 more instructions per value of the column in a batch
 # (13-15 without low bits; ``gpumat bench kernels --static``), worth it for a sparse flag column
@@ -123,6 +131,13 @@ _EXTRA_FIELDS = np.array([0, 3, 2])  # varints after base (and slope) per kind: 
 # ``duration_ms``: -7%, what brings the bench tier under tuned Parquet; the kernels stay under the
 # DRAM floor), not for a percent or two (bench ``ts``: -1%).
 EXT_MIN_SAVING = 1 / 16
+# DELTA blocks (a block's steps, prefix-summed by the decoders: timestamps whose steps are small
+# beside their spread) only where they save at least this fraction of what the column takes without
+# them: a column with DELTA blocks costs the kernels a warp scan per tile and the walk of whole
+# blocks (about 2 more SASS instructions per value of the column, ``gpumat bench kernels --static``,
+# ts as DELTA PATCH), worth it for ML-1M's and ML-100K's ts (-19%, -17%), not for the bench tier's
+# (-7.5%, which would take its long tenant from 3.0 to about 5 instructions per event).
+DELTA_MIN_SAVING = 1 / 8
 # ... and only in a column whose plain payload is at least this many bits (1 KiB): weighing them
 # costs a small append more than it could save (compaction weighs the merged segment again)
 EXT_MIN_BITS = 8192
@@ -139,7 +154,8 @@ class Blocks:
     """Per block of a blob (or of many): ``kind`` (``KIND_*``), the line ``base + slope * i`` and
     width ``w`` of its packed values, ``nv`` of them (``cnt``, or the runs of a RUN block), and a
     PATCH block's ``w2``-bit exceptions, ``e`` of them; ``cnt`` the block's values. ``bits()``:
-    its payload, ``nv w`` bits of values, then ``cnt`` bits of bitmap (PATCH, RUN), then ``e w2``."""
+    its payload, ``nv w`` bits of values, then ``cnt`` bits of bitmap (PATCH, RUN, DELTA PATCH),
+    then ``e w2``. A DELTA block's values (and exceptions) are differences: prefix-summed on the line."""
 
     def __init__(self, kind, w, base, slope, nv, w2, e, cnt):
         self.kind, self.w, self.base, self.slope, self.nv, self.w2, self.e, self.cnt = kind, w, base, slope, nv, w2, e, cnt
@@ -148,11 +164,16 @@ class Blocks:
         return Blocks(*(getattr(self, f)[idx] for f in ("kind", "w", "base", "slope", "nv", "w2", "e", "cnt")))
 
     def bits(self) -> np.ndarray:
-        return self.nv * self.w + np.where(self.kind != KIND_PLAIN, self.cnt, 0) + self.e * self.w2
+        return self.nv * self.w + np.where(has_bitmap(self.kind), self.cnt, 0) + self.e * self.w2
 
     def tags(self) -> np.ndarray:
-        t = np.where(self.kind == KIND_PATCH, TAG_PATCH, np.where(self.kind == KIND_RUN, TAG_RUN, self.w))
+        t = np.where(self.kind == KIND_PLAIN, self.w, _TAG_OF_KIND[self.kind])
         return (t | np.where(self.slope != 0, TAG_LFOR, 0)).astype(np.uint8)
+
+
+def has_bitmap(kind: np.ndarray) -> np.ndarray:
+    """Blocks of ``kind`` with a bitmap: PATCH, RUN, DELTA PATCH."""
+    return (np.asarray(kind) & 3) != 0
 
 
 def _patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray):
@@ -179,10 +200,11 @@ def _patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray):
     return cost[rows, best], best, w2[rows, best], e[rows, best]
 
 
-def _choose_chunk(fit, c0: int, c1: int, aux: bool):
-    """Per block of ``c0 .. c1``: FOR/LFOR (``fit``'s choice), PATCH or RUN, whichever takes fewer
-    bits (payload and fields). Returns ``(Blocks, pieces)``: ``pieces`` the rows to bit-pack (values,
-    bitmap, exceptions), each ``(rows uint64 [n, lanes], width [n], count [n])``."""
+def _choose_chunk(fit, c0: int, c1: int, aux: bool, delta: bool = False):
+    """Per block of ``c0 .. c1``: FOR/LFOR (``fit``'s choice), PATCH or RUN (``aux``), DELTA or DELTA
+    PATCH (``delta``), whichever takes fewest bits (payload and fields; ties to the earlier kind).
+    Returns ``(Blocks, pieces)``: ``pieces`` the rows to bit-pack (values, bitmap, exceptions), each
+    ``(rows uint64 [n, lanes], width [n], count [n])``."""
     cnt = fit.cnt[c0:c1]
     n = c1 - c0
     w, base, slope = fit.w[c0:c1].copy(), fit.base[c0:c1].copy(), fit.slope[c0:c1].copy()
@@ -191,12 +213,14 @@ def _choose_chunk(fit, c0: int, c1: int, aux: bool):
     nv, w2, e = cnt.copy(), np.zeros(n, np.int64), np.zeros(n, np.int64)
     vals, bmap, exc = r, np.zeros_like(r), np.zeros_like(r)
     if aux and n:
-        cost = cnt * w + 8 * np.where(slope != 0, varint_len(zigzag(slope)), 0)
+        sl_bytes = lambda sl: 8 * np.where(sl != 0, varint_len(zigzag(sl)), 0)  # noqa: E731
         lanes = r.shape[1]
         valid = np.arange(lanes)[None, :] < cnt[:, None]
+        never = np.full(n, 1 << 60, np.int64)
+        cost = [cnt * w + sl_bytes(slope)]  # per kind, in KIND order: plain, PATCH, RUN, -, DELTA, DELTA PATCH
         # PATCH: the same line, low bits + an exception bitmap + the exceptions' high parts
         pc, pw1, pw2, pe = _patch_costs(r, cnt, w)
-        pc = pc + 8 * np.where(slope != 0, varint_len(zigzag(slope)), 0)
+        cost.append(pc + sl_bytes(slope))
         # RUN: a run-start bitmap, then the runs' values as a FOR/LFOR line of their own
         x2 = fit.x[fit.vstart[c0:c1, None] + np.where(valid, np.arange(lanes)[None, :], 0)]
         st_ = valid.copy()
@@ -204,33 +228,50 @@ def _choose_chunk(fit, c0: int, c1: int, aux: bool):
         nr = st_.sum(axis=1)
         rfit = codec.fit_blocks(x2[st_].view(np.int64), nr, lanes)
         rc = cnt + nr * rfit.w + 8 * (2 + np.where(rfit.slope != 0, varint_len(zigzag(rfit.slope)), 0))
-        use_p = pc < cost
-        use_r = (rc < np.minimum(cost, pc)) & (nr < cnt)
-        use_p &= ~use_r
-        p, q = np.flatnonzero(use_p), np.flatnonzero(use_r)
-        if len(p):
-            kind[p] = KIND_PATCH
-            w1 = pw1[p].astype(_U64)
-            rp = r[p]
+        cost += [np.where(nr < cnt, rc, never), never]
+        if delta:
+            # DELTA: the line base + dmin k (dmin the smallest step), and each step's excess over dmin
+            # (0 at position 0) as the bits, prefix-summed by the decoders; its own PATCH on them
+            with np.errstate(over="ignore"):
+                dx = (x2[:, 1:].view(_U64) - x2[:, :-1].view(_U64)).view(np.int64)
+            live = valid[:, 1:]
+            dmin = np.where(cnt > 1, np.where(live, dx, np.iinfo(np.int64).max).min(axis=1) if lanes > 1 else 0, 0)
+            do = np.zeros_like(r)
+            with np.errstate(over="ignore"):
+                do[:, 1:] = np.where(live, dx.view(_U64) - dmin.view(_U64)[:, None], _U64(0))
+            dw = codec.bit_length(do.max(axis=1))
+            dpc, dpw1, dpw2, dpe = _patch_costs(do, cnt, dw)
+            cost += [cnt * dw + 8 + sl_bytes(dmin), dpc + sl_bytes(dmin)]
+        kind = np.argmin(np.stack(cost, 1), axis=1)
+        p, q = np.flatnonzero(kind == KIND_PATCH), np.flatnonzero(kind == KIND_RUN)
+        dd, dp = np.flatnonzero(kind == KIND_DELTA), np.flatnonzero(kind == KIND_DELTA_PATCH)
+        if len(dd) or len(dp):
+            both = np.concatenate([dd, dp])
+            vals[both], base[both], slope[both], w[dd] = do[both], x2[both, 0].view(np.int64), dmin[both], dw[dd]
+        for pp, rows, w1s, w2s, es in ((p, r, pw1, pw2, pe), (dp, do if delta else r, dpw1 if delta else pw1,
+                                                               dpw2 if delta else pw2, dpe if delta else pe)):
+            if not len(pp):
+                continue
+            w1 = w1s[pp].astype(_U64)
+            rp = rows[pp]
             hi_p = rp >> w1[:, None]
             isx = hi_p != 0
-            vals[p] = rp & ((_U64(1) << w1) - _U64(1))[:, None]
-            bmap[p] = isx
+            vals[pp] = rp & ((_U64(1) << w1) - _U64(1))[:, None]
+            bmap[pp] = isx
             # the exceptions, in position order, packed to the left of their rows
             rank = np.cumsum(isx, axis=1) - 1
             rr, cc = np.nonzero(isx)
-            exc[p[rr], rank[rr, cc]] = hi_p[rr, cc] - _U64(1)
-            w[p], w2[p], e[p] = pw1[p], pw2[p], pe[p]
+            exc[pp[rr], rank[rr, cc]] = hi_p[rr, cc] - _U64(1)
+            w[pp], w2[pp], e[pp] = w1s[pp], w2s[pp], es[pp]
         if len(q):
-            kind[q] = KIND_RUN
             vals[q] = 0
             rr = rfit.residuals(0, n)[q]
             vals[q, : rr.shape[1]] = rr
             bmap[q] = st_[q]
             w[q], base[q], slope[q], nv[q] = rfit.w[q], rfit.base[q], rfit.slope[q], nr[q]
     b = Blocks(kind, w, base, slope, nv, w2, e, cnt)
-    one = np.where(kind != KIND_PLAIN, 1, 0)
-    pieces = [(vals, w, nv), (bmap, one, np.where(kind != KIND_PLAIN, cnt, 0)), (exc, w2, e)]
+    bm = has_bitmap(kind)
+    pieces = [(vals, w, nv), (bmap, bm.astype(np.int64), np.where(bm, cnt, 0)), (exc, w2, e)]
     return b, pieces
 
 
@@ -257,19 +298,27 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
         return np.zeros(0, dtype=np.uint8), z, z.copy(), z.copy()
     NB = len(fit.cnt)
     aux = extended and bs <= AUX_MAX_BLOCK and int((fit.cnt * fit.w).sum()) >= EXT_MIN_BITS
+    delta = False
     chunks = [(c0, min(c0 + codec._ENC_CHUNK, NB)) for c0 in range(0, NB, codec._ENC_CHUNK)]
-    first = _choose_chunk(fit, *chunks[0], aux)
+    c0, c1 = chunks[0]
+    first = _choose_chunk(fit, c0, c1, False)
     if aux:
-        # PATCH / RUN blocks send a batch's column down the kernels' slower aux path: only where
-        # they save at least EXT_MIN_SAVING of the column's payload (the fields' extra bytes counted),
-        # judged on its first chunk of blocks (up to 2^20 values), so that each chunk is chosen once
-        c0, c1 = chunks[0]
-        plain = int((fit.cnt[c0:c1] * fit.w[c0:c1]).sum())
-        ext = int(first[0].bits().sum()) + 24 * int((first[0].kind != KIND_PLAIN).sum())
-        aux = plain - ext >= EXT_MIN_SAVING * plain
-        if not aux:
-            first = _choose_chunk(fit, c0, c1, False)
-    chosen = itertools.chain([first], (_choose_chunk(fit, c0, c1, aux) for c0, c1 in chunks[1:]))
+        # PATCH / RUN blocks send a batch's column down the kernels' slower aux path, DELTA blocks
+        # down a prefix sum: each only where it saves at least EXT_MIN_SAVING of the payload the
+        # column would take without it (the fields' extra bytes counted), judged on its first chunk
+        # of blocks (up to 2^20 values), so that each chunk is chosen once
+        def size(ch):
+            return int(ch[0].bits().sum()) + 24 * int((ch[0].kind != KIND_PLAIN).sum())
+
+        best = first
+        with_aux = _choose_chunk(fit, c0, c1, True)
+        aux = size(best) - size(with_aux) >= EXT_MIN_SAVING * size(best)
+        best = with_aux if aux else best
+        with_delta = _choose_chunk(fit, c0, c1, True, True)
+        delta = size(best) - size(with_delta) >= DELTA_MIN_SAVING * size(best)
+        aux |= delta
+        first = with_delta if delta else best
+    chosen = itertools.chain([first], (_choose_chunk(fit, c0, c1, aux, delta) for c0, c1 in chunks[1:]))
     parts, packed, woffs, nws, at = [], [], [], [], 0
     for b, pieces in chosen:  # a chunk of blocks at a time: bit-pack its values, bitmaps and exceptions
         parts.append(b)
@@ -313,9 +362,11 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     vals[vpos] = d
     vals[vpos[lfor] + 1] = zigzag(slope[lfor])
     xp = vpos + 1 + lfor
-    pt, rn = np.flatnonzero(B.kind == KIND_PATCH), np.flatnonzero(B.kind == KIND_RUN)
+    pt, rn = np.flatnonzero((B.kind & 3) == KIND_PATCH), np.flatnonzero(B.kind == KIND_RUN)
     vals[xp[pt]], vals[xp[pt] + 1], vals[xp[pt] + 2] = B.w[pt], B.w2[pt], B.e[pt]
     vals[xp[rn]], vals[xp[rn] + 1] = B.w[rn], B.nv[rn]
+    dl = np.flatnonzero(B.kind == KIND_DELTA)
+    vals[xp[dl]] = B.w[dl]
     fbytes, flen = varint_bytes(vals)
     fl_block = codec._segment_sums(flen.astype(_U64), nv).view(np.int64)
     fl_page = np.bincount(page_of, weights=fl_block, minlength=NP).astype(np.int64)
@@ -335,7 +386,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     cb = np.cumsum(bits) - bits
     bit_in_stripe = cb - cb[fit.bfirst[sob]]
     dst_bit = (blob_off + pay_at)[sob] * 8 + bit_in_stripe
-    piece_at = np.stack([np.zeros(NB, np.int64), B.nv * B.w, B.nv * B.w + np.where(B.kind != KIND_PLAIN, cnt, 0)], 1)
+    piece_at = np.stack([np.zeros(NB, np.int64), B.nv * B.w, B.nv * B.w + np.where(has_bitmap(B.kind), cnt, 0)], 1)
     _scatter_bits(packed, woff3.reshape(-1), nw3.reshape(-1), (dst_bit[:, None] + piece_at).reshape(-1), region64)
     region = region64.view(np.uint8)[:R].copy()
     region[blob_off[sob] + jin] = tag
@@ -357,7 +408,8 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     fdst = blob_off[sob] + f_rel[page_of] + fb_in_page
     region[ranges(fdst, fl_block)] = fbytes
     has = lambda m: (np.bincount(sob, weights=m, minlength=S) > 0).astype(np.int64)  # noqa: E731
-    enc = has(lfor) * codec.ENC_LFOR | has(B.kind == KIND_PATCH) * codec.ENC_PATCH | has(B.kind == KIND_RUN) * codec.ENC_RUN
+    enc = has(lfor) * codec.ENC_LFOR | has((B.kind & 3) == KIND_PATCH) * codec.ENC_PATCH | \
+        has(B.kind == KIND_RUN) * codec.ENC_RUN | has((B.kind & AUX_DELTA) != 0) * codec.ENC_DELTA
     return region, blob_off, blob_nbytes, enc
 
 
@@ -459,16 +511,19 @@ def realign(buf: np.ndarray, src_bit: np.ndarray, nbits: np.ndarray, out: np.nda
     out[np.repeat(dst_word, nw) + i] = v
 
 
+_KIND_OF_TAG = np.zeros(128, np.int64)
+_KIND_OF_TAG[[TAG_PATCH, TAG_RUN, TAG_DELTA, TAG_DELTA_PATCH]] = [KIND_PATCH, KIND_RUN, KIND_DELTA, KIND_DELTA_PATCH]
+
+
 def tag_kind(tags: np.ndarray) -> np.ndarray:
     """``KIND_*`` of each tag (checked by ``check_tags``)."""
-    t = np.asarray(tags, np.int64) & 0x7F
-    return np.where(t == TAG_PATCH, KIND_PATCH, np.where(t == TAG_RUN, KIND_RUN, KIND_PLAIN))
+    return _KIND_OF_TAG[np.asarray(tags, np.int64) & 0x7F]
 
 
 def check_tags(tags: np.ndarray, where: str = "pages") -> None:
-    """``CorruptionError`` for a tag that is not FOR/LFOR of width 0..64, PATCH or RUN (later
-    formats' encodings)."""
-    bad = (np.asarray(tags, np.int64) & 0x7F) > TAG_RUN
+    """``CorruptionError`` for a tag that is not FOR/LFOR of width 0..64, PATCH, RUN, DELTA or
+    DELTA PATCH (later formats' encodings)."""
+    bad = (np.asarray(tags, np.int64) & 0x7F) > TAG_LAST
     if bad.any():
         raise CorruptionError(f"{where}: block tag {int(np.asarray(tags)[np.flatnonzero(bad)[0]])} is not an "
                               f"encoding this release reads")
@@ -529,15 +584,16 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
         slope[lfor] = unzigzag(vals[vpos[lfor] + 1])
         xp = vpos + 1 + lfor
         ext = kind != KIND_PLAIN
+        pt = (kind & 3) == KIND_PATCH  # PATCH, DELTA PATCH: w, w2, e
         big = _U64(1 << 40)  # field values saturate here (as in C): out of range, caught below
         w = np.where(ext, np.minimum(vals[np.minimum(xp, len(vals) - 1)], _U64(65)).astype(np.int64)
                      if len(vals) else 0, tag & 0x7F)
-        x2 = np.where(ext, vals[np.minimum(xp + 1, len(vals) - 1)] if len(vals) else 0, 0).astype(_U64)
-        x3 = np.where(kind == KIND_PATCH, vals[np.minimum(xp + 2, len(vals) - 1)] if len(vals) else 0, 0).astype(_U64)
+        x2 = np.where(pt | (kind == KIND_RUN), vals[np.minimum(xp + 1, len(vals) - 1)] if len(vals) else 0, 0).astype(_U64)
+        x3 = np.where(pt, vals[np.minimum(xp + 2, len(vals) - 1)] if len(vals) else 0, 0).astype(_U64)
         x2, x3 = np.minimum(x2, big).astype(np.int64), np.minimum(x3, big).astype(np.int64)
         nv = np.where(kind == KIND_RUN, x2, cnt)
-        w2 = np.where(kind == KIND_PATCH, x2, 0)
-        e = np.where(kind == KIND_PATCH, x3, 0)
+        w2 = np.where(pt, x2, 0)
+        e = np.where(pt, x3, 0)
         # base_j = d_j + the previous block's line end (base + slope * nv) within a page: a segmented cumsum
         with np.errstate(over="ignore"):
             term = d.view(_U64).copy()
@@ -548,11 +604,11 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
             cs = np.cumsum(term, dtype=_U64)
             base = (cs - (cs - term)[fb0]).view(np.int64)
     b = Blocks(kind, w, base, slope, nv, w2, e, cnt)
-    pt, rn = kind == KIND_PATCH, kind == KIND_RUN
+    pt, rn, ext = (kind & 3) == KIND_PATCH, kind == KIND_RUN, kind != KIND_PLAIN
     bad = (pt & ((w > 63) | (w2 > AUX_MAX_W2) | (w + w2 > 64) | (e < 1) | (e > cnt))) | \
-        (rn & ((w > 64) | (nv < 1) | (nv > cnt))) | ((pt | rn) & (cnt > AUX_MAX_BLOCK))
+        (rn & ((nv < 1) | (nv > cnt))) | (ext & ((w > 64) | (cnt > AUX_MAX_BLOCK)))
     if bad.any():
-        raise CorruptionError(f"{where}: a PATCH or RUN block's fields are out of range")
+        raise CorruptionError(f"{where}: a PATCH, RUN or DELTA block's fields are out of range")
     return b
 
 
@@ -575,14 +631,15 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
     src_bit = np.asarray(src_bit, dtype=np.int64)
     ext = b.kind != KIND_PLAIN
     aux = ext if dict_blocks is None else ext | np.asarray(dict_blocks, bool)
+    bm = has_bitmap(b.kind)
     vw = codec.words_for(b.nv, b.w)
-    bw = np.where(ext, (b.cnt + 63) >> 6, 0)
+    bw = np.where(bm, (b.cnt + 63) >> 6, 0)
     ew = (b.e + 1) >> 1
     tot = aux + vw + bw + ew
     off = np.cumsum(tot) - tot + aux  # each block's word_off: its values
     words = np.zeros(int(tot.sum()) + 1, dtype=_U64)
     vbits = b.nv * b.w
-    mbits = np.where(ext, b.cnt, 0)
+    mbits = np.where(bm, b.cnt, 0)
     K = len(off)
     realign(pay, np.concatenate([src_bit, src_bit + vbits]), np.concatenate([vbits, mbits]), words,
             np.concatenate([off, off + vw]))
@@ -607,9 +664,11 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
                 w32[np.repeat(2 * (off + vw + bw)[p], e) + i] = (x + _U64(1)).astype(np.uint32)
         g = np.arange(4)
         at = 2 * (off[a] + vw[a])[:, None] + g[None, :]
-        pc = np.where(g[None, :] < ((b.cnt[a] + 31) >> 5)[:, None], np.bitwise_count(w32[np.minimum(at, len(w32) - 1)]), 0)
+        pc = np.where((g[None, :] < ((b.cnt[a] + 31) >> 5)[:, None]) & bm[a, None],
+                      np.bitwise_count(w32[np.minimum(at, len(w32) - 1)]), 0)
         ones = pc.sum(axis=1)
-        if (np.where(b.kind[a] == KIND_PATCH, ones != b.e[a], (ones != b.nv[a]) | (w32[at[:, 0]] & 1 == 0))).any():
+        ka = b.kind[a] & 3
+        if (np.where(ka == KIND_PATCH, ones != b.e[a], (ka == KIND_RUN) & ((ones != b.nv[a]) | (w32[at[:, 0]] & 1 == 0)))).any():
             raise CorruptionError("payload: a PATCH or RUN block's bitmap disagrees with its fields")
         pre = np.cumsum(pc, axis=1) - pc  # [n, 4]: set bits before each 32-lane group (<= 96)
         pre_w = (pre.astype(_U64) << (_U64(32) + _U64(8) * g.astype(_U64))[None, :]).sum(axis=1, dtype=_U64)

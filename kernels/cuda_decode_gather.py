@@ -13,7 +13,9 @@ aux word, then per value its bitmap word, a rank (prefix byte + ``__popc``) and 
 (RUN) or an exception's 32-bit high part (PATCH). Every load is bounds-checked against
 ``n_words``, as the plain path's are: a bad header reads zeros, never outside the words. A DICT
 block (aux kind 3) then looks its value line up in the column's dictionaries, clamped to
-``n_dicts - 1`` (0 for a column without them), as the contract defines.
+``n_dicts - 1`` (0 for a column without them), as the contract defines. A DELTA block (aux kind 4
+or 5) has thread ``q`` take position ``q`` of the block and prefix-sums the offsets of the
+positions up to the tile's last in shared memory.
 """
 
 from __future__ import annotations
@@ -49,6 +51,47 @@ __device__ __forceinline__ unsigned word32(const i64* words, i64 n_words, i64 j)
     return (j >= 0 && (j >> 1) < n_words) ? (unsigned)((u64)words[j >> 1] >> (32 * (j & 1))) : 0u;
 }
 
+// The offset of value k of a block from its line (its bits, plus a PATCH exception) and, in *idx,
+// the position its line and bits are read at (the run's index in a RUN block). a: the aux word (0
+// for a plain block).
+__device__ __forceinline__ u64 offset_at(const i64* words, i64 n_words, i64 meta, u64 a, i64 k, i64* idx) {
+    const i64 w = meta & 0x7F, word_off = meta >> 8;
+    const unsigned kind = (unsigned)(a & 3ull);
+    u64 patch = 0ull;  // what a PATCH exception adds
+    *idx = k;
+    if (meta & 0x80) {
+        // aux word: kind | bm << 8 | ex << 18, high 32 bits a rank prefix byte per 32 values; bitmap
+        // and exceptions (one 32-bit word each, x + 1) at 32-bit words 2 word_off + bm, 2 word_off + ex
+        const i64 g = k >> 5;
+        const unsigned sk = (unsigned)(k & 31);
+        const unsigned bmw = word32(words, n_words, 2 * word_off + (i64)((a >> 8) & 1023ull) + g);
+        const i64 rank = (i64)((a >> (32 + 8 * (g & 3))) & 255ull) + __popc(bmw & ((1u << sk) - 1u));
+        const i64 hit = (bmw >> sk) & 1u;
+        if (kind == 2) {  // RUN
+            *idx = rank + hit - 1;
+        } else if (kind == 1 && hit) {  // PATCH
+            patch = (u64)word32(words, n_words, 2 * word_off + (i64)((a >> 18) & 1023ull) + rank) << (w & 63);
+        }
+    }
+    return read_bits(words, n_words, word_off, *idx * w, w) + patch;
+}
+
+template <typename T>
+__device__ __forceinline__ void emit(T* out, int* viol, const i64* offsets, const i64* request_ts, i64 t, i64 ex,
+                                     i64 out0, i64 r, i64 v, i64 n_out, i64 width, int store, int check, int inclusive,
+                                     int padded) {
+    if (store) {
+        if (padded) {
+            const i64 col = out0 - offsets[ex] + r;
+            if (col < width) out[ex * width + col] = (T)v;
+        } else {
+            const i64 pos = out0 + r;
+            if (pos < n_out) out[pos] = (T)v;
+        }
+    }
+    if (check && (inclusive ? v > request_ts[ex] : v >= request_ts[ex])) viol[ex] = 1;
+}
+
 template <typename T>
 __device__ void decode_gather(const i64* hdr, const i64* words, const i64* tile_block, const i64* tile_lo,
                               const i64* tile_cnt, const i64* tile_out, const i64* tile_ex, const i64* offsets,
@@ -56,49 +99,41 @@ __device__ void decode_gather(const i64* hdr, const i64* words, const i64* tile_
                               i64 n_words, i64 n_out, i64 width, int store, int check, int inclusive, int padded) {
     const i64 t = (i64)blockIdx.x;
     if (t >= n_tiles) return;
-    const i64 cnt = tile_cnt[t];
-    const i64 blk = tile_block[t], ex = tile_ex[t];
-    for (i64 r = threadIdx.x; r < cnt; r += blockDim.x) {
+    const i64 cnt = tile_cnt[t], lo = tile_lo[t];
+    const i64 blk = tile_block[t], ex = tile_ex[t], out0 = tile_out[t];
     const u64 base = (u64)hdr[blk * 3], slope = (u64)hdr[blk * 3 + 1];
     const i64 meta = hdr[blk * 3 + 2];
-    const i64 w = meta & 0x7F, word_off = meta >> 8;
-    const i64 k = tile_lo[t] + r;
-    i64 idx = k;  // where the value's line and bits are read: the run's index in a RUN block
-    u64 patch = 0ull;  // what a PATCH exception adds
-    u64 a = 0ull;
-    unsigned kind = 0u;
-    if (meta & 0x80) {
-        // aux word: kind | bm << 8 | ex << 18, high 32 bits a rank prefix byte per 32 values; bitmap
-        // and exceptions (one 32-bit word each, x + 1) at 32-bit words 2 word_off + bm, 2 word_off + ex
-        a = (word_off >= 1 && word_off - 1 < n_words) ? (u64)words[word_off - 1] : 0ull;
-        kind = (unsigned)(a & 3ull);
-        const i64 g = k >> 5;
-        const unsigned sk = (unsigned)(k & 31);
-        const unsigned bmw = word32(words, n_words, 2 * word_off + (i64)((a >> 8) & 1023ull) + g);
-        const i64 rank = (i64)((a >> (32 + 8 * (g & 3))) & 255ull) + __popc(bmw & ((1u << sk) - 1u));
-        const i64 hit = (bmw >> sk) & 1u;
-        if (kind == 2) {  // RUN
-            idx = rank + hit - 1;
-        } else if (kind == 1 && hit) {  // PATCH
-            patch = (u64)word32(words, n_words, 2 * word_off + (i64)((a >> 18) & 1023ull) + rank) << (w & 63);
+    const i64 word_off = meta >> 8;
+    const u64 a = (meta & 0x80) && word_off >= 1 && word_off - 1 < n_words ? (u64)words[word_off - 1] : 0ull;
+    const unsigned kind = (unsigned)(a & 3ull);
+    if ((a & 4ull) && kind <= 1u && lo + cnt <= (i64)blockDim.x) {
+        // DELTA (kind 4, 5): thread q takes position q of the block; the offsets of 0 .. lo + cnt - 1
+        // are prefix-summed in shared memory (the branch is uniform: every thread shares the tile)
+        __shared__ u64 scan[128];
+        const i64 q = threadIdx.x;
+        i64 idx;
+        scan[q] = q < lo + cnt ? offset_at(words, n_words, meta, a, q, &idx) : 0ull;
+        __syncthreads();
+        for (unsigned d = 1; d < blockDim.x; d <<= 1) {
+            const u64 x = q >= d ? scan[q - d] : 0ull;
+            __syncthreads();
+            scan[q] += x;
+            __syncthreads();
         }
+        if (q >= lo && q < lo + cnt)
+            emit<T>(out, viol, offsets, request_ts, t, ex, out0, q - lo, (i64)(base + slope * (u64)q + scan[q]), n_out,
+                    width, store, check, inclusive, padded);
+        return;
     }
-    const u64 bits = read_bits(words, n_words, word_off, idx * w, w);
-    i64 v = (i64)(base + slope * (u64)idx + bits + patch);
-    if (kind == 3) {  // DICT: the value line's low 32 bits (code + dictionary start) index the dictionaries
-        const u64 di = (u64)v & 0xFFFFFFFFull;
-        v = n_dicts > 0 ? dicts[di < (u64)(n_dicts - 1) ? di : (u64)(n_dicts - 1)] : 0;
-    }
-    if (store) {
-        if (padded) {
-            const i64 col = tile_out[t] - offsets[ex] + r;
-            if (col < width) out[ex * width + col] = (T)v;
-        } else {
-            const i64 pos = tile_out[t] + r;
-            if (pos < n_out) out[pos] = (T)v;
+    for (i64 r = threadIdx.x; r < cnt; r += blockDim.x) {
+        i64 idx;
+        const u64 o = offset_at(words, n_words, meta, a, lo + r, &idx);
+        i64 v = (i64)(base + slope * (u64)idx + o);
+        if (kind == 3) {  // DICT: the value line's low 32 bits (code + dictionary start) index the dictionaries
+            const u64 di = (u64)v & 0xFFFFFFFFull;
+            v = n_dicts > 0 ? dicts[di < (u64)(n_dicts - 1) ? di : (u64)(n_dicts - 1)] : 0;
         }
-    }
-    if (check && (inclusive ? v > request_ts[ex] : v >= request_ts[ex])) viol[ex] = 1;
+        emit<T>(out, viol, offsets, request_ts, t, ex, out0, r, v, n_out, width, store, check, inclusive, padded);
     }
 }
 

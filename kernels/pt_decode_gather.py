@@ -8,7 +8,8 @@ as a third implementation the tests compare with the NumPy twin.
 
 PATCH and RUN blocks (docs/DESIGN.md §4, ``gpumat.core.staged.decode_values``) are decoded by the
 same lane formula, still over the whole ``[K, block_size]``: per value a bitmap word, a rank, and
-for RUN the run's index in place of the position, for PATCH an exception's high part. A column
+for RUN the run's index in place of the position, for PATCH an exception's high part; a DELTA
+block's offsets are prefix-summed along its row (``torch.cumsum``). A column
 that stages none of a kind (``staged.aux``, known on the host) skips that kind's work. DICT
 blocks' codes are looked up in the column's dictionaries after the gather, for the gathered values.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from gpumat.core.staged import AUX_DICT, AUX_FLAG, AUX_PATCH, AUX_RUN, WIDTH_MASK
+from gpumat.core.staged import AUX_DELTA, AUX_DICT, AUX_FLAG, AUX_PATCH, AUX_RUN, WIDTH_MASK
 
 
 def _lshr(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -55,9 +56,10 @@ def _word32(words: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
 
 def _aux(words: torch.Tensor, meta: torch.Tensor, word_off: torch.Tensor, w: torch.Tensor, k: torch.Tensor,
          kinds: int):
-    """``(idx, patch)`` ``[K, BS]`` of PATCH / RUN blocks: the position each value's line and bits
-    are read at (the run's index for RUN, ``k`` otherwise) and what a PATCH exception adds (0
-    elsewhere). Every block is computed and the rest masked by its meta: no sync to find them.
+    """``(idx, patch, delta)`` of PATCH / RUN / DELTA blocks: ``[K, BS]`` the position each value's
+    line and bits are read at (the run's index for RUN, ``k`` otherwise) and what a PATCH exception
+    adds (0 elsewhere); ``[K, 1]`` whether the block is a DELTA one (kind 4 or 5). Every block is
+    computed and the rest masked by its meta: no sync to find them.
     ``kinds`` (``staged.aux``: bit 0 PATCH, bit 1 RUN) skips the part of a kind the column lacks.
 
     The aux word ``words[word_off - 1]``: low 32 bits ``kind | bm << 8 | ex << 18``, high 32 the
@@ -66,6 +68,7 @@ def _aux(words: torch.Tensor, meta: torch.Tensor, word_off: torch.Tensor, w: tor
     """
     a = words[(word_off - 1).clamp(0, words.numel() - 1)]  # [K, 1]
     kind = torch.where((meta & AUX_FLAG) != 0, a & 3, torch.zeros_like(a))
+    delta = ((meta & AUX_FLAG) != 0) & ((a & AUX_DELTA) != 0) & (kind <= AUX_PATCH)
     g, s = k >> 5, k & 31  # [BS]
     bmw = _word32(words, 2 * word_off + ((a >> 8) & 1023) + g)  # [K, BS]: each value's bitmap word
     rank = ((a >> (32 + 8 * (g & 3))) & 0xFF) + _popcount32(bmw & ((1 << s) - 1))
@@ -75,7 +78,7 @@ def _aux(words: torch.Tensor, meta: torch.Tensor, word_off: torch.Tensor, w: tor
     if kinds & AUX_PATCH:
         x = _word32(words, 2 * word_off + ((a >> 18) & 1023) + rank)
         patch = torch.where((kind == AUX_PATCH) & (hit == 1), x << (w & 63), torch.zeros_like(x))
-    return idx, patch
+    return idx, patch, delta
 
 
 def _dict_values(col, meta: torch.Tensor, word_off: torch.Tensor, blk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -120,8 +123,11 @@ def materialize_staged_torch(staged, total: int | None = None, n_hist: int | Non
         w, word_off = meta & WIDTH_MASK, meta >> 8
         kinds = staged.aux(name)
         if kinds:
-            idx, patch = _aux(col.words, meta, word_off, w, k, kinds)
-            dense = base + slope * idx + _bits(col.words, word_off, idx * w, w) + patch
+            idx, patch, delta = _aux(col.words, meta, word_off, w, k, kinds)
+            o = _bits(col.words, word_off, idx * w, w) + patch
+            if kinds & 8:  # DELTA blocks: their offsets prefix-summed along the block (int64 wraps)
+                o = torch.where(delta, torch.cumsum(o, 1), o)
+            dense = base + slope * idx + o
         else:
             dense = base + slope * k + _bits(col.words, word_off, k * w, w)  # [K, BS]
         dense = dense.reshape(-1)

@@ -43,6 +43,8 @@ exception word shifted past the low bits. A column whose blocks are all 0 bits w
 without low bits, constants) skips the value loads (``NOBITS_MASK``). A column with DICT blocks
 (aux kind 3, ``DICT_MASK``) gathers each value from its dictionary (``dicts_c``, int64) at the
 block's value line: its code plus where its dictionary starts, which the host folds into its base.
+A column with DELTA blocks (aux kind 4 or 5, ``DELTA_MASK``) walks its tiles by block position and
+prefix-sums a DELTA block's offsets over the block (``_prefix``, a warp scan; docs/DESIGN.md §4).
 
 The launch shapes were chosen from the SASS (``gpumat bench kernels --static``, 2026-12-01): 2.42 /
 2.56 warp-instructions per event for the long bench tenant with FOR blocks only, 2.86 / 2.96 with
@@ -134,11 +136,22 @@ if triton is not None:
         return (x * 0x01010101) >> 24
 
     @triton.jit
+    def _prefix(o, ONE_D: tl.constexpr):
+        """Inclusive prefix sums of ``o`` over a tile's positions: along the one axis of the GPU
+        shape (position ``j``), or ``[LANES, STEPS, TP]`` (position ``lane + LANES * step``)."""
+        if ONE_D:
+            return tl.cumsum(o, axis=0)
+        else:
+            row = tl.sum(o, axis=0, keep_dims=True)  # [1, STEPS, TP]: each step's total
+            return tl.cumsum(o, axis=0) + (tl.cumsum(row, axis=1) - row)
+
+    @triton.jit
     def _history_chunk(
         hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo, cnt, row, room, rts, vp,
         NCOL: tl.constexpr, STORE_MASK: tl.constexpr, OUT64_MASK: tl.constexpr, WIDE_MASK: tl.constexpr,
         PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, DICT_MASK: tl.constexpr,
-        CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, LANES: tl.constexpr, STEPS: tl.constexpr,
+        DELTA_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, LANES: tl.constexpr,
+        STEPS: tl.constexpr, ONE_D: tl.constexpr,
     ):
         """Positions ``c0 .. c0 + STEPS * LANES`` of the program's tiles, every column; a live value of
         the checked column past its request's timestamp stores 1 at ``vp`` (its tile's example's
@@ -150,16 +163,30 @@ if triton is not None:
         With 32 lanes, position ``k + 32 i`` of a block of width ``w`` starts at bit ``(k + 32 i) * w``:
         word ``(k * w >> 5) + i * w``, shift ``k * w & 31``. So a lane finds its word, shift and
         ``base + slope * k`` once per tile and column, and each of its STEPS values costs one address
-        add, two loads, one funnel shift, one mask, one add and one store."""
+        add, two loads, one funnel shift, one mask, one add and one store.
+
+        A column with DELTA blocks (``DELTA_MASK``; blocks of at most LANES * STEPS values, no LOOP)
+        walks its tiles by block position instead: lane ``l`` of step ``i`` holds position ``l + LANES
+        i`` of the block, the positions before the tile's are decoded too (masked from the stores),
+        and a DELTA block's offsets are prefix-summed over the block (``_prefix``: a warp scan)."""
         r = c0 + lane + step * LANES  # [LANES, STEPS, 1]: the position within the tile
         live = r < cnt  # [LANES, STEPS, TP] (a dead tile has cnt 0)
         smask = live & (r < room)
         kl = lo + c0 + lane  # [LANES, 1, TP]: the lane's position within its block at step 0
-        klu = kl.to(tl.uint32)
         sk = (step * LANES).to(tl.uint32)  # [1, STEPS, 1]: what a step adds to the position
         one = tl.full(kl.shape, 1, tl.uint32)
         ones = ~(one - one)
+        if DELTA_MASK != 0:  # the block-position walk: r is the position in the block, r - lo in the tile
+            live_q = (r >= lo) & (r < lo + cnt)
+            need_q = r < tl.where(cnt > 0, lo + cnt, 0)  # the offsets a prefix sum needs (none in a dead tile)
+            smask_q = live_q & (r - lo < room)
+            kl_q = c0 + lane + (lo - lo)  # [LANES, 1, TP]
         for c in tl.static_range(NCOL):
+            if (DELTA_MASK >> c) & 1:
+                kl_c, lv_c, sm_c, ck_c, row_c = kl_q, need_q, smask_q, live_q, row - lo
+            else:
+                kl_c, lv_c, sm_c, ck_c, row_c = kl, live, smask, live, row
+            klu = kl_c.to(tl.uint32)
             # Per tile: the block header, three loads every lane shares.
             hp = hdrs[c] + blk3  # a dead tile reads block 0 (the launcher checks there is one)
             base = tl.load(hp)
@@ -177,7 +204,7 @@ if triton is not None:
             wu = w.to(tl.uint32)
             m_lo = tl.where(wu >= 32, ones, (one << (wu & 31)) - one)
             lim = nwords[c] * 2 - 3  # the last start of a 3-word read: aux-derived addresses are clamped to it
-            if ((PATCH_MASK | RUN_MASK) >> c) & 1:
+            if ((PATCH_MASK | RUN_MASK | (DICT_MASK & DELTA_MASK)) >> c) & 1:
                 # PATCH / RUN blocks (docs/DESIGN.md §4): the aux word before the block's values (a
                 # tile's two loads), then per value its bitmap word (the lane's group g0 plus the
                 # step: a constant offset) and rank (prefix byte + popcount below the lane's bit).
@@ -185,33 +212,37 @@ if triton is not None:
                 at = tl.where(auxok, off - 2, 0)
                 alo = tl.where(auxok, tl.load(words[c] + at).to(tl.uint32, bitcast=True), 0)
                 ahi = tl.load(words[c] + at + 1).to(tl.uint32, bitcast=True)
-                g0 = kl >> 5
-                bit = one << (kl.to(tl.uint32) & 31)  # the lane's bit in its bitmap word, every step
+                g0 = kl_c >> 5
+                bit = one << (klu & 31)  # the lane's bit in its bitmap word, every step
                 kind = (alo & 3) + (bit - bit)  # the tile's, as a per-lane block (masks of one shape)
+                isdel = ((alo & 6) + (bit - bit)) == 4  # DELTA or DELTA PATCH
                 # a live value's group is at most 3 (blocks of <= 128 values): so the bitmap's base,
                 # clamped once per tile, keeps every load inside the words
                 bmb = tl.minimum(off + ((alo >> 8) & 1023).to(tl.int32), nwords[c] * 2 - 4)
-                bmw = tl.load(words[c] + (bmb + g0) + step, mask=live & (kind != 0), other=0).to(tl.uint32, bitcast=True)
+                bmw = tl.load(words[c] + (bmb + g0) + step, mask=lv_c & (kind != 0), other=0).to(tl.uint32, bitcast=True)
                 pre = ahi >> ((g0 & 3) * 8).to(tl.uint32)  # the prefix bytes from the lane's group on
                 rank = (((pre >> (step * 8).to(tl.uint32)) & 255) + _popc(bmw & (bit - one))).to(tl.int32)
                 hit = (bmw & bit) != 0
+            if ((DELTA_MASK & ~(PATCH_MASK | RUN_MASK | DICT_MASK)) >> c) & 1:
+                # DELTA blocks the column's only flagged ones: told by the flag, no aux word load
+                isdel = (((meta >> 7) & 1).to(tl.uint32) + (klu - klu)) == 1
             if (RUN_MASK >> c) & 1:
                 # RUN: the run's index replaces the position, so each value has its own word and shift
-                kb = kl + step * LANES  # [LANES, STEPS, TP]: each value's position in its block
+                kb = kl_c + step * LANES  # [LANES, STEPS, TP]: each value's position in its block
                 idx = tl.where(kind == 2, rank + hit.to(tl.int32) - 1, kb)
                 p = idx * w
                 s = (p & 31).to(tl.uint32)
                 pa = words[c] + tl.minimum(off + (p >> 5), lim)
             else:
                 # Per lane: the word of step 0 and the shift every step shares.
-                p0 = kl * w
+                p0 = kl_c * w
                 s = (p0 & 31).to(tl.uint32)
                 pa = (words[c] + (off + (p0 >> 5))) + step * w  # [LANES, STEPS, TP]
             if (NOBITS_MASK >> c) & 1:  # every staged block of the column is 0 bits wide (constants, or
-                lo32 = tl.zeros(live.shape, tl.uint32)  # PATCH blocks with no low bits: a sparse flag column)
+                lo32 = tl.zeros(lv_c.shape, tl.uint32)  # PATCH blocks with no low bits: a sparse flag column)
             else:
-                a = tl.load(pa, mask=live).to(tl.uint32, bitcast=True)
-                b = tl.load(pa + 1, mask=live).to(tl.uint32, bitcast=True)
+                a = tl.load(pa, mask=lv_c).to(tl.uint32, bitcast=True)
+                b = tl.load(pa + 1, mask=lv_c).to(tl.uint32, bitcast=True)
                 lo32 = _bits32(a, b, s) & m_lo
             if (PATCH_MASK >> c) & 1:
                 # PATCH: an exception's high part (0 elsewhere: the masked load's other), shifted past the low bits
@@ -222,11 +253,13 @@ if triton is not None:
             if (OUT64_MASK >> c) & 1:
                 bits = lo32.to(tl.uint64)
                 if (WIDE_MASK >> c) & 1:  # some block is wider than 32 bits: a third word, the high half
-                    w3 = tl.load(pa + 2, mask=live & (s + wu > 64)).to(tl.uint32, bitcast=True)
+                    w3 = tl.load(pa + 2, mask=lv_c & (s + wu > 64)).to(tl.uint32, bitcast=True)
                     m_hi = tl.where(wu >= 64, ones, tl.where(wu > 32, (one << ((wu - 32) & 31)) - one, 0))
                     bits = bits | ((_bits32(b, w3, s) & m_hi).to(tl.uint64) << 32)
                 if (PATCH_MASK >> c) & 1:
                     bits = bits + (xh.to(tl.uint64) << (wu & 63).to(tl.uint64))
+                if (DELTA_MASK >> c) & 1:  # a DELTA block's offsets, prefix-summed over the block
+                    bits = tl.where(isdel, _prefix(bits, ONE_D), bits)
                 slope_u = slope.to(tl.uint64, bitcast=True)
                 if (RUN_MASK >> c) & 1:
                     val = (base.to(tl.uint64, bitcast=True) + slope_u * idx.to(tl.uint64) + bits).to(tl.int64, bitcast=True)
@@ -236,7 +269,12 @@ if triton is not None:
             else:
                 # An int32 output needs only the low 32 bits of base + slope * k + r: wrapping 32-bit math.
                 if (PATCH_MASK >> c) & 1:  # an int32 column's blocks are <= 32 bits wide: w < 32 for PATCH
-                    lo32 = lo32 + (xh << (wu & 31))
+                    if (DELTA_MASK >> c) & 1:  # (but a DELTA block's steps take up to 33 bits: w = 32 adds 0)
+                        lo32 = lo32 + tl.where(wu < 32, xh << (wu & 31), 0)
+                    else:
+                        lo32 = lo32 + (xh << (wu & 31))
+                if (DELTA_MASK >> c) & 1:
+                    lo32 = tl.where(isdel, _prefix(lo32, ONE_D), lo32)
                 slope32 = slope.to(tl.uint32)
                 if (RUN_MASK >> c) & 1:
                     val = (base.to(tl.uint32) + slope32 * idx.to(tl.uint32) + lo32).to(tl.int32, bitcast=True)
@@ -259,11 +297,11 @@ if triton is not None:
                 # (dead lanes too: their index is clamped like any other, and nothing stores them)
                 val = tl.load(dicts[c] + di.to(tl.int32, bitcast=True), mask=isd, other=val.to(tl.int64)).to(val.dtype)
             if (STORE_MASK >> c) & 1:
-                dst = (outs[c] + (row + c0 + lane)) + step * LANES
-                tl.store(dst, val.to(outs[c].dtype.element_ty), mask=smask)
+                dst = (outs[c] + (row_c + c0 + lane)) + step * LANES
+                tl.store(dst, val.to(outs[c].dtype.element_ty), mask=sm_c)
             if c == CHECK_COL:
                 late = (val > rts) if INCLUSIVE else (val >= rts)
-                tl.store(vp + tl.zeros(live.shape, tl.int32), tl.full(live.shape, 1, tl.int32), mask=live & late)
+                tl.store(vp + tl.zeros(ck_c.shape, tl.int32), tl.full(ck_c.shape, 1, tl.int32), mask=ck_c & late)
 
     @triton.jit
     def _tail_chunk(
@@ -291,7 +329,7 @@ if triton is not None:
         offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
         NCOL: tl.constexpr, STORE_MASK: tl.constexpr, OUT64_MASK: tl.constexpr, WIDE_MASK: tl.constexpr,
         PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, DICT_MASK: tl.constexpr,
-        CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, PADDED: tl.constexpr,
+        DELTA_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, PADDED: tl.constexpr,
         LANES: tl.constexpr, STEPS: tl.constexpr, TILES_PER_PROG: tl.constexpr, LOOP: tl.constexpr,
     ):
         """Tiles ``t`` (int32 ``[TILES_PER_PROG]``), every column: descriptors, then the decode."""
@@ -340,14 +378,14 @@ if triton is not None:
             for c0 in range(0, longest, LANES * STEPS):
                 _history_chunk(
                     hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp,
-                    NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, CHECK_COL, INCLUSIVE,
-                    LANES, STEPS,
+                    NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, 0, CHECK_COL,
+                    INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1,
                 )
         else:
             _history_chunk(
                 hdrs, words, outs, nwords, dicts, ndicts, 0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp,
-                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, CHECK_COL, INCLUSIVE,
-                LANES, STEPS,
+                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK, CHECK_COL,
+                INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1,
             )
 
 
@@ -372,6 +410,7 @@ if triton is not None:
         RUN_MASK: tl.constexpr,  # bit c: column c stages RUN blocks (the per-value index path)
         NOBITS_MASK: tl.constexpr,  # bit c: every staged block of column c is 0 bits wide (no value loads)
         DICT_MASK: tl.constexpr,  # bit c: column c stages DICT blocks (one dictionary gather per value)
+        DELTA_MASK: tl.constexpr,  # bit c: column c stages DELTA blocks (a prefix sum per tile)
         CHECK_COL: tl.constexpr,  # the column the leakage check reads (ts), -1 for none
         INCLUSIVE: tl.constexpr,  # flag ts > request_ts (check_leakage="inclusive"), else ts >= request_ts
         PADDED: tl.constexpr,
@@ -393,8 +432,8 @@ if triton is not None:
                 g * TILES_PER_PROG + tl.arange(0, TILES_PER_PROG),
                 hdrs, words, outs, nwords, dicts, ndicts, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
                 offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
-                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, CHECK_COL, INCLUSIVE,
-                PADDED, LANES, STEPS, TILES_PER_PROG, LOOP,
+                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK, CHECK_COL,
+                INCLUSIVE, PADDED, LANES, STEPS, TILES_PER_PROG, LOOP,
             )
 
     @triton.jit(do_not_specialize=["n_ex", "n_tail", "n_out", "width"])
@@ -644,7 +683,7 @@ def _output(name, col, out, shape, dev, padded_width, pad_value):
 def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog, launch=None):
     """Take every column's output and launch the one kernel over all of them (history tiles and tails)."""
     hdrs, words, tails, outs, nwords, dicts, ndicts = [], [], [], [], [], [], []
-    store_mask = out64_mask = wide_mask = patch_mask = run_mask = nobits_mask = dict_mask = 0
+    store_mask = out64_mask = wide_mask = patch_mask = run_mask = nobits_mask = dict_mask = delta_mask = 0
     check_col = -1
     for c, (name, col, check) in enumerate(staged.passes()):
         buf = _output(name, col, out, shape, dev, padded_width, pad_value) if col.project else None
@@ -666,6 +705,7 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
         patch_mask |= (kinds & 1) << c
         run_mask |= (kinds >> 1 & 1) << c
         dict_mask |= (kinds >> 2 & 1) << c
+        delta_mask |= (kinds >> 3 & 1) << c
         if kinds >> 2 & 1:  # DICT blocks: their dictionaries (an empty one reads as a single 0)
             has = col.dicts is not None and col.dicts.numel() > 0
             d = col.dicts if has else torch.zeros(1, dtype=torch.int64, device=dev)
@@ -716,9 +756,11 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
         args = (tuple(hdrs), tuple(words), tuple(outs), tuple(nwords), tuple(dicts), tuple(ndicts),
                 staged.tile_block, staged.tile_lo, staged.tile_cnt, staged.tile_out, staged.tile_ex,
                 staged.offsets, staged.request_ts, viol, T, B, n_out, width)
+        loop = int(staged.block_size) > block
+        # (DELTA blocks hold at most AUX_MAX_BLOCK values: a tier of larger blocks, which loops, has none)
         kw = dict(OUT64_MASK=out64_mask, WIDE_MASK=wide_mask, PATCH_MASK=patch_mask, RUN_MASK=run_mask, NOBITS_MASK=nobits_mask,
-                  DICT_MASK=dict_mask, LANES=lanes_h, STEPS=block // lanes_h,
-                  LOOP=int(staged.block_size) > block, **common)
+                  DICT_MASK=dict_mask, DELTA_MASK=0 if loop else delta_mask, LANES=lanes_h, STEPS=block // lanes_h,
+                  LOOP=loop, **common)
         if tuned:
             _autotuned()[lambda meta: (triton.cdiv(T, meta["TILES_PER_PROG"] * meta["SEQ"]),)](
                 *args, len_bucket=bucket, **kw)

@@ -83,6 +83,27 @@ def encode_patch(x: list[int], rng, w1=None):
     return ("patch", base, slope, w1, [v & ((1 << w1) - 1) for v in r], hit, w2, exc)
 
 
+def encode_delta(x: list[int], rng, patch: bool = False):
+    """A DELTA block of x (DESIGN §4), or None: the line ``x[0] + dmin k`` (dmin the smallest step, mod
+    2^64), and each step's excess over dmin (0 at position 0) as FOR bits, or (``patch``) as PATCH low
+    bits and exceptions; the decoders prefix-sum them."""
+    steps = [(x[k] - x[k - 1]) % M64 for k in range(1, len(x))]
+    dmin = min((signed(d) for d in steps), default=0)
+    o = [0] + [(d - dmin) % M64 for d in steps]
+    w = max(o).bit_length()
+    if not patch:
+        return ("delta", signed(x[0]), dmin, w, o, [0] * len(x), 0, [])
+    if w == 0:
+        return None
+    w1 = int(rng.integers(0, w))
+    hit = [int(v >> w1 != 0) for v in o]
+    exc = [(v >> w1) - 1 for v in o if v >> w1]
+    w2 = max(exc).bit_length() if exc else 0
+    if not exc or w2 > 31:
+        return None
+    return ("delta_patch", signed(x[0]), dmin, w1, [v & ((1 << w1) - 1) for v in o], hit, w2, exc)
+
+
 def encode_run(x: list[int]):
     """A RUN block of x: a bitmap of run starts, and the runs' values as a FOR/LFOR line."""
     hit = [int(k == 0 or x[k] != x[k - 1]) for k in range(len(x))]
@@ -101,16 +122,17 @@ def stage_block(blk, words: list[int]) -> int:
         meta = (len(words) << 8) | 0x80 | w
         words.extend(pack_bits(r, w))
         return meta
-    if blk[0] not in ("patch", "run"):
+    if blk[0] not in ("patch", "run", "delta", "delta_patch"):
         base, slope, w, r = blk
         meta = (len(words) << 8) | w
         words.extend(pack_bits(r, w))
         return meta
     kind, base, slope, w, vals, hit, w2, exc = blk
-    vw, bw = pack_bits(vals, w), pack_bits(hit, 1)
+    vw, bw = pack_bits(vals, w), (pack_bits(hit, 1) if kind != "delta" else [])
     bits = sum(b << (64 * i) for i, b in enumerate(bw))
     pre = [bin(bits & ((1 << (32 * g)) - 1)).count("1") for g in range(4)]
-    aux = (1 if kind == "patch" else 2) | (2 * len(vw) << 8) | (2 * (len(vw) + len(bw)) << 18)
+    code = {"patch": 1, "run": 2, "delta": 4, "delta_patch": 5}[kind]
+    aux = code | (2 * len(vw) << 8) | (2 * (len(vw) + len(bw)) << 18)
     aux |= sum(p << (32 + 8 * g) for g, p in enumerate(pre))
     words.append(aux)
     meta = (len(words) << 8) | 0x80 | w
@@ -124,6 +146,11 @@ def block_values(blk, cnt: int) -> list[int]:
         _, base, slope, w1, low, hit, w2, exc = blk
         rank = [sum(hit[:k]) for k in range(cnt)]
         return [signed(base + slope * k + low[k] + ((exc[rank[k]] + 1) << w1 if hit[k] else 0)) for k in range(cnt)]
+    if blk[0] in ("delta", "delta_patch"):
+        _, base, slope, w1, low, hit, w2, exc = blk
+        rank = [sum(hit[:k]) for k in range(cnt)]
+        o = [low[k] + ((exc[rank[k]] + 1) << w1 if hit[k] else 0) for k in range(cnt)]
+        return [signed(base + slope * k + sum(o[: k + 1])) for k in range(cnt)]
     if blk[0] == "run":
         _, base, slope, w, r, hit, _, _ = blk
         idx = [sum(hit[: k + 1]) - 1 for k in range(cnt)]
@@ -193,7 +220,8 @@ def make_history(rng, n: int, dtype: str, is_ts: bool, bs: int = BS, aux: bool =
 
 
 def make_aux_history(rng, n: int, dtype: str, is_ts: bool, bs: int):
-    """Like make_history, with blocks of repeats (RUN) and of rare outliers (PATCH) at random."""
+    """Like make_history, with blocks of repeats (RUN), of rare outliers (PATCH) and of differences
+    (DELTA, DELTA PATCH) at random."""
     vals, blocks = [], []
     t0 = int(rng.integers(0, 1 << 40))
     lim = (I32_MIN, I32_MAX) if dtype == "int32" else (I64_MIN, I64_MAX)
@@ -215,7 +243,7 @@ def make_aux_history(rng, n: int, dtype: str, is_ts: bool, bs: int):
                 x = [int(v) for v in np.repeat(rng.integers(*lim, size=cnt, endpoint=True), rng.integers(1, 9, size=cnt))[:cnt]]
             else:
                 x = [int(v) for v in rng.integers(-50, 50, size=cnt)]
-        cands = [encode_patch(x, rng), encode_run(x)] if cnt <= 128 else []
+        cands = [encode_patch(x, rng), encode_run(x), encode_delta(x, rng), encode_delta(x, rng, True)] if cnt <= 128 else []
         cands = [c for c in cands if c is not None]
         blk = cands[int(rng.integers(len(cands)))] if cands and rng.random() < 0.8 else encode_block(x)
         assert block_values(blk, cnt) == [signed(v) for v in x]
@@ -844,20 +872,25 @@ def test_torch_peer_matches_twin():
     from gpumat.bench.kernels import synthetic_staged
     from gpumat.kernels.pt_decode_gather import materialize_staged_torch
 
-    for aux, dicts in ((False, False), (True, False), (True, True)):  # plain; PATCH and RUN; and DICT blocks
+    from gpumat.bench.kernels import COLUMNS, DELTA_TS_COLUMNS
+
+    # plain; PATCH, RUN and DELTA; and DICT blocks
+    for aux, dicts in ((False, False), (True, False), (True, True)):
         staged, expected, exp_viol = random_batch(21, 9, 260, 600, 40, ("item", "act", "ts"), True, aux=aux, dicts=dicts)
         values, viol = materialize_staged_torch(staged.to("cpu"), total=staged.total)
         for c, want in expected.items():
             assert_equal_verbose(values[c].numpy(), want, f"torch peer {c}")
         assert_equal_verbose(viol.numpy(), exp_viol, "torch peer violations")
-    syn = synthetic_staged(B=6, L=300, seed=0)
-    twin, tviol = materialize_staged_np(syn)
-    values, viol = materialize_staged_torch(syn.to("cpu"), total=syn.total)
-    got, gviol = run_triton(syn)
-    for c in twin:
-        assert_equal_verbose(values[c].numpy(), twin[c], f"torch peer synthetic {c}")
-        assert_equal_verbose(got[c], twin[c], f"triton synthetic {c}")
-    assert_equal_verbose(gviol, tviol, "triton synthetic violations")
+    for cols in (COLUMNS, DELTA_TS_COLUMNS):  # the bench batches (DELTA PATCH ts: the static check's variant)
+        syn = synthetic_staged(B=6, L=300, seed=0, columns=cols)
+        syn.columns["ts"].project = True  # (stored too, so that its values are compared)
+        twin, tviol = materialize_staged_np(syn)
+        values, viol = materialize_staged_torch(syn.to("cpu"), total=syn.total)
+        got, gviol = run_triton(syn)
+        for c in twin:
+            assert_equal_verbose(values[c].numpy(), twin[c], f"torch peer synthetic {c}")
+            assert_equal_verbose(got[c], twin[c], f"triton synthetic {c}")
+        assert_equal_verbose(gviol, tviol, "triton synthetic violations")
 
 
 def test_cuda_twin_matches():

@@ -49,9 +49,9 @@ def test_round_trip_and_same_blocks_as_format2(counts, bs, seed):
         region, off, nbytes, enc = pages.encode_stripes(x, sc, bs)
         assert region.dtype == np.uint8 and int(nbytes.sum()) == region.size and (off == np.cumsum(nbytes) - nbytes).all()
         assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
-        # where no PATCH / RUN block pays, the same block choice as format 2 (the same staged blocks)
+        # where no PATCH / RUN / DELTA block pays, the same block choice as format 2 (the same staged blocks)
         r2, off2, nw2, enc2 = codec.encode_stripes(x, sc, bs)
-        plain = (enc & (codec.ENC_PATCH | codec.ENC_RUN)) == 0  # (PATCH / RUN blocks where they pay)
+        plain = (enc & (codec.ENC_PATCH | codec.ENC_RUN | codec.ENC_DELTA)) == 0  # (extended blocks where they pay)
         assert enc[plain].tolist() == enc2[plain].tolist()
         assert region.size < 8 * r2.size
 
@@ -104,6 +104,43 @@ def aux_columns(rng, n):
     return {"ts": np.sort(ts), "item_id": small, "action": flag.astype(np.int32)}
 
 
+def check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n, extended=tuple(SCHEMA)):
+    """A tier of ``cols`` (``users`` per event) reads its values back whole, by any block window
+    (the newest blocks too: the last page), decoded whole, padded and by any value range of a block,
+    in memory and by ranges, the ``extended`` columns' staged blocks with the aux flag; with
+    128-value blocks, a flipped byte of a compacted file is caught."""
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=bs)
+    t.append(pa.table({"user_id": users, **cols}))
+    whole = {u: t.read_history(u) for u in range(4)}
+    for c in SCHEMA:
+        assert np.concatenate([whole[u][c] for u in range(4)]).tolist() == cols[c].tolist()
+    for full in (1 << 30, 0):
+        monkeypatch.setattr(segment, "FULL_READ_BYTES", full)
+        h = Tier.open(t.uri)
+        d = h.directory()
+        si, lo, hi = windows(rng, d, 60)
+        lo[:4], hi[:4] = d.nblocks[si[:4]] - 1, d.nblocks[si[:4]]  # the newest block: the last page
+        for c in SCHEMA:
+            hdr, words, nbytes = h.read_blocks(c, si, lo, hi)
+            assert (hdr[:, 2] & 0x80).any() or c not in extended
+            cnt = np.minimum(bs, np.repeat(d.count[si], hi - lo) - ranges(lo, hi - lo) * bs)
+            got = codec.decode_blocks(hdr, words, cnt)
+            want = window_values(whole, d, si, lo, hi, c, bs)
+            assert got.tolist() == want.tolist()
+            assert codec.decode_blocks_padded(hdr, words, bs)[np.arange(bs)[None, :] < cnt[:, None]].tolist() == want.tolist()
+            a = rng.integers(0, cnt)  # a value range of each block: what the reference backend decodes
+            b = a + rng.integers(1, cnt - a + 1)
+            part = codec.decode_blocks(hdr, words, b - a, lo=a)
+            assert part.tolist() == want[ranges(np.cumsum(cnt) - cnt + a, b - a)].tolist()
+    if bs == 128:  # a flipped bit in extended blobs is caught as in any other (one compacted data file)
+        f = Tier.create(tmp_path / "f", SCHEMA, block_size=bs)
+        table = pa.table({"user_id": users, **cols})
+        f.append(table.slice(0, n // 2))
+        f.append(table.slice(n // 2))
+        f.compact()
+        assert_flips_caught(tmp_path / "f", [0, 1, 2, 3], 15)
+
+
 @pytest.mark.parametrize("bs", [32, 128])
 def test_patch_and_run_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
     """PATCH and RUN blocks (chosen where they pay) decode to the values, whole and by any block
@@ -119,36 +156,81 @@ def test_patch_and_run_blocks_round_trip_and_read_by_windows(tmp_path, monkeypat
         plain, _, _, _ = pages.encode_stripes(x.astype(np.int64), sc, bs, extended=False)
         assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
         assert region.size < 0.875 * plain.size  # each of these columns pays for its PATCH / RUN blocks
-    t = Tier.create(tmp_path / "t", SCHEMA, block_size=bs)
-    t.append(pa.table({"user_id": users, **cols}))
-    whole = {u: t.read_history(u) for u in range(4)}
-    for c in SCHEMA:
-        assert np.concatenate([whole[u][c] for u in range(4)]).tolist() == cols[c].tolist()
-    for full in (1 << 30, 0):
-        monkeypatch.setattr(segment, "FULL_READ_BYTES", full)
-        h = Tier.open(t.uri)
-        d = h.directory()
-        si, lo, hi = windows(rng, d, 60)
-        lo[:4], hi[:4] = d.nblocks[si[:4]] - 1, d.nblocks[si[:4]]  # the newest block: the last page
-        for c in SCHEMA:
-            hdr, words, nbytes = h.read_blocks(c, si, lo, hi)
-            assert (hdr[:, 2] & 0x80).any()
-            cnt = np.minimum(bs, np.repeat(d.count[si], hi - lo) - ranges(lo, hi - lo) * bs)
-            got = codec.decode_blocks(hdr, words, cnt)
-            want = window_values(whole, d, si, lo, hi, c, bs)
-            assert got.tolist() == want.tolist()
-            assert codec.decode_blocks_padded(hdr, words, bs)[np.arange(bs)[None, :] < cnt[:, None]].tolist() == want.tolist()
-            a = rng.integers(0, cnt)  # a value range of each block: what the reference backend decodes
-            b = a + rng.integers(1, cnt - a + 1)
-            part = codec.decode_blocks(hdr, words, b - a, lo=a)
-            assert part.tolist() == want[ranges(np.cumsum(cnt) - cnt + a, b - a)].tolist()
-    if bs == 128:  # a flipped bit in PATCH / RUN blobs is caught as in any other (one compacted data file)
-        f = Tier.create(tmp_path / "f", SCHEMA, block_size=bs)
-        table = pa.table({"user_id": users, **cols})
-        f.append(table.slice(0, n // 2))
-        f.append(table.slice(n // 2))
-        f.compact()
-        assert_flips_caught(tmp_path / "f", [0, 1, 2, 3], 15)
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n)
+
+
+def delta_columns(rng, n):
+    """Columns that take DELTA blocks: timestamps of small steps with rare long gaps (DELTA PATCH), a
+    random walk with steps of both signs (DELTA, a negative line slope), an int32 walk."""
+    ts = np.cumsum(rng.integers(0, 40, n) + np.where(rng.random(n) < 0.02, rng.integers(10**4, 10**7, n), 0))
+    walk = np.cumsum(rng.integers(-20, 20, n)) + 10**15
+    walk32 = np.cumsum(rng.integers(-30, 31, n)).astype(np.int32)
+    return {"ts": ts + 1_700_000_000, "item_id": walk, "action": walk32}
+
+
+@pytest.mark.parametrize("bs", [32, 128])
+def test_delta_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
+    """DELTA and DELTA PATCH blocks are chosen where they save DELTA_MIN_SAVING, and decode to the
+    values whole, by any block window and by any value range of a block (the prefix sum starts at
+    the block's first value whatever the window), in memory and by ranges; a flipped byte is caught."""
+    rng = np.random.default_rng(10 + bs)
+    n = 9000
+    sc = np.array([n - 300, 100, 150, 50])
+    users = np.repeat(np.arange(4), sc)
+    cols = delta_columns(rng, n)
+    kinds = set()
+    for name, x in cols.items():
+        region, off, nbytes, enc = pages.encode_stripes(x.astype(np.int64), sc, bs)
+        # (a walk's line fits blocks of 32 well: DELTA saves it too little there)
+        assert (enc & codec.ENC_DELTA).any() or (bs < 128 and name != "ts"), name
+        plain, _, _, _ = pages.encode_stripes(x.astype(np.int64), sc, bs, extended=False)
+        assert region.size < (1 - pages.DELTA_MIN_SAVING) * plain.size or not (enc & codec.ENC_DELTA).any()
+        assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
+        kinds |= set(pages.tag_kind(region[off[0] : off[0] + (sc[0] + bs - 1) // bs]).tolist())
+    assert {pages.KIND_DELTA, pages.KIND_DELTA_PATCH} <= kinds
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n, tuple(SCHEMA) if bs == 128 else ("ts",))
+
+
+def test_delta_only_where_it_saves_an_eighth():
+    """DELTA costs the kernels a prefix sum per tile: a column whose DELTA blocks would save less than
+    DELTA_MIN_SAVING of its bytes keeps its other blocks (timestamps whose steps are as wide as
+    their spread around a line: the bench tier's)."""
+    rng = np.random.default_rng(5)
+    n = 20000
+    steady = np.arange(n) * 1000 + rng.integers(0, 256, n)  # jitter around a steady rate: 8-bit residuals, 9-bit steps
+    region, _, _, enc = pages.encode_stripes(steady, np.array([n]), 128)
+    assert not (enc & codec.ENC_DELTA).any()
+    bursty = np.cumsum(rng.integers(0, 8, n) + np.where(rng.random(n) < 0.01, 10**6, 0))
+    region, _, _, enc = pages.encode_stripes(bursty, np.array([n]), 128)
+    assert (enc & codec.ENC_DELTA).all()
+    without, _, _, _ = pages.encode_stripes(bursty, np.array([n]), 128, extended=False)
+    assert region.size < 0.5 * without.size
+
+
+def test_delta_fields_and_tags_out_of_range_are_corruption():
+    """A DELTA block's width past 64, a DELTA PATCH block's exceptions past their width, or a tag past
+    DELTA PATCH (69..127: later formats') is a ``CorruptionError`` on both decoders."""
+    n = 2000
+    rng = np.random.default_rng(1)
+    x = np.cumsum(rng.integers(0, 6, n) + np.where(rng.random(n) < 0.05, 10**6, 0))
+    region, off, nbytes, enc = pages.encode_stripes(x, np.array([n]), 128)
+    assert (enc & codec.ENC_DELTA).all()
+    assert pages.decode_blob(region, n, 128).tolist() == x.tolist()
+    bad = region.copy()
+    bad[0] = (bad[0] & 0x80) | 69
+    with pytest.raises(CorruptionError, match="not an encoding|tag"):
+        pages.decode_blob(bad, n, 128)
+    caught = 0
+    for at in range(16, 120):  # the one-page blob's fields (fields first), each set to a big value
+        bad = region.copy()
+        bad[at] = 0x7F
+        try:
+            got = pages.decode_blob(bad, n, 128)
+        except CorruptionError:
+            caught += 1
+            continue
+        assert len(got) == n
+    assert caught > 10
 
 
 def test_patch_and_run_fields_out_of_range_are_corruption():
@@ -215,10 +297,10 @@ def test_malformed_pages_are_corruption():
     region, off, nbytes, _ = pages.encode_stripes(x, np.array([300]), 128)
     assert pages.decode_blob(region, 300, 128).tolist() == x.tolist()
     bad_tag = region.copy()
-    bad_tag[0] = 67  # past RUN: the encodings of later formats
+    bad_tag[0] = 69  # past DELTA PATCH: the encodings of later formats
     with pytest.raises(CorruptionError, match="not an encoding"):
         pages.decode_blob(bad_tag, 300, 128)
-    for t in (65, 66):  # a plain block's tag read as PATCH / RUN: its fields no longer match
+    for t in (65, 66, 67, 68):  # a plain block's tag read as PATCH / RUN / DELTA: its fields no longer match
         bad_tag[0] = t
         with pytest.raises(CorruptionError):
             pages.decode_blob(bad_tag, 300, 128)
@@ -508,14 +590,17 @@ def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
 
 def blob_set(rng):
     """Blobs of every kind back to back at odd byte offsets in one buffer: plain FOR / LFOR (one page
-    and many, blocks over 128 values), PATCH and RUN, and codes into segment dictionaries. Returns
+    and many, blocks over 128 values), PATCH, RUN, DELTA and DELTA PATCH, and codes into segment dictionaries. Returns
     ``(buf, boff, blen, count, bs, dicts, dstart, dlen, want)``."""
     bs = int(rng.choice([8, 32, 128]))
     parts, boff, blen, count, dstart, dlen, want, dicts = [], [], [], [], [], [], [], []
     at = 0
-    for kind in rng.permutation(6):
+    for kind in rng.permutation(7):
         n = int(rng.integers(1, 40 * bs))
-        if kind == 0:
+        if kind == 6:  # DELTA / DELTA PATCH blocks (ids: a walk; an int32 walk)
+            kind = 2
+            x = delta_columns(rng, n)[str(rng.choice(["ts", "item_id", "action"]))].astype(np.int64)
+        elif kind == 0:
             x = np.sort(rng.integers(0, 10**12, n))
         elif kind == 1:
             x = rng.integers(I64.min, I64.max, n, endpoint=True)

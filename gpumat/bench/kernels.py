@@ -51,6 +51,9 @@ COLUMNS = (("item_id", "int64", 18, 0, True, 0.0, True), ("action", "int32", 0, 
            ("ts", "int64", 12, 1000, False, 0.0))
 # The same with item ids as 24-bit frame of reference (no dictionary: a tier before segment DICT)
 FOR_ITEM_COLUMNS = (("item_id", "int64", 24, 0, True, 0.0),) + COLUMNS[1:]
+# ... and with ts as DELTA PATCH blocks (4 low bits of each step, 10% exceptions), as a tier stores
+# timestamps whose steps pay for DELTA (ML-1M's, ML-100K's; the bench tier's ts stays LFOR)
+DELTA_TS_COLUMNS = COLUMNS[:2] + (("ts", "int64", 4, 0, False, 0.1, False, True),)
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -87,10 +90,11 @@ def synthetic_staged(B: int, L: int, seed: int = 0, max_tail: int = 16, columns=
     tail_total = int(m.sum())
     tail_src = (np.cumsum(m) - m) + (m - t)
     cols = {}
-    for name, dtype, w, slope, project, exc, *dict_blocks in columns:
+    for name, dtype, w, slope, project, exc, *more in columns:
+        dict_blocks, delta = (tuple(more) + (False, False))[:2]
         base = rng.integers(0, 1 << 20, size=K) if dtype == "int32" else rng.integers(0, 1 << 40, size=K)
         dicts = None
-        if dict_blocks and dict_blocks[0]:  # codes 0 .. 2^w - 1 into one dictionary, from 0
+        if dict_blocks:  # codes 0 .. 2^w - 1 into one dictionary, from 0
             nwords = BS * w // 64
             words = rng.integers(-(2**63), 2**63 - 1, size=K * (nwords + 1) + 1, dtype=np.int64)
             start = np.arange(K) * (nwords + 1)
@@ -99,7 +103,7 @@ def synthetic_staged(B: int, L: int, seed: int = 0, max_tail: int = 16, columns=
             base = np.zeros(K, np.int64)
             dicts = rng.integers(0, 1 << 40, size=1 << w, dtype=np.int64)
         elif exc:
-            meta, words = _patch_blocks(rng, K, w, exc)
+            meta, words = _patch_blocks(rng, K, w, exc, 5 if delta else 1)
         else:
             nwords = BS * w // 64
             words = np.concatenate([rng.integers(-(2**63), 2**63 - 1, size=K * nwords, dtype=np.int64), [0]])
@@ -117,9 +121,10 @@ def synthetic_staged(B: int, L: int, seed: int = 0, max_tail: int = 16, columns=
     )
 
 
-def _patch_blocks(rng, K: int, w: int, density: float) -> tuple[np.ndarray, np.ndarray]:
+def _patch_blocks(rng, K: int, w: int, density: float, kind: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """``K`` full PATCH blocks in the staged form (docs/DESIGN.md §4): ``w`` random low bits per value,
-    a bitmap with ``density`` of its bits set, exceptions' high parts 1..4: ``(meta [K], words)``."""
+    a bitmap with ``density`` of its bits set, exceptions' high parts 1..4: ``(meta [K], words)``.
+    ``kind`` 5: DELTA PATCH blocks (the same words, prefix-summed by the decoders)."""
     hit = rng.random((K, BS)) < density
     bm = np.packbits(hit, axis=1, bitorder="little").view(np.uint64)  # [K, BS / 64]
     e = hit.sum(axis=1)
@@ -135,7 +140,7 @@ def _patch_blocks(rng, K: int, w: int, density: float) -> tuple[np.ndarray, np.n
     w32[slot] = rng.integers(1, 5, size=slot.size)
     pc = np.bitwise_count(bm.view(np.uint32)).astype(np.uint64)  # [K, 4]
     pre = np.cumsum(pc, axis=1) - pc
-    aux = np.uint64(1) | np.uint64(2 * vw << 8) | np.uint64(2 * (vw + bw) << 18)
+    aux = np.uint64(kind) | np.uint64(2 * vw << 8) | np.uint64(2 * (vw + bw) << 18)
     words[start] = aux | (pre << (np.uint64(32) + np.uint64(8) * np.arange(4, dtype=np.uint64))).sum(axis=1, dtype=np.uint64)
     return ((start + 1) << 8) | 0x80 | w, words.view(np.int64)
 

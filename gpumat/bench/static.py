@@ -93,24 +93,28 @@ BENCH_PATCH, BENCH_RUN, BENCH_NOBITS = 0b010, 0b000, 0b010
 PLAIN_COLUMNS = (("item_id", "int64", 24, 0, True, 0.0), ("action", "int32", 3, 0, True, 0.0),
                  ("ts", "int64", 12, 1000, False, 0.0))
 BENCH_DICT = 0b001  # DICT_MASK of the bench batches: item_id's DICT blocks
+# The bench batches with ts as DELTA PATCH blocks (``DELTA_TS_COLUMNS``), as a tier stores timestamps
+# whose steps pay for DELTA (ML-1M, ML-100K; not the bench tier's, which stays LFOR): the cost of the scan
+BENCH_DELTA_TS = (BENCH_PATCH | 0b100, BENCH_RUN, BENCH_NOBITS, BENCH_DICT, 0b100)
 
 
 def aux_key(aux) -> tuple:
-    """``(PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK)`` of a configuration's ``aux`` (shorter
-    tuples padded with 0); NOBITS only matters beside PATCH / RUN / DICT (the plain configuration
-    is compiled without it)."""
-    p, r, nb, d = (tuple(aux) + (0, 0, 0, 0))[:4]
-    return (p, r, nb, d) if p or r or d else (0, 0, 0, 0)
+    """``(PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK)`` of a configuration's ``aux``
+    (shorter tuples padded with 0); NOBITS only matters beside PATCH / RUN / DICT / DELTA (the plain
+    configuration is compiled without it)."""
+    p, r, nb, d, dl = (tuple(aux) + (0, 0, 0, 0, 0))[:5]
+    return (p, r, nb, d, dl) if p or r or d or dl else (0, 0, 0, 0, 0)
 
 
 def kernel_configs():
     """Every configuration counted or checked: ``(kernel, columns, inclusive, padded, wide, loop, aux)``.
 
     ``columns``: ``(dtype, store, check)`` per staged column; ``aux``: the ``(PATCH_MASK, RUN_MASK[,
-    NOBITS_MASK[, DICT_MASK]])`` of the history kernel (``aux_key``). The bench tenants' column set in every mode the launcher has (strict /
-    inclusive, jagged / padded, narrow / wide blocks, looped tiles and tails), without PATCH blocks
-    and with the bench tier's (``action``); every single-column case (each dtype stored, checked,
-    or both; with PATCH, RUN or both blocks)."""
+    NOBITS_MASK[, DICT_MASK[, DELTA_MASK]]])`` of the history kernel (``aux_key``). The bench tenants'
+    column set in every mode the launcher has (strict / inclusive, jagged / padded, narrow / wide
+    blocks, looped tiles and tails), without PATCH blocks, with the bench tier's (``action``) and
+    with ts as DELTA PATCH blocks too; every single-column case (each dtype stored, checked, or
+    both; with PATCH, RUN, DICT or DELTA blocks and some of their mixes)."""
     single = [((dtype, store, check),) for dtype in ("int64", "int32")
               for store, check in ((True, False), (False, True), (True, True))]
     for kernel in ("history", "tail"):
@@ -121,10 +125,12 @@ def kernel_configs():
             if kernel == "history" and not loop:
                 yield kernel, BENCH_COLUMNS, inclusive, padded, wide, loop, (BENCH_PATCH, BENCH_RUN, BENCH_NOBITS)
                 yield kernel, BENCH_COLUMNS, inclusive, padded, wide, loop, (BENCH_PATCH, BENCH_RUN, BENCH_NOBITS, BENCH_DICT)
+                yield kernel, BENCH_COLUMNS, inclusive, padded, wide, loop, BENCH_DELTA_TS
         for cols in single:
             yield kernel, cols, False, False, False, False, (0, 0)
             if kernel == "history":
-                for aux in ((1, 0), (0, 1), (1, 1), (1, 0, 1), (0, 0, 0, 1), (1, 1, 0, 1)):
+                for aux in ((1, 0), (0, 1), (1, 1), (1, 0, 1), (0, 0, 0, 1), (1, 1, 0, 1), (0, 0, 0, 0, 1), (1, 0, 0, 0, 1),
+                            (1, 1, 0, 1, 1)):
                     yield kernel, cols, False, False, False, False, aux
 
 
@@ -150,10 +156,11 @@ def _compile_config(job) -> dict:
         fn = k._history_kernel
         sig = {"hdrs": ("*i64",) * n, "words": ("*i32",) * n, "outs": outs, "nwords": ("i32",) * n,
                "dicts": ("*i64",) * n, "ndicts": ("i32",) * n}
-        patch, run, nobits, dict_mask = aux_key(aux)
+        patch, run, nobits, dict_mask, delta = aux_key(aux)
         tp, seq, warps = launch[0] if launch else (k.GPU_TILES_PER_PROG, k.GPU_TILES_SEQ, k.HISTORY_WARPS)
         consts.update(OUT64_MASK=masks["OUT64_MASK"], WIDE_MASK=masks["WIDE_MASK"], PATCH_MASK=patch,
-                      RUN_MASK=run, NOBITS_MASK=nobits, DICT_MASK=dict_mask, LANES=32, STEPS=4, TILES_PER_PROG=tp, SEQ=seq, LOOP=loop)
+                      RUN_MASK=run, NOBITS_MASK=nobits, DICT_MASK=dict_mask, DELTA_MASK=delta, LANES=32, STEPS=4,
+                      TILES_PER_PROG=tp, SEQ=seq, LOOP=loop)
         per_program = tp * seq
     else:
         fn = k._tail_kernel
@@ -213,7 +220,7 @@ def tenant_costs(configs: list[dict], arch: str, tenants, columns=None) -> dict:
         kinds = [staged.aux(n) for n in staged.columns]
         aux = aux_key((sum((k & 1) << c for c, k in enumerate(kinds)), sum((k >> 1 & 1) << c for c, k in enumerate(kinds)),
                        sum((staged.max_width(n) == 0) << c for c, n in enumerate(staged.columns)),
-                       sum((k >> 2 & 1) << c for c, k in enumerate(kinds))))
+                       sum((k >> 2 & 1) << c for c, k in enumerate(kinds)), sum((k >> 3 & 1) << c for c, k in enumerate(kinds))))
         hist = table[("history", BENCH_COLUMNS, False, False, wide, False, aux)]
         tail = table[("tail", BENCH_COLUMNS, False, False, False, staged.max_tail > 16, aux_key(()))]
         wi = (-(-T // hist["per_program"]) * hist["num_warps"] * hist["sass_instructions"]
@@ -234,7 +241,7 @@ def static_report(tenants) -> dict:
 
     import gpumat.kernels.triton_decode_gather as k
 
-    from gpumat.bench.kernels import FOR_ITEM_COLUMNS
+    from gpumat.bench.kernels import DELTA_TS_COLUMNS, FOR_ITEM_COLUMNS
 
     extra = candidate_jobs()
     compiled = compile_all(extra=extra)
@@ -260,6 +267,8 @@ def static_report(tenants) -> dict:
                        "tenants_without_patch": tenant_costs(configs, "sm_90", tenants, PLAIN_COLUMNS),
                        # and with item_id as 24-bit frame of reference (no segment dictionary)
                        "tenants_item_for": tenant_costs(configs, "sm_90", tenants, FOR_ITEM_COLUMNS),
+                       # and with ts as DELTA PATCH blocks (a warp scan per tile; not the bench tier's ts)
+                       "tenants_delta_ts": tenant_costs(configs, "sm_90", tenants, DELTA_TS_COLUMNS),
                        "model": {"sms": SMS, "warp_instructions_per_clock_per_sm": IPC, "clock_hz": CLOCK_HZ,
                                  "dram_bytes_per_s": DRAM_BPS}}}
 
@@ -290,3 +299,6 @@ def print_static(r: dict) -> None:
     if "tenants_item_for" in s:
         print("  without DICT blocks (item_id 24-bit FOR): " + ", ".join(
             f"{n} {t['warp_instructions_per_event']:.2f} ({t['issue_over_dram']:.2f})" for n, t in s["tenants_item_for"].items()))
+    if "tenants_delta_ts" in s:
+        print("  with ts as DELTA PATCH blocks (not the bench tier's): " + ", ".join(
+            f"{n} {t['warp_instructions_per_event']:.2f} ({t['issue_over_dram']:.2f})" for n, t in s["tenants_delta_ts"].items()))

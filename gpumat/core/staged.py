@@ -38,19 +38,22 @@ COLUMN_PARTS = ("hdr", "words", "tail_values")  # the arrays of a staged column,
 PACK_ALIGN = 16
 
 # A staged block's ``meta`` (docs/DESIGN.md §4): ``word_off << 8 | AUX_FLAG? | w``. Widths are 0..64
-# (``WIDTH_MASK``); ``AUX_FLAG`` says the block is a PATCH or RUN block whose auxiliary word sits at
-# ``words[word_off - 1]``: low 32 bits ``kind | bm << 8 | ex << 18``, high 32 bits the bitmap's
-# rank prefix per 32-lane group (byte g: the set bits of bitmap words 0 .. g - 1), ``bm`` and ``ex``
-# the 32-bit word offsets of the bitmap and of a PATCH block's exceptions (one 32-bit word each,
-# the high part ``r >> w`` of the residual) from word ``2 * word_off``. A DICT block (kind 3; the
-# other bits of its aux word are 0) is a plain block whose value line indexes its column's ``dicts``:
-# ``i`` = the low 32 bits of ``base + slope * k + bits`` (its code plus where its dictionary starts
-# in ``dicts``, which the host adds to its base), value = ``dicts[min(i, D - 1)]`` (the kernels'
-# clamp is the definition's).
+# (``WIDTH_MASK``); ``AUX_FLAG`` says the block has an auxiliary word at ``words[word_off - 1]``:
+# low 32 bits ``kind | bm << 8 | ex << 18``, high 32 bits the bitmap's rank prefix per 32-lane group
+# (byte g: the set bits of bitmap words 0 .. g - 1), ``bm`` and ``ex`` the 32-bit word offsets of
+# the bitmap and of a PATCH block's exceptions (one 32-bit word each, the high part ``r >> w`` of
+# the residual) from word ``2 * word_off``. ``kind & 3``: 1 PATCH, 2 RUN, 3 DICT (0: plain). A DICT
+# block (the other bits of its aux word are 0) is a plain block whose value line indexes its
+# column's ``dicts``: ``i`` = the low 32 bits of ``base + slope * k + bits`` (its code plus where its
+# dictionary starts in ``dicts``, which the host adds to its base), value = ``dicts[min(i, D - 1)]``
+# (the kernels' clamp is the definition's). ``kind & AUX_DELTA`` on a plain or PATCH block (kind 4
+# or 5; ignored on RUN and DICT): its offsets from the line (bits, plus a PATCH exception) are
+# differences, so value k is the line at k plus their sum over positions ``0 .. k``.
 WIDTH_MASK = 0x7F
 AUX_FLAG = 0x80
 AUX_PATCH, AUX_RUN, AUX_DICT = 1, 2, 3
-AUX_KINDS_ALL = 7  # ``StagedBatch.aux``'s bits: 1 PATCH, 2 RUN, 4 DICT
+AUX_DELTA = 4  # a flag on kind 0 (plain) or 1 (PATCH)
+AUX_KINDS_ALL = 15  # ``StagedBatch.aux``'s bits: 1 PATCH, 2 RUN, 4 DICT, 8 DELTA
 AUX_MAX_BLOCK = 128  # the four prefix bytes cover blocks of up to 4 x 32 values
 AUX_MAX_W2 = 31  # the stored exceptions' width: their high parts (exception + 1) fit a 32-bit word
 
@@ -175,10 +178,10 @@ class StagedBatch:
         return 64
 
     def aux(self, column: str) -> int:
-        """The kinds of aux blocks ``column`` stages: bit 0 PATCH, bit 1 RUN, bit 2 DICT (every kind
-        when unknown on a device batch: the kernels then take the path that is right for every
-        block; DICT only where the column has a non-empty dictionary array: a packed layout that
-        always carries one, as DALI's, stages an empty one for a column without DICT blocks)."""
+        """The kinds of aux blocks ``column`` stages: bit 0 PATCH, bit 1 RUN, bit 2 DICT, bit 3 DELTA
+        (every kind when unknown on a device batch: the kernels then take the path that is right for
+        every block; DICT only where the column has a non-empty dictionary array: a packed layout
+        that always carries one, as DALI's, stages an empty one for a column without DICT blocks)."""
         if self.known_aux is not None and column in self.known_aux:
             return self.known_aux[column]
         col = self.columns[column]
@@ -189,10 +192,11 @@ class StagedBatch:
             words = np.asarray(col.words, np.int64)
             a = (meta[(meta & AUX_FLAG) != 0] >> 8) - 1
             a = a[(a >= 0) & (a < words.size)]  # (a corrupt word_off: decoded as plain by the kernels' masks)
-            kinds = words[a] & 3 if len(a) else a
+            aw = words[a] & 7 if len(a) else a
+            kinds = aw & 3
             return int((kinds == AUX_PATCH).any()) | (int((kinds == AUX_RUN).any()) << 1) | \
-                (int((kinds == AUX_DICT).any()) << 2)
-        return AUX_KINDS_ALL if has_dicts else AUX_PATCH | AUX_RUN
+                (int((kinds == AUX_DICT).any()) << 2) | (int(((aw & AUX_DELTA) != 0).any()) << 3)
+        return AUX_KINDS_ALL if has_dicts else AUX_KINDS_ALL & ~4
 
     @property
     def inclusive(self) -> bool:
@@ -339,6 +343,11 @@ def _bits_u64(wu: np.ndarray, bit: np.ndarray, w: np.ndarray) -> np.ndarray:
     return r & mask
 
 
+def _ranges_from0(n: np.ndarray) -> np.ndarray:
+    """``0 .. n[i] - 1`` for each i, back to back."""
+    return np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+
+
 def decode_values(hdr, words, block, k, dicts=None, lookup: bool = True) -> np.ndarray:
     """The staged contract's definition (docs/DESIGN.md §4): value ``k[i]`` of staged block
     ``block[i]``, int64 with the shape of ``k``, by the lane formula every decoder implements.
@@ -353,6 +362,9 @@ def decode_values(hdr, words, block, k, dicts=None, lookup: bool = True) -> np.n
     - PATCH: ``+ X[rank k] << w`` where ``set(k)``, ``X`` the exceptions' high parts, 32-bit words
       from ``2 word_off + ex``.
 
+    - DELTA (``kind & AUX_DELTA`` with kind 0 or 1): the offsets from the line (``bits``, plus a
+      PATCH block's exception) are differences: value k is ``base + slope * k`` plus their sum over
+      positions ``0 .. k`` (a prefix sum; the encoder stores 0 at position 0).
     - DICT: that value's low 32 bits ``i`` index the column's dictionaries (the block's code plus
       where its dictionary starts: the stager adds that to the base): ``dicts[min(i, D - 1)]``
       (0 for an empty ``dicts``).
@@ -366,11 +378,20 @@ def decode_values(hdr, words, block, k, dicts=None, lookup: bool = True) -> np.n
     >>> w = np.array([aux | (0 << 32), 0b10, 0b101], dtype=np.int64)
     >>> decode_values(h, w, np.zeros(4, np.int64), np.arange(4)).tolist()
     [10, 10, 11, 11]
+    >>> h = np.array([[100, 3, (1 << 8) | AUX_FLAG | 2]])  # DELTA: the line 100 + 3 k plus the sums of 0, 1, 2, 3
+    >>> decode_values(h, np.array([AUX_DELTA, 0b11100100, 0]), np.zeros(4, np.int64), np.arange(4)).tolist()
+    [100, 104, 109, 115]
     >>> h = np.array([[1 + 2, 0, (1 << 8) | AUX_FLAG | 1]])  # DICT: codes 1 + (0, 1), its dictionary from 2
     >>> decode_values(h, np.array([AUX_DICT, 0b10, 0]), np.zeros(2, np.int64), np.arange(2),
     ...               dicts=np.array([7, 7, -5, 40, 900])).tolist()
     [40, 900]
     """
+    return _decode_values(hdr, words, block, k, dicts, lookup, True)
+
+
+def _decode_values(hdr, words, block, k, dicts, lookup: bool, scan: bool) -> np.ndarray:
+    """``decode_values``; ``scan=False``: a DELTA block's offset at ``k`` (bits plus exception), not
+    their prefix sum (the definition's inner step)."""
     hdr = np.asarray(hdr, dtype=np.int64).reshape(-1, 3)
     wu = np.ascontiguousarray(words, dtype=np.int64).reshape(-1).view(_U64)
     block = np.asarray(block, dtype=np.int64)
@@ -410,6 +431,23 @@ def decode_values(hdr, words, block, k, dicts=None, lookup: bool = True) -> np.n
                 patch.reshape(-1)[a[pt]] = x << (w.reshape(-1)[a[pt]] & 63).astype(_U64)
     with np.errstate(over="ignore"):
         v = base + slope * idx.astype(_U64) + _bits_u64(wu, 64 * off + idx * w, w) + patch
+    if a.size and scan:
+        dl = np.flatnonzero(((aw & _U64(AUX_DELTA)) != 0) & (kind <= AUX_PATCH) & (kf >= 0))
+        if dl.size:  # DELTA: the line at k plus the offsets' sum over 0 .. k (the offsets: base and slope 0)
+            flat = a[dl]
+            kd = kf[dl]
+            ub, inv = np.unique(block.reshape(-1)[flat], return_inverse=True)
+            n = np.zeros(len(ub), np.int64)
+            np.maximum.at(n, inv, kd + 1)  # each block's offsets, 0 .. its largest k
+            h0 = hdr.copy()
+            h0[:, :2] = 0
+            o = _decode_values(h0, words, np.repeat(ub, n), _ranges_from0(n), None, False, False).view(_U64)
+            with np.errstate(over="ignore"):
+                cs = np.cumsum(o, dtype=_U64)
+                first = np.cumsum(n) - n  # each block's first offset in cs
+                before = np.where(first > 0, cs[np.maximum(first - 1, 0)], _U64(0))
+                s_ = cs[first[inv] + kd] - before[inv]
+                v.reshape(-1)[flat] = base.reshape(-1)[flat] + slope.reshape(-1)[flat] * kd.astype(_U64) + s_
     if a.size and lookup:
         dk = np.flatnonzero(kind == AUX_DICT)
         if dk.size:
