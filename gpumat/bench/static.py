@@ -201,8 +201,16 @@ def compile_all(archs=ARCHS, extra=()) -> list[dict]:
     procs = min(len(jobs), os.cpu_count() or 1)
     if procs <= 1:
         return [_compile_config(j) for j in jobs]
-    with multiprocessing.get_context("fork").Pool(procs) as pool:
+    with multiprocessing.get_context("fork").Pool(procs, initializer=_default_sigterm) as pool:
         return pool.map(_compile_config, jobs)
+
+
+def _default_sigterm() -> None:
+    """A forked compile worker dies on SIGTERM (the pool's ``terminate`` when it is done), rather than
+    raising the CLI's cleanup exception it inherited (a traceback per worker)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def tenant_costs(configs: list[dict], arch: str, tenants, columns=None) -> dict:
