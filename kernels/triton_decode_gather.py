@@ -285,9 +285,9 @@ if triton is not None:
                 # DICT blocks (aux kind 3): the value line is an index into the column's dictionaries
                 # (the block's code plus where its dictionary starts, folded into its base by the
                 # host), read mod 2^32 and clamped to them (the contract's definition, and memory
-                # safety); one gather per value. A column without PATCH / RUN blocks needs no aux
-                # word: its flagged blocks are its DICT blocks.
-                if ((PATCH_MASK | RUN_MASK) >> c) & 1:
+                # safety); one gather per value. A column without PATCH / RUN / DELTA blocks needs
+                # no aux word: its flagged blocks are its DICT blocks.
+                if ((PATCH_MASK | RUN_MASK | DELTA_MASK) >> c) & 1:  # (the aux word was read: its kind)
                     isd = kind == 3
                 else:
                     isd = (((meta >> 7) & 1).to(tl.uint32) + (klu - klu)) == 1  # per lane, as ``kind``
