@@ -200,56 +200,80 @@ def _patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray):
     return cost[rows, best], best, w2[rows, best], e[rows, best]
 
 
-def _choose_chunk(fit, c0: int, c1: int, aux: bool, delta: bool = False):
-    """Per block of ``c0 .. c1``: FOR/LFOR (``fit``'s choice), PATCH or RUN (``aux``), DELTA or DELTA
-    PATCH (``delta``), whichever takes fewest bits (payload and fields; ties to the earlier kind).
-    Returns ``(Blocks, pieces)``: ``pieces`` the rows to bit-pack (values, bitmap, exceptions), each
-    ``(rows uint64 [n, lanes], width [n], count [n])``."""
-    cnt = fit.cnt[c0:c1]
-    n = c1 - c0
-    w, base, slope = fit.w[c0:c1].copy(), fit.base[c0:c1].copy(), fit.slope[c0:c1].copy()
-    r = fit.residuals(c0, c1)
-    kind = np.zeros(n, np.int64)
-    nv, w2, e = cnt.copy(), np.zeros(n, np.int64), np.zeros(n, np.int64)
-    vals, bmap, exc = r, np.zeros_like(r), np.zeros_like(r)
-    if aux and n:
+class _Candidates:
+    """Every kind's cost of each block of a chunk (``cost [n, 6]``, bits of payload and fields, in
+    KIND order: plain, PATCH, RUN, -, DELTA, DELTA PATCH; ``_NEVER`` where a kind cannot take a
+    block) and what building each kind needs."""
+
+    def __init__(self, fit, c0: int, c1: int, delta: bool):
+        cnt = fit.cnt[c0:c1]
+        n = c1 - c0
+        self.fit, self.c0, self.c1, self.n, self.cnt = fit, c0, c1, n, cnt
+        w, slope = fit.w[c0:c1], fit.slope[c0:c1]
+        self.r = r = fit.residuals(c0, c1)
         sl_bytes = lambda sl: 8 * np.where(sl != 0, varint_len(zigzag(sl)), 0)  # noqa: E731
         lanes = r.shape[1]
         valid = np.arange(lanes)[None, :] < cnt[:, None]
-        never = np.full(n, 1 << 60, np.int64)
-        cost = [cnt * w + sl_bytes(slope)]  # per kind, in KIND order: plain, PATCH, RUN, -, DELTA, DELTA PATCH
+        never = np.full(n, _NEVER, np.int64)
+        cost = [cnt * w + sl_bytes(slope)]
         # PATCH: the same line, low bits + an exception bitmap + the exceptions' high parts
-        pc, pw1, pw2, pe = _patch_costs(r, cnt, w)
+        pc, *self.patch = _patch_costs(r, cnt, w)
         cost.append(pc + sl_bytes(slope))
         # RUN: a run-start bitmap, then the runs' values as a FOR/LFOR line of their own
-        x2 = fit.x[fit.vstart[c0:c1, None] + np.where(valid, np.arange(lanes)[None, :], 0)]
+        self.x2 = x2 = fit.x[fit.vstart[c0:c1, None] + np.where(valid, np.arange(lanes)[None, :], 0)]
         st_ = valid.copy()
         st_[:, 1:] &= x2[:, 1:] != x2[:, :-1]
-        nr = st_.sum(axis=1)
-        rfit = codec.fit_blocks(x2[st_].view(np.int64), nr, lanes)
-        rc = cnt + nr * rfit.w + 8 * (2 + np.where(rfit.slope != 0, varint_len(zigzag(rfit.slope)), 0))
-        cost += [np.where(nr < cnt, rc, never), never]
+        self.starts, self.nr = st_, st_.sum(axis=1)
+        self.rfit = rfit = codec.fit_blocks(x2[st_].view(np.int64), self.nr, lanes)
+        rc = cnt + self.nr * rfit.w + 8 * (2 + np.where(rfit.slope != 0, varint_len(zigzag(rfit.slope)), 0))
+        cost += [np.where(self.nr < cnt, rc, never), never]
         if delta:
             # DELTA: the line base + dmin k (dmin the smallest step), and each step's excess over dmin
             # (0 at position 0) as the bits, prefix-summed by the decoders; its own PATCH on them
             with np.errstate(over="ignore"):
                 dx = (x2[:, 1:].view(_U64) - x2[:, :-1].view(_U64)).view(np.int64)
             live = valid[:, 1:]
-            dmin = np.where(cnt > 1, np.where(live, dx, np.iinfo(np.int64).max).min(axis=1) if lanes > 1 else 0, 0)
-            do = np.zeros_like(r)
+            self.dmin = np.where(cnt > 1, np.where(live, dx, np.iinfo(np.int64).max).min(axis=1) if lanes > 1 else 0, 0)
+            self.steps = do = np.zeros_like(r)
             with np.errstate(over="ignore"):
-                do[:, 1:] = np.where(live, dx.view(_U64) - dmin.view(_U64)[:, None], _U64(0))
-            dw = codec.bit_length(do.max(axis=1))
-            dpc, dpw1, dpw2, dpe = _patch_costs(do, cnt, dw)
-            cost += [cnt * dw + 8 + sl_bytes(dmin), dpc + sl_bytes(dmin)]
-        kind = np.argmin(np.stack(cost, 1), axis=1)
+                do[:, 1:] = np.where(live, dx.view(_U64) - self.dmin.view(_U64)[:, None], _U64(0))
+            self.dw = codec.bit_length(do.max(axis=1))
+            dpc, *self.dpatch = _patch_costs(do, cnt, self.dw)
+            cost += [cnt * self.dw + 8 + sl_bytes(self.dmin), dpc + sl_bytes(self.dmin)]
+        else:
+            cost += [never, never]
+        self.cost = np.stack(cost, 1)
+
+    def kinds(self, allowed) -> np.ndarray:
+        """Each block's cheapest kind among ``allowed`` (ties to the earlier kind)."""
+        mask = np.full(self.cost.shape[1], _NEVER, np.int64)
+        mask[list(allowed)] = 0
+        return np.argmin(np.maximum(self.cost, mask[None, :]), axis=1)
+
+    def size(self, kind: np.ndarray) -> int:
+        """Payload bits of the blocks as ``kind``, plus 24 per extended block (its fields)."""
+        cnt, fit = self.cnt, self.fit
+        w1, w2, e = (np.stack(x) for x in zip(self.patch, getattr(self, "dpatch", self.patch)))  # [2, n] each
+        bits = np.select(
+            [kind == KIND_PLAIN, kind == KIND_PATCH, kind == KIND_RUN, kind == KIND_DELTA],
+            [cnt * fit.w[self.c0:self.c1], cnt * (w1[0] + 1) + e[0] * w2[0], cnt + self.nr * self.rfit.w,
+             cnt * getattr(self, "dw", 0)],
+            cnt * (w1[1] + 1) + e[1] * w2[1])
+        return int(bits.sum()) + 24 * int((kind != KIND_PLAIN).sum())
+
+    def assemble(self, kind: np.ndarray):
+        """``(Blocks, pieces)`` of the blocks as ``kind`` (``_choose_chunk``)."""
+        fit, c0, c1, n, cnt, r = self.fit, self.c0, self.c1, self.n, self.cnt, self.r
+        w, base, slope = fit.w[c0:c1].copy(), fit.base[c0:c1].copy(), fit.slope[c0:c1].copy()
+        nv, w2, e = cnt.copy(), np.zeros(n, np.int64), np.zeros(n, np.int64)
+        vals, bmap, exc = r.copy(), np.zeros_like(r), np.zeros_like(r)
         p, q = np.flatnonzero(kind == KIND_PATCH), np.flatnonzero(kind == KIND_RUN)
         dd, dp = np.flatnonzero(kind == KIND_DELTA), np.flatnonzero(kind == KIND_DELTA_PATCH)
         if len(dd) or len(dp):
             both = np.concatenate([dd, dp])
-            vals[both], base[both], slope[both], w[dd] = do[both], x2[both, 0].view(np.int64), dmin[both], dw[dd]
-        for pp, rows, w1s, w2s, es in ((p, r, pw1, pw2, pe), (dp, do if delta else r, dpw1 if delta else pw1,
-                                                               dpw2 if delta else pw2, dpe if delta else pe)):
+            vals[both], base[both], slope[both], w[dd] = self.steps[both], self.x2[both, 0].view(np.int64), \
+                self.dmin[both], self.dw[dd]
+        for pp, rows, (w1s, w2s, es) in ((p, r, self.patch), (dp, getattr(self, "steps", r), getattr(self, "dpatch", self.patch))):
             if not len(pp):
                 continue
             w1 = w1s[pp].astype(_U64)
@@ -265,14 +289,35 @@ def _choose_chunk(fit, c0: int, c1: int, aux: bool, delta: bool = False):
             w[pp], w2[pp], e[pp] = w1s[pp], w2s[pp], es[pp]
         if len(q):
             vals[q] = 0
-            rr = rfit.residuals(0, n)[q]
+            rr = self.rfit.residuals(0, n)[q]
             vals[q, : rr.shape[1]] = rr
-            bmap[q] = st_[q]
-            w[q], base[q], slope[q], nv[q] = rfit.w[q], rfit.base[q], rfit.slope[q], nr[q]
-    b = Blocks(kind, w, base, slope, nv, w2, e, cnt)
-    bm = has_bitmap(kind)
-    pieces = [(vals, w, nv), (bmap, bm.astype(np.int64), np.where(bm, cnt, 0)), (exc, w2, e)]
-    return b, pieces
+            bmap[q] = self.starts[q]
+            w[q], base[q], slope[q], nv[q] = self.rfit.w[q], self.rfit.base[q], self.rfit.slope[q], self.nr[q]
+        return _blocks_and_pieces(Blocks(kind, w, base, slope, nv, w2, e, cnt), vals, bmap, exc)
+
+
+_NEVER = 1 << 60  # a cost no kind reaches (and no overflow when compared)
+_PLAIN_KINDS, _AUX_KINDS, _ALL_KINDS = (KIND_PLAIN,), (KIND_PLAIN, KIND_PATCH, KIND_RUN), (0, 1, 2, 4, 5)
+
+
+def _blocks_and_pieces(b: Blocks, vals, bmap, exc):
+    bm = has_bitmap(b.kind)
+    return b, [(vals, b.w, b.nv), (bmap, bm.astype(np.int64), np.where(bm, b.cnt, 0)), (exc, b.w2, b.e)]
+
+
+def _choose_chunk(fit, c0: int, c1: int, aux: bool, delta: bool = False):
+    """Per block of ``c0 .. c1``: FOR/LFOR (``fit``'s choice), PATCH or RUN (``aux``), DELTA or DELTA
+    PATCH (``delta``), whichever takes fewest bits (payload and fields; ties to the earlier kind).
+    Returns ``(Blocks, pieces)``: ``pieces`` the rows to bit-pack (values, bitmap, exceptions), each
+    ``(rows uint64 [n, lanes], width [n], count [n])``."""
+    if aux and c1 > c0:
+        c = _Candidates(fit, c0, c1, delta)
+        return c.assemble(c.kinds(_ALL_KINDS if delta else _AUX_KINDS))
+    cnt = fit.cnt[c0:c1]
+    r = fit.residuals(c0, c1)
+    z = np.zeros(c1 - c0, np.int64)
+    b = Blocks(z, fit.w[c0:c1].copy(), fit.base[c0:c1].copy(), fit.slope[c0:c1].copy(), cnt.copy(), z.copy(), z.copy(), cnt)
+    return _blocks_and_pieces(b, r, np.zeros_like(r), np.zeros_like(r))
 
 
 def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: int, extended: bool = True):
@@ -301,23 +346,24 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     delta = False
     chunks = [(c0, min(c0 + codec._ENC_CHUNK, NB)) for c0 in range(0, NB, codec._ENC_CHUNK)]
     c0, c1 = chunks[0]
-    first = _choose_chunk(fit, c0, c1, False)
     if aux:
-        # PATCH / RUN blocks send a batch's column down the kernels' slower aux path, DELTA blocks
-        # down a prefix sum: each only where it saves at least EXT_MIN_SAVING of the payload the
-        # column would take without it (the fields' extra bytes counted), judged on its first chunk
-        # of blocks (up to 2^20 values), so that each chunk is chosen once
-        def size(ch):
-            return int(ch[0].bits().sum()) + 24 * int((ch[0].kind != KIND_PLAIN).sum())
-
-        best = first
-        with_aux = _choose_chunk(fit, c0, c1, True)
-        aux = size(best) - size(with_aux) >= EXT_MIN_SAVING * size(best)
-        best = with_aux if aux else best
-        with_delta = _choose_chunk(fit, c0, c1, True, True)
-        delta = size(best) - size(with_delta) >= DELTA_MIN_SAVING * size(best)
+        # PATCH / RUN blocks send a batch's column down the kernels' slower aux path (EXT_MIN_SAVING),
+        # DELTA blocks down a prefix sum (DELTA_MIN_SAVING): each only where it saves that fraction of
+        # the payload the column would take without it (the fields' extra bytes counted), judged on
+        # its first chunk of blocks (up to 2^20 values), so that each chunk is chosen once
+        c = _Candidates(fit, c0, c1, True)
+        kind = c.kinds(_PLAIN_KINDS)
+        best = c.size(kind)
+        k_aux = c.kinds(_AUX_KINDS)
+        aux = best - c.size(k_aux) >= EXT_MIN_SAVING * best
+        if aux:
+            kind, best = k_aux, c.size(k_aux)
+        k_all = c.kinds(_ALL_KINDS)
+        delta = best - c.size(k_all) >= DELTA_MIN_SAVING * best
         aux |= delta
-        first = with_delta if delta else best
+        first = c.assemble(k_all if delta else kind)
+    else:
+        first = _choose_chunk(fit, c0, c1, False)
     chosen = itertools.chain([first], (_choose_chunk(fit, c0, c1, aux, delta) for c0, c1 in chunks[1:]))
     parts, packed, woffs, nws, at = [], [], [], [], 0
     for b, pieces in chosen:  # a chunk of blocks at a time: bit-pack its values, bitmaps and exceptions
