@@ -159,7 +159,8 @@ def cmd_inspect(args) -> int:
         print(f"  {c:<16}{col['bytes']:>14,}{col['bytes_per_event']:>13.3f}  {enc}")
     print("  encodings: FOR = frame of reference (value = block minimum + bit-packed offset);")
     print("             LFOR = linear FOR (value = base + slope * position + bit-packed residual), for trending columns like ts;")
-    print("             PATCH = low bits + a bitmap of exceptions (sparse flags, heavy tails); RUN = run starts + run values")
+    print("             PATCH = low bits + a bitmap of exceptions (sparse flags, heavy tails); RUN = run starts + run values;")
+    print("             DELTA = steps prefix-summed per block (bursty timestamps); DICT = codes into a segment dictionary")
     shown = versions
     more = args.versions and len(shown) == args.versions and shown and shown[0]["version"] > 0
     print(f"  versions ({f'the newest {len(shown)}; --versions 0 lists all' if more else len(shown)}):")

@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 11; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 12; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -341,7 +341,8 @@ void gm_chunk_hash(const unsigned char *buf, int64_t n, int64_t chunk, const int
 /* host/pages.py parse_fields: the blocks of whole pages. Page p's fields are bytes [fstart[p], fend[p])
  * of fbuf; its blocks are the run of blocks with page_of == p (sorted), of tags tag and cnt values. Per
  * block: LEB128 zigzag(base - prediction); zigzag(slope) when tag & 0x80; then for a PATCH block (tag &
- * 0x7F == 65) w, w2, e, for a RUN block (66) w, runs. The prediction is 0 for a page's first block, else
+ * 0x7F == 65) or a DELTA PATCH one (68) w, w2, e, for a RUN block (66) w, runs, for a DELTA one (67) w.
+ * The prediction is 0 for a page's first block, else
  * the previous block's base + slope * nv (nv: its runs for RUN, else cnt). Writes base, slope, w, nv, w2,
  * e per block (large field values saturate at 2^40; host/pages.py checks their ranges). Returns 0, or
  * p + 1 for the first page whose fields are not exactly its blocks' varints. */
@@ -427,7 +428,7 @@ static inline uint32_t gm_u32(const unsigned char *p) {
  * of nv bits with bit 0 set; and a code below D. Returns 0 or a GM_BLOB_* reason. scratch: at least
  * max(bs, 128) + 3 words. */
 enum { GM_BLOB_OK, GM_BLOB_SHORT, GM_BLOB_TAG, GM_BLOB_ANCHORS, GM_BLOB_FIELDS, GM_BLOB_RANGE, GM_BLOB_PAYLOAD,
-       GM_BLOB_BITMAP, GM_BLOB_CODE, GM_BLOB_DICT_EXT };
+       GM_BLOB_BITMAP, GM_BLOB_CODE, GM_BLOB_DICT_EXT, GM_BLOB_EXT_BIG };
 
 static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs, const int64_t *dict, int64_t D,
                    uint64_t *scratch, uint64_t *out) {
@@ -443,6 +444,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
         else plain_bits += (j + 1 < nb ? bs : count - j * bs) * t;
     }
     if (D && ext) return GM_BLOB_DICT_EXT;
+    if (ext && bs > 128) return GM_BLOB_EXT_BIG; /* extended blocks only in tiers of blocks <= AUX_MAX_BLOCK */
     /* pay: the payload's first byte (one page with PATCH / RUN blocks: after its fields); limit: the bit
      * the payload must end by; [fpos, fend): the fields of the page at hand */
     int64_t pay = nb, limit = 8 * L, fpos = nb, fend = L;

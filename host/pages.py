@@ -39,7 +39,8 @@ bases by a segmented prefix sum (in C when built); ``stage_blocks`` copies each 
 boundaries (``realign``: in C when built) and writes a PATCH / RUN / DELTA block's aux word. The encoder
 (``encode_stripes``) picks per block the kind that takes the fewest bits, and keeps PATCH / RUN in
 a stripe set (one segment's column) only where they save ``EXT_MIN_SAVING`` of its payload, DELTA
-only where it saves ``DELTA_MIN_SAVING`` more;
+only where it saves ``DELTA_MIN_SAVING`` more (PATCH and RUN blocks then join it: the column reads
+aux words anyway);
 ``encode_column`` stores a segment's column as codes into a dictionary of its distinct values (the
 segment DICT: the dictionary first, then blobs of codes) where that saves ``DICT_MIN_SAVING``.
 """
@@ -489,13 +490,14 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
     # a first estimate, before encoding twice more: codes of log2(D) bits and a byte an entry
     if len(values) * (len(uniq) - 1).bit_length() + 8 * len(uniq) >= (1 - DICT_MIN_SAVING) * 8 * nbytes:
         return plain
-    dblob = encode_stripes(uniq, np.array([len(uniq)]), block_size, extended)[0]
+    dblob, _, _, denc = encode_stripes(uniq, np.array([len(uniq)]), block_size, extended)
     region, blob_off, blob_nbytes, enc = encode_stripes(codes.astype(np.int64), stripe_counts, block_size, False)
     head = DICT_HEAD.size + len(dblob)
     if nbytes - (head + len(region)) < DICT_MIN_SAVING * nbytes:
         return plain
     out = np.concatenate([np.frombuffer(DICT_HEAD.pack(len(uniq), len(dblob)), np.uint8), dblob, region])
-    return out, blob_off + head, blob_nbytes, enc | codec.ENC_DICT
+    # (ENC_DELTA where the dictionary has DELTA blocks: releases before them refuse the segment at open)
+    return out, blob_off + head, blob_nbytes, enc | codec.ENC_DICT | (int(denc[0]) & codec.ENC_DELTA)
 
 
 def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary") -> np.ndarray:
@@ -669,8 +671,8 @@ def read_bits(buf: np.ndarray, bit: np.ndarray, w: np.ndarray) -> np.ndarray:
 def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=None):
     """The staged form (docs/DESIGN.md §4) of blocks ``b`` whose payloads start at bit ``src_bit`` of
     ``pay`` (uint8): ``(hdr int64 [K, 3], words int64)``, one zero word at the end. A plain block's
-    bits are realigned to a word boundary (format 2's words); a PATCH or RUN block gets its aux word,
-    then its values and its bitmap, each from a word boundary, then a PATCH block's exceptions as
+    bits are realigned to a word boundary (format 2's words); a PATCH, RUN or DELTA block gets its aux
+    word, then its values and its bitmap (none for DELTA), each from a word boundary, then a PATCH block's exceptions as
     32-bit words (their high parts, ``exception + 1``: one load each on the GPU). ``dict_blocks``
     (bool per block, plain blocks only): blocks of codes, staged as DICT blocks (an aux word of kind
     ``AUX_DICT`` before their values; the caller adds where their dictionary starts to the base)."""
@@ -789,6 +791,8 @@ def decode_blob(blob: np.ndarray, count: int, block_size: int) -> np.ndarray:
     tags = blob[:nb].astype(np.int64)
     check_tags(tags, "blob")
     ext = (tag_kind(tags) != KIND_PLAIN).any()
+    if ext and block_size > AUX_MAX_BLOCK:  # (the encoder takes extended blocks only up to AUX_MAX_BLOCK)
+        raise CorruptionError(f"blob: {native.BLOB_ERRORS[10]}")
     page_of = np.arange(nb) // PAGE_BLOCKS
     if npg > 1:
         anc = np.frombuffer(blob[nb : nb + 8 * npg].tobytes(), "<u4").reshape(-1, 2).astype(np.int64)

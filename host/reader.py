@@ -534,6 +534,8 @@ class VersionReader:
             nvar = np.bincount(rq, weights=pages.fields_per_block(tags), minlength=len(si)).astype(np.int64)
             f1[x1] = pages.fields_end(fbuf, f0[x1], f1[x1], nvar[pr[x1]], str(where))
         blk = pages.parse_fields(fbuf, f0, f1, tags, cnt, page_of, where)
+        if self.block_size > pages.AUX_MAX_BLOCK and (blk.kind != pages.KIND_PLAIN).any():
+            raise CorruptionError(f"{where}: {native.BLOB_ERRORS[10]}")
         bits = blk.bits()
         cb = np.cumsum(bits) - bits
         want = ranges(first_tag + lo - t0, nblk)
@@ -549,7 +551,7 @@ class VersionReader:
         src = np.repeat(p_at - sub, nblk) + cb[want]
         dict_b = np.repeat(isd, nblk)
         if dict_b.any() and (blk.kind[want][dict_b] != pages.KIND_PLAIN).any():
-            raise CorruptionError(f"{where}: a blob of codes (DICT) holds PATCH or RUN blocks")
+            raise CorruptionError(f"{where}: {native.BLOB_ERRORS[9]}")
         hdr, words = pages.stage_blocks(got, src, blk.take(want), dict_b if dict_b.any() else None)
         io = getattr(self.store, "io", None)
         if io is not None:

@@ -468,14 +468,15 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
             bad = ((o % 8) | (n % 8)).any() or (o < 0).any() or (o + n > idx_off).any() or (n < 8 * codec.HDR_WORDS * nb).any()
         if bad:
             raise CorruptionError(f"segment {where}: blob ranges of column {c!r} out of bounds")
+        # (PATCH, RUN, DELTA blocks and dictionaries: format 3, in tiers of blocks of at most AUX_MAX_BLOCK values)
         known = codec.ENC_LFOR | (codec.ENC_PATCH | codec.ENC_RUN | codec.ENC_DICT | codec.ENC_DELTA
-                                  if region_bytes is not None else 0)
+                                  if region_bytes is not None and block_size <= pages.AUX_MAX_BLOCK else 0)
         isd = (e & codec.ENC_DICT) != 0
         if ((e < 0) | ((e & codec.ENC_FLAGS & ~known) != 0) | (~isd & (e > codec.ENC_FLAGS))).any():
             raise CorruptionError(f"segment {where}: unknown encoding in column {c!r}")
         # DICT blobs: one dictionary per column, before its blobs, its head inside the region; codes
         # in FOR / LFOR blocks only, of at most AUX_MAX_BLOCK values
-        if isd.any() and (((e[isd] >> 8) != (e[isd][0] >> 8)).any() or (e[isd] & (codec.ENC_PATCH | codec.ENC_RUN | codec.ENC_DELTA)).any()
+        if isd.any() and (((e[isd] >> 8) != (e[isd][0] >> 8)).any() or (e[isd] & (codec.ENC_PATCH | codec.ENC_RUN)).any()
                           or (e[isd][0] >> 8) + pages.DICT_HEAD.size > o[isd].min()
                           or block_size > pages.AUX_MAX_BLOCK):
             raise CorruptionError(f"segment {where}: bad dictionary of column {c!r}")

@@ -100,6 +100,7 @@ __device__ void decode_gather(const i64* hdr, const i64* words, const i64* tile_
     const i64 t = (i64)blockIdx.x;
     if (t >= n_tiles) return;
     const i64 cnt = tile_cnt[t], lo = tile_lo[t];
+    if (cnt <= 0) return;  // (a dead tile reads no header)
     const i64 blk = tile_block[t], ex = tile_ex[t], out0 = tile_out[t];
     const u64 base = (u64)hdr[blk * 3], slope = (u64)hdr[blk * 3 + 1];
     const i64 meta = hdr[blk * 3 + 2];

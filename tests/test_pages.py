@@ -233,6 +233,58 @@ def test_delta_fields_and_tags_out_of_range_are_corruption():
     assert caught > 10
 
 
+def test_a_dictionary_with_delta_blocks_flags_its_stripes(tmp_path):
+    """Sorted distinct ids take DELTA blocks in their segment dictionary; the column's stripes then
+    carry ``ENC_DELTA`` (so that releases before DELTA refuse the segment at open, not mid-read)
+    and the segment opens and decodes."""
+    from gpumat.host.store import LocalStore
+
+    rng = np.random.default_rng(6)
+    ids = rng.choice(10**7, 20000, replace=False)
+    sc = np.array([100_000, 60_000])
+    x = rng.choice(ids, int(sc.sum()))
+    region, off, nbytes, enc = pages.encode_column(x, sc, 128)
+    assert (enc & codec.ENC_DICT).all() and (enc & codec.ENC_DELTA).all()
+    n = pages.DICT_HEAD.unpack(region[: pages.DICT_HEAD.size].tobytes())[0]
+    assert (pages.tag_kind(region[pages.DICT_HEAD.size :][: -(-n // 128)]) & pages.AUX_DELTA).any()
+    assert pages.decode_dictionary(region, 128).tolist() == np.unique(x).tolist()
+    store = LocalStore(str(tmp_path))
+    bufs, size, crc = segment.encode_segment3(["item_id"], np.array([0, 1]), np.array([0, 0]), sc,
+                                              {"item_id": (region, off, nbytes, enc)})
+    with open(tmp_path / "s", "wb") as f:
+        for b in bufs:
+            f.write(memoryview(b).cast("B"))
+    s = segment.open_segment(store, "s", 0, size, crc, ["item_id"], 128)
+    d, _ = s.dictionary(int(s.enc["item_id"][0]) >> 8, 128)
+    assert d.tolist() == np.unique(x).tolist()
+
+
+def test_extended_blocks_only_in_tiers_of_small_blocks(tmp_path):
+    """PATCH / RUN / DELTA blocks cover one 128-lane tile (the kernels' aux path and scan): a blob
+    that has one in a tier of larger blocks, or a segment index that says so, is a
+    ``CorruptionError`` on both decoders (the encoder never writes one)."""
+    from gpumat.host.store import LocalStore
+
+    rng = np.random.default_rng(4)
+    sc = np.full(60, 100)
+    x = delta_columns(rng, int(sc.sum()))["ts"]
+    region, off, nbytes, enc = pages.encode_stripes(x, sc, 128)
+    s = int(np.flatnonzero(enc & codec.ENC_DELTA)[0])
+    blob = region[off[s] : off[s] + nbytes[s]]  # one block of 100 values: the same bytes at any block size >= 100
+    assert pages.decode_blob(blob, 100, 128).tolist() == x[100 * s : 100 * s + 100].tolist()
+    with pytest.raises(CorruptionError, match="over 128"):
+        pages.decode_blob(blob, 100, 256)
+    store = LocalStore(str(tmp_path))
+    bufs, size, crc = segment.encode_segment3(["ts"], np.arange(60), np.zeros(60, np.int64), sc,
+                                              {"ts": (region, off, nbytes, enc)})
+    with open(tmp_path / "s", "wb") as f:
+        for b in bufs:
+            f.write(memoryview(b).cast("B"))
+    assert segment.open_segment(store, "s", 0, size, crc, ["ts"], 128).enc["ts"].tolist() == enc.tolist()
+    with pytest.raises(CorruptionError, match="unknown encoding"):
+        segment.open_segment(store, "s", 0, size, crc, ["ts"], 256)
+
+
 def test_patch_and_run_fields_out_of_range_are_corruption():
     n = 2000  # one page (16 blocks), more than EXT_MIN_BITS of plain payload
     x = np.where(np.random.default_rng(0).random(n) < 0.9, 0, 1000).astype(np.int64)
