@@ -3,24 +3,30 @@ state; metadata that grows linearly with versions and opens that do not replay t
 
 import os
 
+import numpy as np
 import pytest
 
 from gpumat.core.errors import CorruptionError
-from gpumat.host import log
+from gpumat.host import log, segment
 from gpumat.host.store import LocalStore
 from gpumat.host.tier import Tier
 from test_tier import SCHEMA, Model, _flip, check_version, events
 
+
+def _append(tier, model, seeds, n, users):
+    """Append ``events(i, n, users)`` for each seed ``i`` to the tier (opened afresh each time when
+    ``tier`` is a uri) and to the model."""
+    for i in seeds:
+        tab = events(i, n, users=users)
+        (Tier.open(tier) if isinstance(tier, str) else tier).append(tab)
+        model.append(tab)
 
 
 def test_checkpoints_bound_the_replay(tmp_path, monkeypatch):
     monkeypatch.setattr(log, "CHECKPOINT_EVERY", 8)
     t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)
     m = Model()
-    for i in range(30):
-        tab = events(i, 7, users=5)
-        t.append(tab)
-        m.append(tab)
+    _append(t, m, range(30), 7, users=5)
     store = LocalStore(t.uri)
     assert log.checkpoint_versions(store) == [8, 16, 24]
     reads = []
@@ -95,3 +101,70 @@ def test_records_are_verified(tmp_path):
             f.write(data[:cut])
         with pytest.raises(CorruptionError):
             log.read_record(store, 1)
+
+
+# ----------------------------------------------------------------------------- int tables
+
+
+def _random_table(rng, S, names, kind):
+    f = {}
+    for n in names:
+        if kind == 0:  # anything an int64 holds: every residual wraps and unwraps
+            f[n] = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, S, dtype=np.int64, endpoint=True)
+        elif kind == 1:  # extremes
+            f[n] = rng.choice(np.array([0, 1, -1, 2**62, 2**63 - 1, -(2**63)], np.int64), S)
+        else:  # an index's shape: sorted users, small counts, blobs back to back
+            f[n] = rng.integers(0, 1000, S).astype(np.int64)
+    if kind == 2 and S:
+        f["user_id"] = np.sort(rng.integers(0, max(1, S // 3), S))
+    return f
+
+
+@pytest.mark.parametrize("layout", [1, 2])
+def test_int_tables_round_trip_both_layouts(layout):
+    rng = np.random.default_rng(layout)
+    for trial in range(150):
+        names = segment._index_fields([f"c{i}" for i in range(trial % 4)])
+        f = _random_table(rng, int(rng.integers(0, 50)), names, trial % 3)
+        for predict in (segment.INDEX, segment.DELTA):
+            data = segment.pack_int_table(f, names, predict, layout)
+            back = segment.unpack_int_table(data, names, "t", predict)
+            assert all(np.array_equal(back[n], f[n]) for n in names), (trial, predict)
+            with pytest.raises(CorruptionError, match="t: table"):
+                segment.unpack_int_table(data, names + ["more"], "t", predict)
+            with pytest.raises(CorruptionError, match="t: table"):
+                segment.unpack_int_table(data[:-3], names, "t", predict)
+
+
+def test_layout_2_indexes_are_smaller():
+    """An index of blobs back to back, counts and sizes in proportion: layout 2 predicts offsets from
+    the blob before and sizes from the counts, and keeps each field's high bytes apart."""
+    rng = np.random.default_rng(0)
+    S, cols = 2000, ["ts", "item_id", "rating"]
+    count = rng.integers(1, 400, S)
+    f = {"user_id": np.arange(S) * 3, "start": np.zeros(S, np.int64), "count": count}
+    pos = 0
+    for c, rate in zip(cols, (0.9, 1.4, 0.4)):
+        nb = (count * rate + rng.integers(0, 9, S)).astype(np.int64)
+        f[f"{c}.off"] = pos + np.concatenate(([0], np.cumsum(nb)[:-1]))
+        f[f"{c}.nbytes"], f[f"{c}.enc"] = nb, rng.integers(0, 2, S)
+        pos += int(nb.sum())
+    v1, v2 = segment._encode_index(f, cols, layout=1), segment._encode_index(f, cols)
+    assert len(v2) < 0.5 * len(v1), (len(v1), len(v2))
+    back = segment._decode_index(v2, cols, "t")
+    assert all(np.array_equal(back[k], f[k]) for k in f)
+
+
+def test_tiers_written_with_layout_1_tables_still_open(tmp_path, monkeypatch):
+    """Releases before layout 2 wrote every index, directory snapshot and length table in layout 1:
+    such a tier opens and reads the same, and its next versions write layout 2 beside them."""
+    real = segment.pack_int_table
+    monkeypatch.setattr(segment, "pack_int_table", lambda f, n, predict=segment.DELTA, layout=2: real(f, n, predict, 1))
+    monkeypatch.setattr(log, "CHECKPOINT_EVERY", 4)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)
+    m = Model()
+    _append(t, m, range(6), 40, users=6)
+    monkeypatch.setattr(segment, "pack_int_table", real)
+    _append(t.uri, m, range(6, 10), 40, users=6)
+    for v in (3, 6, 10):
+        check_version(Tier.open(t.uri, version=v), m, v, users=range(6))

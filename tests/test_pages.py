@@ -640,6 +640,34 @@ def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
             segment.open_segment(store, f"s{i}", 0, size, crc, ["item_id"], 128)
 
 
+
+def test_index_values_that_would_wrap_are_corruption(tmp_path):
+    """A segment whose index (its crc right: a writer's bug, not a flipped bit) holds blob ranges or
+    counts that overflow int64 when added is a ``CorruptionError`` at open, never a wrapped range."""
+    from gpumat.host.store import LocalStore
+
+    sc = np.array([300, 200])
+    x = np.arange(500, dtype=np.int64) * 7
+    good = pages.encode_column(x, sc, 128)
+    store = LocalStore(str(tmp_path))
+    big = np.iinfo(np.int64).max
+    bad = [  # (off, nbytes, count)
+        (np.array([0, big - 4]), good[2], sc),          # o + n wraps negative
+        (good[1], np.array([good[2][0], big]), sc),     # n past the region
+        (good[1], np.array([good[2][0], -big]), sc),    # n negative
+        (good[1], good[2], np.array([300, 1 << 62])),   # a count whose block count would wrap
+    ]
+    for i, (o, n, cnt) in enumerate([(good[1], good[2], sc)] + bad):
+        bufs, size, crc = segment.encode_segment3(["v"], np.array([0, 1]), np.array([0, 0]), cnt, {"v": (good[0], o, n, good[3])})
+        with open(tmp_path / f"s{i}", "wb") as f:
+            for b in bufs:
+                f.write(memoryview(b).cast("B"))
+        if i == 0:
+            assert segment.open_segment(store, f"s{i}", 0, size, crc, ["v"], 128).count.tolist() == [300, 200]
+            continue
+        with pytest.raises(CorruptionError, match="out of bounds|inconsistent"):
+            segment.open_segment(store, f"s{i}", 0, size, crc, ["v"], 128)
+
 def blob_set(rng):
     """Blobs of every kind back to back at odd byte offsets in one buffer: plain FOR / LFOR (one page
     and many, blocks over 128 values), PATCH, RUN, DELTA and DELTA PATCH, and codes into segment dictionaries. Returns
