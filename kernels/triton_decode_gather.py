@@ -44,7 +44,8 @@ without low bits, constants) skips the value loads (``NOBITS_MASK``). A column w
 (aux kind 3, ``DICT_MASK``) gathers each value from its dictionary (``dicts_c``, int64) at the
 block's value line: its code plus where its dictionary starts, which the host folds into its base.
 A column with DELTA blocks (aux kind 4 or 5, ``DELTA_MASK``) walks its tiles by block position and
-prefix-sums a DELTA block's offsets over the block (``_prefix``, a warp scan; docs/DESIGN.md §4).
+prefix-sums a DELTA block's offsets over the block (``_prefix``: on the GPU each thread holds
+consecutive positions, so one warp scan of the threads' sums; docs/DESIGN.md §4).
 
 The launch shapes were chosen from the SASS (``gpumat bench kernels --static``, 2026-12-01): 2.42 /
 2.56 warp-instructions per event for the long bench tenant with FOR blocks only, 2.86 / 2.96 with
@@ -136,11 +137,17 @@ if triton is not None:
         return (x * 0x01010101) >> 24
 
     @triton.jit
-    def _prefix(o, ONE_D: tl.constexpr):
-        """Inclusive prefix sums of ``o`` over a tile's positions: along the one axis of the GPU
-        shape (position ``j``), or ``[LANES, STEPS, TP]`` (position ``lane + LANES * step``)."""
+    def _prefix(o, ONE_D: tl.constexpr, LANES: tl.constexpr, STEPS: tl.constexpr):
+        """Inclusive prefix sums of ``o`` over a tile's positions: the GPU shape's one axis (element
+        ``j`` holds position ``(j % LANES) * STEPS + j // LANES``), or ``[LANES, STEPS, TP]``
+        (position ``lane + LANES * step``)."""
         if ONE_D:
-            return tl.cumsum(o, axis=0)
+            # element j is position (j % LANES) * STEPS + j // LANES: each thread's STEPS values are
+            # consecutive positions, so their sums are in registers and only the threads' totals
+            # take a warp scan (one, where the strided order took one per step; docs/DESIGN.md §4)
+            o2 = tl.reshape(o, (STEPS, LANES))  # [step, lane]
+            tot = tl.sum(o2, axis=0)
+            return tl.reshape(tl.cumsum(o2, axis=0) + (tl.cumsum(tot, axis=0) - tot)[None, :], (STEPS * LANES,))
         else:
             row = tl.sum(o, axis=0, keep_dims=True)  # [1, STEPS, TP]: each step's total
             return tl.cumsum(o, axis=0) + (tl.cumsum(row, axis=1) - row)
@@ -166,26 +173,36 @@ if triton is not None:
         add, two loads, one funnel shift, one mask, one add and one store.
 
         A column with DELTA blocks (``DELTA_MASK``; blocks of at most LANES * STEPS values, no LOOP)
-        walks its tiles by block position instead: lane ``l`` of step ``i`` holds position ``l + LANES
-        i`` of the block, the positions before the tile's are decoded too (masked from the stores),
-        and a DELTA block's offsets are prefix-summed over the block (``_prefix``: a warp scan)."""
+        walks its tiles by block position instead: the positions before the tile's are decoded too
+        (masked from the stores), and a DELTA block's offsets are prefix-summed over the block
+        (``_prefix``). On the GPU shape, lane ``l`` holds positions ``l * STEPS .. l * STEPS + STEPS
+        - 1`` (each value with its own word and shift), so that the prefix sum is a sum in registers
+        and one warp scan of the lanes' totals; in the interpreter's shape, position ``l + LANES i``."""
         r = c0 + lane + step * LANES  # [LANES, STEPS, 1]: the position within the tile
         live = r < cnt  # [LANES, STEPS, TP] (a dead tile has cnt 0)
         smask = live & (r < room)
         kl = lo + c0 + lane  # [LANES, 1, TP]: the lane's position within its block at step 0
-        sk = (step * LANES).to(tl.uint32)  # [1, STEPS, 1]: what a step adds to the position
         one = tl.full(kl.shape, 1, tl.uint32)
         ones = ~(one - one)
-        if DELTA_MASK != 0:  # the block-position walk: r is the position in the block, r - lo in the tile
-            live_q = (r >= lo) & (r < lo + cnt)
-            need_q = r < tl.where(cnt > 0, lo + cnt, 0)  # the offsets a prefix sum needs (none in a dead tile)
-            smask_q = live_q & (r - lo < room)
-            kl_q = c0 + lane + (lo - lo)  # [LANES, 1, TP]
-        for c in tl.static_range(NCOL):
-            if (DELTA_MASK >> c) & 1:
-                kl_c, lv_c, sm_c, ck_c, row_c = kl_q, need_q, smask_q, live_q, row - lo
+        if DELTA_MASK != 0:  # the block-position walk: r_q is the position in the block, r_q - lo in the tile
+            if ONE_D:  # a thread's STEPS values are consecutive positions (``_prefix``): each its own word
+                r_q = c0 + lane * STEPS + step + (lo - lo)
+                kl_q, ln_q, st_q = r_q, r_q, step - step
             else:
-                kl_c, lv_c, sm_c, ck_c, row_c = kl, live, smask, live, row
+                r_q = r
+                kl_q = c0 + lane + (lo - lo)  # [LANES, 1, TP]
+                ln_q, st_q = c0 + lane, step
+            live_q = (r_q >= lo) & (r_q < lo + cnt)
+            need_q = r_q < tl.where(cnt > 0, lo + cnt, 0)  # the offsets a prefix sum needs (none in a dead tile)
+            smask_q = live_q & (r_q - lo < room)
+        for c in tl.static_range(NCOL):
+            # kl_c: each lane's position in its block at step 0 (ln_c: in the tile); a step adds
+            # st_c * LANES to both (DELTA on the GPU shape: st_c is 0, kl_c every value's own position)
+            if (DELTA_MASK >> c) & 1:
+                kl_c, lv_c, sm_c, ck_c, row_c, ln_c, st_c = kl_q, need_q, smask_q, live_q, row - lo, ln_q, st_q
+            else:
+                kl_c, lv_c, sm_c, ck_c, row_c, ln_c, st_c = kl, live, smask, live, row, c0 + lane, step
+            sk = (st_c * LANES).to(tl.uint32)  # what a step adds to the position
             klu = kl_c.to(tl.uint32)
             # Per tile: the block header, three loads every lane shares.
             hp = hdrs[c] + blk3  # a dead tile reads block 0 (the launcher checks there is one)
@@ -219,16 +236,16 @@ if triton is not None:
                 # a live value's group is at most 3 (blocks of <= 128 values): so the bitmap's base,
                 # clamped once per tile, keeps every load inside the words
                 bmb = tl.minimum(off + ((alo >> 8) & 1023).to(tl.int32), nwords[c] * 2 - 4)
-                bmw = tl.load(words[c] + (bmb + g0) + step, mask=lv_c & (kind != 0), other=0).to(tl.uint32, bitcast=True)
+                bmw = tl.load(words[c] + (bmb + g0) + st_c, mask=lv_c & (kind != 0), other=0).to(tl.uint32, bitcast=True)
                 pre = ahi >> ((g0 & 3) * 8).to(tl.uint32)  # the prefix bytes from the lane's group on
-                rank = (((pre >> (step * 8).to(tl.uint32)) & 255) + _popc(bmw & (bit - one))).to(tl.int32)
+                rank = (((pre >> (st_c * 8).to(tl.uint32)) & 255) + _popc(bmw & (bit - one))).to(tl.int32)
                 hit = (bmw & bit) != 0
             if ((DELTA_MASK & ~(PATCH_MASK | RUN_MASK | DICT_MASK)) >> c) & 1:
                 # DELTA blocks the column's only flagged ones: told by the flag, no aux word load
                 isdel = (((meta >> 7) & 1).to(tl.uint32) + (klu - klu)) == 1
             if (RUN_MASK >> c) & 1:
                 # RUN: the run's index replaces the position, so each value has its own word and shift
-                kb = kl_c + step * LANES  # [LANES, STEPS, TP]: each value's position in its block
+                kb = kl_c + st_c * LANES  # [LANES, STEPS, TP]: each value's position in its block
                 idx = tl.where(kind == 2, rank + hit.to(tl.int32) - 1, kb)
                 p = idx * w
                 s = (p & 31).to(tl.uint32)
@@ -237,7 +254,7 @@ if triton is not None:
                 # Per lane: the word of step 0 and the shift every step shares.
                 p0 = kl_c * w
                 s = (p0 & 31).to(tl.uint32)
-                pa = (words[c] + (off + (p0 >> 5))) + step * w  # [LANES, STEPS, TP]
+                pa = (words[c] + (off + (p0 >> 5))) + st_c * w  # [LANES, STEPS, TP]
             if (NOBITS_MASK >> c) & 1:  # every staged block of the column is 0 bits wide (constants, or
                 lo32 = tl.zeros(lv_c.shape, tl.uint32)  # PATCH blocks with no low bits: a sparse flag column)
             else:
@@ -259,7 +276,7 @@ if triton is not None:
                 if (PATCH_MASK >> c) & 1:
                     bits = bits + (xh.to(tl.uint64) << (wu & 63).to(tl.uint64))
                 if (DELTA_MASK >> c) & 1:  # a DELTA block's offsets, prefix-summed over the block
-                    bits = tl.where(isdel, _prefix(bits, ONE_D), bits)
+                    bits = tl.where(isdel, _prefix(bits, ONE_D, LANES, STEPS), bits)
                 slope_u = slope.to(tl.uint64, bitcast=True)
                 if (RUN_MASK >> c) & 1:
                     val = (base.to(tl.uint64, bitcast=True) + slope_u * idx.to(tl.uint64) + bits).to(tl.int64, bitcast=True)
@@ -274,7 +291,7 @@ if triton is not None:
                     else:
                         lo32 = lo32 + (xh << (wu & 31))
                 if (DELTA_MASK >> c) & 1:
-                    lo32 = tl.where(isdel, _prefix(lo32, ONE_D), lo32)
+                    lo32 = tl.where(isdel, _prefix(lo32, ONE_D, LANES, STEPS), lo32)
                 slope32 = slope.to(tl.uint32)
                 if (RUN_MASK >> c) & 1:
                     val = (base.to(tl.uint32) + slope32 * idx.to(tl.uint32) + lo32).to(tl.int32, bitcast=True)
@@ -297,7 +314,7 @@ if triton is not None:
                 # (dead lanes too: their index is clamped like any other, and nothing stores them)
                 val = tl.load(dicts[c] + di.to(tl.int32, bitcast=True), mask=isd, other=val.to(tl.int64)).to(val.dtype)
             if (STORE_MASK >> c) & 1:
-                dst = (outs[c] + (row_c + c0 + lane)) + step * LANES
+                dst = (outs[c] + (row_c + ln_c)) + st_c * LANES
                 tl.store(dst, val.to(outs[c].dtype.element_ty), mask=sm_c)
             if c == CHECK_COL:
                 late = (val > rts) if INCLUSIVE else (val >= rts)
