@@ -402,16 +402,11 @@ class FatRowReader:
 def store_once_table(tier) -> pa.Table:
     """Every event of ``tier`` (at its handle's version) once: ``user_id`` then the schema columns,
     sorted by ``(user_id, position)`` (the directory's stripe order), in the schema's dtypes."""
-    from gpumat.host.codec import block_counts, decode_blocks
-
     d = tier.directory()
     si = np.arange(len(d), dtype=np.int64)
     cols = {"user_id": pa.array(np.repeat(np.asarray(d.user_id, np.int64), d.count))}
-    if len(si):
-        read = tier.read_blocks_many(list(tier.schema), si, np.zeros_like(si), d.nblocks)
-        _, cnt = block_counts(d.count, tier.block_size)
     for c, dt in tier.schema.items():
-        vals = decode_blocks(read[c][0], read[c][1], cnt, dicts=read[c].dicts) if len(si) else np.zeros(0, np.int64)
+        vals = tier.decode_stripes(c, si) if len(si) else np.zeros(0, np.int64)
         cols[c] = pa.array(vals.astype(dt, copy=False), type=PA_TYPES[dt])
     return pa.table(cols)
 

@@ -306,9 +306,12 @@ def _read_run(store, e: dict, where: str):
     return rows
 
 
-def dir_fields(schema: dict) -> list[str]:
-    """The stripe columns of a directory snapshot."""
-    return ["user_id", "start", "count", "file"] + [f"{c}.{k}" for c in schema for k in ("off", "nwords", "enc")]
+def dir_fields(schema: dict, packs: bool = True) -> list[str]:
+    """The stripe columns of a directory snapshot: ``skip`` and ``bcount`` (where a stripe's events
+    start in its blobs, and their events: host/reader.py ``Directory``) since packs; snapshots
+    written before them have neither (every stripe its own blobs)."""
+    head = ["user_id", "start", "count", "file"] + (["skip", "bcount"] if packs else [])
+    return head + [f"{c}.{k}" for c in schema for k in ("off", "nwords", "enc")]
 
 
 def write_checkpoint(store, state: State, directory: tuple | None = None) -> State:
@@ -389,10 +392,18 @@ def _read_directory(store, h: dict, where: str) -> tuple | None:
     data = store.read(d["path"])
     if len(data) != d["size"] or (zlib.crc32(data) & 0xFFFFFFFF) != d["crc"]:
         raise CorruptionError(f"{where}: directory snapshot {d['path']} fails its size or checksum")
-    table = unpack_int_table(data, dir_fields(h["schema"]), f"{where}: directory snapshot")
+    from gpumat.host.segment import table_fields
+
+    packs = table_fields(data) == len(dir_fields(h["schema"]))
+    table = unpack_int_table(data, dir_fields(h["schema"], packs), f"{where}: directory snapshot")
+    if not packs:
+        table["skip"], table["bcount"] = np.zeros_like(table["count"]), table["count"].copy()
     nfiles = len(d["files"])
     if len(table["file"]) and (table["file"].min() < 0 or table["file"].max() >= nfiles):
         raise CorruptionError(f"{where}: directory snapshot refers to a file it does not list")
+    sk, bc, cnt = table["skip"], table["bcount"], table["count"]
+    if len(cnt) and ((sk < 0) | (cnt <= 0) | (cnt > 1 << 40) | (bc > 1 << 40) | (sk > bc - cnt)).any():
+        raise CorruptionError(f"{where}: directory snapshot places a stripe outside its blobs")
     return list(d["files"]), np.asarray(d["region_words"], np.int64), table
 
 

@@ -85,8 +85,10 @@ def plan(tier, ex: Examples, tenant: Tenant, check_leakage=True) -> StagedBatch:
         g_hi = user_base[e_user] + ex.length[need] - 1  # last position (inclusive)
         s_lo = np.searchsorted(g_start, g_lo, side="right") - 1
         s_hi = np.searchsorted(g_start, g_hi, side="right") - 1
-        gb_lo = d.block0[s_lo] + (g_lo - g_start[s_lo]) // bs  # global block ids, contiguous per window
-        gb_hi = d.block0[s_hi] + (g_hi - g_start[s_hi]) // bs
+        # a stripe of a pack starts at position ``phase`` of its first block (its blobs' block b0)
+        phase = d.skip % bs
+        gb_lo = d.block0[s_lo] + (g_lo - g_start[s_lo] + phase[s_lo]) // bs  # global block ids, contiguous per window
+        gb_hi = d.block0[s_hi] + (g_hi - g_start[s_hi] + phase[s_hi]) // bs
         nblk = gb_hi - gb_lo + 1
 
         # Data affinity: every block that any window needs, once.
@@ -94,8 +96,11 @@ def plan(tier, ex: Examples, tenant: Tenant, check_leakage=True) -> StagedBatch:
         blocks = np.unique(all_blocks)
         blk_stripe = np.searchsorted(d.block0, blocks, side="right") - 1
         blk_local = blocks - d.block0[blk_stripe]
-        blk_g0 = g_start[blk_stripe] + blk_local * bs  # global coordinate of each staged block's first event
-        blk_cnt = np.minimum(bs, d.count[blk_stripe] - blk_local * bs)  # a stripe's last block may be short
+        blk_g0 = g_start[blk_stripe] - phase[blk_stripe] + blk_local * bs  # global coordinate of each staged block's position 0
+        # the stripe's own events in it: [blk_first, blk_end) (a stripe's last block may be short; in a
+        # pack, its blocks may begin or end with other stripes' events)
+        blk_first = np.maximum(blk_g0, g_start[blk_stripe])
+        blk_end = np.minimum(blk_g0 + bs, g_start[blk_stripe] + d.count[blk_stripe])
 
         # Runs of consecutive blocks within one stripe: one contiguous read each.
         brk = np.ones(blocks.size, dtype=bool)
@@ -110,8 +115,8 @@ def plan(tier, ex: Examples, tenant: Tenant, check_leakage=True) -> StagedBatch:
         tile_e, tile_gb = expand_ranges(gb_lo, nblk)
         tile_k = np.searchsorted(blocks, tile_gb)
         ex_of_tile = need[tile_e]
-        first = np.maximum(g_lo[tile_e], blk_g0[tile_k])
-        last = np.minimum(g_hi[tile_e], blk_g0[tile_k] + blk_cnt[tile_k] - 1)
+        first = np.maximum(g_lo[tile_e], blk_first[tile_k])
+        last = np.minimum(g_hi[tile_e], blk_end[tile_k] - 1)
         tile_lo = first - blk_g0[tile_k]
         tile_cnt = last - first + 1
         tile_out = offsets[ex_of_tile] + (first - g_lo[tile_e])

@@ -18,7 +18,7 @@ from gpumat.host import codec, native, pages
 from gpumat.host.lengths import LengthHistory
 from gpumat.host.log import State
 from gpumat.host.ranges import ranges, take_ranges
-from gpumat.host.segment import CHUNK_BYTES, Segment, known_segment, open_segment
+from gpumat.host.segment import CHUNK_BYTES, Segment, known_segment, open_segment, pack_sizes, pack_skips
 
 
 class Blocks(tuple):
@@ -46,6 +46,13 @@ class Directory:
 
     ``user_id, start, count, nblocks, block0`` int64 ``[S]``, ``seg`` int32 ``[S]`` (index into the
     version's segment list); ``block0`` is the exclusive cumsum of ``nblocks``.
+
+    A stripe's blobs hold its events alone, or, in a pack of short histories (DESIGN §2), after
+    ``skip`` events of the stripes before it in the pack: its blobs hold ``bcount`` events in
+    ``bblocks`` blocks, and its events are blob positions ``[skip, skip + count)``. Its blocks, as
+    ``read_blocks`` numbers them, are the blob's blocks ``b0 = skip // block_size`` onwards
+    (``nblocks`` of them), its first event at position ``skip % block_size`` of its first block.
+    ``owner``: the stripes whose blobs start with their own events (one per blob).
     """
 
     user_id: np.ndarray
@@ -54,9 +61,41 @@ class Directory:
     seg: np.ndarray
     nblocks: np.ndarray
     block0: np.ndarray
+    skip: np.ndarray | None = None
+    bcount: np.ndarray | None = None
+    b0: np.ndarray | None = None
+    bblocks: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.skip is None:
+            self.skip, self.bcount = np.zeros_like(self.count), self.count
+            self.b0, self.bblocks = np.zeros_like(self.count), self.nblocks
+
+    @property
+    def owner(self) -> np.ndarray:
+        return self.skip == 0
 
     def __len__(self) -> int:
         return len(self.user_id)
+
+    def block_values(self, stripe_idx, block_size: int, block_lo=None, block_hi=None) -> tuple[np.ndarray, np.ndarray | slice]:
+        """For blocks ``[block_lo[i], block_hi[i])`` (default: all) of stripes ``stripe_idx`` (as
+        ``read_blocks`` returns them): each block's value count, and which of their values
+        (concatenated) are the stripes' own events (a pack's blocks hold other stripes' too;
+        ``slice(None)``: all of them)."""
+        si = np.asarray(stripe_idx, np.int64).reshape(-1)
+        lo = np.zeros(len(si), np.int64) if block_lo is None else np.broadcast_to(np.asarray(block_lo, np.int64), si.shape)
+        hi = self.nblocks[si] if block_hi is None else np.broadcast_to(np.asarray(block_hi, np.int64), si.shape)
+        nblk = hi - lo
+        j = ranges(self.b0[si] + lo, nblk)  # each block's index in its blobs
+        cnt = np.minimum(block_size, np.repeat(self.bcount[si], nblk) - j * block_size)
+        if (self.bcount[si] == self.count[si]).all():  # every stripe its own blobs
+            return cnt, slice(None)
+        nval = np.bincount(np.repeat(np.arange(len(si)), nblk), cnt, minlength=len(si)).astype(np.int64)
+        p0 = (self.b0[si] + lo) * block_size  # the blob position of each request's first value
+        a = np.maximum(self.skip[si], p0)
+        b = np.minimum(self.skip[si] + self.count[si], p0 + nval)
+        return cnt, ranges(np.cumsum(nval) - nval + a - p0, np.maximum(b - a, 0))
 
     def user_stripes(self, user_id: int) -> np.ndarray:
         """Directory indices (ascending, so oldest first) of the stripes of one user."""
@@ -118,19 +157,23 @@ class VersionReader:
         """
         if self._dir is not None:
             return self._dir
-        parts = []  # (seg index per stripe, user, start, count, {c: (off, nwords, enc)})
+        parts = []  # (seg index per stripe, user, start, count, {c: (off, nwords, enc)}, skip, bcount)
         from_snapshot = self._from_snapshot(parts)
         self._warm_indexes([i for i in range(len(self._segs)) if i not in from_snapshot])
         for i in range(len(self._segs)):
             if i in from_snapshot:
                 continue
             s = self.segment(i)
+            cont = s.cont if s.cont is not None else np.zeros(s.num_stripes, np.int64)
             parts.append((np.full(s.num_stripes, i, np.int32), s.user_id, s.start, s.count,
-                          {c: (s.off[c], s.nwords[c], s.enc[c]) for c in self.schema}))
+                          {c: (s.off[c], s.nwords[c], s.enc[c]) for c in self.schema},
+                          pack_skips(s.count, cont), pack_sizes(s.count, cont)))
         cat = lambda f: np.concatenate([f(p) for p in parts]) if parts else np.zeros(0, np.int64)  # noqa: E731
         seg, uid, st, cnt = (cat(lambda p, k=k: p[k]) for k in range(4))
+        skip, bcount = cat(lambda p: p[5]), cat(lambda p: p[6])
         order = np.lexsort((st, uid))
         uid, st, cnt, seg = uid[order], st[order], cnt[order], seg[order].astype(np.int32)
+        skip, bcount = skip[order], bcount[order]
         cols = {c: tuple(cat(lambda p, c=c, j=j: p[4][c][j])[order] for j in range(3)) for c in self.schema}
         # each user's stripes must tile [0, length_v(u)): contiguous, from 0, summing to the length
         S = len(uid)
@@ -149,11 +192,12 @@ class VersionReader:
         L = self.length_history()
         if not np.array_equal(totals, L.at(users, np.full(len(users), self.version))) or L.num_users() != len(users):
             raise CorruptionError(f"{self.where}: segments disagree with the length history")
-        nblocks = (cnt + self.block_size - 1) // self.block_size
+        bs = self.block_size
+        nblocks = (skip % bs + cnt + bs - 1) // bs
         block0 = np.cumsum(nblocks) - nblocks
         # Columns first: another planner thread that finds ``_dir`` set goes straight to ``_dir_cols``.
         self._dir_cols = cols
-        self._dir = Directory(uid, st, cnt, seg, nblocks, block0)
+        self._dir = Directory(uid, st, cnt, seg, nblocks, block0, skip, bcount, skip // bs, (bcount + bs - 1) // bs)
         return self._dir
 
     TAIL_BYTES = 64 << 10  # an object store reads this much of a segment's end to open it: trailer and index
@@ -194,7 +238,8 @@ class VersionReader:
         seg = now[t["file"]]
         keep = seg >= 0
         parts.append((seg[keep], t["user_id"][keep], t["start"][keep], t["count"][keep],
-                      {c: tuple(t[f"{c}.{f}"][keep] for f in ("off", "nwords", "enc")) for c in self.schema}))
+                      {c: tuple(t[f"{c}.{f}"][keep] for f in ("off", "nwords", "enc")) for c in self.schema},
+                      t["skip"][keep], t["bcount"][keep]))
         return {int(i) for i in now if i >= 0}
 
     def snapshot(self) -> tuple:
@@ -202,7 +247,8 @@ class VersionReader:
         d = self.directory()
         keys = [k for k, _ in self._files]
         region = np.array([self.segment(i).region_words for i in range(len(keys))], np.int64)
-        table = {"user_id": d.user_id, "start": d.start, "count": d.count, "file": d.seg.astype(np.int64)}
+        table = {"user_id": d.user_id, "start": d.start, "count": d.count, "file": d.seg.astype(np.int64),
+                 "skip": d.skip, "bcount": d.bcount}
         for c in self.schema:
             off, nw, enc = self._dir_cols[c]
             table.update({f"{c}.off": off, f"{c}.nwords": nw, f"{c}.enc": enc})
@@ -261,7 +307,8 @@ class VersionReader:
         return np.array([e.get("format", 2) for _, e in self._files], np.int64)
 
     def blob_bytes(self, column: str) -> np.ndarray:
-        """Per directory stripe, the stored bytes of its blob of ``column``."""
+        """Per directory stripe, the stored bytes of its blob of ``column`` (the stripes of a pack
+        share one: ``Directory.owner`` counts each once)."""
         d = self.directory()
         n = self._dir_cols[column][1]
         return np.where(self.seg_formats()[d.seg] == 3, n, 8 * n) if len(n) else n
@@ -298,7 +345,8 @@ class VersionReader:
     def _plan_of(self, si, lo, hi, fmt: int) -> "_BlockPlan":
         nblk = hi - lo
         if fmt == 3:  # format 3 works from the requests alone (host/pages.py, ``_read_phases3``)
-            return _BlockPlan(si=si, lo=lo, nblk=nblk, K=int(nblk.sum()), fmt=3)
+            # in its blobs' numbering: a stripe of a pack starts at block b0 of them
+            return _BlockPlan(si=si, lo=lo + self.directory().b0[si], nblk=nblk, K=int(nblk.sum()), fmt=3)
         d = self.directory()
         bs = self.block_size
         bstripe = np.repeat(si, nblk)
@@ -441,7 +489,7 @@ class VersionReader:
         blen = np.concatenate([self._dir_cols[c][1][si1] for c in columns]) if C else si
         enc = np.concatenate([self._dir_cols[c][2][si1] for c in columns]) if C else si
         isd = (enc & codec.ENC_DICT) != 0  # requests of stripes stored as codes into a segment dictionary
-        nb = d.nblocks[si]
+        nb = d.bblocks[si]  # the blobs' blocks (a pack's, for a stripe of one)
         npg = (nb + PB - 1) // PB
         multi = npg > 1
         p1, p2 = lo // PB, (hi + PB - 1) // PB
@@ -484,7 +532,7 @@ class VersionReader:
         # per tag read: its request, block index, count, width
         rq = np.repeat(R, ntag)
         j = ranges(t0, ntag)
-        cnt = np.minimum(self.block_size, d.count[si][rq] - j * self.block_size)
+        cnt = np.minimum(self.block_size, d.bcount[si][rq] - j * self.block_size)
         ext_tag = pages.tag_kind(tags) != pages.KIND_PLAIN
         wbits = np.where(ext_tag, 0, cnt * (tags & 0x7F))  # plain blocks' payload, known from their tags
         # requests whose pages hold PATCH / RUN blocks read whole pages' payload (one page: the whole
@@ -713,11 +761,12 @@ class VersionReader:
         if len(si) and native.available()[0] and (self.seg_formats()[d.seg[si]] == 3).all():
             return self._decode_stripes3(column, si)
         got = self.read_blocks(column, si, np.zeros(len(si), np.int64), d.nblocks[si])
-        nblk = d.nblocks[si]
-        j = ranges(np.zeros(len(si), np.int64), nblk)
-        cnt = np.minimum(self.block_size, np.repeat(d.count[si], nblk) - j * self.block_size)
+        # the values of each stripe's blocks (in a pack, other stripes' too), and where its own are
+        cnt, take = d.block_values(si, self.block_size)
+        nval = np.bincount(np.repeat(np.arange(len(si)), d.nblocks[si]), cnt, minlength=len(si)).astype(np.int64)
+        first = np.cumsum(nval) - nval
         if got.dicts is None:
-            return codec.decode_blocks(got[0], got[1], cnt)
+            return codec.decode_blocks(got[0], got[1], cnt)[take]
         # DICT blocks decoded as plain ones (their aux word is before their values): the value lines
         # (where the dictionary starts + the code), each checked against its own dictionary, then looked up
         hdr = got[0].copy()
@@ -726,15 +775,29 @@ class VersionReader:
         enc = self._dir_cols[column][2][si]
         isd = (enc & codec.ENC_DICT) != 0
         _, _, start, length = self._dictionaries(column, d.seg[si], enc, isd)
-        at = ranges(np.cumsum(d.count[si])[isd] - d.count[si][isd], d.count[si][isd])
-        line = vals[at] - np.repeat(start[isd], d.count[si][isd])
-        if len(line) and ((line < 0) | (line >= np.repeat(length[isd], d.count[si][isd]))).any():
+        at = ranges(first[isd], nval[isd])
+        line = vals[at] - np.repeat(start[isd], nval[isd])
+        if len(line) and ((line < 0) | (line >= np.repeat(length[isd], nval[isd]))).any():
             raise CorruptionError(f"{self.where}: column {column!r}: a code outside its segment's dictionary")
         vals[at] = got.dicts[vals[at]]
-        return vals
+        return vals[take]
 
     def _decode_stripes3(self, column: str, si: np.ndarray) -> np.ndarray:
         """``decode_stripes`` of stripes in format-3 files: their blobs, whole, one fetch, one C pass."""
+        d = self.directory()
+        take = None
+        if (d.bcount[si] != d.count[si]).any():  # stripes of packs: each blob once
+            _, u, inv = np.unique(np.stack((d.seg[si].astype(np.int64), self._dir_cols[column][0][si]), 1), axis=0,
+                                  return_index=True, return_inverse=True)
+            inv = inv.reshape(-1)
+            bstart = np.cumsum(d.bcount[si[u]]) - d.bcount[si[u]]
+            take = ranges(bstart[inv] + d.skip[si], d.count[si])
+            si = si[u]
+        vals = self._decode_blobs3(column, si)
+        return vals if take is None else vals[take]
+
+    def _decode_blobs3(self, column: str, si: np.ndarray) -> np.ndarray:
+        """Every value of the blobs of ``column`` of stripes ``si`` (all of a pack's for a stripe of one)."""
         d = self.directory()
         off, blen, enc = (a[si] for a in self._dir_cols[column])
         seg = d.seg[si]
@@ -744,12 +807,12 @@ class VersionReader:
         buf = fin()
         io = getattr(self.store, "io", None)
         if io is not None:
-            io.add(blocks_read=int(d.nblocks[si].sum()), block_runs=len(si))
+            io.add(blocks_read=int(d.bblocks[si].sum()), block_runs=len(si))
         isd = (enc & codec.ENC_DICT) != 0
         dicts = dstart = dlen = None
         if isd.any():
             dicts, _, dstart, dlen = self._dictionaries(column, seg, enc, isd)
-        return pages.decode_blobs(buf, np.cumsum(blen) - blen, blen, d.count[si], self.block_size, dicts, dstart, dlen,
+        return pages.decode_blobs(buf, np.cumsum(blen) - blen, blen, d.bcount[si], self.block_size, dicts, dstart, dlen,
                                   where)
 
 

@@ -44,8 +44,33 @@ _INDEX_HEAD = struct.Struct("<QQQ")
 _ZSTD = pa.Codec("zstd")
 
 
-def _index_fields(columns: list[str]) -> list[str]:
-    return ["user_id", "start", "count"] + [f"{c}.{k}" for c in columns for k in ("off", "nbytes", "enc")]
+def _index_fields(columns: list[str], cont: bool = True) -> list[str]:
+    """A segment index's fields: layout 2 has ``cont`` (the stripe's events follow the row before's
+    in the same blobs: a pack of short histories, DESIGN §2); layout 1 has not (no packs)."""
+    head = ["user_id", "start", "count"] + (["cont"] if cont else [])
+    return head + [f"{c}.{k}" for c in columns for k in ("off", "nbytes", "enc")]
+
+
+def pack_sizes(count: np.ndarray, cont: np.ndarray) -> np.ndarray:
+    """Per row, the events of its blobs: its own count, or for the rows of a pack (a row with
+    ``cont == 0`` and the ``cont != 0`` rows after it) the pack's sum (int64 arithmetic, wrapping:
+    callers bound ``count`` first)."""
+    first = np.flatnonzero(cont == 0) if len(cont) else np.zeros(0, np.int64)
+    if len(cont) and (not len(first) or first[0] != 0):
+        first = np.concatenate(([0], first))
+    if not len(first):
+        return np.zeros(0, np.int64)
+    tot = np.add.reduceat(count, first)
+    return np.repeat(tot, np.diff(np.append(first, len(count))))
+
+
+def pack_skips(count: np.ndarray, cont: np.ndarray) -> np.ndarray:
+    """Per row, the events of its blobs before its own (0 but in a pack)."""
+    c = np.cumsum(count, dtype=np.int64) - count
+    first = np.flatnonzero(cont == 0)
+    if len(cont) and (not len(first) or first[0] != 0):
+        first = np.concatenate(([0], first))
+    return c - np.repeat(c[first], np.diff(np.append(first, len(count)))) if len(first) else c
 
 
 TABLE_V2 = 1 << 32  # in a table head's field count: layout 2 (below)
@@ -75,39 +100,56 @@ def delta_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
 
 
 def index_residuals(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A segment index's fields (``_index_fields``) as what a reader can not predict from the rows
-    before and the fields before: ``user_id`` its step; ``start`` less the end of the user's stripe
-    before (0 for a user's first); ``count`` itself; ``c.off`` less where the blob before ended;
-    ``c.nbytes`` less ``count`` times the column's mean bytes per event (``params``: that mean in
-    1/256 B); ``c.enc`` its step. All arithmetic wraps (int64), and ``index_values`` wraps back."""
+    """A segment index's fields (``_index_fields``, with ``cont``) as what a reader can not predict
+    from the rows before and the fields before: ``user_id`` its step; ``start`` less the end of the
+    user's stripe before (0 for a user's first); ``count`` and ``cont`` themselves; for a row that
+    continues the one before (``cont != 0``), ``c.off`` and ``c.nbytes`` less the row before's; for
+    any other, ``c.off`` less where the blob before ended, ``c.nbytes`` less its blobs' events times
+    the column's mean bytes per event (``params``: that mean in 1/256 B); ``c.enc`` its step. All
+    arithmetic wraps (int64), and ``index_values`` wraps back."""
     r, params = delta_residuals(m)
-    uid, st, cnt = m[0], m[1], m[2]
+    uid, st, cnt, cont = m[0], m[1], m[2], m[3] != 0
     same = np.concatenate(([False], uid[1:] == uid[:-1]))
     r[1] = st - np.where(same, _shift(st) + _shift(cnt), 0)
-    r[2] = cnt
-    events = max(1, int(cnt.sum()))
-    for k in range(3, m.shape[0], 3):
+    r[2], r[3] = cnt, m[3]
+    events = pack_sizes(cnt, cont.astype(np.int64))
+    n = max(1, int(cnt.sum()))
+    for k in range(4, m.shape[0], 3):
         off, nb = m[k], m[k + 1]
-        r[k] = off - (_shift(off) + _shift(nb))
-        params[k + 1] = min(max(int(round(256 * float(nb.sum()) / events)), 0), 1 << 40)
-        r[k + 1] = nb - ((cnt * params[k + 1] + 128) >> 8)
+        r[k] = off - np.where(cont, _shift(off), _shift(off) + _shift(nb))
+        params[k + 1] = min(max(int(round(256 * float(nb[~cont].sum()) / n)), 0), 1 << 40)
+        r[k + 1] = nb - np.where(cont, _shift(nb), (events * params[k + 1] + 128) >> 8)
     return r, params
 
 
 def index_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
     m = delta_values(r, params)  # user_id, enc
-    uid, cnt = m[0], r[2]
-    m[2] = cnt
+    uid, cnt, cont = m[0], r[2], r[3] != 0
+    m[2], m[3] = cnt, r[3]
     same = np.concatenate(([False], uid[1:] == uid[:-1]))
     # start = r + (start + count of the row before, within a user): a cumulative sum restarted per user
     t = np.cumsum(r[1] + np.where(same, _shift(cnt), 0), dtype=np.int64)
     first = np.flatnonzero(~same)
     m[1] = t - np.repeat(_shift(t)[first], np.diff(np.append(first, len(t))))
-    for k in range(3, m.shape[0], 3):
-        nb = r[k + 1] + ((cnt * params[k + 1] + 128) >> 8)
+    events = pack_sizes(cnt, cont.astype(np.int64))
+    for k in range(4, m.shape[0], 3):
+        # nbytes: a pack's first row's from its prediction, each continuation's from the row before
+        nb = _restart_sum(np.where(cont, r[k + 1], r[k + 1] + ((events * params[k + 1] + 128) >> 8)), cont)
         m[k + 1] = nb
-        m[k] = np.cumsum(r[k] + _shift(nb), dtype=np.int64)
+        m[k] = _restart_sum(r[k] + np.where(cont, 0, _shift(nb)), cont, carry=True)
     return m
+
+
+def _restart_sum(x: np.ndarray, cont: np.ndarray, carry: bool = False) -> np.ndarray:
+    """Cumulative sums of ``x`` restarted at each row with ``cont`` false (``carry``: not restarted,
+    a plain cumulative sum, as offsets accumulate across rows)."""
+    c = np.cumsum(x, dtype=np.int64)
+    if carry or not len(x):
+        return c
+    first = np.flatnonzero(~cont)
+    if not len(first) or first[0] != 0:
+        first = np.concatenate(([0], first))
+    return c - np.repeat(_shift(c)[first], np.diff(np.append(first, len(x))))
 
 
 DELTA = (delta_residuals, delta_values)
@@ -135,6 +177,13 @@ def pack_int_table(fields: dict, names: list[str], predict: tuple = DELTA, layou
     raw = params.astype("<i8").tobytes() + np.ascontiguousarray(planes).tobytes()
     codec = _ZSTD_BEST if len(raw) <= 4 << 20 else _ZSTD_BIG
     return _INDEX_HEAD.pack(S, F | TABLE_V2, len(raw)) + codec.compress(raw, asbytes=True)
+
+
+def table_fields(data) -> int:
+    """The field count of a ``pack_int_table`` table (-1 if it is too short to say)."""
+    if len(data) < _INDEX_HEAD.size:
+        return -1
+    return int(_INDEX_HEAD.unpack(bytes(data[: _INDEX_HEAD.size]))[1] & ~TABLE_V2)
 
 
 def unpack_int_table(data, names: list[str], where: str, predict: tuple = DELTA) -> dict:
@@ -166,16 +215,24 @@ def unpack_int_table(data, names: list[str], where: str, predict: tuple = DELTA)
 
 
 def _encode_index(fields: dict, columns: list[str], layout: int = 2) -> bytes:
-    return pack_int_table(fields, _index_fields(columns), INDEX, layout)
+    """Layout 2 (format 3) with ``cont`` (0 where ``fields`` has none); layout 1 (format 2) without."""
+    if layout == 2 and "cont" not in fields:
+        fields = dict(fields, cont=np.zeros(len(fields["user_id"]), np.int64))
+    return pack_int_table(fields, _index_fields(columns, layout == 2), INDEX, layout)
 
 
 def _decode_index(data: bytes, columns: list[str], where: str) -> dict:
-    return unpack_int_table(data, _index_fields(columns), f"segment {where}: index", INDEX)
+    """A layout-2 index (with ``cont``) or a layout-1 one (``cont`` all 0)."""
+    v2 = len(data) >= _INDEX_HEAD.size and bool(_INDEX_HEAD.unpack(bytes(data[: _INDEX_HEAD.size]))[1] & TABLE_V2)
+    cols = unpack_int_table(data, _index_fields(columns, v2), f"segment {where}: index", INDEX)
+    if not v2:
+        cols["cont"] = np.zeros(len(cols["user_id"]), np.int64)
+    return cols
 
 
 def _decode_index_v1(data: bytes, columns: list[str], where: str) -> dict:
     table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
-    want = _index_fields(columns)
+    want = _index_fields(columns, False)
     if table.column_names != want:
         raise CorruptionError(f"segment {where}: index columns {table.column_names} differ from {want}")
     cols = {}
@@ -211,18 +268,23 @@ def chunk_hash(buf: np.ndarray, chunk: int = CHUNK_BYTES, ids=0) -> np.ndarray:
     return (h & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
-def encode_segment3(columns: list[str], user_id, start, count, blobs: dict) -> tuple[list, int, int]:
+def encode_segment3(columns: list[str], user_id, start, count, blobs: dict, cont=None) -> tuple[list, int, int]:
     """The bytes of a format-3 segment: ``(buffers, size, index_crc)``.
 
     ``blobs[c]``: the ``(region, blob_off, blob_nbytes, enc)`` of ``host.pages.encode_column`` for
-    column ``c`` over the stripes ``user_id, start, count`` (sorted by ``(user_id, start)``); a
+    column ``c`` over the stripes ``user_id, start, count`` (sorted by ``(user_id, start)``), or,
+    with ``cont`` (per stripe, 1 where its events follow the stripe before's in the same blobs: a
+    pack, DESIGN §2), over the packs (the stripes with ``cont == 0`` and those after them); a
     column's dictionary, if any, is where its ``enc`` says in its ``region``.
     The file is ``[blob region][chunk checksums, u32 each][pad][index][pad][trailer]``; the trailer's
     crc32 covers everything after the region and the trailer's first 24 bytes."""
-    fields = {"user_id": user_id, "start": start, "count": count}
+    cont = np.zeros(len(user_id), np.int64) if cont is None else np.asarray(cont, np.int64)
+    fields = {"user_id": user_id, "start": start, "count": count, "cont": cont}
+    pack = np.cumsum(cont == 0) - 1  # each stripe's blob, among the packs'
     pos = 0
     for c in columns:
         region, blob_off, blob_nbytes, enc = blobs[c]
+        blob_off, blob_nbytes, enc = (np.asarray(a, np.int64)[pack] for a in (blob_off, blob_nbytes, enc))
         fields[f"{c}.off"] = pos + blob_off
         fields[f"{c}.nbytes"] = blob_nbytes
         # a DICT stripe's enc carries its dictionary's byte offset in the blob region (bits 8..)
@@ -312,6 +374,7 @@ class Segment:
     checks: np.ndarray | None = None  # format 3: the chunk checksums (uint32)
     _region: np.ndarray | None = None  # the whole blob region, for a small segment once read (verified)
     _dicts: dict | None = None  # format 3: the dictionaries read (values, read-only), by byte offset
+    cont: np.ndarray | None = None  # format 3: per stripe, 1 where it continues the stripe before's blobs (a pack)
 
     @property
     def num_stripes(self) -> int:
@@ -548,11 +611,21 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
         bad[1:] |= (uid[1:] < uid[:-1]) | (same & (st[1:] < st[:-1] + cnt[:-1]))
     if bad.any():
         raise CorruptionError(f"segment {where}: index rows not sorted or inconsistent (row {int(np.flatnonzero(bad)[0])})")
-    nb = (cnt + block_size - 1) // block_size
+    # packs (format 3): a row with cont = 1 continues the row before's blobs; a blob's events are its rows'
+    cont = cols.get("cont", np.zeros(S, np.int64))
+    is_cont = cont != 0
+    if ((cont != 0) & (cont != 1)).any() or (S and cont[0]) or (is_cont.any() and region_bytes is None):
+        raise CorruptionError(f"segment {where}: bad pack flags in the index")
+    events = pack_sizes(cnt, cont)
+    if is_cont.any() and (np.add.reduceat(cnt.astype(np.float64), np.flatnonzero(~is_cont)) > 1 << 40).any():
+        raise CorruptionError(f"segment {where}: a pack of more than 2^40 events")
+    nb = (events + block_size - 1) // block_size
     npages = (nb + 15) // 16
     off, nwords, enc = {}, {}, {}
     for c in columns:
         o, n, e = cols[f"{c}.off"], cols[f"{c}.nbytes"], cols[f"{c}.enc"]
+        if is_cont.any() and ((o[1:] != o[:-1]) | (n[1:] != n[:-1]) | (e[1:] != e[:-1]))[is_cont[1:]].any():
+            raise CorruptionError(f"segment {where}: a pack's rows name different blobs of column {c!r}")
         if region_bytes is not None:  # format 3: byte ranges, at least the tags, the anchors and a field a block
             end, least = region_bytes, 2 * nb + np.where(npages > 1, 8 * npages, 0)
         else:
@@ -580,5 +653,5 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
         else:
             off[c], nwords[c], enc[c] = o // 8, n // 8, e
     if region_bytes is not None:
-        return Segment(store, path, base, size, uid, st, cnt, off, nwords, enc, region_bytes, 3, checks)
+        return Segment(store, path, base, size, uid, st, cnt, off, nwords, enc, region_bytes, 3, checks, cont=cont)
     return Segment(store, path, base, size, uid, st, cnt, off, nwords, enc, idx_off // 8)

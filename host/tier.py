@@ -295,7 +295,9 @@ class Tier:
         return self._reader.directory()
 
     def read_blocks(self, column: str, stripe_idx, block_lo, block_hi):
-        """Blocks ``[block_lo[i], block_hi[i])`` of the blob of ``column`` of directory stripes ``stripe_idx[i]``.
+        """Blocks ``[block_lo[i], block_hi[i])`` of the blob of ``column`` of directory stripes ``stripe_idx[i]``
+        (a stripe's blocks: ``Directory.nblocks`` of them; in a pack, its blobs' blocks from
+        ``Directory.b0``, the first holding its first event at position ``skip % block_size``).
 
         Returns ``(hdr, words, nbytes)``: ``hdr`` int64 ``[K, 3]`` (base, slope, meta) in request order
         with ``word_off`` rewritten to index ``words`` (int64, every block's packed words back to back,
@@ -309,6 +311,11 @@ class Tier:
         the same results, read together (on an object store, two waves of concurrent requests for
         all the columns instead of two per column)."""
         return self._reader.read_blocks_many(columns, stripe_idx, block_lo, block_hi)
+
+    def decode_stripes(self, column: str, stripe_idx) -> np.ndarray:
+        """Every value of ``column`` of the directory stripes ``stripe_idx``, concatenated in that order
+        (int64): whole blobs read (verified) and decoded on the host."""
+        return self._reader.decode_stripes(column, stripe_idx)
 
     def read_history(self, user_id, version=None, columns=None) -> dict[str, np.ndarray]:
         """The full history of one user at ``version`` (default: the handle's), decoded: ``{col: array}``
@@ -430,10 +437,11 @@ class Tier:
         d = r.directory()
         events = int(d.count.sum())
         per_col = {}
+        own = d.owner  # the stripes of a pack share its blobs: each counted once
         for c in r.schema:
-            _, _, enc = r.blobs(c)
+            enc = r.blobs(c)[2][own]
             dict_bytes = r.dict_bytes(c)
-            nbytes = int(r.blob_bytes(c).sum()) + dict_bytes
+            nbytes = int(r.blob_bytes(c)[own].sum()) + dict_bytes
             per_col[c] = {
                 "dtype": r.schema[c],
                 "bytes": nbytes,  # blobs and segment dictionaries
@@ -452,7 +460,8 @@ class Tier:
             "segment_formats": {str(f): int(n) for f, n in zip(*np.unique(r.seg_formats(), return_counts=True))},
             "inline_segments": sum(1 for e in files if e["path"].startswith(log.LOG_DIR + "/")),
             "stripes": len(d),
-            "blocks": int(d.nblocks.sum()),
+            "blocks": int(d.bblocks[own].sum()),
+            "packed_stripes": int((d.bcount != d.count).sum()),  # stripes in packs of short histories
             "users": len(r.length_history().live_users(r.version)),
             "events": events,
             "stored_bytes": int(sum(e["size"] for e in files)),

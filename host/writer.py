@@ -96,6 +96,26 @@ def writer_lock(store, timeout: float):
 
 
 SEGMENT_FORMAT = 3  # what the writer writes (host/pages.py); format-2 files are read, and rewritten by compact
+# Packs (DESIGN §2): runs of stripes of fewer than PACK_BELOW events share blobs, about PACK_EVENTS
+# events a pack, where that makes the segment's blobs smaller (each stripe's own blobs cost their
+# block bases, tags and padding: on short histories more than their values)
+PACK_BELOW = 32
+PACK_EVENTS = 512
+
+
+def pack_flags(count: np.ndarray) -> np.ndarray:
+    """``cont`` of ``encode_segment3`` for stripes of ``count`` events (in segment order): runs of
+    stripes under ``PACK_BELOW`` events cut into packs of about ``PACK_EVENTS`` (at most
+    ``PACK_EVENTS + PACK_BELOW - 1``)."""
+    small = count < PACK_BELOW
+    run = np.cumsum(np.concatenate(([True], small[1:] != small[:-1]))) if len(count) else np.zeros(0, np.int64)
+    before = np.cumsum(count) - count
+    run_start = np.zeros(int(run.max()) + 1 if len(run) else 0, np.int64)
+    run_start[run[::-1]] = before[::-1]  # each run's first stripe's events before it
+    piece = (before - run_start[run]) // PACK_EVENTS  # the pack within its run
+    cont = np.zeros(len(count), np.int64)
+    cont[1:] = small[1:] & small[:-1] & (run[1:] == run[:-1]) & (piece[1:] == piece[:-1])
+    return cont
 
 
 def _segment_of(state: State, user, start, count, values: dict):
@@ -105,8 +125,18 @@ def _segment_of(state: State, user, start, count, values: dict):
         blobs = {c: codec.encode_stripes(values[c], count, state.block_size) for c in state.schema}
         return (*encode_segment(list(state.schema), user, start, count, blobs), _format_entry())
     blobs = {c: pages.encode_column(values[c], count, state.block_size) for c in state.schema}
+    cont = pack_flags(np.asarray(count, np.int64))
+    if cont.any():  # packs where they make the blobs smaller (DELTA blocks, say, may not span histories)
+        per_pack = np.add.reduceat(count, np.flatnonzero(cont == 0))
+        packed = {c: pages.encode_column(values[c], per_pack, state.block_size) for c in state.schema}
+        if sum(b[0].nbytes for b in packed.values()) < sum(b[0].nbytes for b in blobs.values()):
+            blobs = packed
+        else:
+            cont = None
+    else:
+        cont = None
     dicts = any((np.asarray(b[3]) & codec.ENC_DICT).any() for b in blobs.values())
-    return (*encode_segment3(list(state.schema), user, start, count, blobs), _format_entry(dicts))
+    return (*encode_segment3(list(state.schema), user, start, count, blobs, cont), _format_entry(dicts))
 
 
 def _format_entry(dicts: bool = False) -> dict:

@@ -104,15 +104,14 @@ def _rng(xs, fmt="{:.0f}"):
 
 
 def all_blocks(tier, column):
-    """(hdr, words, counts, dicts) of every block of ``column`` in directory order (a verified read;
-    ``dicts``: the segment dictionaries its DICT blocks index, or None)."""
-    from gpumat.host.codec import block_counts
-
+    """(hdr, words, counts, dicts, own) of every block of ``column`` in directory order (a verified
+    read; ``dicts``: the segment dictionaries its DICT blocks index, or None; ``own``: which of the
+    blocks' values are the stripes' own, where packs share blocks)."""
     d = tier.directory()
     si = np.arange(len(d), dtype=np.int64)
     got = tier.read_blocks(column, si, np.zeros_like(si), d.nblocks)
-    _, cnt = block_counts(d.count, tier.block_size)
-    return got[0], got[1], cnt, got.dicts
+    cnt, own = d.block_values(si, tier.block_size)
+    return got[0], got[1], cnt, got.dicts, own
 
 
 def events_table(tier) -> pa.Table:
@@ -122,8 +121,8 @@ def events_table(tier) -> pa.Table:
     d = tier.directory()
     cols = {"user_id": np.repeat(d.user_id, d.count)}
     for c, dt in tier.schema.items():
-        hdr, words, cnt, dicts = all_blocks(tier, c)
-        cols[c] = decode_blocks(hdr, words, cnt, dicts=dicts).astype(dt)
+        hdr, words, cnt, dicts, own = all_blocks(tier, c)
+        cols[c] = decode_blocks(hdr, words, cnt, dicts=dicts)[own].astype(dt)
     return pa.table(cols)
 
 
@@ -163,9 +162,9 @@ def part_decode(tier, repeat: int) -> dict:
     si = np.arange(len(d), dtype=np.int64)
     r = tier._reader
     for c in tier.schema:
-        hdr, words, cnt, dicts = all_blocks(tier, c)
+        hdr, words, cnt, dicts, own = all_blocks(tier, c)
         want = table.column(c).to_numpy().astype(np.int64)
-        got = codec.decode_blocks(hdr, words, cnt, dicts=dicts)
+        got = codec.decode_blocks(hdr, words, cnt, dicts=dicts)[own]
         if not (np.array_equal(got, want) and np.array_equal(r.decode_stripes(c, si), want)):
             raise RuntimeError(f"decode of column {c!r} differs from the reference")
         # the column's stored bytes in each segment (format 3: its blobs are contiguous), chunk-aligned
@@ -192,7 +191,7 @@ def part_decode(tier, repeat: int) -> dict:
         t_tier, t_batch, t_ver, t_pq, t_mem = t["tier"], t["batch"], t["verify"], t["pq"], t["memcpy"]
         j = [md.schema.column(i).name for i in range(md.num_columns)].index(c)
         pq_bytes = sum(md.row_group(g).column(j).total_compressed_size for g in range(md.num_row_groups))
-        tier_bytes = int(r.blob_bytes(c).sum()) + r.dict_bytes(c)  # blobs and segment dictionaries
+        tier_bytes = int(r.blob_bytes(c)[d.owner].sum()) + r.dict_bytes(c)  # blobs (a pack's once), dictionaries
         r_c = {
             "staged_decode_Mvps": [n / t / 1e6 for t in t["staged"]],
             "tier_Mvps": [n / t / 1e6 for t in t_tier], "batch_path_Mvps": [n / t / 1e6 for t in t_batch],
@@ -226,8 +225,8 @@ def part_epoch(tier, tenants, examples, repeat: int, batch_size: int = 256) -> d
     user_base = np.cumsum(user_len) - user_len
     hist = {}
     for c in tier.schema:
-        hdr, words, cnt, dicts = all_blocks(tier, c)
-        hist[c] = decode_blocks(hdr, words, cnt, dicts=dicts)
+        hdr, words, cnt, dicts, own = all_blocks(tier, c)
+        hist[c] = decode_blocks(hdr, words, cnt, dicts=dicts)[own]
     batches = user_clustered_batches(examples, batch_size, seed=0)
     out = {}
     print(f"{'tenant':<8}{'events':>12}{'reference s':>14}{'numpy gather s':>16}{'ratio':>12}   "

@@ -849,6 +849,7 @@ def load_dataset(name: str, workdir: str):
     cols = list(tier.schema)
     return dict(
         name=name, events=int(d.count.sum()), stripes=len(d), sc=np.asarray(d.count, I64), seg=np.asarray(d.seg, I64),
+        skip=np.asarray(d.skip, I64),
         users=int(np.unique(d.user_id).size), columns=cols, dtypes=dict(tier.schema),
         values={c: table.column(c).to_numpy().astype(I64) for c in cols},
         tier_col_bytes={c: st["columns"][c]["bytes"] for c in cols}, tier_stored=st["stored_bytes"],
@@ -985,7 +986,9 @@ def study(ds: dict, quick=False, log=print) -> dict:
         for s_ in np.unique(seg):
             st = np.flatnonzero(seg == s_)
             vals = ds["values"][c][ranges(vstart[st], ds["sc"][st])]
-            nbytes += len(pages.encode_column(vals, ds["sc"][st], ds["block_size"])[0])
+            # (its packs of short histories as the writer made them: each a blob of its stripes' events)
+            packs = np.add.reduceat(ds["sc"][st], np.flatnonzero(ds["skip"][st] == 0))
+            nbytes += len(pages.encode_column(vals, packs, ds["block_size"])[0])
         per[c] = {"bytes": nbytes}
         if per[c]["bytes"] != ds["tier_col_bytes"][c]:
             raise RuntimeError(f"rung F3 of {c!r}: {per[c]['bytes']} bytes, the tier holds {ds['tier_col_bytes'][c]}")

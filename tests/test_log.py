@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gpumat.core.errors import CorruptionError
-from gpumat.host import log, segment
+from gpumat.host import log, segment, writer
 from gpumat.host.store import LocalStore
 from gpumat.host.tier import Tier
 from test_tier import SCHEMA, Model, _flip, check_version, events
@@ -158,13 +158,20 @@ def test_layout_2_indexes_are_smaller():
 def test_tiers_written_with_layout_1_tables_still_open(tmp_path, monkeypatch):
     """Releases before layout 2 wrote every index, directory snapshot and length table in layout 1:
     such a tier opens and reads the same, and its next versions write layout 2 beside them."""
-    real = segment.pack_int_table
+    real, real_index, pack_below = segment.pack_int_table, segment._encode_index, writer.PACK_BELOW
     monkeypatch.setattr(segment, "pack_int_table", lambda f, n, predict=segment.DELTA, layout=2: real(f, n, predict, 1))
+    monkeypatch.setattr(segment, "_encode_index", lambda f, c, layout=2: real_index(f, c, 1))
+    monkeypatch.setattr(writer, "PACK_BELOW", 0)  # (no packs before layout 2)
+    real_dir = log.dir_fields
+    monkeypatch.setattr(log, "dir_fields", lambda schema, packs=True: real_dir(schema, False))  # (nor skip, bcount)
     monkeypatch.setattr(log, "CHECKPOINT_EVERY", 4)
     t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)
     m = Model()
     _append(t, m, range(6), 40, users=6)
     monkeypatch.setattr(segment, "pack_int_table", real)
+    monkeypatch.setattr(segment, "_encode_index", real_index)
+    monkeypatch.setattr(writer, "PACK_BELOW", pack_below)
+    monkeypatch.setattr(log, "dir_fields", real_dir)
     _append(t.uri, m, range(6, 10), 40, users=6)
     for v in (3, 6, 10):
         check_version(Tier.open(t.uri, version=v), m, v, users=range(6))

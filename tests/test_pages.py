@@ -64,8 +64,12 @@ def windows(rng, d, k):
 
 
 def window_values(whole, d, si, lo, hi, c, bs):
-    """What ``read_blocks`` of those windows holds: slices of the users' whole histories."""
-    return np.concatenate([whole[int(d.user_id[s])][c][d.start[s] + bs * a : d.start[s] + min(bs * b, d.count[s])]
+    """The stripes' own events among what ``read_blocks`` of those windows holds (``d.block_values``
+    picks them out: in a pack, a stripe's blocks also hold its neighbours'): slices of the users'
+    whole histories. A stripe's block k holds its blobs' positions ``bs (b0 + k) ..``, its own
+    events from blob position ``skip``."""
+    p = lambda s, k: int(min(max(bs * (d.b0[s] + k) - d.skip[s], 0), d.count[s]))  # noqa: E731
+    return np.concatenate([whole[int(d.user_id[s])][c][d.start[s] + p(s, a) : d.start[s] + p(s, b)]
                            for s, a, b in zip(si, lo, hi)])
 
 
@@ -85,8 +89,8 @@ def test_any_block_window_reads_only_what_it_needs(tmp_path, monkeypatch):
         d = h.directory()
         si, lo, hi = windows(rng, d, 40)
         hdr, words, nbytes = h.read_blocks("item_id", si, lo, hi)
-        cnt = np.minimum(8, np.repeat(d.count[si], hi - lo) - ranges(lo, hi - lo) * 8)
-        got = codec.decode_blocks(hdr, words, cnt)
+        cnt, own = d.block_values(si, 8, lo, hi)
+        got = codec.decode_blocks(hdr, words, cnt)[own]
         want = window_values(whole, d, si, lo, hi, "item_id", 8)
         assert got.tolist() == want.tolist()
         one = h.read_blocks("item_id", [0], [100], [101])[2]
@@ -123,15 +127,16 @@ def check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n, extended=tu
         for c in SCHEMA:
             hdr, words, nbytes = h.read_blocks(c, si, lo, hi)
             assert (hdr[:, 2] & 0x80).any() or c not in extended
-            cnt = np.minimum(bs, np.repeat(d.count[si], hi - lo) - ranges(lo, hi - lo) * bs)
-            got = codec.decode_blocks(hdr, words, cnt)
+            cnt, own = d.block_values(si, bs, lo, hi)
+            every = codec.decode_blocks(hdr, words, cnt)  # (with a pack's neighbours' events)
+            got = every[own]
             want = window_values(whole, d, si, lo, hi, c, bs)
             assert got.tolist() == want.tolist()
-            assert codec.decode_blocks_padded(hdr, words, bs)[np.arange(bs)[None, :] < cnt[:, None]].tolist() == want.tolist()
+            assert codec.decode_blocks_padded(hdr, words, bs)[np.arange(bs)[None, :] < cnt[:, None]][own].tolist() == want.tolist()
             a = rng.integers(0, cnt)  # a value range of each block: what the reference backend decodes
             b = a + rng.integers(1, cnt - a + 1)
             part = codec.decode_blocks(hdr, words, b - a, lo=a)
-            assert part.tolist() == want[ranges(np.cumsum(cnt) - cnt + a, b - a)].tolist()
+            assert part.tolist() == every[ranges(np.cumsum(cnt) - cnt + a, b - a)].tolist()
     if bs == 128:  # a flipped bit in extended blobs is caught as in any other (one compacted data file)
         f = Tier.create(tmp_path / "f", SCHEMA, block_size=bs)
         table = pa.table({"user_id": users, **cols})
@@ -407,8 +412,8 @@ def test_mixed_format_tier_reads_the_same_and_compact_upgrades(tmp_path, monkeyp
         d = fresh.directory()
         si = np.arange(len(d))
         hdr, words, nbytes = fresh.read_blocks("ts", si, np.zeros(len(si), np.int64), d.nblocks[si])
-        cnt = np.minimum(8, np.repeat(d.count, d.nblocks) - ranges(np.zeros(len(d), np.int64), d.nblocks) * 8)
-        vals = codec.decode_blocks(hdr, words, cnt)
+        cnt, own = d.block_values(si, 8)
+        vals = codec.decode_blocks(hdr, words, cnt)[own]
         assert vals.tolist() == np.concatenate([fresh.read_history(int(u))["ts"] for u in np.unique(d.user_id)]).tolist()
         assert nbytes > 0 and words[-1] == 0
     before = t.version
@@ -554,11 +559,11 @@ def test_segment_dictionary_reads_and_materializes(tmp_path, monkeypatch, backen
         si, lo, hi = windows(rng, d, 50)
         got = h.read_blocks("item_id", si, lo, hi)
         assert h._reader.dict_bytes_read > 0 and h.read_blocks("item_id", si, lo, hi)[2] == got[2]  # read once
-        cnt = np.minimum(32, np.repeat(d.count[si], hi - lo) - ranges(lo, hi - lo) * 32)
+        cnt, own = d.block_values(si, 32, lo, hi)
         want = window_values(whole, d, si, lo, hi, "item_id", 32)
-        assert got.dicts is not None and codec.decode_blocks(got[0], got[1], cnt, dicts=got.dicts).tolist() == want.tolist()
+        assert got.dicts is not None and codec.decode_blocks(got[0], got[1], cnt, dicts=got.dicts)[own].tolist() == want.tolist()
         pad = codec.decode_blocks_padded(got[0], got[1], 32, dicts=got.dicts)
-        assert pad[np.arange(32)[None, :] < cnt[:, None]].tolist() == want.tolist()
+        assert pad[np.arange(32)[None, :] < cnt[:, None]][own].tolist() == want.tolist()
         assert all(h.read_history(int(u))["item_id"].tolist() == whole[int(u)]["item_id"].tolist() for u in users)
     assert seen == {True, False}  # the large segments have dictionaries, the small appends do not
     # their entries say so: a release that cannot read dictionaries rejects the entry (unknown key)
@@ -780,8 +785,8 @@ def test_decode_stripes_decodes_whole_blobs_as_the_block_path_does(tmp_path, mon
             si = rng.permutation(len(d))
             got = r.decode_stripes(c, si)
             b = h.read_blocks(c, si, np.zeros_like(si), d.nblocks[si])
-            cnt = np.minimum(128, np.repeat(d.count[si], d.nblocks[si]) - ranges(np.zeros_like(si), d.nblocks[si]) * 128)
-            assert got.tolist() == codec.decode_blocks(b[0], b[1], cnt, dicts=b.dicts).tolist(), c
+            cnt, own = d.block_values(si, 128)
+            assert got.tolist() == codec.decode_blocks(b[0], b[1], cnt, dicts=b.dicts)[own].tolist(), c
         assert (r._dir_cols["item_id"][2] & codec.ENC_DICT).any()
     # a dictionary shorter than its codes (bytes that pass their checksums: a writer's bug) is
     # corruption to decode_stripes on either decoder; a batch's lookup clamps, by contract

@@ -34,7 +34,9 @@ def test_directory_tiles_each_history(tier):
     assert d is r.directory()  # cached
     assert np.all(np.diff(d.user_id) >= 0)
     assert d.block0.tolist() == (np.cumsum(d.nblocks) - d.nblocks).tolist()
-    assert d.nblocks.tolist() == ((d.count + 7) // 8).tolist()
+    # a stripe of a pack (short histories sharing blobs) starts at position skip % 8 of its first block
+    assert d.nblocks.tolist() == ((d.skip % 8 + d.count + 7) // 8).tolist()
+    assert (d.skip + d.count <= d.bcount).all() and d.owner.sum() < len(d)  # these short histories take packs
     for u in range(5):
         si = d.user_stripes(u)
         assert d.start[si].tolist() == (np.cumsum(d.count[si]) - d.count[si]).tolist()
@@ -61,8 +63,9 @@ def test_read_blocks_bounds_and_columns(tier):
     full = r.decode_stripes("ts", [i])
     lo, hi = 1, int(d.nblocks[i])
     hdr, words, nbytes = r.read_blocks("ts", [i], [lo], [hi])
-    cnt = np.minimum(8, int(d.count[i]) - np.arange(lo, hi) * 8)
-    assert codec.decode_blocks(hdr, words, cnt).tolist() == full[lo * 8:].tolist()
+    cnt = np.minimum(8, int(d.bcount[i]) - (d.b0[i] + np.arange(lo, hi)) * 8)  # its blobs' blocks b0 + lo ..
+    first = lo * 8 - int(d.skip[i]) % 8  # where block lo starts among the stripe's own events
+    assert codec.decode_blocks(hdr, words, cnt)[: len(full) - first].tolist() == full[first:].tolist()
     # format 3: the pages holding the blocks (and their page-table entries), never more than the blob
     assert 0 < nbytes <= int(r.blob_bytes("ts")[i])
 

@@ -1,0 +1,172 @@
+"""Packs (docs/DESIGN.md §2): runs of short histories sharing blobs, each stripe a range of its
+pack's events. Every read path against the model (histories, whole stripes in any order, block
+ranges, planned batches through the reference backend), the writer's choice (packs only where the
+blobs come out smaller), and damaged pack flags in an index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from gpumat.core.errors import CorruptionError
+from gpumat.core.tenant import Tenant
+from gpumat.host import codec, segment, writer
+from gpumat.host.examples import parse_examples
+from gpumat.host.planner import plan
+from gpumat.host.reference import materialize_staged_reference
+from gpumat.host.tier import Tier
+from test_tier import Model, check_version
+
+SCHEMA = {"ts": "int64", "item_id": "int64", "action": "int32"}
+
+
+def short_histories(seed: int, users: int, most: int, t0: int = 1_600_000_000) -> pa.Table:
+    """``users`` users of 1 .. ``most`` events each: timestamps seconds to days apart from a start of
+    their own, Zipf-like items, a few actions; rows in time order across users."""
+    rng = np.random.default_rng(seed)
+    n = rng.integers(1, most + 1, users)
+    uid = np.repeat(rng.permutation(users * 3)[:users], n)
+    start = np.repeat(t0 + rng.integers(0, 10**8, users), n)
+    ts = start + np.cumsum(rng.choice([0, 2, 30, 3600, 86400], int(n.sum()), p=[0.3, 0.3, 0.2, 0.15, 0.05]))
+    order = np.argsort(ts, kind="stable")
+    return pa.table({"user_id": uid[order], "ts": ts[order],
+                     "item_id": (rng.zipf(1.3, int(n.sum())) % 5000)[order].astype(np.int64),
+                     "action": rng.choice(np.arange(4, dtype=np.int32), int(n.sum()), p=[0.7, 0.2, 0.07, 0.03])[order]})
+
+
+@pytest.fixture(scope="module", params=[8, 128], ids=["bs8", "bs128"])
+def packed(request, tmp_path_factory):
+    bs = request.param
+    t = Tier.create(str(tmp_path_factory.mktemp("packs") / "t"), SCHEMA, block_size=bs)
+    m = Model()
+    for i, (users, most) in enumerate([(300, 12), (200, 40), (150, 5)]):
+        tab = short_histories(i, users, most)
+        t.append(tab)
+        m.append(tab)
+    return t, m
+
+
+def test_packs_are_written_and_read_back(packed):
+    t, m = packed
+    st = t.stats()
+    assert st["packed_stripes"] > 0  # short histories share blobs
+    d = t.directory()
+    assert ((d.skip + d.count <= d.bcount) & (d.bcount >= d.count)).all() and not d.owner.all()
+    for v in range(t.version + 1):
+        check_version(Tier.open(t.uri, version=v), m, v, users=np.unique(d.user_id)[::7].tolist() + [-5])
+    # whole stripes, in any order and repeated: each stripe's own events
+    rng = np.random.default_rng(1)
+    want = {c: {} for c in SCHEMA}
+    for u in np.unique(d.user_id):
+        si = d.user_stripes(u)
+        for c in SCHEMA:
+            h = m.history(int(u), t.version, c)
+            for i in si:
+                want[c][int(i)] = h[int(d.start[i]) : int(d.start[i] + d.count[i])]
+    si = rng.choice(len(d), 3 * len(d))
+    for c in SCHEMA:
+        got = t.decode_stripes(c, si)
+        assert got.tolist() == [x for i in si for x in want[c][int(i)]], c
+        # the block path (read_blocks, then the blocks' values, then the stripes' own among them)
+        blocks = t.read_blocks(c, si, np.zeros(len(si), np.int64), d.nblocks[si])
+        cnt, own = d.block_values(si, t.block_size)
+        assert codec.decode_blocks(blocks[0], blocks[1], cnt, dicts=blocks.dicts)[own].tolist() == got.tolist(), c
+    # the tier compacted: the same histories (packed again where that pays)
+    t2 = Tier.open(t.uri)
+    t2.compact()
+    m.compact()
+    check_version(t2, m, t2.version, users=np.unique(d.user_id)[::5].tolist())
+
+
+def test_planned_batches_of_packed_stripes(packed):
+    """Windows of every length over stripes in packs (tiles starting mid-block, blocks holding other
+    users' events): the reference backend against each example's naive window (SPEC §2)."""
+    t, m = packed
+    rng = np.random.default_rng(3)
+    d = t.directory()
+    users = np.unique(d.user_id)
+    B = 300
+    u = rng.choice(np.append(users, 10**9), B)
+    v = rng.integers(0, t.version + 1, B)
+    have = t.length_at(u, v)
+    n = np.where(rng.random(B) < 0.4, have, (rng.random(B) * (have + 1)).astype(np.int64))
+    tails = [list(range(2_000_000_000, 2_000_000_000 + int(k))) for k in rng.integers(0, 3, B)]
+    table = pa.table({"user_id": u, "version": v, "length": n, "request_ts": np.full(B, 2_100_000_000),
+                      **{f"tail_{c}": pa.array(tails, pa.list_(pa.int32() if dt == "int32" else pa.int64()))
+                         for c, dt in SCHEMA.items()}})
+    ex = parse_examples(table, SCHEMA)
+    for tenant in (Tenant("short", ["item_id", "action"], 3), Tenant("all", ["ts", "item_id", "action"], 100)):
+        staged = plan(t, ex, tenant, check_leakage=True)
+        vals, viol = materialize_staged_reference(staged)
+        assert not viol.any()
+        for e in range(B):
+            lo, hi = int(staged.offsets[e]), int(staged.offsets[e + 1])
+            h, k = int(staged.hist_len[e]), int(staged.tail_len[e])
+            for c in tenant.columns:
+                hist = m.history(int(u[e]), int(v[e]), c)[int(n[e]) - h : int(n[e])]
+                assert vals[c][lo:hi].tolist() == hist + tails[e][len(tails[e]) - k :], (e, c)
+
+
+def test_packs_only_where_the_blobs_are_smaller(tmp_path, monkeypatch):
+    """Short histories whose timestamps each step by a constant but start far apart: each stripe's
+    own LFOR blocks are a few bytes, a pack's blocks would span the jumps: the writer keeps them
+    apart. The packable ones (``short_histories``) come out smaller than without packs."""
+    rng = np.random.default_rng(5)
+    users, each = 400, 20
+    uid = np.repeat(np.arange(users), each)
+    ts = np.repeat(rng.integers(0, 2**50, users), each) + np.tile(np.arange(each) * 60, users)
+    tab = pa.table({"user_id": uid, "ts": ts, "item_id": np.tile(np.arange(each, dtype=np.int64), users),
+                    "action": np.zeros(users * each, np.int32)})
+    t = Tier.create(str(tmp_path / "apart"), SCHEMA)
+    t.append(tab)
+    assert t.stats()["packed_stripes"] == 0
+    sizes = {}
+    for below in (0, writer.PACK_BELOW):
+        monkeypatch.setattr(writer, "PACK_BELOW", below)
+        t = Tier.create(str(tmp_path / f"short{below}"), SCHEMA)
+        t.append(short_histories(0, 2000, 10))
+        sizes[below] = t.stats()["stored_bytes"]
+    assert sizes[writer.PACK_BELOW] < 0.9 * sizes[0], sizes
+
+
+def _segment_with(tmp_path, name, change):
+    """A format-3 segment of one pack of three stripes, its index fields changed by ``change``."""
+    from gpumat.host import pages
+    from gpumat.host.store import LocalStore
+
+    count = np.array([5, 3, 4])
+    blobs = {"v": pages.encode_column(np.arange(12, dtype=np.int64) * 3, np.array([12]), 8)}
+    real = segment._encode_index
+
+    def edited(fields, columns, layout=2):
+        fields = {k: np.array(v, np.int64) for k, v in fields.items()}
+        change(fields)
+        return real(fields, columns, layout)
+
+    segment._encode_index = edited
+    try:
+        bufs, size, crc = segment.encode_segment3(["v"], np.array([1, 2, 3]), np.zeros(3, np.int64), count, blobs,
+                                                  cont=np.array([0, 1, 1]))
+    finally:
+        segment._encode_index = real
+    with open(tmp_path / name, "wb") as f:
+        for b in bufs:
+            f.write(memoryview(b).cast("B"))
+    return segment.open_segment(LocalStore(str(tmp_path)), name, 0, size, crc, ["v"], 8)
+
+
+def test_damaged_pack_flags_are_corruption(tmp_path):
+    s = _segment_with(tmp_path, "good", lambda f: None)
+    assert s.cont.tolist() == [0, 1, 1] and segment.pack_skips(s.count, s.cont).tolist() == [0, 5, 8]
+
+    def nbytes_differ(f):
+        f["v.nbytes"][2] += 1
+
+    def off_differ(f):
+        f["v.off"][1] += 1
+
+    for i, change in enumerate([lambda f: f["cont"].__setitem__(1, 2), lambda f: f["cont"].__setitem__(0, 1),
+                                nbytes_differ, off_differ]):
+        with pytest.raises(CorruptionError, match="pack"):
+            _segment_with(tmp_path, f"bad{i}", change)
