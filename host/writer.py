@@ -97,10 +97,13 @@ def writer_lock(store, timeout: float):
 
 SEGMENT_FORMAT = 3  # what the writer writes (host/pages.py); format-2 files are read, and rewritten by compact
 # Packs (DESIGN §2): runs of stripes of fewer than PACK_BELOW events share blobs, about PACK_EVENTS
-# events a pack, where that makes the segment's blobs smaller (each stripe's own blobs cost their
-# block bases, tags and padding: on short histories more than their values)
+# events (a block) a pack, where that makes the segment's blobs at least PACK_MIN_SAVING smaller
+# (each stripe's own blobs cost their block bases, tags and padding: on short histories more than
+# their values). A read of a packed stripe reads its pack's blocks, its neighbours' events too: so
+# packs of one block, and only where they pay well
 PACK_BELOW = 32
-PACK_EVENTS = 512
+PACK_EVENTS = 128
+PACK_MIN_SAVING = 1 / 8
 
 
 def pack_flags(count: np.ndarray) -> np.ndarray:
@@ -126,10 +129,10 @@ def _segment_of(state: State, user, start, count, values: dict):
         return (*encode_segment(list(state.schema), user, start, count, blobs), _format_entry())
     blobs = {c: pages.encode_column(values[c], count, state.block_size) for c in state.schema}
     cont = pack_flags(np.asarray(count, np.int64))
-    if cont.any():  # packs where they make the blobs smaller (DELTA blocks, say, may not span histories)
+    if cont.any():  # packs where they make the blobs smaller (DELTA blocks, for one, do not span histories)
         per_pack = np.add.reduceat(count, np.flatnonzero(cont == 0))
         packed = {c: pages.encode_column(values[c], per_pack, state.block_size) for c in state.schema}
-        if sum(b[0].nbytes for b in packed.values()) < sum(b[0].nbytes for b in blobs.values()):
+        if sum(b[0].nbytes for b in packed.values()) <= (1 - PACK_MIN_SAVING) * sum(b[0].nbytes for b in blobs.values()):
             blobs = packed
         else:
             cont = None

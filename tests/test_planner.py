@@ -21,20 +21,26 @@ TENANTS = (Tenant("pair", ["item_id", "action"], 5), Tenant("ts", ["ts"], 20), T
            Tenant("zero", ["item_id"], 0))
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["own", "packs"])
+def small(request, tmp_path_factory):
     """A tier of one stripe per user (two appends, then compacted: three versions), blocks of 8 events,
-    and 60 examples: pointers into every version (an unknown user among them), tails of 0-3 events."""
+    and 60 examples: pointers into every version (an unknown user among them), tails of 0-3 events.
+    ``packs``: the short stripes share blobs (the writer made to pack them), else each has its own."""
+    from gpumat.host import writer
+
     rng = np.random.default_rng(7)
     tier = Tier.create(str(tmp_path_factory.mktemp("planner") / "tier"), SCHEMA, block_size=BS)
     ts = 0
-    for n in (60, 45):
-        tier.append(pa.table({"user_id": rng.choice(USERS, n), "ts": ts + np.arange(n), "item_id": rng.integers(0, 1000, n),
-                              "action": rng.integers(0, 5, n).astype(np.int32)}))
-        ts += n
-    tier.compact()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(writer, "PACK_MIN_SAVING", -1.0 if request.param else writer.PACK_MIN_SAVING)
+        mp.setattr(writer, "PACK_BELOW", writer.PACK_BELOW if request.param else 0)
+        for n in (60, 45):
+            tier.append(pa.table({"user_id": rng.choice(USERS, n), "ts": ts + np.arange(n),
+                                  "item_id": rng.integers(0, 1000, n), "action": rng.integers(0, 5, n).astype(np.int32)}))
+            ts += n
+        tier.compact()
     assert len(tier.directory()) == USERS.size  # one stripe per user
-    assert (tier.directory().skip > 0).any()  # short ones: some in a pack, after another's events
+    assert (tier.directory().skip > 0).any() == request.param  # packed: some after another's events
     B = 60
     u = rng.choice(np.append(USERS, 99), B)
     v = rng.integers(0, tier.version + 1, B)
