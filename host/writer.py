@@ -100,10 +100,13 @@ SEGMENT_FORMAT = 3  # what the writer writes (host/pages.py); format-2 files are
 # events (a block) a pack, where that makes the segment's blobs at least PACK_MIN_SAVING smaller
 # (each stripe's own blobs cost their block bases, tags and padding: on short histories more than
 # their values). A read of a packed stripe reads its pack's blocks, its neighbours' events too: so
-# packs of one block, and only where they pay well
+# packs of one block, and only where they pay well. Weighing them encodes the segment twice, so
+# only a segment with at least PACK_MIN_ROWS stripes that would join a pack tries (a small append's
+# few short stripes would save a few bytes for twice its encoding time)
 PACK_BELOW = 32
 PACK_EVENTS = 128
 PACK_MIN_SAVING = 1 / 8
+PACK_MIN_ROWS = 256
 
 
 def pack_flags(count: np.ndarray) -> np.ndarray:
@@ -129,7 +132,7 @@ def _segment_of(state: State, user, start, count, values: dict):
         return (*encode_segment(list(state.schema), user, start, count, blobs), _format_entry())
     blobs = {c: pages.encode_column(values[c], count, state.block_size) for c in state.schema}
     cont = pack_flags(np.asarray(count, np.int64))
-    if cont.any():  # packs where they make the blobs smaller (DELTA blocks, for one, do not span histories)
+    if cont.sum() >= max(PACK_MIN_ROWS, 1):  # packs where they pay (DELTA blocks, for one, do not span histories)
         per_pack = np.add.reduceat(count, np.flatnonzero(cont == 0))
         packed = {c: pages.encode_column(values[c], per_pack, state.block_size) for c in state.schema}
         if sum(b[0].nbytes for b in packed.values()) <= (1 - PACK_MIN_SAVING) * sum(b[0].nbytes for b in blobs.values()):
