@@ -481,6 +481,20 @@ def test_random_programs_s3(seed, s3, tmp_path_factory):
     random_program(seed, f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}", files=str(tmp_path_factory.mktemp("prog")))
 
 
+@settings(max_examples=12, **SETTINGS)
+@given(seed=st.integers(0, 2**31), s3_store=st.sampled_from([False, False, True]))
+def test_random_programs_packed(seed, s3_store, s3, tmp_path_factory):
+    """The same programs with the writer made to pack every run of short histories it can
+    (DESIGN.md §2: packs are otherwise kept only where they save 1/8 of a large segment's bytes)."""
+    from gpumat.host import writer
+
+    files = str(tmp_path_factory.mktemp("prog"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(writer, "PACK_MIN_ROWS", 0)
+        mp.setattr(writer, "PACK_MIN_SAVING", -1.0)
+        random_program(seed, f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}" if s3_store else files, files=files)
+
+
 def test_pointer_errors_random(where):
     """Pointers outside §1's bounds: PointerError on both backends, for the handle's version."""
     rng = random.Random(5)
