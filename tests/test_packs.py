@@ -180,3 +180,19 @@ def test_damaged_pack_flags_are_corruption(tmp_path):
                                 nbytes_differ, off_differ]):
         with pytest.raises(CorruptionError, match="pack"):
             _segment_with(tmp_path, f"bad{i}", change)
+
+
+def test_flipped_bits_in_a_packed_file_are_caught(tmp_path):
+    """A compacted file of packs: a bit flipped anywhere in its blob region is a ``CorruptionError``
+    (the chunk checksums) when the histories are read, as for any other file."""
+    from test_pages import assert_flips_caught
+
+    t = Tier.create(str(tmp_path / "t"), SCHEMA)
+    tab = short_histories(4, 2000, 4)
+    t.append(tab.slice(0, tab.num_rows // 2))
+    t.append(tab.slice(tab.num_rows // 2))
+    t.compact()  # (two segments into one data file of its own)
+    st = Tier.open(t.uri).stats()
+    assert st["packed_stripes"] > 1000 and st["segments"] == 1
+    users = np.unique(t.directory().user_id).tolist()
+    assert_flips_caught(tmp_path / "t", users, 12)
