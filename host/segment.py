@@ -51,26 +51,34 @@ def _index_fields(columns: list[str], cont: bool = True) -> list[str]:
     return head + [f"{c}.{k}" for c in columns for k in ("off", "nbytes", "enc")]
 
 
+def _group_starts(new: np.ndarray) -> np.ndarray:
+    """The rows where a group starts (``new`` true), row 0 always among them."""
+    first = np.flatnonzero(new)
+    if len(new) and (not len(first) or first[0] != 0):
+        first = np.concatenate(([0], first))
+    return first
+
+
+def _restart_sum(x: np.ndarray, cont: np.ndarray) -> np.ndarray:
+    """Cumulative sums of ``x`` restarted at each row where ``cont`` is false (int64, wrapping)."""
+    c = np.cumsum(x, dtype=np.int64)
+    first = _group_starts(~cont)
+    return c - np.repeat(_shift(c)[first], np.diff(np.append(first, len(x)))) if len(x) else c
+
+
 def pack_sizes(count: np.ndarray, cont: np.ndarray) -> np.ndarray:
     """Per row, the events of its blobs: its own count, or for the rows of a pack (a row with
     ``cont == 0`` and the ``cont != 0`` rows after it) the pack's sum (int64 arithmetic, wrapping:
     callers bound ``count`` first)."""
-    first = np.flatnonzero(cont == 0) if len(cont) else np.zeros(0, np.int64)
-    if len(cont) and (not len(first) or first[0] != 0):
-        first = np.concatenate(([0], first))
+    first = _group_starts(cont == 0)
     if not len(first):
         return np.zeros(0, np.int64)
-    tot = np.add.reduceat(count, first)
-    return np.repeat(tot, np.diff(np.append(first, len(count))))
+    return np.repeat(np.add.reduceat(count, first), np.diff(np.append(first, len(count))))
 
 
 def pack_skips(count: np.ndarray, cont: np.ndarray) -> np.ndarray:
     """Per row, the events of its blobs before its own (0 but in a pack)."""
-    c = np.cumsum(count, dtype=np.int64) - count
-    first = np.flatnonzero(cont == 0)
-    if len(cont) and (not len(first) or first[0] != 0):
-        first = np.concatenate(([0], first))
-    return c - np.repeat(c[first], np.diff(np.append(first, len(count)))) if len(first) else c
+    return _restart_sum(count, cont != 0) - count
 
 
 TABLE_V2 = 1 << 32  # in a table head's field count: layout 2 (below)
@@ -128,28 +136,14 @@ def index_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
     m[2], m[3] = cnt, r[3]
     same = np.concatenate(([False], uid[1:] == uid[:-1]))
     # start = r + (start + count of the row before, within a user): a cumulative sum restarted per user
-    t = np.cumsum(r[1] + np.where(same, _shift(cnt), 0), dtype=np.int64)
-    first = np.flatnonzero(~same)
-    m[1] = t - np.repeat(_shift(t)[first], np.diff(np.append(first, len(t))))
+    m[1] = _restart_sum(r[1] + np.where(same, _shift(cnt), 0), same)
     events = pack_sizes(cnt, cont.astype(np.int64))
     for k in range(4, m.shape[0], 3):
         # nbytes: a pack's first row's from its prediction, each continuation's from the row before
         nb = _restart_sum(np.where(cont, r[k + 1], r[k + 1] + ((events * params[k + 1] + 128) >> 8)), cont)
         m[k + 1] = nb
-        m[k] = _restart_sum(r[k] + np.where(cont, 0, _shift(nb)), cont, carry=True)
+        m[k] = np.cumsum(r[k] + np.where(cont, 0, _shift(nb)), dtype=np.int64)  # (offsets carry across rows)
     return m
-
-
-def _restart_sum(x: np.ndarray, cont: np.ndarray, carry: bool = False) -> np.ndarray:
-    """Cumulative sums of ``x`` restarted at each row with ``cont`` false (``carry``: not restarted,
-    a plain cumulative sum, as offsets accumulate across rows)."""
-    c = np.cumsum(x, dtype=np.int64)
-    if carry or not len(x):
-        return c
-    first = np.flatnonzero(~cont)
-    if not len(first) or first[0] != 0:
-        first = np.concatenate(([0], first))
-    return c - np.repeat(_shift(c)[first], np.diff(np.append(first, len(x))))
 
 
 DELTA = (delta_residuals, delta_values)
@@ -223,7 +217,7 @@ def _encode_index(fields: dict, columns: list[str], layout: int = 2) -> bytes:
 
 def _decode_index(data: bytes, columns: list[str], where: str) -> dict:
     """A layout-2 index (with ``cont``) or a layout-1 one (``cont`` all 0)."""
-    v2 = len(data) >= _INDEX_HEAD.size and bool(_INDEX_HEAD.unpack(bytes(data[: _INDEX_HEAD.size]))[1] & TABLE_V2)
+    v2 = len(data) >= _INDEX_HEAD.size and bool(_INDEX_HEAD.unpack(bytes(data[: _INDEX_HEAD.size]))[1] & TABLE_V2)  # layout 2
     cols = unpack_int_table(data, _index_fields(columns, v2), f"segment {where}: index", INDEX)
     if not v2:
         cols["cont"] = np.zeros(len(cols["user_id"]), np.int64)
