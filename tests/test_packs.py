@@ -196,3 +196,31 @@ def test_flipped_bits_in_a_packed_file_are_caught(tmp_path):
     assert st["packed_stripes"] > 1000 and st["segments"] == 1
     users = np.unique(t.directory().user_id).tolist()
     assert_flips_caught(tmp_path / "t", users, 12)
+
+
+def test_a_checkpoint_snapshot_of_packs_opens_the_same(tmp_path, monkeypatch):
+    """A version opened from a checkpoint's directory snapshot (no segment index read) places each
+    packed stripe in its blobs as the indexes do (``skip``, ``bcount``)."""
+    from gpumat.host import log
+
+    monkeypatch.setattr(log, "CHECKPOINT_EVERY", 4)
+    monkeypatch.setattr(writer, "PACK_MIN_ROWS", 0)
+    monkeypatch.setattr(writer, "PACK_MIN_SAVING", -1.0)  # every run of short stripes packed
+    t = Tier.create(str(tmp_path / "t"), SCHEMA)
+    m = Model()
+    for i in range(9):
+        tab = short_histories(10 + i, 40, 6)
+        t.append(tab)
+        m.append(tab)
+    import dataclasses
+
+    from gpumat.host.reader import VersionReader
+    from gpumat.host.store import LocalStore
+
+    fresh = Tier.open(t.uri)
+    assert fresh._reader.state.directory is not None  # opened from the snapshot at version 8
+    store = LocalStore(t.uri)
+    indexes = VersionReader(store, dataclasses.replace(log.load_state(store, 9), directory=None))  # every index read
+    d, want = fresh.directory(), indexes.directory()
+    assert (d.skip > 0).any() and np.array_equal(d.skip, want.skip) and np.array_equal(d.bcount, want.bcount)
+    check_version(fresh, m, 9, users=np.unique(d.user_id).tolist())
