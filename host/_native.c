@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 12; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 13; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -135,9 +135,12 @@ static int decode_plain(const uint64_t *words, int64_t nwords, int64_t off, int 
  * block's count) zeros. */
 static inline uint32_t gm_w32(const uint32_t *w32, int64_t n32, int64_t i) { return i >= 0 && i < n32 ? w32[i] : 0; }
 
-/* PATCH: add each exception of [lo, hi) at its bitmap bit (a count-trailing-zeros walk) to out[k - lo] */
+/* PATCH: add each exception of [lo, hi) at its bitmap bit (a count-trailing-zeros walk) to out[k - lo];
+ * sgn (DELTA SIGNED): the exceptions' words are int32 */
+static inline uint64_t gm_exc(uint32_t x, int sgn) { return sgn ? (uint64_t)(int64_t)(int32_t)x : (uint64_t)x; }
+
 static int add_exceptions(const uint32_t *w32, int64_t n32, int64_t ex, const uint32_t *bw, const int64_t *pre, int w,
-                          int64_t lo, int64_t hi, uint64_t *out, int clamp) {
+                          int64_t lo, int64_t hi, uint64_t *out, int clamp, int sgn) {
     for (int64_t g = lo >> 5; g <= (hi - 1) >> 5; g++) {
         uint32_t m = bw[g];
         if (g == lo >> 5) m &= ~(uint32_t)((UINT64_C(1) << (lo & 31)) - 1);
@@ -146,10 +149,10 @@ static int add_exceptions(const uint32_t *w32, int64_t n32, int64_t ex, const ui
         int64_t rank = ex + pre[g] + __builtin_popcount(bw[g] & ((1u << __builtin_ctz(m)) - 1u));
         if (ex + pre[g] + __builtin_popcount(bw[g]) > n32) { /* (an exception word past the buffer) */
             if (!clamp) return 1;
-            for (; m; m &= m - 1, rank++) out[32 * g + __builtin_ctz(m) - lo] += (uint64_t)gm_w32(w32, n32, rank) << w;
+            for (; m; m &= m - 1, rank++) out[32 * g + __builtin_ctz(m) - lo] += gm_exc(gm_w32(w32, n32, rank), sgn) << w;
             continue;
         }
-        for (; m; m &= m - 1, rank++) out[32 * g + __builtin_ctz(m) - lo] += (uint64_t)w32[rank] << w;
+        for (; m; m &= m - 1, rank++) out[32 * g + __builtin_ctz(m) - lo] += gm_exc(w32[rank], sgn) << w;
     }
     return 0;
 }
@@ -186,7 +189,7 @@ static int decode_aux(const uint64_t *words, int64_t nwords, int64_t off, int w,
     if ((aux & 4) && kind <= 1) { /* DELTA: the offsets of 0 .. hi - 1 (line 0), prefix-summed onto the line */
         uint64_t d[128];
         if (decode_plain(words, nwords, off, w, 0, 0, 0, hi, d, clamp)) return 1;
-        if (kind == 1 && w < 64 && add_exceptions(w32, n32, ex, bw, pre, w, 0, hi, d, clamp)) return 1;
+        if (kind == 1 && w < 64 && add_exceptions(w32, n32, ex, bw, pre, w, 0, hi, d, clamp, (aux & 8) != 0)) return 1;
         uint64_t acc = 0;
         for (int64_t k = 0; k < hi; k++) {
             acc += d[k];
@@ -196,7 +199,7 @@ static int decode_aux(const uint64_t *words, int64_t nwords, int64_t off, int w,
     }
     if (decode_plain(words, nwords, off, w, base, slope, lo, hi - lo, out, clamp)) return 1;
     if (kind != 1 || w >= 64) return 0; /* kind 0 (or a reserved 3): the line and bits only */
-    return add_exceptions(w32, n32, ex, bw, pre, w, lo, hi, out, clamp);
+    return add_exceptions(w32, n32, ex, bw, pre, w, lo, hi, out, clamp, 0);
 }
 
 /* A DICT block's values (gpumat/core/staged.py dict_lookup): its value lines, in place, become
@@ -341,7 +344,8 @@ void gm_chunk_hash(const unsigned char *buf, int64_t n, int64_t chunk, const int
 /* host/pages.py parse_fields: the blocks of whole pages. Page p's fields are bytes [fstart[p], fend[p])
  * of fbuf; its blocks are the run of blocks with page_of == p (sorted), of tags tag and cnt values. Per
  * block: LEB128 zigzag(base - prediction); zigzag(slope) when tag & 0x80; then for a PATCH block (tag &
- * 0x7F == 65) or a DELTA PATCH one (68) w, w2, e, for a RUN block (66) w, runs, for a DELTA one (67) w.
+ * 0x7F == 65), a DELTA PATCH one (68) or a DELTA SIGNED one (69) w, w2, e, for a RUN block (66) w, runs,
+ * for a DELTA one (67) w.
  * The prediction is 0 for a page's first block, else
  * the previous block's base + slope * nv (nv: its runs for RUN, else cnt). Writes base, slope, w, nv, w2,
  * e per block (large field values saturate at 2^40; host/pages.py checks their ranges). Returns 0, or
@@ -371,7 +375,7 @@ static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end
     const int64_t t = tag & 0x7F;
     if (gm_varint(fbuf, pos, end, &d)) return 1;
     if ((tag & 0x80) && gm_varint(fbuf, pos, end, &z)) return 1;
-    const int patch = t == 65 || t == 68; /* PATCH, DELTA PATCH: w, w2, e; RUN: w, runs; DELTA: w */
+    const int patch = t == 65 || t >= 68; /* PATCH, DELTA PATCH, DELTA SIGNED: w, w2, e; RUN: w, runs; DELTA: w */
     if (t >= 65 && gm_varint(fbuf, pos, end, &x1)) return 1;
     if ((patch || t == 66) && gm_varint(fbuf, pos, end, &x2)) return 1;
     if (patch && gm_varint(fbuf, pos, end, &x3)) return 1;
@@ -439,7 +443,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
     int64_t plain_bits = 0;
     for (int64_t j = 0; j < nb; j++) {
         const int t = b[j] & 0x7F;
-        if (t > 68) return GM_BLOB_TAG;
+        if (t > 69) return GM_BLOB_TAG;
         if (t >= 65) ext = 1;
         else plain_bits += (j + 1 < nb ? bs : count - j * bs) * t;
     }
@@ -478,7 +482,8 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
         for (int64_t j = j0; j < j1; j++) {
             const int64_t cnt = j + 1 < nb ? bs : count - j * bs, k = j - j0, t = b[j] & 0x7F;
             const int64_t W = w[k], N = nv[k], E = e[k], W2 = w2[k];
-            const int patch = t == 65 || t == 68, delta = t >= 67; /* DELTA, DELTA PATCH: prefix-summed offsets */
+            /* DELTA, DELTA PATCH, DELTA SIGNED: prefix-summed offsets; DELTA SIGNED: exceptions zigzagged */
+            const int patch = t == 65 || t >= 68, delta = t >= 67, sgn = t == 69;
             if ((patch && (W2 > 31 || W + W2 > 64 || E < 1 || E > cnt || W > 63)) || (t == 66 && (N < 1 || N > cnt)) ||
                 (t >= 65 && (W > 64 || cnt > 128)))
                 return GM_BLOB_RANGE;
@@ -498,8 +503,10 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
                     gm_plain_bits(b, L, at, (int)W, bv, sl, cnt, scratch, o);
                     int64_t r = 0;
                     for (int g = 0; g < 2; g++)
-                        for (uint64_t m = bm[g]; m; m &= m - 1, r++)
-                            o[64 * g + __builtin_ctzll(m)] += (gm_bits_at(b, L, bm_at + cnt + r * W2, (int)W2) + 1) << W;
+                        for (uint64_t m = bm[g]; m; m &= m - 1, r++) {
+                            const uint64_t x = gm_bits_at(b, L, bm_at + cnt + r * W2, (int)W2) + 1;
+                            o[64 * g + __builtin_ctzll(m)] += (sgn ? (uint64_t)gm_unzigzag(x) : x) << W;
+                        }
                 } else { /* RUN: the runs, then value i is run rank(i + 1) - 1 */
                     if (ones != N || !(bm[0] & 1)) return GM_BLOB_BITMAP;
                     uint64_t runs[128];

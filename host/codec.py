@@ -34,8 +34,10 @@ ENC_LFOR = 1  # at least one block has a fitted slope
 ENC_PATCH, ENC_RUN = 2, 4  # format 3: some block is a PATCH / RUN block (flags, with ENC_LFOR)
 ENC_DICT = 8  # format 3: the blob holds codes into its segment's dictionary of the column
 ENC_DELTA = 16  # format 3: some block is a DELTA (or DELTA PATCH) block (with ENC_DICT: of its dictionary)
+ENC_SIGNED = 32  # format 3: some block is a DELTA SIGNED block (with ENC_DELTA; with ENC_DICT: of its dictionary)
 ENC_FLAGS = 0xFF  # the flag bits of an ``enc`` field; with ENC_DICT, bits 8.. hold the dictionary's place
-ENC_NAMES = {ENC_FOR: "FOR", ENC_LFOR: "LFOR", ENC_PATCH: "PATCH", ENC_RUN: "RUN", ENC_DICT: "DICT", ENC_DELTA: "DELTA"}
+ENC_NAMES = {ENC_FOR: "FOR", ENC_LFOR: "LFOR", ENC_PATCH: "PATCH", ENC_RUN: "RUN", ENC_DICT: "DICT", ENC_DELTA: "DELTA",
+             ENC_SIGNED: "SIGNED"}
 
 
 def enc_counts(enc: np.ndarray) -> dict:

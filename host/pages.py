@@ -12,14 +12,16 @@ its fields).
 
 - tag: ``TAG_LFOR`` (128) when the block's line has a slope, plus its width ``w`` (0..64) for a
   plain FOR/LFOR block, ``TAG_PATCH`` (65), ``TAG_RUN`` (66), ``TAG_DELTA`` (67) or
-  ``TAG_DELTA_PATCH`` (68); 69..127 are reserved for the encodings of the next steps
-  (``CorruptionError`` today).
+  ``TAG_DELTA_PATCH`` (68), ``TAG_DELTA_SIGNED`` (69); 70..127 are reserved for the encodings
+  of the next steps (``CorruptionError`` today).
 - fields, per block: ``zigzag(base - prediction)``, ``zigzag(slope)`` when it has one, then PATCH
-  and DELTA PATCH: ``w, w2, e``; RUN: ``w, runs``; DELTA: ``w``. The prediction is 0 for a page's
+  DELTA PATCH and DELTA SIGNED: ``w, w2, e``; RUN: ``w, runs``; DELTA: ``w``. The prediction is 0 for a page's
   first block, else where the previous block's line ended (``base + slope * n``, ``n`` its values
   or runs), so each page's fields parse on their own.
 - DELTA / DELTA PATCH blocks are plain / PATCH blocks whose offsets from the line are steps: value k
-  is the line at k plus their sum over ``0 .. k`` (docs/DESIGN.md §1).
+  is the line at k plus their sum over ``0 .. k`` (docs/DESIGN.md §1). DELTA SIGNED is DELTA PATCH
+  whose exceptions are signed: stored as ``zigzag(high part) - 1``, so a step may be below the
+  line's (a pack's timestamps, which jump back between two histories).
 - payload of block ``j``, from bit ``P_j`` (the bits of the blob's earlier blocks; zero bits to a
   whole byte at the end): ``n w`` bits of values (LSB first), then for PATCH / RUN a bitmap of
   ``count`` bits (the exceptions; the run starts), then PATCH's ``e w2`` bits of exceptions (the
@@ -53,7 +55,7 @@ import struct
 import numpy as np
 
 from gpumat.core.errors import CorruptionError
-from gpumat.core.staged import AUX_DELTA, AUX_DICT, AUX_FLAG, AUX_MAX_BLOCK, AUX_MAX_W2, AUX_PATCH, AUX_RUN
+from gpumat.core.staged import AUX_DELTA, AUX_DICT, AUX_FLAG, AUX_MAX_BLOCK, AUX_MAX_W2, AUX_PATCH, AUX_RUN, AUX_SIGNED
 from gpumat.host import codec, native
 from gpumat.host.ranges import ranges
 
@@ -118,13 +120,18 @@ def page_layout(nb_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np_s, np.repeat(np.arange(len(nb_s)), np_s)
 
 
-TAG_PATCH, TAG_RUN, TAG_DELTA, TAG_DELTA_PATCH = 65, 66, 67, 68  # tag & 0x7F of the extended blocks (69..127 reserved)
-TAG_LAST = TAG_DELTA_PATCH
+# tag & 0x7F of the extended blocks (70..127 reserved)
+TAG_PATCH, TAG_RUN, TAG_DELTA, TAG_DELTA_PATCH, TAG_DELTA_SIGNED = 65, 66, 67, 68, 69
+TAG_LAST = TAG_DELTA_SIGNED
 KIND_PLAIN, KIND_PATCH, KIND_RUN = 0, AUX_PATCH, AUX_RUN
 KIND_DELTA, KIND_DELTA_PATCH = AUX_DELTA, AUX_DELTA | AUX_PATCH  # the staged aux word's kinds
-_TAG_OF_KIND = np.array([0, TAG_PATCH, TAG_RUN, 0, TAG_DELTA, TAG_DELTA_PATCH])
-# varints after base (and slope) per kind: PATCH and DELTA PATCH w, w2, e; RUN w, runs; DELTA w
-_EXTRA_FIELDS = np.array([0, 3, 2, 0, 1, 3])
+KIND_DELTA_SIGNED = KIND_DELTA_PATCH | AUX_SIGNED
+_TAG_OF_KIND = np.zeros(KIND_DELTA_SIGNED + 1, np.int64)
+_TAG_OF_KIND[[KIND_PATCH, KIND_RUN, KIND_DELTA, KIND_DELTA_PATCH, KIND_DELTA_SIGNED]] = \
+    [TAG_PATCH, TAG_RUN, TAG_DELTA, TAG_DELTA_PATCH, TAG_DELTA_SIGNED]
+# varints after base (and slope) per kind: PATCH, DELTA PATCH and DELTA SIGNED w, w2, e; RUN w, runs; DELTA w
+_EXTRA_FIELDS = np.zeros(KIND_DELTA_SIGNED + 1, np.int64)
+_EXTRA_FIELDS[[KIND_PATCH, KIND_RUN, KIND_DELTA, KIND_DELTA_PATCH, KIND_DELTA_SIGNED]] = [3, 2, 1, 3, 3]
 # A column of a segment uses PATCH / RUN blocks only where they save at least this fraction of its
 # payload: each costs the kernels about 25 more instructions per value of the column in a batch
 # (13-15 without low bits; ``gpumat bench kernels --static``), worth it for a sparse flag column
@@ -136,9 +143,10 @@ EXT_MIN_SAVING = 1 / 16
 # beside their spread) only where they save at least this fraction of what the column takes without
 # them: a column with DELTA blocks costs the kernels a warp scan per tile and the walk of whole
 # blocks (about 2 more SASS instructions per value of the column, ``gpumat bench kernels --static``,
-# ts as DELTA PATCH), worth it for ML-1M's and ML-100K's ts (-19%, -17%), not for the bench tier's
+# ts as DELTA PATCH), worth it for ML-1M's and ML-100K's ts (-19%, -17%; -12% for ML-1M's events
+# cut into histories of 28 events, 1.24x -> 1.13x the tuned Parquet ts), not for the bench tier's
 # (-7.5%, which would take its long tenant from 3.0 to about 5 instructions per event).
-DELTA_MIN_SAVING = 1 / 8
+DELTA_MIN_SAVING = 1 / 10
 # ... and only in a column whose plain payload is at least this many bits (1 KiB): weighing them
 # costs a small append more than it could save (compaction weighs the merged segment again)
 EXT_MIN_BITS = 8192
@@ -155,8 +163,9 @@ class Blocks:
     """Per block of a blob (or of many): ``kind`` (``KIND_*``), the line ``base + slope * i`` and
     width ``w`` of its packed values, ``nv`` of them (``cnt``, or the runs of a RUN block), and a
     PATCH block's ``w2``-bit exceptions, ``e`` of them; ``cnt`` the block's values. ``bits()``:
-    its payload, ``nv w`` bits of values, then ``cnt`` bits of bitmap (PATCH, RUN, DELTA PATCH),
-    then ``e w2``. A DELTA block's values (and exceptions) are differences: prefix-summed on the line."""
+    its payload, ``nv w`` bits of values, then ``cnt`` bits of bitmap (PATCH, RUN, DELTA PATCH,
+    DELTA SIGNED), then ``e w2``. A DELTA block's values (and exceptions) are differences:
+    prefix-summed on the line."""
 
     def __init__(self, kind, w, base, slope, nv, w2, e, cnt):
         self.kind, self.w, self.base, self.slope, self.nv, self.w2, self.e, self.cnt = kind, w, base, slope, nv, w2, e, cnt
@@ -173,7 +182,7 @@ class Blocks:
 
 
 def has_bitmap(kind: np.ndarray) -> np.ndarray:
-    """Blocks of ``kind`` with a bitmap: PATCH, RUN, DELTA PATCH."""
+    """Blocks of ``kind`` with a bitmap: PATCH, RUN, DELTA PATCH, DELTA SIGNED."""
     return (np.asarray(kind) & 3) != 0
 
 
@@ -201,10 +210,37 @@ def _patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray):
     return cost[rows, best], best, w2[rows, best], e[rows, best]
 
 
+def _signed_patch_costs(r: np.ndarray, cnt: np.ndarray):
+    """``_patch_costs`` for signed exceptions (DELTA SIGNED): residuals ``r [n, lanes]`` (int64, 0
+    past each count), exceptions the values of ``r >> w1 != 0`` (arithmetic: every negative one),
+    stored as ``zigzag(r >> w1) - 1`` in ``w2 <= AUX_MAX_W2`` bits; only blocks with an exception."""
+    n = len(cnt)
+    neg = r < 0
+    bl = np.where(neg, 0, codec.bit_length(r.view(_U64)))  # [n, lanes]; a negative value: always one
+    hist = np.bincount((np.arange(n)[:, None] * 66 + bl).reshape(-1), minlength=66 * n).reshape(n, 66)
+    e = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:][:, :65] + neg.sum(axis=1)[:, None]  # [n, w1]
+    pmax = np.where(neg, 0, r).max(axis=1).view(_U64) if r.shape[1] else np.zeros(n, _U64)
+    nmax = np.where(neg, ~r, 0).max(axis=1).view(_U64) if r.shape[1] else np.zeros(n, _U64)  # ~r: -r - 1
+    sh = np.minimum(np.arange(65), 63).astype(_U64)[None, :]
+    with np.errstate(over="ignore"):
+        hp = np.where(np.arange(65)[None, :] < 64, pmax[:, None] >> sh, _U64(0))
+        hn = np.where(np.arange(65)[None, :] < 64, nmax[:, None] >> sh, _U64(0))
+        top = np.maximum(np.where(hp > 0, _U64(2) * hp - _U64(1), _U64(0)),
+                         np.where(neg.any(axis=1)[:, None], _U64(2) * hn, _U64(0)))  # the largest stored
+    w2 = codec.bit_length(top)
+    w1 = np.arange(65)
+    ok = (w1[None, :] < 64) & (w2 <= AUX_MAX_W2) & (w1[None, :] + w2 <= 64) & (e > 0)
+    cost = cnt[:, None] * (w1[None, :] + 1) + e * w2 + 8 * (2 + varint_len(e.astype(_U64)))
+    cost = np.where(ok, cost, 1 << 60)
+    best = np.argmin(cost, axis=1)
+    rows = np.arange(n)
+    return cost[rows, best], best, w2[rows, best], e[rows, best]
+
+
 class _Candidates:
-    """Every kind's cost of each block of a chunk (``cost [n, 6]``, bits of payload and fields, in
-    KIND order: plain, PATCH, RUN, -, DELTA, DELTA PATCH; ``_NEVER`` where a kind cannot take a
-    block) and what building each kind needs."""
+    """Every kind's cost of each block of a chunk (``cost [n, 14]``, bits of payload and fields, in
+    KIND order: plain, PATCH, RUN, -, DELTA, DELTA PATCH, -, ..., DELTA SIGNED; ``_NEVER`` where a
+    kind cannot take a block) and what building each kind needs."""
 
     def __init__(self, fit, c0: int, c1: int, delta: bool):
         cnt = fit.cnt[c0:c1]
@@ -241,8 +277,18 @@ class _Candidates:
             self.dw = codec.bit_length(do.max(axis=1))
             dpc, *self.dpatch = _patch_costs(do, cnt, self.dw)
             cost += [cnt * self.dw + 8 + sl_bytes(self.dmin), dpc + sl_bytes(self.dmin)]
+            # DELTA SIGNED: the line's step the smallest step that is not negative (a history's
+            # timestamps'), the steps below it (a pack's jumps back to the next history) exceptions
+            nonneg = live & (dx >= 0)
+            self.smin = np.where(nonneg.any(axis=1), np.where(nonneg, dx, np.iinfo(np.int64).max).min(axis=1)
+                                 if lanes > 1 else 0, 0)
+            self.ssteps = so = np.zeros_like(r).view(np.int64)
+            with np.errstate(over="ignore"):
+                so[:, 1:] = np.where(live, dx - self.smin[:, None], 0)
+            spc, *self.spatch = _signed_patch_costs(so, cnt)
+            cost += [never] * (KIND_DELTA_SIGNED - KIND_DELTA_PATCH - 1) + [spc + sl_bytes(self.smin)]
         else:
-            cost += [never, never]
+            cost += [never] * (KIND_DELTA_SIGNED - KIND_RUN)
         self.cost = np.stack(cost, 1)
 
     def kinds(self, allowed) -> np.ndarray:
@@ -254,12 +300,13 @@ class _Candidates:
     def size(self, kind: np.ndarray) -> int:
         """Payload bits of the blocks as ``kind``, plus 24 per extended block (its fields)."""
         cnt, fit = self.cnt, self.fit
-        w1, w2, e = (np.stack(x) for x in zip(self.patch, getattr(self, "dpatch", self.patch)))  # [2, n] each
+        w1, w2, e = (np.stack(x) for x in zip(self.patch, getattr(self, "dpatch", self.patch),
+                                              getattr(self, "spatch", self.patch)))  # [3, n] each
         bits = np.select(
-            [kind == KIND_PLAIN, kind == KIND_PATCH, kind == KIND_RUN, kind == KIND_DELTA],
+            [kind == KIND_PLAIN, kind == KIND_PATCH, kind == KIND_RUN, kind == KIND_DELTA, kind == KIND_DELTA_PATCH],
             [cnt * fit.w[self.c0:self.c1], cnt * (w1[0] + 1) + e[0] * w2[0], cnt + self.nr * self.rfit.w,
-             cnt * getattr(self, "dw", 0)],
-            cnt * (w1[1] + 1) + e[1] * w2[1])
+             cnt * getattr(self, "dw", 0), cnt * (w1[1] + 1) + e[1] * w2[1]],
+            cnt * (w1[2] + 1) + e[2] * w2[2])
         return int(bits.sum()) + 24 * int((kind != KIND_PLAIN).sum())
 
     def assemble(self, kind: np.ndarray):
@@ -270,23 +317,29 @@ class _Candidates:
         vals, bmap, exc = r.copy(), np.zeros_like(r), np.zeros_like(r)
         p, q = np.flatnonzero(kind == KIND_PATCH), np.flatnonzero(kind == KIND_RUN)
         dd, dp = np.flatnonzero(kind == KIND_DELTA), np.flatnonzero(kind == KIND_DELTA_PATCH)
+        ds = np.flatnonzero(kind == KIND_DELTA_SIGNED)
         if len(dd) or len(dp):
             both = np.concatenate([dd, dp])
             vals[both], base[both], slope[both], w[dd] = self.steps[both], self.x2[both, 0].view(np.int64), \
                 self.dmin[both], self.dw[dd]
-        for pp, rows, (w1s, w2s, es) in ((p, r, self.patch), (dp, getattr(self, "steps", r), getattr(self, "dpatch", self.patch))):
+        if len(ds):
+            base[ds], slope[ds] = self.x2[ds, 0].view(np.int64), self.smin[ds]
+        for pp, rows, (w1s, w2s, es), signed in (
+                (p, r, self.patch, False), (dp, getattr(self, "steps", r), getattr(self, "dpatch", self.patch), False),
+                (ds, getattr(self, "ssteps", r), getattr(self, "spatch", self.patch), True)):
             if not len(pp):
                 continue
             w1 = w1s[pp].astype(_U64)
             rp = rows[pp]
-            hi_p = rp >> w1[:, None]
+            # the high parts: arithmetic shifts of signed steps (every negative one an exception)
+            hi_p = (rp.view(np.int64) >> w1.astype(np.int64)[:, None]) if signed else rp >> w1[:, None]
             isx = hi_p != 0
-            vals[pp] = rp & ((_U64(1) << w1) - _U64(1))[:, None]
+            vals[pp] = rp.view(_U64) & ((_U64(1) << w1) - _U64(1))[:, None]
             bmap[pp] = isx
             # the exceptions, in position order, packed to the left of their rows
             rank = np.cumsum(isx, axis=1) - 1
             rr, cc = np.nonzero(isx)
-            exc[pp[rr], rank[rr, cc]] = hi_p[rr, cc] - _U64(1)
+            exc[pp[rr], rank[rr, cc]] = (zigzag(hi_p[rr, cc]) if signed else hi_p[rr, cc]) - _U64(1)
             w[pp], w2[pp], e[pp] = w1s[pp], w2s[pp], es[pp]
         if len(q):
             vals[q] = 0
@@ -298,7 +351,8 @@ class _Candidates:
 
 
 _NEVER = 1 << 60  # a cost no kind reaches (and no overflow when compared)
-_PLAIN_KINDS, _AUX_KINDS, _ALL_KINDS = (KIND_PLAIN,), (KIND_PLAIN, KIND_PATCH, KIND_RUN), (0, 1, 2, 4, 5)
+_PLAIN_KINDS, _AUX_KINDS = (KIND_PLAIN,), (KIND_PLAIN, KIND_PATCH, KIND_RUN)
+_ALL_KINDS = _AUX_KINDS + (KIND_DELTA, KIND_DELTA_PATCH, KIND_DELTA_SIGNED)
 
 
 def _blocks_and_pieces(b: Blocks, vals, bmap, exc):
@@ -307,8 +361,8 @@ def _blocks_and_pieces(b: Blocks, vals, bmap, exc):
 
 
 def _choose_chunk(fit, c0: int, c1: int, aux: bool, delta: bool = False):
-    """Per block of ``c0 .. c1``: FOR/LFOR (``fit``'s choice), PATCH or RUN (``aux``), DELTA or DELTA
-    PATCH (``delta``), whichever takes fewest bits (payload and fields; ties to the earlier kind).
+    """Per block of ``c0 .. c1``: FOR/LFOR (``fit``'s choice), PATCH or RUN (``aux``), DELTA, DELTA
+    PATCH or DELTA SIGNED (``delta``), whichever takes fewest bits (payload and fields; ties to the earlier kind).
     Returns ``(Blocks, pieces)``: ``pieces`` the rows to bit-pack (values, bitmap, exceptions), each
     ``(rows uint64 [n, lanes], width [n], count [n])``."""
     if aux and c1 > c0:
@@ -456,7 +510,8 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     region[ranges(fdst, fl_block)] = fbytes
     has = lambda m: (np.bincount(sob, weights=m, minlength=S) > 0).astype(np.int64)  # noqa: E731
     enc = has(lfor) * codec.ENC_LFOR | has((B.kind & 3) == KIND_PATCH) * codec.ENC_PATCH | \
-        has(B.kind == KIND_RUN) * codec.ENC_RUN | has((B.kind & AUX_DELTA) != 0) * codec.ENC_DELTA
+        has(B.kind == KIND_RUN) * codec.ENC_RUN | has((B.kind & AUX_DELTA) != 0) * codec.ENC_DELTA | \
+        has(B.kind == KIND_DELTA_SIGNED) * codec.ENC_SIGNED
     return region, blob_off, blob_nbytes, enc
 
 
@@ -496,8 +551,9 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
     if nbytes - (head + len(region)) < DICT_MIN_SAVING * nbytes:
         return plain
     out = np.concatenate([np.frombuffer(DICT_HEAD.pack(len(uniq), len(dblob)), np.uint8), dblob, region])
-    # (ENC_DELTA where the dictionary has DELTA blocks: releases before them refuse the segment at open)
-    return out, blob_off + head, blob_nbytes, enc | codec.ENC_DICT | (int(denc[0]) & codec.ENC_DELTA)
+    # (ENC_DELTA, ENC_SIGNED where the dictionary has DELTA (SIGNED) blocks: releases before them
+    # refuse the segment at open)
+    return out, blob_off + head, blob_nbytes, enc | codec.ENC_DICT | (int(denc[0]) & (codec.ENC_DELTA | codec.ENC_SIGNED))
 
 
 def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary") -> np.ndarray:
@@ -560,7 +616,7 @@ def realign(buf: np.ndarray, src_bit: np.ndarray, nbits: np.ndarray, out: np.nda
 
 
 _KIND_OF_TAG = np.zeros(128, np.int64)
-_KIND_OF_TAG[[TAG_PATCH, TAG_RUN, TAG_DELTA, TAG_DELTA_PATCH]] = [KIND_PATCH, KIND_RUN, KIND_DELTA, KIND_DELTA_PATCH]
+_KIND_OF_TAG[_TAG_OF_KIND[_TAG_OF_KIND > 0]] = np.flatnonzero(_TAG_OF_KIND)
 
 
 def tag_kind(tags: np.ndarray) -> np.ndarray:
@@ -569,8 +625,8 @@ def tag_kind(tags: np.ndarray) -> np.ndarray:
 
 
 def check_tags(tags: np.ndarray, where: str = "pages") -> None:
-    """``CorruptionError`` for a tag that is not FOR/LFOR of width 0..64, PATCH, RUN, DELTA or
-    DELTA PATCH (later formats' encodings)."""
+    """``CorruptionError`` for a tag that is not FOR/LFOR of width 0..64, PATCH, RUN, DELTA, DELTA
+    PATCH or DELTA SIGNED (later formats' encodings)."""
     bad = (np.asarray(tags, np.int64) & 0x7F) > TAG_LAST
     if bad.any():
         raise CorruptionError(f"{where}: block tag {int(np.asarray(tags)[np.flatnonzero(bad)[0]])} is not an "
@@ -632,7 +688,7 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
         slope[lfor] = unzigzag(vals[vpos[lfor] + 1])
         xp = vpos + 1 + lfor
         ext = kind != KIND_PLAIN
-        pt = (kind & 3) == KIND_PATCH  # PATCH, DELTA PATCH: w, w2, e
+        pt = (kind & 3) == KIND_PATCH  # PATCH, DELTA PATCH, DELTA SIGNED: w, w2, e
         big = _U64(1 << 40)  # field values saturate here (as in C): out of range, caught below
         w = np.where(ext, np.minimum(vals[np.minimum(xp, len(vals) - 1)], _U64(65)).astype(np.int64)
                      if len(vals) else 0, tag & 0x7F)
@@ -673,7 +729,8 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
     ``pay`` (uint8): ``(hdr int64 [K, 3], words int64)``, one zero word at the end. A plain block's
     bits are realigned to a word boundary (format 2's words); a PATCH, RUN or DELTA block gets its aux
     word, then its values and its bitmap (none for DELTA), each from a word boundary, then a PATCH block's exceptions as
-    32-bit words (their high parts, ``exception + 1``: one load each on the GPU). ``dict_blocks``
+    32-bit words (their high parts, ``exception + 1``, or for DELTA SIGNED ``unzigzag(exception + 1)``
+    as an int32: one load each on the GPU). ``dict_blocks``
     (bool per block, plain blocks only): blocks of codes, staged as DICT blocks (an aux word of kind
     ``AUX_DICT`` before their values; the caller adds where their dictionary starts to the base)."""
     src_bit = np.asarray(src_bit, dtype=np.int64)
@@ -710,6 +767,11 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
                 i = ranges(np.zeros(len(p), np.int64), e)
                 x = read_bits(pay, np.repeat(at, e) + i * np.repeat(w2, e), np.repeat(w2, e))
                 w32[np.repeat(2 * (off + vw + bw)[p], e) + i] = (x + _U64(1)).astype(np.uint32)
+            sg = p[b.kind[p] == KIND_DELTA_SIGNED]
+            if len(sg):  # DELTA SIGNED: the high part is unzigzag(stored + 1), staged as an int32
+                at = ranges(2 * (off + vw + bw)[sg], b.e[sg])
+                u = w32[at]
+                w32[at] = (u >> np.uint32(1)) ^ (np.uint32(0) - (u & np.uint32(1)))
         g = np.arange(4)
         at = 2 * (off[a] + vw[a])[:, None] + g[None, :]
         pc = np.where((g[None, :] < ((b.cnt[a] + 31) >> 5)[:, None]) & bm[a, None],

@@ -14,8 +14,9 @@ aux word, then per value its bitmap word, a rank (prefix byte + ``__popc``) and 
 ``n_words``, as the plain path's are: a bad header reads zeros, never outside the words. A DICT
 block (aux kind 3) then looks its value line up in the column's dictionaries, clamped to
 ``n_dicts - 1`` (0 for a column without them), as the contract defines. A DELTA block (aux kind 4
-or 5) has thread ``q`` take position ``q`` of the block and prefix-sums the offsets of the
-positions up to the tile's last in shared memory.
+or 5; a DELTA SIGNED one's exceptions, aux bit 8 too, are int32) has thread ``q`` take position
+``q`` of the block and prefix-sums the offsets of the positions up to the tile's last in shared
+memory.
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ __device__ __forceinline__ u64 offset_at(const i64* words, i64 n_words, i64 meta
         const i64 hit = (bmw >> sk) & 1u;
         if (kind == 2) {  // RUN
             *idx = rank + hit - 1;
-        } else if (kind == 1 && hit) {  // PATCH
-            patch = (u64)word32(words, n_words, 2 * word_off + (i64)((a >> 18) & 1023ull) + rank) << (w & 63);
+        } else if (kind == 1 && hit) {  // PATCH (DELTA SIGNED, aux bits 4 and 8: an int32 word)
+            const unsigned x = word32(words, n_words, 2 * word_off + (i64)((a >> 18) & 1023ull) + rank);
+            patch = ((a & 12ull) == 12ull ? (u64)(i64)(int)x : (u64)x) << (w & 63);
         }
     }
     return read_bits(words, n_words, word_off, *idx * w, w) + patch;

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from gpumat.core.staged import AUX_DELTA, AUX_DICT, AUX_FLAG, AUX_PATCH, AUX_RUN, WIDTH_MASK
+from gpumat.core.staged import AUX_DELTA, AUX_DICT, AUX_FLAG, AUX_PATCH, AUX_RUN, AUX_SIGNED, WIDTH_MASK
 
 
 def _lshr(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,8 @@ def _aux(words: torch.Tensor, meta: torch.Tensor, word_off: torch.Tensor, w: tor
 
     The aux word ``words[word_off - 1]``: low 32 bits ``kind | bm << 8 | ex << 18``, high 32 the
     rank prefix byte of each 32-lane group; ``bm`` and ``ex`` are 32-bit word offsets from
-    ``2 word_off`` of the bitmap and of the exceptions (one 32-bit word each, the high part ``x + 1``).
+    ``2 word_off`` of the bitmap and of the exceptions (one 32-bit word each, the high part ``x + 1``;
+    with ``AUX_SIGNED`` on a DELTA PATCH block, an int32).
     """
     a = words[(word_off - 1).clamp(0, words.numel() - 1)]  # [K, 1]
     kind = torch.where((meta & AUX_FLAG) != 0, a & 3, torch.zeros_like(a))
@@ -77,6 +78,8 @@ def _aux(words: torch.Tensor, meta: torch.Tensor, word_off: torch.Tensor, w: tor
     patch = 0
     if kinds & AUX_PATCH:
         x = _word32(words, 2 * word_off + ((a >> 18) & 1023) + rank)
+        sgn = (a & (AUX_DELTA | AUX_SIGNED)) == (AUX_DELTA | AUX_SIGNED)  # DELTA SIGNED: int32 words
+        x = torch.where(sgn & (x >= 1 << 31), x - (1 << 32), x)
         patch = torch.where((kind == AUX_PATCH) & (hit == 1), x << (w & 63), torch.zeros_like(x))
     return idx, patch, delta
 

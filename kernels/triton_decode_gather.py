@@ -45,7 +45,8 @@ without low bits, constants) skips the value loads (``NOBITS_MASK``). A column w
 block's value line: its code plus where its dictionary starts, which the host folds into its base.
 A column with DELTA blocks (aux kind 4 or 5, ``DELTA_MASK``) walks its tiles by block position and
 prefix-sums a DELTA block's offsets over the block (``_prefix``: on the GPU each thread holds
-consecutive positions, so one warp scan of the threads' sums; docs/DESIGN.md §4).
+consecutive positions, so one warp scan of the threads' sums; docs/DESIGN.md §4); a DELTA SIGNED
+block's exceptions (aux bit 8 on kind 5: a pack's timestamps) are sign-extended int32 words.
 
 The launch shapes were chosen from the SASS (``gpumat bench kernels --static``, 2026-12-01): 2.42 /
 2.56 warp-instructions per event for the long bench tenant with FOR blocks only, 2.86 / 2.96 with
@@ -274,7 +275,10 @@ if triton is not None:
                     m_hi = tl.where(wu >= 64, ones, tl.where(wu > 32, (one << ((wu - 32) & 31)) - one, 0))
                     bits = bits | ((_bits32(b, w3, s) & m_hi).to(tl.uint64) << 32)
                 if (PATCH_MASK >> c) & 1:
-                    bits = bits + (xh.to(tl.uint64) << (wu & 63).to(tl.uint64))
+                    xw = xh.to(tl.uint64)
+                    if (DELTA_MASK >> c) & 1:  # DELTA SIGNED (aux bits 4 and 8): the exception's word is an int32
+                        xw = tl.where((alo & 12) == 12, xh.to(tl.int32, bitcast=True).to(tl.int64).to(tl.uint64, bitcast=True), xw)
+                    bits = bits + (xw << (wu & 63).to(tl.uint64))
                 if (DELTA_MASK >> c) & 1:  # a DELTA block's offsets, prefix-summed over the block
                     bits = tl.where(isdel, _prefix(bits, ONE_D, LANES, STEPS), bits)
                 slope_u = slope.to(tl.uint64, bitcast=True)
@@ -285,6 +289,7 @@ if triton is not None:
                     val = (lane_v + slope_u * sk.to(tl.uint64) + bits).to(tl.int64, bitcast=True)
             else:
                 # An int32 output needs only the low 32 bits of base + slope * k + r: wrapping 32-bit math.
+                # (DELTA SIGNED's int32 exceptions: the same low 32 bits as sign-extended ones)
                 if (PATCH_MASK >> c) & 1:  # an int32 column's blocks are <= 32 bits wide: w < 32 for PATCH
                     if (DELTA_MASK >> c) & 1:  # (but a DELTA block's steps take up to 33 bits: w = 32 adds 0)
                         lo32 = lo32 + tl.where(wu < 32, xh << (wu & 31), 0)

@@ -104,6 +104,28 @@ def encode_delta(x: list[int], rng, patch: bool = False):
     return ("delta_patch", signed(x[0]), dmin, w1, [v & ((1 << w1) - 1) for v in o], hit, w2, exc)
 
 
+def encode_delta_signed(x: list[int], rng):
+    """A DELTA SIGNED block of x (DESIGN §4), or None: DELTA PATCH whose line step ``dmin`` is any of
+    the steps, so the steps below it are exceptions too: signed high parts ``o >> w1`` (arithmetic),
+    stored as ``zigzag - 1`` in w2 <= 31 bits and staged as int32 words."""
+    steps = [signed(x[k] - x[k - 1]) for k in range(1, len(x))]
+    if not steps:
+        return None
+    dmin = steps[int(rng.integers(len(steps)))]
+    o = [0] + [signed(d - dmin) for d in steps]
+    w1 = int(rng.integers(0, 24))
+    hit = [int(v >> w1 != 0) for v in o]
+    exc = [(2 * (v >> w1) if v >= 0 else -2 * (v >> w1) - 1) - 1 for v in o if v >> w1]
+    w2 = max(exc).bit_length() if exc else 0
+    if not exc or w2 > 31:
+        return None
+    return ("delta_signed", signed(x[0]), dmin, w1, [v & ((1 << w1) - 1) for v in o], hit, w2, exc)
+
+
+def unzigzag(z: int) -> int:
+    return (z >> 1) ^ -(z & 1)
+
+
 def encode_run(x: list[int]):
     """A RUN block of x: a bitmap of run starts, and the runs' values as a FOR/LFOR line."""
     hit = [int(k == 0 or x[k] != x[k - 1]) for k in range(len(x))]
@@ -122,7 +144,7 @@ def stage_block(blk, words: list[int]) -> int:
         meta = (len(words) << 8) | 0x80 | w
         words.extend(pack_bits(r, w))
         return meta
-    if blk[0] not in ("patch", "run", "delta", "delta_patch"):
+    if blk[0] not in ("patch", "run", "delta", "delta_patch", "delta_signed"):
         base, slope, w, r = blk
         meta = (len(words) << 8) | w
         words.extend(pack_bits(r, w))
@@ -131,12 +153,13 @@ def stage_block(blk, words: list[int]) -> int:
     vw, bw = pack_bits(vals, w), (pack_bits(hit, 1) if kind != "delta" else [])
     bits = sum(b << (64 * i) for i, b in enumerate(bw))
     pre = [bin(bits & ((1 << (32 * g)) - 1)).count("1") for g in range(4)]
-    code = {"patch": 1, "run": 2, "delta": 4, "delta_patch": 5}[kind]
+    code = {"patch": 1, "run": 2, "delta": 4, "delta_patch": 5, "delta_signed": 13}[kind]
     aux = code | (2 * len(vw) << 8) | (2 * (len(vw) + len(bw)) << 18)
     aux |= sum(p << (32 + 8 * g) for g, p in enumerate(pre))
     words.append(aux)
     meta = (len(words) << 8) | 0x80 | w
-    words.extend(vw + bw + pack_bits([x + 1 for x in exc], 32))  # high parts, a 32-bit word each
+    # high parts, a 32-bit word each (DELTA SIGNED: int32)
+    words.extend(vw + bw + pack_bits([unzigzag(x + 1) % (1 << 32) if kind == "delta_signed" else x + 1 for x in exc], 32))
     return meta
 
 
@@ -146,10 +169,11 @@ def block_values(blk, cnt: int) -> list[int]:
         _, base, slope, w1, low, hit, w2, exc = blk
         rank = [sum(hit[:k]) for k in range(cnt)]
         return [signed(base + slope * k + low[k] + ((exc[rank[k]] + 1) << w1 if hit[k] else 0)) for k in range(cnt)]
-    if blk[0] in ("delta", "delta_patch"):
+    if blk[0] in ("delta", "delta_patch", "delta_signed"):
         _, base, slope, w1, low, hit, w2, exc = blk
         rank = [sum(hit[:k]) for k in range(cnt)]
-        o = [low[k] + ((exc[rank[k]] + 1) << w1 if hit[k] else 0) for k in range(cnt)]
+        hi = [unzigzag(e + 1) for e in exc] if blk[0] == "delta_signed" else [e + 1 for e in exc]
+        o = [low[k] + (hi[rank[k]] << w1 if hit[k] else 0) for k in range(cnt)]
         return [signed(base + slope * k + sum(o[: k + 1])) for k in range(cnt)]
     if blk[0] == "run":
         _, base, slope, w, r, hit, _, _ = blk
@@ -221,7 +245,7 @@ def make_history(rng, n: int, dtype: str, is_ts: bool, bs: int = BS, aux: bool =
 
 def make_aux_history(rng, n: int, dtype: str, is_ts: bool, bs: int):
     """Like make_history, with blocks of repeats (RUN), of rare outliers (PATCH) and of differences
-    (DELTA, DELTA PATCH) at random."""
+    (DELTA, DELTA PATCH, DELTA SIGNED) at random; timestamps sometimes jump back (a pack's histories)."""
     vals, blocks = [], []
     t0 = int(rng.integers(0, 1 << 40))
     lim = (I32_MIN, I32_MAX) if dtype == "int32" else (I64_MIN, I64_MAX)
@@ -231,6 +255,8 @@ def make_aux_history(rng, n: int, dtype: str, is_ts: bool, bs: int):
             gaps = rng.integers(0, 1000, size=cnt) * (rng.random(cnt) < 0.4)
             if rng.random() < 0.3:
                 gaps[rng.integers(cnt)] = 1 << int(rng.integers(20, 40))
+            if rng.random() < 0.3:  # the next histories of a pack: jumps back
+                gaps[rng.integers(0, cnt, size=int(rng.integers(1, 6)))] = -rng.integers(1, 1 << 26, size=1)
             x = [t0 + int(g) for g in np.cumsum(gaps)]
             t0 = x[-1]
         else:
@@ -243,7 +269,8 @@ def make_aux_history(rng, n: int, dtype: str, is_ts: bool, bs: int):
                 x = [int(v) for v in np.repeat(rng.integers(*lim, size=cnt, endpoint=True), rng.integers(1, 9, size=cnt))[:cnt]]
             else:
                 x = [int(v) for v in rng.integers(-50, 50, size=cnt)]
-        cands = [encode_patch(x, rng), encode_run(x), encode_delta(x, rng), encode_delta(x, rng, True)] if cnt <= 128 else []
+        cands = [encode_patch(x, rng), encode_run(x), encode_delta(x, rng), encode_delta(x, rng, True),
+                 encode_delta_signed(x, rng)] if cnt <= 128 else []
         cands = [c for c in cands if c is not None]
         blk = cands[int(rng.integers(len(cands)))] if cands and rng.random() < 0.8 else encode_block(x)
         assert block_values(blk, cnt) == [signed(v) for v in x]

@@ -196,7 +196,66 @@ def test_delta_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
     check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n, tuple(SCHEMA) if bs == 128 else ("ts",))
 
 
-def test_delta_only_where_it_saves_an_eighth():
+def pack_columns(rng, n):
+    """Columns shaped like a pack's (a run of short histories back to back, DESIGN §2): timestamps
+    that step up within a history and jump back or ahead between histories (DELTA SIGNED), the
+    same in milliseconds, and an int32 column of the same shape (the kernels' 32-bit path)."""
+    lens = rng.integers(1, 32, n)
+    first = np.zeros(n, bool)
+    first[np.cumsum(lens)[np.cumsum(lens) < n]] = True
+    first[0] = True
+    step = np.where(rng.random(n) < 0.5, 0, rng.integers(1, 300, n)) + np.where(rng.random(n) < 0.03, 10**5, 0)
+    start = rng.integers(9 * 10**8, 10**9, n)  # each history's first timestamp: anywhere in three years
+    hist = np.cumsum(first) - 1
+    within = np.cumsum(step) - np.cumsum(step)[np.flatnonzero(first)][hist]
+    ts = start[hist] + within
+    return {"ts": ts, "item_id": ts * 1000 + rng.integers(0, 1000, n), "action": (ts - 9 * 10**8).astype(np.int32)}
+
+
+@pytest.mark.parametrize("bs", [32, 128])
+def test_signed_delta_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
+    """A pack's timestamps take DELTA SIGNED blocks (steps below the line's are exceptions with a
+    sign: the jumps back between histories), chosen where they pay, and decode to the values whole,
+    by any block window and by any value range of a block, in memory and by ranges; with 128-value
+    blocks a flipped byte of a compacted file is caught."""
+    rng = np.random.default_rng(30 + bs)
+    n = 9000
+    sc = np.array([n - 300, 100, 150, 50])
+    users = np.repeat(np.arange(4), sc)
+    cols = pack_columns(rng, n)
+    for name, x in cols.items():
+        region, off, nbytes, enc = pages.encode_stripes(x.astype(np.int64), sc, bs)
+        assert (enc[0] & codec.ENC_SIGNED) and (enc[0] & codec.ENC_DELTA), name
+        kinds = pages.tag_kind(region[off[0] : off[0] + (sc[0] + bs - 1) // bs])
+        assert (kinds == pages.KIND_DELTA_SIGNED).mean() > 0.5, name
+        # unsigned DELTA PATCH alone (the line's step the smallest, most negative, step) takes far more
+        unsigned = pages._Candidates(codec.fit_blocks(x.astype(np.int64), sc, bs), 0, 10, True)
+        assert unsigned.size(unsigned.kinds((0, 1, 2, 4, 5))) > 1.15 * unsigned.size(unsigned.kinds(pages._ALL_KINDS))
+        assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n)
+
+
+def test_signed_delta_exceptions_at_their_limits():
+    """DELTA SIGNED round-trips steps at the edges of its fields: jumps of +-2^30 high parts (31-bit
+    exceptions), wrapping 64-bit steps, and a block whose only exception is its one negative step."""
+    rng = np.random.default_rng(9)
+    n = 4096
+    base = np.cumsum(rng.integers(0, 4, n))
+    for jump in (-(1 << 30), (1 << 30) - 1, -(1 << 40), 1 << 40, I64.min, I64.max):
+        x = base.copy()
+        at = rng.integers(1, n, 40)
+        with np.errstate(over="ignore"):
+            for a in at:
+                x[a:] += np.int64(jump) // 2 if jump in (I64.min, I64.max) else jump
+        region, off, nbytes, enc = pages.encode_stripes(x, np.array([n]), 128)
+        assert pages.decode_blob(region, n, 128).tolist() == x.tolist(), jump
+    x = base.copy()
+    x[1000:] -= 7
+    region, off, nbytes, enc = pages.encode_stripes(x, np.array([n]), 128)
+    assert pages.decode_blob(region, n, 128).tolist() == x.tolist()
+
+
+def test_delta_only_where_it_saves_enough():
     """DELTA costs the kernels a prefix sum per tile: a column whose DELTA blocks would save less than
     DELTA_MIN_SAVING of its bytes keeps its other blocks (timestamps whose steps are as wide as
     their spread around a line: the bench tier's)."""
@@ -214,7 +273,7 @@ def test_delta_only_where_it_saves_an_eighth():
 
 def test_delta_fields_and_tags_out_of_range_are_corruption():
     """A DELTA block's width past 64, a DELTA PATCH block's exceptions past their width, or a tag past
-    DELTA PATCH (69..127: later formats') is a ``CorruptionError`` on both decoders."""
+    DELTA SIGNED (70..127: later formats') is a ``CorruptionError`` on both decoders."""
     n = 2000
     rng = np.random.default_rng(1)
     x = np.cumsum(rng.integers(0, 6, n) + np.where(rng.random(n) < 0.05, 10**6, 0))
@@ -222,7 +281,7 @@ def test_delta_fields_and_tags_out_of_range_are_corruption():
     assert (enc & codec.ENC_DELTA).all()
     assert pages.decode_blob(region, n, 128).tolist() == x.tolist()
     bad = region.copy()
-    bad[0] = (bad[0] & 0x80) | 69
+    bad[0] = (bad[0] & 0x80) | 70
     with pytest.raises(CorruptionError, match="not an encoding|tag"):
         pages.decode_blob(bad, n, 128)
     caught = 0
@@ -354,10 +413,10 @@ def test_malformed_pages_are_corruption():
     region, off, nbytes, _ = pages.encode_stripes(x, np.array([300]), 128)
     assert pages.decode_blob(region, 300, 128).tolist() == x.tolist()
     bad_tag = region.copy()
-    bad_tag[0] = 69  # past DELTA PATCH: the encodings of later formats
+    bad_tag[0] = 70  # past DELTA SIGNED: the encodings of later formats
     with pytest.raises(CorruptionError, match="not an encoding"):
         pages.decode_blob(bad_tag, 300, 128)
-    for t in (65, 66, 67, 68):  # a plain block's tag read as PATCH / RUN / DELTA: its fields no longer match
+    for t in (65, 66, 67, 68, 69):  # a plain block's tag read as PATCH / RUN / DELTA: its fields no longer match
         bad_tag[0] = t
         with pytest.raises(CorruptionError):
             pages.decode_blob(bad_tag, 300, 128)
@@ -675,16 +734,18 @@ def test_index_values_that_would_wrap_are_corruption(tmp_path):
 
 def blob_set(rng):
     """Blobs of every kind back to back at odd byte offsets in one buffer: plain FOR / LFOR (one page
-    and many, blocks over 128 values), PATCH, RUN, DELTA and DELTA PATCH, and codes into segment dictionaries. Returns
+    and many, blocks over 128 values), PATCH, RUN, DELTA, DELTA PATCH and DELTA SIGNED, and codes into segment
+    dictionaries. Returns
     ``(buf, boff, blen, count, bs, dicts, dstart, dlen, want)``."""
     bs = int(rng.choice([8, 32, 128]))
     parts, boff, blen, count, dstart, dlen, want, dicts = [], [], [], [], [], [], [], []
     at = 0
     for kind in rng.permutation(7):
         n = int(rng.integers(1, 40 * bs))
-        if kind == 6:  # DELTA / DELTA PATCH blocks (ids: a walk; an int32 walk)
+        if kind == 6:  # DELTA / DELTA PATCH / DELTA SIGNED blocks (ids: a walk; an int32 walk; a pack's columns)
             kind = 2
-            x = delta_columns(rng, n)[str(rng.choice(["ts", "item_id", "action"]))].astype(np.int64)
+            x = (delta_columns if rng.random() < 0.5 else pack_columns)(rng, n)[str(rng.choice(["ts", "item_id", "action"]))]
+            x = x.astype(np.int64)
         elif kind == 0:
             x = np.sort(rng.integers(0, 10**12, n))
         elif kind == 1:

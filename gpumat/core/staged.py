@@ -48,11 +48,15 @@ PACK_ALIGN = 16
 # dictionary starts in ``dicts``, which the host adds to its base), value = ``dicts[min(i, D - 1)]``
 # (the kernels' clamp is the definition's). ``kind & AUX_DELTA`` on a plain or PATCH block (kind 4
 # or 5; ignored on RUN and DICT): its offsets from the line (bits, plus a PATCH exception) are
-# differences, so value k is the line at k plus their sum over positions ``0 .. k``.
+# differences, so value k is the line at k plus their sum over positions ``0 .. k``. ``kind &
+# AUX_SIGNED`` on a DELTA PATCH block (kind 13; ignored on every other kind): its exceptions' 32-bit
+# words are signed (two's complement, sign-extended before the shift), so a step may go back: a
+# pack's timestamps (host/pages.py), which jump back where one history ends and the next begins.
 WIDTH_MASK = 0x7F
 AUX_FLAG = 0x80
 AUX_PATCH, AUX_RUN, AUX_DICT = 1, 2, 3
 AUX_DELTA = 4  # a flag on kind 0 (plain) or 1 (PATCH)
+AUX_SIGNED = 8  # a flag on kind 5 (DELTA PATCH): signed exceptions
 AUX_KINDS_ALL = 15  # ``StagedBatch.aux``'s bits: 1 PATCH, 2 RUN, 4 DICT, 8 DELTA
 AUX_MAX_BLOCK = 128  # the four prefix bytes cover blocks of up to 4 x 32 values
 AUX_MAX_W2 = 31  # the stored exceptions' width: their high parts (exception + 1) fit a 32-bit word
@@ -364,7 +368,8 @@ def decode_values(hdr, words, block, k, dicts=None, lookup: bool = True) -> np.n
 
     - DELTA (``kind & AUX_DELTA`` with kind 0 or 1): the offsets from the line (``bits``, plus a
       PATCH block's exception) are differences: value k is ``base + slope * k`` plus their sum over
-      positions ``0 .. k`` (a prefix sum; the encoder stores 0 at position 0).
+      positions ``0 .. k`` (a prefix sum; the encoder stores 0 at position 0). With ``AUX_SIGNED``
+      too (a DELTA PATCH block), ``X`` is a signed 32-bit word: ``+ int32(X) << w``.
     - DICT: that value's low 32 bits ``i`` index the column's dictionaries (the block's code plus
       where its dictionary starts: the stager adds that to the base): ``dicts[min(i, D - 1)]``
       (0 for an empty ``dicts``).
@@ -381,6 +386,11 @@ def decode_values(hdr, words, block, k, dicts=None, lookup: bool = True) -> np.n
     >>> h = np.array([[100, 3, (1 << 8) | AUX_FLAG | 2]])  # DELTA: the line 100 + 3 k plus the sums of 0, 1, 2, 3
     >>> decode_values(h, np.array([AUX_DELTA, 0b11100100, 0]), np.zeros(4, np.int64), np.arange(4)).tolist()
     [100, 104, 109, 115]
+    >>> aux = AUX_PATCH | AUX_DELTA | AUX_SIGNED | (2 << 8) | (3 << 18)  # an exception of -1 at k = 2: a step back
+    >>> w = np.array([aux, 0b10010100, 4 | (0xFFFFFFFF << 32) - (1 << 64)], dtype=np.int64)
+    >>> h = np.array([[100, 0, (1 << 8) | AUX_FLAG | 2]])  # DELTA PATCH, signed: offsets 0, 1, 1 - 4, 2
+    >>> decode_values(h, w, np.zeros(4, np.int64), np.arange(4)).tolist()
+    [100, 101, 98, 100]
     >>> h = np.array([[1 + 2, 0, (1 << 8) | AUX_FLAG | 1]])  # DICT: codes 1 + (0, 1), its dictionary from 2
     >>> decode_values(h, np.array([AUX_DICT, 0b10, 0]), np.zeros(2, np.int64), np.arange(2),
     ...               dicts=np.array([7, 7, -5, 40, 900])).tolist()
@@ -426,7 +436,9 @@ def _decode_values(hdr, words, block, k, dicts, lookup: bool, scan: bool) -> np.
         pt = np.flatnonzero((kind == AUX_PATCH) & (hit == 1))
         if pt.size:
             at = 2 * of[pt] + ex[pt] + rank[pt]
-            x = np.where((at >= 0) & (at < n32), w32[np.clip(at, 0, n32 - 1)], np.uint32(0)).astype(_U64)
+            x = np.where((at >= 0) & (at < n32), w32[np.clip(at, 0, n32 - 1)], np.uint32(0))
+            sgn = (aw[pt] & _U64(AUX_DELTA | AUX_SIGNED)) == _U64(AUX_DELTA | AUX_SIGNED)  # signed: int32
+            x = np.where(sgn, x.view(np.int32).astype(np.int64).view(_U64), x.astype(_U64))
             with np.errstate(over="ignore"):
                 patch.reshape(-1)[a[pt]] = x << (w.reshape(-1)[a[pt]] & 63).astype(_U64)
     with np.errstate(over="ignore"):
