@@ -140,6 +140,47 @@ def test_packs_only_where_the_blobs_are_smaller(tmp_path, monkeypatch):
     assert sizes[writer.PACK_BELOW] < 0.8 * sizes[0], sizes  # (about 0.65: 1-4 events a history)
 
 
+def test_pack_flags_cut_runs_of_short_stripes_greedily_at_a_block():
+    """``pack_flags``: only stripes under PACK_BELOW events share a pack; a pack of several holds at
+    most PACK_EVENTS events (one block of 128: never a second block for a few events), and a pack
+    ends only where the next short stripe would not fit."""
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        count = np.where(rng.random(300) < 0.8, rng.integers(0, writer.PACK_BELOW, 300), rng.integers(32, 500, 300))
+        cont = writer.pack_flags(count)
+        small = count < writer.PACK_BELOW
+        assert cont[0] == 0 and not (cont.astype(bool) & ~small).any()
+        assert not (cont[1:].astype(bool) & ~small[:-1]).any()  # a stripe after a long one starts a pack
+        first = np.flatnonzero(cont == 0)
+        size = np.add.reduceat(count, first)
+        assert (size[np.diff(np.append(first, len(count))) > 1] <= writer.PACK_EVENTS).all()
+        nxt = first[1:]  # each pack's end: the next stripe is long, or would not fit
+        assert (~small[nxt] | ~small[nxt - 1] | (size[:-1] + count[nxt] > writer.PACK_EVENTS)).all()
+
+
+def test_packed_timestamps_take_signed_delta_blocks(tmp_path):
+    """A pack's timestamps step up within each history and jump back between them: they take DELTA
+    SIGNED blocks (the jumps as signed exceptions), and read back as stored."""
+    rng = np.random.default_rng(7)
+    n = rng.integers(1, 13, 3000)
+    uid = np.repeat(np.arange(3000), n)
+    step = rng.choice([0, 2, 30, 3600], int(n.sum()), p=[0.4, 0.3, 0.2, 0.1])
+    first = np.cumsum(n) - n
+    within = np.cumsum(step) - np.repeat(np.cumsum(step)[first], n)  # each history's own steps from 0
+    ts = np.repeat(1_600_000_000 + rng.integers(0, 10**8, 3000), n) + within
+    tab = pa.table({"user_id": uid, "ts": ts, "item_id": rng.integers(0, 5000, int(n.sum())),
+                    "action": np.zeros(int(n.sum()), np.int32)})
+    t = Tier.create(str(tmp_path / "t"), SCHEMA)
+    m = Model()
+    t.append(tab)
+    m.append(tab)
+    st = t.stats()
+    assert st["packed_stripes"] > 2900
+    packs = int(np.unique(t.directory().owner).size)  # (stats count a pack's blobs once)
+    assert st["columns"]["ts"]["encodings"]["SIGNED"] > 0.9 * packs, st["columns"]["ts"]["encodings"]
+    check_version(t, m, t.version)
+
+
 def _segment_with(tmp_path, name, change):
     """A format-3 segment of one pack of three stripes, its index fields changed by ``change``."""
     from gpumat.host import pages
