@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 13; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 14; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -123,6 +123,42 @@ static int decode_plain(const uint64_t *words, int64_t nwords, int64_t off, int 
         GM_CASE(57) GM_CASE(58) GM_CASE(59) GM_CASE(60) GM_CASE(61) GM_CASE(62) GM_CASE(63) GM_CASE(64)
     }
     return 0;
+}
+
+/* A RADIX block's values [lo, hi) (docs/DESIGN.md §1; gpumat/core/staged.py decode_values): value k is
+ * base + slope k + digit k mod g of code k div g (codes[q - q0]), digit j of a code its quotient by
+ * R^j mod R. The power is carried along (R^g <= 2^16 in a valid block; a zero divisor, only in an
+ * invalid one, gives digit 0). */
+static void gm_radix_expand(const uint64_t *codes, int64_t q0, uint64_t R, int64_t g, uint64_t base, uint64_t slope,
+                            int64_t lo, int64_t hi, uint64_t *out) {
+    if (R < 2) R = 2;
+    if (g < 1) g = 1;
+    int64_t q = lo / g, r = lo % g;
+    uint64_t d = 1;
+    for (int64_t j = 0; j < r; j++) d *= R;
+    for (int64_t k = lo; k < hi; k++) {
+        const uint64_t c = codes[q - q0];
+        out[k - lo] = base + slope * (uint64_t)k + (d ? (c / d) % R : 0);
+        if (++r == g) r = 0, d = 1, q++;
+        else d *= R;
+    }
+}
+
+/* host/pages.py RADIX_G / RADIX_W (part of the format: a RADIX block stores only R): the digits g a
+ * code and the code width w <= 16 with the fewest bits a digit (ties: fewer digits); g = w = 0 for an
+ * R of no gain (R < 3, R > 256, powers of two). */
+static void gm_radix_code(int64_t R, int64_t *g, int64_t *w) {
+    *g = *w = 0;
+    if (R < 3 || R > 256) return;
+    int64_t bw = 64 - __builtin_clzll((uint64_t)(R - 1)), bg = 1;
+    uint64_t p = (uint64_t)R;
+    for (int64_t gg = 2; gg <= 16; gg++) {
+        p *= (uint64_t)R;
+        if (p > 65536) break;
+        const int64_t ww = 64 - __builtin_clzll(p - 1);
+        if (ww * bg < bw * gg) bw = ww, bg = gg;
+    }
+    if (bg > 1) *g = bg, *w = bw;
 }
 
 /* A PATCH or RUN block (meta bit 7, docs/DESIGN.md §4; gpumat/core/staged.py decode_values is the
@@ -184,6 +220,13 @@ static int decode_aux(const uint64_t *words, int64_t nwords, int64_t off, int w,
             if (i > i1) return 1;
             out[k - lo] = runs[i - i0];
         }
+        return 0;
+    }
+    if ((aux & 31) == 16) { /* RADIX: its codes [lo / g, (hi - 1) / g] as a plain block (line 0), then their digits */
+        const int64_t g = ((aux >> 18) & 1023) ? (int64_t)((aux >> 18) & 1023) : 1, q0 = lo / g, q1 = (hi - 1) / g;
+        uint64_t codes[128];
+        if (decode_plain(words, nwords, off, w, 0, 0, q0, q1 - q0 + 1, codes, clamp)) return 1;
+        gm_radix_expand(codes, q0, (aux >> 8) & 1023, g, base, slope, lo, hi, out);
         return 0;
     }
     if ((aux & 4) && kind <= 1) { /* DELTA: the offsets of 0 .. hi - 1 (line 0), prefix-summed onto the line */
@@ -345,7 +388,8 @@ void gm_chunk_hash(const unsigned char *buf, int64_t n, int64_t chunk, const int
  * of fbuf; its blocks are the run of blocks with page_of == p (sorted), of tags tag and cnt values. Per
  * block: LEB128 zigzag(base - prediction); zigzag(slope) when tag & 0x80; then for a PATCH block (tag &
  * 0x7F == 65), a DELTA PATCH one (68) or a DELTA SIGNED one (69) w, w2, e, for a RUN block (66) w, runs,
- * for a DELTA one (67) w.
+ * for a DELTA one (67) w, for a RADIX one (70) R (as w2; its g, as e, and w from R, gm_radix_code; its
+ * codes, nv, cnt / g rounded up).
  * The prediction is 0 for a page's first block, else
  * the previous block's base + slope * nv (nv: its runs for RUN, else cnt). Writes base, slope, w, nv, w2,
  * e per block (large field values saturate at 2^40; host/pages.py checks their ranges). Returns 0, or
@@ -375,18 +419,23 @@ static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end
     const int64_t t = tag & 0x7F;
     if (gm_varint(fbuf, pos, end, &d)) return 1;
     if ((tag & 0x80) && gm_varint(fbuf, pos, end, &z)) return 1;
-    const int patch = t == 65 || t >= 68; /* PATCH, DELTA PATCH, DELTA SIGNED: w, w2, e; RUN: w, runs; DELTA: w */
+    const int three = t == 65 || t == 68 || t == 69; /* PATCH, DELTA PATCH, DELTA SIGNED: w, w2, e; RUN: w, runs; DELTA, RADIX: one */
     if (t >= 65 && gm_varint(fbuf, pos, end, &x1)) return 1;
-    if ((patch || t == 66) && gm_varint(fbuf, pos, end, &x2)) return 1;
-    if (patch && gm_varint(fbuf, pos, end, &x3)) return 1;
+    if ((three || t == 66) && gm_varint(fbuf, pos, end, &x2)) return 1;
+    if (three && gm_varint(fbuf, pos, end, &x3)) return 1;
     uint64_t b = *pred + (uint64_t)gm_unzigzag(d);
     int64_t sl = gm_unzigzag(z);
     *base = (int64_t)b;
     *slope = sl;
     *w = t >= 65 ? (x1 > 64 ? 65 : (int64_t)x1) : t;
     *nv = t == 66 ? gm_sat(x2) : cnt;
-    *w2 = patch ? gm_sat(x2) : 0;
-    *e = patch ? gm_sat(x3) : 0;
+    *w2 = three ? gm_sat(x2) : 0;
+    *e = three ? gm_sat(x3) : 0;
+    if (t == 70) { /* RADIX: R; g and w from it */
+        gm_radix_code(gm_sat(x1), e, w);
+        *w2 = gm_sat(x1);
+        if (*e) *nv = (cnt + *e - 1) / *e;
+    }
     *pred = b + (uint64_t)sl * (uint64_t)*nv;
     return 0;
 }
@@ -443,7 +492,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
     int64_t plain_bits = 0;
     for (int64_t j = 0; j < nb; j++) {
         const int t = b[j] & 0x7F;
-        if (t > 69) return GM_BLOB_TAG;
+        if (t > 70) return GM_BLOB_TAG;
         if (t >= 65) ext = 1;
         else plain_bits += (j + 1 < nb ? bs : count - j * bs) * t;
     }
@@ -483,16 +532,20 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
             const int64_t cnt = j + 1 < nb ? bs : count - j * bs, k = j - j0, t = b[j] & 0x7F;
             const int64_t W = w[k], N = nv[k], E = e[k], W2 = w2[k];
             /* DELTA, DELTA PATCH, DELTA SIGNED: prefix-summed offsets; DELTA SIGNED: exceptions zigzagged */
-            const int patch = t == 65 || t >= 68, delta = t >= 67, sgn = t == 69;
+            const int patch = t == 65 || t == 68 || t == 69, delta = t >= 67 && t <= 69, sgn = t == 69, radix = t == 70;
             if ((patch && (W2 > 31 || W + W2 > 64 || E < 1 || E > cnt || W > 63)) || (t == 66 && (N < 1 || N > cnt)) ||
-                (t >= 65 && (W > 64 || cnt > 128)))
+                (t >= 65 && (W > 64 || cnt > 128)) || (radix && E < 2))
                 return GM_BLOB_RANGE;
-            const int64_t at = 8 * pay + P, bits = N * W + (t >= 65 && t != 67 ? cnt : 0) + E * W2;
+            const int64_t at = 8 * pay + P, bits = N * W + (patch || t == 66 ? cnt : 0) + (patch ? E * W2 : 0);
             if (at + bits > limit) return GM_BLOB_PAYLOAD;
             uint64_t *o = out + j * bs;
             const uint64_t bv = delta ? 0 : (uint64_t)base[k], sl = delta ? 0 : (uint64_t)slope[k];
             if (t < 65 || t == 67) {
                 gm_plain_bits(b, L, at, (int)W, bv, sl, cnt, scratch, o);
+            } else if (radix) { /* RADIX: its N codes, then each value's digit */
+                uint64_t codes[128];
+                gm_plain_bits(b, L, at, (int)W, 0, 0, N, scratch, codes);
+                gm_radix_expand(codes, 0, (uint64_t)W2, E, bv, sl, 0, cnt, o);
             } else {
                 uint64_t bm[2] = {0, 0}; /* the bitmap: cnt <= 128 bits */
                 const int64_t bm_at = at + N * W;

@@ -13,7 +13,8 @@ aux word, then per value its bitmap word, a rank (prefix byte + ``__popc``) and 
 (RUN) or an exception's 32-bit high part (PATCH). Every load is bounds-checked against
 ``n_words``, as the plain path's are: a bad header reads zeros, never outside the words. A DICT
 block (aux kind 3) then looks its value line up in the column's dictionaries, clamped to
-``n_dicts - 1`` (0 for a column without them), as the contract defines. A DELTA block (aux kind 4
+``n_dicts - 1`` (0 for a column without them), as the contract defines. A RADIX block (aux low bits
+16) reads code ``k div g`` and takes its digit ``k mod g``. A DELTA block (aux kind 4
 or 5; a DELTA SIGNED one's exceptions, aux bit 8 too, are int32) has thread ``q`` take position
 ``q`` of the block and prefix-sums the offsets of the positions up to the tile's last in shared
 memory.
@@ -60,6 +61,15 @@ __device__ __forceinline__ u64 offset_at(const i64* words, i64 n_words, i64 meta
     const unsigned kind = (unsigned)(a & 3ull);
     u64 patch = 0ull;  // what a PATCH exception adds
     *idx = k;
+    if ((meta & 0x80) && (a & 31ull) == 16ull) {
+        // RADIX: code k div g of the block's bits, its digit k mod g (R, g in the bm and ex fields)
+        const u64 R = ((a >> 8) & 1023ull) < 2ull ? 2ull : ((a >> 8) & 1023ull);
+        const i64 g = ((a >> 18) & 1023ull) ? (i64)((a >> 18) & 1023ull) : 1;
+        const u64 code = read_bits(words, n_words, word_off, (k / g) * w, w);
+        u64 d = 1ull;
+        for (i64 j = k % g; j > 0; j--) d *= R;
+        return d ? code / d % R : 0ull;
+    }
     if (meta & 0x80) {
         // aux word: kind | bm << 8 | ex << 18, high 32 bits a rank prefix byte per 32 values; bitmap
         // and exceptions (one 32-bit word each, x + 1) at 32-bit words 2 word_off + bm, 2 word_off + ex

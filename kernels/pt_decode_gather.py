@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from gpumat.core.staged import AUX_DELTA, AUX_DICT, AUX_FLAG, AUX_PATCH, AUX_RUN, AUX_SIGNED, WIDTH_MASK
+from gpumat.core.staged import AUX_DELTA, AUX_DICT, AUX_FLAG, AUX_PATCH, AUX_RADIX, AUX_RUN, AUX_SIGNED, WIDTH_MASK
 
 
 def _lshr(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -84,6 +84,16 @@ def _aux(words: torch.Tensor, meta: torch.Tensor, word_off: torch.Tensor, w: tor
     return idx, patch, delta
 
 
+def _radix(words: torch.Tensor, meta: torch.Tensor, word_off: torch.Tensor):
+    """``(rad, R, g)`` ``[K, 1]`` each: which blocks are RADIX ones (aux word's low 5 bits exactly
+    ``AUX_RADIX``) and their alphabet and digits a code (2 and 1 elsewhere: no division by 0)."""
+    a = words[(word_off - 1).clamp(0, words.numel() - 1)]
+    rad = ((meta & AUX_FLAG) != 0) & ((a & 31) == AUX_RADIX)
+    R = torch.where(rad, ((a >> 8) & 1023).clamp(min=2), 2)
+    g = torch.where(rad, ((a >> 18) & 1023).clamp(min=1), 1)
+    return rad, R, g
+
+
 def _dict_values(col, meta: torch.Tensor, word_off: torch.Tensor, blk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``v`` (values of blocks ``blk``) with each DICT block's codes replaced by their dictionary
     values: ``dicts[min(v mod 2^32, D - 1)]`` (0 for an empty ``dicts``)."""
@@ -127,7 +137,13 @@ def materialize_staged_torch(staged, total: int | None = None, n_hist: int | Non
         kinds = staged.aux(name)
         if kinds:
             idx, patch, delta = _aux(col.words, meta, word_off, w, k, kinds)
-            o = _bits(col.words, word_off, idx * w, w) + patch
+            if kinds & 16:  # RADIX blocks: the bits of code k div g, then its digit k mod g
+                rad, R, g = _radix(col.words, meta, word_off)
+                o = _bits(col.words, word_off, torch.where(rad, k // g, idx) * w, w)
+                r = torch.where(rad, k % g, 0)
+                o = torch.where(rad, o // R.pow(r) % R, o) + patch
+            else:
+                o = _bits(col.words, word_off, idx * w, w) + patch
             if kinds & 8:  # DELTA blocks: their offsets prefix-summed along the block (int64 wraps)
                 o = torch.where(delta, torch.cumsum(o, 1), o)
             dense = base + slope * idx + o

@@ -158,7 +158,8 @@ if triton is not None:
         hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo, cnt, row, room, rts, vp,
         NCOL: tl.constexpr, STORE_MASK: tl.constexpr, OUT64_MASK: tl.constexpr, WIDE_MASK: tl.constexpr,
         PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, DICT_MASK: tl.constexpr,
-        DELTA_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, LANES: tl.constexpr,
+        DELTA_MASK: tl.constexpr, RADIX_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr,
+        LANES: tl.constexpr,
         STEPS: tl.constexpr, ONE_D: tl.constexpr,
     ):
         """Positions ``c0 .. c0 + STEPS * LANES`` of the program's tiles, every column; a live value of
@@ -222,14 +223,26 @@ if triton is not None:
             wu = w.to(tl.uint32)
             m_lo = tl.where(wu >= 32, ones, (one << (wu & 31)) - one)
             lim = nwords[c] * 2 - 3  # the last start of a 3-word read: aux-derived addresses are clamped to it
-            if ((PATCH_MASK | RUN_MASK | (DICT_MASK & DELTA_MASK)) >> c) & 1:
-                # PATCH / RUN blocks (docs/DESIGN.md §4): the aux word before the block's values (a
-                # tile's two loads), then per value its bitmap word (the lane's group g0 plus the
-                # step: a constant offset) and rank (prefix byte + popcount below the lane's bit).
+            if ((PATCH_MASK | RUN_MASK | (DICT_MASK & DELTA_MASK) | RADIX_MASK) >> c) & 1:
                 auxok = ok & ((meta & 0x80) != 0) & (off >= 2) & (nwords[c] * 2 >= 4) & (lo + cnt <= 128)
                 at = tl.where(auxok, off - 2, 0)
                 alo = tl.where(auxok, tl.load(words[c] + at).to(tl.uint32, bitcast=True), 0)
                 ahi = tl.load(words[c] + at + 1).to(tl.uint32, bitcast=True)
+            if (RADIX_MASK >> c) & 1:
+                # RADIX blocks (aux low bits 16): R and g in the tile's aux word, and float32 log2 R in
+                # its high half; ceil(2^16 / g) turns each position's division by g into a multiply
+                # and a shift (exact: positions < 128)
+                israd = ((alo & 31) + (klu - klu)) == 16
+                rrf = tl.maximum((alo >> 8) & 1023, 2).to(tl.float32)
+                rg = tl.maximum((alo >> 18) & 1023, 1)
+                mg = (-tl.floor(-65536.0 / rg.to(tl.float32))).to(tl.uint32)
+                # (other tiles: powers of 1, no overflow on lanes whose digit is not taken)
+                l2r = tl.where((alo & 31) == 16, ahi.to(tl.float32, bitcast=True), 0.0)
+                rcpr = 1.0 / rrf
+            if ((PATCH_MASK | RUN_MASK | (DICT_MASK & DELTA_MASK)) >> c) & 1:
+                # PATCH / RUN blocks (docs/DESIGN.md §4): the aux word before the block's values (a
+                # tile's two loads), then per value its bitmap word (the lane's group g0 plus the
+                # step: a constant offset) and rank (prefix byte + popcount below the lane's bit).
                 g0 = kl_c >> 5
                 bit = one << (klu & 31)  # the lane's bit in its bitmap word, every step
                 kind = (alo & 3) + (bit - bit)  # the tile's, as a per-lane block (masks of one shape)
@@ -241,13 +254,25 @@ if triton is not None:
                 pre = ahi >> ((g0 & 3) * 8).to(tl.uint32)  # the prefix bytes from the lane's group on
                 rank = (((pre >> (st_c * 8).to(tl.uint32)) & 255) + _popc(bmw & (bit - one))).to(tl.int32)
                 hit = (bmw & bit) != 0
-            if ((DELTA_MASK & ~(PATCH_MASK | RUN_MASK | DICT_MASK)) >> c) & 1:
+            if (RADIX_MASK >> c) & 1 and not ((PATCH_MASK | RUN_MASK | (DICT_MASK & DELTA_MASK)) >> c) & 1:
+                kind = (alo & 3) + (klu - klu)  # (DICT blocks among RADIX ones: told by the aux word)
+                isdel = ((alo & 6) + (klu - klu)) == 4
+            if ((DELTA_MASK & ~(PATCH_MASK | RUN_MASK | DICT_MASK | RADIX_MASK)) >> c) & 1:
                 # DELTA blocks the column's only flagged ones: told by the flag, no aux word load
                 isdel = (((meta >> 7) & 1).to(tl.uint32) + (klu - klu)) == 1
-            if (RUN_MASK >> c) & 1:
-                # RUN: the run's index replaces the position, so each value has its own word and shift
+            if ((RUN_MASK | RADIX_MASK) >> c) & 1:
+                # RUN: the run's index replaces the position; RADIX: the position's code, k div g; so
+                # each value has its own word and shift
                 kb = kl_c + st_c * LANES  # [LANES, STEPS, TP]: each value's position in its block
-                idx = tl.where(kind == 2, rank + hit.to(tl.int32) - 1, kb)
+                idx = kb
+                if (RUN_MASK >> c) & 1:
+                    idx = tl.where(kind == 2, rank + hit.to(tl.int32) - 1, idx)
+                lix = idx  # the position the value's line is taken at (a RUN block's: its run's)
+                if (RADIX_MASK >> c) & 1:
+                    qd = ((kb.to(tl.uint32) * mg) >> 16).to(tl.int32)
+                    rd = kb - qd * rg.to(tl.int32)  # the digit's place in its code
+                    idx = tl.where(israd, qd, idx)
+                    lix = tl.where(israd, kb, lix)
                 p = idx * w
                 s = (p & 31).to(tl.uint32)
                 pa = words[c] + tl.minimum(off + (p >> 5), lim)
@@ -262,6 +287,13 @@ if triton is not None:
                 a = tl.load(pa, mask=lv_c).to(tl.uint32, bitcast=True)
                 b = tl.load(pa + 1, mask=lv_c).to(tl.uint32, bitcast=True)
                 lo32 = _bits32(a, b, s) & m_lo
+            if (RADIX_MASK >> c) & 1:
+                # a RADIX value: digit rd of its code, (code div R^rd) mod R, in fp32: 1 / R^rd as
+                # 2^(-rd log2 R), within 2^-18 of it; codes and powers are under 2^16, so each true
+                # quotient (code + 0.5) / R^rd is 0.5 / R^rd from an integer, its error under 0.25 / R^rd
+                q2 = tl.floor((lo32.to(tl.float32) + 0.5) * tl.exp2(-(rd.to(tl.float32) * l2r)))
+                dig = q2 - tl.floor((q2 + 0.5) * rcpr) * rrf
+                lo32 = tl.where(israd, dig.to(tl.uint32), lo32)
             if (PATCH_MASK >> c) & 1:
                 # PATCH: an exception's high part (0 elsewhere: the masked load's other), shifted past the low bits
                 # (hit: bmw is 0 for dead lanes and plain blocks; a RUN block's bits are no exceptions)
@@ -283,7 +315,7 @@ if triton is not None:
                     bits = tl.where(isdel, _prefix(bits, ONE_D, LANES, STEPS), bits)
                 slope_u = slope.to(tl.uint64, bitcast=True)
                 if (RUN_MASK >> c) & 1:
-                    val = (base.to(tl.uint64, bitcast=True) + slope_u * idx.to(tl.uint64) + bits).to(tl.int64, bitcast=True)
+                    val = (base.to(tl.uint64, bitcast=True) + slope_u * lix.to(tl.uint64) + bits).to(tl.int64, bitcast=True)
                 else:
                     lane_v = base.to(tl.uint64, bitcast=True) + slope_u * klu.to(tl.uint64)  # [LANES, 1, TP]
                     val = (lane_v + slope_u * sk.to(tl.uint64) + bits).to(tl.int64, bitcast=True)
@@ -299,7 +331,7 @@ if triton is not None:
                     lo32 = tl.where(isdel, _prefix(lo32, ONE_D, LANES, STEPS), lo32)
                 slope32 = slope.to(tl.uint32)
                 if (RUN_MASK >> c) & 1:
-                    val = (base.to(tl.uint32) + slope32 * idx.to(tl.uint32) + lo32).to(tl.int32, bitcast=True)
+                    val = (base.to(tl.uint32) + slope32 * lix.to(tl.uint32) + lo32).to(tl.int32, bitcast=True)
                 else:
                     lane_v = base.to(tl.uint32) + slope32 * klu
                     val = (lane_v + slope32 * sk + lo32).to(tl.int32, bitcast=True)
@@ -309,7 +341,7 @@ if triton is not None:
                 # host), read mod 2^32 and clamped to them (the contract's definition, and memory
                 # safety); one gather per value. A column without PATCH / RUN / DELTA blocks needs
                 # no aux word: its flagged blocks are its DICT blocks.
-                if ((PATCH_MASK | RUN_MASK | DELTA_MASK) >> c) & 1:  # (the aux word was read: its kind)
+                if ((PATCH_MASK | RUN_MASK | DELTA_MASK | RADIX_MASK) >> c) & 1:  # (the aux word was read: its kind)
                     isd = kind == 3
                 else:
                     isd = (((meta >> 7) & 1).to(tl.uint32) + (klu - klu)) == 1  # per lane, as ``kind``
@@ -351,7 +383,8 @@ if triton is not None:
         offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
         NCOL: tl.constexpr, STORE_MASK: tl.constexpr, OUT64_MASK: tl.constexpr, WIDE_MASK: tl.constexpr,
         PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, DICT_MASK: tl.constexpr,
-        DELTA_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr, PADDED: tl.constexpr,
+        DELTA_MASK: tl.constexpr, RADIX_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr,
+        PADDED: tl.constexpr,
         LANES: tl.constexpr, STEPS: tl.constexpr, TILES_PER_PROG: tl.constexpr, LOOP: tl.constexpr,
     ):
         """Tiles ``t`` (int32 ``[TILES_PER_PROG]``), every column: descriptors, then the decode."""
@@ -400,14 +433,14 @@ if triton is not None:
             for c0 in range(0, longest, LANES * STEPS):
                 _history_chunk(
                     hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp,
-                    NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, 0, CHECK_COL,
+                    NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, 0, 0, CHECK_COL,
                     INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1,
                 )
         else:
             _history_chunk(
                 hdrs, words, outs, nwords, dicts, ndicts, 0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp,
-                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK, CHECK_COL,
-                INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1,
+                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK,
+                RADIX_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1,
             )
 
 
@@ -433,6 +466,7 @@ if triton is not None:
         NOBITS_MASK: tl.constexpr,  # bit c: every staged block of column c is 0 bits wide (no value loads)
         DICT_MASK: tl.constexpr,  # bit c: column c stages DICT blocks (one dictionary gather per value)
         DELTA_MASK: tl.constexpr,  # bit c: column c stages DELTA blocks (a prefix sum per tile)
+        RADIX_MASK: tl.constexpr,  # bit c: column c stages RADIX blocks (a code's digit per value)
         CHECK_COL: tl.constexpr,  # the column the leakage check reads (ts), -1 for none
         INCLUSIVE: tl.constexpr,  # flag ts > request_ts (check_leakage="inclusive"), else ts >= request_ts
         PADDED: tl.constexpr,
@@ -454,8 +488,8 @@ if triton is not None:
                 g * TILES_PER_PROG + tl.arange(0, TILES_PER_PROG),
                 hdrs, words, outs, nwords, dicts, ndicts, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
                 offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
-                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK, CHECK_COL,
-                INCLUSIVE, PADDED, LANES, STEPS, TILES_PER_PROG, LOOP,
+                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK,
+                RADIX_MASK, CHECK_COL, INCLUSIVE, PADDED, LANES, STEPS, TILES_PER_PROG, LOOP,
             )
 
     @triton.jit(do_not_specialize=["n_ex", "n_tail", "n_out", "width"])
@@ -705,7 +739,7 @@ def _output(name, col, out, shape, dev, padded_width, pad_value):
 def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog, launch=None):
     """Take every column's output and launch the one kernel over all of them (history tiles and tails)."""
     hdrs, words, tails, outs, nwords, dicts, ndicts = [], [], [], [], [], [], []
-    store_mask = out64_mask = wide_mask = patch_mask = run_mask = nobits_mask = dict_mask = delta_mask = 0
+    store_mask = out64_mask = wide_mask = patch_mask = run_mask = nobits_mask = dict_mask = delta_mask = radix_mask = 0
     check_col = -1
     for c, (name, col, check) in enumerate(staged.passes()):
         buf = _output(name, col, out, shape, dev, padded_width, pad_value) if col.project else None
@@ -728,6 +762,7 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
         run_mask |= (kinds >> 1 & 1) << c
         dict_mask |= (kinds >> 2 & 1) << c
         delta_mask |= (kinds >> 3 & 1) << c
+        radix_mask |= (kinds >> 4 & 1) << c
         if kinds >> 2 & 1:  # DICT blocks: their dictionaries (an empty one reads as a single 0)
             has = col.dicts is not None and col.dicts.numel() > 0
             d = col.dicts if has else torch.zeros(1, dtype=torch.int64, device=dev)
@@ -781,7 +816,8 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
         loop = int(staged.block_size) > block
         # (DELTA blocks hold at most AUX_MAX_BLOCK values: a tier of larger blocks, which loops, has none)
         kw = dict(OUT64_MASK=out64_mask, WIDE_MASK=wide_mask, PATCH_MASK=patch_mask, RUN_MASK=run_mask, NOBITS_MASK=nobits_mask,
-                  DICT_MASK=dict_mask, DELTA_MASK=0 if loop else delta_mask, LANES=lanes_h, STEPS=block // lanes_h,
+                  DICT_MASK=dict_mask, DELTA_MASK=0 if loop else delta_mask, RADIX_MASK=0 if loop else radix_mask,
+                  LANES=lanes_h, STEPS=block // lanes_h,
                   LOOP=loop, **common)
         if tuned:
             _autotuned()[lambda meta: (triton.cdiv(T, meta["TILES_PER_PROG"] * meta["SEQ"]),)](

@@ -23,6 +23,7 @@ from gpumat.core.errors import GpumatError
 from gpumat.kernels.np_decode_gather import decode_values_np, materialize_staged_np
 from gpumat.core.staged import StagedBatch, StagedColumn
 from gpumat.kernels.triton_decode_gather import materialize_staged_triton, triton_available
+from gpumat.host.pages import RADIX_G, RADIX_W, radix_log2_bits
 
 DEVICE = "cuda" if os.environ.get("GPUMAT_TEST_NATIVE") == "1" else "cpu"
 BS = 128
@@ -122,6 +123,18 @@ def encode_delta_signed(x: list[int], rng):
     return ("delta_signed", signed(x[0]), dmin, w1, [v & ((1 << w1) - 1) for v in o], hit, w2, exc)
 
 
+def encode_radix(x: list[int]):
+    """A RADIX block of x (DESIGN §1), or None: digits ``x - min`` of an alphabet of R = their
+    spread + 1, g of them a w-bit code (g, w: the format's table for R), the first digit lowest."""
+    lo, R = min(x), max(x) - min(x) + 1
+    if R > 256 or not RADIX_G[R]:
+        return None
+    g, w = int(RADIX_G[R]), int(RADIX_W[R])
+    dig = [v - lo for v in x]
+    codes = [sum(d * R**j for j, d in enumerate(dig[i : i + g])) for i in range(0, len(dig), g)]
+    return ("radix", signed(lo), 0, w, codes, R, g, dig)
+
+
 def unzigzag(z: int) -> int:
     return (z >> 1) ^ -(z & 1)
 
@@ -143,6 +156,12 @@ def stage_block(blk, words: list[int]) -> int:
         words.append(3)
         meta = (len(words) << 8) | 0x80 | w
         words.extend(pack_bits(r, w))
+        return meta
+    if blk[0] == "radix":
+        _, base, slope, w, codes, R, g, _ = blk
+        words.append(16 | (R << 8) | (g << 18) | int(radix_log2_bits(np.array([R]))[0]))
+        meta = (len(words) << 8) | 0x80 | w
+        words.extend(pack_bits(codes, w))
         return meta
     if blk[0] not in ("patch", "run", "delta", "delta_patch", "delta_signed"):
         base, slope, w, r = blk
@@ -175,6 +194,9 @@ def block_values(blk, cnt: int) -> list[int]:
         hi = [unzigzag(e + 1) for e in exc] if blk[0] == "delta_signed" else [e + 1 for e in exc]
         o = [low[k] + (hi[rank[k]] << w1 if hit[k] else 0) for k in range(cnt)]
         return [signed(base + slope * k + sum(o[: k + 1])) for k in range(cnt)]
+    if blk[0] == "radix":
+        _, base, slope, w, codes, R, g, _ = blk
+        return [signed(base + slope * k + codes[k // g] // R ** (k % g) % R) for k in range(cnt)]
     if blk[0] == "run":
         _, base, slope, w, r, hit, _, _ = blk
         idx = [sum(hit[: k + 1]) - 1 for k in range(cnt)]
@@ -245,7 +267,8 @@ def make_history(rng, n: int, dtype: str, is_ts: bool, bs: int = BS, aux: bool =
 
 def make_aux_history(rng, n: int, dtype: str, is_ts: bool, bs: int):
     """Like make_history, with blocks of repeats (RUN), of rare outliers (PATCH) and of differences
-    (DELTA, DELTA PATCH, DELTA SIGNED) at random; timestamps sometimes jump back (a pack's histories)."""
+    (DELTA, DELTA PATCH, DELTA SIGNED) and of small alphabets (RADIX) at random; timestamps sometimes
+    jump back (a pack's histories)."""
     vals, blocks = [], []
     t0 = int(rng.integers(0, 1 << 40))
     lim = (I32_MIN, I32_MAX) if dtype == "int32" else (I64_MIN, I64_MAX)
@@ -267,10 +290,14 @@ def make_aux_history(rng, n: int, dtype: str, is_ts: bool, bs: int):
                     x[k] = int(rng.integers(*lim, endpoint=True))
             elif kind == 1:  # runs of repeated values
                 x = [int(v) for v in np.repeat(rng.integers(*lim, size=cnt, endpoint=True), rng.integers(1, 9, size=cnt))[:cnt]]
+            elif rng.random() < 0.5:  # a small alphabet (RADIX), anywhere in the range
+                R = int(rng.choice([3, 5, 6, 10, 17, 100, 200]))
+                at = int(rng.integers(lim[0], lim[1] - R, endpoint=True))
+                x = [at + int(v) for v in rng.integers(0, R, size=cnt)]
             else:
                 x = [int(v) for v in rng.integers(-50, 50, size=cnt)]
         cands = [encode_patch(x, rng), encode_run(x), encode_delta(x, rng), encode_delta(x, rng, True),
-                 encode_delta_signed(x, rng)] if cnt <= 128 else []
+                 encode_delta_signed(x, rng), encode_radix(x)] if cnt <= 128 else []
         cands = [c for c in cands if c is not None]
         blk = cands[int(rng.integers(len(cands)))] if cands and rng.random() < 0.8 else encode_block(x)
         assert block_values(blk, cnt) == [signed(v) for v in x]

@@ -49,9 +49,9 @@ def test_round_trip_and_same_blocks_as_format2(counts, bs, seed):
         region, off, nbytes, enc = pages.encode_stripes(x, sc, bs)
         assert region.dtype == np.uint8 and int(nbytes.sum()) == region.size and (off == np.cumsum(nbytes) - nbytes).all()
         assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
-        # where no PATCH / RUN / DELTA block pays, the same block choice as format 2 (the same staged blocks)
+        # where no PATCH / RUN / DELTA / RADIX block pays, the same block choice as format 2 (the same staged blocks)
         r2, off2, nw2, enc2 = codec.encode_stripes(x, sc, bs)
-        plain = (enc & (codec.ENC_PATCH | codec.ENC_RUN | codec.ENC_DELTA)) == 0  # (extended blocks where they pay)
+        plain = (enc & (codec.ENC_PATCH | codec.ENC_RUN | codec.ENC_DELTA | codec.ENC_RADIX)) == 0  # (extended where they pay)
         assert enc[plain].tolist() == enc2[plain].tolist()
         assert region.size < 8 * r2.size
 
@@ -164,6 +164,15 @@ def test_patch_and_run_blocks_round_trip_and_read_by_windows(tmp_path, monkeypat
     check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n)
 
 
+def four_stripes(make, seed: int):
+    """``(rng, n, sc, users, cols)``: ``make``'s columns of 9000 events in four stripes (users) of
+    8700, 100, 150 and 50 events."""
+    rng = np.random.default_rng(seed)
+    n = 9000
+    sc = np.array([n - 300, 100, 150, 50])
+    return rng, n, sc, np.repeat(np.arange(4), sc), make(rng, n)
+
+
 def delta_columns(rng, n):
     """Columns that take DELTA blocks: timestamps of small steps with rare long gaps (DELTA PATCH), a
     random walk with steps of both signs (DELTA, a negative line slope), an int32 walk."""
@@ -178,11 +187,7 @@ def test_delta_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
     """DELTA and DELTA PATCH blocks are chosen where they save DELTA_MIN_SAVING, and decode to the
     values whole, by any block window and by any value range of a block (the prefix sum starts at
     the block's first value whatever the window), in memory and by ranges; a flipped byte is caught."""
-    rng = np.random.default_rng(10 + bs)
-    n = 9000
-    sc = np.array([n - 300, 100, 150, 50])
-    users = np.repeat(np.arange(4), sc)
-    cols = delta_columns(rng, n)
+    rng, n, sc, users, cols = four_stripes(delta_columns, 10 + bs)
     kinds = set()
     for name, x in cols.items():
         region, off, nbytes, enc = pages.encode_stripes(x.astype(np.int64), sc, bs)
@@ -218,11 +223,7 @@ def test_signed_delta_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatc
     sign: the jumps back between histories), chosen where they pay, and decode to the values whole,
     by any block window and by any value range of a block, in memory and by ranges; with 128-value
     blocks a flipped byte of a compacted file is caught."""
-    rng = np.random.default_rng(30 + bs)
-    n = 9000
-    sc = np.array([n - 300, 100, 150, 50])
-    users = np.repeat(np.arange(4), sc)
-    cols = pack_columns(rng, n)
+    rng, n, sc, users, cols = four_stripes(pack_columns, 30 + bs)
     for name, x in cols.items():
         region, off, nbytes, enc = pages.encode_stripes(x.astype(np.int64), sc, bs)
         assert (enc[0] & codec.ENC_SIGNED) and (enc[0] & codec.ENC_DELTA), name
@@ -255,6 +256,58 @@ def test_signed_delta_exceptions_at_their_limits():
     assert pages.decode_blob(region, n, 128).tolist() == x.tolist()
 
 
+def radix_columns(rng, n):
+    """Columns of small alphabets that take RADIX blocks: a 5-star rating (7-bit codes of 3 digits),
+    an action of 3 kinds (8-bit codes of 5) in int32, and 10 levels over a line (LFOR + digits)."""
+    rating = rng.choice(np.arange(1, 6), n, p=[0.06, 0.11, 0.26, 0.35, 0.22])
+    return {"ts": 1_700_000_000 + np.arange(n) * 1000 + rng.integers(0, 10, n), "item_id": rating,
+            "action": rng.integers(0, 3, n).astype(np.int32)}
+
+
+@pytest.mark.parametrize("bs", [32, 128])
+def test_radix_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
+    """Small alphabets take RADIX blocks (g digits a code), chosen where they pay, and decode to the
+    values whole, by any block window (a window that starts or ends inside a code) and by any value
+    range of a block, in memory and by ranges; with 128-value blocks a flipped byte of a compacted
+    file is caught."""
+    rng, n, sc, users, cols = four_stripes(radix_columns, 50 + bs)
+    for name, x in cols.items():
+        region, off, nbytes, enc = pages.encode_stripes(x.astype(np.int64), sc, bs)
+        plain, _, _, _ = pages.encode_stripes(x.astype(np.int64), sc, bs, extended=False)
+        assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
+        if name == "ts":
+            assert not (enc & codec.ENC_RADIX).any()  # (a wide alphabet: no gain)
+            continue
+        if bs == 32 and name == "action":  # (7 codes of 8 bits for 32 values of 2 bits: no gain)
+            continue
+        assert (enc[0] & codec.ENC_RADIX), name
+        # (the rating's 3 bits a value -> 2.33; blocks of 32 pay their tags and bases four times as often)
+        assert region.size < (0.85 if name == "item_id" and bs == 128 else 0.95) * plain.size, (name, region.size, plain.size)
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n, ("item_id", "action") if bs == 128 else ("item_id",))
+
+
+def test_radix_tables_and_fields():
+    """Each alphabet's code: the fewest bits a digit (part of the format: a block stores only R), no
+    gain no RADIX; a RADIX block's R of no code (a power of two, one digit a code) is a
+    ``CorruptionError`` on both decoders."""
+    assert (pages.RADIX_G[[3, 5, 6, 10]] == [5, 3, 5, 3]).all() and (pages.RADIX_W[[3, 5, 6, 10]] == [8, 7, 13, 10]).all()
+    assert (pages.RADIX_G[[0, 1, 2, 4, 8, 16, 256]] == 0).all()  # powers of two (and one digit) gain nothing
+    assert (pages.RADIX_W[3:] <= 16).all() and (pages.RADIX_W[3:] > 0).sum() > 100
+    n = 3000  # (extended blocks only in a column of at least 1 KiB of plain payload)
+    x = np.random.default_rng(1).integers(1, 6, n)
+    region, off, nbytes, enc = pages.encode_stripes(x, np.array([n]), 128)
+    assert enc[0] & codec.ENC_RADIX and pages.decode_blob(region, n, 128).tolist() == x.tolist()
+    for R, ok in ((5, True), (3, True), (4, False), (2, False), (300, False)):  # one block's fields: base, R
+        fbuf = pages.varint_bytes(np.array([pages.zigzag(np.array([7]))[0], R], np.uint64))[0]
+        args = (fbuf, np.array([0]), np.array([len(fbuf)]), np.array([pages.TAG_RADIX]), np.array([100]), np.array([0]))
+        if ok:
+            b = pages.parse_fields(*args)
+            assert (b.w2[0], b.e[0], b.w[0], b.nv[0]) == (R, pages.RADIX_G[R], pages.RADIX_W[R], -(-100 // pages.RADIX_G[R]))
+        else:
+            with pytest.raises(CorruptionError, match="out of range"):
+                pages.parse_fields(*args)
+
+
 def test_delta_only_where_it_saves_enough():
     """DELTA costs the kernels a prefix sum per tile: a column whose DELTA blocks would save less than
     DELTA_MIN_SAVING of its bytes keeps its other blocks (timestamps whose steps are as wide as
@@ -273,7 +326,7 @@ def test_delta_only_where_it_saves_enough():
 
 def test_delta_fields_and_tags_out_of_range_are_corruption():
     """A DELTA block's width past 64, a DELTA PATCH block's exceptions past their width, or a tag past
-    DELTA SIGNED (70..127: later formats') is a ``CorruptionError`` on both decoders."""
+    RADIX (71..127: later formats') is a ``CorruptionError`` on both decoders."""
     n = 2000
     rng = np.random.default_rng(1)
     x = np.cumsum(rng.integers(0, 6, n) + np.where(rng.random(n) < 0.05, 10**6, 0))
@@ -281,7 +334,7 @@ def test_delta_fields_and_tags_out_of_range_are_corruption():
     assert (enc & codec.ENC_DELTA).all()
     assert pages.decode_blob(region, n, 128).tolist() == x.tolist()
     bad = region.copy()
-    bad[0] = (bad[0] & 0x80) | 70
+    bad[0] = (bad[0] & 0x80) | 71
     with pytest.raises(CorruptionError, match="not an encoding|tag"):
         pages.decode_blob(bad, n, 128)
     caught = 0
@@ -413,10 +466,10 @@ def test_malformed_pages_are_corruption():
     region, off, nbytes, _ = pages.encode_stripes(x, np.array([300]), 128)
     assert pages.decode_blob(region, 300, 128).tolist() == x.tolist()
     bad_tag = region.copy()
-    bad_tag[0] = 70  # past DELTA SIGNED: the encodings of later formats
+    bad_tag[0] = 71  # past RADIX: the encodings of later formats
     with pytest.raises(CorruptionError, match="not an encoding"):
         pages.decode_blob(bad_tag, 300, 128)
-    for t in (65, 66, 67, 68, 69):  # a plain block's tag read as PATCH / RUN / DELTA: its fields no longer match
+    for t in (65, 66, 67, 68, 69, 70):  # a plain block's tag read as another kind: its fields no longer match
         bad_tag[0] = t
         with pytest.raises(CorruptionError):
             pages.decode_blob(bad_tag, 300, 128)
@@ -751,7 +804,8 @@ def blob_set(rng):
         elif kind == 1:
             x = rng.integers(I64.min, I64.max, n, endpoint=True)
         elif kind in (2, 3):
-            x = aux_columns(rng, n)["item_id" if kind == 2 else "action"].astype(np.int64)
+            cols = aux_columns(rng, n) if rng.random() < 0.6 else radix_columns(rng, n)  # (PATCH, RUN; RADIX)
+            x = cols["item_id" if kind == 2 else "action"].astype(np.int64)
         else:  # codes into a dictionary of distinct values
             d = np.unique(rng.integers(-(10**15), 10**15, int(rng.integers(1, 300))))
             x = rng.integers(0, len(d), n) if kind == 4 else np.minimum(rng.geometric(0.05, n) - 1, len(d) - 1)

@@ -93,7 +93,7 @@ def test_torch_peer_decodes_patch_and_run_from_a_tier(tmp_path, max_len):
     for known in (True, False):  # the aux path where the host says so, then on every column
         if not known:
             dev.known_aux = None
-        assert all(dev.aux(c) == (staged.aux(c) if known else AUX_PATCH | AUX_RUN | 8) for c in SCHEMA)
+        assert all(dev.aux(c) == (staged.aux(c) if known else AUX_PATCH | AUX_RUN | 8 | 16) for c in SCHEMA)
         got, viol = materialize_staged_torch(dev)
         assert set(got) == set(want)
         for c in want:

@@ -99,22 +99,22 @@ BENCH_DELTA_TS = (BENCH_PATCH | 0b100, BENCH_RUN, BENCH_NOBITS, BENCH_DICT, 0b10
 
 
 def aux_key(aux) -> tuple:
-    """``(PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK)`` of a configuration's ``aux``
-    (shorter tuples padded with 0); NOBITS only matters beside PATCH / RUN / DICT / DELTA (the plain
-    configuration is compiled without it)."""
-    p, r, nb, d, dl = (tuple(aux) + (0, 0, 0, 0, 0))[:5]
-    return (p, r, nb, d, dl) if p or r or d or dl else (0, 0, 0, 0, 0)
+    """``(PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK, RADIX_MASK)`` of a configuration's
+    ``aux`` (shorter tuples padded with 0); NOBITS only matters beside PATCH / RUN / DICT / DELTA /
+    RADIX (the plain configuration is compiled without it)."""
+    p, r, nb, d, dl, rx = (tuple(aux) + (0, 0, 0, 0, 0, 0))[:6]
+    return (p, r, nb, d, dl, rx) if p or r or d or dl or rx else (0, 0, 0, 0, 0, 0)
 
 
 def kernel_configs():
     """Every configuration counted or checked: ``(kernel, columns, inclusive, padded, wide, loop, aux)``.
 
     ``columns``: ``(dtype, store, check)`` per staged column; ``aux``: the ``(PATCH_MASK, RUN_MASK[,
-    NOBITS_MASK[, DICT_MASK[, DELTA_MASK]]])`` of the history kernel (``aux_key``). The bench tenants'
+    NOBITS_MASK[, DICT_MASK[, DELTA_MASK[, RADIX_MASK]]]])`` of the history kernel (``aux_key``). The bench tenants'
     column set in every mode the launcher has (strict / inclusive, jagged / padded, narrow / wide
     blocks, looped tiles and tails), without PATCH blocks, with the bench tier's (``action``) and
     with ts as DELTA PATCH blocks too; every single-column case (each dtype stored, checked, or
-    both; with PATCH, RUN, DICT or DELTA blocks and some of their mixes)."""
+    both; with PATCH, RUN, DICT, DELTA or RADIX blocks and some of their mixes)."""
     single = [((dtype, store, check),) for dtype in ("int64", "int32")
               for store, check in ((True, False), (False, True), (True, True))]
     for kernel in ("history", "tail"):
@@ -130,7 +130,7 @@ def kernel_configs():
             yield kernel, cols, False, False, False, False, (0, 0)
             if kernel == "history":
                 for aux in ((1, 0), (0, 1), (1, 1), (1, 0, 1), (0, 0, 0, 1), (1, 1, 0, 1), (0, 0, 0, 0, 1), (1, 0, 0, 0, 1),
-                            (1, 1, 0, 1, 1)):
+                            (1, 1, 0, 1, 1), (0, 0, 0, 0, 0, 1), (1, 1, 0, 0, 0, 1), (1, 0, 0, 1, 1, 1)):
                     yield kernel, cols, False, False, False, False, aux
 
 
@@ -156,10 +156,11 @@ def _compile_config(job) -> dict:
         fn = k._history_kernel
         sig = {"hdrs": ("*i64",) * n, "words": ("*i32",) * n, "outs": outs, "nwords": ("i32",) * n,
                "dicts": ("*i64",) * n, "ndicts": ("i32",) * n}
-        patch, run, nobits, dict_mask, delta = aux_key(aux)
+        patch, run, nobits, dict_mask, delta, radix = aux_key(aux)
         tp, seq, warps = launch[0] if launch else (k.GPU_TILES_PER_PROG, k.GPU_TILES_SEQ, k.HISTORY_WARPS)
         consts.update(OUT64_MASK=masks["OUT64_MASK"], WIDE_MASK=masks["WIDE_MASK"], PATCH_MASK=patch,
-                      RUN_MASK=run, NOBITS_MASK=nobits, DICT_MASK=dict_mask, DELTA_MASK=delta, LANES=32, STEPS=4,
+                      RUN_MASK=run, NOBITS_MASK=nobits, DICT_MASK=dict_mask, DELTA_MASK=delta, RADIX_MASK=radix,
+                      LANES=32, STEPS=4,
                       TILES_PER_PROG=tp, SEQ=seq, LOOP=loop)
         per_program = tp * seq
     else:
@@ -228,7 +229,8 @@ def tenant_costs(configs: list[dict], arch: str, tenants, columns=None) -> dict:
         kinds = [staged.aux(n) for n in staged.columns]
         aux = aux_key((sum((k & 1) << c for c, k in enumerate(kinds)), sum((k >> 1 & 1) << c for c, k in enumerate(kinds)),
                        sum((staged.max_width(n) == 0) << c for c, n in enumerate(staged.columns)),
-                       sum((k >> 2 & 1) << c for c, k in enumerate(kinds)), sum((k >> 3 & 1) << c for c, k in enumerate(kinds))))
+                       sum((k >> 2 & 1) << c for c, k in enumerate(kinds)), sum((k >> 3 & 1) << c for c, k in enumerate(kinds)),
+                       sum((k >> 4 & 1) << c for c, k in enumerate(kinds))))
         hist = table[("history", BENCH_COLUMNS, False, False, wide, False, aux)]
         tail = table[("tail", BENCH_COLUMNS, False, False, False, staged.max_tail > 16, aux_key(()))]
         wi = (-(-T // hist["per_program"]) * hist["num_warps"] * hist["sass_instructions"]

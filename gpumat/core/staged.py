@@ -52,12 +52,19 @@ PACK_ALIGN = 16
 # AUX_SIGNED`` on a DELTA PATCH block (kind 13; ignored on every other kind): its exceptions' 32-bit
 # words are signed (two's complement, sign-extended before the shift), so a step may go back: a
 # pack's timestamps (host/pages.py), which jump back where one history ends and the next begins.
+# ``kind == AUX_RADIX`` (the aux word's low 5 bits exactly 16: not with DELTA, not on PATCH, RUN or
+# DICT): a RADIX block, ``g`` digits ``0 .. R - 1`` per ``w``-bit code (``R`` in the ``bm`` field,
+# ``g`` in ``ex``; the stager checks ``R >= 2``, ``g >= 1``, ``R^g <= 2^w``, ``w <= 16``): value k is
+# ``base + slope * k`` plus digit ``k mod g`` of code ``k div g`` (``code div R^(k mod g) mod R``).
+# Small alphabets: 5 ratings take 3 to 7 bits (2.33 a value), 3 flags 5 to 8 bits (1.6).
 WIDTH_MASK = 0x7F
 AUX_FLAG = 0x80
 AUX_PATCH, AUX_RUN, AUX_DICT = 1, 2, 3
 AUX_DELTA = 4  # a flag on kind 0 (plain) or 1 (PATCH)
 AUX_SIGNED = 8  # a flag on kind 5 (DELTA PATCH): signed exceptions
-AUX_KINDS_ALL = 15  # ``StagedBatch.aux``'s bits: 1 PATCH, 2 RUN, 4 DICT, 8 DELTA
+AUX_RADIX = 16  # a kind of its own: digits of a small alphabet, several a code
+RADIX_MAX_W = 16  # a RADIX block's codes: at most 16 bits (the kernels divide them exactly in fp32)
+AUX_KINDS_ALL = 31  # ``StagedBatch.aux``'s bits: 1 PATCH, 2 RUN, 4 DICT, 8 DELTA, 16 RADIX
 AUX_MAX_BLOCK = 128  # the four prefix bytes cover blocks of up to 4 x 32 values
 AUX_MAX_W2 = 31  # the stored exceptions' width: their high parts (exception + 1) fit a 32-bit word
 
@@ -182,8 +189,8 @@ class StagedBatch:
         return 64
 
     def aux(self, column: str) -> int:
-        """The kinds of aux blocks ``column`` stages: bit 0 PATCH, bit 1 RUN, bit 2 DICT, bit 3 DELTA
-        (every kind when unknown on a device batch: the kernels then take the path that is right for
+        """The kinds of aux blocks ``column`` stages: bit 0 PATCH, bit 1 RUN, bit 2 DICT, bit 3 DELTA,
+        bit 4 RADIX (every kind when unknown on a device batch: the kernels then take the path that is right for
         every block; DICT only where the column has a non-empty dictionary array: a packed layout
         that always carries one, as DALI's, stages an empty one for a column without DICT blocks)."""
         if self.known_aux is not None and column in self.known_aux:
@@ -196,10 +203,11 @@ class StagedBatch:
             words = np.asarray(col.words, np.int64)
             a = (meta[(meta & AUX_FLAG) != 0] >> 8) - 1
             a = a[(a >= 0) & (a < words.size)]  # (a corrupt word_off: decoded as plain by the kernels' masks)
-            aw = words[a] & 7 if len(a) else a
+            aw = words[a] & 31 if len(a) else a
             kinds = aw & 3
             return int((kinds == AUX_PATCH).any()) | (int((kinds == AUX_RUN).any()) << 1) | \
-                (int((kinds == AUX_DICT).any()) << 2) | (int(((aw & AUX_DELTA) != 0).any()) << 3)
+                (int((kinds == AUX_DICT).any()) << 2) | (int(((aw & AUX_DELTA) != 0).any()) << 3) | \
+                (int((aw == AUX_RADIX).any()) << 4)
         return AUX_KINDS_ALL if has_dicts else AUX_KINDS_ALL & ~4
 
     @property
@@ -370,6 +378,9 @@ def decode_values(hdr, words, block, k, dicts=None, lookup: bool = True) -> np.n
       PATCH block's exception) are differences: value k is ``base + slope * k`` plus their sum over
       positions ``0 .. k`` (a prefix sum; the encoder stores 0 at position 0). With ``AUX_SIGNED``
       too (a DELTA PATCH block), ``X`` is a signed 32-bit word: ``+ int32(X) << w``.
+    - RADIX (``kind == AUX_RADIX``, ``R`` and ``g`` in the ``bm`` and ``ex`` fields): ``bits`` are
+      read at ``k div g`` (a code of ``g`` digits) and replaced by digit ``k mod g`` of it,
+      ``bits div R^(k mod g) mod R``.
     - DICT: that value's low 32 bits ``i`` index the column's dictionaries (the block's code plus
       where its dictionary starts: the stager adds that to the base): ``dicts[min(i, D - 1)]``
       (0 for an empty ``dicts``).
@@ -391,6 +402,10 @@ def decode_values(hdr, words, block, k, dicts=None, lookup: bool = True) -> np.n
     >>> h = np.array([[100, 0, (1 << 8) | AUX_FLAG | 2]])  # DELTA PATCH, signed: offsets 0, 1, 1 - 4, 2
     >>> decode_values(h, w, np.zeros(4, np.int64), np.arange(4)).tolist()
     [100, 101, 98, 100]
+    >>> h = np.array([[10, 0, (1 << 8) | AUX_FLAG | 7]])  # RADIX: digits 1, 4, 0 | 3, 2 of 5, in 7-bit codes
+    >>> w = np.array([AUX_RADIX | (5 << 8) | (3 << 18), (1 + 4 * 5) | (3 + 2 * 5) << 7], dtype=np.int64)
+    >>> decode_values(h, w, np.zeros(5, np.int64), np.arange(5)).tolist()
+    [11, 14, 10, 13, 12]
     >>> h = np.array([[1 + 2, 0, (1 << 8) | AUX_FLAG | 1]])  # DICT: codes 1 + (0, 1), its dictionary from 2
     >>> decode_values(h, np.array([AUX_DICT, 0b10, 0]), np.zeros(2, np.int64), np.arange(2),
     ...               dicts=np.array([7, 7, -5, 40, 900])).tolist()
@@ -441,8 +456,19 @@ def _decode_values(hdr, words, block, k, dicts, lookup: bool, scan: bool) -> np.
             x = np.where(sgn, x.view(np.int32).astype(np.int64).view(_U64), x.astype(_U64))
             with np.errstate(over="ignore"):
                 patch.reshape(-1)[a[pt]] = x << (w.reshape(-1)[a[pt]] & 63).astype(_U64)
-    with np.errstate(over="ignore"):
-        v = base + slope * idx.astype(_U64) + _bits_u64(wu, 64 * off + idx * w, w) + patch
+    bidx = idx  # where the bits are read: a RADIX block's code of g digits
+    rd = np.flatnonzero((aw & _U64(31)) == _U64(AUX_RADIX)) if a.size else a
+    if rd.size:
+        bidx = idx.copy()
+        R = np.maximum((aw[rd] >> _U64(8)) & _U64(1023), _U64(2)).astype(np.int64)
+        g = np.maximum((aw[rd] >> _U64(18)) & _U64(1023), _U64(1)).astype(np.int64)
+        bidx.reshape(-1)[a[rd]] = kf[rd] // g
+    with np.errstate(over="ignore", divide="ignore"):
+        bits = _bits_u64(wu, 64 * off + bidx * w, w)
+        if rd.size:  # the digit: the code over R^(k mod g), mod R (R^(g - 1) < 2^16 in a valid block)
+            r = np.minimum(kf[rd] % g, 16)
+            bits.reshape(-1)[a[rd]] = (bits.reshape(-1)[a[rd]].astype(np.int64) // R ** r % R).astype(_U64)
+        v = base + slope * idx.astype(_U64) + bits + patch
     if a.size and scan:
         dl = np.flatnonzero(((aw & _U64(AUX_DELTA)) != 0) & (kind <= AUX_PATCH) & (kf >= 0))
         if dl.size:  # DELTA: the line at k plus the offsets' sum over 0 .. k (the offsets: base and slope 0)
