@@ -127,20 +127,22 @@ static int decode_plain(const uint64_t *words, int64_t nwords, int64_t off, int 
 
 /* A RADIX block's values [lo, hi) (docs/DESIGN.md §1; gpumat/core/staged.py decode_values): value k is
  * base + slope k + digit k mod g of code k div g (codes[q - q0]), digit j of a code its quotient by
- * R^j mod R. The power is carried along (R^g <= 2^16 in a valid block; a zero divisor, only in an
- * invalid one, gives digit 0). */
+ * R^j mod R. Digits are peeled off the code in turn, each division by R a multiply by ceil(2^32 / R)
+ * and a shift (exact for codes under 2^16: a valid block's, R^g <= 2^16; an invalid one's wider
+ * codes give other digits, never a read outside codes). */
 static void gm_radix_expand(const uint64_t *codes, int64_t q0, uint64_t R, int64_t g, uint64_t base, uint64_t slope,
                             int64_t lo, int64_t hi, uint64_t *out) {
     if (R < 2) R = 2;
     if (g < 1) g = 1;
+    const uint64_t M = (UINT64_C(0xFFFFFFFF) / R) + 1; /* ceil(2^32 / R) for R not a power of two; 2^32 / R + 1 else */
     int64_t q = lo / g, r = lo % g;
-    uint64_t d = 1;
-    for (int64_t j = 0; j < r; j++) d *= R;
+    uint64_t c = codes[q - q0] & 0xFFFFFFFFu;
+    for (int64_t j = 0; j < r; j++) c = (c * M) >> 32;
     for (int64_t k = lo; k < hi; k++) {
-        const uint64_t c = codes[q - q0];
-        out[k - lo] = base + slope * (uint64_t)k + (d ? (c / d) % R : 0);
-        if (++r == g) r = 0, d = 1, q++;
-        else d *= R;
+        const uint64_t next = (c * M) >> 32;
+        out[k - lo] = base + slope * (uint64_t)k + (c - next * R);
+        c = next;
+        if (++r == g && k + 1 < hi) r = 0, c = codes[++q - q0] & 0xFFFFFFFFu;
     }
 }
 

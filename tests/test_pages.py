@@ -204,7 +204,8 @@ def test_delta_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
 def pack_columns(rng, n):
     """Columns shaped like a pack's (a run of short histories back to back, DESIGN §2): timestamps
     that step up within a history and jump back or ahead between histories (DELTA SIGNED), the
-    same in milliseconds, and an int32 column of the same shape (the kernels' 32-bit path)."""
+    same in milliseconds (never repeated), and an int32 column of the same shape (the kernels'
+    32-bit path)."""
     lens = rng.integers(1, 32, n)
     first = np.zeros(n, bool)
     first[np.cumsum(lens)[np.cumsum(lens) < n]] = True
@@ -214,7 +215,9 @@ def pack_columns(rng, n):
     hist = np.cumsum(first) - 1
     within = np.cumsum(step) - np.cumsum(step)[np.flatnonzero(first)][hist]
     ts = start[hist] + within
-    return {"ts": ts, "item_id": ts * 1000 + rng.integers(0, 1000, n), "action": (ts - 9 * 10**8).astype(np.int32)}
+    ms = step * 1000 + rng.integers(1, 1000, n)  # the same in milliseconds, never repeated
+    within_ms = np.cumsum(ms) - np.cumsum(ms)[np.flatnonzero(first)][hist]
+    return {"ts": ts, "item_id": start[hist] * 1000 + within_ms, "action": (ts - 9 * 10**8).astype(np.int32)}
 
 
 @pytest.mark.parametrize("bs", [32, 128])
@@ -226,13 +229,13 @@ def test_signed_delta_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatc
     rng, n, sc, users, cols = four_stripes(pack_columns, 30 + bs)
     for name, x in cols.items():
         region, off, nbytes, enc = pages.encode_stripes(x.astype(np.int64), sc, bs)
+        assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
         assert (enc[0] & codec.ENC_SIGNED) and (enc[0] & codec.ENC_DELTA), name
         kinds = pages.tag_kind(region[off[0] : off[0] + (sc[0] + bs - 1) // bs])
         assert (kinds == pages.KIND_DELTA_SIGNED).mean() > 0.5, name
         # unsigned DELTA PATCH alone (the line's step the smallest, most negative, step) takes far more
         unsigned = pages._Candidates(codec.fit_blocks(x.astype(np.int64), sc, bs), 0, 10, True)
         assert unsigned.size(unsigned.kinds((0, 1, 2, 4, 5))) > 1.15 * unsigned.size(unsigned.kinds(pages._ALL_KINDS))
-        assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
     check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n)
 
 
