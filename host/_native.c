@@ -393,7 +393,7 @@ void gm_chunk_hash(const unsigned char *buf, int64_t n, int64_t chunk, const int
  * for a DELTA one (67) w, for a RADIX one (70) R (as w2; its g, as e, and w from R, gm_radix_code; its
  * codes, nv, cnt / g rounded up).
  * The prediction is 0 for a page's first block, else
- * the previous block's base + slope * nv (nv: its runs for RUN, else cnt). Writes base, slope, w, nv, w2,
+ * the previous block's base + slope * nv (nv: its runs for RUN, else cnt; a RADIX block's cnt, not its codes). Writes base, slope, w, nv, w2,
  * e per block (large field values saturate at 2^40; host/pages.py checks their ranges). Returns 0, or
  * p + 1 for the first page whose fields are not exactly its blocks' varints. */
 static inline int gm_varint(const unsigned char *b, int64_t *pos, int64_t end, uint64_t *v) {
@@ -438,7 +438,7 @@ static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end
         *w2 = gm_sat(x1);
         if (*e) *nv = (cnt + *e - 1) / *e;
     }
-    *pred = b + (uint64_t)sl * (uint64_t)*nv;
+    *pred = b + (uint64_t)sl * (uint64_t)(t == 70 ? cnt : *nv); /* (RADIX: the line at its values, not codes) */
     return 0;
 }
 

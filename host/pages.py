@@ -479,22 +479,24 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
         # (RADIX_MIN_SAVING): each only where it saves that fraction of the payload the column would
         # take without it (the fields' extra bytes counted), judged on its first chunk of blocks (up
         # to 2^20 values), so that each chunk is chosen once
-        # (each set of kinds against the one without its last addition; then the smallest of those
-        # that pass: a rating's RADIX blocks save 15% against FOR, 8% against the PATCH blocks that
-        # save it 8% alone, and should win)
+        # (a set of kinds passes where each of its additions saves its bar against the set without
+        # it; then the smallest set that passes: a rating's RADIX blocks save 15% against FOR, 8%
+        # against the PATCH blocks that save it 8% alone, and should win, and PATCH beside RADIX
+        # must still pay for itself)
         c = _Candidates(fit, c0, c1, True)
-        size = {_PLAIN_KINDS: c.size(c.kinds(_PLAIN_KINDS))}
-
-        def weigh(kinds, parent, bar):
-            got = c.size(c.kinds(kinds))
-            if size[parent] - got >= bar * size[parent]:
-                size[kinds] = got
-
-        weigh(_AUX_KINDS, _PLAIN_KINDS, EXT_MIN_SAVING)
-        weigh(_ALL_KINDS, _AUX_KINDS if _AUX_KINDS in size else _PLAIN_KINDS, DELTA_MIN_SAVING)
-        for kinds in list(size):
-            weigh(kinds + (KIND_RADIX,), kinds, RADIX_MIN_SAVING)
-        allowed = min(size, key=size.get)  # (ties: the first, with the fewest kinds)
+        P, A, D = _PLAIN_KINDS, _AUX_KINDS, _ALL_KINDS
+        PR, AR, DR = (k + (KIND_RADIX,) for k in (P, A, D))
+        size = {k: c.size(c.kinds(k)) for k in (P, A, D, PR, AR, DR)}
+        pays = lambda k, parent, bar: size[parent] - size[k] >= bar * size[parent]  # noqa: E731
+        ok = [P]
+        for k, parent, bar in ((A, P, EXT_MIN_SAVING), (D, A if pays(A, P, EXT_MIN_SAVING) else P, DELTA_MIN_SAVING)):
+            if parent in ok and pays(k, parent, bar):
+                ok.append(k)
+        for k, base, side in ((PR, P, True), (AR, A, pays(AR, PR, EXT_MIN_SAVING)),
+                              (DR, D, pays(DR, AR if AR in ok else PR, DELTA_MIN_SAVING))):
+            if base in ok and side and pays(k, base, RADIX_MIN_SAVING):
+                ok.append(k)
+        allowed = min(ok, key=size.get)  # (ties: the first, with the fewest kinds)
         first = c.assemble(c.kinds(allowed))
     else:
         first = _choose_chunk(fit, c0, c1)
@@ -531,7 +533,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     ext = np.bincount(sob, weights=B.kind != KIND_PLAIN, minlength=S) > 0  # blobs with PATCH / RUN blocks
     with np.errstate(over="ignore"):
         pred = np.zeros(NB, dtype=_U64)
-        prev_end = base.view(_U64) + slope.view(_U64) * B.nv.astype(_U64)
+        prev_end = base.view(_U64) + slope.view(_U64) * np.where(B.kind == KIND_RADIX, cnt, B.nv).astype(_U64)
         pred[1:] = prev_end[:-1]
         pred[starts_page] = 0
         d = zigzag((base.view(_U64) - pred).view(np.int64))
@@ -786,7 +788,7 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
         # base_j = d_j + the previous block's line end (base + slope * nv) within a page: a segmented cumsum
         with np.errstate(over="ignore"):
             term = d.view(_U64).copy()
-            term[1:] += slope[:-1].view(_U64) * nv[:-1].astype(_U64)
+            term[1:] += slope[:-1].view(_U64) * np.where(rd, cnt, nv)[:-1].astype(_U64)  # (RADIX: its values)
             fb0 = _first_of(page_of)
             starts = np.flatnonzero(fb0 == np.arange(K))
             term[starts] = d.view(_U64)[starts]

@@ -216,7 +216,7 @@ if triton is not None:
             # Memory safety only (the host verified every block's checksum): a tile whose header
             # points outside the staged words reads the column's first two words instead.
             ok = (off >= 0) & (w <= 64) & (off + (((lo + cnt) * w) >> 5) + 1 < nwords[c] * 2)
-            if (RUN_MASK >> c) & 1:  # a RUN block's values are fewer than its positions: clamped below
+            if ((RUN_MASK | RADIX_MASK) >> c) & 1:  # a RUN / RADIX block's runs / codes are fewer than its positions: clamped below
                 ok = ok | ((off >= 2) & (w <= 64) & ((meta & 0x80) != 0) & (off < nwords[c] * 2))
             w = tl.where(ok, w, 0)
             off = tl.where(ok, off, 0)

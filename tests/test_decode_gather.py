@@ -561,6 +561,36 @@ def test_patch_blocks_without_low_bits():
         check_all(staged, expected, exp_viol)
 
 
+def test_radix_only_columns():
+    """Columns whose only aux blocks are RADIX ones (a rating, a 3-kind action in int32; no RUN
+    block beside them), decoded through the last blocks of their words: a RADIX block's codes
+    take fewer words than its positions would, and its last blocks must not be judged by those."""
+    rng = np.random.default_rng(11)
+    histories = {}
+    for u in range(6):
+        n = int(rng.integers(1, 700))
+        cols = {}
+        for name, R, lo in (("item", 5, 1), ("act", 3, -1)):
+            vals = [lo + int(v) for v in rng.integers(0, R, n)]
+            blocks = []
+            for start in range(0, n, BS):
+                x = vals[start : start + BS]
+                blocks.append(encode_radix(x) or encode_block(x))
+            cols[name] = (vals, blocks)
+        histories[u] = {**cols, "ts": make_history(rng, n, "int64", True)}
+    examples = []
+    for _ in range(12):
+        u = int(rng.integers(6))
+        n = len(histories[u]["act"][0])
+        examples.append((u, int(rng.integers(0, n + 1)), {"ts": [], "item": [], "act": []}, 1 << 62))
+    for u in histories:  # every history's newest events: its last blocks
+        examples.append((u, len(histories[u]["act"][0]), {"ts": [], "item": [], "act": []}, 1 << 62))
+    for check in (False, True):
+        staged, expected, exp_viol = stage(histories, examples, ("act", "item"), 300, check, rng)
+        assert staged.aux("act") == 16 and staged.aux("item") == 16
+        check_all(staged, expected, exp_viol)
+
+
 def test_decode_values_patch_and_run():
     """The contract's lane formula against the blocks' own values, every width and exception width."""
     rng = np.random.default_rng(1)

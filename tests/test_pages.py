@@ -311,6 +311,20 @@ def test_radix_tables_and_fields():
                 pages.parse_fields(*args)
 
 
+def test_radix_blocks_with_a_slope_predict_the_next_base():
+    """RADIX digits over a sloped line (LFOR): each block's base is predicted from where the block
+    before it ended, at its values (not its codes), so a page of them parses on both decoders."""
+    rng = np.random.default_rng(4)
+    n = 128 * 40 + 37  # (3-bit residuals: over the 8192 bits of payload extended blocks need)
+    d = rng.integers(0, 5, n)
+    d[::128] = 0  # (each block's first digit 0: the fitted line's slope is 7)
+    x = 1_000_000 + 7 * np.arange(n) + d
+    region, off, nbytes, enc = pages.encode_stripes(x, np.array([n]), 128)
+    tags = region[: -(-n // 128)]
+    assert (pages.tag_kind(tags) == pages.KIND_RADIX).mean() > 0.9 and (tags & pages.TAG_LFOR).all()
+    assert pages.decode_blob(region, n, 128).tolist() == x.tolist()
+
+
 def test_delta_only_where_it_saves_enough():
     """DELTA costs the kernels a prefix sum per tile: a column whose DELTA blocks would save less than
     DELTA_MIN_SAVING of its bytes keeps its other blocks (timestamps whose steps are as wide as
