@@ -103,8 +103,8 @@ SEGMENT_FORMAT = 3  # what the writer writes (host/pages.py); format-2 files are
 # their values). A read of a packed stripe reads its pack's blocks, its neighbours' events too: so
 # packs of one block, and only where they pay well: the bench workload's packable daily segments
 # would save 5.5-7% (and its epochs read 1.1 / 4.3 / 7.3 -> 1.3 / 4.5 / 7.5 MB at a bar of 1/16),
-# ML-1M's events cut into histories of 20-24 events save 9.7-12.4% (and without packs are
-# 1.03-1.06x the tuned Parquet file). Weighing them encodes the segment twice, so
+# ML-1M's events cut into histories of 20 events save 12.4% (unpacked under a bar of 1/8 they were
+# 1.06x the tuned Parquet file; 24-event histories, unpacked, are 0.996x). Weighing them encodes the segment twice, so
 # only a segment with at least PACK_MIN_ROWS stripes that would join a pack tries (a small append's
 # few short stripes would save a few bytes for twice its encoding time)
 PACK_BELOW = 32

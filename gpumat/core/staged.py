@@ -54,7 +54,8 @@ PACK_ALIGN = 16
 # pack's timestamps (host/pages.py), which jump back where one history ends and the next begins.
 # ``kind == AUX_RADIX`` (the aux word's low 5 bits exactly 16: not with DELTA, not on PATCH, RUN or
 # DICT): a RADIX block, ``g`` digits ``0 .. R - 1`` per ``w``-bit code (``R`` in the ``bm`` field,
-# ``g`` in ``ex``; the stager checks ``R >= 2``, ``g >= 1``, ``R^g <= 2^w``, ``w <= 16``): value k is
+# ``g`` in ``ex``, float32 ``log2 R`` in the high 32 bits for the Triton kernel's digits; the stager
+# gives ``R >= 3``, ``g >= 2``, ``R^g <= 2^w``, ``w <= 16`` from the format's table): value k is
 # ``base + slope * k`` plus digit ``k mod g`` of code ``k div g`` (``code div R^(k mod g) mod R``).
 # Small alphabets: 5 ratings take 3 to 7 bits (2.33 a value), 3 flags 5 to 8 bits (1.6).
 WIDTH_MASK = 0x7F
