@@ -860,8 +860,7 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
             sg = p[b.kind[p] == KIND_DELTA_SIGNED]
             if len(sg):  # DELTA SIGNED: the high part is unzigzag(stored + 1), staged as an int32
                 at = ranges(2 * (off + vw + bw)[sg], b.e[sg])
-                u = w32[at]
-                w32[at] = (u >> np.uint32(1)) ^ (np.uint32(0) - (u & np.uint32(1)))
+                w32[at] = unzigzag(w32[at]).astype(np.int32).view(np.uint32)
         g = np.arange(4)
         at = 2 * (off[a] + vw[a])[:, None] + g[None, :]
         pc = np.where((g[None, :] < ((b.cnt[a] + 31) >> 5)[:, None]) & bm[a, None],

@@ -591,6 +591,29 @@ def test_radix_only_columns():
         check_all(staged, expected, exp_viol)
 
 
+def test_radix_fp32_digits_are_exact():
+    """The Triton kernel's RADIX digit, in float32 as it computes it (``floor((code + 0.5) *
+    2^(-r log2 R))``, then mod R by ``rcp(R)``), equals the integer definition for every alphabet
+    with a code, every code and every digit place; also with 1 / R^r off by 2^-18 and rcp(R) by
+    2^-22 either way (more than ``ex2.approx`` and the rounding of log2 R and of the products can
+    add), so the exactness does not hang on one GPU's last bit."""
+    for R in range(3, 257):
+        g = int(RADIX_G[R])
+        if not g:
+            continue
+        code = np.arange(R**g, dtype=np.int64)
+        l2r = (radix_log2_bits(np.array([R])) >> np.uint64(32)).astype(np.uint32).view(np.float32)[0]
+        for r in range(g):
+            want = code // R**r % R
+            for f in (1.0, 1 + 2.0**-18, 1 - 2.0**-18):
+                inv = np.float32(np.exp2(-(np.float32(r) * l2r)).astype(np.float32) * np.float32(f))
+                q2 = np.floor((code.astype(np.float32) + np.float32(0.5)) * inv)
+                for fr in (1.0, 1 + 2.0**-22, 1 - 2.0**-22):
+                    rcp = np.float32(np.float32(1) / np.float32(R) * np.float32(fr))
+                    dig = q2 - np.floor((q2 + np.float32(0.5)) * rcp) * np.float32(R)
+                    assert (dig.astype(np.int64) == want).all(), (R, r, f, fr)
+
+
 def test_decode_values_patch_and_run():
     """The contract's lane formula against the blocks' own values, every width and exception width."""
     rng = np.random.default_rng(1)
