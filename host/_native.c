@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 14; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 15; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -414,11 +414,30 @@ static inline int64_t gm_sat(uint64_t v) { return v > (UINT64_C(1) << 40) ? (INT
 
 /* one block's fields from fbuf[*pos, end) (tag t, cnt values, pred: where the page's previous block's
  * line ended, updated); 1 when they run past end or a varint is bad */
+/* a tag's kind without its bitmap's form: 71..74 (sparse bitmaps) as PATCH, RUN, DELTA PATCH, DELTA SIGNED */
+static inline int gm_kind_tag(int t) { return t >= 71 && t <= 74 ? (t == 71 ? 65 : t == 72 ? 66 : t - 5) : t; }
+
+/* a sparse bitmap: `ones` positions of pb bits from bit `at` of b, ascending inside the block's cnt
+ * values, as bits of bm (zeroed; with run: bit 0 too); 1 when they do not ascend */
+static int gm_sparse_bitmap(const unsigned char *b, int64_t L, int64_t at, int64_t ones, int pb, int64_t cnt, int run,
+                            uint64_t *bm) {
+    bm[0] = run ? 1 : 0;
+    bm[1] = 0;
+    int64_t prev = run ? 0 : -1;
+    for (int64_t i = 0; i < ones; i++) {
+        const int64_t p = (int64_t)gm_bits_at(b, L, at + i * pb, pb);
+        if (p <= prev || p >= cnt) return 1;
+        bm[p >> 6] |= UINT64_C(1) << (p & 63);
+        prev = p;
+    }
+    return 0;
+}
+
 static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end, int64_t tag, int64_t cnt,
                             uint64_t *pred, int64_t *base, int64_t *slope, int64_t *w, int64_t *nv, int64_t *w2,
                             int64_t *e) {
     uint64_t d, z = 0, x1 = 0, x2 = 0, x3 = 0;
-    const int64_t t = tag & 0x7F;
+    const int64_t t = gm_kind_tag((int)(tag & 0x7F));
     if (gm_varint(fbuf, pos, end, &d)) return 1;
     if ((tag & 0x80) && gm_varint(fbuf, pos, end, &z)) return 1;
     const int three = t == 65 || t == 68 || t == 69; /* PATCH, DELTA PATCH, DELTA SIGNED: w, w2, e; RUN: w, runs; DELTA, RADIX: one */
@@ -494,7 +513,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
     int64_t plain_bits = 0;
     for (int64_t j = 0; j < nb; j++) {
         const int t = b[j] & 0x7F;
-        if (t > 70) return GM_BLOB_TAG;
+        if (t > 74) return GM_BLOB_TAG;
         if (t >= 65) ext = 1;
         else plain_bits += (j + 1 < nb ? bs : count - j * bs) * t;
     }
@@ -531,14 +550,17 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
         if (npg == 1 && ext) pay = fpos; /* its payload follows its fields */
         else if (fpos != fend) return GM_BLOB_FIELDS;
         for (int64_t j = j0; j < j1; j++) {
-            const int64_t cnt = j + 1 < nb ? bs : count - j * bs, k = j - j0, t = b[j] & 0x7F;
+            const int64_t cnt = j + 1 < nb ? bs : count - j * bs, k = j - j0, t = gm_kind_tag(b[j] & 0x7F);
+            const int sparse = (b[j] & 0x7F) >= 71;
             const int64_t W = w[k], N = nv[k], E = e[k], W2 = w2[k];
             /* DELTA, DELTA PATCH, DELTA SIGNED: prefix-summed offsets; DELTA SIGNED: exceptions zigzagged */
             const int patch = t == 65 || t == 68 || t == 69, delta = t >= 67 && t <= 69, sgn = t == 69, radix = t == 70;
             if ((patch && (W2 > 31 || W + W2 > 64 || E < 1 || E > cnt || W > 63)) || (t == 66 && (N < 1 || N > cnt)) ||
                 (t >= 65 && (W > 64 || cnt > 128)) || (radix && E < 2))
                 return GM_BLOB_RANGE;
-            const int64_t at = 8 * pay + P, bits = N * W + (patch || t == 66 ? cnt : 0) + (patch ? E * W2 : 0);
+            const int pb = cnt > 1 ? 64 - __builtin_clzll((uint64_t)(cnt - 1)) : 0; /* a position's bits */
+            const int64_t mbits = patch || t == 66 ? (sparse ? (patch ? E : N - 1) * pb : cnt) : 0;
+            const int64_t at = 8 * pay + P, bits = N * W + mbits + (patch ? E * W2 : 0);
             if (at + bits > limit) return GM_BLOB_PAYLOAD;
             uint64_t *o = out + j * bs;
             const uint64_t bv = delta ? 0 : (uint64_t)base[k], sl = delta ? 0 : (uint64_t)slope[k];
@@ -551,7 +573,11 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
             } else {
                 uint64_t bm[2] = {0, 0}; /* the bitmap: cnt <= 128 bits */
                 const int64_t bm_at = at + N * W;
-                gm_realign_one(b, L, bm_at, cnt, bm);
+                if (sparse) {
+                    if (gm_sparse_bitmap(b, L, bm_at, patch ? E : N - 1, pb, cnt, !patch, bm)) return GM_BLOB_BITMAP;
+                } else {
+                    gm_realign_one(b, L, bm_at, cnt, bm);
+                }
                 const int64_t ones = __builtin_popcountll(bm[0]) + __builtin_popcountll(bm[1]);
                 if (patch) { /* PATCH: low bits, then each exception at its bitmap bit */
                     if (ones != E) return GM_BLOB_BITMAP;
@@ -559,7 +585,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
                     int64_t r = 0;
                     for (int g = 0; g < 2; g++)
                         for (uint64_t m = bm[g]; m; m &= m - 1, r++) {
-                            const uint64_t x = gm_bits_at(b, L, bm_at + cnt + r * W2, (int)W2) + 1;
+                            const uint64_t x = gm_bits_at(b, L, bm_at + mbits + r * W2, (int)W2) + 1;
                             o[64 * g + __builtin_ctzll(m)] += (sgn ? (uint64_t)gm_unzigzag(x) : x) << W;
                         }
                 } else { /* RUN: the runs, then value i is run rank(i + 1) - 1 */

@@ -36,9 +36,10 @@ ENC_DICT = 8  # format 3: the blob holds codes into its segment's dictionary of 
 ENC_DELTA = 16  # format 3: some block is a DELTA (or DELTA PATCH) block (with ENC_DICT: of its dictionary)
 ENC_SIGNED = 32  # format 3: some block is a DELTA SIGNED block (with ENC_DELTA; with ENC_DICT: of its dictionary)
 ENC_RADIX = 64  # format 3: some block is a RADIX block
+ENC_SPARSE = 128  # format 3: some block's bitmap is stored sparse, as its set bits' positions
 ENC_FLAGS = 0xFF  # the flag bits of an ``enc`` field; with ENC_DICT, bits 8.. hold the dictionary's place
 ENC_NAMES = {ENC_FOR: "FOR", ENC_LFOR: "LFOR", ENC_PATCH: "PATCH", ENC_RUN: "RUN", ENC_DICT: "DICT", ENC_DELTA: "DELTA",
-             ENC_SIGNED: "SIGNED", ENC_RADIX: "RADIX"}
+             ENC_SIGNED: "SIGNED", ENC_RADIX: "RADIX", ENC_SPARSE: "SPARSE"}
 
 
 def enc_counts(enc: np.ndarray) -> dict:

@@ -12,8 +12,9 @@ its fields).
 
 - tag: ``TAG_LFOR`` (128) when the block's line has a slope, plus its width ``w`` (0..64) for a
   plain FOR/LFOR block, ``TAG_PATCH`` (65), ``TAG_RUN`` (66), ``TAG_DELTA`` (67) or
-  ``TAG_DELTA_PATCH`` (68), ``TAG_DELTA_SIGNED`` (69), ``TAG_RADIX`` (70); 71..127 are reserved
-  for the encodings of the next steps (``CorruptionError`` today).
+  ``TAG_DELTA_PATCH`` (68), ``TAG_DELTA_SIGNED`` (69), ``TAG_RADIX`` (70), or 71..74 for PATCH,
+  RUN, DELTA PATCH and DELTA SIGNED with a sparse bitmap; 75..127 are reserved for the encodings
+  of the next steps (``CorruptionError`` today).
 - fields, per block: ``zigzag(base - prediction)``, ``zigzag(slope)`` when it has one, then PATCH
   DELTA PATCH and DELTA SIGNED: ``w, w2, e``; RUN: ``w, runs``; DELTA: ``w``; RADIX: ``R``. The prediction is 0 for a page's
   first block, else where the previous block's line ended (``base + slope * n``, ``n`` its values
@@ -27,8 +28,11 @@ its fields).
   and ``w`` follow from ``R`` (``RADIX_G``, ``RADIX_W``: the fewest bits a digit, at most 16 a code).
 - payload of block ``j``, from bit ``P_j`` (the bits of the blob's earlier blocks; zero bits to a
   whole byte at the end): ``n w`` bits of values (LSB first), then for PATCH / RUN a bitmap of
-  ``count`` bits (the exceptions; the run starts), then PATCH's ``e w2`` bits of exceptions (the
-  high parts ``r >> w``, minus one).
+  ``count`` bits (the exceptions; the run starts), or a sparse one's set bits' positions
+  (``bitmap_bits``: ascending, ``bit_length(count - 1)`` bits each, a RUN block's after position
+  0; where they take fewer bits; ``stage_blocks`` turns them back into the bitmap, so the staged
+  form does not change), then PATCH's ``e w2`` bits of exceptions (the high parts ``r >> w``, minus
+  one).
 - anchors of page ``p``: the byte offset (from the blob start) of its first field, and the payload
   bit offset of its first block.
 
@@ -124,9 +128,11 @@ def page_layout(nb_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np_s, np.repeat(np.arange(len(nb_s)), np_s)
 
 
-# tag & 0x7F of the extended blocks (71..127 reserved)
+# tag & 0x7F of the extended blocks (75..127 reserved)
 TAG_PATCH, TAG_RUN, TAG_DELTA, TAG_DELTA_PATCH, TAG_DELTA_SIGNED, TAG_RADIX = 65, 66, 67, 68, 69, 70
-TAG_LAST = TAG_RADIX
+# the same kinds with a sparse bitmap: its set bits' positions (``bitmap_bits``)
+TAG_PATCH_SPARSE, TAG_RUN_SPARSE, TAG_DELTA_PATCH_SPARSE, TAG_DELTA_SIGNED_SPARSE = 71, 72, 73, 74
+TAG_LAST = TAG_DELTA_SIGNED_SPARSE
 KIND_PLAIN, KIND_PATCH, KIND_RUN = 0, AUX_PATCH, AUX_RUN
 KIND_DELTA, KIND_DELTA_PATCH = AUX_DELTA, AUX_DELTA | AUX_PATCH  # the staged aux word's kinds
 KIND_DELTA_SIGNED, KIND_RADIX = KIND_DELTA_PATCH | AUX_SIGNED, AUX_RADIX
@@ -137,6 +143,9 @@ _TAG_OF_KIND[_KINDS] = [TAG_PATCH, TAG_RUN, TAG_DELTA, TAG_DELTA_PATCH, TAG_DELT
 # DELTA w; RADIX R
 _EXTRA_FIELDS = np.zeros(KIND_RADIX + 1, np.int64)
 _EXTRA_FIELDS[_KINDS] = [3, 2, 1, 3, 3, 1]
+_SPARSE_KINDS = [KIND_PATCH, KIND_RUN, KIND_DELTA_PATCH, KIND_DELTA_SIGNED]  # the kinds with a bitmap
+_SPARSE_TAG_OF_KIND = np.zeros(KIND_RADIX + 1, np.int64)
+_SPARSE_TAG_OF_KIND[_SPARSE_KINDS] = [TAG_PATCH_SPARSE, TAG_RUN_SPARSE, TAG_DELTA_PATCH_SPARSE, TAG_DELTA_SIGNED_SPARSE]
 
 
 def _radix_table():
@@ -202,30 +211,61 @@ DICT_HEAD = struct.Struct("<QQ")  # a dictionary's entries, then its blob's byte
 class Blocks:
     """Per block of a blob (or of many): ``kind`` (``KIND_*``), the line ``base + slope * i`` and
     width ``w`` of its packed values, ``nv`` of them (``cnt``, or the runs of a RUN block), and a
-    PATCH block's ``w2``-bit exceptions, ``e`` of them; ``cnt`` the block's values. ``bits()``:
-    its payload, ``nv w`` bits of values, then ``cnt`` bits of bitmap (PATCH, RUN, DELTA PATCH,
-    DELTA SIGNED), then ``e w2``. A DELTA block's values (and exceptions) are differences:
-    prefix-summed on the line. A RADIX block's ``nv`` values are its codes, ``w2`` its alphabet
-    ``R`` and ``e`` its digits a code ``g`` (no exceptions)."""
+    PATCH block's ``w2``-bit exceptions, ``e`` of them; ``cnt`` the block's values; ``sp`` (bool)
+    its bitmap stored sparse. ``bits()``: its payload, ``nv w`` bits of values, then its bitmap
+    (PATCH, RUN, DELTA PATCH, DELTA SIGNED: ``bitmap_bits``), then ``e w2``. A DELTA block's values
+    (and exceptions) are differences: prefix-summed on the line. A RADIX block's ``nv`` values are its
+    codes, ``w2`` its alphabet ``R`` and ``e`` its digits a code ``g`` (no exceptions)."""
 
-    def __init__(self, kind, w, base, slope, nv, w2, e, cnt):
+    FIELDS = ("kind", "w", "base", "slope", "nv", "w2", "e", "cnt", "sp")
+
+    def __init__(self, kind, w, base, slope, nv, w2, e, cnt, sp=None):
         self.kind, self.w, self.base, self.slope, self.nv, self.w2, self.e, self.cnt = kind, w, base, slope, nv, w2, e, cnt
+        self.sp = np.zeros(len(kind), bool) if sp is None else np.asarray(sp, bool)
 
     def take(self, idx) -> "Blocks":
-        return Blocks(*(getattr(self, f)[idx] for f in ("kind", "w", "base", "slope", "nv", "w2", "e", "cnt")))
+        return Blocks(*(getattr(self, f)[idx] for f in self.FIELDS))
 
     def bits(self) -> np.ndarray:
-        return self.nv * self.w + np.where(has_bitmap(self.kind), self.cnt, 0) + \
+        return self.nv * self.w + bitmap_bits(self.kind, self.cnt, self.nv, self.e, self.sp) + \
             np.where((self.kind & 3) == KIND_PATCH, self.e * self.w2, 0)
 
     def tags(self) -> np.ndarray:
-        t = np.where(self.kind == KIND_PLAIN, self.w, _TAG_OF_KIND[self.kind])
+        t = np.where(self.kind == KIND_PLAIN, self.w, np.where(self.sp, _SPARSE_TAG_OF_KIND[self.kind],
+                                                                _TAG_OF_KIND[self.kind]))
         return (t | np.where(self.slope != 0, TAG_LFOR, 0)).astype(np.uint8)
 
 
 def has_bitmap(kind: np.ndarray) -> np.ndarray:
     """Blocks of ``kind`` with a bitmap: PATCH, RUN, DELTA PATCH, DELTA SIGNED."""
     return (np.asarray(kind) & 3) != 0
+
+
+def position_bits(cnt: np.ndarray) -> np.ndarray:
+    """The bits of a position in a block of ``cnt`` values (7 for 128): ``bit_length(cnt - 1)``."""
+    return codec.bit_length(np.maximum(np.asarray(cnt, np.int64) - 1, 0).astype(_U64))
+
+
+def bitmap_bits(kind: np.ndarray, cnt: np.ndarray, nv: np.ndarray, e: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    """The stored bits of each block's bitmap: ``cnt`` (one a value), or for a sparse one its set
+    bits' positions, ``position_bits(cnt)`` each, ascending: a PATCH block's ``e`` exceptions, a RUN
+    block's run starts after position 0 (``nv - 1``; position 0 always starts one); 0 without one."""
+    kind = np.asarray(kind)
+    ones = np.where((kind & 3) == KIND_RUN, np.asarray(nv) - 1, e)
+    return np.where(has_bitmap(kind), np.where(sp, ones * position_bits(cnt), cnt), 0)
+
+
+def sparse_pays(cnt: np.ndarray, ones: np.ndarray) -> np.ndarray:
+    """Where a bitmap of ``ones`` stored positions (exceptions; runs after the first) takes fewer
+    bits as positions than as ``cnt`` bits: the encoder's choice, ``bitmap_bits``'s ``sp``."""
+    return np.asarray(ones) * position_bits(cnt) < np.asarray(cnt)
+
+
+def _bitmap_cost(cnt: np.ndarray, ones: np.ndarray) -> np.ndarray:
+    """The bits of a bitmap of ``ones [n, ...]`` stored positions in blocks of ``cnt [n]`` values:
+    the smaller of its two forms (``bitmap_bits``)."""
+    c = np.asarray(cnt).reshape((len(cnt),) + (1,) * (np.ndim(ones) - 1))
+    return np.minimum(c, ones * position_bits(c))
 
 
 def _patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray):
@@ -245,7 +285,7 @@ def _patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray):
         w2 = codec.bit_length(hi - _U64(1))
     e = e_of[:, :65]
     ok = (w1[None, :] < w[:, None]) & (w2 <= AUX_MAX_W2) & (e > 0)
-    cost = cnt[:, None] * (w1[None, :] + 1) + e * w2 + 8 * (2 + varint_len(e.astype(_U64)))
+    cost = cnt[:, None] * w1[None, :] + _bitmap_cost(cnt, e) + e * w2 + 8 * (2 + varint_len(e.astype(_U64)))
     cost = np.where(ok, cost, 1 << 60)  # never chosen, and no overflow when added to
     best = np.argmin(cost, axis=1)
     rows = np.arange(n)
@@ -272,7 +312,7 @@ def _signed_patch_costs(r: np.ndarray, cnt: np.ndarray):
     w2 = codec.bit_length(top)
     w1 = np.arange(65)
     ok = (w1[None, :] < 64) & (w2 <= AUX_MAX_W2) & (w1[None, :] + w2 <= 64) & (e > 0)
-    cost = cnt[:, None] * (w1[None, :] + 1) + e * w2 + 8 * (2 + varint_len(e.astype(_U64)))
+    cost = cnt[:, None] * w1[None, :] + _bitmap_cost(cnt, e) + e * w2 + 8 * (2 + varint_len(e.astype(_U64)))
     cost = np.where(ok, cost, 1 << 60)
     best = np.argmin(cost, axis=1)
     rows = np.arange(n)
@@ -304,7 +344,8 @@ class _Candidates:
         st_[:, 1:] &= x2[:, 1:] != x2[:, :-1]
         self.starts, self.nr = st_, st_.sum(axis=1)
         self.rfit = rfit = codec.fit_blocks(x2[st_].view(np.int64), self.nr, lanes)
-        rc = cnt + self.nr * rfit.w + 8 * (2 + np.where(rfit.slope != 0, varint_len(zigzag(rfit.slope)), 0))
+        rc = _bitmap_cost(cnt, self.nr - 1) + self.nr * rfit.w + \
+            8 * (2 + np.where(rfit.slope != 0, varint_len(zigzag(rfit.slope)), 0))
         cost += [np.where(self.nr < cnt, rc, never), never]
         if delta:
             # DELTA: the line base + dmin k (dmin the smallest step), and each step's excess over dmin
@@ -364,9 +405,10 @@ class _Candidates:
         bits = np.select(
             [kind == KIND_PLAIN, kind == KIND_PATCH, kind == KIND_RUN, kind == KIND_DELTA, kind == KIND_DELTA_PATCH,
              kind == KIND_RADIX],
-            [cnt * fit.w[self.c0:self.c1], cnt * (w1[0] + 1) + e[0] * w2[0], cnt + self.nr * self.rfit.w,
-             cnt * getattr(self, "dw", 0), cnt * (w1[1] + 1) + e[1] * w2[1], self.ncode * self.rw],
-            cnt * (w1[2] + 1) + e[2] * w2[2])
+            [cnt * fit.w[self.c0:self.c1], cnt * w1[0] + _bitmap_cost(cnt, e[0]) + e[0] * w2[0],
+             _bitmap_cost(cnt, self.nr - 1) + self.nr * self.rfit.w, cnt * getattr(self, "dw", 0),
+             cnt * w1[1] + _bitmap_cost(cnt, e[1]) + e[1] * w2[1], self.ncode * self.rw],
+            cnt * w1[2] + _bitmap_cost(cnt, e[2]) + e[2] * w2[2])
         # (RADIX: one field, R; the others' three bytes an estimate kept from before RADIX)
         return int(bits.sum()) + 24 * int(((kind != KIND_PLAIN) & (kind != KIND_RADIX)).sum()) + 8 * int((kind == KIND_RADIX).sum())
 
@@ -419,7 +461,8 @@ class _Candidates:
             vals[q, : rr.shape[1]] = rr
             bmap[q] = self.starts[q]
             w[q], base[q], slope[q], nv[q] = self.rfit.w[q], self.rfit.base[q], self.rfit.slope[q], self.nr[q]
-        return _blocks_and_pieces(Blocks(kind, w, base, slope, nv, w2, e, cnt), vals, bmap, exc)
+        sp = has_bitmap(kind) & sparse_pays(cnt, np.where((kind & 3) == KIND_RUN, nv - 1, e))
+        return _blocks_and_pieces(Blocks(kind, w, base, slope, nv, w2, e, cnt, sp), vals, bmap, exc)
 
 
 _NEVER = 1 << 60  # a cost no kind reaches (and no overflow when compared)
@@ -428,8 +471,20 @@ _ALL_KINDS = _AUX_KINDS + (KIND_DELTA, KIND_DELTA_PATCH, KIND_DELTA_SIGNED)  # (
 
 
 def _blocks_and_pieces(b: Blocks, vals, bmap, exc):
+    """``b`` and its pieces to bit-pack: values, bitmap (``bmap`` [n, lanes] of 0/1; a sparse one's
+    rows become its set bits' positions, packed to the left, a RUN block's position 0 left out),
+    exceptions."""
     bm = has_bitmap(b.kind)
-    return b, [(vals, b.w, b.nv), (bmap, bm.astype(np.int64), np.where(bm, b.cnt, 0)),
+    sp = np.flatnonzero(b.sp & bm)
+    if len(sp):
+        m = bmap[sp] != 0
+        m[:, 0] &= (b.kind[sp] & 3) != KIND_RUN
+        rr, cc = np.nonzero(m)
+        bmap = bmap.copy()
+        bmap[sp] = 0
+        bmap[sp[rr], (np.cumsum(m, axis=1) - 1)[rr, cc]] = cc
+    ones = np.where((b.kind & 3) == KIND_RUN, b.nv - 1, b.e)
+    return b, [(vals, b.w, b.nv), (bmap, np.where(b.sp, position_bits(b.cnt), bm), np.where(bm, np.where(b.sp, ones, b.cnt), 0)),
                (exc, b.w2, np.where((b.kind & 3) == KIND_PATCH, b.e, 0))]
 
 
@@ -513,8 +568,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
             woffs.append(woff + at)
             nws.append(nw)
             at += len(buf)
-    B = Blocks(*(np.concatenate([getattr(b, f) for b in parts]) for f in
-                 ("kind", "w", "base", "slope", "nv", "w2", "e", "cnt")))
+    B = Blocks(*(np.concatenate([getattr(b, f) for b in parts]) for f in Blocks.FIELDS))
     packed = np.concatenate(packed)
     # piece order within a block: values, bitmap, exceptions (nws/woffs are chunk-major, piece-minor)
     woff3 = np.stack([np.concatenate(woffs[i::3]) for i in range(3)], 1)
@@ -570,7 +624,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     cb = np.cumsum(bits) - bits
     bit_in_stripe = cb - cb[fit.bfirst[sob]]
     dst_bit = (blob_off + pay_at)[sob] * 8 + bit_in_stripe
-    piece_at = np.stack([np.zeros(NB, np.int64), B.nv * B.w, B.nv * B.w + np.where(has_bitmap(B.kind), cnt, 0)], 1)
+    piece_at = np.stack([np.zeros(NB, np.int64), B.nv * B.w, B.nv * B.w + bitmap_bits(B.kind, cnt, B.nv, B.e, B.sp)], 1)
     _scatter_bits(packed, woff3.reshape(-1), nw3.reshape(-1), (dst_bit[:, None] + piece_at).reshape(-1), region64)
     region = region64.view(np.uint8)[:R].copy()
     region[blob_off[sob] + jin] = tag
@@ -594,7 +648,8 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     has = lambda m: (np.bincount(sob, weights=m, minlength=S) > 0).astype(np.int64)  # noqa: E731
     enc = has(lfor) * codec.ENC_LFOR | has((B.kind & 3) == KIND_PATCH) * codec.ENC_PATCH | \
         has(B.kind == KIND_RUN) * codec.ENC_RUN | has((B.kind & AUX_DELTA) != 0) * codec.ENC_DELTA | \
-        has(B.kind == KIND_DELTA_SIGNED) * codec.ENC_SIGNED | has(B.kind == KIND_RADIX) * codec.ENC_RADIX
+        has(B.kind == KIND_DELTA_SIGNED) * codec.ENC_SIGNED | has(B.kind == KIND_RADIX) * codec.ENC_RADIX | \
+        has(B.sp) * codec.ENC_SPARSE
     return region, blob_off, blob_nbytes, enc
 
 
@@ -637,7 +692,7 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
     # (ENC_DELTA, ENC_SIGNED where the dictionary has DELTA (SIGNED) blocks: releases before them
     # refuse the segment at open)
     return out, blob_off + head, blob_nbytes, enc | codec.ENC_DICT | \
-        (int(denc[0]) & (codec.ENC_DELTA | codec.ENC_SIGNED | codec.ENC_RADIX))
+        (int(denc[0]) & (codec.ENC_DELTA | codec.ENC_SIGNED | codec.ENC_RADIX | codec.ENC_SPARSE))
 
 
 def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary") -> np.ndarray:
@@ -701,6 +756,7 @@ def realign(buf: np.ndarray, src_bit: np.ndarray, nbits: np.ndarray, out: np.nda
 
 _KIND_OF_TAG = np.zeros(128, np.int64)
 _KIND_OF_TAG[_TAG_OF_KIND[_TAG_OF_KIND > 0]] = np.flatnonzero(_TAG_OF_KIND)
+_KIND_OF_TAG[_SPARSE_TAG_OF_KIND[_SPARSE_TAG_OF_KIND > 0]] = np.flatnonzero(_SPARSE_TAG_OF_KIND)
 
 
 def tag_kind(tags: np.ndarray) -> np.ndarray:
@@ -794,7 +850,7 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
             term[starts] = d.view(_U64)[starts]
             cs = np.cumsum(term, dtype=_U64)
             base = (cs - (cs - term)[fb0]).view(np.int64)
-    b = Blocks(kind, w, base, slope, nv, w2, e, cnt)
+    b = Blocks(kind, w, base, slope, nv, w2, e, cnt, (tag & 0x7F) >= TAG_PATCH_SPARSE)
     pt, rn, ext = (kind & 3) == KIND_PATCH, kind == KIND_RUN, kind != KIND_PLAIN
     bad = (pt & ((w > 63) | (w2 > AUX_MAX_W2) | (w + w2 > 64) | (e < 1) | (e > cnt))) | \
         (rn & ((nv < 1) | (nv > cnt))) | (ext & ((w > 64) | (cnt > AUX_MAX_BLOCK))) | \
@@ -810,6 +866,27 @@ def read_bits(buf: np.ndarray, bit: np.ndarray, w: np.ndarray) -> np.ndarray:
     win = np.ndarray((len(padded) - 7,), dtype=_U64, buffer=padded, strides=(1,))  # element j: bytes j..j+7
     v = win[bit >> 3] >> (bit & 7).astype(_U64)
     return v & ((_U64(1) << np.asarray(w).astype(_U64)) - _U64(1))
+
+
+def _expand_positions(pay: np.ndarray, at: np.ndarray, b: Blocks, dst32: np.ndarray, w32: np.ndarray) -> None:
+    """Sparse bitmaps into bitmap words: block ``i`` of ``b`` (PATCH or RUN kinds, all sparse) has its
+    positions from bit ``at[i]`` of ``pay``; its bitmap's 32-bit words start at ``w32[dst32[i]]``
+    (zero). Positions that do not ascend inside the block (or a RUN block's 0) are a
+    ``CorruptionError``."""
+    run = (b.kind & 3) == KIND_RUN
+    ones = np.where(run, b.nv - 1, b.e)
+    pb = position_bits(b.cnt)
+    if int((at + ones * pb).max()) > 8 * len(pay) or (at < 0).any():
+        raise CorruptionError("payload: a block's bitmap lies outside its blob")
+    i = ranges(np.zeros(len(ones), np.int64), ones)
+    own = np.repeat(np.arange(len(ones)), ones)
+    pos = read_bits(pay, at[own] + i * pb[own], pb[own]).astype(np.int64)
+    prev = np.where(i > 0, np.concatenate(([0], pos[:-1])), np.where(run[own], 0, -1))
+    if (pos <= prev).any() or (pos >= b.cnt[own]).any():
+        raise CorruptionError("payload: a sparse bitmap's positions do not ascend inside its block")
+    pos = np.concatenate([pos, np.zeros(int(run.sum()), np.int64)])  # a RUN block's first run
+    dst = np.concatenate([dst32[own], dst32[run]])
+    np.bitwise_or.at(w32, dst + (pos >> 5), (np.uint32(1) << (pos & 31).astype(np.uint32)))
 
 
 def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=None):
@@ -834,10 +911,14 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
     off = np.cumsum(tot) - tot + aux  # each block's word_off: its values
     words = np.zeros(int(tot.sum()) + 1, dtype=_U64)
     vbits = b.nv * b.w
-    mbits = np.where(bm, b.cnt, 0)
+    mbits = bitmap_bits(b.kind, b.cnt, b.nv, b.e, b.sp)  # as stored
     K = len(off)
-    realign(pay, np.concatenate([src_bit, src_bit + vbits]), np.concatenate([vbits, mbits]), words,
+    dense = np.where(b.sp, 0, mbits)
+    realign(pay, np.concatenate([src_bit, src_bit + vbits]), np.concatenate([vbits, dense]), words,
             np.concatenate([off, off + vw]))
+    sp = np.flatnonzero(b.sp & bm)
+    if len(sp):  # a sparse bitmap: set the bits at its positions (a RUN block's bit 0 too)
+        _expand_positions(pay, (src_bit + vbits)[sp], b.take(sp), 2 * (off + vw)[sp], words.view(np.uint32))
     hdr = np.empty((K, 3), dtype=np.int64)
     hdr[:, 0] = b.base
     hdr[:, 1] = b.slope

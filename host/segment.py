@@ -630,9 +630,10 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
             bad = bad or ((o % 8) | (n % 8)).any()
         if bad:
             raise CorruptionError(f"segment {where}: blob ranges of column {c!r} out of bounds")
-        # (PATCH, RUN, DELTA (SIGNED), RADIX blocks and dictionaries: format 3, in tiers of blocks of at most AUX_MAX_BLOCK values)
+        # (PATCH, RUN, DELTA (SIGNED), RADIX blocks, sparse bitmaps and dictionaries: format 3, in tiers of
+        # blocks of at most AUX_MAX_BLOCK values)
         known = codec.ENC_LFOR | (codec.ENC_PATCH | codec.ENC_RUN | codec.ENC_DICT | codec.ENC_DELTA | codec.ENC_SIGNED
-                                  | codec.ENC_RADIX
+                                  | codec.ENC_RADIX | codec.ENC_SPARSE
                                   if region_bytes is not None and block_size <= pages.AUX_MAX_BLOCK else 0)
         isd = (e & codec.ENC_DICT) != 0
         if ((e < 0) | ((e & codec.ENC_FLAGS & ~known) != 0) | (~isd & (e > codec.ENC_FLAGS))).any():

@@ -18,6 +18,14 @@ the same while the events per user change. Each is stored twice, the same way as
   columns, 16k-row groups), the whole file with its ``user_id`` column and footer.
 
     python profiling/short_histories.py [--dataset ml1m|ml100k] [--lengths 0,64,32,24,16,8,4] [--json out.json]
+
+``--variants`` asks the same of other datasets' shapes, made from the real one (its users, items
+and order kept; one column changed, seeded): ``day_ts`` timestamps cut to the day (Amazon's
+review dates), ``ms_ts`` in milliseconds, ``hash_items`` item ids spread over a 10^7 range,
+``half_stars`` ratings of 10 levels, ``skew_rating`` 5 ratings at 60/20/10/5/5% (Amazon's mix,
+independent of the user), ``binary_rating`` a like (rating >= 4), ``sparse01`` / ``sparse05`` a
+value set in 1% / 5% of events (a watch time, else 0), ``const_rating`` one value everywhere
+(implicit feedback). ``--variants all`` runs every one; each at every ``--lengths``.
 """
 
 from __future__ import annotations
@@ -59,6 +67,33 @@ def regroup(ev: pa.Table, n: int) -> pa.Table:
     return ev.set_column(ev.schema.get_field_index("user_id"), "user_id", pa.array(new.astype(np.int64)))
 
 
+def _set(ev: pa.Table, name: str, values: np.ndarray) -> pa.Table:
+    return ev.set_column(ev.schema.get_field_index(name), name, pa.array(values))
+
+
+def _rating(ev: pa.Table, values: np.ndarray) -> pa.Table:
+    return _set(ev, "rating", values.astype(np.int32))
+
+
+def _col(ev: pa.Table, name: str) -> np.ndarray:
+    return ev.column(name).to_numpy()
+
+
+VARIANTS = {  # name: the events -> the events with one column in another dataset's shape (rng: seeded)
+    "real": lambda ev, rng: ev,
+    "day_ts": lambda ev, rng: _set(ev, "ts", _col(ev, "ts") // 86_400 * 86_400),
+    "ms_ts": lambda ev, rng: _set(ev, "ts", _col(ev, "ts") * 1000 + rng.integers(0, 1000, ev.num_rows)),
+    "hash_items": lambda ev, rng: _set(ev, "item_id", (rng.permutation(int(_col(ev, "item_id").max()) + 1) * 2711
+                                                       + 10**6)[_col(ev, "item_id")].astype(np.int64)),
+    "half_stars": lambda ev, rng: _rating(ev, 2 * _col(ev, "rating") - rng.integers(0, 2, ev.num_rows)),
+    "skew_rating": lambda ev, rng: _rating(ev, rng.choice([5, 4, 3, 2, 1], ev.num_rows, p=[0.6, 0.2, 0.1, 0.05, 0.05])),
+    "binary_rating": lambda ev, rng: _rating(ev, _col(ev, "rating") >= 4),
+    "sparse01": lambda ev, rng: _rating(ev, np.where(rng.random(ev.num_rows) < 0.01, rng.integers(1, 3600, ev.num_rows), 0)),
+    "sparse05": lambda ev, rng: _rating(ev, np.where(rng.random(ev.num_rows) < 0.05, rng.integers(1, 3600, ev.num_rows), 0)),
+    "const_rating": lambda ev, rng: _rating(ev, np.ones(ev.num_rows)),
+}
+
+
 def measure(ev: pa.Table, workdir: str) -> dict:
     from gpumat.host.fatrow import store_once_table, write_store_once
     from gpumat.host.tier import Tier
@@ -93,24 +128,33 @@ def main(argv=None):
     ap.add_argument("--dataset", choices=["ml1m", "ml100k"], default="ml1m")
     ap.add_argument("--lengths", default="0,64,32,24,16,8,4",
                     help="events per pseudo-user, comma-separated (0: the real users)")
+    ap.add_argument("--variants", default=None,
+                    help=f"comma-separated, or all: {', '.join(VARIANTS)} (default: the real data only)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    variants = list(VARIANTS) if args.variants == "all" else (args.variants or "real").split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     ev = load_events(args.dataset)
     out = {"dataset": args.dataset, "events": ev.num_rows, "runs": {}}
     print(f"{args.dataset}: {ev.num_rows:,} events; whole files, tier / tuned store-once Parquet\n")
-    print("| events per user | users | tier B | Parquet B | x Parquet | per column (tier / Parquet) | index etc. B/stripe |")
-    print("|---:|---:|---:|---:|---:|---|---:|")
-    for n in [int(x) for x in args.lengths.split(",")]:
-        wd = tempfile.mkdtemp(prefix="gpumat-short-")
-        try:
-            r = measure(regroup(ev, n), wd)
-        finally:
-            shutil.rmtree(wd, ignore_errors=True)
-        out["runs"][str(n)] = r
-        cols = ", ".join(f"{c} {x:.2f}" for c, x in r["column_x_parquet"].items())
-        label = f"{r['events'] / r['users']:.0f} (real)" if n == 0 else str(n)
-        print(f"| {label} | {r['users']:,} | {r['tier_file']:,} | {r['parquet_file']:,} | **{r['x_parquet']:.3f}** | "
-              f"{cols} | {r['tier_other'] / r['stripes']:.1f} |", flush=True)
+    print("| variant | events per user | users | tier B | Parquet B | x Parquet | per column (tier / Parquet) | "
+          "index etc. B/stripe |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|")
+    for v in variants:
+        shaped = VARIANTS[v](ev, np.random.default_rng(0))
+        for n in [int(x) for x in args.lengths.split(",")]:
+            wd = tempfile.mkdtemp(prefix="gpumat-short-")
+            try:
+                r = measure(regroup(shaped, n), wd)
+            finally:
+                shutil.rmtree(wd, ignore_errors=True)
+            out["runs"][str(n) if v == "real" else f"{v}:{n}"] = r
+            cols = ", ".join(f"{c} {x:.2f}" for c, x in r["column_x_parquet"].items())
+            label = f"{r['events'] / r['users']:.0f} (real)" if n == 0 else str(n)
+            print(f"| {v} | {label} | {r['users']:,} | {r['tier_file']:,} | {r['parquet_file']:,} | "
+                  f"**{r['x_parquet']:.3f}** | {cols} | {r['tier_other'] / r['stripes']:.1f} |", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -289,6 +289,79 @@ def test_radix_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
     check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n, ("item_id", "action") if bs == 128 else ("item_id",))
 
 
+def sparse_columns(rng, n):
+    """Columns whose bitmaps are stored sparse, as positions: day-granular timestamps (RUN blocks of a
+    few runs), a walk of small steps with rare jumps (DELTA PATCH blocks of a few exceptions) and a
+    value set in one event in a hundred (a watch time: PATCH blocks of a few exceptions, no low bits)."""
+    days = np.cumsum((rng.random(n) < 0.02) * rng.integers(1, 400, n))
+    walk = np.cumsum(rng.integers(0, 3, n) + np.where(rng.random(n) < 0.01, rng.integers(10**5, 10**7, n), 0))
+    flag = np.where(rng.random(n) < 0.01, rng.integers(1, 2**20, n), 0)
+    return {"ts": 1_600_041_600 + 86_400 * days, "item_id": walk + 10**12, "action": flag.astype(np.int32)}
+
+
+def dense_bitmaps(monkeypatch):
+    """The encoder as before sparse bitmaps: every bitmap one bit a value."""
+    monkeypatch.setattr(pages, "_bitmap_cost", lambda cnt, ones: np.broadcast_to(
+        np.asarray(cnt).reshape((len(cnt),) + (1,) * (np.ndim(ones) - 1)), np.shape(ones)))
+    monkeypatch.setattr(pages, "sparse_pays", lambda cnt, ones: np.zeros(np.shape(cnt), bool))
+
+
+@pytest.mark.parametrize("bs", [32, 128])
+def test_sparse_bitmaps_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
+    """A bitmap with few set bits (a PATCH block's few exceptions, a RUN block's few runs) is stored
+    as their positions where that is smaller, in every kind with a bitmap; such blocks decode to the
+    values whole, by any block window and by any value range of a block, in memory and by ranges,
+    and take fewer bytes than with one bit a value; with 128-value blocks a flipped byte of a
+    compacted file is caught."""
+    rng, n, sc, users, cols = four_stripes(sparse_columns, 70 + bs)
+    tags = set()
+    for name, x in cols.items():
+        region, off, nbytes, enc = pages.encode_stripes(x.astype(np.int64), sc, bs)
+        assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
+        assert enc[0] & codec.ENC_SPARSE, name
+        tags |= set((region[off[0] : off[0] + (sc[0] + bs - 1) // bs] & 0x7F).tolist())
+        with monkeypatch.context() as m:
+            dense_bitmaps(m)
+            dense, doff, dn, denc = pages.encode_stripes(x.astype(np.int64), sc, bs)
+        assert not (denc & codec.ENC_SPARSE).any() and decode_all(dense, doff, dn, sc, bs).tolist() == x.tolist()
+        assert region.size < (0.9 if bs == 128 else 0.97) * dense.size, (name, region.size, dense.size)
+    assert {pages.TAG_PATCH_SPARSE, pages.TAG_RUN_SPARSE, pages.TAG_DELTA_PATCH_SPARSE} <= tags
+    # a pack's timestamps with few jumps back: DELTA SIGNED with a sparse bitmap
+    r = np.random.default_rng(bs)
+    x = np.cumsum(r.integers(0, 8, n) - np.where(r.random(n) < 0.02, 10**6, 0)) + 10**9
+    region, off, nbytes, enc = pages.encode_stripes(x, np.array([n]), bs)
+    assert decode_all(region, off, nbytes, np.array([n]), bs).tolist() == x.tolist()
+    assert pages.TAG_DELTA_SIGNED_SPARSE in (region[: -(-n // bs)] & 0x7F), np.unique(region[: -(-n // bs)] & 0x7F)
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n)
+
+
+def test_sparse_positions_that_do_not_ascend_are_corruption(monkeypatch):
+    """A sparse bitmap's positions must ascend inside their block (a RUN block's after position 0,
+    which always starts a run): a repeated, descending or out-of-block position, or a RUN block's
+    0, is a ``CorruptionError`` on both decoders."""
+    monkeypatch.setattr(pages, "EXT_MIN_BITS", 0)  # (one block of a flag: extended blocks pay)
+    flag = np.zeros(100, np.int64)
+    flag[[5, 9]] = 1
+    runs = np.repeat([7, 300, 301], [40, 20, 40])  # run starts 40, 60
+    for x, tag, good in ((flag, pages.TAG_PATCH_SPARSE, (5, 9)), (runs, pages.TAG_RUN_SPARSE, (40, 60))):
+        region, off, nbytes, enc = pages.encode_stripes(x, np.array([100]), 128)
+        assert region[0] & 0x7F == tag and enc[0] & codec.ENC_SPARSE
+        assert pages.decode_blob(region, 100, 128).tolist() == x.tolist()
+        tags = region[:1].astype(np.int64)  # one page, fields first: [tag][fields][values, positions, ...]
+        fe = pages.fields_end(region, np.array([1]), np.array([len(region)]), pages.fields_per_block(tags), "t")
+        blk = pages.parse_fields(region, np.array([1]), fe, tags, np.array([100]), np.array([0]))
+        at = 8 * int(fe[0]) + int(blk.nv[0] * blk.w[0])  # the first position's bit
+        v = int.from_bytes(region.tobytes(), "little")
+        assert ((v >> at) & 127, (v >> (at + 7)) & 127) == good
+        for bad in ((9, 5), (5, 5), (5, 100), (0, 60)):
+            if tag == pages.TAG_PATCH_SPARSE and bad == (0, 60):  # (a PATCH block's 0 is a position like any)
+                continue
+            w = (v & ~((1 << 14) - 1 << at)) | (bad[0] | bad[1] << 7) << at
+            blob = np.frombuffer(w.to_bytes(len(region), "little"), np.uint8)
+            with pytest.raises(CorruptionError, match="ascend|bitmap"):
+                pages.decode_blob(blob, 100, 128)
+
+
 def test_radix_tables_and_fields():
     """Each alphabet's code: the fewest bits a digit (part of the format: a block stores only R), no
     gain no RADIX; a RADIX block's R of no code (a power of two, one digit a code) is a
@@ -343,7 +416,7 @@ def test_delta_only_where_it_saves_enough():
 
 def test_delta_fields_and_tags_out_of_range_are_corruption():
     """A DELTA block's width past 64, a DELTA PATCH block's exceptions past their width, or a tag past
-    RADIX (71..127: later formats') is a ``CorruptionError`` on both decoders."""
+    the sparse-bitmap kinds (75..127: later formats') is a ``CorruptionError`` on both decoders."""
     n = 2000
     rng = np.random.default_rng(1)
     x = np.cumsum(rng.integers(0, 6, n) + np.where(rng.random(n) < 0.05, 10**6, 0))
@@ -351,7 +424,7 @@ def test_delta_fields_and_tags_out_of_range_are_corruption():
     assert (enc & codec.ENC_DELTA).all()
     assert pages.decode_blob(region, n, 128).tolist() == x.tolist()
     bad = region.copy()
-    bad[0] = (bad[0] & 0x80) | 71
+    bad[0] = (bad[0] & 0x80) | (pages.TAG_LAST + 1)
     with pytest.raises(CorruptionError, match="not an encoding|tag"):
         pages.decode_blob(bad, n, 128)
     caught = 0
@@ -483,10 +556,10 @@ def test_malformed_pages_are_corruption():
     region, off, nbytes, _ = pages.encode_stripes(x, np.array([300]), 128)
     assert pages.decode_blob(region, 300, 128).tolist() == x.tolist()
     bad_tag = region.copy()
-    bad_tag[0] = 71  # past RADIX: the encodings of later formats
+    bad_tag[0] = pages.TAG_LAST + 1  # past the sparse-bitmap kinds: the encodings of later formats
     with pytest.raises(CorruptionError, match="not an encoding"):
         pages.decode_blob(bad_tag, 300, 128)
-    for t in (65, 66, 67, 68, 69, 70):  # a plain block's tag read as another kind: its fields no longer match
+    for t in range(65, pages.TAG_LAST + 1):  # a plain block's tag read as another kind: its fields no longer match
         bad_tag[0] = t
         with pytest.raises(CorruptionError):
             pages.decode_blob(bad_tag, 300, 128)
@@ -821,7 +894,8 @@ def blob_set(rng):
         elif kind == 1:
             x = rng.integers(I64.min, I64.max, n, endpoint=True)
         elif kind in (2, 3):
-            cols = aux_columns(rng, n) if rng.random() < 0.6 else radix_columns(rng, n)  # (PATCH, RUN; RADIX)
+            # (PATCH, RUN; their sparse bitmaps; RADIX)
+            cols = [aux_columns, sparse_columns, radix_columns][int(rng.choice(3, p=[0.4, 0.3, 0.3]))](rng, n)
             x = cols["item_id" if kind == 2 else "action"].astype(np.int64)
         else:  # codes into a dictionary of distinct values
             d = np.unique(rng.integers(-(10**15), 10**15, int(rng.integers(1, 300))))
