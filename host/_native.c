@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 15; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 16; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -256,6 +256,9 @@ static void gm_dict_lookup(uint64_t *o, int64_t n, const int64_t *dicts, int64_t
     }
 }
 
+/* a DICT block's aux word (gpumat/core/staged.py is_dict_kind): kind 3, or PATCH / RUN with AUX_CODES (32), no DELTA */
+static inline int gm_is_dict(uint64_t a) { return (a & 3) == 3 || ((a & 36) == 32 && (a & 3)); }
+
 /* hdr: int64 [K, 3] (base, slope, meta = word_off << 8 | w); lo, cnt, dst: int64 [K]; dicts: the
  * column's D dictionary values, which its DICT blocks (aux kind 3) index (gm_dict_lookup).
  * Returns 0, or k + 1 for the first block whose header or words are out of range; with clamp, the
@@ -275,7 +278,7 @@ int64_t gm_decode(const int64_t *hdr, const uint64_t *words, int64_t nwords, int
             if (clamp && top > 128) top = a > 128 ? a : 128;
             if (off > nwords || decode_aux(words, nwords, off, w, base, slope, a, top, out + dst[k], clamp)) return k + 1;
             for (int64_t j = top; j < h; j++) out[dst[k] + j - a] = base;
-            if (off >= 1 && (words[off - 1] & 3) == 3) gm_dict_lookup(out + dst[k], n, dicts, D);
+            if (off >= 1 && gm_is_dict(words[off - 1])) gm_dict_lookup(out + dst[k], n, dicts, D);
             continue;
         }
         if (decode_plain(words, nwords, off, w, base, slope, a, n, out + dst[k], clamp)) return k + 1;
@@ -517,7 +520,11 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
         if (t >= 65) ext = 1;
         else plain_bits += (j + 1 < nb ? bs : count - j * bs) * t;
     }
-    if (D && ext) return GM_BLOB_DICT_EXT;
+    if (D && ext)
+        for (int64_t j = 0; j < nb; j++) { /* codes: plain, PATCH or RUN blocks (sparse or not) only */
+            const int t = gm_kind_tag(b[j] & 0x7F);
+            if (t >= 67) return GM_BLOB_DICT_EXT;
+        }
     if (ext && bs > 128) return GM_BLOB_EXT_BIG; /* extended blocks only in tiers of blocks <= AUX_MAX_BLOCK */
     /* pay: the payload's first byte (one page with PATCH / RUN blocks: after its fields); limit: the bit
      * the payload must end by; [fpos, fend): the fields of the page at hand */

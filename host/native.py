@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 15  # gm_abi_version() of the _native.c this module calls
+ABI = 16  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -194,7 +194,7 @@ BLOB_ERRORS = {  # gm_decode_blobs' reasons (GM_BLOB_*)
     3: "its anchors disagree with its tags", 4: "its fields do not match its tags",
     5: "a PATCH, RUN or DELTA block's fields are out of range", 6: "its payload runs past its bounds",
     7: "a PATCH or RUN block's bitmap disagrees with its fields", 8: "a code outside its dictionary",
-    9: "a blob of codes (DICT) holds PATCH, RUN or DELTA blocks",
+    9: "a blob of codes (DICT) holds DELTA or RADIX blocks",
     10: "a PATCH, RUN or DELTA block in a tier of blocks over 128 values",
 }
 

@@ -62,7 +62,7 @@ import struct
 import numpy as np
 
 from gpumat.core.errors import CorruptionError
-from gpumat.core.staged import (AUX_DELTA, AUX_DICT, AUX_FLAG, AUX_MAX_BLOCK, AUX_MAX_W2, AUX_PATCH, AUX_RADIX, AUX_RUN,
+from gpumat.core.staged import (AUX_CODES, AUX_DELTA, AUX_DICT, AUX_FLAG, AUX_MAX_BLOCK, AUX_MAX_W2, AUX_PATCH, AUX_RADIX, AUX_RUN,
                                  AUX_SIGNED, RADIX_MAX_W)
 from gpumat.host import codec, native
 from gpumat.host.ranges import ranges
@@ -503,7 +503,10 @@ def _choose_chunk(fit, c0: int, c1: int, allowed: tuple = _PLAIN_KINDS):
     return _blocks_and_pieces(b, r, np.zeros_like(r), np.zeros_like(r))
 
 
-def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: int, extended: bool = True):
+CODES = "codes"  # ``encode_stripes(extended=CODES)``: a dictionary's codes, FOR / LFOR, PATCH or RUN blocks
+
+
+def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: int, extended: bool | str = True):
     """Encode many stripes of one column in the format-3 layout.
 
     Returns ``(region, blob_off, blob_nbytes, enc)``: ``region`` uint8, the blobs back to back;
@@ -511,7 +514,8 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     ``ENC_LFOR`` (some block has a slope), ``ENC_PATCH``, ``ENC_RUN`` (some block is one; 0: FOR). ``extended``: also consider PATCH and RUN
     blocks (block sizes up to ``AUX_MAX_BLOCK``, columns of at least ``EXT_MIN_BITS`` of plain
     payload), kept where they save ``EXT_MIN_SAVING`` of the column's payload (of its first
-    ``codec._ENC_CHUNK`` blocks).
+    ``codec._ENC_CHUNK`` blocks); ``CODES``: PATCH and RUN only (a segment dictionary's codes: the
+    kernels look up a DICT block's values after decoding it as a plain, PATCH or RUN block).
 
     >>> region, off, n, enc = encode_stripes(np.arange(10, 20), np.array([4, 6]), 4)
     >>> decode_blob(region[off[1]:off[1] + n[1]], 6, 4).tolist()
@@ -538,19 +542,20 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
         # it; then the smallest set that passes: a rating's RADIX blocks save 15% against FOR, 8%
         # against the PATCH blocks that save it 8% alone, and should win, and PATCH beside RADIX
         # must still pay for itself)
-        c = _Candidates(fit, c0, c1, True)
+        codes = extended == CODES
+        c = _Candidates(fit, c0, c1, not codes)
         P, A, D = _PLAIN_KINDS, _AUX_KINDS, _ALL_KINDS
         PR, AR, DR = (k + (KIND_RADIX,) for k in (P, A, D))
-        size = {k: c.size(c.kinds(k)) for k in (P, A, D, PR, AR, DR)}
+        size = {k: c.size(c.kinds(k)) for k in ((P, A) if codes else (P, A, D, PR, AR, DR))}
         pays = lambda k, parent, bar: size[parent] - size[k] >= bar * size[parent]  # noqa: E731
-        ok = [P]
-        for k, parent, bar in ((A, P, EXT_MIN_SAVING), (D, A if pays(A, P, EXT_MIN_SAVING) else P, DELTA_MIN_SAVING)):
-            if parent in ok and pays(k, parent, bar):
-                ok.append(k)
-        for k, base, side in ((PR, P, True), (AR, A, pays(AR, PR, EXT_MIN_SAVING)),
-                              (DR, D, pays(DR, AR if AR in ok else PR, DELTA_MIN_SAVING))):
-            if base in ok and side and pays(k, base, RADIX_MIN_SAVING):
-                ok.append(k)
+        ok = [P] + [A] * pays(A, P, EXT_MIN_SAVING)
+        if not codes:
+            if pays(D, A if A in ok else P, DELTA_MIN_SAVING):
+                ok.append(D)
+            for k, base, side in ((PR, P, True), (AR, A, pays(AR, PR, EXT_MIN_SAVING)),
+                                  (DR, D, pays(DR, AR if AR in ok else PR, DELTA_MIN_SAVING))):
+                if base in ok and side and pays(k, base, RADIX_MIN_SAVING):
+                    ok.append(k)
         allowed = min(ok, key=size.get)  # (ties: the first, with the fewest kinds)
         first = c.assemble(c.kinds(allowed))
     else:
@@ -661,9 +666,11 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
 
     With the dictionary, ``region`` starts with it: ``DICT_HEAD`` (its entries ``D``, its blob's
     bytes), then a format-3 blob of the ``D`` sorted distinct values (decoded on the host, once per
-    segment); then the stripes' blobs of codes (``values = dict[code]``), FOR / LFOR blocks only so
-    that the kernels' DICT path is one gather per value; ``enc`` has ``ENC_DICT`` for every stripe
-    (and the dictionary's byte offset in ``region``, 0, in bits 8..).
+    segment); then the stripes' blobs of codes (``values = dict[code]``), FOR / LFOR, PATCH or RUN
+    blocks (``CODES``: the kernels decode a block, then look its values up, one gather a value; a
+    day's timestamps repeat, so their codes take RUN blocks of runs a few bits wide, where the
+    values' runs are days x 86,400 apart); ``enc`` has ``ENC_DICT`` for every stripe (and the
+    dictionary's byte offset in ``region``, 0, in bits 8..).
 
     >>> v = np.tile(np.array([10**12, 7, 3 * 10**15, -5]), 600)
     >>> region, off, n, enc = encode_column(v, np.array([2000, 400]), 128)
@@ -680,11 +687,15 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
     uniq, codes = np.unique(values, return_inverse=True)
     if len(uniq) > min(DICT_MAX_ENTRIES, len(values) // 2):  # a dictionary of mostly distinct values never pays
         return plain
-    # a first estimate, before encoding twice more: codes of log2(D) bits and a byte an entry
-    if len(values) * (len(uniq) - 1).bit_length() + 8 * len(uniq) >= (1 - DICT_MIN_SAVING) * 8 * nbytes:
+    # a first estimate, before encoding twice more: codes of log2(D) bits and a byte an entry; or,
+    # where values repeat (RUN blocks), a code and a 7-bit position a run
+    bd = (len(uniq) - 1).bit_length()
+    runs = int(np.count_nonzero(values[1:] != values[:-1])) + len(stripe_counts) if extended else len(values)
+    if min(len(values) * bd, runs * (bd + 7)) + 8 * len(uniq) >= (1 - DICT_MIN_SAVING) * 8 * nbytes:
         return plain
     dblob, _, _, denc = encode_stripes(uniq, np.array([len(uniq)]), block_size, extended)
-    region, blob_off, blob_nbytes, enc = encode_stripes(codes.astype(np.int64), stripe_counts, block_size, False)
+    region, blob_off, blob_nbytes, enc = encode_stripes(codes.astype(np.int64), stripe_counts, block_size,
+                                                        CODES if extended else False)
     head = DICT_HEAD.size + len(dblob)
     if nbytes - (head + len(region)) < DICT_MIN_SAVING * nbytes:
         return plain
@@ -693,6 +704,12 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
     # refuse the segment at open)
     return out, blob_off + head, blob_nbytes, enc | codec.ENC_DICT | \
         (int(denc[0]) & (codec.ENC_DELTA | codec.ENC_SIGNED | codec.ENC_RADIX | codec.ENC_SPARSE))
+
+
+def codes_kinds(kind: np.ndarray) -> bool:
+    """Whether blocks of ``kind`` may hold a dictionary's codes: plain, PATCH or RUN (``CODES``)."""
+    kind = np.asarray(kind)
+    return bool(((kind == KIND_PLAIN) | (kind == KIND_PATCH) | (kind == KIND_RUN)).all())
 
 
 def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary") -> np.ndarray:
@@ -880,7 +897,13 @@ def _expand_positions(pay: np.ndarray, at: np.ndarray, b: Blocks, dst32: np.ndar
         raise CorruptionError("payload: a block's bitmap lies outside its blob")
     i = ranges(np.zeros(len(ones), np.int64), ones)
     own = np.repeat(np.arange(len(ones)), ones)
-    pos = read_bits(pay, at[own] + i * pb[own], pb[own]).astype(np.int64)
+    if native.available()[0]:  # (in C: no copy of the whole payload buffer)
+        got = np.zeros(len(i), np.uint32)
+        native.unpack_exceptions(np.ascontiguousarray(pay, dtype=np.uint8), np.ascontiguousarray(at, np.int64),
+                                 ones.astype(np.int64), pb.astype(np.int64), np.cumsum(ones) - ones, got)
+        pos = got.astype(np.int64) - 1  # (it stages value + 1)
+    else:
+        pos = read_bits(pay, at[own] + i * pb[own], pb[own]).astype(np.int64)
     prev = np.where(i > 0, np.concatenate(([0], pos[:-1])), np.where(run[own], 0, -1))
     if (pos <= prev).any() or (pos >= b.cnt[own]).any():
         raise CorruptionError("payload: a sparse bitmap's positions do not ascend inside its block")
@@ -897,8 +920,9 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
     32-bit words (their high parts, ``exception + 1``, or for DELTA SIGNED ``unzigzag(exception + 1)``
     as an int32: one load each on the GPU); a RADIX block gets an aux word of ``AUX_RADIX``, its ``R``
     and its ``g``, then its codes. ``dict_blocks``
-    (bool per block, plain blocks only): blocks of codes, staged as DICT blocks (an aux word of kind
-    ``AUX_DICT`` before their values; the caller adds where their dictionary starts to the base)."""
+    (bool per block; plain, PATCH or RUN blocks): blocks of codes, staged as DICT blocks (a plain one
+    gets an aux word of kind ``AUX_DICT`` before its values, a PATCH or RUN one ``AUX_CODES`` in its
+    own; the caller adds where their dictionary starts to the base)."""
     src_bit = np.asarray(src_bit, dtype=np.int64)
     ext = b.kind != KIND_PLAIN
     aux = ext if dict_blocks is None else ext | np.asarray(dict_blocks, bool)
@@ -924,6 +948,7 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
     hdr[:, 1] = b.slope
     hdr[:, 2] = (off << 8) | np.where(aux, AUX_FLAG, 0) | b.w
     words[off[aux & ~ext] - 1] = AUX_DICT
+    coded = np.zeros(K, bool) if dict_blocks is None else np.asarray(dict_blocks, bool) & ext
     a = np.flatnonzero(ext)
     if len(a):
         w32 = words.view(np.uint32)
@@ -957,6 +982,7 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
         R = b.w2[a][rd]  # and float32 log2 R where the rank prefixes would be (the GPU's exp2, DESIGN §4)
         lo[rd] = (KIND_RADIX | (R << 8) | (b.e[a][rd] << 18)).astype(_U64)
         pre_w[rd] = radix_log2_bits(R)
+        lo[coded[a]] |= _U64(AUX_CODES)
         words[off[a] - 1] = lo | pre_w
     return hdr, words.view(np.int64)
 
@@ -999,7 +1025,7 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
         blob = np.asarray(buf[boff[s] : boff[s] + blen[s]], dtype=np.uint8)
         codes = dicts is not None and dlen[s] > 0
         try:
-            if codes and (tag_kind(blob[: -(-n // block_size)]) != KIND_PLAIN).any():
+            if codes and not codes_kinds(tag_kind(blob[: -(-n // block_size)])):
                 check_tags(blob[: -(-n // block_size)])
                 raise CorruptionError(native.BLOB_ERRORS[9])
             v = decode_blob(blob, n, block_size)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpumat.core.errors import CorruptionError, GpumatError, SchemaError
-from gpumat.core.staged import AUX_FLAG, dict_blocks
+from gpumat.core.staged import AUX_FLAG, dict_lines
 from gpumat.host import codec, native, pages
 from gpumat.host.lengths import LengthHistory
 from gpumat.host.log import State
@@ -598,7 +598,7 @@ class VersionReader:
             raise CorruptionError(f"{where}: the anchors of a stripe disagree with its fields")
         src = np.repeat(p_at - sub, nblk) + cb[want]
         dict_b = np.repeat(isd, nblk)
-        if dict_b.any() and (blk.kind[want][dict_b] != pages.KIND_PLAIN).any():
+        if dict_b.any() and not pages.codes_kinds(blk.kind[want][dict_b]):
             raise CorruptionError(f"{where}: {native.BLOB_ERRORS[9]}")
         hdr, words = pages.stage_blocks(got, src, blk.take(want), dict_b if dict_b.any() else None)
         io = getattr(self.store, "io", None)
@@ -769,9 +769,7 @@ class VersionReader:
             return codec.decode_blocks(got[0], got[1], cnt)[take]
         # DICT blocks decoded as plain ones (their aux word is before their values): the value lines
         # (where the dictionary starts + the code), each checked against its own dictionary, then looked up
-        hdr = got[0].copy()
-        hdr[dict_blocks(hdr, got[1]), 2] &= ~AUX_FLAG
-        vals = codec.decode_blocks(hdr, got[1], cnt)
+        vals = codec.decode_blocks(*dict_lines(got[0], got[1]), cnt)
         enc = self._dir_cols[column][2][si]
         isd = (enc & codec.ENC_DICT) != 0
         _, _, start, length = self._dictionaries(column, d.seg[si], enc, isd)

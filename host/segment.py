@@ -639,8 +639,8 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
         if ((e < 0) | ((e & codec.ENC_FLAGS & ~known) != 0) | (~isd & (e > codec.ENC_FLAGS))).any():
             raise CorruptionError(f"segment {where}: unknown encoding in column {c!r}")
         # DICT blobs: one dictionary per column, before its blobs, its head inside the region; codes
-        # in FOR / LFOR blocks only, of at most AUX_MAX_BLOCK values
-        if isd.any() and (((e[isd] >> 8) != (e[isd][0] >> 8)).any() or (e[isd] & (codec.ENC_PATCH | codec.ENC_RUN)).any()
+        # in blocks of at most AUX_MAX_BLOCK values (PATCH / RUN ones flagged as in any blob)
+        if isd.any() and (((e[isd] >> 8) != (e[isd][0] >> 8)).any()
                           or (e[isd][0] >> 8) + pages.DICT_HEAD.size > o[isd].min()
                           or block_size > pages.AUX_MAX_BLOCK):
             raise CorruptionError(f"segment {where}: bad dictionary of column {c!r}")

@@ -41,8 +41,9 @@ per tile, then per value its bitmap word and a rank (prefix byte + popcount): RU
 index in place of the position (so each value has its own word and shift), PATCH adds one 32-bit
 exception word shifted past the low bits. A column whose blocks are all 0 bits wide (PATCH flags
 without low bits, constants) skips the value loads (``NOBITS_MASK``). A column with DICT blocks
-(aux kind 3, ``DICT_MASK``) gathers each value from its dictionary (``dicts_c``, int64) at the
-block's value line: its code plus where its dictionary starts, which the host folds into its base.
+(aux kind 3, or a PATCH / RUN block with ``AUX_CODES``: ``DICT_MASK``) gathers each value from its
+dictionary (``dicts_c``, int64) at the block's value (line): its code plus where its dictionary
+starts, which the host folds into its base.
 A column with DELTA blocks (aux kind 4 or 5, ``DELTA_MASK``) walks its tiles by block position and
 prefix-sums a DELTA block's offsets over the block (``_prefix``: on the GPU each thread holds
 consecutive positions, so one warp scan of the threads' sums; docs/DESIGN.md §4); a DELTA SIGNED
@@ -342,7 +343,8 @@ if triton is not None:
                 # safety); one gather per value. A column without PATCH / RUN / DELTA blocks needs
                 # no aux word: its flagged blocks are its DICT blocks.
                 if ((PATCH_MASK | RUN_MASK | DELTA_MASK | RADIX_MASK) >> c) & 1:  # (the aux word was read: its kind)
-                    isd = kind == 3
+                    # kind 3, or a PATCH / RUN block of codes (aux bit 32, not with DELTA)
+                    isd = (kind == 3) | ((((alo & 36) + (klu - klu)) == 32) & (kind != 0))
                 else:
                     isd = (((meta >> 7) & 1).to(tl.uint32) + (klu - klu)) == 1  # per lane, as ``kind``
                 dmax = (ndicts[c] - 1).to(tl.uint32)

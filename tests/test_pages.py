@@ -125,17 +125,19 @@ def check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n, extended=tu
         si, lo, hi = windows(rng, d, 60)
         lo[:4], hi[:4] = d.nblocks[si[:4]] - 1, d.nblocks[si[:4]]  # the newest block: the last page
         for c in SCHEMA:
-            hdr, words, nbytes = h.read_blocks(c, si, lo, hi)
+            got_ = h.read_blocks(c, si, lo, hi)
+            hdr, words, nbytes = got_
             assert (hdr[:, 2] & 0x80).any() or c not in extended
             cnt, own = d.block_values(si, bs, lo, hi)
-            every = codec.decode_blocks(hdr, words, cnt)  # (with a pack's neighbours' events)
+            every = codec.decode_blocks(hdr, words, cnt, dicts=got_.dicts)  # (with a pack's neighbours' events)
             got = every[own]
             want = window_values(whole, d, si, lo, hi, c, bs)
             assert got.tolist() == want.tolist()
-            assert codec.decode_blocks_padded(hdr, words, bs)[np.arange(bs)[None, :] < cnt[:, None]][own].tolist() == want.tolist()
+            assert codec.decode_blocks_padded(hdr, words, bs, dicts=got_.dicts)[
+                np.arange(bs)[None, :] < cnt[:, None]][own].tolist() == want.tolist()
             a = rng.integers(0, cnt)  # a value range of each block: what the reference backend decodes
             b = a + rng.integers(1, cnt - a + 1)
-            part = codec.decode_blocks(hdr, words, b - a, lo=a)
+            part = codec.decode_blocks(hdr, words, b - a, lo=a, dicts=got_.dicts)
             assert part.tolist() == every[ranges(np.cumsum(cnt) - cnt + a, b - a)].tolist()
     if bs == 128:  # a flipped bit in extended blobs is caught as in any other (one compacted data file)
         f = Tier.create(tmp_path / "f", SCHEMA, block_size=bs)
@@ -820,9 +822,106 @@ def test_segment_dictionary_reads_and_materializes(tmp_path, monkeypatch, backen
     assert not viol.any()
 
 
+def day_table(rng, users, n, day0=18_000):
+    """Events with day-granular timestamps (a segment dictionary of days, its codes in RUN blocks:
+    a day's events repeat its code) and an id that is one small value but in 1% of events, where it
+    is a 41-bit one (codes in PATCH blocks: the values' exceptions are too wide for PATCH)."""
+    days = day0 + np.cumsum(rng.random(n) < 0.03)
+    ids = np.where(rng.random(n) < 0.01, rng.integers(1 << 40, 1 << 41, n), 5)
+    return pa.table({"user_id": np.sort(rng.choice(users, n)), "ts": days * 86_400, "item_id": ids,
+                     "action": rng.integers(0, 3, n).astype(np.int32)})
+
+
+@pytest.mark.parametrize("backend", ["reference", "numpy", "triton", "torch"])
+def test_dictionary_codes_in_run_and_patch_blocks(tmp_path, monkeypatch, backend):
+    """A segment dictionary's codes take RUN blocks (a day's timestamps) and PATCH blocks (an id
+    with rare wide values) where they pay: far smaller than the values' own blocks or codes in FOR
+    blocks; such blocks stage as PATCH / RUN blocks with ``AUX_CODES`` (looked up like DICT
+    blocks), and read by block windows, whole stripes and planned batches of every backend (the
+    leakage check on the coded ``ts`` too) they give the values."""
+    import gpumat.ops
+    from gpumat.core.staged import AUX_CODES, dict_blocks
+    from gpumat.core.tenant import Tenant
+    from gpumat.host.examples import parse_examples
+    from gpumat.host.planner import plan
+
+    rng = np.random.default_rng(8)
+    users = np.arange(1, 9)
+    tab = day_table(rng, users, 30000)
+    sc = np.bincount(np.searchsorted(users, tab.column("user_id").to_numpy()))
+    for c, kind in (("ts", codec.ENC_RUN), ("item_id", codec.ENC_PATCH)):
+        x = tab.column(c).to_numpy()
+        region, off, nbytes, enc = pages.encode_column(x, sc, 128)
+        assert (enc & codec.ENC_DICT).all() and (enc & kind).any(), c
+        with monkeypatch.context() as m:  # codes in FOR / LFOR blocks only, as before
+            m.setattr(pages, "CODES", None)
+            assert len(region) < 0.8 * len(pages.encode_column(x, sc, 128)[0]), c
+        assert len(region) < 0.8 * len(pages.encode_stripes(x, sc, 128)[0]), c
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(tab)
+    whole = {int(u): t.read_history(int(u)) for u in users}
+    for c in ("ts", "item_id"):
+        want = tab.column(c).to_numpy()
+        assert np.concatenate([whole[int(u)][c] for u in users]).tolist() == want.tolist()
+        h = Tier.open(t.uri)
+        d = h.directory()
+        assert np.concatenate([h._reader.decode_stripes(c, np.arange(len(d)))]).tolist() == want.tolist()
+        monkeypatch.setattr(native, "available", lambda: (False, None))  # the block path of decode_stripes
+        assert np.concatenate([Tier.open(t.uri)._reader.decode_stripes(c, np.arange(len(d)))]).tolist() == want.tolist()
+        monkeypatch.undo()
+        si, lo, hi = windows(rng, d, 40)
+        got = h.read_blocks(c, si, lo, hi)
+        coded = dict_blocks(got[0], got[1])
+        aw = got[1][(got[0][coded, 2] >> 8) - 1]
+        assert ((aw & AUX_CODES) != 0).any() and ((aw & 3) == (2 if c == "ts" else 1)).any(), c
+        cnt, own = d.block_values(si, 128, lo, hi)
+        assert codec.decode_blocks(got[0], got[1], cnt, dicts=got.dicts)[own].tolist() == \
+            window_values(whole, d, si, lo, hi, c, 128).tolist()
+    B = 24
+    u = rng.choice(users, B)
+    n = (rng.random(B) * (t.length_at(u, np.ones(B, np.int64)) + 1)).astype(np.int64)
+    last = np.array([whole[int(x)]["ts"][k - 1] if k else 0 for x, k in zip(u, n)])
+    rts = last + np.where(rng.random(B) < 0.3, 0, 1)  # some examples see their last event at request_ts: leakage
+    table = pa.table({"user_id": u, "version": np.ones(B, np.int64), "length": n, "request_ts": rts,
+                      **{f"tail_{c}": pa.array([[] for _ in range(B)], pa.list_(pa.int32() if dt == "int32" else pa.int64()))
+                         for c, dt in SCHEMA.items()}})
+    ex = parse_examples(table, SCHEMA)
+    tenant = Tenant("t", ["ts", "item_id"], 700)
+    staged = plan(Tier.open(t.uri), ex, tenant, check_leakage=True)
+    assert staged.aux("ts") & 4 and staged.aux("ts") & 2 and staged.aux("item_id") & 4 and staged.aux("item_id") & 1
+    values, viol = gpumat.ops.decode_gather(staged if backend in ("reference", "numpy") else staged.to("cpu"), backend)
+    for c in tenant.columns:
+        want = []
+        for e in range(B):
+            hist = whole[int(u[e])][c][: int(n[e])].tolist()
+            want += hist[max(0, len(hist) - tenant.max_len):]
+        assert values[c].tolist() == want, c
+    assert np.asarray(viol).astype(bool).tolist() == [bool(k) and r <= l for k, r, l in zip(n, rts, last)]
+
+
+def test_codes_in_delta_or_radix_blocks_are_corruption():
+    """A blob of codes (DICT) decodes its PATCH and RUN blocks and looks their values up; one that
+    holds a DELTA or RADIX block (which the encoder never gives codes) is a ``CorruptionError`` on
+    both decoders."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    d = np.unique(rng.integers(-(10**15), 10**15, 300))
+    runs = np.repeat(rng.integers(0, len(d), n), rng.integers(1, 30, n))[:n]
+    region, off, nbytes, enc = pages.encode_stripes(runs, np.array([n]), 128, pages.CODES)
+    assert enc[0] & codec.ENC_RUN
+    got = pages.decode_blobs(region, [0], [len(region)], [n], 128, d, np.array([0]), np.array([len(d)]))
+    assert got.tolist() == d[runs].tolist()
+    for x in (np.cumsum(rng.integers(0, 3, n)) % len(d), rng.integers(0, 5, n)):  # DELTA; RADIX
+        region, off, nbytes, enc = pages.encode_stripes(x, np.array([n]), 128)
+        assert enc[0] & (codec.ENC_DELTA | codec.ENC_RADIX)
+        with pytest.raises(CorruptionError, match="DELTA or RADIX"):
+            pages.decode_blobs(region, [0], [len(region)], [n], 128, d, np.array([0]), np.array([len(d)]))
+
+
 def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
-    """An index whose ``enc`` names a dictionary where there is none, several dictionaries for one
-    column, or codes in PATCH blocks is a ``CorruptionError`` when the segment is opened."""
+    """An index whose ``enc`` names a dictionary where there is none, or several dictionaries for
+    one column, is a ``CorruptionError`` when the segment is opened (codes in PATCH or RUN blocks
+    are not: a blob of codes that holds DELTA or RADIX blocks is, when it is read)."""
     from gpumat.host.store import LocalStore
 
     rng = np.random.default_rng(2)
@@ -831,8 +930,7 @@ def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
     good = pages.encode_column(x, sc, 128)
     assert (good[3] & codec.ENC_DICT).all()
     store = LocalStore(str(tmp_path))
-    for i, enc in enumerate([good[3], np.array([good[3][0], good[3][1] + (1 << 8)]),
-                             good[3] | codec.ENC_PATCH, np.full(2, 1 << 8)]):
+    for i, enc in enumerate([good[3], np.array([good[3][0], good[3][1] + (1 << 8)]), np.full(2, 1 << 8)]):
         bufs, size, crc = segment.encode_segment3(["item_id"], np.array([0, 0]), np.array([0, 6000]), sc,
                                                   {"item_id": (*good[:3], enc)})
         with open(tmp_path / f"s{i}", "wb") as f:
@@ -878,7 +976,7 @@ def test_index_values_that_would_wrap_are_corruption(tmp_path):
 def blob_set(rng):
     """Blobs of every kind back to back at odd byte offsets in one buffer: plain FOR / LFOR (one page
     and many, blocks over 128 values), PATCH, RUN, DELTA, DELTA PATCH and DELTA SIGNED, and codes into segment
-    dictionaries. Returns
+    dictionaries (in FOR / LFOR, PATCH and RUN blocks). Returns
     ``(buf, boff, blen, count, bs, dicts, dstart, dlen, want)``."""
     bs = int(rng.choice([8, 32, 128]))
     parts, boff, blen, count, dstart, dlen, want, dicts = [], [], [], [], [], [], [], []
@@ -899,12 +997,15 @@ def blob_set(rng):
             x = cols["item_id" if kind == 2 else "action"].astype(np.int64)
         else:  # codes into a dictionary of distinct values
             d = np.unique(rng.integers(-(10**15), 10**15, int(rng.integers(1, 300))))
-            x = rng.integers(0, len(d), n) if kind == 4 else np.minimum(rng.geometric(0.05, n) - 1, len(d) - 1)
+            # (codes in runs: RUN blocks; mostly one code: PATCH blocks)
+            x = np.repeat(rng.integers(0, len(d), n), rng.integers(1, 20, n))[:n] if kind == 4 else \
+                np.where(rng.random(n) < 0.05, rng.integers(0, len(d), n), 0)
             dstart.append(sum(len(v) for v in dicts))
             dlen.append(len(d))
             dicts.append(d)
             want.append(d[x])
-        region, off, nbytes, _ = pages.encode_stripes(x.astype(np.int64), np.array([n]), bs, extended=kind < 4)
+        region, off, nbytes, _ = pages.encode_stripes(x.astype(np.int64), np.array([n]), bs,
+                                                      extended=True if kind < 4 else pages.CODES)
         pad = int(rng.integers(0, 5))
         parts += [np.zeros(pad, np.uint8), region]
         boff.append(at + pad)
