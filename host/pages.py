@@ -899,8 +899,9 @@ def _expand_positions(pay: np.ndarray, at: np.ndarray, b: Blocks, dst32: np.ndar
     own = np.repeat(np.arange(len(ones)), ones)
     if native.available()[0]:  # (in C: no copy of the whole payload buffer)
         got = np.zeros(len(i), np.uint32)
-        native.unpack_exceptions(np.ascontiguousarray(pay, dtype=np.uint8), np.ascontiguousarray(at, np.int64),
-                                 ones.astype(np.int64), pb.astype(np.int64), np.cumsum(ones) - ones, got)
+        if native.unpack_exceptions(np.ascontiguousarray(pay, dtype=np.uint8), np.ascontiguousarray(at, np.int64),
+                                    ones.astype(np.int64), pb.astype(np.int64), np.cumsum(ones) - ones, got):
+            raise CorruptionError("payload: a block's bitmap lies outside its blob")
         pos = got.astype(np.int64) - 1  # (it stages value + 1)
     else:
         pos = read_bits(pay, at[own] + i * pb[own], pb[own]).astype(np.int64)

@@ -114,7 +114,8 @@ def kernel_configs():
     column set in every mode the launcher has (strict / inclusive, jagged / padded, narrow / wide
     blocks, looped tiles and tails), without PATCH blocks, with the bench tier's (``action``) and
     with ts as DELTA PATCH blocks too; every single-column case (each dtype stored, checked, or
-    both; with PATCH, RUN, DICT, DELTA or RADIX blocks and some of their mixes)."""
+    both; with PATCH, RUN, DICT, DELTA or RADIX blocks and some of their mixes: RUN beside DICT is
+    a dictionary's codes in RUN blocks)."""
     single = [((dtype, store, check),) for dtype in ("int64", "int32")
               for store, check in ((True, False), (False, True), (True, True))]
     for kernel in ("history", "tail"):
@@ -129,7 +130,8 @@ def kernel_configs():
         for cols in single:
             yield kernel, cols, False, False, False, False, (0, 0)
             if kernel == "history":
-                for aux in ((1, 0), (0, 1), (1, 1), (1, 0, 1), (0, 0, 0, 1), (1, 1, 0, 1), (0, 0, 0, 0, 1), (1, 0, 0, 0, 1),
+                for aux in ((1, 0), (0, 1), (1, 1), (1, 0, 1), (0, 0, 0, 1), (0, 1, 0, 1), (1, 1, 0, 1), (0, 0, 0, 0, 1),
+                            (1, 0, 0, 0, 1),
                             (1, 1, 0, 1, 1), (0, 0, 0, 0, 0, 1), (1, 1, 0, 0, 0, 1), (1, 0, 0, 1, 1, 1)):
                     yield kernel, cols, False, False, False, False, aux
 
