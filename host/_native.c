@@ -415,8 +415,6 @@ static inline int64_t gm_unzigzag(uint64_t z) { return (int64_t)((z >> 1) ^ (UIN
 
 static inline int64_t gm_sat(uint64_t v) { return v > (UINT64_C(1) << 40) ? (INT64_C(1) << 40) : (int64_t)v; }
 
-/* one block's fields from fbuf[*pos, end) (tag t, cnt values, pred: where the page's previous block's
- * line ended, updated); 1 when they run past end or a varint is bad */
 /* a tag's kind without its bitmap's form: 71..74 (sparse bitmaps) as PATCH, RUN, DELTA PATCH, DELTA SIGNED */
 static inline int gm_kind_tag(int t) { return t >= 71 && t <= 74 ? (t == 71 ? 65 : t == 72 ? 66 : t - 5) : t; }
 
@@ -436,6 +434,8 @@ static int gm_sparse_bitmap(const unsigned char *b, int64_t L, int64_t at, int64
     return 0;
 }
 
+/* one block's fields from fbuf[*pos, end) (tag t, cnt values, pred: where the page's previous block's
+ * line ended, updated); 1 when they run past end or a varint is bad */
 static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end, int64_t tag, int64_t cnt,
                             uint64_t *pred, int64_t *base, int64_t *slope, int64_t *w, int64_t *nv, int64_t *w2,
                             int64_t *e) {

@@ -170,6 +170,8 @@ def load_movielens_1m(source=None, rating_scale: int = 1) -> MovieLens:
     ``.inter`` file with these four fields (ML-100K, Amazon's review files).
     Raises ``DatasetNotFoundError`` (with the pip command) when the data is not there.
     """
+    if isinstance(rating_scale, bool) or not isinstance(rating_scale, (int, np.integer)) or rating_scale < 1:
+        raise SchemaError(f"rating_scale must be a positive int; got {rating_scale!r}")
     data, where = _open_inter(source)
     try:
         table = pcsv.read_csv(
@@ -195,8 +197,6 @@ def load_movielens_1m(source=None, rating_scale: int = 1) -> MovieLens:
     titles = pc.unique(cols["item_id"])
     titles = titles.take(pc.sort_indices(titles))
     items = pc.index_in(cols["item_id"], value_set=titles).to_numpy(zero_copy_only=False).astype(np.int64) + 1
-    if isinstance(rating_scale, bool) or not isinstance(rating_scale, (int, np.integer)) or rating_scale < 1:
-        raise SchemaError(f"rating_scale must be a positive int; got {rating_scale!r}")
     r = cols["rating"]
     if rating_scale != 1:
         r = pc.multiply(pc.cast(r, pa.float64()), float(rating_scale))
