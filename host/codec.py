@@ -38,15 +38,51 @@ ENC_SIGNED = 32  # format 3: some block is a DELTA SIGNED block (with ENC_DELTA;
 ENC_RADIX = 64  # format 3: some block is a RADIX block
 ENC_SPARSE = 128  # format 3: some block's bitmap is stored sparse, as its set bits' positions
 ENC_FLAGS = 0xFF  # the flag bits of an ``enc`` field; with ENC_DICT, bits 8.. hold the dictionary's place
+# format 3, without ENC_DICT: every value of the stripe (of its pack) is one value, ``zigzag(value)``
+# in bits 9.. (below ``CONST_MAX``), no other flag; its blob has no bytes (DESIGN §1 "Constant stripes")
+ENC_CONST = 256
+CONST_MAX = 1 << 54  # zigzag(value) of a constant stripe: below this, so that its enc is a non-negative int64
 ENC_NAMES = {ENC_FOR: "FOR", ENC_LFOR: "LFOR", ENC_PATCH: "PATCH", ENC_RUN: "RUN", ENC_DICT: "DICT", ENC_DELTA: "DELTA",
-             ENC_SIGNED: "SIGNED", ENC_RADIX: "RADIX", ENC_SPARSE: "SPARSE"}
+             ENC_SIGNED: "SIGNED", ENC_RADIX: "RADIX", ENC_SPARSE: "SPARSE", ENC_CONST: "CONST"}
 
 
 def enc_counts(enc: np.ndarray) -> dict:
-    """Stripes per encoding from the index's ``enc`` flags: FOR (none), LFOR, PATCH, RUN, DICT (a
-    stripe may count under several)."""
-    enc = np.asarray(enc, np.int64) & ENC_FLAGS
-    return {name: int((enc == 0).sum() if k == ENC_FOR else ((enc & k) != 0).sum()) for k, name in ENC_NAMES.items()}
+    """Stripes per encoding from the index's ``enc`` flags: FOR (none), LFOR, PATCH, RUN, DICT, ...,
+    CONST (a stripe may count under several; a constant one only under CONST)."""
+    enc = np.asarray(enc, np.int64)
+    cst = const_stripes(enc)
+    flags = enc & ENC_FLAGS
+    return {name: int(cst.sum() if k == ENC_CONST else ((flags == 0) & ~cst).sum() if k == ENC_FOR
+                      else ((flags & k) != 0).sum()) for k, name in ENC_NAMES.items()}
+
+
+def const_stripes(enc: np.ndarray) -> np.ndarray:
+    """Which ``enc`` fields (format 3) say a constant stripe: ``ENC_CONST`` without ``ENC_DICT``
+    (whose bits 8.. are its dictionary's place)."""
+    enc = np.asarray(enc, np.int64)
+    return ((enc & ENC_DICT) == 0) & ((enc & ENC_CONST) != 0)
+
+
+def const_enc(values: np.ndarray) -> np.ndarray:
+    """The ``enc`` field of constant stripes of ``values`` (each ``zigzag(value) < CONST_MAX``)."""
+    return ENC_CONST | (zigzag(values).view(np.int64) << 9)
+
+
+def const_values(enc: np.ndarray) -> np.ndarray:
+    """The value of each constant stripe's ``enc`` field (``const_enc``'s inverse)."""
+    return unzigzag((np.asarray(enc, np.int64) >> 9).view(np.uint64))
+
+
+def zigzag(v: np.ndarray) -> np.ndarray:
+    """int64 -> uint64: 0, -1, 1, -2 ... -> 0, 1, 2, 3 ... (wrapping)."""
+    v = np.asarray(v, dtype=np.int64)
+    return (v.view(np.uint64) << np.uint64(1)) ^ (v >> np.int64(63)).view(np.uint64)
+
+
+def unzigzag(z: np.ndarray) -> np.ndarray:
+    """uint64 -> int64, the inverse of ``zigzag``."""
+    z = np.asarray(z, dtype=np.uint64)
+    return ((z >> np.uint64(1)) ^ (np.uint64(0) - (z & np.uint64(1)))).view(np.int64)
 
 _U64 = np.uint64
 _GOLDEN = _U64(0x9E3779B97F4A7C15)

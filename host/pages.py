@@ -72,16 +72,7 @@ TAG_LFOR = 0x80
 _U64 = np.uint64
 
 
-def zigzag(v: np.ndarray) -> np.ndarray:
-    """int64 -> uint64: 0, -1, 1, -2 ... -> 0, 1, 2, 3 ... (wrapping)."""
-    v = np.asarray(v, dtype=np.int64)
-    return (v.view(_U64) << _U64(1)) ^ (v >> np.int64(63)).view(_U64)
-
-
-def unzigzag(z: np.ndarray) -> np.ndarray:
-    """uint64 -> int64, the inverse of ``zigzag``."""
-    z = np.asarray(z, dtype=_U64)
-    return ((z >> _U64(1)) ^ (_U64(0) - (z & _U64(1)))).view(np.int64)
+zigzag, unzigzag = codec.zigzag, codec.unzigzag
 
 
 def varint_len(v: np.ndarray) -> np.ndarray:
@@ -206,6 +197,7 @@ EXT_MIN_BITS = 8192
 DICT_MIN_SAVING = 1 / 16
 DICT_MAX_ENTRIES = 1 << 26  # a dictionary's entries (512 MiB decoded); the kernels index in 32 bits
 DICT_HEAD = struct.Struct("<QQ")  # a dictionary's entries, then its blob's bytes
+FREQ_MAX_ENTRIES = 256  # a dictionary of at most this many entries is also tried in frequency order
 
 
 class Blocks:
@@ -659,14 +651,20 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
 
 
 def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int, extended: bool = True,
-                  dictionary: bool = True):
+                  dictionary: bool = True, constant: bool = True):
     """``encode_stripes``, or the same stripes as codes into a dictionary of the column's distinct
     values (the segment DICT), whichever is smaller by at least ``DICT_MIN_SAVING`` (block sizes up
-    to ``AUX_MAX_BLOCK``, columns of at least ``EXT_MIN_BITS``).
+    to ``AUX_MAX_BLOCK``, columns of at least ``EXT_MIN_BITS``). ``constant``: a stripe whose values
+    are all one value has no blob (``codec.ENC_CONST``: the value is in its ``enc``, its blob
+    offset where the next stripe's starts), where that is smaller (``_constant_stripes``); the
+    other stripes as above.
 
     With the dictionary, ``region`` starts with it: ``DICT_HEAD`` (its entries ``D``, its blob's
-    bytes), then a format-3 blob of the ``D`` sorted distinct values (decoded on the host, once per
-    segment); then the stripes' blobs of codes (``values = dict[code]``), FOR / LFOR, PATCH or RUN
+    bytes), then a format-3 blob of the ``D`` distinct values (decoded on the host, once per
+    segment): sorted, or, for at most ``FREQ_MAX_ENTRIES``, by descending frequency where that is
+    smaller (the most frequent value's code is 0: PATCH blocks of codes with no low bits store only
+    the other values' codes, a skewed rating's 40%); then the stripes' blobs of codes
+    (``values = dict[code]``), FOR / LFOR, PATCH or RUN
     blocks (``CODES``: the kernels decode a block, then look its values up, one gather a value; a
     day's timestamps repeat, so their codes take RUN blocks of runs a few bits wide, where the
     values' runs are days x 86,400 apart); ``enc`` has ``ENC_DICT`` for every stripe (and the
@@ -677,33 +675,91 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
     >>> int(enc[0]) & codec.ENC_DICT, decode_dictionary(region, 128).tolist()
     (8, [-5, 7, 1000000000000, 3000000000000000])
     """
-    plain = encode_stripes(values, stripe_counts, block_size, extended)
     values = np.asarray(values, dtype=np.int64)
+    sc = np.asarray(stripe_counts, dtype=np.int64)
+    if constant:
+        full = encode_column(values, sc, block_size, extended, dictionary, False)
+        cst = _constant_stripes(values, sc, full[2], full[3])
+        if cst is None:
+            return full
+        k = np.flatnonzero(~cst)
+        region, off_k, nb_k = np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        enc = codec.const_enc(values[np.cumsum(sc) - sc])
+        if len(k):
+            region, off_k, nb_k, enc[k] = encode_column(values[~np.repeat(cst, sc)], sc[k], block_size, extended,
+                                                        dictionary, False)
+        # a constant stripe's offset: where the next stripe's blob starts (or the region ends)
+        off = np.append(off_k, len(region))[np.searchsorted(k, np.arange(len(sc)))]
+        nbytes = np.zeros(len(sc), np.int64)
+        nbytes[k] = nb_k
+        return region, off, nbytes, enc
+    plain = encode_stripes(values, sc, block_size, extended)
     nbytes = len(plain[0])
     # (blocks of at most AUX_MAX_BLOCK values, as PATCH / RUN: the kernels' aux path tells a block's
     # kind from its aux word only there)
     if not dictionary or 8 * nbytes < EXT_MIN_BITS or not len(values) or block_size > AUX_MAX_BLOCK:
         return plain
-    uniq, codes = np.unique(values, return_inverse=True)
-    if len(uniq) > min(DICT_MAX_ENTRIES, len(values) // 2):  # a dictionary of mostly distinct values never pays
+    uniq, codes, counts = np.unique(values, return_inverse=True, return_counts=True)
+    codes = codes.reshape(-1).astype(np.int64)
+    D = len(uniq)
+    if D > min(DICT_MAX_ENTRIES, len(values) // 2):  # a dictionary of mostly distinct values never pays
         return plain
     # a first estimate, before encoding twice more: codes of log2(D) bits and a byte an entry; or,
-    # where values repeat (RUN blocks), a code and a 7-bit position a run
-    bd = (len(uniq) - 1).bit_length()
-    runs = int(np.count_nonzero(values[1:] != values[:-1])) + len(stripe_counts) if extended else len(values)
-    if min(len(values) * bd, runs * (bd + 7)) + 8 * len(uniq) >= (1 - DICT_MIN_SAVING) * 8 * nbytes:
+    # where values repeat (RUN blocks), a code and a 7-bit position a run; or, for a small alphabet
+    # in frequency order, a bit a value (a sparse bitmap's 7 a non-mode value) and the codes of the
+    # values that are not the most frequent (PATCH blocks with no low bits)
+    # and the fields of such a block (five bytes)
+    bd = (D - 1).bit_length()
+    runs = int(np.count_nonzero(values[1:] != values[:-1])) + len(sc) if extended else len(values)
+    bar = (1 - DICT_MIN_SAVING) * 8 * nbytes - 8 * D
+    orders = [None] * (min(len(values) * bd, runs * (bd + 7)) < bar)  # the dictionary sorted
+    if extended and D <= FREQ_MAX_ENTRIES:  # by descending frequency
+        m = len(values) - int(counts.max())
+        rank = np.argsort(-counts, kind="stable")
+        est = min(len(values), 7 * m) + m * max(D - 2, 0).bit_length() + 40 * int(((sc + block_size - 1) // block_size).sum())
+        if est < bar and (rank != np.arange(D)).any():
+            orders.append(rank)
+    if not orders:
         return plain
-    dblob, _, _, denc = encode_stripes(uniq, np.array([len(uniq)]), block_size, extended)
-    region, blob_off, blob_nbytes, enc = encode_stripes(codes.astype(np.int64), stripe_counts, block_size,
-                                                        CODES if extended else False)
+    best = None
+    for rank in orders:
+        dvals, c = uniq, codes
+        if rank is not None:
+            dvals, at = uniq[rank], np.empty(D, np.int64)
+            at[rank] = np.arange(D)
+            c = at[codes]
+        dblob, _, _, denc = encode_stripes(dvals, np.array([D]), block_size, extended)
+        got = (dblob, denc, *encode_stripes(c, sc, block_size, CODES if extended else False))
+        if best is None or len(got[0]) + len(got[2]) < len(best[0]) + len(best[2]):
+            best = got
+    dblob, denc, region, blob_off, blob_nbytes, enc = best
     head = DICT_HEAD.size + len(dblob)
     if nbytes - (head + len(region)) < DICT_MIN_SAVING * nbytes:
         return plain
-    out = np.concatenate([np.frombuffer(DICT_HEAD.pack(len(uniq), len(dblob)), np.uint8), dblob, region])
+    out = np.concatenate([np.frombuffer(DICT_HEAD.pack(D, len(dblob)), np.uint8), dblob, region])
     # (ENC_DELTA, ENC_SIGNED where the dictionary has DELTA (SIGNED) blocks: releases before them
     # refuse the segment at open)
     return out, blob_off + head, blob_nbytes, enc | codec.ENC_DICT | \
         (int(denc[0]) & (codec.ENC_DELTA | codec.ENC_SIGNED | codec.ENC_RADIX | codec.ENC_SPARSE))
+
+
+def _constant_stripes(values: np.ndarray, sc: np.ndarray, nbytes: np.ndarray, enc: np.ndarray) -> np.ndarray | None:
+    """Which stripes (of ``sc`` values each, their blobs ``nbytes`` and ``enc`` as encoded without
+    constants) ``encode_column`` stores as constants: those whose values are one value (``zigzag``
+    below ``codec.CONST_MAX``), where their blobs' bytes exceed what their values add to the index
+    (its ``enc`` field is stored as its steps: about a byte per 8 bits of a step that is not 0);
+    None where none are."""
+    if not len(sc) or (sc <= 0).any():
+        return None
+    first = np.cumsum(sc) - sc
+    lo = np.minimum.reduceat(values, first)
+    cst = (lo == np.maximum.reduceat(values, first)) & (zigzag(lo) < _U64(codec.CONST_MAX))
+    if not cst.any():
+        return None
+    steps = lambda e: int(((codec.bit_length(zigzag(np.diff(e, prepend=0))) + 7) // 8).sum())  # noqa: E731
+    enc = np.asarray(enc, np.int64)
+    more = steps(np.where(cst, codec.const_enc(lo), enc)) - steps(enc)
+    return cst if int(np.asarray(nbytes)[cst].sum()) > more else None
 
 
 def codes_kinds(kind: np.ndarray) -> bool:
@@ -713,8 +769,9 @@ def codes_kinds(kind: np.ndarray) -> bool:
 
 
 def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary") -> np.ndarray:
-    """The values (int64, sorted) of the dictionary at the start of ``buf`` (uint8: its head and
-    blob, ``encode_column``); a bad head is a ``CorruptionError`` naming ``where``."""
+    """The values (int64: sorted, or by frequency) of the dictionary at the start of ``buf``
+    (uint8: its head and blob, ``encode_column``); a bad head is a ``CorruptionError`` naming
+    ``where``."""
     buf = np.asarray(buf, dtype=np.uint8)
     if len(buf) < DICT_HEAD.size:
         raise CorruptionError(f"{where}: shorter than its head")

@@ -488,6 +488,12 @@ class VersionReader:
         bo = np.concatenate([self._dir_cols[c][0][si1] for c in columns]) if C else si
         blen = np.concatenate([self._dir_cols[c][1][si1] for c in columns]) if C else si
         enc = np.concatenate([self._dir_cols[c][2][si1] for c in columns]) if C else si
+        # constant stripes (codec.ENC_CONST) have no bytes: their blocks are made below, the rest read
+        cst = codec.const_stripes(enc)
+        full = (si, lo, nblk, enc)
+        if cst.any():
+            keep = np.flatnonzero(~cst)
+            si, lo, nblk, hi, bo, blen, enc = (a[keep] for a in (si, lo, nblk, hi, bo, blen, enc))
         isd = (enc & codec.ENC_DICT) != 0  # requests of stripes stored as codes into a segment dictionary
         nb = d.bblocks[si]  # the blobs' blocks (a pack's, for a stripe of one)
         npg = (nb + PB - 1) // PB
@@ -600,13 +606,18 @@ class VersionReader:
         dict_b = np.repeat(isd, nblk)
         if dict_b.any() and not pages.codes_kinds(blk.kind[want][dict_b]):
             raise CorruptionError(f"{where}: {native.BLOB_ERRORS[9]}")
-        hdr, words = pages.stage_blocks(got, src, blk.take(want), dict_b if dict_b.any() else None)
+        blk = blk.take(want)
         io = getattr(self.store, "io", None)
         if io is not None:
             io.add(blocks_read=len(want), block_runs=len(si))
         # what the blocks need (tags, anchors, fields of their pages; their payload), as format 2
         # counts headers and words; the chunk rounding and coalescing are the store's ``io`` figures
         need = ntag + 8 * na + n0 + (req_fe - req_fs) + pbn
+        if cst.any():  # the constant stripes' blocks put in, in request order: they need no bytes
+            src, blk, dict_b, need = _with_constants(cst, *full, self.block_size, d.bcount, src, blk, dict_b, need)
+            si, lo, nblk, enc = full
+            isd, seg = (enc & codec.ENC_DICT) != 0, d.seg[si]
+        hdr, words = pages.stage_blocks(got, src, blk, dict_b if dict_b.any() else None)
         n1, K1 = len(si1), int(nblk1.sum())
         off = (hdr[:, 2] >> 8) - ((hdr[:, 2] & AUX_FLAG) != 0)  # where each block's words start (aux word first)
         out = {}
@@ -783,6 +794,13 @@ class VersionReader:
     def _decode_stripes3(self, column: str, si: np.ndarray) -> np.ndarray:
         """``decode_stripes`` of stripes in format-3 files: their blobs, whole, one fetch, one C pass."""
         d = self.directory()
+        enc = self._dir_cols[column][2][si]
+        cst = codec.const_stripes(enc)
+        if cst.any():  # constant stripes: their value, count times; the others from their blobs
+            out = np.repeat(codec.const_values(enc), d.count[si])
+            if not cst.all():
+                out[~np.repeat(cst, d.count[si])] = self._decode_stripes3(column, si[~cst])
+            return out
         take = None
         if (d.bcount[si] != d.count[si]).any():  # stripes of packs: each blob once
             _, u, inv = np.unique(np.stack((d.seg[si].astype(np.int64), self._dir_cols[column][0][si]), 1), axis=0,
@@ -893,6 +911,24 @@ def _merge_parts(parts: list, nblk: np.ndarray) -> tuple:
         hdr[pos, 2] = ((out_off[pos] + ((h[:, 2] & AUX_FLAG) != 0)) << 8) | (h[:, 2] & 255)
     dicts = [res for _, res in parts if getattr(res, "dicts", None) is not None]  # format 3's part only
     return Blocks(hdr, words, sum(res[2] for _, res in parts), *((dicts[0].dicts, dicts[0].dict_keys) if dicts else ()))
+
+
+def _with_constants(cst, si, lo, nblk, enc, block_size, bcount, src, blk, dict_b, need):
+    """The staging inputs of a read's blocks (``src``, ``blk``, ``dict_b``: of the requests not in
+    ``cst``; ``need``: per such request) with the blocks of the constant requests ``cst`` put in, in
+    request order (``si, lo, nblk, enc``: every request's): plain blocks of width 0 whose base is
+    the stripe's value, from no bytes."""
+    isc = np.repeat(cst, nblk)
+    K = len(isc)
+    out = pages.Blocks(*(np.zeros(K, getattr(blk, f).dtype) for f in pages.Blocks.FIELDS))
+    for f in pages.Blocks.FIELDS:
+        getattr(out, f)[~isc] = getattr(blk, f)
+    j = ranges(lo[cst], nblk[cst])  # the constant blocks' places in their stripes
+    out.cnt[isc] = out.nv[isc] = np.minimum(block_size, np.repeat(bcount[si[cst]], nblk[cst]) - j * block_size)
+    out.base[isc] = np.repeat(codec.const_values(enc[cst]), nblk[cst])
+    src_all, dict_all, need_all = np.zeros(K, np.int64), np.zeros(K, bool), np.zeros(len(cst), np.int64)
+    src_all[~isc], dict_all[~isc], need_all[~cst] = src, dict_b, need
+    return src_all, out, dict_all, need_all
 
 
 def _dict_key(path: str, base: int, off: int) -> int:

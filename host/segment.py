@@ -85,14 +85,6 @@ TABLE_V2 = 1 << 32  # in a table head's field count: layout 2 (below)
 _ZSTD_BEST, _ZSTD_BIG = pa.Codec("zstd", compression_level=19), pa.Codec("zstd", compression_level=6)
 
 
-def _zigzag(r: np.ndarray) -> np.ndarray:
-    return ((r << 1) ^ (r >> 63)).view(np.uint64)
-
-
-def _unzigzag(u: np.ndarray) -> np.ndarray:
-    return ((u >> np.uint64(1)) ^ (np.uint64(0) - (u & np.uint64(1)))).view(np.int64)
-
-
 def _shift(x: np.ndarray) -> np.ndarray:
     """``x`` one row later: ``[0, x[0], ..., x[S-2]]``."""
     return np.concatenate((np.zeros(1, np.int64), x[:-1]))
@@ -113,7 +105,8 @@ def index_residuals(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     user's stripe before (0 for a user's first); ``count`` and ``cont`` themselves; for a row that
     continues the one before (``cont != 0``), ``c.off`` and ``c.nbytes`` less the row before's; for
     any other, ``c.off`` less where the blob before ended, ``c.nbytes`` less its blobs' events times
-    the column's mean bytes per event (``params``: that mean in 1/256 B); ``c.enc`` its step. All
+    the column's mean bytes per event (``params``: that mean in 1/256 B, over the blobs that have
+    bytes), or for a constant stripe (``codec.ENC_CONST``) less 0; ``c.enc`` its step. All
     arithmetic wraps (int64), and ``index_values`` wraps back."""
     r, params = delta_residuals(m)
     uid, st, cnt, cont = m[0], m[1], m[2], m[3] != 0
@@ -121,13 +114,19 @@ def index_residuals(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r[1] = st - np.where(same, _shift(st) + _shift(cnt), 0)
     r[2], r[3] = cnt, m[3]
     events = pack_sizes(cnt, cont.astype(np.int64))
-    n = max(1, int(cnt.sum()))
     for k in range(4, m.shape[0], 3):
-        off, nb = m[k], m[k + 1]
+        off, nb, cst = m[k], m[k + 1], codec.const_stripes(m[k + 2])
         r[k] = off - np.where(cont, _shift(off), _shift(off) + _shift(nb))
-        params[k + 1] = min(max(int(round(256 * float(nb[~cont].sum()) / n)), 0), 1 << 40)
-        r[k + 1] = nb - np.where(cont, _shift(nb), (events * params[k + 1] + 128) >> 8)
+        n = max(1, int(cnt[~cst].sum()))
+        params[k + 1] = min(max(int(round(256 * float(nb[~cont & ~cst].sum()) / n)), 0), 1 << 40)
+        r[k + 1] = nb - np.where(cont, _shift(nb), _nbytes_guess(events, params[k + 1], cst))
     return r, params
+
+
+def _nbytes_guess(events: np.ndarray, mean: int, cst: np.ndarray) -> np.ndarray:
+    """A blob's bytes as ``index_residuals`` predicts them: its events times the column's mean
+    (in 1/256 B), rounded; none for a constant stripe's."""
+    return np.where(cst, 0, (events * mean + 128) >> 8)
 
 
 def index_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
@@ -140,7 +139,8 @@ def index_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
     events = pack_sizes(cnt, cont.astype(np.int64))
     for k in range(4, m.shape[0], 3):
         # nbytes: a pack's first row's from its prediction, each continuation's from the row before
-        nb = _restart_sum(np.where(cont, r[k + 1], r[k + 1] + ((events * params[k + 1] + 128) >> 8)), cont)
+        guess = _nbytes_guess(events, params[k + 1], codec.const_stripes(m[k + 2]))
+        nb = _restart_sum(np.where(cont, r[k + 1], r[k + 1] + guess), cont)
         m[k + 1] = nb
         m[k] = np.cumsum(r[k] + np.where(cont, 0, _shift(nb)), dtype=np.int64)  # (offsets carry across rows)
     return m
@@ -167,10 +167,10 @@ def pack_int_table(fields: dict, names: list[str], predict: tuple = DELTA, layou
         return _INDEX_HEAD.pack(S, F, len(raw)) + _ZSTD.compress(raw, asbytes=True)
     with np.errstate(over="ignore"):
         r, params = predict[0](m) if S else (m, np.zeros(F, np.int64))
-    planes = _zigzag(np.ascontiguousarray(r)).view(np.uint8).reshape(F, S, 8).transpose(0, 2, 1)
+    planes = codec.zigzag(np.ascontiguousarray(r)).view(np.uint8).reshape(F, S, 8).transpose(0, 2, 1)
     raw = params.astype("<i8").tobytes() + np.ascontiguousarray(planes).tobytes()
-    codec = _ZSTD_BEST if len(raw) <= 4 << 20 else _ZSTD_BIG
-    return _INDEX_HEAD.pack(S, F | TABLE_V2, len(raw)) + codec.compress(raw, asbytes=True)
+    zstd = _ZSTD_BEST if len(raw) <= 4 << 20 else _ZSTD_BIG
+    return _INDEX_HEAD.pack(S, F | TABLE_V2, len(raw)) + zstd.compress(raw, asbytes=True)
 
 
 def table_fields(data) -> int:
@@ -202,7 +202,7 @@ def unpack_int_table(data, names: list[str], where: str, predict: tuple = DELTA)
         return dict(zip(names, m))
     params = np.frombuffer(raw, "<i8", F).astype(np.int64)
     planes = np.frombuffer(raw, np.uint8, 8 * F * S, 8 * F).reshape(F, 8, S).transpose(0, 2, 1)
-    r = _unzigzag(np.ascontiguousarray(planes).view("<u8").reshape(F, S).astype(np.uint64))
+    r = codec.unzigzag(np.ascontiguousarray(planes).view("<u8").reshape(F, S).astype(np.uint64))
     with np.errstate(over="ignore"):
         m = predict[1](r, params) if S else r
     return dict(zip(names, m))
@@ -419,7 +419,7 @@ class Segment:
 
     def dictionary(self, off: int, block_size: int, size: int | None = None) -> tuple[np.ndarray, int]:
         """The segment dictionary (host/pages.py ``encode_column``) at byte ``off`` of the blob region:
-        ``(values int64 sorted, bytes read)``: read (every chunk verified), decoded and kept on first
+        ``(values int64, bytes read)``: read (every chunk verified), decoded and kept on first
         use; later calls read nothing (0 bytes). ``size``: its stored bytes when the caller knows them
         (the column's first blob follows it): one read; else two (its head, then the rest)."""
         cache = self._dicts  # one read: ``VersionReader.forget_dictionaries`` may drop it meanwhile
@@ -620,8 +620,12 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
         o, n, e = cols[f"{c}.off"], cols[f"{c}.nbytes"], cols[f"{c}.enc"]
         if is_cont.any() and ((o[1:] != o[:-1]) | (n[1:] != n[:-1]) | (e[1:] != e[:-1]))[is_cont[1:]].any():
             raise CorruptionError(f"segment {where}: a pack's rows name different blobs of column {c!r}")
+        # format 3: a constant stripe (codec.ENC_CONST, no other flag, no dictionary) has no bytes
+        cst = codec.const_stripes(e) if region_bytes is not None else np.zeros(len(e), bool)
+        if (cst & ((n != 0) | ((e & codec.ENC_FLAGS) != 0))).any():
+            raise CorruptionError(f"segment {where}: a constant stripe of column {c!r} with bytes or flags")
         if region_bytes is not None:  # format 3: byte ranges, at least the tags, the anchors and a field a block
-            end, least = region_bytes, 2 * nb + np.where(npages > 1, 8 * npages, 0)
+            end, least = region_bytes, np.where(cst, 0, 2 * nb + np.where(npages > 1, 8 * npages, 0))
         else:
             end, least = idx_off, 8 * codec.HDR_WORDS * nb
         # in this order, so that no comparison wraps: least <= n <= end, then 0 <= o <= end - n
@@ -636,7 +640,7 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
                                   | codec.ENC_RADIX | codec.ENC_SPARSE
                                   if region_bytes is not None and block_size <= pages.AUX_MAX_BLOCK else 0)
         isd = (e & codec.ENC_DICT) != 0
-        if ((e < 0) | ((e & codec.ENC_FLAGS & ~known) != 0) | (~isd & (e > codec.ENC_FLAGS))).any():
+        if ((e < 0) | ((e & codec.ENC_FLAGS & ~known) != 0) | (~isd & ~cst & (e > codec.ENC_FLAGS))).any():
             raise CorruptionError(f"segment {where}: unknown encoding in column {c!r}")
         # DICT blobs: one dictionary per column, before its blobs, its head inside the region; codes
         # in blocks of at most AUX_MAX_BLOCK values (PATCH / RUN ones flagged as in any blob)

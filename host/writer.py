@@ -147,14 +147,18 @@ def _segment_of(state: State, user, start, count, values: dict):
     else:
         cont = None
     dicts = any((np.asarray(b[3]) & codec.ENC_DICT).any() for b in blobs.values())
-    return (*encode_segment3(list(state.schema), user, start, count, blobs, cont), _format_entry(dicts))
+    const = any(codec.const_stripes(b[3]).any() for b in blobs.values())
+    return (*encode_segment3(list(state.schema), user, start, count, blobs, cont), _format_entry(dicts, const))
 
 
-def _format_entry(dicts: bool = False) -> dict:
+def _format_entry(dicts: bool = False, const: bool = False) -> dict:
     """The ``format`` key of a new data file's entry (absent for format 2, as older releases wrote),
-    and ``"dicts": 1`` for a segment with dictionaries: a release that cannot read them rejects the
-    entry (an unknown key), even where a checkpoint's snapshot spares it the segment's index."""
-    return {} if SEGMENT_FORMAT == 2 else {"format": SEGMENT_FORMAT, **({"dicts": 1} if dicts else {})}
+    ``"dicts": 1`` for a segment with dictionaries and ``"const": 1`` for one with constant stripes:
+    a release that cannot read them rejects the entry (an unknown key), even where a checkpoint's
+    snapshot spares it the segment's index."""
+    if SEGMENT_FORMAT == 2:
+        return {}
+    return {"format": SEGMENT_FORMAT, **({"dicts": 1} if dicts else {}), **({"const": 1} if const else {})}
 
 
 class _Written:

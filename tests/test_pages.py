@@ -337,6 +337,132 @@ def test_sparse_bitmaps_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs
     check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n)
 
 
+def constant_columns(rng, users):
+    """A label that is always 1 (implicit feedback), a feature that is one value per user (its
+    country) but for one event of user 1, and real timestamps."""
+    n = len(users)
+    country = np.array([7, -3, 10**15, 7, 40, 41, 42, 43])[users]
+    country[np.flatnonzero(users == 1)[5]] = 8
+    return {"ts": np.cumsum(rng.integers(0, 1000, n)) + 1_700_000_000, "item_id": country,
+            "action": np.ones(n, np.int32)}
+
+
+@pytest.mark.parametrize("bs", [32, 128])
+def test_constant_stripes_take_no_bytes_and_read_by_windows(tmp_path, monkeypatch, bs):
+    """A stripe whose values are all one value has no blob (``ENC_CONST``: the value in its index
+    entry); the other stripes of the column are stored as before. Such a tier reads back whole, by
+    any block window and by any value range of a block (plain blocks of width 0), in memory and by
+    ranges; a flipped byte of a compacted file is caught; its entries say ``const``."""
+    rng = np.random.default_rng(bs)
+    n = 9000
+    users = np.repeat(np.arange(4), [n - 300, 100, 150, 50])
+    cols = constant_columns(rng, users)
+    sc = np.array([n - 300, 100, 150, 50])
+    for c, want in (("action", [1, 1, 1, 1]), ("item_id", [1, 0, 1, 1])):
+        x = cols[c].astype(np.int64)
+        region, off, nbytes, enc = pages.encode_column(x, sc, bs)
+        assert codec.const_stripes(enc).astype(int).tolist() == want, c
+        assert codec.const_values(enc[codec.const_stripes(enc)]).tolist() == [x[o] for o, k in zip(np.cumsum(sc) - sc, want) if k]
+        assert nbytes[codec.const_stripes(enc)].tolist() == [0] * sum(want) and region.size == nbytes.sum()
+        assert off.tolist() == sorted(off.tolist()) and (off <= region.size).all()
+        assert region.size < (1 if c == "action" else 0.25) * pages.encode_column(x, sc, bs, constant=False)[0].size + 1
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n, extended=())
+    r = Tier.open(tmp_path / "t")._reader
+    assert codec.enc_counts(r.blobs("action")[2])["CONST"] == 4 and r.blobs("action")[1].sum() == 0
+    assert codec.enc_counts(r.blobs("item_id")[2])["CONST"] == 3
+    assert all(e.get("const") == 1 for _, e in r._files)
+
+
+def test_constant_stripes_in_packs_and_without_the_c_decoder(tmp_path, monkeypatch):
+    """Short histories packed into shared blobs: a pack whose values are all one is constant; a
+    column constant per user is not constant per pack, and is stored as before. Every history
+    reads back (whole stripes decoded with and without the C decoder; planned batches of the
+    reference backend), and constant stripes make a tier of a constant column smaller than the
+    same tier without them."""
+    from gpumat.core.tenant import Tenant
+    from gpumat.host.examples import parse_examples
+    from gpumat.host.planner import plan
+    import gpumat.ops
+
+    rng = np.random.default_rng(3)
+    users = np.sort(rng.integers(0, 400, 6000))
+    u = np.unique(users)
+    tab = pa.table({"user_id": users, "ts": np.arange(len(users)) * 3 + 10**9, "item_id": users * 11 + 5,
+                    "action": np.ones(len(users), np.int32)})
+    sizes = {}
+    for const in (True, False):
+        with monkeypatch.context() as m:
+            if not const:
+                m.setattr(pages, "_constant_stripes", lambda *a: None)
+            t = Tier.create(tmp_path / f"t{const}", SCHEMA, block_size=128)
+            t.append(tab)
+            sizes[const] = t.stats()["stored_bytes"]
+    r = Tier.open(t.uri.replace("tFalse", "tTrue"))._reader
+    d = r.directory()
+    assert (d.bcount != d.count).any()  # packs
+    assert codec.const_stripes(r.blobs("action")[2]).all()
+    assert not codec.const_stripes(r.blobs("item_id")[2][d.bcount != d.count]).any()
+    assert sizes[True] < sizes[False], sizes
+    h = Tier.open(tmp_path / "tTrue")
+    for c in SCHEMA:
+        want = tab.column(c).to_numpy().astype(np.int64)
+        assert h._reader.decode_stripes(c, np.arange(len(d))).tolist() == want.tolist()
+        with monkeypatch.context() as m:
+            m.setattr(native, "available", lambda: (False, None))
+            assert Tier.open(h.uri)._reader.decode_stripes(c, np.arange(len(d))).tolist() == want.tolist()
+    B = 32
+    ex_u = rng.choice(u, B)
+    n = (rng.random(B) * (h.length_at(ex_u, np.ones(B, np.int64)) + 1)).astype(np.int64)
+    table = pa.table({"user_id": ex_u, "version": np.ones(B, np.int64), "length": n,
+                      "request_ts": np.full(B, 1 << 40),
+                      **{f"tail_{c}": pa.array([[] for _ in range(B)], pa.list_(pa.int32() if dt == "int32" else pa.int64()))
+                         for c, dt in SCHEMA.items()}})
+    tenant = Tenant("t", ["action", "item_id", "ts"], 50)
+    values, _ = gpumat.ops.decode_gather(plan(h, parse_examples(table, SCHEMA), tenant), "reference")
+    for c in tenant.columns:
+        want = []
+        for e in range(B):
+            hist = tab.column(c).to_numpy()[users == ex_u[e]][: int(n[e])].tolist()
+            want += hist[max(0, len(hist) - tenant.max_len):]
+        assert values[c].tolist() == want, c
+
+
+def test_a_bad_constant_stripe_in_an_index_is_corruption(tmp_path):
+    """An index entry that says a constant stripe but has bytes, or other flags, or a dictionary's
+    flag beside it (then its bits 8.. are the dictionary's place), is a ``CorruptionError`` when
+    the segment is opened; a data file entry whose ``const`` is not 1 is one too."""
+    from gpumat.host import log
+    from gpumat.host.store import LocalStore
+
+    sc = np.array([300, 200])
+    x = np.concatenate([np.full(300, 9), np.arange(200) * 7])
+    good = pages.encode_column(x, sc, 128)
+    assert codec.const_stripes(good[3]).tolist() == [True, False] and good[2][0] == 0
+    store = LocalStore(str(tmp_path))
+    e0 = int(good[3][0])
+    bad = [  # (nbytes, enc)
+        (np.array([1, good[2][1] - 1]), good[3]),                          # bytes
+        (good[2], np.array([e0 | codec.ENC_LFOR, good[3][1]])),            # another flag
+        (good[2], np.array([e0 | codec.ENC_DICT, good[3][1]])),            # a dictionary's place
+    ]
+    for i, (nb, enc) in enumerate([(good[2], good[3])] + bad):
+        bufs, size, crc = segment.encode_segment3(["v"], np.array([0, 1]), np.array([0, 0]), sc, {"v": (good[0], good[1], nb, enc)})
+        with open(tmp_path / f"s{i}", "wb") as f:
+            for b in bufs:
+                f.write(memoryview(b).cast("B"))
+        if i == 0:
+            s = segment.open_segment(store, f"s{i}", 0, size, crc, ["v"], 128)
+            assert codec.const_values(s.enc["v"][:1]).tolist() == [9]
+            continue
+        with pytest.raises(CorruptionError, match="constant stripe|out of bounds|dictionary|unknown encoding"):
+            segment.open_segment(store, f"s{i}", 0, size, crc, ["v"], 128)
+    e = {"path": log.DATA_DIR + "/x", "offset": 0, "size": 8, "index_crc": 0, "events": 1, "level": 0, "format": 3, "const": 1}
+    assert log._check_entry(dict(e), "x") == e
+    for b in ({**e, "const": 2}, {k: v for k, v in e.items() if k != "format"}):
+        with pytest.raises(CorruptionError, match="bad data file entry"):
+            log._check_entry(b, "x")
+
+
 def test_sparse_positions_that_do_not_ascend_are_corruption(monkeypatch):
     """A sparse bitmap's positions must ascend inside their block (a RUN block's after position 0,
     which always starts a run): a repeated, descending or out-of-block position, or a RUN block's
@@ -899,6 +1025,35 @@ def test_dictionary_codes_in_run_and_patch_blocks(tmp_path, monkeypatch, backend
     assert np.asarray(viol).astype(bool).tolist() == [bool(k) and r <= l for k, r, l in zip(n, rts, last)]
 
 
+def skewed_columns(rng, n):
+    """Ratings drawn 60/20/10/5/5% independently of the user (an Amazon mix: the most frequent is
+    the largest), a 3-kind action at 85/10/5%, and real-looking timestamps."""
+    return {"ts": np.cumsum(rng.integers(0, 1000, n)) + 1_700_000_000,
+            "item_id": rng.choice([5, 4, 3, 2, 1], n, p=[0.6, 0.2, 0.1, 0.05, 0.05]),
+            "action": rng.choice([2, 0, 1], n, p=[0.85, 0.1, 0.05]).astype(np.int32)}
+
+
+def test_a_skewed_small_alphabet_takes_a_dictionary_in_frequency_order(tmp_path, monkeypatch):
+    """A small alphabet whose most frequent value is not its smallest: its dictionary in descending
+    frequency (code 0 the most frequent), its codes in PATCH blocks with no low bits, is smaller
+    than the values' RADIX / PATCH blocks and than a sorted dictionary's codes; such a tier reads by
+    windows and catches flipped bytes. A column whose dictionary does not pay keeps its blocks."""
+    rng, n, sc, users, cols = four_stripes(skewed_columns, 5)
+    for c in ("item_id", "action"):
+        x = cols[c].astype(np.int64)
+        region, off, nbytes, enc = pages.encode_column(x, sc, 128)
+        assert (enc & codec.ENC_DICT).all() and (enc & codec.ENC_PATCH).any(), c
+        d = pages.decode_dictionary(region, 128)
+        assert d[0] == np.bincount(x).argmax() and d.tolist() != sorted(d.tolist()), c
+        assert d[decode_all(region, off, nbytes, sc, 128)].tolist() == x.tolist()  # (codes, looked up)
+        with monkeypatch.context() as m:
+            m.setattr(pages, "FREQ_MAX_ENTRIES", 0)
+            assert len(region) < 0.87 * len(pages.encode_column(x, sc, 128)[0]), c
+    y = rng.integers(0, 5, n)  # uniform: no dictionary pays
+    assert not (pages.encode_column(y, sc, 128)[3] & codec.ENC_DICT).any()
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, 128, n, extended=("item_id", "action"))
+
+
 def test_codes_in_delta_or_radix_blocks_are_corruption():
     """A blob of codes (DICT) decodes its PATCH and RUN blocks and looks their values up; one that
     holds a DELTA or RADIX block (which the encoder never gives codes) is a ``CorruptionError`` on
@@ -941,7 +1096,7 @@ def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
             d, nb = s.dictionary(int(s.enc["item_id"][0]) >> 8, 128)
             assert d.tolist() == np.unique(x).tolist() and nb > 16 and s.dictionary(int(s.enc["item_id"][0]) >> 8, 128)[1] == 0
             continue
-        with pytest.raises(CorruptionError, match="dictionary|unknown encoding"):
+        with pytest.raises(CorruptionError, match="dictionary|unknown encoding|constant stripe"):
             segment.open_segment(store, f"s{i}", 0, size, crc, ["item_id"], 128)
 
 
