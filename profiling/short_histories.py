@@ -25,7 +25,13 @@ review dates), ``ms_ts`` in milliseconds, ``hash_items`` item ids spread over a 
 ``half_stars`` ratings of 10 levels, ``skew_rating`` 5 ratings at 60/20/10/5/5% (Amazon's mix,
 independent of the user), ``binary_rating`` a like (rating >= 4), ``sparse01`` / ``sparse05`` a
 value set in 1% / 5% of events (a watch time, else 0), ``const_rating`` one value everywhere
-(implicit feedback). ``--variants all`` runs every one; each at every ``--lengths``.
+(implicit feedback), ``user_feature`` one of 20 values per user, in each of its events (an age
+band or a country joined into the events; drawn per pseudo-user, after the cut). ``--variants all`` runs every one; each at every ``--lengths``.
+
+Per column, the table gives the tier's blobs (and dictionaries) against Parquet's column chunks,
+and in brackets, where it differs, with what the column's fields add to the segment indexes (its
+blob offsets and sizes, its encodings: a constant stripe's value lives there, its blob has no
+bytes; ``index_share``).
 """
 
 from __future__ import annotations
@@ -91,7 +97,9 @@ VARIANTS = {  # name: the events -> the events with one column in another datase
     "sparse01": lambda ev, rng: _rating(ev, np.where(rng.random(ev.num_rows) < 0.01, rng.integers(1, 3600, ev.num_rows), 0)),
     "sparse05": lambda ev, rng: _rating(ev, np.where(rng.random(ev.num_rows) < 0.05, rng.integers(1, 3600, ev.num_rows), 0)),
     "const_rating": lambda ev, rng: _rating(ev, np.ones(ev.num_rows)),
+    "user_feature": lambda ev, rng: _rating(ev, rng.integers(1, 21, int(_col(ev, "user_id").max()) + 1)[_col(ev, "user_id")]),
 }
+PER_USER = {"user_feature"}  # variants made after the cut: a value per pseudo-user, as a dataset of such users
 
 
 def measure(ev: pa.Table, workdir: str) -> dict:
@@ -113,14 +121,37 @@ def measure(ev: pa.Table, workdir: str) -> dict:
             c = md.row_group(g).column(j)
             pq_cols[c.path_in_schema] = pq_cols.get(c.path_in_schema, 0) + c.total_compressed_size
     tier_cols = {c: st["columns"][c]["bytes"] for c in schema}
+    share = index_share(tier)
     return {
         "users": st["users"], "events": st["events"], "stripes": st["stripes"], "append_s": append_s,
-        "tier_file": st["stored_bytes"], "tier_columns": tier_cols,
+        "tier_file": st["stored_bytes"], "tier_columns": tier_cols, "tier_index_share": share,
         "tier_other": st["stored_bytes"] - sum(tier_cols.values()),  # indexes, chunk checksums, trailers
         "parquet_file": file_bytes, "parquet_columns": pq_cols,
         "x_parquet": st["stored_bytes"] / file_bytes,
         "column_x_parquet": {c: tier_cols[c] / pq_cols[c] for c in schema},
+        "column_with_index_x_parquet": {c: (tier_cols[c] + share[c]) / pq_cols[c] for c in schema},
     }
+
+
+def index_share(tier) -> dict:
+    """Per column, the bytes its fields (blob offset, bytes, encoding: a constant stripe's value)
+    add to the segment indexes: each index packed again without them, the difference."""
+    from gpumat.host.segment import _encode_index
+
+    r = tier._reader
+    cols = list(r.schema)
+    share = dict.fromkeys(cols, 0)
+    for i in range(len(r.state.files)):
+        s = r.segment(i)
+        fields = {"user_id": s.user_id, "start": s.start, "count": s.count}
+        if s.cont is not None:
+            fields["cont"] = s.cont
+        for c in cols:
+            fields.update({f"{c}.off": s.off[c], f"{c}.nbytes": s.nwords[c], f"{c}.enc": s.enc[c]})
+        whole = len(_encode_index(fields, cols))
+        for c in cols:
+            share[c] += whole - len(_encode_index(fields, [x for x in cols if x != c]))
+    return share
 
 
 def main(argv=None):
@@ -139,19 +170,21 @@ def main(argv=None):
     ev = load_events(args.dataset)
     out = {"dataset": args.dataset, "events": ev.num_rows, "runs": {}}
     print(f"{args.dataset}: {ev.num_rows:,} events; whole files, tier / tuned store-once Parquet\n")
-    print("| variant | events per user | users | tier B | Parquet B | x Parquet | per column (tier / Parquet) | "
-          "index etc. B/stripe |")
+    print("| variant | events per user | users | tier B | Parquet B | x Parquet | per column (tier / Parquet; "
+          "with its index fields) | index etc. B/stripe |")
     print("|---|---:|---:|---:|---:|---:|---|---:|")
     for v in variants:
-        shaped = VARIANTS[v](ev, np.random.default_rng(0))
+        shaped = ev if v in PER_USER else VARIANTS[v](ev, np.random.default_rng(0))
         for n in [int(x) for x in args.lengths.split(",")]:
             wd = tempfile.mkdtemp(prefix="gpumat-short-")
             try:
-                r = measure(regroup(shaped, n), wd)
+                r = measure(VARIANTS[v](regroup(ev, n), np.random.default_rng(0)) if v in PER_USER
+                            else regroup(shaped, n), wd)
             finally:
                 shutil.rmtree(wd, ignore_errors=True)
             out["runs"][str(n) if v == "real" else f"{v}:{n}"] = r
-            cols = ", ".join(f"{c} {x:.2f}" for c, x in r["column_x_parquet"].items())
+            cols = ", ".join(f"{c} {x:.2f}" + (f" ({y:.2f})" if abs(y - x) >= 0.005 else "")
+                             for (c, x), y in zip(r["column_x_parquet"].items(), r["column_with_index_x_parquet"].values()))
             label = f"{r['events'] / r['users']:.0f} (real)" if n == 0 else str(n)
             print(f"| {v} | {label} | {r['users']:,} | {r['tier_file']:,} | {r['parquet_file']:,} | "
                   f"**{r['x_parquet']:.3f}** | {cols} | {r['tier_other'] / r['stripes']:.1f} |", flush=True)
