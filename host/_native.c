@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 16; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 17; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -415,8 +415,16 @@ static inline int64_t gm_unzigzag(uint64_t z) { return (int64_t)((z >> 1) ^ (UIN
 
 static inline int64_t gm_sat(uint64_t v) { return v > (UINT64_C(1) << 40) ? (INT64_C(1) << 40) : (int64_t)v; }
 
-/* a tag's kind without its bitmap's form: 71..74 (sparse bitmaps) as PATCH, RUN, DELTA PATCH, DELTA SIGNED */
-static inline int gm_kind_tag(int t) { return t >= 71 && t <= 74 ? (t == 71 ? 65 : t == 72 ? 66 : t - 5) : t; }
+/* FLAG tags (host/pages.py TAG_FLAG ..): sparse PATCH blocks, no low bits, no slope, based at the
+ * prediction; e = tag - 75 with exceptions of 0 bits (no fields), tag - 93 with a w2 field */
+enum { GM_TAG_FLAG = 76, GM_TAG_FLAG_W2 = 94, GM_TAG_LAST = 111 };
+static inline int gm_flag_e(int t) { return t >= GM_TAG_FLAG_W2 ? t - GM_TAG_FLAG_W2 + 1 : t - GM_TAG_FLAG + 1; }
+
+/* a tag's kind without its bitmap's form: 71..74 (sparse bitmaps) as PATCH, RUN, DELTA PATCH, DELTA
+ * SIGNED; FLAG tags as PATCH */
+static inline int gm_kind_tag(int t) {
+    return t >= GM_TAG_FLAG ? 65 : t >= 71 && t <= 74 ? (t == 71 ? 65 : t == 72 ? 66 : t - 5) : t;
+}
 
 /* a sparse bitmap: `ones` positions of pb bits from bit `at` of b, ascending inside the block's cnt
  * values, as bits of bm (zeroed; with run: bit 0 too); 1 when they do not ascend */
@@ -441,6 +449,15 @@ static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end
                             int64_t *e) {
     uint64_t d, z = 0, x1 = 0, x2 = 0, x3 = 0;
     const int64_t t = gm_kind_tag((int)(tag & 0x7F));
+    if ((tag & 0x7F) >= GM_TAG_FLAG) { /* FLAG: its base the prediction, w 0, w2 its one field (or 0) */
+        if ((tag & 0x80) || ((tag & 0x7F) >= GM_TAG_FLAG_W2 && gm_varint(fbuf, pos, end, &x2))) return 1;
+        *base = (int64_t)*pred;
+        *slope = *w = 0;
+        *nv = cnt;
+        *w2 = gm_sat(x2);
+        *e = gm_flag_e((int)(tag & 0x7F));
+        return 0; /* (the line goes on: pred unchanged) */
+    }
     if (gm_varint(fbuf, pos, end, &d)) return 1;
     if ((tag & 0x80) && gm_varint(fbuf, pos, end, &z)) return 1;
     const int three = t == 65 || t == 68 || t == 69; /* PATCH, DELTA PATCH, DELTA SIGNED: w, w2, e; RUN: w, runs; DELTA, RADIX: one */
@@ -516,7 +533,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
     int64_t plain_bits = 0;
     for (int64_t j = 0; j < nb; j++) {
         const int t = b[j] & 0x7F;
-        if (t > 74) return GM_BLOB_TAG;
+        if (t > GM_TAG_LAST || t == 75 || (t >= GM_TAG_FLAG && (b[j] & 0x80))) return GM_BLOB_TAG;
         if (t >= 65) ext = 1;
         else plain_bits += (j + 1 < nb ? bs : count - j * bs) * t;
     }

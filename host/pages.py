@@ -13,10 +13,13 @@ its fields).
 - tag: ``TAG_LFOR`` (128) when the block's line has a slope, plus its width ``w`` (0..64) for a
   plain FOR/LFOR block, ``TAG_PATCH`` (65), ``TAG_RUN`` (66), ``TAG_DELTA`` (67) or
   ``TAG_DELTA_PATCH`` (68), ``TAG_DELTA_SIGNED`` (69), ``TAG_RADIX`` (70), or 71..74 for PATCH,
-  RUN, DELTA PATCH and DELTA SIGNED with a sparse bitmap; 75..127 are reserved for the encodings
-  of the next steps (``CorruptionError`` today).
+  RUN, DELTA PATCH and DELTA SIGNED with a sparse bitmap; 76..111 for a compact PATCH block (a
+  FLAG block: ``w`` 0, no slope, its base the prediction, a sparse bitmap of ``e`` set bits, ``e``
+  in its tag: 76..93 ``e = tag - 75`` with exceptions of no bits, a flag's ones; 94..111 ``e =
+  tag - 93`` with a ``w2`` field); 75 and 112..127 are reserved (``CorruptionError`` today).
 - fields, per block: ``zigzag(base - prediction)``, ``zigzag(slope)`` when it has one, then PATCH
-  DELTA PATCH and DELTA SIGNED: ``w, w2, e``; RUN: ``w, runs``; DELTA: ``w``; RADIX: ``R``. The prediction is 0 for a page's
+  DELTA PATCH and DELTA SIGNED: ``w, w2, e``; RUN: ``w, runs``; DELTA: ``w``; RADIX: ``R``; a FLAG
+  block none, or only ``w2`` (94..111). The prediction is 0 for a page's
   first block, else where the previous block's line ended (``base + slope * n``, ``n`` its values
   or runs), so each page's fields parse on their own.
 - DELTA / DELTA PATCH blocks are plain / PATCH blocks whose offsets from the line are steps: value k
@@ -123,7 +126,12 @@ def page_layout(nb_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 TAG_PATCH, TAG_RUN, TAG_DELTA, TAG_DELTA_PATCH, TAG_DELTA_SIGNED, TAG_RADIX = 65, 66, 67, 68, 69, 70
 # the same kinds with a sparse bitmap: its set bits' positions (``bitmap_bits``)
 TAG_PATCH_SPARSE, TAG_RUN_SPARSE, TAG_DELTA_PATCH_SPARSE, TAG_DELTA_SIGNED_SPARSE = 71, 72, 73, 74
-TAG_LAST = TAG_DELTA_SIGNED_SPARSE
+# FLAG blocks: sparse PATCH blocks with no low bits and no slope, based where the page's line is
+# (their base and ``w`` not stored), ``e`` (1 .. FLAG_MAX_E) in the tag: exceptions of 0 bits (a flag's
+# ones; no fields at all), or of ``w2`` bits (one field)
+FLAG_MAX_E = 18  # sparse positions pay at most this many in a block of 128 (7 bits each)
+TAG_FLAG, TAG_FLAG_W2 = 76, 76 + FLAG_MAX_E  # + e - 1
+TAG_LAST = TAG_FLAG_W2 + FLAG_MAX_E - 1
 KIND_PLAIN, KIND_PATCH, KIND_RUN = 0, AUX_PATCH, AUX_RUN
 KIND_DELTA, KIND_DELTA_PATCH = AUX_DELTA, AUX_DELTA | AUX_PATCH  # the staged aux word's kinds
 KIND_DELTA_SIGNED, KIND_RADIX = KIND_DELTA_PATCH | AUX_SIGNED, AUX_RADIX
@@ -260,12 +268,14 @@ def _bitmap_cost(cnt: np.ndarray, ones: np.ndarray) -> np.ndarray:
     return np.minimum(c, ones * position_bits(c))
 
 
-def _patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray):
+def _patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray, flag=None):
     """For PATCH on the residuals ``r [n, lanes]`` (zero past each count) of blocks of width ``w``:
     the best ``(bits, w1, w2, e)`` per block over every low width ``w1 < w`` (exceptions: the values
     of ``r >> w1 != 0``, stored as ``(r >> w1) - 1`` in ``w2 <= AUX_MAX_W2`` bits), bits counting
-    the payload and the three extra field bytes. From a histogram of the residuals' bit lengths:
-    ``e(w1)`` is a suffix sum, and ``w2(w1)`` depends only on the largest residual."""
+    the payload and the three extra field bytes; where ``flag`` (bool per block: a line of no
+    slope), ``w1 = 0`` with a sparse bitmap of at most ``FLAG_MAX_E`` is a FLAG block, one field
+    (``w2``) or none. From a histogram of the residuals' bit lengths: ``e(w1)`` is a suffix sum, and
+    ``w2(w1)`` depends only on the largest residual."""
     n = len(cnt)
     bl = codec.bit_length(r)  # [n, lanes]
     hist = np.bincount((np.arange(n)[:, None] * 66 + bl).reshape(-1), minlength=66 * n).reshape(n, 66)
@@ -277,7 +287,11 @@ def _patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray):
         w2 = codec.bit_length(hi - _U64(1))
     e = e_of[:, :65]
     ok = (w1[None, :] < w[:, None]) & (w2 <= AUX_MAX_W2) & (e > 0)
-    cost = cnt[:, None] * w1[None, :] + _bitmap_cost(cnt, e) + e * w2 + 8 * (2 + varint_len(e.astype(_U64)))
+    fields = 8 * (2 + varint_len(e.astype(_U64)))
+    if flag is not None:
+        f = np.asarray(flag, bool) & (e[:, 0] <= FLAG_MAX_E) & sparse_pays(cnt, e[:, 0])
+        fields[f, 0] = 8 * (w2[f, 0] > 0)
+    cost = cnt[:, None] * w1[None, :] + _bitmap_cost(cnt, e) + e * w2 + fields
     cost = np.where(ok, cost, 1 << 60)  # never chosen, and no overflow when added to
     best = np.argmin(cost, axis=1)
     rows = np.arange(n)
@@ -328,7 +342,7 @@ class _Candidates:
         never = np.full(n, _NEVER, np.int64)
         cost = [cnt * w + sl_bytes(slope)]
         # PATCH: the same line, low bits + an exception bitmap + the exceptions' high parts
-        pc, *self.patch = _patch_costs(r, cnt, w)
+        pc, *self.patch = _patch_costs(r, cnt, w, slope == 0)
         cost.append(pc + sl_bytes(slope))
         # RUN: a run-start bitmap, then the runs' values as a FOR/LFOR line of their own
         self.x2 = x2 = fit.x[fit.vstart[c0:c1, None] + np.where(valid, np.arange(lanes)[None, :], 0)]
@@ -401,8 +415,12 @@ class _Candidates:
              _bitmap_cost(cnt, self.nr - 1) + self.nr * self.rfit.w, cnt * getattr(self, "dw", 0),
              cnt * w1[1] + _bitmap_cost(cnt, e[1]) + e[1] * w2[1], self.ncode * self.rw],
             cnt * w1[2] + _bitmap_cost(cnt, e[2]) + e[2] * w2[2])
-        # (RADIX: one field, R; the others' three bytes an estimate kept from before RADIX)
-        return int(bits.sum()) + 24 * int(((kind != KIND_PLAIN) & (kind != KIND_RADIX)).sum()) + 8 * int((kind == KIND_RADIX).sum())
+        # (RADIX: one field, R; FLAG blocks, PATCH ones of no low bits, no slope and few exceptions,
+        # none or one; the others' three bytes an estimate kept from before RADIX)
+        flag = (kind == KIND_PATCH) & (w1[0] == 0) & (fit.slope[self.c0:self.c1] == 0) & (e[0] <= FLAG_MAX_E) & \
+            sparse_pays(cnt, e[0])
+        fields = np.where(flag, 8 * (w2[0] > 0), np.where(kind == KIND_RADIX, 8, np.where(kind != KIND_PLAIN, 24, 0)))
+        return int(bits.sum()) + int(fields.sum())
 
     def assemble(self, kind: np.ndarray):
         """``(Blocks, pieces)`` of the blocks as ``kind`` (``_choose_chunk``)."""
@@ -588,14 +606,20 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
         pred[1:] = prev_end[:-1]
         pred[starts_page] = 0
         d = zigzag((base.view(_U64) - pred).view(np.int64))
+    # FLAG blocks: sparse PATCH blocks of no low bits and no slope, based where the page's line is,
+    # of at most FLAG_MAX_E exceptions: their e in the tag, their only field w2 (none for 0)
+    flag = (B.kind == KIND_PATCH) & (B.w == 0) & ~lfor & B.sp & (d == 0) & (B.e >= 1) & (B.e <= FLAG_MAX_E)
+    tag[flag] = np.where(B.w2[flag] == 0, TAG_FLAG, TAG_FLAG_W2) + B.e[flag] - 1
     nx = _EXTRA_FIELDS[B.kind]
-    nv = 1 + lfor.astype(np.int64) + nx
+    nv = np.where(flag, (B.w2 != 0).astype(np.int64), 1 + lfor.astype(np.int64) + nx)
     vpos = np.cumsum(nv) - nv
     vals = np.empty(int(nv.sum()), dtype=_U64)
-    vals[vpos] = d
+    vals[vpos[~flag]] = d[~flag]
+    fw = np.flatnonzero(flag & (B.w2 != 0))
+    vals[vpos[fw]] = B.w2[fw]
     vals[vpos[lfor] + 1] = zigzag(slope[lfor])
     xp = vpos + 1 + lfor
-    pt, rn = np.flatnonzero((B.kind & 3) == KIND_PATCH), np.flatnonzero(B.kind == KIND_RUN)
+    pt, rn = np.flatnonzero(((B.kind & 3) == KIND_PATCH) & ~flag), np.flatnonzero(B.kind == KIND_RUN)
     vals[xp[pt]], vals[xp[pt] + 1], vals[xp[pt] + 2] = B.w[pt], B.w2[pt], B.e[pt]
     vals[xp[rn]], vals[xp[rn] + 1] = B.w[rn], B.nv[rn]
     dl = np.flatnonzero(B.kind == KIND_DELTA)
@@ -831,6 +855,11 @@ def realign(buf: np.ndarray, src_bit: np.ndarray, nbits: np.ndarray, out: np.nda
 _KIND_OF_TAG = np.zeros(128, np.int64)
 _KIND_OF_TAG[_TAG_OF_KIND[_TAG_OF_KIND > 0]] = np.flatnonzero(_TAG_OF_KIND)
 _KIND_OF_TAG[_SPARSE_TAG_OF_KIND[_SPARSE_TAG_OF_KIND > 0]] = np.flatnonzero(_SPARSE_TAG_OF_KIND)
+_KIND_OF_TAG[TAG_FLAG : TAG_LAST + 1] = KIND_PATCH
+_FLAG_E = np.zeros(128, np.int64)  # a FLAG tag's e (0: not a FLAG tag)
+_FLAG_E[TAG_FLAG : TAG_LAST + 1] = np.tile(np.arange(1, FLAG_MAX_E + 1), 2)
+_FLAG_FIELDS = np.zeros(128, np.int64)  # a FLAG tag's fields: w2 or none
+_FLAG_FIELDS[TAG_FLAG_W2 : TAG_LAST + 1] = 1
 
 
 def tag_kind(tags: np.ndarray) -> np.ndarray:
@@ -840,17 +869,21 @@ def tag_kind(tags: np.ndarray) -> np.ndarray:
 
 def check_tags(tags: np.ndarray, where: str = "pages") -> None:
     """``CorruptionError`` for a tag that is not FOR/LFOR of width 0..64, PATCH, RUN, DELTA, DELTA
-    PATCH or DELTA SIGNED (later formats' encodings)."""
-    bad = (np.asarray(tags, np.int64) & 0x7F) > TAG_LAST
+    PATCH, DELTA SIGNED, RADIX (sparse or not) or FLAG (never with a slope): later formats'
+    encodings."""
+    t = np.asarray(tags, np.int64)
+    bad = ((t & 0x7F) > TAG_LAST) | ((t & 0x7F) == TAG_FLAG - 1) | ((_FLAG_E[t & 0x7F] > 0) & ((t & TAG_LFOR) != 0))
     if bad.any():
         raise CorruptionError(f"{where}: block tag {int(np.asarray(tags)[np.flatnonzero(bad)[0]])} is not an "
                               f"encoding this release reads")
 
 
 def fields_per_block(tags: np.ndarray) -> np.ndarray:
-    """The varints of each block's fields: base, the slope (LFOR), then its kind's own."""
+    """The varints of each block's fields: base, the slope (LFOR), then its kind's own (a FLAG
+    block: none, or ``w2``)."""
     tags = np.asarray(tags, np.int64)
-    return 1 + ((tags & TAG_LFOR) != 0) + _EXTRA_FIELDS[tag_kind(tags)]
+    return np.where(_FLAG_E[tags & 0x7F] > 0, _FLAG_FIELDS[tags & 0x7F],
+                    1 + ((tags & TAG_LFOR) != 0) + _EXTRA_FIELDS[tag_kind(tags)])
 
 
 def fields_end(buf: np.ndarray, start: np.ndarray, limit: np.ndarray, nvar: np.ndarray, where: str) -> np.ndarray:
@@ -897,24 +930,28 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
         if len(vals) != int(nvv.sum()) or (got != nv_page).any() or not np.isin(fcum[flen > 0] - 1, end).all():
             raise CorruptionError(f"{where}: a page's fields do not match its tags")
         vpos = np.cumsum(nvv) - nvv
-        d = unzigzag(vals[vpos])
+        fe = _FLAG_E[tag & 0x7F]
+        flag = fe > 0  # FLAG blocks: no base (the prediction), no w; w2 their one field, if any
+        last = max(len(vals) - 1, 0)
+        at = lambda i: vals[np.minimum(i, last)] if len(vals) else np.zeros(K, _U64)  # noqa: E731
+        d = np.where(flag, 0, unzigzag(at(vpos)))
         slope = np.zeros(K, dtype=np.int64)
         slope[lfor] = unzigzag(vals[vpos[lfor] + 1])
-        xp = vpos + 1 + lfor
+        xp = np.where(flag, vpos - 1, vpos + 1 + lfor)
         ext = kind != KIND_PLAIN
-        pt = (kind & 3) == KIND_PATCH  # PATCH, DELTA PATCH, DELTA SIGNED: w, w2, e
+        pt = ((kind & 3) == KIND_PATCH) & ~flag  # PATCH, DELTA PATCH, DELTA SIGNED: w, w2, e
         rd = kind == KIND_RADIX  # RADIX: R (as w2); its g (as e) and w from R
         big = _U64(1 << 40)  # field values saturate here (as in C): out of range, caught below
-        x1 = np.minimum(vals[np.minimum(xp, len(vals) - 1)], big).astype(np.int64) if len(vals) else np.zeros(K, np.int64)
+        x1 = np.minimum(at(xp), big).astype(np.int64)
         R = np.where(rd & (x1 <= 256), x1, 0)
-        w = np.where(rd, RADIX_W[R], np.where(ext, np.minimum(x1, 65), tag & 0x7F))
-        x2 = np.where(pt | (kind == KIND_RUN), vals[np.minimum(xp + 1, len(vals) - 1)] if len(vals) else 0, 0).astype(_U64)
-        x3 = np.where(pt, vals[np.minimum(xp + 2, len(vals) - 1)] if len(vals) else 0, 0).astype(_U64)
+        w = np.where(rd, RADIX_W[R], np.where(flag, 0, np.where(ext, np.minimum(x1, 65), tag & 0x7F)))
+        x2 = np.where(pt | (kind == KIND_RUN) | (_FLAG_FIELDS[tag & 0x7F] > 0), at(xp + 1), 0).astype(_U64)
+        x3 = np.where(pt, at(xp + 2), 0).astype(_U64)
         x2, x3 = np.minimum(x2, big).astype(np.int64), np.minimum(x3, big).astype(np.int64)
         g = RADIX_G[R]
         nv = np.where(kind == KIND_RUN, x2, np.where(rd, -(-cnt // np.maximum(g, 1)), cnt))
-        w2 = np.where(pt, x2, np.where(rd, x1, 0))
-        e = np.where(pt, x3, np.where(rd, g, 0))
+        w2 = np.where(pt | flag, x2, np.where(rd, x1, 0))
+        e = np.where(pt, x3, np.where(rd, g, fe))
         # base_j = d_j + the previous block's line end (base + slope * nv) within a page: a segmented cumsum
         with np.errstate(over="ignore"):
             term = d.view(_U64).copy()

@@ -624,8 +624,8 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
         cst = codec.const_stripes(e) if region_bytes is not None else np.zeros(len(e), bool)
         if (cst & ((n != 0) | ((e & codec.ENC_FLAGS) != 0))).any():
             raise CorruptionError(f"segment {where}: a constant stripe of column {c!r} with bytes or flags")
-        if region_bytes is not None:  # format 3: byte ranges, at least the tags, the anchors and a field a block
-            end, least = region_bytes, np.where(cst, 0, 2 * nb + np.where(npages > 1, 8 * npages, 0))
+        if region_bytes is not None:  # format 3: byte ranges, at least the tags and the anchors (FLAG blocks: no field)
+            end, least = region_bytes, np.where(cst, 0, nb + np.where(npages > 1, 8 * npages, 0))
         else:
             end, least = idx_off, 8 * codec.HDR_WORDS * nb
         # in this order, so that no comparison wraps: least <= n <= end, then 0 <= o <= end - n
