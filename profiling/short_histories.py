@@ -24,7 +24,8 @@ and order kept; one column changed, seeded): ``day_ts`` timestamps cut to the da
 review dates), ``ms_ts`` in milliseconds, ``hash_items`` item ids spread over a 10^7 range,
 ``half_stars`` ratings of 10 levels, ``skew_rating`` 5 ratings at 60/20/10/5/5% (Amazon's mix,
 independent of the user), ``binary_rating`` a like (rating >= 4), ``sparse01`` / ``sparse05`` a
-value set in 1% / 5% of events (a watch time, else 0), ``const_rating`` one value everywhere
+value set in 1% / 5% of events (a watch time, else 0), ``flag01`` / ``flag05`` a flag set in 1% /
+5% of events (a purchase, a like), ``const_rating`` one value everywhere
 (implicit feedback), ``user_feature`` one of 20 values per user, in each of its events (an age
 band or a country joined into the events; drawn per pseudo-user, after the cut). ``--variants all`` runs every one; each at every ``--lengths``.
 
@@ -96,6 +97,8 @@ VARIANTS = {  # name: the events -> the events with one column in another datase
     "binary_rating": lambda ev, rng: _rating(ev, _col(ev, "rating") >= 4),
     "sparse01": lambda ev, rng: _rating(ev, np.where(rng.random(ev.num_rows) < 0.01, rng.integers(1, 3600, ev.num_rows), 0)),
     "sparse05": lambda ev, rng: _rating(ev, np.where(rng.random(ev.num_rows) < 0.05, rng.integers(1, 3600, ev.num_rows), 0)),
+    "flag01": lambda ev, rng: _rating(ev, rng.random(ev.num_rows) < 0.01),
+    "flag05": lambda ev, rng: _rating(ev, rng.random(ev.num_rows) < 0.05),
     "const_rating": lambda ev, rng: _rating(ev, np.ones(ev.num_rows)),
     "user_feature": lambda ev, rng: _rating(ev, rng.integers(1, 21, int(_col(ev, "user_id").max()) + 1)[_col(ev, "user_id")]),
 }
