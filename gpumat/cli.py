@@ -160,7 +160,9 @@ def cmd_inspect(args) -> int:
     print("  encodings: FOR = frame of reference (value = block minimum + bit-packed offset);")
     print("             LFOR = linear FOR (value = base + slope * position + bit-packed residual), for trending columns like ts;")
     print("             PATCH = low bits + a bitmap of exceptions (sparse flags, heavy tails); RUN = run starts + run values;")
-    print("             DELTA = steps prefix-summed per block (bursty timestamps); DICT = codes into a segment dictionary")
+    print("             DELTA = steps prefix-summed per block (bursty timestamps); DICT = codes into a segment dictionary;")
+    print("             SIGNED = DELTA with steps back (packs); RADIX = small alphabets as mixed-radix digits;")
+    print("             SPARSE = bitmaps stored as positions; CONST = one value, kept in the index (no bytes)")
     shown = versions
     more = args.versions and len(shown) == args.versions and shown and shown[0]["version"] > 0
     print(f"  versions ({f'the newest {len(shown)}; --versions 0 lists all' if more else len(shown)}):")

@@ -703,7 +703,7 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
     sc = np.asarray(stripe_counts, dtype=np.int64)
     if constant:
         full = encode_column(values, sc, block_size, extended, dictionary, False)
-        cst = _constant_stripes(values, sc, full[2], full[3])
+        cst, more = _constant_stripes(values, sc, full[2], full[3])
         if cst is None:
             return full
         k = np.flatnonzero(~cst)
@@ -716,7 +716,8 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
         off = np.append(off_k, len(region))[np.searchsorted(k, np.arange(len(sc)))]
         nbytes = np.zeros(len(sc), np.int64)
         nbytes[k] = nb_k
-        return region, off, nbytes, enc
+        # (the other stripes alone may no longer take the dictionary that paid for all of them)
+        return (region, off, nbytes, enc) if len(region) + more < len(full[0]) else full
     plain = encode_stripes(values, sc, block_size, extended)
     nbytes = len(plain[0])
     # (blocks of at most AUX_MAX_BLOCK values, as PATCH / RUN: the kernels' aux path tells a block's
@@ -767,23 +768,23 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
         (int(denc[0]) & (codec.ENC_DELTA | codec.ENC_SIGNED | codec.ENC_RADIX | codec.ENC_SPARSE))
 
 
-def _constant_stripes(values: np.ndarray, sc: np.ndarray, nbytes: np.ndarray, enc: np.ndarray) -> np.ndarray | None:
+def _constant_stripes(values: np.ndarray, sc: np.ndarray, nbytes: np.ndarray, enc: np.ndarray) -> tuple:
     """Which stripes (of ``sc`` values each, their blobs ``nbytes`` and ``enc`` as encoded without
     constants) ``encode_column`` stores as constants: those whose values are one value (``zigzag``
     below ``codec.CONST_MAX``), where their blobs' bytes exceed what their values add to the index
     (its ``enc`` field is stored as its steps: about a byte per 8 bits of a step that is not 0);
-    None where none are."""
+    ``(None, 0)`` where none are; else ``(mask, the bytes they add to the index)``."""
     if not len(sc) or (sc <= 0).any():
-        return None
+        return None, 0
     first = np.cumsum(sc) - sc
     lo = np.minimum.reduceat(values, first)
     cst = (lo == np.maximum.reduceat(values, first)) & (zigzag(lo) < _U64(codec.CONST_MAX))
     if not cst.any():
-        return None
+        return None, 0
     steps = lambda e: int(((codec.bit_length(zigzag(np.diff(e, prepend=0))) + 7) // 8).sum())  # noqa: E731
     enc = np.asarray(enc, np.int64)
     more = steps(np.where(cst, codec.const_enc(lo), enc)) - steps(enc)
-    return cst if int(np.asarray(nbytes)[cst].sum()) > more else None
+    return (cst, more) if int(np.asarray(nbytes)[cst].sum()) > more else (None, 0)
 
 
 def codes_kinds(kind: np.ndarray) -> bool:

@@ -397,6 +397,11 @@ def test_constant_stripes_take_no_bytes_and_read_by_windows(tmp_path, monkeypatc
         assert nbytes[codec.const_stripes(enc)].tolist() == [0] * sum(want) and region.size == nbytes.sum()
         assert off.tolist() == sorted(off.tolist()) and (off <= region.size).all()
         assert region.size < (1 if c == "action" else 0.25) * pages.encode_column(x, sc, bs, constant=False)[0].size + 1
+    # constant stripes that would cost the others their dictionary stay blobs (a review's case)
+    r_ = np.random.default_rng(0)
+    sc2 = np.array([150] * 13 + [180] * 7)
+    x = np.concatenate([np.ones(13 * 150), r_.choice([1, 1000], 7 * 180)]).astype(np.int64)
+    assert len(pages.encode_column(x, sc2, bs)[0]) <= len(pages.encode_column(x, sc2, bs, constant=False)[0])
     check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n, extended=())
     r = Tier.open(tmp_path / "t")._reader
     assert codec.enc_counts(r.blobs("action")[2])["CONST"] == 4 and r.blobs("action")[1].sum() == 0
@@ -424,7 +429,7 @@ def test_constant_stripes_in_packs_and_without_the_c_decoder(tmp_path, monkeypat
     for const in (True, False):
         with monkeypatch.context() as m:
             if not const:
-                m.setattr(pages, "_constant_stripes", lambda *a: None)
+                m.setattr(pages, "_constant_stripes", lambda *a: (None, 0))
             t = Tier.create(tmp_path / f"t{const}", SCHEMA, block_size=128)
             t.append(tab)
             sizes[const] = t.stats()["stored_bytes"]
