@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 17; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 18; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -417,13 +417,29 @@ static inline int64_t gm_sat(uint64_t v) { return v > (UINT64_C(1) << 40) ? (INT
 
 /* FLAG tags (host/pages.py TAG_FLAG ..): sparse PATCH blocks, no low bits, no slope, based at the
  * prediction; e = tag - 75 with exceptions of 0 bits (no fields), tag - 93 with a w2 field */
-enum { GM_TAG_FLAG = 76, GM_TAG_FLAG_W2 = 94, GM_TAG_LAST = 111 };
+enum { GM_TAG_RUN_GAPS = 75, GM_TAG_FLAG = 76, GM_TAG_FLAG_W2 = 94, GM_TAG_LAST = 111 };
 static inline int gm_flag_e(int t) { return t >= GM_TAG_FLAG_W2 ? t - GM_TAG_FLAG_W2 + 1 : t - GM_TAG_FLAG + 1; }
 
 /* a tag's kind without its bitmap's form: 71..74 (sparse bitmaps) as PATCH, RUN, DELTA PATCH, DELTA
- * SIGNED; FLAG tags as PATCH */
+ * SIGNED; 75 (a RUN block's starts as gaps) as RUN; FLAG tags as PATCH */
 static inline int gm_kind_tag(int t) {
-    return t >= GM_TAG_FLAG ? 65 : t >= 71 && t <= 74 ? (t == 71 ? 65 : t == 72 ? 66 : t - 5) : t;
+    return t >= GM_TAG_FLAG ? 65 : t == GM_TAG_RUN_GAPS ? 66 : t >= 71 && t <= 74 ? (t == 71 ? 65 : t == 72 ? 66 : t - 5) : t;
+}
+
+/* a RUN block's run starts stored as gaps (each start less the one before less 1, the first after
+ * position 0): `ones` gaps of gw bits from bit `at` of b, as bits of bm (bit 0 too); 1 when a start
+ * reaches past the block's cnt values */
+static int gm_gap_bitmap(const unsigned char *b, int64_t L, int64_t at, int64_t ones, int gw, int64_t cnt,
+                         uint64_t *bm) {
+    bm[0] = 1;
+    bm[1] = 0;
+    int64_t p = 0;
+    for (int64_t i = 0; i < ones; i++) {
+        p += (int64_t)gm_bits_at(b, L, at + i * gw, gw) + 1;
+        if (p >= cnt) return 1;
+        bm[p >> 6] |= UINT64_C(1) << (p & 63);
+    }
+    return 0;
 }
 
 /* a sparse bitmap: `ones` positions of pb bits from bit `at` of b, ascending inside the block's cnt
@@ -460,17 +476,18 @@ static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end
     }
     if (gm_varint(fbuf, pos, end, &d)) return 1;
     if ((tag & 0x80) && gm_varint(fbuf, pos, end, &z)) return 1;
-    const int three = t == 65 || t == 68 || t == 69; /* PATCH, DELTA PATCH, DELTA SIGNED: w, w2, e; RUN: w, runs; DELTA, RADIX: one */
+    /* PATCH, DELTA PATCH, DELTA SIGNED: w, w2, e; RUN: w, runs (with gaps: their width too); DELTA, RADIX: one */
+    const int three = t == 65 || t == 68 || t == 69, gaps = (tag & 0x7F) == GM_TAG_RUN_GAPS;
     if (t >= 65 && gm_varint(fbuf, pos, end, &x1)) return 1;
     if ((three || t == 66) && gm_varint(fbuf, pos, end, &x2)) return 1;
-    if (three && gm_varint(fbuf, pos, end, &x3)) return 1;
+    if ((three || gaps) && gm_varint(fbuf, pos, end, &x3)) return 1;
     uint64_t b = *pred + (uint64_t)gm_unzigzag(d);
     int64_t sl = gm_unzigzag(z);
     *base = (int64_t)b;
     *slope = sl;
     *w = t >= 65 ? (x1 > 64 ? 65 : (int64_t)x1) : t;
     *nv = t == 66 ? gm_sat(x2) : cnt;
-    *w2 = three ? gm_sat(x2) : 0;
+    *w2 = three ? gm_sat(x2) : gaps ? gm_sat(x3) : 0;
     *e = three ? gm_sat(x3) : 0;
     if (t == 70) { /* RADIX: R; g and w from it */
         gm_radix_code(gm_sat(x1), e, w);
@@ -533,7 +550,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
     int64_t plain_bits = 0;
     for (int64_t j = 0; j < nb; j++) {
         const int t = b[j] & 0x7F;
-        if (t > GM_TAG_LAST || t == 75 || (t >= GM_TAG_FLAG && (b[j] & 0x80))) return GM_BLOB_TAG;
+        if (t > GM_TAG_LAST || (t >= GM_TAG_FLAG && (b[j] & 0x80))) return GM_BLOB_TAG;
         if (t >= 65) ext = 1;
         else plain_bits += (j + 1 < nb ? bs : count - j * bs) * t;
     }
@@ -575,7 +592,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
         else if (fpos != fend) return GM_BLOB_FIELDS;
         for (int64_t j = j0; j < j1; j++) {
             const int64_t cnt = j + 1 < nb ? bs : count - j * bs, k = j - j0, t = gm_kind_tag(b[j] & 0x7F);
-            const int sparse = (b[j] & 0x7F) >= 71;
+            const int sparse = (b[j] & 0x7F) >= 71, gaps = (b[j] & 0x7F) == GM_TAG_RUN_GAPS;
             const int64_t W = w[k], N = nv[k], E = e[k], W2 = w2[k];
             /* DELTA, DELTA PATCH, DELTA SIGNED: prefix-summed offsets; DELTA SIGNED: exceptions zigzagged */
             const int patch = t == 65 || t == 68 || t == 69, delta = t >= 67 && t <= 69, sgn = t == 69, radix = t == 70;
@@ -583,7 +600,8 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
                 (t >= 65 && (W > 64 || cnt > 128)) || (radix && E < 2))
                 return GM_BLOB_RANGE;
             const int pb = cnt > 1 ? 64 - __builtin_clzll((uint64_t)(cnt - 1)) : 0; /* a position's bits */
-            const int64_t mbits = patch || t == 66 ? (sparse ? (patch ? E : N - 1) * pb : cnt) : 0;
+            if (gaps && (W2 > pb || N < 2)) return GM_BLOB_RANGE;
+            const int64_t mbits = patch || t == 66 ? (sparse ? (patch ? E : N - 1) * (gaps ? W2 : pb) : cnt) : 0;
             const int64_t at = 8 * pay + P, bits = N * W + mbits + (patch ? E * W2 : 0);
             if (at + bits > limit) return GM_BLOB_PAYLOAD;
             uint64_t *o = out + j * bs;
@@ -597,7 +615,9 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
             } else {
                 uint64_t bm[2] = {0, 0}; /* the bitmap: cnt <= 128 bits */
                 const int64_t bm_at = at + N * W;
-                if (sparse) {
+                if (gaps) {
+                    if (gm_gap_bitmap(b, L, bm_at, N - 1, (int)W2, cnt, bm)) return GM_BLOB_BITMAP;
+                } else if (sparse) {
                     if (gm_sparse_bitmap(b, L, bm_at, patch ? E : N - 1, pb, cnt, !patch, bm)) return GM_BLOB_BITMAP;
                 } else {
                     gm_realign_one(b, L, bm_at, cnt, bm);

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 17  # gm_abi_version() of the _native.c this module calls
+ABI = 18  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():

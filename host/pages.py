@@ -68,7 +68,7 @@ from gpumat.core.errors import CorruptionError
 from gpumat.core.staged import (AUX_CODES, AUX_DELTA, AUX_DICT, AUX_FLAG, AUX_MAX_BLOCK, AUX_MAX_W2, AUX_PATCH, AUX_RADIX, AUX_RUN,
                                  AUX_SIGNED, RADIX_MAX_W)
 from gpumat.host import codec, native
-from gpumat.host.ranges import ranges
+from gpumat.host.ranges import ranges, restart_cumsum
 
 PAGE_BLOCKS = 16  # blocks per page: the unit a read parses, and its read amplification at most
 TAG_LFOR = 0x80
@@ -132,6 +132,11 @@ TAG_PATCH_SPARSE, TAG_RUN_SPARSE, TAG_DELTA_PATCH_SPARSE, TAG_DELTA_SIGNED_SPARS
 FLAG_MAX_E = 18  # sparse positions pay at most this many in a block of 128 (7 bits each)
 TAG_FLAG, TAG_FLAG_W2 = 76, 76 + FLAG_MAX_E  # + e - 1
 TAG_LAST = TAG_FLAG_W2 + FLAG_MAX_E - 1
+# a RUN block whose run starts are stored as gaps (each less the start before less 1) of ``wg`` bits,
+# a third field: runs of a few values each (a value per user in a pack of short histories)
+TAG_RUN_GAPS = 75
+RUN_GAPS = True  # the encoder weighs RUN blocks' starts as gaps (False: as before them)
+SP_DENSE, SP_POSITIONS, SP_GAPS = 0, 1, 2  # a bitmap's form (``Blocks.sp``)
 KIND_PLAIN, KIND_PATCH, KIND_RUN = 0, AUX_PATCH, AUX_RUN
 KIND_DELTA, KIND_DELTA_PATCH = AUX_DELTA, AUX_DELTA | AUX_PATCH  # the staged aux word's kinds
 KIND_DELTA_SIGNED, KIND_RADIX = KIND_DELTA_PATCH | AUX_SIGNED, AUX_RADIX
@@ -211,8 +216,9 @@ FREQ_MAX_ENTRIES = 256  # a dictionary of at most this many entries is also trie
 class Blocks:
     """Per block of a blob (or of many): ``kind`` (``KIND_*``), the line ``base + slope * i`` and
     width ``w`` of its packed values, ``nv`` of them (``cnt``, or the runs of a RUN block), and a
-    PATCH block's ``w2``-bit exceptions, ``e`` of them; ``cnt`` the block's values; ``sp`` (bool)
-    its bitmap stored sparse. ``bits()``: its payload, ``nv w`` bits of values, then its bitmap
+    PATCH block's ``w2``-bit exceptions, ``e`` of them; ``cnt`` the block's values; ``sp`` its
+    bitmap's form (``SP_DENSE``, ``SP_POSITIONS``, or for RUN ``SP_GAPS``: its run starts' gaps
+    in ``w2`` bits each). ``bits()``: its payload, ``nv w`` bits of values, then its bitmap
     (PATCH, RUN, DELTA PATCH, DELTA SIGNED: ``bitmap_bits``), then ``e w2``. A DELTA block's values
     (and exceptions) are differences: prefix-summed on the line. A RADIX block's ``nv`` values are its
     codes, ``w2`` its alphabet ``R`` and ``e`` its digits a code ``g`` (no exceptions)."""
@@ -221,18 +227,18 @@ class Blocks:
 
     def __init__(self, kind, w, base, slope, nv, w2, e, cnt, sp=None):
         self.kind, self.w, self.base, self.slope, self.nv, self.w2, self.e, self.cnt = kind, w, base, slope, nv, w2, e, cnt
-        self.sp = np.zeros(len(kind), bool) if sp is None else np.asarray(sp, bool)
+        self.sp = np.zeros(len(kind), np.int8) if sp is None else np.asarray(sp).astype(np.int8)
 
     def take(self, idx) -> "Blocks":
         return Blocks(*(getattr(self, f)[idx] for f in self.FIELDS))
 
     def bits(self) -> np.ndarray:
-        return self.nv * self.w + bitmap_bits(self.kind, self.cnt, self.nv, self.e, self.sp) + \
+        return self.nv * self.w + bitmap_bits(self.kind, self.cnt, self.nv, self.e, self.sp, self.w2) + \
             np.where((self.kind & 3) == KIND_PATCH, self.e * self.w2, 0)
 
     def tags(self) -> np.ndarray:
-        t = np.where(self.kind == KIND_PLAIN, self.w, np.where(self.sp, _SPARSE_TAG_OF_KIND[self.kind],
-                                                                _TAG_OF_KIND[self.kind]))
+        t = np.where(self.kind == KIND_PLAIN, self.w, np.where(self.sp == SP_GAPS, TAG_RUN_GAPS, np.where(
+            self.sp != 0, _SPARSE_TAG_OF_KIND[self.kind], _TAG_OF_KIND[self.kind])))
         return (t | np.where(self.slope != 0, TAG_LFOR, 0)).astype(np.uint8)
 
 
@@ -246,13 +252,16 @@ def position_bits(cnt: np.ndarray) -> np.ndarray:
     return codec.bit_length(np.maximum(np.asarray(cnt, np.int64) - 1, 0).astype(_U64))
 
 
-def bitmap_bits(kind: np.ndarray, cnt: np.ndarray, nv: np.ndarray, e: np.ndarray, sp: np.ndarray) -> np.ndarray:
+def bitmap_bits(kind: np.ndarray, cnt: np.ndarray, nv: np.ndarray, e: np.ndarray, sp: np.ndarray,
+                w2: np.ndarray) -> np.ndarray:
     """The stored bits of each block's bitmap: ``cnt`` (one a value), or for a sparse one its set
     bits' positions, ``position_bits(cnt)`` each, ascending: a PATCH block's ``e`` exceptions, a RUN
-    block's run starts after position 0 (``nv - 1``; position 0 always starts one); 0 without one."""
+    block's run starts after position 0 (``nv - 1``; position 0 always starts one); or a RUN
+    block's run starts as gaps (``SP_GAPS``: each start less the one before less 1, ``w2`` bits
+    each); 0 without one."""
     kind = np.asarray(kind)
     ones = np.where((kind & 3) == KIND_RUN, np.asarray(nv) - 1, e)
-    return np.where(has_bitmap(kind), np.where(sp, ones * position_bits(cnt), cnt), 0)
+    return np.where(has_bitmap(kind), np.where(sp == SP_GAPS, ones * w2, np.where(sp != 0, ones * position_bits(cnt), cnt)), 0)
 
 
 def sparse_pays(cnt: np.ndarray, ones: np.ndarray) -> np.ndarray:
@@ -349,8 +358,17 @@ class _Candidates:
         st_ = valid.copy()
         st_[:, 1:] &= x2[:, 1:] != x2[:, :-1]
         self.starts, self.nr = st_, st_.sum(axis=1)
+        # run starts as gaps: the widest gap (a start less the one before less 1) after position 0
+        pos = np.where(st_, np.arange(lanes)[None, :], -1)
+        last = np.maximum.accumulate(np.concatenate([np.zeros((n, 1), np.int64), pos[:, :-1]], 1), axis=1) \
+            if lanes else pos
+        gap = np.where(st_, np.arange(lanes)[None, :] - last - 1, 0)
+        if lanes:
+            gap[:, 0] = 0
+        self.gw = codec.bit_length(gap.max(axis=1).astype(_U64)) if lanes else np.zeros(n, np.int64)
+        self.gcost = np.where(RUN_GAPS & (self.nr > 1), (self.nr - 1) * self.gw + 8, _NEVER)  # (with its field)
         self.rfit = rfit = codec.fit_blocks(x2[st_].view(np.int64), self.nr, lanes)
-        rc = _bitmap_cost(cnt, self.nr - 1) + self.nr * rfit.w + \
+        rc = np.minimum(_bitmap_cost(cnt, self.nr - 1), self.gcost) + self.nr * rfit.w + \
             8 * (2 + np.where(rfit.slope != 0, varint_len(zigzag(rfit.slope)), 0))
         cost += [np.where(self.nr < cnt, rc, never), never]
         if delta:
@@ -412,7 +430,7 @@ class _Candidates:
             [kind == KIND_PLAIN, kind == KIND_PATCH, kind == KIND_RUN, kind == KIND_DELTA, kind == KIND_DELTA_PATCH,
              kind == KIND_RADIX],
             [cnt * fit.w[self.c0:self.c1], cnt * w1[0] + _bitmap_cost(cnt, e[0]) + e[0] * w2[0],
-             _bitmap_cost(cnt, self.nr - 1) + self.nr * self.rfit.w, cnt * getattr(self, "dw", 0),
+             np.minimum(_bitmap_cost(cnt, self.nr - 1), self.gcost) + self.nr * self.rfit.w, cnt * getattr(self, "dw", 0),
              cnt * w1[1] + _bitmap_cost(cnt, e[1]) + e[1] * w2[1], self.ncode * self.rw],
             cnt * w1[2] + _bitmap_cost(cnt, e[2]) + e[2] * w2[2])
         # (RADIX: one field, R; FLAG blocks, PATCH ones of no low bits, no slope and few exceptions,
@@ -471,7 +489,10 @@ class _Candidates:
             vals[q, : rr.shape[1]] = rr
             bmap[q] = self.starts[q]
             w[q], base[q], slope[q], nv[q] = self.rfit.w[q], self.rfit.base[q], self.rfit.slope[q], self.nr[q]
-        sp = has_bitmap(kind) & sparse_pays(cnt, np.where((kind & 3) == KIND_RUN, nv - 1, e))
+        sp = (has_bitmap(kind) & sparse_pays(cnt, np.where((kind & 3) == KIND_RUN, nv - 1, e))).astype(np.int8)
+        if len(q):  # RUN blocks whose gaps take fewer bits than either bitmap
+            g = q[self.gcost[q] < _bitmap_cost(cnt[q], self.nr[q] - 1)]
+            sp[g], w2[g] = SP_GAPS, self.gw[g]
         return _blocks_and_pieces(Blocks(kind, w, base, slope, nv, w2, e, cnt, sp), vals, bmap, exc)
 
 
@@ -482,20 +503,24 @@ _ALL_KINDS = _AUX_KINDS + (KIND_DELTA, KIND_DELTA_PATCH, KIND_DELTA_SIGNED)  # (
 
 def _blocks_and_pieces(b: Blocks, vals, bmap, exc):
     """``b`` and its pieces to bit-pack: values, bitmap (``bmap`` [n, lanes] of 0/1; a sparse one's
-    rows become its set bits' positions, packed to the left, a RUN block's position 0 left out),
-    exceptions."""
+    rows become its set bits' positions, packed to the left, a RUN block's position 0 left out; a
+    RUN block's with gaps, each position less the one before less 1), exceptions."""
     bm = has_bitmap(b.kind)
-    sp = np.flatnonzero(b.sp & bm)
+    sp = np.flatnonzero((b.sp != 0) & bm)
     if len(sp):
         m = bmap[sp] != 0
         m[:, 0] &= (b.kind[sp] & 3) != KIND_RUN
         rr, cc = np.nonzero(m)
         bmap = bmap.copy()
         bmap[sp] = 0
-        bmap[sp[rr], (np.cumsum(m, axis=1) - 1)[rr, cc]] = cc
+        k = (np.cumsum(m, axis=1) - 1)[rr, cc]
+        gap = b.sp[sp[rr]] == SP_GAPS
+        prev = np.where(k > 0, np.concatenate(([0], cc[:-1])), 0)  # (the start before, 0 for the first)
+        bmap[sp[rr], k] = np.where(gap, cc - prev - 1, cc)
     ones = np.where((b.kind & 3) == KIND_RUN, b.nv - 1, b.e)
-    return b, [(vals, b.w, b.nv), (bmap, np.where(b.sp, position_bits(b.cnt), bm), np.where(bm, np.where(b.sp, ones, b.cnt), 0)),
-               (exc, b.w2, np.where((b.kind & 3) == KIND_PATCH, b.e, 0))]
+    width = np.where(b.sp == SP_GAPS, b.w2, np.where(b.sp != 0, position_bits(b.cnt), bm))
+    return b, [(vals, b.w, b.nv), (bmap, width, np.where(bm, np.where(b.sp != 0, ones, b.cnt), 0)),
+               (exc, np.where((b.kind & 3) == KIND_PATCH, b.w2, 0), np.where((b.kind & 3) == KIND_PATCH, b.e, 0))]
 
 
 def _choose_chunk(fit, c0: int, c1: int, allowed: tuple = _PLAIN_KINDS):
@@ -608,10 +633,11 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
         d = zigzag((base.view(_U64) - pred).view(np.int64))
     # FLAG blocks: sparse PATCH blocks of no low bits and no slope, based where the page's line is,
     # of at most FLAG_MAX_E exceptions: their e in the tag, their only field w2 (none for 0)
-    flag = (B.kind == KIND_PATCH) & (B.w == 0) & ~lfor & B.sp & (d == 0) & (B.e >= 1) & (B.e <= FLAG_MAX_E)
+    flag = (B.kind == KIND_PATCH) & (B.w == 0) & ~lfor & (B.sp == SP_POSITIONS) & (d == 0) & (B.e >= 1) & \
+        (B.e <= FLAG_MAX_E)
     tag[flag] = np.where(B.w2[flag] == 0, TAG_FLAG, TAG_FLAG_W2) + B.e[flag] - 1
     nx = _EXTRA_FIELDS[B.kind]
-    nv = np.where(flag, (B.w2 != 0).astype(np.int64), 1 + lfor.astype(np.int64) + nx)
+    nv = np.where(flag, (B.w2 != 0).astype(np.int64), 1 + lfor.astype(np.int64) + nx + (B.sp == SP_GAPS))
     vpos = np.cumsum(nv) - nv
     vals = np.empty(int(nv.sum()), dtype=_U64)
     vals[vpos[~flag]] = d[~flag]
@@ -622,6 +648,8 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     pt, rn = np.flatnonzero(((B.kind & 3) == KIND_PATCH) & ~flag), np.flatnonzero(B.kind == KIND_RUN)
     vals[xp[pt]], vals[xp[pt] + 1], vals[xp[pt] + 2] = B.w[pt], B.w2[pt], B.e[pt]
     vals[xp[rn]], vals[xp[rn] + 1] = B.w[rn], B.nv[rn]
+    rg = rn[B.sp[rn] == SP_GAPS]
+    vals[xp[rg] + 2] = B.w2[rg]
     dl = np.flatnonzero(B.kind == KIND_DELTA)
     vals[xp[dl]] = B.w[dl]
     rd = np.flatnonzero(B.kind == KIND_RADIX)
@@ -645,7 +673,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     cb = np.cumsum(bits) - bits
     bit_in_stripe = cb - cb[fit.bfirst[sob]]
     dst_bit = (blob_off + pay_at)[sob] * 8 + bit_in_stripe
-    piece_at = np.stack([np.zeros(NB, np.int64), B.nv * B.w, B.nv * B.w + bitmap_bits(B.kind, cnt, B.nv, B.e, B.sp)], 1)
+    piece_at = np.stack([np.zeros(NB, np.int64), B.nv * B.w, B.nv * B.w + bitmap_bits(B.kind, cnt, B.nv, B.e, B.sp, B.w2)], 1)
     _scatter_bits(packed, woff3.reshape(-1), nw3.reshape(-1), (dst_bit[:, None] + piece_at).reshape(-1), region64)
     region = region64.view(np.uint8)[:R].copy()
     region[blob_off[sob] + jin] = tag
@@ -670,7 +698,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     enc = has(lfor) * codec.ENC_LFOR | has((B.kind & 3) == KIND_PATCH) * codec.ENC_PATCH | \
         has(B.kind == KIND_RUN) * codec.ENC_RUN | has((B.kind & AUX_DELTA) != 0) * codec.ENC_DELTA | \
         has(B.kind == KIND_DELTA_SIGNED) * codec.ENC_SIGNED | has(B.kind == KIND_RADIX) * codec.ENC_RADIX | \
-        has(B.sp) * codec.ENC_SPARSE
+        has(B.sp != 0) * codec.ENC_SPARSE
     return region, blob_off, blob_nbytes, enc
 
 
@@ -857,6 +885,7 @@ _KIND_OF_TAG = np.zeros(128, np.int64)
 _KIND_OF_TAG[_TAG_OF_KIND[_TAG_OF_KIND > 0]] = np.flatnonzero(_TAG_OF_KIND)
 _KIND_OF_TAG[_SPARSE_TAG_OF_KIND[_SPARSE_TAG_OF_KIND > 0]] = np.flatnonzero(_SPARSE_TAG_OF_KIND)
 _KIND_OF_TAG[TAG_FLAG : TAG_LAST + 1] = KIND_PATCH
+_KIND_OF_TAG[TAG_RUN_GAPS] = KIND_RUN
 _FLAG_E = np.zeros(128, np.int64)  # a FLAG tag's e (0: not a FLAG tag)
 _FLAG_E[TAG_FLAG : TAG_LAST + 1] = np.tile(np.arange(1, FLAG_MAX_E + 1), 2)
 _FLAG_FIELDS = np.zeros(128, np.int64)  # a FLAG tag's fields: w2 or none
@@ -873,7 +902,7 @@ def check_tags(tags: np.ndarray, where: str = "pages") -> None:
     PATCH, DELTA SIGNED, RADIX (sparse or not) or FLAG (never with a slope): later formats'
     encodings."""
     t = np.asarray(tags, np.int64)
-    bad = ((t & 0x7F) > TAG_LAST) | ((t & 0x7F) == TAG_FLAG - 1) | ((_FLAG_E[t & 0x7F] > 0) & ((t & TAG_LFOR) != 0))
+    bad = ((t & 0x7F) > TAG_LAST) | ((_FLAG_E[t & 0x7F] > 0) & ((t & TAG_LFOR) != 0))
     if bad.any():
         raise CorruptionError(f"{where}: block tag {int(np.asarray(tags)[np.flatnonzero(bad)[0]])} is not an "
                               f"encoding this release reads")
@@ -881,10 +910,10 @@ def check_tags(tags: np.ndarray, where: str = "pages") -> None:
 
 def fields_per_block(tags: np.ndarray) -> np.ndarray:
     """The varints of each block's fields: base, the slope (LFOR), then its kind's own (a FLAG
-    block: none, or ``w2``)."""
+    block: none, or ``w2``; a RUN block with gaps: its gaps' width too)."""
     tags = np.asarray(tags, np.int64)
     return np.where(_FLAG_E[tags & 0x7F] > 0, _FLAG_FIELDS[tags & 0x7F],
-                    1 + ((tags & TAG_LFOR) != 0) + _EXTRA_FIELDS[tag_kind(tags)])
+                    1 + ((tags & TAG_LFOR) != 0) + _EXTRA_FIELDS[tag_kind(tags)] + ((tags & 0x7F) == TAG_RUN_GAPS))
 
 
 def fields_end(buf: np.ndarray, start: np.ndarray, limit: np.ndarray, nvar: np.ndarray, where: str) -> np.ndarray:
@@ -947,11 +976,12 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
         R = np.where(rd & (x1 <= 256), x1, 0)
         w = np.where(rd, RADIX_W[R], np.where(flag, 0, np.where(ext, np.minimum(x1, 65), tag & 0x7F)))
         x2 = np.where(pt | (kind == KIND_RUN) | (_FLAG_FIELDS[tag & 0x7F] > 0), at(xp + 1), 0).astype(_U64)
-        x3 = np.where(pt, at(xp + 2), 0).astype(_U64)
+        gaps = (tag & 0x7F) == TAG_RUN_GAPS  # RUN with gaps: w, runs, the gaps' width
+        x3 = np.where(pt | gaps, at(xp + 2), 0).astype(_U64)
         x2, x3 = np.minimum(x2, big).astype(np.int64), np.minimum(x3, big).astype(np.int64)
         g = RADIX_G[R]
         nv = np.where(kind == KIND_RUN, x2, np.where(rd, -(-cnt // np.maximum(g, 1)), cnt))
-        w2 = np.where(pt | flag, x2, np.where(rd, x1, 0))
+        w2 = np.where(pt | flag, x2, np.where(rd, x1, np.where(gaps, x3, 0)))
         e = np.where(pt, x3, np.where(rd, g, fe))
         # base_j = d_j + the previous block's line end (base + slope * nv) within a page: a segmented cumsum
         with np.errstate(over="ignore"):
@@ -962,10 +992,12 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
             term[starts] = d.view(_U64)[starts]
             cs = np.cumsum(term, dtype=_U64)
             base = (cs - (cs - term)[fb0]).view(np.int64)
-    b = Blocks(kind, w, base, slope, nv, w2, e, cnt, (tag & 0x7F) >= TAG_PATCH_SPARSE)
+    sp = np.where((tag & 0x7F) == TAG_RUN_GAPS, SP_GAPS, ((tag & 0x7F) >= TAG_PATCH_SPARSE) * SP_POSITIONS)
+    b = Blocks(kind, w, base, slope, nv, w2, e, cnt, sp)
     pt, rn, ext = (kind & 3) == KIND_PATCH, kind == KIND_RUN, kind != KIND_PLAIN
     bad = (pt & ((w > 63) | (w2 > AUX_MAX_W2) | (w + w2 > 64) | (e < 1) | (e > cnt))) | \
         (rn & ((nv < 1) | (nv > cnt))) | (ext & ((w > 64) | (cnt > AUX_MAX_BLOCK))) | \
+        ((sp == SP_GAPS) & ((w2 > position_bits(cnt)) | (nv < 2))) | \
         ((kind == KIND_RADIX) & (e < 2))  # (an R of no code: g 0)
     if bad.any():
         raise CorruptionError(f"{where}: a PATCH, RUN, DELTA or RADIX block's fields are out of range")
@@ -982,12 +1014,13 @@ def read_bits(buf: np.ndarray, bit: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def _expand_positions(pay: np.ndarray, at: np.ndarray, b: Blocks, dst32: np.ndarray, w32: np.ndarray) -> None:
     """Sparse bitmaps into bitmap words: block ``i`` of ``b`` (PATCH or RUN kinds, all sparse) has its
-    positions from bit ``at[i]`` of ``pay``; its bitmap's 32-bit words start at ``w32[dst32[i]]``
-    (zero). Positions that do not ascend inside the block (or a RUN block's 0) are a
-    ``CorruptionError``."""
+    positions (or a RUN block's gaps, ``SP_GAPS``) from bit ``at[i]`` of ``pay``; its bitmap's
+    32-bit words start at ``w32[dst32[i]]`` (zero). Positions that do not ascend inside the block
+    (or a RUN block's 0), or gaps that reach past it, are a ``CorruptionError``."""
     run = (b.kind & 3) == KIND_RUN
     ones = np.where(run, b.nv - 1, b.e)
-    pb = position_bits(b.cnt)
+    gaps = b.sp == SP_GAPS
+    pb = np.where(gaps, b.w2, position_bits(b.cnt))
     if int((at + ones * pb).max()) > 8 * len(pay) or (at < 0).any():
         raise CorruptionError("payload: a block's bitmap lies outside its blob")
     i = ranges(np.zeros(len(ones), np.int64), ones)
@@ -1000,6 +1033,9 @@ def _expand_positions(pay: np.ndarray, at: np.ndarray, b: Blocks, dst32: np.ndar
         pos = got.astype(np.int64) - 1  # (it stages value + 1)
     else:
         pos = read_bits(pay, at[own] + i * pb[own], pb[own]).astype(np.int64)
+    g = gaps[own]
+    if g.any():  # gaps: each start is the one before plus its gap plus 1 (the first after 0)
+        pos[g] = restart_cumsum(pos[g] + 1, i[g] == 0)
     prev = np.where(i > 0, np.concatenate(([0], pos[:-1])), np.where(run[own], 0, -1))
     if (pos <= prev).any() or (pos >= b.cnt[own]).any():
         raise CorruptionError("payload: a sparse bitmap's positions do not ascend inside its block")
@@ -1031,12 +1067,12 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
     off = np.cumsum(tot) - tot + aux  # each block's word_off: its values
     words = np.zeros(int(tot.sum()) + 1, dtype=_U64)
     vbits = b.nv * b.w
-    mbits = bitmap_bits(b.kind, b.cnt, b.nv, b.e, b.sp)  # as stored
+    mbits = bitmap_bits(b.kind, b.cnt, b.nv, b.e, b.sp, b.w2)  # as stored
     K = len(off)
-    dense = np.where(b.sp, 0, mbits)
+    dense = np.where(b.sp != 0, 0, mbits)
     realign(pay, np.concatenate([src_bit, src_bit + vbits]), np.concatenate([vbits, dense]), words,
             np.concatenate([off, off + vw]))
-    sp = np.flatnonzero(b.sp & bm)
+    sp = np.flatnonzero((b.sp != 0) & bm)
     if len(sp):  # a sparse bitmap: set the bits at its positions (a RUN block's bit 0 too)
         _expand_positions(pay, (src_bit + vbits)[sp], b.take(sp), 2 * (off + vw)[sp], words.view(np.uint32))
     hdr = np.empty((K, 3), dtype=np.int64)

@@ -59,3 +59,17 @@ def take_ranges(src: np.ndarray, starts, counts, out: np.ndarray | None = None, 
     else:
         out[ranges(at, counts)] = src[ranges(starts, counts)]
     return out
+
+
+def restart_cumsum(x: np.ndarray, first) -> np.ndarray:
+    """Cumulative sums of ``x`` (int64, wrapping) restarted at each element where ``first`` is true
+    (the first element always starts a group)."""
+    x = np.asarray(x, np.int64)
+    c = np.cumsum(x, dtype=np.int64)
+    if not len(x):
+        return c
+    start = np.flatnonzero(first)
+    if not len(start) or start[0] != 0:
+        start = np.concatenate(([0], start))
+    with np.errstate(over="ignore"):
+        return c - np.repeat(c[start] - x[start], np.diff(np.append(start, len(x))))

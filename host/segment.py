@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from gpumat.core.errors import CorruptionError
 from gpumat.host import codec, native, pages
-from gpumat.host.ranges import ranges, take_ranges
+from gpumat.host.ranges import ranges, restart_cumsum, take_ranges
 
 MAGIC = b"GPUMSEG2"
 MAGIC_V1 = b"GPUMSEG1"  # an Arrow IPC index (release 0.1)
@@ -61,9 +61,7 @@ def _group_starts(new: np.ndarray) -> np.ndarray:
 
 def _restart_sum(x: np.ndarray, cont: np.ndarray) -> np.ndarray:
     """Cumulative sums of ``x`` restarted at each row where ``cont`` is false (int64, wrapping)."""
-    c = np.cumsum(x, dtype=np.int64)
-    first = _group_starts(~cont)
-    return c - np.repeat(_shift(c)[first], np.diff(np.append(first, len(x)))) if len(x) else c
+    return restart_cumsum(x, ~np.asarray(cont, bool))
 
 
 def pack_sizes(count: np.ndarray, cont: np.ndarray) -> np.ndarray:

@@ -331,11 +331,76 @@ def test_flag_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
     check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n)
 
 
+def gap_columns(rng, n):
+    """Columns whose RUN blocks store their run starts as gaps: a value per user in histories of 8
+    events (a pack of short histories), runs of 1-11 equal ids, and runs of 3-6 of values under 1000."""
+    return {"ts": np.repeat(rng.integers(1, 21, n // 8 + 1), 8)[:n] + 1_600_000_000,
+            "item_id": np.repeat(rng.integers(0, 50, n), rng.integers(1, 12, n))[:n],
+            "action": np.repeat(rng.integers(0, 1000, n), rng.integers(3, 7, n))[:n].astype(np.int32)}
+
+
+@pytest.mark.parametrize("bs", [32, 128])
+def test_run_starts_as_gaps_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
+    """A RUN block of many short runs stores its run starts as gaps of a few bits each (tag 75)
+    where that takes fewer bits than a bitmap or 7-bit positions; such blocks decode whole, by any
+    block window and by any value range of a block, in memory and by ranges, and take fewer bytes
+    than without gaps; a flipped byte of a compacted file is caught."""
+    rng, n, sc, users, cols = four_stripes(gap_columns, 110 + bs)
+    gapped = set()
+    for name, x in cols.items():
+        x = x.astype(np.int64)
+        region, off, nbytes, enc = pages.encode_stripes(x, sc, bs)
+        tags = np.concatenate([region[o : o + -(-c // bs)] for o, c in zip(off, sc)]) & 0x7F
+        assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
+        with monkeypatch.context() as m:
+            m.setattr(pages, "RUN_GAPS", False)
+            old, _, _, _ = pages.encode_stripes(x, sc, bs)
+        # (in blocks of 32, 5-bit positions of a few runs are smaller than gaps and their field)
+        assert region.size <= old.size and (bs == 32 or region.size < 0.95 * old.size), (name, region.size, old.size)
+        assert bs == 32 or (tags == pages.TAG_RUN_GAPS).mean() > 0.5, (name, np.unique(tags))
+        gapped |= set(tags.tolist())
+    assert pages.TAG_RUN_GAPS in gapped  # (in blocks of 32: the 1-11 runs of ids)
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n)
+
+
+def test_run_gaps_past_their_block_are_corruption(monkeypatch):
+    """A RUN block's gaps that put a run start at or past its block's end, or a gap width wider
+    than a position, is a ``CorruptionError`` on both decoders."""
+    monkeypatch.setattr(pages, "EXT_MIN_BITS", 0)  # (one block: extended blocks pay)
+    x = np.repeat(np.array([9, 2, 14, 0, 7, 11, 3, 15, 5, 1, 12, 6, 10, 4, 13, 8]) * 5, 8)  # 16 runs of 8: gaps of 7
+    region, off, nbytes, enc = pages.encode_stripes(x, np.array([128]), 128)
+    assert region[0] & 0x7F == pages.TAG_RUN_GAPS
+    assert pages.decode_blob(region, 128, 128).tolist() == x.tolist()
+    tags = region[:1].astype(np.int64)
+    fe = pages.fields_end(region, np.array([1]), np.array([len(region)]), pages.fields_per_block(tags), "t")
+    blk = pages.parse_fields(region, np.array([1]), fe, tags, np.array([128]), np.array([0]))
+    assert blk.w2[0] == 3 and blk.nv[0] == 16
+    for width in (7, 8):  # the gaps' width field (the last): 7 bits (the gaps read run past the
+        wide = region.copy()  # block, or the payload past the blob), 8 (wider than a position)
+        wide[int(fe[0]) - 1] = width
+        with pytest.raises(CorruptionError):
+            pages.decode_blob(wide, 128, 128)
+    # gaps that add up past the block: 15 gaps of 7 bits, the last ones 127
+    y = np.repeat(np.arange(16) * 7 % 16, [1] * 14 + [57, 57])
+    region, _, _, _ = pages.encode_stripes(y, np.array([128]), 128)
+    assert region[0] & 0x7F == pages.TAG_RUN_GAPS and pages.decode_blob(region, 128, 128).tolist() == y.tolist()
+    tags = region[:1].astype(np.int64)
+    fe = pages.fields_end(region, np.array([1]), np.array([len(region)]), pages.fields_per_block(tags), "t")
+    blk = pages.parse_fields(region, np.array([1]), fe, tags, np.array([128]), np.array([0]))
+    at = 8 * int(fe[0]) + int(blk.nv[0] * blk.w[0])  # the first gap's bit
+    v = int.from_bytes(region.tobytes(), "little")
+    w = v | (((1 << int(blk.w2[0])) - 1) << (at + 13 * int(blk.w2[0])))  # the 14th gap at its widest
+    bad = np.frombuffer(w.to_bytes(len(region), "little"), np.uint8)
+    with pytest.raises(CorruptionError, match="ascend|bitmap"):
+        pages.decode_blob(bad, 128, 128)
+
+
 def dense_bitmaps(monkeypatch):
     """The encoder as before sparse bitmaps: every bitmap one bit a value."""
     monkeypatch.setattr(pages, "_bitmap_cost", lambda cnt, ones: np.broadcast_to(
         np.asarray(cnt).reshape((len(cnt),) + (1,) * (np.ndim(ones) - 1)), np.shape(ones)))
     monkeypatch.setattr(pages, "sparse_pays", lambda cnt, ones: np.zeros(np.shape(cnt), bool))
+    monkeypatch.setattr(pages, "RUN_GAPS", False)
 
 
 @pytest.mark.parametrize("bs", [32, 128])
@@ -1173,7 +1238,7 @@ def test_index_values_that_would_wrap_are_corruption(tmp_path):
 
 def blob_set(rng):
     """Blobs of every kind back to back at odd byte offsets in one buffer: plain FOR / LFOR (one page
-    and many, blocks over 128 values), PATCH, RUN, FLAG, DELTA, DELTA PATCH and DELTA SIGNED, and codes into segment
+    and many, blocks over 128 values), PATCH, RUN (with gaps too), FLAG, DELTA, DELTA PATCH and DELTA SIGNED, and codes into segment
     dictionaries (in FOR / LFOR, PATCH and RUN blocks). Returns
     ``(buf, boff, blen, count, bs, dicts, dstart, dlen, want)``."""
     bs = int(rng.choice([8, 32, 128]))
@@ -1191,7 +1256,8 @@ def blob_set(rng):
             x = rng.integers(I64.min, I64.max, n, endpoint=True)
         elif kind in (2, 3):
             # (PATCH, RUN; their sparse bitmaps; RADIX)
-            cols = [aux_columns, sparse_columns, radix_columns, flag_columns][int(rng.choice(4, p=[0.3, 0.25, 0.25, 0.2]))](rng, n)
+            cols = [aux_columns, sparse_columns, radix_columns, flag_columns, gap_columns][
+                int(rng.choice(5, p=[0.25, 0.2, 0.2, 0.15, 0.2]))](rng, n)
             x = cols["item_id" if kind == 2 else "action"].astype(np.int64)
         else:  # codes into a dictionary of distinct values
             d = np.unique(rng.integers(-(10**15), 10**15, int(rng.integers(1, 300))))
