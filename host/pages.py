@@ -351,7 +351,15 @@ class _Candidates:
         never = np.full(n, _NEVER, np.int64)
         cost = [cnt * w + sl_bytes(slope)]
         # PATCH: the same line, low bits + an exception bitmap + the exceptions' high parts
-        pc, *self.patch = _patch_costs(r, cnt, w, slope == 0)
+        # a FLAG block's line is where its page's line is (0 at a page's start): weighed so where the
+        # block's FOR line has no slope and starts where the block before's ends (a review's case)
+        j = np.arange(c0, c1)
+        first = (j - fit.bfirst[fit.stripe_of_block[j]]) % PAGE_BLOCKS == 0
+        with np.errstate(over="ignore"):
+            jp = np.maximum(j - 1, 0)
+            prev_end = fit.base[jp].view(_U64) + fit.slope[jp].view(_U64) * fit.cnt[jp].astype(_U64)
+        self.flag_ok = (slope == 0) & (fit.base[c0:c1].view(_U64) == np.where(first, _U64(0), prev_end))
+        pc, *self.patch = _patch_costs(r, cnt, w, self.flag_ok)
         cost.append(pc + sl_bytes(slope))
         # RUN: a run-start bitmap, then the runs' values as a FOR/LFOR line of their own
         self.x2 = x2 = fit.x[fit.vstart[c0:c1, None] + np.where(valid, np.arange(lanes)[None, :], 0)]
@@ -435,8 +443,7 @@ class _Candidates:
             cnt * w1[2] + _bitmap_cost(cnt, e[2]) + e[2] * w2[2])
         # (RADIX: one field, R; FLAG blocks, PATCH ones of no low bits, no slope and few exceptions,
         # none or one; the others' three bytes an estimate kept from before RADIX)
-        flag = (kind == KIND_PATCH) & (w1[0] == 0) & (fit.slope[self.c0:self.c1] == 0) & (e[0] <= FLAG_MAX_E) & \
-            sparse_pays(cnt, e[0])
+        flag = (kind == KIND_PATCH) & (w1[0] == 0) & self.flag_ok & (e[0] <= FLAG_MAX_E) & sparse_pays(cnt, e[0])
         fields = np.where(flag, 8 * (w2[0] > 0), np.where(kind == KIND_RADIX, 8, np.where(kind != KIND_PLAIN, 24, 0)))
         return int(bits.sum()) + int(fields.sum())
 
@@ -1122,7 +1129,7 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
 def check_payload(pay_bit: np.ndarray, bits: np.ndarray, first: np.ndarray, limit_bit: np.ndarray, where: str) -> None:
     """``CorruptionError`` unless each page's (or blob's) payload, from bit ``pay_bit`` and ``bits``
     per block (``first``: the first block of each group), ends by ``limit_bit``."""
-    end = pay_bit + np.add.reduceat(bits, first) if len(first) else pay_bit
+    end = pay_bit + np.add.reduceat(bits, first) if len(first) and len(bits) else pay_bit
     if (end > limit_bit).any():
         raise CorruptionError(f"{where}: a blob's payload runs into its fields")
 

@@ -328,6 +328,16 @@ def test_flag_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
             old, _, _, _ = pages.encode_stripes(x, sc, bs)
         assert ((tags >= lo) & (tags < lo + pages.FLAG_MAX_E)).sum() > 0.5 * (tags != 0).sum(), (name, np.unique(tags))
         assert region.size < (0.8 if bs == 128 else 0.9) * old.size, (name, region.size, old.size)
+    # a flag based at 7: its blocks start where no page's line is (0 at a page's start), so they are
+    # no FLAG blocks, and are weighed as the PATCH blocks they are (a review's case: never larger)
+    x = (7 + (rng.random(20000) < 0.05)).astype(np.int64)
+    with monkeypatch.context() as m:
+        m.setattr(pages, "FLAG_MAX_E", 0)
+        old, _, _, _ = pages.encode_stripes(x, np.full(500, 40), bs)
+    assert pages.encode_stripes(x, np.full(500, 40), bs)[0].size <= old.size
+    # a stripe of no values among others decodes to none, on both decoders
+    r, o, nb, _ = pages.encode_stripes(np.arange(10), np.array([0, 10]), 8)
+    assert pages.decode_blobs(r, o, nb, np.array([0, 10]), 8).tolist() == list(range(10))
     check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n)
 
 
