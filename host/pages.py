@@ -68,7 +68,7 @@ from gpumat.core.errors import CorruptionError
 from gpumat.core.staged import (AUX_CODES, AUX_DELTA, AUX_DICT, AUX_FLAG, AUX_MAX_BLOCK, AUX_MAX_W2, AUX_PATCH, AUX_RADIX, AUX_RUN,
                                  AUX_SIGNED, RADIX_MAX_W)
 from gpumat.host import codec, native
-from gpumat.host.ranges import ranges, restart_cumsum
+from gpumat.host.ranges import ranges, restart_cumsum, take_ranges
 
 PAGE_BLOCKS = 16  # blocks per page: the unit a read parses, and its read amplification at most
 TAG_LFOR = 0x80
@@ -716,7 +716,7 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
     to ``AUX_MAX_BLOCK``, columns of at least ``EXT_MIN_BITS``). ``constant``: a stripe whose values
     are all one value has no blob (``codec.ENC_CONST``: the value is in its ``enc``, its blob
     offset where the next stripe's starts), where that is smaller (``_constant_stripes``); the
-    other stripes as above.
+    other stripes keep their blobs as above (and the dictionary, if any).
 
     With the dictionary, ``region`` starts with it: ``DICT_HEAD`` (its entries ``D``, its blob's
     bytes), then a format-3 blob of the ``D`` distinct values (decoded on the host, once per
@@ -741,18 +741,21 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
         cst, more = _constant_stripes(values, sc, full[2], full[3])
         if cst is None:
             return full
+        # the other stripes' blobs as they are (blobs stand alone; a dictionary's codes keep it, before them)
+        f_region, f_off, f_nb, f_enc = full
         k = np.flatnonzero(~cst)
-        region, off_k, nb_k = np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        head = int(f_off.min()) if (f_enc & codec.ENC_DICT).any() else 0  # (the dictionary: all or none)
+        at = head + np.cumsum(f_nb[k]) - f_nb[k]
+        region = np.empty(head + int(f_nb[k].sum()), np.uint8)
+        region[:head] = f_region[:head]
+        take_ranges(f_region, f_off[k], f_nb[k], region, at)
         enc = codec.const_enc(values[np.cumsum(sc) - sc])
-        if len(k):
-            region, off_k, nb_k, enc[k] = encode_column(values[~np.repeat(cst, sc)], sc[k], block_size, extended,
-                                                        dictionary, False)
+        enc[k] = f_enc[k]
         # a constant stripe's offset: where the next stripe's blob starts (or the region ends)
-        off = np.append(off_k, len(region))[np.searchsorted(k, np.arange(len(sc)))]
+        off = np.append(at, len(region))[np.searchsorted(k, np.arange(len(sc)))]
         nbytes = np.zeros(len(sc), np.int64)
-        nbytes[k] = nb_k
-        # (the other stripes alone may no longer take the dictionary that paid for all of them)
-        return (region, off, nbytes, enc) if len(region) + more < len(full[0]) else full
+        nbytes[k] = f_nb[k]
+        return (region, off, nbytes, enc) if len(region) + more < len(f_region) else full
     plain = encode_stripes(values, sc, block_size, extended)
     nbytes = len(plain[0])
     # (blocks of at most AUX_MAX_BLOCK values, as PATCH / RUN: the kernels' aux path tells a block's
