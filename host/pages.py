@@ -769,9 +769,9 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
         return plain
     # a first estimate, before encoding twice more: codes of log2(D) bits and a byte an entry; or,
     # where values repeat (RUN blocks), a code and a 7-bit position a run; or, for a small alphabet
-    # in frequency order, a bit a value (a sparse bitmap's 7 a non-mode value) and the codes of the
-    # values that are not the most frequent (PATCH blocks with no low bits)
-    # and the fields of such a block (five bytes)
+    # in frequency order, a bit a value (a sparse bitmap's 7 a non-mode value), the codes of the
+    # values that are not the most frequent (PATCH blocks with no low bits) and five bytes of fields
+    # a block
     bd = (D - 1).bit_length()
     runs = int(np.count_nonzero(values[1:] != values[:-1])) + len(sc) if extended else len(values)
     bar = (1 - DICT_MIN_SAVING) * 8 * nbytes - 8 * D
