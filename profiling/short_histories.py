@@ -25,9 +25,10 @@ review dates), ``ms_ts`` in milliseconds, ``hash_items`` item ids spread over a 
 ``half_stars`` ratings of 10 levels, ``skew_rating`` 5 ratings at 60/20/10/5/5% (Amazon's mix,
 independent of the user), ``binary_rating`` a like (rating >= 4), ``sparse01`` / ``sparse05`` a
 value set in 1% / 5% of events (a watch time, else 0), ``flag01`` / ``flag05`` a flag set in 1% /
-5% of events (a purchase, a like), ``const_rating`` one value everywhere
-(implicit feedback), ``user_feature`` one of 20 values per user, in each of its events (an age
-band or a country joined into the events; drawn per pseudo-user, after the cut). ``--variants all`` runs every one; each at every ``--lengths``.
+5% of events (a purchase, a like), ``const_rating`` one value everywhere (implicit feedback),
+``user_feature`` one of 20 values per user, in each of its events (an age band or a country
+joined into the events; drawn per pseudo-user, after the cut). ``--variants all`` runs every
+one; each at every ``--lengths``.
 
 Per column, the table gives the tier's blobs (and dictionaries) against Parquet's column chunks,
 and in brackets, where it differs, with what the column's fields add to the segment indexes (its
