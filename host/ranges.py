@@ -61,6 +61,14 @@ def take_ranges(src: np.ndarray, starts, counts, out: np.ndarray | None = None, 
     return out
 
 
+def group_starts(new) -> np.ndarray:
+    """The elements where a group starts (``new`` true), element 0 always among them."""
+    first = np.flatnonzero(new)
+    if len(new) and (not len(first) or first[0] != 0):
+        first = np.concatenate(([0], first))
+    return first
+
+
 def restart_cumsum(x: np.ndarray, first) -> np.ndarray:
     """Cumulative sums of ``x`` (int64, wrapping) restarted at each element where ``first`` is true
     (the first element always starts a group)."""
@@ -68,8 +76,6 @@ def restart_cumsum(x: np.ndarray, first) -> np.ndarray:
     c = np.cumsum(x, dtype=np.int64)
     if not len(x):
         return c
-    start = np.flatnonzero(first)
-    if not len(start) or start[0] != 0:
-        start = np.concatenate(([0], start))
+    start = group_starts(np.asarray(first, bool))
     with np.errstate(over="ignore"):
         return c - np.repeat(c[start] - x[start], np.diff(np.append(start, len(x))))

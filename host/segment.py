@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from gpumat.core.errors import CorruptionError
 from gpumat.host import codec, native, pages
-from gpumat.host.ranges import ranges, restart_cumsum, take_ranges
+from gpumat.host.ranges import group_starts, ranges, restart_cumsum, take_ranges
 
 MAGIC = b"GPUMSEG2"
 MAGIC_V1 = b"GPUMSEG1"  # an Arrow IPC index (release 0.1)
@@ -51,14 +51,6 @@ def _index_fields(columns: list[str], cont: bool = True) -> list[str]:
     return head + [f"{c}.{k}" for c in columns for k in ("off", "nbytes", "enc")]
 
 
-def _group_starts(new: np.ndarray) -> np.ndarray:
-    """The rows where a group starts (``new`` true), row 0 always among them."""
-    first = np.flatnonzero(new)
-    if len(new) and (not len(first) or first[0] != 0):
-        first = np.concatenate(([0], first))
-    return first
-
-
 def _restart_sum(x: np.ndarray, cont: np.ndarray) -> np.ndarray:
     """Cumulative sums of ``x`` restarted at each row where ``cont`` is false (int64, wrapping)."""
     return restart_cumsum(x, ~np.asarray(cont, bool))
@@ -68,7 +60,7 @@ def pack_sizes(count: np.ndarray, cont: np.ndarray) -> np.ndarray:
     """Per row, the events of its blobs: its own count, or for the rows of a pack (a row with
     ``cont == 0`` and the ``cont != 0`` rows after it) the pack's sum (int64 arithmetic, wrapping:
     callers bound ``count`` first)."""
-    first = _group_starts(cont == 0)
+    first = group_starts(cont == 0)
     if not len(first):
         return np.zeros(0, np.int64)
     return np.repeat(np.add.reduceat(count, first), np.diff(np.append(first, len(count))))
