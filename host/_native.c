@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 18; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 19; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -416,14 +416,17 @@ static inline int64_t gm_unzigzag(uint64_t z) { return (int64_t)((z >> 1) ^ (UIN
 static inline int64_t gm_sat(uint64_t v) { return v > (UINT64_C(1) << 40) ? (INT64_C(1) << 40) : (int64_t)v; }
 
 /* FLAG tags (host/pages.py TAG_FLAG ..): sparse PATCH blocks, no low bits, no slope, based at the
- * prediction; e = tag - 75 with exceptions of 0 bits (no fields), tag - 93 with a w2 field */
-enum { GM_TAG_RUN_GAPS = 75, GM_TAG_FLAG = 76, GM_TAG_FLAG_W2 = 94, GM_TAG_LAST = 111 };
+ * prediction; e = tag - 75 with exceptions of 0 bits (no fields), tag - 93 with a w2 field. LEVELS
+ * tags (TAG_LEVELS ..): L = 1 + (tag - 112) / 4 levels of bitmaps, a tail of wt = (tag - 112) % 4 bits,
+ * no slope; fields the base and the payload's bits after the first level */
+enum { GM_TAG_RUN_GAPS = 75, GM_TAG_FLAG = 76, GM_TAG_FLAG_W2 = 94, GM_TAG_LEVELS = 112, GM_TAG_LAST = 127,
+       GM_KIND_LEVELS = 112 };
 static inline int gm_flag_e(int t) { return t >= GM_TAG_FLAG_W2 ? t - GM_TAG_FLAG_W2 + 1 : t - GM_TAG_FLAG + 1; }
 
 /* a tag's kind without its bitmap's form: 71..74 (sparse bitmaps) as PATCH, RUN, DELTA PATCH, DELTA
- * SIGNED; 75 (a RUN block's starts as gaps) as RUN; FLAG tags as PATCH */
+ * SIGNED; 75 (a RUN block's starts as gaps) as RUN; FLAG tags as PATCH; LEVELS tags as GM_KIND_LEVELS */
 static inline int gm_kind_tag(int t) {
-    return t >= GM_TAG_FLAG ? 65 : t == GM_TAG_RUN_GAPS ? 66 : t >= 71 && t <= 74 ? (t == 71 ? 65 : t == 72 ? 66 : t - 5) : t;
+    return t >= GM_TAG_LEVELS ? GM_KIND_LEVELS : t >= GM_TAG_FLAG ? 65 : t == GM_TAG_RUN_GAPS ? 66 : t >= 71 && t <= 74 ? (t == 71 ? 65 : t == 72 ? 66 : t - 5) : t;
 }
 
 /* a RUN block's run starts stored as gaps (each start less the one before less 1, the first after
@@ -458,6 +461,76 @@ static int gm_sparse_bitmap(const unsigned char *b, int64_t L, int64_t at, int64
     return 0;
 }
 
+/* a LEVELS block of cnt <= 128 values from bit `at` of b (L bytes): lv levels of bitmaps (level i one
+ * bit per value whose bits on the levels before are 1, in order), then a tail of wt bits per value past
+ * them; value k is base + the first level whose bit for it is 0, or base + lv + its tail. gm_levels_ev
+ * gives the first level (bm) and, per its set bit j, in order, that value less the base (ev[j]; *e1 of
+ * them): each level is realigned to two words and walked by its set bits only, ev[j] gaining 1 per
+ * level it passes. 1 when no first-level bit is set or the levels and the tail are not `extra` bits
+ * after the first level (checked before each is read); the caller checked at + cnt + extra <= 8 L */
+static int gm_levels_ev(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int wt, int64_t extra,
+                        uint64_t *bm, uint8_t *ev, int64_t *e1) {
+    uint64_t lw[2];
+    uint8_t who[128];
+    bm[0] = bm[1] = 0;
+    gm_realign_one(b, L, at, cnt, bm);
+    int64_t n = __builtin_popcountll(bm[0]) + __builtin_popcountll(bm[1]), pos = at + cnt;
+    *e1 = n;
+    if (n < 1) return 1;
+    for (int64_t j = 0; j < n; j++) ev[j] = 1, who[j] = (uint8_t)j;
+    for (int i = 1; i < lv && n; i++) { /* level i: n bits, one per entry who[0 .. n) */
+        if (pos + n > at + cnt + extra) return 1;
+        lw[1] = 0;
+        gm_realign_one(b, L, pos, n, lw);
+        pos += n;
+        int64_t m = 0;
+        for (int g = 0; g < 2; g++)
+            for (uint64_t x = lw[g]; x; x &= x - 1) {
+                const uint8_t j = who[64 * g + __builtin_ctzll(x)];
+                ev[j]++;
+                who[m++] = j; /* (m <= the set bit's index: who stays ahead of its reads) */
+            }
+        n = m;
+    }
+    if (pos - at - cnt + n * wt != extra) return 1;
+    if (wt)
+        for (int64_t t = 0; t < n; t++) ev[who[t]] += (uint8_t)gm_bits_at(b, L, pos + t * wt, wt);
+    return 0;
+}
+
+/* host/pages.py stage_blocks: K LEVELS blocks (block k from bit at[k] of buf, n bytes: cnt[k] values,
+ * lv[k] levels, a tail of wt[k] bits, extra[k] bits after its first level) as PATCH blocks of no low
+ * bits: e1[k], its first level's set bits, and their values less the base (its exceptions' high
+ * parts) as 32-bit words from x[xoff[k]]. Returns 0, or k + 1 for the first bad block (gm_levels_ev;
+ * or cnt, lv, wt out of range). The caller checks that every block's bits lie inside buf and that x
+ * has room for cnt[k] words from xoff[k]. */
+int64_t gm_stage_levels(const unsigned char *buf, int64_t n, const int64_t *at, const int64_t *cnt, const int64_t *lv,
+                        const int64_t *wt, const int64_t *extra, int64_t K, int64_t *e1, const int64_t *xoff,
+                        uint32_t *x) {
+    for (int64_t k = 0; k < K; k++) {
+        uint64_t bm[2];
+        uint8_t ev[128];
+        if (cnt[k] < 1 || cnt[k] > 128 || lv[k] < 1 || lv[k] > 4 || wt[k] < 0 || wt[k] > 3 ||
+            gm_levels_ev(buf, n, at[k], cnt[k], (int)lv[k], (int)wt[k], extra[k], bm, ev, e1 + k))
+            return k + 1;
+        for (int64_t j = 0; j < e1[k]; j++) x[xoff[k] + j] = ev[j];
+    }
+    return 0;
+}
+
+/* gm_blob's LEVELS block: its values to o */
+static int gm_levels(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int wt, int64_t extra,
+                     uint64_t base, uint64_t *o) {
+    uint64_t bm[2];
+    uint8_t ev[128];
+    int64_t e1, j = 0;
+    if (gm_levels_ev(b, L, at, cnt, lv, wt, extra, bm, ev, &e1)) return 1;
+    for (int64_t k = 0; k < cnt; k++) o[k] = base;
+    for (int g = 0; g < 2; g++)
+        for (uint64_t x = bm[g]; x; x &= x - 1) o[64 * g + __builtin_ctzll(x)] = base + ev[j++];
+    return 0;
+}
+
 /* one block's fields from fbuf[*pos, end) (tag t, cnt values, pred: where the page's previous block's
  * line ended, updated); 1 when they run past end or a varint is bad */
 static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end, int64_t tag, int64_t cnt,
@@ -465,6 +538,17 @@ static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end
                             int64_t *e) {
     uint64_t d, z = 0, x1 = 0, x2 = 0, x3 = 0;
     const int64_t t = gm_kind_tag((int)(tag & 0x7F));
+    if (t == GM_KIND_LEVELS) { /* LEVELS: base, the bits after the first level (as e); w 1, w2 the tail's */
+        if ((tag & 0x80) || gm_varint(fbuf, pos, end, &d) || gm_varint(fbuf, pos, end, &x1)) return 1;
+        *base = (int64_t)(*pred + (uint64_t)gm_unzigzag(d));
+        *pred = (uint64_t)*base;
+        *slope = 0;
+        *w = 1;
+        *nv = cnt;
+        *w2 = ((tag & 0x7F) - GM_TAG_LEVELS) & 3;
+        *e = gm_sat(x1);
+        return 0;
+    }
     if ((tag & 0x7F) >= GM_TAG_FLAG) { /* FLAG: its base the prediction, w 0, w2 its one field (or 0) */
         if ((tag & 0x80) || ((tag & 0x7F) >= GM_TAG_FLAG_W2 && gm_varint(fbuf, pos, end, &x2))) return 1;
         *base = (int64_t)*pred;
@@ -557,7 +641,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
     if (D && ext)
         for (int64_t j = 0; j < nb; j++) { /* codes: plain, PATCH or RUN blocks (sparse or not) only */
             const int t = gm_kind_tag(b[j] & 0x7F);
-            if (t >= 67) return GM_BLOB_DICT_EXT;
+            if (t >= 67 && t != GM_KIND_LEVELS) return GM_BLOB_DICT_EXT;
         }
     if (ext && bs > 128) return GM_BLOB_EXT_BIG; /* extended blocks only in tiers of blocks <= AUX_MAX_BLOCK */
     /* pay: the payload's first byte (one page with PATCH / RUN blocks: after its fields); limit: the bit
@@ -606,6 +690,20 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
             if (at + bits > limit) return GM_BLOB_PAYLOAD;
             uint64_t *o = out + j * bs;
             const uint64_t bv = delta ? 0 : (uint64_t)base[k], sl = delta ? 0 : (uint64_t)slope[k];
+            if (t == GM_KIND_LEVELS) {
+                const int64_t bits = cnt + E; /* (E: its field, the bits after the first level) */
+                if (E > (1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2) - 1 + W2) * cnt) return GM_BLOB_RANGE;
+                if (at + bits > limit) return GM_BLOB_PAYLOAD;
+                if (gm_levels(b, L, at, cnt, 1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2), (int)W2, E, (uint64_t)base[k], o))
+                    return GM_BLOB_BITMAP;
+                P += bits;
+                if (D)
+                    for (int64_t i = 0; i < cnt; i++) {
+                        if (o[i] >= (uint64_t)D) return GM_BLOB_CODE;
+                        o[i] = (uint64_t)dict[o[i]];
+                    }
+                continue;
+            }
             if (t < 65 || t == 67) {
                 gm_plain_bits(b, L, at, (int)W, bv, sl, cnt, scratch, o);
             } else if (radix) { /* RADIX: its N codes, then each value's digit */

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 18  # gm_abi_version() of the _native.c this module calls
+ABI = 19  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -43,6 +43,7 @@ def _load():
                 "gm_unpack_exceptions": (I64, [P, I64, P, P, P, P, I64, P]),
                 "gm_decode_blobs": (I64, [P, I64, P, P, P, P, I64, I64, P, P, P, P, P, P]),
                 "gm_bit_length": (None, [P, I64, P]),
+                "gm_stage_levels": (I64, [P, I64] + [P] * 5 + [I64, P, P, P]),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -54,8 +55,8 @@ def _load():
 
 
 _lib, _why = _load()
-_decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length = \
-    _lib if _lib is not None else (None,) * 9
+_decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length, \
+    _stage_levels = _lib if _lib is not None else (None,) * 10
 
 
 def available() -> tuple[bool, str]:
@@ -187,6 +188,23 @@ def unpack_exceptions(buf: np.ndarray, src_bit: np.ndarray, e: np.ndarray, w2: n
     if K and ((dst < 0).any() or (e < 0).any() or int((dst + e).max()) > out32.size):
         raise ValueError("unpack_exceptions: output positions outside out32")
     return int(_unpack_exceptions(_ptr(buf), buf.size, _ptr(src_bit), _ptr(e), _ptr(w2), _ptr(dst), K, _ptr(out32))) if K else 0
+
+
+def stage_levels(buf: np.ndarray, at: np.ndarray, cnt: np.ndarray, lv: np.ndarray, wt: np.ndarray, extra: np.ndarray,
+                 e1: np.ndarray, xoff: np.ndarray, x: np.ndarray) -> int:
+    """``host.pages._expand_levels`` in C: LEVELS block k (from bit ``at[k]`` of ``buf``: ``cnt[k]``
+    values, ``lv[k]`` levels, a tail of ``wt[k]`` bits, ``extra[k]`` bits after its first level) to
+    ``e1[k]``, its first level's set bits, and their values less the base as uint32 from
+    ``x[xoff[k]]``. Returns 0, or the first bad block + 1."""
+    K = cnt.size
+    if buf.dtype != np.uint8 or x.dtype != np.uint32 or not x.flags.c_contiguous or not buf.flags.c_contiguous \
+            or any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != K for a in (at, cnt, lv, wt, extra, e1, xoff)):
+        raise ValueError("stage_levels: uint8 buf, int64 at/cnt/lv/wt/extra/e1/xoff [K], contiguous uint32 x")
+    if K and ((xoff < 0).any() or (cnt < 0).any() or int((xoff + cnt).max()) > x.size or (at < 0).any()
+              or int((at + cnt + np.maximum(extra, 0)).max()) > 8 * buf.size):
+        raise ValueError("stage_levels: a block's bits outside buf, or its values outside x")
+    return int(_stage_levels(_ptr(buf), buf.size, _ptr(at), _ptr(cnt), _ptr(lv), _ptr(wt), _ptr(extra), K, _ptr(e1),
+                             _ptr(xoff), _ptr(x))) if K else 0
 
 
 BLOB_ERRORS = {  # gm_decode_blobs' reasons (GM_BLOB_*)

@@ -16,10 +16,14 @@ its fields).
   RUN, DELTA PATCH and DELTA SIGNED with a sparse bitmap; 76..111 for a compact PATCH block (a
   FLAG block: ``w`` 0, no slope, its base the prediction, a sparse bitmap of ``e`` set bits, ``e``
   in its tag: 76..93 ``e = tag - 75`` with exceptions of no bits, a flag's ones; 94..111 ``e =
-  tag - 93`` with a ``w2`` field); 75 and 112..127 are reserved (``CorruptionError`` today).
+  tag - 93`` with a ``w2`` field); 75 for a RUN block whose run starts are gaps; 112..127 for a
+  LEVELS block (``L = 1 + (tag - 112) // 4`` levels, a tail of ``wt = (tag - 112) % 4`` bits, no
+  slope). Every 7-bit tag is an encoding: a FLAG or LEVELS tag with the slope's bit is a
+  ``CorruptionError``.
 - fields, per block: ``zigzag(base - prediction)``, ``zigzag(slope)`` when it has one, then PATCH
-  DELTA PATCH and DELTA SIGNED: ``w, w2, e``; RUN: ``w, runs``; DELTA: ``w``; RADIX: ``R``; a FLAG
-  block none, or only ``w2`` (94..111). The prediction is 0 for a page's
+  DELTA PATCH and DELTA SIGNED: ``w, w2, e``; RUN: ``w, runs`` (with gaps: their width too);
+  DELTA: ``w``; RADIX: ``R``; LEVELS: its payload's bits after its first level; a FLAG block none,
+  or only ``w2`` (94..111). The prediction is 0 for a page's
   first block, else where the previous block's line ended (``base + slope * n``, ``n`` its values
   or runs), so each page's fields parse on their own.
 - DELTA / DELTA PATCH blocks are plain / PATCH blocks whose offsets from the line are steps: value k
@@ -29,6 +33,15 @@ its fields).
 - RADIX blocks hold a small alphabet's values ``line + digit``, digits ``0 .. R - 1``, ``g`` of them
   a ``w``-bit code (mixed radix, the first digit lowest): ``ceil(n / g)`` codes of payload; ``g``
   and ``w`` follow from ``R`` (``RADIX_G``, ``RADIX_W``: the fewest bits a digit, at most 16 a code).
+- LEVELS blocks hold a small alphabet whose values fall in frequency from the base (a frequency
+  dictionary's codes, an action type): a bitmap of ``count`` bits (value above the base), then for
+  each level ``i = 1 .. L - 1`` one bit per value whose bits on the levels before are all 1, in
+  order (value above ``base + i``), then ``wt`` bits per value past the last level; value k is
+  ``base + i`` for the first level ``i`` whose bit for it is 0, else ``base + L +`` its tail. A
+  value costs a bit per level it reaches: ``base`` 1 bit, ``base + 1`` 2 (a Huffman code of lengths
+  1, 2, ..., ``L``, then ``L + wt``). ``stage_blocks`` turns one into a PATCH block of no low bits
+  (the first level its bitmap, the values above the base its exceptions), so the kernels read
+  it as they read those.
 - payload of block ``j``, from bit ``P_j`` (the bits of the blob's earlier blocks; zero bits to a
   whole byte at the end): ``n w`` bits of values (LSB first), then for PATCH / RUN a bitmap of
   ``count`` bits (the exceptions; the run starts), or a sparse one's set bits' positions
@@ -131,7 +144,12 @@ TAG_PATCH_SPARSE, TAG_RUN_SPARSE, TAG_DELTA_PATCH_SPARSE, TAG_DELTA_SIGNED_SPARS
 # ones; no fields at all), or of ``w2`` bits (one field)
 FLAG_MAX_E = 18  # sparse positions pay at most this many in a block of 128 (7 bits each)
 TAG_FLAG, TAG_FLAG_W2 = 76, 76 + FLAG_MAX_E  # + e - 1
-TAG_LAST = TAG_FLAG_W2 + FLAG_MAX_E - 1
+TAG_FLAG_LAST = TAG_FLAG_W2 + FLAG_MAX_E - 1
+# LEVELS blocks: a small alphabet's values as levels of bitmaps (docs/DESIGN.md §1): L levels (1 ..
+# LEVELS_MAX) and the tail's width wt (0 .. LEVELS_MAX_WT) in the tag, TAG_LEVELS + 4 (L - 1) + wt; no
+# slope; fields the base and the payload's bits after its first level's
+TAG_LEVELS, LEVELS_MAX, LEVELS_MAX_WT = TAG_FLAG_LAST + 1, 4, 3
+TAG_LAST = TAG_LEVELS + 4 * LEVELS_MAX - 1  # (127: the tag byte's last, bit 7 the slope's)
 # a RUN block whose run starts are stored as gaps (each less the start before less 1) of ``wg`` bits,
 # a third field: runs of a few values each (a value per user in a pack of short histories)
 TAG_RUN_GAPS = 75
@@ -140,15 +158,16 @@ SP_DENSE, SP_POSITIONS, SP_GAPS = 0, 1, 2  # a bitmap's form (``Blocks.sp``)
 KIND_PLAIN, KIND_PATCH, KIND_RUN = 0, AUX_PATCH, AUX_RUN
 KIND_DELTA, KIND_DELTA_PATCH = AUX_DELTA, AUX_DELTA | AUX_PATCH  # the staged aux word's kinds
 KIND_DELTA_SIGNED, KIND_RADIX = KIND_DELTA_PATCH | AUX_SIGNED, AUX_RADIX
+KIND_LEVELS = 32  # stored only: staged as a PATCH block of no low bits (``stage_blocks``)
 _KINDS = [KIND_PATCH, KIND_RUN, KIND_DELTA, KIND_DELTA_PATCH, KIND_DELTA_SIGNED, KIND_RADIX]
-_TAG_OF_KIND = np.zeros(KIND_RADIX + 1, np.int64)
+_TAG_OF_KIND = np.zeros(KIND_LEVELS + 1, np.int64)
 _TAG_OF_KIND[_KINDS] = [TAG_PATCH, TAG_RUN, TAG_DELTA, TAG_DELTA_PATCH, TAG_DELTA_SIGNED, TAG_RADIX]
 # varints after base (and slope) per kind: PATCH, DELTA PATCH and DELTA SIGNED w, w2, e; RUN w, runs;
-# DELTA w; RADIX R
-_EXTRA_FIELDS = np.zeros(KIND_RADIX + 1, np.int64)
-_EXTRA_FIELDS[_KINDS] = [3, 2, 1, 3, 3, 1]
+# DELTA w; RADIX R; LEVELS the payload's bits after its first level
+_EXTRA_FIELDS = np.zeros(KIND_LEVELS + 1, np.int64)
+_EXTRA_FIELDS[_KINDS + [KIND_LEVELS]] = [3, 2, 1, 3, 3, 1, 1]
 _SPARSE_KINDS = [KIND_PATCH, KIND_RUN, KIND_DELTA_PATCH, KIND_DELTA_SIGNED]  # the kinds with a bitmap
-_SPARSE_TAG_OF_KIND = np.zeros(KIND_RADIX + 1, np.int64)
+_SPARSE_TAG_OF_KIND = np.zeros(KIND_LEVELS + 1, np.int64)
 _SPARSE_TAG_OF_KIND[_SPARSE_KINDS] = [TAG_PATCH_SPARSE, TAG_RUN_SPARSE, TAG_DELTA_PATCH_SPARSE, TAG_DELTA_SIGNED_SPARSE]
 
 
@@ -221,24 +240,29 @@ class Blocks:
     in ``w2`` bits each). ``bits()``: its payload, ``nv w`` bits of values, then its bitmap
     (PATCH, RUN, DELTA PATCH, DELTA SIGNED: ``bitmap_bits``), then ``e w2``. A DELTA block's values
     (and exceptions) are differences: prefix-summed on the line. A RADIX block's ``nv`` values are its
-    codes, ``w2`` its alphabet ``R`` and ``e`` its digits a code ``g`` (no exceptions)."""
+    codes, ``w2`` its alphabet ``R`` and ``e`` its digits a code ``g`` (no exceptions). A LEVELS
+    block's first level is its ``nv = cnt`` values of ``w = 1`` bit, ``sp`` its levels ``L``, ``mid``
+    the bits of its other levels and ``e`` values of ``w2`` bits its tail (as parsed, before
+    ``stage_blocks`` counts them: ``mid`` all the bits after the first level, ``e`` 0)."""
 
-    FIELDS = ("kind", "w", "base", "slope", "nv", "w2", "e", "cnt", "sp")
+    FIELDS = ("kind", "w", "base", "slope", "nv", "w2", "e", "cnt", "sp", "mid")
 
-    def __init__(self, kind, w, base, slope, nv, w2, e, cnt, sp=None):
+    def __init__(self, kind, w, base, slope, nv, w2, e, cnt, sp=None, mid=None):
         self.kind, self.w, self.base, self.slope, self.nv, self.w2, self.e, self.cnt = kind, w, base, slope, nv, w2, e, cnt
         self.sp = np.zeros(len(kind), np.int8) if sp is None else np.asarray(sp).astype(np.int8)
+        self.mid = np.zeros(len(kind), np.int64) if mid is None else np.asarray(mid, np.int64)
 
     def take(self, idx) -> "Blocks":
         return Blocks(*(getattr(self, f)[idx] for f in self.FIELDS))
 
     def bits(self) -> np.ndarray:
-        return self.nv * self.w + bitmap_bits(self.kind, self.cnt, self.nv, self.e, self.sp, self.w2) + \
-            np.where((self.kind & 3) == KIND_PATCH, self.e * self.w2, 0)
+        return self.nv * self.w + bitmap_bits(self.kind, self.cnt, self.nv, self.e, self.sp, self.w2) + self.mid + \
+            np.where(((self.kind & 3) == KIND_PATCH) | (self.kind == KIND_LEVELS), self.e * self.w2, 0)
 
     def tags(self) -> np.ndarray:
         t = np.where(self.kind == KIND_PLAIN, self.w, np.where(self.sp == SP_GAPS, TAG_RUN_GAPS, np.where(
             self.sp != 0, _SPARSE_TAG_OF_KIND[self.kind], _TAG_OF_KIND[self.kind])))
+        t = np.where(self.kind == KIND_LEVELS, TAG_LEVELS + 4 * (self.sp.astype(np.int64) - 1) + self.w2, t)
         return (t | np.where(self.slope != 0, TAG_LFOR, 0)).astype(np.uint8)
 
 
@@ -334,6 +358,31 @@ def _signed_patch_costs(r: np.ndarray, cnt: np.ndarray):
     return cost[rows, best], best, w2[rows, best], e[rows, best]
 
 
+def _levels_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray):
+    """For LEVELS on the residuals ``r [n, lanes]`` (uint64, zero past each count; ``ok``: blocks of
+    no slope): the best ``(bits, L, wt, tail, mid)`` per block over ``L`` levels (1 ..
+    ``LEVELS_MAX``) and tail widths ``wt`` (0 .. ``LEVELS_MAX_WT``) that hold its largest residual
+    (``L + 2^wt - 1``), bits counting the payload and the field of its size past the first level
+    (``_NEVER`` where none holds it, or no residual is above 0). Level ``i``'s bits are the values
+    of at least ``i`` (``cnt`` for level 0), the tail's the values of at least ``L``."""
+    n = len(cnt)
+    c = np.stack([cnt] + [(r >= _U64(i)).sum(axis=1) for i in range(1, LEVELS_MAX + 1)], 1)  # [n, 5]
+    rmax = np.minimum(r.max(axis=1), _U64(256)).astype(np.int64) if r.shape[1] else np.zeros(n, np.int64)
+    best = np.full(n, _NEVER, np.int64)
+    out = [np.zeros(n, np.int64) for _ in range(4)]
+    for L in range(1, LEVELS_MAX + 1):
+        mid = c[:, 1:L].sum(axis=1)
+        for wt in range(LEVELS_MAX_WT + 1):
+            extra = mid + c[:, L] * wt
+            cost = np.where(ok & (c[:, 1] > 0) & (rmax <= L + (1 << wt) - 1),
+                            cnt + extra + 8 * varint_len(extra.astype(_U64)), _NEVER)
+            better = cost < best
+            best = np.where(better, cost, best)
+            for into, x in zip(out, (np.full(n, L), np.full(n, wt), c[:, L], mid)):
+                into[better] = x[better]
+    return (best, *out)
+
+
 class _Candidates:
     """Every kind's cost of each block of a chunk (``cost [n, 17]``, bits of payload and fields, in
     KIND order: plain, PATCH, RUN, -, DELTA, DELTA PATCH, -, ..., DELTA SIGNED, -, -, RADIX;
@@ -421,6 +470,9 @@ class _Candidates:
         self.ncode = -(-cnt // np.maximum(self.rg, 1))
         rdc = self.ncode * self.rw + 8 * varint_len(R.astype(_U64)) + sl_bytes(slope)
         cost += [never] * (KIND_RADIX - KIND_DELTA_SIGNED - 1) + [np.where(self.rg > 0, rdc, never)]
+        # LEVELS: the residuals of a line of no slope as levels of bitmaps (their base a field)
+        lc, *self.levels = _levels_costs(r, cnt, slope == 0)
+        cost += [never] * (KIND_LEVELS - KIND_RADIX - 1) + [lc]
         self.cost = np.stack(cost, 1)
 
     def kinds(self, allowed) -> np.ndarray:
@@ -436,15 +488,17 @@ class _Candidates:
                                               getattr(self, "spatch", self.patch)))  # [3, n] each
         bits = np.select(
             [kind == KIND_PLAIN, kind == KIND_PATCH, kind == KIND_RUN, kind == KIND_DELTA, kind == KIND_DELTA_PATCH,
-             kind == KIND_RADIX],
+             kind == KIND_RADIX, kind == KIND_LEVELS],
             [cnt * fit.w[self.c0:self.c1], cnt * w1[0] + _bitmap_cost(cnt, e[0]) + e[0] * w2[0],
              np.minimum(_bitmap_cost(cnt, self.nr - 1), self.gcost) + self.nr * self.rfit.w, cnt * getattr(self, "dw", 0),
-             cnt * w1[1] + _bitmap_cost(cnt, e[1]) + e[1] * w2[1], self.ncode * self.rw],
+             cnt * w1[1] + _bitmap_cost(cnt, e[1]) + e[1] * w2[1], self.ncode * self.rw, self.cost[:, KIND_LEVELS]],
             cnt * w1[2] + _bitmap_cost(cnt, e[2]) + e[2] * w2[2])
         # (RADIX: one field, R; FLAG blocks, PATCH ones of no low bits, no slope and few exceptions,
-        # none or one; the others' three bytes an estimate kept from before RADIX)
+        # none or one; LEVELS: its field in its cost; the others' three bytes an estimate kept from
+        # before RADIX)
         flag = (kind == KIND_PATCH) & (w1[0] == 0) & self.flag_ok & (e[0] <= FLAG_MAX_E) & sparse_pays(cnt, e[0])
-        fields = np.where(flag, 8 * (w2[0] > 0), np.where(kind == KIND_RADIX, 8, np.where(kind != KIND_PLAIN, 24, 0)))
+        fields = np.where(flag, 8 * (w2[0] > 0), np.where(kind == KIND_RADIX, 8, np.where(
+            (kind != KIND_PLAIN) & (kind != KIND_LEVELS), 24, 0)))
         return int(bits.sum()) + int(fields.sum())
 
     def assemble(self, kind: np.ndarray):
@@ -490,21 +544,40 @@ class _Candidates:
                                 minlength=len(rd) * lanes)
             vals[rd] = codes.reshape(len(rd), lanes).astype(_U64)
             w[rd], nv[rd], w2[rd], e[rd] = self.rw[rd], self.ncode[rd], self.R[rd], g
+        lv = np.flatnonzero(kind == KIND_LEVELS)
+        mid = np.zeros(n, np.int64)
+        if len(lv):  # the first level as values of 1 bit, the others after it as the bitmap, the tail
+            L, wt, tail, mid[lv] = (x[lv] for x in self.levels)
+            rl, lanes = r[lv], r.shape[1]
+            vals[lv] = rl >= _U64(1)
+            bmap = np.concatenate([bmap, np.zeros((n, (LEVELS_MAX - 2) * lanes), bmap.dtype)], 1)
+            at = np.zeros(len(lv), np.int64)  # where level i starts in the bitmap piece
+            for i in range(1, LEVELS_MAX):
+                m = (rl >= _U64(i)) & (i < L)[:, None]
+                rr, cc = np.nonzero(m)
+                bmap[lv[rr], at[rr] + (np.cumsum(m, axis=1) - 1)[rr, cc]] = rl[rr, cc] >= _U64(i + 1)
+                at += m.sum(axis=1)
+            m = rl >= L.astype(_U64)[:, None]
+            rr, cc = np.nonzero(m)
+            exc[lv[rr], (np.cumsum(m, axis=1) - 1)[rr, cc]] = rl[rr, cc] - L[rr].astype(_U64)
+            w[lv], slope[lv], w2[lv], e[lv] = 1, 0, wt, tail
         if len(q):
             vals[q] = 0
             rr = self.rfit.residuals(0, n)[q]
             vals[q, : rr.shape[1]] = rr
-            bmap[q] = self.starts[q]
+            bmap[q, : r.shape[1]] = self.starts[q]
             w[q], base[q], slope[q], nv[q] = self.rfit.w[q], self.rfit.base[q], self.rfit.slope[q], self.nr[q]
         sp = (has_bitmap(kind) & sparse_pays(cnt, np.where((kind & 3) == KIND_RUN, nv - 1, e))).astype(np.int8)
         if len(q):  # RUN blocks whose gaps take fewer bits than either bitmap
             g = q[self.gcost[q] < _bitmap_cost(cnt[q], self.nr[q] - 1)]
             sp[g], w2[g] = SP_GAPS, self.gw[g]
-        return _blocks_and_pieces(Blocks(kind, w, base, slope, nv, w2, e, cnt, sp), vals, bmap, exc)
+        if len(lv):
+            sp[lv] = L
+        return _blocks_and_pieces(Blocks(kind, w, base, slope, nv, w2, e, cnt, sp, mid), vals, bmap, exc)
 
 
 _NEVER = 1 << 60  # a cost no kind reaches (and no overflow when compared)
-_PLAIN_KINDS, _AUX_KINDS = (KIND_PLAIN,), (KIND_PLAIN, KIND_PATCH, KIND_RUN)
+_PLAIN_KINDS, _AUX_KINDS = (KIND_PLAIN,), (KIND_PLAIN, KIND_PATCH, KIND_RUN, KIND_LEVELS)
 _ALL_KINDS = _AUX_KINDS + (KIND_DELTA, KIND_DELTA_PATCH, KIND_DELTA_SIGNED)  # (RADIX: where it pays on its own)
 
 
@@ -525,9 +598,11 @@ def _blocks_and_pieces(b: Blocks, vals, bmap, exc):
         prev = np.where(k > 0, np.concatenate(([0], cc[:-1])), 0)  # (the start before, 0 for the first)
         bmap[sp[rr], k] = np.where(gap, cc - prev - 1, cc)
     ones = np.where((b.kind & 3) == KIND_RUN, b.nv - 1, b.e)
-    width = np.where(b.sp == SP_GAPS, b.w2, np.where(b.sp != 0, position_bits(b.cnt), bm))
-    return b, [(vals, b.w, b.nv), (bmap, width, np.where(bm, np.where(b.sp != 0, ones, b.cnt), 0)),
-               (exc, np.where((b.kind & 3) == KIND_PATCH, b.w2, 0), np.where((b.kind & 3) == KIND_PATCH, b.e, 0))]
+    lv = b.kind == KIND_LEVELS  # (its levels after the first: a bitmap of mid bits)
+    width = np.where(lv, 1, np.where(b.sp == SP_GAPS, b.w2, np.where(b.sp != 0, position_bits(b.cnt), bm)))
+    px = ((b.kind & 3) == KIND_PATCH) | lv
+    return b, [(vals, b.w, b.nv), (bmap, width, np.where(lv, b.mid, np.where(bm, np.where(b.sp != 0, ones, b.cnt), 0))),
+               (exc, np.where(px, b.w2, 0), np.where(px, b.e, 0))]
 
 
 def _choose_chunk(fit, c0: int, c1: int, allowed: tuple = _PLAIN_KINDS):
@@ -644,7 +719,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
         (B.e <= FLAG_MAX_E)
     tag[flag] = np.where(B.w2[flag] == 0, TAG_FLAG, TAG_FLAG_W2) + B.e[flag] - 1
     nx = _EXTRA_FIELDS[B.kind]
-    nv = np.where(flag, (B.w2 != 0).astype(np.int64), 1 + lfor.astype(np.int64) + nx + (B.sp == SP_GAPS))
+    nv = np.where(flag, (B.w2 != 0).astype(np.int64), 1 + lfor.astype(np.int64) + nx + ((B.sp == SP_GAPS) & (B.kind == KIND_RUN)))
     vpos = np.cumsum(nv) - nv
     vals = np.empty(int(nv.sum()), dtype=_U64)
     vals[vpos[~flag]] = d[~flag]
@@ -659,6 +734,8 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     vals[xp[rg] + 2] = B.w2[rg]
     dl = np.flatnonzero(B.kind == KIND_DELTA)
     vals[xp[dl]] = B.w[dl]
+    lv = np.flatnonzero(B.kind == KIND_LEVELS)
+    vals[xp[lv]] = B.mid[lv] + B.e[lv] * B.w2[lv]
     rd = np.flatnonzero(B.kind == KIND_RADIX)
     vals[xp[rd]] = B.w2[rd]
     fbytes, flen = varint_bytes(vals)
@@ -680,7 +757,8 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     cb = np.cumsum(bits) - bits
     bit_in_stripe = cb - cb[fit.bfirst[sob]]
     dst_bit = (blob_off + pay_at)[sob] * 8 + bit_in_stripe
-    piece_at = np.stack([np.zeros(NB, np.int64), B.nv * B.w, B.nv * B.w + bitmap_bits(B.kind, cnt, B.nv, B.e, B.sp, B.w2)], 1)
+    piece_at = np.stack([np.zeros(NB, np.int64), B.nv * B.w,
+                         B.nv * B.w + bitmap_bits(B.kind, cnt, B.nv, B.e, B.sp, B.w2) + B.mid], 1)
     _scatter_bits(packed, woff3.reshape(-1), nw3.reshape(-1), (dst_bit[:, None] + piece_at).reshape(-1), region64)
     region = region64.view(np.uint8)[:R].copy()
     region[blob_off[sob] + jin] = tag
@@ -702,10 +780,11 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     fdst = blob_off[sob] + f_rel[page_of] + fb_in_page
     region[ranges(fdst, fl_block)] = fbytes
     has = lambda m: (np.bincount(sob, weights=m, minlength=S) > 0).astype(np.int64)  # noqa: E731
-    enc = has(lfor) * codec.ENC_LFOR | has((B.kind & 3) == KIND_PATCH) * codec.ENC_PATCH | \
+    # (LEVELS blocks are staged as PATCH blocks: ENC_PATCH)
+    enc = has(lfor) * codec.ENC_LFOR | has(((B.kind & 3) == KIND_PATCH) | (B.kind == KIND_LEVELS)) * codec.ENC_PATCH | \
         has(B.kind == KIND_RUN) * codec.ENC_RUN | has((B.kind & AUX_DELTA) != 0) * codec.ENC_DELTA | \
         has(B.kind == KIND_DELTA_SIGNED) * codec.ENC_SIGNED | has(B.kind == KIND_RADIX) * codec.ENC_RADIX | \
-        has(B.sp != 0) * codec.ENC_SPARSE
+        has((B.sp != 0) & (B.kind != KIND_LEVELS)) * codec.ENC_SPARSE
     return region, blob_off, blob_nbytes, enc
 
 
@@ -826,9 +905,9 @@ def _constant_stripes(values: np.ndarray, sc: np.ndarray, nbytes: np.ndarray, en
 
 
 def codes_kinds(kind: np.ndarray) -> bool:
-    """Whether blocks of ``kind`` may hold a dictionary's codes: plain, PATCH or RUN (``CODES``)."""
+    """Whether blocks of ``kind`` may hold a dictionary's codes: plain, PATCH, RUN or LEVELS (``CODES``)."""
     kind = np.asarray(kind)
-    return bool(((kind == KIND_PLAIN) | (kind == KIND_PATCH) | (kind == KIND_RUN)).all())
+    return bool(((kind == KIND_PLAIN) | (kind == KIND_PATCH) | (kind == KIND_RUN) | (kind == KIND_LEVELS)).all())
 
 
 def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary") -> np.ndarray:
@@ -894,12 +973,13 @@ def realign(buf: np.ndarray, src_bit: np.ndarray, nbits: np.ndarray, out: np.nda
 _KIND_OF_TAG = np.zeros(128, np.int64)
 _KIND_OF_TAG[_TAG_OF_KIND[_TAG_OF_KIND > 0]] = np.flatnonzero(_TAG_OF_KIND)
 _KIND_OF_TAG[_SPARSE_TAG_OF_KIND[_SPARSE_TAG_OF_KIND > 0]] = np.flatnonzero(_SPARSE_TAG_OF_KIND)
-_KIND_OF_TAG[TAG_FLAG : TAG_LAST + 1] = KIND_PATCH
+_KIND_OF_TAG[TAG_FLAG : TAG_FLAG_LAST + 1] = KIND_PATCH
 _KIND_OF_TAG[TAG_RUN_GAPS] = KIND_RUN
+_KIND_OF_TAG[TAG_LEVELS : TAG_LAST + 1] = KIND_LEVELS
 _FLAG_E = np.zeros(128, np.int64)  # a FLAG tag's e (0: not a FLAG tag)
-_FLAG_E[TAG_FLAG : TAG_LAST + 1] = np.tile(np.arange(1, FLAG_MAX_E + 1), 2)
+_FLAG_E[TAG_FLAG : TAG_FLAG_LAST + 1] = np.tile(np.arange(1, FLAG_MAX_E + 1), 2)
 _FLAG_FIELDS = np.zeros(128, np.int64)  # a FLAG tag's fields: w2 or none
-_FLAG_FIELDS[TAG_FLAG_W2 : TAG_LAST + 1] = 1
+_FLAG_FIELDS[TAG_FLAG_W2 : TAG_FLAG_LAST + 1] = 1
 
 
 def tag_kind(tags: np.ndarray) -> np.ndarray:
@@ -909,10 +989,9 @@ def tag_kind(tags: np.ndarray) -> np.ndarray:
 
 def check_tags(tags: np.ndarray, where: str = "pages") -> None:
     """``CorruptionError`` for a tag that is not FOR/LFOR of width 0..64, PATCH, RUN, DELTA, DELTA
-    PATCH, DELTA SIGNED, RADIX (sparse or not) or FLAG (never with a slope): later formats'
-    encodings."""
+    PATCH, DELTA SIGNED, RADIX (sparse or not), FLAG or LEVELS (these two never with a slope)."""
     t = np.asarray(tags, np.int64)
-    bad = ((t & 0x7F) > TAG_LAST) | ((_FLAG_E[t & 0x7F] > 0) & ((t & TAG_LFOR) != 0))
+    bad = ((t & 0x7F) > TAG_LAST) | (((t & 0x7F) >= TAG_FLAG) & ((t & TAG_LFOR) != 0))
     if bad.any():
         raise CorruptionError(f"{where}: block tag {int(np.asarray(tags)[np.flatnonzero(bad)[0]])} is not an "
                               f"encoding this release reads")
@@ -960,7 +1039,7 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
                                   np.ascontiguousarray(cnt), np.ascontiguousarray(page_of, dtype=np.int64))
         if out is None:
             raise CorruptionError(f"{where}: a page's fields do not match its tags")
-        base, slope, w, nv, w2, e = out
+        base, slope, w, nv, w2, e = out  # (a LEVELS block: e its field, the bits after its first level)
     else:
         vals, end = varint_decode(fbuf[ranges(fstart, flen)])
         nvv = fields_per_block(tag)
@@ -984,15 +1063,16 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
         big = _U64(1 << 40)  # field values saturate here (as in C): out of range, caught below
         x1 = np.minimum(at(xp), big).astype(np.int64)
         R = np.where(rd & (x1 <= 256), x1, 0)
-        w = np.where(rd, RADIX_W[R], np.where(flag, 0, np.where(ext, np.minimum(x1, 65), tag & 0x7F)))
+        lv = kind == KIND_LEVELS  # LEVELS: w 1 (its first level), w2 its tail's width, e its field
+        w = np.where(rd, RADIX_W[R], np.where(flag, 0, np.where(lv, 1, np.where(ext, np.minimum(x1, 65), tag & 0x7F))))
         x2 = np.where(pt | (kind == KIND_RUN) | (_FLAG_FIELDS[tag & 0x7F] > 0), at(xp + 1), 0).astype(_U64)
         gaps = (tag & 0x7F) == TAG_RUN_GAPS  # RUN with gaps: w, runs, the gaps' width
         x3 = np.where(pt | gaps, at(xp + 2), 0).astype(_U64)
         x2, x3 = np.minimum(x2, big).astype(np.int64), np.minimum(x3, big).astype(np.int64)
         g = RADIX_G[R]
         nv = np.where(kind == KIND_RUN, x2, np.where(rd, -(-cnt // np.maximum(g, 1)), cnt))
-        w2 = np.where(pt | flag, x2, np.where(rd, x1, np.where(gaps, x3, 0)))
-        e = np.where(pt, x3, np.where(rd, g, fe))
+        w2 = np.where(pt | flag, x2, np.where(rd, x1, np.where(gaps, x3, np.where(lv, (tag - TAG_LEVELS) & 3, 0))))
+        e = np.where(pt, x3, np.where(rd, g, np.where(lv, x1, fe)))
         # base_j = d_j + the previous block's line end (base + slope * nv) within a page: a segmented cumsum
         with np.errstate(over="ignore"):
             term = d.view(_U64).copy()
@@ -1002,13 +1082,19 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
             term[starts] = d.view(_U64)[starts]
             cs = np.cumsum(term, dtype=_U64)
             base = (cs - (cs - term)[fb0]).view(np.int64)
-    sp = np.where((tag & 0x7F) == TAG_RUN_GAPS, SP_GAPS, ((tag & 0x7F) >= TAG_PATCH_SPARSE) * SP_POSITIONS)
-    b = Blocks(kind, w, base, slope, nv, w2, e, cnt, sp)
+    lv = kind == KIND_LEVELS  # its levels L in sp; its field, the bits past its first level, in mid
+    levels = 1 + (((tag & 0x7F) - TAG_LEVELS) >> 2)
+    sp = np.where(lv, levels, np.where((tag & 0x7F) == TAG_RUN_GAPS, SP_GAPS,
+                                       ((tag & 0x7F) >= TAG_PATCH_SPARSE) * SP_POSITIONS))
+    mid = np.where(lv, e, 0)
+    e = np.where(lv, 0, e)
+    b = Blocks(kind, w, base, slope, nv, w2, e, cnt, sp, mid)
     pt, rn, ext = (kind & 3) == KIND_PATCH, kind == KIND_RUN, kind != KIND_PLAIN
     bad = (pt & ((w > 63) | (w2 > AUX_MAX_W2) | (w + w2 > 64) | (e < 1) | (e > cnt))) | \
         (rn & ((nv < 1) | (nv > cnt))) | (ext & ((w > 64) | (cnt > AUX_MAX_BLOCK))) | \
-        ((sp == SP_GAPS) & ((w2 > position_bits(cnt)) | (nv < 2))) | \
-        ((kind == KIND_RADIX) & (e < 2))  # (an R of no code: g 0)
+        ((sp == SP_GAPS) & ~lv & ((w2 > position_bits(cnt)) | (nv < 2))) | \
+        ((kind == KIND_RADIX) & (e < 2)) | \
+        (lv & (mid > (levels - 1 + w2) * cnt))  # (an R of no code: g 0; LEVELS: past its levels)
     if bad.any():
         raise CorruptionError(f"{where}: a PATCH, RUN, DELTA or RADIX block's fields are out of range")
     return b
@@ -1054,6 +1140,76 @@ def _expand_positions(pay: np.ndarray, at: np.ndarray, b: Blocks, dst32: np.ndar
     np.bitwise_or.at(w32, dst + (pos >> 5), (np.uint32(1) << (pos & 31).astype(np.uint32)))
 
 
+def _expand_levels(pay: np.ndarray, at: np.ndarray, b: Blocks) -> tuple[np.ndarray, np.ndarray]:
+    """LEVELS blocks ``b`` (as parsed: ``sp`` their levels ``L``, ``w2`` their tail's width, ``mid``
+    their bits after the first level) whose payloads start at bit ``at`` of ``pay``: ``(e1, x)``, per
+    block the set bits of its first level, and, block after block, the values (less the base) at
+    those bits, in order: its exceptions as a PATCH block of no low bits stages them. Value k is
+    the first level ``i`` whose bit for it is 0 (level ``i`` holds a bit for each value whose bits
+    on levels ``0 .. i - 1`` are 1, in order), or, past level ``L - 1``, ``L`` plus its tail (``w2``
+    bits). Bits after the first level that are not ``mid`` (or no bit set on the first level) are
+    a ``CorruptionError``."""
+    cnt, L, wt = b.cnt, b.sp.astype(np.int64), b.w2
+    if int((at + cnt + b.mid).max()) > 8 * len(pay) or (at < 0).any():
+        raise CorruptionError("payload: a LEVELS block lies outside its blob")
+    if native.available()[0]:  # (in C: each level walked by its set bits)
+        e1, xoff = np.zeros(len(cnt), np.int64), np.cumsum(cnt) - cnt
+        x = np.zeros(int(cnt.sum()), np.uint32)
+        if native.stage_levels(np.ascontiguousarray(pay, dtype=np.uint8), np.ascontiguousarray(at, np.int64),
+                               np.ascontiguousarray(cnt, np.int64), L, np.ascontiguousarray(wt, np.int64),
+                               np.ascontiguousarray(b.mid, np.int64), e1, xoff, x):
+            raise CorruptionError("payload: a LEVELS block's levels disagree with its fields")
+        return e1, x[ranges(xoff, e1)]
+    bit = lambda pos: ((pay[pos >> 3] >> (pos & 7).astype(np.uint8)) & 1).astype(bool)  # noqa: E731
+    n, B = cnt.copy(), len(cnt)  # each block's entries on the level at hand
+    start = at.copy()  # where each block's level starts
+    levels = []  # per level: (its bits, flat; each block's first entry in them)
+    for i in range(LEVELS_MAX):
+        n = np.where(i < L, n, 0)
+        if (start + n > at + cnt + b.mid).any():  # (before reading them)
+            raise CorruptionError("payload: a LEVELS block's levels disagree with its fields")
+        first = np.cumsum(n) - n
+        bits = bit(ranges(start, n)) if n.any() else np.zeros(0, bool)
+        levels.append((bits, first))
+        start = start + n
+        n = np.bincount(np.repeat(np.arange(B), n), weights=bits, minlength=B).astype(np.int64) if len(bits) else \
+            np.zeros(B, np.int64)
+        if i == 0:
+            e1 = n.copy()
+            if (e1 < 1).any():
+                raise CorruptionError("payload: a LEVELS block has no value above its base")
+        ntail = n if i == 0 else np.where(L == i + 1, n, ntail)  # the values past the last level
+    if ((start - at - cnt) + ntail * wt != b.mid).any():
+        raise CorruptionError("payload: a LEVELS block's levels disagree with its fields")
+    tfirst = np.cumsum(ntail) - ntail
+    tail = read_bits(pay, np.repeat(start, ntail) + ranges(np.zeros(B, np.int64), ntail) * np.repeat(wt, ntail),
+                     np.repeat(wt, ntail)).astype(np.int64) if ntail.any() else np.zeros(0, np.int64)
+    # each first-level set bit's walk down the levels: its index on level i, until a bit is 0
+    own = np.repeat(np.arange(B), e1)
+    idx = ranges(np.zeros(B, np.int64), e1)  # on level 1
+    val = np.ones(len(own), np.int64)
+    live = np.ones(len(own), bool)
+    for i in range(1, LEVELS_MAX + 1):
+        deep = live & (i < L[own])  # still walking, with a level i
+        at_end = live & (i == L[own])
+        if at_end.any():
+            val[at_end] = i + tail[tfirst[own[at_end]] + idx[at_end]]
+        live &= deep
+        if not live.any():
+            break
+        bits, first = levels[i]
+        rank = np.cumsum(bits) - bits  # set bits before each entry, over all blocks
+        j = first[own[live]] + idx[live]
+        set_ = bits[j]
+        val[np.flatnonzero(live)[~set_]] = i
+        nxt = rank[j] - rank[first[own[live]]] if len(bits) else j
+        lv_idx = np.flatnonzero(live)
+        live[lv_idx[~set_]] = False
+        idx[lv_idx[set_]] = nxt[set_]
+        val[lv_idx[set_]] = i + 1
+    return e1, val.astype(np.uint32)
+
+
 def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=None):
     """The staged form (docs/DESIGN.md §4) of blocks ``b`` whose payloads start at bit ``src_bit`` of
     ``pay`` (uint8): ``(hdr int64 [K, 3], words int64)``, one zero word at the end. A plain block's
@@ -1066,6 +1222,11 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
     gets an aux word of kind ``AUX_DICT`` before its values, a PATCH or RUN one ``AUX_CODES`` in its
     own; the caller adds where their dictionary starts to the base)."""
     src_bit = np.asarray(src_bit, dtype=np.int64)
+    lv = np.flatnonzero(b.kind == KIND_LEVELS)
+    if len(lv):  # LEVELS blocks: staged as PATCH blocks of no low bits, their first level the bitmap
+        e1, lvx = _expand_levels(pay, src_bit[lv], b.take(lv))
+        b = b.take(np.arange(len(b.kind)))
+        b.kind[lv], b.w[lv], b.nv[lv], b.e[lv], b.w2[lv], b.sp[lv], b.mid[lv] = KIND_PATCH, 0, b.cnt[lv], e1, 0, 0, 0
     ext = b.kind != KIND_PLAIN
     aux = ext if dict_blocks is None else ext | np.asarray(dict_blocks, bool)
     bm = has_bitmap(b.kind)
@@ -1094,7 +1255,10 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
     a = np.flatnonzero(ext)
     if len(a):
         w32 = words.view(np.uint32)
+        if len(lv):
+            w32[ranges(2 * (off + vw + bw)[lv], b.e[lv])] = lvx
         p = np.flatnonzero(ne > 0)
+        p = np.setdiff1d(p, lv, assume_unique=True) if len(lv) else p
         if len(p):  # the exceptions: w2-bit (high part - 1) stored, one 32-bit word (high part) staged
             at, e, w2 = (src_bit + vbits + mbits)[p], b.e[p], b.w2[p]
             if int((at + e * w2).max()) > 8 * len(pay) or (at < 0).any():

@@ -405,6 +405,83 @@ def test_run_gaps_past_their_block_are_corruption(monkeypatch):
         pages.decode_blob(bad, 128, 128)
 
 
+def levels_columns(rng, n):
+    """Columns that take LEVELS blocks: small alphabets whose values fall in frequency, 4 kinds at
+    70/20/5/5% (an action type), 3 at 80/15/5% above a large base, and 12 values at 50/20/10/8/...%
+    (a tab: levels and a tail of 3 bits)."""
+    tab = np.r_[0.5, 0.2, 0.1, 0.08, np.full(8, 0.12 / 8)]
+    return {"ts": rng.choice(4, n, p=[0.7, 0.2, 0.05, 0.05]) + 1_600_000_000,
+            "item_id": rng.choice(3, n, p=[0.8, 0.15, 0.05]) + 10**12,
+            "action": rng.choice(12, n, p=tab).astype(np.int32)}
+
+
+@pytest.mark.parametrize("bs", [32, 128])
+def test_levels_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
+    """A block of a small alphabet whose values fall in frequency is a LEVELS block (tags 112..127):
+    a bitmap of the values above the base, one of those above base + 1 among them, and so on, then
+    a tail of a few bits past the last level. Such blocks decode whole, by any block window and by
+    any value range of a block, in memory and by ranges (staged as PATCH blocks of no low bits),
+    take fewer bytes than without LEVELS, and a flipped byte of a compacted file is caught."""
+    rng, n, sc, users, cols = four_stripes(levels_columns, 130 + bs)
+    for name, x in cols.items():
+        x = x.astype(np.int64)
+        region, off, nbytes, enc = pages.encode_stripes(x, sc, bs)
+        tags = np.concatenate([region[o : o + -(-c // bs)] for o, c in zip(off, sc)]) & 0x7F
+        assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
+        assert (enc & codec.ENC_PATCH).all()  # (staged as PATCH blocks)
+        with monkeypatch.context() as m:
+            m.setattr(pages, "LEVELS_MAX", 0)  # as before LEVELS blocks
+            old, _, _, _ = pages.encode_stripes(x, sc, bs)
+        assert (tags >= pages.TAG_LEVELS).mean() > (0.5 if bs == 128 else 0.3), (name, np.unique(tags))  # (32: FLAG too)
+        assert region.size < (0.95 if bs == 128 else 0.98) * old.size, (name, region.size, old.size)
+        if name == "action":
+            assert ((tags - pages.TAG_LEVELS) & 3 == 3).any()  # (a tail of 3 bits)
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n)
+
+
+def test_bad_levels_blocks_are_corruption(monkeypatch):
+    """A LEVELS block whose levels and tail are not the bits its field says, or whose first level
+    has no bit set, is a ``CorruptionError``; and the same on both decoders."""
+    monkeypatch.setattr(pages, "EXT_MIN_BITS", 0)  # (one block: extended blocks pay)
+    x = np.random.default_rng(3).choice(4, 128, p=[0.7, 0.2, 0.05, 0.05]).astype(np.int64)
+    region, off, nbytes, enc = pages.encode_stripes(x, np.array([128]), 128)
+    assert region[0] >= pages.TAG_LEVELS and pages.decode_blob(region, 128, 128).tolist() == x.tolist()
+    tags = region[:1].astype(np.int64)
+    fe = pages.fields_end(region, np.array([1]), np.array([len(region)]), pages.fields_per_block(tags), "t")
+    blk = pages.parse_fields(region, np.array([1]), fe, tags, np.array([128]), np.array([0]))
+    assert blk.kind[0] == pages.KIND_LEVELS and blk.sp[0] == 1 + ((region[0] - pages.TAG_LEVELS) >> 2)
+    assert int(blk.mid[0]) == int(blk.bits()[0]) - 128
+    extra = int(fe[0]) - 1  # its field: the bits after the first level (one byte here)
+    assert region[extra] == blk.mid[0] < 128
+    for change in (1, -1):
+        bad = region.copy()
+        bad[extra] = int(bad[extra]) + change
+        for got in both_decoders(monkeypatch, bad, [0], [len(bad)], [128], 128):
+            assert isinstance(got, CorruptionError), change
+    bad = region.copy()
+    bad[int(fe[0]) : int(fe[0]) + 16] = 0  # no bit on the first level: no value above the base
+    for got in both_decoders(monkeypatch, bad, [0], [len(bad)], [128], 128):
+        assert isinstance(got, CorruptionError) and ("LEVELS" in str(got) or "bitmap" in str(got)), got
+    # a flipped bit of a level: other values, or an error, the same on both decoders and both
+    # stagings (C's and NumPy's: what a read stages; the chunk checksums catch it in a tier)
+    def staged(blob):
+        try:
+            return [w.tolist() for w in pages.stage_blocks(blob, np.array([8 * int(fe[0])]), blk)]
+        except CorruptionError as e:
+            return type(e)
+
+    for bit in range(8 * int(fe[0]), 8 * len(region)):
+        bad = region.copy()
+        bad[bit >> 3] ^= 1 << (bit & 7)
+        a, b = both_decoders(monkeypatch, bad, [0], [len(bad)], [128], 128)
+        assert type(a) is type(b) and (isinstance(a, CorruptionError) or a.tolist() == b.tolist()), bit
+        c = staged(bad)
+        with monkeypatch.context() as m:
+            m.setattr(native, "_decode", None)
+            assert staged(bad) == c, bit
+        assert (c is CorruptionError) == isinstance(a, CorruptionError), bit
+
+
 def dense_bitmaps(monkeypatch):
     """The encoder as before sparse bitmaps: every bitmap one bit a value."""
     monkeypatch.setattr(pages, "_bitmap_cost", lambda cnt, ones: np.broadcast_to(
@@ -433,7 +510,7 @@ def test_sparse_bitmaps_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs
         assert not (denc & codec.ENC_SPARSE).any() and decode_all(dense, doff, dn, sc, bs).tolist() == x.tolist()
         assert region.size < (0.9 if bs == 128 else 0.97) * dense.size, (name, region.size, dense.size)
     assert {pages.TAG_RUN_SPARSE, pages.TAG_DELTA_PATCH_SPARSE} <= tags
-    assert pages.TAG_PATCH_SPARSE in tags or tags & set(range(pages.TAG_FLAG, pages.TAG_LAST + 1))  # (FLAG: compact PATCH)
+    assert pages.TAG_PATCH_SPARSE in tags or tags & set(range(pages.TAG_FLAG, pages.TAG_FLAG_LAST + 1))  # (FLAG: compact PATCH)
     # a pack's timestamps with few jumps back: DELTA SIGNED with a sparse bitmap
     r = np.random.default_rng(bs)
     x = np.cumsum(r.integers(0, 8, n) - np.where(r.random(n) < 0.02, 10**6, 0)) + 10**9
@@ -656,8 +733,9 @@ def test_delta_only_where_it_saves_enough():
 
 
 def test_delta_fields_and_tags_out_of_range_are_corruption():
-    """A DELTA block's width past 64, a DELTA PATCH block's exceptions past their width, or a tag past
-    the sparse-bitmap kinds (75..127: later formats') is a ``CorruptionError`` on both decoders."""
+    """A DELTA block's width past 64, a DELTA PATCH block's exceptions past their width, or a tag no
+    release writes (a FLAG or LEVELS tag with the slope's bit: every 7-bit tag is an encoding since
+    LEVELS) is a ``CorruptionError`` on both decoders."""
     n = 2000
     rng = np.random.default_rng(1)
     x = np.cumsum(rng.integers(0, 6, n) + np.where(rng.random(n) < 0.05, 10**6, 0))
@@ -665,9 +743,10 @@ def test_delta_fields_and_tags_out_of_range_are_corruption():
     assert (enc & codec.ENC_DELTA).all()
     assert pages.decode_blob(region, n, 128).tolist() == x.tolist()
     bad = region.copy()
-    bad[0] = (bad[0] & 0x80) | (pages.TAG_LAST + 1)
-    with pytest.raises(CorruptionError, match="not an encoding|tag"):
-        pages.decode_blob(bad, n, 128)
+    for t in (pages.TAG_FLAG, pages.TAG_LEVELS, pages.TAG_LAST):
+        bad[0] = t | pages.TAG_LFOR
+        with pytest.raises(CorruptionError, match="not an encoding|tag"):
+            pages.decode_blob(bad, n, 128)
     caught = 0
     for at in range(16, 120):  # the one-page blob's fields (fields first), each set to a big value
         bad = region.copy()
@@ -797,7 +876,7 @@ def test_malformed_pages_are_corruption():
     region, off, nbytes, _ = pages.encode_stripes(x, np.array([300]), 128)
     assert pages.decode_blob(region, 300, 128).tolist() == x.tolist()
     bad_tag = region.copy()
-    bad_tag[0] = pages.TAG_LAST + 1  # past the sparse-bitmap kinds: the encodings of later formats
+    bad_tag[0] = pages.TAG_LEVELS | pages.TAG_LFOR  # a LEVELS block has no slope: no encoding
     with pytest.raises(CorruptionError, match="not an encoding"):
         pages.decode_blob(bad_tag, 300, 128)
     for t in range(65, pages.TAG_LAST + 1):  # a plain block's tag read as another kind: its fields no longer match
@@ -806,8 +885,9 @@ def test_malformed_pages_are_corruption():
             got = pages.decode_blob(bad_tag, 300, 128)
         except CorruptionError:
             continue
-        # (but a FLAG block has no field or one, and a one-page blob's fields come first: its bytes
-        # may still parse as fields and payload; what catches a flipped tag is its chunk's checksum)
+        # (but a FLAG block has no field or one, a LEVELS block two, and a one-page blob's fields come
+        # first: its bytes may still parse as fields and payload; what catches a flipped tag is its
+        # chunk's checksum)
         assert t >= pages.TAG_FLAG and len(got) == 300, t
     with pytest.raises(CorruptionError):
         pages.decode_blob(region[:-1], 300, 128)  # a field cut short
@@ -1248,8 +1328,8 @@ def test_index_values_that_would_wrap_are_corruption(tmp_path):
 
 def blob_set(rng):
     """Blobs of every kind back to back at odd byte offsets in one buffer: plain FOR / LFOR (one page
-    and many, blocks over 128 values), PATCH, RUN (with gaps too), FLAG, DELTA, DELTA PATCH and
-    DELTA SIGNED, and codes into segment dictionaries (in FOR / LFOR, PATCH and RUN blocks).
+    and many, blocks over 128 values), PATCH, RUN (with gaps too), FLAG, LEVELS, DELTA, DELTA PATCH
+    and DELTA SIGNED, and codes into segment dictionaries (in FOR / LFOR, PATCH and RUN blocks).
     Returns ``(buf, boff, blen, count, bs, dicts, dstart, dlen, want)``."""
     bs = int(rng.choice([8, 32, 128]))
     parts, boff, blen, count, dstart, dlen, want, dicts = [], [], [], [], [], [], [], []
@@ -1266,8 +1346,8 @@ def blob_set(rng):
             x = rng.integers(I64.min, I64.max, n, endpoint=True)
         elif kind in (2, 3):
             # (PATCH, RUN; their sparse bitmaps; RADIX)
-            cols = [aux_columns, sparse_columns, radix_columns, flag_columns, gap_columns][
-                int(rng.choice(5, p=[0.25, 0.2, 0.2, 0.15, 0.2]))](rng, n)
+            cols = [aux_columns, sparse_columns, radix_columns, flag_columns, gap_columns, levels_columns][
+                int(rng.choice(6, p=[0.2, 0.2, 0.15, 0.15, 0.15, 0.15]))](rng, n)
             x = cols["item_id" if kind == 2 else "action"].astype(np.int64)
         else:  # codes into a dictionary of distinct values
             d = np.unique(rng.integers(-(10**15), 10**15, int(rng.integers(1, 300))))
