@@ -24,8 +24,10 @@ and order kept; one column changed, seeded): ``day_ts`` timestamps cut to the da
 review dates), ``ms_ts`` in milliseconds, ``hash_items`` item ids spread over a 10^7 range,
 ``half_stars`` ratings of 10 levels, ``skew_rating`` 5 ratings at 60/20/10/5/5% (Amazon's mix,
 independent of the user), ``binary_rating`` a like (rating >= 4), ``sparse01`` / ``sparse05`` a
-value set in 1% / 5% of events (a watch time, else 0), ``flag01`` / ``flag05`` a flag set in 1% /
-5% of events (a purchase, a like), ``const_rating`` one value everywhere (implicit feedback),
+value set in 1% / 5% of events (a watch time, else 0), ``flag01`` / ``flag05`` / ``flag15`` /
+``flag20`` a flag set in 1% / 5% / 15% / 20% of events (a purchase, a like, a click), ``action4``
+an action type of 4 kinds at 70/20/5/5%, ``action3`` of 3 at 80/15/5%, ``tab12`` 12 values at
+50/20/10/8% and 1.5% each (KuaiRand's tab), ``const_rating`` one value everywhere (implicit feedback),
 ``user_feature`` one of 20 values per user, in each of its events (an age band or a country
 joined into the events; drawn per pseudo-user, after the cut). ``--variants all`` runs every
 one; each at every ``--lengths``.
@@ -100,6 +102,11 @@ VARIANTS = {  # name: the events -> the events with one column in another datase
     "sparse05": lambda ev, rng: _rating(ev, np.where(rng.random(ev.num_rows) < 0.05, rng.integers(1, 3600, ev.num_rows), 0)),
     "flag01": lambda ev, rng: _rating(ev, rng.random(ev.num_rows) < 0.01),
     "flag05": lambda ev, rng: _rating(ev, rng.random(ev.num_rows) < 0.05),
+    "flag15": lambda ev, rng: _rating(ev, rng.random(ev.num_rows) < 0.15),
+    "flag20": lambda ev, rng: _rating(ev, rng.random(ev.num_rows) < 0.20),
+    "action4": lambda ev, rng: _rating(ev, rng.choice(4, ev.num_rows, p=[0.7, 0.2, 0.05, 0.05])),
+    "action3": lambda ev, rng: _rating(ev, rng.choice(3, ev.num_rows, p=[0.8, 0.15, 0.05])),
+    "tab12": lambda ev, rng: _rating(ev, rng.choice(12, ev.num_rows, p=np.r_[0.5, 0.2, 0.1, 0.08, np.full(8, 0.015)])),
     "const_rating": lambda ev, rng: _rating(ev, np.ones(ev.num_rows)),
     "user_feature": lambda ev, rng: _rating(ev, rng.integers(1, 21, int(_col(ev, "user_id").max()) + 1)[_col(ev, "user_id")]),
 }
