@@ -639,7 +639,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
         else plain_bits += (j + 1 < nb ? bs : count - j * bs) * t;
     }
     if (D && ext)
-        for (int64_t j = 0; j < nb; j++) { /* codes: plain, PATCH or RUN blocks (sparse or not) only */
+        for (int64_t j = 0; j < nb; j++) { /* codes: plain, PATCH, RUN or LEVELS blocks only */
             const int t = gm_kind_tag(b[j] & 0x7F);
             if (t >= 67 && t != GM_KIND_LEVELS) return GM_BLOB_DICT_EXT;
         }

@@ -210,8 +210,8 @@ def stage_levels(buf: np.ndarray, at: np.ndarray, cnt: np.ndarray, lv: np.ndarra
 BLOB_ERRORS = {  # gm_decode_blobs' reasons (GM_BLOB_*)
     1: "shorter than its tags, anchors or payload", 2: "a block tag that is not an encoding this release reads",
     3: "its anchors disagree with its tags", 4: "its fields do not match its tags",
-    5: "a PATCH, RUN or DELTA block's fields are out of range", 6: "its payload runs past its bounds",
-    7: "a PATCH or RUN block's bitmap disagrees with its fields", 8: "a code outside its dictionary",
+    5: "a PATCH, RUN, DELTA or LEVELS block's fields are out of range", 6: "its payload runs past its bounds",
+    7: "a PATCH, RUN or LEVELS block's bitmap (or levels) disagrees with its fields", 8: "a code outside its dictionary",
     9: "a blob of codes (DICT) holds DELTA or RADIX blocks",
     10: "a PATCH, RUN or DELTA block in a tier of blocks over 128 values",
 }

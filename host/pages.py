@@ -307,7 +307,7 @@ def _patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray, flag=None):
     of ``r >> w1 != 0``, stored as ``(r >> w1) - 1`` in ``w2 <= AUX_MAX_W2`` bits), bits counting
     the payload and the three extra field bytes; where ``flag`` (bool per block: a line of no
     slope), ``w1 = 0`` with a sparse bitmap of at most ``FLAG_MAX_E`` is a FLAG block, one field
-    (``w2``) or none. From a histogram of the residuals' bit lengths: ``e(w1)`` is a suffix sum, and
+    (``w2``) or none, and no base (8 bits less: the costs leave out every other kind's base). From a histogram of the residuals' bit lengths: ``e(w1)`` is a suffix sum, and
     ``w2(w1)`` depends only on the largest residual."""
     n = len(cnt)
     bl = codec.bit_length(r)  # [n, lanes]
@@ -323,7 +323,7 @@ def _patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray, flag=None):
     fields = 8 * (2 + varint_len(e.astype(_U64)))
     if flag is not None:
         f = np.asarray(flag, bool) & (e[:, 0] <= FLAG_MAX_E) & sparse_pays(cnt, e[:, 0])
-        fields[f, 0] = 8 * (w2[f, 0] > 0)
+        fields[f, 0] = 8 * (w2[f, 0] > 0) - 8  # (and no base: every other kind's, uncounted)
     cost = cnt[:, None] * w1[None, :] + _bitmap_cost(cnt, e) + e * w2 + fields
     cost = np.where(ok, cost, 1 << 60)  # never chosen, and no overflow when added to
     best = np.argmin(cost, axis=1)
@@ -384,9 +384,10 @@ def _levels_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray):
 
 
 class _Candidates:
-    """Every kind's cost of each block of a chunk (``cost [n, 17]``, bits of payload and fields, in
-    KIND order: plain, PATCH, RUN, -, DELTA, DELTA PATCH, -, ..., DELTA SIGNED, -, -, RADIX;
-    ``_NEVER`` where a kind cannot take a block) and what building each kind needs."""
+    """Every kind's cost of each block of a chunk (``cost [n, KIND_LEVELS + 1]``, bits of payload
+    and fields, column ``k`` the cost as kind ``k``: plain, PATCH, RUN, DELTA, DELTA PATCH, DELTA
+    SIGNED, RADIX, LEVELS; ``_NEVER`` where a kind cannot take a block, is not weighed (DELTA
+    without ``delta``) or is no kind) and what building each kind needs."""
 
     def __init__(self, fit, c0: int, c1: int, delta: bool):
         cnt = fit.cnt[c0:c1]
@@ -398,7 +399,7 @@ class _Candidates:
         lanes = r.shape[1]
         valid = np.arange(lanes)[None, :] < cnt[:, None]
         never = np.full(n, _NEVER, np.int64)
-        cost = [cnt * w + sl_bytes(slope)]
+        cost = {KIND_PLAIN: cnt * w + sl_bytes(slope)}  # by kind: the columns of self.cost
         # PATCH: the same line, low bits + an exception bitmap + the exceptions' high parts
         # a FLAG block's line is where its page's line is (0 at a page's start): weighed so where the
         # block's FOR line has no slope and starts where the block before's ends (a review's case)
@@ -409,7 +410,7 @@ class _Candidates:
             prev_end = fit.base[jp].view(_U64) + fit.slope[jp].view(_U64) * fit.cnt[jp].astype(_U64)
         self.flag_ok = (slope == 0) & (fit.base[c0:c1].view(_U64) == np.where(first, _U64(0), prev_end))
         pc, *self.patch = _patch_costs(r, cnt, w, self.flag_ok)
-        cost.append(pc + sl_bytes(slope))
+        cost[KIND_PATCH] = pc + sl_bytes(slope)
         # RUN: a run-start bitmap, then the runs' values as a FOR/LFOR line of their own
         self.x2 = x2 = fit.x[fit.vstart[c0:c1, None] + np.where(valid, np.arange(lanes)[None, :], 0)]
         st_ = valid.copy()
@@ -427,7 +428,7 @@ class _Candidates:
         self.rfit = rfit = codec.fit_blocks(x2[st_].view(np.int64), self.nr, lanes)
         rc = np.minimum(_bitmap_cost(cnt, self.nr - 1), self.gcost) + self.nr * rfit.w + \
             8 * (2 + np.where(rfit.slope != 0, varint_len(zigzag(rfit.slope)), 0))
-        cost += [np.where(self.nr < cnt, rc, never), never]
+        cost[KIND_RUN] = np.where(self.nr < cnt, rc, never)
         if delta:
             # DELTA: the line base + dmin k (dmin the smallest step), and each step's excess over dmin
             # (0 at position 0) as the bits, prefix-summed by the decoders; its own PATCH on them
@@ -440,7 +441,7 @@ class _Candidates:
                 do[:, 1:] = np.where(live, dx.view(_U64) - self.dmin.view(_U64)[:, None], _U64(0))
             self.dw = codec.bit_length(do.max(axis=1))
             dpc, *self.dpatch = _patch_costs(do, cnt, self.dw)
-            cost += [cnt * self.dw + 8 + sl_bytes(self.dmin), dpc + sl_bytes(self.dmin)]
+            cost[KIND_DELTA], cost[KIND_DELTA_PATCH] = cnt * self.dw + 8 + sl_bytes(self.dmin), dpc + sl_bytes(self.dmin)
             # DELTA SIGNED: the line's step the smallest step that is not negative (a history's
             # timestamps'), the steps below it (a pack's jumps back to the next history) exceptions;
             # weighed only in blocks with a negative step (elsewhere DELTA PATCH is the same, a bit
@@ -460,20 +461,20 @@ class _Candidates:
                 sc[back] = got[0] + sl_bytes(self.smin[back])
                 for into, part in zip(self.spatch, got[1:]):
                     into[back] = part
-            cost += [never] * (KIND_DELTA_SIGNED - KIND_DELTA_PATCH - 1) + [sc]
-        else:
-            cost += [never] * (KIND_DELTA_SIGNED - KIND_RUN)
+            cost[KIND_DELTA_SIGNED] = sc
         # RADIX: the residuals are digits of an alphabet of R = their largest + 1, g of them a code
         rmax = r.max(axis=1) if lanes else np.zeros(n, _U64)
         self.R = R = np.where(rmax < _U64(256), rmax + _U64(1), _U64(0)).astype(np.int64)
         self.rg, self.rw = RADIX_G[R], RADIX_W[R]
         self.ncode = -(-cnt // np.maximum(self.rg, 1))
         rdc = self.ncode * self.rw + 8 * varint_len(R.astype(_U64)) + sl_bytes(slope)
-        cost += [never] * (KIND_RADIX - KIND_DELTA_SIGNED - 1) + [np.where(self.rg > 0, rdc, never)]
+        cost[KIND_RADIX] = np.where(self.rg > 0, rdc, never)
         # LEVELS: the residuals of a line of no slope as levels of bitmaps (their base a field)
         lc, *self.levels = _levels_costs(r, cnt, slope == 0)
-        cost += [never] * (KIND_LEVELS - KIND_RADIX - 1) + [lc]
-        self.cost = np.stack(cost, 1)
+        cost[KIND_LEVELS] = lc
+        self.cost = np.full((n, KIND_LEVELS + 1), _NEVER, np.int64)  # (a kind not weighed: never)
+        for k, c in cost.items():
+            self.cost[:, k] = c
 
     def kinds(self, allowed) -> np.ndarray:
         """Each block's cheapest kind among ``allowed`` (ties to the earlier kind)."""
@@ -497,7 +498,7 @@ class _Candidates:
         # none or one; LEVELS: its field in its cost; the others' three bytes an estimate kept from
         # before RADIX)
         flag = (kind == KIND_PATCH) & (w1[0] == 0) & self.flag_ok & (e[0] <= FLAG_MAX_E) & sparse_pays(cnt, e[0])
-        fields = np.where(flag, 8 * (w2[0] > 0), np.where(kind == KIND_RADIX, 8, np.where(
+        fields = np.where(flag, 8 * (w2[0] > 0) - 8, np.where(kind == KIND_RADIX, 8, np.where(
             (kind != KIND_PLAIN) & (kind != KIND_LEVELS), 24, 0)))
         return int(bits.sum()) + int(fields.sum())
 
@@ -620,7 +621,7 @@ def _choose_chunk(fit, c0: int, c1: int, allowed: tuple = _PLAIN_KINDS):
     return _blocks_and_pieces(b, r, np.zeros_like(r), np.zeros_like(r))
 
 
-CODES = "codes"  # ``encode_stripes(extended=CODES)``: a dictionary's codes, FOR / LFOR, PATCH or RUN blocks
+CODES = "codes"  # ``encode_stripes(extended=CODES)``: a dictionary's codes, FOR / LFOR, PATCH, RUN or LEVELS blocks
 
 
 def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: int, extended: bool | str = True):
@@ -632,7 +633,8 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     blocks (block sizes up to ``AUX_MAX_BLOCK``, columns of at least ``EXT_MIN_BITS`` of plain
     payload), kept where they save ``EXT_MIN_SAVING`` of the column's payload (of its first
     ``codec._ENC_CHUNK`` blocks); ``CODES``: PATCH and RUN only (a segment dictionary's codes: the
-    kernels look up a DICT block's values after decoding it as a plain, PATCH or RUN block).
+    kernels look up a DICT block's values after decoding it as a plain, PATCH or RUN block; LEVELS
+    blocks are staged as PATCH blocks).
 
     >>> region, off, n, enc = encode_stripes(np.arange(10, 20), np.array([4, 6]), 4)
     >>> decode_blob(region[off[1]:off[1] + n[1]], 6, 4).tolist()
@@ -802,7 +804,7 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
     segment): sorted, or, for at most ``FREQ_MAX_ENTRIES``, by descending frequency where that is
     smaller (the most frequent value's code is 0: PATCH blocks of codes with no low bits store only
     the other values' codes, a skewed rating's 40%); then the stripes' blobs of codes
-    (``values = dict[code]``), FOR / LFOR, PATCH or RUN
+    (``values = dict[code]``), FOR / LFOR, PATCH, RUN or LEVELS
     blocks (``CODES``: the kernels decode a block, then look its values up, one gather a value; a
     day's timestamps repeat, so their codes take RUN blocks of runs a few bits wide, where the
     values' runs are days x 86,400 apart); ``enc`` has ``ENC_DICT`` for every stripe (and the
@@ -1096,7 +1098,7 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
         ((kind == KIND_RADIX) & (e < 2)) | \
         (lv & (mid > (levels - 1 + w2) * cnt))  # (an R of no code: g 0; LEVELS: past its levels)
     if bad.any():
-        raise CorruptionError(f"{where}: a PATCH, RUN, DELTA or RADIX block's fields are out of range")
+        raise CorruptionError(f"{where}: a PATCH, RUN, DELTA, RADIX or LEVELS block's fields are out of range")
     return b
 
 

@@ -482,6 +482,37 @@ def test_bad_levels_blocks_are_corruption(monkeypatch):
         assert (c is CorruptionError) == isinstance(a, CorruptionError), bit
 
 
+def test_every_chunk_and_dictionary_codes_weigh_levels_and_radix(monkeypatch):
+    """The encoder weighs every kind in every chunk of blocks it chooses (``codec._ENC_CHUNK`` at a
+    time, with or without DELTA): LEVELS and RADIX blocks in a column's later chunks as in its first
+    (a review found the cost columns shifted by one without DELTA, so that later chunks and
+    dictionary codes never took either), and LEVELS for a dictionary's codes in frequency order."""
+    rng = np.random.default_rng(5)
+    x = rng.choice(4, 3 * 8192 * 8 // 2, p=[0.7, 0.2, 0.05, 0.05]).astype(np.int64)
+    fit = codec.fit_blocks(x, np.array([len(x)]), 32)
+    for delta in (True, False):
+        c = pages._Candidates(fit, 0, 64, delta)
+        assert c.cost.shape == (64, pages.KIND_LEVELS + 1)
+        assert (c.kinds((pages.KIND_PLAIN, pages.KIND_PATCH, pages.KIND_LEVELS)) == pages.KIND_LEVELS).mean() > 0.5
+    monkeypatch.setattr(codec, "_ENC_CHUNK", 512)  # (chunks of 512 blocks: the same choice per chunk)
+    for kind, col in ((pages.TAG_LEVELS, x), (pages.TAG_RADIX, rng.integers(0, 5, len(x)))):
+        region, off, nbytes, enc = pages.encode_stripes(col.astype(np.int64), np.array([len(col)]), 32)
+        tags = region[: -(-len(col) // 32)] & 0x7F
+        last = tags[-512:]
+        assert ((last >= kind) & (last < kind + (16 if kind == pages.TAG_LEVELS else 1))).mean() > 0.5, np.unique(last)
+        assert pages.decode_blob(region, len(col), 32).tolist() == col.tolist()
+    # a dictionary's codes: four spread values at 70/20/5/5%, codes in frequency order as LEVELS
+    vals = np.array([99_999, 7, 10**12, -3])[x[:20_000]]
+    out, off, nbytes, enc = pages.encode_column(vals, np.array([len(vals)]), 128)
+    assert enc[0] & codec.ENC_DICT
+    head = pages.DICT_HEAD.size + pages.DICT_HEAD.unpack(out[: pages.DICT_HEAD.size].tobytes())[1]
+    tags = out[head : head + -(-len(vals) // 128)] & 0x7F
+    assert (tags >= pages.TAG_LEVELS).mean() > 0.5, np.unique(tags)
+    d = pages.decode_dictionary(out, 128)
+    got = pages.decode_blobs(out, off, nbytes, np.array([len(vals)]), 128, d, np.array([0]), np.array([len(d)]))
+    assert got.tolist() == vals.tolist()
+
+
 def dense_bitmaps(monkeypatch):
     """The encoder as before sparse bitmaps: every bitmap one bit a value."""
     monkeypatch.setattr(pages, "_bitmap_cost", lambda cnt, ones: np.broadcast_to(
