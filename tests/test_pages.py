@@ -1360,7 +1360,7 @@ def test_index_values_that_would_wrap_are_corruption(tmp_path):
 def blob_set(rng):
     """Blobs of every kind back to back at odd byte offsets in one buffer: plain FOR / LFOR (one page
     and many, blocks over 128 values), PATCH, RUN (with gaps too), FLAG, LEVELS, DELTA, DELTA PATCH
-    and DELTA SIGNED, and codes into segment dictionaries (in FOR / LFOR, PATCH and RUN blocks).
+    and DELTA SIGNED, and codes into segment dictionaries (in FOR / LFOR, PATCH, RUN and LEVELS blocks).
     Returns ``(buf, boff, blen, count, bs, dicts, dstart, dlen, want)``."""
     bs = int(rng.choice([8, 32, 128]))
     parts, boff, blen, count, dstart, dlen, want, dicts = [], [], [], [], [], [], [], []
