@@ -1201,14 +1201,12 @@ def _expand_levels(pay: np.ndarray, at: np.ndarray, b: Blocks) -> tuple[np.ndarr
             break
         bits, first = levels[i]
         rank = np.cumsum(bits) - bits  # set bits before each entry, over all blocks
-        j = first[own[live]] + idx[live]
+        walk = np.flatnonzero(live)
+        j = first[own[walk]] + idx[walk]
         set_ = bits[j]
-        val[np.flatnonzero(live)[~set_]] = i
-        nxt = rank[j] - rank[first[own[live]]] if len(bits) else j
-        lv_idx = np.flatnonzero(live)
-        live[lv_idx[~set_]] = False
-        idx[lv_idx[set_]] = nxt[set_]
-        val[lv_idx[set_]] = i + 1
+        val[walk[~set_]] = i  # a 0 on level i: the value is i
+        live[walk[~set_]] = False
+        idx[walk[set_]] = (rank[j] - rank[first[own[walk]]])[set_]  # its index on level i + 1
     return e1, val.astype(np.uint32)
 
 
