@@ -1156,7 +1156,7 @@ def _expand_levels(pay: np.ndarray, at: np.ndarray, b: Blocks) -> tuple[np.ndarr
         raise CorruptionError("payload: a LEVELS block lies outside its blob")
     if native.available()[0]:  # (in C: each level walked by its set bits)
         e1, xoff = np.zeros(len(cnt), np.int64), np.cumsum(cnt) - cnt
-        x = np.zeros(int(cnt.sum()), np.uint32)
+        x = np.empty(int(cnt.sum()), np.uint32)  # (C writes the e1 values read back)
         if native.stage_levels(np.ascontiguousarray(pay, dtype=np.uint8), np.ascontiguousarray(at, np.int64),
                                np.ascontiguousarray(cnt, np.int64), L, np.ascontiguousarray(wt, np.int64),
                                np.ascontiguousarray(b.mid, np.int64), e1, xoff, x):
