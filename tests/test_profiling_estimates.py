@@ -1,0 +1,111 @@
+"""The measuring scripts' own logic: what their figures rest on (the copy parse of
+``profiling/stripe_tables_estimate.py``, the ``replay`` variant and ``--dataset EVENTS.parquet`` of
+``profiling/short_histories.py``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "profiling"))
+
+import stripe_tables_estimate as re_  # noqa: E402
+import short_histories as sh  # noqa: E402
+
+
+def _with_replays(rng, n: int, alphabet: int) -> list:
+    x = rng.integers(0, alphabet, n).tolist()
+    for _ in range(n // 10):  # runs copied from earlier, some overlapping earlier copies
+        s = int(rng.integers(1, n))
+        a = int(rng.integers(0, s))
+        k = int(rng.integers(1, 20))
+        x[s:s + k] = x[a:a + min(k, s - a)][: n - s]
+        x = x[:n]
+    return x
+
+
+@pytest.mark.parametrize("m", [1, 2, 4, 7])
+def test_copy_parse_gives_every_history_back(m):
+    rng = np.random.default_rng(m)
+    for trial in range(60):
+        n = int(rng.integers(0, 300))
+        x = _with_replays(rng, n, int(rng.integers(1, 50)))
+        window = int(rng.integers(1, 400))
+        lit, pieces = re_.parse(x, m, window)
+        idx = re_.literal_index(pieces, m)
+        assert [lit[i] for i in idx] == x
+        assert sum(p[0] for p in pieces) == len(lit)
+        for run, extra, back, start, src in pieces:
+            if back:  # a copy's source: a run of literals at most `window` back, before the copy's literals end
+                assert 0 < back <= window and src + extra + m <= len(lit) and extra >= 0
+        # the read estimate: never more blocks than there are, the whole history reads every block
+        nb, plain = re_.window_blocks(n, pieces, m, n)
+        assert nb == -(-len(lit) // re_.BS) and plain == (-(-n // re_.BS) if n else 1)
+
+
+def test_copies_shrink_a_replayed_history():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 1000, 100).tolist() * 10
+    lit, pieces = re_.parse(x, 4, 4096)
+    # a copy's source is literals only (never the copy itself, as LZ77's overlapping matches are):
+    # nine copies of the hundred literals
+    assert len(lit) == 100 and [(p[1] + 4, p[2]) for p in pieces] == [(100, 100)] * 9
+
+
+def test_frequency_table_gives_the_history_back_most_frequent_first():
+    rng = np.random.default_rng(3)
+    x = rng.choice([7, -2, 10**12, 5], 500, p=[0.1, 0.6, 0.25, 0.05])
+    table, codes = re_.frequency_table(x)
+    assert table.tolist() == [-2, 10**12, 7, 5] and (table[codes] == x).all()
+
+
+def _events(users: int, per: int, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    u = np.repeat(np.arange(users, dtype=np.int64), per)
+    return pa.table({"user_id": u, "ts": np.arange(len(u), dtype=np.int64),
+                     "item_id": rng.integers(0, 500, len(u)).astype(np.int64),
+                     "rating": rng.integers(1, 6, len(u)).astype(np.int32)})
+
+
+def test_replay_variant_copies_within_each_user_only():
+    ev = _events(30, 200)
+    out = sh.VARIANTS["replay"](ev, np.random.default_rng(1))
+    before, after = sh._col(ev, "item_id"), sh._col(out, "item_id")
+    u = sh._col(ev, "user_id")
+    assert (after != before).mean() > 0.2
+    for user in range(30):
+        m = u == user
+        assert set(after[m]) <= set(before[m])  # every item is one the user had
+        assert (after[m][:24] == before[m][:24]).all()  # no replay before 2 x 12 events
+    for c in ("user_id", "ts", "rating"):
+        assert out.column(c).equals(ev.column(c))
+
+
+def test_favourites_variant_keeps_each_user_to_a_few():
+    ev = _events(50, 400)
+    out = sh.VARIANTS["favourites"](ev, np.random.default_rng(1))
+    v, u = sh._col(out, "rating"), sh._col(out, "user_id")
+    top5 = [np.sort(np.bincount(v[u == k]))[-5:].sum() / 400 for k in range(50)]
+    assert min(top5) > 0.8 and v.min() >= 0 and v.max() < 2000
+
+
+def test_events_from_a_parquet_file(tmp_path):
+    rng = np.random.default_rng(2)
+    n = 500
+    path = str(tmp_path / "ev.parquet")
+    pq.write_table(pa.table({"user_id": rng.integers(0, 20, n).astype(np.int32), "ts": rng.integers(0, 50, n),
+                             "clicks": rng.integers(0, 3, n).astype(np.int8),
+                             "score": rng.integers(0, 9, n).astype(np.int32),
+                             "name": ["x"] * n}), path)
+    ev = sh.load_events(path)
+    assert ev.column_names == ["user_id", "ts", "clicks", "score"]
+    assert [str(f.type) for f in ev.schema] == ["int64", "int64", "int64", "int32"]
+    key = list(zip(sh._col(ev, "user_id").tolist(), sh._col(ev, "ts").tolist()))
+    assert key == sorted(key) and ev.num_rows == n
+    r = sh.measure(ev, str(tmp_path / "work"))
+    assert r["events"] == n and set(r["column_x_parquet"]) == {"ts", "clicks", "score"}
