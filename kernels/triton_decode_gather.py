@@ -347,7 +347,9 @@ if triton is not None:
                     isd = (kind == 3) | ((((alo & 36) + (klu - klu)) == 32) & (kind != 0))
                 else:
                     isd = (((meta >> 7) & 1).to(tl.uint32) + (klu - klu)) == 1  # per lane, as ``kind``
-                dmax = (ndicts[c] - 1).to(tl.uint32)
+                # (tl.cast: Triton specializes a tuple's element equal to 1 to a constant, whose
+                # ``ndicts[c] - 1`` is a Python int; do_not_specialize does not reach into tuples)
+                dmax = tl.cast(ndicts[c] - 1, tl.uint32)
                 di = tl.minimum(val.to(tl.uint64, bitcast=True).to(tl.uint32) if (OUT64_MASK >> c) & 1
                                 else val.to(tl.uint32, bitcast=True), dmax)
                 # (dead lanes too: their index is clamped like any other, and nothing stores them)
@@ -760,6 +762,8 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
         if staged.max_width(name) == 0:
             nobits_mask |= 1 << c
         kinds = staged.aux(name)  # PATCH / RUN blocks (both, the paths right for every block, when unknown)
+        if col.words.numel() < 2:  # (no block has an aux word, which needs a word after it: nor would
+            kinds = 0  # the aux paths' clamp to the last 3-word read, nwords * 2 - 3, stay inside the words)
         patch_mask |= (kinds & 1) << c
         run_mask |= (kinds >> 1 & 1) << c
         dict_mask |= (kinds >> 2 & 1) << c

@@ -41,13 +41,15 @@ def _compile(fn, arch: int, sig: dict, consts: dict, num_warps: int) -> dict:
     """Compile one configuration; ``{"regs", "local_bytes", "stack_bytes", "sass_instructions", ...}``.
 
     ``sig``: the type of every non-constexpr argument (``"*i64"``, ``"i64"``, or a tuple of them for a
-    tuple argument); ``consts``: the constexpr values."""
+    tuple argument, ``"constexpr"`` for an element Triton makes a constant); ``consts``: the
+    constexpr values, by name or, for a tuple's element, by ``(name, index)``."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     full = {name: sig.get(name, "constexpr") for name in fn.arg_names}
-    src = ASTSource(fn=fn, signature=full, constexprs={(fn.arg_names.index(n),): v for n, v in consts.items()})
+    path = lambda n: (fn.arg_names.index(n[0]), n[1]) if isinstance(n, tuple) else (fn.arg_names.index(n),)  # noqa: E731
+    src = ASTSource(fn=fn, signature=full, constexprs={path(n): v for n, v in consts.items()})
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
     bin_dir = _tools()
     with tempfile.TemporaryDirectory() as d:
@@ -144,7 +146,7 @@ def _masks(cols, wide: bool) -> dict:
             "WIDE_MASK": out64 if wide else 0}
 
 
-def _compile_config(job) -> dict:
+def _compile_config(job, ones: bool = False) -> dict:
     """Compile one ``(arch, kernel, columns, inclusive, padded, wide, loop, aux)`` configuration."""
     import gpumat.kernels.triton_decode_gather as k
 
@@ -158,6 +160,9 @@ def _compile_config(job) -> dict:
         fn = k._history_kernel
         sig = {"hdrs": ("*i64",) * n, "words": ("*i32",) * n, "outs": outs, "nwords": ("i32",) * n,
                "dicts": ("*i64",) * n, "ndicts": ("i32",) * n}
+        if ones:  # sizes of 1, which Triton makes constants inside a tuple (do_not_specialize does not reach them)
+            sig.update(nwords=("constexpr",) * n, ndicts=("constexpr",) * n)
+            consts.update({(a, j): 1 for a in ("nwords", "ndicts") for j in range(n)})
         patch, run, nobits, dict_mask, delta, radix = aux_key(aux)
         tp, seq, warps = launch[0] if launch else (k.GPU_TILES_PER_PROG, k.GPU_TILES_SEQ, k.HISTORY_WARPS)
         consts.update(OUT64_MASK=masks["OUT64_MASK"], WIDE_MASK=masks["WIDE_MASK"], PATCH_MASK=patch,
