@@ -22,6 +22,7 @@
  */
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 static inline uint64_t load64(const unsigned char *p) {
@@ -91,7 +92,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 19; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 20; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -256,8 +257,8 @@ static void gm_dict_lookup(uint64_t *o, int64_t n, const int64_t *dicts, int64_t
     }
 }
 
-/* a DICT block's aux word (gpumat/core/staged.py is_dict_kind): kind 3, or PATCH / RUN with AUX_CODES (32), no DELTA */
-static inline int gm_is_dict(uint64_t a) { return (a & 3) == 3 || ((a & 36) == 32 && (a & 3)); }
+/* a DICT block's aux word (gpumat/core/staged.py is_dict_kind): kind 3, or any with AUX_CODES (32) */
+static inline int gm_is_dict(uint64_t a) { return (a & 3) == 3 || (a & 32); }
 
 /* hdr: int64 [K, 3] (base, slope, meta = word_off << 8 | w); lo, cnt, dst: int64 [K]; dicts: the
  * column's D dictionary values, which its DICT blocks (aux kind 3) index (gm_dict_lookup).
@@ -639,10 +640,8 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
         else plain_bits += (j + 1 < nb ? bs : count - j * bs) * t;
     }
     if (D && ext)
-        for (int64_t j = 0; j < nb; j++) { /* codes: plain, PATCH, RUN or LEVELS blocks only */
-            const int t = gm_kind_tag(b[j] & 0x7F);
-            if (t >= 67 && t != GM_KIND_LEVELS) return GM_BLOB_DICT_EXT;
-        }
+        for (int64_t j = 0; j < nb; j++) /* codes: any block kind but RADIX */
+            if (gm_kind_tag(b[j] & 0x7F) == 70) return GM_BLOB_DICT_EXT;
     if (ext && bs > 128) return GM_BLOB_EXT_BIG; /* extended blocks only in tiers of blocks <= AUX_MAX_BLOCK */
     /* pay: the payload's first byte (one page with PATCH / RUN blocks: after its fields); limit: the bit
      * the payload must end by; [fpos, fend): the fields of the page at hand */
@@ -792,6 +791,74 @@ void gm_copy_ranges(const unsigned char *src, const int64_t *src_at, unsigned ch
                     const int64_t *lens, int64_t K, int64_t size) {
     for (int64_t i = 0; i < K; i++)
         if (lens[i] > 0) memmove(dst + dst_at[i] * size, src + src_at[i] * size, (size_t)(lens[i] * size));
+}
+
+/* host/pages.py literal_tables: each stripe (sc[s] values of x, in order) parsed greedily into literals
+ * and copies against its own literal stream. At value i: among the last 8 places where the m literals
+ * x[i .. i + m) were seen as literals (newest first; those more than `window` literals back skipped),
+ * the longest run of x from i equal to the literals from there (ties: the oldest) is a copy when it is
+ * at least m long (its values are those literals), else x[i] is a new literal. idx[i]: the literal
+ * (index in its stripe's literals) value i is; lit: the literals, back to back; nlit[s]: per stripe.
+ * Returns the literals in all, or -1 when out of memory. The Python twin is pages._literal_tables. */
+static uint64_t gram_hash(const int64_t *g, int64_t m) {
+    uint64_t h = 0x243F6A8885A308D3ULL;
+    for (int64_t t = 0; t < m; t++) { h = (h ^ (uint64_t)g[t]) * 0x9E3779B97F4A7C15ULL; h ^= h >> 29; }
+    return h;
+}
+
+int64_t gm_literal_tables(const int64_t *x, const int64_t *sc, int64_t S, int64_t m, int64_t window,
+                          int64_t *idx, int64_t *lit, int64_t *nlit) {
+    int64_t most = 0, total = 0, at = 0;
+    for (int64_t s = 0; s < S; s++) most = sc[s] > most ? sc[s] : most;
+    int64_t cap = 16;
+    while (cap < 2 * most) cap <<= 1;
+    int64_t *head = malloc(sizeof(int64_t) * (size_t)cap), *gen = malloc(sizeof(int64_t) * (size_t)cap);
+    int64_t *prev = malloc(sizeof(int64_t) * (size_t)(most > 0 ? most : 1));
+    if (!head || !gen || !prev) { free(head); free(gen); free(prev); return -1; }
+    for (int64_t k = 0; k < cap; k++) gen[k] = -1;
+    uint64_t mask = (uint64_t)cap - 1;
+    for (int64_t s = 0; s < S; s++) {
+        const int64_t *v = x + at;
+        int64_t n = sc[s], nl = 0, *L = lit + total, *o = idx + at;
+        for (int64_t i = 0; i < n;) {
+            int64_t best = 0, src = 0;
+            if (i + m <= n) {
+                uint64_t k = gram_hash(v + i, m) & mask;
+                for (; gen[k] == s; k = (k + 1) & mask) {
+                    int64_t p = head[k];
+                    if (memcmp(L + p, v + i, sizeof(int64_t) * (size_t)m) == 0) {  /* this gram's places */
+                        for (int tried = 0; p >= 0 && tried < 8; p = prev[p], tried++) {
+                            if (nl - p > window) continue;
+                            int64_t len = m;
+                            while (i + len < n && p + len < nl && L[p + len] == v[i + len]) len++;
+                            if (len >= best) { best = len; src = p; }
+                        }
+                        break;
+                    }
+                }
+            }
+            if (best >= m) {
+                for (int64_t j = 0; j < best; j++) o[i + j] = src + j;
+                i += best;
+                continue;
+            }
+            L[nl] = v[i];
+            o[i++] = nl++;
+            if (nl >= m) {  /* the gram ending at the new literal: its place first in its chain */
+                int64_t p = nl - m;
+                uint64_t k = gram_hash(L + p, m) & mask;
+                for (; gen[k] == s && memcmp(L + head[k], L + p, sizeof(int64_t) * (size_t)m) != 0; k = (k + 1) & mask) {}
+                prev[p] = gen[k] == s ? head[k] : -1;
+                gen[k] = s;
+                head[k] = p;
+            }
+        }
+        nlit[s] = nl;
+        total += nl;
+        at += n;
+    }
+    free(head); free(gen); free(prev);
+    return total;
 }
 
 static struct PyModuleDef gm_module = {PyModuleDef_HEAD_INIT, "_native", "gpumat C block decoder (loaded with ctypes)", -1, NULL, NULL, 0, 0, 0};

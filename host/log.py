@@ -158,12 +158,13 @@ def _is_int(x) -> bool:
 
 
 def _check_entry(e, where: str) -> dict:
-    """A data-file entry: ``{path, offset, size, index_crc, events, level[, format][, dicts][, const]}``
+    """A data-file entry: ``{path, offset, size, index_crc, events, level[, format][, dicts][, const][, tables]}``
     (path None: the record's inline payload; level: how many merges made it, host/writer.py; format:
     the segment's format, 3, absent for format 2; dicts: 1 for a format-3 segment with dictionaries,
-    const: 1 for one with constant stripes, so that releases before them reject it)."""
+    const: 1 for one with constant stripes, tables: 1 for one with stripe tables (DESIGN §1), so
+    that releases before them reject it)."""
     keys = {"path", "offset", "size", "index_crc", "events", "level"}
-    extra = ("dicts", "const")  # (format 3 only)
+    extra = ("dicts", "const", "tables")  # (format 3 only)
     if not isinstance(e, dict) or set(e) - {"format", *extra} != keys or e.get("format", 2) not in (2, 3) \
             or not _is_int(e.get("format", 2)) or any(e.get(k, 1) != 1 or (k in e and e.get("format") != 3) for k in extra):
         raise CorruptionError(f"{where}: bad data file entry {e!r}")

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 19  # gm_abi_version() of the _native.c this module calls
+ABI = 20  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -44,6 +44,7 @@ def _load():
                 "gm_decode_blobs": (I64, [P, I64, P, P, P, P, I64, I64, P, P, P, P, P, P]),
                 "gm_bit_length": (None, [P, I64, P]),
                 "gm_stage_levels": (I64, [P, I64] + [P] * 5 + [I64, P, P, P]),
+                "gm_literal_tables": (I64, [P, P, I64, I64, I64, P, P, P]),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -56,7 +57,7 @@ def _load():
 
 _lib, _why = _load()
 _decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length, \
-    _stage_levels = _lib if _lib is not None else (None,) * 10
+    _stage_levels, _literal_tables = _lib if _lib is not None else (None,) * 11
 
 
 def available() -> tuple[bool, str]:
@@ -212,7 +213,7 @@ BLOB_ERRORS = {  # gm_decode_blobs' reasons (GM_BLOB_*)
     3: "its anchors disagree with its tags", 4: "its fields do not match its tags",
     5: "a PATCH, RUN, DELTA or LEVELS block's fields are out of range", 6: "its payload runs past its bounds",
     7: "a PATCH, RUN or LEVELS block's bitmap (or levels) disagrees with its fields", 8: "a code outside its dictionary",
-    9: "a blob of codes (DICT) holds DELTA or RADIX blocks",
+    9: "a blob of codes (DICT) holds RADIX blocks",
     10: "a PATCH, RUN or DELTA block in a tier of blocks over 128 values",
 }
 
@@ -243,6 +244,20 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
                             _ptr(dicts) if d else None, _ptr(dstart) if d else None, _ptr(dlen) if d else None,
                             _ptr(scratch), _ptr(out), _ptr(why)))
     return bad, int(why[0])
+
+
+def literal_tables(x: np.ndarray, sc: np.ndarray, m: int, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``host.pages._literal_tables`` in C: ``(literals back to back, literals per stripe, each
+    value's literal index in its stripe)`` of ``x`` (int64) in stripes of ``sc`` values."""
+    x = np.ascontiguousarray(x, dtype=np.int64)
+    sc = np.ascontiguousarray(sc, dtype=np.int64)
+    if (sc < 0).any() or int(sc.sum()) != x.size or m < 1 or window < 1:
+        raise ValueError("literal_tables: stripe counts that sum to x's size, m and window >= 1")
+    idx, lit, nlit = np.empty(x.size, np.int64), np.empty(x.size, np.int64), np.empty(sc.size, np.int64)
+    total = _literal_tables(_ptr(x), _ptr(sc), sc.size, int(m), int(window), _ptr(idx), _ptr(lit), _ptr(nlit)) if sc.size else 0
+    if total < 0:
+        raise MemoryError("literal_tables: out of memory")
+    return lit[:total].copy(), nlit, idx
 
 
 def bit_length(v: np.ndarray) -> np.ndarray:

@@ -622,6 +622,7 @@ def _choose_chunk(fit, c0: int, c1: int, allowed: tuple = _PLAIN_KINDS):
 
 
 CODES = "codes"  # ``encode_stripes(extended=CODES)``: a dictionary's codes, FOR / LFOR, PATCH, RUN or LEVELS blocks
+CODES_DELTA = "codes+delta"  # ... and DELTA ones too: a stripe table's codes (``_stripe_tables``)
 
 
 def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: int, extended: bool | str = True):
@@ -661,16 +662,16 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
         # it; then the smallest set that passes: a rating's RADIX blocks save 15% against FOR, 8%
         # against the PATCH blocks that save it 8% alone, and should win, and PATCH beside RADIX
         # must still pay for itself)
-        codes = extended == CODES
-        c = _Candidates(fit, c0, c1, not codes)
+        codes = extended in (CODES, CODES_DELTA)  # (codes: no RADIX blocks; CODES: no DELTA ones either)
+        c = _Candidates(fit, c0, c1, extended != CODES)
         P, A, D = _PLAIN_KINDS, _AUX_KINDS, _ALL_KINDS
         PR, AR, DR = (k + (KIND_RADIX,) for k in (P, A, D))
-        size = {k: c.size(c.kinds(k)) for k in ((P, A) if codes else (P, A, D, PR, AR, DR))}
+        size = {k: c.size(c.kinds(k)) for k in ((P, A) if extended == CODES else (P, A, D) if codes else (P, A, D, PR, AR, DR))}
         pays = lambda k, parent, bar: size[parent] - size[k] >= bar * size[parent]  # noqa: E731
         ok = [P] + [A] * pays(A, P, EXT_MIN_SAVING)
+        if extended != CODES and pays(D, A if A in ok else P, DELTA_MIN_SAVING):
+            ok.append(D)
         if not codes:
-            if pays(D, A if A in ok else P, DELTA_MIN_SAVING):
-                ok.append(D)
             for k, base, side in ((PR, P, True), (AR, A, pays(AR, PR, EXT_MIN_SAVING)),
                                   (DR, D, pays(DR, AR if AR in ok else PR, DELTA_MIN_SAVING))):
                 if base in ok and side and pays(k, base, RADIX_MIN_SAVING):
@@ -791,7 +792,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
 
 
 def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int, extended: bool = True,
-                  dictionary: bool = True, constant: bool = True):
+                  dictionary: bool = True, constant: bool = True, tables: bool = True):
     """``encode_stripes``, or the same stripes as codes into a dictionary of the column's distinct
     values (the segment DICT), whichever is smaller by at least ``DICT_MIN_SAVING`` (block sizes up
     to ``AUX_MAX_BLOCK``, columns of at least ``EXT_MIN_BITS``). ``constant``: a stripe whose values
@@ -810,44 +811,75 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
     values' runs are days x 86,400 apart); ``enc`` has ``ENC_DICT`` for every stripe (and the
     dictionary's byte offset in ``region``, 0, in bits 8..).
 
+    ``tables``: a stripe whose values repeat within it (a user who keeps to a few values of their
+    own) may be stored as codes into a **stripe table**, a dictionary of its own right before its
+    blob (``_stripe_tables``; DESIGN §1 "Stripe tables"): its ``enc`` has ``ENC_DICT`` and the
+    table's byte offset in bits 8.., as a segment dictionary's codes have theirs.
+
     >>> v = np.tile(np.array([10**12, 7, 3 * 10**15, -5]), 600)
     >>> region, off, n, enc = encode_column(v, np.array([2000, 400]), 128)
     >>> int(enc[0]) & codec.ENC_DICT, decode_dictionary(region, 128).tolist()
     (8, [-5, 7, 1000000000000, 3000000000000000])
     """
-    values = np.asarray(values, dtype=np.int64)
-    sc = np.asarray(stripe_counts, dtype=np.int64)
+    return encode_column_parts(values, stripe_counts, block_size, extended, dictionary, constant, tables)[:4]
+
+
+def encode_column_parts(values: np.ndarray, stripe_counts: np.ndarray, block_size: int, extended: bool = True,
+                        dictionary: bool = True, constant: bool = True, tables: bool = True):
+    """``encode_column``'s ``(region, off, nbytes, enc)``, then the bytes of the segment dictionary
+    at the region's start (0: none) and, per stripe, the bytes of its stripe table right before its
+    blob (0: none; the writer marks a segment with any: its entry's ``tables``)."""
+    return _encode_column(np.asarray(values, dtype=np.int64), np.asarray(stripe_counts, dtype=np.int64), block_size,
+                          extended, dictionary, constant, tables)
+
+
+def _encode_column(values, sc, block_size, extended, dictionary, constant, tables):
+    """``encode_column``, and: the bytes of the segment dictionary at the region's start (0: none),
+    and per stripe the bytes of its stripe table right before its blob (0: none)."""
     if constant:
-        full = encode_column(values, sc, block_size, extended, dictionary, False)
-        cst, more = _constant_stripes(values, sc, full[2], full[3])
+        full = _encode_column(values, sc, block_size, extended, dictionary, False, tables)
+        cst, more = _constant_stripes(values, sc, full[2] + full[5], full[3])
         if cst is None:
             return full
-        # the other stripes' blobs as they are (blobs stand alone; a dictionary's codes keep it, before them)
-        f_region, f_off, f_nb, f_enc = full
+        # the other stripes' blobs as they are, each with its table (blobs stand alone; a segment
+        # dictionary's codes keep it, before them)
+        f_region, f_off, f_nb, f_enc, head, lead = full
         k = np.flatnonzero(~cst)
-        head = int(f_off.min()) if (f_enc & codec.ENC_DICT).any() else 0  # (the dictionary: all or none)
-        at = head + np.cumsum(f_nb[k]) - f_nb[k]
-        region = np.empty(head + int(f_nb[k].sum()), np.uint8)
+        span = f_nb[k] + lead[k]
+        at = head + np.cumsum(span) - span
+        region = np.empty(head + int(span.sum()), np.uint8)
         region[:head] = f_region[:head]
-        take_ranges(f_region, f_off[k], f_nb[k], region, at)
+        take_ranges(f_region, f_off[k] - lead[k], span, region, at)
         enc = codec.const_enc(values[np.cumsum(sc) - sc])
         enc[k] = f_enc[k]
+        own = lead[k] > 0
+        enc[k[own]] = (f_enc[k[own]] & codec.ENC_FLAGS) | (at[own] << 8)  # a table's new place
         # a constant stripe's offset: where the next stripe's blob starts (or the region ends)
-        off = np.append(at, len(region))[np.searchsorted(k, np.arange(len(sc)))]
-        nbytes = np.zeros(len(sc), np.int64)
-        nbytes[k] = f_nb[k]
-        return (region, off, nbytes, enc) if len(region) + more < len(f_region) else full
+        off = np.append(at + lead[k], len(region))[np.searchsorted(k, np.arange(len(sc)))]
+        off[~cst] = at + lead[k]
+        nbytes, lead2 = np.zeros(len(sc), np.int64), np.zeros(len(sc), np.int64)
+        nbytes[k], lead2[k] = f_nb[k], lead[k]
+        return (region, off, nbytes, enc, head, lead2) if len(region) + more < len(f_region) else full
+    region, off, nbytes, enc, head = _plain_or_dictionary(values, sc, block_size, extended, dictionary)
+    if tables and extended and dictionary and block_size <= AUX_MAX_BLOCK and len(values):
+        return _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head)
+    return region, off, nbytes, enc, head, np.zeros(len(sc), np.int64)
+
+
+def _plain_or_dictionary(values, sc, block_size, extended, dictionary):
+    """``encode_stripes``, or codes into the segment dictionary (``encode_column``), and the
+    dictionary's bytes at the region's start (0: none)."""
     plain = encode_stripes(values, sc, block_size, extended)
     nbytes = len(plain[0])
     # (blocks of at most AUX_MAX_BLOCK values, as PATCH / RUN: the kernels' aux path tells a block's
     # kind from its aux word only there)
     if not dictionary or 8 * nbytes < EXT_MIN_BITS or not len(values) or block_size > AUX_MAX_BLOCK:
-        return plain
+        return (*plain, 0)
     uniq, codes, counts = np.unique(values, return_inverse=True, return_counts=True)
     codes = codes.reshape(-1).astype(np.int64)
     D = len(uniq)
     if D > min(DICT_MAX_ENTRIES, len(values) // 2):  # a dictionary of mostly distinct values never pays
-        return plain
+        return (*plain, 0)
     # a first estimate, before encoding twice more: codes of log2(D) bits and a byte an entry; or,
     # where values repeat (RUN blocks), a code and a 7-bit position a run; or, for a small alphabet
     # in frequency order, a bit a value (a sparse bitmap's 7 a non-mode value), the codes of the
@@ -864,7 +896,7 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
         if est < bar and (rank != np.arange(D)).any():
             orders.append(rank)
     if not orders:
-        return plain
+        return (*plain, 0)
     best = None
     for rank in orders:
         dvals, c = uniq, codes
@@ -879,12 +911,180 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
     dblob, denc, region, blob_off, blob_nbytes, enc = best
     head = DICT_HEAD.size + len(dblob)
     if nbytes - (head + len(region)) < DICT_MIN_SAVING * nbytes:
-        return plain
+        return (*plain, 0)
     out = np.concatenate([np.frombuffer(DICT_HEAD.pack(D, len(dblob)), np.uint8), dblob, region])
     # (ENC_DELTA, ENC_SIGNED where the dictionary has DELTA (SIGNED) blocks: releases before them
     # refuse the segment at open)
-    return out, blob_off + head, blob_nbytes, enc | codec.ENC_DICT | \
-        (int(denc[0]) & (codec.ENC_DELTA | codec.ENC_SIGNED | codec.ENC_RADIX | codec.ENC_SPARSE))
+    return out, blob_off + head, blob_nbytes, enc | codec.ENC_DICT | (int(denc[0]) & _TABLE_FLAGS), head
+
+
+_TABLE_FLAGS = codec.ENC_DELTA | codec.ENC_SIGNED | codec.ENC_RADIX | codec.ENC_SPARSE  # a dictionary's own, in its codes' enc
+
+
+def frequency_tables(values: np.ndarray, sc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per stripe (``sc`` values each), its distinct values, most frequent first (ties: the smaller
+    value first), and each value's code (its rank there): ``(table values, entries per stripe,
+    codes)``, the tables back to back in stripe order, ``table[code] == value`` within each stripe.
+
+    >>> frequency_tables(np.array([5, 7, 7, 9, 1, 1, 1]), np.array([3, 4]))[0].tolist()
+    [7, 5, 1, 9]
+    """
+    S = len(sc)
+    sid = np.repeat(np.arange(S), sc)
+    order = np.lexsort((values, sid))
+    v, st = values[order], sid[order]
+    new = np.ones(len(v), bool)
+    new[1:] = (v[1:] != v[:-1]) | (st[1:] != st[:-1])
+    gid = np.cumsum(new) - 1
+    gval, gsid, gcnt = v[new], st[new], np.bincount(gid)
+    o2 = np.lexsort((gval, -gcnt, gsid))
+    tc = np.bincount(gsid, minlength=S).astype(np.int64)
+    rank = np.empty(len(gval), np.int64)
+    rank[o2] = np.arange(len(gval)) - (np.cumsum(tc) - tc)[gsid[o2]]
+    codes = np.empty(len(values), np.int64)
+    codes[order] = rank[gid]
+    return gval[o2], tc, codes
+
+
+LITERAL_MIN_MATCH = 3  # a stripe table's copy: at least this many events equal to earlier literals ...
+LITERAL_WINDOW = 4096  # ... at most this many literals back
+
+
+def literal_tables(values: np.ndarray, sc: np.ndarray, m: int = LITERAL_MIN_MATCH, window: int = LITERAL_WINDOW):
+    """Per stripe (``sc`` values each), its values parsed greedily into literals and copies
+    against its own literal stream, LZ77-style: at value i, among the last 8 places where the
+    ``m`` literals ``values[i:i + m]`` were seen (newest first; those more than ``window`` literals
+    back skipped), the longest run of values from i equal to the literals from there (ties: the
+    oldest) is a copy where it is at least ``m`` long, else value i is a new literal. Returns
+    ``(literals back to back, literals per stripe, codes)``: each value's literal index in its
+    stripe, so ``literals[code] == value`` within each stripe, and a run of literals or a copy is
+    a run of codes rising by 1 (DESIGN §1 "Stripe tables"). In C when built (``gm_literal_tables``).
+
+    >>> literal_tables(np.array([1, 2, 3, 4, 1, 2, 3, 4, 5, 9, 9, 9]), np.array([9, 3]))[2].tolist()
+    [0, 1, 2, 3, 0, 1, 2, 3, 4, 0, 1, 2]
+    """
+    values = np.asarray(values, dtype=np.int64)
+    sc = np.asarray(sc, dtype=np.int64)
+    if native.available()[0]:
+        return native.literal_tables(values, sc, m, window)
+    return _literal_tables(values, sc, m, window)
+
+
+def _literal_tables(values: np.ndarray, sc: np.ndarray, m: int, window: int):
+    """``literal_tables`` in Python (the C one's twin: the same literals and codes)."""
+    lits, nlit, codes = [], np.zeros(len(sc), np.int64), np.empty(len(values), np.int64)
+    at = 0
+    for s, n in enumerate(sc.tolist()):
+        x = values[at : at + n].tolist()
+        lit: list = []
+        seen: dict = {}
+        i = 0
+        while i < n:
+            best = src = 0
+            if i + m <= n:
+                for j in reversed(seen.get(tuple(x[i : i + m]), [])[-8:]):  # newest first
+                    if len(lit) - j > window:
+                        continue
+                    k = m
+                    while i + k < n and j + k < len(lit) and lit[j + k] == x[i + k]:
+                        k += 1
+                    if k >= best:
+                        best, src = k, j
+            if best >= m:
+                codes[at + i : at + i + best] = np.arange(src, src + best)
+                i += best
+                continue
+            codes[at + i] = len(lit)
+            lit.append(x[i])
+            i += 1
+            if len(lit) >= m:
+                seen.setdefault(tuple(lit[-m:]), []).append(len(lit) - m)
+        lits += lit
+        nlit[s] = len(lit)
+        at += n
+    return np.array(lits, np.int64), nlit, codes
+
+
+def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
+    """The column as encoded (``region, off, nbytes, enc``, a segment dictionary of ``head`` bytes
+    at its start) with the stripes that pay stored as codes into a table of their own (DESIGN §1
+    "Stripe tables"): ``DICT_HEAD`` (its entries, its blob's bytes), the table's blob (its values,
+    any block kind), right before the stripe's blob of codes (``CODES`` blocks). Two tables are
+    weighed: the stripe's distinct values, most frequent first (``frequency_tables``: a user who
+    keeps to a few values), and its literals (``literal_tables``: a user who repeats runs of
+    earlier events). A stripe takes the smaller where table and codes save at least
+    ``DICT_MIN_SAVING`` of its blob's bytes (each value then costs the kernels a gather, as a
+    segment dictionary's codes do). Only candidates are encoded again: for frequency tables, the
+    stripes whose ideal code (each value's ``-log2`` of its frequency in the stripe) and table at
+    the stripe's width would be that small; for literal tables, those whose literals are at most
+    3/4 of their values. Returns ``(region, off, nbytes, enc, head, lead)``: ``lead``, per stripe,
+    its table's bytes (0: none)."""
+    S = len(sc)
+    first = np.cumsum(sc) - sc
+    bar = (1 - DICT_MIN_SAVING) * nbytes
+    best = nbytes.astype(np.float64)  # per stripe: the bytes of what it takes so far, and that
+    pick = np.full(S, -1, np.int64)
+    tried = []
+    tv, tc, codes = frequency_tables(values, sc)
+    lo, hi = np.minimum.reduceat(values, first), np.maximum.reduceat(values, first)
+    width = codec.bit_length((hi - lo).astype(np.uint64)).astype(np.float64)
+    tfirst = np.cumsum(tc) - tc
+    cnt = np.bincount(np.repeat(tfirst, sc) + codes, minlength=len(tv)).astype(np.float64)  # each entry's values
+    ideal = np.bincount(np.repeat(np.arange(S), tc), cnt * np.log2(np.repeat(sc, tc) / cnt), minlength=S)
+    tried.append((tv, tc, codes, (8 * DICT_HEAD.size + tc * width + ideal < 8 * bar) & (tc < sc)))
+    lv, lc, lcodes = literal_tables(values, sc)
+    tried.append((lv, lc, lcodes, 4 * lc <= 3 * sc))
+    parts = []
+    for t, (tv, tc, codes, cand) in enumerate(tried):
+        cand = np.flatnonzero(cand)
+        if not len(cand):
+            parts.append(None)
+            continue
+        tfirst = np.cumsum(tc) - tc
+        tb = encode_stripes(tv[ranges(tfirst[cand], tc[cand])], tc[cand], block_size, True)
+        cb = encode_stripes(codes[ranges(first[cand], sc[cand])], sc[cand], block_size, CODES_DELTA)
+        size = DICT_HEAD.size + tb[2] + cb[2]
+        better = (size <= bar[cand]) & (size < best[cand])
+        best[cand[better]], pick[cand[better]] = size[better], t
+        parts.append((cand, tc, tb, cb))
+    take = np.flatnonzero(pick >= 0)
+    if not len(take):
+        return region, off, nbytes, enc, head, np.zeros(S, np.int64)
+    # per stripe that takes a table: its entries, the table's and the codes' blobs (region, offset, bytes, enc)
+    ent, t_nb, c_nb, t_enc, c_enc = (np.zeros(S, np.int64) for _ in range(5))
+    t_src, c_src = np.zeros(S, np.int64), np.zeros(S, np.int64)
+    t_reg, c_reg = [], []
+    for t, part in enumerate(parts):
+        if part is None:
+            continue
+        cand, tc, tb, cb = part
+        j = np.flatnonzero(pick[cand] == t)
+        k = cand[j]
+        base_t, base_c = sum(len(r) for r in t_reg), sum(len(r) for r in c_reg)
+        ent[k], t_nb[k], c_nb[k], t_enc[k], c_enc[k] = tc[k], tb[2][j], cb[2][j], tb[3][j], cb[3][j]
+        t_src[k], c_src[k] = base_t + tb[1][j], base_c + cb[1][j]
+        t_reg.append(tb[0])
+        c_reg.append(cb[0])
+    t_region, c_region = np.concatenate(t_reg), np.concatenate(c_reg)
+    lead = np.zeros(S, np.int64)
+    lead[take] = DICT_HEAD.size + t_nb[take]
+    nb2 = nbytes.copy()
+    nb2[take] = c_nb[take]
+    seg_dict = ((enc & codec.ENC_DICT) != 0) & (lead == 0)
+    keep = head if seg_dict.any() else 0  # the segment dictionary, while a stripe still uses it
+    span = lead + nb2
+    at = keep + np.cumsum(span) - span
+    out = np.empty(keep + int(span.sum()), np.uint8)
+    out[:keep] = region[:keep]
+    rest = np.flatnonzero(lead == 0)
+    take_ranges(region, off[rest], nbytes[rest], out, at[rest])
+    heads = np.stack([ent[take], t_nb[take]], 1).astype("<u8").view(np.uint8).reshape(-1)
+    take_ranges(heads, DICT_HEAD.size * np.arange(len(take)), np.full(len(take), DICT_HEAD.size), out, at[take])
+    take_ranges(t_region, t_src[take], t_nb[take], out, at[take] + DICT_HEAD.size)
+    take_ranges(c_region, c_src[take], c_nb[take], out, at[take] + lead[take])
+    enc2 = enc.copy()
+    enc2[take] = c_enc[take] | codec.ENC_DICT | (t_enc[take] & _TABLE_FLAGS) | (at[take] << 8)
+    return out, at + lead, nb2, enc2, keep, lead
 
 
 def _constant_stripes(values: np.ndarray, sc: np.ndarray, nbytes: np.ndarray, enc: np.ndarray) -> tuple:
@@ -907,9 +1107,10 @@ def _constant_stripes(values: np.ndarray, sc: np.ndarray, nbytes: np.ndarray, en
 
 
 def codes_kinds(kind: np.ndarray) -> bool:
-    """Whether blocks of ``kind`` may hold a dictionary's codes: plain, PATCH, RUN or LEVELS (``CODES``)."""
-    kind = np.asarray(kind)
-    return bool(((kind == KIND_PLAIN) | (kind == KIND_PATCH) | (kind == KIND_RUN) | (kind == KIND_LEVELS)).all())
+    """Whether blocks of ``kind`` may hold a dictionary's codes: any but RADIX (a segment
+    dictionary's: plain, PATCH, RUN or LEVELS, ``CODES``; a stripe table's DELTA ones too,
+    ``CODES_DELTA``)."""
+    return bool((np.asarray(kind) != KIND_RADIX).all())
 
 
 def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary") -> np.ndarray:

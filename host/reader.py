@@ -126,6 +126,7 @@ class VersionReader:
         self._pool3: tuple | None = None  # format 3's small regions (bytes, verified), as ``_pool``
         self.dict_bytes_read = 0  # stored bytes of the segment dictionaries this reader read
         self._dsizes: dict = {}  # per column, its dictionaries' stored bytes (``_dict_sizes``)
+        self._dshared: dict = {}  # per column, the keys of its dictionaries that several blobs use
         self._dcat: tuple | None = None  # the last concatenation of several dictionaries, by keys
         self._regions: np.ndarray | None = None  # each segment's blob-region bytes (``_region_bytes``)
 
@@ -677,8 +678,9 @@ class VersionReader:
         return reads, finish
 
     def _dict_sizes(self, column: str) -> dict:
-        """``{(segment << 40) | dictionary offset: stored bytes}`` of ``column``'s segment dictionaries
-        (each ends where the column's first blob in its segment starts), from the directory (cached)."""
+        """``{(segment << 40) | dictionary offset: stored bytes}`` of ``column``'s dictionaries: its
+        segment dictionaries and stripe tables (each ends where the first blob that uses it starts),
+        from the directory (cached; ``_dict_shared``: the keys of those more than one blob uses)."""
         sizes = self._dsizes.get(column)
         if sizes is None:
             d = self.directory()
@@ -689,6 +691,9 @@ class VersionReader:
             k, o = k[order], o[order]
             first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else k
             sizes = self._dsizes[column] = dict(zip(k[first].tolist(), (o[first] - (k[first] & ((1 << 40) - 1))).tolist()))
+            # a key used by blobs at more than one offset: a segment dictionary (a pack's stripes share one blob)
+            blobs = np.add.reduceat(np.r_[True, (k[1:] != k[:-1]) | (o[1:] != o[:-1])], first) if len(k) else k
+            self._dshared[column] = set(k[first][blobs > 1].tolist())
         return sizes
 
     def _dictionaries(self, column, seg, enc, isd) -> tuple:
@@ -696,23 +701,34 @@ class VersionReader:
         place in ``enc``) back to back, each once; their keys; and per request where its dictionary
         starts in them and its entries (0 for a request not of codes). A read adds the start to the
         base of the request's blocks, so that a block's value line is its index into them (DESIGN
-        §4). A dictionary is read once per open segment (like its index, not counted in a read's
-        ``nbytes``: ``dict_bytes_read`` counts them)."""
+        §4). Those not kept are read in one fetch. A segment dictionary is read once per open
+        segment (like its index, not counted in a read's ``nbytes``: ``dict_bytes_read`` counts
+        them); a stripe's own table at every read that needs it (``dict_bytes_read`` too)."""
         r = np.flatnonzero(isd)
         pair = (seg[r].astype(np.int64) << 40) | (enc[r] >> 8)  # (segment, dictionary offset): offsets are < 2^40
         keys, inv = np.unique(pair, return_inverse=True)
+        mask = (1 << 40) - 1
         segs = [self.segment(int(k >> 40)) for k in keys]
-        size = self._dict_sizes(column)
-        got = [s.dictionary(int(k & ((1 << 40) - 1)), self.block_size, size.get(int(k))) for s, k in zip(segs, keys)]
-        parts = [d for d, _ in got]
-        at = np.cumsum([len(d) for d in parts]) - np.array([len(d) for d in parts])
-        if int(at[-1]) + len(parts[-1]) >= 1 << 31:
-            raise GpumatError(f"{self.where}: a batch's segment dictionaries exceed 2^31 entries; use smaller batches")
+        size, shared = self._dict_sizes(column), self._dshared[column]
+        parts = [s.cached_dictionary(int(k & mask)) for s, k in zip(segs, keys)]
+        todo = [i for i, p in enumerate(parts) if p is None]
+        if todo:  # one fetch for all of them (concurrent on an object store), every chunk verified
+            sg = (keys[todo] >> 40).astype(np.int64)
+            st, ln = keys[todo] & mask, np.array([size[int(keys[i])] for i in todo], np.int64)
+            reads, fin = self._bytes_request3(sg, st, ln, self._where3([column], sg))
+            self.store.fetch(reads)
+            buf, at = fin(), np.cumsum(ln) - ln
+            for i, a, n in zip(todo, at.tolist(), ln.tolist()):
+                parts[i] = segs[i].dictionary_from(int(keys[i] & mask), buf[a : a + n], self.block_size, int(keys[i]) in shared)
+            self.dict_bytes_read += int(ln.sum())
+        lens = np.array([len(d) for d in parts], np.int64)
+        at = np.cumsum(lens) - lens
+        if int(at[-1]) + int(lens[-1]) >= 1 << 31:
+            raise GpumatError(f"{self.where}: a batch's dictionaries exceed 2^31 entries; use smaller batches")
         start, length = np.zeros(len(seg), np.int64), np.zeros(len(seg), np.int64)
         start[r] = at[inv.reshape(-1)]
-        length[r] = np.array([len(d) for d in parts])[inv.reshape(-1)]
-        key = tuple(_dict_key(s.path, s.base, int(k & ((1 << 40) - 1))) for s, k in zip(segs, keys))
-        self.dict_bytes_read += sum(n for _, n in got)
+        length[r] = lens[inv.reshape(-1)]
+        key = tuple(_dict_key(s.path, s.base, int(k & mask)) for s, k in zip(segs, keys))
         if len(parts) == 1:
             return parts[0], key, start, length
         last = self._dcat  # batch after batch needs the same few: concatenate them once

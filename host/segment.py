@@ -408,14 +408,12 @@ class Segment:
         self._region = raw[:o]
 
     def dictionary(self, off: int, block_size: int, size: int | None = None) -> tuple[np.ndarray, int]:
-        """The segment dictionary (host/pages.py ``encode_column``) at byte ``off`` of the blob region:
-        ``(values int64, bytes read)``: read (every chunk verified), decoded and kept on first
-        use; later calls read nothing (0 bytes). ``size``: its stored bytes when the caller knows them
-        (the column's first blob follows it): one read; else two (its head, then the rest)."""
-        cache = self._dicts  # one read: ``VersionReader.forget_dictionaries`` may drop it meanwhile
-        if cache is None:
-            cache = self._dicts = {}
-        d = cache.get(off)
+        """The dictionary (host/pages.py ``encode_column``: the column's segment dictionary, or a
+        stripe's own table) at byte ``off`` of the blob region: ``(values int64, bytes read)``:
+        read (every chunk verified), decoded and kept on first use; later calls read nothing (0
+        bytes). ``size``: its stored bytes when the caller knows them (the first blob that uses it
+        follows it): one read; else two (its head, then the rest)."""
+        d = self.cached_dictionary(off)
         if d is not None:
             return d, 0
         where = f"segment {self.name}: dictionary at byte {off}"
@@ -430,13 +428,31 @@ class Segment:
             raise CorruptionError(f"{where}: shorter than its head")
         reqs, fin = self.bytes_request([off], [pages.DICT_HEAD.size + n])
         self.store.fetch(reqs)
-        buf = fin()
-        if pages.DICT_HEAD.unpack(buf[: pages.DICT_HEAD.size].tobytes())[1] != n:
+        return self.dictionary_from(off, fin(), block_size), pages.DICT_HEAD.size + n
+
+    def cached_dictionary(self, off: int) -> np.ndarray | None:
+        """The dictionary at byte ``off`` if a read kept it, else None."""
+        cache = self._dicts  # one read: ``VersionReader.forget_dictionaries`` may drop it meanwhile
+        return None if cache is None else cache.get(off)
+
+    def dictionary_from(self, off: int, buf: np.ndarray, block_size: int, keep: bool = True) -> np.ndarray:
+        """The dictionary at byte ``off`` decoded from its stored bytes ``buf`` (head and blob, as
+        read and verified): a head whose size disagrees with ``len(buf)`` (the index's) is a
+        ``CorruptionError``. ``keep``: kept for later reads (a segment dictionary, which every batch
+        of the segment reads; a stripe's own table is not: each read reads it, as it reads blobs)."""
+        where = f"segment {self.name}: dictionary at byte {off}"
+        if len(buf) < pages.DICT_HEAD.size:
+            raise CorruptionError(f"{where}: shorter than its head")
+        if pages.DICT_HEAD.unpack(buf[: pages.DICT_HEAD.size].tobytes())[1] != len(buf) - pages.DICT_HEAD.size:
             raise CorruptionError(f"{where}: its size disagrees with the index")
         d = pages.decode_dictionary(buf, block_size, where)
-        d.flags.writeable = False  # shared by every batch that reads this segment
-        cache[off] = d
-        return d, pages.DICT_HEAD.size + n
+        d.flags.writeable = False  # shared by every batch that reads it
+        if keep:
+            cache = self._dicts
+            if cache is None:
+                cache = self._dicts = {}
+            cache[off] = d
+        return d
 
     def _load_checks(self) -> np.ndarray:
         if self.checks is None:
@@ -632,11 +648,10 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
         isd = (e & codec.ENC_DICT) != 0
         if ((e < 0) | ((e & codec.ENC_FLAGS & ~known) != 0) | (~isd & ~cst & (e > codec.ENC_FLAGS))).any():
             raise CorruptionError(f"segment {where}: unknown encoding in column {c!r}")
-        # DICT blobs: one dictionary per column, before its blobs, its head inside the region; codes
-        # in blocks of at most AUX_MAX_BLOCK values (PATCH / RUN ones flagged as in any blob)
-        if isd.any() and (((e[isd] >> 8) != (e[isd][0] >> 8)).any()
-                          or (e[isd][0] >> 8) + pages.DICT_HEAD.size > o[isd].min()
-                          or block_size > pages.AUX_MAX_BLOCK):
+        # DICT blobs: each stripe's dictionary (the column's segment dictionary, or its own stripe
+        # table) before its blob, its head inside the region; codes in blocks of at most
+        # AUX_MAX_BLOCK values (PATCH / RUN ones flagged as in any blob)
+        if isd.any() and (((e[isd] >> 8) + pages.DICT_HEAD.size > o[isd]).any() or block_size > pages.AUX_MAX_BLOCK):
             raise CorruptionError(f"segment {where}: bad dictionary of column {c!r}")
         if region_bytes is not None:
             off[c], nwords[c], enc[c] = o, n, e

@@ -135,11 +135,11 @@ def _segment_of(state: State, user, start, count, values: dict):
     if SEGMENT_FORMAT == 2:  # for readers of releases before format 3 (and the tests of mixed tiers)
         blobs = {c: codec.encode_stripes(values[c], count, state.block_size) for c in state.schema}
         return (*encode_segment(list(state.schema), user, start, count, blobs), _format_entry())
-    blobs = {c: pages.encode_column(values[c], count, state.block_size) for c in state.schema}
+    blobs = {c: pages.encode_column_parts(values[c], count, state.block_size) for c in state.schema}
     cont = pack_flags(count)
     if cont.sum() >= max(PACK_MIN_ROWS, 1):  # packs where they pay (DELTA blocks, for one, do not span histories)
         per_pack = np.add.reduceat(count, np.flatnonzero(cont == 0))
-        packed = {c: pages.encode_column(values[c], per_pack, state.block_size) for c in state.schema}
+        packed = {c: pages.encode_column_parts(values[c], per_pack, state.block_size) for c in state.schema}
         if sum(b[0].nbytes for b in packed.values()) <= (1 - PACK_MIN_SAVING) * sum(b[0].nbytes for b in blobs.values()):
             blobs = packed
         else:
@@ -148,17 +148,21 @@ def _segment_of(state: State, user, start, count, values: dict):
         cont = None
     dicts = any((np.asarray(b[3]) & codec.ENC_DICT).any() for b in blobs.values())
     const = any(codec.const_stripes(b[3]).any() for b in blobs.values())
-    return (*encode_segment3(list(state.schema), user, start, count, blobs, cont), _format_entry(dicts, const))
+    tables = any((b[5] > 0).any() for b in blobs.values())  # (a stripe table's codes may be DELTA blocks)
+    blobs = {c: b[:4] for c, b in blobs.items()}
+    return (*encode_segment3(list(state.schema), user, start, count, blobs, cont), _format_entry(dicts, const, tables))
 
 
-def _format_entry(dicts: bool = False, const: bool = False) -> dict:
+def _format_entry(dicts: bool = False, const: bool = False, tables: bool = False) -> dict:
     """The ``format`` key of a new data file's entry (absent for format 2, as older releases wrote),
-    ``"dicts": 1`` for a segment with dictionaries and ``"const": 1`` for one with constant stripes:
-    a release that cannot read them rejects the entry (an unknown key), even where a checkpoint's
-    snapshot spares it the segment's index."""
+    ``"dicts": 1`` for a segment with dictionaries, ``"const": 1`` for one with constant stripes and
+    ``"tables": 1`` for one with stripe tables (DESIGN §1; their codes may be DELTA blocks): a release
+    that cannot read them rejects the entry (an unknown key), even where a checkpoint's snapshot
+    spares it the segment's index."""
     if SEGMENT_FORMAT == 2:
         return {}
-    return {"format": SEGMENT_FORMAT, **({"dicts": 1} if dicts else {}), **({"const": 1} if const else {})}
+    return {"format": SEGMENT_FORMAT, **({"dicts": 1} if dicts else {}), **({"const": 1} if const else {}),
+            **({"tables": 1} if tables else {})}
 
 
 class _Written:

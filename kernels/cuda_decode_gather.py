@@ -142,7 +142,7 @@ __device__ void decode_gather(const i64* hdr, const i64* words, const i64* tile_
         i64 idx;
         const u64 o = offset_at(words, n_words, meta, a, lo + r, &idx);
         i64 v = (i64)(base + slope * (u64)idx + o);
-        if (kind == 3 || ((a & 36ull) == 32ull && kind)) {  // DICT (kind 3, or PATCH / RUN of codes, AUX_CODES):
+        if (kind == 3 || (a & 32ull)) {  // DICT (kind 3, or PATCH / RUN / DELTA of codes, AUX_CODES):
             // the value line's low 32 bits (code + dictionary start) index the dictionaries
             const u64 di = (u64)v & 0xFFFFFFFFull;
             v = n_dicts > 0 ? dicts[di < (u64)(n_dicts - 1) ? di : (u64)(n_dicts - 1)] : 0;

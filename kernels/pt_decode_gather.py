@@ -98,8 +98,7 @@ def _dict_values(col, meta: torch.Tensor, word_off: torch.Tensor, blk: torch.Ten
     """``v`` (values of blocks ``blk``) with each DICT block's codes replaced by their dictionary
     values: ``dicts[min(v mod 2^32, D - 1)]`` (0 for an empty ``dicts``)."""
     a = col.words[(word_off - 1).clamp(0, col.words.numel() - 1)].reshape(-1)  # [K]
-    isd = ((meta.reshape(-1) & AUX_FLAG) != 0) & (((a & 3) == AUX_DICT) | (((a & (AUX_CODES | AUX_DELTA)) == AUX_CODES)
-                                                                         & ((a & 3) != 0)))
+    isd = ((meta.reshape(-1) & AUX_FLAG) != 0) & (((a & 3) == AUX_DICT) | ((a & AUX_CODES) != 0))
     d = col.dicts if col.dicts is not None and col.dicts.numel() else torch.zeros(1, dtype=torch.int64, device=v.device)
     i = torch.clamp(v & 0xFFFFFFFF, max=d.numel() - 1)
     return torch.where(isd[blk], d[i], v)

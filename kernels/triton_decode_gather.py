@@ -343,8 +343,8 @@ if triton is not None:
                 # safety); one gather per value. A column without PATCH / RUN / DELTA blocks needs
                 # no aux word: its flagged blocks are its DICT blocks.
                 if ((PATCH_MASK | RUN_MASK | DELTA_MASK | RADIX_MASK) >> c) & 1:  # (the aux word was read: its kind)
-                    # kind 3, or a PATCH / RUN block of codes (aux bit 32, not with DELTA)
-                    isd = (kind == 3) | ((((alo & 36) + (klu - klu)) == 32) & (kind != 0))
+                    # kind 3, or a PATCH, RUN or DELTA block of codes (aux bit 32)
+                    isd = (kind == 3) | (((alo & 32) + (klu - klu)) == 32)
                 else:
                     isd = (((meta >> 7) & 1).to(tl.uint32) + (klu - klu)) == 1  # per lane, as ``kind``
                 # (tl.cast: Triton specializes a tuple's element equal to 1 to a constant, whose

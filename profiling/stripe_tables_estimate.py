@@ -1,5 +1,6 @@
-"""The estimate before stripe tables (not built; DESIGN.md §1 "Where the tier still loses", next
-steps 9): a history stored as a table of its own values and, per event, a code into that table.
+"""The estimate before stripe tables (built since, DESIGN.md §1 "Stripe tables": a 16-byte table
+head, a shortest copy of 3): a history stored as a table of its own values and, per event, a code
+into that table.
 
 Two shapes of ``short_histories.py``'s variants are where tuned Parquet beats the tier by most,
 and both are a user repeating themselves, which zstd finds and the tier's blocks (each value on a

@@ -574,12 +574,13 @@ def test_constant_stripes_take_no_bytes_and_read_by_windows(tmp_path, monkeypatc
     sc = np.array([n - 300, 100, 150, 50])
     for c, want in (("action", [1, 1, 1, 1]), ("item_id", [1, 0, 1, 1])):
         x = cols[c].astype(np.int64)
-        region, off, nbytes, enc = pages.encode_column(x, sc, bs)
+        # (without stripe tables, so that the region is the blobs alone: tables and constants, below)
+        region, off, nbytes, enc = pages.encode_column(x, sc, bs, tables=False)
         assert codec.const_stripes(enc).astype(int).tolist() == want, c
         assert codec.const_values(enc[codec.const_stripes(enc)]).tolist() == [x[o] for o, k in zip(np.cumsum(sc) - sc, want) if k]
         assert nbytes[codec.const_stripes(enc)].tolist() == [0] * sum(want) and region.size == nbytes.sum()
         assert off.tolist() == sorted(off.tolist()) and (off <= region.size).all()
-        assert region.size < (1 if c == "action" else 0.25) * pages.encode_column(x, sc, bs, constant=False)[0].size + 1
+        assert region.size < (1 if c == "action" else 0.25) * pages.encode_column(x, sc, bs, constant=False, tables=False)[0].size + 1
     # constant stripes that would cost the others their dictionary stay blobs (a review's case)
     r_ = np.random.default_rng(0)
     sc2 = np.array([150] * 13 + [180] * 7)
@@ -1083,7 +1084,8 @@ def test_segment_dictionary_is_kept_only_where_it_pays():
     assert (np.diff(d) > 0).all() and d[codes].tolist() == zipf.tolist()
     for x, why in ((rng.integers(0, 1 << 40, 10000), "distinct ids"), (zipf[:100], "a small append"),
                    (np.arange(10000) * 3, "a line: LFOR is smaller")):
-        r2, _, _, e2 = pages.encode_column(x, np.array([len(x)]), 128)
+        # (the segment dictionary alone: a small append's repeats may take a stripe table, below)
+        r2, _, _, e2 = pages.encode_column(x, np.array([len(x)]), 128, tables=False)
         assert not (e2 & codec.ENC_DICT).any(), why
         assert r2.tolist() == pages.encode_stripes(x, np.array([len(x)]), 128)[0].tolist(), why
 
@@ -1094,11 +1096,6 @@ def test_segment_dictionary_reads_and_materializes(tmp_path, monkeypatch, backen
     compacted merge, small appends without one; more than 16 versions, so a checkpoint's snapshot
     opens the files without their indexes): block windows read in memory and by ranges decode to
     the values, and planned batches of every backend equal the naive windows."""
-    import gpumat.ops
-    from gpumat.core.tenant import Tenant
-    from gpumat.host.examples import parse_examples
-    from gpumat.host.planner import plan
-
     rng = np.random.default_rng(5)
     users = np.array([1, 2, 3, 4, 5])
     t = Tier.create(tmp_path / "t", SCHEMA, block_size=32)
@@ -1155,7 +1152,20 @@ def test_segment_dictionary_reads_and_materializes(tmp_path, monkeypatch, backen
         monkeypatch.setattr(segment, "FULL_READ_BYTES", 0)
         at = int(enc[0]) >> 8
         assert_flips_caught(tmp_path / "t", [int(x) for x in users], 8, (at, at + 200))
-    B = 24
+    staged = check_planned_batches(t, whole, rng, users, 24, 3000, backend)
+    assert staged.columns["item_id"].dicts is not None and staged.aux("item_id") & 4
+
+
+def check_planned_batches(t, whole, rng, users, B, max_len, backend):
+    """Planned batches of ``B`` random examples of ``users`` (random versions and lengths, tails of
+    0-2 events of 7) of tier ``t`` for a tenant of ``item_id`` and ``action`` (at most ``max_len``
+    events, the leakage check on) equal the naive windows of ``whole`` on ``backend``; returns the
+    staged batch."""
+    import gpumat.ops
+    from gpumat.core.tenant import Tenant
+    from gpumat.host.examples import parse_examples
+    from gpumat.host.planner import plan
+
     u = rng.choice(users, B)
     v = rng.integers(1, t.version + 1, B)
     n = (rng.random(B) * (t.length_at(u, v) + 1)).astype(np.int64)
@@ -1164,9 +1174,8 @@ def test_segment_dictionary_reads_and_materializes(tmp_path, monkeypatch, backen
                       **{f"tail_{c}": pa.array([[7] * int(k) for k in m], pa.list_(pa.int32() if dt == "int32" else pa.int64()))
                          for c, dt in SCHEMA.items()}})
     ex = parse_examples(table, SCHEMA)
-    tenant = Tenant("t", ["item_id", "action"], 3000)
+    tenant = Tenant("t", ["item_id", "action"], max_len)
     staged = plan(Tier.open(t.uri), ex, tenant, check_leakage=True)
-    assert staged.columns["item_id"].dicts is not None and staged.aux("item_id") & 4
     values, viol = gpumat.ops.decode_gather(staged if backend in ("reference", "numpy") else staged.to("cpu"), backend)
     for c in tenant.columns:
         want = []
@@ -1175,6 +1184,7 @@ def test_segment_dictionary_reads_and_materializes(tmp_path, monkeypatch, backen
             want += hist[max(0, len(hist) - tenant.max_len):]
         assert values[c].tolist() == want, c
     assert not viol.any()
+    return staged
 
 
 def day_table(rng, users, n, day0=18_000):
@@ -1206,11 +1216,11 @@ def test_dictionary_codes_in_run_and_patch_blocks(tmp_path, monkeypatch, backend
     sc = np.bincount(np.searchsorted(users, tab.column("user_id").to_numpy()))
     for c, kind in (("ts", codec.ENC_RUN), ("item_id", codec.ENC_PATCH)):
         x = tab.column(c).to_numpy()
-        region, off, nbytes, enc = pages.encode_column(x, sc, 128)
+        region, off, nbytes, enc = pages.encode_column(x, sc, 128, tables=False)  # (the segment dictionary's codes)
         assert (enc & codec.ENC_DICT).all() and (enc & kind).any(), c
         with monkeypatch.context() as m:  # codes in FOR / LFOR blocks only, as before
             m.setattr(pages, "CODES", None)
-            assert len(region) < 0.8 * len(pages.encode_column(x, sc, 128)[0]), c
+            assert len(region) < 0.8 * len(pages.encode_column(x, sc, 128, tables=False)[0]), c
         assert len(region) < 0.8 * len(pages.encode_stripes(x, sc, 128)[0]), c
     t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
     t.append(tab)
@@ -1270,23 +1280,24 @@ def test_a_skewed_small_alphabet_takes_a_dictionary_in_frequency_order(tmp_path,
     rng, n, sc, users, cols = four_stripes(skewed_columns, 5)
     for c in ("item_id", "action"):
         x = cols[c].astype(np.int64)
-        region, off, nbytes, enc = pages.encode_column(x, sc, 128)
+        # (the segment dictionary alone; the same stripes' own tables: test_stripe_tables_*)
+        region, off, nbytes, enc = pages.encode_column(x, sc, 128, tables=False)
         assert (enc & codec.ENC_DICT).all() and (enc & codec.ENC_PATCH).any(), c
         d = pages.decode_dictionary(region, 128)
         assert d[0] == np.bincount(x).argmax() and d.tolist() != sorted(d.tolist()), c
         assert d[decode_all(region, off, nbytes, sc, 128)].tolist() == x.tolist()  # (codes, looked up)
         with monkeypatch.context() as m:
             m.setattr(pages, "FREQ_MAX_ENTRIES", 0)
-            assert len(region) < 0.87 * len(pages.encode_column(x, sc, 128)[0]), c
+            assert len(region) < 0.87 * len(pages.encode_column(x, sc, 128, tables=False)[0]), c
     y = rng.integers(0, 5, n)  # uniform: no dictionary pays
     assert not (pages.encode_column(y, sc, 128)[3] & codec.ENC_DICT).any()
     check_tier_reads(tmp_path, monkeypatch, rng, cols, users, 128, n, extended=("item_id", "action"))
 
 
-def test_codes_in_delta_or_radix_blocks_are_corruption():
-    """A blob of codes (DICT) decodes its PATCH and RUN blocks and looks their values up; one that
-    holds a DELTA or RADIX block (which the encoder never gives codes) is a ``CorruptionError`` on
-    both decoders."""
+def test_codes_in_radix_blocks_are_corruption():
+    """A blob of codes (DICT) decodes its PATCH, RUN and DELTA blocks (a stripe table's codes) and
+    looks their values up; one that holds a RADIX block (which the encoder never gives codes) is a
+    ``CorruptionError`` on both decoders."""
     rng = np.random.default_rng(3)
     n = 4000
     d = np.unique(rng.integers(-(10**15), 10**15, 300))
@@ -1295,17 +1306,22 @@ def test_codes_in_delta_or_radix_blocks_are_corruption():
     assert enc[0] & codec.ENC_RUN
     got = pages.decode_blobs(region, [0], [len(region)], [n], 128, d, np.array([0]), np.array([len(d)]))
     assert got.tolist() == d[runs].tolist()
-    for x in (np.cumsum(rng.integers(0, 3, n)) % len(d), rng.integers(0, 5, n)):  # DELTA; RADIX
-        region, off, nbytes, enc = pages.encode_stripes(x, np.array([n]), 128)
-        assert enc[0] & (codec.ENC_DELTA | codec.ENC_RADIX)
-        with pytest.raises(CorruptionError, match="DELTA or RADIX"):
-            pages.decode_blobs(region, [0], [len(region)], [n], 128, d, np.array([0]), np.array([len(d)]))
+    walk = np.cumsum(rng.integers(0, 3, n)) % len(d)  # DELTA blocks
+    region, off, nbytes, enc = pages.encode_stripes(walk, np.array([n]), 128, pages.CODES_DELTA)
+    assert enc[0] & codec.ENC_DELTA
+    got = pages.decode_blobs(region, [0], [len(region)], [n], 128, d, np.array([0]), np.array([len(d)]))
+    assert got.tolist() == d[walk].tolist()
+    region, off, nbytes, enc = pages.encode_stripes(rng.integers(0, 5, n), np.array([n]), 128)
+    assert enc[0] & codec.ENC_RADIX
+    with pytest.raises(CorruptionError, match="RADIX"):
+        pages.decode_blobs(region, [0], [len(region)], [n], 128, d, np.array([0]), np.array([len(d)]))
 
 
 def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
-    """An index whose ``enc`` names a dictionary where there is none, or several dictionaries for
-    one column, is a ``CorruptionError`` when the segment is opened (codes in PATCH or RUN blocks
-    are not: a blob of codes that holds DELTA or RADIX blocks is, when it is read)."""
+    """An index whose ``enc`` names a dictionary that does not end before its blob is a
+    ``CorruptionError`` when the segment is opened; one that names a place where no dictionary is
+    (every stripe may have its own: stripe tables), when the dictionary is read (codes in PATCH, RUN
+    or DELTA blocks are not: a blob of codes that holds RADIX blocks is, when it is read)."""
     from gpumat.host.store import LocalStore
 
     rng = np.random.default_rng(2)
@@ -1314,7 +1330,8 @@ def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
     good = pages.encode_column(x, sc, 128)
     assert (good[3] & codec.ENC_DICT).all()
     store = LocalStore(str(tmp_path))
-    for i, enc in enumerate([good[3], np.array([good[3][0], good[3][1] + (1 << 8)]), np.full(2, 1 << 8)]):
+    late = np.array([good[3][0], good[3][1] + ((int(good[1][1]) - 15) << 8)])  # a head that runs into the blob
+    for i, enc in enumerate([good[3], np.array([good[3][0], good[3][1] + (1 << 8)]), np.full(2, 1 << 8), late]):
         bufs, size, crc = segment.encode_segment3(["item_id"], np.array([0, 0]), np.array([0, 6000]), sc,
                                                   {"item_id": (*good[:3], enc)})
         with open(tmp_path / f"s{i}", "wb") as f:
@@ -1324,6 +1341,11 @@ def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
             s = segment.open_segment(store, f"s{i}", 0, size, crc, ["item_id"], 128)
             d, nb = s.dictionary(int(s.enc["item_id"][0]) >> 8, 128)
             assert d.tolist() == np.unique(x).tolist() and nb > 16 and s.dictionary(int(s.enc["item_id"][0]) >> 8, 128)[1] == 0
+            continue
+        if i == 1:  # a second dictionary, at byte 1: opens, and is corruption when read
+            s = segment.open_segment(store, f"s{i}", 0, size, crc, ["item_id"], 128)
+            with pytest.raises(CorruptionError, match="dictionary"):
+                s.dictionary(1, 128, int(s.off["item_id"][1]) - 1)
             continue
         with pytest.raises(CorruptionError, match="dictionary|unknown encoding|constant stripe"):
             segment.open_segment(store, f"s{i}", 0, size, crc, ["item_id"], 128)
@@ -1482,9 +1504,9 @@ def test_decode_stripes_decodes_whole_blobs_as_the_block_path_does(tmp_path, mon
         assert (r._dir_cols["item_id"][2] & codec.ENC_DICT).any()
     # a dictionary shorter than its codes (bytes that pass their checksums: a writer's bug) is
     # corruption to decode_stripes on either decoder; a batch's lookup clamps, by contract
-    real = segment.Segment.dictionary
+    real = segment.Segment.dictionary_from
     with monkeypatch.context() as m:
-        m.setattr(segment.Segment, "dictionary", lambda self, *a, **k: (real(self, *a, **k)[0][:10], 0))
+        m.setattr(segment.Segment, "dictionary_from", lambda self, off, buf, bs, keep=True: real(self, off, buf, bs, False)[:10])
         h = Tier.open(t.uri)
         with pytest.raises(CorruptionError, match="dictionary"):
             h._reader.decode_stripes("item_id", np.arange(len(h.directory())))

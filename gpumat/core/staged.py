@@ -58,16 +58,18 @@ PACK_ALIGN = 16
 # gives ``R >= 3``, ``g >= 2``, ``R^g <= 2^w``, ``w <= 16`` from the format's table): value k is
 # ``base + slope * k`` plus digit ``k mod g`` of code ``k div g`` (``code div R^(k mod g) mod R``).
 # Small alphabets: 5 ratings take 3 to 7 bits (2.33 a value), 3 flags 5 to 8 bits (1.6).
-# ``kind & AUX_CODES`` on a PATCH or RUN block (kind 33 or 34; not with DELTA): a DICT block decoded
-# as that kind: its values are indices into the column's ``dicts``, looked up as a DICT block's
-# value line is (a segment dictionary's codes that repeat: a day's timestamps, host/pages.py).
+# ``kind & AUX_CODES`` (the stager sets it on a PATCH or RUN block, kind 33 or 34, and on a DELTA
+# block, 36: plain, 37: PATCH, 45: SIGNED): a DICT block decoded as that kind: its values are indices into the column's
+# ``dicts``, looked up as a DICT block's value line is (a segment dictionary's codes that repeat: a
+# day's timestamps; a stripe table's codes, which rise by 1 along a run of a user's literals or a
+# copy of them, as DELTA blocks: host/pages.py).
 WIDTH_MASK = 0x7F
 AUX_FLAG = 0x80
 AUX_PATCH, AUX_RUN, AUX_DICT = 1, 2, 3
 AUX_DELTA = 4  # a flag on kind 0 (plain) or 1 (PATCH)
 AUX_SIGNED = 8  # a flag on kind 5 (DELTA PATCH): signed exceptions
 AUX_RADIX = 16  # a kind of its own: digits of a small alphabet, several a code
-AUX_CODES = 32  # a flag on kind 1 (PATCH) or 2 (RUN): its values are dictionary codes
+AUX_CODES = 32  # a flag on kind 1 (PATCH), 2 (RUN) or a DELTA kind (4, 5, 13): its values are dictionary codes
 RADIX_MAX_W = 16  # a RADIX block's codes: at most 16 bits (the kernels divide them exactly in fp32)
 AUX_KINDS_ALL = 31  # ``StagedBatch.aux``'s bits: 1 PATCH, 2 RUN, 4 DICT, 8 DELTA, 16 RADIX
 AUX_MAX_BLOCK = 128  # the four prefix bytes cover blocks of up to 4 x 32 values
@@ -386,7 +388,7 @@ def decode_values(hdr, words, block, k, dicts=None, lookup: bool = True) -> np.n
     - RADIX (``kind == AUX_RADIX``, ``R`` and ``g`` in the ``bm`` and ``ex`` fields): ``bits`` are
       read at ``k div g`` (a code of ``g`` digits) and replaced by digit ``k mod g`` of it,
       ``bits div R^(k mod g) mod R``.
-    - DICT (kind 3, or a PATCH / RUN block with ``AUX_CODES``, decoded as that kind first): that
+    - DICT (kind 3, or a PATCH, RUN or DELTA block with ``AUX_CODES``, decoded as that kind first): that
       value's low 32 bits ``i`` index the column's dictionaries (the block's code plus where its
       dictionary starts: the stager adds that to the base): ``dicts[min(i, D - 1)]`` (0 for an
       empty ``dicts``).
@@ -512,7 +514,7 @@ def dict_blocks(hdr, words) -> np.ndarray:
 def dict_lines(hdr, words) -> tuple[np.ndarray, np.ndarray]:
     """Copies of a staged column's ``hdr`` and ``words`` (host arrays) whose DICT blocks decode to
     their value lines (where their dictionary starts + their codes) instead of their values: a
-    plain one without its aux flag, a PATCH / RUN one without ``AUX_CODES``."""
+    plain one without its aux flag, a PATCH, RUN or DELTA one without ``AUX_CODES``."""
     hdr = np.array(hdr, dtype=np.int64).reshape(-1, 3)
     words = np.array(words, dtype=np.int64).reshape(-1)
     d = dict_blocks(hdr, words)
@@ -524,11 +526,10 @@ def dict_lines(hdr, words) -> tuple[np.ndarray, np.ndarray]:
 
 
 def is_dict_kind(aw) -> np.ndarray:
-    """Which aux words (their low bits) are a DICT block's: kind 3, or a PATCH / RUN block of codes
-    (``AUX_CODES``, not with DELTA)."""
+    """Which aux words (their low bits) are a DICT block's: kind 3, or any with ``AUX_CODES`` (a
+    PATCH, RUN or DELTA block of codes)."""
     aw = np.asarray(aw).astype(_U64, copy=False)
-    k = aw & _U64(3)
-    return (k == _U64(AUX_DICT)) | (((aw & _U64(AUX_CODES | AUX_DELTA)) == _U64(AUX_CODES)) & (k != _U64(0)))
+    return ((aw & _U64(3)) == _U64(AUX_DICT)) | ((aw & _U64(AUX_CODES)) != 0)
 
 
 def dict_lookup(dicts, index) -> np.ndarray:

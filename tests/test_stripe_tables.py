@@ -1,0 +1,165 @@
+"""Stripe tables (DESIGN §1): a stripe stored as codes into a dictionary of its own, right before
+its blob: a frequency table (a user who keeps to a few values) or a literal table (a user who
+repeats runs of earlier events, whose codes rise by 1 along a run: DELTA blocks of codes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from gpumat.core.errors import CorruptionError
+from gpumat.core.staged import AUX_CODES, AUX_DELTA, dict_blocks
+from gpumat.host import codec, log, native, pages, segment
+from gpumat.host.tier import Tier
+
+from test_pages import SCHEMA, assert_flips_caught, check_planned_batches, check_tier_reads
+
+USERS = [6000, 700, 1500, 40]  # events per user (user 3 keeps to one value: a constant stripe)
+
+
+def repeating_columns(rng, sc):
+    """``item_id``: each user replays runs of their earlier items (literal tables); ``action``: each
+    user keeps to a few of 500 values of their own (frequency tables); ``ts``: rising."""
+    items, acts = [], []
+    for u, n in enumerate(sc):
+        x = rng.integers(0, 4000, n)  # (ids of 12 bits: a table holds values, not a segment dictionary's codes)
+        for s in np.flatnonzero(rng.random(n) < 0.08):
+            if s >= 24:
+                a = int(rng.integers(0, s - 12))
+                k = min(12, n - s)
+                x[s : s + k] = x[a : a + k]
+        items.append(x)
+        own = rng.integers(0, 500, 4)
+        a = own[rng.choice(4, n, p=[0.6, 0.2, 0.15, 0.05])]
+        o = rng.random(n) < 0.05
+        a[o] = rng.integers(0, 500, int(o.sum()))
+        if u == 3:
+            a[:] = 77
+        acts.append(a)
+    n = int(sum(sc))
+    return {"ts": np.arange(n, dtype=np.int64) * 3, "item_id": np.concatenate(items),
+            "action": np.concatenate(acts).astype(np.int32)}
+
+
+def test_literal_tables_in_c_equal_the_python_twin():
+    rng = np.random.default_rng(0)
+    for t in range(200):
+        sc = rng.integers(0, 300, int(rng.integers(1, 6)))
+        n = int(sc.sum())
+        x = rng.integers(0, int(rng.integers(1, 20)), n)
+        for _ in range(n // 8):  # copied runs
+            a, b, k = rng.integers(0, max(n, 1), 2).tolist() + [int(rng.integers(1, 15))]
+            if a < b:
+                x[b : b + k] = x[a : a + k][: len(x[b : b + k])]
+        m, w = int(rng.integers(1, 6)), int(rng.integers(1, 500))
+        want = pages._literal_tables(x, sc, m, w)
+        if native.available()[0]:
+            got = native.literal_tables(x, sc, m, w)
+            assert all(np.array_equal(g, e) for g, e in zip(got, want)), t
+        lit, nlit, codes = want
+        assert np.array_equal(lit[np.repeat(np.cumsum(nlit) - nlit, sc) + codes], x)
+        assert (codes < np.repeat(nlit, sc)).all() and int(nlit.sum()) == len(lit)
+
+
+def test_frequency_tables_most_frequent_first():
+    x = np.array([3, 3, 9, 9, 9, -4, 2, 2, 8])
+    tv, tc, codes = pages.frequency_tables(x, np.array([6, 3]))
+    assert tv.tolist() == [9, 3, -4, 2, 8] and tc.tolist() == [3, 2] and codes.tolist() == [1, 1, 0, 0, 0, 2, 0, 0, 1]
+
+
+def test_both_tables_are_taken_where_they_pay():
+    rng = np.random.default_rng(1)
+    sc = np.array(USERS)
+    cols = repeating_columns(rng, sc)
+    for c, flag in (("item_id", codec.ENC_DELTA), ("action", 0)):
+        x = cols[c].astype(np.int64)
+        region, off, nbytes, enc, head, lead = pages.encode_column_parts(x, sc, 128)
+        plain = pages.encode_column(x, sc, 128, tables=False)[0]
+        own = lead > 0
+        assert own.sum() >= 3 and (enc[own] & codec.ENC_DICT).all() and len(region) < 0.8 * len(plain), c
+        assert codec.const_stripes(enc)[3] == (c == "action")
+        if flag:  # a literal table's codes: runs rising by 1, DELTA blocks
+            assert (enc[own] & flag).any()
+        # each table right before its blob: head, the table's blob, then the codes
+        for s in np.flatnonzero(own):
+            t_at = int(enc[s]) >> 8
+            assert t_at + lead[s] == off[s]
+            d = pages.decode_dictionary(region[t_at : off[s]], 128)
+            codes = pages.decode_blob(region[off[s] : off[s] + nbytes[s]], int(sc[s]), 128)
+            assert d[codes].tolist() == x[np.cumsum(sc)[s] - sc[s] : np.cumsum(sc)[s]].tolist()
+    # no repeats, or too few: no table
+    for x in (rng.integers(0, 1 << 40, 5000), np.arange(5000) * 7):
+        assert not pages.encode_column_parts(x, np.array([5000]), 128)[5].any()
+
+
+@pytest.mark.parametrize("bs", [32, 128])
+def test_stripe_tables_read_back_by_windows(tmp_path, monkeypatch, bs):
+    """A tier of stripe tables reads back whole, by any block window and by any value range of a
+    block, in memory and by ranges, on both decoders; compacted, a flipped byte is caught; its
+    entries say ``tables`` (releases before them reject the entry)."""
+    rng = np.random.default_rng(bs)
+    sc = np.array(USERS)
+    users = np.repeat(np.arange(len(sc)), sc)
+    cols = repeating_columns(rng, sc)
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, int(sc.sum()), extended=("item_id", "action"))
+    t = Tier.open(tmp_path / "t")
+    r = t._reader
+    assert all((r.blobs(c)[2] & codec.ENC_DICT).any() for c in ("item_id", "action")) or bs > pages.AUX_MAX_BLOCK
+    (e,) = [e for _, e in r._files]
+    assert e.get("tables") == 1 and log._check_entry(dict(e), "x") == e
+    with pytest.raises(CorruptionError, match="bad data file entry"):
+        log._check_entry({**e, "tables": 2}, "x")
+    # a table read is counted, and not kept: the next read reads it again
+    si = np.arange(len(t.directory()))
+    r.dict_bytes_read = 0
+    t.read_blocks("action", si, np.zeros_like(si), t.directory().nblocks[si])
+    once = r.dict_bytes_read
+    t.read_blocks("action", si, np.zeros_like(si), t.directory().nblocks[si])
+    assert once > 0 and r.dict_bytes_read == 2 * once
+
+
+@pytest.mark.parametrize("backend", ["reference", "numpy", "triton", "torch"])
+def test_stripe_tables_materialize(tmp_path, backend):
+    """Planned batches of a tier with both tables (DELTA blocks of codes among them) equal the
+    naive windows on every backend."""
+    rng = np.random.default_rng(7)
+    sc = np.array(USERS)
+    users = np.repeat(np.arange(len(sc)), sc)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(pa.table({"user_id": users, **repeating_columns(rng, sc)}))
+    whole = {u: t.read_history(u) for u in range(len(sc))}
+    staged = check_planned_batches(t, whole, rng, np.arange(len(sc)), 40, 2500, backend)
+    col = staged.columns["item_id"]
+    hdr, words = np.asarray(col.hdr), np.asarray(col.words)
+    aw = words[(hdr[dict_blocks(hdr, words), 2] >> 8) - 1]
+    assert ((aw & (AUX_CODES | AUX_DELTA)) == AUX_CODES | AUX_DELTA).any()  # DELTA blocks of codes, staged
+
+
+def test_a_code_past_its_table_is_corruption(tmp_path, monkeypatch):
+    """A stripe table shorter than its codes (bytes that pass their checksums: a writer's bug) is
+    corruption to ``decode_stripes`` on either decoder; a table whose head disagrees with the index,
+    when it is read."""
+    rng = np.random.default_rng(3)
+    sc = np.array(USERS)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), **repeating_columns(rng, sc)}))
+    real = segment.Segment.dictionary_from
+    with monkeypatch.context() as m:
+        m.setattr(segment.Segment, "dictionary_from", lambda self, off, buf, bs, keep=True: real(self, off, buf, bs, False)[:1])
+        for native_on in (True, False):
+            m.setattr(native, "available", lambda on=native_on: (on and native._decode is not None, ""))
+            h = Tier.open(t.uri)
+            with pytest.raises(CorruptionError, match="dictionary"):
+                h._reader.decode_stripes("action", np.arange(len(h.directory())))
+    # compacted into one data file: a table's head read short of its blob, or a flipped bit in it
+    t.append(pa.table({"user_id": np.arange(len(sc)), **{c: v[:len(sc)] for c, v in repeating_columns(rng, sc).items()}}))
+    t.compact()
+    r = Tier.open(t.uri)._reader
+    off, _, enc = r.blobs("action")
+    s = int(np.flatnonzero((enc & codec.ENC_DICT) != 0)[0])
+    seg = r.segment(int(r.directory().seg[s]))
+    at = int(enc[s]) >> 8
+    with pytest.raises(CorruptionError, match="dictionary"):
+        seg.dictionary(at, 128, int(off[s]) - at - 1)
+    assert_flips_caught(tmp_path / "t", list(range(len(sc))), 12, (at, int(off[s])))
