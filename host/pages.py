@@ -1017,9 +1017,12 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
     segment dictionary's codes do). Only candidates are encoded again: for frequency tables, the
     stripes whose ideal code (each value's ``-log2`` of its frequency in the stripe) and table at
     the stripe's width would be that small; for literal tables, those whose literals are at most
-    3/4 of their values. Returns ``(region, off, nbytes, enc, head, lead)``: ``lead``, per stripe,
-    its table's bytes (0: none)."""
+    3/4 of their values (weighed where the C library is built: the parse's Python twin takes about
+    10 s a million values). Returns ``(region, off, nbytes, enc, head, lead)``: ``lead``, per
+    stripe, its table's bytes (0: none)."""
     S = len(sc)
+    if not S or (sc <= 0).any():
+        return region, off, nbytes, enc, head, np.zeros(S, np.int64)
     first = np.cumsum(sc) - sc
     bar = (1 - DICT_MIN_SAVING) * nbytes
     best = nbytes.astype(np.float64)  # per stripe: the bytes of what it takes so far, and that
@@ -1032,8 +1035,9 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
     cnt = np.bincount(np.repeat(tfirst, sc) + codes, minlength=len(tv)).astype(np.float64)  # each entry's values
     ideal = np.bincount(np.repeat(np.arange(S), tc), cnt * np.log2(np.repeat(sc, tc) / cnt), minlength=S)
     tried.append((tv, tc, codes, (8 * DICT_HEAD.size + tc * width + ideal < 8 * bar) & (tc < sc)))
-    lv, lc, lcodes = literal_tables(values, sc)
-    tried.append((lv, lc, lcodes, 4 * lc <= 3 * sc))
+    if native.available()[0]:
+        lv, lc, lcodes = literal_tables(values, sc)
+        tried.append((lv, lc, lcodes, 4 * lc <= 3 * sc))
     parts = []
     for t, (tv, tc, codes, cand) in enumerate(tried):
         cand = np.flatnonzero(cand)
