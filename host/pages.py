@@ -929,19 +929,35 @@ def frequency_tables(values: np.ndarray, sc: np.ndarray) -> tuple[np.ndarray, np
     >>> frequency_tables(np.array([5, 7, 7, 9, 1, 1, 1]), np.array([3, 4]))[0].tolist()
     [7, 5, 1, 9]
     """
+    return _rank_groups(*_value_groups(values, sc), len(values))
+
+
+def _value_groups(values: np.ndarray, sc: np.ndarray) -> tuple:
+    """Each stripe's distinct values: ``(order, gid, gval, gsid, gcnt, tc)``: the values' order by
+    (stripe, value), each sorted value's group, each group's value, stripe and count, each
+    stripe's groups (``frequency_tables``' first half, all a stripe table's first estimate needs)."""
     S = len(sc)
     sid = np.repeat(np.arange(S), sc)
-    order = np.lexsort((values, sid))
+    lo = int(values.min()) if len(values) else 0
+    span = int(values.max()) - lo + 1 if len(values) else 1
+    if S * span < 1 << 62:  # one key, (stripe, value): a third of lexsort's time
+        order = np.argsort(sid * span + (values - lo), kind="stable")
+    else:
+        order = np.lexsort((values, sid))
     v, st = values[order], sid[order]
     new = np.ones(len(v), bool)
     new[1:] = (v[1:] != v[:-1]) | (st[1:] != st[:-1])
     gid = np.cumsum(new) - 1
     gval, gsid, gcnt = v[new], st[new], np.bincount(gid)
+    return order, gid, gval, gsid, gcnt, np.bincount(gsid, minlength=S).astype(np.int64)
+
+
+def _rank_groups(order, gid, gval, gsid, gcnt, tc, n: int) -> tuple:
+    """``frequency_tables`` from ``_value_groups``: the groups ranked by count within their stripe."""
     o2 = np.lexsort((gval, -gcnt, gsid))
-    tc = np.bincount(gsid, minlength=S).astype(np.int64)
     rank = np.empty(len(gval), np.int64)
     rank[o2] = np.arange(len(gval)) - (np.cumsum(tc) - tc)[gsid[o2]]
-    codes = np.empty(len(values), np.int64)
+    codes = np.empty(n, np.int64)
     codes[order] = rank[gid]
     return gval[o2], tc, codes
 
@@ -1017,7 +1033,8 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
     segment dictionary's codes do). Only candidates are encoded again: for frequency tables, the
     stripes whose ideal code (each value's ``-log2`` of its frequency in the stripe) and table at
     the stripe's width would be that small; for literal tables, those whose literals are at most
-    3/4 of their values (weighed where the C library is built: the parse's Python twin takes about
+    3/4 of their values and whose table at the stripe's width and codes' jumps (about 20 bits each)
+    would be that small (weighed where the C library is built: the parse's Python twin takes about
     10 s a million values). Returns ``(region, off, nbytes, enc, head, lead)``: ``lead``, per
     stripe, its table's bytes (0: none)."""
     S = len(sc)
@@ -1028,16 +1045,23 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
     best = nbytes.astype(np.float64)  # per stripe: the bytes of what it takes so far, and that
     pick = np.full(S, -1, np.int64)
     tried = []
-    tv, tc, codes = frequency_tables(values, sc)
+    groups = _value_groups(values, sc)
+    gsid, gcnt, tc = groups[3], groups[4].astype(np.float64), groups[5]
     lo, hi = np.minimum.reduceat(values, first), np.maximum.reduceat(values, first)
     width = codec.bit_length((hi - lo).astype(np.uint64)).astype(np.float64)
-    tfirst = np.cumsum(tc) - tc
-    cnt = np.bincount(np.repeat(tfirst, sc) + codes, minlength=len(tv)).astype(np.float64)  # each entry's values
-    ideal = np.bincount(np.repeat(np.arange(S), tc), cnt * np.log2(np.repeat(sc, tc) / cnt), minlength=S)
-    tried.append((tv, tc, codes, (8 * DICT_HEAD.size + tc * width + ideal < 8 * bar) & (tc < sc)))
+    ideal = np.bincount(gsid, gcnt * np.log2(sc[gsid] / gcnt), minlength=S)
+    fields = 8 * DICT_HEAD.size + 24 * ((sc + block_size - 1) // block_size)  # its head, 3 bytes a block of codes
+    cand = (fields + tc * width + ideal < 8 * bar) & (tc < sc)
+    if cand.any():  # (ranked only then: item ids a user has once each never are)
+        tried.append((*_rank_groups(*groups, len(values)), cand))
     if native.available()[0]:
         lv, lc, lcodes = literal_tables(values, sc)
-        tried.append((lv, lc, lcodes, 4 * lc <= 3 * sc))
+        # a literal table's codes: little but their jumps (into a copy, and back), each an exception
+        # of a position and a distance, about 20 bits
+        jump = np.ones(len(values), bool)
+        jump[1:] = lcodes[1:] != lcodes[:-1] + 1
+        jumps = np.add.reduceat(jump, first) - 1
+        tried.append((lv, lc, lcodes, (fields + lc * width + 20 * jumps < 8 * bar) & (4 * lc <= 3 * sc)))
     parts = []
     for t, (tv, tc, codes, cand) in enumerate(tried):
         cand = np.flatnonzero(cand)
