@@ -1447,8 +1447,8 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
     32-bit words (their high parts, ``exception + 1``, or for DELTA SIGNED ``unzigzag(exception + 1)``
     as an int32: one load each on the GPU); a RADIX block gets an aux word of ``AUX_RADIX``, its ``R``
     and its ``g``, then its codes. ``dict_blocks``
-    (bool per block; plain, PATCH or RUN blocks): blocks of codes, staged as DICT blocks (a plain one
-    gets an aux word of kind ``AUX_DICT`` before its values, a PATCH or RUN one ``AUX_CODES`` in its
+    (bool per block; any kind but RADIX): blocks of codes, staged as DICT blocks (a plain one gets an
+    aux word of kind ``AUX_DICT`` before its values, a PATCH, RUN or DELTA one ``AUX_CODES`` in its
     own; the caller adds where their dictionary starts to the base)."""
     src_bit = np.asarray(src_bit, dtype=np.int64)
     lv = np.flatnonzero(b.kind == KIND_LEVELS)

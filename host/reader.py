@@ -322,8 +322,9 @@ class VersionReader:
         self._dcat = None
 
     def dict_bytes(self, column: str) -> int:
-        """The stored bytes of the segment dictionaries of ``column`` (each sits right before the
-        column's first blob in its segment, host/pages.py ``encode_column``)."""
+        """The stored bytes of the dictionaries of ``column``: its segment dictionaries (each at the
+        start of the column's part of its segment's blob region, host/pages.py ``encode_column``) and
+        stripe tables (each right before its stripe's blob)."""
         return int(sum(self._dict_sizes(column).values()))
 
     def _block_plan(self, stripe_idx, block_lo, block_hi):
@@ -679,21 +680,33 @@ class VersionReader:
 
     def _dict_sizes(self, column: str) -> dict:
         """``{(segment << 40) | dictionary offset: stored bytes}`` of ``column``'s dictionaries: its
-        segment dictionaries and stripe tables (each ends where the first blob that uses it starts),
-        from the directory (cached; ``_dict_shared``: the keys of those more than one blob uses)."""
+        segment dictionaries and stripe tables, each ending where the next blob or dictionary of the
+        column in its segment starts (a stripe table can lie between a segment dictionary and its
+        first codes), from the directory (cached; ``_dshared``: the keys of those kept once read)."""
         sizes = self._dsizes.get(column)
         if sizes is None:
             d = self.directory()
             off, _, enc = self._dir_cols[column]
             m = (enc & codec.ENC_DICT) != 0
-            k, o = (d.seg[m].astype(np.int64) << 40) | (enc[m] >> 8), off[m]
+            seg = d.seg.astype(np.int64)
+            k, o = (seg[m] << 40) | (enc[m] >> 8), off[m]
             order = np.lexsort((o, k))
             k, o = k[order], o[order]
             first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else k
-            sizes = self._dsizes[column] = dict(zip(k[first].tolist(), (o[first] - (k[first] & ((1 << 40) - 1))).tolist()))
-            # a key used by blobs at more than one offset: a segment dictionary (a pack's stripes share one blob)
+            keys = k[first]
+            # every place a blob or a dictionary of the column starts, as (segment << 40) | offset
+            at = np.unique(np.concatenate([(seg << 40) | off, keys]))
+            j = np.searchsorted(at, keys, side="right")
+            nxt = at[np.minimum(j, len(at) - 1)] if len(at) else keys
+            # (none after it, or the next in another segment: an index that disagrees, read as empty)
+            size = np.where((j < len(at)) & ((nxt >> 40) == (keys >> 40)), nxt - keys, 0)
+            # kept once read: a dictionary more than one blob uses (a segment dictionary; a pack's
+            # stripes share one blob), and every dictionary of a segment without stripe tables
             blobs = np.add.reduceat(np.r_[True, (k[1:] != k[:-1]) | (o[1:] != o[:-1])], first) if len(k) else k
-            self._dshared[column] = set(k[first][blobs > 1].tolist())
+            tables = np.array([bool(e.get("tables")) for _, e in self._files], bool)
+            keep = (blobs > 1) | ~tables[(keys >> 40).astype(np.int64)] if len(keys) else np.zeros(0, bool)
+            self._dshared[column] = set(keys[keep].tolist())  # (before the sizes: another thread may find them)
+            sizes = self._dsizes[column] = dict(zip(keys.tolist(), size.tolist()))
         return sizes
 
     def _dictionaries(self, column, seg, enc, isd) -> tuple:

@@ -41,7 +41,7 @@ per tile, then per value its bitmap word and a rank (prefix byte + popcount): RU
 index in place of the position (so each value has its own word and shift), PATCH adds one 32-bit
 exception word shifted past the low bits. A column whose blocks are all 0 bits wide (PATCH flags
 without low bits, constants) skips the value loads (``NOBITS_MASK``). A column with DICT blocks
-(aux kind 3, or a PATCH / RUN block with ``AUX_CODES``: ``DICT_MASK``) gathers each value from its
+(aux kind 3, or a PATCH, RUN or DELTA block with ``AUX_CODES``: ``DICT_MASK``) gathers each value from its
 dictionary (``dicts_c``, int64) at the block's value (line): its code plus where its dictionary
 starts, which the host folds into its base.
 A column with DELTA blocks (aux kind 4 or 5, ``DELTA_MASK``) walks its tiles by block position and

@@ -169,3 +169,47 @@ def test_a_code_past_its_table_is_corruption(tmp_path, monkeypatch):
     with pytest.raises(CorruptionError, match="dictionary"):
         seg.dictionary(at, 128, int(off[s]) - at - 1)
     assert_flips_caught(tmp_path / "t", list(range(len(sc))), 12, (at, int(off[s])))
+
+
+def test_a_table_before_the_segment_dictionarys_first_codes(tmp_path):
+    """A stripe that takes its own table ahead of the first stripe of the segment dictionary's codes
+    (the dictionary at the region's start, the table and its blob, then the codes): the segment
+    dictionary ends where the table starts, and every stripe reads back (a review's finding: its
+    size was taken to its first codes' blob, through the table)."""
+    rng = np.random.default_rng(0)
+    wide = rng.integers(-(10**15), 10**15, 3000)
+    fav = wide[[3, 700, 1400, 2999]][rng.choice(4, 3000, p=[0.6, 0.2, 0.15, 0.05])]
+    x = np.concatenate([fav, wide[rng.integers(0, 3000, 20000)]])
+    sc = np.array([3000, 20000])
+    region, off, nbytes, enc, head, lead = pages.encode_column_parts(x, sc, 128)
+    assert head > 0 and lead[0] > 0 and lead[1] == 0 and (enc & codec.ENC_DICT).all()  # (the layout at issue)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(pa.table({"user_id": np.repeat([0, 1], sc), "ts": np.arange(23000), "item_id": x,
+                       "action": np.zeros(23000, np.int32)}))
+    h = Tier.open(t.uri)
+    assert h.read_history(0)["item_id"].tolist() == fav.tolist() and h.read_history(1)["item_id"].tolist() == x[3000:].tolist()
+    r = h._reader
+    assert sorted(r._dict_sizes("item_id").values()) == sorted([head, int(lead[0])])
+    assert r.dict_bytes("item_id") == head + int(lead[0])
+    t.compact()
+    assert Tier.open(t.uri).read_history(1)["item_id"].tolist() == x[3000:].tolist()
+
+
+def test_a_segment_without_tables_keeps_its_dictionary(tmp_path):
+    """A segment without stripe tables (written before them, or whose stripes take none) keeps its
+    dictionaries once read, even one that a single blob uses; a segment with tables keeps only
+    those several blobs use."""
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 1 << 40, 5000)
+    x = ids[np.minimum(rng.zipf(1.2, 12000), len(ids)) - 1]
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(pa.table({"user_id": np.zeros(12000, np.int64), "ts": np.arange(12000), "item_id": x,
+                       "action": np.zeros(12000, np.int32)}))
+    h = Tier.open(t.uri)
+    r = h._reader
+    assert not any(e.get("tables") for _, e in r._files) and (r.blobs("item_id")[2] & codec.ENC_DICT).all()
+    reads = []
+    for _ in range(3):
+        h.read_history(0)
+        reads.append(r.dict_bytes_read)
+    assert reads[0] > 0 and reads == [reads[0]] * 3
