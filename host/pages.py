@@ -1042,7 +1042,7 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
         return region, off, nbytes, enc, head, np.zeros(S, np.int64)
     first = np.cumsum(sc) - sc
     bar = (1 - DICT_MIN_SAVING) * nbytes
-    best = nbytes.astype(np.float64)  # per stripe: the bytes of what it takes so far, and that
+    best = nbytes.astype(np.float64)  # per stripe: the bytes of its cheapest choice so far (pick: which table)
     pick = np.full(S, -1, np.int64)
     tried = []
     groups = _value_groups(values, sc)

@@ -13,8 +13,9 @@ line over the segment's range) do not:
 Per user (one stripe), three ways to store a column, each as the writer would store its parts
 (``host.pages``' own encoder, block size 128, one segment):
 
-- **as now**: ``encode_column`` (blocks, segment dictionary and all);
-- **literal table**: each history parsed greedily into literals and copies, LZ77-style but against
+- **as now**: ``encode_column`` without stripe tables (blocks, segment dictionary and all);
+- **literal table** (``pages.literal_tables``, the writer's parse since): each history parsed
+  greedily into literals and copies, LZ77-style but against
   its *literal stream* only: at each event, the longest run of at least ``--min-match`` events
   equal to a run of the literals so far (the last 8 places each ``min-match`` literals were seen,
   a source at most ``--window`` literals back) is a copy, else the event is a literal. The table:
@@ -27,7 +28,7 @@ Per user (one stripe), three ways to store a column, each as the writer would st
 plus a varint of the table's entries. Either table decodes as ``table[code]``: the kernels' DICT
 lookup (a block's value line is an index into the column's dictionaries) reads it once the table
 is decoded, with no new lane code. For comparison, the copies as **pieces** (three small
-integers a copy as three columns of stripes: the literals since the last copy, the copy's length
+integers a copy, ``pieces``, as three columns of stripes: the literals since the last copy, the copy's length
 past ``min-match``, its source's distance back in literals; a reader finds an event's piece, then
 reads its literal): fewer bytes than codes, but a lookup the kernels do not have. Then per
 stripe the smallest of as now and the two tables, against Parquet's column
@@ -56,43 +57,32 @@ from gpumat.host import pages  # noqa: E402
 BS = 128
 
 
-def parse(x: list, m: int, window: int) -> tuple[list, list]:
-    """``x`` as ``(literals, pieces)``; a piece is ``(literals before it, copy length - m, source
-    distance back in literals, output start, source literal)`` (the last two for the read estimate)."""
-    lit: list = []
-    seen: dict = {}
-    pieces = []
-    run = 0
-    i, n = 0, len(x)
-    while i < n:
-        best = src = 0
-        if i + m <= n:
-            for j in seen.get(tuple(x[i:i + m]), ())[-8:]:
-                if len(lit) - j > window:
-                    continue
-                k = m
-                while i + k < n and j + k < len(lit) and lit[j + k] == x[i + k]:
-                    k += 1
-                if k > best:
-                    best, src = k, j
-        if best >= m:
-            pieces.append((run, best - m, len(lit) - src, i, src))
-            run = 0
-            i += best
-        else:
-            lit.append(x[i])
-            run += 1
-            i += 1
-            if len(lit) >= m:
-                seen.setdefault(tuple(lit[-m:]), []).append(len(lit) - m)
-    if run:
-        pieces.append((run, 0, 0, n, len(lit)))
-    return lit, pieces
+def pieces(codes: np.ndarray, m: int) -> list:
+    """One history's literal table codes (``pages.literal_tables``: each event's literal) as pieces
+    ``(literals before it, copy length - m, source distance back in literals, output start, source
+    literal)``: each a run of new literals, then a copy (a run of codes below the literals so far,
+    rising by 1); a last run of literals is a piece whose copy fields are 0."""
+    c = np.asarray(codes, np.int64)
+    n = len(c)
+    before = np.maximum.accumulate(np.r_[-1, c[:-1]]) + 1 if n else c  # the literals before each event
+    copy = c < before
+    start = copy.copy()
+    start[1:] &= (c[1:] != c[:-1] + 1) | ~copy[:-1]
+    out, at = [], 0
+    s = np.flatnonzero(start).tolist()
+    for a, b in zip(s, s[1:] + [n]):
+        e = a + int(np.argmin(copy[a:b])) if not copy[a:b].all() else b  # the copy's end: the next literal
+        out.append((int(before[a]) - at, e - a - m, int(before[a] - c[a]), a, int(c[a])))
+        at = int(before[a])
+    nl = int(before[-1] + (not copy[-1])) if n else 0
+    if nl > at:
+        out.append((nl - at, 0, 0, n, nl))
+    return out
 
 
 def literal_index(pieces: list, m: int) -> list:
-    """Per event, the literal it is (``parse``'s literals and pieces give the events back as
-    ``literals[literal_index]``; the estimate checks every user with it)."""
+    """Per event, the literal it is: ``pieces`` back to their codes (the estimate checks every
+    user with it)."""
     idx, at = [], 0
     for run, extra, back, _start, src in pieces:
         idx += range(at, at + run)
@@ -124,19 +114,11 @@ def window_blocks(n: int, pieces: list, m: int, last: int) -> tuple[int, int]:
     return len(need), plain
 
 
-def frequency_table(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A history's distinct values, most frequent first (ties: smaller first), and its codes into them."""
-    vals, inv, cnt = np.unique(x, return_inverse=True, return_counts=True)
-    order = np.argsort(-cnt, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return vals[order], rank[inv]
-
-
 def _encoded(values, counts, dictionary: bool = True) -> tuple[int, np.ndarray]:
-    """The writer's bytes of ``values`` as stripes of ``counts``: (shared: a segment dictionary, per stripe)."""
-    region, _off, nb, _enc = (pages.encode_column if dictionary else pages.encode_stripes)(
-        np.asarray(values, np.int64), np.asarray(counts, np.int64), BS)
+    """The writer's bytes of ``values`` as stripes of ``counts``, as it stored them before stripe
+    tables: (shared: a segment dictionary, per stripe)."""
+    v, c = np.asarray(values, np.int64), np.asarray(counts, np.int64)
+    region, _off, nb, _enc = pages.encode_column(v, c, BS, tables=False) if dictionary else pages.encode_stripes(v, c, BS)
     return int(region.size - nb.sum()), nb.astype(np.int64)
 
 
@@ -145,32 +127,29 @@ def estimate(ev, column: str, m: int, window: int, last: int) -> dict:
     u, x = sh._col(ev, "user_id"), sh._col(ev, column).astype(np.int64)
     first = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1, len(u)]
     sc = np.diff(first)
-    lits, lsc, toks, tsc, idx, ftab, fsc, fcode = [], [], [], [], [], [], [], []
+    lits, lsc, idx = pages.literal_tables(x, sc, m, window)  # the writer's parse
+    ftab, fsc, fcode = pages.frequency_tables(x, sc)
+    toks, tsc = [], []
     blocks = plain = whole = 0
-    for a, b in zip(first[:-1].tolist(), first[1:].tolist()):
-        lit, pc = parse(x[a:b].tolist(), m, window)
-        li = literal_index(pc, m)
-        if [lit[i] for i in li] != x[a:b].tolist():
-            raise AssertionError(f"the parse of the events {a}:{b} does not give them back")
-        lits += lit
-        lsc.append(len(lit))
-        idx += li
+    lfirst = np.cumsum(lsc) - lsc
+    for s, (a, b) in enumerate(zip(first[:-1].tolist(), first[1:].tolist())):
+        pc = pieces(idx[a:b], m)
+        if literal_index(pc, m) != idx[a:b].tolist():
+            raise AssertionError(f"the pieces of the events {a}:{b} do not give their codes back")
         toks += [p[:3] for p in pc]
         tsc.append(len(pc))
         nb, pb = window_blocks(b - a, pc, m, last)
         blocks += nb
         plain += pb
-        whole += -(-len(lit) // BS)
-        t, c = frequency_table(x[a:b])
-        ftab.append(t)
-        fsc.append(len(t))
-        fcode.append(c)
+        whole += -(-int(lsc[s]) // BS)
+    if not (lits[np.repeat(lfirst, sc) + idx] == x).all():
+        raise AssertionError("the literal tables do not give the events back")
     t = np.array(toks, np.int64).reshape(-1, 3)
     now_head, now = _encoded(x, sc)
     lit_head, lit_nb = _encoded(lits, lsc)
     _, lcode_nb = _encoded(idx, sc, dictionary=False)
-    f_head, f_nb = _encoded(np.concatenate(ftab), fsc)
-    _, fcode_nb = _encoded(np.concatenate(fcode), sc, dictionary=False)
+    f_head, f_nb = _encoded(ftab, fsc)
+    _, fcode_nb = _encoded(fcode, sc, dictionary=False)
     entries = pages.varint_len(np.array(lsc)), pages.varint_len(np.array(fsc))  # a table's entries, per stripe
     options = np.stack([now, lit_nb + lcode_nb + entries[0], f_nb + fcode_nb + entries[1]])
     pick = options.argmin(axis=0)
@@ -180,7 +159,7 @@ def estimate(ev, column: str, m: int, window: int, last: int) -> dict:
     sizes = {"now": now_head + int(now.sum()), "pieces": lit_head + int(lit_nb.sum()) + pieces_b,
              "literal_table": lit_head + int(options[1].sum()), "frequency_table": f_head + int(options[2].sum()),
              "per_stripe_best": best}
-    return {"column": column, "events": len(x), "literals": len(lits), "distinct_per_stripe": len(np.concatenate(ftab)),
+    return {"column": column, "events": len(x), "literals": len(lits), "distinct_per_stripe": len(ftab),
             "copies": int((t[:, 2] > 0).sum()), "parquet": pq, "bytes": sizes,
             "x_parquet": {k: v / pq for k, v in sizes.items()},
             "stripes_by_choice": dict(zip(["now", "literal_table", "frequency_table"], np.bincount(pick, minlength=3).tolist())),

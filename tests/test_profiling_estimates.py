@@ -1,4 +1,4 @@
-"""The measuring scripts' own logic: what their figures rest on (the copy parse of
+"""The measuring scripts' own logic: what their figures rest on (the copies as pieces of
 ``profiling/stripe_tables_estimate.py``, the ``replay`` variant and ``--dataset EVENTS.parquet`` of
 ``profiling/short_histories.py``)."""
 
@@ -15,6 +15,8 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "profiling"))
 
 import stripe_tables_estimate as re_  # noqa: E402
+
+from gpumat.host import pages  # noqa: E402
 import short_histories as sh  # noqa: E402
 
 
@@ -35,10 +37,11 @@ def test_copy_parse_gives_every_history_back(m):
     for trial in range(60):
         n = int(rng.integers(0, 300))
         x = _with_replays(rng, n, int(rng.integers(1, 50)))
+        n = len(x)  # (a copy may shorten the list)
         window = int(rng.integers(1, 400))
-        lit, pieces = re_.parse(x, m, window)
-        idx = re_.literal_index(pieces, m)
-        assert [lit[i] for i in idx] == x
+        lit, _, codes = pages.literal_tables(np.array(x, np.int64), np.array([n]), m, window)
+        pieces = re_.pieces(codes, m)
+        assert re_.literal_index(pieces, m) == codes.tolist() and lit[codes].tolist() == x
         assert sum(p[0] for p in pieces) == len(lit)
         for run, extra, back, start, src in pieces:
             if back:  # a copy's source: a run of literals at most `window` back, before the copy's literals end
@@ -51,17 +54,11 @@ def test_copy_parse_gives_every_history_back(m):
 def test_copies_shrink_a_replayed_history():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 1000, 100).tolist() * 10
-    lit, pieces = re_.parse(x, 4, 4096)
+    lit, _, codes = pages.literal_tables(np.array(x, np.int64), np.array([len(x)]), 4, 4096)
+    pieces = re_.pieces(codes, 4)
     # a copy's source is literals only (never the copy itself, as LZ77's overlapping matches are):
     # nine copies of the hundred literals
     assert len(lit) == 100 and [(p[1] + 4, p[2]) for p in pieces] == [(100, 100)] * 9
-
-
-def test_frequency_table_gives_the_history_back_most_frequent_first():
-    rng = np.random.default_rng(3)
-    x = rng.choice([7, -2, 10**12, 5], 500, p=[0.1, 0.6, 0.25, 0.05])
-    table, codes = re_.frequency_table(x)
-    assert table.tolist() == [-2, 10**12, 7, 5] and (table[codes] == x).all()
 
 
 def _events(users: int, per: int, seed: int = 0) -> pa.Table:
