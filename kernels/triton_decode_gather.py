@@ -216,16 +216,17 @@ if triton is not None:
             off = (meta >> 8).to(tl.int32) * 2  # the block's first 32-bit word
             # Memory safety only (the host verified every block's checksum): a tile whose header
             # points outside the staged words reads the column's first two words instead.
-            ok = (off >= 0) & (w <= 64) & (off + (((lo + cnt) * w) >> 5) + 1 < nwords[c] * 2)
+            nw2 = nwords[c] - 1  # the column's 32-bit words, 2 (W + 1), from opaque_count(W + 1)
+            ok = (off >= 0) & (w <= 64) & (off + (((lo + cnt) * w) >> 5) + 1 < nw2)
             if ((RUN_MASK | RADIX_MASK) >> c) & 1:  # a RUN / RADIX block's runs / codes are fewer than its positions: clamped below
-                ok = ok | ((off >= 2) & (w <= 64) & ((meta & 0x80) != 0) & (off < nwords[c] * 2))
+                ok = ok | ((off >= 2) & (w <= 64) & ((meta & 0x80) != 0) & (off < nw2))
             w = tl.where(ok, w, 0)
             off = tl.where(ok, off, 0)
             wu = w.to(tl.uint32)
             m_lo = tl.where(wu >= 32, ones, (one << (wu & 31)) - one)
-            lim = nwords[c] * 2 - 3  # the last start of a 3-word read: aux-derived addresses are clamped to it
+            lim = nw2 - 3  # the last start of a 3-word read: aux-derived addresses are clamped to it
             if ((PATCH_MASK | RUN_MASK | (DICT_MASK & DELTA_MASK) | RADIX_MASK) >> c) & 1:
-                auxok = ok & ((meta & 0x80) != 0) & (off >= 2) & (nwords[c] * 2 >= 4) & (lo + cnt <= 128)
+                auxok = ok & ((meta & 0x80) != 0) & (off >= 2) & (nw2 >= 4) & (lo + cnt <= 128)
                 at = tl.where(auxok, off - 2, 0)
                 alo = tl.where(auxok, tl.load(words[c] + at).to(tl.uint32, bitcast=True), 0)
                 ahi = tl.load(words[c] + at + 1).to(tl.uint32, bitcast=True)
@@ -250,7 +251,7 @@ if triton is not None:
                 isdel = ((alo & 6) + (bit - bit)) == 4  # DELTA or DELTA PATCH
                 # a live value's group is at most 3 (blocks of <= 128 values): so the bitmap's base,
                 # clamped once per tile, keeps every load inside the words
-                bmb = tl.minimum(off + ((alo >> 8) & 1023).to(tl.int32), nwords[c] * 2 - 4)
+                bmb = tl.minimum(off + ((alo >> 8) & 1023).to(tl.int32), nw2 - 4)
                 bmw = tl.load(words[c] + (bmb + g0) + st_c, mask=lv_c & (kind != 0), other=0).to(tl.uint32, bitcast=True)
                 pre = ahi >> ((g0 & 3) * 8).to(tl.uint32)  # the prefix bytes from the lane's group on
                 rank = (((pre >> (st_c * 8).to(tl.uint32)) & 255) + _popc(bmw & (bit - one))).to(tl.int32)
@@ -347,9 +348,7 @@ if triton is not None:
                     isd = (kind == 3) | (((alo & 32) + (klu - klu)) == 32)
                 else:
                     isd = (((meta >> 7) & 1).to(tl.uint32) + (klu - klu)) == 1  # per lane, as ``kind``
-                # (tl.cast: Triton specializes a tuple's element equal to 1 to a constant, whose
-                # ``ndicts[c] - 1`` is a Python int; do_not_specialize does not reach into tuples)
-                dmax = tl.cast(ndicts[c] - 1, tl.uint32)
+                dmax = tl.cast((ndicts[c] >> 1) - 1, tl.uint32)  # D - 1, from opaque_count(D)
                 di = tl.minimum(val.to(tl.uint64, bitcast=True).to(tl.uint32) if (OUT64_MASK >> c) & 1
                                 else val.to(tl.uint32, bitcast=True), dmax)
                 # (dead lanes too: their index is clamped like any other, and nothing stores them)
@@ -448,14 +447,14 @@ if triton is not None:
             )
 
 
-    @triton.jit(do_not_specialize=["nwords", "ndicts", "n_tiles", "n_ex", "n_out", "width"])
+    @triton.jit(do_not_specialize=["n_tiles", "n_ex", "n_out", "width", "len_bucket"])
     def _history_kernel(
         hdrs,  # tuple: per column, int64 [K, 3] (base, slope, meta)
         words,  # tuple: per column, the packed words as int32 [2 * (W + 1)]
         outs,  # tuple: per column, [n_out] jagged or [B, width] padded, the column's dtype
-        nwords,  # tuple: per column, W + 1 (64-bit words)
+        nwords,  # tuple: per column, opaque_count(W + 1) (64-bit words)
         dicts,  # tuple: per column, int64 [D]: the dictionaries of its DICT blocks (any pointer without)
-        ndicts,  # tuple: per column, D (>= 1)
+        ndicts,  # tuple: per column, opaque_count(D) (D >= 1)
         tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,  # int64 [n_tiles]
         offsets_ptr,  # int64 [B + 1] (padded only)
         request_ts_ptr,  # int64 [B] (check only)
@@ -660,6 +659,19 @@ def _autotuned():
     return _AUTOTUNED[0]
 
 
+# Triton specializes every int inside a tuple argument (1 becomes a constant, a multiple of 16
+# gets an attribute) and ``do_not_specialize`` does not reach into tuples: a column's word and
+# dictionary counts, passed plain, would compile a new kernel whenever a batch's pattern of counts
+# changed (each compile takes seconds). They travel as ``opaque_count(n)``: 2 n + 1, odd (never a
+# multiple of 16), at least 3 (never 1), below 2^31 (int32: ``_limit`` keeps n under 2^30), so every
+# batch of a schema has one key; the kernel takes what it needs back in one or two integer ops.
+
+
+def opaque_count(n: int) -> int:
+    """A count ``1 <= n < 2^30`` as a tuple element of a kernel argument that Triton cannot specialize on."""
+    return 2 * int(n) + 1
+
+
 def _limit(what: str, n: int) -> None:
     """The kernels index within one staged array in 32 bits: refuse (never wrap) a batch beyond that."""
     if n >= 2**31 - 2**16:
@@ -684,6 +696,8 @@ def _check_staged(staged) -> torch.device:
             raise GpumatError(
                 f"staged column {name!r} has dtype {col.dtype!r}; expected one of {sorted(TORCH_DTYPES)}"
             )
+        if col.words.numel() < 1:  # (the contract's W + 1 words: the kernels' reads stay inside them)
+            raise GpumatError(f"staged column {name!r} has no packed words; a staged column has W + 1 >= 1")
     return dev
 
 
@@ -816,7 +830,8 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
     common = dict(NCOL=len(hdrs), STORE_MASK=store_mask, CHECK_COL=check_col,
                   INCLUSIVE=check_col >= 0 and staged.inclusive, PADDED=padded_width is not None)
     if T:
-        args = (tuple(hdrs), tuple(words), tuple(outs), tuple(nwords), tuple(dicts), tuple(ndicts),
+        args = (tuple(hdrs), tuple(words), tuple(outs), tuple(map(opaque_count, nwords)), tuple(dicts),
+                tuple(map(opaque_count, ndicts)),
                 staged.tile_block, staged.tile_lo, staged.tile_cnt, staged.tile_out, staged.tile_ex,
                 staged.offsets, staged.request_ts, viol, T, B, n_out, width)
         loop = int(staged.block_size) > block

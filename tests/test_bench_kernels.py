@@ -43,20 +43,3 @@ def test_synthetic_batches_decode_alike_on_every_host_backend():
             got, v = decode_gather(staged if backend == "numpy" else staged.to("cpu"), backend)
             assert all(np.array_equal(got[c].numpy(), ref[c].numpy()) for c in ref) and bool((v == rv).all())
     assert staged.aux("item_id") == 4 and staged.columns["item_id"].dicts is not None
-
-
-def test_sizes_of_one_compile_for_the_gpu():
-    """A column of one staged word, or whose dictionaries hold one entry, reaches the history kernel
-    as a constant 1 (Triton specializes a tuple's element equal to 1, which ``do_not_specialize``
-    does not reach): every DICT configuration compiles so for sm_90 (the interpreter never
-    specializes, so only a compile shows it)."""
-    code = ("from gpumat.bench import static\n"
-            "jobs = [(90, *c) for c in static.kernel_configs() if c[0] == 'history' and static.aux_key(c[6])[3]]\n"
-            "assert jobs\n"
-            "for j in jobs:\n"
-            "    assert static._compile_config(j, ones=True)['regs'] > 0\n"
-            "print(len(jobs))\n")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert int(proc.stdout.split()[-1]) >= 4

@@ -891,6 +891,58 @@ def test_specializations_agree(seed):
         assert_equal_verbose(viol.cpu().numpy(), exp_viol, "violations")
 
 
+def test_one_compiled_kernel_per_schema(monkeypatch):
+    """A GPU compiles a kernel per specialization key: Triton keys each int argument on == 1 and
+    % 16 and each pointer on 16-byte alignment, inside tuples too, where ``do_not_specialize`` does
+    not reach. Batches of one schema and launch shape must share one key whatever their sizes, or
+    every new pattern of word and dictionary counts would stop training for a compile. The key is
+    computed from the launcher's real arguments with Triton's own specializer (the interpreter
+    never compiles, so only this shows it)."""
+    import inspect
+
+    from triton._C.libtriton import native_specialize_impl
+    from triton.backends.compiler import BaseBackend
+
+    import gpumat.kernels.triton_decode_gather as k
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            return lambda *args, **kw: calls.append((self.kernel, args, kw))
+
+    for name in ("_history_kernel", "_tail_kernel"):
+        monkeypatch.setattr(k, name, Recorder(getattr(k, name)))
+    from gpumat.bench.kernels import synthetic_staged
+
+    raw = set()
+    for seed in range(24):  # the bench tenant's schema (DICT item_id, PATCH action), batches of many sizes
+        staged = synthetic_staged(1 + 5 * seed, 40 + 13 * seed, seed=seed)
+        raw.add(tuple(c.words.size % 16 == 0 for c in staged.columns.values()))
+        materialize_staged_triton(staged.to(DEVICE), total=staged.total)
+    assert len(raw) > 1  # some batch's word count is a multiple of 16, some other's not
+
+    keys = {}
+    for kernel, args, kw in calls:
+        names = kernel.arg_names
+        dns = set(kernel.kwargs.get("do_not_specialize", ()))
+        params = inspect.signature(kernel.fn).parameters
+        given = dict(zip(names, args)) | {n: v for n, v in kw.items() if n in params}
+        runtime = {n: v for n, v in given.items() if "constexpr" not in str(params[n].annotation)}
+        const = tuple(sorted((n, v) for n, v in given.items() if n not in runtime))
+        key = tuple(native_specialize_impl(BaseBackend, v, False, n not in dns, True) for n, v in sorted(runtime.items()))
+        keys.setdefault((kernel.fn.__name__, const), set()).add(key)
+    assert any(name == "_history_kernel" for name, _ in keys) and any(name == "_tail_kernel" for name, _ in keys)
+    for (name, const), ks in keys.items():
+        assert len(ks) == 1, f"{name}: {len(ks)} keys for one schema and launch shape: {sorted(ks)[:2]}"
+    assert len(calls) > len(keys)  # some schema was launched more than once
+    for n in (1, 8, 16, 17, 2**30 - 1):  # (the launcher's limit keeps a count under 2^30)
+        assert native_specialize_impl(BaseBackend, (k.opaque_count(n),), False, True, True) == (("i32",), ("",))
+
+
 @pytest.mark.parametrize("seq", [2, 3])
 def test_one_warp_programs_walking_several_tiles(seq, monkeypatch):
     """The GPU shape: one tile at a time, SEQ tiles per program (the last program partly empty)."""

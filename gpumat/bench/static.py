@@ -146,7 +146,7 @@ def _masks(cols, wide: bool) -> dict:
             "WIDE_MASK": out64 if wide else 0}
 
 
-def _compile_config(job, ones: bool = False) -> dict:
+def _compile_config(job) -> dict:
     """Compile one ``(arch, kernel, columns, inclusive, padded, wide, loop, aux)`` configuration."""
     import gpumat.kernels.triton_decode_gather as k
 
@@ -158,11 +158,9 @@ def _compile_config(job, ones: bool = False) -> dict:
               "INCLUSIVE": inclusive and masks["CHECK_COL"] >= 0, "PADDED": padded}
     if kernel == "history":
         fn = k._history_kernel
+        # (the counts travel as ``opaque_count``: odd int32s, which Triton never specializes)
         sig = {"hdrs": ("*i64",) * n, "words": ("*i32",) * n, "outs": outs, "nwords": ("i32",) * n,
                "dicts": ("*i64",) * n, "ndicts": ("i32",) * n}
-        if ones:  # sizes of 1, which Triton makes constants inside a tuple (do_not_specialize does not reach them)
-            sig.update(nwords=("constexpr",) * n, ndicts=("constexpr",) * n)
-            consts.update({(a, j): 1 for a in ("nwords", "ndicts") for j in range(n)})
         patch, run, nobits, dict_mask, delta, radix = aux_key(aux)
         tp, seq, warps = launch[0] if launch else (k.GPU_TILES_PER_PROG, k.GPU_TILES_SEQ, k.HISTORY_WARPS)
         consts.update(OUT64_MASK=masks["OUT64_MASK"], WIDE_MASK=masks["WIDE_MASK"], PATCH_MASK=patch,
