@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpumat.core.errors import SchemaError
+from gpumat.core.errors import GpumatError, SchemaError
 from gpumat.core.staged import (
     COLUMN_PARTS,
     EXAMPLE_FIELDS,
@@ -44,6 +44,23 @@ def test_pack_aligns_every_array():
     back = staged.from_flat(flat, layout)
     for (name, a), (_, b) in zip(staged.arrays(), back.arrays()):
         assert np.array_equal(np.asarray(a), b.numpy()), name
+
+
+def test_pack_refuses_tiles_outside_the_blocks_or_examples():
+    """The kernels trust the tile descriptors (the host builds them; their own checks cover block
+    headers, which come from storage): ``pack`` refuses a tile outside the staged blocks, its block's
+    values or the examples before the batch crosses the bus."""
+    good = tiny()
+    good.pack()
+    for field, t, v in (("tile_block", 1, 2), ("tile_block", 0, -1), ("tile_lo", 0, -1), ("tile_lo", 0, 6),
+                        ("tile_cnt", 1, 9), ("tile_cnt", 0, -1), ("tile_ex", 1, 2), ("tile_ex", 0, -1)):
+        bad = tiny()
+        getattr(bad, field)[t] = v
+        with pytest.raises(GpumatError, match=f"tile {t} "):
+            bad.pack()
+    edge = tiny()
+    edge.tile_lo[1], edge.tile_cnt[1] = 7, 1  # the block's last value: fine
+    edge.pack()
 
 
 def test_arrays_and_layout_names():

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gpumat.core.errors import SchemaError
+from gpumat.core.errors import GpumatError, SchemaError
 
 if TYPE_CHECKING:  # torch is imported only where a batch is packed or moved
     import torch
@@ -283,6 +283,7 @@ class StagedBatch:
         ``name -> (offset, shape)``; every offset is a multiple of ``PACK_ALIGN`` words."""
         import torch  # only here: the planner builds staged batches without torch
 
+        self.check_tiles()
         layout, total = self._layout()
         if out is None or out.numel() < total:
             out = torch.empty(total, dtype=torch.int64)
@@ -292,6 +293,26 @@ class StagedBatch:
             n = int(np.prod(shape, dtype=np.int64))
             flat[off : off + n] = np.asarray(a, dtype=np.int64).reshape(-1)
         return out[:total], layout
+
+    def check_tiles(self) -> None:
+        """Every tile of a host batch inside one staged block (``0 <= tile_lo``, ``tile_lo + tile_cnt
+        <= block_size``, ``0 <= tile_block < K``) and one example; else a ``GpumatError`` naming the
+        first bad tile. ``pack`` checks, so a batch crosses the bus only so: the kernels trust the
+        tiles (their own checks cover what comes from storage, the block headers, and the outputs'
+        ranges), which the host builds, and checking them on the device would cost every batch
+        instructions. A device batch is not checked (that would read it back)."""
+        arrays = (self.tile_block, self.tile_lo, self.tile_cnt, self.tile_ex, self.offsets)
+        if not all(isinstance(a, np.ndarray) for a in arrays) or not len(self.tile_block):
+            return
+        K = min((len(col.hdr) for col in self.columns.values()), default=0)
+        blk, lo, cnt, ex = (np.asarray(a, np.int64) for a in arrays[:4])
+        bad = (blk < 0) | (blk >= K) | (lo < 0) | (cnt < 0) | (cnt > int(self.block_size) - lo) | (ex < 0) \
+            | (ex >= len(self.offsets) - 1)
+        if bad.any():
+            t = int(np.flatnonzero(bad)[0])
+            raise GpumatError(f"staged batch: tile {t} (block {int(blk[t])} of {K}, values {int(lo[t])} + "
+                              f"{int(cnt[t])} of {self.block_size}, example {int(ex[t])} of {len(self.offsets) - 1}) "
+                              "is outside the batch's blocks or examples")
 
     def to(self, device, non_blocking: bool = False, buffer: torch.Tensor | None = None) -> "StagedBatch":
         """A copy whose arrays are torch tensors on ``device``: one packed copy, views on the device.
