@@ -61,6 +61,9 @@ def test_pack_refuses_tiles_outside_the_blocks_or_examples():
     edge = tiny()
     edge.tile_lo[1], edge.tile_cnt[1] = 7, 1  # the block's last value: fine
     edge.pack()
+    bare = tiny()  # a batch that stages no column (a tenant that projects none, unchecked) reads no block
+    bare.columns = {}
+    bare.pack()
 
 
 def test_arrays_and_layout_names():

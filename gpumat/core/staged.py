@@ -302,9 +302,9 @@ class StagedBatch:
         ranges), which the host builds, and checking them on the device would cost every batch
         instructions. A device batch is not checked (that would read it back)."""
         arrays = (self.tile_block, self.tile_lo, self.tile_cnt, self.tile_ex, self.offsets)
-        if not all(isinstance(a, np.ndarray) for a in arrays) or not len(self.tile_block):
-            return
-        K = min((len(col.hdr) for col in self.columns.values()), default=0)
+        if not all(isinstance(a, np.ndarray) for a in arrays) or not len(self.tile_block) or not self.columns:
+            return  # (a batch that stages no column reads no block)
+        K = min(len(col.hdr) for col in self.columns.values())
         blk, lo, cnt, ex = (np.asarray(a, np.int64) for a in arrays[:4])
         bad = (blk < 0) | (blk >= K) | (lo < 0) | (cnt < 0) | (cnt > int(self.block_size) - lo) | (ex < 0) \
             | (ex >= len(self.offsets) - 1)
