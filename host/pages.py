@@ -228,7 +228,12 @@ EXT_MIN_BITS = 8192
 # worth it for Zipf ids (bench ``item_id``: 212k distinct in 754k events), not for a few percent.
 DICT_MIN_SAVING = 1 / 16
 DICT_MAX_ENTRIES = 1 << 26  # a dictionary's entries (512 MiB decoded); the kernels index in 32 bits
-DICT_HEAD = struct.Struct("<QQ")  # a dictionary's entries, then its blob's bytes
+# A dictionary's head: form 1 (segments whose entry has ``"dicts": 1``), its entries and its blob's
+# bytes as two u64; form 2 (``"dicts": 2``, what this release writes), its entries as a varint: its
+# blob runs to where the next blob or dictionary of its column starts, which the index tells (a
+# stripe table's 16-byte head was 2% of a listening history's file: DESIGN §1 "Stripe tables").
+DICT_HEAD = struct.Struct("<QQ")
+DICT_FORM = 2
 FREQ_MAX_ENTRIES = 256  # a dictionary of at most this many entries is also tried in frequency order
 
 
@@ -800,8 +805,8 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
     offset where the next stripe's starts), where that is smaller (``_constant_stripes``); the
     other stripes keep their blobs as above (and the dictionary, if any).
 
-    With the dictionary, ``region`` starts with it: ``DICT_HEAD`` (its entries ``D``, its blob's
-    bytes), then a format-3 blob of the ``D`` distinct values (decoded on the host, once per
+    With the dictionary, ``region`` starts with it: its head (``dict_heads``: its entries ``D`` as a
+    varint), then a format-3 blob of the ``D`` distinct values (decoded on the host, once per
     segment): sorted, or, for at most ``FREQ_MAX_ENTRIES``, by descending frequency where that is
     smaller (the most frequent value's code is 0: PATCH blocks of codes with no low bits store only
     the other values' codes, a skewed rating's 40%); then the stripes' blobs of codes
@@ -817,8 +822,8 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
     table's byte offset in bits 8.., as a segment dictionary's codes have theirs.
 
     >>> v = np.tile(np.array([10**12, 7, 3 * 10**15, -5]), 600)
-    >>> region, off, n, enc = encode_column(v, np.array([2000, 400]), 128)
-    >>> int(enc[0]) & codec.ENC_DICT, decode_dictionary(region, 128).tolist()
+    >>> region, off, n, enc, head, _ = encode_column_parts(v, np.array([2000, 400]), 128)
+    >>> int(enc[0]) & codec.ENC_DICT, decode_dictionary(region[:head], 128).tolist()
     (8, [-5, 7, 1000000000000, 3000000000000000])
     """
     return encode_column_parts(values, stripe_counts, block_size, extended, dictionary, constant, tables)[:4]
@@ -909,10 +914,11 @@ def _plain_or_dictionary(values, sc, block_size, extended, dictionary):
         if best is None or len(got[0]) + len(got[2]) < len(best[0]) + len(best[2]):
             best = got
     dblob, denc, region, blob_off, blob_nbytes, enc = best
-    head = DICT_HEAD.size + len(dblob)
+    dhead = dict_heads([D], [len(dblob)])[0]
+    head = len(dhead) + len(dblob)
     if nbytes - (head + len(region)) < DICT_MIN_SAVING * nbytes:
         return (*plain, 0)
-    out = np.concatenate([np.frombuffer(DICT_HEAD.pack(D, len(dblob)), np.uint8), dblob, region])
+    out = np.concatenate([dhead, dblob, region])
     # (ENC_DELTA, ENC_SIGNED where the dictionary has DELTA (SIGNED) blocks: releases before them
     # refuse the segment at open)
     return out, blob_off + head, blob_nbytes, enc | codec.ENC_DICT | (int(denc[0]) & _TABLE_FLAGS), head
@@ -962,6 +968,12 @@ def _rank_groups(order, gid, gval, gsid, gcnt, tc, n: int) -> tuple:
     return gval[o2], tc, codes
 
 
+# A stripe table must save at least this many bytes too: its place in the index (the stripe's enc,
+# a byte offset that changes from stripe to stripe where a segment dictionary's is one value) costs
+# a few bytes there. Swept over 0-16 (2026-12-02, varint heads): 8 was smallest or within 0.03% on
+# ML-1M, ML-100K, ``replay`` and ``favourites``, real and cut into 8-event users, where 0 let the
+# 8-event packs' ratings take tables that lost in the index (rating 1.054x -> 1.016x with its fields).
+TABLE_MIN_BYTES = 8
 LITERAL_MIN_MATCH = 3  # a stripe table's copy: at least this many events equal to earlier literals ...
 LITERAL_WINDOW = 4096  # ... at most this many literals back
 
@@ -1024,7 +1036,7 @@ def _literal_tables(values: np.ndarray, sc: np.ndarray, m: int, window: int):
 def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
     """The column as encoded (``region, off, nbytes, enc``, a segment dictionary of ``head`` bytes
     at its start) with the stripes that pay stored as codes into a table of their own (DESIGN §1
-    "Stripe tables"): ``DICT_HEAD`` (its entries, its blob's bytes), the table's blob (its values,
+    "Stripe tables"): its head (``dict_heads``: its entries), the table's blob (its values,
     any block kind), right before the stripe's blob of codes (``CODES`` blocks). Two tables are
     weighed: the stripe's distinct values, most frequent first (``frequency_tables``: a user who
     keeps to a few values), and its literals (``literal_tables``: a user who repeats runs of
@@ -1041,7 +1053,7 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
     if not S or (sc <= 0).any():
         return region, off, nbytes, enc, head, np.zeros(S, np.int64)
     first = np.cumsum(sc) - sc
-    bar = (1 - DICT_MIN_SAVING) * nbytes
+    bar = np.minimum((1 - DICT_MIN_SAVING) * nbytes, nbytes - TABLE_MIN_BYTES)
     best = nbytes.astype(np.float64)  # per stripe: the bytes of its cheapest choice so far (pick: which table)
     pick = np.full(S, -1, np.int64)
     tried = []
@@ -1050,7 +1062,7 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
     lo, hi = np.minimum.reduceat(values, first), np.maximum.reduceat(values, first)
     width = codec.bit_length((hi - lo).astype(np.uint64)).astype(np.float64)
     ideal = np.bincount(gsid, gcnt * np.log2(sc[gsid] / gcnt), minlength=S)
-    fields = 8 * DICT_HEAD.size + 24 * ((sc + block_size - 1) // block_size)  # its head, 3 bytes a block of codes
+    fields = 8 * dict_heads(tc, tc)[1] + 24 * ((sc + block_size - 1) // block_size)  # its head (about), 3 bytes a block of codes
     cand = (fields + tc * width + ideal < 8 * bar) & (tc < sc)
     if cand.any():  # (ranked only then: item ids a user has once each never are)
         tried.append((*_rank_groups(*groups, len(values)), cand))
@@ -1071,7 +1083,7 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
         tfirst = np.cumsum(tc) - tc
         tb = encode_stripes(tv[ranges(tfirst[cand], tc[cand])], tc[cand], block_size, True)
         cb = encode_stripes(codes[ranges(first[cand], sc[cand])], sc[cand], block_size, CODES_DELTA)
-        size = DICT_HEAD.size + tb[2] + cb[2]
+        size = dict_heads(tc[cand], tb[2])[1] + tb[2] + cb[2]
         better = (size <= bar[cand]) & (size < best[cand])
         best[cand[better]], pick[cand[better]] = size[better], t
         parts.append((cand, tc, tb, cb))
@@ -1095,7 +1107,8 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
         c_reg.append(cb[0])
     t_region, c_region = np.concatenate(t_reg), np.concatenate(c_reg)
     lead = np.zeros(S, np.int64)
-    lead[take] = DICT_HEAD.size + t_nb[take]
+    heads, hlen = dict_heads(ent[take], t_nb[take])
+    lead[take] = hlen + t_nb[take]
     nb2 = nbytes.copy()
     nb2[take] = c_nb[take]
     seg_dict = ((enc & codec.ENC_DICT) != 0) & (lead == 0)
@@ -1106,9 +1119,8 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
     out[:keep] = region[:keep]
     rest = np.flatnonzero(lead == 0)
     take_ranges(region, off[rest], nbytes[rest], out, at[rest])
-    heads = np.stack([ent[take], t_nb[take]], 1).astype("<u8").view(np.uint8).reshape(-1)
-    take_ranges(heads, DICT_HEAD.size * np.arange(len(take)), np.full(len(take), DICT_HEAD.size), out, at[take])
-    take_ranges(t_region, t_src[take], t_nb[take], out, at[take] + DICT_HEAD.size)
+    take_ranges(heads, np.cumsum(hlen) - hlen, hlen, out, at[take])
+    take_ranges(t_region, t_src[take], t_nb[take], out, at[take] + hlen)
     take_ranges(c_region, c_src[take], c_nb[take], out, at[take] + lead[take])
     enc2 = enc.copy()
     enc2[take] = c_enc[take] | codec.ENC_DICT | (t_enc[take] & _TABLE_FLAGS) | (at[take] << 8)
@@ -1141,17 +1153,53 @@ def codes_kinds(kind: np.ndarray) -> bool:
     return bool((np.asarray(kind) != KIND_RADIX).all())
 
 
-def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary") -> np.ndarray:
-    """The values (int64: sorted, or by frequency) of the dictionary at the start of ``buf``
-    (uint8: its head and blob, ``encode_column``); a bad head is a ``CorruptionError`` naming
-    ``where``."""
+def dict_heads(entries: np.ndarray, nbytes: np.ndarray, form: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The heads (uint8, back to back) of dictionaries of ``entries`` values whose blobs are
+    ``nbytes`` long, in ``form`` (``DICT_FORM`` by default), and each head's length."""
+    entries = np.asarray(entries, np.int64)
+    if (DICT_FORM if form is None else form) == 1:
+        b = np.stack([entries, np.asarray(nbytes, np.int64)], 1).astype("<u8").view(np.uint8).reshape(-1)
+        return b, np.full(len(entries), DICT_HEAD.size, np.int64)
+    b, n = varint_bytes(entries.astype(_U64))
+    return b, n.astype(np.int64)
+
+
+def dictionary_head(buf: np.ndarray, form: int, where: str = "dictionary") -> tuple[int, int]:
+    """``(entries, head bytes)`` of the dictionary whose stored bytes (head and blob) are exactly
+    ``buf`` (uint8), in ``form``; a head that disagrees with them (form 1: its blob's bytes) or is
+    not the shortest varint (form 2) is a ``CorruptionError`` naming ``where``."""
+    if form == 1:
+        if len(buf) < DICT_HEAD.size:
+            raise CorruptionError(f"{where}: shorter than its head")
+        n, nb = DICT_HEAD.unpack(bytes(buf[: DICT_HEAD.size]))
+        if nb != len(buf) - DICT_HEAD.size:
+            raise CorruptionError(f"{where}: its size disagrees with the index")
+        h = DICT_HEAD.size
+    elif form == 2:
+        end = np.flatnonzero(np.asarray(buf[:5]) < 0x80)  # (at most 2^26 entries: 4 bytes)
+        if not len(end):
+            raise CorruptionError(f"{where}: its head is not a varint of at most 5 bytes")
+        h = int(end[0]) + 1
+        n = int(varint_decode(buf[:h])[0][0])
+        if h != int(varint_len(np.array([n], _U64))[0]):
+            raise CorruptionError(f"{where}: its head is not the shortest varint")
+    else:
+        raise CorruptionError(f"{where}: unknown dictionary head form {form!r}")
+    if not 1 <= n <= DICT_MAX_ENTRIES or len(buf) - h < 1:
+        raise CorruptionError(f"{where}: bad head ({n} entries, {len(buf) - h} bytes of blob)")
+    return n, h
+
+
+def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary", form: int | None = None) -> np.ndarray:
+    """The values (int64: sorted, or by frequency) of the dictionary whose stored bytes (head and
+    blob, ``encode_column``) are exactly ``buf`` (uint8), its head in ``form`` (``DICT_FORM`` by
+    default); a bad head is a ``CorruptionError`` naming ``where``."""
     buf = np.asarray(buf, dtype=np.uint8)
-    if len(buf) < DICT_HEAD.size:
-        raise CorruptionError(f"{where}: shorter than its head")
-    n, nb = DICT_HEAD.unpack(buf[: DICT_HEAD.size].tobytes())
-    if not 1 <= n <= DICT_MAX_ENTRIES or not 1 <= nb <= len(buf) - DICT_HEAD.size:
-        raise CorruptionError(f"{where}: bad head ({n} entries, {nb} bytes)")
-    return decode_blob(buf[DICT_HEAD.size : DICT_HEAD.size + nb], n, block_size)
+    n, h = dictionary_head(buf, DICT_FORM if form is None else form, where)
+    try:
+        return decode_blob(buf[h:], n, block_size)
+    except CorruptionError as e:
+        raise CorruptionError(f"{where}: {e}") from e
 
 
 def _first_of(group: np.ndarray) -> np.ndarray:

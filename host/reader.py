@@ -732,7 +732,9 @@ class VersionReader:
             self.store.fetch(reads)
             buf, at = fin(), np.cumsum(ln) - ln
             for i, a, n in zip(todo, at.tolist(), ln.tolist()):
-                parts[i] = segs[i].dictionary_from(int(keys[i] & mask), buf[a : a + n], self.block_size, int(keys[i]) in shared)
+                form = self._files[int(keys[i] >> 40)][1].get("dicts", 1)  # its heads' form (pages.DICT_HEAD)
+                parts[i] = segs[i].dictionary_from(int(keys[i] & mask), buf[a : a + n], self.block_size,
+                                                   int(keys[i]) in shared, form)
             self.dict_bytes_read += int(ln.sum())
         lens = np.array([len(d) for d in parts], np.int64)
         at = np.cumsum(lens) - lens

@@ -407,45 +407,35 @@ class Segment:
         self._verify(raw[:o], 0)
         self._region = raw[:o]
 
-    def dictionary(self, off: int, block_size: int, size: int | None = None) -> tuple[np.ndarray, int]:
+    def dictionary(self, off: int, block_size: int, size: int, form: int | None = None) -> tuple[np.ndarray, int]:
         """The dictionary (host/pages.py ``encode_column``: the column's segment dictionary, or a
-        stripe's own table) at byte ``off`` of the blob region: ``(values int64, bytes read)``:
-        read (every chunk verified), decoded and kept on first use; later calls read nothing (0
-        bytes). ``size``: its stored bytes when the caller knows them (the first blob that uses it
-        follows it): one read; else two (its head, then the rest)."""
+        stripe's own table) of ``size`` stored bytes (it ends where the next blob or dictionary of
+        its column starts) at byte ``off`` of the blob region, its head in ``form`` (the entry's
+        ``dicts``; ``pages.DICT_FORM`` by default): ``(values int64, bytes read)``: read (every
+        chunk verified), decoded and kept on first use; later calls read nothing (0 bytes)."""
         d = self.cached_dictionary(off)
         if d is not None:
             return d, 0
-        where = f"segment {self.name}: dictionary at byte {off}"
-        if not 0 <= off <= self.region_bytes - pages.DICT_HEAD.size:
-            raise CorruptionError(f"{where}: outside the blob region")
-        if size is None:
-            reqs, fin = self.bytes_request([off], [pages.DICT_HEAD.size])
-            self.store.fetch(reqs)
-            size = pages.DICT_HEAD.size + pages.DICT_HEAD.unpack(fin().tobytes())[1]
-        n = min(size, self.region_bytes - off) - pages.DICT_HEAD.size  # a bad size fails in decode_dictionary
-        if n < 0:
-            raise CorruptionError(f"{where}: shorter than its head")
-        reqs, fin = self.bytes_request([off], [pages.DICT_HEAD.size + n])
+        if not 0 <= off < off + size <= self.region_bytes:
+            raise CorruptionError(f"segment {self.name}: dictionary at byte {off}: {size} bytes outside the blob region")
+        reqs, fin = self.bytes_request([off], [size])
         self.store.fetch(reqs)
-        return self.dictionary_from(off, fin(), block_size), pages.DICT_HEAD.size + n
+        return self.dictionary_from(off, fin(), block_size, form=form), size
 
     def cached_dictionary(self, off: int) -> np.ndarray | None:
         """The dictionary at byte ``off`` if a read kept it, else None."""
         cache = self._dicts  # one read: ``VersionReader.forget_dictionaries`` may drop it meanwhile
         return None if cache is None else cache.get(off)
 
-    def dictionary_from(self, off: int, buf: np.ndarray, block_size: int, keep: bool = True) -> np.ndarray:
+    def dictionary_from(self, off: int, buf: np.ndarray, block_size: int, keep: bool = True,
+                        form: int | None = None) -> np.ndarray:
         """The dictionary at byte ``off`` decoded from its stored bytes ``buf`` (head and blob, as
-        read and verified): a head whose size disagrees with ``len(buf)`` (the index's) is a
-        ``CorruptionError``. ``keep``: kept for later reads (a segment dictionary, which every batch
-        of the segment reads; a stripe's own table is not: each read reads it, as it reads blobs)."""
+        read and verified; ``len(buf)``: the index's size), its head in ``form`` (the entry's
+        ``dicts``; ``pages.DICT_FORM`` by default): a head that disagrees is a ``CorruptionError``.
+        ``keep``: kept for later reads (a segment dictionary, which every batch of the segment
+        reads; a stripe's own table is not: each read reads it, as it reads blobs)."""
         where = f"segment {self.name}: dictionary at byte {off}"
-        if len(buf) < pages.DICT_HEAD.size:
-            raise CorruptionError(f"{where}: shorter than its head")
-        if pages.DICT_HEAD.unpack(buf[: pages.DICT_HEAD.size].tobytes())[1] != len(buf) - pages.DICT_HEAD.size:
-            raise CorruptionError(f"{where}: its size disagrees with the index")
-        d = pages.decode_dictionary(buf, block_size, where)
+        d = pages.decode_dictionary(buf, block_size, where, form)
         d.flags.writeable = False  # shared by every batch that reads it
         if keep:
             cache = self._dicts
@@ -651,7 +641,8 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
         # DICT blobs: each stripe's dictionary (the column's segment dictionary, or its own stripe
         # table) before its blob, its head inside the region; codes in blocks of at most
         # AUX_MAX_BLOCK values (PATCH / RUN ones flagged as in any blob)
-        if isd.any() and (((e[isd] >> 8) + pages.DICT_HEAD.size > o[isd]).any() or block_size > pages.AUX_MAX_BLOCK):
+        # (a head and a blob: at least 2 bytes in either head form; both are checked when read)
+        if isd.any() and (((e[isd] >> 8) + 2 > o[isd]).any() or block_size > pages.AUX_MAX_BLOCK):
             raise CorruptionError(f"segment {where}: bad dictionary of column {c!r}")
         if region_bytes is not None:
             off[c], nwords[c], enc[c] = o, n, e

@@ -155,13 +155,14 @@ def _segment_of(state: State, user, start, count, values: dict):
 
 def _format_entry(dicts: bool = False, const: bool = False, tables: bool = False) -> dict:
     """The ``format`` key of a new data file's entry (absent for format 2, as older releases wrote),
-    ``"dicts": 1`` for a segment with dictionaries, ``"const": 1`` for one with constant stripes and
+    ``"dicts"`` for a segment with dictionaries (their heads' form, ``pages.DICT_FORM``: 2, varints;
+    releases before 2026-12-02 wrote 1, two u64), ``"const": 1`` for one with constant stripes and
     ``"tables": 1`` for one with stripe tables (DESIGN §1; their codes may be DELTA blocks): a release
     that cannot read them rejects the entry (an unknown key), even where a checkpoint's snapshot
     spares it the segment's index."""
     if SEGMENT_FORMAT == 2:
         return {}
-    return {"format": SEGMENT_FORMAT, **({"dicts": 1} if dicts else {}), **({"const": 1} if const else {}),
+    return {"format": SEGMENT_FORMAT, **({"dicts": pages.DICT_FORM} if dicts else {}), **({"const": 1} if const else {}),
             **({"tables": 1} if tables else {})}
 
 

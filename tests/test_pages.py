@@ -503,12 +503,11 @@ def test_every_chunk_and_dictionary_codes_weigh_levels_and_radix(monkeypatch):
         assert pages.decode_blob(region, len(col), 32).tolist() == col.tolist()
     # a dictionary's codes: four spread values at 70/20/5/5%, codes in frequency order as LEVELS
     vals = np.array([99_999, 7, 10**12, -3])[x[:20_000]]
-    out, off, nbytes, enc = pages.encode_column(vals, np.array([len(vals)]), 128)
+    out, off, nbytes, enc, head, _ = pages.encode_column_parts(vals, np.array([len(vals)]), 128)
     assert enc[0] & codec.ENC_DICT
-    head = pages.DICT_HEAD.size + pages.DICT_HEAD.unpack(out[: pages.DICT_HEAD.size].tobytes())[1]
     tags = out[head : head + -(-len(vals) // 128)] & 0x7F
     assert (tags >= pages.TAG_LEVELS).mean() > 0.5, np.unique(tags)
-    d = pages.decode_dictionary(out, 128)
+    d = pages.decode_dictionary(out[:head], 128)
     got = pages.decode_blobs(out, off, nbytes, np.array([len(vals)]), 128, d, np.array([0]), np.array([len(d)]))
     assert got.tolist() == vals.tolist()
 
@@ -802,11 +801,11 @@ def test_a_dictionary_with_delta_blocks_flags_its_stripes(tmp_path):
     ids = rng.choice(10**7, 20000, replace=False)
     sc = np.array([100_000, 60_000])
     x = rng.choice(ids, int(sc.sum()))
-    region, off, nbytes, enc = pages.encode_column(x, sc, 128)
+    region, off, nbytes, enc, head, _ = pages.encode_column_parts(x, sc, 128)
     assert (enc & codec.ENC_DICT).all() and (enc & codec.ENC_DELTA).all()
-    n = pages.DICT_HEAD.unpack(region[: pages.DICT_HEAD.size].tobytes())[0]
-    assert (pages.tag_kind(region[pages.DICT_HEAD.size :][: -(-n // 128)]) & pages.AUX_DELTA).any()
-    assert pages.decode_dictionary(region, 128).tolist() == np.unique(x).tolist()
+    n, h = pages.dictionary_head(region[:head], pages.DICT_FORM)
+    assert (pages.tag_kind(region[h:][: -(-n // 128)]) & pages.AUX_DELTA).any()
+    assert pages.decode_dictionary(region[:head], 128).tolist() == np.unique(x).tolist()
     store = LocalStore(str(tmp_path))
     bufs, size, crc = segment.encode_segment3(["item_id"], np.array([0, 1]), np.array([0, 0]), sc,
                                               {"item_id": (region, off, nbytes, enc)})
@@ -814,7 +813,7 @@ def test_a_dictionary_with_delta_blocks_flags_its_stripes(tmp_path):
         for b in bufs:
             f.write(memoryview(b).cast("B"))
     s = segment.open_segment(store, "s", 0, size, crc, ["item_id"], 128)
-    d, _ = s.dictionary(int(s.enc["item_id"][0]) >> 8, 128)
+    d, _ = s.dictionary(int(s.enc["item_id"][0]) >> 8, 128, head)
     assert d.tolist() == np.unique(x).tolist()
 
 
@@ -1076,11 +1075,11 @@ def test_segment_dictionary_is_kept_only_where_it_pays():
     rng = np.random.default_rng(1)
     sc = np.array([7000, 3000, 10])
     zipf = zipf_table(rng, [0], int(sc.sum()))["item_id"].to_numpy()
-    region, off, nbytes, enc = pages.encode_column(zipf, sc, 128)
+    region, off, nbytes, enc, head, _ = pages.encode_column_parts(zipf, sc, 128)
     plain = pages.encode_stripes(zipf, sc, 128)[0]
     assert (enc & codec.ENC_DICT).all() and (enc >> 8 == 0).all() and len(region) < (1 - pages.DICT_MIN_SAVING) * len(plain)
     codes = decode_all(region, off, nbytes, sc, 128)
-    d = pages.decode_dictionary(region, 128)
+    d = pages.decode_dictionary(region[:head], 128)
     assert (np.diff(d) > 0).all() and d[codes].tolist() == zipf.tolist()
     for x, why in ((rng.integers(0, 1 << 40, 10000), "distinct ids"), (zipf[:100], "a small append"),
                    (np.arange(10000) * 3, "a line: LFOR is smaller")):
@@ -1131,10 +1130,10 @@ def test_segment_dictionary_reads_and_materializes(tmp_path, monkeypatch, backen
     has = np.zeros(len(r._files), bool)
     for c in SCHEMA:
         has[np.unique(seg_of[(r.blobs(c)[2] & codec.ENC_DICT) != 0])] = True
-    assert [e.get("dicts") == 1 for _, e in r._files] == has.tolist() and 0 < has.sum() < len(has)
+    assert [e.get("dicts") == pages.DICT_FORM for _, e in r._files] == has.tolist() and 0 < has.sum() < len(has)
     e = dict(next(e for _, e in r._files if e.get("dicts")))
-    assert log._check_entry(dict(e), "x") == e
-    for bad in ({**e, "dicts": 2}, {k: v for k, v in e.items() if k != "format"}):
+    assert log._check_entry(dict(e), "x") == e and log._check_entry({**e, "dicts": 1}, "x")["dicts"] == 1
+    for bad in ({**e, "dicts": 3}, {**e, "dicts": True}, {k: v for k, v in e.items() if k != "format"}):
         with pytest.raises(CorruptionError, match="bad data file entry"):
             log._check_entry(bad, "x")
     import copy
@@ -1281,9 +1280,9 @@ def test_a_skewed_small_alphabet_takes_a_dictionary_in_frequency_order(tmp_path,
     for c in ("item_id", "action"):
         x = cols[c].astype(np.int64)
         # (the segment dictionary alone; the same stripes' own tables: test_stripe_tables_*)
-        region, off, nbytes, enc = pages.encode_column(x, sc, 128, tables=False)
+        region, off, nbytes, enc, head, _ = pages.encode_column_parts(x, sc, 128, tables=False)
         assert (enc & codec.ENC_DICT).all() and (enc & codec.ENC_PATCH).any(), c
-        d = pages.decode_dictionary(region, 128)
+        d = pages.decode_dictionary(region[:head], 128)
         assert d[0] == np.bincount(x).argmax() and d.tolist() != sorted(d.tolist()), c
         assert d[decode_all(region, off, nbytes, sc, 128)].tolist() == x.tolist()  # (codes, looked up)
         with monkeypatch.context() as m:
@@ -1327,10 +1326,10 @@ def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
     rng = np.random.default_rng(2)
     sc = np.array([6000, 4000])
     x = zipf_table(rng, [0], int(sc.sum()))["item_id"].to_numpy()
-    good = pages.encode_column(x, sc, 128)
+    good = pages.encode_column_parts(x, sc, 128)
     assert (good[3] & codec.ENC_DICT).all()
     store = LocalStore(str(tmp_path))
-    late = np.array([good[3][0], good[3][1] + ((int(good[1][1]) - 15) << 8)])  # a head that runs into the blob
+    late = np.array([good[3][0], good[3][1] + ((int(good[1][1]) - 1) << 8)])  # no room for a head and a blob
     for i, enc in enumerate([good[3], np.array([good[3][0], good[3][1] + (1 << 8)]), np.full(2, 1 << 8), late]):
         bufs, size, crc = segment.encode_segment3(["item_id"], np.array([0, 0]), np.array([0, 6000]), sc,
                                                   {"item_id": (*good[:3], enc)})
@@ -1339,8 +1338,8 @@ def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
                 f.write(memoryview(b).cast("B"))
         if i == 0:
             s = segment.open_segment(store, f"s{i}", 0, size, crc, ["item_id"], 128)
-            d, nb = s.dictionary(int(s.enc["item_id"][0]) >> 8, 128)
-            assert d.tolist() == np.unique(x).tolist() and nb > 16 and s.dictionary(int(s.enc["item_id"][0]) >> 8, 128)[1] == 0
+            d, nb = s.dictionary(int(s.enc["item_id"][0]) >> 8, 128, good[4])
+            assert d.tolist() == np.unique(x).tolist() and nb == good[4] and s.dictionary(0, 128, good[4])[1] == 0
             continue
         if i == 1:  # a second dictionary, at byte 1: opens, and is corruption when read
             s = segment.open_segment(store, f"s{i}", 0, size, crc, ["item_id"], 128)
@@ -1506,7 +1505,7 @@ def test_decode_stripes_decodes_whole_blobs_as_the_block_path_does(tmp_path, mon
     # corruption to decode_stripes on either decoder; a batch's lookup clamps, by contract
     real = segment.Segment.dictionary_from
     with monkeypatch.context() as m:
-        m.setattr(segment.Segment, "dictionary_from", lambda self, off, buf, bs, keep=True: real(self, off, buf, bs, False)[:10])
+        m.setattr(segment.Segment, "dictionary_from", lambda self, off, buf, bs, keep=True, form=None: real(self, off, buf, bs, False, form)[:10])
         h = Tier.open(t.uri)
         with pytest.raises(CorruptionError, match="dictionary"):
             h._reader.decode_stripes("item_id", np.arange(len(h.directory())))

@@ -152,7 +152,7 @@ def test_a_code_past_its_table_is_corruption(tmp_path, monkeypatch):
     t.append(pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), **repeating_columns(rng, sc)}))
     real = segment.Segment.dictionary_from
     with monkeypatch.context() as m:
-        m.setattr(segment.Segment, "dictionary_from", lambda self, off, buf, bs, keep=True: real(self, off, buf, bs, False)[:1])
+        m.setattr(segment.Segment, "dictionary_from", lambda self, off, buf, bs, keep=True, form=None: real(self, off, buf, bs, False, form)[:1])
         for native_on in (True, False):
             m.setattr(native, "available", lambda on=native_on: (on and native._decode is not None, ""))
             h = Tier.open(t.uri)
@@ -213,3 +213,47 @@ def test_a_segment_without_tables_keeps_its_dictionary(tmp_path):
         h.read_history(0)
         reads.append(r.dict_bytes_read)
     assert reads[0] > 0 and reads == [reads[0]] * 3
+
+
+def test_dictionaries_with_the_earlier_heads_read_back(tmp_path, monkeypatch):
+    """Segments written before varint heads (``"dicts": 1``: two u64, its entries and its blob's
+    bytes) read back beside new ones (``"dicts": 2``) in one version, on both decoders and by
+    planned batches; compaction rewrites them in the new form. The new form is what lets a stripe
+    table cost a byte or two of head instead of 16."""
+    rng = np.random.default_rng(11)
+    sc = np.array(USERS)
+    users = np.repeat(np.arange(len(sc)), sc)
+    cols = [repeating_columns(rng, sc)] * 2  # the same events twice: the same dictionaries
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    with monkeypatch.context() as m:
+        m.setattr(pages, "DICT_FORM", 1)
+        t.append(pa.table({"user_id": users, **cols[0]}))
+    t.append(pa.table({"user_id": users + len(sc), **cols[1]}))
+    forms = [e.get("dicts") for _, e in Tier.open(t.uri)._reader._files]
+    assert forms == [1, 2]
+    whole = {u: {c: v[users == u % len(sc)] for c, v in cols[u // len(sc)].items()} for u in range(2 * len(sc))}
+    for native_on in (True, False):
+        monkeypatch.setattr(native, "available", lambda on=native_on: (on and native._decode is not None, ""))
+        h = Tier.open(t.uri)
+        for u, want in whole.items():
+            got = h.read_history(u)
+            assert all(got[c].tolist() == want[c].tolist() for c in want), (u, native_on)
+    monkeypatch.undo()
+    h = Tier.open(t.uri)
+    r = h._reader
+    sizes = {}
+    for c in ("item_id", "action"):
+        sizes[c] = r._dict_sizes(c)
+        si = np.arange(len(h.directory()))
+        h.read_blocks(c, si, np.zeros_like(si), h.directory().nblocks[si])
+    check_planned_batches(h, {u: h.read_history(u) for u in whole}, rng, np.arange(2 * len(sc)), 40, 2500, "numpy")
+    # the same dictionaries cost 14 or 15 bytes more each with the earlier heads (16 bytes against a
+    # varint of 1 or 2)
+    for c in ("item_id", "action") if native.available()[0] else ("action",):  # (literal tables: with the C library)
+        olds = [v for k, v in sizes[c].items() if k >> 40 == 0]
+        news = [v for k, v in sizes[c].items() if k >> 40 == 1]
+        assert len(olds) == len(news) >= 3 and 14 * len(olds) <= sum(olds) - sum(news) <= 15 * len(olds), c
+    t.compact()
+    h = Tier.open(t.uri)
+    assert [e.get("dicts") for _, e in h._reader._files] == [2]
+    assert all(h.read_history(u)[c].tolist() == want[c].tolist() for u, want in whole.items() for c in want)
