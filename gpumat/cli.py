@@ -117,13 +117,17 @@ def cmd_upgrade(args) -> int:
         print(f"{args.tier}: converted to format 2 at version {r['version']} "
               f"({r['segments']} data files, {r['length_rows']} length rows; versions before {r['version']} expired)")
     t = Tier.open(root)
-    old = [e for e in t._reader.state.files.values() if e.get("format", 2) < 3]
+    from gpumat.host.writer import older_format
+
+    old = [e for e in t._reader.state.files.values() if older_format(e)]
     if not old:
-        print(f"{args.tier}: every data file of version {t.version} is format 3")
+        print(f"{args.tier}: every data file of version {t.version} is in the current format")
         return 0
     before = t.version
-    v = t.compact()  # compaction writes format 3 and rewrites every older file (host/writer.py)
-    print(f"{args.tier}: {len(old)} format-2 data file(s) of version {before} rewritten in format 3 at version {v} "
+    v = t.compact()  # compaction writes the current format and rewrites every older file (host/writer.py)
+    n2 = sum(e.get("format", 2) < 3 for e in old)
+    print(f"{args.tier}: {len(old)} data file(s) of version {before} ({n2} format 2, {len(old) - n2} format 3 with "
+          f"16-byte dictionary heads) rewritten in the current format at version {v} "
           f"(older versions still read them until `gpumat vacuum`)")
     return 0
 

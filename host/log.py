@@ -163,7 +163,7 @@ def _check_entry(e, where: str) -> dict:
     the segment's format, 3, absent for format 2; dicts: 1 for a format-3 segment with dictionaries,
     const: 1 for one with constant stripes, tables: 1 for one with stripe tables (DESIGN §1), so
     that releases before them reject it; dicts: 2 where its dictionaries' heads are varints,
-    host/pages.py ``DICT_HEAD``)."""
+    host/pages.py ``DICT_FORM``)."""
     keys = {"path", "offset", "size", "index_crc", "events", "level"}
     extra = {"dicts": (1, 2), "const": (1,), "tables": (1,)}  # (format 3 only)
     if not isinstance(e, dict) or set(e) - {"format", *extra} != keys or e.get("format", 2) not in (2, 3) \

@@ -970,7 +970,7 @@ def _rank_groups(order, gid, gval, gsid, gcnt, tc, n: int) -> tuple:
 
 # A stripe table must save at least this many bytes too: its place in the index (the stripe's enc,
 # a byte offset that changes from stripe to stripe where a segment dictionary's is one value) costs
-# a few bytes there. Swept over 0-16 (2026-12-02, varint heads): 8 was smallest or within 0.03% on
+# a few bytes there. Swept over 0-16 (2026-12-02, varint heads): 8 was smallest or within 0.05% on
 # ML-1M, ML-100K, ``replay`` and ``favourites``, real and cut into 8-event users, where 0 let the
 # 8-event packs' ratings take tables that lost in the index (rating 1.054x -> 1.016x with its fields).
 TABLE_MIN_BYTES = 8

@@ -732,7 +732,7 @@ class VersionReader:
             self.store.fetch(reads)
             buf, at = fin(), np.cumsum(ln) - ln
             for i, a, n in zip(todo, at.tolist(), ln.tolist()):
-                form = self._files[int(keys[i] >> 40)][1].get("dicts", 1)  # its heads' form (pages.DICT_HEAD)
+                form = self._files[int(keys[i] >> 40)][1].get("dicts", 1)  # its heads' form (pages.DICT_FORM)
                 parts[i] = segs[i].dictionary_from(int(keys[i] & mask), buf[a : a + n], self.block_size,
                                                    int(keys[i]) in shared, form)
             self.dict_bytes_read += int(ln.sum())

@@ -378,6 +378,7 @@ class BatchProducer:
             jagged_layout(lay, spec.tenants, staged, spec.kjt)
         else:
             for name, s in staged.items():
+                s.check_tiles()  # (as ``StagedBatch.pack`` does: the kernels trust the tiles)
                 layout, words = staged_layout(s)
                 lay.add(f"t.{name}.packed", np.int64, (words,), lambda v, s=s, layout=layout: pack_staged(s, v, layout))
                 tenants[name] = {"mode": "staged", "skeleton": staged_skeleton(s), "layout": layout,

@@ -306,6 +306,14 @@ def _merged(store, state: State, segcache: dict, merge: list, users, per_user, o
     return (*_stripes(r_user, r_tot, r_start), merged)
 
 
+def older_format(e: dict) -> bool:
+    """Whether the data file of entry ``e`` is in a format this release no longer writes (format 2,
+    or format 3 with dictionaries of 16-byte heads, ``"dicts": 1``): compaction rewrites it."""
+    if SEGMENT_FORMAT == 2:
+        return False
+    return e.get("format", 2) < SEGMENT_FORMAT or e.get("dicts", pages.DICT_FORM) < pages.DICT_FORM
+
+
 def compact(store, state: State, segcache: dict, lock_fd: int) -> State:
     """Rewrite every history of ``state`` into as few stripes as possible (same events, same
     positions) in data files of about ``SEGMENT_EVENTS`` events; commit. Returns ``state`` itself
@@ -322,7 +330,7 @@ def compact(store, state: State, segcache: dict, lock_fd: int) -> State:
     grp = (cum - totals) // SEGMENT_EVENTS  # cut at user boundaries into files of about SEGMENT_EVENTS events
     stripes_now = np.diff(np.append(first, S))
     files_after = int(grp.max()) + 1
-    old_format = any(e.get("format", 2) < SEGMENT_FORMAT for e in state.files.values())
+    old_format = any(map(older_format, state.files.values()))
     if not (stripes_now > (totals + MAX_STRIPE - 1) // MAX_STRIPE).any() and len(state.files) <= files_after \
             and not old_format:
         return state

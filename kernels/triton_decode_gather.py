@@ -663,12 +663,14 @@ def _autotuned():
 # gets an attribute) and ``do_not_specialize`` does not reach into tuples: a column's word and
 # dictionary counts, passed plain, would compile a new kernel whenever a batch's pattern of counts
 # changed (each compile takes seconds). They travel as ``opaque_count(n)``: 2 n + 1, odd (never a
-# multiple of 16), at least 3 (never 1), below 2^31 (int32: ``_limit`` keeps n under 2^30), so every
+# multiple of 16), at least 3 (never 1), below 2^31 (int32: n under 2^30, checked), so every
 # batch of a schema has one key; the kernel takes what it needs back in one or two integer ops.
 
 
 def opaque_count(n: int) -> int:
     """A count ``1 <= n < 2^30`` as a tuple element of a kernel argument that Triton cannot specialize on."""
+    if not 1 <= n < 1 << 30:
+        raise GpumatError(f"staged batch too large for one launch: a column's count {n} (limit 2^30); use smaller batches")
     return 2 * int(n) + 1
 
 

@@ -257,3 +257,26 @@ def test_dictionaries_with_the_earlier_heads_read_back(tmp_path, monkeypatch):
     h = Tier.open(t.uri)
     assert [e.get("dicts") for _, e in h._reader._files] == [2]
     assert all(h.read_history(u)[c].tolist() == want[c].tolist() for u, want in whole.items() for c in want)
+
+
+def test_upgrade_rewrites_the_earlier_heads(tmp_path, monkeypatch):
+    """One data file with 16-byte dictionary heads: ``gpumat upgrade`` (a compaction) rewrites it
+    with varint heads, smaller, the same histories; a second run has nothing left to do."""
+    from gpumat.cli import main
+
+    rng = np.random.default_rng(12)
+    sc = np.array(USERS)
+    users = np.repeat(np.arange(len(sc)), sc)
+    cols = repeating_columns(rng, sc)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    with monkeypatch.context() as m:
+        m.setattr(pages, "DICT_FORM", 1)
+        t.append(pa.table({"user_id": users, **cols}))
+    before = Tier.open(t.uri)
+    assert [e.get("dicts") for _, e in before._reader._files] == [1]
+    assert main(["upgrade", str(tmp_path / "t")]) == 0
+    h = Tier.open(t.uri)
+    assert h.version == before.version + 1 and [e.get("dicts") for _, e in h._reader._files] == [2]
+    assert h.stats()["stored_bytes"] < before.stats()["stored_bytes"]
+    assert all(h.read_history(u)[c].tolist() == cols[c][users == u].tolist() for u in range(len(sc)) for c in cols)
+    assert main(["upgrade", str(tmp_path / "t")]) == 0 and Tier.open(t.uri).version == h.version

@@ -297,10 +297,10 @@ class StagedBatch:
     def check_tiles(self) -> None:
         """Every tile of a host batch inside one staged block (``0 <= tile_lo``, ``tile_lo + tile_cnt
         <= block_size``, ``0 <= tile_block < K``) and one example; else a ``GpumatError`` naming the
-        first bad tile. ``pack`` checks, so a batch crosses the bus only so: the kernels trust the
+        first bad tile. ``pack`` and the workers' packing check, so a batch crosses the bus only so: the kernels trust the
         tiles (their own checks cover what comes from storage, the block headers, and the outputs'
         ranges), which the host builds, and checking them on the device would cost every batch
-        instructions. A device batch is not checked (that would read it back)."""
+        instructions. Only a NumPy batch is checked (a device one would have to be read back)."""
         arrays = (self.tile_block, self.tile_lo, self.tile_cnt, self.tile_ex, self.offsets)
         if not all(isinstance(a, np.ndarray) for a in arrays) or not len(self.tile_block) or not self.columns:
             return  # (a batch that stages no column reads no block)
