@@ -1190,6 +1190,49 @@ def dictionary_head(buf: np.ndarray, form: int, where: str = "dictionary") -> tu
     return n, h
 
 
+def dictionary_heads(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, forms: np.ndarray,
+                     where: str = "dictionaries") -> tuple[np.ndarray, np.ndarray]:
+    """``dictionary_head`` of many dictionaries at once: those whose stored bytes are ``buf[starts[i]
+    : starts[i] + lens[i]]`` (uint8), heads in ``forms[i]``: ``(entries, head bytes)`` of each. A bad
+    head is a ``CorruptionError`` naming ``where`` and the dictionary's index (``dictionary_head``
+    on it names what is wrong)."""
+    buf = np.asarray(buf, dtype=np.uint8)
+    starts, lens, forms = (np.asarray(a, np.int64).reshape(-1) for a in (starts, lens, forms))
+    n, h = np.zeros(len(starts), np.int64), np.zeros(len(starts), np.int64)
+    bad = ((forms != 1) & (forms != 2)) | (starts < 0) | (lens < 2) | (starts + lens > len(buf))
+    f1 = np.flatnonzero(~bad & (forms == 1) & (lens >= DICT_HEAD.size))
+    bad |= ~bad & (forms == 1) & (lens < DICT_HEAD.size)
+    if len(f1):
+        raw = np.ascontiguousarray(buf[starts[f1, None] + np.arange(DICT_HEAD.size)]).view("<u8")
+        n[f1], h[f1] = np.minimum(raw[:, 0], _U64(1 << 62)).astype(np.int64), DICT_HEAD.size
+        bad[f1] |= raw[:, 1] != (lens[f1] - DICT_HEAD.size).astype(_U64)
+    f2 = np.flatnonzero(~bad & (forms == 2))
+    if len(f2):  # a varint of at most 5 bytes (2^26 entries take 4), inside the dictionary's bytes
+        k = np.arange(5)
+        b = np.where(k < lens[f2, None], buf[np.minimum(starts[f2, None] + k, len(buf) - 1)], 0x80).astype(np.int64)
+        end = b < 0x80
+        hh = np.argmax(end, axis=1) + 1
+        v = (((b & 0x7F) << (7 * k)) * (k < hh[:, None])).sum(axis=1)
+        n[f2], h[f2] = v, hh
+        bad[f2] |= ~end.any(axis=1) | (hh != varint_len(v.astype(_U64)))
+    bad |= (n < 1) | (n > DICT_MAX_ENTRIES) | (lens - h < 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        if 0 <= starts[i] <= starts[i] + lens[i] <= len(buf) and forms[i] in (1, 2):
+            dictionary_head(buf[starts[i] : starts[i] + lens[i]], int(forms[i]), f"{where}: dictionary {i}")
+        raise CorruptionError(f"{where}: dictionary {i}: bad head or bytes (form {int(forms[i])}, {int(lens[i])} bytes)")
+    return n, h
+
+
+def decode_dictionaries(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, forms: np.ndarray, block_size: int,
+                        where: str = "dictionaries") -> tuple[np.ndarray, np.ndarray]:
+    """``decode_dictionary`` of many dictionaries at once (``dictionary_heads``' arguments), in
+    one pass of the blob decoder: ``(their values back to back, entries of each)``."""
+    starts, lens = (np.asarray(a, np.int64).reshape(-1) for a in (starts, lens))
+    n, h = dictionary_heads(buf, starts, lens, forms, where)
+    return decode_blobs(buf, starts + h, lens - h, n, block_size, where=f"{where} (blob i: dictionary i)"), n
+
+
 def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary", form: int | None = None) -> np.ndarray:
     """The values (int64: sorted, or by frequency) of the dictionary whose stored bytes (head and
     blob, ``encode_column``) are exactly ``buf`` (uint8), its head in ``form`` (``DICT_FORM`` by

