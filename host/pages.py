@@ -1199,7 +1199,7 @@ def dictionary_heads(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, form
     buf = np.asarray(buf, dtype=np.uint8)
     starts, lens, forms = (np.asarray(a, np.int64).reshape(-1) for a in (starts, lens, forms))
     n, h = np.zeros(len(starts), np.int64), np.zeros(len(starts), np.int64)
-    bad = ((forms != 1) & (forms != 2)) | (starts < 0) | (lens < 2) | (starts + lens > len(buf))
+    bad = ((forms != 1) & (forms != 2)) | (starts < 0) | (lens < 2) | (lens > len(buf) - starts)  # (no sum to wrap)
     f1 = np.flatnonzero(~bad & (forms == 1) & (lens >= DICT_HEAD.size))
     bad |= ~bad & (forms == 1) & (lens < DICT_HEAD.size)
     if len(f1):
@@ -1218,7 +1218,7 @@ def dictionary_heads(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, form
     bad |= (n < 1) | (n > DICT_MAX_ENTRIES) | (lens - h < 1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        if 0 <= starts[i] <= starts[i] + lens[i] <= len(buf) and forms[i] in (1, 2):
+        if 0 <= starts[i] and 0 <= lens[i] <= len(buf) - starts[i] and forms[i] in (1, 2):
             dictionary_head(buf[starts[i] : starts[i] + lens[i]], int(forms[i]), f"{where}: dictionary {i}")
         raise CorruptionError(f"{where}: dictionary {i}: bad head or bytes (form {int(forms[i])}, {int(lens[i])} bytes)")
     return n, h

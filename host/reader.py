@@ -756,7 +756,7 @@ class VersionReader:
             pos = np.cumsum(cnt) - cnt
             for j in np.flatnonzero(kept[todo]).tolist():  # kept alone: not a view that keeps a batch's tables alive
                 i = int(todo[j])
-                d = vals[pos[j] : pos[j] + cnt[j]].copy()
+                d = vals if cnt[j] == len(vals) else vals[pos[j] : pos[j] + cnt[j]].copy()
                 segs[int(segi[i])].keep_dictionary(int(keys[i] & mask), d)
             self.dict_bytes_read += int(ln.sum())
         if vals is not None and len(todo) == len(keys):  # (none kept before: they are ``vals``, in key order)

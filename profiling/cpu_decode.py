@@ -51,7 +51,7 @@ def load(workdir: str, scale: float, dataset: str = "bench", variant: str | None
     from gpumat.host.workloads import SYNTH_TENANTS, synthetic_workload
 
     if variant is not None:
-        import short_histories as sh  # (beside this script)
+        import short_histories as sh  # (beside this script: run it as a script, python profiling/cpu_decode.py)
 
         tier_dir = os.path.join(workdir, f"tier-{dataset}-{variant}")
         if not os.path.exists(tier_dir + ".done"):

@@ -318,3 +318,32 @@ def test_dictionary_heads_at_once_equal_one_by_one():
         assert list(zip(n.tolist(), h.tolist())) == one, trial
         if trial % 2 == 0:
             assert n.tolist() == ents.tolist()
+
+
+def test_a_bad_table_head_is_named_by_its_segment_and_place(tmp_path, monkeypatch):
+    """A batch's dictionaries are decoded in one pass; a bad one (here a head zeroed after its
+    chunks were verified: a writer's bug) is a ``CorruptionError`` naming its segment and byte."""
+    rng = np.random.default_rng(13)
+    sc = np.array(USERS)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), **repeating_columns(rng, sc)}))
+    real = pages.decode_dictionaries
+
+    def zero_first_head(buf, starts, *a, **kw):
+        buf[int(np.asarray(starts)[-1])] = 0  # (the last: a stripe table, 0 entries)
+        return real(buf, starts, *a, **kw)
+
+    monkeypatch.setattr(pages, "decode_dictionaries", zero_first_head)
+    h = Tier.open(t.uri)
+    with pytest.raises(CorruptionError, match=r"segment \S+: dictionary at byte \d+: bad head \(0 entries"):
+        h._reader.decode_stripes("action", np.arange(len(h.directory())))
+
+
+def test_dictionary_heads_outside_their_buffer_are_corruption():
+    buf = np.concatenate([pages.dict_heads([5], [3], 2)[0], np.ones(3, np.uint8)])
+    n, h = pages.dictionary_heads(buf, [0], [4], [2])
+    assert n.tolist() == [5] and h.tolist() == [1]
+    for starts, lens, forms in (([-1], [4], [2]), ([0], [5], [2]), ([1 << 62], [1 << 62], [2]), ([1 << 62], [1 << 62], [1]),
+                                ([0], [1], [2]), ([0], [4], [3]), ([0], [4], [1])):
+        with pytest.raises(CorruptionError):
+            pages.dictionary_heads(buf, starts, lens, forms)
