@@ -944,6 +944,34 @@ def test_one_compiled_kernel_per_schema(monkeypatch):
         assert native_specialize_impl(BaseBackend, (k.opaque_count(n),), False, True, True) == (("i32",), ("",))
 
 
+@pytest.mark.skipif(DEVICE != "cuda", reason="counts the compiled kernels on a GPU (GPUMAT_TEST_NATIVE=1)")
+def test_one_compile_per_launch_shape_on_the_device():
+    """On a GPU, batches of one schema whose word counts vary compile the history kernel at most
+    once per launch shape (``launch_for`` of the batch's length bucket) and the tail kernel once per
+    tail shape: Triton's own cache (``device_caches[device][0]``, keyed by the specialization)."""
+    from gpumat.bench.kernels import synthetic_staged
+    import gpumat.kernels.triton_decode_gather as k
+
+    def compiled(fn):
+        return sum(len(c[0]) for c in fn.device_caches.values())
+
+    if k._autotune_requested():
+        pytest.skip("autotuning compiles every candidate launch")
+    before = compiled(k._history_kernel), compiled(k._tail_kernel)
+    shapes, tails, residues = set(), set(), set()
+    for seed in range(12):
+        staged = synthetic_staged(3 + 11 * seed, 300, seed=seed)
+        residues.add(tuple(c.words.size % 16 == 0 for c in staged.columns.values()))
+        dev = staged.to(DEVICE)
+        shapes.add(k.launch_for(k.len_bucket(dev)))
+        tails.add(k.tail_shape(dev.known_max_tail, k._launch_shapes()[1]))
+        k.materialize_staged_triton(dev, total=staged.total)
+    torch.cuda.synchronize()
+    assert len(residues) > 1  # (the counts' pattern varies: the old launch compiled per pattern)
+    assert compiled(k._history_kernel) - before[0] <= len(shapes)
+    assert compiled(k._tail_kernel) - before[1] <= len(tails)
+
+
 @pytest.mark.parametrize("seq", [2, 3])
 def test_one_warp_programs_walking_several_tiles(seq, monkeypatch):
     """The GPU shape: one tile at a time, SEQ tiles per program (the last program partly empty)."""
