@@ -92,7 +92,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 20; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 21; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -616,17 +616,47 @@ static inline uint32_t gm_u32(const unsigned char *p) {
     return v;
 }
 
+/* gm_blob's last pass over a block's cnt values in o: with delta, o[i] becomes b0 + s0 i + o[0] + ..
+ * + o[i] (a prefix sum on the line); with D > 0, each value (a code) the entry of dict[0, D) it
+ * indexes. One pass for both, no branch per value: a code not below D reads entry 0 and makes it
+ * return 1 (the blob is bad; o is left partly written). Called with delta or D > 0. */
+static inline int gm_finish(uint64_t *o, int64_t cnt, int delta, uint64_t b0, uint64_t s0, const int64_t *dict,
+                            int64_t D) {
+    uint64_t bad = 0;
+    if (!D) {
+        uint64_t acc = b0 - s0; /* (the line's step is added with each value: one add on the chain) */
+        for (int64_t i = 0; i < cnt; i++) o[i] = acc += o[i] + s0;
+        return 0;
+    }
+    if (delta) {
+        uint64_t acc = b0 - s0;
+        for (int64_t i = 0; i < cnt; i++) {
+            const uint64_t v = acc += o[i] + s0;
+            bad |= v >= (uint64_t)D;
+            o[i] = (uint64_t)dict[v < (uint64_t)D ? v : 0];
+        }
+    } else
+        for (int64_t i = 0; i < cnt; i++) {
+            const uint64_t v = o[i];
+            bad |= v >= (uint64_t)D;
+            o[i] = (uint64_t)dict[v < (uint64_t)D ? v : 0];
+        }
+    return bad != 0;
+}
+
 /* host/pages.py decode_blobs: whole format-3 blobs straight to values, one pass per blob, no staged
  * form. gm_blob decodes one blob of L bytes and `count` values in blocks of bs to out; with D > 0 its
  * values are codes into dict[0, D), replaced by the entries they index. It makes every check of
  * host/pages.py decode_blob: tags, anchors, each page's fields exactly its blocks' varints, PATCH /
  * RUN fields in range, the payload inside its bounds, a PATCH block's bitmap of e bits, a RUN block's
  * of nv bits with bit 0 set; and a code below D. Returns 0 or a GM_BLOB_* reason. scratch: at least
- * max(bs, 128) + 3 words. */
+ * max(bs, 128) + 3 words. R >= L: the bytes readable from b (the rest of the caller's buffer), so
+ * that a value's 8-byte load near the blob's end needs no byte-by-byte path (the bits it takes past
+ * the blob are masked off; every bit used is checked to lie inside the blob). */
 enum { GM_BLOB_OK, GM_BLOB_SHORT, GM_BLOB_TAG, GM_BLOB_ANCHORS, GM_BLOB_FIELDS, GM_BLOB_RANGE, GM_BLOB_PAYLOAD,
        GM_BLOB_BITMAP, GM_BLOB_CODE, GM_BLOB_DICT_EXT, GM_BLOB_EXT_BIG };
 
-static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs, const int64_t *dict, int64_t D,
+static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, int64_t bs, const int64_t *dict, int64_t D,
                    uint64_t *scratch, uint64_t *out) {
     const int64_t nb = (count + bs - 1) / bs, npg = (nb + 15) / 16, head = nb + (npg > 1 ? 8 * npg : 0);
     if (L < head) return GM_BLOB_SHORT;
@@ -693,46 +723,42 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
                 const int64_t bits = cnt + E; /* (E: its field, the bits after the first level) */
                 if (E > (1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2) - 1 + W2) * cnt) return GM_BLOB_RANGE;
                 if (at + bits > limit) return GM_BLOB_PAYLOAD;
-                if (gm_levels(b, L, at, cnt, 1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2), (int)W2, E, (uint64_t)base[k], o))
+                if (gm_levels(b, R, at, cnt, 1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2), (int)W2, E, (uint64_t)base[k], o))
                     return GM_BLOB_BITMAP;
                 P += bits;
-                if (D)
-                    for (int64_t i = 0; i < cnt; i++) {
-                        if (o[i] >= (uint64_t)D) return GM_BLOB_CODE;
-                        o[i] = (uint64_t)dict[o[i]];
-                    }
+                if (D && gm_finish(o, cnt, 0, 0, 0, dict, D)) return GM_BLOB_CODE;
                 continue;
             }
             if (t < 65 || t == 67) {
-                gm_plain_bits(b, L, at, (int)W, bv, sl, cnt, scratch, o);
+                gm_plain_bits(b, R, at, (int)W, bv, sl, cnt, scratch, o);
             } else if (radix) { /* RADIX: its N codes, then each value's digit */
                 uint64_t codes[128];
-                gm_plain_bits(b, L, at, (int)W, 0, 0, N, scratch, codes);
+                gm_plain_bits(b, R, at, (int)W, 0, 0, N, scratch, codes);
                 gm_radix_expand(codes, 0, (uint64_t)W2, E, bv, sl, 0, cnt, o);
             } else {
                 uint64_t bm[2] = {0, 0}; /* the bitmap: cnt <= 128 bits */
                 const int64_t bm_at = at + N * W;
                 if (gaps) {
-                    if (gm_gap_bitmap(b, L, bm_at, N - 1, (int)W2, cnt, bm)) return GM_BLOB_BITMAP;
+                    if (gm_gap_bitmap(b, R, bm_at, N - 1, (int)W2, cnt, bm)) return GM_BLOB_BITMAP;
                 } else if (sparse) {
-                    if (gm_sparse_bitmap(b, L, bm_at, patch ? E : N - 1, pb, cnt, !patch, bm)) return GM_BLOB_BITMAP;
+                    if (gm_sparse_bitmap(b, R, bm_at, patch ? E : N - 1, pb, cnt, !patch, bm)) return GM_BLOB_BITMAP;
                 } else {
-                    gm_realign_one(b, L, bm_at, cnt, bm);
+                    gm_realign_one(b, R, bm_at, cnt, bm);
                 }
                 const int64_t ones = __builtin_popcountll(bm[0]) + __builtin_popcountll(bm[1]);
                 if (patch) { /* PATCH: low bits, then each exception at its bitmap bit */
                     if (ones != E) return GM_BLOB_BITMAP;
-                    gm_plain_bits(b, L, at, (int)W, bv, sl, cnt, scratch, o);
+                    gm_plain_bits(b, R, at, (int)W, bv, sl, cnt, scratch, o);
                     int64_t r = 0;
                     for (int g = 0; g < 2; g++)
                         for (uint64_t m = bm[g]; m; m &= m - 1, r++) {
-                            const uint64_t x = gm_bits_at(b, L, bm_at + mbits + r * W2, (int)W2) + 1;
+                            const uint64_t x = gm_bits_at(b, R, bm_at + mbits + r * W2, (int)W2) + 1;
                             o[64 * g + __builtin_ctzll(m)] += (sgn ? (uint64_t)gm_unzigzag(x) : x) << W;
                         }
                 } else { /* RUN: the runs, then value i is run rank(i + 1) - 1 */
                     if (ones != N || !(bm[0] & 1)) return GM_BLOB_BITMAP;
                     uint64_t runs[128];
-                    gm_plain_bits(b, L, at, (int)W, bv, sl, N, scratch, runs);
+                    gm_plain_bits(b, R, at, (int)W, bv, sl, N, scratch, runs);
                     int64_t r = -1;
                     for (int64_t i = 0; i < cnt; i++) {
                         r += (bm[i >> 6] >> (i & 63)) & 1;
@@ -740,20 +766,9 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t count, int64_t bs,
                     }
                 }
             }
-            if (delta) {
-                uint64_t acc = 0;
-                const uint64_t b0 = (uint64_t)base[k], s0 = (uint64_t)slope[k];
-                for (int64_t i = 0; i < cnt; i++) {
-                    acc += o[i];
-                    o[i] = b0 + s0 * (uint64_t)i + acc;
-                }
-            }
             P += bits;
-            if (D)
-                for (int64_t i = 0; i < cnt; i++) {
-                    if (o[i] >= (uint64_t)D) return GM_BLOB_CODE;
-                    o[i] = (uint64_t)dict[o[i]];
-                }
+            if ((delta || D) && gm_finish(o, cnt, delta, (uint64_t)base[k], (uint64_t)slope[k], dict, D))
+                return GM_BLOB_CODE;
         }
     }
     return GM_BLOB_OK;
@@ -770,11 +785,47 @@ int64_t gm_decode_blobs(const unsigned char *buf, int64_t n, const int64_t *boff
         const int64_t D = dicts ? dlen[s] : 0;
         int r = boff[s] < 0 || blen[s] < 0 || boff[s] > n - blen[s] || count[s] < 0 || bs < 1 || count[s] > GM_MAX_VALUES
                     ? GM_BLOB_SHORT
-                    : gm_blob(buf + boff[s], blen[s], count[s], bs, D ? dicts + dstart[s] : NULL, D, scratch, out + dst[s]);
+                    : gm_blob(buf + boff[s], blen[s], n - boff[s], count[s], bs, D ? dicts + dstart[s] : NULL, D, scratch, out + dst[s]);
         if (r) {
             *why = r;
             return s + 1;
         }
+    }
+    return 0;
+}
+
+/* host/pages.py dictionary_heads: the heads of K dictionaries, dictionary k's stored bytes (head and
+ * blob) buf[starts[k], + lens[k]) of buf (n bytes), its head in forms[k] (1: entries and the blob's
+ * bytes as two u64; 2: entries as the shortest varint of at most 5 bytes, inside its bytes): its
+ * entries (1 .. max_entries) and head bytes (at least one byte of blob after them). Returns 0, or
+ * k + 1 for the first bad one (the caller names what is wrong). */
+int64_t gm_dict_heads(const unsigned char *buf, int64_t n, const int64_t *starts, const int64_t *lens,
+                      const int64_t *forms, int64_t K, int64_t max_entries, int64_t *entries, int64_t *head) {
+    for (int64_t k = 0; k < K; k++) {
+        const int64_t at = starts[k], len = lens[k];
+        if (at < 0 || len < 2 || len > n - at) return k + 1;
+        const unsigned char *b = buf + at;
+        uint64_t v = 0;
+        int64_t h = 0;
+        if (forms[k] == 1) {
+            if (len < 16 || load64(b + 8) != (uint64_t)(len - 16)) return k + 1;
+            v = load64(b);
+            h = 16;
+        } else if (forms[k] == 2) {
+            for (int64_t i = 0; i < 5 && i < len; i++) {
+                v |= (uint64_t)(b[i] & 0x7F) << (7 * i);
+                if (b[i] < 0x80) {
+                    h = i + 1;
+                    break;
+                }
+            }
+            const int64_t bits = v ? 64 - __builtin_clzll(v) : 0;
+            if (!h || h != (bits > 7 ? (bits + 6) / 7 : 1)) return k + 1; /* unterminated, or not the shortest */
+        } else
+            return k + 1;
+        if (v < 1 || v > (uint64_t)max_entries || len - h < 1) return k + 1;
+        entries[k] = (int64_t)v;
+        head[k] = h;
     }
     return 0;
 }

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 20  # gm_abi_version() of the _native.c this module calls
+ABI = 21  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -45,6 +45,7 @@ def _load():
                 "gm_bit_length": (None, [P, I64, P]),
                 "gm_stage_levels": (I64, [P, I64] + [P] * 5 + [I64, P, P, P]),
                 "gm_literal_tables": (I64, [P, P, I64, I64, I64, P, P, P]),
+                "gm_dict_heads": (I64, [P, I64, P, P, P, I64, I64, P, P]),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -57,7 +58,7 @@ def _load():
 
 _lib, _why = _load()
 _decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length, \
-    _stage_levels, _literal_tables = _lib if _lib is not None else (None,) * 11
+    _stage_levels, _literal_tables, _dict_heads = _lib if _lib is not None else (None,) * 12
 
 
 def available() -> tuple[bool, str]:
@@ -244,6 +245,21 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
                             _ptr(dicts) if d else None, _ptr(dstart) if d else None, _ptr(dlen) if d else None,
                             _ptr(scratch), _ptr(out), _ptr(why)))
     return bad, int(why[0])
+
+
+def dict_heads(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, forms: np.ndarray,
+               max_entries: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``host.pages.dictionary_heads`` in C: ``(entries, head bytes, bad)`` of the dictionaries whose
+    stored bytes are ``buf[starts[k]:][:lens[k]]`` (uint8), heads in ``forms[k]``; ``bad``: 0, or
+    ``k + 1`` for the first bad one (the NumPy version names what is wrong with it)."""
+    starts, lens, forms = (np.ascontiguousarray(a, np.int64).reshape(-1) for a in (starts, lens, forms))
+    buf = np.ascontiguousarray(buf, dtype=np.uint8)
+    if not starts.size == lens.size == forms.size:
+        raise ValueError("dict_heads: starts, lens and forms of one size")
+    n, h = np.zeros(starts.size, np.int64), np.zeros(starts.size, np.int64)
+    bad = int(_dict_heads(_ptr(buf), buf.size, _ptr(starts), _ptr(lens), _ptr(forms), starts.size, int(max_entries),
+                          _ptr(n), _ptr(h))) if starts.size else 0
+    return n, h, bad
 
 
 def literal_tables(x: np.ndarray, sc: np.ndarray, m: int, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

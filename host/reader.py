@@ -655,7 +655,8 @@ class VersionReader:
         """Bytes ``[starts[i], + lens[i])`` of the blob region of format-3 segment ``seg[i]``: the small
         segments' from their pooled regions (verified when read), one ``bytes_request`` per large
         segment (its chunks verified). ``(reads, finish)``: ``store.fetch(reads)``, then ``finish()``
-        gives their bytes back to back, in order (uint8)."""
+        gives their bytes back to back, in order (uint8); ``finish(in_place=True)`` gives ``(buf, at)``,
+        range ``i`` at ``buf[at[i]:][:lens[i]]``: the pool itself, no copy, when every range is in it."""
         self._small_pool()
         pool3, base3 = self._pool3
         if len(seg) and (starts + lens > self._region_bytes()[seg]).any():  # only an index that disagrees with its file
@@ -668,7 +669,9 @@ class VersionReader:
             reads += rq
             parts.append((g, fin))
 
-        def finish():
+        def finish(in_place: bool = False):
+            if in_place and not parts:  # (read-only: the pool is shared)
+                return pool3, base3[seg] + starts
             at = np.cumsum(lens) - lens
             out = np.empty(int(lens.sum()), np.uint8)
             q = np.flatnonzero(in_pool)
@@ -676,7 +679,7 @@ class VersionReader:
             for g, fin in parts:
                 got = fin()
                 take_ranges(got, np.cumsum(lens[g]) - lens[g], lens[g], out, at[g])
-            return out
+            return (out, at) if in_place else out
         return reads, finish
 
     def _dict_sizes(self, column: str) -> dict:
@@ -711,10 +714,11 @@ class VersionReader:
             sizes = self._dsizes[column] = dict(zip(keys.tolist(), size.tolist()))
         return sizes
 
-    def _dictionaries(self, column, seg, enc, isd) -> tuple:
+    def _dictionaries(self, column, seg, enc, isd, with_key: bool = True) -> tuple:
         """The dictionaries of the DICT requests ``isd`` (their segments ``seg``, the dictionary's
-        place in ``enc``) back to back, each once; their keys; and per request where its dictionary
-        starts in them and its entries (0 for a request not of codes). A read adds the start to the
+        place in ``enc``) back to back, each once; their key (with ``with_key=False``, None unless
+        they are concatenated); and per request where its dictionary starts in them and its
+        entries (0 for a request not of codes). A read adds the start to the
         base of the request's blocks, so that a block's value line is its index into them (DESIGN
         §4). Those not kept are read in one fetch. A segment dictionary is read once per open
         segment (like its index, not counted in a read's ``nbytes``: ``dict_bytes_read`` counts
@@ -744,7 +748,7 @@ class VersionReader:
             sg, st, ln = segi[todo], keys[todo] & mask, size[todo]
             reads, fin = self._bytes_request3(sg, st, ln, self._where3([column], sg))
             self.store.fetch(reads)
-            buf, at = fin(), np.cumsum(ln) - ln
+            buf, at = fin(in_place=True)
             forms = np.array([self._files[s][1].get("dicts", 1) for s in useg.tolist()], np.int64)[sinv[todo]]
             try:  # all of them in one pass of the blob decoder (a stripe's table is a few dozen values)
                 vals, cnt = pages.decode_dictionaries(buf, at, ln, forms, self.block_size, f"{self.where}: column {column!r}")
@@ -772,7 +776,9 @@ class VersionReader:
         start, length = np.zeros(len(seg), np.int64), np.zeros(len(seg), np.int64)
         start[r] = at[inv.reshape(-1)]
         length[r] = lens[inv.reshape(-1)]
-        key = _dict_keys([(segs[int(u)].path, segs[int(u)].base) for u in useg.tolist()], sinv.reshape(-1), keys & mask)
+        key = None
+        if with_key or (cat is None and len(parts) > 1):  # (hashed once per file, then per dictionary)
+            key = _dict_keys([(segs[int(u)].path, segs[int(u)].base) for u in useg.tolist()], sinv.reshape(-1), keys & mask)
         if cat is not None:
             return cat, key, start, length
         if len(parts) == 1:
@@ -811,7 +817,9 @@ class VersionReader:
                     base3[i] = at3
                     at3 += s.region_bytes
             # _pool3 first: another planner thread that finds ``_pool`` set goes straight to ``_pool3``
-            self._pool3 = (np.concatenate(regions3) if regions3 else np.zeros(0, np.uint8), base3)
+            pool3 = np.concatenate(regions3) if regions3 else np.zeros(0, np.uint8)
+            pool3.flags.writeable = False  # (reads decode from it in place: no copy)
+            self._pool3 = (pool3, base3)
             self._pool = (np.concatenate(regions) if regions else np.zeros(0, np.int64), base)
         return self._pool
 
@@ -845,7 +853,7 @@ class VersionReader:
         vals = codec.decode_blocks(*dict_lines(got[0], got[1]), cnt)
         enc = self._dir_cols[column][2][si]
         isd = (enc & codec.ENC_DICT) != 0
-        _, _, start, length = self._dictionaries(column, d.seg[si], enc, isd)
+        _, _, start, length = self._dictionaries(column, d.seg[si], enc, isd, with_key=False)
         at = ranges(first[isd], nval[isd])
         line = vals[at] - np.repeat(start[isd], nval[isd])
         if len(line) and ((line < 0) | (line >= np.repeat(length[isd], nval[isd]))).any():
@@ -882,16 +890,15 @@ class VersionReader:
         where = self._where3([column], seg)
         reads, fin = self._bytes_request3(seg, off, blen, where)
         self.store.fetch(reads)
-        buf = fin()
+        buf, at = fin(in_place=True)
         io = getattr(self.store, "io", None)
         if io is not None:
             io.add(blocks_read=int(d.bblocks[si].sum()), block_runs=len(si))
         isd = (enc & codec.ENC_DICT) != 0
         dicts = dstart = dlen = None
         if isd.any():
-            dicts, _, dstart, dlen = self._dictionaries(column, seg, enc, isd)
-        return pages.decode_blobs(buf, np.cumsum(blen) - blen, blen, d.bcount[si], self.block_size, dicts, dstart, dlen,
-                                  where)
+            dicts, _, dstart, dlen = self._dictionaries(column, seg, enc, isd, with_key=False)
+        return pages.decode_blobs(buf, at, blen, d.bcount[si], self.block_size, dicts, dstart, dlen, where)
 
 
 @dataclass

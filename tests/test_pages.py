@@ -1392,9 +1392,10 @@ def test_index_values_that_would_wrap_are_corruption(tmp_path):
             segment.open_segment(store, f"s{i}", 0, size, crc, ["v"], 128)
 
 def blob_set(rng):
-    """Blobs of every kind back to back at odd byte offsets in one buffer: plain FOR / LFOR (one page
-    and many, blocks over 128 values), PATCH, RUN (with gaps too), FLAG, LEVELS, DELTA, DELTA PATCH
-    and DELTA SIGNED, and codes into segment dictionaries (in FOR / LFOR, PATCH, RUN and LEVELS blocks).
+    """Blobs of every kind at odd byte offsets in one buffer, random bytes between them: plain FOR /
+    LFOR (one page and many, blocks over 128 values), PATCH, RUN (with gaps too), FLAG, LEVELS, DELTA,
+    DELTA PATCH and DELTA SIGNED, and codes into segment dictionaries (in FOR / LFOR, PATCH, RUN,
+    LEVELS and DELTA blocks).
     Returns ``(buf, boff, blen, count, bs, dicts, dstart, dlen, want)``."""
     bs = int(rng.choice([8, 32, 128]))
     parts, boff, blen, count, dstart, dlen, want, dicts = [], [], [], [], [], [], [], []
@@ -1416,17 +1417,20 @@ def blob_set(rng):
             x = cols["item_id" if kind == 2 else "action"].astype(np.int64)
         else:  # codes into a dictionary of distinct values
             d = np.unique(rng.integers(-(10**15), 10**15, int(rng.integers(1, 300))))
-            # (codes in runs: RUN blocks; mostly one code: PATCH blocks)
+            # (codes in runs: RUN blocks; mostly one code: PATCH blocks; a walk: DELTA blocks, a
+            # literal table's codes)
+            walk = kind == 5 and rng.random() < 0.5
             x = np.repeat(rng.integers(0, len(d), n), rng.integers(1, 20, n))[:n] if kind == 4 else \
+                np.cumsum(rng.integers(-1, 3, n)) % len(d) if walk else \
                 np.where(rng.random(n) < 0.05, rng.integers(0, len(d), n), 0)
             dstart.append(sum(len(v) for v in dicts))
             dlen.append(len(d))
             dicts.append(d)
             want.append(d[x])
-        region, off, nbytes, _ = pages.encode_stripes(x.astype(np.int64), np.array([n]), bs,
-                                                      extended=True if kind < 4 else pages.CODES)
-        pad = int(rng.integers(0, 5))
-        parts += [np.zeros(pad, np.uint8), region]
+        region, off, nbytes, _ = pages.encode_stripes(x.astype(np.int64), np.array([n]), bs, extended=True if kind < 4
+                                                      else pages.CODES_DELTA if walk else pages.CODES)
+        pad = int(rng.integers(0, 5))  # (random bytes between blobs: a blob's last word is read past its end)
+        parts += [rng.integers(0, 256, pad, dtype=np.uint8), region]
         boff.append(at + pad)
         blen.append(len(region))
         at += pad + len(region)

@@ -281,10 +281,11 @@ def test_upgrade_rewrites_the_earlier_heads(tmp_path, monkeypatch):
     assert main(["upgrade", str(tmp_path / "t")]) == 0 and Tier.open(t.uri).version == h.version
 
 
-def test_dictionary_heads_at_once_equal_one_by_one():
+def test_dictionary_heads_at_once_equal_one_by_one(monkeypatch):
     """``pages.dictionary_heads`` (the reader's: all of a batch's dictionaries at once) against
     ``dictionary_head`` one by one, both forms, on good heads and on random damage: the same
-    entries and head sizes, or both a ``CorruptionError``."""
+    entries and head sizes, or both a ``CorruptionError``; its C parse against its NumPy one: the
+    same heads, or the same first bad one."""
     rng = np.random.default_rng(5)
     for trial in range(300):
         k = int(rng.integers(1, 6))
@@ -304,6 +305,15 @@ def test_dictionary_heads_at_once_equal_one_by_one():
                 lens[j] = max(0, lens[j] + int(rng.integers(-3, 4)))
                 buf = np.concatenate([buf, np.zeros(8, np.uint8)])
         starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        if native.available()[0]:  # the C parse (what the reader runs) finds the NumPy parse's first bad head
+            cn, ch, cbad = native.dict_heads(buf, starts, lens, forms, pages.DICT_MAX_ENTRIES)
+            with monkeypatch.context() as m:
+                m.setattr(native, "_decode", None)
+                try:
+                    want = pages.dictionary_heads(buf, starts, lens, forms)
+                    assert cbad == 0 and cn.tolist() == want[0].tolist() and ch.tolist() == want[1].tolist(), trial
+                except CorruptionError as e:
+                    assert f"dictionary {cbad - 1}:" in str(e), (trial, cbad, str(e))
         one = []
         try:
             for s, n, f in zip(starts.tolist(), lens.tolist(), forms.tolist()):
@@ -320,21 +330,21 @@ def test_dictionary_heads_at_once_equal_one_by_one():
             assert n.tolist() == ents.tolist()
 
 
-def test_a_bad_table_head_is_named_by_its_segment_and_place(tmp_path, monkeypatch):
+def test_a_bad_table_head_is_named_by_its_segment_and_place(tmp_path):
     """A batch's dictionaries are decoded in one pass; a bad one (here a head zeroed after its
     chunks were verified: a writer's bug) is a ``CorruptionError`` naming its segment and byte."""
     rng = np.random.default_rng(13)
     sc = np.array(USERS)
     t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
     t.append(pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), **repeating_columns(rng, sc)}))
-    real = pages.decode_dictionaries
-
-    def zero_first_head(buf, starts, *a, **kw):
-        buf[int(np.asarray(starts)[-1])] = 0  # (the last: a stripe table, 0 entries)
-        return real(buf, starts, *a, **kw)
-
-    monkeypatch.setattr(pages, "decode_dictionaries", zero_first_head)
     h = Tier.open(t.uri)
+    r = h._reader
+    r._small_pool()  # the segment's bytes, read and verified
+    pool, base = r._pool3
+    k = max(r._dict_sizes("action"))  # (the last dictionary: a stripe table)
+    assert base[k >> 40] >= 0
+    pool.flags.writeable = True  # (read-only: every read shares them)
+    pool[base[k >> 40] + (k & ((1 << 40) - 1))] = 0  # its head: 0 entries
     with pytest.raises(CorruptionError, match=r"segment \S+: dictionary at byte \d+: bad head \(0 entries"):
         h._reader.decode_stripes("action", np.arange(len(h.directory())))
 
