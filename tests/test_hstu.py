@@ -221,8 +221,9 @@ def test_per_query_logits_by_matmul_or_gather_agree(monkeypatch):
         loss = model.loss(batch, labels)
         loss.backward()
         results.append((loss.detach(), model.item_emb.weight.grad.clone()))
-    assert_close(results[0][0], results[1][0], atol=1e-6, what="loss")
-    assert_close(results[0][1], results[1][1], atol=1e-6, what="item embedding gradient")
+    # (float32 sums in another order: a CPU whose matmul kernels block differently moves the 5th digit)
+    assert_close(results[0][0], results[1][0], atol=1e-6, rtol=1e-4, what="loss")
+    assert_close(results[0][1], results[1][1], atol=1e-6, rtol=1e-4, what="item embedding gradient")
 
 
 def test_next_event_query_times():
