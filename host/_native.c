@@ -92,7 +92,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 21; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 22; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -356,16 +356,23 @@ static inline uint64_t gm_bits_at(const unsigned char *buf, int64_t n, int64_t b
     return (v >> (bit & 7)) & ((UINT64_C(1) << w) - 1);
 }
 
+static inline int64_t gm_unzigzag(uint64_t z) { return (int64_t)((z >> 1) ^ (UINT64_C(0) - (z & 1))); }
+
 /* host/pages.py stage_blocks: a PATCH block's exceptions, e[k] values of w2[k] <= 31 bits from bit
- * src_bit[k] of buf (n bytes), staged as 32-bit words value + 1 (their high parts) from out32[dst[k]].
- * Returns 0, or k + 1 for the first block whose bits fall outside buf (nothing written for it or
- * after it). The caller checks the output positions. */
+ * src_bit[k] of buf (n bytes), staged as 32-bit words value + 1 (their high parts) from out32[dst[k]];
+ * where sgn[k] (sgn may be NULL), a DELTA SIGNED block's, unzigzag(value + 1) as an int32. Returns
+ * 0, or k + 1 for the first block whose bits fall outside buf (nothing written for it or after it).
+ * The caller checks the output positions. */
 int64_t gm_unpack_exceptions(const unsigned char *buf, int64_t n, const int64_t *src_bit, const int64_t *e,
-                             const int64_t *w2, const int64_t *dst, int64_t K, uint32_t *out32) {
+                             const int64_t *w2, const int64_t *dst, int64_t K, const int64_t *sgn, uint32_t *out32) {
     for (int64_t k = 0; k < K; k++) {
         const int64_t b0 = src_bit[k], m = e[k], w = w2[k];
         if (b0 < 0 || m < 0 || w < 0 || w > 31 || m > GM_MAX_VALUES / 32 || b0 > 8 * n - m * w) return k + 1;
-        for (int64_t i = 0; i < m; i++) out32[dst[k] + i] = (uint32_t)(gm_bits_at(buf, n, b0 + i * w, (int)w) + 1);
+        if (sgn && sgn[k]) /* DELTA SIGNED: unzigzag(value + 1) as an int32 */
+            for (int64_t i = 0; i < m; i++)
+                out32[dst[k] + i] = (uint32_t)(int32_t)gm_unzigzag(gm_bits_at(buf, n, b0 + i * w, (int)w) + 1);
+        else
+            for (int64_t i = 0; i < m; i++) out32[dst[k] + i] = (uint32_t)(gm_bits_at(buf, n, b0 + i * w, (int)w) + 1);
     }
     return 0;
 }
@@ -411,8 +418,6 @@ static inline int gm_varint(const unsigned char *b, int64_t *pos, int64_t end, u
     }
     return 1;
 }
-
-static inline int64_t gm_unzigzag(uint64_t z) { return (int64_t)((z >> 1) ^ (UINT64_C(0) - (z & 1))); }
 
 static inline int64_t gm_sat(uint64_t v) { return v > (UINT64_C(1) << 40) ? (INT64_C(1) << 40) : (int64_t)v; }
 
@@ -515,6 +520,28 @@ int64_t gm_stage_levels(const unsigned char *buf, int64_t n, const int64_t *at, 
             gm_levels_ev(buf, n, at[k], cnt[k], (int)lv[k], (int)wt[k], extra[k], bm, ev, e1 + k))
             return k + 1;
         for (int64_t j = 0; j < e1[k]; j++) x[xoff[k] + j] = ev[j];
+    }
+    return 0;
+}
+
+/* host/pages.py _expand_positions: K sparse bitmaps (block k: cnt[k] <= 128 values, ones[k] entries of
+ * pb[k] bits from bit at[k] of buf, n bytes: positions, ascending, for mode 0 (a PATCH block); for
+ * mode 1 (a RUN block) positions after 0, for mode 2 (a RUN block) gaps, each start the one before
+ * plus its gap plus 1; a RUN block's bit 0 set too) ORed into 32-bit words from w32[dst32[k]] (zero,
+ * (cnt[k] + 31) / 32 of them). Returns 0, or k + 1 for the first bad block (entries that do not
+ * ascend inside it, or out of range); the caller checked that every block's bits lie inside buf. */
+int64_t gm_stage_bitmaps(const unsigned char *buf, int64_t n, const int64_t *at, const int64_t *ones, const int64_t *pb,
+                         const int64_t *cnt, const int64_t *mode, int64_t K, const int64_t *dst32, uint32_t *w32) {
+    for (int64_t k = 0; k < K; k++) {
+        uint64_t bm[2];
+        if (cnt[k] < 1 || cnt[k] > 128 || ones[k] < 0 || ones[k] > cnt[k] || pb[k] < 0 || pb[k] > 32 || mode[k] < 0 ||
+            mode[k] > 2)
+            return k + 1;
+        if (mode[k] == 2 ? gm_gap_bitmap(buf, n, at[k], ones[k], (int)pb[k], cnt[k], bm)
+                         : gm_sparse_bitmap(buf, n, at[k], ones[k], (int)pb[k], cnt[k], mode[k] == 1, bm))
+            return k + 1;
+        uint32_t *o = w32 + dst32[k];
+        for (int64_t g = 0; g < (cnt[k] + 31) >> 5; g++) o[g] |= (uint32_t)(bm[g >> 1] >> (32 * (g & 1)));
     }
     return 0;
 }

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 21  # gm_abi_version() of the _native.c this module calls
+ABI = 22  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -40,12 +40,13 @@ def _load():
                 "gm_chunk_hash": (None, [P, I64, I64, P, I64, P]),
                 "gm_parse_fields": (I64, [P, I64, P, P, I64, P, P, P, I64] + [P] * 6),
                 "gm_copy_ranges": (None, [P] * 5 + [I64, I64]),
-                "gm_unpack_exceptions": (I64, [P, I64, P, P, P, P, I64, P]),
+                "gm_unpack_exceptions": (I64, [P, I64, P, P, P, P, I64, P, P]),
                 "gm_decode_blobs": (I64, [P, I64, P, P, P, P, I64, I64, P, P, P, P, P, P]),
                 "gm_bit_length": (None, [P, I64, P]),
                 "gm_stage_levels": (I64, [P, I64] + [P] * 5 + [I64, P, P, P]),
                 "gm_literal_tables": (I64, [P, P, I64, I64, I64, P, P, P]),
                 "gm_dict_heads": (I64, [P, I64, P, P, P, I64, I64, P, P]),
+                "gm_stage_bitmaps": (I64, [P, I64] + [P] * 5 + [I64, P, P]),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -58,7 +59,7 @@ def _load():
 
 _lib, _why = _load()
 _decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length, \
-    _stage_levels, _literal_tables, _dict_heads = _lib if _lib is not None else (None,) * 12
+    _stage_levels, _literal_tables, _dict_heads, _stage_bitmaps = _lib if _lib is not None else (None,) * 13
 
 
 def available() -> tuple[bool, str]:
@@ -179,17 +180,36 @@ def copy_ranges(src: np.ndarray, src_at: np.ndarray, dst: np.ndarray, dst_at: np
 
 
 def unpack_exceptions(buf: np.ndarray, src_bit: np.ndarray, e: np.ndarray, w2: np.ndarray, dst: np.ndarray,
-                      out32: np.ndarray) -> int:
+                      out32: np.ndarray, sgn: np.ndarray | None = None) -> int:
     """``host.pages.stage_blocks``'s PATCH exceptions in C: block k's ``e[k]`` values of ``w2[k]``
-    bits from bit ``src_bit[k]`` of ``buf`` to ``out32[dst[k]:]`` as 32-bit ``value + 1``. Returns 0,
-    or the first block whose bits fall outside ``buf``, + 1."""
+    bits from bit ``src_bit[k]`` of ``buf`` to ``out32[dst[k]:]`` as 32-bit ``value + 1`` (where
+    ``sgn[k]``: ``unzigzag(value + 1)`` as an int32, a DELTA SIGNED block's). Returns 0, or the first
+    block whose bits fall outside ``buf``, + 1."""
     K = e.size
+    arrs = (src_bit, e, w2, dst) + (() if sgn is None else (sgn,))
     if buf.dtype != np.uint8 or out32.dtype != np.uint32 or not out32.flags.c_contiguous or not buf.flags.c_contiguous \
-            or any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != K for a in (src_bit, e, w2, dst)):
-        raise ValueError("unpack_exceptions: uint8 buf, int64 src_bit/e/w2/dst [K], contiguous uint32 out32")
+            or any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != K for a in arrs):
+        raise ValueError("unpack_exceptions: uint8 buf, int64 src_bit/e/w2/dst (sgn) [K], contiguous uint32 out32")
     if K and ((dst < 0).any() or (e < 0).any() or int((dst + e).max()) > out32.size):
         raise ValueError("unpack_exceptions: output positions outside out32")
-    return int(_unpack_exceptions(_ptr(buf), buf.size, _ptr(src_bit), _ptr(e), _ptr(w2), _ptr(dst), K, _ptr(out32))) if K else 0
+    return int(_unpack_exceptions(_ptr(buf), buf.size, _ptr(src_bit), _ptr(e), _ptr(w2), _ptr(dst), K,
+                                  None if sgn is None else _ptr(sgn), _ptr(out32))) if K else 0
+
+
+def stage_bitmaps(buf: np.ndarray, at: np.ndarray, ones: np.ndarray, pb: np.ndarray, cnt: np.ndarray,
+                  mode: np.ndarray, dst32: np.ndarray, w32: np.ndarray) -> int:
+    """``host.pages._expand_positions`` in C: block k's sparse bitmap (``ones[k]`` entries of ``pb[k]``
+    bits from bit ``at[k]`` of ``buf``; ``mode[k]`` 0 PATCH positions, 1 RUN positions, 2 RUN gaps;
+    ``cnt[k]`` values) ORed into ``w32[dst32[k]:]``. Returns 0, or the first bad block + 1 (entries
+    that do not ascend inside it; the caller checked that its bits lie inside ``buf``)."""
+    K = ones.size
+    arrs = (at, ones, pb, cnt, mode, dst32)
+    if buf.dtype != np.uint8 or w32.dtype != np.uint32 or not w32.flags.c_contiguous or not buf.flags.c_contiguous \
+            or any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != K for a in arrs):
+        raise ValueError("stage_bitmaps: uint8 buf, int64 at/ones/pb/cnt/mode/dst32 [K], contiguous uint32 w32")
+    if K and ((dst32 < 0).any() or (cnt < 1).any() or (cnt > 128).any() or int((dst32 + ((cnt + 31) >> 5)).max()) > w32.size):
+        raise ValueError("stage_bitmaps: output positions outside w32")
+    return int(_stage_bitmaps(_ptr(buf), buf.size, *(_ptr(a) for a in arrs[:5]), K, _ptr(dst32), _ptr(w32))) if K else 0
 
 
 def stage_levels(buf: np.ndarray, at: np.ndarray, cnt: np.ndarray, lv: np.ndarray, wt: np.ndarray, extra: np.ndarray,

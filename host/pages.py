@@ -1445,6 +1445,11 @@ def _expand_positions(pay: np.ndarray, at: np.ndarray, b: Blocks, dst32: np.ndar
     pb = np.where(gaps, b.w2, position_bits(b.cnt))
     if int((at + ones * pb).max()) > 8 * len(pay) or (at < 0).any():
         raise CorruptionError("payload: a block's bitmap lies outside its blob")
+    if native.available()[0] and not native.stage_bitmaps(  # in C; a bad one named by the NumPy path below
+            np.ascontiguousarray(pay, dtype=np.uint8), np.ascontiguousarray(at, np.int64), ones.astype(np.int64),
+            pb.astype(np.int64), b.cnt.astype(np.int64), np.where(gaps, 2, run.astype(np.int64)),
+            np.ascontiguousarray(dst32, np.int64), w32):
+        return
     i = ranges(np.zeros(len(ones), np.int64), ones)
     own = np.repeat(np.arange(len(ones)), ones)
     if native.available()[0]:  # (in C: no copy of the whole payload buffer)
@@ -1587,14 +1592,16 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
             at, e, w2 = (src_bit + vbits + mbits)[p], b.e[p], b.w2[p]
             if int((at + e * w2).max()) > 8 * len(pay) or (at < 0).any():
                 raise CorruptionError("payload: a block's exceptions lie outside its blob")
+            signed = b.kind[p] == KIND_DELTA_SIGNED  # (the high part is unzigzag(stored + 1), staged as an int32)
             if native.available()[0]:
-                native.unpack_exceptions(np.ascontiguousarray(pay, dtype=np.uint8), at, e, w2, 2 * (off + vw + bw)[p], w32)
+                native.unpack_exceptions(np.ascontiguousarray(pay, dtype=np.uint8), at, e, w2, 2 * (off + vw + bw)[p], w32,
+                                         signed.astype(np.int64))
             else:
                 i = ranges(np.zeros(len(p), np.int64), e)
                 x = read_bits(pay, np.repeat(at, e) + i * np.repeat(w2, e), np.repeat(w2, e))
                 w32[np.repeat(2 * (off + vw + bw)[p], e) + i] = (x + _U64(1)).astype(np.uint32)
-            sg = p[b.kind[p] == KIND_DELTA_SIGNED]
-            if len(sg):  # DELTA SIGNED: the high part is unzigzag(stored + 1), staged as an int32
+            sg = p[signed] if not native.available()[0] else p[:0]
+            if len(sg):  # DELTA SIGNED, in NumPy
                 at = ranges(2 * (off + vw + bw)[sg], b.e[sg])
                 w32[at] = unzigzag(w32[at]).astype(np.int32).view(np.uint32)
         g = np.arange(4)

@@ -1527,3 +1527,49 @@ def test_decode_stripes_decodes_whole_blobs_as_the_block_path_does(tmp_path, mon
             h._reader.decode_stripes("item_id", np.arange(len(h.directory())))
     t.compact()  # (one data file)
     assert_flips_caught(tmp_path / "t", list(range(6)), 12)
+
+
+def test_staging_in_c_equals_numpy_on_bitmaps_and_signed_exceptions(monkeypatch, decoder):
+    """``stage_blocks``' sparse bitmaps (positions and gaps, ``gm_stage_bitmaps``) and DELTA SIGNED
+    exceptions (unzigzagged in ``gm_unpack_exceptions``), staged in C and in NumPy: the same words
+    on good blobs and on flipped payload bits, or both a ``CorruptionError`` (what a read stages;
+    a tier's chunk checksums catch such flips first)."""
+    if decoder != "native":
+        pytest.skip("compares the C staging with NumPy's: runs once, with the C codec")
+    monkeypatch.setattr(pages, "EXT_MIN_BITS", 0)  # (short columns: extended blocks pay)
+    rng = np.random.default_rng(11)
+
+    def staged(blob, src, blk):
+        try:
+            return [w.tolist() for w in pages.stage_blocks(blob, src, blk)]
+        except CorruptionError as e:
+            return type(e)
+
+    seen = set()
+    for gen in (sparse_columns, gap_columns, flag_columns, delta_columns, pack_columns, aux_columns):
+        for name, x in gen(rng, 1500).items():
+            x = np.asarray(x, np.int64)
+            region, _, _, _ = pages.encode_stripes(x, np.array([len(x)]), 128)
+            nb = -(-len(x) // 128)  # (12 blocks: one page, its fields after the tags, then its payload)
+            tags = region[:nb].astype(np.int64)
+            if (pages.tag_kind(tags) == pages.KIND_PLAIN).all():
+                continue
+            fe = pages.fields_end(region, np.array([nb]), np.array([len(region)]),
+                                  np.array([int(pages.fields_per_block(tags).sum())]), "t")
+            cnt = codec.block_counts(np.array([len(x)]), 128)[1]
+            blk = pages.parse_fields(region, np.array([nb]), fe, tags, cnt, np.zeros(nb, np.int64))
+            bits = blk.bits()
+            src = 8 * int(fe[0]) + np.cumsum(bits) - bits
+            seen |= {(int(k), int(f)) for k, f in zip(blk.kind, blk.sp) if f != 0 or k == pages.KIND_DELTA_SIGNED}
+            good = staged(region, src, blk)
+            assert good is not CorruptionError and codec.decode_blocks(
+                np.array(good[0]), np.array(good[1]), cnt).tolist() == x.tolist(), (gen.__name__, name)
+            for bit in rng.choice(np.arange(8 * int(fe[0]), 8 * len(region)), 150):
+                bad = region.copy()
+                bad[bit >> 3] ^= np.uint8(1 << (bit & 7))
+                c = staged(bad, src, blk)
+                with monkeypatch.context() as m:
+                    m.setattr(native, "_decode", None)
+                    assert staged(bad, src, blk) == c, (gen.__name__, name, bit)
+    assert {(pages.KIND_PATCH, pages.SP_POSITIONS), (pages.KIND_RUN, pages.SP_POSITIONS), (pages.KIND_RUN, pages.SP_GAPS),
+            (pages.KIND_DELTA_SIGNED, pages.SP_POSITIONS)} <= seen, seen
