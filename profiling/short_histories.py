@@ -29,7 +29,8 @@ review dates), ``ms_ts`` in milliseconds, ``hash_items`` item ids spread over a 
 independent of the user), ``binary_rating`` a like (rating >= 4), ``sparse01`` / ``sparse05`` a
 value set in 1% / 5% of events (a watch time, else 0), ``flag01`` / ``flag05`` / ``flag15`` /
 ``flag20`` a flag set in 1% / 5% / 15% / 20% of events (a purchase, a like, a click), ``action4``
-an action type of 4 kinds at 70/20/5/5%, ``action3`` of 3 at 80/15/5%, ``tab12`` 12 values at
+an action type of 4 kinds at 70/20/5/5%, ``action3`` of 3 at 80/15/5%, ``behavior`` of 4 at
+89.5/5.5/3/2% (Taobao's page view / cart / favourite / buy mix), ``tab12`` 12 values at
 50/20/10/8% and 1.5% each (KuaiRand's tab), ``replay`` item ids of a listening history (8% of the events start a
 replay of the 12 items that followed a random earlier point of the user's history: an album or a
 playlist played again; 44% of the events end up in runs of 4 or more that repeat an earlier run,
@@ -160,6 +161,7 @@ VARIANTS = {  # name: the events -> the events with one column in another datase
     "flag20": lambda ev, rng: _rating(ev, rng.random(ev.num_rows) < 0.20),
     "action4": lambda ev, rng: _rating(ev, rng.choice(4, ev.num_rows, p=[0.7, 0.2, 0.05, 0.05])),
     "action3": lambda ev, rng: _rating(ev, rng.choice(3, ev.num_rows, p=[0.8, 0.15, 0.05])),
+    "behavior": lambda ev, rng: _rating(ev, rng.choice(4, ev.num_rows, p=[0.895, 0.055, 0.03, 0.02])),
     "tab12": lambda ev, rng: _rating(ev, rng.choice(12, ev.num_rows, p=np.r_[0.5, 0.2, 0.1, 0.08, np.full(8, 0.015)])),
     "replay": _replays,
     "favourites": _favourites,
