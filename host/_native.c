@@ -529,13 +529,13 @@ int64_t gm_stage_levels(const unsigned char *buf, int64_t n, const int64_t *at, 
  * mode 1 (a RUN block) positions after 0, for mode 2 (a RUN block) gaps, each start the one before
  * plus its gap plus 1; a RUN block's bit 0 set too) ORed into 32-bit words from w32[dst32[k]] (zero,
  * (cnt[k] + 31) / 32 of them). Returns 0, or k + 1 for the first bad block (entries that do not
- * ascend inside it, or out of range); the caller checked that every block's bits lie inside buf. */
+ * ascend inside it, or out of range, or bits outside buf). */
 int64_t gm_stage_bitmaps(const unsigned char *buf, int64_t n, const int64_t *at, const int64_t *ones, const int64_t *pb,
                          const int64_t *cnt, const int64_t *mode, int64_t K, const int64_t *dst32, uint32_t *w32) {
     for (int64_t k = 0; k < K; k++) {
         uint64_t bm[2];
         if (cnt[k] < 1 || cnt[k] > 128 || ones[k] < 0 || ones[k] > cnt[k] || pb[k] < 0 || pb[k] > 32 || mode[k] < 0 ||
-            mode[k] > 2)
+            mode[k] > 2 || at[k] < 0 || at[k] > 8 * n - ones[k] * pb[k]) /* (its bits inside buf: checked again) */
             return k + 1;
         if (mode[k] == 2 ? gm_gap_bitmap(buf, n, at[k], ones[k], (int)pb[k], cnt[k], bm)
                          : gm_sparse_bitmap(buf, n, at[k], ones[k], (int)pb[k], cnt[k], mode[k] == 1, bm))

@@ -201,13 +201,15 @@ def stage_bitmaps(buf: np.ndarray, at: np.ndarray, ones: np.ndarray, pb: np.ndar
     """``host.pages._expand_positions`` in C: block k's sparse bitmap (``ones[k]`` entries of ``pb[k]``
     bits from bit ``at[k]`` of ``buf``; ``mode[k]`` 0 PATCH positions, 1 RUN positions, 2 RUN gaps;
     ``cnt[k]`` values) ORed into ``w32[dst32[k]:]``. Returns 0, or the first bad block + 1 (entries
-    that do not ascend inside it; the caller checked that its bits lie inside ``buf``)."""
+    that do not ascend inside it, or bits outside ``buf``)."""
     K = ones.size
     arrs = (at, ones, pb, cnt, mode, dst32)
     if buf.dtype != np.uint8 or w32.dtype != np.uint32 or not w32.flags.c_contiguous or not buf.flags.c_contiguous \
             or any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != K for a in arrs):
         raise ValueError("stage_bitmaps: uint8 buf, int64 at/ones/pb/cnt/mode/dst32 [K], contiguous uint32 w32")
-    if K and ((dst32 < 0).any() or (cnt < 1).any() or (cnt > 128).any() or int((dst32 + ((cnt + 31) >> 5)).max()) > w32.size):
+    if K and ((cnt < 1).any() or (cnt > 128).any()):
+        raise ValueError("stage_bitmaps: blocks of 1 to 128 values")
+    if K and ((dst32 < 0).any() or int((dst32 + ((cnt + 31) >> 5)).max()) > w32.size):
         raise ValueError("stage_bitmaps: output positions outside w32")
     return int(_stage_bitmaps(_ptr(buf), buf.size, *(_ptr(a) for a in arrs[:5]), K, _ptr(dst32), _ptr(w32))) if K else 0
 

@@ -1594,8 +1594,9 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
                 raise CorruptionError("payload: a block's exceptions lie outside its blob")
             signed = b.kind[p] == KIND_DELTA_SIGNED  # (the high part is unzigzag(stored + 1), staged as an int32)
             if native.available()[0]:
-                native.unpack_exceptions(np.ascontiguousarray(pay, dtype=np.uint8), at, e, w2, 2 * (off + vw + bw)[p], w32,
-                                         signed.astype(np.int64))
+                if native.unpack_exceptions(np.ascontiguousarray(pay, dtype=np.uint8), at, e, w2, 2 * (off + vw + bw)[p], w32,
+                                            signed.astype(np.int64)):
+                    raise CorruptionError("payload: a block's exceptions lie outside its blob")
             else:
                 i = ranges(np.zeros(len(p), np.int64), e)
                 x = read_bits(pay, np.repeat(at, e) + i * np.repeat(w2, e), np.repeat(w2, e))

@@ -1487,6 +1487,7 @@ def check_decode_blobs_agree(monkeypatch, rng, tries: int) -> None:
         if isinstance(a, CorruptionError) or isinstance(b, CorruptionError):
             assert isinstance(a, CorruptionError) and isinstance(b, CorruptionError), (t, a, b)
             assert "fuzz: blob" in str(a) and "fuzz: blob" in str(b)
+            assert str(a).split(":")[1] == str(b).split(":")[1], (t, a, b)  # (the same blob named)
             raised += 1
         else:
             assert a.tolist() == b.tolist(), t
@@ -1495,8 +1496,9 @@ def check_decode_blobs_agree(monkeypatch, rng, tries: int) -> None:
 
 def test_decode_stripes_decodes_whole_blobs_as_the_block_path_does(tmp_path, monkeypatch):
     """``decode_stripes`` (whole blobs, one pass each with the C decoder) equals the block read path
-    (``read_blocks`` + ``decode_blocks``) on a tier with PATCH, RUN and DICT columns, in memory and
-    by ranges, in any stripe order; a flipped byte of a read blob is still caught."""
+    (``read_blocks`` + ``decode_blocks``) on a tier with PATCH, RUN and DICT columns, in memory
+    (decoded in place from the pooled regions, which reads leave as they were), by ranges, and one
+    segment of each, in any stripe order; a flipped byte of a read blob is still caught."""
     rng = np.random.default_rng(3)
     n = 12000
     cols = aux_columns(rng, n)
@@ -1506,18 +1508,23 @@ def test_decode_stripes_decodes_whole_blobs_as_the_block_path_does(tmp_path, mon
     t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
     t.append(pa.table({"user_id": users, **cols}))
     t.append(pa.table({"user_id": users[:300], **{c: v[:300] for c, v in cols.items()}}))
-    for full in (1 << 30, 0):
+    small = int(Tier.open(t.uri)._reader._region_bytes().min())
+    for full in (1 << 30, 0, small):  # every segment pooled (decoded in place), none, one of the two
         monkeypatch.setattr(segment, "FULL_READ_BYTES", full)
         h = Tier.open(t.uri)
         r, d = h._reader, h.directory()
         assert (r.seg_formats() == 3).all()
+        r._small_pool()
+        pool = r._pool3[0].copy()
+        assert (r._pool3[1] >= 0).sum() == {1 << 30: 2, 0: 0, small: 1}[full]
         for c in SCHEMA:
-            si = rng.permutation(len(d))
-            got = r.decode_stripes(c, si)
-            b = h.read_blocks(c, si, np.zeros_like(si), d.nblocks[si])
-            cnt, own = d.block_values(si, 128)
-            assert got.tolist() == codec.decode_blocks(b[0], b[1], cnt, dicts=b.dicts)[own].tolist(), c
+            for si in (rng.permutation(len(d)), np.flatnonzero(r._pool3[1][d.seg] >= 0)):
+                got = r.decode_stripes(c, si)
+                b = h.read_blocks(c, si, np.zeros_like(si), d.nblocks[si])
+                cnt, own = d.block_values(si, 128)
+                assert got.tolist() == codec.decode_blocks(b[0], b[1], cnt, dicts=b.dicts)[own].tolist(), c
         assert (r._dir_cols["item_id"][2] & codec.ENC_DICT).any()
+        assert np.array_equal(r._pool3[0], pool) and not r._pool3[0].flags.writeable  # reads leave it as read
     # a dictionary shorter than its codes (bytes that pass their checksums: a writer's bug) is
     # corruption to decode_stripes on either decoder; a batch's lookup clamps, by contract
     with monkeypatch.context() as m:
