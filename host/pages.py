@@ -1445,7 +1445,7 @@ def _expand_positions(pay: np.ndarray, at: np.ndarray, b: Blocks, dst32: np.ndar
     pb = np.where(gaps, b.w2, position_bits(b.cnt))
     if int((at + ones * pb).max()) > 8 * len(pay) or (at < 0).any():
         raise CorruptionError("payload: a block's bitmap lies outside its blob")
-    if native.available()[0] and not native.stage_bitmaps(  # in C; a bad one named by the NumPy path below
+    if native.available()[0] and (b.cnt <= 128).all() and not native.stage_bitmaps(  # in C; a bad one: NumPy below
             np.ascontiguousarray(pay, dtype=np.uint8), np.ascontiguousarray(at, np.int64), ones.astype(np.int64),
             pb.astype(np.int64), b.cnt.astype(np.int64), np.where(gaps, 2, run.astype(np.int64)),
             np.ascontiguousarray(dst32, np.int64), w32):
