@@ -92,7 +92,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 22; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 23; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -542,6 +542,34 @@ int64_t gm_stage_bitmaps(const unsigned char *buf, int64_t n, const int64_t *at,
             return k + 1;
         uint32_t *o = w32 + dst32[k];
         for (int64_t g = 0; g < (cnt[k] + 31) >> 5; g++) o[g] |= (uint32_t)(bm[g >> 1] >> (32 * (g & 1)));
+    }
+    return 0;
+}
+
+/* host/pages.py stage_blocks: the aux words of K extended blocks (a RADIX block's the caller writes
+ * again): block k of kind[k] (kind & 3: 1 PATCH, 2 RUN, with a bitmap of cnt[k] <= 128 bits in
+ * 32-bit words from w32[at32[k]]), vw[k] words of values and bw[k] of bitmap: kind | 2 vw << 8 |
+ * 2 (vw + bw) << 18 | AUX_CODES (32) where coded[k], and at bit 32 + 8 g the bitmap's set bits before
+ * its 32-lane group g (g < 4). Returns 0, or k + 1 for the first block whose bitmap disagrees with
+ * its fields (a PATCH block's e[k] set bits, a RUN block's nv[k] with bit 0 set). */
+int64_t gm_stage_aux(const uint32_t *w32, int64_t n32, const int64_t *at32, const int64_t *kind, const int64_t *cnt,
+                     const int64_t *e, const int64_t *nv, const int64_t *vw, const int64_t *bw, const int64_t *coded,
+                     int64_t K, uint64_t *aux) {
+    for (int64_t k = 0; k < K; k++) {
+        const int64_t ka = kind[k] & 3, ng = ka ? (cnt[k] + 31) >> 5 : 0;
+        uint64_t pre = 0;
+        int64_t ones = 0;
+        for (int g = 0; g < 4; g++) {
+            pre |= (uint64_t)ones << (32 + 8 * g);
+            if (g < ng) {
+                const int64_t i = at32[k] + g < n32 ? at32[k] + g : n32 - 1;
+                ones += __builtin_popcount(w32[i]);
+            }
+        }
+        const int64_t i0 = at32[k] < n32 ? at32[k] : n32 - 1;
+        if ((ka == 1 && ones != e[k]) || (ka == 2 && (ones != nv[k] || !(w32[i0] & 1)))) return k + 1;
+        aux[k] = (uint64_t)kind[k] | (uint64_t)(2 * vw[k]) << 8 | (uint64_t)(2 * (vw[k] + bw[k])) << 18 |
+                 (coded[k] ? UINT64_C(32) : 0) | pre;
     }
     return 0;
 }

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 22  # gm_abi_version() of the _native.c this module calls
+ABI = 23  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -47,6 +47,7 @@ def _load():
                 "gm_literal_tables": (I64, [P, P, I64, I64, I64, P, P, P]),
                 "gm_dict_heads": (I64, [P, I64, P, P, P, I64, I64, P, P]),
                 "gm_stage_bitmaps": (I64, [P, I64] + [P] * 5 + [I64, P, P]),
+                "gm_stage_aux": (I64, [P, I64] + [P] * 8 + [I64, P]),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -59,7 +60,7 @@ def _load():
 
 _lib, _why = _load()
 _decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length, \
-    _stage_levels, _literal_tables, _dict_heads, _stage_bitmaps = _lib if _lib is not None else (None,) * 13
+    _stage_levels, _literal_tables, _dict_heads, _stage_bitmaps, _stage_aux = _lib if _lib is not None else (None,) * 14
 
 
 def available() -> tuple[bool, str]:
@@ -212,6 +213,22 @@ def stage_bitmaps(buf: np.ndarray, at: np.ndarray, ones: np.ndarray, pb: np.ndar
     if K and ((dst32 < 0).any() or int((dst32 + ((cnt + 31) >> 5)).max()) > w32.size):
         raise ValueError("stage_bitmaps: output positions outside w32")
     return int(_stage_bitmaps(_ptr(buf), buf.size, *(_ptr(a) for a in arrs[:5]), K, _ptr(dst32), _ptr(w32))) if K else 0
+
+
+def stage_aux(w32: np.ndarray, at32: np.ndarray, kind: np.ndarray, cnt: np.ndarray, e: np.ndarray, nv: np.ndarray,
+              vw: np.ndarray, bw: np.ndarray, coded: np.ndarray, aux: np.ndarray) -> int:
+    """``host.pages.stage_blocks``' aux words in C (a RADIX block's left for the caller): block k's
+    ``kind | 2 vw << 8 | 2 (vw + bw) << 18`` (``AUX_CODES`` where ``coded``), and the set bits of its
+    bitmap (from ``w32[at32[k]]``) before each 32-lane group, to ``aux[k]`` (uint64). Returns 0, or
+    the first block whose bitmap disagrees with its fields + 1."""
+    K = kind.size
+    arrs = (at32, kind, cnt, e, nv, vw, bw, coded)
+    if w32.dtype != np.uint32 or not w32.flags.c_contiguous or aux.dtype != np.uint64 or aux.size != K \
+            or not aux.flags.c_contiguous or any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != K for a in arrs):
+        raise ValueError("stage_aux: contiguous uint32 w32, int64 at32/kind/cnt/e/nv/vw/bw/coded [K], uint64 aux [K]")
+    if K and (not w32.size or (at32 < 0).any() or (cnt > 128).any()):
+        raise ValueError("stage_aux: bitmaps outside w32, or blocks over 128 values")
+    return int(_stage_aux(_ptr(w32), w32.size, *(_ptr(a) for a in arrs), K, _ptr(aux))) if K else 0
 
 
 def stage_levels(buf: np.ndarray, at: np.ndarray, cnt: np.ndarray, lv: np.ndarray, wt: np.ndarray, extra: np.ndarray,

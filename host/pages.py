@@ -1605,22 +1605,29 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
             if len(sg):  # DELTA SIGNED, in NumPy
                 at = ranges(2 * (off + vw + bw)[sg], b.e[sg])
                 w32[at] = unzigzag(w32[at]).astype(np.int32).view(np.uint32)
-        g = np.arange(4)
-        at = 2 * (off[a] + vw[a])[:, None] + g[None, :]
-        pc = np.where((g[None, :] < ((b.cnt[a] + 31) >> 5)[:, None]) & bm[a, None],
-                      np.bitwise_count(w32[np.minimum(at, len(w32) - 1)]), 0)
-        ones = pc.sum(axis=1)
-        ka = b.kind[a] & 3
-        if (np.where(ka == KIND_PATCH, ones != b.e[a], (ka == KIND_RUN) & ((ones != b.nv[a]) | (w32[at[:, 0]] & 1 == 0)))).any():
-            raise CorruptionError("payload: a PATCH or RUN block's bitmap disagrees with its fields")
-        pre = np.cumsum(pc, axis=1) - pc  # [n, 4]: set bits before each 32-lane group (<= 96)
-        pre_w = (pre.astype(_U64) << (_U64(32) + _U64(8) * g.astype(_U64))[None, :]).sum(axis=1, dtype=_U64)
-        lo = (b.kind[a] | ((2 * vw[a]) << 8) | ((2 * (vw[a] + bw[a])) << 18)).astype(_U64)
+        if native.available()[0] and (b.cnt[a] <= 128).all():  # in C: kind, offsets, the rank prefixes
+            lo, pre_w = np.empty(len(a), _U64), np.zeros(len(a), _U64)
+            if native.stage_aux(w32, 2 * (off[a] + vw[a]), b.kind[a].astype(np.int64), b.cnt[a].astype(np.int64),
+                                b.e[a].astype(np.int64), b.nv[a].astype(np.int64), vw[a].astype(np.int64),
+                                bw[a].astype(np.int64), coded[a].astype(np.int64), lo):
+                raise CorruptionError("payload: a PATCH or RUN block's bitmap disagrees with its fields")
+        else:
+            g = np.arange(4)
+            at = 2 * (off[a] + vw[a])[:, None] + g[None, :]
+            pc = np.where((g[None, :] < ((b.cnt[a] + 31) >> 5)[:, None]) & bm[a, None],
+                          np.bitwise_count(w32[np.minimum(at, len(w32) - 1)]), 0)
+            ones = pc.sum(axis=1)
+            ka = b.kind[a] & 3
+            if (np.where(ka == KIND_PATCH, ones != b.e[a], (ka == KIND_RUN) & ((ones != b.nv[a]) | (w32[at[:, 0]] & 1 == 0)))).any():
+                raise CorruptionError("payload: a PATCH or RUN block's bitmap disagrees with its fields")
+            pre = np.cumsum(pc, axis=1) - pc  # [n, 4]: set bits before each 32-lane group (<= 96)
+            pre_w = (pre.astype(_U64) << (_U64(32) + _U64(8) * g.astype(_U64))[None, :]).sum(axis=1, dtype=_U64)
+            lo = (b.kind[a] | ((2 * vw[a]) << 8) | ((2 * (vw[a] + bw[a])) << 18)).astype(_U64)
+            lo[coded[a]] |= _U64(AUX_CODES)
         rd = b.kind[a] == KIND_RADIX  # RADIX: R and g where a bitmap's and exceptions' offsets would be,
         R = b.w2[a][rd]  # and float32 log2 R where the rank prefixes would be (the GPU's exp2, DESIGN §4)
-        lo[rd] = (KIND_RADIX | (R << 8) | (b.e[a][rd] << 18)).astype(_U64)
+        lo[rd] = (KIND_RADIX | (R << 8) | (b.e[a][rd] << 18)).astype(_U64) | np.where(coded[a][rd], _U64(AUX_CODES), _U64(0))
         pre_w[rd] = radix_log2_bits(R)
-        lo[coded[a]] |= _U64(AUX_CODES)
         words[off[a] - 1] = lo | pre_w
     return hdr, words.view(np.int64)
 
