@@ -92,7 +92,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 23; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 24; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -709,7 +709,7 @@ static inline int gm_finish(uint64_t *o, int64_t cnt, int delta, uint64_t b0, ui
  * that a value's 8-byte load near the blob's end needs no byte-by-byte path (the bits it takes past
  * the blob are masked off; every bit used is checked to lie inside the blob). */
 enum { GM_BLOB_OK, GM_BLOB_SHORT, GM_BLOB_TAG, GM_BLOB_ANCHORS, GM_BLOB_FIELDS, GM_BLOB_RANGE, GM_BLOB_PAYLOAD,
-       GM_BLOB_BITMAP, GM_BLOB_CODE, GM_BLOB_DICT_EXT, GM_BLOB_EXT_BIG };
+       GM_BLOB_BITMAP, GM_BLOB_CODE, GM_BLOB_DICT_EXT, GM_BLOB_EXT_BIG, GM_BLOB_TAGGED };
 
 static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, int64_t bs, const int64_t *dict, int64_t D,
                    uint64_t *scratch, uint64_t *out) {
@@ -830,17 +830,30 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
 }
 
 /* Blob s: bytes [boff[s], boff[s] + blen[s]) of buf (n bytes), count[s] values to out[dst[s] ...];
- * dlen[s] > 0: codes into dicts[dstart[s] ...][0, dlen[s]) (dicts NULL: none). Returns 0, or s + 1 for
- * the first bad blob (*why: its GM_BLOB_* reason; the blobs before it are written). The caller checks
- * the output positions and the dictionaries' ranges. */
+ * dlen[s] > 0: codes into dicts[dstart[s] ...][0, dlen[s]) (dicts NULL: none); tags (NULL: none)
+ * tags[s] >= 0: a blob of one block whose tag is tags[s], not its first byte (host/pages.py move_tags):
+ * copied after it into vbuf (nv bytes: at least the longest such blob + 9, zeroed past it) and decoded
+ * there. Returns 0, or s + 1 for the first bad blob (*why: its GM_BLOB_* reason; the blobs before it
+ * are written). The caller checks the output positions and the dictionaries' ranges. */
 int64_t gm_decode_blobs(const unsigned char *buf, int64_t n, const int64_t *boff, const int64_t *blen,
                         const int64_t *count, const int64_t *dst, int64_t S, int64_t bs, const int64_t *dicts,
-                        const int64_t *dstart, const int64_t *dlen, uint64_t *scratch, uint64_t *out, int64_t *why) {
+                        const int64_t *dstart, const int64_t *dlen, const int64_t *tags, unsigned char *vbuf, int64_t nv,
+                        uint64_t *scratch, uint64_t *out, int64_t *why) {
     for (int64_t s = 0; s < S; s++) {
-        const int64_t D = dicts ? dlen[s] : 0;
-        int r = boff[s] < 0 || blen[s] < 0 || boff[s] > n - blen[s] || count[s] < 0 || bs < 1 || count[s] > GM_MAX_VALUES
+        const int64_t D = dicts ? dlen[s] : 0, L = blen[s];
+        const int tagged = tags && tags[s] >= 0;
+        int r = boff[s] < 0 || L < 0 || boff[s] > n - L || count[s] < 0 || bs < 1 || count[s] > GM_MAX_VALUES
                     ? GM_BLOB_SHORT
-                    : gm_blob(buf + boff[s], blen[s], n - boff[s], count[s], bs, D ? dicts + dstart[s] : NULL, D, scratch, out + dst[s]);
+                : tagged && (count[s] > bs || tags[s] > 255) ? GM_BLOB_TAGGED
+                : tagged && L + 9 > nv ? GM_BLOB_SHORT
+                    : 0;
+        if (!r && tagged) { /* [tag][its bytes], then zeros: the blob's last loads read them */
+            vbuf[0] = (unsigned char)tags[s];
+            memcpy(vbuf + 1, buf + boff[s], (size_t)L);
+            memset(vbuf + 1 + L, 0, 8);
+            r = gm_blob(vbuf, L + 1, L + 9, count[s], bs, D ? dicts + dstart[s] : NULL, D, scratch, out + dst[s]);
+        } else if (!r)
+            r = gm_blob(buf + boff[s], L, n - boff[s], count[s], bs, D ? dicts + dstart[s] : NULL, D, scratch, out + dst[s]);
         if (r) {
             *why = r;
             return s + 1;

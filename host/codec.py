@@ -42,6 +42,10 @@ ENC_FLAGS = 0xFF  # the flag bits of an ``enc`` field; with ENC_DICT, bits 8.. h
 # in bits 9.. (below ``CONST_MAX``), no other flag; its blob has no bytes (DESIGN §1 "Constant stripes")
 ENC_CONST = 256
 CONST_MAX = 1 << 54  # zigzag(value) of a constant stripe: below this, so that its enc is a non-negative int64
+# format 3, an index of form 2 (host/segment.py ``INDEX_FORM``), without ENC_DICT or ENC_CONST: a blob of
+# one block may have its tag byte in its ``enc`` instead of its bytes, ``tag + 1`` in bits 9..16 (0: the
+# tag is in the blob), so that a short history's blob of a low-entropy column does not pay a byte for it
+ENC_TAG_SHIFT, ENC_TAG_MASK = 9, 0xFF
 ENC_NAMES = {ENC_FOR: "FOR", ENC_LFOR: "LFOR", ENC_PATCH: "PATCH", ENC_RUN: "RUN", ENC_DICT: "DICT", ENC_DELTA: "DELTA",
              ENC_SIGNED: "SIGNED", ENC_RADIX: "RADIX", ENC_SPARSE: "SPARSE", ENC_CONST: "CONST"}
 
@@ -61,6 +65,14 @@ def const_stripes(enc: np.ndarray) -> np.ndarray:
     (whose bits 8.. are its dictionary's place)."""
     enc = np.asarray(enc, np.int64)
     return ((enc & ENC_DICT) == 0) & ((enc & ENC_CONST) != 0)
+
+
+def enc_tags(enc: np.ndarray) -> np.ndarray:
+    """Per ``enc`` field (format 3), the tag of its one-block blob when the index holds it (``ENC_TAG_SHIFT``),
+    else -1 (the tag is in the blob, or there is no blob)."""
+    enc = np.asarray(enc, np.int64)
+    own = ((enc & (ENC_DICT | ENC_CONST)) == 0) & (enc >> ENC_TAG_SHIFT != 0)
+    return np.where(own, ((enc >> ENC_TAG_SHIFT) & ENC_TAG_MASK) - 1, -1)
 
 
 def const_enc(values: np.ndarray) -> np.ndarray:

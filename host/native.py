@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 23  # gm_abi_version() of the _native.c this module calls
+ABI = 24  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -41,7 +41,7 @@ def _load():
                 "gm_parse_fields": (I64, [P, I64, P, P, I64, P, P, P, I64] + [P] * 6),
                 "gm_copy_ranges": (None, [P] * 5 + [I64, I64]),
                 "gm_unpack_exceptions": (I64, [P, I64, P, P, P, P, I64, P, P]),
-                "gm_decode_blobs": (I64, [P, I64, P, P, P, P, I64, I64, P, P, P, P, P, P]),
+                "gm_decode_blobs": (I64, [P, I64, P, P, P, P, I64, I64, P, P, P, P, P, I64, P, P, P]),
                 "gm_bit_length": (None, [P, I64, P]),
                 "gm_stage_levels": (I64, [P, I64] + [P] * 5 + [I64, P, P, P]),
                 "gm_literal_tables": (I64, [P, P, I64, I64, I64, P, P, P]),
@@ -255,18 +255,22 @@ BLOB_ERRORS = {  # gm_decode_blobs' reasons (GM_BLOB_*)
     7: "a PATCH, RUN or LEVELS block's bitmap (or levels) disagrees with its fields", 8: "a code outside its dictionary",
     9: "a blob of codes (DICT) holds RADIX blocks",
     10: "a PATCH, RUN or DELTA block in a tier of blocks over 128 values",
+    11: "a blob of several blocks (or no block tag) with its tag in its index",
 }
 
 
 def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.ndarray, dst: np.ndarray,
                  block_size: int, out: np.ndarray, dicts: np.ndarray | None = None, dstart: np.ndarray | None = None,
-                 dlen: np.ndarray | None = None) -> tuple[int, int]:
+                 dlen: np.ndarray | None = None, tags: np.ndarray | None = None) -> tuple[int, int]:
     """``host.pages.decode_blobs`` in C: blob ``s`` (bytes ``[boff[s], + blen[s])`` of ``buf``, uint8),
     ``count[s]`` values to ``out[dst[s]:]`` (64-bit); where ``dlen[s] > 0`` they are codes into
-    ``dicts[dstart[s]:][:dlen[s]]`` (int64). Returns ``(0, 0)``, or ``(s + 1, reason)`` for the first
-    bad blob (``BLOB_ERRORS``). Checks every position given (``ValueError``: a bug of the caller's)."""
+    ``dicts[dstart[s]:][:dlen[s]]`` (int64); where ``tags[s] >= 0`` it is one block whose tag is
+    ``tags[s]``, not its first byte. Returns ``(0, 0)``, or ``(s + 1, reason)`` for the first bad
+    blob (``BLOB_ERRORS``). Checks every position given (``ValueError``: a bug of the caller's)."""
     S = count.size
-    arrs = [boff, blen, count, dst] + ([] if dicts is None else [dstart, dlen, dicts])
+    arrs = [boff, blen, count, dst] + ([] if dicts is None else [dstart, dlen, dicts]) + ([] if tags is None else [tags])
+    if tags is not None and tags.size != S:
+        raise ValueError("decode_blobs: tags [S]")
     if buf.dtype != np.uint8 or not buf.flags.c_contiguous or out.dtype.itemsize != 8 or not out.flags.c_contiguous \
             or any(a.dtype != np.int64 or not a.flags.c_contiguous for a in arrs) \
             or any(a.size != S for a in arrs[:4] + arrs[4:6]) or block_size < 1:
@@ -280,8 +284,11 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     scratch = np.empty(max(block_size, 128) + 3, np.uint64)
     why = np.zeros(1, np.int64)
     d = dicts is not None and dicts.size > 0
+    t = tags is not None and bool((tags >= 0).any())
+    vbuf = np.empty(int(np.max(blen, where=tags >= 0, initial=0)) + 9 if t else 0, np.uint8)
     bad = int(_decode_blobs(_ptr(buf), buf.size, _ptr(boff), _ptr(blen), _ptr(count), _ptr(dst), S, block_size,
                             _ptr(dicts) if d else None, _ptr(dstart) if d else None, _ptr(dlen) if d else None,
+                            _ptr(tags) if t else None, _ptr(vbuf) if t else None, vbuf.size,
                             _ptr(scratch), _ptr(out), _ptr(why)))
     return bad, int(why[0])
 

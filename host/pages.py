@@ -797,7 +797,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
 
 
 def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int, extended: bool = True,
-                  dictionary: bool = True, constant: bool = True, tables: bool = True):
+                  dictionary: bool = True, constant: bool = True, tables: bool = True, index_tags: bool = True):
     """``encode_stripes``, or the same stripes as codes into a dictionary of the column's distinct
     values (the segment DICT), whichever is smaller by at least ``DICT_MIN_SAVING`` (block sizes up
     to ``AUX_MAX_BLOCK``, columns of at least ``EXT_MIN_BITS``). ``constant``: a stripe whose values
@@ -821,21 +821,71 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
     blob (``_stripe_tables``; DESIGN §1 "Stripe tables"): its ``enc`` has ``ENC_DICT`` and the
     table's byte offset in bits 8.., as a segment dictionary's codes have theirs.
 
+    ``index_tags``: a blob of one block that is not codes has its tag in its ``enc``, not its bytes
+    (``move_tags``; decode it with ``decode_blob(..., tag=codec.enc_tags(enc)[s])``).
+
     >>> v = np.tile(np.array([10**12, 7, 3 * 10**15, -5]), 600)
     >>> region, off, n, enc, head, _ = encode_column_parts(v, np.array([2000, 400]), 128)
     >>> int(enc[0]) & codec.ENC_DICT, decode_dictionary(region[:head], 128).tolist()
     (8, [-5, 7, 1000000000000, 3000000000000000])
     """
-    return encode_column_parts(values, stripe_counts, block_size, extended, dictionary, constant, tables)[:4]
+    return encode_column_parts(values, stripe_counts, block_size, extended, dictionary, constant, tables, index_tags)[:4]
 
 
 def encode_column_parts(values: np.ndarray, stripe_counts: np.ndarray, block_size: int, extended: bool = True,
-                        dictionary: bool = True, constant: bool = True, tables: bool = True):
+                        dictionary: bool = True, constant: bool = True, tables: bool = True, index_tags: bool = True):
     """``encode_column``'s ``(region, off, nbytes, enc)``, then the bytes of the segment dictionary
     at the region's start (0: none) and, per stripe, the bytes of its stripe table right before its
-    blob (0: none; the writer marks a segment with any: its entry's ``tables``)."""
-    return _encode_column(np.asarray(values, dtype=np.int64), np.asarray(stripe_counts, dtype=np.int64), block_size,
-                          extended, dictionary, constant, tables)
+    blob (0: none; the writer marks a segment with any: its entry's ``tables``). ``index_tags``: the
+    tag of each blob of one block that is not codes goes in its ``enc`` (``move_tags``), for an index
+    of form 2 (host/segment.py)."""
+    sc = np.asarray(stripe_counts, dtype=np.int64)
+    out = _encode_column(np.asarray(values, dtype=np.int64), sc, block_size, extended, dictionary, constant, tables)
+    return (*move_tags(*out[:4], sc, block_size), *out[4:]) if index_tags else out
+
+
+def move_tags(region: np.ndarray, off: np.ndarray, nbytes: np.ndarray, enc: np.ndarray, count: np.ndarray,
+              block_size: int) -> tuple:
+    """``(region, off, nbytes, enc)`` with the tag byte of each blob of one block (``count <=
+    block_size``) that is not codes into a dictionary (no ``ENC_DICT``: their ``enc`` holds the
+    dictionary's place) nor constant moved into its ``enc`` (``codec.ENC_TAG_SHIFT``): the blob is
+    its bytes after the tag, every later offset (blobs, dictionaries) one byte earlier per tag moved.
+
+    >>> region, off, nb, enc = encode_stripes(np.array([5, 9, 7, 1000]), np.array([3, 1]), 4)
+    >>> r2, off2, nb2, enc2 = move_tags(region, off, nb, enc, np.array([3, 1]), 4)
+    >>> (nb - nb2).tolist(), codec.enc_tags(enc2).tolist() == region[off].tolist()
+    ([1, 1], True)
+    >>> decode_blob(r2[off2[0]:off2[0] + nb2[0]], 3, 4, tag=int(codec.enc_tags(enc2)[0])).tolist()
+    [5, 9, 7]
+    """
+    off, nbytes, enc = (np.asarray(a, np.int64) for a in (off, nbytes, enc))
+    one = (nbytes > 0) & (np.asarray(count, np.int64) <= block_size) & ((enc & (codec.ENC_DICT | codec.ENC_CONST)) == 0)
+    if not one.any():
+        return region, off, nbytes, enc
+    at = np.sort(off[one])
+    keep = np.ones(len(region), bool)
+    keep[at] = False
+    moved = lambda x: x - np.searchsorted(at, x, "left")  # noqa: E731  (a blob's own tag is at its offset: not before it)
+    enc = enc.copy()
+    isd = (enc & codec.ENC_DICT) != 0
+    enc[isd] = (moved(enc[isd] >> 8) << 8) | (enc[isd] & codec.ENC_FLAGS)
+    enc[one] |= (region[off[one]].astype(np.int64) + 1) << codec.ENC_TAG_SHIFT
+    return region[keep], moved(off), nbytes - one, enc
+
+
+def tag_nbytes(tag: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """What a one-block blob whose tag is in its index (``move_tags``) likely takes, from its tag and
+    its ``count`` values (a segment index of form 2 stores its bytes less this): a plain block its
+    payload and a byte a field; a FLAG block its positions (and exceptions of one bit, with a
+    ``w2`` byte); a LEVELS block its bitmap and two bytes; -1 for other kinds (the index predicts
+    those from the column's mean)."""
+    tag, count = np.asarray(tag, np.int64), np.asarray(count, np.int64)
+    t = tag & 0x7F
+    pb = position_bits(count)
+    e = _FLAG_E[t]
+    return np.where(t <= 64, (count * t + 7) // 8 + 1 + ((tag & TAG_LFOR) != 0),
+                    np.where(e > 0, (e * (pb + _FLAG_FIELDS[t]) + 7) // 8 + _FLAG_FIELDS[t],
+                             np.where(t >= TAG_LEVELS, (count + 7) // 8 + 2, -1)))
 
 
 def _encode_column(values, sc, block_size, extended, dictionary, constant, tables):
@@ -1642,23 +1692,27 @@ def check_payload(pay_bit: np.ndarray, bits: np.ndarray, first: np.ndarray, limi
 
 def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.ndarray, block_size: int,
                  dicts: np.ndarray | None = None, dstart: np.ndarray | None = None, dlen: np.ndarray | None = None,
-                 where: str = "blobs") -> np.ndarray:
+                 where: str = "blobs", tags: np.ndarray | None = None) -> np.ndarray:
     """All values (int64) of the blobs ``[boff[s], + blen[s])`` of ``buf`` (uint8) of ``count[s]``
     values each, back to back. Where ``dlen[s] > 0`` blob ``s`` holds codes into ``dicts[dstart[s]:]
-    [:dlen[s]]`` (a segment dictionary) and gives the entries they index. No checksum (those are per
-    segment chunk); anything else that is not a blob of format 3 is a ``CorruptionError`` naming
-    ``where``, and so is a code outside its dictionary.
+    [:dlen[s]]`` (a segment dictionary) and gives the entries they index. Where ``tags[s] >= 0``
+    blob ``s`` is one block whose tag is ``tags[s]``, not its first byte (``move_tags``). No
+    checksum (those are per segment chunk); anything else that is not a blob of format 3 is a
+    ``CorruptionError`` naming ``where``, and so is a code outside its dictionary.
 
     In C when built: one pass per blob from its bytes to its values (tags, fields, payload, PATCH /
-    RUN, lookup), no staged form; else ``decode_blob`` per blob (the same values and errors)."""
+    RUN, lookup), no staged form (a blob whose tag is given: copied after it first); else
+    ``decode_blob`` per blob (the same values and errors)."""
     boff, blen, count = (np.ascontiguousarray(a, dtype=np.int64).reshape(-1) for a in (boff, blen, count))
+    tags = None if tags is None else np.asarray(tags, np.int64).reshape(-1)
     out = np.empty(int(count.sum()), np.int64)
     if dicts is not None:
         dicts = np.ascontiguousarray(dicts, dtype=np.int64).reshape(-1)
         dstart, dlen = (np.ascontiguousarray(a, dtype=np.int64).reshape(-1) for a in (dstart, dlen))
     if native.available()[0]:
         bad, why = native.decode_blobs(np.ascontiguousarray(buf, dtype=np.uint8), boff, blen, count,
-                                       np.cumsum(count) - count, block_size, out, dicts, dstart, dlen)
+                                       np.cumsum(count) - count, block_size, out, dicts, dstart, dlen,
+                                       None if tags is None else np.ascontiguousarray(tags, np.int64))
         if bad:
             raise CorruptionError(f"{where}: blob {bad - 1}: {native.BLOB_ERRORS.get(why, why)}")
         return out
@@ -1670,6 +1724,10 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
         blob = np.asarray(buf[boff[s] : boff[s] + blen[s]], dtype=np.uint8)
         codes = dicts is not None and dlen[s] > 0
         try:
+            if tags is not None and tags[s] >= 0:
+                if n > block_size or tags[s] > 255:
+                    raise CorruptionError(native.BLOB_ERRORS[11])
+                blob = np.concatenate([np.array([tags[s]], np.uint8), blob])
             if codes and not codes_kinds(tag_kind(blob[: -(-n // block_size)])):
                 check_tags(blob[: -(-n // block_size)])
                 raise CorruptionError(native.BLOB_ERRORS[9])
@@ -1685,11 +1743,17 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     return out
 
 
-def decode_blob(blob: np.ndarray, count: int, block_size: int) -> np.ndarray:
-    """All values of one blob of ``count`` values (no checksum: those are per segment chunk)."""
+def decode_blob(blob: np.ndarray, count: int, block_size: int, tag: int | None = None) -> np.ndarray:
+    """All values of one blob of ``count`` values (no checksum: those are per segment chunk);
+    ``tag``: a blob of one block whose tag is in its index (``move_tags``)."""
     if native.available()[0]:
-        return decode_blobs(blob, [0], [len(blob)], [count], block_size, where="blob")
+        return decode_blobs(blob, [0], [len(blob)], [count], block_size, where="blob",
+                            tags=None if tag is None else [tag])
     blob = np.asarray(blob, dtype=np.uint8)
+    if tag is not None:
+        if count > block_size or not 0 <= tag <= 255:
+            raise CorruptionError(f"blob: {native.BLOB_ERRORS[11]}")
+        blob = np.concatenate([np.array([tag], np.uint8), blob])
     _, cnt = codec.block_counts(np.array([count]), block_size)
     nb = len(cnt)
     npg = -(-nb // PAGE_BLOCKS)

@@ -148,6 +148,9 @@ class VersionReader:
                 if s.fmt != e.get("format", 2):
                     raise CorruptionError(f"{self.where}: data file {s.name} is format {s.fmt}, its entry says "
                                           f"{e.get('format', 2)}")
+                if s.form != e.get("index", 1):
+                    raise CorruptionError(f"{self.where}: data file {s.name} has an index of form {s.form}, its entry "
+                                          f"says {e.get('index', 1)}")
                 self._segcache[key] = s
             self._segs[i] = s
         return s
@@ -234,7 +237,8 @@ class VersionReader:
                 e = self._files[i][1]
                 s = self._segcache.get(k)
                 if s is None or s.size != e["size"]:
-                    s = known_segment(self.store, e["path"], e["offset"], e["size"], int(region[j]), e.get("format", 2))
+                    s = known_segment(self.store, e["path"], e["offset"], e["size"], int(region[j]), e.get("format", 2),
+                                      e.get("index", 1))
                     self._segcache[k] = s
                 self._segs[i] = s
         seg = now[t["file"]]
@@ -498,6 +502,10 @@ class VersionReader:
             keep = np.flatnonzero(~cst)
             si, lo, nblk, hi, bo, blen, enc = (a[keep] for a in (si, lo, nblk, hi, bo, blen, enc))
         isd = (enc & codec.ENC_DICT) != 0  # requests of stripes stored as codes into a segment dictionary
+        # a blob of one block whose tag is in its index (codec.enc_tags): read as if its tag came first
+        tag_in = codec.enc_tags(enc)
+        ti = tag_in >= 0
+        bo, blen = bo - ti, blen + ti
         nb = d.bblocks[si]  # the blobs' blocks (a pack's, for a stripe of one)
         npg = (nb + PB - 1) // PB
         multi = npg > 1
@@ -516,25 +524,31 @@ class VersionReader:
         # a stripe of several pages whose last page is read also reads anchor 0: where its payload
         # ends (its first field), which PATCH / RUN pages need, their payload sizes being in their fields
         n0 = np.where(multi & (p1 > 0) & (p2 >= npg), 8, 0)
-        reads, fin = request(np.concatenate([R, R, R]), np.concatenate([bo + t0, bo + nb + 8 * p1, bo + nb]),
-                             np.concatenate([t1 - t0, 8 * na, n0]))
+        ntag = t1 - t0
+        nread = np.where(ti, 0, ntag)  # (a tag in the index: nothing read for it)
+        reads, fin = request(np.concatenate([R, R, R]), np.concatenate([bo + t0 + ti, bo + nb + 8 * p1, bo + nb]),
+                             np.concatenate([nread, 8 * na, n0]))
         # an object store also reads whole (in whole chunks) the blobs under ``readahead_bytes`` of
         # large segments in this wave, so that the next one finds their fields and payload in its
         # cache: one round trip for them, as format 2's headers-and-words
         ahead = int(getattr(self.store, "readahead_bytes", 0) or 0)
         if ahead:
             r = np.flatnonzero(~in_pool & (blen <= ahead))
-            a0 = bo[r] // CHUNK_BYTES * CHUNK_BYTES
+            a0 = np.maximum(bo[r], 0) // CHUNK_BYTES * CHUNK_BYTES  # (a tag in the index: bo may be -1)
             a1 = np.minimum(-(-(bo[r] + blen[r]) // CHUNK_BYTES) * CHUNK_BYTES, region_of[seg[r]])
             for s_, x0, x1 in set(zip(seg[r].tolist(), a0.tolist(), a1.tolist())):  # each blob once
                 sg = self.segment(s_)
                 reads.append((sg.path, sg.base + x0, memoryview(bytearray(x1 - x0))))
         yield reads
         got = fin()
-        ntag = t1 - t0
-        tags = got[: int(ntag.sum())].astype(np.int64)
+        nt, nanc = int(nread.sum()), int(8 * na.sum())
+        tags = got[:nt].astype(np.int64)
+        if ti.any():
+            tags = np.empty(int(ntag.sum()), np.int64)
+            at = np.cumsum(ntag) - ntag
+            tags[at[ti]] = tag_in[ti]
+            tags[ranges(at[~ti], ntag[~ti])] = got[:nt]
         pages.check_tags(tags, where)
-        nt, nanc = int(ntag.sum()), int(8 * na.sum())
         anc = np.frombuffer(got[nt : nt + nanc].tobytes(), "<u4").reshape(-1, 2).astype(np.int64)
         anc0 = np.zeros(len(si), np.int64)
         anc0[n0 > 0] = np.frombuffer(got[nt + nanc :].tobytes(), "<u4").reshape(-1, 2)[:, 0]
@@ -615,7 +629,7 @@ class VersionReader:
             io.add(blocks_read=len(want), block_runs=len(si))
         # what the blocks need (tags, anchors, fields of their pages; their payload), as format 2
         # counts headers and words; the chunk rounding and coalescing are the store's ``io`` figures
-        need = ntag + 8 * na + n0 + (req_fe - req_fs) + pbn
+        need = nread + 8 * na + n0 + (req_fe - req_fs) + pbn
         if cst.any():  # the constant stripes' blocks put in, in request order: they need no bytes
             src, blk, dict_b, need = _with_constants(cst, *full, self.block_size, d.bcount, src, blk, dict_b, need)
             si, lo, nblk, enc = full
@@ -898,7 +912,8 @@ class VersionReader:
         dicts = dstart = dlen = None
         if isd.any():
             dicts, _, dstart, dlen = self._dictionaries(column, seg, enc, isd, with_key=False)
-        return pages.decode_blobs(buf, at, blen, d.bcount[si], self.block_size, dicts, dstart, dlen, where)
+        return pages.decode_blobs(buf, at, blen, d.bcount[si], self.block_size, dicts, dstart, dlen, where,
+                                  codec.enc_tags(enc))
 
 
 @dataclass

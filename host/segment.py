@@ -89,15 +89,27 @@ def delta_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
     return np.cumsum(r, axis=1, dtype=np.int64)
 
 
-def index_residuals(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+INDEX_FORM = 2  # the form of the segment indexes this release writes (``index_residuals``)
+
+
+def index_residuals(m: np.ndarray, form: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A segment index's fields (``_index_fields``, with ``cont``) as what a reader can not predict
     from the rows before and the fields before: ``user_id`` its step; ``start`` less the end of the
     user's stripe before (0 for a user's first); ``count`` and ``cont`` themselves; for a row that
-    continues the one before (``cont != 0``), ``c.off`` and ``c.nbytes`` less the row before's; for
-    any other, ``c.off`` less where the blob before ended, ``c.nbytes`` less its blobs' events times
-    the column's mean bytes per event (``params``: that mean in 1/256 B, over the blobs that have
-    bytes), or for a constant stripe (``codec.ENC_CONST``) less 0; ``c.enc`` its step. All
-    arithmetic wraps (int64), and ``index_values`` wraps back."""
+    continues the one before (``cont != 0``), ``c.off``, ``c.nbytes`` and ``c.enc`` less the row
+    before's; for any other, ``c.off`` less where the blob before ended, ``c.nbytes`` less its
+    blobs' events times the column's mean bytes per event (``params``: that mean in 1/256 B, over
+    the blobs that have bytes), or for a constant stripe (``codec.ENC_CONST``) less 0. Then by form
+    (the ``params`` of each ``c.enc``: 0 form 1, 1 form 2):
+
+    - form 1 (releases before 2026-12-02): ``c.enc`` its step;
+    - form 2: ``c.enc`` itself, but for a DICT one (codes) its dictionary's place (bits 8..) less the
+      last DICT row's before it (a stripe table's place grows with its blob's); and for a blob whose
+      tag is in its ``enc`` (``codec.enc_tags``), ``c.nbytes`` less what its tag says
+      (``pages.tag_nbytes``) where it says.
+
+    ``form`` None: ``INDEX_FORM``. All arithmetic wraps (int64), and ``index_values`` wraps back."""
+    form = INDEX_FORM if form is None else form
     r, params = delta_residuals(m)
     uid, st, cnt, cont = m[0], m[1], m[2], m[3] != 0
     same = np.concatenate(([False], uid[1:] == uid[:-1]))
@@ -105,18 +117,35 @@ def index_residuals(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r[2], r[3] = cnt, m[3]
     events = pack_sizes(cnt, cont.astype(np.int64))
     for k in range(4, m.shape[0], 3):
-        off, nb, cst = m[k], m[k + 1], codec.const_stripes(m[k + 2])
+        off, nb, enc = m[k], m[k + 1], m[k + 2]
+        cst = codec.const_stripes(enc)
         r[k] = off - np.where(cont, _shift(off), _shift(off) + _shift(nb))
         n = max(1, int(cnt[~cst].sum()))
         params[k + 1] = min(max(int(round(256 * float(nb[~cont & ~cst].sum()) / n)), 0), 1 << 40)
-        r[k + 1] = nb - np.where(cont, _shift(nb), _nbytes_guess(events, params[k + 1], cst))
+        r[k + 1] = nb - np.where(cont, _shift(nb), _nbytes_guess(events, params[k + 1], enc, form))
+        if form == 2:
+            params[k + 2] = 1
+            isd = ~cont & ((enc & codec.ENC_DICT) != 0)
+            place = enc >> 8
+            last = np.zeros(len(enc), np.int64)
+            d = np.flatnonzero(isd)
+            last[d[1:]] = place[d[:-1]]
+            r[k + 2] = np.where(cont, enc - _shift(enc), np.where(isd, ((place - last) << 8) | (enc & codec.ENC_FLAGS), enc))
     return r, params
 
 
-def _nbytes_guess(events: np.ndarray, mean: int, cst: np.ndarray) -> np.ndarray:
+def _nbytes_guess(events: np.ndarray, mean: int, enc: np.ndarray, form: int) -> np.ndarray:
     """A blob's bytes as ``index_residuals`` predicts them: its events times the column's mean
-    (in 1/256 B), rounded; none for a constant stripe's."""
-    return np.where(cst, 0, (events * mean + 128) >> 8)
+    (in 1/256 B), rounded; none for a constant stripe's; in form 2, what its tag says where its
+    ``enc`` holds it (``pages.tag_nbytes``)."""
+    guess = np.where(codec.const_stripes(enc), 0, (events * mean + 128) >> 8)
+    if form == 2:
+        tag = codec.enc_tags(enc)
+        t = np.flatnonzero(tag >= 0)
+        if len(t):
+            by_tag = pages.tag_nbytes(tag[t], events[t])
+            guess[t] = np.where(by_tag >= 0, by_tag, guess[t])
+    return guess
 
 
 def index_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
@@ -128,8 +157,14 @@ def index_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
     m[1] = _restart_sum(r[1] + np.where(same, _shift(cnt), 0), same)
     events = pack_sizes(cnt, cont.astype(np.int64))
     for k in range(4, m.shape[0], 3):
+        form = 2 if params[k + 2] == 1 else 1
+        if form == 2:  # enc first (nbytes' guess reads its tag): as is, a DICT row's place from the last one's
+            rk = r[k + 2]
+            isd = ~cont & ((rk & codec.ENC_DICT) != 0)
+            place = np.cumsum(np.where(isd, rk >> 8, 0), dtype=np.int64)
+            m[k + 2] = _restart_sum(np.where(isd, (place << 8) | (rk & codec.ENC_FLAGS), rk), cont)
         # nbytes: a pack's first row's from its prediction, each continuation's from the row before
-        guess = _nbytes_guess(events, params[k + 1], codec.const_stripes(m[k + 2]))
+        guess = _nbytes_guess(events, params[k + 1], m[k + 2], form)
         nb = _restart_sum(np.where(cont, r[k + 1], r[k + 1] + guess), cont)
         m[k + 1] = nb
         m[k] = np.cumsum(r[k] + np.where(cont, 0, _shift(nb)), dtype=np.int64)  # (offsets carry across rows)
@@ -170,9 +205,10 @@ def table_fields(data) -> int:
     return int(_INDEX_HEAD.unpack(bytes(data[: _INDEX_HEAD.size]))[1] & ~TABLE_V2)
 
 
-def unpack_int_table(data, names: list[str], where: str, predict: tuple = DELTA) -> dict:
+def unpack_int_table(data, names: list[str], where: str, predict: tuple = DELTA, params_out: list | None = None) -> dict:
     """The columns of ``pack_int_table`` (either layout; ``predict`` as it was written with);
-    anything else is a ``CorruptionError`` naming ``where``."""
+    anything else is a ``CorruptionError`` naming ``where``. ``params_out``: a list that gets the
+    layout-2 table's ``params`` (int64 ``[F]``; layout 1: none)."""
     data = bytes(data)
     if len(data) < _INDEX_HEAD.size:
         raise CorruptionError(f"{where}: table too short")
@@ -191,6 +227,8 @@ def unpack_int_table(data, names: list[str], where: str, predict: tuple = DELTA)
         m = np.cumsum(np.frombuffer(raw, np.int64).reshape(F, S), axis=1, dtype=np.int64)
         return dict(zip(names, m))
     params = np.frombuffer(raw, "<i8", F).astype(np.int64)
+    if params_out is not None:
+        params_out.append(params)
     planes = np.frombuffer(raw, np.uint8, 8 * F * S, 8 * F).reshape(F, 8, S).transpose(0, 2, 1)
     r = codec.unzigzag(np.ascontiguousarray(planes).view("<u8").reshape(F, S).astype(np.uint64))
     with np.errstate(over="ignore"):
@@ -205,13 +243,22 @@ def _encode_index(fields: dict, columns: list[str], layout: int = 2) -> bytes:
     return pack_int_table(fields, _index_fields(columns, layout == 2), INDEX, layout)
 
 
-def _decode_index(data: bytes, columns: list[str], where: str) -> dict:
-    """A layout-2 index (with ``cont``) or a layout-1 one (``cont`` all 0)."""
+def _decode_index(data: bytes, columns: list[str], where: str) -> tuple[dict, int]:
+    """A layout-2 index (with ``cont``) or a layout-1 one (``cont`` all 0), and its form
+    (``index_residuals``: 1, or 2 where its ``c.enc`` fields say so, all of them)."""
     v2 = len(data) >= _INDEX_HEAD.size and bool(_INDEX_HEAD.unpack(bytes(data[: _INDEX_HEAD.size]))[1] & TABLE_V2)  # layout 2
-    cols = unpack_int_table(data, _index_fields(columns, v2), f"segment {where}: index", INDEX)
+    params = []
+    names = _index_fields(columns, v2)
+    cols = unpack_int_table(data, names, f"segment {where}: index", INDEX, params)
+    form = 1
+    if v2 and columns:  # (index_values decoded each column by its own; they must agree)
+        enc_params = params[0][[names.index(f"{c}.enc") for c in columns]]
+        if (enc_params != enc_params[0]).any() or int(enc_params[0]) not in (0, 1):
+            raise CorruptionError(f"segment {where}: index of an unknown form")
+        form = 1 + int(enc_params[0])
     if not v2:
         cols["cont"] = np.zeros(len(cols["user_id"]), np.int64)
-    return cols
+    return cols, form
 
 
 def _decode_index_v1(data: bytes, columns: list[str], where: str) -> dict:
@@ -359,6 +406,7 @@ class Segment:
     _region: np.ndarray | None = None  # the whole blob region, for a small segment once read (verified)
     _dicts: dict | None = None  # format 3: the dictionaries read (values, read-only), by byte offset
     cont: np.ndarray | None = None  # format 3: per stripe, 1 where it continues the stripe before's blobs (a pack)
+    form: int = 1  # format 3: its index's form (``index_residuals``; 2: blobs of one block may have their tag in ``enc``)
 
     @property
     def num_stripes(self) -> int:
@@ -548,13 +596,13 @@ class Segment:
         return reqs, finish
 
 
-def known_segment(store, path: str, base: int, size: int, region_words: int, fmt: int = 2) -> Segment:
+def known_segment(store, path: str, base: int, size: int, region_words: int, fmt: int = 2, form: int = 1) -> Segment:
     """A segment whose index a verified checkpoint already holds (host/log.py's directory snapshot):
     its blocks can be read (and are verified by their hashes, or its chunk checksums, read on first
     use) without reading its index again. ``region_words``: the region's length, in words (format 2)
-    or bytes (format 3)."""
+    or bytes (format 3); ``form``: its index's (its entry's ``index``)."""
     z = np.zeros(0, np.int64)
-    return Segment(store, path, base, size, z, z, z, {}, {}, {}, region_words, fmt)
+    return Segment(store, path, base, size, z, z, z, {}, {}, {}, region_words, fmt, form=form)
 
 
 def open_segment(store, path: str, base: int, size: int, index_crc: int, columns: list[str], block_size: int) -> Segment:
@@ -596,8 +644,12 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
         index_and_pad = memoryview(tail_bytes)[idx_off - head_off :]
         if magic == MAGIC_V3:
             checks = np.frombuffer(bytes(tail_bytes[:n_checks]), "<u4")
-        decode = _decode_index_v1 if magic == MAGIC_V1 else _decode_index
-        cols = decode(bytes(index_and_pad[:idx_len]), columns, where)
+        if magic == MAGIC_V1:
+            cols, form = _decode_index_v1(bytes(index_and_pad[:idx_len]), columns, where), 1
+        else:
+            cols, form = _decode_index(bytes(index_and_pad[:idx_len]), columns, where)
+        if form != 1 and magic != MAGIC_V3:
+            raise CorruptionError(f"segment {where}: an index of form {form} in a format-2 segment")
     except CorruptionError:
         raise
     except (pa.ArrowException, ValueError, struct.error, TypeError, IndexError) as e:
@@ -629,8 +681,16 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
         cst = codec.const_stripes(e) if region_bytes is not None else np.zeros(len(e), bool)
         if (cst & ((n != 0) | ((e & codec.ENC_FLAGS) != 0))).any():
             raise CorruptionError(f"segment {where}: a constant stripe of column {c!r} with bytes or flags")
+        # form 2: a blob of one block may have its tag in its enc (codec.ENC_TAG_SHIFT), none in its bytes
+        tag = codec.enc_tags(e) if form == 2 else np.full(len(e), -1)
+        own = tag >= 0
+        if own.any():
+            t = tag[own]
+            if (nb[own] != 1).any() or (e[own] >> (codec.ENC_TAG_SHIFT + 8) != 0).any() or \
+                    ((t & 0x7F) > pages.TAG_LAST).any() or (((t & 0x7F) >= pages.TAG_FLAG) & ((t & pages.TAG_LFOR) != 0)).any():
+                raise CorruptionError(f"segment {where}: a bad block tag in the index of column {c!r}")
         if region_bytes is not None:  # format 3: byte ranges, at least the tags and the anchors (FLAG blocks: no field)
-            end, least = region_bytes, np.where(cst, 0, nb + np.where(npages > 1, 8 * npages, 0))
+            end, least = region_bytes, np.where(cst, 0, nb - own + np.where(npages > 1, 8 * npages, 0))
         else:
             end, least = idx_off, 8 * codec.HDR_WORDS * nb
         # in this order, so that no comparison wraps: least <= n <= end, then 0 <= o <= end - n
@@ -645,7 +705,7 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
                                   | codec.ENC_RADIX | codec.ENC_SPARSE
                                   if region_bytes is not None and block_size <= pages.AUX_MAX_BLOCK else 0)
         isd = (e & codec.ENC_DICT) != 0
-        if ((e < 0) | ((e & codec.ENC_FLAGS & ~known) != 0) | (~isd & ~cst & (e > codec.ENC_FLAGS))).any():
+        if ((e < 0) | ((e & codec.ENC_FLAGS & ~known) != 0) | (~isd & ~cst & ~own & (e > codec.ENC_FLAGS))).any():
             raise CorruptionError(f"segment {where}: unknown encoding in column {c!r}")
         # DICT blobs: each stripe's dictionary (the column's segment dictionary, or its own stripe
         # table) before its blob, its head inside the region; codes in blocks of at most
@@ -658,5 +718,5 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
         else:
             off[c], nwords[c], enc[c] = o // 8, n // 8, e
     if region_bytes is not None:
-        return Segment(store, path, base, size, uid, st, cnt, off, nwords, enc, region_bytes, 3, checks, cont=cont)
+        return Segment(store, path, base, size, uid, st, cnt, off, nwords, enc, region_bytes, 3, checks, cont=cont, form=form)
     return Segment(store, path, base, size, uid, st, cnt, off, nwords, enc, idx_off // 8)

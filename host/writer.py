@@ -26,7 +26,7 @@ import uuid
 import numpy as np
 
 from gpumat.core.errors import TierError
-from gpumat.host import codec, pages
+from gpumat.host import codec, pages, segment
 from gpumat.host.log import DATA_DIR, INLINE_BYTES, LOCK_FILE, State, commit
 from gpumat.host.ranges import ranges
 from gpumat.host.reader import VersionReader
@@ -98,7 +98,8 @@ def writer_lock(store, timeout: float):
 
 SEGMENT_FORMAT = 3  # what the writer writes (host/pages.py); format-2 files are read, and rewritten by compact
 # Packs (DESIGN §2): runs of stripes of fewer than PACK_BELOW events share blobs, at most PACK_EVENTS
-# events (and a block) a pack, where that makes the segment's blobs at least PACK_MIN_SAVING smaller
+# events (and a block) a pack, where that makes the segment (its blobs and index: a blob of one block
+# may have its tag in the index, host/pages.py ``move_tags``) at least PACK_MIN_SAVING smaller
 # (each stripe's own blobs cost their block bases, tags and padding: on short histories more than
 # their values). A read of a packed stripe reads its pack's blocks, its neighbours' events too: so
 # packs of one block, and only where they pay well: the bench workload's packable daily segments
@@ -135,22 +136,21 @@ def _segment_of(state: State, user, start, count, values: dict):
     if SEGMENT_FORMAT == 2:  # for readers of releases before format 3 (and the tests of mixed tiers)
         blobs = {c: codec.encode_stripes(values[c], count, state.block_size) for c in state.schema}
         return (*encode_segment(list(state.schema), user, start, count, blobs), _format_entry())
-    blobs = {c: pages.encode_column_parts(values[c], count, state.block_size) for c in state.schema}
-    cont = pack_flags(count)
+    tags = segment.INDEX_FORM > 1  # (form 1: as releases before it wrote, for the tests of such tiers)
+    blobs = {c: pages.encode_column_parts(values[c], count, state.block_size, index_tags=tags) for c in state.schema}
+    seg = lambda bl, cont: encode_segment3(list(state.schema), user, start, count, {c: b[:4] for c, b in bl.items()},  # noqa: E731
+                                           cont)
+    out, cont = seg(blobs, None), pack_flags(count)
     if cont.sum() >= max(PACK_MIN_ROWS, 1):  # packs where they pay (DELTA blocks, for one, do not span histories)
         per_pack = np.add.reduceat(count, np.flatnonzero(cont == 0))
-        packed = {c: pages.encode_column_parts(values[c], per_pack, state.block_size) for c in state.schema}
-        if sum(b[0].nbytes for b in packed.values()) <= (1 - PACK_MIN_SAVING) * sum(b[0].nbytes for b in blobs.values()):
-            blobs = packed
-        else:
-            cont = None
-    else:
-        cont = None
+        packed = {c: pages.encode_column_parts(values[c], per_pack, state.block_size, index_tags=tags) for c in state.schema}
+        in_packs = seg(packed, cont)  # (the whole segment: a tag in the index costs there)
+        if in_packs[1] <= (1 - PACK_MIN_SAVING) * out[1]:
+            blobs, out = packed, in_packs
     dicts = any((np.asarray(b[3]) & codec.ENC_DICT).any() for b in blobs.values())
     const = any(codec.const_stripes(b[3]).any() for b in blobs.values())
     tables = any((b[5] > 0).any() for b in blobs.values())  # (a stripe table's codes may be DELTA blocks)
-    blobs = {c: b[:4] for c, b in blobs.items()}
-    return (*encode_segment3(list(state.schema), user, start, count, blobs, cont), _format_entry(dicts, const, tables))
+    return (*out, _format_entry(dicts, const, tables))
 
 
 def _format_entry(dicts: bool = False, const: bool = False, tables: bool = False) -> dict:
@@ -159,11 +159,12 @@ def _format_entry(dicts: bool = False, const: bool = False, tables: bool = False
     releases before 2026-12-02 wrote 1, two u64), ``"const": 1`` for one with constant stripes and
     ``"tables": 1`` for one with stripe tables (DESIGN §1; their codes may be DELTA blocks): a release
     that cannot read them rejects the entry (an unknown key), even where a checkpoint's snapshot
-    spares it the segment's index."""
+    spares it the segment's index; ``"index": 2``, its index's form (host/segment.py ``INDEX_FORM``:
+    blobs of one block with their tags in the index; releases before 2026-12-02 wrote form 1 and no key)."""
     if SEGMENT_FORMAT == 2:
         return {}
     return {"format": SEGMENT_FORMAT, **({"dicts": pages.DICT_FORM} if dicts else {}), **({"const": 1} if const else {}),
-            **({"tables": 1} if tables else {})}
+            **({"tables": 1} if tables else {}), **({"index": segment.INDEX_FORM} if segment.INDEX_FORM > 1 else {})}
 
 
 class _Written:
@@ -308,10 +309,12 @@ def _merged(store, state: State, segcache: dict, merge: list, users, per_user, o
 
 def older_format(e: dict) -> bool:
     """Whether the data file of entry ``e`` is in a format this release no longer writes (format 2,
-    or format 3 with dictionaries of 16-byte heads, ``"dicts": 1``): compaction rewrites it."""
+    or format 3 with dictionaries of 16-byte heads, ``"dicts": 1``, or an index of form 1, no ``"index"``):
+    compaction rewrites it."""
     if SEGMENT_FORMAT == 2:
         return False
-    return e.get("format", 2) < SEGMENT_FORMAT or e.get("dicts", pages.DICT_FORM) < pages.DICT_FORM
+    return e.get("format", 2) < SEGMENT_FORMAT or e.get("dicts", pages.DICT_FORM) < pages.DICT_FORM \
+        or e.get("index", 1) < segment.INDEX_FORM
 
 
 def compact(store, state: State, segcache: dict, lock_fd: int) -> State:

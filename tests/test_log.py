@@ -151,7 +151,8 @@ def test_layout_2_indexes_are_smaller():
         pos += int(nb.sum())
     v1, v2 = segment._encode_index(f, cols, layout=1), segment._encode_index(f, cols)
     assert len(v2) < 0.5 * len(v1), (len(v1), len(v2))
-    back = segment._decode_index(v2, cols, "t")
+    back, form = segment._decode_index(v2, cols, "t")
+    assert form == segment.INDEX_FORM
     assert all(np.array_equal(back[k], f[k]) for k in f)
 
 
@@ -162,6 +163,7 @@ def test_tiers_written_with_layout_1_tables_still_open(tmp_path, monkeypatch):
     monkeypatch.setattr(segment, "pack_int_table", lambda f, n, predict=segment.DELTA, layout=2: real(f, n, predict, 1))
     monkeypatch.setattr(segment, "_encode_index", lambda f, c, layout=2: real_index(f, c, 1))
     monkeypatch.setattr(writer, "PACK_BELOW", 0)  # (no packs before layout 2)
+    monkeypatch.setattr(segment, "INDEX_FORM", 1)  # (nor tags in the index)
     real_dir = log.dir_fields
     monkeypatch.setattr(log, "dir_fields", lambda schema, packs=True: real_dir(schema, False))  # (nor skip, bcount)
     monkeypatch.setattr(log, "CHECKPOINT_EVERY", 4)
@@ -171,6 +173,7 @@ def test_tiers_written_with_layout_1_tables_still_open(tmp_path, monkeypatch):
     monkeypatch.setattr(segment, "pack_int_table", real)
     monkeypatch.setattr(segment, "_encode_index", real_index)
     monkeypatch.setattr(writer, "PACK_BELOW", pack_below)
+    monkeypatch.setattr(segment, "INDEX_FORM", 2)
     monkeypatch.setattr(log, "dir_fields", real_dir)
     _append(t.uri, m, range(6, 10), 40, users=6)
     for v in (3, 6, 10):

@@ -1084,7 +1084,7 @@ def test_segment_dictionary_is_kept_only_where_it_pays():
     for x, why in ((rng.integers(0, 1 << 40, 10000), "distinct ids"), (zipf[:100], "a small append"),
                    (np.arange(10000) * 3, "a line: LFOR is smaller")):
         # (the segment dictionary alone: a small append's repeats may take a stripe table, below)
-        r2, _, _, e2 = pages.encode_column(x, np.array([len(x)]), 128, tables=False)
+        r2, _, _, e2 = pages.encode_column(x, np.array([len(x)]), 128, tables=False, index_tags=False)
         assert not (e2 & codec.ENC_DICT).any(), why
         assert r2.tolist() == pages.encode_stripes(x, np.array([len(x)]), 128)[0].tolist(), why
 
@@ -1391,17 +1391,18 @@ def test_index_values_that_would_wrap_are_corruption(tmp_path):
         with pytest.raises(CorruptionError, match="out of bounds|inconsistent"):
             segment.open_segment(store, f"s{i}", 0, size, crc, ["v"], 128)
 
-def blob_set(rng):
+def blob_set(rng, short: bool = False):
     """Blobs of every kind at odd byte offsets in one buffer, random bytes between them: plain FOR /
     LFOR (one page and many, blocks over 128 values), PATCH, RUN (with gaps too), FLAG, LEVELS, DELTA,
     DELTA PATCH and DELTA SIGNED, and codes into segment dictionaries (in FOR / LFOR, PATCH, RUN,
     LEVELS and DELTA blocks).
+    ``short``: most blobs of one block (twice as many blobs).
     Returns ``(buf, boff, blen, count, bs, dicts, dstart, dlen, want)``."""
     bs = int(rng.choice([8, 32, 128]))
     parts, boff, blen, count, dstart, dlen, want, dicts = [], [], [], [], [], [], [], []
     at = 0
-    for kind in rng.permutation(7):
-        n = int(rng.integers(1, 40 * bs))
+    for kind in np.concatenate([rng.permutation(7) for _ in range(1 + short)]):
+        n = int(rng.integers(1, bs + 3 if short else 40 * bs))
         if kind == 6:  # DELTA / DELTA PATCH / DELTA SIGNED blocks (ids: a walk; an int32 walk; a pack's columns)
             kind = 2
             x = (delta_columns if rng.random() < 0.5 else pack_columns)(rng, n)[str(rng.choice(["ts", "item_id", "action"]))]
@@ -1580,3 +1581,164 @@ def test_staging_in_c_equals_numpy_on_bitmaps_and_signed_exceptions(monkeypatch,
                     assert staged(bad, src, blk) == c, (gen.__name__, name, bit)
     assert {(pages.KIND_PATCH, pages.SP_POSITIONS), (pages.KIND_RUN, pages.SP_POSITIONS), (pages.KIND_RUN, pages.SP_GAPS),
             (pages.KIND_DELTA_SIGNED, pages.SP_POSITIONS)} <= seen, seen
+
+
+def short_history_columns(rng, users: int, bs: int) -> pa.Table:
+    """Short histories (1 .. ``bs + 3`` events: most one block, some two) of a timestamp, an id
+    stored in a few repeated values, and an action of Taobao's mix (page view / cart / favourite /
+    buy at 89.5 / 5.5 / 3 / 2%): plain, FLAG, LEVELS, PATCH and RUN blocks, some codes into a
+    segment dictionary."""
+    n = rng.integers(1, bs + 4, users)
+    uid = np.repeat(np.arange(users), n)
+    N = int(n.sum())
+    ts = 600_000_000 + np.cumsum(rng.choice([0, 1, 60, 3600], N, p=[0.3, 0.3, 0.3, 0.1]))  # (before the batches' requests)
+    item = np.where(rng.random(N) < 0.8, 1000, rng.integers(0, 1 << 40, N))
+    action = rng.choice(4, N, p=[0.895, 0.055, 0.03, 0.02]).astype(np.int32)
+    return pa.table({"user_id": uid, "ts": ts, "item_id": item, "action": action})
+
+
+@pytest.mark.parametrize("bs", [8, 32, 128])
+def test_tags_in_the_index_read_as_tags_in_the_blob(tmp_path, monkeypatch, bs):
+    """A blob of one block that is not codes has its tag in its index ``enc`` (an index of form 2,
+    its data file's entry ``"index": 2``), not its bytes: short histories read back the same by
+    every path (whole histories with the C and the NumPy decoder; block windows in memory and by
+    ranges; planned batches) as a tier written without (form 1, as releases before it wrote,
+    which opens beside it and which compaction rewrites), in fewer stored bytes."""
+    rng = np.random.default_rng(bs)
+    table = short_history_columns(rng, 600, bs)
+    if bs < 128:  # (packs of 128 events: blobs of several blocks, which keep their tags)
+        monkeypatch.setattr(writer, "PACK_BELOW", 0)
+    monkeypatch.setattr(segment, "INDEX_FORM", 1)
+    old = Tier.create(tmp_path / "old", SCHEMA, block_size=bs)
+    old.append(table)
+    monkeypatch.setattr(segment, "INDEX_FORM", 2)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=bs)
+    t.append(table)
+    assert [e.get("index") for e in t._reader.state.files.values()] == [2]
+    assert [e.get("index") for e in old._reader.state.files.values()] == [None]
+    d = t.directory()
+    for c in SCHEMA:
+        off, nb, enc = t._reader.blobs(c)
+        tag = codec.enc_tags(enc)
+        assert (tag[d.bcount > bs] < 0).all() and (tag[(enc & codec.ENC_DICT) != 0] < 0).all()
+        assert (codec.enc_tags(old._reader.blobs(c)[2]) < 0).all()
+    assert sum((codec.enc_tags(t._reader.blobs(c)[2]) >= 0).sum() for c in SCHEMA) > 100
+    assert t.stats()["stored_bytes"] < old.stats()["stored_bytes"]
+    whole = {u: old.read_history(u) for u in range(600)}
+    for c_decoder in (True, False):
+        with monkeypatch.context() as m:
+            if not c_decoder:
+                m.setattr(native, "_decode", None)
+            fresh = Tier.open(t.uri)
+            for u in range(600):
+                got = fresh.read_history(u)
+                assert all(got[c].tolist() == whole[u][c].tolist() for c in SCHEMA), u
+    for full in (1 << 30, 0):
+        monkeypatch.setattr(segment, "FULL_READ_BYTES", full)
+        h = Tier.open(t.uri)
+        d = h.directory()
+        si, lo, hi = windows(rng, d, 200)
+        for c in SCHEMA:
+            got_ = h.read_blocks(c, si, lo, hi)
+            cnt, own = d.block_values(si, bs, lo, hi)
+            got = codec.decode_blocks(got_[0], got_[1], cnt, dicts=got_.dicts)[own]
+            assert got.tolist() == window_values(whole, d, si, lo, hi, c, bs).tolist(), c
+        check_planned_batches(h, whole, rng, np.arange(600), 64, bs + 2, "reference")
+    # the old tier, appended to and compacted: its form-1 file rewritten in form 2, the same histories
+    old.append(short_history_columns(rng, 50, bs))
+    assert sorted(e.get("index", 1) for e in old._reader.state.files.values()) == [1, 2]
+    want = {u: old.read_history(u) for u in range(600)}
+    old.compact()
+    assert {e.get("index") for e in old._reader.state.files.values()} == {2}
+    assert all(Tier.open(old.uri).read_history(u)["action"].tolist() == want[u]["action"].tolist() for u in range(600))
+
+
+def test_a_bad_tag_in_an_index_is_corruption(tmp_path):
+    """A tag in an index ``enc`` (form 2) that is no encoding (FLAG and LEVELS tags have no slope's
+    bit), on a blob of several blocks, or with
+    bits past its byte is a ``CorruptionError`` when the segment is opened; so is a form-2 index
+    whose data file's entry does not say so, and an entry ``index`` other than 2."""
+    from gpumat.core.errors import CorruptionError as CE
+    from gpumat.host import log
+    from gpumat.host.store import LocalStore
+
+    sc = np.array([5, 300])
+    x = np.concatenate([np.arange(5) * 3, np.arange(300) % 7])
+    good = pages.encode_column(x, sc, 128)
+    assert codec.enc_tags(good[3]).tolist()[1] == -1 and codec.enc_tags(good[3])[0] >= 0
+    store = LocalStore(str(tmp_path))
+    e0, e1 = int(good[3][0]), int(good[3][1])
+    sh = codec.ENC_TAG_SHIFT
+    bad = [
+        np.array([(e0 & ~(0xFF << sh)) | ((pages.TAG_FLAG | pages.TAG_LFOR) + 1) << sh, e1]),  # a FLAG tag with a slope
+        np.array([(e0 & ~(0xFF << sh)) | (pages.TAG_LEVELS | pages.TAG_LFOR) + 1 << sh, e1]),     # a LEVELS one, too
+        np.array([e0, e1 | (3 << sh)]),                                                          # a blob of 3 blocks
+        np.array([e0 | (1 << (sh + 8)), e1]),                                                    # past its byte
+    ]
+    for i, enc in enumerate([good[3]] + bad):
+        bufs, size, crc = segment.encode_segment3(["v"], np.array([0, 1]), np.array([0, 0]), sc, {"v": (good[0], good[1], good[2], enc)})
+        with open(tmp_path / f"s{i}", "wb") as f:
+            for b in bufs:
+                f.write(memoryview(b).cast("B"))
+        if i == 0:
+            s = segment.open_segment(store, f"s{i}", 0, size, crc, ["v"], 128)
+            assert s.form == 2
+            got = pages.decode_blobs(good[0], s.off["v"], s.nwords["v"], sc, 128, tags=codec.enc_tags(s.enc["v"]))
+            assert got.tolist() == x.tolist()
+            continue
+        with pytest.raises(CE, match="bad block tag in the index"):
+            segment.open_segment(store, f"s{i}", 0, size, crc, ["v"], 128)
+    e = {"path": log.DATA_DIR + "/x", "offset": 0, "size": 8, "index_crc": 0, "events": 1, "level": 0, "format": 3, "index": 2}
+    assert log._check_entry(dict(e), "x") == e
+    for b in ({**e, "index": 1}, {**e, "index": 3}, {k: v for k, v in e.items() if k != "format"}):
+        with pytest.raises(CE, match="bad data file entry"):
+            log._check_entry(b, "x")
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)
+    t.append(events(0, 100))
+    for f in t._reader.state.files.values():
+        f.pop("index")  # as if a release before form 2 had written it: the index says 2
+    from gpumat.host.reader import VersionReader
+
+    with pytest.raises(CE, match="index of form 2, its entry says 1"):
+        VersionReader(t._reader.store, t._reader.state).directory()
+
+
+def test_tags_in_the_index_c_equals_numpy_on_every_corruption(monkeypatch, decoder):
+    """``pages.decode_blobs`` given the tags of one-block blobs (``move_tags``: the blobs without
+    their first byte): the values of every kind; on flipped bytes and tags, blobs cut short, C and
+    NumPy agree, naming the same blob; a tag on a blob of several blocks is a ``CorruptionError``."""
+    if decoder != "native":
+        pytest.skip("compares the C decoder with NumPy's: runs once, with the C decoder")
+    for seed in range(4):
+        rng = np.random.default_rng(100 + seed)
+        buf, boff, blen, count, bs, dicts, dstart, dlen, want = blob_set(rng, short=True)
+        one = (count <= bs) & (rng.random(len(count)) < 0.7)
+        tags = np.where(one, buf[boff].astype(np.int64), -1)
+        boff, blen = boff + one, blen - one  # (the tag byte left where it was: a byte between blobs)
+        a, b = both_decoders(monkeypatch, buf, boff, blen, count, bs, dicts, dstart, dlen, tags=tags)
+        assert a.tolist() == want.tolist() and b.tolist() == want.tolist()
+        raised = 0
+        for t in range(120):
+            bad, bl, tg = buf.copy(), blen.copy(), tags.copy()
+            if t % 10 == 0:
+                bl[rng.integers(len(bl))] -= int(rng.integers(1, 3))
+            elif t % 10 == 1 and one.any():
+                tg[rng.choice(np.flatnonzero(one))] ^= 1 << int(rng.integers(8))
+            else:
+                for at in rng.integers(0, len(bad), int(rng.integers(1, 4))):
+                    bad[at] ^= np.uint8(1 << int(rng.integers(8)))
+            a, b = both_decoders(monkeypatch, bad, boff, np.maximum(bl, 0), count, bs, dicts, dstart, dlen,
+                                 where="fuzz", tags=tg)
+            if isinstance(a, CorruptionError) or isinstance(b, CorruptionError):
+                assert isinstance(a, CorruptionError) and isinstance(b, CorruptionError), (t, a, b)
+                assert str(a).split(":")[1] == str(b).split(":")[1], (t, a, b)  # (the same blob named)
+                raised += 1
+            else:
+                assert a.tolist() == b.tolist(), t
+        assert raised > 12
+    several = np.flatnonzero(count > bs)
+    if len(several):
+        tg = np.full(len(count), -1)
+        tg[several[0]] = 1
+        a, b = both_decoders(monkeypatch, buf, boff, blen, count, bs, dicts, dstart, dlen, tags=tg)
+        assert isinstance(a, CorruptionError) and isinstance(b, CorruptionError)
