@@ -285,7 +285,8 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     why = np.zeros(1, np.int64)
     d = dicts is not None and dicts.size > 0
     t = tags is not None and bool((tags >= 0).any())
-    vbuf = np.empty(int(np.max(blen, where=tags >= 0, initial=0)) + 9 if t else 0, np.uint8)
+    # (a blob longer than buf is refused in C: the buffer never needs more than buf's size)
+    vbuf = np.empty(min(max(int(np.max(blen, where=tags >= 0, initial=0)), 0), buf.size) + 9 if t else 0, np.uint8)
     bad = int(_decode_blobs(_ptr(buf), buf.size, _ptr(boff), _ptr(blen), _ptr(count), _ptr(dst), S, block_size,
                             _ptr(dicts) if d else None, _ptr(dstart) if d else None, _ptr(dlen) if d else None,
                             _ptr(tags) if t else None, _ptr(vbuf) if t else None, vbuf.size,

@@ -1719,7 +1719,7 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     at = 0
     for s in range(len(count)):
         n = int(count[s])
-        if boff[s] < 0 or blen[s] < 0 or boff[s] + blen[s] > len(buf):
+        if boff[s] < 0 or blen[s] < 0 or boff[s] > len(buf) - blen[s]:  # (no sum that can wrap)
             raise CorruptionError(f"{where}: blob {s}: {native.BLOB_ERRORS[1]}")
         blob = np.asarray(buf[boff[s] : boff[s] + blen[s]], dtype=np.uint8)
         codes = dicts is not None and dlen[s] > 0
@@ -1745,13 +1745,13 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
 
 def decode_blob(blob: np.ndarray, count: int, block_size: int, tag: int | None = None) -> np.ndarray:
     """All values of one blob of ``count`` values (no checksum: those are per segment chunk);
-    ``tag``: a blob of one block whose tag is in its index (``move_tags``)."""
+    ``tag``: a blob of one block whose tag is in its index (``move_tags``; None or negative: in the blob)."""
     if native.available()[0]:
         return decode_blobs(blob, [0], [len(blob)], [count], block_size, where="blob",
                             tags=None if tag is None else [tag])
     blob = np.asarray(blob, dtype=np.uint8)
-    if tag is not None:
-        if count > block_size or not 0 <= tag <= 255:
+    if tag is not None and tag >= 0:  # (a negative tag: in the blob, as in decode_blobs)
+        if count > block_size or tag > 255:
             raise CorruptionError(f"blob: {native.BLOB_ERRORS[11]}")
         blob = np.concatenate([np.array([tag], np.uint8), blob])
     _, cnt = codec.block_counts(np.array([count]), block_size)

@@ -518,6 +518,8 @@ class VersionReader:
         in_pool = base3[seg] >= 0
         region_of = self._region_bytes()
         where = self._where3(columns, seg)
+        if (ti & (nb != 1)).any():  # (open_segment refuses it; a checkpoint's snapshot is not read there)
+            raise CorruptionError(f"{where}: a blob of several blocks with its tag in its index")
         request = lambda owner, starts, lens: self._bytes_request3(seg[owner], starts, lens, where)  # noqa: E731
 
         R = np.arange(len(si))

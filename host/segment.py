@@ -690,7 +690,8 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
                     ((t & 0x7F) > pages.TAG_LAST).any() or (((t & 0x7F) >= pages.TAG_FLAG) & ((t & pages.TAG_LFOR) != 0)).any():
                 raise CorruptionError(f"segment {where}: a bad block tag in the index of column {c!r}")
         if region_bytes is not None:  # format 3: byte ranges, at least the tags and the anchors (FLAG blocks: no field)
-            end, least = region_bytes, np.where(cst, 0, nb - own + np.where(npages > 1, 8 * npages, 0))
+            # (a one-block blob whose tag is in the index still has a byte: a field, a position or a bit)
+            end, least = region_bytes, np.where(cst, 0, np.where(own, 1, nb + np.where(npages > 1, 8 * npages, 0)))
         else:
             end, least = idx_off, 8 * codec.HDR_WORDS * nb
         # in this order, so that no comparison wraps: least <= n <= end, then 0 <= o <= end - n

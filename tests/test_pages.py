@@ -1701,6 +1701,16 @@ def test_a_bad_tag_in_an_index_is_corruption(tmp_path):
 
     with pytest.raises(CE, match="index of form 2, its entry says 1"):
         VersionReader(t._reader.store, t._reader.state).directory()
+    # a directory (as from a checkpoint's snapshot, which open_segment does not check) whose tag in
+    # the index names a blob of several blocks: the block path refuses it, it reads no tag it lacks
+    t2 = Tier.create(tmp_path / "t2", SCHEMA, block_size=8)
+    t2.append(events(1, 300, users=3))
+    r = t2._reader
+    d = r.directory()
+    several = np.flatnonzero(d.bblocks > 1)[:1]
+    r._dir_cols["ts"][2][several] |= 3 << codec.ENC_TAG_SHIFT
+    with pytest.raises(CE, match="several blocks with its tag in its index"):
+        r.read_blocks("ts", several, np.zeros(1, np.int64), d.nblocks[several])
 
 
 def test_tags_in_the_index_c_equals_numpy_on_every_corruption(monkeypatch, decoder):
@@ -1736,6 +1746,9 @@ def test_tags_in_the_index_c_equals_numpy_on_every_corruption(monkeypatch, decod
             else:
                 assert a.tolist() == b.tolist(), t
         assert raised > 12
+    for L in (1 << 40, (1 << 63) - 5):  # a length past the buffer: refused before any copy, by both
+        a, b = both_decoders(monkeypatch, np.zeros(16, np.uint8), [0], [L], [3], 4, tags=[3])
+        assert isinstance(a, CorruptionError) and isinstance(b, CorruptionError), (L, a, b)
     several = np.flatnonzero(count > bs)
     if len(several):
         tg = np.full(len(count), -1)
