@@ -873,6 +873,17 @@ def move_tags(region: np.ndarray, off: np.ndarray, nbytes: np.ndarray, enc: np.n
     return region[keep], moved(off), nbytes - one, enc
 
 
+def tag_flags(tag: np.ndarray) -> np.ndarray:
+    """The ``enc`` flags (``codec.ENC_*``) of a blob of one block with tag ``tag``, as ``encode_stripes``
+    sets them: what an index of form 2 stores a one-block blob's flags against (host/segment.py)."""
+    tag = np.asarray(tag, np.int64)
+    t, kind = tag & 0x7F, tag_kind(tag)
+    sparse = ((t >= TAG_PATCH_SPARSE) & (t <= TAG_RUN_GAPS)) | (_FLAG_E[t] > 0)
+    return ((tag & TAG_LFOR) != 0) * codec.ENC_LFOR | (((kind & 3) == KIND_PATCH) | (kind == KIND_LEVELS)) * codec.ENC_PATCH \
+        | (kind == KIND_RUN) * codec.ENC_RUN | ((kind & AUX_DELTA) != 0) * codec.ENC_DELTA \
+        | (kind == KIND_DELTA_SIGNED) * codec.ENC_SIGNED | (kind == KIND_RADIX) * codec.ENC_RADIX | sparse * codec.ENC_SPARSE
+
+
 def tag_nbytes(tag: np.ndarray, count: np.ndarray) -> np.ndarray:
     """What a one-block blob whose tag is in its index (``move_tags``) likely takes, from its tag and
     its ``count`` values (a segment index of form 2 stores its bytes less this): a plain block its

@@ -105,8 +105,9 @@ def index_residuals(m: np.ndarray, form: int | None = None) -> tuple[np.ndarray,
     - form 1 (releases before 2026-12-02): ``c.enc`` its step;
     - form 2: ``c.enc`` itself, but for a DICT one (codes) its dictionary's place (bits 8..) less the
       last DICT row's before it (a stripe table's place grows with its blob's); and for a blob whose
-      tag is in its ``enc`` (``codec.enc_tags``), ``c.nbytes`` less what its tag says
-      (``pages.tag_nbytes``) where it says.
+      tag is in its ``enc`` (``codec.enc_tags``), its flags XOR those its tag implies
+      (``pages.tag_flags``: 0), and ``c.nbytes`` less what its tag says (``pages.tag_nbytes``)
+      where it says.
 
     ``form`` None: ``INDEX_FORM``. All arithmetic wraps (int64), and ``index_values`` wraps back."""
     form = INDEX_FORM if form is None else form
@@ -130,8 +131,17 @@ def index_residuals(m: np.ndarray, form: int | None = None) -> tuple[np.ndarray,
             last = np.zeros(len(enc), np.int64)
             d = np.flatnonzero(isd)
             last[d[1:]] = place[d[:-1]]
-            r[k + 2] = np.where(cont, enc - _shift(enc), np.where(isd, ((place - last) << 8) | (enc & codec.ENC_FLAGS), enc))
+            r[k + 2] = np.where(cont, enc - _shift(enc), np.where(isd, ((place - last) << 8) | (enc & codec.ENC_FLAGS),
+                                                                 enc ^ _tag_flags(enc)))
     return r, params
+
+
+def _tag_flags(enc: np.ndarray) -> np.ndarray:
+    """Per ``enc`` (or its form-2 residual: the same tag bits, ``ENC_DICT`` and ``ENC_CONST``), the flags
+    its tag in the index implies (``pages.tag_flags``), 0 where it has none: form 2 stores a one-block
+    blob's flags XOR these (0 as the encoder writes them; any other value round-trips)."""
+    tag = codec.enc_tags(enc)
+    return np.where(tag >= 0, pages.tag_flags(np.maximum(tag, 0)), 0)
 
 
 def _nbytes_guess(events: np.ndarray, mean: int, enc: np.ndarray, form: int) -> np.ndarray:
@@ -162,7 +172,8 @@ def index_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
             rk = r[k + 2]
             isd = ~cont & ((rk & codec.ENC_DICT) != 0)
             place = np.cumsum(np.where(isd, rk >> 8, 0), dtype=np.int64)
-            m[k + 2] = _restart_sum(np.where(isd, (place << 8) | (rk & codec.ENC_FLAGS), rk), cont)
+            first = np.where(isd, (place << 8) | (rk & codec.ENC_FLAGS), rk ^ _tag_flags(rk))  # (a pack's first row)
+            m[k + 2] = _restart_sum(np.where(cont, rk, first), cont)
         # nbytes: a pack's first row's from its prediction, each continuation's from the row before
         guess = _nbytes_guess(events, params[k + 1], m[k + 2], form)
         nb = _restart_sum(np.where(cont, r[k + 1], r[k + 1] + guess), cont)
