@@ -120,10 +120,12 @@ class LayeredLengths(LengthHistory):
 
     MAX_PARTS = 16
     MERGE_MIN = 4096
+    READS_UNMERGED = 4  # lookups answered part by part; then the parts are merged, once, for the next
 
     def __init__(self, base: LengthHistory, parts: list, where: str):  # noqa: D107 - merged lazily, no super()
         self.base, self.parts, self.where = base, parts, where
         self._merged = None
+        self._reads = 0
 
     def __len__(self) -> int:
         return len(self.base) + sum(len(p) for p in self.parts)
@@ -138,7 +140,7 @@ class LayeredLengths(LengthHistory):
         return self._merged
 
     def __getattr__(self, name):  # user, version, length, users, ...: the merged arrays, built once
-        if name in ("base", "parts", "where", "_merged"):
+        if name in ("base", "parts", "where", "_merged", "_reads"):
             raise AttributeError(name)
         return getattr(self._full(), name)
 
@@ -146,6 +148,11 @@ class LayeredLengths(LengthHistory):
         return self._full().rows()
 
     def found_at(self, users, versions):
+        # a handle that only appends reads a few lengths per commit (part by part: no merge of the base
+        # per version); one that keeps reading one version (an epoch's batches) merges once
+        if self._merged is not None or self._reads >= self.READS_UNMERGED:
+            return self._full().found_at(users, versions)
+        self._reads += 1
         found, out = self.base.found_at(users, versions)
         for part in self.parts:  # oldest to newest: a newer part's row wins
             f, n = part.found_at(users, versions)
