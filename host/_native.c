@@ -92,7 +92,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 24; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 26; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -380,14 +380,17 @@ int64_t gm_unpack_exceptions(const unsigned char *buf, int64_t n, const int64_t 
 /* host/segment.py chunk checksums: out[c] = low 32 bits of sum_t splitmix64(word_t ^ (i_t * golden))
  * over the 8-byte little-endian words of chunk c (bytes [c * chunk, (c + 1) * chunk) of buf, zero past
  * its n bytes), i_t the word's index in the blob region: ids[c] * chunk / 8 + t (ids: the chunks'
- * numbers in the region, so the chunks of several runs can be checked in one call). */
+ * numbers in the region, so the chunks of several runs can be checked in one call). With pos (not
+ * NULL), chunk c is at byte pos[c] of buf instead (0 <= pos[c] < n: the caller checked), the chunks
+ * no read needs skipped. */
 void gm_chunk_hash(const unsigned char *buf, int64_t n, int64_t chunk, const int64_t *ids, int64_t nchunks,
-                   uint32_t *out) {
+                   const int64_t *pos, uint32_t *out) {
     const uint64_t g = UINT64_C(0x9E3779B97F4A7C15);
     for (int64_t c = 0; c < nchunks; c++) {
         uint64_t h = 0, w0 = (uint64_t)ids[c] * (uint64_t)(chunk / 8);
+        const int64_t p0 = pos ? pos[c] : c * chunk;
         for (int64_t t = 0; t < chunk / 8; t++) {
-            int64_t at = c * chunk + 8 * t;
+            int64_t at = p0 + 8 * t;
             uint64_t v = 0;
             if (at + 8 <= n) v = load64(buf + at);
             else if (at < n) memcpy(&v, buf + at, (size_t)(n - at));
@@ -396,6 +399,11 @@ void gm_chunk_hash(const unsigned char *buf, int64_t n, int64_t chunk, const int
         out[c] = (uint32_t)h;
     }
 }
+
+/* host/pages.py KIND_* (the staged aux word's kinds; LEVELS stored only) and position_bits */
+enum { GM_KIND_PATCH = 1, GM_KIND_RUN = 2, GM_KIND_SIGNED = 13, GM_KIND_RADIX = 16, GM_KIND_STORED_LEVELS = 32 };
+
+static inline int64_t gm_pos_bits(int64_t cnt) { return cnt > 1 ? 64 - __builtin_clzll((uint64_t)(cnt - 1)) : 0; }
 
 /* host/pages.py parse_fields: the blocks of whole pages. Page p's fields are bytes [fstart[p], fend[p])
  * of fbuf; its blocks are the run of blocks with page_of == p (sorted), of tags tag and cnt values. Per
@@ -574,6 +582,102 @@ int64_t gm_stage_aux(const uint32_t *w32, int64_t n32, const int64_t *at32, cons
     return 0;
 }
 
+/* host/pages.py stage_blocks in C, all of it but a RADIX block's aux word (the caller writes it): the
+ * same layout, words and checks as its NumPy body, which stays the definition. f: int64 [10, K], rows
+ * kind (as stored: KIND_LEVELS 32), w, nv, w2, e, cnt, sp, mid, src_bit, dict (a block of codes); pay:
+ * n bytes. Called twice: with words NULL it works out each block's layout (lay: int64 [2, K], its
+ * values' word off and, for a LEVELS block, its first level's set bits e1) and returns the words
+ * needed (the buffer holds one more, zero, word); then with words (zeroed, that size + 1) it fills
+ * them and writes each block's meta word (off << 8 | AUX_FLAG | w) to meta. Returns -(k + 1) for the
+ * first block it cannot stage: out of range, bits outside pay, or a bitmap, positions, levels or
+ * exceptions that disagree with the fields (the caller then runs the NumPy body, which raises the
+ * error that block deserves). Every check of the NumPy body is made, and none other. */
+int64_t gm_stage_blocks(const unsigned char *pay, int64_t n, const int64_t *f, int64_t K, int64_t *lay, uint64_t *words,
+                        int64_t nwords, int64_t *meta) {
+    const int64_t *kind0 = f, *w0 = f + K, *nv0 = f + 2 * K, *w20 = f + 3 * K, *e0 = f + 4 * K, *cnt = f + 5 * K,
+                  *sp0 = f + 6 * K, *mid = f + 7 * K, *src = f + 8 * K, *dict = f + 9 * K;
+    int64_t *off = lay, *e1 = lay + K, total = 0;
+    const int64_t nbits = 8 * n;
+    for (int64_t k = 0; k < K; k++) {
+        const int lv = kind0[k] == GM_KIND_STORED_LEVELS;
+        const int64_t c = cnt[k], at = src[k];
+        uint64_t bm[2];
+        uint8_t ev[128];
+        if (c < 0 || c > GM_MAX_VALUES / 64) return -(k + 1);
+        if (lv) { /* LEVELS: a PATCH block of no low bits, its first level the bitmap (pages._expand_levels) */
+            if (at < 0 || mid[k] < 0 || mid[k] > GM_MAX_VALUES || at > nbits - c - mid[k] || c < 1 || c > 128 ||
+                sp0[k] < 1 || sp0[k] > 4 || w20[k] < 0 || w20[k] > 3)
+                return -(k + 1);
+            if (gm_levels_ev(pay, n, at, c, (int)sp0[k], (int)w20[k], mid[k], bm, ev, e1 + k)) return -(k + 1);
+        }
+        const int64_t kind = lv ? GM_KIND_PATCH : kind0[k], w = lv ? 0 : w0[k], nv = lv ? c : nv0[k];
+        const int64_t e = lv ? e1[k] : e0[k], w2 = lv ? 0 : w20[k], sp = lv ? 0 : sp0[k];
+        if (w < 0 || w > 64 || nv < 0 || nv > GM_MAX_VALUES / 64 || e < 0 || e > GM_MAX_VALUES / 64 || w2 < 0 || w2 > 1024) /* (a RADIX block's w2: R <= 256) */
+            return -(k + 1);
+        const int ext = kind != 0, aux = ext || dict[k], bmp = (kind & 3) != 0;
+        const int64_t vw = (nv * w + 63) >> 6, bw = bmp ? (c + 63) >> 6 : 0;
+        const int64_t ne = (kind & 3) == GM_KIND_PATCH ? e : 0, ew = (ne + 1) >> 1;
+        const int64_t o = total + aux;
+        total += aux + vw + bw + ew;
+        if (total > GM_MAX_VALUES) return -(k + 1);
+        if (words == NULL) {
+            off[k] = o;
+            continue;
+        }
+        if (off[k] != o || total >= nwords) return -(k + 1); /* (not the layout of the first call) */
+        const int64_t vbits = nv * w, ones = (kind & 3) == GM_KIND_RUN ? nv - 1 : e;
+        const int gaps = sp == 2, run = (kind & 3) == GM_KIND_RUN;
+        const int64_t pb = gaps ? w2 : gm_pos_bits(c);
+        const int64_t mbits = bmp ? (gaps ? ones * w2 : sp ? ones * pb : c) : 0; /* pages.bitmap_bits */
+        const int64_t dense = sp ? 0 : mbits;
+        /* the values, then a dense bitmap (pages.realign: each range checked, empty ones too) */
+        if (at < 0 || vbits > GM_MAX_VALUES || at > nbits - vbits) return -(k + 1);
+        if (vbits) gm_realign_one(pay, n, at, vbits, words + o);
+        if (at + vbits > nbits - dense) return -(k + 1);
+        if (dense) gm_realign_one(pay, n, at + vbits, dense, words + o + vw);
+        uint32_t *w32 = (uint32_t *)words;
+        if (sp && bmp) { /* a sparse bitmap (pages._expand_positions, in C: gm_stage_bitmaps) */
+            const int64_t a2 = at + vbits;
+            if (ones < 0 || pb < 0 || pb > 32 || c < 1 || c > 128 || ones > c || a2 > nbits - ones * pb) return -(k + 1);
+            if (gaps ? gm_gap_bitmap(pay, n, a2, ones, (int)pb, c, bm) : gm_sparse_bitmap(pay, n, a2, ones, (int)pb, c, run, bm))
+                return -(k + 1);
+            for (int64_t g = 0; g < (c + 31) >> 5; g++) w32[2 * (o + vw) + g] |= (uint32_t)(bm[g >> 1] >> (32 * (g & 1)));
+        }
+        if (aux && !ext) words[o - 1] = 3; /* AUX_DICT */
+        if (!ext) continue;
+        const int64_t x32 = 2 * (o + vw + bw);
+        if (lv)
+            for (int64_t j = 0; j < e; j++) w32[x32 + j] = ev[j];
+        else if (ne > 0) { /* exceptions: (high part - 1) in w2 bits, staged as the high part (gm_unpack_exceptions) */
+            const int64_t a3 = at + vbits + mbits;
+            if (w2 > 31 || ne > GM_MAX_VALUES / 32 || a3 > nbits - ne * w2) return -(k + 1);
+            for (int64_t i = 0; i < ne; i++) {
+                const uint64_t x = gm_bits_at(pay, n, a3 + i * w2, (int)w2) + 1;
+                w32[x32 + i] = kind == GM_KIND_SIGNED ? (uint32_t)(int32_t)gm_unzigzag(x) : (uint32_t)x;
+            }
+        }
+        /* the aux word (gm_stage_aux): kind, offsets, the bitmap's set bits before each 32-lane group */
+        if (c > 128) return -(k + 1);
+        const int64_t ka = kind & 3, ng = ka ? (c + 31) >> 5 : 0;
+        uint64_t pre = 0;
+        int64_t set = 0;
+        for (int g = 0; g < 4; g++) {
+            pre |= (uint64_t)set << (32 + 8 * g);
+            if (g < ng) set += __builtin_popcount(w32[2 * (o + vw) + g]);
+        }
+        if ((ka == 1 && set != e) || (ka == 2 && (set != nv || !(w32[2 * (o + vw)] & 1)))) return -(k + 1);
+        words[o - 1] = (uint64_t)kind | (uint64_t)(2 * vw) << 8 | (uint64_t)(2 * (vw + bw)) << 18 |
+                       (dict[k] ? UINT64_C(32) : 0) | pre;
+    }
+    if (words != NULL)
+        for (int64_t k = 0; k < K; k++) {
+            const int lv = kind0[k] == GM_KIND_STORED_LEVELS;
+            const int aux = (lv || kind0[k] != 0) || dict[k];
+            meta[k] = (off[k] << 8) | (aux ? 0x80 : 0) | (lv ? 0 : w0[k]);
+        }
+    return total;
+}
+
 /* gm_blob's LEVELS block: its values to o */
 static int gm_levels(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int wt, int64_t extra,
                      uint64_t base, uint64_t *o) {
@@ -640,7 +744,8 @@ static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end
 
 int64_t gm_parse_fields(const unsigned char *fbuf, int64_t n, const int64_t *fstart, const int64_t *fend, int64_t P,
                         const int64_t *tag, const int64_t *cnt, const int64_t *page_of, int64_t K, int64_t *base,
-                        int64_t *slope, int64_t *w, int64_t *nv, int64_t *w2, int64_t *e) {
+                        int64_t *slope, int64_t *w, int64_t *nv, int64_t *w2, int64_t *e, const int64_t *kind_of_tag,
+                        int64_t *kind, int64_t *sp, int64_t *mid) {
     int64_t k = 0;
     for (int64_t p = 0; p < P; p++) {
         int64_t pos = fstart[p], end = fend[p];
@@ -651,7 +756,27 @@ int64_t gm_parse_fields(const unsigned char *fbuf, int64_t n, const int64_t *fst
                 return p + 1;
         if (pos != end) return p + 1;
     }
-    return k == K ? 0 : P + 1;
+    if (k != K) return P + 1;
+    if (kind_of_tag == NULL) return 0;
+    /* host/pages.py parse_fields' blocks (pages.Blocks): the kind of each tag, a bitmap's form (sp: a
+     * LEVELS block's levels), a LEVELS block's field in mid (e 0); -(k + 1) for the first block whose
+     * fields are out of range (the same checks) */
+    int64_t bad = 0;
+    for (k = 0; k < K; k++) {
+        const int64_t t = tag[k] & 0x7F, kd = kind_of_tag[t], c = cnt[k], lv = kd == GM_KIND_STORED_LEVELS;
+        const int64_t levels = 1 + ((t - GM_TAG_LEVELS) >> 2);
+        kind[k] = kd;
+        sp[k] = lv ? levels : t == GM_TAG_RUN_GAPS ? 2 : t >= 71;
+        mid[k] = lv ? e[k] : 0;
+        if (lv) e[k] = 0;
+        const int pt = (kd & 3) == GM_KIND_PATCH, rn = kd == GM_KIND_RUN, ext = kd != 0;
+        if (!bad && ((pt && (w[k] > 63 || w2[k] > 31 || w[k] + w2[k] > 64 || e[k] < 1 || e[k] > c)) ||
+                     (rn && (nv[k] < 1 || nv[k] > c)) || (ext && (w[k] > 64 || c > 128)) ||
+                     (sp[k] == 2 && !lv && (w2[k] > gm_pos_bits(c) || nv[k] < 2)) || (kd == GM_KIND_RADIX && e[k] < 2) ||
+                     (lv && mid[k] > (levels - 1 + w2[k]) * c)))
+            bad = k + 1;
+    }
+    return -bad;
 }
 
 /* A plain run of n values of width w (the line base + slope * j) from bit `bit` of the byte stream b (L
@@ -903,13 +1028,59 @@ void gm_bit_length(const uint64_t *v, int64_t n, int64_t *out) {
     for (int64_t i = 0; i < n; i++) out[i] = v[i] ? 64 - __builtin_clzll(v[i]) : 0;
 }
 
+/* host/ranges.py ranges: out = the concatenation of arange(starts[i], starts[i] + counts[i]) over
+ * i < K, n values. Returns 0, or 1 (nothing written) when a count is negative or they do not sum
+ * to n. Values wrap as int64 (as NumPy's). */
+int64_t gm_ranges(const int64_t *starts, const int64_t *counts, int64_t K, int64_t *out, int64_t n) {
+    int64_t t = 0;
+    for (int64_t i = 0; i < K; i++) {
+        if (counts[i] < 0 || counts[i] > n - t) return 1;
+        t += counts[i];
+    }
+    if (t != n) return 1;
+    int64_t o = 0;
+    for (int64_t i = 0; i < K; i++) {
+        const uint64_t s = (uint64_t)starts[i];
+        for (int64_t j = 0; j < counts[i]; j++) out[o++] = (int64_t)(s + (uint64_t)j);
+    }
+    return 0;
+}
+
+/* host/pages.py fields_end: for each i, where the nvar[i] varints from byte start[i] of buf end (one past
+ * the nvar[i]-th byte under 0x80 from there; start[i] for none), to fe[i]. Returns 0, or i + 1 for the
+ * first i whose varints are not all found before limit[i] (<= n) or whose start is outside buf. */
+int64_t gm_fields_end(const unsigned char *buf, int64_t n, const int64_t *start, const int64_t *limit,
+                      const int64_t *nvar, int64_t K, int64_t *fe) {
+    for (int64_t i = 0; i < K; i++) {
+        int64_t pos = start[i], left = nvar[i];
+        const int64_t lim = limit[i] < n ? limit[i] : n;
+        if (left <= 0) {
+            if (pos > limit[i]) return i + 1;
+            fe[i] = pos;
+            continue;
+        }
+        if (pos < 0) pos = 0; /* (as NumPy's search: the bytes from the buffer's start) */
+        for (; pos < lim && left; pos++) left -= buf[pos] < 0x80;
+        if (left) return i + 1;
+        fe[i] = pos;
+    }
+    return 0;
+}
+
 /* host/ranges.py copy_ranges: dst[dst_at[i] .. + lens[i]) = src[src_at[i] .. + lens[i]) for i < K,
- * elements of `size` bytes; a memmove per range (src and dst may be one array). The caller
- * (host/native.py) checks every range and refuses object arrays. */
-void gm_copy_ranges(const unsigned char *src, const int64_t *src_at, unsigned char *dst, const int64_t *dst_at,
-                    const int64_t *lens, int64_t K, int64_t size) {
+ * elements of `size` bytes; a memmove per range (src and dst may be one array). Every range is
+ * checked first against src's ns and dst's nd elements (an empty range copies nothing, wherever it
+ * starts): returns 0, or i + 1 for the first range outside them, having copied nothing. The caller
+ * (host/native.py) refuses object arrays. */
+int64_t gm_copy_ranges(const unsigned char *src, int64_t ns, const int64_t *src_at, unsigned char *dst, int64_t nd,
+                       const int64_t *dst_at, const int64_t *lens, int64_t K, int64_t size) {
+    for (int64_t i = 0; i < K; i++) {
+        const int64_t n = lens[i];
+        if (n < 0 || (n > 0 && (src_at[i] < 0 || dst_at[i] < 0 || src_at[i] > ns - n || dst_at[i] > nd - n))) return i + 1;
+    }
     for (int64_t i = 0; i < K; i++)
         if (lens[i] > 0) memmove(dst + dst_at[i] * size, src + src_at[i] * size, (size_t)(lens[i] * size));
+    return 0;
 }
 
 /* host/pages.py literal_tables: each stripe (sc[s] values of x, in order) parsed greedily into literals

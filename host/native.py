@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 24  # gm_abi_version() of the _native.c this module calls
+ABI = 26  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -37,9 +37,9 @@ def _load():
                 "gm_decode": (I64, [P, P, I64, I64, P, P, P, P, ctypes.c_int, P, I64]),
                 "gm_block_hash": (None, [P] * 5 + [I64, P]),
                 "gm_realign": (I64, [P, I64, P, P, P, I64, P]),
-                "gm_chunk_hash": (None, [P, I64, I64, P, I64, P]),
-                "gm_parse_fields": (I64, [P, I64, P, P, I64, P, P, P, I64] + [P] * 6),
-                "gm_copy_ranges": (None, [P] * 5 + [I64, I64]),
+                "gm_chunk_hash": (None, [P, I64, I64, P, I64, P, P]),
+                "gm_parse_fields": (I64, [P, I64, P, P, I64, P, P, P, I64] + [P] * 10),
+                "gm_copy_ranges": (I64, [P, I64, P, P, I64, P, P, I64, I64]),
                 "gm_unpack_exceptions": (I64, [P, I64, P, P, P, P, I64, P, P]),
                 "gm_decode_blobs": (I64, [P, I64, P, P, P, P, I64, I64, P, P, P, P, P, I64, P, P, P]),
                 "gm_bit_length": (None, [P, I64, P]),
@@ -48,6 +48,9 @@ def _load():
                 "gm_dict_heads": (I64, [P, I64, P, P, P, I64, I64, P, P]),
                 "gm_stage_bitmaps": (I64, [P, I64] + [P] * 5 + [I64, P, P]),
                 "gm_stage_aux": (I64, [P, I64] + [P] * 8 + [I64, P]),
+                "gm_stage_blocks": (I64, [P, I64, P, I64, P, P, I64, P]),
+                "gm_fields_end": (I64, [P, I64, P, P, P, I64, P]),
+                "gm_ranges": (I64, [P, P, I64, P, I64]),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -60,7 +63,8 @@ def _load():
 
 _lib, _why = _load()
 _decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length, \
-    _stage_levels, _literal_tables, _dict_heads, _stage_bitmaps, _stage_aux = _lib if _lib is not None else (None,) * 14
+    _stage_levels, _literal_tables, _dict_heads, _stage_bitmaps, _stage_aux, _stage_blocks, \
+    _fields_end, _ranges = _lib if _lib is not None else (None,) * 17
 
 
 def available() -> tuple[bool, str]:
@@ -133,34 +137,43 @@ def realign(buf: np.ndarray, src_bit: np.ndarray, nbits: np.ndarray, dst_word: n
             raise ValueError(f"realign: block {bad - 1} lies outside the {buf.size} bytes given")
 
 
-def chunk_hash(buf: np.ndarray, chunk: int, ids: np.ndarray) -> np.ndarray:
+def chunk_hash(buf: np.ndarray, chunk: int, ids: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
     """``host.segment.chunk_hash`` in C: uint32 ``[ceil(len(buf) / chunk)]``, chunk ``c`` of ``buf``
-    being chunk ``ids[c]`` of the region."""
-    n = -(-buf.size // chunk) if chunk > 0 else 0
+    being chunk ``ids[c]`` of the region; with ``at``, one per id, chunk ``c`` starts at byte ``at[c]``
+    of ``buf`` (inside it; zero past its end)."""
+    n = (-(-buf.size // chunk) if chunk > 0 else 0) if at is None else at.size
     if buf.dtype != np.uint8 or not buf.flags.c_contiguous or chunk <= 0 or chunk % 8:
         raise ValueError("chunk_hash: a contiguous uint8 buffer and a chunk size that is a multiple of 8")
     if ids.dtype != np.int64 or not ids.flags.c_contiguous or ids.size != n:
         raise ValueError(f"chunk_hash: {n} int64 chunk numbers")
+    if at is not None and (at.dtype != np.int64 or not at.flags.c_contiguous or (n and ((at < 0).any() or int(at.max()) >= buf.size))):
+        raise ValueError("chunk_hash: int64 chunk places inside buf")
     out = np.empty(n, dtype=np.uint32)
     if n:
-        _chunk_hash(_ptr(buf), buf.size, chunk, _ptr(ids), n, _ptr(out))
+        _chunk_hash(_ptr(buf), buf.size, chunk, _ptr(ids), n, None if at is None else _ptr(at), _ptr(out))
     return out
 
 
 def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np.ndarray, cnt: np.ndarray,
-                 page_of: np.ndarray):
+                 page_of: np.ndarray, kind_of_tag: np.ndarray | None = None):
     """``host.pages.parse_fields``'s varints in C: ``(base, slope, w, nv, w2, e)`` per block, or None
     when a page's fields are not exactly its blocks' varints. Every array contiguous int64 (``fbuf``
-    uint8); ``page_of`` sorted."""
+    uint8); ``page_of`` sorted. With ``kind_of_tag`` (``pages._KIND_OF_TAG``), what ``parse_fields``
+    makes of them too: ``(base, slope, w, nv, w2, e, kind, sp, mid, ok)``, ``ok`` False when some
+    block's fields are out of range."""
     K, P = tag.size, fstart.size
     arrs = (fstart, fend, tag, cnt, page_of)
     if fbuf.dtype != np.uint8 or any(a.dtype != np.int64 or not a.flags.c_contiguous for a in arrs) \
-            or not fbuf.flags.c_contiguous or fend.size != P or cnt.size != K or page_of.size != K:
+            or not fbuf.flags.c_contiguous or fend.size != P or cnt.size != K or page_of.size != K \
+            or (kind_of_tag is not None and (kind_of_tag.dtype != np.int64 or kind_of_tag.size != 128)):
         raise ValueError("parse_fields: contiguous uint8 fbuf, int64 fstart/fend [P] and tag/cnt/page_of [K]")
-    out = [np.empty(K, np.int64) for _ in range(6)]
+    out = np.empty((6 if kind_of_tag is None else 9, K), np.int64)
+    extra = (None,) * 4 if kind_of_tag is None else (_ptr(kind_of_tag), *(_ptr(a) for a in out[6:]))
     bad = int(_parse_fields(_ptr(fbuf), fbuf.size, _ptr(fstart), _ptr(fend), P, _ptr(tag), _ptr(cnt),
-                            _ptr(page_of), K, *(_ptr(a) for a in out))) if (K or P) else 0
-    return None if bad else tuple(out)
+                            _ptr(page_of), K, *(_ptr(a) for a in out[:6]), *extra)) if (K or P) else 0
+    if bad > 0:
+        return None
+    return tuple(out) if kind_of_tag is None else (*out, bad == 0)
 
 
 def copy_ranges(src: np.ndarray, src_at: np.ndarray, dst: np.ndarray, dst_at: np.ndarray, lens: np.ndarray) -> None:
@@ -172,12 +185,8 @@ def copy_ranges(src: np.ndarray, src_at: np.ndarray, dst: np.ndarray, dst_at: np
         raise ValueError("copy_ranges: contiguous 1-D src and writeable dst of one (non-object) dtype")
     if any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != K for a in (src_at, dst_at, lens)):
         raise ValueError("copy_ranges: int64 src_at, dst_at, lens of one length")
-    live = lens > 0  # empty ranges copy nothing, wherever they start
-    if K and ((lens < 0).any() or (src_at[live] < 0).any() or (dst_at[live] < 0).any()
-              or (src_at[live] > src.size - lens[live]).any() or (dst_at[live] > dst.size - lens[live]).any()):
-        raise ValueError("copy_ranges: a range outside src or dst")
-    if K:
-        _copy_ranges(_ptr(src), _ptr(src_at), _ptr(dst), _ptr(dst_at), _ptr(lens), K, src.itemsize)
+    if K and _copy_ranges(_ptr(src), src.size, _ptr(src_at), _ptr(dst), dst.size, _ptr(dst_at), _ptr(lens), K, src.itemsize):
+        raise ValueError("copy_ranges: a range outside src or dst")  # (checked in C before any copy)
 
 
 def unpack_exceptions(buf: np.ndarray, src_bit: np.ndarray, e: np.ndarray, w2: np.ndarray, dst: np.ndarray,
@@ -330,3 +339,43 @@ def bit_length(v: np.ndarray) -> np.ndarray:
     if v.size:
         _bit_length(_ptr(v), v.size, _ptr(out))
     return out
+
+
+def stage_blocks(pay: np.ndarray, f: np.ndarray):
+    """``host.pages.stage_blocks`` in C (but a RADIX block's aux word): ``pay`` uint8, ``f`` int64
+    ``[10, K]`` (kind, w, nv, w2, e, cnt, sp, mid, src_bit, dict per block). ``(words uint64, meta
+    int64 [K], off int64 [K])``, or None when some block cannot be staged as given (the NumPy body
+    then raises what it deserves)."""
+    if pay.dtype != np.uint8 or not pay.flags.c_contiguous or f.dtype != np.int64 or not f.flags.c_contiguous \
+            or f.ndim != 2 or f.shape[0] != 10:
+        raise ValueError("stage_blocks: contiguous uint8 pay and int64 f [10, K]")
+    K = f.shape[1]
+    lay = np.empty((2, K), np.int64)
+    n = int(_stage_blocks(_ptr(pay), pay.size, _ptr(f), K, _ptr(lay), None, 0, None)) if K else 0
+    if n < 0:
+        return None
+    words = np.zeros(n + 1, np.uint64)
+    meta = np.empty(K, np.int64)
+    if K and int(_stage_blocks(_ptr(pay), pay.size, _ptr(f), K, _ptr(lay), _ptr(words), words.size, _ptr(meta))) != n:
+        return None
+    return words, meta, lay[0]
+
+
+def fields_end(buf: np.ndarray, start: np.ndarray, limit: np.ndarray, nvar: np.ndarray) -> np.ndarray | None:
+    """``host.pages.fields_end`` in C: where the ``nvar[i]`` varints from byte ``start[i]`` of ``buf``
+    (uint8) end, int64, or None when some are not all found before ``limit[i]``."""
+    K = start.size
+    if buf.dtype != np.uint8 or not buf.flags.c_contiguous or \
+            any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != K for a in (start, limit, nvar)):
+        raise ValueError("fields_end: contiguous uint8 buf, int64 start/limit/nvar [K]")
+    fe = np.empty(K, np.int64)
+    if K and _fields_end(_ptr(buf), buf.size, _ptr(start), _ptr(limit), _ptr(nvar), K, _ptr(fe)):
+        return None
+    return fe
+
+
+def ranges(starts: np.ndarray, counts: np.ndarray, total: int) -> np.ndarray | None:
+    """``host.ranges.ranges`` in C (contiguous int64 ``starts``, ``counts`` of one length summing to
+    ``total``), or None when a count is negative (the NumPy body decides what that gives)."""
+    out = np.empty(total, np.int64)
+    return None if _ranges(_ptr(starts), _ptr(counts), counts.size, _ptr(out), total) else out

@@ -1395,6 +1395,12 @@ def fields_per_block(tags: np.ndarray) -> np.ndarray:
 def fields_end(buf: np.ndarray, start: np.ndarray, limit: np.ndarray, nvar: np.ndarray, where: str) -> np.ndarray:
     """Where the ``nvar[i]`` varints from byte ``start[i]`` of ``buf`` end (at most ``limit[i]``):
     the fields of a one-page blob with PATCH or RUN blocks, which come before its payload."""
+    if native.available()[0]:
+        fe = native.fields_end(np.ascontiguousarray(buf, np.uint8), *(np.ascontiguousarray(a, np.int64) for a in
+                                                                      (start, limit, nvar)))
+        if fe is None:
+            raise CorruptionError(f"{where}: a blob's fields run past its end")
+        return fe
     end_at = np.flatnonzero(np.asarray(buf, np.uint8) < 0x80)
     i = np.searchsorted(end_at, start) + nvar - 1
     ok = (nvar > 0) & (i < len(end_at))
@@ -1413,21 +1419,24 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
     tag = np.asarray(tag, dtype=np.int64)
     cnt = np.asarray(cnt, dtype=np.int64)
     check_tags(tag, where)
-    kind = tag_kind(tag)
-    lfor = (tag & TAG_LFOR) != 0
     fstart = np.ascontiguousarray(fstart, dtype=np.int64)
     fend = np.ascontiguousarray(fend, dtype=np.int64)
     flen = fend - fstart
     if (flen < 0).any() or (fstart < 0).any() or (fend > len(fbuf)).any():
         raise CorruptionError(f"{where}: a page's fields are out of order")
     K = len(cnt)
-    if native.available()[0]:
+    if native.available()[0]:  # in C: the fields, and what is made of them below (the same checks)
         out = native.parse_fields(np.ascontiguousarray(fbuf, dtype=np.uint8), fstart, fend, np.ascontiguousarray(tag),
-                                  np.ascontiguousarray(cnt), np.ascontiguousarray(page_of, dtype=np.int64))
+                                  np.ascontiguousarray(cnt), np.ascontiguousarray(page_of, dtype=np.int64), _KIND_OF_TAG)
         if out is None:
             raise CorruptionError(f"{where}: a page's fields do not match its tags")
-        base, slope, w, nv, w2, e = out  # (a LEVELS block: e its field, the bits after its first level)
+        base, slope, w, nv, w2, e, kind, sp, mid, ok = out
+        if not ok:
+            raise CorruptionError(f"{where}: a PATCH, RUN, DELTA, RADIX or LEVELS block's fields are out of range")
+        return Blocks(kind, w, base, slope, nv, w2, e, cnt, sp, mid)
     else:
+        kind = tag_kind(tag)
+        lfor = (tag & TAG_LFOR) != 0
         vals, end = varint_decode(fbuf[ranges(fstart, flen)])
         nvv = fields_per_block(tag)
         nv_page = np.bincount(page_of, weights=nvv, minlength=len(flen)).astype(np.int64)
@@ -1612,7 +1621,23 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
     aux word of kind ``AUX_DICT`` before its values, a PATCH, RUN or DELTA one ``AUX_CODES`` in its
     own; the caller adds where their dictionary starts to the base)."""
     src_bit = np.asarray(src_bit, dtype=np.int64)
-    lv = np.flatnonzero(b.kind == KIND_LEVELS)
+    if native.available()[0] and len(b.kind):  # in C, all in one pass; a block it cannot stage: the body below
+        K = len(b.kind)
+        d = np.zeros(K, np.int64) if dict_blocks is None else dict_blocks
+        got = native.stage_blocks(np.ascontiguousarray(pay, dtype=np.uint8), np.stack(
+            (b.kind, b.w, b.nv, b.w2, b.e, b.cnt, b.sp, b.mid, src_bit, d)).astype(np.int64, copy=False))
+        if got is not None:
+            words, meta, off = got
+            hdr = np.empty((K, 3), dtype=np.int64)
+            hdr[:, 0], hdr[:, 1], hdr[:, 2] = b.base, b.slope, meta
+            rd = np.flatnonzero(b.kind == KIND_RADIX)
+            if len(rd):  # RADIX: R and g where a bitmap's and exceptions' offsets would be, log2 R's float32 bits
+                R, coded = b.w2[rd], d[rd] != 0
+                words[off[rd] - 1] = (KIND_RADIX | (R << 8) | (b.e[rd] << 18)).astype(_U64) | \
+                    np.where(coded, _U64(AUX_CODES), _U64(0)) | radix_log2_bits(R)
+            return hdr, words.view(np.int64)
+    b_kind0 = b.kind
+    lv = np.flatnonzero(b_kind0 == KIND_LEVELS)
     if len(lv):  # LEVELS blocks: staged as PATCH blocks of no low bits, their first level the bitmap
         e1, lvx = _expand_levels(pay, src_bit[lv], b.take(lv))
         b = b.take(np.arange(len(b.kind)))
@@ -1647,8 +1672,7 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
         w32 = words.view(np.uint32)
         if len(lv):
             w32[ranges(2 * (off + vw + bw)[lv], b.e[lv])] = lvx
-        p = np.flatnonzero(ne > 0)
-        p = np.setdiff1d(p, lv, assume_unique=True) if len(lv) else p
+        p = np.flatnonzero((ne > 0) & (b_kind0 != KIND_LEVELS)) if len(lv) else np.flatnonzero(ne > 0)
         if len(p):  # the exceptions: w2-bit (high part - 1) stored, one 32-bit word (high part) staged
             at, e, w2 = (src_bit + vbits + mbits)[p], b.e[p], b.w2[p]
             if int((at + e * w2).max()) > 8 * len(pay) or (at < 0).any():

@@ -19,6 +19,14 @@ def ranges(starts, counts) -> np.ndarray:
     total = int(counts.sum())
     if total == 0:
         return np.zeros(0, dtype=np.int64)
+    from gpumat.host import native
+
+    if native.available()[0] and counts.ndim == 1 and total > 0:  # in C: one pass, no step array
+        s = np.ascontiguousarray(starts, dtype=np.int64)
+        if s.shape == counts.shape:
+            out = native.ranges(s, np.ascontiguousarray(counts), total)
+            if out is not None:
+                return out
     keep = counts > 0
     s, c = np.asarray(starts, dtype=np.int64)[keep], counts[keep]
     first = np.cumsum(c) - c  # output position of each range's first value

@@ -605,7 +605,7 @@ class VersionReader:
         x1 = np.flatnonzero(one_x[pr])  # (their request's only page)
         if len(x1):
             nvar = np.bincount(rq, weights=pages.fields_per_block(tags), minlength=len(si)).astype(np.int64)
-            f1[x1] = pages.fields_end(fbuf, f0[x1], f1[x1], nvar[pr[x1]], str(where))
+            f1[x1] = pages.fields_end(fbuf, f0[x1], f1[x1], nvar[pr[x1]], where)  # (where: made when raised)
         blk = pages.parse_fields(fbuf, f0, f1, tags, cnt, page_of, where)
         if self.block_size > pages.AUX_MAX_BLOCK and (blk.kind != pages.KIND_PLAIN).any():
             raise CorruptionError(f"{where}: {native.BLOB_ERRORS[10]}")
@@ -691,10 +691,10 @@ class VersionReader:
             at = np.cumsum(lens) - lens
             out = np.empty(int(lens.sum()), np.uint8)
             q = np.flatnonzero(in_pool)
-            take_ranges(pool3, base3[seg[q]] + starts[q], lens[q], out, at[q])
+            if len(q):
+                take_ranges(pool3, base3[seg[q]] + starts[q], lens[q], out, at[q])
             for g, fin in parts:
-                got = fin()
-                take_ranges(got, np.cumsum(lens[g]) - lens[g], lens[g], out, at[g])
+                fin(out, at[g])  # (straight into place)
             return (out, at) if in_place else out
         return reads, finish
 
@@ -1006,9 +1006,9 @@ def _with_constants(cst, si, lo, nblk, enc, block_size, bcount, src, blk, dict_b
     the stripe's value, from no bytes."""
     isc = np.repeat(cst, nblk)
     K = len(isc)
-    out = pages.Blocks(*(np.zeros(K, getattr(blk, f).dtype) for f in pages.Blocks.FIELDS))
-    for f in pages.Blocks.FIELDS:
-        getattr(out, f)[~isc] = getattr(blk, f)
+    fields = np.zeros((len(pages.Blocks.FIELDS), K), np.int64)  # (every field an integer)
+    fields[:, ~isc] = np.stack([getattr(blk, f) for f in pages.Blocks.FIELDS])
+    out = pages.Blocks(*fields)
     j = ranges(lo[cst], nblk[cst])  # the constant blocks' places in their stripes
     out.cnt[isc] = out.nv[isc] = np.minimum(block_size, np.repeat(bcount[si[cst]], nblk[cst]) - j * block_size)
     out.base[isc] = np.repeat(codec.const_values(enc[cst]), nblk[cst])
@@ -1027,8 +1027,18 @@ def _dict_keys(files: list, which: np.ndarray, offs: np.ndarray) -> tuple:
     """The keys of dictionaries at byte ``offs`` of data files ``files[which]`` (``(path, base)``):
     63-bit hashes of where they are, one per dictionary (a batch of stripe tables names hundreds:
     a hash per file, then splitmix64's finalizer over the file's hash and the offset)."""
+    fk = [_file_key(p, b) for p, b in files]
+    if len(offs) <= 16:  # a batch's few segment dictionaries: the same mix in Python ints (no NumPy steps)
+        M = (1 << 64) - 1
+        out = []
+        for w, o in zip(np.asarray(which).tolist(), np.asarray(offs).tolist()):
+            x = (fk[w] + (o & M) * 0x9E3779B97F4A7C15) & M
+            x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M
+            x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M
+            out.append((x ^ (x >> 31)) >> 1)
+        return tuple(out)
     with np.errstate(over="ignore"):
-        x = np.array([_file_key(p, b) for p, b in files], np.uint64)[which] \
+        x = np.array(fk, np.uint64)[which] \
             + np.asarray(offs).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
         x ^= x >> np.uint64(30)
         x *= np.uint64(0xBF58476D1CE4E5B9)

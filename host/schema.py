@@ -79,8 +79,10 @@ def list_column(col, dtype: str, what: str) -> tuple[np.ndarray, np.ndarray]:
         raise SchemaError(f"{what}: expected a list<{dtype}> column, got {col.type}")
     if col.null_count:
         raise SchemaError(f"{what}: {col.null_count} null list(s)")
-    flat = col.flatten()  # honours slicing of the list array
-    offsets = np.asarray(col.offsets, dtype=np.int64)
+    offsets = np.asarray(col.offsets, dtype=np.int64)  # (a slice's own)
+    # its values: the child's between its first and last offset (what flatten() gives with no null
+    # list, without a compute call per column and batch)
+    flat = col.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
     offsets = offsets - offsets[0]
     if not pa.types.is_integer(flat.type):
         raise SchemaError(f"{what}: expected list<{dtype}>, got {col.type}")

@@ -290,19 +290,29 @@ def _index_crc(index_and_pad: bytes | memoryview, trailer_head: bytes | memoryvi
     return zlib.crc32(trailer_head, zlib.crc32(index_and_pad)) & 0xFFFFFFFF
 
 
-def chunk_hash(buf: np.ndarray, chunk: int = CHUNK_BYTES, ids=0) -> np.ndarray:
+def chunk_hash(buf: np.ndarray, chunk: int = CHUNK_BYTES, ids=0, at=None) -> np.ndarray:
     """Format 3's checksums of the bytes ``buf`` (uint8), cut into chunks of ``chunk`` bytes (the last
     zero-padded): for each, the low 32 bits of ``sum splitmix64(word ^ (i * golden))`` over its
     little-endian 8-byte words, ``i`` the word's index in the blob region, so a chunk read from the
     wrong place fails. Chunk ``c`` of ``buf`` is chunk ``ids[c]`` of the region (``ids`` an int:
-    the first of consecutive ones). uint32 ``[ceil(len / chunk)]``."""
+    the first of consecutive ones). uint32 ``[ceil(len / chunk)]``. With ``at`` (and ``ids`` an
+    array), only the chunks at bytes ``at`` of ``buf`` (one per id; zero past ``buf``'s end)."""
     buf = np.ascontiguousarray(buf, dtype=np.uint8).reshape(-1)
-    n = -(-buf.size // chunk)
-    ids = np.arange(ids, ids + n, dtype=np.int64) if np.ndim(ids) == 0 else np.ascontiguousarray(ids, np.int64)
-    if native.available()[0]:
-        return native.chunk_hash(buf, chunk, ids)
-    padded = np.zeros(n * chunk, np.uint8)
-    padded[: buf.size] = buf
+    if at is not None:
+        at = np.ascontiguousarray(at, np.int64)
+        ids = np.ascontiguousarray(ids, np.int64)
+        if native.available()[0]:
+            return native.chunk_hash(buf, chunk, ids, at)
+        n = len(at)
+        padded = np.zeros(n * chunk, np.uint8)
+        take_ranges(buf, at, np.minimum(chunk, buf.size - at), padded, np.arange(n, dtype=np.int64) * chunk)
+    else:
+        n = -(-buf.size // chunk)
+        ids = np.arange(ids, ids + n, dtype=np.int64) if np.ndim(ids) == 0 else np.ascontiguousarray(ids, np.int64)
+        if native.available()[0]:
+            return native.chunk_hash(buf, chunk, ids)
+        padded = np.zeros(n * chunk, np.uint8)
+        padded[: buf.size] = buf
     words = padded.view("<u8").reshape(n, chunk // 8)
     pos = ids[:, None] * (chunk // 8) + np.arange(chunk // 8, dtype=np.int64)[None, :]
     with np.errstate(over="ignore"):
@@ -518,10 +528,11 @@ class Segment:
             self.checks = np.frombuffer(self.store.read_at(self.path, self.base + o, n), "<u4")
         return self.checks
 
-    def _verify(self, data: np.ndarray, ids) -> None:
+    def _verify(self, data: np.ndarray, ids, at=None) -> None:
         """Check the chunks of ``data`` (uint8, whole chunks but the region's last): chunk ``c`` of it
-        is chunk ``ids[c]`` of the region (``ids`` an int: the first of consecutive ones)."""
-        got = chunk_hash(data, CHUNK_BYTES, ids)
+        is chunk ``ids[c]`` of the region (``ids`` an int: the first of consecutive ones); with ``at``,
+        only chunks ``ids``, at bytes ``at`` of ``data``."""
+        got = chunk_hash(data, CHUNK_BYTES, ids, at)
         ids = np.arange(ids, ids + len(got)) if np.ndim(ids) == 0 else np.asarray(ids)
         checks = self._load_checks()
         if len(ids) and (ids.max() >= len(checks) or ids.min() < 0):
@@ -533,15 +544,15 @@ class Segment:
 
     def bytes_request(self, starts, lens):
         """Format 3: ``(reqs, finish)``: bytes ``[starts[i], starts[i] + lens[i])`` of the blob region,
-        concatenated (``finish()``, uint8), every chunk they touch verified. A small segment's come
-        from its region in memory; a large one's from reads of whole chunks, ranges closer than the
-        store's coalescing gap read as one."""
+        concatenated (``finish()``, uint8; ``finish(out, at)``: range ``i`` to ``out[at[i]:]``), every
+        chunk they touch verified. A small segment's come from its region in memory; a large one's
+        from reads of whole chunks, ranges closer than the store's coalescing gap read as one."""
         starts = np.asarray(starts, dtype=np.int64)
         lens = np.asarray(lens, dtype=np.int64)
         if int(lens.sum()) == 0:
-            return [], lambda: np.zeros(0, np.uint8)
+            return [], lambda out=None, at=None: np.zeros(0, np.uint8) if out is None else out
         if self.small:
-            return [], lambda: take_ranges(self.region(), starts, lens)
+            return [], lambda out=None, at=None: take_ranges(self.region(), starts, lens, out, at)
         keep = lens > 0
         st, ln = starts[keep], lens[keep]
         if (st < 0).any() or (st + ln > self.region_words).any():
@@ -556,13 +567,16 @@ class Segment:
         reqs = [(self.path, self.base + lo_, view[at : at + n])
                 for lo_, n, at in zip(run_lo.tolist(), run_len.tolist(), run_at.tolist())]
 
-        def finish():
-            # the runs are whole chunks, but a run that ends the region: one check of all of them
-            per = -(-run_len // C)
-            self._verify(buf, ranges(run_lo // C, per))
+        def finish(out=None, at=None):
+            # the runs are whole chunks (but a run that ends the region); the chunks the ranges touch are
+            # checked, not the holes between them that a run reads (ranges closer than the gap)
             where = np.empty(len(st), np.int64)
             where[order] = run_at[run_id] + (st[order] - run_lo[run_id])
-            return take_ranges(buf, where, ln)
+            c0 = st // C
+            touched = np.unique(ranges(c0, (st + ln - 1) // C - c0 + 1))
+            r = np.searchsorted(run_lo, touched * C, side="right") - 1
+            self._verify(buf, touched, run_at[r] + touched * C - run_lo[r])
+            return take_ranges(buf, where, ln, out, None if at is None else np.asarray(at, np.int64)[keep])
 
         return reqs, finish
 

@@ -887,6 +887,14 @@ def test_realign_and_chunk_hash_c_equals_numpy(monkeypatch):
         assert hi.tolist() == segment.chunk_hash(buf[:n], 2048, ids).tolist()
         monkeypatch.undo()
         assert len(h) == -(-n // 2048) and (n < 2048 or h[0] != hi[0] or ids[0] == 7)
+        if len(h) > 1:  # some chunks only, at their places (the last one short): as if hashed back to back
+            pick = np.sort(rng.choice(len(h), int(rng.integers(1, len(h) + 1)), replace=False))
+            at = 2048 * pick
+            ha = segment.chunk_hash(buf[:n], 2048, ids[pick], at)
+            assert ha.tolist() == hi[pick].tolist()
+            monkeypatch.setattr(native, "_decode", None)
+            assert segment.chunk_hash(buf[:n], 2048, ids[pick], at).tolist() == ha.tolist()
+            monkeypatch.undo()
 
 
 def test_varints():
@@ -1050,6 +1058,33 @@ def test_take_ranges_is_the_gather_of_its_ranges():
     objs = np.array([object()] * 4, dtype=object)  # never copied as raw pointers
     assert take_ranges(objs, [1], [2]).tolist() == objs[1:3].tolist()
     assert take_ranges(np.arange(5), [9], [0]).tolist() == []  # an empty range anywhere
+
+
+def test_ranges_in_c_equals_numpy(monkeypatch, decoder):
+    """``ranges`` in C and in NumPy: the same values on random starts (int64 extremes: they wrap as
+    NumPy's sums do) and counts (negative ones too: the NumPy body decides those)."""
+    if decoder != "native":
+        pytest.skip("compares the C ranges with NumPy's: runs once, with the C codec")
+    rng = np.random.default_rng(4)
+
+    def one(s, c):
+        try:
+            return ranges(s, c).tolist()
+        except (IndexError, ValueError) as e:  # (negative counts: what NumPy's steps make of them)
+            return type(e)
+
+    def both(s, c):
+        a = one(s, c)
+        with monkeypatch.context() as m:
+            m.setattr(native, "_decode", None)
+            return a, one(s, c)
+
+    for t in range(1500):
+        k = int(rng.integers(0, 20))
+        s = rng.integers(-2**63, 2**63 - 1, k, dtype=np.int64) if t % 3 == 0 else rng.integers(-50, 50, k)
+        c = rng.integers(0 if t % 5 else -2, 6, k)
+        a, b = both(s, c)
+        assert a == b, (s, c)
 
 
 def test_copy_ranges_refuses_ranges_outside_its_arrays(decoder):
@@ -1538,23 +1573,39 @@ def test_decode_stripes_decodes_whole_blobs_as_the_block_path_does(tmp_path, mon
 
 
 def test_staging_in_c_equals_numpy_on_bitmaps_and_signed_exceptions(monkeypatch, decoder):
-    """``stage_blocks``' sparse bitmaps (positions and gaps, ``gm_stage_bitmaps``) and DELTA SIGNED
-    exceptions (unzigzagged in ``gm_unpack_exceptions``), staged in C and in NumPy: the same words
-    on good blobs and on flipped payload bits, or both a ``CorruptionError`` (what a read stages;
-    a tier's chunk checksums catch such flips first)."""
+    """``stage_blocks`` three ways: in C in one pass (``gm_stage_blocks``), in C piece by piece (what
+    runs when that pass refuses a block: sparse bitmaps in ``gm_stage_bitmaps``, DELTA SIGNED
+    exceptions unzigzagged in ``gm_unpack_exceptions``, LEVELS in ``gm_stage_levels``, aux words in
+    ``gm_stage_aux``) and in NumPy: the same words on good blobs and on flipped payload bits, or all
+    a ``CorruptionError`` (what a read stages; a tier's chunk checksums catch such flips first); every
+    kind of block, some as dictionary codes."""
     if decoder != "native":
         pytest.skip("compares the C staging with NumPy's: runs once, with the C codec")
     monkeypatch.setattr(pages, "EXT_MIN_BITS", 0)  # (short columns: extended blocks pay)
     rng = np.random.default_rng(11)
 
-    def staged(blob, src, blk):
+    def staged(blob, src, blk, codes):
         try:
-            return [w.tolist() for w in pages.stage_blocks(blob, src, blk)]
+            return [w.tolist() for w in pages.stage_blocks(blob, src, blk, codes)]
         except CorruptionError as e:
             return type(e)
 
+    def three(blob, src, blk, codes):
+        got = [staged(blob, src, blk, codes)]
+        with monkeypatch.context() as m:
+            m.setattr(native, "stage_blocks", lambda *a: None)  # (the one-pass C refuses: piece by piece)
+            got.append(staged(blob, src, blk, codes))
+            m.setattr(native, "_decode", None)
+            got.append(staged(blob, src, blk, codes))
+        return got
+
     seen = set()
-    for gen in (sparse_columns, gap_columns, flag_columns, delta_columns, pack_columns, aux_columns):
+    def levels_and_runs(rng, n):
+        return {"levels": rng.choice(4, n, p=[0.7, 0.2, 0.05, 0.05]),
+                "runs": np.repeat(rng.integers(0, 1 << 20, n), rng.choice([1, 40], n, p=[0.9, 0.1]))[:n]}  # (a dense RUN bitmap)
+
+    for gen in (sparse_columns, gap_columns, flag_columns, delta_columns, pack_columns, aux_columns, radix_columns,
+                levels_and_runs):
         for name, x in gen(rng, 1500).items():
             x = np.asarray(x, np.int64)
             region, _, _, _ = pages.encode_stripes(x, np.array([len(x)]), 128)
@@ -1568,19 +1619,91 @@ def test_staging_in_c_equals_numpy_on_bitmaps_and_signed_exceptions(monkeypatch,
             blk = pages.parse_fields(region, np.array([nb]), fe, tags, cnt, np.zeros(nb, np.int64))
             bits = blk.bits()
             src = 8 * int(fe[0]) + np.cumsum(bits) - bits
-            seen |= {(int(k), int(f)) for k, f in zip(blk.kind, blk.sp) if f != 0 or k == pages.KIND_DELTA_SIGNED}
-            good = staged(region, src, blk)
+            seen |= {(int(k), int(f)) for k, f in zip(blk.kind, blk.sp)}
+            good = staged(region, src, blk, None)
             assert good is not CorruptionError and codec.decode_blocks(
                 np.array(good[0]), np.array(good[1]), cnt).tolist() == x.tolist(), (gen.__name__, name)
-            for bit in rng.choice(np.arange(8 * int(fe[0]), 8 * len(region)), 150):
+            # as codes into a dictionary (any kind but RADIX): the aux word says so (or a DICT one is added)
+            codes = (rng.random(nb) < 0.5) & (blk.kind != pages.KIND_RADIX)
+            f = np.stack((blk.kind, blk.w, blk.nv, blk.w2, blk.e, blk.cnt, blk.sp, blk.mid, src, codes)).astype(np.int64)
+            assert native.stage_blocks(region, f) is not None, (gen.__name__, name)  # (good blocks: the one pass takes them)
+            for c in (None, codes):
+                a = three(region, src, blk, c)
+                assert a[0] == a[1] == a[2] and a[0] is not CorruptionError, (gen.__name__, name)
+            for bit in rng.choice(np.arange(8 * int(fe[0]), 8 * len(region)), 60):
                 bad = region.copy()
                 bad[bit >> 3] ^= np.uint8(1 << (bit & 7))
-                c = staged(bad, src, blk)
+                a = three(bad, src, blk, codes if bit & 1 else None)
+                assert a[0] == a[1] == a[2], (gen.__name__, name, bit)
+    assert {(pages.KIND_PATCH, pages.SP_POSITIONS), (pages.KIND_RUN, pages.SP_POSITIONS), (pages.KIND_RUN, pages.SP_GAPS),
+            (pages.KIND_DELTA_SIGNED, pages.SP_POSITIONS), (pages.KIND_RADIX, 0), (pages.KIND_PATCH, 0),
+            (pages.KIND_RUN, 0), (pages.KIND_DELTA, 0)} <= seen, seen
+    assert any(k == pages.KIND_LEVELS for k, _ in seen), seen
+
+
+def test_parse_fields_in_c_equals_numpy(monkeypatch, decoder):
+    """``parse_fields`` in C (the varints, then each block's kind, bitmap form and range checks) and
+    in NumPy: the same blocks on good pages of every kind, and on pages with flipped field bits the
+    same blocks or the same ``CorruptionError``."""
+    if decoder != "native":
+        pytest.skip("compares the C parse with NumPy's: runs once, with the C codec")
+    monkeypatch.setattr(pages, "EXT_MIN_BITS", 0)
+    rng = np.random.default_rng(5)
+
+    def parsed(region, nb, fe, tags, cnt):
+        try:
+            b = pages.parse_fields(region, np.array([nb]), fe, tags, cnt, np.zeros(nb, np.int64), "t")
+            return [getattr(b, f).astype(np.int64).tolist() for f in pages.Blocks.FIELDS]
+        except CorruptionError as e:  # (which: fields not the page's varints, or out of range)
+            return "out of range" if "out of range" in str(e) else "not its varints"
+
+    levels = lambda rng, n: {"levels": rng.choice(4, n, p=[0.7, 0.2, 0.05, 0.05])}  # noqa: E731
+    errors = 0
+    for gen in (sparse_columns, gap_columns, flag_columns, delta_columns, aux_columns, radix_columns, levels):
+        for name, x in gen(rng, 700).items():
+            x = np.asarray(x, np.int64)
+            region, _, _, _ = pages.encode_stripes(x, np.array([len(x)]), 128)
+            nb = -(-len(x) // 128)
+            tags = region[:nb].astype(np.int64)
+            fe = pages.fields_end(region, np.array([nb]), np.array([len(region)]),
+                                  np.array([int(pages.fields_per_block(tags).sum())]), "t")
+            cnt = codec.block_counts(np.array([len(x)]), 128)[1]
+            for t in range(40 if int(fe[0]) > nb else 1):
+                bad = region.copy()
+                if t:  # (a flipped bit of the fields; some parse, out of range or not)
+                    bit = int(rng.integers(8 * nb, 8 * int(fe[0])))
+                    bad[bit >> 3] ^= np.uint8(1 << (bit & 7))
+                a = parsed(bad, nb, fe, tags, cnt)
                 with monkeypatch.context() as m:
                     m.setattr(native, "_decode", None)
-                    assert staged(bad, src, blk) == c, (gen.__name__, name, bit)
-    assert {(pages.KIND_PATCH, pages.SP_POSITIONS), (pages.KIND_RUN, pages.SP_POSITIONS), (pages.KIND_RUN, pages.SP_GAPS),
-            (pages.KIND_DELTA_SIGNED, pages.SP_POSITIONS)} <= seen, seen
+                    assert parsed(bad, nb, fe, tags, cnt) == a, (gen.__name__, name, t)
+                errors += a == "out of range"
+    assert errors  # (the range checks were reached)
+
+
+def test_fields_end_in_c_equals_numpy(monkeypatch, decoder):
+    """``fields_end`` in C and in NumPy: the same ends, or both a ``CorruptionError``, on random bytes,
+    starts (some negative or past the buffer), limits and counts."""
+    if decoder != "native":
+        pytest.skip("compares the C scan with NumPy's: runs once, with the C codec")
+    rng = np.random.default_rng(2)
+
+    def ends(buf, start, limit, nvar):
+        try:
+            return pages.fields_end(buf, start, limit, nvar, "t").tolist()
+        except CorruptionError:
+            return None
+
+    for _ in range(400):
+        buf = rng.integers(0, 256, int(rng.integers(0, 40)), dtype=np.uint8)
+        k = int(rng.integers(1, 5))
+        start = rng.integers(-3, len(buf) + 3, k)
+        limit = rng.integers(0, len(buf) + 3, k)
+        nvar = rng.integers(0, 6, k)
+        a = ends(buf, start, limit, nvar)
+        with monkeypatch.context() as m:
+            m.setattr(native, "_decode", None)
+            assert ends(buf, start, limit, nvar) == a, (buf.tolist(), start, limit, nvar)
 
 
 def short_history_columns(rng, users: int, bs: int) -> pa.Table:
