@@ -131,19 +131,53 @@ static int decode_plain(const uint64_t *words, int64_t nwords, int64_t off, int 
  * R^j mod R. Digits are peeled off the code in turn, each division by R a multiply by ceil(2^32 / R)
  * and a shift (exact for codes under 2^16: a valid block's, R^g <= 2^16; an invalid one's wider
  * codes give other digits, never a read outside codes). */
+static inline __attribute__((always_inline)) void gm_radix_code_digits(uint64_t c, uint64_t M, uint64_t R, int64_t g,
+                                                                        uint64_t base, uint64_t slope, int64_t k,
+                                                                        uint64_t *o) {
+    for (int64_t j = 0; j < g; j++) { /* (g a constant where inlined below: unrolled) */
+        const uint64_t next = (c * M) >> 32;
+        o[j] = base + slope * (uint64_t)(k + j) + (c - next * R);
+        c = next;
+    }
+}
+
 static void gm_radix_expand(const uint64_t *codes, int64_t q0, uint64_t R, int64_t g, uint64_t base, uint64_t slope,
                             int64_t lo, int64_t hi, uint64_t *out) {
     if (R < 2) R = 2;
     if (g < 1) g = 1;
     const uint64_t M = (UINT64_C(0xFFFFFFFF) / R) + 1; /* ceil(2^32 / R) for R not a power of two; 2^32 / R + 1 else */
-    int64_t q = lo / g, r = lo % g;
-    uint64_t c = codes[q - q0] & 0xFFFFFFFFu;
-    for (int64_t j = 0; j < r; j++) c = (c * M) >> 32;
-    for (int64_t k = lo; k < hi; k++) {
-        const uint64_t next = (c * M) >> 32;
-        out[k - lo] = base + slope * (uint64_t)k + (c - next * R);
-        c = next;
-        if (++r == g && k + 1 < hi) r = 0, c = codes[++q - q0] & 0xFFFFFFFFu;
+    int64_t q = lo / g, r = lo % g, k = lo;
+    if (r) { /* the rest of a code begun before lo */
+        uint64_t c = codes[q - q0] & 0xFFFFFFFFu;
+        for (int64_t j = 0; j < r; j++) c = (c * M) >> 32;
+        for (; r < g && k < hi; r++, k++) {
+            const uint64_t next = (c * M) >> 32;
+            out[k - lo] = base + slope * (uint64_t)k + (c - next * R);
+            c = next;
+        }
+        q++;
+    }
+    /* whole codes: each one's digits apart from the next code's (their chains overlap) */
+    const int64_t whole = (hi - k) / g;
+    const uint64_t *cq = codes + (q - q0);
+    uint64_t *o = out + (k - lo);
+    switch (g) { /* the digits a code of a valid block (gm_radix_code): a constant each */
+#define GM_RADIX_G(G) case G: { \
+        for (int64_t i = 0; i < whole; i++) gm_radix_code_digits(cq[i] & 0xFFFFFFFFu, M, R, G, base, slope, k + G * i, o + G * i); \
+    } break;
+        GM_RADIX_G(2) GM_RADIX_G(3) GM_RADIX_G(4) GM_RADIX_G(5) GM_RADIX_G(6) GM_RADIX_G(7) GM_RADIX_G(8)
+#undef GM_RADIX_G
+        default:
+            for (int64_t i = 0; i < whole; i++) gm_radix_code_digits(cq[i] & 0xFFFFFFFFu, M, R, g, base, slope, k + g * i, o + g * i);
+    }
+    k += g * whole;
+    if (k < hi) { /* a last code, in part */
+        uint64_t c = cq[whole] & 0xFFFFFFFFu;
+        for (; k < hi; k++) {
+            const uint64_t next = (c * M) >> 32;
+            out[k - lo] = base + slope * (uint64_t)k + (c - next * R);
+            c = next;
+        }
     }
 }
 
