@@ -77,7 +77,7 @@ _addressof, _view = ctypes.addressof, ctypes.c_char.from_buffer
 
 def _ptr(a: np.ndarray):
     """The address of ``a``'s first element (None when empty): through a ctypes view of its buffer,
-    a quarter of ``a.ctypes.data``'s cost (a batch makes about a hundred such calls); a read-only
+    about 0.6 us against ``a.ctypes.data``'s 1.5 (a batch makes about 85 such calls); a read-only
     array (no writable view) through ``a.ctypes``."""
     if not a.size:
         return None
