@@ -357,3 +357,17 @@ def test_dictionary_heads_outside_their_buffer_are_corruption():
                                 ([0], [1], [2]), ([0], [4], [3]), ([0], [4], [1])):
         with pytest.raises(CorruptionError):
             pages.dictionary_heads(buf, starts, lens, forms)
+
+
+def test_dictionary_keys_are_the_same_mix_for_few_and_many():
+    """A batch's few dictionary keys are hashed in Python ints, many in NumPy: the same key for the
+    same dictionary either way (a device copy kept between batches is found by it)."""
+    from gpumat.host.reader import _dict_keys
+
+    rng = np.random.default_rng(7)
+    files = [(f"data/{i}.seg", int(rng.integers(0, 1 << 40))) for i in range(3)]
+    which, offs = rng.integers(0, 3, 40), rng.integers(0, 1 << 40, 40)
+    many = _dict_keys(files, which, offs)  # (over 16: NumPy)
+    assert len(set(many)) == 40 and all(0 <= k < 1 << 63 for k in many)
+    for n in (1, 5, 16):
+        assert _dict_keys(files, which[:n], offs[:n]) == many[:n]
