@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +22,72 @@ from gpumat.host.lengths import LengthHistory
 from gpumat.host.log import State
 from gpumat.host.ranges import ranges, take_ranges
 from gpumat.host.segment import CHUNK_BYTES, Segment, known_segment, open_segment, pack_sizes, pack_skips
+
+
+def _meta_cache_bytes() -> int:
+    """``GPUMAT_META_CACHE_BYTES`` (default 64 MiB; 0 turns the cache off): what a reader may keep of
+    its large segments' blob heads (``_MetaCache``)."""
+    try:
+        return max(0, int(os.environ.get("GPUMAT_META_CACHE_BYTES", 64 << 20)))
+    except ValueError:
+        return 64 << 20
+
+
+HEAD_KEPT_MAX = 8192  # a longer blob head (over ~5,400 blocks: a history of ~700k events) is read by pages, not kept
+
+
+class _MetaCache:
+    """The heads of a version's large-segment blobs, kept once read and verified: a format-3 blob's
+    tags and, for a stripe of several pages, its pages' anchors (its first ``nb + 8 pages`` bytes),
+    which is what the first of a batch's two waves of reads fetches. A blob read again (the next
+    epoch, another window of the same user) then needs one wave: its fields and payload.
+
+    Append-only, up to ``capacity`` bytes (blobs past it are read as before, never evicted: a
+    place, once published, stays valid). Planner threads share it: a thread reserves room under the
+    lock, fills it outside, and publishes the blobs' places only then, so a reader sees a blob
+    either not kept or filled. ``hits`` and ``kept`` count the blobs served and stored."""
+
+    def __init__(self, nstripes: int, capacity: int):
+        self.nstripes, self.capacity = nstripes, min(capacity, (1 << 31) - 1)
+        # schema column -> int32 [nstripes]: a blob's head's place, -1: not kept (4 bytes a stripe and
+        # column read, beside the directory's 24)
+        self.at: dict[int, np.ndarray] = {}
+        self.buf: np.ndarray | None = None  # uint8 [capacity], made when first needed (untouched pages cost nothing)
+        self.used = self.hits = self.kept = 0
+        self.lock = threading.Lock()
+
+    def lookup(self, cols: np.ndarray, si: np.ndarray) -> np.ndarray:
+        """The place of each blob ``(schema column cols[i], directory stripe si[i])``, -1 where not kept."""
+        out = np.full(len(si), -1, np.int64)
+        for c in np.unique(cols).tolist():
+            a = self.at.get(c)
+            if a is not None:
+                m = cols == c
+                out[m] = a[si[m]]
+        return out
+
+    def reserve(self, nbytes: np.ndarray) -> np.ndarray:
+        """Room for blobs of ``nbytes`` each, in order while they fit: their places, -1 past the room."""
+        with self.lock:
+            ends = self.used + np.cumsum(nbytes)
+            fit = ends <= self.capacity  # (a prefix: the ends grow)
+            if not fit.any():
+                return np.full(len(nbytes), -1, np.int64)
+            if self.buf is None:
+                self.buf = np.empty(self.capacity, np.uint8)
+            self.used = int(ends[fit][-1])
+            return np.where(fit, ends - nbytes, -1)
+
+    def publish(self, cols: np.ndarray, si: np.ndarray, places: np.ndarray) -> None:
+        """Blobs whose reserved room holds their heads now."""
+        with self.lock:
+            for c in np.unique(cols).tolist():
+                a = self.at.get(c)
+                if a is None:
+                    a = self.at[c] = np.full(self.nstripes, -1, np.int32)
+                m = cols == c
+                a[si[m]] = places[m]
+            self.kept += len(si)
 
 
 class Blocks(tuple):
@@ -130,6 +198,9 @@ class VersionReader:
         self._dsarr: dict = {}  # per column, ``_dict_sizes`` as arrays: (keys sorted, stored bytes, kept once read)
         self._dcat: tuple | None = None  # the last concatenation of several dictionaries, by keys
         self._regions: np.ndarray | None = None  # each segment's blob-region bytes (``_region_bytes``)
+        self._meta: _MetaCache | None = None  # large segments' blob heads, once read (``_MetaCache``)
+        self._meta_lock = threading.Lock()
+        self._colpos = {c: i for i, c in enumerate(self.schema)}
 
     # ------------------------------------------------------------------ lengths
     def length_history(self) -> LengthHistory:
@@ -326,6 +397,13 @@ class VersionReader:
             s._dicts = None
         self._dcat = None
 
+    def forget_heads(self, keep: bool = True) -> None:
+        """Drop the blob heads kept so far (``_MetaCache``); with ``keep=False`` keep none from now on
+        (every read of a large segment takes its two waves): for benchmarks that count the reads a
+        batch makes without them."""
+        with self._meta_lock:
+            self._meta = None if keep else False
+
     def dict_bytes(self, column: str) -> int:
         """The stored bytes of the dictionaries of ``column``: its segment dictionaries (each at the
         start of the column's part of its segment's blob region, host/pages.py ``encode_column``) and
@@ -490,6 +568,7 @@ class VersionReader:
         C = len(columns)
         si1, lo1, nblk1 = p.si[act], p.lo[act], p.nblk[act]
         si, lo, nblk = np.tile(si1, C), np.tile(lo1, C), np.tile(nblk1, C)  # column-major requests
+        colpos = np.repeat(np.array([self._colpos[c] for c in columns], np.int64), len(si1))  # each one's schema column
         hi = lo + nblk
         PB = pages.PAGE_BLOCKS
         bo = np.concatenate([self._dir_cols[c][0][si1] for c in columns]) if C else si
@@ -500,7 +579,7 @@ class VersionReader:
         full = (si, lo, nblk, enc)
         if cst.any():
             keep = np.flatnonzero(~cst)
-            si, lo, nblk, hi, bo, blen, enc = (a[keep] for a in (si, lo, nblk, hi, bo, blen, enc))
+            si, lo, nblk, hi, bo, blen, enc, colpos = (a[keep] for a in (si, lo, nblk, hi, bo, blen, enc, colpos))
         isd = (enc & codec.ENC_DICT) != 0  # requests of stripes stored as codes into a segment dictionary
         # a blob of one block whose tag is in its index (codec.enc_tags): read as if its tag came first
         tag_in = codec.enc_tags(enc)
@@ -528,21 +607,29 @@ class VersionReader:
         n0 = np.where(multi & (p1 > 0) & (p2 >= npg), 8, 0)
         ntag = t1 - t0
         nread = np.where(ti, 0, ntag)  # (a tag in the index: nothing read for it)
-        reads, fin = request(np.concatenate([R, R, R]), np.concatenate([bo + t0 + ti, bo + nb + 8 * p1, bo + nb]),
-                             np.concatenate([nread, 8 * na, n0]))
+        # the first wave: each request's tags, anchors and anchor 0 (three pieces, at ``rel`` in its
+        # blob); a large segment's blob whose head (tags and anchors) a read kept needs none of it,
+        # and one read now has its whole head read instead, and kept (``_MetaCache``)
+        rel, plen, own = np.concatenate([t0 + ti, nb + 8 * p1, nb]), np.concatenate([nread, 8 * na, n0]), np.concatenate([R, R, R])
+        head = np.where(multi, nb + 8 * npg, nb)
+        mc, place, hit, new, new_at = self._meta_places(colpos, si, head, ~in_pool & ~ti & (head <= HEAD_KEPT_MAX))
+        kept = place >= 0
+        reads, fin = request(np.concatenate([own, new]), np.concatenate([bo[own] + rel, bo[new]]),
+                             np.concatenate([np.where(kept[own], 0, plen), head[new]]))
         # an object store also reads whole (in whole chunks) the blobs under ``readahead_bytes`` of
         # large segments in this wave, so that the next one finds their fields and payload in its
-        # cache: one round trip for them, as format 2's headers-and-words
+        # cache: one round trip for them, as format 2's headers-and-words (not a blob whose head was
+        # kept: its fields and payload are the next wave's, which may be the batch's only one)
         ahead = int(getattr(self.store, "readahead_bytes", 0) or 0)
         if ahead:
-            r = np.flatnonzero(~in_pool & (blen <= ahead))
+            r = np.flatnonzero(~in_pool & (blen <= ahead) & ~hit)
             a0 = np.maximum(bo[r], 0) // CHUNK_BYTES * CHUNK_BYTES  # (a tag in the index: bo may be -1)
             a1 = np.minimum(-(-(bo[r] + blen[r]) // CHUNK_BYTES) * CHUNK_BYTES, region_of[seg[r]])
             for s_, x0, x1 in set(zip(seg[r].tolist(), a0.tolist(), a1.tolist())):  # each blob once
                 sg = self.segment(s_)
                 reads.append((sg.path, sg.base + x0, memoryview(bytearray(x1 - x0))))
         yield reads
-        got = fin()
+        got = _meta_fill(mc, fin(), plen, kept[own], place[own] + rel, colpos[new], si[new], new_at, head[new])
         nt, nanc = int(nread.sum()), int(8 * na.sum())
         tags = got[:nt].astype(np.int64)
         if ti.any():
@@ -655,6 +742,42 @@ class VersionReader:
                     h[:, 0] += np.repeat(start, nblk1)
             out[c] = Blocks(h, wc, int(need[rq].sum()), dicts, keys)
         return out
+
+    def _meta_places(self, cols, si, head, eligible):
+        """Where the heads of the requests' blobs are kept (``_MetaCache``): ``(cache, place, hit, new,
+        new_at)``: the cache (None: off), each request's blob head's place (-1: read its pieces as
+        before), whether it was kept before this read, and the blobs to read whole now (a request of
+        each) with the room reserved for them. ``eligible``: the requests of large segments that
+        read a head."""
+        n = len(si)
+        place, hit = np.full(n, -1, np.int64), np.zeros(n, bool)
+        none = np.zeros(0, np.int64)
+        mc = self._meta_cache() if eligible.any() else None
+        if mc is None:
+            return None, place, hit, none, none
+        e = np.flatnonzero(eligible)
+        place[e] = mc.lookup(cols[e], si[e])
+        hit[e] = place[e] >= 0
+        with mc.lock:
+            mc.hits += int(hit.sum())
+        miss = e[~hit[e]]
+        if not len(miss):
+            return mc, place, hit, none, none
+        _, first, inv = np.unique(cols[miss] * mc.nstripes + si[miss], return_index=True, return_inverse=True)
+        new = miss[first]  # a request of each blob (a batch may read one blob for several windows)
+        new_at = mc.reserve(head[new])
+        place[miss] = new_at[inv.reshape(-1)]
+        fit = new_at >= 0
+        return mc, place, hit, new[fit], new_at[fit]
+
+    def _meta_cache(self) -> "_MetaCache | None":
+        """The reader's ``_MetaCache`` (None when ``GPUMAT_META_CACHE_BYTES`` is 0)."""
+        if self._meta is None:
+            with self._meta_lock:
+                if self._meta is None:
+                    cap = _meta_cache_bytes()
+                    self._meta = _MetaCache(len(self.directory().seg), cap) if cap else False
+        return self._meta or None
 
     def _region_bytes(self) -> np.ndarray:
         """Each segment's blob-region bytes (cached: the version's files are fixed)."""
@@ -916,6 +1039,28 @@ class VersionReader:
             dicts, _, dstart, dlen = self._dictionaries(column, seg, enc, isd, with_key=False)
         return pages.decode_blobs(buf, at, blen, d.bcount[si], self.block_size, dicts, dstart, dlen, where,
                                   codec.enc_tags(enc))
+
+
+def _meta_fill(mc: "_MetaCache | None", buf, plen, kept, src, cols, si, new_at, head) -> np.ndarray:
+    """The first wave's pieces back to back, as if every one was read: ``buf`` holds those not
+    ``kept`` (``plen`` bytes each, in order), then the heads of the blobs read whole (kept now,
+    at ``new_at`` in ``mc``); a kept piece is copied from the cache at ``src``."""
+    if not kept.any():
+        return buf
+    eff = np.where(kept, 0, plen)
+    n_read = int(eff.sum())
+    if len(new_at):
+        take_ranges(buf, n_read + np.cumsum(head) - head, head, mc.buf, new_at)
+        mc.publish(cols, si, new_at)
+    out = np.empty(int(plen.sum()), np.uint8)
+    at = np.cumsum(plen) - plen
+    r, k = np.flatnonzero(~kept & (plen > 0)), np.flatnonzero(kept & (plen > 0))
+    if len(r):
+        take_ranges(buf, (np.cumsum(eff) - eff)[r], plen[r], out, at[r])
+    if len(k):
+        take_ranges(mc.buf, src[k], plen[k], out, at[k])
+    return out
+
 
 
 @dataclass

@@ -154,3 +154,147 @@ def test_a_file_truncated_under_a_reader_is_corruption_not_a_crash(tmp_path, mon
     with pytest.raises(CorruptionError, match="shorter|truncated|checksum"):
         for u in range(4):
             h.read_history(u)
+
+
+def _mixed_events(seed, n, users):
+    """Events whose blocks take every kind a read parses: runs and a small alphabet (``item_id``:
+    RUN blocks, dictionary codes), a rare exception (``action``: PATCH / FLAG, constant stripes of
+    users without one), few-event users (one-block blobs, their tag in the index)."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    u = np.where(rng.random(n) < 0.02, users + rng.integers(0, 8, n), rng.integers(0, users, n))
+    item = np.repeat(rng.integers(0, 50, n), rng.integers(1, 9, n))[:n]
+    action = np.where((rng.random(n) < 0.03) & (u % 3 != 0), rng.integers(1, 2**31, n), 0).astype(np.int32)
+    return pa.table({"user_id": u, "ts": np.sort(rng.integers(0, 10**12, n)), "item_id": item, "action": action})
+
+
+def _random_plan(rng, d, n):
+    si = rng.choice(len(d), n)
+    si = np.concatenate([si, si[: n // 4]])  # some blobs twice in one read (two windows of one user)
+    lo = (rng.random(len(si)) * d.nblocks[si]).astype(np.int64)
+    hi = lo + np.maximum(1, ((d.nblocks[si] - lo) * rng.random(len(si))).astype(np.int64))
+    return si, lo, np.minimum(hi, d.nblocks[si])
+
+
+def _same_blocks(a, b):
+    for c in a:
+        x, y = a[c], b[c]
+        assert all(np.array_equal(p, q) for p, q in zip(x[:2], y[:2])) and x[2] == y[2], c
+        assert (x.dicts is None) == (y.dicts is None) and (x.dicts is None or np.array_equal(x.dicts, y.dicts)), c
+
+
+@pytest.fixture
+def large_tier(tmp_path, monkeypatch):
+    """A tier of large segments only (read by ranges, each blob's head in the first wave), stripes
+    of one to a dozen pages."""
+    import gpumat.host.segment as segment
+
+    monkeypatch.setattr(segment, "FULL_READ_BYTES", 0)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)
+    for i in range(2):
+        t.append(_mixed_events(i, 6000, users=12))
+    t.compact()
+    t.append(_mixed_events(2, 2000, users=12))
+    return t
+
+
+def _waves(r):
+    """Record the reader's store fetches: the byte count of each non-empty wave."""
+    waves, fetch = [], r.store.fetch
+
+    def counting(reqs):
+        reqs = list(reqs)
+        if any(len(v) for _, _, v in reqs):
+            waves.append(sum(len(v) for _, _, v in reqs))
+        return fetch(reqs)
+
+    r.store.fetch = counting
+    return waves
+
+
+@pytest.mark.parametrize("cap,head_max", [(64 << 20, None), (700, None), (64 << 20, 40)])
+def test_blob_heads_kept_once_read(large_tier, monkeypatch, cap, head_max):
+    """A large segment's blob heads (tags, anchors), once read, are kept by the reader: the same
+    blocks again take one wave of reads, not two, and fewer bytes; every read gives the blocks a
+    reader without the cache gives (a cache too small for all, or heads too long to keep: those
+    that are kept, the rest read by pages as before)."""
+    import gpumat.host.reader as reader_mod
+
+    if head_max is not None:
+        monkeypatch.setattr(reader_mod, "HEAD_KEPT_MAX", head_max)
+    cols = list(SCHEMA)
+    monkeypatch.setenv("GPUMAT_META_CACHE_BYTES", "0")
+    plain = reader(large_tier, large_tier.version)
+    monkeypatch.setenv("GPUMAT_META_CACHE_BYTES", str(cap))
+    r = reader(large_tier, large_tier.version)
+    d = r.directory()
+    assert d.nblocks.max() > 6 * 16  # stripes of several pages
+    rng = np.random.default_rng(3)
+    for k in range(6):
+        plan = _random_plan(rng, d, 30)
+        want = plain.read_blocks_many(cols, *plan)
+        waves = _waves(r)
+        first = r.read_blocks_many(cols, *plan)
+        n_first, b_first = len(waves), sum(waves)
+        again = r.read_blocks_many(cols, *plan)
+        r.store.fetch = type(r.store).fetch.__get__(r.store)
+        _same_blocks(first, want)
+        _same_blocks(again, want)
+        if cap > 1 << 20 and head_max is None:  # the first read: the heads, then fields and payload (and the dictionaries)
+            assert len(waves) == n_first + 1 and waves[-1] < b_first or k and n_first == 1, waves
+            assert n_first >= 2 or k, waves  # (a later plan's blobs may all be kept already)
+    mc = r._meta
+    assert mc.kept and mc.hits and mc.used <= cap
+    if cap < 1 << 20 or head_max is not None:
+        assert mc.used > 0 and mc.kept < len(cols) * int(d.owner.sum())  # some kept, not all
+
+
+def test_blob_heads_shared_by_planner_threads(large_tier, monkeypatch):
+    """Threads reading through one reader fill and use its kept heads together: every read gives
+    the blocks of a reader without the cache."""
+    import threading
+
+    cols = list(SCHEMA)
+    monkeypatch.setenv("GPUMAT_META_CACHE_BYTES", "0")
+    plain = reader(large_tier, large_tier.version)
+    monkeypatch.setenv("GPUMAT_META_CACHE_BYTES", str(4000))
+    r = reader(large_tier, large_tier.version)
+    d = r.directory()
+    plans = [_random_plan(np.random.default_rng(s), d, 20) for s in range(12)]
+    want = [plain.read_blocks_many(cols, *p) for p in plans]
+    errors, got = [], {}
+
+    def work(k):
+        try:
+            for rep in range(3):
+                for i in range(k, len(plans), 4):
+                    got[(i, rep)] = r.read_blocks_many(cols, *plans[i])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for (i, _), blocks in got.items():
+        _same_blocks(blocks, want[i])
+    assert r._meta.hits > 0
+
+
+def test_forget_heads(large_tier):
+    """``forget_heads()`` drops the kept heads (the next read of the same blocks takes two waves
+    again, then keeps them); ``forget_heads(keep=False)`` keeps none from then on."""
+    cols = list(SCHEMA)
+    r = reader(large_tier, large_tier.version)
+    plan = _random_plan(np.random.default_rng(5), r.directory(), 30)
+    want = r.read_blocks_many(cols, *plan)
+    waves = _waves(r)
+    for forget, n in ((None, 1), (True, 2), (None, 1), (False, 2), (None, 2)):
+        if forget is not None:
+            r.forget_heads(keep=forget)
+        before = len(waves)
+        _same_blocks(r.read_blocks_many(cols, *plan), want)
+        assert len(waves) - before == n, (forget, waves)

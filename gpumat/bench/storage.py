@@ -106,11 +106,16 @@ def _cpu_step(ms: float) -> None:
         a = torch.tanh(a @ a) * 0.5
 
 
+EPOCHS = ("cold", "warm", "uncached", "uncached_noheads")  # ``io_epoch``'s, in order
+
+
 def io_epoch(uri, tenant, batches, latency_s: float) -> dict:
     """Requests and bytes per batch of one epoch of ``tenant`` on a fresh handle of ``uri`` (cold:
     the page cache emptied), then a second, warm epoch on the same handle, then one with the page
     cache off (every batch fetches its own blocks: GETs against its runs of blocks, bytes against
-    the planned ones); wall times with ``latency_s`` injected per request."""
+    the planned ones; the handle's reader keeps the blob heads it read, so one wave a batch: a tier
+    larger than the page cache, read again), then the same without the heads (``uncached_noheads``:
+    two waves a batch, as before they were kept); wall times with ``latency_s`` injected per request."""
     from gpumat.host.examples import check_pointers, parse_examples
     from gpumat.host.objstore import CACHE, clear_cache
     from gpumat.host.planner import plan
@@ -124,11 +129,13 @@ def io_epoch(uri, tenant, batches, latency_s: float) -> dict:
         tier.store.inject_latency_s = latency_s
     tier.directory()
     out = {"open": dict(IOStats.delta(tier.io_stats(), {}), wall_s=time.perf_counter() - t0)}
-    for name in ("cold", "warm", "uncached"):
+    for name in EPOCHS:
         capacity = CACHE.capacity
-        if name == "uncached":
+        if name.startswith("uncached"):
             clear_cache()
             CACHE.capacity = 0
+        if name == "uncached_noheads":
+            tier._reader.forget_heads(keep=False)
         rows = []
         for table in batches:
             s0, t1 = tier.io_stats(), time.perf_counter()
@@ -382,12 +389,12 @@ def _print_table(r: dict) -> None:
     os_ = r.get("object_store")
     if os_:
         print(f"\nobject store {os_['uri']} ({os_['store']}), {os_['latency_ms']:g} ms injected per request")
-        print(f"{'tenant':<8}{'epoch':<6}{'GETs':>7}{'/batch':>8}{'max':>5}{'blocks':>8}{'runs':>7}{'GET/run':>9}"
+        print(f"{'tenant':<8}{'epoch':<10}{'GETs':>7}{'/batch':>8}{'max':>5}{'blocks':>8}{'runs':>7}{'GET/run':>9}"
               f"{'fetched':>10}{'planned':>10}{'ms/batch':>10}")
         for name, t in os_["tenants"].items():
-            for ep in ("cold", "warm", "uncached"):
+            for ep in EPOCHS:
                 e = t[ep]
-                print(f"{name:<8}{ep:<6}{e['gets']:>7}{e['gets_per_batch_mean']:>8.1f}{e['gets_per_batch_max']:>5}"
+                print(f"{name:<8}{ep.replace('uncached_noheads', 'unc-heads'):<10}{e['gets']:>7}{e['gets_per_batch_mean']:>8.1f}{e['gets_per_batch_max']:>5}"
                       f"{e['blocks']:>8}{e['block_runs']:>7}{(e['gets_per_block_run'] or 0):>9.3f}"
                       f"{human_bytes(e['bytes_fetched']):>10}{human_bytes(e['bytes_planned']):>10}{e['wall_ms_per_batch']:>10.1f}")
             L = t["loader"]
