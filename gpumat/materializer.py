@@ -474,7 +474,7 @@ class Materializer:
     def iterate(self, examples, batch_size: int = 256, shuffle: bool = True, window: int = 65536, seed: int = 0,
                 depth: int = 2, inflight: int = 2, workers: int = 1, drop_last: bool = False,
                 rank: int | None = None, world_size: int | None = None, engine: str = "thread",
-                ray_options: dict | None = None) -> "MaterializedLoader":
+                ray_options: dict | None = None, affinity: str = "user") -> "MaterializedLoader":
         """An overlapped, resumable stream of ``MaterializedBatch`` over streamed examples (SPEC §9).
 
         ``examples``: a pyarrow Table, a Parquet file, a directory of them, a list of files or glob
@@ -485,9 +485,13 @@ class Materializer:
         this process maps it and only copies it to the device and runs the kernels. ``"ray"``: the
         same stages as a Ray Data pipeline (``ray_options``: see ``gpumat.host.ray_engine``). Every
         engine yields the same batches in the same order, and ``state_dict`` resumes on any of them.
+        ``affinity``: ``"user"`` (a user's examples together in a shuffle window) or ``"pack"`` (and the
+        users of one pack together, ``Tier.pack_groups``: a tier of short histories stages each of
+        its packs' blocks about once a batch instead of once a user; batches then hold runs of
+        neighbouring users). Without ``shuffle`` users come in id order, a pack's together either way.
         """
         return MaterializedLoader(self, examples, batch_size, shuffle, window, seed, depth, inflight, workers,
-                                  drop_last, rank, world_size, engine, ray_options)
+                                  drop_last, rank, world_size, engine, ray_options, affinity)
 
     # ---- engines outside this process -------------------------------------------------------------
     def _producer_spec(self, loader: "MaterializedLoader", counts=None) -> ProducerSpec:
@@ -500,7 +504,7 @@ class Materializer:
                             list(self.tenants), self.check_leakage,
                             self.device.type == "cpu" and self.backend == "reference",
                             st.source, st.batch_size, st.window, st.shuffle, st.seed, st.drop_last, st.rank,
-                            st.world_size, counts, kjt=self.sparse_features is MaterializedBatch.to_kjt)
+                            st.world_size, counts, kjt=self.sparse_features is MaterializedBatch.to_kjt, groups=st.groups)
 
     def _from_message(self, k: int, header: dict, arrays: dict, where: str) -> _Staged:
         """A batch built outside this process, as the device stage takes it: views, no copies."""
@@ -564,6 +568,7 @@ class _ExampleView:
 
 
 ENGINES = ("thread", "process", "ray")
+AFFINITIES = ("user", "pack")  # ``Materializer.iterate(affinity=)``
 
 
 def _shared_feed_token(world_size: int) -> str | None:
@@ -598,9 +603,13 @@ class MaterializedLoader(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, mat: Materializer, examples, batch_size, shuffle, window, seed, depth, inflight, workers,
-                 drop_last, rank, world_size, engine="thread", ray_options=None):
+                 drop_last, rank, world_size, engine="thread", ray_options=None, affinity="user"):
         if engine not in ENGINES:
             raise SchemaError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
+        if affinity not in AFFINITIES:
+            raise SchemaError(f"affinity must be one of {list(AFFINITIES)}, got {affinity!r}")
+        self.affinity = affinity
+        groups = mat.tier.pack_groups() if affinity == "pack" else None
         if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
             raise SchemaError(f"workers must be an integer >= 1, got {workers!r}")
         if rank is None or world_size is None:
@@ -616,10 +625,10 @@ class MaterializedLoader(torch.utils.data.IterableDataset):
 
             ray_engine.require_ray()
             self.stream = ray_engine.RayStream(examples, batch_size, window, shuffle, seed, drop_last, rank, world_size,
-                                               self.ray_options)
+                                               self.ray_options, groups)
         else:
             self.stream = ExampleStream(ExampleSource(examples, unit_rows=window), batch_size, window, shuffle, seed,
-                                        drop_last, rank, world_size)
+                                        drop_last, rank, world_size, groups=groups)
         self.epoch = 0
         self._consumed = 0  # batches of the current epoch handed to the caller
         self._window = int(window)
@@ -635,16 +644,17 @@ class MaterializedLoader(torch.utils.data.IterableDataset):
         st = self.stream
         k = self._consumed
         return {"epoch": self.epoch, "served": k, "seed": st.seed, "rank": st.rank, "world_size": st.world_size,
-                "batch_size": st.batch_size, "window": self._window, "shuffle": st.shuffle,
+                "batch_size": st.batch_size, "window": self._window, "shuffle": st.shuffle, "affinity": self.affinity,
                 "stream_window": k * st.batch_size // st.window, "batch_in_window": k % (st.window // st.batch_size)}
 
     def load_state_dict(self, state: dict) -> None:
         st = self.stream
         mine = {"seed": st.seed, "world_size": st.world_size, "batch_size": st.batch_size, "window": self._window,
-                "rank": st.rank}
+                "rank": st.rank, "affinity": self.affinity}
         for key, value in mine.items():
-            if key in state and state[key] != value:
-                raise SchemaError(f"loader state has {key}={state[key]}, this loader {value}")
+            have = state.get(key, "user" if key == "affinity" else value)  # (a state saved before affinity: "user")
+            if have != value:
+                raise SchemaError(f"loader state has {key}={have}, this loader {value}")
         self.epoch, self._consumed = int(state["epoch"]), int(state["served"])
 
     def __iter__(self):

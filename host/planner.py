@@ -58,6 +58,22 @@ def _geometry(d):
     return geom
 
 
+def _pack_blocks_once(d, blk_stripe: np.ndarray, blk_local: np.ndarray) -> np.ndarray | None:
+    """For the batch's blocks (stripe, block index in the stripe), the index of the first of them
+    that is the same block of the same blobs (``Directory.blob``: a pack's stripes share theirs);
+    None when no two are (no pack, or one stripe of each)."""
+    blob = d.blob[blk_stripe]
+    packed = d.bcount[blk_stripe] != d.count[blk_stripe]
+    if np.count_nonzero(packed) < 2:
+        return None
+    key = np.where(packed, blob, -1 - np.arange(blob.size))  # (a stripe of its own blobs: its own key)
+    j = d.b0[blk_stripe] + blk_local  # the block's index in its blobs
+    _, first, inv = np.unique(np.stack([key, j]), axis=1, return_index=True, return_inverse=True)
+    if len(first) == blob.size:
+        return None
+    return first[inv.reshape(-1)]
+
+
 def plan(tier, ex: Examples, tenant: Tenant, check_leakage=True) -> StagedBatch:
     """Build the staged batch of ``ex`` for ``tenant`` from ``tier`` (pointers must already be checked).
 
@@ -101,17 +117,22 @@ def plan(tier, ex: Examples, tenant: Tenant, check_leakage=True) -> StagedBatch:
         # pack, its blocks may begin or end with other stripes' events)
         blk_first = np.maximum(blk_g0, g_start[blk_stripe])
         blk_end = np.minimum(blk_g0 + bs, g_start[blk_stripe] + d.count[blk_stripe])
+        # and once for every stripe of a pack: a block of a pack's blobs is read and staged once,
+        # through the first of its stripes the batch needs it for (``Directory.blob``)
+        staged_of = _pack_blocks_once(d, blk_stripe, blk_local)
+        kept = staged_of == np.arange(blocks.size) if staged_of is not None else slice(None)
+        r_blocks, r_stripe, r_local = blocks[kept], blk_stripe[kept], blk_local[kept]
 
         # Runs of consecutive blocks within one stripe: one contiguous read each.
-        brk = np.ones(blocks.size, dtype=bool)
-        brk[1:] = (np.diff(blocks) != 1) | (np.diff(blk_stripe) != 0)
+        brk = np.ones(r_blocks.size, dtype=bool)
+        brk[1:] = (np.diff(r_blocks) != 1) | (np.diff(r_stripe) != 0)
         run_first = np.flatnonzero(brk)
-        run_len = np.diff(np.append(run_first, blocks.size))
-        run_stripe = blk_stripe[run_first]
-        run_lo = blk_local[run_first]
+        run_len = np.diff(np.append(run_first, r_blocks.size))
+        run_stripe = r_stripe[run_first]
+        run_lo = r_local[run_first]
         run_hi = run_lo + run_len
 
-        # Tiles: window e x staged block k.
+        # Tiles: window e x staged block k (positions within a pack's block are the blob's: ``phase``).
         tile_e, tile_gb = expand_ranges(gb_lo, nblk)
         tile_k = np.searchsorted(blocks, tile_gb)
         ex_of_tile = need[tile_e]
@@ -120,6 +141,8 @@ def plan(tier, ex: Examples, tenant: Tenant, check_leakage=True) -> StagedBatch:
         tile_lo = first - blk_g0[tile_k]
         tile_cnt = last - first + 1
         tile_out = offsets[ex_of_tile] + (first - g_lo[tile_e])
+        if staged_of is not None:  # the block staged for each tile: its pack's block's first
+            tile_k = (np.cumsum(kept) - 1)[staged_of[tile_k]]
     else:
         run_stripe = run_lo = run_hi = np.zeros(0, dtype=np.int64)
         tile_k = tile_lo = tile_cnt = tile_out = ex_of_tile = np.zeros(0, dtype=np.int64)

@@ -70,7 +70,8 @@ class AffinitySampler:
     units of ``window`` rows (in a seeded random order when ``shuffle``), this rank's rows
     (``hash(user) % world == rank``) cut into windows of ``window`` rows rounded up to a multiple
     of ``batch_size``, each window grouped by user (users in a seeded random order, a user's rows
-    in their original order) and cut into batches. ``state_dict()`` records the epoch and the
+    in their original order; ``groups``: the users of a pack together, ``Tier.pack_groups()``)
+    and cut into batches. ``state_dict()`` records the epoch and the
     number of batches already handed out, so a resumed loader neither skips nor repeats rows.
 
     >>> s = AffinitySampler(np.array([5, 1, 5, 2, 1, 5]), batch_size=4, window=6, shuffle=False)
@@ -79,7 +80,7 @@ class AffinitySampler:
     """
 
     def __init__(self, user_ids, batch_size: int, window: int = 65536, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, rank: int | None = None, world_size: int | None = None):
+                 drop_last: bool = False, rank: int | None = None, world_size: int | None = None, groups=None):
         if batch_size <= 0 or window <= 0:
             raise SchemaError(f"batch_size and window must be positive, got {batch_size}, {window}")
         self.user_ids = np.asarray(user_ids, dtype=np.int64)
@@ -96,6 +97,7 @@ class AffinitySampler:
         self.epoch = 0
         self._served = 0  # batches of the current epoch already handed out
         self._stream = None
+        self.groups = groups  # (users, group) kept together (``Tier.pack_groups()``: a pack's users)
 
     @property
     def stream(self):
@@ -106,7 +108,7 @@ class AffinitySampler:
 
             source = ExampleSource(pa.table({"user_id": self.user_ids}), unit_rows=self.window)
             self._stream = ExampleStream(source, self.batch_size, self.window, self.shuffle, self.seed,
-                                         self.drop_last, self.rank, self.world_size)
+                                         self.drop_last, self.rank, self.world_size, groups=self.groups)
         return self._stream
 
     def set_epoch(self, epoch: int) -> None:

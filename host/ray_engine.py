@@ -135,11 +135,12 @@ def fingerprint(source: ExampleSource) -> bytes:
 class RayStream(ExampleStream):
     """A rank's stream whose batches a Ray Data pipeline builds (``feed``)."""
 
-    def __init__(self, examples, batch_size, window, shuffle, seed, drop_last, rank, world_size, options: dict):
+    def __init__(self, examples, batch_size, window, shuffle, seed, drop_last, rank, world_size, options: dict,
+                 groups=None):
         require_ray()
         self.options = dict(options)
         source = DatasetSource(examples) if _is_ray_dataset(examples) else ExampleSource(examples, unit_rows=window)
-        super().__init__(source, batch_size, window, shuffle, seed, drop_last, rank, world_size)
+        super().__init__(source, batch_size, window, shuffle, seed, drop_last, rank, world_size, groups=groups)
         self._feeds: dict = {}  # epoch -> feeds started
 
     def feed(self, spec, epoch: int, start: int, workers: int, depth: int):
@@ -158,7 +159,7 @@ class RayStream(ExampleStream):
             h = hashlib.sha256(fingerprint(self.source))
             what = (spec.tier_uri, spec.tier_version, spec.streaming, [t.to_json() for t in spec.tenants],
                     str(spec.check_leakage), spec.decode, self.batch_size, self.window, self.shuffle, self.seed,
-                    self.drop_last, self.world_size)
+                    self.drop_last, self.world_size, spec.groups is not None)
             h.update(repr(what).encode())
             base = h.hexdigest()[:16]
         gen = self._feeds.get(epoch, 0)

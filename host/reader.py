@@ -121,7 +121,9 @@ class Directory:
     ``bblocks`` blocks, and its events are blob positions ``[skip, skip + count)``. Its blocks, as
     ``read_blocks`` numbers them, are the blob's blocks ``b0 = skip // block_size`` onwards
     (``nblocks`` of them), its first event at position ``skip % block_size`` of its first block.
-    ``owner``: the stripes whose blobs start with their own events (one per blob).
+    ``owner``: the stripes whose blobs start with their own events (one per blob); ``blob``: the
+    directory index of a stripe standing for its blobs (the stripes of one pack share it, every
+    other stripe is its own), so that a batch stages a block of a pack once for all its stripes.
     """
 
     user_id: np.ndarray
@@ -134,11 +136,14 @@ class Directory:
     bcount: np.ndarray | None = None
     b0: np.ndarray | None = None
     bblocks: np.ndarray | None = None
+    blob: np.ndarray | None = None
 
     def __post_init__(self):
         if self.skip is None:
             self.skip, self.bcount = np.zeros_like(self.count), self.count
             self.b0, self.bblocks = np.zeros_like(self.count), self.nblocks
+        if self.blob is None:
+            self.blob = np.arange(len(self.count), dtype=np.int64)
 
     @property
     def owner(self) -> np.ndarray:
@@ -273,7 +278,8 @@ class VersionReader:
         block0 = np.cumsum(nblocks) - nblocks
         # Columns first: another planner thread that finds ``_dir`` set goes straight to ``_dir_cols``.
         self._dir_cols = cols
-        self._dir = Directory(uid, st, cnt, seg, nblocks, block0, skip, bcount, skip // bs, (bcount + bs - 1) // bs)
+        self._dir = Directory(uid, st, cnt, seg, nblocks, block0, skip, bcount, skip // bs, (bcount + bs - 1) // bs,
+                              _blob_ids(seg, cnt, bcount, cols))
         return self._dir
 
     TAIL_BYTES = 64 << 10  # an object store reads this much of a segment's end to open it: trailer and index
@@ -1039,6 +1045,22 @@ class VersionReader:
             dicts, _, dstart, dlen = self._dictionaries(column, seg, enc, isd, with_key=False)
         return pages.decode_blobs(buf, at, blen, d.bcount[si], self.block_size, dicts, dstart, dlen, where,
                                   codec.enc_tags(enc))
+
+
+def _blob_ids(seg, count, bcount, cols) -> np.ndarray:
+    """``Directory.blob``: per stripe, the first directory index of the stripes sharing its blobs.
+    The stripes of a pack (``bcount > count``: its blobs hold other stripes' events too) share
+    their segment and, in every column, their blob's offset, size and encoding; no two other blobs
+    do (a zero-byte blob's encoding holds its constant, and a pack's event count is in the key)."""
+    S = len(count)
+    blob = np.arange(S, dtype=np.int64)
+    packed = np.flatnonzero(bcount != count)
+    if len(packed):
+        key = np.stack([seg[packed].astype(np.int64), bcount[packed]]
+                       + [np.asarray(a[packed], np.int64) for c in cols for a in cols[c]], axis=1)
+        _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        blob[packed] = packed[first][inv.reshape(-1)]
+    return blob
 
 
 def _meta_fill(mc: "_MetaCache | None", buf, plen, kept, src, cols, si, new_at, head) -> np.ndarray:

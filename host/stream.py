@@ -11,7 +11,8 @@ The epoch order (``StreamSchedule``), the same for every engine and every host:
 2. this rank's rows (``splitmix64(user_id) % world_size == rank``) of the units, in that order,
    cut into *windows* of ``W = ceil(window / batch_size) * batch_size`` rows,
 3. inside a window each user's rows are made contiguous (data affinity; users in a seeded random
-   order, a user's rows in their order in the source), then cut into ``W / batch_size`` batches.
+   order, a user's rows in their order in the source; with ``groups``, the users of a pack
+   together, the packs in a seeded random order), then cut into ``W / batch_size`` batches.
 
 A window is a whole number of batches, so every batch lies inside one window and batch ``k`` of
 an epoch is found from ``k`` alone: window ``k * batch_size // W``, read from the units that
@@ -42,11 +43,15 @@ def shard_of(user_ids, world_size: int) -> np.ndarray:
     return (splitmix64(np.asarray(user_ids, dtype=np.int64).view(np.uint64)) % np.uint64(world_size)).astype(np.int64)
 
 
-def cluster_by_user(user_ids, rng: np.random.Generator | None = None, keys=None) -> np.ndarray:
+def cluster_by_user(user_ids, rng: np.random.Generator | None = None, keys=None, groups=None) -> np.ndarray:
     """A permutation of rows that makes each user's rows contiguous (data affinity).
 
     Users come in a random order drawn from ``rng`` (ascending user id when ``rng`` is None); a
     user's rows keep their input order (the order of ``keys``, e.g. their rows in the source).
+    ``groups``: ``(users, group)``, int64 arrays, ``users`` ascending: with ``rng``, the users of a
+    group come together (the groups in a random order, then their users in a random order), so
+    that the users of one pack (``pack_groups``) share batches; a user not in ``users`` is a group
+    of its own. Without ``rng`` users are ascending, which keeps a pack's users together anyway.
 
     >>> cluster_by_user(np.array([5, 7, 5, 9, 7, 5])).tolist()
     [0, 2, 5, 1, 4, 3]
@@ -54,12 +59,19 @@ def cluster_by_user(user_ids, rng: np.random.Generator | None = None, keys=None)
     user = np.asarray(user_ids, dtype=np.int64)
     if user.size == 0:
         return np.zeros(0, dtype=np.int64)
-    _, group = np.unique(user, return_inverse=True)
+    uniq, group = np.unique(user, return_inverse=True)
     group = group.reshape(-1)
     n_groups = int(group.max()) + 1
     rank = rng.permutation(n_groups) if rng is not None else np.arange(n_groups)
     within = np.arange(user.size, dtype=np.int64) if keys is None else np.asarray(keys)
-    return np.lexsort((within, rank[group]))
+    if groups is None or rng is None or not len(groups[0]):
+        return np.lexsort((within, rank[group]))
+    gu, gg = (np.asarray(a, np.int64) for a in groups)
+    i = np.minimum(np.searchsorted(gu, uniq), len(gu) - 1)
+    key = np.where(gu[i] == uniq, gg[i], -1 - np.arange(n_groups))  # (no pack: a group of its own)
+    _, kinv = np.unique(key, return_inverse=True)
+    krank = rng.permutation(int(kinv.max()) + 1)
+    return np.lexsort((within, rank[group], krank[kinv.reshape(-1)][group]))
 
 
 def _int_or_fail(value, name: str, lo: int = 1) -> int:
@@ -308,7 +320,8 @@ class ExampleStream:
     """
 
     def __init__(self, source: ExampleSource, batch_size: int, window: int = 65536, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1, counts=None):
+                 seed: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1, counts=None,
+                 groups=None):
         self.batch_size = _int_or_fail(batch_size, "batch_size")
         window = _int_or_fail(window, "window")
         check_rank(rank, world_size)
@@ -318,6 +331,7 @@ class ExampleStream:
         self._counts = None if counts is None else np.asarray(counts, dtype=np.int64)
         self._schedule: StreamSchedule | None = None
         self._cached: tuple | None = None  # (epoch, w, table, rows, order)
+        self.groups = groups  # (users, group): users kept together in a window (``cluster_by_user``)
 
     @property
     def schedule(self) -> StreamSchedule:
@@ -353,7 +367,7 @@ class ExampleStream:
             table = table.combine_chunks()
         rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         users = table.column("user_id").to_numpy().astype(np.int64, copy=False) if table.num_rows else rows
-        return table, rows, cluster_by_user(users, s.window_rng(epoch, w), rows)
+        return table, rows, cluster_by_user(users, s.window_rng(epoch, w), rows, self.groups)
 
     def batch_rows(self, epoch: int, k: int):
         """(source rows of batch ``k``, the window's Table, positions of the batch in it)."""

@@ -294,6 +294,19 @@ class Tier:
         """
         return self._reader.directory()
 
+    def pack_groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(users, group)``: the users whose newest events are in a pack (short histories sharing
+        blobs, docs/DESIGN.md §2), ascending, and their pack (``Directory.blob``). A batch stages a
+        block of a pack once for all its users in the batch, so an epoch that keeps a pack's users
+        together (``Materializer.iterate(affinity="pack")``, ``host.stream.cluster_by_user``) reads
+        and stages each pack about once instead of once a user."""
+        d = self.directory()
+        if not len(d):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        last = np.r_[np.flatnonzero(d.user_id[1:] != d.user_id[:-1]), len(d) - 1]  # each user's newest stripe
+        packed = last[d.bcount[last] != d.count[last]]
+        return d.user_id[packed].copy(), d.blob[packed].copy()
+
     def read_blocks(self, column: str, stripe_idx, block_lo, block_hi):
         """Blocks ``[block_lo[i], block_hi[i])`` of the blob of ``column`` of directory stripes ``stripe_idx[i]``
         (a stripe's blocks: ``Directory.nblocks`` of them; in a pack, its blobs' blocks from

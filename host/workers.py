@@ -306,6 +306,7 @@ class ProducerSpec:
     world_size: int
     counts: object = None  # this rank's rows per unit, when already counted
     kjt: bool = False  # with ``decode``: also the KeyedJaggedTensor of every tenant column (``jagged_layout``)
+    groups: object = None  # (users, group) kept together in a window (``affinity="pack"``)
 
 
 class BatchProducer:
@@ -321,7 +322,7 @@ class BatchProducer:
         else:
             self.tier = Tier.open(spec.tier_uri, version=spec.tier_version, filesystem=fs)
         self.stream = ExampleStream(spec.source, spec.batch_size, spec.window, spec.shuffle, spec.seed, spec.drop_last,
-                                    spec.rank, spec.world_size, counts=spec.counts)
+                                    spec.rank, spec.world_size, counts=spec.counts, groups=spec.groups)
         self.cancel = threading.Event()
 
     def num_batches(self) -> int:

@@ -98,3 +98,27 @@ def test_without_ray_the_error_says_how_to_install(work, monkeypatch):
     tier, table = work
     with pytest.raises(gpumat.GpumatError, match=r"pip install 'gpumat\[ray\]'"):
         gpumat.Materializer(tier, TENANTS).iterate(table, engine="ray")
+
+
+def test_ray_engine_with_pack_affinity(ray_cluster, tmp_path):
+    """``affinity="pack"`` on the ray engine: the thread engine's batches (the actors order each
+    window with the same pack groups), every example once."""
+    from test_packs import SCHEMA as PACK_SCHEMA, short_histories
+
+    from gpumat.host.tier import Tier
+
+    t = Tier.create(str(tmp_path / "t"), PACK_SCHEMA)
+    for i, (users, most) in enumerate([(300, 12), (400, 3)]):
+        t.append(short_histories(i, users, most))
+    users, group = t.pack_groups()
+    assert len(users) and len(np.unique(group)) < len(users)
+    u = np.unique(t.directory().user_id)
+    table = pa.table({"user_id": u, "version": np.full(len(u), t.version), "length": t.lengths(u),
+                      "request_ts": np.full(len(u), 2_100_000_000)})
+    mat = gpumat.Materializer(t, [Tenant("all", ["ts", "item_id"], 8)], backend="reference")
+    want = list(mat.iterate(table, affinity="pack", **KW))
+    got = list(mat.iterate(table, engine="ray", affinity="pack", **KW))
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert np.array_equal(a.rows, b.rows) and a["all"].equals(b["all"]) and a.nbytes_read == b.nbytes_read
+    assert np.array_equal(np.sort(np.concatenate([b.rows for b in got])), np.arange(table.num_rows))

@@ -118,6 +118,44 @@ def test_planned_batches_of_packed_stripes(packed):
                 assert vals[c][lo:hi].tolist() == hist + tails[e][len(tails[e]) - k :], (e, c)
 
 
+def test_a_pack_block_is_staged_once_a_batch(packed, monkeypatch):
+    """A batch that needs one block of a pack for several of its stripes (users in id order, as an
+    evaluation pass reads them) stages it once: fewer blocks and bytes than one per stripe, the
+    same windows and the same leakage flags, every window against the model."""
+    import gpumat.host.planner as planner
+
+    t, m = packed
+    d = t.directory()
+    users = np.unique(d.user_id)
+    rng = np.random.default_rng(4)
+    B = len(users)
+    v = np.full(B, t.version)
+    n = np.where(rng.random(B) < 0.7, t.length_at(users, v), (rng.random(B) * (t.length_at(users, v) + 1)).astype(np.int64))
+    ts_cut = rng.choice([2_100_000_000, 1_600_000_000 + 5 * 10**7], B)  # some windows' events are late
+    table = pa.table({"user_id": users, "version": v, "length": n, "request_ts": ts_cut})
+    ex = parse_examples(table, SCHEMA)
+    for tenant in (Tenant("short", ["item_id", "action"], 3), Tenant("all", ["ts", "item_id", "action"], 100)):
+        once = plan(t, ex, tenant, check_leakage=True)
+        with monkeypatch.context() as mp:
+            mp.setattr(planner, "_pack_blocks_once", lambda *a: None)
+            each = plan(t, ex, tenant, check_leakage=True)
+        K1, K = len(once.columns["item_id"].hdr), len(each.columns["item_id"].hdr)
+        assert K1 < K and once.nbytes_read < each.nbytes_read, (K1, K)
+        # every block staged is some tile's (none staged for nothing)
+        key = set()
+        for k in range(len(once.tile_block)):
+            key.add(int(once.tile_block[k]))
+        assert len(key) == K1
+        (a, fa), (b, fb) = materialize_staged_reference(once), materialize_staged_reference(each)
+        assert np.array_equal(fa, fb) and fa.any() and not fa.all()
+        for c in tenant.columns:
+            assert np.array_equal(a[c], b[c]), c
+        for e in range(B):
+            lo, h = int(once.offsets[e]), int(once.hist_len[e])
+            for c in tenant.columns:
+                assert a[c][lo : lo + h].tolist() == m.history(int(users[e]), t.version, c)[int(n[e]) - h : int(n[e])], (e, c)
+
+
 def test_packs_only_where_the_blobs_are_smaller(tmp_path, monkeypatch):
     """Short histories whose timestamps each step by a constant but start far apart: each stripe's
     own LFOR blocks are a few bytes, a pack's blocks would span the jumps: the writer keeps them
@@ -264,4 +302,51 @@ def test_a_checkpoint_snapshot_of_packs_opens_the_same(tmp_path, monkeypatch):
     indexes = VersionReader(store, dataclasses.replace(log.load_state(store, 9), directory=None))  # every index read
     d, want = fresh.directory(), indexes.directory()
     assert (d.skip > 0).any() and np.array_equal(d.skip, want.skip) and np.array_equal(d.bcount, want.bcount)
+    assert np.array_equal(d.blob, want.blob) and (d.blob != np.arange(len(d))).any()  # the packs, from either
     check_version(fresh, m, 9, users=np.unique(d.user_id).tolist())
+
+
+def test_iterate_with_pack_affinity(packed):
+    """``Materializer.iterate(affinity="pack")``: a pack's users share batches (``Tier.pack_groups``),
+    so an epoch reads fewer bytes; each example once, every batch what ``materialize`` gives for its
+    rows, the same batches on the process engine; the affinity is part of the loader's state."""
+    import gpumat
+    from gpumat.core.errors import SchemaError
+
+    t, _ = packed
+    users, group = t.pack_groups()
+    assert len(users) and (np.diff(users) > 0).all() and len(np.unique(group)) < len(users)
+    d = t.directory()
+    u = np.unique(d.user_id)
+    rng = np.random.default_rng(8)
+    k = rng.integers(1, 4, len(u))  # 1-3 requests a user, at different lengths
+    uu = np.repeat(u, k)
+    have = t.lengths(uu)
+    n = (rng.random(len(uu)) * (have + 1)).astype(np.int64)
+    table = pa.table({"user_id": uu, "version": np.full(len(uu), t.version), "length": n,
+                      "request_ts": np.full(len(uu), 2_100_000_000)})
+    tenant = Tenant("all", ["ts", "item_id", "action"], 16)
+    mat = gpumat.Materializer(t, [tenant], backend="reference", sparse_features=False)
+    kw = dict(batch_size=32, window=512, seed=3)
+    by_user, by_pack = mat.iterate(table, **kw), mat.iterate(table, affinity="pack", **kw)
+    got_u, got_p = list(by_user), list(by_pack)
+    for got in (got_u, got_p):
+        assert np.array_equal(np.sort(np.concatenate([b.rows for b in got])), np.arange(table.num_rows))
+    read_u, read_p = sum(b.nbytes_read for b in got_u), sum(b.nbytes_read for b in got_p)
+    assert read_p < 0.9 * read_u, (read_p, read_u)
+    for b in got_p[:3]:
+        assert b["all"].equals(gpumat.materialize(t, table.take(pa.array(b.rows)), tenant, backend="reference"))
+    st = by_pack.state_dict()
+    assert st["affinity"] == "pack" and by_user.state_dict()["affinity"] == "user"
+    with pytest.raises(SchemaError, match="affinity"):
+        mat.iterate(table, **kw).load_state_dict(st)
+    with pytest.raises(SchemaError, match="affinity"):
+        mat.iterate(table, affinity="pack", **kw).load_state_dict({k: v for k, v in by_user.state_dict().items()
+                                                                   if k != "affinity"})
+    with pytest.raises(SchemaError, match="affinity must be one of"):
+        mat.iterate(table, affinity="blob", **kw)
+    if t.block_size == 8:  # (one tier is enough for the worker processes)
+        proc = list(mat.iterate(table, affinity="pack", engine="process", workers=2, **kw))
+        assert len(proc) == len(got_p)
+        for a, b in zip(proc, got_p):
+            assert np.array_equal(a.rows, b.rows) and a["all"].equals(b["all"]) and a.nbytes_read == b.nbytes_read

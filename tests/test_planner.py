@@ -73,11 +73,13 @@ def test_windows_and_blocks_against_naive(small, tenant):
     assert [c for c, _ in staged_columns(tenant, True)] == list(staged.columns)
 
     # one stripe per user; a short one may be in a pack, its events from blob position ``skip`` on
+    # (a pack's users share their blobs: ``blob``)
     d = tier.directory()
     skip = {int(u): int(d.skip[d.user_stripes(int(u))[0]]) for u in USERS}
-    needed = {(int(ex.user_id[e]), (skip[int(ex.user_id[e])] + p) // BS) for e in range(ex.size)
+    blob = {int(u): int(d.blob[d.user_stripes(int(u))[0]]) for u in USERS}
+    needed = {(blob[int(ex.user_id[e])], (skip[int(ex.user_id[e])] + p) // BS) for e in range(ex.size)
               for p in range(int(ex.length[e]) - want_h[e], int(ex.length[e]))}
-    block_of = {}  # staged block -> (user, block of the user's stripe), from the tiles
+    block_of = {}  # staged block -> (blobs, block of the blobs), from the tiles
     K = staged.columns["ts"].hdr.shape[0]  # every staged column has the same blocks
     used = np.zeros(K, dtype=np.int64)
     np.maximum.at(used, staged.tile_block, staged.tile_lo + staged.tile_cnt)
@@ -96,12 +98,12 @@ def test_windows_and_blocks_against_naive(small, tenant):
             q = skip[u] + first  # its position in the stripe's blobs
             assert staged.tile_lo[i] == q % BS
             k, cnt = int(staged.tile_block[i]), int(staged.tile_cnt[i])
-            assert block_of.setdefault(k, (u, q // BS)) == (u, q // BS)
+            assert block_of.setdefault(k, (blob[u], q // BS)) == (blob[u], q // BS)
             lo = int(start[k] + staged.tile_lo[i])
             for c in staged.columns:
                 assert dense[c][lo : lo + cnt].tolist() == hist[u][c][first : first + cnt].tolist(), (e, c)
             out += cnt
-    # Only the blocks some window overlaps, each once (data affinity).
+    # Only the blocks some window overlaps, each once (data affinity; a pack's, once for its users).
     assert set(block_of.values()) == needed and len(block_of) == K == len(needed)
 
 

@@ -132,6 +132,29 @@ def test_cluster_by_user():
     assert cluster_by_user(u[:0]).size == 0
 
 
+def test_cluster_by_user_keeps_groups_together():
+    """With ``groups`` (a pack's users) and a seeded order, each group's users come together, each
+    user's rows together and in order; users in no group are groups of their own; every row once.
+    Without a seed the order is ascending user, as without groups."""
+    rng = np.random.default_rng(7)
+    u = rng.integers(0, 300, 3000)
+    gu = np.unique(rng.choice(300, 200, replace=False))
+    gg = gu // 16  # runs of neighbouring users: a pack's
+    order = cluster_by_user(u, np.random.default_rng(1), None, (gu, gg))
+    assert np.array_equal(np.sort(order), np.arange(u.size))
+    seq = u[order]
+    gid = np.where(np.isin(seq, gu), gg[np.minimum(np.searchsorted(gu, seq), len(gu) - 1)], -1 - seq)
+    for arr in (seq, gid):  # contiguous runs: a value never comes back after another one
+        starts = arr[np.r_[True, arr[1:] != arr[:-1]]]
+        assert len(starts) == len(np.unique(arr))
+    for x in np.unique(u):  # a user's rows in their order
+        assert (np.diff(order[seq == x]) > 0).all()
+    assert len(np.unique(gid)) == len(np.unique(u[~np.isin(u, gu)])) + len(np.unique(gg[np.isin(gu, u)]))
+    assert cluster_by_user(u, None, None, (gu, gg)).tolist() == cluster_by_user(u).tolist()
+    assert cluster_by_user(u, np.random.default_rng(1), None, (gu[:0], gg[:0])).tolist() == \
+        cluster_by_user(u, np.random.default_rng(1)).tolist()
+
+
 def test_bad_sources_are_schema_errors(tmp_path, files):
     _, paths, _ = files
     with pytest.raises(SchemaError, match="examples must be a pyarrow Table"):

@@ -1,0 +1,112 @@
+"""What an epoch reads and stages when short histories share blobs (packs), by batch order.
+
+A tier of short histories stores runs of them in one blob (a pack, docs/DESIGN.md §2). A batch
+stages a block of a pack once for all the batch's users in it (``host.planner``), so what an
+epoch reads depends on how often a pack's users share a batch: users in id order (an evaluation
+pass, ``shuffle=False``), users shuffled (``Materializer.iterate``'s default, ``affinity="user"``),
+or packs shuffled with their users together (``affinity="pack"``); and, for comparison, users in
+id order with the planner staging a pack's block once for each of its stripes (as before it
+staged it once a batch: "id order, before"). Per dataset and order it
+prints the epoch's planned bytes (``StagedBatch.nbytes_read``), staged blocks, staged bytes (what
+crosses to the device), and the host CPU seconds of planning, against the tier's stored bytes.
+
+    python profiling/pack_affinity.py [--dataset ml1m|ml100k|EVENTS.parquet] [--lengths 8,24,0]
+                                      [--tenant-len 64] [--batch-size 256] [--json out.json]
+
+Each example is one request per (pseudo-)user at its full history (ML-1M cut into pseudo-users
+of ``--lengths`` events, as ``profiling/short_histories.py`` cuts it; 0: the real users).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+
+
+def epoch(tier, table, tenant, batch_size: int, shuffle: bool, groups) -> dict:
+    """Plan one epoch of ``table`` in the order ``AffinitySampler`` gives (what ``iterate`` streams)."""
+    from gpumat.host.examples import check_pointers, parse_examples
+    from gpumat.host.planner import plan
+    from gpumat.host.prefetch import AffinitySampler
+
+    sampler = AffinitySampler(table.column("user_id").to_numpy(), batch_size, 65536, shuffle, 0, False, 0, 1,
+                              groups=groups)
+    out = {"batches": 0, "bytes_read": 0, "staged_blocks": 0, "staged_bytes": 0}
+    t0 = time.process_time()
+    for rows in sampler.epoch_batches(0):
+        ex = parse_examples(table.take(pa.array(rows)), tier.schema)
+        check_pointers(ex, tier)
+        s = plan(tier, ex, tenant, check_leakage=True)
+        out["batches"] += 1
+        out["bytes_read"] += int(s.nbytes_read)
+        out["staged_blocks"] += int(len(next(iter(s.columns.values())).hdr))
+        out["staged_bytes"] += int(s.staged_bytes())
+    out["cpu_s"] = time.process_time() - t0
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="ml1m")
+    ap.add_argument("--lengths", default="8,24,0")
+    ap.add_argument("--tenant-len", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from short_histories import dump, load_events, regroup
+
+    from gpumat.core.tenant import Tenant
+    from gpumat.host import planner
+    from gpumat.host.tier import Tier
+
+    ev = load_events(a.dataset)
+    out = {"dataset": a.dataset, "tenant_len": a.tenant_len, "batch_size": a.batch_size, "runs": {}}
+    print(f"{a.dataset}: one request a user at its full history, tenant of {a.tenant_len} events, "
+          f"batches of {a.batch_size}\n")
+    print(f"{'events/user':>11} {'users':>8} {'packed':>7} {'tier B':>10} | {'order':<17} {'read B':>11} "
+          f"{'blocks':>8} {'staged B':>11} {'CPU s':>6}")
+    for n in [int(x) for x in a.lengths.split(",")]:
+        wd = tempfile.mkdtemp(prefix="gpumat-packs-")
+        try:
+            e = regroup(ev, n)
+            schema = {c: str(e.schema.field(c).type) for c in e.column_names if c != "user_id"}
+            tier = Tier.create(os.path.join(wd, "t"), schema)
+            tier.append(e)
+            users = np.unique(e.column("user_id").to_numpy())
+            table = pa.table({"user_id": users, "version": np.full(len(users), tier.version),
+                              "length": tier.lengths(users), "request_ts": np.full(len(users), 2**62)})
+            tenant = Tenant("all", list(schema), a.tenant_len)
+            groups = tier.pack_groups()
+            st = tier.stats()
+            run = {"users": int(len(users)), "packed_users": int(len(groups[0])), "tier_bytes": int(st["stored_bytes"]),
+                   "orders": {}}
+            for name, shuffle, g in (("id order, before", False, None), ("users in id order", False, None),
+                                     ("users shuffled", True, None), ("packs shuffled", True, groups)):
+                if name.endswith("before"):  # the planner as before: a pack's block staged once a stripe
+                    once, planner._pack_blocks_once = planner._pack_blocks_once, lambda *x: None
+                try:
+                    r = epoch(tier, table, tenant, a.batch_size, shuffle, g)
+                finally:
+                    if name.endswith("before"):
+                        planner._pack_blocks_once = once
+                run["orders"][name] = r
+                print(f"{(n or 'real'):>11} {len(users):>8} {len(groups[0]):>7} {st['stored_bytes']:>10,} | {name:<17} "
+                      f"{r['bytes_read']:>11,} {r['staged_blocks']:>8,} {r['staged_bytes']:>11,} {r['cpu_s']:>6.2f}",
+                      flush=True)
+            out["runs"][str(n)] = run
+        finally:
+            shutil.rmtree(wd, ignore_errors=True)
+    dump(out, a.json)
+    return out
+
+
+if __name__ == "__main__":
+    main()
