@@ -150,6 +150,20 @@ def test_a_pack_block_is_staged_once_a_batch(packed, monkeypatch):
         assert np.array_equal(fa, fb) and fa.any() and not fa.all()
         for c in tenant.columns:
             assert np.array_equal(a[c], b[c]), c
+        # every backend reads a block several tiles share (the kernels under Triton's interpreter)
+        import torch
+
+        from gpumat.kernels.triton_decode_gather import triton_available
+        from gpumat.ops import decode_gather
+
+        dev = once.to("cpu")
+        for backend, batch in (("numpy", once), ("torch", dev), ("triton", dev)):
+            if backend == "triton" and not triton_available("cpu")[0]:
+                continue
+            vals, flags = decode_gather(batch, backend)
+            assert np.array_equal(np.asarray(flags), fa), backend
+            for c in tenant.columns:
+                assert torch.equal(torch.as_tensor(vals[c]).cpu(), torch.as_tensor(a[c])), (backend, c)
         for e in range(B):
             lo, h = int(once.offsets[e]), int(once.hist_len[e])
             for c in tenant.columns:
