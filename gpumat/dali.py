@@ -43,6 +43,7 @@ from gpumat.host.dali_source import (
     unpack_staged,
 )
 from gpumat.host.prefetch import AffinitySampler
+from gpumat.host.stream import check_affinity
 from gpumat.host.schema import int_column
 from gpumat.host.tier import Tier
 from gpumat.ops import check_device, decode_gather, resolve_backend, resolve_device
@@ -71,7 +72,8 @@ class DaliMaterializer:
     ``device``: ``"cpu"`` (DALI CPU-only pipeline, ``device_id=None``, reference backend) or a
     CUDA device (DALI copies each packed batch to the GPU, Triton kernels decode it).
     ``py_num_workers``, ``prefetch_queue_depth``: DALI's worker processes and runs in flight.
-    ``check_leakage``: as in ``gpumat.materialize``.
+    ``check_leakage``: as in ``gpumat.materialize``. ``affinity``: as in ``Materializer.iterate``
+    (``"pack"``: a pack's users in the same batches, ``Tier.pack_groups``).
 
     Iterating yields the current epoch's batches in order (batch ``i`` holds the examples at
     ``epoch_batches()[i]``, in that order), then moves to the next epoch. A worker's error is
@@ -82,8 +84,9 @@ class DaliMaterializer:
 
     def __init__(self, tier_uri, examples_path, tenant: Tenant, batch_size: int, device="cpu", version=None,
                  py_num_workers: int = 2, prefetch_queue_depth: int = 2, seed: int = 0, shuffle: bool = True,
-                 check_leakage=True, window: int = 65536):
+                 check_leakage=True, window: int = 65536, affinity: str = "user"):
         _import_dali()
+        check_affinity(affinity)
         if not isinstance(tenant, Tenant):
             raise SchemaError(f"tenant must be a gpumat.Tenant, got {type(tenant).__name__}")
         self.device = resolve_device(device)
@@ -114,7 +117,8 @@ class DaliMaterializer:
             raise SchemaError(f"cannot read column 'user_id' of examples {self.examples_path!r}: {e}") from None
         # Kept for leakage messages: a violation names the user, as gpumat.materialize does.
         self._users = int_column(users, "int64", "examples column 'user_id'")
-        self.sampler = AffinitySampler(self._users, batch_size, window, shuffle, seed)
+        self.sampler = AffinitySampler(self._users, batch_size, window, shuffle, seed,
+                                       groups=tier.pack_groups() if affinity == "pack" else None)
         self._pipe = None
         self._pipe_epoch = None  # sampler epoch of the pipeline's next DALI epoch
         self._backend = None

@@ -42,7 +42,7 @@ from gpumat.core.tenant import Tenant
 from gpumat.host.examples import Examples, check_pointers, parse_examples
 from gpumat.host.planner import plan
 from gpumat.host.prefetch import Prefetcher, dist_rank_world
-from gpumat.host.stream import ExampleSource, ExampleStream
+from gpumat.host.stream import ExampleSource, ExampleStream, check_affinity
 from gpumat.host.workers import ProcessPool, ProducerSpec, staged_from_skeleton
 from gpumat.host.tier import Tier
 from gpumat.ops import check_device, decode_gather, resolve_backend, resolve_device, runs_on_host
@@ -568,7 +568,6 @@ class _ExampleView:
 
 
 ENGINES = ("thread", "process", "ray")
-AFFINITIES = ("user", "pack")  # ``Materializer.iterate(affinity=)``
 
 
 def _shared_feed_token(world_size: int) -> str | None:
@@ -606,8 +605,7 @@ class MaterializedLoader(torch.utils.data.IterableDataset):
                  drop_last, rank, world_size, engine="thread", ray_options=None, affinity="user"):
         if engine not in ENGINES:
             raise SchemaError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
-        if affinity not in AFFINITIES:
-            raise SchemaError(f"affinity must be one of {list(AFFINITIES)}, got {affinity!r}")
+        check_affinity(affinity)
         self.affinity = affinity
         groups = mat.tier.pack_groups() if affinity == "pack" else None
         if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:

@@ -38,6 +38,15 @@ from gpumat.host.codec import splitmix64
 from gpumat.host.examples import example_files
 
 
+AFFINITIES = ("user", "pack")  # what a window keeps together: a user's rows, or also a pack's users (``groups``)
+
+
+def check_affinity(affinity) -> None:
+    """``SchemaError`` unless ``affinity`` is one of ``AFFINITIES``."""
+    if affinity not in AFFINITIES:
+        raise SchemaError(f"affinity must be one of {list(AFFINITIES)}, got {affinity!r}")
+
+
 def shard_of(user_ids, world_size: int) -> np.ndarray:
     """The rank that owns each user: ``splitmix64(user) % world_size``, the same on every host."""
     return (splitmix64(np.asarray(user_ids, dtype=np.int64).view(np.uint64)) % np.uint64(world_size)).astype(np.int64)

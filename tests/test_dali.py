@@ -186,6 +186,17 @@ def test_bad_arguments(data):
         DaliMaterializer(data.tier.uri, data.path, TENANT, batch_size=0)
 
 
+def test_pack_affinity_reaches_the_sampler(data):
+    """``affinity="pack"``: the sampler keeps the tier's packs together (``Tier.pack_groups``), as
+    ``Materializer.iterate`` does; another value is a ``SchemaError``."""
+    mat = DaliMaterializer(data.tier.uri, data.path, TENANT, batch_size=8, affinity="pack")
+    users, group = data.tier.pack_groups()
+    assert np.array_equal(mat.sampler.groups[0], users) and np.array_equal(mat.sampler.groups[1], group)
+    assert DaliMaterializer(data.tier.uri, data.path, TENANT, batch_size=8).sampler.groups is None
+    with pytest.raises(SchemaError, match="affinity must be one of"):
+        DaliMaterializer(data.tier.uri, data.path, TENANT, batch_size=8, affinity="blob")
+
+
 # ---- the DALI pipeline (spawned workers) -------------------------------------------------------
 
 
