@@ -486,9 +486,9 @@ class Materializer:
         same stages as a Ray Data pipeline (``ray_options``: see ``gpumat.host.ray_engine``). Every
         engine yields the same batches in the same order, and ``state_dict`` resumes on any of them.
         ``affinity``: ``"user"`` (a user's examples together in a shuffle window) or ``"pack"`` (and the
-        users of one pack together, ``Tier.pack_groups``: a tier of short histories stages each of
-        its packs' blocks about once a batch instead of once a user; batches then hold runs of
-        neighbouring users). Without ``shuffle`` users come in id order, a pack's together either way.
+        users whose newest events share a pack together, ``Tier.pack_groups`` of the tier's version
+        now, which ``state_dict`` records: a tier of short histories then stages a pack's block once
+        for its users in a batch instead of once a user; batches hold runs of neighbouring users).
         """
         return MaterializedLoader(self, examples, batch_size, shuffle, window, seed, depth, inflight, workers,
                                   drop_last, rank, world_size, engine, ray_options, affinity)
@@ -607,6 +607,8 @@ class MaterializedLoader(torch.utils.data.IterableDataset):
             raise SchemaError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
         check_affinity(affinity)
         self.affinity = affinity
+        # the packs of the version the loader starts at (a state records it: a resume regroups by it)
+        self.pack_version = mat.tier.version if affinity == "pack" else None
         groups = mat.tier.pack_groups() if affinity == "pack" else None
         if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
             raise SchemaError(f"workers must be an integer >= 1, got {workers!r}")
@@ -643,6 +645,7 @@ class MaterializedLoader(torch.utils.data.IterableDataset):
         k = self._consumed
         return {"epoch": self.epoch, "served": k, "seed": st.seed, "rank": st.rank, "world_size": st.world_size,
                 "batch_size": st.batch_size, "window": self._window, "shuffle": st.shuffle, "affinity": self.affinity,
+                "pack_version": self.pack_version,
                 "stream_window": k * st.batch_size // st.window, "batch_in_window": k % (st.window // st.batch_size)}
 
     def load_state_dict(self, state: dict) -> None:
@@ -653,7 +656,23 @@ class MaterializedLoader(torch.utils.data.IterableDataset):
             have = state.get(key, "user" if key == "affinity" else value)  # (a state saved before affinity: "user")
             if have != value:
                 raise SchemaError(f"loader state has {key}={have}, this loader {value}")
+        if self.affinity == "pack" and state.get("pack_version") != self.pack_version:
+            self._group_by_packs_of(state.get("pack_version"))
         self.epoch, self._consumed = int(state["epoch"]), int(state["served"])
+
+    def _group_by_packs_of(self, version) -> None:
+        """Order the stream by the packs of tier ``version`` (a state saved by a loader that started
+        there: the same batches, though the tier has moved on since)."""
+        if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
+            raise SchemaError(f"loader state has pack_version={version!r}: a pack-affinity state names the tier "
+                              "version whose packs ordered it")
+        tier = self.mat.tier
+        store = tier.store
+        fs = getattr(store, "fs", None) if getattr(store, "remote", False) else None
+        then = tier if int(version) == tier.version else Tier.open(tier.uri, version=int(version), filesystem=fs)
+        self.stream.groups = then.pack_groups()
+        self.stream._cached = None
+        self.pack_version = int(version)
 
     def __iter__(self):
         if torch.utils.data.get_worker_info() is not None:

@@ -131,14 +131,30 @@ class AffinitySampler:
         self.epoch += 1
         self._served = 0
 
+    def _groups_digest(self) -> str | None:
+        """A digest of ``groups`` (None without): a state saved with other groups orders otherwise."""
+        if self.groups is None:
+            return None
+        import hashlib
+
+        h = hashlib.sha256()
+        for a in self.groups:
+            h.update(np.ascontiguousarray(a, np.int64).tobytes())
+            h.update(b"|")
+        return h.hexdigest()[:16]
+
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "served": self._served, "seed": self.seed, "rank": self.rank,
-                "world_size": self.world_size, "batch_size": self.batch_size, "window": self.window}
+                "world_size": self.world_size, "batch_size": self.batch_size, "window": self.window,
+                "groups": self._groups_digest()}
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("seed", "world_size", "batch_size", "window"):
             if state[key] != getattr(self, key):
                 raise SchemaError(f"sampler state has {key}={state[key]}, this sampler {getattr(self, key)}")
+        if state.get("groups") != self._groups_digest():
+            raise SchemaError(f"sampler state was saved with groups {state.get('groups')}, this sampler has "
+                              f"{self._groups_digest()}: its batches would not be the ones it counted")
         self.epoch, self._served = int(state["epoch"]), int(state["served"])
 
 

@@ -45,7 +45,8 @@ class _MetaCache:
     Append-only, up to ``capacity`` bytes (blobs past it are read as before, never evicted: a
     place, once published, stays valid). Planner threads share it: a thread reserves room under the
     lock, fills it outside, and publishes the blobs' places only then, so a reader sees a blob
-    either not kept or filled. ``hits`` and ``kept`` count the blobs served and stored."""
+    either not kept or filled. ``hits`` counts the requests served from it, ``kept`` the blobs
+    stored. A blob is keyed by its column and ``Directory.blob`` (a pack's stripes share one head)."""
 
     def __init__(self, nstripes: int, capacity: int):
         self.nstripes, self.capacity = nstripes, min(capacity, (1 << 31) - 1)
@@ -57,13 +58,16 @@ class _MetaCache:
         self.lock = threading.Lock()
 
     def lookup(self, cols: np.ndarray, si: np.ndarray) -> np.ndarray:
-        """The place of each blob ``(schema column cols[i], directory stripe si[i])``, -1 where not kept."""
+        """The place of each blob ``(schema column cols[i], directory stripe si[i])``, -1 where not kept
+        (``cols`` in runs: a read's requests are column after column)."""
         out = np.full(len(si), -1, np.int64)
-        for c in np.unique(cols).tolist():
-            a = self.at.get(c)
-            if a is not None:
-                m = cols == c
-                out[m] = a[si[m]]
+        if not self.at or not len(si):
+            return out
+        cuts = np.r_[0, np.flatnonzero(cols[1:] != cols[:-1]) + 1, len(cols)].tolist()
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            arr = self.at.get(int(cols[a]))
+            if arr is not None:
+                out[a:b] = arr[si[a:b]]
         return out
 
     def reserve(self, nbytes: np.ndarray) -> np.ndarray:
@@ -77,6 +81,13 @@ class _MetaCache:
                 self.buf = np.empty(self.capacity, np.uint8)
             self.used = int(ends[fit][-1])
             return np.where(fit, ends - nbytes, -1)
+
+    def release(self, places: np.ndarray, nbytes: np.ndarray) -> None:
+        """Room reserved for blobs never filled (their read failed): given back when nothing was
+        reserved after it (else it stays unused: places once handed out are never reused)."""
+        with self.lock:
+            if len(places) and self.used == int((places + nbytes).max()):
+                self.used = int(places.min())
 
     def publish(self, cols: np.ndarray, si: np.ndarray, places: np.ndarray) -> None:
         """Blobs whose reserved room holds their heads now."""
@@ -372,17 +383,21 @@ class VersionReader:
             phases = {tuple(columns): self._read_phases3(columns, plan)}
         else:
             phases = {(c,): _one(c, self._read_phases(c, plan)) for c in columns}
-        wanted = {k: next(g) for k, g in phases.items()}
         out = {}
-        while wanted:
-            self.store.fetch([r for reqs in wanted.values() for r in reqs])
-            nxt = {}
-            for k in wanted:
-                try:
-                    nxt[k] = next(phases[k])
-                except StopIteration as e:
-                    out.update(e.value)
-            wanted = nxt
+        try:
+            wanted = {k: next(g) for k, g in phases.items()}
+            while wanted:
+                self.store.fetch([r for reqs in wanted.values() for r in reqs])
+                nxt = {}
+                for k in wanted:
+                    try:
+                        nxt[k] = next(phases[k])
+                    except StopIteration as e:
+                        out.update(e.value)
+                wanted = nxt
+        finally:  # a read that failed: each pass closed now (what it reserved given back), not when collected
+            for g in phases.values():
+                g.close()
         return out
 
     def seg_formats(self) -> np.ndarray:
@@ -618,10 +633,13 @@ class VersionReader:
         # and one read now has its whole head read instead, and kept (``_MetaCache``)
         rel, plen, own = np.concatenate([t0 + ti, nb + 8 * p1, nb]), np.concatenate([nread, 8 * na, n0]), np.concatenate([R, R, R])
         head = np.where(multi, nb + 8 * npg, nb)
-        mc, place, hit, new, new_at = self._meta_places(colpos, si, head, ~in_pool & ~ti & (head <= HEAD_KEPT_MAX))
+        blob = d.blob[si]  # (a pack's stripes share their blobs, so their heads: kept once, by blob)
+        mc, place, hit, new, new_at = self._meta_places(colpos, blob, head, ~in_pool & ~ti & (head <= HEAD_KEPT_MAX))
         kept = place >= 0
-        reads, fin = request(np.concatenate([own, new]), np.concatenate([bo[own] + rel, bo[new]]),
-                             np.concatenate([np.where(kept[own], 0, plen), head[new]]))
+        ln = np.concatenate([np.where(kept[own], 0, plen), head[new]])
+        nz = np.flatnonzero(ln)  # (the pieces of no bytes left out: their bytes are none either way)
+        reads, fin = request(np.concatenate([own, new])[nz], np.concatenate([bo[own] + rel, bo[new]])[nz], ln[nz]) \
+            if len(nz) else ([], lambda: np.zeros(0, np.uint8))
         # an object store also reads whole (in whole chunks) the blobs under ``readahead_bytes`` of
         # large segments in this wave, so that the next one finds their fields and payload in its
         # cache: one round trip for them, as format 2's headers-and-words (not a blob whose head was
@@ -634,8 +652,14 @@ class VersionReader:
             for s_, x0, x1 in set(zip(seg[r].tolist(), a0.tolist(), a1.tolist())):  # each blob once
                 sg = self.segment(s_)
                 reads.append((sg.path, sg.base + x0, memoryview(bytearray(x1 - x0))))
-        yield reads
-        got = _meta_fill(mc, fin(), plen, kept[own], place[own] + rel, colpos[new], si[new], new_at, head[new])
+        try:
+            yield reads
+            first = fin()
+        except BaseException:  # a failed or abandoned read: the room reserved for its heads back, where it can be
+            if len(new_at):
+                mc.release(new_at, head[new])
+            raise
+        got = _meta_fill(mc, first, plen, kept[own], place[own] + rel, colpos[new], blob[new], new_at, head[new])
         nt, nanc = int(nread.sum()), int(8 * na.sum())
         tags = got[:nt].astype(np.int64)
         if ti.any():
@@ -750,7 +774,8 @@ class VersionReader:
         return out
 
     def _meta_places(self, cols, si, head, eligible):
-        """Where the heads of the requests' blobs are kept (``_MetaCache``): ``(cache, place, hit, new,
+        """Where the heads of the requests' blobs (``si``: ``Directory.blob`` of their stripes) are kept
+        (``_MetaCache``): ``(cache, place, hit, new,
         new_at)``: the cache (None: off), each request's blob head's place (-1: read its pieces as
         before), whether it was kept before this read, and the blobs to read whole now (a request of
         each) with the room reserved for them. ``eligible``: the requests of large segments that

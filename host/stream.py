@@ -57,10 +57,10 @@ def cluster_by_user(user_ids, rng: np.random.Generator | None = None, keys=None,
 
     Users come in a random order drawn from ``rng`` (ascending user id when ``rng`` is None); a
     user's rows keep their input order (the order of ``keys``, e.g. their rows in the source).
-    ``groups``: ``(users, group)``, int64 arrays, ``users`` ascending: with ``rng``, the users of a
-    group come together (the groups in a random order, then their users in a random order), so
-    that the users of one pack (``pack_groups``) share batches; a user not in ``users`` is a group
-    of its own. Without ``rng`` users are ascending, which keeps a pack's users together anyway.
+    ``groups``: ``(users, group)``, int64 arrays, ``users`` ascending: the users of a group come
+    together (the groups in a random order, then their users in a random order; without ``rng``
+    the groups by their smallest user, their users ascending), so that the users of one pack
+    (``Tier.pack_groups``) share batches; a user not in ``users`` is a group of its own.
 
     >>> cluster_by_user(np.array([5, 7, 5, 9, 7, 5])).tolist()
     [0, 2, 5, 1, 4, 3]
@@ -73,14 +73,20 @@ def cluster_by_user(user_ids, rng: np.random.Generator | None = None, keys=None,
     n_groups = int(group.max()) + 1
     rank = rng.permutation(n_groups) if rng is not None else np.arange(n_groups)
     within = np.arange(user.size, dtype=np.int64) if keys is None else np.asarray(keys)
-    if groups is None or rng is None or not len(groups[0]):
+    if groups is None or not len(groups[0]):
         return np.lexsort((within, rank[group]))
     gu, gg = (np.asarray(a, np.int64) for a in groups)
     i = np.minimum(np.searchsorted(gu, uniq), len(gu) - 1)
     key = np.where(gu[i] == uniq, gg[i], -1 - np.arange(n_groups))  # (no pack: a group of its own)
     _, kinv = np.unique(key, return_inverse=True)
-    krank = rng.permutation(int(kinv.max()) + 1)
-    return np.lexsort((within, rank[group], krank[kinv.reshape(-1)][group]))
+    kinv = kinv.reshape(-1)
+    if rng is not None:
+        krank = rng.permutation(int(kinv.max()) + 1)
+    else:  # each group where its smallest user falls (``uniq`` ascending: its first)
+        first = np.full(int(kinv.max()) + 1, n_groups, np.int64)
+        np.minimum.at(first, kinv, np.arange(n_groups))
+        krank = first
+    return np.lexsort((within, rank[group], krank[kinv][group]))
 
 
 def _int_or_fail(value, name: str, lo: int = 1) -> int:

@@ -298,3 +298,42 @@ def test_forget_heads(large_tier):
         before = len(waves)
         _same_blocks(r.read_blocks_many(cols, *plan), want)
         assert len(waves) - before == n, (forget, waves)
+
+
+def test_heads_of_a_pack_kept_once_and_room_given_back(tmp_path, monkeypatch):
+    """A pack's stripes share one kept head (keyed by ``Directory.blob``); a read that fails after
+    reserving room for heads gives the room back."""
+    import gpumat.host.segment as segment
+    from test_packs import SCHEMA as PACK_SCHEMA, short_histories
+
+    from gpumat.host import writer
+
+    monkeypatch.setattr(segment, "FULL_READ_BYTES", 0)
+    monkeypatch.setattr(writer, "PACK_MIN_ROWS", 0)
+    monkeypatch.setattr(writer, "PACK_MIN_SAVING", -1.0)  # every run of short stripes packed
+    t = Tier.create(tmp_path / "t", PACK_SCHEMA, block_size=8)
+    t.append(short_histories(0, 400, 6))
+    r = reader(t, t.version)
+    d = r.directory()
+    packed = np.flatnonzero(d.bcount != d.count)
+    assert len(packed) > 2 * len(np.unique(d.blob[packed]))
+    si = packed
+    lo, hi = np.zeros(len(si), np.int64), d.nblocks[si]
+    want = reader(t, t.version).read_blocks_many(list(PACK_SCHEMA), si, lo, hi)
+    _same_blocks(r.read_blocks_many(list(PACK_SCHEMA), si, lo, hi), want)
+    mc = r._meta
+    assert mc.kept == len(PACK_SCHEMA) * len(np.unique(d.blob[si]))  # one head a pack and column
+    _same_blocks(r.read_blocks_many(list(PACK_SCHEMA), si, lo, hi), want)
+    # a read that fails in its first wave: no room kept for heads it never filled
+    r2 = reader(t, t.version)
+    r2.directory()
+
+    def failing(reqs):
+        raise OSError("the store went away")
+
+    r2.store.fetch = failing
+    with pytest.raises(OSError):
+        r2.read_blocks_many(list(PACK_SCHEMA), si, lo, hi)
+    assert r2._meta.used == 0 and r2._meta.kept == 0
+    del r2.store.fetch
+    _same_blocks(r2.read_blocks_many(list(PACK_SCHEMA), si, lo, hi), want)

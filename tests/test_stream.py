@@ -135,7 +135,7 @@ def test_cluster_by_user():
 def test_cluster_by_user_keeps_groups_together():
     """With ``groups`` (a pack's users) and a seeded order, each group's users come together, each
     user's rows together and in order; users in no group are groups of their own; every row once.
-    Without a seed the order is ascending user, as without groups."""
+    Without a seed, the groups by their smallest user (each user its own group: ascending users)."""
     rng = np.random.default_rng(7)
     u = rng.integers(0, 300, 3000)
     gu = np.unique(rng.choice(300, 200, replace=False))
@@ -150,7 +150,14 @@ def test_cluster_by_user_keeps_groups_together():
     for x in np.unique(u):  # a user's rows in their order
         assert (np.diff(order[seq == x]) > 0).all()
     assert len(np.unique(gid)) == len(np.unique(u[~np.isin(u, gu)])) + len(np.unique(gg[np.isin(gu, u)]))
-    assert cluster_by_user(u, None, None, (gu, gg)).tolist() == cluster_by_user(u).tolist()
+    plain = cluster_by_user(u, None, None, (gu, gg))  # no seed: groups by their smallest user, users ascending
+    seq = u[plain]
+    gid = np.where(np.isin(seq, gu), gg[np.minimum(np.searchsorted(gu, seq), len(gu) - 1)], -1 - seq)
+    starts = gid[np.r_[True, gid[1:] != gid[:-1]]]
+    assert len(starts) == len(np.unique(gid)) and np.array_equal(np.sort(plain), np.arange(u.size))
+    first_user = [seq[gid == g].min() for g in starts]
+    assert first_user == sorted(first_user)
+    assert cluster_by_user(u, None, None, (np.arange(400), np.arange(400))).tolist() == cluster_by_user(u).tolist()
     assert cluster_by_user(u, np.random.default_rng(1), None, (gu[:0], gg[:0])).tolist() == \
         cluster_by_user(u, np.random.default_rng(1)).tolist()
 
