@@ -133,15 +133,9 @@ class AffinitySampler:
 
     def _groups_digest(self) -> str | None:
         """A digest of ``groups`` (None without): a state saved with other groups orders otherwise."""
-        if self.groups is None:
-            return None
-        import hashlib
+        from gpumat.host.stream import groups_digest
 
-        h = hashlib.sha256()
-        for a in self.groups:
-            h.update(np.ascontiguousarray(a, np.int64).tobytes())
-            h.update(b"|")
-        return h.hexdigest()[:16]
+        return groups_digest(self.groups)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "served": self._served, "seed": self.seed, "rank": self.rank,

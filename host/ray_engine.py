@@ -58,7 +58,7 @@ import pyarrow as pa
 
 from gpumat.core.errors import GpumatError
 from gpumat.host.prefetch import StageError
-from gpumat.host.stream import ExampleSource, ExampleStream, _is_ray_dataset, unit_counts_all
+from gpumat.host.stream import ExampleSource, ExampleStream, _is_ray_dataset, groups_digest, unit_counts_all
 from gpumat.host.workers import ALIGN_BYTES, BatchProducer, _failure, remote_error, views
 
 INSTALL = "engine='ray' needs Ray Data: pip install 'gpumat[ray]' (or pip install 'ray[data]')"
@@ -159,7 +159,7 @@ class RayStream(ExampleStream):
             h = hashlib.sha256(fingerprint(self.source))
             what = (spec.tier_uri, spec.tier_version, spec.streaming, [t.to_json() for t in spec.tenants],
                     str(spec.check_leakage), spec.decode, self.batch_size, self.window, self.shuffle, self.seed,
-                    self.drop_last, self.world_size, spec.groups is not None)
+                    self.drop_last, self.world_size, groups_digest(spec.groups))
             h.update(repr(what).encode())
             base = h.hexdigest()[:16]
         gen = self._feeds.get(epoch, 0)

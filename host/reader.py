@@ -58,7 +58,7 @@ class _MetaCache:
         self.lock = threading.Lock()
 
     def lookup(self, cols: np.ndarray, si: np.ndarray) -> np.ndarray:
-        """The place of each blob ``(schema column cols[i], directory stripe si[i])``, -1 where not kept
+        """The place of each blob ``(schema column cols[i], Directory.blob si[i])``, -1 where not kept
         (``cols`` in runs: a read's requests are column after column)."""
         out = np.full(len(si), -1, np.int64)
         if not self.at or not len(si):
@@ -774,12 +774,11 @@ class VersionReader:
         return out
 
     def _meta_places(self, cols, si, head, eligible):
-        """Where the heads of the requests' blobs (``si``: ``Directory.blob`` of their stripes) are kept
-        (``_MetaCache``): ``(cache, place, hit, new,
-        new_at)``: the cache (None: off), each request's blob head's place (-1: read its pieces as
-        before), whether it was kept before this read, and the blobs to read whole now (a request of
-        each) with the room reserved for them. ``eligible``: the requests of large segments that
-        read a head."""
+        """Where the heads of the requests' blobs (``si``: ``Directory.blob`` of their stripes) are
+        kept (``_MetaCache``): ``(cache, place, hit, new, new_at)``: the cache (None: off), each
+        request's blob head's place (-1: read its pieces as before), whether it was kept before this
+        read, and the blobs to read whole now (a request of each) with the room reserved for them.
+        ``eligible``: the requests of large segments that read a head."""
         n = len(si)
         place, hit = np.full(n, -1, np.int64), np.zeros(n, bool)
         none = np.zeros(0, np.int64)
@@ -1107,7 +1106,6 @@ def _meta_fill(mc: "_MetaCache | None", buf, plen, kept, src, cols, si, new_at, 
     if len(k):
         take_ranges(mc.buf, src[k], plen[k], out, at[k])
     return out
-
 
 
 @dataclass

@@ -47,6 +47,20 @@ def check_affinity(affinity) -> None:
         raise SchemaError(f"affinity must be one of {list(AFFINITIES)}, got {affinity!r}")
 
 
+def groups_digest(groups) -> str | None:
+    """A short digest of ``cluster_by_user``'s ``groups`` (None without): states and feed names that
+    must tell two orders apart."""
+    if groups is None:
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in groups:
+        h.update(np.ascontiguousarray(a, np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
 def shard_of(user_ids, world_size: int) -> np.ndarray:
     """The rank that owns each user: ``splitmix64(user) % world_size``, the same on every host."""
     return (splitmix64(np.asarray(user_ids, dtype=np.int64).view(np.uint64)) % np.uint64(world_size)).astype(np.int64)
