@@ -299,7 +299,8 @@ class Tier:
         blobs, docs/DESIGN.md §2), ascending, and their pack (``Directory.blob``). A batch stages a
         block of a pack once for all its users in the batch, so an epoch that keeps a pack's users
         together (``Materializer.iterate(affinity="pack")``, ``host.stream.cluster_by_user``) reads
-        and stages each pack about once instead of once a user."""
+        and stages each pack about once instead of once a user (a user whose events lie in several
+        packs, appends since the last compaction, is grouped by its newest only)."""
         d = self.directory()
         if not len(d):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
