@@ -38,7 +38,8 @@ playlist played again; 44% of the events end up in runs of 4 or more that repeat
 (each user keeps to 5 of 2,000 at 50/20/15/10/5%, 10% of the events any of them), ``const_rating`` one value everywhere (implicit feedback),
 ``user_feature`` one of 20 values per user, in each of its events (an age band or a country
 joined into the events; drawn per pseudo-user, after the cut). ``--variants all`` runs every
-one; each at every ``--lengths``.
+one; each at every ``--lengths``. ``a+b`` combines variants (each changes its own column:
+``day_ts+skew_rating+hash_items`` is Amazon's reviews' shape).
 
 Per column, the table gives the tier's blobs (and dictionaries) against Parquet's column chunks,
 and in brackets, where it differs, with what the column's fields add to the segment indexes (its
@@ -171,6 +172,14 @@ VARIANTS = {  # name: the events -> the events with one column in another datase
 PER_USER = {"user_feature"}
 
 
+def shape(ev: pa.Table, names: list) -> pa.Table:
+    """``ev`` with each variant of ``names`` applied in turn (the k-th seeded ``k``: one variant
+    alone is seeded 0, as it always was)."""
+    for k, name in enumerate(names):
+        ev = VARIANTS[name](ev, np.random.default_rng(k))
+    return ev
+
+
 def changes(variant: str) -> str | None:
     """The column a variant changes (None: the real data)."""
     return {"real": None, "day_ts": "ts", "ms_ts": "ts", "hash_items": "item_id", "replay": "item_id"}.get(variant, "rating")  # variants made after the cut: a value per pseudo-user, as a dataset of such users
@@ -256,13 +265,13 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     variants = list(VARIANTS) if args.variants == "all" else (args.variants or "real").split(",")
-    unknown = [v for v in variants if v not in VARIANTS]
+    unknown = [p for v in variants for p in v.split("+") if p not in VARIANTS]
     if unknown:
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     if args.dataset not in ("ml1m", "ml100k") and not args.dataset.endswith(".parquet"):
         ap.error(f"--dataset: ml1m, ml100k or a .parquet file; got {args.dataset!r}")
     ev = load_events(args.dataset)
-    lack = [f"{v} ({changes(v)})" for v in variants if changes(v) and changes(v) not in ev.column_names]
+    lack = [f"{p} ({changes(p)})" for v in variants for p in v.split("+") if changes(p) and changes(p) not in ev.column_names]
     if lack:
         ap.error(f"{args.dataset} has no column that these variants change: {', '.join(lack)}")
     out = {"dataset": args.dataset, "events": ev.num_rows, "runs": {}}
@@ -271,9 +280,9 @@ def main(argv=None):
           "with its index fields) | index etc. B/stripe |")
     print("|---|---:|---:|---:|---:|---:|---|---:|")
     for v in variants:
-        shaped = ev if v in PER_USER else VARIANTS[v](ev, np.random.default_rng(0))
+        shaped = shape(ev, [p for p in v.split("+") if p not in PER_USER])
         for n in [int(x) for x in args.lengths.split(",")]:
-            r = measured(VARIANTS[v](regroup(ev, n), np.random.default_rng(0)) if v in PER_USER else regroup(shaped, n))
+            r = measured(shape(regroup(shaped, n), [p for p in v.split("+") if p in PER_USER]))
             out["runs"][str(n) if v == "real" else f"{v}:{n}"] = r
             cols = ", ".join(f"{c} {x:.2f}" + (f" ({y:.2f})" if abs(y - x) >= 0.005 else "")
                              for (c, x), y in zip(r["column_x_parquet"].items(), r["column_with_index_x_parquet"].values()))
