@@ -494,13 +494,17 @@ class Materializer:
                                   drop_last, rank, world_size, engine, ray_options, affinity)
 
     # ---- engines outside this process -------------------------------------------------------------
+    def _filesystem(self):
+        """The pyarrow filesystem the tier was opened with (None for a local tier): another handle of
+        it (a worker's, an older version's) opens through the same one."""
+        store = self.tier.store
+        return getattr(store, "fs", None) if getattr(store, "remote", False) else None
+
     def _producer_spec(self, loader: "MaterializedLoader", counts=None) -> ProducerSpec:
         """What a worker (process or Ray task) needs to build any batch of ``loader``'s stream."""
         tier = self.tier
-        store = tier.store
-        fs = getattr(store, "fs", None) if getattr(store, "remote", False) else None
         st = loader.stream
-        return ProducerSpec(tier.uri, fs, tier.version, self.streaming and not tier.pinned, self.refresh_timeout,
+        return ProducerSpec(tier.uri, self._filesystem(), tier.version, self.streaming and not tier.pinned, self.refresh_timeout,
                             list(self.tenants), self.check_leakage,
                             self.device.type == "cpu" and self.backend == "reference",
                             st.source, st.batch_size, st.window, st.shuffle, st.seed, st.drop_last, st.rank,
@@ -667,9 +671,8 @@ class MaterializedLoader(torch.utils.data.IterableDataset):
             raise SchemaError(f"loader state has pack_version={version!r}: a pack-affinity state names the tier "
                               "version whose packs ordered it")
         tier = self.mat.tier
-        store = tier.store
-        fs = getattr(store, "fs", None) if getattr(store, "remote", False) else None
-        then = tier if int(version) == tier.version else Tier.open(tier.uri, version=int(version), filesystem=fs)
+        then = tier if int(version) == tier.version else Tier.open(tier.uri, version=int(version),
+                                                                    filesystem=self.mat._filesystem())
         self.stream.groups = then.pack_groups()
         self.stream._cached = None
         self.pack_version = int(version)
