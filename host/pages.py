@@ -234,7 +234,18 @@ DICT_MAX_ENTRIES = 1 << 26  # a dictionary's entries (512 MiB decoded); the kern
 # stripe table's 16-byte head was 2% of a listening history's file: DESIGN §1 "Stripe tables").
 DICT_HEAD = struct.Struct("<QQ")
 DICT_FORM = 2
-FREQ_MAX_ENTRIES = 256  # a dictionary of at most this many entries is also tried in frequency order
+# A dictionary of at most FREQ_MAX_ENTRIES entries is also tried in frequency order where a first
+# estimate (a bit a value, the non-mode values' codes) says it may pay; one of at most
+# FREQ_SAMPLED_ENTRIES where an encoding of a sample of its stripes says so (``_frequency_pays``:
+# a category that follows its items, a tab, an author; 4-6 low bits a code in PATCH blocks). Not
+# an item id's: a dictionary of 2^16 entries or more loses its sorted steps in that order, and its
+# codes' PATCH blocks cost the kernels' aux path on the column every tenant projects (the bench's
+# item_id: 14% smaller, 20.4 -> 17.4 bits an event, for 765 -> 967 SASS instructions a program:
+# 2.99 -> 3.78 / 4.39 -> 5.50 warp-instructions an event on the long / short tenant, over issue 10's
+# bars of 3 and 5; its dictionary 2.22 -> 2.58 B an event, read by every short epoch; DESIGN §1)
+FREQ_MAX_ENTRIES = 256
+FREQ_SAMPLED_ENTRIES = 1 << 16
+FREQ_SAMPLE_BLOCKS = 2048  # the blocks that sample takes (every k-th stripe)
 
 
 class Blocks:
@@ -955,11 +966,12 @@ def _plain_or_dictionary(values, sc, block_size, extended, dictionary):
     runs = int(np.count_nonzero(values[1:] != values[:-1])) + len(sc) if extended else len(values)
     bar = (1 - DICT_MIN_SAVING) * 8 * nbytes - 8 * D
     orders = [None] * (min(len(values) * bd, runs * (bd + 7)) < bar)  # the dictionary sorted
-    if extended and D <= FREQ_MAX_ENTRIES:  # by descending frequency
-        m = len(values) - int(counts.max())
+    if extended and 1 < D <= FREQ_SAMPLED_ENTRIES:  # by descending frequency
         rank = np.argsort(-counts, kind="stable")
+        m = len(values) - int(counts.max())
         est = min(len(values), 7 * m) + m * max(D - 2, 0).bit_length() + 40 * int(((sc + block_size - 1) // block_size).sum())
-        if est < bar and (rank != np.arange(D)).any():
+        if (rank != np.arange(D)).any() and (D <= FREQ_MAX_ENTRIES and est < bar or _frequency_pays(
+                values, codes, counts, rank, uniq, sc, block_size, nbytes, bool(orders))):
             orders.append(rank)
     if not orders:
         return (*plain, 0)
@@ -983,6 +995,37 @@ def _plain_or_dictionary(values, sc, block_size, extended, dictionary):
     # (ENC_DELTA, ENC_SIGNED where the dictionary has DELTA (SIGNED) blocks: releases before them
     # refuse the segment at open)
     return out, blob_off + head, blob_nbytes, enc | codec.ENC_DICT | (int(denc[0]) & _TABLE_FLAGS), head
+
+
+def _frequency_pays(values, codes, counts, rank, uniq, sc, block_size, nbytes, sorted_too) -> bool:
+    """Whether the dictionary in descending frequency (``rank``) may make the column smaller than its
+    ``nbytes`` of plain blocks (by ``DICT_MIN_SAVING``) and, with ``sorted_too``, than the sorted
+    dictionary and its codes: a skewed alphabet (a category that follows its items, an author, a
+    tab), whose frequent codes take a few low bits in PATCH blocks and each block the widths of the
+    codes it holds, which ``_plain_or_dictionary``'s first estimate (no low bits) does not see. A
+    column whose entropy is within a bit of ``log2 D`` never pays; another is weighed by encoding
+    every ``k``-th stripe (about ``FREQ_SAMPLE_BLOCKS`` blocks) both ways, and both dictionaries
+    whole. The final choice is the exact one: this only decides what is encoded."""
+    D, n = len(uniq), len(values)
+    p = counts / n
+    if -(p * np.log2(p)).sum() > (D - 1).bit_length() - 1:
+        return False
+    k = max(1, int(((sc + block_size - 1) // block_size).sum()) // FREQ_SAMPLE_BLOCKS)
+    pick = np.zeros(len(sc), bool)
+    pick[::k] = True
+    take = np.repeat(pick, sc)
+    ssc, sv, scodes = sc[pick], values[take], codes[take]
+    at = np.empty(D, np.int64)
+    at[rank] = np.arange(D)
+    scale = n / max(len(sv), 1)
+    freq = len(encode_stripes(at[scodes], ssc, block_size, CODES)[0]) * scale \
+        + len(encode_stripes(uniq[rank], np.array([D]), block_size, True)[0])
+    if freq >= (1 - DICT_MIN_SAVING) * nbytes:
+        return False
+    if not sorted_too:
+        return True
+    return freq < len(encode_stripes(scodes, ssc, block_size, CODES)[0]) * scale \
+        + len(encode_stripes(uniq, np.array([D]), block_size, True)[0])
 
 
 _TABLE_FLAGS = codec.ENC_DELTA | codec.ENC_SIGNED | codec.ENC_RADIX | codec.ENC_SPARSE  # a dictionary's own, in its codes' enc

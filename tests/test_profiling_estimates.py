@@ -1,6 +1,6 @@
 """The measuring scripts' own logic: what their figures rest on (the copies as pieces of
 ``profiling/stripe_tables_estimate.py``, the ``replay`` variant and ``--dataset EVENTS.parquet`` of
-``profiling/short_histories.py``)."""
+``profiling/short_histories.py``, the logs of ``profiling/synthetic_logs.py``)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import stripe_tables_estimate as re_  # noqa: E402
 
 from gpumat.host import pages  # noqa: E402
 import short_histories as sh  # noqa: E402
+import synthetic_logs as sl  # noqa: E402
 
 
 def _with_replays(rng, n: int, alphabet: int) -> list:
@@ -106,3 +107,25 @@ def test_events_from_a_parquet_file(tmp_path):
     assert key == sorted(key) and ev.num_rows == n
     r = sh.measure(ev, str(tmp_path / "work"))
     assert r["events"] == n and set(r["column_x_parquet"]) == {"ts", "clicks", "score"}
+
+
+@pytest.mark.parametrize("kind", sorted(sl.KINDS))
+def test_synthetic_logs_have_their_shapes(kind):
+    """Each log as its docstring says: seeded, each user's times rising, a category or author that
+    follows its item, the mixes and lengths of the datasets they stand for."""
+    t = sl.KINDS[kind](np.random.default_rng(0))
+    assert t.equals(sl.KINDS[kind](np.random.default_rng(0)))
+    u, ts, item = (t.column(c).to_numpy() for c in ("user_id", "ts", "item_id"))
+    first = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1]
+    assert len(np.unique(u)) == len(first)  # each user's events together, in time order
+    assert (np.diff(ts)[np.diff(u) == 0] > 0).all()
+    follows = {"sessions": "category", "taobao": "category", "hashed": "author_id"}[kind]
+    pairs = np.unique(np.stack([item, t.column(follows).to_numpy()]), axis=1)
+    assert len(np.unique(pairs[0])) == pairs.shape[1]  # one category (author) an item
+    mean = t.num_rows / len(first)
+    assert {"sessions": 4 < mean < 7, "taobao": 80 < mean < 130, "hashed": 60 < mean < 120}[kind]
+    if kind == "taobao":
+        share = np.bincount(t.column("behavior").to_numpy()) / t.num_rows
+        assert np.allclose(share, [0.895, 0.055, 0.03, 0.02], atol=0.005)
+    if kind == "hashed":
+        assert abs(t.column("click").to_numpy().mean() - 0.15) < 0.005 and item.min() < -(2**60) < 2**60 < item.max()
