@@ -54,7 +54,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -66,20 +65,12 @@ def load_events(dataset: str) -> pa.Table:
     ``ts`` and integer columns: the others are dropped, with a note), sorted by user, ties in
     ``ts`` then file order."""
     if dataset.endswith(".parquet"):
-        ev = pq.read_table(dataset)
-        missing = [c for c in ("user_id", "ts") if c not in ev.column_names]
-        if missing:
-            raise SystemExit(f"{dataset}: no {missing} column; an events file has user_id, ts and integer columns")
-        keep = [c for c in ev.column_names if pa.types.is_integer(ev.schema.field(c).type)]
-        dropped = [c for c in ev.column_names if c not in keep]
+        from gpumat.bench.stored import events_for_tier
+
+        ev, dropped = events_for_tier(pq.read_table(dataset))
         if dropped:
             print(f"({dataset}: not integer, left out: {', '.join(dropped)})")
-        ev = ev.select(keep).combine_chunks()
-        for c in keep:  # the tier's dtypes: int32 stays, any other integer type becomes int64
-            if c == "user_id" or c == "ts" or ev.schema.field(c).type != pa.int32():
-                ev = ev.set_column(ev.schema.get_field_index(c), c, ev.column(c).cast(pa.int64()))
-        order = np.lexsort((np.arange(ev.num_rows), ev.column("ts").to_numpy(), ev.column("user_id").to_numpy()))
-        return ev.take(pa.array(order))
+        return ev
     from gpumat.host.workloads import load_movielens_1m
 
     source = None
@@ -186,34 +177,10 @@ def changes(variant: str) -> str | None:
 
 
 def measure(ev: pa.Table, workdir: str) -> dict:
-    from gpumat.host.fatrow import store_once_table, write_store_once
-    from gpumat.host.tier import Tier
+    """``gpumat bench storage --events``'s measure (``gpumat.bench.stored.compare_stored``)."""
+    from gpumat.bench.stored import compare_stored
 
-    schema = {c: str(ev.schema.field(c).type) for c in ev.column_names if c != "user_id"}
-    tier = Tier.create(os.path.join(workdir, "tier"), schema)
-    t0 = time.perf_counter()
-    tier.append(ev)
-    append_s = time.perf_counter() - t0
-    st = tier.stats()
-    path = os.path.join(workdir, "store_once.parquet")
-    file_bytes = write_store_once(store_once_table(tier), path)
-    md = pq.ParquetFile(path).metadata
-    pq_cols = {}
-    for g in range(md.num_row_groups):
-        for j in range(md.num_columns):
-            c = md.row_group(g).column(j)
-            pq_cols[c.path_in_schema] = pq_cols.get(c.path_in_schema, 0) + c.total_compressed_size
-    tier_cols = {c: st["columns"][c]["bytes"] for c in schema}
-    share = index_share(tier)
-    return {
-        "users": st["users"], "events": st["events"], "stripes": st["stripes"], "append_s": append_s,
-        "tier_file": st["stored_bytes"], "tier_columns": tier_cols, "tier_index_share": share,
-        "tier_other": st["stored_bytes"] - sum(tier_cols.values()),  # indexes, chunk checksums, trailers
-        "parquet_file": file_bytes, "parquet_columns": pq_cols,
-        "x_parquet": st["stored_bytes"] / file_bytes,
-        "column_x_parquet": {c: tier_cols[c] / pq_cols[c] for c in schema},
-        "column_with_index_x_parquet": {c: (tier_cols[c] + share[c]) / pq_cols[c] for c in schema},
-    }
+    return compare_stored(ev, workdir)
 
 
 def measured(ev: pa.Table) -> dict:
@@ -230,27 +197,6 @@ def dump(out: dict, path: str | None) -> None:
     if path:
         with open(path, "w") as f:
             json.dump(out, f, indent=1)
-
-
-def index_share(tier) -> dict:
-    """Per column, the bytes its fields (blob offset, bytes, encoding: a constant stripe's value)
-    add to the segment indexes: each index packed again without them, the difference."""
-    from gpumat.host.segment import _encode_index
-
-    r = tier._reader
-    cols = list(r.schema)
-    share = dict.fromkeys(cols, 0)
-    for i in range(len(r.state.files)):
-        s = r.segment(i)
-        fields = {"user_id": s.user_id, "start": s.start, "count": s.count}
-        if s.cont is not None:
-            fields["cont"] = s.cont
-        for c in cols:
-            fields.update({f"{c}.off": s.off[c], f"{c}.nbytes": s.nwords[c], f"{c}.enc": s.enc[c]})
-        whole = len(_encode_index(fields, cols))
-        for c in cols:
-            share[c] += whole - len(_encode_index(fields, [x for x in cols if x != c]))
-    return share
 
 
 def main(argv=None):

@@ -88,6 +88,11 @@ def report(result: dict, args, print_table, plot, say) -> None:
         say(f"plot: {args.plot}")
 
 
+def print_targets(targets: dict) -> None:
+    """The last line of a benchmark's table: each target, PASS or FAIL."""
+    print("\ntargets: " + ", ".join(f"{k}: {'PASS' if v else 'FAIL'}" for k, v in targets.items()))
+
+
 def check_output(path, option: str) -> None:
     """``GpumatError`` before a long run when ``path`` (``--json``, ``--plot``, ``--workdir``) cannot be
     written: a directory where a file goes, a file where a directory would be, or no permission.
