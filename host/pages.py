@@ -236,16 +236,17 @@ DICT_HEAD = struct.Struct("<QQ")
 DICT_FORM = 2
 # A dictionary of at most FREQ_MAX_ENTRIES entries is also tried in frequency order where a first
 # estimate (a bit a value, the non-mode values' codes) says it may pay; one of at most
-# FREQ_SAMPLED_ENTRIES where an encoding of a sample of its stripes says so (``_frequency_pays``:
+# FREQ_SAMPLED_ENTRIES where an encoding of a sample of its blocks says so (``_frequency_pays``:
 # a category that follows its items, a tab, an author; 4-6 low bits a code in PATCH blocks). Not
-# an item id's: a dictionary of 2^16 entries or more loses its sorted steps in that order, and its
-# codes' PATCH blocks cost the kernels' aux path on the column every tenant projects (the bench's
+# an item id's over 2^16 values: such a dictionary loses its sorted steps in that order, and its
+# codes' PATCH blocks cost the kernels' aux path on the column every tenant projects (a smaller
+# catalogue's ids may take it, at that cost: the same 1/16 as any PATCH block must save; the bench's
 # item_id: 14% smaller, 20.4 -> 17.4 bits an event, for 765 -> 967 SASS instructions a program:
 # 2.99 -> 3.78 / 4.39 -> 5.50 warp-instructions an event on the long / short tenant, over issue 10's
 # bars of 3 and 5; its dictionary 2.22 -> 2.58 B an event, read by every short epoch; DESIGN §1)
 FREQ_MAX_ENTRIES = 256
 FREQ_SAMPLED_ENTRIES = 1 << 16
-FREQ_SAMPLE_BLOCKS = 2048  # the blocks that sample takes (every k-th stripe)
+FREQ_SAMPLE_BLOCKS = 2048  # the blocks that sample takes (every k-th block of the column)
 
 
 class Blocks:
@@ -818,7 +819,7 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
 
     With the dictionary, ``region`` starts with it: its head (``dict_heads``: its entries ``D`` as a
     varint), then a format-3 blob of the ``D`` distinct values (decoded on the host, once per
-    segment): sorted, or, for at most ``FREQ_MAX_ENTRIES``, by descending frequency where that is
+    segment): sorted, or, for at most ``FREQ_SAMPLED_ENTRIES``, by descending frequency where that is
     smaller (the most frequent value's code is 0: PATCH blocks of codes with no low bits store only
     the other values' codes, a skewed rating's 40%); then the stripes' blobs of codes
     (``values = dict[code]``), FOR / LFOR, PATCH, RUN or LEVELS
@@ -968,10 +969,12 @@ def _plain_or_dictionary(values, sc, block_size, extended, dictionary):
     orders = [None] * (min(len(values) * bd, runs * (bd + 7)) < bar)  # the dictionary sorted
     if extended and 1 < D <= FREQ_SAMPLED_ENTRIES:  # by descending frequency
         rank = np.argsort(-counts, kind="stable")
-        m = len(values) - int(counts.max())
-        est = min(len(values), 7 * m) + m * max(D - 2, 0).bit_length() + 40 * int(((sc + block_size - 1) // block_size).sum())
-        if (rank != np.arange(D)).any() and (D <= FREQ_MAX_ENTRIES and est < bar or _frequency_pays(
-                values, codes, counts, rank, uniq, sc, block_size, nbytes, bool(orders))):
+        est = None
+        if D <= FREQ_MAX_ENTRIES:
+            m = len(values) - int(counts.max())
+            est = min(len(values), 7 * m) + m * max(D - 2, 0).bit_length() + 40 * int(((sc + block_size - 1) // block_size).sum())
+        if (rank != np.arange(D)).any() and (est is not None and est < bar or _frequency_pays(
+                values, codes, counts, rank, uniq, sc, block_size, bool(orders))):
             orders.append(rank)
     if not orders:
         return (*plain, 0)
@@ -997,30 +1000,36 @@ def _plain_or_dictionary(values, sc, block_size, extended, dictionary):
     return out, blob_off + head, blob_nbytes, enc | codec.ENC_DICT | (int(denc[0]) & _TABLE_FLAGS), head
 
 
-def _frequency_pays(values, codes, counts, rank, uniq, sc, block_size, nbytes, sorted_too) -> bool:
-    """Whether the dictionary in descending frequency (``rank``) may make the column smaller than its
-    ``nbytes`` of plain blocks (by ``DICT_MIN_SAVING``) and, with ``sorted_too``, than the sorted
-    dictionary and its codes: a skewed alphabet (a category that follows its items, an author, a
-    tab), whose frequent codes take a few low bits in PATCH blocks and each block the widths of the
-    codes it holds, which ``_plain_or_dictionary``'s first estimate (no low bits) does not see. A
-    column whose entropy is within a bit of ``log2 D`` never pays; another is weighed by encoding
-    every ``k``-th stripe (about ``FREQ_SAMPLE_BLOCKS`` blocks) both ways, and both dictionaries
-    whole. The final choice is the exact one: this only decides what is encoded."""
+def _frequency_pays(values, codes, counts, rank, uniq, sc, block_size, sorted_too) -> bool:
+    """Whether the dictionary in descending frequency (``rank``) may make the column smaller than
+    its plain blocks (by ``DICT_MIN_SAVING``) and, with ``sorted_too``, than the sorted dictionary
+    and its codes: a skewed alphabet (a category that follows its items, an author, a tab), whose
+    frequent codes take a few low bits in PATCH blocks and each block the widths of the codes it
+    holds, which ``_plain_or_dictionary``'s first estimate (no low bits) does not see. A column
+    whose entropy is within a bit of ``log2 D`` never pays; another is weighed on every ``k``-th
+    block (about ``FREQ_SAMPLE_BLOCKS`` of them, whatever its stripes' sizes), encoded plain and
+    as codes in both orders, with both dictionaries whole. The final choice is the exact one: this
+    only decides what is encoded."""
     D, n = len(uniq), len(values)
     p = counts / n
-    if -(p * np.log2(p)).sum() > (D - 1).bit_length() - 1:
+    if -(p * np.log2(p)).sum() > np.log2(D) - 1:
         return False
-    k = max(1, int(((sc + block_size - 1) // block_size).sum()) // FREQ_SAMPLE_BLOCKS)
-    pick = np.zeros(len(sc), bool)
-    pick[::k] = True
-    take = np.repeat(pick, sc)
-    ssc, sv, scodes = sc[pick], values[take], codes[take]
+    # every k-th block of the column (each as a stripe of its own: a stripe's fields cost both
+    # orders alike), so that stripes of any sizes are sampled in proportion to their values
+    nb = (sc + block_size - 1) // block_size
+    first = np.cumsum(nb) - nb
+    g = np.arange(0, int(nb.sum()), max(1, int(nb.sum()) // FREQ_SAMPLE_BLOCKS))
+    s = np.searchsorted(first, g, side="right") - 1  # each sampled block's stripe
+    at0 = (np.cumsum(sc) - sc)[s] + (g - first[s]) * block_size
+    ssc = np.minimum(block_size, np.cumsum(sc)[s] - at0)
+    take = np.repeat(at0 - np.cumsum(ssc) + ssc, ssc) + np.arange(int(ssc.sum()))
+    sv, scodes = values[take], codes[take]
     at = np.empty(D, np.int64)
     at[rank] = np.arange(D)
     scale = n / max(len(sv), 1)
     freq = len(encode_stripes(at[scodes], ssc, block_size, CODES)[0]) * scale \
         + len(encode_stripes(uniq[rank], np.array([D]), block_size, True)[0])
-    if freq >= (1 - DICT_MIN_SAVING) * nbytes:
+    if freq >= (1 - DICT_MIN_SAVING) * len(encode_stripes(sv, ssc, block_size, True)[0]) * scale:
         return False
     if not sorted_too:
         return True

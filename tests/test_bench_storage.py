@@ -88,6 +88,11 @@ def test_bench_storage_of_your_events_errors(tmp_path, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"user_id": [1, 2], "when": [3, 4]}), tmp_path / "nots.parquet")
-    assert main(["bench", "storage", "--events", str(tmp_path / "nots.parquet")]) == 2
-    assert "no integer 'ts' column" in capsys.readouterr().err
+    for name, table, words in (
+            ("nots", pa.table({"user_id": [1, 2], "when": [3, 4]}), "no 'ts' column"),
+            ("tstime", pa.table({"user_id": [1, 2], "ts": pa.array([3, 4], pa.timestamp("ms"))}), "timestamp[ms]"),
+            ("u64", pa.table({"user_id": [1, 2], "ts": [3, 4], "h": pa.array([1, 2**63 + 5], pa.uint64())}), "'h'")):
+        pq.write_table(table, tmp_path / f"{name}.parquet")
+        assert main(["bench", "storage", "--events", str(tmp_path / f"{name}.parquet")]) == 2, name
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1, (name, err)

@@ -64,7 +64,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--loader-batches", type=int, default=30, help="with --uri: batches of the loader run per tenant")
     parser.add_argument("--events", default=None, metavar="EVENTS.parquet",
                         help="your events instead of the workload (user_id, ts, integer columns, as `gpumat ingest` "
-                             "takes them): bytes stored as a tier and as tuned store-once Parquet, per column")
+                             "takes them): bytes stored as a tier and as tuned store-once Parquet, per column "
+                             "(--scale, --days, --batch-size, --seed: the workload's, unused)")
 
 
 

@@ -34,19 +34,23 @@ def events_for_tier(ev: pa.Table) -> tuple[pa.Table, list[str]]:
     file order; and the names of the columns left out (not integers). No ``user_id`` or ``ts``
     column, or one that is not integers: ``SchemaError``."""
     from gpumat.core.errors import SchemaError
+    from gpumat.host.schema import int_column
 
     for c in ("user_id", "ts"):
-        if c not in ev.column_names or not pa.types.is_integer(ev.schema.field(c).type):
-            raise SchemaError(f"events: no integer {c!r} column; an events file has user_id, ts and integer columns "
+        if c not in ev.column_names:
+            raise SchemaError(f"events: no {c!r} column; an events file has user_id, ts and integer columns "
                               f"(it has {', '.join(ev.column_names) or 'none'})")
+        if not pa.types.is_integer(ev.schema.field(c).type):
+            raise SchemaError(f"events column {c!r} is {ev.schema.field(c).type}; it must hold integers "
+                              "(a timestamp as seconds or milliseconds)")
     keep = [c for c in ev.column_names if pa.types.is_integer(ev.schema.field(c).type)]
     dropped = [c for c in ev.column_names if c not in keep]
-    ev = ev.select(keep).combine_chunks()
-    for c in keep:
-        if c in ("user_id", "ts") or ev.schema.field(c).type != pa.int32():
-            ev = ev.set_column(ev.schema.get_field_index(c), c, ev.column(c).cast(pa.int64()))
-    order = np.lexsort((np.arange(ev.num_rows), ev.column("ts").to_numpy(), ev.column("user_id").to_numpy()))
-    return ev.take(pa.array(order)), dropped
+    # the tier's dtypes: int32 stays, any other integer type becomes int64 (a value that does not
+    # fit, or a null: SchemaError, as gpumat ingest says it)
+    dtype = {c: "int32" if c not in ("user_id", "ts") and ev.schema.field(c).type == pa.int32() else "int64" for c in keep}
+    cols = {c: int_column(ev.column(c), dtype[c], f"events column {c!r}") for c in keep}
+    order = np.lexsort((np.arange(ev.num_rows), cols["ts"], cols["user_id"]))
+    return pa.table({c: v[order] for c, v in cols.items()}), dropped
 
 
 def index_share(tier) -> dict:
