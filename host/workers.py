@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 
 from gpumat.core.errors import GpumatError, PointerError, describe_indices
-from gpumat.core.staged import EXAMPLE_FIELDS, PACK_ALIGN, TILE_FIELDS, StagedBatch, StagedColumn
+from gpumat.core.staged import EXAMPLE_FIELDS, PACK_ALIGN, TILE_FIELDS, StagedBatch, StagedColumn, pack_into
 from gpumat.host.examples import check_pointers, parse_examples
 from gpumat.host.planner import plan
 from gpumat.host.prefetch import StageError
@@ -223,20 +223,12 @@ class _Layout:
 
 def staged_layout(s: StagedBatch) -> tuple[dict, int]:
     """The layout ``StagedBatch.pack`` gives ``s`` (``name -> (word offset, shape)``) and its words."""
-    layout, total = {}, 0
-    for name, a in s.arrays():
-        shape = tuple(np.shape(a))
-        layout[name] = (total, shape)
-        total += -(-int(np.prod(shape, dtype=np.int64)) // PACK_ALIGN) * PACK_ALIGN
-    return layout, total
+    return s._layout()
 
 
 def pack_staged(s: StagedBatch, flat: np.ndarray, layout: dict) -> None:
     """``StagedBatch.pack`` into ``flat`` (int64, NumPy): the same words, without torch."""
-    for name, a in s.arrays():
-        off, shape = layout[name]
-        n = int(np.prod(shape, dtype=np.int64))
-        flat[off: off + n] = np.asarray(a, dtype=np.int64).reshape(-1)
+    pack_into(s, flat, layout)
 
 
 def staged_skeleton(s: StagedBatch) -> dict:

@@ -161,7 +161,7 @@ if triton is not None:
         PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, DICT_MASK: tl.constexpr,
         DELTA_MASK: tl.constexpr, RADIX_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr,
         LANES: tl.constexpr,
-        STEPS: tl.constexpr, ONE_D: tl.constexpr,
+        STEPS: tl.constexpr, ONE_D: tl.constexpr, SLACK: tl.constexpr,
     ):
         """Positions ``c0 .. c0 + STEPS * LANES`` of the program's tiles, every column; a live value of
         the checked column past its request's timestamp stores 1 at ``vp`` (its tile's example's
@@ -286,8 +286,12 @@ if triton is not None:
             if (NOBITS_MASK >> c) & 1:  # every staged block of the column is 0 bits wide (constants, or
                 lo32 = tl.zeros(lv_c.shape, tl.uint32)  # PATCH blocks with no low bits: a sparse flag column)
             else:
-                a = tl.load(pa, mask=lv_c).to(tl.uint32, bitcast=True)
-                b = tl.load(pa + 1, mask=lv_c).to(tl.uint32, bitcast=True)
+                if SLACK:  # (the launcher saw WORDS_SLACK words after every column's words: no mask)
+                    a = tl.load(pa).to(tl.uint32, bitcast=True)
+                    b = tl.load(pa + 1).to(tl.uint32, bitcast=True)
+                else:
+                    a = tl.load(pa, mask=lv_c).to(tl.uint32, bitcast=True)
+                    b = tl.load(pa + 1, mask=lv_c).to(tl.uint32, bitcast=True)
                 lo32 = _bits32(a, b, s) & m_lo
             if (RADIX_MASK >> c) & 1:
                 # a RADIX value: digit rd of its code, (code div R^rd) mod R, in fp32: 1 / R^rd as
@@ -389,6 +393,7 @@ if triton is not None:
         DELTA_MASK: tl.constexpr, RADIX_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr,
         PADDED: tl.constexpr,
         LANES: tl.constexpr, STEPS: tl.constexpr, TILES_PER_PROG: tl.constexpr, LOOP: tl.constexpr,
+        SLACK: tl.constexpr,
     ):
         """Tiles ``t`` (int32 ``[TILES_PER_PROG]``), every column: descriptors, then the decode."""
         tmask = t < n_tiles
@@ -437,13 +442,13 @@ if triton is not None:
                 _history_chunk(
                     hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp,
                     NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, 0, 0, CHECK_COL,
-                    INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1,
+                    INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1, False,
                 )
         else:
             _history_chunk(
                 hdrs, words, outs, nwords, dicts, ndicts, 0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp,
                 NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK,
-                RADIX_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1,
+                RADIX_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1, SLACK,
             )
 
 
@@ -479,6 +484,7 @@ if triton is not None:
         SEQ: tl.constexpr,  # groups of TILES_PER_PROG tiles one after another in one program
         LOOP: tl.constexpr,
         len_bucket,  # the autotuner's key only: log2 of the batch's mean events per example
+        SLACK: tl.constexpr = False,  # every column's words have WORDS_SLACK words after them: unmasked value loads
     ):
         """The history, all columns: SEQ x TILES_PER_PROG tiles per program. A program walks SEQ
         groups in turn (unrolled, so a group's loads can be in flight while the previous one is
@@ -492,7 +498,7 @@ if triton is not None:
                 hdrs, words, outs, nwords, dicts, ndicts, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
                 offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
                 NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK,
-                RADIX_MASK, CHECK_COL, INCLUSIVE, PADDED, LANES, STEPS, TILES_PER_PROG, LOOP,
+                RADIX_MASK, CHECK_COL, INCLUSIVE, PADDED, LANES, STEPS, TILES_PER_PROG, LOOP, SLACK,
             )
 
     @triton.jit(do_not_specialize=["n_ex", "n_tail", "n_out", "width"])
@@ -740,6 +746,12 @@ def materialize_staged_triton(
     return values, viol
 
 
+def _room_after(t: torch.Tensor) -> int:
+    """Elements of ``t``'s storage after its last one (a view of a packed buffer: up to the
+    buffer's end), read without a sync."""
+    return t.untyped_storage().nbytes() // t.element_size() - t.storage_offset() - t.numel()
+
+
 def _output(name, col, out, shape, dev, padded_width, pad_value):
     """The column's output buffer: the caller's (checked) or a new one, filled with the pad when padded."""
     dt = TORCH_DTYPES[col.dtype]
@@ -837,8 +849,12 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
                 staged.tile_block, staged.tile_lo, staged.tile_cnt, staged.tile_out, staged.tile_ex,
                 staged.offsets, staged.request_ts, viol, T, B, n_out, width)
         loop = int(staged.block_size) > block
+        # Value loads unmasked where every column's words have room after them for a chunk's dead
+        # lanes (``WORDS_SLACK``: what ``StagedBatch.pack`` leaves; never in the looping path, whose
+        # chunks may start past a short tile's end)
+        slack = not loop and all(_room_after(col.words) >= block + 1 for _, col, _ in staged.passes())
         # (DELTA blocks hold at most AUX_MAX_BLOCK values: a tier of larger blocks, which loops, has none)
-        kw = dict(OUT64_MASK=out64_mask, WIDE_MASK=wide_mask, PATCH_MASK=patch_mask, RUN_MASK=run_mask, NOBITS_MASK=nobits_mask,
+        kw = dict(SLACK=slack, OUT64_MASK=out64_mask, WIDE_MASK=wide_mask, PATCH_MASK=patch_mask, RUN_MASK=run_mask, NOBITS_MASK=nobits_mask,
                   DICT_MASK=dict_mask, DELTA_MASK=0 if loop else delta_mask, RADIX_MASK=0 if loop else radix_mask,
                   LANES=lanes_h, STEPS=block // lanes_h,
                   LOOP=loop, **common)

@@ -22,7 +22,7 @@ def test_static_check_compiles_every_configuration_without_spills(tmp_path):
     s = json.loads(out.read_text())["static"]
     assert s["arch"] == "sm_90" and s["spilling_configurations"] == 0
     kernels = {(k["kernel"], k["arch"]) for k in s["kernels"]}
-    assert kernels == {(k, a) for k in ("history", "tail") for a in ("sm_90", "sm_80")}
+    assert kernels == {(k, a) for k in ("history", "history_masked", "tail") for a in ("sm_90", "sm_80")}
     assert all(k["regs"] > 0 and k["sass_instructions"] > 50 for k in s["kernels"])
     # every mode of the bench tenants' one-launch-for-all-columns configuration is compiled
     modes = {(k["inclusive"], k["padded"], k["wide"], k["loop"]) for k in s["kernels"]

@@ -1034,6 +1034,37 @@ def test_corrupt_headers_never_read_outside_the_words():
     assert_equal_verbose(got[untouched], expected["item"][untouched], "tiles with good headers")
 
 
+@pytest.mark.parametrize("seed", [31, 32])
+def test_unmasked_value_loads_read_only_the_packed_slack(seed, monkeypatch):
+    """A packed batch leaves ``WORDS_SLACK`` zero words after every column's words, so the history
+    kernel loads values unmasked (its dead lanes read at most a chunk past the last live value);
+    a batch whose words end their storage takes the masked loads. Both equal the reference, on
+    tiles that start and end mid-block, the last block of each column too."""
+    import dataclasses
+
+    import gpumat.kernels.triton_decode_gather as tdg
+    from gpumat.core.staged import WORDS_SLACK
+
+    staged, expected, exp_viol = random_batch(seed, 12, 200, 700, 4, ("item", "act"), True, aux=seed % 2 == 0)
+    flat, layout = staged.pack()
+    for name, (off, shape) in layout.items():
+        if name.endswith(".words"):
+            assert (flat[off + shape[0]: off + shape[0] + WORDS_SLACK] == 0).all(), name
+    rooms = []
+    real = tdg._room_after
+    monkeypatch.setattr(tdg, "_room_after", lambda t: rooms.append(real(t)) or rooms[-1])
+    packed = staged.to(DEVICE)
+    bare = dataclasses.replace(packed, columns={n: dataclasses.replace(c, words=c.words.clone())
+                                                for n, c in packed.columns.items()})
+    for d, unmasked in ((packed, True), (bare, False)):
+        rooms.clear()
+        values, viol = materialize_staged_triton(d, total=staged.total)
+        assert rooms and (min(rooms) >= BS + 1) == unmasked
+        for c, want in expected.items():
+            assert_equal_verbose(values[c].cpu().numpy(), want, c)
+        assert viol.cpu().numpy().tolist() == list(exp_viol)
+
+
 def test_triton_available_messages(monkeypatch):
     ok, why = triton_available("cuda")
     assert ok, why

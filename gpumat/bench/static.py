@@ -117,7 +117,9 @@ def kernel_configs():
     blocks, looped tiles and tails), without PATCH blocks, with the bench tier's (``action``) and
     with ts as DELTA PATCH blocks too; every single-column case (each dtype stored, checked, or
     both; with PATCH, RUN, DICT, DELTA or RADIX blocks and some of their mixes: RUN beside DICT is
-    a dictionary's codes in RUN blocks)."""
+    a dictionary's codes in RUN blocks). ``kernel`` "history" is the history kernel as the launcher
+    takes it for a packed batch (``SLACK``: unmasked value loads; masked in the looping path),
+    "history_masked" the same without that room (a batch not packed by ``StagedBatch.pack``)."""
     single = [((dtype, store, check),) for dtype in ("int64", "int32")
               for store, check in ((True, False), (False, True), (True, True))]
     for kernel in ("history", "tail"):
@@ -126,16 +128,20 @@ def kernel_configs():
                 continue
             yield kernel, BENCH_COLUMNS, inclusive, padded, wide, loop, (0, 0)
             if kernel == "history" and not loop:
-                yield kernel, BENCH_COLUMNS, inclusive, padded, wide, loop, (BENCH_PATCH, BENCH_RUN, BENCH_NOBITS)
-                yield kernel, BENCH_COLUMNS, inclusive, padded, wide, loop, (BENCH_PATCH, BENCH_RUN, BENCH_NOBITS, BENCH_DICT)
-                yield kernel, BENCH_COLUMNS, inclusive, padded, wide, loop, BENCH_DELTA_TS
+                for kname in ("history", "history_masked"):
+                    if kname == "history_masked":
+                        yield kname, BENCH_COLUMNS, inclusive, padded, wide, loop, (0, 0)
+                    yield kname, BENCH_COLUMNS, inclusive, padded, wide, loop, (BENCH_PATCH, BENCH_RUN, BENCH_NOBITS)
+                    yield kname, BENCH_COLUMNS, inclusive, padded, wide, loop, (BENCH_PATCH, BENCH_RUN, BENCH_NOBITS, BENCH_DICT)
+                    yield kname, BENCH_COLUMNS, inclusive, padded, wide, loop, BENCH_DELTA_TS
         for cols in single:
-            yield kernel, cols, False, False, False, False, (0, 0)
-            if kernel == "history":
-                for aux in ((1, 0), (0, 1), (1, 1), (1, 0, 1), (0, 0, 0, 1), (0, 1, 0, 1), (1, 1, 0, 1), (0, 0, 0, 0, 1),
-                            (1, 0, 0, 0, 1),
-                            (1, 1, 0, 1, 1), (0, 0, 0, 0, 0, 1), (1, 1, 0, 0, 0, 1), (1, 0, 0, 1, 1, 1)):
-                    yield kernel, cols, False, False, False, False, aux
+            for kname in (kernel, "history_masked") if kernel == "history" else (kernel,):
+                yield kname, cols, False, False, False, False, (0, 0)
+                if kernel == "history":
+                    for aux in ((1, 0), (0, 1), (1, 1), (1, 0, 1), (0, 0, 0, 1), (0, 1, 0, 1), (1, 1, 0, 1), (0, 0, 0, 0, 1),
+                                (1, 0, 0, 0, 1),
+                                (1, 1, 0, 1, 1), (0, 0, 0, 0, 0, 1), (1, 1, 0, 0, 0, 1), (1, 0, 0, 1, 1, 1)):
+                        yield kname, cols, False, False, False, False, aux
 
 
 def _masks(cols, wide: bool) -> dict:
@@ -156,7 +162,7 @@ def _compile_config(job) -> dict:
     masks = _masks(cols, wide)
     consts = {"NCOL": n, "STORE_MASK": masks["STORE_MASK"], "CHECK_COL": masks["CHECK_COL"],
               "INCLUSIVE": inclusive and masks["CHECK_COL"] >= 0, "PADDED": padded}
-    if kernel == "history":
+    if kernel in ("history", "history_masked"):
         fn = k._history_kernel
         # (the counts travel as ``opaque_count``: odd int32s, which Triton never specializes)
         sig = {"hdrs": ("*i64",) * n, "words": ("*i32",) * n, "outs": outs, "nwords": ("i32",) * n,
@@ -166,7 +172,10 @@ def _compile_config(job) -> dict:
         consts.update(OUT64_MASK=masks["OUT64_MASK"], WIDE_MASK=masks["WIDE_MASK"], PATCH_MASK=patch,
                       RUN_MASK=run, NOBITS_MASK=nobits, DICT_MASK=dict_mask, DELTA_MASK=delta, RADIX_MASK=radix,
                       LANES=32, STEPS=4,
-                      TILES_PER_PROG=tp, SEQ=seq, LOOP=loop)
+                      TILES_PER_PROG=tp, SEQ=seq, LOOP=loop,
+                      # what the launcher takes for a packed batch (WORDS_SLACK after every column's
+                      # words) outside the looping path; "history_masked": a batch without that room
+                      SLACK=kernel == "history" and not loop)
         per_program = tp * seq
     else:
         fn = k._tail_kernel
@@ -180,7 +189,7 @@ def _compile_config(job) -> dict:
     info = _compile(fn, arch, sig, consts, warps)
     info.update(kernel=kernel, arch=f"sm_{arch}", columns=[list(c) for c in cols], inclusive=inclusive,
                 padded=padded, wide=wide, loop=loop, aux=list(aux), num_warps=warps, per_program=per_program)
-    if kernel == "history":
+    if kernel != "tail":
         info["launch"] = [tp, seq, warps]
     return info
 
@@ -298,7 +307,7 @@ def print_static(r: dict) -> None:
         by.setdefault((kname, arch), []).append(n)
     for (kname, arch), ns in sorted(by.items()):
         sass = [c["sass_instructions"] for c in s["kernels"] if c["kernel"] == kname and c["arch"] == arch]
-        print(f"  {kname:<14}{arch}: {min(ns)}-{max(ns)} registers, {min(sass)}-{max(sass)} SASS instructions")
+        print(f"  {kname:<16}{arch}: {min(ns)}-{max(ns)} registers, {min(sass)}-{max(sass)} SASS instructions")
     print("\nhistory launch candidates (TP, SEQ, warps), sm_90: registers; warp-instr/event and issue/DRAM per tenant")
     for c in s.get("launch_candidates", []):
         per = "  ".join(f"{n} {t['warp_instructions_per_event']:.2f} / {t['issue_over_dram']:.2f}" for n, t in c["tenants"].items())

@@ -36,6 +36,12 @@ COLUMN_PARTS = ("hdr", "words", "tail_values")  # the arrays of a staged column,
 # Triton specializes each pointer argument on 16-byte alignment: views at arbitrary word offsets
 # would give each batch a new alignment pattern, hence a new compilation of the kernels.
 PACK_ALIGN = 16
+# After each column's words, WORDS_SLACK int64 words of the packed buffer (zeros): the history
+# kernel then loads values without a mask (kernels/triton_decode_gather.py, its SLACK constexpr). A
+# tile's dead lanes (past its count) read at most 127 positions past its last live value (a chunk
+# is at most 128 positions), at most 64 bits each, and one 32-bit word more: 128 words past the
+# column's last word the kernel may read for a live value; 144 keeps PACK_ALIGN.
+WORDS_SLACK = 144
 
 # A staged block's ``meta`` (docs/DESIGN.md §4): ``word_off << 8 | AUX_FLAG? | w``. Widths are 0..64
 # (``WIDTH_MASK``); ``AUX_FLAG`` says the block has an auxiliary word at ``words[word_off - 1]``:
@@ -74,6 +80,23 @@ RADIX_MAX_W = 16  # a RADIX block's codes: at most 16 bits (the kernels divide t
 AUX_KINDS_ALL = 31  # ``StagedBatch.aux``'s bits: 1 PATCH, 2 RUN, 4 DICT, 8 DELTA, 16 RADIX
 AUX_MAX_BLOCK = 128  # the four prefix bytes cover blocks of up to 4 x 32 values
 AUX_MAX_W2 = 31  # the stored exceptions' width: their high parts (exception + 1) fit a 32-bit word
+
+
+def packed_span(name: str, shape) -> int:
+    """int64 words array ``name`` of ``shape`` takes in a packed buffer: its words rounded up to
+    ``PACK_ALIGN``, and a column's words ``WORDS_SLACK`` more."""
+    return -(-int(np.prod(shape, dtype=np.int64)) // PACK_ALIGN) * PACK_ALIGN + WORDS_SLACK * name.endswith(".words")
+
+
+def pack_into(s: "StagedBatch", flat: np.ndarray, layout: dict) -> None:
+    """``s``'s arrays into ``flat`` (int64, NumPy) at ``layout``'s offsets, each column's slack
+    after its words zeroed (``StagedBatch.pack``; the worker processes' shared memory too)."""
+    for name, a in s.arrays():
+        off, shape = layout[name]
+        n = int(np.prod(shape, dtype=np.int64))
+        flat[off : off + n] = np.asarray(a, dtype=np.int64).reshape(-1)
+        if name.endswith(".words"):
+            flat[off + n : off + packed_span(name, shape)] = 0
 
 
 def column_array_names(column: str, dicts: bool = False) -> tuple[str, ...]:
@@ -255,8 +278,7 @@ class StagedBatch:
     def dicts_offset(layout) -> int:
         """Where the dictionaries start in a packed buffer laid out by ``pack`` (its length if none)."""
         at = [off for name, (off, _) in layout.items() if name.endswith(".dicts")]
-        return min(at) if at else sum(-(-int(np.prod(s, dtype=np.int64)) // PACK_ALIGN) * PACK_ALIGN
-                                       for _, s in layout.values())
+        return min(at) if at else sum(packed_span(name, s) for name, (_, s) in layout.items())
 
     def staged_bytes(self) -> int:
         """Bytes that cross the bus for this batch (all descriptors, headers, packed words, tails),
@@ -270,7 +292,7 @@ class StagedBatch:
         for name, a in self.arrays():
             shape = tuple(a.shape)
             layout[name] = (total, shape)
-            total += -(-int(np.prod(shape, dtype=np.int64)) // PACK_ALIGN) * PACK_ALIGN
+            total += packed_span(name, shape)
         return layout, total
 
     def packed_numel(self) -> int:
@@ -287,11 +309,7 @@ class StagedBatch:
         layout, total = self._layout()
         if out is None or out.numel() < total:
             out = torch.empty(total, dtype=torch.int64)
-        flat = out[:total].numpy()
-        for name, a in self.arrays():
-            off, shape = layout[name]
-            n = int(np.prod(shape, dtype=np.int64))
-            flat[off : off + n] = np.asarray(a, dtype=np.int64).reshape(-1)
+        pack_into(self, out[:total].numpy(), layout)
         return out[:total], layout
 
     def check_tiles(self) -> None:
