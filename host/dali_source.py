@@ -6,7 +6,7 @@ DALI epoch ``k`` it takes batch ``i`` of sampler epoch ``first_epoch + k`` (the 
 ``AffinitySampler.epoch_batches``), parses and checks those examples, plans them for ONE tenant
 (``host.planner.plan``) and returns the plan packed for a single copy:
 
-    flat    int64 [N]      every array of the ``StagedBatch``, back to back (``StagedBatch.pack``)
+    flat    int64 [N]      every array of the ``StagedBatch`` (``StagedBatch.pack``: aligned, a column's words with room after them)
     layout  int64 [6 + 4A]  where each of the A arrays lies in ``flat`` (encoding below)
 
 The worker opens the tier (pinned to one version, so every worker and every epoch reads the same

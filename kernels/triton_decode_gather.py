@@ -65,6 +65,12 @@ its example sets ``violations[tile_ex] = 1`` with a plain masked store; concurre
 ever store the same value 1, so no atomics are needed. A ``ts`` column staged only for the check
 (``project=False``) is decoded and checked but never stored.
 
+Value loads: a tile's dead lanes (positions past its count) compute addresses up to 127 positions
+past its last live value; with the packed batch's room after each column's words
+(``gpumat.core.staged.WORDS_SLACK``) and long windows (``SLACK_MIN_BUCKET``), the launcher takes
+the SLACK path, whose value loads have no mask (those lanes read the room, and their values are
+never stored or checked); otherwise the loads are masked.
+
 Arithmetic: positions within a block, bit offsets and word indices are 32-bit (the launcher
 refuses a batch whose arrays exceed 2^31 elements); output addresses are 64-bit (``[B, W]``
 padded addresses beyond 2^31). Values are computed with wrapping unsigned arithmetic (64-bit for
@@ -72,7 +78,7 @@ int64 outputs, 32-bit for int32 ones), so overflow is two's complement and right
 logical; every shift count stays in ``[0, 31]`` because a shift by the full width means different
 things on different backends. Memory safety does not rest on the checksums alone: a tile whose
 header points outside its column's words, or whose output range is out of bounds, reads inside
-the words and stores nothing out of range.
+the words (on the SLACK path a dead lane, inside the room after them) and stores nothing out of range.
 """
 
 from __future__ import annotations
@@ -286,7 +292,7 @@ if triton is not None:
             if (NOBITS_MASK >> c) & 1:  # every staged block of the column is 0 bits wide (constants, or
                 lo32 = tl.zeros(lv_c.shape, tl.uint32)  # PATCH blocks with no low bits: a sparse flag column)
             else:
-                if SLACK:  # (the launcher saw WORDS_SLACK words after every column's words: no mask)
+                if SLACK:  # (the launcher saw a chunk's room after every column's words: no mask)
                     a = tl.load(pa).to(tl.uint32, bitcast=True)
                     b = tl.load(pa + 1).to(tl.uint32, bitcast=True)
                 else:
@@ -484,7 +490,7 @@ if triton is not None:
         SEQ: tl.constexpr,  # groups of TILES_PER_PROG tiles one after another in one program
         LOOP: tl.constexpr,
         len_bucket,  # the autotuner's key only: log2 of the batch's mean events per example
-        SLACK: tl.constexpr = False,  # every column's words have WORDS_SLACK words after them: unmasked value loads
+        SLACK: tl.constexpr = False,  # every column's words have a chunk's room after them: unmasked value loads
     ):
         """The history, all columns: SEQ x TILES_PER_PROG tiles per program. A program walks SEQ
         groups in turn (unrolled, so a group's loads can be in flight while the previous one is
@@ -619,6 +625,15 @@ def tail_shape(max_tail: int | None, lanes: int, ex_per_prog: int | None = None)
 # of its run (printed and in its JSON, to be put here); ``gpumat bench kernels --static`` reports
 # each candidate's registers and instructions per event. Buckets not listed take
 # ``(GPU_TILES_PER_PROG, GPU_TILES_SEQ, HISTORY_WARPS)``.
+# The history kernel's unmasked value loads (SLACK) save 25 SASS instructions a program of the bench
+# column set (765 -> 740, triton 3.6) but fetch what dead lanes (past a tile's count) address: on
+# short windows, whose tiles are often partial, that is more memory traffic (counted over the
+# bench batches' tiles, not measured on a GPU: the short tenant +24% distinct 32-byte sectors of
+# the words, about +3.7% of the bytes the batch moves; mid +3%; long about 0, a 2^16-event window
+# having two partial tiles against 510 full ones). A kernel
+# the static model calls memory-bound gains nothing from fewer instructions there, so only batches
+# whose mean window is at least 2^SLACK_MIN_BUCKET events take them.
+SLACK_MIN_BUCKET = 14
 LAUNCH_BY_BUCKET: dict[int, tuple[int, int, int]] = {}
 LAUNCH_CHOICES = ((1, 1, 1), (1, 2, 1), (1, 4, 1), (1, 8, 1), (1, 2, 2), (2, 1, 1), (2, 2, 1), (2, 1, 2),
                   (4, 1, 2), (4, 1, 4))
@@ -849,10 +864,11 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
                 staged.tile_block, staged.tile_lo, staged.tile_cnt, staged.tile_out, staged.tile_ex,
                 staged.offsets, staged.request_ts, viol, T, B, n_out, width)
         loop = int(staged.block_size) > block
-        # Value loads unmasked where every column's words have room after them for a chunk's dead
-        # lanes (``WORDS_SLACK``: what ``StagedBatch.pack`` leaves; never in the looping path, whose
-        # chunks may start past a short tile's end)
-        slack = not loop and all(_room_after(col.words) >= block + 1 for _, col, _ in staged.passes())
+        # Value loads unmasked for long windows where every column's words have storage after them
+        # for a chunk's dead lanes (``WORDS_SLACK``: what ``StagedBatch.pack`` leaves; never in the
+        # looping path, whose chunks may start past a short tile's end); SLACK_MIN_BUCKET says why
+        slack = not loop and bucket >= SLACK_MIN_BUCKET and all(_room_after(col.words) >= block + 1
+                                                                for _, col, _ in staged.passes())
         # (DELTA blocks hold at most AUX_MAX_BLOCK values: a tier of larger blocks, which loops, has none)
         kw = dict(SLACK=slack, OUT64_MASK=out64_mask, WIDE_MASK=wide_mask, PATCH_MASK=patch_mask, RUN_MASK=run_mask, NOBITS_MASK=nobits_mask,
                   DICT_MASK=dict_mask, DELTA_MASK=0 if loop else delta_mask, RADIX_MASK=0 if loop else radix_mask,

@@ -9,6 +9,7 @@ Runs under ``TRITON_INTERPRET=1`` on CPU (tests/conftest.py), natively on a GPU 
 """
 
 import os
+import sys
 
 if os.environ.get("GPUMAT_TEST_NATIVE") != "1":  # before any kernel module is imported
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -1054,6 +1055,10 @@ def test_unmasked_value_loads_read_only_the_packed_slack(seed, monkeypatch):
     real = tdg._room_after
     monkeypatch.setattr(tdg, "_room_after", lambda t: rooms.append(real(t)) or rooms[-1])
     packed = staged.to(DEVICE)
+    assert tdg.len_bucket(packed) < tdg.SLACK_MIN_BUCKET  # short windows: masked loads, the room not even asked
+    materialize_staged_triton(packed, total=staged.total)
+    assert not rooms
+    monkeypatch.setattr(tdg, "SLACK_MIN_BUCKET", -1)  # as for long windows
     bare = dataclasses.replace(packed, columns={n: dataclasses.replace(c, words=c.words.clone())
                                                 for n, c in packed.columns.items()})
     for d, unmasked in ((packed, True), (bare, False)):
@@ -1063,6 +1068,20 @@ def test_unmasked_value_loads_read_only_the_packed_slack(seed, monkeypatch):
         for c, want in expected.items():
             assert_equal_verbose(values[c].cpu().numpy(), want, c)
         assert viol.cpu().numpy().tolist() == list(exp_viol)
+
+
+@pytest.mark.skipif(DEVICE != "cpu" or not sys.platform.startswith("linux"), reason="guard pages: the interpreter, Linux")
+@pytest.mark.parametrize("case", ["plain", "aux-one", "dict", "deadex-one", "bs64"])
+def test_unmasked_value_loads_stay_inside_the_room(case):
+    """The SLACK path with each column's words followed by exactly the room the launcher asks for,
+    then a page no access is allowed to (``tests/guard_words.py``, in a child process: a read past
+    the room kills it), on the GPU's one-tile shape and the interpreter's, plain, PATCH / RUN /
+    DELTA and DICT blocks, dead tiles, blocks of 64: the values and flags are the reference's."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "guard_words.py"), case],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (proc.returncode, proc.stderr[-2000:])
 
 
 def test_triton_available_messages(monkeypatch):

@@ -118,8 +118,9 @@ def kernel_configs():
     with ts as DELTA PATCH blocks too; every single-column case (each dtype stored, checked, or
     both; with PATCH, RUN, DICT, DELTA or RADIX blocks and some of their mixes: RUN beside DICT is
     a dictionary's codes in RUN blocks). ``kernel`` "history" is the history kernel as the launcher
-    takes it for a packed batch (``SLACK``: unmasked value loads; masked in the looping path),
-    "history_masked" the same without that room (a batch not packed by ``StagedBatch.pack``)."""
+    takes it for a packed batch of long windows (``SLACK``: unmasked value loads; masked in the
+    looping path), "history_masked" the same with masked loads (shorter windows, or a batch without
+    the room ``StagedBatch.pack`` leaves)."""
     single = [((dtype, store, check),) for dtype in ("int64", "int32")
               for store, check in ((True, False), (False, True), (True, True))]
     for kernel in ("history", "tail"):
@@ -199,8 +200,8 @@ def candidate_jobs() -> list[tuple]:
     sm_90, the bench column set, narrow and wide blocks."""
     import gpumat.kernels.triton_decode_gather as k
 
-    return [(90, "history", BENCH_COLUMNS, False, False, wide, False, (BENCH_PATCH, BENCH_RUN, BENCH_NOBITS, BENCH_DICT), tuple(c))
-            for c in k.LAUNCH_CHOICES for wide in (False, True)]
+    return [(90, kname, BENCH_COLUMNS, False, False, wide, False, (BENCH_PATCH, BENCH_RUN, BENCH_NOBITS, BENCH_DICT), tuple(c))
+            for c in k.LAUNCH_CHOICES for wide in (False, True) for kname in ("history", "history_masked")]
 
 
 def compile_all(archs=ARCHS, extra=()) -> list[dict]:
@@ -231,6 +232,7 @@ def _default_sigterm() -> None:
 def tenant_costs(configs: list[dict], arch: str, tenants, columns=None) -> dict:
     """Warp-instructions per event, issue floor and DRAM floor of each bench tenant's batch: one
     history launch and one tail launch over all its columns, jagged, strict check, narrow blocks."""
+    import gpumat.kernels.triton_decode_gather as tdg
     from gpumat.bench.kernels import COLUMNS, synthetic_staged
 
     table = {(c["kernel"], tuple(map(tuple, c["columns"])), c["inclusive"], c["padded"], c["wide"], c["loop"],
@@ -245,7 +247,10 @@ def tenant_costs(configs: list[dict], arch: str, tenants, columns=None) -> dict:
                        sum((staged.max_width(n) == 0) << c for c, n in enumerate(staged.columns)),
                        sum((k >> 2 & 1) << c for c, k in enumerate(kinds)), sum((k >> 3 & 1) << c for c, k in enumerate(kinds)),
                        sum((k >> 4 & 1) << c for c, k in enumerate(kinds))))
-        hist = table[("history", BENCH_COLUMNS, False, False, wide, False, aux)]
+        # (the launcher's choice: unmasked value loads for long windows, tdg.SLACK_MIN_BUCKET)
+        bucket = max(int(staged.total // max(B, 1)).bit_length() - 1, 0)  # len_bucket of the batch moved by .to()
+        kname = "history" if bucket >= tdg.SLACK_MIN_BUCKET else "history_masked"
+        hist = table[(kname, BENCH_COLUMNS, False, False, wide, False, aux)]
         tail = table[("tail", BENCH_COLUMNS, False, False, False, staged.max_tail > 16, aux_key(()))]
         wi = (-(-T // hist["per_program"]) * hist["num_warps"] * hist["sass_instructions"]
               + -(-B // tail["per_program"]) * tail["num_warps"] * tail["sass_instructions"])

@@ -36,11 +36,12 @@ COLUMN_PARTS = ("hdr", "words", "tail_values")  # the arrays of a staged column,
 # Triton specializes each pointer argument on 16-byte alignment: views at arbitrary word offsets
 # would give each batch a new alignment pattern, hence a new compilation of the kernels.
 PACK_ALIGN = 16
-# After each column's words, WORDS_SLACK int64 words of the packed buffer (zeros): the history
-# kernel then loads values without a mask (kernels/triton_decode_gather.py, its SLACK constexpr). A
-# tile's dead lanes (past its count) read at most 127 positions past its last live value (a chunk
-# is at most 128 positions), at most 64 bits each, and one 32-bit word more: 128 words past the
-# column's last word the kernel may read for a live value; 144 keeps PACK_ALIGN.
+# After each column's words, WORDS_SLACK int64 words of the packed buffer (zeros), so that the
+# history kernel may load values without a mask (kernels/triton_decode_gather.py, its SLACK path,
+# which the launcher takes where a tensor's storage has a chunk's room after the words): on the
+# GPU a chunk is at most 128 positions, so a tile's dead lanes (past its count) address at most
+# 127 positions past its last live value, 64 bits each at most: under 128 words past the column's
+# words (a review's guard pages found 126 the worst); 144, a multiple of PACK_ALIGN, with a margin.
 WORDS_SLACK = 144
 
 # A staged block's ``meta`` (docs/DESIGN.md §4): ``word_off << 8 | AUX_FLAG? | w``. Widths are 0..64
@@ -282,7 +283,8 @@ class StagedBatch:
 
     def staged_bytes(self) -> int:
         """Bytes that cross the bus for this batch (all descriptors, headers, packed words, tails),
-        not counting the alignment padding of ``pack`` (at most 15 words per array)."""
+        not counting the alignment padding of ``pack`` (at most 15 words per array) nor the room
+        after each column's words (``WORDS_SLACK``)."""
         return sum(int(a.numel() if hasattr(a, "numel") else np.asarray(a).size) * 8 for _, a in self.arrays())
 
     def _layout(self) -> tuple[dict[str, tuple[int, tuple[int, ...]]], int]:
@@ -300,7 +302,8 @@ class StagedBatch:
         return self._layout()[1]
 
     def pack(self, out: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, tuple[int, tuple[int, ...]]]]:
-        """Pack every array into one flat int64 CPU tensor (``out`` if given and large enough, e.g. a
+        """Pack every array into one flat int64 CPU tensor, with ``WORDS_SLACK`` zeros after each
+        column's words (``out`` if given and large enough, e.g. a
         reusable pinned buffer; size it with ``packed_numel()``). Returns the buffer and the layout
         ``name -> (offset, shape)``; every offset is a multiple of ``PACK_ALIGN`` words."""
         import torch  # only here: the planner builds staged batches without torch
