@@ -175,7 +175,8 @@ def _compile_config(job) -> dict:
                       LANES=32, STEPS=4,
                       TILES_PER_PROG=tp, SEQ=seq, LOOP=loop,
                       # what the launcher takes for a packed batch (WORDS_SLACK after every column's
-                      # words) outside the looping path; "history_masked": a batch without that room
+                      # words) of long windows (SLACK_MIN_BUCKET) outside the looping path;
+                      # "history_masked": shorter windows, or a batch without that room
                       SLACK=kernel == "history" and not loop)
         per_program = tp * seq
     else:
