@@ -92,7 +92,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 26; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 27; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -468,7 +468,12 @@ static inline int64_t gm_sat(uint64_t v) { return v > (UINT64_C(1) << 40) ? (INT
  * tags (TAG_LEVELS ..): L = 1 + (tag - 112) / 4 levels of bitmaps, a tail of wt = (tag - 112) % 4 bits,
  * no slope; fields the base and the payload's bits after the first level */
 enum { GM_TAG_RUN_GAPS = 75, GM_TAG_FLAG = 76, GM_TAG_FLAG_W2 = 94, GM_TAG_LEVELS = 112, GM_TAG_LAST = 127,
-       GM_KIND_LEVELS = 112 };
+       GM_KIND_LEVELS = 112, GM_KIND_STORED_CLASSES = 64 };
+/* CLASSES tags (host/pages.py TAG_CLASSES ..): a LEVELS tag of no tail with bit 7 (which LEVELS never
+ * has), L = 1 + (tag - 240) / 4 levels; fields the base, the payload's bits after the first level and
+ * its shape (w_i in bits 4i .. 4i + 3 for i < L, the tail's wt from bit 4L), stored as a step (XOR)
+ * from the shape of its page's CLASSES block before */
+static inline int gm_is_classes(int64_t tag) { return tag >= 240 && tag <= 252 && !((tag - 240) & 3); }
 static inline int gm_flag_e(int t) { return t >= GM_TAG_FLAG_W2 ? t - GM_TAG_FLAG_W2 + 1 : t - GM_TAG_FLAG + 1; }
 
 /* a tag's kind without its bitmap's form: 71..74 (sparse bitmaps) as PATCH, RUN, DELTA PATCH, DELTA
@@ -543,6 +548,126 @@ static int gm_levels_ev(const unsigned char *b, int64_t L, int64_t at, int64_t c
     if (pos - at - cnt + n * wt != extra) return 1;
     if (wt)
         for (int64_t t = 0; t < n; t++) ev[who[t]] += (uint8_t)gm_bits_at(b, L, pos + t * wt, wt);
+    return 0;
+}
+
+/* a CLASSES block's class widths (w[c], c <= lv: the tail's at lv) and starts (st[c]) from its shape */
+static void gm_classes_shape(int lv, int64_t shape, int64_t *w, int64_t *st) {
+    st[0] = 0;
+    for (int c = 0; c <= lv; c++) {
+        w[c] = c < lv ? (shape >> (4 * c)) & 15 : shape >> (4 * lv);
+        if (w[c] > 62) w[c] = 62; /* (refused by gm_classes_bad) */
+        st[c + 1] = st[c] + (INT64_C(1) << w[c]);
+    }
+}
+
+/* host/pages.py parse_fields' checks of a CLASSES block: a shape of lv low widths and a tail of at most
+ * 24 bits, and no more bits after the first level than its levels and widest class take */
+static int gm_classes_bad(int64_t lv, int64_t shape, int64_t mid, int64_t cnt) {
+    int64_t w[6] = {0}, st[7], wmax = 0;
+    if (lv < 1 || lv > 4 || shape < 0 || (shape >> (4 * lv + 5))) return 1;
+    gm_classes_shape((int)lv, shape, w, st);
+    for (int c = 0; c <= lv; c++) wmax = w[c] > wmax ? w[c] : wmax;
+    return w[lv] > 24 || mid > (lv - 1 + wmax) * cnt;
+}
+
+/* a CLASSES block of cnt <= 128 values from bit `at` of b (L bytes): lv levels of bitmaps (level 0 a bit
+ * per value, set past class 0; level i a bit per value whose bits on the levels before are 1, in order),
+ * then each class's low bits (w_c bits a value, its values in order; class 0 first, the tail's last):
+ * r[k], value k less the base, is its class's start plus its low bits. 1 when no value is past class 0
+ * or the levels and low bits are not `extra` bits after the first level (checked before each is read) */
+static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int64_t shape,
+                        int64_t extra, uint64_t *r) {
+    int64_t w[6], st[7], first[7]; /* class c's values (positions, in order): mem[first[c] .. first[c + 1]) */
+    uint8_t who[128], mem[128];
+    uint64_t bm[2] = {0, 0};
+    gm_classes_shape(lv, shape, w, st);
+    gm_realign_one(b, L, at, cnt, bm);
+    int64_t n = 0, z = 0, pos = at + cnt;
+    const int64_t end = at + cnt + extra;
+    /* (no branch on the data: the walk's bits are skewed, not predictable) */
+    for (int64_t k = 0; k < cnt; k++) {
+        const uint8_t bit = (bm[k >> 6] >> (k & 63)) & 1;
+        who[n] = mem[z] = (uint8_t)k;
+        n += bit;
+        z += !bit;
+    }
+    if (n < 1) return 1;
+    first[0] = 0;
+    first[1] = z;
+    for (int i = 1; i < lv; i++) { /* level i: a bit for each value still walking; a 0 ends it in class i */
+        uint64_t lw[2] = {0, 0};
+        if (pos + n > end) return 1;
+        if (n) gm_realign_one(b, L, pos, n, lw);
+        pos += n;
+        int64_t m = 0;
+        for (int64_t j = 0; j < n; j++) { /* (m <= j: who stays ahead of its reads) */
+            const uint8_t bit = (lw[j >> 6] >> (j & 63)) & 1, v = who[j];
+            who[m] = mem[z] = v;
+            m += bit;
+            z += !bit;
+        }
+        n = m;
+        first[i + 1] = z;
+    }
+    for (int64_t j = 0; j < n; j++) mem[z + j] = who[j]; /* the tail's */
+    first[lv + 1] = z + n;
+    for (int c = 0; c <= lv; c++) { /* each class's low bits, class 0 first (checked before any is read) */
+        const int64_t nc = first[c + 1] - first[c];
+        if (pos + nc * w[c] > end) return 1;
+        const uint64_t s0 = (uint64_t)st[c];
+        const int wc = (int)w[c];
+        for (int64_t t = first[c]; t < first[c + 1]; t++, pos += wc) r[mem[t]] = s0 + gm_bits_at(b, L, pos, wc);
+    }
+    return pos != end;
+}
+
+/* OR the w <= 57 low bits of v into the zeroed stream o at bit `bit` */
+static inline void gm_put_bits(uint64_t *o, int64_t bit, uint64_t v, int64_t w) {
+    if (!w) return;
+    v &= w >= 64 ? ~UINT64_C(0) : (UINT64_C(1) << w) - 1;
+    o[bit >> 6] |= v << (bit & 63);
+    if ((bit & 63) + w > 64) o[(bit >> 6) + 1] |= v >> (64 - (bit & 63));
+}
+
+/* host/pages.py _classes_as_patch: K CLASSES blocks (block k from bit at[k] of buf, n bytes: cnt[k]
+ * values, lv[k] levels, shape[k], extra[k] bits after its first level) as the PATCH blocks they stage
+ * as, written back to back into o (zeroed, uint64; room for sum cnt (w_0 + 26) bits and a word): w_0
+ * low bits a value (less the base, mod 2^w_0), the first level as the bitmap, the values past class 0
+ * (their high parts less 1) as exceptions of w2[k] bits, e[k] of them, from bit boff[k]. Returns 0, or
+ * k + 1 for the first bad block (gm_classes_r; the caller checked at + cnt + extra <= 8 n) */
+int64_t gm_classes_patch(const unsigned char *buf, int64_t n, const int64_t *at, const int64_t *cnt, const int64_t *lv,
+                         const int64_t *shape, const int64_t *extra, int64_t K, int64_t *w2, int64_t *e, int64_t *boff,
+                         uint64_t *o) {
+    int64_t bit = 0;
+    for (int64_t k = 0; k < K; k++) {
+        uint64_t r[128];
+        const int64_t c = cnt[k], w0 = shape[k] & 15;
+        if (c < 1 || c > 128 || lv[k] < 1 || lv[k] > 4 || gm_classes_bad(lv[k], shape[k], extra[k], c) ||
+            gm_classes_r(buf, n, at[k], c, (int)lv[k], shape[k], extra[k], r))
+            return k + 1;
+        uint64_t top = 0;
+        int64_t ne = 0;
+        for (int64_t i = 0; i < c; i++) {
+            const uint64_t h = r[i] >> w0;
+            if (h) ne++, top = h - 1 > top ? h - 1 : top;
+        }
+        const int64_t wx = top ? 64 - __builtin_clzll(top) : 0;
+        boff[k] = bit;
+        w2[k] = wx;
+        e[k] = ne;
+        int64_t xb = bit + c * w0 + c;
+        for (int64_t i = 0; i < c; i++) {
+            const uint64_t h = r[i] >> w0;
+            gm_put_bits(o, bit + i * w0, r[i], w0);
+            if (h) {
+                gm_put_bits(o, bit + c * w0 + i, 1, 1);
+                gm_put_bits(o, xb, h - 1, wx);
+                xb += wx;
+            }
+        }
+        bit = xb;
+    }
     return 0;
 }
 
@@ -728,10 +853,22 @@ static int gm_levels(const unsigned char *b, int64_t L, int64_t at, int64_t cnt,
 /* one block's fields from fbuf[*pos, end) (tag t, cnt values, pred: where the page's previous block's
  * line ended, updated); 1 when they run past end or a varint is bad */
 static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end, int64_t tag, int64_t cnt,
-                            uint64_t *pred, int64_t *base, int64_t *slope, int64_t *w, int64_t *nv, int64_t *w2,
-                            int64_t *e) {
+                            uint64_t *pred, uint64_t *spred, int64_t *base, int64_t *slope, int64_t *w, int64_t *nv,
+                            int64_t *w2, int64_t *e) {
     uint64_t d, z = 0, x1 = 0, x2 = 0, x3 = 0;
     const int64_t t = gm_kind_tag((int)(tag & 0x7F));
+    if (gm_is_classes(tag)) { /* CLASSES: base, the bits after the first level (as e), the shape's step (w2) */
+        if (gm_varint(fbuf, pos, end, &d) || gm_varint(fbuf, pos, end, &x1) || gm_varint(fbuf, pos, end, &x2)) return 1;
+        *base = (int64_t)(*pred + (uint64_t)gm_unzigzag(d));
+        *pred = (uint64_t)*base;
+        *slope = 0;
+        *w = 1;
+        *nv = cnt;
+        *spred ^= x2;
+        *w2 = gm_sat(*spred);
+        *e = gm_sat(x1);
+        return 0;
+    }
     if (t == GM_KIND_LEVELS) { /* LEVELS: base, the bits after the first level (as e); w 1, w2 the tail's */
         if ((tag & 0x80) || gm_varint(fbuf, pos, end, &d) || gm_varint(fbuf, pos, end, &x1)) return 1;
         *base = (int64_t)(*pred + (uint64_t)gm_unzigzag(d));
@@ -784,9 +921,9 @@ int64_t gm_parse_fields(const unsigned char *fbuf, int64_t n, const int64_t *fst
     for (int64_t p = 0; p < P; p++) {
         int64_t pos = fstart[p], end = fend[p];
         if (pos < 0 || end < pos || end > n) return p + 1;
-        uint64_t pred = 0;
+        uint64_t pred = 0, spred = 0;
         for (; k < K && page_of[k] == p; k++)
-            if (gm_fields(fbuf, &pos, end, tag[k], cnt[k], &pred, base + k, slope + k, w + k, nv + k, w2 + k, e + k))
+            if (gm_fields(fbuf, &pos, end, tag[k], cnt[k], &pred, &spred, base + k, slope + k, w + k, nv + k, w2 + k, e + k))
                 return p + 1;
         if (pos != end) return p + 1;
     }
@@ -797,7 +934,8 @@ int64_t gm_parse_fields(const unsigned char *fbuf, int64_t n, const int64_t *fst
      * fields are out of range (the same checks) */
     int64_t bad = 0;
     for (k = 0; k < K; k++) {
-        const int64_t t = tag[k] & 0x7F, kd = kind_of_tag[t], c = cnt[k], lv = kd == GM_KIND_STORED_LEVELS;
+        const int64_t t = tag[k] & 0x7F, cl = gm_is_classes(tag[k]), kd = cl ? GM_KIND_STORED_CLASSES : kind_of_tag[t];
+        const int64_t c = cnt[k], lv = kd == GM_KIND_STORED_LEVELS || cl;
         const int64_t levels = 1 + ((t - GM_TAG_LEVELS) >> 2);
         kind[k] = kd;
         sp[k] = lv ? levels : t == GM_TAG_RUN_GAPS ? 2 : t >= 71;
@@ -807,7 +945,8 @@ int64_t gm_parse_fields(const unsigned char *fbuf, int64_t n, const int64_t *fst
         if (!bad && ((pt && (w[k] > 63 || w2[k] > 31 || w[k] + w2[k] > 64 || e[k] < 1 || e[k] > c)) ||
                      (rn && (nv[k] < 1 || nv[k] > c)) || (ext && (w[k] > 64 || c > 128)) ||
                      (sp[k] == 2 && !lv && (w2[k] > gm_pos_bits(c) || nv[k] < 2)) || (kd == GM_KIND_RADIX && e[k] < 2) ||
-                     (lv && mid[k] > (levels - 1 + w2[k]) * c)))
+                     (lv && !cl && mid[k] > (levels - 1 + w2[k]) * c) ||
+                     (cl && gm_classes_bad(levels, w2[k], mid[k], c))))
             bad = k + 1;
     }
     return -bad;
@@ -879,7 +1018,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
     int64_t plain_bits = 0;
     for (int64_t j = 0; j < nb; j++) {
         const int t = b[j] & 0x7F;
-        if (t > GM_TAG_LAST || (t >= GM_TAG_FLAG && (b[j] & 0x80))) return GM_BLOB_TAG;
+        if ((t > GM_TAG_LAST || (t >= GM_TAG_FLAG && (b[j] & 0x80))) && !gm_is_classes(b[j])) return GM_BLOB_TAG;
         if (t >= 65) ext = 1;
         else plain_bits += (j + 1 < nb ? bs : count - j * bs) * t;
     }
@@ -909,10 +1048,10 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
             if (fend < fpos || fend > L || gm_u32(b + nb + 8 * p + 4) != (uint64_t)P) return GM_BLOB_ANCHORS;
         }
         int64_t base[16], slope[16], w[16], nv[16], w2[16], e[16];
-        uint64_t pred = 0;
+        uint64_t pred = 0, spred = 0;
         for (int64_t j = j0; j < j1; j++) {
             const int64_t cnt = j + 1 < nb ? bs : count - j * bs, k = j - j0;
-            if (gm_fields(b, &fpos, fend, b[j], cnt, &pred, base + k, slope + k, w + k, nv + k, w2 + k, e + k))
+            if (gm_fields(b, &fpos, fend, b[j], cnt, &pred, &spred, base + k, slope + k, w + k, nv + k, w2 + k, e + k))
                 return GM_BLOB_FIELDS;
         }
         if (npg == 1 && ext) pay = fpos; /* its payload follows its fields */
@@ -933,6 +1072,16 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
             if (at + bits > limit) return GM_BLOB_PAYLOAD;
             uint64_t *o = out + j * bs;
             const uint64_t bv = delta ? 0 : (uint64_t)base[k], sl = delta ? 0 : (uint64_t)slope[k];
+            if (gm_is_classes(b[j])) { /* CLASSES: each value its class's start and low bits past the base */
+                const int64_t lvc = 1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2), bits = cnt + E;
+                if (cnt > 128 || gm_classes_bad(lvc, W2, E, cnt)) return GM_BLOB_RANGE;
+                if (at + bits > limit) return GM_BLOB_PAYLOAD;
+                if (gm_classes_r(b, R, at, cnt, (int)lvc, W2, E, o)) return GM_BLOB_BITMAP;
+                for (int64_t i = 0; i < cnt; i++) o[i] += (uint64_t)base[k];
+                P += bits;
+                if (D && gm_finish(o, cnt, 0, 0, 0, dict, D)) return GM_BLOB_CODE;
+                continue;
+            }
             if (t == GM_KIND_LEVELS) {
                 const int64_t bits = cnt + E; /* (E: its field, the bits after the first level) */
                 if (E > (1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2) - 1 + W2) * cnt) return GM_BLOB_RANGE;

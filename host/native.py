@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 26  # gm_abi_version() of the _native.c this module calls
+ABI = 27  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -51,6 +51,7 @@ def _load():
                 "gm_stage_blocks": (I64, [P, I64, P, I64, P, P, I64, P]),
                 "gm_fields_end": (I64, [P, I64, P, P, P, I64, P]),
                 "gm_ranges": (I64, [P, P, I64, P, I64]),
+                "gm_classes_patch": (I64, [P, I64] + [P] * 5 + [I64] + [P] * 4),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -64,7 +65,7 @@ def _load():
 _lib, _why = _load()
 _decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length, \
     _stage_levels, _literal_tables, _dict_heads, _stage_bitmaps, _stage_aux, _stage_blocks, \
-    _fields_end, _ranges = _lib if _lib is not None else (None,) * 17
+    _fields_end, _ranges, _classes_patch = _lib if _lib is not None else (None,) * 18
 
 
 def available() -> tuple[bool, str]:
@@ -253,6 +254,27 @@ def stage_aux(w32: np.ndarray, at32: np.ndarray, kind: np.ndarray, cnt: np.ndarr
     return int(_stage_aux(_ptr(w32), w32.size, *(_ptr(a) for a in arrs), K, _ptr(aux))) if K else 0
 
 
+def classes_patch(buf: np.ndarray, at: np.ndarray, cnt: np.ndarray, lv: np.ndarray, shape: np.ndarray,
+                  extra: np.ndarray) -> tuple | None:
+    """``host.pages._classes_as_patch``'s stream in C: CLASSES block k (from bit ``at[k]`` of ``buf``:
+    ``cnt[k]`` values, ``lv[k]`` levels, ``shape[k]``, ``extra[k]`` bits after its first level) as the
+    PATCH block it stages as. Returns ``(stream uint8, w2, e, boff)`` (block k's payload from bit
+    ``boff[k]`` of the stream: ``w_0`` low bits a value, its bitmap, ``e[k]`` exceptions of ``w2[k]``
+    bits), or None for a bad block (the NumPy version names what is wrong with it)."""
+    at, cnt, lv, shape, extra = (np.ascontiguousarray(a, np.int64).reshape(-1) for a in (at, cnt, lv, shape, extra))
+    K = cnt.size
+    if buf.dtype != np.uint8 or not buf.flags.c_contiguous or any(a.size != K for a in (at, lv, shape, extra)):
+        raise ValueError("classes_patch: uint8 buf, int64 at/cnt/lv/shape/extra [K]")
+    if K and ((at < 0).any() or (extra < 0).any() or (at + cnt + extra > 8 * buf.size).any()):
+        return None
+    w2, e, boff = (np.zeros(K, np.int64) for _ in range(3))
+    o = np.zeros(int((np.clip(cnt, 0, 128) * ((shape & 15) + 26)).sum()) // 64 + 2, np.uint64)
+    if K and _classes_patch(_ptr(buf), buf.size, _ptr(at), _ptr(cnt), _ptr(lv), _ptr(shape), _ptr(extra), K,
+                            _ptr(w2), _ptr(e), _ptr(boff), _ptr(o)):
+        return None
+    return o.view(np.uint8), w2, e, boff
+
+
 def stage_levels(buf: np.ndarray, at: np.ndarray, cnt: np.ndarray, lv: np.ndarray, wt: np.ndarray, extra: np.ndarray,
                  e1: np.ndarray, xoff: np.ndarray, x: np.ndarray) -> int:
     """``host.pages._expand_levels`` in C: LEVELS block k (from bit ``at[k]`` of ``buf``: ``cnt[k]``
@@ -273,8 +295,8 @@ def stage_levels(buf: np.ndarray, at: np.ndarray, cnt: np.ndarray, lv: np.ndarra
 BLOB_ERRORS = {  # gm_decode_blobs' reasons (GM_BLOB_*)
     1: "shorter than its tags, anchors or payload", 2: "a block tag that is not an encoding this release reads",
     3: "its anchors disagree with its tags", 4: "its fields do not match its tags",
-    5: "a PATCH, RUN, DELTA or LEVELS block's fields are out of range", 6: "its payload runs past its bounds",
-    7: "a PATCH, RUN or LEVELS block's bitmap (or levels) disagrees with its fields", 8: "a code outside its dictionary",
+    5: "a PATCH, RUN, DELTA, LEVELS or CLASSES block's fields are out of range", 6: "its payload runs past its bounds",
+    7: "a PATCH, RUN, LEVELS or CLASSES block's bitmap (or levels) disagrees with its fields", 8: "a code outside its dictionary",
     9: "a blob of codes (DICT) holds RADIX blocks",
     10: "a PATCH, RUN or DELTA block in a tier of blocks over 128 values",
     11: "a blob of several blocks (or no block tag) with its tag in its index",

@@ -150,6 +150,15 @@ TAG_FLAG_LAST = TAG_FLAG_W2 + FLAG_MAX_E - 1
 # slope; fields the base and the payload's bits after its first level's
 TAG_LEVELS, LEVELS_MAX, LEVELS_MAX_WT = TAG_FLAG_LAST + 1, 4, 3
 TAG_LAST = TAG_LEVELS + 4 * LEVELS_MAX - 1  # (127: the tag byte's last, bit 7 the slope's)
+# CLASSES blocks: LEVELS whose classes hold ranges of values (docs/DESIGN.md §1, an entropy stage):
+# class i < L the values base + s_i .. base + s_i + 2^w_i - 1 (s_0 = 0, s_(i+1) = s_i + 2^w_i), coded as
+# the levels' bits then w_i low bits; the tail (past level L - 1) from base + s_L, in wt bits. L (1 ..
+# LEVELS_MAX) in the tag, TAG_CLASSES + 4 (L - 1): a LEVELS tag with bit 7, which LEVELS never has (no
+# slope); fields the base, the payload's bits after its first level, and its shape, w_i in bits 4i ..
+# 4i + 3 (i < L) and wt from bit 4L
+TAG_CLASSES = 0x80 | TAG_LEVELS
+CLASSES_MAX_W = 15  # a class's low width (4 bits of the shape)
+CLASSES_MAX_WT = 24  # the tail's: a value less the base stays under 2^25 (its staged exception a 32-bit word)
 # a RUN block whose run starts are stored as gaps (each less the start before less 1) of ``wg`` bits,
 # a third field: runs of a few values each (a value per user in a pack of short histories)
 TAG_RUN_GAPS = 75
@@ -159,15 +168,16 @@ KIND_PLAIN, KIND_PATCH, KIND_RUN = 0, AUX_PATCH, AUX_RUN
 KIND_DELTA, KIND_DELTA_PATCH = AUX_DELTA, AUX_DELTA | AUX_PATCH  # the staged aux word's kinds
 KIND_DELTA_SIGNED, KIND_RADIX = KIND_DELTA_PATCH | AUX_SIGNED, AUX_RADIX
 KIND_LEVELS = 32  # stored only: staged as a PATCH block of no low bits (``stage_blocks``)
+KIND_CLASSES = 64  # stored only: staged as a PATCH block of w_0 low bits (``_classes_as_patch``)
 _KINDS = [KIND_PATCH, KIND_RUN, KIND_DELTA, KIND_DELTA_PATCH, KIND_DELTA_SIGNED, KIND_RADIX]
-_TAG_OF_KIND = np.zeros(KIND_LEVELS + 1, np.int64)
+_TAG_OF_KIND = np.zeros(KIND_CLASSES + 1, np.int64)
 _TAG_OF_KIND[_KINDS] = [TAG_PATCH, TAG_RUN, TAG_DELTA, TAG_DELTA_PATCH, TAG_DELTA_SIGNED, TAG_RADIX]
 # varints after base (and slope) per kind: PATCH, DELTA PATCH and DELTA SIGNED w, w2, e; RUN w, runs;
-# DELTA w; RADIX R; LEVELS the payload's bits after its first level
-_EXTRA_FIELDS = np.zeros(KIND_LEVELS + 1, np.int64)
-_EXTRA_FIELDS[_KINDS + [KIND_LEVELS]] = [3, 2, 1, 3, 3, 1, 1]
+# DELTA w; RADIX R; LEVELS the payload's bits after its first level; CLASSES those and its shape
+_EXTRA_FIELDS = np.zeros(KIND_CLASSES + 1, np.int64)
+_EXTRA_FIELDS[_KINDS + [KIND_LEVELS, KIND_CLASSES]] = [3, 2, 1, 3, 3, 1, 1, 2]
 _SPARSE_KINDS = [KIND_PATCH, KIND_RUN, KIND_DELTA_PATCH, KIND_DELTA_SIGNED]  # the kinds with a bitmap
-_SPARSE_TAG_OF_KIND = np.zeros(KIND_LEVELS + 1, np.int64)
+_SPARSE_TAG_OF_KIND = np.zeros(KIND_CLASSES + 1, np.int64)
 _SPARSE_TAG_OF_KIND[_SPARSE_KINDS] = [TAG_PATCH_SPARSE, TAG_RUN_SPARSE, TAG_DELTA_PATCH_SPARSE, TAG_DELTA_SIGNED_SPARSE]
 
 
@@ -219,6 +229,10 @@ DELTA_MIN_SAVING = 1 / 10
 # rating of 5 values (3 -> 2.33 bits a value: -22%) or 3 (2 -> 1.6), not for a flag column whose
 # PATCH blocks already take fewer bits.
 RADIX_MIN_SAVING = 1 / 16
+# CLASSES blocks (an entropy stage for skewed alphabets) only where they save this much more of a
+# column's payload than the kinds chosen without them: they stage as PATCH blocks (the kernels' cost
+# is PATCH's), but the host parses and stages them in NumPy
+CLASSES_MIN_SAVING = 1 / 32
 # ... and only in a column whose plain payload is at least this many bits (1 KiB): weighing them
 # costs a small append more than it could save (compaction weighs the merged segment again)
 EXT_MIN_BITS = 8192
@@ -260,7 +274,9 @@ class Blocks:
     codes, ``w2`` its alphabet ``R`` and ``e`` its digits a code ``g`` (no exceptions). A LEVELS
     block's first level is its ``nv = cnt`` values of ``w = 1`` bit, ``sp`` its levels ``L``, ``mid``
     the bits of its other levels and ``e`` values of ``w2`` bits its tail (as parsed, before
-    ``stage_blocks`` counts them: ``mid`` all the bits after the first level, ``e`` 0)."""
+    ``stage_blocks`` counts them: ``mid`` all the bits after the first level, ``e`` 0). A CLASSES
+    block's the same, ``w2`` its shape (``classes_shape``), ``e`` 0 (the encoder's: its levels' bits
+    after the first)."""
 
     FIELDS = ("kind", "w", "base", "slope", "nv", "w2", "e", "cnt", "sp", "mid")
 
@@ -280,6 +296,7 @@ class Blocks:
         t = np.where(self.kind == KIND_PLAIN, self.w, np.where(self.sp == SP_GAPS, TAG_RUN_GAPS, np.where(
             self.sp != 0, _SPARSE_TAG_OF_KIND[self.kind], _TAG_OF_KIND[self.kind])))
         t = np.where(self.kind == KIND_LEVELS, TAG_LEVELS + 4 * (self.sp.astype(np.int64) - 1) + self.w2, t)
+        t = np.where(self.kind == KIND_CLASSES, TAG_CLASSES + 4 * (self.sp.astype(np.int64) - 1), t)
         return (t | np.where(self.slope != 0, TAG_LFOR, 0)).astype(np.uint8)
 
 
@@ -400,13 +417,91 @@ def _levels_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray):
     return (best, *out)
 
 
+CLASSES_SEARCH_W = 10  # the encoder's class widths: 0 .. this (a wider class: the tail)
+CLASSES_SHORTLIST = 16  # shapes weighed per block: the best on a sample of the chunk's blocks
+CLASSES_SAMPLE = 256  # blocks of that sample, spread over the chunk
+
+
+def _shapes(L: int) -> np.ndarray:
+    """Every ``(w_0 .. w_(L-1))`` of widths 0 .. ``CLASSES_SEARCH_W``, as rows [S, L]."""
+    g = np.meshgrid(*([np.arange(CLASSES_SEARCH_W + 1)] * L), indexing="ij")
+    return np.stack([x.reshape(-1) for x in g], 1)
+
+
+def _classes_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray, first: np.ndarray):
+    """For CLASSES on the residuals ``r [n, lanes]`` (uint64, zero past each count; ``ok``: blocks of
+    no slope; ``first``: the first blocks of their pages): the best ``(bits, L, shape, levels' bits
+    after the first, mid)`` per block, bits counting the payload and its two fields past the base (``_NEVER`` where no shape holds the block
+    or no value is past class 0). The shapes weighed: the ``CLASSES_SHORTLIST`` best on a sample of
+    the blocks (every ``L`` and widths of at most ``CLASSES_SEARCH_W``; the tail's width, per block,
+    the fewest bits that hold its largest residual, at most ``CLASSES_MAX_WT``)."""
+    n, lanes = r.shape
+    out = [np.full(n, _NEVER, np.int64)] + [np.zeros(n, np.int64) for _ in range(4)]
+    valid = np.arange(lanes)[None, :] < cnt[:, None]
+    rmax = r.max(axis=1) if lanes else np.zeros(n, _U64)
+    cand = np.flatnonzero(ok & (rmax > _U64(0)) & (rmax < _U64(1 << CLASSES_MAX_WT)))
+    if not len(cand):
+        return tuple(out)
+    smp = cand[np.linspace(0, len(cand) - 1, min(len(cand), CLASSES_SAMPLE)).astype(np.int64)]
+    u, cu = np.unique(r[smp][valid[smp]].astype(np.int64), return_counts=True)
+    cum = np.concatenate([[0], np.cumsum(cu)])
+    N, top = int(cum[-1]), int(u[-1])
+    lt = lambda x: cum[np.searchsorted(u, x, "left")]  # noqa: E731  (sample values under x)
+    best = []  # (aggregate bits, L, widths)
+    for L in range(1, LEVELS_MAX + 1):
+        ws = _shapes(L)
+        st = np.concatenate([np.zeros((len(ws), 1), np.int64), np.cumsum(np.int64(1) << ws, axis=1)], 1)  # [S, L + 1]
+        below = lt(st)  # [S, L + 1]
+        bits = N + (N - below[:, 1:L]).sum(axis=1) + ((below[:, 1:] - below[:, :-1]) * ws).sum(axis=1)
+        wt = codec.bit_length(np.maximum(top - st[:, L] + 1, 1).astype(_U64) - _U64(1))
+        bits = bits + (N - below[:, L]) * np.where(top >= st[:, L], wt, 0)
+        bits = np.where(N - below[:, 1] > 0, bits, _NEVER)
+        keep = np.argsort(bits, kind="stable")[:CLASSES_SHORTLIST]
+        best += [(int(bits[k]), L, ws[k]) for k in keep]
+    best = sorted(best, key=lambda t: t[0])[:CLASSES_SHORTLIST]
+    if not best:  # (no levels allowed)
+        return tuple(out)
+    # the shape most blocks should share (a page's blocks store their shapes as steps from the one
+    # before: a shape its page's CLASSES block before has takes a byte): the sample's best, its tail
+    # as wide as the sample's largest residual needs
+    w_star = best[0][2]
+    st_star = int(np.sum(np.int64(1) << w_star))
+    wt_star = int(codec.bit_length(np.array([max(top - st_star, 0)], _U64))[0]) if top >= st_star else 0
+    shape_star = int((w_star << (4 * np.arange(len(w_star)))).sum()) + (wt_star << (4 * len(w_star)))
+    bounds = np.unique(np.concatenate([np.cumsum(np.int64(1) << w) for _, _, w in best]))
+    rc = r[cand].astype(np.int64)
+    d = np.searchsorted(bounds, rc, "right")  # bounds at or below each residual
+    hist = np.zeros((len(cand), len(bounds) + 1), np.int64)
+    np.add.at(hist, (np.repeat(np.arange(len(cand)), lanes), d.reshape(-1)), valid[cand].reshape(-1))
+    below_b = np.cumsum(hist, axis=1)  # [m, j]: residuals under bounds[j]
+    c = cnt[cand].astype(np.int64)
+    rm = rmax[cand].astype(np.int64)
+    for i, (_, L, w) in enumerate(best):
+        st = np.concatenate([[0], np.cumsum(np.int64(1) << w)])  # class starts, the tail's last
+        below = np.stack([np.zeros(len(cand), np.int64)] + [below_b[:, np.searchsorted(bounds, x)] for x in st[1:]], 1)
+        nlev = (c[:, None] - below[:, 1:L]).sum(axis=1)
+        tail = c - below[:, L]
+        own = np.where(rm >= st[L], codec.bit_length(np.maximum(rm - st[L], 0).astype(_U64)), 0)
+        for wt in (own, np.full(len(cand), wt_star)) if i == 0 else (own,):  # (the tail the block needs, or the shared one's)
+            mid = nlev + ((below[:, 1:] - below[:, :-1]) * w[None, :]).sum(axis=1) + tail * wt
+            shape = (w << (4 * np.arange(L))).sum() + (wt << (4 * L))
+            # its shape field: a byte where it is the shared one, else its bytes and the next block's step back
+            sb = np.where(first[cand] | (shape != shape_star), 8 * varint_len(shape.astype(_U64)) + 8 * ~first[cand], 8)
+            bits = c + mid + 8 * varint_len(mid.astype(_U64)) + sb
+            bits = np.where((c - below[:, 1] > 0) & (wt <= CLASSES_MAX_WT) & (own <= wt), bits, _NEVER)
+            better = np.flatnonzero(bits < out[0][cand])
+            for into, x in zip(out, (bits, np.full(len(cand), L), shape, nlev, mid)):
+                into[cand[better]] = x[better]
+    return tuple(out)
+
+
 class _Candidates:
     """Every kind's cost of each block of a chunk (``cost [n, KIND_LEVELS + 1]``, bits of payload
     and fields, column ``k`` the cost as kind ``k``: plain, PATCH, RUN, DELTA, DELTA PATCH, DELTA
     SIGNED, RADIX, LEVELS; ``_NEVER`` where a kind cannot take a block, is not weighed (DELTA
     without ``delta``) or is no kind) and what building each kind needs."""
 
-    def __init__(self, fit, c0: int, c1: int, delta: bool):
+    def __init__(self, fit, c0: int, c1: int, delta: bool, classes: bool = True):
         cnt = fit.cnt[c0:c1]
         n = c1 - c0
         self.fit, self.c0, self.c1, self.n, self.cnt = fit, c0, c1, n, cnt
@@ -489,7 +584,11 @@ class _Candidates:
         # LEVELS: the residuals of a line of no slope as levels of bitmaps (their base a field)
         lc, *self.levels = _levels_costs(r, cnt, slope == 0)
         cost[KIND_LEVELS] = lc
-        self.cost = np.full((n, KIND_LEVELS + 1), _NEVER, np.int64)  # (a kind not weighed: never)
+        # CLASSES: LEVELS whose classes hold ranges of residuals (an entropy stage: a skewed alphabet's)
+        # (weighed only where they may be taken: the first chunk, or a column that took them)
+        cc, *self.classes = _classes_costs(r, cnt, (slope == 0) & classes, first)
+        cost[KIND_CLASSES] = cc
+        self.cost = np.full((n, KIND_CLASSES + 1), _NEVER, np.int64)  # (a kind not weighed: never)
         for k, c in cost.items():
             self.cost[:, k] = c
 
@@ -506,17 +605,18 @@ class _Candidates:
                                               getattr(self, "spatch", self.patch)))  # [3, n] each
         bits = np.select(
             [kind == KIND_PLAIN, kind == KIND_PATCH, kind == KIND_RUN, kind == KIND_DELTA, kind == KIND_DELTA_PATCH,
-             kind == KIND_RADIX, kind == KIND_LEVELS],
+             kind == KIND_RADIX, kind == KIND_LEVELS, kind == KIND_CLASSES],
             [cnt * fit.w[self.c0:self.c1], cnt * w1[0] + _bitmap_cost(cnt, e[0]) + e[0] * w2[0],
              np.minimum(_bitmap_cost(cnt, self.nr - 1), self.gcost) + self.nr * self.rfit.w, cnt * getattr(self, "dw", 0),
-             cnt * w1[1] + _bitmap_cost(cnt, e[1]) + e[1] * w2[1], self.ncode * self.rw, self.cost[:, KIND_LEVELS]],
+             cnt * w1[1] + _bitmap_cost(cnt, e[1]) + e[1] * w2[1], self.ncode * self.rw, self.cost[:, KIND_LEVELS],
+             self.cost[:, KIND_CLASSES]],
             cnt * w1[2] + _bitmap_cost(cnt, e[2]) + e[2] * w2[2])
         # (RADIX: one field, R; FLAG blocks, PATCH ones of no low bits, no slope and few exceptions,
         # none or one; LEVELS: its field in its cost; the others' three bytes an estimate kept from
         # before RADIX)
         flag = (kind == KIND_PATCH) & (w1[0] == 0) & self.flag_ok & (e[0] <= FLAG_MAX_E) & sparse_pays(cnt, e[0])
         fields = np.where(flag, 8 * (w2[0] > 0) - 8, np.where(kind == KIND_RADIX, 8, np.where(
-            (kind != KIND_PLAIN) & (kind != KIND_LEVELS), 24, 0)))
+            (kind != KIND_PLAIN) & (kind != KIND_LEVELS) & (kind != KIND_CLASSES), 24, 0)))
         return int(bits.sum()) + int(fields.sum())
 
     def assemble(self, kind: np.ndarray):
@@ -563,12 +663,19 @@ class _Candidates:
             vals[rd] = codes.reshape(len(rd), lanes).astype(_U64)
             w[rd], nv[rd], w2[rd], e[rd] = self.rw[rd], self.ncode[rd], self.R[rd], g
         lv = np.flatnonzero(kind == KIND_LEVELS)
+        cl = np.flatnonzero(kind == KIND_CLASSES)
         mid = np.zeros(n, np.int64)
+        lows = None
+        if len(lv) or len(cl):  # (room for the levels after the first in the bitmap piece)
+            bmap = np.concatenate([bmap, np.zeros((n, (LEVELS_MAX - 2) * r.shape[1]), bmap.dtype)], 1)
+        if len(cl):
+            lows = self._assemble_classes(cl, vals, bmap, mid)
+            w[cl], slope[cl], nv[cl] = 1, 0, cnt[cl]
+            w2[cl], e[cl] = self.classes[1][cl], self.classes[2][cl]  # (e: its levels' bits, for the pieces)
         if len(lv):  # the first level as values of 1 bit, the others after it as the bitmap, the tail
             L, wt, tail, mid[lv] = (x[lv] for x in self.levels)
             rl, lanes = r[lv], r.shape[1]
             vals[lv] = rl >= _U64(1)
-            bmap = np.concatenate([bmap, np.zeros((n, (LEVELS_MAX - 2) * lanes), bmap.dtype)], 1)
             at = np.zeros(len(lv), np.int64)  # where level i starts in the bitmap piece
             for i in range(1, LEVELS_MAX):
                 m = (rl >= _U64(i)) & (i < L)[:, None]
@@ -591,7 +698,41 @@ class _Candidates:
             sp[g], w2[g] = SP_GAPS, self.gw[g]
         if len(lv):
             sp[lv] = L
-        return _blocks_and_pieces(Blocks(kind, w, base, slope, nv, w2, e, cnt, sp, mid), vals, bmap, exc)
+        if len(cl):
+            sp[cl] = self.classes[0][cl]
+        b, pieces = _blocks_and_pieces(Blocks(kind, w, base, slope, nv, w2, e, cnt, sp, mid), vals, bmap, exc)
+        return b, pieces + ([lows] if lows is not None else [])
+
+    def _assemble_classes(self, cl, vals, bmap, mid):
+        """CLASSES blocks ``cl``: their first level into ``vals``, their other levels into ``bmap``
+        (in place), their bits after the first level into ``mid``; returns their classes' low bits,
+        ``(rows [len(cl) (LEVELS_MAX + 1), lanes], width, count, bit offset in the block, block)``, a
+        row a class, class 0 first, the tail's last."""
+        L, shape, nlev, mid[cl] = (x[cl] for x in self.classes)
+        rl, lanes, m = self.r[cl], self.r.shape[1], len(cl)
+        valid = np.arange(lanes)[None, :] < self.cnt[cl, None]
+        width, start = classes_shape(shape, L)
+        cls = np.zeros((m, lanes), np.int64)
+        for c in range(1, LEVELS_MAX + 1):
+            cls += valid & (c <= L)[:, None] & (rl >= start[:, c, None].astype(_U64))
+        vals[cl] = cls >= 1
+        at = np.zeros(m, np.int64)  # where level i starts in the bitmap piece
+        for i in range(1, LEVELS_MAX):
+            sel = (cls >= i) & (i < L)[:, None]
+            rr, cc = np.nonzero(sel)
+            bmap[cl[rr], at[rr] + (np.cumsum(sel, axis=1) - 1)[rr, cc]] = cls[rr, cc] >= i + 1
+            at += sel.sum(axis=1)
+        C = LEVELS_MAX + 1
+        rows = np.zeros((m * C, lanes), _U64)
+        n_c = np.zeros((m, C), np.int64)
+        for c in range(C):
+            sel = valid & (cls == c)
+            rr, cc = np.nonzero(sel)
+            rows[rr * C + c, (np.cumsum(sel, axis=1) - 1)[rr, cc]] = rl[rr, cc] - start[rr, c].astype(_U64)
+            n_c[:, c] = sel.sum(axis=1)
+        bits = n_c * width
+        rel = self.cnt[cl, None] + nlev[:, None] + np.cumsum(bits, axis=1) - bits
+        return rows, width.reshape(-1), n_c.reshape(-1), rel.reshape(-1), np.repeat(cl, C)
 
 
 _NEVER = 1 << 60  # a cost no kind reaches (and no overflow when compared)
@@ -616,10 +757,11 @@ def _blocks_and_pieces(b: Blocks, vals, bmap, exc):
         prev = np.where(k > 0, np.concatenate(([0], cc[:-1])), 0)  # (the start before, 0 for the first)
         bmap[sp[rr], k] = np.where(gap, cc - prev - 1, cc)
     ones = np.where((b.kind & 3) == KIND_RUN, b.nv - 1, b.e)
-    lv = b.kind == KIND_LEVELS  # (its levels after the first: a bitmap of mid bits)
-    width = np.where(lv, 1, np.where(b.sp == SP_GAPS, b.w2, np.where(b.sp != 0, position_bits(b.cnt), bm)))
+    lv = b.kind == KIND_LEVELS  # (its levels after the first: a bitmap of mid bits; CLASSES: of e bits)
+    cl = b.kind == KIND_CLASSES
+    width = np.where(lv | cl, 1, np.where(b.sp == SP_GAPS, b.w2, np.where(b.sp != 0, position_bits(b.cnt), bm)))
     px = ((b.kind & 3) == KIND_PATCH) | lv
-    return b, [(vals, b.w, b.nv), (bmap, width, np.where(lv, b.mid, np.where(bm, np.where(b.sp != 0, ones, b.cnt), 0))),
+    return b, [(vals, b.w, b.nv), (bmap, width, np.where(cl, b.e, np.where(lv, b.mid, np.where(bm, np.where(b.sp != 0, ones, b.cnt), 0)))),
                (exc, np.where(px, b.w2, 0), np.where(px, b.e, 0))]
 
 
@@ -629,7 +771,7 @@ def _choose_chunk(fit, c0: int, c1: int, allowed: tuple = _PLAIN_KINDS):
     earlier kind). Returns ``(Blocks, pieces)``: ``pieces`` the rows to bit-pack (values, bitmap,
     exceptions), each ``(rows uint64 [n, lanes], width [n], count [n])``."""
     if allowed != _PLAIN_KINDS and c1 > c0:
-        c = _Candidates(fit, c0, c1, KIND_DELTA in allowed)
+        c = _Candidates(fit, c0, c1, KIND_DELTA in allowed, KIND_CLASSES in allowed)
         return c.assemble(c.kinds(allowed))
     cnt = fit.cnt[c0:c1]
     r = fit.residuals(c0, c1)
@@ -694,14 +836,25 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
                 if base in ok and side and pays(k, base, RADIX_MIN_SAVING):
                     ok.append(k)
         allowed = min(ok, key=size.get)  # (ties: the first, with the fewest kinds)
+        if KIND_PATCH in allowed:  # CLASSES blocks where they save CLASSES_MIN_SAVING more (staged as PATCH)
+            more = allowed + (KIND_CLASSES,)
+            if size[allowed] - c.size(c.kinds(more)) >= CLASSES_MIN_SAVING * size[allowed]:
+                allowed = more
+        elif allowed == P:  # (or with PATCH, RUN and LEVELS where those alone saved too little: the aux path's bar)
+            more = A + (KIND_CLASSES,)
+            if size[P] - c.size(c.kinds(more)) >= EXT_MIN_SAVING * size[P]:
+                allowed = more
         first = c.assemble(c.kinds(allowed))
     else:
         first = _choose_chunk(fit, c0, c1)
     chosen = itertools.chain([first], (_choose_chunk(fit, c0, c1, allowed) for c0, c1 in chunks[1:]))
-    parts, packed, woffs, nws, at = [], [], [], [], 0
+    parts, packed, woffs, nws, at, lows, nb0 = [], [], [], [], 0, [], 0
     for b, pieces in chosen:  # a chunk of blocks at a time: bit-pack its values, bitmaps and exceptions
         parts.append(b)
-        for rows, pw, pn in pieces:
+        if len(pieces) > 3:  # CLASSES blocks' low bits: a row a class, placed once the blocks are
+            lows.append((nb0, pieces[3]))
+        nb0 += len(b.kind)
+        for rows, pw, pn in pieces[:3]:
             nw = codec.words_for(pn, pw)
             woff = np.cumsum(nw) - nw
             buf = np.zeros(int(nw.sum()) + 1, dtype=_U64)
@@ -756,6 +909,8 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     vals[xp[dl]] = B.w[dl]
     lv = np.flatnonzero(B.kind == KIND_LEVELS)
     vals[xp[lv]] = B.mid[lv] + B.e[lv] * B.w2[lv]
+    cl = np.flatnonzero(B.kind == KIND_CLASSES)
+    vals[xp[cl]], vals[xp[cl] + 1] = B.mid[cl], B.w2[cl] ^ _classes_before(B.kind == KIND_CLASSES, B.w2, page_of)[cl]
     rd = np.flatnonzero(B.kind == KIND_RADIX)
     vals[xp[rd]] = B.w2[rd]
     fbytes, flen = varint_bytes(vals)
@@ -780,6 +935,12 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     piece_at = np.stack([np.zeros(NB, np.int64), B.nv * B.w,
                          B.nv * B.w + bitmap_bits(B.kind, cnt, B.nv, B.e, B.sp, B.w2) + B.mid], 1)
     _scatter_bits(packed, woff3.reshape(-1), nw3.reshape(-1), (dst_bit[:, None] + piece_at).reshape(-1), region64)
+    for nb0, (rows, pw, pn, rel, blk) in lows:
+        nw = codec.words_for(pn, pw)
+        woff = np.cumsum(nw) - nw
+        buf = np.zeros(int(nw.sum()) + 1, dtype=_U64)
+        codec._pack(rows, np.where(pn > 0, pw, 0), nw, woff, buf)
+        _scatter_bits(buf, woff, nw, dst_bit[nb0 + blk] + rel, region64)
     region = region64.view(np.uint8)[:R].copy()
     region[blob_off[sob] + jin] = tag
     # anchors of stripes of several pages: (u32 first field byte, u32 first payload bit) per page
@@ -800,11 +961,12 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     fdst = blob_off[sob] + f_rel[page_of] + fb_in_page
     region[ranges(fdst, fl_block)] = fbytes
     has = lambda m: (np.bincount(sob, weights=m, minlength=S) > 0).astype(np.int64)  # noqa: E731
-    # (LEVELS blocks are staged as PATCH blocks: ENC_PATCH)
-    enc = has(lfor) * codec.ENC_LFOR | has(((B.kind & 3) == KIND_PATCH) | (B.kind == KIND_LEVELS)) * codec.ENC_PATCH | \
+    # (LEVELS and CLASSES blocks are staged as PATCH blocks: ENC_PATCH)
+    enc = has(lfor) * codec.ENC_LFOR | has(((B.kind & 3) == KIND_PATCH) | (B.kind == KIND_LEVELS) |
+                                           (B.kind == KIND_CLASSES)) * codec.ENC_PATCH | \
         has(B.kind == KIND_RUN) * codec.ENC_RUN | has((B.kind & AUX_DELTA) != 0) * codec.ENC_DELTA | \
         has(B.kind == KIND_DELTA_SIGNED) * codec.ENC_SIGNED | has(B.kind == KIND_RADIX) * codec.ENC_RADIX | \
-        has((B.sp != 0) & (B.kind != KIND_LEVELS)) * codec.ENC_SPARSE
+        has((B.sp != 0) & (B.kind != KIND_LEVELS) & (B.kind != KIND_CLASSES)) * codec.ENC_SPARSE
     return region, blob_off, blob_nbytes, enc
 
 
@@ -891,7 +1053,8 @@ def tag_flags(tag: np.ndarray) -> np.ndarray:
     tag = np.asarray(tag, np.int64)
     t, kind = tag & 0x7F, tag_kind(tag)
     sparse = ((t >= TAG_PATCH_SPARSE) & (t <= TAG_RUN_GAPS)) | (_FLAG_E[t] > 0)
-    return ((tag & TAG_LFOR) != 0) * codec.ENC_LFOR | (((kind & 3) == KIND_PATCH) | (kind == KIND_LEVELS)) * codec.ENC_PATCH \
+    return (((tag & TAG_LFOR) != 0) & (kind != KIND_CLASSES)) * codec.ENC_LFOR \
+        | (((kind & 3) == KIND_PATCH) | (kind == KIND_LEVELS) | (kind == KIND_CLASSES)) * codec.ENC_PATCH \
         | (kind == KIND_RUN) * codec.ENC_RUN | ((kind & AUX_DELTA) != 0) * codec.ENC_DELTA \
         | (kind == KIND_DELTA_SIGNED) * codec.ENC_SIGNED | (kind == KIND_RADIX) * codec.ENC_RADIX | sparse * codec.ENC_SPARSE
 
@@ -900,7 +1063,7 @@ def tag_nbytes(tag: np.ndarray, count: np.ndarray) -> np.ndarray:
     """What a one-block blob whose tag is in its index (``move_tags``) likely takes, from its tag and
     its ``count`` values (a segment index of form 2 stores its bytes less this): a plain block its
     payload and a byte a field; a FLAG block its positions (and exceptions of one bit, with a
-    ``w2`` byte); a LEVELS block its bitmap and two bytes; -1 for other kinds (the index predicts
+    ``w2`` byte); a LEVELS block its bitmap and two bytes (a CLASSES block three); -1 for other kinds (the index predicts
     those from the column's mean)."""
     tag, count = np.asarray(tag, np.int64), np.asarray(count, np.int64)
     t = tag & 0x7F
@@ -908,7 +1071,7 @@ def tag_nbytes(tag: np.ndarray, count: np.ndarray) -> np.ndarray:
     e = _FLAG_E[t]
     return np.where(t <= 64, (count * t + 7) // 8 + 1 + ((tag & TAG_LFOR) != 0),
                     np.where(e > 0, (e * (pb + _FLAG_FIELDS[t]) + 7) // 8 + _FLAG_FIELDS[t],
-                             np.where(t >= TAG_LEVELS, (count + 7) // 8 + 2, -1)))
+                             np.where(t >= TAG_LEVELS, (count + 7) // 8 + 2 + is_classes(tag), -1)))
 
 
 def _encode_column(values, sc, block_size, extended, dictionary, constant, tables):
@@ -1421,16 +1584,30 @@ _FLAG_FIELDS = np.zeros(128, np.int64)  # a FLAG tag's fields: w2 or none
 _FLAG_FIELDS[TAG_FLAG_W2 : TAG_FLAG_LAST + 1] = 1
 
 
+def is_classes(tags: np.ndarray) -> np.ndarray:
+    """Whether each tag is a CLASSES block's (``TAG_CLASSES + 4 (L - 1)``)."""
+    t = np.asarray(tags, np.int64)
+    return (t >= TAG_CLASSES) & (t <= TAG_CLASSES + 4 * (LEVELS_MAX - 1)) & (((t - TAG_CLASSES) & 3) == 0)
+
+
 def tag_kind(tags: np.ndarray) -> np.ndarray:
     """``KIND_*`` of each tag (checked by ``check_tags``)."""
-    return _KIND_OF_TAG[np.asarray(tags, np.int64) & 0x7F]
+    t = np.asarray(tags, np.int64)
+    return np.where(is_classes(t), KIND_CLASSES, _KIND_OF_TAG[t & 0x7F])
+
+
+def bad_tags(tags: np.ndarray) -> np.ndarray:
+    """Tags that are no encoding: past ``TAG_LAST``, or a FLAG or LEVELS tag with the slope's bit
+    that is not a CLASSES tag."""
+    t = np.asarray(tags, np.int64)
+    return (((t & 0x7F) > TAG_LAST) | (((t & 0x7F) >= TAG_FLAG) & ((t & TAG_LFOR) != 0))) & ~is_classes(t)
 
 
 def check_tags(tags: np.ndarray, where: str = "pages") -> None:
     """``CorruptionError`` for a tag that is not FOR/LFOR of width 0..64, PATCH, RUN, DELTA, DELTA
-    PATCH, DELTA SIGNED, RADIX (sparse or not), FLAG or LEVELS (these two never with a slope)."""
-    t = np.asarray(tags, np.int64)
-    bad = ((t & 0x7F) > TAG_LAST) | (((t & 0x7F) >= TAG_FLAG) & ((t & TAG_LFOR) != 0))
+    PATCH, DELTA SIGNED, RADIX (sparse or not), FLAG or LEVELS (these two never with a slope), or
+    CLASSES."""
+    bad = bad_tags(tags)
     if bad.any():
         raise CorruptionError(f"{where}: block tag {int(np.asarray(tags)[np.flatnonzero(bad)[0]])} is not an "
                               f"encoding this release reads")
@@ -1441,7 +1618,8 @@ def fields_per_block(tags: np.ndarray) -> np.ndarray:
     block: none, or ``w2``; a RUN block with gaps: its gaps' width too)."""
     tags = np.asarray(tags, np.int64)
     return np.where(_FLAG_E[tags & 0x7F] > 0, _FLAG_FIELDS[tags & 0x7F],
-                    1 + ((tags & TAG_LFOR) != 0) + _EXTRA_FIELDS[tag_kind(tags)] + ((tags & 0x7F) == TAG_RUN_GAPS))
+                    1 + (((tags & TAG_LFOR) != 0) & ~is_classes(tags)) + _EXTRA_FIELDS[tag_kind(tags)] +
+                    ((tags & 0x7F) == TAG_RUN_GAPS))
 
 
 def fields_end(buf: np.ndarray, start: np.ndarray, limit: np.ndarray, nvar: np.ndarray, where: str) -> np.ndarray:
@@ -1477,6 +1655,7 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
     if (flen < 0).any() or (fstart < 0).any() or (fend > len(fbuf)).any():
         raise CorruptionError(f"{where}: a page's fields are out of order")
     K = len(cnt)
+    cl = is_classes(tag)
     if native.available()[0]:  # in C: the fields, and what is made of them below (the same checks)
         out = native.parse_fields(np.ascontiguousarray(fbuf, dtype=np.uint8), fstart, fend, np.ascontiguousarray(tag),
                                   np.ascontiguousarray(cnt), np.ascontiguousarray(page_of, dtype=np.int64), _KIND_OF_TAG)
@@ -1484,11 +1663,11 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
             raise CorruptionError(f"{where}: a page's fields do not match its tags")
         base, slope, w, nv, w2, e, kind, sp, mid, ok = out
         if not ok:
-            raise CorruptionError(f"{where}: a PATCH, RUN, DELTA, RADIX or LEVELS block's fields are out of range")
+            raise CorruptionError(f"{where}: a PATCH, RUN, DELTA, RADIX, LEVELS or CLASSES block's fields are out of range")
         return Blocks(kind, w, base, slope, nv, w2, e, cnt, sp, mid)
     else:
         kind = tag_kind(tag)
-        lfor = (tag & TAG_LFOR) != 0
+        lfor = ((tag & TAG_LFOR) != 0) & ~cl
         vals, end = varint_decode(fbuf[ranges(fstart, flen)])
         nvv = fields_per_block(tag)
         nv_page = np.bincount(page_of, weights=nvv, minlength=len(flen)).astype(np.int64)
@@ -1511,15 +1690,19 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
         big = _U64(1 << 40)  # field values saturate here (as in C): out of range, caught below
         x1 = np.minimum(at(xp), big).astype(np.int64)
         R = np.where(rd & (x1 <= 256), x1, 0)
-        lv = kind == KIND_LEVELS  # LEVELS: w 1 (its first level), w2 its tail's width, e its field
+        lv = (kind == KIND_LEVELS) | cl  # LEVELS: w 1 (its first level), w2 its tail's width, e its field
         w = np.where(rd, RADIX_W[R], np.where(flag, 0, np.where(lv, 1, np.where(ext, np.minimum(x1, 65), tag & 0x7F))))
-        x2 = np.where(pt | (kind == KIND_RUN) | (_FLAG_FIELDS[tag & 0x7F] > 0), at(xp + 1), 0).astype(_U64)
+        x2 = np.where(pt | (kind == KIND_RUN) | cl | (_FLAG_FIELDS[tag & 0x7F] > 0), at(xp + 1), 0).astype(_U64)
         gaps = (tag & 0x7F) == TAG_RUN_GAPS  # RUN with gaps: w, runs, the gaps' width
         x3 = np.where(pt | gaps, at(xp + 2), 0).astype(_U64)
         x2, x3 = np.minimum(x2, big).astype(np.int64), np.minimum(x3, big).astype(np.int64)
         g = RADIX_G[R]
         nv = np.where(kind == KIND_RUN, x2, np.where(rd, -(-cnt // np.maximum(g, 1)), cnt))
-        w2 = np.where(pt | flag, x2, np.where(rd, x1, np.where(gaps, x3, np.where(lv, (tag - TAG_LEVELS) & 3, 0))))
+        w2 = np.where(pt | flag | cl, x2, np.where(rd, x1, np.where(gaps, x3, np.where(lv, (tag - TAG_LEVELS) & 3, 0))))
+        if cl.any():  # CLASSES: each shape a step (XOR) from its page's CLASSES block before
+            z = np.bitwise_xor.accumulate(np.where(cl, w2, 0))
+            f = _first_of(page_of)
+            w2 = np.where(cl, z ^ np.where(f > 0, z[np.maximum(f - 1, 0)], 0), w2)
         e = np.where(pt, x3, np.where(rd, g, np.where(lv, x1, fe)))
         # base_j = d_j + the previous block's line end (base + slope * nv) within a page: a segmented cumsum
         with np.errstate(over="ignore"):
@@ -1530,7 +1713,7 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
             term[starts] = d.view(_U64)[starts]
             cs = np.cumsum(term, dtype=_U64)
             base = (cs - (cs - term)[fb0]).view(np.int64)
-    lv = kind == KIND_LEVELS  # its levels L in sp; its field, the bits past its first level, in mid
+    lv = (kind == KIND_LEVELS) | cl  # its levels L in sp; its field, the bits past its first level, in mid
     levels = 1 + (((tag & 0x7F) - TAG_LEVELS) >> 2)
     sp = np.where(lv, levels, np.where((tag & 0x7F) == TAG_RUN_GAPS, SP_GAPS,
                                        ((tag & 0x7F) >= TAG_PATCH_SPARSE) * SP_POSITIONS))
@@ -1542,9 +1725,14 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
         (rn & ((nv < 1) | (nv > cnt))) | (ext & ((w > 64) | (cnt > AUX_MAX_BLOCK))) | \
         ((sp == SP_GAPS) & ~lv & ((w2 > position_bits(cnt)) | (nv < 2))) | \
         ((kind == KIND_RADIX) & (e < 2)) | \
-        (lv & (mid > (levels - 1 + w2) * cnt))  # (an R of no code: g 0; LEVELS: past its levels)
+        (lv & ~cl & (mid > (levels - 1 + w2) * cnt))  # (an R of no code: g 0; LEVELS: past its levels)
+    if cl.any():  # CLASSES: a shape of L low widths and a tail's, every value under 2^25 past the base
+        Lc = np.where(cl, levels, 1)
+        width, _ = classes_shape(np.where(cl, w2, 0), Lc)
+        bad |= cl & ((w2 >> (4 * Lc + 5) != 0) | (width[np.arange(K), Lc] > CLASSES_MAX_WT) |
+                     (mid > (Lc - 1 + width.max(axis=1)) * cnt))
     if bad.any():
-        raise CorruptionError(f"{where}: a PATCH, RUN, DELTA, RADIX or LEVELS block's fields are out of range")
+        raise CorruptionError(f"{where}: a PATCH, RUN, DELTA, RADIX, LEVELS or CLASSES block's fields are out of range")
     return b
 
 
@@ -1661,6 +1849,148 @@ def _expand_levels(pay: np.ndarray, at: np.ndarray, b: Blocks) -> tuple[np.ndarr
     return e1, val.astype(np.uint32)
 
 
+def classes_shape(shape: np.ndarray, L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CLASSES blocks' ``(width, start)`` [K, LEVELS_MAX + 1] from their shapes and levels ``L``:
+    class ``c`` (``c < L``: ``w_c``, bits ``4c ..`` of the shape; ``c == L``: the tail, ``wt``, bits
+    ``4L ..``; past it: none, width 0) holds the values less the base from ``start[:, c]`` to
+    ``start[:, c] + 2^width - 1``."""
+    shape, L = np.asarray(shape, np.int64), np.asarray(L, np.int64)
+    c = np.arange(LEVELS_MAX + 1)[None, :]
+    w = np.where(c < L[:, None], (shape[:, None] >> (4 * c)) & 15, np.where(c == L[:, None], shape[:, None] >> (4 * L[:, None]), 0))
+    w = np.minimum(w, 62)  # (a shape past its bits: out of range, refused by parse_fields)
+    size = np.where(c <= L[:, None], np.int64(1) << w, 0)
+    return w, np.cumsum(size, axis=1) - size
+
+
+def _classes_before(cl: np.ndarray, shape: np.ndarray, page_of: np.ndarray) -> np.ndarray:
+    """Per block, the shape of the CLASSES block (``cl``) before it in its page (0: none): what a
+    CLASSES block's shape field is stored against (XOR)."""
+    K = len(cl)
+    j = np.where(cl, np.arange(K), -1)
+    last = np.maximum.accumulate(np.concatenate([[-1], j[:-1]])) if K else j  # the CLASSES block before
+    ok = (last >= 0) & (page_of[np.maximum(last, 0)] == page_of)
+    return np.where(ok, np.asarray(shape, np.int64)[np.maximum(last, 0)], 0)
+
+
+def _rank_in(sel: np.ndarray, vstart: np.ndarray, vb: np.ndarray) -> np.ndarray:
+    """Each value's rank among the ``sel`` values of its block (blocks' values from ``vstart``)."""
+    cs = np.cumsum(sel, dtype=np.int64)
+    return cs - 1 - (cs - sel)[vstart][vb]
+
+
+def classes_residuals(pay: np.ndarray, at: np.ndarray, b: Blocks) -> np.ndarray:
+    """CLASSES blocks ``b`` (as parsed: ``sp`` their levels, ``w2`` their shapes, ``mid`` their bits
+    after the first level) whose payloads start at bit ``at`` of ``pay``: their values less the base
+    (uint64), block after block. Level 0 holds a bit per value (set: past class 0), level ``i`` a bit
+    per value whose bits on the levels before are all set, in order (set: past class ``i``); then
+    each class's low bits (``w_c`` a value, its values in order), class 0 first, the tail's last.
+    ``CorruptionError`` where they are not ``mid`` bits after the first level, lie outside ``pay``,
+    or no value is past class 0."""
+    at, cnt, L = np.asarray(at, np.int64), b.cnt.astype(np.int64), b.sp.astype(np.int64)
+    K, tot = len(cnt), int(cnt.sum())
+    if ((at + cnt + b.mid) > 8 * len(pay)).any() or (at < 0).any():
+        raise CorruptionError("payload: a CLASSES block lies outside its blob")
+    width, start = classes_shape(b.w2, L)
+    vb = np.repeat(np.arange(K), cnt)
+    vstart = np.cumsum(cnt) - cnt
+    vj = np.arange(tot) - vstart[vb]
+    cls = read_bits(pay, at[vb] + vj, np.ones(tot, np.int64)).astype(np.int64)  # 1: past class 0
+    if (np.bincount(vb, weights=cls, minlength=K) < 1).any():
+        raise CorruptionError("payload: a CLASSES block has no value past its first class")
+    end = at + cnt + b.mid
+    pos = at + cnt
+    alive = cls == 1
+    for i in range(1, LEVELS_MAX):  # level i: a bit for each value still walking (its class past i - 1)
+        sel = alive & (i < L[vb])
+        if not sel.any():
+            break
+        n = np.bincount(vb, weights=sel, minlength=K).astype(np.int64)
+        if (pos + n > end).any():
+            raise CorruptionError("payload: a CLASSES block's classes disagree with its fields")
+        idx = np.flatnonzero(sel)
+        more = read_bits(pay, pos[vb[idx]] + _rank_in(sel, vstart, vb)[idx], np.ones(len(idx), np.int64)) == 1
+        cls[idx[more]] = i + 1
+        alive = np.zeros(tot, bool)
+        alive[idx[more]] = True
+        pos = pos + n
+    r = np.zeros(tot, _U64)
+    for c in range(LEVELS_MAX + 1):  # each class's low bits, class 0 first, the tail's last
+        sel = cls == c
+        if not sel.any():
+            continue
+        n = np.bincount(vb, weights=sel, minlength=K).astype(np.int64)
+        w = width[:, c]
+        if (pos + n * w > end).any():
+            raise CorruptionError("payload: a CLASSES block's classes disagree with its fields")
+        idx = np.flatnonzero(sel)
+        k = vb[idx]
+        r[idx] = start[k, c].astype(_U64) + read_bits(pay, pos[k] + _rank_in(sel, vstart, vb)[idx] * w[k], w[k])
+        pos = pos + n * w
+    if (pos != end).any():
+        raise CorruptionError("payload: a CLASSES block's classes disagree with its fields")
+    return r
+
+
+def _write_bits(nbits: int, at: np.ndarray, v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``nbits`` bits (bytes, LSB first, zero padded) holding each ``v`` (of ``w <= 64`` bits; the
+    fields disjoint) from bit ``at``."""
+    out = np.zeros((nbits + 63) // 64 + 1, _U64)
+    at, w = np.asarray(at, np.int64), np.asarray(w, np.int64)
+    v = np.asarray(v, _U64) & np.where(w >= 64, ~_U64(0), (_U64(1) << np.minimum(w, 63).astype(_U64)) - _U64(1))
+    sh = (at & 63).astype(_U64)
+    np.bitwise_or.at(out, at >> 6, v << sh)
+    spill = (at & 63) + w > 64
+    np.bitwise_or.at(out, (at >> 6)[spill] + 1, v[spill] >> (_U64(64) - sh[spill]))
+    return out.view(np.uint8)
+
+
+def _classes_as_patch(pay: np.ndarray, src_bit: np.ndarray, b: Blocks):
+    """``(pay, src_bit, b)`` with each CLASSES block of ``b`` made the PATCH block it stages as: ``w_0``
+    low bits a value (its value less the base, mod ``2^w_0``), its first level the bitmap, and the
+    high parts of the values past class 0 (less 1) its exceptions, written after ``pay``; every
+    other block as it was."""
+    cl = np.flatnonzero(b.kind == KIND_CLASSES)
+    sub = b.take(cl)
+    cnt = sub.cnt.astype(np.int64)
+    got = native.classes_patch(np.ascontiguousarray(pay, np.uint8), src_bit[cl], cnt, sub.sp, sub.w2, sub.mid) \
+        if native.available()[0] else None
+    if got is not None:  # in C; a block it refuses: the body below, which names what is wrong
+        extra, w2, e, boff = got
+        w0 = sub.w2 & 15
+    else:
+        extra, w0, w2, e, boff = _classes_stream(pay, src_bit[cl], sub)
+    b = b.take(np.arange(len(b.kind)))
+    b.kind[cl], b.w[cl], b.nv[cl], b.w2[cl], b.e[cl], b.sp[cl], b.mid[cl], b.slope[cl] = KIND_PATCH, w0, cnt, w2, e, 0, 0, 0
+    src_bit = np.array(src_bit, np.int64, copy=True)
+    src_bit[cl] = 8 * len(pay) + boff
+    return np.concatenate([np.asarray(pay, np.uint8), extra]), src_bit, b
+
+
+def _classes_stream(pay: np.ndarray, at: np.ndarray, sub: Blocks) -> tuple:
+    """``_classes_as_patch``'s PATCH blocks in NumPy: ``(stream, w0, w2, e, boff)``."""
+    r = classes_residuals(pay, at, sub)
+    cnt = sub.cnt.astype(np.int64)
+    K = len(cnt)
+    vb = np.repeat(np.arange(K), cnt)
+    vstart = np.cumsum(cnt) - cnt
+    vj = np.arange(len(r)) - vstart[vb]
+    w0 = sub.w2 & 15
+    hi = r >> w0[vb].astype(_U64)
+    isx = hi != 0
+    e = np.bincount(vb, weights=isx, minlength=K).astype(np.int64)
+    top = np.zeros(K, _U64)
+    np.maximum.at(top, vb[isx], hi[isx] - _U64(1))
+    w2 = codec.bit_length(top)
+    nbits = cnt * w0 + cnt + e * w2
+    boff = np.cumsum(nbits) - nbits
+    xi = np.flatnonzero(isx)
+    at = np.concatenate([boff[vb] + vj * w0[vb], boff[vb] + cnt[vb] * w0[vb] + vj,
+                         (boff + cnt * w0 + cnt)[vb[xi]] + _rank_in(isx, vstart, vb)[xi] * w2[vb[xi]]])
+    vals = np.concatenate([r, isx.astype(_U64), hi[xi] - _U64(1)])
+    wid = np.concatenate([w0[vb], np.ones(len(r), np.int64), w2[vb[xi]]])
+    return _write_bits(int(nbits.sum()), at, vals, wid), w0, w2, e, boff
+
+
 def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=None):
     """The staged form (docs/DESIGN.md §4) of blocks ``b`` whose payloads start at bit ``src_bit`` of
     ``pay`` (uint8): ``(hdr int64 [K, 3], words int64)``, one zero word at the end. A plain block's
@@ -1673,6 +2003,8 @@ def stage_blocks(pay: np.ndarray, src_bit: np.ndarray, b: Blocks, dict_blocks=No
     aux word of kind ``AUX_DICT`` before its values, a PATCH, RUN or DELTA one ``AUX_CODES`` in its
     own; the caller adds where their dictionary starts to the base)."""
     src_bit = np.asarray(src_bit, dtype=np.int64)
+    if (b.kind == KIND_CLASSES).any():  # CLASSES blocks: the PATCH blocks they stage as, after the payload
+        pay, src_bit, b = _classes_as_patch(pay, src_bit, b)
     if native.available()[0] and len(b.kind):  # in C, all in one pass; a block it cannot stage: the body below
         K = len(b.kind)
         d = np.zeros(K, np.int64) if dict_blocks is None else dict_blocks

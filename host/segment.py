@@ -712,7 +712,7 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
         if own.any():
             t = tag[own]
             if (nb[own] != 1).any() or (e[own] >> (codec.ENC_TAG_SHIFT + 8) != 0).any() or \
-                    ((t & 0x7F) > pages.TAG_LAST).any() or (((t & 0x7F) >= pages.TAG_FLAG) & ((t & pages.TAG_LFOR) != 0)).any():
+                    pages.bad_tags(t).any():
                 raise CorruptionError(f"segment {where}: a bad block tag in the index of column {c!r}")
         if region_bytes is not None:  # format 3: byte ranges, at least the tags and the anchors (FLAG blocks: no field)
             # (a one-block blob whose tag is in the index still has a byte: a field, a position or a bit)

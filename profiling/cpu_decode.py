@@ -21,7 +21,7 @@ Two measurements, each repeated ``--repeat`` times (the range is printed: the ma
             (same columns, same tails, no check): the floor the reference path approaches.
 
     python profiling/cpu_decode.py [--scale 1.0] [--workdir /tmp/gpumat-cpu-decode] [--repeat 3]
-                                   [--part decode|epoch|all] [--dataset bench|ml1m|ml100k]
+                                   [--part decode|epoch|all] [--dataset bench|ml1m|ml100k|...]
                                    [--variant NAME] [--json out.json]
 
 The workload (the same as ``gpumat bench storage --scale S --seed 0``) is built once in
@@ -30,7 +30,9 @@ at run time; decode only) builds the tier as ``gpumat demo`` does: their ``ts`` 
 PATCH blocks (a prefix sum per block). ``--variant`` (with ``--dataset ml1m`` / ``ml100k``) decodes
 the dataset with one column in another shape instead, as ``profiling/short_histories.py`` stores
 it (its events appended once, the real users): ``replay`` and ``favourites`` take stripe tables
-(DESIGN.md §1), whose codes are looked up in a table per stripe.
+(DESIGN.md §1), whose codes are looked up in a table per stripe. ``--dataset ml1m+features`` (or
+``ml100k+features``, or an events Parquet file) decodes ``profiling/short_histories.py``'s dataset
+of that name, its events appended once.
 """
 
 from __future__ import annotations
@@ -50,16 +52,17 @@ def load(workdir: str, scale: float, dataset: str = "bench", variant: str | None
     from gpumat.host.tier import Tier
     from gpumat.host.workloads import SYNTH_TENANTS, synthetic_workload
 
-    if variant is not None:
+    if variant is not None or dataset not in ("bench", "ml1m", "ml100k"):
         import short_histories as sh  # (beside this script: run it as a script, python profiling/cpu_decode.py)
 
-        tier_dir = os.path.join(workdir, f"tier-{dataset}-{variant}")
+        tier_dir = os.path.join(workdir, f"tier-{os.path.basename(dataset)}-{variant}")
         if not os.path.exists(tier_dir + ".done"):
             import shutil
 
             shutil.rmtree(tier_dir, ignore_errors=True)
             ev = sh.load_events(dataset)
-            ev = sh.VARIANTS[variant](ev, np.random.default_rng(0))  # (seeded: short_histories' events)
+            if variant is not None:
+                ev = sh.VARIANTS[variant](ev, np.random.default_rng(0))  # (seeded: short_histories' events)
             tier = Tier.create(tier_dir, {c: str(ev.schema.field(c).type) for c in ev.column_names if c != "user_id"})
             tier.append(ev)
             open(tier_dir + ".done", "w").close()
@@ -294,13 +297,18 @@ def main(argv=None):
     p.add_argument("--workdir", default="/tmp/gpumat-cpu-decode")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--part", choices=["decode", "epoch", "all"], default="all")
-    p.add_argument("--dataset", choices=["bench", "ml1m", "ml100k"], default="bench")
+    p.add_argument("--dataset", default="bench",
+                   help="bench, ml1m, ml100k, ml1m+features, ml100k+features or an events Parquet file "
+                        "(profiling/short_histories.py's datasets, the real users, appended once)")
     p.add_argument("--variant", default=None,
                    help="with --dataset ml1m / ml100k: one of profiling/short_histories.py's variants (replay, favourites, ...)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.dataset != "bench" and args.part != "decode":
-        p.error("--dataset ml1m / ml100k measures the decode only: add --part decode")
+        p.error("--dataset other than bench measures the decode only: add --part decode")
+    if args.dataset not in ("bench", "ml1m", "ml100k", "ml1m+features", "ml100k+features") and \
+            not args.dataset.endswith(".parquet"):
+        p.error(f"--dataset: bench, ml1m, ml100k, ml1m+features, ml100k+features or a .parquet file; got {args.dataset!r}")
     if args.variant is not None:
         import short_histories as sh
 

