@@ -617,7 +617,14 @@ static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t c
         if (pos + nc * w[c] > end) return 1;
         const uint64_t s0 = (uint64_t)st[c];
         const int wc = (int)w[c];
-        for (int64_t t = first[c]; t < first[c + 1]; t++, pos += wc) r[mem[t]] = s0 + gm_bits_at(b, L, pos, wc);
+        int64_t t = first[c];
+        if (!wc) /* (class 0 of no low bits: the most frequent value, often) */
+            for (; t < first[c + 1]; t++) r[mem[t]] = s0;
+        else if (((pos + nc * wc) >> 3) + 8 <= L) { /* every load inside b: no byte-by-byte path */
+            const uint64_t mask = (UINT64_C(1) << wc) - 1;
+            for (; t < first[c + 1]; t++, pos += wc) r[mem[t]] = s0 + ((load64(b + (pos >> 3)) >> (pos & 7)) & mask);
+        } else
+            for (; t < first[c + 1]; t++, pos += wc) r[mem[t]] = s0 + gm_bits_at(b, L, pos, wc);
     }
     return pos != end;
 }
