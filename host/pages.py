@@ -72,6 +72,7 @@ segment DICT: the dictionary first, then blobs of codes) where that saves ``DICT
 
 from __future__ import annotations
 
+import functools
 import itertools
 import struct
 
@@ -422,10 +423,16 @@ CLASSES_SHORTLIST = 16  # shapes weighed per block: the best on a sample of the 
 CLASSES_SAMPLE = 256  # blocks of that sample, spread over the chunk
 
 
-def _shapes(L: int) -> np.ndarray:
-    """Every ``(w_0 .. w_(L-1))`` of widths 0 .. ``CLASSES_SEARCH_W``, as rows [S, L]."""
-    g = np.meshgrid(*([np.arange(CLASSES_SEARCH_W + 1)] * L), indexing="ij")
-    return np.stack([x.reshape(-1) for x in g], 1)
+@functools.lru_cache(maxsize=None)
+def _shapes(L: int, search_w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every ``(w_0 .. w_(L-1))`` of widths 0 .. ``search_w``, as rows [S, L], and their classes'
+    starts [S, L + 1] (the tail's last); cached, read-only (the writer weighs them per chunk)."""
+    g = np.meshgrid(*([np.arange(search_w + 1)] * L), indexing="ij")
+    ws = np.stack([x.reshape(-1) for x in g], 1)
+    st = np.concatenate([np.zeros((len(ws), 1), np.int64), np.cumsum(np.int64(1) << ws, axis=1)], 1)
+    for a in (ws, st):
+        a.flags.writeable = False
+    return ws, st
 
 
 def _classes_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray, first: np.ndarray):
@@ -449,8 +456,7 @@ def _classes_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray, first: np.nda
     lt = lambda x: cum[np.searchsorted(u, x, "left")]  # noqa: E731  (sample values under x)
     best = []  # (aggregate bits, L, widths)
     for L in range(1, LEVELS_MAX + 1):
-        ws = _shapes(L)
-        st = np.concatenate([np.zeros((len(ws), 1), np.int64), np.cumsum(np.int64(1) << ws, axis=1)], 1)  # [S, L + 1]
+        ws, st = _shapes(L, CLASSES_SEARCH_W)  # [S, L], [S, L + 1]
         below = lt(st)  # [S, L + 1]
         bits = N + (N - below[:, 1:L]).sum(axis=1) + ((below[:, 1:] - below[:, :-1]) * ws).sum(axis=1)
         wt = codec.bit_length(np.maximum(top - st[:, L] + 1, 1).astype(_U64) - _U64(1))
