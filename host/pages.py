@@ -424,80 +424,124 @@ CLASSES_SAMPLE = 256  # blocks of that sample, spread over the chunk
 
 
 @functools.lru_cache(maxsize=None)
-def _shapes(L: int, search_w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every ``(w_0 .. w_(L-1))`` of widths 0 .. ``search_w``, as rows [S, L], and their classes'
-    starts [S, L + 1] (the tail's last); cached, read-only (the writer weighs them per chunk)."""
+def _shapes(L: int, search_w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every ``(w_0 .. w_(L-1))`` of widths 0 .. ``search_w``, as rows [S, L]; their classes' starts
+    [S, L + 1] (the tail's last); and the weights [S, L] that make a shape's bits before its tail a
+    dot product with the counts under its starts (``_classes_bits``); cached, read-only (the writer
+    weighs them per chunk)."""
     g = np.meshgrid(*([np.arange(search_w + 1)] * L), indexing="ij")
     ws = np.stack([x.reshape(-1) for x in g], 1)
     st = np.concatenate([np.zeros((len(ws), 1), np.int64), np.cumsum(np.int64(1) << ws, axis=1)], 1)
-    for a in (ws, st):
-        a.flags.writeable = False
-    return ws, st
+    coef = _classes_coef(ws)
+    for x in (ws, st, coef):
+        x.flags.writeable = False
+    return ws, st, coef
+
+
+def _classes_coef(ws: np.ndarray) -> np.ndarray:
+    """For shapes of widths ``ws [S, L]``: ``coef [S, L]`` such that a block of ``c`` values, ``b_k``
+    of them under class ``k``'s start (k = 1 .. L; the tail's last), takes ``c (L - 1) + sum_k b_k
+    coef_k`` bits in its levels after the first and its classes before the tail: level ``i`` (1 ..
+    L-1) holds the ``c - b_i`` values of class ``i`` or more, class ``j`` the ``b_(j+1) - b_j`` of its
+    ``w_j`` bits each."""
+    coef = np.zeros(ws.shape, np.int64)
+    coef[:, :-1] = ws[:, :-1] - ws[:, 1:] - 1
+    coef[:, -1] = ws[:, -1]
+    return coef
+
+
+def _classes_bits(c, below, coef, L, tail_w):
+    """Bits of ``c`` values (any shape broadcasting with ``below [..., L]``, the counts under the
+    starts of classes 1 .. L, the tail's last) after the first level: ``_classes_coef``'s, and the
+    tail's ``c - below[..., -1]`` values of ``tail_w`` bits."""
+    return c * (L - 1) + (below * coef).sum(axis=-1) + (c - below[..., -1]) * tail_w
+
+
+def _tail_width(top, start):
+    """The bits a tail from ``start`` needs to hold values up to ``top`` (0 where none reach it)."""
+    return np.where(top >= start, codec.bit_length(np.maximum(top - start, 0).astype(_U64)), 0)
 
 
 def _classes_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray, first: np.ndarray):
     """For CLASSES on the residuals ``r [n, lanes]`` (uint64, zero past each count; ``ok``: blocks of
     no slope; ``first``: the first blocks of their pages): the best ``(bits, L, shape, levels' bits
-    after the first, mid)`` per block, bits counting the payload and its two fields past the base (``_NEVER`` where no shape holds the block
-    or no value is past class 0). The shapes weighed: the ``CLASSES_SHORTLIST`` best on a sample of
-    the blocks (every ``L`` and widths of at most ``CLASSES_SEARCH_W``; the tail's width, per block,
-    the fewest bits that hold its largest residual, at most ``CLASSES_MAX_WT``)."""
+    after the first, mid)`` per block, bits counting the payload and its two fields past the base
+    (``_NEVER`` where no shape holds the block or no value is past class 0). The shapes weighed: the
+    ``CLASSES_SHORTLIST`` best on a sample of the blocks (every ``L`` and widths of at most
+    ``CLASSES_SEARCH_W``; the tail's width, per block, the fewest bits that hold its largest residual,
+    at most ``CLASSES_MAX_WT``), ties to the fewer levels, then the narrower first classes. Every
+    shape is weighed in one array operation: its bits are a dot product of fixed weights with the
+    counts under its starts (``_classes_coef``)."""
     n, lanes = r.shape
     out = [np.full(n, _NEVER, np.int64)] + [np.zeros(n, np.int64) for _ in range(4)]
     valid = np.arange(lanes)[None, :] < cnt[:, None]
     rmax = r.max(axis=1) if lanes else np.zeros(n, _U64)
     cand = np.flatnonzero(ok & (rmax > _U64(0)) & (rmax < _U64(1 << CLASSES_MAX_WT)))
-    if not len(cand):
+    if not len(cand) or LEVELS_MAX < 1:  # (no levels allowed: as before LEVELS blocks)
         return tuple(out)
     smp = cand[np.linspace(0, len(cand) - 1, min(len(cand), CLASSES_SAMPLE)).astype(np.int64)]
     u, cu = np.unique(r[smp][valid[smp]].astype(np.int64), return_counts=True)
     cum = np.concatenate([[0], np.cumsum(cu)])
     N, top = int(cum[-1]), int(u[-1])
-    lt = lambda x: cum[np.searchsorted(u, x, "left")]  # noqa: E731  (sample values under x)
-    best = []  # (aggregate bits, L, widths)
+    # the sample's values under each start a shape can have (at most LEVELS_MAX 2^CLASSES_SEARCH_W)
+    under = cum[np.searchsorted(u, np.arange(LEVELS_MAX * (1 << CLASSES_SEARCH_W) + 1), "left")]
+    keys = []  # every shape's bits on the sample (ties: the first, L-major), for the shortlist
     for L in range(1, LEVELS_MAX + 1):
-        ws, st = _shapes(L, CLASSES_SEARCH_W)  # [S, L], [S, L + 1]
-        below = lt(st)  # [S, L + 1]
-        bits = N + (N - below[:, 1:L]).sum(axis=1) + ((below[:, 1:] - below[:, :-1]) * ws).sum(axis=1)
-        wt = codec.bit_length(np.maximum(top - st[:, L] + 1, 1).astype(_U64) - _U64(1))
-        bits = bits + (N - below[:, L]) * np.where(top >= st[:, L], wt, 0)
-        bits = np.where(N - below[:, 1] > 0, bits, _NEVER)
-        keep = np.argsort(bits, kind="stable")[:CLASSES_SHORTLIST]
-        best += [(int(bits[k]), L, ws[k]) for k in keep]
-    best = sorted(best, key=lambda t: t[0])[:CLASSES_SHORTLIST]
-    if not best:  # (no levels allowed)
-        return tuple(out)
+        ws, st, coef = _shapes(L, CLASSES_SEARCH_W)
+        below = under[st[:, 1:]]  # [S, L]
+        bits = N + _classes_bits(N, below, coef, L, _tail_width(top, st[:, L]))
+        keys.append(np.where(below[:, 0] < N, np.minimum(bits, 1 << 40), 1 << 40))
+    assert sum(len(k) for k in keys) < 1 << 15  # (a shape's place in 15 bits: 16,104 of them)
+    keys = (np.concatenate(keys) << 15) + np.arange(sum(len(k) for k in keys))  # (by bits, then by place)
+    pick = np.sort(np.partition(keys, CLASSES_SHORTLIST - 1)[:CLASSES_SHORTLIST]) & ((1 << 15) - 1) \
+        if len(keys) > CLASSES_SHORTLIST else np.arange(len(keys))
+    sizes = np.cumsum([0] + [(CLASSES_SEARCH_W + 1) ** L for L in range(1, LEVELS_MAX + 1)])
+    Ls = np.searchsorted(sizes, pick, "right")  # each picked shape's L
+    K = len(pick)
+    W = np.zeros((K, LEVELS_MAX), np.int64)  # widths, 0 past L
+    for k in range(K):
+        W[k, :Ls[k]] = _shapes(int(Ls[k]), CLASSES_SEARCH_W)[0][pick[k] - sizes[Ls[k] - 1]]
+    lv = np.arange(LEVELS_MAX)[None, :] < Ls[:, None]
+    ST = np.cumsum(np.where(lv, np.int64(1) << W, 0), axis=1)  # [K, LEVELS_MAX]: class 1 .. L's starts, then the tail's
+    st_L = ST[np.arange(K), Ls - 1]
     # the shape most blocks should share (a page's blocks store their shapes as steps from the one
     # before: a shape its page's CLASSES block before has takes a byte): the sample's best, its tail
     # as wide as the sample's largest residual needs
-    w_star = best[0][2]
-    st_star = int(np.sum(np.int64(1) << w_star))
-    wt_star = int(codec.bit_length(np.array([max(top - st_star, 0)], _U64))[0]) if top >= st_star else 0
-    shape_star = int((w_star << (4 * np.arange(len(w_star)))).sum()) + (wt_star << (4 * len(w_star)))
-    bounds = np.unique(np.concatenate([np.cumsum(np.int64(1) << w) for _, _, w in best]))
+    wt_star = int(_tail_width(np.array([top]), st_L[:1])[0])
+    shape_star = int((W[0] << (4 * np.arange(LEVELS_MAX))).sum()) + (wt_star << (4 * int(Ls[0])))
+    # every candidate block's residuals under every start: a histogram over the starts
+    bounds = np.unique(ST[lv])
+    m = len(cand)
     rc = r[cand].astype(np.int64)
     d = np.searchsorted(bounds, rc, "right")  # bounds at or below each residual
-    hist = np.zeros((len(cand), len(bounds) + 1), np.int64)
-    np.add.at(hist, (np.repeat(np.arange(len(cand)), lanes), d.reshape(-1)), valid[cand].reshape(-1))
-    below_b = np.cumsum(hist, axis=1)  # [m, j]: residuals under bounds[j]
-    c = cnt[cand].astype(np.int64)
-    rm = rmax[cand].astype(np.int64)
-    for i, (_, L, w) in enumerate(best):
-        st = np.concatenate([[0], np.cumsum(np.int64(1) << w)])  # class starts, the tail's last
-        below = np.stack([np.zeros(len(cand), np.int64)] + [below_b[:, np.searchsorted(bounds, x)] for x in st[1:]], 1)
-        nlev = (c[:, None] - below[:, 1:L]).sum(axis=1)
-        tail = c - below[:, L]
-        own = np.where(rm >= st[L], codec.bit_length(np.maximum(rm - st[L], 0).astype(_U64)), 0)
-        for wt in (own, np.full(len(cand), wt_star)) if i == 0 else (own,):  # (the tail the block needs, or the shared one's)
-            mid = nlev + ((below[:, 1:] - below[:, :-1]) * w[None, :]).sum(axis=1) + tail * wt
-            shape = (w << (4 * np.arange(L))).sum() + (wt << (4 * L))
-            # its shape field: a byte where it is the shared one, else its bytes and the next block's step back
-            sb = np.where(first[cand] | (shape != shape_star), 8 * varint_len(shape.astype(_U64)) + 8 * ~first[cand], 8)
-            bits = c + mid + 8 * varint_len(mid.astype(_U64)) + sb
-            bits = np.where((c - below[:, 1] > 0) & (wt <= CLASSES_MAX_WT) & (own <= wt), bits, _NEVER)
-            better = np.flatnonzero(bits < out[0][cand])
-            for into, x in zip(out, (bits, np.full(len(cand), L), shape, nlev, mid)):
-                into[cand[better]] = x[better]
+    vc = valid[cand]
+    hist = np.bincount((np.arange(m)[:, None] * (len(bounds) + 1) + d)[vc], minlength=m * (len(bounds) + 1))
+    below_b = np.cumsum(hist.reshape(m, len(bounds) + 1), axis=1)  # [m, j]: residuals under bounds[j]
+    BL = below_b[:, np.searchsorted(bounds, np.where(lv, ST, ST[:, :1]))]  # [m, K, LEVELS_MAX]
+    BL = np.where(lv[None], BL, BL[:, np.arange(K), Ls - 1][:, :, None])  # (past L: the tail's, weight 0)
+    coef = np.where(lv, _classes_coef(W), 0)
+    coef[np.arange(K), Ls - 1] = W[np.arange(K), Ls - 1]
+    c = cnt[cand].astype(np.int64)[:, None]
+    rm = rmax[cand].astype(np.int64)[:, None]
+    own = _tail_width(rm, st_L[None, :])  # [m, K]: the tail each block needs
+    # the candidates in order: (shape 0, its own tail), (shape 0, the shared tail), (shape 1, own) ...
+    col = np.concatenate([[0], np.arange(K)])
+    wt = np.concatenate([own[:, :1], np.full((m, 1), wt_star), own[:, 1:]], 1)  # [m, K + 1]
+    B, Lc = BL[:, col], Ls[col][None, :]
+    nlev = c * (Lc - 1) - (np.where(np.arange(LEVELS_MAX)[None, None, :] < Lc[..., None] - 1, B, 0)).sum(axis=-1)
+    mid = _classes_bits(c, B, coef[col][None], Lc, wt)
+    shape = (W[col] << (4 * np.arange(LEVELS_MAX))).sum(axis=1)[None, :] + (wt << (4 * Lc))
+    fr = first[cand][:, None]
+    # its shape field: a byte where it is the shared one, else its bytes and the next block's step back
+    sb = np.where(fr | (shape != shape_star), 8 * varint_len(shape.astype(_U64)) + 8 * ~fr, 8)
+    bits = c + mid + 8 * varint_len(mid.astype(_U64)) + sb
+    bits = np.where((c - B[..., 0] > 0) & (wt <= CLASSES_MAX_WT) & (own[:, col] <= wt), bits, _NEVER)
+    best = np.argmin(bits, axis=1)
+    rows = np.arange(m)
+    got = np.flatnonzero(bits[rows, best] < _NEVER)
+    at = (rows[got], best[got])
+    for into, x in zip(out, (bits, np.broadcast_to(Lc, bits.shape), shape, nlev, mid)):
+        into[cand[got]] = x[at]
     return tuple(out)
 
 
@@ -590,16 +634,19 @@ class _Candidates:
         # LEVELS: the residuals of a line of no slope as levels of bitmaps (their base a field)
         lc, *self.levels = _levels_costs(r, cnt, slope == 0)
         cost[KIND_LEVELS] = lc
-        # CLASSES: LEVELS whose classes hold ranges of residuals (an entropy stage: a skewed alphabet's)
-        # (weighed only where they may be taken: the first chunk, or a column that took them)
-        cc, *self.classes = _classes_costs(r, cnt, (slope == 0) & classes, first)
-        cost[KIND_CLASSES] = cc
+        # CLASSES: LEVELS whose classes hold ranges of residuals (an entropy stage: a skewed alphabet's),
+        # weighed only where they may be taken (the first chunk, or a column that took them) and when
+        # a choice asks for them (``kinds``)
+        self._classes_ok = ((slope == 0) & classes, first) if classes else None
         self.cost = np.full((n, KIND_CLASSES + 1), _NEVER, np.int64)  # (a kind not weighed: never)
         for k, c in cost.items():
             self.cost[:, k] = c
 
     def kinds(self, allowed) -> np.ndarray:
         """Each block's cheapest kind among ``allowed`` (ties to the earlier kind)."""
+        if KIND_CLASSES in allowed and self._classes_ok is not None:
+            self.cost[:, KIND_CLASSES], *self.classes = _classes_costs(self.r, self.cnt, *self._classes_ok)
+            self._classes_ok = None
         mask = np.full(self.cost.shape[1], _NEVER, np.int64)
         mask[list(allowed)] = 0
         return np.argmin(np.maximum(self.cost, mask[None, :]), axis=1)
