@@ -571,60 +571,93 @@ static int gm_classes_bad(int64_t lv, int64_t shape, int64_t mid, int64_t cnt) {
     return w[lv] > 24 || mid > (lv - 1 + wmax) * cnt;
 }
 
+/* the low bits of src, one per set bit of m (both 2 words, 128 bits), deposited at those bits in order:
+ * BMI2's pdep where the CPU has a fast one (gm_fast_pdep), else by the set bits (portable) */
+static void gm_deposit2_bits(const uint64_t *src, const uint64_t *m, uint64_t *o) {
+    int64_t j = 0;
+    for (int g = 0; g < 2; g++) {
+        uint64_t v = 0;
+        for (uint64_t x = m[g]; x; x &= x - 1, j++)
+            v |= (x & (0 - x)) & (0 - ((src[j >> 6] >> (j & 63)) & 1));
+        o[g] = v;
+    }
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(GM_NO_PDEP) /* (GM_NO_PDEP: the portable path, for its tests) */
+#include <immintrin.h>
+__attribute__((target("bmi2,popcnt"))) static void gm_deposit2_pdep(const uint64_t *src, const uint64_t *m, uint64_t *o) {
+    const int n0 = __builtin_popcountll(m[0]);
+    o[0] = _pdep_u64(src[0], m[0]);
+    /* (the bits past the first word's n0: src shifted right by n0 across its two words) */
+    const uint64_t hi = n0 == 64 ? src[1] : n0 ? (src[0] >> n0) | (src[1] << (64 - n0)) : src[0];
+    o[1] = _pdep_u64(hi, m[1]);
+}
+
+/* 1 where pdep is one instruction: BMI2, and not AMD's Zen 1 / 2 (microcoded there, hundreds of cycles) */
+static int gm_fast_pdep(void) {
+    static int fast = -1;
+    if (fast < 0) {
+        __builtin_cpu_init();
+        fast = __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt") &&
+               !(__builtin_cpu_is("amd") && (__builtin_cpu_is("znver1") || __builtin_cpu_is("znver2")));
+    }
+    return fast;
+}
+#define GM_DEPOSIT2(src, m, o) (gm_fast_pdep() ? gm_deposit2_pdep(src, m, o) : gm_deposit2_bits(src, m, o))
+#else
+#define GM_DEPOSIT2(src, m, o) gm_deposit2_bits(src, m, o)
+#endif
+
 /* a CLASSES block of cnt <= 128 values from bit `at` of b (L bytes): lv levels of bitmaps (level 0 a bit
  * per value, set past class 0; level i a bit per value whose bits on the levels before are 1, in order),
  * then each class's low bits (w_c bits a value, its values in order; class 0 first, the tail's last):
- * r[k], value k less the base, is its class's start plus its low bits. 1 when no value is past class 0
- * or the levels and low bits are not `extra` bits after the first level (checked before each is read) */
+ * r[k], value k less the base, is its class's start plus its low bits; base is added to each. Each
+ * level is deposited at the bits of the values still walking, so that class c is a mask of two words
+ * (the values of at least class c less those of at least c + 1), walked by its set bits; class 0 of no
+ * low bits (often the most frequent value) is a fill. 1 when no value is past class 0 or the levels
+ * and low bits are not `extra` bits after the first level (checked before each is read) */
 static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int64_t shape,
-                        int64_t extra, uint64_t *r) {
-    int64_t w[6], st[7], first[7]; /* class c's values (positions, in order): mem[first[c] .. first[c + 1]) */
-    uint8_t who[128], mem[128];
-    uint64_t bm[2] = {0, 0};
+                        int64_t extra, uint64_t base, uint64_t *r) {
+    int64_t w[6], st[7];
+    uint64_t f[6][2]; /* f[c]: the values of class c or more */
     gm_classes_shape(lv, shape, w, st);
-    gm_realign_one(b, L, at, cnt, bm);
-    int64_t n = 0, z = 0, pos = at + cnt;
+    f[0][0] = cnt >= 64 ? ~UINT64_C(0) : (UINT64_C(1) << cnt) - 1;
+    f[0][1] = cnt > 64 ? (cnt >= 128 ? ~UINT64_C(0) : (UINT64_C(1) << (cnt - 64)) - 1) : 0;
+    f[1][0] = f[1][1] = 0;
+    gm_realign_one(b, L, at, cnt, f[1]);
+    int64_t n = __builtin_popcountll(f[1][0]) + __builtin_popcountll(f[1][1]), pos = at + cnt;
     const int64_t end = at + cnt + extra;
-    /* (no branch on the data: the walk's bits are skewed, not predictable) */
-    for (int64_t k = 0; k < cnt; k++) {
-        const uint8_t bit = (bm[k >> 6] >> (k & 63)) & 1;
-        who[n] = mem[z] = (uint8_t)k;
-        n += bit;
-        z += !bit;
-    }
     if (n < 1) return 1;
-    first[0] = 0;
-    first[1] = z;
     for (int i = 1; i < lv; i++) { /* level i: a bit for each value still walking; a 0 ends it in class i */
         uint64_t lw[2] = {0, 0};
         if (pos + n > end) return 1;
         if (n) gm_realign_one(b, L, pos, n, lw);
         pos += n;
-        int64_t m = 0;
-        for (int64_t j = 0; j < n; j++) { /* (m <= j: who stays ahead of its reads) */
-            const uint8_t bit = (lw[j >> 6] >> (j & 63)) & 1, v = who[j];
-            who[m] = mem[z] = v;
-            m += bit;
-            z += !bit;
-        }
-        n = m;
-        first[i + 1] = z;
+        GM_DEPOSIT2(lw, f[i], f[i + 1]);
+        n = __builtin_popcountll(f[i + 1][0]) + __builtin_popcountll(f[i + 1][1]);
     }
-    for (int64_t j = 0; j < n; j++) mem[z + j] = who[j]; /* the tail's */
-    first[lv + 1] = z + n;
+    f[lv + 1][0] = f[lv + 1][1] = 0;
     for (int c = 0; c <= lv; c++) { /* each class's low bits, class 0 first (checked before any is read) */
-        const int64_t nc = first[c + 1] - first[c];
-        if (pos + nc * w[c] > end) return 1;
-        const uint64_t s0 = (uint64_t)st[c];
+        const uint64_t m0 = f[c][0] & ~f[c + 1][0], m1 = f[c][1] & ~f[c + 1][1];
+        const int64_t nc = __builtin_popcountll(m0) + __builtin_popcountll(m1);
         const int wc = (int)w[c];
-        int64_t t = first[c];
-        if (!wc) /* (class 0 of no low bits: the most frequent value, often) */
-            for (; t < first[c + 1]; t++) r[mem[t]] = s0;
-        else if (((pos + nc * wc) >> 3) + 8 <= L) { /* every load inside b: no byte-by-byte path */
+        if (pos + nc * wc > end) return 1;
+        const uint64_t s0 = base + (uint64_t)st[c];
+        if (!wc) {
+            if (!c) /* (class 0 of no low bits: the most frequent value, often; the other classes overwrite) */
+                for (int64_t k = 0; k < cnt; k++) r[k] = s0;
+            else
+                for (int g = 0; g < 2; g++)
+                    for (uint64_t x = g ? m1 : m0; x; x &= x - 1) r[64 * g + __builtin_ctzll(x)] = s0;
+        } else if (((pos + nc * wc) >> 3) + 8 <= L) { /* every load inside b: no byte-by-byte path */
             const uint64_t mask = (UINT64_C(1) << wc) - 1;
-            for (; t < first[c + 1]; t++, pos += wc) r[mem[t]] = s0 + ((load64(b + (pos >> 3)) >> (pos & 7)) & mask);
+            for (int g = 0; g < 2; g++)
+                for (uint64_t x = g ? m1 : m0; x; x &= x - 1, pos += wc)
+                    r[64 * g + __builtin_ctzll(x)] = s0 + ((load64(b + (pos >> 3)) >> (pos & 7)) & mask);
         } else
-            for (; t < first[c + 1]; t++, pos += wc) r[mem[t]] = s0 + gm_bits_at(b, L, pos, wc);
+            for (int g = 0; g < 2; g++)
+                for (uint64_t x = g ? m1 : m0; x; x &= x - 1, pos += wc)
+                    r[64 * g + __builtin_ctzll(x)] = s0 + gm_bits_at(b, L, pos, wc);
     }
     return pos != end;
 }
@@ -651,7 +684,7 @@ int64_t gm_classes_patch(const unsigned char *buf, int64_t n, const int64_t *at,
         uint64_t r[128];
         const int64_t c = cnt[k], w0 = shape[k] & 15;
         if (c < 1 || c > 128 || lv[k] < 1 || lv[k] > 4 || gm_classes_bad(lv[k], shape[k], extra[k], c) ||
-            gm_classes_r(buf, n, at[k], c, (int)lv[k], shape[k], extra[k], r))
+            gm_classes_r(buf, n, at[k], c, (int)lv[k], shape[k], extra[k], 0, r))
             return k + 1;
         uint64_t top = 0;
         int64_t ne = 0;
@@ -1083,8 +1116,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
                 const int64_t lvc = 1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2), bits = cnt + E;
                 if (cnt > 128 || gm_classes_bad(lvc, W2, E, cnt)) return GM_BLOB_RANGE;
                 if (at + bits > limit) return GM_BLOB_PAYLOAD;
-                if (gm_classes_r(b, R, at, cnt, (int)lvc, W2, E, o)) return GM_BLOB_BITMAP;
-                for (int64_t i = 0; i < cnt; i++) o[i] += (uint64_t)base[k];
+                if (gm_classes_r(b, R, at, cnt, (int)lvc, W2, E, (uint64_t)base[k], o)) return GM_BLOB_BITMAP;
                 P += bits;
                 if (D && gm_finish(o, cnt, 0, 0, 0, dict, D)) return GM_BLOB_CODE;
                 continue;
