@@ -1012,10 +1012,15 @@ static inline uint32_t gm_u32(const unsigned char *p) {
 /* gm_blob's last pass over a block's cnt values in o: with delta, o[i] becomes b0 + s0 i + o[0] + ..
  * + o[i] (a prefix sum on the line); with D > 0, each value (a code) the entry of dict[0, D) it
  * indexes. One pass for both, no branch per value: a code not below D reads entry 0 and makes it
- * return 1 (the blob is bad; o is left partly written). Called with delta or D > 0. */
+ * return 1 (the blob is bad; o is left partly written). Called with delta or D > 0. below: the block's
+ * fields prove every code below D (gm_below), so that the lookup needs no check. */
 static inline int gm_finish(uint64_t *o, int64_t cnt, int delta, uint64_t b0, uint64_t s0, const int64_t *dict,
-                            int64_t D) {
+                            int64_t D, int below) {
     uint64_t bad = 0;
+    if (below && !delta) {
+        for (int64_t i = 0; i < cnt; i++) o[i] = (uint64_t)dict[o[i]];
+        return 0;
+    }
     if (!D) {
         uint64_t acc = b0 - s0; /* (the line's step is added with each value: one add on the chain) */
         for (int64_t i = 0; i < cnt; i++) o[i] = acc += o[i] + s0;
@@ -1035,6 +1040,11 @@ static inline int gm_finish(uint64_t *o, int64_t cnt, int delta, uint64_t b0, ui
             o[i] = (uint64_t)dict[v < (uint64_t)D ? v : 0];
         }
     return bad != 0;
+}
+
+/* 1 where every value of a block lies in [lo, lo + span) with lo + span <= D (its codes need no check) */
+static inline int gm_below(uint64_t lo, uint64_t span, int64_t D) {
+    return lo <= (uint64_t)D && span <= (uint64_t)D - lo;
 }
 
 /* host/pages.py decode_blobs: whole format-3 blobs straight to values, one pass per blob, no staged
@@ -1118,7 +1128,10 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
                 if (at + bits > limit) return GM_BLOB_PAYLOAD;
                 if (gm_classes_r(b, R, at, cnt, (int)lvc, W2, E, (uint64_t)base[k], o)) return GM_BLOB_BITMAP;
                 P += bits;
-                if (D && gm_finish(o, cnt, 0, 0, 0, dict, D)) return GM_BLOB_CODE;
+                int64_t cw[6], cst[7]; /* (its values: below the tail's end) */
+                gm_classes_shape((int)lvc, W2, cw, cst);
+                if (D && gm_finish(o, cnt, 0, 0, 0, dict, D, gm_below((uint64_t)base[k], (uint64_t)cst[lvc + 1], D)))
+                    return GM_BLOB_CODE;
                 continue;
             }
             if (t == GM_KIND_LEVELS) {
@@ -1128,7 +1141,10 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
                 if (gm_levels(b, R, at, cnt, 1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2), (int)W2, E, (uint64_t)base[k], o))
                     return GM_BLOB_BITMAP;
                 P += bits;
-                if (D && gm_finish(o, cnt, 0, 0, 0, dict, D)) return GM_BLOB_CODE;
+                const int64_t lvl = 1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2); /* (its values: below lv + 2^wt) */
+                if (D && gm_finish(o, cnt, 0, 0, 0, dict, D,
+                                   W2 < 62 && gm_below((uint64_t)base[k], (uint64_t)lvl + (UINT64_C(1) << W2), D)))
+                    return GM_BLOB_CODE;
                 continue;
             }
             if (t < 65 || t == 67) {
@@ -1169,7 +1185,9 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
                 }
             }
             P += bits;
-            if ((delta || D) && gm_finish(o, cnt, delta, (uint64_t)base[k], (uint64_t)slope[k], dict, D))
+            /* (a FOR block's codes: below its base + 2^w) */
+            if ((delta || D) && gm_finish(o, cnt, delta, (uint64_t)base[k], (uint64_t)slope[k], dict, D,
+                                          t < 65 && !sl && W < 62 && gm_below(bv, UINT64_C(1) << W, D)))
                 return GM_BLOB_CODE;
         }
     }
