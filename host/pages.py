@@ -512,10 +512,12 @@ def _classes_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray, first: np.nda
     # every candidate block's residuals under every start: a histogram over the starts
     bounds = np.unique(ST[lv])
     m = len(cand)
-    rc = r[cand].astype(np.int64)
-    d = np.searchsorted(bounds, rc, "right")  # bounds at or below each residual
+    # (the bounds at or below each residual: a table up to the last bound, no binary search a value)
+    at_or_below = np.searchsorted(bounds, np.arange(int(bounds[-1]) + 1), "right")
     vc = valid[cand]
-    hist = np.bincount((np.arange(m)[:, None] * (len(bounds) + 1) + d)[vc], minlength=m * (len(bounds) + 1))
+    rc = np.minimum(r[cand][vc], _U64(bounds[-1])).astype(np.int64)
+    rows_v = np.repeat(np.arange(m) * (len(bounds) + 1), vc.sum(axis=1))
+    hist = np.bincount(rows_v + at_or_below[rc], minlength=m * (len(bounds) + 1))
     below_b = np.cumsum(hist.reshape(m, len(bounds) + 1), axis=1)  # [m, j]: residuals under bounds[j]
     BL = below_b[:, np.searchsorted(bounds, np.where(lv, ST, ST[:, :1]))]  # [m, K, LEVELS_MAX]
     BL = np.where(lv[None], BL, BL[:, np.arange(K), Ls - 1][:, :, None])  # (past L: the tail's, weight 0)
