@@ -617,7 +617,7 @@ static int gm_fast_pdep(void) {
  * low bits (often the most frequent value) is a fill. 1 when no value is past class 0 or the levels
  * and low bits are not `extra` bits after the first level (checked before each is read) */
 static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int64_t shape,
-                        int64_t extra, uint64_t base, uint64_t *r) {
+                        int64_t extra, uint64_t base, uint64_t *r, uint64_t *first) {
     int64_t w[6], st[7];
     uint64_t f[6][2]; /* f[c]: the values of class c or more */
     gm_classes_shape(lv, shape, w, st);
@@ -637,6 +637,7 @@ static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t c
         n = __builtin_popcountll(f[i + 1][0]) + __builtin_popcountll(f[i + 1][1]);
     }
     f[lv + 1][0] = f[lv + 1][1] = 0;
+    if (first) first[0] = f[1][0], first[1] = f[1][1];
     for (int c = 0; c <= lv; c++) { /* each class's low bits, class 0 first (checked before any is read) */
         const uint64_t m0 = f[c][0] & ~f[c + 1][0], m1 = f[c][1] & ~f[c + 1][1];
         const int64_t nc = __builtin_popcountll(m0) + __builtin_popcountll(m1);
@@ -662,7 +663,7 @@ static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t c
     return pos != end;
 }
 
-/* OR the w <= 57 low bits of v into the zeroed stream o at bit `bit` */
+/* OR the w <= 64 low bits of v into the zeroed stream o at bit `bit` */
 static inline void gm_put_bits(uint64_t *o, int64_t bit, uint64_t v, int64_t w) {
     if (!w) return;
     v &= w >= 64 ? ~UINT64_C(0) : (UINT64_C(1) << w) - 1;
@@ -681,31 +682,30 @@ int64_t gm_classes_patch(const unsigned char *buf, int64_t n, const int64_t *at,
                          uint64_t *o) {
     int64_t bit = 0;
     for (int64_t k = 0; k < K; k++) {
-        uint64_t r[128];
+        uint64_t r[128], f1[2]; /* f1: its first level, the values past class 0: the bitmap */
         const int64_t c = cnt[k], w0 = shape[k] & 15;
         if (c < 1 || c > 128 || lv[k] < 1 || lv[k] > 4 || gm_classes_bad(lv[k], shape[k], extra[k], c) ||
-            gm_classes_r(buf, n, at[k], c, (int)lv[k], shape[k], extra[k], 0, r))
+            gm_classes_r(buf, n, at[k], c, (int)lv[k], shape[k], extra[k], 0, r, f1))
             return k + 1;
-        uint64_t top = 0;
-        int64_t ne = 0;
-        for (int64_t i = 0; i < c; i++) {
-            const uint64_t h = r[i] >> w0;
-            if (h) ne++, top = h - 1 > top ? h - 1 : top;
-        }
+        uint64_t top = 0; /* (a value past class 0 is at least 2^w_0: its high part at least 1) */
+        for (int g = 0; g < 2; g++)
+            for (uint64_t x = f1[g]; x; x &= x - 1) {
+                const uint64_t h = (r[64 * g + __builtin_ctzll(x)] >> w0) - 1;
+                top = h > top ? h : top;
+            }
         const int64_t wx = top ? 64 - __builtin_clzll(top) : 0;
         boff[k] = bit;
         w2[k] = wx;
-        e[k] = ne;
+        e[k] = __builtin_popcountll(f1[0]) + __builtin_popcountll(f1[1]);
+        if (w0)
+            for (int64_t i = 0; i < c; i++) gm_put_bits(o, bit + i * w0, r[i], w0);
+        gm_put_bits(o, bit + c * w0, f1[0], c < 64 ? c : 64);
+        if (c > 64) gm_put_bits(o, bit + c * w0 + 64, f1[1], c - 64);
         int64_t xb = bit + c * w0 + c;
-        for (int64_t i = 0; i < c; i++) {
-            const uint64_t h = r[i] >> w0;
-            gm_put_bits(o, bit + i * w0, r[i], w0);
-            if (h) {
-                gm_put_bits(o, bit + c * w0 + i, 1, 1);
-                gm_put_bits(o, xb, h - 1, wx);
-                xb += wx;
-            }
-        }
+        if (wx)
+            for (int g = 0; g < 2; g++)
+                for (uint64_t x = f1[g]; x; x &= x - 1, xb += wx)
+                    gm_put_bits(o, xb, (r[64 * g + __builtin_ctzll(x)] >> w0) - 1, wx);
         bit = xb;
     }
     return 0;
@@ -1126,7 +1126,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
                 const int64_t lvc = 1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2), bits = cnt + E;
                 if (cnt > 128 || gm_classes_bad(lvc, W2, E, cnt)) return GM_BLOB_RANGE;
                 if (at + bits > limit) return GM_BLOB_PAYLOAD;
-                if (gm_classes_r(b, R, at, cnt, (int)lvc, W2, E, (uint64_t)base[k], o)) return GM_BLOB_BITMAP;
+                if (gm_classes_r(b, R, at, cnt, (int)lvc, W2, E, (uint64_t)base[k], o, NULL)) return GM_BLOB_BITMAP;
                 P += bits;
                 int64_t cw[6], cst[7]; /* (its values: below the tail's end) */
                 gm_classes_shape((int)lvc, W2, cw, cst);
