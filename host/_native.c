@@ -92,7 +92,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 27; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 28; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -669,6 +669,49 @@ static inline void gm_put_bits(uint64_t *o, int64_t bit, uint64_t v, int64_t w) 
     v &= w >= 64 ? ~UINT64_C(0) : (UINT64_C(1) << w) - 1;
     o[bit >> 6] |= v << (bit & 63);
     if ((bit & 63) + w > 64) o[(bit >> 6) + 1] |= v >> (64 - (bit & 63));
+}
+
+/* host/pages.py _Candidates._assemble_classes in C (the encoder): CLASSES block k's bits after its first
+ * level, from its residuals r[k lanes ..] (cnt[k] <= lanes <= 128 of them; class c <= L[k] from
+ * st[C k + c], of wd[C k + c] <= 62 bits): level i (1 .. L - 1), a bit per value of class i or more,
+ * in order, set where it is of class i + 1 or more; then each class's values less its start, w_c bits
+ * each, in order, class 0 first, the tail's last; to the zeroed stream o (nwords) from bit 64 woff[k],
+ * inside its nw[k] words. Returns 0, or k + 1 for a block out of range or past its words (nothing
+ * written for it) */
+int64_t gm_classes_pack(const uint64_t *r, int64_t lanes, const int64_t *cnt, const int64_t *L, const int64_t *st,
+                        const int64_t *wd, int64_t C, int64_t K, const int64_t *woff, const int64_t *nw, uint64_t *o,
+                        int64_t nwords) {
+    for (int64_t k = 0; k < K; k++) {
+        const uint64_t *x = r + k * lanes;
+        const int64_t n = cnt[k], lv = L[k], *s = st + C * k, *w = wd + C * k;
+        uint8_t cls[128];
+        int64_t in[8] = {0}, need = 0; /* in[c]: its values of class c */
+        if (n < 0 || n > lanes || lanes > 128 || lv < 1 || lv >= C || C > 8 || woff[k] < 0 || nw[k] < 0 ||
+            woff[k] > nwords - nw[k])
+            return k + 1;
+        for (int64_t c = 0; c <= lv; c++)
+            if (w[c] < 0 || w[c] > 62) return k + 1;
+        int64_t bit = 64 * woff[k];
+        for (int64_t i = 0; i < n; i++) {
+            int c = 0;
+            for (int64_t j = 1; j <= lv; j++) c += x[i] >= (uint64_t)s[j];
+            cls[i] = (uint8_t)c;
+            in[c]++;
+        }
+        for (int64_t c = 0; c <= lv; c++) need += in[c] * (w[c] + (c < lv - 1 ? c : lv - 1)); /* (levels 1 .. min(c, L - 1)) */
+        if (need > 64 * nw[k]) return k + 1;
+        for (int64_t l = 1; l < lv; l++)
+            for (int64_t i = 0; i < n; i++)
+                if (cls[i] >= l) gm_put_bits(o, bit++, cls[i] > l, 1);
+        for (int64_t c = 0; c <= lv; c++)
+            if (w[c])
+                for (int64_t i = 0; i < n; i++)
+                    if (cls[i] == c) {
+                        gm_put_bits(o, bit, x[i] - (uint64_t)s[c], w[c]);
+                        bit += w[c];
+                    }
+    }
+    return 0;
 }
 
 /* host/pages.py _classes_as_patch: K CLASSES blocks (block k from bit at[k] of buf, n bytes: cnt[k]

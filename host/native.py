@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 27  # gm_abi_version() of the _native.c this module calls
+ABI = 28  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -52,6 +52,7 @@ def _load():
                 "gm_fields_end": (I64, [P, I64, P, P, P, I64, P]),
                 "gm_ranges": (I64, [P, P, I64, P, I64]),
                 "gm_classes_patch": (I64, [P, I64] + [P] * 5 + [I64] + [P] * 4),
+                "gm_classes_pack": (I64, [P, I64] + [P] * 4 + [I64, I64, P, P, P, I64]),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -65,7 +66,7 @@ def _load():
 _lib, _why = _load()
 _decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length, \
     _stage_levels, _literal_tables, _dict_heads, _stage_bitmaps, _stage_aux, _stage_blocks, \
-    _fields_end, _ranges, _classes_patch = _lib if _lib is not None else (None,) * 18
+    _fields_end, _ranges, _classes_patch, _classes_pack = _lib if _lib is not None else (None,) * 19
 
 
 def available() -> tuple[bool, str]:
@@ -273,6 +274,24 @@ def classes_patch(buf: np.ndarray, at: np.ndarray, cnt: np.ndarray, lv: np.ndarr
                             _ptr(w2), _ptr(e), _ptr(boff), _ptr(o)):
         return None
     return o.view(np.uint8), w2, e, boff
+
+
+def classes_pack(r: np.ndarray, cnt: np.ndarray, L: np.ndarray, start: np.ndarray, width: np.ndarray,
+                 woff: np.ndarray, nw: np.ndarray, out: np.ndarray) -> None:
+    """``host.pages._Candidates._assemble_classes`` in C: CLASSES block k's bits after its first level
+    (its levels after the first, then its classes' low bits; ``r [K, lanes]`` uint64 its residuals,
+    ``cnt[k]`` of them, ``L[k]`` levels, ``start`` / ``width [K, C]`` its classes') OR-ed into the
+    zeroed uint64 ``out`` from word ``woff[k]``, inside its ``nw[k]`` words."""
+    r = np.ascontiguousarray(r, np.uint64)
+    cnt, L, woff, nw = (np.ascontiguousarray(a, np.int64).reshape(-1) for a in (cnt, L, woff, nw))
+    start, width = (np.ascontiguousarray(a, np.int64) for a in (start, width))
+    K = cnt.size
+    if r.ndim != 2 or r.shape[0] != K or start.shape != width.shape or start.shape[0] != K or out.dtype != np.uint64 \
+            or not out.flags.c_contiguous or L.size != K or woff.size != K or nw.size != K:
+        raise ValueError("classes_pack: r uint64 [K, lanes], cnt/L/woff [K], start/width [K, C], out uint64")
+    if K and _classes_pack(_ptr(r), r.shape[1], _ptr(cnt), _ptr(L), _ptr(start), _ptr(width), start.shape[1], K,
+                           _ptr(woff), _ptr(nw), _ptr(out), out.size):
+        raise ValueError("classes_pack: a block out of range")
 
 
 def stage_levels(buf: np.ndarray, at: np.ndarray, cnt: np.ndarray, lv: np.ndarray, wt: np.ndarray, extra: np.ndarray,

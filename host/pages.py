@@ -759,18 +759,25 @@ class _Candidates:
         return b, pieces + ([lows] if lows is not None else [])
 
     def _assemble_classes(self, cl, vals, bmap, mid):
-        """CLASSES blocks ``cl``: their first level into ``vals``, their other levels into ``bmap``
-        (in place), their bits after the first level into ``mid``; returns their classes' low bits,
-        ``(rows [len(cl) (LEVELS_MAX + 1), lanes], width, count, bit offset in the block, block)``, a
-        row a class, class 0 first, the tail's last."""
+        """CLASSES blocks ``cl``: their first level into ``vals`` (in place), their bits after the
+        first level into ``mid``; returns the rest of their payloads, packed, ``(words, word offset,
+        words, bit offset in the block, block)`` a row: their levels after the first then their
+        classes' low bits (class 0 first, the tail's last), in C (``native.classes_pack``); in NumPy,
+        their levels after the first into ``bmap`` (in place), and a row a class."""
         L, shape, nlev, mid[cl] = (x[cl] for x in self.classes)
         rl, lanes, m = self.r[cl], self.r.shape[1], len(cl)
         valid = np.arange(lanes)[None, :] < self.cnt[cl, None]
         width, start = classes_shape(shape, L)
+        vals[cl] = valid & (rl >= start[:, 1, None].astype(_U64))  # (class 1 or more: L >= 1)
+        if native.available()[0] and lanes <= AUX_MAX_BLOCK:
+            nw = (mid[cl] + 63) >> 6
+            woff = np.cumsum(nw) - nw
+            buf = np.zeros(int(nw.sum()) + 1, _U64)
+            native.classes_pack(rl, self.cnt[cl], L, start, width, woff, nw, buf)
+            return buf, woff, nw, self.cnt[cl], cl
         cls = np.zeros((m, lanes), np.int64)
         for c in range(1, LEVELS_MAX + 1):
             cls += valid & (c <= L)[:, None] & (rl >= start[:, c, None].astype(_U64))
-        vals[cl] = cls >= 1
         at = np.zeros(m, np.int64)  # where level i starts in the bitmap piece
         for i in range(1, LEVELS_MAX):
             sel = (cls >= i) & (i < L)[:, None]
@@ -787,7 +794,12 @@ class _Candidates:
             n_c[:, c] = sel.sum(axis=1)
         bits = n_c * width
         rel = self.cnt[cl, None] + nlev[:, None] + np.cumsum(bits, axis=1) - bits
-        return rows, width.reshape(-1), n_c.reshape(-1), rel.reshape(-1), np.repeat(cl, C)
+        pw, pn = width.reshape(-1), n_c.reshape(-1)
+        nw = codec.words_for(pn, pw)
+        woff = np.cumsum(nw) - nw
+        buf = np.zeros(int(nw.sum()) + 1, dtype=_U64)
+        codec._pack(rows, np.where(pn > 0, pw, 0), nw, woff, buf)
+        return buf, woff, nw, rel.reshape(-1), np.repeat(cl, C)
 
 
 _NEVER = 1 << 60  # a cost no kind reaches (and no overflow when compared)
@@ -906,7 +918,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     parts, packed, woffs, nws, at, lows, nb0 = [], [], [], [], 0, [], 0
     for b, pieces in chosen:  # a chunk of blocks at a time: bit-pack its values, bitmaps and exceptions
         parts.append(b)
-        if len(pieces) > 3:  # CLASSES blocks' low bits: a row a class, placed once the blocks are
+        if len(pieces) > 3:  # CLASSES blocks' bits past their first level: placed once the blocks are
             lows.append((nb0, pieces[3]))
         nb0 += len(b.kind)
         for rows, pw, pn in pieces[:3]:
@@ -990,11 +1002,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     piece_at = np.stack([np.zeros(NB, np.int64), B.nv * B.w,
                          B.nv * B.w + bitmap_bits(B.kind, cnt, B.nv, B.e, B.sp, B.w2) + B.mid], 1)
     _scatter_bits(packed, woff3.reshape(-1), nw3.reshape(-1), (dst_bit[:, None] + piece_at).reshape(-1), region64)
-    for nb0, (rows, pw, pn, rel, blk) in lows:
-        nw = codec.words_for(pn, pw)
-        woff = np.cumsum(nw) - nw
-        buf = np.zeros(int(nw.sum()) + 1, dtype=_U64)
-        codec._pack(rows, np.where(pn > 0, pw, 0), nw, woff, buf)
+    for nb0, (buf, woff, nw, rel, blk) in lows:  # (CLASSES blocks' payloads past their first level, packed)
         _scatter_bits(buf, woff, nw, dst_bit[nb0 + blk] + rel, region64)
     region = region64.view(np.uint8)[:R].copy()
     region[blob_off[sob] + jin] = tag

@@ -489,6 +489,9 @@ def test_classes_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs
         tags = np.concatenate([region[o : o + -(-c // bs)] for o, c in zip(off, sc)])
         assert decode_all(region, off, nbytes, sc, bs).tolist() == x.tolist()
         assert (enc & codec.ENC_PATCH).all()  # (staged as PATCH blocks)
+        with monkeypatch.context() as m:  # the encoder's C (native.classes_pack) and NumPy: the same bytes
+            m.setattr(native, "_decode", None)
+            assert pages.encode_stripes(x, sc, bs)[0].tobytes() == region.tobytes()
         with monkeypatch.context() as m:
             m.setattr(pages, "CLASSES_MIN_SAVING", 10.0)  # as before CLASSES blocks
             old, _, _, _ = pages.encode_stripes(x, sc, bs)
