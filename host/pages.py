@@ -421,6 +421,8 @@ def _levels_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray):
 CLASSES_SEARCH_W = 10  # the encoder's class widths: 0 .. this (a wider class: the tail)
 CLASSES_SHORTLIST = 16  # shapes weighed per block: the best on a sample of the chunk's blocks
 CLASSES_SAMPLE = 256  # blocks of that sample, spread over the chunk
+if sum((CLASSES_SEARCH_W + 1) ** L for L in range(1, LEVELS_MAX + 1)) >= 1 << 15:  # (_classes_costs' keys)
+    raise ImportError("CLASSES shapes: a shape's place must fit in 15 bits (16,104 of them)")
 
 
 @functools.lru_cache(maxsize=None)
@@ -491,7 +493,6 @@ def _classes_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray, first: np.nda
         below = under[st[:, 1:]]  # [S, L]
         bits = N + _classes_bits(N, below, coef, L, _tail_width(top, st[:, L]))
         keys.append(np.where(below[:, 0] < N, np.minimum(bits, 1 << 40), 1 << 40))
-    assert sum(len(k) for k in keys) < 1 << 15  # (a shape's place in 15 bits: 16,104 of them)
     keys = (np.concatenate(keys) << 15) + np.arange(sum(len(k) for k in keys))  # (by bits, then by place)
     pick = np.sort(np.partition(keys, CLASSES_SHORTLIST - 1)[:CLASSES_SHORTLIST]) & ((1 << 15) - 1) \
         if len(keys) > CLASSES_SHORTLIST else np.arange(len(keys))
