@@ -593,12 +593,14 @@ __attribute__((target("bmi2,popcnt"))) static void gm_deposit2_pdep(const uint64
     o[1] = _pdep_u64(hi, m[1]);
 }
 
-/* 1 where pdep is one instruction: BMI2, and not AMD's Zen 1 / 2 (microcoded there, hundreds of cycles) */
+/* 1 where pdep is one instruction: BMI2, and not AMD's Zen 1 / 2 (microcoded there, hundreds of cycles);
+ * GPUMAT_NO_PDEP=1 in the environment takes the portable path (its tests, on a machine with BMI2) */
 static int gm_fast_pdep(void) {
     static int fast = -1;
     if (fast < 0) {
+        const char *no = getenv("GPUMAT_NO_PDEP");
         __builtin_cpu_init();
-        fast = __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt") &&
+        fast = !(no && *no && *no != '0') && __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt") &&
                !(__builtin_cpu_is("amd") && (__builtin_cpu_is("znver1") || __builtin_cpu_is("znver2")));
     }
     return fast;

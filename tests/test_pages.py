@@ -524,6 +524,47 @@ def test_classes_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs
     check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n)
 
 
+def test_classes_decode_without_pdep_and_pack_refusals(decoder):
+    """The C decoder's portable deposit (``GPUMAT_NO_PDEP=1``: the path of CPUs without a fast
+    ``pdep``) reads CLASSES blocks as the ``pdep`` path and NumPy do, in a child process (the choice
+    is made once per process); and ``native.classes_pack`` refuses a block out of range or past its
+    words, writing nothing."""
+    if decoder != "native":
+        pytest.skip("about the C decoder's paths: runs once, with the C codec")
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from gpumat.host import native, pages\n"
+        "rng = np.random.default_rng(5)\n"
+        "for n, top in ((5000, 3000), (3000, 70), (4000, 1 << 18)):\n"
+        "    x = np.minimum(rng.zipf(1.3, n), top).astype(np.int64) + 10**9\n"
+        "    sc = np.array([n // 3, n // 3, n - 2 * (n // 3)])\n"
+        "    region, off, nbytes, enc = pages.encode_stripes(x, sc, 128)\n"
+        "    tags = region[off[0] : off[0] + -(-sc[0] // 128)]\n"
+        "    assert pages.is_classes(tags).any(), np.unique(tags)\n"
+        "    got = pages.decode_blobs(region, off, nbytes, sc, 128)\n"
+        "    assert got.tolist() == x.tolist()\n"
+        "    np_ = np.concatenate([pages.decode_blob(region[o : o + b], c, 128) for o, b, c in zip(off, nbytes, sc)])\n"
+        "    assert np_.tolist() == x.tolist()\n"
+        "print('ok')\n")
+    for flag in ("1", "0"):
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "GPUMAT_NO_PDEP": flag},
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and out.stdout.strip() == "ok", (flag, out.stderr[-2000:])
+    r = np.array([[0, 1, 5, 9]], np.uint64)
+    width, start = pages.classes_shape(np.array([1 | (3 << 4)]), np.array([1]))  # classes 0..1, then a tail of 3 bits
+    buf = np.zeros(4, np.uint64)
+    native.classes_pack(r, [4], [1], start, width, [0], [1], buf)  # (4 values: 1 level, bits 1 + 1 + 3 + 3)
+    assert buf.any()
+    for cnt, L, nw in (([5], [1], [1]), ([4], [0], [1]), ([4], [1], [0]), ([4], [1], [9])):
+        buf = np.zeros(4, np.uint64)
+        with pytest.raises(ValueError):
+            native.classes_pack(r, cnt, L, start, width, [0], nw, buf)
+        assert not buf.any()
+
+
 def test_bad_classes_blocks_are_corruption(monkeypatch):
     """A CLASSES block whose levels and classes are not the bits its field says, whose first level has
     no bit set, or whose shape is out of range is a ``CorruptionError``; a flipped bit gives other
