@@ -1922,14 +1922,15 @@ def short_history_columns(rng, users: int, bs: int) -> pa.Table:
 
 
 @pytest.mark.parametrize("bs", [8, 32, 128])
-def test_tags_in_the_index_read_as_tags_in_the_blob(tmp_path, monkeypatch, bs):
+def test_tags_in_the_index_read_as_tags_in_the_blob(tmp_path, monkeypatch, bs, decoder):
     """A blob of one block that is not codes has its tag in its index ``enc`` (an index of form 2,
     its data file's entry ``"index": 2``), not its bytes: short histories read back the same by
     every path (whole histories with the C and the NumPy decoder; block windows in memory and by
     ranges; planned batches) as a tier written without (form 1, as releases before it wrote,
     which opens beside it and which compaction rewrites), in fewer stored bytes."""
     rng = np.random.default_rng(bs)
-    table = short_history_columns(rng, 600, bs)
+    users = 600 if decoder == "native" else 200  # (NumPy's reads: ~25 ms a history)
+    table = short_history_columns(rng, users, bs)
     if bs < 128:  # (packs of 128 events: blobs of several blocks, which keep their tags)
         monkeypatch.setattr(writer, "PACK_BELOW", 0)
     monkeypatch.setattr(segment, "INDEX_FORM", 1)
@@ -1946,15 +1947,15 @@ def test_tags_in_the_index_read_as_tags_in_the_blob(tmp_path, monkeypatch, bs):
         tag = codec.enc_tags(enc)
         assert (tag[d.bcount > bs] < 0).all() and (tag[(enc & codec.ENC_DICT) != 0] < 0).all()
         assert (codec.enc_tags(old._reader.blobs(c)[2]) < 0).all()
-    assert sum((codec.enc_tags(t._reader.blobs(c)[2]) >= 0).sum() for c in SCHEMA) > 100
+    assert sum((codec.enc_tags(t._reader.blobs(c)[2]) >= 0).sum() for c in SCHEMA) > users // 6
     assert t.stats()["stored_bytes"] < old.stats()["stored_bytes"]
-    whole = {u: old.read_history(u) for u in range(600)}
-    for c_decoder in (True, False):
+    whole = {u: old.read_history(u) for u in range(users)}
+    for c_decoder in (True, False) if decoder == "native" else (False,):  # (the NumPy run: NumPy's already)
         with monkeypatch.context() as m:
             if not c_decoder:
                 m.setattr(native, "_decode", None)
             fresh = Tier.open(t.uri)
-            for u in range(600):
+            for u in range(users):
                 got = fresh.read_history(u)
                 assert all(got[c].tolist() == whole[u][c].tolist() for c in SCHEMA), u
     for full in (1 << 30, 0):
@@ -1967,14 +1968,15 @@ def test_tags_in_the_index_read_as_tags_in_the_blob(tmp_path, monkeypatch, bs):
             cnt, own = d.block_values(si, bs, lo, hi)
             got = codec.decode_blocks(got_[0], got_[1], cnt, dicts=got_.dicts)[own]
             assert got.tolist() == window_values(whole, d, si, lo, hi, c, bs).tolist(), c
-        check_planned_batches(h, whole, rng, np.arange(600), 64, bs + 2, "reference")
+        check_planned_batches(h, whole, rng, np.arange(users), 64, bs + 2, "reference")
     # the old tier, appended to and compacted: its form-1 file rewritten in form 2, the same histories
     old.append(short_history_columns(rng, 50, bs))
     assert sorted(e.get("index", 1) for e in old._reader.state.files.values()) == [1, 2]
-    want = {u: old.read_history(u) for u in range(600)}
+    want = {u: old.read_history(u) for u in range(users)}
     old.compact()
     assert {e.get("index") for e in old._reader.state.files.values()} == {2}
-    assert all(Tier.open(old.uri).read_history(u)["action"].tolist() == want[u]["action"].tolist() for u in range(600))
+    fresh = Tier.open(old.uri)
+    assert all(fresh.read_history(u)["action"].tolist() == want[u]["action"].tolist() for u in range(users))
 
 
 def test_a_bad_tag_in_an_index_is_corruption(tmp_path):

@@ -20,6 +20,7 @@ limited by instructions, not by memory. Configurations compile in parallel, one 
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import re
@@ -38,7 +39,8 @@ def _tools():
 
 
 def _compile(fn, arch: int, sig: dict, consts: dict, num_warps: int) -> dict:
-    """Compile one configuration; ``{"regs", "local_bytes", "stack_bytes", "sass_instructions", ...}``.
+    """Compile one configuration; ``{"regs", "local_bytes", "stack_bytes", "text"}``, ``text`` the
+    kernel's machine code (``_disassemble`` reads it, for all configurations of an arch at once).
 
     ``sig``: the type of every non-constexpr argument (``"*i64"``, ``"i64"``, or a tuple of them for a
     tuple argument, ``"constexpr"`` for an element Triton makes a constant); ``consts``: the
@@ -51,25 +53,60 @@ def _compile(fn, arch: int, sig: dict, consts: dict, num_warps: int) -> dict:
     path = lambda n: (fn.arg_names.index(n[0]), n[1]) if isinstance(n, tuple) else (fn.arg_names.index(n),)  # noqa: E731
     src = ASTSource(fn=fn, signature=full, constexprs={path(n): v for n, v in consts.items()})
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
-    bin_dir = _tools()
+    cubin = ck.asm["cubin"]
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
         with open(path, "wb") as f:
-            f.write(ck.asm["cubin"])
-        usage = subprocess.run([os.path.join(bin_dir, "cuobjdump"), "-res-usage", path], capture_output=True,
+            f.write(cubin)
+        usage = subprocess.run([os.path.join(_tools(), "cuobjdump"), "-res-usage", path], capture_output=True,
                                text=True, check=True).stdout
-        sass = subprocess.run([os.path.join(bin_dir, "nvdisasm"), "-c", path], capture_output=True, text=True,
-                              check=True).stdout
     m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", usage)
-    ops = [line.split("*/", 1)[1].split(";")[0].split()
-           for line in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", line)]
-    ops = [o[1] if o[0].startswith("@") else o[0] for o in ops if o]  # opcode, past a predicate
-    # the stream up to the last EXIT: the branch to self after it and the NOP padding never issue
-    last_exit = max(i for i, o in enumerate(ops) if o == "EXIT")
-    issued = [o for o in ops[: last_exit + 1] if o != "NOP"]
     return {"regs": int(m.group(1)), "stack_bytes": int(m.group(2)), "local_bytes": int(m.group(4)),
-            "sass_instructions": len(issued), "sass_by_kind": _kinds(issued),
-            "branches": sum(o.split(".")[0] == "BRA" for o in issued)}
+            "text": _elf_text(cubin)}
+
+
+def _elf_text(cubin: bytes) -> bytes:
+    """The one kernel's code in a cubin (an ELF64): its ``.text.<kernel>`` section."""
+    import struct
+
+    shoff, = struct.unpack_from("<Q", cubin, 0x28)
+    entsize, num, names = struct.unpack_from("<HHH", cubin, 0x3A)
+    heads = [struct.unpack_from("<IIQQQQ", cubin, shoff + i * entsize) for i in range(num)]
+    strs = heads[names][4]
+    texts = [cubin[h[4]:h[4] + h[5]] for h in heads
+             if cubin[strs + h[0]:cubin.index(b"\0", strs + h[0])].startswith(b".text.")]
+    if len(texts) != 1:
+        raise RuntimeError(f"a cubin with {len(texts)} code sections: expected one kernel")
+    return texts[0]
+
+
+def _disassemble(arch: int, infos: list[dict]) -> None:
+    """Fill in each configuration's SASS counts (``sass_instructions``, ``sass_by_kind``,
+    ``branches``) from its ``text`` (removed), one ``nvdisasm`` of the codes laid end to end: its
+    start-up (~0.5 s, its tables) is most of one kernel's disassembly."""
+    offsets, at = [], 0
+    for info in infos:
+        offsets.append(at)
+        at += len(info["text"])
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.bin")
+        with open(path, "wb") as f:
+            f.write(b"".join(info["text"] for info in infos))
+        sass = subprocess.run([os.path.join(_tools(), "nvdisasm"), "-b", f"SM{arch}", path], capture_output=True,
+                              text=True, check=True).stdout
+    ops = [[] for _ in infos]
+    for line in sass.splitlines():
+        m = re.match(r"\s+/\*([0-9a-f]{4,})\*/\s+([^;]*)", line)
+        if m and m.group(2).split():
+            o = m.group(2).split()
+            ops[bisect.bisect_right(offsets, int(m.group(1), 16)) - 1].append(o[1] if o[0].startswith("@") else o[0])
+    for info, kops in zip(infos, ops):
+        del info["text"]
+        # the stream up to the last EXIT: the branch to self after it and the NOP padding never issue
+        last_exit = max(i for i, o in enumerate(kops) if o == "EXIT")
+        issued = [o for o in kops[: last_exit + 1] if o != "NOP"]
+        info.update(sass_instructions=len(issued), sass_by_kind=_kinds(issued),
+                    branches=sum(o.split(".")[0] == "BRA" for o in issued))
 
 
 def _kinds(ops: list[str]) -> dict:
@@ -217,9 +254,13 @@ def compile_all(archs=ARCHS, extra=()) -> list[dict]:
     jobs = [(arch, *cfg) for arch in archs for cfg in kernel_configs()] + list(extra)
     procs = min(len(jobs), os.cpu_count() or 1)
     if procs <= 1:
-        return [_compile_config(j) for j in jobs]
-    with multiprocessing.get_context("fork").Pool(procs, initializer=_default_sigterm) as pool:
-        return pool.map(_compile_config, jobs)
+        out = [_compile_config(j) for j in jobs]
+    else:
+        with multiprocessing.get_context("fork").Pool(procs, initializer=_default_sigterm) as pool:
+            out = pool.map(_compile_config, jobs)
+    for arch in sorted({j[0] for j in jobs}):
+        _disassemble(arch, [c for c, j in zip(out, jobs) if j[0] == arch])
+    return out
 
 
 def _default_sigterm() -> None:
