@@ -130,6 +130,7 @@ def test_two_ranks_process_engine(work, tmp_path):
     _run_ranks("process", work, tmp_path)
 
 
+@pytest.mark.xdist_group("ray")  # (the worker that runs test_engine_ray.py's cluster, in turn)
 def test_two_ranks_share_one_ray_pipeline(work, tmp_path):
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")

@@ -16,6 +16,8 @@ from gpumat.host.workloads import synthetic_workload
 
 TENANTS = [Tenant("short", ["item_id", "action"], 7), Tenant("mid", ["ts", "category", "item_id"], 300)]
 KW = dict(batch_size=40, window=80, seed=5, depth=2, workers=2)
+# (with pytest-xdist's --dist loadgroup: one worker runs every test that starts a Ray cluster, in turn)
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 @pytest.fixture(scope="module")
