@@ -617,9 +617,11 @@ static int gm_fast_pdep(void) {
  * level is deposited at the bits of the values still walking, so that class c is a mask of two words
  * (the values of at least class c less those of at least c + 1), walked by its set bits; class 0 of no
  * low bits (often the most frequent value) is a fill. 1 when no value is past class 0 or the levels
- * and low bits are not `extra` bits after the first level (checked before each is read) */
+ * and low bits are not `extra` bits after the first level (checked before each is read). *top (where
+ * given): the largest value, the largest of its highest class (base + its start + its low bits: the
+ * block's largest where base + the tail's end does not wrap; gm_blob's dictionary check) */
 static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int64_t shape,
-                        int64_t extra, uint64_t base, uint64_t *r, uint64_t *first) {
+                        int64_t extra, uint64_t base, uint64_t *r, uint64_t *first, uint64_t *top) {
     int64_t w[6], st[7];
     uint64_t f[6][2]; /* f[c]: the values of class c or more */
     gm_classes_shape(lv, shape, w, st);
@@ -661,6 +663,17 @@ static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t c
             for (int g = 0; g < 2; g++)
                 for (uint64_t x = g ? m1 : m0; x; x &= x - 1, pos += wc)
                     r[64 * g + __builtin_ctzll(x)] = s0 + gm_bits_at(b, L, pos, wc);
+    }
+    if (top) { /* (the highest class: the last with a value; class 0 has them all where no other has) */
+        int c = lv;
+        while (c > 0 && !(f[c][0] | f[c][1])) c--;
+        uint64_t t = 0;
+        for (int g = 0; g < 2; g++)
+            for (uint64_t x = f[c][g] & ~f[c + 1][g]; x; x &= x - 1) {
+                const uint64_t v = r[64 * g + __builtin_ctzll(x)];
+                t = v > t ? v : t;
+            }
+        *top = t;
     }
     return pos != end;
 }
@@ -730,7 +743,7 @@ int64_t gm_classes_patch(const unsigned char *buf, int64_t n, const int64_t *at,
         uint64_t r[128], f1[2]; /* f1: its first level, the values past class 0: the bitmap */
         const int64_t c = cnt[k], w0 = shape[k] & 15;
         if (c < 1 || c > 128 || lv[k] < 1 || lv[k] > 4 || gm_classes_bad(lv[k], shape[k], extra[k], c) ||
-            gm_classes_r(buf, n, at[k], c, (int)lv[k], shape[k], extra[k], 0, r, f1))
+            gm_classes_r(buf, n, at[k], c, (int)lv[k], shape[k], extra[k], 0, r, f1, NULL))
             return k + 1;
         uint64_t top = 0; /* (a value past class 0 is at least 2^w_0: its high part at least 1) */
         for (int g = 0; g < 2; g++)
@@ -1171,11 +1184,16 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
                 const int64_t lvc = 1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2), bits = cnt + E;
                 if (cnt > 128 || gm_classes_bad(lvc, W2, E, cnt)) return GM_BLOB_RANGE;
                 if (at + bits > limit) return GM_BLOB_PAYLOAD;
-                if (gm_classes_r(b, R, at, cnt, (int)lvc, W2, E, (uint64_t)base[k], o, NULL)) return GM_BLOB_BITMAP;
+                uint64_t top = 0;
+                if (gm_classes_r(b, R, at, cnt, (int)lvc, W2, E, (uint64_t)base[k], o, NULL, D ? &top : NULL))
+                    return GM_BLOB_BITMAP;
                 P += bits;
-                int64_t cw[6], cst[7]; /* (its values: below the tail's end) */
+                int64_t cw[6], cst[7]; /* (its values: below the tail's end; all of them at most top where that
+                                        * end does not wrap) */
                 gm_classes_shape((int)lvc, W2, cw, cst);
-                if (D && gm_finish(o, cnt, 0, 0, 0, dict, D, gm_below((uint64_t)base[k], (uint64_t)cst[lvc + 1], D)))
+                const uint64_t b0 = (uint64_t)base[k], end0 = (uint64_t)cst[lvc + 1];
+                if (D && gm_finish(o, cnt, 0, 0, 0, dict, D,
+                                   gm_below(b0, end0, D) || (b0 <= ~end0 && top < (uint64_t)D)))
                     return GM_BLOB_CODE;
                 continue;
             }

@@ -1706,6 +1706,26 @@ def test_decode_blobs_c_equals_numpy_on_blobs_and_on_every_corruption(monkeypatc
         check_decode_blobs_agree(monkeypatch, np.random.default_rng(seed), 120)
 
 
+def test_classes_codes_past_their_dictionary_by_one(monkeypatch, decoder):
+    """CLASSES blocks of dictionary codes: the tail class's range reaches past the dictionary, the
+    codes do not. The C decoder then looks them up unchecked, from the largest code of the highest
+    class; C and NumPy decode them alike, and with the dictionary cut to the largest code (one code
+    past it) both raise ``CorruptionError``."""
+    if decoder != "native":
+        pytest.skip("compares the C decoder with NumPy's: runs once, with the C decoder")
+    rng = np.random.default_rng(8)
+    p = 1 / np.arange(1, 3001) ** 1.2
+    x = rng.choice(3000, 40 * 128, p=p / p.sum())
+    region, off, nbytes, _ = pages.encode_stripes(x.astype(np.int64), np.array([len(x)]), 128, extended=pages.CODES)
+    assert pages.is_classes(region[off[0] : off[0] + 40]).mean() > 0.5
+    d = np.unique(rng.integers(-(10**15), 10**15, 4000))[: int(x.max()) + 1]
+    args = (region, off, nbytes, np.array([len(x)]), 128, d, np.array([0]))
+    a, b = both_decoders(monkeypatch, *args, np.array([len(d)]))
+    assert a.tolist() == b.tolist() == d[x].tolist()
+    a, b = both_decoders(monkeypatch, *args, np.array([len(d) - 1]), where="cut")
+    assert isinstance(a, CorruptionError) and isinstance(b, CorruptionError) and "dictionary" in str(a), (a, b)
+
+
 def check_decode_blobs_agree(monkeypatch, rng, tries: int) -> None:
     buf, boff, blen, count, bs, dicts, dstart, dlen, want = blob_set(rng)
     a, b = both_decoders(monkeypatch, buf, boff, blen, count, bs, dicts, dstart, dlen)
