@@ -24,6 +24,7 @@ import bisect
 import itertools
 import os
 import re
+import struct
 import subprocess
 import tempfile
 
@@ -67,8 +68,6 @@ def _compile(fn, arch: int, sig: dict, consts: dict, num_warps: int) -> dict:
 
 def _elf_text(cubin: bytes) -> bytes:
     """The one kernel's code in a cubin (an ELF64): its ``.text.<kernel>`` section."""
-    import struct
-
     shoff, = struct.unpack_from("<Q", cubin, 0x28)
     entsize, num, names = struct.unpack_from("<HHH", cubin, 0x3A)
     heads = [struct.unpack_from("<IIQQQQ", cubin, shoff + i * entsize) for i in range(num)]

@@ -6,6 +6,7 @@ jobs = [(90, k, c, i, p, w, l, a) for k, c, i, p, w, l, a in S.kernel_configs() 
 jobs += [(90, "history", S.BENCH_COLUMNS, False, False, w, False, (0b011, 0, 0b010, 0b001)) for w in (False, True)]
 with multiprocessing.get_context("fork").Pool(2) as p:
     conf = p.map(S._compile_config, jobs)
+S._disassemble(90, conf)  # (since 074e4f1 the SASS counts come from one nvdisasm over all the configurations)
 pc = {c["wide"]: c for c in conf if c["kernel"] == "history" and S.aux_key(c["aux"]) == S.aux_key((0b011, 0, 0b010, 0b001))}
 conf2 = []
 for c in conf:
