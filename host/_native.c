@@ -357,15 +357,18 @@ static void gm_realign_one(const unsigned char *buf, int64_t n, int64_t b0, int6
     if (sh == 0) memcpy(o, p, (size_t)(8 * full));
     else
         for (int64_t i = 0; i < full; i++) o[i] = (load64(p + 8 * i) >> sh) | ((uint64_t)p[8 * i + 8] << (64 - sh));
-    /* the last word: the bytes that remain of the stream, one at a time */
+    /* the last word: as the others where its 9 bytes lie inside buf, else the bytes that remain, one at a time */
     int64_t byte = (b0 >> 3) + 8 * full;
     uint64_t v = 0;
-    for (int64_t t = 0; t < 9 && byte + t < n; t++) {
-        int sft = 8 * (int)t - (int)sh;
-        if (sft >= 64) break;
-        uint64_t c = buf[byte + t];
-        v |= sft >= 0 ? c << sft : c >> (-sft);
-    }
+    if (byte + 9 <= n)
+        v = (load64(buf + byte) >> sh) | (sh ? (uint64_t)buf[byte + 8] << (64 - sh) : 0);
+    else
+        for (int64_t t = 0; t < 9 && byte + t < n; t++) {
+            int sft = 8 * (int)t - (int)sh;
+            if (sft >= 64) break;
+            uint64_t c = buf[byte + t];
+            v |= sft >= 0 ? c << sft : c >> (-sft);
+        }
     int64_t rem = nb - 64 * full;
     if (rem < 64) v &= (UINT64_C(1) << rem) - 1;
     o[full] = v;
@@ -595,19 +598,109 @@ __attribute__((target("bmi2,popcnt"))) static void gm_deposit2_pdep(const uint64
 
 /* 1 where pdep is one instruction: BMI2, and not AMD's Zen 1 / 2 (microcoded there, hundreds of cycles);
  * GPUMAT_NO_PDEP=1 in the environment takes the portable path (its tests, on a machine with BMI2) */
+/* 1 where the environment variable `name` is set to other than "0" (a path declined: its tests) */
+static int gm_declined(const char *name) {
+    const char *no = getenv(name);
+    return no && *no && *no != '0';
+}
+
 static int gm_fast_pdep(void) {
     static int fast = -1;
     if (fast < 0) {
-        const char *no = getenv("GPUMAT_NO_PDEP");
         __builtin_cpu_init();
-        fast = !(no && *no && *no != '0') && __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt") &&
+        fast = !gm_declined("GPUMAT_NO_PDEP") && __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt") &&
                !(__builtin_cpu_is("amd") && (__builtin_cpu_is("znver1") || __builtin_cpu_is("znver2")));
     }
     return fast;
 }
 #define GM_DEPOSIT2(src, m, o) (gm_fast_pdep() ? gm_deposit2_pdep(src, m, o) : gm_deposit2_bits(src, m, o))
+#define GM_X512 1
+
+/* 1 where the CPU has AVX-512 F, BW and VBMI (Intel from Ice Lake, AMD from Zen 4): a CLASSES block's
+ * low bits unpacked 16 values at a time and expanded into their values' lanes (gm_classes_x512);
+ * GPUMAT_NO_AVX512=1 in the environment takes the scalar path (its tests, on a machine with AVX-512) */
+static int gm_fast_x512(void) {
+    static int fast = -1;
+    if (fast < 0) {
+        __builtin_cpu_init();
+        fast = !gm_declined("GPUMAT_NO_AVX512") && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi");
+    }
+    return fast;
+}
+
+/* gm_classes_r's classes with AVX-512, from bit pos (its levels read: f[c], the values of class c or more,
+ * c <= lv + 1; every width w[c] <= 24, so that a value less the base, its class's start and low bits, is
+ * below 2^26 and a value's bits and their shift lie in one 32-bit lane). The block's values less the base
+ * are 8 vectors of 16 lanes; class c's nc values are unpacked 16 at a time (the 16 values' 2 w_c bytes
+ * from one masked 64-byte load: a byte permute puts each value's 4 bytes in its lane, a shift per lane
+ * and a mask take its bits; every 16 values start at the same bit of a byte) and expanded into the lanes
+ * of its mask, 16 lanes at a time. Returns as gm_classes_r does (each class's bits checked before they
+ * are read; nothing written on an error); *top: base + the highest class's largest value less the base */
+__attribute__((target("avx512f,avx512bw,avx512vbmi,popcnt"))) static int
+gm_classes_x512(const unsigned char *b, int64_t L, int64_t pos, int64_t end, int64_t cnt, int lv, const int64_t *w,
+                const int64_t *st, const uint64_t (*f)[2], uint64_t base, uint64_t *r, uint64_t *top) {
+    __m512i R[8];
+    uint32_t tmp[128 + 16];
+    const int nv = (int)((cnt + 15) >> 4);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int i = 0; i < 8; i++) R[i] = _mm512_set1_epi32((int)st[0]); /* (class 0 of no low bits: a fill) */
+    for (int c = 0; c <= lv; c++) {
+        const uint64_t m[2] = {f[c][0] & ~f[c + 1][0], f[c][1] & ~f[c + 1][1]};
+        const int64_t nc = __builtin_popcountll(m[0]) + __builtin_popcountll(m[1]);
+        const int wc = (int)w[c];
+        if (pos + nc * wc > end) return 1;
+        if (!nc || (!c && !wc)) continue;
+        const __m512i add = _mm512_set1_epi32((int)st[c]);
+        if (!wc) {
+            for (int i = 0; i < nv; i++) R[i] = _mm512_mask_mov_epi32(R[i], (__mmask16)(m[i >> 2] >> (16 * (i & 3))), add);
+            continue;
+        }
+        const __m512i q = _mm512_add_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32(wc)), _mm512_set1_epi32((int)(pos & 7)));
+        const __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(q, 3), _mm512_set1_epi32(0x01010101)),
+                                             _mm512_set1_epi32(0x03020100)); /* lane j: its value's bytes q_j / 8 + 0..3 */
+        const __m512i sh = _mm512_and_si512(q, _mm512_set1_epi32(7));
+        const __m512i mask = _mm512_set1_epi32((int)((UINT32_C(1) << wc) - 1));
+        const unsigned char *p = b + (pos >> 3);
+        int64_t room = L - (pos >> 3); /* (b's bytes from p: the load reads no byte past them) */
+        for (int64_t t = 0; t < nc; t += 16, p += 2 * wc, room -= 2 * wc) {
+            const __mmask64 km = room >= 64 ? ~(__mmask64)0 : room > 0 ? ((__mmask64)1 << room) - 1 : 0;
+            const __m512i v = _mm512_permutexvar_epi8(idx, _mm512_maskz_loadu_epi8(km, p));
+            _mm512_storeu_si512(tmp + t, _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(v, sh), mask), add));
+        }
+        pos += nc * wc;
+        const uint32_t *s = tmp;
+        for (int i = 0; i < nv; i++) {
+            const __mmask16 k = (__mmask16)(m[i >> 2] >> (16 * (i & 3)));
+            R[i] = _mm512_mask_expandloadu_epi32(R[i], k, s);
+            s += __builtin_popcount(k);
+        }
+    }
+    const __m512i bv = _mm512_set1_epi64((long long)base);
+    for (int i = 0; i < nv; i++) {
+        const int64_t left = cnt - 16 * i;
+        const __mmask8 k0 = left >= 8 ? 0xFF : (__mmask8)((1u << left) - 1);
+        const __mmask8 k1 = left >= 16 ? 0xFF : left > 8 ? (__mmask8)((1u << (left - 8)) - 1) : 0;
+        _mm512_mask_storeu_epi64(r + 16 * i, k0, _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(R[i])), bv));
+        _mm512_mask_storeu_epi64(r + 16 * i + 8, k1,
+                                 _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(R[i], 1)), bv));
+    }
+    if (top) { /* (the highest class: the last with a value; there is one past class 0) */
+        int c = lv;
+        while (c > 1 && !(f[c][0] | f[c][1])) c--;
+        const uint64_t m[2] = {f[c][0] & ~f[c + 1][0], f[c][1] & ~f[c + 1][1]};
+        uint32_t t = 0;
+        for (int i = 0; i < nv; i++) {
+            const uint32_t x = _mm512_mask_reduce_max_epu32((__mmask16)(m[i >> 2] >> (16 * (i & 3))), R[i]);
+            t = x > t ? x : t;
+        }
+        *top = base + t;
+    }
+    return pos != end;
+}
 #else
 #define GM_DEPOSIT2(src, m, o) gm_deposit2_bits(src, m, o)
+#define GM_X512 0
 #endif
 
 /* a CLASSES block of cnt <= 128 values from bit `at` of b (L bytes): lv levels of bitmaps (level 0 a bit
@@ -642,6 +735,11 @@ static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t c
     }
     f[lv + 1][0] = f[lv + 1][1] = 0;
     if (first) first[0] = f[1][0], first[1] = f[1][1];
+#if GM_X512
+    int64_t wmax = 0;
+    for (int c = 0; c <= lv; c++) wmax = w[c] > wmax ? w[c] : wmax;
+    if (wmax <= 24 && gm_fast_x512()) return gm_classes_x512(b, L, pos, end, cnt, lv, w, st, (const uint64_t(*)[2])f, base, r, top);
+#endif
     for (int c = 0; c <= lv; c++) { /* each class's low bits, class 0 first (checked before any is read) */
         const uint64_t m0 = f[c][0] & ~f[c + 1][0], m1 = f[c][1] & ~f[c + 1][1];
         const int64_t nc = __builtin_popcountll(m0) + __builtin_popcountll(m1);

@@ -20,7 +20,7 @@ from gpumat.core.staged import AUX_FLAG, dict_lines
 from gpumat.host import codec, native, pages
 from gpumat.host.lengths import LengthHistory
 from gpumat.host.log import State
-from gpumat.host.ranges import ranges, take_ranges
+from gpumat.host.ranges import ranges, take_ranges, unique
 from gpumat.host.segment import CHUNK_BYTES, Segment, known_segment, open_segment, pack_sizes, pack_skips
 
 
@@ -832,7 +832,7 @@ class VersionReader:
             raise CorruptionError(f"{where}: a blob reaches past its segment's blob region")
         in_pool = base3[seg] >= 0
         reads, parts = [], []
-        for s in np.unique(seg[~in_pool]).tolist():
+        for s in unique(seg[~in_pool]).tolist():
             g = np.flatnonzero(seg == s)
             rq, fin = self.segment(s).bytes_request(starts[g], lens[g])
             reads += rq
@@ -894,7 +894,7 @@ class VersionReader:
         them); a stripe's own table at every read that needs it (``dict_bytes_read`` too)."""
         r = np.flatnonzero(isd)
         pair = (seg[r].astype(np.int64) << 40) | (enc[r] >> 8)  # (segment, dictionary offset): offsets are < 2^40
-        keys, inv = np.unique(pair, return_inverse=True)
+        keys, inv = unique(pair, return_inverse=True)
         mask = (1 << 40) - 1
         self._dict_sizes(column)
         skeys, ssize, skept = self._dsarr[column]
@@ -902,7 +902,7 @@ class VersionReader:
         found = (skeys[w] == keys) if len(skeys) else np.zeros(len(keys), bool)
         size, kept = np.where(found, ssize[w] if len(skeys) else 0, 0), found & (skept[w] if len(skeys) else False)
         segi = (keys >> 40).astype(np.int64)
-        useg, sinv = np.unique(segi, return_inverse=True)
+        useg, sinv = unique(segi, return_inverse=True)
         segs = {int(u): self.segment(int(u)) for u in useg}
         parts: list = [None] * len(keys)
         have = np.zeros(len(keys), bool)
@@ -1042,8 +1042,12 @@ class VersionReader:
             return out
         take = None
         if (d.bcount[si] != d.count[si]).any():  # stripes of packs: each blob once
-            _, u, inv = np.unique(np.stack((d.seg[si].astype(np.int64), self._dir_cols[column][0][si]), 1), axis=0,
-                                  return_index=True, return_inverse=True)
+            off = self._dir_cols[column][0][si]
+            if len(si) and int(off.max()) < 1 << 40:  # (segment, blob offset) as one key, in that order
+                _, u, inv = unique((d.seg[si].astype(np.int64) << 40) | off, return_index=True, return_inverse=True)
+            else:
+                _, u, inv = np.unique(np.stack((d.seg[si].astype(np.int64), off), 1), axis=0,
+                                      return_index=True, return_inverse=True)
             inv = inv.reshape(-1)
             bstart = np.cumsum(d.bcount[si[u]]) - d.bcount[si[u]]
             take = ranges(bstart[inv] + d.skip[si], d.count[si])

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from gpumat.core.errors import CorruptionError
 from gpumat.host import codec, native, pages
-from gpumat.host.ranges import group_starts, ranges, restart_cumsum, take_ranges
+from gpumat.host.ranges import group_starts, ranges, restart_cumsum, take_ranges, unique
 
 MAGIC = b"GPUMSEG2"
 MAGIC_V1 = b"GPUMSEG1"  # an Arrow IPC index (release 0.1)
@@ -573,7 +573,7 @@ class Segment:
             where = np.empty(len(st), np.int64)
             where[order] = run_at[run_id] + (st[order] - run_lo[run_id])
             c0 = st // C
-            touched = np.unique(ranges(c0, (st + ln - 1) // C - c0 + 1))
+            touched = unique(ranges(c0, (st + ln - 1) // C - c0 + 1))
             r = np.searchsorted(run_lo, touched * C, side="right") - 1
             self._verify(buf, touched, run_at[r] + touched * C - run_lo[r])
             return take_ranges(buf, where, ln, out, None if at is None else np.asarray(at, np.int64)[keep])

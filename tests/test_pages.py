@@ -526,9 +526,10 @@ def test_classes_blocks_round_trip_and_read_by_windows(tmp_path, monkeypatch, bs
 
 def test_classes_decode_without_pdep_and_pack_refusals(decoder):
     """The C decoder's portable deposit (``GPUMAT_NO_PDEP=1``: the path of CPUs without a fast
-    ``pdep``) reads CLASSES blocks as the ``pdep`` path and NumPy do, in a child process (the choice
-    is made once per process); and ``native.classes_pack`` refuses a block out of range or past its
-    words, writing nothing."""
+    ``pdep``) and its scalar classes (``GPUMAT_NO_AVX512=1``: CPUs without AVX-512 VBMI) read CLASSES
+    blocks as the ``pdep`` and AVX-512 paths and NumPy do, in child processes (the choice is made once
+    per process), with tails of up to 24 bits; and ``native.classes_pack`` refuses a block out of range
+    or past its words, writing nothing."""
     if decoder != "native":
         pytest.skip("about the C decoder's paths: runs once, with the C codec")
     import subprocess
@@ -538,7 +539,7 @@ def test_classes_decode_without_pdep_and_pack_refusals(decoder):
         "import numpy as np\n"
         "from gpumat.host import native, pages\n"
         "rng = np.random.default_rng(5)\n"
-        "for n, top in ((5000, 3000), (3000, 70), (4000, 1 << 18)):\n"
+        "for n, top in ((5000, 3000), (3000, 70), (4000, 1 << 18), (3000, 1 << 24)):\n"
         "    x = np.minimum(rng.zipf(1.3, n), top).astype(np.int64) + 10**9\n"
         "    sc = np.array([n // 3, n // 3, n - 2 * (n // 3)])\n"
         "    region, off, nbytes, enc = pages.encode_stripes(x, sc, 128)\n"
@@ -549,10 +550,10 @@ def test_classes_decode_without_pdep_and_pack_refusals(decoder):
         "    np_ = np.concatenate([pages.decode_blob(region[o : o + b], c, 128) for o, b, c in zip(off, nbytes, sc)])\n"
         "    assert np_.tolist() == x.tolist()\n"
         "print('ok')\n")
-    for flag in ("1", "0"):
-        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "GPUMAT_NO_PDEP": flag},
-                             capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0 and out.stdout.strip() == "ok", (flag, out.stderr[-2000:])
+    for no_pdep, no_avx512 in (("1", "1"), ("0", "1"), ("0", "0")):
+        env = {**os.environ, "GPUMAT_NO_PDEP": no_pdep, "GPUMAT_NO_AVX512": no_avx512}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and out.stdout.strip() == "ok", (no_pdep, no_avx512, out.stderr[-2000:])
     r = np.array([[0, 1, 5, 9]], np.uint64)
     width, start = pages.classes_shape(np.array([1 | (3 << 4)]), np.array([1]))  # classes 0..1, then a tail of 3 bits
     buf = np.zeros(4, np.uint64)
@@ -1215,6 +1216,27 @@ def test_take_ranges_is_the_gather_of_its_ranges():
     objs = np.array([object()] * 4, dtype=object)  # never copied as raw pointers
     assert take_ranges(objs, [1], [2]).tolist() == objs[1:3].tolist()
     assert take_ranges(np.arange(5), [9], [0]).tolist() == []  # an empty range anywhere
+
+
+def test_unique_is_numpys_unique():
+    """``ranges.unique`` (no sort where the keys are in order, a sort and a search otherwise) gives
+    NumPy's arrays, values, first places and inverse, on sorted, unsorted, repeated and empty keys."""
+    from gpumat.host.ranges import unique
+
+    rng = np.random.default_rng(3)
+    for i in range(600):
+        a = rng.integers(-5, 1 << rng.integers(1, 50), rng.integers(0, 40))
+        if i % 3 == 0:
+            a = np.sort(a)
+        if i % 4 == 0:
+            a = np.repeat(a, rng.integers(1, 4, len(a)))
+        a = a.astype(np.int32 if i % 5 == 0 else np.int64)
+        for ri in (False, True):
+            for rv in (False, True):
+                got, want = unique(a, ri, rv), np.unique(a, return_index=ri, return_inverse=rv)
+                got, want = (got if isinstance(got, tuple) else (got,)), (want if isinstance(want, tuple) else (want,))
+                assert len(got) == len(want)
+                assert all(g.dtype == w.dtype and g.tolist() == w.reshape(-1).tolist() for g, w in zip(got, want)), (a, ri, rv)
 
 
 def test_ranges_in_c_equals_numpy(monkeypatch, decoder):
