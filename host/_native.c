@@ -1036,6 +1036,11 @@ int64_t gm_stage_blocks(const unsigned char *pay, int64_t n, const int64_t *f, i
 /* gm_blob's LEVELS block: its values to o */
 static int gm_levels(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int wt, int64_t extra,
                      uint64_t base, uint64_t *o) {
+#if GM_X512
+    /* (a LEVELS block is a CLASSES block of no low bits before its tail: class c < lv the value c, the
+     * tail's from lv; its levels and tail the same bits. With AVX-512 that path fills and expands) */
+    if (gm_fast_x512()) return gm_classes_r(b, L, at, cnt, lv, (int64_t)wt << (4 * lv), extra, base, o, NULL, NULL);
+#endif
     uint64_t bm[2];
     uint8_t ev[128];
     int64_t e1, j = 0;

@@ -2175,9 +2175,11 @@ def check_payload(pay_bit: np.ndarray, bits: np.ndarray, first: np.ndarray, limi
 
 def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.ndarray, block_size: int,
                  dicts: np.ndarray | None = None, dstart: np.ndarray | None = None, dlen: np.ndarray | None = None,
-                 where: str = "blobs", tags: np.ndarray | None = None) -> np.ndarray:
+                 where: str = "blobs", tags: np.ndarray | None = None, out: np.ndarray | None = None,
+                 dst: np.ndarray | None = None) -> np.ndarray:
     """All values (int64) of the blobs ``[boff[s], + blen[s])`` of ``buf`` (uint8) of ``count[s]``
-    values each, back to back. Where ``dlen[s] > 0`` blob ``s`` holds codes into ``dicts[dstart[s]:]
+    values each, back to back (or, given ``out`` and ``dst``, blob ``s``'s to ``out[dst[s]:]``,
+    returning ``out``: a caller's array, no copy). Where ``dlen[s] > 0`` blob ``s`` holds codes into ``dicts[dstart[s]:]
     [:dlen[s]]`` (a segment dictionary) and gives the entries they index. Where ``tags[s] >= 0``
     blob ``s`` is one block whose tag is ``tags[s]``, not its first byte (``move_tags``). No
     checksum (those are per segment chunk); anything else that is not a blob of format 3 is a
@@ -2188,20 +2190,24 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     ``decode_blob`` per blob (the same values and errors)."""
     boff, blen, count = (np.ascontiguousarray(a, dtype=np.int64).reshape(-1) for a in (boff, blen, count))
     tags = None if tags is None else np.asarray(tags, np.int64).reshape(-1)
-    out = np.empty(int(count.sum()), np.int64)
+    if out is None:
+        out, dst = np.empty(int(count.sum()), np.int64), np.cumsum(count) - count
+    else:
+        dst = np.ascontiguousarray(dst, dtype=np.int64).reshape(-1)
+        if out.dtype != np.int64 or dst.shape != count.shape or (len(dst) and ((dst < 0) | (dst > len(out) - count)).any()):
+            raise ValueError("decode_blobs: an int64 out, and dst [S] inside it")
     if dicts is not None:
         dicts = np.ascontiguousarray(dicts, dtype=np.int64).reshape(-1)
         dstart, dlen = (np.ascontiguousarray(a, dtype=np.int64).reshape(-1) for a in (dstart, dlen))
     if native.available()[0]:
         bad, why = native.decode_blobs(np.ascontiguousarray(buf, dtype=np.uint8), boff, blen, count,
-                                       np.cumsum(count) - count, block_size, out, dicts, dstart, dlen,
+                                       dst, block_size, out, dicts, dstart, dlen,
                                        None if tags is None else np.ascontiguousarray(tags, np.int64))
         if bad:
             raise CorruptionError(f"{where}: blob {bad - 1}: {native.BLOB_ERRORS.get(why, why)}")
         return out
-    at = 0
     for s in range(len(count)):
-        n = int(count[s])
+        n, at = int(count[s]), int(dst[s])
         if boff[s] < 0 or blen[s] < 0 or boff[s] > len(buf) - blen[s]:  # (no sum that can wrap)
             raise CorruptionError(f"{where}: blob {s}: {native.BLOB_ERRORS[1]}")
         blob = np.asarray(buf[boff[s] : boff[s] + blen[s]], dtype=np.uint8)
@@ -2222,7 +2228,6 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
         if codes:
             v = dicts[dstart[s] + v]
         out[at : at + n] = v
-        at += n
     return out
 
 

@@ -1030,15 +1030,20 @@ class VersionReader:
         vals[at] = got.dicts[vals[at]]
         return vals[take]
 
-    def _decode_stripes3(self, column: str, si: np.ndarray) -> np.ndarray:
-        """``decode_stripes`` of stripes in format-3 files: their blobs, whole, one fetch, one C pass."""
+    def _decode_stripes3(self, column: str, si: np.ndarray, out: np.ndarray | None = None,
+                         at: np.ndarray | None = None) -> np.ndarray:
+        """``decode_stripes`` of stripes in format-3 files: their blobs, whole, one fetch, one C pass,
+        each stripe's values to ``out[at[i]:]`` (a new array of them back to back where not given)."""
         d = self.directory()
         enc = self._dir_cols[column][2][si]
         cst = codec.const_stripes(enc)
-        if cst.any():  # constant stripes: their value, count times; the others from their blobs
-            out = np.repeat(codec.const_values(enc), d.count[si])
-            if not cst.all():
-                out[~np.repeat(cst, d.count[si])] = self._decode_stripes3(column, si[~cst])
+        if out is None:
+            out, at = np.empty(int(d.count[si].sum()), np.int64), np.cumsum(d.count[si]) - d.count[si]
+        if cst.any():  # constant stripes: their value, count times; the others from their blobs, in place
+            c = np.flatnonzero(cst)
+            out[ranges(at[c], d.count[si[c]])] = np.repeat(codec.const_values(enc[c]), d.count[si[c]])
+            if len(c) < len(si):
+                self._decode_stripes3(column, si[~cst], out, at[~cst])
             return out
         take = None
         if (d.bcount[si] != d.count[si]).any():  # stripes of packs: each blob once
@@ -1051,12 +1056,14 @@ class VersionReader:
             inv = inv.reshape(-1)
             bstart = np.cumsum(d.bcount[si[u]]) - d.bcount[si[u]]
             take = ranges(bstart[inv] + d.skip[si], d.count[si])
-            si = si[u]
-        vals = self._decode_blobs3(column, si)
-        return vals if take is None else vals[take]
+            out[ranges(at, d.count[si])] = self._decode_blobs3(column, si[u])[take]
+            return out
+        return self._decode_blobs3(column, si, out, at)
 
-    def _decode_blobs3(self, column: str, si: np.ndarray) -> np.ndarray:
-        """Every value of the blobs of ``column`` of stripes ``si`` (all of a pack's for a stripe of one)."""
+    def _decode_blobs3(self, column: str, si: np.ndarray, out: np.ndarray | None = None,
+                       dst: np.ndarray | None = None) -> np.ndarray:
+        """Every value of the blobs of ``column`` of stripes ``si`` (all of a pack's for a stripe of
+        one), back to back, or blob ``i``'s to ``out[dst[i]:]``."""
         d = self.directory()
         off, blen, enc = (a[si] for a in self._dir_cols[column])
         seg = d.seg[si]
@@ -1072,7 +1079,7 @@ class VersionReader:
         if isd.any():
             dicts, _, dstart, dlen = self._dictionaries(column, seg, enc, isd, with_key=False)
         return pages.decode_blobs(buf, at, blen, d.bcount[si], self.block_size, dicts, dstart, dlen, where,
-                                  codec.enc_tags(enc))
+                                  codec.enc_tags(enc), out, dst)
 
 
 def _blob_ids(seg, count, bcount, cols) -> np.ndarray:

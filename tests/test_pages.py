@@ -528,7 +528,7 @@ def test_classes_decode_without_pdep_and_pack_refusals(decoder):
     """The C decoder's portable deposit (``GPUMAT_NO_PDEP=1``: the path of CPUs without a fast
     ``pdep``) and its scalar classes (``GPUMAT_NO_AVX512=1``: CPUs without AVX-512 VBMI) read CLASSES
     blocks as the ``pdep`` and AVX-512 paths and NumPy do, in child processes (the choice is made once
-    per process), with tails of up to 24 bits; and ``native.classes_pack`` refuses a block out of range
+    per process), with tails of up to 24 bits, and LEVELS blocks (with AVX-512: as CLASSES); and ``native.classes_pack`` refuses a block out of range
     or past its words, writing nothing."""
     if decoder != "native":
         pytest.skip("about the C decoder's paths: runs once, with the C codec")
@@ -549,6 +549,13 @@ def test_classes_decode_without_pdep_and_pack_refusals(decoder):
         "    assert got.tolist() == x.tolist()\n"
         "    np_ = np.concatenate([pages.decode_blob(region[o : o + b], c, 128) for o, b, c in zip(off, nbytes, sc)])\n"
         "    assert np_.tolist() == x.tolist()\n"
+        "pages.EXT_MIN_BITS = 0\n"  # (LEVELS blocks, as CLASSES of no low bits with AVX-512: 4000 values pay for them)
+        "for p in ([0.7, 0.2, 0.05, 0.05], [0.9, 0.04, 0.03, 0.02, 0.01]):\n"
+        "    x = rng.choice(len(p), 4000, p=p).astype(np.int64) - 5\n"
+        "    region, off, nbytes, enc = pages.encode_stripes(x, np.array([4000]), 128)\n"
+        "    tags = region[off[0] : off[0] + 32].astype(np.int64)\n"
+        "    assert ((tags & 0x7F) >= pages.TAG_LEVELS).any() and not pages.is_classes(tags).any(), tags\n"
+        "    assert pages.decode_blobs(region, off, nbytes, np.array([4000]), 128).tolist() == x.tolist()\n"
         "print('ok')\n")
     for no_pdep, no_avx512 in (("1", "1"), ("0", "1"), ("0", "0")):
         env = {**os.environ, "GPUMAT_NO_PDEP": no_pdep, "GPUMAT_NO_AVX512": no_avx512}
@@ -781,9 +788,13 @@ def test_constant_stripes_in_packs_and_without_the_c_decoder(tmp_path, monkeypat
     assert not codec.const_stripes(r.blobs("item_id")[2][d.bcount != d.count]).any()
     assert sizes[True] < sizes[False], sizes
     h = Tier.open(tmp_path / "tTrue")
+    first = np.cumsum(d.count) - d.count
     for c in SCHEMA:
         want = tab.column(c).to_numpy().astype(np.int64)
         assert h._reader.decode_stripes(c, np.arange(len(d))).tolist() == want.tolist()
+        # any order, repeats: constant stripes, packs' stripes and the others each to their place
+        si = np.concatenate([rng.permutation(len(d)), rng.integers(0, len(d), 50)])
+        assert h._reader.decode_stripes(c, si).tolist() == want[ranges(first[si], d.count[si])].tolist()
         with monkeypatch.context() as m:
             m.setattr(native, "available", lambda: (False, None))
             assert Tier.open(h.uri)._reader.decode_stripes(c, np.arange(len(d))).tolist() == want.tolist()
@@ -1752,6 +1763,18 @@ def check_decode_blobs_agree(monkeypatch, rng, tries: int) -> None:
     buf, boff, blen, count, bs, dicts, dstart, dlen, want = blob_set(rng)
     a, b = both_decoders(monkeypatch, buf, boff, blen, count, bs, dicts, dstart, dlen)
     assert a.tolist() == want.tolist() and b.tolist() == want.tolist()
+    # each blob to a caller's array, in another order, between untouched values
+    order = rng.permutation(len(count))
+    dst = np.empty(len(count), np.int64)
+    dst[order] = np.cumsum(count[order] + 3) - count[order]
+    for got in both_decoders(monkeypatch, buf, boff, blen, count, bs, dicts, dstart, dlen,
+                             out=np.full(int((count + 3).sum()), -7, np.int64), dst=dst):
+        keep = np.ones(len(got), bool)
+        keep[ranges(dst, count)] = False
+        assert got[ranges(dst, count)].tolist() == want.tolist() and (got[keep] == -7).all()
+    with pytest.raises(ValueError):
+        pages.decode_blobs(buf, boff, blen, count, bs, dicts, dstart, dlen, out=np.zeros(int(count.sum()) - 1, np.int64),
+                           dst=np.cumsum(count) - count)
     raised = 0
     for t in range(tries):
         bad, bl, dl = buf.copy(), blen.copy(), dlen.copy()
