@@ -1038,14 +1038,16 @@ class VersionReader:
         enc = self._dir_cols[column][2][si]
         cst = codec.const_stripes(enc)
         if out is None:
+            if cst.all():  # (a value per user: a feature joined into the events)
+                return np.repeat(codec.const_values(enc), d.count[si])
             out, at = np.empty(int(d.count[si].sum()), np.int64), np.cumsum(d.count[si]) - d.count[si]
-        if cst.any():  # constant stripes: their value, count times; the others from their blobs, in place
+        if cst.any():  # constant stripes: their value, count times, to their places; the others from their blobs
             c = np.flatnonzero(cst)
-            out[ranges(at[c], d.count[si[c]])] = np.repeat(codec.const_values(enc[c]), d.count[si[c]])
+            n = d.count[si[c]]
+            take_ranges(np.repeat(codec.const_values(enc[c]), n), np.cumsum(n) - n, n, out, at[c])
             if len(c) < len(si):
                 self._decode_stripes3(column, si[~cst], out, at[~cst])
             return out
-        take = None
         if (d.bcount[si] != d.count[si]).any():  # stripes of packs: each blob once
             off = self._dir_cols[column][0][si]
             if len(si) and int(off.max()) < 1 << 40:  # (segment, blob offset) as one key, in that order
@@ -1055,9 +1057,7 @@ class VersionReader:
                                       return_index=True, return_inverse=True)
             inv = inv.reshape(-1)
             bstart = np.cumsum(d.bcount[si[u]]) - d.bcount[si[u]]
-            take = ranges(bstart[inv] + d.skip[si], d.count[si])
-            out[ranges(at, d.count[si])] = self._decode_blobs3(column, si[u])[take]
-            return out
+            return take_ranges(self._decode_blobs3(column, si[u]), bstart[inv] + d.skip[si], d.count[si], out, at)
         return self._decode_blobs3(column, si, out, at)
 
     def _decode_blobs3(self, column: str, si: np.ndarray, out: np.ndarray | None = None,
