@@ -677,13 +677,18 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t pos, int64_t end, int
         }
     }
     const __m512i bv = _mm512_set1_epi64((long long)base);
-    for (int i = 0; i < nv; i++) {
+    for (int i = 0; i < nv; i++) { /* (whole vectors stored unmasked: a masked store's values cannot be
+                                    * forwarded to the loads that read them next, a dictionary's lookup) */
         const int64_t left = cnt - 16 * i;
-        const __mmask8 k0 = left >= 8 ? 0xFF : (__mmask8)((1u << left) - 1);
-        const __mmask8 k1 = left >= 16 ? 0xFF : left > 8 ? (__mmask8)((1u << (left - 8)) - 1) : 0;
-        _mm512_mask_storeu_epi64(r + 16 * i, k0, _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(R[i])), bv));
-        _mm512_mask_storeu_epi64(r + 16 * i + 8, k1,
-                                 _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(R[i], 1)), bv));
+        const __m512i lo = _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(R[i])), bv);
+        const __m512i hi = _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(R[i], 1)), bv);
+        if (left >= 16) {
+            _mm512_storeu_si512(r + 16 * i, lo);
+            _mm512_storeu_si512(r + 16 * i + 8, hi);
+        } else {
+            _mm512_mask_storeu_epi64(r + 16 * i, left >= 8 ? 0xFF : (__mmask8)((1u << left) - 1), lo);
+            if (left > 8) _mm512_mask_storeu_epi64(r + 16 * i + 8, (__mmask8)((1u << (left - 8)) - 1), hi);
+        }
     }
     if (top) { /* (the highest class: the last with a value; there is one past class 0) */
         int c = lv;
