@@ -789,6 +789,28 @@ static inline void gm_put_bits(uint64_t *o, int64_t bit, uint64_t v, int64_t w) 
     if ((bit & 63) + w > 64) o[(bit >> 6) + 1] |= v >> (64 - (bit & 63));
 }
 
+/* a writer of w-bit values (w <= 57) to a stream of words, in order from bit 0: the word being filled
+ * in a register, each word stored once, whole (the stream need not be zeroed; gm_put_bits ORs each
+ * value into memory, two words at a time) */
+typedef struct {
+    uint64_t *q, acc;
+    int fill;
+} gm_bitw;
+
+static inline void gm_bitw_put(gm_bitw *b, uint64_t v, int w) { /* v below 2^w */
+    b->acc |= v << b->fill;
+    b->fill += w;
+    if (b->fill >= 64) {
+        *b->q++ = b->acc;
+        b->fill -= 64;
+        b->acc = b->fill ? v >> (w - b->fill) : 0;
+    }
+}
+
+static inline void gm_bitw_end(gm_bitw *b) { /* (the last word's bits past the stream: 0) */
+    if (b->fill) *b->q = b->acc;
+}
+
 /* host/pages.py _Candidates._assemble_classes in C (the encoder): CLASSES block k's bits after its first
  * level, from its residuals r[k lanes ..] (cnt[k] <= lanes <= 128 of them; class c <= L[k] from
  * st[C k + c], of wd[C k + c] <= 62 bits): level i (1 .. L - 1), a bit per value of class i or more,
@@ -834,14 +856,16 @@ int64_t gm_classes_pack(const uint64_t *r, int64_t lanes, const int64_t *cnt, co
 
 /* host/pages.py _classes_as_patch: K CLASSES blocks (block k from bit at[k] of buf, n bytes: cnt[k]
  * values, lv[k] levels, shape[k], extra[k] bits after its first level) as the PATCH blocks they stage
- * as, written back to back into o (zeroed, uint64; room for sum cnt (w_0 + 26) bits and a word): w_0
- * low bits a value (less the base, mod 2^w_0), the first level as the bitmap, the values past class 0
- * (their high parts less 1) as exceptions of w2[k] bits, e[k] of them, from bit boff[k]. Returns 0, or
- * k + 1 for the first bad block (gm_classes_r; the caller checked at + cnt + extra <= 8 n) */
+ * as, written back to back into o (uint64, any contents; room for sum cnt (w_0 + 26) bits and a word;
+ * the words past the last block's bits are left as they were): w_0 low bits a value (less the base,
+ * mod 2^w_0), the first level as the bitmap, the values past class 0 (their high parts less 1) as
+ * exceptions of w2[k] bits, e[k] of them, from bit boff[k]. Returns 0, or k + 1 for the first bad block
+ * (gm_classes_r; the caller checked at + cnt + extra <= 8 n) */
 int64_t gm_classes_patch(const unsigned char *buf, int64_t n, const int64_t *at, const int64_t *cnt, const int64_t *lv,
                          const int64_t *shape, const int64_t *extra, int64_t K, int64_t *w2, int64_t *e, int64_t *boff,
                          uint64_t *o) {
     int64_t bit = 0;
+    gm_bitw bw = {o, 0, 0};
     for (int64_t k = 0; k < K; k++) {
         uint64_t r[128], f1[2]; /* f1: its first level, the values past class 0: the bitmap */
         const int64_t c = cnt[k], w0 = shape[k] & 15;
@@ -854,21 +878,22 @@ int64_t gm_classes_patch(const unsigned char *buf, int64_t n, const int64_t *at,
                 const uint64_t h = (r[64 * g + __builtin_ctzll(x)] >> w0) - 1;
                 top = h > top ? h : top;
             }
-        const int64_t wx = top ? 64 - __builtin_clzll(top) : 0;
+        const int64_t wx = top ? 64 - __builtin_clzll(top) : 0; /* (<= 25: values below 2^25 past the base) */
         boff[k] = bit;
         w2[k] = wx;
         e[k] = __builtin_popcountll(f1[0]) + __builtin_popcountll(f1[1]);
-        if (w0)
-            for (int64_t i = 0; i < c; i++) gm_put_bits(o, bit + i * w0, r[i], w0);
-        gm_put_bits(o, bit + c * w0, f1[0], c < 64 ? c : 64);
-        if (c > 64) gm_put_bits(o, bit + c * w0 + 64, f1[1], c - 64);
-        int64_t xb = bit + c * w0 + c;
+        if (w0) {
+            const uint64_t m0 = (UINT64_C(1) << w0) - 1;
+            for (int64_t i = 0; i < c; i++) gm_bitw_put(&bw, r[i] & m0, (int)w0);
+        }
+        for (int64_t i = 0; i < c; i += 32) /* the bitmap (f1: no bit past c), 32 bits at a time */
+            gm_bitw_put(&bw, (f1[i >> 6] >> (i & 63)) & UINT64_C(0xFFFFFFFF), c - i < 32 ? (int)(c - i) : 32);
         if (wx)
             for (int g = 0; g < 2; g++)
-                for (uint64_t x = f1[g]; x; x &= x - 1, xb += wx)
-                    gm_put_bits(o, xb, (r[64 * g + __builtin_ctzll(x)] >> w0) - 1, wx);
-        bit = xb;
+                for (uint64_t x = f1[g]; x; x &= x - 1) gm_bitw_put(&bw, (r[64 * g + __builtin_ctzll(x)] >> w0) - 1, (int)wx);
+        bit += c * w0 + c + e[k] * wx;
     }
+    gm_bitw_end(&bw);
     return 0;
 }
 

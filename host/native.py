@@ -269,11 +269,14 @@ def classes_patch(buf: np.ndarray, at: np.ndarray, cnt: np.ndarray, lv: np.ndarr
     if K and ((at < 0).any() or (extra < 0).any() or (at + cnt + extra > 8 * buf.size).any()):
         return None
     w2, e, boff = (np.zeros(K, np.int64) for _ in range(3))
-    o = np.zeros(int((np.clip(cnt, 0, 128) * ((shape & 15) + 26)).sum()) // 64 + 2, np.uint64)
+    # (every word of the stream is written whole, in order: not zeroed first; a zero word after it)
+    o = np.empty(int((np.clip(cnt, 0, 128) * ((shape & 15) + 26)).sum()) // 64 + 2, np.uint64)
     if K and _classes_patch(_ptr(buf), buf.size, _ptr(at), _ptr(cnt), _ptr(lv), _ptr(shape), _ptr(extra), K,
                             _ptr(w2), _ptr(e), _ptr(boff), _ptr(o)):
         return None
-    return o.view(np.uint8), w2, e, boff
+    nw = -(-int((cnt * (shape & 15) + cnt + e * w2).sum()) // 64)
+    o[nw] = 0
+    return o[: nw + 1].view(np.uint8), w2, e, boff
 
 
 def classes_pack(r: np.ndarray, cnt: np.ndarray, L: np.ndarray, start: np.ndarray, width: np.ndarray,

@@ -573,6 +573,38 @@ def test_classes_decode_without_pdep_and_pack_refusals(decoder):
         assert not buf.any()
 
 
+def test_classes_patch_in_c_writes_numpys_stream(monkeypatch, decoder):
+    """CLASSES blocks staged as PATCH blocks: C's stream (each word written whole, in order, into
+    memory that was not zeroed) holds NumPy's bits, the same widths, exceptions and offsets, and
+    nothing past its last block's bits but a zero word."""
+    if decoder != "native":
+        pytest.skip("compares the C staging with NumPy's: runs once, with the C codec")
+    monkeypatch.setattr(pages, "EXT_MIN_BITS", 0)
+    monkeypatch.setattr(pages, "CLASSES_MIN_SAVING", 0)
+    rng = np.random.default_rng(12)
+    for top in (40, 3000, 1 << 18, 1 << 24):
+        x = np.minimum(rng.zipf(1.3, 1500), top).astype(np.int64) + 77
+        region, _, _, _ = pages.encode_stripes(x, np.array([len(x)]), 128)
+        nb = -(-len(x) // 128)
+        tags = region[:nb].astype(np.int64)
+        fe = pages.fields_end(region, np.array([nb]), np.array([len(region)]),
+                              np.array([int(pages.fields_per_block(tags).sum())]), "t")
+        cnt = codec.block_counts(np.array([len(x)]), 128)[1]
+        blk = pages.parse_fields(region, np.array([nb]), fe, tags, cnt, np.zeros(nb, np.int64))
+        cl = np.flatnonzero(blk.kind == pages.KIND_CLASSES)
+        assert len(cl) > nb // 2, (top, tags)
+        bits = blk.bits()
+        src = 8 * int(fe[0]) + np.cumsum(bits) - bits
+        sub = blk.take(cl)
+        got = native.classes_patch(region, src[cl], sub.cnt, sub.sp, sub.w2, sub.mid)
+        want, w0, w2, e, boff = pages._classes_stream(region, src[cl], sub)
+        assert got is not None and [a.tolist() for a in got[1:]] == [w2.tolist(), e.tolist(), boff.tolist()], top
+        total = int((sub.cnt * w0 + sub.cnt + e * w2).sum())
+        stream = np.unpackbits(got[0], bitorder="little")
+        assert len(got[0]) == 8 * (-(-total // 64) + 1) and not stream[total:].any(), top
+        assert stream[:total].tolist() == np.unpackbits(np.asarray(want, np.uint8), bitorder="little")[:total].tolist(), top
+
+
 def test_bad_classes_blocks_are_corruption(monkeypatch):
     """A CLASSES block whose levels and classes are not the bits its field says, whose first level has
     no bit set, or whose shape is out of range is a ``CorruptionError``; a flipped bit gives other
