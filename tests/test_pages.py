@@ -573,6 +573,16 @@ def test_classes_decode_without_pdep_and_pack_refusals(decoder):
         assert not buf.any()
 
 
+def one_page(region: np.ndarray, n: int) -> tuple:
+    """A blob of ``n`` values in one page (``encode_stripes`` of a stripe of at most a page's blocks):
+    ``(nb, tags, fe, cnt)``: its blocks, their tags, where its fields end, each block's values."""
+    nb = -(-n // 128)
+    tags = region[:nb].astype(np.int64)
+    fe = pages.fields_end(region, np.array([nb]), np.array([len(region)]),
+                          np.array([int(pages.fields_per_block(tags).sum())]), "t")
+    return nb, tags, fe, codec.block_counts(np.array([n]), 128)[1]
+
+
 def test_classes_patch_in_c_writes_numpys_stream(monkeypatch, decoder):
     """CLASSES blocks staged as PATCH blocks: C's stream (each word written whole, in order, into
     memory that was not zeroed) holds NumPy's bits, the same widths, exceptions and offsets, and
@@ -585,11 +595,7 @@ def test_classes_patch_in_c_writes_numpys_stream(monkeypatch, decoder):
     for top in (40, 3000, 1 << 18, 1 << 24):
         x = np.minimum(rng.zipf(1.3, 1500), top).astype(np.int64) + 77
         region, _, _, _ = pages.encode_stripes(x, np.array([len(x)]), 128)
-        nb = -(-len(x) // 128)
-        tags = region[:nb].astype(np.int64)
-        fe = pages.fields_end(region, np.array([nb]), np.array([len(region)]),
-                              np.array([int(pages.fields_per_block(tags).sum())]), "t")
-        cnt = codec.block_counts(np.array([len(x)]), 128)[1]
+        nb, tags, fe, cnt = one_page(region, len(x))
         blk = pages.parse_fields(region, np.array([nb]), fe, tags, cnt, np.zeros(nb, np.int64))
         cl = np.flatnonzero(blk.kind == pages.KIND_CLASSES)
         assert len(cl) > nb // 2, (top, tags)
@@ -1907,13 +1913,9 @@ def test_staging_in_c_equals_numpy_on_bitmaps_and_signed_exceptions(monkeypatch,
         for name, x in gen(rng, 1500).items():
             x = np.asarray(x, np.int64)
             region, _, _, _ = pages.encode_stripes(x, np.array([len(x)]), 128)
-            nb = -(-len(x) // 128)  # (12 blocks: one page, its fields after the tags, then its payload)
-            tags = region[:nb].astype(np.int64)
+            nb, tags, fe, cnt = one_page(region, len(x))  # (12 blocks: one page, its fields after the tags, then its payload)
             if (pages.tag_kind(tags) == pages.KIND_PLAIN).all():
                 continue
-            fe = pages.fields_end(region, np.array([nb]), np.array([len(region)]),
-                                  np.array([int(pages.fields_per_block(tags).sum())]), "t")
-            cnt = codec.block_counts(np.array([len(x)]), 128)[1]
             blk = pages.parse_fields(region, np.array([nb]), fe, tags, cnt, np.zeros(nb, np.int64))
             bits = blk.bits()
             src = 8 * int(fe[0]) + np.cumsum(bits) - bits
@@ -1961,11 +1963,7 @@ def test_parse_fields_in_c_equals_numpy(monkeypatch, decoder):
         for name, x in gen(rng, 700).items():
             x = np.asarray(x, np.int64)
             region, _, _, _ = pages.encode_stripes(x, np.array([len(x)]), 128)
-            nb = -(-len(x) // 128)
-            tags = region[:nb].astype(np.int64)
-            fe = pages.fields_end(region, np.array([nb]), np.array([len(region)]),
-                                  np.array([int(pages.fields_per_block(tags).sum())]), "t")
-            cnt = codec.block_counts(np.array([len(x)]), 128)[1]
+            nb, tags, fe, cnt = one_page(region, len(x))
             for t in range(40 if int(fe[0]) > nb else 1):
                 bad = region.copy()
                 if t:  # (a flipped bit of the fields; some parse, out of range or not)
