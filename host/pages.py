@@ -82,7 +82,7 @@ from gpumat.core.errors import CorruptionError
 from gpumat.core.staged import (AUX_CODES, AUX_DELTA, AUX_DICT, AUX_FLAG, AUX_MAX_BLOCK, AUX_MAX_W2, AUX_PATCH, AUX_RADIX, AUX_RUN,
                                  AUX_SIGNED, RADIX_MAX_W)
 from gpumat.host import codec, native
-from gpumat.host.ranges import ranges, restart_cumsum, take_ranges
+from gpumat.host.ranges import ranges, restart_cumsum, take_ranges, unique
 
 PAGE_BLOCKS = 16  # blocks per page: the unit a read parses, and its read amplification at most
 TAG_LFOR = 0x80
@@ -1180,8 +1180,8 @@ def _plain_or_dictionary(values, sc, block_size, extended, dictionary):
     # kind from its aux word only there)
     if not dictionary or 8 * nbytes < EXT_MIN_BITS or not len(values) or block_size > AUX_MAX_BLOCK:
         return (*plain, 0)
-    uniq, codes, counts = np.unique(values, return_inverse=True, return_counts=True)
-    codes = codes.reshape(-1).astype(np.int64)
+    uniq, codes, counts = unique(values, return_inverse=True, return_counts=True)
+    codes = codes.astype(np.int64, copy=False)
     D = len(uniq)
     if D > min(DICT_MAX_ENTRIES, len(values) // 2):  # a dictionary of mostly distinct values never pays
         return (*plain, 0)

@@ -90,30 +90,45 @@ def restart_cumsum(x: np.ndarray, first) -> np.ndarray:
 
 
 
-def unique(a, return_index: bool = False, return_inverse: bool = False):
-    """``np.unique(a)`` of a 1-D array, with ``return_index`` (each value's first place) and
-    ``return_inverse`` (1-D) as asked, the same arrays as NumPy's, but without its sort where ``a`` is
-    already non-decreasing: a directory's stripes, a batch's chunks and blobs, in their usual order.
+def unique(a, return_index: bool = False, return_inverse: bool = False, return_counts: bool = False):
+    """``np.unique(a)`` of a 1-D array, with ``return_index`` (each value's first place),
+    ``return_inverse`` (1-D) and ``return_counts`` as asked: NumPy's arrays, without its sort where
+    ``a`` is already non-decreasing (a directory's stripes, a batch's chunks and blobs, in their usual
+    order), by a count per value where ``a`` is integers of a span under 4 ``len(a)`` (a column's
+    codes, ids, categories: 3 ms for a million values where NumPy's argsort took 15-140), and by a
+    sort and a search otherwise (NumPy's own argsort, an AVX-512 quicksort, took 0.6 ms on 6,040
+    stripes' 61 dictionaries, where this takes 0.04).
 
     >>> unique(np.array([3, 3, 5, 9, 9]), return_inverse=True)
     (array([3, 5, 9]), array([0, 0, 1, 2, 2]))
-    >>> unique(np.array([5, 3, 5]), return_index=True, return_inverse=True)
-    (array([3, 5]), array([1, 0]), array([1, 0, 1]))
+    >>> unique(np.array([5, 3, 5]), return_index=True, return_inverse=True, return_counts=True)
+    (array([3, 5]), array([1, 0]), array([1, 0, 1]), array([1, 2]))
     """
     a = np.asarray(a).reshape(-1)
     done = len(a) < 2 or bool((a[1:] >= a[:-1]).all())
+    if not done and not return_index and len(a) >= 1024 and np.issubdtype(a.dtype, np.integer):
+        lo, hi = int(a.min()), int(a.max())
+        if hi - lo < 4 * len(a):  # (so a - lo cannot wrap)
+            cnt = np.bincount((a - a.dtype.type(lo)).astype(np.intp, copy=False), minlength=hi - lo + 1)
+            seen = cnt > 0
+            out = ((np.flatnonzero(seen) + lo).astype(a.dtype),)
+            if return_inverse:
+                out += ((np.cumsum(seen) - 1)[a - a.dtype.type(lo)],)
+            if return_counts:
+                out += (cnt[seen],)
+            return out if len(out) > 1 else out[0]
     if not done and return_index:
-        out = np.unique(a, return_index=True, return_inverse=return_inverse)
-        return (*out[:-1], out[-1].reshape(-1)) if return_inverse else out
-    # (a sort and a search for the inverse: NumPy's own argsorts with its AVX-512 quicksort, which
-    # took 0.6 ms on 6,040 stripes' 61 dictionaries, where this takes 0.04)
+        out = np.unique(a, return_index=True, return_inverse=return_inverse, return_counts=return_counts)
+        return tuple(x.reshape(-1) for x in out)
     s = a if done else np.sort(a)
     new = np.empty(len(s), bool)
     new[:1] = True
     np.not_equal(s[1:], s[:-1], out=new[1:])
     u = s[new]
-    if done:
-        out = (u,) + ((np.flatnonzero(new),) if return_index else ()) + ((np.cumsum(new) - 1,) if return_inverse else ())
-    else:
-        out = (u,) + ((np.searchsorted(u, a),) if return_inverse else ())
+    first = np.flatnonzero(new)
+    out = (u,) + ((first,) if return_index else ())
+    if return_inverse:
+        out += (np.cumsum(new) - 1 if done else np.searchsorted(u, a),)
+    if return_counts:
+        out += (np.diff(np.append(first, len(s))),)
     return out if len(out) > 1 else out[0]

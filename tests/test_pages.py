@@ -2,6 +2,7 @@
 its C and NumPy paths agree, every malformed page or flipped byte is a CorruptionError, and tiers
 of both formats (and mixed ones) read the same."""
 
+import itertools
 import os
 
 import numpy as np
@@ -1268,24 +1269,29 @@ def test_take_ranges_is_the_gather_of_its_ranges():
 
 
 def test_unique_is_numpys_unique():
-    """``ranges.unique`` (no sort where the keys are in order, a sort and a search otherwise) gives
-    NumPy's arrays, values, first places and inverse, on sorted, unsorted, repeated and empty keys."""
+    """``ranges.unique`` (no sort where the keys are in order, a count per value for integers of a
+    small span, a sort and a search otherwise) gives NumPy's arrays: values, first places, inverse
+    and counts, on sorted, unsorted, repeated, constant, extreme and empty keys, short and long."""
     from gpumat.host.ranges import unique
 
     rng = np.random.default_rng(3)
-    for i in range(600):
-        a = rng.integers(-5, 1 << rng.integers(1, 50), rng.integers(0, 40))
+    for i in range(400):
+        n = int(rng.integers(1024, 3000)) if i % 2 else int(rng.integers(0, 40))
+        a = rng.integers(-5, 1 << int(rng.integers(1, 50)), n)
         if i % 3 == 0:
             a = np.sort(a)
         if i % 4 == 0:
             a = np.repeat(a, rng.integers(1, 4, len(a)))
-        a = a.astype(np.int32 if i % 5 == 0 else np.int64)
-        for ri in (False, True):
-            for rv in (False, True):
-                got, want = unique(a, ri, rv), np.unique(a, return_index=ri, return_inverse=rv)
-                got, want = (got if isinstance(got, tuple) else (got,)), (want if isinstance(want, tuple) else (want,))
-                assert len(got) == len(want)
-                assert all(g.dtype == w.dtype and g.tolist() == w.reshape(-1).tolist() for g, w in zip(got, want)), (a, ri, rv)
+        if i % 7 == 0 and len(a):
+            a[:] = a[0]
+        if i % 11 == 0:
+            a = a - a.min(initial=0) + (np.iinfo(np.int64).max - 5000)  # (near the top: no wrap)
+        a = a.astype(np.int32 if i % 5 == 0 and a.max(initial=0) < 2**31 else np.int64)
+        for ri, rv, rc in itertools.product((False, True), repeat=3):
+            got, want = unique(a, ri, rv, rc), np.unique(a, return_index=ri, return_inverse=rv, return_counts=rc)
+            got, want = (got if isinstance(got, tuple) else (got,)), (want if isinstance(want, tuple) else (want,))
+            assert len(got) == len(want)
+            assert all(g.dtype == w.dtype and g.tolist() == w.reshape(-1).tolist() for g, w in zip(got, want)), (a, ri, rv, rc)
 
 
 def test_ranges_in_c_equals_numpy(monkeypatch, decoder):
