@@ -92,7 +92,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 28; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 29; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -809,6 +809,45 @@ static inline void gm_bitw_put(gm_bitw *b, uint64_t v, int w) { /* v below 2^w *
 
 static inline void gm_bitw_end(gm_bitw *b) { /* (the last word's bits past the stream: 0) */
     if (b->fill) *b->q = b->acc;
+}
+
+/* host/pages.py _patch_costs in C (the encoder's PATCH search; the same numbers): for blocks i < n of
+ * residuals r[i * lanes ..] (zero past cnt[i]) and width w[i], the cheapest low width w1 < w[i]
+ * (exceptions: the values of r >> w1 != 0, e of them, stored as (r >> w1) - 1 in w2 <= aux_max_w2
+ * bits; ties: the smaller w1): its bits (the payload, a bitmap of cnt bits or e positions, and the
+ * fields: 8 (2 + the varint of e); where flag[i] (flag may be NULL), w1 = 0 with e <= flag_max_e
+ * exceptions stored as positions is a FLAG block: 8 (w2 > 0) - 8), or 2^60 where none holds.
+ * From a histogram of the residuals' bit lengths: e(w1) is a suffix sum, w2(w1) the largest's. */
+void gm_patch_costs(const uint64_t *r, int64_t lanes, const int64_t *cnt, const int64_t *w, const uint8_t *flag,
+                    int64_t n, int64_t aux_max_w2, int64_t flag_max_e, int64_t *bits, int64_t *w1o, int64_t *w2o,
+                    int64_t *eo) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint64_t *x = r + i * lanes;
+        int64_t hist[66] = {0}, e_of[66];
+        uint64_t rmax = 0;
+        for (int64_t j = 0; j < lanes; j++) {
+            hist[x[j] ? 64 - __builtin_clzll(x[j]) : 0]++;
+            rmax = x[j] > rmax ? x[j] : rmax;
+        }
+        e_of[65] = 0;
+        for (int b = 64; b >= 0; b--) e_of[b] = e_of[b + 1] + hist[b + 1]; /* values longer than b bits */
+        const int64_t c = cnt[i], pb = c > 1 ? 64 - __builtin_clzll((uint64_t)(c - 1)) : 0;
+        int64_t best = INT64_C(1) << 60, bw1 = 0, bw2 = 0, be = 0;
+        for (int64_t w1 = 0; w1 <= 64; w1++) {
+            const uint64_t hi = rmax >> (w1 < 63 ? w1 : 63), hm = hi - 1;
+            const int64_t w2 = hm ? 64 - __builtin_clzll(hm) : 0, e = e_of[w1];
+            int64_t cost = INT64_C(1) << 60;
+            if (w1 < w[i] && w2 <= aux_max_w2 && e > 0) {
+                int64_t vl = 1;
+                for (uint64_t v = (uint64_t)e >> 7; v; v >>= 7) vl++;
+                int64_t fields = 8 * (2 + vl);
+                if (!w1 && flag && flag[i] && e <= flag_max_e && e * pb < c) fields = 8 * (w2 > 0) - 8;
+                cost = c * w1 + (c < e * pb ? c : e * pb) + e * w2 + fields;
+            }
+            if (w1 == 0 || cost < best) best = cost, bw1 = w1, bw2 = w2, be = e;
+        }
+        bits[i] = best, w1o[i] = bw1, w2o[i] = bw2, eo[i] = be;
+    }
 }
 
 /* host/pages.py _Candidates._assemble_classes in C (the encoder): CLASSES block k's bits after its first

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 28  # gm_abi_version() of the _native.c this module calls
+ABI = 29  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -53,6 +53,7 @@ def _load():
                 "gm_ranges": (I64, [P, P, I64, P, I64]),
                 "gm_classes_patch": (I64, [P, I64] + [P] * 5 + [I64] + [P] * 4),
                 "gm_classes_pack": (I64, [P, I64] + [P] * 4 + [I64, I64, P, P, P, I64]),
+                "gm_patch_costs": (None, [P, I64, P, P, P, I64, I64, I64, P, P, P, P]),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -66,7 +67,7 @@ def _load():
 _lib, _why = _load()
 _decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length, \
     _stage_levels, _literal_tables, _dict_heads, _stage_bitmaps, _stage_aux, _stage_blocks, \
-    _fields_end, _ranges, _classes_patch, _classes_pack = _lib if _lib is not None else (None,) * 19
+    _fields_end, _ranges, _classes_patch, _classes_pack, _patch_costs = _lib if _lib is not None else (None,) * 20
 
 
 def available() -> tuple[bool, str]:
@@ -295,6 +296,22 @@ def classes_pack(r: np.ndarray, cnt: np.ndarray, L: np.ndarray, start: np.ndarra
     if K and _classes_pack(_ptr(r), r.shape[1], _ptr(cnt), _ptr(L), _ptr(start), _ptr(width), start.shape[1], K,
                            _ptr(woff), _ptr(nw), _ptr(out), out.size):
         raise ValueError("classes_pack: a block out of range")
+
+
+def patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray, flag, aux_max_w2: int, flag_max_e: int) -> tuple:
+    """``host.pages._patch_costs`` in C: ``(bits, w1, w2, e)`` (int64 ``[n]``) of the cheapest PATCH
+    of each block of residuals ``r [n, lanes]`` (uint64, zero past each count)."""
+    r = np.ascontiguousarray(r, np.uint64)
+    cnt, w = (np.ascontiguousarray(a, np.int64).reshape(-1) for a in (cnt, w))
+    n = cnt.size
+    if r.ndim != 2 or r.shape[0] != n or w.size != n:
+        raise ValueError("patch_costs: r uint64 [n, lanes], cnt / w [n]")
+    f = None if flag is None else np.ascontiguousarray(np.broadcast_to(np.asarray(flag, bool), (n,)), np.uint8)
+    out = [np.empty(n, np.int64) for _ in range(4)]
+    if n:
+        _patch_costs(_ptr(r), r.shape[1], _ptr(cnt), _ptr(w), None if f is None else _ptr(f), n, aux_max_w2, flag_max_e,
+                     *(_ptr(o) for o in out))
+    return tuple(out)
 
 
 def stage_levels(buf: np.ndarray, at: np.ndarray, cnt: np.ndarray, lv: np.ndarray, wt: np.ndarray, extra: np.ndarray,

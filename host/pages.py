@@ -343,7 +343,9 @@ def _patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray, flag=None):
     the payload and the three extra field bytes; where ``flag`` (bool per block: a line of no
     slope), ``w1 = 0`` with a sparse bitmap of at most ``FLAG_MAX_E`` is a FLAG block, one field
     (``w2``) or none, and no base (8 bits less: the costs leave out every other kind's base). From a histogram of the residuals' bit lengths: ``e(w1)`` is a suffix sum, and
-    ``w2(w1)`` depends only on the largest residual."""
+    ``w2(w1)`` depends only on the largest residual. In C when built (``native.patch_costs``)."""
+    if native.available()[0]:
+        return native.patch_costs(r, cnt, w, flag, AUX_MAX_W2, FLAG_MAX_E)
     n = len(cnt)
     bl = codec.bit_length(r)  # [n, lanes]
     hist = np.bincount((np.arange(n)[:, None] * 66 + bl).reshape(-1), minlength=66 * n).reshape(n, 66)

@@ -584,6 +584,30 @@ def one_page(region: np.ndarray, n: int) -> tuple:
     return nb, tags, fe, codec.block_counts(np.array([n]), 128)[1]
 
 
+def test_patch_costs_in_c_equal_numpys(monkeypatch, decoder):
+    """The encoder's PATCH search (``pages._patch_costs``: the cheapest low width, its exceptions'
+    width and count, FLAG blocks where asked) in C gives NumPy's numbers: residuals of every width
+    up to 64 bits, mostly small ones, blocks of 1 to 128 values, widths out of reach."""
+    if decoder != "native":
+        pytest.skip("compares the C search with NumPy's: runs once, with the C codec")
+    rng = np.random.default_rng(13)
+    for t in range(300):
+        n, lanes = int(rng.integers(0, 40)), int(rng.choice([1, 7, 128]))
+        cnt = rng.integers(1, lanes + 1, n)
+        top = np.maximum(rng.integers(0, 65, (n, 1)), 1).astype(np.uint64)
+        r = rng.integers(0, 1 << 62, (n, lanes), dtype=np.int64).astype(np.uint64) << np.uint64(2) >> (np.uint64(64) - top)
+        r[rng.random((n, lanes)) < 0.7] = rng.integers(0, 4)
+        if t % 5 == 0 and n:
+            r[:, 0] = np.uint64(2**64 - 1)
+        r[np.arange(lanes)[None, :] >= cnt[:, None]] = 0
+        w, flag = rng.integers(0, 66, n), (rng.random(n) < 0.5 if t % 2 else None)
+        got = pages._patch_costs(r, cnt, w, flag)
+        with monkeypatch.context() as m:
+            m.setattr(native, "available", lambda: (False, None))
+            want = pages._patch_costs(r, cnt, w, flag)
+        assert all(g.tolist() == x.tolist() for g, x in zip(got, want)), t
+
+
 def test_classes_patch_in_c_writes_numpys_stream(monkeypatch, decoder):
     """CLASSES blocks staged as PATCH blocks: C's stream (each word written whole, in order, into
     memory that was not zeroed) holds NumPy's bits, the same widths, exceptions and offsets, and
