@@ -811,6 +811,35 @@ static inline void gm_bitw_end(gm_bitw *b) { /* (the last word's bits past the s
     if (b->fill) *b->q = b->acc;
 }
 
+/* host/codec.py _pack in C: block b's residuals r[b * lanes ..] (uint64, below 2^w[b], zero past its
+ * count), w[b] <= 64 bits each, bit-packed into out[dst[b] ..], its first nw[b] words (w[b] == 0: none
+ * written). Returns 0, or b + 1 for a block whose width, words or place are out of range (nothing
+ * written for it or after it). */
+int64_t gm_pack(const uint64_t *r, int64_t lanes, const int64_t *w, const int64_t *nw, const int64_t *dst, int64_t NB,
+                uint64_t *out, int64_t nout) {
+    for (int64_t b = 0; b < NB; b++) {
+        const int64_t W = w[b], N = nw[b];
+        if (!W) continue;
+        if (W < 0 || W > 64 || N < 0 || N > (lanes * W + 63) / 64 || dst[b] < 0 || dst[b] > nout - N) return b + 1;
+        const uint64_t *x = r + b * lanes, mask = W == 64 ? ~UINT64_C(0) : (UINT64_C(1) << W) - 1;
+        uint64_t *o = out + dst[b], acc = 0;
+        int64_t q = 0;
+        int fill = 0;
+        for (int64_t j = 0; j < lanes && q < N; j++) {
+            const uint64_t v = x[j] & mask;
+            acc |= v << fill;
+            if (fill + W >= 64) {
+                o[q++] = acc;
+                acc = fill ? v >> (64 - fill) : 0;
+                fill = (int)(fill + W - 64);
+            } else
+                fill += (int)W;
+        }
+        for (; q < N; q++, acc = 0) o[q] = acc;
+    }
+    return 0;
+}
+
 /* host/pages.py _patch_costs in C (the encoder's PATCH search; the same numbers): for blocks i < n of
  * residuals r[i * lanes ..] (zero past cnt[i]) and width w[i], the cheapest low width w1 < w[i]
  * (exceptions: the values of r >> w1 != 0, e of them, stored as (r >> w1) - 1 in w2 <= aux_max_w2

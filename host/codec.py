@@ -226,7 +226,10 @@ _CHUNK = 1024  # blocks per vectorized step: keeps the [chunk, BS] temporaries i
 def _pack(r2: np.ndarray, w: np.ndarray, nw: np.ndarray, dst: np.ndarray, out: np.ndarray) -> None:
     """Bit-pack the residuals ``r2 [NB, BS]`` (uint64, zero past each block's count) of widths ``w [NB]``
     into ``out``: block b's ``nw[b]`` words go to ``out[dst[b]:dst[b] + nw[b]]``. One table per width,
-    so a word is the ``np.add.reduceat`` of its (disjoint-bit) contributions: no per-value scatter."""
+    so a word is the ``np.add.reduceat`` of its (disjoint-bit) contributions: no per-value scatter.
+    In C when built (``native.pack``: a word at a time, in a register)."""
+    if native.available()[0]:
+        return native.pack(r2, w, nw, dst, out)
     bs = r2.shape[1]
     for wv in np.unique(w):
         wv = int(wv)

@@ -54,6 +54,7 @@ def _load():
                 "gm_classes_patch": (I64, [P, I64] + [P] * 5 + [I64] + [P] * 4),
                 "gm_classes_pack": (I64, [P, I64] + [P] * 4 + [I64, I64, P, P, P, I64]),
                 "gm_patch_costs": (None, [P, I64, P, P, P, I64, I64, I64, P, P, P, P]),
+                "gm_pack": (I64, [P, I64, P, P, P, I64, P, I64]),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -67,7 +68,7 @@ def _load():
 _lib, _why = _load()
 _decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length, \
     _stage_levels, _literal_tables, _dict_heads, _stage_bitmaps, _stage_aux, _stage_blocks, \
-    _fields_end, _ranges, _classes_patch, _classes_pack, _patch_costs = _lib if _lib is not None else (None,) * 20
+    _fields_end, _ranges, _classes_patch, _classes_pack, _patch_costs, _pack = _lib if _lib is not None else (None,) * 21
 
 
 def available() -> tuple[bool, str]:
@@ -296,6 +297,19 @@ def classes_pack(r: np.ndarray, cnt: np.ndarray, L: np.ndarray, start: np.ndarra
     if K and _classes_pack(_ptr(r), r.shape[1], _ptr(cnt), _ptr(L), _ptr(start), _ptr(width), start.shape[1], K,
                            _ptr(woff), _ptr(nw), _ptr(out), out.size):
         raise ValueError("classes_pack: a block out of range")
+
+
+def pack(r2: np.ndarray, w: np.ndarray, nw: np.ndarray, dst: np.ndarray, out: np.ndarray) -> None:
+    """``host.codec._pack`` in C: block b's residuals ``r2[b]`` (uint64 ``[NB, lanes]``, below 2^w[b])
+    bit-packed into ``out[dst[b]:][:nw[b]]`` (uint64); ``ValueError`` for a block out of range."""
+    r2 = np.ascontiguousarray(r2, np.uint64)
+    w, nw, dst = (np.ascontiguousarray(a, np.int64).reshape(-1) for a in (w, nw, dst))
+    NB = w.size
+    if r2.ndim != 2 or r2.shape[0] != NB or nw.size != NB or dst.size != NB or out.dtype != np.uint64 \
+            or not out.flags.c_contiguous:
+        raise ValueError("pack: r2 uint64 [NB, lanes], w / nw / dst [NB], out uint64")
+    if NB and _pack(_ptr(r2), r2.shape[1], _ptr(w), _ptr(nw), _ptr(dst), NB, _ptr(out), out.size):
+        raise ValueError("pack: a block's width, words or place out of range")
 
 
 def patch_costs(r: np.ndarray, cnt: np.ndarray, w: np.ndarray, flag, aux_max_w2: int, flag_max_e: int) -> tuple:

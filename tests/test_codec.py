@@ -122,6 +122,35 @@ def test_every_width():
         assert blob[2] & 255 == w, (w, blob[2] & 255)
 
 
+def test_pack_in_c_equals_numpy(monkeypatch, decoder):
+    """The encoder's bit packing (``codec._pack``) in C writes NumPy's words: every width 1..64,
+    blocks of 1 to 128 values, each its words and no more (the words between stay as they were);
+    a block out of range is a ``ValueError`` with nothing written for it."""
+    if decoder != "native":
+        pytest.skip("compares the C packing with NumPy's: runs once, with the C codec")
+    rng = np.random.default_rng(1)
+    for t in range(200):
+        NB, lanes = int(rng.integers(0, 30)), int(rng.choice([1, 5, 64, 128]))
+        w, cnt = rng.integers(0, 65, NB), rng.integers(1, lanes + 1, NB)
+        r2 = rng.integers(0, 2**63, (NB, lanes), dtype=np.int64).astype(np.uint64) * np.uint64(2) \
+            + rng.integers(0, 2, (NB, lanes)).astype(np.uint64)
+        r2 &= np.where(w[:, None] == 64, np.uint64(2**64 - 1), (np.uint64(1) << w[:, None].astype(np.uint64)) - np.uint64(1))
+        r2[np.arange(lanes)[None, :] >= cnt[:, None]] = 0
+        nw = codec.words_for(cnt, w)
+        dst = np.cumsum(nw + 1) - nw  # (a word between blocks, left as it was)
+        got = np.full(int((nw + 1).sum()) + 3, 7, np.uint64)
+        want = got.copy()
+        codec._pack(r2, w, nw, dst, got)
+        with monkeypatch.context() as m:
+            m.setattr(native, "available", lambda: (False, None))
+            codec._pack(r2, w, nw, dst, want)
+        assert got.tolist() == want.tolist(), t
+    out = np.zeros(4, np.uint64)
+    with pytest.raises(ValueError):
+        native.pack(np.ones((1, 8), np.uint64), [1], [1], [4], out)  # (past out)
+    assert not out.any()
+
+
 def test_hash_detects_every_single_bit_flip():
     rng = np.random.default_rng(3)
     x = rng.integers(-1000, 1000, 300)
