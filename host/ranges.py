@@ -105,15 +105,21 @@ def unique(a, return_index: bool = False, return_inverse: bool = False, return_c
     (array([3, 5]), array([1, 0]), array([1, 0, 1]), array([1, 2]))
     """
     a = np.asarray(a).reshape(-1)
+    if not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):  # (floats: NumPy's NaN rules)
+        out = np.unique(a, return_index=return_index, return_inverse=return_inverse, return_counts=return_counts)
+        return tuple(x.reshape(-1) for x in out) if isinstance(out, tuple) else out
     done = len(a) < 2 or bool((a[1:] >= a[:-1]).all())
-    if not done and not return_index and len(a) >= 1024 and np.issubdtype(a.dtype, np.integer):
+    if not done and not return_index and len(a) >= 1024 and a.dtype != bool:
         lo, hi = int(a.min()), int(a.max())
-        if hi - lo < 4 * len(a):  # (so a - lo cannot wrap)
-            cnt = np.bincount((a - a.dtype.type(lo)).astype(np.intp, copy=False), minlength=hi - lo + 1)
+        if hi - lo < 4 * len(a):  # each value's place past the smallest: 64-bit, below the span
+            wide = a.dtype.itemsize == 8  # (a - lo in its own type: no wrap; narrower types in int64)
+            d = ((a - a.dtype.type(lo)) if wide else (a.astype(np.int64) - lo)).astype(np.intp, copy=False)
+            cnt = np.bincount(d, minlength=hi - lo + 1)
             seen = cnt > 0
-            out = ((np.flatnonzero(seen) + lo).astype(a.dtype),)
+            at = np.flatnonzero(seen)
+            out = ((at.astype(a.dtype) + a.dtype.type(lo)) if wide else (at + lo).astype(a.dtype),)
             if return_inverse:
-                out += ((np.cumsum(seen) - 1)[a - a.dtype.type(lo)],)
+                out += ((np.cumsum(seen) - 1)[d],)
             if return_counts:
                 out += (cnt[seen],)
             return out if len(out) > 1 else out[0]

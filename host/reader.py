@@ -1050,7 +1050,7 @@ class VersionReader:
             return out
         if (d.bcount[si] != d.count[si]).any():  # stripes of packs: each blob once
             off = self._dir_cols[column][0][si]
-            if len(si) and int(off.max()) < 1 << 40:  # (segment, blob offset) as one key, in that order
+            if len(si) and 0 <= int(off.min()) and int(off.max()) < 1 << 40:  # (segment, offset) as one key, in order
                 _, u, inv = unique((d.seg[si].astype(np.int64) << 40) | off, return_index=True, return_inverse=True)
             else:
                 _, u, inv = np.unique(np.stack((d.seg[si].astype(np.int64), off), 1), axis=0,

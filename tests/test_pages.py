@@ -1295,7 +1295,8 @@ def test_take_ranges_is_the_gather_of_its_ranges():
 def test_unique_is_numpys_unique():
     """``ranges.unique`` (no sort where the keys are in order, a count per value for integers of a
     small span, a sort and a search otherwise) gives NumPy's arrays: values, first places, inverse
-    and counts, on sorted, unsorted, repeated, constant, extreme and empty keys, short and long."""
+    and counts, on sorted, unsorted, repeated, constant, extreme and empty keys, short and long, of
+    narrow integer types, uint64 past 2^63, bool and floats with NaN."""
     from gpumat.host.ranges import unique
 
     rng = np.random.default_rng(3)
@@ -1311,11 +1312,21 @@ def test_unique_is_numpys_unique():
         if i % 11 == 0:
             a = a - a.min(initial=0) + (np.iinfo(np.int64).max - 5000)  # (near the top: no wrap)
         a = a.astype(np.int32 if i % 5 == 0 and a.max(initial=0) < 2**31 else np.int64)
-        for ri, rv, rc in itertools.product((False, True), repeat=3):
-            got, want = unique(a, ri, rv, rc), np.unique(a, return_index=ri, return_inverse=rv, return_counts=rc)
-            got, want = (got if isinstance(got, tuple) else (got,)), (want if isinstance(want, tuple) else (want,))
-            assert len(got) == len(want)
-            assert all(g.dtype == w.dtype and g.tolist() == w.reshape(-1).tolist() for g, w in zip(got, want)), (a, ri, rv, rc)
+        check_unique(unique, a)
+    # other types: narrow ones (their span in int64), uint64 past 2^63, bool, floats (NumPy's NaN rules)
+    for a in (rng.integers(-128, 128, 2000).astype(np.int8), rng.integers(-30000, 30000, 20000).astype(np.int16),
+              np.uint64(2**63) + rng.integers(0, 500, 3000).astype(np.uint64), rng.integers(0, 2, 3000).astype(bool),
+              np.uint64(2**64 - 1) - rng.integers(0, 3000, 3000).astype(np.uint64), np.array([1.0, np.nan, 0.0, np.nan])):
+        check_unique(unique, a)
+
+
+def check_unique(unique, a):
+    for ri, rv, rc in itertools.product((False, True), repeat=3):
+        got, want = unique(a, ri, rv, rc), np.unique(a, return_index=ri, return_inverse=rv, return_counts=rc)
+        got, want = (got if isinstance(got, tuple) else (got,)), (want if isinstance(want, tuple) else (want,))
+        assert len(got) == len(want)
+        assert all(g.dtype == w.dtype and np.array_equal(g, w.reshape(-1), equal_nan=g.dtype.kind == "f")
+                   for g, w in zip(got, want)), (a, ri, rv, rc)
 
 
 def test_ranges_in_c_equals_numpy(monkeypatch, decoder):
