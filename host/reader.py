@@ -34,6 +34,13 @@ def _meta_cache_bytes() -> int:
 
 
 HEAD_KEPT_MAX = 8192  # a longer blob head (over ~5,400 blocks: a history of ~700k events) is read by pages, not kept
+# A segment's stripe tables of a column, where all of them take at most TABLES_KEPT_BYTES stored, are
+# kept once read, as its segment dictionary is, each of at most TABLE_KEPT_ENTRIES entries (so at most
+# 2,048 tables of 512 bytes decoded: 1 MiB a segment and column); the others are read by every read
+# that needs them. ML-1M + features' `genre`: 60 tables in 497 bytes, re-read and decoded at every
+# whole-column read, 15-25% of its time.
+TABLES_KEPT_BYTES = 4096
+TABLE_KEPT_ENTRIES = 64
 
 
 class _MetaCache:
@@ -211,7 +218,7 @@ class VersionReader:
         self._pool3: tuple | None = None  # format 3's small regions (bytes, verified), as ``_pool``
         self.dict_bytes_read = 0  # stored bytes of the segment dictionaries this reader read
         self._dsizes: dict = {}  # per column, its dictionaries' stored bytes (``_dict_sizes``)
-        self._dsarr: dict = {}  # per column, ``_dict_sizes`` as arrays: (keys sorted, stored bytes, kept once read)
+        self._dsarr: dict = {}  # per column, ``_dict_sizes`` as arrays: (keys sorted, stored bytes, kept once read: 1, or 2 where small)
         self._dcat: tuple | None = None  # the last concatenation of several dictionaries, by keys
         self._regions: np.ndarray | None = None  # each segment's blob-region bytes (``_region_bytes``)
         self._meta: _MetaCache | None = None  # large segments' blob heads, once read (``_MetaCache``)
@@ -875,10 +882,16 @@ class VersionReader:
             # (none after it, or the next in another segment: an index that disagrees, read as empty)
             size = np.where((j < len(at)) & ((nxt >> 40) == (keys >> 40)), nxt - keys, 0)
             # kept once read: a dictionary more than one blob uses (a segment dictionary; a pack's
-            # stripes share one blob), and every dictionary of a segment without stripe tables
+            # stripes share one blob), every dictionary of a segment without stripe tables, and a
+            # segment's stripe tables where all of them take at most TABLES_KEPT_BYTES
             blobs = np.add.reduceat(np.r_[True, (k[1:] != k[:-1]) | (o[1:] != o[:-1])], first) if len(k) else k
             tables = np.array([bool(e.get("tables")) for _, e in self._files], bool)
-            keep = (blobs > 1) | ~tables[(keys >> 40).astype(np.int64)] if len(keys) else np.zeros(0, bool)
+            keep = ((blobs > 1) | ~tables[(keys >> 40).astype(np.int64)]).astype(np.int8) if len(keys) else \
+                np.zeros(0, np.int8)
+            if len(keys) and not keep.all():  # 2: a table kept if it has at most TABLE_KEPT_ENTRIES
+                seg_k = (keys >> 40).astype(np.int64)
+                small = np.bincount(seg_k, np.where(keep > 0, 0, size), minlength=len(self._files)) <= TABLES_KEPT_BYTES
+                keep[(keep == 0) & small[seg_k]] = 2
             self._dsarr[column] = (keys, size, keep)  # (before the sizes: another thread may find them)
             sizes = self._dsizes[column] = dict(zip(keys.tolist(), size.tolist()))
         return sizes
@@ -891,7 +904,8 @@ class VersionReader:
         base of the request's blocks, so that a block's value line is its index into them (DESIGN
         §4). Those not kept are read in one fetch. A segment dictionary is read once per open
         segment (like its index, not counted in a read's ``nbytes``: ``dict_bytes_read`` counts
-        them); a stripe's own table at every read that needs it (``dict_bytes_read`` too)."""
+        them); a stripe's own table at every read that needs it (``dict_bytes_read`` too), but where
+        all of its segment's tables of the column take at most ``TABLES_KEPT_BYTES``: kept then."""
         r = np.flatnonzero(isd)
         pair = (seg[r].astype(np.int64) << 40) | (enc[r] >> 8)  # (segment, dictionary offset): offsets are < 2^40
         keys, inv = unique(pair, return_inverse=True)
@@ -900,7 +914,8 @@ class VersionReader:
         skeys, ssize, skept = self._dsarr[column]
         w = np.minimum(np.searchsorted(skeys, keys), max(len(skeys) - 1, 0))
         found = (skeys[w] == keys) if len(skeys) else np.zeros(len(keys), bool)
-        size, kept = np.where(found, ssize[w] if len(skeys) else 0, 0), found & (skept[w] if len(skeys) else False)
+        size = np.where(found, ssize[w] if len(skeys) else 0, 0)
+        kept = np.where(found, skept[w] if len(skeys) else 0, 0)  # (1: kept; 2: kept where it is small)
         segi = (keys >> 40).astype(np.int64)
         useg, sinv = unique(segi, return_inverse=True)
         segs = {int(u): self.segment(int(u)) for u in useg}
@@ -929,6 +944,8 @@ class VersionReader:
             pos = np.cumsum(cnt) - cnt
             for j in np.flatnonzero(kept[todo]).tolist():  # kept alone: not a view that keeps a batch's tables alive
                 i = int(todo[j])
+                if kept[i] == 2 and cnt[j] > TABLE_KEPT_ENTRIES:
+                    continue
                 d = vals if cnt[j] == len(vals) else vals[pos[j] : pos[j] + cnt[j]].copy()
                 segs[int(segi[i])].keep_dictionary(int(keys[i] & mask), d)
             self.dict_bytes_read += int(ln.sum())

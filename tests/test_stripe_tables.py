@@ -10,7 +10,7 @@ import pytest
 
 from gpumat.core.errors import CorruptionError
 from gpumat.core.staged import AUX_CODES, AUX_DELTA, dict_blocks
-from gpumat.host import codec, log, native, pages
+from gpumat.host import codec, log, native, pages, reader
 from gpumat.host.tier import Tier
 
 from test_pages import SCHEMA, assert_flips_caught, check_planned_batches, check_tier_reads, shorten_dictionaries
@@ -136,13 +136,24 @@ def test_stripe_tables_read_back_by_windows(tmp_path, monkeypatch, bs):
     assert e.get("tables") == 1 and log._check_entry(dict(e), "x") == e
     with pytest.raises(CorruptionError, match="bad data file entry"):
         log._check_entry({**e, "tables": 2}, "x")
-    # a table read is counted, and not kept: the next read reads it again
+    # a table read is counted; where its segment's tables of the column take more than
+    # TABLES_KEPT_BYTES it is not kept, and the next read reads it again; where they take less, those
+    # of at most TABLE_KEPT_ENTRIES entries are kept, and the next read reads only the others
     si = np.arange(len(t.directory()))
-    r.dict_bytes_read = 0
-    t.read_blocks("action", si, np.zeros_like(si), t.directory().nblocks[si])
-    once = r.dict_bytes_read
-    t.read_blocks("action", si, np.zeros_like(si), t.directory().nblocks[si])
-    assert once > 0 and r.dict_bytes_read == 2 * once
+    reads = {}
+    for cap, entries in ((0, 1 << 30), (1 << 30, 1 << 30), (1 << 30, 0), (reader.TABLES_KEPT_BYTES, reader.TABLE_KEPT_ENTRIES)):
+        monkeypatch.setattr(reader, "TABLES_KEPT_BYTES", cap)
+        monkeypatch.setattr(reader, "TABLE_KEPT_ENTRIES", entries)
+        h = Tier.open(tmp_path / "t")
+        h._reader.dict_bytes_read = 0
+        want = h.read_blocks("action", si, np.zeros_like(si), h.directory().nblocks[si])
+        once = h._reader.dict_bytes_read
+        got = h.read_blocks("action", si, np.zeros_like(si), h.directory().nblocks[si])
+        reads[cap, entries] = (once, h._reader.dict_bytes_read - once)
+        assert all(np.array_equal(a, b) for a, b in zip(want, got)) and np.array_equal(want.dicts, got.dicts)
+    (first,) = {v[0] for v in reads.values()}  # (the first read reads every table, whatever is kept)
+    assert first > 0 and reads[0, 1 << 30][1] == reads[1 << 30, 0][1] == first and reads[1 << 30, 1 << 30][1] == 0
+    assert 0 <= reads[reader.TABLES_KEPT_BYTES, reader.TABLE_KEPT_ENTRIES][1] < first, reads
 
 
 @pytest.mark.parametrize("backend", ["reference", "numpy", "triton", "torch"])
