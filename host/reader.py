@@ -905,7 +905,8 @@ class VersionReader:
         §4). Those not kept are read in one fetch. A segment dictionary is read once per open
         segment (like its index, not counted in a read's ``nbytes``: ``dict_bytes_read`` counts
         them); a stripe's own table at every read that needs it (``dict_bytes_read`` too), but where
-        all of its segment's tables of the column take at most ``TABLES_KEPT_BYTES``: kept then."""
+        all of its segment's tables of the column take at most ``TABLES_KEPT_BYTES`` stored: then
+        each of at most ``TABLE_KEPT_ENTRIES`` entries is kept once read too."""
         r = np.flatnonzero(isd)
         pair = (seg[r].astype(np.int64) << 40) | (enc[r] >> 8)  # (segment, dictionary offset): offsets are < 2^40
         keys, inv = unique(pair, return_inverse=True)
