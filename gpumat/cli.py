@@ -160,13 +160,15 @@ def cmd_inspect(args) -> int:
     print(f"  {'column':<16}{'bytes':>14}{'bytes/event':>13}  encodings (stripes with each)")
     for c, col in stats["columns"].items():
         enc = ", ".join(f"{k} {v}" for k, v in sorted(col["encodings"].items()))
-        print(f"  {c:<16}{col['bytes']:>14,}{col['bytes_per_event']:>13.3f}  {enc}")
+        lent = f"; {col['borrowed_stripes']:,} BORROWED" if col.get("borrowed_stripes") else ""
+        print(f"  {c:<16}{col['bytes']:>14,}{col['bytes_per_event']:>13.3f}  {enc}{lent}")
     print("  encodings: FOR = frame of reference (value = block minimum + bit-packed offset);")
     print("             LFOR = linear FOR (value = base + slope * position + bit-packed residual), for trending columns like ts;")
     print("             PATCH = low bits + a bitmap of exceptions (sparse flags, heavy tails); RUN = run starts + run values;")
     print("             DELTA = steps prefix-summed per block (bursty timestamps); DICT = codes into a segment dictionary;")
     print("             SIGNED = DELTA with steps back (packs); RADIX = small alphabets as mixed-radix digits;")
-    print("             SPARSE = bitmaps stored as positions; CONST = one value, kept in the index (no bytes)")
+    print("             SPARSE = bitmaps stored as positions; CONST = one value, kept in the index (no bytes);")
+    print("             BORROWED = another column's codes (an attribute of the item id: a table per code, no blobs)")
     shown = versions
     more = args.versions and len(shown) == args.versions and shown and shown[0]["version"] > 0
     print(f"  versions ({f'the newest {len(shown)}; --versions 0 lists all' if more else len(shown)}):")

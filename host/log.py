@@ -165,7 +165,7 @@ def _check_entry(e, where: str) -> dict:
     that releases before them reject it; dicts: 2 where its dictionaries' heads are varints,
     host/pages.py ``DICT_FORM``; index: 2 where its index is of form 2, host/segment.py ``INDEX_FORM``)."""
     keys = {"path", "offset", "size", "index_crc", "events", "level"}
-    extra = {"dicts": (1, 2), "const": (1,), "tables": (1,), "index": (2,)}  # (format 3 only)
+    extra = {"dicts": (1, 2), "const": (1,), "tables": (1,), "borrow": (1,), "index": (2,)}  # (format 3 only)
     if not isinstance(e, dict) or set(e) - {"format", *extra} != keys or e.get("format", 2) not in (2, 3) \
             or not _is_int(e.get("format", 2)) \
             or any(k in e and (not _is_int(e[k]) or e[k] not in ok or e.get("format") != 3) for k, ok in extra.items()):

@@ -1037,13 +1037,14 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
 
 
 def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int, extended: bool = True,
-                  dictionary: bool = True, constant: bool = True, tables: bool = True, index_tags: bool = True):
+                  dictionary: bool | str = True, constant: bool = True, tables: bool = True, index_tags: bool = True):
     """``encode_stripes``, or the same stripes as codes into a dictionary of the column's distinct
     values (the segment DICT), whichever is smaller by at least ``DICT_MIN_SAVING`` (block sizes up
     to ``AUX_MAX_BLOCK``, columns of at least ``EXT_MIN_BITS``). ``constant``: a stripe whose values
     are all one value has no blob (``codec.ENC_CONST``: the value is in its ``enc``, its blob
     offset where the next stripe's starts), where that is smaller (``_constant_stripes``); the
-    other stripes keep their blobs as above (and the dictionary, if any).
+    other stripes keep their blobs as above (and the dictionary, if any). ``dictionary="always"``:
+    the codes, whatever they save, where a dictionary may be had (its lender's, ``borrowed_table``).
 
     With the dictionary, ``region`` starts with it: its head (``dict_heads``: its entries ``D`` as a
     varint), then a format-3 blob of the ``D`` distinct values (decoded on the host, once per
@@ -1073,7 +1074,7 @@ def encode_column(values: np.ndarray, stripe_counts: np.ndarray, block_size: int
 
 
 def encode_column_parts(values: np.ndarray, stripe_counts: np.ndarray, block_size: int, extended: bool = True,
-                        dictionary: bool = True, constant: bool = True, tables: bool = True, index_tags: bool = True):
+                        dictionary: bool | str = True, constant: bool = True, tables: bool = True, index_tags: bool = True):
     """``encode_column``'s ``(region, off, nbytes, enc)``, then the bytes of the segment dictionary
     at the region's start (0: none) and, per stripe, the bytes of its stripe table right before its
     blob (0: none; the writer marks a segment with any: its entry's ``tables``). ``index_tags``: the
@@ -1175,12 +1176,14 @@ def _encode_column(values, sc, block_size, extended, dictionary, constant, table
 
 def _plain_or_dictionary(values, sc, block_size, extended, dictionary):
     """``encode_stripes``, or codes into the segment dictionary (``encode_column``), and the
-    dictionary's bytes at the region's start (0: none)."""
+    dictionary's bytes at the region's start (0: none). ``dictionary="always"``: the codes whatever
+    they save, where a dictionary may be had at all (another column borrows them, ``borrowed_table``)."""
+    always = dictionary == "always"
     plain = encode_stripes(values, sc, block_size, extended)
     nbytes = len(plain[0])
     # (blocks of at most AUX_MAX_BLOCK values, as PATCH / RUN: the kernels' aux path tells a block's
     # kind from its aux word only there)
-    if not dictionary or 8 * nbytes < EXT_MIN_BITS or not len(values) or block_size > AUX_MAX_BLOCK:
+    if not dictionary or 8 * nbytes < EXT_MIN_BITS * (not always) or not len(values) or block_size > AUX_MAX_BLOCK:
         return (*plain, 0)
     uniq, codes, counts = unique(values, return_inverse=True, return_counts=True)
     codes = codes.astype(np.int64, copy=False)
@@ -1195,14 +1198,14 @@ def _plain_or_dictionary(values, sc, block_size, extended, dictionary):
     bd = (D - 1).bit_length()
     runs = int(np.count_nonzero(values[1:] != values[:-1])) + len(sc) if extended else len(values)
     bar = (1 - DICT_MIN_SAVING) * 8 * nbytes - 8 * D
-    orders = [None] * (min(len(values) * bd, runs * (bd + 7)) < bar)  # the dictionary sorted
+    orders = [None] * (always or min(len(values) * bd, runs * (bd + 7)) < bar)  # the dictionary sorted
     if extended and 1 < D <= FREQ_SAMPLED_ENTRIES:  # by descending frequency
         rank = np.argsort(-counts, kind="stable")
         est = None
         if D <= FREQ_MAX_ENTRIES:
             m = len(values) - int(counts.max())
             est = min(len(values), 7 * m) + m * max(D - 2, 0).bit_length() + 40 * int(((sc + block_size - 1) // block_size).sum())
-        if (rank != np.arange(D)).any() and (est is not None and est < bar or _frequency_pays(
+        if (rank != np.arange(D)).any() and (always or est is not None and est < bar or _frequency_pays(
                 values, codes, counts, rank, uniq, sc, block_size, bool(orders))):
             orders.append(rank)
     if not orders:
@@ -1221,7 +1224,7 @@ def _plain_or_dictionary(values, sc, block_size, extended, dictionary):
     dblob, denc, region, blob_off, blob_nbytes, enc = best
     dhead = dict_heads([D], [len(dblob)])[0]
     head = len(dhead) + len(dblob)
-    if nbytes - (head + len(region)) < DICT_MIN_SAVING * nbytes:
+    if nbytes - (head + len(region)) < DICT_MIN_SAVING * nbytes and not always:
         return (*plain, 0)
     out = np.concatenate([dhead, dblob, region])
     # (ENC_DELTA, ENC_SIGNED where the dictionary has DELTA (SIGNED) blocks: releases before them
@@ -1267,6 +1270,52 @@ def _frequency_pays(values, codes, counts, rank, uniq, sc, block_size, sorted_to
 
 
 _TABLE_FLAGS = codec.ENC_DELTA | codec.ENC_SIGNED | codec.ENC_RADIX | codec.ENC_SPARSE  # a dictionary's own, in its codes' enc
+
+
+# Borrowed codes (DESIGN §1 "Borrowed codes"): a column that is a function of another column of the
+# segment (a movie's year, genres, an item's category: attributes of its item id) stores no blobs
+# of its own, only a dictionary of one entry per code of the other column's segment dictionary;
+# its index rows name the other column's blobs of codes. It borrows where that is
+# smaller by at least BORROW_MIN_SAVING and its own blobs take at least BORROW_MIN_SHARE of the
+# lender's (a tenant that projects it without the lender reads the lender's codes: at most 4x).
+BORROW_MIN_SAVING = 1 / 4
+BORROW_MIN_SHARE = 1 / 4
+BORROW_SAMPLE = 4096  # values the quick test of a function sees first
+
+
+def is_function(a: np.ndarray, b: np.ndarray, sample: int | None = None) -> bool:
+    """Whether ``b[i]`` is determined by ``a[i]`` (equal ``a``, equal ``b``), over the first
+    ``sample`` values only where given (a quick test before the whole one).
+
+    >>> is_function(np.array([3, 1, 3, 2]), np.array([7, 5, 7, 7])), is_function(np.array([3, 3]), np.array([1, 2]))
+    (True, False)
+    """
+    if sample is not None:
+        a, b = a[:sample], b[:sample]
+    if len(a) < 2:
+        return True
+    order = np.argsort(a, kind="stable")
+    sa, sb = a[order], b[order]
+    return not ((sa[1:] == sa[:-1]) & (sb[1:] != sb[:-1])).any()
+
+
+def borrowed_table(codes: np.ndarray, values: np.ndarray, entries: int, block_size: int):
+    """The dictionary of a column that borrows codes (``BORROW_MIN_SAVING``): ``(head and blob,
+    flags)``, its entry ``k`` the value of every event whose code is ``k`` (each of ``0 ..
+    entries - 1`` appears), its blob a format-3 blob of ``entries`` values as a segment dictionary's
+    (``dict_heads``, ``encode_stripes``), ``flags`` its blocks' (``_TABLE_FLAGS``); None where
+    ``values`` are not a function of ``codes``.
+
+    >>> t, _ = borrowed_table(np.array([1, 0, 1, 2]), np.array([1995, 1977, 1995, 2001]), 3, 128)
+    >>> decode_dictionary(t, 128).tolist()
+    [1977, 1995, 2001]
+    """
+    table = np.zeros(entries, np.int64)
+    table[codes] = values
+    if not np.array_equal(table[codes], values):
+        return None
+    blob, _, _, enc = encode_stripes(table, np.array([entries]), block_size, True)
+    return np.concatenate([dict_heads([entries], [len(blob)])[0], blob]), int(enc[0]) & _TABLE_FLAGS
 
 
 def frequency_tables(values: np.ndarray, sc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

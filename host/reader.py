@@ -218,6 +218,8 @@ class VersionReader:
         self._pool3: tuple | None = None  # format 3's small regions (bytes, verified), as ``_pool``
         self.dict_bytes_read = 0  # stored bytes of the segment dictionaries this reader read
         self._dsizes: dict = {}  # per column, its dictionaries' stored bytes (``_dict_sizes``)
+        self._start_keys = None  # ``_starts``
+        self._lent: dict = {}  # ``borrowed``, per column
         self._dsarr: dict = {}  # per column, ``_dict_sizes`` as arrays: (keys sorted, stored bytes, kept once read: 1, or 2 where small)
         self._dcat: tuple | None = None  # the last concatenation of several dictionaries, by keys
         self._regions: np.ndarray | None = None  # each segment's blob-region bytes (``_region_bytes``)
@@ -417,6 +419,19 @@ class VersionReader:
         d = self.directory()
         n = self._dir_cols[column][1]
         return np.where(self.seg_formats()[d.seg] == 3, n, 8 * n) if len(n) else n
+
+    def borrowed(self, column: str) -> np.ndarray:
+        """Per directory stripe, whether its blob of ``column`` is another column's (borrowed codes,
+        DESIGN §1: a DICT blob that starts before its dictionary's head and a byte, as the open check
+        tells them), whose bytes that column counts."""
+        got = self._lent.get(column)
+        if got is None:
+            self.directory()
+            off, _, enc = self._dir_cols[column]
+            got = ((enc & codec.ENC_DICT) != 0) & ((enc >> 8) + 2 > off) & (self.seg_formats()[self._dir.seg] == 3)
+            got.flags.writeable = False
+            self._lent[column] = got
+        return got
 
     def forget_dictionaries(self) -> None:
         """Drop the segment dictionaries read so far (the next reads read them again): for
@@ -763,6 +778,8 @@ class VersionReader:
         hdr, words = pages.stage_blocks(got, src, blk, dict_b if dict_b.any() else None)
         n1, K1 = len(si1), int(nblk1.sum())
         off = (hdr[:, 2] >> 8) - ((hdr[:, 2] & AUX_FLAG) != 0)  # where each block's words start (aux word first)
+        if C > 1 and any(e.get("borrow") for _, e in self._files):
+            need = self._lent_once(columns, si1, need)
         out = {}
         for i, c in enumerate(columns):  # column c: requests [i n1, (i + 1) n1), blocks [i K1, (i + 1) K1)
             h = hdr[i * K1 : (i + 1) * K1].copy()
@@ -779,6 +796,22 @@ class VersionReader:
                     h[:, 0] += np.repeat(start, nblk1)
             out[c] = Blocks(h, wc, int(need[rq].sum()), dicts, keys)
         return out
+
+    def _lent_once(self, columns, si, need):
+        """``need`` (per request, column after column) with the requests of borrowed codes (DESIGN
+        §1) whose lender is read too counted as nothing: they are the same bytes, read once."""
+        need = need.copy()
+        n1 = len(si)
+        at = {c: (self._dir_cols[c][0][si], self._dir_cols[c][1][si]) for c in columns}
+        lent = {c: self.borrowed(c)[si] for c in columns}
+        for i, c in enumerate(columns):
+            if lent[c].any():
+                dup = np.zeros(n1, bool)
+                for c2 in columns:
+                    if c2 != c:
+                        dup |= ~lent[c2] & (at[c2][0] == at[c][0]) & (at[c2][1] == at[c][1])
+                need[i * n1 : (i + 1) * n1][lent[c] & dup] = 0
+        return need
 
     def _meta_places(self, cols, si, head, eligible):
         """Where the heads of the requests' blobs (``si``: ``Directory.blob`` of their stripes) are
@@ -860,8 +893,8 @@ class VersionReader:
 
     def _dict_sizes(self, column: str) -> dict:
         """``{(segment << 40) | dictionary offset: stored bytes}`` of ``column``'s dictionaries: its
-        segment dictionaries and stripe tables, each ending where the next blob or dictionary of the
-        column in its segment starts (a stripe table can lie between a segment dictionary and its
+        segment dictionaries and stripe tables, each ending where the next blob or dictionary in its
+        segment starts (``_starts``; a stripe table can lie between a segment dictionary and its
         first codes), from the directory (cached; ``_dsarr``: the same as sorted arrays, and which are
         kept once read)."""
         sizes = self._dsizes.get(column)
@@ -875,8 +908,7 @@ class VersionReader:
             k, o = k[order], o[order]
             first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else k
             keys = k[first]
-            # every place a blob or a dictionary of the column starts, as (segment << 40) | offset
-            at = np.unique(np.concatenate([(seg << 40) | off, keys]))
+            at = self._starts()
             j = np.searchsorted(at, keys, side="right")
             nxt = at[np.minimum(j, len(at) - 1)] if len(at) else keys
             # (none after it, or the next in another segment: an index that disagrees, read as empty)
@@ -895,6 +927,24 @@ class VersionReader:
             self._dsarr[column] = (keys, size, keep)  # (before the sizes: another thread may find them)
             sizes = self._dsizes[column] = dict(zip(keys.tolist(), size.tolist()))
         return sizes
+
+    def _starts(self) -> np.ndarray:
+        """Every place in a format-3 segment's blob region where a blob or a dictionary of any
+        column starts, and each region's end, as sorted ``(segment << 40) | offset`` (cached): a
+        dictionary ends at the next. (A column's own blobs follow its dictionaries, but a column
+        with borrowed codes, DESIGN §1, has only its dictionary in its part of the region.)"""
+        if self._start_keys is None:
+            d = self.directory()
+            seg = d.seg.astype(np.int64)
+            parts = []
+            for c in self.schema:
+                off, _, enc = self._dir_cols[c]
+                m = (enc & codec.ENC_DICT) != 0
+                parts += [(seg << 40) | off, (seg[m] << 40) | (enc[m] >> 8)]
+            fmt3 = np.flatnonzero(self.seg_formats() == 3)
+            ends = np.array([self.segment(int(i)).region_words for i in fmt3.tolist()], np.int64)
+            self._start_keys = unique(np.concatenate(parts + [(fmt3.astype(np.int64) << 40) | ends]))
+        return self._start_keys
 
     def _dictionaries(self, column, seg, enc, isd, with_key: bool = True) -> tuple:
         """The dictionaries of the DICT requests ``isd`` (their segments ``seg``, the dictionary's

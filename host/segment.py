@@ -320,30 +320,36 @@ def chunk_hash(buf: np.ndarray, chunk: int = CHUNK_BYTES, ids=0, at=None) -> np.
     return (h & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
-def encode_segment3(columns: list[str], user_id, start, count, blobs: dict, cont=None) -> tuple[list, int, int]:
+def encode_segment3(columns: list[str], user_id, start, count, blobs: dict, cont=None, lender=None) -> tuple[list, int, int]:
     """The bytes of a format-3 segment: ``(buffers, size, index_crc)``.
 
     ``blobs[c]``: the ``(region, blob_off, blob_nbytes, enc)`` of ``host.pages.encode_column`` for
     column ``c`` over the stripes ``user_id, start, count`` (sorted by ``(user_id, start)``), or,
     with ``cont`` (per stripe, 1 where its events follow the stripe before's in the same blobs: a
     pack, DESIGN §2), over the packs (the stripes with ``cont == 0`` and those after them); a
-    column's dictionary, if any, is where its ``enc`` says in its ``region``.
+    column's dictionary, if any, is where its ``enc`` says in its ``region``. ``lender[c]``: the
+    column whose blobs column ``c`` borrows (DESIGN §1 "Borrowed codes"): ``c``'s offsets are in
+    that column's region, its own region its dictionary; the lenders' regions come first.
     The file is ``[blob region][chunk checksums, u32 each][pad][index][pad][trailer]``; the trailer's
     crc32 covers everything after the region and the trailer's first 24 bytes."""
     cont = np.zeros(len(user_id), np.int64) if cont is None else np.asarray(cont, np.int64)
     fields = {"user_id": user_id, "start": start, "count": count, "cont": cont}
     pack = np.cumsum(cont == 0) - 1  # each stripe's blob, among the packs'
-    pos = 0
-    for c in columns:
+    pos, at = 0, {}
+    lender = lender or {}
+    # (the lenders' parts of the region first: a borrower's dictionary lies after its blobs)
+    layout = [c for c in columns if c in lender.values()] + [c for c in columns if c not in lender.values()]
+    for c in layout:
+        at[c] = pos
         region, blob_off, blob_nbytes, enc = blobs[c]
         blob_off, blob_nbytes, enc = (np.asarray(a, np.int64)[pack] for a in (blob_off, blob_nbytes, enc))
-        fields[f"{c}.off"] = pos + blob_off
+        fields[f"{c}.off"] = at[lender[c]] + blob_off if c in lender else pos + blob_off
         fields[f"{c}.nbytes"] = blob_nbytes
         # a DICT stripe's enc carries its dictionary's byte offset in the blob region (bits 8..)
         enc = np.asarray(enc, np.int64)
         fields[f"{c}.enc"] = np.where(enc & codec.ENC_DICT, enc + (pos << 8), enc)
         pos += region.nbytes
-    region = np.concatenate([np.asarray(blobs[c][0], dtype=np.uint8) for c in columns]) if columns else np.zeros(0, np.uint8)
+    region = np.concatenate([np.asarray(blobs[c][0], dtype=np.uint8) for c in layout]) if columns else np.zeros(0, np.uint8)
     checks = chunk_hash(region).astype("<u4").tobytes()
     head = checks + b"\0" * (-(pos + len(checks)) % 8)
     idx_off = pos + len(head)
@@ -697,7 +703,7 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
         raise CorruptionError(f"segment {where}: a pack of more than 2^40 events")
     nb = (events + block_size - 1) // block_size
     npages = (nb + 15) // 16
-    off, nwords, enc = {}, {}, {}
+    off, nwords, enc, own_codes, lent_rows = {}, {}, {}, {}, {}
     for c in columns:
         o, n, e = cols[f"{c}.off"], cols[f"{c}.nbytes"], cols[f"{c}.enc"]
         if is_cont.any() and ((o[1:] != o[:-1]) | (n[1:] != n[:-1]) | (e[1:] != e[:-1]))[is_cont[1:]].any():
@@ -736,13 +742,25 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
         # DICT blobs: each stripe's dictionary (the column's segment dictionary, or its own stripe
         # table) before its blob, its head inside the region; codes in blocks of at most
         # AUX_MAX_BLOCK values (PATCH / RUN ones flagged as in any blob)
-        # (a head and a blob: at least 2 bytes in either head form; both are checked when read)
-        if isd.any() and (((e[isd] >> 8) + 2 > o[isd]).any() or block_size > pages.AUX_MAX_BLOCK):
+        # (a head and a blob: at least 2 bytes in either head form; both are checked when read);
+        # or borrowed codes (DESIGN §1): the blob is the same row's of another column whose codes
+        # are its own, the dictionary after it, inside the region (checked below)
+        lent = isd & ((e >> 8) + 2 > o)
+        if isd.any() and (((e[isd] >> 8) + 2 > end).any() or block_size > pages.AUX_MAX_BLOCK):
             raise CorruptionError(f"segment {where}: bad dictionary of column {c!r}")
         if region_bytes is not None:
+            own_codes[c], lent_rows[c] = isd & ~lent, np.flatnonzero(lent)
             off[c], nwords[c], enc[c] = o, n, e
         else:
             off[c], nwords[c], enc[c] = o // 8, n // 8, e
+    for c, r in lent_rows.items():  # borrowed codes: the same row's blob of another column, its codes its own
+        if len(r):
+            ok = np.zeros(len(r), bool)
+            for c2 in columns:
+                if c2 != c:
+                    ok |= own_codes[c2][r] & (off[c2][r] == off[c][r]) & (nwords[c2][r] == nwords[c][r])
+            if not ok.all():
+                raise CorruptionError(f"segment {where}: bad dictionary of column {c!r}")
     if region_bytes is not None:
         return Segment(store, path, base, size, uid, st, cnt, off, nwords, enc, region_bytes, 3, checks, cont=cont, form=form)
     return Segment(store, path, base, size, uid, st, cnt, off, nwords, enc, idx_off // 8)

@@ -455,13 +455,15 @@ class Tier:
         for c in r.schema:
             enc = r.blobs(c)[2][own]
             dict_bytes = r.dict_bytes(c)
-            nbytes = int(r.blob_bytes(c)[own].sum()) + dict_bytes
+            lent = r.borrowed(c)[own]  # (borrowed codes: counted by the column they are)
+            nbytes = int(r.blob_bytes(c)[own][~lent].sum()) + dict_bytes
             per_col[c] = {
                 "dtype": r.schema[c],
                 "bytes": nbytes,  # blobs and segment dictionaries
                 "bytes_per_event": nbytes / events if events else 0.0,
                 "dictionary_bytes": dict_bytes,
                 "encodings": codec.enc_counts(enc),
+                "borrowed_stripes": int(lent.sum()),  # stripes whose blobs are another column's codes
             }
         files = r.state.files.values()
         return {

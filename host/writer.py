@@ -148,32 +148,105 @@ def _segment_of(state: State, user, start, count, values: dict):
             cont = None
     else:
         cont = None
+    sizes = count if cont is None else np.add.reduceat(count, np.flatnonzero(cont == 0))
+    blobs, lender = _borrow(list(state.schema), values, blobs, sizes, state.block_size, tags)
     dicts = any((np.asarray(b[3]) & codec.ENC_DICT).any() for b in blobs.values())
     const = any(codec.const_stripes(b[3]).any() for b in blobs.values())
     tables = any((b[5] > 0).any() for b in blobs.values())  # (a stripe table's codes may be DELTA blocks)
     blobs = {c: b[:4] for c, b in blobs.items()}
-    return (*encode_segment3(list(state.schema), user, start, count, blobs, cont), _format_entry(dicts, const, tables))
+    return (*encode_segment3(list(state.schema), user, start, count, blobs, cont, lender),
+            _format_entry(dicts, const, tables, bool(lender)))
+
+
+def _blob_cost(b) -> int:
+    """A column's encoded bytes (``encode_column_parts``), a tag in the index counted as its byte."""
+    return b[0].nbytes + int((codec.enc_tags(b[3]) >= 0).sum())
+
+
+def _borrow(columns: list, values: dict, blobs: dict, sizes: np.ndarray, block_size: int, tags: bool) -> tuple[dict, dict]:
+    """``(blobs, lender)``: the columns that are functions of another column of the segment (a
+    movie's year of its item id) re-encoded as borrowed codes where that pays (``pages.BORROW_*``,
+    DESIGN §1 "Borrowed codes"): such a column's region is its table (``pages.borrowed_table``), its
+    blobs the lender's (offsets in the lender's region; ``lender[column]`` names it), a stripe
+    constant in the lender constant in it too. A lender without a segment dictionary is given one
+    (``dictionary="always"``) where what its borrowers save pays for it. ``sizes``: the events of
+    each blob (a pack's, with packs)."""
+    lender: dict = {}
+    if len(columns) < 2 or not len(sizes) or block_size > pages.AUX_MAX_BLOCK:
+        return blobs, lender
+    blobs = dict(blobs)
+    first = np.cumsum(sizes) - sizes
+    n = int(sizes.sum())
+    # the largest column first: a key (an item id) is the largest of the columns that follow it
+    for src in sorted(columns, key=lambda c: -_blob_cost(blobs[c])):
+        if src in lender:
+            continue
+        v = np.asarray(values[src], np.int64)
+        cand = [c for c in columns if c != src and c not in lender and c not in lender.values()
+                and pages.is_function(v, values[c], pages.BORROW_SAMPLE)]
+        if not cand:
+            continue
+        order = np.argsort(v, kind="stable")
+        sv = v[order]
+        same = sv[1:] == sv[:-1]
+        if n - int(same.sum()) > n // 2:  # mostly distinct: no dictionary (``encode_column``)
+            continue
+        cand = [c for c in cand if not (same & (np.diff(np.asarray(values[c], np.int64)[order]) != 0)).any()]
+        if not cand:
+            continue
+        own = blobs[src]
+        mine = own if own[4] and not (own[5] > 0).any() else \
+            pages.encode_column_parts(v, sizes, block_size, dictionary="always", tables=False, index_tags=tags)
+        if not mine[4]:
+            continue
+        dvals = pages.decode_dictionary(mine[0][: mine[4]], block_size)
+        order = np.argsort(dvals, kind="stable")
+        codes = order[np.searchsorted(dvals[order], v)]
+        lent = _blob_cost(mine) - mine[4]  # the lender's codes, what a borrower's reader reads
+        enc, cst = np.asarray(mine[3], np.int64), codec.const_stripes(mine[3])
+        gain, got = -(_blob_cost(mine) - _blob_cost(own)), {}
+        for c in cand:
+            mine_c = _blob_cost(blobs[c])
+            if mine_c < pages.BORROW_MIN_SHARE * lent:
+                continue
+            t = pages.borrowed_table(codes, np.asarray(values[c], np.int64), len(dvals), block_size)
+            if t is None or t[0].nbytes > (1 - pages.BORROW_MIN_SAVING) * mine_c:
+                continue
+            x = np.asarray(values[c], np.int64)[first]  # a stripe constant in the lender: its value
+            if cst.any() and (codec.zigzag(x[cst]) >= codec.CONST_MAX).any():
+                continue
+            got[c] = (t, x)
+            gain += mine_c - t[0].nbytes
+        if gain <= 0:
+            continue
+        blobs[src] = mine
+        for c, ((table, flags), x) in got.items():
+            e = np.where(cst, codec.const_enc(x), (enc & codec.ENC_FLAGS) | flags)
+            blobs[c] = (table, mine[1], np.where(cst, 0, mine[2]), e, len(table), np.zeros(len(sizes), np.int64))
+            lender[c] = src
+    return blobs, lender
 
 
 def _blob_bytes(blobs: dict) -> int:
     """The blob bytes of a segment's columns (``encode_column_parts``), a tag in the index counted as
     the byte it was in its blob: packs are weighed as before tags moved (the index's compression
     makes most of those bytes free either way, and the bar was set on blobs with their tags)."""
-    return sum(b[0].nbytes + int((codec.enc_tags(b[3]) >= 0).sum()) for b in blobs.values())
+    return sum(_blob_cost(b) for b in blobs.values())
 
 
-def _format_entry(dicts: bool = False, const: bool = False, tables: bool = False) -> dict:
+def _format_entry(dicts: bool = False, const: bool = False, tables: bool = False, borrow: bool = False) -> dict:
     """The ``format`` key of a new data file's entry (absent for format 2, as older releases wrote),
     ``"dicts"`` for a segment with dictionaries (their heads' form, ``pages.DICT_FORM``: 2, varints;
     releases before 2026-12-02 wrote 1, two u64), ``"const": 1`` for one with constant stripes and
-    ``"tables": 1`` for one with stripe tables (DESIGN §1; their codes may be DELTA blocks): a release
+    ``"tables": 1`` for one with stripe tables (DESIGN §1; their codes may be DELTA blocks),
+    ``"borrow": 1`` for one with borrowed codes (a column's blobs another's, DESIGN §1): a release
     that cannot read them rejects the entry (an unknown key), even where a checkpoint's snapshot
     spares it the segment's index; ``"index": 2``, its index's form (host/segment.py ``INDEX_FORM``:
     blobs of one block with their tags in the index; releases before 2026-12-02 wrote form 1 and no key)."""
     if SEGMENT_FORMAT == 2:
         return {}
     return {"format": SEGMENT_FORMAT, **({"dicts": pages.DICT_FORM} if dicts else {}), **({"const": 1} if const else {}),
-            **({"tables": 1} if tables else {}), **({"index": segment.INDEX_FORM} if segment.INDEX_FORM > 1 else {})}
+            **({"tables": 1} if tables else {}), **({"borrow": 1} if borrow else {}), **({"index": segment.INDEX_FORM} if segment.INDEX_FORM > 1 else {})}
 
 
 class _Written:

@@ -212,7 +212,8 @@ def part_decode(tier, repeat: int) -> dict:
         t_tier, t_batch, t_ver, t_pq, t_mem = t["tier"], t["batch"], t["verify"], t["pq"], t["memcpy"]
         j = [md.schema.column(i).name for i in range(md.num_columns)].index(c)
         pq_bytes = sum(md.row_group(g).column(j).total_compressed_size for g in range(md.num_row_groups))
-        tier_bytes = int(r.blob_bytes(c)[d.owner].sum()) + r.dict_bytes(c)  # blobs (a pack's once), dictionaries
+        # blobs (a pack's once; borrowed codes under their lender), dictionaries
+        tier_bytes = int(r.blob_bytes(c)[d.owner][~r.borrowed(c)[d.owner]].sum()) + r.dict_bytes(c)
         r_c = {
             "staged_decode_Mvps": [n / t / 1e6 for t in t["staged"]],
             "tier_Mvps": [n / t / 1e6 for t in t_tier], "batch_path_Mvps": [n / t / 1e6 for t in t_batch],

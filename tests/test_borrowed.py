@@ -1,0 +1,201 @@
+"""Borrowed codes (DESIGN §1): a column that is a function of another column of its segment (an
+item's category of its id) stores a dictionary of one entry per code of that column's segment
+dictionary, and its index rows name that column's blobs of codes."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from gpumat.core.errors import CorruptionError
+from gpumat.host import codec, log, pages, segment, writer
+from gpumat.host.tier import Tier
+
+from test_pages import SCHEMA, assert_flips_caught, check_planned_batches, check_tier_reads
+
+USERS = [6000, 700, 1500, 40]  # events per user (user 3 keeps to one item: a constant stripe in both columns)
+
+pytestmark = pytest.mark.usefixtures("decoder")  # on the C codec and on NumPy's (conftest.py)
+
+
+def item_columns(rng, sc):
+    """``item_id``: Zipf-like ids of a catalogue of 3,000; ``action``: each item's category (one of
+    40, skewed), a function of ``item_id``; ``ts``: rising."""
+    n = int(sum(sc))
+    catalogue = rng.integers(10**6, 10**9, 3000)
+    item = catalogue[np.minimum(rng.zipf(1.3, n), 3000) - 1]
+    first = np.cumsum(sc) - sc
+    item[first[3] : first[3] + sc[3]] = catalogue[5]
+    category = (rng.zipf(1.5, 3000) % 40).astype(np.int32)
+    action = category[np.searchsorted(np.sort(catalogue), item) % 3000]  # (any function of the id)
+    action = np.asarray(action, np.int32)
+    return {"ts": np.arange(n, dtype=np.int64) * 3, "item_id": item, "action": action}
+
+
+def lenders(t: Tier) -> dict:
+    """Per column, the share of its stripes whose blobs are another column's."""
+    r = t._reader
+    return {c: float(r.borrowed(c).mean()) for c in SCHEMA}
+
+
+@pytest.mark.parametrize("bs", [32, 128])
+def test_borrowed_codes_read_back_by_windows(tmp_path, monkeypatch, bs):
+    """A column that borrows its lender's codes reads back whole, by any block window and by any
+    value range of a block, in memory and by ranges; compacted, a flipped byte is caught; its
+    entries say ``borrow`` (releases before it reject the entry)."""
+    rng = np.random.default_rng(bs)
+    sc = np.array(USERS)
+    users = np.repeat(np.arange(len(sc)), sc)
+    cols = item_columns(rng, sc)
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, int(sc.sum()), extended=("item_id", "action"))
+    t = Tier.open(tmp_path / "t")
+    got = lenders(t)
+    assert got["action"] > 0.5 and got["item_id"] == got["ts"] == 0, got
+    (e,) = [e for _, e in t._reader._files]
+    assert e.get("borrow") == 1 and log._check_entry(dict(e), "x") == e
+    with pytest.raises(CorruptionError, match="bad data file entry"):
+        log._check_entry({**e, "borrow": 2}, "x")
+    st = t.stats()["columns"]
+    assert st["action"]["borrowed_stripes"] > 0 and st["action"]["bytes"] == st["action"]["dictionary_bytes"]
+    assert st["action"]["bytes"] < 0.2 * st["item_id"]["bytes"]
+
+
+@pytest.mark.parametrize("backend", ["reference", "numpy", "triton", "torch"])
+def test_borrowed_codes_materialize(tmp_path, backend):
+    """Planned batches of a tier whose ``action`` borrows ``item_id``'s codes equal the naive
+    windows on every backend."""
+    rng = np.random.default_rng(3)
+    sc = np.array(USERS)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), **item_columns(rng, sc)}))
+    assert lenders(t)["action"] > 0.5
+    whole = {u: t.read_history(u) for u in range(len(sc))}
+    check_planned_batches(t, whole, rng, np.arange(len(sc)), 40, 2500, backend)
+
+
+def test_what_borrows_and_what_does_not():
+    """The writer lends the largest column's codes to the columns that are functions of it where
+    that saves ``BORROW_MIN_SAVING``; not to a column that is not one (one event that breaks it),
+    nor to a column much smaller than the codes it would read (``BORROW_MIN_SHARE``); a lender
+    without a segment dictionary is given one where its borrowers pay for it."""
+    rng = np.random.default_rng(5)
+    sc = np.array([4000, 3000, 1000])
+    n = int(sc.sum())
+    item = rng.integers(0, 900, n) * 7919 + 13
+    cols = ["item_id", "cat", "year", "broken", "flag"]
+    values = {"item_id": item, "cat": (item // 7919) % 97, "year": 1900 + (item * 31) % 100,
+              "broken": (item // 7919) % 89, "flag": ((item // 7919) % 5 == 0).astype(np.int64)}
+    values["broken"][1234] += 1
+    blobs = {c: pages.encode_column_parts(values[c], sc, 128) for c in cols}
+    out, lender = writer._borrow(cols, values, blobs, sc, 128, True)
+    assert lender == {"cat": "item_id", "year": "item_id"}, lender
+    for c in ("cat", "year"):  # its dictionary looked up with the lender's codes: its values
+        region, off, nb, enc = out[c][:4]
+        table = pages.decode_dictionary(region, 128)
+        src = out["item_id"]
+        at = np.cumsum(sc) - sc
+        for s in range(len(sc)):
+            got = pages.decode_blob(src[0][off[s] : off[s] + nb[s]], int(sc[s]), 128)
+            assert table[got].tolist() == values[c][at[s] : at[s] + sc[s]].tolist()
+        assert writer._blob_cost(out[c]) < (1 - pages.BORROW_MIN_SAVING) * writer._blob_cost(blobs[c])
+    assert out["broken"] is blobs["broken"] and out["flag"] is blobs["flag"]
+    # mostly distinct ids (no dictionary to lend), or none that follows: nothing borrowed
+    uniq = {"item_id": np.arange(n) * 3, "cat": np.arange(n) % 7}
+    assert writer._borrow(["item_id", "cat"], uniq, {c: pages.encode_column_parts(v, sc, 128) for c, v in uniq.items()},
+                          sc, 128, True)[1] == {}
+
+
+def test_a_borrowed_row_must_name_its_lenders_blob(tmp_path, monkeypatch):
+    """An index whose borrowed row names bytes that are not the same row's blob of a column whose
+    codes are its own is corruption at open."""
+    rng = np.random.default_rng(1)
+    sc = np.array(USERS)
+    cols = item_columns(rng, sc)
+    real = segment.encode_segment3
+
+    def shifted(columns, user_id, start, count, blobs, cont=None, lender=None):
+        if lender:
+            region, off, nb, enc = blobs["action"]
+            blobs = {**blobs, "action": (region, np.asarray(off) + 1, nb, enc)}
+        return real(columns, user_id, start, count, blobs, cont, lender)
+
+    monkeypatch.setattr(writer, "encode_segment3", shifted)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), **cols}))
+    with pytest.raises(CorruptionError, match="bad dictionary of column 'action'"):
+        Tier.open(tmp_path / "t").read_history(0)
+
+
+def test_borrowed_codes_survive_compaction_and_flips(tmp_path):
+    """Two appends compacted borrow again in the merged segment and read the same; a flipped
+    byte of the lender's blobs is caught (both columns read it)."""
+    rng = np.random.default_rng(9)
+    sc = np.array(USERS)
+    users = np.repeat(np.arange(len(sc)), sc)
+    cols = item_columns(rng, sc)
+    table = pa.table({"user_id": users, **cols})
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(table.slice(0, 4000))
+    t.append(table.slice(4000))
+    t.compact()
+    h = Tier.open(tmp_path / "t")
+    assert lenders(h)["action"] > 0.5
+    for u in range(len(sc)):
+        got = h.read_history(u)
+        m = users == u
+        assert all(got[c].tolist() == cols[c][m].tolist() for c in SCHEMA)
+    r = h._reader
+    lo = int(r.blobs("item_id")[0].min())
+    hi = lo + int(r.blob_bytes("item_id").sum())
+    assert_flips_caught(tmp_path / "t", list(range(len(sc))), 8, (lo, hi))
+    assert len(os.listdir(tmp_path / "t" / "_data")) == 1
+
+
+def test_borrowed_bytes_are_counted_once_when_the_lender_is_read_too(tmp_path):
+    """A read of a borrower alone needs its lender's blocks (the same bytes as the lender's read);
+    read with its lender, those bytes are counted once (``nbytes_read``: the same ranges, one fetch);
+    the values are the same either way."""
+    rng = np.random.default_rng(4)
+    sc = np.array(USERS)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), **item_columns(rng, sc)}))
+    h = Tier.open(tmp_path / "t")
+    d = h.directory()
+    si = np.arange(len(d))
+    lo, hi = np.zeros_like(si), d.nblocks[si]
+    alone = {c: h.read_blocks(c, si, lo, hi) for c in ("item_id", "action")}
+    both = h.read_blocks_many(["item_id", "action"], si, lo, hi)
+    assert alone["action"][2] == alone["item_id"][2] > 0  # (user 3's constant stripe: no bytes in either)
+    assert both["item_id"][2] == alone["item_id"][2] and both["action"][2] == 0
+    for c in ("item_id", "action"):
+        assert all(np.array_equal(a, b) for a, b in zip(alone[c][:2], both[c][:2]))
+        assert np.array_equal(alone[c].dicts, both[c].dicts)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_a_stripe_constant_in_the_lender_is_constant_in_the_borrower(tmp_path, monkeypatch, backend):
+    """Where the lender stores a stripe as a constant (here: wherever one is), the borrower stores
+    it as its own constant, its value in its index; both read back, by windows and in batches."""
+    real = pages._constant_stripes
+
+    def every(values, sc, nbytes, enc):
+        cst, _ = real(values, sc, np.full(len(sc), 1 << 40), enc)
+        return cst, 0
+
+    monkeypatch.setattr(pages, "_constant_stripes", every)
+    rng = np.random.default_rng(11)
+    sc = np.array(USERS)
+    users = np.repeat(np.arange(len(sc)), sc)
+    cols = item_columns(rng, sc)
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, 128, int(sc.sum()), extended=("item_id", "action"))
+    t = Tier.open(tmp_path / "t")
+    r = t._reader
+    enc = {c: r.blobs(c)[2] for c in ("item_id", "action")}
+    assert codec.const_stripes(enc["item_id"]).tolist() == codec.const_stripes(enc["action"]).tolist() == [0, 0, 0, 1]
+    assert r.borrowed("action").tolist() == [1, 1, 1, 0]
+    assert codec.const_values(enc["action"][3:]).tolist() == [int(cols["action"][-1])]
+    whole = {u: t.read_history(u) for u in range(len(sc))}
+    check_planned_batches(t, whole, rng, np.arange(len(sc)), 40, 2500, backend)
