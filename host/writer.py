@@ -200,8 +200,11 @@ def _borrow(columns: list, values: dict, blobs: dict, sizes: np.ndarray, block_s
         if not mine[4]:
             continue
         dvals = pages.decode_dictionary(mine[0][: mine[4]], block_size)
-        order = np.argsort(dvals, kind="stable")
-        codes = order[np.searchsorted(dvals[order], v)]
+        rank = np.argsort(dvals, kind="stable")  # (the dictionary sorted: the distinct values, in order)
+        if not np.array_equal(dvals[rank], sv[np.r_[True, ~same]]):
+            continue
+        codes = np.empty(n, np.int64)
+        codes[order] = rank[np.cumsum(np.r_[0, ~same])]  # each value's code, from its group in sorted order
         lent = _blob_cost(mine) - mine[4]  # the lender's codes, what a borrower's reader reads
         enc, cst = np.asarray(mine[3], np.int64), codec.const_stripes(mine[3])
         gain, got = -(_blob_cost(mine) - _blob_cost(own)), {}
