@@ -1167,11 +1167,24 @@ def _encode_column(values, sc, block_size, extended, dictionary, constant, table
         off[~cst] = at + lead[k]
         nbytes, lead2 = np.zeros(len(sc), np.int64), np.zeros(len(sc), np.int64)
         nbytes[k], lead2[k] = f_nb[k], lead[k]
-        return (region, off, nbytes, enc, head, lead2) if len(region) + more < len(f_region) else full
+        got = _without_dead_dictionary(region, off, nbytes, enc, head, lead2)
+        return got if len(got[0]) + more < len(f_region) else full
     region, off, nbytes, enc, head = _plain_or_dictionary(values, sc, block_size, extended, dictionary)
     if tables and extended and dictionary and block_size <= AUX_MAX_BLOCK and len(values):
-        return _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head)
+        return _without_dead_dictionary(*_stripe_tables(values, sc, block_size, region, off, nbytes, enc, head))
     return region, off, nbytes, enc, head, np.zeros(len(sc), np.int64)
+
+
+def _without_dead_dictionary(region, off, nbytes, enc, head, lead):
+    """``_encode_column``'s parts without the segment dictionary (its ``head`` bytes at the region's
+    start) where no stripe's codes index it (every stripe constant or in a table of its own): every
+    place after it ``head`` bytes earlier. Unread, such a dictionary took its bytes, and no blob or
+    dictionary start marked where the column's part of the region begins."""
+    isd = (np.asarray(enc, np.int64) & codec.ENC_DICT) != 0
+    if not head or (isd & (np.asarray(lead) == 0)).any():
+        return region, off, nbytes, enc, head, lead
+    enc = np.where(isd, enc - (head << 8), enc)
+    return region[head:], np.asarray(off, np.int64) - head, nbytes, enc, 0, lead
 
 
 def _plain_or_dictionary(values, sc, block_size, extended, dictionary):

@@ -778,8 +778,9 @@ class VersionReader:
         hdr, words = pages.stage_blocks(got, src, blk, dict_b if dict_b.any() else None)
         n1, K1 = len(si1), int(nblk1.sum())
         off = (hdr[:, 2] >> 8) - ((hdr[:, 2] & AUX_FLAG) != 0)  # where each block's words start (aux word first)
+        share = {}
         if C > 1 and any(e.get("borrow") for _, e in self._files):
-            need = self._lent_once(columns, si1, need)
+            need, share = self._lent_once(columns, si1, need)
         out = {}
         for i, c in enumerate(columns):  # column c: requests [i n1, (i + 1) n1), blocks [i K1, (i + 1) K1)
             h = hdr[i * K1 : (i + 1) * K1].copy()
@@ -795,23 +796,29 @@ class VersionReader:
                 if start.any():  # (one dictionary, the common case: it starts at 0)
                     h[:, 0] += np.repeat(start, nblk1)
             out[c] = Blocks(h, wc, int(need[rq].sum()), dicts, keys)
+        for c, lender in share.items():  # the lender's very words (a batch stages and copies them once)
+            if np.array_equal(out[c][1], out[lender][1]):
+                out[c] = Blocks(out[c][0], out[lender][1], out[c][2], out[c].dicts, out[c].dict_keys)
         return out
 
     def _lent_once(self, columns, si, need):
-        """``need`` (per request, column after column) with the requests of borrowed codes (DESIGN
-        §1) whose lender is read too counted as nothing: they are the same bytes, read once."""
+        """``(need, share)``: ``need`` (per request, column after column) with each blob that
+        borrowed codes (DESIGN §1) share counted once: at the first column of the read that names
+        it (the same bytes, read once); ``share[c]``, an earlier column of the read whose blobs
+        every request of column ``c`` names (their staged words are then the same)."""
         need = need.copy()
-        n1 = len(si)
+        n1, share = len(si), {}
         at = {c: (self._dir_cols[c][0][si], self._dir_cols[c][1][si]) for c in columns}
         lent = {c: self.borrowed(c)[si] for c in columns}
         for i, c in enumerate(columns):
-            if lent[c].any():
-                dup = np.zeros(n1, bool)
-                for c2 in columns:
-                    if c2 != c:
-                        dup |= ~lent[c2] & (at[c2][0] == at[c][0]) & (at[c2][1] == at[c][1])
-                need[i * n1 : (i + 1) * n1][lent[c] & dup] = 0
-        return need
+            dup = np.zeros(n1, bool)
+            for c2 in columns[:i]:
+                same = (lent[c] | lent[c2]) & (at[c2][0] == at[c][0]) & (at[c2][1] == at[c][1])
+                dup |= same
+                if n1 and c not in share and (same | ((at[c][1] == 0) & (at[c2][1] == 0))).all():
+                    share[c] = c2  # (constant stripes have no words: the words are checked equal)
+            need[i * n1 : (i + 1) * n1][dup] = 0
+        return need, share
 
     def _meta_places(self, cols, si, head, eligible):
         """Where the heads of the requests' blobs (``si``: ``Directory.blob`` of their stripes) are

@@ -329,7 +329,8 @@ def encode_segment3(columns: list[str], user_id, start, count, blobs: dict, cont
     pack, DESIGN §2), over the packs (the stripes with ``cont == 0`` and those after them); a
     column's dictionary, if any, is where its ``enc`` says in its ``region``. ``lender[c]``: the
     column whose blobs column ``c`` borrows (DESIGN §1 "Borrowed codes"): ``c``'s offsets are in
-    that column's region, its own region its dictionary; the lenders' regions come first.
+    that column's region, its own region its dictionary; the lenders' regions come first, the
+    borrowers' last.
     The file is ``[blob region][chunk checksums, u32 each][pad][index][pad][trailer]``; the trailer's
     crc32 covers everything after the region and the trailer's first 24 bytes."""
     cont = np.zeros(len(user_id), np.int64) if cont is None else np.asarray(cont, np.int64)
@@ -337,8 +338,10 @@ def encode_segment3(columns: list[str], user_id, start, count, blobs: dict, cont
     pack = np.cumsum(cont == 0) - 1  # each stripe's blob, among the packs'
     pos, at = 0, {}
     lender = lender or {}
-    # (the lenders' parts of the region first: a borrower's dictionary lies after its blobs)
-    layout = [c for c in columns if c in lender.values()] + [c for c in columns if c not in lender.values()]
+    # (the lenders' parts of the region first: a borrower's dictionary lies after its blobs; the
+    # borrowers' last: each table ends where the next starts, or the region ends)
+    layout = [c for c in columns if c in lender.values()] + \
+        [c for c in columns if c not in lender.values() and c not in lender] + [c for c in columns if c in lender]
     for c in layout:
         at[c] = pos
         region, blob_off, blob_nbytes, enc = blobs[c]

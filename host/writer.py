@@ -182,8 +182,13 @@ def _borrow(columns: list, values: dict, blobs: dict, sizes: np.ndarray, block_s
         if src in lender:
             continue
         v = np.asarray(values[src], np.int64)
+        own = blobs[src]
+        # (a column whose blobs take nothing, or fewer bytes than the share of the lender's codes it
+        # would read, never borrows: filtered before the lender is weighed, let alone re-encoded; a
+        # lender's codes take about what its own blobs do)
+        least = pages.BORROW_MIN_SHARE * (_blob_cost(own) - own[4])
         cand = [c for c in columns if c != src and c not in lender and c not in lender.values()
-                and pages.is_function(v, values[c], pages.BORROW_SAMPLE)]
+                and _blob_cost(blobs[c]) > max(least, 0) and pages.is_function(v, values[c], pages.BORROW_SAMPLE)]
         if not cand:
             continue
         order = np.argsort(v, kind="stable")
@@ -194,7 +199,6 @@ def _borrow(columns: list, values: dict, blobs: dict, sizes: np.ndarray, block_s
         cand = [c for c in cand if not (same & (np.diff(np.asarray(values[c], np.int64)[order]) != 0)).any()]
         if not cand:
             continue
-        own = blobs[src]
         mine = own if own[4] and not (own[5] > 0).any() else \
             pages.encode_column_parts(v, sizes, block_size, dictionary="always", tables=False, index_tags=tags)
         if not mine[4]:
@@ -220,7 +224,7 @@ def _borrow(columns: list, values: dict, blobs: dict, sizes: np.ndarray, block_s
                 continue
             got[c] = (t, x)
             gain += mine_c - t[0].nbytes
-        if gain <= 0:
+        if not got or gain <= 0:
             continue
         blobs[src] = mine
         for c, ((table, flags), x) in got.items():

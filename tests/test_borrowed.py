@@ -10,8 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+import gpumat.ops
 from gpumat.core.errors import CorruptionError
+from gpumat.core.tenant import Tenant
 from gpumat.host import codec, log, pages, segment, writer
+from gpumat.host.examples import parse_examples
+from gpumat.host.planner import plan
 from gpumat.host.tier import Tier
 
 from test_pages import SCHEMA, assert_flips_caught, check_planned_batches, check_tier_reads
@@ -102,6 +106,10 @@ def test_what_borrows_and_what_does_not():
             assert table[got].tolist() == values[c][at[s] : at[s] + sc[s]].tolist()
         assert writer._blob_cost(out[c]) < (1 - pages.BORROW_MIN_SAVING) * writer._blob_cost(blobs[c])
     assert out["broken"] is blobs["broken"] and out["flag"] is blobs["flag"]
+    # nothing borrows: the lender is left as it was (not given a dictionary that no one uses)
+    two = ["item_id", "flag"]
+    out2, lender2 = writer._borrow(two, values, {c: blobs[c] for c in two}, sc, 128, True)
+    assert lender2 == {} and all(out2[c] is blobs[c] for c in two)
     # mostly distinct ids (no dictionary to lend), or none that follows: nothing borrowed
     uniq = {"item_id": np.arange(n) * 3, "cat": np.arange(n) % 7}
     assert writer._borrow(["item_id", "cat"], uniq, {c: pages.encode_column_parts(v, sc, 128) for c, v in uniq.items()},
@@ -173,6 +181,22 @@ def test_borrowed_bytes_are_counted_once_when_the_lender_is_read_too(tmp_path):
     for c in ("item_id", "action"):
         assert all(np.array_equal(a, b) for a, b in zip(alone[c][:2], both[c][:2]))
         assert np.array_equal(alone[c].dicts, both[c].dicts)
+    # read together, the borrower's staged words are its lender's (one array): packed and counted once
+    assert both["action"][1] is both["item_id"][1]
+    staged = plan(h, parse_examples(pa.table({"user_id": [0, 2], "version": [1, 1], "length": [6000, 1500],
+                                              "request_ts": [10**9] * 2,
+                                              **{f"tail_{c}": pa.array([[], []], pa.list_(pa.int32() if dt == "int32" else pa.int64()))
+                                                 for c, dt in SCHEMA.items()}}), SCHEMA),
+                  Tenant("t", ["item_id", "action"], 8000))
+    cols = staged.columns
+    assert cols["action"].words is cols["item_id"].words
+    words = int(np.asarray(cols["item_id"].words).size)
+    assert staged.staged_bytes() == sum(np.asarray(a).size * 8 for _, a in staged.arrays()) - 8 * words
+    flat, layout = staged.pack()
+    assert layout["action.words"] == layout["item_id.words"] and flat.numel() == staged.packed_numel()
+    values, _ = gpumat.ops.decode_gather(staged.to("cpu"), "torch")
+    want, _ = gpumat.ops.decode_gather(staged, "reference")
+    assert all(values[c].tolist() == want[c].tolist() for c in ("item_id", "action"))
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
@@ -199,3 +223,31 @@ def test_a_stripe_constant_in_the_lender_is_constant_in_the_borrower(tmp_path, m
     assert codec.const_values(enc["action"][3:]).tolist() == [int(cols["action"][-1])]
     whole = {u: t.read_history(u) for u in range(len(sc))}
     check_planned_batches(t, whole, rng, np.arange(len(sc)), 40, 2500, backend)
+
+
+def test_a_column_constant_in_every_stripe_after_a_borrower(tmp_path):
+    """A per-user attribute (every stripe constant, values too wide for the index to take them
+    cheaply) beside a borrower: no dictionary nothing indexes is stored (it took bytes, and no start
+    marked where its column's part of the region began, so the table before it read as longer),
+    and every column reads back; a column that costs nothing is no borrower, and weighs no lender."""
+    rng = np.random.default_rng(0)
+    sc = rng.integers(500, 3000, 60)
+    n = int(sc.sum())
+    users = np.repeat(np.arange(len(sc)), sc)
+    catalogue = rng.integers(10**6, 10**9, 3000)
+    item = catalogue[np.minimum(rng.zipf(1.3, n), 3000) - 1]
+    cat = (rng.zipf(1.5, 3000) % 40)[np.searchsorted(np.sort(catalogue), item) % 3000]
+    ucat = np.repeat(rng.integers(-2**53, 2**53, 3)[rng.integers(0, 3, len(sc))], sc)
+    cols = {"ts": np.arange(n) * 3, "item_id": item, "cat": cat, "ucat": ucat, "zero": np.zeros(n, np.int64)}
+    schema = dict.fromkeys(cols, "int64")
+    whole = pages.encode_column_parts(ucat, sc, 128)
+    assert codec.const_stripes(whole[3]).all() and whole[4] == 0 and not (whole[3] & codec.ENC_DICT).any()
+    t = Tier.create(tmp_path / "t", schema, block_size=128)
+    t.append(pa.table({"user_id": users, **cols}))
+    h = Tier.open(tmp_path / "t")
+    assert {c: bool(h._reader.borrowed(c).any()) for c in schema} == {"ts": False, "item_id": False, "cat": True,
+                                                                        "ucat": False, "zero": False}
+    at = np.cumsum(sc) - sc
+    for u in (0, 17, 59):
+        got = h.read_history(u)
+        assert all(got[c].tolist() == cols[c][at[u] : at[u] + sc[u]].tolist() for c in schema)

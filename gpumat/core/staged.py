@@ -91,9 +91,15 @@ def packed_span(name: str, shape) -> int:
 
 def pack_into(s: "StagedBatch", flat: np.ndarray, layout: dict) -> None:
     """``s``'s arrays into ``flat`` (int64, NumPy) at ``layout``'s offsets, each column's slack
-    after its words zeroed (``StagedBatch.pack``; the worker processes' shared memory too)."""
+    after its words zeroed (``StagedBatch.pack``; the worker processes' shared memory too). Words
+    two columns share (a borrowed column's, its lender's) are written once (``StagedBatch._layout``)."""
+    done = set()  # the places of words written (an empty array may share its place with the next)
     for name, a in s.arrays():
         off, shape = layout[name]
+        if name.endswith(".words"):
+            if off in done:
+                continue
+            done.add(off)
         n = int(np.prod(shape, dtype=np.int64))
         flat[off : off + n] = np.asarray(a, dtype=np.int64).reshape(-1)
         if name.endswith(".words"):
@@ -279,21 +285,38 @@ class StagedBatch:
     def dicts_offset(layout) -> int:
         """Where the dictionaries start in a packed buffer laid out by ``pack`` (its length if none)."""
         at = [off for name, (off, _) in layout.items() if name.endswith(".dicts")]
-        return min(at) if at else sum(packed_span(name, s) for name, (_, s) in layout.items())
+        return min(at) if at else max((off + packed_span(name, s) for name, (off, s) in layout.items()), default=0)
 
     def staged_bytes(self) -> int:
         """Bytes that cross the bus for this batch (all descriptors, headers, packed words, tails),
         not counting the alignment padding of ``pack`` (at most 15 words per array) nor the room
-        after each column's words (``WORDS_SLACK``)."""
-        return sum(int(a.numel() if hasattr(a, "numel") else np.asarray(a).size) * 8 for _, a in self.arrays())
+        after each column's words (``WORDS_SLACK``); words two columns share, once."""
+        return sum(int(a.numel() if hasattr(a, "numel") else np.asarray(a).size) * 8 for _, a in self._unique_arrays())
+
+    def _unique_arrays(self):
+        """``arrays()``, but a column's words that an earlier column's words are (the same object: a
+        borrowed column's and its lender's, host/reader.py ``read_blocks_many``) only once."""
+        seen = {}  # (each array held: an id is unique only while its object lives)
+        for name, a in self.arrays():
+            if name.endswith(".words"):
+                if id(a) in seen:
+                    continue
+                seen[id(a)] = a
+            yield name, a
 
     def _layout(self) -> tuple[dict[str, tuple[int, tuple[int, ...]]], int]:
-        """``name -> (offset, shape)`` of every array in the packed buffer, and the buffer's length."""
+        """``name -> (offset, shape)`` of every array in the packed buffer, and the buffer's length;
+        words two columns share (the same object) have one place, both names pointing at it."""
         layout: dict[str, tuple[int, tuple[int, ...]]] = {}
-        total = 0
+        total, seen = 0, {}
         for name, a in self.arrays():
             shape = tuple(a.shape)
+            if name.endswith(".words") and id(a) in seen:
+                layout[name] = seen[id(a)][0]
+                continue
             layout[name] = (total, shape)
+            if name.endswith(".words"):
+                seen[id(a)] = (layout[name], a)  # (held: an id is unique only while its object lives)
             total += packed_span(name, shape)
         return layout, total
 
