@@ -1313,13 +1313,14 @@ def is_function(a: np.ndarray, b: np.ndarray, sample: int | None = None) -> bool
 
 
 def borrowed_table(codes: np.ndarray, values: np.ndarray, entries: int, block_size: int):
-    """The dictionary of a column that borrows codes (``BORROW_MIN_SAVING``): ``(head and blob,
-    flags)``, its entry ``k`` the value of every event whose code is ``k`` (each of ``0 ..
-    entries - 1`` appears), its blob a format-3 blob of ``entries`` values as a segment dictionary's
-    (``dict_heads``, ``encode_stripes``), ``flags`` its blocks' (``_TABLE_FLAGS``); None where
-    ``values`` are not a function of ``codes``.
+    """The dictionary (its head and blob) of a column that borrows codes (``BORROW_MIN_SAVING``): its
+    entry ``k`` the value of every event whose code is ``k`` (each of ``0 .. entries - 1``
+    appears), its blob a format-3 blob of ``entries`` values as a segment dictionary's
+    (``dict_heads``, ``encode_stripes``); None where ``values`` are not a function of ``codes``.
+    (A borrowed row's ``enc`` flags are its lender's row's: its blob's. Its table's blocks, of any
+    kind, are not flagged: the entry's ``"borrow"`` turns away every release before them.)
 
-    >>> t, _ = borrowed_table(np.array([1, 0, 1, 2]), np.array([1995, 1977, 1995, 2001]), 3, 128)
+    >>> t = borrowed_table(np.array([1, 0, 1, 2]), np.array([1995, 1977, 1995, 2001]), 3, 128)
     >>> decode_dictionary(t, 128).tolist()
     [1977, 1995, 2001]
     """
@@ -1327,8 +1328,8 @@ def borrowed_table(codes: np.ndarray, values: np.ndarray, entries: int, block_si
     table[codes] = values
     if not np.array_equal(table[codes], values):
         return None
-    blob, _, _, enc = encode_stripes(table, np.array([entries]), block_size, True)
-    return np.concatenate([dict_heads([entries], [len(blob)])[0], blob]), int(enc[0]) & _TABLE_FLAGS
+    blob = encode_stripes(table, np.array([entries]), block_size, True)[0]
+    return np.concatenate([dict_heads([entries], [len(blob)])[0], blob])
 
 
 def frequency_tables(values: np.ndarray, sc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -107,7 +107,10 @@ def index_residuals(m: np.ndarray, form: int | None = None) -> tuple[np.ndarray,
       last DICT row's before it (a stripe table's place grows with its blob's); and for a blob whose
       tag is in its ``enc`` (``codec.enc_tags``), its flags XOR those its tag implies
       (``pages.tag_flags``: 0), and ``c.nbytes`` less what its tag says (``pages.tag_nbytes``)
-      where it says.
+      where it says. A column with borrowed codes (DESIGN §1) whose ``c.off`` and ``c.nbytes`` are
+      another's in every row (its lender's, ``_lenders``): its three fields less that column's,
+      row by row, and its ``c.off`` field's ``params`` that column's ``c.off`` field number + 1
+      (0 for every other column).
 
     ``form`` None: ``INDEX_FORM``. All arithmetic wraps (int64), and ``index_values`` wraps back."""
     form = INDEX_FORM if form is None else form
@@ -117,8 +120,14 @@ def index_residuals(m: np.ndarray, form: int | None = None) -> tuple[np.ndarray,
     r[1] = st - np.where(same, _shift(st) + _shift(cnt), 0)
     r[2], r[3] = cnt, m[3]
     events = pack_sizes(cnt, cont.astype(np.int64))
+    lent = _lenders(m) if form == 2 else {}
     for k in range(4, m.shape[0], 3):
         off, nb, enc = m[k], m[k + 1], m[k + 2]
+        if k in lent:  # (a borrower: its fields less its lender's)
+            j = lent[k]
+            r[k : k + 3] = m[k : k + 3] - m[j : j + 3]
+            params[k], params[k + 1], params[k + 2] = j + 1, 0, 1
+            continue
         cst = codec.const_stripes(enc)
         r[k] = off - np.where(cont, _shift(off), _shift(off) + _shift(nb))
         n = max(1, int(cnt[~cst].sum()))
@@ -134,6 +143,22 @@ def index_residuals(m: np.ndarray, form: int | None = None) -> tuple[np.ndarray,
             r[k + 2] = np.where(cont, enc - _shift(enc), np.where(isd, ((place - last) << 8) | (enc & codec.ENC_FLAGS),
                                                                  enc ^ _tag_flags(enc)))
     return r, params
+
+
+def _lenders(m: np.ndarray) -> dict:
+    """``{k: j}``: the field groups (``c.off`` field numbers) of columns with borrowed codes (a DICT
+    row whose dictionary lies past its blob) whose ``c.off`` and ``c.nbytes`` are group ``j``'s in
+    every row, ``j`` a column with none of its own borrowed (``index_residuals`` predicts ``k``'s
+    fields from ``j``'s)."""
+    groups = range(4, m.shape[0], 3)
+    borrows = [k for k in groups if (((m[k + 2] & codec.ENC_DICT) != 0) & ((m[k + 2] >> 8) + 2 > m[k])).any()]
+    out: dict = {}
+    for k in borrows:
+        for j in groups:
+            if j != k and j not in borrows and np.array_equal(m[j], m[k]) and np.array_equal(m[j + 1], m[k + 1]):
+                out[k] = j
+                break
+    return out
 
 
 def _tag_flags(enc: np.ndarray) -> np.ndarray:
@@ -166,7 +191,14 @@ def index_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
     # start = r + (start + count of the row before, within a user): a cumulative sum restarted per user
     m[1] = _restart_sum(r[1] + np.where(same, _shift(cnt), 0), same)
     events = pack_sizes(cnt, cont.astype(np.int64))
-    for k in range(4, m.shape[0], 3):
+    groups = range(4, m.shape[0], 3)
+    lent = {k: int(params[k]) - 1 for k in groups if params[k]}
+    for k, j in lent.items():  # (a lender: a column's whose own fields are not predicted so)
+        if j not in groups or j == k or params[j]:
+            raise ValueError(f"index field {k}: predicted from field {j}, not a column's own")
+    for k in groups:
+        if k in lent:
+            continue
         form = 2 if params[k + 2] == 1 else 1
         if form == 2:  # enc first (nbytes' guess reads its tag): as is, a DICT row's place from the last one's
             rk = r[k + 2]
@@ -179,6 +211,8 @@ def index_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
         nb = _restart_sum(np.where(cont, r[k + 1], r[k + 1] + guess), cont)
         m[k + 1] = nb
         m[k] = np.cumsum(r[k] + np.where(cont, 0, _shift(nb)), dtype=np.int64)  # (offsets carry across rows)
+    for k, j in lent.items():
+        m[k : k + 3] = r[k : k + 3] + m[j : j + 3]
     return m
 
 

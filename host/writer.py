@@ -217,18 +217,18 @@ def _borrow(columns: list, values: dict, blobs: dict, sizes: np.ndarray, block_s
             if mine_c < pages.BORROW_MIN_SHARE * lent:
                 continue
             t = pages.borrowed_table(codes, np.asarray(values[c], np.int64), len(dvals), block_size)
-            if t is None or t[0].nbytes > (1 - pages.BORROW_MIN_SAVING) * mine_c:
+            if t is None or t.nbytes > (1 - pages.BORROW_MIN_SAVING) * mine_c:
                 continue
             x = np.asarray(values[c], np.int64)[first]  # a stripe constant in the lender: its value
             if cst.any() and (codec.zigzag(x[cst]) >= codec.CONST_MAX).any():
                 continue
             got[c] = (t, x)
-            gain += mine_c - t[0].nbytes
+            gain += mine_c - t.nbytes
         if not got or gain <= 0:
             continue
         blobs[src] = mine
-        for c, ((table, flags), x) in got.items():
-            e = np.where(cst, codec.const_enc(x), (enc & codec.ENC_FLAGS) | flags)
+        for c, (table, x) in got.items():  # (a borrowed row's flags: its lender's row's, its blob's)
+            e = np.where(cst, codec.const_enc(x), enc & codec.ENC_FLAGS)
             blobs[c] = (table, mine[1], np.where(cst, 0, mine[2]), e, len(table), np.zeros(len(sizes), np.int64))
             lender[c] = src
     return blobs, lender

@@ -251,3 +251,31 @@ def test_a_column_constant_in_every_stripe_after_a_borrower(tmp_path):
     for u in (0, 17, 59):
         got = h.read_history(u)
         assert all(got[c].tolist() == cols[c][at[u] : at[u] + sc[u]].tolist() for c in schema)
+
+
+def test_a_borrowers_index_fields_are_its_lenders(tmp_path, monkeypatch):
+    """A borrower's index fields are stored less its lender's, row by row (its ``c.off`` field's
+    parameter names the lender's field); they read back the same; a parameter that names no
+    column's own fields (itself, or another borrower) is corruption at open."""
+    rng = np.random.default_rng(2)
+    sc = np.array(USERS)
+    cols = item_columns(rng, sc)
+    table = pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), **cols})
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(table)
+    s = Tier.open(tmp_path / "t")._reader.segment(0)
+    fields = {"user_id": s.user_id, "start": s.start, "count": s.count, "cont": s.cont}
+    for c in SCHEMA:
+        fields.update({f"{c}.off": s.off[c], f"{c}.nbytes": s.nwords[c], f"{c}.enc": s.enc[c]})
+    names = segment._index_fields(list(SCHEMA), True)
+    m = np.stack([fields[f] for f in names])
+    r, params = segment.index_residuals(m)
+    k, j = names.index("action.off"), names.index("item_id.off")
+    assert segment._lenders(m) == {k: j} and params[k] == j + 1 and not r[k : k + 2].any()
+    assert np.array_equal(segment.index_values(r, params), m)
+    for bad in ({k: k}, {j: k, k: j}):
+        monkeypatch.setattr(segment, "_lenders", lambda m, bad=bad: bad)
+        b = Tier.create(tmp_path / f"b{len(bad)}", SCHEMA, block_size=128)
+        b.append(table)
+        with pytest.raises(CorruptionError, match="cannot be read"):
+            Tier.open(tmp_path / f"b{len(bad)}").read_history(0)
