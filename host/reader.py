@@ -915,7 +915,7 @@ class VersionReader:
             k, o = k[order], o[order]
             first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else k
             keys = k[first]
-            at = self._starts()
+            at = self._starts(column)
             j = np.searchsorted(at, keys, side="right")
             nxt = at[np.minimum(j, len(at) - 1)] if len(at) else keys
             # (none after it, or the next in another segment: an index that disagrees, read as empty)
@@ -935,23 +935,28 @@ class VersionReader:
             sizes = self._dsizes[column] = dict(zip(keys.tolist(), size.tolist()))
         return sizes
 
-    def _starts(self) -> np.ndarray:
-        """Every place in a format-3 segment's blob region where a blob or a dictionary of any
-        column starts, and each region's end, as sorted ``(segment << 40) | offset`` (cached): a
-        dictionary ends at the next. (A column's own blobs follow its dictionaries, but a column
-        with borrowed codes, DESIGN §1, has only its dictionary in its part of the region.)"""
+    def _starts(self, column: str) -> np.ndarray:
+        """The places in format-3 segments' blob regions where a dictionary of ``column`` may end, as
+        sorted ``(segment << 40) | offset``: where each of its blobs starts, where every column's
+        dictionaries start, where each column's part of each region begins (its least blob offset
+        there, or its dictionary) and each region's end (the last three cached). A column's own
+        blobs follow its dictionaries, but a column with borrowed codes (DESIGN §1) has only its
+        dictionary in its part of the region: it ends where the next part begins."""
+        d = self.directory()
+        seg = d.seg.astype(np.int64)
         if self._start_keys is None:
-            d = self.directory()
-            seg = d.seg.astype(np.int64)
-            parts = []
+            nseg, parts = len(self._segs), []
             for c in self.schema:
                 off, _, enc = self._dir_cols[c]
                 m = (enc & codec.ENC_DICT) != 0
-                parts += [(seg << 40) | off, (seg[m] << 40) | (enc[m] >> 8)]
+                least = np.full(nseg, np.iinfo(np.int64).max, np.int64)
+                np.minimum.at(least, seg, off)
+                has = np.flatnonzero(least < np.iinfo(np.int64).max)
+                parts += [(seg[m] << 40) | (enc[m] >> 8), (has.astype(np.int64) << 40) | least[has]]
             fmt3 = np.flatnonzero(self.seg_formats() == 3)
             ends = np.array([self.segment(int(i)).region_words for i in fmt3.tolist()], np.int64)
             self._start_keys = unique(np.concatenate(parts + [(fmt3.astype(np.int64) << 40) | ends]))
-        return self._start_keys
+        return unique(np.concatenate([(seg << 40) | self._dir_cols[column][0], self._start_keys]))
 
     def _dictionaries(self, column, seg, enc, isd, with_key: bool = True) -> tuple:
         """The dictionaries of the DICT requests ``isd`` (their segments ``seg``, the dictionary's
