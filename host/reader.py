@@ -211,6 +211,7 @@ class VersionReader:
         self.where = f"tier {store.root} version {self.version}"
         self._segcache = {} if segcache is None else segcache
         self._files = list(state.files.items())
+        self._borrows = any(e.get("borrow") for _, e in self._files)  # (some segment has borrowed codes, DESIGN §1)
         self._segs: list[Segment | None] = [None] * len(self._files)
         self._dir: Directory | None = None
         self._dir_cols: dict | None = None
@@ -779,7 +780,7 @@ class VersionReader:
         n1, K1 = len(si1), int(nblk1.sum())
         off = (hdr[:, 2] >> 8) - ((hdr[:, 2] & AUX_FLAG) != 0)  # where each block's words start (aux word first)
         share = {}
-        if C > 1 and any(e.get("borrow") for _, e in self._files):
+        if C > 1 and self._borrows:
             need, share = self._lent_once(columns, si1, need)
         out = {}
         for i, c in enumerate(columns):  # column c: requests [i n1, (i + 1) n1), blocks [i K1, (i + 1) K1)
