@@ -212,8 +212,11 @@ def part_decode(tier, repeat: int) -> dict:
         t_tier, t_batch, t_ver, t_pq, t_mem = t["tier"], t["batch"], t["verify"], t["pq"], t["memcpy"]
         j = [md.schema.column(i).name for i in range(md.num_columns)].index(c)
         pq_bytes = sum(md.row_group(g).column(j).total_compressed_size for g in range(md.num_row_groups))
-        # blobs (a pack's once; borrowed codes under their lender), dictionaries
-        tier_bytes = int(r.blob_bytes(c)[d.owner][~r.borrowed(c)[d.owner]].sum()) + r.dict_bytes(c)
+        # blobs (a pack's once; borrowed codes under their lender), dictionaries; and what a read of
+        # this column alone reads (a borrower: its lender's codes too)
+        lent = r.borrowed(c)[d.owner]
+        tier_bytes = int(r.blob_bytes(c)[d.owner][~lent].sum()) + r.dict_bytes(c)
+        read_bytes = int(r.blob_bytes(c)[d.owner].sum()) + r.dict_bytes(c)
         r_c = {
             "staged_decode_Mvps": [n / t / 1e6 for t in t["staged"]],
             "tier_Mvps": [n / t / 1e6 for t in t_tier], "batch_path_Mvps": [n / t / 1e6 for t in t_batch],
@@ -222,12 +225,17 @@ def part_decode(tier, repeat: int) -> dict:
             "batch_path_over_parquet": [a / b for a, b in zip(t_pq, t_batch)],
             "tier_over_memcpy": [m / a for a, m in zip(t_tier, t_mem)],
             "tier_bytes_per_event": tier_bytes / n, "parquet_bytes_per_event": pq_bytes / n,
+            "tier_read_bytes_per_event": read_bytes / n, "borrowed_stripes": int(lent.sum()),
         }
         out["columns"][c] = r_c
         print(f"{c:<13}{_rng(r_c['tier_Mvps']):>12}{_rng(r_c['tier_verify_Mvps']):>10}{_rng(r_c['batch_path_Mvps']):>12}"
               f"{_rng(r_c['staged_decode_Mvps']):>11}{_rng(r_c['parquet_Mvps']):>10}{_rng(r_c['tier_over_parquet'], '{:.2f}'):>11}"
               f"{_rng(r_c['batch_path_over_parquet'], '{:.2f}'):>11}{_rng(r_c['tier_over_memcpy'], '{:.2f}'):>13}"
               f"{r_c['tier_bytes_per_event']:>11.2f}{r_c['parquet_bytes_per_event']:>9.2f}")
+    lent = {c: v["tier_read_bytes_per_event"] for c, v in out["columns"].items() if v["borrowed_stripes"]}
+    if lent:  # (DESIGN §1 "Borrowed codes")
+        print("borrowed codes (a table per code of another column's dictionary; a read of the column alone "
+              "reads that column's codes): " + ", ".join(f"{c} reads {b:.2f} B/ev" for c, b in lent.items()))
     return out
 
 
