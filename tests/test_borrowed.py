@@ -279,3 +279,31 @@ def test_a_borrowers_index_fields_are_its_lenders(tmp_path, monkeypatch):
         b.append(table)
         with pytest.raises(CorruptionError, match="cannot be read"):
             Tier.open(tmp_path / f"b{len(bad)}").read_history(0)
+
+
+def test_borrowed_codes_through_checkpoints_and_merges(tmp_path):
+    """Seventeen appends (small segments merged on the way, a checkpoint at version 16): a handle
+    opened from the checkpoint's directory snapshot, which spares it the segments' indexes, reads
+    every borrower's values back, and stats count its blobs under the lender."""
+    rng = np.random.default_rng(6)
+    sc = np.array([900, 700, 500, 300])
+    n = int(sc.sum())
+    users = np.repeat(np.arange(len(sc)), sc)
+    cols = item_columns(rng, sc)
+    table = pa.table({"user_id": users, **cols})
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    cuts = np.linspace(0, n, 18).astype(int)
+    order = np.lexsort((np.arange(n), users))  # (each append: a slice of every user's history, in order)
+    pos = np.arange(n) - np.repeat(np.cumsum(sc) - sc, sc)
+    frac = pos / np.repeat(sc, sc)
+    for a, b in zip(cuts[:-1] / n, cuts[1:] / n):
+        take = np.flatnonzero((frac >= a) & (frac < b))
+        t.append(table.take(pa.array(order[take])))
+    assert t.version == 17 and 16 in log.checkpoint_versions(t._store)
+    h = Tier.open(tmp_path / "t")
+    assert h._reader.state.directory is not None  # (opened from the snapshot)
+    assert h.stats()["columns"]["action"]["borrowed_stripes"] > 0
+    at = np.cumsum(sc) - sc
+    for u in range(len(sc)):
+        got = h.read_history(u)
+        assert all(got[c].tolist() == cols[c][at[u] : at[u] + sc[u]].tolist() for c in SCHEMA), u
