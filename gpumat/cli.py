@@ -160,7 +160,8 @@ def cmd_inspect(args) -> int:
     print(f"  {'column':<16}{'bytes':>14}{'bytes/event':>13}  encodings (stripes with each)")
     for c, col in stats["columns"].items():
         enc = ", ".join(f"{k} {v}" for k, v in sorted(col["encodings"].items()))
-        lent = f"; {col['borrowed_stripes']:,} BORROWED" if col.get("borrowed_stripes") else ""
+        lent = f"; {col['borrowed_stripes']:,} BORROWED from {', '.join(col['borrowed_from'])}" \
+            if col.get("borrowed_stripes") else ""
         print(f"  {c:<16}{col['bytes']:>14,}{col['bytes_per_event']:>13.3f}  {enc}{lent}")
     print("  encodings: FOR = frame of reference (value = block minimum + bit-packed offset);")
     print("             LFOR = linear FOR (value = base + slope * position + bit-packed residual), for trending columns like ts;")

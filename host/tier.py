@@ -457,6 +457,9 @@ class Tier:
             dict_bytes = r.dict_bytes(c)
             lent = r.borrowed(c)[own]  # (borrowed codes: counted by the column they are)
             nbytes = int(r.blob_bytes(c)[own][~lent].sum()) + dict_bytes
+            off = r.blobs(c)[0][own][lent]
+            lenders = [x for x in r.schema if x != c and lent.any()
+                       and (~r.borrowed(x)[own][lent] & (r.blobs(x)[0][own][lent] == off)).any()]
             per_col[c] = {
                 "dtype": r.schema[c],
                 "bytes": nbytes,  # blobs and segment dictionaries
@@ -464,6 +467,7 @@ class Tier:
                 "dictionary_bytes": dict_bytes,
                 "encodings": codec.enc_counts(enc),
                 "borrowed_stripes": int(lent.sum()),  # stripes whose blobs are another column's codes
+                "borrowed_from": lenders,  # those columns (DESIGN §1 "Borrowed codes")
             }
         files = r.state.files.values()
         return {

@@ -64,6 +64,7 @@ def test_borrowed_codes_read_back_by_windows(tmp_path, monkeypatch, bs):
         log._check_entry({**e, "borrow": 2}, "x")
     st = t.stats()["columns"]
     assert st["action"]["borrowed_stripes"] > 0 and st["action"]["bytes"] == st["action"]["dictionary_bytes"]
+    assert st["action"]["borrowed_from"] == ["item_id"] and st["item_id"]["borrowed_from"] == []
     assert st["action"]["bytes"] < 0.2 * st["item_id"]["bytes"]
 
 
