@@ -807,10 +807,12 @@ class VersionReader:
         borrowed codes (DESIGN §1) share counted once: at the first column of the read that names
         it (the same bytes, read once); ``share[c]``, an earlier column of the read whose blobs
         every request of column ``c`` names (their staged words are then the same)."""
+        lent = {c: self.borrowed(c)[si] for c in columns}
+        if not any(v.any() for v in lent.values()):  # (no borrower among the read's requests)
+            return need, {}
         need = need.copy()
         n1, share = len(si), {}
         at = {c: (self._dir_cols[c][0][si], self._dir_cols[c][1][si]) for c in columns}
-        lent = {c: self.borrowed(c)[si] for c in columns}
         for i, c in enumerate(columns):
             dup = np.zeros(n1, bool)
             for c2 in columns[:i]:
