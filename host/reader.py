@@ -189,6 +189,24 @@ class Directory:
         b = np.minimum(self.skip[si] + self.count[si], p0 + nval)
         return cnt, ranges(np.cumsum(nval) - nval + a - p0, np.maximum(b - a, 0))
 
+    def pack_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(order, first, rows)``: the stripes of packs, each pack's in blob order (by ``skip``),
+        the packs one after another; per directory stripe, where its pack's stripes start in
+        ``order`` and how many they are (cached)."""
+        got = getattr(self, "_pack_rows", None)
+        if got is None:
+            packed = np.flatnonzero(self.bcount != self.count)
+            order = packed[np.lexsort((self.skip[packed], self.blob[packed]))]
+            new = np.ones(len(order), bool)
+            new[1:] = self.blob[order[1:]] != self.blob[order[:-1]]
+            starts = np.flatnonzero(new)
+            first, rows = np.zeros(len(self), np.int64), np.zeros(len(self), np.int64)
+            gid = np.cumsum(new) - 1
+            first[order] = starts[gid]
+            rows[order] = np.diff(np.append(starts, len(order)))[gid]
+            got = self._pack_rows = (order, first, rows)
+        return got
+
     def user_stripes(self, user_id: int) -> np.ndarray:
         """Directory indices (ascending, so oldest first) of the stripes of one user."""
         a, b = np.searchsorted(self.user_id, user_id, "left"), np.searchsorted(self.user_id, user_id, "right")
@@ -300,7 +318,7 @@ class VersionReader:
         # Columns first: another planner thread that finds ``_dir`` set goes straight to ``_dir_cols``.
         self._dir_cols = cols
         self._dir = Directory(uid, st, cnt, seg, nblocks, block0, skip, bcount, skip // bs, (bcount + bs - 1) // bs,
-                              _blob_ids(seg, cnt, bcount, cols))
+                              _blob_ids(seg, skip))
         return self._dir
 
     TAIL_BYTES = 64 << 10  # an object store reads this much of a segment's end to open it: trailer and index
@@ -773,7 +791,9 @@ class VersionReader:
         # counts headers and words; the chunk rounding and coalescing are the store's ``io`` figures
         need = nread + 8 * na + n0 + (req_fe - req_fs) + pbn
         if cst.any():  # the constant stripes' blocks put in, in request order: they need no bytes
-            src, blk, dict_b, need = _with_constants(cst, *full, self.block_size, d.bcount, src, blk, dict_b, need)
+            encs = [self._dir_cols[c][2] for c in columns]
+            got, src, blk, dict_b, need = _with_constants(d, encs, cst, *full, self.block_size, got, src, blk, dict_b, need,
+                                                          self.where)
             si, lo, nblk, enc = full
             isd, seg = (enc & codec.ENC_DICT) != 0, d.seg[si]
         hdr, words = pages.stage_blocks(got, src, blk, dict_b if dict_b.any() else None)
@@ -1165,19 +1185,18 @@ class VersionReader:
                                   codec.enc_tags(enc), out, dst)
 
 
-def _blob_ids(seg, count, bcount, cols) -> np.ndarray:
-    """``Directory.blob``: per stripe, the first directory index of the stripes sharing its blobs.
-    The stripes of a pack (``bcount > count``: its blobs hold other stripes' events too) share
-    their segment and, in every column, their blob's offset, size and encoding; no two other blobs
-    do (a zero-byte blob's encoding holds its constant, and a pack's event count is in the key)."""
-    S = len(count)
-    blob = np.arange(S, dtype=np.int64)
-    packed = np.flatnonzero(bcount != count)
-    if len(packed):
-        key = np.stack([seg[packed].astype(np.int64), bcount[packed]]
-                       + [np.asarray(a[packed], np.int64) for c in cols for a in cols[c]], axis=1)
-        _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
-        blob[packed] = packed[first][inv.reshape(-1)]
+def _blob_ids(seg, skip) -> np.ndarray:
+    """``Directory.blob``: per stripe, the first directory index of the stripes of its pack (itself
+    for a stripe with blobs of its own). A pack's rows are consecutive rows of its segment's index,
+    the first with ``skip`` 0, the others after it; the directory, restricted to one segment, lists
+    that segment's rows in their index's order (both sorted by ``(user_id, start)``)."""
+    blob = np.arange(len(skip), dtype=np.int64)
+    if not (skip != 0).any():
+        return blob
+    order = np.argsort(seg, kind="stable")  # each segment's stripes, in its index's order
+    new = skip[order] == 0
+    new[1:] |= seg[order[1:]] != seg[order[:-1]]
+    blob[order] = order[np.flatnonzero(new)][np.cumsum(new) - 1]
     return blob
 
 
@@ -1283,22 +1302,75 @@ def _merge_parts(parts: list, nblk: np.ndarray) -> tuple:
     return Blocks(hdr, words, sum(res[2] for _, res in parts), *((dicts[0].dicts, dicts[0].dict_keys) if dicts else ()))
 
 
-def _with_constants(cst, si, lo, nblk, enc, block_size, bcount, src, blk, dict_b, need):
-    """The staging inputs of a read's blocks (``src``, ``blk``, ``dict_b``: of the requests not in
-    ``cst``; ``need``: per such request) with the blocks of the constant requests ``cst`` put in, in
-    request order (``si, lo, nblk, enc``: every request's): plain blocks of width 0 whose base is
-    the stripe's value, from no bytes."""
+def _with_constants(d: Directory, encs: list, cst, si, lo, nblk, enc, block_size, got, src, blk, dict_b, need,
+                    where: str = "tier"):
+    """The staging inputs of a read's blocks (``got``, ``src``, ``blk``, ``dict_b``: of the requests
+    not in ``cst``; ``need``: per such request) with the blocks of the constant requests ``cst`` put
+    in, in request order (``si, lo, nblk, enc``: every request's; the requests column-major over
+    ``encs``, each column's ``enc`` per directory stripe): plain blocks of width 0 whose base is the
+    stripe's value, from no bytes. A pack's block whose rows are each a constant of their own
+    (``pages.pack_row_constants``) holds each row's value at its positions: a plain block of the
+    values less their least, its payload made here and put after ``got``'s bytes."""
     isc = np.repeat(cst, nblk)
     K = len(isc)
     fields = np.zeros((len(pages.Blocks.FIELDS), K), np.int64)  # (every field an integer)
     fields[:, ~isc] = np.stack([getattr(blk, f) for f in pages.Blocks.FIELDS])
     out = pages.Blocks(*fields)
-    j = ranges(lo[cst], nblk[cst])  # the constant blocks' places in their stripes
-    out.cnt[isc] = out.nv[isc] = np.minimum(block_size, np.repeat(bcount[si[cst]], nblk[cst]) - j * block_size)
+    j = ranges(lo[cst], nblk[cst])  # the constant blocks' places in their blobs (``lo``: in the blobs' numbering)
+    cnt = np.minimum(block_size, np.repeat(d.bcount[si[cst]], nblk[cst]) - j * block_size)
+    out.cnt[isc] = out.nv[isc] = cnt
     out.base[isc] = np.repeat(codec.const_values(enc[cst]), nblk[cst])
     src_all, dict_all, need_all = np.zeros(K, np.int64), np.zeros(K, bool), np.zeros(len(cst), np.int64)
     src_all[~isc], dict_all[~isc], need_all[~cst] = src, dict_b, need
-    return src_all, out, dict_all, need_all
+    rc = np.flatnonzero(cst & (d.bcount[si] != d.count[si]))  # constant requests of stripes of packs
+    if not len(rc):
+        return got, src_all, out, dict_all, need_all
+    # each such request's pack's rows, in blob order: a row's value at its positions
+    order, first, rows = d.pack_rows()
+    at, n = first[si[rc]], rows[si[rc]]
+    mem = order[ranges(at, n)]
+    rq = np.repeat(np.arange(len(rc)), n)
+    col = (rc * len(encs)) // len(cst)  # (column-major: each column's requests a run of equal length)
+    menc = np.empty(len(mem), np.int64)
+    for c, e in enumerate(encs):
+        m = np.flatnonzero(col[rq] == c)
+        menc[m] = e[mem[m]]
+    if not codec.const_stripes(menc).all():
+        raise CorruptionError(f"{where}: a pack's rows name different blobs: some constant, some not")
+    # each such request's pack, event by event: its rows' values, each repeated its count
+    bc = d.bcount[si[rc]]
+    if (np.add.reduceat(d.count[mem], np.cumsum(n) - n) != bc).any():
+        raise CorruptionError(f"{where}: a pack's rows do not hold its events")
+    seq = np.repeat(codec.const_values(menc), d.count[mem])
+    # the blocks of those requests (blob block ``jr``), their values from it: a plain block each, its
+    # values less their least packed at their width from a word boundary (``codec._pack``)
+    on = np.zeros(len(cst), bool)
+    on[rc] = True
+    blk_rc = np.flatnonzero(np.repeat(on, nblk))
+    jr = ranges(lo[rc], nblk[rc])
+    b_cnt = out.cnt[blk_rc]
+    at_v = np.repeat(np.repeat(np.cumsum(bc) - bc, nblk[rc]) + jr * block_size, b_cnt) + ranges(np.zeros(len(jr), np.int64), b_cnt)
+    vals = seq[at_v]
+    first_v = np.cumsum(b_cnt) - b_cnt
+    base = np.minimum.reduceat(vals, first_v) if len(vals) else np.zeros(0, np.int64)
+    w = codec.bit_length((np.maximum.reduceat(vals, first_v) - base).view(np.uint64)) if len(vals) else base
+    nw = codec.words_for(b_cnt, w)
+    dst = np.cumsum(nw) - nw
+    words = np.zeros(int(nw.sum()) + 1, np.uint64)
+    for c0 in range(0, len(blk_rc), _PACK_CHUNK):  # (a [chunk, block_size] matrix at a time)
+        c1 = min(c0 + _PACK_CHUNK, len(blk_rc))
+        r2 = np.zeros((c1 - c0, block_size), np.uint64)
+        k = ranges(np.zeros(c1 - c0, np.int64), b_cnt[c0:c1])
+        v0, v1 = first_v[c0], first_v[c1 - 1] + b_cnt[c1 - 1]
+        r2[np.repeat(np.arange(c1 - c0), b_cnt[c0:c1]), k] = (vals[v0:v1] - np.repeat(base[c0:c1], b_cnt[c0:c1])).view(np.uint64)
+        codec._pack(r2, w[c0:c1], nw[c0:c1], dst[c0:c1], words)
+    extra = words.view(np.uint8)
+    out.base[blk_rc], out.w[blk_rc] = base, w
+    src_all[blk_rc] = 8 * len(got) + 64 * dst
+    return np.concatenate([np.asarray(got, np.uint8), extra]), src_all, out, dict_all, need_all
+
+
+_PACK_CHUNK = 4096  # ``_with_constants``: blocks packed a pass
 
 
 @functools.lru_cache(maxsize=1 << 12)

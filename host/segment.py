@@ -89,7 +89,16 @@ def delta_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
     return np.cumsum(r, axis=1, dtype=np.int64)
 
 
-INDEX_FORM = 2  # the form of the segment indexes this release writes (``index_residuals``)
+# form 3 (``index_residuals``): a column's constant rows that lead a pack (or stand alone) as their
+# values where at most this share of them repeat the value of the constant row before, else as steps
+# (ML-1M with its features cut into pieces of 8 events, a piece a user: 95% repeat; real users
+# about 20%, each one's age drawn anew)
+CONST_STEPS = 0.5
+# the newest form of the segment indexes this release writes (``index_residuals``): the writer
+# writes form 3 where a segment's packs have constants per row (what form 3 is for), else form 2
+# (its entries say "index": 3 or 2)
+INDEX_FORM = 3
+ROWS_FORM = 2  # the form of an index with no constants per row of a pack
 
 
 def index_residuals(m: np.ndarray, form: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +119,20 @@ def index_residuals(m: np.ndarray, form: int | None = None) -> tuple[np.ndarray,
       where it says. A column with borrowed codes (DESIGN §1) whose ``c.off`` and ``c.nbytes`` are
       another's in every row (its lender's, ``_lenders``): its three fields less that column's,
       row by row, and its ``c.off`` field's ``params`` that column's ``c.off`` field number + 1
-      (0 for every other column).
+      (0 for every other column);
+    - form 3: as form 2, but a DICT row's place step zigzagged (so that every residual of a row
+      that starts a pack, or stands alone, and is not a constant is at least 0), and the rows of a
+      pack led by a constant (``codec.ENC_CONST``: every row of it one, its own, DESIGN §2 "Packs";
+      a stripe of its own alike) by their values: the pack's first row ``-1 - x``, a negative
+      number, the rows after it ``zigzag`` of their value's step from the row before (0 where a
+      user's pieces share an age), where ``x`` is, by the column's ``c.enc`` ``params``, 2: the
+      ``zigzag`` of the value's step from the last such row's (``zigzag(value)`` steps: the rows of
+      one real user's pieces), or 3: ``zigzag(value)`` itself (users whose values do not repeat),
+      whichever a share of the rows over ``CONST_STEPS`` repeats. In form 2 a constant row that
+      led a pack held its whole ``enc`` and the steps after it spread over three byte planes.
+      Form 3 refuses (``ValueError``) what it cannot hold and no writer writes: a negative ``enc``,
+      a constant with flags, a place step of 2^54 or more, a pack led by a constant whose later
+      rows are not constants.
 
     ``form`` None: ``INDEX_FORM``. All arithmetic wraps (int64), and ``index_values`` wraps back."""
     form = INDEX_FORM if form is None else form
@@ -120,28 +142,43 @@ def index_residuals(m: np.ndarray, form: int | None = None) -> tuple[np.ndarray,
     r[1] = st - np.where(same, _shift(st) + _shift(cnt), 0)
     r[2], r[3] = cnt, m[3]
     events = pack_sizes(cnt, cont.astype(np.int64))
-    lent = _lenders(m) if form == 2 else {}
+    lent = _lenders(m) if form >= 2 else {}
     for k in range(4, m.shape[0], 3):
         off, nb, enc = m[k], m[k + 1], m[k + 2]
         if k in lent:  # (a borrower: its fields less its lender's)
             j = lent[k]
             r[k : k + 3] = m[k : k + 3] - m[j : j + 3]
-            params[k], params[k + 1], params[k + 2] = j + 1, 0, 1
+            params[k], params[k + 1], params[k + 2] = j + 1, 0, form - 1  # (its enc field: the form)
             continue
         cst = codec.const_stripes(enc)
         r[k] = off - np.where(cont, _shift(off), _shift(off) + _shift(nb))
         n = max(1, int(cnt[~cst].sum()))
         params[k + 1] = min(max(int(round(256 * float(nb[~cont & ~cst].sum()) / n)), 0), 1 << 40)
         r[k + 1] = nb - np.where(cont, _shift(nb), _nbytes_guess(events, params[k + 1], enc, form))
-        if form == 2:
-            params[k + 2] = 1
+        if form >= 2:
+            params[k + 2] = form - 1
             isd = ~cont & ((enc & codec.ENC_DICT) != 0)
             place = enc >> 8
             last = np.zeros(len(enc), np.int64)
             d = np.flatnonzero(isd)
             last[d[1:]] = place[d[:-1]]
-            r[k + 2] = np.where(cont, enc - _shift(enc), np.where(isd, ((place - last) << 8) | (enc & codec.ENC_FLAGS),
+            step = place - last if form == 2 else codec.zigzag(place - last).view(np.int64)
+            r[k + 2] = np.where(cont, enc - _shift(enc), np.where(isd, (step << 8) | (enc & codec.ENC_FLAGS),
                                                                  enc ^ _tag_flags(enc)))
+            c = np.flatnonzero(_restart_sum((~cont & cst).astype(np.int64), cont) > 0)  # (rows of packs led by a constant)
+            if form == 3 and (((enc < 0) & ~cst) | (cst & ((enc & codec.ENC_FLAGS) != 0))
+                              | (isd & ((place - last) >> 54 != (place - last) >> 63))).any():
+                raise ValueError("an index of form 3 holds no negative enc, no constant with flags, nor a "
+                                 "dictionary's place 2^54 from the last")
+            if form == 3 and not cst[c].all():
+                raise ValueError("an index of form 3 holds a pack led by a constant only with constants after it")
+            if form == 3 and len(c):  # constants: a marker and the value, or its step (``CONST_STEPS``)
+                q = enc[c] >> 9
+                z = codec.zigzag(np.diff(q, prepend=0)).view(np.int64)
+                lead = ~cont[c]
+                steps = (z[lead] == 0).mean() > CONST_STEPS
+                params[k + 2] = 2 + (not steps)
+                r[k + 2][c] = np.where(cont[c], z, -1 - (z if steps else q))
     return r, params
 
 
@@ -174,7 +211,7 @@ def _nbytes_guess(events: np.ndarray, mean: int, enc: np.ndarray, form: int) -> 
     (in 1/256 B), rounded; none for a constant stripe's; in form 2, what its tag says where its
     ``enc`` holds it (``pages.tag_nbytes``)."""
     guess = np.where(codec.const_stripes(enc), 0, (events * mean + 128) >> 8)
-    if form == 2:
+    if form >= 2:
         tag = codec.enc_tags(enc)
         t = np.flatnonzero(tag >= 0)
         if len(t):
@@ -199,13 +236,24 @@ def index_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
     for k in groups:
         if k in lent:
             continue
-        form = 2 if params[k + 2] == 1 else 1
-        if form == 2:  # enc first (nbytes' guess reads its tag): as is, a DICT row's place from the last one's
+        form = min(1 + int(params[k + 2]), 3) if params[k + 2] in (1, 2, 3) else 1
+        if form >= 2:  # enc first (nbytes' guess reads its tag): as is, a DICT row's place from the last one's
             rk = r[k + 2]
-            isd = ~cont & ((rk & codec.ENC_DICT) != 0)
-            place = np.cumsum(np.where(isd, rk >> 8, 0), dtype=np.int64)
+            # form 3: a pack's first row (or a row of its own) that is a constant: a negative residual
+            lead = ~cont & (rk < 0) if form == 3 else np.zeros(len(rk), bool)
+            isd = ~cont & ~lead & ((rk & codec.ENC_DICT) != 0)
+            step = rk >> 8 if form == 2 else codec.unzigzag((rk >> 8).view(np.uint64))
+            place = np.cumsum(np.where(isd, step, 0), dtype=np.int64)
             first = np.where(isd, (place << 8) | (rk & codec.ENC_FLAGS), rk ^ _tag_flags(rk))  # (a pack's first row)
             m[k + 2] = _restart_sum(np.where(cont, rk, first), cont)
+            if lead.any():  # constants: each row of a pack led by one, a value step from the last constant's
+                c = np.flatnonzero(_restart_sum(lead.astype(np.int64), cont) > 0)
+                z = np.where(lead[c], -1 - rk[c], rk[c])
+                if params[k + 2] == 2:  # every one a step from the constant before
+                    q = np.cumsum(codec.unzigzag(z.view(np.uint64)), dtype=np.int64)
+                else:  # a pack's first row its value, the rows after it steps
+                    q = _restart_sum(np.where(lead[c], z, codec.unzigzag(z.view(np.uint64))), cont[c])
+                m[k + 2][c] = codec.ENC_CONST | (q << 9)
         # nbytes: a pack's first row's from its prediction, each continuation's from the row before
         guess = _nbytes_guess(events, params[k + 1], m[k + 2], form)
         nb = _restart_sum(np.where(cont, r[k + 1], r[k + 1] + guess), cont)
@@ -281,11 +329,13 @@ def unpack_int_table(data, names: list[str], where: str, predict: tuple = DELTA,
     return dict(zip(names, m))
 
 
-def _encode_index(fields: dict, columns: list[str], layout: int = 2) -> bytes:
-    """Layout 2 (format 3) with ``cont`` (0 where ``fields`` has none); layout 1 (format 2) without."""
+def _encode_index(fields: dict, columns: list[str], layout: int = 2, form: int | None = None) -> bytes:
+    """Layout 2 (format 3) with ``cont`` (0 where ``fields`` has none), its residuals of ``form``
+    (``index_residuals``; None: ``INDEX_FORM``); layout 1 (format 2) without."""
     if layout == 2 and "cont" not in fields:
         fields = dict(fields, cont=np.zeros(len(fields["user_id"]), np.int64))
-    return pack_int_table(fields, _index_fields(columns, layout == 2), INDEX, layout)
+    predict = INDEX if form is None else (lambda m: index_residuals(m, form), index_values)
+    return pack_int_table(fields, _index_fields(columns, layout == 2), predict, layout)
 
 
 def _decode_index(data: bytes, columns: list[str], where: str) -> tuple[dict, int]:
@@ -298,9 +348,9 @@ def _decode_index(data: bytes, columns: list[str], where: str) -> tuple[dict, in
     form = 1
     if v2 and columns:  # (index_values decoded each column by its own; they must agree)
         enc_params = params[0][[names.index(f"{c}.enc") for c in columns]]
-        if (enc_params != enc_params[0]).any() or int(enc_params[0]) not in (0, 1):
+        form = 1 + int(enc_params[0]) if len(enc_params) and int(enc_params[0]) in (0, 1) else 3
+        if (np.minimum(1 + enc_params, 3) != form).any() or (enc_params < 0).any() or (enc_params > 3).any():
             raise CorruptionError(f"segment {where}: index of an unknown form")
-        form = 1 + int(enc_params[0])
     if not v2:
         cols["cont"] = np.zeros(len(cols["user_id"]), np.int64)
     return cols, form
@@ -354,17 +404,20 @@ def chunk_hash(buf: np.ndarray, chunk: int = CHUNK_BYTES, ids=0, at=None) -> np.
     return (h & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
-def encode_segment3(columns: list[str], user_id, start, count, blobs: dict, cont=None, lender=None) -> tuple[list, int, int]:
-    """The bytes of a format-3 segment: ``(buffers, size, index_crc)``.
+def encode_segment3(columns: list[str], user_id, start, count, blobs: dict, cont=None, lender=None,
+                    form: int | tuple | None = None) -> tuple[list, int, int, int]:
+    """The bytes of a format-3 segment: ``(buffers, size, index_crc, index form)``.
 
     ``blobs[c]``: the ``(region, blob_off, blob_nbytes, enc)`` of ``host.pages.encode_column`` for
     column ``c`` over the stripes ``user_id, start, count`` (sorted by ``(user_id, start)``), or,
     with ``cont`` (per stripe, 1 where its events follow the stripe before's in the same blobs: a
-    pack, DESIGN §2), over the packs (the stripes with ``cont == 0`` and those after them); a
+    pack, DESIGN §2), over the packs (the stripes with ``cont == 0`` and those after them), or over
+    the stripes again where some pack's rows are each a constant (``pages.pack_row_constants``); a
     column's dictionary, if any, is where its ``enc`` says in its ``region``. ``lender[c]``: the
     column whose blobs column ``c`` borrows (DESIGN §1 "Borrowed codes"): ``c``'s offsets are in
     that column's region, its own region its dictionary; the lenders' regions come first, the
-    borrowers' last.
+    borrowers' last. ``form``: its index's (``index_residuals``; None: ``INDEX_FORM``), or several,
+    of which the one that makes the smallest index (the first where two tie).
     The file is ``[blob region][chunk checksums, u32 each][pad][index][pad][trailer]``; the trailer's
     crc32 covers everything after the region and the trailer's first 24 bytes."""
     cont = np.zeros(len(user_id), np.int64) if cont is None else np.asarray(cont, np.int64)
@@ -379,7 +432,9 @@ def encode_segment3(columns: list[str], user_id, start, count, blobs: dict, cont
     for c in layout:
         at[c] = pos
         region, blob_off, blob_nbytes, enc = blobs[c]
-        blob_off, blob_nbytes, enc = (np.asarray(a, np.int64)[pack] for a in (blob_off, blob_nbytes, enc))
+        # (per pack; or per row, where a column's packs have constants per row, ``pages.pack_row_constants``)
+        blob_off, blob_nbytes, enc = (a if len(a) == len(cont) else a[pack] for a in
+                                      (np.asarray(x, np.int64) for x in (blob_off, blob_nbytes, enc)))
         fields[f"{c}.off"] = at[lender[c]] + blob_off if c in lender else pos + blob_off
         fields[f"{c}.nbytes"] = blob_nbytes
         # a DICT stripe's enc carries its dictionary's byte offset in the blob region (bits 8..)
@@ -390,13 +445,14 @@ def encode_segment3(columns: list[str], user_id, start, count, blobs: dict, cont
     checks = chunk_hash(region).astype("<u4").tobytes()
     head = checks + b"\0" * (-(pos + len(checks)) % 8)
     idx_off = pos + len(head)
-    index = _encode_index(fields, columns)
+    forms = form if isinstance(form, tuple) else (INDEX_FORM if form is None else form,)
+    index, form = min(((_encode_index(fields, columns, form=f), f) for f in forms), key=lambda x: len(x[0]))
     pad = b"\0" * (-len(index) % 8)
     tr_head = struct.pack("<QQQ", pos, idx_off, len(index))
     crc = zlib.crc32(tr_head, zlib.crc32(index + pad, zlib.crc32(head))) & 0xFFFFFFFF
     buffers = [region, head, index, pad, TRAILER_V3.pack(pos, idx_off, len(index), crc, MAGIC_V3)]
     size = sum(memoryview(b).nbytes for b in buffers)
-    return buffers, size, crc
+    return buffers, size, crc, form
 
 
 def encode_segment(columns: list[str], user_id, start, count, blobs: dict) -> tuple[list, int, int]:
@@ -743,14 +799,15 @@ def open_segment(store, path: str, base: int, size: int, index_crc: int, columns
     off, nwords, enc, own_codes, lent_rows = {}, {}, {}, {}, {}
     for c in columns:
         o, n, e = cols[f"{c}.off"], cols[f"{c}.nbytes"], cols[f"{c}.enc"]
-        if is_cont.any() and ((o[1:] != o[:-1]) | (n[1:] != n[:-1]) | (e[1:] != e[:-1]))[is_cont[1:]].any():
-            raise CorruptionError(f"segment {where}: a pack's rows name different blobs of column {c!r}")
         # format 3: a constant stripe (codec.ENC_CONST, no other flag, no dictionary) has no bytes
         cst = codec.const_stripes(e) if region_bytes is not None else np.zeros(len(e), bool)
+        # a pack's rows name one blob, or are each a constant (their own: DESIGN §2 "Packs")
+        if is_cont.any() and ((o[1:] != o[:-1]) | (n[1:] != n[:-1]) | ((e[1:] != e[:-1]) & ~(cst[1:] & cst[:-1])))[is_cont[1:]].any():
+            raise CorruptionError(f"segment {where}: a pack's rows name different blobs of column {c!r}")
         if (cst & ((n != 0) | ((e & codec.ENC_FLAGS) != 0))).any():
             raise CorruptionError(f"segment {where}: a constant stripe of column {c!r} with bytes or flags")
         # form 2: a blob of one block may have its tag in its enc (codec.ENC_TAG_SHIFT), none in its bytes
-        tag = codec.enc_tags(e) if form == 2 else np.full(len(e), -1)
+        tag = codec.enc_tags(e) if form >= 2 else np.full(len(e), -1)
         own = tag >= 0
         if own.any():
             t = tag[own]

@@ -138,11 +138,14 @@ def _segment_of(state: State, user, start, count, values: dict):
         return (*encode_segment(list(state.schema), user, start, count, blobs), _format_entry())
     tags = segment.INDEX_FORM > 1  # (form 1: as releases before it wrote, for the tests of such tiers)
     blobs = {c: pages.encode_column_parts(values[c], count, state.block_size, index_tags=tags) for c in state.schema}
-    cont = pack_flags(count)
+    cont, rows = pack_flags(count), {}
     if cont.sum() >= max(PACK_MIN_ROWS, 1):  # packs where they pay (DELTA blocks, for one, do not span histories)
         per_pack = np.add.reduceat(count, np.flatnonzero(cont == 0))
         packed = {c: pages.encode_column_parts(values[c], per_pack, state.block_size, index_tags=tags) for c in state.schema}
-        if _blob_bytes(packed) <= (1 - PACK_MIN_SAVING) * _blob_bytes(blobs):
+        # a value per row of a pack (a user's age in a pack of short histories): constants per row
+        # where that pays, weighed so too (an unpacked row's constant is in the index as well)
+        rows = {c: pages.pack_row_constants(values[c], count, cont, b) for c, b in packed.items()} if tags else {}
+        if _blob_bytes({c: rows.get(c) or b for c, b in packed.items()}) <= (1 - PACK_MIN_SAVING) * _blob_bytes(blobs):
             blobs = packed
         else:
             cont = None
@@ -150,12 +153,18 @@ def _segment_of(state: State, user, start, count, values: dict):
         cont = None
     sizes = count if cont is None else np.add.reduceat(count, np.flatnonzero(cont == 0))
     blobs, lender = _borrow(list(state.schema), values, blobs, sizes, state.block_size, tags)
+    # (not a column that lends or borrows: its blobs are the packs' of both)
+    per_row = [c for c in rows if cont is not None and rows[c] and c not in lender and c not in lender.values()]
+    blobs.update({c: rows[c] for c in per_row})
     dicts = any((np.asarray(b[3]) & codec.ENC_DICT).any() for b in blobs.values())
     const = any(codec.const_stripes(b[3]).any() for b in blobs.values())
     tables = any((b[5] > 0).any() for b in blobs.values())  # (a stripe table's codes may be DELTA blocks)
     blobs = {c: b[:4] for c, b in blobs.items()}
-    return (*encode_segment3(list(state.schema), user, start, count, blobs, cont, lender),
-            _format_entry(dicts, const, tables, bool(lender)))
+    # (form 3 where its constants per row may make the index smaller: whichever does)
+    rows_form = min(segment.INDEX_FORM, segment.ROWS_FORM)
+    forms = (rows_form, segment.INDEX_FORM) if per_row and segment.INDEX_FORM > rows_form else rows_form
+    *seg, form = encode_segment3(list(state.schema), user, start, count, blobs, cont, lender, forms)
+    return (*seg, _format_entry(dicts, const, tables, bool(lender), bool(per_row), form))
 
 
 def _blob_cost(b) -> int:
@@ -241,19 +250,24 @@ def _blob_bytes(blobs: dict) -> int:
     return sum(_blob_cost(b) for b in blobs.values())
 
 
-def _format_entry(dicts: bool = False, const: bool = False, tables: bool = False, borrow: bool = False) -> dict:
+def _format_entry(dicts: bool = False, const: bool = False, tables: bool = False, borrow: bool = False,
+                  rowconst: bool = False, form: int | None = None) -> dict:
     """The ``format`` key of a new data file's entry (absent for format 2, as older releases wrote),
     ``"dicts"`` for a segment with dictionaries (their heads' form, ``pages.DICT_FORM``: 2, varints;
     releases before 2026-12-02 wrote 1, two u64), ``"const": 1`` for one with constant stripes and
     ``"tables": 1`` for one with stripe tables (DESIGN §1; their codes may be DELTA blocks),
-    ``"borrow": 1`` for one with borrowed codes (a column's blobs another's, DESIGN §1): a release
+    ``"borrow": 1`` for one with borrowed codes (a column's blobs another's, DESIGN §1), ``"rowconst": 1``
+    for one whose packs have constants per row in some column (DESIGN §2 "Packs"): a release
     that cannot read them rejects the entry (an unknown key), even where a checkpoint's snapshot
-    spares it the segment's index; ``"index": 2``, its index's form (host/segment.py ``INDEX_FORM``:
-    blobs of one block with their tags in the index; releases before 2026-12-02 wrote form 1 and no key)."""
+    spares it the segment's index; ``"index": 2`` or ``3``, its index's ``form`` (host/segment.py
+    ``index_residuals``; None: ``INDEX_FORM``; form 2: blobs of one block with their tags in the index,
+    form 3 too, with constants per row of a pack; releases before 2026-12-02 wrote form 1 and no key)."""
     if SEGMENT_FORMAT == 2:
         return {}
+    form = segment.INDEX_FORM if form is None else form
     return {"format": SEGMENT_FORMAT, **({"dicts": pages.DICT_FORM} if dicts else {}), **({"const": 1} if const else {}),
-            **({"tables": 1} if tables else {}), **({"borrow": 1} if borrow else {}), **({"index": segment.INDEX_FORM} if segment.INDEX_FORM > 1 else {})}
+            **({"tables": 1} if tables else {}), **({"borrow": 1} if borrow else {}),
+            **({"rowconst": 1} if rowconst else {}), **({"index": form} if form > 1 else {})}
 
 
 class _Written:
@@ -399,11 +413,12 @@ def _merged(store, state: State, segcache: dict, merge: list, users, per_user, o
 def older_format(e: dict) -> bool:
     """Whether the data file of entry ``e`` is in a format this release no longer writes (format 2,
     or format 3 with dictionaries of 16-byte heads, ``"dicts": 1``, or an index of form 1, no ``"index"``):
-    compaction rewrites it."""
+    compaction rewrites it. (Form 2 is what this release writes where a segment's packs have no
+    constants per row, form 3 where they have: neither is older.)"""
     if SEGMENT_FORMAT == 2:
         return False
     return e.get("format", 2) < SEGMENT_FORMAT or e.get("dicts", pages.DICT_FORM) < pages.DICT_FORM \
-        or e.get("index", 1) < segment.INDEX_FORM
+        or e.get("index", 1) < min(segment.INDEX_FORM, segment.ROWS_FORM)
 
 
 def compact(store, state: State, segcache: dict, lock_fd: int) -> State:

@@ -125,11 +125,11 @@ def test_a_borrowed_row_must_name_its_lenders_blob(tmp_path, monkeypatch):
     cols = item_columns(rng, sc)
     real = segment.encode_segment3
 
-    def shifted(columns, user_id, start, count, blobs, cont=None, lender=None):
+    def shifted(columns, user_id, start, count, blobs, cont=None, lender=None, form=None):
         if lender:
             region, off, nb, enc = blobs["action"]
             blobs = {**blobs, "action": (region, np.asarray(off) + 1, nb, enc)}
-        return real(columns, user_id, start, count, blobs, cont, lender)
+        return real(columns, user_id, start, count, blobs, cont, lender, form)
 
     monkeypatch.setattr(writer, "encode_segment3", shifted)
     t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)

@@ -126,7 +126,8 @@ def test_int_tables_round_trip_both_layouts(layout):
     for trial in range(150):
         names = segment._index_fields([f"c{i}" for i in range(trial % 4)])
         f = _random_table(rng, int(rng.integers(0, 50)), names, trial % 3)
-        for predict in (segment.INDEX, segment.DELTA):
+        # (any int64 fields: an index of form 2, which takes any; form 3's: test_index_forms_round_trip_any_fields)
+        for predict in ((lambda m: segment.index_residuals(m, 2), segment.index_values), segment.DELTA):
             data = segment.pack_int_table(f, names, predict, layout)
             back = segment.unpack_int_table(data, names, "t", predict)
             assert all(np.array_equal(back[n], f[n]) for n in names), (trial, predict)
@@ -156,11 +157,14 @@ def test_layout_2_indexes_are_smaller():
     assert all(np.array_equal(back[k], f[k]) for k in f)
 
 
-@pytest.mark.parametrize("form", [1, 2])
+@pytest.mark.parametrize("form", [1, 2, 3])
 def test_index_forms_round_trip_any_fields(form):
-    """Both forms of a segment index give back any fields, packs' rows, wrapping values and odd
-    ``enc`` values included: DICT places up and down, constant stripes, tags in the index with
-    their flags as the encoder writes them or not, and values no writer writes."""
+    """Every form of a segment index gives back any fields, packs' rows, wrapping values and odd
+    ``enc`` values included: DICT places up and down, constant stripes (form 3: packs of a
+    constant per row too, their values or their steps), tags in the index with their flags as the
+    encoder writes them or not, and values no writer writes (form 3: any but a negative ``enc``, a
+    constant with flags, a dictionary's place 2^54 from the last, or a pack led by a constant with
+    a blob after it, which it refuses)."""
     from gpumat.host import codec, pages
 
     rng = np.random.default_rng(form)
@@ -179,7 +183,7 @@ def test_index_forms_round_trip_any_fields(form):
                              codec.ENC_DICT | (rng.integers(0, 1 << 30, S) << 8),                       # a place
                              codec.const_enc(rng.integers(-(10**12), 10**12, S)),                       # constant
                              pages.tag_flags(tag) | ((tag + 1) << codec.ENC_TAG_SHIFT)],                # a tag
-                            rng.integers(-(1 << 62), 1 << 62, S))                                       # anything
+                            rng.integers(-(1 << 62) if form < 3 else 0, 1 << (62 if form < 3 else 53), S))  # anything
             f[f"{c}.off"] = rng.integers(-(1 << 62), 1 << 62, S)
             f[f"{c}.nbytes"] = rng.integers(0, 1 << 20, S)
             f[f"{c}.enc"] = enc
@@ -189,11 +193,22 @@ def test_index_forms_round_trip_any_fields(form):
                 for i in np.flatnonzero(cont):
                     v[i] = v[i - 1]
                 f[k] = v
+        if form == 3:  # a pack led by a constant: a constant in every row (its own, or its leader's: steps of 0)
+            for c in cols:
+                e = f[f"{c}.enc"]
+                e[codec.const_stripes(e) & ((e & codec.ENC_FLAGS) != 0)] &= ~codec.ENC_CONST  # (a constant has no flags)
+                for i in np.flatnonzero(cont):
+                    if codec.const_stripes(e[i - 1]):
+                        e[i] = e[i - 1] if trial % 3 else codec.const_enc(rng.integers(-99, 99, 1))[0]
         data = segment.pack_int_table(f, segment._index_fields(cols), (lambda m: segment.index_residuals(m, form),
                                                                        segment.index_values))
         back, got = segment._decode_index(data, cols, "t")
         assert got == form
         assert all(np.array_equal(back[k], f[k]) for k in f), trial
+    if form == 3:
+        f["a.enc"][0] = -5
+        with pytest.raises(ValueError, match="no negative enc"):
+            segment.index_residuals(np.stack([f[k] for k in segment._index_fields(cols)]), 3)
 
 
 def test_tiers_written_with_layout_1_tables_still_open(tmp_path, monkeypatch):
@@ -201,7 +216,7 @@ def test_tiers_written_with_layout_1_tables_still_open(tmp_path, monkeypatch):
     such a tier opens and reads the same, and its next versions write layout 2 beside them."""
     real, real_index, pack_below = segment.pack_int_table, segment._encode_index, writer.PACK_BELOW
     monkeypatch.setattr(segment, "pack_int_table", lambda f, n, predict=segment.DELTA, layout=2: real(f, n, predict, 1))
-    monkeypatch.setattr(segment, "_encode_index", lambda f, c, layout=2: real_index(f, c, 1))
+    monkeypatch.setattr(segment, "_encode_index", lambda f, c, layout=2, form=None: real_index(f, c, 1))
     monkeypatch.setattr(writer, "PACK_BELOW", 0)  # (no packs before layout 2)
     monkeypatch.setattr(segment, "INDEX_FORM", 1)  # (nor tags in the index)
     real_dir = log.dir_fields

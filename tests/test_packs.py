@@ -242,14 +242,14 @@ def _segment_with(tmp_path, name, change):
     blobs = {"v": pages.encode_column(np.arange(12, dtype=np.int64) * 3, np.array([12]), 8)}
     real = segment._encode_index
 
-    def edited(fields, columns, layout=2):
+    def edited(fields, columns, layout=2, form=None):
         fields = {k: np.array(v, np.int64) for k, v in fields.items()}
         change(fields)
-        return real(fields, columns, layout)
+        return real(fields, columns, layout, form)
 
     segment._encode_index = edited
     try:
-        bufs, size, crc = segment.encode_segment3(["v"], np.array([1, 2, 3]), np.zeros(3, np.int64), count, blobs,
+        bufs, size, crc, _ = segment.encode_segment3(["v"], np.array([1, 2, 3]), np.zeros(3, np.int64), count, blobs,
                                                   cont=np.array([0, 1, 1]))
     finally:
         segment._encode_index = real

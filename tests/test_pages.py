@@ -74,6 +74,18 @@ def window_values(whole, d, si, lo, hi, c, bs):
                            for s, a, b in zip(si, lo, hi)])
 
 
+def check_windows(h, whole, rng, k, bs):
+    """``read_blocks`` of ``k`` random block windows of tier ``h``, every column: the slices of the
+    users' ``whole`` histories they hold."""
+    d = h.directory()
+    si, lo, hi = windows(rng, d, k)
+    for c in SCHEMA:
+        got_ = h.read_blocks(c, si, lo, hi)
+        cnt, own = d.block_values(si, bs, lo, hi)
+        got = codec.decode_blocks(got_[0], got_[1], cnt, dicts=got_.dicts)[own]
+        assert got.tolist() == window_values(whole, d, si, lo, hi, c, bs).tolist(), c
+
+
 def test_any_block_window_reads_only_what_it_needs(tmp_path, monkeypatch):
     """read_blocks of random windows of stripes of many pages = slices of the whole history, in
     memory and by ranges; the bytes counted are the tags, anchors and fields of the windows' pages
@@ -822,7 +834,8 @@ def test_constant_stripes_take_no_bytes_and_read_by_windows(tmp_path, monkeypatc
 
 def test_constant_stripes_in_packs_and_without_the_c_decoder(tmp_path, monkeypatch):
     """Short histories packed into shared blobs: a pack whose values are all one is constant; a
-    column constant per user is not constant per pack, and is stored as before. Every history
+    column constant per user is not constant per pack: its packs' rows are each a constant of their
+    own (``pages.pack_row_constants``, tests/test_row_constants.py). Every history
     reads back (whole stripes decoded with and without the C decoder; planned batches of the
     reference backend), and constant stripes make a tier of a constant column smaller than the
     same tier without them."""
@@ -841,6 +854,7 @@ def test_constant_stripes_in_packs_and_without_the_c_decoder(tmp_path, monkeypat
         with monkeypatch.context() as m:
             if not const:
                 m.setattr(pages, "_constant_stripes", lambda *a: (None, 0))
+                m.setattr(pages, "pack_row_constants", lambda *a: None)
             t = Tier.create(tmp_path / f"t{const}", SCHEMA, block_size=128)
             t.append(tab)
             sizes[const] = t.stats()["stored_bytes"]
@@ -848,7 +862,11 @@ def test_constant_stripes_in_packs_and_without_the_c_decoder(tmp_path, monkeypat
     d = r.directory()
     assert (d.bcount != d.count).any()  # packs
     assert codec.const_stripes(r.blobs("action")[2]).all()
-    assert not codec.const_stripes(r.blobs("item_id")[2][d.bcount != d.count]).any()
+    # (an id growing by 11 a user: a step of a byte a row in the index, less than its packs' RUN blocks)
+    packed = d.bcount != d.count
+    enc = r.blobs("item_id")[2]
+    assert codec.const_stripes(enc[packed]).all() and len(np.unique(enc[packed])) == len(np.unique(d.user_id[packed]))
+    assert all(e.get("rowconst") == 1 and e["index"] in (2, 3) for _, e in r._files)  # (whichever index is smaller)
     assert sizes[True] < sizes[False], sizes
     h = Tier.open(tmp_path / "tTrue")
     first = np.cumsum(d.count) - d.count
@@ -897,7 +915,9 @@ def test_a_bad_constant_stripe_in_an_index_is_corruption(tmp_path):
         (good[2], np.array([e0 | codec.ENC_DICT, good[3][1]])),            # a dictionary's place
     ]
     for i, (nb, enc) in enumerate([(good[2], good[3])] + bad):
-        bufs, size, crc = segment.encode_segment3(["v"], np.array([0, 1]), np.array([0, 0]), sc, {"v": (good[0], good[1], nb, enc)})
+        # (an index of form 2, which holds anything: form 3 refuses to write a constant with flags)
+        bufs, size, crc, _ = segment.encode_segment3(["v"], np.array([0, 1]), np.array([0, 0]), sc, {"v": (good[0], good[1], nb, enc)},
+                                                  form=2)
         with open(tmp_path / f"s{i}", "wb") as f:
             for b in bufs:
                 f.write(memoryview(b).cast("B"))
@@ -1039,7 +1059,7 @@ def test_a_dictionary_with_delta_blocks_flags_its_stripes(tmp_path):
     assert (pages.tag_kind(region[h:][: -(-n // 128)]) & pages.AUX_DELTA).any()
     assert pages.decode_dictionary(region[:head], 128).tolist() == np.unique(x).tolist()
     store = LocalStore(str(tmp_path))
-    bufs, size, crc = segment.encode_segment3(["item_id"], np.array([0, 1]), np.array([0, 0]), sc,
+    bufs, size, crc, _ = segment.encode_segment3(["item_id"], np.array([0, 1]), np.array([0, 0]), sc,
                                               {"item_id": (region, off, nbytes, enc)})
     with open(tmp_path / "s", "wb") as f:
         for b in bufs:
@@ -1065,7 +1085,7 @@ def test_extended_blocks_only_in_tiers_of_small_blocks(tmp_path):
     with pytest.raises(CorruptionError, match="over 128"):
         pages.decode_blob(blob, 100, 256)
     store = LocalStore(str(tmp_path))
-    bufs, size, crc = segment.encode_segment3(["ts"], np.arange(60), np.zeros(60, np.int64), sc,
+    bufs, size, crc, _ = segment.encode_segment3(["ts"], np.arange(60), np.zeros(60, np.int64), sc,
                                               {"ts": (region, off, nbytes, enc)})
     with open(tmp_path / "s", "wb") as f:
         for b in bufs:
@@ -1679,7 +1699,7 @@ def test_a_bad_dictionary_entry_in_an_index_is_corruption(tmp_path):
     store = LocalStore(str(tmp_path))
     late = np.array([good[3][0], good[3][1] + ((int(good[1][1]) - 1) << 8)])  # no room for a head and a blob
     for i, enc in enumerate([good[3], np.array([good[3][0], good[3][1] + (1 << 8)]), np.full(2, 1 << 8), late]):
-        bufs, size, crc = segment.encode_segment3(["item_id"], np.array([0, 0]), np.array([0, 6000]), sc,
+        bufs, size, crc, _ = segment.encode_segment3(["item_id"], np.array([0, 0]), np.array([0, 6000]), sc,
                                                   {"item_id": (*good[:3], enc)})
         with open(tmp_path / f"s{i}", "wb") as f:
             for b in bufs:
@@ -1729,7 +1749,7 @@ def test_index_values_that_would_wrap_are_corruption(tmp_path):
         (good[1], good[2], np.array([300, 1 << 62])),   # a count whose block count would wrap
     ]
     for i, (o, n, cnt) in enumerate([(good[1], good[2], sc)] + bad):
-        bufs, size, crc = segment.encode_segment3(["v"], np.array([0, 1]), np.array([0, 0]), cnt, {"v": (good[0], o, n, good[3])})
+        bufs, size, crc, _ = segment.encode_segment3(["v"], np.array([0, 1]), np.array([0, 0]), cnt, {"v": (good[0], o, n, good[3])})
         with open(tmp_path / f"s{i}", "wb") as f:
             for b in bufs:
                 f.write(memoryview(b).cast("B"))
@@ -2097,13 +2117,7 @@ def test_tags_in_the_index_read_as_tags_in_the_blob(tmp_path, monkeypatch, bs, d
     for full in (1 << 30, 0):
         monkeypatch.setattr(segment, "FULL_READ_BYTES", full)
         h = Tier.open(t.uri)
-        d = h.directory()
-        si, lo, hi = windows(rng, d, 200)
-        for c in SCHEMA:
-            got_ = h.read_blocks(c, si, lo, hi)
-            cnt, own = d.block_values(si, bs, lo, hi)
-            got = codec.decode_blocks(got_[0], got_[1], cnt, dicts=got_.dicts)[own]
-            assert got.tolist() == window_values(whole, d, si, lo, hi, c, bs).tolist(), c
+        check_windows(h, whole, rng, 200, bs)
         check_planned_batches(h, whole, rng, np.arange(users), 64, bs + 2, "reference")
     # the old tier, appended to and compacted: its form-1 file rewritten in form 2, the same histories
     old.append(short_history_columns(rng, 50, bs))
@@ -2119,7 +2133,7 @@ def test_a_bad_tag_in_an_index_is_corruption(tmp_path):
     """A tag in an index ``enc`` (form 2) that is no encoding (FLAG and LEVELS tags have no slope's
     bit), on a blob of several blocks, or with
     bits past its byte is a ``CorruptionError`` when the segment is opened; so is a form-2 index
-    whose data file's entry does not say so, and an entry ``index`` other than 2."""
+    whose data file's entry does not say so, and an entry ``index`` other than 2 or 3."""
     from gpumat.core.errors import CorruptionError as CE
     from gpumat.host import log
     from gpumat.host.store import LocalStore
@@ -2138,13 +2152,13 @@ def test_a_bad_tag_in_an_index_is_corruption(tmp_path):
         np.array([e0 | (1 << (sh + 8)), e1]),                                                    # past its byte
     ]
     for i, enc in enumerate([good[3]] + bad):
-        bufs, size, crc = segment.encode_segment3(["v"], np.array([0, 1]), np.array([0, 0]), sc, {"v": (good[0], good[1], good[2], enc)})
+        bufs, size, crc, _ = segment.encode_segment3(["v"], np.array([0, 1]), np.array([0, 0]), sc, {"v": (good[0], good[1], good[2], enc)})
         with open(tmp_path / f"s{i}", "wb") as f:
             for b in bufs:
                 f.write(memoryview(b).cast("B"))
         if i == 0:
             s = segment.open_segment(store, f"s{i}", 0, size, crc, ["v"], 128)
-            assert s.form == 2
+            assert s.form == segment.INDEX_FORM
             got = pages.decode_blobs(good[0], s.off["v"], s.nwords["v"], sc, 128, tags=codec.enc_tags(s.enc["v"]))
             assert got.tolist() == x.tolist()
             continue
@@ -2152,7 +2166,8 @@ def test_a_bad_tag_in_an_index_is_corruption(tmp_path):
             segment.open_segment(store, f"s{i}", 0, size, crc, ["v"], 128)
     e = {"path": log.DATA_DIR + "/x", "offset": 0, "size": 8, "index_crc": 0, "events": 1, "level": 0, "format": 3, "index": 2}
     assert log._check_entry(dict(e), "x") == e
-    for b in ({**e, "index": 1}, {**e, "index": 3}, {k: v for k, v in e.items() if k != "format"}):
+    assert log._check_entry({**e, "index": 3}, "x")["index"] == 3
+    for b in ({**e, "index": 1}, {**e, "index": 4}, {k: v for k, v in e.items() if k != "format"}):
         with pytest.raises(CE, match="bad data file entry"):
             log._check_entry(b, "x")
     t = Tier.create(tmp_path / "t", SCHEMA, block_size=8)

@@ -55,7 +55,7 @@ def events_for_tier(ev: pa.Table) -> tuple[pa.Table, list[str]]:
 
 def index_share(tier) -> dict:
     """Per column, the bytes its fields (blob offset, bytes, encoding: a constant stripe's value)
-    add to the segment indexes: each index packed again without them, the difference."""
+    add to the segment indexes: each index packed again (in its own form) without them, the difference."""
     from gpumat.host.segment import _encode_index
 
     r = tier._reader
@@ -68,9 +68,10 @@ def index_share(tier) -> dict:
             fields["cont"] = s.cont
         for c in cols:
             fields.update({f"{c}.off": s.off[c], f"{c}.nbytes": s.nwords[c], f"{c}.enc": s.enc[c]})
-        whole = len(_encode_index(fields, cols))
+        form = s.form if s.form > 1 else None  # (as it was written: form 2 or 3; form 1 as this release would)
+        whole = len(_encode_index(fields, cols, form=form))
         for c in cols:
-            share[c] += whole - len(_encode_index(fields, [x for x in cols if x != c]))
+            share[c] += whole - len(_encode_index(fields, [x for x in cols if x != c], form=form))
     return share
 
 
