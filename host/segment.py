@@ -72,7 +72,10 @@ def pack_skips(count: np.ndarray, cont: np.ndarray) -> np.ndarray:
 
 
 TABLE_V2 = 1 << 32  # in a table head's field count: layout 2 (below)
-_ZSTD_BEST, _ZSTD_BIG = pa.Codec("zstd", compression_level=19), pa.Codec("zstd", compression_level=6)
+# int tables' zstd levels: 19 up to 4 MiB of planes, 17 up to 64 MiB (ML-1M with its features cut
+# into histories of 8 events, one segment's index of 33 MiB: 141,917 B at level 6 in 0.05 s,
+# 122,978 B at 17 in 0.32 s, 115,968 B at 19 in 0.83 s), 6 beyond
+_ZSTD_BEST, _ZSTD_MID, _ZSTD_BIG = (pa.Codec("zstd", compression_level=k) for k in (19, 17, 6))
 
 
 def _shift(x: np.ndarray) -> np.ndarray:
@@ -178,7 +181,7 @@ def index_residuals(m: np.ndarray, form: int | None = None) -> tuple[np.ndarray,
                 lead = ~cont[c]
                 steps = (z[lead] == 0).mean() > CONST_STEPS
                 params[k + 2] = 2 + (not steps)
-                r[k + 2][c] = np.where(cont[c], z, -1 - (z if steps else q))
+                r[k + 2][c] = -1 - np.where(cont[c], z, z if steps else q)
     return r, params
 
 
@@ -248,7 +251,7 @@ def index_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
             m[k + 2] = _restart_sum(np.where(cont, rk, first), cont)
             if lead.any():  # constants: each row of a pack led by one, a value step from the last constant's
                 c = np.flatnonzero(_restart_sum(lead.astype(np.int64), cont) > 0)
-                z = np.where(lead[c], -1 - rk[c], rk[c])
+                z = -1 - rk[c]
                 if params[k + 2] == 2:  # every one a step from the constant before
                     q = np.cumsum(codec.unzigzag(z.view(np.uint64)), dtype=np.int64)
                 else:  # a pack's first row its value, the rows after it steps
@@ -283,12 +286,31 @@ def pack_int_table(fields: dict, names: list[str], predict: tuple = DELTA, layou
     if layout == 1:
         raw = np.ascontiguousarray(delta_residuals(m)[0]).tobytes()
         return _INDEX_HEAD.pack(S, F, len(raw)) + _ZSTD.compress(raw, asbytes=True)
+    raw = _table_raw(m, predict)
+    zstd = _ZSTD_BEST if len(raw) <= 4 << 20 else _ZSTD_MID if len(raw) <= 64 << 20 else _ZSTD_BIG
+    return _INDEX_HEAD.pack(S, F | TABLE_V2, len(raw)) + zstd.compress(raw, asbytes=True)
+
+
+def _table_raw(m: np.ndarray, predict: tuple) -> bytes:
+    """A layout-2 table's bytes before zstd: ``params``, then the residuals' planes."""
+    F, S = m.shape
     with np.errstate(over="ignore"):
         r, params = predict[0](m) if S else (m, np.zeros(F, np.int64))
     planes = codec.zigzag(np.ascontiguousarray(r)).view(np.uint8).reshape(F, S, 8).transpose(0, 2, 1)
-    raw = params.astype("<i8").tobytes() + np.ascontiguousarray(planes).tobytes()
-    zstd = _ZSTD_BEST if len(raw) <= 4 << 20 else _ZSTD_BIG
-    return _INDEX_HEAD.pack(S, F | TABLE_V2, len(raw)) + zstd.compress(raw, asbytes=True)
+    return params.astype("<i8").tobytes() + np.ascontiguousarray(planes).tobytes()
+
+
+def smaller_form(fields: dict, columns: list[str], forms: tuple) -> int:
+    """Of ``forms``, the one whose index of ``fields`` comes out smallest under zstd level 6 (the
+    first where two tie): a fast stand-in for the level the index is written at."""
+    if len(forms) == 1:
+        return forms[0]
+    if "cont" not in fields:
+        fields = dict(fields, cont=np.zeros(len(fields["user_id"]), np.int64))
+    m = np.stack([np.asarray(fields[f], dtype=np.int64) for f in _index_fields(columns, True)])
+    size = [len(_ZSTD_BIG.compress(_table_raw(m, (lambda x, f=f: index_residuals(x, f), index_values)), asbytes=True))
+            for f in forms]
+    return forms[int(np.argmin(size))]
 
 
 def table_fields(data) -> int:
@@ -417,7 +439,7 @@ def encode_segment3(columns: list[str], user_id, start, count, blobs: dict, cont
     column whose blobs column ``c`` borrows (DESIGN §1 "Borrowed codes"): ``c``'s offsets are in
     that column's region, its own region its dictionary; the lenders' regions come first, the
     borrowers' last. ``form``: its index's (``index_residuals``; None: ``INDEX_FORM``), or several,
-    of which the one that makes the smallest index (the first where two tie).
+    of which the one that makes the smallest index (``smaller_form``).
     The file is ``[blob region][chunk checksums, u32 each][pad][index][pad][trailer]``; the trailer's
     crc32 covers everything after the region and the trailer's first 24 bytes."""
     cont = np.zeros(len(user_id), np.int64) if cont is None else np.asarray(cont, np.int64)
@@ -445,8 +467,8 @@ def encode_segment3(columns: list[str], user_id, start, count, blobs: dict, cont
     checks = chunk_hash(region).astype("<u4").tobytes()
     head = checks + b"\0" * (-(pos + len(checks)) % 8)
     idx_off = pos + len(head)
-    forms = form if isinstance(form, tuple) else (INDEX_FORM if form is None else form,)
-    index, form = min(((_encode_index(fields, columns, form=f), f) for f in forms), key=lambda x: len(x[0]))
+    form = smaller_form(fields, columns, form) if isinstance(form, tuple) else INDEX_FORM if form is None else form
+    index = _encode_index(fields, columns, form=form)
     pad = b"\0" * (-len(index) % 8)
     tr_head = struct.pack("<QQQ", pos, idx_off, len(index))
     crc = zlib.crc32(tr_head, zlib.crc32(index + pad, zlib.crc32(head))) & 0xFFFFFFFF

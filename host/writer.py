@@ -160,9 +160,10 @@ def _segment_of(state: State, user, start, count, values: dict):
     const = any(codec.const_stripes(b[3]).any() for b in blobs.values())
     tables = any((b[5] > 0).any() for b in blobs.values())  # (a stripe table's codes may be DELTA blocks)
     blobs = {c: b[:4] for c, b in blobs.items()}
-    # (form 3 where its constants per row may make the index smaller: whichever does)
+    # (form 3 where its constants, per row of a pack or per stripe, may make the index smaller:
+    # whichever does; form 2 where there are none)
     rows_form = min(segment.INDEX_FORM, segment.ROWS_FORM)
-    forms = (rows_form, segment.INDEX_FORM) if per_row and segment.INDEX_FORM > rows_form else rows_form
+    forms = (rows_form, segment.INDEX_FORM) if (per_row or const) and segment.INDEX_FORM > rows_form else rows_form
     *seg, form = encode_segment3(list(state.schema), user, start, count, blobs, cont, lender, forms)
     return (*seg, _format_entry(dicts, const, tables, bool(lender), bool(per_row), form))
 
