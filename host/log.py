@@ -164,7 +164,7 @@ def _check_entry(e, where: str) -> dict:
     const: 1 for one with constant stripes, tables: 1 for one with stripe tables, borrow: 1 for one
     with borrowed codes (DESIGN §1), rowconst: 1 for one with constants per row of a pack (DESIGN §2),
     so that releases before them reject it; dicts: 2 where its dictionaries' heads are varints,
-    host/pages.py ``DICT_FORM``; index: 2 where its index is of form 2, host/segment.py ``INDEX_FORM``)."""
+    host/pages.py ``DICT_FORM``; index: 2 or 3, its index's form, host/segment.py ``index_residuals``)."""
     keys = {"path", "offset", "size", "index_crc", "events", "level"}
     extra = {"dicts": (1, 2), "const": (1,), "tables": (1,), "borrow": (1,), "rowconst": (1,), "index": (2, 3)}  # (format 3 only)
     if not isinstance(e, dict) or set(e) - {"format", *extra} != keys or e.get("format", 2) not in (2, 3) \

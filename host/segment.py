@@ -98,10 +98,10 @@ def delta_values(r: np.ndarray, params: np.ndarray) -> np.ndarray:
 # about 20%, each one's age drawn anew)
 CONST_STEPS = 0.5
 # the newest form of the segment indexes this release writes (``index_residuals``): the writer
-# writes form 3 where a segment's packs have constants per row (what form 3 is for), else form 2
-# (its entries say "index": 3 or 2)
+# writes form 3 where a segment has constants (per row of a pack, or per stripe) and form 3 weighs
+# smaller (``smaller_form``), else form 2 (its entries say "index": 3 or 2)
 INDEX_FORM = 3
-ROWS_FORM = 2  # the form of an index with no constants per row of a pack
+ROWS_FORM = 2  # the form of an index with no constants
 
 
 def index_residuals(m: np.ndarray, form: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -262,7 +262,7 @@ def _format_entry(dicts: bool = False, const: bool = False, tables: bool = False
     that cannot read them rejects the entry (an unknown key), even where a checkpoint's snapshot
     spares it the segment's index; ``"index": 2`` or ``3``, its index's ``form`` (host/segment.py
     ``index_residuals``; None: ``INDEX_FORM``; form 2: blobs of one block with their tags in the index,
-    form 3 too, with constants per row of a pack; releases before 2026-12-02 wrote form 1 and no key)."""
+    form 3 too, and its constants as value steps; releases before 2026-12-02 wrote form 1 and no key)."""
     if SEGMENT_FORMAT == 2:
         return {}
     form = segment.INDEX_FORM if form is None else form
@@ -414,8 +414,8 @@ def _merged(store, state: State, segcache: dict, merge: list, users, per_user, o
 def older_format(e: dict) -> bool:
     """Whether the data file of entry ``e`` is in a format this release no longer writes (format 2,
     or format 3 with dictionaries of 16-byte heads, ``"dicts": 1``, or an index of form 1, no ``"index"``):
-    compaction rewrites it. (Form 2 is what this release writes where a segment's packs have no
-    constants per row, form 3 where they have: neither is older.)"""
+    compaction rewrites it. (This release writes an index of form 2, or of form 3 where a segment
+    has constants and that form weighs smaller: neither is older.)"""
     if SEGMENT_FORMAT == 2:
         return False
     return e.get("format", 2) < SEGMENT_FORMAT or e.get("dicts", pages.DICT_FORM) < pages.DICT_FORM \
