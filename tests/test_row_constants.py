@@ -20,9 +20,9 @@ pytestmark = pytest.mark.usefixtures("decoder")  # on the C codec and on NumPy's
 
 def short_users(rng, users: int = 900, seed_ages: int = 7):
     """``users`` histories of 2-20 events (they pack): ``item_id`` any of 5,000 ids, ``action`` the
-    user's age band (one of ``seed_ages`` values, int32; drawn for runs of 1-12 users, as a real
-    user's history cut into pieces, each piece a user), ``ts`` rising; the users' ids and the
-    events' columns."""
+    user's age band (one of ``seed_ages`` values, int32; drawn anew at about one user in 6, the
+    others keeping the one before's, as a real user's history cut into pieces, each piece a user),
+    ``ts`` rising; the users' ids and the events' columns."""
     sc = rng.integers(2, 21, users)
     n = int(sc.sum())
     uid = np.repeat(np.arange(users) * 3 + 1, sc)
@@ -51,7 +51,7 @@ def test_row_constants_read_back_by_windows(tmp_path, monkeypatch, bs):
     """A tier of short histories whose ``action`` is a value per user: its packs store it as each
     row's constant; every column reads back whole (C and NumPy decoders), by any block window (a
     pack's block holds every row's value at its positions), in memory and by ranges; the entry says
-    ``rowconst`` (releases before it reject the entry)."""
+    ``rowconst`` (releases before it reject the entry) and its index is of form 3."""
     rng = np.random.default_rng(bs)
     uid, cols = short_users(rng)
     t = Tier.create(tmp_path / "t", SCHEMA, block_size=bs)
