@@ -47,8 +47,10 @@ def test_bench_e2e_cpu_end_to_end(tmp_path):
         assert r["model_max_len"] == 32 and r["capped"] and r["notes"]
         stages = r["profile"]["stages"]
         assert set(stages) == set(trace.STAGES)
-        # CPU device: the reference backend plans and decodes in the host threads
-        assert stages["gpumat.plan"]["calls"] >= 2 and stages["gpumat.decode"]["calls"] >= 2, stages
+        # CPU device: the reference backend plans and decodes in the host threads (at least once
+        # in the profiled steps: the pipeline refills after each step, and the last refill may end
+        # after the profiler stops, as it did once in 7 fresh-clone runs on a loaded machine)
+        assert stages["gpumat.plan"]["calls"] >= 1 and stages["gpumat.decode"]["calls"] >= 1, stages
         assert stages["gpumat.plan"]["cpu_ms_total"] > 0
         assert r["sync_check"] == {"skipped": "no CUDA device"}
     assert on_disk["target"]["tenant"] == "mid" and on_disk["target"]["met"] is None  # a GPU target
