@@ -302,14 +302,21 @@ def _table_raw(m: np.ndarray, predict: tuple) -> bytes:
 
 def smaller_form(fields: dict, columns: list[str], forms: tuple) -> int:
     """Of ``forms``, the one whose index of ``fields`` comes out smallest under zstd level 6 (the
-    first where two tie): a fast stand-in for the level the index is written at."""
+    first where two tie): a fast stand-in for the level the index is written at. A form that
+    cannot hold the fields (form 3's ``ValueError``) is passed over, so that an append never fails
+    for it where an earlier form holds them."""
     if len(forms) == 1:
         return forms[0]
     if "cont" not in fields:
         fields = dict(fields, cont=np.zeros(len(fields["user_id"]), np.int64))
     m = np.stack([np.asarray(fields[f], dtype=np.int64) for f in _index_fields(columns, True)])
-    size = [len(_ZSTD_BIG.compress(_table_raw(m, (lambda x, f=f: index_residuals(x, f), index_values)), asbytes=True))
-            for f in forms]
+    size = []
+    for f in forms:
+        try:
+            size.append(len(_ZSTD_BIG.compress(_table_raw(m, (lambda x, f=f: index_residuals(x, f), index_values)),
+                                               asbytes=True)))
+        except ValueError:
+            size.append(1 << 62)
     return forms[int(np.argmin(size))]
 
 

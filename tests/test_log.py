@@ -209,6 +209,12 @@ def test_index_forms_round_trip_any_fields(form):
         f["a.enc"][0] = -5
         with pytest.raises(ValueError, match="no negative enc"):
             segment.index_residuals(np.stack([f[k] for k in segment._index_fields(cols)]), 3)
+        # the writer's choice passes over a form that cannot hold the fields: form 2 holds any
+        assert segment.smaller_form(f, cols, (2, 3)) == 2
+        bufs, size, crc, got = segment.encode_segment3(cols, f["user_id"], f["start"], f["count"],
+                                                       {c: (np.zeros(0, np.uint8), np.zeros(S, np.int64), np.zeros(S, np.int64),
+                                                            f[f"{c}.enc"]) for c in cols}, f["cont"], None, (2, 3))
+        assert got == 2
 
 
 def test_tiers_written_with_layout_1_tables_still_open(tmp_path, monkeypatch):
