@@ -244,6 +244,8 @@ def staged_skeleton(s: StagedBatch) -> dict:
         sk["known_max_width"] = {name: s.max_width(name) for name in s.columns}
     if "known_aux" in _STAGED_FIELDS:
         sk["known_aux"] = {name: s.aux(name) for name in s.columns}
+    if "known_codes_of" in _STAGED_FIELDS:
+        sk["known_codes_of"] = s.codes_lent()
     return sk
 
 

@@ -44,6 +44,11 @@ without low bits, constants) skips the value loads (``NOBITS_MASK``). A column w
 (aux kind 3, or a PATCH, RUN or DELTA block with ``AUX_CODES``: ``DICT_MASK``) gathers each value from its
 dictionary (``dicts_c``, int64) at the block's value (line): its code plus where its dictionary
 starts, which the host folds into its base.
+Columns whose staged blocks are one column's, word for word (borrowed codes, DESIGN §1: an item's
+genre and year on its id's codes; ``StagedBatch.codes_of``), are decoded once: the launcher names
+the first of them ``LENDER`` and the others ``BORROW_MASK`` (``borrow_plan``), and a borrowing column
+takes the lender's value line of each position (its code), adds its own base less the lender's (its
+dictionary's start), and gathers from its own dictionary.
 A column with DELTA blocks (aux kind 4 or 5, ``DELTA_MASK``) walks its tiles by block position and
 prefix-sums a DELTA block's offsets over the block (``_prefix``: on the GPU each thread holds
 consecutive positions, so one warp scan of the threads' sums; docs/DESIGN.md §4); a DELTA SIGNED
@@ -167,7 +172,7 @@ if triton is not None:
         PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, DICT_MASK: tl.constexpr,
         DELTA_MASK: tl.constexpr, RADIX_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr,
         LANES: tl.constexpr,
-        STEPS: tl.constexpr, ONE_D: tl.constexpr, SLACK: tl.constexpr,
+        STEPS: tl.constexpr, ONE_D: tl.constexpr, SLACK: tl.constexpr, LENDER: tl.constexpr, BORROW_MASK: tl.constexpr,
     ):
         """Positions ``c0 .. c0 + STEPS * LANES`` of the program's tiles, every column; a live value of
         the checked column past its request's timestamp stores 1 at ``vp`` (its tile's example's
@@ -213,151 +218,173 @@ if triton is not None:
                 kl_c, lv_c, sm_c, ck_c, row_c, ln_c, st_c = kl, live, smask, live, row, c0 + lane, step
             sk = (st_c * LANES).to(tl.uint32)  # what a step adds to the position
             klu = kl_c.to(tl.uint32)
-            # Per tile: the block header, three loads every lane shares.
-            hp = hdrs[c] + blk3  # a dead tile reads block 0 (the launcher checks there is one)
-            base = tl.load(hp)
-            slope = tl.load(hp + 1)
-            meta = tl.load(hp + 2)
-            w = (meta & 0x7F).to(tl.int32)
-            off = (meta >> 8).to(tl.int32) * 2  # the block's first 32-bit word
-            # Memory safety only (the host verified every block's checksum): a tile whose header
-            # points outside the staged words reads the column's first two words instead.
-            nw2 = nwords[c] - 1  # the column's 32-bit words, 2 (W + 1), from opaque_count(W + 1)
-            ok = (off >= 0) & (w <= 64) & (off + (((lo + cnt) * w) >> 5) + 1 < nw2)
-            if ((RUN_MASK | RADIX_MASK) >> c) & 1:  # a RUN / RADIX block's runs / codes are fewer than its positions: clamped below
-                ok = ok | ((off >= 2) & (w <= 64) & ((meta & 0x80) != 0) & (off < nw2))
-            w = tl.where(ok, w, 0)
-            off = tl.where(ok, off, 0)
-            wu = w.to(tl.uint32)
-            m_lo = tl.where(wu >= 32, ones, (one << (wu & 31)) - one)
-            lim = nw2 - 3  # the last start of a 3-word read: aux-derived addresses are clamped to it
-            if ((PATCH_MASK | RUN_MASK | (DICT_MASK & DELTA_MASK) | RADIX_MASK) >> c) & 1:
-                auxok = ok & ((meta & 0x80) != 0) & (off >= 2) & (nw2 >= 4) & (lo + cnt <= 128)
-                at = tl.where(auxok, off - 2, 0)
-                alo = tl.where(auxok, tl.load(words[c] + at).to(tl.uint32, bitcast=True), 0)
-                ahi = tl.load(words[c] + at + 1).to(tl.uint32, bitcast=True)
-            if (RADIX_MASK >> c) & 1:
-                # RADIX blocks (aux low bits 16): R and g in the tile's aux word, and float32 log2 R in
-                # its high half; ceil(2^16 / g) turns each position's division by g into a multiply
-                # and a shift (exact: positions < 128)
-                israd = ((alo & 31) + (klu - klu)) == 16
-                rrf = tl.maximum((alo >> 8) & 1023, 2).to(tl.float32)
-                rg = tl.maximum((alo >> 18) & 1023, 1)
-                mg = (-tl.floor(-65536.0 / rg.to(tl.float32))).to(tl.uint32)
-                # (other tiles: powers of 1, no overflow on lanes whose digit is not taken)
-                l2r = tl.where((alo & 31) == 16, ahi.to(tl.float32, bitcast=True), 0.0)
-                rcpr = 1.0 / rrf
-            if ((PATCH_MASK | RUN_MASK | (DICT_MASK & DELTA_MASK)) >> c) & 1:
-                # PATCH / RUN blocks (docs/DESIGN.md §4): the aux word before the block's values (a
-                # tile's two loads), then per value its bitmap word (the lane's group g0 plus the
-                # step: a constant offset) and rank (prefix byte + popcount below the lane's bit).
-                g0 = kl_c >> 5
-                bit = one << (klu & 31)  # the lane's bit in its bitmap word, every step
-                kind = (alo & 3) + (bit - bit)  # the tile's, as a per-lane block (masks of one shape)
-                isdel = ((alo & 6) + (bit - bit)) == 4  # DELTA or DELTA PATCH
-                # a live value's group is at most 3 (blocks of <= 128 values): so the bitmap's base,
-                # clamped once per tile, keeps every load inside the words
-                bmb = tl.minimum(off + ((alo >> 8) & 1023).to(tl.int32), nw2 - 4)
-                bmw = tl.load(words[c] + (bmb + g0) + st_c, mask=lv_c & (kind != 0), other=0).to(tl.uint32, bitcast=True)
-                pre = ahi >> ((g0 & 3) * 8).to(tl.uint32)  # the prefix bytes from the lane's group on
-                rank = (((pre >> (st_c * 8).to(tl.uint32)) & 255) + _popc(bmw & (bit - one))).to(tl.int32)
-                hit = (bmw & bit) != 0
-            if (RADIX_MASK >> c) & 1 and not ((PATCH_MASK | RUN_MASK | (DICT_MASK & DELTA_MASK)) >> c) & 1:
-                kind = (alo & 3) + (klu - klu)  # (DICT blocks among RADIX ones: told by the aux word)
-                isdel = ((alo & 6) + (klu - klu)) == 4
-            if ((DELTA_MASK & ~(PATCH_MASK | RUN_MASK | DICT_MASK | RADIX_MASK)) >> c) & 1:
-                # DELTA blocks the column's only flagged ones: told by the flag, no aux word load
-                isdel = (((meta >> 7) & 1).to(tl.uint32) + (klu - klu)) == 1
-            if ((RUN_MASK | RADIX_MASK) >> c) & 1:
-                # RUN: the run's index replaces the position; RADIX: the position's code, k div g; so
-                # each value has its own word and shift
-                kb = kl_c + st_c * LANES  # [LANES, STEPS, TP]: each value's position in its block
-                idx = kb
-                if (RUN_MASK >> c) & 1:
-                    idx = tl.where(kind == 2, rank + hit.to(tl.int32) - 1, idx)
-                lix = idx  # the position the value's line is taken at (a RUN block's: its run's)
-                if (RADIX_MASK >> c) & 1:
-                    qd = ((kb.to(tl.uint32) * mg) >> 16).to(tl.int32)
-                    rd = kb - qd * rg.to(tl.int32)  # the digit's place in its code
-                    idx = tl.where(israd, qd, idx)
-                    lix = tl.where(israd, kb, lix)
-                p = idx * w
-                s = (p & 31).to(tl.uint32)
-                pa = words[c] + tl.minimum(off + (p >> 5), lim)
-            else:
-                # Per lane: the word of step 0 and the shift every step shares.
-                p0 = kl_c * w
-                s = (p0 & 31).to(tl.uint32)
-                pa = (words[c] + (off + (p0 >> 5))) + st_c * w  # [LANES, STEPS, TP]
-            if (NOBITS_MASK >> c) & 1:  # every staged block of the column is 0 bits wide (constants, or
-                lo32 = tl.zeros(lv_c.shape, tl.uint32)  # PATCH blocks with no low bits: a sparse flag column)
-            else:
-                if SLACK:  # (the launcher saw a chunk's room after every column's words: no mask)
-                    a = tl.load(pa).to(tl.uint32, bitcast=True)
-                    b = tl.load(pa + 1).to(tl.uint32, bitcast=True)
+            if (BORROW_MASK >> c) & 1:
+                # Codes borrowed from column LENDER (DESIGN §1 "Borrowed codes"): its blocks are this
+                # column's, word for word, so its value line before the dictionary lookup is this
+                # column's but for the base (each column's dictionary start, folded in by the host):
+                # one header load and an add, no decode (the launcher checks the headers, ``borrow_plan``)
+                base = tl.load(hdrs[c] + blk3)
+                if (OUT64_MASK >> c) & 1:  # (then the lender is 64-bit too)
+                    val = (lend_v.to(tl.uint64, bitcast=True) + (base.to(tl.uint64, bitcast=True)
+                                                                 - lend_b.to(tl.uint64, bitcast=True))).to(tl.int64, bitcast=True)
                 else:
-                    a = tl.load(pa, mask=lv_c).to(tl.uint32, bitcast=True)
-                    b = tl.load(pa + 1, mask=lv_c).to(tl.uint32, bitcast=True)
-                lo32 = _bits32(a, b, s) & m_lo
-            if (RADIX_MASK >> c) & 1:
-                # a RADIX value: digit rd of its code, (code div R^rd) mod R, in fp32: 1 / R^rd as
-                # 2^(-rd log2 R), within 2^-18 of it; codes and powers are under 2^16, so each true
-                # quotient (code + 0.5) / R^rd is 0.5 / R^rd from an integer, its error under 0.25 / R^rd
-                q2 = tl.floor((lo32.to(tl.float32) + 0.5) * tl.exp2(-(rd.to(tl.float32) * l2r)))
-                dig = q2 - tl.floor((q2 + 0.5) * rcpr) * rrf
-                lo32 = tl.where(israd, dig.to(tl.uint32), lo32)
-            if (PATCH_MASK >> c) & 1:
-                # PATCH: an exception's high part (0 elsewhere: the masked load's other), shifted past the low bits
-                # (hit: bmw is 0 for dead lanes and plain blocks; a RUN block's bits are no exceptions)
-                xmask = (hit & (kind == 1)) if ((RUN_MASK | DICT_MASK) >> c) & 1 else hit
-                xh = tl.load(words[c] + tl.minimum(off + ((alo >> 18) & 1023).to(tl.int32) + rank, lim),
-                             mask=xmask, other=0).to(tl.uint32, bitcast=True)
-            if (OUT64_MASK >> c) & 1:
-                bits = lo32.to(tl.uint64)
-                if (WIDE_MASK >> c) & 1:  # some block is wider than 32 bits: a third word, the high half
-                    w3 = tl.load(pa + 2, mask=lv_c & (s + wu > 64)).to(tl.uint32, bitcast=True)
-                    m_hi = tl.where(wu >= 64, ones, tl.where(wu > 32, (one << ((wu - 32) & 31)) - one, 0))
-                    bits = bits | ((_bits32(b, w3, s) & m_hi).to(tl.uint64) << 32)
-                if (PATCH_MASK >> c) & 1:
-                    xw = xh.to(tl.uint64)
-                    if (DELTA_MASK >> c) & 1:  # DELTA SIGNED (aux bits 4 and 8): the exception's word is an int32
-                        xw = tl.where((alo & 12) == 12, xh.to(tl.int32, bitcast=True).to(tl.int64).to(tl.uint64, bitcast=True), xw)
-                    bits = bits + (xw << (wu & 63).to(tl.uint64))
-                if (DELTA_MASK >> c) & 1:  # a DELTA block's offsets, prefix-summed over the block
-                    bits = tl.where(isdel, _prefix(bits, ONE_D, LANES, STEPS), bits)
-                slope_u = slope.to(tl.uint64, bitcast=True)
-                if (RUN_MASK >> c) & 1:
-                    val = (base.to(tl.uint64, bitcast=True) + slope_u * lix.to(tl.uint64) + bits).to(tl.int64, bitcast=True)
-                else:
-                    lane_v = base.to(tl.uint64, bitcast=True) + slope_u * klu.to(tl.uint64)  # [LANES, 1, TP]
-                    val = (lane_v + slope_u * sk.to(tl.uint64) + bits).to(tl.int64, bitcast=True)
-            else:
-                # An int32 output needs only the low 32 bits of base + slope * k + r: wrapping 32-bit math.
-                # (DELTA SIGNED's int32 exceptions: the same low 32 bits as sign-extended ones)
-                if (PATCH_MASK >> c) & 1:  # an int32 column's blocks are <= 32 bits wide: w < 32 for PATCH
-                    if (DELTA_MASK >> c) & 1:  # (but a DELTA block's steps take up to 33 bits: w = 32 adds 0)
-                        lo32 = lo32 + tl.where(wu < 32, xh << (wu & 31), 0)
+                    if (OUT64_MASK >> LENDER) & 1:
+                        lv32 = lend_v.to(tl.uint64, bitcast=True).to(tl.uint32)
                     else:
-                        lo32 = lo32 + (xh << (wu & 31))
-                if (DELTA_MASK >> c) & 1:
-                    lo32 = tl.where(isdel, _prefix(lo32, ONE_D, LANES, STEPS), lo32)
-                slope32 = slope.to(tl.uint32)
-                if (RUN_MASK >> c) & 1:
-                    val = (base.to(tl.uint32) + slope32 * lix.to(tl.uint32) + lo32).to(tl.int32, bitcast=True)
+                        lv32 = lend_v.to(tl.uint32, bitcast=True)
+                    val = (lv32 + (base.to(tl.uint32) - lend_b.to(tl.uint32))).to(tl.int32, bitcast=True)
+            else:
+                # Per tile: the block header, three loads every lane shares.
+                hp = hdrs[c] + blk3  # a dead tile reads block 0 (the launcher checks there is one)
+                base = tl.load(hp)
+                slope = tl.load(hp + 1)
+                meta = tl.load(hp + 2)
+                w = (meta & 0x7F).to(tl.int32)
+                off = (meta >> 8).to(tl.int32) * 2  # the block's first 32-bit word
+                # Memory safety only (the host verified every block's checksum): a tile whose header
+                # points outside the staged words reads the column's first two words instead.
+                nw2 = nwords[c] - 1  # the column's 32-bit words, 2 (W + 1), from opaque_count(W + 1)
+                ok = (off >= 0) & (w <= 64) & (off + (((lo + cnt) * w) >> 5) + 1 < nw2)
+                if ((RUN_MASK | RADIX_MASK) >> c) & 1:  # a RUN / RADIX block's runs / codes are fewer than its positions: clamped below
+                    ok = ok | ((off >= 2) & (w <= 64) & ((meta & 0x80) != 0) & (off < nw2))
+                w = tl.where(ok, w, 0)
+                off = tl.where(ok, off, 0)
+                wu = w.to(tl.uint32)
+                m_lo = tl.where(wu >= 32, ones, (one << (wu & 31)) - one)
+                lim = nw2 - 3  # the last start of a 3-word read: aux-derived addresses are clamped to it
+                if ((PATCH_MASK | RUN_MASK | (DICT_MASK & DELTA_MASK) | RADIX_MASK) >> c) & 1:
+                    auxok = ok & ((meta & 0x80) != 0) & (off >= 2) & (nw2 >= 4) & (lo + cnt <= 128)
+                    at = tl.where(auxok, off - 2, 0)
+                    alo = tl.where(auxok, tl.load(words[c] + at).to(tl.uint32, bitcast=True), 0)
+                    ahi = tl.load(words[c] + at + 1).to(tl.uint32, bitcast=True)
+                if (RADIX_MASK >> c) & 1:
+                    # RADIX blocks (aux low bits 16): R and g in the tile's aux word, and float32 log2 R in
+                    # its high half; ceil(2^16 / g) turns each position's division by g into a multiply
+                    # and a shift (exact: positions < 128)
+                    israd = ((alo & 31) + (klu - klu)) == 16
+                    rrf = tl.maximum((alo >> 8) & 1023, 2).to(tl.float32)
+                    rg = tl.maximum((alo >> 18) & 1023, 1)
+                    mg = (-tl.floor(-65536.0 / rg.to(tl.float32))).to(tl.uint32)
+                    # (other tiles: powers of 1, no overflow on lanes whose digit is not taken)
+                    l2r = tl.where((alo & 31) == 16, ahi.to(tl.float32, bitcast=True), 0.0)
+                    rcpr = 1.0 / rrf
+                if ((PATCH_MASK | RUN_MASK | (DICT_MASK & DELTA_MASK)) >> c) & 1:
+                    # PATCH / RUN blocks (docs/DESIGN.md §4): the aux word before the block's values (a
+                    # tile's two loads), then per value its bitmap word (the lane's group g0 plus the
+                    # step: a constant offset) and rank (prefix byte + popcount below the lane's bit).
+                    g0 = kl_c >> 5
+                    bit = one << (klu & 31)  # the lane's bit in its bitmap word, every step
+                    kind = (alo & 3) + (bit - bit)  # the tile's, as a per-lane block (masks of one shape)
+                    isdel = ((alo & 6) + (bit - bit)) == 4  # DELTA or DELTA PATCH
+                    # a live value's group is at most 3 (blocks of <= 128 values): so the bitmap's base,
+                    # clamped once per tile, keeps every load inside the words
+                    bmb = tl.minimum(off + ((alo >> 8) & 1023).to(tl.int32), nw2 - 4)
+                    bmw = tl.load(words[c] + (bmb + g0) + st_c, mask=lv_c & (kind != 0), other=0).to(tl.uint32, bitcast=True)
+                    pre = ahi >> ((g0 & 3) * 8).to(tl.uint32)  # the prefix bytes from the lane's group on
+                    rank = (((pre >> (st_c * 8).to(tl.uint32)) & 255) + _popc(bmw & (bit - one))).to(tl.int32)
+                    hit = (bmw & bit) != 0
+                if (RADIX_MASK >> c) & 1 and not ((PATCH_MASK | RUN_MASK | (DICT_MASK & DELTA_MASK)) >> c) & 1:
+                    kind = (alo & 3) + (klu - klu)  # (DICT blocks among RADIX ones: told by the aux word)
+                    isdel = ((alo & 6) + (klu - klu)) == 4
+                if ((DELTA_MASK & ~(PATCH_MASK | RUN_MASK | DICT_MASK | RADIX_MASK)) >> c) & 1:
+                    # DELTA blocks the column's only flagged ones: told by the flag, no aux word load
+                    isdel = (((meta >> 7) & 1).to(tl.uint32) + (klu - klu)) == 1
+                if ((RUN_MASK | RADIX_MASK) >> c) & 1:
+                    # RUN: the run's index replaces the position; RADIX: the position's code, k div g; so
+                    # each value has its own word and shift
+                    kb = kl_c + st_c * LANES  # [LANES, STEPS, TP]: each value's position in its block
+                    idx = kb
+                    if (RUN_MASK >> c) & 1:
+                        idx = tl.where(kind == 2, rank + hit.to(tl.int32) - 1, idx)
+                    lix = idx  # the position the value's line is taken at (a RUN block's: its run's)
+                    if (RADIX_MASK >> c) & 1:
+                        qd = ((kb.to(tl.uint32) * mg) >> 16).to(tl.int32)
+                        rd = kb - qd * rg.to(tl.int32)  # the digit's place in its code
+                        idx = tl.where(israd, qd, idx)
+                        lix = tl.where(israd, kb, lix)
+                    p = idx * w
+                    s = (p & 31).to(tl.uint32)
+                    pa = words[c] + tl.minimum(off + (p >> 5), lim)
                 else:
-                    lane_v = base.to(tl.uint32) + slope32 * klu
-                    val = (lane_v + slope32 * sk + lo32).to(tl.int32, bitcast=True)
+                    # Per lane: the word of step 0 and the shift every step shares.
+                    p0 = kl_c * w
+                    s = (p0 & 31).to(tl.uint32)
+                    pa = (words[c] + (off + (p0 >> 5))) + st_c * w  # [LANES, STEPS, TP]
+                if (NOBITS_MASK >> c) & 1:  # every staged block of the column is 0 bits wide (constants, or
+                    lo32 = tl.zeros(lv_c.shape, tl.uint32)  # PATCH blocks with no low bits: a sparse flag column)
+                else:
+                    if SLACK:  # (the launcher saw a chunk's room after every column's words: no mask)
+                        a = tl.load(pa).to(tl.uint32, bitcast=True)
+                        b = tl.load(pa + 1).to(tl.uint32, bitcast=True)
+                    else:
+                        a = tl.load(pa, mask=lv_c).to(tl.uint32, bitcast=True)
+                        b = tl.load(pa + 1, mask=lv_c).to(tl.uint32, bitcast=True)
+                    lo32 = _bits32(a, b, s) & m_lo
+                if (RADIX_MASK >> c) & 1:
+                    # a RADIX value: digit rd of its code, (code div R^rd) mod R, in fp32: 1 / R^rd as
+                    # 2^(-rd log2 R), within 2^-18 of it; codes and powers are under 2^16, so each true
+                    # quotient (code + 0.5) / R^rd is 0.5 / R^rd from an integer, its error under 0.25 / R^rd
+                    q2 = tl.floor((lo32.to(tl.float32) + 0.5) * tl.exp2(-(rd.to(tl.float32) * l2r)))
+                    dig = q2 - tl.floor((q2 + 0.5) * rcpr) * rrf
+                    lo32 = tl.where(israd, dig.to(tl.uint32), lo32)
+                if (PATCH_MASK >> c) & 1:
+                    # PATCH: an exception's high part (0 elsewhere: the masked load's other), shifted past the low bits
+                    # (hit: bmw is 0 for dead lanes and plain blocks; a RUN block's bits are no exceptions)
+                    xmask = (hit & (kind == 1)) if ((RUN_MASK | DICT_MASK) >> c) & 1 else hit
+                    xh = tl.load(words[c] + tl.minimum(off + ((alo >> 18) & 1023).to(tl.int32) + rank, lim),
+                                 mask=xmask, other=0).to(tl.uint32, bitcast=True)
+                if (OUT64_MASK >> c) & 1:
+                    bits = lo32.to(tl.uint64)
+                    if (WIDE_MASK >> c) & 1:  # some block is wider than 32 bits: a third word, the high half
+                        w3 = tl.load(pa + 2, mask=lv_c & (s + wu > 64)).to(tl.uint32, bitcast=True)
+                        m_hi = tl.where(wu >= 64, ones, tl.where(wu > 32, (one << ((wu - 32) & 31)) - one, 0))
+                        bits = bits | ((_bits32(b, w3, s) & m_hi).to(tl.uint64) << 32)
+                    if (PATCH_MASK >> c) & 1:
+                        xw = xh.to(tl.uint64)
+                        if (DELTA_MASK >> c) & 1:  # DELTA SIGNED (aux bits 4 and 8): the exception's word is an int32
+                            xw = tl.where((alo & 12) == 12, xh.to(tl.int32, bitcast=True).to(tl.int64).to(tl.uint64, bitcast=True), xw)
+                        bits = bits + (xw << (wu & 63).to(tl.uint64))
+                    if (DELTA_MASK >> c) & 1:  # a DELTA block's offsets, prefix-summed over the block
+                        bits = tl.where(isdel, _prefix(bits, ONE_D, LANES, STEPS), bits)
+                    slope_u = slope.to(tl.uint64, bitcast=True)
+                    if (RUN_MASK >> c) & 1:
+                        val = (base.to(tl.uint64, bitcast=True) + slope_u * lix.to(tl.uint64) + bits).to(tl.int64, bitcast=True)
+                    else:
+                        lane_v = base.to(tl.uint64, bitcast=True) + slope_u * klu.to(tl.uint64)  # [LANES, 1, TP]
+                        val = (lane_v + slope_u * sk.to(tl.uint64) + bits).to(tl.int64, bitcast=True)
+                else:
+                    # An int32 output needs only the low 32 bits of base + slope * k + r: wrapping 32-bit math.
+                    # (DELTA SIGNED's int32 exceptions: the same low 32 bits as sign-extended ones)
+                    if (PATCH_MASK >> c) & 1:  # an int32 column's blocks are <= 32 bits wide: w < 32 for PATCH
+                        if (DELTA_MASK >> c) & 1:  # (but a DELTA block's steps take up to 33 bits: w = 32 adds 0)
+                            lo32 = lo32 + tl.where(wu < 32, xh << (wu & 31), 0)
+                        else:
+                            lo32 = lo32 + (xh << (wu & 31))
+                    if (DELTA_MASK >> c) & 1:
+                        lo32 = tl.where(isdel, _prefix(lo32, ONE_D, LANES, STEPS), lo32)
+                    slope32 = slope.to(tl.uint32)
+                    if (RUN_MASK >> c) & 1:
+                        val = (base.to(tl.uint32) + slope32 * lix.to(tl.uint32) + lo32).to(tl.int32, bitcast=True)
+                    else:
+                        lane_v = base.to(tl.uint32) + slope32 * klu
+                        val = (lane_v + slope32 * sk + lo32).to(tl.int32, bitcast=True)
+            if c == LENDER:  # (its value line, before any lookup: what its borrowers start from)
+                lend_v, lend_b = val, base
             if (DICT_MASK >> c) & 1:
                 # DICT blocks (aux kind 3): the value line is an index into the column's dictionaries
                 # (the block's code plus where its dictionary starts, folded into its base by the
                 # host), read mod 2^32 and clamped to them (the contract's definition, and memory
                 # safety); one gather per value. A column without PATCH / RUN / DELTA blocks needs
                 # no aux word: its flagged blocks are its DICT blocks.
-                if ((PATCH_MASK | RUN_MASK | DELTA_MASK | RADIX_MASK) >> c) & 1:  # (the aux word was read: its kind)
+                if (BORROW_MASK >> c) & 1:  # (the lender's blocks: its DICT lanes)
+                    isd = lend_d
+                elif ((PATCH_MASK | RUN_MASK | DELTA_MASK | RADIX_MASK) >> c) & 1:  # (the aux word was read: its kind)
                     # kind 3, or a PATCH, RUN or DELTA block of codes (aux bit 32)
                     isd = (kind == 3) | (((alo & 32) + (klu - klu)) == 32)
                 else:
                     isd = (((meta >> 7) & 1).to(tl.uint32) + (klu - klu)) == 1  # per lane, as ``kind``
+                if c == LENDER:
+                    lend_d = isd
                 dmax = tl.cast((ndicts[c] >> 1) - 1, tl.uint32)  # D - 1, from opaque_count(D)
                 di = tl.minimum(val.to(tl.uint64, bitcast=True).to(tl.uint32) if (OUT64_MASK >> c) & 1
                                 else val.to(tl.uint32, bitcast=True), dmax)
@@ -399,7 +426,7 @@ if triton is not None:
         DELTA_MASK: tl.constexpr, RADIX_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr,
         PADDED: tl.constexpr,
         LANES: tl.constexpr, STEPS: tl.constexpr, TILES_PER_PROG: tl.constexpr, LOOP: tl.constexpr,
-        SLACK: tl.constexpr,
+        SLACK: tl.constexpr, LENDER: tl.constexpr, BORROW_MASK: tl.constexpr,
     ):
         """Tiles ``t`` (int32 ``[TILES_PER_PROG]``), every column: descriptors, then the decode."""
         tmask = t < n_tiles
@@ -448,13 +475,13 @@ if triton is not None:
                 _history_chunk(
                     hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp,
                     NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, 0, 0, CHECK_COL,
-                    INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1, False,
+                    INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1, False, LENDER, BORROW_MASK,
                 )
         else:
             _history_chunk(
                 hdrs, words, outs, nwords, dicts, ndicts, 0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp,
                 NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK,
-                RADIX_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1, SLACK,
+                RADIX_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1, SLACK, LENDER, BORROW_MASK,
             )
 
 
@@ -491,6 +518,8 @@ if triton is not None:
         LOOP: tl.constexpr,
         len_bucket,  # the autotuner's key only: log2 of the batch's mean events per example
         SLACK: tl.constexpr = False,  # every column's words have a chunk's room after them: unmasked value loads
+        LENDER: tl.constexpr = -1,  # the column whose codes the BORROW_MASK columns share (-1: none)
+        BORROW_MASK: tl.constexpr = 0,  # bit c: column c's blocks are LENDER's, its own base aside (no decode)
     ):
         """The history, all columns: SEQ x TILES_PER_PROG tiles per program. A program walks SEQ
         groups in turn (unrolled, so a group's loads can be in flight while the previous one is
@@ -504,7 +533,7 @@ if triton is not None:
                 hdrs, words, outs, nwords, dicts, ndicts, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
                 offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
                 NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK,
-                RADIX_MASK, CHECK_COL, INCLUSIVE, PADDED, LANES, STEPS, TILES_PER_PROG, LOOP, SLACK,
+                RADIX_MASK, CHECK_COL, INCLUSIVE, PADDED, LANES, STEPS, TILES_PER_PROG, LOOP, SLACK, LENDER, BORROW_MASK,
             )
 
     @triton.jit(do_not_specialize=["n_ex", "n_tail", "n_out", "width"])
@@ -725,7 +754,8 @@ def _check_staged(staged) -> torch.device:
 
 
 def materialize_staged_triton(
-    staged, padded_width=None, pad_value=0, total=None, out=None, tiles_per_prog=None, ex_per_prog=None, launch=None
+    staged, padded_width=None, pad_value=0, total=None, out=None, tiles_per_prog=None, ex_per_prog=None, launch=None,
+    borrow=True,
 ):
     """Materialize a device-resident ``StagedBatch`` with one launch of ``_materialize_kernel``.
 
@@ -741,7 +771,9 @@ def materialize_staged_triton(
     planner built and moved with ``StagedBatch.to``/``from_flat``, so the launch never syncs). ``out``: optional preallocated
     outputs per column (reused buffers; filled with ``pad_value`` first when padded).
     ``tiles_per_prog`` / ``ex_per_prog``: launch-shape overrides (tuning, tests); ``launch``: the
-    history kernel's whole ``(TP, SEQ, warps)``.
+    history kernel's whole ``(TP, SEQ, warps)``. ``borrow``: columns that share their blocks
+    (``borrow_plan``) decode them once; False decodes each on its own (the same results: for
+    measuring what it saves).
     """
     dev = _check_staged(staged)
     ok, why = triton_available(dev)
@@ -757,7 +789,8 @@ def materialize_staged_triton(
     # Triton launches on the current CUDA device: make it the batch's (cuda:1 without a stream
     # context would otherwise launch on cuda:0 against another device's pointers).
     with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
-        _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog, launch)
+        _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog, launch,
+                borrow)
     return values, viol
 
 
@@ -783,7 +816,28 @@ def _output(name, col, out, shape, dev, padded_width, pad_value):
     return buf
 
 
-def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog, launch=None):
+def borrow_plan(staged, masks) -> tuple[int, int]:
+    """``(LENDER, BORROW_MASK)`` of the history kernel for ``staged`` (columns in ``passes()``
+    order; ``masks``: the launch's ``(OUT64, WIDE, PATCH, RUN, NOBITS, DICT, DELTA, RADIX)`` masks):
+    the columns whose blocks are an earlier column's (``StagedBatch.codes_of``: borrowed codes,
+    DESIGN §1) take that column's decoded value lines, each plus its own base, and decode nothing.
+    One lender a launch (the one most columns borrow from); a column borrows only where its
+    masks are its lender's (the same paths: the same blocks say so) and, if its output is 64-bit,
+    so is the lender's (a 32-bit line has no high half to give). ``(-1, 0)``: none."""
+    groups = {}  # the columns of one set of blocks (codes_of: the set's first column, or the column itself)
+    for c, (name, _, _) in enumerate(staged.passes()):
+        groups.setdefault(staged.codes_of(name) or name, []).append(c)
+    same = lambda a, b: all(((m >> a) & 1) == ((m >> b) & 1) for m in masks[1:])  # noqa: E731
+    best = (-1, 0)
+    for first, *rest in groups.values():
+        mask = sum(1 << c for c in rest if same(c, first) and (masks[0] >> c) & 1 <= (masks[0] >> first) & 1)
+        if mask.bit_count() > best[1].bit_count():
+            best = (first, mask)
+    return best
+
+
+def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog, launch=None,
+            borrow=True):
     """Take every column's output and launch the one kernel over all of them (history tiles and tails)."""
     hdrs, words, tails, outs, nwords, dicts, ndicts = [], [], [], [], [], [], []
     store_mask = out64_mask = wide_mask = patch_mask = run_mask = nobits_mask = dict_mask = delta_mask = radix_mask = 0
@@ -827,6 +881,8 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
         nwords.append(col.words.numel())
     if not store_mask and check_col < 0:
         return
+    masks = (out64_mask, wide_mask, patch_mask, run_mask, nobits_mask, dict_mask, delta_mask, radix_mask)
+    lender, borrow_mask = borrow_plan(staged, masks) if borrow else (-1, 0)
     T = staged.tile_block.numel()
     B = staged.offsets.numel() - 1
     n_tail = tails[0].numel()
@@ -872,7 +928,7 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
         # (DELTA blocks hold at most AUX_MAX_BLOCK values: a tier of larger blocks, which loops, has none)
         kw = dict(SLACK=slack, OUT64_MASK=out64_mask, WIDE_MASK=wide_mask, PATCH_MASK=patch_mask, RUN_MASK=run_mask, NOBITS_MASK=nobits_mask,
                   DICT_MASK=dict_mask, DELTA_MASK=0 if loop else delta_mask, RADIX_MASK=0 if loop else radix_mask,
-                  LANES=lanes_h, STEPS=block // lanes_h,
+                  LANES=lanes_h, STEPS=block // lanes_h, LENDER=lender, BORROW_MASK=borrow_mask,
                   LOOP=loop, **common)
         if tuned:
             _autotuned()[lambda meta: (triton.cdiv(T, meta["TILES_PER_PROG"] * meta["SEQ"]),)](

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from gpumat.bench.kernels import FOR_ITEM_COLUMNS, synthetic_staged
+from gpumat.bench.kernels import FEATURE_COLUMNS, FOR_ITEM_COLUMNS, synthetic_staged
 from gpumat.ops import decode_gather
 
 
@@ -33,11 +33,15 @@ def test_static_check_compiles_every_configuration_without_spills(tmp_path):
         assert t["warp_instructions_per_event"] > 0 and t["issue_floor_us"] > 0 and t["dram_floor_us"] > 0
         # the bench batches hold item_id as DICT blocks, as the bench tier stores it: one gather more than FOR
         assert s["tenants_item_for"][name]["warp_instructions_per_event"] < t["warp_instructions_per_event"]
-    assert "warp-instr/event" in proc.stdout
+        # two attributes borrowing item_id's codes: decoded once, they cost less than decoded each
+        once, each = s["tenants_borrowed"][name], s["tenants_borrowed_decoded"][name]
+        assert once["bytes_moved"] == each["bytes_moved"] and once["warp_instructions"] < each["warp_instructions"]
+    assert "warp-instr/event" in proc.stdout and "borrowing item_id's codes, decoded once" in proc.stdout
 
 
 def test_synthetic_batches_decode_alike_on_every_host_backend():
-    for staged in (synthetic_staged(40, 300, seed=4, columns=FOR_ITEM_COLUMNS), synthetic_staged(40, 300, seed=3)):
+    for staged in (synthetic_staged(40, 300, seed=4, columns=FOR_ITEM_COLUMNS), synthetic_staged(40, 300, seed=5, columns=FEATURE_COLUMNS),
+                   synthetic_staged(40, 300, seed=3)):
         ref, rv = decode_gather(staged, "reference")
         for backend in ("numpy", "torch"):
             got, v = decode_gather(staged if backend == "numpy" else staged.to("cpu"), backend)

@@ -69,7 +69,7 @@ def test_borrowed_codes_read_back_by_windows(tmp_path, monkeypatch, bs):
 
 
 @pytest.mark.parametrize("backend", ["reference", "numpy", "triton", "torch"])
-def test_borrowed_codes_materialize(tmp_path, backend):
+def test_borrowed_codes_materialize(tmp_path, monkeypatch, backend):
     """Planned batches of a tier whose ``action`` borrows ``item_id``'s codes equal the naive
     windows on every backend."""
     rng = np.random.default_rng(3)
@@ -79,6 +79,17 @@ def test_borrowed_codes_materialize(tmp_path, backend):
     assert lenders(t)["action"] > 0.5
     whole = {u: t.read_history(u) for u in range(len(sc))}
     check_planned_batches(t, whole, rng, np.arange(len(sc)), 40, 2500, backend)
+    # users whose stripes are not constant: every block of ``action`` is ``item_id``'s, which the
+    # kernels then decode once for both (``borrow_plan``)
+    import gpumat.kernels.triton_decode_gather as tdg
+
+    plans = []
+    plan_of = tdg.borrow_plan
+    monkeypatch.setattr(tdg, "borrow_plan", lambda *a: plans.append(plan_of(*a)) or plans[-1])
+    staged = check_planned_batches(t, whole, rng, np.arange(3), 40, 2500, backend)
+    assert staged.codes_of("action") == "item_id" and staged.codes_of("item_id") is None
+    names = [n for n, _, _ in staged.passes()]
+    assert plans == ([(names.index("item_id"), 1 << names.index("action"))] if backend == "triton" else [])
 
 
 def test_what_borrows_and_what_does_not():

@@ -661,6 +661,71 @@ def test_dict_blocks(seed, B, L, columns, check, bs, aux, launch, padded):
     assert_equal_verbose(viol.numpy(), exp_viol, "torch peer violations")
 
 
+def with_borrowers(staged, rng, lender="item", dtypes=("int32", "int64", "int32")):
+    """``staged`` with a column per ``dtypes`` that borrows ``lender``'s codes (DESIGN §1): its
+    very words, its slopes and ``meta``, its own bases (each block's dictionary start, as the host
+    folds it in) and its own dictionaries (a value per code)."""
+    src = staged.columns[lender]
+    for k, dt in enumerate(dtypes):
+        hdr = src.hdr.copy()
+        D = 0 if src.dicts is None else len(src.dicts)
+        start = rng.integers(0, 3, size=len(hdr))  # each block's own dictionary start
+        hdr[:, 0] += start  # (a plain block of the lender's: another base line, as the twin reads it)
+        hi = 2**31 if dt == "int32" else 2**63
+        dicts = rng.integers(-hi, hi, size=D + 3, dtype=np.int64)
+        tails = rng.integers(-hi, hi, size=len(src.tail_values), dtype=np.int64)
+        staged.columns[f"b{k}"] = StagedColumn(f"b{k}", dt, hdr, src.words, tails, True, dicts)
+    return staged
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    aux=st.booleans(),
+    check=st.booleans(),
+    launch=st.sampled_from([{}, {"tiles_per_prog": 1, "ex_per_prog": 1}, {"launch": (2, 2, 1)}]),
+    padded=st.booleans(),
+)
+def test_borrowed_codes_decoded_once(seed, aux, check, launch, padded):
+    """Columns whose blocks are another's (borrowed codes: the same words, slopes and ``meta``, their
+    own bases and dictionaries) take the lender's decoded lines in the same launch (``borrow_plan``):
+    every column as the twin decodes it on its own, every dtype pair the plan allows; a 64-bit
+    borrower of a 32-bit lender, and a column whose headers differ, decode on their own."""
+    from gpumat.kernels.triton_decode_gather import borrow_plan
+
+    rng = np.random.default_rng(seed)
+    staged, _, _ = random_batch(seed, 7, 300, 400, 20, ("item", "act", "ts"), check, aux=aux, dicts=True)
+    staged = with_borrowers(staged, rng)
+    expected, exp_viol = materialize_staged_np(staged)
+    if padded:
+        check_all(staged, expected, exp_viol, padded_width=300, launch=launch)
+    else:
+        check_all(staged, expected, exp_viol, launch=launch)
+    names = [n for n, _, _ in staged.passes()]
+    assert {n: staged.codes_of(n) for n in ("b0", "b1", "b2", "act")} == {"b0": "item", "b1": "item", "b2": "item", "act": None}
+    from gpumat.host.workers import pack_staged, staged_from_skeleton, staged_skeleton
+
+    dev = staged.to(DEVICE)
+    assert dev.codes_lent() == staged.codes_lent()  # (carried to the device copy: no host sync to find it)
+    flat = np.zeros(staged.packed_numel(), np.int64)
+    _, layout = staged.pack()
+    assert layout["b1.words"] == layout["item.words"]  # (the words laid out once)
+    pack_staged(staged, flat, layout)
+    assert staged_from_skeleton(staged_skeleton(staged), flat, layout).codes_lent() == staged.codes_lent()
+    out64 = sum(1 << c for c, n in enumerate(names) if staged.columns[n].dtype == "int64" or n == "ts")
+    lender, mask = borrow_plan(staged, (out64,) + (0,) * 7)
+    assert (names[lender], mask) == ("item", sum(1 << names.index(n) for n in ("b0", "b1", "b2")))
+    # an int32 lender cannot lend a 64-bit line: b1 (int64) borrows from no one
+    lender, mask = borrow_plan(staged, (out64 & ~(1 << names.index("item")),) + (0,) * 7)
+    assert (names[lender], mask) == ("item", sum(1 << names.index(n) for n in ("b0", "b2")))
+    # headers that differ past the base: decoded on their own, and still right
+    staged.columns["b2"].hdr = staged.columns["b2"].hdr.copy()
+    staged.columns["b2"].hdr[:, 1] += 1
+    assert staged.codes_of("b2") is None or not len(staged.columns["b2"].hdr)  # (no blocks: nothing differs)
+    expected, exp_viol = materialize_staged_np(staged)
+    check_all(staged, expected, exp_viol, launch=launch)
+
+
 def test_dict_codes_past_the_dictionary_are_clamped():
     """A code past the column's dictionaries reads its last entry, and a column whose DICT blocks
     come with an empty dictionary reads 0: the contract's definition, which every backend (and the

@@ -54,6 +54,11 @@ FOR_ITEM_COLUMNS = (("item_id", "int64", 24, 0, True, 0.0),) + COLUMNS[1:]
 # ... and with ts as DELTA PATCH blocks (4 low bits of each step, 10% exceptions), as a tier stores
 # timestamps whose steps pay for DELTA (ML-1M's, ML-100K's; the bench tier's ts stays LFOR)
 DELTA_TS_COLUMNS = COLUMNS[:2] + (("ts", "int64", 4, 0, False, 0.1, False, True),)
+# ... and with two item attributes (a genre, a release year: int32) that borrow item_id's codes
+# (DESIGN §1 "Borrowed codes": the same blocks, a dictionary of their own), as ML-1M with its
+# features stores them; the last field names the lender
+FEATURE_COLUMNS = COLUMNS[:1] + (("genre", "int32", 18, 0, True, 0.0, True, False, "item_id"),
+                                 ("year", "int32", 18, 0, True, 0.0, True, False, "item_id")) + COLUMNS[1:]
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -91,9 +96,15 @@ def synthetic_staged(B: int, L: int, seed: int = 0, max_tail: int = 16, columns=
     tail_src = (np.cumsum(m) - m) + (m - t)
     cols = {}
     for name, dtype, w, slope, project, exc, *more in columns:
-        dict_blocks, delta = (tuple(more) + (False, False))[:2]
+        dict_blocks, delta, lender = tuple(more) + (False, False, None)[len(more):]
         base = rng.integers(0, 1 << 20, size=K) if dtype == "int32" else rng.integers(0, 1 << 40, size=K)
         dicts = None
+        if lender is not None:  # the lender's blocks (its words, slopes and meta), a dictionary of its own
+            src = cols[lender]
+            hi = (1 << 20) if dtype == "int32" else (1 << 40)
+            cols[name] = StagedColumn(name, dtype, src.hdr.copy(), src.words, rng.integers(0, hi, size=tail_total),
+                                      project, rng.integers(0, hi, size=len(src.dicts), dtype=np.int64))
+            continue
         if dict_blocks:  # codes 0 .. 2^w - 1 into one dictionary, from 0
             nwords = BS * w // 64
             words = rng.integers(-(2**63), 2**63 - 1, size=K * (nwords + 1) + 1, dtype=np.int64)
@@ -323,6 +334,33 @@ def bench_staged(name: str, staged: StagedBatch, device, ceilings: dict, cpu_rep
     return res
 
 
+def bench_borrowed(name: str, L: int, B: int, device, ceilings: dict, seed: int = 0) -> dict:
+    """Tenant ``name``'s batch with two int32 attributes borrowing ``item_id``'s codes
+    (``FEATURE_COLUMNS``): the Triton kernel decoding the shared blocks once (``borrow_plan``)
+    against each column decoding them on its own, the same results (checked), device time each."""
+    from gpumat.kernels.triton_decode_gather import materialize_staged_triton
+
+    staged = synthetic_staged(B, L, seed=seed, columns=FEATURE_COLUMNS)
+    dev = staged.to(device)
+    total = staged.total
+    once, own = (materialize_staged_triton(dev, total=total, borrow=b) for b in (True, False))
+    for c in once[0]:
+        if not torch.equal(once[0][c], own[0][c]):
+            raise GpumatError(f"bench borrowed: column {c!r} differs decoded once and on its own")
+    del once, own
+    out_bytes = sum(total * (8 if c.dtype == "int64" else 4) for c in staged.columns.values() if c.project)
+    moved = staged.staged_bytes() + out_bytes
+    res = {"tenant": name, "columns": [c[0] for c in FEATURE_COLUMNS], "events": total, "bytes_moved": moved}
+    for key, b in (("decoded_once", True), ("each_decoded", False)):
+        res[key] = time_device(lambda: materialize_staged_triton(dev, total=total, borrow=b), out_bytes)
+        res[key]["fraction_of_d2d"] = moved / (res[key]["median_ms"] * 1e-3) / 1e9 / ceilings["d2d_copy_GBps"]
+    res["speedup"] = res["each_decoded"]["median_ms"] / res["decoded_once"]["median_ms"]
+    print(f"{name} with genre and year borrowing item_id's codes: {res['decoded_once']['median_ms']:.3f} ms decoded "
+          f"once ({100 * res['decoded_once']['fraction_of_d2d']:.0f}% D2D), {res['each_decoded']['median_ms']:.3f} ms "
+          f"each decoded: {res['speedup']:.2f}x")
+    return res
+
+
 def _environment() -> dict:
     env = environment(torch.cuda.get_device_name())
     env.update(gpu=env["device"], cuda=torch.version.cuda)
@@ -434,5 +472,7 @@ def run(args) -> dict | None:
     table = {r["launch"]["len_bucket"]: tuple(r["launch"]["best"]) for r in results}
     print(f"device ms: CUDA-graph replays; launch tuned per length bucket: LAUNCH_BY_BUCKET = {table}")
     result = {"environment": env, "ceilings": ceilings, "results": results}
+    if cases:  # the longest tenant asked for, with two attributes borrowing item_id's codes
+        result["borrowed"] = bench_borrowed(*cases[-1], device, ceilings, args.seed)
     report(result, args, lambda r: None, lambda r, path: _plot(r["results"], r["environment"], path), print)
     return result

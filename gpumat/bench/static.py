@@ -134,14 +134,21 @@ BENCH_DICT = 0b001  # DICT_MASK of the bench batches: item_id's DICT blocks
 # The bench batches with ts as DELTA PATCH blocks (``DELTA_TS_COLUMNS``), as a tier stores timestamps
 # whose steps pay for DELTA (ML-1M, ML-100K; not the bench tier's, which stays LFOR): the cost of the scan
 BENCH_DELTA_TS = (BENCH_PATCH | 0b100, BENCH_RUN, BENCH_NOBITS, BENCH_DICT, 0b100)
+# The bench batches with two item attributes (int32) that borrow item_id's codes (``FEATURE_COLUMNS``:
+# item_id, genre, year, action, ts), decoded once for the three (LENDER 0: aux entry 7 is LENDER + 1)
+# or each on its own (as before ``borrow_plan``)
+FEATURE_KEY = (("int64", True, False), ("int32", True, False), ("int32", True, False), ("int32", True, False),
+               ("int64", False, True))
+FEATURE_AUX = (0b01000, 0, 0b01000, 0b00111, 0, 0)
+FEATURE_BORROW = FEATURE_AUX + (1, 0b00110)
 
 
 def aux_key(aux) -> tuple:
-    """``(PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK, RADIX_MASK)`` of a configuration's
-    ``aux`` (shorter tuples padded with 0); NOBITS only matters beside PATCH / RUN / DICT / DELTA /
-    RADIX (the plain configuration is compiled without it)."""
-    p, r, nb, d, dl, rx = (tuple(aux) + (0, 0, 0, 0, 0, 0))[:6]
-    return (p, r, nb, d, dl, rx) if p or r or d or dl or rx else (0, 0, 0, 0, 0, 0)
+    """``(PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK, RADIX_MASK, LENDER + 1,
+    BORROW_MASK)`` of a configuration's ``aux`` (shorter tuples padded with 0); NOBITS only matters
+    beside PATCH / RUN / DICT / DELTA / RADIX (the plain configuration is compiled without it)."""
+    p, r, nb, d, dl, rx, ln, bm = (tuple(aux) + (0,) * 8)[:8]
+    return (p, r, nb, d, dl, rx, ln, bm) if p or r or d or dl or rx else (0,) * 6 + (ln, bm)
 
 
 def kernel_configs():
@@ -171,6 +178,9 @@ def kernel_configs():
                     yield kname, BENCH_COLUMNS, inclusive, padded, wide, loop, (BENCH_PATCH, BENCH_RUN, BENCH_NOBITS)
                     yield kname, BENCH_COLUMNS, inclusive, padded, wide, loop, (BENCH_PATCH, BENCH_RUN, BENCH_NOBITS, BENCH_DICT)
                     yield kname, BENCH_COLUMNS, inclusive, padded, wide, loop, BENCH_DELTA_TS
+        for kname in ("history", "history_masked") if kernel == "history" else (kernel,):
+            for aux in ((FEATURE_AUX, FEATURE_BORROW) if kernel == "history" else ((0, 0),)):
+                yield kname, FEATURE_KEY, False, False, False, False, aux
         for cols in single:
             for kname in (kernel, "history_masked") if kernel == "history" else (kernel,):
                 yield kname, cols, False, False, False, False, (0, 0)
@@ -204,10 +214,11 @@ def _compile_config(job) -> dict:
         # (the counts travel as ``opaque_count``: odd int32s, which Triton never specializes)
         sig = {"hdrs": ("*i64",) * n, "words": ("*i32",) * n, "outs": outs, "nwords": ("i32",) * n,
                "dicts": ("*i64",) * n, "ndicts": ("i32",) * n}
-        patch, run, nobits, dict_mask, delta, radix = aux_key(aux)
+        patch, run, nobits, dict_mask, delta, radix, lender, borrow = aux_key(aux)
         tp, seq, warps = launch[0] if launch else (k.GPU_TILES_PER_PROG, k.GPU_TILES_SEQ, k.HISTORY_WARPS)
         consts.update(OUT64_MASK=masks["OUT64_MASK"], WIDE_MASK=masks["WIDE_MASK"], PATCH_MASK=patch,
                       RUN_MASK=run, NOBITS_MASK=nobits, DICT_MASK=dict_mask, DELTA_MASK=delta, RADIX_MASK=radix,
+                      LENDER=lender - 1, BORROW_MASK=borrow,
                       LANES=32, STEPS=4,
                       TILES_PER_PROG=tp, SEQ=seq, LOOP=loop,
                       # what the launcher takes for a packed batch (WORDS_SLACK after every column's
@@ -270,9 +281,11 @@ def _default_sigterm() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def tenant_costs(configs: list[dict], arch: str, tenants, columns=None) -> dict:
+def tenant_costs(configs: list[dict], arch: str, tenants, columns=None, key=BENCH_COLUMNS, borrow=True) -> dict:
     """Warp-instructions per event, issue floor and DRAM floor of each bench tenant's batch: one
-    history launch and one tail launch over all its columns, jagged, strict check, narrow blocks."""
+    history launch and one tail launch over all its columns (``columns``: synthetic specs, ``key``:
+    their configurations' ``(dtype, store, check)``), jagged, strict check, narrow blocks; columns that
+    share their blocks decoded once (``borrow_plan``), or each on its own (``borrow`` False)."""
     import gpumat.kernels.triton_decode_gather as tdg
     from gpumat.bench.kernels import COLUMNS, synthetic_staged
 
@@ -284,15 +297,19 @@ def tenant_costs(configs: list[dict], arch: str, tenants, columns=None) -> dict:
         T = staged.num_tiles
         wide = any(staged.max_width(n) > 32 for n in staged.columns)
         kinds = [staged.aux(n) for n in staged.columns]
-        aux = aux_key((sum((k & 1) << c for c, k in enumerate(kinds)), sum((k >> 1 & 1) << c for c, k in enumerate(kinds)),
-                       sum((staged.max_width(n) == 0) << c for c, n in enumerate(staged.columns)),
-                       sum((k >> 2 & 1) << c for c, k in enumerate(kinds)), sum((k >> 3 & 1) << c for c, k in enumerate(kinds)),
-                       sum((k >> 4 & 1) << c for c, k in enumerate(kinds))))
+        masks = (sum((k & 1) << c for c, k in enumerate(kinds)), sum((k >> 1 & 1) << c for c, k in enumerate(kinds)),
+                 sum((staged.max_width(n) == 0) << c for c, n in enumerate(staged.columns)),
+                 sum((k >> 2 & 1) << c for c, k in enumerate(kinds)), sum((k >> 3 & 1) << c for c, k in enumerate(kinds)),
+                 sum((k >> 4 & 1) << c for c, k in enumerate(kinds)))
+        out64 = sum((dt == "int64" or ch) << c for c, (dt, _, ch) in enumerate(key))
+        wide_m = sum((staged.max_width(n) > 32) << c for c, n in enumerate(staged.columns))
+        lender, bmask = tdg.borrow_plan(staged, (out64, wide_m, masks[0], masks[1], masks[2], masks[3], masks[4], masks[5]))
+        aux = aux_key(masks + ((lender + 1, bmask) if borrow and bmask else (0, 0)))
         # (the launcher's choice: unmasked value loads for long windows, tdg.SLACK_MIN_BUCKET)
         bucket = max(int(staged.total // max(B, 1)).bit_length() - 1, 0)  # len_bucket of the batch moved by .to()
         kname = "history" if bucket >= tdg.SLACK_MIN_BUCKET else "history_masked"
-        hist = table[(kname, BENCH_COLUMNS, False, False, wide, False, aux)]
-        tail = table[("tail", BENCH_COLUMNS, False, False, False, staged.max_tail > 16, aux_key(()))]
+        hist = table[(kname, key, False, False, wide, False, aux)]
+        tail = table[("tail", key, False, False, False, staged.max_tail > 16, aux_key(()))]
         wi = (-(-T // hist["per_program"]) * hist["num_warps"] * hist["sass_instructions"]
               + -(-B // tail["per_program"]) * tail["num_warps"] * tail["sass_instructions"])
         events = staged.total
@@ -311,7 +328,7 @@ def static_report(tenants) -> dict:
 
     import gpumat.kernels.triton_decode_gather as k
 
-    from gpumat.bench.kernels import DELTA_TS_COLUMNS, FOR_ITEM_COLUMNS
+    from gpumat.bench.kernels import DELTA_TS_COLUMNS, FEATURE_COLUMNS, FOR_ITEM_COLUMNS
 
     extra = candidate_jobs()
     compiled = compile_all(extra=extra)
@@ -339,6 +356,11 @@ def static_report(tenants) -> dict:
                        "tenants_item_for": tenant_costs(configs, "sm_90", tenants, FOR_ITEM_COLUMNS),
                        # and with ts as DELTA PATCH blocks (a warp scan per tile; not the bench tier's ts)
                        "tenants_delta_ts": tenant_costs(configs, "sm_90", tenants, DELTA_TS_COLUMNS),
+                       # and with two int32 item attributes borrowing item_id's codes: decoded once for
+                       # the three columns, and (as before it) each on its own
+                       "tenants_borrowed": tenant_costs(configs, "sm_90", tenants, FEATURE_COLUMNS, FEATURE_KEY),
+                       "tenants_borrowed_decoded": tenant_costs(configs, "sm_90", tenants, FEATURE_COLUMNS, FEATURE_KEY,
+                                                                borrow=False),
                        "model": {"sms": SMS, "warp_instructions_per_clock_per_sm": IPC, "clock_hz": CLOCK_HZ,
                                  "dram_bytes_per_s": DRAM_BPS}}}
 
@@ -372,3 +394,7 @@ def print_static(r: dict) -> None:
     if "tenants_delta_ts" in s:
         print("  with ts as DELTA PATCH blocks (not the bench tier's): " + ", ".join(
             f"{n} {t['warp_instructions_per_event']:.2f} ({t['issue_over_dram']:.2f})" for n, t in s["tenants_delta_ts"].items()))
+    if "tenants_borrowed" in s:
+        for k, what in (("tenants_borrowed", "decoded once"), ("tenants_borrowed_decoded", "each decoded")):
+            print(f"  with genre and year (int32) borrowing item_id's codes, {what}: " + ", ".join(
+                f"{n} {t['warp_instructions_per_event']:.2f} ({t['issue_over_dram']:.2f})" for n, t in s[k].items()))

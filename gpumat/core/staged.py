@@ -191,6 +191,8 @@ class StagedBatch:
     known_max_width: dict[str, int] | None = field(default=None, repr=False)
     # and the kinds of aux blocks a column stages (``aux``; the kernels' PATCH and RUN paths)
     known_aux: dict[str, int] | None = field(default=None, repr=False)
+    # and, per column whose blocks are an earlier column's (borrowed codes), that column (``codes_of``)
+    known_codes_of: dict[str, str] | None = field(default=None, repr=False)
 
     @property
     def batch_size(self) -> int:
@@ -246,6 +248,30 @@ class StagedBatch:
                 (int(is_dict_kind(aw).any()) << 2) | (int(((aw & AUX_DELTA) != 0).any()) << 3) | \
                 (int(((aw & 31) == AUX_RADIX).any()) << 4)
         return AUX_KINDS_ALL if has_dicts else AUX_KINDS_ALL & ~4
+
+    def codes_lent(self) -> dict[str, str]:
+        """``{column: codes_of(column)}`` for every column that has one."""
+        return {name: lender for name in self.columns if (lender := self.codes_of(name)) is not None}
+
+    def codes_of(self, column: str) -> str | None:
+        """The earlier column whose staged blocks ``column``'s are, word for word (the same words
+        array, the same slopes and ``meta``), its headers' bases aside: a borrowed column and its
+        lender, or two borrowers of one lender (DESIGN §1 "Borrowed codes"; host/reader.py stages
+        their words once). Their values before a dictionary lookup then differ by the bases alone,
+        so the kernels decode the blocks once for both. None where there is none, or on a device
+        batch that was not told (``known_codes_of``)."""
+        if self.known_codes_of is not None:
+            return self.known_codes_of.get(column)
+        col = self.columns[column]
+        if not isinstance(col.hdr, np.ndarray):
+            return None
+        for name, other in self.columns.items():
+            if name == column:
+                return None
+            if other.words is col.words and isinstance(other.hdr, np.ndarray) and other.hdr.shape == col.hdr.shape \
+                    and np.array_equal(other.hdr[:, 1:], col.hdr[:, 1:]):
+                return name
+        return None
 
     @property
     def inclusive(self) -> bool:
@@ -389,6 +415,9 @@ class StagedBatch:
         known_aux = self.known_aux
         if known_aux is None and host_built:
             known_aux = {name: self.aux(name) for name in self.columns}
+        known_codes_of = self.known_codes_of
+        if known_codes_of is None and host_built:
+            known_codes_of = self.codes_lent()
         cols = {
             name: StagedColumn(name, c.dtype, *(view(a) for a in column_array_names(name)), c.project,
                                dicts[name] if name in dicts else view(f"{name}.dicts") if c.dicts is not None else None,
@@ -408,6 +437,7 @@ class StagedBatch:
             known_max_tail=known_max_tail,
             known_max_width=known_max_width,
             known_aux=known_aux,
+            known_codes_of=known_codes_of,
         )
 
 
