@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from gpumat.bench.kernels import FEATURE_COLUMNS, FOR_ITEM_COLUMNS, synthetic_staged
 from gpumat.ops import decode_gather
@@ -47,3 +48,27 @@ def test_synthetic_batches_decode_alike_on_every_host_backend():
             got, v = decode_gather(staged if backend == "numpy" else staged.to("cpu"), backend)
             assert all(np.array_equal(got[c].numpy(), ref[c].numpy()) for c in ref) and bool((v == rv).all())
     assert staged.aux("item_id") == 4 and staged.columns["item_id"].dicts is not None
+
+
+def test_borrowed_batch_bench_runs_both_ways(monkeypatch):
+    """The GPU bench's borrowed-codes batch (``bench_borrowed``), here on the interpreter with a CPU
+    clock in place of CUDA graphs: both launches agree, and both are timed against the same bytes."""
+    import time
+
+    import gpumat.bench.kernels as bk
+    from gpumat.kernels.triton_decode_gather import INTERPRETED
+
+    if not INTERPRETED:
+        pytest.skip("the Triton kernels run on a CPU only under TRITON_INTERPRET=1")
+    calls = []
+
+    def clock(fn, per_call_bytes=0):
+        t0 = time.perf_counter()
+        fn()
+        calls.append(per_call_bytes)
+        return {"median_ms": (time.perf_counter() - t0) * 1e3}
+
+    monkeypatch.setattr(bk, "time_device", clock)
+    r = bk.bench_borrowed("tiny", 256, 6, "cpu", {"d2d_copy_GBps": 1.0})
+    assert r["columns"] == ["item_id", "genre", "year", "action", "ts"] and len(calls) == 2 and calls[0] == calls[1] > 0
+    assert r["speedup"] > 0 and 0 < r["decoded_once"]["fraction_of_d2d"]

@@ -472,7 +472,14 @@ def run(args) -> dict | None:
     table = {r["launch"]["len_bucket"]: tuple(r["launch"]["best"]) for r in results}
     print(f"device ms: CUDA-graph replays; launch tuned per length bucket: LAUNCH_BY_BUCKET = {table}")
     result = {"environment": env, "ceilings": ceilings, "results": results}
+    failed = None
     if cases:  # the longest tenant asked for, with two attributes borrowing item_id's codes
-        result["borrowed"] = bench_borrowed(*cases[-1], device, ceilings, args.seed)
+        try:
+            result["borrowed"] = bench_borrowed(*cases[-1], device, ceilings, args.seed)
+        except Exception as e:  # (reported after the tenants' results are written, never instead of them)
+            failed = e
+            result["borrowed"] = {"error": f"{type(e).__name__}: {e}"}
     report(result, args, lambda r: None, lambda r, path: _plot(r["results"], r["environment"], path), print)
+    if failed is not None:
+        raise GpumatError(f"bench kernels: the borrowed-codes batch failed: {failed}") from failed
     return result
