@@ -453,7 +453,7 @@ class Tier:
         per_col = {}
         own = d.owner  # the stripes of a pack share its blobs: each counted once
         for c in r.schema:
-            enc = r.blobs(c)[2][own]
+            enc = r.blobs(c)[2]  # (per stripe: a pack's rows each with its blob's, or their own constant)
             dict_bytes = r.dict_bytes(c)
             lent = r.borrowed(c)[own]  # (borrowed codes: counted by the column they are)
             nbytes = int(r.blob_bytes(c)[own][~lent].sum()) + dict_bytes
