@@ -28,6 +28,8 @@ import struct
 import subprocess
 import tempfile
 
+import numpy as np
+
 
 SMS, IPC, CLOCK_HZ, DRAM_BPS = 132, 4, 1.98e9, 3.35e12
 ARCHS = (90, 80)
@@ -281,12 +283,50 @@ def _default_sigterm() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def staged_launch(staged, key, borrow: bool = True) -> tuple:
+    """The configuration the launcher takes for host batch ``staged`` (``key``: its passes'
+    ``(dtype, store, check)``), jagged, strict check: ``(history kernel name, wide, aux, tail loop)``,
+    a configuration ``kernel_configs`` or ``compile_config`` names; columns that share their blocks
+    decoded once (``borrow_plan``), or each on its own (``borrow`` False)."""
+    import gpumat.kernels.triton_decode_gather as tdg
+
+    names = [n for n, _, _ in staged.passes()]
+    kinds = [staged.aux(n) if np.asarray(staged.columns[n].words).size >= 2 else 0 for n in names]
+    bit = lambda f: sum(int(bool(f(c, n))) << c for c, n in enumerate(names))  # noqa: E731
+    masks = (bit(lambda c, n: kinds[c] & 1), bit(lambda c, n: kinds[c] >> 1 & 1), bit(lambda c, n: staged.max_width(n) == 0),
+             bit(lambda c, n: kinds[c] >> 2 & 1), bit(lambda c, n: kinds[c] >> 3 & 1), bit(lambda c, n: kinds[c] >> 4 & 1))
+    out64 = sum((dt == "int64" or ch) << c for c, (dt, _, ch) in enumerate(key))
+    wide_m = bit(lambda c, n: staged.max_width(n) > 32)
+    lender, bmask = tdg.borrow_plan(staged, (out64, wide_m) + masks) if borrow else (-1, 0)
+    aux = aux_key(masks + ((lender + 1, bmask) if bmask else (0, 0)))
+    # (the launcher's choice: unmasked value loads for long windows, tdg.SLACK_MIN_BUCKET)
+    bucket = max(int(staged.total // max(staged.batch_size, 1)).bit_length() - 1, 0)  # len_bucket of the batch moved by .to()
+    kname = "history" if bucket >= tdg.SLACK_MIN_BUCKET else "history_masked"
+    return kname, wide_m != 0, aux, staged.max_tail > 16
+
+
+def staged_cost(staged, hist: dict, tail: dict) -> dict:
+    """Warp-instructions (an event too), issue floor and DRAM floor of host batch ``staged`` under the
+    compiled history and tail configurations ``hist`` and ``tail``."""
+    T, B = staged.num_tiles, staged.batch_size
+    wi = (-(-T // hist["per_program"]) * hist["num_warps"] * hist["sass_instructions"]
+          + -(-B // tail["per_program"]) * tail["num_warps"] * tail["sass_instructions"])
+    events = staged.total
+    out_bytes = sum(events * (8 if c.dtype == "int64" else 4) for c in staged.columns.values() if c.project)
+    moved = staged.staged_bytes() + out_bytes
+    out = {"batch_size": B, "events": events, "tiles": T,
+           "warp_instructions": int(wi), "warp_instructions_per_event": wi / events,
+           "issue_floor_us": wi / (IPC * SMS * CLOCK_HZ) * 1e6, "bytes_moved": int(moved),
+           "dram_floor_us": moved / DRAM_BPS * 1e6}
+    out["issue_over_dram"] = out["issue_floor_us"] / out["dram_floor_us"]
+    return out
+
+
 def tenant_costs(configs: list[dict], arch: str, tenants, columns=None, key=BENCH_COLUMNS, borrow=True) -> dict:
     """Warp-instructions per event, issue floor and DRAM floor of each bench tenant's batch: one
     history launch and one tail launch over all its columns (``columns``: synthetic specs, ``key``:
     their configurations' ``(dtype, store, check)``), jagged, strict check, narrow blocks; columns that
     share their blocks decoded once (``borrow_plan``), or each on its own (``borrow`` False)."""
-    import gpumat.kernels.triton_decode_gather as tdg
     from gpumat.bench.kernels import COLUMNS, synthetic_staged
 
     table = {(c["kernel"], tuple(map(tuple, c["columns"])), c["inclusive"], c["padded"], c["wide"], c["loop"],
@@ -294,32 +334,9 @@ def tenant_costs(configs: list[dict], arch: str, tenants, columns=None, key=BENC
     out = {}
     for name, L, B in tenants:
         staged = synthetic_staged(B, L, columns=columns or COLUMNS)
-        T = staged.num_tiles
-        wide = any(staged.max_width(n) > 32 for n in staged.columns)
-        kinds = [staged.aux(n) for n in staged.columns]
-        masks = (sum((k & 1) << c for c, k in enumerate(kinds)), sum((k >> 1 & 1) << c for c, k in enumerate(kinds)),
-                 sum((staged.max_width(n) == 0) << c for c, n in enumerate(staged.columns)),
-                 sum((k >> 2 & 1) << c for c, k in enumerate(kinds)), sum((k >> 3 & 1) << c for c, k in enumerate(kinds)),
-                 sum((k >> 4 & 1) << c for c, k in enumerate(kinds)))
-        out64 = sum((dt == "int64" or ch) << c for c, (dt, _, ch) in enumerate(key))
-        wide_m = sum((staged.max_width(n) > 32) << c for c, n in enumerate(staged.columns))
-        lender, bmask = tdg.borrow_plan(staged, (out64, wide_m, masks[0], masks[1], masks[2], masks[3], masks[4], masks[5]))
-        aux = aux_key(masks + ((lender + 1, bmask) if borrow and bmask else (0, 0)))
-        # (the launcher's choice: unmasked value loads for long windows, tdg.SLACK_MIN_BUCKET)
-        bucket = max(int(staged.total // max(B, 1)).bit_length() - 1, 0)  # len_bucket of the batch moved by .to()
-        kname = "history" if bucket >= tdg.SLACK_MIN_BUCKET else "history_masked"
-        hist = table[(kname, key, False, False, wide, False, aux)]
-        tail = table[("tail", key, False, False, False, staged.max_tail > 16, aux_key(()))]
-        wi = (-(-T // hist["per_program"]) * hist["num_warps"] * hist["sass_instructions"]
-              + -(-B // tail["per_program"]) * tail["num_warps"] * tail["sass_instructions"])
-        events = staged.total
-        out_bytes = sum(events * (8 if c.dtype == "int64" else 4) for c in staged.columns.values() if c.project)
-        moved = staged.staged_bytes() + out_bytes
-        out[name] = {"max_len": L, "batch_size": B, "events": events, "tiles": T,
-                     "warp_instructions": int(wi), "warp_instructions_per_event": wi / events,
-                     "issue_floor_us": wi / (IPC * SMS * CLOCK_HZ) * 1e6, "bytes_moved": int(moved),
-                     "dram_floor_us": moved / DRAM_BPS * 1e6}
-        out[name]["issue_over_dram"] = out[name]["issue_floor_us"] / out[name]["dram_floor_us"]
+        kname, wide, aux, tail_loop = staged_launch(staged, key, borrow)
+        out[name] = {"max_len": L, **staged_cost(staged, table[(kname, key, False, False, wide, False, aux)],
+                                                  table[("tail", key, False, False, False, tail_loop, aux_key(()))])}
     return out
 
 
