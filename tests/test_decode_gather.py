@@ -661,7 +661,7 @@ def test_dict_blocks(seed, B, L, columns, check, bs, aux, launch, padded):
     assert_equal_verbose(viol.numpy(), exp_viol, "torch peer violations")
 
 
-def with_borrowers(staged, rng, lender="item", dtypes=("int32", "int64", "int32")):
+def with_borrowers(staged, rng, lender="item", dtypes=("int32", "int64", "int32"), prefix="b"):
     """``staged`` with a column per ``dtypes`` that borrows ``lender``'s codes (DESIGN §1): its
     very words, its slopes and ``meta``, its own bases (each block's dictionary start, as the host
     folds it in) and its own dictionaries (a value per code)."""
@@ -674,7 +674,7 @@ def with_borrowers(staged, rng, lender="item", dtypes=("int32", "int64", "int32"
         hi = 2**31 if dt == "int32" else 2**63
         dicts = rng.integers(-hi, hi, size=D + 3, dtype=np.int64)
         tails = rng.integers(-hi, hi, size=len(src.tail_values), dtype=np.int64)
-        staged.columns[f"b{k}"] = StagedColumn(f"b{k}", dt, hdr, src.words, tails, True, dicts)
+        staged.columns[f"{prefix}{k}"] = StagedColumn(f"{prefix}{k}", dt, hdr, src.words, tails, True, dicts)
     return staged
 
 
@@ -689,11 +689,22 @@ def with_borrowers(staged, rng, lender="item", dtypes=("int32", "int64", "int32"
 def test_borrowed_codes_decoded_once(seed, aux, check, launch, padded):
     """Columns whose blocks are another's (borrowed codes: the same words, slopes and ``meta``, their
     own bases and dictionaries) take the lender's decoded lines in the same launch (``borrow_plan``):
-    every column as the twin decodes it on its own, every dtype pair the plan allows; a 64-bit
-    borrower of a 32-bit lender, and a column whose headers differ, decode on their own."""
+    every column as the twin decodes it on its own, int64 and int32 borrowers of an int64 lender,
+    int32 ones of an int32 lender; a 64-bit borrower of a 32-bit lender, and a column whose
+    headers differ, decode on their own."""
+    from gpumat.host.workers import pack_staged, staged_from_skeleton, staged_skeleton
     from gpumat.kernels.triton_decode_gather import borrow_plan
 
     rng = np.random.default_rng(seed)
+    # int32 borrowers of an int32 lender (the 32-bit line lent as it is)
+    staged, _, _ = random_batch(seed, 7, 300, 400, 20, ("item", "act", "ts"), check, aux=aux, dicts=True)
+    staged = with_borrowers(staged, rng, "act", ("int32", "int32"), "a")
+    names = [n for n, _, _ in staged.passes()]
+    out64 = sum(1 << c for c, n in enumerate(names) if staged.columns[n].dtype == "int64" or n == "ts")
+    assert borrow_plan(staged, (out64,) + (0,) * 7) == (names.index("act"), 1 << names.index("a0") | 1 << names.index("a1"))
+    expected, exp_viol = materialize_staged_np(staged)
+    check_all(staged, expected, exp_viol, launch=launch)
+    # int32 and int64 borrowers of an int64 lender
     staged, _, _ = random_batch(seed, 7, 300, 400, 20, ("item", "act", "ts"), check, aux=aux, dicts=True)
     staged = with_borrowers(staged, rng)
     expected, exp_viol = materialize_staged_np(staged)
@@ -703,8 +714,6 @@ def test_borrowed_codes_decoded_once(seed, aux, check, launch, padded):
         check_all(staged, expected, exp_viol, launch=launch)
     names = [n for n, _, _ in staged.passes()]
     assert {n: staged.codes_of(n) for n in ("b0", "b1", "b2", "act")} == {"b0": "item", "b1": "item", "b2": "item", "act": None}
-    from gpumat.host.workers import pack_staged, staged_from_skeleton, staged_skeleton
-
     dev = staged.to(DEVICE)
     assert dev.codes_lent() == staged.codes_lent()  # (carried to the device copy: no host sync to find it)
     flat = np.zeros(staged.packed_numel(), np.int64)
