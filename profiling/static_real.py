@@ -7,7 +7,7 @@ as the launcher would take them, with the shared blocks decoded once and each co
 them on its own; printed and written as warp-instructions an event against the issue and DRAM
 floors of the same model (132 SMs, 4 warp-instructions a clock, 1.98 GHz, 3.35 TB/s).
 
-    python profiling/static_real.py [--json F] [--workdir D]
+    python profiling/static_real.py [--dataset ml1m+features] [--columns item_id,genre,year,genres] [--json F]
 
 Batches: ``B`` users drawn at random (seeded), each its whole history at the tier's version, cut
 to the tenant's ``max_len``; no tails. ML-1M's histories are short (165 events on average), so
@@ -31,8 +31,8 @@ TENANTS = (("short", 256, 2048), ("long", 4096, 512))  # (name, max_len, users a
 COLUMNS = ("item_id", "genre", "year", "genres")
 
 
-def planned(tier, max_len: int, users: int, seed: int = 0):
-    """A host batch of ``users`` random users' whole histories, for a tenant of ``COLUMNS``."""
+def planned(tier, max_len: int, users: int, seed: int = 0, columns=COLUMNS):
+    """A host batch of ``users`` random users' whole histories, for a tenant of ``columns``."""
     from gpumat.core.tenant import Tenant
     from gpumat.host.examples import parse_examples
     from gpumat.host.planner import plan
@@ -43,7 +43,7 @@ def planned(tier, max_len: int, users: int, seed: int = 0):
     v = np.full(len(u), tier.version)
     table = pa.table({"user_id": u, "version": v, "length": tier.length_at(u, v), "request_ts": np.full(len(u), 2**62)})
     ex = parse_examples(table, dict(tier.schema))
-    return plan(tier, ex, Tenant("t", list(COLUMNS), max_len), check_leakage=True)
+    return plan(tier, ex, Tenant("t", list(columns), max_len), check_leakage=True)
 
 
 def main(argv=None) -> dict:
@@ -54,12 +54,14 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="ml1m+features")
     ap.add_argument("--workdir", default="/tmp/gpumat_static_real")
+    ap.add_argument("--columns", default=",".join(COLUMNS), help="the tenant's columns (ts is staged for the check)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
+    columns = [c for c in args.columns.split(",") if c]
     tier = cpu_decode.load(args.workdir, 1.0, args.dataset)[0]
     cases, jobs = [], []
     for name, L, B in TENANTS:
-        staged = planned(tier, L, B)
+        staged = planned(tier, L, B, columns=columns)
         key = tuple((c.dtype, bool(c.project), n == "ts") for n, c, _ in staged.passes())
         for borrow in (True, False):
             kname, wide, aux, tail_loop = S.staged_launch(staged, key, borrow)
@@ -69,9 +71,9 @@ def main(argv=None) -> dict:
             jobs += [hist, tail]
     compiled = S.compile_all(archs=(), extra=jobs)
     spills = sum(bool(c["local_bytes"] or c["stack_bytes"]) for c in compiled)
-    out = {"dataset": args.dataset, "columns": list(COLUMNS), "arch": "sm_90", "spilling_configurations": spills,
+    out = {"dataset": args.dataset, "columns": columns, "arch": "sm_90", "spilling_configurations": spills,
            "triton": __import__("triton").__version__, "tenants": {}}
-    print(f"{args.dataset}: tenant of {', '.join(COLUMNS)} (+ ts for the leakage check), sm_90, "
+    print(f"{args.dataset}: tenant of {', '.join(columns)} (+ ts for the leakage check), sm_90, "
           f"triton {out['triton']}; {len(compiled)} configurations, {spills} spill")
     print(f"{'tenant':>7}{'users':>7}{'events':>9}{'tiles':>8}  {'decoded':<9}{'warp-instr/event':>18}{'issue/DRAM':>12}  shared blocks")
     for name, L, staged, borrow, lent, at in cases:
