@@ -157,10 +157,12 @@ def kernel_configs():
     """Every configuration counted or checked: ``(kernel, columns, inclusive, padded, wide, loop, aux)``.
 
     ``columns``: ``(dtype, store, check)`` per staged column; ``aux``: the ``(PATCH_MASK, RUN_MASK[,
-    NOBITS_MASK[, DICT_MASK[, DELTA_MASK[, RADIX_MASK]]]])`` of the history kernel (``aux_key``). The bench tenants'
+    NOBITS_MASK[, DICT_MASK[, DELTA_MASK[, RADIX_MASK[, LENDER + 1, BORROW_MASK]]]]]])`` of the
+    history kernel (``aux_key``). The bench tenants'
     column set in every mode the launcher has (strict / inclusive, jagged / padded, narrow / wide
     blocks, looped tiles and tails), without PATCH blocks, with the bench tier's (``action``) and
-    with ts as DELTA PATCH blocks too; every single-column case (each dtype stored, checked, or
+    with ts as DELTA PATCH blocks too; the same with two attributes borrowing ``item_id``'s codes
+    (``FEATURE_KEY``), decoded once and each on its own; every single-column case (each dtype stored, checked, or
     both; with PATCH, RUN, DICT, DELTA or RADIX blocks and some of their mixes: RUN beside DICT is
     a dictionary's codes in RUN blocks). ``kernel`` "history" is the history kernel as the launcher
     takes it for a packed batch of long windows (``SLACK``: unmasked value loads; masked in the
@@ -286,7 +288,7 @@ def _default_sigterm() -> None:
 def staged_launch(staged, key, borrow: bool = True) -> tuple:
     """The configuration the launcher takes for host batch ``staged`` (``key``: its passes'
     ``(dtype, store, check)``), jagged, strict check: ``(history kernel name, wide, aux, tail loop)``,
-    a configuration ``kernel_configs`` or ``compile_config`` names; columns that share their blocks
+    as ``kernel_configs`` and ``_compile_config`` name a configuration; columns that share their blocks
     decoded once (``borrow_plan``), or each on its own (``borrow`` False)."""
     import gpumat.kernels.triton_decode_gather as tdg
 
