@@ -92,6 +92,7 @@ import contextlib
 import functools
 import os
 
+import numpy as np
 import torch
 
 from gpumat.core.batch import TORCH_DTYPES
@@ -818,7 +819,7 @@ def _output(name, col, out, shape, dev, padded_width, pad_value):
 
 def borrow_plan(staged, masks) -> tuple[int, int]:
     """``(LENDER, BORROW_MASK)`` of the history kernel for ``staged`` (columns in ``passes()``
-    order; ``masks``: the launch's ``(OUT64, WIDE, PATCH, RUN, NOBITS, DICT, DELTA, RADIX)`` masks):
+    order; ``masks``: the launch's ``column_masks``):
     the columns whose blocks are an earlier column's (``StagedBatch.codes_of``: borrowed codes,
     DESIGN §1) take that column's decoded value lines, each plus its own base, and decode nothing.
     One lender a launch (the one most columns borrow from); a column borrows only where its
@@ -836,12 +837,31 @@ def borrow_plan(staged, masks) -> tuple[int, int]:
     return best
 
 
+def column_masks(staged) -> tuple[int, ...]:
+    """The history kernel's per-column paths for ``staged`` (its ``passes()``, bit ``c`` for column
+    ``c``): ``(OUT64, WIDE, PATCH, RUN, NOBITS, DICT, DELTA, RADIX)`` masks, from what the host knows
+    (a device batch that was not told: every path that is right for any block), never the device."""
+    out = [0] * 8
+    for c, (name, col, check) in enumerate(staged.passes()):
+        w = staged.max_width(name)  # (64, i.e. the path right for every width, when unknown)
+        kinds = staged.aux(name)  # PATCH / RUN ... blocks (every kind, the paths right for every block, when unknown)
+        words = col.words.numel() if torch.is_tensor(col.words) else np.asarray(col.words).size
+        if words < 2:  # (no block has an aux word, which needs a word after it: nor would the aux
+            kinds = 0  # paths' clamp to the last 3-word read, nwords * 2 - 3, stay inside the words)
+        bits = (col.dtype == "int64" or check, w > 32, kinds & 1, kinds >> 1 & 1, w == 0, kinds >> 2 & 1,
+                kinds >> 3 & 1, kinds >> 4 & 1)
+        for i, b in enumerate(bits):
+            out[i] |= int(bool(b)) << c
+    return tuple(out)
+
+
 def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tiles_per_prog, ex_per_prog, launch=None,
             borrow=True):
     """Take every column's output and launch the one kernel over all of them (history tiles and tails)."""
     hdrs, words, tails, outs, nwords, dicts, ndicts = [], [], [], [], [], [], []
-    store_mask = out64_mask = wide_mask = patch_mask = run_mask = nobits_mask = dict_mask = delta_mask = radix_mask = 0
-    check_col = -1
+    masks = column_masks(staged)
+    out64_mask, wide_mask, patch_mask, run_mask, nobits_mask, dict_mask, delta_mask, radix_mask = masks
+    store_mask, check_col = 0, -1
     for c, (name, col, check) in enumerate(staged.passes()):
         buf = _output(name, col, out, shape, dev, padded_width, pad_value) if col.project else None
         if buf is not None:
@@ -852,21 +872,7 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
             buf = torch.empty(1, dtype=TORCH_DTYPES[col.dtype], device=dev)
         if check:
             check_col = c
-        if col.dtype == "int64" or check:
-            out64_mask |= 1 << c
-        if staged.max_width(name) > 32:  # 64, i.e. the path right for every width, when unknown
-            wide_mask |= 1 << c
-        if staged.max_width(name) == 0:
-            nobits_mask |= 1 << c
-        kinds = staged.aux(name)  # PATCH / RUN blocks (both, the paths right for every block, when unknown)
-        if col.words.numel() < 2:  # (no block has an aux word, which needs a word after it: nor would
-            kinds = 0  # the aux paths' clamp to the last 3-word read, nwords * 2 - 3, stay inside the words)
-        patch_mask |= (kinds & 1) << c
-        run_mask |= (kinds >> 1 & 1) << c
-        dict_mask |= (kinds >> 2 & 1) << c
-        delta_mask |= (kinds >> 3 & 1) << c
-        radix_mask |= (kinds >> 4 & 1) << c
-        if kinds >> 2 & 1:  # DICT blocks: their dictionaries (an empty one reads as a single 0)
+        if dict_mask >> c & 1:  # DICT blocks: their dictionaries (an empty one reads as a single 0)
             has = col.dicts is not None and col.dicts.numel() > 0
             d = col.dicts if has else torch.zeros(1, dtype=torch.int64, device=dev)
         else:  # never read
@@ -881,7 +887,6 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
         nwords.append(col.words.numel())
     if not store_mask and check_col < 0:
         return
-    masks = (out64_mask, wide_mask, patch_mask, run_mask, nobits_mask, dict_mask, delta_mask, radix_mask)
     lender, borrow_mask = borrow_plan(staged, masks) if borrow else (-1, 0)
     T = staged.tile_block.numel()
     B = staged.offsets.numel() - 1

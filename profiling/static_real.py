@@ -62,9 +62,9 @@ def main(argv=None) -> dict:
     cases, jobs = [], []
     for name, L, B in TENANTS:
         staged = planned(tier, L, B, columns=columns)
-        key = tuple((c.dtype, bool(c.project), n == "ts") for n, c, _ in staged.passes())
+        key = tuple((c.dtype, bool(c.project), check) for _, c, check in staged.passes())
         for borrow in (True, False):
-            kname, wide, aux, tail_loop = S.staged_launch(staged, key, borrow)
+            kname, wide, aux, tail_loop = S.staged_launch(staged, borrow)
             hist = (90, kname, key, False, False, wide, False, aux)
             tail = (90, "tail", key, False, False, False, tail_loop, S.aux_key(()))
             cases.append((name, L, staged, borrow, {n: staged.codes_of(n) for n, _, _ in staged.passes()}, len(jobs)))

@@ -28,8 +28,6 @@ import struct
 import subprocess
 import tempfile
 
-import numpy as np
-
 
 SMS, IPC, CLOCK_HZ, DRAM_BPS = 132, 4, 1.98e9, 3.35e12
 ARCHS = (90, 80)
@@ -285,26 +283,20 @@ def _default_sigterm() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def staged_launch(staged, key, borrow: bool = True) -> tuple:
-    """The configuration the launcher takes for host batch ``staged`` (``key``: its passes'
-    ``(dtype, store, check)``), jagged, strict check: ``(history kernel name, wide, aux, tail loop)``,
-    as ``kernel_configs`` and ``_compile_config`` name a configuration; columns that share their blocks
-    decoded once (``borrow_plan``), or each on its own (``borrow`` False)."""
+def staged_launch(staged, borrow: bool = True) -> tuple:
+    """The configuration the launcher takes for host batch ``staged`` (``column_masks``), jagged,
+    strict check: ``(history kernel name, wide, aux, tail loop)``, as ``kernel_configs`` and
+    ``_compile_config`` name a configuration; columns that share their blocks decoded once
+    (``borrow_plan``), or each on its own (``borrow`` False)."""
     import gpumat.kernels.triton_decode_gather as tdg
 
-    names = [n for n, _, _ in staged.passes()]
-    kinds = [staged.aux(n) if np.asarray(staged.columns[n].words).size >= 2 else 0 for n in names]
-    bit = lambda f: sum(int(bool(f(c, n))) << c for c, n in enumerate(names))  # noqa: E731
-    masks = (bit(lambda c, n: kinds[c] & 1), bit(lambda c, n: kinds[c] >> 1 & 1), bit(lambda c, n: staged.max_width(n) == 0),
-             bit(lambda c, n: kinds[c] >> 2 & 1), bit(lambda c, n: kinds[c] >> 3 & 1), bit(lambda c, n: kinds[c] >> 4 & 1))
-    out64 = sum((dt == "int64" or ch) << c for c, (dt, _, ch) in enumerate(key))
-    wide_m = bit(lambda c, n: staged.max_width(n) > 32)
-    lender, bmask = tdg.borrow_plan(staged, (out64, wide_m) + masks) if borrow else (-1, 0)
-    aux = aux_key(masks + ((lender + 1, bmask) if bmask else (0, 0)))
+    masks = tdg.column_masks(staged)
+    lender, bmask = tdg.borrow_plan(staged, masks) if borrow else (-1, 0)
+    aux = aux_key(masks[2:] + ((lender + 1, bmask) if bmask else (0, 0)))
     # (the launcher's choice: unmasked value loads for long windows, tdg.SLACK_MIN_BUCKET)
     bucket = max(int(staged.total // max(staged.batch_size, 1)).bit_length() - 1, 0)  # len_bucket of the batch moved by .to()
     kname = "history" if bucket >= tdg.SLACK_MIN_BUCKET else "history_masked"
-    return kname, wide_m != 0, aux, staged.max_tail > 16
+    return kname, masks[1] != 0, aux, staged.max_tail > 16
 
 
 def staged_cost(staged, hist: dict, tail: dict) -> dict:
@@ -336,7 +328,7 @@ def tenant_costs(configs: list[dict], arch: str, tenants, columns=None, key=BENC
     out = {}
     for name, L, B in tenants:
         staged = synthetic_staged(B, L, columns=columns or COLUMNS)
-        kname, wide, aux, tail_loop = staged_launch(staged, key, borrow)
+        kname, wide, aux, tail_loop = staged_launch(staged, borrow)
         out[name] = {"max_len": L, **staged_cost(staged, table[(kname, key, False, False, wide, False, aux)],
                                                   table[("tail", key, False, False, False, tail_loop, aux_key(()))])}
     return out
