@@ -1149,6 +1149,9 @@ def _encode_column(values, sc, block_size, extended, dictionary, constant, table
         cst, more = _constant_stripes(values, sc, full[2] + full[5], full[3])
         if cst is None:
             return full
+        cst = _keep_a_reference(full, cst)
+        if not cst.any():
+            return full
         got = _drop_blobs(full, cst, codec.const_enc(values[np.cumsum(sc) - sc]))
         return got if len(got[0]) + more < len(full[0]) else full
     region, off, nbytes, enc, head = _plain_or_dictionary(values, sc, block_size, extended, dictionary)
@@ -1211,7 +1214,7 @@ def pack_row_constants(values: np.ndarray, count: np.ndarray, cont: np.ndarray, 
     step = np.diff(q, prepend=0)
     more = np.add.reduceat(np.where(cand[pack_of] & (step != 0), (codec.bit_length(zigzag(step)) + 8) // 8, 0), first)
     saved = np.asarray(nb, np.int64) + np.asarray(lead, np.int64) + (codec.enc_tags(enc) >= 0)
-    conv = cand & (saved > more)
+    conv = _keep_a_reference(parts, cand & (saved > more))
     if not conv.any():
         return None
     region, off, nb, enc, head, lead = _drop_blobs(parts, conv, np.where(conv, codec.const_enc(lo[first]), enc))
@@ -1221,14 +1224,45 @@ def pack_row_constants(values: np.ndarray, count: np.ndarray, cont: np.ndarray, 
     return region, off[pack_of], nb[pack_of], row_enc, head, lead[pack_of]
 
 
+def code_tables(region: np.ndarray, enc: np.ndarray, lead: np.ndarray) -> np.ndarray:
+    """Per stripe (or pack) of a column's encoded parts (``encode_column_parts``: places relative to
+    its ``region``), whether it has a stripe table of codes into the segment dictionary (its head
+    after ``CODE_TABLE_MARK``)."""
+    enc, lead = np.asarray(enc, np.int64), np.asarray(lead, np.int64)
+    own = np.flatnonzero((lead > 0) & ((enc & codec.ENC_DICT) != 0))
+    out = np.zeros(len(enc), bool)
+    out[own] = np.asarray(region)[enc[own] >> 8] == CODE_TABLE_MARK
+    return out
+
+
+def _keep_a_reference(parts: tuple, drop: np.ndarray) -> np.ndarray:
+    """``drop`` (stripes, or packs, about to lose their blobs: constants) less one, where dropping them
+    all would leave no stripe indexing the segment dictionary itself while tables of codes index it:
+    a reader finds that dictionary at the least dictionary place of the column's rows in the segment
+    (host/reader.py), so some row must name it."""
+    region, _, _, enc, head, lead = parts
+    enc = np.asarray(enc, np.int64)
+    if not head or not drop.any() or not code_tables(region, enc, lead).any():
+        return drop
+    ref = ((enc & codec.ENC_DICT) != 0) & (np.asarray(lead) == 0)
+    if (ref & ~drop).any():
+        return drop
+    drop = drop.copy()
+    drop[np.flatnonzero(ref)[0]] = False
+    return drop
+
+
 def _without_dead_dictionary(region, off, nbytes, enc, head, lead):
     """``_encode_column``'s parts without the segment dictionary (its ``head`` bytes at the region's
     start) where no stripe's codes index it (every stripe constant or in a table of its own): every
     place after it ``head`` bytes earlier. Unread, such a dictionary took its bytes, and no blob or
-    dictionary start marked where the column's part of the region begins."""
+    dictionary start marked where the column's part of the region begins. (Tables of codes index
+    it: the encoder keeps a stripe of its own codes beside them, ``_keep_a_reference``.)"""
     isd = (np.asarray(enc, np.int64) & codec.ENC_DICT) != 0
     if not head or (isd & (np.asarray(lead) == 0)).any():
         return region, off, nbytes, enc, head, lead
+    if code_tables(region, enc, lead).any():
+        raise ValueError("tables of codes whose segment dictionary no stripe indexes (an encoder's bug)")
     enc = np.where(isd, enc - (head << 8), enc)
     return region[head:], np.asarray(off, np.int64) - head, nbytes, enc, 0, lead
 
@@ -1425,6 +1459,11 @@ def _rank_groups(order, gid, gval, gsid, gcnt, tc, n: int) -> tuple:
 # ML-1M, ML-100K, ``replay`` and ``favourites``, real and cut into 8-event users, where 0 let the
 # 8-event packs' ratings take tables that lost in the index (rating 1.054x -> 1.016x with its fields).
 TABLE_MIN_BYTES = 8
+# A stripe table of codes into its column's segment dictionary (DESIGN §1 "Stripe tables", tables of
+# codes) starts with this byte, then its head: no head of a table of values does (a varint of at
+# least 1 entries starts with a byte of at least 1). Segments with one say ``"tables": 2``.
+CODE_TABLE_MARK = 0
+CODE_TABLES = True  # the writer weighs tables of codes (False: tables of values only, as before them)
 LITERAL_MIN_MATCH = 3  # a stripe table's copy: at least this many events equal to earlier literals ...
 LITERAL_WINDOW = 4096  # ... at most this many literals back
 
@@ -1498,8 +1537,13 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
     the stripe's width would be that small; for literal tables, those whose literals are at most
     3/4 of their values and whose table at the stripe's width and codes' jumps (about 20 bits each)
     would be that small (weighed where the C library is built: the parse's Python twin takes about
-    10 s a million values). Returns ``(region, off, nbytes, enc, head, lead)``: ``lead``, per
-    stripe, its table's bytes (0: none)."""
+    10 s a million values). Where the column has a segment dictionary (``head`` bytes), each table
+    is weighed twice, as values and as **codes into the segment dictionary** (a table of codes:
+    ``CODE_TABLE_MARK`` before its head; its entries a code's few bits where the values are wide,
+    hashed ids), and the smaller taken; a table of codes only while some stripe still indexes the
+    segment dictionary itself (the reader finds the dictionary at the column's least dictionary
+    place in the segment: ``_keep_a_reference``). Returns ``(region, off, nbytes, enc, head,
+    lead)``: ``lead``, per stripe, its table's bytes (0: none)."""
     S = len(sc)
     if not S or (sc <= 0).any():
         return region, off, nbytes, enc, head, np.zeros(S, np.int64)
@@ -1507,11 +1551,20 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
     bar = np.minimum((1 - DICT_MIN_SAVING) * nbytes, nbytes - TABLE_MIN_BYTES)
     best = nbytes.astype(np.float64)  # per stripe: the bytes of its cheapest choice so far (pick: which table)
     pick = np.full(S, -1, np.int64)
+    coded = np.zeros(S, bool)  # ... and whether that table holds codes into the segment dictionary
     tried = []
     groups = _value_groups(values, sc)
     gsid, gcnt, tc = groups[3], groups[4].astype(np.float64), groups[5]
     lo, hi = np.minimum.reduceat(values, first), np.maximum.reduceat(values, first)
     width = codec.bit_length((hi - lo).astype(np.uint64)).astype(np.float64)
+    code_of = None  # each value's code into the segment dictionary, where tables of codes are weighed
+    if head and CODE_TABLES:
+        dvals = decode_dictionary(region[:head], block_size)
+        srt = np.argsort(dvals, kind="stable")
+        code_of = lambda v: srt[np.searchsorted(dvals[srt], v)]  # noqa: E731
+        vc = code_of(values)
+        cw = codec.bit_length((np.maximum.reduceat(vc, first) - np.minimum.reduceat(vc, first)).astype(np.uint64))
+        width = np.minimum(width, cw.astype(np.float64))
     ideal = np.bincount(gsid, gcnt * np.log2(sc[gsid] / gcnt), minlength=S)
     fields = 8 * dict_heads(tc, tc)[1] + 24 * ((sc + block_size - 1) // block_size)  # its head (about), 3 bytes a block of codes
     cand = (fields + tc * width + ideal < 8 * bar) & (tc < sc)
@@ -1532,12 +1585,21 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
             parts.append(None)
             continue
         tfirst = np.cumsum(tc) - tc
-        tb = encode_stripes(tv[ranges(tfirst[cand], tc[cand])], tc[cand], block_size, True)
+        tvals = tv[ranges(tfirst[cand], tc[cand])]
         cb = encode_stripes(codes[ranges(first[cand], sc[cand])], sc[cand], block_size, CODES_DELTA)
-        size = dict_heads(tc[cand], tb[2])[1] + tb[2] + cb[2]
+        tbs = [encode_stripes(tvals, tc[cand], block_size, True)]
+        sizes = [dict_heads(tc[cand], tbs[0][2])[1] + tbs[0][2]]
+        if code_of is not None:  # the same table as codes into the segment dictionary (a byte more: the mark)
+            tbs.append(encode_stripes(code_of(tvals), tc[cand], block_size, True))
+            sizes.append(1 + dict_heads(tc[cand], tbs[1][2])[1] + tbs[1][2])
+        as_codes = np.argmin(np.stack(sizes), axis=0) if len(sizes) > 1 else np.zeros(len(cand), np.int64)
+        size = np.choose(as_codes, sizes) + cb[2]
         better = (size <= bar[cand]) & (size < best[cand])
-        best[cand[better]], pick[cand[better]] = size[better], t
-        parts.append((cand, tc, tb, cb))
+        best[cand[better]], pick[cand[better]], coded[cand[better]] = size[better], t, as_codes[better] == 1
+        parts.append((cand, tc, tbs, as_codes, cb))
+    if coded[pick >= 0].any() and (pick >= 0).all():  # (the segment dictionary: indexed by a stripe's own codes too)
+        k = np.flatnonzero(coded & (pick >= 0))
+        pick[k[np.argmin(nbytes[k] - best[k])]] = -1  # the table of codes that saves least
     take = np.flatnonzero(pick >= 0)
     if not len(take):
         return region, off, nbytes, enc, head, np.zeros(S, np.int64)
@@ -1548,17 +1610,23 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
     for t, part in enumerate(parts):
         if part is None:
             continue
-        cand, tc, tb, cb = part
-        j = np.flatnonzero(pick[cand] == t)
-        k = cand[j]
-        base_t, base_c = sum(len(r) for r in t_reg), sum(len(r) for r in c_reg)
-        ent[k], t_nb[k], c_nb[k], t_enc[k], c_enc[k] = tc[k], tb[2][j], cb[2][j], tb[3][j], cb[3][j]
-        t_src[k], c_src[k] = base_t + tb[1][j], base_c + cb[1][j]
-        t_reg.append(tb[0])
-        c_reg.append(cb[0])
+        cand, tc, tbs, as_codes, cb = part
+        for v, tb in enumerate(tbs):  # (tables of values, then of codes)
+            j = np.flatnonzero((pick[cand] == t) & (as_codes == v))
+            k = cand[j]
+            base_t, base_c = sum(len(r) for r in t_reg), sum(len(r) for r in c_reg)
+            ent[k], t_nb[k], c_nb[k], t_enc[k], c_enc[k] = tc[k], tb[2][j], cb[2][j], tb[3][j], cb[3][j]
+            t_src[k], c_src[k] = base_t + tb[1][j], base_c + cb[1][j]
+            t_reg.append(tb[0])
+            c_reg.append(cb[0])
     t_region, c_region = np.concatenate(t_reg), np.concatenate(c_reg)
     lead = np.zeros(S, np.int64)
     heads, hlen = dict_heads(ent[take], t_nb[take])
+    mark = coded[take].astype(np.int64)
+    if mark.any():  # a table of codes: CODE_TABLE_MARK, then its head
+        marked = np.full(int((hlen + mark).sum()), CODE_TABLE_MARK, np.uint8)
+        take_ranges(heads, np.cumsum(hlen) - hlen, hlen, marked, np.cumsum(hlen + mark) - hlen)
+        heads, hlen = marked, hlen + mark
     lead[take] = hlen + t_nb[take]
     nb2 = nbytes.copy()
     nb2[take] = c_nb[take]

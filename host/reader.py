@@ -950,6 +950,9 @@ class VersionReader:
             tables = np.array([bool(e.get("tables")) for _, e in self._files], bool)
             keep = ((blobs > 1) | ~tables[(keys >> 40).astype(np.int64)]).astype(np.int8) if len(keys) else \
                 np.zeros(0, np.int8)
+            if len(keys):  # a segment dictionary that tables of codes index (its segment's first): kept too
+                first_of = np.r_[True, (keys[1:] >> 40) != (keys[:-1] >> 40)]
+                keep[first_of & self._code_tables()[(keys >> 40).astype(np.int64)]] = 1
             if len(keys) and not keep.all():  # 2: a table kept if it has at most TABLE_KEPT_ENTRIES
                 seg_k = (keys >> 40).astype(np.int64)
                 small = np.bincount(seg_k, np.where(keep > 0, 0, size), minlength=len(self._files)) <= TABLES_KEPT_BYTES
@@ -957,6 +960,38 @@ class VersionReader:
             self._dsarr[column] = (keys, size, keep)  # (before the sizes: another thread may find them)
             sizes = self._dsizes[column] = dict(zip(keys.tolist(), size.tolist()))
         return sizes
+
+    def _code_tables(self) -> np.ndarray:
+        """Per data file, whether its stripe tables may hold codes into their column's segment
+        dictionary (its entry's ``"tables": 2``, DESIGN §1 "Stripe tables")."""
+        return np.array([e.get("tables") == 2 for _, e in self._files], bool)
+
+    def _compose_codes(self, column: str, keys: np.ndarray, vals: np.ndarray, pos: np.ndarray, cnt: np.ndarray,
+                       coded: np.ndarray, got: dict) -> None:
+        """Tables of codes (``coded``, among the dictionaries ``keys`` just decoded into ``vals[pos:]``,
+        ``cnt`` entries each) made tables of values, in place: each code looked up in its column's
+        segment dictionary, the dictionary at the least place of the column's rows in that segment
+        (the encoder keeps a row naming it), read once per open segment (``got``: those decoded in
+        the same fetch, by key). A code outside it, or a table of codes at that place, is a
+        ``CorruptionError``."""
+        skeys = self._dsarr[column][0]
+        for j in np.flatnonzero(coded).tolist():
+            key = int(keys[j])
+            u = key >> 40
+            sk = int(skeys[np.searchsorted(skeys, u << 40)])
+            where = f"{self.where}: column {column!r}: segment {u}: table of codes at byte {key & ((1 << 40) - 1)}"
+            if sk == key:
+                raise CorruptionError(f"{where}: at its segment dictionary's place")
+            sd = got.get(sk)
+            if sd is None:
+                sg = self.segment(u)
+                sd, nb = sg.dictionary(sk & ((1 << 40) - 1), self.block_size, self._dict_sizes(column)[sk],
+                                       self._files[u][1].get("dicts", 1))
+                self.dict_bytes_read += nb
+            c = vals[pos[j] : pos[j] + cnt[j]]
+            if len(c) and (int(c.min()) < 0 or int(c.max()) >= len(sd)):
+                raise CorruptionError(f"{where}: a code outside the segment dictionary's {len(sd)} entries")
+            vals[pos[j] : pos[j] + cnt[j]] = sd[c]
 
     def _starts(self, column: str) -> np.ndarray:
         """The places in format-3 segments' blob regions where a dictionary of ``column`` may end, as
@@ -1020,21 +1055,29 @@ class VersionReader:
             self.store.fetch(reads)
             buf, at = fin(in_place=True)
             forms = np.array([self._files[s][1].get("dicts", 1) for s in useg.tolist()], np.int64)[sinv[todo]]
+            # tables of codes (DESIGN §1 "Stripe tables"): the mark before the head, then a table as any other
+            coded = self._code_tables()[segi[todo]] & (ln > 1)
+            coded[coded] = buf[at[coded]] == pages.CODE_TABLE_MARK
+            at, ln, stored = at + coded, ln - coded, int(ln.sum())
             try:  # all of them in one pass of the blob decoder (a stripe's table is a few dozen values)
                 vals, cnt = pages.decode_dictionaries(buf, at, ln, forms, self.block_size, f"{self.where}: column {column!r}")
             except CorruptionError:  # the one at fault, named by its segment and place
                 for i, a, n, f in zip(todo.tolist(), at.tolist(), ln.tolist(), forms.tolist()):
                     segs[int(segi[i])].dictionary_from(int(keys[i] & mask), buf[a : a + n], self.block_size, False, f)
                 raise
-            vals.flags.writeable = False  # shared by every batch that reads them
             pos = np.cumsum(cnt) - cnt
+            if coded.any():
+                got = {int(keys[i]): vals[pos[j] : pos[j] + cnt[j]] for j, i in enumerate(todo.tolist()) if not coded[j]}
+                got.update({int(keys[i]): parts[i] for i in np.flatnonzero(have).tolist()})
+                self._compose_codes(column, keys[todo], vals, pos, cnt, coded, got)
+            vals.flags.writeable = False  # shared by every batch that reads them
             for j in np.flatnonzero(kept[todo]).tolist():  # kept alone: not a view that keeps a batch's tables alive
                 i = int(todo[j])
                 if kept[i] == 2 and cnt[j] > TABLE_KEPT_ENTRIES:
                     continue
                 d = vals if cnt[j] == len(vals) else vals[pos[j] : pos[j] + cnt[j]].copy()
                 segs[int(segi[i])].keep_dictionary(int(keys[i] & mask), d)
-            self.dict_bytes_read += int(ln.sum())
+            self.dict_bytes_read += stored
         if vals is not None and len(todo) == len(keys):  # (none kept before: they are ``vals``, in key order)
             lens, cat = cnt, vals
         else:

@@ -159,6 +159,8 @@ def _segment_of(state: State, user, start, count, values: dict):
     dicts = any((np.asarray(b[3]) & codec.ENC_DICT).any() for b in blobs.values())
     const = any(codec.const_stripes(b[3]).any() for b in blobs.values())
     tables = any((b[5] > 0).any() for b in blobs.values())  # (a stripe table's codes may be DELTA blocks)
+    if any(pages.code_tables(b[0], b[3], b[5]).any() for b in blobs.values()):
+        tables = 2  # (tables of codes into the segment dictionary: releases before them refuse the entry)
     blobs = {c: b[:4] for c, b in blobs.items()}
     # (form 3 where its constants, per row of a pack or per stripe, may make the index smaller:
     # whichever does; form 2 where there are none)
@@ -251,12 +253,13 @@ def _blob_bytes(blobs: dict) -> int:
     return sum(_blob_cost(b) for b in blobs.values())
 
 
-def _format_entry(dicts: bool = False, const: bool = False, tables: bool = False, borrow: bool = False,
+def _format_entry(dicts: bool = False, const: bool = False, tables: bool | int = False, borrow: bool = False,
                   rowconst: bool = False, form: int | None = None) -> dict:
     """The ``format`` key of a new data file's entry (absent for format 2, as older releases wrote),
     ``"dicts"`` for a segment with dictionaries (their heads' form, ``pages.DICT_FORM``: 2, varints;
     releases before 2026-12-02 wrote 1, two u64), ``"const": 1`` for one with constant stripes and
-    ``"tables": 1`` for one with stripe tables (DESIGN §1; their codes may be DELTA blocks),
+    ``"tables": 1`` for one with stripe tables (DESIGN §1; their codes may be DELTA blocks), ``2``
+    where some hold codes into their column's segment dictionary (``tables=2``),
     ``"borrow": 1`` for one with borrowed codes (a column's blobs another's, DESIGN §1), ``"rowconst": 1``
     for one whose packs have constants per row in some column (DESIGN §2 "Packs"): a release
     that cannot read them rejects the entry (an unknown key), even where a checkpoint's snapshot
@@ -267,7 +270,7 @@ def _format_entry(dicts: bool = False, const: bool = False, tables: bool = False
         return {}
     form = segment.INDEX_FORM if form is None else form
     return {"format": SEGMENT_FORMAT, **({"dicts": pages.DICT_FORM} if dicts else {}), **({"const": 1} if const else {}),
-            **({"tables": 1} if tables else {}), **({"borrow": 1} if borrow else {}),
+            **({"tables": int(tables)} if tables else {}), **({"borrow": 1} if borrow else {}),
             **({"rowconst": 1} if rowconst else {}), **({"index": form} if form > 1 else {})}
 
 

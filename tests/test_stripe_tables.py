@@ -10,7 +10,7 @@ import pytest
 
 from gpumat.core.errors import CorruptionError
 from gpumat.core.staged import AUX_CODES, AUX_DELTA, dict_blocks
-from gpumat.host import codec, log, native, pages, reader
+from gpumat.host import codec, log, native, pages, reader, segment
 from gpumat.host.tier import Tier
 
 from test_pages import SCHEMA, assert_flips_caught, check_planned_batches, check_tier_reads, shorten_dictionaries
@@ -27,18 +27,25 @@ def _no_classes(monkeypatch):
     monkeypatch.setattr(pages, "CLASSES_MIN_SAVING", 10.0)
 
 
+def replays(rng, x, p: float):
+    """``x`` (one user's items) with runs of 12 of their earlier items played again, at a fraction
+    ``p`` of its events (after the first 24)."""
+    n = len(x)
+    for s in np.flatnonzero(rng.random(n) < p):
+        if s >= 24:
+            a = int(rng.integers(0, s - 12))
+            k = min(12, n - s)
+            x[s : s + k] = x[a : a + k]
+    return x
+
+
 def repeating_columns(rng, sc):
     """``item_id``: each user replays runs of their earlier items (literal tables); ``action``: each
     user keeps to a few of 500 values of their own (frequency tables); ``ts``: rising."""
     items, acts = [], []
     for u, n in enumerate(sc):
-        x = rng.integers(0, 4000, n)  # (ids of 12 bits: a table holds values, not a segment dictionary's codes)
-        for s in np.flatnonzero(rng.random(n) < 0.08):
-            if s >= 24:
-                a = int(rng.integers(0, s - 12))
-                k = min(12, n - s)
-                x[s : s + k] = x[a : a + k]
-        items.append(x)
+        # (ids of 12 bits: tables of values, as tables of codes would store them)
+        items.append(replays(rng, rng.integers(0, 4000, n), 0.08))
         own = rng.integers(0, 500, 4)
         a = own[rng.choice(4, n, p=[0.6, 0.2, 0.15, 0.05])]
         o = rng.random(n) < 0.05
@@ -126,6 +133,7 @@ def test_stripe_tables_read_back_by_windows(tmp_path, monkeypatch, bs):
     """A tier of stripe tables reads back whole, by any block window and by any value range of a
     block, in memory and by ranges, on both decoders; compacted, a flipped byte is caught; its
     entries say ``tables`` (releases before them reject the entry)."""
+    monkeypatch.setattr(pages, "CODE_TABLES", False)  # (tables of values: tables of codes below, their dictionary kept)
     rng = np.random.default_rng(bs)
     sc = np.array(USERS)
     users = np.repeat(np.arange(len(sc)), sc)
@@ -138,7 +146,7 @@ def test_stripe_tables_read_back_by_windows(tmp_path, monkeypatch, bs):
     (e,) = [e for _, e in r._files]
     assert e.get("tables") == 1 and log._check_entry(dict(e), "x") == e
     with pytest.raises(CorruptionError, match="bad data file entry"):
-        log._check_entry({**e, "tables": 2}, "x")
+        log._check_entry({**e, "tables": 3}, "x")
     # a table read is counted; where its segment's tables of the column take more than
     # TABLES_KEPT_BYTES it is not kept, and the next read reads it again; where they take less, those
     # of at most TABLE_KEPT_ENTRIES entries are kept, and the next read reads only the others
@@ -365,9 +373,10 @@ def test_dictionary_heads_at_once_equal_one_by_one(monkeypatch):
             assert n.tolist() == ents.tolist()
 
 
-def test_a_bad_table_head_is_named_by_its_segment_and_place(tmp_path):
+def test_a_bad_table_head_is_named_by_its_segment_and_place(tmp_path, monkeypatch):
     """A batch's dictionaries are decoded in one pass; a bad one (here a head zeroed after its
     chunks were verified: a writer's bug) is a ``CorruptionError`` naming its segment and byte."""
+    monkeypatch.setattr(pages, "CODE_TABLES", False)  # (a zeroed head of a segment with tables of codes: their mark)
     rng = np.random.default_rng(13)
     sc = np.array(USERS)
     t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
@@ -406,3 +415,159 @@ def test_dictionary_keys_are_the_same_mix_for_few_and_many():
     assert len(set(many)) == 40 and all(0 <= k < 1 << 63 for k in many)
     for n in (1, 5, 16):
         assert _dict_keys(files, which[:n], offs[:n]) == many[:n]
+
+
+def hashed_replays(rng, sc, catalogue: int = 3000):
+    """``item_id`` as a listening history of 64-bit hashed ids (``replay``'s shape: each user replays
+    runs of their own earlier items), ``action`` a few values, ``ts`` rising: where a stripe table
+    of the values costs 64 bits an entry and one of the segment dictionary's codes about 12."""
+    ids = rng.integers(-(1 << 62), 1 << 62, catalogue)
+    items = [replays(rng, ids[rng.integers(0, catalogue, n)], 0.1) for n in sc]
+    n = int(sum(sc))
+    return {"ts": np.arange(n, dtype=np.int64) * 3, "item_id": np.concatenate(items),
+            "action": rng.integers(0, 3, n).astype(np.int32)}
+
+
+HASHED_USERS = [2500, 900, 1700, 300, 40, 1200]
+
+
+def test_tables_of_codes_where_the_values_are_wide(monkeypatch):
+    """Where the column has a segment dictionary, a stripe table may hold its codes (the mark, then
+    a table as any other): each looks up, through the segment dictionary, the stripe's values;
+    the column is smaller than with tables of values only, and a stripe still indexes the segment
+    dictionary itself."""
+    if not native.available()[0]:
+        pytest.skip("literal tables are weighed where the C library is built")
+    rng = np.random.default_rng(5)
+    sc = np.array(HASHED_USERS)
+    x = hashed_replays(rng, sc)["item_id"]
+    region, off, nbytes, enc, head, lead = pages.encode_column_parts(x, sc, 128)
+    coded = pages.code_tables(region, enc, lead)
+    assert head > 0 and coded.sum() >= 3 and ((enc & codec.ENC_DICT) != 0).all()
+    assert (((enc >> 8) == 0) & (lead == 0)).any()  # (a stripe of the segment dictionary's own codes)
+    seg = pages.decode_dictionary(region[:head], 128)
+    first = np.cumsum(sc) - sc
+    for s in np.flatnonzero(lead > 0):
+        t_at = int(enc[s]) >> 8
+        assert t_at + lead[s] == off[s] and region[t_at] == pages.CODE_TABLE_MARK
+        table = pages.decode_dictionary(region[t_at + 1 : off[s]], 128)
+        codes = pages.decode_blob(region[off[s] : off[s] + nbytes[s]], int(sc[s]), 128)
+        assert seg[table[codes]].tolist() == x[first[s] : first[s] + sc[s]].tolist()
+    monkeypatch.setattr(pages, "CODE_TABLES", False)
+    values_only = pages.encode_column_parts(x, sc, 128)
+    assert not pages.code_tables(values_only[0], values_only[3], values_only[5]).any()
+    assert len(region) < 0.95 * len(values_only[0])
+
+
+def test_tables_of_codes_keep_a_stripe_of_the_segment_dictionarys_codes():
+    """Every stripe would take a table of codes, or every other stripe is a constant: one stripe
+    keeps the segment dictionary's codes (the reader finds the dictionary by it), and the encoder
+    never drops the dictionary they index."""
+    if not native.available()[0]:
+        pytest.skip("literal tables are weighed where the C library is built")
+    rng = np.random.default_rng(2)
+    for users in ([900, 1300, 700], [900, 1300, 700, 50, 60]):
+        sc = np.array(users)
+        x = hashed_replays(rng, sc)["item_id"]
+        x[np.sum(sc[:3]):] = 12345  # (stripes 3 and 4, where there are: constants)
+        region, off, nbytes, enc, head, lead = pages.encode_column_parts(x, sc, 128)
+        coded = pages.code_tables(region, enc, lead)
+        assert head > 0 and coded.any()
+        assert (((enc & codec.ENC_DICT) != 0) & (lead == 0) & ((enc >> 8) == 0)).any()
+        assert codec.const_stripes(enc)[3:].any() or len(users) == 3
+        if len(users) == 5 and coded[:3].all():  # (one of the constants keeps its codes: the reference)
+            assert codec.const_stripes(enc)[3:].sum() == 1
+    region, off, nbytes, enc, head, lead = pages.encode_column_parts(x, sc, 128)
+    with pytest.raises(ValueError, match="no stripe indexes"):
+        keep = lead > 0
+        pages._without_dead_dictionary(region, off, nbytes, np.where(keep, enc, codec.const_enc(np.zeros(len(enc), np.int64))),
+                                       head, lead)
+
+
+@pytest.mark.parametrize("bs", [32, 128])
+def test_tables_of_codes_read_back_by_windows(tmp_path, monkeypatch, bs):
+    """A tier whose stripe tables hold codes reads back whole, by any block window and any value
+    range of a block, in memory and by ranges, on both decoders; a flipped byte is caught; its
+    entries say ``"tables": 2``, which releases before them reject."""
+    if not native.available()[0]:
+        pytest.skip("literal tables are weighed where the C library is built")
+    rng = np.random.default_rng(bs + 1)
+    sc = np.array(HASHED_USERS[:4])
+    users = np.repeat(np.arange(len(sc)), sc)
+    cols = hashed_replays(rng, sc)
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, int(sc.sum()), extended=("item_id",))
+    r = Tier.open(tmp_path / "t")._reader
+    (e,) = [e for _, e in r._files]
+    assert e.get("tables") == 2 and log._check_entry(dict(e), "x") == e
+    off, _, enc = r.blobs("item_id")
+    seg = r.segment(0)
+    assert (np.asarray(seg.region())[(enc[(enc & codec.ENC_DICT) != 0] >> 8)] == pages.CODE_TABLE_MARK).any()
+    # a whole read, a second one (the segment dictionary kept: only the tables read again), and the
+    # tables read without the segment dictionary's own stripes (it is read for them)
+    for full in (1 << 30, 0):
+        monkeypatch.setattr(segment, "FULL_READ_BYTES", full)
+        h = Tier.open(tmp_path / "t")
+        hr = h._reader
+        d = h.directory()
+        own = (hr.blobs("item_id")[2] >> 8) != (hr.blobs("item_id")[2] >> 8).min()
+        sizes = hr._dict_sizes("item_id")
+        seg_dict = sizes[int(hr._dsarr["item_id"][0][0])]
+        for k, si in enumerate((np.flatnonzero(own), np.arange(len(d)))):
+            want = np.concatenate([cols["item_id"][users == d.user_id[s]] for s in si])
+            before = hr.dict_bytes_read
+            assert hr.decode_stripes("item_id", si).tolist() == want.tolist()
+            if k == 0:  # the tables, and the segment dictionary read for them (kept: the next read reads it no more)
+                assert hr.dict_bytes_read - before == sum(sizes.values())
+            else:
+                assert hr.dict_bytes_read - before <= sum(sizes.values()) - seg_dict
+            with monkeypatch.context() as m:
+                m.setattr(native, "available", lambda: (False, ""))
+                assert Tier.open(tmp_path / "t")._reader.decode_stripes("item_id", si).tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("backend", ["reference", "numpy", "triton", "torch"])
+def test_tables_of_codes_materialize(tmp_path, backend):
+    """Planned batches of a tier with tables of codes equal the naive windows on every backend (the
+    host composes a table with its segment dictionary: the kernels gather values, as from any table)."""
+    rng = np.random.default_rng(11)
+    sc = np.array(HASHED_USERS)
+    users = np.repeat(np.arange(len(sc)), sc)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(pa.table({"user_id": users, **hashed_replays(rng, sc)}))
+    assert [e.get("tables") for _, e in t._reader._files] == [2 if native.available()[0] else None]
+    whole = {u: t.read_history(u) for u in range(len(sc))}
+    check_planned_batches(t, whole, rng, np.arange(len(sc)), 40, 2500, backend)
+
+
+def test_a_code_past_the_segment_dictionary_is_corruption(tmp_path, monkeypatch):
+    """A table of codes that indexes past its segment dictionary (bytes that pass their checksums: a
+    writer's bug) is corruption to every read, on both decoders; so is one that lies at the
+    segment dictionary's place."""
+    if not native.available()[0]:
+        pytest.skip("literal tables are weighed where the C library is built")
+    rng = np.random.default_rng(4)
+    sc = np.array(HASHED_USERS)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), **hashed_replays(rng, sc)}))
+    real = segment.Segment.dictionary
+
+    def short(self, *a, **kw):  # the segment dictionary read alone, short of its codes
+        d, nb = real(self, *a, **kw)
+        return d[:3], nb
+
+    with monkeypatch.context() as m:
+        shorten_dictionaries(m, 3)
+        m.setattr(segment.Segment, "dictionary", short)
+        for native_on in (True, False):
+            m.setattr(native, "available", lambda on=native_on: (on and native._decode is not None, ""))
+            h = Tier.open(t.uri)
+            with pytest.raises(CorruptionError, match="outside the segment dictionary"):
+                h._reader.decode_stripes("item_id", np.arange(len(h.directory())))
+            with pytest.raises(CorruptionError, match="outside the segment dictionary"):
+                h.read_history(0)
+    r = Tier.open(t.uri)._reader
+    r._dict_sizes("item_id")
+    keys = r._dsarr["item_id"][0]
+    with pytest.raises(CorruptionError, match="at its segment dictionary's place"):
+        r._compose_codes("item_id", keys[:1], np.zeros(2, np.int64), np.zeros(1, np.int64), np.array([2]),
+                         np.array([True]), {})
