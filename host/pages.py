@@ -1590,7 +1590,7 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
         tbs = [encode_stripes(tvals, tc[cand], block_size, True)]
         sizes = [dict_heads(tc[cand], tbs[0][2])[1] + tbs[0][2]]
         if code_of is not None:  # the same table as codes into the segment dictionary (a byte more: the mark)
-            tbs.append(encode_stripes(code_of(tvals), tc[cand], block_size, True))
+            tbs.append(encode_stripes(code_of(tvals), tc[cand], block_size, CODES_DELTA))  # (no RADIX: codes)
             sizes.append(1 + dict_heads(tc[cand], tbs[1][2])[1] + tbs[1][2])
         as_codes = np.argmin(np.stack(sizes), axis=0) if len(sizes) > 1 else np.zeros(len(cand), np.int64)
         size = np.choose(as_codes, sizes) + cb[2]
@@ -1748,12 +1748,16 @@ def dictionary_heads(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, form
 
 
 def decode_dictionaries(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, forms: np.ndarray, block_size: int,
-                        where: str = "dictionaries") -> tuple[np.ndarray, np.ndarray]:
+                        where: str = "dictionaries", dicts: np.ndarray | None = None, dstart: np.ndarray | None = None,
+                        dlen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``decode_dictionary`` of many dictionaries at once (``dictionary_heads``' arguments), in
-    one pass of the blob decoder: ``(their values back to back, entries of each)``."""
+    one pass of the blob decoder: ``(their values back to back, entries of each)``. ``dicts,
+    dstart, dlen``: dictionary ``i`` holds codes into ``dicts[dstart[i]:][:dlen[i]]`` (tables of
+    codes, their mark past: ``decode_blobs``), and gives the entries they index."""
     starts, lens = (np.asarray(a, np.int64).reshape(-1) for a in (starts, lens))
     n, h = dictionary_heads(buf, starts, lens, forms, where)
-    return decode_blobs(buf, starts + h, lens - h, n, block_size, where=f"{where} (blob i: dictionary i)"), n
+    return decode_blobs(buf, starts + h, lens - h, n, block_size, dicts, dstart, dlen,
+                        where=f"{where} (blob i: dictionary i)"), n
 
 
 def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary", form: int | None = None) -> np.ndarray:

@@ -966,32 +966,50 @@ class VersionReader:
         dictionary (its entry's ``"tables": 2``, DESIGN §1 "Stripe tables")."""
         return np.array([e.get("tables") == 2 for _, e in self._files], bool)
 
-    def _compose_codes(self, column: str, keys: np.ndarray, vals: np.ndarray, pos: np.ndarray, cnt: np.ndarray,
-                       coded: np.ndarray, got: dict) -> None:
-        """Tables of codes (``coded``, among the dictionaries ``keys`` just decoded into ``vals[pos:]``,
-        ``cnt`` entries each) made tables of values, in place: each code looked up in its column's
-        segment dictionary, the dictionary at the least place of the column's rows in that segment
-        (the encoder keeps a row naming it), read once per open segment (``got``: those decoded in
-        the same fetch, by key). A code outside it, or a table of codes at that place, is a
-        ``CorruptionError``."""
+    def _decode_with_code_tables(self, column: str, keys: np.ndarray, buf: np.ndarray, at: np.ndarray,
+                                 ln: np.ndarray, forms: np.ndarray, coded: np.ndarray, got: dict,
+                                 where: str) -> tuple[np.ndarray, np.ndarray]:
+        """``pages.decode_dictionaries`` of the dictionaries ``keys`` (their stored bytes
+        ``buf[at:][:ln]``), some of them tables of codes (``coded``: their mark at ``at``): the others
+        first, in one pass, then the tables of codes in another, each code looked up in its column's
+        segment dictionary as the C decoder decodes it (a table of codes becomes a table of values:
+        what every read after it sees). That dictionary is the one at the least place of the
+        column's rows in the segment (the encoder keeps a row naming it): decoded in the first
+        pass, kept (``got``, by key), or read now and kept (once per open segment). A code outside
+        it, or a table of codes at its place, is a ``CorruptionError``."""
+        plain, cj = np.flatnonzero(~coded), np.flatnonzero(coded)
+        vp, cp = pages.decode_dictionaries(buf, at[plain], ln[plain], forms[plain], self.block_size, where) if len(plain) \
+            else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        pp = np.cumsum(cp) - cp
         skeys = self._dsarr[column][0]
-        for j in np.flatnonzero(coded).tolist():
-            key = int(keys[j])
-            u = key >> 40
-            sk = int(skeys[np.searchsorted(skeys, u << 40)])
-            where = f"{self.where}: column {column!r}: segment {u}: table of codes at byte {key & ((1 << 40) - 1)}"
-            if sk == key:
-                raise CorruptionError(f"{where}: at its segment dictionary's place")
-            sd = got.get(sk)
+        sk = skeys[np.searchsorted(skeys, (keys[cj] >> 40) << 40)]  # (each segment's least: its segment dictionary)
+        if (sk == keys[cj]).any():
+            k = int(keys[cj][sk == keys[cj]][0])
+            raise CorruptionError(f"{where}: segment {k >> 40}: a table of codes at its segment dictionary's place "
+                                  f"(byte {k & ((1 << 40) - 1)})")
+        need, inv = np.unique(sk, return_inverse=True)
+        sds = []
+        for k in need.tolist():
+            sd = got.get(k)
+            w = int(np.searchsorted(keys[plain], k))
+            if sd is None and w < len(plain) and keys[plain[w]] == k:  # (decoded in the first pass)
+                sd = vp[pp[w] : pp[w] + cp[w]]
             if sd is None:
-                sg = self.segment(u)
-                sd, nb = sg.dictionary(sk & ((1 << 40) - 1), self.block_size, self._dict_sizes(column)[sk],
-                                       self._files[u][1].get("dicts", 1))
+                sd, nb = self.segment(k >> 40).dictionary(k & ((1 << 40) - 1), self.block_size, self._dict_sizes(column)[k],
+                                                          self._files[k >> 40][1].get("dicts", 1))
                 self.dict_bytes_read += nb
-            c = vals[pos[j] : pos[j] + cnt[j]]
-            if len(c) and (int(c.min()) < 0 or int(c.max()) >= len(sd)):
-                raise CorruptionError(f"{where}: a code outside the segment dictionary's {len(sd)} entries")
-            vals[pos[j] : pos[j] + cnt[j]] = sd[c]
+            sds.append(sd)
+        dl = np.array([len(d) for d in sds], np.int64)
+        vc, cc = pages.decode_dictionaries(buf, at[cj] + 1, ln[cj] - 1, forms[cj], self.block_size,
+                                           f"{where}: tables of codes", dicts=np.concatenate(sds),
+                                           dstart=(np.cumsum(dl) - dl)[inv.reshape(-1)], dlen=dl[inv.reshape(-1)])
+        cnt = np.empty(len(keys), np.int64)
+        cnt[plain], cnt[cj] = cp, cc
+        vals = np.empty(int(cnt.sum()), np.int64)
+        pos = np.cumsum(cnt) - cnt
+        take_ranges(vp, pp, cp, vals, pos[plain])
+        take_ranges(vc, np.cumsum(cc) - cc, cc, vals, pos[cj])
+        return vals, cnt
 
     def _starts(self, column: str) -> np.ndarray:
         """The places in format-3 segments' blob regions where a dictionary of ``column`` may end, as
@@ -1044,7 +1062,7 @@ class VersionReader:
         have = np.zeros(len(keys), bool)
         for u, sg in segs.items():  # dictionaries kept by their segments (a segment dictionary, once read)
             if sg.has_kept_dictionaries():
-                for i in np.flatnonzero(segi == u).tolist():
+                for i in np.flatnonzero((segi == u) & (kept > 0)).tolist():  # (only those: a batch names thousands of tables)
                     parts[i] = sg.cached_dictionary(int(keys[i] & mask))
                     have[i] = parts[i] is not None
         todo = np.flatnonzero(~have)
@@ -1058,18 +1076,18 @@ class VersionReader:
             # tables of codes (DESIGN §1 "Stripe tables"): the mark before the head, then a table as any other
             coded = self._code_tables()[segi[todo]] & (ln > 1)
             coded[coded] = buf[at[coded]] == pages.CODE_TABLE_MARK
-            at, ln, stored = at + coded, ln - coded, int(ln.sum())
+            where = f"{self.where}: column {column!r}"
             try:  # all of them in one pass of the blob decoder (a stripe's table is a few dozen values)
-                vals, cnt = pages.decode_dictionaries(buf, at, ln, forms, self.block_size, f"{self.where}: column {column!r}")
+                if coded.any():  # (two: the segment dictionaries, then the tables of codes into them)
+                    vals, cnt = self._decode_with_code_tables(column, keys[todo], buf, at, ln, forms, coded, {
+                        int(keys[i]): parts[i] for i in np.flatnonzero(have).tolist()}, where)
+                else:
+                    vals, cnt = pages.decode_dictionaries(buf, at, ln, forms, self.block_size, where)
             except CorruptionError:  # the one at fault, named by its segment and place
-                for i, a, n, f in zip(todo.tolist(), at.tolist(), ln.tolist(), forms.tolist()):
-                    segs[int(segi[i])].dictionary_from(int(keys[i] & mask), buf[a : a + n], self.block_size, False, f)
+                for i, a, n, f, c in zip(todo.tolist(), at.tolist(), ln.tolist(), forms.tolist(), coded.tolist()):
+                    segs[int(segi[i])].dictionary_from(int(keys[i] & mask), buf[a + c : a + n], self.block_size, False, f)
                 raise
             pos = np.cumsum(cnt) - cnt
-            if coded.any():
-                got = {int(keys[i]): vals[pos[j] : pos[j] + cnt[j]] for j, i in enumerate(todo.tolist()) if not coded[j]}
-                got.update({int(keys[i]): parts[i] for i in np.flatnonzero(have).tolist()})
-                self._compose_codes(column, keys[todo], vals, pos, cnt, coded, got)
             vals.flags.writeable = False  # shared by every batch that reads them
             for j in np.flatnonzero(kept[todo]).tolist():  # kept alone: not a view that keeps a batch's tables alive
                 i = int(todo[j])
@@ -1077,13 +1095,21 @@ class VersionReader:
                     continue
                 d = vals if cnt[j] == len(vals) else vals[pos[j] : pos[j] + cnt[j]].copy()
                 segs[int(segi[i])].keep_dictionary(int(keys[i] & mask), d)
-            self.dict_bytes_read += stored
+            self.dict_bytes_read += int(ln.sum())
         if vals is not None and len(todo) == len(keys):  # (none kept before: they are ``vals``, in key order)
             lens, cat = cnt, vals
+        elif vals is not None:  # kept ones and those read now, in key order: the read ones in one copy
+            hv = np.flatnonzero(have)
+            lens = np.zeros(len(keys), np.int64)
+            lens[todo] = cnt
+            lens[hv] = [len(parts[i]) for i in hv.tolist()]
+            at = np.cumsum(lens) - lens
+            cat = np.empty(int(lens.sum()), np.int64)
+            take_ranges(vals, pos, cnt, cat, at[todo])
+            for i in hv.tolist():
+                cat[at[i] : at[i] + lens[i]] = parts[i]
+            cat.flags.writeable = False
         else:
-            if vals is not None:
-                for j, i in enumerate(todo.tolist()):
-                    parts[i] = vals[pos[j] : pos[j] + cnt[j]]
             lens, cat = np.array([len(d) for d in parts], np.int64), None
         at = np.cumsum(lens) - lens
         if int(at[-1]) + int(lens[-1]) >= 1 << 31:

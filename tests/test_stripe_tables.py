@@ -561,13 +561,13 @@ def test_a_code_past_the_segment_dictionary_is_corruption(tmp_path, monkeypatch)
         for native_on in (True, False):
             m.setattr(native, "available", lambda on=native_on: (on and native._decode is not None, ""))
             h = Tier.open(t.uri)
-            with pytest.raises(CorruptionError, match="outside the segment dictionary"):
+            with pytest.raises(CorruptionError, match="tables of codes.*a code outside its dictionary"):
                 h._reader.decode_stripes("item_id", np.arange(len(h.directory())))
-            with pytest.raises(CorruptionError, match="outside the segment dictionary"):
+            with pytest.raises(CorruptionError, match="tables of codes.*a code outside its dictionary"):
                 h.read_history(0)
     r = Tier.open(t.uri)._reader
     r._dict_sizes("item_id")
     keys = r._dsarr["item_id"][0]
-    with pytest.raises(CorruptionError, match="at its segment dictionary's place"):
-        r._compose_codes("item_id", keys[:1], np.zeros(2, np.int64), np.zeros(1, np.int64), np.array([2]),
-                         np.array([True]), {})
+    with pytest.raises(CorruptionError, match="a table of codes at its segment dictionary.s place"):
+        r._decode_with_code_tables("item_id", keys[:1], np.zeros(4, np.uint8), np.zeros(1, np.int64), np.array([4]),
+                                   np.array([2]), np.array([True]), {}, "x")
