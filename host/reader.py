@@ -966,50 +966,57 @@ class VersionReader:
         dictionary (its entry's ``"tables": 2``, DESIGN §1 "Stripe tables")."""
         return np.array([e.get("tables") == 2 for _, e in self._files], bool)
 
-    def _decode_with_code_tables(self, column: str, keys: np.ndarray, buf: np.ndarray, at: np.ndarray,
-                                 ln: np.ndarray, forms: np.ndarray, coded: np.ndarray, got: dict,
+    def _decode_with_code_tables(self, column: str, keys: np.ndarray, todo: np.ndarray, have: np.ndarray, parts: list,
+                                 buf: np.ndarray, at: np.ndarray, ln: np.ndarray, forms: np.ndarray, coded: np.ndarray,
                                  where: str) -> tuple[np.ndarray, np.ndarray]:
-        """``pages.decode_dictionaries`` of the dictionaries ``keys`` (their stored bytes
-        ``buf[at:][:ln]``), some of them tables of codes (``coded``: their mark at ``at``): the others
-        first, in one pass, then the tables of codes in another, each code looked up in its column's
-        segment dictionary as the C decoder decodes it (a table of codes becomes a table of values:
+        """The dictionaries ``keys``, back to back in their order, and the entries of each: those
+        kept (``have``: ``parts[i]``) and those read (``todo``: stored bytes ``buf[at:][:ln]``), some of
+        them tables of codes (``coded``, per ``todo``: their mark at ``at``). Decoded straight into
+        place (one array: no copy of a batch's tables, whose pages are the cost on this scale) in two
+        passes of the C decoder: the others, then the tables of codes, each code looked up in its
+        column's segment dictionary as it is decoded (a table of codes becomes a table of values:
         what every read after it sees). That dictionary is the one at the least place of the
-        column's rows in the segment (the encoder keeps a row naming it): decoded in the first
-        pass, kept (``got``, by key), or read now and kept (once per open segment). A code outside
-        it, or a table of codes at its place, is a ``CorruptionError``."""
+        column's rows in the segment (the encoder keeps a row naming it): read in the first pass,
+        kept, or read now and kept (once per open segment). A code outside it, or a table of codes
+        at its place, is a ``CorruptionError``."""
+        a2, l2 = at + coded, ln - coded
+        n, h = pages.dictionary_heads(buf, a2, l2, forms, where)
+        lens = np.zeros(len(keys), np.int64)
+        hv = np.flatnonzero(have)
+        lens[todo], lens[hv] = n, [len(parts[i]) for i in hv.tolist()]
+        kat = np.cumsum(lens) - lens
+        cat = np.empty(int(lens.sum()), np.int64)
+        for i in hv.tolist():
+            cat[kat[i] : kat[i] + lens[i]] = parts[i]
         plain, cj = np.flatnonzero(~coded), np.flatnonzero(coded)
-        vp, cp = pages.decode_dictionaries(buf, at[plain], ln[plain], forms[plain], self.block_size, where) if len(plain) \
-            else (np.zeros(0, np.int64), np.zeros(0, np.int64))
-        pp = np.cumsum(cp) - cp
+        if len(plain):
+            pages.decode_blobs(buf, a2[plain] + h[plain], l2[plain] - h[plain], n[plain], self.block_size,
+                               where=f"{where} (blob i: dictionary i)", out=cat, dst=kat[todo[plain]])
         skeys = self._dsarr[column][0]
-        sk = skeys[np.searchsorted(skeys, (keys[cj] >> 40) << 40)]  # (each segment's least: its segment dictionary)
-        if (sk == keys[cj]).any():
-            k = int(keys[cj][sk == keys[cj]][0])
+        ck = keys[todo[cj]]
+        sk = skeys[np.searchsorted(skeys, (ck >> 40) << 40)]  # (each segment's least: its segment dictionary)
+        if (sk == ck).any():
+            k = int(ck[sk == ck][0])
             raise CorruptionError(f"{where}: segment {k >> 40}: a table of codes at its segment dictionary's place "
                                   f"(byte {k & ((1 << 40) - 1)})")
         need, inv = np.unique(sk, return_inverse=True)
+        done = np.zeros(len(keys), bool)
+        done[hv], done[todo[plain]] = True, True
         sds = []
         for k in need.tolist():
-            sd = got.get(k)
-            w = int(np.searchsorted(keys[plain], k))
-            if sd is None and w < len(plain) and keys[plain[w]] == k:  # (decoded in the first pass)
-                sd = vp[pp[w] : pp[w] + cp[w]]
-            if sd is None:
+            w = int(np.searchsorted(keys, k))
+            if w < len(keys) and keys[w] == k and done[w]:  # (kept, or decoded in the first pass)
+                sd = cat[kat[w] : kat[w] + lens[w]]
+            else:
                 sd, nb = self.segment(k >> 40).dictionary(k & ((1 << 40) - 1), self.block_size, self._dict_sizes(column)[k],
                                                           self._files[k >> 40][1].get("dicts", 1))
                 self.dict_bytes_read += nb
             sds.append(sd)
         dl = np.array([len(d) for d in sds], np.int64)
-        vc, cc = pages.decode_dictionaries(buf, at[cj] + 1, ln[cj] - 1, forms[cj], self.block_size,
-                                           f"{where}: tables of codes", dicts=np.concatenate(sds),
-                                           dstart=(np.cumsum(dl) - dl)[inv.reshape(-1)], dlen=dl[inv.reshape(-1)])
-        cnt = np.empty(len(keys), np.int64)
-        cnt[plain], cnt[cj] = cp, cc
-        vals = np.empty(int(cnt.sum()), np.int64)
-        pos = np.cumsum(cnt) - cnt
-        take_ranges(vp, pp, cp, vals, pos[plain])
-        take_ranges(vc, np.cumsum(cc) - cc, cc, vals, pos[cj])
-        return vals, cnt
+        pages.decode_blobs(buf, a2[cj] + h[cj], l2[cj] - h[cj], n[cj], self.block_size, np.concatenate(sds),
+                           (np.cumsum(dl) - dl)[inv.reshape(-1)], dl[inv.reshape(-1)],
+                           where=f"{where}: tables of codes (blob i: table i)", out=cat, dst=kat[todo[cj]])
+        return cat, lens
 
     def _starts(self, column: str) -> np.ndarray:
         """The places in format-3 segments' blob regions where a dictionary of ``column`` may end, as
@@ -1066,7 +1073,7 @@ class VersionReader:
                     parts[i] = sg.cached_dictionary(int(keys[i] & mask))
                     have[i] = parts[i] is not None
         todo = np.flatnonzero(~have)
-        vals = None
+        vals = laid = None
         if len(todo):  # one fetch for all of them (concurrent on an object store), every chunk verified
             sg, st, ln = segi[todo], keys[todo] & mask, size[todo]
             reads, fin = self._bytes_request3(sg, st, ln, self._where3([column], sg))
@@ -1078,16 +1085,17 @@ class VersionReader:
             coded[coded] = buf[at[coded]] == pages.CODE_TABLE_MARK
             where = f"{self.where}: column {column!r}"
             try:  # all of them in one pass of the blob decoder (a stripe's table is a few dozen values)
-                if coded.any():  # (two: the segment dictionaries, then the tables of codes into them)
-                    vals, cnt = self._decode_with_code_tables(column, keys[todo], buf, at, ln, forms, coded, {
-                        int(keys[i]): parts[i] for i in np.flatnonzero(have).tolist()}, where)
+                if coded.any():  # (two, straight into the batch's layout: then the tables of codes)
+                    laid, lens = self._decode_with_code_tables(column, keys, todo, have, parts, buf, at, ln, forms, coded,
+                                                               where)
+                    vals, cnt, pos = laid, lens[todo], (np.cumsum(lens) - lens)[todo]
                 else:
                     vals, cnt = pages.decode_dictionaries(buf, at, ln, forms, self.block_size, where)
+                    pos = np.cumsum(cnt) - cnt
             except CorruptionError:  # the one at fault, named by its segment and place
                 for i, a, n, f, c in zip(todo.tolist(), at.tolist(), ln.tolist(), forms.tolist(), coded.tolist()):
                     segs[int(segi[i])].dictionary_from(int(keys[i] & mask), buf[a + c : a + n], self.block_size, False, f)
                 raise
-            pos = np.cumsum(cnt) - cnt
             vals.flags.writeable = False  # shared by every batch that reads them
             for j in np.flatnonzero(kept[todo]).tolist():  # kept alone: not a view that keeps a batch's tables alive
                 i = int(todo[j])
@@ -1096,7 +1104,9 @@ class VersionReader:
                 d = vals if cnt[j] == len(vals) else vals[pos[j] : pos[j] + cnt[j]].copy()
                 segs[int(segi[i])].keep_dictionary(int(keys[i] & mask), d)
             self.dict_bytes_read += int(ln.sum())
-        if vals is not None and len(todo) == len(keys):  # (none kept before: they are ``vals``, in key order)
+        if laid is not None:  # (every one in key order already)
+            cat = laid
+        elif vals is not None and len(todo) == len(keys):  # (none kept before: they are ``vals``, in key order)
             lens, cat = cnt, vals
         elif vals is not None:  # kept ones and those read now, in key order: the read ones in one copy
             hv = np.flatnonzero(have)

@@ -62,7 +62,7 @@ def load(workdir: str, scale: float, dataset: str = "bench", variant: str | None
             shutil.rmtree(tier_dir, ignore_errors=True)
             ev = sh.load_events(dataset)
             if variant is not None:
-                ev = sh.VARIANTS[variant](ev, np.random.default_rng(0))  # (seeded: short_histories' events)
+                ev = sh.shape(ev, variant.split("+"))  # (seeded: short_histories' events)
             tier = Tier.create(tier_dir, {c: str(ev.schema.field(c).type) for c in ev.column_names if c != "user_id"})
             tier.append(ev)
             open(tier_dir + ".done", "w").close()
@@ -310,7 +310,8 @@ def main(argv=None):
                    help="bench, ml1m, ml100k, ml1m+features, ml100k+features or an events Parquet file "
                         "(profiling/short_histories.py's datasets, the real users, appended once)")
     p.add_argument("--variant", default=None,
-                   help="with --dataset ml1m / ml100k: one of profiling/short_histories.py's variants (replay, favourites, ...)")
+                   help="with --dataset ml1m / ml100k: one of profiling/short_histories.py's variants (replay, favourites, ...), "
+                        "or several joined by + (hash_items+replay)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.dataset != "bench" and args.part != "decode":
@@ -323,7 +324,7 @@ def main(argv=None):
 
         if args.dataset == "bench":
             p.error("--variant needs --dataset ml1m or ml100k")
-        if args.variant not in sh.VARIANTS or args.variant in sh.PER_USER:
+        if any(v not in sh.VARIANTS or v in sh.PER_USER for v in args.variant.split("+")):
             p.error(f"--variant: one of {', '.join(v for v in sh.VARIANTS if v not in sh.PER_USER)}")
     from gpumat.host import segment
 
