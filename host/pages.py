@@ -1557,14 +1557,15 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
     gsid, gcnt, tc = groups[3], groups[4].astype(np.float64), groups[5]
     lo, hi = np.minimum.reduceat(values, first), np.maximum.reduceat(values, first)
     width = codec.bit_length((hi - lo).astype(np.uint64)).astype(np.float64)
-    code_of = None  # each value's code into the segment dictionary, where tables of codes are weighed
+    code_of, cw = None, width  # each value's code into the segment dictionary, where tables of codes are weighed
     if head and CODE_TABLES:
         dvals = decode_dictionary(region[:head], block_size)
         srt = np.argsort(dvals, kind="stable")
         code_of = lambda v: srt[np.searchsorted(dvals[srt], v)]  # noqa: E731
         vc = code_of(values)
         cw = codec.bit_length((np.maximum.reduceat(vc, first) - np.minimum.reduceat(vc, first)).astype(np.uint64))
-        width = np.minimum(width, cw.astype(np.float64))
+        cw = cw.astype(np.float64)
+    vw, width = width, np.minimum(width, cw)
     ideal = np.bincount(gsid, gcnt * np.log2(sc[gsid] / gcnt), minlength=S)
     fields = 8 * dict_heads(tc, tc)[1] + 24 * ((sc + block_size - 1) // block_size)  # its head (about), 3 bytes a block of codes
     cand = (fields + tc * width + ideal < 8 * bar) & (tc < sc)
@@ -1585,14 +1586,23 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
             parts.append(None)
             continue
         tfirst = np.cumsum(tc) - tc
-        tvals = tv[ranges(tfirst[cand], tc[cand])]
         cb = encode_stripes(codes[ranges(first[cand], sc[cand])], sc[cand], block_size, CODES_DELTA)
-        tbs = [encode_stripes(tvals, tc[cand], block_size, True)]
-        sizes = [dict_heads(tc[cand], tbs[0][2])[1] + tbs[0][2]]
-        if code_of is not None:  # the same table as codes into the segment dictionary (a byte more: the mark)
-            tbs.append(encode_stripes(code_of(tvals), tc[cand], block_size, CODES_DELTA))  # (no RADIX: codes)
-            sizes.append(1 + dict_heads(tc[cand], tbs[1][2])[1] + tbs[1][2])
-        as_codes = np.argmin(np.stack(sizes), axis=0) if len(sizes) > 1 else np.zeros(len(cand), np.int64)
+        # the table as values, and as codes into the segment dictionary (a byte more: the mark), each
+        # where its entries' width is within a bit of the other's (64-bit hashed ids: codes only)
+        tbs, sizes = [], []
+        for mark, w, other, kind in ((0, vw, cw, True), (1, cw, vw, CODES_DELTA)):  # (codes: no RADIX)
+            sub = np.flatnonzero(w[cand] <= other[cand] + 1) if code_of is not None else np.arange(len(cand) * (1 - mark))
+            tb = [np.zeros(0, np.uint8), np.zeros(len(cand), np.int64), np.zeros(len(cand), np.int64), np.zeros(len(cand), np.int64)]
+            size = np.full(len(cand), _NEVER)
+            if len(sub):
+                k = cand[sub]
+                tvals = tv[ranges(tfirst[k], tc[k])]
+                got = encode_stripes(code_of(tvals) if mark else tvals, tc[k], block_size, kind)
+                tb[0], tb[1][sub], tb[2][sub], tb[3][sub] = got
+                size[sub] = mark + dict_heads(tc[k], got[2])[1] + got[2]
+            tbs.append(tb)
+            sizes.append(size)
+        as_codes = np.argmin(np.stack(sizes), axis=0)
         size = np.choose(as_codes, sizes) + cb[2]
         better = (size <= bar[cand]) & (size < best[cand])
         best[cand[better]], pick[cand[better]], coded[cand[better]] = size[better], t, as_codes[better] == 1
