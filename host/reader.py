@@ -1013,7 +1013,8 @@ class VersionReader:
                 self.dict_bytes_read += nb
             sds.append(sd)
         dl = np.array([len(d) for d in sds], np.int64)
-        pages.decode_blobs(buf, a2[cj] + h[cj], l2[cj] - h[cj], n[cj], self.block_size, np.concatenate(sds),
+        pages.decode_blobs(buf, a2[cj] + h[cj], l2[cj] - h[cj], n[cj], self.block_size,
+                           sds[0] if len(sds) == 1 else np.concatenate(sds),  # (one segment: no copy of its dictionary)
                            (np.cumsum(dl) - dl)[inv.reshape(-1)], dl[inv.reshape(-1)],
                            where=f"{where}: tables of codes (blob i: table i)", out=cat, dst=kat[todo[cj]])
         return cat, lens
