@@ -386,3 +386,47 @@ def test_segment_dictionaries_on_s3(s3, s3_root, monkeypatch):
     assert objstore.IOStats.delta(h.io_stats(), s1)["get"] == 0
     want = np.concatenate([h.read_history(u)["item_id"][-5000:] for u in range(8)])
     assert got["item_id"].tolist() == want.tolist() == again["item_id"].tolist()
+
+
+def test_tables_of_codes_on_s3(s3, s3_root, monkeypatch):
+    """A tier whose stripe tables hold codes into the segment dictionary (64-bit hashed ids a user
+    plays again), on S3, read by ranges: planned batches of users whose stripes all take tables of
+    codes (the segment dictionary then read for them, by a fetch of its own) and of every user equal
+    the events written; the second plan reads the tables again, not the segment dictionary (kept)."""
+    from gpumat.core.tenant import Tenant
+    from gpumat.host import codec, native, segment
+    from gpumat.host.examples import parse_examples
+    from gpumat.host.planner import plan
+    from gpumat.ops import decode_gather
+    from test_pages import SCHEMA as SCHEMA3
+    from test_stripe_tables import HASHED_USERS, hashed_replays
+
+    if not native.available()[0]:
+        pytest.skip("literal tables are weighed where the C library is built")
+    monkeypatch.setattr(segment, "FULL_READ_BYTES", 0)  # every segment by ranges of chunks
+    uri = f"{s3_root}/codes"
+    sc = np.array(HASHED_USERS)
+    cols = hashed_replays(np.random.default_rng(9), sc)
+    t = Tier.create(uri, SCHEMA3)
+    t.append(pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), **cols}))
+    objstore.clear_cache()
+    h = Tier.open(uri)
+    assert [e.get("tables") for e in h._reader.state.files.values() if e["path"]] == [2]
+    enc = h._reader.blobs("item_id")[2]
+    coded = np.flatnonzero((enc >> 8) != (enc >> 8).min())  # (the stripes of tables, of codes here)
+    assert 0 < len(coded) < len(sc)
+    tenant = Tenant("t", ["item_id", "ts"], 3000)
+    first = np.cumsum(sc) - sc
+    sizes = h._reader._dict_sizes("item_id")
+    read = []
+    for users in (h.directory().user_id[coded], np.arange(len(sc))):
+        h._reader.dict_bytes_read = 0
+        ex = pa.table({"user_id": users, "version": [h.version] * len(users), "length": h.lengths(users),
+                       "request_ts": [2**62] * len(users)})
+        got, _ = decode_gather(plan(h, parse_examples(ex, h.schema), tenant, check_leakage=True), "reference")
+        want = np.concatenate([cols["item_id"][first[u] : first[u] + sc[u]][-3000:] for u in users.tolist()])
+        assert got["item_id"].tolist() == want.tolist()
+        read.append(h._reader.dict_bytes_read)
+    seg_dict = sizes[min(sizes)]
+    assert read[0] == seg_dict + sum(sizes[int(k)] for k in (h.directory().seg[coded].astype(np.int64) << 40) | (enc[coded] >> 8))
+    assert 0 < read[1] <= sum(sizes.values()) - seg_dict and (codec.ENC_DICT & enc).all()
