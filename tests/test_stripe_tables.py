@@ -525,6 +525,38 @@ def test_tables_of_codes_read_back_by_windows(tmp_path, monkeypatch, bs):
                 assert Tier.open(tmp_path / "t")._reader.decode_stripes("item_id", si).tolist() == want.tolist()
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_tables_of_codes_in_packs(tmp_path, monkeypatch, backend):
+    """Users of 8 events each (a listener's history cut into pieces: packs of them, DESIGN §2) whose
+    packs take tables of codes: every stripe reads back on both decoders, and planned batches
+    equal the naive windows."""
+    if not native.available()[0]:
+        pytest.skip("literal tables are weighed where the C library is built")
+    rng = np.random.default_rng(21)
+    sc = np.array([3000, 2500, 4000, 1500])
+    ids = rng.integers(-(1 << 62), 1 << 62, 3000)
+    items = np.concatenate([replays(rng, ids[rng.integers(0, 3000, n)], 0.5) for n in sc])
+    n = int(sc.sum())
+    pos = np.arange(n) - np.repeat(np.cumsum(sc) - sc, sc)
+    users = np.repeat(np.arange(len(sc)), sc) * 10_000 + pos // 8
+    cols = {"ts": np.arange(n, dtype=np.int64) * 3, "item_id": items, "action": rng.integers(0, 3, n).astype(np.int32)}
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(pa.table({"user_id": users, **cols}))
+    r = Tier.open(t.uri)._reader
+    d = r.directory()
+    region = np.asarray(r.segment(0).region())
+    enc = r.blobs("item_id")[2]
+    assert [e.get("tables") for e in r.state.files.values() if e["path"]] == [2] and (d.count != d.bcount).all()
+    assert (region[np.unique(enc >> 8)] == pages.CODE_TABLE_MARK).sum() >= 5  # (tables of codes, of packs)
+    si = np.arange(len(d))
+    for native_on in (True, False):
+        with monkeypatch.context() as m:
+            m.setattr(native, "available", lambda on=native_on: (on and native._decode is not None, ""))
+            assert Tier.open(t.uri)._reader.decode_stripes("item_id", si).tolist() == items.tolist()
+    whole = {int(u): {c: v[users == u] for c, v in cols.items()} for u in np.unique(users)}
+    check_planned_batches(t, whole, rng, np.unique(users), 60, 20, backend)
+
+
 @pytest.mark.parametrize("backend", ["reference", "numpy", "triton", "torch"])
 def test_tables_of_codes_materialize(tmp_path, backend):
     """Planned batches of a tier with tables of codes equal the naive windows on every backend (the
