@@ -1591,7 +1591,10 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
         # where its entries' width is within a bit of the other's (64-bit hashed ids: codes only)
         tbs, sizes = [], []
         for mark, w, other, kind in ((0, vw, cw, True), (1, cw, vw, CODES_DELTA)):  # (codes: no RADIX)
-            sub = np.flatnonzero(w[cand] <= other[cand] + 1) if code_of is not None else np.arange(len(cand) * (1 - mark))
+            if code_of is None:  # (no segment dictionary: tables of values only)
+                sub = np.arange(len(cand)) if not mark else np.zeros(0, np.int64)
+            else:
+                sub = np.flatnonzero(w[cand] <= other[cand] + 1)
             tb = [np.zeros(0, np.uint8), np.zeros(len(cand), np.int64), np.zeros(len(cand), np.int64), np.zeros(len(cand), np.int64)]
             size = np.full(len(cand), _NEVER)
             if len(sub):
@@ -1758,16 +1761,12 @@ def dictionary_heads(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, form
 
 
 def decode_dictionaries(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, forms: np.ndarray, block_size: int,
-                        where: str = "dictionaries", dicts: np.ndarray | None = None, dstart: np.ndarray | None = None,
-                        dlen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        where: str = "dictionaries") -> tuple[np.ndarray, np.ndarray]:
     """``decode_dictionary`` of many dictionaries at once (``dictionary_heads``' arguments), in
-    one pass of the blob decoder: ``(their values back to back, entries of each)``. ``dicts,
-    dstart, dlen``: dictionary ``i`` holds codes into ``dicts[dstart[i]:][:dlen[i]]`` (tables of
-    codes, their mark past: ``decode_blobs``), and gives the entries they index."""
+    one pass of the blob decoder: ``(their values back to back, entries of each)``."""
     starts, lens = (np.asarray(a, np.int64).reshape(-1) for a in (starts, lens))
     n, h = dictionary_heads(buf, starts, lens, forms, where)
-    return decode_blobs(buf, starts + h, lens - h, n, block_size, dicts, dstart, dlen,
-                        where=f"{where} (blob i: dictionary i)"), n
+    return decode_blobs(buf, starts + h, lens - h, n, block_size, where=f"{where} (blob i: dictionary i)"), n
 
 
 def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary", form: int | None = None) -> np.ndarray:
