@@ -124,3 +124,38 @@ def test_ray_engine_with_pack_affinity(ray_cluster, tmp_path):
     for a, b in zip(got, want):
         assert np.array_equal(a.rows, b.rows) and a["all"].equals(b["all"]) and a.nbytes_read == b.nbytes_read
     assert np.array_equal(np.sort(np.concatenate([b.rows for b in got])), np.arange(table.num_rows))
+
+
+def test_ray_engine_reads_tables_of_codes(ray_cluster, tmp_path):
+    """A tier whose stripe tables hold codes into the segment dictionary (64-bit ids a user plays
+    again, DESIGN §1): the Ray engine's batches equal the thread engine's, and each row is the last
+    events of its user's history up to its length."""
+    from gpumat.host import native
+    from gpumat.host.tier import Tier
+    from test_pages import SCHEMA as SCHEMA3
+    from test_stripe_tables import HASHED_USERS, hashed_replays
+
+    if not native.available()[0]:
+        pytest.skip("literal tables are weighed where the C library is built")
+    sc = np.array(HASHED_USERS)
+    cols = hashed_replays(np.random.default_rng(3), sc)
+    users = np.repeat(np.arange(len(sc)), sc)
+    t = Tier.create(str(tmp_path / "t"), SCHEMA3)
+    t.append(pa.table({"user_id": users, **cols}))
+    assert [e.get("tables") for e in t._reader.state.files.values() if e["path"]] == [2]
+    rng = np.random.default_rng(4)
+    u = rng.integers(0, len(sc), 90)
+    n = rng.integers(1, sc[u] + 1)
+    table = pa.table({"user_id": u, "version": [t.version] * 90, "length": n, "request_ts": [2**62] * 90})
+    tenant = Tenant("a", ["item_id", "action"], 200)
+    mat = gpumat.Materializer(t, [tenant], backend="reference")
+    kw = dict(batch_size=30, window=45, seed=1, depth=2, workers=2)
+    want = list(mat.iterate(table, **kw))
+    got = list(mat.iterate(table, engine="ray", **kw))
+    assert len(got) == len(want) == 3
+    first = np.cumsum(sc) - sc
+    for a, b in zip(got, want):
+        assert np.array_equal(a.rows, b.rows) and a["a"].equals(b["a"])
+        for i, r in enumerate(a.rows.tolist()):
+            hist = cols["item_id"][first[u[r]] : first[u[r]] + n[r]][-200:]
+            assert a["a"].row(i)["item_id"].tolist() == hist.tolist()
