@@ -1156,7 +1156,15 @@ def _encode_column(values, sc, block_size, extended, dictionary, constant, table
         return got if len(got[0]) + more < len(full[0]) else full
     region, off, nbytes, enc, head = _plain_or_dictionary(values, sc, block_size, extended, dictionary)
     if tables and extended and dictionary and block_size <= AUX_MAX_BLOCK and len(values):
-        return _without_dead_dictionary(*_stripe_tables(values, sc, block_size, region, off, nbytes, enc, head))
+        got = _without_dead_dictionary(*_stripe_tables(values, sc, block_size, region, off, nbytes, enc, head))
+        ref = ((np.asarray(got[3], np.int64) & codec.ENC_DICT) != 0) & (got[5] == 0)
+        if ref.sum() == 1 and code_tables(got[0], got[3], got[5]).any():
+            # (every other stripe takes a table: tables of values alone may drop the segment
+            # dictionary, which the per-stripe choice does not weigh: 40 users of their own 64-bit
+            # ids took tables of codes and a dictionary of their ids, 2.6% more than without)
+            alt = _without_dead_dictionary(*_stripe_tables(values, sc, block_size, region, off, nbytes, enc, head, False))
+            got = alt if len(alt[0]) < len(got[0]) else got
+        return got
     return region, off, nbytes, enc, head, np.zeros(len(sc), np.int64)
 
 
@@ -1523,7 +1531,7 @@ def _literal_tables(values: np.ndarray, sc: np.ndarray, m: int, window: int):
     return np.array(lits, np.int64), nlit, codes
 
 
-def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
+def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head, codes: bool = True):
     """The column as encoded (``region, off, nbytes, enc``, a segment dictionary of ``head`` bytes
     at its start) with the stripes that pay stored as codes into a table of their own (DESIGN §1
     "Stripe tables"): its head (``dict_heads``: its entries), the table's blob (its values,
@@ -1542,8 +1550,10 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
     ``CODE_TABLE_MARK`` before its head; its entries a code's few bits where the values are wide,
     hashed ids), and the smaller taken; a table of codes only while some stripe still indexes the
     segment dictionary itself (the reader finds the dictionary at the column's least dictionary
-    place in the segment: ``_keep_a_reference``). Returns ``(region, off, nbytes, enc, head,
-    lead)``: ``lead``, per stripe, its table's bytes (0: none)."""
+    place in the segment: ``_keep_a_reference``). ``codes=False``: tables of values only (what
+    ``_encode_column`` weighs too where the segment dictionary stays for one stripe: tables of
+    values alone may let it go). Returns ``(region, off, nbytes, enc, head, lead)``: ``lead``, per
+    stripe, its table's bytes (0: none)."""
     S = len(sc)
     if not S or (sc <= 0).any():
         return region, off, nbytes, enc, head, np.zeros(S, np.int64)
@@ -1558,7 +1568,7 @@ def _stripe_tables(values, sc, block_size, region, off, nbytes, enc, head):
     lo, hi = np.minimum.reduceat(values, first), np.maximum.reduceat(values, first)
     width = codec.bit_length((hi - lo).astype(np.uint64)).astype(np.float64)
     code_of, cw = None, width  # each value's code into the segment dictionary, where tables of codes are weighed
-    if head and CODE_TABLES:
+    if head and CODE_TABLES and codes:
         dvals = decode_dictionary(region[:head], block_size)
         srt = np.argsort(dvals, kind="stable")
         code_of = lambda v: srt[np.searchsorted(dvals[srt], v)]  # noqa: E731

@@ -484,6 +484,23 @@ def test_tables_of_codes_keep_a_stripe_of_the_segment_dictionarys_codes():
                                        head, lead)
 
 
+def test_tables_of_codes_never_keep_a_dictionary_that_values_would_drop():
+    """Users each of their own 64-bit ids, played again: every stripe takes a table. Tables of codes
+    would keep the segment dictionary of all their ids (for them, and one stripe naming it), where
+    tables of values let it go: the encoder weighs both and keeps the smaller, here the values."""
+    if not native.available()[0]:
+        pytest.skip("literal tables are weighed where the C library is built")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(-(1 << 62), 1 << 62, 10**6)
+    sc = np.full(12, 3000)
+    x = np.concatenate([replays(rng, ids[rng.integers(0, 10**6, n)], 0.3) for n in sc])
+    region, off, nbytes, enc, head = pages._plain_or_dictionary(x, sc, 128, True, True)
+    per_stripe = pages._without_dead_dictionary(*pages._stripe_tables(x, sc, 128, region, off, nbytes, enc, head))
+    assert head > 0 and pages.code_tables(per_stripe[0], per_stripe[3], per_stripe[5]).sum() == len(sc) - 1
+    got = pages.encode_column_parts(x, sc, 128)
+    assert len(got[0]) < len(per_stripe[0]) and not got[4] and not pages.code_tables(got[0], got[3], got[5]).any()
+
+
 @pytest.mark.parametrize("bs", [32, 128])
 def test_tables_of_codes_read_back_by_windows(tmp_path, monkeypatch, bs):
     """A tier whose stripe tables hold codes reads back whole, by any block window and any value
