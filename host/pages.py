@@ -1143,20 +1143,26 @@ def tag_nbytes(tag: np.ndarray, count: np.ndarray) -> np.ndarray:
 
 def _encode_column(values, sc, block_size, extended, dictionary, constant, tables):
     """``encode_column``, and: the bytes of the segment dictionary at the region's start (0: none),
-    and per stripe the bytes of its stripe table right before its blob (0: none)."""
+    and per stripe the bytes of its stripe table right before its blob (0: none). ``tables="values"``:
+    stripe tables of values only (no tables of codes)."""
     if constant:
         full = _encode_column(values, sc, block_size, extended, dictionary, False, tables)
         cst, more = _constant_stripes(values, sc, full[2] + full[5], full[3])
         if cst is None:
             return full
-        cst = _keep_a_reference(full, cst)
-        if not cst.any():
-            return full
-        got = _drop_blobs(full, cst, codec.const_enc(values[np.cumsum(sc) - sc]))
-        return got if len(got[0]) + more < len(full[0]) else full
+        kept = _keep_a_reference(full, cst)
+        got = full
+        if kept.any():
+            got = _drop_blobs(full, kept, codec.const_enc(values[np.cumsum(sc) - sc]))
+            got = got if len(got[0]) + more < len(full[0]) else full
+        if (kept != cst).any():  # (a stripe held back from a constant for tables of codes: values alone too)
+            alt = _encode_column(values, sc, block_size, extended, dictionary, True, "values")
+            got = alt if len(alt[0]) < len(got[0]) else got
+        return got
     region, off, nbytes, enc, head = _plain_or_dictionary(values, sc, block_size, extended, dictionary)
     if tables and extended and dictionary and block_size <= AUX_MAX_BLOCK and len(values):
-        got = _without_dead_dictionary(*_stripe_tables(values, sc, block_size, region, off, nbytes, enc, head))
+        got = _without_dead_dictionary(*_stripe_tables(values, sc, block_size, region, off, nbytes, enc, head,
+                                                       tables != "values"))
         ref = ((np.asarray(got[3], np.int64) & codec.ENC_DICT) != 0) & (got[5] == 0)
         if ref.sum() == 1 and code_tables(got[0], got[3], got[5]).any():
             # (every other stripe takes a table: tables of values alone may drop the segment
