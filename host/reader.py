@@ -981,13 +981,7 @@ class VersionReader:
         at its place, is a ``CorruptionError``."""
         a2, l2 = at + coded, ln - coded
         n, h = pages.dictionary_heads(buf, a2, l2, forms, where)
-        lens = np.zeros(len(keys), np.int64)
-        hv = np.flatnonzero(have)
-        lens[todo], lens[hv] = n, [len(parts[i]) for i in hv.tolist()]
-        kat = np.cumsum(lens) - lens
-        cat = np.empty(int(lens.sum()), np.int64)
-        for i in hv.tolist():
-            cat[kat[i] : kat[i] + lens[i]] = parts[i]
+        cat, lens, kat = _laid_out(todo, n, have, parts)
         plain, cj = np.flatnonzero(~coded), np.flatnonzero(coded)
         if len(plain):
             pages.decode_blobs(buf, a2[plain] + h[plain], l2[plain] - h[plain], n[plain], self.block_size,
@@ -1000,8 +994,8 @@ class VersionReader:
             raise CorruptionError(f"{where}: segment {k >> 40}: a table of codes at its segment dictionary's place "
                                   f"(byte {k & ((1 << 40) - 1)})")
         need, inv = np.unique(sk, return_inverse=True)
-        done = np.zeros(len(keys), bool)
-        done[hv], done[todo[plain]] = True, True
+        done = have.copy()  # (kept, or decoded in the first pass)
+        done[todo[plain]] = True
         sds = []
         for k in need.tolist():
             w = int(np.searchsorted(keys, k))
@@ -1014,7 +1008,9 @@ class VersionReader:
             sds.append(sd)
         dl = np.array([len(d) for d in sds], np.int64)
         pages.decode_blobs(buf, a2[cj] + h[cj], l2[cj] - h[cj], n[cj], self.block_size,
-                           sds[0] if len(sds) == 1 else np.concatenate(sds),  # (one segment: no copy of its dictionary)
+                           # (one segment: its dictionary as it is, a view of cat where read now: the tables
+                           # are written elsewhere in cat)
+                           sds[0] if len(sds) == 1 else np.concatenate(sds),
                            (np.cumsum(dl) - dl)[inv.reshape(-1)], dl[inv.reshape(-1)],
                            where=f"{where}: tables of codes (blob i: table i)", out=cat, dst=kat[todo[cj]])
         return cat, lens
@@ -1110,15 +1106,8 @@ class VersionReader:
         elif vals is not None and len(todo) == len(keys):  # (none kept before: they are ``vals``, in key order)
             lens, cat = cnt, vals
         elif vals is not None:  # kept ones and those read now, in key order: the read ones in one copy
-            hv = np.flatnonzero(have)
-            lens = np.zeros(len(keys), np.int64)
-            lens[todo] = cnt
-            lens[hv] = [len(parts[i]) for i in hv.tolist()]
-            at = np.cumsum(lens) - lens
-            cat = np.empty(int(lens.sum()), np.int64)
-            take_ranges(vals, pos, cnt, cat, at[todo])
-            for i in hv.tolist():
-                cat[at[i] : at[i] + lens[i]] = parts[i]
+            cat, lens, kat = _laid_out(todo, cnt, have, parts)
+            take_ranges(vals, pos, cnt, cat, kat[todo])
             cat.flags.writeable = False
         else:
             lens, cat = np.array([len(d) for d in parts], np.int64), None
@@ -1263,6 +1252,20 @@ class VersionReader:
             dicts, _, dstart, dlen = self._dictionaries(column, seg, enc, isd, with_key=False)
         return pages.decode_blobs(buf, at, blen, d.bcount[si], self.block_size, dicts, dstart, dlen, where,
                                   codec.enc_tags(enc), out, dst)
+
+
+def _laid_out(todo: np.ndarray, cnt: np.ndarray, have: np.ndarray, parts: list) -> tuple:
+    """A batch's dictionaries in key order (``VersionReader._dictionaries``): ``(cat, lens, at)``, an
+    array for all of them with the kept ones (``have``: ``parts[i]``) copied in, and each one's
+    entries and place; those read now (``todo``, ``cnt`` entries each) are the caller's to write."""
+    lens = np.zeros(len(have), np.int64)
+    hv = np.flatnonzero(have)
+    lens[todo], lens[hv] = cnt, [len(parts[i]) for i in hv.tolist()]
+    at = np.cumsum(lens) - lens
+    cat = np.empty(int(lens.sum()), np.int64)
+    for i in hv.tolist():
+        cat[at[i] : at[i] + lens[i]] = parts[i]
+    return cat, lens, at
 
 
 def _blob_ids(seg, skip) -> np.ndarray:
