@@ -1785,6 +1785,48 @@ def decode_dictionaries(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, f
     return decode_blobs(buf, starts + h, lens - h, n, block_size, where=f"{where} (blob i: dictionary i)"), n
 
 
+def page_span(head: np.ndarray, nb: int, blen: int, p0: int, p1: int) -> tuple[int, int, int, int] | None:
+    """Where pages ``p0 .. p1`` of a blob of ``nb`` blocks in more than one page and ``blen`` bytes
+    lie, from its head (``head``: its tags, then its anchors): ``(f0, f1, b0, b1)``, their fields'
+    bytes ``[f0, f1)`` and their payload's bits ``[b0, b1)`` from the blob's start (the last page's
+    payload ends where page 0's fields start); None where the anchors disagree with that layout."""
+    npg = -(-nb // PAGE_BLOCKS)
+    pay = nb + 8 * npg
+    if npg < 2 or not 0 <= p0 <= p1 < npg or len(head) < pay:
+        return None
+    anc = np.frombuffer(np.ascontiguousarray(head[nb:pay]).tobytes(), "<u4").reshape(-1, 2).astype(np.int64)
+    end = p1 + 1 < npg
+    f0, f1 = int(anc[p0, 0]), int(anc[p1 + 1, 0]) if end else blen
+    b0, b1 = 8 * pay + int(anc[p0, 1]), 8 * pay + (int(anc[p1 + 1, 1]) if end else 8 * (int(anc[0, 0]) - pay))
+    if not (pay <= anc[0, 0] <= f0 <= f1 <= blen and 8 * pay <= b0 <= b1 <= 8 * anc[0, 0]):
+        return None
+    return f0, f1, b0, b1
+
+
+def blob_of_pages(head: np.ndarray, nb: int, p0: int, p1: int, payload: np.ndarray, b0: int, b1: int,
+                  fields: np.ndarray) -> np.ndarray:
+    """A blob of format 3 (uint8) of pages ``p0 .. p1`` (at least two) of a blob of ``nb`` blocks,
+    from that blob's head (``head``: tags and anchors), the bytes of its payload from byte ``b0 // 8``
+    (``payload``: at least to bit ``b1``), its payload's bits ``[b0, b1)`` and its fields of those
+    pages (``fields``, ``page_span``): their tags, their anchors moved to the new layout, their
+    payload from bit 0, their fields. A page's fields parse on their own and its payload starts at
+    its anchor, so the blob decodes to those pages' values (the values ``PAGE_BLOCKS p0`` blocks
+    on), through every check of a whole blob (``decode_blobs``). What a read of part of a stripe
+    table decodes (DESIGN §1 "Stripe tables": windows that read part of a table)."""
+    npg, k0 = -(-nb // PAGE_BLOCKS), PAGE_BLOCKS * p0
+    nb2 = min(nb, PAGE_BLOCKS * (p1 + 1)) - k0
+    anc = np.frombuffer(np.ascontiguousarray(head[nb : nb + 8 * npg]).tobytes(), "<u4").reshape(-1, 2).astype(np.int64)
+    nbits = b1 - b0
+    pb = (nbits + 7) >> 3
+    bits = np.unpackbits(np.asarray(payload[: ((b0 & 7) + nbits + 7) >> 3], np.uint8), bitorder="little")
+    pay = np.packbits(bits[b0 & 7 : (b0 & 7) + nbits], bitorder="little")
+    at = nb2 + 8 * (p1 - p0 + 1)  # (the new blob's payload: after its tags and anchors)
+    a = anc[p0 : p1 + 1] - anc[p0]
+    a[:, 0] += at + pb
+    return np.concatenate([np.asarray(head[k0 : k0 + nb2], np.uint8), a.astype("<u4").view(np.uint8).reshape(-1), pay,
+                           np.asarray(fields, np.uint8)])
+
+
 def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary", form: int | None = None) -> np.ndarray:
     """The values (int64: sorted, or by frequency) of the dictionary whose stored bytes (head and
     blob, ``encode_column``) are exactly ``buf`` (uint8), its head in ``form`` (``DICT_FORM`` by

@@ -41,6 +41,10 @@ HEAD_KEPT_MAX = 8192  # a longer blob head (over ~5,400 blocks: a history of ~70
 # whole-column read, 15-25% of its time.
 TABLES_KEPT_BYTES = 4096
 TABLE_KEPT_ENTRIES = 64
+# A read of blocks (a batch's windows) reads, of a stripe table of at least TABLE_PART_BYTES stored and
+# three pages, only the pages that hold the entries its codes index (DESIGN §1 "Stripe tables"); a
+# table of fewer pages, or whose pages the codes nearly all need, is read whole
+TABLE_PART_BYTES = 4096
 
 
 class _MetaCache:
@@ -812,8 +816,10 @@ class VersionReader:
             wc[:-1] = words[w0:w1]
             rq = slice(i * n1, (i + 1) * n1)
             dicts = keys = None
-            if isd[rq].any():
-                dicts, keys, start, _ = self._dictionaries(c, seg[rq], enc[rq], isd[rq])
+            if isd[rq].any():  # (the codes of its blocks, for a stripe table read in part)
+                codes = (h, wc, nblk1, np.minimum(self.block_size, np.repeat(d.bcount[si1], nblk1) - self.block_size *
+                                                  ranges(lo1, nblk1)), d.bcount[si1])
+                dicts, keys, start, _ = self._dictionaries(c, seg[rq], enc[rq], isd[rq], codes=codes)
                 if start.any():  # (one dictionary, the common case: it starts at 0)
                     h[:, 0] += np.repeat(start, nblk1)
             out[c] = Blocks(h, wc, int(need[rq].sum()), dicts, keys)
@@ -1015,6 +1021,117 @@ class VersionReader:
                            where=f"{where}: tables of codes (blob i: table i)", out=cat, dst=kat[todo[cj]])
         return cat, lens
 
+    def _table_parts(self, column: str, keys: np.ndarray, size: np.ndarray, cand: np.ndarray, r: np.ndarray,
+                     inv: np.ndarray, codes: tuple) -> dict:
+        """``{i: (entries, first)}``: of the stripe tables ``keys[cand]`` (``size`` stored bytes each),
+        those read in part for a read of blocks (DESIGN §1 "Stripe tables", windows that read part of
+        a table): the pages of each that hold the entries its requests' codes index (``r``: the
+        requests of codes, ``inv``: each one's dictionary) are read, and of them the entries from the
+        least of those codes (``first``) to the greatest kept (what the kernels may gather). A window
+        of a long history reads its own stretch of a table that covers the whole history. The codes
+        come from the requests' staged blocks (``codes``: ``(hdr, words, blocks per request, values
+        per block, values of each request's blob)``, decoded here to their value lines: their codes,
+        before the dictionaries' starts are added). Two reads: each table's head, tags and anchors
+        (at most what a table of one entry per value of its blob takes), then its pages' fields and
+        payload; those pages are decoded as a blob of their own (``pages.blob_of_pages``), in one
+        pass of the blob decoder, a table of codes through its segment dictionary (read and kept as
+        ``_decode_with_code_tables`` does). A table of fewer than three pages, in a segment of the
+        first head form, or whose pages the codes all but need is left out (read whole)."""
+        hdr, words, nblk, vcnt, bcnt = codes
+        bs, PB, mask = self.block_size, pages.PAGE_BLOCKS, (1 << 40) - 1
+        # (not where the requests read half their blobs or more: most of the table then)
+        part = cand & (np.bincount(inv, nblk[r] * bs, len(keys)) < np.bincount(inv, bcnt[r], len(keys)) // 2)
+        ci = np.flatnonzero(part)
+        rq = np.flatnonzero(part[inv])  # the requests of those tables (positions in r)
+        if not len(rq):
+            return {}
+        first = np.cumsum(nblk) - nblk
+        rows = ranges(first[r[rq]], nblk[r[rq]])
+        lines = codec.decode_blocks(*dict_lines(hdr[rows], words), vcnt[rows])
+        nv = np.add.reduceat(vcnt[rows], np.cumsum(nblk[r[rq]]) - nblk[r[rq]])
+        at = np.cumsum(nv) - nv
+        lo, hi, dmax = (np.full(len(keys), f, np.int64) for f in (np.iinfo(np.int64).max, -1, 0))
+        ok = nv > 0
+        np.minimum.at(lo, inv[rq[ok]], np.minimum.reduceat(lines, at[ok]))
+        np.maximum.at(hi, inv[rq[ok]], np.maximum.reduceat(lines, at[ok]))
+        np.maximum.at(dmax, inv[rq], bcnt[r[rq]])  # (a table: at most an entry a value of its blob)
+        form2 = np.array([e.get("dicts", 1) == 2 for _, e in self._files], bool)
+        segi = (keys[ci] >> 40).astype(np.int64)
+        ci, segi = ci[form2[segi] & (hi[ci] >= 0)], segi[form2[segi] & (hi[ci] >= 0)]
+        if not len(ci):
+            return {}
+        nbm = -(-dmax[ci] // bs)
+        plen = np.minimum(size[ci], 6 + nbm + 8 * -(-nbm // PB))
+        where = self._where3([column], segi)
+        reads, fin = self._bytes_request3(segi, keys[ci] & mask, plen, where)
+        self.store.fetch(reads)
+        buf, bat = fin(in_place=True)
+        self.dict_bytes_read += int(plen.sum())
+        coded = self._code_tables()[segi] & (plen > 1)
+        coded[coded] = buf[bat[coded]] == pages.CODE_TABLE_MARK
+        n, h = pages.dictionary_heads(buf, bat + coded, plen - coded, np.full(len(ci), 2, np.int64), where)
+        todo = []  # (key index, table, p0, p1, f0, f1, b0, b1)
+        for j, i in enumerate(ci.tolist()):
+            D, a = int(n[j]), int(bat[j] + coded[j] + h[j])
+            nb = -(-D // bs)
+            npg, pay = -(-nb // PB), nb + 8 * -(-nb // PB)
+            if npg < 3 or D > dmax[i] or pay > plen[j] - coded[j] - h[j]:
+                continue
+            p0, p1 = max(int(lo[i]), 0) // (bs * PB), min(int(hi[i]), D - 1) // (bs * PB)
+            if p0 == p1:  # (a blob of its pages has two at least)
+                p0, p1 = (p0, p0 + 1) if p0 + 1 < npg else (p0 - 1, p0)
+            sp = pages.page_span(buf[a : a + pay], nb, int(size[i] - coded[j] - h[j]), p0, p1) if p1 - p0 + 1 < npg - 1 \
+                else None
+            if sp is not None:
+                todo.append((i, j, p0, p1, *sp))
+        if not todo:
+            return {}
+        t = np.array(todo, np.int64).reshape(-1, 8)
+        j = t[:, 1]
+        base = (keys[t[:, 0]] & mask) + coded[j] + h[j]  # (each table's blob in its segment's region)
+        sj = segi[j]
+        pb0, pb1 = t[:, 6] >> 3, (t[:, 7] + 7) >> 3
+        reads, fin = self._bytes_request3(np.r_[sj, sj], np.r_[base + t[:, 4], base + pb0],
+                                          np.r_[t[:, 5] - t[:, 4], pb1 - pb0], where)
+        self.store.fetch(reads)
+        got = fin()
+        self.dict_bytes_read += len(got)
+        nf = t[:, 5] - t[:, 4]
+        f_at, p_at = np.cumsum(nf) - nf, int(nf.sum()) + np.cumsum(pb1 - pb0) - (pb1 - pb0)
+        blobs, cnt = [], []
+        for k, (i, jj, p0, p1, f0, f1, b0, b1) in enumerate(todo):
+            a = int(bat[jj] + coded[jj] + h[jj])
+            D = int(n[jj])
+            nb = -(-D // bs)
+            blobs.append(pages.blob_of_pages(buf[a : a + nb + 8 * -(-nb // PB)], nb, p0, p1, got[p_at[k]:], b0, b1,
+                                             got[f_at[k] : f_at[k] + f1 - f0]))
+            cnt.append(min(D, bs * PB * (p1 + 1)) - bs * PB * p0)
+        bl = np.array([len(b) for b in blobs], np.int64)
+        dicts = dstart = dlen = None
+        cj = np.flatnonzero(coded[j])
+        if len(cj):  # tables of codes: through their segment dictionaries (each its segment's least key)
+            skeys = self._dsarr[column][0]
+            sks = np.unique(skeys[np.searchsorted(skeys, sj[cj] << 40)])
+            sds = {}
+            for k in sks.tolist():
+                sds[k], nbr = self.segment(k >> 40).dictionary(k & mask, bs, self._dict_sizes(column)[k],
+                                                               self._files[k >> 40][1].get("dicts", 1))
+                self.dict_bytes_read += nbr
+            dl = np.array([len(sds[k]) for k in sks.tolist()], np.int64)
+            w = np.searchsorted(sks, skeys[np.searchsorted(skeys, sj << 40)])
+            dicts = np.concatenate([sds[k] for k in sks.tolist()])
+            dstart, dlen = np.zeros(len(todo), np.int64), np.zeros(len(todo), np.int64)
+            dstart[cj], dlen[cj] = (np.cumsum(dl) - dl)[w[cj]], dl[w[cj]]
+        vals = pages.decode_blobs(np.concatenate(blobs), np.cumsum(bl) - bl, bl, np.array(cnt, np.int64), bs, dicts, dstart,
+                                  dlen, f"{where}: pages of stripe tables (blob i: table i)")
+        vals.flags.writeable = False
+        c = np.array(cnt, np.int64)
+        # (of each, the entries from its least code to its greatest: what the kernels may gather)
+        e0 = np.maximum(lo[t[:, 0]], bs * PB * t[:, 2])
+        a = np.cumsum(c) - c + e0 - bs * PB * t[:, 2]
+        m = np.minimum(hi[t[:, 0]] + 1, bs * PB * t[:, 2] + c) - e0
+        return {int(i): (vals[x : x + k], int(e)) for i, x, k, e in zip(t[:, 0].tolist(), a.tolist(), m.tolist(), e0.tolist())}
+
     def _starts(self, column: str) -> np.ndarray:
         """The places in format-3 segments' blob regions where a dictionary of ``column`` may end, as
         sorted ``(segment << 40) | offset``: where each of its blobs starts, where every column's
@@ -1038,7 +1155,7 @@ class VersionReader:
             self._start_keys = unique(np.concatenate(parts + [(fmt3.astype(np.int64) << 40) | ends]))
         return unique(np.concatenate([(seg << 40) | self._dir_cols[column][0], self._start_keys]))
 
-    def _dictionaries(self, column, seg, enc, isd, with_key: bool = True) -> tuple:
+    def _dictionaries(self, column, seg, enc, isd, with_key: bool = True, codes: tuple | None = None) -> tuple:
         """The dictionaries of the DICT requests ``isd`` (their segments ``seg``, the dictionary's
         place in ``enc``) back to back, each once; their key (with ``with_key=False``, None unless
         they are concatenated); and per request where its dictionary starts in them and its
@@ -1048,7 +1165,11 @@ class VersionReader:
         segment (like its index, not counted in a read's ``nbytes``: ``dict_bytes_read`` counts
         them); a stripe's own table at every read that needs it (``dict_bytes_read`` too), but where
         all of its segment's tables of the column take at most ``TABLES_KEPT_BYTES`` stored: then
-        each of at most ``TABLE_KEPT_ENTRIES`` entries is kept once read too."""
+        each of at most ``TABLE_KEPT_ENTRIES`` entries is kept once read too. ``codes``: the requests'
+        staged blocks, ``(hdr, words, blocks per request, values per block, values of each request's
+        blob)``, with which a stripe table of at least ``TABLE_PART_BYTES`` is read in part: the
+        pages its codes index (``_table_parts``); its start is then where those begin less their
+        first entry, and the key names them."""
         r = np.flatnonzero(isd)
         pair = (seg[r].astype(np.int64) << 40) | (enc[r] >> 8)  # (segment, dictionary offset): offsets are < 2^40
         keys, inv = unique(pair, return_inverse=True)
@@ -1064,6 +1185,11 @@ class VersionReader:
         segs = {int(u): self.segment(int(u)) for u in useg}
         parts: list = [None] * len(keys)
         have = np.zeros(len(keys), bool)
+        e0 = np.zeros(len(keys), np.int64)  # (a table read in part: its first entry read)
+        cand = (kept == 0) & (size >= TABLE_PART_BYTES)  # (first: a table of codes may read its segment dictionary)
+        if codes is not None and cand.any():
+            for i, (v, e) in self._table_parts(column, keys, size, cand, r, inv.reshape(-1), codes).items():
+                parts[i], have[i], e0[i] = v, True, e
         for u, sg in segs.items():  # dictionaries kept by their segments (a segment dictionary, once read)
             if sg.has_kept_dictionaries():
                 for i in np.flatnonzero((segi == u) & (kept > 0)).tolist():  # (only those: a batch names thousands of tables)
@@ -1115,11 +1241,14 @@ class VersionReader:
         if int(at[-1]) + int(lens[-1]) >= 1 << 31:
             raise GpumatError(f"{self.where}: a batch's dictionaries exceed 2^31 entries; use smaller batches")
         start, length = np.zeros(len(seg), np.int64), np.zeros(len(seg), np.int64)
-        start[r] = at[inv.reshape(-1)]
+        start[r] = at[inv.reshape(-1)] - e0[inv.reshape(-1)]
         length[r] = lens[inv.reshape(-1)]
         key = None
         if with_key or (cat is None and len(parts) > 1):  # (hashed once per file, then per dictionary)
             key = _dict_keys([(segs[int(u)].path, segs[int(u)].base) for u in useg.tolist()], sinv.reshape(-1), keys & mask)
+            pt = np.flatnonzero(e0 | (have & cand))  # tables read in part: which entries, in the key too
+            if len(pt):
+                key += tuple(np.stack([pt, e0[pt], lens[pt]], 1).reshape(-1).tolist())
         if cat is not None:
             return cat, key, start, length
         if len(parts) == 1:

@@ -623,3 +623,69 @@ def test_a_code_past_the_segment_dictionary_is_corruption(tmp_path, monkeypatch)
         r._decode_with_code_tables("item_id", keys[:1], np.array([0]), np.array([False]), [None],
                                    np.array([0, 2, 5, 0], np.uint8), np.zeros(1, np.int64), np.array([4]),
                                    np.array([2]), np.array([True]), "x")
+
+
+def album_plays(rng, n: int, ids: np.ndarray, recent: int = 300) -> np.ndarray:
+    """A long listening history of ``n`` events: albums of 12 tracks (``ids``' rows) played in
+    order, half of them new, half one of the ``recent`` albums played last (a literal table of
+    thousands of entries, its copies reaching back a few pages)."""
+    plays = n // 12 + 1
+    new = rng.random(plays) < 0.5
+    new[0] = True
+    albums = rng.integers(0, len(ids), plays)
+    for i in np.flatnonzero(~new).tolist():
+        albums[i] = albums[rng.integers(max(0, i - recent), i)]
+    return ids[albums].reshape(-1)[:n]
+
+
+@pytest.mark.parametrize("backend", ["reference", "numpy", "triton", "torch"])
+@pytest.mark.parametrize("wide", [False, True])
+def test_windows_read_part_of_long_tables(tmp_path, monkeypatch, backend, wide):
+    """A window of a long history whose stripe table covers thousands of entries reads only the
+    pages of the table its codes index (DESIGN §1 "Stripe tables"): the last events of each user
+    read a fraction of the tables' bytes; planned batches of windows anywhere equal the naive
+    windows; the batch's dictionary key names the entries read, so batches of other windows never
+    share a device copy of them. Tables of values (ids of 24 bits) and tables of codes (64-bit ids)."""
+    if not native.available()[0]:
+        pytest.skip("literal tables are weighed where the C library is built")
+    from gpumat.core.tenant import Tenant
+    from gpumat.host.examples import parse_examples
+    from gpumat.host.planner import plan
+
+    rng = np.random.default_rng(31 + wide)
+    sc = np.array([60000, 40000, 900])
+    ids = rng.integers(-(1 << 62), 1 << 62, (20000, 12)) if wide else rng.integers(0, 1 << 24, (20000, 12))
+    items = np.concatenate([album_plays(rng, int(n), ids) for n in sc])
+    n = int(sc.sum())
+    users = np.repeat(np.arange(len(sc)), sc)
+    cols = {"ts": np.arange(n, dtype=np.int64) * 3, "item_id": items, "action": rng.integers(0, 3, n).astype(np.int32)}
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    t.append(pa.table({"user_id": users, **cols}))
+    r = Tier.open(t.uri)._reader
+    assert [e.get("tables") for _, e in r._files] == [2 if wide else 1]
+    sizes = r._dict_sizes("item_id")
+    keys, size, keep = r._dsarr["item_id"]
+    tables = int(size[keep == 0].sum())
+    assert (size[keep == 0] > 3 * reader.TABLE_PART_BYTES).sum() >= 2  # (two long tables, of many pages)
+
+    def last(h, k):
+        u = np.arange(len(sc))
+        ex = pa.table({"user_id": u, "version": [h.version] * len(u), "length": h.lengths(u), "request_ts": [10**9] * len(u)})
+        return plan(h, parse_examples(ex, SCHEMA), Tenant("t", ["item_id"], k), check_leakage=False)
+
+    h = Tier.open(t.uri)
+    got = last(h, 64)
+    kept = int(size[keep != 0].sum())  # (the segment dictionary that tables of codes index: read once, kept)
+    assert 0 < h._reader.dict_bytes_read - kept < 0.4 * tables, (h._reader.dict_bytes_read, kept, tables, sizes)
+    again, other = last(h, 64), last(h, 5000)
+    key = lambda s: s.columns["item_id"].dict_keys  # noqa: E731
+    assert key(again) == key(got) and key(other) != key(got)
+    whole = {u: {c: v[users == u] for c, v in cols.items()} for u in range(len(sc))}
+    calls = []  # (the tables read in part)
+    part = reader.VersionReader._table_parts
+    monkeypatch.setattr(reader.VersionReader, "_table_parts", lambda self, *a: calls.append(part(self, *a)) or calls[-1])
+    for u in (0, 1, 0, 1, 2):  # a window anywhere in one history (its table read in part), then many
+        check_planned_batches(t, whole, rng, [u], 1, 300, backend)
+    assert sum(map(len, calls)) >= 3, calls
+    check_planned_batches(t, whole, rng, np.arange(len(sc)), 40, 300, backend)
+    check_planned_batches(t, whole, rng, np.arange(len(sc)), 12, 3000, backend)
