@@ -430,3 +430,40 @@ def test_tables_of_codes_on_s3(s3, s3_root, monkeypatch):
     seg_dict = sizes[min(sizes)]
     assert read[0] == seg_dict + sum(sizes[int(k)] for k in (h.directory().seg[coded].astype(np.int64) << 40) | (enc[coded] >> 8))
     assert 0 < read[1] <= sum(sizes.values()) - seg_dict and (codec.ENC_DICT & enc).all()
+
+
+def test_windows_read_part_of_long_tables_on_s3(s3, s3_root, monkeypatch):
+    """On S3, read by ranges: the last events of long listening histories read only the pages of
+    their stripe tables (of codes) that their codes index, and equal the events written."""
+    from gpumat.core.tenant import Tenant
+    from gpumat.host import native, reader, segment
+    from gpumat.host.examples import parse_examples
+    from gpumat.host.planner import plan
+    from gpumat.ops import decode_gather
+    from test_pages import SCHEMA as SCHEMA3
+    from test_stripe_tables import album_plays
+
+    if not native.available()[0]:
+        pytest.skip("literal tables are weighed where the C library is built")
+    monkeypatch.setattr(segment, "FULL_READ_BYTES", 0)  # every segment by ranges of chunks
+    rng = np.random.default_rng(4)
+    sc = np.array([50000, 30000])
+    ids = rng.integers(-(1 << 62), 1 << 62, (20000, 12))
+    items = np.concatenate([album_plays(rng, int(n), ids) for n in sc])
+    uri = f"{s3_root}/long"
+    t = Tier.create(uri, SCHEMA3)
+    n = int(sc.sum())
+    t.append(pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), "ts": np.arange(n, dtype=np.int64), "item_id": items,
+                       "action": np.zeros(n, np.int32)}))
+    objstore.clear_cache()
+    h = Tier.open(uri)
+    _, size, keep = (h._reader._dict_sizes("item_id"), *h._reader._dsarr["item_id"][1:])
+    users = np.arange(len(sc))
+    ex = pa.table({"user_id": users, "version": [h.version] * 2, "length": h.lengths(users), "request_ts": [2**62] * 2})
+    got, _ = decode_gather(plan(h, parse_examples(ex, h.schema), Tenant("t", ["item_id"], 100), check_leakage=True),
+                           "reference")
+    first = np.cumsum(sc) - sc
+    assert got["item_id"].tolist() == np.concatenate([items[f + k - 100 : f + k] for f, k in zip(first, sc)]).tolist()
+    tables = int(size[keep == 0].sum())
+    assert (size[keep == 0] >= 3 * reader.TABLE_PART_BYTES).all()
+    assert 0 < h._reader.dict_bytes_read - int(size[keep != 0].sum()) < 0.4 * tables
