@@ -412,10 +412,12 @@ class Materializer:
         return st, batch, flags, done
 
     def _copy(self, s, flat, layout):
-        """One tenant's packed batch on the device: ``(staged batch, dictionaries it reuses)``. When
-        every dictionary it carries is the one the last batch left on the device (same keys: the
-        tier's segment dictionaries, DESIGN §4), only the buffer before them is copied (they are
-        79-93% of a bench batch's bytes); else all of it, and its dictionaries are kept."""
+        """One tenant's packed batch on the device: ``(staged batch, dictionaries it holds apart from
+        its packed buffer)``. A column whose dictionaries start with the ones the last batch left on
+        the device (the same keys: the tier's segment dictionaries, DESIGN §4) copies only the rest
+        of them (its stripe tables, if any: DESIGN §1), after a device copy of those; when every
+        column's are all held, only the buffer before the dictionaries is copied (they are 79-93%
+        of a bench batch's bytes). Else all of it, and the dictionaries the keys name are kept."""
         cuda = self.device.type == "cuda"
         cols = [c for c, col in s.columns.items() if col.dicts is not None]
         held = {}
@@ -423,29 +425,51 @@ class Materializer:
             e = self._dicts.get(c)  # one read: another thread may replace the entry
             if e is not None and s.columns[c].dict_keys is not None and e[0] == s.columns[c].dict_keys:
                 held[c] = e
-        if cols and len(held) == len(cols):
-            if cuda:  # the copy may have run on another stream (another loader, epoch or a direct call)
-                cur = torch.cuda.current_stream(self.device)
-                for _, t, ready in held.values():
-                    cur.wait_event(ready)
-                    t.record_stream(cur)
-            n = s.dicts_offset(layout)
-            dev_flat = torch.empty(n, dtype=torch.int64, device=self.device)
-            dev_flat.copy_(flat[:n], non_blocking=True)
-            self.dict_bytes_not_copied += 8 * (flat.numel() - n)
-            tensors = {c: e[1] for c, e in held.items()}
-            return s.from_flat(dev_flat, {k: v for k, v in layout.items() if not k.endswith(".dicts")}, tensors), \
-                list(tensors.values())
-        dev = s.from_flat(flat.to(self.device, non_blocking=True), layout)
+        if not held:
+            dev = s.from_flat(flat.to(self.device, non_blocking=True), layout)
+            for c in cols:
+                self._keep(c, s.columns[c], dev.columns[c].dicts, cuda)
+            return dev, []
+        if cuda:  # the copy may have run on another stream (another loader, epoch or a direct call)
+            cur = torch.cuda.current_stream(self.device)
+            for _, t, ready in held.values():
+                cur.wait_event(ready)
+                t.record_stream(cur)
+        n = s.dicts_offset(layout)
+        dev_flat = torch.empty(n, dtype=torch.int64, device=self.device)
+        dev_flat.copy_(flat[:n], non_blocking=True)
+        tensors = {}
         for c in cols:
-            if s.columns[c].dict_keys is not None:  # a copy of its own: a kept batch must not pin this buffer
-                t = dev.columns[c].dicts.clone()
-                ready = None
-                if cuda:
-                    ready = torch.cuda.Event()
-                    ready.record(torch.cuda.current_stream(self.device))
-                self._dicts[c] = (s.columns[c].dict_keys, t, ready)
-        return dev, []
+            off, shape = layout[f"{c}.dicts"]
+            size = int(np.prod(shape))
+            if c not in held:
+                tensors[c] = flat[off : off + size].to(self.device, non_blocking=True)
+                self._keep(c, s.columns[c], tensors[c], cuda)
+                continue
+            t0 = held[c][1]
+            kh = t0.numel()
+            if size == kh:  # (all of them held: that very tensor)
+                tensors[c] = t0
+            else:  # the held ones, then the rest from the host
+                tensors[c] = torch.empty(size, dtype=torch.int64, device=self.device)
+                tensors[c][:kh].copy_(t0, non_blocking=True)
+                tensors[c][kh:].copy_(flat[off + kh : off + size], non_blocking=True)
+            self.dict_bytes_not_copied += 8 * kh
+        return s.from_flat(dev_flat, {k: v for k, v in layout.items() if not k.endswith(".dicts")}, tensors), \
+            list(tensors.values())
+
+    def _keep(self, c: str, col, dicts, cuda: bool) -> None:
+        """Keep column ``c``'s dictionaries that its keys name (``dict_kept`` entries, all where None),
+        a copy of their own (a kept batch must not pin this buffer), for the next batches."""
+        if col.dict_keys is None:
+            return
+        k = dicts.numel() if col.dict_kept is None else int(col.dict_kept)
+        t = dicts[:k].clone()
+        ready = None
+        if cuda:
+            ready = torch.cuda.Event()
+            ready.record(torch.cuda.current_stream(self.device))
+        self._dicts[c] = (col.dict_keys, t, ready)
 
     def _finish_device(self, handle) -> MaterializedBatch:
         st, batch, flags, done = handle

@@ -1816,10 +1816,13 @@ def blob_of_pages(head: np.ndarray, nb: int, p0: int, p1: int, payload: np.ndarr
     npg, k0 = -(-nb // PAGE_BLOCKS), PAGE_BLOCKS * p0
     nb2 = min(nb, PAGE_BLOCKS * (p1 + 1)) - k0
     anc = np.frombuffer(np.ascontiguousarray(head[nb : nb + 8 * npg]).tobytes(), "<u4").reshape(-1, 2).astype(np.int64)
-    nbits = b1 - b0
+    nbits, r = b1 - b0, b0 & 7
     pb = (nbits + 7) >> 3
-    bits = np.unpackbits(np.asarray(payload[: ((b0 & 7) + nbits + 7) >> 3], np.uint8), bitorder="little")
-    pay = np.packbits(bits[b0 & 7 : (b0 & 7) + nbits], bitorder="little")
+    src = np.zeros(pb + 1, np.uint8)  # (its bytes from byte b0 // 8, then a zero byte)
+    src[: (r + nbits + 7) >> 3] = payload[: (r + nbits + 7) >> 3]
+    pay = (src[:pb] >> r) | (src[1:] << (8 - r)) if r else src[:pb]  # (shifted to bit 0: LSB first)
+    if nbits & 7:
+        pay[-1] &= (1 << (nbits & 7)) - 1
     at = nb2 + 8 * (p1 - p0 + 1)  # (the new blob's payload: after its tags and anchors)
     a = anc[p0 : p1 + 1] - anc[p0]
     a[:, 0] += at + pb

@@ -153,11 +153,11 @@ def plan(tier, ex: Examples, tenant: Tenant, check_leakage=True) -> StagedBatch:
     read = tier.read_blocks_many([c for c, _ in cols], run_stripe, run_lo, run_hi) if run_stripe.size else {}
     for col, project in cols:
         if run_stripe.size:
-            (hdr, words, nb), dicts, keys = read[col], read[col].dicts, read[col].dict_keys
+            (hdr, words, nb), dicts, keys, kept = read[col], read[col].dicts, read[col].dict_keys, read[col].dict_kept
         else:
-            hdr, words, nb, dicts, keys = np.zeros((0, 3), dtype=np.int64), np.zeros(1, dtype=np.int64), 0, None, None
+            hdr, words, nb, dicts, keys, kept = np.zeros((0, 3), dtype=np.int64), np.zeros(1, dtype=np.int64), 0, None, None, 0
         nbytes += nb
-        staged[col] = StagedColumn(col, tier.schema[col], hdr, words, ex.tail_values[col], project, dicts, keys)
+        staged[col] = StagedColumn(col, tier.schema[col], hdr, words, ex.tail_values[col], project, dicts, keys, kept)
 
     return StagedBatch(
         block_size=bs,

@@ -114,21 +114,23 @@ class _MetaCache:
 
 class Blocks(tuple):
     """What ``read_blocks`` returns: ``(hdr, words, nbytes)``, and ``dicts``: the dictionaries its
-    DICT blocks index (int64, the segment dictionaries of the stripes read, back to back; each
-    block's base already counts where its own starts), ``None`` when it has none; ``dict_keys``:
-    one int per dictionary, in order, naming it (its segment and place: equal keys, equal
-    ``dicts``)."""
+    DICT blocks index (int64, back to back: the segment dictionaries of the stripes read, then
+    their stripe tables; each block's base already counts where its own starts), ``None`` when it
+    has none; ``dict_keys``: one int per segment dictionary, in order, naming it (its segment and
+    place: equal keys, equal ``dicts[:dict_kept]``), None where there is none; ``dict_kept``: the
+    entries they take."""
 
     dicts: np.ndarray | None
     dict_keys: tuple | None
+    dict_kept: int
 
-    def __new__(cls, hdr, words, nbytes, dicts=None, dict_keys=None):
+    def __new__(cls, hdr, words, nbytes, dicts=None, dict_keys=None, dict_kept=0):
         t = super().__new__(cls, (hdr, words, nbytes))
-        t.dicts, t.dict_keys = dicts, dict_keys
+        t.dicts, t.dict_keys, t.dict_kept = dicts, dict_keys, dict_kept
         return t
 
     def __getnewargs__(self):  # pickle, copy
-        return (*self, self.dicts, self.dict_keys)
+        return (*self, self.dicts, self.dict_keys, self.dict_kept)
 
 
 @dataclass
@@ -816,16 +818,17 @@ class VersionReader:
             wc[:-1] = words[w0:w1]
             rq = slice(i * n1, (i + 1) * n1)
             dicts = keys = None
+            kept = 0
             if isd[rq].any():  # (the codes of its blocks, for a stripe table read in part)
                 codes = (h, wc, nblk1, np.minimum(self.block_size, np.repeat(d.bcount[si1], nblk1) - self.block_size *
                                                   ranges(lo1, nblk1)), d.bcount[si1])
-                dicts, keys, start, _ = self._dictionaries(c, seg[rq], enc[rq], isd[rq], codes=codes)
+                dicts, keys, start, _, kept = self._dictionaries(c, seg[rq], enc[rq], isd[rq], codes=codes)
                 if start.any():  # (one dictionary, the common case: it starts at 0)
                     h[:, 0] += np.repeat(start, nblk1)
-            out[c] = Blocks(h, wc, int(need[rq].sum()), dicts, keys)
+            out[c] = Blocks(h, wc, int(need[rq].sum()), dicts, keys, kept)
         for c, lender in share.items():  # the lender's very words (a batch stages and copies them once)
             if np.array_equal(out[c][1], out[lender][1]):
-                out[c] = Blocks(out[c][0], out[lender][1], out[c][2], out[c].dicts, out[c].dict_keys)
+                out[c] = Blocks(out[c][0], out[lender][1], out[c][2], out[c].dicts, out[c].dict_keys, out[c].dict_kept)
         return out
 
     def _lent_once(self, columns, si, need):
@@ -974,8 +977,9 @@ class VersionReader:
 
     def _decode_with_code_tables(self, column: str, keys: np.ndarray, todo: np.ndarray, have: np.ndarray, parts: list,
                                  buf: np.ndarray, at: np.ndarray, ln: np.ndarray, forms: np.ndarray, coded: np.ndarray,
-                                 where: str) -> tuple[np.ndarray, np.ndarray]:
-        """The dictionaries ``keys``, back to back in their order, and the entries of each: those
+                                 where: str, first: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The dictionaries ``keys``, back to back (``_laid_out``: those of ``first`` first), the entries
+        and place of each: those
         kept (``have``: ``parts[i]``) and those read (``todo``: stored bytes ``buf[at:][:ln]``), some of
         them tables of codes (``coded``, per ``todo``: their mark at ``at``). Decoded straight into
         place (one array: no copy of a batch's tables, whose pages are the cost on this scale) in two
@@ -987,7 +991,7 @@ class VersionReader:
         at its place, is a ``CorruptionError``."""
         a2, l2 = at + coded, ln - coded
         n, h = pages.dictionary_heads(buf, a2, l2, forms, where)
-        cat, lens, kat = _laid_out(todo, n, have, parts)
+        cat, lens, kat = _laid_out(todo, n, have, parts, first)
         plain, cj = np.flatnonzero(~coded), np.flatnonzero(coded)
         if len(plain):
             pages.decode_blobs(buf, a2[plain] + h[plain], l2[plain] - h[plain], n[plain], self.block_size,
@@ -1019,7 +1023,7 @@ class VersionReader:
                            sds[0] if len(sds) == 1 else np.concatenate(sds),
                            (np.cumsum(dl) - dl)[inv.reshape(-1)], dl[inv.reshape(-1)],
                            where=f"{where}: tables of codes (blob i: table i)", out=cat, dst=kat[todo[cj]])
-        return cat, lens
+        return cat, lens, kat
 
     def _table_parts(self, column: str, keys: np.ndarray, size: np.ndarray, cand: np.ndarray, r: np.ndarray,
                      inv: np.ndarray, codes: tuple) -> dict:
@@ -1119,7 +1123,7 @@ class VersionReader:
                 self.dict_bytes_read += nbr
             dl = np.array([len(sds[k]) for k in sks.tolist()], np.int64)
             w = np.searchsorted(sks, skeys[np.searchsorted(skeys, sj << 40)])
-            dicts = np.concatenate([sds[k] for k in sks.tolist()])
+            dicts = sds[int(sks[0])] if len(sks) == 1 else np.concatenate([sds[k] for k in sks.tolist()])  # (one: no copy)
             dstart, dlen = np.zeros(len(todo), np.int64), np.zeros(len(todo), np.int64)
             dstart[cj], dlen[cj] = (np.cumsum(dl) - dl)[w[cj]], dl[w[cj]]
         vals = pages.decode_blobs(np.concatenate(blobs), np.cumsum(bl) - bl, bl, np.array(cnt, np.int64), bs, dicts, dstart,
@@ -1157,9 +1161,11 @@ class VersionReader:
 
     def _dictionaries(self, column, seg, enc, isd, with_key: bool = True, codes: tuple | None = None) -> tuple:
         """The dictionaries of the DICT requests ``isd`` (their segments ``seg``, the dictionary's
-        place in ``enc``) back to back, each once; their key (with ``with_key=False``, None unless
-        they are concatenated); and per request where its dictionary starts in them and its
-        entries (0 for a request not of codes). A read adds the start to the
+        place in ``enc``) back to back, each once, the segment dictionaries first; the key of those
+        (None where there are none, and with ``with_key=False``); per request where its dictionary
+        starts in them and its entries (0 for a request not of codes); and the entries the key names
+        (the segment dictionaries': a consumer that holds them copies only the rest, the stripe
+        tables, which change batch after batch; ``Blocks.dict_kept``). A read adds the start to the
         base of the request's blocks, so that a block's value line is its index into them (DESIGN
         §4). Those not kept are read in one fetch. A segment dictionary is read once per open
         segment (like its index, not counted in a read's ``nbytes``: ``dict_bytes_read`` counts
@@ -1169,7 +1175,7 @@ class VersionReader:
         staged blocks, ``(hdr, words, blocks per request, values per block, values of each request's
         blob)``, with which a stripe table of at least ``TABLE_PART_BYTES`` is read in part: the
         pages its codes index (``_table_parts``); its start is then where those begin less their
-        first entry, and the key names them."""
+        first entry."""
         r = np.flatnonzero(isd)
         pair = (seg[r].astype(np.int64) << 40) | (enc[r] >> 8)  # (segment, dictionary offset): offsets are < 2^40
         keys, inv = unique(pair, return_inverse=True)
@@ -1180,6 +1186,7 @@ class VersionReader:
         found = (skeys[w] == keys) if len(skeys) else np.zeros(len(keys), bool)
         size = np.where(found, ssize[w] if len(skeys) else 0, 0)
         kept = np.where(found, skept[w] if len(skeys) else 0, 0)  # (1: kept; 2: kept where it is small)
+        first = kept == 1  # (the segment dictionaries: laid out first, the same batch after batch)
         segi = (keys >> 40).astype(np.int64)
         useg, sinv = unique(segi, return_inverse=True)
         segs = {int(u): self.segment(int(u)) for u in useg}
@@ -1209,9 +1216,9 @@ class VersionReader:
             where = f"{self.where}: column {column!r}"
             try:  # all of them in one pass of the blob decoder (a stripe's table is a few dozen values)
                 if coded.any():  # (two, straight into the batch's layout: then the tables of codes)
-                    laid, lens = self._decode_with_code_tables(column, keys, todo, have, parts, buf, at, ln, forms, coded,
-                                                               where)
-                    vals, cnt, pos = laid, lens[todo], (np.cumsum(lens) - lens)[todo]
+                    laid, lens, kat = self._decode_with_code_tables(column, keys, todo, have, parts, buf, at, ln, forms,
+                                                                    coded, where, first)
+                    vals, cnt, pos = laid, lens[todo], kat[todo]
                 else:
                     vals, cnt = pages.decode_dictionaries(buf, at, ln, forms, self.block_size, where)
                     pos = np.cumsum(cnt) - cnt
@@ -1227,38 +1234,38 @@ class VersionReader:
                 d = vals if cnt[j] == len(vals) else vals[pos[j] : pos[j] + cnt[j]].copy()
                 segs[int(segi[i])].keep_dictionary(int(keys[i] & mask), d)
             self.dict_bytes_read += int(ln.sum())
-        if laid is not None:  # (every one in key order already)
-            cat = laid
-        elif vals is not None and len(todo) == len(keys):  # (none kept before: they are ``vals``, in key order)
-            lens, cat = cnt, vals
-        elif vals is not None:  # kept ones and those read now, in key order: the read ones in one copy
-            cat, lens, kat = _laid_out(todo, cnt, have, parts)
-            take_ranges(vals, pos, cnt, cat, kat[todo])
+        if laid is not None:  # (every one in its place already)
+            cat, at = laid, kat
+        elif vals is not None and len(todo) == len(keys) and first.all() == first.any():  # (``vals``: key order, theirs)
+            lens, cat, at = cnt, vals, pos
+        elif vals is not None:  # kept ones and those read now: the read ones in one copy
+            cat, lens, at = _laid_out(todo, cnt, have, parts, first)
+            take_ranges(vals, pos, cnt, cat, at[todo])
             cat.flags.writeable = False
         else:
             lens, cat = np.array([len(d) for d in parts], np.int64), None
-        at = np.cumsum(lens) - lens
-        if int(at[-1]) + int(lens[-1]) >= 1 << 31:
+            at = _places(lens, first)
+        if int(lens.sum()) >= 1 << 31:
             raise GpumatError(f"{self.where}: a batch's dictionaries exceed 2^31 entries; use smaller batches")
         start, length = np.zeros(len(seg), np.int64), np.zeros(len(seg), np.int64)
         start[r] = at[inv.reshape(-1)] - e0[inv.reshape(-1)]
         length[r] = lens[inv.reshape(-1)]
-        key = None
-        if with_key or (cat is None and len(parts) > 1):  # (hashed once per file, then per dictionary)
-            key = _dict_keys([(segs[int(u)].path, segs[int(u)].base) for u in useg.tolist()], sinv.reshape(-1), keys & mask)
-            pt = np.flatnonzero(e0 | (have & cand))  # tables read in part: which entries, in the key too
-            if len(pt):
-                key += tuple(np.stack([pt, e0[pt], lens[pt]], 1).reshape(-1).tolist())
+        files = [(segs[int(u)].path, segs[int(u)].base) for u in useg.tolist()]
+        # the key names the segment dictionaries, the array's first ``nkept`` entries (the tables
+        # after them change batch after batch): hashed once per file, then per dictionary
+        key = _dict_keys(files, sinv.reshape(-1)[first], (keys & mask)[first]) if with_key and first.any() else None
+        nkept = int(lens[first].sum()) if key is not None else 0
         if cat is not None:
-            return cat, key, start, length
+            return cat, key, start, length, nkept
         if len(parts) == 1:
-            return parts[0], key, start, length
+            return parts[0], key, start, length, nkept
+        whole = key if key is not None and first.all() else _dict_keys(files, sinv.reshape(-1), keys & mask)
         last = self._dcat  # batch after batch needs the same few: concatenate them once
-        if last is None or last[0] != key:
-            cat = np.concatenate(parts)
+        if last is None or last[0] != whole:
+            cat = np.concatenate([parts[i] for i in np.r_[np.flatnonzero(first), np.flatnonzero(~first)].tolist()])
             cat.flags.writeable = False
-            self._dcat = last = (key, cat)
-        return last[1], key, start, length
+            self._dcat = last = (whole, cat)
+        return last[1], key, start, length, nkept
 
     def _small_pool(self) -> tuple[np.ndarray, np.ndarray]:
         """The blob regions of every small segment back to back (read once per version), and each
@@ -1323,7 +1330,7 @@ class VersionReader:
         vals = codec.decode_blocks(*dict_lines(got[0], got[1]), cnt)
         enc = self._dir_cols[column][2][si]
         isd = (enc & codec.ENC_DICT) != 0
-        _, _, start, length = self._dictionaries(column, d.seg[si], enc, isd, with_key=False)
+        _, _, start, length, _ = self._dictionaries(column, d.seg[si], enc, isd, with_key=False)
         at = ranges(first[isd], nval[isd])
         line = vals[at] - np.repeat(start[isd], nval[isd])
         if len(line) and ((line < 0) | (line >= np.repeat(length[isd], nval[isd]))).any():
@@ -1378,23 +1385,34 @@ class VersionReader:
         isd = (enc & codec.ENC_DICT) != 0
         dicts = dstart = dlen = None
         if isd.any():
-            dicts, _, dstart, dlen = self._dictionaries(column, seg, enc, isd, with_key=False)
+            dicts, _, dstart, dlen, _ = self._dictionaries(column, seg, enc, isd, with_key=False)
         return pages.decode_blobs(buf, at, blen, d.bcount[si], self.block_size, dicts, dstart, dlen, where,
                                   codec.enc_tags(enc), out, dst)
 
 
-def _laid_out(todo: np.ndarray, cnt: np.ndarray, have: np.ndarray, parts: list) -> tuple:
-    """A batch's dictionaries in key order (``VersionReader._dictionaries``): ``(cat, lens, at)``, an
-    array for all of them with the kept ones (``have``: ``parts[i]``) copied in, and each one's
-    entries and place; those read now (``todo``, ``cnt`` entries each) are the caller's to write."""
+def _laid_out(todo: np.ndarray, cnt: np.ndarray, have: np.ndarray, parts: list, first: np.ndarray) -> tuple:
+    """A batch's dictionaries (``VersionReader._dictionaries``), those of ``first`` (its segment
+    dictionaries) before the others, each part in key order: ``(cat, lens, at)``, an array for all
+    of them with the kept ones (``have``: ``parts[i]``) copied in, and each one's entries and place;
+    those read now (``todo``, ``cnt`` entries each) are the caller's to write."""
     lens = np.zeros(len(have), np.int64)
     hv = np.flatnonzero(have)
     lens[todo], lens[hv] = cnt, [len(parts[i]) for i in hv.tolist()]
-    at = np.cumsum(lens) - lens
+    at = _places(lens, first)
     cat = np.empty(int(lens.sum()), np.int64)
     for i in hv.tolist():
         cat[at[i] : at[i] + lens[i]] = parts[i]
     return cat, lens, at
+
+
+def _places(lens: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Where each of a batch's dictionaries (``lens`` entries each) starts in its array: those of
+    ``first`` (the segment dictionaries: the same batch after batch, ``Blocks.dict_kept``) back to
+    back from 0, the others after them, each part in key order."""
+    order = np.r_[np.flatnonzero(first), np.flatnonzero(~first)]
+    at = np.empty(len(lens), np.int64)
+    at[order] = np.cumsum(lens[order]) - lens[order]
+    return at
 
 
 def _blob_ids(seg, skip) -> np.ndarray:
@@ -1511,7 +1529,8 @@ def _merge_parts(parts: list, nblk: np.ndarray) -> tuple:
         hdr[pos] = h
         hdr[pos, 2] = ((out_off[pos] + ((h[:, 2] & AUX_FLAG) != 0)) << 8) | (h[:, 2] & 255)
     dicts = [res for _, res in parts if getattr(res, "dicts", None) is not None]  # format 3's part only
-    return Blocks(hdr, words, sum(res[2] for _, res in parts), *((dicts[0].dicts, dicts[0].dict_keys) if dicts else ()))
+    return Blocks(hdr, words, sum(res[2] for _, res in parts),
+                  *((dicts[0].dicts, dicts[0].dict_keys, dicts[0].dict_kept) if dicts else ()))
 
 
 def _with_constants(d: Directory, encs: list, cst, si, lo, nblk, enc, block_size, got, src, blk, dict_b, need,

@@ -233,7 +233,7 @@ def pack_staged(s: StagedBatch, flat: np.ndarray, layout: dict) -> None:
 
 def staged_skeleton(s: StagedBatch) -> dict:
     """What a consumer needs, beside the packed words, to rebuild ``s`` (``staged_from_skeleton``)."""
-    sk = {"block_size": s.block_size, "columns": [(c.name, c.dtype, c.project, c.dicts is not None, c.dict_keys)
+    sk = {"block_size": s.block_size, "columns": [(c.name, c.dtype, c.project, c.dicts is not None, c.dict_keys, c.dict_kept)
                                                   for c in s.columns.values()],
           "check_leakage": s.check_leakage, "nbytes_read": s.nbytes_read, "known_total": s.total,
           "known_history": s.history_events}
@@ -258,8 +258,8 @@ def _known(sk: dict) -> dict:
 
 def staged_from_skeleton(sk: dict, flat, layout: dict) -> StagedBatch:
     """The staged batch ``staged_skeleton`` described, its arrays views of ``flat`` (NumPy or torch)."""
-    empty = StagedBatch(sk["block_size"], {n: StagedColumn(n, d, None, None, None, p, True if x else None, k)
-                                           for n, d, p, x, k in sk["columns"]},
+    empty = StagedBatch(sk["block_size"], {n: StagedColumn(n, d, None, None, None, p, True if x else None, k, kk)
+                                           for n, d, p, x, k, kk in sk["columns"]},
                         *([None] * 10), check_leakage=sk["check_leakage"], nbytes_read=sk["nbytes_read"], **_known(sk))
     if isinstance(flat, np.ndarray):
         def take(name):
@@ -268,7 +268,7 @@ def staged_from_skeleton(sk: dict, flat, layout: dict) -> StagedBatch:
             return flat[off: off + n].reshape(shape)
 
         cols = {n: StagedColumn(n, c.dtype, take(f"{n}.hdr"), take(f"{n}.words"), take(f"{n}.tail_values"), c.project,
-                                take(f"{n}.dicts") if c.dicts is not None else None, c.dict_keys)
+                                take(f"{n}.dicts") if c.dicts is not None else None, c.dict_keys, c.dict_kept)
                 for n, c in empty.columns.items()}
         return StagedBatch(sk["block_size"], cols, *(take(f) for f in EXAMPLE_FIELDS), *(take(f) for f in TILE_FIELDS),
                            check_leakage=sk["check_leakage"], nbytes_read=sk["nbytes_read"], packed=flat, **_known(sk))

@@ -611,3 +611,42 @@ def test_segment_dictionaries_are_copied_once_and_batches_stay_exact(tmp_path, b
         for b in mat.iterate(table, batch_size=30, shuffle=False, engine="process"):
             check_batch(w.tier, table, b, tenants)
         assert mat.dict_bytes_not_copied > 0
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_segment_dictionaries_stay_beside_stripe_tables(tmp_path, backend):
+    """Where a column's stripes take tables of codes into the segment dictionary (64-bit ids a user
+    plays again, DESIGN §1), a batch's dictionaries are the segment dictionary, then its users'
+    tables, which change batch after batch: the key names the segment dictionary alone, so every
+    batch after the first copies only its tables, and every batch equals the reference."""
+    need_backend(backend)
+    from gpumat.host import native
+    from test_pages import SCHEMA as SCHEMA3
+    from test_stripe_tables import HASHED_USERS, hashed_replays
+
+    if not native.available()[0]:
+        pytest.skip("literal tables are weighed where the C library is built")
+    rng = np.random.default_rng(13)
+    sc = np.array(HASHED_USERS)
+    tier = gpumat.Tier.create(str(tmp_path / "t"), SCHEMA3)
+    tier.append(pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), **hashed_replays(rng, sc)}))
+    r = tier._reader
+    r._dict_sizes("item_id")
+    keys, size, keep = r._dsarr["item_id"]
+    assert (keep == 1).sum() == 1 and (keep != 1).sum() >= 3  # (one segment dictionary, tables of codes)
+    seg_dict = int(keys[keep == 1][0])
+    entries = len(r.segment(0).dictionary(seg_dict & ((1 << 40) - 1), 128, int(size[keep == 1][0]), 2)[0])
+    enc = r.blobs("item_id")[2]
+    ref = int(r.directory().user_id[np.flatnonzero((enc >> 8) == (seg_dict & ((1 << 40) - 1)))[0]])
+    n = 36  # (the first batch every user; each batch a user whose stripe holds the segment dictionary's codes)
+    u = rng.integers(0, len(sc), n)
+    u[: len(sc)], u[6::6] = np.arange(len(sc)), ref
+    table = pa.table({"user_id": u, "version": np.full(n, tier.version), "length": tier.lengths(u),
+                      "request_ts": np.full(n, 10**9)})
+    tenants = [Tenant("t", ["item_id", "action"], 300)]
+    mat = gpumat.Materializer(tier, tenants, backend=backend)
+    for k in range(0, n, 6):
+        sub = table.slice(k, 6)
+        assert mat(sub)["t"].equals(gpumat.materialize(tier, sub, tenants[0], backend="reference")), k
+    held = mat._dicts["item_id"]
+    assert held[1].numel() == entries and mat.dict_bytes_not_copied == 8 * entries * (n // 6 - 1)

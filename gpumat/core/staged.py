@@ -148,10 +148,13 @@ class StagedColumn:
     # int64 [D]: the dictionaries of the column's DICT blocks, back to back (each block's base
     # counts where its own starts); None when the column stages no DICT block
     dicts: object = None
-    # what ``dicts`` holds, when its maker knows (the tier's reader: one int per dictionary, naming
-    # the segment dictionary, in order): equal keys, equal ``dicts``; a consumer may keep a device
-    # copy and skip copying it again (``gpumat.Materializer``). None: unknown.
+    # what ``dicts`` holds, when its maker knows (the tier's reader: one int per segment dictionary,
+    # naming it, in order): equal keys, equal ``dicts[:dict_kept]``; a consumer may keep a device
+    # copy of those and copy only the rest (``gpumat.Materializer``; the rest: the stripe tables of
+    # the batch's users, DESIGN §1). None: unknown.
     dict_keys: tuple | None = None
+    # the entries at the start of ``dicts`` that ``dict_keys`` names (None: all of them)
+    dict_kept: int | None = None
 
     def parts(self) -> tuple:
         """The column's arrays: ``column_array_names`` order, then its dictionaries (which
@@ -421,7 +424,7 @@ class StagedBatch:
         cols = {
             name: StagedColumn(name, c.dtype, *(view(a) for a in column_array_names(name)), c.project,
                                dicts[name] if name in dicts else view(f"{name}.dicts") if c.dicts is not None else None,
-                               c.dict_keys)
+                               c.dict_keys, c.dict_kept)
             for name, c in self.columns.items()
         }
         return StagedBatch(
