@@ -139,6 +139,7 @@ def _when(t: float) -> str:
 
 
 def cmd_inspect(args) -> int:
+    from gpumat.host import reader
     from gpumat.host.tier import Tier
 
     tier = Tier.open(args.tier, version=args.at)
@@ -163,6 +164,11 @@ def cmd_inspect(args) -> int:
         lent = f"; {col['borrowed_stripes']:,} BORROWED from {', '.join(col['borrowed_from'])}" \
             if col.get("borrowed_stripes") else ""
         print(f"  {c:<16}{col['bytes']:>14,}{col['bytes_per_event']:>13.3f}  {enc}{lent}")
+        st = col.get("stripe_tables") or {}
+        if st.get("count"):
+            print(f"  {'':<16}{st['bytes']:>14,}{'':>13}  in {st['count']:,} stripe tables (the largest {st['largest_bytes']:,} "
+                  f"bytes; {st['read_in_part']:,} of {reader.TABLE_PART_BYTES:,} bytes or more, of which a short window of "
+                  f"a long history reads the part it needs)")
     print("  encodings: FOR = frame of reference (value = block minimum + bit-packed offset);")
     print("             LFOR = linear FOR (value = base + slope * position + bit-packed residual), for trending columns like ts;")
     print("             PATCH = low bits + a bitmap of exceptions (sparse flags, heavy tails); RUN = run starts + run values;")

@@ -53,6 +53,7 @@ from gpumat.core.errors import CorruptionError, SchemaError, TierError
 from gpumat.host import codec, log, maintenance
 from gpumat.host.events import read_events
 from gpumat.host.objstore import resolve_store
+from gpumat.host import reader
 from gpumat.host.reader import Directory, VersionReader
 from gpumat.host.schema import DTYPES, check_schema, int_column
 from gpumat.host.store import LocalStore
@@ -460,11 +461,17 @@ class Tier:
             off = r.blobs(c)[0][own][lent]
             lenders = [x for x in r.schema if x != c and lent.any()
                        and (~r.borrowed(x)[own][lent] & (r.blobs(x)[0][own][lent] == off)).any()]
+            _, size, keep = r._dsarr[c]  # (``dict_bytes`` read the dictionaries' sizes)
+            tab = size[keep != 1]  # stripe tables: read by every read that needs them (those not kept)
             per_col[c] = {
                 "dtype": r.schema[c],
                 "bytes": nbytes,  # blobs and segment dictionaries
                 "bytes_per_event": nbytes / events if events else 0.0,
                 "dictionary_bytes": dict_bytes,
+                # (DESIGN §1 "Stripe tables"; a short window of a long history reads the part it needs of
+                # one of TABLE_PART_BYTES or more, where it holds three pages)
+                "stripe_tables": {"count": len(tab), "bytes": int(tab.sum()), "largest_bytes": int(tab.max(initial=0)),
+                                  "read_in_part": int((tab[keep[keep != 1] == 0] >= reader.TABLE_PART_BYTES).sum())},
                 "encodings": codec.enc_counts(enc),
                 "borrowed_stripes": int(lent.sum()),  # stripes whose blobs are another column's codes
                 "borrowed_from": lenders,  # those columns (DESIGN §1 "Borrowed codes")

@@ -667,6 +667,8 @@ def test_windows_read_part_of_long_tables(tmp_path, monkeypatch, backend, wide):
     keys, size, keep = r._dsarr["item_id"]
     tables = int(size[keep == 0].sum())
     assert (size[keep == 0] > 3 * reader.TABLE_PART_BYTES).sum() >= 2  # (two long tables, of many pages)
+    st = Tier.open(t.uri).stats()["columns"]["item_id"]["stripe_tables"]  # (what ``gpumat inspect`` shows)
+    assert st["bytes"] == tables and st["count"] == (keep != 1).sum() and st["read_in_part"] >= 2
 
     def last(h, k):
         u = np.arange(len(sc))
