@@ -42,8 +42,8 @@ HEAD_KEPT_MAX = 8192  # a longer blob head (over ~5,400 blocks: a history of ~70
 TABLES_KEPT_BYTES = 4096
 TABLE_KEPT_ENTRIES = 64
 # A read of blocks (a batch's windows) reads, of a stripe table of at least TABLE_PART_BYTES stored and
-# three pages, only the pages that hold the entries its codes index (DESIGN §1 "Stripe tables"); a
-# table of fewer pages, or whose pages the codes nearly all need, is read whole
+# three pages, only the pages that hold the entries its codes index (at least two; DESIGN §1 "Stripe
+# tables"); a table of fewer pages, or whose pages the codes all need, is read whole
 TABLE_PART_BYTES = 4096
 
 
@@ -1040,7 +1040,7 @@ class VersionReader:
         payload; those pages are decoded as a blob of their own (``pages.blob_of_pages``), in one
         pass of the blob decoder, a table of codes through its segment dictionary (read and kept as
         ``_decode_with_code_tables`` does). A table of fewer than three pages, in a segment of the
-        first head form, or whose pages the codes all but need is left out (read whole)."""
+        first head form, or whose pages the codes all need is left out (read whole)."""
         hdr, words, nblk, vcnt, bcnt = codes
         bs, PB, mask = self.block_size, pages.PAGE_BLOCKS, (1 << 40) - 1
         # (not where the requests read half their blobs or more: most of the table then)
@@ -1049,8 +1049,8 @@ class VersionReader:
         rq = np.flatnonzero(part[inv])  # the requests of those tables (positions in r)
         if not len(rq):
             return {}
-        first = np.cumsum(nblk) - nblk
-        rows = ranges(first[r[rq]], nblk[r[rq]])
+        b0 = np.cumsum(nblk) - nblk  # (each request's first block)
+        rows = ranges(b0[r[rq]], nblk[r[rq]])
         lines = codec.decode_blocks(*dict_lines(hdr[rows], words), vcnt[rows])
         nv = np.add.reduceat(vcnt[rows], np.cumsum(nblk[r[rq]]) - nblk[r[rq]])
         at = np.cumsum(nv) - nv
@@ -1084,8 +1084,8 @@ class VersionReader:
             p0, p1 = max(int(lo[i]), 0) // (bs * PB), min(int(hi[i]), D - 1) // (bs * PB)
             if p0 == p1:  # (a blob of its pages has two at least)
                 p0, p1 = (p0, p0 + 1) if p0 + 1 < npg else (p0 - 1, p0)
-            sp = pages.page_span(buf[a : a + pay], nb, int(size[i] - coded[j] - h[j]), p0, p1) if p1 - p0 + 1 < npg - 1 \
-                else None
+            sp = pages.page_span(buf[a : a + pay], nb, int(size[i] - coded[j] - h[j]), p0, p1) if p1 - p0 + 1 < npg \
+                else None  # (where a page at least is left unread)
             if sp is not None:
                 todo.append((i, j, p0, p1, *sp))
         if not todo:
