@@ -1785,49 +1785,70 @@ def decode_dictionaries(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, f
     return decode_blobs(buf, starts + h, lens - h, n, block_size, where=f"{where} (blob i: dictionary i)"), n
 
 
-def page_span(head: np.ndarray, nb: int, blen: int, p0: int, p1: int) -> tuple[int, int, int, int] | None:
-    """Where pages ``p0 .. p1`` of a blob of ``nb`` blocks in more than one page and ``blen`` bytes
-    lie, from its head (``head``: its tags, then its anchors): ``(f0, f1, b0, b1)``, their fields'
-    bytes ``[f0, f1)`` and their payload's bits ``[b0, b1)`` from the blob's start (the last page's
-    payload ends where page 0's fields start); None where the anchors disagree with that layout."""
+def page_spans(buf: np.ndarray, at: np.ndarray, nb: np.ndarray, blen: np.ndarray, p0: np.ndarray,
+               p1: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Where pages ``p0[k] .. p1[k]`` of blob ``k`` lie: a blob of ``nb[k]`` blocks in more than one
+    page and ``blen[k]`` bytes, whose head (its tags, then its anchors) is at ``buf[at[k]:]`` (uint8):
+    ``(f0, f1, b0, b1, ok)``, their fields' bytes ``[f0, f1)`` and their payload's bits ``[b0, b1)``
+    from the blob's start (the last page's payload ends where page 0's fields start), and whether
+    the anchors agree with that layout (where not, the others are 0)."""
+    at, nb, blen, p0, p1 = (np.asarray(x, np.int64).reshape(-1) for x in (at, nb, blen, p0, p1))
     npg = -(-nb // PAGE_BLOCKS)
     pay = nb + 8 * npg
-    if npg < 2 or not 0 <= p0 <= p1 < npg or len(head) < pay:
-        return None
-    anc = np.frombuffer(np.ascontiguousarray(head[nb:pay]).tobytes(), "<u4").reshape(-1, 2).astype(np.int64)
+    ok = (npg >= 2) & (0 <= p0) & (p0 <= p1) & (p1 < npg) & (at >= 0) & (at + pay <= len(buf))
+    z = np.zeros(len(nb), np.int64)
+    if not ok.any():
+        return z, z, z, z, ok
+    def anchor(p, k):  # noqa: E306  (field k of anchor p of each blob: u32 little-endian)
+        i = np.where(ok, at + nb + 8 * np.minimum(p, npg - 1) + 4 * k, 0)
+        return (buf[i].astype(np.int64) | buf[i + 1].astype(np.int64) << 8 | buf[i + 2].astype(np.int64) << 16
+                | buf[i + 3].astype(np.int64) << 24)
     end = p1 + 1 < npg
-    f0, f1 = int(anc[p0, 0]), int(anc[p1 + 1, 0]) if end else blen
-    b0, b1 = 8 * pay + int(anc[p0, 1]), 8 * pay + (int(anc[p1 + 1, 1]) if end else 8 * (int(anc[0, 0]) - pay))
-    if not (pay <= anc[0, 0] <= f0 <= f1 <= blen and 8 * pay <= b0 <= b1 <= 8 * anc[0, 0]):
-        return None
-    return f0, f1, b0, b1
+    f0, f1 = anchor(p0, 0), np.where(end, anchor(p1 + 1, 0), blen)
+    a0 = anchor(z, 0)
+    b0, b1 = 8 * pay + anchor(p0, 1), 8 * pay + np.where(end, anchor(p1 + 1, 1), 8 * (a0 - pay))
+    ok &= (pay <= a0) & (a0 <= f0) & (f0 <= f1) & (f1 <= blen) & (8 * pay <= b0) & (b0 <= b1) & (b1 <= 8 * a0)
+    return tuple(np.where(ok, x, 0) for x in (f0, f1, b0, b1)) + (ok,)
 
 
-def blob_of_pages(head: np.ndarray, nb: int, p0: int, p1: int, payload: np.ndarray, b0: int, b1: int,
-                  fields: np.ndarray) -> np.ndarray:
-    """A blob of format 3 (uint8) of pages ``p0 .. p1`` (at least two) of a blob of ``nb`` blocks,
-    from that blob's head (``head``: tags and anchors), the bytes of its payload from byte ``b0 // 8``
-    (``payload``: at least to bit ``b1``), its payload's bits ``[b0, b1)`` and its fields of those
-    pages (``fields``, ``page_span``): their tags, their anchors moved to the new layout, their
-    payload from bit 0, their fields. A page's fields parse on their own and its payload starts at
-    its anchor, so the blob decodes to those pages' values (the values ``PAGE_BLOCKS p0`` blocks
-    on), through every check of a whole blob (``decode_blobs``). What a read of part of a stripe
-    table decodes (DESIGN §1 "Stripe tables": windows that read part of a table)."""
-    npg, k0 = -(-nb // PAGE_BLOCKS), PAGE_BLOCKS * p0
-    nb2 = min(nb, PAGE_BLOCKS * (p1 + 1)) - k0
-    anc = np.frombuffer(np.ascontiguousarray(head[nb : nb + 8 * npg]).tobytes(), "<u4").reshape(-1, 2).astype(np.int64)
-    nbits, r = b1 - b0, b0 & 7
+def blobs_of_pages(buf: np.ndarray, at: np.ndarray, nb: np.ndarray, p0: np.ndarray, p1: np.ndarray, pay: np.ndarray,
+                   pay_at: np.ndarray, b0: np.ndarray, b1: np.ndarray, fields: np.ndarray, f_at: np.ndarray,
+                   nf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Blobs of format 3 (uint8, back to back; and each one's length), blob ``k`` of pages ``p0[k]
+    .. p1[k]`` (at least two) of a blob of ``nb[k]`` blocks whose head (tags, anchors) is at
+    ``buf[at[k]:]``, from the bytes of its payload from byte ``b0[k] // 8`` (``pay[pay_at[k]:]``, to
+    bit ``b1[k]`` at least), its payload's bits ``[b0[k], b1[k])`` and the ``nf[k]`` bytes of those
+    pages' fields (``fields[f_at[k]:]``; ``page_spans``): their tags, their anchors moved to the new
+    layout, their payload from bit 0 (the bits past ``b1`` zeroed), their fields. A page's fields
+    parse on their own and its payload starts at its anchor, so each decodes to its pages' values
+    (those ``PAGE_BLOCKS p0`` blocks on), through every check of a whole blob (``decode_blobs``).
+    What a read of part of a stripe table decodes (DESIGN §1 "Stripe tables")."""
+    at, nb, p0, p1, pay_at, b0, b1, f_at, nf = (np.asarray(x, np.int64).reshape(-1)
+                                                for x in (at, nb, p0, p1, pay_at, b0, b1, f_at, nf))
+    PB = PAGE_BLOCKS
+    nb2 = np.minimum(nb, PB * (p1 + 1)) - PB * p0  # (their blocks)
+    na = p1 - p0 + 1  # (their anchors)
+    nbits = b1 - b0
     pb = (nbits + 7) >> 3
-    src = np.zeros(pb + 1, np.uint8)  # (its bytes from byte b0 // 8, then a zero byte)
-    src[: (r + nbits + 7) >> 3] = payload[: (r + nbits + 7) >> 3]
-    pay = (src[:pb] >> r) | (src[1:] << (8 - r)) if r else src[:pb]  # (shifted to bit 0: LSB first)
-    if nbits & 7:
-        pay[-1] &= (1 << (nbits & 7)) - 1
-    at = nb2 + 8 * (p1 - p0 + 1)  # (the new blob's payload: after its tags and anchors)
-    a = anc[p0 : p1 + 1] - anc[p0]
-    a[:, 0] += at + pb
-    return np.concatenate([np.asarray(head[k0 : k0 + nb2], np.uint8), a.astype("<u4").view(np.uint8).reshape(-1), pay,
-                           np.asarray(fields, np.uint8)])
+    size = nb2 + 8 * na + pb + nf
+    start = np.cumsum(size) - size
+    out = np.empty(int(size.sum()), np.uint8)
+    take_ranges(np.asarray(buf, np.uint8), at + PB * p0, nb2, out, start)  # tags
+    # anchors: (fields' byte, payload's bit) of each page, less the first page's, past the new head and payload
+    k = ranges(np.zeros(len(nb), np.int64), na)
+    blob = np.repeat(np.arange(len(nb)), na)
+    i = np.repeat(at + nb + 8 * p0, na) + 8 * k
+    u = np.asarray(buf, np.uint8)[i[:, None] + np.arange(8)].copy().view("<u4").astype(np.int64)
+    u -= u[(np.cumsum(na) - na)[blob]]
+    u[:, 0] += (nb2 + 8 * na + pb)[blob]
+    take_ranges(u.astype("<u4").view(np.uint8).reshape(-1), 8 * (np.cumsum(na) - na), 8 * na, out, start + nb2)
+    # payload, from bit 0 (``realign``: as words, zero past its bits; little-endian, so their bytes)
+    nw = (nbits + 63) >> 6
+    w = np.zeros(int(nw.sum()) + 1, _U64)
+    realign(np.asarray(pay, np.uint8), 8 * pay_at + (b0 & 7), nbits, w, np.cumsum(nw) - nw)
+    take_ranges(w.view(np.uint8), 8 * (np.cumsum(nw) - nw), pb, out, start + nb2 + 8 * na)
+    take_ranges(np.asarray(fields, np.uint8), f_at, nf, out, start + nb2 + 8 * na + pb)  # fields
+    return out, size
 
 
 def decode_dictionary(buf: np.ndarray, block_size: int, where: str = "dictionary", form: int | None = None) -> np.ndarray:

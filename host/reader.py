@@ -1037,7 +1037,7 @@ class VersionReader:
         per block, values of each request's blob)``, decoded here to their value lines: their codes,
         before the dictionaries' starts are added). Two reads: each table's head, tags and anchors
         (at most what a table of one entry per value of its blob takes), then its pages' fields and
-        payload; those pages are decoded as a blob of their own (``pages.blob_of_pages``), in one
+        payload; those pages are decoded as a blob of their own (``pages.blobs_of_pages``), in one
         pass of the blob decoder, a table of codes through its segment dictionary (read and kept as
         ``_decode_with_code_tables`` does). A table of fewer than three pages, in a segment of the
         first head form, or whose pages the codes all need is left out (read whole)."""
@@ -1049,8 +1049,8 @@ class VersionReader:
         rq = np.flatnonzero(part[inv])  # the requests of those tables (positions in r)
         if not len(rq):
             return {}
-        b0 = np.cumsum(nblk) - nblk  # (each request's first block)
-        rows = ranges(b0[r[rq]], nblk[r[rq]])
+        k0 = np.cumsum(nblk) - nblk  # (each request's first block)
+        rows = ranges(k0[r[rq]], nblk[r[rq]])
         lines = codec.decode_blocks(*dict_lines(hdr[rows], words), vcnt[rows])
         nv = np.add.reduceat(vcnt[rows], np.cumsum(nblk[r[rq]]) - nblk[r[rq]])
         at = np.cumsum(nv) - nv
@@ -1074,43 +1074,29 @@ class VersionReader:
         coded = self._code_tables()[segi] & (plen > 1)
         coded[coded] = buf[bat[coded]] == pages.CODE_TABLE_MARK
         n, h = pages.dictionary_heads(buf, bat + coded, plen - coded, np.full(len(ci), 2, np.int64), where)
-        todo = []  # (key index, table, p0, p1, f0, f1, b0, b1)
-        for j, i in enumerate(ci.tolist()):
-            D, a = int(n[j]), int(bat[j] + coded[j] + h[j])
-            nb = -(-D // bs)
-            npg, pay = -(-nb // PB), nb + 8 * -(-nb // PB)
-            if npg < 3 or D > dmax[i] or pay > plen[j] - coded[j] - h[j]:
-                continue
-            p0, p1 = max(int(lo[i]), 0) // (bs * PB), min(int(hi[i]), D - 1) // (bs * PB)
-            if p0 == p1:  # (a blob of its pages has two at least)
-                p0, p1 = (p0, p0 + 1) if p0 + 1 < npg else (p0 - 1, p0)
-            sp = pages.page_span(buf[a : a + pay], nb, int(size[i] - coded[j] - h[j]), p0, p1) if p1 - p0 + 1 < npg \
-                else None  # (where a page at least is left unread)
-            if sp is not None:
-                todo.append((i, j, p0, p1, *sp))
-        if not todo:
+        D, a = n, bat + coded + h  # (each table's entries, and its blob in ``buf``)
+        nb = -(-D // bs)
+        npg = -(-nb // PB)
+        p0, p1 = np.maximum(lo[ci], 0) // (bs * PB), np.minimum(hi[ci], D - 1) // (bs * PB)
+        one = p0 == p1  # (a blob of its pages has two at least)
+        p0, p1 = np.where(one & (p1 + 1 >= npg), p0 - 1, p0), np.where(one & (p1 + 1 < npg), p1 + 1, p1)
+        f0, f1, b0, b1, ok = pages.page_spans(buf, a, nb, size[ci] - coded - h, p0, p1)
+        # (three pages at least, a page at least left unread, its head inside what was read)
+        j = np.flatnonzero(ok & (npg >= 3) & (D <= dmax[ci]) & (p1 - p0 + 1 < npg) & (nb + 8 * npg <= plen - coded - h))
+        if not len(j):
             return {}
-        t = np.array(todo, np.int64).reshape(-1, 8)
-        j = t[:, 1]
-        base = (keys[t[:, 0]] & mask) + coded[j] + h[j]  # (each table's blob in its segment's region)
+        i = ci[j]
+        base = (keys[i] & mask) + coded[j] + h[j]  # (each table's blob in its segment's region)
         sj = segi[j]
-        pb0, pb1 = t[:, 6] >> 3, (t[:, 7] + 7) >> 3
-        reads, fin = self._bytes_request3(np.r_[sj, sj], np.r_[base + t[:, 4], base + pb0],
-                                          np.r_[t[:, 5] - t[:, 4], pb1 - pb0], where)
+        pb0, pb1, nf = b0[j] >> 3, (b1[j] + 7) >> 3, f1[j] - f0[j]
+        reads, fin = self._bytes_request3(np.r_[sj, sj], np.r_[base + f0[j], base + pb0], np.r_[nf, pb1 - pb0], where)
         self.store.fetch(reads)
         got = fin()
         self.dict_bytes_read += len(got)
-        nf = t[:, 5] - t[:, 4]
         f_at, p_at = np.cumsum(nf) - nf, int(nf.sum()) + np.cumsum(pb1 - pb0) - (pb1 - pb0)
-        blobs, cnt = [], []
-        for k, (i, jj, p0, p1, f0, f1, b0, b1) in enumerate(todo):
-            a = int(bat[jj] + coded[jj] + h[jj])
-            D = int(n[jj])
-            nb = -(-D // bs)
-            blobs.append(pages.blob_of_pages(buf[a : a + nb + 8 * -(-nb // PB)], nb, p0, p1, got[p_at[k]:], b0, b1,
-                                             got[f_at[k] : f_at[k] + f1 - f0]))
-            cnt.append(min(D, bs * PB * (p1 + 1)) - bs * PB * p0)
-        bl = np.array([len(b) for b in blobs], np.int64)
+        blobs, bl = pages.blobs_of_pages(buf, a[j], nb[j], p0[j], p1[j], got, p_at, b0[j], b1[j], got, f_at, nf)
+        first = bs * PB * p0[j]  # (the entry each one's pages start at)
+        c = np.minimum(D[j], bs * PB * (p1[j] + 1)) - first
         dicts = dstart = dlen = None
         cj = np.flatnonzero(coded[j])
         if len(cj):  # tables of codes: through their segment dictionaries (each its segment's least key)
@@ -1124,17 +1110,16 @@ class VersionReader:
             dl = np.array([len(sds[k]) for k in sks.tolist()], np.int64)
             w = np.searchsorted(sks, skeys[np.searchsorted(skeys, sj << 40)])
             dicts = sds[int(sks[0])] if len(sks) == 1 else np.concatenate([sds[k] for k in sks.tolist()])  # (one: no copy)
-            dstart, dlen = np.zeros(len(todo), np.int64), np.zeros(len(todo), np.int64)
+            dstart, dlen = np.zeros(len(j), np.int64), np.zeros(len(j), np.int64)
             dstart[cj], dlen[cj] = (np.cumsum(dl) - dl)[w[cj]], dl[w[cj]]
-        vals = pages.decode_blobs(np.concatenate(blobs), np.cumsum(bl) - bl, bl, np.array(cnt, np.int64), bs, dicts, dstart,
-                                  dlen, f"{where}: pages of stripe tables (blob i: table i)")
+        vals = pages.decode_blobs(blobs, np.cumsum(bl) - bl, bl, c, bs, dicts, dstart, dlen,
+                                  f"{where}: pages of stripe tables (blob i: table i)")
         vals.flags.writeable = False
-        c = np.array(cnt, np.int64)
         # (of each, the entries from its least code to its greatest: what the kernels may gather)
-        e0 = np.maximum(lo[t[:, 0]], bs * PB * t[:, 2])
-        a = np.cumsum(c) - c + e0 - bs * PB * t[:, 2]
-        m = np.minimum(hi[t[:, 0]] + 1, bs * PB * t[:, 2] + c) - e0
-        return {int(i): (vals[x : x + k], int(e)) for i, x, k, e in zip(t[:, 0].tolist(), a.tolist(), m.tolist(), e0.tolist())}
+        e0 = np.maximum(lo[i], first)
+        x = np.cumsum(c) - c + e0 - first
+        m = np.minimum(hi[i] + 1, first + c) - e0
+        return {k: (vals[y : y + z], e) for k, y, z, e in zip(i.tolist(), x.tolist(), m.tolist(), e0.tolist())}
 
     def _starts(self, column: str) -> np.ndarray:
         """The places in format-3 segments' blob regions where a dictionary of ``column`` may end, as

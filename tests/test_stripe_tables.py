@@ -693,3 +693,37 @@ def test_windows_read_part_of_long_tables(tmp_path, monkeypatch, backend, wide):
     assert sum(map(len, calls)) >= 3, calls
     check_planned_batches(t, whole, rng, np.arange(len(sc)), 40, 300, backend)
     check_planned_batches(t, whole, rng, np.arange(len(sc)), 12, 3000, backend)
+
+
+def test_blobs_of_pages_decode_to_their_pages_values():
+    """Pages ``p0 .. p1`` of blobs of every kind of block (plain, PATCH, RUN, DELTA of codes), cut out
+    as blobs of their own (``pages.page_spans``, ``pages.blobs_of_pages``, many at once), decode to
+    the values of those pages; an anchor that disagrees is not a span."""
+    rng = np.random.default_rng(12)
+    shapes = [lambda n: rng.integers(0, 1000, n), lambda n: np.cumsum(rng.integers(0, 5, n)) + 10**9,
+              lambda n: np.where(rng.random(n) < 0.02, rng.integers(0, 10**6, n), 7),
+              lambda n: np.repeat(rng.integers(0, 50, n // 10 + 1), 10)[:n],
+              lambda n: np.maximum(np.cumsum(np.where(rng.random(n) < 0.1, rng.integers(-3000, 10, n), 1)), 0)]
+    blobs, want, nbs, p0s, p1s = [], [], [], [], []
+    for trial in range(60):
+        n = int(rng.integers(2 * 2048 + 1, 7 * 2048))
+        v = shapes[trial % 5](n).astype(np.int64)
+        reg, off, nb_, _ = pages.encode_stripes(v, np.array([n]), 128, extended=pages.CODES_DELTA if trial % 5 == 4 else True)
+        nb = -(-n // 128)
+        npg = -(-nb // 16)
+        p0 = int(rng.integers(0, npg - 1))
+        p1 = int(rng.integers(p0 + 1, npg))
+        blobs.append(reg[off[0] : off[0] + nb_[0]])
+        want.append(v[2048 * p0 : min(n, 2048 * (p1 + 1))])
+        nbs.append(nb), p0s.append(p0), p1s.append(p1)
+    bl = np.array([len(b) for b in blobs], np.int64)
+    buf, at = np.concatenate(blobs), np.cumsum(bl) - bl
+    f0, f1, b0, b1, ok = pages.page_spans(buf, at, nbs, bl, p0s, p1s)
+    assert ok.all()
+    nf, pb0 = f1 - f0, b0 >> 3
+    out, size = pages.blobs_of_pages(buf, at, nbs, p0s, p1s, buf, at + pb0, b0, b1, buf, at + f0, nf)
+    got = pages.decode_blobs(out, np.cumsum(size) - size, size, [len(w) for w in want], 128)
+    assert got.tolist() == np.concatenate(want).tolist()
+    bad = buf.copy()
+    bad[at[0] + nbs[0] : at[0] + nbs[0] + 4] = 255  # (page 0's fields past the blob's end)
+    assert not pages.page_spans(bad, at[:1], nbs[:1], bl[:1], [0], [1])[4].any()
