@@ -699,9 +699,22 @@ class VersionReader:
             for s_, x0, x1 in set(zip(seg[r].tolist(), a0.tolist(), a1.tolist())):  # each blob once
                 sg = self.segment(s_)
                 reads.append((sg.path, sg.base + x0, memoryview(bytearray(x1 - x0))))
+        # the heads of the stripe tables the read may read in part (``_table_parts``), in this wave too
+        theads = {}
+        for c in columns:
+            m = isd & (colpos == self._colpos[c])
+            if m.any():
+                tk, tl = self._table_heads(c, seg[m], enc[m], nblk[m], d.bcount[si[m]])
+                if len(tk):
+                    rq_t, fin_t = self._bytes_request3(tk >> 40, tk & ((1 << 40) - 1), tl, where)
+                    reads = reads + rq_t
+                    theads[c] = (tk, tl, fin_t)
         try:
             yield reads
             first = fin()
+            for c, (tk, tl, fin_t) in theads.items():
+                theads[c] = (tk, tl, *fin_t(in_place=True))
+                self.dict_bytes_read += int(tl.sum())
         except BaseException:  # a failed or abandoned read: the room reserved for its heads back, where it can be
             if len(new_at):
                 mc.release(new_at, head[new])
@@ -822,7 +835,8 @@ class VersionReader:
             if isd[rq].any():  # (the codes of its blocks, for a stripe table read in part)
                 codes = (h, wc, nblk1, np.minimum(self.block_size, np.repeat(d.bcount[si1], nblk1) - self.block_size *
                                                   ranges(lo1, nblk1)), d.bcount[si1])
-                dicts, keys, start, _, kept = self._dictionaries(c, seg[rq], enc[rq], isd[rq], codes=codes)
+                dicts, keys, start, _, kept = self._dictionaries(c, seg[rq], enc[rq], isd[rq], codes=codes,
+                                                                 heads=theads.get(c))
                 if start.any():  # (one dictionary, the common case: it starts at 0)
                     h[:, 0] += np.repeat(start, nblk1)
             out[c] = Blocks(h, wc, int(need[rq].sum()), dicts, keys, kept)
@@ -1025,30 +1039,57 @@ class VersionReader:
                            where=f"{where}: tables of codes (blob i: table i)", out=cat, dst=kat[todo[cj]])
         return cat, lens, kat
 
+    def _table_heads(self, column: str, seg: np.ndarray, enc: np.ndarray, nblk: np.ndarray,
+                     bcnt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stripe tables that requests of codes (segments ``seg``, dictionaries' places in ``enc``,
+        ``nblk`` blocks each of blobs of ``bcnt`` values) may read in part (``_table_parts``): those
+        not kept, of at least ``TABLE_PART_BYTES``, in segments of the second head form, whose
+        requests read under half their blob's values. ``(keys, bytes)``: each one's key and the
+        bytes of its head, tags and anchors at most (those of a table of an entry a value of its
+        blob), which a read of blocks reads in its first wave."""
+        self._dict_sizes(column)
+        skeys, ssize, skept = self._dsarr[column]
+        none = np.zeros(0, np.int64)
+        if not ((skept == 0) & (ssize >= TABLE_PART_BYTES)).any():  # (most columns: no table that long)
+            return none, none
+        keys, inv = unique((seg.astype(np.int64) << 40) | (enc >> 8), return_inverse=True)
+        inv = inv.reshape(-1)
+        w = np.minimum(np.searchsorted(skeys, keys), len(skeys) - 1)
+        form2 = np.array([e.get("dicts", 1) == 2 for _, e in self._files], bool)[(keys >> 40).astype(np.int64)]
+        sel = (skeys[w] == keys) & (skept[w] == 0) & (ssize[w] >= TABLE_PART_BYTES) & form2 \
+            & (np.bincount(inv, nblk * self.block_size, len(keys)) < np.bincount(inv, bcnt, len(keys)) // 2)
+        dmax = np.zeros(len(keys), np.int64)
+        np.maximum.at(dmax, inv, bcnt)  # (a table: at most an entry a value of its blob)
+        nbm = -(-dmax[sel] // self.block_size)
+        return keys[sel], np.minimum(ssize[w[sel]], 6 + nbm + 8 * -(-nbm // pages.PAGE_BLOCKS))
+
     def _table_parts(self, column: str, keys: np.ndarray, size: np.ndarray, cand: np.ndarray, r: np.ndarray,
-                     inv: np.ndarray, codes: tuple) -> dict:
-        """``{i: (entries, first)}``: of the stripe tables ``keys[cand]`` (``size`` stored bytes each),
-        those read in part for a read of blocks (DESIGN §1 "Stripe tables", windows that read part of
-        a table): the pages of each that hold the entries its requests' codes index (``r``: the
-        requests of codes, ``inv``: each one's dictionary) are read, and of them the entries from the
-        least of those codes (``first``) to the greatest kept (what the kernels may gather). A window
+                     inv: np.ndarray, codes: tuple, heads: tuple) -> tuple:
+        """``(chosen, reads, finish)``: of the stripe tables ``keys[cand]`` (``size`` stored bytes
+        each), those read in part for a read of blocks (DESIGN §1 "Stripe tables", windows that read
+        part of a table: ``keys[chosen]``), the reads of the pages of each that hold the entries its
+        requests' codes index (``r``: the requests of codes, ``inv``: each one's dictionary), which
+        the caller fetches (with its other dictionaries: one wave), and ``finish(stored)``, then ``{i:
+        (entries, first)}`` (``stored(key)``: the bytes of a dictionary read in that wave, or None: a
+        segment dictionary that tables of codes need may be among them): of each, the entries from the least of those codes (``first``) to the
+        greatest (what the kernels may gather). A window
         of a long history reads its own stretch of a table that covers the whole history. The codes
         come from the requests' staged blocks (``codes``: ``(hdr, words, blocks per request, values
         per block, values of each request's blob)``, decoded here to their value lines: their codes,
-        before the dictionaries' starts are added). Two reads: each table's head, tags and anchors
-        (at most what a table of one entry per value of its blob takes), then its pages' fields and
-        payload; those pages are decoded as a blob of their own (``pages.blobs_of_pages``), in one
-        pass of the blob decoder, a table of codes through its segment dictionary (read and kept as
+        before the dictionaries' starts are added). ``heads``: ``(keys, bytes, buf, at)``, what the
+        read's first wave read of the tables ``_table_heads`` chose (each one's head, tags and
+        anchors at ``buf[at:]``); their pages' fields and payload are decoded as a blob of their own
+        (``pages.blobs_of_pages``), in one pass of the blob decoder, a table of codes through its segment dictionary (read and kept as
         ``_decode_with_code_tables`` does). A table of fewer than three pages, in a segment of the
         first head form, or whose pages the codes all need is left out (read whole)."""
         hdr, words, nblk, vcnt, bcnt = codes
+        nothing = np.zeros(0, np.int64), [], lambda stored: {}
         bs, PB, mask = self.block_size, pages.PAGE_BLOCKS, (1 << 40) - 1
-        # (not where the requests read half their blobs or more: most of the table then)
-        part = cand & (np.bincount(inv, nblk[r] * bs, len(keys)) < np.bincount(inv, bcnt[r], len(keys)) // 2)
+        part = cand & np.isin(keys, heads[0])  # (``_table_heads``' choice: not where the requests read half their blobs)
         ci = np.flatnonzero(part)
         rq = np.flatnonzero(part[inv])  # the requests of those tables (positions in r)
         if not len(rq):
-            return {}
+            return nothing
         k0 = np.cumsum(nblk) - nblk  # (each request's first block)
         rows = ranges(k0[r[rq]], nblk[r[rq]])
         lines = codec.decode_blocks(*dict_lines(hdr[rows], words), vcnt[rows])
@@ -1059,18 +1100,14 @@ class VersionReader:
         np.minimum.at(lo, inv[rq[ok]], np.minimum.reduceat(lines, at[ok]))
         np.maximum.at(hi, inv[rq[ok]], np.maximum.reduceat(lines, at[ok]))
         np.maximum.at(dmax, inv[rq], bcnt[r[rq]])  # (a table: at most an entry a value of its blob)
-        form2 = np.array([e.get("dicts", 1) == 2 for _, e in self._files], bool)
-        segi = (keys[ci] >> 40).astype(np.int64)
-        ci, segi = ci[form2[segi] & (hi[ci] >= 0)], segi[form2[segi] & (hi[ci] >= 0)]
+        hk, hl, buf, hat = heads
+        w = np.minimum(np.searchsorted(hk, keys[ci]), max(len(hk) - 1, 0))
+        ci, w = ci[(hk[w] == keys[ci]) & (hi[ci] >= 0)], w[(hk[w] == keys[ci]) & (hi[ci] >= 0)]  # (their heads read)
         if not len(ci):
-            return {}
-        nbm = -(-dmax[ci] // bs)
-        plen = np.minimum(size[ci], 6 + nbm + 8 * -(-nbm // PB))
+            return nothing
+        plen, bat = hl[w], hat[w]
+        segi = (keys[ci] >> 40).astype(np.int64)
         where = self._where3([column], segi)
-        reads, fin = self._bytes_request3(segi, keys[ci] & mask, plen, where)
-        self.store.fetch(reads)
-        buf, bat = fin(in_place=True)
-        self.dict_bytes_read += int(plen.sum())
         coded = self._code_tables()[segi] & (plen > 1)
         coded[coded] = buf[bat[coded]] == pages.CODE_TABLE_MARK
         n, h = pages.dictionary_heads(buf, bat + coded, plen - coded, np.full(len(ci), 2, np.int64), where)
@@ -1084,42 +1121,49 @@ class VersionReader:
         # (three pages at least, a page at least left unread, its head inside what was read)
         j = np.flatnonzero(ok & (npg >= 3) & (D <= dmax[ci]) & (p1 - p0 + 1 < npg) & (nb + 8 * npg <= plen - coded - h))
         if not len(j):
-            return {}
+            return nothing
         i = ci[j]
         base = (keys[i] & mask) + coded[j] + h[j]  # (each table's blob in its segment's region)
         sj = segi[j]
         pb0, pb1, nf = b0[j] >> 3, (b1[j] + 7) >> 3, f1[j] - f0[j]
         reads, fin = self._bytes_request3(np.r_[sj, sj], np.r_[base + f0[j], base + pb0], np.r_[nf, pb1 - pb0], where)
-        self.store.fetch(reads)
-        got = fin()
-        self.dict_bytes_read += len(got)
-        f_at, p_at = np.cumsum(nf) - nf, int(nf.sum()) + np.cumsum(pb1 - pb0) - (pb1 - pb0)
-        blobs, bl = pages.blobs_of_pages(buf, a[j], nb[j], p0[j], p1[j], got, p_at, b0[j], b1[j], got, f_at, nf)
-        first = bs * PB * p0[j]  # (the entry each one's pages start at)
-        c = np.minimum(D[j], bs * PB * (p1[j] + 1)) - first
-        dicts = dstart = dlen = None
-        cj = np.flatnonzero(coded[j])
-        if len(cj):  # tables of codes: through their segment dictionaries (each its segment's least key)
-            skeys = self._dsarr[column][0]
-            sks = np.unique(skeys[np.searchsorted(skeys, sj[cj] << 40)])
-            sds = {}
-            for k in sks.tolist():
-                sds[k], nbr = self.segment(k >> 40).dictionary(k & mask, bs, self._dict_sizes(column)[k],
-                                                               self._files[k >> 40][1].get("dicts", 1))
-                self.dict_bytes_read += nbr
-            dl = np.array([len(sds[k]) for k in sks.tolist()], np.int64)
-            w = np.searchsorted(sks, skeys[np.searchsorted(skeys, sj << 40)])
-            dicts = sds[int(sks[0])] if len(sks) == 1 else np.concatenate([sds[k] for k in sks.tolist()])  # (one: no copy)
-            dstart, dlen = np.zeros(len(j), np.int64), np.zeros(len(j), np.int64)
-            dstart[cj], dlen[cj] = (np.cumsum(dl) - dl)[w[cj]], dl[w[cj]]
-        vals = pages.decode_blobs(blobs, np.cumsum(bl) - bl, bl, c, bs, dicts, dstart, dlen,
-                                  f"{where}: pages of stripe tables (blob i: table i)")
-        vals.flags.writeable = False
-        # (of each, the entries from its least code to its greatest: what the kernels may gather)
-        e0 = np.maximum(lo[i], first)
-        x = np.cumsum(c) - c + e0 - first
-        m = np.minimum(hi[i] + 1, first + c) - e0
-        return {k: (vals[y : y + z], e) for k, y, z, e in zip(i.tolist(), x.tolist(), m.tolist(), e0.tolist())}
+
+        def finish(stored: dict) -> dict:
+            got = fin()
+            self.dict_bytes_read += len(got)
+            f_at, p_at = np.cumsum(nf) - nf, int(nf.sum()) + np.cumsum(pb1 - pb0) - (pb1 - pb0)
+            blobs, bl = pages.blobs_of_pages(buf, a[j], nb[j], p0[j], p1[j], got, p_at, b0[j], b1[j], got, f_at, nf)
+            first = bs * PB * p0[j]  # (the entry each one's pages start at)
+            c = np.minimum(D[j], bs * PB * (p1[j] + 1)) - first
+            dicts = dstart = dlen = None
+            cj = np.flatnonzero(coded[j])
+            if len(cj):  # tables of codes: through their segment dictionaries (each its segment's least key)
+                skeys = self._dsarr[column][0]
+                sks = np.unique(skeys[np.searchsorted(skeys, sj[cj] << 40)])
+                sds = {}
+                for k in sks.tolist():  # (kept; or among the batch's other dictionaries, read in this wave)
+                    sg, form = self.segment(k >> 40), self._files[k >> 40][1].get("dicts", 1)
+                    got_k = stored(k) if sg.cached_dictionary(k & mask) is None else None
+                    if got_k is not None:
+                        sds[k] = sg.dictionary_from(k & mask, got_k, bs, True, form)
+                        continue
+                    sds[k], nbr = sg.dictionary(k & mask, bs, self._dict_sizes(column)[k], form)
+                    self.dict_bytes_read += nbr
+                dl = np.array([len(sds[k]) for k in sks.tolist()], np.int64)
+                w = np.searchsorted(sks, skeys[np.searchsorted(skeys, sj << 40)])
+                dicts = sds[int(sks[0])] if len(sks) == 1 else np.concatenate([sds[k] for k in sks.tolist()])  # (one: no copy)
+                dstart, dlen = np.zeros(len(j), np.int64), np.zeros(len(j), np.int64)
+                dstart[cj], dlen[cj] = (np.cumsum(dl) - dl)[w[cj]], dl[w[cj]]
+            vals = pages.decode_blobs(blobs, np.cumsum(bl) - bl, bl, c, bs, dicts, dstart, dlen,
+                                      f"{where}: pages of stripe tables (blob i: table i)")
+            vals.flags.writeable = False
+            # (of each, the entries from its least code to its greatest: what the kernels may gather)
+            e0 = np.maximum(lo[i], first)
+            x = np.cumsum(c) - c + e0 - first
+            m = np.minimum(hi[i] + 1, first + c) - e0
+            return {k: (vals[y : y + z], e) for k, y, z, e in zip(i.tolist(), x.tolist(), m.tolist(), e0.tolist())}
+
+        return i, reads, finish
 
     def _starts(self, column: str) -> np.ndarray:
         """The places in format-3 segments' blob regions where a dictionary of ``column`` may end, as
@@ -1144,7 +1188,8 @@ class VersionReader:
             self._start_keys = unique(np.concatenate(parts + [(fmt3.astype(np.int64) << 40) | ends]))
         return unique(np.concatenate([(seg << 40) | self._dir_cols[column][0], self._start_keys]))
 
-    def _dictionaries(self, column, seg, enc, isd, with_key: bool = True, codes: tuple | None = None) -> tuple:
+    def _dictionaries(self, column, seg, enc, isd, with_key: bool = True, codes: tuple | None = None,
+                      heads: tuple | None = None) -> tuple:
         """The dictionaries of the DICT requests ``isd`` (their segments ``seg``, the dictionary's
         place in ``enc``) back to back, each once, the segment dictionaries first; the key of those
         (None where there are none, and with ``with_key=False``); per request where its dictionary
@@ -1159,8 +1204,8 @@ class VersionReader:
         each of at most ``TABLE_KEPT_ENTRIES`` entries is kept once read too. ``codes``: the requests'
         staged blocks, ``(hdr, words, blocks per request, values per block, values of each request's
         blob)``, with which a stripe table of at least ``TABLE_PART_BYTES`` is read in part: the
-        pages its codes index (``_table_parts``); its start is then where those begin less their
-        first entry."""
+        pages its codes index (``_table_parts``, from their ``heads``, read beside the blocks' first
+        wave: ``_table_heads``); its start is then where those begin less their first entry."""
         r = np.flatnonzero(isd)
         pair = (seg[r].astype(np.int64) << 40) | (enc[r] >> 8)  # (segment, dictionary offset): offsets are < 2^40
         keys, inv = unique(pair, return_inverse=True)
@@ -1179,9 +1224,10 @@ class VersionReader:
         have = np.zeros(len(keys), bool)
         e0 = np.zeros(len(keys), np.int64)  # (a table read in part: its first entry read)
         cand = (kept == 0) & (size >= TABLE_PART_BYTES)  # (first: a table of codes may read its segment dictionary)
-        if codes is not None and cand.any():
-            for i, (v, e) in self._table_parts(column, keys, size, cand, r, inv.reshape(-1), codes).items():
-                parts[i], have[i], e0[i] = v, True, e
+        preads, pfinish = [], lambda stored: {}  # (tables read in part: their pages, fetched with the others below)
+        if codes is not None and heads is not None and cand.any():
+            chosen, preads, pfinish = self._table_parts(column, keys, size, cand, r, inv.reshape(-1), codes, heads)
+            have[chosen] = True
         for u, sg in segs.items():  # dictionaries kept by their segments (a segment dictionary, once read)
             if sg.has_kept_dictionaries():
                 for i in np.flatnonzero((segi == u) & (kept > 0)).tolist():  # (only those: a batch names thousands of tables)
@@ -1189,11 +1235,21 @@ class VersionReader:
                     have[i] = parts[i] is not None
         todo = np.flatnonzero(~have)
         vals = laid = None
+        reads = []
         if len(todo):  # one fetch for all of them (concurrent on an object store), every chunk verified
             sg, st, ln = segi[todo], keys[todo] & mask, size[todo]
             reads, fin = self._bytes_request3(sg, st, ln, self._where3([column], sg))
-            self.store.fetch(reads)
+        if len(reads) or len(preads):
+            self.store.fetch(reads + preads)
+        if len(todo):
             buf, at = fin(in_place=True)
+        def stored(k: int):  # (the stored bytes of dictionary k where this wave read it, else None)
+            w = int(np.searchsorted(keys[todo], k))
+            return buf[at[w] : at[w] + ln[w]] if w < len(todo) and keys[todo[w]] == k else None
+
+        for i, (v, e) in pfinish(stored).items():
+            parts[i], e0[i] = v, e
+        if len(todo):
             forms = np.array([self._files[s][1].get("dicts", 1) for s in useg.tolist()], np.int64)[sinv[todo]]
             # tables of codes (DESIGN §1 "Stripe tables"): the mark before the head, then a table as any other
             coded = self._code_tables()[segi[todo]] & (ln > 1)
