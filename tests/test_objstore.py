@@ -467,3 +467,15 @@ def test_windows_read_part_of_long_tables_on_s3(s3, s3_root, monkeypatch):
     tables = int(size[keep == 0].sum())
     assert (size[keep == 0] >= 3 * reader.TABLE_PART_BYTES).all()
     assert 0 < h._reader.dict_bytes_read - int(size[keep != 0].sum()) < 0.4 * tables
+    waves = {}  # sequential fetches of a plan: the same with tables read in part as whole (their heads in the first)
+    for part in (reader.TABLE_PART_BYTES, 1 << 62):
+        monkeypatch.setattr(reader, "TABLE_PART_BYTES", part)
+        objstore.clear_cache()
+        h2 = Tier.open(uri)
+        plan(h2, parse_examples(ex, h2.schema), Tenant("t", ["ts"], 100), check_leakage=False)  # (the index, first)
+        calls = []
+        fetch = h2._store.fetch
+        monkeypatch.setattr(h2._store, "fetch", lambda reqs: (calls.append(len(reqs)), fetch(reqs))[1])
+        plan(h2, parse_examples(ex, h2.schema), Tenant("t", ["item_id"], 100), check_leakage=True)
+        waves[part] = len(calls)
+    assert len(set(waves.values())) == 1, waves
