@@ -1128,7 +1128,7 @@ class VersionReader:
         pb0, pb1, nf = b0[j] >> 3, (b1[j] + 7) >> 3, f1[j] - f0[j]
         reads, fin = self._bytes_request3(np.r_[sj, sj], np.r_[base + f0[j], base + pb0], np.r_[nf, pb1 - pb0], where)
 
-        def finish(stored: dict) -> dict:
+        def finish(stored) -> dict:
             got = fin()
             self.dict_bytes_read += len(got)
             f_at, p_at = np.cumsum(nf) - nf, int(nf.sum()) + np.cumsum(pb1 - pb0) - (pb1 - pb0)
