@@ -35,11 +35,15 @@ pack
 # ~15 s, bench_kernels 42 s, native_tests 24 s, sanitizer 16 s, hstu_gpu ~52 s TF32 + ~100 s IEEE
 # (now timed up to W 4096 only), bench_e2e ~150 s for short and mid plus ~110 s for long at 40 steps.
 # The sanitizer step also runs the borrowed-codes test (2026-12-03: 75 s, hstu_gpu 150 -> 120 s;
-# HSTU_LIMIT=150 gives it back).
+# HSTU_LIMIT=150 gives it back). native_tests also runs the Materializer's two tests of segment
+# dictionaries kept on the device (the second: beside stripe tables, a device-to-device copy of
+# them each batch; about 12 s on this project's CPU).
 for s in ${GPU_STEPS:-bench_kernels native_tests sanitizer hstu_gpu bench_e2e}; do
     case $s in
     bench_kernels) step bench_kernels 100 "$PY" -m gpumat bench kernels --json "$OUT/bench_kernels.json" --plot "$OUT/bench_kernels.png" ;;
-    native_tests) step native_tests 90 "$PY" -m pytest -q -n 6 -p no:cacheprovider tests/test_decode_gather.py tests/test_ops.py ;;
+    native_tests) step native_tests 90 "$PY" -m pytest -q -n 6 -p no:cacheprovider tests/test_decode_gather.py tests/test_ops.py \
+        tests/test_materializer.py::test_segment_dictionaries_are_copied_once_and_batches_stay_exact \
+        tests/test_materializer.py::test_segment_dictionaries_stay_beside_stripe_tables ;;
     hstu_gpu) step hstu_gpu "${HSTU_LIMIT:-120}" "$PY" profiling/hstu_gpu.py --json "$OUT/hstu_gpu.json" ${HSTU_ARGS:-} ;;
     hstu_sweep) step hstu_sweep "${SWEEP_LIMIT:-120}" "$PY" profiling/hstu_sweep.py --json "$OUT/hstu_sweep.json" ;;
     bench_e2e) step bench_e2e "${E2E_LIMIT:-160}" "$PY" -m gpumat bench e2e --device cuda --json "$OUT/bench_e2e.json" --plot "$OUT/bench_e2e.png" ${E2E_ARGS:-} ;;
