@@ -3,6 +3,7 @@ its C and NumPy paths agree, every malformed page or flipped byte is a Corruptio
 of both formats (and mixed ones) read the same."""
 
 import itertools
+import contextlib
 import os
 
 import numpy as np
@@ -1264,21 +1265,27 @@ def assert_flips_caught(tier_dir, users, n, span=None):
     (path,) = [data / n for n in os.listdir(data)]
     lo, hi = span or (0, Tier.open(tier_dir)._reader.segment(0).region_bytes)
     for byte in np.random.default_rng(0).integers(lo, hi, n).tolist():
+        with flipped(path, byte), pytest.raises(CorruptionError, match="checksum"):
+            fresh = Tier.open(tier_dir)
+            for u in users:
+                fresh.read_history(u)
+    Tier.open(tier_dir).read_history(users[0])
+
+
+@contextlib.contextmanager
+def flipped(path, byte: int):
+    """Byte ``byte`` of file ``path`` with a bit flipped while inside; restored after."""
+    with open(path, "r+b") as f:
+        f.seek(byte)
+        b = f.read(1)[0]
+        f.seek(byte)
+        f.write(bytes([b ^ 0x10]))
+    try:
+        yield
+    finally:
         with open(path, "r+b") as f:
             f.seek(byte)
-            b = f.read(1)[0]
-            f.seek(byte)
-            f.write(bytes([b ^ 0x10]))
-        try:
-            with pytest.raises(CorruptionError, match="checksum"):
-                fresh = Tier.open(tier_dir)
-                for u in users:
-                    fresh.read_history(u)
-        finally:
-            with open(path, "r+b") as f:
-                f.seek(byte)
-                f.write(bytes([b]))
-    Tier.open(tier_dir).read_history(users[0])
+            f.write(bytes([b]))
 
 
 def test_an_entry_that_names_the_wrong_format_is_corruption(tmp_path):

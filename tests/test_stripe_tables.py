@@ -15,7 +15,7 @@ from gpumat.core.staged import AUX_CODES, AUX_DELTA, dict_blocks
 from gpumat.host import codec, log, native, pages, reader, segment
 from gpumat.host.tier import Tier
 
-from test_pages import SCHEMA, assert_flips_caught, check_planned_batches, check_tier_reads, shorten_dictionaries
+from test_pages import SCHEMA, assert_flips_caught, check_planned_batches, check_tier_reads, flipped, shorten_dictionaries
 
 USERS = [6000, 700, 1500, 40]  # events per user (user 3 keeps to one value: a constant stripe)
 
@@ -765,18 +765,8 @@ def test_a_flipped_bit_in_a_table_read_in_part_is_caught(tmp_path, monkeypatch):
     part = reader.VersionReader._table_parts
     monkeypatch.setattr(reader.VersionReader, "_table_parts", lambda self, *a: calls.append(part(self, *a)) or calls[-1])
     for byte in (at + 1, at + int(size[k]) - 1):  # (its head; its last page's fields)
-        with open(path, "r+b") as f:
-            f.seek(byte)
-            b = f.read(1)[0]
-            f.seek(byte)
-            f.write(bytes([b ^ 0x10]))
-        try:
-            with pytest.raises(CorruptionError, match="checksum"):
-                window()
-        finally:
-            with open(path, "r+b") as f:
-                f.seek(byte)
-                f.write(bytes([b]))
+        with flipped(path, byte), pytest.raises(CorruptionError, match="checksum"):
+            window()
     calls.clear()
     got, h = window()
     assert len(calls[-1][0]) == 1  # (read in part)
