@@ -356,11 +356,10 @@ if triton is not None:
                 else:
                     # An int32 output needs only the low 32 bits of base + slope * k + r: wrapping 32-bit math.
                     # (DELTA SIGNED's int32 exceptions: the same low 32 bits as sign-extended ones)
-                    if (PATCH_MASK >> c) & 1:  # an int32 column's blocks are <= 32 bits wide: w < 32 for PATCH
-                        if (DELTA_MASK >> c) & 1:  # (but a DELTA block's steps take up to 33 bits: w = 32 adds 0)
-                            lo32 = lo32 + tl.where(wu < 32, xh << (wu & 31), 0)
-                        else:
-                            lo32 = lo32 + (xh << (wu & 31))
+                    if (PATCH_MASK >> c) & 1:  # an exception's high part adds nothing to the low 32 bits where w >= 32
+                        # (the writer's int32 PATCH blocks are under 32 bits wide, a DELTA block's steps up to 33;
+                        # any staged header decodes as the contract says, and a shift by 32 or more is undefined)
+                        lo32 = lo32 + tl.where(wu < 32, xh << (wu & 31), 0)
                     if (DELTA_MASK >> c) & 1:
                         lo32 = tl.where(isdel, _prefix(lo32, ONE_D, LANES, STEPS), lo32)
                     slope32 = slope.to(tl.uint32)
