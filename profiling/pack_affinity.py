@@ -11,10 +11,12 @@ prints the epoch's planned bytes (``StagedBatch.nbytes_read``), staged blocks, s
 crosses to the device), and the host CPU seconds of planning, against the tier's stored bytes.
 
     python profiling/pack_affinity.py [--dataset ml1m|ml100k|EVENTS.parquet] [--lengths 8,24,0]
-                                      [--appends 1] [--tenant-len 64] [--batch-size 256] [--json out.json]
+                                      [--variant replay] [--appends 1] [--tenant-len 64]
+                                      [--batch-size 256] [--json out.json]
 
 Each example is one request per (pseudo-)user at its full history (ML-1M cut into pseudo-users
-of ``--lengths`` events, as ``profiling/short_histories.py`` cuts it; 0: the real users), the
+of ``--lengths`` events, as ``profiling/short_histories.py`` cuts it, shaped by its ``--variant``
+as that script shapes it; 0: the real users), the
 events appended in ``--appends`` parts in time order (more than one: a user's history in several
 stripes, each part's short ones packed apart). Each order runs on a fresh handle: "store B" is
 what the store read (a segment under 4 MiB is read whole, once), "read B" what the blocks need
@@ -67,6 +69,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="ml1m")
     ap.add_argument("--lengths", default="8,24,0")
+    ap.add_argument("--variant", default="real", help="a variant of profiling/short_histories.py (replay: listening)")
     ap.add_argument("--appends", type=int, default=1, help="the events appended in this many parts, in time order")
     ap.add_argument("--ranged", action="store_true", help="read every segment by ranges, as a large one is")
     ap.add_argument("--tenant-len", type=int, default=64)
@@ -74,7 +77,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from short_histories import dump, load_events, regroup
+    from short_histories import PER_USER, VARIANTS, dump, load_events, regroup, shape
 
     from gpumat.core.tenant import Tenant
     from gpumat.host import planner, segment
@@ -83,17 +86,20 @@ def main(argv=None) -> dict:
     if a.ranged:
         segment.FULL_READ_BYTES = 0  # every segment read by ranges, as a large tier's
 
-    ev = load_events(a.dataset)
-    out = {"dataset": a.dataset, "tenant_len": a.tenant_len, "batch_size": a.batch_size, "appends": a.appends,
+    parts = a.variant.split("+")
+    if any(v not in VARIANTS for v in parts):
+        ap.error(f"--variant: one or more of {', '.join(VARIANTS)} joined by +; got {a.variant!r}")
+    ev = shape(load_events(a.dataset), [v for v in parts if v not in PER_USER])
+    out = {"dataset": a.dataset, "variant": a.variant, "tenant_len": a.tenant_len, "batch_size": a.batch_size, "appends": a.appends,
            "ranged": a.ranged, "runs": {}}
-    print(f"{a.dataset}: one request a user at its full history, tenant of {a.tenant_len} events, "
+    print(f"{a.dataset} ({a.variant}): one request a user at its full history, tenant of {a.tenant_len} events, "
           f"batches of {a.batch_size}, {a.appends} append(s){', segments read by ranges' if a.ranged else ''}\n")
     print(f"{'events/user':>11} {'users':>8} {'packed':>7} {'tier B':>10} | {'order':<17} {'store B':>11} {'read B':>11} "
           f"{'blocks':>8} {'staged B':>11} {'CPU s':>6}")
     for n in [int(x) for x in a.lengths.split(",")]:
         wd = tempfile.mkdtemp(prefix="gpumat-packs-")
         try:
-            e = regroup(ev, n)
+            e = shape(regroup(ev, n), [v for v in parts if v in PER_USER])
             schema = {c: str(e.schema.field(c).type) for c in e.column_names if c != "user_id"}
             tier = Tier.create(os.path.join(wd, "t"), schema)
             ts = e.column("ts").to_numpy()

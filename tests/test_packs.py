@@ -35,15 +35,45 @@ def short_histories(seed: int, users: int, most: int, t0: int = 1_600_000_000) -
                      "action": rng.choice(np.arange(4, dtype=np.int32), int(n.sum()), p=[0.7, 0.2, 0.07, 0.03])[order]})
 
 
-@pytest.fixture(scope="module", params=[8, 128], ids=["bs8", "bs128"])
+def listening(seed: int, real: int, each: int, cut: int, t0: int = 1_600_000_000) -> pa.Table:
+    """``real`` listening histories of ``each`` events cut into users of ``cut`` events (ids
+    ``1000 r + i``: one real user's pieces side by side in a segment): item ids of 10^6, 15% of the
+    events starting a replay of 12 items that followed a point of the last 300 (an album played
+    again), whose source mostly lies in another piece of the same history."""
+    rng = np.random.default_rng(seed)
+    uid, ts, item = [], [], []
+    for r in range(real):
+        h: list = []
+        while len(h) < each:
+            if len(h) > 24 and rng.random() < 0.15:
+                s = int(rng.integers(max(0, len(h) - 300), len(h) - 12))
+                h += h[s : s + 12]
+            else:
+                h.append(int(rng.integers(0, 10**6)))
+        uid += [r * 1000 + i // cut for i in range(each)]
+        ts.append(t0 + r * 10**6 + np.cumsum(rng.integers(60, 400, each)))
+        item += h[:each]
+    n = len(uid)
+    return pa.table({"user_id": np.array(uid), "ts": np.concatenate(ts), "item_id": np.array(item, np.int64),
+                     "action": rng.choice(np.arange(3, dtype=np.int32), n, p=[0.8, 0.15, 0.05])})
+
+
+@pytest.fixture(scope="module", params=["bs8", "bs128", "listening"])
 def packed(request, tmp_path_factory):
-    bs = request.param
-    t = Tier.create(str(tmp_path_factory.mktemp("packs") / "t"), SCHEMA, block_size=bs)
+    """Short histories in packs of a block (blocks of 8 and 128), and pieces of listening histories
+    in packs of up to ``writer.PACK_LARGE_EVENTS`` (blocks of 128, packs of several blocks)."""
+    t = Tier.create(str(tmp_path_factory.mktemp("packs") / "t"), SCHEMA, block_size=8 if request.param == "bs8" else 128)
     m = Model()
-    for i, (users, most) in enumerate([(300, 12), (200, 40), (150, 5), (400, 3)]):
-        tab = short_histories(i, users, most)
+    if request.param == "listening":
+        tabs = [listening(0, 16, 1200, 24), listening(1, 8, 700, 8, t0=1_700_000_000), listening(2, 6, 900, 40, t0=1_800_000_000)]
+    else:
+        tabs = [short_histories(i, users, most) for i, (users, most) in enumerate([(300, 12), (200, 40), (150, 5), (400, 3)])]
+    for tab in tabs:
         t.append(tab)
         m.append(tab)
+    d = t.directory()
+    # packs of a block, or (listening) of several: a replay's source in the pack's table
+    assert (d.bcount[~d.owner | (d.skip > 0)] <= writer.PACK_EVENTS).all() != (request.param == "listening")
     return t, m
 
 
@@ -186,6 +216,7 @@ def test_packs_only_where_the_blobs_are_smaller(tmp_path, monkeypatch):
     sizes = {}
     for below in (0, writer.PACK_BELOW):
         monkeypatch.setattr(writer, "PACK_BELOW", below)
+        monkeypatch.setattr(writer, "PACK_LARGE_BELOW", below and writer.PACK_LARGE_BELOW)  # (0: no packs at all)
         t = Tier.create(str(tmp_path / f"short{below}"), SCHEMA)
         t.append(short_histories(0, 2000, 4))
         sizes[below] = t.stats()["stored_bytes"]
@@ -403,3 +434,27 @@ def test_pack_affinity_resumes_after_the_tier_moved_on(tmp_path):
     with pytest.raises(SchemaError, match="groups"):
         AffinitySampler(u, 16, 256, True, 2).load_state_dict(s.state_dict())
     AffinitySampler(u, 16, 256, True, 2, groups=before).load_state_dict(s.state_dict())
+
+
+def test_larger_packs_weighed_on_a_sample(tmp_path, monkeypatch):
+    """A large segment's larger packs are first tried on a sample of it (``writer._sample_pays``):
+    pieces of listening histories, whose replays reach the other pieces, still take packs of
+    several blocks, and read back as written; short histories of Zipf-like items (their packs of a
+    block pay, larger ones do not) are not weighed whole a second time."""
+    monkeypatch.setattr(writer, "PACK_SAMPLE_EVENTS", 2048)
+    calls = []
+    real = writer._sample_pays
+    monkeypatch.setattr(writer, "_sample_pays", lambda *a: calls.append(real(*a)) or calls[-1])
+    tab = listening(3, 12, 1500, 24)
+    t = Tier.create(str(tmp_path / "listening"), SCHEMA)
+    t.append(tab)
+    d = t.directory()
+    assert calls == [True] and d.bcount.max() > writer.PACK_EVENTS
+    m = Model()
+    m.append(tab)
+    check_version(t, m, t.version, users=np.unique(d.user_id)[::9].tolist())
+    calls.clear()
+    t = Tier.create(str(tmp_path / "short"), SCHEMA)
+    t.append(short_histories(0, 4000, 30))
+    d = t.directory()
+    assert calls == [False] and t.stats()["packed_stripes"] > 0 and d.bcount.max() <= writer.PACK_EVENTS
