@@ -221,9 +221,11 @@ def test_tiers_written_with_layout_1_tables_still_open(tmp_path, monkeypatch):
     """Releases before layout 2 wrote every index, directory snapshot and length table in layout 1:
     such a tier opens and reads the same, and its next versions write layout 2 beside them."""
     real, real_index, pack_below = segment.pack_int_table, segment._encode_index, writer.PACK_BELOW
+    large_below = writer.PACK_LARGE_BELOW
     monkeypatch.setattr(segment, "pack_int_table", lambda f, n, predict=segment.DELTA, layout=2: real(f, n, predict, 1))
     monkeypatch.setattr(segment, "_encode_index", lambda f, c, layout=2, form=None: real_index(f, c, 1))
     monkeypatch.setattr(writer, "PACK_BELOW", 0)  # (no packs before layout 2)
+    monkeypatch.setattr(writer, "PACK_LARGE_BELOW", 0)
     monkeypatch.setattr(segment, "INDEX_FORM", 1)  # (nor tags in the index)
     real_dir = log.dir_fields
     monkeypatch.setattr(log, "dir_fields", lambda schema, packs=True: real_dir(schema, False))  # (nor skip, bcount)
@@ -234,6 +236,7 @@ def test_tiers_written_with_layout_1_tables_still_open(tmp_path, monkeypatch):
     monkeypatch.setattr(segment, "pack_int_table", real)
     monkeypatch.setattr(segment, "_encode_index", real_index)
     monkeypatch.setattr(writer, "PACK_BELOW", pack_below)
+    monkeypatch.setattr(writer, "PACK_LARGE_BELOW", large_below)
     monkeypatch.setattr(segment, "INDEX_FORM", 2)
     monkeypatch.setattr(log, "dir_fields", real_dir)
     _append(t.uri, m, range(6, 10), 40, users=6)

@@ -2096,6 +2096,7 @@ def test_tags_in_the_index_read_as_tags_in_the_blob(tmp_path, monkeypatch, bs, d
     table = short_history_columns(rng, users, bs)
     if bs < 128:  # (packs of 128 events: blobs of several blocks, which keep their tags)
         monkeypatch.setattr(writer, "PACK_BELOW", 0)
+        monkeypatch.setattr(writer, "PACK_LARGE_BELOW", 0)
     monkeypatch.setattr(segment, "INDEX_FORM", 1)
     old = Tier.create(tmp_path / "old", SCHEMA, block_size=bs)
     old.append(table)

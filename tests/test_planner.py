@@ -34,6 +34,7 @@ def small(request, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(writer, "PACK_MIN_SAVING", -1.0 if request.param else writer.PACK_MIN_SAVING)
         mp.setattr(writer, "PACK_BELOW", writer.PACK_BELOW if request.param else 0)
+        mp.setattr(writer, "PACK_LARGE_BELOW", writer.PACK_LARGE_BELOW if request.param else 0)
         mp.setattr(writer, "PACK_MIN_ROWS", 0)
         for n in (60, 45):
             tier.append(pa.table({"user_id": rng.choice(USERS, n), "ts": ts + np.arange(n),
