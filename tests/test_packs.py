@@ -306,18 +306,21 @@ def test_damaged_pack_flags_are_corruption(tmp_path):
             _segment_with(tmp_path, f"bad{i}", change)
 
 
-def test_flipped_bits_in_a_packed_file_are_caught(tmp_path):
-    """A compacted file of packs: a bit flipped anywhere in its blob region is a ``CorruptionError``
-    (the chunk checksums) when the histories are read, as for any other file."""
+@pytest.mark.parametrize("kind", ["short", "listening"])
+def test_flipped_bits_in_a_packed_file_are_caught(tmp_path, kind):
+    """A compacted file of packs (of a block; of several, listening): a bit flipped anywhere in its
+    blob region is a ``CorruptionError`` (the chunk checksums) when the histories are read, as for
+    any other file."""
     from test_pages import assert_flips_caught
 
     t = Tier.create(str(tmp_path / "t"), SCHEMA)
-    tab = short_histories(4, 2000, 4)
+    tab = short_histories(4, 2000, 4) if kind == "short" else listening(4, 10, 1200, 24)
     t.append(tab.slice(0, tab.num_rows // 2))
     t.append(tab.slice(tab.num_rows // 2))
     t.compact()  # (two segments into one data file of its own)
     st = Tier.open(t.uri).stats()
-    assert st["packed_stripes"] > 1000 and st["segments"] == 1
+    assert st["packed_stripes"] > (1000 if kind == "short" else 400) and st["segments"] == 1
+    assert (t.directory().bcount > writer.PACK_EVENTS).any() == (kind == "listening")
     users = np.unique(t.directory().user_id).tolist()
     assert_flips_caught(tmp_path / "t", users, 12)
 
