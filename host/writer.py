@@ -118,7 +118,7 @@ PACK_MIN_ROWS = 256
 # pack's stripe tables reach the other histories' values (ML-1M's listening variant cut into
 # histories of 8 / 24 / 40 events: 1.089x / 1.083x / 1.188x tuned Parquet -> 0.993x / 0.984x /
 # 0.990x; with daily timestamps and half stars, cut to 64: 1.198x -> 0.969x); a read of one of its
-# stripes reads its pack's blocks, up to four, so ordinary short histories (which save 1% at most)
+# stripes reads its pack's blocks, up to four, so ordinary short histories (which save about 1%)
 # keep packs of a block. Measured: docs/results/cpu-2026-12-03i/.
 PACK_LARGE_BELOW = 128
 PACK_LARGE_EVENTS = 512
@@ -150,7 +150,7 @@ def _segment_of(state: State, user, start, count, values: dict):
         blobs = {c: codec.encode_stripes(values[c], count, state.block_size) for c in state.schema}
         return (*encode_segment(list(state.schema), user, start, count, blobs), _format_entry())
     tags = segment.INDEX_FORM > 1  # (form 1: as releases before it wrote, for the tests of such tiers)
-    blobs = {c: pages.encode_column_parts(values[c], count, state.block_size, index_tags=tags) for c in state.schema}
+    blobs = _encoded(state, values, count, tags)
     blobs, cont, rows = _packs(state, count, values, blobs, tags)
     sizes = count if cont is None else np.add.reduceat(count, np.flatnonzero(cont == 0))
     blobs, lender = _borrow(list(state.schema), values, blobs, sizes, state.block_size, tags)
@@ -192,7 +192,7 @@ def _packs(state: State, count, values: dict, blobs: dict, tags: bool):
         if limit > PACK_EVENTS and not _sample_pays(state, count, values, cont, tags):
             continue
         per_pack = np.add.reduceat(count, np.flatnonzero(c == 0))
-        packed = {k: pages.encode_column_parts(values[k], per_pack, state.block_size, index_tags=tags) for k in state.schema}
+        packed = _encoded(state, values, per_pack, tags)
         # a value per row of a pack (a user's age in a pack of short histories): constants per row
         # where that pays, weighed so too (an unpacked row's constant is in the index as well)
         r = {k: pages.pack_row_constants(values[k], count, c, b) for k, b in packed.items()} if tags else {}
@@ -202,12 +202,17 @@ def _packs(state: State, count, values: dict, blobs: dict, tags: bool):
     return blobs, cont, rows
 
 
+def _encoded(state: State, values: dict, sizes, tags: bool) -> dict:
+    """Each column's ``encode_column_parts`` for blobs of ``sizes`` events (stripes, or packs)."""
+    return {c: pages.encode_column_parts(values[c], sizes, state.block_size, index_tags=tags) for c in state.schema}
+
+
 def _sample_pays(state: State, count, values: dict, cont, tags: bool) -> bool:
     """Whether larger packs look worth weighing on the whole segment: on a sample of it
     (``PACK_SAMPLE_RUNS`` runs of consecutive stripes, ``PACK_SAMPLE_EVENTS`` events in all) they
     save at least half the bar against the packing before them (``cont``; None: none). A segment
     under four samples is weighed whole. (Weighing a large segment's larger packs whole cost ML-1M's
-    append of 8-event histories 3.3 -> 4.4-5.0 s where they did not pay.)"""
+    append of 8-event histories 3.2-3.4 -> 4.4-5.1 s where they did not pay.)"""
     total = int(count.sum())
     if total < 4 * PACK_SAMPLE_EVENTS:
         return True
@@ -219,13 +224,12 @@ def _sample_pays(state: State, count, values: dict, cont, tags: bool) -> bool:
         runs.append(np.arange(lo, min(hi, len(count))))
     idx = np.unique(np.concatenate(runs))
     n = count[idx]
-    pos = np.repeat(ends[idx] - n - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+    pos = np.repeat(ends[idx] - np.cumsum(n), n) + np.arange(int(n.sum()))  # the sample's events
     sizes = {}
     for name, flags in (("before", None if cont is None else pack_flags(n)),
                         ("larger", pack_flags(n, PACK_LARGE_EVENTS, PACK_LARGE_BELOW))):
         per = n if flags is None else np.add.reduceat(n, np.flatnonzero(flags == 0))
-        sizes[name] = _blob_bytes({k: pages.encode_column_parts(np.asarray(values[k])[pos], per, state.block_size,
-                                                                  index_tags=tags) for k in state.schema})
+        sizes[name] = _blob_bytes(_encoded(state, {k: np.asarray(v)[pos] for k, v in values.items()}, per, tags))
     return sizes["larger"] <= (1 - PACK_MIN_SAVING / 2) * sizes["before"]
 
 
