@@ -92,7 +92,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 29; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 30; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -477,6 +477,10 @@ enum { GM_TAG_RUN_GAPS = 75, GM_TAG_FLAG = 76, GM_TAG_FLAG_W2 = 94, GM_TAG_LEVEL
  * its shape (w_i in bits 4i .. 4i + 3 for i < L, the tail's wt from bit 4L), stored as a step (XOR)
  * from the shape of its page's CLASSES block before */
 static inline int gm_is_classes(int64_t tag) { return tag >= 240 && tag <= 252 && !((tag - 240) & 3); }
+/* BARE LEVELS tags (host/pages.py is_bare): a LEVELS tag with a tail of 1 .. 3 bits, with bit 7; no
+ * fields (its base the prediction; its bits after the first level walked from its levels,
+ * gm_bare_extra); only as its blob's one block */
+static inline int gm_is_bare(int64_t tag) { return tag > 240 && tag <= 255 && ((tag - 240) & 3); }
 static inline int gm_flag_e(int t) { return t >= GM_TAG_FLAG_W2 ? t - GM_TAG_FLAG_W2 + 1 : t - GM_TAG_FLAG + 1; }
 
 /* a tag's kind without its bitmap's form: 71..74 (sparse bitmaps) as PATCH, RUN, DELTA PATCH, DELTA
@@ -524,6 +528,40 @@ static int gm_sparse_bitmap(const unsigned char *b, int64_t L, int64_t at, int64
  * them): each level is realigned to two words and walked by its set bits only, ev[j] gaining 1 per
  * level it passes. 1 when no first-level bit is set or the levels and the tail are not `extra` bits
  * after the first level (checked before each is read); the caller checked at + cnt + extra <= 8 L */
+static int gm_levels_ev(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int wt, int64_t extra,
+                        uint64_t *bm, uint8_t *ev, int64_t *e1);
+
+/* a BARE LEVELS block's bits after its first level (no field says it): its lv levels from bit `at` of b
+ * (L bytes; cnt <= 128 values), level i a bit per set bit of level i - 1, then wt bits per set bit of
+ * the last; 1 when a level or the tail runs past bit `limit` */
+static int gm_bare_extra(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int wt, int64_t limit,
+                         int64_t *extra) {
+    int64_t pos = at, n = cnt;
+    if (cnt > 128 || limit > 8 * L) return 1;
+    for (int i = 0; i < lv; i++) {
+        uint64_t w[2] = {0, 0};
+        if (pos + n > limit) return 1;
+        if (n) gm_realign_one(b, L, pos, n, w);
+        pos += n;
+        n = __builtin_popcountll(w[0]) + __builtin_popcountll(w[1]);
+    }
+    if (pos + n * wt > limit) return 1;
+    *extra = pos - at - cnt + n * wt;
+    return 0;
+}
+
+/* host/pages.py bare_mids: K BARE LEVELS blocks (block k from bit at[k] of buf, n bytes: cnt[k] values,
+ * lv[k] levels, a tail of wt[k] bits, its blob ending at bit limit[k]): their bits after the first level
+ * to mid[k]. Returns 0, or k + 1 for the first whose levels run past its limit */
+int64_t gm_bare_mids(const unsigned char *buf, int64_t n, const int64_t *at, const int64_t *cnt, const int64_t *lv,
+                     const int64_t *wt, const int64_t *limit, int64_t K, int64_t *mid) {
+    for (int64_t k = 0; k < K; k++)
+        if (at[k] < 0 || lv[k] < 1 || lv[k] > 4 || wt[k] < 0 || wt[k] > 3 ||
+            gm_bare_extra(buf, n, at[k], cnt[k], (int)lv[k], (int)wt[k], limit[k], mid + k))
+            return k + 1;
+    return 0;
+}
+
 static int gm_levels_ev(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int wt, int64_t extra,
                         uint64_t *bm, uint8_t *ev, int64_t *e1) {
     uint64_t lw[2];
@@ -1168,6 +1206,15 @@ static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end
         *e = gm_sat(x1);
         return 0;
     }
+    if (gm_is_bare(tag)) { /* BARE LEVELS: no fields; its base the prediction, e -1 (walked: gm_bare_extra) */
+        *base = (int64_t)*pred;
+        *slope = 0;
+        *w = 1;
+        *nv = cnt;
+        *w2 = (tag - GM_TAG_LEVELS) & 3;
+        *e = -1;
+        return 0;
+    }
     if (t == GM_KIND_LEVELS) { /* LEVELS: base, the bits after the first level (as e); w 1, w2 the tail's */
         if ((tag & 0x80) || gm_varint(fbuf, pos, end, &d) || gm_varint(fbuf, pos, end, &x1)) return 1;
         *base = (int64_t)(*pred + (uint64_t)gm_unzigzag(d));
@@ -1327,7 +1374,9 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
     int64_t plain_bits = 0;
     for (int64_t j = 0; j < nb; j++) {
         const int t = b[j] & 0x7F;
-        if ((t > GM_TAG_LAST || (t >= GM_TAG_FLAG && (b[j] & 0x80))) && !gm_is_classes(b[j])) return GM_BLOB_TAG;
+        if ((t > GM_TAG_LAST || (t >= GM_TAG_FLAG && (b[j] & 0x80))) && !gm_is_classes(b[j]) && !gm_is_bare(b[j]))
+            return GM_BLOB_TAG;
+        if (gm_is_bare(b[j]) && nb != 1) return GM_BLOB_FIELDS; /* (only as its blob's one block) */
         if (t >= 65) ext = 1;
         else plain_bits += (j + 1 < nb ? bs : count - j * bs) * t;
     }
@@ -1399,13 +1448,14 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
                 continue;
             }
             if (t == GM_KIND_LEVELS) {
-                const int64_t bits = cnt + E; /* (E: its field, the bits after the first level) */
-                if (E > (1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2) - 1 + W2) * cnt) return GM_BLOB_RANGE;
-                if (at + bits > limit) return GM_BLOB_PAYLOAD;
-                if (gm_levels(b, R, at, cnt, 1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2), (int)W2, E, (uint64_t)base[k], o))
-                    return GM_BLOB_BITMAP;
-                P += bits;
                 const int64_t lvl = 1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2); /* (its values: below lv + 2^wt) */
+                int64_t ex = E; /* (its field, the bits after the first level; BARE: walked from its levels) */
+                if (gm_is_bare(b[j]) && gm_bare_extra(b, L, at, cnt, (int)lvl, (int)W2, limit, &ex)) return GM_BLOB_PAYLOAD;
+                const int64_t bits = cnt + ex;
+                if (ex > (lvl - 1 + W2) * cnt) return GM_BLOB_RANGE;
+                if (at + bits > limit) return GM_BLOB_PAYLOAD;
+                if (gm_levels(b, R, at, cnt, (int)lvl, (int)W2, ex, (uint64_t)base[k], o)) return GM_BLOB_BITMAP;
+                P += bits;
                 if (D && gm_finish(o, cnt, 0, 0, 0, dict, D,
                                    W2 < 62 && gm_below((uint64_t)base[k], (uint64_t)lvl + (UINT64_C(1) << W2), D)))
                     return GM_BLOB_CODE;

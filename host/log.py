@@ -158,16 +158,17 @@ def _is_int(x) -> bool:
 
 
 def _check_entry(e, where: str) -> dict:
-    """A data-file entry: ``{path, offset, size, index_crc, events, level[, format][, dicts][, const][, tables][, borrow][, rowconst][, index]}``
+    """A data-file entry: ``{path, offset, size, index_crc, events, level[, format][, dicts][, const][, tables][, borrow][, rowconst][, bare][, index]}``
     (path None: the record's inline payload; level: how many merges made it, host/writer.py; format:
     the segment's format, 3, absent for format 2; dicts: 1 for a format-3 segment with dictionaries,
     const: 1 for one with constant stripes, tables: 1 for one with stripe tables (2: some of codes into
     the segment dictionary, DESIGN §1), borrow: 1 for one
     with borrowed codes (DESIGN §1), rowconst: 1 for one with constants per row of a pack (DESIGN §2),
+    bare: 1 for one with BARE LEVELS blocks (DESIGN §1),
     so that releases before them reject it; dicts: 2 where its dictionaries' heads are varints,
     host/pages.py ``DICT_FORM``; index: 2 or 3, its index's form, host/segment.py ``index_residuals``)."""
     keys = {"path", "offset", "size", "index_crc", "events", "level"}
-    extra = {"dicts": (1, 2), "const": (1,), "tables": (1, 2), "borrow": (1,), "rowconst": (1,), "index": (2, 3)}  # (format 3 only)
+    extra = {"dicts": (1, 2), "const": (1,), "tables": (1, 2), "borrow": (1,), "rowconst": (1,), "bare": (1,), "index": (2, 3)}  # (format 3 only)
     if not isinstance(e, dict) or set(e) - {"format", *extra} != keys or e.get("format", 2) not in (2, 3) \
             or not _is_int(e.get("format", 2)) \
             or any(k in e and (not _is_int(e[k]) or e[k] not in ok or e.get("format") != 3) for k, ok in extra.items()):

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 29  # gm_abi_version() of the _native.c this module calls
+ABI = 30  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -55,6 +55,7 @@ def _load():
                 "gm_classes_pack": (I64, [P, I64] + [P] * 4 + [I64, I64, P, P, P, I64]),
                 "gm_patch_costs": (None, [P, I64, P, P, P, I64, I64, I64, P, P, P, P]),
                 "gm_pack": (I64, [P, I64, P, P, P, I64, P, I64]),
+                "gm_bare_mids": (I64, [P, I64] + [P] * 5 + [I64, P]),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -68,7 +69,8 @@ def _load():
 _lib, _why = _load()
 _decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length, \
     _stage_levels, _literal_tables, _dict_heads, _stage_bitmaps, _stage_aux, _stage_blocks, \
-    _fields_end, _ranges, _classes_patch, _classes_pack, _patch_costs, _pack = _lib if _lib is not None else (None,) * 21
+    _fields_end, _ranges, _classes_patch, _classes_pack, _patch_costs, _pack, _bare_mids = \
+    _lib if _lib is not None else (None,) * 22
 
 
 def available() -> tuple[bool, str]:
@@ -343,6 +345,23 @@ def stage_levels(buf: np.ndarray, at: np.ndarray, cnt: np.ndarray, lv: np.ndarra
         raise ValueError("stage_levels: a block's bits outside buf, or its values outside x")
     return int(_stage_levels(_ptr(buf), buf.size, _ptr(at), _ptr(cnt), _ptr(lv), _ptr(wt), _ptr(extra), K, _ptr(e1),
                              _ptr(xoff), _ptr(x))) if K else 0
+
+
+def bare_mids(buf: np.ndarray, at: np.ndarray, cnt: np.ndarray, lv: np.ndarray, wt: np.ndarray,
+              limit: np.ndarray) -> np.ndarray | None:
+    """``host.pages.bare_mids`` in C: BARE LEVELS block k (from bit ``at[k]`` of ``buf``: ``cnt[k]``
+    values, ``lv[k]`` levels, a tail of ``wt[k]`` bits, its blob ending at bit ``limit[k]``): its bits
+    after its first level, walked from its levels; None where a level or tail runs past its limit."""
+    at, cnt, lv, wt, limit = (np.ascontiguousarray(a, np.int64) for a in (at, cnt, lv, wt, limit))
+    K = cnt.size
+    if buf.dtype != np.uint8 or not buf.flags.c_contiguous or any(a.size != K for a in (at, lv, wt, limit)):
+        raise ValueError("bare_mids: contiguous uint8 buf, int64 at/cnt/lv/wt/limit [K]")
+    if K and (int(limit.max()) > 8 * buf.size or (cnt < 0).any()):
+        raise ValueError("bare_mids: a block's limit outside buf")
+    mid = np.zeros(K, np.int64)
+    if K and _bare_mids(_ptr(buf), buf.size, _ptr(at), _ptr(cnt), _ptr(lv), _ptr(wt), _ptr(limit), K, _ptr(mid)):
+        return None
+    return mid
 
 
 BLOB_ERRORS = {  # gm_decode_blobs' reasons (GM_BLOB_*)

@@ -19,7 +19,8 @@ its fields).
   tag - 93`` with a ``w2`` field); 75 for a RUN block whose run starts are gaps; 112..127 for a
   LEVELS block (``L = 1 + (tag - 112) // 4`` levels, a tail of ``wt = (tag - 112) % 4`` bits, no
   slope). Every 7-bit tag is an encoding: a FLAG or LEVELS tag with the slope's bit is a
-  ``CorruptionError``.
+  ``CorruptionError``, but for CLASSES tags (240, 244, 248, 252) and BARE LEVELS tags (the other
+  LEVELS tags with bit 7: a LEVELS block of no fields, its blob's one block).
 - fields, per block: ``zigzag(base - prediction)``, ``zigzag(slope)`` when it has one, then PATCH
   DELTA PATCH and DELTA SIGNED: ``w, w2, e``; RUN: ``w, runs`` (with gaps: their width too);
   DELTA: ``w``; RADIX: ``R``; LEVELS: its payload's bits after its first level; a FLAG block none,
@@ -158,12 +159,19 @@ TAG_LAST = TAG_LEVELS + 4 * LEVELS_MAX - 1  # (127: the tag byte's last, bit 7 t
 # slope); fields the base, the payload's bits after its first level, and its shape, w_i in bits 4i ..
 # 4i + 3 (i < L) and wt from bit 4L
 TAG_CLASSES = 0x80 | TAG_LEVELS
+# BARE LEVELS blocks: a LEVELS block of a tail of wt >= 1 bits with bit 7 (``TAG_CLASSES + 4 (L - 1) +
+# wt``, which CLASSES never has), no fields: its base the prediction (0), its payload's bits after the
+# first level what its levels say (a reader walks them, ``bare_mids``); only as its blob's one block
+# (a short stripe of an action type: its base and size fields were 2 of its 8-9 bytes). LEVELS of L
+# levels and no tail are bit for bit LEVELS of L - 1 and a 1-bit tail, so every LEVELS block of 2 or
+# more values past its first level has a bare form
 CLASSES_MAX_W = 15  # a class's low width (4 bits of the shape)
 CLASSES_MAX_WT = 24  # the tail's: a value less the base stays under 2^25 (its staged exception a 32-bit word)
 # a RUN block whose run starts are stored as gaps (each less the start before less 1) of ``wg`` bits,
 # a third field: runs of a few values each (a value per user in a pack of short histories)
 TAG_RUN_GAPS = 75
 RUN_GAPS = True  # the encoder weighs RUN blocks' starts as gaps (False: as before them)
+BARE_LEVELS = True  # the encoder writes a blob's one LEVELS block based at 0 as BARE LEVELS (False: as before them)
 SP_DENSE, SP_POSITIONS, SP_GAPS = 0, 1, 2  # a bitmap's form (``Blocks.sp``)
 KIND_PLAIN, KIND_PATCH, KIND_RUN = 0, AUX_PATCH, AUX_RUN
 KIND_DELTA, KIND_DELTA_PATCH = AUX_DELTA, AUX_DELTA | AUX_PATCH  # the staged aux word's kinds
@@ -395,13 +403,15 @@ def _signed_patch_costs(r: np.ndarray, cnt: np.ndarray):
     return cost[rows, best], best, w2[rows, best], e[rows, best]
 
 
-def _levels_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray):
+def _levels_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray, bare: np.ndarray | None = None):
     """For LEVELS on the residuals ``r [n, lanes]`` (uint64, zero past each count; ``ok``: blocks of
     no slope): the best ``(bits, L, wt, tail, mid)`` per block over ``L`` levels (1 ..
     ``LEVELS_MAX``) and tail widths ``wt`` (0 .. ``LEVELS_MAX_WT``) that hold its largest residual
     (``L + 2^wt - 1``), bits counting the payload and the field of its size past the first level
     (``_NEVER`` where none holds it, or no residual is above 0). Level ``i``'s bits are the values
-    of at least ``i`` (``cnt`` for level 0), the tail's the values of at least ``L``."""
+    of at least ``i`` (``cnt`` for level 0), the tail's the values of at least ``L``. ``bare``: blocks
+    that would be BARE LEVELS (a blob's one block, based at 0): no field, and 8 bits less for the base
+    that every other kind's fields hold (as a FLAG block's), but for one level of no tail."""
     n = len(cnt)
     c = np.stack([cnt] + [(r >= _U64(i)).sum(axis=1) for i in range(1, LEVELS_MAX + 1)], 1)  # [n, 5]
     rmax = np.minimum(r.max(axis=1), _U64(256)).astype(np.int64) if r.shape[1] else np.zeros(n, np.int64)
@@ -411,8 +421,10 @@ def _levels_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray):
         mid = c[:, 1:L].sum(axis=1)
         for wt in range(LEVELS_MAX_WT + 1):
             extra = mid + c[:, L] * wt
-            cost = np.where(ok & (c[:, 1] > 0) & (rmax <= L + (1 << wt) - 1),
-                            cnt + extra + 8 * varint_len(extra.astype(_U64)), _NEVER)
+            fields = 8 * varint_len(extra.astype(_U64))
+            if bare is not None and (L > 1 or wt > 0):
+                fields = np.where(bare, -8, fields)
+            cost = np.where(ok & (c[:, 1] > 0) & (rmax <= L + (1 << wt) - 1), cnt + extra + fields, _NEVER)
             better = cost < best
             best = np.where(better, cost, best)
             for into, x in zip(out, (np.full(n, L), np.full(n, wt), c[:, L], mid)):
@@ -637,7 +649,8 @@ class _Candidates:
         rdc = self.ncode * self.rw + 8 * varint_len(R.astype(_U64)) + sl_bytes(slope)
         cost[KIND_RADIX] = np.where(self.rg > 0, rdc, never)
         # LEVELS: the residuals of a line of no slope as levels of bitmaps (their base a field)
-        lc, *self.levels = _levels_costs(r, cnt, slope == 0)
+        bare = BARE_LEVELS & (fit.nb_s[fit.stripe_of_block[j]] == 1) & (fit.base[c0:c1] == 0)
+        lc, *self.levels = _levels_costs(r, cnt, slope == 0, bare)
         cost[KIND_LEVELS] = lc
         # CLASSES: LEVELS whose classes hold ranges of residuals (an entropy stage: a skewed alphabet's),
         # weighed only where they may be taken (the first chunk, or a column that took them) and when
@@ -961,11 +974,17 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     flag = (B.kind == KIND_PATCH) & (B.w == 0) & ~lfor & (B.sp == SP_POSITIONS) & (d == 0) & (B.e >= 1) & \
         (B.e <= FLAG_MAX_E)
     tag[flag] = np.where(B.w2[flag] == 0, TAG_FLAG, TAG_FLAG_W2) + B.e[flag] - 1
+    # BARE LEVELS: a LEVELS block that is its blob's one block, based at 0, with no fields (L levels
+    # and no tail as L - 1 levels and a tail of a bit: the same bits)
+    bare = BARE_LEVELS & (B.kind == KIND_LEVELS) & (d == 0) & (nb_s[sob] == 1) & ((B.sp > 1) | (B.w2 > 0))
+    L_, wt_ = B.sp[bare].astype(np.int64), B.w2[bare]
+    tag[bare] = TAG_CLASSES + np.where(wt_ > 0, 4 * (L_ - 1) + wt_, 4 * (L_ - 2) + 1)
     nx = _EXTRA_FIELDS[B.kind]
     nv = np.where(flag, (B.w2 != 0).astype(np.int64), 1 + lfor.astype(np.int64) + nx + ((B.sp == SP_GAPS) & (B.kind == KIND_RUN)))
+    nv[bare] = 0
     vpos = np.cumsum(nv) - nv
     vals = np.empty(int(nv.sum()), dtype=_U64)
-    vals[vpos[~flag]] = d[~flag]
+    vals[vpos[~flag & ~bare]] = d[~flag & ~bare]
     fw = np.flatnonzero(flag & (B.w2 != 0))
     vals[vpos[fw]] = B.w2[fw]
     vals[vpos[lfor] + 1] = zigzag(slope[lfor])
@@ -977,7 +996,7 @@ def encode_stripes(values: np.ndarray, stripe_counts: np.ndarray, block_size: in
     vals[xp[rg] + 2] = B.w2[rg]
     dl = np.flatnonzero(B.kind == KIND_DELTA)
     vals[xp[dl]] = B.w[dl]
-    lv = np.flatnonzero(B.kind == KIND_LEVELS)
+    lv = np.flatnonzero((B.kind == KIND_LEVELS) & ~bare)
     vals[xp[lv]] = B.mid[lv] + B.e[lv] * B.w2[lv]
     cl = np.flatnonzero(B.kind == KIND_CLASSES)
     vals[xp[cl]], vals[xp[cl] + 1] = B.mid[cl], B.w2[cl] ^ _classes_before(B.kind == KIND_CLASSES, B.w2, page_of)[cl]
@@ -1101,6 +1120,7 @@ def move_tags(region: np.ndarray, off: np.ndarray, nbytes: np.ndarray, enc: np.n
     """
     off, nbytes, enc = (np.asarray(a, np.int64) for a in (off, nbytes, enc))
     one = (nbytes > 0) & (np.asarray(count, np.int64) <= block_size) & ((enc & (codec.ENC_DICT | codec.ENC_CONST)) == 0)
+    one[one] = region[off[one]] != codec.ENC_TAG_MASK  # (an enc holds tags 0 .. 254, as the tag + 1: 255 stays in its blob)
     if not one.any():
         return region, off, nbytes, enc
     at = np.sort(off[one])
@@ -1114,13 +1134,23 @@ def move_tags(region: np.ndarray, off: np.ndarray, nbytes: np.ndarray, enc: np.n
     return region[keep], moved(off), nbytes - one, enc
 
 
+def bare_blobs(region: np.ndarray, off: np.ndarray, nbytes: np.ndarray, enc: np.ndarray) -> bool:
+    """Whether any blob of a column (``encode_column_parts``' first four) is a BARE LEVELS block: its
+    tag in its index (``codec.enc_tags``) or its first byte (the writer marks such a segment's entry,
+    ``"bare"``, so that releases before them reject it)."""
+    enc, nbytes = np.asarray(enc, np.int64), np.asarray(nbytes, np.int64)
+    t = codec.enc_tags(enc)
+    own = (nbytes > 0) & (t < 0)
+    return bool(is_bare(t[t >= 0]).any() or is_bare(np.asarray(region)[np.asarray(off, np.int64)[own]]).any())
+
+
 def tag_flags(tag: np.ndarray) -> np.ndarray:
     """The ``enc`` flags (``codec.ENC_*``) of a blob of one block with tag ``tag``, as ``encode_stripes``
     sets them: what an index of form 2 stores a one-block blob's flags against (host/segment.py)."""
     tag = np.asarray(tag, np.int64)
     t, kind = tag & 0x7F, tag_kind(tag)
     sparse = ((t >= TAG_PATCH_SPARSE) & (t <= TAG_RUN_GAPS)) | (_FLAG_E[t] > 0)
-    return (((tag & TAG_LFOR) != 0) & (kind != KIND_CLASSES)) * codec.ENC_LFOR \
+    return has_slope(tag) * codec.ENC_LFOR \
         | (((kind & 3) == KIND_PATCH) | (kind == KIND_LEVELS) | (kind == KIND_CLASSES)) * codec.ENC_PATCH \
         | (kind == KIND_RUN) * codec.ENC_RUN | ((kind & AUX_DELTA) != 0) * codec.ENC_DELTA \
         | (kind == KIND_DELTA_SIGNED) * codec.ENC_SIGNED | (kind == KIND_RADIX) * codec.ENC_RADIX | sparse * codec.ENC_SPARSE
@@ -1130,15 +1160,17 @@ def tag_nbytes(tag: np.ndarray, count: np.ndarray) -> np.ndarray:
     """What a one-block blob whose tag is in its index (``move_tags``) likely takes, from its tag and
     its ``count`` values (a segment index of form 2 stores its bytes less this): a plain block its
     payload and a byte a field; a FLAG block its positions (and exceptions of one bit, with a
-    ``w2`` byte); a LEVELS block its bitmap and two bytes (a CLASSES block three); -1 for other kinds (the index predicts
+    ``w2`` byte); a LEVELS block its bitmap and two bytes (a CLASSES block three; a BARE LEVELS block
+    11/8 bits a value: ML-1M's action types' mean); -1 for other kinds (the index predicts
     those from the column's mean)."""
     tag, count = np.asarray(tag, np.int64), np.asarray(count, np.int64)
     t = tag & 0x7F
     pb = position_bits(count)
     e = _FLAG_E[t]
-    return np.where(t <= 64, (count * t + 7) // 8 + 1 + ((tag & TAG_LFOR) != 0),
+    return np.where(t <= 64, (count * t + 7) // 8 + 1 + has_slope(tag),
                     np.where(e > 0, (e * (pb + _FLAG_FIELDS[t]) + 7) // 8 + _FLAG_FIELDS[t],
-                             np.where(t >= TAG_LEVELS, (count + 7) // 8 + 2 + is_classes(tag), -1)))
+                             np.where(is_bare(tag), (11 * count + 63) // 64,
+                                      np.where(t >= TAG_LEVELS, (count + 7) // 8 + 2 + is_classes(tag), -1))))
 
 
 def _encode_column(values, sc, block_size, extended, dictionary, constant, tables):
@@ -1928,17 +1960,30 @@ def is_classes(tags: np.ndarray) -> np.ndarray:
     return (t >= TAG_CLASSES) & (t <= TAG_CLASSES + 4 * (LEVELS_MAX - 1)) & (((t - TAG_CLASSES) & 3) == 0)
 
 
+def is_bare(tags: np.ndarray) -> np.ndarray:
+    """Whether each tag is a BARE LEVELS block's (``TAG_CLASSES + 4 (L - 1) + wt``, ``wt`` 1 .. 3)."""
+    t = np.asarray(tags, np.int64)
+    return (t > TAG_CLASSES) & (t <= TAG_CLASSES + 4 * LEVELS_MAX - 1) & (((t - TAG_CLASSES) & 3) != 0)
+
+
+def has_slope(tags: np.ndarray) -> np.ndarray:
+    """Whether each tag's block has a slope field (bit 7 of a tag below ``TAG_CLASSES``; CLASSES and
+    BARE LEVELS tags use the bit as their own)."""
+    t = np.asarray(tags, np.int64)
+    return ((t & TAG_LFOR) != 0) & (t < TAG_CLASSES)
+
+
 def tag_kind(tags: np.ndarray) -> np.ndarray:
-    """``KIND_*`` of each tag (checked by ``check_tags``)."""
+    """``KIND_*`` of each tag (checked by ``check_tags``; a BARE LEVELS tag's is ``KIND_LEVELS``)."""
     t = np.asarray(tags, np.int64)
     return np.where(is_classes(t), KIND_CLASSES, _KIND_OF_TAG[t & 0x7F])
 
 
 def bad_tags(tags: np.ndarray) -> np.ndarray:
     """Tags that are no encoding: past ``TAG_LAST``, or a FLAG or LEVELS tag with the slope's bit
-    that is not a CLASSES tag."""
+    that is not a CLASSES or BARE LEVELS tag."""
     t = np.asarray(tags, np.int64)
-    return (((t & 0x7F) > TAG_LAST) | (((t & 0x7F) >= TAG_FLAG) & ((t & TAG_LFOR) != 0))) & ~is_classes(t)
+    return (((t & 0x7F) > TAG_LAST) | (((t & 0x7F) >= TAG_FLAG) & ((t & TAG_LFOR) != 0))) & ~is_classes(t) & ~is_bare(t)
 
 
 def check_tags(tags: np.ndarray, where: str = "pages") -> None:
@@ -1953,11 +1998,10 @@ def check_tags(tags: np.ndarray, where: str = "pages") -> None:
 
 def fields_per_block(tags: np.ndarray) -> np.ndarray:
     """The varints of each block's fields: base, the slope (LFOR), then its kind's own (a FLAG
-    block: none, or ``w2``; a RUN block with gaps: its gaps' width too)."""
+    block: none, or ``w2``; a RUN block with gaps: its gaps' width too; a BARE LEVELS block none)."""
     tags = np.asarray(tags, np.int64)
-    return np.where(_FLAG_E[tags & 0x7F] > 0, _FLAG_FIELDS[tags & 0x7F],
-                    1 + (((tags & TAG_LFOR) != 0) & ~is_classes(tags)) + _EXTRA_FIELDS[tag_kind(tags)] +
-                    ((tags & 0x7F) == TAG_RUN_GAPS))
+    return np.where(is_bare(tags), 0, np.where(_FLAG_E[tags & 0x7F] > 0, _FLAG_FIELDS[tags & 0x7F],
+                    1 + has_slope(tags) + _EXTRA_FIELDS[tag_kind(tags)] + ((tags & 0x7F) == TAG_RUN_GAPS)))
 
 
 def fields_end(buf: np.ndarray, start: np.ndarray, limit: np.ndarray, nvar: np.ndarray, where: str) -> np.ndarray:
@@ -2002,10 +2046,11 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
         base, slope, w, nv, w2, e, kind, sp, mid, ok = out
         if not ok:
             raise CorruptionError(f"{where}: a PATCH, RUN, DELTA, RADIX, LEVELS or CLASSES block's fields are out of range")
-        return Blocks(kind, w, base, slope, nv, w2, e, cnt, sp, mid)
+        return _bare_alone(Blocks(kind, w, base, slope, nv, w2, e, cnt, sp, mid), tag, page_of, len(flen), where)
     else:
         kind = tag_kind(tag)
-        lfor = ((tag & TAG_LFOR) != 0) & ~cl
+        lfor = has_slope(tag)
+        bare = is_bare(tag)  # (no fields: its base the prediction, its mid walked from its levels, bare_mids)
         vals, end = varint_decode(fbuf[ranges(fstart, flen)])
         nvv = fields_per_block(tag)
         nv_page = np.bincount(page_of, weights=nvv, minlength=len(flen)).astype(np.int64)
@@ -2018,7 +2063,7 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
         flag = fe > 0  # FLAG blocks: no base (the prediction), no w; w2 their one field, if any
         last = max(len(vals) - 1, 0)
         at = lambda i: vals[np.minimum(i, last)] if len(vals) else np.zeros(K, _U64)  # noqa: E731
-        d = np.where(flag, 0, unzigzag(at(vpos)))
+        d = np.where(flag | bare, 0, unzigzag(at(vpos)))
         slope = np.zeros(K, dtype=np.int64)
         slope[lfor] = unzigzag(vals[vpos[lfor] + 1])
         xp = np.where(flag, vpos - 1, vpos + 1 + lfor)
@@ -2041,7 +2086,7 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
             z = np.bitwise_xor.accumulate(np.where(cl, w2, 0))
             f = _first_of(page_of)
             w2 = np.where(cl, z ^ np.where(f > 0, z[np.maximum(f - 1, 0)], 0), w2)
-        e = np.where(pt, x3, np.where(rd, g, np.where(lv, x1, fe)))
+        e = np.where(pt, x3, np.where(rd, g, np.where(bare, -1, np.where(lv, x1, fe))))
         # base_j = d_j + the previous block's line end (base + slope * nv) within a page: a segmented cumsum
         with np.errstate(over="ignore"):
             term = d.view(_U64).copy()
@@ -2071,6 +2116,15 @@ def parse_fields(fbuf: np.ndarray, fstart: np.ndarray, fend: np.ndarray, tag: np
                      (mid > (Lc - 1 + width.max(axis=1)) * cnt))
     if bad.any():
         raise CorruptionError(f"{where}: a PATCH, RUN, DELTA, RADIX, LEVELS or CLASSES block's fields are out of range")
+    return _bare_alone(b, tag, page_of, len(flen), where)
+
+
+def _bare_alone(b: Blocks, tag: np.ndarray, page_of: np.ndarray, pages: int, where: str) -> Blocks:
+    """``b``, or a ``CorruptionError`` where a BARE LEVELS block shares its page (its blob must hold
+    no other block: the caller, which knows the blob's blocks, checks the rest)."""
+    bare = is_bare(tag)
+    if bare.any() and (np.bincount(np.asarray(page_of, np.int64), minlength=pages)[np.asarray(page_of)[bare]] != 1).any():
+        raise CorruptionError(f"{where}: a BARE LEVELS block that is not its blob's one block")
     return b
 
 
@@ -2117,6 +2171,41 @@ def _expand_positions(pay: np.ndarray, at: np.ndarray, b: Blocks, dst32: np.ndar
     pos = np.concatenate([pos, np.zeros(int(run.sum()), np.int64)])  # a RUN block's first run
     dst = np.concatenate([dst32[own], dst32[run]])
     np.bitwise_or.at(w32, dst + (pos >> 5), (np.uint32(1) << (pos & 31).astype(np.uint32)))
+
+
+def bare_mids(pay: np.ndarray, at: np.ndarray, b: Blocks, limit: np.ndarray, where: str = "payload") -> None:
+    """Fill in, in place, the ``mid`` of the BARE LEVELS blocks of ``b`` (as parsed: ``mid`` -1, no
+    field says it) from their levels: level 0 is ``cnt`` bits from bit ``at`` of ``pay``, each level
+    after it a bit per set bit of the level before, then ``w2`` bits per set bit of the last. A level
+    or tail that runs past bit ``limit`` (per block: where its blob ends) is a ``CorruptionError``."""
+    k = np.flatnonzero(b.mid < 0)
+    if not len(k):
+        return
+    at, lim = np.asarray(at, np.int64)[k], np.asarray(limit, np.int64)[k]
+    cnt, L, wt = b.cnt[k], b.sp[k].astype(np.int64), b.w2[k]
+    if (at < 0).any() or (lim > 8 * len(pay)).any():
+        raise CorruptionError(f"{where}: a LEVELS block lies outside its blob")
+    if native.available()[0]:
+        mid = native.bare_mids(np.ascontiguousarray(pay, np.uint8), at, cnt, L, wt, lim)
+        if mid is None:
+            raise CorruptionError(f"{where}: a LEVELS block's levels run past its blob")
+        b.mid[k] = mid
+        return
+    B, pos, n, mid, ntail = len(k), at.copy(), cnt.copy(), np.zeros(len(k), np.int64), np.zeros(len(k), np.int64)
+    for i in range(LEVELS_MAX):  # level i: m bits from pos (a bit per set bit of level i - 1)
+        m = np.where(i < L, n, 0)
+        if (pos + m > lim).any():
+            raise CorruptionError(f"{where}: a LEVELS block's levels run past its blob")
+        p = ranges(pos, m)
+        ones = ((pay[p >> 3] >> (p & 7).astype(np.uint8)) & 1).astype(np.int64)
+        n = np.bincount(np.repeat(np.arange(B), m), weights=ones, minlength=B).astype(np.int64)
+        mid += m if i else 0
+        pos += m
+        ntail = np.where(i == L - 1, n, ntail)
+    mid += ntail * wt
+    if (pos + ntail * wt > lim).any():
+        raise CorruptionError(f"{where}: a LEVELS block's tail runs past its blob")
+    b.mid[k] = mid
 
 
 def _expand_levels(pay: np.ndarray, at: np.ndarray, b: Blocks) -> tuple[np.ndarray, np.ndarray]:
@@ -2545,6 +2634,10 @@ def decode_blob(blob: np.ndarray, count: int, block_size: int, tag: int | None =
         if fs[0] > len(blob):
             raise CorruptionError("blob: shorter than its payload")
     b = parse_fields(blob, fs, fe, tags, cnt, page_of, "blob")
+    if is_bare(tags).any():  # (one block, of one page: its payload from ``pay`` to the blob's end)
+        if nb != 1:
+            raise CorruptionError("blob: a BARE LEVELS block that is not its blob's one block")
+        bare_mids(blob, np.array([8 * pay]), b, np.array([limit]), "blob")
     bits = b.bits()
     cb = np.cumsum(bits) - bits
     check_payload(np.array([8 * pay]), bits, np.array([0]), np.array([limit]), "blob")

@@ -786,13 +786,21 @@ class VersionReader:
         blk = pages.parse_fields(fbuf, f0, f1, tags, cnt, page_of, where)
         if self.block_size > pages.AUX_MAX_BLOCK and (blk.kind != pages.KIND_PLAIN).any():
             raise CorruptionError(f"{where}: {native.BLOB_ERRORS[10]}")
-        bits = blk.bits()
-        cb = np.cumsum(bits) - bits
-        want = ranges(first_tag + lo - t0, nblk)
         # each request's payload in ``got``: after the fields read (exact or whole pages), or, for one
         # page with PATCH / RUN blocks, right after its fields
         p_at = 8 * (nf + np.cumsum(pbn) - pbn) + (b_lo & 7)
         p_at[one_x] = 8 * f1[np.cumsum(npr) - 1][one_x]
+        bare = np.flatnonzero(pages.is_bare(tags))
+        if len(bare):  # its blob's one block: its payload from p_at to the blob's end (its bits walked)
+            r = rq[bare]
+            if (nb[r] != 1).any():
+                raise CorruptionError(f"{where}: a BARE LEVELS block that is not its blob's one block")
+            at_b, lim_b = np.zeros(len(tags), np.int64), np.zeros(len(tags), np.int64)
+            at_b[bare], lim_b[bare] = p_at[r], 8 * (f_at[r] + blen[r] - nb[r])
+            pages.bare_mids(got, at_b, blk, lim_b, where)
+        bits = blk.bits()
+        cb = np.cumsum(bits) - bits
+        want = ranges(first_tag + lo - t0, nblk)
         sub = np.where(ext, cb[first_tag], cb[first_tag + lo - t0])
         tot = np.add.reduceat(bits, first_tag) if len(first_tag) else np.zeros(0, np.int64)
         room = np.where(one_x, 8 * (f_at + blen - nb) - p_at, np.where(ext, b_hi - b_lo, 1 << 62))

@@ -162,13 +162,14 @@ def _segment_of(state: State, user, start, count, values: dict):
     tables = any((b[5] > 0).any() for b in blobs.values())  # (a stripe table's codes may be DELTA blocks)
     if any(pages.code_tables(b[0], b[3], b[5]).any() for b in blobs.values()):
         tables = 2  # (tables of codes into the segment dictionary: releases before them refuse the entry)
+    bare = any(pages.bare_blobs(*b[:4]) for c, b in blobs.items() if c not in lender)  # (a borrower's blobs: its lender's)
     blobs = {c: b[:4] for c, b in blobs.items()}
     # (form 3 where its constants, per row of a pack or per stripe, may make the index smaller:
     # whichever does; form 2 where there are none)
     rows_form = min(segment.INDEX_FORM, segment.ROWS_FORM)
     forms = (rows_form, segment.INDEX_FORM) if (per_row or const) and segment.INDEX_FORM > rows_form else rows_form
     *seg, form = encode_segment3(list(state.schema), user, start, count, blobs, cont, lender, forms)
-    return (*seg, _format_entry(dicts, const, tables, bool(lender), bool(per_row), form))
+    return (*seg, _format_entry(dicts, const, tables, bool(lender), bool(per_row), form, bare))
 
 
 def _packs(state: State, count, values: dict, blobs: dict, tags: bool):
@@ -320,14 +321,15 @@ def _blob_bytes(blobs: dict) -> int:
 
 
 def _format_entry(dicts: bool = False, const: bool = False, tables: bool | int = False, borrow: bool = False,
-                  rowconst: bool = False, form: int | None = None) -> dict:
+                  rowconst: bool = False, form: int | None = None, bare: bool = False) -> dict:
     """The ``format`` key of a new data file's entry (absent for format 2, as older releases wrote),
     ``"dicts"`` for a segment with dictionaries (their heads' form, ``pages.DICT_FORM``: 2, varints;
     releases before 2026-12-02 wrote 1, two u64), ``"const": 1`` for one with constant stripes and
     ``"tables": 1`` for one with stripe tables (DESIGN §1; their codes may be DELTA blocks), ``2``
     where some hold codes into their column's segment dictionary (``tables=2``),
     ``"borrow": 1`` for one with borrowed codes (a column's blobs another's, DESIGN §1), ``"rowconst": 1``
-    for one whose packs have constants per row in some column (DESIGN §2 "Packs"): a release
+    for one whose packs have constants per row in some column (DESIGN §2 "Packs"), ``"bare": 1`` for
+    one with BARE LEVELS blocks (DESIGN §1, format 3's tags): a release
     that cannot read them rejects the entry (an unknown key), even where a checkpoint's snapshot
     spares it the segment's index; ``"index": 2`` or ``3``, its index's ``form`` (host/segment.py
     ``index_residuals``; None: ``INDEX_FORM``; form 2: blobs of one block with their tags in the index,
@@ -337,7 +339,8 @@ def _format_entry(dicts: bool = False, const: bool = False, tables: bool | int =
     form = segment.INDEX_FORM if form is None else form
     return {"format": SEGMENT_FORMAT, **({"dicts": pages.DICT_FORM} if dicts else {}), **({"const": 1} if const else {}),
             **({"tables": int(tables)} if tables else {}), **({"borrow": 1} if borrow else {}),
-            **({"rowconst": 1} if rowconst else {}), **({"index": form} if form > 1 else {})}
+            **({"rowconst": 1} if rowconst else {}), **({"bare": 1} if bare else {}),
+            **({"index": form} if form > 1 else {})}
 
 
 class _Written:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpumat.core.errors import CorruptionError
-from gpumat.host import codec, native, pages, segment, writer
+from gpumat.host import codec, log, native, pages, segment, writer
 from gpumat.host.ranges import ranges
 from gpumat.host.tier import Tier
 
@@ -129,9 +129,10 @@ def check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n, extended=tu
     128-value blocks, a flipped byte of a compacted file is caught."""
     t = Tier.create(tmp_path / "t", SCHEMA, block_size=bs)
     t.append(pa.table({"user_id": users, **cols}))
-    whole = {u: t.read_history(u) for u in range(4)}
+    U = int(np.max(users)) + 1  # (users 0 .. U - 1, in order)
+    whole = {u: t.read_history(u) for u in range(U)}
     for c in SCHEMA:
-        assert np.concatenate([whole[u][c] for u in range(4)]).tolist() == cols[c].tolist()
+        assert np.concatenate([whole[u][c] for u in range(U)]).tolist() == cols[c].tolist()
     for full in (1 << 30, 0):
         monkeypatch.setattr(segment, "FULL_READ_BYTES", full)
         h = Tier.open(t.uri)
@@ -159,7 +160,7 @@ def check_tier_reads(tmp_path, monkeypatch, rng, cols, users, bs, n, extended=tu
         f.append(table.slice(0, n // 2))
         f.append(table.slice(n // 2))
         f.compact()
-        assert_flips_caught(tmp_path / "f", [0, 1, 2, 3], 15)
+        assert_flips_caught(tmp_path / "f", list(range(U)), 15)
 
 
 @pytest.mark.parametrize("bs", [32, 128])
@@ -699,6 +700,7 @@ def test_bad_levels_blocks_are_corruption(monkeypatch):
     """A LEVELS block whose levels and tail are not the bits its field says, or whose first level
     has no bit set, is a ``CorruptionError``; and the same on both decoders."""
     monkeypatch.setattr(pages, "EXT_MIN_BITS", 0)  # (one block: extended blocks pay)
+    monkeypatch.setattr(pages, "BARE_LEVELS", False)  # (a LEVELS block with its fields: BARE ones below)
     x = np.random.default_rng(3).choice(4, 128, p=[0.7, 0.2, 0.05, 0.05]).astype(np.int64)
     region, off, nbytes, enc = pages.encode_stripes(x, np.array([128]), 128)
     assert region[0] >= pages.TAG_LEVELS and pages.decode_blob(region, 128, 128).tolist() == x.tolist()
@@ -721,6 +723,71 @@ def test_bad_levels_blocks_are_corruption(monkeypatch):
     # a flipped bit of a level: other values, or an error, the same on both decoders and both
     # stagings (C's and NumPy's: what a read stages; the chunk checksums catch it in a tier)
     flipped_payload_bits_agree(monkeypatch, region, int(fe[0]), blk)
+
+
+def test_bare_levels_blocks(tmp_path, monkeypatch):
+    """A blob of one LEVELS block based at 0 (a short stripe of an action type) is a BARE LEVELS block
+    (tags 241..255 but CLASSES' 244, 248, 252): no fields, its bits after the first level walked from
+    its levels. It takes two bytes less a blob than a LEVELS block, decodes on both decoders (its tag
+    in its index, or 255 in its blob), reads back from a tier by any window, and its entry says
+    ``bare``. As the first of a blob's two blocks, or cut short, it is a ``CorruptionError`` on both
+    decoders, and each flipped bit gives the same values or the same error on both."""
+    rng = np.random.default_rng(5)
+    tab = np.r_[0.5, 0.2, 0.1, 0.08, np.full(8, 0.12 / 8)]
+    sc = rng.integers(20, 60, 200)
+    for p in ([0.7, 0.2, 0.05, 0.05], [0.8, 0.15, 0.05], tab):
+        x = rng.choice(len(p), int(sc.sum()), p=p).astype(np.int64)
+        region, off, nb, enc = pages.encode_stripes(x, sc, 128)
+        bare = pages.is_bare(region[off])
+        assert bare.mean() > 0.5 and (enc[bare] & codec.ENC_PATCH).all(), np.unique(region[off])
+        with monkeypatch.context() as m:
+            m.setattr(pages, "BARE_LEVELS", False)
+            old = pages.encode_stripes(x, sc, 128)[0]
+        assert region.size <= old.size - 1.5 * bare.sum(), (region.size, old.size, bare.sum())
+        a, b = both_decoders(monkeypatch, region, off, nb, sc, 128)
+        assert a.tolist() == b.tolist() == x.tolist()
+        r2, off2, nb2, enc2, *_ = pages.encode_column_parts(x, sc, 128, dictionary=False, constant=False, tables=False)
+        t2 = codec.enc_tags(enc2)
+        assert pages.bare_blobs(r2, off2, nb2, enc2) and ((t2 >= 0) | (r2[off2] == 255)).all()
+        assert (pages.tag_flags(t2[t2 >= 0]) == (enc2[t2 >= 0] & codec.ENC_FLAGS)).all()
+        a, b = both_decoders(monkeypatch, r2, off2, nb2, sc, 128, tags=t2)
+        assert a.tolist() == b.tolist() == x.tolist()
+    assert (r2[off2] == 255).any()  # (a tab: 4 levels and a tail of 3 bits, its tag kept in its blob)
+    # a BARE LEVELS tag on the first of two blocks; a blob cut short: errors on both decoders
+    x = rng.choice(4, 200, p=[0.7, 0.2, 0.05, 0.05]).astype(np.int64)
+    with monkeypatch.context() as m:
+        m.setattr(pages, "EXT_MIN_BITS", 0)
+        region, off, nb, enc = pages.encode_stripes(x, np.array([200]), 128)
+    assert region[0] >= pages.TAG_LEVELS and not pages.is_bare(region[:2]).any()
+    bad = region.copy()
+    bad[0] = pages.TAG_CLASSES + 5  # (2 levels and a tail of a bit)
+    for got in both_decoders(monkeypatch, bad, [0], [len(bad)], [200], 128):
+        assert isinstance(got, CorruptionError), got
+    x = x[:36]
+    with monkeypatch.context() as m:
+        m.setattr(pages, "EXT_MIN_BITS", 0)
+        region, off, nb, enc = pages.encode_stripes(x, np.array([36]), 128)
+    assert pages.is_bare(region[:1]).all()
+    for cut in range(1, len(region)):
+        for got in both_decoders(monkeypatch, region[:cut], [0], [cut], [36], 128):
+            assert isinstance(got, CorruptionError), cut
+    for bit in range(8, 8 * len(region)):
+        bad = region.copy()
+        bad[bit >> 3] ^= 1 << (bit & 7)
+        a, b = both_decoders(monkeypatch, bad, [0], [len(bad)], [36], 128)
+        assert type(a) is type(b) and (isinstance(a, CorruptionError) or a.tolist() == b.tolist()), bit
+    # through a tier: short users whose action is a tab (the other two columns are based above 0)
+    sc = rng.integers(30, 120, 150)
+    n, users = int(sc.sum()), np.repeat(np.arange(len(sc)), sc)
+    cols = levels_columns(rng, n)
+    check_tier_reads(tmp_path, monkeypatch, rng, cols, users, 128, n, extended=())
+    r = Tier.open(tmp_path / "t")._reader
+    (e,) = [e for _, e in r._files]
+    assert e.get("bare") == 1 and log._check_entry(dict(e), "x") == e
+    with pytest.raises(CorruptionError, match="bad data file entry"):
+        log._check_entry({**e, "bare": 2}, "x")
+    tags = codec.enc_tags(r.blobs("action")[2])
+    assert pages.is_bare(tags).any(), np.unique(tags)  # (and tag 255: in its blob)
 
 
 def test_every_chunk_and_dictionary_codes_weigh_levels_and_radix(monkeypatch):
@@ -1027,7 +1094,7 @@ def test_delta_fields_and_tags_out_of_range_are_corruption():
     assert (enc & codec.ENC_DELTA).all()
     assert pages.decode_blob(region, n, 128).tolist() == x.tolist()
     bad = region.copy()
-    for t in (pages.TAG_FLAG, pages.TAG_LEVELS + 1, pages.TAG_LAST):  # (TAG_LEVELS with the bit: CLASSES)
+    for t in (pages.TAG_FLAG, pages.TAG_FLAG_W2, pages.TAG_FLAG_LAST):  # (LEVELS tags with the bit: CLASSES, BARE LEVELS)
         bad[0] = t | pages.TAG_LFOR
         with pytest.raises(CorruptionError, match="not an encoding|tag"):
             pages.decode_blob(bad, n, 128)
@@ -1168,7 +1235,7 @@ def test_malformed_pages_are_corruption():
     region, off, nbytes, _ = pages.encode_stripes(x, np.array([300]), 128)
     assert pages.decode_blob(region, 300, 128).tolist() == x.tolist()
     bad_tag = region.copy()
-    bad_tag[0] = (pages.TAG_LEVELS + 1) | pages.TAG_LFOR  # a LEVELS block has no slope: no encoding (but CLASSES')
+    bad_tag[0] = pages.TAG_FLAG_LAST | pages.TAG_LFOR  # a FLAG block has no slope: no encoding (LEVELS tags with it: CLASSES, BARE)
     with pytest.raises(CorruptionError, match="not an encoding"):
         pages.decode_blob(bad_tag, 300, 128)
     for t in range(65, pages.TAG_LAST + 1):  # a plain block's tag read as another kind: its fields no longer match
@@ -2138,8 +2205,8 @@ def test_tags_in_the_index_read_as_tags_in_the_blob(tmp_path, monkeypatch, bs, d
 
 
 def test_a_bad_tag_in_an_index_is_corruption(tmp_path):
-    """A tag in an index ``enc`` (form 2) that is no encoding (FLAG and LEVELS tags have no slope's
-    bit), on a blob of several blocks, or with
+    """A tag in an index ``enc`` (form 2) that is no encoding (FLAG tags have no slope's bit; LEVELS
+    tags with it are CLASSES or BARE LEVELS), on a blob of several blocks, or with
     bits past its byte is a ``CorruptionError`` when the segment is opened; so is a form-2 index
     whose data file's entry does not say so, and an entry ``index`` other than 2 or 3."""
     from gpumat.core.errors import CorruptionError as CE
@@ -2155,7 +2222,7 @@ def test_a_bad_tag_in_an_index_is_corruption(tmp_path):
     sh = codec.ENC_TAG_SHIFT
     bad = [
         np.array([(e0 & ~(0xFF << sh)) | ((pages.TAG_FLAG | pages.TAG_LFOR) + 1) << sh, e1]),  # a FLAG tag with a slope
-        np.array([(e0 & ~(0xFF << sh)) | (pages.TAG_LEVELS + 1 | pages.TAG_LFOR) + 1 << sh, e1]),  # a LEVELS one, too
+        np.array([(e0 & ~(0xFF << sh)) | (pages.TAG_FLAG_W2 | pages.TAG_LFOR) + 1 << sh, e1]),  # a FLAG one of w2, too
         np.array([e0, e1 | (3 << sh)]),                                                          # a blob of 3 blocks
         np.array([e0 | (1 << (sh + 8)), e1]),                                                    # past its byte
     ]
