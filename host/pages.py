@@ -410,8 +410,9 @@ def _levels_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray, bare: np.ndarr
     (``L + 2^wt - 1``), bits counting the payload and the field of its size past the first level
     (``_NEVER`` where none holds it, or no residual is above 0). Level ``i``'s bits are the values
     of at least ``i`` (``cnt`` for level 0), the tail's the values of at least ``L``. ``bare``: blocks
-    that would be BARE LEVELS (a blob's one block, based at 0): no field, and 8 bits less for the base
-    that every other kind's fields hold (as a FLAG block's), but for one level of no tail."""
+    that would be BARE LEVELS (a blob's one block, based at 0): no size field, but for one level of
+    no tail (weighed with the base field every other kind but FLAG pays, though they have none: as
+    plain or FLAG blocks, a flag's stripes cost their index less, whose sizes their tags predict)."""
     n = len(cnt)
     c = np.stack([cnt] + [(r >= _U64(i)).sum(axis=1) for i in range(1, LEVELS_MAX + 1)], 1)  # [n, 5]
     rmax = np.minimum(r.max(axis=1), _U64(256)).astype(np.int64) if r.shape[1] else np.zeros(n, np.int64)
@@ -423,7 +424,7 @@ def _levels_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray, bare: np.ndarr
             extra = mid + c[:, L] * wt
             fields = 8 * varint_len(extra.astype(_U64))
             if bare is not None and (L > 1 or wt > 0):
-                fields = np.where(bare, -8, fields)
+                fields = np.where(bare, 0, fields)
             cost = np.where(ok & (c[:, 1] > 0) & (rmax <= L + (1 << wt) - 1), cnt + extra + fields, _NEVER)
             better = cost < best
             best = np.where(better, cost, best)
