@@ -529,40 +529,6 @@ static int gm_sparse_bitmap(const unsigned char *b, int64_t L, int64_t at, int64
  * level it passes. 1 when no first-level bit is set or the levels and the tail are not `extra` bits
  * after the first level (checked before each is read); the caller checked at + cnt + extra <= 8 L */
 static int gm_levels_ev(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int wt, int64_t extra,
-                        uint64_t *bm, uint8_t *ev, int64_t *e1);
-
-/* a BARE LEVELS block's bits after its first level (no field says it): its lv levels from bit `at` of b
- * (L bytes; cnt <= 128 values), level i a bit per set bit of level i - 1, then wt bits per set bit of
- * the last; 1 when a level or the tail runs past bit `limit` */
-static int gm_bare_extra(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int wt, int64_t limit,
-                         int64_t *extra) {
-    int64_t pos = at, n = cnt;
-    if (cnt > 128 || limit > 8 * L) return 1;
-    for (int i = 0; i < lv; i++) {
-        uint64_t w[2] = {0, 0};
-        if (pos + n > limit) return 1;
-        if (n) gm_realign_one(b, L, pos, n, w);
-        pos += n;
-        n = __builtin_popcountll(w[0]) + __builtin_popcountll(w[1]);
-    }
-    if (pos + n * wt > limit) return 1;
-    *extra = pos - at - cnt + n * wt;
-    return 0;
-}
-
-/* host/pages.py bare_mids: K BARE LEVELS blocks (block k from bit at[k] of buf, n bytes: cnt[k] values,
- * lv[k] levels, a tail of wt[k] bits, its blob ending at bit limit[k]): their bits after the first level
- * to mid[k]. Returns 0, or k + 1 for the first whose levels run past its limit */
-int64_t gm_bare_mids(const unsigned char *buf, int64_t n, const int64_t *at, const int64_t *cnt, const int64_t *lv,
-                     const int64_t *wt, const int64_t *limit, int64_t K, int64_t *mid) {
-    for (int64_t k = 0; k < K; k++)
-        if (at[k] < 0 || lv[k] < 1 || lv[k] > 4 || wt[k] < 0 || wt[k] > 3 ||
-            gm_bare_extra(buf, n, at[k], cnt[k], (int)lv[k], (int)wt[k], limit[k], mid + k))
-            return k + 1;
-    return 0;
-}
-
-static int gm_levels_ev(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int wt, int64_t extra,
                         uint64_t *bm, uint8_t *ev, int64_t *e1) {
     uint64_t lw[2];
     uint8_t who[128];
@@ -589,6 +555,37 @@ static int gm_levels_ev(const unsigned char *b, int64_t L, int64_t at, int64_t c
     if (pos - at - cnt + n * wt != extra) return 1;
     if (wt)
         for (int64_t t = 0; t < n; t++) ev[who[t]] += (uint8_t)gm_bits_at(b, L, pos + t * wt, wt);
+    return 0;
+}
+
+/* a BARE LEVELS block's bits after its first level (no field says it): its lv levels from bit `at` of b
+ * (L bytes; cnt <= 128 values), level i a bit per set bit of level i - 1, then wt bits per set bit of
+ * the last; 1 when a level or the tail runs past bit `limit` */
+static int gm_bare_extra(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int wt, int64_t limit,
+                         int64_t *extra) {
+    int64_t pos = at, n = cnt;
+    if (cnt < 0 || cnt > 128 || at < 0 || limit > 8 * L) return 1;
+    for (int i = 0; i < lv; i++) {
+        uint64_t w[2] = {0, 0};
+        if (pos + n > limit) return 1;
+        if (n) gm_realign_one(b, L, pos, n, w);
+        pos += n;
+        n = __builtin_popcountll(w[0]) + __builtin_popcountll(w[1]);
+    }
+    if (pos + n * wt > limit) return 1;
+    *extra = pos - at - cnt + n * wt;
+    return 0;
+}
+
+/* host/pages.py bare_mids: K BARE LEVELS blocks (block k from bit at[k] of buf, n bytes: cnt[k] values,
+ * lv[k] levels, a tail of wt[k] bits, its blob ending at bit limit[k]): their bits after the first level
+ * to mid[k]. Returns 0, or k + 1 for the first whose levels run past its limit */
+int64_t gm_bare_mids(const unsigned char *buf, int64_t n, const int64_t *at, const int64_t *cnt, const int64_t *lv,
+                     const int64_t *wt, const int64_t *limit, int64_t K, int64_t *mid) {
+    for (int64_t k = 0; k < K; k++)
+        if (at[k] < 0 || lv[k] < 1 || lv[k] > 4 || wt[k] < 0 || wt[k] > 3 ||
+            gm_bare_extra(buf, n, at[k], cnt[k], (int)lv[k], (int)wt[k], limit[k], mid + k))
+            return k + 1;
     return 0;
 }
 
