@@ -728,7 +728,7 @@ def test_bad_levels_blocks_are_corruption(monkeypatch):
 def test_bare_levels_blocks(tmp_path, monkeypatch):
     """A blob of one LEVELS block based at 0 (a short stripe of an action type) is a BARE LEVELS block
     (tags 241..255 but CLASSES' 244, 248, 252): no fields, its bits after the first level walked from
-    its levels. It takes two bytes less a blob than a LEVELS block, decodes on both decoders (its tag
+    its levels. Such blobs take 1.5 bytes or more fewer each than without them, decode on both decoders (its tag
     in its index, or 255 in its blob), reads back from a tier by any window, and its entry says
     ``bare``. As the first of a blob's two blocks, or cut short, it is a ``CorruptionError`` on both
     decoders, and each flipped bit gives the same values or the same error on both."""
