@@ -1162,7 +1162,8 @@ def tag_nbytes(tag: np.ndarray, count: np.ndarray) -> np.ndarray:
     its ``count`` values (a segment index of form 2 stores its bytes less this): a plain block its
     payload and a byte a field; a FLAG block its positions (and exceptions of one bit, with a
     ``w2`` byte); a LEVELS block its bitmap and two bytes (a CLASSES block three; a BARE LEVELS block
-    11/8 bits a value: ML-1M's action types' mean); -1 for other kinds (the index predicts
+    11/8 bits a value, rounded up: ML-1M's 4- and 3-kind action types cut to 40 events take 1.50 and
+    1.32 in such blobs); -1 for other kinds (the index predicts
     those from the column's mean)."""
     tag, count = np.asarray(tag, np.int64), np.asarray(count, np.int64)
     t = tag & 0x7F
