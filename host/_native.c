@@ -527,9 +527,11 @@ static int gm_sparse_bitmap(const unsigned char *b, int64_t L, int64_t at, int64
  * gives the first level (bm) and, per its set bit j, in order, that value less the base (ev[j]; *e1 of
  * them): each level is realigned to two words and walked by its set bits only, ev[j] gaining 1 per
  * level it passes. 1 when no first-level bit is set or the levels and the tail are not `extra` bits
- * after the first level (checked before each is read); the caller checked at + cnt + extra <= 8 L */
+ * after the first level (checked before each is read); the caller checked at + cnt + extra <= 8 L.
+ * walked (a BARE LEVELS block's: no field says its size): where given, extra is only a bound, and
+ * *walked the bits its levels and tail take after the first level (one walk for both) */
 static int gm_levels_ev(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int wt, int64_t extra,
-                        uint64_t *bm, uint8_t *ev, int64_t *e1) {
+                        uint64_t *bm, uint8_t *ev, int64_t *e1, int64_t *walked) {
     uint64_t lw[2];
     uint8_t who[128];
     bm[0] = bm[1] = 0;
@@ -552,7 +554,9 @@ static int gm_levels_ev(const unsigned char *b, int64_t L, int64_t at, int64_t c
             }
         n = m;
     }
-    if (pos - at - cnt + n * wt != extra) return 1;
+    const int64_t used = pos - at - cnt + n * wt;
+    if (walked ? used > extra : used != extra) return 1;
+    if (walked) *walked = used;
     if (wt)
         for (int64_t t = 0; t < n; t++) ev[who[t]] += (uint8_t)gm_bits_at(b, L, pos + t * wt, wt);
     return 0;
@@ -670,9 +674,9 @@ static int gm_fast_x512(void) {
  * are 8 vectors of 16 lanes; class c's nc values are unpacked 16 at a time (the 16 values' 2 w_c bytes
  * from one masked 64-byte load: a byte permute puts each value's 4 bytes in its lane, a shift per lane
  * and a mask take its bits; every 16 values start at the same bit of a byte) and expanded into the lanes
- * of its mask, 16 lanes at a time. Returns as gm_classes_r does (each class's bits checked before they
- * are read; nothing written on an error); *top: base + the highest class's largest value less the base */
-__attribute__((target("avx512f,avx512bw,avx512vbmi,popcnt"))) static int
+ * of its mask, 16 lanes at a time. Returns the bit its low bits end at, or -1 when they run past end
+ * (each class's bits checked before they are read; nothing written on an error); *top: base + the highest class's largest value less the base */
+__attribute__((target("avx512f,avx512bw,avx512vbmi,popcnt"))) static int64_t
 gm_classes_x512(const unsigned char *b, int64_t L, int64_t pos, int64_t end, int64_t cnt, int lv, const int64_t *w,
                 const int64_t *st, const uint64_t (*f)[2], uint64_t base, uint64_t *r, uint64_t *top) {
     __m512i R[8];
@@ -684,7 +688,7 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t pos, int64_t end, int
         const uint64_t m[2] = {f[c][0] & ~f[c + 1][0], f[c][1] & ~f[c + 1][1]};
         const int64_t nc = __builtin_popcountll(m[0]) + __builtin_popcountll(m[1]);
         const int wc = (int)w[c];
-        if (pos + nc * wc > end) return 1;
+        if (pos + nc * wc > end) return -1;
         if (!nc || (!c && !wc)) continue;
         const __m512i add = _mm512_set1_epi32((int)st[c]);
         if (!wc) {
@@ -736,12 +740,20 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t pos, int64_t end, int
         }
         *top = base + t;
     }
-    return pos != end;
+    return pos;
 }
 #else
 #define GM_DEPOSIT2(src, m, o) gm_deposit2_bits(src, m, o)
 #define GM_X512 0
 #endif
+
+/* 1 when a block's bits after its first level (from bit `from`) do not end at `end`; walked: where given,
+ * they may end before, and *walked is how many they are */
+static inline int gm_classes_end(int64_t pos, int64_t from, int64_t end, int64_t *walked) {
+    if (!walked) return pos != end;
+    *walked = pos - from;
+    return 0;
+}
 
 /* a CLASSES block of cnt <= 128 values from bit `at` of b (L bytes): lv levels of bitmaps (level 0 a bit
  * per value, set past class 0; level i a bit per value whose bits on the levels before are 1, in order),
@@ -750,11 +762,12 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t pos, int64_t end, int
  * level is deposited at the bits of the values still walking, so that class c is a mask of two words
  * (the values of at least class c less those of at least c + 1), walked by its set bits; class 0 of no
  * low bits (often the most frequent value) is a fill. 1 when no value is past class 0 or the levels
- * and low bits are not `extra` bits after the first level (checked before each is read). *top (where
- * given): the largest value, the largest of its highest class (base + its start + its low bits: the
- * block's largest where base + the tail's end does not wrap; gm_blob's dictionary check) */
+ * and low bits are not `extra` bits after the first level (checked before each is read); walked: as
+ * gm_levels_ev's (extra a bound, *walked the bits they take). *top (where given): the largest value,
+ * the largest of its highest class (base + its start + its low bits: the block's largest where base +
+ * the tail's end does not wrap; gm_blob's dictionary check) */
 static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int64_t shape,
-                        int64_t extra, uint64_t base, uint64_t *r, uint64_t *first, uint64_t *top) {
+                        int64_t extra, int64_t *walked, uint64_t base, uint64_t *r, uint64_t *first, uint64_t *top) {
     int64_t w[6], st[7];
     uint64_t f[6][2]; /* f[c]: the values of class c or more */
     gm_classes_shape(lv, shape, w, st);
@@ -778,7 +791,10 @@ static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t c
 #if GM_X512
     int64_t wmax = 0;
     for (int c = 0; c <= lv; c++) wmax = w[c] > wmax ? w[c] : wmax;
-    if (wmax <= 24 && gm_fast_x512()) return gm_classes_x512(b, L, pos, end, cnt, lv, w, st, (const uint64_t(*)[2])f, base, r, top);
+    if (wmax <= 24 && gm_fast_x512()) {
+        const int64_t p = gm_classes_x512(b, L, pos, end, cnt, lv, w, st, (const uint64_t(*)[2])f, base, r, top);
+        return p < 0 || gm_classes_end(p, at + cnt, end, walked);
+    }
 #endif
     for (int c = 0; c <= lv; c++) { /* each class's low bits, class 0 first (checked before any is read) */
         const uint64_t m0 = f[c][0] & ~f[c + 1][0], m1 = f[c][1] & ~f[c + 1][1];
@@ -813,7 +829,7 @@ static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t c
             }
         *top = t;
     }
-    return pos != end;
+    return gm_classes_end(pos, at + cnt, end, walked);
 }
 
 /* OR the w <= 64 low bits of v into the zeroed stream o at bit `bit` */
@@ -973,7 +989,7 @@ int64_t gm_classes_patch(const unsigned char *buf, int64_t n, const int64_t *at,
         uint64_t r[128], f1[2]; /* f1: its first level, the values past class 0: the bitmap */
         const int64_t c = cnt[k], w0 = shape[k] & 15;
         if (c < 1 || c > 128 || lv[k] < 1 || lv[k] > 4 || gm_classes_bad(lv[k], shape[k], extra[k], c) ||
-            gm_classes_r(buf, n, at[k], c, (int)lv[k], shape[k], extra[k], 0, r, f1, NULL))
+            gm_classes_r(buf, n, at[k], c, (int)lv[k], shape[k], extra[k], NULL, 0, r, f1, NULL))
             return k + 1;
         uint64_t top = 0; /* (a value past class 0 is at least 2^w_0: its high part at least 1) */
         for (int g = 0; g < 2; g++)
@@ -1013,7 +1029,7 @@ int64_t gm_stage_levels(const unsigned char *buf, int64_t n, const int64_t *at, 
         uint64_t bm[2];
         uint8_t ev[128];
         if (cnt[k] < 1 || cnt[k] > 128 || lv[k] < 1 || lv[k] > 4 || wt[k] < 0 || wt[k] > 3 ||
-            gm_levels_ev(buf, n, at[k], cnt[k], (int)lv[k], (int)wt[k], extra[k], bm, ev, e1 + k))
+            gm_levels_ev(buf, n, at[k], cnt[k], (int)lv[k], (int)wt[k], extra[k], bm, ev, e1 + k, NULL))
             return k + 1;
         for (int64_t j = 0; j < e1[k]; j++) x[xoff[k] + j] = ev[j];
     }
@@ -1096,7 +1112,7 @@ int64_t gm_stage_blocks(const unsigned char *pay, int64_t n, const int64_t *f, i
             if (at < 0 || mid[k] < 0 || mid[k] > GM_MAX_VALUES || at > nbits - c - mid[k] || c < 1 || c > 128 ||
                 sp0[k] < 1 || sp0[k] > 4 || w20[k] < 0 || w20[k] > 3)
                 return -(k + 1);
-            if (gm_levels_ev(pay, n, at, c, (int)sp0[k], (int)w20[k], mid[k], bm, ev, e1 + k)) return -(k + 1);
+            if (gm_levels_ev(pay, n, at, c, (int)sp0[k], (int)w20[k], mid[k], bm, ev, e1 + k, NULL)) return -(k + 1);
         }
         const int64_t kind = lv ? GM_KIND_PATCH : kind0[k], w = lv ? 0 : w0[k], nv = lv ? c : nv0[k];
         const int64_t e = lv ? e1[k] : e0[k], w2 = lv ? 0 : w20[k], sp = lv ? 0 : sp0[k];
@@ -1166,18 +1182,18 @@ int64_t gm_stage_blocks(const unsigned char *pay, int64_t n, const int64_t *f, i
     return total;
 }
 
-/* gm_blob's LEVELS block: its values to o */
+/* gm_blob's LEVELS block: its values to o (walked: as gm_levels_ev's, a BARE LEVELS block's size) */
 static int gm_levels(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int wt, int64_t extra,
-                     uint64_t base, uint64_t *o) {
+                     int64_t *walked, uint64_t base, uint64_t *o) {
 #if GM_X512
     /* (a LEVELS block is a CLASSES block of no low bits before its tail: class c < lv the value c, the
      * tail's from lv; its levels and tail the same bits. With AVX-512 that path fills and expands) */
-    if (gm_fast_x512()) return gm_classes_r(b, L, at, cnt, lv, (int64_t)wt << (4 * lv), extra, base, o, NULL, NULL);
+    if (gm_fast_x512()) return gm_classes_r(b, L, at, cnt, lv, (int64_t)wt << (4 * lv), extra, walked, base, o, NULL, NULL);
 #endif
     uint64_t bm[2];
     uint8_t ev[128];
     int64_t e1, j = 0;
-    if (gm_levels_ev(b, L, at, cnt, lv, wt, extra, bm, ev, &e1)) return 1;
+    if (gm_levels_ev(b, L, at, cnt, lv, wt, extra, bm, ev, &e1, walked)) return 1;
     for (int64_t k = 0; k < cnt; k++) o[k] = base;
     for (int g = 0; g < 2; g++)
         for (uint64_t x = bm[g]; x; x &= x - 1) o[64 * g + __builtin_ctzll(x)] = base + ev[j++];
@@ -1203,7 +1219,7 @@ static inline int gm_fields(const unsigned char *fbuf, int64_t *pos, int64_t end
         *e = gm_sat(x1);
         return 0;
     }
-    if (gm_is_bare(tag)) { /* BARE LEVELS: no fields; its base the prediction, e -1 (walked: gm_bare_extra) */
+    if (gm_is_bare(tag)) { /* BARE LEVELS: no fields; its base the prediction, e -1 (walked as it is decoded: gm_blob; gm_bare_extra) */
         *base = (int64_t)*pred;
         *slope = 0;
         *w = 1;
@@ -1432,7 +1448,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
                 if (cnt > 128 || gm_classes_bad(lvc, W2, E, cnt)) return GM_BLOB_RANGE;
                 if (at + bits > limit) return GM_BLOB_PAYLOAD;
                 uint64_t top = 0;
-                if (gm_classes_r(b, R, at, cnt, (int)lvc, W2, E, (uint64_t)base[k], o, NULL, D ? &top : NULL))
+                if (gm_classes_r(b, R, at, cnt, (int)lvc, W2, E, NULL, (uint64_t)base[k], o, NULL, D ? &top : NULL))
                     return GM_BLOB_BITMAP;
                 P += bits;
                 int64_t cw[6], cst[7]; /* (its values: below the tail's end; all of them at most top where that
@@ -1446,13 +1462,19 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
             }
             if (t == GM_KIND_LEVELS) {
                 const int64_t lvl = 1 + (((b[j] & 0x7F) - GM_TAG_LEVELS) >> 2); /* (its values: below lv + 2^wt) */
-                int64_t ex = E; /* (its field, the bits after the first level; BARE: walked from its levels) */
-                if (gm_is_bare(b[j]) && gm_bare_extra(b, L, at, cnt, (int)lvl, (int)W2, limit, &ex)) return GM_BLOB_PAYLOAD;
-                const int64_t bits = cnt + ex;
-                if (ex > (lvl - 1 + W2) * cnt) return GM_BLOB_RANGE;
-                if (at + bits > limit) return GM_BLOB_PAYLOAD;
-                if (gm_levels(b, R, at, cnt, (int)lvl, (int)W2, ex, (uint64_t)base[k], o)) return GM_BLOB_BITMAP;
-                P += bits;
+                int64_t ex = E; /* (its field, the bits after the first level; BARE: walked from its levels as
+                                 * they are decoded, bounded by the blob's end) */
+                const int bare = gm_is_bare(b[j]);
+                if (bare) {
+                    if (at + cnt > limit) return GM_BLOB_PAYLOAD;
+                    if (gm_levels(b, R, at, cnt, (int)lvl, (int)W2, limit - at - cnt, &ex, (uint64_t)base[k], o))
+                        return GM_BLOB_PAYLOAD;
+                } else {
+                    if (ex > (lvl - 1 + W2) * cnt) return GM_BLOB_RANGE;
+                    if (at + cnt + ex > limit) return GM_BLOB_PAYLOAD;
+                    if (gm_levels(b, R, at, cnt, (int)lvl, (int)W2, ex, NULL, (uint64_t)base[k], o)) return GM_BLOB_BITMAP;
+                }
+                P += cnt + ex;
                 if (D && gm_finish(o, cnt, 0, 0, 0, dict, D,
                                    W2 < 62 && gm_below((uint64_t)base[k], (uint64_t)lvl + (UINT64_C(1) << W2), D)))
                     return GM_BLOB_CODE;
