@@ -462,7 +462,7 @@ class VersionReader:
         """Drop the segment dictionaries read so far (the next reads read them again): for
         benchmarks that count what an epoch reads from a cold start."""
         for s in list(self._segcache.values()) + [s for s in self._segs if s is not None]:
-            s._dicts = None
+            s._dicts = s._kept = None
         self._dcat = None
 
     def forget_heads(self, keep: bool = True) -> None:
@@ -997,12 +997,12 @@ class VersionReader:
         dictionary (its entry's ``"tables": 2``, DESIGN §1 "Stripe tables")."""
         return np.array([e.get("tables") == 2 for _, e in self._files], bool)
 
-    def _decode_with_code_tables(self, column: str, keys: np.ndarray, todo: np.ndarray, have: np.ndarray, parts: list,
+    def _decode_with_code_tables(self, column: str, keys: np.ndarray, todo: np.ndarray, have: np.ndarray, parts: "_Parts",
                                  buf: np.ndarray, at: np.ndarray, ln: np.ndarray, forms: np.ndarray, coded: np.ndarray,
                                  where: str, first: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The dictionaries ``keys``, back to back (``_laid_out``: those of ``first`` first), the entries
         and place of each: those
-        kept (``have``: ``parts[i]``) and those read (``todo``: stored bytes ``buf[at:][:ln]``), some of
+        kept (``have``: in ``parts``) and those read (``todo``: stored bytes ``buf[at:][:ln]``), some of
         them tables of codes (``coded``, per ``todo``: their mark at ``at``). Decoded straight into
         place (one array: no copy of a batch's tables, whose pages are the cost on this scale) in two
         passes of the C decoder: the others, then the tables of codes, each code looked up in its
@@ -1228,7 +1228,7 @@ class VersionReader:
         segi = (keys >> 40).astype(np.int64)
         useg, sinv = unique(segi, return_inverse=True)
         segs = {int(u): self.segment(int(u)) for u in useg}
-        parts: list = [None] * len(keys)
+        parts = _Parts(len(keys))
         have = np.zeros(len(keys), bool)
         e0 = np.zeros(len(keys), np.int64)  # (a table read in part: its first entry read)
         cand = (kept == 0) & (size >= TABLE_PART_BYTES)  # (first: a table of codes may read its segment dictionary)
@@ -1238,9 +1238,10 @@ class VersionReader:
             have[chosen] = True
         for u, sg in segs.items():  # dictionaries kept by their segments (a segment dictionary, once read)
             if sg.has_kept_dictionaries():
-                for i in np.flatnonzero((segi == u) & (kept > 0)).tolist():  # (only those: a batch names thousands of tables)
-                    parts[i] = sg.cached_dictionary(int(keys[i] & mask))
-                    have[i] = parts[i] is not None
+                i = np.flatnonzero((segi == u) & (kept > 0))  # (only those: a batch names thousands of tables)
+                found, pool, st, ln = sg.kept_dictionaries(keys[i] & mask)
+                parts.pooled(i[found], pool, st[found], ln[found])
+                have[i[found]] = True
         todo = np.flatnonzero(~have)
         vals = laid = None
         reads = []
@@ -1292,7 +1293,7 @@ class VersionReader:
             take_ranges(vals, pos, cnt, cat, at[todo])
             cat.flags.writeable = False
         else:
-            lens, cat = np.array([len(d) for d in parts], np.int64), None
+            lens, cat = parts.lens(np.arange(len(keys))), None
             at = _places(lens, first)
         if int(lens.sum()) >= 1 << 31:
             raise GpumatError(f"{self.where}: a batch's dictionaries exceed 2^31 entries; use smaller batches")
@@ -1306,12 +1307,12 @@ class VersionReader:
         nkept = int(lens[first].sum()) if key is not None else 0
         if cat is not None:
             return cat, key, start, length, nkept
-        if len(parts) == 1:
-            return parts[0], key, start, length, nkept
+        if len(keys) == 1:
+            return parts.get(0), key, start, length, nkept
         whole = key if key is not None and first.all() else _dict_keys(files, sinv.reshape(-1), keys & mask)
         last = self._dcat  # batch after batch needs the same few: concatenate them once
         if last is None or last[0] != whole:
-            cat = np.concatenate([parts[i] for i in np.r_[np.flatnonzero(first), np.flatnonzero(~first)].tolist()])
+            cat = parts.write(np.empty(int(lens.sum()), np.int64), at, np.arange(len(keys)))  # (at: that order)
             cat.flags.writeable = False
             self._dcat = last = (whole, cat)
         return last[1], key, start, length, nkept
@@ -1439,19 +1440,58 @@ class VersionReader:
                                   codec.enc_tags(enc), out, dst)
 
 
-def _laid_out(todo: np.ndarray, cnt: np.ndarray, have: np.ndarray, parts: list, first: np.ndarray) -> tuple:
+class _Parts:
+    """The dictionaries of a batch (``VersionReader._dictionaries``, by index) already in memory:
+    ranges of their segments' packed kept ones (``Segment.kept_dictionaries``: found, sized and
+    copied a segment at a time, where a batch names hundreds of stripe tables) or arrays of their
+    own (tables read in part)."""
+
+    def __init__(self, n: int):
+        self.pool = np.full(n, -1, np.int64)  # (index into pools, or -1)
+        self.st, self.ln = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        self.pools: list = []
+        self.own: dict = {}
+
+    def pooled(self, i: np.ndarray, pool: np.ndarray, st: np.ndarray, ln: np.ndarray) -> None:
+        if len(i):
+            self.pool[i], self.st[i], self.ln[i] = len(self.pools), st, ln
+            self.pools.append(pool)
+
+    def __setitem__(self, i: int, v: np.ndarray) -> None:
+        self.own[i] = v
+
+    def get(self, i: int) -> np.ndarray:
+        p = int(self.pool[i])
+        return self.own[i] if p < 0 else self.pools[p][self.st[i] : self.st[i] + self.ln[i]]
+
+    def lens(self, idx: np.ndarray) -> np.ndarray:
+        out = self.ln[idx].copy()
+        for j in np.flatnonzero(self.pool[idx] < 0).tolist():
+            out[j] = len(self.own[int(idx[j])])
+        return out
+
+    def write(self, cat: np.ndarray, at: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Dictionaries ``idx`` copied into ``cat`` at ``at[idx]``; returns ``cat``."""
+        p = self.pool[idx]
+        for k, pool in enumerate(self.pools):
+            j = idx[p == k]
+            if len(j):
+                take_ranges(pool, self.st[j], self.ln[j], cat, at[j])
+        for i in idx[p < 0].tolist():
+            cat[at[i] : at[i] + len(self.own[i])] = self.own[i]
+        return cat
+
+
+def _laid_out(todo: np.ndarray, cnt: np.ndarray, have: np.ndarray, parts: _Parts, first: np.ndarray) -> tuple:
     """A batch's dictionaries (``VersionReader._dictionaries``), those of ``first`` (its segment
     dictionaries) before the others, each part in key order: ``(cat, lens, at)``, an array for all
-    of them with the kept ones (``have``: ``parts[i]``) copied in, and each one's entries and place;
+    of them with the kept ones (``have``: in ``parts``) copied in, and each one's entries and place;
     those read now (``todo``, ``cnt`` entries each) are the caller's to write."""
     lens = np.zeros(len(have), np.int64)
     hv = np.flatnonzero(have)
-    lens[todo], lens[hv] = cnt, [len(parts[i]) for i in hv.tolist()]
+    lens[todo], lens[hv] = cnt, parts.lens(hv)
     at = _places(lens, first)
-    cat = np.empty(int(lens.sum()), np.int64)
-    for i in hv.tolist():
-        cat[at[i] : at[i] + lens[i]] = parts[i]
-    return cat, lens, at
+    return parts.write(np.empty(int(lens.sum()), np.int64), at, hv), lens, at
 
 
 def _places(lens: np.ndarray, first: np.ndarray) -> np.ndarray:

@@ -554,6 +554,7 @@ class Segment:
     checks: np.ndarray | None = None  # format 3: the chunk checksums (uint32)
     _region: np.ndarray | None = None  # the whole blob region, for a small segment once read (verified)
     _dicts: dict | None = None  # format 3: the dictionaries read (values, read-only), by byte offset
+    _kept: tuple | None = None  # format 3: ``_dicts`` packed into one array (``kept_dictionaries``)
     cont: np.ndarray | None = None  # format 3: per stripe, 1 where it continues the stripe before's blobs (a pack)
     form: int = 1  # format 3: its index's form (``index_residuals``; 2: blobs of one block may have their tag in ``enc``)
 
@@ -641,6 +642,31 @@ class Segment:
             self.keep_dictionary(off, d)
         d.flags.writeable = False  # shared by every batch that reads it
         return d
+
+    def kept_dictionaries(self, offs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``cached_dictionary`` of many at once (a batch names hundreds of stripe tables):
+        ``(found, values, start, length)``, the dictionary at byte ``offs[i]`` (where ``found[i]``)
+        being ``values[start[i]:][:length[i]]``. The kept ones are packed into one array when looked
+        up after a read kept more (each kept one then a view of it: no second copy)."""
+        offs = np.asarray(offs, np.int64)
+        cache, packed = self._dicts, self._kept  # (one read: ``forget_dictionaries`` may drop them meanwhile)
+        if not cache:
+            z = np.zeros(len(offs), np.int64)
+            return np.zeros(len(offs), bool), np.zeros(0, np.int64), z, z
+        if packed is None or packed[0] is not cache or packed[1] != len(cache):
+            items = sorted(cache.items())
+            ko = np.array([k for k, _ in items], np.int64)
+            ln = np.array([len(v) for _, v in items], np.int64)
+            st = np.cumsum(ln) - ln
+            vals = np.concatenate([v for _, v in items]).astype(np.int64, copy=False)
+            vals.flags.writeable = False
+            for (k, _), a, n in zip(items, st.tolist(), ln.tolist()):
+                cache[k] = vals[a : a + n]  # (the same values: a reader that holds the old one still may)
+            packed = self._kept = (cache, len(items), ko, st, ln, vals)
+        _, _, ko, st, ln, vals = packed
+        w = np.minimum(np.searchsorted(ko, offs), len(ko) - 1)
+        found = ko[w] == offs
+        return found, vals, np.where(found, st[w], 0), np.where(found, ln[w], 0)
 
     def keep_dictionary(self, off: int, d: np.ndarray) -> None:
         """Keep the dictionary at byte ``off``, decoded (``d``, made read-only), for later reads."""

@@ -169,6 +169,42 @@ def test_stripe_tables_read_back_by_windows(tmp_path, monkeypatch, bs):
     assert 0 <= reads[reader.TABLES_KEPT_BYTES, reader.TABLE_KEPT_ENTRIES][1] < first, reads
 
 
+def test_kept_tables_are_found_at_once(tmp_path, monkeypatch):
+    """A segment's kept dictionaries, looked up many at once (``kept_dictionaries``, packed into one
+    array), are those looked up one by one; one kept after the packing is found too, an offset never
+    kept is not, and ``forget_dictionaries`` drops them all. Reads that find them so (all kept, or
+    some kept and some read) give what a fresh reader gives."""
+    monkeypatch.setattr(pages, "CODE_TABLES", False)
+    rng = np.random.default_rng(7)
+    sc = rng.integers(200, 600, 30)
+    t = Tier.create(tmp_path / "t", SCHEMA)
+    t.append(pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), **repeating_columns(rng, sc)}))
+    si = np.arange(len(t.directory()))
+    want = Tier.open(tmp_path / "t")._reader.decode_stripes("action", si)
+    r = Tier.open(tmp_path / "t")._reader
+    for _ in range(2):  # (the second finds them kept)
+        assert np.array_equal(r.decode_stripes("action", si), want)
+    (sg,) = [s for s in r._segs if s is not None and s.has_kept_dictionaries()]
+    offs = np.array(sorted(sg._dicts), np.int64)
+    assert len(offs) > 3
+    q = np.r_[offs[::-1], offs[-1] + 1]
+    found, vals, st, ln = sg.kept_dictionaries(q)
+    assert found.tolist() == [True] * len(offs) + [False]
+    for f, o, a, n in zip(found, q.tolist(), st.tolist(), ln.tolist()):
+        assert not f or np.array_equal(vals[a : a + n], sg.cached_dictionary(o))
+    sg.keep_dictionary(int(offs[-1]) + 1, np.array([5, 6], np.int64))
+    found, vals, st, ln = sg.kept_dictionaries(q)
+    assert found.all() and vals[st[-1] : st[-1] + ln[-1]].tolist() == [5, 6]
+    del sg._dicts[int(offs[-1]) + 1]
+    sg._kept = None
+    for k in offs[::2].tolist():  # (some kept, the others read again)
+        del sg._dicts[k]
+    assert np.array_equal(r.decode_stripes("action", si), want)
+    r.forget_dictionaries()
+    assert not sg.kept_dictionaries(offs)[0].any()
+    assert np.array_equal(r.decode_stripes("action", si), want)
+
+
 @pytest.mark.parametrize("backend", ["reference", "numpy", "triton", "torch"])
 def test_stripe_tables_materialize(tmp_path, backend):
     """Planned batches of a tier with both tables (DELTA blocks of codes among them) equal the
@@ -622,7 +658,7 @@ def test_a_code_past_the_segment_dictionary_is_corruption(tmp_path, monkeypatch)
     r._dict_sizes("item_id")
     keys = r._dsarr["item_id"][0]
     with pytest.raises(CorruptionError, match="a table of codes at its segment dictionary.s place"):
-        r._decode_with_code_tables("item_id", keys[:1], np.array([0]), np.array([False]), [None],
+        r._decode_with_code_tables("item_id", keys[:1], np.array([0]), np.array([False]), reader._Parts(1),
                                    np.array([0, 2, 5, 0], np.uint8), np.zeros(1, np.int64), np.array([4]),
                                    np.array([2]), np.array([True]), "x", np.array([False]))
 
