@@ -675,7 +675,8 @@ static int gm_fast_x512(void) {
  * from one masked 64-byte load: a byte permute puts each value's 4 bytes in its lane, a shift per lane
  * and a mask take its bits; every 16 values start at the same bit of a byte) and expanded into the lanes
  * of its mask, 16 lanes at a time. Returns the bit its low bits end at, or -1 when they run past end
- * (each class's bits checked before they are read; nothing written on an error); *top: base + the highest class's largest value less the base */
+ * (each class's bits checked before they are read; nothing written on an error); *top: base + the
+ * highest class's largest value less the base */
 __attribute__((target("avx512f,avx512bw,avx512vbmi,popcnt"))) static int64_t
 gm_classes_x512(const unsigned char *b, int64_t L, int64_t pos, int64_t end, int64_t cnt, int lv, const int64_t *w,
                 const int64_t *st, const uint64_t (*f)[2], uint64_t base, uint64_t *r, uint64_t *top) {
