@@ -1239,9 +1239,13 @@ class VersionReader:
         for u, sg in segs.items():  # dictionaries kept by their segments (a segment dictionary, once read)
             if sg.has_kept_dictionaries():
                 i = np.flatnonzero((segi == u) & (kept > 0))  # (only those: a batch names thousands of tables)
-                found, pool, st, ln = sg.kept_dictionaries(keys[i] & mask)
+                found, pool, st, ln = sg.kept_dictionaries(keys[i] & mask, TABLE_KEPT_ENTRIES)
                 parts.pooled(i[found], pool, st[found], ln[found])
                 have[i[found]] = True
+                for j in i[~found & (kept[i] == 1)].tolist():  # (a larger segment dictionary: kept whole, apart)
+                    v = sg.cached_dictionary(int(keys[j] & mask))
+                    if v is not None:
+                        parts[j], have[j] = v, True
         todo = np.flatnonzero(~have)
         vals = laid = None
         reads = []

@@ -643,27 +643,33 @@ class Segment:
         d.flags.writeable = False  # shared by every batch that reads it
         return d
 
-    def kept_dictionaries(self, offs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``cached_dictionary`` of many at once (a batch names hundreds of stripe tables):
+    def kept_dictionaries(self, offs: np.ndarray, most: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``cached_dictionary`` of many small ones at once (a batch names hundreds of stripe tables):
         ``(found, values, start, length)``, the dictionary at byte ``offs[i]`` (where ``found[i]``)
-        being ``values[start[i]:][:length[i]]``. The kept ones are packed into one array when looked
-        up after a read kept more (each kept one then a view of it: no second copy)."""
+        being ``values[start[i]:][:length[i]]``. The kept ones of at most ``most`` entries are packed
+        into one array when looked up after a read kept more (each then a view of it: no second
+        copy); a larger one (a segment dictionary) is not found here, and not copied again when
+        a read keeps more: ``cached_dictionary`` finds it."""
         offs = np.asarray(offs, np.int64)
         cache, packed = self._dicts, self._kept  # (one read: ``forget_dictionaries`` may drop them meanwhile)
         if not cache:
             z = np.zeros(len(offs), np.int64)
             return np.zeros(len(offs), bool), np.zeros(0, np.int64), z, z
-        if packed is None or packed[0] is not cache or packed[1] != len(cache):
-            items = sorted(cache.items())
+        if packed is None or packed[0] is not cache or packed[1] != (len(cache), most):
+            n = len(cache)
+            items = sorted((k, v) for k, v in list(cache.items()) if len(v) <= most)
             ko = np.array([k for k, _ in items], np.int64)
             ln = np.array([len(v) for _, v in items], np.int64)
             st = np.cumsum(ln) - ln
-            vals = np.concatenate([v for _, v in items]).astype(np.int64, copy=False)
+            vals = np.concatenate([v for _, v in items]).astype(np.int64, copy=False) if items else np.zeros(0, np.int64)
             vals.flags.writeable = False
-            for (k, _), a, n in zip(items, st.tolist(), ln.tolist()):
-                cache[k] = vals[a : a + n]  # (the same values: a reader that holds the old one still may)
-            packed = self._kept = (cache, len(items), ko, st, ln, vals)
+            for (k, _), a, m in zip(items, st.tolist(), ln.tolist()):
+                cache[k] = vals[a : a + m]  # (the same values: a reader that holds the old one still may)
+            packed = self._kept = (cache, (n, most), ko, st, ln, vals)
         _, _, ko, st, ln, vals = packed
+        if not len(ko):
+            z = np.zeros(len(offs), np.int64)
+            return np.zeros(len(offs), bool), vals, z, z
         w = np.minimum(np.searchsorted(ko, offs), len(ko) - 1)
         found = ko[w] == offs
         return found, vals, np.where(found, st[w], 0), np.where(found, ln[w], 0)

@@ -188,12 +188,13 @@ def test_kept_tables_are_found_at_once(tmp_path, monkeypatch):
     offs = np.array(sorted(sg._dicts), np.int64)
     assert len(offs) > 3
     q = np.r_[offs[::-1], offs[-1] + 1]
-    found, vals, st, ln = sg.kept_dictionaries(q)
+    assert not sg.kept_dictionaries(q, 0)[0].any()  # (none of at most 0 entries: larger ones apart)
+    found, vals, st, ln = sg.kept_dictionaries(q, 1 << 30)
     assert found.tolist() == [True] * len(offs) + [False]
     for f, o, a, n in zip(found, q.tolist(), st.tolist(), ln.tolist()):
         assert not f or np.array_equal(vals[a : a + n], sg.cached_dictionary(o))
     sg.keep_dictionary(int(offs[-1]) + 1, np.array([5, 6], np.int64))
-    found, vals, st, ln = sg.kept_dictionaries(q)
+    found, vals, st, ln = sg.kept_dictionaries(q, 1 << 30)
     assert found.all() and vals[st[-1] : st[-1] + ln[-1]].tolist() == [5, 6]
     del sg._dicts[int(offs[-1]) + 1]
     sg._kept = None
@@ -201,7 +202,9 @@ def test_kept_tables_are_found_at_once(tmp_path, monkeypatch):
         del sg._dicts[k]
     assert np.array_equal(r.decode_stripes("action", si), want)
     r.forget_dictionaries()
-    assert not sg.kept_dictionaries(offs)[0].any()
+    assert not sg.kept_dictionaries(offs, 1 << 30)[0].any()
+    assert np.array_equal(r.decode_stripes("action", si), want)
+    monkeypatch.setattr(reader, "TABLE_KEPT_ENTRIES", 0)  # (every one kept apart: found one by one)
     assert np.array_equal(r.decode_stripes("action", si), want)
 
 
