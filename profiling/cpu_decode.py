@@ -16,7 +16,7 @@ Two measurements, each repeated ``--repeat`` times (the range is printed: the ma
             low-cardinality columns, 16k-row groups; one thread), and against ``memcpy`` of the
             same values as int64 (``np.copyto``). pyarrow is timed two ways, each round: the file
             API (``ParquetFile(...).read(columns, use_threads=False)``) and the dataset API
-            (``pq.read_table(..., use_threads=False)``, which costs 1.5-2.5x the CPU time on these
+            (``pq.read_table(..., use_threads=False)``, which costs 1.1-2.2x the CPU time on these
             files and runs part of it on other threads); ``parquet`` is the faster of the two, and
             every ratio is against it. Times are CPU time (``time.process_time``: every thread's).
 ``epoch``   per tenant, one epoch of the reference backend over batches planned beforehand
