@@ -668,6 +668,48 @@ static int gm_fast_x512(void) {
     return fast;
 }
 
+/* gm_blob's RADIX block with AVX-512 (gm_radix_expand's values [0, cnt) for q0 0; cnt <= 128, 2 <= g <= 10,
+ * 3 <= R <= 256, codes below 2^16: a valid block's of w <= 16 bits, codes[128] readable, those past its
+ * ceil(cnt / g) any value): 8 values a vector. Lane k's code, k / g, is taken from the 8 codes from the
+ * vector's first by a permute; its digit j = k mod g is its quotient by R^j (a multiply by 2^32 / R^j + 1
+ * and a shift: exact for codes below 2^16) less R times that quotient's by R: the digits gm_radix_expand's
+ * chain gives, without its chain (a multiply and a shift per digit, one after the other) */
+static uint64_t gm_radix_m[257][16]; /* [R][j]: 2^32 / R^j + 1 for R^j <= 2^16 (j >= 1; filled at load) */
+
+__attribute__((constructor)) static void gm_radix_init(void) {
+    for (uint64_t R = 3; R <= 256; R++)
+        for (uint64_t j = 1, p = R; j < 16 && p <= 65536; j++, p *= R) gm_radix_m[R][j] = UINT64_C(0xFFFFFFFF) / p + 1;
+}
+
+__attribute__((target("avx512f,popcnt"))) static void gm_radix_x512(const uint64_t *codes, uint64_t R, int64_t g,
+                                                                   uint64_t base, uint64_t slope, int64_t cnt,
+                                                                   uint64_t *out) {
+    uint64_t r0[8]; /* (j = 0 takes the code itself; a digit j < g has R^j < 2^16: its multiplier in the table) */
+    for (int k = 0; k < 8; k++) r0[k] = base + slope * (uint64_t)k;
+    const uint64_t *mt = gm_radix_m[R];
+    const __m512i t0 = _mm512_loadu_si512(mt), t1 = _mm512_loadu_si512(mt + 8), zero = _mm512_setzero_si512();
+    const __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), lo32 = _mm512_set1_epi64(0xFFFFFFFF);
+    const __m512i vg = _mm512_set1_epi64(g), vR = _mm512_set1_epi64((long long)R);
+    const __m512i M1 = _mm512_set1_epi64((long long)(UINT64_C(0xFFFFFFFF) / R + 1));
+    const __m512i Mg = _mm512_set1_epi64((long long)(UINT64_C(0xFFFFFFFF) / (uint64_t)g + 1)); /* (k / g, k < 2^16) */
+    const __m512i step = _mm512_set1_epi64((long long)(slope * 8));
+    __m512i ramp = _mm512_loadu_si512(r0);
+    for (int64_t k = 0; k < cnt; k += 8, ramp = _mm512_add_epi64(ramp, step)) {
+        const __m512i idx = _mm512_add_epi64(_mm512_set1_epi64(k), lane);
+        const __m512i q = _mm512_srli_epi64(_mm512_mul_epu32(idx, Mg), 32);
+        const __m512i j = _mm512_sub_epi64(idx, _mm512_mul_epu32(q, vg));
+        const int64_t q0 = k / g; /* (its lanes' codes q0 .. q0 + 3: 8 readable from q0 <= 63) */
+        const __m512i win = _mm512_and_si512(_mm512_loadu_si512(codes + q0), lo32);
+        const __m512i c = _mm512_permutexvar_epi64(_mm512_sub_epi64(q, _mm512_set1_epi64(q0)), win);
+        __m512i x = _mm512_srli_epi64(_mm512_mul_epu32(c, _mm512_permutex2var_epi64(t0, j, t1)), 32);
+        x = _mm512_mask_mov_epi64(x, _mm512_cmpeq_epi64_mask(j, zero), c);
+        const __m512i d = _mm512_sub_epi64(x, _mm512_mul_epu32(_mm512_srli_epi64(_mm512_mul_epu32(x, M1), 32), vR));
+        const __m512i v = _mm512_add_epi64(ramp, d);
+        if (k + 8 <= cnt) _mm512_storeu_si512(out + k, v);
+        else _mm512_mask_storeu_epi64(out + k, (__mmask8)((1u << (cnt - k)) - 1), v);
+    }
+}
+
 /* gm_classes_r's classes with AVX-512, from bit pos (its levels read: f[c], the values of class c or more,
  * c <= lv + 1; every width w[c] <= 24, so that a value less the base, its class's start and low bits, is
  * below 2^26 and a value's bits and their shift lie in one 32-bit lane). The block's values less the base
@@ -1486,7 +1528,12 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
             } else if (radix) { /* RADIX: its N codes, then each value's digit */
                 uint64_t codes[128];
                 gm_plain_bits(b, R, at, (int)W, 0, 0, N, scratch, codes);
-                gm_radix_expand(codes, 0, (uint64_t)W2, E, bv, sl, 0, cnt, o);
+#if GM_X512
+                if (gm_fast_x512() && E <= 10 && W2 >= 3 && W2 <= 256)
+                    gm_radix_x512(codes, (uint64_t)W2, E, bv, sl, cnt, o);
+                else
+#endif
+                    gm_radix_expand(codes, 0, (uint64_t)W2, E, bv, sl, 0, cnt, o);
             } else {
                 uint64_t bm[2] = {0, 0}; /* the bitmap: cnt <= 128 bits */
                 const int64_t bm_at = at + N * W;

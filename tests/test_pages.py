@@ -1053,6 +1053,52 @@ def test_radix_tables_and_fields():
                 pages.parse_fields(*args)
 
 
+def test_radix_decode_with_and_without_avx512(decoder):
+    """RADIX blocks of every alphabet that has a code (R 3..255: each a blob of one block, built
+    here), of lengths about every multiple of 8 and of g, flat and on a slope, with codes up to
+    2^w - 1 (those past R^g give other digits), decode the same with the C decoder's AVX-512 digits
+    (``gm_radix_x512``: each digit a quotient by R^j), its scalar chain (``GPUMAT_NO_AVX512=1``)
+    and NumPy, in child processes (the choice is made once per process)."""
+    if decoder != "native":
+        pytest.skip("about the C decoder's paths: runs once, with the C codec")
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib\n"
+        "import numpy as np\n"
+        "from gpumat.host import pages\n"
+        "rng = np.random.default_rng(9)\n"
+        "h, blocks = hashlib.sha256(), 0\n"
+        "for R in range(3, 256):\n"
+        "    g, w = int(pages.RADIX_G[R]), int(pages.RADIX_W[R])\n"
+        "    if not g:\n"
+        "        continue\n"
+        "    for n in sorted({1, 7, 8, 9, g - 1, g, g + 1, 8 * g - 1, 8 * g + 1, 63, 100, 127, 128} - {0}):\n"
+        "        for slope in (0, int(rng.integers(-9, 10))):\n"
+        "            codes = rng.integers(0, 1 << w, -(-n // g))\n"
+        "            codes[: len(codes) // 2] %= R ** g  # (half of them valid codes)\n"
+        "            base = int(rng.integers(-(10**12), 10**12))\n"
+        "            f = [int(pages.zigzag(np.array([base]))[0])] + ([int(pages.zigzag(np.array([slope]))[0])] if slope else []) + [R]\n"
+        "            bits = ((codes[:, None] >> np.arange(w)) & 1).astype(np.uint8).reshape(-1)\n"
+        "            blob = np.concatenate([[pages.TAG_RADIX | (0x80 if slope else 0)], pages.varint_bytes(np.array(f, np.uint64))[0],\n"
+        "                                   np.packbits(bits, bitorder='little')]).astype(np.uint8)\n"
+        "            c = pages.decode_blobs(blob, [0], [len(blob)], [n], 128)\n"
+        "            p = pages.decode_blob(blob, n, 128)\n"
+        "            d = (codes[np.arange(n) // g] // R ** (np.arange(n) % g)) % R\n"
+        "            assert c.tolist() == p.tolist() == (base + slope * np.arange(n) + d).tolist(), (R, n, slope)\n"
+        "            h.update(c.tobytes())\n"
+        "            blocks += 1\n"
+        "print(blocks, h.hexdigest())\n")
+    outs = []
+    for no_avx512 in ("0", "1"):
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "GPUMAT_NO_AVX512": no_avx512},
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, (no_avx512, out.stderr[-2000:])
+        outs.append(out.stdout.split())
+    assert outs[0] == outs[1] and int(outs[0][0]) > 2000 and len(outs[0][1]) == 64
+
+
 def test_radix_blocks_with_a_slope_predict_the_next_base():
     """RADIX digits over a sloped line (LFOR): each block's base is predicted from where the block
     before it ended, at its values (not its codes), so a page of them parses on both decoders."""
