@@ -43,6 +43,9 @@ def cmd_ingest(args) -> int:
         tier = Tier.open(args.tier)
         if args.schema is not None and _schema_arg(args.schema) != tier.schema:
             raise SchemaError(f"--schema {args.schema!r} differs from the schema of the tier at {args.tier}: {tier.schema}")
+        if args.no_large_packs and tier.large_packs:
+            raise SchemaError(f"--no-large-packs: the tier at {args.tier} was created with larger packs allowed "
+                              "(a tier's setting, chosen when it is created)")
     except TierError:
         if Tier.exists(args.tier):
             raise
@@ -53,7 +56,7 @@ def cmd_ingest(args) -> int:
             schema = _schema_arg(args.schema)
         # check the events before creating anything: a failed ingest leaves no empty tier behind
         read_events(events, check_schema(schema))
-        tier = Tier.create(args.tier, schema)
+        tier = Tier.create(args.tier, schema, large_packs=not args.no_large_packs)
     v = tier.append(events)
     print(f"{args.tier}: appended {events.num_rows} events as version {v}")
     return 0
@@ -152,7 +155,8 @@ def cmd_inspect(args) -> int:
             out["user"] = {"user_id": args.user, "lengths": user}
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
-    print(f"tier {args.tier}  version {stats['version']}  block size {stats['block_size']}")
+    print(f"tier {args.tier}  version {stats['version']}  block size {stats['block_size']}"
+          f"{'' if stats['large_packs'] else '  (no larger packs)'}")
     print(f"  schema: {', '.join(f'{c}:{t}' for c, t in stats['schema'].items())}")
     fmts = ", ".join(f"{n} format {f}" for f, n in sorted(stats["segment_formats"].items()))
     print(f"  users {stats['users']:,}  events {stats['events']:,}  segments {stats['segments']:,}"
@@ -281,6 +285,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     s.add_argument("tier")
     s.add_argument("events")
     s.add_argument("--schema", help="feature columns as name:dtype,... (ts:int64 is implied)")
+    s.add_argument("--no-large-packs", action="store_true",
+                   help="creating the tier: short histories in packs of one block only, never of up to 512 events "
+                        "(for jobs that read short histories shuffled: each read reads its own block; docs/DESIGN.md §2)")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("compact", parents=[common],

@@ -209,11 +209,16 @@ class State:
     # the stripes of the files live at the last checkpoint, as the checkpoint recorded them (host/reader.py
     # uses it instead of reading every file's index): (file keys, their region words, stripe columns)
     directory: tuple | None = None
+    # whether writers may take packs of up to writer.PACK_LARGE_EVENTS events (DESIGN §2 "Larger packs"):
+    # set when the tier is created; stored (as "large_packs": false) only where False, so that a tier
+    # that keeps the default is read by releases before the setting
+    large_packs: bool = True
 
     @classmethod
-    def genesis(cls, schema: dict, block_size: int) -> "State":
+    def genesis(cls, schema: dict, block_size: int, large_packs: bool = True) -> "State":
         z = np.zeros(0, np.int64)
-        return cls(-1, dict(schema), block_size, {}, LengthHistory(z, z, z, "genesis"), [], -1, checkpoint_version=0)
+        return cls(-1, dict(schema), block_size, {}, LengthHistory(z, z, z, "genesis"), [], -1, checkpoint_version=0,
+                   large_packs=bool(large_packs))
 
     def lost_at(self, v: int):
         return next((r for r in self.lost if r[0] <= v <= r[1]), None)
@@ -245,7 +250,7 @@ def _apply(state: State, header: dict, rows, record: str, payload_at: int, where
 
 def _check_header(h: dict, v: int, where: str) -> None:
     need = {"format", "format_version", "version", "parent", "op", "created_unix", "add", "remove", "lost", "schema", "block_size"}
-    if set(h) != need or h["version"] != v or h["op"] not in OPS or not isinstance(h["add"], list) \
+    if set(h) - {"large_packs"} != need or not _setting_ok(h, v == 0) or h["version"] != v or h["op"] not in OPS or not isinstance(h["add"], list) \
             or not isinstance(h["remove"], list) or not all(isinstance(k, str) for k in h["remove"]) \
             or not isinstance(h["created_unix"], (int, float)) or isinstance(h["created_unix"], bool):
         raise CorruptionError(f"{where}: bad record header")
@@ -253,6 +258,12 @@ def _check_header(h: dict, v: int, where: str) -> None:
         raise CorruptionError(f"{where}: bad record header (version {v}, op {h['op']!r}, parent {h['parent']!r})")
     for e in h["add"]:
         _check_entry(e, where)
+
+
+def _setting_ok(h: dict, allowed: bool) -> bool:
+    """Whether a header's ``"large_packs"`` is absent, or (where a header may hold it: version 0's
+    record, a checkpoint) false: the one value stored (``State.large_packs``)."""
+    return "large_packs" not in h or (allowed and h["large_packs"] is False)
 
 
 # ----------------------------------------------------------------------------- records
@@ -269,6 +280,8 @@ def encode_record(state: State, op: str, add: list, remove: list, rows=None, pay
         "add": add, "remove": remove, "lost": lost,
         "schema": state.schema if v == 0 else None, "block_size": state.block_size if v == 0 else None,
     }
+    if v == 0 and not state.large_packs:
+        header["large_packs"] = False
     head = json.dumps(header, sort_keys=True).encode()
     rows_bytes = encode_rows(*rows) if rows is not None and len(rows[0]) else b""
     payload_at = len(REC_MAGIC) + 8 + len(head) + 8 + len(rows_bytes) + 8
@@ -356,6 +369,8 @@ def write_checkpoint(store, state: State, directory: tuple | None = None) -> Sta
         "files": list(state.files.values()), "runs": runs, "expired_before": state.expired_before,
         "lost": state.lost, "directory": dir_entry,
     }
+    if not state.large_packs:
+        header["large_packs"] = False
     store.put_if_absent(checkpoint_name(state.version), _frame(CKPT_MAGIC, [json.dumps(header, sort_keys=True).encode()]))
     return dataclasses.replace(state, runs=runs, runs_version=state.version, checkpoint_version=state.version,
                                directory=directory if directory is not None else state.directory)
@@ -367,7 +382,7 @@ def read_checkpoint_header(store, v: int) -> dict:
     h = _json(head, where)
     need = {"format", "format_version", "version", "op", "created_unix", "schema", "block_size", "files", "runs",
             "expired_before", "lost", "directory"}
-    if set(h) != need or h["version"] != v or not isinstance(h["files"], list) or not isinstance(h["runs"], list) \
+    if set(h) - {"large_packs"} != need or not _setting_ok(h, True) or h["version"] != v or not isinstance(h["files"], list) or not isinstance(h["runs"], list) \
             or not _is_int(h["expired_before"]) or not isinstance(h["lost"], list):
         raise CorruptionError(f"{where}: bad header")
     for e in h["files"]:
@@ -429,7 +444,7 @@ def _state_from_checkpoint(store, v: int) -> State:
     lengths = layered(parts, where) if parts else LengthHistory(z, z, z, where)
     return State(v, h["schema"], h["block_size"], {file_key(e): e for e in h["files"]},
                  lengths, h["runs"], v, h["expired_before"], [list(x) for x in h["lost"]],
-                 v, h["op"], float(h["created_unix"]), _read_directory(store, h, where))
+                 v, h["op"], float(h["created_unix"]), _read_directory(store, h, where), h.get("large_packs", True))
 
 
 # ----------------------------------------------------------------------------- the witness
@@ -544,7 +559,7 @@ def load_state(store, v: int) -> State:
                 schema = check_schema(h["schema"])
             except SchemaError as e:
                 raise CorruptionError(f"tier {store.root}: record of version 0 has a bad schema ({e})") from e
-            state = State.genesis(schema, h["block_size"])
+            state = State.genesis(schema, h["block_size"], h.get("large_packs", True))
         elif state is None:
             raise CorruptionError(f"tier {store.root}: version {v} has no checkpoint or record to start from")
         state = _apply(state, h, rows, record_name(k), at, f"tier {store.root}: record of version {k}")

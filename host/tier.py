@@ -104,14 +104,22 @@ class Tier:
 
     @classmethod
     def create(cls, uri, schema, block_size: int = BLOCK_SIZE, lock_timeout: float = LOCK_TIMEOUT,
-               filesystem=None) -> "Tier":
+               filesystem=None, large_packs: bool = True) -> "Tier":
         """Create an empty tier (version 0) at ``uri``; ``TierError`` if one is already there, or if ``uri``
         is a file or a non-empty directory that holds no tier (a missing or empty directory is fine).
 
         ``uri``: a local path, ``file://``, or any URI ``pyarrow.fs.FileSystem.from_uri`` resolves
         (``s3://bucket/prefix``, ``gs://``, ``hdfs://``); with ``filesystem`` (a
-        ``pyarrow.fs.FileSystem``) a path inside it. See docs/OBJECT_STORES.md."""
+        ``pyarrow.fs.FileSystem``) a path inside it. See docs/OBJECT_STORES.md.
+
+        ``large_packs`` (kept by the tier, for every writer: appends and compactions in any process):
+        whether short histories may be packed up to 512 events where that makes a segment's blobs
+        another 1/12 smaller (docs/DESIGN.md §2 "Larger packs"). A read of one such history reads its
+        pack's blocks (up to four): a job that reads short histories shuffled, not by packs, reads
+        and stages less with ``large_packs=False`` (packs of one block only), at some bytes stored."""
         schema = check_schema(schema)
+        if not isinstance(large_packs, bool):
+            raise SchemaError(f"large_packs must be True or False, got {large_packs!r}")
         if not (_is_int(block_size) and 0 < block_size <= 1 << 16 and not block_size & (block_size - 1)):
             raise SchemaError(f"block_size must be a power of two in [1, 65536], got {block_size!r}")
         store = resolve_store(uri, filesystem)
@@ -136,7 +144,7 @@ class Tier:
             if log.latest_version(store) is not None:
                 raise TierError(f"a tier already exists at {root}")
             try:
-                state, _ = log.commit(store, log.State.genesis(schema, int(block_size)), "create", lock_fd=fd)
+                state, _ = log.commit(store, log.State.genesis(schema, int(block_size), large_packs), "create", lock_fd=fd)
             except log.CommitConflict:
                 raise TierError(f"a tier already exists at {root} (created meanwhile by another writer)") from None
         return cls(store, state, pinned=False, lock_timeout=lock_timeout)
@@ -191,6 +199,11 @@ class Tier:
     def block_size(self) -> int:
         """Events per encoded block (docs/DESIGN.md §1)."""
         return self._reader.block_size
+
+    @property
+    def large_packs(self) -> bool:
+        """Whether its writers may pack short histories up to 512 events (``create``)."""
+        return self._reader.state.large_packs
 
     @property
     def uri(self) -> str:
@@ -483,6 +496,7 @@ class Tier:
             "op": r.state.op,
             "schema": dict(r.schema),
             "block_size": r.block_size,
+            "large_packs": r.state.large_packs,
             "segments": len(r.state.files),
             "segment_formats": {str(f): int(n) for f, n in zip(*np.unique(r.seg_formats(), return_counts=True))},
             "inline_segments": sum(1 for e in files if e["path"].startswith(log.LOG_DIR + "/")),

@@ -174,12 +174,13 @@ def _segment_of(state: State, user, start, count, values: dict):
 
 def _packs(state: State, count, values: dict, blobs: dict, tags: bool):
     """``(blobs, cont, rows)``: the segment's blobs, as encoded (``cont`` None) or in packs, the
-    steps of packs weighed in turn (``PACK_EVENTS``, then ``PACK_LARGE_EVENTS``), each taken where
+    steps of packs weighed in turn (``PACK_EVENTS``, then ``PACK_LARGE_EVENTS`` where the tier's
+    ``large_packs`` allows them, ``Tier.create``), each taken where
     it makes the blobs ``PACK_MIN_SAVING`` smaller than the best before it. ``rows``: the columns'
     constants per row of the packs taken (``pages.pack_row_constants``)."""
     best, cont, rows = _blob_bytes(blobs), None, {}
     count = np.asarray(count, np.int64)
-    for below, limit in ((PACK_BELOW, PACK_EVENTS), (PACK_LARGE_BELOW, PACK_LARGE_EVENTS)):
+    for below, limit in ((PACK_BELOW, PACK_EVENTS), (PACK_LARGE_BELOW if state.large_packs else 0, PACK_LARGE_EVENTS)):
         c = pack_flags(count, limit, below)
         # packs where they pay (DELTA blocks, for one, do not span histories); a step that packs
         # the stripes as the one before it did is not weighed again, nor one whose stripes cost

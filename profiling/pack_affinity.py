@@ -11,7 +11,7 @@ prints the epoch's planned bytes (``StagedBatch.nbytes_read``), staged blocks, s
 crosses to the device), and the host CPU seconds of planning, against the tier's stored bytes.
 
     python profiling/pack_affinity.py [--dataset ml1m|ml100k|EVENTS.parquet] [--lengths 8,24,0]
-                                      [--variant replay] [--appends 1] [--tenant-len 64]
+                                      [--variant replay] [--appends 1] [--tenant-len 64] [--no-large-packs]
                                       [--batch-size 256] [--json out.json]
 
 Each example is one request per (pseudo-)user at its full history (ML-1M cut into pseudo-users
@@ -72,6 +72,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--variant", default="real", help="a variant of profiling/short_histories.py (replay: listening)")
     ap.add_argument("--appends", type=int, default=1, help="the events appended in this many parts, in time order")
     ap.add_argument("--ranged", action="store_true", help="read every segment by ranges, as a large one is")
+    ap.add_argument("--no-large-packs", action="store_true",
+                    help="tiers created with large_packs=False (packs of one block only; Tier.create)")
     ap.add_argument("--tenant-len", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--json", default=None)
@@ -91,7 +93,7 @@ def main(argv=None) -> dict:
         ap.error(f"--variant: one or more of {', '.join(VARIANTS)} joined by +; got {a.variant!r}")
     ev = shape(load_events(a.dataset), [v for v in parts if v not in PER_USER])
     out = {"dataset": a.dataset, "variant": a.variant, "tenant_len": a.tenant_len, "batch_size": a.batch_size, "appends": a.appends,
-           "ranged": a.ranged, "runs": {}}
+           "ranged": a.ranged, "large_packs": not a.no_large_packs, "runs": {}}
     print(f"{a.dataset} ({a.variant}): one request a user at its full history, tenant of {a.tenant_len} events, "
           f"batches of {a.batch_size}, {a.appends} append(s){', segments read by ranges' if a.ranged else ''}\n")
     print(f"{'events/user':>11} {'users':>8} {'packed':>7} {'tier B':>10} | {'order':<17} {'store B':>11} {'read B':>11} "
@@ -101,7 +103,7 @@ def main(argv=None) -> dict:
         try:
             e = shape(regroup(ev, n), [v for v in parts if v in PER_USER])
             schema = {c: str(e.schema.field(c).type) for c in e.column_names if c != "user_id"}
-            tier = Tier.create(os.path.join(wd, "t"), schema)
+            tier = Tier.create(os.path.join(wd, "t"), schema, large_packs=not a.no_large_packs)
             ts = e.column("ts").to_numpy()
             cuts = np.quantile(ts, np.linspace(0, 1, a.appends + 1)[1:-1]) if a.appends > 1 else []
             part = np.searchsorted(cuts, ts, side="right")

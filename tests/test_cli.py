@@ -143,6 +143,23 @@ def test_ingest_refuses_a_directory_that_is_not_a_tier(tmp_path):
     assert sorted(p.name for p in d.iterdir()) == ["cat.jpg"]
 
 
+def test_ingest_without_larger_packs(tmp_path, capsys):
+    """``gpumat ingest --no-large-packs`` creates a tier that keeps packs of a block (its setting,
+    shown by ``inspect``); given for a tier created without it, it is refused, appending nothing."""
+    ev = tmp_path / "ev.parquet"
+    pq.write_table(pa.table({"user_id": [1, 1, 2], "ts": [1, 2, 3], "item_id": [2, 3, 4]}), ev)
+    assert main(["ingest", str(tmp_path / "t"), str(ev), "--no-large-packs"]) == 0
+    assert main(["ingest", str(tmp_path / "t"), str(ev), "--no-large-packs"]) == 0  # (the same setting: appends)
+    t = gpumat.Tier.open(tmp_path / "t")
+    assert not t.large_packs and t.version == 2
+    capsys.readouterr()
+    assert main(["inspect", t.uri]) == 0
+    assert "(no larger packs)" in capsys.readouterr().out
+    assert main(["ingest", str(tmp_path / "u"), str(ev)]) == 0
+    assert_one_line_error(cli("ingest", tmp_path / "u", ev, "--no-large-packs"), "created with larger packs allowed")
+    assert gpumat.Tier.open(tmp_path / "u").large_packs and gpumat.Tier.open(tmp_path / "u").version == 1
+
+
 def test_compact_with_nothing_to_compact_commits_nothing(tier, capsys):
     assert main(["compact", tier.uri]) == 0
     v = gpumat.Tier.open(tier.uri).version

@@ -461,3 +461,46 @@ def test_larger_packs_weighed_on_a_sample(tmp_path, monkeypatch):
     t.append(short_histories(0, 4000, 30))
     d = t.directory()
     assert calls == [False] and t.stats()["packed_stripes"] > 0 and d.bcount.max() <= writer.PACK_EVENTS
+
+
+def test_a_tier_without_larger_packs(tmp_path, monkeypatch):
+    """``Tier.create(large_packs=False)``: every writer of the tier (appends, a compaction, in any
+    handle, across a checkpoint) keeps packs of a block where the default tier takes larger ones,
+    and reads back the same histories; only such a tier's version-0 record and checkpoints say so
+    (``"large_packs": false``), so a default tier is read by releases before the setting; any
+    other value, or the key on a later record, is a ``CorruptionError``."""
+    import json
+
+    from gpumat.core.errors import SchemaError
+    from gpumat.host import log
+
+    monkeypatch.setattr(log, "CHECKPOINT_EVERY", 3)
+    tabs = [listening(4, 12, 1200, 24), listening(5, 10, 1200, 16, t0=1_700_000_000), listening(6, 6, 900, 8, t0=1_800_000_000)]
+    m = Model()
+    for tab in tabs:
+        m.append(tab)
+    tiers = {}
+    for large in (True, False):
+        t = Tier.create(str(tmp_path / f"t{large}"), SCHEMA, large_packs=large)
+        for tab in tabs:
+            Tier.open(t.uri).append(tab)  # (each append through a new handle: the setting is the tier's)
+        tiers[large] = t = Tier.open(t.uri)
+        assert t.large_packs is large and t.version >= log.CHECKPOINT_EVERY  # (opened from a checkpoint)
+    assert tiers[True].directory().bcount.max() > writer.PACK_EVENTS
+    for t in tiers.values():
+        check_version(t, m, t.version, users=np.unique(t.directory().user_id)[::5].tolist())
+    t = tiers[False]
+    assert t.directory().bcount.max() <= writer.PACK_EVENTS and t.stats()["packed_stripes"] > 0
+    t.compact()
+    t = Tier.open(t.uri)
+    assert not t.large_packs and t.directory().bcount.max() <= writer.PACK_EVENTS
+    check_version(t, m, len(tabs), users=np.unique(t.directory().user_id)[::5].tolist())  # (compacted: the same histories)
+    assert "large_packs" not in log.read_record(tiers[True]._store, 0)[0]
+    assert log.read_record(t._store, 0)[0]["large_packs"] is False
+    assert log.read_checkpoint_header(t._store, log.CHECKPOINT_EVERY)["large_packs"] is False
+    h = log.read_record(t._store, 1)[0]
+    for bad, v in (({**log.read_record(t._store, 0)[0], "large_packs": True}, 0), ({**h, "large_packs": False}, 1)):
+        with pytest.raises(CorruptionError, match="bad record header"):
+            log._check_header(json.loads(json.dumps(bad)), v, "x")
+    with pytest.raises(SchemaError, match="large_packs"):
+        Tier.create(str(tmp_path / "bad"), SCHEMA, large_packs="no")
