@@ -250,9 +250,9 @@ def _apply(state: State, header: dict, rows, record: str, payload_at: int, where
 
 def _check_header(h: dict, v: int, where: str) -> None:
     need = {"format", "format_version", "version", "parent", "op", "created_unix", "add", "remove", "lost", "schema", "block_size"}
-    if set(h) - {"large_packs"} != need or not _setting_ok(h, v == 0) or h["version"] != v or h["op"] not in OPS or not isinstance(h["add"], list) \
-            or not isinstance(h["remove"], list) or not all(isinstance(k, str) for k in h["remove"]) \
-            or not isinstance(h["created_unix"], (int, float)) or isinstance(h["created_unix"], bool):
+    if set(h) - {"large_packs"} != need or not _setting_ok(h, v == 0) or h["version"] != v or h["op"] not in OPS \
+            or not isinstance(h["add"], list) or not isinstance(h["remove"], list) \
+            or not all(isinstance(k, str) for k in h["remove"]) or not isinstance(h["created_unix"], (int, float)) or isinstance(h["created_unix"], bool):
         raise CorruptionError(f"{where}: bad record header")
     if (v == 0) != (h["op"] == "create") or (h["op"] != "repair" and h["parent"] != (v - 1 if v else None)):
         raise CorruptionError(f"{where}: bad record header (version {v}, op {h['op']!r}, parent {h['parent']!r})")
@@ -382,8 +382,8 @@ def read_checkpoint_header(store, v: int) -> dict:
     h = _json(head, where)
     need = {"format", "format_version", "version", "op", "created_unix", "schema", "block_size", "files", "runs",
             "expired_before", "lost", "directory"}
-    if set(h) - {"large_packs"} != need or not _setting_ok(h, True) or h["version"] != v or not isinstance(h["files"], list) or not isinstance(h["runs"], list) \
-            or not _is_int(h["expired_before"]) or not isinstance(h["lost"], list):
+    if set(h) - {"large_packs"} != need or not _setting_ok(h, True) or h["version"] != v \
+            or not isinstance(h["files"], list) or not isinstance(h["runs"], list) or not _is_int(h["expired_before"]) or not isinstance(h["lost"], list):
         raise CorruptionError(f"{where}: bad header")
     for e in h["files"]:
         _check_entry(e, where)
