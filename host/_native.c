@@ -414,29 +414,6 @@ int64_t gm_unpack_exceptions(const unsigned char *buf, int64_t n, const int64_t 
     return 0;
 }
 
-/* host/segment.py chunk checksums: out[c] = low 32 bits of sum_t splitmix64(word_t ^ (i_t * golden))
- * over the 8-byte little-endian words of chunk c (bytes [c * chunk, (c + 1) * chunk) of buf, zero past
- * its n bytes), i_t the word's index in the blob region: ids[c] * chunk / 8 + t (ids: the chunks'
- * numbers in the region, so the chunks of several runs can be checked in one call). With pos (not
- * NULL), chunk c is at byte pos[c] of buf instead (0 <= pos[c] < n: the caller checked), the chunks
- * no read needs skipped. */
-void gm_chunk_hash(const unsigned char *buf, int64_t n, int64_t chunk, const int64_t *ids, int64_t nchunks,
-                   const int64_t *pos, uint32_t *out) {
-    const uint64_t g = UINT64_C(0x9E3779B97F4A7C15);
-    for (int64_t c = 0; c < nchunks; c++) {
-        uint64_t h = 0, w0 = (uint64_t)ids[c] * (uint64_t)(chunk / 8);
-        const int64_t p0 = pos ? pos[c] : c * chunk;
-        for (int64_t t = 0; t < chunk / 8; t++) {
-            int64_t at = p0 + 8 * t;
-            uint64_t v = 0;
-            if (at + 8 <= n) v = load64(buf + at);
-            else if (at < n) memcpy(&v, buf + at, (size_t)(n - at));
-            h += gm_mix(v ^ ((w0 + (uint64_t)t) * g));
-        }
-        out[c] = (uint32_t)h;
-    }
-}
-
 /* host/pages.py KIND_* (the staged aux word's kinds; LEVELS stored only) and position_bits */
 enum { GM_KIND_PATCH = 1, GM_KIND_RUN = 2, GM_KIND_SIGNED = 13, GM_KIND_RADIX = 16, GM_KIND_STORED_LEVELS = 32 };
 
@@ -785,10 +762,77 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t pos, int64_t end, int
     }
     return pos;
 }
+
+/* gm_chunk_hash's sum over the first 8 m words of a chunk at p (all inside the buffer), word t's index
+ * in the region w0 + t: 8 words a vector, the same splitmix64 per lane (64-bit lane multiplies:
+ * AVX-512 DQ), the lanes' sums added at the end (a sum mod 2^64: the same as the scalar loop's) */
+__attribute__((target("avx512f,avx512dq"))) static uint64_t gm_chunk_x512(const unsigned char *p, int64_t m,
+                                                                             uint64_t w0) {
+    const uint64_t g = UINT64_C(0x9E3779B97F4A7C15);
+    const __m512i G = _mm512_set1_epi64((long long)g), C1 = _mm512_set1_epi64((long long)UINT64_C(0xBF58476D1CE4E5B9)),
+                  C2 = _mm512_set1_epi64((long long)UINT64_C(0x94D049BB133111EB)),
+                  step = _mm512_set1_epi64((long long)(8 * g));
+    __m512i at = _mm512_mullo_epi64(_mm512_add_epi64(_mm512_set1_epi64((long long)w0), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0)), G);
+    __m512i acc = _mm512_setzero_si512();
+    for (int64_t i = 0; i < m; i++) {
+        __m512i z = _mm512_add_epi64(_mm512_xor_si512(_mm512_loadu_si512((const void *)(p + 64 * i)), at), G);
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), C1);
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), C2);
+        acc = _mm512_add_epi64(acc, _mm512_xor_si512(z, _mm512_srli_epi64(z, 31)));
+        at = _mm512_add_epi64(at, step);
+    }
+    return (uint64_t)_mm512_reduce_add_epi64(acc);
+}
+
+/* 1 where the CPU has AVX-512 F and DQ (gm_chunk_x512's 64-bit lane multiplies: Intel from Skylake-SP,
+ * AMD from Zen 4); GPUMAT_NO_AVX512=1 declines it as gm_fast_x512 */
+static int gm_fast_x512dq(void) {
+    static int fast = -1;
+    if (fast < 0) {
+        __builtin_cpu_init();
+        fast = !gm_declined("GPUMAT_NO_AVX512") && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512dq");
+    }
+    return fast;
+}
 #else
 #define GM_DEPOSIT2(src, m, o) gm_deposit2_bits(src, m, o)
 #define GM_X512 0
 #endif
+
+/* host/segment.py chunk checksums: out[c] = low 32 bits of sum_t splitmix64(word_t ^ (i_t * golden))
+ * over the 8-byte little-endian words of chunk c (bytes [c * chunk, (c + 1) * chunk) of buf, zero past
+ * its n bytes), i_t the word's index in the blob region: ids[c] * chunk / 8 + t (ids: the chunks'
+ * numbers in the region, so the chunks of several runs can be checked in one call). With pos (not
+ * NULL), chunk c is at byte pos[c] of buf instead (0 <= pos[c] < n: the caller checked), the chunks
+ * no read needs skipped. */
+void gm_chunk_hash(const unsigned char *buf, int64_t n, int64_t chunk, const int64_t *ids, int64_t nchunks,
+                   const int64_t *pos, uint32_t *out) {
+    const uint64_t g = UINT64_C(0x9E3779B97F4A7C15);
+#if GM_X512
+    const int x512 = gm_fast_x512dq();
+#endif
+    for (int64_t c = 0; c < nchunks; c++) {
+        uint64_t h = 0, w0 = (uint64_t)ids[c] * (uint64_t)(chunk / 8);
+        const int64_t p0 = pos ? pos[c] : c * chunk;
+        int64_t t = 0;
+#if GM_X512
+        if (x512 && chunk >= 64) { /* the whole groups of 8 words inside buf, 8 lanes at a time */
+            const int64_t m = p0 + chunk <= n ? chunk / 64 : (n - p0) / 64;
+            h = gm_chunk_x512(buf + p0, m, w0);
+            t = 8 * m;
+        }
+#endif
+        for (; t < chunk / 8; t++) {
+            int64_t at = p0 + 8 * t;
+            uint64_t v = 0;
+            if (at + 8 <= n) v = load64(buf + at);
+            else if (at < n) memcpy(&v, buf + at, (size_t)(n - at));
+            h += gm_mix(v ^ ((w0 + (uint64_t)t) * g));
+        }
+        out[c] = (uint32_t)h;
+    }
+}
 
 /* 1 when a block's bits after its first level (from bit `from`) do not end at `end`; walked: where given,
  * they may end before, and *walked is how many they are */

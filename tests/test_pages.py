@@ -1061,9 +1061,6 @@ def test_radix_decode_with_and_without_avx512(decoder):
     and NumPy, in child processes (the choice is made once per process)."""
     if decoder != "native":
         pytest.skip("about the C decoder's paths: runs once, with the C codec")
-    import subprocess
-    import sys
-
     code = (
         "import hashlib\n"
         "import numpy as np\n"
@@ -1090,13 +1087,23 @@ def test_radix_decode_with_and_without_avx512(decoder):
         "            h.update(c.tobytes())\n"
         "            blocks += 1\n"
         "print(blocks, h.hexdigest())\n")
+    outs = with_and_without_avx512(code)
+    assert outs[0] == outs[1] and int(outs[0][0]) > 2000 and len(outs[0][1]) == 64
+
+
+def with_and_without_avx512(code: str) -> list:
+    """The words ``python -c code`` prints, run with the C decoder's AVX-512 paths and with
+    ``GPUMAT_NO_AVX512=1`` (child processes: the choice is made once per process)."""
+    import subprocess
+    import sys
+
     outs = []
     for no_avx512 in ("0", "1"):
         out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "GPUMAT_NO_AVX512": no_avx512},
                              capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, (no_avx512, out.stderr[-2000:])
         outs.append(out.stdout.split())
-    assert outs[0] == outs[1] and int(outs[0][0]) > 2000 and len(outs[0][1]) == 64
+    return outs
 
 
 def test_radix_blocks_with_a_slope_predict_the_next_base():
@@ -1244,9 +1251,9 @@ def test_realign_and_chunk_hash_c_equals_numpy(monkeypatch):
         assert (got == want).all(), k
     with pytest.raises(CorruptionError, match="outside"):
         pages.realign(buf, np.array([8 * buf.size - 5]), np.array([6]), np.zeros(1, np.uint64), np.array([0]))
-    for n in (0, 1, 2047, 2048, 2049, 5003):
+    for n in (0, 1, 63, 64, 65, 2047, 2048, 2049, 2111, 4096 + 70, 5003):  # (AVX-512: whole groups of 8 words, then words)
         h = segment.chunk_hash(buf[:n], 2048, 7)
-        ids = np.arange(7, 7 + len(h)) * 3  # chunks of several runs, in one call
+        ids = np.arange(7, 7 + len(h)) * 3 + (n % 2) * (1 << 40)  # chunks of several runs, in one call (far ones too)
         hi = segment.chunk_hash(buf[:n], 2048, ids)
         monkeypatch.setattr(native, "_decode", None)
         assert h.tolist() == segment.chunk_hash(buf[:n], 2048, 7).tolist()
@@ -1261,6 +1268,31 @@ def test_realign_and_chunk_hash_c_equals_numpy(monkeypatch):
             monkeypatch.setattr(native, "_decode", None)
             assert segment.chunk_hash(buf[:n], 2048, ids[pick], at).tolist() == ha.tolist()
             monkeypatch.undo()
+
+
+def test_chunk_hash_with_and_without_avx512(decoder):
+    """The C chunk checksums with AVX-512 (``gm_chunk_x512``: 8 words a vector) and without
+    (``GPUMAT_NO_AVX512=1``, its scalar loop) agree with NumPy's, on buffers whose chunks end inside a
+    group of 8 words, and at chunk positions of many runs, in child processes (the choice is made
+    once per process)."""
+    if decoder != "native":
+        pytest.skip("about the C decoder's paths: runs once, with the C codec")
+    code = (
+        "import numpy as np\n"
+        "from gpumat.host import native, segment\n"
+        "rng = np.random.default_rng(3)\n"
+        "buf = rng.integers(0, 256, 50_000).astype(np.uint8)\n"
+        "out = []\n"
+        "for n in list(range(0, 200)) + list(range(2040, 2120)) + [49_999, 50_000]:\n"
+        "    ids = rng.integers(0, 1 << 45, -(-n // 2048))\n"
+        "    h = segment.chunk_hash(buf[:n], 2048, ids)\n"
+        "    c, native._decode = native._decode, None\n"
+        "    assert h.tolist() == segment.chunk_hash(buf[:n], 2048, ids).tolist(), n\n"
+        "    native._decode = c\n"
+        "    out += h.tolist()\n"
+        "print(len(out), sum(out))\n")
+    outs = with_and_without_avx512(code)
+    assert outs[0] == outs[1] and int(outs[0][0]) > 300
 
 
 def test_varints():

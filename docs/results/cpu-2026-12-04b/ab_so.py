@@ -1,23 +1,14 @@
 """A/B of two builds of host/_native.c on whole-column reads (decode_stripes), alternated 30 times in one process
 (CPU time, medians; the old build compiled here with setup.py's flags, its functions swapped in for the checkout's):
     python docs/results/cpu-2026-12-04b/ab_so.py OLD.c [dataset:variant:column ...]"""
-import sys, time, ctypes, subprocess, sysconfig, os, json
+import sys, time
 sys.path.insert(0, "profiling")
 import numpy as np
 import cpu_decode as cd
 from gpumat.host import native, segment
 segment.FULL_READ_BYTES = 1 << 40
-old_c = sys.argv[1]  # a path to a .c file
-so = "/tmp/ab_old.so"
-subprocess.check_call(["gcc", "-shared", "-fPIC", "-O3", "-std=c99", "-fno-strict-aliasing", "-mpopcnt", "-I", sysconfig.get_paths()["include"], old_c, "-o", so])
-lib = ctypes.CDLL(so)
-names = [n for n in dir(native) if n.startswith("_") and isinstance(getattr(native, n), ctypes._CFuncPtr)]
-new_f = {n: getattr(native, n) for n in names}
-old_f = {}
-for n, f in new_f.items():
-    g = getattr(lib, f.__name__); g.restype, g.argtypes = f.restype, f.argtypes; old_f[n] = g
-def use(fs):
-    for n, f in fs.items(): setattr(native, n, f)
+from native_builds import swap  # (profiling/native_builds.py: the old build compiled, its functions swapped in)
+old_f, new_f, use = swap(sys.argv[1])  # (a path to a .c file)
 cases = [("ml1m", None, "rating"), ("ml1m", None, "item_id"), ("ml1m", "hash_items+replay", "item_id")] if len(sys.argv) < 3 else [tuple(None if x == "-" else x for x in c.split(":")) for c in sys.argv[2:]]
 for ds, var, c in cases:
     tier, _, _ = cd.load("/tmp/cpudec_new", 1.0, ds, var)
