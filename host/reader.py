@@ -926,7 +926,9 @@ class VersionReader:
         segments' from their pooled regions (verified when read), one ``bytes_request`` per large
         segment (its chunks verified). ``(reads, finish)``: ``store.fetch(reads)``, then ``finish()``
         gives their bytes back to back, in order (uint8); ``finish(in_place=True)`` gives ``(buf, at)``,
-        range ``i`` at ``buf[at[i]:][:lens[i]]``: the pool itself, no copy, when every range is in it."""
+        range ``i`` at ``buf[at[i]:][:lens[i]]``: the pool itself, no copy, when every range is in it;
+        ``finish(groups=True)`` gives ``[(buf, idx, at)]``, range ``idx[j]`` at ``buf[at[j]:]``: the pool's
+        ranges and each large segment's where they were read, never copied."""
         self._small_pool()
         pool3, base3 = self._pool3
         if len(seg) and (starts + lens > self._region_bytes()[seg]).any():  # only an index that disagrees with its file
@@ -939,7 +941,14 @@ class VersionReader:
             reads += rq
             parts.append((g, fin))
 
-        def finish(in_place: bool = False):
+        def finish(in_place: bool = False, groups: bool = False):
+            if groups:  # (no copy: the pool's ranges, then each large segment's from the buffer it was read into)
+                q = np.flatnonzero(in_pool)
+                out = [(pool3, q, base3[seg[q]] + starts[q])] if len(q) else []
+                for g, fin in parts:
+                    b, w = fin(in_place=True)
+                    out.append((b, g, w))
+                return out
             if in_place and not parts:  # (read-only: the pool is shared)
                 return pool3, base3[seg] + starts
             at = np.cumsum(lens) - lens
@@ -1432,7 +1441,7 @@ class VersionReader:
         where = self._where3([column], seg)
         reads, fin = self._bytes_request3(seg, off, blen, where)
         self.store.fetch(reads)
-        buf, at = fin(in_place=True)
+        parts = fin(groups=True)
         io = getattr(self.store, "io", None)
         if io is not None:
             io.add(blocks_read=int(d.bblocks[si].sum()), block_runs=len(si))
@@ -1440,8 +1449,15 @@ class VersionReader:
         dicts = dstart = dlen = None
         if isd.any():
             dicts, _, dstart, dlen, _ = self._dictionaries(column, seg, enc, isd, with_key=False)
-        return pages.decode_blobs(buf, at, blen, d.bcount[si], self.block_size, dicts, dstart, dlen, where,
-                                  codec.enc_tags(enc), out, dst)
+        cnt, tags = d.bcount[si], codec.enc_tags(enc)
+        if out is None:
+            out, dst = np.empty(int(cnt.sum()), np.int64), np.cumsum(cnt) - cnt
+        for buf, g, at in parts:  # (the small segments' blobs where they are pooled, each large one's where it was read)
+            w = where if len(parts) == 1 else self._where3([column], seg[g])  # (a bad blob: named in its group)
+            g = slice(None) if len(parts) == 1 else g
+            pages.decode_blobs(buf, at, blen[g], cnt[g], self.block_size, dicts, None if dicts is None else dstart[g],
+                               None if dicts is None else dlen[g], w, tags[g], out, dst[g])
+        return out
 
 
 class _Parts:

@@ -704,15 +704,18 @@ class Segment:
 
     def bytes_request(self, starts, lens):
         """Format 3: ``(reqs, finish)``: bytes ``[starts[i], starts[i] + lens[i])`` of the blob region,
-        concatenated (``finish()``, uint8; ``finish(out, at)``: range ``i`` to ``out[at[i]:]``), every
+        concatenated (``finish()``, uint8; ``finish(out, at)``: range ``i`` to ``out[at[i]:]``;
+        ``finish(in_place=True)``: ``(buf, where)``, range ``i`` at ``buf[where[i]:]``, no copy), every
         chunk they touch verified. A small segment's come from its region in memory; a large one's
         from reads of whole chunks, ranges closer than the store's coalescing gap read as one."""
         starts = np.asarray(starts, dtype=np.int64)
         lens = np.asarray(lens, dtype=np.int64)
         if int(lens.sum()) == 0:
-            return [], lambda out=None, at=None: np.zeros(0, np.uint8) if out is None else out
+            return [], lambda out=None, at=None, in_place=False: (np.zeros(0, np.uint8), np.zeros(len(starts), np.int64)) \
+                if in_place else np.zeros(0, np.uint8) if out is None else out
         if self.small:
-            return [], lambda out=None, at=None: take_ranges(self.region(), starts, lens, out, at)
+            return [], lambda out=None, at=None, in_place=False: (self.region(), starts) if in_place \
+                else take_ranges(self.region(), starts, lens, out, at)
         keep = lens > 0
         st, ln = starts[keep], lens[keep]
         if (st < 0).any() or (st + ln > self.region_words).any():
@@ -727,7 +730,7 @@ class Segment:
         reqs = [(self.path, self.base + lo_, view[at : at + n])
                 for lo_, n, at in zip(run_lo.tolist(), run_len.tolist(), run_at.tolist())]
 
-        def finish(out=None, at=None):
+        def finish(out=None, at=None, in_place: bool = False):
             # the runs are whole chunks (but a run that ends the region); the chunks the ranges touch are
             # checked, not the holes between them that a run reads (ranges closer than the gap)
             where = np.empty(len(st), np.int64)
@@ -736,6 +739,10 @@ class Segment:
             touched = unique(ranges(c0, (st + ln - 1) // C - c0 + 1))
             r = np.searchsorted(run_lo, touched * C, side="right") - 1
             self._verify(buf, touched, run_at[r] + touched * C - run_lo[r])
+            if in_place:  # (no copy: the buffer the runs were read into, and where each range is in it)
+                w = np.zeros(len(starts), np.int64)
+                w[keep] = where
+                return buf, w
             return take_ranges(buf, where, ln, out, None if at is None else np.asarray(at, np.int64)[keep])
 
         return reqs, finish
