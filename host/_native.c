@@ -92,7 +92,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 30; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 31; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -1415,37 +1415,59 @@ static inline uint32_t gm_u32(const unsigned char *p) {
     return v;
 }
 
-/* gm_blob's last pass over a block's cnt values in o: with delta, o[i] becomes b0 + s0 i + o[0] + ..
- * + o[i] (a prefix sum on the line); with D > 0, each value (a code) the entry of dict[0, D) it
- * indexes. One pass for both, no branch per value: a code not below D reads entry 0 and makes it
- * return 1 (the blob is bad; o is left partly written). Called with delta or D > 0. below: the block's
- * fields prove every code below D (gm_below), so that the lookup needs no check. */
-static inline int gm_finish(uint64_t *o, int64_t cnt, int delta, uint64_t b0, uint64_t s0, const int64_t *dict,
-                            int64_t D, int below) {
-    uint64_t bad = 0;
-    if (below && !delta) {
-        for (int64_t i = 0; i < cnt; i++) o[i] = (uint64_t)dict[o[i]];
-        return 0;
+/* A dictionary as gm_blob reads it: D entries, entry i being lo + the unsigned w-byte integer p[i] (w 2
+ * or 4: host/native.py narrowed, a large table whose entries span less than 2^16 / 2^32, so that its
+ * lookups stay in the caches), or the 64-bit p[i] (w 8, lo 0). D 0: no dictionary. */
+typedef struct {
+    const void *p;
+    int64_t D;
+    uint64_t lo;
+    int w;
+} gm_dict;
+
+/* gm_finish's lookups from a table of entries of type T: see gm_finish */
+#define GM_FINISH_T(NAME, T)                                                                                   \
+    static inline int NAME(uint64_t *o, int64_t cnt, int delta, uint64_t b0, uint64_t s0, const T *dict,      \
+                           uint64_t lo, int64_t D, int below) {                                              \
+        uint64_t bad = 0;                                                                                     \
+        if (below && !delta) {                                                                                \
+            for (int64_t i = 0; i < cnt; i++) o[i] = lo + (uint64_t)dict[o[i]];                               \
+            return 0;                                                                                         \
+        }                                                                                                     \
+        if (delta) {                                                                                          \
+            uint64_t acc = b0 - s0;                                                                           \
+            for (int64_t i = 0; i < cnt; i++) {                                                               \
+                const uint64_t v = acc += o[i] + s0;                                                          \
+                bad |= v >= (uint64_t)D;                                                                      \
+                o[i] = lo + (uint64_t)dict[v < (uint64_t)D ? v : 0];                                          \
+            }                                                                                                 \
+        } else                                                                                                \
+            for (int64_t i = 0; i < cnt; i++) {                                                               \
+                const uint64_t v = o[i];                                                                      \
+                bad |= v >= (uint64_t)D;                                                                      \
+                o[i] = lo + (uint64_t)dict[v < (uint64_t)D ? v : 0];                                          \
+            }                                                                                                 \
+        return bad != 0;                                                                                      \
     }
-    if (!D) {
+GM_FINISH_T(gm_finish64, int64_t)
+GM_FINISH_T(gm_finish32, uint32_t)
+GM_FINISH_T(gm_finish16, uint16_t)
+
+/* gm_blob's last pass over a block's cnt values in o: with delta, o[i] becomes b0 + s0 i + o[0] + ..
+ * + o[i] (a prefix sum on the line); with a dictionary (dc->D > 0), each value (a code) the entry of
+ * dc it indexes. One pass for both, no branch per value: a code not below D reads entry 0 and makes
+ * it return 1 (the blob is bad; o is left partly written). Called with delta or D > 0. below: the
+ * block's fields prove every code below D (gm_below), so that the lookup needs no check. */
+static inline int gm_finish(uint64_t *o, int64_t cnt, int delta, uint64_t b0, uint64_t s0, const gm_dict *dc,
+                            int below) {
+    if (!dc->D) {
         uint64_t acc = b0 - s0; /* (the line's step is added with each value: one add on the chain) */
         for (int64_t i = 0; i < cnt; i++) o[i] = acc += o[i] + s0;
         return 0;
     }
-    if (delta) {
-        uint64_t acc = b0 - s0;
-        for (int64_t i = 0; i < cnt; i++) {
-            const uint64_t v = acc += o[i] + s0;
-            bad |= v >= (uint64_t)D;
-            o[i] = (uint64_t)dict[v < (uint64_t)D ? v : 0];
-        }
-    } else
-        for (int64_t i = 0; i < cnt; i++) {
-            const uint64_t v = o[i];
-            bad |= v >= (uint64_t)D;
-            o[i] = (uint64_t)dict[v < (uint64_t)D ? v : 0];
-        }
-    return bad != 0;
+    if (dc->w == 2) return gm_finish16(o, cnt, delta, b0, s0, (const uint16_t *)dc->p, dc->lo, dc->D, below);
+    if (dc->w == 4) return gm_finish32(o, cnt, delta, b0, s0, (const uint32_t *)dc->p, dc->lo, dc->D, below);
+    return gm_finish64(o, cnt, delta, b0, s0, (const int64_t *)dc->p, 0, dc->D, below);
 }
 
 /* 1 where every value of a block lies in [lo, lo + span) with lo + span <= D (its codes need no check) */
@@ -1465,8 +1487,9 @@ static inline int gm_below(uint64_t lo, uint64_t span, int64_t D) {
 enum { GM_BLOB_OK, GM_BLOB_SHORT, GM_BLOB_TAG, GM_BLOB_ANCHORS, GM_BLOB_FIELDS, GM_BLOB_RANGE, GM_BLOB_PAYLOAD,
        GM_BLOB_BITMAP, GM_BLOB_CODE, GM_BLOB_DICT_EXT, GM_BLOB_EXT_BIG, GM_BLOB_TAGGED };
 
-static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, int64_t bs, const int64_t *dict, int64_t D,
+static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, int64_t bs, const gm_dict *dict,
                    uint64_t *scratch, uint64_t *out) {
+    const int64_t D = dict->D;
     const int64_t nb = (count + bs - 1) / bs, npg = (nb + 15) / 16, head = nb + (npg > 1 ? 8 * npg : 0);
     if (L < head) return GM_BLOB_SHORT;
     if (!nb) return L ? GM_BLOB_FIELDS : GM_BLOB_OK; /* (no values: no bytes) */
@@ -1542,7 +1565,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
                                         * end does not wrap) */
                 gm_classes_shape((int)lvc, W2, cw, cst);
                 const uint64_t b0 = (uint64_t)base[k], end0 = (uint64_t)cst[lvc + 1];
-                if (D && gm_finish(o, cnt, 0, 0, 0, dict, D,
+                if (D && gm_finish(o, cnt, 0, 0, 0, dict,
                                    gm_below(b0, end0, D) || (b0 <= ~end0 && top < (uint64_t)D)))
                     return GM_BLOB_CODE;
                 continue;
@@ -1562,7 +1585,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
                     if (gm_levels(b, R, at, cnt, (int)lvl, (int)W2, ex, NULL, (uint64_t)base[k], o)) return GM_BLOB_BITMAP;
                 }
                 P += cnt + ex;
-                if (D && gm_finish(o, cnt, 0, 0, 0, dict, D,
+                if (D && gm_finish(o, cnt, 0, 0, 0, dict,
                                    W2 < 62 && gm_below((uint64_t)base[k], (uint64_t)lvl + (UINT64_C(1) << W2), D)))
                     return GM_BLOB_CODE;
                 continue;
@@ -1611,7 +1634,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
             }
             P += bits;
             /* (a FOR block's codes: below its base + 2^w) */
-            if ((delta || D) && gm_finish(o, cnt, delta, (uint64_t)base[k], (uint64_t)slope[k], dict, D,
+            if ((delta || D) && gm_finish(o, cnt, delta, (uint64_t)base[k], (uint64_t)slope[k], dict,
                                           t < 65 && !sl && W < 62 && gm_below(bv, UINT64_C(1) << W, D)))
                 return GM_BLOB_CODE;
         }
@@ -1620,17 +1643,19 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
 }
 
 /* Blob s: bytes [boff[s], boff[s] + blen[s]) of buf (n bytes), count[s] values to out[dst[s] ...];
- * dlen[s] > 0: codes into dicts[dstart[s] ...][0, dlen[s]) (dicts NULL: none); tags (NULL: none)
+ * dlen[s] > 0: codes into dicts[dstart[s] ...][0, dlen[s]) (dicts NULL: none), its entries of dw bytes:
+ * 8 (int64), or 2 / 4 (unsigned, each entry dlo + it: gm_dict); tags (NULL: none)
  * tags[s] >= 0: a blob of one block whose tag is tags[s], not its first byte (host/pages.py move_tags):
  * copied after it into vbuf (nv bytes: at least the longest such blob + 9, zeroed past it) and decoded
  * there. Returns 0, or s + 1 for the first bad blob (*why: its GM_BLOB_* reason; the blobs before it
  * are written). The caller checks the output positions and the dictionaries' ranges. */
 int64_t gm_decode_blobs(const unsigned char *buf, int64_t n, const int64_t *boff, const int64_t *blen,
-                        const int64_t *count, const int64_t *dst, int64_t S, int64_t bs, const int64_t *dicts,
-                        const int64_t *dstart, const int64_t *dlen, const int64_t *tags, unsigned char *vbuf, int64_t nv,
+                        const int64_t *count, const int64_t *dst, int64_t S, int64_t bs, const void *dicts,
+                        int64_t dw, uint64_t dlo, const int64_t *dstart, const int64_t *dlen, const int64_t *tags, unsigned char *vbuf, int64_t nv,
                         uint64_t *scratch, uint64_t *out, int64_t *why) {
     for (int64_t s = 0; s < S; s++) {
         const int64_t D = dicts ? dlen[s] : 0, L = blen[s];
+        const gm_dict dc = {D ? (const unsigned char *)dicts + dw * dstart[s] : NULL, D, dw == 8 ? 0 : dlo, (int)dw};
         const int tagged = tags && tags[s] >= 0;
         int r = boff[s] < 0 || L < 0 || boff[s] > n - L || count[s] < 0 || bs < 1 || count[s] > GM_MAX_VALUES
                     ? GM_BLOB_SHORT
@@ -1641,9 +1666,9 @@ int64_t gm_decode_blobs(const unsigned char *buf, int64_t n, const int64_t *boff
             vbuf[0] = (unsigned char)tags[s];
             memcpy(vbuf + 1, buf + boff[s], (size_t)L);
             memset(vbuf + 1 + L, 0, 8);
-            r = gm_blob(vbuf, L + 1, L + 9, count[s], bs, D ? dicts + dstart[s] : NULL, D, scratch, out + dst[s]);
+            r = gm_blob(vbuf, L + 1, L + 9, count[s], bs, &dc, scratch, out + dst[s]);
         } else if (!r)
-            r = gm_blob(buf + boff[s], L, n - boff[s], count[s], bs, D ? dicts + dstart[s] : NULL, D, scratch, out + dst[s]);
+            r = gm_blob(buf + boff[s], L, n - boff[s], count[s], bs, &dc, scratch, out + dst[s]);
         if (r) {
             *why = r;
             return s + 1;

@@ -2010,6 +2010,56 @@ def test_classes_codes_past_their_dictionary_by_one(monkeypatch, decoder):
     assert isinstance(a, CorruptionError) and isinstance(b, CorruptionError) and "dictionary" in str(a), (a, b)
 
 
+def test_narrowed_dictionaries_decode_alike(monkeypatch, decoder):
+    """A large read-only dictionary is looked up in a narrow copy (``native.narrowed``: uint16 where
+    its entries span less than 2^16, uint32 less than 2^32) from its second use on, through any view
+    of the whole array; codes in FOR, DELTA and CLASSES blocks decode to the same values as NumPy's
+    at every use, and a code past the dictionary is still a ``CorruptionError``. A part of an array,
+    a writable one, and a small one are looked up as they are."""
+    if decoder != "native":
+        pytest.skip("about the C decoder's lookups: runs once, with the C codec")
+    rng = np.random.default_rng(12)
+    D = native.NARROW_MIN_ENTRIES + 77
+    p = 1 / np.arange(1, D + 1) ** 1.1
+    for lo, span, dt in ((-5, 1 << 16, np.uint16), (-(10**12), 1 << 32, np.uint32), (I64.min, 1 << 63, np.int64)):
+        d = lo + rng.integers(0, span, D, dtype=np.int64)
+        d[rng.integers(D)], d[rng.integers(D)] = lo, lo + span - 1  # (its least and its most)
+        d.flags.writeable = False
+        for codes in (pages.CODES, pages.CODES_DELTA):
+            x = np.concatenate([rng.integers(0, D, 3000), rng.choice(D, 3000, p=p / p.sum()),
+                                np.cumsum(rng.integers(-2, 4, 2000)) % D, [D - 1]])
+            region, off, nbytes, _ = pages.encode_stripes(x.astype(np.int64), np.array([len(x)]), 128, extended=codes)
+            args = (region, off, nbytes, np.array([len(x)]), 128)
+            for use in range(3):  # (the first use remembers it; the second copies it)
+                a, b = both_decoders(monkeypatch, *args, d[:], np.array([0]), np.array([D]))
+                assert a.tolist() == b.tolist() == d[x].tolist(), (dt, codes, use)
+            tab, at = native.narrowed(d.reshape(-1))
+            assert tab.dtype == dt and (at == (lo & ((1 << 64) - 1)) if dt != np.int64 else at == 0)
+            a, b = both_decoders(monkeypatch, *args, d, np.array([0]), np.array([D - 1]), where="cut")
+            assert isinstance(a, CorruptionError) and isinstance(b, CorruptionError) and "dictionary" in str(a)
+        part = d[1:]  # (a part of an array: its own entries, never narrowed)
+        for use in range(2):
+            assert native.narrowed(part)[0].dtype == np.int64 and native.narrowed(d.copy())[0].dtype == np.int64
+        x = rng.integers(0, D - 1, 500)
+        region, off, nbytes, _ = pages.encode_stripes(x, np.array([len(x)]), 128, extended=pages.CODES)
+        a, b = both_decoders(monkeypatch, region, off, nbytes, np.array([len(x)]), 128, part, np.array([0]), np.array([D - 1]))
+        assert a.tolist() == b.tolist() == part[x].tolist()
+    import gc
+    import weakref
+
+    wide = np.arange(D, dtype=np.int64) << 40  # (a table that stays wide is not kept alive by the memo)
+    wide.flags.writeable = False
+    for use in range(3):
+        assert native.narrowed(wide[:])[0].dtype == np.int64
+    gone = weakref.ref(wide)
+    del wide
+    gc.collect()
+    assert gone() is None
+    small = np.arange(100, dtype=np.int64)
+    small.flags.writeable = False
+    assert native.narrowed(small)[0] is small and native.narrowed(small)[0] is small
+
+
 def check_decode_blobs_agree(monkeypatch, rng, tries: int) -> None:
     buf, boff, blen, count, bs, dicts, dstart, dlen, want = blob_set(rng)
     a, b = both_decoders(monkeypatch, buf, boff, blen, count, bs, dicts, dstart, dlen)
