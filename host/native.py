@@ -440,9 +440,10 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     scratch = np.empty(max(block_size, 128) + 3, np.uint64)
     why = np.zeros(1, np.int64)
     d = dicts is not None and dicts.size > 0
-    t = tags is not None and bool((tags >= 0).any())
+    tagged = None if tags is None else blen[tags >= 0]
+    t = tagged is not None and tagged.size > 0
     # (a blob longer than buf is refused in C: the buffer never needs more than buf's size)
-    vbuf = np.empty(min(max(int(np.max(blen, where=tags >= 0, initial=0)), 0), buf.size) + 9 if t else 0, np.uint8)
+    vbuf = np.empty(min(max(int(tagged.max()), 0), buf.size) + 9 if t else 0, np.uint8)
     tab, lo = narrowed(dicts) if d else (None, 0)
     bad = int(_decode_blobs(_ptr(buf), buf.size, _ptr(boff), _ptr(blen), _ptr(count), _ptr(dst), S, block_size,
                             _ptr(tab) if d else None, tab.itemsize if d else 8, lo,

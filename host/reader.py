@@ -246,11 +246,13 @@ class VersionReader:
         self._start_keys = None  # ``_starts``
         self._lent: dict = {}  # ``borrowed``, per column
         self._dsarr: dict = {}  # per column, ``_dict_sizes`` as arrays: (keys sorted, stored bytes, kept once read: 1, or 2 where small)
-        self._dcat: tuple | None = None  # the last concatenation of several dictionaries, by keys
+        self._dcat: tuple | None = None  # the last concatenation of several kept dictionaries: (keys' bytes, it, lens, places)
         self._regions: np.ndarray | None = None  # each segment's blob-region bytes (``_region_bytes``)
         self._meta: _MetaCache | None = None  # large segments' blob heads, once read (``_MetaCache``)
         self._meta_lock = threading.Lock()
         self._colpos = {c: i for i, c in enumerate(self.schema)}
+        self._tags: dict = {}  # per column, ``codec.enc_tags`` of its directory's ``enc`` fields (``_blob_tags``)
+        self._all3: bool | None = None  # every data file of format 3 (``_format3``)
 
     # ------------------------------------------------------------------ lengths
     def length_history(self) -> LengthHistory:
@@ -437,6 +439,20 @@ class VersionReader:
     def seg_formats(self) -> np.ndarray:
         """The format (2 or 3) of each data file of the version, from its entry (no read)."""
         return np.array([e.get("format", 2) for _, e in self._files], np.int64)
+
+    def _format3(self, seg: np.ndarray) -> bool:
+        """Whether every segment of ``seg`` is of format 3 (no step per stripe where all are)."""
+        if self._all3 is None:
+            self._all3 = bool((self.seg_formats() == 3).all())
+        return self._all3 or bool((self.seg_formats()[seg] == 3).all())
+
+    def _blob_tags(self, column: str) -> np.ndarray:
+        """Per directory stripe, the tag of its one-block blob of ``column`` where its index holds it,
+        else -1 (``codec.enc_tags``; cached: a whole-column read asks for all of them)."""
+        t = self._tags.get(column)
+        if t is None:
+            t = self._tags[column] = codec.enc_tags(self._dir_cols[column][2])
+        return t
 
     def blob_bytes(self, column: str) -> np.ndarray:
         """Per directory stripe, the stored bytes of its blob of ``column`` (the stripes of a pack
@@ -1305,9 +1321,15 @@ class VersionReader:
             cat, lens, at = _laid_out(todo, cnt, have, parts, first)
             take_ranges(vals, pos, cnt, cat, at[todo])
             cat.flags.writeable = False
-        else:
-            lens, cat = parts.lens(np.arange(len(keys))), None
-            at = _places(lens, first)
+        else:  # every one kept: batch after batch the same few, laid out once (``_dcat``; not with
+            # tables read in part, which are this read's own)
+            whole = None if len(preads) or len(keys) == 1 else keys.tobytes()
+            last = self._dcat
+            if whole is not None and last is not None and last[0] == whole:
+                cat, lens, at = last[1:]
+            else:
+                lens, cat = parts.lens(np.arange(len(keys))), None
+                at = _places(lens, first)
         if int(lens.sum()) >= 1 << 31:
             raise GpumatError(f"{self.where}: a batch's dictionaries exceed 2^31 entries; use smaller batches")
         start, length = np.zeros(len(seg), np.int64), np.zeros(len(seg), np.int64)
@@ -1322,13 +1344,11 @@ class VersionReader:
             return cat, key, start, length, nkept
         if len(keys) == 1:
             return parts.get(0), key, start, length, nkept
-        whole = key if key is not None and first.all() else _dict_keys(files, sinv.reshape(-1), keys & mask)
-        last = self._dcat  # batch after batch needs the same few: concatenate them once
-        if last is None or last[0] != whole:
-            cat = parts.write(np.empty(int(lens.sum()), np.int64), at, np.arange(len(keys)))  # (at: that order)
-            cat.flags.writeable = False
-            self._dcat = last = (whole, cat)
-        return last[1], key, start, length, nkept
+        cat = parts.write(np.empty(int(lens.sum()), np.int64), at, np.arange(len(keys)))  # (at: that order)
+        cat.flags.writeable = False
+        if whole is not None:  # (the reader's own segments and places: its keys say what it holds)
+            self._dcat = (whole, cat, lens, at)
+        return cat, key, start, length, nkept
 
     def _small_pool(self) -> tuple[np.ndarray, np.ndarray]:
         """The blob regions of every small segment back to back (read once per version), and each
@@ -1379,7 +1399,7 @@ class VersionReader:
             raise SchemaError(f"unknown column {column!r}; schema has {list(self.schema)}")
         if len(si) and (si.min() < 0 or si.max() >= len(d)):
             raise SchemaError("decode_stripes: stripe index out of bounds")
-        if len(si) and native.available()[0] and (self.seg_formats()[d.seg[si]] == 3).all():
+        if len(si) and native.available()[0] and self._format3(d.seg[si]):
             return self._decode_stripes3(column, si)
         got = self.read_blocks(column, si, np.zeros(len(si), np.int64), d.nblocks[si])
         # the values of each stripe's blocks (in a pack, other stripes' too), and where its own are
@@ -1411,7 +1431,8 @@ class VersionReader:
         if out is None:
             if cst.all():  # (a value per user: a feature joined into the events)
                 return np.repeat(codec.const_values(enc), d.count[si])
-            out, at = np.empty(int(d.count[si].sum()), np.int64), np.cumsum(d.count[si]) - d.count[si]
+            n = d.count[si]
+            out, at = np.empty(int(n.sum()), np.int64), np.cumsum(n) - n
         if cst.any():  # constant stripes: their value, count times, to their places; the others from their blobs
             c = np.flatnonzero(cst)
             n = d.count[si[c]]
@@ -1449,7 +1470,7 @@ class VersionReader:
         dicts = dstart = dlen = None
         if isd.any():
             dicts, _, dstart, dlen, _ = self._dictionaries(column, seg, enc, isd, with_key=False)
-        cnt, tags = d.bcount[si], codec.enc_tags(enc)
+        cnt, tags = d.bcount[si], self._blob_tags(column)[si]
         if out is None:
             out, dst = np.empty(int(cnt.sum()), np.int64), np.cumsum(cnt) - cnt
         for buf, g, at in parts:  # (the small segments' blobs where they are pooled, each large one's where it was read)
@@ -1518,7 +1539,7 @@ def _places(lens: np.ndarray, first: np.ndarray) -> np.ndarray:
     """Where each of a batch's dictionaries (``lens`` entries each) starts in its array: those of
     ``first`` (the segment dictionaries: the same batch after batch, ``Blocks.dict_kept``) back to
     back from 0, the others after them, each part in key order."""
-    order = np.r_[np.flatnonzero(first), np.flatnonzero(~first)]
+    order = np.argsort(~first, kind="stable")  # (those of ``first``, then the others, each in key order)
     at = np.empty(len(lens), np.int64)
     at[order] = np.cumsum(lens[order]) - lens[order]
     return at
