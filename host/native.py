@@ -421,8 +421,9 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     """``host.pages.decode_blobs`` in C: blob ``s`` (bytes ``[boff[s], + blen[s])`` of ``buf``, uint8),
     ``count[s]`` values to ``out[dst[s]:]`` (64-bit); where ``dlen[s] > 0`` they are codes into
     ``dicts[dstart[s]:][:dlen[s]]`` (int64; a large one kept between reads is looked up in its
-    ``narrowed`` copy); where ``tags[s] >= 0`` it is one block whose tag is ``tags[s]``, not its first byte. Returns ``(0, 0)``, or ``(s + 1, reason)`` for the first bad
-    blob (``BLOB_ERRORS``). Checks every position given (``ValueError``: a bug of the caller's)."""
+    ``narrowed`` copy); where ``tags[s] >= 0`` it is one block whose tag is ``tags[s]``, not its
+    first byte. Returns ``(0, 0)``, or ``(s + 1, reason)`` for the first bad blob
+    (``BLOB_ERRORS``). Checks every position given (``ValueError``: a bug of the caller's)."""
     S = count.size
     arrs = [boff, blen, count, dst] + ([] if dicts is None else [dstart, dlen, dicts]) + ([] if tags is None else [tags])
     if tags is not None and tags.size != S:
