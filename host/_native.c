@@ -1453,6 +1453,33 @@ GM_FINISH_T(gm_finish64, int64_t)
 GM_FINISH_T(gm_finish32, uint32_t)
 GM_FINISH_T(gm_finish16, uint16_t)
 
+#if GM_X512
+/* gm_finish's lookups in a dictionary of at most 16 int64 entries (a stripe table of ratings, a few
+ * action types), without delta: the table in two vectors, 8 codes looked up a permute (each lane's
+ * low 4 bits; a code not below D, or in the tail's lanes past cnt, takes a lane of any entry, and a
+ * code not below D makes it return 1, as gm_finish64's check) */
+__attribute__((target("avx512f"))) static int gm_finish_x512(uint64_t *o, int64_t cnt, const int64_t *dict, int64_t D,
+                                                             int below) {
+    const __mmask8 m0 = (__mmask8)(D >= 8 ? 0xFF : (1u << D) - 1), m1 = (__mmask8)(D > 8 ? (1u << (D - 8)) - 1 : 0);
+    const __m512i t0 = _mm512_maskz_loadu_epi64(m0, dict), t1 = _mm512_maskz_loadu_epi64(m1, dict + 8),
+                  lim = _mm512_set1_epi64(D);
+    __mmask8 bad = 0;
+    int64_t i = 0;
+    for (; i + 8 <= cnt; i += 8) {
+        const __m512i c = _mm512_loadu_si512((const void *)(o + i));
+        bad |= _mm512_cmpge_epu64_mask(c, lim);
+        _mm512_storeu_si512((void *)(o + i), _mm512_permutex2var_epi64(t0, c, t1));
+    }
+    if (i < cnt) {
+        const __mmask8 m = (__mmask8)((1u << (cnt - i)) - 1);
+        const __m512i c = _mm512_maskz_loadu_epi64(m, (const void *)(o + i));
+        bad |= _mm512_mask_cmpge_epu64_mask(m, c, lim);
+        _mm512_mask_storeu_epi64((void *)(o + i), m, _mm512_permutex2var_epi64(t0, c, t1));
+    }
+    return !below && bad != 0;
+}
+#endif
+
 /* gm_blob's last pass over a block's cnt values in o: with delta, o[i] becomes b0 + s0 i + o[0] + ..
  * + o[i] (a prefix sum on the line); with a dictionary (dc->D > 0), each value (a code) the entry of
  * dc it indexes. One pass for both, no branch per value: a code not below D reads entry 0 and makes
@@ -1467,6 +1494,9 @@ static inline int gm_finish(uint64_t *o, int64_t cnt, int delta, uint64_t b0, ui
     }
     if (dc->w == 2) return gm_finish16(o, cnt, delta, b0, s0, (const uint16_t *)dc->p, dc->lo, dc->D, below);
     if (dc->w == 4) return gm_finish32(o, cnt, delta, b0, s0, (const uint32_t *)dc->p, dc->lo, dc->D, below);
+#if GM_X512
+    if (!delta && dc->D <= 16 && gm_fast_x512()) return gm_finish_x512(o, cnt, (const int64_t *)dc->p, dc->D, below);
+#endif
     return gm_finish64(o, cnt, delta, b0, s0, (const int64_t *)dc->p, 0, dc->D, below);
 }
 

@@ -2010,6 +2010,39 @@ def test_classes_codes_past_their_dictionary_by_one(monkeypatch, decoder):
     assert isinstance(a, CorruptionError) and isinstance(b, CorruptionError) and "dictionary" in str(a), (a, b)
 
 
+def test_small_dictionaries_with_and_without_avx512(decoder):
+    """Codes into dictionaries of 1..17 entries (the AVX-512 lookups take those of at most 16 a permute,
+    ``gm_finish_x512``), in blocks of every length mod 8, of codes proven below the dictionary's size
+    and not, decode to their entries with AVX-512 and without (``GPUMAT_NO_AVX512=1``), alike; a
+    dictionary one entry short of its codes is a ``CorruptionError`` both ways (child processes: the
+    choice is made once per process)."""
+    if decoder != "native":
+        pytest.skip("about the C decoder's paths: runs once, with the C codec")
+    code = (
+        "import hashlib\n"
+        "import numpy as np\n"
+        "from gpumat.core.errors import CorruptionError\n"
+        "from gpumat.host import pages\n"
+        "rng = np.random.default_rng(21)\n"
+        "h, bad = hashlib.sha256(), 0\n"
+        "for D in range(1, 18):\n"
+        "    d = rng.integers(-(1 << 62), 1 << 62, D)\n"
+        "    for n in (1, 7, 8, 9, 63, 128, 129, 300, 1000 + D):\n"
+        "        for x in (rng.integers(0, D, n), np.repeat(rng.integers(0, D, n // 5 + 1), 5)[:n], np.full(n, D - 1)):\n"
+        "            r, off, nb, _ = pages.encode_stripes(x.astype(np.int64), np.array([n]), 128, extended=pages.CODES)\n"
+        "            got = pages.decode_blobs(r, off, nb, [n], 128, d, [0], [D])\n"
+        "            assert got.tolist() == d[x].tolist(), (D, n)\n"
+        "            h.update(got.tobytes())\n"
+        "            if x.max() > 0:\n"
+        "                try:\n"
+        "                    pages.decode_blobs(r, off, nb, [n], 128, d, [0], [int(x.max())])\n"
+        "                except CorruptionError:\n"
+        "                    bad += 1\n"
+        "print(bad, h.hexdigest())\n")
+    outs = with_and_without_avx512(code)
+    assert outs[0] == outs[1] and int(outs[0][0]) > 300
+
+
 def test_narrowed_dictionaries_decode_alike(monkeypatch, decoder):
     """A large read-only dictionary is looked up in a narrow copy (``native.narrowed``: uint16 where
     its entries span less than 2^16, uint32 less than 2^32) from its second use on, through any view
