@@ -2559,18 +2559,20 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
         out, dst = np.empty(int(count.sum()), np.int64), np.cumsum(count) - count
     else:
         dst = np.ascontiguousarray(dst, dtype=np.int64).reshape(-1)
-        if out.dtype != np.int64 or dst.shape != count.shape or (len(dst) and ((dst < 0) | (dst > len(out) - count)).any()):
+        if out.dtype != np.int64 or dst.shape != count.shape:
             raise ValueError("decode_blobs: an int64 out, and dst [S] inside it")
     if dicts is not None:
         dicts = np.ascontiguousarray(dicts, dtype=np.int64).reshape(-1)
         dstart, dlen = (np.ascontiguousarray(a, dtype=np.int64).reshape(-1) for a in (dstart, dlen))
-    if native.available()[0]:
+    if native.available()[0]:  # (it checks every output position itself)
         bad, why = native.decode_blobs(np.ascontiguousarray(buf, dtype=np.uint8), boff, blen, count,
                                        dst, block_size, out, dicts, dstart, dlen,
                                        None if tags is None else np.ascontiguousarray(tags, np.int64))
         if bad:
             raise CorruptionError(f"{where}: blob {bad - 1}: {native.BLOB_ERRORS.get(why, why)}")
         return out
+    if len(dst) and ((dst < 0) | (count < 0) | (dst > len(out) - count)).any():
+        raise ValueError("decode_blobs: an int64 out, and dst [S] inside it")
     for s in range(len(count)):
         n, at = int(count[s]), int(dst[s])
         if boff[s] < 0 or blen[s] < 0 or boff[s] > len(buf) - blen[s]:  # (no sum that can wrap)

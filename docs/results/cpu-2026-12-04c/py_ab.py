@@ -1,5 +1,5 @@
 """A/B of the reader's whole-column read (decode_stripes) as at OLD_COMMIT against this checkout, in one process:
-two readers of the same tier, the old one's decode_stripes, _decode_stripes3, _decode_blobs3 and _dictionaries
+two readers of the same tier, the old one's methods (every function of its class: decode_stripes, _dictionaries, ...)
 taken from OLD_COMMIT's host/reader.py (bound to that reader alone: each keeps its own caches), the C decoder the
 same; ROUNDS rounds, the order alternating (CPU time; medians; the ratio the median of the rounds'):
     python docs/results/cpu-2026-12-04c/py_ab.py OLD_COMMIT WORKDIR dataset:variant:column ... [--rounds N]"""
@@ -16,7 +16,7 @@ a = ap.parse_args()
 src = subprocess.check_output(["git", "show", f"{a.old}:host/reader.py"], text=True)
 old_mod = types.ModuleType("old_reader"); old_mod.__file__ = "old_reader.py"; sys.modules["old_reader"] = old_mod
 exec(compile(src, "old_reader.py", "exec"), old_mod.__dict__)
-METHODS = ("decode_stripes", "_decode_stripes3", "_decode_blobs3", "_dictionaries")
+METHODS = [k for k, v in vars(old_mod.VersionReader).items() if isinstance(v, types.FunctionType) and not k.startswith("__")]
 for case in a.cases:
     ds, var, c = (None if x == "-" else x for x in case.split(":"))
     tier, _, _ = cd.load(a.workdir, 1.0, ds, var)
