@@ -853,6 +853,24 @@ static inline int gm_classes_end(int64_t pos, int64_t from, int64_t end, int64_t
  * gm_levels_ev's (extra a bound, *walked the bits they take). *top (where given): the largest value,
  * the largest of its highest class (base + its start + its low bits: the block's largest where base +
  * the tail's end does not wrap; gm_blob's dictionary check) */
+/* bits [bit, bit + n) of b (L bytes; n <= 128, the caller checked they lie inside) to o[0], o[1], zero past
+ * n: two loads and a shift where 17 bytes from the first are readable (a level of a LEVELS or CLASSES
+ * block, read once per level of every block), gm_realign_one otherwise */
+static inline void gm_bits128(const unsigned char *b, int64_t L, int64_t bit, int64_t n, uint64_t *o) {
+    const int64_t byte = bit >> 3;
+    const unsigned sh = (unsigned)(bit & 7);
+    if (byte + 17 <= L) {
+        const uint64_t a = load64(b + byte), c = load64(b + byte + 8), h = b[byte + 16];
+        uint64_t w0 = sh ? (a >> sh) | (c << (64 - sh)) : a, w1 = sh ? (c >> sh) | (h << (64 - sh)) : c;
+        if (n < 64) w0 &= (UINT64_C(1) << n) - 1;
+        w1 = n <= 64 ? 0 : n < 128 ? w1 & ((UINT64_C(1) << (n - 64)) - 1) : w1;
+        o[0] = w0, o[1] = w1;
+    } else {
+        o[0] = o[1] = 0;
+        if (n) gm_realign_one(b, L, bit, n, o);
+    }
+}
+
 static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int64_t shape,
                         int64_t extra, int64_t *walked, uint64_t base, uint64_t *r, uint64_t *first, uint64_t *top) {
     int64_t w[6], st[7];
@@ -860,15 +878,14 @@ static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t c
     gm_classes_shape(lv, shape, w, st);
     f[0][0] = cnt >= 64 ? ~UINT64_C(0) : (UINT64_C(1) << cnt) - 1;
     f[0][1] = cnt > 64 ? (cnt >= 128 ? ~UINT64_C(0) : (UINT64_C(1) << (cnt - 64)) - 1) : 0;
-    f[1][0] = f[1][1] = 0;
-    gm_realign_one(b, L, at, cnt, f[1]);
+    gm_bits128(b, L, at, cnt, f[1]);
     int64_t n = __builtin_popcountll(f[1][0]) + __builtin_popcountll(f[1][1]), pos = at + cnt;
     const int64_t end = at + cnt + extra;
     if (n < 1) return 1;
     for (int i = 1; i < lv; i++) { /* level i: a bit for each value still walking; a 0 ends it in class i */
-        uint64_t lw[2] = {0, 0};
+        uint64_t lw[2];
         if (pos + n > end) return 1;
-        if (n) gm_realign_one(b, L, pos, n, lw);
+        gm_bits128(b, L, pos, n, lw);
         pos += n;
         GM_DEPOSIT2(lw, f[i], f[i + 1]);
         n = __builtin_popcountll(f[i + 1][0]) + __builtin_popcountll(f[i + 1][1]);
