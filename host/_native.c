@@ -842,17 +842,6 @@ static inline int gm_classes_end(int64_t pos, int64_t from, int64_t end, int64_t
     return 0;
 }
 
-/* a CLASSES block of cnt <= 128 values from bit `at` of b (L bytes): lv levels of bitmaps (level 0 a bit
- * per value, set past class 0; level i a bit per value whose bits on the levels before are 1, in order),
- * then each class's low bits (w_c bits a value, its values in order; class 0 first, the tail's last):
- * r[k], value k less the base, is its class's start plus its low bits; base is added to each. Each
- * level is deposited at the bits of the values still walking, so that class c is a mask of two words
- * (the values of at least class c less those of at least c + 1), walked by its set bits; class 0 of no
- * low bits (often the most frequent value) is a fill. 1 when no value is past class 0 or the levels
- * and low bits are not `extra` bits after the first level (checked before each is read); walked: as
- * gm_levels_ev's (extra a bound, *walked the bits they take). *top (where given): the largest value,
- * the largest of its highest class (base + its start + its low bits: the block's largest where base +
- * the tail's end does not wrap; gm_blob's dictionary check) */
 /* bits [bit, bit + n) of b (L bytes; n <= 128, the caller checked they lie inside) to o[0], o[1], zero past
  * n: two loads and a shift where 17 bytes from the first are readable (a level of a LEVELS or CLASSES
  * block, read once per level of every block), gm_realign_one otherwise */
@@ -871,6 +860,17 @@ static inline void gm_bits128(const unsigned char *b, int64_t L, int64_t bit, in
     }
 }
 
+/* a CLASSES block of cnt <= 128 values from bit `at` of b (L bytes): lv levels of bitmaps (level 0 a bit
+ * per value, set past class 0; level i a bit per value whose bits on the levels before are 1, in order),
+ * then each class's low bits (w_c bits a value, its values in order; class 0 first, the tail's last):
+ * r[k], value k less the base, is its class's start plus its low bits; base is added to each. Each
+ * level is deposited at the bits of the values still walking, so that class c is a mask of two words
+ * (the values of at least class c less those of at least c + 1), walked by its set bits; class 0 of no
+ * low bits (often the most frequent value) is a fill. 1 when no value is past class 0 or the levels
+ * and low bits are not `extra` bits after the first level (checked before each is read); walked: as
+ * gm_levels_ev's (extra a bound, *walked the bits they take). *top (where given): the largest value,
+ * the largest of its highest class (base + its start + its low bits: the block's largest where base +
+ * the tail's end does not wrap; gm_blob's dictionary check) */
 static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int64_t shape,
                         int64_t extra, int64_t *walked, uint64_t base, uint64_t *r, uint64_t *first, uint64_t *top) {
     int64_t w[6], st[7];

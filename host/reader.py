@@ -251,7 +251,7 @@ class VersionReader:
         self._meta: _MetaCache | None = None  # large segments' blob heads, once read (``_MetaCache``)
         self._meta_lock = threading.Lock()
         self._colpos = {c: i for i, c in enumerate(self.schema)}
-        self._tags: dict = {}  # per column, its directory's blob tags and constant stripes (``_blob_tags``)
+        self._tags: dict = {}  # per column, its directory's blob tags and constant stripes (``_blob_kinds``)
         self._all3: bool | None = None  # every data file of format 3 (``_format3``)
 
     # ------------------------------------------------------------------ lengths
@@ -446,7 +446,7 @@ class VersionReader:
             self._all3 = bool((self.seg_formats() == 3).all())
         return self._all3 or bool((self.seg_formats()[seg] == 3).all())
 
-    def _blob_tags(self, column: str) -> tuple[np.ndarray, np.ndarray]:
+    def _blob_kinds(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """Per directory stripe, the tag of its one-block blob of ``column`` where its index holds it,
         else -1 (``codec.enc_tags``), and whether it is a constant stripe (``codec.const_stripes``);
         cached: a whole-column read asks for all of them."""
@@ -1253,10 +1253,7 @@ class VersionReader:
         kept = np.where(found, skept[w] if len(skeys) else 0, 0)  # (1: kept; 2: kept where it is small)
         first = kept == 1  # (the segment dictionaries: laid out first, the same batch after batch)
         segi = (keys >> 40).astype(np.int64)
-        new = np.empty(len(segi), bool)  # (segi is sorted, as keys are: its distinct values and each one's rank)
-        new[:1] = True
-        np.not_equal(segi[1:], segi[:-1], out=new[1:])
-        useg, sinv = segi[new], np.cumsum(new) - 1
+        useg, sinv = unique(segi, return_inverse=True)
         segs = {int(u): self.segment(int(u)) for u in useg}
         parts = _Parts(len(keys))
         have = np.zeros(len(keys), bool)
@@ -1432,7 +1429,7 @@ class VersionReader:
         each stripe's values to ``out[at[i]:]`` (a new array of them back to back where not given)."""
         d = self.directory()
         enc = self._dir_cols[column][2][si]
-        cst = self._blob_tags(column)[1][si]
+        cst = self._blob_kinds(column)[1][si]
         if out is None:
             if cst.all():  # (a value per user: a feature joined into the events)
                 return np.repeat(codec.const_values(enc), d.count[si])
@@ -1475,7 +1472,7 @@ class VersionReader:
         dicts = dstart = dlen = None
         if isd.any():
             dicts, _, dstart, dlen, _ = self._dictionaries(column, seg, enc, isd, with_key=False)
-        cnt, tags = d.bcount[si], self._blob_tags(column)[0][si]
+        cnt, tags = d.bcount[si], self._blob_kinds(column)[0][si]
         if out is None:
             out, dst = np.empty(int(cnt.sum()), np.int64), np.cumsum(cnt) - cnt
         for buf, g, at in parts:  # (the small segments' blobs where they are pooled, each large one's where it was read)
