@@ -763,6 +763,45 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t pos, int64_t end, int
     return pos;
 }
 
+/* gm_plain_bits with AVX-512 (w 1 .. 25): 16 values a vector, straight from b's bytes. The 16 values'
+ * 2 w bytes from one masked 64-byte load (no byte at or past L read; every bit used is the caller's to
+ * have checked); a byte permute puts each value's 4 bytes in its 32-bit lane, a shift per lane and a
+ * mask take its w bits (a value's bits and shift lie in its lane: (bit mod 8) + 15 w < 8 * 60, and at
+ * most 7 + 25 bits); widened to 64 bits and added to the line base + slope j. Every 16 values start
+ * at the same bit of a byte, so the permute and the shifts are the block's; values past n are not
+ * stored (a masked store: the block's last vector) */
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void gm_plain_x512(const unsigned char *b, int64_t L,
+                                                                                  int64_t bit, int w, uint64_t base,
+                                                                                  uint64_t slope, int64_t n, uint64_t *o) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i q = _mm512_add_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32(w)), _mm512_set1_epi32((int)(bit & 7)));
+    const __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(q, 3), _mm512_set1_epi32(0x01010101)),
+                                         _mm512_set1_epi32(0x03020100)); /* lane j: its value's bytes q_j / 8 + 0..3 */
+    const __m512i sh = _mm512_and_si512(q, _mm512_set1_epi32(7));
+    const __m512i mask = _mm512_set1_epi32((int)((UINT32_C(1) << w) - 1));
+    uint64_t r[16]; /* (the line's first 16 values; each vector's next 16 are 16 slope on) */
+    for (int k = 0; k < 16; k++) r[k] = base + slope * (uint64_t)k;
+    __m512i r0 = _mm512_loadu_si512(r), r1 = _mm512_loadu_si512(r + 8);
+    const __m512i step = _mm512_set1_epi64((long long)(slope * 16));
+    const unsigned char *p = b + (bit >> 3);
+    int64_t room = L - (bit >> 3); /* (b's bytes from p) */
+    for (int64_t k = 0; k < n; k += 16, p += 2 * w, room -= 2 * w) {
+        const __mmask64 km = room >= 64 ? ~(__mmask64)0 : room > 0 ? ((__mmask64)1 << room) - 1 : 0;
+        const __m512i v = _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi8(idx, _mm512_maskz_loadu_epi8(km, p)), sh), mask);
+        const __m512i lo = _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(v)), r0);
+        const __m512i hi = _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(v, 1)), r1);
+        const int64_t left = n - k;
+        if (left >= 16) {
+            _mm512_storeu_si512(o + k, lo);
+            _mm512_storeu_si512(o + k + 8, hi);
+        } else {
+            _mm512_mask_storeu_epi64(o + k, left >= 8 ? 0xFF : (__mmask8)((1u << left) - 1), lo);
+            if (left > 8) _mm512_mask_storeu_epi64(o + k + 8, (__mmask8)((1u << (left - 8)) - 1), hi);
+        }
+        r0 = _mm512_add_epi64(r0, step), r1 = _mm512_add_epi64(r1, step);
+    }
+}
+
 /* gm_chunk_hash's sum over the first 8 m words of a chunk at p (all inside the buffer), word t's index
  * in the region w0 + t: 8 words a vector, the same splitmix64 per lane (64-bit lane multiplies:
  * AVX-512 DQ), the lanes' sums added at the end (a sum mod 2^64: the same as the scalar loop's) */
@@ -1416,10 +1455,17 @@ int64_t gm_parse_fields(const unsigned char *fbuf, int64_t n, const int64_t *fst
 }
 
 /* A plain run of n values of width w (the line base + slope * j) from bit `bit` of the byte stream b (L
- * bytes; the caller checked the bits lie inside) to o: realigned to whole words in scratch, then
- * decoded there (scratch: n * w / 64 + 3 words). */
+ * bytes; the caller checked the bits lie inside) to o: with AVX-512 (w 1 .. 25) straight from b
+ * (gm_plain_x512), else realigned to whole words in scratch, then decoded there (scratch: n * w / 64 +
+ * 3 words). */
 static void gm_plain_bits(const unsigned char *b, int64_t L, int64_t bit, int w, uint64_t base, uint64_t slope,
                           int64_t n, uint64_t *scratch, uint64_t *o) {
+#if GM_X512
+    if (w >= 1 && w <= 25 && gm_fast_x512()) {
+        gm_plain_x512(b, L, bit, w, base, slope, n, o);
+        return;
+    }
+#endif
     int64_t nbits = n * w, nw = (nbits + 63) >> 6;
     if (nbits) gm_realign_one(b, L, bit, nbits, scratch);
     scratch[nw] = scratch[nw + 1] = 0; /* (the fast path's loads may reach past the last word) */

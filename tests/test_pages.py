@@ -1053,18 +1053,16 @@ def test_radix_tables_and_fields():
                 pages.parse_fields(*args)
 
 
+_CHILD = "import hashlib\nimport numpy as np\nfrom gpumat.host import pages\n"  # (with_and_without_avx512's codes)
+
+
 def test_radix_decode_with_and_without_avx512(decoder):
     """RADIX blocks of every alphabet that has a code (R 3..255: each a blob of one block, built
     here), of lengths about every multiple of 8 and of g, flat and on a slope, with codes up to
     2^w - 1 (those past R^g give other digits), decode the same with the C decoder's AVX-512 digits
     (``gm_radix_x512``: each digit a quotient by R^j), its scalar chain (``GPUMAT_NO_AVX512=1``)
     and NumPy, in child processes (the choice is made once per process)."""
-    if decoder != "native":
-        pytest.skip("about the C decoder's paths: runs once, with the C codec")
-    code = (
-        "import hashlib\n"
-        "import numpy as np\n"
-        "from gpumat.host import pages\n"
+    code = _CHILD + (
         "rng = np.random.default_rng(9)\n"
         "h, blocks = hashlib.sha256(), 0\n"
         "for R in range(3, 256):\n"
@@ -1087,15 +1085,54 @@ def test_radix_decode_with_and_without_avx512(decoder):
         "            h.update(c.tobytes())\n"
         "            blocks += 1\n"
         "print(blocks, h.hexdigest())\n")
-    assert len(with_and_without_avx512(code, 2000)[0][1]) == 64
+    assert len(with_and_without_avx512(decoder, code, 2000)[0][1]) == 64
 
 
-def with_and_without_avx512(code: str, least: int) -> list:
+def test_plain_values_with_and_without_avx512(decoder):
+    """FOR and LFOR blocks of every width 1..32 (the AVX-512 path takes 1..25 straight from the blob's
+    bytes, 16 values a vector: ``gm_plain_x512``), of every length mod 16 and past a block, flat and
+    on a slope, from bases near both ends of int64; PATCH and RUN blocks (their low bits and runs the
+    same path; RADIX blocks' codes: ``test_radix_decode_with_and_without_avx512``); each blob alone
+    in its buffer, so that the last vector's load meets the buffer's end: decoded alike with
+    AVX-512, without (``GPUMAT_NO_AVX512=1``) and by NumPy, in child processes (the choice is made
+    once per process)."""
+    code = _CHILD + (
+        "rng = np.random.default_rng(33)\n"
+        "h, blobs = hashlib.sha256(), 0\n"
+        "def check(x, extended):\n"
+        "    global blobs\n"
+        "    r, off, nb, _ = pages.encode_stripes(x, np.array([len(x)]), 128, extended=extended)\n"
+        "    blob = np.ascontiguousarray(r[off[0]: off[0] + nb[0]])\n"
+        "    c = pages.decode_blobs(blob, [0], [len(blob)], [len(x)], 128)\n"
+        "    assert c.tolist() == pages.decode_blob(blob, len(x), 128).tolist() == x.tolist(), (len(x), extended)\n"
+        "    h.update(c.tobytes())\n"
+        "    blobs += 1\n"
+        "for w in range(1, 33):\n"
+        "    for n in (1, 7, 15, 16, 17, 31, 33, 100, 127, 128, 129, 300):\n"
+        "        for slope in (0, int(rng.integers(-(1 << 20), 1 << 20))):\n"
+        "            base = int(rng.choice([rng.integers(-(1 << 62), 1 << 62), -(1 << 63) + 5, (1 << 63) - (1 << 34)]))\n"
+        "            r = rng.integers(0, 1 << w, n)\n"
+        "            r[rng.integers(0, n)] = (1 << w) - 1  # (a value of the full width)\n"
+        "            x = np.int64(base) + np.int64(slope) * np.arange(n, dtype=np.int64) + r.astype(np.int64)\n"
+        "            check(x, False)\n"
+        "    x = rng.integers(0, 1 << min(w, 20), 1000).astype(np.int64)\n"
+        "    x[rng.random(1000) < 0.03] += 1 << 40  # (PATCH: rare wide values)\n"
+        "    check(x, True)\n"
+        "    check(np.repeat(rng.integers(0, 1 << w, 200), rng.integers(1, 9, 200)).astype(np.int64), True)  # (RUN)\n"
+        "print(blobs, h.hexdigest())\n")
+    with_and_without_avx512(decoder, code, 800)
+
+
+def with_and_without_avx512(decoder: str, code: str, least: int) -> list:
     """The words ``python -c code`` prints, run with the C decoder's AVX-512 paths and with
     ``GPUMAT_NO_AVX512=1`` (child processes: the choice is made once per process): the same both
-    ways, the first a count over ``least``."""
+    ways, the first a count over ``least``. About the C decoder's paths: runs once, with it
+    (``decoder`` ``"native"``)."""
     import subprocess
     import sys
+
+    if decoder != "native":
+        pytest.skip("about the C decoder's paths: runs once, with the C codec")
 
     outs = []
     for no_avx512 in ("0", "1"):
@@ -1276,8 +1313,6 @@ def test_chunk_hash_with_and_without_avx512(decoder):
     (``GPUMAT_NO_AVX512=1``, its scalar loop) agree with NumPy's, on buffers whose chunks end inside a
     group of 8 words, and at chunk positions of many runs, in child processes (the choice is made
     once per process)."""
-    if decoder != "native":
-        pytest.skip("about the C decoder's paths: runs once, with the C codec")
     code = (
         "import numpy as np\n"
         "from gpumat.host import native, segment\n"
@@ -1292,7 +1327,7 @@ def test_chunk_hash_with_and_without_avx512(decoder):
         "    native._decode = c\n"
         "    out += h.tolist()\n"
         "print(len(out), sum(out))\n")
-    with_and_without_avx512(code, 300)
+    with_and_without_avx512(decoder, code, 300)
 
 
 def test_varints():
@@ -2016,13 +2051,8 @@ def test_small_dictionaries_with_and_without_avx512(decoder):
     and not, decode to their entries with AVX-512 and without (``GPUMAT_NO_AVX512=1``), alike; a
     dictionary one entry short of its codes is a ``CorruptionError`` both ways (child processes: the
     choice is made once per process)."""
-    if decoder != "native":
-        pytest.skip("about the C decoder's paths: runs once, with the C codec")
-    code = (
-        "import hashlib\n"
-        "import numpy as np\n"
+    code = _CHILD + (
         "from gpumat.core.errors import CorruptionError\n"
-        "from gpumat.host import pages\n"
         "rng = np.random.default_rng(21)\n"
         "h, bad = hashlib.sha256(), 0\n"
         "for D in range(1, 18):\n"
@@ -2039,7 +2069,7 @@ def test_small_dictionaries_with_and_without_avx512(decoder):
         "                except CorruptionError:\n"
         "                    bad += 1\n"
         "print(bad, h.hexdigest())\n")
-    with_and_without_avx512(code, 300)
+    with_and_without_avx512(decoder, code, 300)
 
 
 def test_narrowed_dictionaries_decode_alike(monkeypatch, decoder):
