@@ -602,9 +602,54 @@ static void gm_deposit2_bits(const uint64_t *src, const uint64_t *m, uint64_t *o
     }
 }
 
+/* bits [bit, bit + n) of b (L bytes; n <= 128, the caller checked they lie inside) to o[0], o[1], zero past
+ * n: two loads and a shift where 17 bytes from the first are readable (a level of a LEVELS or CLASSES
+ * block, read once per level of every block), gm_realign_one otherwise */
+static inline void gm_bits128(const unsigned char *b, int64_t L, int64_t bit, int64_t n, uint64_t *o) {
+    const int64_t byte = bit >> 3;
+    const unsigned sh = (unsigned)(bit & 7);
+    if (byte + 17 <= L) {
+        const uint64_t a = load64(b + byte), c = load64(b + byte + 8), h = b[byte + 16];
+        uint64_t w0 = sh ? (a >> sh) | (c << (64 - sh)) : a, w1 = sh ? (c >> sh) | (h << (64 - sh)) : c;
+        if (n < 64) w0 &= (UINT64_C(1) << n) - 1;
+        w1 = n <= 64 ? 0 : n < 128 ? w1 & ((UINT64_C(1) << (n - 64)) - 1) : w1;
+        o[0] = w0, o[1] = w1;
+    } else {
+        o[0] = o[1] = 0;
+        if (n) gm_realign_one(b, L, bit, n, o);
+    }
+}
+
+/* a CLASSES block's levels (gm_classes_r's first step; cnt <= 128 values from bit at of b, L bytes):
+ * f[c] the values of class c or more (f[0] all cnt, f[lv + 1] none), each level deposited at the bits
+ * of the values still walking by dep (a pdep of two words). 1 when no value is past class 0 or a
+ * level runs past end (checked before each is read); *pos: the bit after the last level. Inlined
+ * into each caller with its deposit (the AVX-512 path's pdep inline, not called per level) */
+typedef void (*gm_deposit_fn)(const uint64_t *, const uint64_t *, uint64_t *);
+static inline __attribute__((always_inline)) int gm_classes_levels(const unsigned char *b, int64_t L, int64_t at,
+                                                                   int64_t cnt, int lv, int64_t end, uint64_t (*f)[2],
+                                                                   int64_t *pos, gm_deposit_fn dep) {
+    f[0][0] = cnt >= 64 ? ~UINT64_C(0) : (UINT64_C(1) << cnt) - 1;
+    f[0][1] = cnt > 64 ? (cnt >= 128 ? ~UINT64_C(0) : (UINT64_C(1) << (cnt - 64)) - 1) : 0;
+    gm_bits128(b, L, at, cnt, f[1]);
+    int64_t n = __builtin_popcountll(f[1][0]) + __builtin_popcountll(f[1][1]), p = at + cnt;
+    if (n < 1) return 1;
+    for (int i = 1; i < lv; i++) { /* level i: a bit for each value still walking; a 0 ends it in class i */
+        uint64_t lw[2];
+        if (p + n > end) return 1;
+        gm_bits128(b, L, p, n, lw);
+        p += n;
+        dep(lw, f[i], f[i + 1]);
+        n = __builtin_popcountll(f[i + 1][0]) + __builtin_popcountll(f[i + 1][1]);
+    }
+    f[lv + 1][0] = f[lv + 1][1] = 0;
+    *pos = p;
+    return 0;
+}
+
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(GM_NO_PDEP) /* (GM_NO_PDEP: the portable path, for its tests) */
 #include <immintrin.h>
-__attribute__((target("bmi2,popcnt"))) static void gm_deposit2_pdep(const uint64_t *src, const uint64_t *m, uint64_t *o) {
+__attribute__((target("bmi2,popcnt"))) static inline void gm_deposit2_pdep(const uint64_t *src, const uint64_t *m, uint64_t *o) {
     const int n0 = __builtin_popcountll(m[0]);
     o[0] = _pdep_u64(src[0], m[0]);
     /* (the bits past the first word's n0: src shifted right by n0 across its two words) */
@@ -629,7 +674,7 @@ static int gm_fast_pdep(void) {
     }
     return fast;
 }
-#define GM_DEPOSIT2(src, m, o) (gm_fast_pdep() ? gm_deposit2_pdep(src, m, o) : gm_deposit2_bits(src, m, o))
+#define GM_DEPOSIT_FN (gm_fast_pdep() ? gm_deposit2_pdep : gm_deposit2_bits)
 #define GM_X512 1
 
 /* 1 where the CPU has AVX-512 F, BW and VBMI (Intel from Ice Lake, AMD from Zen 4): a CLASSES block's
@@ -687,8 +732,8 @@ __attribute__((target("avx512f,popcnt"))) static void gm_radix_x512(const uint64
     }
 }
 
-/* gm_classes_r's classes with AVX-512, from bit pos (its levels read: f[c], the values of class c or more,
- * c <= lv + 1; every width w[c] <= 24, so that a value less the base, its class's start and low bits, is
+/* gm_classes_r with AVX-512: its levels (gm_classes_levels, pdep inline: every CPU with AVX-512 VBMI
+ * has a fast one; first: as gm_classes_r's), then its classes (every width w[c] <= 24, so that a value less the base, its class's start and low bits, is
  * below 2^26 and a value's bits and their shift lie in one 32-bit lane). The block's values less the base
  * are 8 vectors of 16 lanes; class c's nc values are unpacked 16 at a time (the 16 values' 2 w_c bytes
  * from one masked 64-byte load: a byte permute puts each value's 4 bytes in its lane, a shift per lane
@@ -696,14 +741,22 @@ __attribute__((target("avx512f,popcnt"))) static void gm_radix_x512(const uint64
  * of its mask, 16 lanes at a time. Returns the bit its low bits end at, or -1 when they run past end
  * (each class's bits checked before they are read; nothing written on an error); *top: base + the
  * highest class's largest value less the base */
-__attribute__((target("avx512f,avx512bw,avx512vbmi,popcnt"))) static int64_t
-gm_classes_x512(const unsigned char *b, int64_t L, int64_t pos, int64_t end, int64_t cnt, int lv, const int64_t *w,
-                const int64_t *st, const uint64_t (*f)[2], uint64_t base, uint64_t *r, uint64_t *top) {
-    __m512i R[8];
+__attribute__((target("avx512f,avx512bw,avx512vbmi,bmi2,popcnt"))) static int64_t
+gm_classes_x512(const unsigned char *b, int64_t L, int64_t at, int64_t end, int64_t cnt, int lv, const int64_t *w,
+                const int64_t *st, uint64_t base, uint64_t *r, uint64_t *first, uint64_t *top) {
+    uint64_t f[6][2]; /* f[c]: the values of class c or more */
+    int64_t pos;
+    if (gm_classes_levels(b, L, at, cnt, lv, end, f, &pos, gm_deposit2_pdep)) return -1;
+    if (first) first[0] = f[1][0], first[1] = f[1][1];
+    /* (the 8 vectors as 8 variables, each step written out for each: they stay in registers, where
+     * an array indexed in a loop was kept on the stack, each expand a load and a store more) */
+#define GM_R8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define GM_K(i) ((__mmask16)(m[(i) >> 2] >> (16 * ((i) & 3))))
     uint32_t tmp[128 + 16];
-    const int nv = (int)((cnt + 15) >> 4);
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    for (int i = 0; i < 8; i++) R[i] = _mm512_set1_epi32((int)st[0]); /* (class 0 of no low bits: a fill) */
+    const __m512i fill = _mm512_set1_epi32((int)st[0]); /* (class 0 of no low bits: a fill) */
+#define GM_DECL(i) __m512i R##i = fill;
+    GM_R8(GM_DECL)
     for (int c = 0; c <= lv; c++) {
         const uint64_t m[2] = {f[c][0] & ~f[c + 1][0], f[c][1] & ~f[c + 1][1]};
         const int64_t nc = __builtin_popcountll(m[0]) + __builtin_popcountll(m[1]);
@@ -712,7 +765,8 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t pos, int64_t end, int
         if (!nc || (!c && !wc)) continue;
         const __m512i add = _mm512_set1_epi32((int)st[c]);
         if (!wc) {
-            for (int i = 0; i < nv; i++) R[i] = _mm512_mask_mov_epi32(R[i], (__mmask16)(m[i >> 2] >> (16 * (i & 3))), add);
+#define GM_FILL(i) R##i = _mm512_mask_mov_epi32(R##i, GM_K(i), add);
+            GM_R8(GM_FILL)
             continue;
         }
         const __m512i q = _mm512_add_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32(wc)), _mm512_set1_epi32((int)(pos & 7)));
@@ -729,37 +783,42 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t pos, int64_t end, int
         }
         pos += nc * wc;
         const uint32_t *s = tmp;
-        for (int i = 0; i < nv; i++) {
-            const __mmask16 k = (__mmask16)(m[i >> 2] >> (16 * (i & 3)));
-            R[i] = _mm512_mask_expandloadu_epi32(R[i], k, s);
-            s += __builtin_popcount(k);
-        }
+#define GM_EXPAND(i) R##i = _mm512_mask_expandloadu_epi32(R##i, GM_K(i), s), s += __builtin_popcount(GM_K(i));
+        GM_R8(GM_EXPAND)
     }
     const __m512i bv = _mm512_set1_epi64((long long)base);
-    for (int i = 0; i < nv; i++) { /* (whole vectors stored unmasked: a masked store's values cannot be
-                                    * forwarded to the loads that read them next, a dictionary's lookup) */
-        const int64_t left = cnt - 16 * i;
-        const __m512i lo = _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(R[i])), bv);
-        const __m512i hi = _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(R[i], 1)), bv);
-        if (left >= 16) {
-            _mm512_storeu_si512(r + 16 * i, lo);
-            _mm512_storeu_si512(r + 16 * i + 8, hi);
-        } else {
-            _mm512_mask_storeu_epi64(r + 16 * i, left >= 8 ? 0xFF : (__mmask8)((1u << left) - 1), lo);
-            if (left > 8) _mm512_mask_storeu_epi64(r + 16 * i + 8, (__mmask8)((1u << (left - 8)) - 1), hi);
-        }
+    /* (whole vectors stored unmasked: a masked store's values cannot be forwarded to the loads that
+     * read them next, a dictionary's lookup; the block's last vector masked, none past it) */
+#define GM_STORE(i)                                                                                             \
+    {                                                                                                           \
+        const int64_t left = cnt - 16 * (i);                                                                    \
+        const __m512i lo = _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(R##i)), bv);           \
+        const __m512i hi = _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(R##i, 1)), bv);     \
+        if (left >= 16) {                                                                                       \
+            _mm512_storeu_si512(r + 16 * (i), lo);                                                              \
+            _mm512_storeu_si512(r + 16 * (i) + 8, hi);                                                          \
+        } else if (left > 0) {                                                                                  \
+            _mm512_mask_storeu_epi64(r + 16 * (i), left >= 8 ? 0xFF : (__mmask8)((1u << left) - 1), lo);        \
+            if (left > 8) _mm512_mask_storeu_epi64(r + 16 * (i) + 8, (__mmask8)((1u << (left - 8)) - 1), hi);   \
+        }                                                                                                       \
     }
+    GM_R8(GM_STORE)
     if (top) { /* (the highest class: the last with a value; there is one past class 0) */
         int c = lv;
         while (c > 1 && !(f[c][0] | f[c][1])) c--;
         const uint64_t m[2] = {f[c][0] & ~f[c + 1][0], f[c][1] & ~f[c + 1][1]};
-        uint32_t t = 0;
-        for (int i = 0; i < nv; i++) {
-            const uint32_t x = _mm512_mask_reduce_max_epu32((__mmask16)(m[i >> 2] >> (16 * (i & 3))), R[i]);
-            t = x > t ? x : t;
-        }
-        *top = base + t;
+        __m512i mx = _mm512_setzero_si512(); /* (lanes past cnt: in no class's mask) */
+#define GM_MAX(i) mx = _mm512_mask_max_epu32(mx, GM_K(i), mx, R##i);
+        GM_R8(GM_MAX)
+        *top = base + _mm512_reduce_max_epu32(mx);
     }
+#undef GM_R8
+#undef GM_K
+#undef GM_DECL
+#undef GM_FILL
+#undef GM_EXPAND
+#undef GM_STORE
+#undef GM_MAX
     return pos;
 }
 
@@ -835,7 +894,7 @@ static int gm_fast_x512dq(void) {
     return fast;
 }
 #else
-#define GM_DEPOSIT2(src, m, o) gm_deposit2_bits(src, m, o)
+#define GM_DEPOSIT_FN gm_deposit2_bits
 #define GM_X512 0
 #endif
 
@@ -881,24 +940,6 @@ static inline int gm_classes_end(int64_t pos, int64_t from, int64_t end, int64_t
     return 0;
 }
 
-/* bits [bit, bit + n) of b (L bytes; n <= 128, the caller checked they lie inside) to o[0], o[1], zero past
- * n: two loads and a shift where 17 bytes from the first are readable (a level of a LEVELS or CLASSES
- * block, read once per level of every block), gm_realign_one otherwise */
-static inline void gm_bits128(const unsigned char *b, int64_t L, int64_t bit, int64_t n, uint64_t *o) {
-    const int64_t byte = bit >> 3;
-    const unsigned sh = (unsigned)(bit & 7);
-    if (byte + 17 <= L) {
-        const uint64_t a = load64(b + byte), c = load64(b + byte + 8), h = b[byte + 16];
-        uint64_t w0 = sh ? (a >> sh) | (c << (64 - sh)) : a, w1 = sh ? (c >> sh) | (h << (64 - sh)) : c;
-        if (n < 64) w0 &= (UINT64_C(1) << n) - 1;
-        w1 = n <= 64 ? 0 : n < 128 ? w1 & ((UINT64_C(1) << (n - 64)) - 1) : w1;
-        o[0] = w0, o[1] = w1;
-    } else {
-        o[0] = o[1] = 0;
-        if (n) gm_realign_one(b, L, bit, n, o);
-    }
-}
-
 /* a CLASSES block of cnt <= 128 values from bit `at` of b (L bytes): lv levels of bitmaps (level 0 a bit
  * per value, set past class 0; level i a bit per value whose bits on the levels before are 1, in order),
  * then each class's low bits (w_c bits a value, its values in order; class 0 first, the tail's last):
@@ -912,33 +953,20 @@ static inline void gm_bits128(const unsigned char *b, int64_t L, int64_t bit, in
  * the tail's end does not wrap; gm_blob's dictionary check) */
 static int gm_classes_r(const unsigned char *b, int64_t L, int64_t at, int64_t cnt, int lv, int64_t shape,
                         int64_t extra, int64_t *walked, uint64_t base, uint64_t *r, uint64_t *first, uint64_t *top) {
-    int64_t w[6], st[7];
+    int64_t w[6], st[7], pos;
     uint64_t f[6][2]; /* f[c]: the values of class c or more */
     gm_classes_shape(lv, shape, w, st);
-    f[0][0] = cnt >= 64 ? ~UINT64_C(0) : (UINT64_C(1) << cnt) - 1;
-    f[0][1] = cnt > 64 ? (cnt >= 128 ? ~UINT64_C(0) : (UINT64_C(1) << (cnt - 64)) - 1) : 0;
-    gm_bits128(b, L, at, cnt, f[1]);
-    int64_t n = __builtin_popcountll(f[1][0]) + __builtin_popcountll(f[1][1]), pos = at + cnt;
     const int64_t end = at + cnt + extra;
-    if (n < 1) return 1;
-    for (int i = 1; i < lv; i++) { /* level i: a bit for each value still walking; a 0 ends it in class i */
-        uint64_t lw[2];
-        if (pos + n > end) return 1;
-        gm_bits128(b, L, pos, n, lw);
-        pos += n;
-        GM_DEPOSIT2(lw, f[i], f[i + 1]);
-        n = __builtin_popcountll(f[i + 1][0]) + __builtin_popcountll(f[i + 1][1]);
-    }
-    f[lv + 1][0] = f[lv + 1][1] = 0;
-    if (first) first[0] = f[1][0], first[1] = f[1][1];
 #if GM_X512
     int64_t wmax = 0;
     for (int c = 0; c <= lv; c++) wmax = w[c] > wmax ? w[c] : wmax;
     if (wmax <= 24 && gm_fast_x512()) {
-        const int64_t p = gm_classes_x512(b, L, pos, end, cnt, lv, w, st, (const uint64_t(*)[2])f, base, r, top);
+        const int64_t p = gm_classes_x512(b, L, at, end, cnt, lv, w, st, base, r, first, top);
         return p < 0 || gm_classes_end(p, at + cnt, end, walked);
     }
 #endif
+    if (gm_classes_levels(b, L, at, cnt, lv, end, f, &pos, GM_DEPOSIT_FN)) return 1;
+    if (first) first[0] = f[1][0], first[1] = f[1][1];
     for (int c = 0; c <= lv; c++) { /* each class's low bits, class 0 first (checked before any is read) */
         const uint64_t m0 = f[c][0] & ~f[c + 1][0], m1 = f[c][1] & ~f[c + 1][1];
         const int64_t nc = __builtin_popcountll(m0) + __builtin_popcountll(m1);
