@@ -1545,6 +1545,15 @@ GM_FINISH_T(gm_finish32, uint32_t)
 GM_FINISH_T(gm_finish16, uint16_t)
 
 #if GM_X512
+/* the largest of o[0, cnt) (0 where cnt is 0), 8 a vector */
+__attribute__((target("avx512f"))) static uint64_t gm_max_x512(const uint64_t *o, int64_t cnt) {
+    __m512i mx = _mm512_setzero_si512();
+    int64_t i = 0;
+    for (; i + 8 <= cnt; i += 8) mx = _mm512_max_epu64(mx, _mm512_loadu_si512((const void *)(o + i)));
+    if (i < cnt) mx = _mm512_max_epu64(mx, _mm512_maskz_loadu_epi64((__mmask8)((1u << (cnt - i)) - 1), (const void *)(o + i)));
+    return (uint64_t)_mm512_reduce_max_epu64(mx);
+}
+
 /* gm_finish's lookups in a dictionary of at most 16 int64 entries (a stripe table of ratings, a few
  * action types), without delta: the table in two vectors, 8 codes looked up a permute (each lane's
  * low 4 bits; a code not below D, or in the tail's lanes past cnt, takes a lane of any entry, and a
@@ -1583,6 +1592,11 @@ static inline int gm_finish(uint64_t *o, int64_t cnt, int delta, uint64_t b0, ui
         for (int64_t i = 0; i < cnt; i++) o[i] = acc += o[i] + s0;
         return 0;
     }
+#if GM_X512
+    /* (codes whose fields prove nothing, a PATCH or RUN block's: proven below D by their largest, 8 a
+     * vector, where that holds; the lookups then check nothing) */
+    if (!below && !delta && dc->D > 16 && gm_fast_x512()) below = gm_max_x512(o, cnt) < (uint64_t)dc->D;
+#endif
     if (dc->w == 2) return gm_finish16(o, cnt, delta, b0, s0, (const uint16_t *)dc->p, dc->lo, dc->D, below);
     if (dc->w == 4) return gm_finish32(o, cnt, delta, b0, s0, (const uint32_t *)dc->p, dc->lo, dc->D, below);
 #if GM_X512
