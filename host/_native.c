@@ -604,7 +604,7 @@ static void gm_deposit2_bits(const uint64_t *src, const uint64_t *m, uint64_t *o
 
 /* bits [bit, bit + n) of b (L bytes; n <= 128, the caller checked they lie inside) to o[0], o[1], zero past
  * n: two loads and a shift where 17 bytes from the first are readable (a level of a LEVELS or CLASSES
- * block, read once per level of every block), gm_realign_one otherwise */
+ * block, read once per level of every block; a PATCH or RUN block's bitmap), gm_realign_one otherwise */
 static inline void gm_bits128(const unsigned char *b, int64_t L, int64_t bit, int64_t n, uint64_t *o) {
     const int64_t byte = bit >> 3;
     const unsigned sh = (unsigned)(bit & 7);
@@ -1744,7 +1744,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
                 } else if (sparse) {
                     if (gm_sparse_bitmap(b, R, bm_at, patch ? E : N - 1, pb, cnt, !patch, bm)) return GM_BLOB_BITMAP;
                 } else {
-                    gm_realign_one(b, R, bm_at, cnt, bm);
+                    gm_bits128(b, R, bm_at, cnt, bm);
                 }
                 const int64_t ones = __builtin_popcountll(bm[0]) + __builtin_popcountll(bm[1]);
                 if (patch) { /* PATCH: low bits, then each exception at its bitmap bit */
