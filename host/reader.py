@@ -1241,7 +1241,7 @@ class VersionReader:
         blob)``, with which a stripe table of at least ``TABLE_PART_BYTES`` is read in part: the
         pages its codes index (``_table_parts``, from their ``heads``, read beside the blocks' first
         wave: ``_table_heads``); its start is then where those begin less their first entry."""
-        r = np.flatnonzero(isd)
+        r = slice(None) if isd.all() else np.flatnonzero(isd)  # (a whole column of codes: no copies of its rows)
         pair = (seg[r].astype(np.int64) << 40) | (enc[r] >> 8)  # (segment, dictionary offset): offsets are < 2^40
         keys, inv = unique(pair, return_inverse=True)
         mask = (1 << 40) - 1
@@ -1261,7 +1261,8 @@ class VersionReader:
         cand = (kept == 0) & (size >= TABLE_PART_BYTES)  # (first: a table of codes may read its segment dictionary)
         preads, pfinish = [], lambda stored: {}  # (tables read in part: their pages, fetched with the others below)
         if codes is not None and heads is not None and cand.any():
-            chosen, preads, pfinish = self._table_parts(column, keys, size, cand, r, inv.reshape(-1), codes, heads)
+            chosen, preads, pfinish = self._table_parts(column, keys, size, cand, np.flatnonzero(isd), inv.reshape(-1),
+                                                              codes, heads)
             have[chosen] = True
         for u, sg in segs.items():  # dictionaries kept by their segments (a segment dictionary, once read)
             if sg.has_kept_dictionaries():
@@ -1335,8 +1336,11 @@ class VersionReader:
         if int(lens.sum()) >= 1 << 31:
             raise GpumatError(f"{self.where}: a batch's dictionaries exceed 2^31 entries; use smaller batches")
         start, length = np.zeros(len(seg), np.int64), np.zeros(len(seg), np.int64)
-        start[r] = at[inv.reshape(-1)] - e0[inv.reshape(-1)]
-        length[r] = lens[inv.reshape(-1)]
+        if len(keys) == 1:  # (one dictionary: every request's the same place)
+            start[r], length[r] = at[0] - e0[0], lens[0]
+        else:
+            start[r] = at[inv.reshape(-1)] - e0[inv.reshape(-1)]
+            length[r] = lens[inv.reshape(-1)]
         files = [(segs[int(u)].path, segs[int(u)].base) for u in useg.tolist()]
         # the key names the segment dictionaries, the array's first ``nkept`` entries (the tables
         # after them change batch after batch): hashed once per file, then per dictionary
@@ -1442,7 +1446,7 @@ class VersionReader:
             if len(c) < len(si):
                 self._decode_stripes3(column, si[~cst], out, at[~cst])
             return out
-        if (d.bcount[si] != d.count[si]).any():  # stripes of packs: each blob once
+        if len(d.pack_rows()[0]) and (d.bcount[si] != d.count[si]).any():  # stripes of packs: each blob once
             off = self._dir_cols[column][0][si]
             if len(si) and 0 <= int(off.min()) and int(off.max()) < 1 << 40:  # (segment, offset) as one key, in order
                 _, u, inv = unique((d.seg[si].astype(np.int64) << 40) | off, return_index=True, return_inverse=True)
