@@ -1522,7 +1522,7 @@ typedef struct {
                            uint64_t lo, int64_t D, int below) {                                              \
         uint64_t bad = 0;                                                                                     \
         if (below && !delta) {                                                                                \
-            for (int64_t i = 0; i < cnt; i++) o[i] = lo + (uint64_t)dict[o[i]];                               \
+            _Pragma("GCC unroll 4") for (int64_t i = 0; i < cnt; i++) o[i] = lo + (uint64_t)dict[o[i]];        \
             return 0;                                                                                         \
         }                                                                                                     \
         if (delta) {                                                                                          \
