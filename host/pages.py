@@ -436,6 +436,15 @@ def _levels_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray, bare: np.ndarr
 CLASSES_SEARCH_W = 10  # the encoder's class widths: 0 .. this (a wider class: the tail)
 CLASSES_SHORTLIST = 16  # shapes weighed per block: the best on a sample of the chunk's blocks
 CLASSES_SAMPLE = 256  # blocks of that sample, spread over the chunk
+# ... and each level past a shape's first weighed at this many bits more a block than it takes (the
+# shape chosen so; its cost, and the column's choice of kinds, its real bits): a level costs the
+# decoders a class, the C decoder's AVX-512 path its low bits unpacked and expanded into the block's
+# 8 vectors (a CLASSES block of 5 classes took about 2.8x a FOR block's time, lookups included). On
+# ML-1M's item id codes 4 levels saved 0.43% of their payload over 2; weighed so, their CLASSES
+# blocks save 6.0% over plain blocks, under EXT_MIN_SAVING, and the column takes plain ones: 6.5%
+# more bytes, its reads and those of the columns that borrow its codes 1.3-1.4x faster
+# (docs/results/cpu-2026-12-04d/; 0 weighs shapes by their bits alone)
+CLASSES_LEVEL_BITS = 16
 if sum((CLASSES_SEARCH_W + 1) ** L for L in range(1, LEVELS_MAX + 1)) >= 1 << 15:  # (_classes_costs' keys)
     raise ImportError("CLASSES shapes: a shape's place must fit in 15 bits (16,104 of them)")
 
@@ -506,7 +515,7 @@ def _classes_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray, first: np.nda
     for L in range(1, LEVELS_MAX + 1):
         ws, st, coef = _shapes(L, CLASSES_SEARCH_W)
         below = under[st[:, 1:]]  # [S, L]
-        bits = N + _classes_bits(N, below, coef, L, _tail_width(top, st[:, L]))
+        bits = N + _classes_bits(N, below, coef, L, _tail_width(top, st[:, L])) + CLASSES_LEVEL_BITS * (L - 1) * len(smp)
         keys.append(np.where(below[:, 0] < N, np.minimum(bits, 1 << 40), 1 << 40))
     keys = (np.concatenate(keys) << 15) + np.arange(sum(len(k) for k in keys))  # (by bits, then by place)
     pick = np.sort(np.partition(keys, CLASSES_SHORTLIST - 1)[:CLASSES_SHORTLIST]) & ((1 << 15) - 1) \
@@ -554,7 +563,7 @@ def _classes_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray, first: np.nda
     sb = np.where(fr | (shape != shape_star), 8 * varint_len(shape.astype(_U64)) + 8 * ~fr, 8)
     bits = c + mid + 8 * varint_len(mid.astype(_U64)) + sb
     bits = np.where((c - B[..., 0] > 0) & (wt <= CLASSES_MAX_WT) & (own[:, col] <= wt), bits, _NEVER)
-    best = np.argmin(bits, axis=1)
+    best = np.argmin(bits + CLASSES_LEVEL_BITS * (Lc - 1), axis=1)  # (a level past the first: its decode weighed)
     rows = np.arange(m)
     got = np.flatnonzero(bits[rows, best] < _NEVER)
     at = (rows[got], best[got])

@@ -650,6 +650,27 @@ def test_classes_patch_in_c_writes_numpys_stream(monkeypatch, decoder):
         assert stream[:total].tolist() == np.unpackbits(np.asarray(want, np.uint8), bitorder="little")[:total].tolist(), top
 
 
+def test_classes_levels_pay_for_their_decode(monkeypatch):
+    """Each level of a CLASSES shape past its first is weighed at ``CLASSES_LEVEL_BITS`` bits more a
+    block than it takes (a level costs the decoders a class): on Zipf codes that 4 levels would
+    code a little smaller, the shapes take fewer levels, the column a few bytes more, the values
+    the same; weighed by bits alone (0) they take more."""
+    monkeypatch.setattr(pages, "CLASSES_MIN_SAVING", 0)  # (CLASSES blocks wherever they are smaller)
+    rng = np.random.default_rng(8)
+    p = 1 / np.arange(1, 3001) ** 0.9
+    x = rng.choice(3000, 20_000, p=p / p.sum()).astype(np.int64)
+    got = {}
+    for bits in (0, pages.CLASSES_LEVEL_BITS):
+        monkeypatch.setattr(pages, "CLASSES_LEVEL_BITS", bits)
+        region, off, nbytes, enc = pages.encode_stripes(x, np.array([len(x)]), 128)
+        tags = region[: -(-len(x) // 128)].astype(np.int64)
+        cl = pages.is_classes(tags)
+        assert cl.mean() > 0.5 and pages.decode_blob(region, len(x), 128).tolist() == x.tolist(), bits
+        got[bits] = (len(region), (1 + ((tags[cl] - pages.TAG_CLASSES) >> 2)).mean())
+    (n0, lv0), (n1, lv1) = got[0], got[pages.CLASSES_LEVEL_BITS]
+    assert lv1 < lv0 and n0 <= n1 < 1.02 * n0, got
+
+
 def test_bad_classes_blocks_are_corruption(monkeypatch):
     """A CLASSES block whose levels and classes are not the bits its field says, whose first level has
     no bit set, or whose shape is out of range is a ``CorruptionError``; a flipped bit gives other
@@ -657,6 +678,7 @@ def test_bad_classes_blocks_are_corruption(monkeypatch):
     tag in the index (``move_tags``)."""
     monkeypatch.setattr(pages, "EXT_MIN_BITS", 0)  # (one block: extended blocks pay)
     monkeypatch.setattr(pages, "CLASSES_MIN_SAVING", 0)  # (and CLASSES blocks)
+    monkeypatch.setattr(pages, "CLASSES_LEVEL_BITS", 0)  # (of the fewest bits, its levels not weighed)
     rng = np.random.default_rng(4)
     p = 1 / np.arange(1, 301)
     x = rng.choice(300, 128, p=p / p.sum()).astype(np.int64)

@@ -94,6 +94,7 @@ def test_classes_codes_beat_frequency_tables(monkeypatch):
     x = repeating_columns(np.random.default_rng(1), np.array(USERS))["action"].astype(np.int64)
     tables = pages.encode_column_parts(x, np.array(USERS), 128)
     monkeypatch.setattr(pages, "CLASSES_MIN_SAVING", 1 / 32)
+    monkeypatch.setattr(pages, "CLASSES_LEVEL_BITS", 0)  # (shapes by their bits alone: the entropy stage's reach)
     classes = pages.encode_column_parts(x, np.array(USERS), 128)
     assert (tables[5] > 0).sum() >= 3 and not (classes[5] > 0).any()
     assert tables[4] == 0 and classes[4] > 0  # (the tables' column keeps no segment dictionary)
