@@ -733,8 +733,9 @@ __attribute__((target("avx512f,popcnt"))) static void gm_radix_x512(const uint64
 }
 
 /* gm_classes_r with AVX-512: its levels (gm_classes_levels, pdep inline: every CPU with AVX-512 VBMI
- * has a fast one; first: as gm_classes_r's), then its classes (every width w[c] <= 24, so that a value less the base, its class's start and low bits, is
- * below 2^26 and a value's bits and their shift lie in one 32-bit lane). The block's values less the base
+ * has a fast one; first: as gm_classes_r's), then its classes (every width w[c] <= 24, so that a value
+ * less the base, its class's start and low bits, is below 2^26 and a value's bits and their shift lie
+ * in one 32-bit lane). The block's values less the base
  * are 8 vectors of 16 lanes; class c's nc values are unpacked 16 at a time (the 16 values' 2 w_c bytes
  * from one masked 64-byte load: a byte permute puts each value's 4 bytes in its lane, a shift per lane
  * and a mask take its bits; every 16 values start at the same bit of a byte) and expanded into the lanes

@@ -515,7 +515,8 @@ def _classes_costs(r: np.ndarray, cnt: np.ndarray, ok: np.ndarray, first: np.nda
     for L in range(1, LEVELS_MAX + 1):
         ws, st, coef = _shapes(L, CLASSES_SEARCH_W)
         below = under[st[:, 1:]]  # [S, L]
-        bits = N + _classes_bits(N, below, coef, L, _tail_width(top, st[:, L])) + CLASSES_LEVEL_BITS * (L - 1) * len(smp)
+        bits = N + _classes_bits(N, below, coef, L, _tail_width(top, st[:, L])) \
+            + CLASSES_LEVEL_BITS * (L - 1) * len(smp)  # (each level past the first: its decode weighed)
         keys.append(np.where(below[:, 0] < N, np.minimum(bits, 1 << 40), 1 << 40))
     keys = (np.concatenate(keys) << 15) + np.arange(sum(len(k) for k in keys))  # (by bits, then by place)
     pick = np.sort(np.partition(keys, CLASSES_SHORTLIST - 1)[:CLASSES_SHORTLIST]) & ((1 << 15) - 1) \
