@@ -1112,8 +1112,8 @@ def test_radix_decode_with_and_without_avx512(decoder):
 
 def test_plain_values_with_and_without_avx512(decoder):
     """FOR and LFOR blocks of every width 1..32 (the AVX-512 path takes 1..25 straight from the blob's
-    bytes, 16 values a vector: ``gm_plain_x512``), of every length mod 16 and past a block, flat and
-    on a slope, from bases near both ends of int64; PATCH and RUN blocks (their low bits and runs the
+    bytes, 16 values a vector: ``gm_plain_x512``), of lengths 1 to 300 around the multiples of 16 and
+    past a block, flat and on a slope, from bases near both ends of int64; PATCH and RUN blocks (their low bits and runs the
     same path; RADIX blocks' codes: ``test_radix_decode_with_and_without_avx512``); each blob alone
     in its buffer, so that the last vector's load meets the buffer's end: decoded alike with
     AVX-512, without (``GPUMAT_NO_AVX512=1``) and by NumPy, in child processes (the choice is made
