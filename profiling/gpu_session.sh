@@ -38,15 +38,19 @@ pack
 # HSTU_LIMIT=150 gives it back). native_tests also runs the Materializer's two tests of segment
 # dictionaries kept on the device (the second: beside stripe tables, a device-to-device copy of
 # them each batch; about 12 s on this project's CPU).
+# ncu: profiling/ncu_kernels.sh on the long tenant (after bench_kernels, whose tuned launch it profiles)
 for s in ${GPU_STEPS:-bench_kernels native_tests sanitizer hstu_gpu bench_e2e}; do
     case $s in
-    bench_kernels) step bench_kernels 100 "$PY" -m gpumat bench kernels --json "$OUT/bench_kernels.json" --plot "$OUT/bench_kernels.png" ;;
+    bench_kernels) step bench_kernels "${KERNELS_LIMIT:-240}" "$PY" -m gpumat bench kernels --json "$OUT/bench_kernels.json" --plot "$OUT/bench_kernels.png" ;;
     native_tests) step native_tests 90 "$PY" -m pytest -q -n 6 -p no:cacheprovider tests/test_decode_gather.py tests/test_ops.py \
         tests/test_materializer.py::test_segment_dictionaries_are_copied_once_and_batches_stay_exact \
         tests/test_materializer.py::test_segment_dictionaries_stay_beside_stripe_tables ;;
     hstu_gpu) step hstu_gpu "${HSTU_LIMIT:-120}" "$PY" profiling/hstu_gpu.py --json "$OUT/hstu_gpu.json" ${HSTU_ARGS:-} ;;
     hstu_sweep) step hstu_sweep "${SWEEP_LIMIT:-120}" "$PY" profiling/hstu_sweep.py --json "$OUT/hstu_sweep.json" ;;
     bench_e2e) step bench_e2e "${E2E_LIMIT:-160}" "$PY" -m gpumat bench e2e --device cuda --json "$OUT/bench_e2e.json" --plot "$OUT/bench_e2e.png" ${E2E_ARGS:-} ;;
+    ncu) # the default launch, the one bench_kernels kept for the long tenant, and (2, 1, 1)
+        best=$("$PY" -c "import json; print(','.join(map(str, json.load(open('$OUT/bench_kernels.json'))['results'][-1]['launch']['best'])))" 2>/dev/null || echo 1,2,1)
+        step ncu "${NCU_LIMIT:-90}" bash profiling/ncu_kernels.sh long "$LOGS/ncu_long" $(printf '%s\n' 1,2,1 "$best" 2,1,1 | awk '!seen[$0]++') ;;
     sanitizer) step sanitizer 75 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -m pytest -q -p no:cacheprovider tests/test_decode_gather.py -k "random_batches_jagged or corrupt or unmasked or borrowed_codes_decoded_once" ;;
     *) echo "unknown step $s" ;;
     esac

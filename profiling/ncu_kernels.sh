@@ -1,36 +1,32 @@
 #!/usr/bin/env bash
-# Profile the fused decode-gather kernels of `gpumat bench kernels` under Nsight Compute.
+# Profile the fused history kernel of one `gpumat bench kernels` tenant under Nsight Compute, one
+# warmed run per launch (TP, SEQ, warps) named (profiling/ncu_launches.py).
 #
-# What to read in the report: DRAM throughput as a fraction of peak (the kernel is a streaming
-# gather and should sit near the copy ceiling), achieved vs theoretical occupancy (registers are
-# int64-heavy: ~74 per thread at TILES_PER_PROG=4), and global load/store efficiency (bytes used
-# per sector requested: the packed words are read with lane-varying addresses, the stores are
-# contiguous per tile).
+# What to read: DRAM throughput against peak and the bytes DRAM really moved (against the bench's
+# count), achieved against theoretical occupancy, the warp stall reasons per issued instruction
+# (long_scoreboard: waiting on global loads; lg_throttle / mio: the load-store queues), the L2 hit
+# rate (the dictionary gathers) and bytes used per sector requested.
 #
-# Usage: profiling/ncu_kernels.sh [TENANT] [OUT]      TENANT: short|mid|long (default mid)
-#        writes OUT.ncu-rep (default profiling/ncu_decode_gather_<TENANT>) and prints a summary.
+# Usage: profiling/ncu_kernels.sh TENANT OUT LAUNCH...   e.g. profiling/ncu_kernels.sh long /tmp/ncu 1,2,1 2,1,1
+#        writes OUT.ncu-rep, OUT.txt (details page) and OUT.csv (raw metrics)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-TENANT="${1:-mid}"
-OUT="${2:-profiling/ncu_decode_gather_${TENANT}}"
+TENANT="${1:-long}"; OUT="${2:-profiling/ncu_${TENANT}}"; shift 2 || true
+LAUNCHES=("${@:-1,2,1}")
+N=${#LAUNCHES[@]}
+PY=$(command -v python3 || command -v python)
 command -v ncu >/dev/null || { echo "ncu (Nsight Compute) is not on PATH" >&2; exit 2; }
-
-# --profile 3: build one staged batch and launch the fused path 3 times, no timing loop. One
-# materialization is 6 launches (decode + tail for item_id, action, and ts checked only); skip
-# the first (JIT warm-up) and profile the second.
-ncu \
-  --target-processes all \
-  --kernel-name regex:'_decode_gather_kernel|_gather_tail_kernel' \
-  --launch-skip 6 --launch-count 6 \
-  --section SpeedOfLight \
-  --section MemoryWorkloadAnalysis \
-  --section MemoryWorkloadAnalysis_Tables \
-  --section Occupancy \
-  --section LaunchStats \
-  --metrics dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,dram__bytes_write.sum,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__sass_average_data_bytes_per_sector_mem_global_op_ld.pct,smsp__sass_average_data_bytes_per_sector_mem_global_op_st.pct,launch__registers_per_thread \
-  --export "$OUT" --force-overwrite \
-  gpumat bench kernels --profile 3 --tenants "$TENANT"
-
+METRICS=dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,gpu__time_duration.sum,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__sass_average_data_bytes_per_sector_mem_global_op_ld.pct,smsp__sass_average_data_bytes_per_sector_mem_global_op_st.pct,launch__registers_per_thread,lts__t_sector_hit_rate.pct,smsp__inst_executed.sum,smsp__average_warp_latency_per_inst_issued.ratio
+STALLS="regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio"
+profile() {  # profile METRICS
+  ncu --clock-control none --kernel-name regex:_history_kernel --launch-skip "$N" --launch-count "$N" \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats \
+    --section WarpStateStats --section SchedulerStats --metrics "$1" --export "$OUT" --force-overwrite \
+    "$PY" profiling/ncu_launches.py --tenant "$TENANT" --launches "${LAUNCHES[@]}" > "$OUT.txt" 2>&1
+}
+# (the stall breakdown by regex, and without it should this ncu refuse the pattern)
+profile "$METRICS,$STALLS" || { STALLS=; profile "$METRICS"; }
+ncu --import "$OUT.ncu-rep" --page details >> "$OUT.txt" 2>&1
 ncu --import "$OUT.ncu-rep" --page raw --csv \
-  --metrics dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__sass_average_data_bytes_per_sector_mem_global_op_ld.pct,smsp__sass_average_data_bytes_per_sector_mem_global_op_st.pct,launch__registers_per_thread,gpu__time_duration.sum
+  --metrics "$METRICS${STALLS:+,$STALLS}" > "$OUT.csv" 2>&1
+grep -E "Duration|DRAM Throughput|Achieved Occupancy|Warp Cycles Per Issued|Registers Per" "$OUT.txt" | head -40

@@ -72,3 +72,40 @@ def test_borrowed_batch_bench_runs_both_ways(monkeypatch):
     r = bk.bench_borrowed("tiny", 256, 6, "cpu", {"d2d_copy_GBps": 1.0})
     assert r["columns"] == ["item_id", "genre", "year", "action", "ts"] and len(calls) == 2 and calls[0] == calls[1] > 0
     assert r["speedup"] > 0 and 0 < r["decoded_once"]["fraction_of_d2d"]
+
+
+def _cpu_clock(calls):
+    import time
+
+    def clock(fn, per_call_bytes=0, **_):
+        t0 = time.perf_counter()
+        fn()
+        calls.append(per_call_bytes)
+        return {"median_ms": (time.perf_counter() - t0) * 1e3}
+
+    return clock
+
+
+def test_column_sets_and_launch_tuning_run_on_the_interpreter(monkeypatch):
+    """The GPU bench's block-kind decomposition (``bench_column_sets``) and launch tuning
+    (``tune_launch``) on the interpreter, a CPU clock in place of CUDA graphs: a launch that fails
+    is reported beside the others' times, never timed, and never the one kept."""
+    import gpumat.bench.kernels as bk
+    from gpumat.kernels import triton_decode_gather as tdg
+
+    if not tdg.INTERPRETED:
+        pytest.skip("the Triton kernels run on a CPU only under TRITON_INTERPRET=1")
+    calls = []
+    monkeypatch.setattr(bk, "time_device", _cpu_clock(calls))
+    r = bk.bench_column_sets("tiny", 256, 6, "cpu", {"d2d_copy_GBps": 1.0})
+    assert len(calls) == 3 and all(r[k]["fraction_of_d2d"] > 0 and r[k]["bytes_moved"] > 0
+                                   for k in ("plain", "patch_action", "bench"))
+    staged = synthetic_staged(6, 256, seed=1).to("cpu")
+    expect = tdg.materialize_staged_triton(staged, launch=(1, 1, 1))
+    expect = (expect[0], expect[1] != 0)
+    monkeypatch.setattr(tdg, "LAUNCH_CHOICES", ((1, 1, 1), (3, 1, 1), (2, 1, 1)))
+    monkeypatch.setattr(tdg, "LAUNCH_BY_BUCKET", {})
+    t = bk.tune_launch(staged, 1, expect, rounds=1)
+    assert set(t["errors"]) == {"3,1,1"} and "powers of two" in t["errors"]["3,1,1"]
+    assert "3,1,1" not in t["median_ms_by_tp_seq_warps"] and tuple(t["best"]) != (3, 1, 1)
+    assert set(t["median_ms_by_tp_seq_warps"]) >= {"1,1,1", "2,1,1"}

@@ -51,6 +51,10 @@ COLUMNS = (("item_id", "int64", 18, 0, True, 0.0, True), ("action", "int32", 0, 
            ("ts", "int64", 12, 1000, False, 0.0))
 # The same with item ids as 24-bit frame of reference (no dictionary: a tier before segment DICT)
 FOR_ITEM_COLUMNS = (("item_id", "int64", 24, 0, True, 0.0),) + COLUMNS[1:]
+# ... and with every column as plain frame-of-reference blocks (action 3 bits: no PATCH, no DICT): the
+# kernel's simplest path, against which the two others' costs are read
+PLAIN_COLUMNS = (("item_id", "int64", 24, 0, True, 0.0), ("action", "int32", 3, 0, True, 0.0),
+                 ("ts", "int64", 12, 1000, False, 0.0))
 # ... and with ts as DELTA PATCH blocks (4 low bits of each step, 10% exceptions), as a tier stores
 # timestamps whose steps pay for DELTA (ML-1M's, ML-100K's; the bench tier's ts stays LFOR)
 DELTA_TS_COLUMNS = COLUMNS[:2] + (("ts", "int64", 4, 0, False, 0.1, False, True),)
@@ -268,22 +272,32 @@ def tune_launch(dev_staged, per_call_bytes: int, expect, rounds: int = 2) -> dic
     default = tdg.launch_for(bucket)
     choices = list(dict.fromkeys([tuple(default), *tdg.LAUNCH_CHOICES]))
     times = {c: float("inf") for c in choices}
+    errors = {}  # a launch that fails or disagrees: reported (and the run fails at its end), never timed
     for r in range(rounds):
         for c in choices:
+            if c in errors:
+                continue
             # the launch named explicitly: GPUMAT_AUTOTUNE=1 must not pick its own instead
             run = functools.partial(tdg.materialize_staged_triton, dev_staged, launch=c)
-            if r == 0:
-                values, viol = run()
-                if not (all(torch.equal(values[k], expect[0][k]) for k in expect[0])
-                        and torch.equal(viol != 0, expect[1])):
-                    raise GpumatError(f"launch (TP, SEQ, warps) = {c} disagrees with the default launch")
-                del values, viol
-            t = time_device(run, per_call_bytes, target_ms=5, replays=3)
+            try:
+                if r == 0:
+                    values, viol = run()
+                    if not (all(torch.equal(values[k], expect[0][k]) for k in expect[0])
+                            and torch.equal(viol != 0, expect[1])):
+                        raise GpumatError(f"launch (TP, SEQ, warps) = {c} disagrees with the default launch")
+                    del values, viol
+                t = time_device(run, per_call_bytes, target_ms=5, replays=3)
+            except Exception as e:  # noqa: BLE001 - the other launches are still measured
+                errors[c] = f"{type(e).__name__}: {str(e)[:300]}"
+                print(f"launch {c}: {errors[c]}")
+                continue
             times[c] = min(times[c], t["median_ms"])
     best = min(times, key=times.get)
     tdg.LAUNCH_BY_BUCKET[bucket] = best
-    return {"len_bucket": bucket, "median_ms_by_tp_seq_warps": {",".join(map(str, c)): t for c, t in times.items()},
-            "best": list(best), "default": list(default)}
+    return {"len_bucket": bucket, "median_ms_by_tp_seq_warps": {",".join(map(str, c)): t for c, t in times.items()
+                                                                if c not in errors},
+            "best": list(best), "default": list(default),
+            "errors": {",".join(map(str, c)): e for c, e in errors.items()}}
 
 
 def bench_staged(name: str, staged: StagedBatch, device, ceilings: dict, cpu_reps: int = 3) -> dict:
@@ -358,6 +372,30 @@ def bench_borrowed(name: str, L: int, B: int, device, ceilings: dict, seed: int 
     print(f"{name} with genre and year borrowing item_id's codes: {res['decoded_once']['median_ms']:.3f} ms decoded "
           f"once ({100 * res['decoded_once']['fraction_of_d2d']:.0f}% D2D), {res['each_decoded']['median_ms']:.3f} ms "
           f"each decoded: {res['speedup']:.2f}x")
+    return res
+
+
+def bench_column_sets(name: str, L: int, B: int, device, ceilings: dict, seed: int = 0) -> dict:
+    """Tenant ``name``'s batch stored three ways, each timed with the launch tuned for its length
+    bucket: every column plain frame of reference (``PLAIN_COLUMNS``), item ids plain but actions as
+    PATCH blocks (``FOR_ITEM_COLUMNS``), and the bench's (``COLUMNS``: item ids as DICT codes too). What
+    each block kind costs the kernel, as a fraction of the D2D copy on its own bytes."""
+    from gpumat.kernels.triton_decode_gather import materialize_staged_triton
+
+    res = {"tenant": name}
+    for key, cols in (("plain", PLAIN_COLUMNS), ("patch_action", FOR_ITEM_COLUMNS), ("bench", COLUMNS)):
+        staged = synthetic_staged(B, L, seed=seed, columns=cols)
+        dev = staged.to(device)
+        total = staged.total
+        out_bytes = sum(total * (8 if c.dtype == "int64" else 4) for c in staged.columns.values() if c.project)
+        moved = staged.staged_bytes() + out_bytes
+        t = time_device(lambda: materialize_staged_triton(dev, total=total), out_bytes)
+        t.update(bytes_moved=moved, fraction_of_d2d=moved / (t["median_ms"] * 1e-3) / 1e9 / ceilings["d2d_copy_GBps"])
+        res[key] = t
+        del dev
+        torch.cuda.empty_cache()
+    print(f"{name} by block kind: " + ", ".join(f"{k} {res[k]['median_ms']:.3f} ms ({100 * res[k]['fraction_of_d2d']:.0f}% D2D)"
+                                               for k in ("plain", "patch_action", "bench")))
     return res
 
 
@@ -479,7 +517,15 @@ def run(args) -> dict | None:
         except Exception as e:  # (reported after the tenants' results are written, never instead of them)
             failed = e
             result["borrowed"] = {"error": f"{type(e).__name__}: {e}"}
+        try:
+            result["column_sets"] = bench_column_sets(*cases[-1], device, ceilings, args.seed)
+        except Exception as e:  # noqa: BLE001 - as above
+            failed = failed or e
+            result["column_sets"] = {"error": f"{type(e).__name__}: {e}"}
     report(result, args, lambda r: None, lambda r, path: _plot(r["results"], r["environment"], path), print)
+    bad = {r["tenant"]: r["launch"]["errors"] for r in results if r["launch"]["errors"]}
+    if bad:
+        raise GpumatError(f"bench kernels: launches that failed or disagreed (the others are reported): {bad}")
     if failed is not None:
-        raise GpumatError(f"bench kernels: the borrowed-codes batch failed: {failed}") from failed
+        raise GpumatError(f"bench kernels: the borrowed-codes or column-set batch failed: {failed}") from failed
     return result

@@ -128,8 +128,6 @@ def _kinds(ops: list[str]) -> dict:
 BENCH_COLUMNS = (("int64", True, False), ("int32", True, False), ("int64", False, True))
 # PATCH_MASK / RUN_MASK / NOBITS_MASK of the bench batches: action's PATCH blocks have no low bits
 BENCH_PATCH, BENCH_RUN, BENCH_NOBITS = 0b010, 0b000, 0b010
-PLAIN_COLUMNS = (("item_id", "int64", 24, 0, True, 0.0), ("action", "int32", 3, 0, True, 0.0),
-                 ("ts", "int64", 12, 1000, False, 0.0))
 BENCH_DICT = 0b001  # DICT_MASK of the bench batches: item_id's DICT blocks
 # The bench batches with ts as DELTA PATCH blocks (``DELTA_TS_COLUMNS``), as a tier stores timestamps
 # whose steps pay for DELTA (ML-1M, ML-100K; not the bench tier's, which stays LFOR): the cost of the scan
@@ -339,7 +337,7 @@ def static_report(tenants) -> dict:
 
     import gpumat.kernels.triton_decode_gather as k
 
-    from gpumat.bench.kernels import DELTA_TS_COLUMNS, FEATURE_COLUMNS, FOR_ITEM_COLUMNS
+    from gpumat.bench.kernels import DELTA_TS_COLUMNS, FEATURE_COLUMNS, FOR_ITEM_COLUMNS, PLAIN_COLUMNS
 
     extra = candidate_jobs()
     compiled = compile_all(extra=extra)
