@@ -167,8 +167,22 @@ if triton is not None:
             return tl.cumsum(o, axis=0) + (tl.cumsum(row, axis=1) - row)
 
     @triton.jit
+    def _headers(hdrs, blk3, NCOL: tl.constexpr, BORROW_MASK: tl.constexpr):
+        """Each column's ``(base, slope, meta)`` of the tile's block (a borrowing column needs only its
+        base: the others repeat it), loaded ahead of the tile's decode (``_history_chunk``'s ``hv``)."""
+        hv = ()
+        for c in tl.static_range(NCOL):
+            hp = hdrs[c] + blk3  # a dead tile reads block 0 (the launcher checks there is one)
+            base = tl.load(hp)
+            if (BORROW_MASK >> c) & 1:
+                hv = hv + ((base, base, base),)
+            else:
+                hv = hv + ((base, tl.load(hp + 1), tl.load(hp + 2)),)
+        return hv
+
+    @triton.jit
     def _history_chunk(
-        hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo, cnt, row, room, rts, vp,
+        hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo, cnt, row, room, rts, vp, hv,
         NCOL: tl.constexpr, STORE_MASK: tl.constexpr, OUT64_MASK: tl.constexpr, WIDE_MASK: tl.constexpr,
         PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, DICT_MASK: tl.constexpr,
         DELTA_MASK: tl.constexpr, RADIX_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr,
@@ -230,7 +244,7 @@ if triton is not None:
                 # column's, word for word, so its value line before the dictionary lookup is this
                 # column's but for the base (each column's dictionary start, folded in by the host):
                 # one header load and an add, no decode (the launcher checks the headers, ``borrow_plan``)
-                base = tl.load(hdrs[c] + blk3)
+                base = hv[c][0]
                 if (OUT64_MASK >> c) & 1:  # (then the lender is 64-bit too)
                     val = (lend_v.to(tl.uint64, bitcast=True) + (base.to(tl.uint64, bitcast=True)
                                                                  - lend_b.to(tl.uint64, bitcast=True))).to(tl.int64, bitcast=True)
@@ -241,11 +255,8 @@ if triton is not None:
                         lv32 = lend_v.to(tl.uint32, bitcast=True)
                     val = (lv32 + (base.to(tl.uint32) - lend_b.to(tl.uint32))).to(tl.int32, bitcast=True)
             else:
-                # Per tile: the block header, three loads every lane shares.
-                hp = hdrs[c] + blk3  # a dead tile reads block 0 (the launcher checks there is one)
-                base = tl.load(hp)
-                slope = tl.load(hp + 1)
-                meta = tl.load(hp + 2)
+                # Per tile: the block header, three loads every lane shares (``_headers``, ahead)
+                base, slope, meta = hv[c][0], hv[c][1], hv[c][2]
                 w = (meta & 0x7F).to(tl.int32)
                 off = (meta >> 8).to(tl.int32) * 2  # the block's first 32-bit word
                 # Memory safety only (the host verified every block's checksum): a tile whose header
@@ -428,17 +439,14 @@ if triton is not None:
                 tl.store(vp[None, :] + tl.zeros(live.shape, tl.int32), tl.full(live.shape, 1, tl.int32), mask=live & late)
 
     @triton.jit
-    def _tiles(
-        t, hdrs, words, outs, nwords, dicts, ndicts, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
-        offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
-        NCOL: tl.constexpr, STORE_MASK: tl.constexpr, OUT64_MASK: tl.constexpr, WIDE_MASK: tl.constexpr,
-        PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, DICT_MASK: tl.constexpr,
-        DELTA_MASK: tl.constexpr, RADIX_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr,
-        PADDED: tl.constexpr,
-        LANES: tl.constexpr, STEPS: tl.constexpr, TILES_PER_PROG: tl.constexpr, LOOP: tl.constexpr,
-        SLACK: tl.constexpr, LENDER: tl.constexpr, BORROW_MASK: tl.constexpr,
+    def _tile_desc(
+        t, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr, offsets_ptr, request_ts_ptr, viol_ptr,
+        n_tiles, n_ex, n_out, width,
+        CHECK_COL: tl.constexpr, PADDED: tl.constexpr, LANES: tl.constexpr, STEPS: tl.constexpr,
+        TILES_PER_PROG: tl.constexpr,
     ):
-        """Tiles ``t`` (int32 ``[TILES_PER_PROG]``), every column: descriptors, then the decode."""
+        """Tiles ``t`` (int32 ``[TILES_PER_PROG]``): their descriptors, checked, as ``(lane, step, blk3,
+        lo, cnt, row, room, rts, vp)`` in the shapes ``_history_chunk`` takes."""
         tmask = t < n_tiles
         blk = tl.load(tile_block_ptr + t, mask=tmask, other=0).to(tl.int32)
         lo = tl.load(tile_lo_ptr + t, mask=tmask, other=0).to(tl.int32)
@@ -477,19 +485,40 @@ if triton is not None:
             lo3, cnt3, row3, room3 = lo[None, None, :], cnt[None, None, :], row[None, None, :], room[None, None, :]
             rts3 = rts[None, None, :]
             vp = (viol_ptr + ex)[None, None, :]
+        return lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp
+
+    @triton.jit
+    def _tiles(
+        t, hdrs, words, outs, nwords, dicts, ndicts, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
+        offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
+        NCOL: tl.constexpr, STORE_MASK: tl.constexpr, OUT64_MASK: tl.constexpr, WIDE_MASK: tl.constexpr,
+        PATCH_MASK: tl.constexpr, RUN_MASK: tl.constexpr, NOBITS_MASK: tl.constexpr, DICT_MASK: tl.constexpr,
+        DELTA_MASK: tl.constexpr, RADIX_MASK: tl.constexpr, CHECK_COL: tl.constexpr, INCLUSIVE: tl.constexpr,
+        PADDED: tl.constexpr,
+        LANES: tl.constexpr, STEPS: tl.constexpr, TILES_PER_PROG: tl.constexpr, LOOP: tl.constexpr,
+        SLACK: tl.constexpr, LENDER: tl.constexpr, BORROW_MASK: tl.constexpr,
+    ):
+        """Tiles ``t`` (int32 ``[TILES_PER_PROG]``), every column: descriptors, headers, then the decode."""
+        lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp = _tile_desc(
+            t, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr, offsets_ptr, request_ts_ptr,
+            viol_ptr, n_tiles, n_ex, n_out, width, CHECK_COL, PADDED, LANES, STEPS, TILES_PER_PROG)
+        hv = _headers(hdrs, blk3, NCOL, BORROW_MASK)
         if LOOP:
             # Tiers created with blocks wider than LANES * STEPS walk their tiles in chunks
             # (a separate constexpr path: the loop-carried state costs registers).
-            longest = tl.max(cnt, axis=0)
+            if TILES_PER_PROG == 1:
+                longest = cnt3
+            else:
+                longest = tl.max(tl.reshape(cnt3, (TILES_PER_PROG,)), axis=0)
             for c0 in range(0, longest, LANES * STEPS):
                 _history_chunk(
-                    hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp,
+                    hdrs, words, outs, nwords, dicts, ndicts, c0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp, hv,
                     NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, 0, 0, CHECK_COL,
                     INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1, False, LENDER, BORROW_MASK,
                 )
         else:
             _history_chunk(
-                hdrs, words, outs, nwords, dicts, ndicts, 0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp,
+                hdrs, words, outs, nwords, dicts, ndicts, 0, lane, step, blk3, lo3, cnt3, row3, room3, rts3, vp, hv,
                 NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK,
                 RADIX_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS, TILES_PER_PROG == 1, SLACK, LENDER, BORROW_MASK,
             )
@@ -536,15 +565,44 @@ if triton is not None:
         stored), each group TILES_PER_PROG tiles side by side (one tile: scalars of the program;
         several: [LANES, STEPS, TP] blocks, the interpreter's shape and a GPU candidate whose loads
         of every tile of the group are issued before any store)."""
-        for i in tl.static_range(SEQ):
-            g = tl.program_id(0) * SEQ + i
-            _tiles(
-                g * TILES_PER_PROG + tl.arange(0, TILES_PER_PROG),
-                hdrs, words, outs, nwords, dicts, ndicts, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr, tile_ex_ptr,
-                offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
-                NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK,
-                RADIX_MASK, CHECK_COL, INCLUSIVE, PADDED, LANES, STEPS, TILES_PER_PROG, LOOP, SLACK, LENDER, BORROW_MASK,
-            )
+        if TILES_PER_PROG == 1 and SEQ > 1 and not LOOP:
+            # One tile at a time (the GPU shape), in pairs: both tiles' descriptors, then both tiles'
+            # block headers, are loaded before the first one's decode, so the second tile's values
+            # and lookups wait on two dependent loads, not four (measured on an H200, 2026-12-04:
+            # the kernel waits on loads for most of its cycles). Pairs, not all SEQ tiles at once:
+            # each tile held ahead costs registers (about 64 a thread for two, 128 for four).
+            for p in tl.static_range(0, SEQ, 2):
+                ds = ()
+                for i in tl.static_range(2):
+                    if p + i < SEQ:
+                        ds = ds + (_tile_desc(
+                            (tl.program_id(0) * SEQ + p + i) + tl.arange(0, 1), tile_block_ptr, tile_lo_ptr,
+                            tile_cnt_ptr, tile_out_ptr, tile_ex_ptr, offsets_ptr, request_ts_ptr, viol_ptr, n_tiles,
+                            n_ex, n_out, width, CHECK_COL, PADDED, LANES, STEPS, 1),)
+                hvs = ()
+                for i in tl.static_range(2):
+                    if p + i < SEQ:
+                        hvs = hvs + (_headers(hdrs, ds[i][2], NCOL, BORROW_MASK),)
+                for i in tl.static_range(2):
+                    if p + i < SEQ:
+                        d = ds[i]
+                        _history_chunk(
+                            hdrs, words, outs, nwords, dicts, ndicts, 0, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7],
+                            d[8], hvs[i], NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK,
+                            DICT_MASK, DELTA_MASK, RADIX_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS, True, SLACK, LENDER,
+                            BORROW_MASK,
+                        )
+        else:
+            for i in tl.static_range(SEQ):
+                g = tl.program_id(0) * SEQ + i
+                _tiles(
+                    g * TILES_PER_PROG + tl.arange(0, TILES_PER_PROG),
+                    hdrs, words, outs, nwords, dicts, ndicts, tile_block_ptr, tile_lo_ptr, tile_cnt_ptr, tile_out_ptr,
+                    tile_ex_ptr, offsets_ptr, request_ts_ptr, viol_ptr, n_tiles, n_ex, n_out, width,
+                    NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK,
+                    RADIX_MASK, CHECK_COL, INCLUSIVE, PADDED, LANES, STEPS, TILES_PER_PROG, LOOP, SLACK, LENDER,
+                    BORROW_MASK,
+                )
 
     @triton.jit(do_not_specialize=["n_ex", "n_tail", "n_out", "width"])
     def _tail_kernel(

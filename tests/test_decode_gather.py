@@ -775,7 +775,7 @@ def test_dict_survives_packing_and_workers():
     assert any(col.dicts is not None for col in staged.columns.values())
     kinds = {c: staged.aux(c) for c in staged.columns}
     assert any(k & 4 for k in kinds.values())
-    moved = staged.to("cpu")
+    moved = staged.to(DEVICE)
     assert {c: moved.aux(c) for c in staged.columns} == kinds
     flat = np.zeros(staged.packed_numel(), np.int64)
     _, layout = staged.pack()
@@ -787,7 +787,7 @@ def test_dict_survives_packing_and_workers():
     assert_equal_verbose(viol, exp_viol, "unpacked violations")
     got, gviol = materialize_staged_triton(moved)
     for c, want in expected.items():
-        assert_equal_verbose(got[c].numpy(), want, f"device copy {c}")
+        assert_equal_verbose(got[c].cpu().numpy(), want, f"device copy {c}")
 
 
 @pytest.mark.parametrize("bs,lanes", [(8, None), (256, 32), (4096, None)])
@@ -1038,7 +1038,7 @@ def test_one_compile_per_launch_shape_on_the_device():
     before = compiled(k._history_kernel), compiled(k._tail_kernel)
     shapes, tails, residues = set(), set(), set()
     for seed in range(12):
-        staged = synthetic_staged(3 + 11 * seed, 300, seed=seed)
+        staged = synthetic_staged(3 + 5 * seed, 300, seed=seed)  # (seeds 6, 8, 10, 11: a count divisible by 16)
         residues.add(tuple(c.words.size % 16 == 0 for c in staged.columns.values()))
         dev = staged.to(DEVICE)
         shapes.add(k.launch_for(k.len_bucket(dev)))
