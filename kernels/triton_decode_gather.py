@@ -117,10 +117,11 @@ INTERPRETED = _DEFINED_INTERPRETED  # public: backend="auto" must never pick the
 # warp with 4 values per thread, and the tail programs as many lanes (rows as wide as the batch's
 # longest tail, up to MAX_TAIL_BLOCK). The interpreter pays per program, so it takes far larger groups.
 GPU_TILES_PER_PROG = 1
-# Tiles one warp walks in turn. Measured on an H200 (2026-11-30, `gpumat bench kernels`, graph-timed,
-# one-tile groups): SEQ 2 with one warp was fastest for all three bench tenants (short/mid/long:
-# 0.083/0.065/0.063 ms), SEQ 4 within 0.3-1.9%, SEQ 8 within 2-8%, SEQ 1 10-17% slower; 2-warp
-# programs 1-4% slower at SEQ 1-4 but ~70% at SEQ 8, 4-warp programs 40-110% slower.
+# Tiles one warp walks in turn. Measured on an H200 (2026-12-04, `gpumat bench kernels`, graph-timed,
+# the bench batches with item ids as DICT codes, docs/results/h200-2026-12-04/): SEQ 2 with one
+# warp fastest for the short tenant (0.090 ms; SEQ 1 3.6% slower) and within 0.1% of SEQ 1 for mid
+# and long (0.083 / 0.081 ms); SEQ 4 4-12% slower, SEQ 8 10-22%; two-tile programs (2, 1, 1) 1-12%
+# slower, 2-warp programs 2-33%, 4-tile ones 45-130%. (2026-11-30, before DICT blocks: SEQ 2 fastest too.)
 GPU_TILES_SEQ = 2
 GPU_TAIL_LANES = 512
 INTERP_TILES_PER_PROG = 512

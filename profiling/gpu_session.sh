@@ -3,7 +3,8 @@
 # time limit and its log, so a step that fails or runs long still leaves the others' results. The
 # device tool brings back at most 8 files: the JSON and PNG results, and logs.tgz with every log
 # (rebuilt after each step, so it comes back even if the call is cut short). Run from the
-# repository root:  OUT=$OUT bash profiling/gpu_session.sh   (about 9 minutes on an H200)
+# repository root:  GPUMAT_COMMIT=<the commit sent> OUT=$OUT bash profiling/gpu_session.sh
+# (GPUMAT_COMMIT: the device's copy of the tree carries an older .git, so the JSON would name that)
 set -u -o pipefail
 OUT=${OUT:-gpu_out}
 LOGS=${LOGS:-/tmp/gpumat_gpu_logs}

@@ -12,6 +12,19 @@ import tempfile
 from pathlib import Path
 
 
+def _git_commit() -> str:
+    """This checkout's commit, ``+dirty`` with changes to tracked files; "unknown" without git."""
+    try:
+        here = Path(__file__).resolve().parent
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + "+dirty" if dirty else commit
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def environment(device_name: str | None = None) -> dict:
     """Machine, versions and commit for a benchmark JSON (no CUDA query unless ``device_name`` is None
     and CUDA is already initialized by the caller)."""
@@ -19,15 +32,9 @@ def environment(device_name: str | None = None) -> dict:
     import pyarrow
     import torch
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                                capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).resolve().parent,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        if dirty:
-            commit += "+dirty"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
+    # GPUMAT_COMMIT names the code where the checkout's .git cannot (a copy of a working tree sent
+    # to another machine with an older .git beside it, as the device tool does: profiling/gpu_session.sh)
+    commit = os.environ.get("GPUMAT_COMMIT") or _git_commit()
     try:
         import triton
 
