@@ -567,11 +567,14 @@ if triton is not None:
         several: [LANES, STEPS, TP] blocks, the interpreter's shape and a GPU candidate whose loads
         of every tile of the group are issued before any store)."""
         if TILES_PER_PROG == 1 and SEQ > 1 and not LOOP:
-            # One tile at a time (the GPU shape), in pairs: both tiles' descriptors, then both tiles'
-            # block headers, are loaded before the first one's decode, so the second tile's values
-            # and lookups wait on two dependent loads, not four (measured on an H200, 2026-12-04:
-            # the kernel waits on loads for most of its cycles). Pairs, not all SEQ tiles at once:
-            # each tile held ahead costs registers (about 64 a thread for two, 128 for four).
+            # One tile at a time (the GPU shape), in pairs: both tiles' descriptors are loaded before
+            # the first one's decode, so the second tile's decode waits on one dependent load fewer
+            # (on an H200, 2026-12-04, the kernel waits on loads for most of its cycles). Pairs, not
+            # all SEQ tiles at once: each tile held ahead costs registers. Loading both tiles' block
+            # headers ahead too (measured on the H200: short 5% faster, mid and long within 1-3%)
+            # moved the held headers to the uniform datapath and cost 11% more SASS instructions
+            # (808 against 728 for the bench columns, sm_90, triton 3.9), over the static bound of 3
+            # warp-instructions an event on the long tenant (3.22, triton 3.6): not kept.
             for p in tl.static_range(0, SEQ, 2):
                 ds = ()
                 for i in tl.static_range(2):
@@ -580,16 +583,12 @@ if triton is not None:
                             (tl.program_id(0) * SEQ + p + i) + tl.arange(0, 1), tile_block_ptr, tile_lo_ptr,
                             tile_cnt_ptr, tile_out_ptr, tile_ex_ptr, offsets_ptr, request_ts_ptr, viol_ptr, n_tiles,
                             n_ex, n_out, width, CHECK_COL, PADDED, LANES, STEPS, 1),)
-                hvs = ()
-                for i in tl.static_range(2):
-                    if p + i < SEQ:
-                        hvs = hvs + (_headers(hdrs, ds[i][2], NCOL, BORROW_MASK),)
                 for i in tl.static_range(2):
                     if p + i < SEQ:
                         d = ds[i]
                         _history_chunk(
                             hdrs, words, outs, nwords, dicts, ndicts, 0, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7],
-                            d[8], hvs[i], NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK,
+                            d[8], _headers(hdrs, d[2], NCOL, BORROW_MASK), NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK,
                             DICT_MASK, DELTA_MASK, RADIX_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS, True, SLACK, LENDER,
                             BORROW_MASK,
                         )
