@@ -170,7 +170,7 @@ if triton is not None:
     @triton.jit
     def _headers(hdrs, blk3, NCOL: tl.constexpr, BORROW_MASK: tl.constexpr):
         """Each column's ``(base, slope, meta)`` of the tile's block (a borrowing column needs only its
-        base: the others repeat it), loaded ahead of the tile's decode (``_history_chunk``'s ``hv``)."""
+        base: the others repeat it), loaded before the tile's decode (``_history_chunk``'s ``hv``)."""
         hv = ()
         for c in tl.static_range(NCOL):
             hp = hdrs[c] + blk3  # a dead tile reads block 0 (the launcher checks there is one)
@@ -588,9 +588,9 @@ if triton is not None:
                         d = ds[i]
                         _history_chunk(
                             hdrs, words, outs, nwords, dicts, ndicts, 0, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7],
-                            d[8], _headers(hdrs, d[2], NCOL, BORROW_MASK), NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK, PATCH_MASK, RUN_MASK, NOBITS_MASK,
-                            DICT_MASK, DELTA_MASK, RADIX_MASK, CHECK_COL, INCLUSIVE, LANES, STEPS, True, SLACK, LENDER,
-                            BORROW_MASK,
+                            d[8], _headers(hdrs, d[2], NCOL, BORROW_MASK), NCOL, STORE_MASK, OUT64_MASK, WIDE_MASK,
+                            PATCH_MASK, RUN_MASK, NOBITS_MASK, DICT_MASK, DELTA_MASK, RADIX_MASK, CHECK_COL, INCLUSIVE,
+                            LANES, STEPS, True, SLACK, LENDER, BORROW_MASK,
                         )
         else:
             for i in tl.static_range(SEQ):
