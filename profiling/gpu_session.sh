@@ -38,9 +38,10 @@ pack
 # 2026-12-04 (second GPU session): native_tests (-n 8, verbose, so a cut-short run still names each
 # test's result) and sanitizer both outran 90 / 75 s; the sanitizer now runs the deterministic
 # tests of launch shapes, corrupt headers, unmasked loads and clamped codes (SANITIZER_TESTS picks
-# others). native_tests also runs the Materializer's two tests of segment
-# dictionaries kept on the device (the second: beside stripe tables, a device-to-device copy of
-# them each batch; about 12 s on this project's CPU).
+# others). native_tests also runs the Materializer's two tests of segment dictionaries kept on the
+# device (the second: beside stripe tables, a device-to-device copy of them each batch; about 12 s
+# on this project's CPU). They run the Materializer on the GPU since 2026-12-04; before, on the
+# CPU, where their Triton cases skipped.
 # ncu: profiling/ncu_kernels.sh on the long tenant (after bench_kernels, whose tuned launch it profiles)
 for s in ${GPU_STEPS:-bench_kernels native_tests sanitizer hstu_gpu bench_e2e}; do
     case $s in

@@ -7,6 +7,7 @@ commits versions.
 """
 
 import json
+import os
 import threading
 import time
 
@@ -39,11 +40,16 @@ def gpumat_threads():
             if t.name.startswith("gpumat-") and not t.name.startswith("gpumat-objstore") and t.is_alive()]
 
 
-def need_backend(backend):
+# The Materializer's device in the tests of dictionaries kept on the device: the GPU where the kernel
+# tests run natively (GPUMAT_TEST_NATIVE=1, profiling/gpu_session.sh), else the CPU (Triton interpreted)
+NATIVE_DEVICE = "cuda" if os.environ.get("GPUMAT_TEST_NATIVE") == "1" else "cpu"
+
+
+def need_backend(backend, device="cpu"):
     if backend == "triton":
-        ok, why = triton_available("cpu")
+        ok, why = triton_available(device)
         if not ok:
-            pytest.skip(f"triton backend not runnable on cpu here: {why}")
+            pytest.skip(f"triton backend not runnable on {device} here: {why}")
 
 
 @pytest.fixture(scope="module")
@@ -588,8 +594,9 @@ def test_record_stream(work):
 def test_segment_dictionaries_are_copied_once_and_batches_stay_exact(tmp_path, backend):
     """A tier whose bulk segment stores ``item_id`` as codes into a segment dictionary (DESIGN §1):
     every batch equals the reference, and after the first batch that carries the dictionary the
-    next ones copy only the rest of their buffer (the same keys: the device copy is reused)."""
-    need_backend(backend)
+    next ones copy only the rest of their buffer (the same keys: the device copy is reused). On the
+    GPU with ``GPUMAT_TEST_NATIVE=1``."""
+    need_backend(backend, NATIVE_DEVICE)
     from gpumat.host import codec
 
     w = synthetic_workload(str(tmp_path / "tier"), scale=0.05, seed=7, days=3, requests_per_day=3.0,
@@ -598,7 +605,7 @@ def test_segment_dictionaries_are_copied_once_and_batches_stay_exact(tmp_path, b
     table = pa.concat_tables([w.train, w.heldout])
     table = table.append_column("row_id", pa.array(np.arange(table.num_rows, dtype=np.int64)))
     tenants = [Tenant("short", ["item_id", "action"], 50), Tenant("long", ["item_id", "ts"], 3000)]
-    mat = gpumat.Materializer(w.tier, tenants, backend=backend)
+    mat = gpumat.Materializer(w.tier, tenants, backend=backend, device=NATIVE_DEVICE)
     for k in range(0, table.num_rows, 30):
         sub = table.slice(k, 30)
         out = mat(sub)
@@ -618,8 +625,9 @@ def test_segment_dictionaries_stay_beside_stripe_tables(tmp_path, backend):
     """Where a column's stripes take tables of codes into the segment dictionary (64-bit ids a user
     plays again, DESIGN §1), a batch's dictionaries are the segment dictionary, then its users'
     tables, which change batch after batch: the key names the segment dictionary alone, so every
-    batch after the first copies only its tables, and every batch equals the reference."""
-    need_backend(backend)
+    batch after the first copies only its tables, and every batch equals the reference. On the GPU
+    with ``GPUMAT_TEST_NATIVE=1``."""
+    need_backend(backend, NATIVE_DEVICE)
     from gpumat.host import native
     from test_pages import SCHEMA as SCHEMA3
     from test_stripe_tables import HASHED_USERS, hashed_replays
@@ -644,7 +652,7 @@ def test_segment_dictionaries_stay_beside_stripe_tables(tmp_path, backend):
     table = pa.table({"user_id": u, "version": np.full(n, tier.version), "length": tier.lengths(u),
                       "request_ts": np.full(n, 10**9)})
     tenants = [Tenant("t", ["item_id", "action"], 300)]
-    mat = gpumat.Materializer(tier, tenants, backend=backend)
+    mat = gpumat.Materializer(tier, tenants, backend=backend, device=NATIVE_DEVICE)
     for k in range(0, n, 6):
         sub = table.slice(k, 6)
         assert mat(sub)["t"].equals(gpumat.materialize(tier, sub, tenants[0], backend="reference")), k
