@@ -31,14 +31,15 @@ command -v gpumat > /dev/null || echo "note: no gpumat script on PATH; using $PY
 pack
 # Which steps, in order (default: all): GPU_STEPS="bench_kernels hstu_gpu" OUT=$OUT bash profiling/gpu_session.sh
 # E2E_ARGS / HSTU_ARGS add options to those steps (e.g. E2E_ARGS="--tenants long --steps 10").
-# The default limits of all steps sum to more than one call allows (600 s): pick steps with GPU_STEPS (setup and kill grace come on
-# top); the first session saw setup
-# ~15 s, bench_kernels 42 s, native_tests 24 s, sanitizer 16 s, hstu_gpu ~52 s TF32 + ~100 s IEEE
-# (now timed up to W 4096 only), bench_e2e ~150 s for short and mid plus ~110 s for long at 40 steps.
-# 2026-12-04 (second GPU session): native_tests (-n 8, verbose, so a cut-short run still names each
-# test's result) and sanitizer both outran 90 / 75 s; the sanitizer now runs the deterministic
-# tests of launch shapes, corrupt headers, unmasked loads and clamped codes (SANITIZER_TESTS picks
-# others). native_tests also runs the Materializer's two tests of segment dictionaries kept on the
+# The default limits of all steps sum to more than one call allows (600 s, setup and kill grace on
+# top): pick steps with GPU_STEPS. The first session (2026-11-30) saw setup ~15 s, bench_kernels
+# 42 s, native_tests 24 s, sanitizer 16 s, hstu_gpu ~52 s TF32 + ~100 s IEEE (now timed up to W
+# 4096 only), bench_e2e ~150 s for short and mid plus ~110 s for long at 40 steps. The second
+# (2026-12-04): setup 16-24 s, bench_kernels 41-60 s, ncu 11-13 s, native_tests 77-89 s (-n 8,
+# verbose, so a cut-short run still names each test's result), sanitizer 8 s; native_tests and
+# sanitizer had outrun their old 90 / 75 s limits in its first call. The sanitizer now runs the
+# deterministic tests of launch shapes, corrupt headers, unmasked loads and clamped codes
+# (SANITIZER_TESTS picks others). native_tests also runs the Materializer's two tests of segment dictionaries kept on the
 # device (the second: beside stripe tables, a device-to-device copy of them each batch; about 12 s
 # on this project's CPU). They run the Materializer on the GPU since 2026-12-04; before, on the
 # CPU, where their Triton cases skipped.
