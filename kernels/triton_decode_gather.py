@@ -562,8 +562,7 @@ if triton is not None:
         BORROW_MASK: tl.constexpr = 0,  # bit c: column c's blocks are LENDER's, its own base aside (no decode)
     ):
         """The history, all columns: SEQ x TILES_PER_PROG tiles per program. A program walks SEQ
-        groups in turn (unrolled, so a group's loads can be in flight while the previous one is
-        stored), each group TILES_PER_PROG tiles side by side (one tile: scalars of the program;
+        groups in turn (unrolled; one-tile groups in pairs, both descriptors loaded first), each group TILES_PER_PROG tiles side by side (one tile: scalars of the program;
         several: [LANES, STEPS, TP] blocks, the interpreter's shape and a GPU candidate whose loads
         of every tile of the group are issued before any store)."""
         if TILES_PER_PROG == 1 and SEQ > 1 and not LOOP:
