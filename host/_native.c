@@ -92,7 +92,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 31; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 32; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -1555,6 +1555,28 @@ __attribute__((target("avx512f"))) static uint64_t gm_max_x512(const uint64_t *o
     return (uint64_t)_mm512_reduce_max_epu64(mx);
 }
 
+/* a DELTA block's line and prefix sum, 8 values a vector: o[i] becomes b0 + s0 i + o[0] + .. + o[i]
+ * (mod 2^64, as gm_finish's scalar chain) by three shifted adds within the vector and its carry from
+ * the one before; returns the largest of them, so that codes proven below their dictionary's size
+ * are looked up with no check (the scalar chain checks each code as it adds it) */
+__attribute__((target("avx512f"))) static uint64_t gm_prefix_x512(uint64_t *o, int64_t cnt, uint64_t b0, uint64_t s0) {
+    const __m512i z = _mm512_setzero_si512(), step = _mm512_set1_epi64((long long)s0), last = _mm512_set1_epi64(7);
+    __m512i carry = _mm512_set1_epi64((long long)(b0 - s0)), mx = z;
+    for (int64_t i = 0; i < cnt; i += 8) {
+        const __mmask8 m = cnt - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (cnt - i)) - 1);
+        __m512i x = _mm512_maskz_add_epi64(m, _mm512_maskz_loadu_epi64(m, (const void *)(o + i)), step);
+        x = _mm512_add_epi64(x, _mm512_alignr_epi64(x, z, 7)); /* (lane k: x[k] + x[k - 1]) */
+        x = _mm512_add_epi64(x, _mm512_alignr_epi64(x, z, 6));
+        x = _mm512_add_epi64(x, _mm512_alignr_epi64(x, z, 4));
+        const __m512i sum = _mm512_permutexvar_epi64(last, x); /* (the vector's sum: lanes past cnt add 0) */
+        x = _mm512_add_epi64(x, carry);
+        carry = _mm512_add_epi64(carry, sum); /* (the chain from vector to vector: one add) */
+        mx = _mm512_max_epu64(mx, x);
+        _mm512_mask_storeu_epi64((void *)(o + i), m, x);
+    }
+    return (uint64_t)_mm512_reduce_max_epu64(mx);
+}
+
 /* gm_finish's lookups in a dictionary of at most 16 int64 entries (a stripe table of ratings, a few
  * action types), without delta: the table in two vectors, 8 codes looked up a permute (each lane's
  * low 4 bits; a code not below D, or in the tail's lanes past cnt, takes a lane of any entry, and a
@@ -1597,6 +1619,12 @@ static inline int gm_finish(uint64_t *o, int64_t cnt, int delta, uint64_t b0, ui
     /* (codes whose fields prove nothing, a PATCH or RUN block's: proven below D by their largest, 8 a
      * vector, where that holds; the lookups then check nothing) */
     if (!below && !delta && dc->D > 16 && gm_fast_x512()) below = gm_max_x512(o, cnt) < (uint64_t)dc->D;
+    /* (a DELTA block's codes, delta-coded where a table lists its values in their first order: the
+     * prefix sum in vectors, then the lookups, unchecked where the largest is below D) */
+    if (delta && gm_fast_x512()) {
+        below = gm_prefix_x512(o, cnt, b0, s0) < (uint64_t)dc->D;
+        delta = 0;
+    }
 #endif
     if (dc->w == 2) return gm_finish16(o, cnt, delta, b0, s0, (const uint16_t *)dc->p, dc->lo, dc->D, below);
     if (dc->w == 4) return gm_finish32(o, cnt, delta, b0, s0, (const uint32_t *)dc->p, dc->lo, dc->D, below);
@@ -1778,35 +1806,89 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
     return GM_BLOB_OK;
 }
 
+/* One blob of gm_decode_blobs / gm_decode_tabled: bytes [off, off + L) of buf (n bytes), cnt values to
+ * o, codes into dc (dc->D 0: none); tag >= 0: a blob of one block whose tag is tag, not its first byte
+ * (host/pages.py move_tags): copied after it into vbuf (nv bytes: at least the longest such blob + 9,
+ * zeroed past it) and decoded there. Returns 0 or a GM_BLOB_* reason. */
+static int gm_one_blob(const unsigned char *buf, int64_t n, int64_t off, int64_t L, int64_t cnt, int64_t bs,
+                       const gm_dict *dc, int64_t tag, unsigned char *vbuf, int64_t nv, uint64_t *scratch, uint64_t *o) {
+    if (off < 0 || L < 0 || off > n - L || cnt < 0 || bs < 1 || cnt > GM_MAX_VALUES) return GM_BLOB_SHORT;
+    if (tag < 0) return gm_blob(buf + off, L, n - off, cnt, bs, dc, scratch, o);
+    if (cnt > bs || tag > 255) return GM_BLOB_TAGGED;
+    if (L + 9 > nv) return GM_BLOB_SHORT;
+    vbuf[0] = (unsigned char)tag; /* [tag][its bytes], then zeros: the blob's last loads read them */
+    memcpy(vbuf + 1, buf + off, (size_t)L);
+    memset(vbuf + 1 + L, 0, 8);
+    return gm_blob(vbuf, L + 1, L + 9, cnt, bs, dc, scratch, o);
+}
+
 /* Blob s: bytes [boff[s], boff[s] + blen[s]) of buf (n bytes), count[s] values to out[dst[s] ...];
  * dlen[s] > 0: codes into dicts[dstart[s] ...][0, dlen[s]) (dicts NULL: none), its entries of dw bytes:
  * 8 (int64), or 2 / 4 (unsigned, each entry dlo + it: gm_dict); tags (NULL: none)
- * tags[s] >= 0: a blob of one block whose tag is tags[s], not its first byte (host/pages.py move_tags):
- * copied after it into vbuf (nv bytes: at least the longest such blob + 9, zeroed past it) and decoded
- * there. Returns 0, or s + 1 for the first bad blob (*why: its GM_BLOB_* reason; the blobs before it
- * are written). The caller checks the output positions and the dictionaries' ranges. */
+ * tags[s] >= 0: a blob of one block whose tag is tags[s] (gm_one_blob). Returns 0, or s + 1 for the
+ * first bad blob (*why: its GM_BLOB_* reason; the blobs before it are written). The caller checks the
+ * output positions and the dictionaries' ranges. */
 int64_t gm_decode_blobs(const unsigned char *buf, int64_t n, const int64_t *boff, const int64_t *blen,
                         const int64_t *count, const int64_t *dst, int64_t S, int64_t bs, const void *dicts,
                         int64_t dw, uint64_t dlo, const int64_t *dstart, const int64_t *dlen, const int64_t *tags, unsigned char *vbuf, int64_t nv,
                         uint64_t *scratch, uint64_t *out, int64_t *why) {
     for (int64_t s = 0; s < S; s++) {
-        const int64_t D = dicts ? dlen[s] : 0, L = blen[s];
+        const int64_t D = dicts ? dlen[s] : 0;
         const gm_dict dc = {D ? (const unsigned char *)dicts + dw * dstart[s] : NULL, D, dw == 8 ? 0 : dlo, (int)dw};
-        const int tagged = tags && tags[s] >= 0;
-        int r = boff[s] < 0 || L < 0 || boff[s] > n - L || count[s] < 0 || bs < 1 || count[s] > GM_MAX_VALUES
-                    ? GM_BLOB_SHORT
-                : tagged && (count[s] > bs || tags[s] > 255) ? GM_BLOB_TAGGED
-                : tagged && L + 9 > nv ? GM_BLOB_SHORT
-                    : 0;
-        if (!r && tagged) { /* [tag][its bytes], then zeros: the blob's last loads read them */
-            vbuf[0] = (unsigned char)tags[s];
-            memcpy(vbuf + 1, buf + boff[s], (size_t)L);
-            memset(vbuf + 1 + L, 0, 8);
-            r = gm_blob(vbuf, L + 1, L + 9, count[s], bs, &dc, scratch, out + dst[s]);
-        } else if (!r)
-            r = gm_blob(buf + boff[s], L, n - boff[s], count[s], bs, &dc, scratch, out + dst[s]);
+        const int r = gm_one_blob(buf, n, boff[s], blen[s], count[s], bs, &dc, tags ? tags[s] : -1, vbuf, nv, scratch,
+                                  out + dst[s]);
         if (r) {
             *why = r;
+            return s + 1;
+        }
+    }
+    return 0;
+}
+
+/* gm_decode_blobs where a blob's dictionary may be a stripe table decoded just before it (DESIGN §1
+ * "Stripe tables"): where tab[s] >= 0, blob s holds codes into table t = tab[s], whose own blob is
+ * bytes [toff[t], + tlen[t]) of tbuf (tn bytes) of tcnt[t] entries, itself codes into
+ * dicts[tdstart[t] ...][0, tdlen[t]) where tdlen[t] > 0 (a table of codes into its segment
+ * dictionary) or values. The table's entries are decoded into tv (at least the largest tcnt words:
+ * a few KB, in the core's cache) and the blob's codes looked up there, so that no table is written
+ * out whole and read again; a table named by consecutive blobs is decoded once. Where tab[s] < 0:
+ * as gm_decode_blobs. Returns 0, or s + 1 for the first bad blob (why[0]: its GM_BLOB_* reason,
+ * why[1]: 1 where it was its table that is bad). */
+int64_t gm_decode_tabled(const unsigned char *buf, int64_t n, const int64_t *boff, const int64_t *blen,
+                         const int64_t *count, const int64_t *dst, int64_t S, int64_t bs, const void *dicts, int64_t dw,
+                         uint64_t dlo, const int64_t *dstart, const int64_t *dlen, const int64_t *tags, unsigned char *vbuf,
+                         int64_t nv, const int64_t *tab, const unsigned char *tbuf, int64_t tn, const int64_t *toff,
+                         const int64_t *tlen, const int64_t *tcnt, const int64_t *tdstart, const int64_t *tdlen, int64_t T,
+                         uint64_t *tv, int64_t ntv, uint64_t *scratch, uint64_t *out, int64_t *why) {
+    int64_t last = -1; /* (the table in tv) */
+    for (int64_t s = 0; s < S; s++) {
+        const int64_t t = tab[s];
+        int r;
+        gm_dict dc;
+        if (t >= 0) {
+            if (t >= T || tcnt[t] < 1 || tcnt[t] > ntv) {
+                why[0] = GM_BLOB_SHORT, why[1] = 1;
+                return s + 1;
+            }
+            if (t != last) {
+                const int64_t D = dicts ? tdlen[t] : 0;
+                const gm_dict td = {D ? (const unsigned char *)dicts + dw * tdstart[t] : NULL, D, dw == 8 ? 0 : dlo, (int)dw};
+                last = -1;
+                r = gm_one_blob(tbuf, tn, toff[t], tlen[t], tcnt[t], bs, &td, -1, vbuf, nv, scratch, tv);
+                if (r) {
+                    why[0] = r, why[1] = 1;
+                    return s + 1;
+                }
+                last = t;
+            }
+            dc = (gm_dict){tv, tcnt[t], 0, 8};
+        } else {
+            const int64_t D = dicts ? dlen[s] : 0;
+            dc = (gm_dict){D ? (const unsigned char *)dicts + dw * dstart[s] : NULL, D, dw == 8 ? 0 : dlo, (int)dw};
+        }
+        r = gm_one_blob(buf, n, boff[s], blen[s], count[s], bs, &dc, tags ? tags[s] : -1, vbuf, nv, scratch, out + dst[s]);
+        if (r) {
+            why[0] = r, why[1] = 0;
             return s + 1;
         }
     }

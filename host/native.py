@@ -16,7 +16,7 @@ import weakref
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 31  # gm_abi_version() of the _native.c this module calls
+ABI = 32  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -57,6 +57,8 @@ def _load():
                 "gm_patch_costs": (None, [P, I64, P, P, P, I64, I64, I64, P, P, P, P]),
                 "gm_pack": (I64, [P, I64, P, P, P, I64, P, I64]),
                 "gm_bare_mids": (I64, [P, I64] + [P] * 5 + [I64, P]),
+                "gm_decode_tabled": (I64, [P, I64, P, P, P, P, I64, I64, P, I64, ctypes.c_uint64] + [P] * 4
+                                     + [I64, P, P, I64] + [P] * 5 + [I64, P, I64, P, P, P]),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -70,8 +72,8 @@ def _load():
 _lib, _why = _load()
 _decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length, \
     _stage_levels, _literal_tables, _dict_heads, _stage_bitmaps, _stage_aux, _stage_blocks, \
-    _fields_end, _ranges, _classes_patch, _classes_pack, _patch_costs, _pack, _bare_mids = \
-    _lib if _lib is not None else (None,) * 22
+    _fields_end, _ranges, _classes_patch, _classes_pack, _patch_costs, _pack, _bare_mids, _decode_tabled = \
+    _lib if _lib is not None else (None,) * 23
 
 
 def available() -> tuple[bool, str]:
@@ -417,13 +419,20 @@ BLOB_ERRORS = {  # gm_decode_blobs' reasons (GM_BLOB_*)
 
 def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.ndarray, dst: np.ndarray,
                  block_size: int, out: np.ndarray, dicts: np.ndarray | None = None, dstart: np.ndarray | None = None,
-                 dlen: np.ndarray | None = None, tags: np.ndarray | None = None) -> tuple[int, int]:
+                 dlen: np.ndarray | None = None, tags: np.ndarray | None = None,
+                 tables: tuple | None = None) -> tuple[int, ...]:
     """``host.pages.decode_blobs`` in C: blob ``s`` (bytes ``[boff[s], + blen[s])`` of ``buf``, uint8),
     ``count[s]`` values to ``out[dst[s]:]`` (64-bit); where ``dlen[s] > 0`` they are codes into
     ``dicts[dstart[s]:][:dlen[s]]`` (int64; a large one kept between reads is looked up in its
     ``narrowed`` copy); where ``tags[s] >= 0`` it is one block whose tag is ``tags[s]``, not its
     first byte. Returns ``(0, 0)``, or ``(s + 1, reason)`` for the first bad blob
-    (``BLOB_ERRORS``). Checks every position given (``ValueError``: a bug of the caller's)."""
+    (``BLOB_ERRORS``). Checks every position given (``ValueError``: a bug of the caller's).
+
+    ``tables``: ``(tab, tbuf, toff, tlen, tcnt, tdstart, tdlen)``, stripe tables decoded just before
+    the blobs that index them (``gm_decode_tabled``): where ``tab[s] >= 0`` blob ``s``'s codes index
+    table ``tab[s]`` (its ``dlen[s]`` unused), the blob ``[toff[t], + tlen[t])`` of ``tbuf`` of
+    ``tcnt[t]`` entries, codes into ``dicts[tdstart[t]:][:tdlen[t]]`` where ``tdlen[t] > 0``. Then
+    ``(0, 0, 0)`` or ``(s + 1, reason, 1 if it was blob s's table that is bad)``."""
     S = count.size
     arrs = [boff, blen, count, dst] + ([] if dicts is None else [dstart, dlen, dicts]) + ([] if tags is None else [tags])
     if tags is not None and tags.size != S:
@@ -446,12 +455,26 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     # (a blob longer than buf is refused in C: the buffer never needs more than buf's size)
     vbuf = np.empty(min(max(int(tagged.max()), 0), buf.size) + 9 if t else 0, np.uint8)
     tab, lo = narrowed(dicts) if d else (None, 0)
-    bad = int(_decode_blobs(_ptr(buf), buf.size, _ptr(boff), _ptr(blen), _ptr(count), _ptr(dst), S, block_size,
-                            _ptr(tab) if d else None, tab.itemsize if d else 8, lo,
-                            _ptr(dstart) if d else None, _ptr(dlen) if d else None,
-                            _ptr(tags) if t else None, _ptr(vbuf) if t else None, vbuf.size,
-                            _ptr(scratch), _ptr(out), _ptr(why)))
-    return bad, int(why[0])
+    head = (_ptr(buf), buf.size, _ptr(boff), _ptr(blen), _ptr(count), _ptr(dst), S, block_size,
+            _ptr(tab) if d else None, tab.itemsize if d else 8, lo, _ptr(dstart) if d else None,
+            _ptr(dlen) if d else None, _ptr(tags) if t else None, _ptr(vbuf) if t else None, vbuf.size)
+    if tables is None:
+        bad = int(_decode_blobs(*head, _ptr(scratch), _ptr(out), _ptr(why)))
+        return bad, int(why[0])
+    which, tbuf, toff, tlen, tcnt, tdstart, tdlen = tables
+    T = tcnt.size
+    if which.dtype != np.int64 or which.size != S or not which.flags.c_contiguous or tbuf.dtype != np.uint8 \
+            or not tbuf.flags.c_contiguous or (S and int(which.max()) >= T) \
+            or any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != T for a in (toff, tlen, tcnt, tdstart, tdlen)):
+        raise ValueError("decode_blobs: tables (tab [S] int64 below T, uint8 tbuf, int64 toff/tlen/tcnt/tdstart/tdlen [T])")
+    if T and (tdlen < 0).any() or (tdlen > 0).any() and (dicts is None or ((tdlen > 0) & (
+            (tdstart < 0) | (tdstart > dicts.size - tdlen))).any()):
+        raise ValueError(f"decode_blobs: a table's dictionary outside the {0 if dicts is None else dicts.size} values of dicts")
+    tv = np.empty(max(int(tcnt.max()), 1) if T else 1, np.uint64)
+    why = np.zeros(2, np.int64)
+    bad = int(_decode_tabled(*head, _ptr(which), _ptr(tbuf), tbuf.size, _ptr(toff), _ptr(tlen), _ptr(tcnt),
+                             _ptr(tdstart), _ptr(tdlen), T, _ptr(tv), tv.size, _ptr(scratch), _ptr(out), _ptr(why)))
+    return bad, int(why[0]), int(why[1])
 
 
 def dict_heads(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, forms: np.ndarray,

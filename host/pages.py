@@ -2551,7 +2551,7 @@ def check_payload(pay_bit: np.ndarray, bits: np.ndarray, first: np.ndarray, limi
 def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.ndarray, block_size: int,
                  dicts: np.ndarray | None = None, dstart: np.ndarray | None = None, dlen: np.ndarray | None = None,
                  where: str = "blobs", tags: np.ndarray | None = None, out: np.ndarray | None = None,
-                 dst: np.ndarray | None = None) -> np.ndarray:
+                 dst: np.ndarray | None = None, tables: tuple | None = None) -> np.ndarray:
     """All values (int64) of the blobs ``[boff[s], + blen[s])`` of ``buf`` (uint8) of ``count[s]``
     values each, back to back (or, given ``out`` and ``dst``, blob ``s``'s to ``out[dst[s]:]``,
     returning ``out``: a caller's array, no copy). Where ``dlen[s] > 0`` blob ``s`` holds codes into ``dicts[dstart[s]:]
@@ -2559,6 +2559,13 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     blob ``s`` is one block whose tag is ``tags[s]``, not its first byte (``move_tags``). No
     checksum (those are per segment chunk); anything else that is not a blob of format 3 is a
     ``CorruptionError`` naming ``where``, and so is a code outside its dictionary.
+
+    ``tables``: ``(tab, tbuf, toff, tlen, tcnt, tdstart, tdlen)``, stripe tables (DESIGN §1) each
+    decoded just before the blobs that index it: where ``tab[s] >= 0`` blob ``s``'s codes index table
+    ``t = tab[s]`` instead, the blob ``[toff[t], + tlen[t])`` of ``tbuf`` of ``tcnt[t]`` entries (itself
+    codes into ``dicts[tdstart[t]:][:tdlen[t]]`` where ``tdlen[t] > 0``: a table of codes). In C
+    (``native.decode_blobs``) no table is written out: each is decoded into a buffer in the cache
+    and looked up there; without C, the tables are decoded first, then the blobs, as two calls.
 
     In C when built: one pass per blob from its bytes to its values (tags, fields, payload, PATCH /
     RUN, lookup), no staged form (a blob whose tag is given: copied after it first); else
@@ -2574,13 +2581,28 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     if dicts is not None:
         dicts = np.ascontiguousarray(dicts, dtype=np.int64).reshape(-1)
         dstart, dlen = (np.ascontiguousarray(a, dtype=np.int64).reshape(-1) for a in (dstart, dlen))
+    if tables is not None:
+        tables = (np.ascontiguousarray(tables[0], np.int64).reshape(-1), np.ascontiguousarray(tables[1], np.uint8)) \
+            + tuple(np.ascontiguousarray(a, np.int64).reshape(-1) for a in tables[2:])
     if native.available()[0]:  # (it checks every output position itself)
-        bad, why = native.decode_blobs(np.ascontiguousarray(buf, dtype=np.uint8), boff, blen, count,
-                                       dst, block_size, out, dicts, dstart, dlen,
-                                       None if tags is None else np.ascontiguousarray(tags, np.int64))
+        bad, why, *table = native.decode_blobs(np.ascontiguousarray(buf, dtype=np.uint8), boff, blen, count,
+                                               dst, block_size, out, dicts, dstart, dlen,
+                                               None if tags is None else np.ascontiguousarray(tags, np.int64), tables)
         if bad:
-            raise CorruptionError(f"{where}: blob {bad - 1}: {native.BLOB_ERRORS.get(why, why)}")
+            of = "'s table" if table and table[0] else ""
+            raise CorruptionError(f"{where}: blob {bad - 1}{of}: {native.BLOB_ERRORS.get(why, why)}")
         return out
+    if tables is not None and len(tables[4]):  # the tables first, then the blobs, their codes into them
+        which, tbuf, toff, tlen, tcnt, tdstart, tdlen = tables
+        coded = tdlen > 0
+        nd = 0 if dicts is None else len(dicts)
+        tv = decode_blobs(tbuf, toff, tlen, tcnt, block_size, dicts if coded.any() else None,
+                          tdstart if coded.any() else None, tdlen if coded.any() else None, f"{where}: tables")
+        ts = nd + np.cumsum(tcnt) - tcnt
+        own = which >= 0
+        dicts = tv if dicts is None else np.concatenate([dicts, tv])
+        dstart = np.where(own, ts[np.maximum(which, 0)], 0 if dstart is None else dstart)
+        dlen = np.where(own, tcnt[np.maximum(which, 0)], 0 if dlen is None else dlen)
     if len(dst) and ((dst < 0) | (count < 0) | (dst > len(out) - count)).any():
         raise ValueError("decode_blobs: an int64 out, and dst [S] inside it")
     for s in range(len(count)):

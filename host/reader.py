@@ -246,6 +246,7 @@ class VersionReader:
         self._start_keys = None  # ``_starts``
         self._lent: dict = {}  # ``borrowed``, per column
         self._dsarr: dict = {}  # per column, ``_dict_sizes`` as arrays: (keys sorted, stored bytes, kept once read: 1, or 2 where small)
+        self._drow: dict = {}  # per column, each directory row's dictionary: its index in ``_dsarr``'s keys, or -1 (``_own_tables``)
         self._dcat: tuple | None = None  # the last concatenation of several kept dictionaries: (keys' bytes, it, lens, places)
         self._regions: np.ndarray | None = None  # each segment's blob-region bytes (``_region_bytes``)
         self._meta: _MetaCache | None = None  # large segments' blob heads, once read (``_MetaCache``)
@@ -1467,14 +1468,28 @@ class VersionReader:
         seg = d.seg[si]
         where = self._where3([column], seg)
         reads, fin = self._bytes_request3(seg, off, blen, where)
-        self.store.fetch(reads)
+        isd = (enc & codec.ENC_DICT) != 0
+        own = tkeys = None
+        treads: list = []
+        if isd.any():  # stripe tables not kept: read with the blobs, each decoded just before its blob
+            own, tkeys, tsize, tab = self._own_tables(column, si, isd)
+            if own.any():
+                tseg = (tkeys >> 40).astype(np.int64)
+                treads, tfin = self._bytes_request3(tseg, tkeys & ((1 << 40) - 1), tsize, where)
+        self.store.fetch(reads + treads)
         parts = fin(groups=True)
         io = getattr(self.store, "io", None)
         if io is not None:
             io.add(blocks_read=int(d.bblocks[si].sum()), block_runs=len(si))
-        isd = (enc & codec.ENC_DICT) != 0
-        dicts = dstart = dlen = None
-        if isd.any():
+        dicts = dstart = dlen = tables = None
+        if own is not None and own.any():
+            try:
+                dicts, dstart, dlen, tables = self._tables_in_cache(column, seg, enc, isd & ~own, tkeys, tsize, tab,
+                                                                    *tfin(in_place=True), where)
+            except CorruptionError:
+                self._dictionaries(column, seg, enc, isd, with_key=False)  # (names the one at fault)
+                raise
+        elif isd.any():
             dicts, _, dstart, dlen, _ = self._dictionaries(column, seg, enc, isd, with_key=False)
         cnt, tags = d.bcount[si], self._blob_kinds(column)[0][si]
         if out is None:
@@ -1482,9 +1497,74 @@ class VersionReader:
         for buf, g, at in parts:  # (the small segments' blobs where they are pooled, each large one's where it was read)
             w = where if len(parts) == 1 else self._where3([column], seg[g])  # (a bad blob: named in its group)
             g = slice(None) if len(parts) == 1 else g
-            pages.decode_blobs(buf, at, blen[g], cnt[g], self.block_size, dicts, None if dicts is None else dstart[g],
-                               None if dicts is None else dlen[g], w, tags[g], out, dst[g])
+            try:
+                pages.decode_blobs(buf, at, blen[g], cnt[g], self.block_size, dicts, None if dicts is None else dstart[g],
+                                   None if dicts is None else dlen[g], w, tags[g], out, dst[g],
+                                   None if tables is None else (tables[0][g],) + tables[1:])
+            except CorruptionError:
+                if tables is not None:  # (a table at fault: named by the path that decodes tables apart)
+                    self._dictionaries(column, seg, enc, isd, with_key=False)
+                raise
         return out
+
+    def _own_tables(self, column: str, si: np.ndarray,
+                    isd: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Of the DICT blobs ``isd`` of directory rows ``si`` in a whole-blob decode, those whose dictionary is a stripe table that is never kept (``_dict_sizes``: the
+        tables of a segment whose tables are too many to keep), which ``_decode_blobs3`` decodes
+        each just before its blob, in the cache (``gm_decode_tabled``), rather than all of them into
+        one array first: ``(own, keys, stored bytes, table of each blob or -1)``."""
+        self._dict_sizes(column)
+        skeys, ssize, skept = self._dsarr[column]
+        none = np.zeros(0, np.int64)
+        if not len(skeys) or not (skept == 0).any():
+            return np.zeros(len(si), bool), none, none, none
+        row = self._drow.get(column)
+        if row is None:  # (per directory row, once: a read indexes it by its stripes)
+            d = self.directory()
+            pair = (d.seg.astype(np.int64) << 40) | (self._dir_cols[column][2] >> 8)
+            w = np.minimum(np.searchsorted(skeys, pair), len(skeys) - 1)
+            row = self._drow[column] = np.where(skeys[w] == pair, w, -1)
+        w = row[si]
+        own = isd & (w >= 0)
+        own[own] = (skept[w[own]] == 0) & (ssize[w[own]] > 1)
+        u, inv = unique(w[own], return_inverse=True)
+        tab = np.full(len(si), -1, np.int64)
+        tab[own] = inv.reshape(-1)
+        return own, skeys[u], ssize[u], tab
+
+    def _tables_in_cache(self, column: str, seg: np.ndarray, enc: np.ndarray, rest: np.ndarray, tkeys: np.ndarray,
+                         tsize: np.ndarray, tab: np.ndarray, tbuf: np.ndarray, tat: np.ndarray, where) -> tuple:
+        """``(dicts, dstart, dlen, tables)`` for ``pages.decode_blobs`` (``tables``: the stripe tables
+        ``tkeys``, ``tsize`` stored bytes each, read to ``tbuf[tat:]``, the blobs' ``tab``): the
+        dictionaries of the blobs ``rest`` and the segment dictionaries that tables of codes index,
+        from ``_dictionaries`` (kept, or read now); each table's head parsed here, its mark read
+        (DESIGN §1: a table of codes, into the least dictionary of its segment's column)."""
+        tseg = (tkeys >> 40).astype(np.int64)
+        coded = self._code_tables()[tseg] & (tsize > 1)
+        coded[coded] = tbuf[tat[coded]] == pages.CODE_TABLE_MARK
+        a2, l2 = tat + coded, tsize - coded
+        forms = np.array([e.get("dicts", 1) for _, e in self._files], np.int64)[tseg]
+        n, h = pages.dictionary_heads(tbuf, a2, l2, forms, _Where(lambda: f"{where}: column {column!r}"))
+        skeys = self._dsarr[column][0]
+        sk = skeys[np.searchsorted(skeys, (tkeys[coded] >> 40) << 40)]  # (each segment's least: its dictionary)
+        if (sk == tkeys[coded]).any():
+            k = int(tkeys[coded][sk == tkeys[coded]][0])
+            raise CorruptionError(f"{where}: column {column!r}: segment {k >> 40}: a table of codes at its segment "
+                                  f"dictionary's place (byte {k & ((1 << 40) - 1)})")
+        r = np.flatnonzero(rest)
+        # (each dictionary asked for once: thousands of blobs and tables name their segment's)
+        keys, inv = unique(np.concatenate([(seg[r].astype(np.int64) << 40) | (enc[r] >> 8), sk]), return_inverse=True)
+        inv = inv.reshape(-1)
+        dicts = dstart = dlen = None
+        tdstart, tdlen = np.zeros(len(tkeys), np.int64), np.zeros(len(tkeys), np.int64)
+        if len(keys):
+            dicts, _, ds, dl, _ = self._dictionaries(column, keys >> 40, (keys & ((1 << 40) - 1)) << 8,
+                                                     np.ones(len(keys), bool), with_key=False)
+            dstart, dlen = np.zeros(len(seg), np.int64), np.zeros(len(seg), np.int64)
+            dstart[r], dlen[r] = ds[inv[: len(r)]], dl[inv[: len(r)]]
+            tdstart[coded], tdlen[coded] = ds[inv[len(r):]], dl[inv[len(r):]]
+        self.dict_bytes_read += int(tsize.sum())
+        return dicts, dstart, dlen, (tab, tbuf, a2 + h, l2 - h, n, tdstart, tdlen)
 
 
 class _Parts:

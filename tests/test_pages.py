@@ -2047,6 +2047,126 @@ def test_decode_blobs_c_equals_numpy_on_blobs_and_on_every_corruption(monkeypatc
         check_decode_blobs_agree(monkeypatch, np.random.default_rng(seed), 120)
 
 
+def tabled_set(rng, stripes: int = 40):
+    """Stripes of ids replayed from a segment dictionary, stored as stripe tables do (DESIGN §1):
+    ``(buf, boff, blen, count, seg_dict, tables, want)``: each stripe's blob holds codes into its
+    own table (DELTA-coded: the table lists the stripe's ids in their first order); a table is a
+    blob of codes into the segment dictionary (a table of codes) or, one in four, of the ids
+    themselves; every fifth stripe has none (its blob's codes index the segment dictionary) and
+    every seventh shares the table of the stripe before it; ``tables`` as ``pages.decode_blobs``
+    takes them, over a buffer of their own."""
+    sd = np.unique(rng.integers(-(1 << 62), 1 << 62, 3000))
+    blobs, tabs, tab, want, tdl = [], [], [], [], []
+    for s in range(stripes):
+        n = int(rng.choice([1, 7, 8, 9, 127, 128, 129, 300, 1000]))
+        if s % 7 == 6 and tab and tab[-1] >= 0:  # (the table before: this stripe's ids among its entries)
+            entries = tabs[-1][1]
+            code = rng.integers(0, len(entries), n)
+            want.append(sd[entries[code]] if tabs[-1][0] else entries[code])
+            blobs.append(code)
+            tab.append(tab[-1])
+            continue
+        ids = rng.integers(0, len(sd), max(n // 2, 1))[np.minimum(np.cumsum(rng.random(n) < 0.5), max(n // 2, 1) - 1)]
+        if s % 5 == 4:  # codes straight into the segment dictionary
+            blobs.append(ids)
+            tab.append(-1)
+            want.append(sd[ids])
+            continue
+        first, code = np.unique(ids, return_index=True, return_inverse=True)[1:]
+        order = np.argsort(first)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        entries = ids[np.sort(first)]
+        coded = s % 4 != 3
+        tabs.append((coded, entries if coded else sd[entries]))
+        tab.append(len(tabs) - 1)
+        blobs.append(rank[code.reshape(-1)])
+        want.append(sd[entries[rank[code.reshape(-1)]]])
+    count = np.array([len(b) for b in blobs])
+    buf, boff, blen, _ = pages.encode_stripes(np.concatenate(blobs).astype(np.int64), count, 128, extended=pages.CODES_DELTA)
+    tcnt = np.array([len(e) for _, e in tabs])
+    tbuf, toff, tlen, _ = pages.encode_stripes(np.concatenate([e for _, e in tabs]).astype(np.int64), tcnt, 128,
+                                               extended=pages.CODES)
+    coded = np.array([c for c, _ in tabs])
+    tables = (np.array(tab), tbuf, toff, tlen, tcnt, np.zeros(len(tabs), np.int64), np.where(coded, len(sd), 0))
+    return buf, boff, blen, count, sd, tables, np.concatenate(want)
+
+
+def test_decode_blobs_with_tables_c_equals_numpy(monkeypatch, decoder):
+    """Blobs whose codes index stripe tables decoded just before them (``tables``: the C decoder's
+    ``gm_decode_tabled``, no table written out; NumPy's, the tables first, then the blobs): tables of
+    codes into the segment dictionary and of values, tables shared by consecutive blobs, blobs with
+    none, each to a caller's place; C and NumPy give the stripes' values, and on flipped bytes of
+    the blobs or of the tables, a table cut short or one entry short, the same values or both a
+    ``CorruptionError``."""
+    if decoder != "native":
+        pytest.skip("compares the C decoder with NumPy's: runs once, with the C decoder")
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        buf, boff, blen, count, sd, tables, want = tabled_set(rng)
+        dlen = np.where(tables[0] < 0, len(sd), 0)
+        args = (buf, boff, blen, count, 128, sd, np.zeros(len(count), np.int64), dlen)
+        a, b = both_decoders(monkeypatch, *args, tables=tables)
+        assert a.tolist() == b.tolist() == want.tolist()
+        order = rng.permutation(len(count))
+        dst = np.empty(len(count), np.int64)
+        dst[order] = np.cumsum(count[order] + 2) - count[order]
+        for got in both_decoders(monkeypatch, *args, tables=tables, out=np.full(int((count + 2).sum()), -7, np.int64),
+                                 dst=dst):
+            assert got[ranges(dst, count)].tolist() == want.tolist() and (got == -7).sum() == 2 * len(count)
+        raised = 0
+        for t in range(60):
+            bb, tb, tl, tc = buf.copy(), tables[1].copy(), tables[3].copy(), tables[4].copy()
+            if t % 6 == 0:
+                tl[rng.integers(len(tl))] -= int(rng.integers(1, 5))  # a table cut short
+            elif t % 6 == 1:
+                tc[rng.integers(len(tc))] -= 1  # a table one entry short of its blob
+            else:
+                for at in rng.integers(0, len(bb) if t % 2 else len(tb), int(rng.integers(1, 4))):
+                    (bb if t % 2 else tb)[at] ^= np.uint8(1 << int(rng.integers(8)))
+            bad = (tables[0], tb, tables[2], np.maximum(tl, 0), np.maximum(tc, 1), *tables[5:])
+            a, b = both_decoders(monkeypatch, bb, *args[1:], tables=bad, where="fuzz")
+            if isinstance(a, CorruptionError) or isinstance(b, CorruptionError):
+                assert isinstance(a, CorruptionError) and isinstance(b, CorruptionError), (seed, t, a, b)
+                raised += 1
+            else:
+                assert a.tolist() == b.tolist(), (seed, t)
+        assert raised > 15
+    with pytest.raises(ValueError):  # (a blob naming a table that is not there)
+        pages.decode_blobs(*args, tables=(np.full(len(count), len(tables[4])), *tables[1:]))
+
+
+def test_delta_codes_with_and_without_avx512(decoder):
+    """DELTA blocks of codes (a stripe table's, ``CODES_DELTA``: ids replayed, or first seen in
+    order), their prefix sum in vectors with AVX-512 (``gm_prefix_x512``, then the lookups unchecked
+    where the largest code is below the dictionary's size) and in the scalar chain, decode alike,
+    in blocks of every length mod 8; a dictionary one entry short of the largest code is a
+    ``CorruptionError`` both ways."""
+    code = _CHILD + (
+        "from gpumat.core.errors import CorruptionError\n"
+        "rng = np.random.default_rng(5)\n"
+        "h, bad, delta = hashlib.sha256(), 0, 0\n"
+        "for n in (1000, 3001, 3007, 6000):\n"
+        "    new = np.cumsum(rng.random(n) < 0.5)\n"
+        "    for x in (np.where(rng.random(n) < 0.7, new, (rng.random(n) * new).astype(np.int64)),\n"
+        "              np.cumsum(rng.integers(0, 3, n))):\n"
+        "        r, off, nb, _ = pages.encode_stripes(x.astype(np.int64), np.array([n]), 128, extended=pages.CODES_DELTA)\n"
+        "        tags = r[off[0] : off[0] + -(-n // 128)] & 0x7F\n"
+        "        delta += int(((tags >= 67) & (tags <= 69)).sum() + ((tags >= 73) & (tags <= 74)).sum())\n"
+        "        for D in (int(x.max()) + 1, int(x.max()) + 40):\n"
+        "            d = rng.integers(-(1 << 62), 1 << 62, D)\n"
+        "            got = pages.decode_blobs(r, off, nb, [n], 128, d, [0], [D])\n"
+        "            assert got.tolist() == d[x].tolist(), (D, n)\n"
+        "            h.update(got.tobytes())\n"
+        "        try:\n"
+        "            pages.decode_blobs(r, off, nb, [n], 128, d, [0], [int(x.max())])\n"
+        "        except CorruptionError:\n"
+        "            bad += 1\n"
+        "assert delta > 40, delta\n"
+        "print(bad, delta, h.hexdigest())\n")
+    with_and_without_avx512(decoder, code, 7)
+
+
 def test_classes_codes_past_their_dictionary_by_one(monkeypatch, decoder):
     """CLASSES blocks of dictionary codes: the tail class's range reaches past the dictionary, the
     codes do not. The C decoder then looks them up unchecked, from the largest code of the highest
