@@ -247,6 +247,7 @@ class VersionReader:
         self._lent: dict = {}  # ``borrowed``, per column
         self._dsarr: dict = {}  # per column, ``_dict_sizes`` as arrays: (keys sorted, stored bytes, kept once read: 1, or 2 where small)
         self._drow: dict = {}  # per column, each directory row's dictionary: its index in ``_dsarr``'s keys, or -1 (``_own_tables``)
+        self._tfacts: dict = {}  # per column, its stripe tables' marks and heads, once read (``_table_facts``)
         self._dcat: tuple | None = None  # the last concatenation of several kept dictionaries: (keys' bytes, it, lens, places)
         self._regions: np.ndarray | None = None  # each segment's blob-region bytes (``_region_bytes``)
         self._meta: _MetaCache | None = None  # large segments' blob heads, once read (``_MetaCache``)
@@ -1469,13 +1470,14 @@ class VersionReader:
         where = self._where3([column], seg)
         reads, fin = self._bytes_request3(seg, off, blen, where)
         isd = (enc & codec.ENC_DICT) != 0
-        own = tkeys = None
+        own = None
         treads: list = []
         if isd.any():  # stripe tables not kept: read with the blobs, each decoded just before its blob
-            own, tkeys, tsize, tab = self._own_tables(column, si, isd)
+            own, u, tab, w = self._own_tables(column, si, isd)
             if own.any():
-                tseg = (tkeys >> 40).astype(np.int64)
-                treads, tfin = self._bytes_request3(tseg, tkeys & ((1 << 40) - 1), tsize, where)
+                tkeys = self._dsarr[column][0][u]
+                treads, tfin = self._bytes_request3((tkeys >> 40).astype(np.int64), tkeys & ((1 << 40) - 1),
+                                                    self._dsarr[column][1][u], where)
         self.store.fetch(reads + treads)
         parts = fin(groups=True)
         io = getattr(self.store, "io", None)
@@ -1484,7 +1486,7 @@ class VersionReader:
         dicts = dstart = dlen = tables = None
         if own is not None and own.any():
             try:
-                dicts, dstart, dlen, tables = self._tables_in_cache(column, seg, enc, isd & ~own, tkeys, tsize, tab,
+                dicts, dstart, dlen, tables = self._tables_in_cache(column, seg, enc, isd & ~own, w, u, tab,
                                                                     *tfin(in_place=True), where)
             except CorruptionError:
                 self._dictionaries(column, seg, enc, isd, with_key=False)  # (names the one at fault)
@@ -1507,17 +1509,17 @@ class VersionReader:
                 raise
         return out
 
-    def _own_tables(self, column: str, si: np.ndarray,
-                    isd: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Of the DICT blobs ``isd`` of directory rows ``si`` in a whole-blob decode, those whose dictionary is a stripe table that is never kept (``_dict_sizes``: the
-        tables of a segment whose tables are too many to keep), which ``_decode_blobs3`` decodes
-        each just before its blob, in the cache (``gm_decode_tabled``), rather than all of them into
-        one array first: ``(own, keys, stored bytes, table of each blob or -1)``."""
+    def _own_tables(self, column: str, si: np.ndarray, isd: np.ndarray) -> tuple:
+        """Of the DICT blobs ``isd`` of directory rows ``si`` in a whole-blob decode, those whose
+        dictionary is a stripe table that is never kept (``_dict_sizes``: the tables of a segment
+        whose tables are too many to keep), which ``_decode_blobs3`` decodes each just before its
+        blob, in the cache (``gm_decode_tabled``), rather than all of them into one array first:
+        ``(own, u, tab, w)``: the tables' indices in ``_dsarr``'s keys, each blob's table (into
+        ``u``) or -1, and each blob's dictionary's index there (-1: none found)."""
         self._dict_sizes(column)
         skeys, ssize, skept = self._dsarr[column]
-        none = np.zeros(0, np.int64)
         if not len(skeys) or not (skept == 0).any():
-            return np.zeros(len(si), bool), none, none, none
+            return np.zeros(len(si), bool), None, None, None
         row = self._drow.get(column)
         if row is None:  # (per directory row, once: a read indexes it by its stripes)
             d = self.directory()
@@ -1530,41 +1532,75 @@ class VersionReader:
         u, inv = unique(w[own], return_inverse=True)
         tab = np.full(len(si), -1, np.int64)
         tab[own] = inv.reshape(-1)
-        return own, skeys[u], ssize[u], tab
+        return own, u, tab, w
 
-    def _tables_in_cache(self, column: str, seg: np.ndarray, enc: np.ndarray, rest: np.ndarray, tkeys: np.ndarray,
-                         tsize: np.ndarray, tab: np.ndarray, tbuf: np.ndarray, tat: np.ndarray, where) -> tuple:
+    def _tables_in_cache(self, column: str, seg: np.ndarray, enc: np.ndarray, rest: np.ndarray, w: np.ndarray,
+                         u: np.ndarray, tab: np.ndarray, tbuf: np.ndarray, tat: np.ndarray, where) -> tuple:
         """``(dicts, dstart, dlen, tables)`` for ``pages.decode_blobs`` (``tables``: the stripe tables
-        ``tkeys``, ``tsize`` stored bytes each, read to ``tbuf[tat:]``, the blobs' ``tab``): the
-        dictionaries of the blobs ``rest`` and the segment dictionaries that tables of codes index,
-        from ``_dictionaries`` (kept, or read now); each table's head parsed here, its mark read
-        (DESIGN §1: a table of codes, into the least dictionary of its segment's column)."""
-        tseg = (tkeys >> 40).astype(np.int64)
-        coded = self._code_tables()[tseg] & (tsize > 1)
-        coded[coded] = tbuf[tat[coded]] == pages.CODE_TABLE_MARK
-        a2, l2 = tat + coded, tsize - coded
-        forms = np.array([e.get("dicts", 1) for _, e in self._files], np.int64)[tseg]
-        n, h = pages.dictionary_heads(tbuf, a2, l2, forms, _Where(lambda: f"{where}: column {column!r}"))
-        skeys = self._dsarr[column][0]
-        sk = skeys[np.searchsorted(skeys, (tkeys[coded] >> 40) << 40)]  # (each segment's least: its dictionary)
-        if (sk == tkeys[coded]).any():
-            k = int(tkeys[coded][sk == tkeys[coded]][0])
-            raise CorruptionError(f"{where}: column {column!r}: segment {k >> 40}: a table of codes at its segment "
-                                  f"dictionary's place (byte {k & ((1 << 40) - 1)})")
+        ``u`` (``_own_tables``), read to ``tbuf[tat:]``, the blobs' ``tab``): the dictionaries of the
+        blobs ``rest`` (``w``: each blob's, as ``_own_tables`` found it) and the segment dictionaries
+        that tables of codes index, from ``_dictionaries`` (kept, or read now). Each table's mark
+        (DESIGN §1: a table of codes, into the least dictionary of its segment's column) and head are
+        read at its first read and kept with the column's keys (``_table_facts``: facts of immutable,
+        verified bytes, as the heads of a large segment's blobs are kept)."""
+        skeys, ssize, _ = self._dsarr[column]
+        coded, n, h, sdi = self._table_facts(column, u, tbuf, tat, where)
+        a2, l2 = tat + coded, ssize[u] - coded
         r = np.flatnonzero(rest)
-        # (each dictionary asked for once: thousands of blobs and tables name their segment's)
-        keys, inv = unique(np.concatenate([(seg[r].astype(np.int64) << 40) | (enc[r] >> 8), sk]), return_inverse=True)
-        inv = inv.reshape(-1)
+        # (each dictionary asked for once: thousands of blobs and tables name their segment's; a blob
+        # whose dictionary is not among the keys asks for its own, which _dictionaries reads as empty)
+        lost = w[r] < 0
+        if lost.any():
+            keys = np.unique(np.concatenate([(seg[r[lost]].astype(np.int64) << 40) | (enc[r[lost]] >> 8),
+                                             skeys[w[r[~lost]]], skeys[sdi[coded]]]))
+            inv = np.searchsorted(keys, np.concatenate([(seg[r].astype(np.int64) << 40) | (enc[r] >> 8), skeys[sdi[coded]]]))
+        else:
+            ki, inv = unique(np.concatenate([w[r], sdi[coded]]), return_inverse=True)
+            keys, inv = skeys[ki], inv.reshape(-1)
         dicts = dstart = dlen = None
-        tdstart, tdlen = np.zeros(len(tkeys), np.int64), np.zeros(len(tkeys), np.int64)
+        tdstart, tdlen = np.zeros(len(u), np.int64), np.zeros(len(u), np.int64)
         if len(keys):
-            dicts, _, ds, dl, _ = self._dictionaries(column, keys >> 40, (keys & ((1 << 40) - 1)) << 8,
-                                                     np.ones(len(keys), bool), with_key=False)
+            one = self.segment(int(keys[0] >> 40)).cached_dictionary(int(keys[0] & ((1 << 40) - 1))) \
+                if len(keys) == 1 else None  # (most often: one segment's, kept)
+            if one is not None:
+                dicts, ds, dl = one, np.zeros(1, np.int64), np.array([len(one)], np.int64)
+            else:
+                dicts, _, ds, dl, _ = self._dictionaries(column, keys >> 40, (keys & ((1 << 40) - 1)) << 8,
+                                                         np.ones(len(keys), bool), with_key=False)
             dstart, dlen = np.zeros(len(seg), np.int64), np.zeros(len(seg), np.int64)
             dstart[r], dlen[r] = ds[inv[: len(r)]], dl[inv[: len(r)]]
             tdstart[coded], tdlen[coded] = ds[inv[len(r):]], dl[inv[len(r):]]
-        self.dict_bytes_read += int(tsize.sum())
+        self.dict_bytes_read += int(ssize[u].sum())
         return dicts, dstart, dlen, (tab, tbuf, a2 + h, l2 - h, n, tdstart, tdlen)
+
+    def _table_facts(self, column: str, u: np.ndarray, tbuf: np.ndarray, tat: np.ndarray, where) -> tuple:
+        """Of the stripe tables ``u`` (indices in ``_dsarr``'s keys), read to ``tbuf[tat:]``: whether
+        each is a table of codes (its mark, in a segment whose tables may be), its entries and head
+        bytes after the mark, and the index of its segment's dictionary (the segment's least key:
+        ``CorruptionError`` for a table of codes at that place). Read once per table, then kept."""
+        skeys, ssize, _ = self._dsarr[column]
+        f = self._tfacts.get(column)
+        if f is None:
+            sdi = np.searchsorted(skeys, (skeys >> 40) << 40)  # (each key's segment's least)
+            f = self._tfacts[column] = (np.zeros(len(skeys), bool), np.zeros(len(skeys), bool),
+                                        np.zeros(len(skeys), np.int64), np.zeros(len(skeys), np.int64), sdi)
+        known, coded, n, h, sdi = f
+        new = ~known[u]
+        if new.any():
+            j, at, size = u[new], tat[new], ssize[u[new]]
+            tseg = (skeys[j] >> 40).astype(np.int64)
+            c = self._code_tables()[tseg] & (size > 1)
+            c[c] = tbuf[at[c]] == pages.CODE_TABLE_MARK
+            if (c & (sdi[j] == j)).any():
+                k = int(skeys[j[c & (sdi[j] == j)][0]])
+                raise CorruptionError(f"{where}: column {column!r}: segment {k >> 40}: a table of codes at its segment "
+                                      f"dictionary's place (byte {k & ((1 << 40) - 1)})")
+            forms = np.array([e.get("dicts", 1) for _, e in self._files], np.int64)[tseg]
+            nn, hh = pages.dictionary_heads(tbuf, at + c, size - c, forms, _Where(lambda: f"{where}: column {column!r}"))
+            # (the facts before the flag: another thread may find them)
+            coded[j], n[j], h[j] = c, nn, hh
+            known[j] = True
+        return coded[u], n[u], h[u], sdi[u]
 
 
 class _Parts:

@@ -815,3 +815,47 @@ def test_a_flipped_bit_in_a_table_read_in_part_is_caught(tmp_path, monkeypatch):
     from gpumat.ops import decode_gather
 
     assert decode_gather(got, "reference")[0]["item_id"].tolist() == items[sc[0] - 64 : sc[0]].tolist()
+
+
+def test_unkept_tables_decode_in_the_cache(tmp_path, monkeypatch):
+    """A whole-blob read (``decode_stripes``) of a column whose stripe tables are not kept reads them
+    with the blobs and decodes each just before its blob (``gm_decode_tabled``): the values equal the
+    path that decodes every table first, in any stripe order, at every read (the tables' marks and
+    heads are kept after the first); a table whose blob is damaged is a ``CorruptionError`` that
+    names it by its place (the batch path, which decodes the tables apart, finds it)."""
+    if not native.available()[0]:
+        pytest.skip("literal tables are weighed where the C library is built")
+    monkeypatch.setattr(reader, "TABLES_KEPT_BYTES", 0)  # (every table read at each read, as in a large tier)
+    rng = np.random.default_rng(31)
+    sc = rng.integers(40, 600, 30)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    cols = hashed_replays(rng, sc)
+    t.append(pa.table({"user_id": np.repeat(np.arange(len(sc)), sc), **cols}))
+    want = {u: cols["item_id"][np.repeat(np.arange(len(sc)), sc) == u] for u in range(len(sc))}
+    h = Tier.open(t.uri)
+    r, d = h._reader, h.directory()
+    r._dict_sizes("item_id")
+    skeys, _, keep = r._dsarr["item_id"]
+    assert (keep == 0).sum() >= 20 and (keep == 1).sum() == 1
+    calls = []
+    real = native._decode_tabled
+    monkeypatch.setattr(native, "_decode_tabled", lambda *a: calls.append(1) or real(*a))
+    users = d.user_id
+    for si in (np.arange(len(d)), rng.permutation(len(d)), rng.integers(0, len(d), 50)):
+        expect = np.concatenate([want[int(users[s])] for s in si])
+        for _ in range(2):
+            assert r.decode_stripes("item_id", si).tolist() == expect.tolist()
+        with monkeypatch.context() as m:  # (every table decoded first: the batch path's way)
+            m.setattr(reader.VersionReader, "_own_tables", lambda self, c, si, isd: (np.zeros(len(si), bool),) + (None,) * 3)
+            assert r.decode_stripes("item_id", si).tolist() == expect.tolist()
+    assert len(calls) == 6 and r._tfacts["item_id"][0][keep == 0].all()
+    # a table's first block tag made one no release writes: every read of it fails, naming the tables
+    pool, base = r._pool3
+    j = int(np.flatnonzero(keep == 0)[3])
+    coded, n, head, _ = r._table_facts("item_id", np.array([j]), pool, base[skeys[j] >> 40] + (skeys[j] & ((1 << 40) - 1)), "x")
+    bad = pool.copy()
+    bad[base[skeys[j] >> 40] + (skeys[j] & ((1 << 40) - 1)) + int(coded[0]) + int(head[0])] = 0xCC
+    r._pool3 = (bad, base)
+    k = int(skeys[j] & ((1 << 40) - 1))
+    with pytest.raises(CorruptionError, match=f"dictionary at byte {k}: .*a block tag that is not an encoding"):
+        r.decode_stripes("item_id", np.arange(len(d)))
