@@ -18,7 +18,7 @@ the per-column choices as constexpr bit masks, so one compiled kernel serves a t
 
 - ``_history_kernel``: a tile is the intersection of one example's window with one staged block
   (<= block_size values, 128 by default). On a GPU a program is one warp that walks SEQ tiles in
-  turn (unrolled; ``(TP, SEQ, warps)`` by length bucket, ``LAUNCH_BY_BUCKET``, tuned by ``gpumat bench kernels``);
+  turn (unrolled; ``(TP, SEQ, warps[, maxnreg])`` by length bucket, ``LAUNCH_BY_BUCKET``, tuned by ``gpumat bench kernels``);
   lane ``l`` of the warp holds positions ``l, l + 32, l + 64, l + 96`` of a tile. Position ``k + 32 i``
   of a block of width ``w`` starts at bit ``(k + 32 i) * w``, i.e. at 32-bit word ``(k * w >> 5) + i
   * w`` with the same shift ``k * w & 31`` for every ``i``: a lane computes its word, shift and
@@ -730,9 +730,17 @@ def tail_shape(max_tail: int | None, lanes: int, ex_per_prog: int | None = None)
 # the static model calls memory-bound gains nothing from fewer instructions there, so only batches
 # whose mean window is at least 2^SLACK_MIN_BUCKET events take them.
 SLACK_MIN_BUCKET = 14
-LAUNCH_BY_BUCKET: dict[int, tuple[int, int, int]] = {}
-LAUNCH_CHOICES = ((1, 1, 1), (1, 2, 1), (1, 4, 1), (1, 8, 1), (1, 2, 2), (2, 1, 1), (2, 2, 1), (2, 1, 2),
-                  (4, 1, 2), (4, 1, 4))
+# A fourth element caps a thread's registers (ptxas ``maxnreg``). An SM of compute capability 9.0
+# holds at most 32 resident programs, so one-warp programs reach 32 warps an SM only at 64 registers
+# or fewer (65,536 / 32 warps / 32 lanes). With triton 3.6 (the GPU image's) the default (1, 2, 1)
+# takes 66 for the bench column set, hence 28 warps an SM; capped at 64 it compiles without spills
+# to 754 SASS instructions against 743 (+1.5%) and holds 32 (``profiling/maxnreg_static.py``,
+# docs/results/cpu-2026-12-04f/). Not the default: heavier column sets (ts as DELTA PATCH blocks)
+# spill under that cap, and the trade is for a GPU to time. Programs of several warps cost 2.25x the
+# instructions a tile, and spill under any cap that would give them more warps.
+LAUNCH_BY_BUCKET: dict[int, tuple[int, ...]] = {}
+LAUNCH_CHOICES = ((1, 1, 1), (1, 2, 1), (1, 2, 1, 64), (1, 4, 1), (1, 8, 1), (1, 2, 2), (2, 1, 1), (2, 2, 1),
+                  (2, 1, 2), (4, 1, 2), (4, 1, 4))
 
 
 def len_bucket(staged) -> int:
@@ -749,8 +757,20 @@ def len_bucket(staged) -> int:
     return max(int(staged.known_total // B).bit_length() - 1, 0)
 
 
-def launch_for(bucket: int) -> tuple[int, int, int]:
-    """``(TP, SEQ, warps)`` of the history kernel for a batch of length bucket ``bucket``."""
+def history_options(warps: int, maxnreg: int = 0, wide: bool = False) -> dict:
+    """The compile options of a history program: ``num_warps``, and ``maxnreg`` (ptxas's cap on
+    registers a thread) where a launch's fourth element sets one, for a batch of no wide column
+    (``wide``: a block over 32 bits, whose 3-word path takes more registers: 72 for the bench column
+    set, which spills under 64 with triton 3.9).
+
+    >>> history_options(1), history_options(1, 64), history_options(1, 64, wide=True)
+    ({'num_warps': 1}, {'num_warps': 1, 'maxnreg': 64}, {'num_warps': 1})
+    """
+    return {"num_warps": warps, "maxnreg": maxnreg} if maxnreg and not wide else {"num_warps": warps}
+
+
+def launch_for(bucket: int) -> tuple[int, ...]:
+    """``(TP, SEQ, warps[, maxnreg])`` of the history kernel for a batch of length bucket ``bucket``."""
     return LAUNCH_BY_BUCKET.get(bucket, (GPU_TILES_PER_PROG, GPU_TILES_SEQ, HISTORY_WARPS))
 
 
@@ -770,7 +790,7 @@ def _autotuned():
     if _DEFINED_INTERPRETED or not _autotune_requested():
         return None
     if not _AUTOTUNED:
-        configs = [triton.Config({"TILES_PER_PROG": tp, "SEQ": q}, num_warps=w) for tp, q, w in LAUNCH_CHOICES]
+        configs = [triton.Config({"TILES_PER_PROG": c[0], "SEQ": c[1]}, **history_options(*c[2:])) for c in LAUNCH_CHOICES]
         _AUTOTUNED.append(triton.autotune(configs=configs, key=["len_bucket", "NCOL", "STORE_MASK", "PADDED"])(
             _history_kernel))
     return _AUTOTUNED[0]
@@ -966,15 +986,18 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
     bucket = len_bucket(staged)
     tuned = False
     if launch is not None:
-        tp, seq, warps = (int(x) for x in launch)
-        if min(tp, seq, warps) < 1 or warps & (warps - 1) or tp & (tp - 1):
-            raise GpumatError(f"launch (TP, SEQ, warps) = {tuple(launch)}: each >= 1, TP and warps powers of two")
+        if len(launch) not in (3, 4):
+            raise GpumatError(f"launch {tuple(launch)}: (TP, SEQ, warps) or (TP, SEQ, warps, maxnreg)")
+        tp, seq, warps, maxnreg = (int(x) for x in (*launch, 0)[:4])
+        if min(tp, seq, warps) < 1 or warps & (warps - 1) or tp & (tp - 1) or not (maxnreg == 0 or 16 <= maxnreg <= 255):
+            raise GpumatError(f"launch (TP, SEQ, warps[, maxnreg]) = {tuple(launch)}: each >= 1, TP and warps powers "
+                              "of two, maxnreg 16..255")
     elif tiles_per_prog is not None:
-        tp, seq, warps = tiles_per_prog, (GPU_TILES_SEQ if tiles_per_prog == 1 else 1), HISTORY_WARPS
+        tp, seq, warps, maxnreg = tiles_per_prog, (GPU_TILES_SEQ if tiles_per_prog == 1 else 1), HISTORY_WARPS, 0
     elif _DEFINED_INTERPRETED:
-        tp, seq, warps = tp0, 1, HISTORY_WARPS
+        tp, seq, warps, maxnreg = tp0, 1, HISTORY_WARPS, 0
     else:
-        tp, seq, warps = launch_for(bucket)
+        tp, seq, warps, maxnreg = (*launch_for(bucket), 0)[:4]
         tuned = _autotuned() is not None
     epp, tb, tail_loop = tail_shape(staged.known_max_tail, lanes, ex_per_prog)
     # Lanes per tile row: the block size (a power of two, DESIGN §2) up to a cap that keeps the
@@ -1006,7 +1029,7 @@ def _launch(staged, values, viol, out, shape, dev, padded_width, pad_value, tile
                 *args, len_bucket=bucket, **kw)
         else:
             _history_kernel[(triton.cdiv(T, tp * seq),)](*args, len_bucket=bucket, TILES_PER_PROG=tp, SEQ=seq,
-                                                         num_warps=warps, **kw)
+                                                         **history_options(warps, maxnreg, wide_mask != 0), **kw)
     if n_tail and B > 0:
         _tail_kernel[(triton.cdiv(B, epp),)](
             tuple(tails), tuple(outs), staged.offsets, staged.hist_len, staged.tail_src, staged.tail_len,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Profile the fused history kernel of one `gpumat bench kernels` tenant under Nsight Compute, one
-# warmed run per launch (TP, SEQ, warps) named (profiling/ncu_launches.py).
+# warmed run per launch (TP, SEQ, warps[, maxnreg]) named (profiling/ncu_launches.py).
 #
 # What to read: DRAM throughput against peak and the bytes DRAM really moved (against the bench's
 # count), achieved against theoretical occupancy, the warp stall reasons per issued instruction

@@ -22,7 +22,7 @@ from gpumat.kernels import triton_decode_gather as tdg
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tenant", default="long", choices=[t[0] for t in bk.TENANTS])
-    ap.add_argument("--launches", nargs="+", default=["1,2,1"], help="(TP, SEQ, warps) triples, e.g. 1,2,1 2,1,1")
+    ap.add_argument("--launches", nargs="+", default=["1,2,1"], help="(TP, SEQ, warps[, maxnreg]) launches, e.g. 1,2,1 1,2,1,64 2,1,1")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the tenant's batch size")
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args(argv)

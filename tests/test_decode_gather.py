@@ -1063,17 +1063,21 @@ def test_one_warp_programs_walking_several_tiles(seq, monkeypatch):
         check_all(staged, expected, exp_viol, padded_width=pw, launch={"tiles_per_prog": 1})
 
 
-@pytest.mark.parametrize("launch", [(2, 3, 1), (4, 2, 2), (2, 1, 2)])
+@pytest.mark.parametrize("launch", [(2, 3, 1), (4, 2, 2), (2, 1, 2), (1, 3, 1, 64)])
 def test_groups_of_tiles_walked_in_turn(launch):
-    """Every launch the tuner may pick (TP tiles side by side, SEQ groups in turn): the last
-    program partly empty, padded and jagged, with the leakage check."""
+    """Every launch the tuner may pick (TP tiles side by side, SEQ groups in turn, a cap on
+    registers, which the interpreter does not apply): the last program partly empty, padded and
+    jagged, with the leakage check; a launch of another shape is refused."""
     from gpumat.kernels.triton_decode_gather import LAUNCH_CHOICES
 
-    assert all(len(c) == 3 for c in LAUNCH_CHOICES)
+    assert all(len(c) in (3, 4) for c in LAUNCH_CHOICES) and any(len(c) == 4 for c in LAUNCH_CHOICES)
     staged, expected, exp_viol = random_batch(27, 9, 300, 900, 20, ("item", "act", "ts"), True)
     check_all(staged, expected, exp_viol, launch={"launch": launch})
     pw = int(np.diff(staged.offsets).max()) + 2
     check_all(staged, expected, exp_viol, padded_width=pw, launch={"launch": launch})
+    for bad in ((1, 2), (1, 2, 1, 8), (1, 2, 3), (1, 2, 1, 64, 0)):
+        with pytest.raises(GpumatError, match="launch"):
+            run_triton(staged, launch={"launch": bad})
 
 
 def test_narrow_columns_take_the_32_bit_path():

@@ -284,7 +284,7 @@ def tune_launch(dev_staged, per_call_bytes: int, expect, rounds: int = 2) -> dic
                     values, viol = run()
                     if not (all(torch.equal(values[k], expect[0][k]) for k in expect[0])
                             and torch.equal(viol != 0, expect[1])):
-                        raise GpumatError(f"launch (TP, SEQ, warps) = {c} disagrees with the default launch")
+                        raise GpumatError(f"launch (TP, SEQ, warps[, maxnreg]) = {c} disagrees with the default launch")
                     del values, viol
                 t = time_device(run, per_call_bytes, target_ms=5, replays=3)
             except Exception as e:  # noqa: BLE001 - the other launches are still measured

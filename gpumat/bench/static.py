@@ -39,13 +39,14 @@ def _tools():
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
 
-def _compile(fn, arch: int, sig: dict, consts: dict, num_warps: int) -> dict:
+def _compile(fn, arch: int, sig: dict, consts: dict, options: dict) -> dict:
     """Compile one configuration; ``{"regs", "local_bytes", "stack_bytes", "text"}``, ``text`` the
     kernel's machine code (``_disassemble`` reads it, for all configurations of an arch at once).
 
     ``sig``: the type of every non-constexpr argument (``"*i64"``, ``"i64"``, or a tuple of them for a
     tuple argument, ``"constexpr"`` for an element Triton makes a constant); ``consts``: the
-    constexpr values, by name or, for a tuple's element, by ``(name, index)``."""
+    constexpr values, by name or, for a tuple's element, by ``(name, index)``; ``options``: the
+    compile options the launcher passes (``num_warps``, and ``maxnreg`` where it caps registers)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -53,7 +54,7 @@ def _compile(fn, arch: int, sig: dict, consts: dict, num_warps: int) -> dict:
     full = {name: sig.get(name, "constexpr") for name in fn.arg_names}
     path = lambda n: (fn.arg_names.index(n[0]), n[1]) if isinstance(n, tuple) else (fn.arg_names.index(n),)  # noqa: E731
     src = ASTSource(fn=fn, signature=full, constexprs={path(n): v for n, v in consts.items()})
-    ck = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+    ck = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(options))
     cubin = ck.asm["cubin"]
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
@@ -215,7 +216,8 @@ def _compile_config(job) -> dict:
         sig = {"hdrs": ("*i64",) * n, "words": ("*i32",) * n, "outs": outs, "nwords": ("i32",) * n,
                "dicts": ("*i64",) * n, "ndicts": ("i32",) * n}
         patch, run, nobits, dict_mask, delta, radix, lender, borrow = aux_key(aux)
-        tp, seq, warps = launch[0] if launch else (k.GPU_TILES_PER_PROG, k.GPU_TILES_SEQ, k.HISTORY_WARPS)
+        tp, seq, warps, maxnreg = (*launch[0], 0)[:4] if launch else (k.GPU_TILES_PER_PROG, k.GPU_TILES_SEQ,
+                                                                    k.HISTORY_WARPS, 0)
         consts.update(OUT64_MASK=masks["OUT64_MASK"], WIDE_MASK=masks["WIDE_MASK"], PATCH_MASK=patch,
                       RUN_MASK=run, NOBITS_MASK=nobits, DICT_MASK=dict_mask, DELTA_MASK=delta, RADIX_MASK=radix,
                       LENDER=lender - 1, BORROW_MASK=borrow,
@@ -235,11 +237,11 @@ def _compile_config(job) -> dict:
     sig.update({a: "*i64" for a in fn.arg_names if a.endswith("_ptr")}, viol_ptr="*i32")
     # sizes below 2^31 reach the kernel as i32 (Triton types a Python int by its value)
     sig.update({a: "i32" for a in fn.arg_names if a.startswith("n_") or a in ("width", "len_bucket")})
-    info = _compile(fn, arch, sig, consts, warps)
+    info = _compile(fn, arch, sig, consts, k.history_options(warps, maxnreg, wide) if kernel != "tail" else {"num_warps": warps})
     info.update(kernel=kernel, arch=f"sm_{arch}", columns=[list(c) for c in cols], inclusive=inclusive,
                 padded=padded, wide=wide, loop=loop, aux=list(aux), num_warps=warps, per_program=per_program)
     if kernel != "tail":
-        info["launch"] = [tp, seq, warps]
+        info["launch"] = [tp, seq, warps] + ([maxnreg] if maxnreg else [])
     return info
 
 
