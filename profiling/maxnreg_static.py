@@ -7,10 +7,10 @@ launch ``(TP, SEQ, warps)`` and register cap. Warps an SM: the least of the regi
 (65,536 registers, a warp's allocated 256 at a time, whole programs), 32 resident programs (compute
 capability 9.0's block limit) and 64.
 
-    python profiling/maxnreg_static.py [--launches 1,1,1 1,2,1 2,1,2 4,1,4] [--caps -1 0 64 56 48 40 32]
+    python profiling/maxnreg_static.py [--launches 1,1,1 1,2,1 2,1,2 4,1,4] [--caps 0 64 56 48 40 32]
 
-``--caps``: -1 the launcher's own options (``history_options``: ``HISTORY_MAXNREG`` for one-warp
-programs), 0 no cap, else that cap.
+``--caps``: 0 no cap (the launcher's three-element launches), else that cap (a fourth element,
+``LAUNCH_CHOICES``' ``(1, 2, 1, 64)``).
 
 Run it with the triton to study (the GPU image has 3.6: a venv with ``pip install triton==3.6.0``).
 """
@@ -23,8 +23,7 @@ import argparse
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--launches", nargs="+", default=["1,1,1", "1,2,1", "2,1,2", "4,1,4"])
-    ap.add_argument("--caps", nargs="+", type=int, default=[-1, 0, 64, 56, 48, 40, 32],
-                    help="-1: the launcher's; 0: no cap")
+    ap.add_argument("--caps", nargs="+", type=int, default=[0, 64, 56, 48, 40, 32], help="0: no cap")
     args = ap.parse_args()
 
     import triton
@@ -36,9 +35,8 @@ def main() -> None:
 
     def capped(src, target=None, options=None):  # (the static check's compile, with the cap)
         options = dict(options or {})
-        if cap[0] == 0:
-            options.pop("maxnreg", None)
-        elif cap[0] > 0:
+        options.pop("maxnreg", None)
+        if cap[0]:
             options["maxnreg"] = cap[0]
         return compile_(src, target=target, options=options)
 
@@ -55,7 +53,7 @@ def main() -> None:
             st._disassemble(90, [info])
             per_warp = -(-info["regs"] * 32 // 256) * 256  # (registers are allocated a warp at a time, 256 at once)
             per_sm = min(64, 65536 // (per_warp * warps) * warps, 32 * warps)
-            print(f"{launch:>10}{'own' if c < 0 else c or '-':>9}{info['regs']:>6}{info['stack_bytes']:>9}{info['local_bytes']:>9}"
+            print(f"{launch:>10}{c or '-':>9}{info['regs']:>6}{info['stack_bytes']:>9}{info['local_bytes']:>9}"
                   f"{info['sass_instructions']:>7}{info['sass_instructions'] * warps / (tp * seq):>11.0f}{per_sm:>10}")
 
 
