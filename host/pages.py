@@ -2584,6 +2584,8 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     if tables is not None:
         tables = (np.ascontiguousarray(tables[0], np.int64).reshape(-1), np.ascontiguousarray(tables[1], np.uint8)) \
             + tuple(np.ascontiguousarray(a, np.int64).reshape(-1) for a in tables[2:])
+        if dicts is None and (tables[6] != 0).any():
+            raise ValueError("decode_blobs: tables of codes (tdlen > 0) need the dictionaries they index (dicts)")
     if native.available()[0]:  # (it checks every output position itself)
         bad, why, *table = native.decode_blobs(np.ascontiguousarray(buf, dtype=np.uint8), boff, blen, count,
                                                dst, block_size, out, dicts, dstart, dlen,

@@ -1514,8 +1514,8 @@ class VersionReader:
         dictionary is a stripe table that is never kept (``_dict_sizes``: the tables of a segment
         whose tables are too many to keep), which ``_decode_blobs3`` decodes each just before its
         blob, in the cache (``gm_decode_tabled``), rather than all of them into one array first:
-        ``(own, u, tab, w)``: the tables' indices in ``_dsarr``'s keys, each blob's table (into
-        ``u``) or -1, and each blob's dictionary's index there (-1: none found)."""
+        ``(own, u, tab, w)``: those blobs (a mask), the tables' indices in ``_dsarr``'s keys, each
+        blob's table (into ``u``) or -1, and each blob's dictionary's index there (-1: none found)."""
         self._dict_sizes(column)
         skeys, ssize, skept = self._dsarr[column]
         if not len(skeys) or not (skept == 0).any():
