@@ -1558,7 +1558,8 @@ __attribute__((target("avx512f"))) static uint64_t gm_max_x512(const uint64_t *o
 /* a DELTA block's line and prefix sum, 8 values a vector: o[i] becomes b0 + s0 i + o[0] + .. + o[i]
  * (mod 2^64, as gm_finish's scalar chain) by three shifted adds within the vector and its carry from
  * the one before; returns the largest of them, so that codes proven below their dictionary's size
- * are looked up with no check (the scalar chain checks each code as it adds it) */
+ * are looked up with no check (the scalar chain checks each code as it adds it). A timestamp
+ * column's DELTA PATCH blocks take it too (ML-1M's `ts`: 0.954 of the C time) */
 __attribute__((target("avx512f"))) static uint64_t gm_prefix_x512(uint64_t *o, int64_t cnt, uint64_t b0, uint64_t s0) {
     const __m512i z = _mm512_setzero_si512(), step = _mm512_set1_epi64((long long)s0), last = _mm512_set1_epi64(7);
     __m512i carry = _mm512_set1_epi64((long long)(b0 - s0)), mx = z;
@@ -1611,6 +1612,12 @@ __attribute__((target("avx512f"))) static int gm_finish_x512(uint64_t *o, int64_
 static inline int gm_finish(uint64_t *o, int64_t cnt, int delta, uint64_t b0, uint64_t s0, const gm_dict *dc,
                             int below) {
     if (!dc->D) {
+#if GM_X512
+        if (gm_fast_x512()) {
+            gm_prefix_x512(o, cnt, b0, s0);
+            return 0;
+        }
+#endif
         uint64_t acc = b0 - s0; /* (the line's step is added with each value: one add on the chain) */
         for (int64_t i = 0; i < cnt; i++) o[i] = acc += o[i] + s0;
         return 0;

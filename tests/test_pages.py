@@ -2143,11 +2143,11 @@ def test_decode_blobs_with_tables_c_equals_numpy(monkeypatch, decoder):
 
 
 def test_delta_codes_with_and_without_avx512(decoder):
-    """DELTA blocks of codes (a stripe table's, ``CODES_DELTA``: ids replayed, or first seen in
-    order), their prefix sum in vectors with AVX-512 (``gm_prefix_x512``, then the lookups unchecked
-    where the largest code is below the dictionary's size) and in the scalar chain, decode alike,
-    in blocks of every length mod 8; a dictionary one entry short of the largest code is a
-    ``CorruptionError`` both ways."""
+    """DELTA blocks (a stripe table's codes, ``CODES_DELTA``: ids replayed, or first seen in order),
+    their prefix sum in vectors with AVX-512 (``gm_prefix_x512``, then the lookups unchecked where
+    the largest code is below the dictionary's size) and in the scalar chain, decode alike as
+    values and as codes, in blocks of every length mod 8; a dictionary one entry short of the
+    largest code is a ``CorruptionError`` both ways."""
     code = _CHILD + (
         "from gpumat.core.errors import CorruptionError\n"
         "rng = np.random.default_rng(5)\n"
@@ -2159,6 +2159,9 @@ def test_delta_codes_with_and_without_avx512(decoder):
         "        r, off, nb, _ = pages.encode_stripes(x.astype(np.int64), np.array([n]), 128, extended=pages.CODES_DELTA)\n"
         "        tags = r[off[0] : off[0] + -(-n // 128)] & 0x7F\n"
         "        delta += int(((tags >= 67) & (tags <= 69)).sum() + ((tags >= 73) & (tags <= 74)).sum())\n"
+        "        got = pages.decode_blobs(r, off, nb, [n], 128)\n"
+        "        assert got.tolist() == x.tolist(), n\n"
+        "        h.update(got.tobytes())\n"
         "        for D in (int(x.max()) + 1, int(x.max()) + 40):\n"
         "            d = rng.integers(-(1 << 62), 1 << 62, D)\n"
         "            got = pages.decode_blobs(r, off, nb, [n], 128, d, [0], [D])\n"
