@@ -32,12 +32,16 @@ def test_static_check_compiles_every_configuration_without_spills(tmp_path):
     for name in ("short", "mid", "long"):
         t = s["tenants"][name]
         assert t["warp_instructions_per_event"] > 0 and t["issue_floor_us"] > 0 and t["dram_floor_us"] > 0
+        # one-warp programs: at most 32 warps an SM (32 resident programs), fewer past 64 registers
+        assert (t["history_warps_per_sm"] == 32) == (t["history_registers"] <= 64) and t["history_warps_per_sm"] <= 32
         # the bench batches hold item_id as DICT blocks, as the bench tier stores it: one gather more than FOR
         assert s["tenants_item_for"][name]["warp_instructions_per_event"] < t["warp_instructions_per_event"]
         # two attributes borrowing item_id's codes: decoded once, they cost less than decoded each
         once, each = s["tenants_borrowed"][name], s["tenants_borrowed_decoded"][name]
         assert once["bytes_moved"] == each["bytes_moved"] and once["warp_instructions"] < each["warp_instructions"]
     assert "warp-instr/event" in proc.stdout and "borrowing item_id's codes, decoded once" in proc.stdout
+    capped = next(c for c in s["launch_candidates"] if len(c["launch"]) == 4)  # (the bench batches: narrow blocks)
+    assert all(t["history_registers"] <= capped["launch"][3] and t["warps_per_sm"] == 32 for t in capped["tenants"].values())
 
 
 def test_synthetic_batches_decode_alike_on_every_host_backend():

@@ -299,6 +299,18 @@ def staged_launch(staged, borrow: bool = True) -> tuple:
     return kname, masks[1] != 0, aux, staged.max_tail > 16
 
 
+def warps_per_sm(regs: int, warps: int) -> int:
+    """Warps an SM holds of programs of ``warps`` warps and ``regs`` registers a thread (sm_90): the
+    least of what the register file holds (65,536, a warp's allocated 256 at a time, whole
+    programs), 32 resident programs (compute capability 9.0's limit) and 64 warps.
+
+    >>> warps_per_sm(64, 1), warps_per_sm(66, 1), warps_per_sm(40, 2), warps_per_sm(128, 4)
+    (32, 28, 50, 16)
+    """
+    per_warp = -(-regs * 32 // 256) * 256
+    return min(64, 65536 // (per_warp * warps) * warps, 32 * warps)
+
+
 def staged_cost(staged, hist: dict, tail: dict) -> dict:
     """Warp-instructions (an event too), issue floor and DRAM floor of host batch ``staged`` under the
     compiled history and tail configurations ``hist`` and ``tail``."""
@@ -313,6 +325,8 @@ def staged_cost(staged, hist: dict, tail: dict) -> dict:
            "issue_floor_us": wi / (IPC * SMS * CLOCK_HZ) * 1e6, "bytes_moved": int(moved),
            "dram_floor_us": moved / DRAM_BPS * 1e6}
     out["issue_over_dram"] = out["issue_floor_us"] / out["dram_floor_us"]
+    out["history_registers"] = hist["regs"]
+    out["history_warps_per_sm"] = warps_per_sm(hist["regs"], hist["num_warps"])
     return out
 
 
@@ -354,7 +368,9 @@ def static_report(tenants) -> dict:
                            "spills": any(c["local_bytes"] or c["stack_bytes"] for c in hist),
                            "sass_instructions": max(c["sass_instructions"] for c in hist),
                            "tenants": {n: {"warp_instructions_per_event": v["warp_instructions_per_event"],
-                                           "issue_over_dram": v["issue_over_dram"]} for n, v in costs.items()}})
+                                           "issue_over_dram": v["issue_over_dram"],
+                                           "history_registers": v["history_registers"],
+                                           "warps_per_sm": v["history_warps_per_sm"]} for n, v in costs.items()}})
     return {"static": {"arch": "sm_90", "triton": triton.__version__, "kernels": configs,
                        "launch_candidates": candidates,
                        "default_launch": [k.GPU_TILES_PER_PROG, k.GPU_TILES_SEQ, k.HISTORY_WARPS],
@@ -387,15 +403,19 @@ def print_static(r: dict) -> None:
     for (kname, arch), ns in sorted(by.items()):
         sass = [c["sass_instructions"] for c in s["kernels"] if c["kernel"] == kname and c["arch"] == arch]
         print(f"  {kname:<16}{arch}: {min(ns)}-{max(ns)} registers, {min(sass)}-{max(sass)} SASS instructions")
-    print("\nhistory launch candidates (TP, SEQ, warps), sm_90: registers; warp-instr/event and issue/DRAM per tenant")
+    print("\nhistory launch candidates (TP, SEQ, warps[, maxnreg]), sm_90: registers (the most of any batch), the bench"
+          " batches' registers and warps an SM; warp-instr/event and issue/DRAM per tenant")
     for c in s.get("launch_candidates", []):
         per = "  ".join(f"{n} {t['warp_instructions_per_event']:.2f} / {t['issue_over_dram']:.2f}" for n, t in c["tenants"].items())
+        occ = "/".join(sorted({f"{t['history_registers']} regs {t['warps_per_sm']} warps" for t in c["tenants"].values()}))
         mark = " (default)" if c["launch"] == s.get("default_launch") else ""
-        print(f"  {tuple(c['launch'])!s:<11}{c['regs']:>4} regs{' SPILLS' if c['spills'] else ''}  {per}{mark}")
-    print(f"\n{'tenant':>7}{'events':>11}{'warp-instr/event':>18}{'issue floor us':>16}{'DRAM floor us':>15}{'issue/DRAM':>12}")
+        print(f"  {tuple(c['launch'])!s:<14}{c['regs']:>4} regs{' SPILLS' if c['spills'] else ''} ({occ})  {per}{mark}")
+    print(f"\n{'tenant':>7}{'events':>11}{'warp-instr/event':>18}{'issue floor us':>16}{'DRAM floor us':>15}{'issue/DRAM':>12}"
+          f"{'regs':>6}{'warps/SM':>10}")
     for name, t in s["tenants"].items():
         print(f"{name:>7}{t['events']:>11}{t['warp_instructions_per_event']:>18.2f}{t['issue_floor_us']:>16.1f}"
-              f"{t['dram_floor_us']:>15.1f}{t['issue_over_dram']:>12.2f}")
+              f"{t['dram_floor_us']:>15.1f}{t['issue_over_dram']:>12.2f}{t.get('history_registers', 0):>6}"
+              f"{t.get('history_warps_per_sm', 0):>10}")
     if "tenants_without_patch" in s:
         print("  without DICT or PATCH blocks (item_id 24-bit, action 3-bit FOR): " + ", ".join(
             f"{n} {t['warp_instructions_per_event']:.2f} ({t['issue_over_dram']:.2f})" for n, t in s["tenants_without_patch"].items()))
