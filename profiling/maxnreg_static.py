@@ -3,9 +3,8 @@
 
 The long bench tenant's configuration (``gpumat.bench.static``: the bench column set, item ids as DICT
 codes, actions as PATCH blocks, jagged, strict check, narrow blocks, unmasked loads) under each
-launch ``(TP, SEQ, warps)`` and register cap. Warps an SM: the least of the register file's
-(65,536 registers, a warp's allocated 256 at a time, whole programs), 32 resident programs (compute
-capability 9.0's block limit) and 64.
+launch ``(TP, SEQ, warps)`` and register cap. Warps an SM: ``gpumat.bench.static.warps_per_sm`` (the
+register file's, 32 resident programs, at most 64).
 
     python profiling/maxnreg_static.py [--launches 1,1,1 1,2,1 2,1,2 4,1,4] [--caps 0 64 56 48 40 32]
 
@@ -51,8 +50,7 @@ def main() -> None:
             cap[0] = c
             info = st._compile_config(job + ((tp, seq, warps),))
             st._disassemble(90, [info])
-            per_warp = -(-info["regs"] * 32 // 256) * 256  # (registers are allocated a warp at a time, 256 at once)
-            per_sm = min(64, 65536 // (per_warp * warps) * warps, 32 * warps)
+            per_sm = st.warps_per_sm(info["regs"], warps)
             print(f"{launch:>10}{c or '-':>9}{info['regs']:>6}{info['stack_bytes']:>9}{info['local_bytes']:>9}"
                   f"{info['sass_instructions']:>7}{info['sass_instructions'] * warps / (tp * seq):>11.0f}{per_sm:>10}")
 
