@@ -821,8 +821,9 @@ def test_unkept_tables_decode_in_the_cache(tmp_path, monkeypatch):
     """A whole-blob read (``decode_stripes``) of a column whose stripe tables are not kept reads them
     with the blobs and decodes each just before its blob (``gm_decode_tabled``): the values equal the
     path that decodes every table first, in any stripe order, at every read (the tables' marks and
-    heads are kept after the first); a table whose blob is damaged is a ``CorruptionError`` that
-    names it by its place (the batch path, which decodes the tables apart, finds it)."""
+    heads are kept after the first), from a pooled segment and from one read by ranges; a table
+    whose blob is damaged is a ``CorruptionError`` that names it by its place (the batch path, which
+    decodes the tables apart, finds it)."""
     if not native.available()[0]:
         pytest.skip("literal tables are weighed where the C library is built")
     monkeypatch.setattr(reader, "TABLES_KEPT_BYTES", 0)  # (every table read at each read, as in a large tier)
@@ -849,6 +850,12 @@ def test_unkept_tables_decode_in_the_cache(tmp_path, monkeypatch):
             m.setattr(reader.VersionReader, "_own_tables", lambda self, c, si, isd: (np.zeros(len(si), bool),) + (None,) * 3)
             assert r.decode_stripes("item_id", si).tolist() == expect.tolist()
     assert len(calls) == 6 and r._tfacts["item_id"][0][keep == 0].all()
+    # a segment read by ranges (not pooled): the tables' ranges fetched with the blobs', each verified
+    monkeypatch.setattr(segment, "FULL_READ_BYTES", 0)
+    big = Tier.open(t.uri)._reader
+    si = rng.permutation(len(d))
+    assert big.decode_stripes("item_id", si).tolist() == np.concatenate([want[int(users[s])] for s in si]).tolist()
+    assert len(calls) == 7 and (big._pool3[1] < 0).all()
     # a table's first block tag made one no release writes: every read of it fails, naming the tables
     pool, base = r._pool3
     j = int(np.flatnonzero(keep == 0)[3])
