@@ -2586,6 +2586,8 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
             + tuple(np.ascontiguousarray(a, np.int64).reshape(-1) for a in tables[2:])
         if dicts is None and (tables[6] != 0).any():
             raise ValueError("decode_blobs: tables of codes (tdlen > 0) need the dictionaries they index (dicts)")
+        if len(tables[0]) != len(count) or (len(count) and int(tables[0].max()) >= len(tables[4])):
+            raise ValueError("decode_blobs: tables: a table per blob (tab [S], -1 for none), each below T")
     if native.available()[0]:  # (it checks every output position itself)
         bad, why, *table = native.decode_blobs(np.ascontiguousarray(buf, dtype=np.uint8), boff, blen, count,
                                                dst, block_size, out, dicts, dstart, dlen,

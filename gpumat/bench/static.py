@@ -15,7 +15,10 @@ for the bench batches: 128-event blocks need no chunk loop, and tails of at most
 row), and compares the issue time that implies (at 4 warp-instructions per clock per SM, 132 SMs,
 1.98 GHz: an H100/H200 SXM) with the DRAM time of the bytes the batch must move (staged input plus
 materialized output, at 3.35 TB/s). The issue floor above the DRAM floor means the kernel is
-limited by instructions, not by memory. Configurations compile in parallel, one process per core.
+limited by instructions, not by memory. Per tenant it also gives the history configuration's
+registers and the warps an SM then holds (``warps_per_sm``: one-warp programs at most 32, the
+resident-program limit, and fewer past 64 registers). Configurations compile in parallel, one
+process per core.
 """
 
 from __future__ import annotations
