@@ -733,7 +733,8 @@ SLACK_MIN_BUCKET = 14
 # A fourth element caps a thread's registers (ptxas ``maxnreg``). An SM of compute capability 9.0
 # holds at most 32 resident programs, so one-warp programs reach 32 warps an SM only at 64 registers
 # or fewer (65,536 / 32 warps / 32 lanes). With triton 3.6 (the GPU image's) the default (1, 2, 1)
-# takes 66 for the bench column set, hence 28 warps an SM; capped at 64 it compiles without spills
+# takes 66 for the bench column set's long batch (unmasked loads, ``SLACK``; the short and mid
+# batches' masked loads take 64), hence 28 warps an SM; capped at 64 it compiles without spills
 # to 754 SASS instructions against 743 (+1.5%) and holds 32 (``profiling/maxnreg_static.py``,
 # docs/results/cpu-2026-12-04f/). Not the default: heavier column sets (ts as DELTA PATCH blocks)
 # spill under that cap, and the trade is for a GPU to time. Programs of several warps cost 2.25x the
