@@ -246,7 +246,6 @@ class VersionReader:
         self._start_keys = None  # ``_starts``
         self._lent: dict = {}  # ``borrowed``, per column
         self._dsarr: dict = {}  # per column, ``_dict_sizes`` as arrays: (keys sorted, stored bytes, kept once read: 1, or 2 where small)
-        self._drow: dict = {}  # per column, each directory row's dictionary: its index in ``_dsarr``'s keys, or -1 (``_own_tables``)
         self._tfacts: dict = {}  # per column, its stripe tables' marks and heads, once read (``_table_facts``)
         self._dcat: tuple | None = None  # the last concatenation of several kept dictionaries: (keys' bytes, it, lens, places)
         self._regions: np.ndarray | None = None  # each segment's blob-region bytes (``_region_bytes``)
@@ -1520,13 +1519,11 @@ class VersionReader:
         skeys, ssize, skept = self._dsarr[column]
         if not len(skeys) or not (skept == 0).any():
             return np.zeros(len(si), bool), None, None, None
-        row = self._drow.get(column)
-        if row is None:  # (per directory row, once: a read indexes it by its stripes)
-            d = self.directory()
-            pair = (d.seg.astype(np.int64) << 40) | (self._dir_cols[column][2] >> 8)
-            w = np.minimum(np.searchsorted(skeys, pair), len(skeys) - 1)
-            row = self._drow[column] = np.where(skeys[w] == pair, w, -1)
-        w = row[si]
+        # (the rows' own keys looked up, not a table of every row's: a read of one user's stripes in a
+        # tier of millions stays a lookup of those)
+        pair = (self.directory().seg[si].astype(np.int64) << 40) | (self._dir_cols[column][2][si] >> 8)
+        w = np.minimum(np.searchsorted(skeys, pair), len(skeys) - 1)
+        w[skeys[w] != pair] = -1
         own = isd & (w >= 0)
         own[own] = (skept[w[own]] == 0) & (ssize[w[own]] > 1)
         u, inv = unique(w[own], return_inverse=True)
@@ -1581,9 +1578,10 @@ class VersionReader:
         skeys, ssize, _ = self._dsarr[column]
         f = self._tfacts.get(column)
         if f is None:
-            sdi = np.searchsorted(skeys, (skeys >> 40) << 40)  # (each key's segment's least)
+            sdi = np.searchsorted(skeys, (skeys >> 40) << 40).astype(np.int32)  # (each key's segment's least)
+            # (entries below DICT_MAX_ENTRIES, heads a few bytes, keys fewer than 2^31: 14 bytes a table in all)
             f = self._tfacts[column] = (np.zeros(len(skeys), bool), np.zeros(len(skeys), bool),
-                                        np.zeros(len(skeys), np.int64), np.zeros(len(skeys), np.int64), sdi)
+                                        np.zeros(len(skeys), np.int32), np.zeros(len(skeys), np.int32), sdi)
         known, coded, n, h, sdi = f
         new = ~known[u]
         if new.any():
@@ -1600,7 +1598,7 @@ class VersionReader:
             # (the facts before the flag: another thread may find them)
             coded[j], n[j], h[j] = c, nn, hh
             known[j] = True
-        return coded[u], n[u], h[u], sdi[u]
+        return coded[u], n[u].astype(np.int64), h[u].astype(np.int64), sdi[u].astype(np.int64)
 
 
 class _Parts:
