@@ -246,6 +246,7 @@ class VersionReader:
         self._start_keys = None  # ``_starts``
         self._lent: dict = {}  # ``borrowed``, per column
         self._dsarr: dict = {}  # per column, ``_dict_sizes`` as arrays: (keys sorted, stored bytes, kept once read: 1, or 2 where small)
+        self._drow: dict = {}  # per column, each row's dictionary's index in ``_dsarr``'s keys (int32, -1: none): ``_own_tables``
         self._tfacts: dict = {}  # per column, its stripe tables' marks and heads, once read (``_table_facts``)
         self._dcat: tuple | None = None  # the last concatenation of several kept dictionaries: (keys' bytes, it, lens, places)
         self._regions: np.ndarray | None = None  # each segment's blob-region bytes (``_region_bytes``)
@@ -1519,17 +1520,25 @@ class VersionReader:
         skeys, ssize, skept = self._dsarr[column]
         if not len(skeys) or not (skept == 0).any():
             return np.zeros(len(si), bool), None, None, None
-        # (the rows' own keys looked up, not a table of every row's: a read of one user's stripes in a
-        # tier of millions stays a lookup of those)
-        pair = (self.directory().seg[si].astype(np.int64) << 40) | (self._dir_cols[column][2][si] >> 8)
-        w = np.minimum(np.searchsorted(skeys, pair), len(skeys) - 1)
-        w[skeys[w] != pair] = -1
+        d = self.directory()
+        row = self._drow.get(column)
+        if row is None and 4 * len(si) >= len(d):  # (a read of a quarter of the rows or more: every row's, once)
+            row = self._drow[column] = self._row_dicts(column, np.arange(len(d)), skeys).astype(np.int32)
+        # (a smaller read looks up its rows' keys alone: one user's stripes in a tier of millions)
+        w = self._row_dicts(column, si, skeys) if row is None else row[si]
         own = isd & (w >= 0)
         own[own] = (skept[w[own]] == 0) & (ssize[w[own]] > 1)
         u, inv = unique(w[own], return_inverse=True)
         tab = np.full(len(si), -1, np.int64)
         tab[own] = inv.reshape(-1)
         return own, u, tab, w
+
+    def _row_dicts(self, column: str, si: np.ndarray, skeys: np.ndarray) -> np.ndarray:
+        """Per directory row ``si``, the index of its dictionary of ``column`` in ``skeys``, or -1."""
+        pair = (self.directory().seg[si].astype(np.int64) << 40) | (self._dir_cols[column][2][si] >> 8)
+        w = np.minimum(np.searchsorted(skeys, pair), len(skeys) - 1)
+        w[skeys[w] != pair] = -1
+        return w
 
     def _tables_in_cache(self, column: str, seg: np.ndarray, enc: np.ndarray, rest: np.ndarray, w: np.ndarray,
                          u: np.ndarray, tab: np.ndarray, tbuf: np.ndarray, tat: np.ndarray, where) -> tuple:

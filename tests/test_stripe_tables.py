@@ -850,12 +850,16 @@ def test_unkept_tables_decode_in_the_cache(tmp_path, monkeypatch):
             m.setattr(reader.VersionReader, "_own_tables", lambda self, c, si, isd: (np.zeros(len(si), bool),) + (None,) * 3)
             assert r.decode_stripes("item_id", si).tolist() == expect.tolist()
     assert len(calls) == 6 and r._tfacts["item_id"][0][keep == 0].all()
+    small = Tier.open(t.uri)._reader  # (a read of a few rows looks up their keys alone: no table of every row's)
+    si = rng.permutation(len(d))[:5]
+    assert small.decode_stripes("item_id", si).tolist() == np.concatenate([want[int(users[s])] for s in si]).tolist()
+    assert "item_id" not in small._drow and "item_id" in r._drow and len(calls) == 7
     # a segment read by ranges (not pooled): the tables' ranges fetched with the blobs', each verified
     monkeypatch.setattr(segment, "FULL_READ_BYTES", 0)
     big = Tier.open(t.uri)._reader
     si = rng.permutation(len(d))
     assert big.decode_stripes("item_id", si).tolist() == np.concatenate([want[int(users[s])] for s in si]).tolist()
-    assert len(calls) == 7 and (big._pool3[1] < 0).all()
+    assert len(calls) == 8 and (big._pool3[1] < 0).all()
     # a table's first block tag made one no release writes: every read of it fails, naming the tables
     pool, base = r._pool3
     j = int(np.flatnonzero(keep == 0)[3])
