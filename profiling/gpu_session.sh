@@ -53,9 +53,11 @@ for s in ${GPU_STEPS:-bench_kernels native_tests sanitizer hstu_gpu bench_e2e}; 
     hstu_gpu) step hstu_gpu "${HSTU_LIMIT:-120}" "$PY" profiling/hstu_gpu.py --json "$OUT/hstu_gpu.json" ${HSTU_ARGS:-} ;;
     hstu_sweep) step hstu_sweep "${SWEEP_LIMIT:-120}" "$PY" profiling/hstu_sweep.py --json "$OUT/hstu_sweep.json" ;;
     bench_e2e) step bench_e2e "${E2E_LIMIT:-160}" "$PY" -m gpumat bench e2e --device cuda --json "$OUT/bench_e2e.json" --plot "$OUT/bench_e2e.png" ${E2E_ARGS:-} ;;
-    ncu) # the default launch, it under a 64-register cap (32 warps an SM, not 28), the one bench_kernels kept for the long tenant, and (2, 1, 1)
+    ncu) # the default launch, it under a 64-register cap (32 warps an SM, not 28), (1, 4, 1) so capped (64 registers with
+        # triton 3.6, 361 SASS a tile against 377; it spills with 3.9, so not a tuning candidate), the one bench_kernels
+        # kept for the long tenant, and (2, 1, 1)
         best=$("$PY" -c "import json; print(','.join(map(str, json.load(open('$OUT/bench_kernels.json'))['results'][-1]['launch']['best'])))" 2>/dev/null || echo 1,2,1)
-        step ncu "${NCU_LIMIT:-90}" bash profiling/ncu_kernels.sh long "$LOGS/ncu_long" $(printf '%s\n' 1,2,1 1,2,1,64 "$best" 2,1,1 | awk '!seen[$0]++') ;;
+        step ncu "${NCU_LIMIT:-90}" bash profiling/ncu_kernels.sh long "$LOGS/ncu_long" $(printf '%s\n' 1,2,1 1,2,1,64 1,4,1,64 "$best" 2,1,1 | awk '!seen[$0]++') ;;
     sanitizer) step sanitizer "${SANITIZER_LIMIT:-110}" compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -m pytest -v -p no:cacheprovider tests/test_decode_gather.py -k "${SANITIZER_TESTS:-groups_of_tiles or one_warp_programs or corrupt or unmasked or clamped or without_low_bits}" ;;
     *) echo "unknown step $s" ;;
     esac
