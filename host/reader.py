@@ -1486,7 +1486,7 @@ class VersionReader:
         dicts = dstart = dlen = tables = None
         if own is not None and own.any():
             try:
-                dicts, dstart, dlen, tables = self._tables_in_cache(column, seg, enc, isd & ~own, w, u, tab,
+                dicts, dstart, dlen, tables = self._tables_in_cache(column, seg, isd & ~own, w, u, tab,
                                                                     *tfin(in_place=True), where)
             except CorruptionError:
                 self._dictionaries(column, seg, enc, isd, with_key=False)  # (names the one at fault)
@@ -1540,7 +1540,7 @@ class VersionReader:
         w[skeys[w] != pair] = -1
         return w
 
-    def _tables_in_cache(self, column: str, seg: np.ndarray, enc: np.ndarray, rest: np.ndarray, w: np.ndarray,
+    def _tables_in_cache(self, column: str, seg: np.ndarray, rest: np.ndarray, w: np.ndarray,
                          u: np.ndarray, tab: np.ndarray, tbuf: np.ndarray, tat: np.ndarray, where) -> tuple:
         """``(dicts, dstart, dlen, tables)`` for ``pages.decode_blobs`` (``tables``: the stripe tables
         ``u`` (``_own_tables``), read to ``tbuf[tat:]``, the blobs' ``tab``): the dictionaries of the
@@ -1553,16 +1553,10 @@ class VersionReader:
         coded, n, h, sdi = self._table_facts(column, u, tbuf, tat, where)
         a2, l2 = tat + coded, ssize[u] - coded
         r = np.flatnonzero(rest)
-        # (each dictionary asked for once: thousands of blobs and tables name their segment's; a blob
-        # whose dictionary is not among the keys asks for its own, which _dictionaries reads as empty)
-        lost = w[r] < 0
-        if lost.any():
-            keys = np.unique(np.concatenate([(seg[r[lost]].astype(np.int64) << 40) | (enc[r[lost]] >> 8),
-                                             skeys[w[r[~lost]]], skeys[sdi[coded]]]))
-            inv = np.searchsorted(keys, np.concatenate([(seg[r].astype(np.int64) << 40) | (enc[r] >> 8), skeys[sdi[coded]]]))
-        else:
-            ki, inv = unique(np.concatenate([w[r], sdi[coded]]), return_inverse=True)
-            keys, inv = skeys[ki], inv.reshape(-1)
+        # (each dictionary asked for once: thousands of blobs and tables name their segment's; every DICT
+        # row's key is among the keys, which _dict_sizes took from all of them)
+        ki, inv = unique(np.concatenate([w[r], sdi[coded]]), return_inverse=True)
+        keys, inv = skeys[ki], inv.reshape(-1)
         dicts = dstart = dlen = None
         tdstart, tdlen = np.zeros(len(u), np.int64), np.zeros(len(u), np.int64)
         if len(keys):
