@@ -1515,6 +1515,7 @@ typedef struct {
     int64_t D;
     uint64_t lo;
     int w;
+    int64_t A; /* entries readable from p: at least D (a stripe table's buffer: more) */
 } gm_dict;
 
 /* gm_finish's lookups from a table of entries of type T: see gm_finish */
@@ -1640,6 +1641,74 @@ static inline int gm_finish(uint64_t *o, int64_t cnt, int delta, uint64_t b0, ui
 #endif
     return gm_finish64(o, cnt, delta, b0, s0, (const int64_t *)dc->p, 0, dc->D, below);
 }
+
+/* entries [v, v + n) of dc to o (0 < n, v + n <= D: checked by the caller) */
+static inline void gm_copy_entries(uint64_t *o, uint64_t v, int64_t n, const gm_dict *dc) {
+    if (dc->w == 8) memcpy(o, (const uint64_t *)dc->p + v, 8 * (size_t)n);
+    else if (dc->w == 4)
+        for (int64_t i = 0; i < n; i++) o[i] = dc->lo + ((const uint32_t *)dc->p)[v + i];
+    else
+        for (int64_t i = 0; i < n; i++) o[i] = dc->lo + ((const uint16_t *)dc->p)[v + i];
+}
+
+/* A DELTA PATCH / DELTA SIGNED block of codes with no low bits (w 0) whose line steps by 1: code i
+ * is b0 + i + the block's exceptions at positions <= i (gm_finish's prefix sum), so between two
+ * exceptions the codes step by one, and each such run is a copy of the dictionary's entries: no
+ * zeros written, summed and looked up one by one. A stripe's codes into its table that lists its
+ * items in their first order are such runs (a user replaying their items: runs of about 8 between
+ * jumps). pos: the e exceptions' positions (ascending, below cnt: checked), exception r of w2 bits
+ * at bit xat + r w2 of b (R bytes readable), plus one, zigzagged where sgn. Returns 1 where a code
+ * is not below dc->D, as gm_finish (o then partly written): a run of n codes from v holds one
+ * exactly where v > D - n (its codes below D do not wrap). */
+#define GM_RUNS_BODY(COPY)                                                                                     \
+    const uint64_t D = (uint64_t)dc->D;                                                                       \
+    uint64_t v = b0; /* the code at q, the run's first position */                                           \
+    int64_t q = 0;                                                                                            \
+    for (int64_t r = 0; r <= e; r++) {                                                                        \
+        const int64_t p = r < e ? pos[r] : cnt, n = p - q; /* (r e: the block's end) */                       \
+        if (n) {                                                                                              \
+            if ((uint64_t)n > D || v > D - (uint64_t)n) return 1;                                             \
+            COPY;                                                                                             \
+        }                                                                                                     \
+        if (r == e) break;                                                                                    \
+        const uint64_t x = gm_bits_at(b, R, xat + r * w2, w2) + 1;                                            \
+        v += (uint64_t)n + (sgn ? (uint64_t)gm_unzigzag(x) : x);                                              \
+        q = p;                                                                                                \
+    }                                                                                                         \
+    return 0;
+
+static int gm_runs(uint64_t *o, int64_t cnt, const uint8_t *pos, int64_t e, const unsigned char *b, int64_t R,
+                   int64_t xat, int w2, int sgn, uint64_t b0, const gm_dict *dc) {
+    GM_RUNS_BODY(gm_copy_entries(o + q, v, n, dc))
+}
+
+#if GM_X512
+/* gm_runs for a dictionary of 64-bit entries (a stripe table decoded in the cache): a run of at most
+ * 16 copied as 16 entries, two unmasked loads and stores where the block and the entries readable
+ * (dc->A) reach that far (the runs after it overwrite what lies past it), else masked (memcpy's call
+ * costs more than a run's copy) */
+__attribute__((target("avx512f"))) static inline void gm_copy_x512(uint64_t *o, const uint64_t *e, int64_t n,
+                                                                   int whole) {
+    if (n <= 16 && whole) {
+        _mm512_storeu_si512((void *)o, _mm512_loadu_si512((const void *)e));
+        _mm512_storeu_si512((void *)(o + 8), _mm512_loadu_si512((const void *)(e + 8)));
+        return;
+    }
+    int64_t i = 0;
+    for (; n - i > 16; i += 8) _mm512_storeu_si512((void *)(o + i), _mm512_loadu_si512((const void *)(e + i)));
+    const int64_t left = n - i; /* (1 .. 16: two masked moves, no branch on it) */
+    const __mmask8 k0 = (__mmask8)(0xFFu >> (8 - (left < 8 ? left : 8))), k1 = (__mmask8)(0xFFu >> (left > 8 ? 16 - left : 8));
+    _mm512_mask_storeu_epi64((void *)(o + i), k0, _mm512_maskz_loadu_epi64(k0, (const void *)(e + i)));
+    _mm512_mask_storeu_epi64((void *)(o + i + 8), k1, _mm512_maskz_loadu_epi64(k1, (const void *)(e + i + 8)));
+}
+
+__attribute__((target("avx512f"))) static int gm_runs_x512(uint64_t *o, int64_t cnt, const uint8_t *pos, int64_t e,
+                                                           const unsigned char *b, int64_t R, int64_t xat, int w2,
+                                                           int sgn, uint64_t b0, const gm_dict *dc) {
+    const uint64_t *t = (const uint64_t *)dc->p, A = (uint64_t)dc->A;
+    GM_RUNS_BODY(gm_copy_x512(o + q, t + v, n, q + 16 <= cnt && v + 16 <= A))
+}
+#endif
 
 /* 1 where every value of a block lies in [lo, lo + span) with lo + span <= D (its codes need no check) */
 static inline int gm_below(uint64_t lo, uint64_t span, int64_t D) {
@@ -1772,6 +1841,33 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
                 else
 #endif
                     gm_radix_expand(codes, 0, (uint64_t)W2, E, bv, sl, 0, cnt, o);
+            } else if (patch && delta && !W && D && slope[k] == 1) { /* codes in runs: gm_runs */
+                uint8_t pos[128]; /* (the exceptions' positions: a sparse bitmap's as stored, checked as
+                                   * gm_sparse_bitmap checks them; a bitmap's by its set bits) */
+                if (sparse) {
+                    for (int64_t r = 0, prev = -1; r < E; prev = pos[r++]) {
+                        const int64_t p = (int64_t)gm_bits_at(b, R, at + r * pb, pb);
+                        if (p <= prev || p >= cnt) return GM_BLOB_BITMAP;
+                        pos[r] = (uint8_t)p;
+                    }
+                } else {
+                    uint64_t bm[2];
+                    gm_bits128(b, R, at, cnt, bm);
+                    if (__builtin_popcountll(bm[0]) + __builtin_popcountll(bm[1]) != E) return GM_BLOB_BITMAP;
+                    int64_t r = 0;
+                    for (int g = 0; g < 2; g++)
+                        for (uint64_t m = bm[g]; m; m &= m - 1) pos[r++] = (uint8_t)(64 * g + __builtin_ctzll(m));
+                }
+                if (
+#if GM_X512
+                    dict->w == 8 && gm_fast_x512()
+                        ? gm_runs_x512(o, cnt, pos, E, b, R, at + mbits, (int)W2, sgn, (uint64_t)base[k], dict)
+                        :
+#endif
+                        gm_runs(o, cnt, pos, E, b, R, at + mbits, (int)W2, sgn, (uint64_t)base[k], dict))
+                    return GM_BLOB_CODE;
+                P += bits;
+                continue;
             } else {
                 uint64_t bm[2] = {0, 0}; /* the bitmap: cnt <= 128 bits */
                 const int64_t bm_at = at + N * W;
@@ -1841,7 +1937,7 @@ int64_t gm_decode_blobs(const unsigned char *buf, int64_t n, const int64_t *boff
                         uint64_t *scratch, uint64_t *out, int64_t *why) {
     for (int64_t s = 0; s < S; s++) {
         const int64_t D = dicts ? dlen[s] : 0;
-        const gm_dict dc = {D ? (const unsigned char *)dicts + dw * dstart[s] : NULL, D, dw == 8 ? 0 : dlo, (int)dw};
+        const gm_dict dc = {D ? (const unsigned char *)dicts + dw * dstart[s] : NULL, D, dw == 8 ? 0 : dlo, (int)dw, D};
         const int r = gm_one_blob(buf, n, boff[s], blen[s], count[s], bs, &dc, tags ? tags[s] : -1, vbuf, nv, scratch,
                                   out + dst[s]);
         if (r) {
@@ -1879,7 +1975,7 @@ int64_t gm_decode_tabled(const unsigned char *buf, int64_t n, const int64_t *bof
             }
             if (t != last) {
                 const int64_t D = dicts ? tdlen[t] : 0;
-                const gm_dict td = {D ? (const unsigned char *)dicts + dw * tdstart[t] : NULL, D, dw == 8 ? 0 : dlo, (int)dw};
+                const gm_dict td = {D ? (const unsigned char *)dicts + dw * tdstart[t] : NULL, D, dw == 8 ? 0 : dlo, (int)dw, D};
                 last = -1;
                 r = gm_one_blob(tbuf, tn, toff[t], tlen[t], tcnt[t], bs, &td, -1, vbuf, nv, scratch, tv);
                 if (r) {
@@ -1888,10 +1984,10 @@ int64_t gm_decode_tabled(const unsigned char *buf, int64_t n, const int64_t *bof
                 }
                 last = t;
             }
-            dc = (gm_dict){tv, tcnt[t], 0, 8};
+            dc = (gm_dict){tv, tcnt[t], 0, 8, ntv};
         } else {
             const int64_t D = dicts ? dlen[s] : 0;
-            dc = (gm_dict){D ? (const unsigned char *)dicts + dw * dstart[s] : NULL, D, dw == 8 ? 0 : dlo, (int)dw};
+            dc = (gm_dict){D ? (const unsigned char *)dicts + dw * dstart[s] : NULL, D, dw == 8 ? 0 : dlo, (int)dw, D};
         }
         r = gm_one_blob(buf, n, boff[s], blen[s], count[s], bs, &dc, tags ? tags[s] : -1, vbuf, nv, scratch, out + dst[s]);
         if (r) {

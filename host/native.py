@@ -470,7 +470,8 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     if T and (tdlen < 0).any() or (tdlen > 0).any() and (dicts is None or ((tdlen > 0) & (
             (tdstart < 0) | (tdstart > dicts.size - tdlen))).any()):
         raise ValueError(f"decode_blobs: a table's dictionary outside the {0 if dicts is None else dicts.size} values of dicts")
-    tv = np.empty(max(int(tcnt.max()), 1) if T else 1, np.uint64)
+    # (16 entries past the largest table: a run of codes is copied 16 entries at a time, gm_runs_x512)
+    tv = np.empty((max(int(tcnt.max()), 1) if T else 1) + 16, np.uint64)
     why = np.zeros(2, np.int64)
     bad = int(_decode_tabled(*head, _ptr(which), _ptr(tbuf), tbuf.size, _ptr(toff), _ptr(tlen), _ptr(tcnt),
                              _ptr(tdstart), _ptr(tdlen), T, _ptr(tv), tv.size, _ptr(scratch), _ptr(out), _ptr(why)))

@@ -2176,6 +2176,88 @@ def test_delta_codes_with_and_without_avx512(decoder):
     with_and_without_avx512(decoder, code, 7)
 
 
+def replayed_codes(rng, n: int, longest: int = 40, repeat: float = 0.15) -> np.ndarray:
+    """``n`` codes of a stripe's ids into its table in their first order, as a user's replays make
+    them: new ids (the next codes), replays of a stretch of earlier ones (codes stepping by one),
+    an id repeated (codes stepping by none; a share ``repeat`` of the runs), in runs of 1 to
+    ``longest``."""
+    x, top = [], 0
+    while len(x) < n:
+        k, what = int(rng.integers(1, longest + 1)), rng.random()
+        if what < 0.3 * (1 - repeat) or not top:
+            x += range(top, top + k)
+            top += k
+        elif what < 1 - repeat:
+            a = int(rng.integers(0, top))
+            x += range(a, min(a + k, top))
+        else:
+            x += [int(rng.integers(0, top))] * k
+    return np.array(x[:n], np.int64)
+
+
+def test_runs_of_codes_with_and_without_avx512(decoder):
+    """DELTA PATCH / DELTA SIGNED blocks of codes with no low bits on a line of step 1 or 0 (a stripe's
+    replayed ids, ``replayed_codes``: ``gm_runs`` copies or fills each run between two exceptions
+    from the dictionary instead of summing and looking up code by code; with AVX-512 16 entries
+    at a time, past the run where the block and the entries readable allow): every run length, each
+    bitmap form (a stripe's runs long, short, mostly repeats), through a stripe table decoded in the cache (``tables``), an int64 dictionary and
+    the narrowed uint16 / uint32 copies of a kept one, give NumPy's values with the C decoder's
+    AVX-512 paths and without (child processes), nothing written past a blob; a dictionary one entry
+    short of the largest code is a ``CorruptionError`` on all three, and so is a table one entry
+    short."""
+    import inspect
+
+    code = _CHILD + inspect.getsource(replayed_codes) + (
+        "from gpumat.core.errors import CorruptionError\n"
+        "from gpumat.host import native\n"
+        "from gpumat.host.ranges import ranges\n"
+        "rng = np.random.default_rng(11)\n"
+        "h, runs, bad = hashlib.sha256(), 0, 0\n"
+        "c_decode = native._decode\n"
+        "def both(*a, **k):\n"
+        "    got = []\n"
+        "    for use_c in (True, False):\n"
+        "        native._decode = c_decode if use_c else None\n"
+        "        try:\n"
+        "            got.append(pages.decode_blobs(*a, **k).tolist())\n"
+        "        except CorruptionError:\n"
+        "            got.append('bad')\n"
+        "    native._decode = c_decode\n"
+        "    assert got[0] == got[1], (a[3], k.keys())\n"
+        "    h.update(repr(got[0]).encode())\n"
+        "    return got[0]\n"
+        "for n in (1, 15, 16, 17, 100, 128, 129, 700, 3000):\n"
+        "    x = np.concatenate([replayed_codes(rng, n, *shape) for shape in ((40, 0.15), (10, 0.0), (30, 0.9))])\n"
+        "    cnt = np.full(3, n, np.int64)\n"
+        "    r, off, nb, _ = pages.encode_stripes(x, cnt, 128, extended=pages.CODES_DELTA)\n"
+        "    for s in range(3):\n"
+        "        t = r[off[s] : off[s] + -(-n // 128)]\n"
+        "        runs += int(np.isin(t & 0x7F, (68, 69, 73, 74)).sum())\n"
+        "    D = int(x.max()) + 1\n"
+        "    for lo, span in ((-(1 << 62), 1 << 62), (5, 1 << 15), (-(1 << 40), 1 << 31)):\n"
+        "        d = rng.integers(lo, lo + span, max(D, 1 << 15))\n"
+        "        d.setflags(write=False)\n"
+        "        for _ in range(2):  # (a kept dictionary: narrowed at its second use)\n"
+        "            assert both(r, off, nb, cnt, 128, d, np.zeros(3, np.int64), np.full(3, D)) == d[x].tolist()\n"
+        "        if D > 1:  # (n 1: one code, 0; a dictionary of none is none)\n"
+        "            bad += both(r, off, nb, cnt, 128, d, np.zeros(3, np.int64), np.full(3, D - 1)) == 'bad'\n"
+        "    vals = rng.integers(-(1 << 62), 1 << 62, 3 * D)\n"
+        "    tbuf, toff, tlen, _ = pages.encode_stripes(vals, np.full(3, D, np.int64), 128)\n"
+        "    for tc in (D, D - 1):\n"
+        "        tables = (np.arange(3), tbuf, toff, tlen, np.full(3, tc, np.int64), np.zeros(3, np.int64), np.zeros(3, np.int64))\n"
+        "        got = both(r, off, nb, cnt, 128, tables=tables)\n"
+        "        if tc == D:\n"
+        "            assert got == np.concatenate([vals[D * s + x[n * s : n * (s + 1)]] for s in range(3)]).tolist()\n"
+        "            dst = np.array([2 * (n + 16), n + 16, 0])  # (in reverse, 16 apart: nothing written past a blob)\n"
+        "            o = pages.decode_blobs(r, off, nb, cnt, 128, tables=tables, out=np.full(3 * (n + 16), -7, np.int64), dst=dst)\n"
+        "            assert (o == -7).sum() == 48 and o[ranges(dst, cnt)].tolist() == got\n"
+        "        else:\n"
+        "            bad += got == 'bad'\n"
+        "assert bad == 3 * 8 + 9, bad\n"
+        "print(runs, h.hexdigest())\n")
+    with_and_without_avx512(decoder, code, 60)
+
+
 def test_classes_codes_past_their_dictionary_by_one(monkeypatch, decoder):
     """CLASSES blocks of dictionary codes: the tail class's range reaches past the dictionary, the
     codes do not. The C decoder then looks them up unchecked, from the largest code of the highest
