@@ -2258,6 +2258,47 @@ def test_runs_of_codes_with_and_without_avx512(decoder):
     with_and_without_avx512(decoder, code, 60)
 
 
+def test_plain_codes_looked_up_as_unpacked_with_and_without_avx512(decoder):
+    """FOR blocks of codes (widths 1 to 20, blocks of every length mod 16, codes from a base past 0)
+    into a dictionary of 64-bit entries: with AVX-512 each 16 codes are looked up as they are
+    unpacked (``gm_plain_dict_x512``), without it unpacked, then looked up; both give NumPy's
+    values, and with the dictionary one entry short of the largest code, or short of the codes'
+    base, a ``CorruptionError`` (child processes: the choice is made once per process)."""
+    code = _CHILD + (
+        "from gpumat.core.errors import CorruptionError\n"
+        "from gpumat.host import native\n"
+        "rng = np.random.default_rng(12)\n"
+        "h, bad, plain = hashlib.sha256(), 0, 0\n"
+        "c_decode = native._decode\n"
+        "def both(*a):\n"
+        "    got = []\n"
+        "    for use_c in (True, False):\n"
+        "        native._decode = c_decode if use_c else None\n"
+        "        try:\n"
+        "            got.append(pages.decode_blobs(*a).tolist())\n"
+        "        except CorruptionError:\n"
+        "            got.append('bad')\n"
+        "    native._decode = c_decode\n"
+        "    assert got[0] == got[1], a[3]\n"
+        "    h.update(repr(got[0]).encode())\n"
+        "    return got[0]\n"
+        "for w in (1, 2, 5, 8, 12, 13, 17, 20):  # (a dictionary past the codes: 2^w entries)\n"
+        "    cnt = np.array([1, 7, 15, 16, 17, 100, 128, 300], np.int64)\n"
+        "    base = int(rng.integers(0, 50))\n"
+        "    x = base + rng.integers(0, 1 << w, int(cnt.sum()))\n"
+        "    r, off, nb, _ = pages.encode_stripes(x, cnt, 128, extended=False)\n"
+        "    plain += int(sum(((r[o : o + -(-c // 128)] & 0x7F) <= 64).sum() for o, c in zip(off, cnt)))\n"
+        "    S, D = len(cnt), int(x.max()) + 1\n"
+        "    d = rng.integers(-(1 << 62), 1 << 62, D + 5)\n"
+        "    for dl in (D + 5, D):\n"
+        "        assert both(r, off, nb, cnt, 128, d, np.zeros(S, np.int64), np.full(S, dl)) == d[x].tolist()\n"
+        "    for dl in (D - 1, base):\n"
+        "        bad += both(r, off, nb, cnt, 128, d, np.zeros(S, np.int64), np.full(S, dl)) == 'bad'\n"
+        "assert bad == 16, bad\n"
+        "print(plain, h.hexdigest())\n")
+    with_and_without_avx512(decoder, code, 60)
+
+
 def test_classes_codes_past_their_dictionary_by_one(monkeypatch, decoder):
     """CLASSES blocks of dictionary codes: the tail class's range reaches past the dictionary, the
     codes do not. The C decoder then looks them up unchecked, from the largest code of the highest
