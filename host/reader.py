@@ -246,7 +246,8 @@ class VersionReader:
         self._start_keys = None  # ``_starts``
         self._lent: dict = {}  # ``borrowed``, per column
         self._dsarr: dict = {}  # per column, ``_dict_sizes`` as arrays: (keys sorted, stored bytes, kept once read: 1, or 2 where small)
-        self._drow: dict = {}  # per column, each row's dictionary's index in ``_dsarr``'s keys (int32, -1: none): ``_own_tables``
+        self._drow: dict = {}  # per column, each row's dictionary's index in ``_dsarr``'s keys (int32, -1: none), and
+        # the same where it is a stripe table of its own, else -1: ``_own_tables``
         self._tfacts: dict = {}  # per column, its stripe tables' marks and heads, once read (``_table_facts``)
         self._dcat: tuple | None = None  # the last concatenation of several kept dictionaries: (keys' bytes, it, lens, places)
         self._regions: np.ndarray | None = None  # each segment's blob-region bytes (``_region_bytes``)
@@ -1521,14 +1522,24 @@ class VersionReader:
         if not len(skeys) or not (skept == 0).any():
             return np.zeros(len(si), bool), None, None, None
         d = self.directory()
-        row = self._drow.get(column)
-        if row is None and 4 * len(si) >= len(d):  # (a read of a quarter of the rows or more: every row's, once)
-            row = self._drow[column] = self._row_dicts(column, np.arange(len(d)), skeys).astype(np.int32)
-        # (a smaller read looks up its rows' keys alone: one user's stripes in a tier of millions)
-        w = self._row_dicts(column, si, skeys) if row is None else row[si]
-        own = isd & (w >= 0)
-        own[own] = (skept[w[own]] == 0) & (ssize[w[own]] > 1)
-        u, inv = unique(w[own], return_inverse=True)
+        rows = self._drow.get(column)
+        if rows is None and 4 * len(si) >= len(d):  # (a read of a quarter of the rows or more: every row's, once)
+            row = self._row_dicts(column, np.arange(len(d)), skeys).astype(np.int32)
+            # (and each row's where it is a table of its own, else -1)
+            rows = self._drow[column] = (row, np.where((row >= 0) & (skept[row] == 0) & (ssize[row] > 1), row, -1))
+        if rows is None:  # (a smaller read looks up its rows' keys alone: one user's stripes in a tier of millions)
+            w = self._row_dicts(column, si, skeys)
+            own = isd & (w >= 0)
+            own[own] = (skept[w[own]] == 0) & (ssize[w[own]] > 1)
+            ow = w[own]
+        else:
+            w, ow = rows[0][si], rows[1][si]
+            own = isd & (ow >= 0)
+            if not own.all():  # (all: a column of stripe tables, read whole)
+                ow = ow[own]
+        u, inv = unique(ow, return_inverse=True)
+        if len(inv) == len(si):
+            return own, u, inv.astype(np.int64, copy=False).reshape(-1), w
         tab = np.full(len(si), -1, np.int64)
         tab[own] = inv.reshape(-1)
         return own, u, tab, w
@@ -1550,12 +1561,16 @@ class VersionReader:
         read at its first read and kept with the column's keys (``_table_facts``: facts of immutable,
         verified bytes, as the heads of a large segment's blobs are kept)."""
         skeys, ssize, _ = self._dsarr[column]
-        coded, n, h, sdi = self._table_facts(column, u, tbuf, tat, where)
-        a2, l2 = tat + coded, ssize[u] - coded
+        coded, n, skip, sdi = self._table_facts(column, u, tbuf, tat, where)
+        su = ssize[u]
         r = np.flatnonzero(rest)
         # (each dictionary asked for once: thousands of blobs and tables name their segment's; every DICT
         # row's key is among the keys, which _dict_sizes took from all of them)
-        ki, inv = unique(np.concatenate([w[r], sdi[coded]]), return_inverse=True)
+        x = np.concatenate([w[r], sdi[coded]])
+        if len(x) and x.min() == x.max():  # (most often: one segment's)
+            ki, inv = x[:1], np.zeros(len(x), np.int64)
+        else:
+            ki, inv = unique(x, return_inverse=True)
         keys, inv = skeys[ki], inv.reshape(-1)
         dicts = dstart = dlen = None
         tdstart, tdlen = np.zeros(len(u), np.int64), np.zeros(len(u), np.int64)
@@ -1570,22 +1585,23 @@ class VersionReader:
             dstart, dlen = np.zeros(len(seg), np.int64), np.zeros(len(seg), np.int64)
             dstart[r], dlen[r] = ds[inv[: len(r)]], dl[inv[: len(r)]]
             tdstart[coded], tdlen[coded] = ds[inv[len(r):]], dl[inv[len(r):]]
-        self.dict_bytes_read += int(ssize[u].sum())
-        return dicts, dstart, dlen, (tab, tbuf, a2 + h, l2 - h, n, tdstart, tdlen)
+        self.dict_bytes_read += int(su.sum())
+        return dicts, dstart, dlen, (tab, tbuf, tat + skip, su - skip, n, tdstart, tdlen)
 
     def _table_facts(self, column: str, u: np.ndarray, tbuf: np.ndarray, tat: np.ndarray, where) -> tuple:
         """Of the stripe tables ``u`` (indices in ``_dsarr``'s keys), read to ``tbuf[tat:]``: whether
-        each is a table of codes (its mark, in a segment whose tables may be), its entries and head
-        bytes after the mark, and the index of its segment's dictionary (the segment's least key:
-        ``CorruptionError`` for a table of codes at that place). Read once per table, then kept."""
+        each is a table of codes (its mark, in a segment whose tables may be), its entries, the bytes
+        before its blob (the mark and the head), and the index of its segment's dictionary (the
+        segment's least key: ``CorruptionError`` for a table of codes at that place). Read once per
+        table, then kept (as the arrays the C decoder takes: no conversion per read)."""
         skeys, ssize, _ = self._dsarr[column]
         f = self._tfacts.get(column)
         if f is None:
             sdi = np.searchsorted(skeys, (skeys >> 40) << 40).astype(np.int32)  # (each key's segment's least)
-            # (entries below DICT_MAX_ENTRIES, heads a few bytes, keys fewer than 2^31: 14 bytes a table in all)
+            # (keys fewer than 2^31: 22 bytes a table in all)
             f = self._tfacts[column] = (np.zeros(len(skeys), bool), np.zeros(len(skeys), bool),
-                                        np.zeros(len(skeys), np.int32), np.zeros(len(skeys), np.int32), sdi)
-        known, coded, n, h, sdi = f
+                                        np.zeros(len(skeys), np.int64), np.zeros(len(skeys), np.int64), sdi)
+        known, coded, n, skip, sdi = f
         new = ~known[u]
         if new.any():
             j, at, size = u[new], tat[new], ssize[u[new]]
@@ -1599,9 +1615,9 @@ class VersionReader:
             forms = np.array([e.get("dicts", 1) for _, e in self._files], np.int64)[tseg]
             nn, hh = pages.dictionary_heads(tbuf, at + c, size - c, forms, _Where(lambda: f"{where}: column {column!r}"))
             # (the facts before the flag: another thread may find them)
-            coded[j], n[j], h[j] = c, nn, hh
+            coded[j], n[j], skip[j] = c, nn, hh + c
             known[j] = True
-        return coded[u], n[u].astype(np.int64), h[u].astype(np.int64), sdi[u].astype(np.int64)
+        return coded[u], n[u], skip[u], sdi[u]
 
 
 class _Parts:

@@ -863,9 +863,9 @@ def test_unkept_tables_decode_in_the_cache(tmp_path, monkeypatch):
     # a table's first block tag made one no release writes: every read of it fails, naming the tables
     pool, base = r._pool3
     j = int(np.flatnonzero(keep == 0)[3])
-    coded, n, head, _ = r._table_facts("item_id", np.array([j]), pool, base[skeys[j] >> 40] + (skeys[j] & ((1 << 40) - 1)), "x")
+    _, _, skip, _ = r._table_facts("item_id", np.array([j]), pool, base[skeys[j] >> 40] + (skeys[j] & ((1 << 40) - 1)), "x")
     bad = pool.copy()
-    bad[base[skeys[j] >> 40] + (skeys[j] & ((1 << 40) - 1)) + int(coded[0]) + int(head[0])] = 0xCC
+    bad[base[skeys[j] >> 40] + (skeys[j] & ((1 << 40) - 1)) + int(skip[0])] = 0xCC  # (past its mark and head)
     r._pool3 = (bad, base)
     k = int(skeys[j] & ((1 << 40) - 1))
     with pytest.raises(CorruptionError, match=f"dictionary at byte {k}: .*a block tag that is not an encoding"):
