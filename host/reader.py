@@ -956,7 +956,8 @@ class VersionReader:
             raise CorruptionError(f"{where}: a blob reaches past its segment's blob region")
         in_pool = base3[seg] >= 0
         reads, parts = [], []
-        for s in unique(seg[~in_pool]).tolist():
+        whole = bool(in_pool.all())  # (most often: every range in the pool)
+        for s in [] if whole else unique(seg[~in_pool]).tolist():
             g = np.flatnonzero(seg == s)
             rq, fin = self.segment(s).bytes_request(starts[g], lens[g])
             reads += rq
@@ -964,6 +965,8 @@ class VersionReader:
 
         def finish(in_place: bool = False, groups: bool = False):
             if groups:  # (no copy: the pool's ranges, then each large segment's from the buffer it was read into)
+                if whole:
+                    return [(pool3, np.arange(len(seg)), base3[seg] + starts)] if len(seg) else []
                 q = np.flatnonzero(in_pool)
                 out = [(pool3, q, base3[seg[q]] + starts[q])] if len(q) else []
                 for g, fin in parts:
