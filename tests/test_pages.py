@@ -2195,6 +2195,28 @@ def replayed_codes(rng, n: int, longest: int = 40, repeat: float = 0.15) -> np.n
     return np.array(x[:n], np.int64)
 
 
+def runs_blob(cnt: int, pos: list, xs: list, w2: int, base: int = 3, sparse: bool = True) -> np.ndarray:
+    """A blob of one DELTA SIGNED block of codes on a line of step 1 with no low bits, built by hand
+    (host/pages.py's layout: tag, fields, payload): exceptions at positions ``pos`` (as given: out of
+    order or past the block where a test wants them so), stored as ``xs`` of ``w2`` bits; its
+    positions a sparse bitmap's or a bitmap."""
+    def leb(v):
+        out = []
+        while True:
+            out.append((v & 0x7F) | (0x80 if v >> 7 else 0))
+            v >>= 7
+            if not v:
+                return out
+
+    fields = leb(2 * base) + leb(2) + leb(0) + leb(w2) + leb(len(pos))  # (zigzag(base), zigzag(1), w, w2, e)
+    pb = int(cnt - 1).bit_length()
+    bits = [(p >> i) & 1 for p in pos for i in range(pb)] if sparse else [int(i in pos) for i in range(cnt)]
+    bits += [(x >> i) & 1 for x in xs for i in range(w2)]
+    bits += [0] * (-len(bits) % 8)
+    pay = [sum(bits[8 * k + i] << i for i in range(8)) for k in range(len(bits) // 8)]
+    return np.array([pages.TAG_LFOR | (74 if sparse else 69)] + fields + pay, np.uint8)
+
+
 def test_runs_of_codes_with_and_without_avx512(decoder):
     """DELTA PATCH / DELTA SIGNED blocks of codes with no low bits on a line of step 1 or 0 (a stripe's
     replayed ids, ``replayed_codes``: ``gm_runs`` copies or fills each run between two exceptions
@@ -2204,15 +2226,16 @@ def test_runs_of_codes_with_and_without_avx512(decoder):
     the narrowed uint16 / uint32 copies of a kept one, give NumPy's values with the C decoder's
     AVX-512 paths and without (child processes), nothing written past a blob; a dictionary one entry
     short of the largest code is a ``CorruptionError`` on all three, and so is a table one entry
-    short."""
+    short; on flipped bits, and on blocks built with positions equal, out of order or past the
+    block, all three give the same values or a ``CorruptionError``."""
     import inspect
 
-    code = _CHILD + inspect.getsource(replayed_codes) + (
+    code = _CHILD + inspect.getsource(replayed_codes) + inspect.getsource(runs_blob) + (
         "from gpumat.core.errors import CorruptionError\n"
         "from gpumat.host import native\n"
         "from gpumat.host.ranges import ranges\n"
         "rng = np.random.default_rng(11)\n"
-        "h, runs, bad = hashlib.sha256(), 0, 0\n"
+        "h, runs, bad, fuzz = hashlib.sha256(), 0, 0, 0\n"
         "c_decode = native._decode\n"
         "def both(*a, **k):\n"
         "    got = []\n"
@@ -2251,9 +2274,21 @@ def test_runs_of_codes_with_and_without_avx512(decoder):
         "            dst = np.array([2 * (n + 16), n + 16, 0])  # (in reverse, 16 apart: nothing written past a blob)\n"
         "            o = pages.decode_blobs(r, off, nb, cnt, 128, tables=tables, out=np.full(3 * (n + 16), -7, np.int64), dst=dst)\n"
         "            assert (o == -7).sum() == 48 and o[ranges(dst, cnt)].tolist() == got\n"
+        "            for f in range(40):  # (flipped bits: positions out of order or past the block, other steps)\n"
+        "                rb = r.copy()\n"
+        "                for at in rng.integers(0, len(rb), int(rng.integers(1, 4))):\n"
+        "                    rb[at] ^= np.uint8(1 << int(rng.integers(8)))\n"
+        "                fuzz += both(rb, off, nb, cnt, 128, tables=tables) == 'bad'\n"
         "        else:\n"
         "            bad += got == 'bad'\n"
-        "assert bad == 3 * 8 + 9, bad\n"
+        "d = np.arange(1000) * 7 + 11  # (blocks built by hand: positions at 0, past, equal, out of order)\n"
+        "for cnt, pos, xs, ok in ((100, [10, 20, 99], [1, 3, 0], 1), (100, [0, 5], [1, 1], 1), (1, [0], [2], 1),\n"
+        "                         (100, [10, 20, 20], [1, 1, 1], 0), (100, [10, 5], [1, 1], 0), (100, [10, 100], [1, 1], 0)):\n"
+        "    for sparse in (True, False) if ok else (True,):\n"
+        "        blob = runs_blob(cnt, pos, xs, 3, sparse=sparse)\n"
+        "        got = both(blob, [0], [len(blob)], [cnt], 128, d, [0], [1000])\n"
+        "        assert (got != 'bad') == bool(ok), (cnt, pos)\n"
+        "assert bad == 3 * 8 + 9 and fuzz > 100, (bad, fuzz)\n"
         "print(runs, h.hexdigest())\n")
     with_and_without_avx512(decoder, code, 60)
 
