@@ -1579,48 +1579,53 @@ __attribute__((target("avx512f"))) static uint64_t gm_prefix_x512(uint64_t *o, i
     return (uint64_t)_mm512_reduce_max_epu64(mx);
 }
 
-/* A FOR block of codes (no slope, w 1 .. 25) into a dictionary of 64-bit entries (a stripe table of
- * codes into its segment dictionary): gm_plain_x512's unpacking, 16 codes a vector, looked up as they
- * are unpacked (codes past the dictionary clamped to its last entry; scalar loads: this machine's
- * AVX-512 gathers were slower, 0.969 of their time) while their largest is kept, so that the codes
- * are not written out, read back for their largest (gm_max_x512), then again for their lookups
- * (C time of hash_items+replay's item_id, whose stripe tables are such blocks: 0.957). Returns 1
- * where a code is not below D (o then holds the clamped codes' entries), as gm_finish. base < D
- * (the caller checked) */
-__attribute__((target("avx512f,avx512bw,avx512vbmi"))) static int gm_plain_dict_x512(const unsigned char *b, int64_t L,
-                                                                                      int64_t bit, int w, uint64_t base,
-                                                                                      int64_t n, const int64_t *dict,
-                                                                                      int64_t D, uint64_t *o) {
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i q = _mm512_add_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32(w)), _mm512_set1_epi32((int)(bit & 7)));
-    const __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(q, 3), _mm512_set1_epi32(0x01010101)),
-                                         _mm512_set1_epi32(0x03020100));
-    const __m512i sh = _mm512_and_si512(q, _mm512_set1_epi32(7));
-    const __m512i mask = _mm512_set1_epi32((int)((UINT32_C(1) << w) - 1));
-    /* (offsets past the base below 2^25; the entries from the base on: D - base of them, clamped to
-     * that less one, at most 2^25 - 1 past it) */
-    const uint64_t room_d = (uint64_t)D - base;
-    const __m512i lim = _mm512_set1_epi32((int)(room_d - 1 < (UINT64_C(1) << 25) ? room_d - 1 : (UINT64_C(1) << 25) - 1));
-    const int64_t *e = dict + base;
-    __m512i mx = _mm512_setzero_si512();
-    const unsigned char *p = b + (bit >> 3);
-    int64_t room = L - (bit >> 3);
-    for (int64_t k = 0; k < n; k += 16, p += 2 * w, room -= 2 * w) {
-        const __mmask64 km = room >= 64 ? ~(__mmask64)0 : room > 0 ? ((__mmask64)1 << room) - 1 : 0;
-        const int64_t left = n - k;
-        const __mmask16 live = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-        const __m512i v = _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi8(idx, _mm512_maskz_loadu_epi8(km, p)), sh), mask);
-        mx = _mm512_mask_max_epu32(mx, live, mx, v);
-        const __m512i c = _mm512_min_epu32(v, lim);
-        uint32_t t[16];
-        _mm512_storeu_si512((void *)t, c);
-        if (left >= 16) {
-            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) o[k + i] = (uint64_t)e[t[i]];
-        } else
-            for (int64_t i = 0; i < left; i++) o[k + i] = (uint64_t)e[t[i]];
+/* A FOR block of codes (no slope, w 1 .. 25) into a dictionary (dc: 64-bit entries, or a narrowed
+ * copy's 16 / 32-bit ones plus its least, gm_dict): gm_plain_x512's unpacking, 16 codes a vector,
+ * looked up as they are unpacked (codes past the dictionary clamped to its last entry; scalar loads:
+ * this machine's AVX-512 gathers were slower, 0.969 of their time) while their largest is kept, so
+ * that the codes are not written out, read back for their largest (gm_max_x512), then again for
+ * their lookups (C time of hash_items+replay's item_id, whose stripe tables are such blocks: 0.957).
+ * Returns 1 where a code is not below D (o then holds the clamped codes' entries), as gm_finish.
+ * base < D (the caller checked) */
+#define GM_PLAIN_DICT_T(NAME, T)                                                                                \
+    __attribute__((target("avx512f,avx512bw,avx512vbmi"))) static int NAME(                                   \
+        const unsigned char *b, int64_t L, int64_t bit, int w, uint64_t base, int64_t n, const gm_dict *dc,    \
+        uint64_t *o) {                                                                                          \
+        const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);          \
+        const __m512i q =                                                                                       \
+            _mm512_add_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32(w)), _mm512_set1_epi32((int)(bit & 7)));\
+        const __m512i idx = _mm512_add_epi32(                                                                   \
+            _mm512_mullo_epi32(_mm512_srli_epi32(q, 3), _mm512_set1_epi32(0x01010101)), _mm512_set1_epi32(0x03020100)); \
+        const __m512i sh = _mm512_and_si512(q, _mm512_set1_epi32(7));                                           \
+        const __m512i mask = _mm512_set1_epi32((int)((UINT32_C(1) << w) - 1));                                 \
+        /* (offsets past the base below 2^25; the entries from the base on: D - base of them, clamped to      \
+         * that less one, at most 2^25 - 1 past it) */                                                          \
+        const uint64_t room_d = (uint64_t)dc->D - base, lo = dc->lo;                                            \
+        const __m512i lim =                                                                                     \
+            _mm512_set1_epi32((int)(room_d - 1 < (UINT64_C(1) << 25) ? room_d - 1 : (UINT64_C(1) << 25) - 1)); \
+        const T *e = (const T *)dc->p + base;                                                                   \
+        __m512i mx = _mm512_setzero_si512();                                                                    \
+        const unsigned char *p = b + (bit >> 3);                                                                \
+        int64_t room = L - (bit >> 3);                                                                          \
+        for (int64_t k = 0; k < n; k += 16, p += 2 * w, room -= 2 * w) {                                        \
+            const __mmask64 km = room >= 64 ? ~(__mmask64)0 : room > 0 ? ((__mmask64)1 << room) - 1 : 0;       \
+            const int64_t left = n - k;                                                                         \
+            const __mmask16 live = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);            \
+            const __m512i v = _mm512_and_si512(                                                                 \
+                _mm512_srlv_epi32(_mm512_permutexvar_epi8(idx, _mm512_maskz_loadu_epi8(km, p)), sh), mask);     \
+            mx = _mm512_mask_max_epu32(mx, live, mx, v);                                                        \
+            uint32_t t[16];                                                                                     \
+            _mm512_storeu_si512((void *)t, _mm512_min_epu32(v, lim));                                           \
+            if (left >= 16) {                                                                                   \
+                _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) o[k + i] = lo + (uint64_t)e[t[i]];        \
+            } else                                                                                              \
+                for (int64_t i = 0; i < left; i++) o[k + i] = lo + (uint64_t)e[t[i]];                           \
+        }                                                                                                       \
+        return (uint64_t)_mm512_reduce_max_epu32(mx) >= room_d;                                                 \
     }
-    return (uint64_t)_mm512_reduce_max_epu32(mx) >= room_d;
-}
+GM_PLAIN_DICT_T(gm_plain_dict64_x512, uint64_t)
+GM_PLAIN_DICT_T(gm_plain_dict32_x512, uint32_t)
+GM_PLAIN_DICT_T(gm_plain_dict16_x512, uint16_t)
 
 /* gm_finish's lookups in a dictionary of at most 16 int64 entries (a stripe table of ratings, a few
  * action types), without delta: the table in two vectors, 8 codes looked up a permute (each lane's
@@ -1912,9 +1917,12 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
                 continue;
             }
 #if GM_X512
-            if (t < 65 && !sl && W >= 1 && W <= 25 && D && dict->w == 8 && bv < (uint64_t)D && gm_fast_x512()) {
-                /* (a FOR block of codes into 64-bit entries: unpacked and looked up in one pass) */
-                if (gm_plain_dict_x512(b, R, at, (int)W, bv, cnt, (const int64_t *)dict->p, D, o)) return GM_BLOB_CODE;
+            if (t < 65 && !sl && W >= 1 && W <= 25 && D && bv < (uint64_t)D && gm_fast_x512()) {
+                /* (a FOR block of codes: unpacked and looked up in one pass) */
+                if (dict->w == 8   ? gm_plain_dict64_x512(b, R, at, (int)W, bv, cnt, dict, o)
+                    : dict->w == 4 ? gm_plain_dict32_x512(b, R, at, (int)W, bv, cnt, dict, o)
+                                   : gm_plain_dict16_x512(b, R, at, (int)W, bv, cnt, dict, o))
+                    return GM_BLOB_CODE;
                 P += bits;
                 continue;
             }

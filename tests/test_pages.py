@@ -2295,10 +2295,11 @@ def test_runs_of_codes_with_and_without_avx512(decoder):
 
 def test_plain_codes_looked_up_as_unpacked_with_and_without_avx512(decoder):
     """FOR blocks of codes (widths 1 to 20, blocks of every length mod 16, codes from a base past 0)
-    into a dictionary of 64-bit entries: with AVX-512 each 16 codes are looked up as they are
-    unpacked (``gm_plain_dict_x512``), without it unpacked, then looked up; both give NumPy's
-    values, and with the dictionary one entry short of the largest code, or short of the codes'
-    base, a ``CorruptionError`` (child processes: the choice is made once per process)."""
+    into a dictionary of 64-bit entries and into the narrowed 16 / 32-bit copies of a kept one: with
+    AVX-512 each 16 codes are looked up as they are unpacked (``gm_plain_dict*_x512``), without it
+    unpacked, then looked up; both give NumPy's values, and with the dictionary one entry short of
+    the largest code, or short of the codes' base, a ``CorruptionError`` (child processes: the
+    choice is made once per process)."""
     code = _CHILD + (
         "from gpumat.core.errors import CorruptionError\n"
         "from gpumat.host import native\n"
@@ -2319,17 +2320,19 @@ def test_plain_codes_looked_up_as_unpacked_with_and_without_avx512(decoder):
         "    return got[0]\n"
         "for w in (1, 2, 5, 8, 12, 13, 17, 20):  # (a dictionary past the codes: 2^w entries)\n"
         "    cnt = np.array([1, 7, 15, 16, 17, 100, 128, 300], np.int64)\n"
-        "    base = int(rng.integers(0, 50))\n"
+        "    base = int(rng.integers(1, 50))  # (a dictionary of base entries: one at least)\n"
         "    x = base + rng.integers(0, 1 << w, int(cnt.sum()))\n"
         "    r, off, nb, _ = pages.encode_stripes(x, cnt, 128, extended=False)\n"
         "    plain += int(sum(((r[o : o + -(-c // 128)] & 0x7F) <= 64).sum() for o, c in zip(off, cnt)))\n"
         "    S, D = len(cnt), int(x.max()) + 1\n"
-        "    d = rng.integers(-(1 << 62), 1 << 62, D + 5)\n"
-        "    for dl in (D + 5, D):\n"
-        "        assert both(r, off, nb, cnt, 128, d, np.zeros(S, np.int64), np.full(S, dl)) == d[x].tolist()\n"
-        "    for dl in (D - 1, base):\n"
-        "        bad += both(r, off, nb, cnt, 128, d, np.zeros(S, np.int64), np.full(S, dl)) == 'bad'\n"
-        "assert bad == 16, bad\n"
+        "    for lo, span in ((-(1 << 62), 1 << 62), (5, 1 << 15), (-(1 << 40), 1 << 31)):  # (64, 16, 32-bit entries)\n"
+        "        d = rng.integers(lo, lo + span, max(D + 5, 1 << 15))\n"
+        "        d.setflags(write=False)\n"
+        "        for dl in (D + 5, D, D):  # (a kept dictionary: narrowed at its second use)\n"
+        "            assert both(r, off, nb, cnt, 128, d, np.zeros(S, np.int64), np.full(S, dl)) == d[x].tolist()\n"
+        "        for dl in (D - 1, base):\n"
+        "            bad += both(r, off, nb, cnt, 128, d, np.zeros(S, np.int64), np.full(S, dl)) == 'bad'\n"
+        "assert bad == 48, bad\n"
         "print(plain, h.hexdigest())\n")
     with_and_without_avx512(decoder, code, 60)
 
