@@ -732,6 +732,33 @@ __attribute__((target("avx512f,popcnt"))) static void gm_radix_x512(const uint64
     }
 }
 
+/* Values of w bits (1 .. 25) that lie back to back in a byte stream, 16 a vector: the 16 values'
+ * 2 w bytes from one masked 64-byte load (no byte at or past the stream's end read); a byte permute
+ * puts each value's 4 bytes in its 32-bit lane, a shift per lane and a mask take its w bits (a
+ * value's bits and shift lie in its lane: (bit mod 8) + 15 w < 8 * 60, and at most 7 + 25 bits).
+ * Every 16 values start at the same bit of a byte, so the permute and the shifts are made once
+ * (gm_w16_of, for values from bit `bit`) and each 16 values taken with them (gm_w16_at, from byte p
+ * with `room` bytes readable from it). gm_plain_x512, gm_plain_dict*_x512, gm_unpack32_x512 and
+ * gm_classes_x512 unpack with them. */
+typedef struct {
+    __m512i idx, sh, mask;
+} gm_w16;
+
+static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vbmi"))) gm_w16 gm_w16_of(int64_t bit, int w) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i q = _mm512_add_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32(w)), _mm512_set1_epi32((int)(bit & 7)));
+    const gm_w16 u = {_mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(q, 3), _mm512_set1_epi32(0x01010101)),
+                                       _mm512_set1_epi32(0x03020100)), /* lane j: its value's bytes q_j / 8 + 0..3 */
+                      _mm512_and_si512(q, _mm512_set1_epi32(7)), _mm512_set1_epi32((int)((UINT32_C(1) << w) - 1))};
+    return u;
+}
+
+static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vbmi"))) __m512i
+gm_w16_at(const gm_w16 *u, const unsigned char *p, int64_t room) {
+    const __mmask64 km = room >= 64 ? ~(__mmask64)0 : room > 0 ? ((__mmask64)1 << room) - 1 : 0;
+    return _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi8(u->idx, _mm512_maskz_loadu_epi8(km, p)), u->sh), u->mask);
+}
+
 /* gm_classes_r with AVX-512: its levels (gm_classes_levels, pdep inline: every CPU with AVX-512 VBMI
  * has a fast one; first: as gm_classes_r's), then its classes (every width w[c] <= 24, so that a value
  * less the base, its class's start and low bits, is below 2^26 and a value's bits and their shift lie
@@ -754,7 +781,6 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t at, int64_t end, int6
 #define GM_R8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 #define GM_K(i) ((__mmask16)(m[(i) >> 2] >> (16 * ((i) & 3))))
     uint32_t tmp[128 + 16];
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i fill = _mm512_set1_epi32((int)st[0]); /* (class 0 of no low bits: a fill) */
 #define GM_DECL(i) __m512i R##i = fill;
     GM_R8(GM_DECL)
@@ -770,18 +796,11 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t at, int64_t end, int6
             GM_R8(GM_FILL)
             continue;
         }
-        const __m512i q = _mm512_add_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32(wc)), _mm512_set1_epi32((int)(pos & 7)));
-        const __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(q, 3), _mm512_set1_epi32(0x01010101)),
-                                             _mm512_set1_epi32(0x03020100)); /* lane j: its value's bytes q_j / 8 + 0..3 */
-        const __m512i sh = _mm512_and_si512(q, _mm512_set1_epi32(7));
-        const __m512i mask = _mm512_set1_epi32((int)((UINT32_C(1) << wc) - 1));
+        const gm_w16 u = gm_w16_of(pos, wc);
         const unsigned char *p = b + (pos >> 3);
         int64_t room = L - (pos >> 3); /* (b's bytes from p: the load reads no byte past them) */
-        for (int64_t t = 0; t < nc; t += 16, p += 2 * wc, room -= 2 * wc) {
-            const __mmask64 km = room >= 64 ? ~(__mmask64)0 : room > 0 ? ((__mmask64)1 << room) - 1 : 0;
-            const __m512i v = _mm512_permutexvar_epi8(idx, _mm512_maskz_loadu_epi8(km, p));
-            _mm512_storeu_si512(tmp + t, _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(v, sh), mask), add));
-        }
+        for (int64_t t = 0; t < nc; t += 16, p += 2 * wc, room -= 2 * wc)
+            _mm512_storeu_si512(tmp + t, _mm512_add_epi32(gm_w16_at(&u, p, room), add));
         pos += nc * wc;
         const uint32_t *s = tmp;
 #define GM_EXPAND(i) R##i = _mm512_mask_expandloadu_epi32(R##i, GM_K(i), s), s += __builtin_popcount(GM_K(i));
@@ -823,22 +842,13 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t at, int64_t end, int6
     return pos;
 }
 
-/* gm_plain_bits with AVX-512 (w 1 .. 25): 16 values a vector, straight from b's bytes. The 16 values'
- * 2 w bytes from one masked 64-byte load (no byte at or past L read; every bit used is the caller's to
- * have checked); a byte permute puts each value's 4 bytes in its 32-bit lane, a shift per lane and a
- * mask take its w bits (a value's bits and shift lie in its lane: (bit mod 8) + 15 w < 8 * 60, and at
- * most 7 + 25 bits); widened to 64 bits and added to the line base + slope j. Every 16 values start
- * at the same bit of a byte, so the permute and the shifts are the block's; values past n are not
- * stored (a masked store: the block's last vector) */
+/* gm_plain_bits with AVX-512 (w 1 .. 25): 16 values a vector, straight from b's bytes (gm_w16: no byte
+ * at or past L read; every bit used is the caller's to have checked), widened to 64 bits and added to
+ * the line base + slope j; values past n are not stored (a masked store: the block's last vector) */
 __attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void gm_plain_x512(const unsigned char *b, int64_t L,
                                                                                   int64_t bit, int w, uint64_t base,
                                                                                   uint64_t slope, int64_t n, uint64_t *o) {
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i q = _mm512_add_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32(w)), _mm512_set1_epi32((int)(bit & 7)));
-    const __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(q, 3), _mm512_set1_epi32(0x01010101)),
-                                         _mm512_set1_epi32(0x03020100)); /* lane j: its value's bytes q_j / 8 + 0..3 */
-    const __m512i sh = _mm512_and_si512(q, _mm512_set1_epi32(7));
-    const __m512i mask = _mm512_set1_epi32((int)((UINT32_C(1) << w) - 1));
+    const gm_w16 u = gm_w16_of(bit, w);
     uint64_t r[16]; /* (the line's first 16 values; each vector's next 16 are 16 slope on) */
     for (int k = 0; k < 16; k++) r[k] = base + slope * (uint64_t)k;
     __m512i r0 = _mm512_loadu_si512(r), r1 = _mm512_loadu_si512(r + 8);
@@ -846,8 +856,7 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void gm_plain_x512
     const unsigned char *p = b + (bit >> 3);
     int64_t room = L - (bit >> 3); /* (b's bytes from p) */
     for (int64_t k = 0; k < n; k += 16, p += 2 * w, room -= 2 * w) {
-        const __mmask64 km = room >= 64 ? ~(__mmask64)0 : room > 0 ? ((__mmask64)1 << room) - 1 : 0;
-        const __m512i v = _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi8(idx, _mm512_maskz_loadu_epi8(km, p)), sh), mask);
+        const __m512i v = gm_w16_at(&u, p, room);
         const __m512i lo = _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(v)), r0);
         const __m512i hi = _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(v, 1)), r1);
         const int64_t left = n - k;
@@ -1591,13 +1600,7 @@ __attribute__((target("avx512f"))) static uint64_t gm_prefix_x512(uint64_t *o, i
     __attribute__((target("avx512f,avx512bw,avx512vbmi"))) static int NAME(                                   \
         const unsigned char *b, int64_t L, int64_t bit, int w, uint64_t base, int64_t n, const gm_dict *dc,    \
         uint64_t *o) {                                                                                          \
-        const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);          \
-        const __m512i q =                                                                                       \
-            _mm512_add_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32(w)), _mm512_set1_epi32((int)(bit & 7)));\
-        const __m512i idx = _mm512_add_epi32(                                                                   \
-            _mm512_mullo_epi32(_mm512_srli_epi32(q, 3), _mm512_set1_epi32(0x01010101)), _mm512_set1_epi32(0x03020100)); \
-        const __m512i sh = _mm512_and_si512(q, _mm512_set1_epi32(7));                                           \
-        const __m512i mask = _mm512_set1_epi32((int)((UINT32_C(1) << w) - 1));                                 \
+        const gm_w16 u = gm_w16_of(bit, w);                                                                     \
         /* (offsets past the base below 2^25; the entries from the base on: D - base of them, clamped to      \
          * that less one, at most 2^25 - 1 past it) */                                                          \
         const uint64_t room_d = (uint64_t)dc->D - base, lo = dc->lo;                                            \
@@ -1608,11 +1611,9 @@ __attribute__((target("avx512f"))) static uint64_t gm_prefix_x512(uint64_t *o, i
         const unsigned char *p = b + (bit >> 3);                                                                \
         int64_t room = L - (bit >> 3);                                                                          \
         for (int64_t k = 0; k < n; k += 16, p += 2 * w, room -= 2 * w) {                                        \
-            const __mmask64 km = room >= 64 ? ~(__mmask64)0 : room > 0 ? ((__mmask64)1 << room) - 1 : 0;       \
             const int64_t left = n - k;                                                                         \
             const __mmask16 live = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);            \
-            const __m512i v = _mm512_and_si512(                                                                 \
-                _mm512_srlv_epi32(_mm512_permutexvar_epi8(idx, _mm512_maskz_loadu_epi8(km, p)), sh), mask);     \
+            const __m512i v = gm_w16_at(&u, p, room);                                                           \
             mx = _mm512_mask_max_epu32(mx, live, mx, v);                                                        \
             uint32_t t[16];                                                                                     \
             _mm512_storeu_si512((void *)t, _mm512_min_epu32(v, lim));                                           \
@@ -1750,22 +1751,13 @@ __attribute__((target("avx512f"))) static inline void gm_copy_x512(uint64_t *o, 
 }
 
 /* n values of w bits (1 .. 25) from bit `bit` of b (L bytes readable) to o (uint32, room for n rounded
- * up to 16), 16 a vector as gm_plain_x512 unpacks them: a block's exceptions and their positions */
+ * up to 16), 16 a vector (gm_w16): a block's exceptions and their positions */
 static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vbmi"))) void
 gm_unpack32_x512(const unsigned char *b, int64_t L, int64_t bit, int w, int64_t n, uint32_t *o) {
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i q = _mm512_add_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32(w)), _mm512_set1_epi32((int)(bit & 7)));
-    const __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(q, 3), _mm512_set1_epi32(0x01010101)),
-                                         _mm512_set1_epi32(0x03020100));
-    const __m512i sh = _mm512_and_si512(q, _mm512_set1_epi32(7));
-    const __m512i mask = _mm512_set1_epi32((int)((UINT32_C(1) << w) - 1));
+    const gm_w16 u = gm_w16_of(bit, w);
     const unsigned char *p = b + (bit >> 3);
     int64_t room = L - (bit >> 3);
-    for (int64_t k = 0; k < n; k += 16, p += 2 * w, room -= 2 * w) {
-        const __mmask64 km = room >= 64 ? ~(__mmask64)0 : room > 0 ? ((__mmask64)1 << room) - 1 : 0;
-        _mm512_storeu_si512((void *)(o + k),
-                            _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi8(idx, _mm512_maskz_loadu_epi8(km, p)), sh), mask));
-    }
+    for (int64_t k = 0; k < n; k += 16, p += 2 * w, room -= 2 * w) _mm512_storeu_si512((void *)(o + k), gm_w16_at(&u, p, room));
 }
 
 /* gm_runs with AVX-512 for a dictionary of 64-bit entries (a stripe table decoded in the cache): the
