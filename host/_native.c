@@ -1700,6 +1700,21 @@ static inline void gm_copy_entries(uint64_t *o, uint64_t v, int64_t n, const gm_
         for (int64_t i = 0; i < n; i++) o[i] = dc->lo + ((const uint16_t *)dc->p)[v + i];
 }
 
+/* gm_runs' exception positions: a bitmap's set bits, in order, to pos (returns how many) */
+static inline int64_t gm_set_bits(const uint64_t *bm, uint32_t *pos) {
+    int64_t r = 0;
+    for (int g = 0; g < 2; g++)
+        for (uint64_t m = bm[g]; m; m &= m - 1) pos[r++] = (uint32_t)(64 * g + __builtin_ctzll(m));
+    return r;
+}
+
+/* 1 unless the e >= 1 positions of a sparse bitmap ascend below cnt (gm_sparse_bitmap's check) */
+static inline int gm_unordered(const uint32_t *pos, int64_t e, int64_t cnt) {
+    uint32_t bad = pos[e - 1] >= (uint64_t)cnt;
+    for (int64_t r = 1; r < e; r++) bad |= pos[r] <= pos[r - 1];
+    return bad != 0;
+}
+
 /* A DELTA PATCH / DELTA SIGNED block of codes with no low bits (w 0) whose line steps by 1: code i
  * is b0 + i + the block's exceptions at positions <= i (gm_finish's prefix sum), so between two
  * exceptions the codes step by one, and each such run is a copy of the dictionary's entries: no
@@ -1726,7 +1741,7 @@ static inline void gm_copy_entries(uint64_t *o, uint64_t v, int64_t n, const gm_
     }                                                                                                         \
     return 0;
 
-static int gm_runs(uint64_t *o, int64_t cnt, const uint8_t *pos, int64_t e, const unsigned char *b, int64_t R,
+static int gm_runs(uint64_t *o, int64_t cnt, const uint32_t *pos, int64_t e, const unsigned char *b, int64_t R,
                    int64_t xat, int w2, int sgn, uint64_t b0, const gm_dict *dc) {
     GM_RUNS_BODY(gm_copy_entries(o + q, v, n, dc), gm_bits_at(b, R, xat + r * w2, w2))
 }
@@ -1772,14 +1787,9 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) static int gm_runs_x512(u
     if (!bm) {
         if (pb) gm_unpack32_x512(b, R, pat, pb, e, pos);
         else memset(pos, 0, sizeof pos);
-        uint32_t bad = pos[e - 1] >= (uint64_t)cnt; /* (e >= 1) */
-        for (int64_t r = 1; r < e; r++) bad |= pos[r] <= pos[r - 1];
-        if (bad) return 2;
-    } else {
-        int64_t r = 0;
-        for (int g = 0; g < 2; g++)
-            for (uint64_t m = bm[g]; m; m &= m - 1) pos[r++] = (uint32_t)(64 * g + __builtin_ctzll(m));
-    }
+        if (gm_unordered(pos, e, cnt)) return 2;
+    } else
+        gm_set_bits(bm, pos);
     if (w2 >= 1 && w2 <= 25) gm_unpack32_x512(b, R, xat, w2, e, xs);
     else
         for (int64_t r = 0; r < e; r++) xs[r] = (uint32_t)gm_bits_at(b, R, xat + r * w2, w2);
@@ -1945,21 +1955,16 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
                     continue;
                 }
 #endif
-                uint8_t pos[128]; /* (the exceptions' positions: a sparse bitmap's as stored, checked as
-                                   * gm_sparse_bitmap checks them; a bitmap's by its set bits) */
+                uint32_t pos[128]; /* (the exceptions' positions: a sparse bitmap's as stored, then checked;
+                                    * a bitmap's by its set bits) */
                 if (sparse) {
-                    for (int64_t r = 0, prev = -1; r < E; prev = pos[r++]) {
-                        const int64_t p = (int64_t)gm_bits_at(b, R, at + r * pb, pb);
-                        if (p <= prev || p >= cnt) return GM_BLOB_BITMAP;
-                        pos[r] = (uint8_t)p;
-                    }
+                    for (int64_t r = 0; r < E; r++) pos[r] = (uint32_t)gm_bits_at(b, R, at + r * pb, pb);
+                    if (gm_unordered(pos, E, cnt)) return GM_BLOB_BITMAP;
                 } else {
                     uint64_t bm[2];
                     gm_bits128(b, R, at, cnt, bm);
                     if (__builtin_popcountll(bm[0]) + __builtin_popcountll(bm[1]) != E) return GM_BLOB_BITMAP;
-                    int64_t r = 0;
-                    for (int g = 0; g < 2; g++)
-                        for (uint64_t m = bm[g]; m; m &= m - 1) pos[r++] = (uint8_t)(64 * g + __builtin_ctzll(m));
+                    gm_set_bits(bm, pos);
                 }
                 if (gm_runs(o, cnt, pos, E, b, R, at + mbits, (int)W2, sgn, (uint64_t)base[k], dict)) return GM_BLOB_CODE;
                 P += bits;

@@ -1076,6 +1076,24 @@ def test_radix_tables_and_fields():
 
 
 _CHILD = "import hashlib\nimport numpy as np\nfrom gpumat.host import pages\n"  # (with_and_without_avx512's codes)
+# (both(*a, **k) in a child: pages.decode_blobs with the C decoder and with NumPy's, the same values or both a
+# CorruptionError ('bad'), the result added to the hash h)
+_CHILD_BOTH = (
+    "from gpumat.core.errors import CorruptionError\n"
+    "from gpumat.host import native\n"
+    "c_decode = native._decode\n"
+    "def both(*a, **k):\n"
+    "    got = []\n"
+    "    for use_c in (True, False):\n"
+    "        native._decode = c_decode if use_c else None\n"
+    "        try:\n"
+    "            got.append(pages.decode_blobs(*a, **k).tolist())\n"
+    "        except CorruptionError:\n"
+    "            got.append('bad')\n"
+    "    native._decode = c_decode\n"
+    "    assert got[0] == got[1], (a[3], list(k))\n"
+    "    h.update(repr(got[0]).encode())\n"
+    "    return got[0]\n")
 
 
 def test_radix_decode_with_and_without_avx512(decoder):
@@ -2218,37 +2236,23 @@ def runs_blob(cnt: int, pos: list, xs: list, w2: int, base: int = 3, sparse: boo
 
 
 def test_runs_of_codes_with_and_without_avx512(decoder):
-    """DELTA PATCH / DELTA SIGNED blocks of codes with no low bits on a line of step 1 or 0 (a stripe's
-    replayed ids, ``replayed_codes``: ``gm_runs`` copies or fills each run between two exceptions
-    from the dictionary instead of summing and looking up code by code; with AVX-512 16 entries
-    at a time, past the run where the block and the entries readable allow): every run length, each
-    bitmap form (a stripe's runs long, short, mostly repeats), through a stripe table decoded in the cache (``tables``), an int64 dictionary and
-    the narrowed uint16 / uint32 copies of a kept one, give NumPy's values with the C decoder's
-    AVX-512 paths and without (child processes), nothing written past a blob; a dictionary one entry
-    short of the largest code is a ``CorruptionError`` on all three, and so is a table one entry
-    short; on flipped bits, and on blocks built with positions equal, out of order or past the
-    block, all three give the same values or a ``CorruptionError``."""
+    """DELTA PATCH / DELTA SIGNED blocks of codes with no low bits on a line of step 1 (a stripe's
+    replayed ids, ``replayed_codes``: ``gm_runs`` copies each run between two exceptions from the
+    dictionary instead of summing and looking up code by code; with AVX-512 16 entries at a time,
+    past the run where the block and the entries readable allow): every run length, each bitmap
+    form (a stripe's runs long, short, mostly repeats), through a stripe table decoded in the cache
+    (``tables``), an int64 dictionary and the narrowed uint16 / uint32 copies of a kept one, give
+    NumPy's values with the C decoder's AVX-512 paths and without (child processes), nothing
+    written past a blob; a dictionary one entry short of the largest code is a
+    ``CorruptionError`` on all three, and so is a table one entry short; on flipped bits, and on
+    blocks built with positions equal, out of order or past the block, all three give the same
+    values or a ``CorruptionError``."""
     import inspect
 
-    code = _CHILD + inspect.getsource(replayed_codes) + inspect.getsource(runs_blob) + (
-        "from gpumat.core.errors import CorruptionError\n"
-        "from gpumat.host import native\n"
+    code = _CHILD + _CHILD_BOTH + inspect.getsource(replayed_codes) + inspect.getsource(runs_blob) + (
         "from gpumat.host.ranges import ranges\n"
         "rng = np.random.default_rng(11)\n"
         "h, runs, bad, fuzz = hashlib.sha256(), 0, 0, 0\n"
-        "c_decode = native._decode\n"
-        "def both(*a, **k):\n"
-        "    got = []\n"
-        "    for use_c in (True, False):\n"
-        "        native._decode = c_decode if use_c else None\n"
-        "        try:\n"
-        "            got.append(pages.decode_blobs(*a, **k).tolist())\n"
-        "        except CorruptionError:\n"
-        "            got.append('bad')\n"
-        "    native._decode = c_decode\n"
-        "    assert got[0] == got[1], (a[3], k.keys())\n"
-        "    h.update(repr(got[0]).encode())\n"
-        "    return got[0]\n"
         "for n in (1, 15, 16, 17, 100, 128, 129, 700, 3000):\n"
         "    x = np.concatenate([replayed_codes(rng, n, *shape) for shape in ((40, 0.15), (10, 0.0), (30, 0.9))])\n"
         "    cnt = np.full(3, n, np.int64)\n"
@@ -2300,24 +2304,9 @@ def test_plain_codes_looked_up_as_unpacked_with_and_without_avx512(decoder):
     unpacked, then looked up; both give NumPy's values, and with the dictionary one entry short of
     the largest code, or short of the codes' base, a ``CorruptionError`` (child processes: the
     choice is made once per process)."""
-    code = _CHILD + (
-        "from gpumat.core.errors import CorruptionError\n"
-        "from gpumat.host import native\n"
+    code = _CHILD + _CHILD_BOTH + (
         "rng = np.random.default_rng(12)\n"
         "h, bad, plain = hashlib.sha256(), 0, 0\n"
-        "c_decode = native._decode\n"
-        "def both(*a):\n"
-        "    got = []\n"
-        "    for use_c in (True, False):\n"
-        "        native._decode = c_decode if use_c else None\n"
-        "        try:\n"
-        "            got.append(pages.decode_blobs(*a).tolist())\n"
-        "        except CorruptionError:\n"
-        "            got.append('bad')\n"
-        "    native._decode = c_decode\n"
-        "    assert got[0] == got[1], a[3]\n"
-        "    h.update(repr(got[0]).encode())\n"
-        "    return got[0]\n"
         "for w in (1, 2, 5, 8, 12, 13, 17, 20):  # (a dictionary past the codes: 2^w entries)\n"
         "    cnt = np.array([1, 7, 15, 16, 17, 100, 128, 300], np.int64)\n"
         "    base = int(rng.integers(1, 50))  # (a dictionary of base entries: one at least)\n"
