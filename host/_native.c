@@ -92,7 +92,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 32; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 33; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -2010,7 +2010,7 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
     return GM_BLOB_OK;
 }
 
-/* One blob of gm_decode_blobs / gm_decode_tabled: bytes [off, off + L) of buf (n bytes), cnt values to
+/* One blob of gm_decode_blobs: bytes [off, off + L) of buf (n bytes), cnt values to
  * o, codes into dc (dc->D 0: none); tag >= 0: a blob of one block whose tag is tag, not its first byte
  * (host/pages.py move_tags): copied after it into vbuf (nv bytes: at least the longest such blob + 9,
  * zeroed past it) and decoded there. Returns 0 or a GM_BLOB_* reason. */
@@ -2026,77 +2026,83 @@ static int gm_one_blob(const unsigned char *buf, int64_t n, int64_t off, int64_t
     return gm_blob(vbuf, L + 1, L + 9, cnt, bs, dc, scratch, o);
 }
 
-/* Blob s: bytes [boff[s], boff[s] + blen[s]) of buf (n bytes), count[s] values to out[dst[s] ...];
- * dlen[s] > 0: codes into dicts[dstart[s] ...][0, dlen[s]) (dicts NULL: none), its entries of dw bytes:
- * 8 (int64), or 2 / 4 (unsigned, each entry dlo + it: gm_dict); tags (NULL: none)
- * tags[s] >= 0: a blob of one block whose tag is tags[s] (gm_one_blob). Returns 0, or s + 1 for the
- * first bad blob (*why: its GM_BLOB_* reason; the blobs before it are written). The caller checks the
- * output positions and the dictionaries' ranges. */
+/* host/native.py decode_blobs: blob s, bytes [boff[s], + blen[s]) of buf (n bytes), count[s] values to out[dst[s] ...]
+ * (nout values). Its dictionary, where dlen (not NULL) has dlen[s] > 0: dicts[dstart[s] ...][0, dlen[s]), of the nd
+ * entries of dicts (NULL: none), each dw bytes: 8 (int64), or 2 / 4 (unsigned, each entry dlo + it: gm_dict). tags
+ * (NULL: none) tags[s] >= 0: a blob of one block whose tag is tags[s] (gm_one_blob). tab (NULL: none) tab[s] >= 0: a
+ * stripe table instead (DESIGN §1 "Stripe tables"), table t = tab[s] of the T, whose own blob is bytes [toff[t], +
+ * tlen[t]) of tbuf (tn bytes) of tcnt[t] entries, itself codes into dicts[tdstart[t] ...][0, tdlen[t]) where tdlen[t] >
+ * 0 (a table of codes into its segment dictionary) or values. A table's entries are decoded into a buffer of the
+ * largest tcnt words (a few KB, in the core's cache) just before the blob, and its codes looked up there: no table is
+ * written out whole and read again; a table named by consecutive blobs is decoded once.
+ * Every position is checked first, nothing written: -1 where one is outside its array (why[0]: GM_ARG_*), -2 where
+ * the buffers cannot be allocated. Then 0, or s + 1 for the first bad blob (why[0]: its GM_BLOB_* reason, why[1]: 1
+ * where it was its table that is bad; the blobs before it are written). */
+enum { GM_ARG_OUT = 1, GM_ARG_DICT, GM_ARG_TABLE, GM_ARG_TABLE_DICT };
 int64_t gm_decode_blobs(const unsigned char *buf, int64_t n, const int64_t *boff, const int64_t *blen,
-                        const int64_t *count, const int64_t *dst, int64_t S, int64_t bs, const void *dicts,
-                        int64_t dw, uint64_t dlo, const int64_t *dstart, const int64_t *dlen, const int64_t *tags, unsigned char *vbuf, int64_t nv,
-                        uint64_t *scratch, uint64_t *out, int64_t *why) {
-    for (int64_t s = 0; s < S; s++) {
-        const int64_t D = dicts ? dlen[s] : 0;
-        const gm_dict dc = {D ? (const unsigned char *)dicts + dw * dstart[s] : NULL, D, dw == 8 ? 0 : dlo, (int)dw, D};
-        const int r = gm_one_blob(buf, n, boff[s], blen[s], count[s], bs, &dc, tags ? tags[s] : -1, vbuf, nv, scratch,
-                                  out + dst[s]);
-        if (r) {
-            *why = r;
-            return s + 1;
-        }
+                        const int64_t *count, const int64_t *dst, int64_t S, int64_t bs, const void *dicts, int64_t nd,
+                        int64_t dw, uint64_t dlo, const int64_t *dstart, const int64_t *dlen, const int64_t *tags,
+                        const int64_t *tab, const unsigned char *tbuf, int64_t tn, const int64_t *toff, const int64_t *tlen,
+                        const int64_t *tcnt, const int64_t *tdstart, const int64_t *tdlen, int64_t T, uint64_t *out,
+                        int64_t nout, int64_t *why) {
+    int64_t longest = -1, most = 0; /* (the longest blob whose tag is given; the most entries of a table) */
+    if (!dicts) nd = 0;
+    for (int64_t s = 0; s < S; s++) { /* (no sum that can wrap) */
+        if (count[s] < 0 || dst[s] < 0 || dst[s] > nout - count[s]) return why[0] = GM_ARG_OUT, -1;
+        const int64_t D = dlen ? dlen[s] : 0;
+        if (D < 0 || (D > 0 && (dstart[s] < 0 || dstart[s] > nd - D))) return why[0] = GM_ARG_DICT, -1;
+        if (tab && tab[s] >= T) return why[0] = GM_ARG_TABLE, -1;
+        if (tags && tags[s] >= 0 && blen[s] > longest) longest = blen[s] < n ? blen[s] : n;
     }
-    return 0;
-}
-
-/* gm_decode_blobs where a blob's dictionary may be a stripe table decoded just before it (DESIGN §1
- * "Stripe tables"): where tab[s] >= 0, blob s holds codes into table t = tab[s], whose own blob is
- * bytes [toff[t], + tlen[t]) of tbuf (tn bytes) of tcnt[t] entries, itself codes into
- * dicts[tdstart[t] ...][0, tdlen[t]) where tdlen[t] > 0 (a table of codes into its segment
- * dictionary) or values. The table's entries are decoded into tv (at least the largest tcnt words:
- * a few KB, in the core's cache) and the blob's codes looked up there, so that no table is written
- * out whole and read again; a table named by consecutive blobs is decoded once. Where tab[s] < 0:
- * as gm_decode_blobs. Returns 0, or s + 1 for the first bad blob (why[0]: its GM_BLOB_* reason,
- * why[1]: 1 where it was its table that is bad). */
-int64_t gm_decode_tabled(const unsigned char *buf, int64_t n, const int64_t *boff, const int64_t *blen,
-                         const int64_t *count, const int64_t *dst, int64_t S, int64_t bs, const void *dicts, int64_t dw,
-                         uint64_t dlo, const int64_t *dstart, const int64_t *dlen, const int64_t *tags, unsigned char *vbuf,
-                         int64_t nv, const int64_t *tab, const unsigned char *tbuf, int64_t tn, const int64_t *toff,
-                         const int64_t *tlen, const int64_t *tcnt, const int64_t *tdstart, const int64_t *tdlen, int64_t T,
-                         uint64_t *tv, int64_t ntv, uint64_t *scratch, uint64_t *out, int64_t *why) {
+    for (int64_t t = 0; t < T; t++) {
+        if (tdlen[t] < 0 || (tdlen[t] > 0 && (tdstart[t] < 0 || tdstart[t] > nd - tdlen[t])))
+            return why[0] = GM_ARG_TABLE_DICT, -1;
+        if (tcnt[t] > most) most = tcnt[t] < GM_MAX_VALUES ? tcnt[t] : GM_MAX_VALUES;
+    }
+    const int64_t ns = (bs > 128 ? bs : 128) + 3, nv = longest >= 0 ? longest + 9 : 0, ntv = most + 16;
+    /* (16 entries past the largest table: a run of codes is copied 16 entries at a time, gm_runs_x512) */
+    uint64_t *scratch = bs <= GM_MAX_VALUES ? malloc(8 * (size_t)ns) : NULL, *tv = T ? malloc(8 * (size_t)ntv) : NULL;
+    unsigned char *vbuf = nv ? malloc((size_t)nv) : NULL;
+    int64_t bad = 0;
+    if (!scratch || (T && !tv) || (nv && !vbuf)) {
+        bad = -2;
+        goto done;
+    }
     int64_t last = -1; /* (the table in tv) */
     for (int64_t s = 0; s < S; s++) {
-        const int64_t t = tab[s];
+        const int64_t t = tab ? tab[s] : -1;
         int r;
         gm_dict dc;
         if (t >= 0) {
-            if (t >= T || tcnt[t] < 1 || tcnt[t] > ntv) {
-                why[0] = GM_BLOB_SHORT, why[1] = 1;
-                return s + 1;
+            if (tcnt[t] < 1 || tcnt[t] > ntv) {
+                why[0] = GM_BLOB_SHORT, why[1] = 1, bad = s + 1;
+                goto done;
             }
             if (t != last) {
-                const int64_t D = dicts ? tdlen[t] : 0;
+                const int64_t D = tdlen[t];
                 const gm_dict td = {D ? (const unsigned char *)dicts + dw * tdstart[t] : NULL, D, dw == 8 ? 0 : dlo, (int)dw, D};
                 last = -1;
                 r = gm_one_blob(tbuf, tn, toff[t], tlen[t], tcnt[t], bs, &td, -1, vbuf, nv, scratch, tv);
                 if (r) {
-                    why[0] = r, why[1] = 1;
-                    return s + 1;
+                    why[0] = r, why[1] = 1, bad = s + 1;
+                    goto done;
                 }
                 last = t;
             }
             dc = (gm_dict){tv, tcnt[t], 0, 8, ntv};
         } else {
-            const int64_t D = dicts ? dlen[s] : 0;
+            const int64_t D = dlen ? dlen[s] : 0;
             dc = (gm_dict){D ? (const unsigned char *)dicts + dw * dstart[s] : NULL, D, dw == 8 ? 0 : dlo, (int)dw, D};
         }
         r = gm_one_blob(buf, n, boff[s], blen[s], count[s], bs, &dc, tags ? tags[s] : -1, vbuf, nv, scratch, out + dst[s]);
         if (r) {
-            why[0] = r, why[1] = 0;
-            return s + 1;
+            why[0] = r, why[1] = 0, bad = s + 1;
+            goto done;
         }
     }
-    return 0;
+done:
+    free(scratch), free(tv), free(vbuf);
+    return bad;
 }
 
 /* host/pages.py dictionary_heads: the heads of K dictionaries, dictionary k's stored bytes (head and

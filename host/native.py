@@ -16,7 +16,7 @@ import weakref
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 32  # gm_abi_version() of the _native.c this module calls
+ABI = 33  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -42,7 +42,8 @@ def _load():
                 "gm_parse_fields": (I64, [P, I64, P, P, I64, P, P, P, I64] + [P] * 10),
                 "gm_copy_ranges": (I64, [P, I64, P, P, I64, P, P, I64, I64]),
                 "gm_unpack_exceptions": (I64, [P, I64, P, P, P, P, I64, P, P]),
-                "gm_decode_blobs": (I64, [P, I64, P, P, P, P, I64, I64, P, I64, ctypes.c_uint64] + [P] * 4 + [I64, P, P, P]),
+                "gm_decode_blobs": (I64, [P, I64, P, P, P, P, I64, I64, P, I64, I64, ctypes.c_uint64] + [P] * 5
+                                    + [I64] + [P] * 5 + [I64, P, I64, P]),
                 "gm_bit_length": (None, [P, I64, P]),
                 "gm_stage_levels": (I64, [P, I64] + [P] * 5 + [I64, P, P, P]),
                 "gm_literal_tables": (I64, [P, P, I64, I64, I64, P, P, P]),
@@ -57,8 +58,6 @@ def _load():
                 "gm_patch_costs": (None, [P, I64, P, P, P, I64, I64, I64, P, P, P, P]),
                 "gm_pack": (I64, [P, I64, P, P, P, I64, P, I64]),
                 "gm_bare_mids": (I64, [P, I64] + [P] * 5 + [I64, P]),
-                "gm_decode_tabled": (I64, [P, I64, P, P, P, P, I64, I64, P, I64, ctypes.c_uint64] + [P] * 4
-                                     + [I64, P, P, I64] + [P] * 5 + [I64, P, I64, P, P, P]),
             }
             fns = []
             for name, (res, args) in sigs.items():
@@ -72,8 +71,8 @@ def _load():
 _lib, _why = _load()
 _decode, _hash, _realign, _chunk_hash, _parse_fields, _copy_ranges, _unpack_exceptions, _decode_blobs, _bit_length, \
     _stage_levels, _literal_tables, _dict_heads, _stage_bitmaps, _stage_aux, _stage_blocks, \
-    _fields_end, _ranges, _classes_patch, _classes_pack, _patch_costs, _pack, _bare_mids, _decode_tabled = \
-    _lib if _lib is not None else (None,) * 23
+    _fields_end, _ranges, _classes_patch, _classes_pack, _patch_costs, _pack, _bare_mids = \
+    _lib if _lib is not None else (None,) * 22
 
 
 def available() -> tuple[bool, str]:
@@ -426,56 +425,45 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     ``dicts[dstart[s]:][:dlen[s]]`` (int64; a large one kept between reads is looked up in its
     ``narrowed`` copy); where ``tags[s] >= 0`` it is one block whose tag is ``tags[s]``, not its
     first byte. Returns ``(0, 0)``, or ``(s + 1, reason)`` for the first bad blob
-    (``BLOB_ERRORS``). Checks every position given (``ValueError``: a bug of the caller's).
+    (``BLOB_ERRORS``). Every position given is checked, in C before anything is written
+    (``ValueError``: a bug of the caller's).
 
     ``tables``: ``(tab, tbuf, toff, tlen, tcnt, tdstart, tdlen)``, stripe tables decoded just before
-    the blobs that index them (``gm_decode_tabled``): where ``tab[s] >= 0`` blob ``s``'s codes index
-    table ``tab[s]`` (its ``dlen[s]`` unused), the blob ``[toff[t], + tlen[t])`` of ``tbuf`` of
-    ``tcnt[t]`` entries, codes into ``dicts[tdstart[t]:][:tdlen[t]]`` where ``tdlen[t] > 0``. Then
-    ``(0, 0, 0)`` or ``(s + 1, reason, 1 if it was blob s's table that is bad)``."""
+    the blobs that index them: where ``tab[s] >= 0`` blob ``s``'s codes index table ``tab[s]`` (its
+    ``dlen[s]`` unused), the blob ``[toff[t], + tlen[t])`` of ``tbuf`` of ``tcnt[t]`` entries, codes
+    into ``dicts[tdstart[t]:][:tdlen[t]]`` where ``tdlen[t] > 0``. Then ``(0, 0, 0)`` or
+    ``(s + 1, reason, 1 if it was blob s's table that is bad)``."""
     S = count.size
-    arrs = [boff, blen, count, dst] + ([] if dicts is None else [dstart, dlen, dicts]) + ([] if tags is None else [tags])
-    if tags is not None and tags.size != S:
-        raise ValueError("decode_blobs: tags [S]")
+    arrs = [boff, blen, count, dst] + ([] if dicts is None else [dstart, dlen]) + ([] if tags is None else [tags])
     if buf.dtype != np.uint8 or not buf.flags.c_contiguous or out.dtype.itemsize != 8 or not out.flags.c_contiguous \
-            or any(a.dtype != np.int64 or not a.flags.c_contiguous for a in arrs) \
-            or any(a.size != S for a in arrs[:4] + arrs[4:6]) or block_size < 1:
-        raise ValueError("decode_blobs: uint8 buf, int64 boff/blen/count/dst (dstart/dlen) [S], int64 dicts, 64-bit out")
-    if S and ((dst < 0).any() or (count < 0).any() or (dst > out.size - count).any()):  # (no sum that can wrap)
-        raise ValueError(f"decode_blobs: output positions outside the {out.size} values of out")
-    if dicts is not None and S and ((dlen < 0).any() or ((dlen > 0) & ((dstart < 0) | (dstart > dicts.size - dlen))).any()):
-        raise ValueError(f"decode_blobs: a dictionary outside the {dicts.size} values of dicts")
-    if not S:
-        return 0, 0
-    scratch = np.empty(max(block_size, 128) + 3, np.uint64)
-    why = np.zeros(1, np.int64)
+            or any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != S for a in arrs) or block_size < 1 \
+            or (dicts is not None and (dicts.dtype != np.int64 or not dicts.flags.c_contiguous)):
+        raise ValueError("decode_blobs: uint8 buf, int64 boff/blen/count/dst (dstart/dlen, tags) [S], int64 dicts, 64-bit out")
+    tp = (None, None, 0, None, None, None, None, None, 0)
+    if tables is not None:
+        which, tbuf, toff, tlen, tcnt, tdstart, tdlen = tables
+        T = tcnt.size
+        if which.dtype != np.int64 or which.size != S or not which.flags.c_contiguous or tbuf.dtype != np.uint8 \
+                or not tbuf.flags.c_contiguous \
+                or any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != T for a in (toff, tlen, tcnt, tdstart, tdlen)):
+            raise ValueError("decode_blobs: tables (tab [S] int64, uint8 tbuf, int64 toff/tlen/tcnt/tdstart/tdlen [T])")
+        tp = (_ptr(which), _ptr(tbuf), tbuf.size, _ptr(toff), _ptr(tlen), _ptr(tcnt), _ptr(tdstart), _ptr(tdlen), T)
     d = dicts is not None and dicts.size > 0
-    tagged = None if tags is None else blen[tags >= 0]
-    t = tagged is not None and tagged.size > 0
-    # (a blob longer than buf is refused in C: the buffer never needs more than buf's size)
-    vbuf = np.empty(min(max(int(tagged.max()), 0), buf.size) + 9 if t else 0, np.uint8)
     tab, lo = narrowed(dicts) if d else (None, 0)
-    head = (_ptr(buf), buf.size, _ptr(boff), _ptr(blen), _ptr(count), _ptr(dst), S, block_size,
-            _ptr(tab) if d else None, tab.itemsize if d else 8, lo, _ptr(dstart) if d else None,
-            _ptr(dlen) if d else None, _ptr(tags) if t else None, _ptr(vbuf) if t else None, vbuf.size)
-    if tables is None:
-        bad = int(_decode_blobs(*head, _ptr(scratch), _ptr(out), _ptr(why)))
-        return bad, int(why[0])
-    which, tbuf, toff, tlen, tcnt, tdstart, tdlen = tables
-    T = tcnt.size
-    if which.dtype != np.int64 or which.size != S or not which.flags.c_contiguous or tbuf.dtype != np.uint8 \
-            or not tbuf.flags.c_contiguous or (S and int(which.max()) >= T) \
-            or any(a.dtype != np.int64 or not a.flags.c_contiguous or a.size != T for a in (toff, tlen, tcnt, tdstart, tdlen)):
-        raise ValueError("decode_blobs: tables (tab [S] int64 below T, uint8 tbuf, int64 toff/tlen/tcnt/tdstart/tdlen [T])")
-    if T and (tdlen < 0).any() or (tdlen > 0).any() and (dicts is None or ((tdlen > 0) & (
-            (tdstart < 0) | (tdstart > dicts.size - tdlen))).any()):
-        raise ValueError(f"decode_blobs: a table's dictionary outside the {0 if dicts is None else dicts.size} values of dicts")
-    # (16 entries past the largest table: a run of codes is copied 16 entries at a time, gm_runs_x512)
-    tv = np.empty((max(int(tcnt.max()), 1) if T else 1) + 16, np.uint64)
     why = np.zeros(2, np.int64)
-    bad = int(_decode_tabled(*head, _ptr(which), _ptr(tbuf), tbuf.size, _ptr(toff), _ptr(tlen), _ptr(tcnt),
-                             _ptr(tdstart), _ptr(tdlen), T, _ptr(tv), tv.size, _ptr(scratch), _ptr(out), _ptr(why)))
-    return bad, int(why[0]), int(why[1])
+    bad = int(_decode_blobs(_ptr(buf), buf.size, _ptr(boff), _ptr(blen), _ptr(count), _ptr(dst), S, block_size,
+                            _ptr(tab) if d else None, dicts.size if d else 0, tab.itemsize if d else 8, lo,
+                            None if dicts is None else _ptr(dstart), None if dicts is None else _ptr(dlen),
+                            None if tags is None else _ptr(tags), *tp, _ptr(out), out.size, _ptr(why)))
+    if bad == -1:
+        n = 0 if dicts is None else dicts.size
+        raise ValueError("decode_blobs: " + {1: f"output positions outside the {out.size} values of out",
+                                             2: f"a dictionary outside the {n} values of dicts",
+                                             3: "tables: a table per blob (tab [S], -1 for none), each below T",
+                                             4: f"a table's dictionary outside the {n} values of dicts"}[int(why[0])])
+    if bad == -2:
+        raise MemoryError("decode_blobs: its buffers")
+    return (bad, int(why[0])) if tables is None else (bad, int(why[0]), int(why[1]))
 
 
 def dict_heads(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, forms: np.ndarray,

@@ -2584,11 +2584,7 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     if tables is not None:
         tables = (np.ascontiguousarray(tables[0], np.int64).reshape(-1), np.ascontiguousarray(tables[1], np.uint8)) \
             + tuple(np.ascontiguousarray(a, np.int64).reshape(-1) for a in tables[2:])
-        if dicts is None and (tables[6] != 0).any():
-            raise ValueError("decode_blobs: tables of codes (tdlen > 0) need the dictionaries they index (dicts)")
-        if len(tables[0]) != len(count) or (len(count) and int(tables[0].max()) >= len(tables[4])):
-            raise ValueError("decode_blobs: tables: a table per blob (tab [S], -1 for none), each below T")
-    if native.available()[0]:  # (it checks every output position itself)
+    if native.available()[0]:  # (it checks every position itself)
         bad, why, *table = native.decode_blobs(np.ascontiguousarray(buf, dtype=np.uint8), boff, blen, count,
                                                dst, block_size, out, dicts, dstart, dlen,
                                                None if tags is None else np.ascontiguousarray(tags, np.int64), tables)
@@ -2596,6 +2592,11 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
             of = "'s table" if table and table[0] else ""
             raise CorruptionError(f"{where}: blob {bad - 1}{of}: {native.BLOB_ERRORS.get(why, why)}")
         return out
+    if tables is not None:
+        if dicts is None and (tables[6] != 0).any():
+            raise ValueError("decode_blobs: tables of codes (tdlen > 0) need the dictionaries they index (dicts)")
+        if len(tables[0]) != len(count) or (len(count) and int(tables[0].max()) >= len(tables[4])):
+            raise ValueError("decode_blobs: tables: a table per blob (tab [S], -1 for none), each below T")
     if tables is not None and len(tables[4]):  # the tables first, then the blobs, their codes into them
         which, tbuf, toff, tlen, tcnt, tdstart, tdlen = tables
         coded = tdlen > 0

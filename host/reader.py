@@ -1517,7 +1517,7 @@ class VersionReader:
         """Of the DICT blobs ``isd`` of directory rows ``si`` in a whole-blob decode, those whose
         dictionary is a stripe table that is never kept (``_dict_sizes``: the tables of a segment
         whose tables are too many to keep), which ``_decode_blobs3`` decodes each just before its
-        blob, in the cache (``gm_decode_tabled``), rather than all of them into one array first:
+        blob, in the cache (``gm_decode_blobs``), rather than all of them into one array first:
         ``(own, u, tab, w)``: those blobs (a mask), the tables' indices in ``_dsarr``'s keys, each
         blob's table (into ``u``) or -1, and each blob's dictionary's index there (-1: none found)."""
         self._dict_sizes(column)

@@ -2112,7 +2112,7 @@ def tabled_set(rng, stripes: int = 40):
 
 def test_decode_blobs_with_tables_c_equals_numpy(monkeypatch, decoder):
     """Blobs whose codes index stripe tables decoded just before them (``tables``: the C decoder's
-    ``gm_decode_tabled``, no table written out; NumPy's, the tables first, then the blobs): tables of
+    ``gm_decode_blobs`` with tables, no table written out; NumPy's, the tables first, then the blobs): tables of
     codes into the segment dictionary and of values, tables shared by consecutive blobs, blobs with
     none, each to a caller's place; C and NumPy give the stripes' values, and on flipped bytes of
     the blobs or of the tables, a table cut short or one entry short, the same values or both a
@@ -2158,6 +2158,46 @@ def test_decode_blobs_with_tables_c_equals_numpy(monkeypatch, decoder):
                 pages.decode_blobs(*args, tables=(np.full(len(count), len(tables[4])), *tables[1:]))
             with pytest.raises(ValueError):  # (tables of codes without the dictionaries they index)
                 pages.decode_blobs(buf, boff, blen, count, 128, tables=tables)
+
+
+def test_decode_blobs_checks_every_position_before_writing(decoder):
+    """``native.decode_blobs`` (``gm_decode_blobs``) checks every position it is given in C, before
+    it writes anything: an output place, a dictionary's range, a table's index or its dictionary's
+    range outside its array, even at the last blob alone, is a ``ValueError`` that names it, and the
+    caller's array is untouched."""
+    if decoder != "native":
+        pytest.skip("about the C decoder's argument checks: runs once, with the C decoder")
+    rng = np.random.default_rng(5)
+    buf, boff, blen, count, sd, tables, want = tabled_set(rng)
+    S, T = len(count), len(tables[4])
+    dstart, dlen = np.zeros(S, np.int64), np.where(tables[0] < 0, len(sd), 0)
+    dst = np.cumsum(count) - count
+
+    def run(dst=dst, dstart=dstart, dlen=dlen, tables=tables, dicts=sd):
+        out = np.full(int(count.sum()) + 4, -7, np.int64)
+        try:
+            return native.decode_blobs(buf, boff, blen, count, dst, 128, out, dicts, dstart, dlen, None, tables)
+        finally:
+            run.out = out
+
+    assert run()[0] == 0 and run.out[:-4].tolist() == want.tolist()
+    last = S - 1
+    plain = int(np.flatnonzero(tables[0] < 0)[-1])  # (the last blob whose dictionary is the segment's)
+    cases = [("output positions outside", dict(dst=np.r_[dst[:-1], len(run.out) - count[-1] + 1])),
+             ("output positions outside", dict(dst=np.r_[dst[:-1], -1])),
+             ("a dictionary outside", dict(dlen=np.r_[dlen[:plain], len(sd) + 1, dlen[plain + 1:]])),
+             ("a dictionary outside", dict(dstart=np.r_[dstart[:plain], 1, dstart[plain + 1:]])),
+             ("a dictionary outside", dict(dlen=np.r_[dlen[:plain], -1, dlen[plain + 1:]])),
+             ("each below T", dict(tables=(np.r_[tables[0][:last], T], *tables[1:]))),
+             ("a table's dictionary outside", dict(tables=(*tables[:6], np.r_[tables[6][:-1], len(sd) + 1]))),
+             ("a table's dictionary outside", dict(tables=(*tables[:6], np.r_[tables[6][:-1], -1]))),
+             ("a table's dictionary outside", dict(dicts=None, dlen=None, dstart=None))]
+    for what, kw in cases:
+        with pytest.raises(ValueError, match=what):
+            run(**kw)
+        assert (run.out == -7).all(), what
+    with pytest.raises(ValueError, match="int64"):  # (sizes and types: in Python, before the call)
+        run(dst=dst[:-1])
 
 
 def test_delta_codes_with_and_without_avx512(decoder):

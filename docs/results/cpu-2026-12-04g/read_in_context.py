@@ -21,7 +21,7 @@ fns = {"batch": stored, "staged": lambda: codec.decode_blocks(hdr, words, cnt, d
 skip = set(sys.argv[3:])
 res = {"tier": [], "C": []}
 inc = [0.0]  # (the read's C calls, summed)
-for name in ("_decode_tabled", "_decode_blobs"):
+for name in [n for n in ("_decode_tabled", "_decode_blobs") if hasattr(native, n)]:  # (_decode_tabled: before ABI 33)
     def timed(*a, f=getattr(native, name)):
         t0 = time.process_time(); x = f(*a); inc[0] += time.process_time() - t0; return x
     setattr(native, name, timed)

@@ -12,7 +12,9 @@ def wrap(owner, name, key):
         t0 = time.perf_counter(); x = f(*a, **k); acc[key].append(time.perf_counter() - t0); return x
     setattr(owner, name, w)
 wrap(PG, "decode_blobs", "pages.decode_blobs"); wrap(NT, "decode_blobs", "native.decode_blobs")
-wrap(NT, "_decode_tabled", "C"); wrap(NT, "_decode_blobs", "C")  # (one call a read for these columns)
+for n in ("_decode_tabled", "_decode_blobs"):  # (one call a read; _decode_tabled: before ABI 33)
+    if hasattr(NT, n):
+        wrap(NT, n, "C")
 for n in ("_own_tables", "_tables_in_cache", "_bytes_request3", "_decode_blobs3", "_decode_stripes3"):
     wrap(R.VersionReader, n, n)
 r.decode_stripes(col, si)
