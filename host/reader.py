@@ -249,6 +249,7 @@ class VersionReader:
         self._drow: dict = {}  # per column, each row's dictionary's index in ``_dsarr``'s keys (int32, -1: none), and
         # the same where it is a stripe table of its own, else -1: ``_own_tables``
         self._tfacts: dict = {}  # per column, its stripe tables' marks and heads, once read (``_table_facts``)
+        self._plans: dict = {}  # per column, a whole pooled column's decode arguments, or False (``_plan3``)
         self._dcat: tuple | None = None  # the last concatenation of several kept dictionaries: (keys' bytes, it, lens, places)
         self._regions: np.ndarray | None = None  # each segment's blob-region bytes (``_region_bytes``)
         self._meta: _MetaCache | None = None  # large segments' blob heads, once read (``_MetaCache``)
@@ -443,20 +444,21 @@ class VersionReader:
         """The format (2 or 3) of each data file of the version, from its entry (no read)."""
         return np.array([e.get("format", 2) for _, e in self._files], np.int64)
 
-    def _format3(self, seg: np.ndarray) -> bool:
-        """Whether every segment of ``seg`` is of format 3 (no step per stripe where all are)."""
+    def _format3(self, si: np.ndarray) -> bool:
+        """Whether every segment of directory rows ``si`` is of format 3 (no step per row where all are)."""
         if self._all3 is None:
             self._all3 = bool((self.seg_formats() == 3).all())
-        return self._all3 or bool((self.seg_formats()[seg] == 3).all())
+        return self._all3 or bool((self.seg_formats()[self.directory().seg[si]] == 3).all())
 
-    def _blob_kinds(self, column: str) -> tuple[np.ndarray, np.ndarray]:
+    def _blob_kinds(self, column: str) -> tuple[np.ndarray, np.ndarray, bool]:
         """Per directory stripe, the tag of its one-block blob of ``column`` where its index holds it,
-        else -1 (``codec.enc_tags``), and whether it is a constant stripe (``codec.const_stripes``);
-        cached: a whole-column read asks for all of them."""
+        else -1 (``codec.enc_tags``), and whether it is a constant stripe (``codec.const_stripes``),
+        and whether any is; cached: a whole-column read asks for all of them."""
         t = self._tags.get(column)
         if t is None:
             enc = self._dir_cols[column][2]
-            t = self._tags[column] = (codec.enc_tags(enc), codec.const_stripes(enc))
+            cst = codec.const_stripes(enc)
+            t = self._tags[column] = (codec.enc_tags(enc), cst, bool(cst.any()))
         return t
 
     def blob_bytes(self, column: str) -> np.ndarray:
@@ -485,6 +487,7 @@ class VersionReader:
         for s in list(self._segcache.values()) + [s for s in self._segs if s is not None]:
             s._dicts = s._kept = None
         self._dcat = None
+        self._plans = {}
 
     def forget_heads(self, keep: bool = True) -> None:
         """Drop the blob heads kept so far (``_MetaCache``); with ``keep=False`` keep none from now on
@@ -1411,7 +1414,7 @@ class VersionReader:
             raise SchemaError(f"unknown column {column!r}; schema has {list(self.schema)}")
         if len(si) and (si.min() < 0 or si.max() >= len(d)):
             raise SchemaError("decode_stripes: stripe index out of bounds")
-        if len(si) and native.available()[0] and self._format3(d.seg[si]):
+        if len(si) and native.available()[0] and self._format3(si):
             return self._decode_stripes3(column, si)
         got = self.read_blocks(column, si, np.zeros(len(si), np.int64), d.nblocks[si])
         # the values of each stripe's blocks (in a pack, other stripes' too), and where its own are
@@ -1438,14 +1441,15 @@ class VersionReader:
         """``decode_stripes`` of stripes in format-3 files: their blobs, whole, one fetch, one C pass,
         each stripe's values to ``out[at[i]:]`` (a new array of them back to back where not given)."""
         d = self.directory()
-        enc = self._dir_cols[column][2][si]
-        cst = self._blob_kinds(column)[1][si]
+        some = self._blob_kinds(column)[2]  # (no constant stripe in the column: no step for them)
+        enc = self._dir_cols[column][2][si] if some else None
+        cst = self._blob_kinds(column)[1][si] if some else None
         if out is None:
-            if cst.all():  # (a value per user: a feature joined into the events)
+            if some and cst.all():  # (a value per user: a feature joined into the events)
                 return np.repeat(codec.const_values(enc), d.count[si])
             n = d.count[si]
             out, at = np.empty(int(n.sum()), np.int64), np.cumsum(n) - n
-        if cst.any():  # constant stripes: their value, count times, to their places; the others from their blobs
+        if some and cst.any():  # constant stripes: their value, count times, to their places; the others from their blobs
             c = np.flatnonzero(cst)
             n = d.count[si[c]]
             take_ranges(np.repeat(codec.const_values(enc[c]), n), np.cumsum(n) - n, n, out, at[c])
@@ -1467,7 +1471,127 @@ class VersionReader:
     def _decode_blobs3(self, column: str, si: np.ndarray, out: np.ndarray | None = None,
                        dst: np.ndarray | None = None) -> np.ndarray:
         """Every value of the blobs of ``column`` of stripes ``si`` (all of a pack's for a stripe of
-        one), back to back, or blob ``i``'s to ``out[dst[i]:]``."""
+        one), back to back, or blob ``i``'s to ``out[dst[i]:]``. A read of a quarter of the rows or
+        more, in a version whose every segment is pooled, takes its arguments from the column's plan
+        (``_plan3``), gathered by ``si`` (views where ``si`` is a run of rows): no step per table or
+        dictionary; any other read, or a bad blob (named by it), through ``_blob_args``."""
+        d = self.directory()
+        plan = self._plans.get(column)
+        if plan is None and 4 * len(si) >= len(d):
+            plan = self._plan3(column)
+        if not plan or not len(si):
+            return self._decode_blobs3_read(column, si, out, dst)
+        buf, boff, dstart, dlen, dicts, tables, tsz = plan
+        run = si[-1] - si[0] == len(si) - 1 and (len(si) < 2 or bool((np.diff(si) == 1).all()))
+        ix = slice(int(si[0]), int(si[-1]) + 1) if run else si  # (a run of rows: every array a view)
+        cnt = d.bcount[ix]
+        if out is None:
+            out, dst = np.empty(int(cnt.sum()), np.int64), np.cumsum(cnt) - cnt
+        io = getattr(self.store, "io", None)
+        if io is not None:
+            io.add(blocks_read=int(d.bblocks[ix].sum()), block_runs=len(si))
+        if tsz is not None:
+            self.dict_bytes_read += int(tsz[ix].sum())
+        bad = native.decode_blobs(buf, boff[ix], self._dir_cols[column][1][ix], cnt, dst, self.block_size, out,
+                                  dicts, None if dicts is None else dstart[ix], None if dicts is None else dlen[ix],
+                                  self._blob_kinds(column)[0][ix], None if tables is None else (tables[0][ix],) + tables[1:])
+        if bad[0]:  # (the same blobs through the path that names what is wrong, and raises)
+            return self._decode_blobs3_read(column, si, out, dst)
+        return out
+
+    def _plan3(self, column: str) -> "tuple | bool":
+        """The arguments of a whole-blob decode of every row of ``column`` (``_blob_args``), where every
+        segment of the version is pooled (``_small_pool``): the pool, each row's blob's place in it
+        and its dictionary's in ``dicts`` (int64 a row), the stripe tables' places, heads and
+        dictionaries, and each row's table's stored bytes (0: none). False where a segment is not
+        pooled, or where the column's tables or dictionaries do not read (a read names the one at
+        fault). Kept for the reads that follow unless a dictionary it holds is one the tier does not
+        keep (``_kept_only``): then only the read that made it takes it (no second read of its
+        dictionaries), and the reads after it find their own. Dropped by ``forget_dictionaries``
+        (it holds them)."""
+        d = self.directory()
+        self._small_pool()
+        rows = np.flatnonzero(~self._blob_kinds(column)[1])  # (constant stripes: no blob)
+        plan = keep = False
+        if len(rows) and bool((self._pool3[1][d.seg] >= 0).all()):
+            try:
+                parts, _, _, dicts, dstart, dlen, tables, _ = self._blob_args(column, rows)
+            except CorruptionError:
+                parts = None
+            if parts is not None and len(parts) == 1:
+                keep = self._kept_only(column, rows, tables)
+                boff = np.zeros(len(d), np.int64)
+                boff[rows] = parts[0][2]
+                ds = dl = tab = tsz = None
+                if dicts is not None:
+                    ds, dl = np.zeros(len(d), np.int64), np.zeros(len(d), np.int64)
+                    ds[rows], dl[rows] = dstart, dlen
+                if tables is not None:
+                    tab, tsz = np.full(len(d), -1, np.int64), np.zeros(len(d), np.int64)
+                    tab[rows] = tables[0]
+                    own = tab >= 0
+                    tsz[own] = self._dsarr[column][1][tables[-1]][tab[own]]
+                    tables = (tab,) + tables[1:-1]
+                plan = (parts[0][0], boff, ds, dl, dicts, tables, tsz)
+        self._plans[column] = plan if keep else False
+        return plan
+
+    def _kept_only(self, column: str, rows: np.ndarray, tables: tuple | None) -> bool:
+        """Whether every dictionary that a decode of ``column``'s rows ``rows`` looks up whole (each
+        DICT row's that is not a table of its own, and the segment dictionaries that tables of codes
+        index) is one its segment keeps once read (``_dict_sizes``; a plan holds them as the cache
+        does, never a table the tier reads anew at each read)."""
+        enc = self._dir_cols[column][2][rows]
+        isd = (enc & codec.ENC_DICT) != 0
+        if not isd.any():
+            return True
+        skeys = self._dsarr[column][0]
+        need = self._row_dicts(column, rows[isd], skeys)
+        if tables is not None:
+            _, coded, _, _, sdi = self._tfacts[column]
+            u = tables[-1]
+            need = np.concatenate([need[tables[0][isd] < 0], sdi[u][coded[u]]])
+        need = unique(need)
+        if len(need) and int(need[0]) < 0:
+            return False
+        mask = (1 << 40) - 1
+        return all(self.segment(k >> 40).cached_dictionary(k & mask) is not None for k in skeys[need].tolist())
+
+    def _decode_blobs3_read(self, column: str, si: np.ndarray, out: np.ndarray | None = None,
+                            dst: np.ndarray | None = None) -> np.ndarray:
+        """``_decode_blobs3`` through ``_blob_args``: the blobs' bytes fetched (each large segment's),
+        their tables and dictionaries found for this read."""
+        d = self.directory()
+        parts, cnt, tags, dicts, dstart, dlen, tables, where = self._blob_args(column, si)
+        io = getattr(self.store, "io", None)
+        if io is not None:
+            io.add(blocks_read=int(d.bblocks[si].sum()), block_runs=len(si))
+        if tables is not None:
+            self.dict_bytes_read += int(self._dsarr[column][1][tables[-1]].sum())
+            tables = tables[:-1]
+        blen, seg = self._dir_cols[column][1][si], d.seg[si]
+        if out is None:
+            out, dst = np.empty(int(cnt.sum()), np.int64), np.cumsum(cnt) - cnt
+        for buf, g, at in parts:  # (the small segments' blobs where they are pooled, each large one's where it was read)
+            w = where if len(parts) == 1 else self._where3([column], seg[g])  # (a bad blob: named in its group)
+            g = slice(None) if len(parts) == 1 else g
+            try:
+                pages.decode_blobs(buf, at, blen[g], cnt[g], self.block_size, dicts, None if dicts is None else dstart[g],
+                                   None if dicts is None else dlen[g], w, tags[g], out, dst[g],
+                                   None if tables is None else (tables[0][g],) + tables[1:])
+            except CorruptionError:
+                if tables is not None:  # (a table at fault: named by the path that decodes tables apart)
+                    enc = self._dir_cols[column][2][si]
+                    self._dictionaries(column, seg, enc, (enc & codec.ENC_DICT) != 0, with_key=False)
+                raise
+        return out
+
+    def _blob_args(self, column: str, si: np.ndarray) -> tuple:
+        """What a whole-blob decode of the blobs of ``column`` of rows ``si`` takes, their bytes
+        fetched: ``(parts, cnt, tags, dicts, dstart, dlen, tables, where)``: ``parts`` as
+        ``_bytes_request3``'s ``finish(groups=True)``; ``tables`` as ``pages.decode_blobs`` takes them,
+        then the tables' indices in ``_dsarr``'s keys (None where no blob's dictionary is a stripe
+        table of its own)."""
         d = self.directory()
         off, blen, enc = (a[si] for a in self._dir_cols[column])
         seg = d.seg[si]
@@ -1484,9 +1608,6 @@ class VersionReader:
                                                     self._dsarr[column][1][u], where)
         self.store.fetch(reads + treads)
         parts = fin(groups=True)
-        io = getattr(self.store, "io", None)
-        if io is not None:
-            io.add(blocks_read=int(d.bblocks[si].sum()), block_runs=len(si))
         dicts = dstart = dlen = tables = None
         if own is not None and own.any():
             try:
@@ -1495,23 +1616,10 @@ class VersionReader:
             except CorruptionError:
                 self._dictionaries(column, seg, enc, isd, with_key=False)  # (names the one at fault)
                 raise
+            tables += (u,)
         elif isd.any():
             dicts, _, dstart, dlen, _ = self._dictionaries(column, seg, enc, isd, with_key=False)
-        cnt, tags = d.bcount[si], self._blob_kinds(column)[0][si]
-        if out is None:
-            out, dst = np.empty(int(cnt.sum()), np.int64), np.cumsum(cnt) - cnt
-        for buf, g, at in parts:  # (the small segments' blobs where they are pooled, each large one's where it was read)
-            w = where if len(parts) == 1 else self._where3([column], seg[g])  # (a bad blob: named in its group)
-            g = slice(None) if len(parts) == 1 else g
-            try:
-                pages.decode_blobs(buf, at, blen[g], cnt[g], self.block_size, dicts, None if dicts is None else dstart[g],
-                                   None if dicts is None else dlen[g], w, tags[g], out, dst[g],
-                                   None if tables is None else (tables[0][g],) + tables[1:])
-            except CorruptionError:
-                if tables is not None:  # (a table at fault: named by the path that decodes tables apart)
-                    self._dictionaries(column, seg, enc, isd, with_key=False)
-                raise
-        return out
+        return parts, d.bcount[si], self._blob_kinds(column)[0][si], dicts, dstart, dlen, tables, where
 
     def _own_tables(self, column: str, si: np.ndarray, isd: np.ndarray) -> tuple:
         """Of the DICT blobs ``isd`` of directory rows ``si`` in a whole-blob decode, those whose
@@ -1588,7 +1696,6 @@ class VersionReader:
             dstart, dlen = np.zeros(len(seg), np.int64), np.zeros(len(seg), np.int64)
             dstart[r], dlen[r] = ds[inv[: len(r)]], dl[inv[: len(r)]]
             tdstart[coded], tdlen[coded] = ds[inv[len(r):]], dl[inv[len(r):]]
-        self.dict_bytes_read += int(su.sum())
         return dicts, dstart, dlen, (tab, tbuf, tat + skip, su - skip, n, tdstart, tdlen)
 
     def _table_facts(self, column: str, u: np.ndarray, tbuf: np.ndarray, tat: np.ndarray, where) -> tuple:

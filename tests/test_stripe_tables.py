@@ -817,6 +817,55 @@ def test_a_flipped_bit_in_a_table_read_in_part_is_caught(tmp_path, monkeypatch):
     assert decode_gather(got, "reference")[0]["item_id"].tolist() == items[sc[0] - 64 : sc[0]].tolist()
 
 
+@pytest.mark.parametrize("kept", [0, None])
+def test_whole_reads_take_their_plan_over_several_segments(tmp_path, monkeypatch, kept):
+    """A read of a quarter of the rows or more of a version whose segments are all pooled takes its
+    arguments from the column's plan (``VersionReader._plan3``), gathered by its rows (views for a
+    run of rows): over three segments (three segment dictionaries, their stripe tables, unkept
+    (``kept`` 0) or kept as the tier keeps them), every column, rows in order, a run inside, a
+    permutation, repeats: the values of the path that finds each read's tables and dictionaries
+    itself, and the same stripe-table bytes counted (``dict_bytes_read``); no plan where it would
+    hold a table that the tier does not keep (some of ``item_id``'s tables, kept as the tier keeps
+    them: over 64 entries)."""
+    if not native.available()[0]:
+        pytest.skip("the whole-blob reads run where the C library is built")
+    if kept is not None:
+        monkeypatch.setattr(reader, "TABLES_KEPT_BYTES", kept)
+    rng = np.random.default_rng(8)
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=128)
+    want, users = {}, []
+    for part in range(3):
+        sc = rng.integers(30, 500, 12)
+        u = 100 * part + np.arange(len(sc))
+        cols = hashed_replays(rng, sc)
+        t.append(pa.table({"user_id": np.repeat(u, sc), **cols}))
+        for c, x in cols.items():
+            want.setdefault(c, []).extend(np.split(x.astype(np.int64), np.cumsum(sc)[:-1]))
+        users.extend(u.tolist())
+    r = Tier.open(t.uri)._reader
+    d = r.directory()
+    row_of = {x: i for i, x in enumerate(users)}
+    pos = np.array([row_of[int(x)] for x in d.user_id])  # (each directory row's user, as appended)
+    assert len(np.unique(d.seg)) == 3 and (r._small_pool() and (r._pool3[1] >= 0).all())
+    n = len(d)
+    for c in want:
+        r.decode_stripes(c, np.arange(n))  # (the plan made, the segment dictionaries read: counted once)
+        for si in (np.arange(n), np.arange(2, n - 3), rng.permutation(n), rng.integers(0, n, 2 * n)):
+            expect = np.concatenate([want[c][pos[s]] for s in si])
+            before = r.dict_bytes_read
+            assert r.decode_stripes(c, si).tolist() == expect.tolist()
+            planned = r.dict_bytes_read - before
+            with monkeypatch.context() as m:
+                m.setattr(r, "_plans", {c: False})
+                before = r.dict_bytes_read
+                assert r.decode_stripes(c, si).tolist() == expect.tolist()
+                if len(np.unique(si)) == len(si):  # (a table read twice counts twice there, once here)
+                    assert r.dict_bytes_read - before == planned, c
+        # (no plan where it would hold a table the tier reads anew at each read: some where kept as the tier keeps them)
+        assert r._plans[c] is not False or (kept is None and c == "item_id")
+    assert any(p and p[5] is not None for p in r._plans.values()) == (kept == 0)  # (tables of their own: unkept ones)
+
+
 def test_unkept_tables_decode_in_the_cache(tmp_path, monkeypatch):
     """A whole-blob read (``decode_stripes``) of a column whose stripe tables are not kept reads them
     with the blobs and decodes each just before its blob (``gm_decode_blobs``): the values equal the
@@ -848,25 +897,30 @@ def test_unkept_tables_decode_in_the_cache(tmp_path, monkeypatch):
             assert r.decode_stripes("item_id", si).tolist() == expect.tolist()
         with monkeypatch.context() as m:  # (every table decoded first: the batch path's way)
             m.setattr(reader.VersionReader, "_own_tables", lambda self, c, si, isd: (np.zeros(len(si), bool),) + (None,) * 3)
+            m.setattr(r, "_plans", {})
             assert r.decode_stripes("item_id", si).tolist() == expect.tolist()
-    assert len(calls) == 6 and r._tfacts["item_id"][0][keep == 0].all()
+        with monkeypatch.context() as m:  # (no plan: each read finds its tables and dictionaries itself)
+            m.setattr(r, "_plans", {"item_id": False})
+            assert r.decode_stripes("item_id", si).tolist() == expect.tolist()
+    # (the first read planned the column: its reads after it took their arguments from the plan)
+    assert r._plans["item_id"] and len(calls) == 9 and r._tfacts["item_id"][0][keep == 0].all()
     small = Tier.open(t.uri)._reader  # (a read of a few rows looks up their keys alone: no table of every row's)
     si = rng.permutation(len(d))[:5]
     assert small.decode_stripes("item_id", si).tolist() == np.concatenate([want[int(users[s])] for s in si]).tolist()
-    assert "item_id" not in small._drow and "item_id" in r._drow and len(calls) == 7
+    assert "item_id" not in small._drow and "item_id" in r._drow and "item_id" not in small._plans and len(calls) == 10
     # a segment read by ranges (not pooled): the tables' ranges fetched with the blobs', each verified
     monkeypatch.setattr(segment, "FULL_READ_BYTES", 0)
     big = Tier.open(t.uri)._reader
     si = rng.permutation(len(d))
     assert big.decode_stripes("item_id", si).tolist() == np.concatenate([want[int(users[s])] for s in si]).tolist()
-    assert len(calls) == 8 and (big._pool3[1] < 0).all()
+    assert len(calls) == 11 and (big._pool3[1] < 0).all() and big._plans["item_id"] is False
     # a table's first block tag made one no release writes: every read of it fails, naming the tables
     pool, base = r._pool3
     j = int(np.flatnonzero(keep == 0)[3])
     _, _, skip, _ = r._table_facts("item_id", np.array([j]), pool, base[skeys[j] >> 40] + (skeys[j] & ((1 << 40) - 1)), "x")
     bad = pool.copy()
     bad[base[skeys[j] >> 40] + (skeys[j] & ((1 << 40) - 1)) + int(skip[0])] = 0xCC  # (past its mark and head)
-    r._pool3 = (bad, base)
+    r._pool3, r._plans = (bad, base), {}  # (the plan holds the pool it was made from)
     k = int(skeys[j] & ((1 << 40) - 1))
     with pytest.raises(CorruptionError, match=f"dictionary at byte {k}: .*a block tag that is not an encoding"):
         r.decode_stripes("item_id", np.arange(len(d)))
