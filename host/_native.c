@@ -782,6 +782,8 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t at, int64_t end, int6
 #define GM_K(i) ((__mmask16)(m[(i) >> 2] >> (16 * ((i) & 3))))
     uint32_t tmp[128 + 16];
     const __m512i fill = _mm512_set1_epi32((int)st[0]); /* (class 0 of no low bits: a fill) */
+    /* (the vectors that hold the block's values: those past them not touched, a short block's most) */
+    const int nvec = (int)((cnt + 15) >> 4);
 #define GM_DECL(i) __m512i R##i = fill;
     GM_R8(GM_DECL)
     for (int c = 0; c <= lv; c++) {
@@ -792,7 +794,7 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t at, int64_t end, int6
         if (!nc || (!c && !wc)) continue;
         const __m512i add = _mm512_set1_epi32((int)st[c]);
         if (!wc) {
-#define GM_FILL(i) R##i = _mm512_mask_mov_epi32(R##i, GM_K(i), add);
+#define GM_FILL(i) if ((i) < nvec) R##i = _mm512_mask_mov_epi32(R##i, GM_K(i), add);
             GM_R8(GM_FILL)
             continue;
         }
@@ -803,21 +805,21 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t at, int64_t end, int6
             _mm512_storeu_si512(tmp + t, _mm512_add_epi32(gm_w16_at(&u, p, room), add));
         pos += nc * wc;
         const uint32_t *s = tmp;
-#define GM_EXPAND(i) R##i = _mm512_mask_expandloadu_epi32(R##i, GM_K(i), s), s += __builtin_popcount(GM_K(i));
+#define GM_EXPAND(i) if ((i) < nvec) R##i = _mm512_mask_expandloadu_epi32(R##i, GM_K(i), s), s += __builtin_popcount(GM_K(i));
         GM_R8(GM_EXPAND)
     }
     const __m512i bv = _mm512_set1_epi64((long long)base);
     /* (whole vectors stored unmasked: a masked store's values cannot be forwarded to the loads that
      * read them next, a dictionary's lookup; the block's last vector masked, none past it) */
 #define GM_STORE(i)                                                                                             \
-    {                                                                                                           \
+    if ((i) < nvec) {                                                                                           \
         const int64_t left = cnt - 16 * (i);                                                                    \
         const __m512i lo = _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(R##i)), bv);           \
         const __m512i hi = _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(R##i, 1)), bv);     \
         if (left >= 16) {                                                                                       \
             _mm512_storeu_si512(r + 16 * (i), lo);                                                              \
             _mm512_storeu_si512(r + 16 * (i) + 8, hi);                                                          \
-        } else if (left > 0) {                                                                                  \
+        } else {                                                                                                \
             _mm512_mask_storeu_epi64(r + 16 * (i), left >= 8 ? 0xFF : (__mmask8)((1u << left) - 1), lo);        \
             if (left > 8) _mm512_mask_storeu_epi64(r + 16 * (i) + 8, (__mmask8)((1u << (left - 8)) - 1), hi);   \
         }                                                                                                       \
@@ -828,7 +830,7 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t at, int64_t end, int6
         while (c > 1 && !(f[c][0] | f[c][1])) c--;
         const uint64_t m[2] = {f[c][0] & ~f[c + 1][0], f[c][1] & ~f[c + 1][1]};
         __m512i mx = _mm512_setzero_si512(); /* (lanes past cnt: in no class's mask) */
-#define GM_MAX(i) mx = _mm512_mask_max_epu32(mx, GM_K(i), mx, R##i);
+#define GM_MAX(i) if ((i) < nvec) mx = _mm512_mask_max_epu32(mx, GM_K(i), mx, R##i);
         GM_R8(GM_MAX)
         *top = base + _mm512_reduce_max_epu32(mx);
     }

@@ -2386,6 +2386,42 @@ def test_classes_codes_past_their_dictionary_by_one(monkeypatch, decoder):
     assert isinstance(a, CorruptionError) and isinstance(b, CorruptionError) and "dictionary" in str(a), (a, b)
 
 
+def test_short_classes_codes_with_and_without_avx512(decoder):
+    """Stripes of 5 to 128 codes into a segment dictionary of 4 to 300 wide ids, each one CLASSES or
+    BARE LEVELS block (``gm_classes_x512`` touches only the vectors that hold a block's values): each decodes to
+    its events with AVX-512 and without, and with the dictionary cut to the stripe's largest code
+    (one entry short) each is a ``CorruptionError`` both ways, wherever in the block that code lies
+    (the largest that proves the lookups unchecked is taken over every vector that holds values)."""
+    code = _CHILD + (
+        "from gpumat.core.errors import CorruptionError\n"
+        "from gpumat.host import codec\n"
+        "rng = np.random.default_rng(4)\n"
+        "h, bad, checked, cls, bare = hashlib.sha256(), 0, 0, 0, 0\n"
+        "for kinds, a in ((4, 1.0), (30, 2.0), (300, 1.5)):\n"
+        "    ids, p = rng.integers(1 << 40, 1 << 50, kinds), 1 / np.arange(1, kinds + 1) ** a\n"
+        "    sc = rng.integers(5, 129, 300)\n"
+        "    v = ids[rng.choice(kinds, int(sc.sum()), p=p / p.sum())]\n"
+        "    region, off, nb, e, head, _ = pages.encode_column_parts(v, sc, 128)\n"
+        "    tags, d, first = codec.enc_tags(e), pages.decode_dictionary(region[:head], 128), np.cumsum(sc) - sc\n"
+        "    t = np.where(tags >= 0, tags, region[off])\n"
+        "    cls, bare = cls + int(pages.is_classes(t).sum()), bare + int(pages.is_bare(t).sum())\n"
+        "    for k in range(len(sc)):\n"
+        "        one = (region, off[k : k + 1], nb[k : k + 1], sc[k : k + 1], 128)\n"
+        "        x = pages.decode_blobs(*one, tags=tags[k : k + 1])\n"
+        "        got = pages.decode_blobs(*one, d, [0], [len(d)], tags=tags[k : k + 1])\n"
+        "        assert got.tolist() == v[first[k] : first[k] + sc[k]].tolist() == d[x].tolist(), (kinds, k)\n"
+        "        h.update(got.tobytes())\n"
+        "        if x.max() > 0:\n"
+        "            checked += 1\n"
+        "            try:\n"
+        "                pages.decode_blobs(*one, d, [0], [int(x.max())], tags=tags[k : k + 1])\n"
+        "            except CorruptionError:\n"
+        "                bad += 1\n"
+        "assert bad == checked and cls > 400 and bare > 200, (bad, checked, cls, bare)\n"
+        "print(bad, h.hexdigest())\n")
+    with_and_without_avx512(decoder, code, 800)
+
+
 def test_small_dictionaries_with_and_without_avx512(decoder):
     """Codes into dictionaries of 1..17 entries (the AVX-512 lookups take those of at most 16 a permute,
     ``gm_finish_x512``), in blocks of every length mod 8, of codes proven below the dictionary's size
