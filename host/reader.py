@@ -213,6 +213,34 @@ class Directory:
             got = self._pack_rows = (order, first, rows)
         return got
 
+    def packed_run(self, a: int, b: int) -> slice | None:
+        """The stripes ``[a, b)`` (a run of rows) as whole blobs: where the run's events are exactly
+        the values of blobs ``k`` of the slice returned, back to back (their first rows
+        ``blob_rows()[k]``; each pack's stripes one after another in blob order, none of its values
+        left out: a pack whose stripes are not all live is not), else None."""
+        breaks, owners = self._blob_runs()
+        if not (a < b and self.skip[a] == 0 and self.skip[b - 1] + self.count[b - 1] == self.bcount[b - 1]
+                and breaks[b - 1] == breaks[a]):
+            return None
+        return slice(int(np.searchsorted(owners, a)), int(np.searchsorted(owners, b)))
+
+    def blob_rows(self) -> np.ndarray:
+        """The rows whose blobs start with their own events (``owner``): one per blob, in row order (cached)."""
+        return self._blob_runs()[1]
+
+    def _blob_runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, how many rows up to it break the sequence of blob values (a row's values follow
+        the row's before it in one blob, or start a blob after that row ended its own), and the
+        blobs' first rows (``owner``; one per blob): cached."""
+        got = getattr(self, "_runs", None)
+        if got is None:
+            ends = self.skip + self.count
+            cont = np.ones(len(self), bool)
+            cont[1:] = np.where(self.skip[1:] == 0, ends[:-1] == self.bcount[:-1],
+                                (self.blob[1:] == self.blob[:-1]) & (self.skip[1:] == ends[:-1]))
+            got = self._runs = (np.cumsum(~cont), np.flatnonzero(self.skip == 0))
+        return got
+
     def user_stripes(self, user_id: int) -> np.ndarray:
         """Directory indices (ascending, so oldest first) of the stripes of one user."""
         a, b = np.searchsorted(self.user_id, user_id, "left"), np.searchsorted(self.user_id, user_id, "right")
@@ -1412,10 +1440,11 @@ class VersionReader:
         si = np.asarray(stripe_idx, dtype=np.int64).reshape(-1)
         if column not in self.schema:
             raise SchemaError(f"unknown column {column!r}; schema has {list(self.schema)}")
-        if len(si) and (si.min() < 0 or si.max() >= len(d)):
+        run = _run(si)  # (a run of rows: its bounds are its ends)
+        if len(si) and (si[0] < 0 or si[-1] >= len(d) if run is not None else si.min() < 0 or si.max() >= len(d)):
             raise SchemaError("decode_stripes: stripe index out of bounds")
         if len(si) and native.available()[0] and self._format3(si):
-            return self._decode_stripes3(column, si)
+            return self._decode_stripes3(column, si, run=run)
         got = self.read_blocks(column, si, np.zeros(len(si), np.int64), d.nblocks[si])
         # the values of each stripe's blocks (in a pack, other stripes' too), and where its own are
         cnt, take = d.block_values(si, self.block_size)
@@ -1437,11 +1466,17 @@ class VersionReader:
         return vals[take]
 
     def _decode_stripes3(self, column: str, si: np.ndarray, out: np.ndarray | None = None,
-                         at: np.ndarray | None = None) -> np.ndarray:
+                         at: np.ndarray | None = None, run: slice | None = None) -> np.ndarray:
         """``decode_stripes`` of stripes in format-3 files: their blobs, whole, one fetch, one C pass,
-        each stripe's values to ``out[at[i]:]`` (a new array of them back to back where not given)."""
+        each stripe's values to ``out[at[i]:]`` (a new array of them back to back where not given).
+        ``run``: ``si`` as a slice, where it is a run of rows; one that is whole blobs (every stripe of
+        its packs, ``Directory.packed_run``) is those blobs' values back to back, decoded so."""
         d = self.directory()
         some = self._blob_kinds(column)[2]  # (no constant stripe in the column: no step for them)
+        if out is None and not some and run is not None:
+            k = d.packed_run(run.start, run.stop)
+            if k is not None:
+                return self._decode_blobs3(column, d.blob_rows()[k], blobs=k)
         enc = self._dir_cols[column][2][si] if some else None
         cst = self._blob_kinds(column)[1][si] if some else None
         if out is None:
@@ -1457,6 +1492,10 @@ class VersionReader:
                 self._decode_stripes3(column, si[~cst], out, at[~cst])
             return out
         if len(d.pack_rows()[0]) and (d.bcount[si] != d.count[si]).any():  # stripes of packs: each blob once
+            run = _run(si)
+            k = None if run is None else d.packed_run(run.start, run.stop)
+            if k is not None:  # (a run of whole packs, to a caller's places: their blobs decoded straight there)
+                return self._decode_blobs3(column, d.blob_rows()[k], out, at[d.blob_rows()[k] - run.start], blobs=k)
             off = self._dir_cols[column][0][si]
             if len(si) and 0 <= int(off.min()) and int(off.max()) < 1 << 40:  # (segment, offset) as one key, in order
                 _, u, inv = unique((d.seg[si].astype(np.int64) << 40) | off, return_index=True, return_inverse=True)
@@ -1469,49 +1508,54 @@ class VersionReader:
         return self._decode_blobs3(column, si, out, at)
 
     def _decode_blobs3(self, column: str, si: np.ndarray, out: np.ndarray | None = None,
-                       dst: np.ndarray | None = None) -> np.ndarray:
+                       dst: np.ndarray | None = None, blobs: slice | None = None) -> np.ndarray:
         """Every value of the blobs of ``column`` of stripes ``si`` (all of a pack's for a stripe of
-        one), back to back, or blob ``i``'s to ``out[dst[i]:]``. A read of a quarter of the rows or
+        one), back to back, or blob ``i``'s to ``out[dst[i]:]``. A read of a quarter of the blobs or
         more, in a version whose every segment is pooled, takes its arguments from the column's plan
         (``_plan3``), gathered by ``si`` (views where ``si`` is a run of rows): no step per table or
         dictionary; any other read, or a bad blob (named by it), through ``_blob_args``."""
         d = self.directory()
         plan = self._plans.get(column)
-        if plan is None and 4 * len(si) >= len(d):
+        nb = len(d.blob_rows())
+        if plan is None and 4 * len(si) >= nb:  # (a quarter of the blobs or more)
             plan = self._plan3(column)
-        if not plan or not len(si):
+        if not plan or not len(si) or (blobs is None and nb < len(d)):  # (the plan is per blob: rows of packs by blobs)
             return self._decode_blobs3_read(column, si, out, dst)
-        buf, boff, dstart, dlen, dicts, tables, tsz = plan
-        run = si[-1] - si[0] == len(si) - 1 and (len(si) < 2 or bool((np.diff(si) == 1).all()))
-        ix = slice(int(si[0]), int(si[-1]) + 1) if run else si  # (a run of rows: every array a view)
-        cnt = d.bcount[ix]
+        buf, boff, dstart, dlen, dicts, tables, tsz, (blen, cnt, tags, bblocks) = plan
+        ix = blobs if blobs is not None else _run(si)  # (blobs in order, a run of rows: every array a view)
+        ix = si if ix is None else ix
+        cnt = cnt[ix]
         if out is None:
             out, dst = np.empty(int(cnt.sum()), np.int64), np.cumsum(cnt) - cnt
         io = getattr(self.store, "io", None)
         if io is not None:
-            io.add(blocks_read=int(d.bblocks[ix].sum()), block_runs=len(si))
+            io.add(blocks_read=int(bblocks[ix].sum()), block_runs=len(si))
         if tsz is not None:
             self.dict_bytes_read += int(tsz[ix].sum())
-        bad = native.decode_blobs(buf, boff[ix], self._dir_cols[column][1][ix], cnt, dst, self.block_size, out,
+        bad = native.decode_blobs(buf, boff[ix], blen[ix], cnt, dst, self.block_size, out,
                                   dicts, None if dicts is None else dstart[ix], None if dicts is None else dlen[ix],
-                                  self._blob_kinds(column)[0][ix], None if tables is None else (tables[0][ix],) + tables[1:])
+                                  tags[ix], None if tables is None else (tables[0][ix],) + tables[1:])
         if bad[0]:  # (the same blobs through the path that names what is wrong, and raises)
             return self._decode_blobs3_read(column, si, out, dst)
         return out
 
     def _plan3(self, column: str) -> "tuple | bool":
-        """The arguments of a whole-blob decode of every row of ``column`` (``_blob_args``), where every
-        segment of the version is pooled (``_small_pool``): the pool, each row's blob's place in it
-        and its dictionary's in ``dicts`` (int64 a row), the stripe tables' places, heads and
-        dictionaries, and each row's table's stored bytes (0: none). False where a segment is not
-        pooled, or where the column's tables or dictionaries do not read (a read names the one at
-        fault). Kept for the reads that follow unless a dictionary it holds is one the tier does not
-        keep (``_kept_only``): then only the read that made it takes it (no second read of its
-        dictionaries), and the reads after it find their own. Dropped by ``forget_dictionaries``
-        (it holds them)."""
+        """The arguments of a whole-blob decode of every blob of ``column`` (``_blob_args`` of their
+        first rows, ``Directory.blob_rows``), where every segment of the version is pooled
+        (``_small_pool``), in blob order: the pool, each blob's place in it and its dictionary's in
+        ``dicts`` (int64 a blob), the stripe tables' places, heads and dictionaries, each blob's
+        table's stored bytes (0: none), and its bytes, values, tag and blocks (the directory's own
+        arrays where no stripe shares its blob). False where a segment is not pooled, or where the
+        column's tables or dictionaries do not read (a read names the one at fault). Kept for the
+        reads that follow unless a dictionary it holds is one the tier does not keep
+        (``_kept_only``): then only the read that made it takes it (no second read of its
+        dictionaries), and the reads after it find their own. Dropped by ``forget_dictionaries`` (it
+        holds them)."""
         d = self.directory()
         self._small_pool()
-        rows = np.flatnonzero(~self._blob_kinds(column)[1])  # (constant stripes: no blob)
+        owners = d.blob_rows()
+        live = np.flatnonzero(~self._blob_kinds(column)[1][owners])  # (constant stripes: no blob)
+        rows, nb = owners[live], len(owners)
         plan = keep = False
         if len(rows) and bool((self._pool3[1][d.seg] >= 0).all()):
             try:
@@ -1520,19 +1564,22 @@ class VersionReader:
                 parts = None
             if parts is not None and len(parts) == 1:
                 keep = self._kept_only(column, rows, tables)
-                boff = np.zeros(len(d), np.int64)
-                boff[rows] = parts[0][2]
+                boff = np.zeros(nb, np.int64)
+                boff[live] = parts[0][2]
                 ds = dl = tab = tsz = None
                 if dicts is not None:
-                    ds, dl = np.zeros(len(d), np.int64), np.zeros(len(d), np.int64)
-                    ds[rows], dl[rows] = dstart, dlen
+                    ds, dl = np.zeros(nb, np.int64), np.zeros(nb, np.int64)
+                    ds[live], dl[live] = dstart, dlen
                 if tables is not None:
-                    tab, tsz = np.full(len(d), -1, np.int64), np.zeros(len(d), np.int64)
-                    tab[rows] = tables[0]
+                    tab, tsz = np.full(nb, -1, np.int64), np.zeros(nb, np.int64)
+                    tab[live] = tables[0]
                     own = tab >= 0
                     tsz[own] = self._dsarr[column][1][tables[-1]][tab[own]]
                     tables = (tab,) + tables[1:-1]
-                plan = (parts[0][0], boff, ds, dl, dicts, tables, tsz)
+                per = (self._dir_cols[column][1], d.bcount, self._blob_kinds(column)[0], d.bblocks)
+                if nb < len(d):  # (stripes of packs: each blob's, copied)
+                    per = tuple(x[owners] for x in per)
+                plan = (parts[0][0], boff, ds, dl, dicts, tables, tsz, per)
         self._plans[column] = plan if keep else False
         return plan
 
@@ -1770,6 +1817,13 @@ class _Parts:
         for i in idx[p < 0].tolist():
             cat[at[i] : at[i] + len(self.own[i])] = self.own[i]
         return cat
+
+
+def _run(si: np.ndarray) -> slice | None:
+    """``si`` as a slice where it is a run of rows (each the one before it plus one), else None."""
+    if not len(si) or si[-1] - si[0] != len(si) - 1 or (len(si) > 1 and not bool((np.diff(si) == 1).all())):
+        return None
+    return slice(int(si[0]), int(si[-1]) + 1)
 
 
 def _laid_out(todo: np.ndarray, cnt: np.ndarray, have: np.ndarray, parts: _Parts, first: np.ndarray) -> tuple:

@@ -119,6 +119,52 @@ def test_packs_are_written_and_read_back(packed):
     check_version(t2, m, t2.version, users=np.unique(d.user_id)[::5].tolist())
 
 
+@pytest.mark.parametrize("bs", [8, 128])
+def test_runs_of_whole_packs_decode_as_their_blobs(tmp_path, monkeypatch, packed, bs):
+    """A read of a run of rows that is whole blobs (``Directory.packed_run``: each pack's stripes
+    one after another, none left out: a tier of one append, whose rows are in pack order) decodes
+    those blobs straight to its values, taking the column's plan by blobs
+    (``VersionReader._plan3``); any other run (a pack cut, the packs of several appends, whose
+    stripes lie between other users' rows) takes the path that finds each blob once: the same
+    values as that path's, and as the model's, every way."""
+    from gpumat.host import native
+
+    if not native.available()[0]:
+        pytest.skip("the whole-blob reads run where the C library is built")
+    t = Tier.create(str(tmp_path / "t"), SCHEMA, block_size=bs)
+    m = Model()
+    tab = short_histories(7, 600, 3)
+    t.append(tab)
+    m.append(tab)
+    for tier, model, one in ((t, m, True), (*packed, False)):
+        r = Tier.open(tier.uri, version=tier.version)._reader  # (a reader of its own: its plans made here)
+        d = r.directory()
+        rows = d.blob_rows()
+        assert len(rows) < len(d) and (d.skip[rows] == 0).all()
+        want = {c: {} for c in SCHEMA}
+        for u in np.unique(d.user_id):
+            for c in SCHEMA:
+                h = model.history(int(u), tier.version, c)
+                for i in d.user_stripes(u):
+                    want[c][int(i)] = h[int(d.start[i]) : int(d.start[i] + d.count[i])]
+        n, whole = len(d), 0
+        a, b = int(rows[len(rows) // 3]), int(rows[2 * len(rows) // 3])  # (from one blob's first stripe to another's)
+        for lo, hi in ((0, n), (a, b), (a, n), (0, b), (a + 1, b), (a, b - 1), (3, n - 2)):
+            k = d.packed_run(lo, hi)
+            whole += k is not None
+            if k is not None:  # (the blobs' values are the run's events, back to back)
+                assert d.bcount[rows[k]].sum() == d.count[lo:hi].sum() and rows[k][0] == lo
+            si = np.arange(lo, hi)
+            for c in SCHEMA:
+                expect = [x for i in si for x in want[c][int(i)]]
+                assert r.decode_stripes(c, si).tolist() == expect, (c, lo, hi)
+                with monkeypatch.context() as mp:  # (no plan: each read finds its blobs' dictionaries itself)
+                    mp.setattr(r, "_plans", {c: False})
+                    assert r.decode_stripes(c, si).tolist() == expect, (c, lo, hi)
+        assert (whole >= 4) if one else (d.packed_run(0, n) is None), whole
+        assert any(p for p in r._plans.values()) or not one
+
+
 def test_planned_batches_of_packed_stripes(packed):
     """Windows of every length over stripes in packs (tiles starting mid-block, blocks holding other
     users' events): the reference backend against each example's naive window (SPEC §2)."""
