@@ -92,7 +92,7 @@ static inline __attribute__((always_inline)) void decode_block(const uint64_t *w
 
 #define GM_MAX_VALUES (INT64_C(1) << 56) /* values per block, words per buffer: far above any real one */
 
-int64_t gm_abi_version(void) { return 33; } /* host/native.py refuses a build of another version */
+int64_t gm_abi_version(void) { return 34; } /* host/native.py refuses a build of another version */
 
 #define GM_CASE(W) case W: decode_block(words, nwords, (uint64_t)off, W, base, slope, a, hi, o); break;
 
@@ -2031,7 +2031,9 @@ static int gm_one_blob(const unsigned char *buf, int64_t n, int64_t off, int64_t
 /* host/native.py decode_blobs: blob s, bytes [boff[s], + blen[s]) of buf (n bytes), count[s] values to out[dst[s] ...]
  * (nout values). Its dictionary, where dlen (not NULL) has dlen[s] > 0: dicts[dstart[s] ...][0, dlen[s]), of the nd
  * entries of dicts (NULL: none), each dw bytes: 8 (int64), or 2 / 4 (unsigned, each entry dlo + it: gm_dict). tags
- * (NULL: none) tags[s] >= 0: a blob of one block whose tag is tags[s] (gm_one_blob). tab (NULL: none) tab[s] >= 0: a
+ * (NULL: none) tags[s] >= 0: a blob of one block whose tag is tags[s] (gm_one_blob); tags[s] == GM_CONST_TAG: no
+ * blob but a constant stripe's count[s] copies of the value boff[s] (its dictionary and table unused; host/pages.py
+ * CONST_TAG: a plan's constant stripes among its blobs, host/reader.py _plan3). tab (NULL: none) tab[s] >= 0: a
  * stripe table instead (DESIGN §1 "Stripe tables"), table t = tab[s] of the T, whose own blob is bytes [toff[t], +
  * tlen[t]) of tbuf (tn bytes) of tcnt[t] entries, itself codes into dicts[tdstart[t] ...][0, tdlen[t]) where tdlen[t] >
  * 0 (a table of codes into its segment dictionary) or values. A table's entries are decoded into a buffer of the
@@ -2041,6 +2043,7 @@ static int gm_one_blob(const unsigned char *buf, int64_t n, int64_t off, int64_t
  * the buffers cannot be allocated. Then 0, or s + 1 for the first bad blob (why[0]: its GM_BLOB_* reason, why[1]: 1
  * where it was its table that is bad; the blobs before it are written). */
 enum { GM_ARG_OUT = 1, GM_ARG_DICT, GM_ARG_TABLE, GM_ARG_TABLE_DICT };
+#define GM_CONST_TAG (-2)
 int64_t gm_decode_blobs(const unsigned char *buf, int64_t n, const int64_t *boff, const int64_t *blen,
                         const int64_t *count, const int64_t *dst, int64_t S, int64_t bs, const void *dicts, int64_t nd,
                         int64_t dw, uint64_t dlo, const int64_t *dstart, const int64_t *dlen, const int64_t *tags,
@@ -2072,6 +2075,12 @@ int64_t gm_decode_blobs(const unsigned char *buf, int64_t n, const int64_t *boff
     }
     int64_t last = -1; /* (the table in tv) */
     for (int64_t s = 0; s < S; s++) {
+        if (tags && tags[s] == GM_CONST_TAG) { /* (a constant stripe: its value, count times) */
+            uint64_t *o = out + dst[s];
+            const uint64_t v = (uint64_t)boff[s];
+            for (int64_t i = 0; i < count[s]; i++) o[i] = v;
+            continue;
+        }
         const int64_t t = tab ? tab[s] : -1;
         int r;
         gm_dict dc;

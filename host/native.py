@@ -16,7 +16,7 @@ import weakref
 import numpy as np
 
 ENV = "GPUMAT_NATIVE"  # "0": never use the C decoder
-ABI = 33  # gm_abi_version() of the _native.c this module calls
+ABI = 34  # gm_abi_version() of the _native.c this module calls
 
 
 def _load():
@@ -424,7 +424,8 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     ``count[s]`` values to ``out[dst[s]:]`` (64-bit); where ``dlen[s] > 0`` they are codes into
     ``dicts[dstart[s]:][:dlen[s]]`` (int64; a large one kept between reads is looked up in its
     ``narrowed`` copy); where ``tags[s] >= 0`` it is one block whose tag is ``tags[s]``, not its
-    first byte. Returns ``(0, 0)``, or ``(s + 1, reason)`` for the first bad blob
+    first byte; where ``tags[s] == pages.CONST_TAG`` there is no blob but ``count[s]`` copies of the
+    value ``boff[s]``. Returns ``(0, 0)``, or ``(s + 1, reason)`` for the first bad blob
     (``BLOB_ERRORS``). Every position given is checked, in C before anything is written
     (``ValueError``: a bug of the caller's).
 

@@ -86,6 +86,9 @@ from gpumat.host import codec, native
 from gpumat.host.ranges import ranges, restart_cumsum, take_ranges, unique
 
 PAGE_BLOCKS = 16  # blocks per page: the unit a read parses, and its read amplification at most
+# decode_blobs' tag of a constant stripe among blobs (a read's plan, host/reader.py _plan3): no blob, but its
+# count copies of the value its offset holds (gm_decode_blobs' GM_CONST_TAG)
+CONST_TAG = -2
 TAG_LFOR = 0x80
 _U64 = np.uint64
 
@@ -2558,7 +2561,9 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     [:dlen[s]]`` (a segment dictionary) and gives the entries they index. Where ``tags[s] >= 0``
     blob ``s`` is one block whose tag is ``tags[s]``, not its first byte (``move_tags``). No
     checksum (those are per segment chunk); anything else that is not a blob of format 3 is a
-    ``CorruptionError`` naming ``where``, and so is a code outside its dictionary.
+    ``CorruptionError`` naming ``where``, and so is a code outside its dictionary. Where
+    ``tags[s] == CONST_TAG`` there is no blob ``s`` but ``count[s]`` copies of the value ``boff[s]``
+    (a constant stripe; its dictionary and table unused).
 
     ``tables``: ``(tab, tbuf, toff, tlen, tcnt, tdstart, tdlen)``, stripe tables (DESIGN §1) each
     decoded just before the blobs that index it: where ``tab[s] >= 0`` blob ``s``'s codes index table
@@ -2612,6 +2617,9 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
         raise ValueError("decode_blobs: an int64 out, and dst [S] inside it")
     for s in range(len(count)):
         n, at = int(count[s]), int(dst[s])
+        if tags is not None and tags[s] == CONST_TAG:
+            out[at : at + n] = boff[s]
+            continue
         if boff[s] < 0 or blen[s] < 0 or boff[s] > len(buf) - blen[s]:  # (no sum that can wrap)
             raise CorruptionError(f"{where}: blob {s}: {native.BLOB_ERRORS[1]}")
         blob = np.asarray(buf[boff[s] : boff[s] + blen[s]], dtype=np.uint8)

@@ -1473,10 +1473,11 @@ class VersionReader:
         its packs, ``Directory.packed_run``) is those blobs' values back to back, decoded so."""
         d = self.directory()
         some = self._blob_kinds(column)[2]  # (no constant stripe in the column: no step for them)
-        if out is None and not some and run is not None:
+        if out is None and run is not None:
             k = d.packed_run(run.start, run.stop)
-            if k is not None:
-                return self._decode_blobs3(column, d.blob_rows()[k], blobs=k)
+            plan = self._column_plan(column, k.stop - k.start) if k is not None and some else None
+            if k is not None and (not some or plan):  # (a plan fills the constant stripes: this one, kept or not)
+                return self._decode_blobs3(column, d.blob_rows()[k], blobs=k, plan=plan)
         enc = self._dir_cols[column][2][si] if some else None
         cst = self._blob_kinds(column)[1][si] if some else None
         if out is None:
@@ -1508,18 +1509,17 @@ class VersionReader:
         return self._decode_blobs3(column, si, out, at)
 
     def _decode_blobs3(self, column: str, si: np.ndarray, out: np.ndarray | None = None,
-                       dst: np.ndarray | None = None, blobs: slice | None = None) -> np.ndarray:
+                       dst: np.ndarray | None = None, blobs: slice | None = None, plan: tuple | None = None) -> np.ndarray:
         """Every value of the blobs of ``column`` of stripes ``si`` (all of a pack's for a stripe of
         one), back to back, or blob ``i``'s to ``out[dst[i]:]``. A read of a quarter of the blobs or
         more, in a version whose every segment is pooled, takes its arguments from the column's plan
-        (``_plan3``), gathered by ``si`` (views where ``si`` is a run of rows): no step per table or
-        dictionary; any other read, or a bad blob (named by it), through ``_blob_args``."""
+        (``_plan3``), gathered by ``si`` (views where ``si`` is a run of rows, or ``blobs``, the
+        plan's blobs of ``si`` where it is the first rows of a run of whole blobs): no step per table
+        or dictionary; any other read, or a bad blob (named by it), through ``_blob_args``. ``plan``:
+        the one to take (the read that made it, where it is not kept)."""
         d = self.directory()
-        plan = self._plans.get(column)
-        nb = len(d.blob_rows())
-        if plan is None and 4 * len(si) >= nb:  # (a quarter of the blobs or more)
-            plan = self._plan3(column)
-        if not plan or not len(si) or (blobs is None and nb < len(d)):  # (the plan is per blob: rows of packs by blobs)
+        plan = self._column_plan(column, len(si)) if plan is None else plan
+        if not plan or not len(si) or (blobs is None and len(d.blob_rows()) < len(d)):  # (the plan is per blob: packs by blobs)
             return self._decode_blobs3_read(column, si, out, dst)
         buf, boff, dstart, dlen, dicts, tables, tsz, (blen, cnt, tags, bblocks) = plan
         ix = blobs if blobs is not None else _run(si)  # (blobs in order, a run of rows: every array a view)
@@ -1535,9 +1535,18 @@ class VersionReader:
         bad = native.decode_blobs(buf, boff[ix], blen[ix], cnt, dst, self.block_size, out,
                                   dicts, None if dicts is None else dstart[ix], None if dicts is None else dlen[ix],
                                   tags[ix], None if tables is None else (tables[0][ix],) + tables[1:])
-        if bad[0]:  # (the same blobs through the path that names what is wrong, and raises)
-            return self._decode_blobs3_read(column, si, out, dst)
+        if bad[0]:  # (the same blobs, but the constant stripes, through the path that names what is wrong, and raises)
+            live = tags[ix] != pages.CONST_TAG
+            return self._decode_blobs3_read(column, si[live], out, dst[live])
         return out
+
+    def _column_plan(self, column: str, n: int) -> "tuple | bool | None":
+        """``column``'s plan (``_plan3``) for a read of ``n`` blobs: made by the first read of a quarter
+        of the blobs or more."""
+        plan = self._plans.get(column)
+        if plan is None and 4 * n >= len(self.directory().blob_rows()):
+            plan = self._plan3(column)
+        return plan
 
     def _plan3(self, column: str) -> "tuple | bool":
         """The arguments of a whole-blob decode of every blob of ``column`` (``_blob_args`` of their
@@ -1545,7 +1554,8 @@ class VersionReader:
         (``_small_pool``), in blob order: the pool, each blob's place in it and its dictionary's in
         ``dicts`` (int64 a blob), the stripe tables' places, heads and dictionaries, each blob's
         table's stored bytes (0: none), and its bytes, values, tag and blocks (the directory's own
-        arrays where no stripe shares its blob). False where a segment is not pooled, or where the
+        arrays where no stripe shares its blob and none is constant; a constant stripe's tag
+        ``pages.CONST_TAG``, its value in place of its place, no block). False where a segment is not pooled, or where the
         column's tables or dictionaries do not read (a read names the one at fault). Kept for the
         reads that follow unless a dictionary it holds is one the tier does not keep
         (``_kept_only``): then only the read that made it takes it (no second read of its
@@ -1554,7 +1564,8 @@ class VersionReader:
         d = self.directory()
         self._small_pool()
         owners = d.blob_rows()
-        live = np.flatnonzero(~self._blob_kinds(column)[1][owners])  # (constant stripes: no blob)
+        cst = self._blob_kinds(column)[1][owners]
+        live = np.flatnonzero(~cst)  # (constant stripes: no blob)
         rows, nb = owners[live], len(owners)
         plan = keep = False
         if len(rows) and bool((self._pool3[1][d.seg] >= 0).all()):
@@ -1577,8 +1588,11 @@ class VersionReader:
                     tsz[own] = self._dsarr[column][1][tables[-1]][tab[own]]
                     tables = (tab,) + tables[1:-1]
                 per = (self._dir_cols[column][1], d.bcount, self._blob_kinds(column)[0], d.bblocks)
-                if nb < len(d):  # (stripes of packs: each blob's, copied)
+                if nb < len(d) or len(live) < nb:  # (stripes of packs: each blob's, copied; constant ones filled)
                     per = tuple(x[owners] for x in per)
+                    c = np.flatnonzero(cst)
+                    per[2][c], per[3][c] = pages.CONST_TAG, 0
+                    boff[c] = codec.const_values(self._dir_cols[column][2][owners[c]])
                 plan = (parts[0][0], boff, ds, dl, dicts, tables, tsz, per)
         self._plans[column] = plan if keep else False
         return plan

@@ -2041,13 +2041,14 @@ def blob_set(rng, short: bool = False):
 
 
 def both_decoders(monkeypatch, *args, **kw):
-    """``pages.decode_blobs`` with the C decoder and with NumPy's: (values or the error) of each."""
+    """``pages.decode_blobs`` with the C decoder and with NumPy's: (values or the error) of each
+    (given ``out``, each to a copy of it: the one would overwrite the other's values)."""
     got = []
     for use_c in (True, False):
         if not use_c:
             monkeypatch.setattr(native, "_decode", None)
         try:
-            got.append(pages.decode_blobs(*args, **kw))
+            got.append(pages.decode_blobs(*args, **{**kw, **({"out": kw["out"].copy()} if "out" in kw else {})}))
         except CorruptionError as e:
             got.append(e)
         monkeypatch.undo()
@@ -2158,6 +2159,30 @@ def test_decode_blobs_with_tables_c_equals_numpy(monkeypatch, decoder):
                 pages.decode_blobs(*args, tables=(np.full(len(count), len(tables[4])), *tables[1:]))
             with pytest.raises(ValueError):  # (tables of codes without the dictionaries they index)
                 pages.decode_blobs(buf, boff, blen, count, 128, tables=tables)
+
+
+def test_constant_stripes_among_blobs(monkeypatch, decoder):
+    """``tags[s] == pages.CONST_TAG``: no blob ``s``, but ``count[s]`` copies of the value ``boff[s]``
+    (a plan's constant stripes among its blobs), with blobs of codes and of values around them, to a
+    caller's places: C and NumPy give the same values."""
+    if decoder != "native":
+        pytest.skip("compares the C decoder with NumPy's: runs once, with the C decoder")
+    rng = np.random.default_rng(12)
+    buf, boff, blen, count, bs, dicts, dstart, dlen, want = blob_set(rng)
+    c = rng.random(len(count)) < 0.3
+    c[0] = c[-1] = True
+    v = rng.integers(-(2**63), 2**63 - 1, len(count))
+    parts = np.split(want, np.cumsum(count)[:-1])
+    expect = np.concatenate([np.full(n, x) if k else p for p, n, x, k in zip(parts, count, v, c)])
+    order = rng.permutation(len(count))
+    dst = np.empty(len(count), np.int64)
+    dst[order] = np.cumsum(count[order]) - count[order]
+    args = (buf, np.where(c, v, boff), blen, count, bs, dicts, dstart, dlen)
+    tags = np.where(c, pages.CONST_TAG, -1)
+    a, b = both_decoders(monkeypatch, *args, tags=tags)
+    assert a.tolist() == b.tolist() == expect.tolist()
+    for x in both_decoders(monkeypatch, *args, tags=tags, out=np.full(int(count.sum()), -7, np.int64), dst=dst):
+        assert x[ranges(dst, count)].tolist() == expect.tolist()
 
 
 def test_decode_blobs_checks_every_position_before_writing(decoder):

@@ -823,8 +823,9 @@ def test_whole_reads_take_their_plan_over_several_segments(tmp_path, monkeypatch
     arguments from the column's plan (``VersionReader._plan3``), gathered by its rows (views for a
     run of rows): over three segments (three segment dictionaries, their stripe tables, unkept
     (``kept`` 0) or kept as the tier keeps them), every column, rows in order, a run inside, a
-    permutation, repeats: the values of the path that finds each read's tables and dictionaries
-    itself, and the same stripe-table bytes counted (``dict_bytes_read``); no plan where it would
+    permutation, repeats, a constant stripe in each segment (filled among the blobs): the values of
+    the path that finds each read's tables and dictionaries itself, and the same stripe-table bytes
+    counted (``dict_bytes_read``); no plan where it would
     hold a table that the tier does not keep (some of ``item_id``'s tables, kept as the tier keeps
     them: over 64 entries)."""
     if not native.available()[0]:
@@ -838,6 +839,7 @@ def test_whole_reads_take_their_plan_over_several_segments(tmp_path, monkeypatch
         sc = rng.integers(30, 500, 12)
         u = 100 * part + np.arange(len(sc))
         cols = hashed_replays(rng, sc)
+        cols["action"][: sc[0]] = 2  # (a constant stripe: filled among the blobs by the plan)
         t.append(pa.table({"user_id": np.repeat(u, sc), **cols}))
         for c, x in cols.items():
             want.setdefault(c, []).extend(np.split(x.astype(np.int64), np.cumsum(sc)[:-1]))
@@ -864,6 +866,7 @@ def test_whole_reads_take_their_plan_over_several_segments(tmp_path, monkeypatch
         # (no plan where it would hold a table the tier reads anew at each read: some where kept as the tier keeps them)
         assert r._plans[c] is not False or (kept is None and c == "item_id")
     assert any(p and p[5] is not None for p in r._plans.values()) == (kept == 0)  # (tables of their own: unkept ones)
+    assert (r._plans["action"][7][2] == pages.CONST_TAG).sum() == r._blob_kinds("action")[1].sum() >= 2
 
 
 def test_unkept_tables_decode_in_the_cache(tmp_path, monkeypatch):
