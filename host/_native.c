@@ -805,7 +805,9 @@ gm_classes_x512(const unsigned char *b, int64_t L, int64_t at, int64_t end, int6
             _mm512_storeu_si512(tmp + t, _mm512_add_epi32(gm_w16_at(&u, p, room), add));
         pos += nc * wc;
         const uint32_t *s = tmp;
-#define GM_EXPAND(i) if ((i) < nvec) R##i = _mm512_mask_expandloadu_epi32(R##i, GM_K(i), s), s += __builtin_popcount(GM_K(i));
+        /* (expanded from a register, loaded whole: tmp holds 16 entries past the last a class can read; a
+         * memory-sourced expand is slow on AMD's Zen 4) */
+#define GM_EXPAND(i) if ((i) < nvec) R##i = _mm512_mask_expand_epi32(R##i, GM_K(i), _mm512_loadu_si512(s)), s += __builtin_popcount(GM_K(i));
         GM_R8(GM_EXPAND)
     }
     const __m512i bv = _mm512_set1_epi64((long long)base);
