@@ -2023,6 +2023,18 @@ static int gm_one_blob(const unsigned char *buf, int64_t n, int64_t off, int64_t
     if (off < 0 || L < 0 || off > n - L || cnt < 0 || bs < 1 || cnt > GM_MAX_VALUES) return GM_BLOB_SHORT;
     if (tag < 0) return gm_blob(buf + off, L, n - off, cnt, bs, dc, scratch, o);
     if (cnt > bs || tag > 255) return GM_BLOB_TAGGED;
+    if (gm_is_bare(tag) && cnt >= 1 && bs <= 128) {
+        /* a BARE LEVELS block (a short history's one block, its tag in the index): decoded in place, as
+         * gm_blob decodes it after its tag (its payload from the blob's first bit, its base 0, no field),
+         * with no copy and no parse */
+        const int64_t lvl = 1 + (((tag & 0x7F) - GM_TAG_LEVELS) >> 2), w2 = (tag - GM_TAG_LEVELS) & 3;
+        int64_t ex;
+        if (cnt > 8 * L || gm_levels(buf + off, n - off, 0, cnt, (int)lvl, (int)w2, 8 * L - cnt, &ex, 0, o))
+            return GM_BLOB_PAYLOAD;
+        return dc->D && gm_finish(o, cnt, 0, 0, 0, dc, gm_below(0, (uint64_t)lvl + (UINT64_C(1) << w2), dc->D))
+                   ? GM_BLOB_CODE
+                   : GM_BLOB_OK;
+    }
     if (L + 9 > nv) return GM_BLOB_SHORT;
     vbuf[0] = (unsigned char)tag; /* [tag][its bytes], then zeros: the blob's last loads read them */
     memcpy(vbuf + 1, buf + off, (size_t)L);

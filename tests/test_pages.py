@@ -2161,6 +2161,54 @@ def test_decode_blobs_with_tables_c_equals_numpy(monkeypatch, decoder):
                 pages.decode_blobs(buf, boff, blen, count, 128, tables=tables)
 
 
+def test_tagged_bare_levels_blobs_in_place(monkeypatch, decoder):
+    """A BARE LEVELS blob whose tag is in the index (a short history's one block) is decoded in place
+    by the C decoder (``gm_one_blob``: no copy, no parse), as the blob path decodes it after its tag:
+    values and codes into a dictionary (one entry short of the largest: a ``CorruptionError``), and
+    on flipped bits and cut lengths the same values as NumPy's or both a ``CorruptionError``."""
+    if decoder != "native":
+        pytest.skip("compares the C decoder with NumPy's: runs once, with the C decoder")
+    rng = np.random.default_rng(17)
+    raised = checked = 0
+    for wide, m in ((False, 4), (True, 4), (False, 12)):  # (12 kinds: tails of 2 and 3 bits)
+        kinds = rng.integers(1 << 40, 1 << 50, m) if wide else np.arange(m)
+        sc = rng.integers(5, 129, 200)
+        p = 0.5 ** np.arange(m)
+        v = kinds[rng.choice(m, int(sc.sum()), p=p / p.sum())]
+        region, off, nb, e, head, _ = pages.encode_column_parts(v, sc, 128)
+        tags = codec.enc_tags(e)
+        if wide:  # (codes keep their tag in their blob: moved to the index here, as move_tags moves values')
+            assert ((e & codec.ENC_DICT) != 0).all() and (tags < 0).all()
+            tags, off, nb = region[off].astype(np.int64), off + 1, nb - 1
+        bare = np.flatnonzero((tags >= 0) & pages.is_bare(np.maximum(tags, 0)))
+        assert len(bare) > 150 and (m == 4 or len(np.unique((tags[bare] - 112) & 3)) == 3)
+        d = pages.decode_dictionary(region[:head], 128) if wide else None
+        first = np.cumsum(sc) - sc
+        for t, k in enumerate(bare[:120].tolist()):
+            one = dict(tags=tags[k : k + 1]) | ({} if d is None else dict(dicts=d, dstart=[0], dlen=[len(d)]))
+            a, b = both_decoders(monkeypatch, region, off[k : k + 1], nb[k : k + 1], sc[k : k + 1], 128, **one)
+            assert a.tolist() == b.tolist() == v[first[k] : first[k] + sc[k]].tolist()
+            if wide:  # (a dictionary one entry short of the stripe's largest code)
+                x = pages.decode_blobs(region, off[k : k + 1], nb[k : k + 1], sc[k : k + 1], 128, tags=tags[k : k + 1])
+                a, b = both_decoders(monkeypatch, region, off[k : k + 1], nb[k : k + 1], sc[k : k + 1], 128,
+                                     **one | dict(dlen=[int(x.max())]))
+                assert isinstance(a, CorruptionError) and isinstance(b, CorruptionError) or x.max() == 0, (a, b)
+            bad, ln = region.copy(), nb[k : k + 1].copy()
+            if t % 4 == 0:
+                ln -= int(rng.integers(1, 3))
+            else:
+                for at in rng.integers(off[k], off[k] + nb[k], int(rng.integers(1, 4))).tolist():
+                    bad[at] ^= np.uint8(1 << int(rng.integers(8)))
+            a, b = both_decoders(monkeypatch, bad, off[k : k + 1], np.maximum(ln, 0), sc[k : k + 1], 128, **one)
+            checked += 1
+            if isinstance(a, CorruptionError) or isinstance(b, CorruptionError):
+                assert isinstance(a, CorruptionError) and isinstance(b, CorruptionError), (wide, t, a, b)
+                raised += 1
+            else:
+                assert a.tolist() == b.tolist(), (wide, t)
+    assert raised > checked // 10
+
+
 def test_constant_stripes_among_blobs(monkeypatch, decoder):
     """``tags[s] == pages.CONST_TAG``: no blob ``s``, but ``count[s]`` copies of the value ``boff[s]``
     (a plan's constant stripes among its blobs), with blobs of codes and of values around them, to a
