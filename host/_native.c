@@ -2017,7 +2017,8 @@ static int gm_blob(const unsigned char *b, int64_t L, int64_t R, int64_t count, 
 /* One blob of gm_decode_blobs: bytes [off, off + L) of buf (n bytes), cnt values to
  * o, codes into dc (dc->D 0: none); tag >= 0: a blob of one block whose tag is tag, not its first byte
  * (host/pages.py move_tags): copied after it into vbuf (nv bytes: at least the longest such blob + 9,
- * zeroed past it) and decoded there. Returns 0 or a GM_BLOB_* reason. */
+ * zeroed past it) and decoded there; a BARE LEVELS block so tagged is decoded where it lies instead. Returns 0 or a
+ * GM_BLOB_* reason. */
 static int gm_one_blob(const unsigned char *buf, int64_t n, int64_t off, int64_t L, int64_t cnt, int64_t bs,
                        const gm_dict *dc, int64_t tag, unsigned char *vbuf, int64_t nv, uint64_t *scratch, uint64_t *o) {
     if (off < 0 || L < 0 || off > n - L || cnt < 0 || bs < 1 || cnt > GM_MAX_VALUES) return GM_BLOB_SHORT;
@@ -2046,8 +2047,9 @@ static int gm_one_blob(const unsigned char *buf, int64_t n, int64_t off, int64_t
  * (nout values). Its dictionary, where dlen (not NULL) has dlen[s] > 0: dicts[dstart[s] ...][0, dlen[s]), of the nd
  * entries of dicts (NULL: none), each dw bytes: 8 (int64), or 2 / 4 (unsigned, each entry dlo + it: gm_dict). tags
  * (NULL: none) tags[s] >= 0: a blob of one block whose tag is tags[s] (gm_one_blob); tags[s] == GM_CONST_TAG: no
- * blob but a constant stripe's count[s] copies of the value boff[s] (its dictionary and table unused; host/pages.py
- * CONST_TAG: a plan's constant stripes among its blobs, host/reader.py _plan3). tab (NULL: none) tab[s] >= 0: a
+ * blob but a constant stripe's count[s] copies of the value boff[s] (its dictionary and table not read, their ranges
+ * still checked; host/pages.py CONST_TAG: a plan's constant stripes among its blobs, host/reader.py _plan3). tab
+ * (NULL: none) tab[s] >= 0: a
  * stripe table instead (DESIGN §1 "Stripe tables"), table t = tab[s] of the T, whose own blob is bytes [toff[t], +
  * tlen[t]) of tbuf (tn bytes) of tcnt[t] entries, itself codes into dicts[tdstart[t] ...][0, tdlen[t]) where tdlen[t] >
  * 0 (a table of codes into its segment dictionary) or values. A table's entries are decoded into a buffer of the

@@ -2563,7 +2563,7 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     checksum (those are per segment chunk); anything else that is not a blob of format 3 is a
     ``CorruptionError`` naming ``where``, and so is a code outside its dictionary. Where
     ``tags[s] == CONST_TAG`` there is no blob ``s`` but ``count[s]`` copies of the value ``boff[s]``
-    (a constant stripe; its dictionary and table unused).
+    (a constant stripe; its dictionary and table not read).
 
     ``tables``: ``(tab, tbuf, toff, tlen, tcnt, tdstart, tdlen)``, stripe tables (DESIGN §1) each
     decoded just before the blobs that index it: where ``tab[s] >= 0`` blob ``s``'s codes index table
@@ -2573,7 +2573,8 @@ def decode_blobs(buf: np.ndarray, boff: np.ndarray, blen: np.ndarray, count: np.
     and looked up there; without C, the tables are decoded first, then the blobs, as two calls.
 
     In C when built: one pass per blob from its bytes to its values (tags, fields, payload, PATCH /
-    RUN, lookup), no staged form (a blob whose tag is given: copied after it first); else
+    RUN, lookup), no staged form (a blob whose tag is given: copied after it first, but a BARE
+    LEVELS block, decoded where it lies); else
     ``decode_blob`` per blob (the same values and errors)."""
     boff, blen, count = (np.ascontiguousarray(a, dtype=np.int64).reshape(-1) for a in (boff, blen, count))
     tags = None if tags is None else np.asarray(tags, np.int64).reshape(-1)

@@ -1511,25 +1511,29 @@ class VersionReader:
     def _decode_blobs3(self, column: str, si: np.ndarray, out: np.ndarray | None = None,
                        dst: np.ndarray | None = None, blobs: slice | None = None, plan: tuple | None = None) -> np.ndarray:
         """Every value of the blobs of ``column`` of stripes ``si`` (all of a pack's for a stripe of
-        one), back to back, or blob ``i``'s to ``out[dst[i]:]``. A read of a quarter of the blobs or
-        more, in a version whose every segment is pooled, takes its arguments from the column's plan
+        one), back to back, or blob ``i``'s to ``out[dst[i]:]``. A read of every blob or more (then
+        any read while the plan is kept), in a version whose every segment is pooled, takes its
+        arguments from the column's plan
         (``_plan3``), gathered by ``si`` (views where ``si`` is a run of rows, or ``blobs``, the
         plan's blobs of ``si`` where it is the first rows of a run of whole blobs): no step per table
         or dictionary; any other read, or a bad blob (named by it), through ``_blob_args``. ``plan``:
         the one to take (the read that made it, where it is not kept)."""
         d = self.directory()
-        plan = self._column_plan(column, len(si)) if plan is None else plan
-        if not plan or not len(si) or (blobs is None and len(d.blob_rows()) < len(d)):  # (the plan is per blob: packs by blobs)
+        if not len(si) or (blobs is None and len(d.blob_rows()) < len(d)):  # (the plan is per blob: packs by blobs)
             return self._decode_blobs3_read(column, si, out, dst)
-        buf, boff, dstart, dlen, dicts, tables, tsz, (blen, cnt, tags, bblocks) = plan
+        plan = self._column_plan(column, len(si)) if plan is None else plan
+        if not plan:
+            return self._decode_blobs3_read(column, si, out, dst)
+        buf, boff, dstart, dlen, dicts, tables, tsz, (blen, cnt, tags, bblocks), consts = plan
         ix = blobs if blobs is not None else _run(si)  # (blobs in order, a run of rows: every array a view)
         ix = si if ix is None else ix
         cnt = cnt[ix]
         if out is None:
             out, dst = np.empty(int(cnt.sum()), np.int64), np.cumsum(cnt) - cnt
         io = getattr(self.store, "io", None)
-        if io is not None:
-            io.add(blocks_read=int(bblocks[ix].sum()), block_runs=len(si))
+        if io is not None:  # (the constant stripes: no blob read)
+            io.add(blocks_read=int(bblocks[ix].sum()),
+                   block_runs=len(si) - (int((tags[ix] == pages.CONST_TAG).sum()) if consts else 0))
         if tsz is not None:
             self.dict_bytes_read += int(tsz[ix].sum())
         bad = native.decode_blobs(buf, boff[ix], blen[ix], cnt, dst, self.block_size, out,
@@ -1541,10 +1545,11 @@ class VersionReader:
         return out
 
     def _column_plan(self, column: str, n: int) -> "tuple | bool | None":
-        """``column``'s plan (``_plan3``) for a read of ``n`` blobs: made by the first read of a quarter
-        of the blobs or more."""
+        """``column``'s plan (``_plan3``) for a read of ``n`` blobs: made by the first read of every
+        blob or more (so that making it, which reads every blob's dictionaries, costs no more than
+        that read), then taken by any read while it is kept."""
         plan = self._plans.get(column)
-        if plan is None and 4 * n >= len(self.directory().blob_rows()):
+        if plan is None and n >= len(self.directory().blob_rows()):
             plan = self._plan3(column)
         return plan
 
@@ -1556,11 +1561,14 @@ class VersionReader:
         table's stored bytes (0: none), and its bytes, values, tag and blocks (the directory's own
         arrays where no stripe shares its blob and none is constant; a constant stripe's tag
         ``pages.CONST_TAG``, its value in place of its place, no block). False where a segment is not pooled, or where the
-        column's tables or dictionaries do not read (a read names the one at fault). Kept for the
+        column's tables or dictionaries do not read (a read names the one at fault), or where a pack
+        holds constants per row (``pages.pack_row_constants``: no blob, a value a row). Kept for the
         reads that follow unless a dictionary it holds is one the tier does not keep
         (``_kept_only``): then only the read that made it takes it (no second read of its
-        dictionaries), and the reads after it find their own. Dropped by ``forget_dictionaries`` (it
-        holds them)."""
+        dictionaries), and the reads after it find their own. It holds its dictionaries: the kept one
+        itself where there is one, else their concatenation (a copy of them, as ``_dcat`` holds the
+        last), until ``forget_dictionaries`` of this reader drops it (another reader's, on the shared
+        segments, does not)."""
         d = self.directory()
         self._small_pool()
         owners = d.blob_rows()
@@ -1568,7 +1576,9 @@ class VersionReader:
         live = np.flatnonzero(~cst)  # (constant stripes: no blob)
         rows, nb = owners[live], len(owners)
         plan = keep = False
-        if len(rows) and bool((self._pool3[1][d.seg] >= 0).all()):
+        # (a pack with constants per row, pages.pack_row_constants, has no blob but a value a row: not one a blob)
+        per_row = bool((self._blob_kinds(column)[1] & (d.bcount != d.count)).any())
+        if len(rows) and not per_row and bool((self._pool3[1][d.seg] >= 0).all()):
             try:
                 parts, _, _, dicts, dstart, dlen, tables, _ = self._blob_args(column, rows)
             except CorruptionError:
@@ -1593,7 +1603,7 @@ class VersionReader:
                     c = np.flatnonzero(cst)
                     per[2][c], per[3][c] = pages.CONST_TAG, 0
                     boff[c] = codec.const_values(self._dir_cols[column][2][owners[c]])
-                plan = (parts[0][0], boff, ds, dl, dicts, tables, tsz, per)
+                plan = (parts[0][0], boff, ds, dl, dicts, tables, tsz, per, len(live) < nb)
         self._plans[column] = plan if keep else False
         return plan
 

@@ -77,6 +77,37 @@ def test_row_constants_read_back_by_windows(tmp_path, monkeypatch, bs):
         assert h._reader.decode_stripes("action", order).tolist() == want[ranges(first[order], d.count[order])].tolist()
 
 
+def test_row_constants_in_whole_reads(tmp_path, monkeypatch, decoder):
+    """Whole reads (``decode_stripes`` of every row, then of runs of whole packs) of a tier of one
+    append whose ``action`` packs hold constants per row (half the users; the others' vary): no plan for that column (a pack of them
+    has no blob, but a value a row: ``VersionReader._plan3``), plans for the others, and every
+    column's values the same as without plans (a review's finding: each row of such a pack read
+    back as its first row's value)."""
+    if decoder != "native":
+        pytest.skip("the whole-blob reads run where the C library is built")
+    rng = np.random.default_rng(9)
+    uid, cols = short_users(rng)
+    var = uid > np.median(uid)  # (the later half of the users' action varies: their packs hold blobs)
+    cols["action"][var] = rng.integers(0, 9, int(var.sum()))
+    t = Tier.create(tmp_path / "t", SCHEMA, block_size=32)
+    t.append(pa.table({"user_id": uid, **cols}))
+    r = Tier.open(tmp_path / "t")._reader
+    d = r.directory()
+    assert 0.2 < row_constant_packs(Tier.open(tmp_path / "t")).mean() < 0.8 and len(d.blob_rows()) < len(d)
+    rows = d.blob_rows()
+    for c in SCHEMA:
+        for lo, hi in ((0, len(d)), (int(rows[3]), int(rows[-3]))):
+            si = np.arange(lo, hi)
+            got = r.decode_stripes(c, si)
+            with monkeypatch.context() as m:
+                m.setattr(r, "_plans", {c: False})
+                assert got.tolist() == r.decode_stripes(c, si).tolist(), (c, lo, hi)
+            pos = np.searchsorted(np.unique(uid), d.user_id[si])  # (one stripe a user: its events in order)
+            starts = np.r_[0, np.cumsum(np.bincount(np.searchsorted(np.unique(uid), uid)))][:-1]
+            assert got.tolist() == cols[c][ranges(starts[pos], d.count[si])].tolist(), (c, lo, hi)
+    assert r._plans["action"] is False and r._plans["ts"] and r._plans["item_id"]
+
+
 @pytest.mark.parametrize("backend", ["reference", "numpy", "triton", "torch"])
 def test_row_constants_materialize(tmp_path, backend):
     """Planned batches (a pack's block staged once for all its rows the batch needs) equal the

@@ -819,13 +819,13 @@ def test_a_flipped_bit_in_a_table_read_in_part_is_caught(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kept", [0, None])
 def test_whole_reads_take_their_plan_over_several_segments(tmp_path, monkeypatch, kept):
-    """A read of a quarter of the rows or more of a version whose segments are all pooled takes its
+    """A read of every row (then any read) of a version whose segments are all pooled takes its
     arguments from the column's plan (``VersionReader._plan3``), gathered by its rows (views for a
     run of rows): over three segments (three segment dictionaries, their stripe tables, unkept
     (``kept`` 0) or kept as the tier keeps them), every column, rows in order, a run inside, a
     permutation, repeats, a constant stripe in each segment (filled among the blobs): the values of
     the path that finds each read's tables and dictionaries itself, and the same stripe-table bytes
-    counted (``dict_bytes_read``); no plan where it would
+    counted (``dict_bytes_read``, for reads without repeats); no plan where it would
     hold a table that the tier does not keep (some of ``item_id``'s tables, kept as the tier keeps
     them: over 64 entries)."""
     if not native.available()[0]:
@@ -864,7 +864,7 @@ def test_whole_reads_take_their_plan_over_several_segments(tmp_path, monkeypatch
                 if len(np.unique(si)) == len(si):  # (a table read twice counts twice there, once here)
                     assert r.dict_bytes_read - before == planned, c
         # (no plan where it would hold a table the tier reads anew at each read: some where kept as the tier keeps them)
-        assert r._plans[c] is not False or (kept is None and c == "item_id")
+        assert (r._plans[c] is False) == (kept is None and c == "item_id")
     assert any(p and p[5] is not None for p in r._plans.values()) == (kept == 0)  # (tables of their own: unkept ones)
     assert (r._plans["action"][7][2] == pages.CONST_TAG).sum() == r._blob_kinds("action")[1].sum() >= 2
 
