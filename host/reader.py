@@ -1513,8 +1513,8 @@ class VersionReader:
         """Every value of the blobs of ``column`` of stripes ``si`` (all of a pack's for a stripe of
         one), back to back, or blob ``i``'s to ``out[dst[i]:]``. A read of every blob or more (then
         any read while the plan is kept), in a version whose every segment is pooled, takes its
-        arguments from the column's plan
-        (``_plan3``), gathered by ``si`` (views where ``si`` is a run of rows, or ``blobs``, the
+        arguments from the column's plan (``_plan3``), gathered by ``si`` (views where ``si`` is a
+        run of rows, or ``blobs``, the
         plan's blobs of ``si`` where it is the first rows of a run of whole blobs): no step per table
         or dictionary; any other read, or a bad blob (named by it), through ``_blob_args``. ``plan``:
         the one to take (the read that made it, where it is not kept)."""
@@ -1560,9 +1560,10 @@ class VersionReader:
         ``dicts`` (int64 a blob), the stripe tables' places, heads and dictionaries, each blob's
         table's stored bytes (0: none), and its bytes, values, tag and blocks (the directory's own
         arrays where no stripe shares its blob and none is constant; a constant stripe's tag
-        ``pages.CONST_TAG``, its value in place of its place, no block). False where a segment is not pooled, or where the
-        column's tables or dictionaries do not read (a read names the one at fault), or where a pack
-        holds constants per row (``pages.pack_row_constants``: no blob, a value a row). Kept for the
+        ``pages.CONST_TAG``, its value in place of its place, no block). False where a segment is
+        not pooled, where the column's tables or dictionaries do not read (a read names the one at
+        fault), or where a pack holds constants per row (``pages.pack_row_constants``: no blob, a
+        value a row). Kept for the
         reads that follow unless a dictionary it holds is one the tier does not keep
         (``_kept_only``): then only the read that made it takes it (no second read of its
         dictionaries), and the reads after it find their own. It holds its dictionaries: the kept one
