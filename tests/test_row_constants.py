@@ -84,7 +84,7 @@ def test_row_constants_in_whole_reads(tmp_path, monkeypatch, decoder):
     column's values the same as without plans (a review's finding: each row of such a pack read
     back as its first row's value)."""
     if decoder != "native":
-        pytest.skip("the whole-blob reads run where the C library is built")
+        pytest.skip("the whole-blob reads of the C decoder: runs once, with it")
     rng = np.random.default_rng(9)
     uid, cols = short_users(rng)
     var = uid > np.median(uid)  # (the later half of the users' action varies: their packs hold blobs)
