@@ -1493,8 +1493,7 @@ class VersionReader:
                 self._decode_stripes3(column, si[~cst], out, at[~cst])
             return out
         if len(d.pack_rows()[0]) and (d.bcount[si] != d.count[si]).any():  # stripes of packs: each blob once
-            run = _run(si)
-            k = None if run is None else d.packed_run(run.start, run.stop)
+            k = None if run is None else d.packed_run(run.start, run.stop)  # (run: as decode_stripes found it)
             if k is not None:  # (a run of whole packs, to a caller's places: their blobs decoded straight there)
                 return self._decode_blobs3(column, d.blob_rows()[k], out, at[d.blob_rows()[k] - run.start], blobs=k)
             off = self._dir_cols[column][0][si]
