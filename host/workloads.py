@@ -304,7 +304,7 @@ def movielens_workload(uri, data: MovieLens | None = None, source=None, bulk_fra
 
 
 # ---------------------------------------------------------------------------------- synthetic
-def _zipf_items(rng: np.random.Generator, n: int, n_items: int, s: float) -> np.ndarray:
+def zipf_items(rng: np.random.Generator, n: int, n_items: int, s: float) -> np.ndarray:
     """``n`` item ids, Zipf(s) by popularity rank over ``n_items``, ranks scattered over the id space.
 
     Inverse CDF of the continuous power law on [1, n_items + 1) (bounded, unlike ``rng.zipf``); a
@@ -337,7 +337,7 @@ def _synthetic_events(rng, users, counts, lo, span, n_items, zipf_s) -> pa.Table
     n = int(counts.sum())
     owner = np.repeat(np.arange(users.size), counts)
     ts = _sorted_times(rng, counts, lo, span)
-    item = _zipf_items(rng, n, n_items, zipf_s)
+    item = zipf_items(rng, n, n_items, zipf_s)
     # category is a property of the item (as in a catalog), ~1000 values
     category = ((item * 2246822519) >> 7) % 1000
     action = rng.choice(5, size=n, p=[0.70, 0.15, 0.08, 0.05, 0.02])
@@ -406,7 +406,7 @@ def synthetic_workload(uri, scale: float = 1.0, seed: int = 0, days: int = 4, re
         order = np.argsort(req_ts, kind="stable")
         req_user, req_ts = req_user[order], req_ts[order]
         ex = logger.request(req_user, req_ts, passthrough={
-            "label_item": pa.array(_zipf_items(rng, req_user.size, n_items, zipf_s)),
+            "label_item": pa.array(zipf_items(rng, req_user.size, n_items, zipf_s)),
             "label_action": pa.array(rng.choice(5, size=req_user.size, p=[0.70, 0.15, 0.08, 0.05, 0.02])
                                      .astype(np.int32)),
         })
@@ -570,7 +570,7 @@ def reconsumption_workload(uri, users: int = 128, requests_per_user: int = 16, m
     total = saved_pos + dist[:, -1]  # the history ends with the user's last request
     owner = np.repeat(np.arange(users), total)
     pos = np.arange(owner.size) - np.repeat(np.cumsum(total) - total, total)
-    item = _zipf_items(rng, owner.size, n_items, zipf_s)
+    item = zipf_items(rng, owner.size, n_items, zipf_s)
     action = rng.integers(0, SAVE_ACTION, owner.size).astype(np.int32)
     is_saved = pos == saved_pos[owner]
     item[is_saved] = saved_item[owner[is_saved]]

@@ -54,6 +54,28 @@ def test_synthetic_batches_decode_alike_on_every_host_backend():
     assert staged.aux("item_id") == 4 and staged.columns["item_id"].dicts is not None
 
 
+@pytest.mark.parametrize("codes", ["tier", "frequency"])
+def test_synthetic_codes_decode_as_drawn(codes):
+    """A DICT column's codes drawn as the bench tier's (``tier_codes``) are what every backend
+    decodes: each value the dictionary entry of its code; in frequency order, entry 0 the commonest."""
+    staged = synthetic_staged(30, 600, seed=7, codes=codes)
+    ref, rv = decode_gather(staged, "reference")
+    got, v = decode_gather(staged, "numpy")
+    assert all(np.array_equal(got[c].numpy(), ref[c].numpy()) for c in ref) and bool((v == rv).all())
+    d = staged.columns["item_id"].dicts
+    vals, cnt = np.unique(ref["item_id"].numpy(), return_counts=True)
+    pos = {int(x): i for i, x in enumerate(d.tolist())}
+    in_dict = np.array([int(x) in pos for x in vals])
+    # the history's values are all entries (the tails are random ids): most of the values, most events
+    assert in_dict.sum() > 0.5 * len(vals) and cnt[in_dict].sum() > 0.9 * cnt.sum()
+    codes_seen = np.repeat([pos[int(x)] for x in vals[in_dict]], cnt[in_dict])
+    assert codes_seen.max() < 230_000  # about 220k distinct ids in the tier: codes never near 2^18
+    if codes == "frequency":
+        assert np.bincount(codes_seen).argmax() == 0
+    with pytest.raises(ValueError, match="codes must be one of"):
+        synthetic_staged(2, 256, codes="zipf")
+
+
 def test_borrowed_batch_bench_runs_both_ways(monkeypatch):
     """The GPU bench's borrowed-codes batch (``bench_borrowed``), here on the interpreter with a CPU
     clock in place of CUDA graphs: both launches agree, and both are timed against the same bytes."""
@@ -102,8 +124,8 @@ def test_column_sets_and_launch_tuning_run_on_the_interpreter(monkeypatch):
     calls = []
     monkeypatch.setattr(bk, "time_device", _cpu_clock(calls))
     r = bk.bench_column_sets("tiny", 256, 6, "cpu", {"d2d_copy_GBps": 1.0})
-    assert len(calls) == 3 and all(r[k]["fraction_of_d2d"] > 0 and r[k]["bytes_moved"] > 0
-                                   for k in ("plain", "patch_action", "bench"))
+    sets = ("plain", "patch_action", "bench", "tier_codes", "frequency_codes")
+    assert len(calls) == 5 and all(r[k]["fraction_of_d2d"] > 0 and r[k]["bytes_moved"] > 0 for k in sets)
     staged = synthetic_staged(6, 256, seed=1).to("cpu")
     expect = tdg.materialize_staged_triton(staged, launch=(1, 1, 1))
     expect = (expect[0], expect[1] != 0)

@@ -35,6 +35,7 @@ import torch
 from gpumat.bench.util import check_outputs, environment, report, require_matplotlib
 from gpumat.core.errors import GpumatError
 from gpumat.core.staged import StagedBatch, StagedColumn
+from gpumat.host.workloads import zipf_items
 from gpumat.ops import available, check_device, decode_gather, resolve_device
 
 BS = 128
@@ -65,15 +66,65 @@ FEATURE_COLUMNS = COLUMNS[:1] + (("genre", "int32", 18, 0, True, 0.0, True, Fals
                                  ("year", "int32", 18, 0, True, 0.0, True, False, "item_id")) + COLUMNS[1:]
 
 
+# How a DICT column's codes are drawn (``synthetic_staged``'s ``codes``): ``uniform``, random codes of
+# the column's width (every entry of the dictionary equally often: the batches' default); ``tier``,
+# the bench tier's item ids (``bench storage``'s workload: Zipf(1.05) over 10^7 ids, 785,455 events,
+# about 220k distinct) coded into their sorted dictionary, as the tier stores them (popular ids
+# scattered over it); ``frequency``, the same ids coded by popularity rank (a dictionary in frequency
+# order: the popular ids in its first lines). The kernels' dictionary gather reads one 32-byte
+# sector of L2 for each value that misses L1, which decides what the batch costs
+# (``profiling/l2_model.py``).
+CODE_KINDS = ("uniform", "tier", "frequency")
+TIER_EVENTS = 785_455
+
+
 # ----------------------------------------------------------------------------- synthetic data
 
 
-def synthetic_staged(B: int, L: int, seed: int = 0, max_tail: int = 16, columns=COLUMNS) -> StagedBatch:
+def tier_codes(kind: str, rng: np.random.Generator, width: int = 18, events: int = TIER_EVENTS) -> np.ndarray:
+    """The codes of a segment's ``events`` events as ``kind`` (``CODE_KINDS``); a batch's codes are
+    drawn from them, so each code comes as often as in the segment.
+
+    >>> c = tier_codes("frequency", np.random.default_rng(0), events=10_000)
+    >>> int(c.min()), bool((np.bincount(c)[:-1] >= np.bincount(c)[1:]).all())  # rank 0 the most frequent
+    (0, True)
+    """
+    if kind not in CODE_KINDS:
+        raise ValueError(f"codes must be one of {CODE_KINDS}, not {kind!r}")
+    if kind == "uniform":
+        return rng.integers(0, 1 << width, size=events)
+    ids = zipf_items(rng, events, 10**7, 1.05)
+    uniq, inv, cnt = np.unique(ids, return_inverse=True, return_counts=True)
+    if len(uniq) > 1 << width:
+        raise ValueError(f"{len(uniq)} distinct ids do not fit {width}-bit codes")
+    if kind == "tier":
+        return inv
+    rank = np.empty(len(uniq), np.int64)
+    rank[np.argsort(-cnt, kind="stable")] = np.arange(len(uniq))
+    return rank[inv]
+
+
+def pack_codes(codes: np.ndarray, w: int) -> np.ndarray:
+    """Blocks of ``BS`` codes (``[K, BS]``, each under ``2^w``) as the int64 words of their packed bits
+    (``[K, BS * w / 64]``: code ``k`` at bit ``k w``, little-endian), the layout the kernels read.
+
+    >>> wds = pack_codes(np.arange(BS).reshape(1, BS) % 5, 3).view(np.uint64)[0]
+    >>> [int(wds[3 * k // 64] >> np.uint64(3 * k % 64) & np.uint64(7)) for k in range(6)]
+    [0, 1, 2, 3, 4, 0]
+    """
+    K = codes.shape[0]
+    bits = (codes[:, :, None] >> np.arange(w)) & 1  # [K, BS, w], little-endian
+    return np.packbits(bits.reshape(K, BS * w).astype(np.uint8), axis=1, bitorder="little").view(np.int64)
+
+
+def synthetic_staged(B: int, L: int, seed: int = 0, max_tail: int = 16, columns=COLUMNS,
+                     codes: str = "uniform") -> StagedBatch:
     """A host ``StagedBatch`` of ``B`` examples for a tenant of ``max_len`` L, built vectorized.
 
     Each example is its own user with a history of ``n ~ U[L/2, 2L]`` events (so most windows
     are full and start mid-block) and a tail of ``U[0, max_tail]`` events; every staged block is
-    full (128 values) with random packed bits of the column's width.
+    full (128 values) with random packed bits of the column's width, but a DICT column's, whose
+    codes are drawn as ``codes`` says (``CODE_KINDS``).
     """
     rng = np.random.default_rng(seed)
     n = rng.integers(max(L // 2, 0), 2 * L + 1, size=B)
@@ -113,6 +164,9 @@ def synthetic_staged(B: int, L: int, seed: int = 0, max_tail: int = 16, columns=
             nwords = BS * w // 64
             words = rng.integers(-(2**63), 2**63 - 1, size=K * (nwords + 1) + 1, dtype=np.int64)
             start = np.arange(K) * (nwords + 1)
+            if codes != "uniform":  # (uniform: the random bits are uniform codes)
+                pool = tier_codes(codes, rng, w)
+                words[start[:, None] + 1 + np.arange(nwords)] = pack_codes(pool[rng.integers(0, len(pool), (K, BS))], w)
             words[start], words[-1] = 3, 0  # aux word: kind DICT, the dictionary from entry 0
             meta = ((start + 1) << 8) | 0x80 | w
             base = np.zeros(K, np.int64)
@@ -376,26 +430,31 @@ def bench_borrowed(name: str, L: int, B: int, device, ceilings: dict, seed: int 
 
 
 def bench_column_sets(name: str, L: int, B: int, device, ceilings: dict, seed: int = 0) -> dict:
-    """Tenant ``name``'s batch stored three ways, each timed with the launch tuned for its length
+    """Tenant ``name``'s batch stored several ways, each timed with the launch tuned for its length
     bucket: every column plain frame of reference (``PLAIN_COLUMNS``), item ids plain but actions as
-    PATCH blocks (``FOR_ITEM_COLUMNS``), and the bench's (``COLUMNS``: item ids as DICT codes too). What
-    each block kind costs the kernel, as a fraction of the D2D copy on its own bytes."""
+    PATCH blocks (``FOR_ITEM_COLUMNS``), and the bench's (``COLUMNS``: item ids as DICT codes too);
+    then the bench's with its codes drawn as the bench tier's (``tier``) and as a dictionary in
+    frequency order would code them (``frequency``; ``CODE_KINDS``). What each block kind and each
+    code distribution costs the kernel, as a fraction of the D2D copy on its own bytes."""
     from gpumat.kernels.triton_decode_gather import materialize_staged_triton
 
     res = {"tenant": name}
-    for key, cols in (("plain", PLAIN_COLUMNS), ("patch_action", FOR_ITEM_COLUMNS), ("bench", COLUMNS)):
-        staged = synthetic_staged(B, L, seed=seed, columns=cols)
+    sets = (("plain", PLAIN_COLUMNS, "uniform"), ("patch_action", FOR_ITEM_COLUMNS, "uniform"),
+            ("bench", COLUMNS, "uniform"), ("tier_codes", COLUMNS, "tier"), ("frequency_codes", COLUMNS, "frequency"))
+    for key, cols, codes in sets:
+        staged = synthetic_staged(B, L, seed=seed, columns=cols, codes=codes)
         dev = staged.to(device)
         total = staged.total
         out_bytes = sum(total * (8 if c.dtype == "int64" else 4) for c in staged.columns.values() if c.project)
         moved = staged.staged_bytes() + out_bytes
         t = time_device(lambda: materialize_staged_triton(dev, total=total), out_bytes)
-        t.update(bytes_moved=moved, fraction_of_d2d=moved / (t["median_ms"] * 1e-3) / 1e9 / ceilings["d2d_copy_GBps"])
+        t.update(bytes_moved=moved, codes=codes,
+                 fraction_of_d2d=moved / (t["median_ms"] * 1e-3) / 1e9 / ceilings["d2d_copy_GBps"])
         res[key] = t
         del dev
         torch.cuda.empty_cache()
-    print(f"{name} by block kind: " + ", ".join(f"{k} {res[k]['median_ms']:.3f} ms ({100 * res[k]['fraction_of_d2d']:.0f}% D2D)"
-                                               for k in ("plain", "patch_action", "bench")))
+    print(f"{name} by block kind and codes: " + ", ".join(
+        f"{k} {res[k]['median_ms']:.3f} ms ({100 * res[k]['fraction_of_d2d']:.0f}% D2D)" for k, *_ in sets))
     return res
 
 
