@@ -1,6 +1,7 @@
 """The measuring scripts' own logic: what their figures rest on (the copies as pieces of
 ``profiling/stripe_tables_estimate.py``, the ``replay`` variant and ``--dataset EVENTS.parquet`` of
-``profiling/short_histories.py``, the logs of ``profiling/synthetic_logs.py``)."""
+``profiling/short_histories.py``, the logs of ``profiling/synthetic_logs.py``, the sectors
+``profiling/l2_model.py`` counts)."""
 
 from __future__ import annotations
 
@@ -129,3 +130,39 @@ def test_synthetic_logs_have_their_shapes(kind):
         assert np.allclose(share, [0.895, 0.055, 0.03, 0.02], atol=0.005)
     if kind == "hashed":
         assert abs(t.column("click").to_numpy().mean() - 0.15) < 0.005 and item.min() < -(2**60) < 2**60 < item.max()
+
+
+def test_l2_model_reads_the_codes_the_decoders_decode():
+    """``profiling/l2_model.py`` prices each dictionary gather at the code the kernel reads: the codes
+    it takes from a tile's staged words are the ones every decoder looks up."""
+    import l2_model
+
+    from gpumat.bench.kernels import synthetic_staged
+    from gpumat.ops import decode_gather
+
+    staged = synthetic_staged(5, 300, seed=2, codes="tier")
+    ref, _ = decode_gather(staged, "reference")
+    col = staged.columns["item_id"]
+    for t in range(len(staged.tile_block)):
+        lo, cnt, row = int(staged.tile_lo[t]), int(staged.tile_cnt[t]), int(staged.tile_out[t])
+        codes = l2_model.block_codes(col, int(staged.tile_block[t]))
+        assert np.array_equal(ref["item_id"].numpy()[row:row + cnt], col.dicts[codes[lo:lo + cnt]])
+
+
+def test_l2_model_counts_sectors_and_l1_hits():
+    """Without an L1 every loaded sector reaches L2; uniform codes cost about one sector a value; codes
+    drawn as the bench tier's (popular ids) hit a modelled L1 more; stores are the same either way."""
+    import l2_model
+
+    from gpumat.bench.kernels import synthetic_staged
+
+    uni = synthetic_staged(8, 2048, seed=1)
+    none = l2_model.simulate(uni, n_sms=2, l1_kib=0, seq=2)
+    assert none["l1_hit_pct"] == 0 and 0.9 < none["l2_sectors_by_what_per_event"]["dictionary"] < 1.05  # (dead lanes: entry 0)
+    # item_id int64 and action int32 stored: 12 bytes an event, at least 12 / 32 sectors
+    assert 12 / 32 <= none["l2_sectors_by_what_per_event"]["stores"] < 1.2 * 12 / 32
+    cached = l2_model.simulate(uni, n_sms=2, l1_kib=256, seq=2)
+    assert cached["l2_sectors_per_event"] < none["l2_sectors_per_event"]
+    tier = l2_model.simulate(synthetic_staged(8, 2048, seed=1, codes="frequency"), n_sms=2, l1_kib=256, seq=2)
+    assert tier["l2_sectors_by_what_per_event"]["dictionary"] < 0.8 * cached["l2_sectors_by_what_per_event"]["dictionary"]
+    assert tier["l2_sectors_by_what_per_event"]["stores"] == cached["l2_sectors_by_what_per_event"]["stores"]

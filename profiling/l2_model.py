@@ -1,0 +1,319 @@
+"""The history kernel's memory traffic, counted on the CPU: 32-byte sectors each warp-wide load and
+store touches, what an SM's L1 keeps of them, what reaches L2, per event of a `gpumat bench kernels`
+batch.
+
+Why: on the H200 (2026-12-04, `docs/results/h200-2026-12-04/ncu_long_call*.txt`) the long tenant's
+fastest launches ran with **L2 Cache Throughput at 90-92%** of peak while DRAM ran at 32%: the
+kernel is bound by L2, and "waiting on dependent loads" (long scoreboard) is that queue. What L2
+serves is sectors, so this script counts them, by what asks for them:
+
+- every load the kernel issues for a tile, per warp instruction, at the addresses the kernel
+  computes (`kernels/triton_decode_gather.py`, the GPU shape: one tile a program, lane ``l`` of step
+  ``i`` at position ``lo + l + 32 i``; a block's words, a PATCH block's aux words, bitmap and
+  exceptions read from the staged words themselves), the tile descriptors, the block headers, the
+  dictionary gathers, and the stores;
+- an L1 per SM (128-byte lines, 32-byte sectors filled on a miss, least recently used out), shared
+  by the 32 programs resident on it, their instructions interleaved round robin; stores write
+  through (no L1 allocation);
+- L2 requests: the sectors of loads that miss L1, and every stored sector.
+
+Checked against the H200's ncu figures for the same batch (L1 hit rate of global loads, bytes used
+per sector loaded and stored); the L2 rate that puts the measured launch at its measured L2
+throughput then prices every other batch and code distribution (``--calibrate``).
+
+Dictionary codes (``gpumat.bench.kernels.CODE_KINDS``, read back from the staged words):
+``uniform`` (the bench's batches: random 18-bit codes), ``tier`` (the bench tier's item ids,
+Zipf(1.05) over 10^7 ids, coded into their sorted segment dictionary: popular ids scattered over
+it), ``frequency`` (the same ids coded by popularity rank: a dictionary in frequency order, popular
+ids in its first lines). ::
+
+    python profiling/l2_model.py [--tenants long] [--sms 4] [--l1-kib 256] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import OrderedDict
+
+import numpy as np
+
+from gpumat.bench import kernels as kb
+
+SECTOR, LINE = 32, 128
+LANES, STEPS = 32, 4
+SMS = 132  # an H100 / H200's
+RESIDENT = 32  # one-warp programs an SM of compute capability 9.0 holds
+# The H200's ncu run the model is checked against (call 3, launch (1, 2, 1), the long tenant):
+NCU_LONG = {"us": 76.29, "l2_throughput_pct": 91.81, "l1_hit_pct": 22.20, "ld_bytes_per_sector_pct": 35.30,
+            "st_bytes_per_sector_pct": 87.56, "dram_read_mb": 49.22, "source": "docs/results/h200-2026-12-04/ncu_long_call3.txt"}
+# The same session's bench times of the long tenant (call 3, tuned launch) by column set
+MEASURED_US = {("short", "bench"): 92.1, ("mid", "bench"): 84.2, ("long", "bench"): 81.0, ("long", "for_items"): 63.0, ("long", "plain"): 52.1, ("long", "borrowed"): 189.8}
+COLUMN_SETS = {"bench": kb.COLUMNS, "for_items": kb.FOR_ITEM_COLUMNS, "plain": kb.PLAIN_COLUMNS,
+               "borrowed": kb.FEATURE_COLUMNS}
+
+
+class L1:
+    """An L1 of ``lines`` 128-byte lines, least recently used out; a line holds the sectors filled."""
+
+    def __init__(self, kib: int):
+        self.lines = kib * 1024 // LINE
+        self.tags: OrderedDict[int, int] = OrderedDict()
+
+    def load(self, sectors: np.ndarray, first: bool = False) -> int:
+        """Look ``sectors`` up (one warp instruction); fill the misses; return how many missed.
+        ``first``: an evict-first load (its lines go out next)."""
+        miss = 0
+        if self.lines == 0:
+            return len(sectors)
+        for s in sectors.tolist():
+            line, bit = s >> 2, 1 << (s & 3)
+            m = self.tags.get(line)
+            if m is None:
+                miss += 1
+                self.tags[line] = bit
+                if len(self.tags) > self.lines:
+                    self.tags.popitem(last=False)
+                if first:
+                    self.tags.move_to_end(line, last=False)
+                continue
+            if not m & bit:
+                miss += 1
+                self.tags[line] = m | bit
+            if not first:
+                self.tags.move_to_end(line)
+        return miss
+
+
+class Layout:
+    """Byte addresses of the staged arrays, each from a 512-byte boundary (the caching allocator's)."""
+
+    def __init__(self):
+        self.next = 1 << 20
+        self.base = {}
+
+    def __call__(self, name: str, nbytes: int) -> int:
+        if name not in self.base:
+            self.base[name] = self.next
+            self.next += (nbytes + 1023) // 512 * 512
+        return self.base[name]
+
+
+def _sectors(addr: np.ndarray, size: int) -> np.ndarray:
+    """The distinct sectors ``size``-byte accesses at ``addr`` touch."""
+    s = np.concatenate([addr >> 5, (addr + size - 1) >> 5])
+    return np.unique(s)
+
+
+def block_codes(col, blk: int) -> np.ndarray:
+    """The ``BS`` codes of DICT block ``blk`` of ``col``, read from its staged words as the kernel does."""
+    meta = int(col.hdr[blk, 2])
+    w, off = meta & 0x7F, (meta >> 8) * 2
+    p = np.arange(kb.BS) * w
+    w32 = col.words.view(np.uint32)[off:off + (kb.BS * w >> 5) + 2].astype(np.uint64)
+    two = w32[p >> 5] | (w32[(p >> 5) + 1] << np.uint64(32))
+    return ((two >> (p & 31).astype(np.uint64)) & np.uint64((1 << w) - 1)).astype(np.int64)
+
+
+def tile_program(staged, t: int, lay: Layout, codes: dict, col_kinds: dict, dict_bytes: int = 8):
+    """The warp instructions of tile ``t`` as ``(what, sectors, requested_bytes, store, streamed)``
+    (requested: the distinct bytes the lanes ask for; streamed: read once, an evict-first candidate);
+    ``dict_bytes``: a dictionary entry's (8, or 4 for a dictionary of 32-bit entries)."""
+    out = []
+    ex = int(staged.tile_ex[t])
+    for name in ("tile_block", "tile_lo", "tile_cnt", "tile_out", "tile_ex"):
+        a = lay(name, 8 * len(staged.tile_block)) + 8 * t
+        out.append(("descriptors", np.array([a >> 5]), 8, False, False))
+    out.append(("descriptors", np.array([(lay("request_ts", 8 * len(staged.request_ts)) + 8 * ex) >> 5]), 8, False, False))
+    blk, lo, cnt, row = (int(staged.tile_block[t]), int(staged.tile_lo[t]), int(staged.tile_cnt[t]),
+                         int(staged.tile_out[t]))
+    lane = np.arange(LANES)
+    loads, stores = [], []
+    for name, col in staged.columns.items():
+        hb = lay(name + ".hdr", col.hdr.nbytes)
+        kind = col_kinds[name]
+        for j in range(1 if kind == "borrow" else 3):  # (a borrowing column loads its base only)
+            out.append(("headers", np.array([(hb + 8 * (3 * blk + j)) >> 5]), 8, False, False))
+        base, slope, meta = (int(v) for v in col.hdr[blk])
+        w, off = meta & 0x7F, (meta >> 8) * 2
+        wb = lay(name + ".words", col.words.nbytes)
+        w32 = col.words.view(np.uint32)
+        if kind == "borrow":  # the lender's codes: no words of its own to load
+            w = 0
+        for i in range(STEPS):
+            q = lo + lane + LANES * i
+            live = lane + LANES * i < cnt
+            if not live.any():
+                continue
+            if w:
+                word = off + ((q * w) >> 5)
+                for d in (0, 1):
+                    addr = wb + 4 * (word + d)
+                    loads.append(("words", _sectors(addr[live], 4), 4 * len(np.unique(word[live])), True))
+            if kind == "patch":
+                alo = int(w32[off - 2])
+                if i == 0:
+                    loads.append(("aux", np.array([(wb + 4 * (off - 2)) >> 5]), 4, False))
+                    loads.append(("aux", np.array([(wb + 4 * (off - 1)) >> 5]), 4, False))
+                bmb = off + ((alo >> 8) & 1023)
+                bword = bmb + ((lo + lane) >> 5) + i
+                loads.append(("bitmap", _sectors(wb + 4 * bword[live], 4), 4 * len(np.unique(bword[live])), True))
+                bits = np.unpackbits(w32[bmb:bmb + 4].view(np.uint8), bitorder="little")[:128]
+                rank = np.cumsum(bits) - bits
+                hit = live & (bits[np.minimum(q, 127)] == 1)
+                if hit.any():
+                    xa = wb + 4 * (off + ((alo >> 18) & 1023) + rank[q[hit]])
+                    loads.append(("exceptions", _sectors(xa, 4), 4 * int(hit.sum()), True))
+            if kind in ("dict", "borrow"):
+                dbase = lay(name + ".dicts", col.dicts.nbytes)
+                code = np.where(live, codes[name][q - lo], 0)  # (a dead lane's clamped index: entry 0)
+                db = dict_bytes
+                loads.append(("dictionary", _sectors(dbase + db * code, db), db * len(np.unique(code)), False))
+            if col.project:
+                esz = 8 if col.dtype == "int64" else 4
+                ob = lay(name + ".out", esz * int(staged.offsets[-1]))
+                sa = ob + esz * (row + lane + LANES * i)
+                stores.append(("stores", _sectors(sa[live], esz), esz * int(live.sum()), True))
+    # every load of the tile before any store (the kernel's order), loads in column order
+    out += [(w, s, b, False, st) for w, s, b, st in loads]
+    out += [(w, s, b, True, False) for w, s, b, st in stores]
+    return out
+
+
+def column_kinds(staged) -> dict:
+    """Per column: ``dict`` (DICT blocks), ``borrow`` (another column's words: its codes, DESIGN §1
+    "Borrowed codes"), ``patch`` (PATCH blocks), ``for`` (plain blocks)."""
+    kinds, seen = {}, {}
+    for name, col in staged.columns.items():
+        if id(col.words) in seen:
+            kinds[name] = "borrow"
+        elif col.dicts is not None:
+            kinds[name] = "dict"
+        elif (col.hdr[:, 2] & 0x80).any():
+            kinds[name] = "patch"
+        else:
+            kinds[name] = "for"
+        seen.setdefault(id(col.words), name)
+    return kinds
+
+
+def simulate(staged, n_sms: int, l1_kib: int, seq: int, evict_first: bool = False, dict_bytes: int = 8) -> dict:
+    """Run ``n_sms`` SMs' share of the batch's tiles through the model; per event totals."""
+    kinds = column_kinds(staged)
+    words_of = {id(c.words): n for n, c in reversed(list(staged.columns.items()))}
+    lender = {n: words_of[id(c.words)] for n, c in staged.columns.items()}  # (its own name, but a borrower's)
+    n_tiles = len(staged.tile_block)
+    n_prog = -(-n_tiles // seq)
+    lay = Layout()
+    per_what: dict[str, list] = {}
+    l1_loads = l1_miss = req_ld = req_st = sec_ld = sec_st = events = 0
+    for sm in range(n_sms):
+        progs = list(range(sm, n_prog, SMS))
+        cache = L1(l1_kib)
+        for w0 in range(0, len(progs), RESIDENT):
+            streams = []
+            for p in progs[w0:w0 + RESIDENT]:
+                ins = []
+                for t in range(p * seq, min(p * seq + seq, n_tiles)):
+                    events += int(staged.tile_cnt[t])
+                    blk = int(staged.tile_block[t])
+                    codes = {name: block_codes(staged.columns[lender[name]], blk)
+                             for name, k in kinds.items() if k in ("dict", "borrow")}
+                    ins += tile_program(staged, t, lay, codes, kinds, dict_bytes)
+                streams.append(ins)
+            # round robin over the resident programs, one instruction each
+            for j in range(max(len(s) for s in streams)):
+                for s in streams:
+                    if j >= len(s):
+                        continue
+                    what, sectors, req, store, stream = s[j]
+                    rec = per_what.setdefault(what, [0, 0, 0])  # sectors requested, reaching L2, instructions
+                    rec[0] += len(sectors)
+                    rec[2] += 1
+                    if store:
+                        rec[1] += len(sectors)
+                        req_st += req
+                        sec_st += len(sectors)
+                    else:
+                        m = cache.load(sectors, first=evict_first and stream)
+                        rec[1] += m
+                        l1_loads += len(sectors)
+                        l1_miss += m
+                        req_ld += req
+                        sec_ld += len(sectors)
+    l2 = sum(r[1] for r in per_what.values())
+    return {
+        "events": events, "tiles": sum(len(range(sm, n_prog, SMS)) for sm in range(n_sms)) * seq,
+        "l2_sectors_per_event": l2 / events,
+        "l2_sectors_by_what_per_event": {k: v[1] / events for k, v in per_what.items()},
+        "l1_sectors_by_what_per_event": {k: v[0] / events for k, v in per_what.items()},
+        "l1_hit_pct": 100.0 * (1 - l1_miss / max(l1_loads, 1)),
+        "ld_bytes_per_sector_pct": 100.0 * req_ld / max(SECTOR * sec_ld, 1),
+        "st_bytes_per_sector_pct": 100.0 * req_st / max(SECTOR * sec_st, 1),
+    }
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tenants", default="long", help="comma-separated: short, mid, long")
+    ap.add_argument("--sets", default="bench,for_items,plain", help="column sets: " + ", ".join(COLUMN_SETS))
+    ap.add_argument("--codes", default=",".join(kb.CODE_KINDS), help="DICT codes drawn as (CODE_KINDS)")
+    ap.add_argument("--sms", type=int, default=4, help="SMs simulated (their share of the tiles)")
+    ap.add_argument("--l1-kib", default="256", help="L1 sizes to model, comma-separated (KiB)")
+    ap.add_argument("--seq", type=int, default=2, help="tiles a program (the launch's SEQ)")
+    ap.add_argument("--dict-bytes", default="8", help="a dictionary entry's bytes, comma-separated (8, 4)")
+    ap.add_argument("--evict-first", action="store_true", help="also model streamed loads as evict-first")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    tenants = {n: (L, B) for n, L, B in kb.TENANTS}
+    rows = []
+    for tn in a.tenants.split(","):
+        L, B = tenants[tn]
+        for cs in a.sets.split(","):
+            has_dict = any(len(c) > 6 and c[6] for c in COLUMN_SETS[cs])
+            for ck in (a.codes.split(",") if has_dict else ["-"]):
+                staged = kb.synthetic_staged(B, L, columns=COLUMN_SETS[cs], codes=ck if ck != "-" else "uniform")
+                combos = [(int(k), ef, int(d)) for k in a.l1_kib.split(",")
+                          for ef in ((False, True) if a.evict_first else (False,))
+                          for d in (a.dict_bytes.split(",") if has_dict else ["8"])]
+                for kib, ef, db in combos:
+                    r = simulate(staged, a.sms, kib, a.seq, ef, db)
+                    r.update(tenant=tn, columns=cs, codes=ck, l1_kib=kib, evict_first_streams=ef, dict_bytes=db)
+                    rows.append(r)
+                    print(f"{tn:5s} {cs:9s} {ck:9s} L1 {kib:3d} KiB ef {int(ef)} dict {db} B: "
+                          f"{r['l2_sectors_per_event']:.3f} L2 sectors an event, L1 hits {r['l1_hit_pct']:.1f}%, "
+                          f"ld {r['ld_bytes_per_sector_pct']:.1f}% st {r['st_bytes_per_sector_pct']:.1f}% of a sector used | "
+                          + " ".join(f"{k} {v:.3f}" for k, v in r["l2_sectors_by_what_per_event"].items()), flush=True)
+    # calibration: the L2 sector rate that puts the measured launch at its measured L2 throughput
+    cal = next((r for r in rows if r["tenant"] == "long" and r["columns"] == "bench" and r["codes"] == "uniform"
+                and r["l1_kib"] == 256 and not r["evict_first_streams"] and r["dict_bytes"] == 8), None)
+    report = {"rows": rows, "ncu": NCU_LONG, "measured_us": {f"{k[0]}/{k[1]}": v for k, v in MEASURED_US.items()}}
+    if cal is not None:
+        L, B = tenants["long"]
+        hist = int(kb.synthetic_staged(B, L).tile_cnt.sum())
+        rate = cal["l2_sectors_per_event"] * hist / (NCU_LONG["l2_throughput_pct"] / 100 * NCU_LONG["us"] * 1e-6)
+        report["calibration"] = {"history_events": hist, "l2_sectors_per_s_at_100pct": rate,
+                                 "l2_bytes_per_s_at_100pct": rate * SECTOR}
+        print(f"calibration: the long batch's {cal['l2_sectors_per_event'] * hist / 1e6:.2f} M L2 sectors in "
+              f"{NCU_LONG['us']} us at {NCU_LONG['l2_throughput_pct']}% -> {rate * SECTOR / 1e12:.2f} TB/s of sectors at 100%")
+        events = {}
+        for r in rows:
+            tn = r["tenant"]
+            if tn not in events:
+                L, B = tenants[tn]
+                events[tn] = int(kb.synthetic_staged(B, L).tile_cnt.sum())
+            r["l2_floor_us"] = r["l2_sectors_per_event"] * events[tn] / rate * 1e6
+            m = MEASURED_US.get((tn, r["columns"])) if r["codes"] in ("uniform", "-") else None
+            print(f"  {tn:5s} {r['columns']:9s} {r['codes']:9s} L1 {r['l1_kib']} ef {int(r['evict_first_streams'])} "
+                  f"dict {r['dict_bytes']} B: L2 floor {r['l2_floor_us']:.1f} us" + (f" (measured {m} us)" if m else ""))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return report
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    main()
