@@ -25,9 +25,11 @@ def main(argv=None) -> None:
     ap.add_argument("--launches", nargs="+", default=["1,2,1"], help="(TP, SEQ, warps[, maxnreg]) launches, e.g. 1,2,1 1,2,1,64 2,1,1")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the tenant's batch size")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--codes", default="uniform", choices=bk.CODE_KINDS,
+                    help="how the batch's DICT codes are drawn (gpumat.bench.kernels.CODE_KINDS)")
     args = ap.parse_args(argv)
     name, L, B = next(t for t in bk.TENANTS if t[0] == args.tenant)
-    staged = bk.synthetic_staged(max(1, int(B * args.scale)), L)
+    staged = bk.synthetic_staged(max(1, int(B * args.scale)), L, codes=args.codes)
     dev = staged.to(args.device)
     launches = [tuple(int(x) for x in s.split(",")) for s in args.launches]
     first = None
@@ -40,7 +42,7 @@ def main(argv=None) -> None:
                 raise GpumatError(f"launch {c} disagrees with launch {launches[0]}")
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
-        print(f"{rnd}: {len(launches)} launches of the {name} tenant ({staged.total} events): {launches}")
+        print(f"{rnd}: {len(launches)} launches of the {name} tenant ({staged.total} events, {args.codes} codes): {launches}")
 
 
 if __name__ == "__main__":
