@@ -199,8 +199,16 @@ def column_kinds(staged) -> dict:
     return kinds
 
 
-def simulate(staged, n_sms: int, l1_kib: int, seq: int, evict_first: bool = False, dict_bytes: int = 8) -> dict:
-    """Run ``n_sms`` SMs' share of the batch's tiles through the model; per event totals."""
+STREAM_MODES = ("cached", "evict_first", "bypass")
+
+
+def simulate(staged, n_sms: int, l1_kib: int, seq: int, streams: str = "cached", dict_bytes: int = 8) -> dict:
+    """Run ``n_sms`` SMs' share of the batch's tiles through the model; per event totals. ``streams``:
+    how the loads of data read once (words, bitmaps, exceptions) use L1: ``cached`` (as the kernel
+    loads them now), ``evict_first`` (their lines are the next out: a bound, since a real L1 picks
+    among a set's lines only), ``bypass`` (L2 only, as ``cache_modifier=".cg"``: no L1 lookup)."""
+    if streams not in STREAM_MODES:
+        raise ValueError(f"streams must be one of {STREAM_MODES}")
     kinds = column_kinds(staged)
     words_of = {id(c.words): n for n, c in reversed(list(staged.columns.items()))}
     lender = {n: words_of[id(c.words)] for n, c in staged.columns.items()}  # (its own name, but a borrower's)
@@ -213,7 +221,7 @@ def simulate(staged, n_sms: int, l1_kib: int, seq: int, evict_first: bool = Fals
         progs = list(range(sm, n_prog, SMS))
         cache = L1(l1_kib)
         for w0 in range(0, len(progs), RESIDENT):
-            streams = []
+            progs_ins = []
             for p in progs[w0:w0 + RESIDENT]:
                 ins = []
                 for t in range(p * seq, min(p * seq + seq, n_tiles)):
@@ -222,10 +230,10 @@ def simulate(staged, n_sms: int, l1_kib: int, seq: int, evict_first: bool = Fals
                     codes = {name: block_codes(staged.columns[lender[name]], blk)
                              for name, k in kinds.items() if k in ("dict", "borrow")}
                     ins += tile_program(staged, t, lay, codes, kinds, dict_bytes)
-                streams.append(ins)
+                progs_ins.append(ins)
             # round robin over the resident programs, one instruction each
-            for j in range(max(len(s) for s in streams)):
-                for s in streams:
+            for j in range(max(len(s) for s in progs_ins)):
+                for s in progs_ins:
                     if j >= len(s):
                         continue
                     what, sectors, req, store, stream = s[j]
@@ -237,7 +245,10 @@ def simulate(staged, n_sms: int, l1_kib: int, seq: int, evict_first: bool = Fals
                         req_st += req
                         sec_st += len(sectors)
                     else:
-                        m = cache.load(sectors, first=evict_first and stream)
+                        if stream and streams == "bypass":
+                            m = len(sectors)
+                        else:
+                            m = cache.load(sectors, first=stream and streams == "evict_first")
                         rec[1] += m
                         l1_loads += len(sectors)
                         l1_miss += m
@@ -264,7 +275,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--l1-kib", default="256", help="L1 sizes to model, comma-separated (KiB)")
     ap.add_argument("--seq", type=int, default=2, help="tiles a program (the launch's SEQ)")
     ap.add_argument("--dict-bytes", default="8", help="a dictionary entry's bytes, comma-separated (8, 4)")
-    ap.add_argument("--evict-first", action="store_true", help="also model streamed loads as evict-first")
+    ap.add_argument("--streams", default="cached", help="how loads of data read once use L1, comma-separated: "
+                    + ", ".join(STREAM_MODES))
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     tenants = {n: (L, B) for n, L, B in kb.TENANTS}
@@ -276,19 +288,19 @@ def main(argv=None) -> dict:
             for ck in (a.codes.split(",") if has_dict else ["-"]):
                 staged = kb.synthetic_staged(B, L, columns=COLUMN_SETS[cs], codes=ck if ck != "-" else "uniform")
                 combos = [(int(k), ef, int(d)) for k in a.l1_kib.split(",")
-                          for ef in ((False, True) if a.evict_first else (False,))
+                          for ef in a.streams.split(",")
                           for d in (a.dict_bytes.split(",") if has_dict else ["8"])]
                 for kib, ef, db in combos:
                     r = simulate(staged, a.sms, kib, a.seq, ef, db)
-                    r.update(tenant=tn, columns=cs, codes=ck, l1_kib=kib, evict_first_streams=ef, dict_bytes=db)
+                    r.update(tenant=tn, columns=cs, codes=ck, l1_kib=kib, streams=ef, dict_bytes=db)
                     rows.append(r)
-                    print(f"{tn:5s} {cs:9s} {ck:9s} L1 {kib:3d} KiB ef {int(ef)} dict {db} B: "
+                    print(f"{tn:5s} {cs:9s} {ck:9s} L1 {kib:3d} KiB {ef} dict {db} B: "
                           f"{r['l2_sectors_per_event']:.3f} L2 sectors an event, L1 hits {r['l1_hit_pct']:.1f}%, "
                           f"ld {r['ld_bytes_per_sector_pct']:.1f}% st {r['st_bytes_per_sector_pct']:.1f}% of a sector used | "
                           + " ".join(f"{k} {v:.3f}" for k, v in r["l2_sectors_by_what_per_event"].items()), flush=True)
     # calibration: the L2 sector rate that puts the measured launch at its measured L2 throughput
     cal = next((r for r in rows if r["tenant"] == "long" and r["columns"] == "bench" and r["codes"] == "uniform"
-                and r["l1_kib"] == 256 and not r["evict_first_streams"] and r["dict_bytes"] == 8), None)
+                and r["l1_kib"] == 256 and r["streams"] == "cached" and r["dict_bytes"] == 8), None)
     report = {"rows": rows, "ncu": NCU_LONG, "measured_us": {f"{k[0]}/{k[1]}": v for k, v in MEASURED_US.items()}}
     if cal is not None:
         L, B = tenants["long"]
@@ -306,7 +318,7 @@ def main(argv=None) -> dict:
                 events[tn] = int(kb.synthetic_staged(B, L).tile_cnt.sum())
             r["l2_floor_us"] = r["l2_sectors_per_event"] * events[tn] / rate * 1e6
             m = MEASURED_US.get((tn, r["columns"])) if r["codes"] in ("uniform", "-") else None
-            print(f"  {tn:5s} {r['columns']:9s} {r['codes']:9s} L1 {r['l1_kib']} ef {int(r['evict_first_streams'])} "
+            print(f"  {tn:5s} {r['columns']:9s} {r['codes']:9s} L1 {r['l1_kib']} {r['streams']} "
                   f"dict {r['dict_bytes']} B: L2 floor {r['l2_floor_us']:.1f} us" + (f" (measured {m} us)" if m else ""))
     if a.json:
         with open(a.json, "w") as f:
