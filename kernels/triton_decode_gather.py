@@ -406,8 +406,11 @@ if triton is not None:
                 dmax = tl.cast((ndicts[c] >> 1) - 1, tl.uint32)  # D - 1, from opaque_count(D)
                 di = tl.minimum(val.to(tl.uint64, bitcast=True).to(tl.uint32) if (OUT64_MASK >> c) & 1
                                 else val.to(tl.uint32, bitcast=True), dmax)
-                # (dead lanes too: their index is clamped like any other, and nothing stores them)
-                val = tl.load(dicts[c] + di.to(tl.int32, bitcast=True), mask=isd, other=val.to(tl.int64)).to(val.dtype)
+                # Dead lanes gather nothing (their index is clamped like any other, and nothing stores
+                # them): each gather that misses L1 costs a 32-byte sector of L2, the kernel's limit on
+                # dictionary batches (profiling/NOTES.md), and a masked word load leaves a dead lane's
+                # code undefined on the GPU, so its sector could be anywhere.
+                val = tl.load(dicts[c] + di.to(tl.int32, bitcast=True), mask=isd & lv_c, other=val.to(tl.int64)).to(val.dtype)
             vals = vals + (val.to(outs[c].dtype.element_ty),)
             dsts = dsts + ((outs[c] + (row_c + ln_c)) + st_c * LANES,)
             sms = sms + (sm_c,)
