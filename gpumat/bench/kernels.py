@@ -19,9 +19,10 @@ graph replays (:func:`time_device`: the host's launch overhead excluded, as in a
 where the decode is queued ahead on a side stream), medians with 20/80% quantiles; every batch is
 larger than L2.
 
-The staged batches are synthetic (random encoded blocks, one user per example) so the bench
-depends on no other module; ``bench_staged(name, staged)`` takes any host ``StagedBatch``, so
-batches planned from a real tier plug in unchanged.
+The staged batches are synthetic (random encoded blocks, one user per example; a DICT column's
+codes drawn as ``CODE_KINDS`` says, the tier's from ``host.workloads``' item draw) so the bench
+needs no tier; ``bench_staged(name, staged)`` takes any host ``StagedBatch``, so batches planned
+from a real tier plug in unchanged.
 """
 
 from __future__ import annotations
@@ -113,8 +114,11 @@ def pack_codes(codes: np.ndarray, w: int) -> np.ndarray:
     [0, 1, 2, 3, 4, 0]
     """
     K = codes.shape[0]
-    bits = (codes[:, :, None] >> np.arange(w)) & 1  # [K, BS, w], little-endian
-    return np.packbits(bits.reshape(K, BS * w).astype(np.uint8), axis=1, bitorder="little").view(np.int64)
+    out = np.empty((K, BS * w // 64), np.int64)
+    for k0 in range(0, K, 4096):  # (in slices: the bits of a long batch's 60k blocks would be GBs at once)
+        bits = ((codes[k0:k0 + 4096, :, None] >> np.arange(w)) & 1).astype(np.uint8)  # [k, BS, w], little-endian
+        out[k0:k0 + 4096] = np.packbits(bits.reshape(-1, BS * w), axis=1, bitorder="little").view(np.int64)
+    return out
 
 
 def synthetic_staged(B: int, L: int, seed: int = 0, max_tail: int = 16, columns=COLUMNS,
