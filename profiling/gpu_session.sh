@@ -58,10 +58,12 @@ for s in ${GPU_STEPS:-bench_kernels native_tests sanitizer hstu_gpu bench_e2e}; 
         # kept for the long tenant, and (2, 1, 1)
         best=$("$PY" -c "import json; print(','.join(map(str, json.load(open('$OUT/bench_kernels.json'))['results'][-1]['launch']['best'])))" 2>/dev/null || echo 1,2,1)
         step ncu "${NCU_LIMIT:-90}" bash profiling/ncu_kernels.sh long "$LOGS/ncu_long" $(printf '%s\n' 1,2,1 1,2,1,64 1,4,1,64 "$best" 2,1,1 | awk '!seen[$0]++')
-        # and the kept launch on the same batch with its codes drawn as the bench tier's and in frequency order: the
-        # L2 sectors profiling/l2_model.py predicts for each (docs/results/cpu-2026-12-04i/)
+        # and (1, 2, 1), the launch profiling/l2_model.py models, and the kept one on the same batch with its codes
+        # drawn as the bench tier's and in frequency order: the L2 sectors the model predicts for each
+        # (docs/results/cpu-2026-12-04i/)
         for codes in tier frequency; do
-            NCU_CODES=$codes step "ncu_$codes" "${NCU_LIMIT:-90}" bash profiling/ncu_kernels.sh long "$LOGS/ncu_long_$codes" "$best"
+            NCU_CODES=$codes step "ncu_$codes" "${NCU_LIMIT:-90}" bash profiling/ncu_kernels.sh long "$LOGS/ncu_long_$codes" \
+                $(printf '%s\n' 1,2,1 "$best" | awk '!seen[$0]++')
         done ;;
     sanitizer) step sanitizer "${SANITIZER_LIMIT:-110}" compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -m pytest -v -p no:cacheprovider tests/test_decode_gather.py -k "${SANITIZER_TESTS:-groups_of_tiles or one_warp_programs or corrupt or unmasked or clamped or without_low_bits}" ;;
     *) echo "unknown step $s" ;;

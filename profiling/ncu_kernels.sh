@@ -22,8 +22,9 @@ N=${#LAUNCHES[@]}
 PY=$(command -v python3 || command -v python)
 command -v ncu >/dev/null || { echo "ncu (Nsight Compute) is not on PATH" >&2; exit 2; }
 METRICS=dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,gpu__time_duration.sum,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__sass_average_data_bytes_per_sector_mem_global_op_ld.pct,smsp__sass_average_data_bytes_per_sector_mem_global_op_st.pct,launch__registers_per_thread,lts__t_sector_hit_rate.pct,smsp__inst_executed.sum,smsp__average_warp_latency_per_inst_issued.ratio
-SECTORS=lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sectors_srcunit_tex_op_write.sum,lts__t_sectors.sum,lts__throughput.avg.pct_of_peak_sustained_elapsed,l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_ld_lookup_hit.sum,l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum
+SECTORS=lts__t_requests_srcunit_tex_op_read.sum,lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sectors_srcunit_tex_op_write.sum,lts__t_sectors.sum,lts__throughput.avg.pct_of_peak_sustained_elapsed,l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_ld_lookup_hit.sum,l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum
 STALLS="regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio"
+BREAKDOWN=breakdown:lts__throughput.avg.pct_of_peak_sustained_elapsed  # (which of L2's units is the busiest)
 profile() {  # profile METRICS [SECTION...]
   local metrics=$1; shift
   ncu --clock-control none --kernel-name regex:_history_kernel --launch-skip "$N" --launch-count "$N" \
@@ -31,12 +32,13 @@ profile() {  # profile METRICS [SECTION...]
     --section WarpStateStats --section SchedulerStats "$@" --metrics "$metrics" --export "$OUT" --force-overwrite \
     "$PY" profiling/ncu_launches.py --tenant "$TENANT" --codes "${NCU_CODES:-uniform}" --launches "${LAUNCHES[@]}" > "$OUT.txt" 2>&1
 }
-# (the sector counts, the stall breakdown by regex and the wavefront tables; without the sector
-# counts, then without the rest, should this ncu refuse a name)
-profile "$METRICS,$SECTORS,$STALLS" --section MemoryWorkloadAnalysis_Tables \
+# (the L2 breakdown, the sector counts, the stall breakdown by regex and the wavefront tables; then
+# without the L2 breakdown, without the sector counts, without the rest, should this ncu refuse a name)
+profile "$METRICS,$SECTORS,$STALLS,$BREAKDOWN" --section MemoryWorkloadAnalysis_Tables \
+  || { BREAKDOWN=; profile "$METRICS,$SECTORS,$STALLS" --section MemoryWorkloadAnalysis_Tables; } \
   || { SECTORS=; profile "$METRICS,$STALLS" --section MemoryWorkloadAnalysis_Tables; } \
   || { SECTORS=; STALLS=; profile "$METRICS"; }
 ncu --import "$OUT.ncu-rep" --page details >> "$OUT.txt" 2>&1
 ncu --import "$OUT.ncu-rep" --page raw --csv \
-  --metrics "$METRICS${SECTORS:+,$SECTORS}${STALLS:+,$STALLS}" > "$OUT.csv" 2>&1
+  --metrics "$METRICS${SECTORS:+,$SECTORS}${STALLS:+,$STALLS}${BREAKDOWN:+,$BREAKDOWN}" > "$OUT.csv" 2>&1
 grep -E "Duration|DRAM Throughput|Achieved Occupancy|Warp Cycles Per Issued|Registers Per" "$OUT.txt" | head -40
