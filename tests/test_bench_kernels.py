@@ -39,7 +39,11 @@ def test_static_check_compiles_every_configuration_without_spills(tmp_path):
         # two attributes borrowing item_id's codes: decoded once, they cost less than decoded each
         once, each = s["tenants_borrowed"][name], s["tenants_borrowed_decoded"][name]
         assert once["bytes_moved"] == each["bytes_moved"] and once["warp_instructions"] < each["warp_instructions"]
+        # the L2 floor (gpumat.bench.l2): a dictionary gather a value puts it over the DRAM floor on
+        # the bench batches (uniform codes), and two more gathers an event raise it further
+        assert t["l2_sectors_per_event"] > 1 and t["l2_over_dram"] > 1 and once["l2_floor_us"] > 1.5 * t["l2_floor_us"]
     assert "warp-instr/event" in proc.stdout and "borrowing item_id's codes, decoded once" in proc.stdout
+    assert "L2 floor" in proc.stdout and s["model"]["l2"]["sectors_per_s"] > 0
     capped = next(c for c in s["launch_candidates"] if len(c["launch"]) == 4)  # (the bench batches: narrow blocks)
     assert all(t["history_registers"] <= capped["launch"][3] and t["warps_per_sm"] == 32 for t in capped["tenants"].values())
 
@@ -135,3 +139,52 @@ def test_column_sets_and_launch_tuning_run_on_the_interpreter(monkeypatch):
     assert set(t["errors"]) == {"3,1,1"} and "powers of two" in t["errors"]["3,1,1"]
     assert "3,1,1" not in t["median_ms_by_tp_seq_warps"] and tuple(t["best"]) != (3, 1, 1)
     assert set(t["median_ms_by_tp_seq_warps"]) >= {"1,1,1", "2,1,1", "1,2,1,64"}  # (a register cap: a fourth element)
+
+
+def test_l2_model_reads_the_codes_the_decoders_decode():
+    """``gpumat.bench.l2`` (the L2 model) prices each dictionary gather at the code the kernel reads: the codes
+    it takes from a tile's staged words are the ones every decoder looks up, and a tile that starts
+    inside its block gathers its own positions' entries (live lanes only)."""
+    from gpumat.bench import l2 as l2_model
+
+    staged = synthetic_staged(5, 300, seed=2, codes="tier")
+    ref, _ = decode_gather(staged, "reference")
+    col = staged.columns["item_id"]
+    kinds = l2_model.column_kinds(staged)
+    assert kinds == {"item_id": "dict", "action": "patch", "ts": "for"}
+    starts_inside = 0
+    for t in range(len(staged.tile_block)):
+        lo, cnt, row = int(staged.tile_lo[t]), int(staged.tile_cnt[t]), int(staged.tile_out[t])
+        codes = l2_model.block_codes(col, int(staged.tile_block[t]))
+        assert np.array_equal(ref["item_id"].numpy()[row:row + cnt], col.dicts[codes[lo:lo + cnt]])
+        lay = l2_model.Layout()
+        _, body = l2_model.tile_program(staged, t, lay, {"item_id": codes}, kinds)
+        got = np.concatenate([s for what, s, *_ in body if what == "dictionary"])
+        want = np.concatenate([np.unique((lay.base["item_id.dicts"] + 8 * codes[lo + i:lo + min(i + 32, cnt)]) >> 5)
+                               for i in range(0, cnt, 32)])
+        assert np.array_equal(got, want)
+        starts_inside += lo > 0
+    assert starts_inside > 0
+
+
+def test_l2_model_counts_sectors_and_l1_hits():
+    """Without an L1 every loaded sector reaches L2; uniform codes cost about one sector a value; codes
+    in frequency order (popular ids in the dictionary's first lines) hit a modelled L1 more; stores
+    are the same either way; kinds of blocks the model does not lay out are refused."""
+    from gpumat.bench import l2 as l2_model
+    from gpumat.bench.kernels import DELTA_TS_COLUMNS
+
+    uni = synthetic_staged(8, 2048, seed=1)
+    none = l2_model.simulate(uni, n_sms=2, l1_kib=0, seq=2)
+    assert none["l1_hit_pct"] == 0 and 0.95 < none["l2_sectors_by_what_per_event"]["dictionary"] <= 1.0
+    # item_id int64 and action int32 stored: 12 bytes an event, at least 12 / 32 sectors
+    assert 12 / 32 <= none["l2_sectors_by_what_per_event"]["stores"] < 1.2 * 12 / 32
+    assert none["l2_requests_per_event"] <= none["l2_sectors_per_event"]
+    cached = l2_model.simulate(uni, n_sms=2, l1_kib=224, seq=2)
+    assert cached["l2_sectors_per_event"] < none["l2_sectors_per_event"]
+    freq = l2_model.simulate(synthetic_staged(8, 2048, seed=1, codes="frequency"), n_sms=2, l1_kib=224, seq=2)
+    assert freq["l2_sectors_by_what_per_event"]["dictionary"] < 0.8 * cached["l2_sectors_by_what_per_event"]["dictionary"]
+    assert freq["l2_sectors_by_what_per_event"]["stores"] == cached["l2_sectors_by_what_per_event"]["stores"]
+    assert l2_model.moved_bytes(uni) - l2_model.moved_bytes(uni, 4) == 4 * len(uni.columns["item_id"].dicts)
+    with pytest.raises(NotImplementedError, match="not modelled"):
+        l2_model.simulate(synthetic_staged(4, 300, columns=DELTA_TS_COLUMNS), n_sms=1, l1_kib=224, seq=2)

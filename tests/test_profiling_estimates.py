@@ -1,7 +1,6 @@
 """The measuring scripts' own logic: what their figures rest on (the copies as pieces of
 ``profiling/stripe_tables_estimate.py``, the ``replay`` variant and ``--dataset EVENTS.parquet`` of
-``profiling/short_histories.py``, the logs of ``profiling/synthetic_logs.py``, the sectors
-``profiling/l2_model.py`` counts)."""
+``profiling/short_histories.py``, the logs of ``profiling/synthetic_logs.py``)."""
 
 from __future__ import annotations
 
@@ -132,54 +131,17 @@ def test_synthetic_logs_have_their_shapes(kind):
         assert abs(t.column("click").to_numpy().mean() - 0.15) < 0.005 and item.min() < -(2**60) < 2**60 < item.max()
 
 
-def test_l2_model_reads_the_codes_the_decoders_decode():
-    """``profiling/l2_model.py`` prices each dictionary gather at the code the kernel reads: the codes
-    it takes from a tile's staged words are the ones every decoder looks up, and a tile that starts
-    inside its block gathers its own positions' entries (live lanes only)."""
+def test_l2_model_command_prices_the_batches(tmp_path):
+    """``profiling/l2_model.py``: the bench batch's floor is its profile's time times its L2 share (the
+    calibration), and the ceiling against the D2D copy follows from the batch's bytes."""
+    import json
+
     import l2_model
 
-    from gpumat.bench.kernels import synthetic_staged
-    from gpumat.ops import decode_gather
-
-    staged = synthetic_staged(5, 300, seed=2, codes="tier")
-    ref, _ = decode_gather(staged, "reference")
-    col = staged.columns["item_id"]
-    kinds = l2_model.column_kinds(staged)
-    assert kinds == {"item_id": "dict", "action": "patch", "ts": "for"}
-    starts_inside = 0
-    for t in range(len(staged.tile_block)):
-        lo, cnt, row = int(staged.tile_lo[t]), int(staged.tile_cnt[t]), int(staged.tile_out[t])
-        codes = l2_model.block_codes(col, int(staged.tile_block[t]))
-        assert np.array_equal(ref["item_id"].numpy()[row:row + cnt], col.dicts[codes[lo:lo + cnt]])
-        lay = l2_model.Layout()
-        _, body = l2_model.tile_program(staged, t, lay, {"item_id": codes}, kinds)
-        got = np.concatenate([s for what, s, *_ in body if what == "dictionary"])
-        want = np.concatenate([np.unique((lay.base["item_id.dicts"] + 8 * codes[lo + i:lo + min(i + 32, cnt)]) >> 5)
-                               for i in range(0, cnt, 32)])
-        assert np.array_equal(got, want)
-        starts_inside += lo > 0
-    assert starts_inside > 0
-
-
-def test_l2_model_counts_sectors_and_l1_hits():
-    """Without an L1 every loaded sector reaches L2; uniform codes cost about one sector a value; codes
-    in frequency order (popular ids in the dictionary's first lines) hit a modelled L1 more; stores
-    are the same either way; kinds of blocks the model does not lay out are refused."""
-    import l2_model
-
-    from gpumat.bench.kernels import DELTA_TS_COLUMNS, synthetic_staged
-
-    uni = synthetic_staged(8, 2048, seed=1)
-    none = l2_model.simulate(uni, n_sms=2, l1_kib=0, seq=2)
-    assert none["l1_hit_pct"] == 0 and 0.95 < none["l2_sectors_by_what_per_event"]["dictionary"] <= 1.0
-    # item_id int64 and action int32 stored: 12 bytes an event, at least 12 / 32 sectors
-    assert 12 / 32 <= none["l2_sectors_by_what_per_event"]["stores"] < 1.2 * 12 / 32
-    assert none["l2_requests_per_event"] <= none["l2_sectors_per_event"]
-    cached = l2_model.simulate(uni, n_sms=2, l1_kib=224, seq=2)
-    assert cached["l2_sectors_per_event"] < none["l2_sectors_per_event"]
-    freq = l2_model.simulate(synthetic_staged(8, 2048, seed=1, codes="frequency"), n_sms=2, l1_kib=224, seq=2)
-    assert freq["l2_sectors_by_what_per_event"]["dictionary"] < 0.8 * cached["l2_sectors_by_what_per_event"]["dictionary"]
-    assert freq["l2_sectors_by_what_per_event"]["stores"] == cached["l2_sectors_by_what_per_event"]["stores"]
-    assert l2_model.moved_bytes(uni) - l2_model.moved_bytes(uni, 4) == 4 * len(uni.columns["item_id"].dicts)
-    with pytest.raises(NotImplementedError, match="not modelled"):
-        l2_model.simulate(synthetic_staged(4, 300, columns=DELTA_TS_COLUMNS), n_sms=1, l1_kib=224, seq=2)
+    out = tmp_path / "l2.json"
+    r = l2_model.main(["--tenants", "long", "--sets", "bench", "--codes", "uniform", "--sms", "1", "--json", str(out)])
+    row = json.loads(out.read_text())["rows"][0]
+    assert row == json.loads(json.dumps(r["rows"][0]))
+    assert abs(row["l2_floor_us"] - 0.9181 * 76.29) < 0.01 and row["bytes_moved"] == 141_680_752
+    assert abs(row["ceiling_pct_of_d2d"] - 100 * 141_680_752 / (70.04e-6 * 4250e9)) < 0.1
+    assert abs(row["ceiling_by_requests_pct_of_d2d"] - row["ceiling_pct_of_d2d"]) < 0.1  # (both fitted to this batch)

@@ -333,11 +333,13 @@ def staged_cost(staged, hist: dict, tail: dict) -> dict:
     return out
 
 
-def tenant_costs(configs: list[dict], arch: str, tenants, columns=None, key=BENCH_COLUMNS, borrow=True) -> dict:
+def tenant_costs(configs: list[dict], arch: str, tenants, columns=None, key=BENCH_COLUMNS, borrow=True,
+                 l2_rates=None) -> dict:
     """Warp-instructions per event, issue floor and DRAM floor of each bench tenant's batch: one
     history launch and one tail launch over all its columns (``columns``: synthetic specs, ``key``:
     their configurations' ``(dtype, store, check)``), jagged, strict check, narrow blocks; columns that
-    share their blocks decoded once (``borrow_plan``), or each on its own (``borrow`` False)."""
+    share their blocks decoded once (``borrow_plan``), or each on its own (``borrow`` False). With
+    ``l2_rates`` (``gpumat.bench.l2.l2_rates``), the L2 floor too (``tenant_l2``)."""
     from gpumat.bench.kernels import COLUMNS, synthetic_staged
 
     table = {(c["kernel"], tuple(map(tuple, c["columns"])), c["inclusive"], c["padded"], c["wide"], c["loop"],
@@ -348,7 +350,34 @@ def tenant_costs(configs: list[dict], arch: str, tenants, columns=None, key=BENC
         kname, wide, aux, tail_loop = staged_launch(staged, borrow)
         out[name] = {"max_len": L, **staged_cost(staged, table[(kname, key, False, False, wide, False, aux)],
                                                   table[("tail", key, False, False, False, tail_loop, aux_key(()))])}
+        if l2_rates is not None:
+            out[name].update(tenant_l2(staged, l2_rates))
+            out[name]["l2_over_dram"] = out[name]["l2_floor_us"] / out[name]["dram_floor_us"]
     return out
+
+
+L2_SMS = 1  # SMs whose share of a batch's tiles the L2 model walks (each ~1/132 of the batch)
+
+
+def tenant_l2(staged, rates: dict) -> dict:
+    """L2 sectors and requests an event of host batch ``staged`` and its L2 floors
+    (``gpumat.bench.l2``: the default launch's programs, an SM's L1 of 224 KiB)."""
+    from gpumat.bench import l2
+    import gpumat.kernels.triton_decode_gather as k
+
+    r = l2.simulate(staged, L2_SMS, l2.L1_KIB, k.GPU_TILES_SEQ)
+    return {"l2_sectors_per_event": r["l2_sectors_per_event"], "l2_requests_per_event": r["l2_requests_per_event"],
+            **l2.l2_floor_us(r, int(staged.tile_cnt.sum()), rates)}
+
+
+def l2_calibration(tenants) -> dict:
+    """``gpumat.bench.l2.l2_rates`` from the long tenant's bench batch (at the scale asked; per event)."""
+    from gpumat.bench import l2
+    from gpumat.bench.kernels import synthetic_staged
+    import gpumat.kernels.triton_decode_gather as k
+
+    name, L, B = next((t for t in tenants if t[0] == "long"), ("long", 65536, 1))
+    return l2.l2_rates(l2.simulate(synthetic_staged(B, L), L2_SMS, l2.L1_KIB, k.GPU_TILES_SEQ))
 
 
 def static_report(tenants) -> dict:
@@ -374,11 +403,14 @@ def static_report(tenants) -> dict:
                                            "issue_over_dram": v["issue_over_dram"],
                                            "history_registers": v["history_registers"],
                                            "warps_per_sm": v["history_warps_per_sm"]} for n, v in costs.items()}})
+    from gpumat.bench import l2
+
+    rates = l2_calibration(tenants)
     return {"static": {"arch": "sm_90", "triton": triton.__version__, "kernels": configs,
                        "launch_candidates": candidates,
                        "default_launch": [k.GPU_TILES_PER_PROG, k.GPU_TILES_SEQ, k.HISTORY_WARPS],
                        "spilling_configurations": len(spills),
-                       "tenants": tenant_costs(configs, "sm_90", tenants),
+                       "tenants": tenant_costs(configs, "sm_90", tenants, l2_rates=rates),
                        "tenants_sm_80": tenant_costs(configs, "sm_80", tenants),
                        # the same batches with item_id and action as plain frame of reference (no aux path)
                        "tenants_without_patch": tenant_costs(configs, "sm_90", tenants, PLAIN_COLUMNS),
@@ -388,11 +420,15 @@ def static_report(tenants) -> dict:
                        "tenants_delta_ts": tenant_costs(configs, "sm_90", tenants, DELTA_TS_COLUMNS),
                        # and with two int32 item attributes borrowing item_id's codes: decoded once for
                        # the three columns, and (as before it) each on its own
-                       "tenants_borrowed": tenant_costs(configs, "sm_90", tenants, FEATURE_COLUMNS, FEATURE_KEY),
+                       "tenants_borrowed": tenant_costs(configs, "sm_90", tenants, FEATURE_COLUMNS, FEATURE_KEY,
+                                                        l2_rates=rates),
                        "tenants_borrowed_decoded": tenant_costs(configs, "sm_90", tenants, FEATURE_COLUMNS, FEATURE_KEY,
                                                                 borrow=False),
                        "model": {"sms": SMS, "warp_instructions_per_clock_per_sm": IPC, "clock_hz": CLOCK_HZ,
-                                 "dram_bytes_per_s": DRAM_BPS}}}
+                                 "dram_bytes_per_s": DRAM_BPS,
+                                 # L2's rates at 100%, fitted to an H200's profile of the long bench batch
+                                 "l2": {"sectors_per_s": rates["sectors_per_s"], "requests_per_s": rates["requests_per_s"],
+                                        "l1_kib": l2.L1_KIB, "simulated_sms": L2_SMS, "fitted_to": l2.NCU_LONG}}}}
 
 
 def print_static(r: dict) -> None:
@@ -414,11 +450,18 @@ def print_static(r: dict) -> None:
         mark = " (default)" if c["launch"] == s.get("default_launch") else ""
         print(f"  {tuple(c['launch'])!s:<14}{c['regs']:>4} regs{' SPILLS' if c['spills'] else ''} ({occ})  {per}{mark}")
     print(f"\n{'tenant':>7}{'events':>11}{'warp-instr/event':>18}{'issue floor us':>16}{'DRAM floor us':>15}{'issue/DRAM':>12}"
-          f"{'regs':>6}{'warps/SM':>10}")
+          f"{'regs':>6}{'warps/SM':>10}{'L2 sectors/event':>18}{'L2 floor us':>13}{'L2/DRAM':>9}")
     for name, t in s["tenants"].items():
+        l2 = (f"{t['l2_sectors_per_event']:>18.3f}{t['l2_floor_us']:>13.1f}{t['l2_over_dram']:>9.2f}"
+              if "l2_floor_us" in t else "")
         print(f"{name:>7}{t['events']:>11}{t['warp_instructions_per_event']:>18.2f}{t['issue_floor_us']:>16.1f}"
               f"{t['dram_floor_us']:>15.1f}{t['issue_over_dram']:>12.2f}{t.get('history_registers', 0):>6}"
-              f"{t.get('history_warps_per_sm', 0):>10}")
+              f"{t.get('history_warps_per_sm', 0):>10}{l2}")
+    if "l2" in s.get("model", {}):
+        m = s["model"]["l2"]
+        print(f"  L2 floor: the sectors that reach L2 (gpumat.bench.l2: an SM's {m['l1_kib']} KiB L1, {m['simulated_sms']} SM's"
+              f" share of the tiles walked) at {m['sectors_per_s'] * 32 / 1e12:.2f} TB/s, L2's rate fitted to an H200's profile"
+              f" ({m['fitted_to']['source']}); over 1: L2, not DRAM, bounds the batch")
     if "tenants_without_patch" in s:
         print("  without DICT or PATCH blocks (item_id 24-bit, action 3-bit FOR): " + ", ".join(
             f"{n} {t['warp_instructions_per_event']:.2f} ({t['issue_over_dram']:.2f})" for n, t in s["tenants_without_patch"].items()))
@@ -431,4 +474,5 @@ def print_static(r: dict) -> None:
     if "tenants_borrowed" in s:
         for k, what in (("tenants_borrowed", "decoded once"), ("tenants_borrowed_decoded", "each decoded")):
             print(f"  with genre and year (int32) borrowing item_id's codes, {what}: " + ", ".join(
-                f"{n} {t['warp_instructions_per_event']:.2f} ({t['issue_over_dram']:.2f})" for n, t in s[k].items()))
+                f"{n} {t['warp_instructions_per_event']:.2f} ({t['issue_over_dram']:.2f})"
+                + (f", L2 floor {t['l2_floor_us']:.1f} us" if "l2_floor_us" in t else "") for n, t in s[k].items()))
