@@ -35,6 +35,57 @@ COLUMN_SETS = {"bench": kb.COLUMNS, "for_items": kb.FOR_ITEM_COLUMNS, "plain": k
                "borrowed": kb.FEATURE_COLUMNS}
 
 
+def real_check(workdir: str, sms: int, l1_kib: int, seq: int, json_path: str | None = None,
+               users: int = 128, max_len: int = 65536) -> dict:
+    """The model on a batch planned from the bench tier (``users`` random users' whole histories, cut
+    to ``max_len``; the kernel bench's columns, ``ts`` for the check), against a synthetic batch of
+    about as many events with codes drawn as the tier's (``codes="tier"``): whether those stand for
+    the tier's real codes. Every DICT tile's indices are checked against the reference decode."""
+    import os
+    import sys
+
+    import numpy as np
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import cpu_decode
+    import static_real
+
+    from gpumat.bench.l2 import block_codes
+    from gpumat.ops import decode_gather
+
+    tier, *_ = cpu_decode.load(workdir, 1.0, "bench")
+    st = static_real.planned(tier, max_len, users, columns=("item_id", "action"))
+    ref, _ = decode_gather(st, "reference")
+    col, tiles, bad = st.columns["item_id"], 0, 0
+    for t in range(len(st.tile_block)):
+        idx = block_codes(col, int(st.tile_block[t]), st.block_size)
+        if idx is None:
+            continue
+        lo, cnt, row = int(st.tile_lo[t]), int(st.tile_cnt[t]), int(st.tile_out[t])
+        tiles += 1
+        bad += not np.array_equal(ref["item_id"].numpy()[row:row + cnt], col.dicts[idx[lo:lo + cnt]])
+    if bad:
+        raise AssertionError(f"{bad} of {tiles} DICT tiles' indices differ from the reference decode")
+    B = max(1, round(st.total / (0.9 * max_len)))  # (a synthetic history is U[L/2, 2L]: about 0.9 L a window)
+    out = {"real": {"batch_events": int(st.total), "batch_tiles": len(st.tile_block), "dict_tiles_checked": tiles,
+                    **simulate(st, sms, l1_kib, seq)}}
+    for codes in ("tier", "uniform"):
+        syn = kb.synthetic_staged(B, max_len, codes=codes)
+        out[f"synthetic_{codes}"] = {"batch_events": int(syn.total), "batch_tiles": len(syn.tile_block),
+                                     **simulate(syn, sms, l1_kib, seq)}
+    for k, r in out.items():
+        print(f"{k:18s} {r['batch_events']:>9} events, {r['batch_tiles']} tiles ({r['tiles']} tiles, {r['events']} events simulated): "
+              f"{r['l2_sectors_per_event']:.3f} L2 sectors an event, dictionary "
+              f"{r['l2_sectors_by_what_per_event'].get('dictionary', 0):.3f} (its L1 hits "
+              f"{r['l1_hit_by_what_pct'].get('dictionary', 0):.1f}%) | "
+              + " ".join(f"{w} {v:.3f}" for w, v in r["l2_sectors_by_what_per_event"].items()))
+    print(f"(every one of {tiles} DICT tiles' indices equal to the reference decode's)")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tenants", default="long", help="comma-separated: short, mid, long")
@@ -47,8 +98,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--dict-bytes", default="8", help="a dictionary entry's bytes, comma-separated (8, 4)")
     ap.add_argument("--streams", default="cached", help="how loads of data read once use L1, comma-separated: "
                     + ", ".join(STREAM_MODES))
+    ap.add_argument("--real", default=None, metavar="WORKDIR",
+                    help="instead: a batch planned from the bench tier (built in WORKDIR as profiling/cpu_decode.py "
+                         "builds it), its dictionary indices checked against the reference decode, against a "
+                         "synthetic batch of the same size with the tier's codes")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
+    if a.real:
+        return real_check(a.real, a.sms, int(a.l1_kib.split(",")[0]), a.seq, a.json)
     tenants = {n: (L, B) for n, L, B in kb.TENANTS}
     kib0 = int(a.l1_kib.split(",")[0])
     rows = []

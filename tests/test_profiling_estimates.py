@@ -145,3 +145,36 @@ def test_l2_model_command_prices_the_batches(tmp_path):
     assert abs(row["l2_floor_us"] - 0.9181 * 76.29) < 0.01 and row["bytes_moved"] == 141_680_752
     assert abs(row["ceiling_pct_of_d2d"] - 100 * 141_680_752 / (70.04e-6 * 4250e9)) < 0.1
     assert abs(row["ceiling_by_requests_pct_of_d2d"] - row["ceiling_pct_of_d2d"]) < 0.1  # (both fitted to this batch)
+
+
+def test_l2_model_on_a_planned_batch(tmp_path):
+    """The L2 model on a batch the planner stages from a tier (segment dictionaries back to back, each
+    DICT block's base where its own starts): every DICT tile's indices are the reference decode's;
+    this small tier's item ids are mostly PATCH blocks of codes (a dictionary under 2^16 entries, in
+    frequency order), which the model refuses rather than miscounts."""
+    import static_real
+
+    from gpumat.bench import l2
+    from gpumat.host.workloads import synthetic_workload
+    from gpumat.ops import decode_gather
+
+    w = synthetic_workload(str(tmp_path / "tier"), scale=0.05, seed=3, days=3, progress=False)
+    st = static_real.planned(w.tier, 4096, 12, columns=("item_id", "action"))
+    ref, _ = decode_gather(st, "reference")
+    col, kinds = st.columns["item_id"], {"dict": 0, "plain": 0, "other": 0}
+    assert col.dicts is not None
+    for t in range(len(st.tile_block)):
+        try:
+            idx = l2.block_codes(col, int(st.tile_block[t]), st.block_size)
+        except NotImplementedError:
+            kinds["other"] += 1
+            continue
+        if idx is None:
+            kinds["plain"] += 1
+            continue
+        lo, cnt, row = int(st.tile_lo[t]), int(st.tile_cnt[t]), int(st.tile_out[t])
+        assert np.array_equal(ref["item_id"].numpy()[row:row + cnt], col.dicts[idx[lo:lo + cnt]])
+        kinds["dict"] += 1
+    assert kinds["dict"] > 0 and kinds["other"] > 0, kinds
+    with pytest.raises(NotImplementedError, match="not modelled"):
+        l2.simulate(st, n_sms=132, l1_kib=224, seq=2)

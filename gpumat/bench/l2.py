@@ -98,15 +98,29 @@ def _sectors(addr: np.ndarray, size: int) -> np.ndarray:
     return np.unique(s)
 
 
-def block_codes(col, blk: int, bs: int = 128) -> np.ndarray:
-    """The ``bs`` codes of DICT block ``blk`` of ``col`` (blocks of ``bs`` values), read from its staged
-    words as the kernel does."""
-    meta = int(col.hdr[blk, 2])
+def block_codes(col, blk: int, bs: int = 128, words_col=None) -> np.ndarray | None:
+    """The dictionary indices of block ``blk`` of DICT column ``col`` (blocks of ``bs`` values), as the
+    kernel computes them: the value line ``base + slope k`` plus the block's packed bits, mod 2^32,
+    clamped to the column's dictionaries; None for a plain block (no gather); a flagged block of
+    another kind (PATCH, RUN, DELTA blocks of codes) is ``NotImplementedError``.
+    ``words_col``: the column whose words (and block kinds) ``col``'s are, for a borrowing column."""
+    wc = col if words_col is None else words_col
+    meta = int(wc.hdr[blk, 2])
+    if not meta & 0x80:
+        return None
     w, off = meta & 0x7F, (meta >> 8) * 2
-    p = np.arange(bs) * w
-    w32 = col.words.view(np.uint32)[off:off + (bs * w >> 5) + 2].astype(np.uint64)
+    aux = int(wc.words.view(np.uint32)[off - 2])
+    if aux & 0x27 != 3:  # (kind 3, not a PATCH / RUN / DELTA block of codes: aux bit 32)
+        raise NotImplementedError(f"block {blk}: aux word {aux:#x} (not a DICT block) is not modelled")
+    k = np.arange(bs)
+    p = k * w
+    w32 = np.zeros((bs * w >> 5) + 2, np.uint64)  # (a block's last words may end the staged words)
+    have = wc.words.view(np.uint32)[off:off + len(w32)]
+    w32[:len(have)] = have
     two = w32[p >> 5] | (w32[(p >> 5) + 1] << np.uint64(32))
-    return ((two >> (p & 31).astype(np.uint64)) & np.uint64((1 << w) - 1)).astype(np.int64)
+    bits = ((two >> (p & 31).astype(np.uint64)) & np.uint64((1 << w) - 1)).astype(np.int64)
+    line = (int(col.hdr[blk, 0]) + int(col.hdr[blk, 1]) * k + bits) & 0xFFFFFFFF
+    return np.minimum(line, len(col.dicts) - 1)
 
 
 def tile_program(staged, t: int, lay: Layout, codes: dict, col_kinds: dict, dict_bytes: int = 8,
@@ -114,7 +128,7 @@ def tile_program(staged, t: int, lay: Layout, codes: dict, col_kinds: dict, dict
     """The warp instructions of tile ``t``: ``(descriptors, the rest)``, each an instruction
     ``(what, sectors, requested_bytes, store, streamed)`` (requested: the distinct bytes the lanes
     ask for; streamed: data read once). ``codes``: per DICT or borrowing column, its block's codes by
-    position in the block; ``dict_bytes``: a dictionary entry's (8, or 4 for 32-bit entries);
+    position in the block (None: not a DICT block); ``dict_bytes``: a dictionary entry's (8, or 4 for 32-bit entries);
     ``slack``: the value words' loads unmasked (``SLACK``: dead lanes load too, as the launcher has
     the long tenant's batches do; their dead lanes gather too, the entry the next block's bits name,
     here entry 0). Where value loads are masked, dead lanes gather nothing."""
@@ -150,6 +164,10 @@ def tile_program(staged, t: int, lay: Layout, codes: dict, col_kinds: dict, dict
                 for d in (0, 1):
                     addr = wb + 4 * (word + d)
                     loads.append(("words", _sectors(addr[lv], 4), 4 * len(np.unique(word[lv])), True))
+                if w > 32:  # (a block over 32 bits: a third word where a value's bits reach it)
+                    third = live & (((q * w) & 31) + w > 64)
+                    if third.any():
+                        loads.append(("words", _sectors(wb + 4 * (word[third] + 2), 4), 4 * len(np.unique(word[third])), True))
             if kind == "patch":
                 alo = int(w32[off - 2])
                 if i == 0:
@@ -164,7 +182,7 @@ def tile_program(staged, t: int, lay: Layout, codes: dict, col_kinds: dict, dict
                 if hit.any():
                     xa = wb + 4 * (off + ((alo >> 18) & 1023) + rank[q[hit]])
                     loads.append(("exceptions", _sectors(xa, 4), 4 * int(hit.sum()), True))
-            if kind in ("dict", "borrow"):
+            if kind in ("dict", "borrow") and codes[name] is not None:
                 dbase = lay(name + ".dicts", col.dicts.nbytes)
                 code = codes[name][q[live]] if not slack else np.concatenate(
                     [codes[name][q[live]], np.zeros(int((~live).sum()), np.int64)])  # (dead lanes: an entry, say 0)
@@ -249,7 +267,7 @@ def simulate(staged, n_sms: int, l1_kib: int, seq: int, streams: str = "cached",
                 for t in tiles:
                     events += int(staged.tile_cnt[t])
                     blk = int(staged.tile_block[t])
-                    codes = {name: block_codes(staged.columns[lender[name]], blk, staged.block_size)
+                    codes = {name: block_codes(staged.columns[name], blk, staged.block_size, staged.columns[lender[name]])
                              for name, k in kinds.items() if k in ("dict", "borrow")}
                     parts.append(tile_program(staged, t, lay, codes, kinds, dict_bytes, slack))
                 ins = []
