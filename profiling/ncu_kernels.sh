@@ -40,5 +40,7 @@ profile "$METRICS,$SECTORS,$STALLS,$BREAKDOWN" --section MemoryWorkloadAnalysis_
   || { SECTORS=; STALLS=; profile "$METRICS"; }
 ncu --import "$OUT.ncu-rep" --page details >> "$OUT.txt" 2>&1
 ncu --import "$OUT.ncu-rep" --page raw --csv \
-  --metrics "$METRICS${SECTORS:+,$SECTORS}${STALLS:+,$STALLS}${BREAKDOWN:+,$BREAKDOWN}" > "$OUT.csv" 2>&1
+  --metrics "$METRICS${SECTORS:+,$SECTORS}${STALLS:+,$STALLS}${BREAKDOWN:+,$BREAKDOWN}" > "$OUT.csv" 2>&1 \
+  || ncu --import "$OUT.ncu-rep" --page raw --csv \
+       --metrics "$METRICS${SECTORS:+,$SECTORS}${STALLS:+,$STALLS}" > "$OUT.csv" 2>&1
 grep -E "Duration|DRAM Throughput|Achieved Occupancy|Warp Cycles Per Issued|Registers Per" "$OUT.txt" | head -40

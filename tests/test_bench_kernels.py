@@ -43,7 +43,8 @@ def test_static_check_compiles_every_configuration_without_spills(tmp_path):
         # codes) and 12 bytes stored put the bench batches over a sector an event; two more gathers
         # an event raise it further. (Over the DRAM floor at full scale: here the 2 MiB dictionary
         # is most of a tiny batch's bytes.)
-        assert t["l2_sectors_per_event"] > 1 and t["l2_over_dram"] > 0 and once["l2_floor_us"] > 1.5 * t["l2_floor_us"]
+        assert t["l2_sectors_per_event"] > 1 and t["l2_floor_us"] > 0 and once["l2_floor_us"] > 1.5 * t["l2_floor_us"]
+        assert t["l2_over_dram"] == t["l2_floor_us"] / t["dram_floor_us"]
     assert "warp-instr/event" in proc.stdout and "borrowing item_id's codes, decoded once" in proc.stdout
     assert "L2 floor" in proc.stdout and s["model"]["l2"]["sectors_per_s"] > 0
     capped = next(c for c in s["launch_candidates"] if len(c["launch"]) == 4)  # (the bench batches: narrow blocks)

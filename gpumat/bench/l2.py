@@ -164,7 +164,8 @@ def tile_program(staged, t: int, lay: Layout, codes: dict, col_kinds: dict, dict
                 for d in (0, 1):
                     addr = wb + 4 * (word + d)
                     loads.append(("words", _sectors(addr[lv], 4), 4 * len(np.unique(word[lv])), True))
-                if w > 32:  # (a block over 32 bits: a third word where a value's bits reach it)
+                if w > 32 and (col.dtype == "int64" or not col.project):  # (a 64-bit value over 32 bits:
+                    # a third word where its bits reach it; an int32 output needs only the low 32)
                     third = live & (((q * w) & 31) + w > 64)
                     if third.any():
                         loads.append(("words", _sectors(wb + 4 * (word[third] + 2), 4), 4 * len(np.unique(word[third])), True))
@@ -206,7 +207,7 @@ def column_kinds(staged) -> dict:
     kinds, seen = {}, {}
     for name, col in staged.columns.items():
         flagged = np.flatnonzero(col.hdr[:, 2] & 0x80)
-        aux = {int(col.words.view(np.uint32)[2 * (int(col.hdr[k, 2]) >> 8) - 2]) & 7 for k in flagged[:64]}
+        aux = set(np.unique(col.words.view(np.uint32)[2 * (col.hdr[flagged, 2] >> 8) - 2] & 7).tolist())
         if id(col.words) in seen:
             kinds[name] = "borrow"
         elif col.dicts is not None and aux <= {3}:
@@ -244,6 +245,8 @@ def simulate(staged, n_sms: int, l1_kib: int, seq: int, streams: str = "cached",
     ``SLACK_MIN_BUCKET``)."""
     if streams not in STREAM_MODES:
         raise ValueError(f"streams must be one of {STREAM_MODES}")
+    if staged.block_size > LANES * STEPS:
+        raise NotImplementedError(f"blocks of {staged.block_size} values (the LOOP path) are not modelled")
     if slack is None:
         from gpumat.kernels.triton_decode_gather import SLACK_MIN_BUCKET
 
