@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from gpumat.core.errors import GpumatError
+
 from gpumat.bench.kernels import FEATURE_COLUMNS, FOR_ITEM_COLUMNS, synthetic_staged
 from gpumat.ops import decode_gather
 
@@ -189,5 +191,5 @@ def test_l2_model_counts_sectors_and_l1_hits():
     assert freq["l2_sectors_by_what_per_event"]["dictionary"] < 0.8 * cached["l2_sectors_by_what_per_event"]["dictionary"]
     assert freq["l2_sectors_by_what_per_event"]["stores"] == cached["l2_sectors_by_what_per_event"]["stores"]
     assert l2_model.moved_bytes(uni) - l2_model.moved_bytes(uni, 4) == 4 * len(uni.columns["item_id"].dicts)
-    with pytest.raises(NotImplementedError, match="not modelled"):
+    with pytest.raises(GpumatError, match="not modelled"):
         l2_model.simulate(synthetic_staged(4, 300, columns=DELTA_TS_COLUMNS), n_sms=1, l1_kib=224, seq=2)

@@ -21,7 +21,7 @@ dictionaries, L2 sets the kernel's time. The model:
 Checked against ncu's run of the long bench batch (``NCU_LONG``: L1 hit rate of global loads,
 bytes used a sector loaded and stored); that run's time and L2 share give the rate at 100%
 (``l2_rates``), which prices any other batch (``l2_floor_us``). Batches with DELTA, RUN or RADIX
-blocks are not modelled (``NotImplementedError``).
+blocks are not modelled (``GpumatError``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import numpy as np
+
+from gpumat.core.errors import GpumatError
 
 SECTOR, LINE = 32, 128
 # The L1 a program of this kernel gets on an H200: 256 KiB less the 32 KiB shared-memory carve-out
@@ -102,7 +104,7 @@ def block_codes(col, blk: int, bs: int = 128, words_col=None) -> np.ndarray | No
     """The dictionary indices of block ``blk`` of DICT column ``col`` (blocks of ``bs`` values), as the
     kernel computes them: the value line ``base + slope k`` plus the block's packed bits, mod 2^32,
     clamped to the column's dictionaries; None for a plain block (no gather); a flagged block of
-    another kind (PATCH, RUN, DELTA blocks of codes) is ``NotImplementedError``.
+    another kind (PATCH, RUN, DELTA blocks of codes) is ``GpumatError``.
     ``words_col``: the column whose words (and block kinds) ``col``'s are, for a borrowing column."""
     wc = col if words_col is None else words_col
     meta = int(wc.hdr[blk, 2])
@@ -111,7 +113,7 @@ def block_codes(col, blk: int, bs: int = 128, words_col=None) -> np.ndarray | No
     w, off = meta & 0x7F, (meta >> 8) * 2
     aux = int(wc.words.view(np.uint32)[off - 2])
     if aux & 0x27 != 3:  # (kind 3, not a PATCH / RUN / DELTA block of codes: aux bit 32)
-        raise NotImplementedError(f"block {blk}: aux word {aux:#x} (not a DICT block) is not modelled")
+        raise GpumatError(f"block {blk}: aux word {aux:#x} (not a DICT block) is not modelled")
     k = np.arange(bs)
     p = k * w
     w32 = np.zeros((bs * w >> 5) + 2, np.uint64)  # (a block's last words may end the staged words)
@@ -203,7 +205,7 @@ def column_kinds(staged) -> dict:
     """Per column: ``dict`` (DICT blocks), ``borrow`` (another column's words: its codes, DESIGN §1
     "Borrowed codes"), ``patch`` (PATCH blocks), ``for`` (plain blocks). The bench's column sets
     hold only these; DELTA, RUN and RADIX blocks (a lane's positions, or its word, found otherwise)
-    are not modelled: ``NotImplementedError``."""
+    are not modelled: ``GpumatError``."""
     kinds, seen = {}, {}
     for name, col in staged.columns.items():
         flagged = np.flatnonzero(col.hdr[:, 2] & 0x80)
@@ -217,7 +219,7 @@ def column_kinds(staged) -> dict:
         elif not len(flagged):
             kinds[name] = "for"
         else:
-            raise NotImplementedError(f"column {name!r}: blocks of aux kinds {sorted(aux)} are not modelled")
+            raise GpumatError(f"column {name!r}: blocks of aux kinds {sorted(aux)} are not modelled")
         seen.setdefault(id(col.words), name)
     return kinds
 
@@ -246,7 +248,7 @@ def simulate(staged, n_sms: int, l1_kib: int, seq: int, streams: str = "cached",
     if streams not in STREAM_MODES:
         raise ValueError(f"streams must be one of {STREAM_MODES}")
     if staged.block_size > LANES * STEPS:
-        raise NotImplementedError(f"blocks of {staged.block_size} values (the LOOP path) are not modelled")
+        raise GpumatError(f"blocks of {staged.block_size} values (the LOOP path) are not modelled")
     if slack is None:
         from gpumat.kernels.triton_decode_gather import SLACK_MIN_BUCKET
 
