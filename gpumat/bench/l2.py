@@ -130,8 +130,8 @@ def tile_program(staged, t: int, lay: Layout, codes: dict, col_kinds: dict, dict
     """The warp instructions of tile ``t``: ``(descriptors, the rest)``, each an instruction
     ``(what, sectors, requested_bytes, store, streamed)`` (requested: the distinct bytes the lanes
     ask for; streamed: data read once). ``codes``: per DICT or borrowing column, its block's codes by
-    position in the block (None: not a DICT block); ``dict_bytes``: a dictionary entry's (8, or 4 for 32-bit entries);
-    ``slack``: the value words' loads unmasked (``SLACK``: dead lanes load too, as the launcher has
+    position in the block (None: not a DICT block); ``dict_bytes``: a dictionary entry's (8, or 4
+    for 32-bit entries); ``slack``: the value words' loads unmasked (``SLACK``: dead lanes load too, as the launcher has
     the long tenant's batches do; their dead lanes gather too, the entry the next block's bits name,
     here entry 0). Where value loads are masked, dead lanes gather nothing."""
     desc = []
